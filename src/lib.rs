@@ -1,0 +1,22 @@
+//! ottla: Kafka-format partitioned logs on a local directory.
+//!
+//! The engine ([`record`], [`log`], [`store`], [`offsets`], [`producer`],
+//! [`consumer`]) knows nothing of Python or the network; `python` (behind the
+//! `python` feature) is a thin door onto it.
+
+pub mod beacon;
+pub mod config;
+pub mod consumer;
+pub mod error;
+pub mod log;
+pub mod offsets;
+pub mod partitioner;
+pub mod producer;
+pub mod record;
+pub mod store;
+pub mod topic;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{Error, Result};

@@ -1,0 +1,158 @@
+//! The log loader: what a process does when it is the first to open a
+//! partition. A clean head is trusted as is. A head left by a process that
+//! crashed in this boot is intact (the page cache survived), so only the
+//! unacknowledged tail past it is cut off. Anything else (no head, a torn
+//! head update, or a head from before a reboot that may have lost unflushed
+//! pages) is recovered from the files: every batch from the recovery point
+//! on is re-validated, the log is truncated at the first torn or corrupt
+//! batch, later segments are removed, and the indexes are rebuilt.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::head::{HeadCondition, HeadState};
+use super::partition::{now_ms, remove_segment_files, segment_path, PartitionLog};
+use super::segment::{scan, LogSegment};
+use crate::error::Result;
+
+pub(crate) fn load(log: &PartitionLog) -> Result<HeadState> {
+    let head = log.head();
+    match head.condition() {
+        HeadCondition::Clean => trust(log, false),
+        HeadCondition::CrashedThisBoot => trust(log, true),
+        HeadCondition::Missing => recover(log, i64::MIN),
+        HeadCondition::TornUpdate | HeadCondition::EarlierBoot => {
+            let st = head.read_locked();
+            recover(log, st.recovery_point.min(st.active_base))
+        }
+    }
+}
+
+/// Open the segments the head describes without reading them.
+fn trust(log: &PartitionLog, crashed: bool) -> Result<HeadState> {
+    let st = log.head().read_locked();
+    let bases = log.list_bases()?;
+    if !bases.contains(&st.active_base) {
+        return recover(log, st.recovery_point.min(st.active_base));
+    }
+    let mut map = BTreeMap::new();
+    for (i, &base) in bases.iter().enumerate() {
+        if base > st.active_base {
+            // Created by a roll that never published: nothing acknowledged is in it.
+            remove_segment_files(&segment_path(log.dir(), base));
+            continue;
+        }
+        let next_base = bases.get(i + 1).copied().unwrap_or(i64::MAX);
+        if next_base <= st.log_start_offset {
+            // Left behind by a retention pass that died between steps.
+            remove_segment_files(&segment_path(log.dir(), base));
+            continue;
+        }
+        map.insert(
+            base,
+            Arc::new(log.open_segment(base, base == st.active_base)?),
+        );
+    }
+    let Some(active) = map.get(&st.active_base) else {
+        return recover(log, st.active_base);
+    };
+    let len = active.file_len()?;
+    if len < st.active_size {
+        // The head promises bytes the file does not have: re-validate.
+        return recover(log, st.recovery_point.min(st.active_base));
+    }
+    if len > st.active_size {
+        // Bytes of an append that never published its head: never acknowledged.
+        debug_assert!(crashed || len > st.active_size);
+        active.truncate(st.active_size)?;
+    }
+    log.install_segments(st.segments_gen, st.active_base, map);
+    Ok(st)
+}
+
+/// Rebuild the log's state from its files, re-validating from the segment
+/// holding offset `from`.
+pub(crate) fn recover(log: &PartitionLog, from: i64) -> Result<HeadState> {
+    let head = log.head();
+    let valid = head.is_valid();
+    let old = head.read_locked();
+    let mut bases = log.list_bases()?;
+    if bases.is_empty() {
+        let base = if valid { old.next_offset.max(0) } else { 0 };
+        log.open_segment(base, true)?;
+        bases.push(base);
+    }
+    let from_base = bases
+        .iter()
+        .rev()
+        .find(|b| **b <= from)
+        .copied()
+        .unwrap_or(bases[0]);
+    let interval = log.config().index_interval_bytes;
+    let mut map = BTreeMap::new();
+    let mut active: Option<HeadState> = None;
+    let mut prev_next = i64::MIN;
+    for (i, &base) in bases.iter().enumerate() {
+        if active.is_some() {
+            // Past a truncation point: these offsets no longer follow on.
+            remove_segment_files(&segment_path(log.dir(), base));
+            continue;
+        }
+        if base < from_base {
+            map.insert(base, Arc::new(log.open_segment(base, false)?));
+            continue;
+        }
+        let seg = log.open_segment(base, true)?;
+        let (st, stopped) = scan(&seg, base.max(prev_next), interval)?;
+        if let Some(pos) = stopped {
+            seg.truncate(pos)?;
+        }
+        prev_next = st.next_offset;
+        if stopped.is_some() || i + 1 == bases.len() {
+            seg.sync()?;
+            map.insert(base, Arc::new(seg));
+            active = Some(st);
+        } else {
+            finalize_closed(&seg, &st)?;
+            seg.sync()?;
+            drop(seg);
+            map.insert(base, Arc::new(log.open_segment(base, false)?));
+        }
+    }
+    let mut st = active.unwrap_or_default();
+    let first = bases[0];
+    st.log_start_offset = if valid {
+        old.log_start_offset.clamp(first, st.next_offset)
+    } else {
+        first
+    };
+    st.segments_gen = if valid {
+        old.segments_gen.wrapping_add(1)
+    } else {
+        1
+    };
+    st.recovery_point = st.next_offset;
+    st.flushed_size = st.active_size;
+    st.active_created_ms = now_ms();
+    head.init(&st);
+    log.install_segments(st.segments_gen, st.active_base, map);
+    Ok(st)
+}
+
+/// Seal a segment that stops being active: a last time index entry holding
+/// its largest timestamp, and indexes trimmed to their valid entries.
+pub(crate) fn finalize_closed(seg: &LogSegment, st: &HeadState) -> Result<()> {
+    let mut idx = seg.indexes.write();
+    let mut time_entries = st.time_entries;
+    let last_ts = idx.time.last(time_entries).map_or(i64::MIN, |(ts, _)| ts);
+    if st.max_timestamp > last_ts
+        && idx
+            .time
+            .put(time_entries, st.max_timestamp, st.offset_of_max_timestamp)
+    {
+        time_entries += 1;
+    }
+    idx.offset.trim(st.index_entries)?;
+    idx.time.trim(time_entries)?;
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Cross-process locks on a partition's `partition.lock` file.
+//!
+//! Two open-file-description (OFD) byte-range locks on one file, so a process
+//! can hold both without the classic POSIX pitfall of dropping every lock when
+//! any descriptor of the file closes, and so `kill -9` releases them:
+//!
+//! * byte 0, the **append lock** (exclusive): held while appending, rolling,
+//!   deleting segments or recovering. Appenders in every process serialise
+//!   on it, which is what makes offsets gap-free across processes.
+//! * byte 1, the **presence lock**: every process that has the partition open
+//!   holds it shared. Taking it exclusively (while holding the append lock)
+//!   answers "am I the only process here?", which decides whether to run
+//!   crash recovery on open and whether to mark the log clean on close.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+const APPEND_BYTE: i64 = 0;
+const PRESENCE_BYTE: i64 = 1;
+
+pub struct LockFile {
+    file: File,
+    path: PathBuf,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Shared,
+    Exclusive,
+    Unlock,
+}
+
+impl LockFile {
+    pub fn open(path: &Path) -> Result<LockFile> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io("open lock file", path, e))?;
+        Ok(LockFile {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn fcntl(&self, byte: i64, kind: Kind, wait: bool) -> std::io::Result<bool> {
+        // SAFETY: flock is a plain C struct for which all-zero is valid.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = match kind {
+            Kind::Shared => libc::F_RDLCK,
+            Kind::Exclusive => libc::F_WRLCK,
+            Kind::Unlock => libc::F_UNLCK,
+        } as _;
+        fl.l_whence = libc::SEEK_SET as _;
+        fl.l_start = byte as _;
+        fl.l_len = 1;
+        let cmd = if wait {
+            libc::F_OFD_SETLKW
+        } else {
+            libc::F_OFD_SETLK
+        };
+        loop {
+            // SAFETY: valid fd and a pointer to an initialised flock struct.
+            let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), cmd, &mut fl) };
+            if rc == 0 {
+                return Ok(true);
+            }
+            let err = std::io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => return Ok(false),
+                _ => return Err(err),
+            }
+        }
+    }
+
+    fn set(&self, byte: i64, kind: Kind, wait: bool) -> Result<bool> {
+        self.fcntl(byte, kind, wait)
+            .map_err(|e| Error::io("lock", &self.path, e))
+    }
+
+    pub fn lock_append(&self) -> Result<AppendGuard<'_>> {
+        self.set(APPEND_BYTE, Kind::Exclusive, true)?;
+        Ok(AppendGuard { lock: self })
+    }
+
+    pub fn hold_presence_shared(&self) -> Result<()> {
+        self.set(PRESENCE_BYTE, Kind::Shared, true).map(|_| ())
+    }
+
+    /// Try to become the only process with the partition open. Converting an
+    /// OFD lock is atomic, so on failure the shared hold (if any) is kept.
+    pub fn try_presence_exclusive(&self) -> Result<bool> {
+        self.set(PRESENCE_BYTE, Kind::Exclusive, false)
+    }
+}
+
+/// Releases the append lock when dropped.
+pub struct AppendGuard<'a> {
+    lock: &'a LockFile,
+}
+
+impl Drop for AppendGuard<'_> {
+    fn drop(&mut self) {
+        // Unlocking a held lock cannot fail short of a closed fd; if it did,
+        // closing the file (process exit) still releases it.
+        let _ = self.lock.fcntl(APPEND_BYTE, Kind::Unlock, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_tells_sole_opener() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("partition.lock");
+        let a = LockFile::open(&p).expect("open a");
+        let b = LockFile::open(&p).expect("open b");
+        assert!(a.try_presence_exclusive().expect("lock"));
+        // b is a separate open file description: it must see a's lock.
+        assert!(!b.try_presence_exclusive().expect("lock"));
+        a.hold_presence_shared().expect("downgrade");
+        b.hold_presence_shared().expect("shared");
+        assert!(!a.try_presence_exclusive().expect("lock"));
+        drop(b);
+        assert!(a.try_presence_exclusive().expect("lock"));
+    }
+
+    #[test]
+    fn append_lock_excludes_other_descriptions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("partition.lock");
+        let a = LockFile::open(&p).expect("open a");
+        let b = LockFile::open(&p).expect("open b");
+        let g = a.lock_append().expect("lock");
+        assert!(!b.set(APPEND_BYTE, Kind::Exclusive, false).expect("try"));
+        drop(g);
+        assert!(b.set(APPEND_BYTE, Kind::Exclusive, false).expect("try"));
+    }
+}

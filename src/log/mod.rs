@@ -1,0 +1,13 @@
+//! The partition log: segments of record batches with their indexes, the
+//! shared head that lets several processes use one partition, and recovery.
+
+pub mod head;
+pub mod index_file;
+pub mod loader;
+pub mod lockfile;
+pub mod offset_index;
+pub mod partition;
+pub mod segment;
+pub mod time_index;
+
+pub use partition::{now_ms, AppendInfo, Durability, Fetched, PartitionLog, ReadCursor};

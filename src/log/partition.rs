@@ -1,0 +1,775 @@
+//! `PartitionLog`: one partition's log, shared by every thread of a process
+//! (one instance per partition per process, see `Store`) and coordinated with
+//! other processes through the partition head and lock file.
+//!
+//! Writers: in-process mutex, then the cross-process append lock, then
+//! re-read the head (another process may have appended or rolled), write the
+//! batches at `active_size`, add index entries, publish the head, wake
+//! waiters. Readers take no lock: they read a head snapshot and read bytes
+//! below its `active_size`, which are whole and final.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::head::{Head, HeadState};
+use super::lockfile::LockFile;
+use super::segment::{account_batch, log_file_name, LogSegment};
+use crate::beacon::Beacon;
+use crate::config::TopicConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::record::batch::{check_batch, peek_total_size, set_base_offset, BatchHeader};
+
+/// How hard an append pushes its bytes toward the disk before returning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Page cache only: survives the process, not the machine.
+    PageCache,
+    /// fsync before returning: survives power loss.
+    Fsync,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// Where the batch holding `offset` starts, so sequential reads skip the
+/// index lookup.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadCursor {
+    segment_base: i64,
+    position: u64,
+    offset: i64,
+}
+
+/// Whole batches read from the log.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub bytes: Vec<u8>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// A corrupt batch met after the bytes returned; raised once those are consumed.
+    pub error: Option<Error>,
+}
+
+pub(crate) struct SegmentMap {
+    gen: u64,
+    active_base: i64,
+    map: BTreeMap<i64, Arc<LogSegment>>,
+}
+
+pub struct PartitionLog {
+    topic: Arc<str>,
+    partition: u32,
+    dir: PathBuf,
+    lock: LockFile,
+    head: Head,
+    beacon: Arc<Beacon>,
+    config: RwLock<Arc<TopicConfig>>,
+    segments: RwLock<Arc<SegmentMap>>,
+    writer: Mutex<()>,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl PartitionLog {
+    /// Open (creating if needed) the partition in `dir`, recovering it if the
+    /// last process to use it did not close it cleanly.
+    pub fn open(
+        dir: &Path,
+        topic: Arc<str>,
+        partition: u32,
+        config: Arc<TopicConfig>,
+        beacon: Arc<Beacon>,
+    ) -> Result<PartitionLog> {
+        std::fs::create_dir_all(dir).ctx("create partition directory", dir)?;
+        let log = PartitionLog {
+            topic,
+            partition,
+            dir: dir.to_path_buf(),
+            lock: LockFile::open(&dir.join("partition.lock"))?,
+            head: Head::open(&dir.join("partition.head"))?,
+            beacon,
+            config: RwLock::new(config),
+            segments: RwLock::new(Arc::new(SegmentMap {
+                gen: u64::MAX,
+                active_base: -1,
+                map: BTreeMap::new(),
+            })),
+            writer: Mutex::new(()),
+        };
+        {
+            let _g = log.lock.lock_append()?;
+            if log.lock.try_presence_exclusive()? {
+                super::loader::load(&log)?;
+                log.head.set_clean(false);
+            } else if log.head.read().is_none() || !log.head.is_valid() {
+                log.repair_locked()?;
+            }
+            log.lock.hold_presence_shared()?;
+        }
+        log.enforce_retention()?;
+        Ok(log)
+    }
+
+    pub fn topic(&self) -> &Arc<str> {
+        &self.topic
+    }
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub(crate) fn head(&self) -> &Head {
+        &self.head
+    }
+    pub fn config(&self) -> Arc<TopicConfig> {
+        self.config.read().clone()
+    }
+    pub fn set_config(&self, config: Arc<TopicConfig>) {
+        *self.config.write() = config;
+    }
+
+    fn index_max_bytes(&self) -> u64 {
+        self.config.read().segment_index_bytes
+    }
+
+    pub(crate) fn open_segment(&self, base: i64, active: bool) -> Result<LogSegment> {
+        LogSegment::open(&self.dir, base, active, self.index_max_bytes())
+    }
+
+    /// Segment base offsets on disk, ascending.
+    pub(crate) fn list_bases(&self) -> Result<Vec<i64>> {
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).ctx("list partition", &self.dir)? {
+            let entry = entry.ctx("list partition", &self.dir)?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(stem) = name.strip_suffix(".log") {
+                if stem.len() == 20 {
+                    if let Ok(b) = stem.parse::<i64>() {
+                        bases.push(b);
+                    }
+                }
+            }
+        }
+        bases.sort_unstable();
+        Ok(bases)
+    }
+
+    pub(crate) fn install_segments(
+        &self,
+        gen: u64,
+        active_base: i64,
+        map: BTreeMap<i64, Arc<LogSegment>>,
+    ) {
+        *self.segments.write() = Arc::new(SegmentMap {
+            gen,
+            active_base,
+            map,
+        });
+    }
+
+    /// The segment map matching `st`, re-listing the directory if another
+    /// process rolled or deleted segments since we last looked.
+    fn segments_for(&self, st: &HeadState) -> Result<Arc<SegmentMap>> {
+        {
+            let cur = self.segments.read();
+            if cur.gen == st.segments_gen && cur.active_base == st.active_base {
+                return Ok(cur.clone());
+            }
+        }
+        let mut cur = self.segments.write();
+        if cur.gen == st.segments_gen && cur.active_base == st.active_base {
+            return Ok(cur.clone());
+        }
+        let mut map = BTreeMap::new();
+        for base in self.list_bases()? {
+            if base > st.active_base {
+                continue; // created by a roll not yet published
+            }
+            let active = base == st.active_base;
+            // A closed segment we already have open keeps its handles; the
+            // one that was active when we opened it must be reopened to see
+            // its final (trimmed) index.
+            if let Some(seg) = cur.map.get(&base) {
+                if !active && base < cur.active_base {
+                    map.insert(base, seg.clone());
+                    continue;
+                }
+            }
+            match self.open_segment(base, active) {
+                Ok(seg) => {
+                    map.insert(base, Arc::new(seg));
+                }
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound
+                        && base < st.log_start_offset => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let fresh = Arc::new(SegmentMap {
+            gen: st.segments_gen,
+            active_base: st.active_base,
+            map,
+        });
+        *cur = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// A head snapshot, repairing the head if its last writer died mid-update.
+    fn read_state(&self) -> Result<HeadState> {
+        if let Some(st) = self.head.read() {
+            return Ok(st);
+        }
+        let _w = self.writer.lock();
+        let _g = self.lock.lock_append()?;
+        match self.head.read() {
+            Some(st) => Ok(st),
+            None => self.repair_locked(),
+        }
+    }
+
+    /// Rebuild the head from the files, from the active segment on. Caller
+    /// holds the append lock.
+    fn repair_locked(&self) -> Result<HeadState> {
+        let st = self.head.read_locked();
+        let from = if self.head.is_valid() {
+            st.active_base.min(st.recovery_point)
+        } else {
+            0
+        };
+        super::loader::recover(self, from)
+    }
+
+    fn check_live(&self) -> Result<()> {
+        if self.head.is_deleted() {
+            return Err(Error::UnknownTopicOrPartition {
+                topic: self.topic.to_string(),
+                partition: self.partition as i64,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.head.is_deleted()
+    }
+
+    /// Append whole, already-validated batches (one or more, back to back),
+    /// stamping their offsets. Returns the offsets assigned.
+    pub fn append(&self, batches: &mut [u8], durability: Durability) -> Result<AppendInfo> {
+        if batches.is_empty() {
+            return Err(Error::InvalidRecord("empty append".into()));
+        }
+        let _w = self.writer.lock();
+        let _g = self.lock.lock_append()?;
+        self.check_live()?;
+        let mut st = match self.head.read() {
+            Some(st) => st,
+            None => self.repair_locked()?,
+        };
+        let cfg = self.config();
+        let now = now_ms();
+        let len = batches.len() as u64;
+        let mut segs = self.segments_for(&st)?;
+        let must_roll = st.active_size > 0
+            && (st.active_size + len > cfg.segment_bytes
+                || st.active_size + len > u32::MAX as u64
+                || now.saturating_sub(st.active_created_ms) >= cfg.segment_ms
+                || self.index_nearly_full(&segs, &st));
+        if must_roll {
+            st = self.roll_locked(st, now)?;
+            segs = self.segments_for(&st)?;
+        }
+        let active = segs.map.get(&st.active_base).cloned().ok_or_else(|| {
+            Error::IllegalState(format!("active segment {} missing", st.active_base))
+        })?;
+        let base_offset = st.next_offset;
+        let mut headers: Vec<(u64, BatchHeader)> = Vec::new();
+        let mut at = 0usize;
+        let mut next = base_offset;
+        while at < batches.len() {
+            set_base_offset(&mut batches[at..], next);
+            let h = BatchHeader::parse(&batches[at..])
+                .filter(|h| at + h.total_size() <= batches.len())
+                .ok_or_else(|| Error::InvalidRecord("truncated batch in append".into()))?;
+            headers.push((st.active_size + at as u64, h));
+            next = h.next_offset();
+            at += h.total_size();
+        }
+        if let Err(e) = active.write_at(st.active_size, batches) {
+            // Give back what a partial write used; the head still ends before it.
+            let _ = active.truncate(st.active_size);
+            return Err(e);
+        }
+        {
+            let mut idx = active.indexes.write();
+            for (pos, h) in &headers {
+                account_batch(&mut idx, &mut st, *pos, h, cfg.index_interval_bytes);
+            }
+        }
+        if durability == Durability::Fsync {
+            self.sync_locked(&segs, &mut st)?;
+        }
+        self.head.write(&st);
+        let info = AppendInfo {
+            base_offset,
+            last_offset: st.next_offset - 1,
+            log_start_offset: st.log_start_offset,
+        };
+        drop(_g);
+        drop(_w);
+        self.beacon.notify_append();
+        if must_roll {
+            self.enforce_retention()?;
+        }
+        Ok(info)
+    }
+
+    fn index_nearly_full(&self, segs: &SegmentMap, st: &HeadState) -> bool {
+        segs.map.get(&st.active_base).is_some_and(|s| {
+            let idx = s.indexes.read();
+            idx.offset.is_full(st.index_entries + 1) || idx.time.is_full(st.time_entries + 1)
+        })
+    }
+
+    /// fsync everything from the recovery point to the end of the log.
+    fn sync_locked(&self, segs: &SegmentMap, st: &mut HeadState) -> Result<()> {
+        let first = segs
+            .map
+            .range(..=st.recovery_point)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        for (_, seg) in segs.map.range(first..) {
+            seg.sync()?;
+        }
+        st.recovery_point = st.next_offset;
+        st.flushed_size = st.active_size;
+        Ok(())
+    }
+
+    /// Flush the log to disk (for `fsync="interval"` and clean close).
+    pub fn flush(&self) -> Result<()> {
+        let _w = self.writer.lock();
+        let _g = self.lock.lock_append()?;
+        self.check_live()?;
+        let mut st = match self.head.read() {
+            Some(st) => st,
+            None => self.repair_locked()?,
+        };
+        if st.recovery_point >= st.next_offset && st.flushed_size >= st.active_size {
+            return Ok(());
+        }
+        let segs = self.segments_for(&st)?;
+        self.sync_locked(&segs, &mut st)?;
+        self.head.write(&st);
+        self.head.flush().ctx("flush head", &self.dir)?;
+        Ok(())
+    }
+
+    /// Close the active segment and start a new one at the log end.
+    fn roll_locked(&self, mut st: HeadState, now: i64) -> Result<HeadState> {
+        let segs = self.segments_for(&st)?;
+        if let Some(active) = segs.map.get(&st.active_base) {
+            super::loader::finalize_closed(active, &st)?;
+        }
+        let base = st.next_offset;
+        if base != st.active_base {
+            let seg = self.open_segment(base, true)?;
+            // A file left by a roll that crashed before publishing: start clean.
+            seg.truncate(0)?;
+        }
+        st.active_base = base;
+        st.active_size = 0;
+        st.flushed_size = 0;
+        st.index_entries = 0;
+        st.time_entries = 0;
+        st.max_timestamp = i64::MIN;
+        st.offset_of_max_timestamp = -1;
+        st.active_created_ms = now;
+        st.segments_gen += 1;
+        self.head.write(&st);
+        Ok(st)
+    }
+
+    /// Delete closed segments past the topic's retention (time and size), and
+    /// the active segment too once every record in it has expired. Returns
+    /// the number of segments deleted.
+    pub fn enforce_retention(&self) -> Result<usize> {
+        let cfg = self.config();
+        if !cfg.deletes_by_retention() || (cfg.retention_ms < 0 && cfg.retention_bytes < 0) {
+            return Ok(0);
+        }
+        let _w = self.writer.lock();
+        let _g = self.lock.lock_append()?;
+        if self.head.is_deleted() {
+            return Ok(0);
+        }
+        let mut st = match self.head.read() {
+            Some(st) => st,
+            None => self.repair_locked()?,
+        };
+        let now = now_ms();
+        let expired = |max_ts: Option<i64>| {
+            cfg.retention_ms >= 0
+                && max_ts.is_some_and(|ts| ts < now.saturating_sub(cfg.retention_ms))
+        };
+        if st.active_size > 0 && expired(Some(st.max_timestamp)) {
+            st = self.roll_locked(st, now)?;
+        }
+        let segs = self.segments_for(&st)?;
+        let mut total: u64 = segs
+            .map
+            .values()
+            .map(|s| {
+                if s.base_offset == st.active_base {
+                    st.active_size
+                } else {
+                    s.closed_size()
+                }
+            })
+            .sum();
+        let mut doomed = Vec::new();
+        for (base, seg) in &segs.map {
+            if *base == st.active_base {
+                break;
+            }
+            let by_size = cfg.retention_bytes >= 0
+                && total.saturating_sub(seg.closed_size()) >= cfg.retention_bytes as u64
+                && total > cfg.retention_bytes as u64;
+            if by_size || expired(seg.closed_max_timestamp()) {
+                total -= seg.closed_size();
+                doomed.push(seg.clone());
+            } else {
+                break;
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let new_start = segs
+            .map
+            .range(doomed[doomed.len() - 1].base_offset + 1..)
+            .next()
+            .map_or(st.next_offset, |(b, _)| *b);
+        st.log_start_offset = st.log_start_offset.max(new_start);
+        st.segments_gen += 1;
+        // Publish the new start before unlinking, so a reader in any process
+        // sees the offsets gone before it could miss the files.
+        self.head.write(&st);
+        for seg in &doomed {
+            remove_segment_files(seg.path());
+        }
+        let _ = self.segments_for(&st)?;
+        Ok(doomed.len())
+    }
+
+    /// Current offsets: (log start, log end / high watermark).
+    pub fn offsets(&self) -> Result<(i64, i64)> {
+        let st = self.read_state()?;
+        Ok((st.log_start_offset, st.next_offset))
+    }
+
+    /// Bytes on disk across segments.
+    pub fn size_bytes(&self) -> Result<u64> {
+        let st = self.read_state()?;
+        let segs = self.segments_for(&st)?;
+        Ok(segs
+            .map
+            .values()
+            .map(|s| {
+                if s.base_offset == st.active_base {
+                    st.active_size
+                } else {
+                    s.closed_size()
+                }
+            })
+            .sum())
+    }
+
+    pub fn segment_count(&self) -> Result<usize> {
+        let st = self.read_state()?;
+        Ok(self.segments_for(&st)?.map.len())
+    }
+
+    /// Read whole batches starting with the one holding `offset`, about
+    /// `max_bytes` of them (always at least one whole batch if any exists).
+    /// With `verify`, checksums are checked and a corrupt batch ends the data
+    /// with an error naming its file and position.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        cursor: &mut Option<ReadCursor>,
+        verify: bool,
+    ) -> Result<Fetched> {
+        let st = self.read_state()?;
+        let mut out = Fetched {
+            high_watermark: st.next_offset,
+            log_start_offset: st.log_start_offset,
+            ..Default::default()
+        };
+        if offset < st.log_start_offset || offset > st.next_offset {
+            return Err(self.out_of_range(offset, &st));
+        }
+        if offset == st.next_offset {
+            return Ok(out);
+        }
+        let segs = self.segments_for(&st)?;
+        let mut target = offset;
+        let mut seg_iter = segs.map.range(..=target).next_back().map(|(b, _)| *b);
+        if seg_iter.is_none() {
+            seg_iter = segs.map.keys().next().copied();
+        }
+        while let Some(base) = seg_iter {
+            let Some(seg) = segs.map.get(&base) else {
+                break;
+            };
+            let active = base == st.active_base;
+            let (limit, entries) = if active {
+                (st.active_size, st.index_entries)
+            } else {
+                (
+                    seg.closed_size(),
+                    seg.indexes.read().offset.closed_entries(),
+                )
+            };
+            let pos = match cursor {
+                Some(c) if c.segment_base == base && c.offset == target && c.position <= limit => {
+                    Some(c.position)
+                }
+                _ => seg.find_position(target, entries, limit)?.map(|(p, _)| p),
+            };
+            if let Some(pos) = pos.filter(|p| *p < limit) {
+                let (n, next, err) =
+                    self.read_batches(seg, pos, limit, max_bytes, verify, &mut out.bytes)?;
+                out.error = err;
+                if n > 0 {
+                    *cursor = Some(ReadCursor {
+                        segment_base: base,
+                        position: pos + n as u64,
+                        offset: next,
+                    });
+                }
+                if n > 0 || out.error.is_some() {
+                    return Ok(out);
+                }
+            }
+            if active {
+                break;
+            }
+            seg_iter = segs.map.range(base + 1..).next().map(|(b, _)| *b);
+            if let Some(b) = seg_iter {
+                target = target.max(b);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read batches at `pos` into `out`; returns (bytes, next offset, error).
+    fn read_batches(
+        &self,
+        seg: &LogSegment,
+        pos: u64,
+        limit: u64,
+        max_bytes: usize,
+        verify: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, i64, Option<Error>)> {
+        let want = (max_bytes as u64)
+            .min(limit - pos)
+            .max(crate::record::HEADER_LEN as u64) as usize;
+        let want = want.min((limit - pos) as usize);
+        let start = out.len();
+        out.resize(start + want, 0);
+        let n = seg.read_at(pos, &mut out[start..])?;
+        out.truncate(start + n);
+        let mut at = 0usize;
+        let mut next = -1;
+        let mut err = None;
+        loop {
+            let rest = &out[start + at..];
+            let Some(total) = peek_total_size(rest) else {
+                break;
+            };
+            let bpos = pos + at as u64;
+            if total < crate::record::HEADER_LEN as i64 || bpos + total as u64 > limit {
+                err = Some(Error::corrupt(
+                    seg.path(),
+                    bpos,
+                    format!("batch length {total} does not fit the segment"),
+                ));
+                break;
+            }
+            let total = total as usize;
+            if total > rest.len() {
+                if at == 0 {
+                    // The first batch is larger than max_bytes: return it whole.
+                    out.resize(start + total, 0);
+                    let m = seg.read_at(pos, &mut out[start..start + total])?;
+                    if m < total {
+                        err = Some(Error::corrupt(
+                            seg.path(),
+                            bpos,
+                            "batch cut short by end of file",
+                        ));
+                        out.truncate(start);
+                        break;
+                    }
+                    continue;
+                }
+                break;
+            }
+            let batch = &rest[..total];
+            let h = if verify {
+                match check_batch(batch) {
+                    Ok(h) => h,
+                    Err(reason) => {
+                        err = Some(Error::corrupt(seg.path(), bpos, reason));
+                        break;
+                    }
+                }
+            } else {
+                match BatchHeader::parse(batch) {
+                    Some(h) => h,
+                    None => break,
+                }
+            };
+            next = h.next_offset();
+            at += total;
+        }
+        out.truncate(start + at);
+        Ok((at, next, err))
+    }
+
+    fn out_of_range(&self, offset: i64, st: &HeadState) -> Error {
+        Error::OffsetOutOfRange {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset,
+            start: st.log_start_offset,
+            end: st.next_offset,
+        }
+    }
+
+    /// The earliest offset whose record timestamp is >= `timestamp`, with
+    /// that timestamp; `None` if every record is older.
+    pub fn offset_for_time(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        let st = self.read_state()?;
+        let segs = self.segments_for(&st)?;
+        for (base, seg) in &segs.map {
+            let active = *base == st.active_base;
+            let (limit, entries, time_entries, max_ts) = if active {
+                (
+                    st.active_size,
+                    st.index_entries,
+                    st.time_entries,
+                    st.max_timestamp,
+                )
+            } else {
+                let idx = seg.indexes.read();
+                let te = idx.time.closed_entries();
+                (
+                    seg.closed_size(),
+                    idx.offset.closed_entries(),
+                    te,
+                    idx.time.last(te).map_or(i64::MAX, |(ts, _)| ts),
+                )
+            };
+            if max_ts < timestamp {
+                continue;
+            }
+            let start = seg
+                .indexes
+                .read()
+                .time
+                .offset_before(timestamp, time_entries);
+            let Some((mut pos, _)) =
+                seg.find_position(start.max(st.log_start_offset), entries, limit)?
+            else {
+                continue;
+            };
+            let mut buf = Vec::new();
+            while let Some(h) = seg.header_at(pos, limit)? {
+                if h.max_timestamp >= timestamp && h.last_offset() >= st.log_start_offset {
+                    buf.resize(h.total_size(), 0);
+                    seg.read_at(pos, &mut buf)?;
+                    let h = check_batch(&buf).map_err(|r| Error::corrupt(seg.path(), pos, r))?;
+                    for rec in crate::record::decode::records(&h, &buf)? {
+                        let rec = rec.map_err(|r| Error::corrupt(seg.path(), pos, r))?;
+                        if rec.timestamp >= timestamp && rec.offset >= st.log_start_offset {
+                            return Ok(Some((rec.offset, rec.timestamp)));
+                        }
+                    }
+                }
+                pos += h.total_size() as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Block until the log may have grown or `timeout` passes.
+    pub fn beacon(&self) -> &Arc<Beacon> {
+        &self.beacon
+    }
+
+    /// Mark deleted so every process stops appending; the caller removes files.
+    pub fn mark_deleted(&self) {
+        let _w = self.writer.lock();
+        if let Ok(_g) = self.lock.lock_append() {
+            self.head.mark_deleted();
+        }
+        self.beacon.notify_append();
+    }
+
+    /// Sleep on the directory beacon (used by waiting consumers).
+    pub fn wait_for_append(&self, seen: u32, timeout: Duration) {
+        self.beacon.wait(seen, timeout)
+    }
+}
+
+impl Drop for PartitionLog {
+    fn drop(&mut self) {
+        if self.head.is_deleted() {
+            return;
+        }
+        let _w = self.writer.lock();
+        let Ok(_g) = self.lock.lock_append() else {
+            return;
+        };
+        // The last process out flushes and leaves the clean-shutdown marker.
+        if let Ok(true) = self.lock.try_presence_exclusive() {
+            if let Some(mut st) = self.head.read() {
+                if let Ok(segs) = self.segments_for(&st) {
+                    if self.sync_locked(&segs, &mut st).is_ok() {
+                        self.head.write(&st);
+                        self.head.set_clean(true);
+                        let _ = self.head.flush();
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn remove_segment_files(log_path: &Path) {
+    for ext in ["log", "index", "timeindex"] {
+        let _ = std::fs::remove_file(log_path.with_extension(ext));
+    }
+}
+
+pub(crate) fn segment_path(dir: &Path, base: i64) -> PathBuf {
+    dir.join(log_file_name(base))
+}

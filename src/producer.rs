@@ -1,0 +1,574 @@
+//! The producer: batching records per partition in memory (the record
+//! accumulator), and appending whole batches to the partition logs.
+//!
+//! `send` encodes the record straight into the open batch of its partition
+//! (no per-record allocation) and returns a handle to that batch. A batch is
+//! appended when it reaches `batch_size`, when it is `linger_ms` old (the
+//! linger thread), on `flush`, or when someone waits on one of its records.
+//! A record is acknowledged (its handle resolved) only after the log has
+//! published it, so an acknowledged record survives `kill -9`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, Result};
+use crate::log::{now_ms, Durability, PartitionLog};
+use crate::partitioner::partition_for_key;
+use crate::record::batch::{BatchBuilder, HeaderRef, HEADER_LEN};
+use crate::store::{Store, Topic};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    Never,
+    Interval(u64),
+    Always,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProducerConfig {
+    pub linger_ms: u64,
+    pub batch_size: usize,
+    pub fsync: FsyncPolicy,
+    pub auto_create_topics: bool,
+    pub num_partitions: u32,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            linger_ms: 5,
+            batch_size: 256 * 1024,
+            fsync: FsyncPolicy::Never,
+            auto_create_topics: true,
+            num_partitions: 1,
+        }
+    }
+}
+
+pub type Callback = Box<dyn FnOnce(&std::result::Result<i64, Arc<Error>>) + Send>;
+
+/// One batch's fate, shared by the futures of all its records.
+pub struct BatchHandle {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    done: OnceLock<std::result::Result<i64, Arc<Error>>>,
+    lock: Mutex<Vec<Callback>>,
+    cv: Condvar,
+}
+
+impl BatchHandle {
+    fn new(topic: Arc<str>, partition: u32) -> Arc<BatchHandle> {
+        Arc::new(BatchHandle {
+            topic,
+            partition,
+            done: OnceLock::new(),
+            lock: Mutex::new(Vec::new()),
+            cv: Condvar::new(),
+        })
+    }
+
+    /// Base offset of the batch once appended, or the error that lost it.
+    pub fn result(&self) -> Option<&std::result::Result<i64, Arc<Error>>> {
+        self.done.get()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done.get().is_some()
+    }
+
+    fn complete(&self, r: std::result::Result<i64, Arc<Error>>) -> Vec<Callback> {
+        let mut cbs = self.lock.lock();
+        let _ = self.done.set(r);
+        self.cv.notify_all();
+        std::mem::take(&mut *cbs)
+    }
+
+    /// Wait for the batch; false on timeout.
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut g = self.lock.lock();
+        while self.done.get().is_none() {
+            match deadline {
+                Some(d) => {
+                    if self.cv.wait_until(&mut g, d).timed_out() {
+                        return self.done.get().is_some();
+                    }
+                }
+                None => self.cv.wait(&mut g),
+            }
+        }
+        true
+    }
+
+    /// Run `cb` when the batch completes (now, if it has).
+    pub fn on_complete(&self, cb: Callback) {
+        let mut g = self.lock.lock();
+        if let Some(r) = self.done.get() {
+            drop(g);
+            cb(r);
+        } else {
+            g.push(cb);
+        }
+    }
+}
+
+/// Where a sent record went: its batch and its place in it.
+pub struct SendReceipt {
+    pub batch: Arc<BatchHandle>,
+    pub index: u32,
+    pub timestamp: i64,
+}
+
+struct OpenBatch {
+    log: Arc<PartitionLog>,
+    builder: BatchBuilder,
+    handle: Arc<BatchHandle>,
+    created: Instant,
+}
+
+struct TopicState {
+    topic: Topic,
+    batches: Vec<Option<OpenBatch>>,
+    sticky: u32,
+    meta_gen: u64,
+}
+
+struct Inner {
+    topics: HashMap<Arc<str>, TopicState>,
+    open_batches: usize,
+    /// Sealed batches in the order they must be appended.
+    ready: Vec<OpenBatch>,
+    closed: bool,
+}
+
+pub struct Producer {
+    store: Arc<Store>,
+    config: ProducerConfig,
+    inner: Mutex<Inner>,
+    linger_cv: Condvar,
+    linger_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Callbacks of completed batches, run after the accumulator is unlocked.
+#[must_use]
+pub struct Completions(Vec<Callback>, Arc<BatchHandle>, Option<Arc<Error>>);
+
+impl Producer {
+    pub fn new(store: Arc<Store>, config: ProducerConfig) -> Result<Arc<Producer>> {
+        if config.batch_size == 0 {
+            return Err(Error::InvalidConfig("batch_size must be positive".into()));
+        }
+        if config.num_partitions == 0 {
+            return Err(Error::InvalidConfig(
+                "num_partitions must be positive".into(),
+            ));
+        }
+        if let FsyncPolicy::Interval(ms) = config.fsync {
+            store.ensure_flusher(ms);
+        }
+        let p = Arc::new(Producer {
+            store,
+            config,
+            inner: Mutex::new(Inner {
+                topics: HashMap::new(),
+                open_batches: 0,
+                ready: Vec::new(),
+                closed: false,
+            }),
+            linger_cv: Condvar::new(),
+            linger_thread: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&p);
+        let handle = std::thread::Builder::new()
+            .name("ottla-linger".into())
+            .spawn(move || linger_loop(weak))
+            .map_err(|e| Error::IllegalState(format!("cannot start linger thread: {e}")))?;
+        *p.linger_thread.lock() = Some(handle);
+        Ok(p)
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &ProducerConfig {
+        &self.config
+    }
+
+    fn durability(&self) -> Durability {
+        match self.config.fsync {
+            FsyncPolicy::Always => Durability::Fsync,
+            _ => Durability::PageCache,
+        }
+    }
+
+    fn topic_state_in<'a>(
+        &self,
+        topics: &'a mut HashMap<Arc<str>, TopicState>,
+        topic: &str,
+    ) -> Result<&'a mut TopicState> {
+        let gen = self.store.beacon().metadata_gen();
+        let stale = match topics.get(topic) {
+            Some(ts) => ts.meta_gen != gen,
+            None => true,
+        };
+        if stale {
+            let t = self.store.topic_or_create(
+                topic,
+                self.config.auto_create_topics,
+                self.config.num_partitions,
+            )?;
+            let n = t.partitions as usize;
+            match topics.get_mut(topic) {
+                Some(ts) => {
+                    ts.batches.resize_with(n.max(ts.batches.len()), || None);
+                    ts.topic = t;
+                    ts.meta_gen = gen;
+                }
+                None => {
+                    let sticky = (now_ms() as u32) % t.partitions;
+                    topics.insert(
+                        t.name.clone(),
+                        TopicState {
+                            batches: (0..n).map(|_| None).collect(),
+                            topic: t,
+                            sticky,
+                            meta_gen: gen,
+                        },
+                    );
+                }
+            }
+        }
+        topics
+            .get_mut(topic)
+            .ok_or_else(|| Error::IllegalState("topic state vanished".into()))
+    }
+
+    /// Add one record to its partition's open batch. The returned flag says
+    /// that a batch is sealed and waiting: call [`Producer::flush_ready`]
+    /// (the Python door does so with the GIL released).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[HeaderRef<'_>],
+        partition: Option<u32>,
+        timestamp: Option<i64>,
+    ) -> Result<(SendReceipt, bool)> {
+        let mut inner = self.inner.lock();
+        let r = self.send_locked(&mut inner, topic, key, value, headers, partition, timestamp)?;
+        Ok((r, !inner.ready.is_empty()))
+    }
+
+    /// Send many records to one topic under one lock acquisition.
+    pub fn send_many<'a>(
+        &self,
+        topic: &str,
+        records: impl Iterator<Item = (Option<&'a [u8]>, Option<&'a [u8]>)>,
+        partition: Option<u32>,
+        timestamp: Option<i64>,
+    ) -> Result<(Vec<SendReceipt>, bool)> {
+        let mut inner = self.inner.lock();
+        let mut receipts = Vec::with_capacity(records.size_hint().0);
+        for (key, value) in records {
+            receipts.push(self.send_locked(
+                &mut inner,
+                topic,
+                key,
+                value,
+                &[],
+                partition,
+                timestamp,
+            )?);
+        }
+        Ok((receipts, !inner.ready.is_empty()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send_locked(
+        &self,
+        inner: &mut Inner,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[HeaderRef<'_>],
+        partition: Option<u32>,
+        timestamp: Option<i64>,
+    ) -> Result<SendReceipt> {
+        if inner.closed {
+            return Err(Error::Closed("producer"));
+        }
+        let batch_size = self.config.batch_size;
+        let ts = timestamp.unwrap_or_else(now_ms);
+        let was_open = inner.open_batches;
+        let Inner {
+            topics,
+            open_batches,
+            ready,
+            ..
+        } = inner;
+        let state = self.topic_state_in(topics, topic)?;
+        let n = state.topic.partitions;
+        let max_bytes = state.topic.config.max_message_bytes;
+        let rec_size = BatchBuilder::record_size(0, 0, key, value, headers);
+        if rec_size + HEADER_LEN > max_bytes {
+            return Err(Error::RecordTooLarge {
+                size: rec_size + HEADER_LEN,
+                max: max_bytes,
+            });
+        }
+        let sticky = partition.is_none() && key.is_none();
+        let mut p = match (partition, key) {
+            (Some(p), _) if p < n => p,
+            (Some(p), _) => {
+                return Err(Error::UnknownTopicOrPartition {
+                    topic: topic.to_string(),
+                    partition: p as i64,
+                })
+            }
+            (None, Some(k)) => partition_for_key(k, n),
+            (None, None) => state.sticky % n,
+        };
+        // Seal the open batch first if this record would overflow it.
+        let limit = batch_size.min(max_bytes);
+        if let Some(b) = &state.batches[p as usize] {
+            if !b.builder.is_empty() && b.builder.size_in_bytes() + rec_size > limit {
+                if let Some(b) = state.batches[p as usize].take() {
+                    ready.push(b);
+                    *open_batches -= 1;
+                    if sticky {
+                        state.sticky = (state.sticky + 1) % n;
+                        p = state.sticky;
+                    }
+                }
+            }
+        }
+        let slot = &mut state.batches[p as usize];
+        if slot.is_none() {
+            let log = self.store.partition(&state.topic, p)?;
+            *slot = Some(OpenBatch {
+                log,
+                builder: BatchBuilder::with_capacity(limit + rec_size),
+                handle: BatchHandle::new(state.topic.name.clone(), p),
+                created: Instant::now(),
+            });
+            *open_batches += 1;
+        }
+        let Some(b) = slot.as_mut() else {
+            return Err(Error::IllegalState("open batch vanished".into()));
+        };
+        let index = b.builder.append(ts, key, value, headers);
+        let receipt = SendReceipt {
+            batch: b.handle.clone(),
+            index,
+            timestamp: ts,
+        };
+        if b.builder.size_in_bytes() >= batch_size {
+            if let Some(b) = slot.take() {
+                ready.push(b);
+                *open_batches -= 1;
+                if sticky {
+                    state.sticky = (state.sticky + 1) % n;
+                }
+            }
+        }
+        if was_open == 0 && *open_batches > 0 {
+            self.linger_cv.notify_one();
+        }
+        Ok(receipt)
+    }
+
+    /// Append every sealed batch, in order. Callbacks come back to be run by
+    /// the caller once it may (the Python door needs the GIL for them).
+    pub fn flush_ready(&self) -> Vec<Completions> {
+        let mut inner = self.inner.lock();
+        self.append_ready(&mut inner)
+    }
+
+    fn append_ready(&self, inner: &mut Inner) -> Vec<Completions> {
+        let durability = self.durability();
+        inner
+            .ready
+            .drain(..)
+            .map(|b| append_batch(b, durability))
+            .collect()
+    }
+
+    /// Seal open batches (all, or those created before `older_than`).
+    fn seal(&self, inner: &mut Inner, older_than: Option<Instant>) {
+        let Inner {
+            topics,
+            open_batches,
+            ready,
+            ..
+        } = inner;
+        for state in topics.values_mut() {
+            for slot in state.batches.iter_mut() {
+                let due = match (slot.as_ref(), older_than) {
+                    (Some(_), None) => true,
+                    (Some(b), Some(cutoff)) => b.created <= cutoff,
+                    (None, _) => false,
+                };
+                if due {
+                    if let Some(b) = slot.take() {
+                        ready.push(b);
+                        *open_batches -= 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Append every open batch.
+    pub fn flush(&self) -> Vec<Completions> {
+        let mut inner = self.inner.lock();
+        self.seal(&mut inner, None);
+        self.append_ready(&mut inner)
+    }
+
+    /// Append the batch holding `handle` now, if it has not been (a caller
+    /// is waiting on one of its records).
+    pub fn flush_batch(&self, handle: &Arc<BatchHandle>) -> Vec<Completions> {
+        if handle.is_done() {
+            return Vec::new();
+        }
+        let mut inner = self.inner.lock();
+        let Inner {
+            topics,
+            open_batches,
+            ready,
+            ..
+        } = &mut *inner;
+        if let Some(slot) = topics
+            .get_mut(&*handle.topic)
+            .and_then(|s| s.batches.get_mut(handle.partition as usize))
+        {
+            if slot
+                .as_ref()
+                .is_some_and(|b| Arc::ptr_eq(&b.handle, handle))
+            {
+                if let Some(b) = slot.take() {
+                    ready.push(b);
+                    *open_batches -= 1;
+                }
+            }
+        }
+        self.append_ready(&mut inner)
+    }
+
+    /// Flush and stop; later sends fail with `Closed`.
+    pub fn close(&self) -> Vec<Completions> {
+        let out = {
+            let mut inner = self.inner.lock();
+            if inner.closed {
+                return Vec::new();
+            }
+            self.seal(&mut inner, None);
+            let out = self.append_ready(&mut inner);
+            inner.closed = true;
+            self.linger_cv.notify_all();
+            out
+        };
+        if let Some(h) = self.linger_thread.lock().take() {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+        out
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().closed
+    }
+
+    /// Partition count of a topic (creating it if allowed).
+    pub fn partitions_for(&self, topic: &str) -> Result<u32> {
+        let mut inner = self.inner.lock();
+        Ok(self
+            .topic_state_in(&mut inner.topics, topic)?
+            .topic
+            .partitions)
+    }
+}
+
+impl Completions {
+    /// Run the callbacks of the completed batch.
+    pub fn run(self) {
+        let Completions(cbs, handle, _) = self;
+        if let Some(r) = handle.result() {
+            for cb in cbs {
+                cb(r);
+            }
+        }
+    }
+
+    /// The error that failed the batch, if it failed.
+    pub fn error(&self) -> Option<&Arc<Error>> {
+        self.2.as_ref()
+    }
+}
+
+fn append_batch(mut b: OpenBatch, durability: Durability) -> Completions {
+    let r = b
+        .log
+        .append(b.builder.finish_mut(), durability)
+        .map(|info| info.base_offset)
+        .map_err(Arc::new);
+    let err = r.as_ref().err().cloned();
+    let cbs = b.handle.complete(r);
+    Completions(cbs, b.handle, err)
+}
+
+fn linger_loop(weak: std::sync::Weak<Producer>) {
+    loop {
+        let Some(p) = weak.upgrade() else { return };
+        let linger = Duration::from_millis(p.config.linger_ms);
+        let completions = {
+            let mut inner = p.inner.lock();
+            if inner.closed {
+                return;
+            }
+            if inner.open_batches == 0 && inner.ready.is_empty() {
+                // Sleep until a send opens a batch (bounded, to notice drops).
+                p.linger_cv.wait_for(&mut inner, Duration::from_millis(200));
+                continue;
+            }
+            let oldest = inner
+                .topics
+                .values()
+                .flat_map(|s| s.batches.iter().flatten())
+                .map(|b| b.created)
+                .min();
+            match oldest {
+                Some(t) if t + linger > Instant::now() && inner.ready.is_empty() => {
+                    p.linger_cv.wait_until(&mut inner, t + linger);
+                    continue;
+                }
+                _ => {
+                    let cutoff = Instant::now()
+                        .checked_sub(linger)
+                        .unwrap_or_else(Instant::now);
+                    p.seal(&mut inner, Some(cutoff));
+                    p.append_ready(&mut inner)
+                }
+            }
+        };
+        drop(p);
+        for c in completions {
+            c.run();
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        for c in self.close() {
+            c.run();
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! `Store`: one data directory. It owns the topic metadata, opens partition
+//! logs on demand, and is shared by every Producer, Consumer and Admin on the
+//! same directory in a process (one `PartitionLog` per partition per process
+//! is what makes the in-process and cross-process locking line up).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::beacon::Beacon;
+use crate::config::TopicConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::log::lockfile::LockFile;
+use crate::log::PartitionLog;
+use crate::offsets::OffsetStore;
+use crate::topic::{is_internal, validate_topic_name, TopicMeta};
+
+/// A topic as last read from its metadata file.
+#[derive(Clone, Debug)]
+pub struct Topic {
+    pub name: Arc<str>,
+    pub partitions: u32,
+    pub config: Arc<TopicConfig>,
+}
+
+pub struct Store {
+    root: PathBuf,
+    topics_dir: PathBuf,
+    beacon: Arc<Beacon>,
+    meta_lock: LockFile,
+    topics: Mutex<HashMap<String, Topic>>,
+    logs: Mutex<HashMap<(Arc<str>, u32), Arc<PartitionLog>>>,
+    meta_seen: AtomicU64,
+    offsets: OnceLock<Arc<OffsetStore>>,
+    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+    flush_interval_ms: AtomicU64,
+}
+
+fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<Store>>> {
+    static REG: OnceLock<Mutex<HashMap<PathBuf, Weak<Store>>>> = OnceLock::new();
+    REG.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+impl Store {
+    /// Open (creating if needed) the data directory at `path`. Every caller in
+    /// a process gets the same `Store` for the same directory.
+    pub fn open(path: &Path) -> Result<Arc<Store>> {
+        fs::create_dir_all(path).ctx("create data directory", path)?;
+        let root = fs::canonicalize(path).ctx("resolve data directory", path)?;
+        let mut reg = registry().lock();
+        if let Some(s) = reg.get(&root).and_then(Weak::upgrade) {
+            return Ok(s);
+        }
+        let meta = root.join(".ottla");
+        let topics_dir = meta.join("topics");
+        fs::create_dir_all(&topics_dir).ctx("create metadata directory", &topics_dir)?;
+        fs::create_dir_all(meta.join("groups")).ctx("create metadata directory", &meta)?;
+        let beacon = Arc::new(Beacon::open(&meta.join("beacon"))?);
+        let store = Arc::new(Store {
+            meta_lock: LockFile::open(&meta.join("metadata.lock"))?,
+            meta_seen: AtomicU64::new(beacon.metadata_gen()),
+            root: root.clone(),
+            topics_dir,
+            beacon,
+            topics: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
+            offsets: OnceLock::new(),
+            flusher: Mutex::new(None),
+            flush_interval_ms: AtomicU64::new(u64::MAX),
+        });
+        reg.retain(|_, w| w.strong_count() > 0);
+        reg.insert(root, Arc::downgrade(&store));
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn beacon(&self) -> &Arc<Beacon> {
+        &self.beacon
+    }
+
+    pub(crate) fn groups_dir(&self) -> PathBuf {
+        self.root.join(".ottla").join("groups")
+    }
+
+    fn partition_dir(&self, topic: &str, partition: u32) -> PathBuf {
+        self.root.join(format!("{topic}-{partition}"))
+    }
+
+    /// Drop cached metadata if any process changed topics since we looked.
+    fn sync_metadata(&self) {
+        let gen = self.beacon.metadata_gen();
+        if self.meta_seen.swap(gen, Ordering::AcqRel) != gen {
+            self.topics.lock().clear();
+            self.logs.lock().retain(|_, log| !log.is_deleted());
+        }
+    }
+
+    fn read_meta(&self, name: &str) -> Result<Option<TopicMeta>> {
+        let path = self.topics_dir.join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => TopicMeta::decode(&text).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read topic metadata", &path, e)),
+        }
+    }
+
+    /// The topic, if it exists.
+    pub fn topic(&self, name: &str) -> Result<Option<Topic>> {
+        validate_topic_name(name)?;
+        self.sync_metadata();
+        if let Some(t) = self.topics.lock().get(name) {
+            return Ok(Some(t.clone()));
+        }
+        let Some(meta) = self.read_meta(name)? else {
+            return Ok(None);
+        };
+        let config = Arc::new(meta.config()?);
+        let topic = Topic {
+            name: Arc::from(name),
+            partitions: meta.partitions,
+            config: config.clone(),
+        };
+        for ((t, _), log) in self.logs.lock().iter() {
+            if &**t == name && log.config() != config {
+                log.set_config(config.clone());
+            }
+        }
+        self.topics.lock().insert(name.to_string(), topic.clone());
+        Ok(Some(topic))
+    }
+
+    /// The topic, creating it with `partitions` and default config if absent
+    /// and `auto_create` allows.
+    pub fn topic_or_create(&self, name: &str, auto_create: bool, partitions: u32) -> Result<Topic> {
+        if let Some(t) = self.topic(name)? {
+            return Ok(t);
+        }
+        if !auto_create {
+            return Err(Error::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            });
+        }
+        match self.create_topic(name, partitions, &[]) {
+            Ok(t) => Ok(t),
+            Err(Error::TopicAlreadyExists(_)) => {
+                self.topic(name)?
+                    .ok_or_else(|| Error::UnknownTopicOrPartition {
+                        topic: name.to_string(),
+                        partition: -1,
+                    })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: &[(String, String)],
+    ) -> Result<Topic> {
+        validate_topic_name(name)?;
+        if partitions == 0 {
+            return Err(Error::InvalidPartitions(
+                "a topic needs at least one partition".into(),
+            ));
+        }
+        let cfg =
+            TopicConfig::from_overrides(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let meta = TopicMeta {
+            partitions,
+            overrides: cfg.overrides.clone(),
+        };
+        let _g = self.meta_lock.lock_append()?;
+        let path = self.topics_dir.join(name);
+        if path.exists() {
+            return Err(Error::TopicAlreadyExists(name.to_string()));
+        }
+        for p in 0..partitions {
+            let dir = self.partition_dir(name, p);
+            // Files left by a topic deleted while another process held them.
+            if dir.exists() {
+                fs::remove_dir_all(&dir).ctx("clear stale partition", &dir)?;
+            }
+            fs::create_dir_all(&dir).ctx("create partition directory", &dir)?;
+        }
+        write_atomic(&path, meta.encode().as_bytes())?;
+        self.beacon.bump_metadata();
+        drop(_g);
+        self.topic(name)?
+            .ok_or_else(|| Error::IllegalState(format!("topic {name} vanished after create")))
+    }
+
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        validate_topic_name(name)?;
+        let _g = self.meta_lock.lock_append()?;
+        let meta = self
+            .read_meta(name)?
+            .ok_or_else(|| Error::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            })?;
+        let path = self.topics_dir.join(name);
+        fs::remove_file(&path).ctx("delete topic metadata", &path)?;
+        for p in 0..meta.partitions {
+            let dir = self.partition_dir(name, p);
+            if !dir.exists() {
+                continue;
+            }
+            // Flag the head first so appenders in every process stop.
+            let cached = self.logs.lock().remove(&(Arc::from(name), p));
+            match cached {
+                Some(log) => log.mark_deleted(),
+                None => {
+                    if let Ok(head) = crate::log::head::Head::open(&dir.join("partition.head")) {
+                        head.mark_deleted();
+                    }
+                }
+            }
+            let grave = self.root.join(format!(
+                "{name}-{p}.{:x}-delete",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ));
+            fs::rename(&dir, &grave).ctx("move deleted partition", &dir)?;
+            fs::remove_dir_all(&grave).ctx("remove deleted partition", &grave)?;
+        }
+        self.topics.lock().remove(name);
+        self.beacon.bump_metadata();
+        Ok(())
+    }
+
+    /// Topic names, internal ones included only if asked.
+    pub fn list_topics(&self, internal: bool) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.topics_dir).ctx("list topics", &self.topics_dir)? {
+            let entry = entry.ctx("list topics", &self.topics_dir)?;
+            if let Some(name) = entry.file_name().to_str() {
+                if validate_topic_name(name).is_ok() && (internal || !is_internal(name)) {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    pub fn create_partitions(&self, name: &str, total: u32) -> Result<Topic> {
+        validate_topic_name(name)?;
+        let _g = self.meta_lock.lock_append()?;
+        let mut meta = self
+            .read_meta(name)?
+            .ok_or_else(|| Error::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            })?;
+        if total <= meta.partitions {
+            return Err(Error::InvalidPartitions(format!(
+                "topic {name} has {} partitions; the new total must be larger, got {total}",
+                meta.partitions
+            )));
+        }
+        for p in meta.partitions..total {
+            let dir = self.partition_dir(name, p);
+            fs::create_dir_all(&dir).ctx("create partition directory", &dir)?;
+        }
+        meta.partitions = total;
+        write_atomic(&self.topics_dir.join(name), meta.encode().as_bytes())?;
+        self.beacon.bump_metadata();
+        drop(_g);
+        self.topic(name)?
+            .ok_or_else(|| Error::IllegalState(format!("topic {name} vanished")))
+    }
+
+    /// Set (`Some`) or remove (`None`) config overrides.
+    pub fn alter_topic_config(
+        &self,
+        name: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<Topic> {
+        validate_topic_name(name)?;
+        let _g = self.meta_lock.lock_append()?;
+        let mut meta = self
+            .read_meta(name)?
+            .ok_or_else(|| Error::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            })?;
+        for (k, v) in changes {
+            let key = crate::config::normalize_key(k);
+            match v {
+                Some(v) => {
+                    meta.overrides.insert(key, v.clone());
+                }
+                None => {
+                    meta.overrides.remove(&key);
+                }
+            }
+        }
+        let cfg = Arc::new(meta.config()?);
+        meta.overrides = cfg.overrides.clone();
+        write_atomic(&self.topics_dir.join(name), meta.encode().as_bytes())?;
+        self.beacon.bump_metadata();
+        drop(_g);
+        for ((t, _), log) in self.logs.lock().iter() {
+            if &**t == name {
+                log.set_config(cfg.clone());
+            }
+        }
+        let topic = self
+            .topic(name)?
+            .ok_or_else(|| Error::IllegalState(format!("topic {name} vanished")))?;
+        for p in 0..topic.partitions {
+            self.partition(&topic, p)?.enforce_retention()?;
+        }
+        Ok(topic)
+    }
+
+    /// The log of one partition, opened on first use.
+    pub fn partition(&self, topic: &Topic, partition: u32) -> Result<Arc<PartitionLog>> {
+        if partition >= topic.partitions {
+            return Err(Error::UnknownTopicOrPartition {
+                topic: topic.name.to_string(),
+                partition: partition as i64,
+            });
+        }
+        let key = (topic.name.clone(), partition);
+        if let Some(log) = self.logs.lock().get(&key) {
+            if !log.is_deleted() {
+                return Ok(log.clone());
+            }
+        }
+        let log = Arc::new(PartitionLog::open(
+            &self.partition_dir(&topic.name, partition),
+            topic.name.clone(),
+            partition,
+            topic.config.clone(),
+            self.beacon.clone(),
+        )?);
+        let mut logs = self.logs.lock();
+        let entry = logs.entry(key).or_insert_with(|| log.clone());
+        if entry.is_deleted() {
+            *entry = log.clone();
+        }
+        Ok(entry.clone())
+    }
+
+    pub fn partition_by_name(&self, topic: &str, partition: u32) -> Result<Arc<PartitionLog>> {
+        let t = self
+            .topic(topic)?
+            .ok_or_else(|| Error::UnknownTopicOrPartition {
+                topic: topic.to_string(),
+                partition: partition as i64,
+            })?;
+        self.partition(&t, partition)
+    }
+
+    pub fn offsets(self: &Arc<Self>) -> Result<Arc<OffsetStore>> {
+        if let Some(o) = self.offsets.get() {
+            return Ok(o.clone());
+        }
+        let o = Arc::new(OffsetStore::open(self)?);
+        Ok(self.offsets.get_or_init(|| o).clone())
+    }
+
+    /// Start (or speed up) the background fsync of every open partition, for
+    /// producers with `fsync="interval"`.
+    pub fn ensure_flusher(self: &Arc<Self>, interval_ms: u64) {
+        let interval_ms = interval_ms.max(1);
+        self.flush_interval_ms
+            .fetch_min(interval_ms, Ordering::AcqRel);
+        let mut f = self.flusher.lock();
+        if f.is_some() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        *f = std::thread::Builder::new()
+            .name("ottla-flusher".into())
+            .spawn(move || loop {
+                let Some(store) = weak.upgrade() else { return };
+                let every = store.flush_interval_ms.load(Ordering::Acquire);
+                let logs: Vec<_> = store.logs.lock().values().cloned().collect();
+                drop(store);
+                for log in logs {
+                    // A failing flush is retried next interval; appends with
+                    // fsync="always" report errors directly.
+                    let _ = log.flush();
+                }
+                std::thread::sleep(Duration::from_millis(every));
+            })
+            .ok();
+    }
+}
+
+/// Write a file so readers see the old or the new content, never a mix.
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    fs::write(&tmp, data).ctx("write", &tmp)?;
+    let f = fs::File::open(&tmp).ctx("open", &tmp)?;
+    f.sync_all().ctx("fsync", &tmp)?;
+    fs::rename(&tmp, path).ctx("rename", path)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
