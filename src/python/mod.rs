@@ -1,1 +1,26 @@
-//! Python bindings (placeholder module filled next).
+//! The Python door: `ottla._core`, a thin layer that converts arguments,
+//! releases the GIL around blocking engine calls, and maps errors.
+
+mod admin;
+mod consumer;
+mod errors;
+mod producer;
+mod types;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<producer::Producer>()?;
+    m.add_class::<producer::FutureRecordMetadata>()?;
+    m.add_class::<producer::BatchFuture>()?;
+    m.add_class::<consumer::Consumer>()?;
+    m.add_class::<consumer::OffsetAndTimestamp>()?;
+    m.add_class::<admin::Admin>()?;
+    m.add_class::<types::TopicPartition>()?;
+    m.add_class::<types::RecordMetadata>()?;
+    m.add_class::<types::Record>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,15 @@
+"""Plain value types of the Python surface."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+
+class OffsetAndMetadata(NamedTuple):
+    """An offset to commit, with optional application metadata.
+
+    ``consumer.commit({tp: OffsetAndMetadata(42, "checkpoint-7")})``
+    """
+
+    offset: int
+    metadata: Optional[str] = None

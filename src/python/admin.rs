@@ -1,0 +1,161 @@
+//! The core of `ottla.Admin`: topic operations returning plain Python
+//! values, which `python/ottla/admin.py` shapes into dataclasses.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::store::Store;
+
+#[pyclass(module = "ottla._core", name = "_Admin", frozen)]
+pub struct Admin {
+    store: Arc<Store>,
+}
+
+fn config_pairs(config: Option<Bound<'_, PyDict>>) -> PyResult<Vec<(String, Option<String>)>> {
+    let mut out = Vec::new();
+    if let Some(d) = config {
+        for (k, v) in d.iter() {
+            let k: String = k.extract()?;
+            let v = if v.is_none() {
+                None
+            } else {
+                Some(v.str()?.to_str()?.to_string())
+            };
+            out.push((k, v));
+        }
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl Admin {
+    #[new]
+    fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        Ok(Admin {
+            store: py.detach(|| Store::open(&path))?,
+        })
+    }
+
+    #[pyo3(signature = (name, partitions=1, config=None))]
+    fn create_topic(
+        &self,
+        name: &str,
+        partitions: i64,
+        config: Option<Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        if !(1..=100_000).contains(&partitions) {
+            return Err(super::errors::InvalidPartitionsError::new_err(format!(
+                "partitions must be between 1 and 100000, got {partitions}"
+            )));
+        }
+        let mut pairs = Vec::new();
+        for (k, v) in config_pairs(config)? {
+            match v {
+                Some(v) => pairs.push((k, v)),
+                None => {
+                    return Err(super::errors::InvalidConfigError::new_err(format!(
+                        "config {k:?} has no value"
+                    )))
+                }
+            }
+        }
+        self.store.create_topic(name, partitions as u32, &pairs)?;
+        Ok(())
+    }
+
+    fn delete_topic(&self, name: &str) -> PyResult<()> {
+        Ok(self.store.delete_topic(name)?)
+    }
+
+    #[pyo3(signature = (internal=false))]
+    fn list_topics(&self, internal: bool) -> PyResult<Vec<String>> {
+        Ok(self.store.list_topics(internal)?)
+    }
+
+    /// (partitions: [(partition, start, end, size_bytes, segments)], config: {name: value}, overrides)
+    #[allow(clippy::type_complexity)]
+    fn describe_topic(
+        &self,
+        name: &str,
+    ) -> PyResult<(
+        Vec<(u32, i64, i64, u64, usize)>,
+        std::collections::BTreeMap<String, String>,
+        std::collections::BTreeMap<String, String>,
+    )> {
+        let topic =
+            self.store
+                .topic(name)?
+                .ok_or_else(|| crate::Error::UnknownTopicOrPartition {
+                    topic: name.to_string(),
+                    partition: -1,
+                })?;
+        let mut parts = Vec::new();
+        for p in 0..topic.partitions {
+            let log = self.store.partition(&topic, p)?;
+            let (start, end) = log.offsets()?;
+            parts.push((p, start, end, log.size_bytes()?, log.segment_count()?));
+        }
+        Ok((
+            parts,
+            topic.config.effective(),
+            topic.config.overrides.clone(),
+        ))
+    }
+
+    fn create_partitions(&self, name: &str, total: i64) -> PyResult<()> {
+        if !(1..=100_000).contains(&total) {
+            return Err(super::errors::InvalidPartitionsError::new_err(format!(
+                "total must be between 1 and 100000, got {total}"
+            )));
+        }
+        self.store.create_partitions(name, total as u32)?;
+        Ok(())
+    }
+
+    fn alter_topic_config(&self, name: &str, config: Bound<'_, PyDict>) -> PyResult<()> {
+        self.store
+            .alter_topic_config(name, &config_pairs(Some(config))?)?;
+        Ok(())
+    }
+
+    /// Apply retention now on every partition of `name`; returns segments deleted.
+    fn enforce_retention(&self, name: &str) -> PyResult<usize> {
+        let topic =
+            self.store
+                .topic(name)?
+                .ok_or_else(|| crate::Error::UnknownTopicOrPartition {
+                    topic: name.to_string(),
+                    partition: -1,
+                })?;
+        let mut n = 0;
+        for p in 0..topic.partitions {
+            n += self.store.partition(&topic, p)?.enforce_retention()?;
+        }
+        Ok(n)
+    }
+
+    fn list_groups(&self) -> PyResult<Vec<String>> {
+        Ok(self.store.offsets()?.groups()?)
+    }
+
+    /// [(topic, partition, committed offset, log end offset)]
+    fn group_offsets(&self, group: &str) -> PyResult<Vec<(String, u32, i64, i64)>> {
+        let mut out = Vec::new();
+        for (t, p, c) in self.store.offsets()?.group_offsets(group)? {
+            let end = self
+                .store
+                .partition_by_name(&t, p)
+                .and_then(|l| l.offsets())
+                .map_or(-1, |(_, e)| e);
+            out.push((t, p, c.offset, end));
+        }
+        Ok(out)
+    }
+
+    #[getter]
+    fn path(&self) -> String {
+        self.store.root().display().to_string()
+    }
+}

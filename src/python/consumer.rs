@@ -1,0 +1,603 @@
+//! `ottla.Consumer`: iteration, `poll`, seeking and committing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyStopIteration, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use super::types::{Record, TopicPartition};
+use crate::consumer::{Consumer as Engine, ConsumerConfig, OffsetReset, TopicPartition as Tp};
+use crate::record::RecordView;
+use crate::store::Store;
+
+/// Longest single sleep while blocking, so Ctrl-C is noticed promptly.
+const SLICE: Duration = Duration::from_millis(100);
+
+#[pyclass(module = "ottla._core", name = "Consumer", subclass, frozen)]
+pub struct Consumer {
+    engine: Arc<Engine>,
+    key_deserializer: Option<Py<PyAny>>,
+    value_deserializer: Option<Py<PyAny>>,
+    consumer_timeout: Option<Duration>,
+    max_poll_records: usize,
+    topic_names: Mutex<HashMap<Arc<str>, Py<PyString>>>,
+    path: String,
+}
+
+fn tps(args: &Bound<'_, PyAny>) -> PyResult<Vec<(String, u32)>> {
+    let mut out = Vec::new();
+    for item in args.try_iter()? {
+        let item = item?;
+        if let Ok(tp) = item.cast::<TopicPartition>() {
+            let tp = tp.get();
+            out.push((tp.topic.clone(), tp.partition));
+        } else if let Ok(t) = item.cast::<PyTuple>() {
+            out.push(t.extract::<(String, u32)>()?);
+        } else {
+            return Err(PyTypeError::new_err(
+                "expected TopicPartition or (topic, partition) tuples",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn tp_key(obj: &Bound<'_, PyAny>) -> PyResult<(String, u32)> {
+    if let Ok(tp) = obj.cast::<TopicPartition>() {
+        let tp = tp.get();
+        return Ok((tp.topic.clone(), tp.partition));
+    }
+    obj.extract::<(String, u32)>().map_err(|_| {
+        PyTypeError::new_err("expected a TopicPartition or a (topic, partition) tuple")
+    })
+}
+
+impl Consumer {
+    fn topic_name(&self, py: Python<'_>, t: &Arc<str>) -> Py<PyString> {
+        let mut names = self.topic_names.lock();
+        names
+            .entry(t.clone())
+            .or_insert_with(|| PyString::new(py, t).unbind())
+            .clone_ref(py)
+    }
+
+    fn make_record(&self, py: Python<'_>, tp: &Tp, rec: &RecordView<'_>) -> PyResult<Record> {
+        let conv = |b: Option<&[u8]>, de: &Option<Py<PyAny>>| -> PyResult<Option<Py<PyAny>>> {
+            let obj = b.map(|b| PyBytes::new(py, b).into_any());
+            match (de, obj) {
+                (Some(f), Some(o)) => Ok(Some(f.bind(py).call1((o,))?.unbind())),
+                (Some(f), None) => {
+                    let r = f.bind(py).call1((py.None(),))?;
+                    Ok(if r.is_none() { None } else { Some(r.unbind()) })
+                }
+                (None, o) => Ok(o.map(Bound::unbind)),
+            }
+        };
+        let headers = if rec.header_count == 0 {
+            None
+        } else {
+            let list = PyList::empty(py);
+            for (k, v) in rec.headers() {
+                let key = PyString::new(py, &String::from_utf8_lossy(k));
+                let val = v.map(|v| PyBytes::new(py, v));
+                list.append((key, val))?;
+            }
+            Some(list.unbind())
+        };
+        Ok(Record {
+            topic: self.topic_name(py, &tp.0),
+            partition: tp.1,
+            offset: rec.offset,
+            timestamp: rec.timestamp,
+            key: conv(rec.key, &self.key_deserializer)?,
+            value: conv(rec.value, &self.value_deserializer)?,
+            headers,
+        })
+    }
+
+    /// Hand out up to `max` records as Python objects, with the GIL held.
+    fn drain_into(
+        &self,
+        py: Python<'_>,
+        max: usize,
+        f: &mut dyn FnMut(&Tp, Record) -> PyResult<()>,
+    ) -> PyResult<usize> {
+        let mut err: Option<PyErr> = None;
+        let n = self.engine.drain(max, &mut |tp, rec| {
+            if err.is_some() {
+                return;
+            }
+            match self.make_record(py, tp, rec).and_then(|r| f(tp, r)) {
+                Ok(()) => {}
+                Err(e) => err = Some(e),
+            }
+        })?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
+    }
+
+    /// Wait (GIL released, in slices so signals are seen) until data may be
+    /// there or the deadline passes.
+    fn wait_until(&self, py: Python<'_>, deadline: Option<Instant>) -> PyResult<bool> {
+        loop {
+            let slice = match deadline {
+                None => SLICE,
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(false);
+                    }
+                    (d - now).min(SLICE)
+                }
+            };
+            let engine = &self.engine;
+            if py.detach(|| engine.wait(slice))? {
+                return Ok(true);
+            }
+            py.check_signals()?;
+        }
+    }
+}
+
+#[pymethods]
+impl Consumer {
+    #[new]
+    #[pyo3(signature = (
+        path, *topics, group_id=None, auto_offset_reset="latest", enable_auto_commit=true,
+        auto_commit_interval_ms=5000, consumer_timeout_ms=None, max_poll_records=500,
+        max_partition_fetch_bytes=1048576, check_crcs=true, auto_create_topics=true,
+        num_partitions=1, key_deserializer=None, value_deserializer=None, client_id=None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        topics: Vec<String>,
+        group_id: Option<String>,
+        auto_offset_reset: &str,
+        enable_auto_commit: bool,
+        auto_commit_interval_ms: u64,
+        consumer_timeout_ms: Option<f64>,
+        max_poll_records: usize,
+        max_partition_fetch_bytes: usize,
+        check_crcs: bool,
+        auto_create_topics: bool,
+        num_partitions: u32,
+        key_deserializer: Option<Py<PyAny>>,
+        value_deserializer: Option<Py<PyAny>>,
+        client_id: Option<String>,
+    ) -> PyResult<Self> {
+        let _ = client_id;
+        let reset = match auto_offset_reset {
+            "earliest" | "smallest" | "beginning" => OffsetReset::Earliest,
+            "latest" | "largest" | "end" => OffsetReset::Latest,
+            "none" => OffsetReset::None,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "auto_offset_reset must be 'earliest', 'latest' or 'none', not {other:?}"
+                )))
+            }
+        };
+        if max_poll_records == 0 {
+            return Err(PyValueError::new_err("max_poll_records must be positive"));
+        }
+        let consumer_timeout = match consumer_timeout_ms {
+            None => None,
+            Some(ms) if ms.is_infinite() && ms > 0.0 => None,
+            Some(ms) if ms.is_finite() && ms >= 0.0 => Some(Duration::from_secs_f64(ms / 1000.0)),
+            Some(ms) => {
+                return Err(PyValueError::new_err(format!(
+                    "consumer_timeout_ms must be >= 0, got {ms}"
+                )))
+            }
+        };
+        let config = ConsumerConfig {
+            group_id,
+            auto_offset_reset: reset,
+            enable_auto_commit,
+            auto_commit_interval_ms,
+            max_partition_fetch_bytes: max_partition_fetch_bytes.max(1),
+            auto_create_topics,
+            num_partitions,
+            check_crcs,
+        };
+        let engine = py.detach(|| -> crate::Result<Arc<Engine>> {
+            let store = Store::open(&path)?;
+            let c = Arc::new(Engine::new(store, config)?);
+            if !topics.is_empty() {
+                c.subscribe(&topics)?;
+            }
+            Ok(c)
+        })?;
+        Ok(Consumer {
+            engine,
+            key_deserializer,
+            value_deserializer,
+            consumer_timeout,
+            max_poll_records,
+            topic_names: Mutex::new(HashMap::new()),
+            path: path.display().to_string(),
+        })
+    }
+
+    /// Subscribe to topics (joining `group_id` if set); replaces any assignment.
+    #[pyo3(signature = (topics=None, pattern=None))]
+    fn subscribe(
+        &self,
+        py: Python<'_>,
+        topics: Option<Vec<String>>,
+        pattern: Option<String>,
+    ) -> PyResult<()> {
+        if pattern.is_some() {
+            return Err(PyValueError::new_err(
+                "pattern subscriptions arrive with consumer group rebalancing; pass topic names",
+            ));
+        }
+        let topics = topics.unwrap_or_default();
+        if topics.is_empty() {
+            return Err(PyValueError::new_err(
+                "subscribe() needs at least one topic",
+            ));
+        }
+        let engine = &self.engine;
+        py.detach(|| engine.subscribe(&topics))?;
+        Ok(())
+    }
+
+    fn unsubscribe(&self) -> PyResult<()> {
+        Ok(self.engine.unsubscribe()?)
+    }
+
+    fn subscription(&self) -> std::collections::BTreeSet<String> {
+        self.engine.subscription().into_iter().collect()
+    }
+
+    /// Read exactly these partitions, with no group membership.
+    fn assign(&self, py: Python<'_>, partitions: Bound<'_, PyAny>) -> PyResult<()> {
+        let parts = tps(&partitions)?;
+        let engine = &self.engine;
+        py.detach(|| engine.assign(&parts))?;
+        Ok(())
+    }
+
+    fn assignment(&self) -> std::collections::BTreeSet<TopicPartition> {
+        self.engine
+            .assignment()
+            .into_iter()
+            .map(|(t, p)| TopicPartition {
+                topic: t.to_string(),
+                partition: p,
+            })
+            .collect()
+    }
+
+    /// Fetch records: `{TopicPartition: [Record, ...]}`, waiting up to
+    /// `timeout_ms` when none are ready.
+    #[pyo3(signature = (timeout_ms=0.0, max_records=None))]
+    fn poll<'py>(
+        &self,
+        py: Python<'py>,
+        timeout_ms: f64,
+        max_records: Option<usize>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let max = max_records.unwrap_or(self.max_poll_records).max(1);
+        let deadline = Instant::now() + Duration::from_secs_f64(timeout_ms.max(0.0) / 1000.0);
+        let out = PyDict::new(py);
+        loop {
+            let mut lists: HashMap<(*const u8, u32), Bound<'py, PyList>> = HashMap::new();
+            let n = self.drain_into(py, max, &mut |tp, rec| {
+                let key = (tp.0.as_ptr(), tp.1);
+                if let Some(l) = lists.get(&key) {
+                    return l.append(rec);
+                }
+                let l = PyList::empty(py);
+                l.append(rec)?;
+                out.set_item(
+                    TopicPartition {
+                        topic: tp.0.to_string(),
+                        partition: tp.1,
+                    },
+                    &l,
+                )?;
+                lists.insert(key, l);
+                Ok(())
+            })?;
+            if n > 0 || !self.wait_until(py, Some(deadline))? {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Record> {
+        let deadline = self.consumer_timeout.map(|t| Instant::now() + t);
+        loop {
+            let mut got = None;
+            self.drain_into(py, 1, &mut |_, rec| {
+                got = Some(rec);
+                Ok(())
+            })?;
+            if let Some(r) = got {
+                return Ok(r);
+            }
+            if !self.wait_until(py, deadline)? {
+                return Err(PyStopIteration::new_err(()));
+            }
+        }
+    }
+
+    fn seek(&self, partition: Bound<'_, PyAny>, offset: i64) -> PyResult<()> {
+        let (t, p) = tp_key(&partition)?;
+        if offset < 0 {
+            return Err(PyValueError::new_err(format!(
+                "offset must be >= 0, got {offset}"
+            )));
+        }
+        Ok(self.engine.seek(&t, p, offset)?)
+    }
+
+    #[pyo3(signature = (*partitions))]
+    fn seek_to_beginning(&self, partitions: Bound<'_, PyTuple>) -> PyResult<()> {
+        Ok(self.engine.seek_to(&tps(partitions.as_any())?, true)?)
+    }
+
+    #[pyo3(signature = (*partitions))]
+    fn seek_to_end(&self, partitions: Bound<'_, PyTuple>) -> PyResult<()> {
+        Ok(self.engine.seek_to(&tps(partitions.as_any())?, false)?)
+    }
+
+    /// Offset of the next record this consumer will return for `partition`.
+    fn position(&self, partition: Bound<'_, PyAny>) -> PyResult<i64> {
+        let (t, p) = tp_key(&partition)?;
+        Ok(self.engine.position(&t, p)?)
+    }
+
+    /// The group's committed offset for `partition`, or None.
+    fn committed(&self, partition: Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+        let (t, p) = tp_key(&partition)?;
+        Ok(self.engine.committed(&t, p)?)
+    }
+
+    /// Commit current positions, or `{TopicPartition: offset}` if given.
+    #[pyo3(signature = (offsets=None))]
+    fn commit(&self, py: Python<'_>, offsets: Option<Bound<'_, PyDict>>) -> PyResult<()> {
+        let explicit = match offsets {
+            None => None,
+            Some(d) => {
+                let mut v = Vec::with_capacity(d.len());
+                for (k, val) in d.iter() {
+                    let (t, p) = tp_key(&k)?;
+                    let (off, meta) = if let Ok(o) = val.extract::<i64>() {
+                        (o, String::new())
+                    } else if let Ok(o) = val.getattr("offset") {
+                        let meta = val
+                            .getattr("metadata")
+                            .ok()
+                            .and_then(|m| m.extract::<Option<String>>().ok())
+                            .flatten()
+                            .unwrap_or_default();
+                        (o.extract::<i64>()?, meta)
+                    } else {
+                        return Err(PyTypeError::new_err(
+                            "offsets values must be int or OffsetAndMetadata",
+                        ));
+                    };
+                    if off < 0 {
+                        return Err(PyValueError::new_err(format!(
+                            "cannot commit negative offset {off}"
+                        )));
+                    }
+                    v.push((t, p, off, meta));
+                }
+                Some(v)
+            }
+        };
+        let engine = &self.engine;
+        py.detach(|| engine.commit(explicit.as_deref()))?;
+        Ok(())
+    }
+
+    /// `{TopicPartition: (offset, timestamp) | None}` for the earliest record
+    /// at or after each timestamp (ms).
+    fn offsets_for_times<'py>(
+        &self,
+        py: Python<'py>,
+        timestamps: Bound<'py, PyDict>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for (k, v) in timestamps.iter() {
+            let (t, p) = tp_key(&k)?;
+            let ts: i64 = v.extract()?;
+            let engine = &self.engine;
+            let r = py.detach(|| engine.offset_for_time(&t, p, ts))?;
+            let val = match r {
+                Some((o, ts)) => OffsetAndTimestamp {
+                    offset: o,
+                    timestamp: ts,
+                }
+                .into_pyobject(py)?
+                .into_any(),
+                None => py.None().into_bound(py),
+            };
+            out.set_item(
+                TopicPartition {
+                    topic: t,
+                    partition: p,
+                },
+                val,
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn beginning_offsets<'py>(
+        &self,
+        py: Python<'py>,
+        partitions: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for (t, p) in tps(&partitions)? {
+            let (start, _) = self.engine.watermarks(&t, p)?;
+            out.set_item(
+                TopicPartition {
+                    topic: t,
+                    partition: p,
+                },
+                start,
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn end_offsets<'py>(
+        &self,
+        py: Python<'py>,
+        partitions: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for (t, p) in tps(&partitions)? {
+            let (_, end) = self.engine.watermarks(&t, p)?;
+            out.set_item(
+                TopicPartition {
+                    topic: t,
+                    partition: p,
+                },
+                end,
+            )?;
+        }
+        Ok(out)
+    }
+
+    #[pyo3(signature = (*partitions))]
+    fn pause(&self, partitions: Bound<'_, PyTuple>) -> PyResult<()> {
+        Ok(self.engine.set_paused(&tps(partitions.as_any())?, true)?)
+    }
+
+    #[pyo3(signature = (*partitions))]
+    fn resume(&self, partitions: Bound<'_, PyTuple>) -> PyResult<()> {
+        Ok(self.engine.set_paused(&tps(partitions.as_any())?, false)?)
+    }
+
+    fn paused(&self) -> std::collections::BTreeSet<TopicPartition> {
+        self.engine
+            .paused()
+            .into_iter()
+            .map(|(t, p)| TopicPartition {
+                topic: t.to_string(),
+                partition: p,
+            })
+            .collect()
+    }
+
+    /// Topics in the directory (internal ones hidden).
+    fn topics(&self) -> PyResult<std::collections::BTreeSet<String>> {
+        Ok(self
+            .engine
+            .store()
+            .list_topics(false)?
+            .into_iter()
+            .collect())
+    }
+
+    fn partitions_for_topic(
+        &self,
+        topic: &str,
+    ) -> PyResult<Option<std::collections::BTreeSet<u32>>> {
+        Ok(self
+            .engine
+            .store()
+            .topic(topic)?
+            .map(|t| (0..t.partitions).collect()))
+    }
+
+    /// Commit (with auto-commit on) and leave the group.
+    #[pyo3(signature = (autocommit=true))]
+    fn close(&self, py: Python<'_>, autocommit: bool) -> PyResult<()> {
+        let engine = &self.engine;
+        py.detach(|| engine.close(autocommit))?;
+        Ok(())
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.engine.is_closed()
+    }
+
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    #[getter]
+    fn group_id(&self) -> Option<String> {
+        self.engine.config().group_id.clone()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<Bound<'_, PyAny>>,
+        _exc: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.close(py, true)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        if self.engine.is_closed() {
+            return format!("<ottla.Consumer path={:?} closed>", self.path);
+        }
+        let parts: Vec<String> = self
+            .engine
+            .assignment()
+            .iter()
+            .take(8)
+            .map(|(t, p)| match self.engine.position(t, *p) {
+                Ok(pos) => format!("{t}-{p}@{pos}"),
+                Err(_) => format!("{t}-{p}"),
+            })
+            .collect();
+        let n = self.engine.assignment().len();
+        format!(
+            "<ottla.Consumer path={:?} group_id={:?} partitions=[{}{}]>",
+            self.path,
+            self.engine.config().group_id.as_deref().unwrap_or(""),
+            parts.join(", "),
+            if n > 8 { ", ..." } else { "" }
+        )
+    }
+}
+
+/// Result entry of `offsets_for_times`.
+#[pyclass(module = "ottla", frozen, eq)]
+#[derive(Clone, PartialEq, Eq)]
+pub struct OffsetAndTimestamp {
+    #[pyo3(get)]
+    pub offset: i64,
+    #[pyo3(get)]
+    pub timestamp: i64,
+}
+
+#[pymethods]
+impl OffsetAndTimestamp {
+    fn __repr__(&self) -> String {
+        format!(
+            "OffsetAndTimestamp(offset={}, timestamp={})",
+            self.offset, self.timestamp
+        )
+    }
+}

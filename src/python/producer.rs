@@ -1,0 +1,542 @@
+//! `ottla.Producer` and the futures `send()` returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+
+use super::errors::{to_pyerr, OttlaTimeoutError};
+use super::types::{BytesArg, RecordMetadata};
+use crate::error::Error;
+use crate::producer::{
+    BatchHandle, Completions, FsyncPolicy, Producer as Engine, ProducerConfig, SendReceipt,
+};
+use crate::store::Store;
+
+fn run(py: Python<'_>, completions: Vec<Completions>) -> PyResult<()> {
+    let mut first_err = None;
+    for c in completions {
+        if first_err.is_none() {
+            first_err = c.error().map(|e| to_pyerr(e));
+        }
+        c.run();
+    }
+    let _ = py;
+    first_err.map_or(Ok(()), Err)
+}
+
+fn timeout_of(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_finite() && t >= 0.0 => Ok(Some(Duration::from_secs_f64(t))),
+        Some(t) => Err(PyValueError::new_err(format!(
+            "timeout must be a non-negative number of seconds, got {t}"
+        ))),
+    }
+}
+
+#[pyclass(module = "ottla._core", name = "Producer", subclass, frozen)]
+pub struct Producer {
+    engine: Arc<Engine>,
+    key_serializer: Option<Py<PyAny>>,
+    value_serializer: Option<Py<PyAny>>,
+    path: String,
+}
+
+impl Producer {
+    fn flush_sealed(&self, py: Python<'_>) -> PyResult<()> {
+        let engine = &self.engine;
+        let done = py.detach(|| engine.flush_ready());
+        // Failures of earlier batches reach their futures; send() itself only
+        // fails for this record.
+        let _ = run(py, done);
+        Ok(())
+    }
+
+    fn serialize<'py>(
+        &self,
+        py: Python<'py>,
+        ser: &Option<Py<PyAny>>,
+        obj: Option<Bound<'py, PyAny>>,
+        what: &str,
+    ) -> PyResult<Option<BytesArg<'py>>> {
+        let obj = match (ser, obj) {
+            (_, None) => return Ok(None),
+            (Some(f), Some(o)) => f.bind(py).call1((o,))?,
+            (None, Some(o)) => o,
+        };
+        if obj.is_none() {
+            return Ok(None);
+        }
+        BytesArg::from_obj(&obj, what).map(Some)
+    }
+}
+
+fn parse_fsync(fsync: &str) -> PyResult<bool> {
+    match fsync {
+        "never" => Ok(false),
+        "interval" => Ok(false),
+        "always" => Ok(true),
+        other => Err(PyValueError::new_err(format!(
+            "fsync must be 'never', 'interval' or 'always', not {other:?}"
+        ))),
+    }
+}
+
+#[pymethods]
+impl Producer {
+    #[new]
+    #[pyo3(signature = (
+        path, *, linger_ms=5, batch_size=262144, fsync="never", fsync_interval_ms=1000,
+        auto_create_topics=true, num_partitions=1, key_serializer=None, value_serializer=None,
+        acks=None, client_id=None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        linger_ms: u64,
+        batch_size: usize,
+        fsync: &str,
+        fsync_interval_ms: u64,
+        auto_create_topics: bool,
+        num_partitions: u32,
+        key_serializer: Option<Py<PyAny>>,
+        value_serializer: Option<Py<PyAny>>,
+        acks: Option<Bound<'_, PyAny>>,
+        client_id: Option<String>,
+    ) -> PyResult<Self> {
+        let _ = (acks, client_id); // accepted for Kafka compatibility: every ack is a local append
+        parse_fsync(fsync)?;
+        let policy = match fsync {
+            "always" => FsyncPolicy::Always,
+            "interval" => FsyncPolicy::Interval(fsync_interval_ms),
+            _ => FsyncPolicy::Never,
+        };
+        for (name, f) in [
+            ("key_serializer", &key_serializer),
+            ("value_serializer", &value_serializer),
+        ] {
+            if let Some(f) = f {
+                if !f.bind(py).is_callable() {
+                    return Err(PyTypeError::new_err(format!("{name} must be callable")));
+                }
+            }
+        }
+        let engine = py.detach(|| -> crate::Result<Arc<Engine>> {
+            let store = Store::open(&path)?;
+            Engine::new(
+                store,
+                ProducerConfig {
+                    linger_ms,
+                    batch_size,
+                    fsync: policy,
+                    auto_create_topics,
+                    num_partitions,
+                },
+            )
+        })?;
+        Ok(Producer {
+            engine,
+            key_serializer,
+            value_serializer,
+            path: path.display().to_string(),
+        })
+    }
+
+    /// Queue a record; returns a future resolving to its `RecordMetadata`.
+    #[pyo3(signature = (topic, value=None, key=None, partition=None, timestamp=None, headers=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn send<'py>(
+        &self,
+        py: Python<'py>,
+        topic: &str,
+        value: Option<Bound<'py, PyAny>>,
+        key: Option<Bound<'py, PyAny>>,
+        partition: Option<i64>,
+        timestamp: Option<i64>,
+        headers: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<FutureRecordMetadata> {
+        let partition = match partition {
+            None => None,
+            Some(p) if (0..=u32::MAX as i64).contains(&p) => Some(p as u32),
+            Some(p) => {
+                return Err(PyValueError::new_err(format!(
+                    "partition must be >= 0, got {p}"
+                )))
+            }
+        };
+        let value = self.serialize(py, &self.value_serializer, value, "value")?;
+        let key = self.serialize(py, &self.key_serializer, key, "key")?;
+        let vs = value.as_ref().map(|v| v.as_slice()).transpose()?;
+        let ks = key.as_ref().map(|k| k.as_slice()).transpose()?;
+        let (receipt, sealed) = match headers {
+            None => self.engine.send(topic, ks, vs, &[], partition, timestamp),
+            Some(h) => {
+                let owned = extract_headers(&h)?;
+                let refs: Vec<(&[u8], Option<&[u8]>)> = owned
+                    .iter()
+                    .map(|(k, v)| (k.as_bytes(), v.as_deref()))
+                    .collect();
+                self.engine.send(topic, ks, vs, &refs, partition, timestamp)
+            }
+        }?;
+        if sealed {
+            self.flush_sealed(py)?;
+        }
+        Ok(FutureRecordMetadata {
+            engine: self.engine.clone(),
+            receipt,
+        })
+    }
+
+    /// Send many values (and optionally keys) to one topic in one call.
+    /// Returns a `BatchFuture`; `get()` on it waits for all of them.
+    #[pyo3(signature = (topic, values, keys=None, partition=None, timestamp=None))]
+    fn send_many<'py>(
+        &self,
+        py: Python<'py>,
+        topic: &str,
+        values: Bound<'py, PyAny>,
+        keys: Option<Bound<'py, PyAny>>,
+        partition: Option<u32>,
+        timestamp: Option<i64>,
+    ) -> PyResult<BatchFuture> {
+        let values: Vec<Option<BytesArg<'py>>> = values
+            .try_iter()?
+            .map(|v| self.serialize(py, &self.value_serializer, Some(v?), "value"))
+            .collect::<PyResult<_>>()?;
+        let keys: Option<Vec<Option<BytesArg<'py>>>> = match keys {
+            None => None,
+            Some(k) => Some(
+                k.try_iter()?
+                    .map(|k| self.serialize(py, &self.key_serializer, Some(k?), "key"))
+                    .collect::<PyResult<_>>()?,
+            ),
+        };
+        if let Some(k) = &keys {
+            if k.len() != values.len() {
+                return Err(PyValueError::new_err(format!(
+                    "keys has {} items but values has {}",
+                    k.len(),
+                    values.len()
+                )));
+            }
+        }
+        let mut slices = Vec::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            let vs = v.as_ref().map(|v| v.as_slice()).transpose()?;
+            let ks = match &keys {
+                Some(k) => k[i].as_ref().map(|k| k.as_slice()).transpose()?,
+                None => None,
+            };
+            slices.push((ks, vs));
+        }
+        let (receipts, sealed) =
+            self.engine
+                .send_many(topic, slices.into_iter(), partition, timestamp)?;
+        if sealed {
+            self.flush_sealed(py)?;
+        }
+        Ok(BatchFuture {
+            engine: self.engine.clone(),
+            receipts,
+        })
+    }
+
+    /// Append every queued record; raises the first error of a failed batch.
+    #[pyo3(signature = (timeout=None))]
+    fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        timeout_of(timeout)?;
+        let engine = &self.engine;
+        let done = py.detach(|| engine.flush());
+        run(py, done)
+    }
+
+    /// Flush and release; later sends raise `ClosedError`.
+    #[pyo3(signature = (timeout=None))]
+    fn close(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        timeout_of(timeout)?;
+        let engine = &self.engine;
+        let done = py.detach(|| engine.close());
+        run(py, done)
+    }
+
+    /// Partition numbers of a topic (created if auto_create_topics allows).
+    fn partitions_for(&self, py: Python<'_>, topic: &str) -> PyResult<Vec<u32>> {
+        let engine = &self.engine;
+        let n = py.detach(|| engine.partitions_for(topic))?;
+        Ok((0..n).collect())
+    }
+
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.engine.is_closed()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<Bound<'_, PyAny>>,
+        _exc: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.close(py, None)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.engine.config();
+        let fsync = match c.fsync {
+            FsyncPolicy::Never => "never".to_string(),
+            FsyncPolicy::Interval(ms) => format!("interval({ms} ms)"),
+            FsyncPolicy::Always => "always".to_string(),
+        };
+        format!(
+            "<ottla.Producer path={:?} linger_ms={} batch_size={} fsync={}{}>",
+            self.path,
+            c.linger_ms,
+            c.batch_size,
+            fsync,
+            if self.engine.is_closed() {
+                " closed"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+fn extract_headers(h: &Bound<'_, PyAny>) -> PyResult<Vec<(String, Option<Vec<u8>>)>> {
+    let items: Bound<'_, PyAny> = if let Ok(d) = h.cast::<PyDict>() {
+        d.items().into_any()
+    } else {
+        h.clone()
+    };
+    let mut out = Vec::new();
+    for item in items.try_iter()? {
+        let item = item?;
+        let pair = item.cast::<PyTuple>().map_err(|_| {
+            PyTypeError::new_err("headers must be a dict or a list of (str, bytes | None) pairs")
+        })?;
+        if pair.len() != 2 {
+            return Err(PyTypeError::new_err(
+                "each header must be a (key, value) pair",
+            ));
+        }
+        let k = pair.get_item(0)?;
+        let k: String = k
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("header keys must be str"))?
+            .to_str()?
+            .to_string();
+        let v = pair.get_item(1)?;
+        let v = if v.is_none() {
+            None
+        } else {
+            Some(BytesArg::from_obj(&v, "header value")?.as_slice()?.to_vec())
+        };
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn metadata_of(r: &SendReceipt, handle: &BatchHandle) -> Result<RecordMetadata, Arc<Error>> {
+    match handle.result() {
+        Some(Ok(base)) => Ok(RecordMetadata {
+            topic: handle.topic.to_string(),
+            partition: handle.partition,
+            offset: base + r.index as i64,
+            timestamp: r.timestamp,
+        }),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err(Arc::new(Error::IllegalState("batch not complete".into()))),
+    }
+}
+
+fn wait_batch(
+    py: Python<'_>,
+    engine: &Arc<Engine>,
+    handle: &Arc<BatchHandle>,
+    timeout: Option<Duration>,
+) -> PyResult<()> {
+    if !handle.is_done() {
+        let done = py.detach(|| engine.flush_batch(handle));
+        let _ = run(py, done);
+        let ok = py.detach(|| handle.wait(timeout));
+        if !ok {
+            return Err(OttlaTimeoutError::new_err(format!(
+                "record not acknowledged within {:?}",
+                timeout.unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The pending result of one `send()`.
+#[pyclass(module = "ottla", frozen)]
+pub struct FutureRecordMetadata {
+    engine: Arc<Engine>,
+    receipt: SendReceipt,
+}
+
+#[pymethods]
+impl FutureRecordMetadata {
+    /// Wait until the record is appended; returns its `RecordMetadata`.
+    #[pyo3(signature = (timeout=None))]
+    fn get(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<RecordMetadata> {
+        let handle = &self.receipt.batch;
+        wait_batch(py, &self.engine, handle, timeout_of(timeout)?)?;
+        metadata_of(&self.receipt, handle).map_err(|e| to_pyerr(&e))
+    }
+
+    /// Same as `get()`, as in concurrent.futures.
+    #[pyo3(signature = (timeout=None))]
+    fn result(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<RecordMetadata> {
+        self.get(py, timeout)
+    }
+
+    #[getter]
+    fn is_done(&self) -> bool {
+        self.receipt.batch.is_done()
+    }
+
+    fn done(&self) -> bool {
+        self.receipt.batch.is_done()
+    }
+
+    fn succeeded(&self) -> bool {
+        matches!(self.receipt.batch.result(), Some(Ok(_)))
+    }
+
+    fn failed(&self) -> bool {
+        matches!(self.receipt.batch.result(), Some(Err(_)))
+    }
+
+    /// The exception if the send failed, else None.
+    #[getter]
+    fn exception(&self) -> Option<PyErr> {
+        match self.receipt.batch.result() {
+            Some(Err(e)) => Some(to_pyerr(e)),
+            _ => None,
+        }
+    }
+
+    /// Call `fn(record_metadata)` once the record is appended.
+    fn add_callback(slf: Bound<'_, Self>, f: Py<PyAny>) -> Bound<'_, Self> {
+        let this = slf.get();
+        let handle = this.receipt.batch.clone();
+        let index = this.receipt.index;
+        let ts = this.receipt.timestamp;
+        this.receipt.batch.on_complete(Box::new(move |r| {
+            if let Ok(base) = r {
+                Python::attach(|py| {
+                    let md = RecordMetadata {
+                        topic: handle.topic.to_string(),
+                        partition: handle.partition,
+                        offset: base + index as i64,
+                        timestamp: ts,
+                    };
+                    if let Err(e) = f.call1(py, (md,)) {
+                        e.write_unraisable(py, None);
+                    }
+                });
+            }
+        }));
+        slf
+    }
+
+    /// Call `fn(exception)` if the send fails.
+    fn add_errback(slf: Bound<'_, Self>, f: Py<PyAny>) -> Bound<'_, Self> {
+        slf.get().receipt.batch.on_complete(Box::new(move |r| {
+            if let Err(e) = r {
+                Python::attach(|py| {
+                    let err = to_pyerr(e).into_value(py);
+                    if let Err(e) = f.call1(py, (err,)) {
+                        e.write_unraisable(py, None);
+                    }
+                });
+            }
+        }));
+        slf
+    }
+
+    fn __repr__(&self) -> String {
+        let state = match self.receipt.batch.result() {
+            None => "pending".to_string(),
+            Some(Ok(base)) => format!("offset={}", base + self.receipt.index as i64),
+            Some(Err(e)) => format!("failed: {e}"),
+        };
+        format!(
+            "<FutureRecordMetadata {}-{} {state}>",
+            self.receipt.batch.topic, self.receipt.batch.partition
+        )
+    }
+}
+
+/// The pending result of one `send_many()`.
+#[pyclass(module = "ottla", frozen)]
+pub struct BatchFuture {
+    engine: Arc<Engine>,
+    receipts: Vec<SendReceipt>,
+}
+
+#[pymethods]
+impl BatchFuture {
+    /// Wait for every record; returns a list of `RecordMetadata` in send order.
+    #[pyo3(signature = (timeout=None))]
+    fn get<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
+        self.wait(py, timeout)?;
+        let list = PyList::empty(py);
+        for r in &self.receipts {
+            list.append(metadata_of(r, &r.batch).map_err(|e| to_pyerr(&e))?)?;
+        }
+        Ok(list)
+    }
+
+    /// Wait for every record without building metadata objects.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let t = timeout_of(timeout)?;
+        let mut last: Option<&Arc<BatchHandle>> = None;
+        for r in &self.receipts {
+            if last.is_some_and(|l| Arc::ptr_eq(l, &r.batch)) {
+                continue;
+            }
+            last = Some(&r.batch);
+            wait_batch(py, &self.engine, &r.batch, t)?;
+            if let Some(Err(e)) = r.batch.result() {
+                return Err(to_pyerr(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn __len__(&self) -> usize {
+        self.receipts.len()
+    }
+
+    fn done(&self) -> bool {
+        self.receipts.iter().all(|r| r.batch.is_done())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<BatchFuture records={} done={}>",
+            self.receipts.len(),
+            self.done()
+        )
+    }
+}
