@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 from ottla._core import _Admin
 
@@ -99,7 +99,7 @@ class Admin:
         """Consumer groups with committed offsets."""
         return self._core.list_groups()
 
-    def group_offsets(self, group: str) -> Dict[tuple, Dict[str, int]]:
+    def group_offsets(self, group: str) -> Dict[Tuple[str, int], Dict[str, int]]:
         """``{(topic, partition): {"committed": n, "end": m, "lag": m - n}}``."""
         return {
             (t, p): {"committed": c, "end": e, "lag": max(e - c, 0)}

@@ -50,6 +50,42 @@ impl IndexFile {
         })
     }
 
+    /// Open the index of a segment some writer created, without creating,
+    /// growing or shrinking the file: the whole current file is mapped
+    /// writable (for the append-lock holder), or nothing if it is absent.
+    /// Readers that may hold a stale head use this, so that reopening a
+    /// segment that has just been closed (and its index trimmed) can never
+    /// grow that index back to its preallocated size.
+    pub fn open_existing(path: &Path, entry_size: usize) -> Result<IndexFile> {
+        let file = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(IndexFile {
+                    path: path.to_path_buf(),
+                    entry_size,
+                    map: Map::Empty,
+                })
+            }
+            Err(e) => return Err(crate::Error::io("open index", path, e)),
+        };
+        let len = file.metadata().ctx("stat index", path)?.len();
+        let len = len - len % entry_size as u64;
+        let map = if len == 0 {
+            Map::Empty
+        } else {
+            // SAFETY: as in `open_writable`.
+            Map::Write(
+                unsafe { MmapOptions::new().len(len as usize).map_mut(&file) }
+                    .ctx("mmap index", path)?,
+            )
+        };
+        Ok(IndexFile {
+            path: path.to_path_buf(),
+            entry_size,
+            map,
+        })
+    }
+
     /// Open a closed segment's index read-only.
     pub fn open_readonly(path: &Path, entry_size: usize) -> Result<IndexFile> {
         let file = match File::open(path) {

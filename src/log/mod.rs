@@ -10,4 +10,7 @@ pub mod partition;
 pub mod segment;
 pub mod time_index;
 
+#[cfg(test)]
+mod tests;
+
 pub use partition::{now_ms, AppendInfo, Durability, Fetched, PartitionLog, ReadCursor};

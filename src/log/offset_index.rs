@@ -24,6 +24,14 @@ impl OffsetIndex {
         })
     }
 
+    /// See [`IndexFile::open_existing`].
+    pub fn open_existing(path: &Path, base_offset: i64) -> Result<OffsetIndex> {
+        Ok(OffsetIndex {
+            base_offset,
+            file: IndexFile::open_existing(path, ENTRY_SIZE)?,
+        })
+    }
+
     pub fn open_readonly(path: &Path, base_offset: i64) -> Result<OffsetIndex> {
         Ok(OffsetIndex {
             base_offset,

@@ -209,13 +209,18 @@ impl PartitionLog {
                     continue;
                 }
             }
-            match self.open_segment(base, active) {
+            // Never create or grow files here: `st` may be stale (readers
+            // hold no lock), so the segment it calls active may have been
+            // closed and its index trimmed meanwhile, or deleted by
+            // retention. Segments are created only under the append lock.
+            match LogSegment::open_existing(&self.dir, base, active) {
                 Ok(seg) => {
                     map.insert(base, Arc::new(seg));
                 }
+                // Deleted by retention since we listed the directory.
                 Err(Error::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound
-                        && base < st.log_start_offset => {}
+                        && (base < st.log_start_offset || !active) => {}
                 Err(e) => return Err(e),
             }
         }

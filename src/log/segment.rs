@@ -72,6 +72,40 @@ impl LogSegment {
         })
     }
 
+    /// Open a segment that already exists, creating, growing or trimming no
+    /// file: for building a view of the segments from a head snapshot that
+    /// may already be stale (see `PartitionLog::segments_for`). A missing
+    /// `.log` is an `Io` error of kind `NotFound`.
+    pub fn open_existing(dir: &Path, base_offset: i64, active: bool) -> Result<LogSegment> {
+        let path = dir.join(log_file_name(base_offset));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .ctx("open segment", &path)?;
+        let opened_size = file.metadata().ctx("stat segment", &path)?.len();
+        let idx_path = path.with_extension("index");
+        let time_path = path.with_extension("timeindex");
+        let indexes = if active {
+            Indexes {
+                offset: OffsetIndex::open_existing(&idx_path, base_offset)?,
+                time: TimeIndex::open_existing(&time_path, base_offset)?,
+            }
+        } else {
+            Indexes {
+                offset: OffsetIndex::open_readonly(&idx_path, base_offset)?,
+                time: TimeIndex::open_readonly(&time_path, base_offset)?,
+            }
+        };
+        Ok(LogSegment {
+            base_offset,
+            path,
+            file,
+            opened_size,
+            indexes: RwLock::new(indexes),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

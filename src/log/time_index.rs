@@ -24,6 +24,14 @@ impl TimeIndex {
         })
     }
 
+    /// See [`IndexFile::open_existing`].
+    pub fn open_existing(path: &Path, base_offset: i64) -> Result<TimeIndex> {
+        Ok(TimeIndex {
+            base_offset,
+            file: IndexFile::open_existing(path, ENTRY_SIZE)?,
+        })
+    }
+
     pub fn open_readonly(path: &Path, base_offset: i64) -> Result<TimeIndex> {
         Ok(TimeIndex {
             base_offset,

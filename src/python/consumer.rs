@@ -69,12 +69,9 @@ impl Consumer {
         let conv = |b: Option<&[u8]>, de: &Option<Py<PyAny>>| -> PyResult<Option<Py<PyAny>>> {
             let obj = b.map(|b| PyBytes::new(py, b).into_any());
             match (de, obj) {
+                // Like Kafka's clients, a null key or value stays None.
                 (Some(f), Some(o)) => Ok(Some(f.bind(py).call1((o,))?.unbind())),
-                (Some(f), None) => {
-                    let r = f.bind(py).call1((py.None(),))?;
-                    Ok(if r.is_none() { None } else { Some(r.unbind()) })
-                }
-                (None, o) => Ok(o.map(Bound::unbind)),
+                (_, o) => Ok(o.map(Bound::unbind)),
             }
         };
         let headers = if rec.header_count == 0 {
