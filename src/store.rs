@@ -20,6 +20,8 @@ use crate::log::PartitionLog;
 use crate::offsets::OffsetStore;
 use crate::topic::{is_internal, validate_topic_name, TopicMeta};
 
+type PartitionKey = (Arc<str>, u32);
+
 /// A topic as last read from its metadata file.
 #[derive(Clone, Debug)]
 pub struct Topic {
@@ -34,7 +36,7 @@ pub struct Store {
     beacon: Arc<Beacon>,
     meta_lock: LockFile,
     topics: Mutex<HashMap<String, Topic>>,
-    logs: Mutex<HashMap<(Arc<str>, u32), Arc<PartitionLog>>>,
+    logs: Mutex<HashMap<PartitionKey, Arc<PartitionLog>>>,
     meta_seen: AtomicU64,
     offsets: OnceLock<Arc<OffsetStore>>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,

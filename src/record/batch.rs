@@ -526,7 +526,9 @@ impl<'a> Iterator for Batches<'a> {
 mod tests {
     use super::*;
 
-    fn build(records: &[(i64, Option<&[u8]>, Option<&[u8]>)]) -> Vec<u8> {
+    type Rec<'a> = (i64, Option<&'a [u8]>, Option<&'a [u8]>);
+
+    fn build(records: &[Rec<'_>]) -> Vec<u8> {
         let mut b = BatchBuilder::with_capacity(256);
         for (ts, k, v) in records {
             b.append(*ts, *k, *v, &[(b"h1", Some(b"v1")), (b"h2", None)]);
