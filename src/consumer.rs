@@ -358,8 +358,20 @@ impl Consumer {
             }
             count += self.drain_partition(a, max - count, f)?;
             if count >= max {
-                // Resume with this partition next time for fairness at batch grain.
-                inner.next_rr = idx;
+                // Fairness: resume with this partition next time only to
+                // finish a batch it was reached in the middle of this call;
+                // a partition that had the whole call hands over, so one
+                // with a deep backlog (or a busy producer) cannot starve the
+                // others. Its fetch is kept, so nothing is lost or re-read.
+                let mid_batch = inner.assignment[idx]
+                    .fetch
+                    .as_ref()
+                    .is_some_and(|f| f.header.is_some() && f.iter_state.1 > 0);
+                inner.next_rr = if mid_batch && idx != start {
+                    idx
+                } else {
+                    (idx + 1) % n
+                };
                 return Ok(count);
             }
         }

@@ -20,3 +20,6 @@ pub mod topic;
 mod python;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod engine_tests;

@@ -336,14 +336,25 @@ impl Producer {
         };
         // Seal the open batch first if this record would overflow it.
         let limit = batch_size.min(max_bytes);
-        if let Some(b) = &state.batches[p as usize] {
-            if !b.builder.is_empty() && b.builder.size_in_bytes() + rec_size > limit {
-                if let Some(b) = state.batches[p as usize].take() {
-                    ready.push(b);
-                    *open_batches -= 1;
-                    if sticky {
-                        state.sticky = (state.sticky + 1) % n;
-                        p = state.sticky;
+        let overflows = |slot: &Option<OpenBatch>| {
+            slot.as_ref().is_some_and(|b| {
+                !b.builder.is_empty() && b.builder.size_in_bytes() + rec_size > limit
+            })
+        };
+        if overflows(&state.batches[p as usize]) {
+            if let Some(b) = state.batches[p as usize].take() {
+                ready.push(b);
+                *open_batches -= 1;
+                if sticky {
+                    state.sticky = (state.sticky + 1) % n;
+                    p = state.sticky;
+                    // The next partition may hold an open batch (from keyed
+                    // or explicit-partition sends) with no room either.
+                    if overflows(&state.batches[p as usize]) {
+                        if let Some(b) = state.batches[p as usize].take() {
+                            ready.push(b);
+                            *open_batches -= 1;
+                        }
                     }
                 }
             }

@@ -12,7 +12,7 @@ use super::{now_ms, Durability, Fetched, PartitionLog, ReadCursor};
 use crate::beacon::Beacon;
 use crate::config::TopicConfig;
 use crate::error::Error;
-use crate::record::batch::{Batches, BatchHeader};
+use crate::record::batch::{BatchHeader, Batches};
 use crate::record::decode::records;
 use crate::record::BatchBuilder;
 
@@ -106,7 +106,10 @@ fn read_all_from(log: &PartitionLog, from: i64) -> Vec<Rec> {
             .expect("sequential read");
         assert!(f.error.is_none(), "unexpected error {:?}", f.error);
         if f.bytes.is_empty() {
-            assert_eq!(next, f.high_watermark, "empty read below the high watermark");
+            assert_eq!(
+                next, f.high_watermark,
+                "empty read below the high watermark"
+            );
             break;
         }
         for r in decode(&f.bytes) {
@@ -235,7 +238,11 @@ fn append_read_round_trip_with_mid_batch_reads() {
         assert_eq!(f.high_watermark, hw);
         assert_eq!(f.log_start_offset, 0);
         let hs = headers(&f.bytes);
-        assert_eq!(hs.len(), 1, "max_bytes=1 still returns exactly one whole batch");
+        assert_eq!(
+            hs.len(),
+            1,
+            "max_bytes=1 still returns exactly one whole batch"
+        );
         let (base, last) = batches
             .iter()
             .copied()
@@ -302,7 +309,9 @@ fn appending_several_batches_at_once_stamps_each() {
     many.extend_from_slice(&batch(3, 20, "a"));
     many.extend_from_slice(&batch(1, 30, "b"));
     many.extend_from_slice(&batch(4, 40, "c"));
-    let info = log.append(&mut many, Durability::Fsync).expect("append many");
+    let info = log
+        .append(&mut many, Durability::Fsync)
+        .expect("append many");
     assert_eq!((info.base_offset, info.last_offset), (2, 9));
     let f = log.read(0, 1 << 20, &mut None, true).expect("read");
     let bases: Vec<i64> = headers(&f.bytes).iter().map(|h| h.base_offset).collect();
@@ -347,7 +356,10 @@ fn segments_roll_by_size_and_every_offset_is_found() {
     let bases: HashSet<i64> = batches.iter().map(|b| b.0).collect();
     let mut total = 0;
     for (base, path) in &files {
-        assert!(bases.contains(base), "segment base {base} is not a batch base");
+        assert!(
+            bases.contains(base),
+            "segment base {base} is not a batch base"
+        );
         let len = file_len(path);
         assert!(len <= 1024, "segment {base} is {len} bytes");
         total += len;
@@ -378,7 +390,11 @@ fn segments_roll_by_size_and_every_offset_is_found() {
             assert!(off > prev, "offset index not ascending");
             prev = off;
             let h = BatchHeader::parse(&data[pos as usize..]).expect("batch at indexed position");
-            assert_eq!(h.last_offset(), off, "index entry must name its batch's last offset");
+            assert_eq!(
+                h.last_offset(),
+                off,
+                "index entry must name its batch's last offset"
+            );
         }
         let time = TimeIndex::open_readonly(&time_path, *base).expect("open time index");
         let mut prev_ts = i64::MIN;
@@ -402,7 +418,10 @@ fn segments_roll_by_size_and_every_offset_is_found() {
     for o in order {
         let f = log.read(o, 1, &mut None, true).expect("random read");
         let h = headers(&f.bytes)[0];
-        assert!(h.base_offset <= o && o <= h.last_offset(), "read({o}) gave {h:?}");
+        assert!(
+            h.base_offset <= o && o <= h.last_offset(),
+            "read({o}) gave {h:?}"
+        );
         let want = batches
             .iter()
             .find(|(b, l)| *b <= o && o <= *l)
@@ -490,7 +509,10 @@ fn retention_bytes_deletes_oldest_segments() {
 
     let files = segment_files(&part_dir(tmp.path()));
     let first = *files.keys().next().expect("a segment remains");
-    assert_eq!(start, first, "log start is the first remaining segment's base");
+    assert_eq!(
+        start, first,
+        "log start is the first remaining segment's base"
+    );
     // Kafka's rule: a segment goes while the rest still holds retention.bytes.
     let size = log.size_bytes().expect("size");
     assert!(size <= 3000 + 2 * 1024, "kept {size} bytes");
@@ -516,9 +538,16 @@ fn retention_bytes_deletes_oldest_segments() {
         }
     }
 
-    expect_out_of_range(log.read(start - 1, 100, &mut None, true), start - 1, start, hw);
+    expect_out_of_range(
+        log.read(start - 1, 100, &mut None, true),
+        start - 1,
+        start,
+        hw,
+    );
     expect_out_of_range(log.read(0, 100, &mut None, true), 0, start, hw);
-    let f = log.read(start, 100, &mut None, true).expect("read at start");
+    let f = log
+        .read(start, 100, &mut None, true)
+        .expect("read at start");
     assert_eq!(f.log_start_offset, start);
     assert_eq!(headers(&f.bytes)[0].base_offset, start);
     let recs = read_all(&log);
@@ -542,8 +571,15 @@ fn retention_ms_deletes_expired_segments_and_active_one() {
     let deleted = log.enforce_retention().expect("retention");
     assert!(deleted >= 1);
     assert_eq!(log.offsets().expect("offsets"), (old_end, old_end));
-    expect_out_of_range(log.read(old_end - 1, 100, &mut None, true), old_end - 1, old_end, old_end);
-    let f = log.read(old_end, 100, &mut None, true).expect("read at end");
+    expect_out_of_range(
+        log.read(old_end - 1, 100, &mut None, true),
+        old_end - 1,
+        old_end,
+        old_end,
+    );
+    let f = log
+        .read(old_end, 100, &mut None, true)
+        .expect("read at end");
     assert!(f.bytes.is_empty());
 
     // New records go on at the same offsets and stay.
@@ -551,7 +587,10 @@ fn retention_ms_deletes_expired_segments_and_active_one() {
     assert_eq!(fresh[0].0, old_end);
     assert_eq!(log.enforce_retention().expect("retention"), 0);
     let recs = read_all(&log);
-    assert_eq!(recs.len() as i64, fresh.last().expect("fresh").1 + 1 - old_end);
+    assert_eq!(
+        recs.len() as i64,
+        fresh.last().expect("fresh").1 + 1 - old_end
+    );
     assert_eq!(recs[0].0, old_end);
 
     // Retention survives reopening: the start stays where it was.
@@ -569,11 +608,13 @@ fn retention_ms_keeps_segments_with_recent_records() {
     // Old batches, then recent ones.
     for i in 0..20 {
         let mut b = batch(3, now - 3_600_000 + i, "old");
-        log.append(&mut b, Durability::PageCache).expect("append old");
+        log.append(&mut b, Durability::PageCache)
+            .expect("append old");
     }
     for i in 0..20 {
         let mut b = batch(3, now + i, "new");
-        log.append(&mut b, Durability::PageCache).expect("append new");
+        log.append(&mut b, Durability::PageCache)
+            .expect("append new");
     }
     log.enforce_retention().expect("retention");
     let (start, end) = log.offsets().expect("offsets");
@@ -581,7 +622,10 @@ fn retention_ms_keeps_segments_with_recent_records() {
     let recs = read_all(&log);
     // Every recent record survived; old ones may linger only in a segment
     // that also holds recent ones.
-    let new_count = recs.iter().filter(|r| value_of(r).starts_with("new")).count();
+    let new_count = recs
+        .iter()
+        .filter(|r| value_of(r).starts_with("new"))
+        .count();
     assert_eq!(new_count, 60);
     assert!(start <= 60);
     assert!(start > 0);
@@ -772,7 +816,11 @@ fn corruption_in_a_closed_segment_is_reported_with_path_and_position() {
         let files = segment_files(&part_dir(tmp.path()));
         assert!(files.len() >= 3);
         // Corrupt one byte in the second segment (closed, not the first).
-        let (seg_base, seg_path) = files.iter().nth(1).map(|(b, p)| (*b, p.clone())).expect("2nd");
+        let (seg_base, seg_path) = files
+            .iter()
+            .nth(1)
+            .map(|(b, p)| (*b, p.clone()))
+            .expect("2nd");
         let data = std::fs::read(&seg_path).expect("read segment");
         let spans = batch_spans(&data);
         // Pick a batch after the first, and a byte in it that the format
@@ -790,7 +838,9 @@ fn corruption_in_a_closed_segment_is_reported_with_path_and_position() {
         std::fs::write(&seg_path, &bad).expect("write corrupted segment");
 
         let log = open_log(tmp.path(), &cfg);
-        let first_bad_offset = BatchHeader::parse(&data[bstart..]).expect("header").base_offset;
+        let first_bad_offset = BatchHeader::parse(&data[bstart..])
+            .expect("header")
+            .base_offset;
 
         // Reading from the segment's start returns the valid batches first,
         // then the error naming the file and the batch position.
@@ -807,7 +857,10 @@ fn corruption_in_a_closed_segment_is_reported_with_path_and_position() {
                     if let Some(e) = f.error {
                         break e;
                     }
-                    assert!(!f.bytes.is_empty(), "round {round}: read stopped without error");
+                    assert!(
+                        !f.bytes.is_empty(),
+                        "round {round}: read stopped without error"
+                    );
                 }
                 Err(e) => break e,
             }
@@ -816,7 +869,10 @@ fn corruption_in_a_closed_segment_is_reported_with_path_and_position() {
             .iter()
             .map(|(s, _)| BatchHeader::parse(&data[*s..]).expect("header").base_offset)
             .collect();
-        assert_eq!(got, want, "round {round}: valid batches before the corrupt one");
+        assert_eq!(
+            got, want,
+            "round {round}: valid batches before the corrupt one"
+        );
         assert_eq!(next, first_bad_offset);
         match err {
             Error::CorruptRecord { path, position, .. } => {
@@ -1015,7 +1071,17 @@ fn two_instances_share_one_partition_like_two_processes() {
         last_i[t] = bi;
     }
     drop(a);
+    assert_eq!(
+        peek_head(tmp.path(), F_CLEAN),
+        0,
+        "closed clean while b is open"
+    );
     drop(b);
+    assert_eq!(
+        peek_head(tmp.path(), F_CLEAN),
+        1,
+        "last one out closes clean"
+    );
     // The last one out closed cleanly: the reopen trusts the head.
     let c = open_log(tmp.path(), &cfg);
     assert_eq!(c.offsets().expect("offsets"), (0, total));
@@ -1030,8 +1096,14 @@ fn assert_closed_indexes_are_trimmed(dir: &Path) {
         let data = std::fs::read(path).expect("read segment");
         let idx_len = file_len(&path.with_extension("index"));
         let time_len = file_len(&path.with_extension("timeindex"));
-        assert!(idx_len < 64 * 1024, "segment {base} offset index is {idx_len} bytes");
-        assert!(time_len < 64 * 1024, "segment {base} time index is {time_len} bytes");
+        assert!(
+            idx_len < 64 * 1024,
+            "segment {base} offset index is {idx_len} bytes"
+        );
+        assert!(
+            time_len < 64 * 1024,
+            "segment {base} time index is {time_len} bytes"
+        );
         let time = TimeIndex::open_readonly(&path.with_extension("timeindex"), *base)
             .expect("open time index");
         let max_ts = Batches::new(&data).map(|(h, _)| h.max_timestamp).max();
@@ -1115,4 +1187,182 @@ fn deleted_partition_refuses_appends() {
         log.append(&mut b, Durability::PageCache),
         Err(Error::UnknownTopicOrPartition { .. })
     ));
+}
+
+#[test]
+fn segment_ms_rolls_by_age() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log = open_log(tmp.path(), &config(&[("segment.ms", "20")]));
+    let mut b = batch(2, 1, "a");
+    log.append(&mut b, Durability::PageCache).expect("append");
+    let mut b = batch(2, 2, "b");
+    log.append(&mut b, Durability::PageCache).expect("append");
+    assert_eq!(log.segment_count().expect("count"), 1);
+    std::thread::sleep(std::time::Duration::from_millis(40));
+    let mut b = batch(2, 3, "c");
+    let info = log.append(&mut b, Durability::PageCache).expect("append");
+    assert_eq!(info.base_offset, 4);
+    assert_eq!(log.segment_count().expect("count"), 2);
+    assert!(segment_files(&part_dir(tmp.path())).contains_key(&4));
+    assert_eq!(read_all(&log).len(), 6);
+}
+
+#[test]
+fn batch_larger_than_segment_bytes_gets_its_own_segment() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[("segment.bytes", "256")]);
+    let log = open_log(tmp.path(), &cfg);
+    let mut big = BatchBuilder::with_capacity(2048);
+    big.append(1, None, Some(&[9u8; 1000]), &[]);
+    let mut big = big.finish().to_vec();
+    let mut copy = big.clone();
+    log.append(&mut big, Durability::PageCache)
+        .expect("append big");
+    log.append(&mut copy, Durability::PageCache)
+        .expect("append big again");
+    let mut small = batch(1, 2, "s");
+    log.append(&mut small, Durability::PageCache)
+        .expect("append small");
+    assert_eq!(log.segment_count().expect("count"), 3);
+    let recs = read_all(&log);
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs[1].3.as_deref().map(<[u8]>::len), Some(1000));
+}
+
+#[test]
+fn flush_advances_recovery_point_and_last_close_marks_clean() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[("segment.bytes", "1024")]);
+    {
+        let log = open_log(tmp.path(), &cfg);
+        let other = open_log(tmp.path(), &cfg);
+        fill(&log, 30, 1, &mut Rng(4));
+        let st = log.head().read().expect("head");
+        assert!(st.recovery_point < st.next_offset);
+        other.flush().expect("flush");
+        let st = log.head().read().expect("head");
+        assert_eq!(st.recovery_point, st.next_offset);
+        assert_eq!(st.flushed_size, st.active_size);
+        drop(other);
+        // One instance still has it open: not clean yet.
+        assert_eq!(peek_head(tmp.path(), F_CLEAN), 0);
+    }
+    assert_eq!(peek_head(tmp.path(), F_CLEAN), 1);
+    let log = open_log(tmp.path(), &cfg);
+    assert_eq!(peek_head(tmp.path(), F_CLEAN), 0);
+    assert_eq!(
+        read_all(&log).len() as i64,
+        log.offsets().expect("offsets").1
+    );
+}
+
+#[test]
+fn stray_segment_from_an_unpublished_roll_is_discarded() {
+    for how in [
+        Unclean::CleanHead,
+        Unclean::CrashedThisBoot,
+        Unclean::HeadDeleted,
+    ] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = config(&[("segment.bytes", "1024")]);
+        let hw = {
+            let log = open_log(tmp.path(), &cfg);
+            fill(&log, 30, 1, &mut Rng(6)).last().expect("batches").1 + 1
+        };
+        // A roll that created its file (with a torn write in it) but died
+        // before publishing the head.
+        let stray = part_dir(tmp.path()).join(super::segment::log_file_name(hw));
+        std::fs::write(&stray, [0x5Au8; 100]).expect("write stray segment");
+        make_unclean(tmp.path(), how);
+        let log = open_log(tmp.path(), &cfg);
+        assert_eq!(log.offsets().expect("offsets"), (0, hw), "{how:?}");
+        let mut b = batch(2, 5, "next");
+        assert_eq!(
+            log.append(&mut b, Durability::PageCache)
+                .expect("append")
+                .base_offset,
+            hw,
+            "{how:?}"
+        );
+        let recs = read_all(&log);
+        assert_eq!(recs.len() as i64, hw + 2, "{how:?}");
+        assert!(recs.iter().enumerate().all(|(i, r)| r.0 == i as i64));
+    }
+}
+
+#[test]
+fn segments_left_below_the_log_start_are_removed_on_open() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[("segment.bytes", "1024"), ("retention.bytes", "2048")]);
+    let dir = part_dir(tmp.path());
+    let saved = tmp.path().join("saved");
+    std::fs::create_dir_all(&saved).expect("mkdir");
+    let (start, hw) = {
+        let log = open_log(tmp.path(), &cfg);
+        // Before retention removes segment 0, keep a copy of its files.
+        fill(&log, 8, now_ms(), &mut Rng(2));
+        for e in std::fs::read_dir(&dir).expect("list") {
+            let p = e.expect("entry").path();
+            if p.file_stem().and_then(|s| s.to_str()) == Some(&format!("{:020}", 0)) {
+                std::fs::copy(&p, saved.join(p.file_name().expect("name"))).expect("copy");
+            }
+        }
+        let b = fill(&log, 100, now_ms(), &mut Rng(3));
+        let (start, _) = log.offsets().expect("offsets");
+        (start, b.last().expect("batches").1 + 1)
+    };
+    assert!(start > 0);
+    // A retention pass that died after publishing the new start but before
+    // unlinking: the old files are back.
+    for e in std::fs::read_dir(&saved).expect("list saved") {
+        let p = e.expect("entry").path();
+        std::fs::copy(&p, dir.join(p.file_name().expect("name"))).expect("restore");
+    }
+    let log = open_log(tmp.path(), &cfg);
+    assert_eq!(log.offsets().expect("offsets"), (start, hw));
+    assert!(!segment_files(&dir).contains_key(&0), "stale segment kept");
+    assert_eq!(read_all(&log).len() as i64, hw - start);
+    // offset_for_time never answers below the log start.
+    let (o, _) = log
+        .offset_for_time(i64::MIN)
+        .expect("offset_for_time")
+        .expect("some record");
+    assert_eq!(o, start);
+}
+
+#[test]
+fn full_recovery_truncates_at_corruption_in_an_older_segment() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[("segment.bytes", "1024")]);
+    {
+        let log = open_log(tmp.path(), &cfg);
+        fill(&log, 60, 1, &mut Rng(12));
+    }
+    let files = segment_files(&part_dir(tmp.path()));
+    let (_, second) = files.iter().nth(1).expect("second segment");
+    let mut data = std::fs::read(second).expect("read");
+    let spans = batch_spans(&data);
+    let (bstart, bend) = spans[spans.len() / 2];
+    let bad_base = BatchHeader::parse(&data[bstart..])
+        .expect("header")
+        .base_offset;
+    data[(bstart + bend) / 2] ^= 0xFF;
+    std::fs::write(second, &data).expect("write");
+    make_unclean(tmp.path(), Unclean::HeadDeleted);
+
+    let log = open_log(tmp.path(), &cfg);
+    // Everything from the corrupt batch on is gone, later segments too.
+    assert_eq!(log.offsets().expect("offsets"), (0, bad_base));
+    assert_eq!(file_len(second), bstart as u64);
+    assert_eq!(segment_files(&part_dir(tmp.path())).len(), 2);
+    let recs = read_all(&log);
+    assert_eq!(recs.len() as i64, bad_base);
+    let mut b = batch(2, 5, "after");
+    assert_eq!(
+        log.append(&mut b, Durability::PageCache)
+            .expect("append")
+            .base_offset,
+        bad_base
+    );
+    assert_eq!(read_all(&log).len() as i64, bad_base + 2);
 }

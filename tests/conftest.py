@@ -1,0 +1,59 @@
+"""Shared fixtures for the ottla test suite.
+
+* ``data_dir``: a fresh data directory under pytest's ``tmp_path``.
+* ``spawn``: start a Python child process running a code string; every child
+  is killed and waited for in teardown, whatever the test did.
+* A per-test timeout comes from ``timeout = 120`` in pyproject.toml
+  (pytest-timeout); every wait in the tests also has its own explicit timeout.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from helpers import Child  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # kafka-python (used only as an independent reference) warns on import.
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:kafka.*")
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:importlib.*")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    """An empty, not yet created, data directory inside ``tmp_path``."""
+    d = tmp_path / "data"
+    yield d
+    # Drop producers/consumers the test left behind before the next test.
+    gc.collect()
+
+
+@pytest.fixture
+def spawn() -> Iterator:
+    """``spawn(code, *args) -> Child``: run ``python -c code args...``.
+
+    The child's stdout is read line by line by a background thread (see
+    :class:`helpers.Child`). Every child is SIGKILLed (if still running) and
+    reaped at teardown.
+    """
+    children: List[Child] = []
+
+    def _spawn(code: str, *args: object, **kw: object) -> Child:
+        c = Child(code, *args, **kw)
+        children.append(c)
+        return c
+
+    try:
+        yield _spawn
+    finally:
+        for c in children:
+            c.kill()
