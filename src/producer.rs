@@ -150,6 +150,10 @@ pub struct Producer {
     inner: Mutex<Inner>,
     linger_cv: Condvar,
     linger_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held while sealed batches are taken from `inner.ready` and appended,
+    /// so batches reach the log in the order they were sealed while the
+    /// accumulator itself stays free for `send()` during the I/O.
+    append_order: Mutex<()>,
 }
 
 /// Callbacks of completed batches, run after the accumulator is unlocked.
@@ -180,6 +184,7 @@ impl Producer {
             }),
             linger_cv: Condvar::new(),
             linger_thread: Mutex::new(None),
+            append_order: Mutex::new(()),
         });
         let weak = Arc::downgrade(&p);
         let handle = std::thread::Builder::new()
@@ -397,15 +402,22 @@ impl Producer {
     /// Append every sealed batch, in order. Callbacks come back to be run by
     /// the caller once it may (the Python door needs the GIL for them).
     pub fn flush_ready(&self) -> Vec<Completions> {
-        let mut inner = self.inner.lock();
-        self.append_ready(&mut inner)
+        self.append_sealed(|_| {})
     }
 
-    fn append_ready(&self, inner: &mut Inner) -> Vec<Completions> {
+    /// Under the ordering lock: let `prepare` seal batches (briefly holding
+    /// the accumulator), take every sealed batch, and append them with the
+    /// accumulator unlocked.
+    fn append_sealed(&self, prepare: impl FnOnce(&mut Inner)) -> Vec<Completions> {
+        let _order = self.append_order.lock();
+        let batches = {
+            let mut inner = self.inner.lock();
+            prepare(&mut inner);
+            std::mem::take(&mut inner.ready)
+        };
         let durability = self.durability();
-        inner
-            .ready
-            .drain(..)
+        batches
+            .into_iter()
             .map(|b| append_batch(b, durability))
             .collect()
     }
@@ -437,9 +449,7 @@ impl Producer {
 
     /// Append every open batch.
     pub fn flush(&self) -> Vec<Completions> {
-        let mut inner = self.inner.lock();
-        self.seal(&mut inner, None);
-        self.append_ready(&mut inner)
+        self.append_sealed(|inner| self.seal(inner, None))
     }
 
     /// Append the batch holding `handle` now, if it has not been (a caller
@@ -448,43 +458,42 @@ impl Producer {
         if handle.is_done() {
             return Vec::new();
         }
-        let mut inner = self.inner.lock();
-        let Inner {
-            topics,
-            open_batches,
-            ready,
-            ..
-        } = &mut *inner;
-        if let Some(slot) = topics
-            .get_mut(&*handle.topic)
-            .and_then(|s| s.batches.get_mut(handle.partition as usize))
-        {
-            if slot
-                .as_ref()
-                .is_some_and(|b| Arc::ptr_eq(&b.handle, handle))
+        self.append_sealed(|inner| {
+            let Inner {
+                topics,
+                open_batches,
+                ready,
+                ..
+            } = inner;
+            if let Some(slot) = topics
+                .get_mut(&*handle.topic)
+                .and_then(|s| s.batches.get_mut(handle.partition as usize))
             {
-                if let Some(b) = slot.take() {
-                    ready.push(b);
-                    *open_batches -= 1;
+                if slot
+                    .as_ref()
+                    .is_some_and(|b| Arc::ptr_eq(&b.handle, handle))
+                {
+                    if let Some(b) = slot.take() {
+                        ready.push(b);
+                        *open_batches -= 1;
+                    }
                 }
             }
-        }
-        self.append_ready(&mut inner)
+        })
     }
 
     /// Flush and stop; later sends fail with `Closed`.
     pub fn close(&self) -> Vec<Completions> {
-        let out = {
-            let mut inner = self.inner.lock();
-            if inner.closed {
-                return Vec::new();
-            }
-            self.seal(&mut inner, None);
-            let out = self.append_ready(&mut inner);
+        let mut was_closed = false;
+        let out = self.append_sealed(|inner| {
+            was_closed = inner.closed;
+            self.seal(inner, None);
             inner.closed = true;
-            self.linger_cv.notify_all();
-            out
-        };
+        });
+        if was_closed {
+            return out;
+        }
+        self.linger_cv.notify_all();
         if let Some(h) = self.linger_thread.lock().take() {
             if h.thread().id() != std::thread::current().id() {
                 let _ = h.join();
@@ -539,7 +548,7 @@ fn linger_loop(weak: std::sync::Weak<Producer>) {
     loop {
         let Some(p) = weak.upgrade() else { return };
         let linger = Duration::from_millis(p.config.linger_ms);
-        let completions = {
+        {
             let mut inner = p.inner.lock();
             if inner.closed {
                 return;
@@ -560,15 +569,15 @@ fn linger_loop(weak: std::sync::Weak<Producer>) {
                     p.linger_cv.wait_until(&mut inner, t + linger);
                     continue;
                 }
-                _ => {
-                    let cutoff = Instant::now()
-                        .checked_sub(linger)
-                        .unwrap_or_else(Instant::now);
-                    p.seal(&mut inner, Some(cutoff));
-                    p.append_ready(&mut inner)
-                }
+                _ => {}
             }
         };
+        let completions = p.append_sealed(|inner| {
+            let cutoff = Instant::now()
+                .checked_sub(linger)
+                .unwrap_or_else(Instant::now);
+            p.seal(inner, Some(cutoff));
+        });
         drop(p);
         for c in completions {
             c.run();

@@ -193,9 +193,20 @@ impl Store {
             if dir.exists() {
                 fs::remove_dir_all(&dir).ctx("clear stale partition", &dir)?;
             }
-            fs::create_dir_all(&dir).ctx("create partition directory", &dir)?;
         }
+        // Metadata first: if it cannot be written, nothing is left behind.
         write_atomic(&path, meta.encode().as_bytes())?;
+        let made = (0..partitions).try_for_each(|p| {
+            let dir = self.partition_dir(name, p);
+            fs::create_dir_all(&dir).ctx("create partition directory", &dir)
+        });
+        if let Err(e) = made {
+            let _ = fs::remove_file(&path);
+            for p in 0..partitions {
+                let _ = fs::remove_dir_all(self.partition_dir(name, p));
+            }
+            return Err(e);
+        }
         self.beacon.bump_metadata();
         drop(_g);
         self.topic(name)?
@@ -228,8 +239,11 @@ impl Store {
                     }
                 }
             }
-            let grave = self.root.join(format!(
-                "{name}-{p}.{:x}-delete",
+            // Move it aside under a short name (a 249-character topic name
+            // leaves no room for a suffix), then remove it.
+            let grave = self.root.join(".ottla").join(format!(
+                "deleted-{}-{:x}",
+                std::process::id(),
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos())
@@ -406,10 +420,12 @@ impl Store {
 
 /// Write a file so readers see the old or the new content, never a mix.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    // A short temporary name: the final name may already be at the limit.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
+        ".tmp-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     fs::write(&tmp, data).ctx("write", &tmp)?;
     let f = fs::File::open(&tmp).ctx("open", &tmp)?;

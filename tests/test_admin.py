@@ -151,20 +151,10 @@ def test_long_valid_name(data_dir):
     _create_use_delete(data_dir, "x" * 200)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ottla bug: create_topic of a valid 249-character name fails with StorageError "
-    "'File name too long': store.rs write_atomic() writes the metadata through a temp "
-    "file '.<name>.tmp-<pid>' (> 255 bytes), after the partition directory was "
-    "already created (left behind)"))
 def test_longest_valid_name_249_chars(data_dir):
     _create_use_delete(data_dir, "x" * 249)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ottla bug: delete_topic of a valid name of 230+ characters fails with StorageError "
-    "'File name too long': store.rs renames the partition directory to "
-    "'<name>-<p>.<16 hex>-delete' (> 255 bytes) after the metadata file is already "
-    "removed, so the partition directory stays on disk"))
 def test_delete_topic_with_240_char_name(data_dir):
     _create_use_delete(data_dir, "x" * 240)
 

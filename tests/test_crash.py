@@ -495,11 +495,6 @@ def test_corruption_error_names_file_and_position_in_process(tmp_path):
             pass
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ottla bug: a corrupted baseOffset field (not covered by the batch CRC) in a stored "
-    "batch is not detected: PartitionLog::read/Consumer::drain_partition never check that "
-    "a batch's base offset continues the previous batch, so records are handed out under "
-    "wrong offsets and the following records are silently skipped"))
 def test_corrupt_base_offset_is_detected(tmp_path):
     base = tmp_path / "d"
     logs = build_corruption_base(base)

@@ -558,8 +558,17 @@ impl PartitionLog {
                 _ => seg.find_position(target, entries, limit)?.map(|(p, _)| p),
             };
             if let Some(pos) = pos.filter(|p| *p < limit) {
-                let (n, next, err) =
-                    self.read_batches(seg, pos, limit, max_bytes, verify, &mut out.bytes)?;
+                let strict = self.config().deletes_by_retention()
+                    && self.config().cleanup_policy == crate::config::CleanupPolicy::Delete;
+                let (n, next, err) = self.read_batches(
+                    seg,
+                    pos,
+                    limit,
+                    max_bytes,
+                    (target, strict),
+                    verify,
+                    &mut out.bytes,
+                )?;
                 out.error = err;
                 if n > 0 {
                     *cursor = Some(ReadCursor {
@@ -584,15 +593,23 @@ impl PartitionLog {
     }
 
     /// Read batches at `pos` into `out`; returns (bytes, next offset, error).
+    ///
+    /// `expect` is (the offset the first batch must hold, whether offsets
+    /// must run on without gaps). Base offsets sit outside the CRC, so this
+    /// continuity check is what catches a damaged one instead of handing out
+    /// records under the wrong offsets.
+    #[allow(clippy::too_many_arguments)]
     fn read_batches(
         &self,
         seg: &LogSegment,
         pos: u64,
         limit: u64,
         max_bytes: usize,
+        expect: (i64, bool),
         verify: bool,
         out: &mut Vec<u8>,
     ) -> Result<(usize, i64, Option<Error>)> {
+        let (expected, strict) = expect;
         let want = (max_bytes as u64)
             .min(limit - pos)
             .max(crate::record::HEADER_LEN as u64) as usize;
@@ -652,6 +669,26 @@ impl PartitionLog {
                     None => break,
                 }
             };
+            let follows = if at == 0 {
+                h.last_offset() >= expected && (!strict || h.base_offset <= expected)
+            } else if strict {
+                h.base_offset == next
+            } else {
+                h.base_offset >= next
+            };
+            if !follows || h.last_offset_delta < 0 {
+                let want = if at == 0 { expected } else { next };
+                err = Some(Error::corrupt(
+                    seg.path(),
+                    bpos,
+                    format!(
+                        "batch offsets {}..={} do not continue the log at offset {want}",
+                        h.base_offset,
+                        h.last_offset()
+                    ),
+                ));
+                break;
+            }
             next = h.next_offset();
             at += total;
         }

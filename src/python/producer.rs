@@ -74,6 +74,25 @@ impl Producer {
     }
 }
 
+fn check_partition(partition: Option<i64>) -> PyResult<Option<u32>> {
+    match partition {
+        None => Ok(None),
+        Some(p) if (0..=u32::MAX as i64).contains(&p) => Ok(Some(p as u32)),
+        Some(p) => Err(PyValueError::new_err(format!(
+            "partition must be >= 0, got {p}"
+        ))),
+    }
+}
+
+fn check_timestamp(timestamp: Option<i64>) -> PyResult<()> {
+    match timestamp {
+        Some(t) if t < 0 => Err(PyValueError::new_err(format!(
+            "timestamp must be milliseconds since the epoch (>= 0), got {t}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn parse_fsync(fsync: &str) -> PyResult<bool> {
     match fsync {
         "never" => Ok(false),
@@ -201,44 +220,57 @@ impl Producer {
         topic: &str,
         values: Bound<'py, PyAny>,
         keys: Option<Bound<'py, PyAny>>,
-        partition: Option<u32>,
+        partition: Option<i64>,
         timestamp: Option<i64>,
     ) -> PyResult<BatchFuture> {
-        let values: Vec<Option<BytesArg<'py>>> = values
-            .try_iter()?
-            .map(|v| self.serialize(py, &self.value_serializer, Some(v?), "value"))
-            .collect::<PyResult<_>>()?;
-        let keys: Option<Vec<Option<BytesArg<'py>>>> = match keys {
-            None => None,
-            Some(k) => Some(
-                k.try_iter()?
-                    .map(|k| self.serialize(py, &self.key_serializer, Some(k?), "key"))
-                    .collect::<PyResult<_>>()?,
-            ),
-        };
-        if let Some(k) = &keys {
-            if k.len() != values.len() {
-                return Err(PyValueError::new_err(format!(
-                    "keys has {} items but values has {}",
-                    k.len(),
-                    values.len()
-                )));
+        let partition = check_partition(partition)?;
+        check_timestamp(timestamp)?;
+        // Work in chunks: sealed batches are appended as we go, so memory
+        // stays bounded by the chunk, not by the whole input.
+        const CHUNK: usize = 8192;
+        let mut values = values.try_iter()?;
+        let mut keys = keys.map(|k| k.try_iter()).transpose()?;
+        let mut receipts = Vec::new();
+        loop {
+            let mut vals: Vec<Option<BytesArg<'py>>> = Vec::with_capacity(CHUNK);
+            let mut ks: Vec<Option<BytesArg<'py>>> = Vec::new();
+            for v in values.by_ref().take(CHUNK) {
+                vals.push(self.serialize(py, &self.value_serializer, Some(v?), "value")?);
+                if let Some(kit) = keys.as_mut() {
+                    match kit.next() {
+                        Some(k) => {
+                            ks.push(self.serialize(py, &self.key_serializer, Some(k?), "key")?)
+                        }
+                        None => {
+                            return Err(PyValueError::new_err("keys has fewer items than values"))
+                        }
+                    }
+                }
             }
-        }
-        let mut slices = Vec::with_capacity(values.len());
-        for (i, v) in values.iter().enumerate() {
-            let vs = v.as_ref().map(|v| v.as_slice()).transpose()?;
-            let ks = match &keys {
-                Some(k) => k[i].as_ref().map(|k| k.as_slice()).transpose()?,
-                None => None,
-            };
-            slices.push((ks, vs));
-        }
-        let (receipts, sealed) =
-            self.engine
-                .send_many(topic, slices.into_iter(), partition, timestamp)?;
-        if sealed {
-            self.flush_sealed(py)?;
+            if vals.is_empty() {
+                if let Some(kit) = keys.as_mut() {
+                    if kit.next().is_some() {
+                        return Err(PyValueError::new_err("keys has more items than values"));
+                    }
+                }
+                break;
+            }
+            let mut slices = Vec::with_capacity(vals.len());
+            for (i, v) in vals.iter().enumerate() {
+                let vs = v.as_ref().map(|v| v.as_slice()).transpose()?;
+                let kb = match ks.get(i) {
+                    Some(k) => k.as_ref().map(|k| k.as_slice()).transpose()?,
+                    None => None,
+                };
+                slices.push((kb, vs));
+            }
+            let (mut r, sealed) =
+                self.engine
+                    .send_many(topic, slices.into_iter(), partition, timestamp)?;
+            receipts.append(&mut r);
+            if sealed {
+                self.flush_sealed(py)?;
+            }
         }
         Ok(BatchFuture {
             engine: self.engine.clone(),
@@ -247,6 +279,8 @@ impl Producer {
     }
 
     /// Append every queued record; raises the first error of a failed batch.
+    /// Appends are local writes, so `timeout` (accepted for Kafka
+    /// compatibility) never cuts one short.
     #[pyo3(signature = (timeout=None))]
     fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         timeout_of(timeout)?;

@@ -110,8 +110,9 @@ impl Record {
     /// `[(key, value), ...]` with `str` keys and `bytes | None` values.
     #[getter]
     fn headers<'py>(&self, py: Python<'py>) -> Bound<'py, PyList> {
+        // A fresh list each time: a Record is immutable.
         match &self.headers {
-            Some(h) => h.bind(py).clone(),
+            Some(h) => PyList::new(py, h.bind(py).iter()).unwrap_or_else(|_| PyList::empty(py)),
             None => PyList::empty(py),
         }
     }
