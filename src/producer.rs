@@ -136,8 +136,74 @@ struct TopicState {
     meta_gen: u64,
 }
 
+/// FxHash-style multiply-rotate hashing for the topic map: `send()` looks
+/// a topic up on every call, and SipHash's DoS resistance buys nothing for
+/// names the application itself passes.
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        for b in chunks.remainder() {
+            self.add(*b as u64);
+        }
+    }
+}
+
+impl FastHasher {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// Topic name -> index into `Topics::states`: one hash lookup per send,
+/// and the state is reached by index, which the borrow checker allows.
+#[derive(Default)]
+struct Topics {
+    index: HashMap<Arc<str>, usize, std::hash::BuildHasherDefault<FastHasher>>,
+    states: Vec<TopicState>,
+}
+
+/// Record timestamps without a clock read per record: the wall clock is
+/// re-read whenever more than 2^15 TSC ticks (about 10 µs) have passed, so a
+/// timestamp is never more than that behind, far inside its 1 ms resolution.
+#[derive(Default)]
+struct RecordClock {
+    tsc: u64,
+    ms: i64,
+}
+
+impl RecordClock {
+    #[inline]
+    fn now_ms(&mut self) -> i64 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: RDTSC has no preconditions on x86_64.
+            #[allow(unused_unsafe)]
+            let t = unsafe { core::arch::x86_64::_rdtsc() };
+            if self.ms != 0 && t.wrapping_sub(self.tsc) < 1 << 15 {
+                return self.ms;
+            }
+            self.tsc = t;
+        }
+        self.ms = now_ms();
+        self.ms
+    }
+}
+
 struct Inner {
-    topics: HashMap<Arc<str>, TopicState>,
+    topics: Topics,
+    clock: RecordClock,
     open_batches: usize,
     /// Sealed batches in the order they must be appended.
     ready: Vec<OpenBatch>,
@@ -177,7 +243,8 @@ impl Producer {
             store,
             config,
             inner: Mutex::new(Inner {
-                topics: HashMap::new(),
+                topics: Topics::default(),
+                clock: RecordClock::default(),
                 open_batches: 0,
                 ready: Vec::new(),
                 closed: false,
@@ -212,44 +279,43 @@ impl Producer {
 
     fn topic_state_in<'a>(
         &self,
-        topics: &'a mut HashMap<Arc<str>, TopicState>,
+        topics: &'a mut Topics,
         topic: &str,
     ) -> Result<&'a mut TopicState> {
         let gen = self.store.beacon().metadata_gen();
-        let stale = match topics.get(topic) {
-            Some(ts) => ts.meta_gen != gen,
-            None => true,
-        };
-        if stale {
-            let t = self.store.topic_or_create(
-                topic,
-                self.config.auto_create_topics,
-                self.config.num_partitions,
-            )?;
-            let n = t.partitions as usize;
-            match topics.get_mut(topic) {
-                Some(ts) => {
-                    ts.batches.resize_with(n.max(ts.batches.len()), || None);
-                    ts.topic = t;
-                    ts.meta_gen = gen;
-                }
-                None => {
-                    let sticky = (now_ms() as u32) % t.partitions;
-                    topics.insert(
-                        t.name.clone(),
-                        TopicState {
-                            batches: (0..n).map(|_| None).collect(),
-                            topic: t,
-                            sticky,
-                            meta_gen: gen,
-                        },
-                    );
-                }
+        let found = topics.index.get(topic).copied();
+        if let Some(i) = found {
+            if topics.states[i].meta_gen == gen {
+                return Ok(&mut topics.states[i]);
             }
         }
-        topics
-            .get_mut(topic)
-            .ok_or_else(|| Error::IllegalState("topic state vanished".into()))
+        let t = self.store.topic_or_create(
+            topic,
+            self.config.auto_create_topics,
+            self.config.num_partitions,
+        )?;
+        let n = t.partitions as usize;
+        let i = match found {
+            Some(i) => {
+                let ts = &mut topics.states[i];
+                ts.batches.resize_with(n.max(ts.batches.len()), || None);
+                ts.topic = t;
+                ts.meta_gen = gen;
+                i
+            }
+            None => {
+                let sticky = (now_ms() as u32) % t.partitions;
+                topics.index.insert(t.name.clone(), topics.states.len());
+                topics.states.push(TopicState {
+                    batches: (0..n).map(|_| None).collect(),
+                    topic: t,
+                    sticky,
+                    meta_gen: gen,
+                });
+                topics.states.len() - 1
+            }
+        };
+        Ok(&mut topics.states[i])
     }
 
     /// Add one record to its partition's open batch. The returned flag says
@@ -309,7 +375,10 @@ impl Producer {
             return Err(Error::Closed("producer"));
         }
         let batch_size = self.config.batch_size;
-        let ts = timestamp.unwrap_or_else(now_ms);
+        let ts = match timestamp {
+            Some(t) => t,
+            None => inner.clock.now_ms(),
+        };
         let was_open = inner.open_batches;
         let Inner {
             topics,
@@ -430,7 +499,7 @@ impl Producer {
             ready,
             ..
         } = inner;
-        for state in topics.values_mut() {
+        for state in topics.states.iter_mut() {
             for slot in state.batches.iter_mut() {
                 let due = match (slot.as_ref(), older_than) {
                     (Some(_), None) => true,
@@ -466,7 +535,10 @@ impl Producer {
                 ..
             } = inner;
             if let Some(slot) = topics
-                .get_mut(&*handle.topic)
+                .index
+                .get(&*handle.topic)
+                .copied()
+                .and_then(|i| topics.states.get_mut(i))
                 .and_then(|s| s.batches.get_mut(handle.partition as usize))
             {
                 if slot
@@ -560,7 +632,8 @@ fn linger_loop(weak: std::sync::Weak<Producer>) {
             }
             let oldest = inner
                 .topics
-                .values()
+                .states
+                .iter()
                 .flat_map(|s| s.batches.iter().flatten())
                 .map(|b| b.created)
                 .min();
