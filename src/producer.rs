@@ -115,6 +115,13 @@ impl BatchHandle {
     }
 }
 
+/// Consecutive records of one `send_many` that went into one batch.
+pub struct SendRun {
+    pub batch: Arc<BatchHandle>,
+    pub first_index: u32,
+    pub count: u32,
+}
+
 /// Where a sent record went: its batch and its place in it.
 pub struct SendReceipt {
     pub batch: Arc<BatchHandle>,
@@ -336,28 +343,45 @@ impl Producer {
         Ok((r, !inner.ready.is_empty()))
     }
 
-    /// Send many records to one topic under one lock acquisition.
+    /// Send many records to one topic under one lock acquisition. Records
+    /// without an explicit `timestamp` share the call's timestamp. Returns
+    /// the runs of records that landed in the same batch (no per-record
+    /// handle), the timestamp used, and whether batches were sealed.
     pub fn send_many<'a>(
         &self,
         topic: &str,
         records: impl Iterator<Item = (Option<&'a [u8]>, Option<&'a [u8]>)>,
         partition: Option<u32>,
         timestamp: Option<i64>,
-    ) -> Result<(Vec<SendReceipt>, bool)> {
+    ) -> Result<(Vec<SendRun>, i64, bool)> {
         let mut inner = self.inner.lock();
-        let mut receipts = Vec::with_capacity(records.size_hint().0);
+        let ts = match timestamp {
+            Some(t) => t,
+            None => inner.clock.now_ms(),
+        };
+        let mut runs: Vec<SendRun> = Vec::new();
         for (key, value) in records {
-            receipts.push(self.send_locked(
+            self.place(
                 &mut inner,
                 topic,
                 key,
                 value,
                 &[],
                 partition,
-                timestamp,
-            )?);
+                Some(ts),
+                &mut |h, i| match runs.last_mut() {
+                    Some(r) if Arc::ptr_eq(&r.batch, h) && r.first_index + r.count == i => {
+                        r.count += 1
+                    }
+                    _ => runs.push(SendRun {
+                        batch: h.clone(),
+                        first_index: i,
+                        count: 1,
+                    }),
+                },
+            )?;
         }
-        Ok((receipts, !inner.ready.is_empty()))
+        Ok((runs, ts, !inner.ready.is_empty()))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -371,6 +395,42 @@ impl Producer {
         partition: Option<u32>,
         timestamp: Option<i64>,
     ) -> Result<SendReceipt> {
+        let mut receipt = None;
+        let ts = self.place(
+            inner,
+            topic,
+            key,
+            value,
+            headers,
+            partition,
+            timestamp,
+            &mut |h, i| {
+                receipt = Some((h.clone(), i));
+            },
+        )?;
+        let (batch, index) =
+            receipt.ok_or_else(|| Error::IllegalState("record not placed".into()))?;
+        Ok(SendReceipt {
+            batch,
+            index,
+            timestamp: ts,
+        })
+    }
+
+    /// Encode one record into its partition's open batch; `placed` learns
+    /// the batch and the record's index in it. Returns the timestamp used.
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &self,
+        inner: &mut Inner,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[HeaderRef<'_>],
+        partition: Option<u32>,
+        timestamp: Option<i64>,
+        placed: &mut dyn FnMut(&Arc<BatchHandle>, u32),
+    ) -> Result<i64> {
         if inner.closed {
             return Err(Error::Closed("producer"));
         }
@@ -448,11 +508,7 @@ impl Producer {
             return Err(Error::IllegalState("open batch vanished".into()));
         };
         let index = b.builder.append(ts, key, value, headers);
-        let receipt = SendReceipt {
-            batch: b.handle.clone(),
-            index,
-            timestamp: ts,
-        };
+        placed(&b.handle, index);
         if b.builder.size_in_bytes() >= batch_size {
             if let Some(b) = slot.take() {
                 ready.push(b);
@@ -465,7 +521,7 @@ impl Producer {
         if was_open == 0 && *open_batches > 0 {
             self.linger_cv.notify_one();
         }
-        Ok(receipt)
+        Ok(ts)
     }
 
     /// Append every sealed batch, in order. Callbacks come back to be run by

@@ -585,3 +585,29 @@ def test_consumer_auto_create_topics_false(data_dir):
     assert "missing" not in ottla.Admin(data_dir).list_topics()
     with ottla.Consumer(data_dir, "created", num_partitions=2) as c:
         assert c.assignment() == {TP("created", 0), TP("created", 1)}
+
+
+def test_poll_values_bulk_read_advances_positions(data_dir):
+    admin = ottla.Admin(data_dir)
+    admin.create_topic("bulk", partitions=2)
+    with ottla.Producer(data_dir) as p:
+        for i in range(300):
+            p.send("bulk", f"v{i}".encode() if i % 50 else None, partition=i % 2)
+    c = ottla.Consumer(data_dir, "bulk", auto_offset_reset="earliest", group_id="bulk-g")
+    try:
+        first = c.poll_values(max_records=100)
+        assert len(first) == 100
+        rest = c.poll_values(max_records=1000, timeout_ms=100)
+        got = first + rest
+        assert len(got) == 300
+        assert got.count(None) == 6
+        assert sorted(v for v in got if v is not None) == sorted(
+            f"v{i}".encode() for i in range(300) if i % 50
+        )
+        assert c.poll_values(timeout_ms=10) == []
+        assert c.position(TP("bulk", 0)) == 150 and c.position(TP("bulk", 1)) == 150
+        c.commit()
+    finally:
+        c.close()
+    with ottla.Consumer(data_dir, "bulk", group_id="bulk-g") as c2:
+        assert c2.poll_values(timeout_ms=10) == []

@@ -478,3 +478,13 @@ def test_auto_create_uses_num_partitions(data_dir):
     admin = ottla.Admin(data_dir)
     assert "auto" in admin.list_topics() and "auto2" in admin.list_topics()
     assert len(admin.describe_topic("auto2").partitions) == 3
+
+
+def test_send_many_records_share_the_call_timestamp(data_dir):
+    with ottla.Producer(data_dir) as p:
+        before = int(time.time() * 1000)
+        mds = p.send_many("ts", [b"a"] * 5000).get(timeout=10)
+        after = int(time.time() * 1000)
+    assert len({md.timestamp for md in mds}) == 1
+    assert before <= mds[0].timestamp <= after
+    assert [md.offset for md in mds] == list(range(5000))

@@ -311,6 +311,39 @@ impl Consumer {
         }
     }
 
+    /// Bulk read: up to `max_records` values (bytes, or None for a null
+    /// value) across the assigned partitions, with no `Record` objects.
+    /// Positions advance exactly as with `poll`. Deserializers are not
+    /// applied. Waits up to `timeout_ms` when nothing is ready.
+    #[pyo3(signature = (max_records=100000, timeout_ms=0.0))]
+    fn poll_values<'py>(
+        &self,
+        py: Python<'py>,
+        max_records: usize,
+        timeout_ms: f64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let deadline = Instant::now() + Duration::from_secs_f64(timeout_ms.max(0.0) / 1000.0);
+        let out = PyList::empty(py);
+        loop {
+            let mut err: Option<PyErr> = None;
+            let n = self.engine.drain(max_records.max(1), &mut |_, rec| {
+                let r = match rec.value {
+                    Some(v) => out.append(PyBytes::new(py, v)),
+                    None => out.append(py.None()),
+                };
+                if let (Err(e), None) = (r, &err) {
+                    err = Some(e);
+                }
+            })?;
+            if let Some(e) = err {
+                return Err(e);
+            }
+            if n > 0 || !self.wait_until(py, Some(deadline))? {
+                return Ok(out);
+            }
+        }
+    }
+
     fn __iter__(slf: Py<Self>) -> Py<Self> {
         slf
     }

@@ -11,7 +11,7 @@ use super::errors::{to_pyerr, OttlaTimeoutError};
 use super::types::{BytesArg, RecordMetadata};
 use crate::error::Error;
 use crate::producer::{
-    BatchHandle, Completions, FsyncPolicy, Producer as Engine, ProducerConfig, SendReceipt,
+    BatchHandle, Completions, FsyncPolicy, Producer as Engine, ProducerConfig, SendReceipt, SendRun,
 };
 use crate::store::Store;
 
@@ -230,7 +230,9 @@ impl Producer {
         const CHUNK: usize = 8192;
         let mut values = values.try_iter()?;
         let mut keys = keys.map(|k| k.try_iter()).transpose()?;
-        let mut receipts = Vec::new();
+        let timestamp = timestamp.unwrap_or_else(crate::log::now_ms);
+        let mut runs = Vec::new();
+        let mut count = 0usize;
         loop {
             let mut vals: Vec<Option<BytesArg<'py>>> = Vec::with_capacity(CHUNK);
             let mut ks: Vec<Option<BytesArg<'py>>> = Vec::new();
@@ -264,17 +266,20 @@ impl Producer {
                 };
                 slices.push((kb, vs));
             }
-            let (mut r, sealed) =
+            count += slices.len();
+            let (mut r, _, sealed) =
                 self.engine
-                    .send_many(topic, slices.into_iter(), partition, timestamp)?;
-            receipts.append(&mut r);
+                    .send_many(topic, slices.into_iter(), partition, Some(timestamp))?;
+            runs.append(&mut r);
             if sealed {
                 self.flush_sealed(py)?;
             }
         }
         Ok(BatchFuture {
             engine: self.engine.clone(),
-            receipts,
+            runs,
+            count,
+            timestamp,
         })
     }
 
@@ -524,7 +529,9 @@ impl FutureRecordMetadata {
 #[pyclass(module = "ottla", frozen)]
 pub struct BatchFuture {
     engine: Arc<Engine>,
-    receipts: Vec<SendReceipt>,
+    runs: Vec<SendRun>,
+    count: usize,
+    timestamp: i64,
 }
 
 #[pymethods]
@@ -534,8 +541,20 @@ impl BatchFuture {
     fn get<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
         self.wait(py, timeout)?;
         let list = PyList::empty(py);
-        for r in &self.receipts {
-            list.append(metadata_of(r, &r.batch).map_err(|e| to_pyerr(&e))?)?;
+        for r in &self.runs {
+            let base = match r.batch.result() {
+                Some(Ok(base)) => *base,
+                Some(Err(e)) => return Err(to_pyerr(e)),
+                None => return Err(to_pyerr(&Error::IllegalState("batch not complete".into()))),
+            };
+            for i in 0..r.count {
+                list.append(RecordMetadata {
+                    topic: r.batch.topic.to_string(),
+                    partition: r.batch.partition,
+                    offset: base + (r.first_index + i) as i64,
+                    timestamp: self.timestamp,
+                })?;
+            }
         }
         Ok(list)
     }
@@ -544,12 +563,7 @@ impl BatchFuture {
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let t = timeout_of(timeout)?;
-        let mut last: Option<&Arc<BatchHandle>> = None;
-        for r in &self.receipts {
-            if last.is_some_and(|l| Arc::ptr_eq(l, &r.batch)) {
-                continue;
-            }
-            last = Some(&r.batch);
+        for r in &self.runs {
             wait_batch(py, &self.engine, &r.batch, t)?;
             if let Some(Err(e)) = r.batch.result() {
                 return Err(to_pyerr(e));
@@ -559,18 +573,14 @@ impl BatchFuture {
     }
 
     fn __len__(&self) -> usize {
-        self.receipts.len()
+        self.count
     }
 
     fn done(&self) -> bool {
-        self.receipts.iter().all(|r| r.batch.is_done())
+        self.runs.iter().all(|r| r.batch.is_done())
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "<BatchFuture records={} done={}>",
-            self.receipts.len(),
-            self.done()
-        )
+        format!("<BatchFuture records={} done={}>", self.count, self.done())
     }
 }
