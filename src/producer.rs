@@ -339,8 +339,25 @@ impl Producer {
         timestamp: Option<i64>,
     ) -> Result<(SendReceipt, bool)> {
         let mut inner = self.inner.lock();
-        let r = self.send_locked(&mut inner, topic, key, value, headers, partition, timestamp)?;
-        Ok((r, !inner.ready.is_empty()))
+        let mut receipt = None;
+        let ts = self.place(
+            &mut inner,
+            topic,
+            key,
+            value,
+            headers,
+            partition,
+            timestamp,
+            &mut |h, i| receipt = Some((h.clone(), i)),
+        )?;
+        let (batch, index) =
+            receipt.ok_or_else(|| Error::IllegalState("record not placed".into()))?;
+        let receipt = SendReceipt {
+            batch,
+            index,
+            timestamp: ts,
+        };
+        Ok((receipt, !inner.ready.is_empty()))
     }
 
     /// Send many records to one topic under one lock acquisition. Records
@@ -382,39 +399,6 @@ impl Producer {
             )?;
         }
         Ok((runs, ts, !inner.ready.is_empty()))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn send_locked(
-        &self,
-        inner: &mut Inner,
-        topic: &str,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        headers: &[HeaderRef<'_>],
-        partition: Option<u32>,
-        timestamp: Option<i64>,
-    ) -> Result<SendReceipt> {
-        let mut receipt = None;
-        let ts = self.place(
-            inner,
-            topic,
-            key,
-            value,
-            headers,
-            partition,
-            timestamp,
-            &mut |h, i| {
-                receipt = Some((h.clone(), i));
-            },
-        )?;
-        let (batch, index) =
-            receipt.ok_or_else(|| Error::IllegalState("record not placed".into()))?;
-        Ok(SendReceipt {
-            batch,
-            index,
-            timestamp: ts,
-        })
     }
 
     /// Encode one record into its partition's open batch; `placed` learns

@@ -11,6 +11,7 @@
 //! is what makes trimming a file that other processes have mapped safe.
 
 use std::fs::{File, OpenOptions};
+
 use std::path::{Path, PathBuf};
 
 use memmap2::{Mmap, MmapMut, MmapOptions};
@@ -57,38 +58,17 @@ impl IndexFile {
     /// segment that has just been closed (and its index trimmed) can never
     /// grow that index back to its preallocated size.
     pub fn open_existing(path: &Path, entry_size: usize) -> Result<IndexFile> {
-        let file = match OpenOptions::new().read(true).write(true).open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(IndexFile {
-                    path: path.to_path_buf(),
-                    entry_size,
-                    map: Map::Empty,
-                })
-            }
-            Err(e) => return Err(crate::Error::io("open index", path, e)),
-        };
-        let len = file.metadata().ctx("stat index", path)?.len();
-        let len = len - len % entry_size as u64;
-        let map = if len == 0 {
-            Map::Empty
-        } else {
-            // SAFETY: as in `open_writable`.
-            Map::Write(
-                unsafe { MmapOptions::new().len(len as usize).map_mut(&file) }
-                    .ctx("mmap index", path)?,
-            )
-        };
-        Ok(IndexFile {
-            path: path.to_path_buf(),
-            entry_size,
-            map,
-        })
+        Self::map_existing(path, entry_size, true)
     }
 
     /// Open a closed segment's index read-only.
     pub fn open_readonly(path: &Path, entry_size: usize) -> Result<IndexFile> {
-        let file = match File::open(path) {
+        Self::map_existing(path, entry_size, false)
+    }
+
+    /// Map an index file at its current length (none if absent or empty).
+    fn map_existing(path: &Path, entry_size: usize, writable: bool) -> Result<IndexFile> {
+        let file = match OpenOptions::new().read(true).write(writable).open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(IndexFile {
@@ -100,15 +80,14 @@ impl IndexFile {
             Err(e) => return Err(crate::Error::io("open index", path, e)),
         };
         let len = file.metadata().ctx("stat index", path)?.len();
-        let len = len - len % entry_size as u64;
-        let map = if len == 0 {
-            Map::Empty
-        } else {
-            // SAFETY: as in `open_writable`.
-            Map::Read(
-                unsafe { MmapOptions::new().len(len as usize).map(&file) }
-                    .ctx("mmap index", path)?,
-            )
+        let len = (len - len % entry_size as u64) as usize;
+        let mut opts = MmapOptions::new();
+        opts.len(len);
+        // SAFETY: as in `open_writable`.
+        let map = match (len, writable) {
+            (0, _) => Map::Empty,
+            (_, true) => Map::Write(unsafe { opts.map_mut(&file) }.ctx("mmap index", path)?),
+            (_, false) => Map::Read(unsafe { opts.map(&file) }.ctx("mmap index", path)?),
         };
         Ok(IndexFile {
             path: path.to_path_buf(),

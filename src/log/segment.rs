@@ -23,6 +23,16 @@ pub struct Indexes {
     pub time: TimeIndex,
 }
 
+impl Indexes {
+    /// The indexes of a closed segment, beside its `.log` file.
+    fn open_readonly(log_path: &Path, base_offset: i64) -> Result<Indexes> {
+        Ok(Indexes {
+            offset: OffsetIndex::open_readonly(&log_path.with_extension("index"), base_offset)?,
+            time: TimeIndex::open_readonly(&log_path.with_extension("timeindex"), base_offset)?,
+        })
+    }
+}
+
 pub struct LogSegment {
     pub base_offset: i64,
     path: PathBuf,
@@ -50,18 +60,17 @@ impl LogSegment {
             .open(&path)
             .ctx("open segment", &path)?;
         let opened_size = file.metadata().ctx("stat segment", &path)?.len();
-        let idx_path = path.with_extension("index");
-        let time_path = path.with_extension("timeindex");
+        let (idx_path, time_path) = (
+            path.with_extension("index"),
+            path.with_extension("timeindex"),
+        );
         let indexes = if active {
             Indexes {
                 offset: OffsetIndex::open_writable(&idx_path, base_offset, index_max_bytes)?,
                 time: TimeIndex::open_writable(&time_path, base_offset, index_max_bytes)?,
             }
         } else {
-            Indexes {
-                offset: OffsetIndex::open_readonly(&idx_path, base_offset)?,
-                time: TimeIndex::open_readonly(&time_path, base_offset)?,
-            }
+            Indexes::open_readonly(&path, base_offset)?
         };
         Ok(LogSegment {
             base_offset,
@@ -84,18 +93,13 @@ impl LogSegment {
             .open(&path)
             .ctx("open segment", &path)?;
         let opened_size = file.metadata().ctx("stat segment", &path)?.len();
-        let idx_path = path.with_extension("index");
-        let time_path = path.with_extension("timeindex");
         let indexes = if active {
             Indexes {
-                offset: OffsetIndex::open_existing(&idx_path, base_offset)?,
-                time: TimeIndex::open_existing(&time_path, base_offset)?,
+                offset: OffsetIndex::open_existing(&path.with_extension("index"), base_offset)?,
+                time: TimeIndex::open_existing(&path.with_extension("timeindex"), base_offset)?,
             }
         } else {
-            Indexes {
-                offset: OffsetIndex::open_readonly(&idx_path, base_offset)?,
-                time: TimeIndex::open_readonly(&time_path, base_offset)?,
-            }
+            Indexes::open_readonly(&path, base_offset)?
         };
         Ok(LogSegment {
             base_offset,

@@ -119,6 +119,26 @@ impl Consumer {
         }
     }
 
+    fn watermarks<'py>(
+        &self,
+        py: Python<'py>,
+        partitions: &Bound<'py, PyAny>,
+        start: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for (t, p) in tps(partitions)? {
+            let (lo, hi) = self.engine.watermarks(&t, p)?;
+            out.set_item(
+                TopicPartition {
+                    topic: t,
+                    partition: p,
+                },
+                if start { lo } else { hi },
+            )?;
+        }
+        Ok(out)
+    }
+
     /// Wait (GIL released, in slices so signals are seen) until data may be
     /// there or the deadline passes.
     fn wait_until(&self, py: Python<'_>, deadline: Option<Instant>) -> PyResult<bool> {
@@ -469,42 +489,22 @@ impl Consumer {
         Ok(out)
     }
 
+    /// `{TopicPartition: log start offset}`.
     fn beginning_offsets<'py>(
         &self,
         py: Python<'py>,
         partitions: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let out = PyDict::new(py);
-        for (t, p) in tps(&partitions)? {
-            let (start, _) = self.engine.watermarks(&t, p)?;
-            out.set_item(
-                TopicPartition {
-                    topic: t,
-                    partition: p,
-                },
-                start,
-            )?;
-        }
-        Ok(out)
+        self.watermarks(py, &partitions, true)
     }
 
+    /// `{TopicPartition: log end offset}` (the offset the next record will get).
     fn end_offsets<'py>(
         &self,
         py: Python<'py>,
         partitions: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let out = PyDict::new(py);
-        for (t, p) in tps(&partitions)? {
-            let (_, end) = self.engine.watermarks(&t, p)?;
-            out.set_item(
-                TopicPartition {
-                    topic: t,
-                    partition: p,
-                },
-                end,
-            )?;
-        }
-        Ok(out)
+        self.watermarks(py, &partitions, false)
     }
 
     #[pyo3(signature = (*partitions))]
