@@ -737,17 +737,7 @@ def latency_cross_process(p: Dict[str, Any]) -> Dict[str, Any]:
                 t0, t_end = paced_send(prod, "lat", n, rate, lag)
             finally:
                 prod.close()
-            summary = json.loads(read_line(child, 120) or "{}")
-            child.wait(60)
-            if "received" not in summary:
-                raise RuntimeError(f"consumer child failed: {child_stderr(child)}")
-            lat = array.array("q")
-            with open(out_path, "rb") as f:
-                lat.frombytes(f.read())
-            st = latency_stats(lat, summary["received"], int(rate * p["lat_warmup_s"]), lag)
-            st.update(received=summary["received"], sent=n,
-                      achieved_rate=n / ((t_end - t0) / 1e9))
-            return st
+            return child_latency(child, "consumer", out_path, p, n, rate, lag, t0, t_end)
         finally:
             if child.poll() is None:
                 child.kill()
@@ -816,21 +806,26 @@ def latency_ref_pipe(p: Dict[str, Any]) -> Dict[str, Any]:
             write = os.write
             lag = array.array("q", bytes(8 * n))
             t0, t_end = paced_send(_QueueSender(lambda v: write(fd, v)), "lat", n, rate, lag)
-            summary = json.loads(read_line(child, 120) or "{}")
-            child.wait(60)
-            if "received" not in summary:
-                raise RuntimeError(f"pipe child failed: {child_stderr(child)}")
-            lat = array.array("q")
-            with open(out_path, "rb") as f:
-                lat.frombytes(f.read())
-            st = latency_stats(lat, summary["received"], int(rate * p["lat_warmup_s"]), lag)
-            st.update(received=summary["received"], sent=n,
-                      achieved_rate=n / ((t_end - t0) / 1e9))
-            return st
+            return child_latency(child, "pipe", out_path, p, n, rate, lag, t0, t_end)
         finally:
             if child.poll() is None:
                 child.kill()
             child.wait()
+
+
+def child_latency(child: "subprocess.Popen[str]", what: str, out_path: str, p: Dict[str, Any],
+                  n: int, rate: float, lag: "array.array[int]", t0: int, t_end: int) -> Dict[str, Any]:
+    """Collect a receiving child's latencies (written to ``out_path``) into stats."""
+    summary = json.loads(read_line(child, 120) or "{}")
+    child.wait(60)
+    if "received" not in summary:
+        raise RuntimeError(f"{what} child failed: {child_stderr(child)}")
+    lat = array.array("q")
+    with open(out_path, "rb") as f:
+        lat.frombytes(f.read())
+    st = latency_stats(lat, summary["received"], int(rate * p["lat_warmup_s"]), lag)
+    st.update(received=summary["received"], sent=n, achieved_rate=n / ((t_end - t0) / 1e9))
+    return st
 
 
 def read_line(child: "subprocess.Popen[str]", timeout: float) -> str:

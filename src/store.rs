@@ -146,19 +146,12 @@ impl Store {
             return Ok(t);
         }
         if !auto_create {
-            return Err(Error::UnknownTopicOrPartition {
-                topic: name.to_string(),
-                partition: -1,
-            });
+            return Err(unknown_topic(name));
         }
         match self.create_topic(name, partitions, &[]) {
             Ok(t) => Ok(t),
             Err(Error::TopicAlreadyExists(_)) => {
-                self.topic(name)?
-                    .ok_or_else(|| Error::UnknownTopicOrPartition {
-                        topic: name.to_string(),
-                        partition: -1,
-                    })
+                self.topic(name)?.ok_or_else(|| unknown_topic(name))
             }
             Err(e) => Err(e),
         }
@@ -216,12 +209,7 @@ impl Store {
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         validate_topic_name(name)?;
         let _g = self.meta_lock.lock_append()?;
-        let meta = self
-            .read_meta(name)?
-            .ok_or_else(|| Error::UnknownTopicOrPartition {
-                topic: name.to_string(),
-                partition: -1,
-            })?;
+        let meta = self.read_meta(name)?.ok_or_else(|| unknown_topic(name))?;
         let path = self.topics_dir.join(name);
         fs::remove_file(&path).ctx("delete topic metadata", &path)?;
         for p in 0..meta.partitions {
@@ -274,12 +262,7 @@ impl Store {
     pub fn create_partitions(&self, name: &str, total: u32) -> Result<Topic> {
         validate_topic_name(name)?;
         let _g = self.meta_lock.lock_append()?;
-        let mut meta = self
-            .read_meta(name)?
-            .ok_or_else(|| Error::UnknownTopicOrPartition {
-                topic: name.to_string(),
-                partition: -1,
-            })?;
+        let mut meta = self.read_meta(name)?.ok_or_else(|| unknown_topic(name))?;
         if total <= meta.partitions {
             return Err(Error::InvalidPartitions(format!(
                 "topic {name} has {} partitions; the new total must be larger, got {total}",
@@ -306,12 +289,7 @@ impl Store {
     ) -> Result<Topic> {
         validate_topic_name(name)?;
         let _g = self.meta_lock.lock_append()?;
-        let mut meta = self
-            .read_meta(name)?
-            .ok_or_else(|| Error::UnknownTopicOrPartition {
-                topic: name.to_string(),
-                partition: -1,
-            })?;
+        let mut meta = self.read_meta(name)?.ok_or_else(|| unknown_topic(name))?;
         for (k, v) in changes {
             let key = crate::config::normalize_key(k);
             match v {
@@ -415,6 +393,13 @@ impl Store {
                 std::thread::sleep(Duration::from_millis(every));
             })
             .ok();
+    }
+}
+
+fn unknown_topic(name: &str) -> Error {
+    Error::UnknownTopicOrPartition {
+        topic: name.to_string(),
+        partition: -1,
     }
 }
 

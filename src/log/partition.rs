@@ -64,6 +64,22 @@ pub(crate) struct SegmentMap {
     map: BTreeMap<i64, Arc<LogSegment>>,
 }
 
+impl SegmentMap {
+    /// Bytes across segments, the active one counted to the head's size.
+    fn total_bytes(&self, st: &HeadState) -> u64 {
+        self.map
+            .values()
+            .map(|s| {
+                if s.base_offset == st.active_base {
+                    st.active_size
+                } else {
+                    s.closed_size()
+                }
+            })
+            .sum()
+    }
+}
+
 pub struct PartitionLog {
     topic: Arc<str>,
     partition: u32,
@@ -435,17 +451,7 @@ impl PartitionLog {
             st = self.roll_locked(st, now)?;
         }
         let segs = self.segments_for(&st)?;
-        let mut total: u64 = segs
-            .map
-            .values()
-            .map(|s| {
-                if s.base_offset == st.active_base {
-                    st.active_size
-                } else {
-                    s.closed_size()
-                }
-            })
-            .sum();
+        let mut total: u64 = segs.total_bytes(&st);
         let mut doomed = Vec::new();
         for (base, seg) in &segs.map {
             if *base == st.active_base {
@@ -491,17 +497,7 @@ impl PartitionLog {
     pub fn size_bytes(&self) -> Result<u64> {
         let st = self.read_state()?;
         let segs = self.segments_for(&st)?;
-        Ok(segs
-            .map
-            .values()
-            .map(|s| {
-                if s.base_offset == st.active_base {
-                    st.active_size
-                } else {
-                    s.closed_size()
-                }
-            })
-            .sum())
+        Ok(segs.total_bytes(&st))
     }
 
     pub fn segment_count(&self) -> Result<usize> {
