@@ -139,6 +139,11 @@ impl Store {
         Ok(Some(topic))
     }
 
+    /// The topic, or `UnknownTopicOrPartition` if it does not exist.
+    pub fn require_topic(&self, name: &str) -> Result<Topic> {
+        self.topic(name)?.ok_or_else(|| unknown_topic(name))
+    }
+
     /// The topic, creating it with `partitions` and default config if absent
     /// and `auto_create` allows.
     pub fn topic_or_create(&self, name: &str, auto_create: bool, partitions: u32) -> Result<Topic> {
@@ -150,9 +155,7 @@ impl Store {
         }
         match self.create_topic(name, partitions, &[]) {
             Ok(t) => Ok(t),
-            Err(Error::TopicAlreadyExists(_)) => {
-                self.topic(name)?.ok_or_else(|| unknown_topic(name))
-            }
+            Err(Error::TopicAlreadyExists(_)) => self.require_topic(name),
             Err(e) => Err(e),
         }
     }

@@ -554,8 +554,9 @@ impl PartitionLog {
                 _ => seg.find_position(target, entries, limit)?.map(|(p, _)| p),
             };
             if let Some(pos) = pos.filter(|p| *p < limit) {
-                let strict = self.config().deletes_by_retention()
-                    && self.config().cleanup_policy == crate::config::CleanupPolicy::Delete;
+                // Only compaction leaves gaps between batches.
+                let strict =
+                    self.config.read().cleanup_policy == crate::config::CleanupPolicy::Delete;
                 let (n, next, err) = self.read_batches(
                     seg,
                     pos,

@@ -84,13 +84,7 @@ impl Admin {
         std::collections::BTreeMap<String, String>,
         std::collections::BTreeMap<String, String>,
     )> {
-        let topic =
-            self.store
-                .topic(name)?
-                .ok_or_else(|| crate::Error::UnknownTopicOrPartition {
-                    topic: name.to_string(),
-                    partition: -1,
-                })?;
+        let topic = self.store.require_topic(name)?;
         let mut parts = Vec::new();
         for p in 0..topic.partitions {
             let log = self.store.partition(&topic, p)?;
@@ -122,13 +116,7 @@ impl Admin {
 
     /// Apply retention now on every partition of `name`; returns segments deleted.
     fn enforce_retention(&self, name: &str) -> PyResult<usize> {
-        let topic =
-            self.store
-                .topic(name)?
-                .ok_or_else(|| crate::Error::UnknownTopicOrPartition {
-                    topic: name.to_string(),
-                    partition: -1,
-                })?;
+        let topic = self.store.require_topic(name)?;
         let mut n = 0;
         for p in 0..topic.partitions {
             n += self.store.partition(&topic, p)?.enforce_retention()?;
