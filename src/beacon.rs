@@ -9,6 +9,9 @@
 //! syscall when nobody sleeps. Waiters re-check their partitions after every
 //! wake, so a wake meant for another topic costs only a spurious re-check.
 //! `metadata` is bumped on topic create, delete and config change.
+//! `groups` (byte 64, away from the words above so they can grow) is bumped
+//! whenever a consumer group's state file changes or a member releases a
+//! partition, so members of every group re-check without polling files.
 
 use std::fs::OpenOptions;
 use std::path::Path;
@@ -89,6 +92,21 @@ impl Beacon {
 
     pub fn bump_metadata(&self) {
         self.metadata().fetch_add(1, Ordering::AcqRel);
+        self.notify_append();
+    }
+
+    fn groups(&self) -> &AtomicU64 {
+        self.u64_at(64)
+    }
+
+    /// Moves whenever any group's state or partition ownership changes.
+    pub fn groups_gen(&self) -> u64 {
+        self.groups().load(Ordering::Acquire)
+    }
+
+    /// Announce a group change and wake sleeping consumers so they react.
+    pub fn bump_groups(&self) {
+        self.groups().fetch_add(1, Ordering::AcqRel);
         self.notify_append();
     }
 }

@@ -5,15 +5,24 @@
 //! Records are handed to a caller-supplied function as borrowed
 //! [`RecordView`]s; the Python door turns them into Python objects there, so
 //! the engine never builds a per-record object of its own.
+//!
+//! With a `group_id`, `subscribe` makes the consumer a member of the group
+//! (`crate::group`): the partitions it reads are the ones it owns, taken and
+//! given up inside `drain` (so rebalance callbacks run on the polling
+//! thread), and a watchdog thread gives everything up if the application
+//! stops polling for `session_timeout_ms`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::log::lockfile::LockFile;
+use crate::group::assignor::Assignor;
+use crate::group::member::MemberSession;
+use crate::group::GroupDir;
 use crate::log::{Durability, PartitionLog, ReadCursor};
 use crate::record::batch::{BatchHeader, RecordIter, RecordView, HEADER_LEN};
 use crate::store::Store;
@@ -35,6 +44,12 @@ pub struct ConsumerConfig {
     pub auto_create_topics: bool,
     pub num_partitions: u32,
     pub check_crcs: bool,
+    /// Names this consumer in its group's member id (Kafka's `client.id`).
+    pub client_id: String,
+    /// Kafka's `partition.assignment.strategy`; every member of a group must agree.
+    pub assignor: Assignor,
+    /// A member that does not poll for this long gives up its partitions.
+    pub session_timeout_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -48,9 +63,65 @@ impl Default for ConsumerConfig {
             auto_create_topics: true,
             num_partitions: 1,
             check_crcs: true,
+            client_id: String::new(),
+            assignor: Assignor::CooperativeSticky,
+            session_timeout_ms: 10_000,
         }
     }
 }
+
+/// The shortest `session_timeout_ms` accepted.
+pub const MIN_SESSION_TIMEOUT_MS: u64 = 100;
+
+/// What a consumer subscribes to.
+#[derive(Clone, Debug)]
+pub enum Subscription {
+    Topics(Vec<String>),
+    /// Every non-internal topic whose whole name matches, now or later.
+    Pattern(regex::Regex),
+}
+
+impl Subscription {
+    /// A pattern subscription; Kafka matches the whole topic name.
+    pub fn pattern(pattern: &str) -> Result<Subscription> {
+        regex::Regex::new(&format!("^(?:{pattern})$"))
+            .map(Subscription::Pattern)
+            .map_err(|e| Error::InvalidConfig(format!("invalid topic pattern {pattern:?}: {e}")))
+    }
+}
+
+/// Told about partitions a group member gains and loses, on the thread that
+/// polls (or subscribes, unsubscribes, closes), with no engine lock held, so
+/// it may call back into the consumer (to commit, seek or read positions).
+pub trait RebalanceListener: Send + Sync {
+    /// About to give these up: the last moment to commit their positions.
+    fn on_partitions_revoked(&self, partitions: &[TopicPartition]);
+    /// Now owned; reading starts at the committed offset (or the reset).
+    fn on_partitions_assigned(&self, partitions: &[TopicPartition]);
+    /// Already gone (the member missed its session timeout): committing
+    /// them is no longer possible.
+    fn on_partitions_lost(&self, partitions: &[TopicPartition]);
+}
+
+/// A consumer's membership of its group.
+struct Membership {
+    /// `None` after a session timeout until the next poll rejoins.
+    session: Option<MemberSession>,
+    listener: Option<Arc<dyn RebalanceListener>>,
+    /// The beacon's group word when the state file was last read.
+    seen: u64,
+    generation: i64,
+    target: Vec<(String, u32)>,
+    /// Assigned partitions whose previous owner has not let go yet.
+    pending: bool,
+    retry_at: Instant,
+    /// Released by the watchdog; reported by the next poll.
+    lost: Vec<TopicPartition>,
+}
+
+/// How often a member with pending partitions retries their locks, as a
+/// fallback: the releasing member also wakes everyone.
+const RETRY: Duration = Duration::from_millis(50);
 
 pub type TopicPartition = (Arc<str>, u32);
 
@@ -77,7 +148,10 @@ struct Assigned {
 }
 
 struct Inner {
-    subscription: Vec<String>,
+    subscription: Option<Subscription>,
+    /// Set while subscribed with a group: then `assignment` holds exactly the
+    /// partitions whose ownership byte this member has locked.
+    group: Option<Membership>,
     assignment: Vec<Assigned>,
     next_rr: usize,
     meta_gen: u64,
@@ -88,8 +162,13 @@ struct Inner {
 pub struct Consumer {
     store: Arc<Store>,
     config: ConsumerConfig,
-    inner: Mutex<Inner>,
-    group_lock: Mutex<Option<LockFile>>,
+    /// Shared with the group watchdog thread (which holds it weakly).
+    inner: Arc<Mutex<Inner>>,
+    /// Moves on every drain and wait: the watchdog's sign of life.
+    polls: Arc<AtomicU64>,
+    closed: Arc<AtomicBool>,
+    group_dir: Mutex<Option<Arc<GroupDir>>>,
+    watchdog: Mutex<bool>,
 }
 
 impl Consumer {
@@ -104,16 +183,26 @@ impl Consumer {
                 return Err(Error::InvalidConfig("group_id must not be empty".into()));
             }
         }
+        if config.session_timeout_ms < MIN_SESSION_TIMEOUT_MS {
+            return Err(Error::InvalidConfig(format!(
+                "session_timeout_ms must be at least {MIN_SESSION_TIMEOUT_MS}, got {}",
+                config.session_timeout_ms
+            )));
+        }
         Ok(Consumer {
-            inner: Mutex::new(Inner {
-                subscription: Vec::new(),
+            inner: Arc::new(Mutex::new(Inner {
+                subscription: None,
+                group: None,
                 assignment: Vec::new(),
                 next_rr: 0,
                 meta_gen: u64::MAX,
                 last_commit: Instant::now(),
                 closed: false,
-            }),
-            group_lock: Mutex::new(None),
+            })),
+            polls: Arc::new(AtomicU64::new(0)),
+            closed: Arc::new(AtomicBool::new(false)),
+            group_dir: Mutex::new(None),
+            watchdog: Mutex::new(false),
             store,
             config,
         })
@@ -134,63 +223,415 @@ impl Consumer {
         Ok(())
     }
 
-    /// Join the group as its only member (several members arrive with group
-    /// rebalancing); a second live member anywhere on the directory is refused.
-    fn join_group(&self) -> Result<()> {
-        let Some(group) = &self.config.group_id else {
-            return Ok(());
-        };
-        let mut g = self.group_lock.lock();
-        if g.is_some() {
-            return Ok(());
+    /// Subscribe to topics; with a `group_id`, join the group.
+    pub fn subscribe(&self, topics: &[String]) -> Result<()> {
+        self.subscribe_with(Subscription::Topics(topics.to_vec()), None)
+    }
+
+    /// Subscribe (replacing any subscription or assignment). Without a
+    /// group, every partition of the subscribed topics is read. With one,
+    /// the consumer joins the group and reads the partitions it is given;
+    /// the first of them are taken here, the rest as polling goes on.
+    pub fn subscribe_with(
+        &self,
+        subscription: Subscription,
+        listener: Option<Arc<dyn RebalanceListener>>,
+    ) -> Result<()> {
+        if let Subscription::Topics(topics) = &subscription {
+            for t in topics {
+                crate::topic::validate_topic_name(t)?;
+            }
         }
-        let path = self
-            .store
-            .groups_dir()
-            .join(format!("{}.member", file_safe(group)));
-        let lock = LockFile::open(&path)?;
-        if !lock.try_presence_exclusive()? {
-            let holder = std::fs::read_to_string(path.with_extension("pid")).unwrap_or_default();
-            return Err(Error::GroupMemberConflict {
-                group: group.clone(),
-                holder: if holder.trim().is_empty() {
-                    "unknown".into()
-                } else {
-                    holder.trim().to_string()
-                },
+        Self::check_open(&self.inner.lock())?;
+        // Leaving first gives the old listener its revocations.
+        self.unsubscribe()?;
+        let Some(group) = &self.config.group_id else {
+            let mut inner = self.inner.lock();
+            inner.subscription = Some(subscription);
+            inner.meta_gen = u64::MAX;
+            return self.refresh_subscription(&mut inner);
+        };
+        let dir = self.group_dir(group)?;
+        let meta_gen = self.store.beacon().metadata_gen();
+        let topics = self.resolve_topics(&subscription)?;
+        let session = MemberSession::join(
+            dir.clone(),
+            &self.config.client_id,
+            topics,
+            self.config.assignor,
+        )?;
+        {
+            let mut inner = self.inner.lock();
+            Self::check_open(&inner)?;
+            inner.subscription = Some(subscription);
+            inner.meta_gen = meta_gen;
+            inner.group = Some(Membership {
+                session: Some(session),
+                listener,
+                seen: u64::MAX,
+                generation: -1,
+                target: Vec::new(),
+                pending: false,
+                retry_at: Instant::now(),
+                lost: Vec::new(),
             });
         }
-        let _ = std::fs::write(path.with_extension("pid"), std::process::id().to_string());
-        *g = Some(lock);
-        Ok(())
+        self.ensure_watchdog(dir);
+        self.group_step()
     }
 
-    pub fn subscribe(&self, topics: &[String]) -> Result<()> {
-        for t in topics {
-            crate::topic::validate_topic_name(t)?;
-        }
-        self.join_group()?;
-        let mut inner = self.inner.lock();
-        Self::check_open(&inner)?;
-        inner.subscription = topics.to_vec();
-        inner.meta_gen = u64::MAX;
-        self.refresh_subscription(&mut inner)
-    }
-
+    /// Leave the group (revoking, with an auto-commit first) or drop the
+    /// subscription.
     pub fn unsubscribe(&self) -> Result<()> {
+        let committed = self.give_up_all(true);
         let mut inner = self.inner.lock();
-        inner.subscription.clear();
+        inner.subscription = None;
         inner.assignment.clear();
-        *self.group_lock.lock() = None;
-        Ok(())
+        let session = inner.group.take().and_then(|m| m.session);
+        drop(inner);
+        let left = session.map_or(Ok(()), MemberSession::leave);
+        committed.and(left)
+    }
+
+    /// Revoke every owned partition of a group member: the listener first,
+    /// then the auto-commit, then the locks. Returns the commit's result.
+    fn give_up_all(&self, autocommit: bool) -> Result<()> {
+        let (owned, listener) = {
+            let inner = self.inner.lock();
+            match &inner.group {
+                Some(m) if !inner.closed => (
+                    inner
+                        .assignment
+                        .iter()
+                        .map(|a| a.tp.clone())
+                        .collect::<Vec<_>>(),
+                    m.listener.clone(),
+                ),
+                _ => return Ok(()),
+            }
+        };
+        if let (false, Some(l)) = (owned.is_empty(), &listener) {
+            l.on_partitions_revoked(&owned);
+        }
+        let mut inner = self.inner.lock();
+        self.finish_revoke(&mut inner, &owned, autocommit)
     }
 
     pub fn subscription(&self) -> Vec<String> {
-        self.inner.lock().subscription.clone()
+        let sub = self.inner.lock().subscription.clone();
+        match sub {
+            Some(s) => self.resolve_topics(&s).unwrap_or_default(),
+            None => Vec::new(),
+        }
     }
 
+    /// The member id in the group, while a member.
+    pub fn member_id(&self) -> Option<String> {
+        let inner = self.inner.lock();
+        let m = inner.group.as_ref()?;
+        m.session.as_ref().map(|s| s.member_id().to_string())
+    }
+
+    fn group_dir(&self, group: &str) -> Result<Arc<GroupDir>> {
+        let mut d = self.group_dir.lock();
+        if let Some(dir) = &*d {
+            return Ok(dir.clone());
+        }
+        let dir = Arc::new(GroupDir::open(&self.store, group)?);
+        *d = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// Topic names a subscription stands for now. Named topics are created
+    /// if `auto_create_topics` allows, and kept even while they do not
+    /// exist (the group picks them up once they do).
+    fn resolve_topics(&self, sub: &Subscription) -> Result<Vec<String>> {
+        match sub {
+            Subscription::Topics(topics) => {
+                for t in topics {
+                    match self.store.topic_or_create(
+                        t,
+                        self.config.auto_create_topics,
+                        self.config.num_partitions,
+                    ) {
+                        Ok(_) | Err(Error::UnknownTopicOrPartition { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(topics.clone())
+            }
+            Subscription::Pattern(re) => Ok(self
+                .store
+                .list_topics(false)?
+                .into_iter()
+                .filter(|t| re.is_match(t))
+                .collect()),
+        }
+    }
+
+    /// Cheap check, on every drain: is there group work to do?
+    fn group_needs_attention(&self, inner: &Inner) -> bool {
+        let Some(m) = &inner.group else { return false };
+        let beacon = self.store.beacon();
+        m.session.is_none()
+            || !m.lost.is_empty()
+            || m.seen != beacon.groups_gen()
+            || inner.meta_gen != beacon.metadata_gen()
+            || (m.pending && Instant::now() >= m.retry_at)
+    }
+
+    /// Bring ownership in line with the group: report partitions lost to a
+    /// session timeout and rejoin, publish subscription changes, give up
+    /// partitions assigned elsewhere (listener, auto-commit, unlock), and
+    /// take newly assigned ones whose previous owner has let go.
+    ///
+    /// The listener runs with no lock held; state is re-checked after it.
+    fn group_step(&self) -> Result<()> {
+        let beacon = self.store.beacon().clone();
+        let mut inner = self.inner.lock();
+        let Some(m) = inner.group.as_mut() else {
+            return Ok(());
+        };
+        let listener = m.listener.clone();
+        if !m.lost.is_empty() {
+            let lost = std::mem::take(&mut m.lost);
+            drop(inner);
+            if let Some(l) = &listener {
+                l.on_partitions_lost(&lost);
+            }
+            inner = self.inner.lock();
+        }
+        if inner.closed {
+            return Ok(());
+        }
+        let Some(sub) = inner.subscription.clone() else {
+            return Ok(());
+        };
+        let meta_gen = beacon.metadata_gen();
+        let Some(m) = inner.group.as_mut() else {
+            return Ok(());
+        };
+        if m.session.is_none() {
+            // The watchdog gave everything up: join again as a new member.
+            let Some(dir) = self.group_dir.lock().clone() else {
+                return Ok(());
+            };
+            let topics = self.resolve_topics(&sub)?;
+            m.session = Some(MemberSession::join(
+                dir,
+                &self.config.client_id,
+                topics,
+                self.config.assignor,
+            )?);
+            m.seen = u64::MAX;
+            m.generation = -1;
+            m.target.clear();
+            inner.meta_gen = meta_gen;
+        } else if inner.meta_gen != meta_gen {
+            // Topics created or grown: re-resolve and let the group reassign
+            // (the update writes nothing if nothing changed).
+            inner.meta_gen = meta_gen;
+            let topics = self.resolve_topics(&sub)?;
+            if let Some(s) = inner.group.as_ref().and_then(|m| m.session.as_ref()) {
+                s.set_topics(topics)?;
+            }
+        }
+        let Some(m) = inner.group.as_mut() else {
+            return Ok(());
+        };
+        let Some(session) = m.session.as_ref() else {
+            return Ok(());
+        };
+        let mut revoke = Vec::new();
+        let word = beacon.groups_gen();
+        if word != m.seen {
+            // Read the word before the file: a change after this read moves
+            // the word again and is seen next time.
+            m.seen = word;
+            let st = session.dir().read_state()?;
+            if st.member(session.member_id()).is_none() {
+                // No longer listed (the state was cleared or damaged): the
+                // partitions are not ours to keep. Rejoin next poll.
+                let owned: Vec<TopicPartition> = inner.assignment.drain(..).map(|a| a.tp).collect();
+                if let Some(m) = inner.group.as_mut() {
+                    m.session = None;
+                    m.lost.extend(owned);
+                }
+                return Ok(());
+            }
+            let target = st.assigned_to(session.member_id()).to_vec();
+            let eager_new_generation =
+                !self.config.assignor.is_cooperative() && st.generation != m.generation;
+            m.generation = st.generation;
+            revoke = inner
+                .assignment
+                .iter()
+                .filter(|a| {
+                    eager_new_generation
+                        || !target.iter().any(|(t, p)| **t == *a.tp.0 && *p == a.tp.1)
+                })
+                .map(|a| a.tp.clone())
+                .collect();
+            if let Some(m) = inner.group.as_mut() {
+                m.target = target;
+            }
+        }
+        if !revoke.is_empty() {
+            drop(inner);
+            if let Some(l) = &listener {
+                l.on_partitions_revoked(&revoke);
+            }
+            inner = self.inner.lock();
+            self.finish_revoke(&mut inner, &revoke, true)?;
+        }
+        let acquired = self.acquire_pending(&mut inner)?;
+        drop(inner);
+        if let (false, Some(l)) = (acquired.is_empty(), &listener) {
+            l.on_partitions_assigned(&acquired);
+        }
+        Ok(())
+    }
+
+    /// Lock the ownership byte of every assigned partition not yet owned;
+    /// those whose previous owner still holds them stay pending.
+    fn acquire_pending(&self, inner: &mut Inner) -> Result<Vec<TopicPartition>> {
+        let Inner {
+            group, assignment, ..
+        } = inner;
+        let Some(m) = group.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let Some(session) = m.session.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let mut acquired = Vec::new();
+        let mut waiting = false;
+        for (t, p) in &m.target {
+            if assignment.iter().any(|a| *a.tp.0 == **t && a.tp.1 == *p) {
+                continue;
+            }
+            let topic = match self.store.topic(t)? {
+                Some(topic) if *p < topic.partitions => topic,
+                // Assigned from newer metadata than this process has seen,
+                // or deleted: look again later.
+                _ => {
+                    waiting = true;
+                    continue;
+                }
+            };
+            if !session.try_acquire(t, *p)? {
+                waiting = true;
+                continue;
+            }
+            let log = match self.store.partition(&topic, *p) {
+                Ok(log) => log,
+                Err(e) => {
+                    session.release(t, *p)?;
+                    return Err(e);
+                }
+            };
+            let tp: TopicPartition = (topic.name.clone(), *p);
+            acquired.push(tp.clone());
+            assignment.push(Assigned {
+                tp,
+                log,
+                position: None,
+                paused: false,
+                cursor: None,
+                fetch: None,
+            });
+        }
+        m.pending = waiting;
+        m.retry_at = Instant::now() + RETRY;
+        Ok(acquired)
+    }
+
+    /// Stop reading `partitions`: commit their positions (if auto-commit is
+    /// on and `autocommit`), forget them, then unlock their ownership bytes
+    /// and wake the members waiting for them. The commit comes first so the
+    /// next owner, which can only start after the unlock, resumes from it.
+    fn finish_revoke(
+        &self,
+        inner: &mut Inner,
+        partitions: &[TopicPartition],
+        autocommit: bool,
+    ) -> Result<()> {
+        let still: Vec<(String, u32, i64, String)> = inner
+            .assignment
+            .iter()
+            .filter(|a| partitions.contains(&a.tp))
+            .filter_map(|a| {
+                a.position
+                    .map(|p| (a.tp.0.to_string(), a.tp.1, p, String::new()))
+            })
+            .collect();
+        let committed = if autocommit && self.config.enable_auto_commit && !still.is_empty() {
+            self.commit_locked(inner, Some(&still))
+        } else {
+            Ok(())
+        };
+        let mut released = Vec::new();
+        inner.assignment.retain(|a| {
+            if partitions.contains(&a.tp) {
+                released.push(a.tp.clone());
+                false
+            } else {
+                true
+            }
+        });
+        if let Some(session) = inner.group.as_mut().and_then(|m| m.session.as_mut()) {
+            for (t, p) in &released {
+                session.release(t, *p)?;
+            }
+        }
+        if !released.is_empty() {
+            self.store.beacon().bump_groups();
+        }
+        committed
+    }
+
+    /// Start the thread that watches this member's polling and the other
+    /// members' liveness. It holds the consumer's state weakly and ends
+    /// when the consumer is closed or dropped.
+    fn ensure_watchdog(&self, dir: Arc<GroupDir>) {
+        let mut started = self.watchdog.lock();
+        if *started {
+            return;
+        }
+        let inner = Arc::downgrade(&self.inner);
+        let polls = self.polls.clone();
+        let closed = self.closed.clone();
+        let timeout = Duration::from_millis(self.config.session_timeout_ms);
+        let tick = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(100));
+        let spawned = std::thread::Builder::new()
+            .name("ottla-group".into())
+            .spawn(move || {
+                let mut watch = Watch {
+                    inner,
+                    polls,
+                    dir,
+                    timeout,
+                    last_polls: u64::MAX,
+                    progress_at: Instant::now(),
+                    seen: u64::MAX,
+                    tokens: Vec::new(),
+                };
+                while !closed.load(Ordering::Acquire) {
+                    std::thread::sleep(tick);
+                    if !watch.tick() {
+                        return;
+                    }
+                }
+            });
+        // Without the thread, dead members are still pruned whenever anyone
+        // updates the group; only the session timeout would be missing.
+        *started = spawned.is_ok();
+    }
     /// Manual assignment (no group membership), replacing any previous one.
     pub fn assign(&self, partitions: &[(String, u32)]) -> Result<()> {
+        if self.inner.lock().group.is_some() {
+            self.unsubscribe()?;
+        }
         let mut assigned = Vec::with_capacity(partitions.len());
         for (t, p) in partitions {
             let topic = self.store.topic_or_create(
@@ -210,7 +651,7 @@ impl Consumer {
         }
         let mut inner = self.inner.lock();
         Self::check_open(&inner)?;
-        inner.subscription.clear();
+        inner.subscription = None;
         // Keep positions of partitions that stay assigned.
         let old: HashMap<TopicPartition, Assigned> = inner
             .assignment
@@ -234,17 +675,23 @@ impl Consumer {
             .collect()
     }
 
-    /// Follow topic creation and partition growth for subscribed topics.
+    /// Without a group: follow topic creation, pattern matches and
+    /// partition growth of the subscription. (A group member does this in
+    /// `group_step`, through the group.)
     fn refresh_subscription(&self, inner: &mut Inner) -> Result<()> {
-        if inner.subscription.is_empty() {
+        if inner.group.is_some() {
             return Ok(());
         }
+        let Some(sub) = &inner.subscription else {
+            return Ok(());
+        };
         let gen = self.store.beacon().metadata_gen();
         if inner.meta_gen == gen {
             return Ok(());
         }
+        let names = self.resolve_topics(sub)?;
         let mut want = Vec::new();
-        for t in &inner.subscription {
+        for t in &names {
             let topic = match self.store.topic_or_create(
                 t,
                 self.config.auto_create_topics,
@@ -342,6 +789,13 @@ impl Consumer {
     ) -> Result<usize> {
         let mut inner = self.inner.lock();
         Self::check_open(&inner)?;
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        if self.group_needs_attention(&inner) {
+            drop(inner);
+            self.group_step()?;
+            inner = self.inner.lock();
+            Self::check_open(&inner)?;
+        }
         self.refresh_subscription(&mut inner)?;
         self.maybe_auto_commit(&mut inner)?;
         let n = inner.assignment.len();
@@ -518,11 +972,25 @@ impl Consumer {
     /// whether data may be there.
     pub fn wait(&self, timeout: Duration) -> Result<bool> {
         let deadline = Instant::now() + timeout;
+        // Waiting is polling: keep the watchdog's sign of life moving well
+        // within the session timeout.
+        let slice = Duration::from_millis(100)
+            .min(Duration::from_millis(self.config.session_timeout_ms / 4));
         loop {
             let seq = self.store.beacon().append_seq();
+            let mut nap = slice;
             {
                 let mut inner = self.inner.lock();
                 Self::check_open(&inner)?;
+                self.polls.fetch_add(1, Ordering::Relaxed);
+                // Group work (a rebalance, a partition let go) is done by
+                // the caller's next drain, on its own thread.
+                if self.group_needs_attention(&inner) {
+                    return Ok(true);
+                }
+                if let Some(m) = inner.group.as_ref().filter(|m| m.pending) {
+                    nap = nap.min(m.retry_at.saturating_duration_since(Instant::now()));
+                }
                 self.refresh_subscription(&mut inner)?;
                 if self.has_data(&mut inner)? {
                     return Ok(true);
@@ -535,7 +1003,7 @@ impl Consumer {
             // Bounded so a closed consumer or a missed wake costs at most this.
             self.store
                 .beacon()
-                .wait(seq, (deadline - now).min(Duration::from_millis(100)));
+                .wait(seq, (deadline - now).min(nap).max(Duration::from_millis(1)));
         }
     }
 
@@ -559,6 +1027,22 @@ impl Consumer {
         let Some(group) = &self.config.group_id else {
             return Err(Error::IllegalState("commit needs a group_id".into()));
         };
+        if let (Some(o), true) = (explicit, inner.group.is_some()) {
+            // A member commits only what it owns: a partition it lost may
+            // already be read (and committed) by its new owner.
+            for (t, p, _, _) in o {
+                if !inner
+                    .assignment
+                    .iter()
+                    .any(|a| *a.tp.0 == **t && a.tp.1 == *p)
+                {
+                    return Err(Error::IllegalState(format!(
+                        "cannot commit {t}-{p}: not owned by this member of group {group:?} \
+                         (it moved in a rebalance; commit in on_revoke)"
+                    )));
+                }
+            }
+        }
         let offsets: Vec<(String, u32, i64, String)> = match explicit {
             Some(o) => o.to_vec(),
             None => inner
@@ -682,8 +1166,10 @@ impl Consumer {
             .offset_for_time(ts)
     }
 
-    /// Commit (if auto-commit is on) and release the group membership.
+    /// Commit (if auto-commit is on) and leave the group, handing the
+    /// partitions over at once (the listener hears of the revocation first).
     pub fn close(&self, autocommit: bool) -> Result<()> {
+        let revoked = self.give_up_all(autocommit);
         let mut inner = self.inner.lock();
         if inner.closed {
             return Ok(());
@@ -694,9 +1180,13 @@ impl Consumer {
             Ok(())
         };
         inner.closed = true;
+        self.closed.store(true, Ordering::Release);
         inner.assignment.clear();
-        *self.group_lock.lock() = None;
-        r
+        inner.subscription = None;
+        let session = inner.group.take().and_then(|m| m.session);
+        drop(inner);
+        let left = session.map_or(Ok(()), MemberSession::leave);
+        revoked.and(r).and(left)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -704,18 +1194,77 @@ impl Consumer {
     }
 }
 
-/// Group ids may hold any character; file names may not.
-fn file_safe(group: &str) -> String {
-    let mut s = String::with_capacity(group.len());
-    for b in group.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-' {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("%{b:02x}"));
+/// The group watchdog's view, on its own thread.
+struct Watch {
+    inner: Weak<Mutex<Inner>>,
+    polls: Arc<AtomicU64>,
+    dir: Arc<GroupDir>,
+    timeout: Duration,
+    last_polls: u64,
+    progress_at: Instant,
+    seen: u64,
+    tokens: Vec<String>,
+}
+
+impl Watch {
+    /// One look: has our application stopped polling, and has another
+    /// member died? False once the consumer is gone.
+    fn tick(&mut self) -> bool {
+        let Some(inner) = self.inner.upgrade() else {
+            return false;
+        };
+        let now = Instant::now();
+        let polls = self.polls.load(Ordering::Relaxed);
+        if polls != self.last_polls {
+            self.last_polls = polls;
+            self.progress_at = now;
+        } else if now.duration_since(self.progress_at) > self.timeout && expire(&inner) {
+            self.progress_at = now;
         }
+        drop(inner);
+        // A dead member's partitions are free the moment it dies (the
+        // kernel dropped its locks); pruning it lets the group reassign them.
+        let word = self.dir.store().beacon().groups_gen();
+        if word != self.seen {
+            if let Ok(st) = self.dir.read_state() {
+                self.seen = word;
+                self.tokens = st.members.into_iter().map(|m| m.token).collect();
+            }
+        }
+        if self
+            .tokens
+            .iter()
+            .any(|t| matches!(self.dir.member_alive(t), Ok(false)))
+        {
+            // Errors are retried next tick.
+            let _ = self.dir.update(|_| Ok(()));
+        }
+        true
     }
-    if s.starts_with('.') {
-        s.insert(0, '_');
-    }
-    s
+}
+
+/// The application missed its session timeout: give up every partition and
+/// leave, as a dead member would, so live members take over. The next poll
+/// reports them lost and rejoins. False if the consumer is busy (inside a
+/// drain, so polling after all): try again next tick.
+fn expire(inner: &Mutex<Inner>) -> bool {
+    let Some(mut guard) = inner.try_lock_for(Duration::from_millis(10)) else {
+        return false;
+    };
+    let g = &mut *guard;
+    let Some(m) = g.group.as_mut() else {
+        return true;
+    };
+    let Some(session) = m.session.take() else {
+        return true;
+    };
+    // Removing them from the assignment first means no record of theirs is
+    // handed out from here on; the locks go with the session below.
+    m.lost.extend(g.assignment.drain(..).map(|a| a.tp));
+    m.pending = false;
+    m.target.clear();
+    m.generation = -1;
+    drop(guard);
+    let _ = session.leave();
+    true
 }

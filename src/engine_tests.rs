@@ -890,36 +890,48 @@ fn consumer_resets_when_retention_passes_its_position() {
 }
 
 #[test]
-fn second_member_of_a_group_is_refused() {
+fn second_member_of_a_group_joins_and_the_partitions_are_split() {
     let (_tmp, store) = open_store();
-    store.create_topic("grp", 1, &[]).expect("create");
+    store.create_topic("grp", 4, &[]).expect("create");
     let a = consumer(&store, Some("workers"), OffsetReset::Earliest);
     a.subscribe(&["grp".to_string()]).expect("first member");
+    assert_eq!(a.assignment().len(), 4);
     let b = consumer(&store, Some("workers"), OffsetReset::Earliest);
-    match b.subscribe(&["grp".to_string()]) {
-        Err(Error::GroupMemberConflict { group, holder }) => {
-            assert_eq!(group, "workers");
-            assert_eq!(holder, std::process::id().to_string());
-        }
-        other => panic!("expected GroupMemberConflict, got {other:?}"),
-    }
-    // Another group, or no group, is fine.
+    b.subscribe(&["grp".to_string()])
+        .expect("second member joins");
+    // b is assigned two partitions but may only take them once a has let
+    // go, which a does in its next drain (its polling thread).
+    assert!(b.assignment().is_empty());
+    drain(&a, 10);
+    drain(&b, 10);
+    let mut sa = a.assignment();
+    let mut sb = b.assignment();
+    assert_eq!((sa.len(), sb.len()), (2, 2));
+    sa.append(&mut sb);
+    sa.sort();
+    sa.dedup();
+    assert_eq!(sa.len(), 4, "every partition has exactly one owner");
+    // Another group, or no group, is independent.
     let other = consumer(&store, Some("others"), OffsetReset::Earliest);
     other.subscribe(&["grp".to_string()]).expect("other group");
+    assert_eq!(other.assignment().len(), 4);
     let anon = consumer(&store, None, OffsetReset::Earliest);
     anon.subscribe(&["grp".to_string()]).expect("no group");
+    assert_eq!(anon.assignment().len(), 4);
     // Group ids that are not file-name safe do not collide or escape.
     let odd = consumer(&store, Some("../workers"), OffsetReset::Earliest);
     odd.subscribe(&["grp".to_string()]).expect("odd group id");
-    // Once the first member leaves, the second may join.
+    assert_eq!(odd.assignment().len(), 4);
+    // When a leaves, b takes everything at once.
     a.close(false).expect("close");
-    b.subscribe(&["grp".to_string()])
-        .expect("second member after first left");
-    assert_eq!(b.assignment(), vec![(Arc::from("grp"), 0)]);
+    drain(&b, 10);
+    assert_eq!(b.assignment().len(), 4);
     b.unsubscribe().expect("unsubscribe");
+    assert!(b.assignment().is_empty());
     let c = consumer(&store, Some("workers"), OffsetReset::Earliest);
     c.subscribe(&["grp".to_string()])
         .expect("join after unsubscribe");
+    assert_eq!(c.assignment().len(), 4);
 }
 
 #[test]

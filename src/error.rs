@@ -65,6 +65,12 @@ pub enum Error {
     #[error("group {group:?} already has an active member in this directory (pid {holder}); only one member per group until group rebalancing lands")]
     GroupMemberConflict { group: String, holder: String },
 
+    #[error("group {group} is coordinated by a broker on this directory")]
+    GroupCoordinatedByBroker { group: String },
+
+    #[error("group {0:?} has live members; stop them first")]
+    GroupNotEmpty(String),
+
     #[error("{0}")]
     IllegalState(String),
 

@@ -8,6 +8,7 @@ pub mod beacon;
 pub mod config;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod log;
 pub mod offsets;
 pub mod partitioner;

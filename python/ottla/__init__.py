@@ -26,6 +26,7 @@ from ottla._core import (
     DiskFullError,
     FutureRecordMetadata,
     GroupMemberConflictError,
+    GroupNotEmptyError,
     IllegalStateError,
     InvalidConfigError,
     InvalidPartitionsError,
@@ -48,6 +49,7 @@ from ottla._core import (
     __version__,
 )
 from ottla.admin import Admin, PartitionDescription, TopicDescription
+from ottla.admin import GroupDescription, GroupOffset, MemberDescription
 from ottla.types import OffsetAndMetadata
 
 # The names used in Kafka's documentation of these errors.
@@ -103,11 +105,15 @@ __all__ = [
     "DiskFullError",
     "FutureRecordMetadata",
     "GroupMemberConflictError",
+    "GroupDescription",
+    "GroupNotEmptyError",
+    "GroupOffset",
     "IllegalStateError",
     "InvalidConfigError",
     "InvalidPartitionsError",
     "InvalidRecordError",
     "InvalidTopicError",
+    "MemberDescription",
     "NoOffsetForPartitionError",
     "OffsetAndMetadata",
     "OffsetAndTimestamp",

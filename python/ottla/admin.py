@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ottla._core import _Admin
+from ottla._core import TopicPartition, _Admin
 
 ConfigValue = Union[str, int, None]
 
@@ -39,6 +39,48 @@ class TopicDescription:
     @property
     def size_bytes(self) -> int:
         return sum(p.size_bytes for p in self.partitions)
+
+
+@dataclass(frozen=True)
+class MemberDescription:
+    """A live member of a consumer group and the partitions assigned to it."""
+
+    member_id: str
+    client_id: str
+    host: str
+    assignment: List[TopicPartition]
+
+
+@dataclass(frozen=True)
+class GroupOffset:
+    """A group's committed offset on one partition, and how far behind the log end it is."""
+
+    topic: str
+    partition: int
+    committed: int
+    end_offset: int
+    lag: int
+
+
+@dataclass(frozen=True)
+class GroupDescription:
+    """What ``Admin.describe_group`` returns.
+
+    ``state`` is Kafka's: ``"Empty"`` (offsets, no live members),
+    ``"Stable"``, ``"PreparingRebalance"`` (partitions still moving) or
+    ``"Dead"`` (unknown group). ``protocol`` is the assignor name.
+    """
+
+    group_id: str
+    state: str
+    protocol: str
+    members: List[MemberDescription]
+    offsets: List[GroupOffset]
+
+    @property
+    def lag(self) -> int:
+        """Total lag over the committed partitions."""
+        return sum(o.lag for o in self.offsets)
 
 
 class Admin:
@@ -96,8 +138,66 @@ class Admin:
         return self._core.enforce_retention(name)
 
     def list_groups(self) -> List[str]:
-        """Consumer groups with committed offsets."""
+        """Consumer groups with committed offsets or live members, sorted."""
         return self._core.list_groups()
+
+    def describe_group(self, group: str) -> GroupDescription:
+        """Members (with their assignment), committed offsets and lag::
+
+            d = admin.describe_group("billing")
+            for m in d.members:
+                print(m.member_id, m.assignment)
+            print(d.state, d.lag)
+        """
+        group_id, state, protocol, members, offsets = self._core.describe_group(group)
+        return GroupDescription(
+            group_id=group_id,
+            state=state,
+            protocol=protocol,
+            members=[
+                MemberDescription(m, c, h, [TopicPartition(t, p) for t, p in a])
+                for m, c, h, a in members
+            ],
+            offsets=[GroupOffset(*o) for o in offsets],
+        )
+
+    def delete_group(self, group: str) -> None:
+        """Forget a group's committed offsets; ``GroupNotEmptyError`` while it has live members."""
+        self._core.delete_group(group)
+
+    def reset_offsets(
+        self,
+        group: str,
+        *,
+        topics: Optional[Sequence[str]] = None,
+        to_earliest: bool = False,
+        to_latest: bool = False,
+        to_datetime_ms: Optional[int] = None,
+        to_offsets: Optional[Mapping[TopicPartition, int]] = None,
+    ) -> Dict[TopicPartition, int]:
+        """Move a group's committed offsets, as ``kafka-consumer-groups.sh --reset-offsets``.
+
+        Give exactly one target. ``topics=None`` resets every partition the
+        group has committed; naming topics resets all their partitions.
+        ``to_datetime_ms`` picks the first record at or after that time (the
+        log end if none). Explicit offsets are clamped into the log's range.
+        Raises ``GroupNotEmptyError`` while the group has live members::
+
+            admin.reset_offsets("billing", to_earliest=True)
+            admin.reset_offsets("billing", to_offsets={TopicPartition("orders", 0): 42})
+        """
+        explicit = None
+        if to_offsets is not None:
+            explicit = [(tp.topic, tp.partition, int(o)) for tp, o in to_offsets.items()]
+        done = self._core.reset_offsets(
+            group,
+            list(topics) if topics is not None else None,
+            to_earliest,
+            to_latest,
+            to_datetime_ms,
+            explicit,
+        )
+        return {TopicPartition(t, p): o for t, p, o in done}
 
     def group_offsets(self, group: str) -> Dict[Tuple[str, int], Dict[str, int]]:
         """``{(topic, partition): {"committed": n, "end": m, "lag": m - n}}``."""

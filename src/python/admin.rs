@@ -124,8 +124,90 @@ impl Admin {
         Ok(n)
     }
 
-    fn list_groups(&self) -> PyResult<Vec<String>> {
-        Ok(self.store.offsets()?.groups()?)
+    /// Groups with committed offsets or live members.
+    fn list_groups(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let store = &self.store;
+        Ok(py.detach(|| crate::group::admin::list_groups(store))?)
+    }
+
+    /// (group_id, state, protocol, [(member_id, client_id, host, [(topic, partition)])],
+    ///  [(topic, partition, committed, end_offset, lag)])
+    #[allow(clippy::type_complexity)]
+    fn describe_group(
+        &self,
+        py: Python<'_>,
+        group: &str,
+    ) -> PyResult<(
+        String,
+        String,
+        String,
+        Vec<(String, String, String, Vec<(String, u32)>)>,
+        Vec<(String, u32, i64, i64, i64)>,
+    )> {
+        let store = &self.store;
+        let d = py.detach(|| crate::group::admin::describe_group(store, group))?;
+        Ok((
+            d.group_id,
+            d.state.to_string(),
+            d.protocol,
+            d.members
+                .into_iter()
+                .map(|m| (m.member_id, m.client_id, m.host, m.assignment))
+                .collect(),
+            d.offsets
+                .into_iter()
+                .map(|o| (o.topic, o.partition, o.committed, o.end_offset, o.lag))
+                .collect(),
+        ))
+    }
+
+    fn delete_group(&self, py: Python<'_>, group: &str) -> PyResult<()> {
+        let store = &self.store;
+        Ok(py.detach(|| crate::group::admin::delete_group(store, group))?)
+    }
+
+    /// Exactly one target; returns [(topic, partition, new offset)].
+    #[pyo3(signature = (group, topics=None, to_earliest=false, to_latest=false, to_datetime_ms=None, to_offsets=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn reset_offsets(
+        &self,
+        py: Python<'_>,
+        group: &str,
+        topics: Option<Vec<String>>,
+        to_earliest: bool,
+        to_latest: bool,
+        to_datetime_ms: Option<i64>,
+        to_offsets: Option<Vec<(String, u32, i64)>>,
+    ) -> PyResult<Vec<(String, u32, i64)>> {
+        use crate::group::admin::ResetTarget;
+        let mut targets = Vec::new();
+        if to_earliest {
+            targets.push(ResetTarget::Earliest);
+        }
+        if to_latest {
+            targets.push(ResetTarget::Latest);
+        }
+        if let Some(ts) = to_datetime_ms {
+            targets.push(ResetTarget::Timestamp(ts));
+        }
+        if let Some(o) = to_offsets {
+            if let Some((t, p, off)) = o.iter().find(|(_, _, off)| *off < 0) {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "offset for {t}-{p} must be >= 0, got {off}"
+                )));
+            }
+            targets.push(ResetTarget::Offsets(o));
+        }
+        if targets.len() != 1 {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "give exactly one of to_earliest, to_latest, to_datetime_ms, to_offsets",
+            ));
+        }
+        let target = targets.remove(0);
+        let store = &self.store;
+        Ok(py.detach(|| {
+            crate::group::admin::reset_offsets(store, group, topics.as_deref(), &target)
+        })?)
     }
 
     /// [(topic, partition, committed offset, log end offset)]

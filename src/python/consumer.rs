@@ -10,16 +10,22 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::types::{Record, TopicPartition};
-use crate::consumer::{Consumer as Engine, ConsumerConfig, OffsetReset, TopicPartition as Tp};
+use crate::consumer::{
+    Consumer as Engine, ConsumerConfig, OffsetReset, RebalanceListener, Subscription,
+    TopicPartition as Tp,
+};
+use crate::group::assignor::Assignor;
 use crate::record::RecordView;
 use crate::store::Store;
 
 /// Longest single sleep while blocking, so Ctrl-C is noticed promptly.
 const SLICE: Duration = Duration::from_millis(100);
 
-#[pyclass(module = "ottla._core", name = "Consumer", subclass, frozen)]
+#[pyclass(module = "ottla._core", name = "Consumer", subclass, frozen, weakref)]
 pub struct Consumer {
     engine: Arc<Engine>,
+    /// The callbacks of the current subscription, for their errors.
+    listener: Mutex<Option<Arc<PyListener>>>,
     key_deserializer: Option<Py<PyAny>>,
     value_deserializer: Option<Py<PyAny>>,
     consumer_timeout: Option<Duration>,
@@ -56,7 +62,125 @@ fn tp_key(obj: &Bound<'_, PyAny>) -> PyResult<(String, u32)> {
     })
 }
 
+/// Rebalance callbacks in confluent-kafka's shape (`on_assign(consumer,
+/// partitions)`, ...) and/or kafka-python's listener object
+/// (`on_partitions_assigned(partitions)`, ...). The engine calls them on the
+/// polling thread with no lock held; the first exception is kept and raised
+/// by the consumer call that ran them.
+struct PyListener {
+    /// `weakref.ref(consumer)`: the consumer owns its engine, which owns
+    /// this listener, so a strong reference would keep it alive forever.
+    consumer: Py<PyAny>,
+    on_assign: Option<Py<PyAny>>,
+    on_revoke: Option<Py<PyAny>>,
+    on_lost: Option<Py<PyAny>>,
+    listener: Option<Py<PyAny>>,
+    error: Mutex<Option<PyErr>>,
+}
+
+#[derive(Clone, Copy)]
+enum Change {
+    Assigned,
+    Revoked,
+    Lost,
+}
+
+impl PyListener {
+    fn call(&self, change: Change, partitions: &[Tp]) {
+        Python::attach(|py| {
+            if let Err(e) = self.call_py(py, change, partitions) {
+                let mut err = self.error.lock();
+                if err.is_none() {
+                    *err = Some(e);
+                }
+            }
+        });
+    }
+
+    fn call_py(&self, py: Python<'_>, change: Change, partitions: &[Tp]) -> PyResult<()> {
+        let list = PyList::empty(py);
+        for (t, p) in partitions {
+            list.append(TopicPartition {
+                topic: t.to_string(),
+                partition: *p,
+            })?;
+        }
+        // Like confluent-kafka, a missing on_lost falls back to on_revoke.
+        let func = match change {
+            Change::Assigned => &self.on_assign,
+            Change::Revoked => &self.on_revoke,
+            Change::Lost => match &self.on_lost {
+                Some(f) => &Some(f.clone_ref(py)),
+                None => &self.on_revoke,
+            },
+        };
+        if let Some(f) = func {
+            let consumer = self.consumer.bind(py).call0()?;
+            if !consumer.is_none() {
+                f.bind(py).call1((consumer, &list))?;
+            }
+        }
+        if let Some(l) = &self.listener {
+            let l = l.bind(py);
+            let name = match change {
+                Change::Assigned => "on_partitions_assigned",
+                Change::Revoked => "on_partitions_revoked",
+                // kafka-python listeners may lack it; Java's default is "revoked".
+                Change::Lost if l.hasattr("on_partitions_lost")? => "on_partitions_lost",
+                Change::Lost => "on_partitions_revoked",
+            };
+            l.call_method1(name, (&list,))?;
+        }
+        Ok(())
+    }
+}
+
+impl RebalanceListener for PyListener {
+    fn on_partitions_revoked(&self, partitions: &[Tp]) {
+        self.call(Change::Revoked, partitions);
+    }
+    fn on_partitions_assigned(&self, partitions: &[Tp]) {
+        self.call(Change::Assigned, partitions);
+    }
+    fn on_partitions_lost(&self, partitions: &[Tp]) {
+        self.call(Change::Lost, partitions);
+    }
+}
+
+fn callable(py: Python<'_>, name: &str, f: Option<Py<PyAny>>) -> PyResult<Option<Py<PyAny>>> {
+    match f {
+        Some(f) if !f.bind(py).is_callable() => {
+            Err(PyTypeError::new_err(format!("{name} must be callable")))
+        }
+        f => Ok(f),
+    }
+}
+
+fn strategy(value: &Bound<'_, PyAny>) -> PyResult<Assignor> {
+    // A string (confluent-kafka; a comma list takes the first) or a list of
+    // names (kafka-python takes classes; here their names).
+    let first = if let Ok(s) = value.extract::<String>() {
+        s.split(',').next().unwrap_or("").trim().to_string()
+    } else if let Ok(v) = value.extract::<Vec<String>>() {
+        v.into_iter().next().unwrap_or_default()
+    } else {
+        return Err(PyTypeError::new_err(
+            "partition_assignment_strategy must be a string or a list of strings",
+        ));
+    };
+    Ok(Assignor::parse(&first)?)
+}
+
 impl Consumer {
+    /// Raise the first exception a rebalance callback raised, if any.
+    fn callback_error(&self) -> PyResult<()> {
+        let listener = self.listener.lock().clone();
+        match listener.and_then(|l| l.error.lock().take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     fn topic_name(&self, py: Python<'_>, t: &Arc<str>) -> Py<PyString> {
         let mut names = self.topic_names.lock();
         names
@@ -112,7 +236,9 @@ impl Consumer {
                 Ok(()) => {}
                 Err(e) => err = Some(e),
             }
-        })?;
+        });
+        self.callback_error()?;
+        let n = n?;
         match err {
             Some(e) => Err(e),
             None => Ok(n),
@@ -169,7 +295,8 @@ impl Consumer {
         path, *topics, group_id=None, auto_offset_reset="latest", enable_auto_commit=true,
         auto_commit_interval_ms=5000, consumer_timeout_ms=None, max_poll_records=500,
         max_partition_fetch_bytes=1048576, check_crcs=true, auto_create_topics=true,
-        num_partitions=1, key_deserializer=None, value_deserializer=None, client_id=None
+        num_partitions=1, key_deserializer=None, value_deserializer=None, client_id=None,
+        partition_assignment_strategy=None, session_timeout_ms=10000
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -189,8 +316,13 @@ impl Consumer {
         key_deserializer: Option<Py<PyAny>>,
         value_deserializer: Option<Py<PyAny>>,
         client_id: Option<String>,
+        partition_assignment_strategy: Option<Bound<'_, PyAny>>,
+        session_timeout_ms: u64,
     ) -> PyResult<Self> {
-        let _ = client_id;
+        let assignor = match &partition_assignment_strategy {
+            None => Assignor::CooperativeSticky,
+            Some(v) => strategy(v)?,
+        };
         let reset = match auto_offset_reset {
             "earliest" | "smallest" | "beginning" => OffsetReset::Earliest,
             "latest" | "largest" | "end" => OffsetReset::Latest,
@@ -223,6 +355,9 @@ impl Consumer {
             auto_create_topics,
             num_partitions,
             check_crcs,
+            client_id: client_id.unwrap_or_default(),
+            assignor,
+            session_timeout_ms,
         };
         let engine = py.detach(|| -> crate::Result<Arc<Engine>> {
             let store = Store::open(&path)?;
@@ -234,6 +369,7 @@ impl Consumer {
         })?;
         Ok(Consumer {
             engine,
+            listener: Mutex::new(None),
             key_deserializer,
             value_deserializer,
             consumer_timeout,
@@ -243,32 +379,102 @@ impl Consumer {
         })
     }
 
-    /// Subscribe to topics (joining `group_id` if set); replaces any assignment.
-    #[pyo3(signature = (topics=None, pattern=None))]
+    /// Subscribe to topics, or to every topic matching `pattern` (a
+    /// regex over the whole name; a topic given as `"^..."` is a pattern
+    /// too, as in confluent-kafka). With a `group_id` this joins the group.
+    /// Rebalance callbacks: `on_assign(consumer, partitions)`,
+    /// `on_revoke(...)`, `on_lost(...)`, or a `listener` with
+    /// `on_partitions_assigned/revoked/lost(partitions)`.
+    #[pyo3(signature = (topics=None, pattern=None, *, on_assign=None, on_revoke=None, on_lost=None, listener=None))]
+    #[allow(clippy::too_many_arguments)]
     fn subscribe(
-        &self,
-        py: Python<'_>,
-        topics: Option<Vec<String>>,
+        slf: &Bound<'_, Self>,
+        topics: Option<Bound<'_, PyAny>>,
         pattern: Option<String>,
+        on_assign: Option<Py<PyAny>>,
+        on_revoke: Option<Py<PyAny>>,
+        on_lost: Option<Py<PyAny>>,
+        listener: Option<Py<PyAny>>,
     ) -> PyResult<()> {
-        if pattern.is_some() {
-            return Err(PyValueError::new_err(
-                "pattern subscriptions arrive with consumer group rebalancing; pass topic names",
-            ));
+        let py = slf.py();
+        let mut names: Vec<String> = match &topics {
+            None => Vec::new(),
+            Some(t) if t.is_instance_of::<PyString>() => vec![t.extract()?],
+            Some(t) => t.extract()?,
+        };
+        let mut pattern = pattern;
+        if let Some(i) = names.iter().position(|t| t.starts_with('^')) {
+            if names.len() > 1 || pattern.is_some() {
+                return Err(PyValueError::new_err(
+                    "subscribe to one pattern, or to topic names, not both",
+                ));
+            }
+            pattern = Some(names.remove(i));
         }
-        let topics = topics.unwrap_or_default();
-        if topics.is_empty() {
-            return Err(PyValueError::new_err(
-                "subscribe() needs at least one topic",
-            ));
-        }
-        let engine = &self.engine;
-        py.detach(|| engine.subscribe(&topics))?;
+        let subscription = match pattern {
+            Some(p) => {
+                if !names.is_empty() {
+                    return Err(PyValueError::new_err(
+                        "subscribe to one pattern, or to topic names, not both",
+                    ));
+                }
+                Subscription::pattern(&p)?
+            }
+            None if names.is_empty() => {
+                return Err(PyValueError::new_err(
+                    "subscribe() needs at least one topic or a pattern",
+                ))
+            }
+            None => Subscription::Topics(names),
+        };
+        let has_callbacks =
+            on_assign.is_some() || on_revoke.is_some() || on_lost.is_some() || listener.is_some();
+        let py_listener = if has_callbacks {
+            if let Some(l) = &listener {
+                if !l.bind(py).hasattr("on_partitions_assigned")?
+                    || !l.bind(py).hasattr("on_partitions_revoked")?
+                {
+                    return Err(PyTypeError::new_err(
+                        "listener needs on_partitions_assigned and on_partitions_revoked methods",
+                    ));
+                }
+            }
+            let weak = py
+                .import("weakref")?
+                .getattr("ref")?
+                .call1((slf,))?
+                .unbind();
+            Some(Arc::new(PyListener {
+                consumer: weak,
+                on_assign: callable(py, "on_assign", on_assign)?,
+                on_revoke: callable(py, "on_revoke", on_revoke)?,
+                on_lost: callable(py, "on_lost", on_lost)?,
+                listener,
+                error: Mutex::new(None),
+            }))
+        } else {
+            None
+        };
+        let this = slf.get();
+        let engine = &this.engine;
+        // Revocations of the previous subscription report to its listener.
+        let r = py.detach(|| engine.unsubscribe());
+        this.callback_error()?;
+        r?;
+        *this.listener.lock() = py_listener.clone();
+        let dyn_listener = py_listener.map(|l| l as Arc<dyn RebalanceListener>);
+        let r = py.detach(|| engine.subscribe_with(subscription, dyn_listener));
+        this.callback_error()?;
+        r?;
         Ok(())
     }
 
-    fn unsubscribe(&self) -> PyResult<()> {
-        Ok(self.engine.unsubscribe()?)
+    /// Leave the group (revoking, after an auto-commit) or drop the subscription.
+    fn unsubscribe(&self, py: Python<'_>) -> PyResult<()> {
+        let engine = &self.engine;
+        let r = py.detach(|| engine.unsubscribe());
+        self.callback_error()?;
+        Ok(r?)
     }
 
     fn subscription(&self) -> std::collections::BTreeSet<String> {
@@ -279,8 +485,9 @@ impl Consumer {
     fn assign(&self, py: Python<'_>, partitions: Bound<'_, PyAny>) -> PyResult<()> {
         let parts = tps(&partitions)?;
         let engine = &self.engine;
-        py.detach(|| engine.assign(&parts))?;
-        Ok(())
+        let r = py.detach(|| engine.assign(&parts));
+        self.callback_error()?;
+        Ok(r?)
     }
 
     fn assignment(&self) -> std::collections::BTreeSet<TopicPartition> {
@@ -354,7 +561,9 @@ impl Consumer {
                 if let (Err(e), None) = (r, &err) {
                     err = Some(e);
                 }
-            })?;
+            });
+            self.callback_error()?;
+            let n = n?;
             if let Some(e) = err {
                 return Err(e);
             }
@@ -553,8 +762,15 @@ impl Consumer {
     #[pyo3(signature = (autocommit=true))]
     fn close(&self, py: Python<'_>, autocommit: bool) -> PyResult<()> {
         let engine = &self.engine;
-        py.detach(|| engine.close(autocommit))?;
-        Ok(())
+        let r = py.detach(|| engine.close(autocommit));
+        self.callback_error()?;
+        Ok(r?)
+    }
+
+    /// This consumer's member id in its group (None unless subscribed with a group_id).
+    #[getter]
+    fn member_id(&self) -> Option<String> {
+        self.engine.member_id()
     }
 
     #[getter]

@@ -95,7 +95,13 @@ create_exception!(
     ottla,
     GroupMemberConflictError,
     OttlaError,
-    "Another live member already consumes for this group."
+    "The group is coordinated by the other door (a broker on this directory), so this member cannot join."
+);
+create_exception!(
+    ottla,
+    GroupNotEmptyError,
+    OttlaError,
+    "A group operation that needs the group empty (delete, reset offsets) while it has live members."
 );
 create_exception!(
     ottla,
@@ -133,6 +139,8 @@ pub fn to_pyerr(e: &Error) -> PyErr {
         Error::Io { .. } if e.is_disk_full() => DiskFullError::new_err(msg),
         Error::Io { .. } => StorageError::new_err(msg),
         Error::GroupMemberConflict { .. } => GroupMemberConflictError::new_err(msg),
+        Error::GroupCoordinatedByBroker { .. } => GroupMemberConflictError::new_err(msg),
+        Error::GroupNotEmpty(_) => GroupNotEmptyError::new_err(msg),
         Error::IllegalState(_) => IllegalStateError::new_err(msg),
         Error::Timeout(_) => OttlaTimeoutError::new_err(msg),
         Error::Closed(_) => ClosedError::new_err(msg),
@@ -183,6 +191,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "GroupMemberConflictError",
         py.get_type::<GroupMemberConflictError>(),
     )?;
+    m.add("GroupNotEmptyError", py.get_type::<GroupNotEmptyError>())?;
     m.add("IllegalStateError", py.get_type::<IllegalStateError>())?;
     m.add("OttlaTimeoutError", py.get_type::<OttlaTimeoutError>())?;
     m.add("ClosedError", py.get_type::<ClosedError>())?;
