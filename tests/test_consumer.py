@@ -12,6 +12,8 @@ import pytest
 import ottla
 from ottla import TopicPartition as TP
 
+from helpers import wait_until
+
 
 def produce(path, topic, n, partition=0, prefix="v", start=0, **kw):
     with ottla.Producer(path) as p:
@@ -136,8 +138,11 @@ def test_subscribe_and_subscription(data_dir):
         assert c.subscription() == set() and c.assignment() == set()
         with pytest.raises(ValueError):
             c.subscribe([])
+        c.subscribe(pattern="a.*")  # a regex over the whole name: not "b"
+        assert c.subscription() == {"a"}
+        assert c.assignment() == {TP("a", 0), TP("a", 1), TP("a", 2)}
         with pytest.raises(ValueError):
-            c.subscribe(pattern="a.*")
+            c.subscribe(["a"], pattern="b")
         with pytest.raises(ottla.InvalidTopicError):
             c.subscribe(["bad/name"])
 
@@ -431,42 +436,59 @@ def test_auto_offset_reset_none(data_dir):
         assert drain(c, 4)[0].offset == 1
 
 
-def test_group_member_conflict(data_dir):
+def test_second_group_member_joins(data_dir):
     produce(data_dir, "t", 3)
     first = ottla.Consumer(data_dir, "t", group_id="solo", auto_offset_reset="earliest")
     try:
-        with pytest.raises(ottla.GroupMemberConflictError) as ei:
-            ottla.Consumer(data_dir, "t", group_id="solo")
-        assert "solo" in str(ei.value)
-        second = ottla.Consumer(data_dir, group_id="solo")  # not subscribed yet: no membership
-        with pytest.raises(ottla.GroupMemberConflictError):
-            second.subscribe(["t"])
-        # a different group is fine
-        with ottla.Consumer(data_dir, "t", group_id="other"):
-            pass
+        # One partition, two members: the first keeps it (sticky), the
+        # second is a member with nothing assigned.
+        second = ottla.Consumer(data_dir, "t", group_id="solo")
+        assert first.assignment() == {TP("t", 0)}
+        second.poll(timeout_ms=50)
+        assert second.assignment() == set()
+        assert second.member_id is not None and second.member_id != first.member_id
+        # a different group is independent
+        with ottla.Consumer(data_dir, "t", group_id="other") as other:
+            assert other.assignment() == {TP("t", 0)}
     finally:
         first.close()
-    second.subscribe(["t"])  # the first member left: joining works now
+    # the first member left: the second takes the partition on its next poll
+    assert wait_until(lambda: bool(second.poll(timeout_ms=50)) or bool(second.assignment()))
     assert second.assignment() == {TP("t", 0)}
     second.close()
 
 
-def test_group_member_conflict_across_processes(data_dir, spawn):
+def test_dead_member_in_another_process_hands_over(data_dir, spawn):
     produce(data_dir, "t", 1)
     child = spawn(
         """
         import sys, time, ottla
         c = ottla.Consumer(sys.argv[1], "t", group_id="xproc")
-        print("joined", flush=True)
+        print("joined", sorted(tp.partition for tp in c.assignment()), flush=True)
         time.sleep(60)
         """,
         data_dir,
     )
-    child.wait_line(lambda s: s == "joined", timeout=15)
-    with pytest.raises(ottla.GroupMemberConflictError):
-        ottla.Consumer(data_dir, "t", group_id="xproc")
-    child.sigkill()  # a dead member's lock goes away with it
+    child.wait_line(lambda s: s == "joined [0]", timeout=15)
     with ottla.Consumer(data_dir, "t", group_id="xproc") as c:
+        c.poll(timeout_ms=50)
+        assert c.assignment() == set()  # the live child owns the only partition
+        child.sigkill()  # its locks die with it; the group reassigns
+        assert wait_until(lambda: (c.poll(timeout_ms=50), c.assignment())[1] == {TP("t", 0)})
+
+
+def test_group_coordinated_by_a_broker_is_refused(data_dir):
+    import fcntl
+    import struct
+
+    produce(data_dir, "t", 1)
+    door = data_dir / ".ottla" / "groups" / "viabroker.door"
+    with open(door, "a+b") as f:
+        # What the broker does: byte 0 of the door, exclusive OFD lock.
+        fcntl.fcntl(f.fileno(), fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 1, 0))
+        with pytest.raises(ottla.GroupMemberConflictError, match="coordinated by a broker"):
+            ottla.Consumer(data_dir, "t", group_id="viabroker")
+    with ottla.Consumer(data_dir, "t", group_id="viabroker") as c:  # the broker let go
         assert c.assignment() == {TP("t", 0)}
 
 

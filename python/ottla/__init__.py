@@ -91,6 +91,13 @@ class Consumer(_CoreConsumer):
                 for record in batch:
                     handle(record.value)
             c.commit()
+
+    Consumers with the same ``group_id`` (in any process on the directory)
+    split the partitions: ``subscribe(topics, on_assign=..., on_revoke=...,
+    on_lost=...)`` or ``subscribe(pattern="orders-.*")``;
+    ``partition_assignment_strategy`` (``"cooperative-sticky"``,
+    ``"range"``, ``"roundrobin"``) and ``session_timeout_ms`` as in Kafka.
+    Callbacks run inside ``poll()``/iteration on the calling thread.
     """
 
     __slots__ = ()
