@@ -81,9 +81,12 @@ fn settle(members: &[&Consumer], done: impl Fn() -> bool) {
     }
 }
 
+/// (what happened, to which partitions)
+type Event = (&'static str, Vec<(String, u32)>);
+
 #[derive(Default)]
 struct Log {
-    events: Mutex<Vec<(&'static str, Vec<(String, u32)>)>>,
+    events: Mutex<Vec<Event>>,
 }
 
 impl Log {
@@ -92,7 +95,7 @@ impl Log {
         v.sort();
         self.events.lock().push((what, v));
     }
-    fn take(&self) -> Vec<(&'static str, Vec<(String, u32)>)> {
+    fn take(&self) -> Vec<Event> {
         std::mem::take(&mut *self.events.lock())
     }
 }
