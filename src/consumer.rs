@@ -317,9 +317,11 @@ impl Consumer {
         self.finish_revoke(&mut inner, &owned, autocommit)
     }
 
+    /// Subscribed topic names (for a pattern, the topics matching now).
     pub fn subscription(&self) -> Vec<String> {
         let sub = self.inner.lock().subscription.clone();
         match sub {
+            Some(Subscription::Topics(t)) => t,
             Some(s) => self.resolve_topics(&s).unwrap_or_default(),
             None => Vec::new(),
         }

@@ -193,7 +193,12 @@ def test_three_processes_kill_one_no_overlap_nothing_lost(data_dir, spawn, tmp_p
         assert off >= last_commit.get(p, 0), (
             f"{p}@{off} re-consumed though the victim committed {last_commit.get(p)}"
         )
-    # The survivors took over every partition, and the group is empty now.
+    # The victim held partitions when it died, and each went to a survivor
+    # after its death; the survivors own every partition at the end.
+    held_at_death = [p for p, spans in intervals[victim].items() if spans[-1][1] == victim_end]
+    assert held_at_death, "the victim owned nothing when killed"
+    for p in held_at_death:
+        assert any(s >= victim_end for n in names if n != victim for s, _ in intervals[n].get(p, []))
     taken = {p for n in names if n != victim for p in intervals[n]}
     assert taken == set(range(PARTITIONS))
     d = admin.describe_group("workers")
@@ -432,3 +437,16 @@ def test_reset_offsets_empty_group_and_refusal_while_live(data_dir, spawn):
     admin.delete_group("rs")
     assert "rs" not in admin.list_groups()
     assert admin.describe_group("rs").state == "Dead"
+
+
+def test_a_forgotten_member_leaves_when_collected(data_dir):
+    import gc
+
+    ottla.Admin(data_dir).create_topic("t", partitions=2)
+    c = ottla.Consumer(data_dir, group_id="gc")
+    # The callback refers back to the consumer: a reference cycle through Rust.
+    c.subscribe(["t"], on_assign=lambda _c, tps: c.assignment())
+    assert len(ottla.Admin(data_dir).describe_group("gc").members) == 1
+    del c
+    gc.collect()
+    assert ottla.Admin(data_dir).describe_group("gc").members == []

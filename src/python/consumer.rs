@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyStopIteration, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit};
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::types::{Record, TopicPartition};
@@ -786,6 +787,29 @@ impl Consumer {
     #[getter]
     fn group_id(&self) -> Option<String> {
         self.engine.config().group_id.clone()
+    }
+
+    /// Lets the garbage collector see the rebalance callbacks, so a
+    /// callback that refers back to its consumer does not keep it (and its
+    /// group membership) alive forever.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let listener = self.listener.try_lock().and_then(|l| l.clone());
+        if let Some(l) = listener {
+            visit.call(&l.consumer)?;
+            for f in [&l.on_assign, &l.on_revoke, &l.on_lost, &l.listener]
+                .into_iter()
+                .flatten()
+            {
+                visit.call(f)?;
+            }
+        }
+        for f in [&self.key_deserializer, &self.value_deserializer]
+            .into_iter()
+            .flatten()
+        {
+            visit.call(f)?;
+        }
+        Ok(())
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
