@@ -154,17 +154,13 @@ fn with_group_empty<T>(
     group: &str,
     f: impl FnOnce(Option<&GroupDir>) -> Result<T>,
 ) -> Result<T> {
-    let dir = GroupDir::existing(store, group)?;
-    let door = match &dir {
-        Some(d) => ByteLocks::open(d.door_path())?,
-        None => match ByteLocks::open_existing(&door_path(store, group))? {
-            Some(d) => d,
-            None => return f(None),
-        },
-    };
+    // Created if absent, so a member joining right now (it takes the door
+    // first) is excluded too.
+    let door = ByteLocks::open(&door_path(store, group))?;
     if !door.try_lock(0, true)? {
         return Err(Error::GroupNotEmpty(group.to_string()));
     }
+    let dir = GroupDir::existing(store, group)?;
     // Dropping `door` closes it, which releases the lock.
     f(dir.as_ref())
 }
