@@ -401,7 +401,10 @@ impl Consumer {
         let mut names: Vec<String> = match &topics {
             None => Vec::new(),
             Some(t) if t.is_instance_of::<PyString>() => vec![t.extract()?],
-            Some(t) => t.extract()?,
+            Some(t) => t
+                .try_iter()?
+                .map(|x| x.and_then(|x| x.extract::<String>()))
+                .collect::<PyResult<_>>()?,
         };
         let mut pattern = pattern;
         if let Some(i) = names.iter().position(|t| t.starts_with('^')) {
