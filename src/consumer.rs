@@ -242,9 +242,15 @@ impl Consumer {
                 crate::topic::validate_topic_name(t)?;
             }
         }
-        Self::check_open(&self.inner.lock())?;
-        // Leaving first gives the old listener its revocations.
-        self.unsubscribe()?;
+        let was_member = {
+            let inner = self.inner.lock();
+            Self::check_open(&inner)?;
+            inner.group.is_some()
+        };
+        if was_member {
+            // Leaving first gives the old listener its revocations.
+            self.unsubscribe()?;
+        }
         let Some(group) = &self.config.group_id else {
             let mut inner = self.inner.lock();
             inner.subscription = Some(subscription);
@@ -265,6 +271,9 @@ impl Consumer {
             Self::check_open(&inner)?;
             inner.subscription = Some(subscription);
             inner.meta_gen = meta_gen;
+            // A manual assignment does not carry over: a member reads only
+            // partitions whose ownership byte it holds.
+            inner.assignment.clear();
             inner.group = Some(Membership {
                 session: Some(session),
                 listener,

@@ -417,3 +417,20 @@ fn pattern_subscription_picks_up_topics_created_later() {
         Err(Error::InvalidConfig(_))
     ));
 }
+
+#[test]
+fn joining_drops_a_manual_assignment() {
+    let (_tmp, store) = open_store();
+    store.create_topic("t", 2, &[]).expect("create");
+    let a = member(&store, "g", Assignor::CooperativeSticky, 10_000);
+    a.subscribe(&["t".into()]).expect("a owns both");
+    let b = member(&store, "g", Assignor::CooperativeSticky, 10_000);
+    b.assign(&[("t".into(), 0), ("t".into(), 1)])
+        .expect("manual");
+    assert_eq!(owned(&b).len(), 2);
+    b.subscribe(&["t".into()]).expect("b joins");
+    // b owns nothing until a lets go, whatever it was reading before.
+    assert!(owned(&b).is_empty());
+    settle(&[&a, &b], || owned(&a).len() == 1 && owned(&b).len() == 1);
+    assert!(owned(&a).is_disjoint(&owned(&b)));
+}
