@@ -209,6 +209,9 @@ impl GroupDir {
                 .map(|m| (m.member_id.clone(), m.topics.iter().cloned().collect()))
                 .collect();
             st.assignment = assignor.assign(&members, &topics, &st.assignment);
+            // As the file stores it (no line for an empty list), so an
+            // update that changes nothing compares equal and writes nothing.
+            st.assignment.retain(|_, v| !v.is_empty());
             st.topics = topics;
         }
         if st != before {

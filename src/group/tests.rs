@@ -434,3 +434,24 @@ fn joining_drops_a_manual_assignment() {
     settle(&[&a, &b], || owned(&a).len() == 1 && owned(&b).len() == 1);
     assert!(owned(&a).is_disjoint(&owned(&b)));
 }
+
+#[test]
+fn an_update_that_changes_nothing_keeps_the_generation() {
+    let (_tmp, store) = open_store();
+    store.create_topic("t", 1, &[]).expect("create");
+    let a = member(&store, "g", Assignor::Range, 10_000);
+    a.subscribe(&["t".into()]).expect("a");
+    let b = member(&store, "g", Assignor::Range, 10_000);
+    b.subscribe(&["t".into()])
+        .expect("b (gets nothing: one partition)");
+    let dir = GroupDir::open(&store, "g").expect("dir");
+    let before = dir.read_state().expect("state");
+    let word = store.beacon().groups_gen();
+    let after = dir.update(|_| Ok(())).expect("no-op update");
+    assert_eq!(after.generation, before.generation);
+    assert_eq!(
+        store.beacon().groups_gen(),
+        word,
+        "nobody woken for nothing"
+    );
+}
