@@ -29,7 +29,6 @@ import asyncio
 from typing import (
     Any,
     AsyncIterator,
-    Awaitable,
     Dict,
     Iterable,
     List,
@@ -149,7 +148,13 @@ class Consumer:
     :class:`ottla.ClosedError`, ``async for`` ends.
     """
 
-    __slots__ = ("_sync", "_waiter", "_timeout_ms", "_path")
+    __slots__ = ("_sync", "_waiter", "_timeout_ms", "_path", "_streak")
+
+    # Records handed out without suspending, at most, before a call yields
+    # to the loop: a consumer with a backlog must not starve other tasks
+    # (a producer task in the same loop, say). The yield comes before a
+    # call takes records, never after, so a cancellation there loses none.
+    _STREAK = 256
 
     def __init__(
         self,
@@ -166,6 +171,7 @@ class Consumer:
         # non-blocking: this class does all the waiting, asynchronously.
         self._sync = _CoreConsumer(path, *topics, consumer_timeout_ms=0, **config)
         self._path = self._sync.path
+        self._streak = 0
 
     # ---- reading -----------------------------------------------------------
 
@@ -203,6 +209,7 @@ class Consumer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_ms / 1000.0
         waiter = self._waiter
+        await asyncio.sleep(0)
         while True:
             # Read the sequence before looking, so an append in between
             # ends the wait at once.
@@ -221,6 +228,10 @@ class Consumer:
         """The next record (from ``partitions`` if given), waiting as long as
         it takes; raises :class:`ottla.ClosedError` once closed."""
         waiter = self._waiter
+        self._streak += 1
+        if self._streak >= self._STREAK:
+            self._streak = 0
+            await asyncio.sleep(0)
         while True:
             seen = waiter.seq()
             if partitions:
@@ -236,37 +247,48 @@ class Consumer:
                 raise ClosedError("consumer is closed")
 
     def __aiter__(self) -> AsyncIterator[Record]:
-        return self
+        return self._records()
 
-    def __anext__(self) -> Awaitable[Record]:
-        # Fast path without a coroutine: a ready record comes back in an
-        # already-resolved future, which `await` unwraps without suspending.
-        record = None if self._waiter.closed else next(self._sync, None)
-        if record is not None:
-            fut: asyncio.Future[Record] = asyncio.get_running_loop().create_future()
-            fut.set_result(record)
-            return fut
-        return self._anext_wait()
-
-    async def _anext_wait(self) -> Record:
-        waiter = self._waiter
+    async def _records(self) -> AsyncIterator[Record]:
+        # An async generator around the sync consumer's non-blocking
+        # iteration: the cheapest way to hand out ready records (measured
+        # against a coroutine, a resolved future and a custom awaitable per
+        # record). A record is taken only right before it is yielded, so a
+        # cancelled iteration (which ends this generator; a new `async for`
+        # starts another) has taken nothing.
+        sync, waiter = self._sync, self._waiter
         loop = asyncio.get_running_loop()
-        deadline = None if self._timeout_ms is None else loop.time() + self._timeout_ms / 1000.0
-        while True:
-            if waiter.closed:
-                raise StopAsyncIteration
-            seen = waiter.seq()
-            record = next(self._sync, None)
-            if record is not None:
-                return record
-            if deadline is None:
-                left_ms: Optional[float] = None
-            else:
-                left = deadline - loop.time()
-                if left <= 0:
-                    raise StopAsyncIteration
-                left_ms = left * 1000.0
-            await waiter.wait(seen, left_ms)
+        streak = 0
+        try:
+            while True:
+                for record in sync:
+                    yield record
+                    streak += 1
+                    if streak >= self._STREAK:
+                        streak = 0
+                        await asyncio.sleep(0)
+                # Nothing ready: wait, up to consumer_timeout_ms.
+                timeout = self._timeout_ms
+                deadline = None if timeout is None else loop.time() + timeout / 1000.0
+                while True:
+                    if waiter.closed:
+                        return
+                    seen = waiter.seq()
+                    record = next(sync, None)
+                    if record is not None:
+                        yield record
+                        streak += 1
+                        break
+                    if deadline is None:
+                        left_ms: Optional[float] = None
+                    else:
+                        left = deadline - loop.time()
+                        if left <= 0:
+                            return
+                        left_ms = left * 1000.0
+                    await waiter.wait(seen, left_ms)
+        except ClosedError:
+            return
 
     # ---- positions and commits ---------------------------------------------
 

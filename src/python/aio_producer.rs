@@ -66,8 +66,11 @@ struct ManyWait {
 /// stores do not keep the engine itself alive.
 #[derive(Default)]
 struct Waiting {
-    by_batch: Mutex<HashMap<usize, (Arc<BatchHandle>, Vec<Waiter>)>>,
+    by_batch: Mutex<HashMap<usize, BatchWaiters>>,
 }
+
+/// A batch (held, so its address stays unique) and the tasks awaiting it.
+type BatchWaiters = (Arc<BatchHandle>, Vec<Waiter>);
 
 impl Waiting {
     /// Add `w` to the batch's waiters. The first waiter of a batch installs
@@ -241,8 +244,10 @@ struct Shared {
     waiting: Arc<Waiting>,
     /// Batches an awaiting task wants appended now.
     flush_wanted: Mutex<Vec<Arc<BatchHandle>>>,
-    /// A [`FlushSoon`] is scheduled on some loop and has not run yet.
-    flush_armed: AtomicBool,
+    /// The event loop (address) on which a [`FlushSoon`] is scheduled and
+    /// has not run yet; 0 if none. An await on another loop schedules its
+    /// own, so a stopped loop never holds up the others' appends.
+    flush_armed: Mutex<usize>,
     /// A background append of sealed batches is running.
     appending: AtomicBool,
 }
@@ -252,23 +257,29 @@ impl Shared {
     /// iteration has let every ready task send.
     fn flush_soon(self: &Arc<Self>, event_loop: &Bound<'_, PyAny>, handle: &Arc<BatchHandle>) {
         self.flush_wanted.lock().push(handle.clone());
-        if !self.flush_armed.swap(true, Ordering::AcqRel) {
-            let py = event_loop.py();
-            let cb = FlushSoon {
-                shared: self.clone(),
-            };
-            let scheduled = Bound::new(py, cb)
-                .and_then(|cb| event_loop.call_method1(intern!(py, "call_soon"), (cb,)));
-            if scheduled.is_err() {
-                // Unreachable from a running loop; linger_ms still appends it.
-                self.flush_armed.store(false, Ordering::Release);
+        let this_loop = event_loop.as_ptr() as usize;
+        {
+            let mut armed = self.flush_armed.lock();
+            if *armed == this_loop {
+                return;
             }
+            *armed = this_loop;
+        }
+        let py = event_loop.py();
+        let cb = FlushSoon {
+            shared: self.clone(),
+        };
+        let scheduled = Bound::new(py, cb)
+            .and_then(|cb| event_loop.call_method1(intern!(py, "call_soon"), (cb,)));
+        if scheduled.is_err() {
+            // Unreachable from a running loop; linger_ms still appends it.
+            *self.flush_armed.lock() = 0;
         }
     }
 
     /// Append the wanted batches on a blocking thread.
     fn flush_wanted_now(self: &Arc<Self>) {
-        self.flush_armed.store(false, Ordering::Release);
+        *self.flush_armed.lock() = 0;
         let mut wanted = std::mem::take(&mut *self.flush_wanted.lock());
         if wanted.is_empty() {
             return;
@@ -433,7 +444,7 @@ impl AioProducer {
                 engine,
                 waiting: Arc::new(Waiting::default()),
                 flush_wanted: Mutex::new(Vec::new()),
-                flush_armed: AtomicBool::new(false),
+                flush_armed: Mutex::new(0),
                 appending: AtomicBool::new(false),
             }),
             key_serializer,
