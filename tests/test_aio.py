@@ -448,7 +448,16 @@ async def test_cancelled_getmany_loses_nothing(data_dir):
             else:
                 coro = iterate(rnd.randint(1, 300))
             task = asyncio.create_task(coro)
-            await asyncio.sleep(rnd.random() * 0.002)
+            # Cancel after zero, one or a random number of loop iterations:
+            # at the task's first yield, inside a wait, or not at all.
+            when = rnd.random()
+            if when < 0.3:
+                await asyncio.sleep(0)
+            elif when < 0.6:
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(rnd.random() * 0.002)
             if not task.done():
                 task.cancel()
             try:
