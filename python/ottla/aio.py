@@ -274,9 +274,9 @@ class Consumer:
                     if waiter.closed:
                         return
                     seen = waiter.seq()
-                    record = next(sync, None)
-                    if record is not None:
-                        yield record
+                    woke = next(sync, None)
+                    if woke is not None:
+                        yield woke
                         streak += 1
                         break
                     if deadline is None:

@@ -11,9 +11,10 @@
 //! process bump the directory's beacon (a futex word); one watcher thread
 //! per data directory sleeps on it, only while some task waits, and
 //! publishes each new append sequence into a tokio `watch` channel. A wait is
-//! a tokio task (made awaitable by pyo3-async-runtimes) that sleeps on that
-//! channel, on the waiter's close signal and on a timer; cancelling the
-//! asyncio future drops the task.
+//! a task on pyo3-async-runtimes' tokio runtime that sleeps on that channel,
+//! on the waiter's close signal and on a timer, and hands its answer to the
+//! loop through the loop's bell (`aio_bell`); cancelling the asyncio future
+//! aborts the task.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use tokio::sync::watch;
 
+use super::aio_bell::{spawn_awaitable, Value};
 use crate::beacon::Beacon;
 use crate::error::Error;
 use crate::store::Store;
@@ -179,26 +181,26 @@ impl RecordWaiter {
         let watcher = self.watcher.clone();
         let mut closed = self.closed.subscribe();
         let mine = self.waits.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        spawn_awaitable(py, async move {
             let _active = Active::new(watcher.clone(), mine);
             let mut seq = watcher.seq.subscribe();
             loop {
                 if *closed.borrow_and_update() {
-                    return Ok(false);
+                    return Value::Bool(false);
                 }
                 if watcher.beacon.append_seq() != seen {
-                    return Ok(true);
+                    return Value::Bool(true);
                 }
                 let now = Instant::now();
                 let slice = match deadline {
-                    Some(d) if d <= now => return Ok(false),
+                    Some(d) if d <= now => return Value::Bool(false),
                     Some(d) => (d - now).min(SLICE),
                     None => SLICE,
                 };
                 tokio::select! {
-                    r = seq.changed() => if r.is_err() { return Ok(false) },
+                    r = seq.changed() => if r.is_err() { return Value::Bool(false) },
                     // An error here means the waiter itself is gone.
-                    r = closed.changed() => if r.is_err() { return Ok(false) },
+                    r = closed.changed() => if r.is_err() { return Value::Bool(false) },
                     _ = tokio::time::sleep(slice) => {}
                 }
             }

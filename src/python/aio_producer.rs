@@ -10,9 +10,9 @@
 //! iteration: every task that sends in the same iteration shares the batch,
 //! and nobody waits for `linger_ms` (a caller waiting on a record wants it
 //! now, as the sync `get()` does). The append runs on a tokio blocking
-//! thread with the GIL released; the batch's completion callback resolves
-//! all its waiters with one GIL acquisition and one `call_soon_threadsafe`
-//! per event loop. No thread is parked per send.
+//! thread with the GIL released; the batch's completion callback hands all
+//! its waiters' results to their loops' bells (`aio_bell`) without taking
+//! the GIL. No thread is parked per send.
 //!
 //! Cancelling an await cancels only the waiting: the record stays in its
 //! batch and is appended (or fails) like any other, and the same
@@ -25,11 +25,11 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::PyTypeError;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyList, PyTuple};
-use pyo3::{intern, wrap_pyfunction};
+use pyo3::types::PyList;
 
+use super::aio_bell::{running_loop, set_future, spawn_awaitable, Bell, Delivery, Value};
 use super::errors::to_pyerr;
 use super::producer::{check_partition, check_timestamp, extract_headers, parse_fsync};
 use super::types::{BytesArg, RecordMetadata};
@@ -44,7 +44,7 @@ type Outcome = std::result::Result<i64, Arc<Error>>;
 /// A task waiting for one record, or for every batch of a `send_many`.
 enum Waiter {
     Record {
-        event_loop: Py<PyAny>,
+        bell: Arc<Bell>,
         future: Py<PyAny>,
         index: u32,
         timestamp: i64,
@@ -56,8 +56,8 @@ enum Waiter {
 struct ManyWait {
     remaining: AtomicUsize,
     failed: Mutex<Option<Arc<Error>>>,
-    /// (event loop, asyncio future); taken by whoever resolves it.
-    target: Mutex<Option<(Py<PyAny>, Py<PyAny>)>>,
+    /// (its loop's bell, asyncio future); taken by whoever resolves it.
+    target: Mutex<Option<(Arc<Bell>, Py<PyAny>)>>,
 }
 
 /// Waiters per batch (keyed by the handle's address; the entry holds the
@@ -92,139 +92,60 @@ impl Waiting {
         }
     }
 
-    /// The batch at `key` completed: resolve its waiters.
+    /// The batch at `key` completed: hand each waiter's result to its
+    /// loop's bell (one ring per loop). Runs on whichever thread completed
+    /// the batch, and never takes the GIL.
     fn complete(&self, key: usize, r: &Outcome) {
         let Some((handle, waiters)) = self.by_batch.lock().remove(&key) else {
             return;
         };
-        let mut ready: Vec<Resolution> = Vec::with_capacity(waiters.len());
+        let mut per_bell: Vec<(Arc<Bell>, Vec<Delivery>)> = Vec::new();
+        let mut push = |bell: Arc<Bell>, item: (Py<PyAny>, Value)| match per_bell
+            .iter_mut()
+            .find(|(b, _)| Arc::ptr_eq(b, &bell))
+        {
+            Some((_, items)) => items.push(item),
+            None => per_bell.push((bell, vec![item])),
+        };
         for w in waiters {
             match w {
                 Waiter::Record {
-                    event_loop,
+                    bell,
                     future,
                     index,
                     timestamp,
-                } => ready.push(Resolution {
-                    event_loop,
-                    future,
-                    value: match r {
-                        Ok(base) => Ok(Some(RecordMetadata {
+                } => {
+                    let value = match r {
+                        Ok(base) => Value::Metadata(RecordMetadata {
                             topic: handle.topic.to_string(),
                             partition: handle.partition,
                             offset: base + index as i64,
                             timestamp,
-                        })),
-                        Err(e) => Err(e.clone()),
-                    },
-                }),
+                        }),
+                        Err(e) => Value::Failed(e.clone()),
+                    };
+                    push(bell, (future, value));
+                }
                 Waiter::Many(m) => {
                     if let Err(e) = r {
                         m.failed.lock().get_or_insert_with(|| e.clone());
                     }
                     if m.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        if let Some((event_loop, future)) = m.target.lock().take() {
+                        if let Some((bell, future)) = m.target.lock().take() {
                             let value = match m.failed.lock().take() {
-                                Some(e) => Err(e),
-                                None => Ok(None),
+                                Some(e) => Value::Failed(e),
+                                None => Value::Unit,
                             };
-                            ready.push(Resolution {
-                                event_loop,
-                                future,
-                                value,
-                            });
+                            push(bell, (future, value));
                         }
                     }
                 }
             }
         }
-        if !ready.is_empty() {
-            Python::attach(|py| resolve_all(py, ready));
+        for (bell, items) in per_bell {
+            bell.ring(items);
         }
     }
-}
-
-struct Resolution {
-    event_loop: Py<PyAny>,
-    future: Py<PyAny>,
-    /// `Ok(Some(md))` for a record, `Ok(None)` for a `send_many`.
-    value: std::result::Result<Option<RecordMetadata>, Arc<Error>>,
-}
-
-/// Hand each event loop its resolved futures in one `call_soon_threadsafe`
-/// (asyncio futures may only be touched from their loop's thread).
-fn resolve_all(py: Python<'_>, ready: Vec<Resolution>) {
-    let mut per_loop: Vec<(Py<PyAny>, Vec<Bound<'_, PyAny>>)> = Vec::new();
-    for r in ready {
-        let item = match r.value {
-            Ok(Some(md)) => (r.future, md, false)
-                .into_pyobject(py)
-                .map(|t| t.into_any()),
-            Ok(None) => (r.future, py.None(), false)
-                .into_pyobject(py)
-                .map(|t| t.into_any()),
-            Err(e) => (r.future, to_pyerr(&e).into_value(py), true)
-                .into_pyobject(py)
-                .map(|t| t.into_any()),
-        };
-        let item = match item {
-            Ok(i) => i,
-            Err(e) => {
-                e.write_unraisable(py, None);
-                continue;
-            }
-        };
-        match per_loop
-            .iter_mut()
-            .find(|(l, _)| l.as_ptr() == r.event_loop.as_ptr())
-        {
-            Some((_, items)) => items.push(item),
-            None => per_loop.push((r.event_loop, vec![item])),
-        }
-    }
-    for (event_loop, items) in per_loop {
-        let sent = resolver(py).and_then(|f| {
-            let list = PyList::new(py, items)?;
-            event_loop
-                .bind(py)
-                .call_method1(intern!(py, "call_soon_threadsafe"), (f, list))
-        });
-        if let Err(e) = sent {
-            // The loop is closed: nobody is left to wait on these futures.
-            if !e.is_instance_of::<pyo3::exceptions::PyRuntimeError>(py) {
-                e.write_unraisable(py, None);
-            }
-        }
-    }
-}
-
-/// Runs on the event loop: set each `(future, value, is_error)` unless the
-/// awaiting task gave up (cancelled) meanwhile.
-#[pyfunction]
-fn _resolve_futures(items: &Bound<'_, PyList>) -> PyResult<()> {
-    let py = items.py();
-    for item in items.iter() {
-        let t = item.cast::<PyTuple>()?;
-        let fut = t.get_item(0)?;
-        if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
-            continue;
-        }
-        let method = if t.get_item(2)?.is_truthy()? {
-            intern!(py, "set_exception")
-        } else {
-            intern!(py, "set_result")
-        };
-        fut.call_method1(method, (t.get_item(1)?,))?;
-    }
-    Ok(())
-}
-
-fn resolver(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    static F: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    F.get_or_try_init(py, || {
-        wrap_pyfunction!(_resolve_futures, py).map(|f| f.into_any().unbind())
-    })
-    .map(|f| f.bind(py))
 }
 
 fn run_callbacks(completions: Vec<Completions>) -> Option<Arc<Error>> {
@@ -334,15 +255,13 @@ fn blocking_awaitable<'py, F>(py: Python<'py>, f: F) -> PyResult<Bound<'py, PyAn
 where
     F: FnOnce() -> Option<Arc<Error>> + Send + 'static,
 {
-    pyo3_async_runtimes::tokio::future_into_py(py, async move {
-        let r = tokio::task::spawn_blocking(f).await.map_err(|e| {
-            to_pyerr(&Error::IllegalState(format!(
+    spawn_awaitable(py, async move {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(None) => Value::Unit,
+            Ok(Some(e)) => Value::Failed(e),
+            Err(e) => Value::Failed(Arc::new(Error::IllegalState(format!(
                 "background append failed: {e}"
-            )))
-        })?;
-        match r {
-            Some(e) => Err(to_pyerr(&e)),
-            None => Ok(()),
+            )))),
         }
     })
 }
@@ -629,10 +548,6 @@ impl AioProducer {
     }
 }
 
-fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    pyo3_async_runtimes::get_running_loop(py)
-}
-
 fn invalid_state(py: Python<'_>, msg: &str) -> PyErr {
     match py
         .import(intern!(py, "asyncio"))
@@ -671,17 +586,13 @@ impl SendFuture {
         let fut = event_loop.call_method0(intern!(py, "create_future"))?;
         let handle = &self.receipt.batch;
         match handle.result() {
-            Some(Ok(base)) => {
-                fut.call_method1(intern!(py, "set_result"), (self.metadata(*base),))?;
-            }
-            Some(Err(e)) => {
-                fut.call_method1(intern!(py, "set_exception"), (to_pyerr(e).into_value(py),))?;
-            }
+            Some(Ok(base)) => set_future(py, &fut, Value::Metadata(self.metadata(*base)))?,
+            Some(Err(e)) => set_future(py, &fut, Value::Failed(e.clone()))?,
             None => {
                 self.shared.waiting.add(
                     handle,
                     Waiter::Record {
-                        event_loop: event_loop.clone().unbind(),
+                        bell: Bell::for_loop(&event_loop)?,
                         future: fut.clone().unbind(),
                         index: self.receipt.index,
                         timestamp: self.receipt.timestamp,
@@ -768,17 +679,16 @@ impl SendManyFuture {
         let fut = event_loop.call_method0(intern!(py, "create_future"))?;
         let pending = self.pending();
         if pending.is_empty() {
-            match self.first_error() {
-                Some(e) => {
-                    fut.call_method1(intern!(py, "set_exception"), (to_pyerr(e).into_value(py),))?
-                }
-                None => fut.call_method1(intern!(py, "set_result"), (py.None(),))?,
+            let value = match self.first_error() {
+                Some(e) => Value::Failed(e.clone()),
+                None => Value::Unit,
             };
+            set_future(py, &fut, value)?;
         } else {
             let wait = Arc::new(ManyWait {
                 remaining: AtomicUsize::new(pending.len()),
                 failed: Mutex::new(self.first_error().cloned()),
-                target: Mutex::new(Some((event_loop.clone().unbind(), fut.clone().unbind()))),
+                target: Mutex::new(Some((Bell::for_loop(&event_loop)?, fut.clone().unbind()))),
             });
             for h in &pending {
                 self.shared.waiting.add(h, Waiter::Many(wait.clone()));

@@ -2,6 +2,7 @@
 //! releases the GIL around blocking engine calls, and maps errors.
 
 mod admin;
+mod aio_bell;
 mod aio_consumer;
 mod aio_producer;
 mod consumer;
