@@ -626,3 +626,28 @@ async def test_a_backlog_does_not_starve_other_tasks(data_dir):
             await c.getmany(max_records=10)
         assert ticks - before >= 9
     t.cancel()
+
+
+def test_loop_after_loop_with_waiters_left_behind(data_dir):
+    """A loop that ends with a cancelled await still registered on a batch
+    must not confuse the next loop (which may well get the same address)."""
+    p = ottla.aio.Producer(data_dir, linger_ms=60_000)
+
+    async def abandon() -> None:
+        t = asyncio.ensure_future(p.send("t", b"left"))
+        await asyncio.sleep(0)
+        t.cancel()
+
+    async def use() -> int:
+        md = await asyncio.wait_for(p.send("t", b"used"), 10)
+        return md.offset
+
+    for i in range(5):
+        # The abandoned waiter stays on its batch until that batch is
+        # appended (by the next loop's await below).
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(abandon())
+        loop.close()
+        del loop
+        assert asyncio.run(use()) >= 0
+    asyncio.run(p.close())

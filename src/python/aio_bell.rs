@@ -20,6 +20,7 @@
 
 use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::Mutex;
@@ -44,6 +45,10 @@ pub type Delivery = (Py<PyAny>, Value);
 pub struct Bell {
     fd: OwnedFd,
     queue: Mutex<Vec<Delivery>>,
+    /// Set when the loop dropped our reader (closed or collected): the
+    /// registry entry then no longer proves the loop at that address is
+    /// ours, even while waiters of the old loop still hold the bell.
+    orphaned: AtomicBool,
 }
 
 /// (event loop address, its bell) for every loop that has one.
@@ -62,8 +67,9 @@ impl Bell {
         let mut reg = registry().lock();
         if let Some(b) = reg
             .iter()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, w)| w.upgrade())
+            .filter(|(k, _)| *k == key)
+            .filter_map(|(_, w)| w.upgrade())
+            .find(|b| !b.orphaned.load(Ordering::Acquire))
         {
             return Ok(b);
         }
@@ -77,11 +83,15 @@ impl Bell {
         let bell = Arc::new(Bell {
             fd,
             queue: Mutex::new(Vec::new()),
+            orphaned: AtomicBool::new(false),
         });
         let py = event_loop.py();
         let reader = Bound::new(py, BellReader { bell: bell.clone() })?;
         event_loop.call_method1(intern!(py, "add_reader"), (bell.fd.as_raw_fd(), reader))?;
-        reg.retain(|(_, w)| w.strong_count() > 0);
+        reg.retain(|(_, w)| {
+            w.upgrade()
+                .is_some_and(|b| !b.orphaned.load(Ordering::Acquire))
+        });
         reg.push((key, Arc::downgrade(&bell)));
         Ok(bell)
     }
@@ -114,6 +124,12 @@ impl Bell {
 #[pyclass(module = "ottla._core", frozen)]
 struct BellReader {
     bell: Arc<Bell>,
+}
+
+impl Drop for BellReader {
+    fn drop(&mut self) {
+        self.bell.orphaned.store(true, Ordering::Release);
+    }
 }
 
 #[pymethods]

@@ -20,7 +20,7 @@
 //! its offset. Kafka producers cannot take a record back either.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -169,9 +169,16 @@ struct Shared {
     /// has not run yet; 0 if none. An await on another loop schedules its
     /// own, so a stopped loop never holds up the others' appends.
     flush_armed: Mutex<usize>,
-    /// A background append of sealed batches is running.
-    appending: AtomicBool,
+    /// Background appends of sealed batches in flight (at most
+    /// [`MAX_BACKGROUND_APPENDS`]).
+    appending: AtomicUsize,
 }
+
+/// Sealed-batch appends that may run in the background before `send()`
+/// appends the next one itself: bounds the memory a producer that outruns
+/// its disk can hold to a few batches, without blocking the loop on the
+/// first slow append (an fsync, say).
+const MAX_BACKGROUND_APPENDS: usize = 4;
 
 impl Shared {
     /// Ask for `handle`'s batch to be appended once the current loop
@@ -189,6 +196,7 @@ impl Shared {
         let py = event_loop.py();
         let cb = FlushSoon {
             shared: self.clone(),
+            event_loop: this_loop,
         };
         let scheduled = Bound::new(py, cb)
             .and_then(|cb| event_loop.call_method1(intern!(py, "call_soon"), (cb,)));
@@ -217,12 +225,14 @@ impl Shared {
         });
     }
 
-    /// `send()` sealed a batch: append it on a blocking thread, or, if the
-    /// previous background append is still running (the disk is behind),
+    /// `send()` sealed a batch: append it on a blocking thread, or, if
+    /// [`MAX_BACKGROUND_APPENDS`] are still running (the disk is behind),
     /// here with the GIL released, which holds this caller back as the
-    /// sync producer would: memory stays bounded.
+    /// sync producer would. Every path appends under the engine's ordering
+    /// lock, so batches reach the log in the order they were sealed.
     fn append_sealed(self: &Arc<Self>, py: Python<'_>) {
-        if self.appending.swap(true, Ordering::AcqRel) {
+        if self.appending.fetch_add(1, Ordering::AcqRel) >= MAX_BACKGROUND_APPENDS {
+            self.appending.fetch_sub(1, Ordering::AcqRel);
             let engine = &self.engine;
             let done = py.detach(|| engine.flush_ready());
             run_callbacks(done);
@@ -231,7 +241,7 @@ impl Shared {
         let me = self.clone();
         pyo3_async_runtimes::tokio::get_runtime().spawn_blocking(move || {
             let done = me.engine.flush_ready();
-            me.appending.store(false, Ordering::Release);
+            me.appending.fetch_sub(1, Ordering::AcqRel);
             run_callbacks(done);
         });
     }
@@ -241,12 +251,25 @@ impl Shared {
 #[pyclass(module = "ottla._core", frozen)]
 struct FlushSoon {
     shared: Arc<Shared>,
+    event_loop: usize,
 }
 
 #[pymethods]
 impl FlushSoon {
     fn __call__(&self) {
         self.shared.flush_wanted_now();
+    }
+}
+
+impl Drop for FlushSoon {
+    /// A loop closed before running this callback must not leave the
+    /// producer believing a flush is on its way for that loop (a new loop
+    /// could get the same address).
+    fn drop(&mut self) {
+        let mut armed = self.shared.flush_armed.lock();
+        if *armed == self.event_loop {
+            *armed = 0;
+        }
     }
 }
 
@@ -364,7 +387,7 @@ impl AioProducer {
                 waiting: Arc::new(Waiting::default()),
                 flush_wanted: Mutex::new(Vec::new()),
                 flush_armed: Mutex::new(0),
-                appending: AtomicBool::new(false),
+                appending: AtomicUsize::new(0),
             }),
             key_serializer,
             value_serializer,
