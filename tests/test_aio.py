@@ -651,3 +651,47 @@ def test_loop_after_loop_with_waiters_left_behind(data_dir):
         del loop
         assert asyncio.run(use()) >= 0
     asyncio.run(p.close())
+
+
+@aio
+async def test_sealed_batches_keep_send_order(data_dir):
+    """Every send seals a batch (values over batch_size) and fsyncs: appends
+    run in the background, several at once, yet the log keeps send order."""
+    value = b"v" * 20_000
+    async with ottla.aio.Producer(data_dir, batch_size=1024, fsync="always") as p:
+        futs = [p.send("t", b"%04d" % i + value) for i in range(60)]
+        await p.flush()
+        assert [f.result().offset for f in futs] == list(range(60))
+    assert [r.value[:4] for r in read_all(data_dir, "t")] == [b"%04d" % i for i in range(60)]
+
+
+@aio
+async def test_record_waiter(data_dir):
+    from ottla._core import RecordWaiter
+
+    w = RecordWaiter(data_dir)
+    seen = w.seq()
+    assert await w.wait(seen, 10) is False          # timed out
+    assert await w.wait(seen + 1, None) is True     # not the current sequence
+    with pytest.raises(ValueError):
+        w.wait(seen, -1)
+    task = asyncio.ensure_future(w.wait(seen, None))
+    await asyncio.sleep(0.05)
+    assert w.waiting == 1
+    ottla.Producer(data_dir).send("t", b"x").get(10)
+    assert await asyncio.wait_for(task, 10) is True
+    task = asyncio.ensure_future(w.wait(w.seq(), None))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    deadline = time.monotonic() + 5
+    while w.waiting and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert w.waiting == 0
+    task = asyncio.ensure_future(w.wait(w.seq(), None))
+    await asyncio.sleep(0.05)
+    w.close()
+    assert await asyncio.wait_for(task, 10) is False
+    assert w.closed and "closed" in repr(w)
+    assert await w.wait(w.seq(), None) is False     # closed: returns at once
