@@ -155,6 +155,10 @@ class Consumer:
     # (a producer task in the same loop, say). The yield comes before a
     # call takes records, never after, so a cancellation there loses none.
     _STREAK = 256
+    # Longest single wait, in ms: an idle consumer still calls into the
+    # engine this often (the sync consumer does every 100 ms), so whatever
+    # housekeeping the engine does on poll keeps running.
+    _IDLE_MS = 500.0
 
     def __init__(
         self,
@@ -220,7 +224,7 @@ class Consumer:
             left = deadline - loop.time()
             if left <= 0:
                 return got
-            await waiter.wait(seen, left * 1000.0)
+            await waiter.wait(seen, min(left * 1000.0, self._IDLE_MS))
             if waiter.closed:
                 raise ClosedError("consumer is closed")
 
@@ -242,7 +246,7 @@ class Consumer:
                 record = next(self._sync, None)
                 if record is not None:
                     return record
-            await waiter.wait(seen, None)
+            await waiter.wait(seen, self._IDLE_MS)
             if waiter.closed:
                 raise ClosedError("consumer is closed")
 
@@ -279,13 +283,12 @@ class Consumer:
                         yield woke
                         streak += 1
                         break
-                    if deadline is None:
-                        left_ms: Optional[float] = None
-                    else:
+                    left_ms = self._IDLE_MS
+                    if deadline is not None:
                         left = deadline - loop.time()
                         if left <= 0:
                             return
-                        left_ms = left * 1000.0
+                        left_ms = min(left * 1000.0, left_ms)
                     await waiter.wait(seen, left_ms)
         except ClosedError:
             return
@@ -348,9 +351,11 @@ class Consumer:
         self._sync.subscribe(list(topics))
 
     def unsubscribe(self) -> None:
+        """Drop the subscription (and the group membership)."""
         self._sync.unsubscribe()
 
     def subscription(self) -> Set[str]:
+        """The subscribed topic names."""
         return self._sync.subscription()
 
     def assign(self, partitions: Iterable[_TP]) -> None:
@@ -358,15 +363,19 @@ class Consumer:
         self._sync.assign(partitions)
 
     def assignment(self) -> Set[TopicPartition]:
+        """The partitions this consumer reads."""
         return self._sync.assignment()
 
     def pause(self, *partitions: _TP) -> None:
+        """Stop returning records from ``partitions`` until resumed."""
         self._sync.pause(*partitions)
 
     def resume(self, *partitions: _TP) -> None:
+        """Return records from paused ``partitions`` again."""
         self._sync.resume(*partitions)
 
     def paused(self) -> Set[TopicPartition]:
+        """The paused partitions."""
         return self._sync.paused()
 
     async def topics(self) -> Set[str]:
@@ -374,6 +383,7 @@ class Consumer:
         return self._sync.topics()
 
     def partitions_for_topic(self, topic: str) -> Optional[Set[int]]:
+        """Partition numbers of ``topic``, or None if it does not exist."""
         return self._sync.partitions_for_topic(topic)
 
     # ---- lifecycle ---------------------------------------------------------
@@ -388,14 +398,17 @@ class Consumer:
 
     @property
     def closed(self) -> bool:
+        """True once ``close()`` was called."""
         return self._waiter.closed or self._sync.closed
 
     @property
     def path(self) -> str:
+        """The data directory."""
         return self._path
 
     @property
     def group_id(self) -> Optional[str]:
+        """The consumer group, or None."""
         return self._sync.group_id
 
     @property
