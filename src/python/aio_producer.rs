@@ -9,10 +9,11 @@
 //! asks for the batch to be appended at the end of the current event-loop
 //! iteration: every task that sends in the same iteration shares the batch,
 //! and nobody waits for `linger_ms` (a caller waiting on a record wants it
-//! now, as the sync `get()` does). The append runs on a tokio blocking
-//! thread with the GIL released; the batch's completion callback hands all
-//! its waiters' results to their loops' bells (`aio_bell`) without taking
-//! the GIL. No thread is parked per send.
+//! now, as the sync `get()` does). The append runs with the GIL released,
+//! on the loop's thread for a page-cache append and on a tokio blocking
+//! thread when it must fsync; the batch's completion callback hands all its
+//! waiters' results to their loops' bells (`aio_bell`) without taking the
+//! GIL. No thread is parked per send.
 //!
 //! Cancelling an await cancels only the waiting: the record stays in its
 //! batch and is appended (or fails) like any other, and the same
@@ -207,7 +208,14 @@ impl Shared {
     }
 
     /// Append the wanted batches on a blocking thread.
-    fn flush_wanted_now(self: &Arc<Self>) {
+    ///
+    /// With `fsync="always"` the appends run on a blocking thread: an fsync
+    /// takes milliseconds. Otherwise an append is a `pwrite` into the page
+    /// cache (microseconds, the same class of work as a consumer's read),
+    /// so it runs right here with the GIL released: two thread hops would
+    /// cost more than the append, and a task awaiting one record at a time
+    /// would pay them on every record.
+    fn flush_wanted_now(self: &Arc<Self>, py: Python<'_>) {
         *self.flush_armed.lock() = 0;
         let mut wanted = std::mem::take(&mut *self.flush_wanted.lock());
         if wanted.is_empty() {
@@ -216,13 +224,18 @@ impl Shared {
         wanted.sort_by_key(|h| Arc::as_ptr(h) as usize);
         wanted.dedup_by(|a, b| Arc::ptr_eq(a, b));
         let engine = self.engine.clone();
-        pyo3_async_runtimes::tokio::get_runtime().spawn_blocking(move || {
+        let append = move || {
             for h in wanted {
                 if !h.is_done() {
                     run_callbacks(engine.flush_batch(&h));
                 }
             }
-        });
+        };
+        if self.engine.config().fsync == FsyncPolicy::Always {
+            pyo3_async_runtimes::tokio::get_runtime().spawn_blocking(append);
+        } else {
+            py.detach(append);
+        }
     }
 
     /// `send()` sealed a batch: append it on a blocking thread, or, if
@@ -256,8 +269,8 @@ struct FlushSoon {
 
 #[pymethods]
 impl FlushSoon {
-    fn __call__(&self) {
-        self.shared.flush_wanted_now();
+    fn __call__(&self, py: Python<'_>) {
+        self.shared.flush_wanted_now(py);
     }
 }
 
