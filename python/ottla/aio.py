@@ -26,12 +26,15 @@ thread (see docs/ARCHITECTURE.md, "asyncio").
 from __future__ import annotations
 
 import asyncio
+from os import PathLike
 from typing import (
     Any,
     AsyncIterator,
+    Callable,
     Dict,
     Iterable,
     List,
+    Literal,
     Mapping,
     Optional,
     Sequence,
@@ -162,18 +165,49 @@ class Consumer:
 
     def __init__(
         self,
-        path: Any,
+        path: Union[str, "PathLike[str]"],
         *topics: str,
+        group_id: Optional[str] = None,
+        auto_offset_reset: Literal["earliest", "latest", "none"] = "latest",
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5000,
         consumer_timeout_ms: Optional[float] = None,
+        max_poll_records: int = 500,
+        max_partition_fetch_bytes: int = 1048576,
+        check_crcs: bool = True,
+        auto_create_topics: bool = True,
+        num_partitions: int = 1,
+        key_deserializer: Optional[Callable[[bytes], Any]] = None,
+        value_deserializer: Optional[Callable[[bytes], Any]] = None,
+        client_id: Optional[str] = None,
         **config: Any,
     ) -> None:
+        """Settings as for :class:`ottla.Consumer`; any further keyword goes
+        to it unchanged."""
         if consumer_timeout_ms is not None and not consumer_timeout_ms >= 0:
             raise ValueError(f"consumer_timeout_ms must be >= 0, got {consumer_timeout_ms}")
         self._timeout_ms = consumer_timeout_ms
         self._waiter = _RecordWaiter(path)
         # consumer_timeout_ms=0 makes the sync consumer's iteration
         # non-blocking: this class does all the waiting, asynchronously.
-        self._sync = _CoreConsumer(path, *topics, consumer_timeout_ms=0, **config)
+        self._sync = _CoreConsumer(
+            path,
+            *topics,
+            group_id=group_id,
+            auto_offset_reset=auto_offset_reset,
+            enable_auto_commit=enable_auto_commit,
+            auto_commit_interval_ms=auto_commit_interval_ms,
+            consumer_timeout_ms=0,
+            max_poll_records=max_poll_records,
+            max_partition_fetch_bytes=max_partition_fetch_bytes,
+            check_crcs=check_crcs,
+            auto_create_topics=auto_create_topics,
+            num_partitions=num_partitions,
+            key_deserializer=key_deserializer,
+            value_deserializer=value_deserializer,
+            client_id=client_id,
+            **config,
+        )
         self._path = self._sync.path
         self._streak = 0
 

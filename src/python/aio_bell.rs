@@ -64,13 +64,25 @@ impl Bell {
     /// with the loop on first use.
     pub fn for_loop(event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Bell>> {
         let key = event_loop.as_ptr() as usize;
-        let mut reg = registry().lock();
-        if let Some(b) = reg
-            .iter()
-            .filter(|(k, _)| *k == key)
-            .filter_map(|(_, w)| w.upgrade())
-            .find(|b| !b.orphaned.load(Ordering::Acquire))
-        {
+        // Bells upgraded under the registry lock are dropped after it: the
+        // last reference to one may drop Python objects, which can run
+        // Python code. For the same reason the lock is never held across a
+        // Python call (the GIL may change hands there, and another thread
+        // holding it could then wait for this lock forever).
+        let mut seen: Vec<Arc<Bell>> = Vec::new();
+        let found = {
+            let reg = registry().lock();
+            seen.extend(
+                reg.iter()
+                    .filter(|(k, _)| *k == key)
+                    .filter_map(|(_, w)| w.upgrade()),
+            );
+            seen.iter()
+                .find(|b| !b.orphaned.load(Ordering::Acquire))
+                .cloned()
+        };
+        drop(seen);
+        if let Some(b) = found {
             return Ok(b);
         }
         // SAFETY: eventfd has no memory preconditions; the result is checked.
@@ -88,11 +100,22 @@ impl Bell {
         let py = event_loop.py();
         let reader = Bound::new(py, BellReader { bell: bell.clone() })?;
         event_loop.call_method1(intern!(py, "add_reader"), (bell.fd.as_raw_fd(), reader))?;
-        reg.retain(|(_, w)| {
-            w.upgrade()
-                .is_some_and(|b| !b.orphaned.load(Ordering::Acquire))
-        });
-        reg.push((key, Arc::downgrade(&bell)));
+        // Only this loop's thread makes this loop's bell, so no other bell
+        // for `key` can have appeared meanwhile.
+        let mut upgraded: Vec<Arc<Bell>> = Vec::new();
+        {
+            let mut reg = registry().lock();
+            reg.retain(|(_, w)| match w.upgrade() {
+                Some(b) => {
+                    let live = !b.orphaned.load(Ordering::Acquire);
+                    upgraded.push(b);
+                    live
+                }
+                None => false,
+            });
+            reg.push((key, Arc::downgrade(&bell)));
+        }
+        drop(upgraded);
         Ok(bell)
     }
 
