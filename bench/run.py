@@ -379,6 +379,58 @@ def ottla_consume(n: int, value: bytes, how: str) -> Callable[[int], float]:
     return run
 
 
+def ottla_aio(value: bytes, how: str) -> Callable[[int], float]:
+    """ottla.aio workloads, each timed inside one asyncio.run(): produce
+    ("send", "send_many") or consume a pre-written topic ("iter", "getmany")."""
+    import asyncio
+
+    def run(n: int) -> float:
+        ottla = import_ottla()
+        import ottla.aio as oa
+
+        async def main(d: str) -> float:
+            if how in ("send", "send_many"):
+                p = oa.Producer(d)
+                p.partitions_for("t")
+                values = [value] * n if how == "send_many" else []
+                s = p.send
+                t0 = time.perf_counter()
+                if how == "send":
+                    for _ in range(n):
+                        s("t", value)
+                    await p.flush()
+                else:
+                    await p.send_many("t", values)
+                dt = time.perf_counter() - t0
+                await p.close()
+                return dt
+            prewrite(ottla, d, n, value)
+            c = oa.Consumer(d, "t", auto_offset_reset="earliest", consumer_timeout_ms=100)
+            got = 0
+            t0 = time.perf_counter()
+            if how == "iter":
+                async for _r in c:
+                    got += 1
+                    if got == n:
+                        break
+            else:
+                while got < n:
+                    batch = await c.getmany(timeout_ms=100, max_records=100_000)
+                    if not batch:
+                        break
+                    got += sum(len(v) for v in batch.values())
+            dt = time.perf_counter() - t0
+            await c.close()
+            if got != n:
+                raise RuntimeError(f"aio {how}: read {got} records, expected {n}")
+            return dt
+
+        with TempDir("aio") as d:
+            return asyncio.run(main(d))
+
+    return run
+
+
 # --------------------------------------------------------------------------
 # Peers
 # --------------------------------------------------------------------------
@@ -1059,6 +1111,10 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
                ottla=True, kind="ottla", baseline=True)
     timed_rate(results, W, "ottla send_many().wait()", n, R, ottla_send_many(v100),
                ottla=True, kind="ottla")
+    timed_rate(results, W, "ottla.aio send() loop + await flush()", n, R,
+               ottla_aio(v100, "send"), ottla=True, kind="ottla")
+    timed_rate(results, W, "ottla.aio await send_many()", n, R, ottla_aio(v100, "send_many"),
+               ottla=True, kind="ottla")
     timed_rate(results, W, "Python f.write() loop, buffered file (ceiling)", n, R, file_write(v100),
                ottla=False, kind="ceiling")
     queue_runs: Dict[str, Any] = {}
@@ -1145,6 +1201,10 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
     if hasattr(ottla.Consumer, "poll_values"):
         timed_rate(results, W, "ottla poll_values(max_records=100000)", n, R,
                    ottla_consume(n, v100, "poll_values"), ottla=True, kind="ottla")
+    timed_rate(results, W, "ottla.aio async for r in consumer", n, R, ottla_aio(v100, "iter"),
+               ottla=True, kind="ottla")
+    timed_rate(results, W, "ottla.aio getmany(max_records=100000)", n, R,
+               ottla_aio(v100, "getmany"), ottla=True, kind="ottla")
     timed_rate(results, W, "Python f.read(100) loop, buffered file (ceiling)", n, R, file_read(v100),
                ottla=False, kind="ceiling")
     for peer, _nkey in QUEUE_PEERS:

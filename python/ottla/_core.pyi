@@ -3,8 +3,10 @@
 from os import PathLike
 from typing import (
     Any,
+    Awaitable,
     Callable,
     Dict,
+    Generator,
     Iterable,
     Iterator,
     List,
@@ -278,3 +280,92 @@ class _Admin:
     ) -> List[Tuple[str, int, int]]: ...
     @property
     def path(self) -> str: ...
+
+# ---- asyncio door (python/ottla/aio.py wraps these) ------------------------
+
+@final
+class SendFuture:
+    """The pending result of ``ottla.aio.Producer.send``: ``await`` it for the
+    record's ``RecordMetadata``. Cancelling an await leaves the record queued;
+    the future can be awaited again."""
+
+    def __await__(self) -> Generator[Any, None, RecordMetadata]: ...
+    def done(self) -> bool: ...
+    def result(self) -> RecordMetadata:
+        """The metadata of a done send; raises its error, or
+        ``asyncio.InvalidStateError`` while pending."""
+    def exception(self) -> Optional[BaseException]: ...
+
+@final
+class SendManyFuture:
+    """The pending result of ``ottla.aio.Producer.send_many``: ``await`` it
+    until every record is in the log."""
+
+    def __await__(self) -> Generator[Any, None, None]: ...
+    def done(self) -> bool: ...
+    def metadata(self) -> List[RecordMetadata]:
+        """Every record's metadata in send order, once done."""
+    def __len__(self) -> int: ...
+
+@disjoint_base
+class AioProducer:
+    def __new__(
+        cls,
+        path: _Path,
+        *,
+        linger_ms: int = 5,
+        batch_size: int = 262144,
+        fsync: Literal["never", "interval", "always"] = "never",
+        fsync_interval_ms: int = 1000,
+        auto_create_topics: bool = True,
+        num_partitions: int = 1,
+        key_serializer: Optional[Callable[[Any], Optional[_BytesLike]]] = None,
+        value_serializer: Optional[Callable[[Any], Optional[_BytesLike]]] = None,
+        acks: Any = None,
+        client_id: Optional[str] = None,
+    ) -> Self: ...
+    def send(
+        self,
+        topic: str,
+        value: Any = None,
+        key: Any = None,
+        partition: Optional[int] = None,
+        timestamp_ms: Optional[int] = None,
+        headers: Optional[_Headers] = None,
+        *,
+        timestamp: Optional[int] = None,
+    ) -> SendFuture:
+        """Queue a record now; await the returned future for its metadata."""
+    def send_many(
+        self,
+        topic: str,
+        values: Iterable[Any],
+        keys: Optional[Iterable[Any]] = None,
+        partition: Optional[int] = None,
+        timestamp_ms: Optional[int] = None,
+        *,
+        timestamp: Optional[int] = None,
+    ) -> SendManyFuture:
+        """Queue many records to one topic now; await the returned future."""
+    def flush(self) -> Awaitable[None]:
+        """Append every queued record (runs off the event loop)."""
+    def close(self) -> Awaitable[None]:
+        """Flush and stop; later sends raise ``ClosedError``."""
+    def partitions_for(self, topic: str) -> List[int]: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+
+@final
+class RecordWaiter:
+    """Awaitable "a process appended to this data directory since ``seen``"."""
+
+    def __new__(cls, path: _Path) -> Self: ...
+    def seq(self) -> int: ...
+    def wait(self, seen: int, timeout_ms: Optional[float] = None) -> Awaitable[bool]: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def waiting(self) -> int: ...

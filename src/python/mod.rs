@@ -2,6 +2,9 @@
 //! releases the GIL around blocking engine calls, and maps errors.
 
 mod admin;
+mod aio_bell;
+mod aio_consumer;
+mod aio_producer;
 mod consumer;
 mod errors;
 mod producer;
@@ -20,6 +23,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::TopicPartition>()?;
     m.add_class::<types::RecordMetadata>()?;
     m.add_class::<types::Record>()?;
+    m.add_class::<aio_producer::AioProducer>()?;
+    m.add_class::<aio_producer::SendFuture>()?;
+    m.add_class::<aio_producer::SendManyFuture>()?;
+    m.add_class::<aio_consumer::RecordWaiter>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
     Ok(())

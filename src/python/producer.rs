@@ -74,7 +74,7 @@ impl Producer {
     }
 }
 
-fn check_partition(partition: Option<i64>) -> PyResult<Option<u32>> {
+pub(super) fn check_partition(partition: Option<i64>) -> PyResult<Option<u32>> {
     match partition {
         None => Ok(None),
         Some(p) if (0..=u32::MAX as i64).contains(&p) => Ok(Some(p as u32)),
@@ -84,7 +84,7 @@ fn check_partition(partition: Option<i64>) -> PyResult<Option<u32>> {
     }
 }
 
-fn check_timestamp(timestamp: Option<i64>) -> PyResult<()> {
+pub(super) fn check_timestamp(timestamp: Option<i64>) -> PyResult<()> {
     match timestamp {
         Some(t) if t < 0 => Err(PyValueError::new_err(format!(
             "timestamp must be milliseconds since the epoch (>= 0), got {t}"
@@ -93,7 +93,7 @@ fn check_timestamp(timestamp: Option<i64>) -> PyResult<()> {
     }
 }
 
-fn parse_fsync(fsync: &str) -> PyResult<bool> {
+pub(super) fn parse_fsync(fsync: &str) -> PyResult<bool> {
     match fsync {
         "never" => Ok(false),
         "interval" => Ok(false),
@@ -357,7 +357,7 @@ impl Producer {
     }
 }
 
-fn extract_headers(h: &Bound<'_, PyAny>) -> PyResult<Vec<(String, Option<Vec<u8>>)>> {
+pub(super) fn extract_headers(h: &Bound<'_, PyAny>) -> PyResult<Vec<(String, Option<Vec<u8>>)>> {
     let items: Bound<'_, PyAny> = if let Ok(d) = h.cast::<PyDict>() {
         d.items().into_any()
     } else {
