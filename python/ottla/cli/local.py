@@ -126,18 +126,18 @@ class DirectoryBackend:
                 group, to_offsets={ottla.TopicPartition(t, p): o for (t, p), o in offsets.items()}
             )
             return {(tp.topic, tp.partition): int(o) for tp, o in done.items()}
-        # Before the group API: commit as a member that is assigned the
-        # partitions; joining fails while another member is live.
+        # Before the group API: commit as a member subscribed to the topics;
+        # subscribing takes the group's member lock, so this fails while
+        # another member is live instead of being overwritten by it later.
+        topics = sorted({t for t, _ in offsets})
         try:
-            consumer = ottla.Consumer(self.path, group_id=group, enable_auto_commit=False, auto_create_topics=False)
+            consumer = ottla.Consumer(
+                self.path, *topics, group_id=group, enable_auto_commit=False, auto_create_topics=False
+            )
         except ottla.GroupMemberConflictError as e:
             raise CliError(f"group {group!r} has a live member; stop it first ({e})") from None
         try:
-            tps = [ottla.TopicPartition(t, p) for t, p in offsets]
-            consumer.assign(tps)
             consumer.commit({ottla.TopicPartition(t, p): o for (t, p), o in offsets.items()})
-        except ottla.GroupMemberConflictError as e:
-            raise CliError(f"group {group!r} has a live member; stop it first ({e})") from None
         finally:
             consumer.close(autocommit=False)
         return dict(offsets)
