@@ -92,16 +92,19 @@ def _message(e: BaseException) -> str:
     return text
 
 
-def _kafka_error(e: BaseException) -> Optional[str]:
+def _kafka_error(e: BaseException, server: Optional[str]) -> Optional[str]:
     """A message for kafka-python's errors, without importing it."""
     module = type(e).__module__ or ""
     if not module.startswith("kafka"):
         return None
     name = type(e).__name__
-    if name == "NoBrokersAvailable":
-        return "no broker answered at the --bootstrap-server address"
     text = str(e).strip()
-    return f"{name}: {text}" if text and text != name else name
+    if text.startswith(name):
+        text = text[len(name) :].lstrip(": ")
+    detail = f"{name}: {text}" if text else name
+    if name in ("NoBrokersAvailable", "KafkaTimeoutError") and server:
+        return f"no usable broker at {server} ({detail})"
+    return detail
 
 
 def _on_sigterm(signum: int, frame: Optional[FrameType]) -> NoReturn:
@@ -140,7 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _quiet_stdout()
         return 0
     except Exception as e:
-        msg = _kafka_error(e)
+        msg = _kafka_error(e, getattr(args, "bootstrap_server", None))
         if msg is None:
             raise
         _fail(command, msg)

@@ -19,7 +19,9 @@ from ottla.cli.backend import (
     unknown_topic,
 )
 
-_CLIENT_ID = "ottla-cli"
+# A command line should not hang for kafka-python's default 30 s when the
+# address is wrong.
+_CLIENT: Dict[str, Any] = {"client_id": "ottla-cli", "bootstrap_timeout_ms": 10_000}
 
 
 def kafka_module(name: str = "kafka") -> Any:
@@ -45,11 +47,11 @@ class BrokerBackend:
             admin_mod = kafka_module("kafka.admin")
             if not hasattr(admin_mod, "ConfigResourceType"):
                 raise CliError("--bootstrap-server needs kafka-python >= 3.0 (its admin API)")
-            self._admin = admin_mod.KafkaAdminClient(bootstrap_servers=self.servers, client_id=_CLIENT_ID)
+            self._admin = admin_mod.KafkaAdminClient(bootstrap_servers=self.servers, **_CLIENT)
         return self._admin
 
     def _consumer(self, **kw: Any) -> Any:
-        return self.kafka.KafkaConsumer(bootstrap_servers=self.servers, client_id=_CLIENT_ID, **kw)
+        return self.kafka.KafkaConsumer(bootstrap_servers=self.servers, **_CLIENT, **kw)
 
     # -- topics -------------------------------------------------------------
     def list_topics(self) -> List[str]:
@@ -109,20 +111,27 @@ class BrokerBackend:
         self, name: str, set_config: Mapping[str, str], delete_config: Sequence[str], partitions: Optional[int]
     ) -> None:
         self.require_topic(name)
-        if set_config or delete_config:
-            admin_mod = kafka_module("kafka.admin")
-            change: Dict[str, Any] = dict(set_config)
-            change.update({k: (admin_mod.AlterConfigOp.DELETE, None) for k in delete_config})
-            resource = admin_mod.ConfigResource(admin_mod.ConfigResourceType.TOPIC, name, configs=change)
-            result = self.admin.alter_configs([resource], raise_on_unknown=False)
-            for err in result.get("topic", {}).values():
-                _raise_kafka_error(err, f"altering topic {name!r}")
+        admin_mod = kafka_module("kafka.admin")
+        topic_type = admin_mod.ConfigResourceType.TOPIC
+        results: List[Any] = []
+        # SET through alter_configs and removal through reset_configs: both
+        # work on brokers with and without IncrementalAlterConfigs.
+        if set_config:
+            resource = admin_mod.ConfigResource(topic_type, name, configs=dict(set_config))
+            results.append(self.admin.alter_configs([resource], raise_on_unknown=False))
+        if delete_config:
+            resource = admin_mod.ConfigResource(topic_type, name, configs=list(delete_config))
+            results.append(self.admin.reset_configs([resource], raise_on_unknown=False))
+        for result in results:
+            outcome = result.get("topic", {}).get(name, "OK")
+            if outcome != "OK":
+                raise CliError(f"altering topic {name!r}: {outcome}")
         if partitions is not None:
             self.admin.create_partitions({name: partitions})
 
     # -- records ------------------------------------------------------------
     def open_sink(self) -> RecordSink:
-        return RecordSink(self.kafka.KafkaProducer(bootstrap_servers=self.servers, client_id=_CLIENT_ID))
+        return RecordSink(self.kafka.KafkaProducer(bootstrap_servers=self.servers, **_CLIENT))
 
     def open_source(self, group: Optional[str], auto_offset_reset: str) -> RecordSource:
         consumer = self._consumer(
