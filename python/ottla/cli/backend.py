@@ -64,8 +64,31 @@ class GroupInfo:
     offsets: List[OffsetInfo]
 
 
+class RecordLike(Protocol):
+    """A consumed record: ottla's ``Record`` and kafka-python's
+    ``ConsumerRecord`` both have these attributes, so records are handed to
+    the output as they come, without a copy."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> Optional[bytes]: ...
+    @property
+    def value(self) -> Optional[bytes]: ...
+    @property
+    def headers(self) -> Sequence[Tuple[str, Optional[bytes]]]: ...
+
+
 @dataclass(frozen=True)
 class Message:
+    """A record built by hand (tests, examples); satisfies RecordLike."""
+
     topic: str
     partition: int
     offset: int
@@ -161,21 +184,10 @@ class RecordSource:
             (tp.topic, tp.partition): (None if ot is None else int(ot.offset)) for tp, ot in got.items()
         }
 
-    def poll(self, timeout_ms: int, max_records: int) -> List[Message]:
-        out: List[Message] = []
+    def poll(self, timeout_ms: int, max_records: int) -> List[RecordLike]:
+        out: List[RecordLike] = []
         for records in self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records).values():
-            for r in records:
-                out.append(
-                    Message(
-                        r.topic,
-                        r.partition,
-                        r.offset,
-                        r.timestamp,
-                        r.key,
-                        r.value,
-                        [(k, v) for k, v in (r.headers or [])],
-                    )
-                )
+            out.extend(records)
         return out
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from ottla.cli._util import CliError, UsageError, format_time_ms, parse_time_ms
-from ottla.cli.backend import TP, Message, RecordSource, open_backend
+from ottla.cli.backend import TP, RecordLike, RecordSource, open_backend
 from ottla.cli.progress import Progress
 
 EPILOG = """\
@@ -34,6 +34,7 @@ examples:
 """
 
 _POLL_MS = 200
+_BATCH = 5000
 _ASSIGN_WAIT_MS = 30_000
 
 
@@ -66,7 +67,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 # -- output -----------------------------------------------------------------
-Piece = Callable[[Message], bytes]
+Piece = Callable[[RecordLike], bytes]
 
 _ESCAPES = {"t": "\t", "n": "\n", "\\": "\\", "r": "\r"}
 
@@ -75,8 +76,8 @@ def _text(b: Optional[bytes]) -> bytes:
     return b"null" if b is None else b
 
 
-def _headers(m: Message) -> bytes:
-    return b",".join(k.encode() + b"=" + (b"null" if v is None else v) for k, v in m.headers)
+def _headers(m: RecordLike) -> bytes:
+    return b",".join(k.encode() + b"=" + (b"null" if v is None else v) for k, v in (m.headers or []))
 
 
 _FIELDS: Dict[str, Piece] = {
@@ -91,7 +92,7 @@ _FIELDS: Dict[str, Piece] = {
 }
 
 
-def compile_format(fmt: str) -> Callable[[Message], bytes]:
+def compile_format(fmt: str) -> Callable[[RecordLike], bytes]:
     """A function rendering one record (newline included) for ``fmt``."""
     pieces: List[Piece] = []
     literal: List[str] = []
@@ -189,7 +190,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
         backend.close()
 
 
-def _consume(args: argparse.Namespace, src: RecordSource, parts: List[int], render: Callable[[Message], bytes]) -> int:
+def _consume(args: argparse.Namespace, src: RecordSource, parts: List[int], render: Callable[[RecordLike], bytes]) -> int:
     out = sys.stdout.buffer
     ends: Optional[Dict[TP, int]] = None
     if args.group:
@@ -218,15 +219,14 @@ def _consume(args: argparse.Namespace, src: RecordSource, parts: List[int], rend
                         raise CliError(f"no partitions of {args.topic!r} were assigned to group {args.group!r}")
                 if ends is not None and all(src.position(tp) >= end for tp, end in ends.items()):
                     break
-            batch = src.poll(_POLL_MS, 500 if remaining is None else min(remaining, 500))
+            batch = src.poll(_POLL_MS, _BATCH if remaining is None else min(remaining, _BATCH))
             now = time.monotonic()
             if not batch:
                 if args.timeout_ms is not None and (now - last_record) * 1000 >= args.timeout_ms:
                     break
                 continue
             last_record = now
-            for m in batch:
-                out.write(render(m))
+            out.write(b"".join(map(render, batch)))
             out.flush()
             bar.advance(len(batch))
             if remaining is not None:

@@ -94,6 +94,8 @@ class DirectoryBackend:
         describe = getattr(self.admin, "describe_group", None)
         if describe is not None:  # the Admin group API (contracts.md)
             d: Any = describe(group)
+            if not d.members and not d.offsets and d.state in ("Dead", "Empty"):
+                raise CliError(f"unknown group {group!r} in {self.where}")
             return GroupInfo(
                 group_id=d.group_id,
                 state=d.state,

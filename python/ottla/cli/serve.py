@@ -79,6 +79,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except OSError as e:
         raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    except Exception as e:  # the broker's typed errors, or anything else it refuses
+        raise CliError(f"cannot start the broker on {host}:{port} over {path}: {e}") from None
 
     stop = threading.Event()
     caught: List[int] = []
