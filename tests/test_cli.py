@@ -262,10 +262,21 @@ def test_produce_file_to_partition_and_binary_values(data_dir: Path, tmp_path: P
     assert [r.value for r in read_all(data_dir, "f", [1])[1]] == values
     assert ok("consume", "f", "--partition", 1, *d).encode().split(b"\n")[:-1] == values
     assert ok("consume", "f", "--partition", 0, *d) == ""
-    err = fails(2, "produce", "f", "--partition", 7, *d, input=b"x\n")
+    err = fails(1, "produce", "f", "--partition", 7, *d, input=b"x\n")
     assert "no partition 7" in err
-    err = fails(2, "produce", "f", "--file", tmp_path / "missing.txt", *d)
+    err = fails(1, "produce", "f", "--file", tmp_path / "missing.txt", *d)
     assert "missing.txt" in err
+
+
+def test_produce_stops_at_a_rejected_record(data_dir: Path) -> None:
+    d = ["--data", data_dir]
+    ok("topics", "create", "small", "--config", "max.message.bytes=200", *d)
+    p = run("produce", "small", *d, input=b"fits\n" + b"x" * 500 + b"\nnever sent\n")
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    lines = p.stderr.splitlines()
+    assert lines[0] == "stopped after 1 acknowledged record"
+    assert lines[1].startswith("ottla produce: error: ") and "200" in lines[1]
+    assert [r.value for r in read_all(data_dir, "small")[0]] == [b"fits"]
 
 
 def test_consume_from_offset_time_and_limits(data_dir: Path) -> None:

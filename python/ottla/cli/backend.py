@@ -134,14 +134,29 @@ class RecordSink:
         pending, self._pending = self._pending, []
         if not pending:
             return
-        self._producer.flush()
+        first: Optional[BaseException] = None
+        try:
+            self._producer.flush()
+        except Exception as e:  # some records failed; count the ones that did not
+            first = e
         for future in pending:
             # Both clients' futures: get() returns the metadata or raises.
-            future.get(timeout=60)
+            try:
+                future.get(timeout=60)
+            except Exception as e:
+                first = first or e
+                continue
             self.acked += 1
+        if first is not None:
+            raise first
 
     def close(self) -> None:
-        self._producer.close()
+        try:
+            self._producer.close()
+        except Exception:
+            # Only failed sends make close() complain; flush() has raised
+            # (or is about to raise) the first of them already.
+            pass
 
 
 class RecordSource:

@@ -8,7 +8,7 @@ import stat
 import sys
 from typing import Any, BinaryIO, List, Optional, Tuple
 
-from ottla.cli._util import UsageError, key_value
+from ottla.cli._util import CliError, UsageError, key_value
 from ottla.cli.backend import open_backend
 from ottla.cli.progress import Progress
 
@@ -68,13 +68,12 @@ def cmd_produce(args: argparse.Namespace) -> int:
     try:
         backend.require_topic(args.topic)
         if args.partition is not None and args.partition not in backend.partitions(args.topic):
-            raise UsageError(f"topic {args.topic!r} has no partition {args.partition}")
+            raise CliError(f"topic {args.topic!r} has no partition {args.partition}")
         try:
             stream, size = _input(args.file)
         except OSError as e:
-            raise UsageError(f"cannot read {args.file!r}: {e.strerror}") from None
+            raise CliError(f"cannot read {args.file!r}: {e.strerror}") from None
         sink = backend.open_sink()
-        sent = 0
         try:
             with Progress(f"produce {args.topic}", total=size, unit="B" if size else "records") as bar:
                 for raw in stream:
@@ -85,9 +84,16 @@ def cmd_produce(args: argparse.Namespace) -> int:
                         if found:
                             key, line = k, v
                     sink.send(args.topic, line, key=key, partition=args.partition, headers=headers)
-                    sent += 1
                     bar.advance(len(raw) if size else 1)
             sink.flush()
+        except BaseException:
+            try:
+                sink.flush()  # settle what was sent before the failure, to count it
+            except Exception:
+                pass
+            if not args.quiet:
+                print(f"stopped after {sink.acked} acknowledged record{'s' if sink.acked != 1 else ''}", file=sys.stderr)
+            raise
         finally:
             if args.file:
                 stream.close()
