@@ -80,7 +80,7 @@ def _message(e: BaseException) -> str:
     if isinstance(e, ottla.GroupMemberConflictError):
         return f"group is in use: {text}"
     if type(e).__name__ == "GroupNotEmptyError":
-        return f"group has live members (stop its consumers first): {text}"
+        return text if "live" in text else f"group has live members: {text}"
     if isinstance(e, ottla.TopicAlreadyExistsError):
         return text
     if isinstance(e, ottla.InvalidConfigError):

@@ -86,7 +86,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], out: Optiona
     """Print left-aligned columns (numbers right-aligned), like the Kafka tools."""
     stream = out if out is not None else sys.stdout
     cells: List[List[str]] = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    numeric = [all(isinstance(r[i], int) for r in rows) and bool(rows) for i in range(len(headers))]
+    # A column of numbers (and "-" for unknown ones) is right-aligned.
+    numeric = [
+        any(isinstance(r[i], int) for r in rows) and all(isinstance(r[i], int) or r[i] == "-" for r in rows)
+        for i in range(len(headers))
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         parts = [

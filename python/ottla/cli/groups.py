@@ -96,6 +96,10 @@ def cmd_describe(args: argparse.Namespace) -> int:
         ]
         for o in d.offsets
     ]
+    # Assigned partitions the group has not committed yet.
+    seen = {(o.topic, o.partition) for o in d.offsets}
+    rows += [[t, p, "-", "-", "-", member] for (t, p), member in sorted(owner.items()) if (t, p) not in seen]
+    rows.sort(key=lambda r: (str(r[0]), int(str(r[1]))))
     table(["topic", "partition", "committed", "end", "lag", "member"], rows)
     if d.members:
         print("members:")
