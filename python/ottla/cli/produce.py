@@ -75,7 +75,12 @@ def cmd_produce(args: argparse.Namespace) -> int:
             raise CliError(f"cannot read {args.file!r}: {e.strerror}") from None
         sink = backend.open_sink()
         try:
-            with Progress(f"produce {args.topic}", total=size, unit="B" if size else "records") as bar:
+            # No bar while a person types the lines: it would draw over them.
+            typing = not args.file and sys.stdin.isatty()
+            show_bar = sys.stderr.isatty() and not typing
+            if typing:
+                print(f"type records for {args.topic}, one per line; Ctrl-D to finish", file=sys.stderr)
+            with Progress(f"produce {args.topic}", total=size, unit="B" if size else "records", enabled=show_bar) as bar:
                 for raw in stream:
                     line = raw[:-1] if raw.endswith(b"\n") else raw
                     key: Optional[bytes] = None
