@@ -547,6 +547,14 @@ def test_bootstrap_server_needs_kafka_python(tmp_path: Path) -> None:
     assert "kafka-python" in err and "ottla[remote]" in err
 
 
+def test_bootstrap_server_needs_kafka_python_3(tmp_path: Path) -> None:
+    fake = tmp_path / "shadow" / "kafka"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("__version__ = '2.0.2'\n")
+    err = fails(1, "consume", "t", "--bootstrap-server", "127.0.0.1:9", env={"PYTHONPATH": str(fake.parent)})
+    assert "kafka-python >= 3.0 (found 2.0.2)" in err
+
+
 def test_bootstrap_server_unreachable_exit_1() -> None:
     pytest.importorskip("kafka")
     with socket.socket() as s:  # a port nobody listens on

@@ -37,6 +37,11 @@ def kafka_module(name: str = "kafka") -> Any:
 class BrokerBackend:
     def __init__(self, bootstrap_servers: str) -> None:
         self.kafka = kafka_module()
+        version = str(getattr(self.kafka, "__version__", "0"))
+        major = version.split(".")[0]
+        if not major.isdigit() or int(major) < 3:
+            # 3.x renamed the group admin calls and added bootstrap_timeout_ms.
+            raise CliError(f"--bootstrap-server needs kafka-python >= 3.0 (found {version}): pip install 'ottla[remote]'")
         self.servers = bootstrap_servers
         self.where = f"broker {bootstrap_servers}"
         self._admin: Any = None
@@ -45,8 +50,6 @@ class BrokerBackend:
     def admin(self) -> Any:
         if self._admin is None:
             admin_mod = kafka_module("kafka.admin")
-            if not hasattr(admin_mod, "ConfigResourceType"):
-                raise CliError("--bootstrap-server needs kafka-python >= 3.0 (its admin API)")
             self._admin = admin_mod.KafkaAdminClient(bootstrap_servers=self.servers, **_CLIENT)
         return self._admin
 
