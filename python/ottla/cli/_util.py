@@ -1,0 +1,99 @@
+"""Small helpers every command family shares: errors, argument parsing of
+``key=value`` and times, and human-readable sizes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime, timezone
+from typing import Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
+
+DEFAULT_DATA = "./ottla-data"
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr, exit status 1."""
+
+
+class UsageError(CliError):
+    """Arguments that parse but do not make sense together: exit status 2,
+    like argparse's own usage errors."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so that no
+    ``except Exception`` in a command swallows it and ``with`` blocks still
+    close consumers (committing their positions) on the way out."""
+
+
+def data_dir(args: argparse.Namespace) -> str:
+    """``--data``, else ``$OTTLA_DATA``, else ``./ottla-data``."""
+    value: Optional[str] = getattr(args, "data", None)
+    return value or os.environ.get("OTTLA_DATA") or DEFAULT_DATA
+
+
+def key_value(text: str) -> Tuple[str, str]:
+    """argparse type for ``--config key=value`` and ``--header key=value``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def key_values(pairs: Optional[Iterable[Tuple[str, str]]]) -> Dict[str, str]:
+    return dict(pairs or [])
+
+
+def parse_time_ms(text: str) -> int:
+    """Milliseconds since the epoch from ``1700000000000`` (epoch ms) or an
+    ISO-8601 date/time (``2026-11-26``, ``2026-11-26T08:00:00Z``,
+    ``2026-11-26 08:00:00+01:00``). A time without a zone is local time, as
+    a person typing it on this machine means."""
+    t = text.strip()
+    if t.lstrip("-").isdigit():
+        return int(t)
+    iso = t[:-1] + "+00:00" if t.endswith(("Z", "z")) else t
+    try:
+        when = datetime.fromisoformat(iso)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO-8601 time (2026-11-26T08:00:00Z) or epoch milliseconds, got {text!r}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # interpret as local time
+    return int(when.timestamp() * 1000)
+
+
+def format_time_ms(ms: int) -> str:
+    if ms < 0:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def human_bytes(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # unreachable; keeps the type checker content
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], out: Optional[TextIO] = None) -> None:
+    """Print left-aligned columns (numbers right-aligned), like the Kafka tools."""
+    stream = out if out is not None else sys.stdout
+    cells: List[List[str]] = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    # A column of numbers (and "-" for unknown ones) is right-aligned.
+    numeric = [
+        any(isinstance(r[i], int) for r in rows) and all(isinstance(r[i], int) or r[i] == "-" for r in rows)
+        for i in range(len(headers))
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        parts = [
+            (c.rjust(w) if num else c.ljust(w)) for c, w, num in zip(row, widths, numeric)
+        ]
+        print("  ".join(parts).rstrip(), file=stream)

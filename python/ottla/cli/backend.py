@@ -1,0 +1,253 @@
+"""The one interface every command is written against.
+
+Two implementations: :mod:`ottla.cli.local` opens a data directory with the
+embedded engine, :mod:`ottla.cli.remote` talks to a Kafka-protocol broker
+through kafka-python. ottla's ``Producer``/``Consumer`` and kafka-python's
+``KafkaProducer``/``KafkaConsumer`` share Kafka's method names, so one
+adapter of each (:class:`RecordSink`, :class:`RecordSource`) serves both; the
+backends differ in how they are built and in topic/group administration.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple
+
+from ottla.cli._util import CliError
+
+TP = Tuple[str, int]
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    partition: int
+    start_offset: int
+    end_offset: int
+    size_bytes: Optional[int]  # None when the backend cannot tell (a broker)
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    partitions: List[PartitionInfo]
+    config: Dict[str, str]
+    overrides: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    member_id: str
+    client_id: str
+    host: str
+    assignment: List[TP]
+
+
+@dataclass(frozen=True)
+class OffsetInfo:
+    topic: str
+    partition: int
+    committed: Optional[int]
+    end_offset: int
+
+    @property
+    def lag(self) -> Optional[int]:
+        return None if self.committed is None else max(self.end_offset - self.committed, 0)
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    group_id: str
+    state: str
+    protocol: str
+    members: List[MemberInfo]
+    offsets: List[OffsetInfo]
+
+
+class RecordLike(Protocol):
+    """A consumed record: ottla's ``Record`` and kafka-python's
+    ``ConsumerRecord`` both have these attributes, so records are handed to
+    the output as they come, without a copy."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> Optional[bytes]: ...
+    @property
+    def value(self) -> Optional[bytes]: ...
+    @property
+    def headers(self) -> Sequence[Tuple[str, Optional[bytes]]]: ...
+
+
+@dataclass(frozen=True)
+class Message:
+    """A record built by hand (tests, examples); satisfies RecordLike."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: Optional[bytes]
+    value: Optional[bytes]
+    headers: List[Tuple[str, Optional[bytes]]]
+
+
+class RecordSink:
+    """Sends records through a Kafka-style producer and keeps failures.
+
+    Futures are checked in windows, so memory stays bounded however many
+    lines are produced, and the first failed send is raised, not lost.
+    """
+
+    _WINDOW = 10_000
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self._pending: List[Any] = []
+        self.acked = 0
+
+    def send(
+        self,
+        topic: str,
+        value: Optional[bytes],
+        key: Optional[bytes] = None,
+        partition: Optional[int] = None,
+        headers: Optional[List[Tuple[str, bytes]]] = None,
+    ) -> None:
+        kw: Dict[str, Any] = {"value": value, "key": key}
+        if partition is not None:
+            kw["partition"] = partition
+        if headers:
+            kw["headers"] = headers
+        self._pending.append(self._producer.send(topic, **kw))
+        if len(self._pending) >= self._WINDOW:
+            self.flush()
+
+    def flush(self) -> None:
+        """Wait for every send so far; raise the first failure."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        first: Optional[BaseException] = None
+        try:
+            self._producer.flush()
+        except Exception as e:  # some records failed; count the ones that did not
+            first = e
+        for future in pending:
+            # Both clients' futures: get() returns the metadata or raises.
+            try:
+                future.get(timeout=60)
+            except Exception as e:
+                first = first or e
+                continue
+            self.acked += 1
+        if first is not None:
+            raise first
+
+    def close(self) -> None:
+        try:
+            self._producer.close()
+        except Exception:
+            # Only failed sends make close() complain; flush() has raised
+            # (or is about to raise) the first of them already.
+            pass
+
+
+class RecordSource:
+    """A Kafka-style consumer addressed by ``(topic, partition)`` tuples."""
+
+    def __init__(self, consumer: Any, make_tp: Callable[[str, int], Any]) -> None:
+        self._consumer = consumer
+        self._tp = make_tp
+
+    def _tps(self, tps: Iterable[TP]) -> List[Any]:
+        return [self._tp(t, p) for t, p in tps]
+
+    def assign(self, tps: Sequence[TP]) -> None:
+        self._consumer.assign(self._tps(tps))
+
+    def subscribe(self, topic: str) -> None:
+        self._consumer.subscribe([topic])
+
+    def assignment(self) -> List[TP]:
+        return sorted((tp.topic, tp.partition) for tp in self._consumer.assignment())
+
+    def seek(self, tp: TP, offset: int) -> None:
+        self._consumer.seek(self._tp(*tp), offset)
+
+    def position(self, tp: TP) -> int:
+        return int(self._consumer.position(self._tp(*tp)))
+
+    def beginning_offsets(self, tps: Sequence[TP]) -> Dict[TP, int]:
+        got = self._consumer.beginning_offsets(self._tps(tps))
+        return {(tp.topic, tp.partition): int(o) for tp, o in got.items()}
+
+    def end_offsets(self, tps: Sequence[TP]) -> Dict[TP, int]:
+        got = self._consumer.end_offsets(self._tps(tps))
+        return {(tp.topic, tp.partition): int(o) for tp, o in got.items()}
+
+    def offsets_for_time(self, tps: Sequence[TP], ms: int) -> Dict[TP, Optional[int]]:
+        """The first offset at or after ``ms`` per partition; None past the end."""
+        got = self._consumer.offsets_for_times({self._tp(t, p): ms for t, p in tps})
+        return {
+            (tp.topic, tp.partition): (None if ot is None else int(ot.offset)) for tp, ot in got.items()
+        }
+
+    def poll(self, timeout_ms: int, max_records: int) -> List[RecordLike]:
+        out: List[RecordLike] = []
+        for records in self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records).values():
+            out.extend(records)
+        return out
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class Backend(Protocol):
+    """What a command may do to a data directory or a broker."""
+
+    where: str  # "directory ./d" or "broker host:port", for messages
+
+    def list_topics(self) -> List[str]: ...
+    def require_topic(self, name: str) -> None:
+        """Raise :class:`CliError` naming the topic if it does not exist."""
+    def create_topic(self, name: str, partitions: int, config: Mapping[str, str]) -> None: ...
+    def delete_topic(self, name: str) -> None: ...
+    def describe_topic(self, name: str) -> TopicInfo: ...
+    def alter_topic(
+        self, name: str, set_config: Mapping[str, str], delete_config: Sequence[str], partitions: Optional[int]
+    ) -> None: ...
+    def partitions(self, topic: str) -> List[int]: ...
+    def open_sink(self) -> RecordSink: ...
+    def open_source(self, group: Optional[str], auto_offset_reset: str) -> RecordSource: ...
+    def list_groups(self) -> List[str]: ...
+    def describe_group(self, group: str) -> GroupInfo: ...
+    def committed_offsets(self, group: str) -> Dict[TP, int]: ...
+    def commit_group_offsets(self, group: str, offsets: Mapping[TP, int]) -> Dict[TP, int]:
+        """Overwrite the group's committed offsets (the group must have no
+        live members); returns what was committed."""
+    def close(self) -> None: ...
+
+
+def open_backend(args: argparse.Namespace, *, create: bool = False) -> Backend:
+    """The broker backend if ``--bootstrap-server`` was given, else the
+    directory one. ``create``: the command may create a missing directory."""
+    server: Optional[str] = getattr(args, "bootstrap_server", None)
+    if server:
+        from ottla.cli.remote import BrokerBackend
+
+        return BrokerBackend(server)
+    from ottla.cli._util import data_dir
+    from ottla.cli.local import DirectoryBackend
+
+    return DirectoryBackend(data_dir(args), create=create)
+
+
+def unknown_topic(name: str, where: str) -> CliError:
+    return CliError(f"unknown topic {name!r} in {where} (create it with: ottla topics create {name})")

@@ -1,0 +1,148 @@
+"""The directory backend: the embedded engine on a data directory."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import ottla
+from ottla.cli._util import CliError
+from ottla.cli.backend import (
+    TP,
+    GroupInfo,
+    MemberInfo,
+    OffsetInfo,
+    PartitionInfo,
+    RecordSink,
+    RecordSource,
+    TopicInfo,
+    unknown_topic,
+)
+
+
+class DirectoryBackend:
+    def __init__(self, path: str, *, create: bool = False) -> None:
+        if not create and not os.path.isdir(path):
+            raise CliError(f"no ottla data directory at {path!r} (pass --data DIR or set OTTLA_DATA)")
+        self.path = path
+        self.where = f"directory {path}"
+        self.admin = ottla.Admin(path)
+
+    # -- topics -------------------------------------------------------------
+    def list_topics(self) -> List[str]:
+        return self.admin.list_topics()
+
+    def require_topic(self, name: str) -> None:
+        if name not in self.admin.list_topics(internal=True):
+            raise unknown_topic(name, self.where)
+
+    def create_topic(self, name: str, partitions: int, config: Mapping[str, str]) -> None:
+        self.admin.create_topic(name, partitions=partitions, config=dict(config))
+
+    def delete_topic(self, name: str) -> None:
+        self.require_topic(name)
+        self.admin.delete_topic(name)
+
+    def describe_topic(self, name: str) -> TopicInfo:
+        self.require_topic(name)
+        d = self.admin.describe_topic(name)
+        return TopicInfo(
+            name=d.name,
+            partitions=[
+                PartitionInfo(p.partition, p.start_offset, p.end_offset, p.size_bytes) for p in d.partitions
+            ],
+            config=dict(d.config),
+            overrides=dict(d.overrides),
+        )
+
+    def alter_topic(
+        self, name: str, set_config: Mapping[str, str], delete_config: Sequence[str], partitions: Optional[int]
+    ) -> None:
+        self.require_topic(name)
+        change: Dict[str, Optional[str]] = dict(set_config)
+        change.update({k: None for k in delete_config})
+        if change:
+            self.admin.alter_topic_config(name, change)
+        if partitions is not None:
+            self.admin.create_partitions(name, partitions)
+
+    def partitions(self, topic: str) -> List[int]:
+        self.require_topic(topic)
+        return [p.partition for p in self.admin.describe_topic(topic).partitions]
+
+    # -- records ------------------------------------------------------------
+    def open_sink(self) -> RecordSink:
+        # Unknown topics are an error here, not created: a typo on the
+        # command line should not leave a stray topic behind.
+        return RecordSink(ottla.Producer(self.path, auto_create_topics=False))
+
+    def open_source(self, group: Optional[str], auto_offset_reset: str) -> RecordSource:
+        consumer = ottla.Consumer(
+            self.path,
+            group_id=group,
+            auto_offset_reset=auto_offset_reset,  # type: ignore[arg-type]
+            enable_auto_commit=group is not None,
+            auto_create_topics=False,
+        )
+        return RecordSource(consumer, ottla.TopicPartition)
+
+    # -- groups -------------------------------------------------------------
+    def list_groups(self) -> List[str]:
+        return sorted(self.admin.list_groups())
+
+    def describe_group(self, group: str) -> GroupInfo:
+        describe = getattr(self.admin, "describe_group", None)
+        if describe is not None:  # the Admin group API (contracts.md)
+            d: Any = describe(group)
+            if not d.members and not d.offsets and d.state in ("Dead", "Empty"):
+                raise CliError(f"unknown group {group!r} in {self.where}")
+            return GroupInfo(
+                group_id=d.group_id,
+                state=d.state,
+                protocol=d.protocol,
+                members=[
+                    MemberInfo(m.member_id, m.client_id, m.host, [(tp.topic, tp.partition) for tp in m.assignment])
+                    for m in d.members
+                ],
+                offsets=[OffsetInfo(o.topic, o.partition, o.committed, o.end_offset) for o in d.offsets],
+            )
+        # Before the group API: committed offsets are all the directory tells.
+        offsets = self.admin.group_offsets(group)
+        if not offsets:
+            raise CliError(f"unknown group {group!r} in {self.where} (no committed offsets)")
+        return GroupInfo(
+            group_id=group,
+            state="unknown",
+            protocol="",
+            members=[],
+            offsets=[OffsetInfo(t, p, o["committed"], o["end"]) for (t, p), o in sorted(offsets.items())],
+        )
+
+    def committed_offsets(self, group: str) -> Dict[TP, int]:
+        return {tp: o["committed"] for tp, o in self.admin.group_offsets(group).items()}
+
+    def commit_group_offsets(self, group: str, offsets: Mapping[TP, int]) -> Dict[TP, int]:
+        reset = getattr(self.admin, "reset_offsets", None)
+        if reset is not None:  # the Admin group API: refuses while members are live
+            done: Mapping[Any, int] = reset(
+                group, to_offsets={ottla.TopicPartition(t, p): o for (t, p), o in offsets.items()}
+            )
+            return {(tp.topic, tp.partition): int(o) for tp, o in done.items()}
+        # Before the group API: commit as a member subscribed to the topics;
+        # subscribing takes the group's member lock, so this fails while
+        # another member is live instead of being overwritten by it later.
+        topics = sorted({t for t, _ in offsets})
+        try:
+            consumer = ottla.Consumer(
+                self.path, *topics, group_id=group, enable_auto_commit=False, auto_create_topics=False
+            )
+        except ottla.GroupMemberConflictError as e:
+            raise CliError(f"group {group!r} has a live member; stop it first ({e})") from None
+        try:
+            consumer.commit({ottla.TopicPartition(t, p): o for (t, p), o in offsets.items()})
+        finally:
+            consumer.close(autocommit=False)
+        return dict(offsets)
+
+    def close(self) -> None:
+        self.admin.close()

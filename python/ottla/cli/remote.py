@@ -1,0 +1,236 @@
+"""The broker backend: any Kafka-protocol broker (``ottla serve``, Kafka,
+Redpanda) through kafka-python, imported only when this backend is used."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from ottla.cli._util import CliError
+from ottla.cli.backend import (
+    TP,
+    GroupInfo,
+    MemberInfo,
+    OffsetInfo,
+    PartitionInfo,
+    RecordSink,
+    RecordSource,
+    TopicInfo,
+    unknown_topic,
+)
+
+# A command line should not hang for kafka-python's default 30 s when the
+# address is wrong.
+_CLIENT: Dict[str, Any] = {"client_id": "ottla-cli", "bootstrap_timeout_ms": 10_000}
+
+
+def kafka_module(name: str = "kafka") -> Any:
+    """kafka-python, or a clear error saying how to get it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise CliError(
+            "--bootstrap-server needs kafka-python: pip install 'ottla[remote]' (or kafka-python>=3.0)"
+        ) from None
+
+
+class BrokerBackend:
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.kafka = kafka_module()
+        version = str(getattr(self.kafka, "__version__", "0"))
+        major = version.split(".")[0]
+        if not major.isdigit() or int(major) < 3:
+            # 3.x renamed the group admin calls and added bootstrap_timeout_ms.
+            raise CliError(f"--bootstrap-server needs kafka-python >= 3.0 (found {version}): pip install 'ottla[remote]'")
+        self.servers = bootstrap_servers
+        self.where = f"broker {bootstrap_servers}"
+        self._admin: Any = None
+
+    @property
+    def admin(self) -> Any:
+        if self._admin is None:
+            admin_mod = kafka_module("kafka.admin")
+            self._admin = admin_mod.KafkaAdminClient(bootstrap_servers=self.servers, **_CLIENT)
+        return self._admin
+
+    def _consumer(self, **kw: Any) -> Any:
+        return self.kafka.KafkaConsumer(bootstrap_servers=self.servers, **_CLIENT, **kw)
+
+    # -- topics -------------------------------------------------------------
+    def list_topics(self) -> List[str]:
+        return sorted(t for t in self.admin.list_topics() if not t.startswith("__"))
+
+    def require_topic(self, name: str) -> None:
+        if name not in self.admin.list_topics():
+            raise unknown_topic(name, self.where)
+
+    def create_topic(self, name: str, partitions: int, config: Mapping[str, str]) -> None:
+        self.admin.create_topics(
+            {name: {"num_partitions": partitions, "replication_factor": 1, "configs": dict(config)}}
+        )
+
+    def delete_topic(self, name: str) -> None:
+        self.require_topic(name)
+        self.admin.delete_topics([name])
+
+    def partitions(self, topic: str) -> List[int]:
+        self.require_topic(topic)
+        consumer = self._consumer()
+        try:
+            return sorted(consumer.partitions_for_topic(topic) or [])
+        finally:
+            consumer.close()
+
+    def describe_topic(self, name: str) -> TopicInfo:
+        parts = self.partitions(name)
+        tp_cls = self.kafka.TopicPartition
+        consumer = self._consumer()
+        try:
+            tps = [tp_cls(name, p) for p in parts]
+            start = consumer.beginning_offsets(tps)
+            end = consumer.end_offsets(tps)
+        finally:
+            consumer.close()
+        admin_mod = kafka_module("kafka.admin")
+        resource = admin_mod.ConfigResource(admin_mod.ConfigResourceType.TOPIC, name)
+        described = self.admin.describe_configs([resource], config_filter="all")
+        entries: Dict[str, Any] = described.get("topic", {}).get(name, {})
+        config = {k: ("" if v.get("value") is None else str(v.get("value"))) for k, v in sorted(entries.items())}
+        overrides = {
+            k: config[k]
+            for k, v in entries.items()
+            if str(v.get("config_source", "")) in ("DYNAMIC_TOPIC_CONFIG", "TOPIC_CONFIG")
+        }
+        return TopicInfo(
+            name=name,
+            partitions=[
+                PartitionInfo(p, int(start[tp_cls(name, p)]), int(end[tp_cls(name, p)]), None) for p in parts
+            ],
+            config=config,
+            overrides=overrides,
+        )
+
+    def alter_topic(
+        self, name: str, set_config: Mapping[str, str], delete_config: Sequence[str], partitions: Optional[int]
+    ) -> None:
+        self.require_topic(name)
+        admin_mod = kafka_module("kafka.admin")
+        topic_type = admin_mod.ConfigResourceType.TOPIC
+        results: List[Any] = []
+        # SET through alter_configs and removal through reset_configs: both
+        # work on brokers with and without IncrementalAlterConfigs.
+        if set_config:
+            resource = admin_mod.ConfigResource(topic_type, name, configs=dict(set_config))
+            results.append(self.admin.alter_configs([resource], raise_on_unknown=False))
+        if delete_config:
+            resource = admin_mod.ConfigResource(topic_type, name, configs=list(delete_config))
+            results.append(self.admin.reset_configs([resource], raise_on_unknown=False))
+        for result in results:
+            outcome = result.get("topic", {}).get(name, "OK")
+            if outcome != "OK":
+                raise CliError(f"altering topic {name!r}: {outcome}")
+        if partitions is not None:
+            self.admin.create_partitions({name: partitions})
+
+    # -- records ------------------------------------------------------------
+    def open_sink(self) -> RecordSink:
+        return RecordSink(self.kafka.KafkaProducer(bootstrap_servers=self.servers, **_CLIENT))
+
+    def open_source(self, group: Optional[str], auto_offset_reset: str) -> RecordSource:
+        consumer = self._consumer(
+            group_id=group,
+            auto_offset_reset=auto_offset_reset,
+            enable_auto_commit=group is not None,
+        )
+        return RecordSource(consumer, self.kafka.TopicPartition)
+
+    # -- groups -------------------------------------------------------------
+    def list_groups(self) -> List[str]:
+        return sorted(str(_field(g, "group_id")) for g in self.admin.list_groups())
+
+    def committed_offsets(self, group: str) -> Dict[TP, int]:
+        got = self.admin.list_group_offsets({group: None}).get(group, {})
+        return {(tp.topic, tp.partition): int(om.offset) for tp, om in got.items() if om.offset >= 0}
+
+    def describe_group(self, group: str) -> GroupInfo:
+        d = self.admin.describe_groups([group]).get(group)
+        if d is None:
+            raise CliError(f"unknown group {group!r} in {self.where}")
+        if d.get("error"):
+            raise CliError(f"group {group!r}: {d['error']}")
+        committed = self.committed_offsets(group)
+        state = str(d.get("group_state") or d.get("state") or "")
+        if state == "Dead" and not committed:
+            raise CliError(f"unknown group {group!r} in {self.where}")
+        tp_cls = self.kafka.TopicPartition
+        consumer = self._consumer()
+        try:
+            end = consumer.end_offsets([tp_cls(t, p) for t, p in committed])
+        finally:
+            consumer.close()
+        members = [
+            MemberInfo(
+                str(_field(m, "member_id")),
+                str(_field(m, "client_id")),
+                str(_field(m, "client_host")),
+                _assignment(_field(m, "member_assignment")),
+            )
+            for m in d.get("members", [])
+        ]
+        return GroupInfo(
+            group_id=group,
+            state=state,
+            protocol=str(d.get("protocol_data") or d.get("protocol") or ""),
+            members=members,
+            offsets=[
+                OffsetInfo(t, p, o, int(end[tp_cls(t, p)])) for (t, p), o in sorted(committed.items())
+            ],
+        )
+
+    def commit_group_offsets(self, group: str, offsets: Mapping[TP, int]) -> Dict[TP, int]:
+        tp_cls = self.kafka.TopicPartition
+        oam = self.kafka.OffsetAndMetadata
+        result = self.admin.alter_group_offsets(
+            group, {tp_cls(t, p): oam(o, "", None) for (t, p), o in offsets.items()}
+        )
+        for err in result.values():
+            _raise_kafka_error(err, f"committing offsets of group {group!r} (it must have no live members)")
+        return dict(offsets)
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+
+
+def _field(obj: Any, name: str) -> Any:
+    return obj.get(name, "") if isinstance(obj, dict) else getattr(obj, name, "")
+
+
+def _assignment(raw: Any) -> List[TP]:
+    """Partitions of a member's decoded ConsumerProtocolAssignment, as a
+    dict (``to_dict``) or an object; empty when undecodable."""
+    parts = _field(raw, "assigned_partitions") if raw else None
+    out: List[TP] = []
+    for entry in parts or []:
+        if isinstance(entry, (tuple, list)):
+            topic, partitions = entry[0], entry[1]
+        else:
+            topic, partitions = _field(entry, "topic"), _field(entry, "partitions")
+        out.extend((str(topic), int(p)) for p in partitions or [])
+    return sorted(out)
+
+
+def _raise_kafka_error(err: Any, doing: str) -> None:
+    """Results of kafka-python's admin calls are error classes or instances;
+    NoError (code 0) means success."""
+    if err is None:
+        return
+    if isinstance(err, dict):
+        err = err.get("error")
+        if err is None:
+            return
+    if getattr(err, "errno", None) == 0:
+        return
+    if isinstance(err, BaseException):
+        raise CliError(f"{doing}: {err}")
+    raise CliError(f"{doing}: {getattr(err, '__name__', err)}")
