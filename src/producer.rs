@@ -17,7 +17,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::{Error, Result};
 use crate::log::{now_ms, Durability, PartitionLog};
 use crate::partitioner::partition_for_key;
-use crate::record::batch::{BatchBuilder, HeaderRef, HEADER_LEN};
+use crate::record::batch::{BatchBuilder, FillStop, HeaderRef, HEADER_LEN};
 use crate::store::{Store, Topic};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -401,6 +401,99 @@ impl Producer {
         Ok((runs, ts, !inner.ready.is_empty()))
     }
 
+    /// Send key-less values to one topic, all with `timestamp`, a batch at a
+    /// time: the topic is looked up and the partition chosen once per batch
+    /// rather than per record, and [`BatchBuilder::append_values`] encodes
+    /// each run in one pass. Partitioning is `send_many`'s for key-less
+    /// records: `partition` if given, else the sticky partition, which moves
+    /// on whenever a batch is sealed. Returns the runs of records per batch
+    /// and whether batches were sealed. On error (a record over the size
+    /// limit) the records before it stay queued, as with `send_many`.
+    pub fn send_values(
+        &self,
+        topic: &str,
+        values: &[Option<&[u8]>],
+        partition: Option<u32>,
+        timestamp: i64,
+    ) -> Result<(Vec<SendRun>, bool)> {
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            return Err(Error::Closed("producer"));
+        }
+        let was_open = inner.open_batches;
+        let Inner {
+            topics,
+            open_batches,
+            ready,
+            ..
+        } = &mut *inner;
+        let state = self.topic_state_in(topics, topic)?;
+        let n = state.topic.partitions;
+        if let Some(p) = partition.filter(|p| *p >= n) {
+            return Err(Error::UnknownTopicOrPartition {
+                topic: topic.to_string(),
+                partition: p as i64,
+            });
+        }
+        let max_bytes = state.topic.config.max_message_bytes;
+        let limit = self.config.batch_size.min(max_bytes);
+        let mut runs: Vec<SendRun> = Vec::new();
+        let mut done = 0;
+        let mut result = Ok(());
+        while done < values.len() {
+            let p = partition.unwrap_or(state.sticky % n);
+            let slot = &mut state.batches[p as usize];
+            if slot.is_none() {
+                let log = self.store.partition(&state.topic, p)?;
+                *slot = Some(OpenBatch {
+                    log,
+                    builder: BatchBuilder::with_capacity(limit + 64),
+                    handle: BatchHandle::new(state.topic.name.clone(), p),
+                    created: Instant::now(),
+                });
+                *open_batches += 1;
+            }
+            let Some(b) = slot.as_mut() else {
+                return Err(Error::IllegalState("open batch vanished".into()));
+            };
+            let first_index = b.builder.count();
+            let (k, stop) = b
+                .builder
+                .append_values(timestamp, &values[done..], limit, max_bytes);
+            if k > 0 {
+                runs.push(SendRun {
+                    batch: b.handle.clone(),
+                    first_index,
+                    count: k as u32,
+                });
+            }
+            done += k;
+            match stop {
+                None => {}
+                Some(FillStop::Full) => {
+                    if let Some(b) = slot.take() {
+                        ready.push(b);
+                        *open_batches -= 1;
+                    }
+                    if partition.is_none() {
+                        state.sticky = (state.sticky + 1) % n;
+                    }
+                }
+                Some(FillStop::TooLarge { size }) => {
+                    result = Err(Error::RecordTooLarge {
+                        size,
+                        max: max_bytes,
+                    });
+                    break;
+                }
+            }
+        }
+        if was_open == 0 && *open_batches > 0 {
+            self.linger_cv.notify_one();
+        }
+        result.map(|()| (runs, !ready.is_empty()))
+    }
+
     /// Encode one record into its partition's open batch; `placed` learns
     /// the batch and the record's index in it. Returns the timestamp used.
     #[allow(clippy::too_many_arguments)]
@@ -454,9 +547,14 @@ impl Producer {
         };
         // Seal the open batch first if this record would overflow it.
         let limit = batch_size.min(max_bytes);
+        // Exact size in the open batch (its deltas may be wider than the
+        // zero deltas `rec_size` assumed), so a batch never passes `limit`.
         let overflows = |slot: &Option<OpenBatch>| {
             slot.as_ref().is_some_and(|b| {
-                !b.builder.is_empty() && b.builder.size_in_bytes() + rec_size > limit
+                !b.builder.is_empty()
+                    && b.builder.size_in_bytes()
+                        + b.builder.next_record_size(ts, key, value, headers)
+                        > limit
             })
         };
         if overflows(&state.batches[p as usize]) {
