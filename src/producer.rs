@@ -606,6 +606,25 @@ impl Producer {
         Ok(ts)
     }
 
+    /// Have the linger thread append the sealed batches while the caller
+    /// goes on encoding (the bulk `send_many` path: encoding and the
+    /// `pwrite` copy into the page cache then run on two cores instead of
+    /// one after the other). Returns false, handing nothing off, when more
+    /// than `max_ready` sealed batches are already waiting: the caller must
+    /// then append them itself ([`Producer::flush_ready`]), which bounds the
+    /// memory sealed batches hold. Acknowledgement is unchanged: a record's
+    /// handle resolves only once its batch is in the log.
+    pub fn append_in_background(&self, max_ready: usize) -> bool {
+        let inner = self.inner.lock();
+        if inner.ready.len() > max_ready {
+            return false;
+        }
+        if !inner.ready.is_empty() {
+            self.linger_cv.notify_one();
+        }
+        true
+    }
+
     /// Append every sealed batch, in order. Callbacks come back to be run by
     /// the caller once it may (the Python door needs the GIL for them).
     pub fn flush_ready(&self) -> Vec<Completions> {

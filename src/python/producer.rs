@@ -272,6 +272,9 @@ impl Producer {
         // Work in chunks: sealed batches are appended as we go, so memory
         // stays bounded by the chunk, not by the whole input.
         const CHUNK: usize = 8192;
+        // Sealed batches the bulk path lets wait for the linger thread
+        // (8 x the default 256 KiB batch: 2 MiB).
+        const MAX_READY: usize = 8;
         let timestamp = timestamp.unwrap_or_else(crate::log::now_ms);
         let mut runs = Vec::new();
         let mut count = 0usize;
@@ -298,7 +301,10 @@ impl Producer {
                 count += end - at;
                 at = end;
                 runs.append(&mut r);
-                if sealed {
+                // Sealed batches are appended by the linger thread while
+                // this thread encodes the next chunk, unless too many are
+                // waiting already.
+                if sealed && !self.engine.append_in_background(MAX_READY) {
                     self.flush_sealed(py)?;
                 }
             }
