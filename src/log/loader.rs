@@ -48,15 +48,22 @@ fn trust(log: &PartitionLog, crashed: bool) -> Result<HeadState> {
             remove_segment_files(&segment_path(log.dir(), base));
             continue;
         }
+        // Only the `.log` is opened; indexes are mapped on first use (the
+        // appender maps the active one, creating or growing it if needed).
         map.insert(
             base,
-            Arc::new(log.open_segment(base, base == st.active_base)?),
+            Arc::new(LogSegment::open_existing(
+                log.dir(),
+                base,
+                base == st.active_base,
+            )?),
         );
     }
     let Some(active) = map.get(&st.active_base) else {
         return recover(log, st.active_base);
     };
-    let len = active.file_len()?;
+    // Its size as just opened: we hold the append lock, so it is current.
+    let len = active.closed_size();
     if len < st.active_size {
         // The head promises bytes the file does not have: re-validate.
         return recover(log, st.recovery_point.min(st.active_base));
@@ -142,7 +149,7 @@ pub(crate) fn recover(log: &PartitionLog, from: i64) -> Result<HeadState> {
 /// Seal a segment that stops being active: a last time index entry holding
 /// its largest timestamp, and indexes trimmed to their valid entries.
 pub(crate) fn finalize_closed(seg: &LogSegment, st: &HeadState) -> Result<()> {
-    let mut idx = seg.indexes.write();
+    let mut idx = seg.indexes()?.write();
     let mut time_entries = st.time_entries;
     let last_ts = idx.time.last(time_entries).map_or(i64::MIN, |(ts, _)| ts);
     if st.max_timestamp > last_ts
