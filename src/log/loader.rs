@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::head::{HeadCondition, HeadState};
 use super::partition::{now_ms, remove_segment_files, segment_path, PartitionLog};
 use super::segment::{scan, LogSegment};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub(crate) fn load(log: &PartitionLog) -> Result<HeadState> {
     let head = log.head();
@@ -31,7 +31,16 @@ pub(crate) fn load(log: &PartitionLog) -> Result<HeadState> {
 /// Open the segments the head describes without reading them.
 fn trust(log: &PartitionLog, crashed: bool) -> Result<HeadState> {
     let st = log.head().read_locked();
-    let bases = log.list_bases()?;
+    // A cleanly closed log that starts at its active segment has no other
+    // segment holding live offsets, and no leftovers of an interrupted roll
+    // or retention pass to clean up (those need a crash, which leaves the
+    // head unclean): skip listing the directory. Any older file there is
+    // below the log start, which nothing reads.
+    let bases = if !crashed && st.log_start_offset == st.active_base {
+        vec![st.active_base]
+    } else {
+        log.list_bases()?
+    };
     if !bases.contains(&st.active_base) {
         return recover(log, st.recovery_point.min(st.active_base));
     }
@@ -50,14 +59,16 @@ fn trust(log: &PartitionLog, crashed: bool) -> Result<HeadState> {
         }
         // Only the `.log` is opened; indexes are mapped on first use (the
         // appender maps the active one, creating or growing it if needed).
-        map.insert(
-            base,
-            Arc::new(LogSegment::open_existing(
-                log.dir(),
-                base,
-                base == st.active_base,
-            )?),
-        );
+        match LogSegment::open_existing(log.dir(), base, base == st.active_base) {
+            Ok(seg) => {
+                map.insert(base, Arc::new(seg));
+            }
+            // The head names a segment that is not there: re-validate.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return recover(log, st.recovery_point.min(st.active_base));
+            }
+            Err(e) => return Err(e),
+        }
     }
     let Some(active) = map.get(&st.active_base) else {
         return recover(log, st.active_base);

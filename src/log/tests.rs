@@ -1420,3 +1420,25 @@ fn clean_open_maps_indexes_lazily_and_recreates_missing_ones() {
     }
     assert_eq!(log.offset_for_time(2030).expect("time"), Some((206, 2030)));
 }
+
+#[test]
+fn clean_reopen_of_a_missing_active_segment_recovers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[]);
+    {
+        let log = open_log(tmp.path(), &cfg);
+        log.append(&mut batch(5, 1000, "a"), Durability::PageCache)
+            .expect("append");
+    }
+    // The clean head trusts a one-segment log without listing the
+    // directory; the segment it names is gone, which must not be an error.
+    let active = last_segment(tmp.path());
+    std::fs::remove_file(&active).expect("rm log");
+    let log = open_log(tmp.path(), &cfg);
+    assert_eq!(log.offsets().expect("offsets"), (5, 5));
+    log.append(&mut batch(2, 2000, "b"), Durability::PageCache)
+        .expect("append");
+    let got = read_all(&log);
+    assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![5, 6]);
+    assert_eq!(value_of(&got[1]), "b-1");
+}
