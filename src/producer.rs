@@ -223,11 +223,19 @@ pub struct Producer {
     inner: Mutex<Inner>,
     linger_cv: Condvar,
     linger_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Buffers of appended batches, reused for new ones (at most
+    /// [`SPARE_BUFFERS`], none over [`SPARE_BUFFER_MAX`] bytes).
+    spare: Mutex<Vec<Vec<u8>>>,
     /// Held while sealed batches are taken from `inner.ready` and appended,
     /// so batches reach the log in the order they were sealed while the
     /// accumulator itself stays free for `send()` during the I/O.
     append_order: Mutex<()>,
 }
+
+/// How many appended batches' buffers a producer keeps for reuse.
+const SPARE_BUFFERS: usize = 4;
+/// Larger buffers (huge records) are freed rather than kept.
+const SPARE_BUFFER_MAX: usize = 16 << 20;
 
 /// Callbacks of completed batches, run after the accumulator is unlocked.
 #[must_use]
@@ -258,6 +266,7 @@ impl Producer {
             }),
             linger_cv: Condvar::new(),
             linger_thread: Mutex::new(None),
+            spare: Mutex::new(Vec::new()),
             append_order: Mutex::new(()),
         });
         let weak = Arc::downgrade(&p);
@@ -447,7 +456,7 @@ impl Producer {
                 let log = self.store.partition(&state.topic, p)?;
                 *slot = Some(OpenBatch {
                     log,
-                    builder: BatchBuilder::with_capacity(limit + 64),
+                    builder: self.new_builder(limit + 64),
                     handle: BatchHandle::new(state.topic.name.clone(), p),
                     created: Instant::now(),
                 });
@@ -580,7 +589,7 @@ impl Producer {
             let log = self.store.partition(&state.topic, p)?;
             *slot = Some(OpenBatch {
                 log,
-                builder: BatchBuilder::with_capacity(limit + rec_size),
+                builder: self.new_builder(limit + rec_size),
                 handle: BatchHandle::new(state.topic.name.clone(), p),
                 created: Instant::now(),
             });
@@ -625,6 +634,27 @@ impl Producer {
         true
     }
 
+    /// A builder for a new batch, on a recycled buffer if one is spare.
+    fn new_builder(&self, capacity: usize) -> BatchBuilder {
+        match self.spare.lock().pop() {
+            Some(buf) => BatchBuilder::with_buffer(buf, capacity),
+            None => BatchBuilder::with_capacity(capacity),
+        }
+    }
+
+    /// Append one sealed batch and keep its buffer for reuse.
+    fn append_batch(&self, b: OpenBatch, durability: Durability) -> Completions {
+        let (done, builder) = append_batch(b, durability);
+        let buf = builder.into_buffer();
+        if buf.capacity() <= SPARE_BUFFER_MAX {
+            let mut spare = self.spare.lock();
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(buf);
+            }
+        }
+        done
+    }
+
     /// Append every sealed batch, in order. Callbacks come back to be run by
     /// the caller once it may (the Python door needs the GIL for them).
     pub fn flush_ready(&self) -> Vec<Completions> {
@@ -644,7 +674,7 @@ impl Producer {
         let durability = self.durability();
         batches
             .into_iter()
-            .map(|b| append_batch(b, durability))
+            .map(|b| self.append_batch(b, durability))
             .collect()
     }
 
@@ -762,7 +792,7 @@ impl Completions {
     }
 }
 
-fn append_batch(mut b: OpenBatch, durability: Durability) -> Completions {
+fn append_batch(mut b: OpenBatch, durability: Durability) -> (Completions, BatchBuilder) {
     let r = b
         .log
         .append(b.builder.finish_mut(), durability)
@@ -770,7 +800,7 @@ fn append_batch(mut b: OpenBatch, durability: Durability) -> Completions {
         .map_err(Arc::new);
     let err = r.as_ref().err().cloned();
     let cbs = b.handle.complete(r);
-    Completions(cbs, b.handle, err)
+    (Completions(cbs, b.handle, err), b.builder)
 }
 
 fn linger_loop(weak: std::sync::Weak<Producer>) {

@@ -27,6 +27,11 @@ fn run(py: Python<'_>, completions: Vec<Completions>) -> PyResult<()> {
     first_err.map_or(Ok(()), Err)
 }
 
+/// Sealed batches `send` and `send_many` leave to the linger thread to
+/// append (8 x the default 256 KiB batch: 2 MiB); past that, the sending
+/// thread appends them itself.
+const MAX_READY: usize = 8;
+
 fn timeout_of(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     match timeout {
         None => Ok(None),
@@ -272,9 +277,6 @@ impl Producer {
         // Work in chunks: sealed batches are appended as we go, so memory
         // stays bounded by the chunk, not by the whole input.
         const CHUNK: usize = 8192;
-        // Sealed batches the bulk path lets wait for the linger thread
-        // (8 x the default 256 KiB batch: 2 MiB).
-        const MAX_READY: usize = 8;
         let timestamp = timestamp.unwrap_or_else(crate::log::now_ms);
         let mut runs = Vec::new();
         let mut count = 0usize;
@@ -301,9 +303,8 @@ impl Producer {
                 count += end - at;
                 at = end;
                 runs.append(&mut r);
-                // Sealed batches are appended by the linger thread while
-                // this thread encodes the next chunk, unless too many are
-                // waiting already.
+                // The linger thread appends sealed batches while this
+                // thread encodes the next chunk.
                 if sealed && !self.engine.append_in_background(MAX_READY) {
                     self.flush_sealed(py)?;
                 }
