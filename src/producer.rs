@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::log::{now_ms, Durability, PartitionLog};
 use crate::partitioner::partition_for_key;
 use crate::record::batch::{BatchBuilder, FillStop, HeaderRef, HEADER_LEN};
+use crate::record::varint::varlong_len;
 use crate::store::{Store, Topic};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -535,7 +536,8 @@ impl Producer {
         let state = self.topic_state_in(topics, topic)?;
         let n = state.topic.partitions;
         let max_bytes = state.topic.config.max_message_bytes;
-        let rec_size = BatchBuilder::record_size(0, 0, key, value, headers);
+        let body_alone = BatchBuilder::record_body_size(key, value, headers);
+        let rec_size = varlong_len(body_alone as i64) + body_alone;
         if rec_size + HEADER_LEN > max_bytes {
             return Err(Error::RecordTooLarge {
                 size: rec_size + HEADER_LEN,
@@ -561,9 +563,7 @@ impl Producer {
         let overflows = |slot: &Option<OpenBatch>| {
             slot.as_ref().is_some_and(|b| {
                 !b.builder.is_empty()
-                    && b.builder.size_in_bytes()
-                        + b.builder.next_record_size(ts, key, value, headers)
-                        > limit
+                    && b.builder.size_in_bytes() + b.builder.size_here(ts, body_alone) > limit
             })
         };
         if overflows(&state.batches[p as usize]) {

@@ -547,8 +547,9 @@ fn wait_batch(
     Ok(())
 }
 
-/// The pending result of one `send()`.
-#[pyclass(module = "ottla", frozen)]
+/// The pending result of one `send()`. A free list keeps the objects of a
+/// `send()` loop that drops its futures from going through the allocator.
+#[pyclass(module = "ottla", frozen, freelist = 64)]
 pub struct FutureRecordMetadata {
     engine: Arc<Engine>,
     receipt: SendReceipt,

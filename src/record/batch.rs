@@ -261,22 +261,32 @@ impl BatchBuilder {
         varlong_len(body as i64) + body
     }
 
-    /// Bytes the record would take if appended to this batch now: exact,
-    /// with its real timestamp and offset deltas (which
-    /// [`BatchBuilder::record_size`] with zero deltas can undercount).
+    /// The body size of a record with zero timestamp and offset deltas: what
+    /// [`BatchBuilder::size_here`] widens for a given batch.
     #[inline]
-    pub fn next_record_size(
-        &self,
-        timestamp: i64,
+    pub fn record_body_size(
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         headers: &[HeaderRef<'_>],
     ) -> usize {
-        if self.count == 0 {
-            return Self::record_size(0, 0, key, value, headers);
-        }
-        let ts_delta = timestamp.wrapping_sub(self.base_timestamp);
-        Self::record_size(ts_delta, self.count as i32, key, value, headers)
+        Self::body_size(0, 0, key, value, headers)
+    }
+
+    /// Bytes a record whose zero-delta body is `body_alone` bytes (see
+    /// [`BatchBuilder::record_body_size`]) takes if appended to this batch
+    /// now: exact, with its real timestamp and offset deltas, which
+    /// [`BatchBuilder::record_size`] with zero deltas can undercount.
+    #[inline]
+    pub fn size_here(&self, timestamp: i64, body_alone: usize) -> usize {
+        let body = if self.count == 0 {
+            body_alone
+        } else {
+            // Each delta field takes one byte when zero.
+            body_alone + varlong_len(timestamp.wrapping_sub(self.base_timestamp)) - 1
+                + varlong_len(self.count as i64)
+                - 1
+        };
+        varlong_len(body as i64) + body
     }
 
     #[inline]
@@ -822,6 +832,24 @@ mod tests {
             b.append(1001, Some(b"k"), None, &[]);
         }
         assert_eq!(fresh.finish(), reused.finish());
+    }
+
+    #[test]
+    fn size_here_is_the_exact_encoded_size() {
+        let mut b = BatchBuilder::with_capacity(64);
+        let v = [3u8; 50];
+        for (i, ts) in [1000i64, 1000, 1063, 999, 1_000_000_000, 1000]
+            .iter()
+            .cycle()
+            .take(200)
+            .enumerate()
+        {
+            let body = BatchBuilder::record_body_size(None, Some(&v[..i % 50]), &[]);
+            let expect = b.size_here(*ts, body);
+            let before = b.size_in_bytes();
+            b.append(*ts, None, Some(&v[..i % 50]), &[]);
+            assert_eq!(b.size_in_bytes() - before, expect, "record {i}");
+        }
     }
 
     #[test]
