@@ -180,6 +180,9 @@ impl FastHasher {
 struct Topics {
     index: HashMap<Arc<str>, usize, std::hash::BuildHasherDefault<FastHasher>>,
     states: Vec<TopicState>,
+    /// The state index of the topic looked up last: a loop sending to one
+    /// topic pays a string compare instead of a hash lookup.
+    last: usize,
 }
 
 /// Record timestamps without a clock read per record: the wall clock is
@@ -300,9 +303,18 @@ impl Producer {
         topic: &str,
     ) -> Result<&'a mut TopicState> {
         let gen = self.store.beacon().metadata_gen();
+        let last = topics.last;
+        if topics
+            .states
+            .get(last)
+            .is_some_and(|s| s.meta_gen == gen && *s.topic.name == *topic)
+        {
+            return Ok(&mut topics.states[last]);
+        }
         let found = topics.index.get(topic).copied();
         if let Some(i) = found {
             if topics.states[i].meta_gen == gen {
+                topics.last = i;
                 return Ok(&mut topics.states[i]);
             }
         }
@@ -332,6 +344,7 @@ impl Producer {
                 topics.states.len() - 1
             }
         };
+        topics.last = i;
         Ok(&mut topics.states[i])
     }
 
