@@ -427,14 +427,20 @@ impl BatchBuilder {
             write_varlong(&mut h[delta_at..], self.count as i64);
             let at = self.buf.len();
             self.buf.reserve(size + HEADER_TEMPLATE_LEN);
-            // Copy the whole fixed-size template (a few vector moves, no
-            // memcpy call), then drop what this record does not use.
-            self.buf.extend_from_slice(&h);
-            self.buf.truncate(at + h_len);
-            if let Some(b) = v {
-                self.buf.extend_from_slice(b);
+            let value = v.unwrap_or(&[]);
+            debug_assert_eq!(h_len + value.len() + 1, size);
+            // SAFETY: `reserve` made room for `size + HEADER_TEMPLATE_LEN`
+            // bytes past `at`; the whole fixed-size template is copied (a
+            // few vector moves, no memcpy call), then the value right after
+            // the template's used part, then the header count, so every
+            // byte below the new length `at + size` is initialised.
+            unsafe {
+                let dst = self.buf.as_mut_ptr().add(at);
+                std::ptr::copy_nonoverlapping(h.as_ptr(), dst, HEADER_TEMPLATE_LEN);
+                std::ptr::copy_nonoverlapping(value.as_ptr(), dst.add(h_len), value.len());
+                *dst.add(h_len + value.len()) = 0; // header count
+                self.buf.set_len(at + size);
             }
-            self.buf.push(0); // header count
             self.count += 1;
             done += 1;
             if self.buf.len() >= limit {
