@@ -284,7 +284,9 @@ impl Producer {
         // keys is encoded a batch at a time from borrowed buffers. Only an
         // exact list: a subclass may override iteration, which the general
         // path honours.
-        if let (None, None, Ok(list)) = (&self.value_serializer, &keys, values.cast_exact::<PyList>()) {
+        if let (None, None, Ok(list)) =
+            (&self.value_serializer, &keys, values.cast_exact::<PyList>())
+        {
             let mut at = 0;
             let mut slices: Vec<Option<&[u8]>> = Vec::with_capacity(CHUNK);
             // The list's length is re-read per chunk: flush_sealed releases
