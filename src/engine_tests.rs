@@ -1239,3 +1239,150 @@ fn consumer_hands_out_valid_records_then_reports_corruption() {
     let rest: Vec<i64> = drain_all(&c).iter().map(|g| g.2).collect();
     assert_eq!(rest, (bad_next..hw).collect::<Vec<_>>());
 }
+
+/// Every record in one partition's log, as (offset, timestamp, value).
+fn log_records(store: &Store, topic: &str, partition: u32) -> Vec<(i64, i64, Option<Vec<u8>>)> {
+    let log = store.partition_by_name(topic, partition).expect("log");
+    let f = log.read(0, 64 << 20, &mut None, true).expect("read");
+    let mut out = Vec::new();
+    for (h, batch) in crate::record::batch::Batches::new(&f.bytes) {
+        for r in
+            crate::record::batch::RecordIter::new(h, &batch[crate::record::batch::HEADER_LEN..])
+        {
+            let r = r.expect("record decodes");
+            assert_eq!(r.key, None);
+            out.push((r.offset, r.timestamp, r.value.map(<[u8]>::to_vec)));
+        }
+    }
+    out
+}
+
+#[test]
+fn send_values_writes_the_log_send_many_writes() {
+    let (_tmp, store) = open_store();
+    store.create_topic("bulk", 1, &[]).expect("create");
+    store.create_topic("each", 1, &[]).expect("create");
+    let owned: Vec<Option<Vec<u8>>> = (0..5000usize)
+        .map(|i| (i % 17 != 3).then(|| vec![i as u8; i % 300]))
+        .collect();
+    let values: Vec<Option<&[u8]>> = owned.iter().map(|v| v.as_deref()).collect();
+    let p = producer(&store, 10_000, 16 * 1024);
+    let ts = 1_700_000_000_000;
+    let (runs, sealed) = p
+        .send_values("bulk", &values, None, ts)
+        .expect("send_values");
+    assert!(sealed, "16 KiB batches fill up");
+    assert_eq!(
+        runs.iter().map(|r| r.count as usize).sum::<usize>(),
+        values.len()
+    );
+    let (_, _, _) = p
+        .send_many("each", values.iter().map(|v| (None, *v)), None, Some(ts))
+        .expect("send_many");
+    flush(&p);
+    for r in &runs {
+        assert!(matches!(r.batch.result(), Some(Ok(_))));
+    }
+    let bulk = store.partition_by_name("bulk", 0).expect("log");
+    let each = store.partition_by_name("each", 0).expect("log");
+    let a = bulk.read(0, 64 << 20, &mut None, true).expect("read");
+    let b = each.read(0, 64 << 20, &mut None, true).expect("read");
+    assert!(a.bytes.len() > 16 * 1024 * 10);
+    let first_diff = a.bytes.iter().zip(&b.bytes).position(|(x, y)| x != y);
+    assert!(
+        a.bytes.len() == b.bytes.len() && first_diff.is_none(),
+        "same batches, byte for byte: {} vs {} bytes, first difference at {first_diff:?}",
+        a.bytes.len(),
+        b.bytes.len()
+    );
+    let got = log_records(&store, "bulk", 0);
+    assert_eq!(got.len(), values.len());
+    for (i, (off, t, v)) in got.iter().enumerate() {
+        assert_eq!((*off, *t, v.as_deref()), (i as i64, ts, values[i]));
+    }
+}
+
+#[test]
+fn send_values_partitions_like_send_many_and_reports_errors() {
+    let (_tmp, store) = open_store();
+    store
+        .create_topic("four", 4, &cfg(&[("max.message.bytes", "2000")]))
+        .expect("create");
+    let p = producer(&store, 10_000, 1000);
+    let v = [9u8; 90];
+    let values: Vec<Option<&[u8]>> = vec![Some(&v[..]); 100];
+    // Sticky: each full batch moves to the next partition.
+    let (runs, _) = p.send_values("four", &values, None, 5).expect("send");
+    assert!(runs.len() > 4);
+    for w in runs.windows(2) {
+        assert_eq!(w[1].batch.partition, (w[0].batch.partition + 1) % 4);
+        assert_eq!(w[1].first_index, 0);
+    }
+    // An explicit partition keeps every record there.
+    let (runs, _) = p.send_values("four", &values, Some(2), 5).expect("send");
+    assert!(runs.iter().all(|r| r.batch.partition == 2));
+    match p.send_values("four", &values, Some(4), 5) {
+        Err(Error::UnknownTopicOrPartition { partition: 4, .. }) => {}
+        other => panic!(
+            "expected UnknownTopicOrPartition, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // A record over max.message.bytes fails the call; the ones before it
+    // are queued and written.
+    let big = [1u8; 3000];
+    let mixed: Vec<Option<&[u8]>> = vec![Some(&v[..]), Some(&v[..]), Some(&big[..]), Some(&v[..])];
+    match p.send_values("four", &mixed, Some(1), 5) {
+        Err(Error::RecordTooLarge { size, max: 2000 }) => assert!(size > 3000),
+        other => panic!("expected RecordTooLarge, got {:?}", other.map(|_| ())),
+    }
+    flush(&p);
+    let total: usize = (0..4).map(|q| log_records(&store, "four", q).len()).sum();
+    assert_eq!(total, 100 + 100 + 2);
+    for c in p.close() {
+        c.run();
+    }
+    assert!(matches!(
+        p.send_values("four", &values, None, 5),
+        Err(Error::Closed(_))
+    ));
+}
+
+#[test]
+fn batches_stay_within_max_message_bytes_with_wide_deltas() {
+    let (_tmp, store) = open_store();
+    store
+        .create_topic("edge", 1, &cfg(&[("max.message.bytes", "1000")]))
+        .expect("create");
+    let p = producer(&store, 10_000, 1 << 20);
+    let hl = crate::record::batch::HEADER_LEN;
+    let first = [1u8; 400];
+    let s1 = BatchBuilder::record_size(0, 0, None, Some(&first), &[]);
+    // A second record that fits exactly if its deltas were zero, but whose
+    // timestamp delta takes several varint bytes.
+    let len = (0..1000)
+        .find(|l| {
+            hl + s1 + BatchBuilder::record_size(0, 0, None, Some(&vec![0u8; *l]), &[]) == 1000
+        })
+        .expect("a length that fills the batch exactly");
+    let second = vec![2u8; len];
+    p.send("edge", None, Some(&first), &[], None, Some(1_000))
+        .expect("send");
+    p.send(
+        "edge",
+        None,
+        Some(&second),
+        &[],
+        None,
+        Some(1_000 + (1 << 40)),
+    )
+    .expect("send");
+    flush(&p);
+    let log = store.partition_by_name("edge", 0).expect("log");
+    let f = log.read(0, 1 << 20, &mut None, true).expect("read");
+    let sizes: Vec<usize> = crate::record::batch::Batches::new(&f.bytes)
+        .map(|(h, _)| h.total_size())
+        .collect();
+    assert_eq!(sizes.len(), 2, "the second record needs a batch of its own");
+    assert!(sizes.iter().all(|s| *s <= 1000), "batch sizes {sizes:?}");
+}

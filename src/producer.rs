@@ -17,7 +17,8 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::{Error, Result};
 use crate::log::{now_ms, Durability, PartitionLog};
 use crate::partitioner::partition_for_key;
-use crate::record::batch::{BatchBuilder, HeaderRef, HEADER_LEN};
+use crate::record::batch::{BatchBuilder, FillStop, HeaderRef, HEADER_LEN};
+use crate::record::varint::varlong_len;
 use crate::store::{Store, Topic};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,6 +180,9 @@ impl FastHasher {
 struct Topics {
     index: HashMap<Arc<str>, usize, std::hash::BuildHasherDefault<FastHasher>>,
     states: Vec<TopicState>,
+    /// The state index of the topic looked up last: a loop sending to one
+    /// topic pays a string compare instead of a hash lookup.
+    last: usize,
 }
 
 /// Record timestamps without a clock read per record: the wall clock is
@@ -223,11 +227,19 @@ pub struct Producer {
     inner: Mutex<Inner>,
     linger_cv: Condvar,
     linger_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Buffers of appended batches, reused for new ones (at most
+    /// [`SPARE_BUFFERS`], none over [`SPARE_BUFFER_MAX`] bytes).
+    spare: Mutex<Vec<Vec<u8>>>,
     /// Held while sealed batches are taken from `inner.ready` and appended,
     /// so batches reach the log in the order they were sealed while the
     /// accumulator itself stays free for `send()` during the I/O.
     append_order: Mutex<()>,
 }
+
+/// How many appended batches' buffers a producer keeps for reuse.
+const SPARE_BUFFERS: usize = 4;
+/// Larger buffers (huge records) are freed rather than kept.
+const SPARE_BUFFER_MAX: usize = 16 << 20;
 
 /// Callbacks of completed batches, run after the accumulator is unlocked.
 #[must_use]
@@ -258,6 +270,7 @@ impl Producer {
             }),
             linger_cv: Condvar::new(),
             linger_thread: Mutex::new(None),
+            spare: Mutex::new(Vec::new()),
             append_order: Mutex::new(()),
         });
         let weak = Arc::downgrade(&p);
@@ -290,9 +303,18 @@ impl Producer {
         topic: &str,
     ) -> Result<&'a mut TopicState> {
         let gen = self.store.beacon().metadata_gen();
+        let last = topics.last;
+        if topics
+            .states
+            .get(last)
+            .is_some_and(|s| s.meta_gen == gen && *s.topic.name == *topic)
+        {
+            return Ok(&mut topics.states[last]);
+        }
         let found = topics.index.get(topic).copied();
         if let Some(i) = found {
             if topics.states[i].meta_gen == gen {
+                topics.last = i;
                 return Ok(&mut topics.states[i]);
             }
         }
@@ -322,6 +344,7 @@ impl Producer {
                 topics.states.len() - 1
             }
         };
+        topics.last = i;
         Ok(&mut topics.states[i])
     }
 
@@ -401,6 +424,99 @@ impl Producer {
         Ok((runs, ts, !inner.ready.is_empty()))
     }
 
+    /// Send key-less values to one topic, all with `timestamp`, a batch at a
+    /// time: the topic is looked up and the partition chosen once per batch
+    /// rather than per record, and [`BatchBuilder::append_values`] encodes
+    /// each run in one pass. Partitioning is `send_many`'s for key-less
+    /// records: `partition` if given, else the sticky partition, which moves
+    /// on whenever a batch is sealed. Returns the runs of records per batch
+    /// and whether batches were sealed. On error (a record over the size
+    /// limit) the records before it stay queued, as with `send_many`.
+    pub fn send_values(
+        &self,
+        topic: &str,
+        values: &[Option<&[u8]>],
+        partition: Option<u32>,
+        timestamp: i64,
+    ) -> Result<(Vec<SendRun>, bool)> {
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            return Err(Error::Closed("producer"));
+        }
+        let was_open = inner.open_batches;
+        let Inner {
+            topics,
+            open_batches,
+            ready,
+            ..
+        } = &mut *inner;
+        let state = self.topic_state_in(topics, topic)?;
+        let n = state.topic.partitions;
+        if let Some(p) = partition.filter(|p| *p >= n) {
+            return Err(Error::UnknownTopicOrPartition {
+                topic: topic.to_string(),
+                partition: p as i64,
+            });
+        }
+        let max_bytes = state.topic.config.max_message_bytes;
+        let limit = self.config.batch_size.min(max_bytes);
+        let mut runs: Vec<SendRun> = Vec::new();
+        let mut done = 0;
+        let mut result = Ok(());
+        while done < values.len() {
+            let p = partition.unwrap_or(state.sticky % n);
+            let slot = &mut state.batches[p as usize];
+            if slot.is_none() {
+                let log = self.store.partition(&state.topic, p)?;
+                *slot = Some(OpenBatch {
+                    log,
+                    builder: self.new_builder(limit + 64),
+                    handle: BatchHandle::new(state.topic.name.clone(), p),
+                    created: Instant::now(),
+                });
+                *open_batches += 1;
+            }
+            let Some(b) = slot.as_mut() else {
+                return Err(Error::IllegalState("open batch vanished".into()));
+            };
+            let first_index = b.builder.count();
+            let (k, stop) = b
+                .builder
+                .append_values(timestamp, &values[done..], limit, max_bytes);
+            if k > 0 {
+                runs.push(SendRun {
+                    batch: b.handle.clone(),
+                    first_index,
+                    count: k as u32,
+                });
+            }
+            done += k;
+            match stop {
+                None => {}
+                Some(FillStop::Full) => {
+                    if let Some(b) = slot.take() {
+                        ready.push(b);
+                        *open_batches -= 1;
+                    }
+                    if partition.is_none() {
+                        state.sticky = (state.sticky + 1) % n;
+                    }
+                }
+                Some(FillStop::TooLarge { size }) => {
+                    result = Err(Error::RecordTooLarge {
+                        size,
+                        max: max_bytes,
+                    });
+                    break;
+                }
+            }
+        }
+        if was_open == 0 && *open_batches > 0 {
+            self.linger_cv.notify_one();
+        }
+        result.map(|()| (runs, !ready.is_empty()))
+    }
+
     /// Encode one record into its partition's open batch; `placed` learns
     /// the batch and the record's index in it. Returns the timestamp used.
     #[allow(clippy::too_many_arguments)]
@@ -433,7 +549,8 @@ impl Producer {
         let state = self.topic_state_in(topics, topic)?;
         let n = state.topic.partitions;
         let max_bytes = state.topic.config.max_message_bytes;
-        let rec_size = BatchBuilder::record_size(0, 0, key, value, headers);
+        let body_alone = BatchBuilder::record_body_size(key, value, headers);
+        let rec_size = varlong_len(body_alone as i64) + body_alone;
         if rec_size + HEADER_LEN > max_bytes {
             return Err(Error::RecordTooLarge {
                 size: rec_size + HEADER_LEN,
@@ -454,9 +571,12 @@ impl Producer {
         };
         // Seal the open batch first if this record would overflow it.
         let limit = batch_size.min(max_bytes);
+        // Exact size in the open batch (its deltas may be wider than the
+        // zero deltas `rec_size` assumed), so a batch never passes `limit`.
         let overflows = |slot: &Option<OpenBatch>| {
             slot.as_ref().is_some_and(|b| {
-                !b.builder.is_empty() && b.builder.size_in_bytes() + rec_size > limit
+                !b.builder.is_empty()
+                    && b.builder.size_in_bytes() + b.builder.size_here(ts, body_alone) > limit
             })
         };
         if overflows(&state.batches[p as usize]) {
@@ -482,7 +602,7 @@ impl Producer {
             let log = self.store.partition(&state.topic, p)?;
             *slot = Some(OpenBatch {
                 log,
-                builder: BatchBuilder::with_capacity(limit + rec_size),
+                builder: self.new_builder(limit + rec_size),
                 handle: BatchHandle::new(state.topic.name.clone(), p),
                 created: Instant::now(),
             });
@@ -508,6 +628,46 @@ impl Producer {
         Ok(ts)
     }
 
+    /// Have the linger thread append the sealed batches while the caller
+    /// goes on encoding (the bulk `send_many` path: encoding and the
+    /// `pwrite` copy into the page cache then run on two cores instead of
+    /// one after the other). Returns false, handing nothing off, when more
+    /// than `max_ready` sealed batches are already waiting: the caller must
+    /// then append them itself ([`Producer::flush_ready`]), which bounds the
+    /// memory sealed batches hold. Acknowledgement is unchanged: a record's
+    /// handle resolves only once its batch is in the log.
+    pub fn append_in_background(&self, max_ready: usize) -> bool {
+        let inner = self.inner.lock();
+        if inner.ready.len() > max_ready {
+            return false;
+        }
+        if !inner.ready.is_empty() {
+            self.linger_cv.notify_one();
+        }
+        true
+    }
+
+    /// A builder for a new batch, on a recycled buffer if one is spare.
+    fn new_builder(&self, capacity: usize) -> BatchBuilder {
+        match self.spare.lock().pop() {
+            Some(buf) => BatchBuilder::with_buffer(buf, capacity),
+            None => BatchBuilder::with_capacity(capacity),
+        }
+    }
+
+    /// Append one sealed batch and keep its buffer for reuse.
+    fn append_batch(&self, b: OpenBatch, durability: Durability) -> Completions {
+        let (done, builder) = append_batch(b, durability);
+        let buf = builder.into_buffer();
+        if buf.capacity() <= SPARE_BUFFER_MAX {
+            let mut spare = self.spare.lock();
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(buf);
+            }
+        }
+        done
+    }
+
     /// Append every sealed batch, in order. Callbacks come back to be run by
     /// the caller once it may (the Python door needs the GIL for them).
     pub fn flush_ready(&self) -> Vec<Completions> {
@@ -527,7 +687,7 @@ impl Producer {
         let durability = self.durability();
         batches
             .into_iter()
-            .map(|b| append_batch(b, durability))
+            .map(|b| self.append_batch(b, durability))
             .collect()
     }
 
@@ -645,7 +805,7 @@ impl Completions {
     }
 }
 
-fn append_batch(mut b: OpenBatch, durability: Durability) -> Completions {
+fn append_batch(mut b: OpenBatch, durability: Durability) -> (Completions, BatchBuilder) {
     let r = b
         .log
         .append(b.builder.finish_mut(), durability)
@@ -653,7 +813,7 @@ fn append_batch(mut b: OpenBatch, durability: Durability) -> Completions {
         .map_err(Arc::new);
     let err = r.as_ref().err().cloned();
     let cbs = b.handle.complete(r);
-    Completions(cbs, b.handle, err)
+    (Completions(cbs, b.handle, err), b.builder)
 }
 
 fn linger_loop(weak: std::sync::Weak<Producer>) {

@@ -303,3 +303,32 @@ def test_small_segment_index_forces_rolls(data_dir):
         read_index(f.with_suffix(".timeindex"), 12)
     recs = [r for _, _, rs in parse_partition(part) for r in rs]
     assert [(r.offset, r.value) for r in recs] == [(i, b"%d" % i) for i in range(100)]
+
+
+def test_bulk_send_many_decodes_with_kafka_python(data_dir):
+    """send_many with a plain list of bytes takes the batch-at-a-time
+    encoder; kafka-python must read back exactly what a record-at-a-time
+    send writes: every value, null values, lengths across varint widths,
+    batches split at batch_size, one timestamp for the call."""
+    rng = random.Random(3)
+    sizes = [0, 1, 63, 64, 100, 8191, 8192, 20000]
+    values = [None if i % 97 == 5 else bytes([i % 251]) * rng.choice(sizes) for i in range(3000)]
+    # A bytearray, a memoryview and a str far into the list: their chunk
+    # takes the general path, and the records are the same.
+    values += [b"tail-%d" % i for i in range(17000)]
+    values[12000] = bytearray(b"from-a-bytearray")
+    values[15000] = memoryview(b"from-a-memoryview")
+    values[16000] = "from-a-str"
+    with ottla.Producer(data_dir, linger_ms=60_000, batch_size=64 * 1024) as p:
+        mds = p.send_many("bulk", values, timestamp=1_600_000_000_000).get(10)
+    assert [m.offset for m in mds] == list(range(len(values)))
+    parsed = parse_partition(data_dir / "bulk-0")
+    assert len(parsed) > 10, "batches are split at batch_size"
+    for _, batch, _ in parsed:
+        assert batch.size_in_bytes <= 64 * 1024 or batch.last_offset == batch.base_offset
+    got = [r for _, _, recs in parsed for r in recs]
+    expect = [bytes(v) if isinstance(v, (bytearray, memoryview)) else
+              v.encode() if isinstance(v, str) else v for v in values]
+    assert [r.offset for r in got] == list(range(len(values)))
+    assert [r.value for r in got] == expect
+    assert all(r.key is None and r.timestamp == 1_600_000_000_000 and not r.headers for r in got)

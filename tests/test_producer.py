@@ -488,3 +488,18 @@ def test_send_many_records_share_the_call_timestamp(data_dir):
     assert len({md.timestamp for md in mds}) == 1
     assert before <= mds[0].timestamp <= after
     assert [md.offset for md in mds] == list(range(5000))
+
+
+def test_send_many_honours_a_list_subclass_iteration(data_dir):
+    """The bulk path reads a list's storage directly; a list subclass that
+    overrides iteration goes through the general path and is honoured."""
+
+    class Doubled(list):  # type: ignore[type-arg]
+        def __iter__(self):
+            for v in super().__iter__():
+                yield v + v
+
+    with ottla.Producer(data_dir, linger_ms=60_000) as p:
+        assert len(p.send_many("t", Doubled([b"a", b"b"])).get(10)) == 2
+        assert len(p.send_many("t", [b"c", None, b"d"]).get(10)) == 3
+    assert [v for _, _, v in read_values(data_dir, "t")] == [b"aa", b"bb", b"c", None, b"d"]

@@ -102,7 +102,13 @@ impl Head {
         }
         // SAFETY: the head is only accessed through atomics (see `slot`), so
         // concurrent writes by other processes are not undefined behaviour.
-        let map = unsafe { MmapMut::map_mut(&file) }.ctx("mmap head", path)?;
+        // The length is given so the map needs no second stat of the file.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(HEAD_FILE_SIZE as usize)
+                .map_mut(&file)
+        }
+        .ctx("mmap head", path)?;
         Ok(Head { map })
     }
 

@@ -135,8 +135,17 @@ impl IndexFile {
         }
     }
 
-    /// Shrink the file to `entries` entries and remap it read-only.
+    /// Whether the mapping holds fewer entries than a file of `max_bytes`.
+    pub fn is_short_of(&self, max_bytes: u64) -> bool {
+        self.capacity() < max_bytes / self.entry_size as u64
+    }
+
+    /// Shrink the file to `entries` entries and remap it read-only. Never
+    /// to more entries than the mapping holds: entries that were never
+    /// written here (a missing or short file) must not become zero-filled
+    /// "entries" (a zero timestamp would make the segment look expired).
     pub fn trim(&mut self, entries: u64) -> Result<()> {
+        let entries = entries.min(self.capacity());
         let file = open_rw(&self.path)?;
         file.set_len(entries * self.entry_size as u64)
             .ctx("trim index", &self.path)?;

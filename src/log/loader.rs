@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::head::{HeadCondition, HeadState};
 use super::partition::{now_ms, remove_segment_files, segment_path, PartitionLog};
 use super::segment::{scan, LogSegment};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub(crate) fn load(log: &PartitionLog) -> Result<HeadState> {
     let head = log.head();
@@ -31,7 +31,16 @@ pub(crate) fn load(log: &PartitionLog) -> Result<HeadState> {
 /// Open the segments the head describes without reading them.
 fn trust(log: &PartitionLog, crashed: bool) -> Result<HeadState> {
     let st = log.head().read_locked();
-    let bases = log.list_bases()?;
+    // A cleanly closed log that starts at its active segment has no other
+    // segment holding live offsets, and no leftovers of an interrupted roll
+    // or retention pass to clean up (those need a crash, which leaves the
+    // head unclean): skip listing the directory. Any older file there is
+    // below the log start, which nothing reads.
+    let bases = if !crashed && st.log_start_offset == st.active_base {
+        vec![st.active_base]
+    } else {
+        log.list_bases()?
+    };
     if !bases.contains(&st.active_base) {
         return recover(log, st.recovery_point.min(st.active_base));
     }
@@ -48,15 +57,24 @@ fn trust(log: &PartitionLog, crashed: bool) -> Result<HeadState> {
             remove_segment_files(&segment_path(log.dir(), base));
             continue;
         }
-        map.insert(
-            base,
-            Arc::new(log.open_segment(base, base == st.active_base)?),
-        );
+        // Only the `.log` is opened; indexes are mapped on first use (the
+        // appender maps the active one, creating or growing it if needed).
+        match LogSegment::open_existing(log.dir(), base, base == st.active_base) {
+            Ok(seg) => {
+                map.insert(base, Arc::new(seg));
+            }
+            // The head names a segment that is not there: re-validate.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return recover(log, st.recovery_point.min(st.active_base));
+            }
+            Err(e) => return Err(e),
+        }
     }
     let Some(active) = map.get(&st.active_base) else {
         return recover(log, st.active_base);
     };
-    let len = active.file_len()?;
+    // Its size as just opened: we hold the append lock, so it is current.
+    let len = active.closed_size();
     if len < st.active_size {
         // The head promises bytes the file does not have: re-validate.
         return recover(log, st.recovery_point.min(st.active_base));
@@ -142,7 +160,7 @@ pub(crate) fn recover(log: &PartitionLog, from: i64) -> Result<HeadState> {
 /// Seal a segment that stops being active: a last time index entry holding
 /// its largest timestamp, and indexes trimmed to their valid entries.
 pub(crate) fn finalize_closed(seg: &LogSegment, st: &HeadState) -> Result<()> {
-    let mut idx = seg.indexes.write();
+    let mut idx = seg.indexes()?.write();
     let mut time_entries = st.time_entries;
     let last_ts = idx.time.last(time_entries).map_or(i64::MIN, |(ts, _)| ts);
     if st.max_timestamp > last_ts

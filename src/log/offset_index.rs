@@ -48,6 +48,11 @@ impl OffsetIndex {
         entries >= self.file.capacity()
     }
 
+    /// See [`IndexFile::is_short_of`].
+    pub fn is_short_of(&self, max_bytes: u64) -> bool {
+        self.file.is_short_of(max_bytes)
+    }
+
     /// (absolute offset, position) of entry `i`.
     pub fn entry(&self, i: u64) -> Option<(i64, u32)> {
         let e = self.file.entry(i)?;

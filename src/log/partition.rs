@@ -108,12 +108,22 @@ impl PartitionLog {
         config: Arc<TopicConfig>,
         beacon: Arc<Beacon>,
     ) -> Result<PartitionLog> {
-        std::fs::create_dir_all(dir).ctx("create partition directory", dir)?;
+        // The directory usually exists: create it only when the lock file
+        // cannot be opened for want of it (saves a mkdir and a stat per
+        // partition on open).
+        let lock_path = dir.join("partition.lock");
+        let lock = match LockFile::open(&lock_path) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir).ctx("create partition directory", dir)?;
+                LockFile::open(&lock_path)?
+            }
+            other => other?,
+        };
         let log = PartitionLog {
             topic,
             partition,
             dir: dir.to_path_buf(),
-            lock: LockFile::open(&dir.join("partition.lock"))?,
+            lock,
             head: Head::open(&dir.join("partition.head"))?,
             beacon,
             config: RwLock::new(config),
@@ -309,7 +319,7 @@ impl PartitionLog {
             && (st.active_size + len > cfg.segment_bytes
                 || st.active_size + len > u32::MAX as u64
                 || now.saturating_sub(st.active_created_ms) >= cfg.segment_ms
-                || self.index_nearly_full(&segs, &st));
+                || self.index_nearly_full(&segs, &st, cfg.segment_index_bytes)?);
         if must_roll {
             st = self.roll_locked(st, now)?;
             segs = self.segments_for(&st)?;
@@ -336,7 +346,7 @@ impl PartitionLog {
             return Err(e);
         }
         {
-            let mut idx = active.indexes.write();
+            let mut idx = active.indexes_for_append(cfg.segment_index_bytes)?.write();
             for (pos, h) in &headers {
                 account_batch(&mut idx, &mut st, *pos, h, cfg.index_interval_bytes);
             }
@@ -359,11 +369,13 @@ impl PartitionLog {
         Ok(info)
     }
 
-    fn index_nearly_full(&self, segs: &SegmentMap, st: &HeadState) -> bool {
-        segs.map.get(&st.active_base).is_some_and(|s| {
-            let idx = s.indexes.read();
-            idx.offset.is_full(st.index_entries + 1) || idx.time.is_full(st.time_entries + 1)
-        })
+    /// Caller holds the append lock and `st` is fresh.
+    fn index_nearly_full(&self, segs: &SegmentMap, st: &HeadState, max_bytes: u64) -> Result<bool> {
+        let Some(s) = segs.map.get(&st.active_base) else {
+            return Ok(false);
+        };
+        let idx = s.indexes_for_append(max_bytes)?.read();
+        Ok(idx.offset.is_full(st.index_entries + 1) || idx.time.is_full(st.time_entries + 1))
     }
 
     /// fsync everything from the recovery point to the end of the log.
@@ -433,6 +445,25 @@ impl PartitionLog {
         if !cfg.deletes_by_retention() || (cfg.retention_ms < 0 && cfg.retention_bytes < 0) {
             return Ok(0);
         }
+        let now = now_ms();
+        let expired = |max_ts: Option<i64>| {
+            cfg.retention_ms >= 0
+                && max_ts.is_some_and(|ts| ts < now.saturating_sub(cfg.retention_ms))
+        };
+        // Without the lock first: a log that is only its active segment, not
+        // all expired, has nothing to delete (the common case on open, which
+        // then skips two lock calls). A stale snapshot can only postpone a
+        // deletion to the next pass, which every roll triggers.
+        if let Some(st) = self.head.read() {
+            let segs = self.segments.read();
+            if segs.gen == st.segments_gen
+                && segs.active_base == st.active_base
+                && segs.map.len() <= 1
+                && !(st.active_size > 0 && expired(Some(st.max_timestamp)))
+            {
+                return Ok(0);
+            }
+        }
         let _w = self.writer.lock();
         let _g = self.lock.lock_append()?;
         if self.head.is_deleted() {
@@ -441,11 +472,6 @@ impl PartitionLog {
         let mut st = match self.head.read() {
             Some(st) => st,
             None => self.repair_locked()?,
-        };
-        let now = now_ms();
-        let expired = |max_ts: Option<i64>| {
-            cfg.retention_ms >= 0
-                && max_ts.is_some_and(|ts| ts < now.saturating_sub(cfg.retention_ms))
         };
         if st.active_size > 0 && expired(Some(st.max_timestamp)) {
             st = self.roll_locked(st, now)?;
@@ -460,7 +486,7 @@ impl PartitionLog {
             let by_size = cfg.retention_bytes >= 0
                 && total.saturating_sub(seg.closed_size()) >= cfg.retention_bytes as u64
                 && total > cfg.retention_bytes as u64;
-            if by_size || expired(seg.closed_max_timestamp()) {
+            if by_size || expired(seg.closed_max_timestamp()?) {
                 total -= seg.closed_size();
                 doomed.push(seg.clone());
             } else {
@@ -544,7 +570,7 @@ impl PartitionLog {
             } else {
                 (
                     seg.closed_size(),
-                    seg.indexes.read().offset.closed_entries(),
+                    seg.indexes()?.read().offset.closed_entries(),
                 )
             };
             let pos = match cursor {
@@ -718,7 +744,7 @@ impl PartitionLog {
                     st.max_timestamp,
                 )
             } else {
-                let idx = seg.indexes.read();
+                let idx = seg.indexes()?.read();
                 let te = idx.time.closed_entries();
                 (
                     seg.closed_size(),
@@ -731,7 +757,7 @@ impl PartitionLog {
                 continue;
             }
             let start = seg
-                .indexes
+                .indexes()?
                 .read()
                 .time
                 .offset_before(timestamp, time_entries);

@@ -5,6 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use parking_lot::RwLock;
 
@@ -31,6 +32,30 @@ impl Indexes {
             time: TimeIndex::open_readonly(&log_path.with_extension("timeindex"), base_offset)?,
         })
     }
+
+    /// The active segment's indexes as they are, never created or resized.
+    fn open_existing(log_path: &Path, base_offset: i64) -> Result<Indexes> {
+        Ok(Indexes {
+            offset: OffsetIndex::open_existing(&log_path.with_extension("index"), base_offset)?,
+            time: TimeIndex::open_existing(&log_path.with_extension("timeindex"), base_offset)?,
+        })
+    }
+
+    /// The active segment's indexes, created or grown to `max_bytes`.
+    fn open_writable(log_path: &Path, base_offset: i64, max_bytes: u64) -> Result<Indexes> {
+        Ok(Indexes {
+            offset: OffsetIndex::open_writable(
+                &log_path.with_extension("index"),
+                base_offset,
+                max_bytes,
+            )?,
+            time: TimeIndex::open_writable(
+                &log_path.with_extension("timeindex"),
+                base_offset,
+                max_bytes,
+            )?,
+        })
+    }
 }
 
 pub struct LogSegment {
@@ -39,7 +64,13 @@ pub struct LogSegment {
     file: File,
     /// Size of the file when opened; the size of a closed segment.
     opened_size: u64,
-    pub indexes: RwLock<Indexes>,
+    /// Whether the indexes are mapped writable (the segment was active when
+    /// opened).
+    active: bool,
+    /// Mapped on first use (see [`LogSegment::indexes`]): opening a
+    /// partition then touches only its `.log`, and a consumer reading from
+    /// a segment's start never maps them at all.
+    indexes: OnceLock<RwLock<Indexes>>,
 }
 
 impl LogSegment {
@@ -60,15 +91,8 @@ impl LogSegment {
             .open(&path)
             .ctx("open segment", &path)?;
         let opened_size = file.metadata().ctx("stat segment", &path)?.len();
-        let (idx_path, time_path) = (
-            path.with_extension("index"),
-            path.with_extension("timeindex"),
-        );
         let indexes = if active {
-            Indexes {
-                offset: OffsetIndex::open_writable(&idx_path, base_offset, index_max_bytes)?,
-                time: TimeIndex::open_writable(&time_path, base_offset, index_max_bytes)?,
-            }
+            Indexes::open_writable(&path, base_offset, index_max_bytes)?
         } else {
             Indexes::open_readonly(&path, base_offset)?
         };
@@ -77,14 +101,17 @@ impl LogSegment {
             path,
             file,
             opened_size,
-            indexes: RwLock::new(indexes),
+            active,
+            indexes: OnceLock::from(RwLock::new(indexes)),
         })
     }
 
     /// Open a segment that already exists, creating, growing or trimming no
     /// file: for building a view of the segments from a head snapshot that
-    /// may already be stale (see `PartitionLog::segments_for`). A missing
-    /// `.log` is an `Io` error of kind `NotFound`.
+    /// may already be stale (see `PartitionLog::segments_for`), and for
+    /// opening a partition whose head is trusted. Only the `.log` is opened
+    /// here; the indexes are mapped on first use, with the same no-resize
+    /// rule. A missing `.log` is an `Io` error of kind `NotFound`.
     pub fn open_existing(dir: &Path, base_offset: i64, active: bool) -> Result<LogSegment> {
         let path = dir.join(log_file_name(base_offset));
         let file = OpenOptions::new()
@@ -93,21 +120,59 @@ impl LogSegment {
             .open(&path)
             .ctx("open segment", &path)?;
         let opened_size = file.metadata().ctx("stat segment", &path)?.len();
-        let indexes = if active {
-            Indexes {
-                offset: OffsetIndex::open_existing(&path.with_extension("index"), base_offset)?,
-                time: TimeIndex::open_existing(&path.with_extension("timeindex"), base_offset)?,
-            }
-        } else {
-            Indexes::open_readonly(&path, base_offset)?
-        };
         Ok(LogSegment {
             base_offset,
             path,
             file,
             opened_size,
-            indexes: RwLock::new(indexes),
+            active,
+            indexes: OnceLock::new(),
         })
+    }
+
+    /// The segment's indexes, mapping them on first use: writable at their
+    /// current size if the segment was opened active, read-only otherwise.
+    /// Never creates or resizes a file, so it is safe from any thread and
+    /// process whatever the head says now (a segment that was active when
+    /// opened may have been closed and its indexes trimmed since: mapping
+    /// the trimmed files is what a reader of it needs).
+    pub fn indexes(&self) -> Result<&RwLock<Indexes>> {
+        if let Some(i) = self.indexes.get() {
+            return Ok(i);
+        }
+        let idx = if self.active {
+            Indexes::open_existing(&self.path, self.base_offset)?
+        } else {
+            Indexes::open_readonly(&self.path, self.base_offset)?
+        };
+        // Another thread may have won the race; its mapping is as good.
+        Ok(self.indexes.get_or_init(|| RwLock::new(idx)))
+    }
+
+    /// The indexes for appending to this, the active segment: as
+    /// [`LogSegment::indexes`], except that a first mapping also creates
+    /// missing index files and grows short ones to `max_bytes`. Only the
+    /// append-lock holder may call this, after checking in the head that
+    /// the segment is still the active one (growing a closed segment's
+    /// trimmed index would make its garbage tail look like entries).
+    ///
+    /// A mapping a reader made earlier is grown the same way if it is short
+    /// of `max_bytes` (the files were missing or short, or
+    /// `segment.index.bytes` was raised), as opening the segment for
+    /// appending always did.
+    pub fn indexes_for_append(&self, max_bytes: u64) -> Result<&RwLock<Indexes>> {
+        let Some(cell) = self.indexes.get() else {
+            let idx = Indexes::open_writable(&self.path, self.base_offset, max_bytes)?;
+            return Ok(self.indexes.get_or_init(|| RwLock::new(idx)));
+        };
+        let short = |i: &Indexes| i.offset.is_short_of(max_bytes) || i.time.is_short_of(max_bytes);
+        if short(&cell.read()) {
+            let mut w = cell.write();
+            if short(&w) {
+                *w = Indexes::open_writable(&self.path, self.base_offset, max_bytes)?;
+            }
+        }
+        Ok(cell)
     }
 
     pub fn path(&self) -> &Path {
@@ -182,10 +247,13 @@ impl LogSegment {
         index_entries: u64,
         limit: u64,
     ) -> Result<Option<(u64, BatchHeader)>> {
-        let (_, mut pos) = {
-            let idx = self.indexes.read();
-            let (o, p) = idx.offset.lookup(offset, index_entries);
-            (o, p as u64)
+        // Without entries, or for the segment's first offset, the index can
+        // only say "position 0": skip mapping it.
+        let mut pos = if index_entries == 0 || offset <= self.base_offset {
+            0
+        } else {
+            let idx = self.indexes()?.read();
+            idx.offset.lookup(offset, index_entries).1 as u64
         };
         if pos > limit {
             pos = 0;
@@ -200,9 +268,9 @@ impl LogSegment {
     }
 
     /// Largest timestamp in a closed segment (its last time index entry).
-    pub fn closed_max_timestamp(&self) -> Option<i64> {
-        let idx = self.indexes.read();
-        idx.time.last(idx.time.closed_entries()).map(|(ts, _)| ts)
+    pub fn closed_max_timestamp(&self) -> Result<Option<i64>> {
+        let idx = self.indexes()?.read();
+        Ok(idx.time.last(idx.time.closed_entries()).map(|(ts, _)| ts))
     }
 }
 
@@ -268,7 +336,7 @@ pub fn scan(
         offset_of_max_timestamp: -1,
         ..Default::default()
     };
-    let mut idx = seg.indexes.write();
+    let mut idx = seg.indexes()?.write();
     let mut reader = ChunkReader::new(seg, file_len);
     let mut pos = 0u64;
     while pos < file_len {

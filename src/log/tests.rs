@@ -1366,3 +1366,79 @@ fn full_recovery_truncates_at_corruption_in_an_older_segment() {
     );
     assert_eq!(read_all(&log).len() as i64, bad_base + 2);
 }
+
+#[test]
+fn clean_open_maps_indexes_lazily_and_recreates_missing_ones() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[
+        ("index.interval.bytes", "64"),
+        ("segment.index.bytes", "4096"),
+    ]);
+    let mut expect = Vec::new();
+    {
+        let log = open_log(tmp.path(), &cfg);
+        for i in 0..40 {
+            log.append(
+                &mut batch(3, 1000 + i, &format!("a{i}")),
+                Durability::PageCache,
+            )
+            .expect("append");
+        }
+        expect.extend(read_all(&log));
+    }
+    // The clean reopen trusts the head: with the active segment's indexes
+    // gone, reads still find every offset (scanning from the segment start)
+    // and opening or reading from the start maps no index at all.
+    let active = last_segment(tmp.path());
+    std::fs::remove_file(active.with_extension("index")).expect("rm index");
+    std::fs::remove_file(active.with_extension("timeindex")).expect("rm timeindex");
+    let log = open_log(tmp.path(), &cfg);
+    let f = log.read(0, 1, &mut None, true).expect("read head");
+    assert_eq!(decode(&f.bytes)[0], expect[0]);
+    assert!(
+        !active.with_extension("index").exists(),
+        "mapped without need"
+    );
+    for from in [0, 1, 50, 77, 119] {
+        assert_eq!(read_all_from(&log, from), expect[from as usize..].to_vec());
+    }
+    // The first append maps them for writing, recreating them at full size,
+    // and lookups through the new entries land on the right batches.
+    for i in 0..40 {
+        log.append(
+            &mut batch(3, 2000 + i, &format!("b{i}")),
+            Durability::PageCache,
+        )
+        .expect("append");
+    }
+    assert_eq!(file_len(&active.with_extension("index")), 4096);
+    let all = read_all(&log);
+    assert_eq!(all.len(), 240);
+    assert_eq!(&all[..120], &expect[..]);
+    for from in [121, 150, 200, 239] {
+        assert_eq!(read_all_from(&log, from), all[from as usize..].to_vec());
+    }
+    assert_eq!(log.offset_for_time(2030).expect("time"), Some((206, 2030)));
+}
+
+#[test]
+fn clean_reopen_of_a_missing_active_segment_recovers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[]);
+    {
+        let log = open_log(tmp.path(), &cfg);
+        log.append(&mut batch(5, 1000, "a"), Durability::PageCache)
+            .expect("append");
+    }
+    // The clean head trusts a one-segment log without listing the
+    // directory; the segment it names is gone, which must not be an error.
+    let active = last_segment(tmp.path());
+    std::fs::remove_file(&active).expect("rm log");
+    let log = open_log(tmp.path(), &cfg);
+    assert_eq!(log.offsets().expect("offsets"), (5, 5));
+    log.append(&mut batch(2, 2000, "b"), Durability::PageCache)
+        .expect("append");
+    let got = read_all(&log);
+    assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![5, 6]);
+    assert_eq!(value_of(&got[1]), "b-1");
+}

@@ -47,6 +47,11 @@ impl TimeIndex {
         entries >= self.file.capacity()
     }
 
+    /// See [`IndexFile::is_short_of`].
+    pub fn is_short_of(&self, max_bytes: u64) -> bool {
+        self.file.is_short_of(max_bytes)
+    }
+
     /// (timestamp, absolute offset) of entry `i`.
     pub fn entry(&self, i: u64) -> Option<(i64, i64)> {
         let e = self.file.entry(i)?;

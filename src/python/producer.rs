@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyIterator, PyList, PyString, PyTuple};
 
 use super::errors::{to_pyerr, OttlaTimeoutError};
 use super::types::{BytesArg, RecordMetadata};
@@ -26,6 +26,11 @@ fn run(py: Python<'_>, completions: Vec<Completions>) -> PyResult<()> {
     let _ = py;
     first_err.map_or(Ok(()), Err)
 }
+
+/// Sealed batches `send` and `send_many` leave to the linger thread to
+/// append (8 x the default 256 KiB batch: 2 MiB); past that, the sending
+/// thread appends them itself.
+const MAX_READY: usize = 8;
 
 fn timeout_of(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     match timeout {
@@ -53,6 +58,50 @@ impl Producer {
         // fails for this record.
         let _ = run(py, done);
         Ok(())
+    }
+
+    /// The general `send_many` path for one chunk: serializers, keys, and
+    /// any bytes-like value. Returns the runs, the records taken and whether
+    /// batches were sealed.
+    fn send_chunk<'py>(
+        &self,
+        py: Python<'py>,
+        topic: &str,
+        values: impl Iterator<Item = PyResult<Bound<'py, PyAny>>>,
+        mut keys: Option<&mut Bound<'py, PyIterator>>,
+        partition: Option<u32>,
+        timestamp: i64,
+    ) -> PyResult<(Vec<SendRun>, usize, bool)> {
+        let mut vals: Vec<Option<BytesArg<'py>>> = Vec::new();
+        let mut ks: Vec<Option<BytesArg<'py>>> = Vec::new();
+        for v in values {
+            vals.push(self.serialize(py, &self.value_serializer, Some(v?), "value")?);
+            if let Some(kit) = keys.as_mut() {
+                match kit.next() {
+                    Some(k) => {
+                        ks.push(self.serialize(py, &self.key_serializer, Some(k?), "key")?)
+                    }
+                    None => return Err(PyValueError::new_err("keys has fewer items than values")),
+                }
+            }
+        }
+        if vals.is_empty() {
+            return Ok((Vec::new(), 0, false));
+        }
+        let mut slices = Vec::with_capacity(vals.len());
+        for (i, v) in vals.iter().enumerate() {
+            let vs = v.as_ref().map(|v| v.as_slice()).transpose()?;
+            let kb = match ks.get(i) {
+                Some(k) => k.as_ref().map(|k| k.as_slice()).transpose()?,
+                None => None,
+            };
+            slices.push((kb, vs));
+        }
+        let n = slices.len();
+        let (r, _, sealed) =
+            self.engine
+                .send_many(topic, slices.into_iter(), partition, Some(timestamp))?;
+        Ok((r, n, sealed))
     }
 
     fn serialize<'py>(
@@ -228,28 +277,61 @@ impl Producer {
         // Work in chunks: sealed batches are appended as we go, so memory
         // stays bounded by the chunk, not by the whole input.
         const CHUNK: usize = 8192;
-        let mut values = values.try_iter()?;
-        let mut keys = keys.map(|k| k.try_iter()).transpose()?;
         let timestamp = timestamp.unwrap_or_else(crate::log::now_ms);
         let mut runs = Vec::new();
         let mut count = 0usize;
-        loop {
-            let mut vals: Vec<Option<BytesArg<'py>>> = Vec::with_capacity(CHUNK);
-            let mut ks: Vec<Option<BytesArg<'py>>> = Vec::new();
-            for v in values.by_ref().take(CHUNK) {
-                vals.push(self.serialize(py, &self.value_serializer, Some(v?), "value")?);
-                if let Some(kit) = keys.as_mut() {
-                    match kit.next() {
-                        Some(k) => {
-                            ks.push(self.serialize(py, &self.key_serializer, Some(k?), "key")?)
-                        }
-                        None => {
-                            return Err(PyValueError::new_err("keys has fewer items than values"))
-                        }
-                    }
+        // The bulk path: a list of bytes (or None) with no serializer and no
+        // keys is encoded a batch at a time from borrowed buffers. Only an
+        // exact list: a subclass may override iteration, which the general
+        // path honours.
+        if let (None, None, Ok(list)) =
+            (&self.value_serializer, &keys, values.cast_exact::<PyList>())
+        {
+            let mut at = 0;
+            let mut slices: Vec<Option<&[u8]>> = Vec::with_capacity(CHUNK);
+            // The list's length is re-read per chunk: flush_sealed releases
+            // the GIL, and another thread may change the list meanwhile.
+            while at < list.len() {
+                let end = list.len().min(at + CHUNK);
+                slices.clear();
+                let (mut r, sealed) = if borrow_bytes(list, at, end, &mut slices) {
+                    self.engine
+                        .send_values(topic, &slices, partition, timestamp)?
+                } else {
+                    let items = (at..end).map(|i| list.get_item(i));
+                    let (r, _, sealed) =
+                        self.send_chunk(py, topic, items, None, partition, timestamp)?;
+                    (r, sealed)
+                };
+                slices.clear();
+                count += end - at;
+                at = end;
+                runs.append(&mut r);
+                // The linger thread appends sealed batches while this
+                // thread encodes the next chunk.
+                if sealed && !self.engine.append_in_background(MAX_READY) {
+                    self.flush_sealed(py)?;
                 }
             }
-            if vals.is_empty() {
+            return Ok(BatchFuture {
+                engine: self.engine.clone(),
+                runs,
+                count,
+                timestamp,
+            });
+        }
+        let mut values = values.try_iter()?;
+        let mut keys = keys.map(|k| k.try_iter()).transpose()?;
+        loop {
+            let (mut r, n, sealed) = self.send_chunk(
+                py,
+                topic,
+                values.by_ref().take(CHUNK),
+                keys.as_mut(),
+                partition,
+                timestamp,
+            )?;
+            if n == 0 {
                 if let Some(kit) = keys.as_mut() {
                     if kit.next().is_some() {
                         return Err(PyValueError::new_err("keys has more items than values"));
@@ -257,19 +339,7 @@ impl Producer {
                 }
                 break;
             }
-            let mut slices = Vec::with_capacity(vals.len());
-            for (i, v) in vals.iter().enumerate() {
-                let vs = v.as_ref().map(|v| v.as_slice()).transpose()?;
-                let kb = match ks.get(i) {
-                    Some(k) => k.as_ref().map(|k| k.as_slice()).transpose()?,
-                    None => None,
-                };
-                slices.push((kb, vs));
-            }
-            count += slices.len();
-            let (mut r, _, sealed) =
-                self.engine
-                    .send_many(topic, slices.into_iter(), partition, Some(timestamp))?;
+            count += n;
             runs.append(&mut r);
             if sealed {
                 self.flush_sealed(py)?;
@@ -357,6 +427,63 @@ impl Producer {
     }
 }
 
+/// Borrow `list[start..end]` as byte slices for the bulk `send_many` path:
+/// `None` items are null values. Returns false, leaving `out` partly
+/// filled, at the first item that is not exactly `bytes`; the caller then
+/// takes the general path for the chunk.
+///
+/// Per item this is one `PyList_GetItem` and one `PyBytes_AsStringAndSize`,
+/// with no reference-count traffic: the list keeps every item alive, and the
+/// slices are used and dropped before the caller runs Python code or
+/// releases the GIL, so nothing can mutate the list while they exist (the
+/// `'a` borrow of the list ties them to the caller's scope).
+fn borrow_bytes<'a>(
+    list: &'a Bound<'_, PyList>,
+    start: usize,
+    end: usize,
+    out: &mut Vec<Option<&'a [u8]>>,
+) -> bool {
+    let bytes_type = std::ptr::addr_of_mut!(pyo3::ffi::PyBytes_Type);
+    // SAFETY: Py_None only returns the singleton's address.
+    let none = unsafe { pyo3::ffi::Py_None() };
+    for i in start..end.min(list.len()) {
+        // SAFETY: the GIL is held (we hold a Bound) and i < len(list), so
+        // this returns a borrowed, non-null reference kept alive by the list.
+        let item = unsafe { pyo3::ffi::PyList_GetItem(list.as_ptr(), i as pyo3::ffi::Py_ssize_t) };
+        if item.is_null() {
+            // Cannot happen with i < len; clear the IndexError and let the
+            // general path report whatever is wrong.
+            let _ = PyErr::take(list.py());
+            return false;
+        }
+        if item == none {
+            out.push(None);
+            continue;
+        }
+        // SAFETY: item is a live object (above).
+        if unsafe { pyo3::ffi::Py_TYPE(item) } != bytes_type {
+            return false;
+        }
+        let mut ptr: *mut std::os::raw::c_char = std::ptr::null_mut();
+        let mut len: pyo3::ffi::Py_ssize_t = 0;
+        // SAFETY: item is exactly a bytes object, for which this only reads
+        // its buffer address and size.
+        if unsafe { pyo3::ffi::PyBytes_AsStringAndSize(item, &mut ptr, &mut len) } != 0
+            || ptr.is_null()
+            || len < 0
+        {
+            let _ = PyErr::take(list.py());
+            return false;
+        }
+        // SAFETY: a bytes object's buffer is immutable and lives as long as
+        // the object, which the list holds for the whole borrow (see above).
+        out.push(Some(unsafe {
+            std::slice::from_raw_parts(ptr as *const u8, len as usize)
+        }));
+    }
+    true
+}
+
 pub(super) fn extract_headers(h: &Bound<'_, PyAny>) -> PyResult<Vec<(String, Option<Vec<u8>>)>> {
     let items: Bound<'_, PyAny> = if let Ok(d) = h.cast::<PyDict>() {
         d.items().into_any()
@@ -424,8 +551,9 @@ fn wait_batch(
     Ok(())
 }
 
-/// The pending result of one `send()`.
-#[pyclass(module = "ottla", frozen)]
+/// The pending result of one `send()`. A free list keeps the objects of a
+/// `send()` loop that drops its futures from going through the allocator.
+#[pyclass(module = "ottla", frozen, freelist = 64)]
 pub struct FutureRecordMetadata {
     engine: Arc<Engine>,
     receipt: SendReceipt,

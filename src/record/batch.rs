@@ -12,7 +12,9 @@
 //! checksum, which is what lets a batch go from producer to disk to consumer
 //! byte for byte.
 
-use super::varint::{get_varint, get_varlong, put_varint, put_varlong, varlong_len};
+use super::varint::{
+    get_varint, get_varlong, put_varint, put_varlong, varlong_len, write_varlong, MAX_VARLONG_LEN,
+};
 
 pub const BASE_OFFSET: usize = 0;
 pub const BATCH_LENGTH: usize = 8;
@@ -179,6 +181,19 @@ pub fn check_batch(batch: &[u8]) -> Result<BatchHeader, String> {
 /// One record header as stored: a UTF-8 key and an optional value.
 pub type HeaderRef<'a> = (&'a [u8], Option<&'a [u8]>);
 
+/// Room for a key-less record header: length, attributes, timestamp delta,
+/// offset delta, null key and value length, at their widest.
+const HEADER_TEMPLATE_LEN: usize = 4 * MAX_VARLONG_LEN + 8;
+
+/// Why [`BatchBuilder::append_values`] stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FillStop {
+    /// The batch is full: seal it and continue in a new one.
+    Full,
+    /// The next record alone makes a batch of `size` bytes, over the limit.
+    TooLarge { size: usize },
+}
+
 /// Builds an uncompressed v2 batch in place, one record at a time, so the
 /// producer never materialises a per-record object.
 pub struct BatchBuilder {
@@ -198,6 +213,26 @@ impl BatchBuilder {
             base_timestamp: 0,
             max_timestamp: i64::MIN,
         }
+    }
+
+    /// Like [`BatchBuilder::with_capacity`], reusing `buf`'s allocation
+    /// (the producer recycles the buffers of appended batches, so a large
+    /// batch is not a fresh, page-faulting allocation every time).
+    pub fn with_buffer(mut buf: Vec<u8>, capacity: usize) -> BatchBuilder {
+        buf.clear();
+        buf.reserve(capacity.max(HEADER_LEN));
+        buf.resize(HEADER_LEN, 0);
+        BatchBuilder {
+            buf,
+            count: 0,
+            base_timestamp: 0,
+            max_timestamp: i64::MIN,
+        }
+    }
+
+    /// The builder's buffer, for reuse by [`BatchBuilder::with_buffer`].
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
     }
 
     #[inline]
@@ -223,6 +258,34 @@ impl BatchBuilder {
         headers: &[HeaderRef<'_>],
     ) -> usize {
         let body = Self::body_size(timestamp_delta, offset_delta, key, value, headers);
+        varlong_len(body as i64) + body
+    }
+
+    /// The body size of a record with zero timestamp and offset deltas: what
+    /// [`BatchBuilder::size_here`] widens for a given batch.
+    #[inline]
+    pub fn record_body_size(
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[HeaderRef<'_>],
+    ) -> usize {
+        Self::body_size(0, 0, key, value, headers)
+    }
+
+    /// Bytes a record whose zero-delta body is `body_alone` bytes (see
+    /// [`BatchBuilder::record_body_size`]) takes if appended to this batch
+    /// now: exact, with its real timestamp and offset deltas, which
+    /// [`BatchBuilder::record_size`] with zero deltas can undercount.
+    #[inline]
+    pub fn size_here(&self, timestamp: i64, body_alone: usize) -> usize {
+        let body = if self.count == 0 {
+            body_alone
+        } else {
+            // Each delta field takes one byte when zero.
+            body_alone + varlong_len(timestamp.wrapping_sub(self.base_timestamp)) - 1
+                + varlong_len(self.count as i64)
+                - 1
+        };
         varlong_len(body as i64) + body
     }
 
@@ -282,6 +345,113 @@ impl BatchBuilder {
             self.max_timestamp = timestamp;
         }
         delta
+    }
+
+    /// Append key-less, header-less records that all carry `timestamp`, in
+    /// one pass (the bulk `send_many` path): the timestamp delta is encoded
+    /// once for the call and each record's header is assembled in a stack
+    /// buffer, so a record costs two copies into the batch and no per-field
+    /// `Vec` bookkeeping. The records are byte for byte what
+    /// [`BatchBuilder::append`] would write.
+    ///
+    /// Stops before a record that would take the batch past `limit` bytes
+    /// (an empty batch always takes its first record), after the record that
+    /// reaches `limit`, or before a record whose batch of one would exceed
+    /// `max_batch_bytes`. Returns how many records went in and why it
+    /// stopped, if it did: `Full` also when the last record filled the batch.
+    pub fn append_values(
+        &mut self,
+        timestamp: i64,
+        values: &[Option<&[u8]>],
+        limit: usize,
+        max_batch_bytes: usize,
+    ) -> (usize, Option<FillStop>) {
+        if values.is_empty() {
+            return (0, None);
+        }
+        if self.count == 0 {
+            self.base_timestamp = timestamp;
+        }
+        let mut ts_field = [0u8; MAX_VARLONG_LEN];
+        let ts_len = write_varlong(&mut ts_field, timestamp.wrapping_sub(self.base_timestamp));
+        // A record header is `length, attributes, timestamp delta, offset
+        // delta, key (null), value length`; only the offset delta changes
+        // from record to record as long as the value length and the offset
+        // delta's width stay the same, so the header is kept as a template
+        // and rebuilt only when one of those two changes.
+        const NO_VALUE: usize = usize::MAX;
+        let mut h = [0u8; HEADER_TEMPLATE_LEN];
+        let mut h_len = 0; // bytes of the template in use
+        let mut delta_at = 0; // where the offset delta goes
+        let mut size = 0; // bytes of the whole record
+        let mut t_value = NO_VALUE - 1; // value length the template is for
+        let mut t_delta_len = 0; // offset-delta width the template is for
+        let mut stop = None;
+        let mut done = 0;
+        for v in values {
+            let value_len = v.map_or(NO_VALUE, <[u8]>::len);
+            let delta_len = varlong_len(self.count as i64);
+            if value_len != t_value || delta_len != t_delta_len {
+                let value_field = match v {
+                    None => 1,
+                    Some(b) => varlong_len(b.len() as i64) + b.len(),
+                };
+                // attributes + timestamp delta + offset delta + null key
+                // + value + header count (0)
+                let body = 1 + ts_len + delta_len + 1 + value_field + 1;
+                size = varlong_len(body as i64) + body;
+                let mut n = write_varlong(&mut h, body as i64);
+                h[n] = 0; // record attributes: unused in v2
+                n += 1;
+                h[n..n + ts_len].copy_from_slice(&ts_field[..ts_len]);
+                n += ts_len;
+                delta_at = n;
+                n += delta_len;
+                h[n] = 1; // key: null
+                n += 1;
+                n += write_varlong(&mut h[n..], v.map_or(-1, |b| b.len() as i64));
+                h_len = n;
+                t_value = value_len;
+                t_delta_len = delta_len;
+            }
+            if size + HEADER_LEN > max_batch_bytes {
+                stop = Some(FillStop::TooLarge {
+                    size: size + HEADER_LEN,
+                });
+                break;
+            }
+            if self.count > 0 && self.buf.len() + size > limit {
+                stop = Some(FillStop::Full);
+                break;
+            }
+            write_varlong(&mut h[delta_at..], self.count as i64);
+            let at = self.buf.len();
+            self.buf.reserve(size + HEADER_TEMPLATE_LEN);
+            let value = v.unwrap_or(&[]);
+            debug_assert_eq!(h_len + value.len() + 1, size);
+            // SAFETY: `reserve` made room for `size + HEADER_TEMPLATE_LEN`
+            // bytes past `at`; the whole fixed-size template is copied (a
+            // few vector moves, no memcpy call), then the value right after
+            // the template's used part, then the header count, so every
+            // byte below the new length `at + size` is initialised.
+            unsafe {
+                let dst = self.buf.as_mut_ptr().add(at);
+                std::ptr::copy_nonoverlapping(h.as_ptr(), dst, HEADER_TEMPLATE_LEN);
+                std::ptr::copy_nonoverlapping(value.as_ptr(), dst.add(h_len), value.len());
+                *dst.add(h_len + value.len()) = 0; // header count
+                self.buf.set_len(at + size);
+            }
+            self.count += 1;
+            done += 1;
+            if self.buf.len() >= limit {
+                stop = Some(FillStop::Full);
+                break;
+            }
+        }
+        if done > 0 && timestamp > self.max_timestamp {
+            self.max_timestamp = timestamp;
+        }
+        (done, stop)
     }
 
     /// Write the header and checksum; the batch is `self.bytes()` until the
@@ -565,6 +735,127 @@ mod tests {
         assert_eq!(recs[2].timestamp, 999);
         let hs: Vec<_> = recs[2].headers().collect();
         assert_eq!(hs, vec![(&b"h1"[..], Some(&b"v1"[..])), (&b"h2"[..], None)]);
+    }
+
+    /// Values whose lengths cross every varint width the encoder meets.
+    fn bulk_values() -> Vec<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        for i in 0..300usize {
+            let len = match i % 7 {
+                0 => 0,
+                1 => 63,
+                2 => 64,
+                3 => 100,
+                4 => 8191,
+                5 => 8192,
+                _ => i,
+            };
+            out.push(if i % 11 == 5 {
+                None
+            } else {
+                Some((0..len).map(|b| (b * 31 + i) as u8).collect())
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn append_values_writes_what_append_writes() {
+        let owned = bulk_values();
+        let values: Vec<Option<&[u8]>> = owned.iter().map(|v| v.as_deref()).collect();
+        // An existing batch with another timestamp: a non-zero delta, and
+        // offset deltas that start past the first varint width boundary.
+        for (pre, ts) in [(0usize, 1_700_000_000_000i64), (70, 1_700_000_000_123)] {
+            let mut a = BatchBuilder::with_capacity(64);
+            let mut b = BatchBuilder::with_capacity(64);
+            for i in 0..pre {
+                a.append(1_700_000_000_000, Some(b"k"), Some(&[i as u8; 3]), &[]);
+                b.append(1_700_000_000_000, Some(b"k"), Some(&[i as u8; 3]), &[]);
+            }
+            for v in &values {
+                a.append(ts, None, *v, &[]);
+            }
+            let (n, stop) = b.append_values(ts, &values, usize::MAX, usize::MAX);
+            assert_eq!((n, stop), (values.len(), None));
+            assert_eq!(a.count(), b.count());
+            assert_eq!(a.finish(), b.finish(), "pre-filled with {pre}");
+        }
+    }
+
+    #[test]
+    fn append_values_stops_at_the_limit_and_at_oversized_records() {
+        let v = [7u8; 100];
+        let values: Vec<Option<&[u8]>> = vec![Some(&v[..]); 50];
+        let size = BatchBuilder::record_size(0, 0, None, Some(&v), &[]);
+        // Room for exactly 10 records: stops after the 10th (Full).
+        let limit = HEADER_LEN + 10 * size;
+        let mut b = BatchBuilder::with_capacity(64);
+        assert_eq!(
+            b.append_values(5, &values, limit, usize::MAX),
+            (10, Some(FillStop::Full))
+        );
+        assert_eq!(b.size_in_bytes(), limit);
+        // Full batch: nothing more goes in.
+        assert_eq!(
+            b.append_values(5, &values, limit, usize::MAX),
+            (0, Some(FillStop::Full))
+        );
+        // An empty batch always takes its first record, however small the limit.
+        let mut b = BatchBuilder::with_capacity(64);
+        assert_eq!(
+            b.append_values(5, &values, 1, usize::MAX),
+            (1, Some(FillStop::Full))
+        );
+        // A record over the batch size limit stops the run before it.
+        let big = [1u8; 1000];
+        let mixed: Vec<Option<&[u8]>> = vec![Some(&v[..]), None, Some(&big[..]), Some(&v[..])];
+        let mut b = BatchBuilder::with_capacity(64);
+        let (n, stop) = b.append_values(5, &mixed, usize::MAX, 500);
+        assert_eq!(n, 2);
+        let big_size = BatchBuilder::record_size(0, 2, None, Some(&big), &[]) + HEADER_LEN;
+        assert_eq!(stop, Some(FillStop::TooLarge { size: big_size }));
+        let mut bytes = b.finish().to_vec();
+        set_base_offset(&mut bytes, 0);
+        let h = check_batch(&bytes).expect("valid batch");
+        let recs: Vec<_> = RecordIter::new(h, &bytes[HEADER_LEN..])
+            .collect::<Result<_, _>>()
+            .expect("records decode");
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].value, Some(&v[..]));
+        assert_eq!((recs[1].key, recs[1].value), (None, None));
+        assert_eq!(b.append_values(5, &[], 1, 1), (0, None));
+    }
+
+    #[test]
+    fn a_recycled_buffer_builds_the_same_batch() {
+        let mut used = BatchBuilder::with_capacity(64);
+        used.append(7, Some(b"old"), Some(&[9u8; 500]), &[(b"h", None)]);
+        used.finish();
+        let mut fresh = BatchBuilder::with_capacity(64);
+        let mut reused = BatchBuilder::with_buffer(used.into_buffer(), 64);
+        for b in [&mut fresh, &mut reused] {
+            b.append(1000, None, Some(b"v1"), &[]);
+            b.append(1001, Some(b"k"), None, &[]);
+        }
+        assert_eq!(fresh.finish(), reused.finish());
+    }
+
+    #[test]
+    fn size_here_is_the_exact_encoded_size() {
+        let mut b = BatchBuilder::with_capacity(64);
+        let v = [3u8; 50];
+        for (i, ts) in [1000i64, 1000, 1063, 999, 1_000_000_000, 1000]
+            .iter()
+            .cycle()
+            .take(200)
+            .enumerate()
+        {
+            let body = BatchBuilder::record_body_size(None, Some(&v[..i % 50]), &[]);
+            let expect = b.size_here(*ts, body);
+            let before = b.size_in_bytes();
+            b.append(*ts, None, Some(&v[..i % 50]), &[]);
+            assert_eq!(b.size_in_bytes() - before, expect, "record {i}");
+        }
     }
 
     #[test]
