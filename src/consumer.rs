@@ -723,7 +723,7 @@ impl Consumer {
 }
 
 /// Group ids may hold any character; file names may not.
-fn file_safe(group: &str) -> String {
+pub(crate) fn file_safe(group: &str) -> String {
     let mut s = String::with_capacity(group.len());
     for b in group.bytes() {
         if b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-' {

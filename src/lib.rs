@@ -23,3 +23,6 @@ pub use error::{Error, Result};
 
 #[cfg(test)]
 mod engine_tests;
+
+#[cfg(feature = "broker")]
+pub mod broker;

@@ -93,6 +93,14 @@ impl LockFile {
         self.set(PRESENCE_BYTE, Kind::Shared, true).map(|_| ())
     }
 
+    /// Take byte 0 exclusively without waiting, and keep it until this file
+    /// is dropped (closing the descriptor releases an OFD lock). Used for
+    /// the group `.door` file: the broker's hold excludes embedded members,
+    /// who hold it shared. Returns false if anyone else holds it.
+    pub fn try_hold_exclusive(&self) -> Result<bool> {
+        self.set(APPEND_BYTE, Kind::Exclusive, false)
+    }
+
     /// Try to become the only process with the partition open. Converting an
     /// OFD lock is atomic, so on failure the shared hold (if any) is kept.
     pub fn try_presence_exclusive(&self) -> Result<bool> {

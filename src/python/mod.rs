@@ -2,6 +2,7 @@
 //! releases the GIL around blocking engine calls, and maps errors.
 
 mod admin;
+mod broker;
 mod consumer;
 mod errors;
 mod producer;
@@ -17,6 +18,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<consumer::Consumer>()?;
     m.add_class::<consumer::OffsetAndTimestamp>()?;
     m.add_class::<admin::Admin>()?;
+    m.add_class::<broker::Broker>()?;
     m.add_class::<types::TopicPartition>()?;
     m.add_class::<types::RecordMetadata>()?;
     m.add_class::<types::Record>()?;
