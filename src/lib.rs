@@ -26,3 +26,9 @@ mod engine_tests;
 
 #[cfg(feature = "broker")]
 pub mod broker;
+
+/// Huge allocations are mapped lazily so a size claimed on the wire can never
+/// abort the process (see `broker::alloc`).
+#[cfg(feature = "broker")]
+#[global_allocator]
+static GLOBAL: broker::alloc::Allocator = broker::alloc::Allocator;

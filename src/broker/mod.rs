@@ -15,6 +15,7 @@
 //! The engine knows nothing of this module; everything here goes through
 //! `Store`, `PartitionLog` and `OffsetStore`.
 
+pub mod alloc;
 pub mod api;
 pub mod connection;
 pub mod coordinator;
