@@ -3,6 +3,7 @@ advertised API ranges, and turns idempotence on by default from 3.0)."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -74,32 +75,59 @@ def test_keys_and_headers_round_trip(broker: ottla.Broker, data_dir: Path) -> No
         assert [r.value for r in ec] == [m.value for m in got]
 
 
-def parts(c: "kafka.KafkaConsumer") -> Set[int]:
-    return {tp.partition for tp in c.assignment()}
+class Member(threading.Thread):
+    """One group member polling in its own thread, as applications do.
+
+    (kafka-python drops a JoinGroup/SyncGroup result that completes while
+    its consumer is not inside poll() and joins again, so members polled in
+    turn from one thread would keep the group rebalancing.)"""
+
+    def __init__(self, b: ottla.Broker, group: str) -> None:
+        super().__init__(daemon=True)
+        self.consumer = consumer(b, "six", group=group)
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._parts: Set[int] = set()
+        self.start()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self.consumer.poll(timeout_ms=100)
+                with self._lock:
+                    self._parts = {tp.partition for tp in self.consumer.assignment()}
+        finally:
+            self.consumer.close()  # LeaveGroup
+
+    def parts(self) -> Set[int]:
+        with self._lock:
+            return set(self._parts)
+
+    def leave(self) -> None:
+        self.stop.set()
+        self.join(30)
 
 
 def test_group_of_three_over_six_partitions_takes_over_on_leave(broker: ottla.Broker) -> None:
     ottla.Admin(broker.path).create_topic("six", partitions=6)
     group = "g3-" + uuid.uuid4().hex[:6]
-    cs = [consumer(broker, "six", group=group) for _ in range(3)]
+    members = [Member(broker, group) for _ in range(3)]
     try:
-        def poll_until(members: List["kafka.KafkaConsumer"], each: int) -> None:
+        def wait_balanced(ms: List[Member], each: int) -> None:
             deadline = time.monotonic() + 40
             while True:
-                ps = [parts(c) for c in members]
+                ps = [m.parts() for m in ms]
                 if all(len(p) == each for p in ps) and set().union(*ps) == set(range(6)):
                     return
                 assert time.monotonic() < deadline, ps
-                for c in members:
-                    c.poll(timeout_ms=50)
+                time.sleep(0.05)
 
-        poll_until(cs, 2)
-        leaving = cs.pop()
-        leaving.close()  # LeaveGroup
-        poll_until(cs, 3)
+        wait_balanced(members, 2)
+        members.pop().leave()
+        wait_balanced(members, 3)
     finally:
-        for c in cs:
-            c.close()
+        for m in members:
+            m.leave()
 
 
 def test_commit_restart_resume(broker: ottla.Broker) -> None:

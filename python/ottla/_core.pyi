@@ -245,6 +245,7 @@ class _Admin:
     @property
     def path(self) -> str: ...
 
+@final
 class Broker:
     """A Kafka wire-protocol broker serving a data directory.
 

@@ -20,7 +20,7 @@ use crate::store::Store;
 ///     with ottla.Broker("data") as broker:
 ///         producer = confluent_kafka.Producer(
 ///             {"bootstrap.servers": broker.bootstrap_servers})
-#[pyclass(module = "ottla._core", name = "Broker", subclass, frozen)]
+#[pyclass(module = "ottla._core", name = "Broker", frozen)]
 pub struct Broker {
     inner: Mutex<Option<Engine>>,
     stopping: std::sync::Arc<Mutex<Option<tokio::sync::watch::Receiver<bool>>>>,

@@ -105,6 +105,14 @@ pub async fn join(
             ..Default::default()
         }),
     };
+    crate::broker::errors::debug(&format!(
+        "JoinGroup -> error {} gen {} member {} leader {} ({} members)",
+        outcome.error,
+        outcome.generation,
+        outcome.member_id,
+        outcome.leader,
+        outcome.members.len()
+    ));
     let mut r = JoinGroupResponse::default();
     r.error_code = outcome.error;
     r.generation_id = outcome.generation;
@@ -150,6 +158,13 @@ pub async fn sync(
             .await
             .unwrap_or((code::UNKNOWN_MEMBER_ID, bytes::Bytes::new())),
     };
+    crate::broker::errors::debug(&format!(
+        "SyncGroup {} gen {} member {} -> error {error}, {} bytes",
+        req.group_id.as_str(),
+        req.generation_id,
+        req.member_id.as_str(),
+        assignment.len()
+    ));
     let mut r = SyncGroupResponse::default();
     r.error_code = error;
     r.assignment = assignment;
