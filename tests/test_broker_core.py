@@ -4,6 +4,7 @@ so that no client library hides what goes over the wire."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import struct
 import threading
@@ -343,3 +344,35 @@ def test_metadata_v1_round_trip_names_this_broker(broker: ottla.Broker) -> None:
         (port,) = struct.unpack(">i", data[10 + hlen: 14 + hlen])
         assert port == broker.port
     assert "meta" in ottla.Admin(broker.path).list_topics()
+
+
+def test_serve_forever_stops_on_ctrl_c_and_a_killed_broker_loses_nothing(spawn, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    code = """
+import sys, ottla
+b = ottla.Broker(sys.argv[1])
+print(b.port, flush=True)
+try:
+    b.serve_forever()
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+b.close()
+print("closed", flush=True)
+"""
+    child = spawn(code, str(data_dir))
+    port = int(child.wait_line(timeout=20))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.settimeout(10)
+        assert produce(s, "ctrlc", 0, record_batch([b"kept"])) == (0, 0)
+    child.proc.send_signal(signal.SIGINT)
+    assert child.wait_line(lambda line: line == "closed", timeout=20) == "closed"
+    assert "interrupted" in child.lines()
+    assert child.wait(20) == 0
+    # kill -9 of a serving broker: acknowledged records survive.
+    child = spawn(code, str(data_dir))
+    port = int(child.wait_line(timeout=20))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.settimeout(10)
+        assert produce(s, "ctrlc", 0, record_batch([b"acked"])) == (0, 1)
+    child.sigkill()
+    with ottla.Consumer(data_dir, "ctrlc", auto_offset_reset="earliest", consumer_timeout_ms=1000) as c:
+        assert [r.value for r in c] == [b"kept", b"acked"]
