@@ -264,3 +264,31 @@ def test_session_plugin_fixture(ottla_broker_session: ottla.Broker) -> None:
     assert {b.id for b in md.brokers.values()} == {0}
 
 
+
+
+def test_out_of_range_fetch_resets_by_policy(broker: ottla.Broker) -> None:
+    p = producer(broker)
+    for i in range(10):
+        p.produce("oor", value=b"%d" % i)
+    flush(p)
+    c = consumer(broker, "oor-g")
+    c.assign([ck.TopicPartition("oor", 0, 1000)])  # past the end
+    got = consume(c, 10)
+    c.close()
+    assert [m.offset() for m in got] == list(range(10))
+
+
+def test_batch_over_max_message_bytes_is_refused(broker: ottla.Broker, data_dir: Path) -> None:
+    ottla.Admin(data_dir).create_topic("small", config={"max.message.bytes": "10000"})
+    p = producer(broker, **{"message.max.bytes": 1_000_000, "message.timeout.ms": 5000})
+    errors: List[object] = []
+    p.produce("small", value=b"x" * 50_000, on_delivery=lambda err, msg: errors.append(err))
+    p.flush(15)  # its own batch: a refused batch fails every record in it
+    p.produce("small", value=b"fits", on_delivery=lambda err, msg: errors.append(err))
+    p.flush(15)
+    assert len(errors) == 2
+    big, ok = errors
+    assert big is not None and big.code() == ck.KafkaError.MSG_SIZE_TOO_LARGE
+    assert ok is None
+    with ottla.Consumer(data_dir, "small", auto_offset_reset="earliest", consumer_timeout_ms=1000) as ec:
+        assert [r.value for r in ec] == [b"fits"]
