@@ -521,9 +521,12 @@ impl Coordinator {
         m.expires = Instant::now() + m.session_timeout;
         if generation != gen {
             code::ILLEGAL_GENERATION
-        } else if state == State::PreparingRebalance {
+        } else if state == State::CompletingRebalance {
+            // The new generation has no assignment yet.
             code::REBALANCE_IN_PROGRESS
         } else {
+            // Stable, or PreparingRebalance: members commit what they
+            // processed before giving their partitions up, as in Kafka.
             code::NONE
         }
     }

@@ -168,7 +168,19 @@ fn members_join_sync_and_a_silent_member_expires() {
         assert!(Instant::now() < deadline, "b never expired");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // While the group prepares a rebalance, the current generation may still
+    // commit what it processed.
+    assert_eq!(
+        c.check_commit("g", a2.generation, &a2.member_id),
+        code::NONE
+    );
     let a3 = outcome(join(&c, &a2.member_id, 200));
+    assert_eq!(
+        c.check_commit("g", a3.generation, &a3.member_id),
+        code::REBALANCE_IN_PROGRESS,
+        "no commits between join and sync"
+    );
+    let _ = c.sync("g", a3.generation, &a3.member_id, vec![]);
     assert_eq!(a3.members.len(), 1, "only a is left");
     assert_eq!(
         c.heartbeat("g", b.generation, &b.member_id),
