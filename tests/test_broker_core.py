@@ -376,3 +376,38 @@ print("closed", flush=True)
     child.sigkill()
     with ottla.Consumer(data_dir, "ctrlc", auto_offset_reset="earliest", consumer_timeout_ms=1000) as c:
         assert [r.value for r in c] == [b"kept", b"acked"]
+
+
+def test_mutated_requests_never_take_the_broker_down(broker: ottla.Broker) -> None:
+    """Seeded random damage to valid frames (bit flips, truncation, spliced
+    length fields) of every API shape the tests build: each gets an answer or
+    a closed connection, and the broker keeps serving."""
+    import random
+
+    rng = random.Random(20240611)
+    seeds = [
+        frame(API_API_VERSIONS, 0, 1, b""),
+        frame(API_METADATA, 1, 2, struct.pack(">i", 1) + struct.pack(">h", 4) + b"fuzz"),
+        frame(0, 3, 3, b"\xff\xff" + struct.pack(">hi", -1, 1000) + struct.pack(">i", 1)
+              + struct.pack(">h", 4) + b"fuzz" + struct.pack(">i", 1)
+              + struct.pack(">ii", 0, len(record_batch([b"v"]))) + record_batch([b"v"])),
+    ]
+    for _ in range(200):
+        body = bytearray(rng.choice(seeds)[4:])
+        for _ in range(rng.randint(1, 4)):
+            what = rng.random()
+            at = rng.randrange(len(body))
+            if what < 0.5:
+                body[at] ^= 1 << rng.randrange(8)
+            elif what < 0.7:
+                del body[at:]
+                body += b"\x00"
+            else:
+                body[at:at + 4] = struct.pack(">i", rng.choice([-1, 0x7FFFFFFF, 0x10000, 255]))
+        with socket.create_connection((broker.host, broker.port), timeout=5) as s:
+            s.sendall(struct.pack(">i", len(body)) + bytes(body))
+            # An answer, a close, or (a parked Fetch/JoinGroup) nothing yet: all fine.
+            closed_by_peer(s, 0.05)
+    with connect(broker) as s:
+        assert api_versions(s)
+        assert produce(s, "after-fuzz", 0, record_batch([b"ok"])) == (0, 0)
