@@ -230,3 +230,30 @@ def test_list_and_describe_groups(broker: ottla.Broker) -> None:
     finally:
         c.close()
         a.close()
+
+
+def test_fetch_after_topic_is_deleted_and_created_again(broker: ottla.Broker, data_dir: Path) -> None:
+    admin = ottla.Admin(data_dir)
+    admin.create_topic("again")
+    with ottla.Producer(data_dir) as p:
+        for i in range(10):
+            p.send("again", b"old-%d" % i)
+    c = kafka.KafkaConsumer(bootstrap_servers=broker.bootstrap_servers,
+                            auto_offset_reset="earliest", enable_auto_commit=False)
+    try:
+        tp = kafka.TopicPartition("again", 0)
+        c.assign([tp])
+        first = consume(c, 10)
+        assert [m.value for m in first][:2] == [b"old-0", b"old-1"]
+        admin.delete_topic("again")
+        admin.create_topic("again")
+        with ottla.Producer(data_dir) as p:
+            for i in range(20):
+                p.send("again", b"new-value-of-another-size-%d" % i).get(timeout=10)
+        # Offset 10 is where this connection's last fetch of the old log
+        # ended; in the new log it sits at another byte position.
+        c.seek(tp, 10)
+        got = consume(c, 10)
+        assert [m.value for m in got] == [b"new-value-of-another-size-%d" % i for i in range(10, 20)]
+    finally:
+        c.close()

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
@@ -12,15 +12,16 @@ use super::api;
 use super::frame;
 use super::versions;
 use super::Shared;
-use crate::log::ReadCursor;
+use crate::log::{PartitionLog, ReadCursor};
 
 /// Per-connection state.
 pub struct Session {
     pub peer: SocketAddr,
     pub client_id: String,
     /// Where the last Fetch of each partition ended, so the next one skips
-    /// the index lookup.
-    pub cursors: HashMap<(String, u32), Option<ReadCursor>>,
+    /// the index lookup; tied to the log it was taken on, so a topic deleted
+    /// and created again never inherits a position in the old files.
+    pub cursors: HashMap<(String, u32), (Weak<PartitionLog>, Option<ReadCursor>)>,
 }
 
 impl Session {

@@ -90,10 +90,14 @@ fn gather(
             };
             let budget =
                 (max_bytes.saturating_sub(total)).min(p.partition_max_bytes.max(0) as usize);
-            let cursor = session
+            let (owner, cursor) = session
                 .cursors
                 .entry((name.to_string(), p.partition as u32))
-                .or_default();
+                .or_insert_with(|| (Arc::downgrade(&log), None));
+            if !std::ptr::eq(owner.as_ptr(), Arc::as_ptr(&log)) {
+                *owner = Arc::downgrade(&log);
+                *cursor = None;
+            }
             if budget == 0 {
                 // Over the response limit: report watermarks only.
                 match log.offsets() {
