@@ -1533,6 +1533,8 @@ def main() -> int:
 
             for row in broker_bench.rows(args.quick):
                 results.add(**row)
+        except ImportError as e:  # confluent-kafka missing: a peer, not an ottla failure
+            results.fail("broker", "ottla.Broker", "rec/s", Unavailable(str(e)), ottla=False)
         except Exception as e:  # noqa: BLE001 - a failed workload is a row, not a crash
             results.fail("broker", "ottla.Broker", "rec/s", e, ottla=True, kind="ottla")
     except KeyboardInterrupt:
