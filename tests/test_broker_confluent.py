@@ -292,3 +292,33 @@ def test_batch_over_max_message_bytes_is_refused(broker: ottla.Broker, data_dir:
     assert ok is None
     with ottla.Consumer(data_dir, "small", auto_offset_reset="earliest", consumer_timeout_ms=1000) as ec:
         assert [r.value for r in ec] == [b"fits"]
+
+
+def test_a_killed_member_is_expired_and_its_partitions_taken_over(spawn, broker: ottla.Broker) -> None:  # type: ignore[no-untyped-def]
+    ottla.Admin(broker.path).create_topic("six", partitions=6)
+    group = "killed-" + uuid.uuid4().hex[:6]
+    code = """
+import sys, time, confluent_kafka as ck
+c = ck.Consumer({"bootstrap.servers": sys.argv[1], "group.id": sys.argv[2],
+                 "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+c.subscribe(["six"])
+while True:
+    c.poll(0.1)
+    print(sorted(tp.partition for tp in c.assignment()), flush=True)
+"""
+    child = spawn(code, broker.bootstrap_servers, group)
+    mine = consumer(broker, group)
+    try:
+        mine.subscribe(["six"])
+        deadline = time.monotonic() + 40
+        def child_has_three() -> bool:
+            lines = child.lines()
+            return bool(lines) and lines[-1].count(",") == 2
+
+        while not (len(assignment(mine)) == 3 and child_has_three()):
+            assert time.monotonic() < deadline, (assignment(mine), child.lines()[-1:])
+            mine.poll(0.1)
+        child.sigkill()  # no LeaveGroup: only the session timeout tells the broker
+        poll_until([mine], lambda: assignment(mine) == set(range(6)), timeout=40)
+    finally:
+        mine.close()
