@@ -411,3 +411,14 @@ def test_mutated_requests_never_take_the_broker_down(broker: ottla.Broker) -> No
     with connect(broker) as s:
         assert api_versions(s)
         assert produce(s, "after-fuzz", 0, record_batch([b"ok"])) == (0, 0)
+
+
+def test_internal_offsets_topic_cannot_be_written_by_clients(broker: ottla.Broker, data_dir: Path) -> None:
+    with connect(broker) as s:
+        err, _ = produce(s, "__consumer_offsets", 0, record_batch([b"garbage"]))
+        assert err == 17  # INVALID_TOPIC_EXCEPTION
+        # Nor is it auto-created by a metadata request with a plain topic's config.
+        body = struct.pack(">i", 1) + struct.pack(">h", 18) + b"__consumer_offsets"
+        s.sendall(frame(API_METADATA, 1, 9, body))
+        assert response(s)[0] == 9
+    assert "__consumer_offsets" not in ottla.Admin(data_dir).list_topics(internal=True)

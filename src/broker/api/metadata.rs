@@ -62,8 +62,9 @@ pub async fn handle(
         if v >= 1 {
             t.is_internal = is_internal(&name);
         }
-        let found =
-            blocking(|| store.topic_or_create(&name, auto_create, shared.config.num_partitions));
+        // Internal topics are created by the engine with their own config.
+        let create = auto_create && !is_internal(&name);
+        let found = blocking(|| store.topic_or_create(&name, create, shared.config.num_partitions));
         match found {
             Ok(topic) => {
                 t.partitions = (0..topic.partitions)

@@ -23,6 +23,7 @@ use crate::record::batch::{check_batch, peek_total_size, LOG_OVERHEAD};
 use crate::record::compression::ZSTD;
 use crate::record::decode::records;
 use crate::store::Topic;
+use crate::topic::is_internal;
 
 pub async fn handle(
     shared: &Arc<Shared>,
@@ -35,18 +36,21 @@ pub async fn handle(
         let name = t.name.as_str().to_string();
         let mut tr = TopicProduceResponse::default();
         tr.name = t.name.clone();
+        // Internal topics are never auto-created here: the engine creates
+        // __consumer_offsets with its own (compacted) config.
+        let auto_create = shared.config.auto_create_topics && !is_internal(&name);
         let topic = blocking(|| {
-            shared.store.topic_or_create(
-                &name,
-                shared.config.auto_create_topics,
-                shared.config.num_partitions,
-            )
+            shared
+                .store
+                .topic_or_create(&name, auto_create, shared.config.num_partitions)
         });
         for p in t.partition_data {
             let mut pr = PartitionProduceResponse::default();
             pr.index = p.index;
             let outcome = match (&topic, req.transactional_id.is_some()) {
                 (_, true) => Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+                // __consumer_offsets is written by the engine only.
+                _ if is_internal(&name) => Err(code::INVALID_TOPIC_EXCEPTION),
                 (Err(e), _) => Err(kafka_code(e)),
                 (Ok(topic), _) => blocking(|| write(shared, topic, p.index, p.records)),
             };

@@ -19,7 +19,7 @@ use crate::broker::errors::kafka_code;
 use crate::broker::Shared;
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
-use crate::topic::validate_topic_name;
+use crate::topic::{is_internal, validate_topic_name};
 
 const MAX_PARTITIONS: i32 = 100_000;
 
@@ -119,7 +119,15 @@ pub async fn delete(
     for name in req.topic_names {
         let mut r = DeletableTopicResult::default();
         r.name = Some(name.clone());
-        match blocking(|| shared.store.delete_topic(name.as_str())) {
+        let deleted = if is_internal(name.as_str()) {
+            Err(Error::InvalidTopic {
+                name: name.as_str().to_string(),
+                reason: "internal topics cannot be deleted",
+            })
+        } else {
+            blocking(|| shared.store.delete_topic(name.as_str()))
+        };
+        match deleted {
             Ok(()) => shared.producers.forget_topic(name.as_str()),
             Err(e) => {
                 r.error_code = kafka_code(&e);
