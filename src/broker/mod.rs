@@ -156,34 +156,9 @@ impl Broker {
         self.addr
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.runtime.is_none()
-    }
-
-    /// Block until `close()` is called from elsewhere or `timeout` passes;
-    /// returns whether the broker has been asked to stop.
-    pub fn wait_closed(&self, timeout: Duration) -> bool {
-        let mut rx = self.shutdown.subscribe();
-        if *rx.borrow() {
-            return true;
-        }
-        let Some(rt) = self.runtime.as_ref() else {
-            return true;
-        };
-        rt.block_on(async {
-            let _ = tokio::time::timeout(timeout, rx.changed()).await;
-        });
-        *self.shutdown.borrow()
-    }
-
     /// A receiver that turns true when the broker is asked to stop.
     pub fn stop_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
-    }
-
-    /// Ask the broker to stop, without waiting (safe from any thread).
-    pub fn request_stop(&self) {
-        self.shutdown.send_replace(true);
     }
 
     /// Stop accepting, close every connection, stop the runtime, and let go
