@@ -4,6 +4,7 @@ so that no client library hides what goes over the wire."""
 
 from __future__ import annotations
 
+import errno
 import signal
 import socket
 import struct
@@ -142,8 +143,9 @@ def test_bad_arguments(data_dir: Path) -> None:
     with pytest.raises(ValueError):
         ottla.Broker(data_dir, max_request_bytes=10)
     with ottla.Broker(data_dir) as b:
-        with pytest.raises(ottla.StorageError):
-            ottla.Broker(data_dir, port=b.port)  # address in use
+        with pytest.raises(OSError) as e:
+            ottla.Broker(data_dir, port=b.port)
+        assert e.value.errno == errno.EADDRINUSE
 
 
 def test_auto_create_can_be_turned_off(data_dir: Path) -> None:

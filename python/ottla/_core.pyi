@@ -249,9 +249,9 @@ class _Admin:
 class Broker:
     """A Kafka wire-protocol broker serving a data directory.
 
-    Listening when the constructor returns; any Kafka client can produce to
-    and consume from it while embedded Producers and Consumers use the same
-    directory::
+    Listening when the constructor returns (a port in use raises OSError);
+    any Kafka client can produce to and consume from it while embedded
+    Producers and Consumers use the same directory::
 
         with ottla.Broker("data") as broker:
             producer = confluent_kafka.Producer(

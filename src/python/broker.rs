@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::broker::{Broker as Engine, BrokerConfig};
@@ -75,13 +75,23 @@ impl Broker {
             ..Default::default()
         };
         let interval = fsync == "interval";
-        let engine = py.detach(|| -> crate::Result<Engine> {
-            let store = Store::open(&path)?;
-            if interval {
-                store.ensure_flusher(1000);
-            }
-            Engine::start(store, config)
-        })?;
+        let engine = py
+            .detach(|| -> crate::Result<Engine> {
+                let store = Store::open(&path)?;
+                if interval {
+                    store.ensure_flusher(1000);
+                }
+                Engine::start(store, config)
+            })
+            .map_err(|e| match &e {
+                // A port in use is an OSError (errno EADDRINUSE), as for a socket.
+                crate::Error::Io {
+                    op: "listen on",
+                    source,
+                    ..
+                } => PyOSError::new_err((source.raw_os_error().unwrap_or(0), e.to_string())),
+                _ => super::errors::to_pyerr(&e),
+            })?;
         let addr = engine.local_addr();
         let stopping = engine.stop_signal();
         Ok(Broker {
