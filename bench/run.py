@@ -1621,6 +1621,17 @@ def main() -> int:
         f"{info['cpu_model']} x{info['cores']}, mode={mode}, temp={info['temp_fs']}")
     try:
         run_all(P, results)
+        # The Kafka-protocol broker beside librdkafka's mock cluster.
+        sys.path.insert(0, str(BENCH_DIR))
+        try:
+            import broker_bench
+
+            for row in broker_bench.rows(args.quick):
+                results.add(**row)
+        except ImportError as e:  # confluent-kafka missing: a peer, not an ottla failure
+            results.fail("broker", "ottla.Broker", "rec/s", Unavailable(str(e)), ottla=False)
+        except Exception as e:  # noqa: BLE001 - a failed workload is a row, not a crash
+            results.fail("broker", "ottla.Broker", "rec/s", e, ottla=True, kind="ottla")
     except KeyboardInterrupt:
         log("interrupted")
         return 130

@@ -25,6 +25,7 @@ use crate::group::member::MemberSession;
 use crate::group::GroupDir;
 use crate::log::{Durability, PartitionLog, ReadCursor};
 use crate::record::batch::{BatchHeader, RecordIter, RecordView, HEADER_LEN};
+use crate::record::decode::inflate;
 use crate::store::Store;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +133,8 @@ struct Fetch {
     batch_at: usize,
     header: Option<BatchHeader>,
     iter_state: (usize, i32),
+    /// The current batch's records, inflated, when its producer compressed it.
+    inflated: Option<Vec<u8>>,
     /// Error met after the fetched bytes (corruption), raised when reached.
     error: Option<Error>,
 }
@@ -884,6 +887,7 @@ impl Consumer {
                     batch_at: 0,
                     header: None,
                     iter_state: (0, 0),
+                    inflated: None,
                     error: fetched.error,
                 });
             }
@@ -904,6 +908,7 @@ impl Consumer {
                                 batch_at: 0,
                                 header: None,
                                 iter_state: (0, 0),
+                                inflated: None,
                                 error: Some(e),
                             });
                             break;
@@ -923,15 +928,28 @@ impl Consumer {
                     a.position = Some(position);
                     continue;
                 }
-                if h.compression() != 0 {
-                    return Err(Error::UnsupportedCompression(h.compression()));
-                }
+                let end = fetch.batch_at + h.total_size();
+                let Some(batch) = fetch.data.get(fetch.batch_at..end) else {
+                    a.fetch = None;
+                    continue;
+                };
+                fetch.inflated = inflate(&h, batch).map_err(|e| match e {
+                    Error::InvalidRecord(why) => Error::InvalidRecord(format!(
+                        "{}-{} batch at offset {}: {why}",
+                        a.tp.0, a.tp.1, h.base_offset
+                    )),
+                    other => other,
+                })?;
                 fetch.header = Some(h);
                 fetch.iter_state = (0, h.records_count);
             }
             let Some(h) = fetch.header else { continue };
             let batch = &fetch.data[fetch.batch_at..fetch.batch_at + h.total_size()];
-            let mut it = RecordIter::resume(h, &batch[HEADER_LEN..], fetch.iter_state);
+            let body = match &fetch.inflated {
+                Some(inflated) => inflated.as_slice(),
+                None => &batch[HEADER_LEN..],
+            };
+            let mut it = RecordIter::resume(h, body, fetch.iter_state);
             while count < max {
                 match it.next() {
                     None => break,

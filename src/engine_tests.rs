@@ -1386,3 +1386,73 @@ fn batches_stay_within_max_message_bytes_with_wide_deltas() {
     assert_eq!(sizes.len(), 2, "the second record needs a batch of its own");
     assert!(sizes.iter().all(|s| *s <= 1000), "batch sizes {sizes:?}");
 }
+
+// ---------------------------------------------------------------- compression
+
+#[test]
+fn consumer_reads_batches_compressed_by_every_codec() {
+    use crate::record::compression::{compress_batch, GZIP, LZ4, NONE, SNAPPY, ZSTD};
+    let (_tmp, store) = open_store();
+    store.create_topic("z", 1, &[]).expect("create");
+    let log = store.partition_by_name("z", 0).expect("log");
+    let codecs = [NONE, GZIP, SNAPPY, LZ4, ZSTD];
+    for (c, codec) in codecs.iter().enumerate() {
+        let mut b = BatchBuilder::with_capacity(1024);
+        for i in 0..10 {
+            let v = format!("codec{codec}-value{i}-{}", "x".repeat(50));
+            let k = format!("k{i}");
+            b.append(now_ms(), Some(k.as_bytes()), Some(v.as_bytes()), &[]);
+        }
+        let mut packed = compress_batch(b.finish(), *codec).expect("compress");
+        if *codec != NONE {
+            assert!(
+                packed.len() < b.finish().len(),
+                "codec {codec} did not shrink"
+            );
+        }
+        let info = log
+            .append(&mut packed, Durability::PageCache)
+            .expect("append");
+        assert_eq!(info.base_offset, c as i64 * 10);
+    }
+    let c = consumer(&store, None, OffsetReset::Earliest);
+    c.assign(&[("z".to_string(), 0)]).expect("assign");
+    let got = drain_all(&c);
+    assert_eq!(got.len(), 50);
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g.2, i as i64);
+        let codec = codecs[i / 10];
+        assert_eq!(
+            text(&g.4),
+            format!("codec{codec}-value{}-{}", i % 10, "x".repeat(50))
+        );
+        assert_eq!(text(&g.3), format!("k{}", i % 10));
+    }
+    // Offsets by time look inside compressed batches too.
+    assert!(log.offset_for_time(0).expect("by time").is_some());
+}
+
+#[test]
+fn a_compressed_batch_that_does_not_inflate_is_a_typed_error() {
+    use crate::record::batch::{compute_crc, CRC, HEADER_LEN};
+    use crate::record::compression::{compress_batch, ZSTD};
+    let (_tmp, store) = open_store();
+    store.create_topic("bad", 1, &[]).expect("create");
+    let log = store.partition_by_name("bad", 0).expect("log");
+    let mut b = BatchBuilder::with_capacity(256);
+    b.append(now_ms(), None, Some(b"hello world hello world"), &[]);
+    let mut packed = compress_batch(b.finish(), ZSTD).expect("compress");
+    // Damage the compressed bytes but keep the CRC valid, as a buggy client would.
+    let n = packed.len();
+    for byte in &mut packed[HEADER_LEN..n] {
+        *byte ^= 0x5a;
+    }
+    let crc = compute_crc(&packed);
+    packed[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    log.append(&mut packed, Durability::PageCache)
+        .expect("append");
+    let c = consumer(&store, None, OffsetReset::Earliest);
+    c.assign(&[("bad".to_string(), 0)]).expect("assign");
+    let err = c.drain(10, &mut |_, _| {}).expect_err("must fail");
+    assert!(matches!(err, Error::InvalidRecord(_)), "{err:?}");
+}

@@ -54,6 +54,9 @@ pub enum Error {
     #[error("unsupported compression codec {0} in record batch")]
     UnsupportedCompression(u8),
 
+    #[error("compressed record batch inflates past {limit} bytes")]
+    DecompressedTooLarge { limit: usize },
+
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,

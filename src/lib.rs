@@ -24,3 +24,12 @@ pub use error::{Error, Result};
 
 #[cfg(test)]
 mod engine_tests;
+
+#[cfg(feature = "broker")]
+pub mod broker;
+
+/// Huge allocations are mapped lazily so a size claimed on the wire can never
+/// abort the process (see `broker::alloc`).
+#[cfg(feature = "broker")]
+#[global_allocator]
+static GLOBAL: broker::alloc::Allocator = broker::alloc::Allocator;

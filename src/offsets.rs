@@ -161,7 +161,7 @@ impl OffsetStore {
                     st.next = h.next_offset();
                     continue;
                 }
-                for rec in records(&h, batch)? {
+                for rec in records(&h, batch)?.iter() {
                     let rec =
                         rec.map_err(|r| Error::InvalidRecord(format!("offsets topic: {r}")))?;
                     if rec.offset < st.next {

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from ottla._core import (
     BatchFuture,
+    Broker,
     ClosedError,
     Consumer as _CoreConsumer,
     CorruptRecordError,
@@ -106,6 +107,7 @@ class Consumer(_CoreConsumer):
 __all__ = [
     "Admin",
     "BatchFuture",
+    "Broker",
     "ClosedError",
     "Consumer",
     "CorruptRecordError",

@@ -369,3 +369,42 @@ class RecordWaiter:
     def closed(self) -> bool: ...
     @property
     def waiting(self) -> int: ...
+
+@final
+class Broker:
+    """A Kafka wire-protocol broker serving a data directory.
+
+    Listening when the constructor returns (a port in use raises OSError);
+    any Kafka client can produce to and consume from it while embedded
+    Producers and Consumers use the same directory::
+
+        with ottla.Broker("data") as broker:
+            producer = confluent_kafka.Producer(
+                {"bootstrap.servers": broker.bootstrap_servers})
+    """
+
+    def __new__(
+        cls,
+        path: _Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        auto_create_topics: bool = True,
+        num_partitions: int = 1,
+        max_request_bytes: int = 104857600,
+        fsync: str = "never",
+    ) -> Self: ...
+    @property
+    def bootstrap_servers(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    def serve_forever(self) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *_args: object) -> bool: ...

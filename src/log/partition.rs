@@ -772,7 +772,7 @@ impl PartitionLog {
                     buf.resize(h.total_size(), 0);
                     seg.read_at(pos, &mut buf)?;
                     let h = check_batch(&buf).map_err(|r| Error::corrupt(seg.path(), pos, r))?;
-                    for rec in crate::record::decode::records(&h, &buf)? {
+                    for rec in crate::record::decode::records(&h, &buf)?.iter() {
                         let rec = rec.map_err(|r| Error::corrupt(seg.path(), pos, r))?;
                         if rec.timestamp >= timestamp && rec.offset >= st.log_start_offset {
                             return Ok(Some((rec.offset, rec.timestamp)));

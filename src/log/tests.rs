@@ -78,7 +78,7 @@ fn batch_ts(timestamps: &[i64], tag: &str) -> Vec<u8> {
 fn decode(bytes: &[u8]) -> Vec<Rec> {
     let mut out = Vec::new();
     for (h, b) in Batches::new(bytes) {
-        for r in records(&h, b).expect("uncompressed batch") {
+        for r in records(&h, b).expect("uncompressed batch").iter() {
             let r = r.expect("record decodes");
             out.push((
                 r.offset,

@@ -136,6 +136,7 @@ pub fn to_pyerr(e: &Error) -> PyErr {
         Error::CorruptRecord { .. } => CorruptRecordError::new_err(msg),
         Error::InvalidRecord(_) => InvalidRecordError::new_err(msg),
         Error::UnsupportedCompression(_) => UnsupportedCompressionError::new_err(msg),
+        Error::DecompressedTooLarge { .. } => InvalidRecordError::new_err(msg),
         Error::Io { .. } if e.is_disk_full() => DiskFullError::new_err(msg),
         Error::Io { .. } => StorageError::new_err(msg),
         Error::GroupMemberConflict { .. } => GroupMemberConflictError::new_err(msg),

@@ -5,6 +5,7 @@ mod admin;
 mod aio_bell;
 mod aio_consumer;
 mod aio_producer;
+mod broker;
 mod consumer;
 mod errors;
 mod producer;
@@ -20,6 +21,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<consumer::Consumer>()?;
     m.add_class::<consumer::OffsetAndTimestamp>()?;
     m.add_class::<admin::Admin>()?;
+    m.add_class::<broker::Broker>()?;
     m.add_class::<types::TopicPartition>()?;
     m.add_class::<types::RecordMetadata>()?;
     m.add_class::<types::Record>()?;

@@ -1,6 +1,7 @@
 //! Kafka's record format v2: varints and record batches.
 
 pub mod batch;
+pub mod compression;
 pub mod decode;
 pub mod varint;
 

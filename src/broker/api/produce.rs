@@ -1,0 +1,183 @@
+//! Produce: validate what the client sent, then store it as sent.
+//!
+//! A produced batch travels: socket -> frame -> this handler, which walks
+//! the batches of each partition (length, magic, CRC-32C, codec, and every
+//! record's framing after inflating a compressed batch, so a batch that
+//! cannot be read back is refused now, not at fetch time), checks producer
+//! sequences for idempotent producers, and hands the original bytes to
+//! `PartitionLog::append`, which stamps base offsets (outside the CRC) and
+//! writes them. The client's compression and checksum are what lands on disk.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::blocking;
+use crate::broker::dispatch::Session;
+use crate::broker::errors::{code, kafka_code, warn};
+use crate::broker::idempotence::{BatchSeq, Verdict};
+use crate::broker::Shared;
+use crate::record::batch::{check_batch, peek_total_size, LOG_OVERHEAD};
+use crate::record::compression::ZSTD;
+use crate::record::decode::records;
+use crate::store::Topic;
+use crate::topic::is_internal;
+
+pub async fn handle(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: ProduceRequest,
+    _v: i16,
+) -> Option<ProduceResponse> {
+    let mut resp = ProduceResponse::default();
+    for t in req.topic_data {
+        let name = t.name.as_str().to_string();
+        let mut tr = TopicProduceResponse::default();
+        tr.name = t.name.clone();
+        // Internal topics are never auto-created here: the engine creates
+        // __consumer_offsets with its own (compacted) config.
+        let auto_create = shared.config.auto_create_topics && !is_internal(&name);
+        let topic = blocking(|| {
+            shared
+                .store
+                .topic_or_create(&name, auto_create, shared.config.num_partitions)
+        });
+        for p in t.partition_data {
+            let mut pr = PartitionProduceResponse::default();
+            pr.index = p.index;
+            let outcome = match (&topic, req.transactional_id.is_some()) {
+                (_, true) => Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+                // __consumer_offsets is written by the engine only.
+                _ if is_internal(&name) => Err(code::INVALID_TOPIC_EXCEPTION),
+                (Err(e), _) => Err(kafka_code(e)),
+                (Ok(topic), _) => blocking(|| write(shared, topic, p.index, p.records)),
+            };
+            match outcome {
+                Ok((base, start)) => {
+                    pr.base_offset = base;
+                    pr.log_start_offset = start;
+                }
+                Err(c) => {
+                    pr.error_code = c;
+                    pr.base_offset = -1;
+                }
+            }
+            tr.partition_responses.push(pr);
+        }
+        resp.responses.push(tr);
+    }
+    (req.acks != 0).then_some(resp)
+}
+
+/// Validate and append one partition's batches: (base offset, log start).
+fn write(
+    shared: &Shared,
+    topic: &Topic,
+    partition: i32,
+    data: Option<Bytes>,
+) -> Result<(i64, i64), i16> {
+    let data = data.filter(|d| !d.is_empty()).ok_or(code::INVALID_RECORD)?;
+    if partition < 0 || partition as u32 >= topic.partitions {
+        return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    let log = shared
+        .store
+        .partition(topic, partition as u32)
+        .map_err(|e| kafka_code(&e))?;
+    let batches = validate(&data, topic.config.max_message_bytes)?;
+    let state = shared.producers.partition(&topic.name, partition as u32);
+    // Held across check, append and record, so a retry racing its original
+    // on another connection is still recognised.
+    let mut producers = state.lock();
+    let mut first_dup = None;
+    let mut keep = Vec::with_capacity(batches.len());
+    let mut trial = producers.clone();
+    for (range, seq) in &batches {
+        match trial.check(seq) {
+            Verdict::Append => {
+                // Offsets are not known yet; 0 stands in until after the append.
+                trial.record(seq, 0);
+                keep.push((range.clone(), *seq));
+            }
+            Verdict::Duplicate(offset) => {
+                first_dup.get_or_insert(offset);
+            }
+            Verdict::Reject(c) => return Err(c),
+        }
+    }
+    if keep.is_empty() {
+        let (start, _) = log.offsets().map_err(|e| kafka_code(&e))?;
+        return Ok((first_dup.unwrap_or(-1), start));
+    }
+    let mut bytes: Vec<u8> = if keep.len() == batches.len() {
+        data.to_vec()
+    } else {
+        keep.iter()
+            .flat_map(|(r, _)| data[r.clone()].iter().copied())
+            .collect()
+    };
+    let info = log
+        .append(&mut bytes, shared.config.durability)
+        .map_err(|e| {
+            warn(&format!("append to {}-{partition} failed: {e}", topic.name));
+            kafka_code(&e)
+        })?;
+    let mut next = info.base_offset;
+    for (_, seq) in &keep {
+        producers.record(seq, next);
+        next += seq.count as i64;
+    }
+    Ok((first_dup.unwrap_or(info.base_offset), info.log_start_offset))
+}
+
+type Checked = Vec<(std::ops::Range<usize>, BatchSeq)>;
+
+/// Every batch in `data`, whole and readable, with its producer fields.
+pub fn validate(data: &[u8], max_message_bytes: usize) -> Result<Checked, i16> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < data.len() {
+        let total = peek_total_size(&data[at..]).ok_or(code::CORRUPT_MESSAGE)?;
+        if total < LOG_OVERHEAD as i64 || at as i64 + total > data.len() as i64 {
+            return Err(code::CORRUPT_MESSAGE);
+        }
+        let end = at + total as usize;
+        let batch = &data[at..end];
+        if batch.len() > max_message_bytes.saturating_add(LOG_OVERHEAD) {
+            return Err(code::MESSAGE_TOO_LARGE);
+        }
+        let h = check_batch(batch).map_err(|_| code::CORRUPT_MESSAGE)?;
+        if h.compression() > ZSTD {
+            return Err(code::UNSUPPORTED_COMPRESSION_TYPE);
+        }
+        if h.is_transactional() || h.is_control() {
+            // Transactions are not supported: no markers, no read_committed.
+            return Err(code::INVALID_TXN_STATE);
+        }
+        let recs = records(&h, batch).map_err(|e| kafka_code(&e))?;
+        let mut n = 0i32;
+        for rec in recs.iter() {
+            let rec = rec.map_err(|_| code::INVALID_RECORD)?;
+            if rec.offset - h.base_offset != n as i64 {
+                return Err(code::INVALID_RECORD);
+            }
+            n += 1;
+        }
+        if n == 0 || n != h.records_count || h.last_offset_delta != n - 1 {
+            return Err(code::INVALID_RECORD);
+        }
+        out.push((
+            at..end,
+            BatchSeq {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                first: h.base_sequence,
+                count: n,
+            },
+        ));
+        at = end;
+    }
+    Ok(out)
+}

@@ -1,0 +1,69 @@
+//! The API versions this broker speaks, and the ApiVersions request.
+//!
+//! The ranges are those of a Kafka 3.0-era broker, with every API at a
+//! version that still names topics (not topic ids) and does not carry the
+//! KIP-848 group protocol. That is what the three client families need:
+//! librdkafka picks the highest common version per API; kafka-python infers
+//! a broker version from the ranges (these read as Kafka 3.0) and uses record
+//! batch v2 from 0.11 on; aiokafka refuses an API that is not listed. No
+//! OffsetForLeaderEpoch: responses carry no leader epochs (-1), so clients
+//! never ask for epoch validation.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+use super::errors::code;
+
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 5),
+    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+];
+
+/// The API, if `key` at `version` is one this broker serves.
+pub fn supported(key: i16, version: i16) -> Option<ApiKey> {
+    SUPPORTED
+        .iter()
+        .find(|(k, lo, hi)| *k as i16 == key && (*lo..=*hi).contains(&version))
+        .map(|(k, _, _)| *k)
+}
+
+/// The ApiVersions answer; `error` is UNSUPPORTED_VERSION when the client
+/// asked with a version above ours (it then retries with v0..=3).
+pub fn api_versions(error: i16) -> ApiVersionsResponse {
+    let mut r = ApiVersionsResponse::default();
+    r.error_code = error;
+    r.api_keys = SUPPORTED
+        .iter()
+        .map(|(k, lo, hi)| {
+            let mut v = ApiVersion::default();
+            v.api_key = *k as i16;
+            v.min_version = *lo;
+            v.max_version = *hi;
+            v
+        })
+        .collect();
+    r
+}
+
+pub fn unsupported_version() -> ApiVersionsResponse {
+    api_versions(code::UNSUPPORTED_VERSION)
+}

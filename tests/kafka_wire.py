@@ -1,0 +1,114 @@
+"""Hand-built Kafka protocol frames, for tests that need bytes no client
+library would send (bad input) or control a client would not give (a retried
+idempotent batch). Only the few request versions the tests use are encoded."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import List, Optional, Tuple
+
+API_PRODUCE = 0
+API_METADATA = 3
+API_API_VERSIONS = 18
+API_INIT_PRODUCER_ID = 22
+
+
+def _str(s: Optional[str]) -> bytes:
+    if s is None:
+        return struct.pack(">h", -1)
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def frame(api_key: int, version: int, correlation_id: int, body: bytes,
+          client_id: str = "wire-test") -> bytes:
+    """A whole request: size prefix, header v1, body."""
+    msg = struct.pack(">hhi", api_key, version, correlation_id) + _str(client_id) + body
+    return struct.pack(">i", len(msg)) + msg
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed by the broker")
+        buf += chunk
+    return buf
+
+
+def response(sock: socket.socket) -> Tuple[int, bytes]:
+    """(correlation id, body) of the next response."""
+    (n,) = struct.unpack(">i", recv_exact(sock, 4))
+    data = recv_exact(sock, n)
+    return struct.unpack(">i", data[:4])[0], data[4:]
+
+
+def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
+    """True if the broker closes the connection within ``timeout`` (any bytes
+    it sends first are ignored)."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def api_versions(sock: socket.socket, correlation_id: int = 1) -> List[Tuple[int, int, int]]:
+    """ApiVersions v0 round trip: [(api key, min, max)]."""
+    sock.sendall(frame(API_API_VERSIONS, 0, correlation_id, b""))
+    cid, body = response(sock)
+    assert cid == correlation_id
+    (err,) = struct.unpack(">h", body[:2])
+    assert err == 0, err
+    (n,) = struct.unpack(">i", body[2:6])
+    return [struct.unpack(">hhh", body[6 + 6 * i: 12 + 6 * i]) for i in range(n)]
+
+
+def init_producer_id(sock: socket.socket, correlation_id: int = 2) -> Tuple[int, int]:
+    """InitProducerId v0 without a transactional id: (producer id, epoch)."""
+    body = _str(None) + struct.pack(">i", 60000)
+    sock.sendall(frame(API_INIT_PRODUCER_ID, 0, correlation_id, body))
+    cid, data = response(sock)
+    assert cid == correlation_id
+    _throttle, err, pid, epoch = struct.unpack(">ihqh", data[:16])
+    assert err == 0, err
+    return pid, epoch
+
+
+def produce(sock: socket.socket, topic: str, partition: int, records: bytes,
+            correlation_id: int = 3, acks: int = -1) -> Tuple[int, int]:
+    """Produce v3 of one partition's record batches: (error code, base offset)."""
+    body = (_str(None) + struct.pack(">hi", acks, 10000) + struct.pack(">i", 1) + _str(topic)
+            + struct.pack(">i", 1) + struct.pack(">ii", partition, len(records)) + records)
+    sock.sendall(frame(API_PRODUCE, 3, correlation_id, body))
+    cid, data = response(sock)
+    assert cid == correlation_id
+    (ntopics,) = struct.unpack(">i", data[:4])
+    assert ntopics == 1
+    (tlen,) = struct.unpack(">h", data[4:6])
+    at = 6 + tlen
+    (nparts,) = struct.unpack(">i", data[at:at + 4])
+    assert nparts == 1
+    _p, err, base = struct.unpack(">ihq", data[at + 4: at + 18])
+    return err, base
+
+
+def record_batch(values: List[bytes], producer_id: int = -1, producer_epoch: int = -1,
+                 base_sequence: int = -1, compression: int = 0) -> bytes:
+    """A record batch v2, built by kafka-python's encoder (an independent
+    implementation of the format)."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    b = DefaultRecordBatchBuilder(
+        magic=2, compression_type=compression, is_transactional=False,
+        producer_id=producer_id, producer_epoch=producer_epoch,
+        base_sequence=base_sequence, batch_size=1 << 20)
+    for i, v in enumerate(values):
+        b.append(i, timestamp=None, key=None, value=v, headers=[])
+    return bytes(b.build())
