@@ -137,8 +137,9 @@ impl PartitionLog {
         {
             let _g = log.lock.lock_append()?;
             if log.lock.try_presence_exclusive()? {
+                // A clean head stays clean until the first change (see
+                // `Head::mark_in_use`): opening only to read writes nothing.
                 super::loader::load(&log)?;
-                log.head.set_clean(false);
             } else if log.head.read().is_none() || !log.head.is_valid() {
                 log.repair_locked()?;
             }
@@ -307,6 +308,15 @@ impl PartitionLog {
         let _w = self.writer.lock();
         let _g = self.lock.lock_append()?;
         self.check_live()?;
+        // Before any byte changes: a crash from here on leaves a head that
+        // is not clean, so the next opener cuts what we did not publish.
+        if durability == Durability::Fsync {
+            self.head
+                .mark_in_use_durably()
+                .ctx("flush head", &self.dir)?;
+        } else {
+            self.head.mark_in_use();
+        }
         let mut st = match self.head.read() {
             Some(st) => st,
             None => self.repair_locked()?,
@@ -414,6 +424,7 @@ impl PartitionLog {
 
     /// Close the active segment and start a new one at the log end.
     fn roll_locked(&self, mut st: HeadState, now: i64) -> Result<HeadState> {
+        self.head.mark_in_use();
         let segs = self.segments_for(&st)?;
         if let Some(active) = segs.map.get(&st.active_base) {
             super::loader::finalize_closed(active, &st)?;
@@ -794,6 +805,7 @@ impl PartitionLog {
     pub fn mark_deleted(&self) {
         let _w = self.writer.lock();
         if let Ok(_g) = self.lock.lock_append() {
+            self.head.mark_in_use();
             self.head.mark_deleted();
         }
         self.beacon.notify_append();
@@ -814,7 +826,12 @@ impl Drop for PartitionLog {
         let Ok(_g) = self.lock.lock_append() else {
             return;
         };
-        // The last process out flushes and leaves the clean-shutdown marker.
+        // The last process out flushes and leaves the clean-shutdown marker;
+        // a head still clean saw no change since it was marked, so there is
+        // nothing to flush.
+        if self.head.is_clean() {
+            return;
+        }
         if let Ok(true) = self.lock.try_presence_exclusive() {
             if let Some(mut st) = self.head.read() {
                 if let Ok(segs) = self.segments_for(&st) {
