@@ -302,9 +302,23 @@ impl PartitionLog {
     /// Append whole, already-validated batches (one or more, back to back),
     /// stamping their offsets. Returns the offsets assigned.
     pub fn append(&self, batches: &mut [u8], durability: Durability) -> Result<AppendInfo> {
+        self.append_parts(batches, &[], durability)
+    }
+
+    /// [`PartitionLog::append`] for batches given in parts, written with one
+    /// `pwritev`: `batches` holds whole batches and then (at least) the
+    /// whole header of the last one, whose remaining bytes are `rest`, in
+    /// order. Lets a large value be written from the caller's buffer.
+    pub fn append_parts(
+        &self,
+        batches: &mut [u8],
+        rest: &[&[u8]],
+        durability: Durability,
+    ) -> Result<AppendInfo> {
         if batches.is_empty() {
             return Err(Error::InvalidRecord("empty append".into()));
         }
+        let total = batches.len() + rest.iter().map(|r| r.len()).sum::<usize>();
         let _w = self.writer.lock();
         let _g = self.lock.lock_append()?;
         self.check_live()?;
@@ -323,7 +337,7 @@ impl PartitionLog {
         };
         let cfg = self.config();
         let now = now_ms();
-        let len = batches.len() as u64;
+        let len = total as u64;
         let mut segs = self.segments_for(&st)?;
         let must_roll = st.active_size > 0
             && (st.active_size + len > cfg.segment_bytes
@@ -344,13 +358,26 @@ impl PartitionLog {
         while at < batches.len() {
             set_base_offset(&mut batches[at..], next);
             let h = BatchHeader::parse(&batches[at..])
-                .filter(|h| at + h.total_size() <= batches.len())
+                .filter(|h| at + h.total_size() <= total)
                 .ok_or_else(|| Error::InvalidRecord("truncated batch in append".into()))?;
             headers.push((st.active_size + at as u64, h));
             next = h.next_offset();
             at += h.total_size();
         }
-        if let Err(e) = active.write_at(st.active_size, batches) {
+        if at != total {
+            return Err(Error::InvalidRecord(
+                "batch parts do not end with a whole batch".into(),
+            ));
+        }
+        let written = if rest.is_empty() {
+            active.write_at(st.active_size, batches)
+        } else {
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(rest.len() + 1);
+            parts.push(batches);
+            parts.extend_from_slice(rest);
+            active.write_vectored_at(st.active_size, &parts)
+        };
+        if let Err(e) = written {
             // Give back what a partial write used; the head still ends before it.
             let _ = active.truncate(st.active_size);
             return Err(e);

@@ -1539,3 +1539,53 @@ fn clean_reopen_of_a_missing_active_segment_recovers() {
     assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![5, 6]);
     assert_eq!(value_of(&got[1]), "b-1");
 }
+
+#[test]
+fn append_parts_writes_the_bytes_append_writes() {
+    use crate::record::single::SingleRecordBatch;
+    let cfg = config(&[]);
+    let value: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let headers: [crate::record::batch::HeaderRef<'_>; 1] = [(b"h", Some(b"v"))];
+    let (a, b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let copied = open_log(a.path(), &cfg);
+    let direct = open_log(b.path(), &cfg);
+    for (i, durability) in [Durability::PageCache, Durability::Fsync]
+        .into_iter()
+        .enumerate()
+    {
+        let mut small = batch(2, 10, "small");
+        copied
+            .append(&mut small.clone(), durability)
+            .expect("append");
+        direct.append(&mut small, durability).expect("append");
+        let mut builder = BatchBuilder::with_capacity(value.len() + 100);
+        builder.append(20 + i as i64, Some(b"key"), Some(&value), &headers);
+        let info = copied
+            .append(builder.finish_mut(), durability)
+            .expect("append");
+        let mut single = SingleRecordBatch::new(20 + i as i64, Some(b"key"), &value, &headers);
+        let (first, rest) = single.parts_mut();
+        let got = direct
+            .append_parts(first, &rest, durability)
+            .expect("append parts");
+        assert_eq!(got, info);
+    }
+    let (fa, fb) = (last_segment(a.path()), last_segment(b.path()));
+    assert!(std::fs::read(&fa).expect("read") == std::fs::read(&fb).expect("read"));
+    let recs = read_all(&direct);
+    assert_eq!(recs.len(), 6);
+    assert_eq!(recs[2].3.as_deref(), Some(&value[..]));
+
+    // Parts that do not add up to whole batches are refused, and nothing
+    // is published.
+    let mut single = SingleRecordBatch::new(30, None, &value, &[]);
+    let (first, rest) = single.parts_mut();
+    let err = direct
+        .append_parts(first, &rest[..1], Durability::PageCache)
+        .expect_err("short parts");
+    assert!(matches!(err, Error::InvalidRecord(_)), "{err:?}");
+    assert_eq!(direct.offsets().expect("offsets"), (0, 6));
+}
