@@ -716,10 +716,20 @@ impl Producer {
             .into_iter()
             .map(|b| self.append_batch(b, durability))
             .collect();
-        let mut batch = SingleRecordBatch::new(ts, key, value, headers);
+        // With fsync, the CRC is computed while the disk writes the value
+        // back (see `PartitionLog::append_parts`), off the critical path.
+        let (mut batch, seal) = if durability == Durability::Fsync {
+            let seal: crate::log::partition::SealFn = SingleRecordBatch::seal_first_part;
+            (
+                SingleRecordBatch::new_unsealed(ts, key, value, headers),
+                Some(seal),
+            )
+        } else {
+            (SingleRecordBatch::new(ts, key, value, headers), None)
+        };
         let (first, rest) = batch.parts_mut();
         let r = log
-            .append_parts(first, &rest, durability)
+            .append_parts(first, &rest, durability, seal)
             .map(|info| info.base_offset)
             .map_err(Arc::new);
         let err = r.as_ref().err().cloned();

@@ -23,6 +23,10 @@ use crate::config::TopicConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::record::batch::{check_batch, peek_total_size, set_base_offset, BatchHeader};
 
+/// Writes a batch's CRC into its first part, given the other parts (see
+/// [`PartitionLog::append_parts`]).
+pub type SealFn = fn(&mut [u8], &[&[u8]]);
+
 /// How hard an append pushes its bytes toward the disk before returning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
@@ -302,18 +306,25 @@ impl PartitionLog {
     /// Append whole, already-validated batches (one or more, back to back),
     /// stamping their offsets. Returns the offsets assigned.
     pub fn append(&self, batches: &mut [u8], durability: Durability) -> Result<AppendInfo> {
-        self.append_parts(batches, &[], durability)
+        self.append_parts(batches, &[], durability, None)
     }
 
     /// [`PartitionLog::append`] for batches given in parts, written with one
     /// `pwritev`: `batches` holds whole batches and then (at least) the
     /// whole header of the last one, whose remaining bytes are `rest`, in
     /// order. Lets a large value be written from the caller's buffer.
+    ///
+    /// With `seal` (which writes the CRC into `batches`, given `rest`), the
+    /// CRC is computed late: `rest` is written first and, for an fsync'd
+    /// append, its writeback to the disk started, then `seal` runs while
+    /// the disk works and `batches` is written last. The batch is whole
+    /// before the head publishes it either way.
     pub fn append_parts(
         &self,
         batches: &mut [u8],
         rest: &[&[u8]],
         durability: Durability,
+        seal: Option<SealFn>,
     ) -> Result<AppendInfo> {
         if batches.is_empty() {
             return Err(Error::InvalidRecord("empty append".into()));
@@ -369,7 +380,23 @@ impl PartitionLog {
                 "batch parts do not end with a whole batch".into(),
             ));
         }
-        let written = if rest.is_empty() {
+        let written = if let Some(seal) = seal {
+            let at = st.active_size + batches.len() as u64;
+            active.write_vectored_at(at, rest).and_then(|()| {
+                if durability == Durability::Fsync {
+                    // From the first page boundary past the header's bytes:
+                    // where the disk needs stable pages, rewriting a page
+                    // under writeback would wait for it.
+                    let end = st.active_size + total as u64;
+                    let from = at.next_multiple_of(4096);
+                    if from < end {
+                        active.start_writeback(from, end - from);
+                    }
+                }
+                seal(batches, rest);
+                active.write_at(st.active_size, batches)
+            })
+        } else if rest.is_empty() {
             active.write_at(st.active_size, batches)
         } else {
             let mut parts: Vec<&[u8]> = Vec::with_capacity(rest.len() + 1);

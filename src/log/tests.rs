@@ -1566,10 +1566,23 @@ fn append_parts_writes_the_bytes_append_writes() {
         let info = copied
             .append(builder.finish_mut(), durability)
             .expect("append");
-        let mut single = SingleRecordBatch::new(20 + i as i64, Some(b"key"), &value, &headers);
+        // Sealed up front (one pwritev), and sealed late (value first, CRC
+        // while it is written back, header last): the same bytes.
+        let (mut single, seal) = if durability == Durability::Fsync {
+            let seal: crate::log::partition::SealFn = SingleRecordBatch::seal_first_part;
+            (
+                SingleRecordBatch::new_unsealed(20 + i as i64, Some(b"key"), &value, &headers),
+                Some(seal),
+            )
+        } else {
+            (
+                SingleRecordBatch::new(20 + i as i64, Some(b"key"), &value, &headers),
+                None,
+            )
+        };
         let (first, rest) = single.parts_mut();
         let got = direct
-            .append_parts(first, &rest, durability)
+            .append_parts(first, &rest, durability, seal)
             .expect("append parts");
         assert_eq!(got, info);
     }
@@ -1584,7 +1597,7 @@ fn append_parts_writes_the_bytes_append_writes() {
     let mut single = SingleRecordBatch::new(30, None, &value, &[]);
     let (first, rest) = single.parts_mut();
     let err = direct
-        .append_parts(first, &rest[..1], Durability::PageCache)
+        .append_parts(first, &rest[..1], Durability::PageCache, None)
         .expect_err("short parts");
     assert!(matches!(err, Error::InvalidRecord(_)), "{err:?}");
     assert_eq!(direct.offsets().expect("offsets"), (0, 6));

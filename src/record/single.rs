@@ -33,6 +33,17 @@ impl<'a> SingleRecordBatch<'a> {
         value: &'a [u8],
         headers: &[HeaderRef<'_>],
     ) -> SingleRecordBatch<'a> {
+        let mut batch = SingleRecordBatch::new_inner(timestamp, key, value, headers);
+        batch.seal();
+        batch
+    }
+
+    fn new_inner(
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: &'a [u8],
+        headers: &[HeaderRef<'_>],
+    ) -> SingleRecordBatch<'a> {
         let body = BatchBuilder::record_body_size(key, Some(value), headers);
         let mut prefix = Vec::with_capacity(HEADER_LEN + 32 + key.map_or(0, <[u8]>::len));
         prefix.resize(HEADER_LEN, 0);
@@ -76,15 +87,40 @@ impl<'a> SingleRecordBatch<'a> {
         h[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&(-1i16).to_be_bytes());
         h[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&(-1i32).to_be_bytes());
         h[RECORDS_COUNT..RECORDS_COUNT + 4].copy_from_slice(&1i32.to_be_bytes());
-        let crc = crc32c::crc32c(&prefix[ATTRIBUTES..]);
-        let crc = crc32c::crc32c_append(crc, value);
-        let crc = crc32c::crc32c_append(crc, &suffix);
-        prefix[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
         SingleRecordBatch {
             prefix,
             value,
             suffix,
         }
+    }
+
+    /// The batch without its CRC-32C yet (the field is 0): the log can
+    /// write the value first and checksum it while the disk writes it back,
+    /// then [`SingleRecordBatch::seal_first_part`] the header.
+    pub fn new_unsealed(
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: &'a [u8],
+        headers: &[HeaderRef<'_>],
+    ) -> SingleRecordBatch<'a> {
+        let mut batch = SingleRecordBatch::new_inner(timestamp, key, value, headers);
+        batch.prefix[CRC..CRC + 4].fill(0);
+        batch
+    }
+
+    fn seal(&mut self) {
+        let crc = checksum(&self.prefix, self.value, &self.suffix);
+        self.prefix[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    /// Write the CRC-32C into `first`, the first part of a batch whose other
+    /// parts are `rest` (as [`SingleRecordBatch::parts_mut`] gives them).
+    pub fn seal_first_part(first: &mut [u8], rest: &[&[u8]]) {
+        let mut crc = crc32c::crc32c(&first[ATTRIBUTES..]);
+        for r in rest {
+            crc = crc32c::crc32c_append(crc, r);
+        }
+        first[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
     }
 
     /// Bytes of the whole batch.
@@ -102,6 +138,12 @@ impl<'a> SingleRecordBatch<'a> {
     pub fn parts_mut(&mut self) -> (&mut [u8], [&[u8]; 2]) {
         (&mut self.prefix, [self.value, &self.suffix])
     }
+}
+
+fn checksum(prefix: &[u8], value: &[u8], suffix: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(&prefix[ATTRIBUTES..]);
+    let crc = crc32c::crc32c_append(crc, value);
+    crc32c::crc32c_append(crc, suffix)
 }
 
 #[cfg(test)]
@@ -146,6 +188,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn sealing_later_gives_the_same_bytes() {
+        let value = vec![7u8; 100_000];
+        let hs: &[HeaderRef<'_>] = &[(b"h", None)];
+        let mut sealed = SingleRecordBatch::new(9, Some(b"k"), &value, hs);
+        let mut later = SingleRecordBatch::new_unsealed(9, Some(b"k"), &value, hs);
+        assert_ne!(joined(&mut later), joined(&mut sealed));
+        let (first, rest) = later.parts_mut();
+        SingleRecordBatch::seal_first_part(first, &rest);
+        assert!(joined(&mut later) == joined(&mut sealed));
     }
 
     #[test]
