@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::log::{now_ms, Durability, PartitionLog};
 use crate::partitioner::partition_for_key;
 use crate::record::batch::{BatchBuilder, FillStop, HeaderRef, HEADER_LEN};
+use crate::record::single::SingleRecordBatch;
 use crate::record::varint::varlong_len;
 use crate::store::{Store, Topic};
 
@@ -238,6 +239,8 @@ pub struct Producer {
 
 /// How many appended batches' buffers a producer keeps for reuse.
 const SPARE_BUFFERS: usize = 4;
+/// Smallest value [`Producer::send_direct`] writes from the caller's buffer.
+pub const DIRECT_VALUE_MIN: usize = 64 * 1024;
 /// Larger buffers (huge records) are freed rather than kept.
 const SPARE_BUFFER_MAX: usize = 16 << 20;
 
@@ -626,6 +629,118 @@ impl Producer {
             self.linger_cv.notify_one();
         }
         Ok(ts)
+    }
+
+    /// Whether [`Producer::send_direct`] takes a value of `value_len` bytes:
+    /// one large enough to fill a batch by itself, which `send` would seal
+    /// and append alone anyway, and large enough that the copy into a batch
+    /// buffer costs more than the extra bookkeeping.
+    pub fn sends_direct(&self, value_len: usize) -> bool {
+        value_len >= DIRECT_VALUE_MIN && value_len >= self.config.batch_size
+    }
+
+    /// Send one large record as a batch of its own, appended now, with the
+    /// value written from the caller's buffer (`pwritev`; no copy into a
+    /// batch buffer). Batches sealed before it, including its partition's
+    /// open one, are appended first, so records keep their send order.
+    ///
+    /// Errors about the record itself (size, partition, a closed producer)
+    /// are returned; an append that fails is reported through the receipt's
+    /// handle, as for `send`. The completions of every batch appended come
+    /// back for the caller to run. The caller must keep `value` unchanged
+    /// until this returns (the Python door passes only immutable `bytes`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_direct(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[HeaderRef<'_>],
+        partition: Option<u32>,
+        timestamp: Option<i64>,
+    ) -> Result<(SendReceipt, Vec<Completions>)> {
+        let _order = self.append_order.lock();
+        let (log, handle, ts, sealed) = {
+            let mut inner = self.inner.lock();
+            if inner.closed {
+                return Err(Error::Closed("producer"));
+            }
+            let ts = match timestamp {
+                Some(t) => t,
+                None => inner.clock.now_ms(),
+            };
+            let Inner {
+                topics,
+                open_batches,
+                ready,
+                ..
+            } = &mut *inner;
+            let state = self.topic_state_in(topics, topic)?;
+            let n = state.topic.partitions;
+            let max_bytes = state.topic.config.max_message_bytes;
+            let body = BatchBuilder::record_body_size(key, Some(value), headers);
+            let size = varlong_len(body as i64) + body + HEADER_LEN;
+            if size > max_bytes {
+                return Err(Error::RecordTooLarge {
+                    size,
+                    max: max_bytes,
+                });
+            }
+            let sticky = partition.is_none() && key.is_none();
+            let p = match (partition, key) {
+                (Some(p), _) if p < n => p,
+                (Some(p), _) => {
+                    return Err(Error::UnknownTopicOrPartition {
+                        topic: topic.to_string(),
+                        partition: p as i64,
+                    })
+                }
+                (None, Some(k)) => partition_for_key(k, n),
+                (None, None) => state.sticky % n,
+            };
+            let log = self.store.partition(&state.topic, p)?;
+            // Records sent to this partition before this one go first.
+            if let Some(b) = state.batches[p as usize].take() {
+                ready.push(b);
+                *open_batches -= 1;
+            }
+            if sticky {
+                // As `send` does once a batch is full.
+                state.sticky = (state.sticky + 1) % n;
+            }
+            let handle = BatchHandle::new(state.topic.name.clone(), p);
+            (log, handle, ts, std::mem::take(ready))
+        };
+        let durability = self.durability();
+        let mut done: Vec<Completions> = sealed
+            .into_iter()
+            .map(|b| self.append_batch(b, durability))
+            .collect();
+        // With fsync, the CRC is computed while the disk writes the value
+        // back (see `PartitionLog::append_parts`), off the critical path.
+        let (mut batch, seal) = if durability == Durability::Fsync {
+            let seal: crate::log::partition::SealFn = SingleRecordBatch::seal_first_part;
+            (
+                SingleRecordBatch::new_unsealed(ts, key, value, headers),
+                Some(seal),
+            )
+        } else {
+            (SingleRecordBatch::new(ts, key, value, headers), None)
+        };
+        let (first, rest) = batch.parts_mut();
+        let r = log
+            .append_parts(first, &rest, durability, seal)
+            .map(|info| info.base_offset)
+            .map_err(Arc::new);
+        let err = r.as_ref().err().cloned();
+        let cbs = handle.complete(r);
+        done.push(Completions(cbs, handle.clone(), err));
+        let receipt = SendReceipt {
+            batch: handle,
+            index: 0,
+            timestamp: ts,
+        };
+        Ok((receipt, done))
     }
 
     /// Have the linger thread append the sealed batches while the caller

@@ -9,6 +9,7 @@ import random
 import struct
 import time
 
+import pytest
 from kafka.record import MemoryRecords
 
 import ottla
@@ -332,3 +333,46 @@ def test_bulk_send_many_decodes_with_kafka_python(data_dir):
     assert [r.offset for r in got] == list(range(len(values)))
     assert [r.value for r in got] == expect
     assert all(r.key is None and r.timestamp == 1_600_000_000_000 and not r.headers for r in got)
+
+
+def test_large_values_written_from_the_callers_buffer_decode(data_dir):
+    """A value that fills a batch by itself is written straight from the
+    caller's bytes (pwritev, no copy into a batch): kafka-python must read
+    the same records a copying send writes, in send order, keys, headers,
+    timestamps and all, interleaved with small records of the same
+    partition, with fsync on and off."""
+    rng = random.Random(11)
+    for fsync in ("never", "always"):
+        topic = f"large-{fsync}"
+        ottla.Admin(data_dir).create_topic(topic, 1, {"max.message.bytes": 4 * 1024 * 1024})
+        sent = []
+        for i in range(24):
+            if i % 3 == 0:
+                value = bytes(rng.getrandbits(8) for _ in range(64)) * rng.choice([1024, 4096, 16384])
+            elif i % 3 == 1:
+                value = b"small-%d" % i
+            else:
+                value = bytearray(b"a bytearray is copied") * 20000 if i % 6 == 2 else None
+            key = None if i % 4 == 0 else f"key-{i}".encode()
+            headers = [("h", f"hv{i}".encode()), ("null-h", None)] if i % 5 == 0 else []
+            sent.append((key, value, headers, 1_600_000_000_000 + i))
+        with ottla.Producer(data_dir, fsync=fsync, batch_size=64 * 1024, linger_ms=60_000) as p:
+            futs = [p.send(topic, v, key=k, headers=h or None, timestamp=ts, partition=0)
+                    for k, v, h, ts in sent]
+            mds = [f.get(10) for f in futs]
+        assert [m.offset for m in mds] == list(range(len(sent)))
+        expect = [(k, bytes(v) if isinstance(v, bytearray) else v, h, ts) for k, v, h, ts in sent]
+        check_records(parse_partition(data_dir / f"{topic}-0"), expect)
+        with ottla.Consumer(data_dir, topic, auto_offset_reset="earliest",
+                            consumer_timeout_ms=2000) as c:
+            got = [(r.key, r.value) for r in c]
+        assert got == [(k, v) for k, v, _, _ in expect]
+
+
+def test_large_value_over_max_message_bytes_is_refused(data_dir):
+    ottla.Admin(data_dir).create_topic("big", 1, {"max.message.bytes": 512 * 1024})
+    with ottla.Producer(data_dir, batch_size=64 * 1024) as p:
+        with pytest.raises(ottla.RecordTooLargeError):
+            p.send("big", b"x" * (600 * 1024))
+        # The producer is still usable, and nothing was written.
+        assert p.send("big", b"y" * (200 * 1024)).get(10).offset == 0

@@ -45,7 +45,10 @@ const F_DELETED: usize = 13;
 const F_ACTIVE_CREATED_MS: usize = 14;
 const F_BOOT_ID: usize = 15;
 const F_FLUSHED_SIZE: usize = 16;
-const NUM_FIELDS: usize = 17;
+/// 1 once the head's "in use" mark (`F_CLEAN` = 0) is known to be on disk
+/// (msync'd); see [`Head::mark_in_use_durably`].
+const F_IN_USE_SYNCED: usize = 17;
+const NUM_FIELDS: usize = 18;
 
 /// A consistent copy of the head's fields.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -191,6 +194,11 @@ impl Head {
 
     /// Publish a new state. Caller holds the append lock.
     pub fn write(&self, st: &HeadState) {
+        // A clean head promises that everything it describes is on disk and
+        // nothing else in the files matters; any change ends that promise
+        // first (callers that change files before publishing mark it
+        // themselves, earlier: see `PartitionLog::append`).
+        self.mark_in_use();
         let seq = self.slot(F_SEQ);
         let s = seq.load(Ordering::Relaxed);
         // Leave an odd seq: readers retry, and a crash here is detectable.
@@ -215,6 +223,7 @@ impl Head {
 
     /// Stamp magic and boot id after recovery or creation.
     pub fn init(&self, st: &HeadState) {
+        self.set_clean(false);
         self.write(st);
         self.slot(F_BOOT_ID).store(boot_id(), Ordering::Relaxed);
         self.slot(F_MAGIC).store(MAGIC, Ordering::Release);
@@ -224,7 +233,43 @@ impl Head {
         if !clean {
             self.slot(F_BOOT_ID).store(boot_id(), Ordering::Relaxed);
         }
+        self.slot(F_IN_USE_SYNCED).store(0, Ordering::Relaxed);
         self.slot(F_CLEAN).store(clean as u64, Ordering::Release);
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.slot(F_CLEAN).load(Ordering::Acquire) == 1
+    }
+
+    /// Take the clean mark back before the first change to the log (its
+    /// files or the head). Opening a partition leaves a clean head clean, so
+    /// a process that only reads writes nothing to the head (no page fault
+    /// on it, nothing to recover if it dies). Caller holds the append lock.
+    /// Returns whether the mark changed.
+    #[inline]
+    pub fn mark_in_use(&self) -> bool {
+        if self.get(F_CLEAN) == 0 {
+            return false;
+        }
+        self.set_clean(false);
+        true
+    }
+
+    /// Make sure the disk holds a head that is not marked clean, before a
+    /// durable append is acknowledged. Otherwise a power loss could leave
+    /// the disk with the previous clean head (the head is a mapped page the
+    /// kernel writes back whenever it likes, while the segment was
+    /// fsync'd), and the next boot would trust it and miss the fsync'd
+    /// records after it. One msync per clean-to-in-use change. Caller holds
+    /// the append lock.
+    pub fn mark_in_use_durably(&self) -> std::io::Result<()> {
+        self.mark_in_use();
+        if self.get(F_IN_USE_SYNCED) == 1 {
+            return Ok(());
+        }
+        self.map.flush_range(0, NUM_FIELDS * 8)?;
+        self.slot(F_IN_USE_SYNCED).store(1, Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn is_deleted(&self) -> bool {

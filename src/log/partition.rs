@@ -23,6 +23,10 @@ use crate::config::TopicConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::record::batch::{check_batch, peek_total_size, set_base_offset, BatchHeader};
 
+/// Writes a batch's CRC into its first part, given the other parts (see
+/// [`PartitionLog::append_parts`]).
+pub type SealFn = fn(&mut [u8], &[&[u8]]);
+
 /// How hard an append pushes its bytes toward the disk before returning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
@@ -137,8 +141,9 @@ impl PartitionLog {
         {
             let _g = log.lock.lock_append()?;
             if log.lock.try_presence_exclusive()? {
+                // A clean head stays clean until the first change (see
+                // `Head::mark_in_use`): opening only to read writes nothing.
                 super::loader::load(&log)?;
-                log.head.set_clean(false);
             } else if log.head.read().is_none() || !log.head.is_valid() {
                 log.repair_locked()?;
             }
@@ -301,19 +306,49 @@ impl PartitionLog {
     /// Append whole, already-validated batches (one or more, back to back),
     /// stamping their offsets. Returns the offsets assigned.
     pub fn append(&self, batches: &mut [u8], durability: Durability) -> Result<AppendInfo> {
+        self.append_parts(batches, &[], durability, None)
+    }
+
+    /// [`PartitionLog::append`] for batches given in parts, written with one
+    /// `pwritev`: `batches` holds whole batches and then (at least) the
+    /// whole header of the last one, whose remaining bytes are `rest`, in
+    /// order. Lets a large value be written from the caller's buffer.
+    ///
+    /// With `seal` (which writes the CRC into `batches`, given `rest`), the
+    /// CRC is computed late: `rest` is written first and, for an fsync'd
+    /// append, its writeback to the disk started, then `seal` runs while
+    /// the disk works and `batches` is written last. The batch is whole
+    /// before the head publishes it either way.
+    pub fn append_parts(
+        &self,
+        batches: &mut [u8],
+        rest: &[&[u8]],
+        durability: Durability,
+        seal: Option<SealFn>,
+    ) -> Result<AppendInfo> {
         if batches.is_empty() {
             return Err(Error::InvalidRecord("empty append".into()));
         }
+        let total = batches.len() + rest.iter().map(|r| r.len()).sum::<usize>();
         let _w = self.writer.lock();
         let _g = self.lock.lock_append()?;
         self.check_live()?;
+        // Before any byte changes: a crash from here on leaves a head that
+        // is not clean, so the next opener cuts what we did not publish.
+        if durability == Durability::Fsync {
+            self.head
+                .mark_in_use_durably()
+                .ctx("flush head", &self.dir)?;
+        } else {
+            self.head.mark_in_use();
+        }
         let mut st = match self.head.read() {
             Some(st) => st,
             None => self.repair_locked()?,
         };
         let cfg = self.config();
         let now = now_ms();
-        let len = batches.len() as u64;
+        let len = total as u64;
         let mut segs = self.segments_for(&st)?;
         let must_roll = st.active_size > 0
             && (st.active_size + len > cfg.segment_bytes
@@ -334,13 +369,42 @@ impl PartitionLog {
         while at < batches.len() {
             set_base_offset(&mut batches[at..], next);
             let h = BatchHeader::parse(&batches[at..])
-                .filter(|h| at + h.total_size() <= batches.len())
+                .filter(|h| at + h.total_size() <= total)
                 .ok_or_else(|| Error::InvalidRecord("truncated batch in append".into()))?;
             headers.push((st.active_size + at as u64, h));
             next = h.next_offset();
             at += h.total_size();
         }
-        if let Err(e) = active.write_at(st.active_size, batches) {
+        if at != total {
+            return Err(Error::InvalidRecord(
+                "batch parts do not end with a whole batch".into(),
+            ));
+        }
+        let written = if let Some(seal) = seal {
+            let at = st.active_size + batches.len() as u64;
+            active.write_vectored_at(at, rest).and_then(|()| {
+                if durability == Durability::Fsync {
+                    // From the first page boundary past the header's bytes:
+                    // where the disk needs stable pages, rewriting a page
+                    // under writeback would wait for it.
+                    let end = st.active_size + total as u64;
+                    let from = at.next_multiple_of(4096);
+                    if from < end {
+                        active.start_writeback(from, end - from);
+                    }
+                }
+                seal(batches, rest);
+                active.write_at(st.active_size, batches)
+            })
+        } else if rest.is_empty() {
+            active.write_at(st.active_size, batches)
+        } else {
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(rest.len() + 1);
+            parts.push(batches);
+            parts.extend_from_slice(rest);
+            active.write_vectored_at(st.active_size, &parts)
+        };
+        if let Err(e) = written {
             // Give back what a partial write used; the head still ends before it.
             let _ = active.truncate(st.active_size);
             return Err(e);
@@ -414,6 +478,7 @@ impl PartitionLog {
 
     /// Close the active segment and start a new one at the log end.
     fn roll_locked(&self, mut st: HeadState, now: i64) -> Result<HeadState> {
+        self.head.mark_in_use();
         let segs = self.segments_for(&st)?;
         if let Some(active) = segs.map.get(&st.active_base) {
             super::loader::finalize_closed(active, &st)?;
@@ -794,6 +859,7 @@ impl PartitionLog {
     pub fn mark_deleted(&self) {
         let _w = self.writer.lock();
         if let Ok(_g) = self.lock.lock_append() {
+            self.head.mark_in_use();
             self.head.mark_deleted();
         }
         self.beacon.notify_append();
@@ -814,7 +880,12 @@ impl Drop for PartitionLog {
         let Ok(_g) = self.lock.lock_append() else {
             return;
         };
-        // The last process out flushes and leaves the clean-shutdown marker.
+        // The last process out flushes and leaves the clean-shutdown marker;
+        // a head still clean saw no change since it was marked, so there is
+        // nothing to flush.
+        if self.head.is_clean() {
+            return;
+        }
         if let Ok(true) = self.lock.try_presence_exclusive() {
             if let Some(mut st) = self.head.read() {
                 if let Ok(segs) = self.segments_for(&st) {

@@ -193,6 +193,82 @@ impl LogSegment {
             .ctx("append to segment", &self.path)
     }
 
+    /// Write `parts` back to back at `pos` with `pwritev`: a batch whose
+    /// value stays in the caller's buffer reaches the page cache without
+    /// being gathered into one buffer first.
+    pub fn write_vectored_at(&self, pos: u64, parts: &[&[u8]]) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+        let mut pos = pos;
+        let mut first = 0;
+        while first < parts.len() {
+            let iov: Vec<libc::iovec> = parts[first..]
+                .iter()
+                .map(|p| libc::iovec {
+                    iov_base: p.as_ptr() as *mut libc::c_void,
+                    iov_len: p.len(),
+                })
+                .collect();
+            let count = iov.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+            // SAFETY: every iovec points into a live slice borrowed for the
+            // duration of the call; pwritev only reads from them.
+            let n = unsafe {
+                libc::pwritev(
+                    self.file.as_raw_fd(),
+                    iov.as_ptr(),
+                    count,
+                    pos as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::io("append to segment", &self.path, e));
+            }
+            if n == 0 {
+                return Err(Error::io(
+                    "append to segment",
+                    &self.path,
+                    std::io::Error::from(std::io::ErrorKind::WriteZero),
+                ));
+            }
+            // A short write: skip what went out and go on with the rest.
+            pos += n as u64;
+            let mut left = n as usize;
+            while left > 0 && first < parts.len() {
+                let l = parts[first].len();
+                if left >= l {
+                    left -= l;
+                    first += 1;
+                } else {
+                    parts[first] = &parts[first][left..];
+                    left = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ask the kernel to start writing `len` bytes at `pos` back to the
+    /// disk now, without waiting (`sync_file_range` with
+    /// `SYNC_FILE_RANGE_WRITE`): the fsync that follows then finds part of
+    /// the work done. Only a hint: durability still comes from the fsync,
+    /// so a failure here is ignored.
+    pub fn start_writeback(&self, pos: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain syscall on our own descriptor; no memory passed.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                pos as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+
     pub fn read_at(&self, pos: u64, buf: &mut [u8]) -> Result<usize> {
         let mut done = 0;
         while done < buf.len() {

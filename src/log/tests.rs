@@ -1248,12 +1248,109 @@ fn flush_advances_recovery_point_and_last_close_marks_clean() {
         assert_eq!(peek_head(tmp.path(), F_CLEAN), 0);
     }
     assert_eq!(peek_head(tmp.path(), F_CLEAN), 1);
+    // Opening and reading change nothing, so the head stays clean (a crash
+    // now has nothing to recover); the first append takes the mark back
+    // before it writes.
     let log = open_log(tmp.path(), &cfg);
-    assert_eq!(peek_head(tmp.path(), F_CLEAN), 0);
+    assert_eq!(peek_head(tmp.path(), F_CLEAN), 1);
     assert_eq!(
         read_all(&log).len() as i64,
         log.offsets().expect("offsets").1
     );
+    assert_eq!(peek_head(tmp.path(), F_CLEAN), 1);
+    fill(&log, 1, 5_000, &mut Rng(5));
+    assert_eq!(peek_head(tmp.path(), F_CLEAN), 0);
+}
+
+/// What `kill -9` leaves: the files as they are right now (the page cache
+/// holds every byte written), copied to `to`.
+fn snapshot_partition(root: &Path, to: &Path) {
+    let dst = part_dir(to);
+    std::fs::create_dir_all(&dst).expect("create snapshot dir");
+    for e in std::fs::read_dir(part_dir(root)).expect("list partition dir") {
+        let p = e.expect("dir entry").path();
+        let name = p.file_name().expect("file name");
+        std::fs::copy(&p, dst.join(name)).expect("copy partition file");
+    }
+}
+
+#[test]
+fn crash_after_the_first_append_to_a_clean_log_is_recovered() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[("segment.bytes", "4096"), ("index.interval.bytes", "128")]);
+    let hw = {
+        let log = open_log(tmp.path(), &cfg);
+        fill(&log, 20, 1, &mut Rng(7)).last().expect("batches").1 + 1
+    };
+    assert_eq!(peek_head(tmp.path(), F_CLEAN), 1);
+    let log = open_log(tmp.path(), &cfg);
+    let mut b = batch(3, 9_000, "acked");
+    let info = log.append(&mut b, Durability::PageCache).expect("append");
+    assert_eq!(info.base_offset, hw);
+    // The process dies here, with an append after it that wrote its bytes
+    // but never published the head.
+    let crashed = tempfile::tempdir().expect("tempdir");
+    snapshot_partition(tmp.path(), crashed.path());
+    let seg = last_segment(crashed.path());
+    let published_len = file_len(&seg);
+    append_to_file(&seg, &batch(4, 9_100, "unpublished"));
+    assert_eq!(
+        peek_head(crashed.path(), F_CLEAN),
+        0,
+        "append left it clean"
+    );
+
+    let after = open_log(crashed.path(), &cfg);
+    assert_eq!(after.offsets().expect("offsets"), (0, hw + 3));
+    assert_eq!(file_len(&seg), published_len, "unpublished tail not cut");
+    let recs = read_all(&after);
+    assert_eq!(recs.len() as i64, hw + 3);
+    assert!(recs.iter().enumerate().all(|(i, r)| r.0 == i as i64));
+    assert_eq!(value_of(&recs[hw as usize + 2]), "acked-2");
+    let mut b = batch(1, 9_200, "next");
+    assert_eq!(
+        after
+            .append(&mut b, Durability::PageCache)
+            .expect("append")
+            .base_offset,
+        hw + 3
+    );
+}
+
+#[test]
+fn crash_of_a_reader_leaves_a_clean_log_that_is_trusted() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[("segment.bytes", "1024")]);
+    let hw = {
+        let log = open_log(tmp.path(), &cfg);
+        fill(&log, 30, 1, &mut Rng(8)).last().expect("batches").1 + 1
+    };
+    let reader = open_log(tmp.path(), &cfg);
+    assert_eq!(read_all(&reader).len() as i64, hw);
+    let crashed = tempfile::tempdir().expect("tempdir");
+    snapshot_partition(tmp.path(), crashed.path());
+    assert_eq!(peek_head(crashed.path(), F_CLEAN), 1);
+    let log = open_log(crashed.path(), &cfg);
+    assert_eq!(log.offsets().expect("offsets"), (0, hw));
+    assert_eq!(read_all(&log).len() as i64, hw);
+}
+
+#[test]
+fn a_durable_append_puts_the_in_use_mark_on_disk_once() {
+    const F_IN_USE_SYNCED: u64 = 17 * 8;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[]);
+    drop(open_log(tmp.path(), &cfg));
+    let log = open_log(tmp.path(), &cfg);
+    fill(&log, 1, 1, &mut Rng(9));
+    assert_eq!(peek_head(tmp.path(), F_CLEAN), 0);
+    assert_eq!(peek_head(tmp.path(), F_IN_USE_SYNCED), 0);
+    log.append(&mut batch(1, 2, "durable"), Durability::Fsync)
+        .expect("append");
+    assert_eq!(peek_head(tmp.path(), F_IN_USE_SYNCED), 1);
+    drop(log);
+    assert_eq!(peek_head(tmp.path(), F_CLEAN), 1);
+    assert_eq!(peek_head(tmp.path(), F_IN_USE_SYNCED), 0);
 }
 
 #[test]
@@ -1441,4 +1538,67 @@ fn clean_reopen_of_a_missing_active_segment_recovers() {
     let got = read_all(&log);
     assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![5, 6]);
     assert_eq!(value_of(&got[1]), "b-1");
+}
+
+#[test]
+fn append_parts_writes_the_bytes_append_writes() {
+    use crate::record::single::SingleRecordBatch;
+    let cfg = config(&[]);
+    let value: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let headers: [crate::record::batch::HeaderRef<'_>; 1] = [(b"h", Some(b"v"))];
+    let (a, b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let copied = open_log(a.path(), &cfg);
+    let direct = open_log(b.path(), &cfg);
+    for (i, durability) in [Durability::PageCache, Durability::Fsync]
+        .into_iter()
+        .enumerate()
+    {
+        let mut small = batch(2, 10, "small");
+        copied
+            .append(&mut small.clone(), durability)
+            .expect("append");
+        direct.append(&mut small, durability).expect("append");
+        let mut builder = BatchBuilder::with_capacity(value.len() + 100);
+        builder.append(20 + i as i64, Some(b"key"), Some(&value), &headers);
+        let info = copied
+            .append(builder.finish_mut(), durability)
+            .expect("append");
+        // Sealed up front (one pwritev), and sealed late (value first, CRC
+        // while it is written back, header last): the same bytes.
+        let (mut single, seal) = if durability == Durability::Fsync {
+            let seal: crate::log::partition::SealFn = SingleRecordBatch::seal_first_part;
+            (
+                SingleRecordBatch::new_unsealed(20 + i as i64, Some(b"key"), &value, &headers),
+                Some(seal),
+            )
+        } else {
+            (
+                SingleRecordBatch::new(20 + i as i64, Some(b"key"), &value, &headers),
+                None,
+            )
+        };
+        let (first, rest) = single.parts_mut();
+        let got = direct
+            .append_parts(first, &rest, durability, seal)
+            .expect("append parts");
+        assert_eq!(got, info);
+    }
+    let (fa, fb) = (last_segment(a.path()), last_segment(b.path()));
+    assert!(std::fs::read(&fa).expect("read") == std::fs::read(&fb).expect("read"));
+    let recs = read_all(&direct);
+    assert_eq!(recs.len(), 6);
+    assert_eq!(recs[2].3.as_deref(), Some(&value[..]));
+
+    // Parts that do not add up to whole batches are refused, and nothing
+    // is published.
+    let mut single = SingleRecordBatch::new(30, None, &value, &[]);
+    let (first, rest) = single.parts_mut();
+    let err = direct
+        .append_parts(first, &rest[..1], Durability::PageCache, None)
+        .expect_err("short parts");
+    assert!(matches!(err, Error::InvalidRecord(_)), "{err:?}");
+    assert_eq!(direct.offsets().expect("offsets"), (0, 6));
 }

@@ -240,6 +240,28 @@ impl Producer {
         let key = self.serialize(py, &self.key_serializer, key, "key")?;
         let vs = value.as_ref().map(|v| v.as_slice()).transpose()?;
         let ks = key.as_ref().map(|k| k.as_slice()).transpose()?;
+        // A large immutable `bytes` value is written from its own buffer,
+        // with the GIL released: `value` keeps the object alive meanwhile.
+        if let (Some(BytesArg::Bytes(_)), Some(v)) = (&value, vs) {
+            if self.engine.sends_direct(v.len()) {
+                let owned = match &headers {
+                    None => Vec::new(),
+                    Some(h) => extract_headers(h)?,
+                };
+                let refs: Vec<(&[u8], Option<&[u8]>)> = owned
+                    .iter()
+                    .map(|(k, v)| (k.as_bytes(), v.as_deref()))
+                    .collect();
+                let engine = &self.engine;
+                let (receipt, done) =
+                    py.detach(|| engine.send_direct(topic, ks, v, &refs, partition, timestamp))?;
+                let _ = run(py, done);
+                return Ok(FutureRecordMetadata {
+                    engine: self.engine.clone(),
+                    receipt,
+                });
+            }
+        }
         let (receipt, sealed) = match headers {
             None => self.engine.send(topic, ks, vs, &[], partition, timestamp),
             Some(h) => {

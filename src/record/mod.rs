@@ -9,3 +9,4 @@ pub use batch::{
     check_batch, BatchBuilder, BatchHeader, HeaderRef, RecordIter, RecordView, HEADER_LEN,
     LOG_OVERHEAD,
 };
+pub mod single;
