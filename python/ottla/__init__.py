@@ -53,7 +53,7 @@ from ottla._core import (
 from ottla.admin import Admin, PartitionDescription, TopicDescription
 from ottla.admin import GroupDescription, GroupOffset, MemberDescription
 from ottla.types import OffsetAndMetadata
-from ottla import _arrow
+from ottla import _arrow, _display
 
 # The names used in Kafka's documentation of these errors.
 OffsetOutOfRange = OffsetOutOfRangeError
@@ -169,6 +169,10 @@ class Consumer(_CoreConsumer):
             df.set_index("timestamp").resample("1min").size()
         """
         return _arrow.to_pandas(self.read_arrow(max_records, max_bytes), **to_pandas_kwargs)
+
+    def _repr_html_(self) -> str:
+        """Assignment, positions, committed offsets and lag, in Jupyter."""
+        return _display.consumer_html(self)
 
 
 __all__ = [

@@ -8,6 +8,7 @@ the Arrow PyCapsule interface, without copying. pyarrow (and pandas for
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, List
 
 _EXTRA_HINT = (
@@ -19,10 +20,10 @@ _EXTRA_HINT = (
 def pyarrow() -> Any:
     """The ``pyarrow`` module, or an ImportError that names the extra."""
     try:
-        import pyarrow as pa
+        # importlib: pyarrow ships no type information, and may be absent.
+        return importlib.import_module("pyarrow")
     except ImportError as e:
         raise ImportError(_EXTRA_HINT) from e
-    return pa
 
 
 def record_batch(raw: Any) -> Any:
@@ -42,7 +43,7 @@ def table(raws: List[Any]) -> Any:
 def to_pandas(tbl: Any, **kwargs: Any) -> Any:
     """``tbl.to_pandas(**kwargs)``, with the extra named if pandas is missing."""
     try:
-        import pandas  # noqa: F401
+        importlib.import_module("pandas")
     except ImportError as e:
         raise ImportError(_EXTRA_HINT) from e
     return tbl.to_pandas(**kwargs)

@@ -116,7 +116,7 @@ pub fn poll_columns(engine: &Engine, limits: Limits) -> crate::Result<RecordColu
     loop {
         let mut refused = false;
         let left = limits.max_records - cols.len();
-        let n = engine.drain_while(left, &mut |tp, rec| {
+        let drained = engine.drain_while(left, &mut |tp, rec| {
             let ok = within(&limits, cols.len(), cols.payload_bytes(), rec)
                 && (cols.is_empty() || cols.fits(rec));
             if ok {
@@ -125,7 +125,14 @@ pub fn poll_columns(engine: &Engine, limits: Limits) -> crate::Result<RecordColu
                 refused = true;
             }
             ok
-        })?;
+        });
+        let n = match drained {
+            Ok(n) => n,
+            Err(e) if cols.is_empty() => return Err(e),
+            // The records taken are handed out (their positions moved);
+            // the error stays where it is and is raised by the next call.
+            Err(_) => return Ok(cols),
+        };
         if n == 0 || refused || cols.len() >= limits.max_records {
             return Ok(cols);
         }
@@ -141,6 +148,9 @@ pub fn poll_columns(engine: &Engine, limits: Limits) -> crate::Result<RecordColu
 /// read (a record appended past it is refused, so it stays unread), and
 /// resumed before returning.
 pub fn read_columns(engine: &Engine, limits: Limits) -> crate::Result<Vec<RecordColumns>> {
+    if engine.is_closed() {
+        return Err(crate::Error::Closed("consumer"));
+    }
     let already: Vec<Tp> = engine.paused();
     let mut ends: Vec<(Tp, i64)> = Vec::new();
     let mut done: Vec<(String, u32)> = Vec::new();
@@ -179,7 +189,7 @@ fn read_until(
         let mut at_end: Option<Tp> = None;
         let (mut full, mut limited) = (false, false);
         let mut last: Option<(Tp, i64)> = None;
-        let n = engine.drain_while(limits.max_records - taken, &mut |tp, rec| {
+        let drained = engine.drain_while(limits.max_records - taken, &mut |tp, rec| {
             let end = match &last {
                 Some((t, e)) if Arc::ptr_eq(&t.0, &tp.0) && t.1 == tp.1 => *e,
                 _ => {
@@ -206,7 +216,14 @@ fn read_until(
             taken += 1;
             cols.push(tp, rec);
             true
-        })?;
+        });
+        let n = match drained {
+            Ok(n) => n,
+            Err(e) if taken == 0 => return Err(e),
+            // As in `poll_columns`: hand out what was read; the next call
+            // meets the error again.
+            Err(_) => break,
+        };
         if let Some(tp) = at_end {
             let key = (tp.0.to_string(), tp.1);
             engine.set_paused(std::slice::from_ref(&key), true)?;
