@@ -279,7 +279,8 @@ mod tests {
         assert_eq!(c.headers, vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]);
         assert_eq!(c.header_key.get(0), Some(&b"h"[..]));
         assert_eq!(c.header_value.get(0), Some(&b"xy"[..]));
-        assert_eq!(c.payload_bytes(), 5 * 1 + 9 * 2 + hdr.len());
+        // five 1-byte keys, nine 2-byte values, one encoded header
+        assert_eq!(c.payload_bytes(), 5 + 9 * 2 + hdr.len());
     }
 
     #[test]
