@@ -179,7 +179,7 @@ class Producer:
     def __enter__(self) -> Self: ...
     def __exit__(self, _exc_type: object, _exc: object, _tb: object, /) -> bool: ...
 
-@disjoint_base
+@final
 class ArrowBatch:
     """Records as Arrow columns owned by Rust; implements the Arrow PyCapsule
     interface (``pyarrow.record_batch(b)``, polars, DuckDB import it)."""
@@ -189,6 +189,7 @@ class ArrowBatch:
     def __arrow_c_schema__(self) -> object: ...
     def __arrow_c_array__(self, requested_schema: Optional[object] = None) -> Tuple[object, object]: ...
 
+@disjoint_base
 class Consumer:
     def __new__(
         cls,

@@ -13,7 +13,7 @@ MAX_ROWS = 50
 
 
 def table(title: str, facts: Iterable[Tuple[str, Any]], header: Sequence[str],
-          rows: List[Sequence[Any]]) -> str:
+          rows: Sequence[Sequence[Any]]) -> str:
     """An HTML block: a bold title, ``name: value`` facts, then a table."""
     out = [f"<div><b>{escape(title)}</b>"]
     fact_html = ", ".join(f"{escape(k)}: <code>{escape(str(v))}</code>" for k, v in facts)
