@@ -505,3 +505,39 @@ def test_missing_pyarrow_names_the_extra(data_dir, monkeypatch):
             c.poll_arrow()
         with pytest.raises(ImportError, match=r"ottla\[arrow\]"):
             c.to_pandas()
+
+
+def test_missing_pyarrow_takes_no_records(data_dir, monkeypatch):
+    ottla.Admin(data_dir).create_topic("np2", partitions=1)
+    with ottla.Producer(data_dir) as p:
+        p.send("np2", b"kept", partition=0).get(10)
+    with ottla.Consumer(data_dir, "np2", auto_offset_reset="earliest") as c:
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, "pyarrow", None)
+            for call in (c.poll_arrow, c.read_arrow, c.to_pandas):
+                with pytest.raises(ImportError):
+                    call()
+        assert c.position(TP("np2", 0)) == 0  # nothing was taken
+        assert c.poll_arrow().column("value").to_pylist() == [b"kept"]
+
+
+def test_aio_getmany_arrow(data_dir):
+    import asyncio
+
+    import ottla.aio
+
+    ottla.Admin(data_dir).create_topic("aio", partitions=2)
+
+    async def main():
+        async with ottla.aio.Consumer(data_dir, "aio", auto_offset_reset="earliest") as c:
+            assert (await c.getmany_arrow(timeout_ms=1)).num_rows == 0
+            task = asyncio.ensure_future(c.getmany_arrow(timeout_ms=20_000))
+            await asyncio.sleep(0.05)
+            async with ottla.aio.Producer(data_dir) as p:
+                await p.send("aio", b"v", partition=1)
+            b = await asyncio.wait_for(task, 30)
+            assert b.schema == SCHEMA
+            assert b.column("value").to_pylist() == [b"v"]
+            assert b.column("partition").to_pylist() == [1]
+
+    asyncio.run(main())

@@ -135,6 +135,7 @@ class Consumer(_CoreConsumer):
                 batch.column("value")[0].as_py()      # b"..."
                 c.commit()
         """
+        _arrow.require()
         return _arrow.record_batch(self._poll_arrow(max_records, max_bytes, timeout_ms))
 
     def read_arrow(
@@ -151,6 +152,7 @@ class Consumer(_CoreConsumer):
             t.group_by("partition").aggregate([("offset", "count")])
             t2 = c.read_arrow()    # only what arrived since
         """
+        _arrow.require()
         return _arrow.table(self._read_arrow(max_records, max_bytes))
 
     def to_pandas(
@@ -168,6 +170,7 @@ class Consumer(_CoreConsumer):
             df["value"].str.decode("utf-8")
             df.set_index("timestamp").resample("1min").size()
         """
+        _arrow.require(pandas=True)
         return _arrow.to_pandas(self.read_arrow(max_records, max_bytes), **to_pandas_kwargs)
 
     def _repr_html_(self) -> str:

@@ -26,6 +26,18 @@ def pyarrow() -> Any:
         raise ImportError(_EXTRA_HINT) from e
 
 
+def require(pandas: bool = False) -> None:
+    """Raise the ImportError *before* records are taken from the log: a
+    record handed to a conversion that then fails would be lost to the
+    caller while its position moved past it."""
+    pyarrow()
+    if pandas:
+        try:
+            importlib.import_module("pandas")
+        except ImportError as e:
+            raise ImportError(_EXTRA_HINT) from e
+
+
 def record_batch(raw: Any) -> Any:
     """``pyarrow.RecordBatch`` over an ``ottla._core.ArrowBatch`` (no copy)."""
     pa = pyarrow()
