@@ -17,3 +17,6 @@ pub mod export;
 pub mod ffi;
 
 pub use columns::RecordColumns;
+
+#[cfg(test)]
+mod tests;
