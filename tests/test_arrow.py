@@ -541,3 +541,14 @@ def test_aio_getmany_arrow(data_dir):
             assert b.column("partition").to_pylist() == [1]
 
     asyncio.run(main())
+
+
+def test_poll_arrow_default_byte_limit_is_kafkas_fetch_max_bytes(data_dir):
+    ottla.Admin(data_dir).create_topic("mb", partitions=1, config={"max.message.bytes": 2 << 20})
+    with ottla.Producer(data_dir) as p:
+        for i in range(30):
+            p.send("mb", bytes([i]) * ((2 << 20) - 100), partition=0)
+    with ottla.Consumer(data_dir, "mb", auto_offset_reset="earliest") as c:
+        b = c.poll_arrow()
+        assert b.num_rows == 52_428_800 // ((2 << 20) - 100)  # 25 records of ~2 MiB
+        assert c.poll_arrow(max_bytes=None).num_rows == 30 - b.num_rows

@@ -112,7 +112,7 @@ class Consumer(_CoreConsumer):
         self,
         timeout_ms: float = 0,
         max_records: int = 100_000,
-        max_bytes: Optional[int] = None,
+        max_bytes: Optional[int] = 52_428_800,
     ) -> Any:
         """Fetch records as one ``pyarrow.RecordBatch``, waiting up to
         ``timeout_ms`` when none are ready (zero rows if none came).
@@ -125,7 +125,8 @@ class Consumer(_CoreConsumer):
         is read, with the GIL released, and handed over without copying.
 
         At most ``max_records`` records, and no more key, value and header
-        bytes than ``max_bytes`` (a single larger record still comes alone).
+        bytes than ``max_bytes`` (default 50 MiB, Kafka's ``fetch.max.bytes``;
+        None for no limit; a single larger record still comes alone).
         Positions advance exactly as with ``poll()``: a commit covers only
         records in returned batches. Deserializers are not applied::
 

@@ -267,7 +267,7 @@ class Consumer:
         self,
         timeout_ms: float = 0,
         max_records: int = 100_000,
-        max_bytes: Optional[int] = None,
+        max_bytes: Optional[int] = 52_428_800,
     ) -> Any:
         """Records as one ``pyarrow.RecordBatch`` (see
         :meth:`ottla.Consumer.poll_arrow`: same columns, limits and
