@@ -9,6 +9,9 @@ use crate::record::RecordView;
 /// Largest byte length an `int32`-offset binary column can hold.
 const MAX_BINARY_BYTES: usize = i32::MAX as usize;
 
+/// Most rows [`RecordColumns::reserve_like_so_far`] reserves at once.
+const MAX_RESERVE_ROWS: usize = 1 << 22;
+
 /// A validity bitmap, created at the first null (a column without nulls
 /// exports none). Bit `i` set = row `i` is valid, least significant bit first.
 #[derive(Default)]
@@ -214,6 +217,32 @@ impl RecordColumns {
         self.payload += payload_size(rec);
     }
 
+    /// Make room for about `rows` more records sized like those held so
+    /// far, bounded by `max_payload` more payload bytes, so the buffers grow
+    /// once instead of doubling (each doubling copies what is there). Only
+    /// address space is reserved: pages are touched when written.
+    pub fn reserve_like_so_far(&mut self, rows: usize, max_payload: usize) {
+        let n = self.len();
+        if n == 0 || self.payload == 0 {
+            return;
+        }
+        let by_bytes = max_payload / (self.payload / n).max(1) + 1;
+        let rows = rows.min(by_bytes).min(MAX_RESERVE_ROWS);
+        for v in [&mut self.topic, &mut self.partition] {
+            v.reserve(rows);
+        }
+        for v in [&mut self.offset, &mut self.timestamp] {
+            v.reserve(rows);
+        }
+        self.headers.reserve(rows);
+        for c in [&mut self.key, &mut self.value] {
+            c.offsets.reserve(rows);
+            let want = rows.saturating_mul(c.data.len() / n);
+            c.data
+                .reserve(want.min(MAX_BINARY_BYTES.saturating_sub(c.data.len())));
+        }
+    }
+
     fn topic_index(&mut self, name: &Arc<str>) -> i32 {
         let i = match self.topics.iter().position(|t| **t == **name) {
             Some(i) => i,
@@ -295,6 +324,29 @@ mod tests {
         assert_eq!(bits[1], 0xFF);
         assert_eq!(bits[2] & 0b1111, 0b1101);
         assert_eq!(v.null_count, 1);
+    }
+
+    #[test]
+    fn reserve_follows_the_records_so_far_within_the_budget() {
+        let tp: TopicPartition = (Arc::from("t"), 0);
+        let v = [7u8; 100];
+        let fill = |c: &mut RecordColumns| {
+            for i in 0..10 {
+                c.push(&tp, &view(i, None, Some(&v), &[], 0));
+            }
+        };
+        let mut c = RecordColumns::with_capacity(10, 0);
+        fill(&mut c);
+        c.reserve_like_so_far(1000, usize::MAX);
+        assert!(c.value.data.capacity() >= 100 * 1010);
+        assert!(c.offset.capacity() >= 1010);
+        let mut c = RecordColumns::with_capacity(10, 0);
+        fill(&mut c);
+        c.reserve_like_so_far(1000, 500); // room for ~6 more by bytes
+        assert!(c.value.data.capacity() < 100 * 100);
+        let mut empty = RecordColumns::with_capacity(0, 0);
+        empty.reserve_like_so_far(1 << 40, usize::MAX); // nothing to go by: no-op
+        assert_eq!(empty.value.data.capacity(), 0);
     }
 
     #[test]

@@ -113,6 +113,7 @@ fn within(
 /// reached or nothing more is there. Never waits.
 pub fn poll_columns(engine: &Engine, limits: Limits) -> crate::Result<RecordColumns> {
     let mut cols = limits.columns();
+    let mut first = true;
     loop {
         let mut refused = false;
         let left = limits.max_records - cols.len();
@@ -135,6 +136,11 @@ pub fn poll_columns(engine: &Engine, limits: Limits) -> crate::Result<RecordColu
         };
         if n == 0 || refused || cols.len() >= limits.max_records {
             return Ok(cols);
+        }
+        if first {
+            first = false;
+            let budget = limits.max_bytes.saturating_sub(cols.payload_bytes());
+            cols.reserve_like_so_far(limits.max_records - cols.len(), budget);
         }
     }
 }
@@ -184,7 +190,7 @@ fn read_until(
     let mut batches = Vec::new();
     let mut cols = limits.columns();
     let (mut taken, mut bytes) = (0usize, 0usize);
-    let mut idle = false;
+    let (mut idle, mut first) = (false, true);
     while !ends.is_empty() && taken < limits.max_records {
         let mut at_end: Option<Tp> = None;
         let (mut full, mut limited) = (false, false);
@@ -238,6 +244,18 @@ fn read_until(
         }
         if limited {
             break;
+        }
+        if first && taken > 0 {
+            first = false;
+            // Offsets still to read (records, unless compacted away).
+            let left: i64 = ends
+                .iter()
+                .map(|(tp, end)| end - engine.position(&tp.0, tp.1).unwrap_or(*end))
+                .filter(|d| *d > 0)
+                .sum();
+            let rows = usize::try_from(left).unwrap_or(0);
+            let budget = limits.max_bytes.saturating_sub(bytes);
+            cols.reserve_like_so_far(rows.min(limits.max_records - taken), budget);
         }
         if n == 0 {
             // Nothing ready twice in a row (a drain may only step over
