@@ -52,3 +52,12 @@ def test_topic_and_group_descriptions_html(data_dir):
         c.commit()
     html = admin.describe_group("billing")._repr_html_()
     assert "group billing" in html and "<td>orders</td><td>0</td><td>6</td><td>10</td><td>4</td>" in html
+
+
+def test_admin_html_lists_topics(data_dir):
+    admin = _setup(data_dir)
+    admin.create_topic("empty")
+    html = admin._repr_html_()
+    assert "ottla.Admin" in html and "topics: <code>2</code>" in html
+    assert "<td>orders</td><td>2</td><td>14</td>" in html
+    assert "<td>empty</td><td>1</td><td>0</td><td>0</td>" in html

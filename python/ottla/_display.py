@@ -96,3 +96,15 @@ def group_html(d: Any) -> str:
              ("members", len(d.members)), ("lag", f"{d.lag:,}")]
     return table(f"group {d.group_id}", facts,
                  ["topic", "partition", "committed", "end offset", "lag", "member"], rows)
+
+
+def admin_html(a: Any) -> str:
+    """The directory's topics (first MAX_ROWS described) and groups."""
+    topics = a.list_topics()
+    rows: List[Sequence[Any]] = []
+    for name in topics[:MAX_ROWS]:
+        d = a.describe_topic(name)
+        rows.append((name, len(d.partitions), sum(p.records for p in d.partitions), d.size_bytes))
+    rows.extend((name, None, None, None) for name in topics[MAX_ROWS:])
+    facts = [("path", a.path), ("topics", len(topics)), ("groups", len(a.list_groups()))]
+    return table("ottla.Admin", facts, ["topic", "partitions", "records", "bytes"], rows)

@@ -229,3 +229,9 @@ class Admin:
 
     def __repr__(self) -> str:
         return f"<ottla.Admin path={self.path!r}>"
+
+    def _repr_html_(self) -> str:
+        """Topics (partitions, records, bytes) and group count, in Jupyter."""
+        from ottla._display import admin_html
+
+        return admin_html(self)
