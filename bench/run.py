@@ -400,6 +400,16 @@ def ottla_consume(n: int, value: bytes, how: str) -> Callable[[int], float]:
                     else:
                         got += len(batch)
                 dt = time.perf_counter() - t0
+            elif how == "poll_arrow":
+                # pyarrow.RecordBatches built in Rust: no Python object per record.
+                pa_poll = c.poll_arrow
+                t0 = time.perf_counter()
+                while True:
+                    rows = pa_poll(timeout_ms=0, max_records=100_000).num_rows
+                    if not rows:
+                        break
+                    got += rows
+                dt = time.perf_counter() - t0
             else:
                 raise ValueError(how)
             c.close()
@@ -1236,6 +1246,14 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
     if hasattr(ottla.Consumer, "poll_values"):
         timed_rate(results, W, "ottla poll_values(max_records=100000)", n, R,
                    ottla_consume(n, v100, "poll_values"), ottla=True, kind="ottla")
+    try:
+        import pyarrow  # noqa: F401  (optional: ottla[arrow])
+        has_pyarrow = True
+    except ImportError:
+        has_pyarrow = False
+    if hasattr(ottla.Consumer, "poll_arrow") and has_pyarrow:
+        timed_rate(results, W, "ottla poll_arrow(max_records=100000)", n, R,
+                   ottla_consume(n, v100, "poll_arrow"), ottla=True, kind="ottla")
     timed_rate(results, W, "ottla.aio async for r in consumer", n, R, ottla_aio(v100, "iter"),
                ottla=True, kind="ottla")
     timed_rate(results, W, "ottla.aio getmany(max_records=100000)", n, R,

@@ -801,6 +801,22 @@ impl Consumer {
         max: usize,
         f: &mut dyn FnMut(&TopicPartition, &RecordView<'_>),
     ) -> Result<usize> {
+        self.drain_while(max, &mut |tp, rec| {
+            f(tp, rec);
+            true
+        })
+    }
+
+    /// Like [`Consumer::drain`], but `f` may refuse a record (return
+    /// false): the call then ends, and the refused record is not handed
+    /// out: its partition's position stays on it, so the next call (or a
+    /// commit) starts there. This is how a caller bounds a result by bytes
+    /// or stops at an offset without losing a record.
+    pub fn drain_while(
+        &self,
+        max: usize,
+        f: &mut dyn FnMut(&TopicPartition, &RecordView<'_>) -> bool,
+    ) -> Result<usize> {
         let mut inner = self.inner.lock();
         Self::check_open(&inner)?;
         self.polls.fetch_add(1, Ordering::Relaxed);
@@ -824,8 +840,9 @@ impl Consumer {
             if a.paused {
                 continue;
             }
-            count += self.drain_partition(a, max - count, f)?;
-            if count >= max {
+            let (got, refused) = self.drain_partition(a, max - count, f)?;
+            count += got;
+            if count >= max || refused {
                 // Fairness: resume with this partition next time only to
                 // finish a batch it was reached in the middle of this call;
                 // a partition that had the whole call hands over, so one
@@ -851,8 +868,8 @@ impl Consumer {
         &self,
         a: &mut Assigned,
         max: usize,
-        f: &mut dyn FnMut(&TopicPartition, &RecordView<'_>),
-    ) -> Result<usize> {
+        f: &mut dyn FnMut(&TopicPartition, &RecordView<'_>) -> bool,
+    ) -> Result<(usize, bool)> {
         let mut count = 0;
         let mut position = self.resolve(a)?;
         let mut refetched = false;
@@ -951,6 +968,7 @@ impl Consumer {
             };
             let mut it = RecordIter::resume(h, body, fetch.iter_state);
             while count < max {
+                let before = it.state();
                 match it.next() {
                     None => break,
                     Some(Err(reason)) => {
@@ -963,7 +981,12 @@ impl Consumer {
                         if rec.offset < position {
                             continue;
                         }
-                        f(&a.tp, &rec);
+                        if !f(&a.tp, &rec) {
+                            // Not handed out: the walk and the position stay on it.
+                            fetch.iter_state = before;
+                            a.position = Some(position);
+                            return Ok((count, true));
+                        }
                         position = rec.offset + 1;
                         count += 1;
                     }
@@ -976,7 +999,7 @@ impl Consumer {
             }
             a.position = Some(position);
         }
-        Ok(count)
+        Ok((count, false))
     }
 
     /// True if any assigned, unpaused partition has records past its position.

@@ -4,6 +4,7 @@
 //! [`consumer`]) knows nothing of Python or the network; `python` (behind the
 //! `python` feature) is a thin door onto it.
 
+pub mod arrow;
 pub mod beacon;
 pub mod config;
 pub mod consumer;

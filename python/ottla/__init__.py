@@ -18,6 +18,8 @@ Several processes may use the same directory at once.
 
 from __future__ import annotations
 
+from typing import Any, Optional
+
 from ottla._core import (
     BatchFuture,
     Broker,
@@ -52,6 +54,7 @@ from ottla._core import (
 from ottla.admin import Admin, PartitionDescription, TopicDescription
 from ottla.admin import GroupDescription, GroupOffset, MemberDescription
 from ottla.types import OffsetAndMetadata
+from ottla import _arrow, _display
 
 # The names used in Kafka's documentation of these errors.
 OffsetOutOfRange = OffsetOutOfRangeError
@@ -99,9 +102,82 @@ class Consumer(_CoreConsumer):
     ``partition_assignment_strategy`` (``"cooperative-sticky"``,
     ``"range"``, ``"roundrobin"``) and ``session_timeout_ms`` as in Kafka.
     Callbacks run inside ``poll()``/iteration on the calling thread.
+
+    In a notebook, read straight into Arrow or pandas (``pip install
+    'ottla[arrow]'``): ``poll_arrow()``, ``read_arrow()``, ``to_pandas()``.
     """
 
     __slots__ = ()
+
+    def poll_arrow(
+        self,
+        timeout_ms: float = 0,
+        max_records: int = 100_000,
+        max_bytes: Optional[int] = 52_428_800,
+    ) -> Any:
+        """Fetch records as one ``pyarrow.RecordBatch``, waiting up to
+        ``timeout_ms`` when none are ready (zero rows if none came).
+
+        Columns, in Kafka's shape: ``topic`` (dictionary<int32, string>),
+        ``partition`` (int32), ``offset`` (int64), ``timestamp``
+        (timestamp[ms, tz=UTC]), ``key`` and ``value`` (binary, null for a
+        null key/value), ``headers`` (list<struct<key: string, value:
+        binary>>, empty when none). The buffers are built in Rust as the log
+        is read, with the GIL released, and handed over without copying.
+
+        At most ``max_records`` records, and no more key, value and header
+        bytes than ``max_bytes`` (default 50 MiB, Kafka's ``fetch.max.bytes``;
+        None for no limit; a single larger record still comes alone).
+        Positions advance exactly as with ``poll()``: a commit covers only
+        records in returned batches. Deserializers are not applied::
+
+            with ottla.Consumer("data", "clicks", auto_offset_reset="earliest") as c:
+                batch = c.poll_arrow(timeout_ms=1000)
+                batch.num_rows, batch.schema
+                batch.column("value")[0].as_py()      # b"..."
+                c.commit()
+        """
+        _arrow.require()
+        return _arrow.record_batch(self._poll_arrow(max_records, max_bytes, timeout_ms))
+
+    def read_arrow(
+        self, max_records: Optional[int] = None, max_bytes: Optional[int] = None
+    ) -> Any:
+        """Everything from the current positions up to the end offsets of
+        the assigned partitions *as they are at the call*, as a
+        ``pyarrow.Table`` (never waits; records appended meanwhile stay for
+        the next read). ``max_records``/``max_bytes`` bound the whole table.
+        Positions advance past what is returned, as with ``poll()``::
+
+            c = ottla.Consumer("data", "orders", auto_offset_reset="earliest")
+            t = c.read_arrow()
+            t.group_by("partition").aggregate([("offset", "count")])
+            t2 = c.read_arrow()    # only what arrived since
+        """
+        _arrow.require()
+        return _arrow.table(self._read_arrow(max_records, max_bytes))
+
+    def to_pandas(
+        self,
+        max_records: Optional[int] = None,
+        max_bytes: Optional[int] = None,
+        **to_pandas_kwargs: Any,
+    ) -> Any:
+        """``read_arrow(...)`` as a ``pandas.DataFrame`` (through pyarrow's
+        ``Table.to_pandas(**to_pandas_kwargs)``): ``topic`` is categorical,
+        ``timestamp`` is ``datetime64[ms, UTC]``, ``key``/``value`` are
+        ``bytes`` (or None)::
+
+            df = ottla.Consumer("data", "orders", auto_offset_reset="earliest").to_pandas()
+            df["value"].str.decode("utf-8")
+            df.set_index("timestamp").resample("1min").size()
+        """
+        _arrow.require(pandas=True)
+        return _arrow.to_pandas(self.read_arrow(max_records, max_bytes), **to_pandas_kwargs)
+
+    def _repr_html_(self) -> str:
+        """Assignment, positions, committed offsets and lag, in Jupyter."""
+        return _display.consumer_html(self)
 
 
 __all__ = [

@@ -40,6 +40,12 @@ class TopicDescription:
     def size_bytes(self) -> int:
         return sum(p.size_bytes for p in self.partitions)
 
+    def _repr_html_(self) -> str:
+        """A partitions table in Jupyter."""
+        from ottla._display import topic_html
+
+        return topic_html(self)
+
 
 @dataclass(frozen=True)
 class MemberDescription:
@@ -81,6 +87,12 @@ class GroupDescription:
     def lag(self) -> int:
         """Total lag over the committed partitions."""
         return sum(o.lag for o in self.offsets)
+
+    def _repr_html_(self) -> str:
+        """State, members and an offsets/lag table in Jupyter."""
+        from ottla._display import group_html
+
+        return group_html(self)
 
 
 class Admin:
@@ -217,3 +229,9 @@ class Admin:
 
     def __repr__(self) -> str:
         return f"<ottla.Admin path={self.path!r}>"
+
+    def _repr_html_(self) -> str:
+        """Topics (partitions, records, bytes) and group count, in Jupyter."""
+        from ottla._display import admin_html
+
+        return admin_html(self)

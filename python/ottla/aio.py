@@ -57,6 +57,7 @@ from ottla._core import (
     SendManyFuture,
     TopicPartition,
 )
+from ottla import _arrow
 
 _TP = Union[TopicPartition, Tuple[str, int]]
 
@@ -259,6 +260,38 @@ class Consumer:
             if left <= 0:
                 return got
             await waiter.wait(seen, min(left * 1000.0, self._IDLE_MS))
+            if waiter.closed:
+                raise ClosedError("consumer is closed")
+
+    async def getmany_arrow(
+        self,
+        timeout_ms: float = 0,
+        max_records: int = 100_000,
+        max_bytes: Optional[int] = 52_428_800,
+    ) -> Any:
+        """Records as one ``pyarrow.RecordBatch`` (see
+        :meth:`ottla.Consumer.poll_arrow`: same columns, limits and
+        positions), waiting up to ``timeout_ms`` when none are ready; zero
+        rows if none came. Needs ``pip install 'ottla[arrow]'``::
+
+            batch = await consumer.getmany_arrow(timeout_ms=1000)
+            df = batch.to_pandas()
+        """
+        if not timeout_ms >= 0:
+            raise ValueError(f"timeout_ms must be >= 0, got {timeout_ms}")
+        _arrow.require()  # fail before taking records if pyarrow is missing
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_ms / 1000.0
+        waiter = self._waiter
+        await asyncio.sleep(0)
+        while True:
+            seen = waiter.seq()
+            # Takes records only inside this synchronous call: a cancelled
+            # wait below has taken nothing.
+            raw = self._sync._poll_arrow(max_records, max_bytes, 0)
+            if len(raw) or deadline - loop.time() <= 0:
+                return _arrow.record_batch(raw)
+            await waiter.wait(seen, min((deadline - loop.time()) * 1000.0, self._IDLE_MS))
             if waiter.closed:
                 raise ClosedError("consumer is closed")
 

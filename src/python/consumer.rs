@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
+use super::arrow::{ArrowBatch, Limits as ArrowLimits};
 use super::types::{Record, TopicPartition};
 use crate::consumer::{
     Consumer as Engine, ConsumerConfig, OffsetReset, RebalanceListener, Subscription,
@@ -577,6 +578,49 @@ impl Consumer {
         }
     }
 
+    /// Bulk read into Arrow columns (see `ottla.Consumer.poll_arrow`):
+    /// one `ArrowBatch` of up to `max_records` records and about
+    /// `max_bytes` key/value/header bytes, built with the GIL released.
+    /// Positions advance exactly as with `poll`. Waits up to `timeout_ms`
+    /// when nothing is ready.
+    #[pyo3(signature = (max_records=100000, max_bytes=None, timeout_ms=0.0))]
+    fn _poll_arrow(
+        &self,
+        py: Python<'_>,
+        max_records: usize,
+        max_bytes: Option<usize>,
+        timeout_ms: f64,
+    ) -> PyResult<ArrowBatch> {
+        let limits = arrow_limits(Some(max_records), max_bytes)?;
+        let deadline = Instant::now() + Duration::from_secs_f64(timeout_ms.max(0.0) / 1000.0);
+        loop {
+            let engine = &self.engine;
+            let cols = py.detach(|| super::arrow::poll_columns(engine, limits));
+            self.callback_error()?;
+            let cols = cols?;
+            if !cols.is_empty() || !self.wait_until(py, Some(deadline))? {
+                return Ok(ArrowBatch::new(cols));
+            }
+        }
+    }
+
+    /// Everything between the current positions and the end offsets of the
+    /// assigned partitions at call time, as `ArrowBatch`es (see
+    /// `ottla.Consumer.read_arrow`). Never waits.
+    #[pyo3(signature = (max_records=None, max_bytes=None))]
+    fn _read_arrow(
+        &self,
+        py: Python<'_>,
+        max_records: Option<usize>,
+        max_bytes: Option<usize>,
+    ) -> PyResult<Vec<ArrowBatch>> {
+        let limits = arrow_limits(max_records, max_bytes)?;
+        let engine = &self.engine;
+        let batches = py.detach(|| super::arrow::read_columns(engine, limits));
+        self.callback_error()?;
+        Ok(batches?.into_iter().map(ArrowBatch::new).collect())
+    }
+
     fn __iter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
@@ -853,6 +897,19 @@ impl Consumer {
             if n > 8 { ", ..." } else { "" }
         )
     }
+}
+
+fn arrow_limits(max_records: Option<usize>, max_bytes: Option<usize>) -> PyResult<ArrowLimits> {
+    if max_records == Some(0) {
+        return Err(PyValueError::new_err("max_records must be positive"));
+    }
+    if max_bytes == Some(0) {
+        return Err(PyValueError::new_err("max_bytes must be positive"));
+    }
+    Ok(ArrowLimits {
+        max_records: max_records.unwrap_or(usize::MAX),
+        max_bytes: max_bytes.unwrap_or(usize::MAX),
+    })
 }
 
 /// Result entry of `offsets_for_times`.

@@ -5,6 +5,7 @@ mod admin;
 mod aio_bell;
 mod aio_consumer;
 mod aio_producer;
+mod arrow;
 mod broker;
 mod consumer;
 mod errors;
@@ -29,6 +30,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<aio_producer::SendFuture>()?;
     m.add_class::<aio_producer::SendManyFuture>()?;
     m.add_class::<aio_consumer::RecordWaiter>()?;
+    m.add_class::<arrow::ArrowBatch>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
     Ok(())
