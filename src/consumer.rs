@@ -139,6 +139,21 @@ struct Fetch {
     error: Option<Error>,
 }
 
+impl Fetch {
+    /// Nothing left to hand out but `error`, raised when the partition is
+    /// next drained.
+    fn failed(error: Error) -> Fetch {
+        Fetch {
+            data: Vec::new(),
+            batch_at: 0,
+            header: None,
+            iter_state: (0, 0),
+            inflated: None,
+            error: Some(error),
+        }
+    }
+}
+
 struct Assigned {
     tp: TopicPartition,
     log: Arc<PartitionLog>,
@@ -840,8 +855,24 @@ impl Consumer {
             if a.paused {
                 continue;
             }
-            let (got, refused) = self.drain_partition(a, max - count, f)?;
-            count += got;
+            let refused = match self.drain_partition(a, max, &mut count, f) {
+                Ok(refused) => refused,
+                // Records already handed out in this call must reach the
+                // caller (their positions have moved past them): the error
+                // waits in the partition's fetch and is raised by the next
+                // call, unless a seek or reassignment makes it moot.
+                // The next call starts after the failing partition, so
+                // one bad batch cannot starve the others.
+                Err(e) if count > 0 => {
+                    a.fetch = Some(Fetch::failed(e));
+                    inner.next_rr = (idx + 1) % n;
+                    return Ok(count);
+                }
+                Err(e) => {
+                    inner.next_rr = (idx + 1) % n;
+                    return Err(e);
+                }
+            };
             if count >= max || refused {
                 // Fairness: resume with this partition next time only to
                 // finish a batch it was reached in the middle of this call;
@@ -864,16 +895,19 @@ impl Consumer {
         Ok(count)
     }
 
+    /// Hand out records of one partition until `*count` (the call's total)
+    /// reaches `max`. Returns whether `f` refused a record. On an error,
+    /// `a.position` is the offset after the last record handed out.
     fn drain_partition(
         &self,
         a: &mut Assigned,
         max: usize,
+        count: &mut usize,
         f: &mut dyn FnMut(&TopicPartition, &RecordView<'_>) -> bool,
-    ) -> Result<(usize, bool)> {
-        let mut count = 0;
+    ) -> Result<bool> {
         let mut position = self.resolve(a)?;
         let mut refetched = false;
-        while count < max {
+        while *count < max {
             if a.fetch.is_none() {
                 if refetched {
                     break;
@@ -918,18 +952,7 @@ impl Consumer {
                     let err = fetch.error.take();
                     a.fetch = None;
                     if let Some(e) = err {
-                        if count > 0 {
-                            // Hand out what we have; the error comes next call.
-                            a.fetch = Some(Fetch {
-                                data: Vec::new(),
-                                batch_at: 0,
-                                header: None,
-                                iter_state: (0, 0),
-                                inflated: None,
-                                error: Some(e),
-                            });
-                            break;
-                        }
+                        // With records handed out, the caller defers it.
                         return Err(e);
                     }
                     continue;
@@ -967,15 +990,17 @@ impl Consumer {
                 None => &batch[HEADER_LEN..],
             };
             let mut it = RecordIter::resume(h, body, fetch.iter_state);
-            while count < max {
+            while *count < max {
                 let before = it.state();
                 match it.next() {
                     None => break,
                     Some(Err(reason)) => {
+                        fetch.iter_state = before;
+                        a.position = Some(position);
                         return Err(Error::InvalidRecord(format!(
                             "{}-{} batch at offset {}: {reason}",
                             a.tp.0, a.tp.1, h.base_offset
-                        )))
+                        )));
                     }
                     Some(Ok(rec)) => {
                         if rec.offset < position {
@@ -985,10 +1010,10 @@ impl Consumer {
                             // Not handed out: the walk and the position stay on it.
                             fetch.iter_state = before;
                             a.position = Some(position);
-                            return Ok((count, true));
+                            return Ok(true);
                         }
                         position = rec.offset + 1;
-                        count += 1;
+                        *count += 1;
                     }
                 }
             }
@@ -999,7 +1024,7 @@ impl Consumer {
             }
             a.position = Some(position);
         }
-        Ok((count, false))
+        Ok(false)
     }
 
     /// True if any assigned, unpaused partition has records past its position.

@@ -1456,3 +1456,66 @@ fn a_compressed_batch_that_does_not_inflate_is_a_typed_error() {
     let err = c.drain(10, &mut |_, _| {}).expect_err("must fail");
     assert!(matches!(err, Error::InvalidRecord(_)), "{err:?}");
 }
+
+#[test]
+fn records_handed_out_before_an_error_reach_the_caller_and_the_error_comes_next() {
+    use crate::record::batch::{compute_crc, CRC, HEADER_LEN};
+    use crate::record::compression::{compress_batch, ZSTD};
+    let (_tmp, store) = open_store();
+    store.create_topic("mixed", 2, &[]).expect("create");
+    // Partition 0: three good records, then a batch that will not inflate,
+    // then a good record that stays unreachable until the caller seeks.
+    // Partition 1: two good records.
+    let bad_batch = || {
+        let mut b = BatchBuilder::with_capacity(256);
+        b.append(now_ms(), None, Some(b"hello world hello world"), &[]);
+        let mut packed = compress_batch(b.finish(), ZSTD).expect("compress");
+        let n = packed.len();
+        for byte in &mut packed[HEADER_LEN..n] {
+            *byte ^= 0x5a;
+        }
+        let crc = compute_crc(&packed);
+        packed[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        packed
+    };
+    let good = |v: &[u8]| {
+        let mut b = BatchBuilder::with_capacity(256);
+        b.append(now_ms(), None, Some(v), &[]);
+        b.finish().to_vec()
+    };
+    let p0 = store.partition_by_name("mixed", 0).expect("log");
+    let p1 = store.partition_by_name("mixed", 1).expect("log");
+    for v in [&b"a"[..], b"b", b"c"] {
+        p0.append(&mut good(v), Durability::PageCache)
+            .expect("append");
+    }
+    p0.append(&mut bad_batch(), Durability::PageCache)
+        .expect("append");
+    p0.append(&mut good(b"after"), Durability::PageCache)
+        .expect("append");
+    for v in [&b"x"[..], b"y"] {
+        p1.append(&mut good(v), Durability::PageCache)
+            .expect("append");
+    }
+    let c = consumer(&store, None, OffsetReset::Earliest);
+    c.assign(&[("mixed".to_string(), 0), ("mixed".to_string(), 1)])
+        .expect("assign");
+    let mut seen: Vec<(u32, i64)> = Vec::new();
+    let mut errors = 0;
+    for _ in 0..10 {
+        match c.drain(100, &mut |tp, r| seen.push((tp.1, r.offset))) {
+            Ok(_) => {}
+            Err(Error::InvalidRecord(_)) => errors += 1,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    seen.sort_unstable();
+    // Every good record before the bad batch was delivered exactly once,
+    // and the bad batch keeps raising (it is never skipped silently).
+    assert_eq!(seen, vec![(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]);
+    assert!(errors >= 5, "the bad batch raised {errors} times");
+    assert_eq!(c.position("mixed", 0).expect("position"), 3);
+    c.seek("mixed", 0, 4).expect("seek");
+    let got = drain_all(&c);
+    assert_eq!(got.iter().map(|g| g.2).collect::<Vec<_>>(), vec![4]);
+}
