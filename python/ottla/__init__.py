@@ -50,6 +50,7 @@ from ottla._core import (
 )
 from ottla.admin import Admin, PartitionDescription, TopicDescription
 from ottla.admin import GroupDescription, GroupOffset, MemberDescription
+from ottla.admin import CompactionStats
 from ottla.types import OffsetAndMetadata
 
 # The names used in Kafka's documentation of these errors.
@@ -104,6 +105,7 @@ class Consumer(_CoreConsumer):
 
 
 __all__ = [
+    "CompactionStats",
     "Admin",
     "BatchFuture",
     "ClosedError",
