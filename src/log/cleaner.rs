@@ -224,7 +224,7 @@ pub(crate) fn clean(log: &PartitionLog, force: bool) -> Result<Option<CleanerSta
         if *end <= first_dirty {
             continue;
         }
-        for_each_batch(seg, |_, h, batch| {
+        for_each_batch(seg, |pos, h, batch| {
             if h.producer_id >= 0 {
                 last_of_producer.insert(h.producer_id, h.base_offset);
             }
@@ -235,7 +235,7 @@ pub(crate) fn clean(log: &PartitionLog, force: bool) -> Result<Option<CleanerSta
                 return Ok(()); // kept whole: see the module docs
             };
             for rec in records {
-                let rec = rec.map_err(|r| Error::corrupt(seg.path(), 0, r))?;
+                let rec = rec.map_err(|r| Error::corrupt(seg.path(), pos, r))?;
                 if let Some(k) = rec.key {
                     match map.get_mut(k) {
                         Some(o) => *o = (*o).max(rec.offset),
