@@ -282,7 +282,6 @@ pub(crate) fn clean(log: &PartitionLog, force: bool) -> Result<Option<CleanerSta
             stats.tombstones_removed += g.tombstones_removed;
         } else {
             cleaned.remove();
-            break;
         }
     }
     Ok(Some(stats))
@@ -465,32 +464,24 @@ fn write_cleaned_files(
     // record goes, so time retention of compact,delete sees the same age.
     let (mut orig_max_ts, mut orig_max_off) = (i64::MIN, -1);
     let mut encoded: Vec<u8> = Vec::new();
-    let mut pos = 0u64;
-    for (i, (seg, _)) in group.iter().enumerate() {
+    // The last batch read, if it was dropped: the group's last batch is
+    // kept (empty) so the cleaned segment ends where the group did.
+    let mut dropped_last: Option<BatchHeader> = None;
+    let interval = ctx.cfg.index_interval_bytes;
+    for (seg, _) in group {
         g.bytes_before += seg.closed_size();
-        // The position of the group's last batch, so it can be kept.
-        let last_batch_at = if i + 1 == group.len() {
-            let mut last = None;
-            for_each_batch(seg, |p, _, _| {
-                last = Some(p);
-                Ok(())
-            })?;
-            last
-        } else {
-            None
-        };
         for_each_batch(seg, |p, h, batch| {
             if h.max_timestamp > orig_max_ts {
                 orig_max_ts = h.max_timestamp;
                 orig_max_off = h.last_offset();
             }
             g.records_before += h.records_count.max(0) as u64;
-            let must_keep = Some(p) == last_batch_at
-                || (h.producer_id >= 0
-                    && ctx
-                        .last_of_producer
-                        .get(&h.producer_id)
-                        .map_or(true, |b| *b == h.base_offset));
+            dropped_last = None;
+            let must_keep = h.producer_id >= 0
+                && ctx
+                    .last_of_producer
+                    .get(&h.producer_id)
+                    .map_or(true, |b| *b == h.base_offset);
             let whole = h.is_control() || h.is_transactional();
             let records = if whole {
                 None
@@ -530,6 +521,7 @@ fn write_cleaned_files(
                     if all && !needs_horizon && h.compression() == 0 {
                         batch
                     } else if local.is_empty() && !must_keep {
+                        dropped_last = Some(h);
                         return Ok(());
                     } else {
                         let hz = horizon.or(needs_horizon
@@ -539,16 +531,21 @@ fn write_cleaned_files(
                     }
                 }
             };
-            let nh = BatchHeader::parse(bytes)
-                .ok_or_else(|| Error::InvalidRecord("cleaned batch too short".into()))?;
-            out.write_all(bytes)
-                .ctx("write cleaned segment", &cleaned.log)?;
-            account_batch(&mut idx, &mut st, pos, &nh, ctx.cfg.index_interval_bytes);
-            pos += bytes.len() as u64;
-            Ok(())
+            put_batch(&mut out, &mut idx, &mut st, bytes, interval, &cleaned.log)
         })?;
     }
-    g.bytes_after = pos;
+    if let Some(h) = dropped_last {
+        encode_batch(&mut encoded, &h, &[], None);
+        put_batch(
+            &mut out,
+            &mut idx,
+            &mut st,
+            &encoded,
+            interval,
+            &cleaned.log,
+        )?;
+    }
+    g.bytes_after = st.active_size;
     let file = out
         .into_inner()
         .map_err(|e| Error::io("write cleaned segment", &cleaned.log, e.into_error()))?;
@@ -578,6 +575,23 @@ fn write_cleaned_files(
             .ctx("fsync cleaned index", p)?;
     }
     Ok(g)
+}
+
+/// Write one batch at the end of the cleaned segment and index it.
+fn put_batch(
+    out: &mut std::io::BufWriter<File>,
+    idx: &mut Indexes,
+    st: &mut HeadState,
+    bytes: &[u8],
+    interval: u64,
+    path: &Path,
+) -> Result<()> {
+    let h = BatchHeader::parse(bytes)
+        .ok_or_else(|| Error::InvalidRecord("cleaned batch too short".into()))?;
+    out.write_all(bytes).ctx("write cleaned segment", path)?;
+    // `active_size` is where this batch starts: the bytes written so far.
+    account_batch(idx, st, st.active_size, &h, interval);
+    Ok(())
 }
 
 /// Encode `records` (a subset of the batch `h`) as a v2 batch with `h`'s
@@ -693,11 +707,17 @@ fn swap_in(
         return Ok(false);
     };
     let base = group[0].0.base_offset;
-    if base < st.log_start_offset || base >= st.active_base {
-        return Ok(false);
-    }
     let dir = log.dir();
     let target = segment_path(dir, base);
+    // Retention deletes whole segments from the front: if the group's first
+    // file is still the one we read, the whole group is.
+    let same = std::fs::metadata(&target).is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        (m.dev(), m.ino()) == group[0].0.file_id()
+    });
+    if !same || base >= st.active_base {
+        return Ok(false);
+    }
     let swap = |ext: &str| suffixed(&target, ext);
     {
         let _map = log.segments_lock().write();

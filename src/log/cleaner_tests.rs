@@ -384,3 +384,107 @@ fn a_gap_above_the_clean_end_is_damage() {
         "a gap above the clean end must be an error"
     );
 }
+
+/// Numbers for docs/ARCHITECTURE.md, not a test of behaviour:
+/// `cargo test --release -- --ignored --nocapture cleaner_measure`.
+#[test]
+#[ignore]
+fn cleaner_measure() {
+    use std::time::Instant;
+    let root = tempfile::tempdir().expect("tempdir");
+    // One closed 100 MB segment of 100-byte values over 10,000 keys.
+    let cfg = config(&[
+        ("segment.bytes", "110000000"),
+        ("min.cleanable.dirty.ratio", "1"),
+    ]);
+    let log = open_log(root.path(), &cfg);
+    let value = [7u8; 100];
+    let mut n = 0u64;
+    let t = Instant::now();
+    while log.size_bytes().expect("size") < 100_000_000 {
+        let mut b = BatchBuilder::with_capacity(1 << 20);
+        for _ in 0..5000 {
+            let k = format!("key-{}", n % 10_000);
+            b.append(super::now_ms(), Some(k.as_bytes()), Some(&value), &[]);
+            n += 1;
+        }
+        let mut bytes = b.finish().to_vec();
+        log.append(&mut bytes, Durability::PageCache)
+            .expect("append");
+    }
+    eprintln!(
+        "wrote {n} records, {} bytes in {:?}",
+        log.size_bytes().expect("size"),
+        t.elapsed()
+    );
+    // Close it with a small append after a forced roll.
+    drop(log);
+    let cfg2 = config(&[
+        ("segment.bytes", "1000"),
+        ("min.cleanable.dirty.ratio", "1"),
+    ]);
+    let log = open_log(root.path(), &cfg2);
+    append(&log, &[(Some("x"), Some("y"))]);
+    let t = Instant::now();
+    let s = log.compact().expect("compact").expect("ran");
+    eprintln!(
+        "cleaned {} -> {} bytes, {} -> {} records in {:?}",
+        s.bytes_before,
+        s.bytes_after,
+        s.records_before,
+        s.records_after,
+        t.elapsed()
+    );
+    drop(log);
+
+    // __consumer_offsets: 100,000 commits over 100 (group, topic,
+    // partition) keys, one commit per call, 1 MiB segments.
+    let root = tempfile::tempdir().expect("tempdir");
+    let store = crate::store::Store::open(root.path()).expect("store");
+    let offsets = store.offsets().expect("offsets");
+    store
+        .alter_topic_config(
+            crate::offsets::OFFSETS_TOPIC,
+            &[("segment.bytes".into(), Some("1048576".into()))],
+        )
+        .expect("alter");
+    let t = Instant::now();
+    for i in 0..100_000i64 {
+        let p = (i % 100) as u32;
+        offsets
+            .commit(
+                "g",
+                &[("t".into(), p, i, String::new())],
+                Durability::PageCache,
+            )
+            .expect("commit");
+    }
+    let log = store
+        .partition_by_name(crate::offsets::OFFSETS_TOPIC, 0)
+        .expect("log");
+    eprintln!(
+        "100k commits in {:?}: {} bytes in {} segments (cleaned on roll)",
+        t.elapsed(),
+        log.size_bytes().expect("size"),
+        log.segment_count().expect("count")
+    );
+    let t = Instant::now();
+    let s = store
+        .compact_topic(crate::offsets::OFFSETS_TOPIC)
+        .expect("compact");
+    eprintln!(
+        "explicit compact in {:?}: {} -> {} bytes; now {} bytes in {} segments",
+        t.elapsed(),
+        s.bytes_before,
+        s.bytes_after,
+        log.size_bytes().expect("size"),
+        log.segment_count().expect("count")
+    );
+    for p in 0..100u32 {
+        let c = offsets
+            .committed("g", "t", p)
+            .expect("committed")
+            .expect("some");
+        assert_eq!(c.offset, 99_900 + p as i64);
+    }
+}
