@@ -449,8 +449,10 @@ fn cleaner_measure() {
         )
         .expect("alter");
     let t = Instant::now();
+    let mut slowest = std::time::Duration::ZERO;
     for i in 0..100_000i64 {
         let p = (i % 100) as u32;
+        let c = Instant::now();
         offsets
             .commit(
                 "g",
@@ -458,7 +460,15 @@ fn cleaner_measure() {
                 Durability::PageCache,
             )
             .expect("commit");
+        slowest = slowest.max(c.elapsed());
+        if i == 0 {
+            let log = store
+                .partition_by_name(crate::offsets::OFFSETS_TOPIC, 0)
+                .expect("log");
+            eprintln!("one commit: {} bytes", log.size_bytes().expect("size"));
+        }
     }
+    eprintln!("slowest commit (one that rolled and cleaned): {slowest:?}");
     let log = store
         .partition_by_name(crate::offsets::OFFSETS_TOPIC, 0)
         .expect("log");
