@@ -498,3 +498,71 @@ fn cleaner_measure() {
         assert_eq!(c.offset, 99_900 + p as i64);
     }
 }
+
+/// Patch a finished batch's header fields and recompute its CRC.
+fn patch(mut b: Vec<u8>, attributes: i16, producer: Option<(i64, i16, i32)>) -> Vec<u8> {
+    use crate::record::batch::{compute_crc, ATTRIBUTES, CRC};
+    b[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    if let Some((id, epoch, seq)) = producer {
+        b[43..51].copy_from_slice(&id.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+    }
+    let crc = compute_crc(&b);
+    b[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[test]
+fn batch_fields_survive_and_unreadable_codecs_are_kept_whole() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[("min.cleanable.dirty.ratio", "1")]);
+    let log = open_log(root.path(), &cfg);
+    let ts = super::now_ms();
+    // An idempotent producer's batch of three, two of them superseded later.
+    let mut b = patch(
+        batch(
+            &[
+                (Some("a"), Some("1")),
+                (Some("b"), Some("1")),
+                (Some("c"), Some("1")),
+            ],
+            ts,
+        ),
+        0,
+        Some((42, 3, 100)),
+    );
+    let idem = log.append(&mut b, Durability::PageCache).expect("append");
+    // A batch whose codec bits name no codec (7): the cleaner cannot read
+    // its records, so it keeps it whole, whatever it supersedes.
+    let mut z = patch(batch(&[(Some("a"), Some("z"))], ts), 7, None);
+    let zstd = log.append(&mut z, Durability::PageCache).expect("append");
+    append(&log, &[(Some("a"), Some("2")), (Some("b"), Some("2"))]);
+    workload(&log, 80, 3);
+    log.compact().expect("compact").expect("ran");
+    let f = log
+        .read(idem.base_offset, 1, &mut None, true)
+        .expect("read");
+    let (h, bytes) = Batches::new(&f.bytes).next().expect("batch");
+    assert_eq!(h.base_offset, idem.base_offset);
+    assert_eq!(h.last_offset(), idem.last_offset, "last offset delta kept");
+    assert_eq!(
+        (h.producer_id, h.producer_epoch, h.base_sequence),
+        (42, 3, 100)
+    );
+    let recs: Vec<_> = records(&h, bytes)
+        .expect("codec")
+        .map(|r| r.expect("record"))
+        .collect();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(
+        (recs[0].offset, recs[0].key),
+        (idem.base_offset + 2, Some(&b"c"[..]))
+    );
+    let f = log
+        .read(zstd.base_offset, 1, &mut None, false)
+        .expect("read");
+    let (h, bytes) = Batches::new(&f.bytes).next().expect("batch");
+    assert_eq!(h.base_offset, zstd.base_offset);
+    assert_eq!(bytes, &z[..], "kept byte for byte");
+}
