@@ -295,6 +295,7 @@ impl PartitionLog {
         // other threads of this process out): a cleaner's renames are seen
         // all or nothing.
         let _swap = self.lock.lock_swap(false)?;
+        let compacted = self.config.read().cleanup_policy != crate::config::CleanupPolicy::Delete;
         let (bases, swaps) = self.list_segment_files()?;
         // A new listing may show segments another process cleaned.
         self.clean_end.store(CLEAN_END_UNKNOWN, Ordering::Release);
@@ -311,10 +312,16 @@ impl PartitionLog {
             // (trimmed) index.
             if let Some(seg) = cur.map.get(&base) {
                 if !active && !swapped && base < cur.active_base && !seg.is_unindexed() {
-                    let same = std::fs::metadata(seg.path()).is_ok_and(|m| {
-                        use std::os::unix::fs::MetadataExt;
-                        (m.dev(), m.ino()) == seg.file_id()
-                    });
+                    // Only the cleaner replaces files, and only of compacted
+                    // topics: a delete topic skips the stat. (A file
+                    // replaced before a switch to delete and still cached
+                    // reads its older, uncompacted records: stale, never
+                    // wrong; positions and indexes check their file.)
+                    let same = !compacted
+                        || std::fs::metadata(seg.path()).is_ok_and(|m| {
+                            use std::os::unix::fs::MetadataExt;
+                            (m.dev(), m.ino()) == seg.file_id()
+                        });
                     if same {
                         map.insert(base, seg.clone());
                         continue;
