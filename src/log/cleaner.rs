@@ -45,8 +45,7 @@
 //!   lock and the **swap lock** (byte 3, exclusive), after checking that
 //!   retention has not deleted the group meanwhile:
 //!   1. rename the two `.index.cleaned`/`.timeindex.cleaned` to `.swap`,
-//!      fsync the directory, rename `.log.cleaned` to `.log.swap`, fsync the
-//!      directory. **`<base>.log.swap` existing is the commit**: from here a
+//!      then `.log.cleaned` to `.log.swap`, fsync the directory. **`<base>.log.swap` existing is the commit**: from here a
 //!      crash is completed forward, before it rolled back;
 //!   2. rename the index `.swap` files over the group's first segment's
 //!      indexes, delete the group's other segments, rename `.log.swap` over
@@ -59,8 +58,9 @@
 //!   are still there overlap it with the same, uncompacted records, which
 //!   reads correctly. `LogSegment::indexes` maps a segment's indexes only
 //!   while no swap file exists and the path still names the file it reads.
-//! * `complete_swaps` finishes a committed swap and removes uncommitted
-//!   files; the loader runs it when a process first opens the partition,
+//! * `complete_swaps` finishes a committed swap (rebuilding the cleaned
+//!   segment's indexes from its log, which does not depend on the order in
+//!   which a power loss kept the renames) and removes uncommitted files; the loader runs it when a process first opens the partition,
 //!   and every cleaner pass before it starts.
 //!
 //! Readers in other processes keep reading replaced files through their
@@ -725,7 +725,6 @@ fn swap_in(
         crash_point("cleaned", first);
         rename(&cleaned.index, &swap("index.swap"))?;
         rename(&cleaned.timeindex, &swap("timeindex.swap"))?;
-        sync_dir(dir)?;
         rename(&cleaned.log, &swap("log.swap"))?;
         sync_dir(dir)?;
         crash_point("swap", first);
@@ -826,6 +825,14 @@ pub(crate) fn complete_swaps(log: &PartitionLog) -> Result<bool> {
             }
         }
         rename(&swap_log, &target)?;
+        // Rebuild its indexes from the log rather than trust whichever
+        // index files a power loss left in place: the log was fsync'd
+        // before the commit, the renames of its indexes may not have been.
+        let cfg = log.config();
+        let seg = LogSegment::open(dir, *base, true, cfg.segment_index_bytes)?;
+        let (st, _) = super::segment::scan(&seg, *base, cfg.index_interval_bytes)?;
+        super::loader::finalize_closed(&seg, &st)?;
+        seg.sync()?;
     }
     if !log_swaps.is_empty() {
         sync_dir(dir)?;
