@@ -13,7 +13,7 @@ import pytest
 from kafka.record import MemoryRecords
 
 import ottla
-from helpers import log_files, read_values
+from helpers import log_files, read_values, wait_until
 
 COMPACT = {"cleanup.policy": "compact", "segment.bytes": 4096, "min.cleanable.dirty.ratio": 1}
 
@@ -147,7 +147,7 @@ def test_kill_9_during_a_clean(data_dir, spawn, step, reader_open):
         # so no loader runs: the leftovers are seen as they are.
         reader = ottla.Consumer(data_dir, auto_offset_reset="earliest", enable_auto_commit=False)
         reader.assign([ottla.TopicPartition("t", 0)])
-        assert reader.poll(timeout_ms=1000)
+        assert wait_until(lambda: bool(reader.poll(timeout_ms=100)), timeout=20)
     child = spawn(CLEAN_CHILD, data_dir, "t", env={"OTTLA_CLEANER_CRASH_AT": step})
     assert child.wait() == -signal.SIGKILL
     names = sorted(p.name for p in (data_dir / "t-0").iterdir())
