@@ -27,7 +27,9 @@
 //!    ends where its group ended: that is how recovery knows which old
 //!    segments a cleaned one replaces;
 //! 3. puts each cleaned segment in place with the swap protocol below, then
-//!    advances the checkpoint.
+//!    advances the checkpoint. The **gap end** (`cleaner-gap-end`), which
+//!    readers use to tell compaction gaps from damage, is moved to the
+//!    pass's clean end before its first swap.
 //!
 //! Batches that are transactional, control batches and batches whose codec
 //! `record::decode` cannot read are kept whole (their keys stay out of the
@@ -99,6 +101,10 @@ pub const DELETE_HORIZON_FLAG: i16 = 0x40;
 
 pub const CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 
+/// The highest clean end any pass has started to swap towards: below it a
+/// segment may be a cleaned one, with gaps. At or above the checkpoint.
+pub const GAP_END_FILE: &str = "cleaner-gap-end";
+
 /// What one cleaning pass did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CleanerStats {
@@ -127,6 +133,17 @@ pub fn read_checkpoint(dir: &Path) -> Option<i64> {
     }
     let _count = lines.next()?;
     lines.next()?.split_whitespace().last()?.parse().ok()
+}
+
+/// Offsets below this may have compaction gaps (see `GAP_END_FILE`).
+pub fn read_gap_end(dir: &Path) -> Option<i64> {
+    let gap = std::fs::read_to_string(dir.join(GAP_END_FILE))
+        .ok()
+        .and_then(|t| t.trim().parse::<i64>().ok());
+    match (gap, read_checkpoint(dir)) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 fn write_checkpoint(log: &PartitionLog, offset: i64) -> Result<()> {
@@ -249,11 +266,17 @@ pub(crate) fn clean(log: &PartitionLog, force: bool) -> Result<Option<CleanerSta
         })?;
     }
 
-    // The checkpoint moves before the first swap: a process that re-lists
-    // after a swap must already allow that segment's gaps. A crash before
-    // the swaps only leaves the range less compacted until its keys recur.
+    // The gap end moves before the first swap: a process that re-lists
+    // after a swap must already allow that segment's gaps. The checkpoint
+    // moves only after the last swap, so a pass that dies in between is
+    // redone from the same first dirty offset.
     let clean_end = first_dirty.max(dirty_end);
-    write_checkpoint(log, clean_end)?;
+    if read_gap_end(log.dir()).map_or(true, |g| g < clean_end) {
+        crate::store::write_atomic(
+            &log.dir().join(GAP_END_FILE),
+            format!("{clean_end}\n").as_bytes(),
+        )?;
+    }
     log.set_clean_end(clean_end);
 
     // 2 and 3. Rewrite group by group, swapping each in.
@@ -284,6 +307,7 @@ pub(crate) fn clean(log: &PartitionLog, force: bool) -> Result<Option<CleanerSta
             cleaned.remove();
         }
     }
+    write_checkpoint(log, clean_end)?;
     Ok(Some(stats))
 }
 

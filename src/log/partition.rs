@@ -94,8 +94,8 @@ pub struct PartitionLog {
     config: RwLock<Arc<TopicConfig>>,
     segments: RwLock<Arc<SegmentMap>>,
     writer: Mutex<()>,
-    /// The cleaner's checkpoint (first dirty offset) as last read, or
-    /// `CLEAN_END_UNKNOWN`: below it compaction may have left offset gaps.
+    /// The cleaner's gap end (`log::cleaner::read_gap_end`) as last read,
+    /// or `CLEAN_END_UNKNOWN`: below it compaction may have left offset gaps.
     clean_end: AtomicI64,
 }
 
@@ -256,7 +256,7 @@ impl PartitionLog {
         if v != CLEAN_END_UNKNOWN {
             return v;
         }
-        let v = super::cleaner::read_checkpoint(&self.dir).unwrap_or(-1);
+        let v = super::cleaner::read_gap_end(&self.dir).unwrap_or(-1);
         self.clean_end.store(v, Ordering::Release);
         v
     }
@@ -732,7 +732,7 @@ impl PartitionLog {
     /// offsets. The rule: batches never overlap or go backwards, and a gap
     /// (a batch starting after the offset the log has reached) is
     /// legitimate only if it ends at or below the clean end (the cleaner's
-    /// checkpoint): only the log cleaner removes offsets, and only below
+    /// gap end): only the log cleaner removes offsets, and only below
     /// it. A read starting at an offset the cleaner removed continues at
     /// the next surviving one, as in Kafka.
     #[allow(clippy::too_many_arguments)]
