@@ -15,7 +15,7 @@ pub enum CleanupPolicy {
     CompactDelete,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TopicConfig {
     /// Delete closed segments whose newest record is older than this; -1 keeps forever.
     pub retention_ms: i64,
@@ -27,6 +27,13 @@ pub struct TopicConfig {
     pub index_interval_bytes: u64,
     pub max_message_bytes: usize,
     pub cleanup_policy: CleanupPolicy,
+    /// The log cleaner compacts a partition when its dirty bytes exceed this
+    /// share of its cleanable bytes (0..=1).
+    pub min_cleanable_dirty_ratio: f64,
+    /// How long a tombstone stays readable after its first cleaning.
+    pub delete_retention_ms: i64,
+    /// Records younger than this are never compacted.
+    pub min_compaction_lag_ms: i64,
     /// The overrides as given, normalised, for describe and persistence.
     pub overrides: BTreeMap<String, String>,
 }
@@ -40,6 +47,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "index.interval.bytes",
     "max.message.bytes",
     "cleanup.policy",
+    "min.cleanable.dirty.ratio",
+    "delete.retention.ms",
+    "min.compaction.lag.ms",
 ];
 
 impl Default for TopicConfig {
@@ -53,6 +63,9 @@ impl Default for TopicConfig {
             index_interval_bytes: 4096,
             max_message_bytes: 1024 * 1024 + 12,
             cleanup_policy: CleanupPolicy::Delete,
+            min_cleanable_dirty_ratio: 0.5,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_compaction_lag_ms: 0,
             overrides: BTreeMap::new(),
         }
     }
@@ -98,6 +111,19 @@ impl TopicConfig {
             "segment.index.bytes" => self.segment_index_bytes = parse_i64(&key, value, 64)? as u64,
             "index.interval.bytes" => self.index_interval_bytes = parse_i64(&key, value, 0)? as u64,
             "max.message.bytes" => self.max_message_bytes = parse_i64(&key, value, 0)? as usize,
+            "min.cleanable.dirty.ratio" => {
+                let r: f64 = value.trim().parse().map_err(|_| {
+                    Error::InvalidConfig(format!("{key}={value:?} is not a number"))
+                })?;
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(Error::InvalidConfig(format!(
+                        "{key}={r} must be between 0 and 1"
+                    )));
+                }
+                self.min_cleanable_dirty_ratio = r;
+            }
+            "delete.retention.ms" => self.delete_retention_ms = parse_i64(&key, value, 0)?,
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms = parse_i64(&key, value, 0)?,
             "cleanup.policy" => {
                 let mut parts: Vec<_> = value
                     .split(',')
@@ -146,6 +172,15 @@ impl TopicConfig {
             ),
             ("max.message.bytes", self.max_message_bytes.to_string()),
             ("cleanup.policy", policy.to_string()),
+            (
+                "min.cleanable.dirty.ratio",
+                self.min_cleanable_dirty_ratio.to_string(),
+            ),
+            ("delete.retention.ms", self.delete_retention_ms.to_string()),
+            (
+                "min.compaction.lag.ms",
+                self.min_compaction_lag_ms.to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -176,5 +211,32 @@ mod tests {
         assert!(TopicConfig::from_overrides([("segment.bytes", "1")]).is_err());
         let c = TopicConfig::from_overrides([("cleanup.policy", "delete,compact")]).expect("valid");
         assert_eq!(c.cleanup_policy, CleanupPolicy::CompactDelete);
+    }
+
+    #[test]
+    fn cleaner_settings_have_kafka_defaults_and_validate() {
+        let c = TopicConfig::default();
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.5);
+        assert_eq!(c.delete_retention_ms, 86_400_000);
+        assert_eq!(c.min_compaction_lag_ms, 0);
+        let c = TopicConfig::from_overrides([
+            ("min_cleanable_dirty_ratio", "0.1"),
+            ("delete.retention.ms", "0"),
+            ("min.compaction.lag.ms", "5000"),
+        ])
+        .expect("valid");
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.1);
+        assert_eq!(c.delete_retention_ms, 0);
+        assert_eq!(c.min_compaction_lag_ms, 5000);
+        assert_eq!(c.effective()["min.cleanable.dirty.ratio"], "0.1");
+        for (k, v) in [
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("min.cleanable.dirty.ratio", "-0.1"),
+            ("min.cleanable.dirty.ratio", "half"),
+            ("delete.retention.ms", "-1"),
+            ("min.compaction.lag.ms", "-5"),
+        ] {
+            assert!(TopicConfig::from_overrides([(k, v)]).is_err(), "{k}={v}");
+        }
     }
 }

@@ -114,10 +114,15 @@ impl OffsetStore {
     pub fn open(store: &Arc<Store>) -> Result<OffsetStore> {
         let topic = match store.topic(OFFSETS_TOPIC)? {
             Some(t) => t,
+            // Kafka's offsets.topic.segment.bytes: segments roll (and so
+            // get compacted) long before the 1 GiB topic default.
             None => match store.create_topic(
                 OFFSETS_TOPIC,
                 1,
-                &[("cleanup.policy".into(), "compact".into())],
+                &[
+                    ("cleanup.policy".into(), "compact".into()),
+                    ("segment.bytes".into(), "104857600".into()),
+                ],
             ) {
                 Ok(t) => t,
                 Err(Error::TopicAlreadyExists(_)) => store

@@ -323,6 +323,31 @@ impl Store {
         Ok(topic)
     }
 
+    /// Compact every partition of a compacted topic now, whatever its dirty
+    /// ratio (`log::cleaner`); the passes' statistics added up. Partitions
+    /// another process is cleaning at the moment are skipped.
+    pub fn compact_topic(&self, name: &str) -> Result<crate::log::cleaner::CleanerStats> {
+        let topic = self.require_topic(name)?;
+        if topic.config.cleanup_policy == crate::config::CleanupPolicy::Delete {
+            return Err(Error::InvalidConfig(format!(
+                "topic {name:?} has cleanup.policy=delete; compaction needs compact or compact,delete"
+            )));
+        }
+        let mut total = crate::log::cleaner::CleanerStats::default();
+        for p in 0..topic.partitions {
+            if let Some(s) = self.partition(&topic, p)?.compact()? {
+                total.segments_before += s.segments_before;
+                total.segments_after += s.segments_after;
+                total.bytes_before += s.bytes_before;
+                total.bytes_after += s.bytes_after;
+                total.records_before += s.records_before;
+                total.records_after += s.records_after;
+                total.tombstones_removed += s.tombstones_removed;
+            }
+        }
+        Ok(total)
+    }
+
     /// The log of one partition, opened on first use.
     pub fn partition(&self, topic: &Topic, partition: u32) -> Result<Arc<PartitionLog>> {
         if partition >= topic.partitions {

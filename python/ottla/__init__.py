@@ -53,6 +53,7 @@ from ottla._core import (
 )
 from ottla.admin import Admin, PartitionDescription, TopicDescription
 from ottla.admin import GroupDescription, GroupOffset, MemberDescription
+from ottla.admin import CompactionStats
 from ottla.types import OffsetAndMetadata
 from ottla import _arrow, _display
 
@@ -181,6 +182,7 @@ class Consumer(_CoreConsumer):
 
 
 __all__ = [
+    "CompactionStats",
     "Admin",
     "BatchFuture",
     "Broker",

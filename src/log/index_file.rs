@@ -61,6 +61,16 @@ impl IndexFile {
         Self::map_existing(path, entry_size, true)
     }
 
+    /// An index with no entries, mapping nothing: for a segment whose index
+    /// files cannot be trusted to match its log (see `LogSegment::indexes`).
+    pub fn empty(path: &Path, entry_size: usize) -> IndexFile {
+        IndexFile {
+            path: path.to_path_buf(),
+            entry_size,
+            map: Map::Empty,
+        }
+    }
+
     /// Open a closed segment's index read-only.
     pub fn open_readonly(path: &Path, entry_size: usize) -> Result<IndexFile> {
         Self::map_existing(path, entry_size, false)

@@ -17,6 +17,13 @@ use crate::error::{Error, Result};
 
 pub(crate) fn load(log: &PartitionLog) -> Result<HeadState> {
     let head = log.head();
+    // A log cleaner that died mid-swap: finish or discard its files first.
+    // A cleanly closed log that starts at its active segment has no closed
+    // segment a swap could concern (skips listing the directory).
+    let st = head.read_locked();
+    if !(head.condition() == HeadCondition::Clean && st.log_start_offset == st.active_base) {
+        super::cleaner::complete_swaps(log)?;
+    }
     match head.condition() {
         HeadCondition::Clean => trust(log, false),
         HeadCondition::CrashedThisBoot => trust(log, true),

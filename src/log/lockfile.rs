@@ -11,6 +11,12 @@
 //!   holds it shared. Taking it exclusively (while holding the append lock)
 //!   answers "am I the only process here?", which decides whether to run
 //!   crash recovery on open and whether to mark the log clean on close.
+//! * byte 2, the **cleaner lock** (exclusive, never waited for): held by the
+//!   one log cleaner working on the partition, in whatever process.
+//! * byte 3, the **swap lock**: the cleaner holds it exclusively (with the
+//!   append lock) while it renames cleaned segment files into place; a
+//!   process listing the segment files holds it shared, so it sees the files
+//!   before or after a swap, never halfway (see `log::cleaner`).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -20,6 +26,8 @@ use crate::error::{Error, Result};
 
 const APPEND_BYTE: i64 = 0;
 const PRESENCE_BYTE: i64 = 1;
+const CLEANER_BYTE: i64 = 2;
+const SWAP_BYTE: i64 = 3;
 
 pub struct LockFile {
     file: File,
@@ -98,6 +106,45 @@ impl LockFile {
     pub fn try_presence_exclusive(&self) -> Result<bool> {
         self.set(PRESENCE_BYTE, Kind::Exclusive, false)
     }
+
+    /// Become the partition's cleaner, unless another one is at work.
+    pub fn try_lock_cleaner(&self) -> Result<Option<ByteGuard<'_>>> {
+        Ok(self
+            .set(CLEANER_BYTE, Kind::Exclusive, false)?
+            .then_some(ByteGuard {
+                lock: self,
+                byte: CLEANER_BYTE,
+            }))
+    }
+
+    /// The swap lock: exclusive for the cleaner's renames, shared for
+    /// listing segment files. OFD locks do not exclude threads sharing the
+    /// description: in-process exclusion is the caller's (the segment map's
+    /// write lock, see `PartitionLog::segments_for`).
+    pub fn lock_swap(&self, exclusive: bool) -> Result<ByteGuard<'_>> {
+        let kind = if exclusive {
+            Kind::Exclusive
+        } else {
+            Kind::Shared
+        };
+        self.set(SWAP_BYTE, kind, true)?;
+        Ok(ByteGuard {
+            lock: self,
+            byte: SWAP_BYTE,
+        })
+    }
+}
+
+/// Releases one lock byte when dropped.
+pub struct ByteGuard<'a> {
+    lock: &'a LockFile,
+    byte: i64,
+}
+
+impl Drop for ByteGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.lock.fcntl(self.byte, Kind::Unlock, false);
+    }
 }
 
 /// Releases the append lock when dropped.
@@ -143,5 +190,22 @@ mod tests {
         assert!(!b.set(APPEND_BYTE, Kind::Exclusive, false).expect("try"));
         drop(g);
         assert!(b.set(APPEND_BYTE, Kind::Exclusive, false).expect("try"));
+    }
+
+    #[test]
+    fn one_cleaner_at_a_time_and_swap_excludes_listing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("partition.lock");
+        let a = LockFile::open(&p).expect("open a");
+        let b = LockFile::open(&p).expect("open b");
+        let g = a.try_lock_cleaner().expect("lock").expect("free");
+        assert!(b.try_lock_cleaner().expect("lock").is_none());
+        drop(g);
+        assert!(b.try_lock_cleaner().expect("lock").is_some());
+        let s = a.lock_swap(true).expect("swap");
+        assert!(!b.set(SWAP_BYTE, Kind::Shared, false).expect("try"));
+        drop(s);
+        let _r = b.lock_swap(false).expect("shared");
+        assert!(!a.set(SWAP_BYTE, Kind::Exclusive, false).expect("try"));
     }
 }

@@ -1,6 +1,7 @@
 //! The partition log: segments of record batches with their indexes, the
 //! shared head that lets several processes use one partition, and recovery.
 
+pub mod cleaner;
 pub mod head;
 pub mod index_file;
 pub mod loader;
@@ -12,5 +13,8 @@ pub mod time_index;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cleaner_tests;
 
 pub use partition::{now_ms, AppendInfo, Durability, Fetched, PartitionLog, ReadCursor};

@@ -24,6 +24,14 @@ impl OffsetIndex {
         })
     }
 
+    /// See [`IndexFile::empty`].
+    pub fn empty(path: &Path, base_offset: i64) -> OffsetIndex {
+        OffsetIndex {
+            base_offset,
+            file: IndexFile::empty(path, ENTRY_SIZE),
+        }
+    }
+
     /// See [`IndexFile::open_existing`].
     pub fn open_existing(path: &Path, base_offset: i64) -> Result<OffsetIndex> {
         Ok(OffsetIndex {

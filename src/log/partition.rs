@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,6 +49,9 @@ pub struct AppendInfo {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReadCursor {
     segment_base: i64,
+    /// The file the position is in: a cleaned segment replaces the file
+    /// under the same base offset, and positions do not carry over.
+    file_id: (u64, u64),
     position: u64,
     offset: i64,
 }
@@ -65,7 +69,7 @@ pub struct Fetched {
 pub(crate) struct SegmentMap {
     gen: u64,
     active_base: i64,
-    map: BTreeMap<i64, Arc<LogSegment>>,
+    pub(crate) map: BTreeMap<i64, Arc<LogSegment>>,
 }
 
 impl SegmentMap {
@@ -94,7 +98,12 @@ pub struct PartitionLog {
     config: RwLock<Arc<TopicConfig>>,
     segments: RwLock<Arc<SegmentMap>>,
     writer: Mutex<()>,
+    /// The cleaner's gap end (`log::cleaner::read_gap_end`) as last read,
+    /// or `CLEAN_END_UNKNOWN`: below it compaction may have left offset gaps.
+    clean_end: AtomicI64,
 }
+
+const CLEAN_END_UNKNOWN: i64 = i64::MIN;
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -137,6 +146,7 @@ impl PartitionLog {
                 map: BTreeMap::new(),
             })),
             writer: Mutex::new(()),
+            clean_end: AtomicI64::new(CLEAN_END_UNKNOWN),
         };
         {
             let _g = log.lock.lock_append()?;
@@ -150,6 +160,9 @@ impl PartitionLog {
             log.lock.hold_presence_shared()?;
         }
         log.enforce_retention()?;
+        // Cheap when there is nothing to do: a compacted log that is only
+        // its active segment, or below the dirty ratio, is not rewritten.
+        super::cleaner::clean_on_roll(&log);
         Ok(log)
     }
 
@@ -182,21 +195,79 @@ impl PartitionLog {
 
     /// Segment base offsets on disk, ascending.
     pub(crate) fn list_bases(&self) -> Result<Vec<i64>> {
+        Ok(self.list_segment_files()?.0)
+    }
+
+    /// Segment base offsets on disk, ascending, and the bases that have a
+    /// cleaner's committed `<base>.log.swap` (left by a cleaner that died
+    /// mid-swap; see `log::cleaner`).
+    pub(crate) fn list_segment_files(&self) -> Result<(Vec<i64>, Vec<i64>)> {
         let mut bases = Vec::new();
+        let mut swaps = Vec::new();
         for entry in std::fs::read_dir(&self.dir).ctx("list partition", &self.dir)? {
             let entry = entry.ctx("list partition", &self.dir)?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some(stem) = name.strip_suffix(".log") {
-                if stem.len() == 20 {
-                    if let Ok(b) = stem.parse::<i64>() {
-                        bases.push(b);
-                    }
+            let (stem, out) = if let Some(stem) = name.strip_suffix(".log") {
+                (stem, &mut bases)
+            } else if let Some(stem) = name.strip_suffix(".log.swap") {
+                (stem, &mut swaps)
+            } else {
+                continue;
+            };
+            if stem.len() == 20 {
+                if let Ok(b) = stem.parse::<i64>() {
+                    out.push(b);
                 }
             }
         }
+        for b in &swaps {
+            if !bases.contains(b) {
+                bases.push(*b);
+            }
+        }
         bases.sort_unstable();
-        Ok(bases)
+        swaps.sort_unstable();
+        Ok((bases, swaps))
+    }
+
+    pub(crate) fn lock(&self) -> &LockFile {
+        &self.lock
+    }
+
+    pub(crate) fn writer(&self) -> &Mutex<()> {
+        &self.writer
+    }
+
+    /// The in-process side of the swap lock: the cleaner holds this write
+    /// lock around its renames, as `segments_for` does around listing.
+    pub(crate) fn segments_lock(&self) -> &RwLock<Arc<SegmentMap>> {
+        &self.segments
+    }
+
+    /// A head snapshot for the cleaner; repairs a torn head.
+    pub(crate) fn state(&self) -> Result<HeadState> {
+        self.read_state()
+    }
+
+    /// Segments matching `st` (see `segments_for`), for the cleaner.
+    pub(crate) fn segments_at(&self, st: &HeadState) -> Result<Arc<SegmentMap>> {
+        self.segments_for(st)
+    }
+
+    /// Offsets below this may have gaps left by compaction.
+    fn clean_end(&self) -> i64 {
+        let v = self.clean_end.load(Ordering::Acquire);
+        if v != CLEAN_END_UNKNOWN {
+            return v;
+        }
+        let v = super::cleaner::read_gap_end(&self.dir).unwrap_or(-1);
+        self.clean_end.store(v, Ordering::Release);
+        v
+    }
+
+    pub(crate) fn set_clean_end(&self, v: i64) {
+        self.clean_end.store(v, Ordering::Release);
     }
 
     pub(crate) fn install_segments(
@@ -225,26 +296,53 @@ impl PartitionLog {
         if cur.gen == st.segments_gen && cur.active_base == st.active_base {
             return Ok(cur.clone());
         }
+        // Listing and opening under the swap lock (shared; `cur` keeps the
+        // other threads of this process out): a cleaner's renames are seen
+        // all or nothing.
+        let _swap = self.lock.lock_swap(false)?;
+        let compacted = self.config.read().cleanup_policy != crate::config::CleanupPolicy::Delete;
+        let (bases, swaps) = self.list_segment_files()?;
+        // A new listing may show segments another process cleaned.
+        self.clean_end.store(CLEAN_END_UNKNOWN, Ordering::Release);
         let mut map = BTreeMap::new();
-        for base in self.list_bases()? {
+        for base in bases {
             if base > st.active_base {
                 continue; // created by a roll not yet published
             }
             let active = base == st.active_base;
-            // A closed segment we already have open keeps its handles; the
-            // one that was active when we opened it must be reopened to see
-            // its final (trimmed) index.
+            let swapped = swaps.binary_search(&base).is_ok() && !active;
+            // A closed segment we already have open keeps its handles,
+            // unless the cleaner replaced its file since; the one that was
+            // active when we opened it must be reopened to see its final
+            // (trimmed) index.
             if let Some(seg) = cur.map.get(&base) {
-                if !active && base < cur.active_base {
-                    map.insert(base, seg.clone());
-                    continue;
+                if !active && !swapped && base < cur.active_base && !seg.is_unindexed() {
+                    // Only the cleaner replaces files, and only of compacted
+                    // topics: a delete topic skips the stat. (A file
+                    // replaced before a switch to delete and still cached
+                    // reads its older, uncompacted records: stale, never
+                    // wrong; positions and indexes check their file.)
+                    let same = !compacted
+                        || std::fs::metadata(seg.path()).is_ok_and(|m| {
+                            use std::os::unix::fs::MetadataExt;
+                            (m.dev(), m.ino()) == seg.file_id()
+                        });
+                    if same {
+                        map.insert(base, seg.clone());
+                        continue;
+                    }
                 }
             }
             // Never create or grow files here: `st` may be stale (readers
             // hold no lock), so the segment it calls active may have been
             // closed and its index trimmed meanwhile, or deleted by
             // retention. Segments are created only under the append lock.
-            match LogSegment::open_existing(&self.dir, base, active) {
+            let opened = if swapped {
+                LogSegment::open_swapped(&self.dir, base)
+            } else {
+                LogSegment::open_existing(&self.dir, base, active)
+            };
+            match opened {
                 Ok(seg) => {
                     map.insert(base, Arc::new(seg));
                 }
@@ -429,6 +527,7 @@ impl PartitionLog {
         self.beacon.notify_append();
         if must_roll {
             self.enforce_retention()?;
+            super::cleaner::clean_on_roll(self);
         }
         Ok(info)
     }
@@ -455,6 +554,13 @@ impl PartitionLog {
         st.recovery_point = st.next_offset;
         st.flushed_size = st.active_size;
         Ok(())
+    }
+
+    /// Compact the log now (`cleanup.policy` must include `compact`),
+    /// whatever its dirty ratio: see `log::cleaner`. `None` when the topic
+    /// is not compacted or another process's cleaner is at work.
+    pub fn compact(&self) -> Result<Option<super::cleaner::CleanerStats>> {
+        super::cleaner::clean(self, true)
     }
 
     /// Flush the log to disk (for `fsync="interval"` and clean close).
@@ -639,21 +745,23 @@ impl PartitionLog {
                 )
             };
             let pos = match cursor {
-                Some(c) if c.segment_base == base && c.offset == target && c.position <= limit => {
+                Some(c)
+                    if c.segment_base == base
+                        && c.file_id == seg.file_id()
+                        && c.offset == target
+                        && c.position <= limit =>
+                {
                     Some(c.position)
                 }
                 _ => seg.find_position(target, entries, limit)?.map(|(p, _)| p),
             };
             if let Some(pos) = pos.filter(|p| *p < limit) {
-                // Only compaction leaves gaps between batches.
-                let strict =
-                    self.config.read().cleanup_policy == crate::config::CleanupPolicy::Delete;
                 let (n, next, err) = self.read_batches(
                     seg,
                     pos,
                     limit,
                     max_bytes,
-                    (target, strict),
+                    (target, self.clean_end()),
                     verify,
                     &mut out.bytes,
                 )?;
@@ -661,6 +769,7 @@ impl PartitionLog {
                 if n > 0 {
                     *cursor = Some(ReadCursor {
                         segment_base: base,
+                        file_id: seg.file_id(),
                         position: pos + n as u64,
                         offset: next,
                     });
@@ -682,10 +791,15 @@ impl PartitionLog {
 
     /// Read batches at `pos` into `out`; returns (bytes, next offset, error).
     ///
-    /// `expect` is (the offset the first batch must hold, whether offsets
-    /// must run on without gaps). Base offsets sit outside the CRC, so this
-    /// continuity check is what catches a damaged one instead of handing out
-    /// records under the wrong offsets.
+    /// `expect` is (the offset the first batch must hold, the clean end).
+    /// Base offsets sit outside the CRC, so this continuity check is what
+    /// catches a damaged one instead of handing out records under the wrong
+    /// offsets. The rule: batches never overlap or go backwards, and a gap
+    /// (a batch starting after the offset the log has reached) is
+    /// legitimate only if it ends at or below the clean end (the cleaner's
+    /// gap end): only the log cleaner removes offsets, and only below
+    /// it. A read starting at an offset the cleaner removed continues at
+    /// the next surviving one, as in Kafka.
     #[allow(clippy::too_many_arguments)]
     fn read_batches(
         &self,
@@ -693,11 +807,11 @@ impl PartitionLog {
         pos: u64,
         limit: u64,
         max_bytes: usize,
-        expect: (i64, bool),
+        expect: (i64, i64),
         verify: bool,
         out: &mut Vec<u8>,
     ) -> Result<(usize, i64, Option<Error>)> {
-        let (expected, strict) = expect;
+        let (expected, clean_end) = expect;
         let want = (max_bytes as u64)
             .min(limit - pos)
             .max(crate::record::HEADER_LEN as u64) as usize;
@@ -758,11 +872,10 @@ impl PartitionLog {
                 }
             };
             let follows = if at == 0 {
-                h.last_offset() >= expected && (!strict || h.base_offset <= expected)
-            } else if strict {
-                h.base_offset == next
+                h.last_offset() >= expected
+                    && (h.base_offset <= expected || h.base_offset <= clean_end)
             } else {
-                h.base_offset >= next
+                h.base_offset == next || (h.base_offset > next && h.base_offset <= clean_end)
             };
             if !follows || h.last_offset_delta < 0 {
                 let want = if at == 0 { expected } else { next };

@@ -3,7 +3,7 @@
 //! the next segment's base; only the partition's last (active) segment grows.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -31,6 +31,14 @@ impl Indexes {
             offset: OffsetIndex::open_readonly(&log_path.with_extension("index"), base_offset)?,
             time: TimeIndex::open_readonly(&log_path.with_extension("timeindex"), base_offset)?,
         })
+    }
+
+    /// No entries: lookups start at the segment's first byte.
+    fn empty(log_path: &Path, base_offset: i64) -> Indexes {
+        Indexes {
+            offset: OffsetIndex::empty(&log_path.with_extension("index"), base_offset),
+            time: TimeIndex::empty(&log_path.with_extension("timeindex"), base_offset),
+        }
     }
 
     /// The active segment's indexes as they are, never created or resized.
@@ -67,6 +75,13 @@ pub struct LogSegment {
     /// Whether the indexes are mapped writable (the segment was active when
     /// opened).
     active: bool,
+    /// (device, inode) of the `.log` file this segment reads: the log
+    /// cleaner replaces a segment's files by rename, so the file behind the
+    /// path can change while this descriptor still reads the old one.
+    file_id: (u64, u64),
+    /// Opened from a cleaner's committed `.log.swap` file: its indexes are
+    /// not in place yet, so none are used (see `log::cleaner`).
+    unindexed: bool,
     /// Mapped on first use (see [`LogSegment::indexes`]): opening a
     /// partition then touches only its `.log`, and a consumer reading from
     /// a segment's start never maps them at all.
@@ -90,7 +105,8 @@ impl LogSegment {
             .truncate(false)
             .open(&path)
             .ctx("open segment", &path)?;
-        let opened_size = file.metadata().ctx("stat segment", &path)?.len();
+        let meta = file.metadata().ctx("stat segment", &path)?;
+        let opened_size = meta.len();
         let indexes = if active {
             Indexes::open_writable(&path, base_offset, index_max_bytes)?
         } else {
@@ -102,6 +118,8 @@ impl LogSegment {
             file,
             opened_size,
             active,
+            file_id: (meta.dev(), meta.ino()),
+            unindexed: false,
             indexes: OnceLock::from(RwLock::new(indexes)),
         })
     }
@@ -113,21 +131,72 @@ impl LogSegment {
     /// here; the indexes are mapped on first use, with the same no-resize
     /// rule. A missing `.log` is an `Io` error of kind `NotFound`.
     pub fn open_existing(dir: &Path, base_offset: i64, active: bool) -> Result<LogSegment> {
-        let path = dir.join(log_file_name(base_offset));
+        Self::open_file(
+            dir.join(log_file_name(base_offset)),
+            base_offset,
+            active,
+            false,
+        )
+    }
+
+    /// Open the cleaned replacement of the closed segment at `base_offset`
+    /// that a cleaner committed (`<base>.log.swap`) but did not finish
+    /// putting in place: read it, without indexes, instead of the old file.
+    pub fn open_swapped(dir: &Path, base_offset: i64) -> Result<LogSegment> {
+        let path = dir.join(format!("{}.swap", log_file_name(base_offset)));
+        Self::open_file(path, base_offset, false, true)
+    }
+
+    fn open_file(
+        path: PathBuf,
+        base_offset: i64,
+        active: bool,
+        unindexed: bool,
+    ) -> Result<LogSegment> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .ctx("open segment", &path)?;
-        let opened_size = file.metadata().ctx("stat segment", &path)?.len();
+        let meta = file.metadata().ctx("stat segment", &path)?;
         Ok(LogSegment {
             base_offset,
             path,
             file,
-            opened_size,
+            opened_size: meta.len(),
             active,
+            file_id: (meta.dev(), meta.ino()),
+            unindexed,
             indexes: OnceLock::new(),
         })
+    }
+
+    /// (device, inode) of the file this segment reads.
+    pub fn file_id(&self) -> (u64, u64) {
+        self.file_id
+    }
+
+    /// Whether this segment reads without indexes (a pending swap).
+    pub fn is_unindexed(&self) -> bool {
+        self.unindexed
+    }
+
+    /// Whether the index files beside this segment's path belong to the
+    /// `.log` this segment reads. The cleaner renames a segment's cleaned
+    /// `.index` and `.timeindex` into place before its `.log`, and commits
+    /// to doing so by creating `<base>.log.swap` first; so an index mapped
+    /// while no swap file exists and the path still names our file, checked
+    /// before and after mapping, is our file's index. (An inode cannot be
+    /// reused while our descriptor keeps the file alive.)
+    fn indexes_match_file(&self) -> bool {
+        if self.unindexed {
+            return false;
+        }
+        let swap = self.path.with_extension("log.swap");
+        if swap.exists() {
+            return false;
+        }
+        std::fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.file_id)
     }
 
     /// The segment's indexes, mapping them on first use: writable at their
@@ -140,10 +209,18 @@ impl LogSegment {
         if let Some(i) = self.indexes.get() {
             return Ok(i);
         }
-        let idx = if self.active {
+        let idx = if !self.indexes_match_file() {
+            Indexes::empty(&self.path, self.base_offset)
+        } else if self.active {
             Indexes::open_existing(&self.path, self.base_offset)?
         } else {
             Indexes::open_readonly(&self.path, self.base_offset)?
+        };
+        // Replaced while we mapped: these entries may be the new file's.
+        let idx = if self.indexes_match_file() {
+            idx
+        } else {
+            Indexes::empty(&self.path, self.base_offset)
         };
         // Another thread may have won the race; its mapping is as good.
         Ok(self.indexes.get_or_init(|| RwLock::new(idx)))

@@ -24,6 +24,14 @@ impl TimeIndex {
         })
     }
 
+    /// See [`IndexFile::empty`].
+    pub fn empty(path: &Path, base_offset: i64) -> TimeIndex {
+        TimeIndex {
+            base_offset,
+            file: IndexFile::empty(path, ENTRY_SIZE),
+        }
+    }
+
     /// See [`IndexFile::open_existing`].
     pub fn open_existing(path: &Path, base_offset: i64) -> Result<TimeIndex> {
         Ok(TimeIndex {

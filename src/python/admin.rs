@@ -124,6 +124,28 @@ impl Admin {
         Ok(n)
     }
 
+    /// Compact a compacted topic now: (segments_before, segments_after,
+    /// bytes_before, bytes_after, records_before, records_after,
+    /// tombstones_removed), summed over partitions.
+    #[allow(clippy::type_complexity)]
+    fn compact(
+        &self,
+        py: Python<'_>,
+        name: &str,
+    ) -> PyResult<(usize, usize, u64, u64, u64, u64, u64)> {
+        let store = &self.store;
+        let s = py.detach(|| store.compact_topic(name))?;
+        Ok((
+            s.segments_before,
+            s.segments_after,
+            s.bytes_before,
+            s.bytes_after,
+            s.records_before,
+            s.records_after,
+            s.tombstones_removed,
+        ))
+    }
+
     /// Groups with committed offsets or live members.
     fn list_groups(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let store = &self.store;
