@@ -251,7 +251,7 @@ pub(crate) fn clean(log: &PartitionLog, force: bool) -> Result<Option<CleanerSta
             let Ok(records) = crate::record::decode::records(&h, batch) else {
                 return Ok(()); // kept whole: see the module docs
             };
-            for rec in records {
+            for rec in records.iter() {
                 let rec = rec.map_err(|r| Error::corrupt(seg.path(), pos, r))?;
                 if let Some(k) = rec.key {
                     match map.get_mut(k) {
@@ -523,7 +523,7 @@ fn write_cleaned_files(
                     let mut tombstones_kept = false;
                     let mut all = true;
                     let mut local: Vec<RecordView<'_>> = Vec::new();
-                    for rec in records {
+                    for rec in records.iter() {
                         let rec = rec.map_err(|r| Error::corrupt(seg.path(), p, r))?;
                         let latest = rec
                             .key
@@ -746,6 +746,9 @@ fn swap_in(
     {
         let _map = log.segments_lock().write();
         let _swap = log.lock().lock_swap(true)?;
+        // No change under a clean mark (ARCHITECTURE, "When the head is
+        // marked in use"); the loader finishes a swap on open either way.
+        log.head().mark_in_use();
         crash_point("cleaned", first);
         rename(&cleaned.index, &swap("index.swap"))?;
         rename(&cleaned.timeindex, &swap("timeindex.swap"))?;
@@ -777,6 +780,7 @@ fn finish_leftovers(log: &PartitionLog) -> Result<()> {
     let _g = log.lock().lock_append()?;
     let _map = log.segments_lock().write();
     let _swap = log.lock().lock_swap(true)?;
+    log.head().mark_in_use();
     if complete_swaps(log)? {
         if let Some(mut st) = log.head().read() {
             st.segments_gen = st.segments_gen.wrapping_add(1);

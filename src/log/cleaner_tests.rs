@@ -67,7 +67,8 @@ fn read_all(log: &PartitionLog) -> Vec<Rec> {
             break;
         }
         for (h, b) in Batches::new(&f.bytes) {
-            for r in records(&h, b).expect("codec") {
+            let rs = records(&h, b).expect("codec");
+            for r in rs.iter() {
                 let r = r.expect("record");
                 if r.offset >= pos {
                     out.push((
@@ -193,7 +194,8 @@ fn latest_value_per_key_survives_and_offsets_are_kept() {
         let f = log.read(pos, 1, &mut None, true).expect("read in a gap");
         for (h, b) in Batches::new(&f.bytes) {
             assert!(h.next_offset() > pos);
-            if let Some(r) = records(&h, b).expect("codec").next() {
+            let rs = records(&h, b).expect("codec");
+            if let Some(r) = rs.iter().next() {
                 break 'found r.expect("record").offset;
             }
             pos = h.next_offset();
@@ -306,7 +308,8 @@ fn another_instance_reads_on_across_a_clean() {
     while pos < 150 {
         let f = reader.read(pos, 300, &mut cursor, true).expect("read");
         for (h, b) in Batches::new(&f.bytes) {
-            for r in records(&h, b).expect("codec") {
+            let rs = records(&h, b).expect("codec");
+            for r in rs.iter() {
                 let r = r.expect("record");
                 if r.offset >= pos {
                     seen.push((
@@ -328,7 +331,8 @@ fn another_instance_reads_on_across_a_clean() {
             .expect("read across clean");
         assert!(f.error.is_none(), "{:?}", f.error);
         for (h, b) in Batches::new(&f.bytes) {
-            for r in records(&h, b).expect("codec") {
+            let rs = records(&h, b).expect("codec");
+            for r in rs.iter() {
                 let r = r.expect("record");
                 if r.offset >= pos {
                     seen.push((
@@ -550,10 +554,8 @@ fn batch_fields_survive_and_unreadable_codecs_are_kept_whole() {
         (h.producer_id, h.producer_epoch, h.base_sequence),
         (42, 3, 100)
     );
-    let recs: Vec<_> = records(&h, bytes)
-        .expect("codec")
-        .map(|r| r.expect("record"))
-        .collect();
+    let rs = records(&h, bytes).expect("codec");
+    let recs: Vec<_> = rs.iter().map(|r| r.expect("record")).collect();
     assert_eq!(recs.len(), 1);
     assert_eq!(
         (recs[0].offset, recs[0].key),
