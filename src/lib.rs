@@ -24,3 +24,12 @@ pub use error::{Error, Result};
 
 #[cfg(test)]
 mod engine_tests;
+
+// Fuzz oracles: shared by the cargo-fuzz targets in `fuzz/` (through the
+// `fuzzing` feature) and the property tests in `fuzz_tests`.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -88,7 +88,10 @@ pub(crate) fn recover(log: &PartitionLog, from: i64) -> Result<HeadState> {
         .find(|b| **b <= from)
         .copied()
         .unwrap_or(bases[0]);
-    let interval = log.config().index_interval_bytes;
+    let config = log.config();
+    let interval = config.index_interval_bytes;
+    // Only compaction leaves gaps between batches (as in the read path).
+    let contiguous = config.cleanup_policy == crate::config::CleanupPolicy::Delete;
     let mut map = BTreeMap::new();
     let mut active: Option<HeadState> = None;
     let mut prev_next = i64::MIN;
@@ -103,7 +106,7 @@ pub(crate) fn recover(log: &PartitionLog, from: i64) -> Result<HeadState> {
             continue;
         }
         let seg = log.open_segment(base, true)?;
-        let (st, stopped) = scan(&seg, base.max(prev_next), interval)?;
+        let (st, stopped) = scan(&seg, base.max(prev_next), interval, contiguous)?;
         if let Some(pos) = stopped {
             seg.truncate(pos)?;
         }

@@ -255,10 +255,16 @@ pub fn account_batch(
 /// never go backwards from `expected_base`), rewriting its indexes as it
 /// goes. Used by recovery. Returns the state after the last valid batch and,
 /// if the scan stopped before the end of the file, where.
+///
+/// With `contiguous` (every log but a compacted one), each batch must start
+/// exactly where the previous one ended. Base offsets sit outside the CRC, so
+/// this is the only check that catches a damaged one; accepting it would
+/// publish a gap that every later read stops at.
 pub fn scan(
     seg: &LogSegment,
     expected_base: i64,
     index_interval: u64,
+    contiguous: bool,
 ) -> Result<(HeadState, Option<u64>)> {
     let file_len = seg.file_len()?;
     let mut st = HeadState {
@@ -277,7 +283,12 @@ pub fn scan(
             _ => return Ok((st, Some(pos))),
         };
         let header = match reader.slice(pos, total)?.map(check_batch) {
-            Some(Ok(h)) if h.base_offset >= st.next_offset => h,
+            Some(Ok(h))
+                if h.base_offset == st.next_offset
+                    || (!contiguous && h.base_offset > st.next_offset) =>
+            {
+                h
+            }
             _ => return Ok((st, Some(pos))),
         };
         account_batch(&mut idx, &mut st, pos, &header, index_interval);

@@ -1,0 +1,412 @@
+//! Deterministic fuzzing in `cargo test`: every oracle of
+//! [`crate::fuzzing`] replayed on thousands of mutated and truncated valid
+//! inputs from a fixed seed, plus the log's valid-prefix and error-naming
+//! promises checked against a log whose contents are known, and the
+//! regression inputs of every crash the fuzzers found.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::error::Error;
+use crate::fuzzing::{self, open_partition, read_all, ScratchDir};
+use crate::record::batch::{BatchBuilder, Batches, BASE_OFFSET, BATCH_LENGTH};
+
+// ------------------------------------------------------------- helpers
+
+/// xorshift64*: a fixed seed gives the same inputs on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+}
+
+/// One to four of the mutations libFuzzer's default mutator makes most.
+fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
+    let mut v = input.to_vec();
+    for _ in 0..=rng.below(4) {
+        let at = rng.below(v.len());
+        match rng.below(8) {
+            0 if !v.is_empty() => v[at] ^= 1 << rng.below(8),
+            1 if !v.is_empty() => v[at] = rng.next() as u8,
+            2 => v.truncate(at),
+            3 => {
+                let end = (at + rng.below(16)).min(v.len());
+                v.drain(at..end);
+            }
+            4 => {
+                let n = rng.below(8);
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                v.splice(at..at, bytes);
+            }
+            5 if v.len() >= at + 4 => {
+                let edge = [0i32, -1, 1, i32::MAX, i32::MIN, 0x7f, 0x80][rng.below(7)];
+                v[at..at + 4].copy_from_slice(&edge.to_be_bytes());
+            }
+            6 if v.len() >= at + 8 => {
+                let edge = [0i64, -1, i64::MAX, i64::MIN][rng.below(4)];
+                v[at..at + 8].copy_from_slice(&edge.to_be_bytes());
+            }
+            7 if !v.is_empty() => {
+                let end = (at + rng.below(32)).min(v.len());
+                let chunk = v[at..end].to_vec();
+                let to = rng.below(v.len());
+                v.splice(to..to, chunk);
+            }
+            _ => v[..].reverse(),
+        }
+    }
+    v
+}
+
+thread_local! {
+    static LARGEST_ALLOC: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Records the largest single allocation each thread makes, so a test can
+/// assert that no length read from the input sized a buffer.
+struct CountingAlloc;
+
+// SAFETY: every call is forwarded to `System` unchanged.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+fn note(size: usize) {
+    // `try_with`: allocations during thread teardown are not ours to count.
+    let _ = LARGEST_ALLOC.try_with(|m| m.set(m.get().max(size)));
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// Run `f`, returning the largest single allocation it made on this thread.
+fn largest_alloc(f: impl FnOnce()) -> usize {
+    LARGEST_ALLOC.with(|m| m.set(0));
+    f();
+    LARGEST_ALLOC.with(Cell::get)
+}
+
+/// Replay `oracle` on `iterations` mutants of the seeds for `target`,
+/// checking that no allocation outgrows the input by more than `slack`.
+fn replay(target: &str, iterations: usize, seed: u64, slack: usize, oracle: fn(&[u8])) {
+    let seeds: Vec<Vec<u8>> = fuzzing::seed_corpus()
+        .into_iter()
+        .filter(|(t, _, _)| *t == target)
+        .map(|(_, _, b)| b)
+        .collect();
+    assert!(!seeds.is_empty(), "no seeds for {target}");
+    let mut rng = Rng(seed);
+    for seed in &seeds {
+        oracle(seed);
+    }
+    for i in 0..iterations {
+        let input = mutate(&mut rng, &seeds[i % seeds.len()]);
+        let biggest = largest_alloc(|| oracle(&input));
+        assert!(
+            biggest <= 4 * input.len() + slack,
+            "{target}: a {}-byte input made a {biggest}-byte allocation",
+            input.len()
+        );
+    }
+}
+
+// ------------------------------------------------------------- replays
+
+#[test]
+fn record_batch_survives_mutation() {
+    replay(
+        "record_batch",
+        6000,
+        0x0e11_a001,
+        4096,
+        fuzzing::record_batch,
+    );
+}
+
+#[test]
+fn varint_survives_mutation() {
+    replay("varint", 3000, 0x0e11_a002, 256, fuzzing::varint);
+}
+
+#[test]
+fn offsets_key_value_survive_mutation() {
+    replay("offsets_kv", 4000, 0x0e11_a003, 256, fuzzing::offsets_kv);
+}
+
+#[test]
+fn topic_meta_survives_mutation() {
+    replay("topic_meta", 4000, 0x0e11_a004, 4096, fuzzing::topic_meta);
+}
+
+#[test]
+fn group_state_survives_mutation() {
+    replay("group_state", 4000, 0x0e11_a005, 4096, fuzzing::group_state);
+}
+
+#[test]
+fn index_files_survive_mutation() {
+    replay(
+        "index_files",
+        300,
+        0x0e11_a006,
+        1 << 16,
+        fuzzing::index_files,
+    );
+}
+
+#[test]
+fn partition_directory_survives_mutation() {
+    // Opening a partition maps 1 KiB indexes and reads through a window of
+    // at most the file; nothing may scale with a length inside the bytes.
+    replay("log_dir", 400, 0x0e11_a007, 1 << 16, fuzzing::log_dir);
+}
+
+// ------------------------------------------------------------- the log
+
+/// A partition of several segments with known contents; returns the
+/// batches as written (offsets stamped), in log order, and the segment
+/// files as (path, [(position, batch index)]).
+type SegmentLayout = Vec<(std::path::PathBuf, Vec<(u64, usize)>)>;
+
+fn write_known_log(root: &Path) -> (Vec<Vec<u8>>, SegmentLayout) {
+    let cfg = std::sync::Arc::new(
+        crate::config::TopicConfig::from_overrides([
+            ("retention.ms", "-1"),
+            ("segment.bytes", "900"),
+            ("segment.index.bytes", "1024"),
+            ("index.interval.bytes", "64"),
+        ])
+        .expect("config"),
+    );
+    let log = open_partition(root, &cfg).expect("open");
+    for i in 0..30usize {
+        let mut b = BatchBuilder::with_capacity(128);
+        for j in 0..(i % 3 + 1) {
+            let v = format!("v{i}.{j}");
+            b.append(1000 + i as i64, Some(b"k"), Some(v.as_bytes()), &[]);
+        }
+        let mut bytes = b.finish().to_vec();
+        log.append(&mut bytes, crate::log::Durability::PageCache)
+            .expect("append");
+    }
+    let (all, err) = read_all(&log);
+    assert!(err.is_none());
+    drop(log);
+    let batches: Vec<Vec<u8>> = Batches::new(&all).map(|(_, b)| b.to_vec()).collect();
+    assert_eq!(batches.len(), 30);
+    let dir = root.join("t-0");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("list")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 3, "want several segments");
+    let mut layout = Vec::new();
+    let mut k = 0;
+    for p in names {
+        let bytes = std::fs::read(&p).expect("read segment");
+        let mut pos = 0;
+        let mut here = Vec::new();
+        for (_, b) in Batches::new(&bytes) {
+            assert_eq!(b, &batches[k][..]);
+            here.push((pos, k));
+            pos += b.len() as u64;
+            k += 1;
+        }
+        layout.push((p, here));
+    }
+    (batches, layout)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("list") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+/// Damage one byte (or cut the file) anywhere in any segment, lose the
+/// head as a crash before any flush would, and recover: the log must be
+/// exactly the batches before the damaged one, byte for byte.
+#[test]
+fn recovery_keeps_exactly_the_valid_prefix() {
+    let golden = ScratchDir::new("golden");
+    let (batches, layout) = write_known_log(golden.path());
+    let mut rng = Rng(0x0e11_b001);
+    for trial in 0..150 {
+        let scratch = ScratchDir::new("prefix");
+        copy_dir(&golden.path().join("t-0"), &scratch.path().join("t-0"));
+        let (path, here) = &layout[rng.below(layout.len())];
+        let path = scratch
+            .path()
+            .join("t-0")
+            .join(path.file_name().expect("name"));
+        let size = std::fs::metadata(&path).expect("stat").len();
+        let at = rng.below(size as usize) as u64;
+        // The first batch touched by the damage: everything before survives.
+        let (bpos, first_bad) = *here
+            .iter()
+            .rev()
+            .find(|(p, _)| *p <= at)
+            .expect("a batch at or before the damage");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open");
+        let cut = trial % 3 == 0;
+        if cut {
+            f.set_len(at).expect("truncate");
+        } else {
+            let mut b = [0u8];
+            f.read_at(&mut b, at).expect("read");
+            let rel = at - bpos;
+            // Bytes 12..16 (leader epoch) are outside the CRC by design and
+            // carry no data the reader returns; damage them elsewhere.
+            let flip = if (12..16).contains(&rel) {
+                0
+            } else {
+                1u8 << rng.below(8)
+            };
+            f.write_all_at(&[b[0] ^ flip], at).expect("write");
+            if flip == 0 {
+                continue;
+            }
+        }
+        std::fs::remove_file(scratch.path().join("t-0/partition.head")).expect("rm head");
+        let log = open_partition(scratch.path(), &fuzzing::small_config()).expect("recover");
+        let (got, err) = read_all(&log);
+        assert!(err.is_none(), "trial {trial}: {err:?}");
+        let want: Vec<u8> = batches[..first_bad].concat();
+        // A cut exactly at a batch boundary keeps that batch out too.
+        assert!(
+            got == want,
+            "trial {trial}: damage at {at} of {}: got {} bytes, want {}",
+            path.display(),
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+/// The same damage under a clean head (no recovery runs): reads return the
+/// batches before it unchanged, then an error naming the segment file and
+/// the damaged batch's position.
+#[test]
+fn corruption_under_a_clean_head_names_file_and_position() {
+    let golden = ScratchDir::new("golden-clean");
+    let (batches, layout) = write_known_log(golden.path());
+    let mut rng = Rng(0x0e11_b002);
+    for trial in 0..60 {
+        let scratch = ScratchDir::new("clean");
+        copy_dir(&golden.path().join("t-0"), &scratch.path().join("t-0"));
+        let (path, here) = &layout[rng.below(layout.len())];
+        let path = scratch
+            .path()
+            .join("t-0")
+            .join(path.file_name().expect("name"));
+        let (bpos, k) = here[rng.below(here.len())];
+        let len = batches[k].len() as u64;
+        // Anywhere in the checksummed part or the length field.
+        let rel = match rng.below(3) {
+            0 => BATCH_LENGTH as u64 + rng.below(4) as u64,
+            _ => 21 + rng.below((len - 21) as usize) as u64,
+        };
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open");
+        let mut b = [0u8];
+        f.read_at(&mut b, bpos + rel).expect("read");
+        f.write_all_at(&[b[0] ^ (1 << rng.below(8))], bpos + rel)
+            .expect("write");
+        let log = open_partition(scratch.path(), &fuzzing::small_config()).expect("open");
+        let (got, err) = read_all(&log);
+        let want: Vec<u8> = batches[..k].concat();
+        assert!(
+            got == want,
+            "trial {trial}: prefix before batch {k} changed"
+        );
+        match err {
+            Some(Error::CorruptRecord {
+                path: p, position, ..
+            }) => {
+                assert_eq!(p, path, "trial {trial}");
+                assert_eq!(position, bpos, "trial {trial}");
+            }
+            other => panic!("trial {trial}: want a CorruptRecord error, got {other:?}"),
+        }
+    }
+}
+
+/// A length prefix of 2 GiB in a small segment costs no 2 GiB buffer, on
+/// recovery or on read.
+#[test]
+fn huge_batch_length_allocates_nothing_big() {
+    let golden = ScratchDir::new("huge");
+    let (batches, layout) = write_known_log(golden.path());
+    let (path, here) = &layout[0];
+    let (bpos, k) = here[1];
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open");
+    f.write_all_at(&i32::MAX.to_be_bytes(), bpos + BATCH_LENGTH as u64)
+        .expect("write");
+    drop(f);
+    let biggest = largest_alloc(|| {
+        let log = open_partition(golden.path(), &fuzzing::small_config()).expect("open");
+        let (got, err) = read_all(&log);
+        assert!(got == batches[..k].concat());
+        assert!(matches!(err, Some(Error::CorruptRecord { position, .. }) if position == bpos));
+    });
+    assert!(biggest < 4 << 20, "allocated {biggest} bytes");
+}
+
+// ------------------------------------------------------------- regressions
+
+#[test]
+fn regression_base_offset_near_i64_max_is_rejected_not_overflowed() {
+    let mut b = BatchBuilder::with_capacity(64);
+    b.append(1, None, Some(b"v"), &[]);
+    b.append(2, None, Some(b"w"), &[]);
+    let mut bytes = b.finish().to_vec();
+    // The base offset sits outside the CRC, so damage there passes it.
+    bytes[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&i64::MAX.to_be_bytes());
+    assert!(crate::record::check_batch(&bytes).is_err());
+    fuzzing::record_batch(&bytes);
+    let mut input = vec![0u8];
+    input.extend_from_slice(&bytes);
+    fuzzing::log_dir(&input);
+}
