@@ -182,19 +182,29 @@ impl LogSegment {
         index_entries: u64,
         limit: u64,
     ) -> Result<Option<(u64, BatchHeader)>> {
-        let (_, mut pos) = {
+        let (hint, mut pos) = {
             let idx = self.indexes.read();
             let (o, p) = idx.offset.lookup(offset, index_entries);
             (o, p as u64)
         };
-        if pos > limit {
+        // The index has no checksum: an entry is used only if the batch it
+        // points at is the one it names (entries hold a batch's last
+        // offset), else the walk starts from the segment's first batch.
+        let mut next = if pos > limit {
+            Ok(None)
+        } else {
+            self.header_at(pos, limit)
+        };
+        if pos > 0 && !matches!(&next, Ok(Some(h)) if h.last_offset() == hint) {
             pos = 0;
+            next = self.header_at(0, limit);
         }
-        while let Some(h) = self.header_at(pos, limit)? {
+        while let Some(h) = next? {
             if h.last_offset() >= offset {
                 return Ok(Some((pos, h)));
             }
             pos += h.total_size() as u64;
+            next = self.header_at(pos, limit);
         }
         Ok(None)
     }

@@ -39,6 +39,11 @@ impl TimeIndex {
         })
     }
 
+    /// Entries the file (or, while active, its preallocated mapping) holds.
+    pub fn capacity(&self) -> u64 {
+        self.file.capacity()
+    }
+
     pub fn closed_entries(&self) -> u64 {
         self.file.capacity()
     }
