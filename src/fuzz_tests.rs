@@ -172,6 +172,11 @@ fn group_state_survives_mutation() {
 }
 
 #[test]
+fn append_survives_mutation() {
+    replay("append", 1500, 0x0e11_a008, 1 << 16, fuzzing::append);
+}
+
+#[test]
 fn index_files_survive_mutation() {
     replay(
         "index_files",
@@ -186,7 +191,7 @@ fn index_files_survive_mutation() {
 fn partition_directory_survives_mutation() {
     // Opening a partition maps 1 KiB indexes and reads through a window of
     // at most the file; nothing may scale with a length inside the bytes.
-    replay("log_dir", 400, 0x0e11_a007, 1 << 16, fuzzing::log_dir);
+    replay("log_dir", 2000, 0x0e11_a007, 1 << 16, fuzzing::log_dir);
 }
 
 // ------------------------------------------------------------- the log
@@ -263,7 +268,7 @@ fn recovery_keeps_exactly_the_valid_prefix() {
     let golden = ScratchDir::new("golden");
     let (batches, layout) = write_known_log(golden.path());
     let mut rng = Rng(0x0e11_b001);
-    for trial in 0..150 {
+    for trial in 0..400 {
         let scratch = ScratchDir::new("prefix");
         copy_dir(&golden.path().join("t-0"), &scratch.path().join("t-0"));
         let (path, here) = &layout[rng.below(layout.len())];
@@ -327,7 +332,7 @@ fn corruption_under_a_clean_head_names_file_and_position() {
     let golden = ScratchDir::new("golden-clean");
     let (batches, layout) = write_known_log(golden.path());
     let mut rng = Rng(0x0e11_b002);
-    for trial in 0..60 {
+    for trial in 0..200 {
         let scratch = ScratchDir::new("clean");
         copy_dir(&golden.path().join("t-0"), &scratch.path().join("t-0"));
         let seg = rng.below(layout.len());
@@ -429,7 +434,7 @@ fn damaged_head_or_index_loses_nothing() {
         files.push(p.with_extension("index"));
         files.push(p.with_extension("timeindex"));
     }
-    for trial in 0..120 {
+    for trial in 0..300 {
         let scratch = ScratchDir::new("head");
         copy_dir(&golden.path().join("t-0"), &scratch.path().join("t-0"));
         let pick = if trial % 2 == 0 {

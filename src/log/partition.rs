@@ -21,7 +21,10 @@ use super::segment::{account_batch, log_file_name, LogSegment};
 use crate::beacon::Beacon;
 use crate::config::TopicConfig;
 use crate::error::{Error, IoContext, Result};
-use crate::record::batch::{check_batch, peek_total_size, set_base_offset, BatchHeader};
+use crate::record::batch::{
+    check_batch, peek_total_size, set_base_offset, BatchHeader, CURRENT_MAGIC, HEADER_LEN,
+    LOG_OVERHEAD,
+};
 
 /// How hard an append pushes its bytes toward the disk before returning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -322,10 +325,28 @@ impl PartitionLog {
         let mut at = 0usize;
         let mut next = base_offset;
         while at < batches.len() {
-            set_base_offset(&mut batches[at..], next);
+            // The CRC is the caller's to check (the producer made it; the
+            // broker verifies what clients send), but the framing and offsets
+            // are checked here, before anything is stamped: a batch that
+            // does not fit, or whose offsets run backwards, would break the
+            // offset order every reader and recovery relies on.
             let h = BatchHeader::parse(&batches[at..])
-                .filter(|h| at + h.total_size() <= batches.len())
+                .filter(|h| {
+                    h.batch_length >= (HEADER_LEN - LOG_OVERHEAD) as i32
+                        && at + h.total_size() <= batches.len()
+                })
                 .ok_or_else(|| Error::InvalidRecord("truncated batch in append".into()))?;
+            if h.magic != CURRENT_MAGIC || h.last_offset_delta < 0 || h.records_count < 0 {
+                return Err(Error::InvalidRecord(format!(
+                    "batch at byte {at} of the append: magic {}, last offset delta {}, {} records",
+                    h.magic, h.last_offset_delta, h.records_count
+                )));
+            }
+            set_base_offset(&mut batches[at..], next);
+            let h = BatchHeader {
+                base_offset: next,
+                ..h
+            };
             headers.push((st.active_size + at as u64, h));
             next = h.next_offset();
             at += h.total_size();
