@@ -579,3 +579,36 @@ fn regression_recovery_cuts_at_a_damaged_base_offset() {
     assert_eq!(got.len(), batches[..k].concat().len() + bytes.len());
     assert_eq!(info.base_offset, log.offsets().expect("offsets").1 - 1);
 }
+
+/// `append` stamped a base offset before checking a whole header was
+/// there: a valid batch followed by a few stray bytes panicked (slice
+/// index) with the partition's locks held.
+#[test]
+fn regression_append_with_a_short_tail_is_an_error_not_a_panic() {
+    let scratch = ScratchDir::new("short-tail");
+    let log = open_partition(scratch.path(), &fuzzing::small_config()).expect("open");
+    let mut b = BatchBuilder::with_capacity(64);
+    b.append(1, None, Some(b"v"), &[]);
+    let good = b.finish().to_vec();
+    for tail in [1usize, 5, 8, 60] {
+        let mut bytes = good.clone();
+        bytes.extend(vec![0u8; tail]);
+        assert!(matches!(
+            log.append(&mut bytes, crate::log::Durability::PageCache),
+            Err(Error::InvalidRecord(_))
+        ));
+    }
+    // A header whose offsets run backwards is refused too.
+    let mut bad = good.clone();
+    bad[crate::record::batch::LAST_OFFSET_DELTA..crate::record::batch::LAST_OFFSET_DELTA + 4]
+        .copy_from_slice(&(-5i32).to_be_bytes());
+    assert!(log
+        .append(&mut bad, crate::log::Durability::PageCache)
+        .is_err());
+    // Nothing of the refused appends reached the log.
+    assert_eq!(log.offsets().expect("offsets"), (0, 0));
+    let mut ok = good.clone();
+    log.append(&mut ok, crate::log::Durability::PageCache)
+        .expect("valid append");
+    assert_eq!(read_all(&log).0, ok);
+}
