@@ -153,6 +153,7 @@ pub fn topic_meta(data: &[u8]) {
         return;
     };
     if let Ok(m) = TopicMeta::decode(text) {
+        assert!((1..=crate::topic::MAX_PARTITIONS).contains(&m.partitions));
         let again = TopicMeta::decode(&m.encode());
         assert!(matches!(&again, Ok(a) if *a == m), "{m:?} -> {again:?}");
         let _ = m.config();
@@ -165,6 +166,12 @@ pub fn group_state(data: &[u8]) {
         return;
     };
     if let Some(st) = GroupState::decode(text) {
+        // What later code loops over or increments stays in range.
+        assert!(st.generation >= 0 && st.generation < i64::MAX);
+        assert!(st
+            .topics
+            .values()
+            .all(|n| *n <= crate::topic::MAX_PARTITIONS));
         let again = GroupState::decode(&st.encode());
         assert_eq!(again.as_ref(), Some(&st));
     }

@@ -187,6 +187,12 @@ impl Store {
                 "a topic needs at least one partition".into(),
             ));
         }
+        if partitions > crate::topic::MAX_PARTITIONS {
+            return Err(Error::InvalidPartitions(format!(
+                "{partitions} partitions is more than the {} a topic may have",
+                crate::topic::MAX_PARTITIONS
+            )));
+        }
         let cfg =
             TopicConfig::from_overrides(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         let meta = TopicMeta {
@@ -285,6 +291,12 @@ impl Store {
             return Err(Error::InvalidPartitions(format!(
                 "topic {name} has {} partitions; the new total must be larger, got {total}",
                 meta.partitions
+            )));
+        }
+        if total > crate::topic::MAX_PARTITIONS {
+            return Err(Error::InvalidPartitions(format!(
+                "{total} partitions is more than the {} a topic may have",
+                crate::topic::MAX_PARTITIONS
             )));
         }
         for p in meta.partitions..total {

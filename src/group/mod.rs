@@ -219,7 +219,7 @@ impl GroupDir {
             st.topics = topics;
         }
         if st != before {
-            st.generation = before.generation + 1;
+            st.generation = before.generation.saturating_add(1);
             write_replace(&self.dir.join("state"), st.encode().as_bytes())?;
             self.store.beacon().bump_groups();
         }
