@@ -8,7 +8,7 @@
 //! that differs from the valid prefix of its file), or lost a round trip.
 //! Errors are fine; they are what bad bytes should produce.
 //!
-//! Adding a decoder is one oracle here plus one three-line file in
+//! Adding a decoder is one oracle here plus one two-line file in
 //! `fuzz/fuzz_targets/` (and its `[[bin]]` entry in `fuzz/Cargo.toml`).
 //!
 //! Compiled for tests and under the `fuzzing` feature only.
