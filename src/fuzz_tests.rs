@@ -612,3 +612,21 @@ fn regression_append_with_a_short_tail_is_an_error_not_a_panic() {
         .expect("valid append");
     assert_eq!(read_all(&log).0, ok);
 }
+
+/// Found by libFuzzer (`log_dir`): a head whose seqlock counter is
+/// `u64::MAX` (damaged, without the magic, so recovery runs) overflowed in
+/// `Head::write` when recovery published the rebuilt state.
+#[test]
+fn regression_head_seq_at_u64_max_wraps_instead_of_overflowing() {
+    let mut head = vec![0u8; 16];
+    head[8..].copy_from_slice(&u64::MAX.to_ne_bytes());
+    let mut input = vec![8u8]; // a head, no magic, no indexes, unsealed log
+    input.extend_from_slice(&(head.len() as u16).to_be_bytes());
+    input.extend_from_slice(&head);
+    let (log, ..) = fuzzing::real_partition(3);
+    input.extend_from_slice(&log);
+    fuzzing::log_dir(&input);
+    // The same with the magic: a torn update (odd seq) is repaired.
+    input[0] = 8 | 16;
+    fuzzing::log_dir(&input);
+}
