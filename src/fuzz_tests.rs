@@ -630,3 +630,20 @@ fn regression_head_seq_at_u64_max_wraps_instead_of_overflowing() {
     input[0] = 8 | 16;
     fuzzing::log_dir(&input);
 }
+
+/// Found by libFuzzer (`index_files`): an index entry's relative offset
+/// added to a base offset near `i64::MAX` (a segment named
+/// `09223372036854775807.log`) overflowed; such an entry now reads as none.
+#[test]
+fn regression_index_entry_offset_overflow_reads_as_no_entry() {
+    let crash = [
+        0x80u8, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x05, 0x28, 0x24, 0,
+    ];
+    fuzzing::index_files(&crash);
+    let scratch = ScratchDir::new("idx-base");
+    let p = scratch.path().join("x.index");
+    std::fs::write(&p, [0, 0, 0, 5, 0, 0, 0, 0]).expect("write");
+    let idx = crate::log::offset_index::OffsetIndex::open_readonly(&p, i64::MAX).expect("open");
+    assert_eq!(idx.entry(0), None);
+    assert_eq!(idx.lookup(i64::MAX, 1), (i64::MAX, 0));
+}

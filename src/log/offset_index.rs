@@ -53,12 +53,13 @@ impl OffsetIndex {
         entries >= self.file.capacity()
     }
 
-    /// (absolute offset, position) of entry `i`.
+    /// (absolute offset, position) of entry `i`; `None` past the file or
+    /// for an entry whose offset overflows (a damaged one).
     pub fn entry(&self, i: u64) -> Option<(i64, u32)> {
         let e = self.file.entry(i)?;
         let rel = i32::from_be_bytes([e[0], e[1], e[2], e[3]]);
         let pos = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
-        Some((self.base_offset + rel as i64, pos))
+        Some((self.base_offset.checked_add(rel as i64)?, pos))
     }
 
     /// Greatest entry among the first `entries` whose offset is <= `target`:

@@ -176,7 +176,9 @@ impl PartitionLog {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if let Some(stem) = name.strip_suffix(".log") {
-                if stem.len() == 20 {
+                // Digits only: `parse` would also take a sign, and no
+                // segment of ours has a negative base offset.
+                if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
                     if let Ok(b) = stem.parse::<i64>() {
                         bases.push(b);
                     }

@@ -58,7 +58,11 @@ impl TimeIndex {
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&e[..8]);
         let rel = i32::from_be_bytes([e[8], e[9], e[10], e[11]]);
-        Some((i64::from_be_bytes(ts), self.base_offset + rel as i64))
+        // A damaged entry may not overflow; it reads as no entry.
+        Some((
+            i64::from_be_bytes(ts),
+            self.base_offset.checked_add(rel as i64)?,
+        ))
     }
 
     /// Offset of the last entry (among `entries`) whose timestamp is below
