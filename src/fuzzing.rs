@@ -419,17 +419,23 @@ pub fn log_dir(data: &[u8]) {
             );
         }
     }
-    // The recovered log still takes appends, and returns them.
+    // The log still takes appends, and returns them. Under a trusted head
+    // nothing below was re-validated (a clean open reads nothing), so a
+    // lookup that must walk from the segment start (the index being damaged
+    // too) may stop at a corrupt batch below the append: then it must say
+    // so, never hand out other bytes.
     let mut b = BatchBuilder::with_capacity(64);
     b.append(1, Some(b"k"), Some(b"v"), &[]);
     let mut bytes = b.finish().to_vec();
     if let Ok(info) = log.append(&mut bytes, crate::log::Durability::PageCache) {
-        let mut cursor = None;
-        let f = log
-            .read(info.base_offset, 4096, &mut cursor, true)
-            .expect("read back the append");
-        let (h, _) = Batches::new(&f.bytes).next().expect("appended batch");
-        assert_eq!(h.base_offset, info.base_offset);
+        match log.read(info.base_offset, 4096, &mut None, true) {
+            Ok(f) => {
+                let (h, _) = Batches::new(&f.bytes).next().expect("appended batch");
+                assert_eq!(h.base_offset, info.base_offset);
+            }
+            Err(Error::CorruptRecord { .. }) if trusted => {}
+            Err(e) => panic!("read back the append: {e}"),
+        }
     }
 }
 
