@@ -180,7 +180,7 @@ fn append_survives_mutation() {
 fn index_files_survive_mutation() {
     replay(
         "index_files",
-        300,
+        1500,
         0x0e11_a006,
         1 << 16,
         fuzzing::index_files,
