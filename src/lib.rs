@@ -31,6 +31,16 @@ pub mod broker;
 
 /// Huge allocations are mapped lazily so a size claimed on the wire can never
 /// abort the process (see `broker::alloc`).
-#[cfg(feature = "broker")]
+/// (In `cargo test` the fuzz tests' counting allocator stands in front of it.)
+#[cfg(all(feature = "broker", not(test)))]
 #[global_allocator]
 static GLOBAL: broker::alloc::Allocator = broker::alloc::Allocator;
+
+// Fuzz oracles: shared by the cargo-fuzz targets in `fuzz/` (through the
+// `fuzzing` feature) and the property tests in `fuzz_tests`.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -107,8 +107,20 @@ impl Store {
 
     fn read_meta(&self, name: &str) -> Result<Option<TopicMeta>> {
         let path = self.topics_dir.join(name);
-        match fs::read_to_string(&path) {
-            Ok(text) => TopicMeta::decode(&text).map(Some),
+        match fs::read(&path) {
+            Ok(bytes) => {
+                // A damaged file is an error naming it, never a guess.
+                let text = std::str::from_utf8(&bytes).map_err(|e| {
+                    Error::InvalidConfig(format!(
+                        "topic metadata {}: not UTF-8 at byte {}",
+                        path.display(),
+                        e.valid_up_to()
+                    ))
+                })?;
+                TopicMeta::decode(text)
+                    .map(Some)
+                    .map_err(|e| naming_file(e, &path))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("read topic metadata", &path, e)),
         }
@@ -124,7 +136,10 @@ impl Store {
         let Some(meta) = self.read_meta(name)? else {
             return Ok(None);
         };
-        let config = Arc::new(meta.config()?);
+        let config = Arc::new(
+            meta.config()
+                .map_err(|e| naming_file(e, &self.topics_dir.join(name)))?,
+        );
         let topic = Topic {
             name: Arc::from(name),
             partitions: meta.partitions,
@@ -171,6 +186,12 @@ impl Store {
             return Err(Error::InvalidPartitions(
                 "a topic needs at least one partition".into(),
             ));
+        }
+        if partitions > crate::topic::MAX_PARTITIONS {
+            return Err(Error::InvalidPartitions(format!(
+                "{partitions} partitions is more than the {} a topic may have",
+                crate::topic::MAX_PARTITIONS
+            )));
         }
         let cfg =
             TopicConfig::from_overrides(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
@@ -270,6 +291,12 @@ impl Store {
             return Err(Error::InvalidPartitions(format!(
                 "topic {name} has {} partitions; the new total must be larger, got {total}",
                 meta.partitions
+            )));
+        }
+        if total > crate::topic::MAX_PARTITIONS {
+            return Err(Error::InvalidPartitions(format!(
+                "{total} partitions is more than the {} a topic may have",
+                crate::topic::MAX_PARTITIONS
             )));
         }
         for p in meta.partitions..total {
@@ -450,4 +477,14 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A metadata decoding error, prefixed with the file it came from.
+fn naming_file(e: Error, path: &Path) -> Error {
+    match e {
+        Error::InvalidConfig(m) => {
+            Error::InvalidConfig(format!("topic metadata {}: {m}", path.display()))
+        }
+        e => e,
+    }
 }

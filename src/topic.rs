@@ -13,6 +13,11 @@ use crate::error::{Error, Result};
 
 pub const MAX_NAME_LEN: usize = 249;
 
+/// Most partitions a topic may have. Each is a directory with its own files
+/// and maps, and code sizes per-partition lists from this count, so a count
+/// read from a damaged metadata file must not be able to exceed it.
+pub const MAX_PARTITIONS: u32 = 1 << 16;
+
 pub fn validate_topic_name(name: &str) -> Result<()> {
     let bad = |reason| {
         Err(Error::InvalidTopic {
@@ -75,7 +80,10 @@ impl TopicMeta {
                 .split_once('=')
                 .ok_or_else(|| Error::InvalidConfig(format!("bad topic metadata line {line:?}")))?;
             if k == "partitions" {
-                partitions = v.parse::<u32>().ok().filter(|n| *n > 0);
+                partitions = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PARTITIONS).contains(n));
             } else if let Some(key) = k.strip_prefix("config.") {
                 overrides.insert(key.to_string(), v.to_string());
             }
@@ -129,6 +137,10 @@ mod tests {
         };
         assert_eq!(TopicMeta::decode(&m.encode()).expect("decode"), m);
         assert!(TopicMeta::decode("partitions=0\n").is_err());
+        // A damaged count cannot ask for billions of partitions.
+        assert!(TopicMeta::decode("partitions=4000000000\n").is_err());
+        assert!(TopicMeta::decode("partitions=65537\n").is_err());
+        assert!(TopicMeta::decode("partitions=65536\n").is_ok());
         assert!(TopicMeta::decode("garbage").is_err());
     }
 }

@@ -133,8 +133,12 @@ impl GroupDir {
     /// by rename. A missing or damaged file is an empty group.
     pub fn read_state(&self) -> Result<GroupState> {
         let path = self.dir.join("state");
-        match fs::read_to_string(&path) {
-            Ok(text) => Ok(GroupState::decode(&text).unwrap_or_default()),
+        match fs::read(&path) {
+            // Bytes that are not UTF-8 are as damaged as any other.
+            Ok(bytes) => Ok(std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(GroupState::decode)
+                .unwrap_or_default()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(GroupState::default()),
             Err(e) => Err(Error::io("read group state", &path, e)),
         }
@@ -215,7 +219,7 @@ impl GroupDir {
             st.topics = topics;
         }
         if st != before {
-            st.generation = before.generation + 1;
+            st.generation = before.generation.saturating_add(1);
             write_replace(&self.dir.join("state"), st.encode().as_bytes())?;
             self.store.beacon().bump_groups();
         }

@@ -18,6 +18,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::topic::MAX_PARTITIONS;
+
 pub type Assignment = BTreeMap<String, Vec<(String, u32)>>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,7 +154,10 @@ impl GroupState {
         for line in lines {
             let f: Vec<&str> = line.split(' ').collect();
             match f.as_slice() {
-                ["generation", g] => st.generation = g.parse().ok()?,
+                // Bounded so the next generation (+1) cannot overflow.
+                ["generation", g] => {
+                    st.generation = g.parse().ok().filter(|g| (0..i64::MAX).contains(g))?
+                }
                 ["protocol", p] => st.protocol = unesc(p)?,
                 ["member", id, token, client, host, pid, topics] => st.members.push(MemberEntry {
                     member_id: unesc(id)?,
@@ -162,14 +167,18 @@ impl GroupState {
                     pid: pid.parse().ok()?,
                     topics: unlist(topics)?,
                 }),
+                // Partition numbers are bounded as topic metadata bounds them:
+                // describing a group walks every partition of these counts.
                 ["topic", t, n] => {
-                    st.topics.insert(unesc(t)?, n.parse().ok()?);
+                    let n = n.parse().ok().filter(|n| *n <= MAX_PARTITIONS)?;
+                    st.topics.insert(unesc(t)?, n);
                 }
                 ["assign", member, t, ps] => {
                     let t = unesc(t)?;
                     let entry = st.assignment.entry(unesc(member)?).or_default();
                     for p in ps.split(',') {
-                        entry.push((t.clone(), p.parse().ok()?));
+                        let p = p.parse().ok().filter(|p| *p < MAX_PARTITIONS)?;
+                        entry.push((t.clone(), p));
                     }
                 }
                 [""] => {}
@@ -229,6 +238,19 @@ mod tests {
         assert_eq!(GroupState::decode("ottla-group 1\ngeneration x\n"), None);
         assert_eq!(GroupState::decode("ottla-group 1\nassign a b 1,x\n"), None);
         assert_eq!(GroupState::decode("ottla-group 1\nmember a b\n"), None);
+        // Values a damaged file could hold that later arithmetic or loops
+        // over partitions would choke on.
+        let max = format!("ottla-group 1\ngeneration {}\n", i64::MAX);
+        assert_eq!(GroupState::decode(&max), None);
+        assert_eq!(GroupState::decode("ottla-group 1\ngeneration -1\n"), None);
+        assert_eq!(
+            GroupState::decode("ottla-group 1\ntopic t 4000000000\n"),
+            None
+        );
+        assert_eq!(
+            GroupState::decode("ottla-group 1\nassign m t 0,70000\n"),
+            None
+        );
         assert_eq!(
             GroupState::decode("ottla-group 1\ngeneration 3\n"),
             Some(GroupState {

@@ -202,8 +202,10 @@ impl Head {
         let seq = self.slot(F_SEQ);
         let s = seq.load(Ordering::Relaxed);
         // Leave an odd seq: readers retry, and a crash here is detectable.
-        let s = if s & 1 == 1 { s + 1 } else { s };
-        seq.store(s + 1, Ordering::Relaxed);
+        // The counter wraps (a damaged head may hold any value); wrapping
+        // keeps parity because 2^64 is even.
+        let s = if s & 1 == 1 { s.wrapping_add(1) } else { s };
+        seq.store(s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
         let set = |i: usize, v: u64| self.slot(i).store(v, Ordering::Relaxed);
         set(F_NEXT_OFFSET, st.next_offset as u64);
@@ -218,7 +220,7 @@ impl Head {
         set(F_RECOVERY_POINT, st.recovery_point as u64);
         set(F_ACTIVE_CREATED_MS, st.active_created_ms as u64);
         set(F_FLUSHED_SIZE, st.flushed_size);
-        seq.store(s + 2, Ordering::Release);
+        seq.store(s.wrapping_add(2), Ordering::Release);
     }
 
     /// Stamp magic and boot id after recovery or creation.

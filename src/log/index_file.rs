@@ -122,8 +122,8 @@ impl IndexFile {
     /// Entry `i`, or `None` past the mapping.
     #[inline]
     pub fn entry(&self, i: u64) -> Option<&[u8]> {
-        let start = (i as usize).checked_mul(self.entry_size)?;
-        self.bytes().get(start..start + self.entry_size)
+        let start = usize::try_from(i).ok()?.checked_mul(self.entry_size)?;
+        self.bytes().get(start..start.checked_add(self.entry_size)?)
     }
 
     /// Write entry `i`; false when the index is full or read-only.
@@ -132,8 +132,11 @@ impl IndexFile {
         let es = self.entry_size;
         match &mut self.map {
             Map::Write(m) => {
-                let start = i as usize * es;
-                match m.get_mut(start..start + es) {
+                let slot = usize::try_from(i)
+                    .ok()
+                    .and_then(|i| i.checked_mul(es))
+                    .and_then(|s| m.get_mut(s..s.checked_add(es)?));
+                match slot {
                     Some(slot) => {
                         slot.copy_from_slice(entry);
                         true

@@ -86,6 +86,13 @@ fn trust(log: &PartitionLog, crashed: bool) -> Result<HeadState> {
         // The head promises bytes the file does not have: re-validate.
         return recover(log, st.recovery_point.min(st.active_base));
     }
+    if !fits_files(&st, active)? {
+        // A damaged head: none of its fields can be believed, so neither
+        // can its recovery point. Re-validate everything rather than cut
+        // the active segment at a size the head made up.
+        drop(map);
+        return recover(log, i64::MIN);
+    }
     if len > st.active_size {
         // Bytes of an append that never published its head: never acknowledged.
         debug_assert!(crashed || len > st.active_size);
@@ -93,6 +100,59 @@ fn trust(log: &PartitionLog, crashed: bool) -> Result<HeadState> {
     }
     log.install_segments(st.segments_gen, st.active_base, map);
     Ok(st)
+}
+
+/// Whether a head's fields agree with the files. The head has no checksum
+/// and a trusted one is used unchecked (its size is what the active segment
+/// gets cut to), so it must describe these files: offsets in order, index
+/// counts the index files can hold, and a batch ending exactly at
+/// `active_size` whose next offset is `next_offset`. A head written by
+/// the engine always passes. Walks at most one index interval of headers.
+fn fits_files(st: &HeadState, active: &LogSegment) -> Result<bool> {
+    let ordered = 0 <= st.active_base
+        && st.active_base <= st.next_offset
+        && 0 <= st.log_start_offset
+        && st.log_start_offset <= st.next_offset
+        && st.flushed_size <= st.active_size;
+    if !ordered {
+        return Ok(false);
+    }
+    let (mut pos, mut hint) = {
+        let idx = active.indexes()?.read();
+        if idx.offset.capacity() == 0 || idx.time.capacity() == 0 {
+            // Missing index files: reads scan without them and the first
+            // append recreates them, so walk this segment from its start.
+            (0, None)
+        } else if st.index_entries > idx.offset.capacity() || st.time_entries > idx.time.capacity()
+        {
+            return Ok(false);
+        } else {
+            match st
+                .index_entries
+                .checked_sub(1)
+                .and_then(|i| idx.offset.entry(i))
+            {
+                Some((off, p)) => (u64::from(p), Some(off)),
+                None => (0, None),
+            }
+        }
+    };
+    let mut end = st.active_base;
+    while pos < st.active_size {
+        let h = match active.header_at(pos, st.active_size) {
+            Ok(Some(h)) => h,
+            Ok(None) | Err(crate::Error::CorruptRecord { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if let Some(off) = hint.take() {
+            if h.last_offset() != off {
+                return Ok(false);
+            }
+        }
+        end = h.next_offset();
+        pos += h.total_size() as u64;
+    }
+    Ok(pos == st.active_size && end == st.next_offset)
 }
 
 /// Rebuild the log's state from its files, re-validating from the segment
@@ -113,7 +173,12 @@ pub(crate) fn recover(log: &PartitionLog, from: i64) -> Result<HeadState> {
         .find(|b| **b <= from)
         .copied()
         .unwrap_or(bases[0]);
-    let interval = log.config().index_interval_bytes;
+    let config = log.config();
+    let interval = config.index_interval_bytes;
+    // Only the cleaner leaves gaps between batches, and only below the gap
+    // end it recorded (the same rule as the read path), whatever
+    // `cleanup.policy` says now.
+    let gaps_until = super::cleaner::read_gap_end(log.dir()).unwrap_or(i64::MIN);
     let mut map = BTreeMap::new();
     let mut active: Option<HeadState> = None;
     let mut prev_next = i64::MIN;
@@ -128,7 +193,7 @@ pub(crate) fn recover(log: &PartitionLog, from: i64) -> Result<HeadState> {
             continue;
         }
         let seg = log.open_segment(base, true)?;
-        let (st, stopped) = scan(&seg, base.max(prev_next), interval)?;
+        let (st, stopped) = scan(&seg, base.max(prev_next), interval, gaps_until)?;
         if let Some(pos) = stopped {
             seg.truncate(pos)?;
         }

@@ -47,6 +47,11 @@ impl OffsetIndex {
         })
     }
 
+    /// Entries the file (or, while active, its preallocated mapping) holds.
+    pub fn capacity(&self) -> u64 {
+        self.file.capacity()
+    }
+
     /// Entries in a closed (trimmed) index file.
     pub fn closed_entries(&self) -> u64 {
         self.file.capacity()
@@ -61,12 +66,13 @@ impl OffsetIndex {
         self.file.is_short_of(max_bytes)
     }
 
-    /// (absolute offset, position) of entry `i`.
+    /// (absolute offset, position) of entry `i`; `None` past the file or
+    /// for an entry whose offset overflows (a damaged one).
     pub fn entry(&self, i: u64) -> Option<(i64, u32)> {
         let e = self.file.entry(i)?;
         let rel = i32::from_be_bytes([e[0], e[1], e[2], e[3]]);
         let pos = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
-        Some((self.base_offset + rel as i64, pos))
+        Some((self.base_offset.checked_add(rel as i64)?, pos))
     }
 
     /// Greatest entry among the first `entries` whose offset is <= `target`:

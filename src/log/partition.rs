@@ -22,7 +22,10 @@ use super::segment::{account_batch, log_file_name, LogSegment};
 use crate::beacon::Beacon;
 use crate::config::TopicConfig;
 use crate::error::{Error, IoContext, Result};
-use crate::record::batch::{check_batch, peek_total_size, set_base_offset, BatchHeader};
+use crate::record::batch::{
+    check_batch, peek_total_size, set_base_offset, BatchHeader, CURRENT_MAGIC, HEADER_LEN,
+    LOG_OVERHEAD,
+};
 
 /// Writes a batch's CRC into its first part, given the other parts (see
 /// [`PartitionLog::append_parts`]).
@@ -215,7 +218,9 @@ impl PartitionLog {
             } else {
                 continue;
             };
-            if stem.len() == 20 {
+            // Digits only: `parse` would also take a sign, and no segment of
+            // ours has a negative base offset.
+            if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
                 if let Ok(b) = stem.parse::<i64>() {
                     out.push(b);
                 }
@@ -465,10 +470,28 @@ impl PartitionLog {
         let mut at = 0usize;
         let mut next = base_offset;
         while at < batches.len() {
-            set_base_offset(&mut batches[at..], next);
+            // The CRC is the caller's to check (the producer made it; the
+            // broker verifies what clients send), but the framing and offsets
+            // are checked here, before anything is stamped: a batch that
+            // does not fit, or whose offsets run backwards, would break the
+            // offset order every reader and recovery relies on.
             let h = BatchHeader::parse(&batches[at..])
-                .filter(|h| at + h.total_size() <= total)
+                .filter(|h| {
+                    h.batch_length >= (HEADER_LEN - LOG_OVERHEAD) as i32
+                        && at + h.total_size() <= total
+                })
                 .ok_or_else(|| Error::InvalidRecord("truncated batch in append".into()))?;
+            if h.magic != CURRENT_MAGIC || h.last_offset_delta < 0 || h.records_count < 0 {
+                return Err(Error::InvalidRecord(format!(
+                    "batch at byte {at} of the append: magic {}, last offset delta {}, {} records",
+                    h.magic, h.last_offset_delta, h.records_count
+                )));
+            }
+            set_base_offset(&mut batches[at..], next);
+            let h = BatchHeader {
+                base_offset: next,
+                ..h
+            };
             headers.push((st.active_size + at as u64, h));
             next = h.next_offset();
             at += h.total_size();

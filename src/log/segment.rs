@@ -402,20 +402,31 @@ impl LogSegment {
     ) -> Result<Option<(u64, BatchHeader)>> {
         // Without entries, or for the segment's first offset, the index can
         // only say "position 0": skip mapping it.
-        let mut pos = if index_entries == 0 || offset <= self.base_offset {
-            0
+        let (hint, mut pos) = if index_entries == 0 || offset <= self.base_offset {
+            (self.base_offset, 0)
         } else {
             let idx = self.indexes()?.read();
-            idx.offset.lookup(offset, index_entries).1 as u64
+            let (o, p) = idx.offset.lookup(offset, index_entries);
+            (o, p as u64)
         };
-        if pos > limit {
+        // The index has no checksum: an entry is used only if the batch it
+        // points at is the one it names (entries hold a batch's last
+        // offset), else the walk starts from the segment's first batch.
+        let mut next = if pos > limit {
+            Ok(None)
+        } else {
+            self.header_at(pos, limit)
+        };
+        if pos > 0 && !matches!(&next, Ok(Some(h)) if h.last_offset() == hint) {
             pos = 0;
+            next = self.header_at(0, limit);
         }
-        while let Some(h) = self.header_at(pos, limit)? {
+        while let Some(h) = next? {
             if h.last_offset() >= offset {
                 return Ok(Some((pos, h)));
             }
             pos += h.total_size() as u64;
+            next = self.header_at(pos, limit);
         }
         Ok(None)
     }
@@ -476,10 +487,18 @@ pub fn account_batch(
 /// never go backwards from `expected_base`), rewriting its indexes as it
 /// goes. Used by recovery. Returns the state after the last valid batch and,
 /// if the scan stopped before the end of the file, where.
+///
+/// Each batch must start exactly where the previous one ended, except that
+/// a gap ending at or below `gaps_until` is allowed: only the cleaner makes
+/// gaps, and it records how far they may reach (`cleaner::read_gap_end`)
+/// before it swaps in a segment with any. Base offsets sit outside the CRC,
+/// so this is the only check that catches a damaged one; accepting it would
+/// publish a gap that every later read stops at.
 pub fn scan(
     seg: &LogSegment,
     expected_base: i64,
     index_interval: u64,
+    gaps_until: i64,
 ) -> Result<(HeadState, Option<u64>)> {
     let file_len = seg.file_len()?;
     let mut st = HeadState {
@@ -498,7 +517,12 @@ pub fn scan(
             _ => return Ok((st, Some(pos))),
         };
         let header = match reader.slice(pos, total)?.map(check_batch) {
-            Some(Ok(h)) if h.base_offset >= st.next_offset => h,
+            Some(Ok(h))
+                if h.base_offset == st.next_offset
+                    || (h.base_offset > st.next_offset && h.base_offset <= gaps_until) =>
+            {
+                h
+            }
             _ => return Ok((st, Some(pos))),
         };
         account_batch(&mut idx, &mut st, pos, &header, index_interval);

@@ -47,6 +47,11 @@ impl TimeIndex {
         })
     }
 
+    /// Entries the file (or, while active, its preallocated mapping) holds.
+    pub fn capacity(&self) -> u64 {
+        self.file.capacity()
+    }
+
     pub fn closed_entries(&self) -> u64 {
         self.file.capacity()
     }
@@ -66,7 +71,11 @@ impl TimeIndex {
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&e[..8]);
         let rel = i32::from_be_bytes([e[8], e[9], e[10], e[11]]);
-        Some((i64::from_be_bytes(ts), self.base_offset + rel as i64))
+        // A damaged entry may not overflow; it reads as no entry.
+        Some((
+            i64::from_be_bytes(ts),
+            self.base_offset.checked_add(rel as i64)?,
+        ))
     }
 
     /// Offset of the last entry (among `entries`) whose timestamp is below

@@ -102,13 +102,17 @@ impl BatchHeader {
     pub fn total_size(&self) -> usize {
         self.batch_length.max(0) as usize + LOG_OVERHEAD
     }
+    /// Saturates rather than overflows: a header read without
+    /// [`check_batch`] (to step through a segment) may hold any base offset,
+    /// and a validated one never comes near the limit.
     #[inline]
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset
+            .saturating_add(self.last_offset_delta as i64)
     }
     #[inline]
     pub fn next_offset(&self) -> i64 {
-        self.last_offset() + 1
+        self.last_offset().saturating_add(1)
     }
     #[inline]
     pub fn compression(&self) -> u8 {
@@ -174,6 +178,17 @@ pub fn check_batch(batch: &[u8]) -> Result<BatchHeader, String> {
     }
     if h.last_offset_delta < 0 || h.records_count < 0 {
         return Err("negative record count".into());
+    }
+    // The base offset is outside the CRC: a damaged one must not make the
+    // offsets of this batch, or the next offset after it, overflow.
+    if h.base_offset
+        .checked_add(h.last_offset_delta as i64 + 1)
+        .is_none()
+    {
+        return Err(format!(
+            "base offset {} with last offset delta {} overflows",
+            h.base_offset, h.last_offset_delta
+        ));
     }
     Ok(h)
 }
@@ -553,8 +568,8 @@ impl<'a> Iterator for HeaderIter<'a> {
             return None;
         }
         self.left -= 1;
-        // Headers were validated when the record was decoded.
-        let key = get_bytes(self.buf, &mut self.pos).ok()?.unwrap_or(&[]);
+        // Headers were validated when the record was decoded (keys non-null).
+        let key = get_bytes(self.buf, &mut self.pos).ok()??;
         let value = get_bytes(self.buf, &mut self.pos).ok()?;
         Some((key, value))
     }
@@ -629,12 +644,24 @@ impl<'a> RecordIter<'a> {
         }
         let headers_start = p;
         for _ in 0..header_count {
-            get_bytes(rec, &mut p)?;
+            // Kafka's header keys are non-null strings; reading a null one
+            // as "" would hand out a header that was never written.
+            get_bytes(rec, &mut p)?.ok_or("null header key")?;
             get_bytes(rec, &mut p)?;
         }
         if p != end {
             return Err("record length does not match its fields");
         }
+        // Records of a batch hold offsets base..=base+lastOffsetDelta; any
+        // other delta would put a record under another batch's offset.
+        if offset_delta < 0 || offset_delta > self.header.last_offset_delta {
+            return Err("record offset delta outside its batch");
+        }
+        let offset = self
+            .header
+            .base_offset
+            .checked_add(offset_delta as i64)
+            .ok_or("record offset overflows")?;
         self.pos = end;
         let timestamp = if self.header.log_append_time() {
             self.header.max_timestamp
@@ -642,7 +669,7 @@ impl<'a> RecordIter<'a> {
             self.header.base_timestamp.wrapping_add(ts_delta)
         };
         Ok(RecordView {
-            offset: self.header.base_offset + offset_delta as i64,
+            offset,
             timestamp,
             key,
             value,

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use super::batch::{BatchHeader, RecordIter, HEADER_LEN};
 use super::compression::{decompress, MAX_DECOMPRESSED};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The records section of one batch, inflated if it was compressed.
 pub struct Records<'a> {
@@ -24,7 +24,7 @@ impl Records<'_> {
 
 /// Records of one whole batch (`batch` includes the header).
 pub fn records<'a>(header: &BatchHeader, batch: &'a [u8]) -> Result<Records<'a>> {
-    let body = &batch[HEADER_LEN..];
+    let body = body(batch)?;
     let data = match header.compression() {
         0 => Cow::Borrowed(body),
         codec => Cow::Owned(decompress(codec, body, MAX_DECOMPRESSED)?),
@@ -40,6 +40,14 @@ pub fn records<'a>(header: &BatchHeader, batch: &'a [u8]) -> Result<Records<'a>>
 pub fn inflate(header: &BatchHeader, batch: &[u8]) -> Result<Option<Vec<u8>>> {
     match header.compression() {
         0 => Ok(None),
-        codec => decompress(codec, &batch[HEADER_LEN..], MAX_DECOMPRESSED).map(Some),
+        codec => decompress(codec, body(batch)?, MAX_DECOMPRESSED).map(Some),
     }
+}
+
+/// The records section after the batch header; a typed error for a slice
+/// too short to hold the header (the caller's framing was wrong).
+fn body(batch: &[u8]) -> Result<&[u8]> {
+    batch.get(HEADER_LEN..).ok_or_else(|| {
+        Error::InvalidRecord(format!("batch of {} bytes has no header", batch.len()))
+    })
 }

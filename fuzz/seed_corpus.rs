@@ -1,0 +1,11 @@
+//! Writes the seed corpus (valid inputs made by the engine itself) to
+//! `corpus/<target>/seed-<name>`: `cargo run --bin seed_corpus`.
+
+fn main() -> std::io::Result<()> {
+    for (target, name, bytes) in ottla::fuzzing::seed_corpus() {
+        let dir = std::path::Path::new("corpus").join(target);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(format!("seed-{name}")), bytes)?;
+    }
+    Ok(())
+}
