@@ -117,7 +117,10 @@ fn fits_files(st: &HeadState, active: &LogSegment) -> Result<bool> {
     if !ordered {
         return Ok(false);
     }
-    let (mut pos, mut hint) = {
+    let (mut pos, mut hint) = if st.index_entries == 0 && st.time_entries == 0 {
+        // Nothing to check against the indexes: leave them unmapped.
+        (0, None)
+    } else {
         let idx = active.indexes()?.read();
         if idx.offset.capacity() == 0 || idx.time.capacity() == 0 {
             // Missing index files: reads scan without them and the first

@@ -779,15 +779,8 @@ impl PartitionLog {
                 _ => seg.find_position(target, entries, limit)?.map(|(p, _)| p),
             };
             if let Some(pos) = pos.filter(|p| *p < limit) {
-                let (n, next, err) = self.read_batches(
-                    seg,
-                    pos,
-                    limit,
-                    max_bytes,
-                    (target, self.clean_end()),
-                    verify,
-                    &mut out.bytes,
-                )?;
+                let (n, next, err) =
+                    self.read_batches(seg, pos, limit, max_bytes, target, verify, &mut out.bytes)?;
                 out.error = err;
                 if n > 0 {
                     *cursor = Some(ReadCursor {
@@ -830,11 +823,10 @@ impl PartitionLog {
         pos: u64,
         limit: u64,
         max_bytes: usize,
-        expect: (i64, i64),
+        expected: i64,
         verify: bool,
         out: &mut Vec<u8>,
     ) -> Result<(usize, i64, Option<Error>)> {
-        let (expected, clean_end) = expect;
         let want = (max_bytes as u64)
             .min(limit - pos)
             .max(crate::record::HEADER_LEN as u64) as usize;
@@ -896,9 +888,10 @@ impl PartitionLog {
             };
             let follows = if at == 0 {
                 h.last_offset() >= expected
-                    && (h.base_offset <= expected || h.base_offset <= clean_end)
+                    && (h.base_offset <= expected || h.base_offset <= self.clean_end())
             } else {
-                h.base_offset == next || (h.base_offset > next && h.base_offset <= clean_end)
+                // The clean end is read (from a file) only when a gap needs it.
+                h.base_offset == next || (h.base_offset > next && h.base_offset <= self.clean_end())
             };
             if !follows || h.last_offset_delta < 0 {
                 let want = if at == 0 { expected } else { next };
