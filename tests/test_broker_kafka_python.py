@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator, List, Set
+from typing import List, Set
 
 import pytest
 
@@ -18,15 +18,6 @@ from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTo
 from kafka.errors import TopicAlreadyExistsError  # noqa: E402
 
 SESSION_MS = 6000
-
-
-@pytest.fixture
-def broker(data_dir: Path) -> Iterator[ottla.Broker]:
-    b = ottla.Broker(data_dir)
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 def producer(b: ottla.Broker, **kw: object) -> "kafka.KafkaProducer":

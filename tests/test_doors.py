@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -14,15 +13,6 @@ import ottla
 
 kafka = pytest.importorskip("kafka")
 from kafka.errors import InconsistentGroupProtocolError  # noqa: E402
-
-
-@pytest.fixture
-def broker(data_dir: Path) -> Iterator[ottla.Broker]:
-    b = ottla.Broker(data_dir)
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 def kafka_consumer(b: ottla.Broker, topic: str, group: str) -> "kafka.KafkaConsumer":
