@@ -11,6 +11,7 @@ pub mod consumer;
 pub mod error;
 pub mod group;
 pub mod log;
+pub mod ofd;
 pub mod offsets;
 pub mod partitioner;
 pub mod producer;

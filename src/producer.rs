@@ -552,26 +552,9 @@ impl Producer {
         let state = self.topic_state_in(topics, topic)?;
         let n = state.topic.partitions;
         let max_bytes = state.topic.config.max_message_bytes;
-        let body_alone = BatchBuilder::record_body_size(key, value, headers);
-        let rec_size = varlong_len(body_alone as i64) + body_alone;
-        if rec_size + HEADER_LEN > max_bytes {
-            return Err(Error::RecordTooLarge {
-                size: rec_size + HEADER_LEN,
-                max: max_bytes,
-            });
-        }
+        let (body_alone, rec_size) = record_size(key, value, headers, max_bytes)?;
         let sticky = partition.is_none() && key.is_none();
-        let mut p = match (partition, key) {
-            (Some(p), _) if p < n => p,
-            (Some(p), _) => {
-                return Err(Error::UnknownTopicOrPartition {
-                    topic: topic.to_string(),
-                    partition: p as i64,
-                })
-            }
-            (None, Some(k)) => partition_for_key(k, n),
-            (None, None) => state.sticky % n,
-        };
+        let mut p = pick_partition(topic, partition, key, n, state.sticky)?;
         // Seal the open batch first if this record would overflow it.
         let limit = batch_size.min(max_bytes);
         // Exact size in the open batch (its deltas may be wider than the
@@ -678,26 +661,9 @@ impl Producer {
             let state = self.topic_state_in(topics, topic)?;
             let n = state.topic.partitions;
             let max_bytes = state.topic.config.max_message_bytes;
-            let body = BatchBuilder::record_body_size(key, Some(value), headers);
-            let size = varlong_len(body as i64) + body + HEADER_LEN;
-            if size > max_bytes {
-                return Err(Error::RecordTooLarge {
-                    size,
-                    max: max_bytes,
-                });
-            }
+            record_size(key, Some(value), headers, max_bytes)?;
             let sticky = partition.is_none() && key.is_none();
-            let p = match (partition, key) {
-                (Some(p), _) if p < n => p,
-                (Some(p), _) => {
-                    return Err(Error::UnknownTopicOrPartition {
-                        topic: topic.to_string(),
-                        partition: p as i64,
-                    })
-                }
-                (None, Some(k)) => partition_for_key(k, n),
-                (None, None) => state.sticky % n,
-            };
+            let p = pick_partition(topic, partition, key, n, state.sticky)?;
             let log = self.store.partition(&state.topic, p)?;
             // Records sent to this partition before this one go first.
             if let Some(b) = state.batches[p as usize].take() {
@@ -979,4 +945,46 @@ impl Drop for Producer {
             c.run();
         }
     }
+}
+
+/// A record's body size and its size alone (length prefix included, zero
+/// deltas), refused when it would not fit `max_bytes` even in a batch of
+/// its own.
+fn record_size(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[HeaderRef<'_>],
+    max_bytes: usize,
+) -> Result<(usize, usize)> {
+    let body = BatchBuilder::record_body_size(key, value, headers);
+    let rec_size = varlong_len(body as i64) + body;
+    if rec_size + HEADER_LEN > max_bytes {
+        return Err(Error::RecordTooLarge {
+            size: rec_size + HEADER_LEN,
+            max: max_bytes,
+        });
+    }
+    Ok((body, rec_size))
+}
+
+/// Where a record goes among a topic's `n` partitions: the one asked for
+/// (which must exist), the key's hash, or the sticky partition.
+fn pick_partition(
+    topic: &str,
+    partition: Option<u32>,
+    key: Option<&[u8]>,
+    n: u32,
+    sticky: u32,
+) -> Result<u32> {
+    Ok(match (partition, key) {
+        (Some(p), _) if p < n => p,
+        (Some(p), _) => {
+            return Err(Error::UnknownTopicOrPartition {
+                topic: topic.to_string(),
+                partition: p as i64,
+            })
+        }
+        (None, Some(k)) => partition_for_key(k, n),
+        (None, None) => sticky % n,
+    })
 }

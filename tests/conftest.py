@@ -1,6 +1,8 @@
 """Shared fixtures for the ottla test suite.
 
 * ``data_dir``: a fresh data directory under pytest's ``tmp_path``.
+* ``broker``: an ``ottla.Broker`` serving ``data_dir`` on a free port, closed
+  in teardown.
 * ``spawn``: start a Python child process running a code string; every child
   is killed and waited for in teardown, whatever the test did.
 * A per-test timeout comes from ``timeout = 120`` in pyproject.toml
@@ -35,6 +37,19 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
     yield d
     # Drop producers/consumers the test left behind before the next test.
     gc.collect()
+
+
+@pytest.fixture
+def broker(data_dir: Path) -> Iterator["ottla.Broker"]:
+    """An ``ottla.Broker`` over ``data_dir`` (port 0: a free one), closed at
+    teardown whatever the test did."""
+    import ottla
+
+    b = ottla.Broker(data_dir)
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import ottla
 
@@ -196,3 +196,16 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10.0, interval: float 
             return True
         time.sleep(interval)
     return pred()
+
+
+def kafka_poll(c: Any, n: int, timeout: float = 20.0) -> list:
+    """Poll a kafka-python ``KafkaConsumer`` until it has handed out ``n``
+    records (all of them, in arrival order), failing after ``timeout``
+    seconds."""
+    out: list = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n:
+        assert time.monotonic() < deadline, f"got {len(out)} of {n}"
+        for recs in c.poll(timeout_ms=200).values():
+            out.extend(recs)
+    return out

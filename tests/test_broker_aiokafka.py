@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
-from typing import Any, Coroutine, Iterator, List, Set, TypeVar
+from typing import Any, Coroutine, List, Set, TypeVar
 
 import pytest
 
@@ -21,15 +21,6 @@ T = TypeVar("T")
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-@pytest.fixture
-def broker(data_dir: Path) -> Iterator[ottla.Broker]:
-    b = ottla.Broker(data_dir)
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 def consumer(b: ottla.Broker, *topics: str, group: str, **kw: Any) -> "aiokafka.AIOKafkaConsumer":

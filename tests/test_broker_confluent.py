@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator, List, Set, Tuple
+from typing import List, Set, Tuple
 
 import pytest
 
@@ -15,15 +15,6 @@ ck = pytest.importorskip("confluent_kafka")
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic  # noqa: E402
 
 SESSION_MS = 6000
-
-
-@pytest.fixture
-def broker(data_dir: Path) -> Iterator[ottla.Broker]:
-    b = ottla.Broker(data_dir)
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 def producer(b: ottla.Broker, **conf: object) -> "ck.Producer":

@@ -11,7 +11,6 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -34,15 +33,6 @@ CORRUPT_MESSAGE = 2
 UNKNOWN_TOPIC_OR_PARTITION = 3
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 UNSUPPORTED_VERSION = 35
-
-
-@pytest.fixture
-def broker(data_dir: Path) -> Iterator[ottla.Broker]:
-    b = ottla.Broker(data_dir)
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 def connect(b: ottla.Broker) -> socket.socket:

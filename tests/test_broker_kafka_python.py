@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator, List, Set
+from typing import List, Set
 
 import pytest
 
@@ -16,17 +16,9 @@ import ottla
 kafka = pytest.importorskip("kafka")
 from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic  # noqa: E402
 from kafka.errors import TopicAlreadyExistsError  # noqa: E402
+from helpers import kafka_poll as consume  # noqa: E402
 
 SESSION_MS = 6000
-
-
-@pytest.fixture
-def broker(data_dir: Path) -> Iterator[ottla.Broker]:
-    b = ottla.Broker(data_dir)
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 def producer(b: ottla.Broker, **kw: object) -> "kafka.KafkaProducer":
@@ -38,16 +30,6 @@ def consumer(b: ottla.Broker, *topics: str, group: str, **kw: object) -> "kafka.
         *topics, bootstrap_servers=b.bootstrap_servers, group_id=group,
         auto_offset_reset="earliest", enable_auto_commit=False,
         session_timeout_ms=SESSION_MS, heartbeat_interval_ms=500, **kw)
-
-
-def consume(c: "kafka.KafkaConsumer", n: int, timeout: float = 20.0) -> list:
-    out: list = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n:
-        assert time.monotonic() < deadline, f"got {len(out)} of {n}"
-        for recs in c.poll(timeout_ms=200).values():
-            out.extend(recs)
-    return out
 
 
 def test_broker_version_is_inferred_for_record_batch_v2(broker: ottla.Broker) -> None:

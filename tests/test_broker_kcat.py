@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator, List, Set
+from typing import List, Set
 
 import pytest
 
@@ -23,15 +23,6 @@ import ottla
 
 KCAT = shutil.which("kcat")
 pytestmark = pytest.mark.skipif(KCAT is None, reason="kcat is not installed")
-
-
-@pytest.fixture
-def broker(data_dir: Path) -> Iterator[ottla.Broker]:
-    b = ottla.Broker(data_dir)
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 def kcat(b: ottla.Broker, *args: str, stdin: bytes = b"", timeout: float = 30) -> str:

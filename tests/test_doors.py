@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -14,15 +13,7 @@ import ottla
 
 kafka = pytest.importorskip("kafka")
 from kafka.errors import InconsistentGroupProtocolError  # noqa: E402
-
-
-@pytest.fixture
-def broker(data_dir: Path) -> Iterator[ottla.Broker]:
-    b = ottla.Broker(data_dir)
-    try:
-        yield b
-    finally:
-        b.close()
+from helpers import kafka_poll as poll_until  # noqa: E402
 
 
 def kafka_consumer(b: ottla.Broker, topic: str, group: str) -> "kafka.KafkaConsumer":
@@ -36,16 +27,6 @@ def fill(data_dir: Path, topic: str, n: int) -> None:
     with ottla.Producer(data_dir) as p:
         for i in range(n):
             p.send(topic, b"v%d" % i, partition=0)
-
-
-def poll_until(c: "kafka.KafkaConsumer", n: int, timeout: float = 20.0) -> list:
-    out: list = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n:
-        assert time.monotonic() < deadline, f"got {len(out)} of {n}"
-        for recs in c.poll(timeout_ms=200).values():
-            out.extend(recs)
-    return out
 
 
 def test_committed_offsets_are_shared_between_the_doors(broker: ottla.Broker, data_dir: Path) -> None:

@@ -16,7 +16,8 @@
 pub mod admin;
 pub mod assignor;
 pub mod member;
-pub mod ofd;
+// The byte locks moved to the crate level (`crate::ofd`); the old path stays.
+pub use crate::ofd;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet};

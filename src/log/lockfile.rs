@@ -18,103 +18,53 @@
 //!   process listing the segment files holds it shared, so it sees the files
 //!   before or after a swap, never halfway (see `log::cleaner`).
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+pub use crate::ofd::ByteGuard;
+use crate::ofd::ByteLocks;
 
-const APPEND_BYTE: i64 = 0;
-const PRESENCE_BYTE: i64 = 1;
-const CLEANER_BYTE: i64 = 2;
-const SWAP_BYTE: i64 = 3;
+const APPEND_BYTE: u64 = 0;
+const PRESENCE_BYTE: u64 = 1;
+const CLEANER_BYTE: u64 = 2;
+const SWAP_BYTE: u64 = 3;
 
+/// `partition.lock`: the fcntl plumbing is `crate::ofd`'s; this names the
+/// bytes and what holding them means.
 pub struct LockFile {
-    file: File,
-    path: PathBuf,
-}
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Shared,
-    Exclusive,
-    Unlock,
+    locks: ByteLocks,
 }
 
 impl LockFile {
     pub fn open(path: &Path) -> Result<LockFile> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| Error::io("open lock file", path, e))?;
         Ok(LockFile {
-            file,
-            path: path.to_path_buf(),
+            locks: ByteLocks::open(path)?,
         })
     }
 
-    fn fcntl(&self, byte: i64, kind: Kind, wait: bool) -> std::io::Result<bool> {
-        // SAFETY: flock is a plain C struct for which all-zero is valid.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = match kind {
-            Kind::Shared => libc::F_RDLCK,
-            Kind::Exclusive => libc::F_WRLCK,
-            Kind::Unlock => libc::F_UNLCK,
-        } as _;
-        fl.l_whence = libc::SEEK_SET as _;
-        fl.l_start = byte as _;
-        fl.l_len = 1;
-        let cmd = if wait {
-            libc::F_OFD_SETLKW
-        } else {
-            libc::F_OFD_SETLK
-        };
-        loop {
-            // SAFETY: valid fd and a pointer to an initialised flock struct.
-            let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), cmd, &mut fl) };
-            if rc == 0 {
-                return Ok(true);
-            }
-            let err = std::io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => return Ok(false),
-                _ => return Err(err),
-            }
-        }
-    }
-
-    fn set(&self, byte: i64, kind: Kind, wait: bool) -> Result<bool> {
-        self.fcntl(byte, kind, wait)
-            .map_err(|e| Error::io("lock", &self.path, e))
-    }
-
     pub fn lock_append(&self) -> Result<AppendGuard<'_>> {
-        self.set(APPEND_BYTE, Kind::Exclusive, true)?;
-        Ok(AppendGuard { lock: self })
+        self.locks.lock_exclusive(APPEND_BYTE)?;
+        Ok(AppendGuard {
+            _byte: ByteGuard::held(&self.locks, APPEND_BYTE),
+        })
     }
 
     pub fn hold_presence_shared(&self) -> Result<()> {
-        self.set(PRESENCE_BYTE, Kind::Shared, true).map(|_| ())
+        self.locks.lock(PRESENCE_BYTE, false)
     }
 
     /// Try to become the only process with the partition open. Converting an
     /// OFD lock is atomic, so on failure the shared hold (if any) is kept.
     pub fn try_presence_exclusive(&self) -> Result<bool> {
-        self.set(PRESENCE_BYTE, Kind::Exclusive, false)
+        self.locks.try_lock(PRESENCE_BYTE, true)
     }
 
     /// Become the partition's cleaner, unless another one is at work.
     pub fn try_lock_cleaner(&self) -> Result<Option<ByteGuard<'_>>> {
         Ok(self
-            .set(CLEANER_BYTE, Kind::Exclusive, false)?
-            .then_some(ByteGuard {
-                lock: self,
-                byte: CLEANER_BYTE,
-            }))
+            .locks
+            .try_lock(CLEANER_BYTE, true)?
+            .then(|| ByteGuard::held(&self.locks, CLEANER_BYTE)))
     }
 
     /// The swap lock: exclusive for the cleaner's renames, shared for
@@ -122,42 +72,15 @@ impl LockFile {
     /// description: in-process exclusion is the caller's (the segment map's
     /// write lock, see `PartitionLog::segments_for`).
     pub fn lock_swap(&self, exclusive: bool) -> Result<ByteGuard<'_>> {
-        let kind = if exclusive {
-            Kind::Exclusive
-        } else {
-            Kind::Shared
-        };
-        self.set(SWAP_BYTE, kind, true)?;
-        Ok(ByteGuard {
-            lock: self,
-            byte: SWAP_BYTE,
-        })
+        self.locks.lock(SWAP_BYTE, exclusive)?;
+        Ok(ByteGuard::held(&self.locks, SWAP_BYTE))
     }
 }
 
-/// Releases one lock byte when dropped.
-pub struct ByteGuard<'a> {
-    lock: &'a LockFile,
-    byte: i64,
-}
-
-impl Drop for ByteGuard<'_> {
-    fn drop(&mut self) {
-        let _ = self.lock.fcntl(self.byte, Kind::Unlock, false);
-    }
-}
-
-/// Releases the append lock when dropped.
+/// Releases the append lock when dropped (unlocking a held lock cannot fail
+/// short of a closed fd; if it did, closing the file still releases it).
 pub struct AppendGuard<'a> {
-    lock: &'a LockFile,
-}
-
-impl Drop for AppendGuard<'_> {
-    fn drop(&mut self) {
-        // Unlocking a held lock cannot fail short of a closed fd; if it did,
-        // closing the file (process exit) still releases it.
-        let _ = self.lock.fcntl(APPEND_BYTE, Kind::Unlock, false);
-    }
+    _byte: ByteGuard<'a>,
 }
 
 #[cfg(test)]
@@ -187,9 +110,9 @@ mod tests {
         let a = LockFile::open(&p).expect("open a");
         let b = LockFile::open(&p).expect("open b");
         let g = a.lock_append().expect("lock");
-        assert!(!b.set(APPEND_BYTE, Kind::Exclusive, false).expect("try"));
+        assert!(!b.locks.try_lock(APPEND_BYTE, true).expect("try"));
         drop(g);
-        assert!(b.set(APPEND_BYTE, Kind::Exclusive, false).expect("try"));
+        assert!(b.locks.try_lock(APPEND_BYTE, true).expect("try"));
     }
 
     #[test]
@@ -203,9 +126,9 @@ mod tests {
         drop(g);
         assert!(b.try_lock_cleaner().expect("lock").is_some());
         let s = a.lock_swap(true).expect("swap");
-        assert!(!b.set(SWAP_BYTE, Kind::Shared, false).expect("try"));
+        assert!(!b.locks.try_lock(SWAP_BYTE, false).expect("try"));
         drop(s);
         let _r = b.lock_swap(false).expect("shared");
-        assert!(!a.set(SWAP_BYTE, Kind::Exclusive, false).expect("try"));
+        assert!(!a.locks.try_lock(SWAP_BYTE, true).expect("try"));
     }
 }

@@ -32,13 +32,14 @@ use pyo3::types::PyList;
 
 use super::aio_bell::{running_loop, set_future, spawn_awaitable, Bell, Delivery, Value};
 use super::errors::to_pyerr;
-use super::producer::{check_partition, check_timestamp, extract_headers, parse_fsync};
-use super::types::{BytesArg, RecordMetadata};
+use super::producer::{
+    check_partition, check_timestamp, fsync_label, open_engine, send_chunk, send_one, serialize,
+};
+use super::types::RecordMetadata;
 use crate::error::Error;
 use crate::producer::{
-    BatchHandle, Completions, FsyncPolicy, Producer as Engine, ProducerConfig, SendReceipt, SendRun,
+    BatchHandle, Completions, FsyncPolicy, Producer as Engine, SendReceipt, SendRun,
 };
-use crate::store::Store;
 
 type Outcome = std::result::Result<i64, Arc<Error>>;
 
@@ -310,25 +311,6 @@ pub struct AioProducer {
     path: String,
 }
 
-impl AioProducer {
-    fn serialize<'py>(
-        py: Python<'py>,
-        ser: &Option<Py<PyAny>>,
-        obj: Option<Bound<'py, PyAny>>,
-        what: &str,
-    ) -> PyResult<Option<BytesArg<'py>>> {
-        let obj = match (ser, obj) {
-            (_, None) => return Ok(None),
-            (Some(f), Some(o)) => f.bind(py).call1((o,))?,
-            (None, Some(o)) => o,
-        };
-        if obj.is_none() {
-            return Ok(None);
-        }
-        BytesArg::from_obj(&obj, what).map(Some)
-    }
-}
-
 fn pick_timestamp(timestamp_ms: Option<i64>, timestamp: Option<i64>) -> PyResult<Option<i64>> {
     match (timestamp_ms, timestamp) {
         (Some(_), Some(_)) => Err(PyTypeError::new_err(
@@ -365,35 +347,17 @@ impl AioProducer {
         client_id: Option<String>,
     ) -> PyResult<Self> {
         let _ = (acks, client_id); // accepted for Kafka compatibility, as in ottla.Producer
-        parse_fsync(fsync)?;
-        let policy = match fsync {
-            "always" => FsyncPolicy::Always,
-            "interval" => FsyncPolicy::Interval(fsync_interval_ms),
-            _ => FsyncPolicy::Never,
-        };
-        for (name, f) in [
-            ("key_serializer", &key_serializer),
-            ("value_serializer", &value_serializer),
-        ] {
-            if let Some(f) = f {
-                if !f.bind(py).is_callable() {
-                    return Err(PyTypeError::new_err(format!("{name} must be callable")));
-                }
-            }
-        }
-        let engine = py.detach(|| -> crate::Result<Arc<Engine>> {
-            let store = Store::open(&path)?;
-            Engine::new(
-                store,
-                ProducerConfig {
-                    linger_ms,
-                    batch_size,
-                    fsync: policy,
-                    auto_create_topics,
-                    num_partitions,
-                },
-            )
-        })?;
+        let engine = open_engine(
+            py,
+            &path,
+            linger_ms,
+            batch_size,
+            fsync,
+            fsync_interval_ms,
+            auto_create_topics,
+            num_partitions,
+            (&key_serializer, &value_serializer),
+        )?;
         Ok(AioProducer {
             shared: Arc::new(Shared {
                 engine,
@@ -427,22 +391,12 @@ impl AioProducer {
     ) -> PyResult<SendFuture> {
         let partition = check_partition(partition)?;
         let timestamp = pick_timestamp(timestamp_ms, timestamp)?;
-        let value = Self::serialize(py, &self.value_serializer, value, "value")?;
-        let key = Self::serialize(py, &self.key_serializer, key, "key")?;
+        let value = serialize(py, &self.value_serializer, value, "value")?;
+        let key = serialize(py, &self.key_serializer, key, "key")?;
         let vs = value.as_ref().map(|v| v.as_slice()).transpose()?;
         let ks = key.as_ref().map(|k| k.as_slice()).transpose()?;
         let engine = &self.shared.engine;
-        let (receipt, sealed) = match headers {
-            None => engine.send(topic, ks, vs, &[], partition, timestamp),
-            Some(h) => {
-                let owned = extract_headers(&h)?;
-                let refs: Vec<(&[u8], Option<&[u8]>)> = owned
-                    .iter()
-                    .map(|(k, v)| (k.as_bytes(), v.as_deref()))
-                    .collect();
-                engine.send(topic, ks, vs, &refs, partition, timestamp)
-            }
-        }?;
+        let (receipt, sealed) = send_one(engine, topic, ks, vs, headers, partition, timestamp)?;
         if sealed {
             self.shared.append_sealed(py);
         }
@@ -476,24 +430,18 @@ impl AioProducer {
         let timestamp = timestamp.unwrap_or_else(crate::log::now_ms);
         let mut runs: Vec<SendRun> = Vec::new();
         let mut count = 0usize;
-        let (kser, vser) = (&self.key_serializer, &self.value_serializer);
         loop {
-            let mut vals: Vec<Option<BytesArg<'py>>> = Vec::with_capacity(CHUNK);
-            let mut ks: Vec<Option<BytesArg<'py>>> = Vec::new();
-            for v in values.by_ref().take(CHUNK) {
-                vals.push(Self::serialize(py, vser, Some(v?), "value")?);
-                if let Some(kit) = keys.as_mut() {
-                    match kit.next() {
-                        Some(k) => ks.push(Self::serialize(py, kser, Some(k?), "key")?),
-                        None => {
-                            return Err(pyo3::exceptions::PyValueError::new_err(
-                                "keys has fewer items than values",
-                            ))
-                        }
-                    }
-                }
-            }
-            if vals.is_empty() {
+            let (mut r, n, sealed) = send_chunk(
+                py,
+                &self.shared.engine,
+                (&self.key_serializer, &self.value_serializer),
+                topic,
+                values.by_ref().take(CHUNK),
+                keys.as_mut(),
+                partition,
+                timestamp,
+            )?;
+            if n == 0 {
                 if let Some(kit) = keys.as_mut() {
                     if kit.next().is_some() {
                         return Err(pyo3::exceptions::PyValueError::new_err(
@@ -503,22 +451,7 @@ impl AioProducer {
                 }
                 break;
             }
-            let mut slices = Vec::with_capacity(vals.len());
-            for (i, v) in vals.iter().enumerate() {
-                let vs = v.as_ref().map(|v| v.as_slice()).transpose()?;
-                let kb = match ks.get(i) {
-                    Some(k) => k.as_ref().map(|k| k.as_slice()).transpose()?,
-                    None => None,
-                };
-                slices.push((kb, vs));
-            }
-            count += slices.len();
-            let (mut r, _, sealed) = self.shared.engine.send_many(
-                topic,
-                slices.into_iter(),
-                partition,
-                Some(timestamp),
-            )?;
+            count += n;
             runs.append(&mut r);
             if sealed {
                 self.shared.append_sealed(py);
@@ -564,11 +497,7 @@ impl AioProducer {
 
     fn __repr__(&self) -> String {
         let c = self.shared.engine.config();
-        let fsync = match c.fsync {
-            FsyncPolicy::Never => "never".to_string(),
-            FsyncPolicy::Interval(ms) => format!("interval({ms} ms)"),
-            FsyncPolicy::Always => "always".to_string(),
-        };
+        let fsync = fsync_label(c.fsync);
         format!(
             "<ottla.aio.Producer path={:?} linger_ms={} batch_size={} fsync={}{}>",
             self.path,

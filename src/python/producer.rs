@@ -59,67 +59,149 @@ impl Producer {
         let _ = run(py, done);
         Ok(())
     }
+}
 
-    /// The general `send_many` path for one chunk: serializers, keys, and
-    /// any bytes-like value. Returns the runs, the records taken and whether
-    /// batches were sealed.
-    fn send_chunk<'py>(
-        &self,
-        py: Python<'py>,
-        topic: &str,
-        values: impl Iterator<Item = PyResult<Bound<'py, PyAny>>>,
-        mut keys: Option<&mut Bound<'py, PyIterator>>,
-        partition: Option<u32>,
-        timestamp: i64,
-    ) -> PyResult<(Vec<SendRun>, usize, bool)> {
-        let mut vals: Vec<Option<BytesArg<'py>>> = Vec::new();
-        let mut ks: Vec<Option<BytesArg<'py>>> = Vec::new();
-        for v in values {
-            vals.push(self.serialize(py, &self.value_serializer, Some(v?), "value")?);
-            if let Some(kit) = keys.as_mut() {
-                match kit.next() {
-                    Some(k) => {
-                        ks.push(self.serialize(py, &self.key_serializer, Some(k?), "key")?)
-                    }
-                    None => return Err(PyValueError::new_err("keys has fewer items than values")),
-                }
+/// The general `send_many` path for one chunk, shared by both producers:
+/// serializers, keys, and any bytes-like value. Returns the runs, the
+/// records taken and whether batches were sealed.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn send_chunk<'py>(
+    py: Python<'py>,
+    engine: &Engine,
+    serializers: (&Option<Py<PyAny>>, &Option<Py<PyAny>>),
+    topic: &str,
+    values: impl Iterator<Item = PyResult<Bound<'py, PyAny>>>,
+    mut keys: Option<&mut Bound<'py, PyIterator>>,
+    partition: Option<u32>,
+    timestamp: i64,
+) -> PyResult<(Vec<SendRun>, usize, bool)> {
+    let (key_serializer, value_serializer) = serializers;
+    let mut vals: Vec<Option<BytesArg<'py>>> = Vec::new();
+    let mut ks: Vec<Option<BytesArg<'py>>> = Vec::new();
+    for v in values {
+        vals.push(serialize(py, value_serializer, Some(v?), "value")?);
+        if let Some(kit) = keys.as_mut() {
+            match kit.next() {
+                Some(k) => ks.push(serialize(py, key_serializer, Some(k?), "key")?),
+                None => return Err(PyValueError::new_err("keys has fewer items than values")),
             }
         }
-        if vals.is_empty() {
-            return Ok((Vec::new(), 0, false));
-        }
-        let mut slices = Vec::with_capacity(vals.len());
-        for (i, v) in vals.iter().enumerate() {
-            let vs = v.as_ref().map(|v| v.as_slice()).transpose()?;
-            let kb = match ks.get(i) {
-                Some(k) => k.as_ref().map(|k| k.as_slice()).transpose()?,
-                None => None,
-            };
-            slices.push((kb, vs));
-        }
-        let n = slices.len();
-        let (r, _, sealed) =
-            self.engine
-                .send_many(topic, slices.into_iter(), partition, Some(timestamp))?;
-        Ok((r, n, sealed))
     }
-
-    fn serialize<'py>(
-        &self,
-        py: Python<'py>,
-        ser: &Option<Py<PyAny>>,
-        obj: Option<Bound<'py, PyAny>>,
-        what: &str,
-    ) -> PyResult<Option<BytesArg<'py>>> {
-        let obj = match (ser, obj) {
-            (_, None) => return Ok(None),
-            (Some(f), Some(o)) => f.bind(py).call1((o,))?,
-            (None, Some(o)) => o,
+    if vals.is_empty() {
+        return Ok((Vec::new(), 0, false));
+    }
+    let mut slices = Vec::with_capacity(vals.len());
+    for (i, v) in vals.iter().enumerate() {
+        let vs = v.as_ref().map(|v| v.as_slice()).transpose()?;
+        let kb = match ks.get(i) {
+            Some(k) => k.as_ref().map(|k| k.as_slice()).transpose()?,
+            None => None,
         };
-        if obj.is_none() {
-            return Ok(None);
+        slices.push((kb, vs));
+    }
+    let n = slices.len();
+    let (r, _, sealed) = engine.send_many(topic, slices.into_iter(), partition, Some(timestamp))?;
+    Ok((r, n, sealed))
+}
+
+/// A key or value as bytes: through its serializer when there is one;
+/// `None` (given or serialized) is a null.
+pub(super) fn serialize<'py>(
+    py: Python<'py>,
+    ser: &Option<Py<PyAny>>,
+    obj: Option<Bound<'py, PyAny>>,
+    what: &str,
+) -> PyResult<Option<BytesArg<'py>>> {
+    let obj = match (ser, obj) {
+        (_, None) => return Ok(None),
+        (Some(f), Some(o)) => f.bind(py).call1((o,))?,
+        (None, Some(o)) => o,
+    };
+    if obj.is_none() {
+        return Ok(None);
+    }
+    BytesArg::from_obj(&obj, what).map(Some)
+}
+
+/// One record through `Engine::send`, with its headers (if any) borrowed
+/// from their Python form: the common tail of both producers' `send()`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn send_one(
+    engine: &Engine,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: Option<Bound<'_, PyAny>>,
+    partition: Option<u32>,
+    timestamp: Option<i64>,
+) -> PyResult<(SendReceipt, bool)> {
+    let sent = match headers {
+        None => engine.send(topic, key, value, &[], partition, timestamp),
+        Some(h) => {
+            let owned = extract_headers(&h)?;
+            let refs: Vec<(&[u8], Option<&[u8]>)> = owned
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_deref()))
+                .collect();
+            engine.send(topic, key, value, &refs, partition, timestamp)
         }
-        BytesArg::from_obj(&obj, what).map(Some)
+    }?;
+    Ok(sent)
+}
+
+/// The settings both producers take (`ottla.Producer` and
+/// `ottla.aio.Producer` share their keyword arguments): checks them and
+/// opens the engine over the store at `path`, with the GIL released.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn open_engine(
+    py: Python<'_>,
+    path: &std::path::Path,
+    linger_ms: u64,
+    batch_size: usize,
+    fsync: &str,
+    fsync_interval_ms: u64,
+    auto_create_topics: bool,
+    num_partitions: u32,
+    serializers: (&Option<Py<PyAny>>, &Option<Py<PyAny>>),
+) -> PyResult<Arc<Engine>> {
+    parse_fsync(fsync)?;
+    let policy = match fsync {
+        "always" => FsyncPolicy::Always,
+        "interval" => FsyncPolicy::Interval(fsync_interval_ms),
+        _ => FsyncPolicy::Never,
+    };
+    for (name, f) in [
+        ("key_serializer", serializers.0),
+        ("value_serializer", serializers.1),
+    ] {
+        if let Some(f) = f {
+            if !f.bind(py).is_callable() {
+                return Err(PyTypeError::new_err(format!("{name} must be callable")));
+            }
+        }
+    }
+    let engine = py.detach(|| -> crate::Result<Arc<Engine>> {
+        let store = Store::open(path)?;
+        Engine::new(
+            store,
+            ProducerConfig {
+                linger_ms,
+                batch_size,
+                fsync: policy,
+                auto_create_topics,
+                num_partitions,
+            },
+        )
+    })?;
+    Ok(engine)
+}
+
+/// How `__repr__` shows a producer's fsync policy.
+pub(super) fn fsync_label(policy: FsyncPolicy) -> String {
+    match policy {
+        FsyncPolicy::Never => "never".to_string(),
+        FsyncPolicy::Interval(ms) => format!("interval({ms} ms)"),
+        FsyncPolicy::Always => "always".to_string(),
     }
 }
 
@@ -177,35 +259,17 @@ impl Producer {
         client_id: Option<String>,
     ) -> PyResult<Self> {
         let _ = (acks, client_id); // accepted for Kafka compatibility: every ack is a local append
-        parse_fsync(fsync)?;
-        let policy = match fsync {
-            "always" => FsyncPolicy::Always,
-            "interval" => FsyncPolicy::Interval(fsync_interval_ms),
-            _ => FsyncPolicy::Never,
-        };
-        for (name, f) in [
-            ("key_serializer", &key_serializer),
-            ("value_serializer", &value_serializer),
-        ] {
-            if let Some(f) = f {
-                if !f.bind(py).is_callable() {
-                    return Err(PyTypeError::new_err(format!("{name} must be callable")));
-                }
-            }
-        }
-        let engine = py.detach(|| -> crate::Result<Arc<Engine>> {
-            let store = Store::open(&path)?;
-            Engine::new(
-                store,
-                ProducerConfig {
-                    linger_ms,
-                    batch_size,
-                    fsync: policy,
-                    auto_create_topics,
-                    num_partitions,
-                },
-            )
-        })?;
+        let engine = open_engine(
+            py,
+            &path,
+            linger_ms,
+            batch_size,
+            fsync,
+            fsync_interval_ms,
+            auto_create_topics,
+            num_partitions,
+            (&key_serializer, &value_serializer),
+        )?;
         Ok(Producer {
             engine,
             key_serializer,
@@ -227,17 +291,9 @@ impl Producer {
         timestamp: Option<i64>,
         headers: Option<Bound<'py, PyAny>>,
     ) -> PyResult<FutureRecordMetadata> {
-        let partition = match partition {
-            None => None,
-            Some(p) if (0..=u32::MAX as i64).contains(&p) => Some(p as u32),
-            Some(p) => {
-                return Err(PyValueError::new_err(format!(
-                    "partition must be >= 0, got {p}"
-                )))
-            }
-        };
-        let value = self.serialize(py, &self.value_serializer, value, "value")?;
-        let key = self.serialize(py, &self.key_serializer, key, "key")?;
+        let partition = check_partition(partition)?;
+        let value = serialize(py, &self.value_serializer, value, "value")?;
+        let key = serialize(py, &self.key_serializer, key, "key")?;
         let vs = value.as_ref().map(|v| v.as_slice()).transpose()?;
         let ks = key.as_ref().map(|k| k.as_slice()).transpose()?;
         // A large immutable `bytes` value is written from its own buffer,
@@ -262,17 +318,8 @@ impl Producer {
                 });
             }
         }
-        let (receipt, sealed) = match headers {
-            None => self.engine.send(topic, ks, vs, &[], partition, timestamp),
-            Some(h) => {
-                let owned = extract_headers(&h)?;
-                let refs: Vec<(&[u8], Option<&[u8]>)> = owned
-                    .iter()
-                    .map(|(k, v)| (k.as_bytes(), v.as_deref()))
-                    .collect();
-                self.engine.send(topic, ks, vs, &refs, partition, timestamp)
-            }
-        }?;
+        let (receipt, sealed) =
+            send_one(&self.engine, topic, ks, vs, headers, partition, timestamp)?;
         if sealed {
             self.flush_sealed(py)?;
         }
@@ -321,8 +368,16 @@ impl Producer {
                         .send_values(topic, &slices, partition, timestamp)?
                 } else {
                     let items = (at..end).map(|i| list.get_item(i));
-                    let (r, _, sealed) =
-                        self.send_chunk(py, topic, items, None, partition, timestamp)?;
+                    let (r, _, sealed) = send_chunk(
+                        py,
+                        &self.engine,
+                        (&self.key_serializer, &self.value_serializer),
+                        topic,
+                        items,
+                        None,
+                        partition,
+                        timestamp,
+                    )?;
                     (r, sealed)
                 };
                 slices.clear();
@@ -345,8 +400,10 @@ impl Producer {
         let mut values = values.try_iter()?;
         let mut keys = keys.map(|k| k.try_iter()).transpose()?;
         loop {
-            let (mut r, n, sealed) = self.send_chunk(
+            let (mut r, n, sealed) = send_chunk(
                 py,
+                &self.engine,
+                (&self.key_serializer, &self.value_serializer),
                 topic,
                 values.by_ref().take(CHUNK),
                 keys.as_mut(),
@@ -429,11 +486,7 @@ impl Producer {
 
     fn __repr__(&self) -> String {
         let c = self.engine.config();
-        let fsync = match c.fsync {
-            FsyncPolicy::Never => "never".to_string(),
-            FsyncPolicy::Interval(ms) => format!("interval({ms} ms)"),
-            FsyncPolicy::Always => "always".to_string(),
-        };
+        let fsync = fsync_label(c.fsync);
         format!(
             "<ottla.Producer path={:?} linger_ms={} batch_size={} fsync={}{}>",
             self.path,

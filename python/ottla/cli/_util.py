@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 from datetime import datetime, timezone
-from typing import Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
 
 DEFAULT_DATA = "./ottla-data"
 
@@ -97,3 +97,27 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], out: Optiona
             (c.rjust(w) if num else c.ljust(w)) for c, w, num in zip(row, widths, numeric)
         ]
         print("  ".join(parts).rstrip(), file=stream)
+
+
+def action_adder(
+    p: argparse.ArgumentParser, common: argparse.ArgumentParser
+) -> Callable[[str, str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]:
+    """The ACTION subcommands of a command family (``ottla topics ACTION``):
+    returns ``action(name, help, func, example)``, which adds one, with the
+    common options, a description made from ``help`` and ``example`` as its
+    epilog, and returns its parser for the action's own arguments."""
+    actions: Any = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, help: str, func: Callable[[argparse.Namespace], int], example: str) -> argparse.ArgumentParser:
+        a: argparse.ArgumentParser = actions.add_parser(
+            name,
+            help=help,
+            description=help[0].upper() + help[1:] + ".",
+            parents=[common],
+            epilog=f"example:\n  {example}\n",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        a.set_defaults(func=func)
+        return a
+
+    return action

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
-from ottla.cli._util import CliError, UsageError, format_time_ms, parse_time_ms, table
+from ottla.cli._util import CliError, UsageError, action_adder, format_time_ms, parse_time_ms, table
 from ottla.cli.backend import TP, Backend, open_backend
 from ottla.cli.progress import Progress
 
@@ -29,19 +29,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-
-    def action(name: str, help: str, func: Callable[[argparse.Namespace], int], example: str) -> argparse.ArgumentParser:
-        a: argparse.ArgumentParser = actions.add_parser(
-            name,
-            help=help,
-            description=help[0].upper() + help[1:] + ".",
-            parents=[common],
-            epilog=f"example:\n  {example}\n",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        a.set_defaults(func=func)
-        return a
+    action = action_adder(p, common)
 
     action("list", "list consumer groups", cmd_list, "ottla groups list")
     a = action("describe", "show a group's state, members, committed offsets and lag", cmd_describe, "ottla groups describe billing")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+from typing import Any
 
-from ottla.cli._util import UsageError, human_bytes, key_value, key_values, table
+from ottla.cli._util import UsageError, action_adder, human_bytes, key_value, key_values, table
 from ottla.cli.backend import open_backend
 
 EPILOG = """\
@@ -28,19 +28,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-
-    def action(name: str, help: str, func: Callable[[argparse.Namespace], int], example: str) -> argparse.ArgumentParser:
-        a: argparse.ArgumentParser = actions.add_parser(
-            name,
-            help=help,
-            description=help[0].upper() + help[1:] + ".",
-            parents=[common],
-            epilog=f"example:\n  {example}\n",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        a.set_defaults(func=func)
-        return a
+    action = action_adder(p, common)
 
     action("list", "list topic names", cmd_list, "ottla topics list --data ./ottla-data")
 

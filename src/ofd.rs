@@ -1,8 +1,9 @@
-//! Open-file-description byte locks on an arbitrary byte of a file.
+//! Open-file-description byte locks on an arbitrary byte of a file: the one
+//! owner of the `fcntl(F_OFD_*)` plumbing.
 //!
-//! The same kernel locks as `log::lockfile` (which owns the two fixed bytes
-//! of `partition.lock`), here for any byte: a group's ownership file has one
-//! byte per partition. OFD locks belong to the open file description, so two
+//! Each user names its own bytes: `log::lockfile` the fixed bytes of
+//! `partition.lock` (append, presence, cleaner and swap locks), `group` one
+//! byte per partition of a group's ownership file. OFD locks belong to the open file description, so two
 //! consumers in one process (each with its own descriptor) exclude each other
 //! exactly as two processes do, and the kernel drops them when the process
 //! dies, `kill -9` included. That last property is what group membership
@@ -113,6 +114,16 @@ impl ByteLocks {
         self.set(byte, Kind::Exclusive, true).map(|_| ())
     }
 
+    /// Take `byte` shared or exclusive, waiting for conflicting holders.
+    pub fn lock(&self, byte: u64, exclusive: bool) -> Result<()> {
+        let kind = if exclusive {
+            Kind::Exclusive
+        } else {
+            Kind::Shared
+        };
+        self.set(byte, kind, true).map(|_| ())
+    }
+
     pub fn unlock(&self, byte: u64) -> Result<()> {
         self.set(byte, Kind::Unlock, false).map(|_| ())
     }
@@ -135,16 +146,22 @@ impl ByteLocks {
     }
 }
 
-/// Releases an exclusive byte lock when dropped.
+/// Releases a byte lock (shared or exclusive) when dropped.
 pub struct ByteGuard<'a> {
     locks: &'a ByteLocks,
     byte: u64,
 }
 
 impl<'a> ByteGuard<'a> {
+    /// Take `byte` exclusively, waiting for other holders.
     pub fn lock(locks: &'a ByteLocks, byte: u64) -> Result<ByteGuard<'a>> {
         locks.lock_exclusive(byte)?;
         Ok(ByteGuard { locks, byte })
+    }
+
+    /// Guard a lock on `byte` the caller has just taken through `locks`.
+    pub fn held(locks: &'a ByteLocks, byte: u64) -> ByteGuard<'a> {
+        ByteGuard { locks, byte }
     }
 }
 
