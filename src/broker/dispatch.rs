@@ -72,6 +72,8 @@ async fn handle_inner(
             session.client_id = id.as_str().to_string();
         }
     }
+    // The header's strings point into the frame; let go of them (see Produce).
+    drop(header);
     let v = p.api_version;
     let cid = p.correlation_id;
     macro_rules! call {
@@ -89,6 +91,9 @@ async fn handle_inner(
         ApiKey::Metadata => call!(api::metadata::handle),
         ApiKey::Produce => {
             let req = frame::body(frame, v)?;
+            // Only the request's record batches may still refer to the frame's
+            // bytes, so the produce handler can append them without a copy.
+            *frame = Bytes::new();
             match api::produce::handle(shared, session, req, v).await {
                 Some(resp) => frame::response(api, v, cid, &resp).map(Some),
                 None => Ok(None),
