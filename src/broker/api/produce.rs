@@ -223,3 +223,29 @@ pub fn validate(data: &[u8], max_message_bytes: usize) -> Result<Checked, i16> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_no_one_else_holds_are_appended_in_place_others_are_copied() {
+        let frame = Bytes::from(vec![7u8; 4096]);
+        let records = frame.slice(96..);
+        drop(frame);
+        let at = records.as_ptr();
+        let mine = owned(records);
+        assert_eq!(mine.as_ptr(), at, "a sole owner should not copy");
+        assert_eq!(&mine[..], &[7u8; 4000][..]);
+
+        let frame = Bytes::from(vec![9u8; 4096]);
+        let records = frame.slice(96..);
+        let copy = owned(records);
+        assert_ne!(
+            copy.as_ptr(),
+            frame[96..].as_ptr(),
+            "a shared buffer must be copied"
+        );
+        assert_eq!(&copy[..], &frame[96..]);
+    }
+}
