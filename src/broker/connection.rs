@@ -108,6 +108,11 @@ impl Connection {
                 let whole = 4 + n as usize;
                 if self.rbuf.len() >= whole {
                     let mut frame = self.rbuf.split_to(whole);
+                    if self.rbuf.capacity() == 0 {
+                        // Nothing left to read into; let go of the frame's
+                        // allocation so the frame is its sole owner.
+                        self.rbuf = BytesMut::new();
+                    }
                     let _ = frame.split_to(4);
                     return Ok(Some(frame.freeze()));
                 }

@@ -238,6 +238,21 @@ mod tests {
         assert_eq!(mine.as_ptr(), at, "a sole owner should not copy");
         assert_eq!(&mine[..], &[7u8; 4000][..]);
 
+        // As the connection hands a large frame over: split off a buffer
+        // of exactly its size, which then goes away.
+        let mut rbuf = BytesMut::with_capacity(4096);
+        rbuf.extend_from_slice(&[5u8; 4096]);
+        let frame = rbuf.split_to(4096).freeze();
+        drop(rbuf);
+        let records = frame.slice(96..);
+        drop(frame);
+        let at = records.as_ptr();
+        assert_eq!(
+            owned(records).as_ptr(),
+            at,
+            "a frame split off the read buffer is its own"
+        );
+
         let frame = Bytes::from(vec![9u8; 4096]);
         let records = frame.slice(96..);
         let copy = owned(records);
