@@ -1,7 +1,7 @@
 //! From a request frame to a response frame: check the API and version,
 //! decode, call the API's handler, encode.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 
@@ -22,6 +22,9 @@ pub struct Session {
     /// the index lookup; tied to the log it was taken on, so a topic deleted
     /// and created again never inherits a position in the old files.
     pub cursors: HashMap<(String, u32), (Weak<PartitionLog>, Option<ReadCursor>)>,
+    /// Partitions this connection has appended to: their logs are open, so
+    /// the next append is a page-cache copy (see Produce).
+    pub written: HashSet<(String, i32)>,
 }
 
 impl Session {
@@ -30,6 +33,7 @@ impl Session {
             peer,
             client_id: String::new(),
             cursors: HashMap::new(),
+            written: HashSet::new(),
         }
     }
 }

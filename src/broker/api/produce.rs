@@ -29,7 +29,7 @@ use crate::topic::is_internal;
 
 pub async fn handle(
     shared: &Arc<Shared>,
-    _s: &mut Session,
+    session: &mut Session,
     req: ProduceRequest,
     _v: i16,
 ) -> Option<ProduceResponse> {
@@ -75,15 +75,25 @@ pub async fn handle(
                 // __consumer_offsets is written by the engine only.
                 _ if is_internal(&name) => Err(code::INVALID_TOPIC_EXCEPTION),
                 (Err(e), _) => Err(kafka_code(e)),
-                // A page-cache append is a memory copy: done right here.
-                // Handing the worker's core to another thread for it
-                // (block_in_place) cost more than the append (measured:
-                // docs/PERFORMANCE.md, Broker). An fsync may take
-                // milliseconds, so that one does leave the runtime.
-                (Ok(topic), _) if shared.config.durability == Durability::PageCache => {
+                // A page-cache append to an open log is a memory copy: done
+                // right here. Handing the worker's core to another thread
+                // for it (block_in_place) cost more than the append
+                // (measured: docs/PERFORMANCE.md, Broker). Opening a log
+                // (files, an fdatasync: ~6 ms seen) and fsync appends may
+                // take milliseconds, so those leave the runtime.
+                (Ok(topic), _)
+                    if shared.config.durability == Durability::PageCache
+                        && session.written.contains(&(name.clone(), p.index)) =>
+                {
                     write(shared, topic, p.index, records)
                 }
-                (Ok(topic), _) => blocking(|| write(shared, topic, p.index, records)),
+                (Ok(topic), _) => {
+                    let r = blocking(|| write(shared, topic, p.index, records));
+                    if r.is_ok() {
+                        session.written.insert((name.clone(), p.index));
+                    }
+                    r
+                }
             };
             match outcome {
                 Ok((base, start)) => {
