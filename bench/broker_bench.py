@@ -3,21 +3,29 @@
     python bench/broker_bench.py [--quick]
 
 confluent-kafka produces N records to, then consumes them from, an
-``ottla.Broker`` and librdkafka's in-process mock cluster
-(``test.mock.num.brokers``); plus the broker's start-up time (constructor to
-listening, and to the first ApiVersions answer). ``rows(quick)`` returns the
+``ottla.Broker`` in this process (the way the pytest fixture runs it),
+``ottla serve`` in a child process, and librdkafka's in-process mock cluster
+(``test.mock.num.brokers``), with the same client settings and record count;
+plus the broker's start-up time (constructor to listening, and to the first
+ApiVersions answer). The machine is shared and noisy, so the three targets
+run interleaved for several rounds (the order rotating each round) and the
+median is reported, with the spread in the note. ``rows(quick)`` returns the
 results as dicts for ``bench/run.py``'s table.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import socket
 import statistics
 import struct
+import subprocess
+import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 QUIET = {"log_level": 3}
 
@@ -30,11 +38,12 @@ def _produce(ck: Any, conf: Dict[str, Any], topic: str, n: int, value: bytes) ->
     produce, poll = p.produce, p.poll
     t0 = time.perf_counter()
     for _ in range(n):
-        try:
-            produce(topic, value)
-        except BufferError:
-            poll(0.05)
-            produce(topic, value)
+        while True:
+            try:
+                produce(topic, value)
+                break
+            except BufferError:  # queue.buffering.max.messages reached: wait for acks
+                poll(0.05)
     if p.flush(120) != 0:
         raise RuntimeError("records left unacknowledged")
     return time.perf_counter() - t0
@@ -67,11 +76,44 @@ def _consume(ck: Any, bootstrap: str, topic: str) -> float:
         c.close()
 
 
+def _measure(ck: Any, bootstrap: str, n: int, value: bytes) -> Tuple[float, float]:
+    """(produce records/s, consume records/s) against one target."""
+    return n / _produce(ck, {"bootstrap.servers": bootstrap}, "t", n, value), _consume(ck, bootstrap, "t")
+
+
 def _against_ottla(ck: Any, ottla: Any, n: int, value: bytes) -> Tuple[float, float]:
-    """(produce seconds for n records, consume records/s)."""
+    """The broker in this process, as the ``ottla_broker`` fixture runs it."""
     with tempfile.TemporaryDirectory() as d, ottla.Broker(d) as b:
-        conf = {"bootstrap.servers": b.bootstrap_servers}
-        return _produce(ck, conf, "t", n, value), _consume(ck, b.bootstrap_servers, "t")
+        return _measure(ck, b.bootstrap_servers, n, value)
+
+
+@contextlib.contextmanager
+def _serve() -> Iterator[str]:
+    """``ottla serve`` in a child process on a fresh directory; its address."""
+    with tempfile.TemporaryDirectory() as d:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ottla.cli", "serve", "--data", d, "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()  # "listening on HOST:PORT"
+            if not line.startswith("listening on "):
+                raise RuntimeError(f"ottla serve did not start: {line!r}")
+            yield line.split()[-1]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _against_serve(ck: Any, n: int, value: bytes) -> Tuple[float, float]:
+    """``ottla serve`` in its own process: the broker's threads no longer
+    share a process (and its scheduler accounting) with the client."""
+    with _serve() as bootstrap:
+        return _measure(ck, bootstrap, n, value)
 
 
 def _against_mock(ck: Any, n: int, value: bytes) -> Tuple[float, float]:
@@ -79,10 +121,21 @@ def _against_mock(ck: Any, n: int, value: bytes) -> Tuple[float, float]:
     try:
         md = owner.list_topics(timeout=10)
         bootstrap = ",".join(f"{b.host}:{b.port}" for b in md.brokers.values())
-        conf = {"bootstrap.servers": bootstrap}
-        return _produce(ck, conf, "t", n, value), _consume(ck, bootstrap, "t")
+        return _measure(ck, bootstrap, n, value)
     finally:
         del owner
+
+
+def interleaved(targets: Dict[str, Callable[[], Tuple[float, float]]],
+                rounds: int) -> Dict[str, List[Tuple[float, float]]]:
+    """Every target once per round, the order rotating each round, so drift in
+    the machine's load spreads over all of them alike."""
+    names = list(targets)
+    out: Dict[str, List[Tuple[float, float]]] = {k: [] for k in names}
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            out[k].append(targets[k]())
+    return out
 
 
 def startup_ms(ottla: Any, repeats: int) -> Tuple[float, float]:
@@ -122,17 +175,23 @@ def rows(quick: bool = False) -> List[Dict[str, Any]]:
     out.append(dict(workload="broker start-up", system="ottla.Broker() first response", value=ready,
                     unit="ms", ottla=True, kind="ottla", baseline=False, n=None,
                     note="to the first ApiVersions answer"))
-    o_prod, o_cons = _against_ottla(ck, ottla, n, value)
-    m_prod, m_cons = _against_mock(ck, n, value)
-    for workload, system, rate, is_ottla in [
-        ("broker produce 100 B", "confluent-kafka -> ottla.Broker", n / o_prod, True),
-        ("broker produce 100 B", "confluent-kafka -> librdkafka mock", n / m_prod, False),
-        ("broker consume 100 B", "confluent-kafka <- ottla.Broker", o_cons, True),
-        ("broker consume 100 B", "confluent-kafka <- librdkafka mock", m_cons, False),
-    ]:
-        out.append(dict(workload=workload, system=system, value=rate, unit="rec/s",
-                        ottla=is_ottla, kind="ottla" if is_ottla else "peer",
-                        baseline=is_ottla, n=n, note="same client, same process"))
+    rounds = 3 if quick else 7
+    runs = interleaved({
+        "ottla.Broker": lambda: _against_ottla(ck, ottla, n, value),
+        "ottla serve": lambda: _against_serve(ck, n, value),
+        "librdkafka mock": lambda: _against_mock(ck, n, value),
+    }, rounds)
+    for i, (what, arrow) in enumerate([("produce", "->"), ("consume", "<-")]):
+        for name, where in [("ottla.Broker", "in this process"), ("ottla serve", "child process"),
+                            ("librdkafka mock", "in this process")]:
+            rates = [run[i] for run in runs[name]]
+            out.append(dict(workload=f"broker {what} 100 B", system=f"confluent-kafka {arrow} {name}",
+                            value=statistics.median(rates), unit="rec/s", ottla=name != "librdkafka mock",
+                            kind="ottla" if name != "librdkafka mock" else "peer",
+                            baseline=name == "ottla.Broker", n=n,
+                            samples=rates,
+                            note=f"median of {rounds} interleaved rounds, {min(rates):,.0f}-{max(rates):,.0f}; "
+                                 f"broker {where}; same client settings"))
     return out
 
 
@@ -141,7 +200,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     for r in rows(args.quick):
-        print(f"{r['workload']:<22} {r['system']:<40} {r['value']:>14,.2f} {r['unit']}")
+        spread = ""
+        if r.get("samples"):
+            spread = f"   ({min(r['samples']):,.0f} .. {max(r['samples']):,.0f})"
+        print(f"{r['workload']:<22} {r['system']:<36} {r['value']:>14,.2f} {r['unit']}{spread}")
 
 
 if __name__ == "__main__":

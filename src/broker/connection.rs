@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -21,11 +21,17 @@ use tokio::sync::{mpsc, watch};
 use super::dispatch::{self, Reply, Session};
 use super::Shared;
 
+/// The least a read asks the socket for; frames above it are read into a
+/// buffer of their own.
+const READ_CHUNK: usize = 64 * 1024;
+
 pub struct Connection {
     socket: TcpStream,
     session: Session,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
+    /// Bytes read from the socket and not yet handed on as a frame.
+    rbuf: BytesMut,
     /// Held until the connection ends; the broker's close() waits for all of them.
     _done: mpsc::Sender<()>,
 }
@@ -43,6 +49,7 @@ impl Connection {
             session: Session::new(peer),
             shared,
             shutdown,
+            rbuf: BytesMut::new(),
             _done: done,
         }
     }
@@ -76,47 +83,74 @@ impl Connection {
 
     /// The next whole frame (without its size prefix), or `None` on a clean
     /// close between frames or on shutdown.
+    ///
+    /// Reads go into one growing buffer as large as the socket offers, so a
+    /// small request usually costs one `read` (not one for the size, one for
+    /// the rest), pipelined requests arrive together, and the frame handed
+    /// on is a zero-copy slice of that buffer (no zero-filled body buffer).
     async fn read_frame(&mut self) -> Result<Option<Bytes>, String> {
         let cfg = &self.shared.config;
-        let mut size = [0u8; 4];
-        // The first byte may take as long as an idle client likes.
-        let first = tokio::select! {
-            r = tokio::time::timeout(cfg.idle_timeout, self.socket.read(&mut size[..1])) => r,
-            _ = self.shutdown.changed() => return Ok(None),
-        };
-        match first {
-            Err(_) => return Err("idle timeout".into()),
-            Ok(Err(e)) => return Err(format!("read: {e}")),
-            Ok(Ok(0)) => return Ok(None),
-            Ok(Ok(_)) => {}
-        }
-        let deadline = tokio::time::Instant::now() + cfg.frame_timeout;
-        let rest = async {
-            self.socket.read_exact(&mut size[1..]).await?;
-            let n = i32::from_be_bytes(size);
-            // Invariant: nothing is allocated for a frame before its size is
-            // known to be within the limit.
-            if n < 0 || n as usize > cfg.max_request_bytes {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "request of {n} bytes exceeds max_request_bytes ({})",
+        // Set once the first byte of this frame is in.
+        let mut deadline =
+            (!self.rbuf.is_empty()).then(|| tokio::time::Instant::now() + cfg.frame_timeout);
+        loop {
+            if self.rbuf.len() >= 4 {
+                let n =
+                    i32::from_be_bytes([self.rbuf[0], self.rbuf[1], self.rbuf[2], self.rbuf[3]]);
+                // Invariant: nothing is allocated for a frame before its size
+                // is known to be within the limit.
+                if n < 0 || n as usize > cfg.max_request_bytes {
+                    return Err(format!(
+                        "read: request of {n} bytes exceeds max_request_bytes ({})",
                         cfg.max_request_bytes
-                    ),
-                ));
+                    ));
+                }
+                let whole = 4 + n as usize;
+                if self.rbuf.len() >= whole {
+                    let mut frame = self.rbuf.split_to(whole);
+                    if self.rbuf.capacity() == 0 {
+                        // Nothing left to read into; let go of the frame's
+                        // allocation so the frame is its sole owner.
+                        self.rbuf = BytesMut::new();
+                    }
+                    let _ = frame.split_to(4);
+                    return Ok(Some(frame.freeze()));
+                }
+                if whole > READ_CHUNK && self.rbuf.capacity() < whole {
+                    // A large frame gets an allocation of its own, exactly its
+                    // size: reads then cannot run into the next frame, and
+                    // the frame is the only owner of its bytes, so Produce
+                    // can stamp offsets in place instead of copying.
+                    let mut own = BytesMut::with_capacity(whole);
+                    own.extend_from_slice(&self.rbuf);
+                    self.rbuf = own;
+                } else {
+                    // Room for the rest of this frame, plus the start of the next.
+                    self.rbuf.reserve(whole - self.rbuf.len() + READ_CHUNK);
+                }
+            } else if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK {
+                self.rbuf.reserve(READ_CHUNK);
             }
-            let mut buf = vec![0u8; n as usize];
-            self.socket.read_exact(&mut buf).await?;
-            Ok(buf)
-        };
-        let body = tokio::select! {
-            r = tokio::time::timeout_at(deadline, rest) => r,
-            _ = self.shutdown.changed() => return Ok(None),
-        };
-        match body {
-            Err(_) => Err("client stopped in the middle of a frame".into()),
-            Ok(Err(e)) => Err(format!("read: {e}")),
-            Ok(Ok(buf)) => Ok(Some(Bytes::from(buf))),
+            let read = match deadline {
+                // Between frames a client may idle as long as idle_timeout.
+                None => tokio::select! {
+                    r = tokio::time::timeout(cfg.idle_timeout, self.socket.read_buf(&mut self.rbuf)) => r,
+                    _ = self.shutdown.changed() => return Ok(None),
+                },
+                Some(at) => tokio::select! {
+                    r = tokio::time::timeout_at(at, self.socket.read_buf(&mut self.rbuf)) => r,
+                    _ = self.shutdown.changed() => return Ok(None),
+                },
+            };
+            match read {
+                Err(_) if deadline.is_none() => return Err("idle timeout".into()),
+                Err(_) => return Err("client stopped in the middle of a frame".into()),
+                Ok(Err(e)) => return Err(format!("read: {e}")),
+                Ok(Ok(0)) if self.rbuf.is_empty() => return Ok(None),
+                Ok(Ok(0)) => return Err("read: connection closed in the middle of a frame".into()),
+                Ok(Ok(_)) => {}
+            }
+            deadline.get_or_insert_with(|| tokio::time::Instant::now() + cfg.frame_timeout);
         }
     }
 }

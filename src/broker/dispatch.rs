@@ -1,7 +1,7 @@
 //! From a request frame to a response frame: check the API and version,
 //! decode, call the API's handler, encode.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 
@@ -22,6 +22,9 @@ pub struct Session {
     /// the index lookup; tied to the log it was taken on, so a topic deleted
     /// and created again never inherits a position in the old files.
     pub cursors: HashMap<(String, u32), (Weak<PartitionLog>, Option<ReadCursor>)>,
+    /// Partitions this connection has appended to: their logs are open, so
+    /// the next append is a page-cache copy (see Produce).
+    pub written: HashSet<(String, i32)>,
 }
 
 impl Session {
@@ -30,6 +33,7 @@ impl Session {
             peer,
             client_id: String::new(),
             cursors: HashMap::new(),
+            written: HashSet::new(),
         }
     }
 }
@@ -72,6 +76,8 @@ async fn handle_inner(
             session.client_id = id.as_str().to_string();
         }
     }
+    // The header's strings point into the frame; let go of them (see Produce).
+    drop(header);
     let v = p.api_version;
     let cid = p.correlation_id;
     macro_rules! call {
@@ -89,6 +95,9 @@ async fn handle_inner(
         ApiKey::Metadata => call!(api::metadata::handle),
         ApiKey::Produce => {
             let req = frame::body(frame, v)?;
+            // Only the request's record batches may still refer to the frame's
+            // bytes, so the produce handler can append them without a copy.
+            *frame = Bytes::new();
             match api::produce::handle(shared, session, req, v).await {
                 Some(resp) => frame::response(api, v, cid, &resp).map(Some),
                 None => Ok(None),

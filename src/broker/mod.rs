@@ -85,6 +85,8 @@ pub struct Shared {
     pub groups: coordinator::Coordinator,
     pub producers: idempotence::ProducerTable,
     pub wake: watch::Receiver<u64>,
+    /// Fetches waiting on `wake`; the waker watches the beacon only for them.
+    pub wake_interest: Arc<wake::Interest>,
 }
 
 /// A running broker. Listening once [`Broker::start`] returns.
@@ -114,7 +116,8 @@ impl Broker {
             .build()
             .map_err(|e| Error::IllegalState(format!("cannot start the broker runtime: {e}")))?;
         let (wake_tx, wake_rx) = watch::channel(0u64);
-        let waker = wake::Waker::start(store.beacon().clone(), wake_tx);
+        let wake_interest = Arc::new(wake::Interest::default());
+        let waker = wake::Waker::start(store.beacon().clone(), wake_tx, wake_interest.clone());
         let advertised_host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_string()
         } else {
@@ -128,6 +131,7 @@ impl Broker {
             advertised_port: addr.port(),
             config,
             wake: wake_rx,
+            wake_interest,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel::<()>(1);

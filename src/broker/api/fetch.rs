@@ -42,6 +42,8 @@ pub async fn handle(
         if bytes >= min_bytes || errors || Instant::now() >= deadline {
             return resp;
         }
+        // Held while waiting: the waker watches the beacon only for us.
+        let _parked = shared.wake_interest.park();
         match tokio::time::timeout_at(deadline, wake.changed()).await {
             Ok(Ok(())) => continue,
             // Timed out, or the broker is stopping: answer with what there is.

@@ -10,15 +10,17 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::TopicProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::blocking;
+use super::{blocking, topic_name};
 use crate::broker::dispatch::Session;
 use crate::broker::errors::{code, kafka_code, warn};
 use crate::broker::idempotence::{BatchSeq, Verdict};
 use crate::broker::Shared;
+use crate::log::Durability;
 use crate::record::batch::{check_batch, peek_total_size, LOG_OVERHEAD};
 use crate::record::compression::ZSTD;
 use crate::record::decode::records;
@@ -27,32 +29,71 @@ use crate::topic::is_internal;
 
 pub async fn handle(
     shared: &Arc<Shared>,
-    _s: &mut Session,
+    session: &mut Session,
     req: ProduceRequest,
     _v: i16,
 ) -> Option<ProduceResponse> {
+    // Taken apart so that nothing but a partition's `records` still points
+    // into the request frame when that partition is written (see `owned`).
+    let ProduceRequest {
+        acks,
+        transactional_id,
+        topic_data,
+        ..
+    } = req;
+    let transactional = transactional_id.is_some();
+    drop(transactional_id);
     let mut resp = ProduceResponse::default();
-    for t in req.topic_data {
-        let name = t.name.as_str().to_string();
+    for t in topic_data {
+        let TopicProduceData {
+            name: wire_name,
+            partition_data,
+            ..
+        } = t;
+        let name = wire_name.as_str().to_string();
+        drop(wire_name);
         let mut tr = TopicProduceResponse::default();
-        tr.name = t.name.clone();
+        tr.name = topic_name(&name);
         // Internal topics are never auto-created here: the engine creates
         // __consumer_offsets with its own (compacted) config.
         let auto_create = shared.config.auto_create_topics && !is_internal(&name);
-        let topic = blocking(|| {
-            shared
-                .store
-                .topic_or_create(&name, auto_create, shared.config.num_partitions)
-        });
-        for p in t.partition_data {
+        // A known topic is a lookup in memory; only creating one touches files.
+        let topic = match shared.store.topic(&name) {
+            Ok(Some(t)) => Ok(t),
+            _ => blocking(|| {
+                shared
+                    .store
+                    .topic_or_create(&name, auto_create, shared.config.num_partitions)
+            }),
+        };
+        for p in partition_data {
             let mut pr = PartitionProduceResponse::default();
             pr.index = p.index;
-            let outcome = match (&topic, req.transactional_id.is_some()) {
+            let records = p.records;
+            let outcome = match (&topic, transactional) {
                 (_, true) => Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
                 // __consumer_offsets is written by the engine only.
                 _ if is_internal(&name) => Err(code::INVALID_TOPIC_EXCEPTION),
                 (Err(e), _) => Err(kafka_code(e)),
-                (Ok(topic), _) => blocking(|| write(shared, topic, p.index, p.records)),
+                // A page-cache append to an open log is a memory copy: done
+                // right here. Handing the worker's core to another thread
+                // for it (block_in_place) cost more than the append
+                // (measured: docs/PERFORMANCE.md, Broker). Opening a log
+                // (files, an fdatasync: ~6 ms seen) and fsync appends may
+                // take milliseconds, so those leave the runtime.
+                (Ok(topic), _)
+                    if shared.config.durability == Durability::PageCache
+                        && session.written.contains(&(name.clone(), p.index)) =>
+                {
+                    write(shared, topic, p.index, records)
+                }
+                (Ok(topic), _) => {
+                    let r = blocking(|| write(shared, topic, p.index, records));
+                    if r.is_ok() {
+                        session.written.insert((name.clone(), p.index));
+                    }
+                    r
+                }
             };
             match outcome {
                 Ok((base, start)) => {
@@ -68,7 +109,16 @@ pub async fn handle(
         }
         resp.responses.push(tr);
     }
-    (req.acks != 0).then_some(resp)
+    (acks != 0).then_some(resp)
+}
+
+/// The batches as a mutable buffer for `PartitionLog::append` (which stamps
+/// base offsets in place): the frame's own bytes when nothing else refers to
+/// them any more (a large single-partition request, the common case for a
+/// busy producer), a copy otherwise.
+fn owned(data: Bytes) -> BytesMut {
+    data.try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
 }
 
 /// Validate and append one partition's batches: (base offset, log start).
@@ -111,12 +161,14 @@ fn write(
         let (start, _) = log.offsets().map_err(|e| kafka_code(&e))?;
         return Ok((first_dup.unwrap_or(-1), start));
     }
-    let mut bytes: Vec<u8> = if keep.len() == batches.len() {
-        data.to_vec()
+    let mut bytes = if keep.len() == batches.len() {
+        owned(data)
     } else {
-        keep.iter()
-            .flat_map(|(r, _)| data[r.clone()].iter().copied())
-            .collect()
+        let mut b = BytesMut::with_capacity(keep.iter().map(|(r, _)| r.len()).sum());
+        for (r, _) in &keep {
+            b.extend_from_slice(&data[r.clone()]);
+        }
+        b
     };
     let info = log
         .append(&mut bytes, shared.config.durability)
@@ -180,4 +232,45 @@ pub fn validate(data: &[u8], max_message_bytes: usize) -> Result<Checked, i16> {
         at = end;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_no_one_else_holds_are_appended_in_place_others_are_copied() {
+        let frame = Bytes::from(vec![7u8; 4096]);
+        let records = frame.slice(96..);
+        drop(frame);
+        let at = records.as_ptr();
+        let mine = owned(records);
+        assert_eq!(mine.as_ptr(), at, "a sole owner should not copy");
+        assert_eq!(&mine[..], &[7u8; 4000][..]);
+
+        // As the connection hands a large frame over: split off a buffer
+        // of exactly its size, which then goes away.
+        let mut rbuf = BytesMut::with_capacity(4096);
+        rbuf.extend_from_slice(&[5u8; 4096]);
+        let frame = rbuf.split_to(4096).freeze();
+        drop(rbuf);
+        let records = frame.slice(96..);
+        drop(frame);
+        let at = records.as_ptr();
+        assert_eq!(
+            owned(records).as_ptr(),
+            at,
+            "a frame split off the read buffer is its own"
+        );
+
+        let frame = Bytes::from(vec![9u8; 4096]);
+        let records = frame.slice(96..);
+        let copy = owned(records);
+        assert_ne!(
+            copy.as_ptr(),
+            frame[96..].as_ptr(),
+            "a shared buffer must be copied"
+        );
+        assert_eq!(&copy[..], &frame[96..]);
+    }
 }
