@@ -54,6 +54,25 @@ fn append(log: &PartitionLog, recs: &[(Option<&str>, Option<&str>)]) -> i64 {
         .base_offset
 }
 
+/// Append the records of `bytes` at or after `*pos` to `out`, moving `*pos`
+/// past each batch (a read that starts in a compaction gap moves on).
+fn collect(bytes: &[u8], pos: &mut i64, out: &mut Vec<Rec>) {
+    for (h, b) in Batches::new(bytes) {
+        let rs = records(&h, b).expect("codec");
+        for r in rs.iter() {
+            let r = r.expect("record");
+            if r.offset >= *pos {
+                out.push((
+                    r.offset,
+                    r.key.map(<[u8]>::to_vec),
+                    r.value.map(<[u8]>::to_vec),
+                ));
+            }
+        }
+        *pos = (*pos).max(h.next_offset());
+    }
+}
+
 /// Every record from the log start to the end, as a consumer reads them.
 fn read_all(log: &PartitionLog) -> Vec<Rec> {
     let (start, end) = log.offsets().expect("offsets");
@@ -66,20 +85,7 @@ fn read_all(log: &PartitionLog) -> Vec<Rec> {
         if f.bytes.is_empty() {
             break;
         }
-        for (h, b) in Batches::new(&f.bytes) {
-            let rs = records(&h, b).expect("codec");
-            for r in rs.iter() {
-                let r = r.expect("record");
-                if r.offset >= pos {
-                    out.push((
-                        r.offset,
-                        r.key.map(<[u8]>::to_vec),
-                        r.value.map(<[u8]>::to_vec),
-                    ));
-                }
-            }
-            pos = pos.max(h.next_offset());
-        }
+        collect(&f.bytes, &mut pos, &mut out);
     }
     out
 }
@@ -307,20 +313,7 @@ fn another_instance_reads_on_across_a_clean() {
     let mut seen: Vec<Rec> = Vec::new();
     while pos < 150 {
         let f = reader.read(pos, 300, &mut cursor, true).expect("read");
-        for (h, b) in Batches::new(&f.bytes) {
-            let rs = records(&h, b).expect("codec");
-            for r in rs.iter() {
-                let r = r.expect("record");
-                if r.offset >= pos {
-                    seen.push((
-                        r.offset,
-                        r.key.map(<[u8]>::to_vec),
-                        r.value.map(<[u8]>::to_vec),
-                    ));
-                }
-            }
-            pos = pos.max(h.next_offset());
-        }
+        collect(&f.bytes, &mut pos, &mut seen);
     }
     writer.compact().expect("compact").expect("ran");
     let clean_end = read_checkpoint(&dir_of(root.path())).expect("checkpoint");
@@ -330,20 +323,7 @@ fn another_instance_reads_on_across_a_clean() {
             .read(pos, 300, &mut cursor, true)
             .expect("read across clean");
         assert!(f.error.is_none(), "{:?}", f.error);
-        for (h, b) in Batches::new(&f.bytes) {
-            let rs = records(&h, b).expect("codec");
-            for r in rs.iter() {
-                let r = r.expect("record");
-                if r.offset >= pos {
-                    seen.push((
-                        r.offset,
-                        r.key.map(<[u8]>::to_vec),
-                        r.value.map(<[u8]>::to_vec),
-                    ));
-                }
-            }
-            pos = pos.max(h.next_offset());
-        }
+        collect(&f.bytes, &mut pos, &mut seen);
     }
     // Nothing read twice, nothing out of order, every survivor seen, and
     // whatever was read is what was written at that offset.
