@@ -65,9 +65,6 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("group {group:?} already has an active member in this directory (pid {holder}); only one member per group until group rebalancing lands")]
-    GroupMemberConflict { group: String, holder: String },
-
     #[error("group {group} is coordinated by a broker on this directory")]
     GroupCoordinatedByBroker { group: String },
 

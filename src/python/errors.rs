@@ -139,7 +139,6 @@ pub fn to_pyerr(e: &Error) -> PyErr {
         Error::DecompressedTooLarge { .. } => InvalidRecordError::new_err(msg),
         Error::Io { .. } if e.is_disk_full() => DiskFullError::new_err(msg),
         Error::Io { .. } => StorageError::new_err(msg),
-        Error::GroupMemberConflict { .. } => GroupMemberConflictError::new_err(msg),
         Error::GroupCoordinatedByBroker { .. } => GroupMemberConflictError::new_err(msg),
         Error::GroupNotEmpty(_) => GroupNotEmptyError::new_err(msg),
         Error::IllegalState(_) => IllegalStateError::new_err(msg),
