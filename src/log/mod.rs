@@ -17,4 +17,7 @@ mod tests;
 #[cfg(test)]
 mod cleaner_tests;
 
+#[cfg(test)]
+mod race_tests;
+
 pub use partition::{now_ms, AppendInfo, Durability, Fetched, PartitionLog, ReadCursor};

@@ -351,10 +351,19 @@ impl PartitionLog {
                 Ok(seg) => {
                     map.insert(base, Arc::new(seg));
                 }
-                // Deleted by retention since we listed the directory.
+                // Deleted by retention since we listed the directory. Even
+                // the segment `st` calls active can be, if `st` is stale
+                // enough: closed by a roll, then deleted; the head's
+                // segments generation has moved on then. The map is left
+                // without it, a hole `read_as_of` resolves.
                 Err(Error::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound
-                        && (base < st.log_start_offset || !active) => {}
+                        && (base < st.log_start_offset
+                            || !active
+                            || self
+                                .head
+                                .read()
+                                .is_some_and(|h| h.segments_gen != st.segments_gen)) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -606,13 +615,40 @@ impl PartitionLog {
     }
 
     /// Close the active segment and start a new one at the log end.
+    ///
+    /// Other processes may have died in the middle of an append or of a
+    /// roll while this one (and readers) kept the partition open, so no
+    /// loader cleaned up after them. Before the segment is closed:
+    /// * it is cut to the head's `active_size`: bytes a killed appender
+    ///   wrote past it were never published, and a closed segment is read
+    ///   to its file length (readers would report them as a corrupt batch);
+    /// * segment files past the active one, left by a roll that died before
+    ///   publishing, are removed: the active segment may have been appended
+    ///   to since, past such a file's base, and once this roll publishes a
+    ///   later active segment readers would take the stray for the segment
+    ///   holding those offsets;
+    /// * the segments generation moves once, before the indexes are trimmed:
+    ///   if this roll dies after trimming them, the next appender re-lists
+    ///   and maps the (still active) segment's indexes afresh, growing them
+    ///   back, instead of writing entries past their end through a mapping
+    ///   made before the trim (SIGBUS, or entries lost).
     fn roll_locked(&self, mut st: HeadState, now: i64) -> Result<HeadState> {
         self.head.mark_in_use();
         let segs = self.segments_for(&st)?;
+        let base = st.next_offset;
+        for stray in self.list_bases()? {
+            if stray > st.active_base && stray != base {
+                remove_segment_files(&segment_path(&self.dir, stray));
+            }
+        }
         if let Some(active) = segs.map.get(&st.active_base) {
+            if active.file_len()? > st.active_size {
+                active.truncate(st.active_size)?;
+            }
+            st.segments_gen += 1;
+            self.head.write(&st);
             super::loader::finalize_closed(active, &st)?;
         }
-        let base = st.next_offset;
         if base != st.active_base {
             let seg = self.open_segment(base, true)?;
             // A file left by a roll that crashed before publishing: start clean.
@@ -737,21 +773,88 @@ impl PartitionLog {
         verify: bool,
     ) -> Result<Fetched> {
         let st = self.read_state()?;
+        self.read_as_of(st, offset, max_bytes, cursor, verify)
+    }
+
+    /// [`PartitionLog::read`] from the head snapshot `st`, which may be
+    /// stale by any amount: readers hold no lock, so rolls and retention
+    /// passes of other processes can happen between taking it and reading.
+    ///
+    /// The race this settles: retention publishes a new log start, then
+    /// unlinks the segments below it. A reader whose snapshot predates the
+    /// new start but whose directory listing (`segments_for`) follows the
+    /// unlink finds no segment holding `offset`; reading on from the next
+    /// segment it does find would take that segment's first batch for a
+    /// gap in the log and report it as corrupt. So a read that meets a hole
+    /// in the segments (none at or below the offset, a next segment starting
+    /// past it, or no way to reach the active segment) reads the head
+    /// again: if the log start has passed `offset` the answer is Kafka's
+    /// `OffsetOutOfRange` (the consumer resets as `auto_offset_reset` says);
+    /// if the segments changed meanwhile, it reads again from the fresh
+    /// snapshot. Only a hole the head cannot explain (the same segments
+    /// generation before and after the listing) is read as before: a
+    /// compaction gap, or a damaged directory reported as corruption.
+    pub(crate) fn read_as_of(
+        &self,
+        mut st: HeadState,
+        offset: i64,
+        max_bytes: usize,
+        cursor: &mut Option<ReadCursor>,
+        verify: bool,
+    ) -> Result<Fetched> {
+        // Each retry needs another roll or retention pass to have happened
+        // during the previous one; the bound only stops a livelock.
+        for _ in 0..8 {
+            if let Some(out) = self.read_segments(&st, offset, max_bytes, cursor, verify, false)? {
+                return Ok(out);
+            }
+            let fresh = self.read_state()?;
+            if offset < fresh.log_start_offset {
+                return Err(self.out_of_range(offset, &fresh));
+            }
+            if fresh.segments_gen == st.segments_gen {
+                break;
+            }
+            st = fresh;
+        }
+        self.read_segments(&st, offset, max_bytes, cursor, verify, true)
+            .map(Option::unwrap_or_default)
+    }
+
+    /// One attempt of [`PartitionLog::read_as_of`] over the segments listed
+    /// for `st`. Without `holes_allowed`, `None` when the segments show a
+    /// hole at or after `offset` before the active segment (see there).
+    fn read_segments(
+        &self,
+        st: &HeadState,
+        offset: i64,
+        max_bytes: usize,
+        cursor: &mut Option<ReadCursor>,
+        verify: bool,
+        holes_allowed: bool,
+    ) -> Result<Option<Fetched>> {
         let mut out = Fetched {
             high_watermark: st.next_offset,
             log_start_offset: st.log_start_offset,
             ..Default::default()
         };
         if offset < st.log_start_offset || offset > st.next_offset {
-            return Err(self.out_of_range(offset, &st));
+            return Err(self.out_of_range(offset, st));
         }
         if offset == st.next_offset {
-            return Ok(out);
+            return Ok(Some(out));
         }
-        let segs = self.segments_for(&st)?;
+        let segs = self.segments_for(st)?;
         let mut target = offset;
+        // Invariant: the segment holding the log start has a base at or
+        // below it (retention starts the log at a segment's base; recovery
+        // and the cleaner keep bases), so a segment at or below `offset`
+        // exists unless it was deleted after `st` was read.
         let mut seg_iter = segs.map.range(..=target).next_back().map(|(b, _)| *b);
         if seg_iter.is_none() {
+            if !holes_allowed {
+                return Ok(None);
+            }
             seg_iter = segs.map.keys().next().copied();
         }
         while let Some(base) = seg_iter {
@@ -791,18 +894,26 @@ impl PartitionLog {
                     });
                 }
                 if n > 0 || out.error.is_some() {
-                    return Ok(out);
+                    return Ok(Some(out));
                 }
             }
             if active {
-                break;
+                return Ok(Some(out));
             }
+            // Segments of a healthy log are contiguous: the next one starts
+            // where this one's last batch ends, so `target`, which is past
+            // all of this one, is at or past its base. A next segment
+            // starting further on means the ones between were deleted after
+            // `st` was read; none means the active one was.
             seg_iter = segs.map.range(base + 1..).next().map(|(b, _)| *b);
-            if let Some(b) = seg_iter {
-                target = target.max(b);
+            match seg_iter {
+                Some(b) if b > target && !holes_allowed => return Ok(None),
+                None if !holes_allowed => return Ok(None),
+                Some(b) => target = target.max(b),
+                None => {}
             }
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Read batches at `pos` into `out`; returns (bytes, next offset, error).
