@@ -310,6 +310,143 @@ def test_reader_follows_two_writer_processes_with_retention(data_dir, spawn):
     assert d.end_offset == 2 * n and d.start_offset > 0
 
 
+RACING_WRITER = """
+import sys, time
+import ottla
+p = ottla.Producer(sys.argv[1], linger_ms=0)
+pre = sys.argv[2].encode()
+end = time.monotonic() + float(sys.argv[3])
+i = 0
+while time.monotonic() < end:
+    p.send("s", pre + b"%08d" % i + b"x" * 40, partition=0)
+    if i % 5 == 0:
+        p.flush()
+    i += 1
+p.close()
+print("done", i, flush=True)
+"""
+
+
+def test_reader_at_the_log_start_while_retention_deletes_it(data_dir, spawn):
+    """The reader stays where retention deletes next (the log start) while
+    two writer processes roll 4 KiB segments. A retention pass that lands
+    between a read's look at the head and its listing of the directory
+    takes the segment the read wants: that is offset out of range (the
+    consumer resets to the new start), never a corrupt batch (it used to
+    be "batch offsets ... do not continue the log", the flake of the test
+    above). Records read are whole and in each writer's order."""
+    ottla.Admin(data_dir).create_topic("s", config={"segment.bytes": 4096,
+                                                   "retention.bytes": 16384})
+    gc.collect()
+    seconds = 3
+    writers = [spawn(RACING_WRITER, data_dir, x, seconds) for x in "AB"]
+    tp = ottla.TopicPartition("s", 0)
+    reads = records = 0
+    with ottla.Consumer(data_dir, auto_offset_reset="earliest",
+                        enable_auto_commit=False) as c:
+        c.assign([tp])
+        deadline = time.monotonic() + seconds + 20
+        while time.monotonic() < deadline and any(w.proc.poll() is None for w in writers):
+            c.seek_to_beginning(tp)
+            last_offset, last = -1, {}
+            for r in c.poll(timeout_ms=0, max_records=50).get(tp, []):
+                assert r.offset > last_offset
+                last_offset = r.offset
+                pre, i = r.value[:1], int(r.value[1:9])
+                assert pre in (b"A", b"B") and r.value[9:] == b"x" * 40, r.value
+                assert i > last.get(pre, -1), (pre, last, i)
+                last[pre] = i
+                records += 1
+            reads += 1
+    for w in writers:
+        assert w.wait(20) == 0, w.stderr
+    assert reads > 0 and records > 0
+    d = ottla.Admin(data_dir).describe_topic("s").partitions[0]
+    assert d.start_offset > 0
+
+
+def test_bytes_of_a_killed_appender_do_not_reach_readers_after_a_roll(data_dir):
+    """A writer killed in the middle of an append leaves bytes past the
+    head's end of the active segment (never published, never
+    acknowledged). While another writer keeps the partition open nobody
+    runs recovery, so when that writer rolls, the closed segment must end
+    where the head said: readers read a closed segment to its file length
+    and took the dead writer's bytes for a corrupt batch."""
+    ottla.Admin(data_dir).create_topic("t", config={"segment.bytes": 8192})
+    gc.collect()
+    with ottla.Producer(data_dir, linger_ms=0) as p:
+        for i in range(5):
+            p.send("t", b"before-%d" % i, partition=0).get(10)
+        (seg,) = log_files(data_dir / "t-0")
+        with open(seg, "ab") as f:
+            # A batch cut short: base offset 5, a 4 KiB length, 3 KB of it.
+            f.write((5).to_bytes(8, "big") + (4096).to_bytes(4, "big") + b"\x5a" * 3000)
+        p.send("t", b"after", partition=0).get(10)
+        # Does not fit what is left of the segment: rolls it.
+        big = p.send("t", b"B" * 7900, partition=0).get(10)
+        p.send("t", b"last", partition=0).get(10)
+        assert len(log_files(data_dir / "t-0")) == 2
+        vals = read_values(data_dir, "t")
+    assert [o for o, _, _ in vals] == list(range(big.offset + 2))
+    assert [v for _, _, v in vals] == [b"before-%d" % i for i in range(5)] + [b"after", b"B" * 7900, b"last"]
+
+
+ROLL_SURVIVOR = """
+import os, sys, time
+import ottla
+p = ottla.Producer(sys.argv[1], linger_ms=0)
+for i in range(5):
+    p.send("r", b"s-%05d" % i, partition=0).get(10)
+print("ready", flush=True)
+deadline = time.monotonic() + 20
+while not os.path.exists(sys.argv[2]) and time.monotonic() < deadline:
+    time.sleep(0.01)
+for i in range(5, 2005):
+    p.send("r", b"s-%05d" % i, partition=0).get(10)
+# Rolls past the dead writer's leftovers.
+p.send("r", b"L" * 262000, partition=0).get(10)
+p.send("r", b"s-last", partition=0).get(10)
+p.close()
+print("done", flush=True)
+"""
+
+ROLL_KILLED = """
+import sys
+import ottla
+p = ottla.Producer(sys.argv[1], linger_ms=0)
+p.send("r", b"K" * 262000, partition=0).get(10)
+print("not killed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("step", ["finalized", "created"])
+def test_writer_killed_in_a_roll_while_another_appends(data_dir, spawn, tmp_path, step):
+    """A writer is killed in the middle of a segment roll (after trimming
+    the closing segment's indexes, or after creating the new segment's
+    files), before publishing it; another writer process, whose batches
+    still fit the segment, goes on appending to it, one index entry per
+    batch. It must not write index entries past the trimmed file through
+    the mapping it made before (a SIGBUS past the first page); when it
+    rolls later, the dead roll's segment file (whose base its appends have
+    passed) must not become a closed segment that readers take as holding
+    those offsets; and its records read back whole and in order."""
+    ottla.Admin(data_dir).create_topic("r", config={"segment.bytes": 262144,
+                                                   "index.interval.bytes": 0})
+    gc.collect()
+    go = tmp_path / "go"
+    survivor = spawn(ROLL_SURVIVOR, data_dir, go)
+    survivor.wait_line(lambda s: s == "ready", timeout=20)
+    killed = spawn(ROLL_KILLED, data_dir, env={"OTTLA_ROLL_CRASH_AT": step})
+    assert killed.wait(20) == -9, killed.stderr
+    go.write_text("go")
+    assert survivor.wait(30) == 0, survivor.stderr
+    vals = read_values(data_dir, "r")
+    assert [o for o, _, _ in vals] == list(range(2007))
+    assert [v for _, _, v in vals] == [b"s-%05d" % i for i in range(2005)] + [b"L" * 262000, b"s-last"]
+    # The big record has a segment to itself; no stray file is left.
+    assert [int(f.stem) for f in log_files(data_dir / "r-0")] == [0, 2005, 2006]
+
+
 # ---------------------------------------------------------------------------
 # (3) a consumer in another process tails what this one writes
 # ---------------------------------------------------------------------------

@@ -648,11 +648,13 @@ impl PartitionLog {
             st.segments_gen += 1;
             self.head.write(&st);
             super::loader::finalize_closed(active, &st)?;
+            roll_crash_point("finalized");
         }
         if base != st.active_base {
             let seg = self.open_segment(base, true)?;
             // A file left by a roll that crashed before publishing: start clean.
             seg.truncate(0)?;
+            roll_crash_point("created");
         }
         st.active_base = base;
         st.active_size = 0;
@@ -1136,6 +1138,24 @@ impl Drop for PartitionLog {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The crash tests' hook: `OTTLA_ROLL_CRASH_AT=finalized|created` makes
+/// the rolling process kill itself (SIGKILL, as `kill -9`) once the closing
+/// segment's indexes are trimmed, or once the new segment's files exist,
+/// before the head publishes the roll.
+fn roll_crash_point(step: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT
+        .get_or_init(|| std::env::var("OTTLA_ROLL_CRASH_AT").ok())
+        .as_deref()
+        == Some(step)
+    {
+        // SAFETY: a plain syscall; the process ends here.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
         }
     }
 }
