@@ -810,6 +810,8 @@ impl PartitionLog {
             if let Some(out) = self.read_segments(&st, offset, max_bytes, cursor, verify, false)? {
                 return Ok(out);
             }
+            // Topic deletion flags the head, then removes the files.
+            self.check_live()?;
             let fresh = self.read_state()?;
             if offset < fresh.log_start_offset {
                 return Err(self.out_of_range(offset, &fresh));

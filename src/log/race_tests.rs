@@ -259,3 +259,28 @@ fn stray_segment_of_a_killed_roll_does_not_hide_later_appends() {
         );
     }
 }
+
+/// A topic deleted while a reader is in its files: deletion flags the head,
+/// then removes the files, so a reader listing the directory halfway meets
+/// the same kind of hole. It is told the partition is gone, not that the
+/// log is corrupt.
+#[test]
+fn reader_of_a_partition_deleted_under_it_is_told_so() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[("segment.bytes", "1024")]);
+    let writer = open_log(tmp.path(), &cfg);
+    let reader = open_log(tmp.path(), &cfg);
+    let mut i = 0;
+    while segment_bases(tmp.path()).len() < 3 {
+        append(&writer, 3, &format!("w{i}"));
+        i += 1;
+    }
+    let stale = reader.state().expect("head");
+    writer.mark_deleted();
+    // Halfway through removing the files.
+    super::partition::remove_segment_files(&segment_file(tmp.path(), 0));
+    match reader.read_as_of(stale, 0, 4096, &mut None, true) {
+        Err(Error::UnknownTopicOrPartition { .. }) => {}
+        other => panic!("expected unknown topic or partition, got {other:?}"),
+    }
+}
