@@ -391,10 +391,20 @@ impl PartitionLog {
 
     /// Rebuild the head from the files, from the active segment on. Caller
     /// holds the append lock.
+    ///
+    /// A head torn under a live process was torn in this boot (a head torn
+    /// before a reboot is repaired by the first opener's loader, which runs
+    /// alone), so the page cache kept every byte: the segments below the
+    /// active one (whichever of the old and new values the torn head holds)
+    /// are whole and sealed, and are not touched. Re-validating them from the
+    /// recovery point would reopen them for appending, growing their index
+    /// files to full size for a while; a reader in another process mapping
+    /// one then would keep a zero-padded index whose last time entry (0)
+    /// makes the segment look expired to retention.
     fn repair_locked(&self) -> Result<HeadState> {
         let st = self.head.read_locked();
         let from = if self.head.is_valid() {
-            st.active_base.min(st.recovery_point)
+            st.active_base
         } else {
             0
         };

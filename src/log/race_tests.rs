@@ -284,3 +284,57 @@ fn reader_of_a_partition_deleted_under_it_is_told_so() {
         other => panic!("expected unknown topic or partition, got {other:?}"),
     }
 }
+
+/// A writer killed in the middle of a head update leaves it torn (its
+/// seqlock odd); the next lock holder in a live process repairs it from
+/// the files. The closed segments are whole (same boot, the page cache kept
+/// them), so the repair must leave their files alone: re-validating them
+/// reopened them for appending and grew their index files to full size for
+/// a while, and a reader mapping one then kept a zero-padded time index
+/// whose last entry (timestamp 0) made the segment look expired.
+#[test]
+fn repair_of_a_torn_head_under_live_readers_leaves_closed_segments_alone() {
+    use std::os::unix::fs::FileExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[("segment.bytes", "1024"), ("index.interval.bytes", "64")]);
+    let writer = open_log(tmp.path(), &cfg);
+    let reader = open_log(tmp.path(), &cfg);
+    let mut i = 0;
+    while segment_bases(tmp.path()).len() < 4 {
+        append(&writer, 3, &format!("w{i}"));
+        i += 1;
+    }
+    let closed: Vec<PathBuf> = {
+        let bases = segment_bases(tmp.path());
+        bases[..bases.len() - 1]
+            .iter()
+            .flat_map(|b| {
+                let log = segment_file(tmp.path(), *b);
+                [log.with_extension("index"), log.with_extension("timeindex")]
+            })
+            .collect()
+    };
+    let stamp = |p: &PathBuf| {
+        let m = std::fs::metadata(p).expect("stat index");
+        (m.len(), m.modified().expect("mtime"))
+    };
+    let before: Vec<_> = closed.iter().map(stamp).collect();
+    // Torn: the seqlock left odd, as by a writer killed inside `Head::write`.
+    let head = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(part_dir(tmp.path()).join("partition.head"))
+        .expect("open head");
+    let mut seq = [0u8; 8];
+    head.read_exact_at(&mut seq, 8).expect("read seq");
+    let seq = u64::from_ne_bytes(seq) | 1;
+    head.write_all_at(&seq.to_ne_bytes(), 8).expect("tear head");
+    append(&writer, 2, "after");
+    let after: Vec<_> = closed.iter().map(stamp).collect();
+    assert_eq!(before, after, "closed segments' indexes were rewritten");
+    let (start, end) = reader.offsets().expect("offsets");
+    assert_eq!(
+        read_offsets(&reader, start),
+        (start..end).collect::<Vec<_>>()
+    );
+}
