@@ -271,6 +271,22 @@ impl PartitionLog {
         v
     }
 
+    /// Whether a batch starting at `base` may follow a compaction gap: it
+    /// starts at or below the gap end. The cached gap end can be stale: a
+    /// thread that read the file before a cleaner (in any process) moved it
+    /// can store that value after `segments_for` reset the cache for a
+    /// listing that already shows the cleaner's segments. So before a gap is
+    /// refused (and reported as corruption) the file is read again; the
+    /// gap end only grows.
+    fn gap_allowed(&self, base: i64) -> bool {
+        if base <= self.clean_end() {
+            return true;
+        }
+        let v = super::cleaner::read_gap_end(&self.dir).unwrap_or(-1);
+        self.clean_end.fetch_max(v, Ordering::AcqRel);
+        base <= v
+    }
+
     pub(crate) fn set_clean_end(&self, v: i64) {
         self.clean_end.store(v, Ordering::Release);
     }
@@ -1013,10 +1029,10 @@ impl PartitionLog {
             };
             let follows = if at == 0 {
                 h.last_offset() >= expected
-                    && (h.base_offset <= expected || h.base_offset <= self.clean_end())
+                    && (h.base_offset <= expected || self.gap_allowed(h.base_offset))
             } else {
                 // The clean end is read (from a file) only when a gap needs it.
-                h.base_offset == next || (h.base_offset > next && h.base_offset <= self.clean_end())
+                h.base_offset == next || (h.base_offset > next && self.gap_allowed(h.base_offset))
             };
             if !follows || h.last_offset_delta < 0 {
                 let want = if at == 0 { expected } else { next };
