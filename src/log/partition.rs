@@ -501,6 +501,7 @@ impl PartitionLog {
                 "batch parts do not end with a whole batch".into(),
             ));
         }
+        active.preallocate(st.active_size, st.active_size + len, cfg.segment_bytes);
         let written = if let Some(seal) = seal {
             let at = st.active_size + batches.len() as u64;
             active.write_vectored_at(at, rest).and_then(|()| {
@@ -611,6 +612,7 @@ impl PartitionLog {
         let segs = self.segments_for(&st)?;
         if let Some(active) = segs.map.get(&st.active_base) {
             super::loader::finalize_closed(active, &st)?;
+            active.release_preallocation(st.active_size)?;
         }
         let base = st.next_offset;
         if base != st.active_base {
