@@ -612,7 +612,7 @@ impl PartitionLog {
         let segs = self.segments_for(&st)?;
         if let Some(active) = segs.map.get(&st.active_base) {
             super::loader::finalize_closed(active, &st)?;
-            active.release_preallocation(st.active_size)?;
+            active.release_preallocation(st.active_size);
         }
         let base = st.next_offset;
         if base != st.active_base {

@@ -397,15 +397,17 @@ impl LogSegment {
     /// (the segment's end) when the segment is closed by a roll: a closed
     /// segment never grows, so they would only waste disk. Truncating to
     /// the same size changes no byte and no size; it only drops the
-    /// reservation past the end.
-    pub fn release_preallocation(&self, size: u64) -> Result<()> {
+    /// reservation past the end. Best effort, like the reservation: a
+    /// failure costs disk space, never the roll. Blocks another process
+    /// reserved in this segment stay until the segment is deleted.
+    pub fn release_preallocation(&self, size: u64) {
         let done = self.preallocated.load(Ordering::Relaxed);
         if done == 0 || done == NO_PREALLOCATION {
-            return Ok(());
+            return;
         }
-        self.truncate(size)?;
-        self.preallocated.store(0, Ordering::Relaxed);
-        Ok(())
+        if self.file.set_len(size).is_ok() {
+            self.preallocated.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Ask the kernel to start writing `len` bytes at `pos` back to the
