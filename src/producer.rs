@@ -604,7 +604,7 @@ impl Producer {
         let Some(b) = slot.as_mut() else {
             return Err(Error::IllegalState("open batch vanished".into()));
         };
-        let index = b.builder.append(ts, key, value, headers);
+        let index = b.builder.append_sized(ts, key, value, headers, body_alone);
         placed(&b.handle, index);
         if b.builder.size_in_bytes() >= batch_size {
             if let Some(b) = slot.take() {

@@ -336,12 +336,33 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: &[HeaderRef<'_>],
     ) -> u32 {
+        let body_alone = Self::record_body_size(key, value, headers);
+        self.append_sized(timestamp, key, value, headers, body_alone)
+    }
+
+    /// [`BatchBuilder::append`] for a caller that already has the record's
+    /// zero-delta body size (`record_body_size`, which the producer computes
+    /// for its size checks): the body is widened by the deltas' extra bytes
+    /// instead of walking key, value and headers again.
+    pub fn append_sized(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[HeaderRef<'_>],
+        body_alone: usize,
+    ) -> u32 {
         if self.count == 0 {
             self.base_timestamp = timestamp;
         }
         let delta = self.count;
         let ts_delta = timestamp.wrapping_sub(self.base_timestamp);
-        let body = Self::body_size(ts_delta, delta as i32, key, value, headers);
+        // Each delta field takes one byte when zero (see `size_here`).
+        let body = body_alone + varlong_len(ts_delta) - 1 + varlong_len(delta as i64) - 1;
+        debug_assert_eq!(
+            body,
+            Self::body_size(ts_delta, delta as i32, key, value, headers)
+        );
         let buf = &mut self.buf;
         buf.reserve(body + 5);
         put_varlong(buf, body as i64);
