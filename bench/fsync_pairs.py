@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Any
 
 import ottla
 
@@ -32,7 +33,7 @@ STEP = 8 * MiB
 FALLOC_FL_KEEP_SIZE = 1
 
 
-def fallocate_keep_size():  # type: ignore[no-untyped-def]
+def fallocate_keep_size() -> Any:
     """libc's fallocate, or None where it is missing (not Linux)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
