@@ -229,7 +229,8 @@ pub struct Producer {
     linger_cv: Condvar,
     linger_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Buffers of appended batches, reused for new ones (at most
-    /// [`SPARE_BUFFERS`], none over [`SPARE_BUFFER_MAX`] bytes).
+    /// [`SPARE_BUFFERS`] of any size up to [`SPARE_BUFFER_MAX`] bytes, or
+    /// [`SPARE_BUFFERS_MAX`] small ones: see [`SPARE_BYTES`]).
     spare: Mutex<Vec<Vec<u8>>>,
     /// Held while sealed batches are taken from `inner.ready` and appended,
     /// so batches reach the log in the order they were sealed while the
@@ -237,8 +238,14 @@ pub struct Producer {
     append_order: Mutex<()>,
 }
 
-/// How many appended batches' buffers a producer keeps for reuse.
+/// How many appended batches' buffers a producer keeps for reuse, of any
+/// size up to [`SPARE_BUFFER_MAX`].
 const SPARE_BUFFERS: usize = 4;
+/// More buffers are kept, up to this many, while all kept ones total at most
+/// [`SPARE_BYTES`] (twelve default 256 KiB batches: the bulk path's sealed
+/// batches in flight, plus the ones being filled).
+const SPARE_BUFFERS_MAX: usize = 12;
+const SPARE_BYTES: usize = 12 * (256 << 10) + (64 << 10);
 /// Smallest value [`Producer::send_direct`] writes from the caller's buffer.
 pub const DIRECT_VALUE_MIN: usize = 64 * 1024;
 /// Larger buffers (huge records) are freed rather than kept.
@@ -597,7 +604,7 @@ impl Producer {
         let Some(b) = slot.as_mut() else {
             return Err(Error::IllegalState("open batch vanished".into()));
         };
-        let index = b.builder.append(ts, key, value, headers);
+        let index = b.builder.append_sized(ts, key, value, headers, body_alone);
         placed(&b.handle, index);
         if b.builder.size_in_bytes() >= batch_size {
             if let Some(b) = slot.take() {
@@ -742,7 +749,15 @@ impl Producer {
         let buf = builder.into_buffer();
         if buf.capacity() <= SPARE_BUFFER_MAX {
             let mut spare = self.spare.lock();
-            if spare.len() < SPARE_BUFFERS {
+            // Beyond the first few, small buffers are kept while they add up
+            // to little: the bulk path has up to `MAX_READY` sealed batches
+            // in flight, and each buffer freed and allocated again cost ~64
+            // fresh pages (page faults and zeroing, `brk`/`munmap`).
+            let keep = spare.len() < SPARE_BUFFERS
+                || (spare.len() < SPARE_BUFFERS_MAX
+                    && spare.iter().map(Vec::capacity).sum::<usize>() + buf.capacity()
+                        <= SPARE_BYTES);
+            if keep {
                 spare.push(buf);
             }
         }

@@ -536,6 +536,7 @@ impl PartitionLog {
                 "batch parts do not end with a whole batch".into(),
             ));
         }
+        active.preallocate(st.active_size, st.active_size + len, cfg.segment_bytes);
         let written = if let Some(seal) = seal {
             let at = st.active_size + batches.len() as u64;
             active.write_vectored_at(at, rest).and_then(|()| {
@@ -674,6 +675,7 @@ impl PartitionLog {
             st.segments_gen += 1;
             self.head.write(&st);
             super::loader::finalize_closed(active, &st)?;
+            active.release_preallocation(st.active_size);
             roll_crash_point("finalized");
         }
         if base != st.active_base {

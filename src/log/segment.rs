@@ -5,6 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use parking_lot::RwLock;
@@ -18,6 +19,14 @@ use crate::record::batch::{check_batch, peek_total_size, BatchHeader, HEADER_LEN
 pub fn log_file_name(base_offset: i64) -> String {
     format!("{base_offset:020}.log")
 }
+
+/// A segment smaller than this is never preallocated: small partitions
+/// (a directory of hundreds of them) keep exactly their bytes on disk.
+pub const PREALLOCATE_FROM: u64 = 1 << 20;
+/// How far ahead of the write position [`LogSegment::preallocate`] reserves
+/// blocks: one `fallocate` per 8 MiB appended.
+pub const PREALLOCATE_STEP: u64 = 8 << 20;
+const NO_PREALLOCATION: u64 = u64::MAX;
 
 pub struct Indexes {
     pub offset: OffsetIndex,
@@ -82,6 +91,10 @@ pub struct LogSegment {
     /// Opened from a cleaner's committed `.log.swap` file: its indexes are
     /// not in place yet, so none are used (see `log::cleaner`).
     unindexed: bool,
+    /// How far past its start this process has reserved the file's blocks
+    /// with `fallocate(FALLOC_FL_KEEP_SIZE)` ([`LogSegment::preallocate`]);
+    /// [`NO_PREALLOCATION`] once the filesystem refused.
+    preallocated: AtomicU64,
     /// Mapped on first use (see [`LogSegment::indexes`]): opening a
     /// partition then touches only its `.log`, and a consumer reading from
     /// a segment's start never maps them at all.
@@ -120,6 +133,7 @@ impl LogSegment {
             active,
             file_id: (meta.dev(), meta.ino()),
             unindexed: false,
+            preallocated: AtomicU64::new(0),
             indexes: OnceLock::from(RwLock::new(indexes)),
         })
     }
@@ -167,6 +181,7 @@ impl LogSegment {
             active,
             file_id: (meta.dev(), meta.ino()),
             unindexed,
+            preallocated: AtomicU64::new(0),
             indexes: OnceLock::new(),
         })
     }
@@ -326,6 +341,73 @@ impl LogSegment {
             }
         }
         Ok(())
+    }
+
+    /// Reserve disk blocks for a write of `start..end` and ahead of it, up to
+    /// [`PREALLOCATE_STEP`] bytes past it (never past `limit`, the size at
+    /// which the segment rolls), once the segment holds at least
+    /// [`PREALLOCATE_FROM`] bytes.
+    ///
+    /// Why: appending into unallocated file space makes ext4 reserve
+    /// delayed-allocation space, look up and insert extent-status entries
+    /// and charge quota for every new page, which cost about a third of the
+    /// kernel's time per appended byte (`perf`: `ext4_da_write_begin` 28%
+    /// against 16% for the copy itself); into preallocated blocks the write
+    /// finds its mapping ready (measured: 25% less kernel CPU per MiB,
+    /// `fallocate` calls included).
+    ///
+    /// `FALLOC_FL_KEEP_SIZE` leaves the file's size alone, so nothing that
+    /// reads the file sees a difference: readers, recovery and the loader
+    /// still find the end where the last write ended, and a crash leaves
+    /// at most the reserved blocks past the end (freed when the segment
+    /// rolls, see [`LogSegment::release_preallocation`], or reused by the
+    /// next append). Only a hint: a filesystem without the call turns it
+    /// off for this segment, and other errors (such as ENOSPC) are left for
+    /// the write itself to report.
+    pub fn preallocate(&self, start: u64, end: u64, limit: u64) {
+        use std::os::fd::AsRawFd;
+        let done = self.preallocated.load(Ordering::Relaxed);
+        if end <= done || end < PREALLOCATE_FROM || done == NO_PREALLOCATION {
+            return;
+        }
+        // Not below the write: bytes already written are in the page cache
+        // (or on disk) with space reserved for them.
+        let from = done.max(start);
+        let to = end.saturating_add(PREALLOCATE_STEP).min(limit.max(end));
+        // SAFETY: a plain syscall on our own descriptor; no memory passed.
+        let r = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                from as libc::off_t,
+                (to - from) as libc::off_t,
+            )
+        };
+        if r == 0 {
+            self.preallocated.fetch_max(to, Ordering::Relaxed);
+        } else if matches!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+        ) {
+            self.preallocated.store(NO_PREALLOCATION, Ordering::Relaxed);
+        }
+    }
+
+    /// Free the blocks [`LogSegment::preallocate`] reserved past `size`
+    /// (the segment's end) when the segment is closed by a roll: a closed
+    /// segment never grows, so they would only waste disk. Truncating to
+    /// the same size changes no byte and no size; it only drops the
+    /// reservation past the end. Best effort, like the reservation: a
+    /// failure costs disk space, never the roll. Blocks another process
+    /// reserved in this segment stay until the segment is deleted.
+    pub fn release_preallocation(&self, size: u64) {
+        let done = self.preallocated.load(Ordering::Relaxed);
+        if done == 0 || done == NO_PREALLOCATION {
+            return;
+        }
+        if self.file.set_len(size).is_ok() {
+            self.preallocated.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Ask the kernel to start writing `len` bytes at `pos` back to the

@@ -320,7 +320,15 @@ impl Producer {
         }
         let (receipt, sealed) =
             send_one(&self.engine, topic, ks, vs, headers, partition, timestamp)?;
-        if sealed {
+        // A sealed batch goes to the linger thread, as in `send_many`, so the
+        // page-cache copy (~20 ns of kernel time per 100-byte record) leaves
+        // the sending thread; past `MAX_READY` waiting batches, or with
+        // fsync="always" (whose appends stay in the caller, see
+        // `send_direct`), this thread appends them itself.
+        if sealed
+            && (self.engine.config().fsync == FsyncPolicy::Always
+                || !self.engine.append_in_background(MAX_READY))
+        {
             self.flush_sealed(py)?;
         }
         Ok(FutureRecordMetadata {
