@@ -74,6 +74,11 @@ def paced(send: Callable[[bytes], Any], n: int, rate: float) -> Tuple[array.arra
     return intended, s0, s1
 
 
+def switches() -> int:
+    """This thread's voluntary context switches (each sleep that blocked)."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+
+
 def receive_loop(it: Any, n: int, out: array.array) -> int:
     """out[index] = receive time; `it` yields record values (bytes)."""
     now = time.monotonic_ns
@@ -138,6 +143,7 @@ def run_path(path: str, n: int, rate: float, busy_poll_us: int) -> Dict[str, Any
     if path == "queue-thread":
         q: "queue.SimpleQueue[bytes]" = queue.SimpleQueue()
         cpu = [0.0]
+        sw = [0]
 
         def qvalues() -> Any:
             get = q.get
@@ -145,16 +151,18 @@ def run_path(path: str, n: int, rate: float, busy_poll_us: int) -> Dict[str, Any
                 yield get(timeout=10)
 
         def rx() -> None:
-            c0 = time.thread_time()
+            c0, v0 = time.thread_time(), switches()
             receive_loop(qvalues(), n, recv)
             cpu[0] = time.thread_time() - c0
+            sw[0] = switches() - v0
 
         th = threading.Thread(target=rx, daemon=True)
         th.start()
         w0 = time.monotonic()
         I, a, b = paced(q.put, n, rate)
         th.join(60)
-        return dict(breakdown(I, a, b, recv, n // 10), rx_cpu=cpu[0] / (time.monotonic() - w0))
+        return dict(breakdown(I, a, b, recv, n // 10), rx_cpu=cpu[0] / (time.monotonic() - w0),
+                    rx_switches=sw[0] / n)
     import ottla
 
     with tempfile.TemporaryDirectory(prefix="latprobe") as d:
@@ -163,11 +171,13 @@ def run_path(path: str, n: int, rate: float, busy_poll_us: int) -> Dict[str, Any
             kw: Dict[str, Any] = {} if busy_poll_us < 0 else {"busy_poll_us": busy_poll_us}
             c = ottla.Consumer(d, "lat", auto_offset_reset="earliest", consumer_timeout_ms=5000, **kw)
             cpu = [0.0]
+            sw = [0]
 
             def orx() -> None:
-                c0 = time.thread_time()
+                c0, v0 = time.thread_time(), switches()
                 receive_loop(ottla_values(c), n, recv)
                 cpu[0] = time.thread_time() - c0
+                sw[0] = switches() - v0
 
             th = threading.Thread(target=orx, daemon=True)
             th.start()
@@ -179,7 +189,8 @@ def run_path(path: str, n: int, rate: float, busy_poll_us: int) -> Dict[str, Any
                 p.close()
             th.join(60)
             c.close()
-            return dict(breakdown(I, a, b, recv, n // 10), rx_cpu=cpu[0] / (time.monotonic() - w0))
+            return dict(breakdown(I, a, b, recv, n // 10), rx_cpu=cpu[0] / (time.monotonic() - w0),
+                    rx_switches=sw[0] / n)
         # Two processes: the child receives and writes its receive times.
         out = os.path.join(d, "recv.bin")
         args = [sys.executable, __file__, "--child", path, d, str(n), out, str(busy_poll_us)]
@@ -204,7 +215,8 @@ def run_path(path: str, n: int, rate: float, busy_poll_us: int) -> Dict[str, Any
             wall = time.monotonic() - w0
             with open(out, "rb") as f:
                 recv = array.array("q", f.read())
-            return dict(breakdown(I, a, b, recv, n // 10), rx_cpu=summary.get("cpu", 0.0) / wall)
+            return dict(breakdown(I, a, b, recv, n // 10), rx_cpu=summary.get("cpu", 0.0) / wall,
+                        rx_switches=summary.get("switches", 0) / n)
         finally:
             if child.poll() is None:
                 child.kill()
@@ -225,12 +237,13 @@ def child(argv: List[str]) -> int:
     else:
         it = pipe_values(0, VALUE.size)
     print("ready", flush=True)
-    c0 = time.process_time()
+    c0, v0 = time.process_time(), switches()
     receive_loop(it, n, recv)
     cpu = time.process_time() - c0
+    sw = switches() - v0
     with open(out, "wb") as f:
         f.write(recv.tobytes())
-    print(json.dumps({"cpu": cpu}), flush=True)
+    print(json.dumps({"cpu": cpu, "switches": sw}), flush=True)
     return 0
 
 
@@ -270,7 +283,7 @@ def fmt(st: Dict[str, Any]) -> str:
     parts = [f"{c} {st[c + '_p50']:.0f}/{st[c + '_p99']:.0f}" for c in COMPONENTS]
     parts.append(f"total p99.9 {st['total_p999']:.0f}")
     tail = "/".join(f"{st['tail_' + c]:.0f}" for c in COMPONENTS)
-    return "  ".join(parts) + f"  | p99 tail (lag/send/deliver/total) {tail}  | rx cpu {st['rx_cpu']:.0%}"
+    return "  ".join(parts) + f"  | p99 tail (lag/send/deliver/total) {tail}  | rx cpu {st['rx_cpu']:.0%}, sleeps/record {st['rx_switches']:.2f}"
 
 
 if __name__ == "__main__":

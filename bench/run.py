@@ -790,8 +790,12 @@ def latency_in_process(p: Dict[str, Any]) -> Dict[str, Any]:
         lat = array.array("q", bytes(8 * n))
         got = [0]
 
+        cpu = [0.0]
+
         def consumer_thread() -> None:
+            c0 = time.thread_time()
             got[0] = consume_latencies(c, n, lat)
+            cpu[0] = time.thread_time() - c0
 
         th = threading.Thread(target=consumer_thread, daemon=True)
         th.start()
@@ -806,7 +810,8 @@ def latency_in_process(p: Dict[str, Any]) -> Dict[str, Any]:
         if th.is_alive():
             raise RuntimeError("consumer thread did not finish")
         st = latency_stats(lat, got[0], int(rate * p["lat_warmup_s"]), lag)
-        st.update(received=got[0], sent=n, achieved_rate=n / ((t_end - t0) / 1e9))
+        st.update(received=got[0], sent=n, achieved_rate=n / ((t_end - t0) / 1e9),
+                  receiver_cpu=cpu[0] / ((t_end - t0) / 1e9))
         return st
 
 
@@ -918,6 +923,8 @@ def child_latency(child: "subprocess.Popen[str]", what: str, out_path: str, p: D
         lat.frombytes(f.read())
     st = latency_stats(lat, summary["received"], int(rate * p["lat_warmup_s"]), lag)
     st.update(received=summary["received"], sent=n, achieved_rate=n / ((t_end - t0) / 1e9))
+    if "cpu" in summary:
+        st.update(receiver_cpu=summary["cpu"] / ((t_end - t0) / 1e9))
     return st
 
 
@@ -1012,11 +1019,13 @@ def child_main(argv: List[str]) -> int:
         c.position(ottla.TopicPartition("lat", 0))  # assignment resolved before "ready"
         lat = array.array("q", bytes(8 * n))
         print("ready", flush=True)
+        c0 = time.process_time()
         got = consume_latencies(c, n, lat)
+        cpu = time.process_time() - c0
         c.close()
         with open(out_path, "wb") as f:
             f.write(lat[:got].tobytes())
-        print(json.dumps({"received": got}), flush=True)
+        print(json.dumps({"received": got, "cpu": cpu}), flush=True)
         return 0
 
     if what == "latency-pipe":
@@ -1292,6 +1301,9 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
                     f"max {st['max']:,.0f} us; sender's own lateness p50/p99/p99.9 "
                     f"{st['sender_lag_p50']:,.0f}/{st['sender_lag_p99']:,.0f}/"
                     f"{st['sender_lag_p999']:,.0f} us")
+            if "receiver_cpu" in st:
+                note += (f"; consumer busy_poll_us=50 (default), its CPU "
+                         f"{st['receiver_cpu']:.0%} of the sending time")
             if st["received"] != st["sent"]:
                 note += f"; LOST {st['sent'] - st['received']}"
             results.add(W, system, st["achieved_rate"], "rec/s", ottla=is_ottla,

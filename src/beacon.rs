@@ -109,10 +109,16 @@ impl Beacon {
             return self.wait(seen, timeout);
         }
         let start = Instant::now();
-        let budget = poll.budget().min(timeout);
-        if !budget.is_zero() && self.spin(seen, start + budget) {
-            poll.hit(start.elapsed());
-            return;
+        let budget = poll.budget_at(start).min(timeout);
+        if !budget.is_zero() {
+            match self.spin(seen, start, start + budget) {
+                Spin::Moved => {
+                    poll.hit(start.elapsed());
+                    return;
+                }
+                Spin::Preempted => poll.preempted(Instant::now()),
+                Spin::GaveUp => {}
+            }
         }
         self.wait(seen, timeout.saturating_sub(start.elapsed()));
         let waited = start.elapsed();
@@ -123,19 +129,25 @@ impl Beacon {
         }
     }
 
-    /// Spin until the sequence moves past `seen` (true) or `until` (false).
-    fn spin(&self, seen: u32, until: Instant) -> bool {
+    /// Spin until the sequence moves past `seen` or `until`.
+    fn spin(&self, seen: u32, start: Instant, until: Instant) -> Spin {
+        let mut last = start;
         loop {
             // The clock (a vDSO call) is read once per 16 looks at the word.
             for _ in 0..16 {
                 if self.appends().load(Ordering::Acquire) != seen {
-                    return true;
+                    return Spin::Moved;
                 }
                 std::hint::spin_loop();
             }
-            if Instant::now() >= until {
-                return self.appends().load(Ordering::Acquire) != seen;
+            let now = Instant::now();
+            if now.duration_since(last) >= PREEMPTED {
+                return Spin::Preempted;
             }
+            if now >= until {
+                return Spin::GaveUp;
+            }
+            last = now;
         }
     }
 
@@ -164,6 +176,23 @@ impl Beacon {
     }
 }
 
+enum Spin {
+    Moved,
+    GaveUp,
+    /// The clock jumped between two looks: this thread lost its CPU.
+    Preempted,
+}
+
+/// A gap this long between two clock reads of a spin (normally well under
+/// a microsecond apart) means the spinning thread was descheduled.
+const PREEMPTED: Duration = Duration::from_micros(20);
+
+/// After a preempted spin, waits sleep at once for this long. A spinner
+/// that loses its CPU has no core to itself: spinning then only takes CPU
+/// from the thread that would produce the record (measured on the 2-core
+/// VM under load: a 50 µs spin raised the sender's lateness and the p50).
+const COOL_DOWN: Duration = Duration::from_millis(50);
+
 /// The longest busy-poll a consumer may ask for: beyond CPython's 5 ms
 /// thread switch interval, sleeping is as fast as spinning.
 pub const MAX_BUSY_POLL: Duration = Duration::from_millis(5);
@@ -176,11 +205,16 @@ pub const MAX_BUSY_POLL: Duration = Duration::from_millis(5);
 /// spin that caught an append keeps it at least twice the time spun; a
 /// sleep that timed out, or lasted longer than the cap, halves it, down to
 /// zero. So an idle consumer never spins (its waits time out), and a
-/// consumer fed faster than the cap spins instead of sleeping.
+/// consumer fed faster than the cap spins instead of sleeping. A spin that
+/// finds itself descheduled (no core of its own) stops spinning for
+/// [`COOL_DOWN`].
 /// Invariant: `budget_ns <= cap_ns`.
 pub struct BusyPoll {
     cap_ns: u64,
     budget_ns: AtomicU64,
+    epoch: Instant,
+    /// Nanoseconds after `epoch` before which no wait spins.
+    cool_until_ns: AtomicU64,
 }
 
 impl BusyPoll {
@@ -188,12 +222,30 @@ impl BusyPoll {
         BusyPoll {
             cap_ns: cap.min(MAX_BUSY_POLL).as_nanos() as u64,
             budget_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
+            cool_until_ns: AtomicU64::new(0),
         }
     }
 
     /// How long the next wait may spin.
     pub fn budget(&self) -> Duration {
         Duration::from_nanos(self.budget_ns.load(Ordering::Relaxed))
+    }
+
+    /// The budget of a wait starting at `now` (zero while cooling down).
+    fn budget_at(&self, now: Instant) -> Duration {
+        let at = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        if at < self.cool_until_ns.load(Ordering::Relaxed) {
+            return Duration::ZERO;
+        }
+        self.budget()
+    }
+
+    fn preempted(&self, now: Instant) {
+        let until = now.saturating_duration_since(self.epoch) + COOL_DOWN;
+        self.cool_until_ns
+            .store(until.as_nanos() as u64, Ordering::Relaxed);
+        self.budget_ns.store(0, Ordering::Relaxed);
     }
 
     fn set(&self, ns: u64) {
@@ -297,6 +349,21 @@ mod tests {
         let off = BusyPoll::new(Duration::ZERO);
         off.near_miss(Duration::from_micros(10));
         assert_eq!(off.budget(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_preempted_spin_cools_down() {
+        let p = BusyPoll::new(Duration::from_micros(50));
+        p.near_miss(Duration::from_micros(20));
+        let now = Instant::now();
+        assert_eq!(p.budget_at(now), Duration::from_micros(40));
+        p.preempted(now);
+        p.near_miss(Duration::from_micros(20));
+        assert_eq!(p.budget_at(now), Duration::ZERO, "cooling down");
+        assert_eq!(
+            p.budget_at(now + COOL_DOWN + Duration::from_millis(1)),
+            Duration::from_micros(40)
+        );
     }
 
     #[test]
