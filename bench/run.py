@@ -59,6 +59,7 @@ QUICK = dict(
     lat_rate=10_000,        # records/s offered in the latency test
     lat_secs=2.0,
     lat_warmup_s=0.2,
+    lat_busy_poll_rows=False,  # the busy_poll_us=50 latency rows (full mode only)
     open_topics=100,
     open_parts=8,
     open_reps=1,
@@ -78,6 +79,7 @@ FULL = dict(
     lat_rate=50_000,
     lat_secs=10.0,
     lat_warmup_s=0.5,
+    lat_busy_poll_rows=True,
     open_topics=100,
     open_parts=8,
     open_reps=3,
@@ -781,12 +783,13 @@ def latency_stats(lat: "array.array[int]", received: int, warmup: int,
     )
 
 
-def latency_in_process(p: Dict[str, Any]) -> Dict[str, Any]:
+def latency_in_process(p: Dict[str, Any], busy_poll_us: int = 0) -> Dict[str, Any]:
     ottla = import_ottla()
     rate, n = p["lat_rate"], int(p["lat_rate"] * p["lat_secs"])
     with TempDir("lat") as d:
         ottla.Admin(d).create_topic("lat", 1)
-        c = ottla.Consumer(d, "lat", auto_offset_reset="earliest", consumer_timeout_ms=5000)
+        c = ottla.Consumer(d, "lat", auto_offset_reset="earliest", consumer_timeout_ms=5000,
+                           busy_poll_us=busy_poll_us)
         lat = array.array("q", bytes(8 * n))
         got = [0]
 
@@ -815,14 +818,15 @@ def latency_in_process(p: Dict[str, Any]) -> Dict[str, Any]:
         return st
 
 
-def latency_cross_process(p: Dict[str, Any]) -> Dict[str, Any]:
+def latency_cross_process(p: Dict[str, Any], busy_poll_us: int = 0) -> Dict[str, Any]:
     ottla = import_ottla()
     rate, n = p["lat_rate"], int(p["lat_rate"] * p["lat_secs"])
     with TempDir("latx") as d:
         ottla.Admin(d).create_topic("lat", 1)
         out_path = os.path.join(d, "latencies.bin")
         child = subprocess.Popen(
-            [sys.executable, THIS, "--child", "latency-consumer", d, str(n), out_path],
+            [sys.executable, THIS, "--child", "latency-consumer", d, str(n), out_path,
+             str(busy_poll_us)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         try:
@@ -1014,8 +1018,9 @@ def child_main(argv: List[str]) -> int:
     what = argv[0]
     ottla = import_ottla()
     if what == "latency-consumer":
-        d, n, out_path = argv[1], int(argv[2]), argv[3]
-        c = ottla.Consumer(d, "lat", auto_offset_reset="earliest", consumer_timeout_ms=10_000)
+        d, n, out_path, busy_poll_us = argv[1], int(argv[2]), argv[3], int(argv[4])
+        c = ottla.Consumer(d, "lat", auto_offset_reset="earliest", consumer_timeout_ms=10_000,
+                           busy_poll_us=busy_poll_us)
         c.position(ottla.TopicPartition("lat", 0))  # assignment resolved before "ready"
         lat = array.array("q", bytes(8 * n))
         print("ready", flush=True)
@@ -1289,12 +1294,19 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
     # ---- end-to-end latency ----------------------------------------------
     W = "e2e latency 100 B"
     log(f"== {W} ({P['lat_rate']:,}/s for {P['lat_secs']} s)")
-    for system, fn, is_ottla in (
-        ("ottla 2 threads, 1 process", latency_in_process, True),
-        ("ottla 2 processes, 1 directory", latency_cross_process, True),
-        ("queue.SimpleQueue, 2 threads (in-memory floor)", latency_ref_threads, False),
-        ("os.pipe, 2 processes (in-memory floor)", latency_ref_pipe, False),
-    ):
+    # The busy_poll_us=50 rows measure the consumer's opt-in spin beside the
+    # default (off); see docs/PERFORMANCE.md, "End-to-end latency".
+    lat_rows: List[Tuple[str, Callable[[Dict[str, Any]], Dict[str, Any]], bool, Optional[int]]] = [
+        ("ottla 2 threads, 1 process", latency_in_process, True, 0),
+        ("ottla 2 processes, 1 directory", latency_cross_process, True, 0),
+        ("queue.SimpleQueue, 2 threads (in-memory floor)", latency_ref_threads, False, None),
+        ("os.pipe, 2 processes (in-memory floor)", latency_ref_pipe, False, None),
+        ("ottla 2 threads, busy_poll_us=50", lambda q: latency_in_process(q, 50), True, 50),
+        ("ottla 2 processes, busy_poll_us=50", lambda q: latency_cross_process(q, 50), True, 50),
+    ]
+    for system, fn, is_ottla, bp in lat_rows:
+        if bp and not P["lat_busy_poll_rows"]:
+            continue
         try:
             st = fn(P)
             note = (f"offered {P['lat_rate']:,}/s, linger_ms=0; first {P['lat_warmup_s']} s dropped; "
@@ -1302,7 +1314,7 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
                     f"{st['sender_lag_p50']:,.0f}/{st['sender_lag_p99']:,.0f}/"
                     f"{st['sender_lag_p999']:,.0f} us")
             if "receiver_cpu" in st:
-                note += (f"; consumer busy_poll_us=50 (default), its CPU "
+                note += (f"; consumer busy_poll_us={bp}, its CPU "
                          f"{st['receiver_cpu']:.0%} of the sending time")
             if st["received"] != st["sent"]:
                 note += f"; LOST {st['sent'] - st['received']}"

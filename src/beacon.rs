@@ -132,6 +132,7 @@ impl Beacon {
     /// Spin until the sequence moves past `seen` or `until`.
     fn spin(&self, seen: u32, start: Instant, until: Instant) -> Spin {
         let mut last = start;
+        let mut yield_at = start + YIELD_EVERY;
         loop {
             // The clock (a vDSO call) is read once per 16 looks at the word.
             for _ in 0..16 {
@@ -140,12 +141,20 @@ impl Beacon {
                 }
                 std::hint::spin_loop();
             }
-            let now = Instant::now();
+            let mut now = Instant::now();
             if now.duration_since(last) >= PREEMPTED {
                 return Spin::Preempted;
             }
             if now >= until {
                 return Spin::GaveUp;
+            }
+            if now >= yield_at {
+                // The appender may have been woken onto this CPU (both cores
+                // busy): let it run rather than spin in its way.
+                // SAFETY: no arguments; it only reschedules this thread.
+                unsafe { libc::sched_yield() };
+                now = Instant::now();
+                yield_at = now + YIELD_EVERY;
             }
             last = now;
         }
@@ -185,7 +194,10 @@ enum Spin {
 
 /// A gap this long between two clock reads of a spin (normally well under
 /// a microsecond apart) means the spinning thread was descheduled.
-const PREEMPTED: Duration = Duration::from_micros(20);
+const PREEMPTED: Duration = Duration::from_micros(10);
+
+/// How often a spin offers its CPU to another runnable thread.
+const YIELD_EVERY: Duration = Duration::from_micros(2);
 
 /// After a preempted spin, waits sleep at once for this long. A spinner
 /// that loses its CPU has no core to itself: spinning then only takes CPU

@@ -76,10 +76,12 @@ impl Default for ConsumerConfig {
     }
 }
 
-/// Linux's suggested `net.core.busy_poll`: long enough to cover the gap
-/// between records at tens of thousands a second, short enough that a
-/// consumer whose records come slower stops spinning after a few waits.
-pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
+/// Off, as Linux's `SO_BUSY_POLL` is: on the shared 2-core VM a spinning
+/// consumer did not lower the p50 and raised it under load (it takes the
+/// core the producer's threads need; docs/PERFORMANCE.md, "End-to-end
+/// latency"). 50 µs (Linux's suggested `net.core.busy_poll`) is the value
+/// to try where a core is free.
+pub const DEFAULT_BUSY_POLL: Duration = Duration::ZERO;
 
 /// The shortest `session_timeout_ms` accepted.
 pub const MIN_SESSION_TIMEOUT_MS: u64 = 100;

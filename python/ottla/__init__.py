@@ -104,16 +104,16 @@ class Consumer(_CoreConsumer):
     ``"range"``, ``"roundrobin"``) and ``session_timeout_ms`` as in Kafka.
     Callbacks run inside ``poll()``/iteration on the calling thread.
 
-    ``busy_poll_us`` (default 50, at most 5000; 0 turns it off) lets a
-    waiting ``poll()``/iteration spin for new records for up to that many
-    microseconds, with the GIL released, before it sleeps: a sleeping
-    consumer pays a thread wake-up per record. The spin is adaptive: it only
-    happens while records have been arriving within that time of each other,
-    so an idle consumer sleeps and uses no CPU, and one fed every few tens of
-    microseconds spends a core spinning instead of sleeping::
+    ``busy_poll_us`` (default 0: off; at most 5000) lets a waiting
+    ``poll()``/iteration spin for new records for up to that many
+    microseconds, with the GIL released, before it sleeps on the futex. The
+    spin is adaptive: it only happens while records have been arriving within
+    that time of each other, and stops for a while when the spinning thread
+    finds itself descheduled, so an idle consumer sleeps and uses no CPU.
+    It pays only with a core to spare (a consumer fed every few tens of
+    microseconds spends that core spinning)::
 
-        c = ottla.Consumer("data", "ticks", busy_poll_us=200)  # lowest latency
-        c = ottla.Consumer("data", "ticks", busy_poll_us=0)    # never spin
+        c = ottla.Consumer("data", "ticks", busy_poll_us=50)
 
     In a notebook, read straight into Arrow or pandas (``pip install
     'ottla[arrow]'``): ``poll_arrow()``, ``read_arrow()``, ``to_pandas()``.

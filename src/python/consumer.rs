@@ -298,7 +298,7 @@ impl Consumer {
         auto_commit_interval_ms=5000, consumer_timeout_ms=None, max_poll_records=500,
         max_partition_fetch_bytes=1048576, check_crcs=true, auto_create_topics=true,
         num_partitions=1, key_deserializer=None, value_deserializer=None, client_id=None,
-        partition_assignment_strategy=None, session_timeout_ms=10000, busy_poll_us=50
+        partition_assignment_strategy=None, session_timeout_ms=10000, busy_poll_us=0
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
