@@ -153,7 +153,14 @@ impl Beacon {
                 // busy): let it run rather than spin in its way.
                 // SAFETY: no arguments; it only reschedules this thread.
                 unsafe { libc::sched_yield() };
-                now = Instant::now();
+                let back = Instant::now();
+                // Another thread ran that long here: this CPU is wanted.
+                if back.duration_since(now) >= PREEMPTED
+                    && self.appends().load(Ordering::Acquire) == seen
+                {
+                    return Spin::Preempted;
+                }
+                now = back;
                 yield_at = now + YIELD_EVERY;
             }
             last = now;
