@@ -59,6 +59,7 @@ QUICK = dict(
     lat_rate=10_000,        # records/s offered in the latency test
     lat_secs=2.0,
     lat_warmup_s=0.2,
+    lat_busy_poll_rows=False,  # the busy_poll_us=50 latency rows (full mode only)
     open_topics=100,
     open_parts=8,
     open_reps=1,
@@ -78,6 +79,7 @@ FULL = dict(
     lat_rate=50_000,
     lat_secs=10.0,
     lat_warmup_s=0.5,
+    lat_busy_poll_rows=True,
     open_topics=100,
     open_parts=8,
     open_reps=3,
@@ -781,17 +783,22 @@ def latency_stats(lat: "array.array[int]", received: int, warmup: int,
     )
 
 
-def latency_in_process(p: Dict[str, Any]) -> Dict[str, Any]:
+def latency_in_process(p: Dict[str, Any], busy_poll_us: int = 0) -> Dict[str, Any]:
     ottla = import_ottla()
     rate, n = p["lat_rate"], int(p["lat_rate"] * p["lat_secs"])
     with TempDir("lat") as d:
         ottla.Admin(d).create_topic("lat", 1)
-        c = ottla.Consumer(d, "lat", auto_offset_reset="earliest", consumer_timeout_ms=5000)
+        c = ottla.Consumer(d, "lat", auto_offset_reset="earliest", consumer_timeout_ms=5000,
+                           busy_poll_us=busy_poll_us)
         lat = array.array("q", bytes(8 * n))
         got = [0]
 
+        cpu = [0.0]
+
         def consumer_thread() -> None:
+            c0 = time.thread_time()
             got[0] = consume_latencies(c, n, lat)
+            cpu[0] = time.thread_time() - c0
 
         th = threading.Thread(target=consumer_thread, daemon=True)
         th.start()
@@ -806,18 +813,20 @@ def latency_in_process(p: Dict[str, Any]) -> Dict[str, Any]:
         if th.is_alive():
             raise RuntimeError("consumer thread did not finish")
         st = latency_stats(lat, got[0], int(rate * p["lat_warmup_s"]), lag)
-        st.update(received=got[0], sent=n, achieved_rate=n / ((t_end - t0) / 1e9))
+        st.update(received=got[0], sent=n, achieved_rate=n / ((t_end - t0) / 1e9),
+                  receiver_cpu=cpu[0] / ((t_end - t0) / 1e9))
         return st
 
 
-def latency_cross_process(p: Dict[str, Any]) -> Dict[str, Any]:
+def latency_cross_process(p: Dict[str, Any], busy_poll_us: int = 0) -> Dict[str, Any]:
     ottla = import_ottla()
     rate, n = p["lat_rate"], int(p["lat_rate"] * p["lat_secs"])
     with TempDir("latx") as d:
         ottla.Admin(d).create_topic("lat", 1)
         out_path = os.path.join(d, "latencies.bin")
         child = subprocess.Popen(
-            [sys.executable, THIS, "--child", "latency-consumer", d, str(n), out_path],
+            [sys.executable, THIS, "--child", "latency-consumer", d, str(n), out_path,
+             str(busy_poll_us)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         try:
@@ -918,6 +927,8 @@ def child_latency(child: "subprocess.Popen[str]", what: str, out_path: str, p: D
         lat.frombytes(f.read())
     st = latency_stats(lat, summary["received"], int(rate * p["lat_warmup_s"]), lag)
     st.update(received=summary["received"], sent=n, achieved_rate=n / ((t_end - t0) / 1e9))
+    if "cpu" in summary:
+        st.update(receiver_cpu=summary["cpu"] / ((t_end - t0) / 1e9))
     return st
 
 
@@ -1007,16 +1018,19 @@ def child_main(argv: List[str]) -> int:
     what = argv[0]
     ottla = import_ottla()
     if what == "latency-consumer":
-        d, n, out_path = argv[1], int(argv[2]), argv[3]
-        c = ottla.Consumer(d, "lat", auto_offset_reset="earliest", consumer_timeout_ms=10_000)
+        d, n, out_path, busy_poll_us = argv[1], int(argv[2]), argv[3], int(argv[4])
+        c = ottla.Consumer(d, "lat", auto_offset_reset="earliest", consumer_timeout_ms=10_000,
+                           busy_poll_us=busy_poll_us)
         c.position(ottla.TopicPartition("lat", 0))  # assignment resolved before "ready"
         lat = array.array("q", bytes(8 * n))
         print("ready", flush=True)
+        c0 = time.process_time()
         got = consume_latencies(c, n, lat)
+        cpu = time.process_time() - c0
         c.close()
         with open(out_path, "wb") as f:
             f.write(lat[:got].tobytes())
-        print(json.dumps({"received": got}), flush=True)
+        print(json.dumps({"received": got, "cpu": cpu}), flush=True)
         return 0
 
     if what == "latency-pipe":
@@ -1280,18 +1294,28 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
     # ---- end-to-end latency ----------------------------------------------
     W = "e2e latency 100 B"
     log(f"== {W} ({P['lat_rate']:,}/s for {P['lat_secs']} s)")
-    for system, fn, is_ottla in (
-        ("ottla 2 threads, 1 process", latency_in_process, True),
-        ("ottla 2 processes, 1 directory", latency_cross_process, True),
-        ("queue.SimpleQueue, 2 threads (in-memory floor)", latency_ref_threads, False),
-        ("os.pipe, 2 processes (in-memory floor)", latency_ref_pipe, False),
-    ):
+    # The busy_poll_us=50 rows measure the consumer's opt-in spin beside the
+    # default (off); see docs/PERFORMANCE.md, "End-to-end latency".
+    lat_rows: List[Tuple[str, Callable[[Dict[str, Any]], Dict[str, Any]], bool, Optional[int]]] = [
+        ("ottla 2 threads, 1 process", latency_in_process, True, 0),
+        ("ottla 2 processes, 1 directory", latency_cross_process, True, 0),
+        ("queue.SimpleQueue, 2 threads (in-memory floor)", latency_ref_threads, False, None),
+        ("os.pipe, 2 processes (in-memory floor)", latency_ref_pipe, False, None),
+        ("ottla 2 threads, busy_poll_us=50", lambda q: latency_in_process(q, 50), True, 50),
+        ("ottla 2 processes, busy_poll_us=50", lambda q: latency_cross_process(q, 50), True, 50),
+    ]
+    for system, fn, is_ottla, bp in lat_rows:
+        if bp and not P["lat_busy_poll_rows"]:
+            continue
         try:
             st = fn(P)
             note = (f"offered {P['lat_rate']:,}/s, linger_ms=0; first {P['lat_warmup_s']} s dropped; "
                     f"max {st['max']:,.0f} us; sender's own lateness p50/p99/p99.9 "
                     f"{st['sender_lag_p50']:,.0f}/{st['sender_lag_p99']:,.0f}/"
                     f"{st['sender_lag_p999']:,.0f} us")
+            if "receiver_cpu" in st:
+                note += (f"; consumer busy_poll_us={bp}, its CPU "
+                         f"{st['receiver_cpu']:.0%} of the sending time")
             if st["received"] != st["sent"]:
                 note += f"; LOST {st['sent'] - st['received']}"
             results.add(W, system, st["achieved_rate"], "rec/s", ottla=is_ottla,

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::beacon::{BusyPoll, MAX_BUSY_POLL};
 use crate::error::{Error, Result};
 use crate::group::assignor::Assignor;
 use crate::group::member::MemberSession;
@@ -51,6 +52,9 @@ pub struct ConsumerConfig {
     pub assignor: Assignor,
     /// A member that does not poll for this long gives up its partitions.
     pub session_timeout_ms: u64,
+    /// The most a wait spins for new records before it sleeps (adaptive,
+    /// see [`BusyPoll`]); zero never spins. At most [`MAX_BUSY_POLL`].
+    pub busy_poll: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -67,9 +71,17 @@ impl Default for ConsumerConfig {
             client_id: String::new(),
             assignor: Assignor::CooperativeSticky,
             session_timeout_ms: 10_000,
+            busy_poll: DEFAULT_BUSY_POLL,
         }
     }
 }
+
+/// Off, as Linux's `SO_BUSY_POLL` is: on the shared 2-core VM a spinning
+/// consumer did not lower the p50 and raised it under load (it takes the
+/// core the producer's threads need; docs/PERFORMANCE.md, "End-to-end
+/// latency"). 50 µs (Linux's suggested `net.core.busy_poll`) is the value
+/// to try where a core is free.
+pub const DEFAULT_BUSY_POLL: Duration = Duration::ZERO;
 
 /// The shortest `session_timeout_ms` accepted.
 pub const MIN_SESSION_TIMEOUT_MS: u64 = 100;
@@ -187,6 +199,8 @@ pub struct Consumer {
     closed: Arc<AtomicBool>,
     group_dir: Mutex<Option<Arc<GroupDir>>>,
     watchdog: Mutex<bool>,
+    /// The adaptive spin of `wait`, bounded by `config.busy_poll`.
+    busy_poll: BusyPoll,
 }
 
 impl Consumer {
@@ -207,7 +221,15 @@ impl Consumer {
                 config.session_timeout_ms
             )));
         }
+        if config.busy_poll > MAX_BUSY_POLL {
+            return Err(Error::InvalidConfig(format!(
+                "busy_poll_us must be at most {}, got {}",
+                MAX_BUSY_POLL.as_micros(),
+                config.busy_poll.as_micros()
+            )));
+        }
         Ok(Consumer {
+            busy_poll: BusyPoll::new(config.busy_poll),
             inner: Arc::new(Mutex::new(Inner {
                 subscription: None,
                 group: None,
@@ -1078,9 +1100,11 @@ impl Consumer {
                 return Ok(false);
             }
             // Bounded so a closed consumer or a missed wake costs at most this.
-            self.store
-                .beacon()
-                .wait(seq, (deadline - now).min(nap).max(Duration::from_millis(1)));
+            self.store.beacon().wait_polling(
+                seq,
+                (deadline - now).min(nap).max(Duration::from_millis(1)),
+                &self.busy_poll,
+            );
         }
     }
 

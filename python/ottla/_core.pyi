@@ -210,6 +210,7 @@ class Consumer:
         client_id: Optional[str] = None,
         partition_assignment_strategy: Optional[Union[str, Sequence[str]]] = None,
         session_timeout_ms: int = 10000,
+        busy_poll_us: int = 0,
     ) -> Self: ...
     def subscribe(
         self,

@@ -298,7 +298,7 @@ impl Consumer {
         auto_commit_interval_ms=5000, consumer_timeout_ms=None, max_poll_records=500,
         max_partition_fetch_bytes=1048576, check_crcs=true, auto_create_topics=true,
         num_partitions=1, key_deserializer=None, value_deserializer=None, client_id=None,
-        partition_assignment_strategy=None, session_timeout_ms=10000
+        partition_assignment_strategy=None, session_timeout_ms=10000, busy_poll_us=0
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -320,6 +320,7 @@ impl Consumer {
         client_id: Option<String>,
         partition_assignment_strategy: Option<Bound<'_, PyAny>>,
         session_timeout_ms: u64,
+        busy_poll_us: i64,
     ) -> PyResult<Self> {
         let assignor = match &partition_assignment_strategy {
             None => Assignor::CooperativeSticky,
@@ -348,6 +349,12 @@ impl Consumer {
                 )))
             }
         };
+        let max_busy = crate::beacon::MAX_BUSY_POLL.as_micros();
+        if busy_poll_us < 0 || busy_poll_us as u128 > max_busy {
+            return Err(PyValueError::new_err(format!(
+                "busy_poll_us must be between 0 and {max_busy}, got {busy_poll_us}"
+            )));
+        }
         let config = ConsumerConfig {
             group_id,
             auto_offset_reset: reset,
@@ -360,6 +367,7 @@ impl Consumer {
             client_id: client_id.unwrap_or_default(),
             assignor,
             session_timeout_ms,
+            busy_poll: Duration::from_micros(busy_poll_us as u64),
         };
         let engine = py.detach(|| -> crate::Result<Arc<Engine>> {
             let store = Store::open(&path)?;
