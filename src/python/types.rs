@@ -76,7 +76,11 @@ impl RecordMetadata {
 }
 
 /// A record read from a topic.
-#[pyclass(module = "ottla", frozen)]
+///
+/// Iteration drops most records right after handing them out: a free list
+/// recycles them (objects from it come back untracked by the cyclic GC; the
+/// consumer tracks them again when a deserializer could make a cycle).
+#[pyclass(module = "ottla", frozen, freelist = 1024)]
 pub struct Record {
     pub topic: Py<PyString>,
     #[pyo3(get)]

@@ -56,8 +56,20 @@ pub fn put_varint(buf: &mut Vec<u8>, v: i32) {
 
 /// Decode a zig-zag varlong at `*pos`, advancing it. `None` when the input
 /// ends early or the encoding runs past ten bytes.
-#[inline]
+#[inline(always)]
 pub fn get_varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
+    // Most fields of a record (attributes, deltas, small lengths, the
+    // header count) fit one byte: decode those without the loop or a call.
+    let b = *buf.get(*pos)?;
+    if b < 0x80 {
+        *pos += 1;
+        return Some(unzigzag64(b as u64));
+    }
+    get_varlong_long(buf, pos)
+}
+
+#[inline(never)]
+fn get_varlong_long(buf: &[u8], pos: &mut usize) -> Option<i64> {
     let mut result: u64 = 0;
     let mut shift = 0u32;
     loop {
