@@ -966,7 +966,7 @@ impl Consumer {
         a.position = Some(position);
         // As `drain` leaves it after one record taken from the partition it
         // started at: the turn passes on.
-        inner.next_rr = (idx + 1) % n;
+        inner.next_rr = if idx + 1 < n { idx + 1 } else { 0 };
         Ok(Some(out))
     }
 
