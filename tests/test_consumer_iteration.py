@@ -249,3 +249,20 @@ def test_deserialized_records_are_tracked_so_cycles_are_collected(data_dir):
     del recs
     gc.collect()
     assert _Box.freed == 2 * BATCH
+
+
+def test_iteration_through_a_compressed_batch(data_dir, spawn):
+    pytest.importorskip("kafka")
+    from test_arrow import PLAIN_WRITER, _write_gzip_batch
+
+    assert spawn(PLAIN_WRITER, data_dir).wait(60) == 0
+    _write_gzip_batch(Path(data_dir) / "gz-0", 3, [b"zipped-%d" % i for i in range(4)])
+    tp = TP("gz", 0)
+    with ottla.Consumer(data_dir, "gz", auto_offset_reset="earliest",
+                        consumer_timeout_ms=0) as c:
+        got = []
+        for r in c:
+            got.append((r.offset, r.value))
+            assert c.position(tp) == r.offset + 1
+    assert got == [(i, b"plain-%d" % i) for i in range(3)] + \
+        [(3 + i, b"zipped-%d" % i) for i in range(4)]
