@@ -215,7 +215,8 @@ impl Consumer {
     /// (the `headers` getter copies it), so it can be part of no reference
     /// cycle: it is left out of the cyclic GC, which would otherwise walk
     /// every record of a large `poll()` result again and again. With a
-    /// deserializer, `key`/`value` may be anything, so it stays tracked.
+    /// deserializer, `key`/`value` may be anything, so it stays tracked
+    /// (and `Record.__traverse__` shows the GC those two).
     fn make_record<'py>(
         &self,
         py: Python<'py>,
