@@ -329,15 +329,19 @@ class Consumer:
         # starts another) has taken nothing.
         sync, waiter = self._sync, self._waiter
         loop = asyncio.get_running_loop()
-        streak = 0
+        streak = self._STREAK
         try:
             while True:
-                for record in sync:
+                # Runs of up to `streak` records, counted in C: zip() takes
+                # from the budget before the consumer, so a spent budget
+                # ends the run without taking a record.
+                budget = iter(range(streak))
+                for _, record in zip(budget, sync):
                     yield record
-                    streak += 1
-                    if streak >= self._STREAK:
-                        streak = 0
-                        await asyncio.sleep(0)
+                if next(budget, None) is None:
+                    # A whole run: let other tasks in, then read on.
+                    await asyncio.sleep(0)
+                    continue
                 # Nothing ready: wait, up to consumer_timeout_ms.
                 timeout = self._timeout_ms
                 deadline = None if timeout is None else loop.time() + timeout / 1000.0
@@ -348,7 +352,6 @@ class Consumer:
                     woke = next(sync, None)
                     if woke is not None:
                         yield woke
-                        streak += 1
                         break
                     left_ms = self._IDLE_MS
                     if deadline is not None:

@@ -975,9 +975,7 @@ impl PartitionLog {
             .max(crate::record::HEADER_LEN as u64) as usize;
         let want = want.min((limit - pos) as usize);
         let start = out.len();
-        out.resize(start + want, 0);
-        let n = seg.read_at(pos, &mut out[start..])?;
-        out.truncate(start + n);
+        seg.read_appending(pos, want, out)?;
         let mut at = 0usize;
         let mut next = -1;
         let mut err = None;

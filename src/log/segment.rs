@@ -441,6 +441,42 @@ impl LogSegment {
         Ok(done)
     }
 
+    /// Append up to `len` bytes read at `pos` to `out`, without zero-filling
+    /// them first (a consumer's fetch reads a MiB at a time: the fill cost
+    /// ~110 instructions per 100-byte record). Returns the bytes read.
+    pub fn read_appending(&self, pos: u64, len: usize, out: &mut Vec<u8>) -> Result<usize> {
+        use std::os::fd::AsRawFd;
+        out.reserve(len);
+        let start = out.len();
+        let mut done = 0;
+        while done < len {
+            let spare = &mut out.spare_capacity_mut()[done..len];
+            // SAFETY: `spare` is `len - done` bytes of capacity owned by
+            // `out`; pread writes at most that many and reports how many.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    (pos + done as u64) as libc::off_t,
+                )
+            };
+            match n {
+                0 => break,
+                n if n > 0 => done += n as usize,
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(Error::io("read segment", &self.path, e));
+                    }
+                }
+            }
+        }
+        // SAFETY: pread initialised the first `done` bytes past `start`.
+        unsafe { out.set_len(start + done) };
+        Ok(done)
+    }
+
     pub fn truncate(&self, size: u64) -> Result<()> {
         self.file.set_len(size).ctx("truncate segment", &self.path)
     }

@@ -32,8 +32,17 @@ pub struct Consumer {
     value_deserializer: Option<Py<PyAny>>,
     consumer_timeout: Option<Duration>,
     max_poll_records: usize,
-    topic_names: Mutex<HashMap<Arc<str>, Py<PyString>>>,
+    topic_names: Mutex<TopicNames>,
     path: String,
+}
+
+/// Each topic's name as one shared Python `str`, so a record costs a
+/// reference, not a string.
+#[derive(Default)]
+struct TopicNames {
+    all: HashMap<Arc<str>, Py<PyString>>,
+    /// The last one asked for.
+    last: Option<(Arc<str>, Py<PyString>)>,
 }
 
 fn tps(args: &Bound<'_, PyAny>) -> PyResult<Vec<(String, u32)>> {
@@ -185,13 +194,53 @@ impl Consumer {
 
     fn topic_name(&self, py: Python<'_>, t: &Arc<str>) -> Py<PyString> {
         let mut names = self.topic_names.lock();
-        names
+        // Records come in runs from one partition: the last topic's name
+        // is found by comparing a pointer, not by hashing the string.
+        if let Some((last, name)) = &names.last {
+            if Arc::ptr_eq(last, t) {
+                return name.clone_ref(py);
+            }
+        }
+        let name = names
+            .all
             .entry(t.clone())
             .or_insert_with(|| PyString::new(py, t).unbind())
-            .clone_ref(py)
+            .clone_ref(py);
+        names.last = Some((t.clone(), name.clone_ref(py)));
+        name
     }
 
-    fn make_record(&self, py: Python<'_>, tp: &Tp, rec: &RecordView<'_>) -> PyResult<Record> {
+    /// The record as a Python object. Its fields are immutable and hold
+    /// only `str`, `int`, `bytes`, `None` and a list no caller can reach
+    /// (the `headers` getter copies it), so it can be part of no reference
+    /// cycle: it is left out of the cyclic GC, which would otherwise walk
+    /// every record of a large `poll()` result again and again. With a
+    /// deserializer, `key`/`value` may be anything, so it stays tracked
+    /// (and `Record.__traverse__` shows the GC those two).
+    fn make_record<'py>(
+        &self,
+        py: Python<'py>,
+        tp: &Tp,
+        rec: &RecordView<'_>,
+    ) -> PyResult<Bound<'py, Record>> {
+        let record = Bound::new(py, self.record_fields(py, tp, rec)?)?;
+        let obj = record.as_ptr();
+        let deserialized = self.key_deserializer.is_some() || self.value_deserializer.is_some();
+        // SAFETY: `obj` is a live object of a GC type (every pyclass is one)
+        // whose fields are all initialised; the GIL is held.
+        unsafe {
+            let tracked = pyo3::ffi::PyObject_GC_IsTracked(obj) != 0;
+            if deserialized && !tracked {
+                // Reused from the free list, which hands objects out untracked.
+                pyo3::ffi::PyObject_GC_Track(obj.cast());
+            } else if !deserialized && tracked {
+                pyo3::ffi::PyObject_GC_UnTrack(obj.cast());
+            }
+        }
+        Ok(record)
+    }
+
+    fn record_fields(&self, py: Python<'_>, tp: &Tp, rec: &RecordView<'_>) -> PyResult<Record> {
         let conv = |b: Option<&[u8]>, de: &Option<Py<PyAny>>| -> PyResult<Option<Py<PyAny>>> {
             let obj = b.map(|b| PyBytes::new(py, b).into_any());
             match (de, obj) {
@@ -223,11 +272,11 @@ impl Consumer {
     }
 
     /// Hand out up to `max` records as Python objects, with the GIL held.
-    fn drain_into(
+    fn drain_into<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         max: usize,
-        f: &mut dyn FnMut(&Tp, Record) -> PyResult<()>,
+        f: &mut dyn FnMut(&Tp, Bound<'py, Record>) -> PyResult<()>,
     ) -> PyResult<usize> {
         let mut err: Option<PyErr> = None;
         let n = self.engine.drain(max, &mut |tp, rec| {
@@ -384,7 +433,7 @@ impl Consumer {
             value_deserializer,
             consumer_timeout,
             max_poll_records,
-            topic_names: Mutex::new(HashMap::new()),
+            topic_names: Mutex::new(TopicNames::default()),
             path: path.display().to_string(),
         })
     }
@@ -528,13 +577,24 @@ impl Consumer {
         let out = PyDict::new(py);
         loop {
             let mut lists: HashMap<(*const u8, u32), Bound<'py, PyList>> = HashMap::new();
+            // Records come in runs from one partition: the run's list is
+            // found without hashing.
+            let mut last: Option<((*const u8, u32), Bound<'py, PyList>)> = None;
             let n = self.drain_into(py, max, &mut |tp, rec| {
                 let key = (tp.0.as_ptr(), tp.1);
+                if let Some((k, l)) = &last {
+                    if *k == key {
+                        return l.append(rec);
+                    }
+                }
                 if let Some(l) = lists.get(&key) {
-                    return l.append(rec);
+                    l.append(rec)?;
+                    last = Some((key, l.clone()));
+                    return Ok(());
                 }
                 let l = PyList::empty(py);
-                l.append(rec)?;
+                l.append(&rec)?;
+                last = Some((key, l.clone()));
                 out.set_item(
                     TopicPartition {
                         topic: tp.0.to_string(),
@@ -633,7 +693,16 @@ impl Consumer {
         slf
     }
 
-    fn __next__(&self, py: Python<'_>) -> PyResult<Record> {
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, Record>> {
+        // The common case: the next record of the batch being walked. No
+        // rebalance callback can have run, so there is no error of theirs
+        // to raise.
+        if let Some(record) = self
+            .engine
+            .next_in_batch(|tp, rec| self.make_record(py, tp, rec))?
+        {
+            return record;
+        }
         let deadline = self.consumer_timeout.map(|t| Instant::now() + t);
         loop {
             let mut got = None;

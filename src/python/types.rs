@@ -2,6 +2,7 @@
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 
 /// `TopicPartition(topic, partition)`: hashable, comparable, unpackable.
 #[pyclass(module = "ottla", frozen, eq, hash, ord, from_py_object)]
@@ -76,7 +77,11 @@ impl RecordMetadata {
 }
 
 /// A record read from a topic.
-#[pyclass(module = "ottla", frozen)]
+///
+/// Iteration drops most records right after handing them out: a free list
+/// recycles them (objects from it come back untracked by the cyclic GC; the
+/// consumer tracks them again when a deserializer could make a cycle).
+#[pyclass(module = "ottla", frozen, freelist = 1024)]
 pub struct Record {
     pub topic: Py<PyString>,
     #[pyo3(get)]
@@ -92,6 +97,20 @@ pub struct Record {
 
 #[pymethods]
 impl Record {
+    /// Lets the cyclic GC see a deserialized key or value: one that refers
+    /// back to its record (directly or not) is then collected, not leaked.
+    /// (Records without deserializers are not tracked at all; see
+    /// `Consumer::make_record`.)
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for o in [&self.key, &self.value].into_iter().flatten() {
+            visit.call(o)?;
+        }
+        if let Some(h) = &self.headers {
+            visit.call(h)?;
+        }
+        Ok(())
+    }
+
     #[getter]
     fn topic(&self, py: Python<'_>) -> Py<PyString> {
         self.topic.clone_ref(py)

@@ -618,7 +618,7 @@ impl<'a> Iterator for HeaderIter<'a> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn get_bytes<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>, &'static str> {
     let len = get_varint(buf, pos).ok_or("bad length varint")?;
     if len < 0 {
@@ -665,6 +665,7 @@ impl<'a> RecordIter<'a> {
         (self.pos, self.left)
     }
 
+    #[inline(always)]
     fn decode(&mut self) -> Result<RecordView<'a>, &'static str> {
         let len = get_varint(self.buf, &mut self.pos).ok_or("bad record length")?;
         if len < 0 {
@@ -724,6 +725,7 @@ impl<'a> RecordIter<'a> {
 
 impl<'a> Iterator for RecordIter<'a> {
     type Item = Result<RecordView<'a>, &'static str>;
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.left <= 0 {
             return None;

@@ -56,8 +56,27 @@ pub fn put_varint(buf: &mut Vec<u8>, v: i32) {
 
 /// Decode a zig-zag varlong at `*pos`, advancing it. `None` when the input
 /// ends early or the encoding runs past ten bytes.
-#[inline]
+#[inline(always)]
 pub fn get_varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
+    // Most fields of a record fit one byte (attributes, deltas, the header
+    // count) or two (lengths up to 8 KiB): decode those without the loop
+    // or a call.
+    let b = *buf.get(*pos)?;
+    if b < 0x80 {
+        *pos += 1;
+        return Some(unzigzag64(b as u64));
+    }
+    if let Some(&b1) = buf.get(*pos + 1) {
+        if b1 < 0x80 {
+            *pos += 2;
+            return Some(unzigzag64((b & 0x7f) as u64 | (b1 as u64) << 7));
+        }
+    }
+    get_varlong_long(buf, pos)
+}
+
+#[inline(never)]
+fn get_varlong_long(buf: &[u8], pos: &mut usize) -> Option<i64> {
     let mut result: u64 = 0;
     let mut shift = 0u32;
     loop {
@@ -127,6 +146,23 @@ mod tests {
             let mut buf = Vec::new();
             put_varlong(&mut buf, *v);
             assert_eq!(&buf[..], *bytes, "encoding of {v}");
+        }
+    }
+
+    #[test]
+    fn short_forms_decode_as_the_general_loop_does() {
+        // Every one- and two-byte input (and a truncated second byte), at an
+        // offset, through the inlined short path and the loop alone.
+        for b0 in 0..=255u8 {
+            for b1 in (0..=255u8).map(Some).chain([None]) {
+                let buf: Vec<u8> = [7u8, b0].into_iter().chain(b1).collect();
+                let (mut p, mut q) = (1, 1);
+                assert_eq!(
+                    (get_varlong(&buf, &mut p), p),
+                    (get_varlong_long(&buf, &mut q), q),
+                    "{buf:?}"
+                );
+            }
         }
     }
 
