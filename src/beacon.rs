@@ -419,8 +419,15 @@ mod tests {
         let a = Beacon::open(&dir.path().join("beacon")).expect("open");
         let poll = BusyPoll::new(Duration::from_micros(50));
         poll.near_miss(Duration::from_micros(25));
+        assert_eq!(poll.budget(), Duration::from_micros(50));
         a.wait_polling(a.append_seq(), Duration::from_millis(30), &poll);
-        assert_eq!(poll.budget(), Duration::from_micros(25));
+        // Halved by the timed-out wait; zero if the spin found itself
+        // preempted first (a loaded machine): either way it decayed.
+        let left = poll.budget();
+        assert!(
+            left == Duration::from_micros(25) || left.is_zero(),
+            "{left:?}"
+        );
     }
 
     #[test]
