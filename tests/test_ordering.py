@@ -48,6 +48,13 @@ def err_name(f):
         return "ok"
     except ottla.OttlaError as e:
         return type(e).__name__
+
+def offset(f):
+    # The offset the record got, or the name of the error it failed with.
+    try:
+        return f.get(10).offset
+    except ottla.OttlaError as e:
+        return type(e).__name__
 """
 
 SYNC_CHILD = PRELUDE + """
@@ -64,7 +71,7 @@ out["b"] = type(fb.exception).__name__
 # flush() raised: the partition takes records again, at the next offset.
 fx = p.send("ord", b"x" * 100, partition=0)
 out["flush2"] = err_name(p.flush)
-out["x"] = fx.get(0).offset
+out["x"] = offset(fx)
 
 # 2. A fails in the background; a record sent before anyone is told fails
 # at once (its future, not send()), and so does a send_many.
@@ -75,7 +82,7 @@ out["d_failed_at_once"] = fd.done() and fd.failed()
 fm = p.send_many("ord", [b"m1", b"m2"], partition=0)
 out["m"] = err_name(lambda: fm.get(10))  # delivers the error: lifts the fence
 out["d"] = err_name(lambda: fd.get(10))
-out["g"] = p.send("ord", b"g" * 100, partition=0).get(10).offset
+out["g"] = offset(p.send("ord", b"g" * 100, partition=0))
 
 # 3. The direct path (a large value, written from its own buffer) fails;
 # the small record behind it fails until get() hands the error over.
@@ -83,18 +90,18 @@ fh = p.send("ord", b"H" * 70000, partition=0)
 out["h_failed"] = fh.failed()
 fi = p.send("ord", b"i" * 50, partition=0)
 out["i"] = err_name(lambda: fi.get(10))
-out["j"] = p.send("ord", b"j" * 50, partition=0).get(10).offset
+out["j"] = offset(p.send("ord", b"j" * 50, partition=0))
 
 # 4. exception() hands the error over too.
 fk = p.send("ord", BIG, partition=0)
 wait_done(fk)
 fl = p.send("ord", SMALL, partition=0)
 out["l"] = type(fl.exception).__name__
-out["n"] = p.send("ord", b"n" * 50, partition=0).get(10).offset
+out["n"] = offset(p.send("ord", b"n" * 50, partition=0))
 
 # Without the limit, appending continues gap-free.
 unlimit()
-out["big"] = p.send("ord", BIG, partition=0).get(10).offset
+out["big"] = offset(p.send("ord", BIG, partition=0))
 p.close()
 print("result", json.dumps(out), flush=True)
 """
