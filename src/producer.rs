@@ -221,6 +221,21 @@ impl PartitionFence {
         g.take().map(|f| f.error)
     }
 
+    /// Give one record sent while the fence is up the fence's failed
+    /// handle; false if the fence was lifted meanwhile. Out of line: the
+    /// send path only pays the `is_up` test.
+    #[cold]
+    #[inline(never)]
+    fn place_fenced(&self, placed: &mut dyn FnMut(&Arc<BatchHandle>, u32)) -> bool {
+        match self.fenced_records(1) {
+            Some((h, index)) => {
+                placed(&h, index);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The failed handle and first index for `count` records sent while
     /// the fence is up, or None if it was lifted meanwhile.
     fn fenced_records(&self, count: usize) -> Option<(Arc<BatchHandle>, u32)> {
@@ -718,14 +733,11 @@ impl Producer {
         let slot = &mut state.batches[p as usize];
         if slot.is_none() {
             let fence = &state.fences[p as usize];
-            if fence.is_up() {
-                if let Some((h, index)) = fence.fenced_records(1) {
-                    placed(&h, index);
-                    if sticky {
-                        state.sticky = (state.sticky + 1) % n;
-                    }
-                    return Ok(ts);
+            if fence.is_up() && fence.place_fenced(placed) {
+                if sticky {
+                    state.sticky = (state.sticky + 1) % n;
                 }
+                return Ok(ts);
             }
             let log = self.store.partition(&state.topic, p)?;
             *slot = Some(OpenBatch {
