@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::log::{now_ms, Durability};
 use crate::offsets::{OffsetStore, OFFSETS_TOPIC};
 use crate::partitioner::partition_for_key;
-use crate::producer::{Producer, ProducerConfig, SendReceipt};
+use crate::producer::{Completions, Producer, ProducerConfig, SendReceipt};
 use crate::record::BatchBuilder;
 use crate::store::Store;
 
@@ -1518,4 +1518,187 @@ fn records_handed_out_before_an_error_reach_the_caller_and_the_error_comes_next(
     c.seek("mixed", 0, 4).expect("seek");
     let got = drain_all(&c);
     assert_eq!(got.iter().map(|g| g.2).collect::<Vec<_>>(), vec![4]);
+}
+
+/// Makes the partition's next segment roll fail: a directory stands where
+/// the roll would create segment `base`'s log file. An append that needs a
+/// new segment then fails while a smaller one that fits the active segment
+/// would still be appended.
+fn block_roll(root: &Path, topic: &str, partition: u32, base: i64) -> std::path::PathBuf {
+    let dir = root
+        .join(format!("{topic}-{partition}"))
+        .join(crate::log::segment::log_file_name(base));
+    std::fs::create_dir(&dir).expect("blocker");
+    dir
+}
+
+fn failed_with(r: &SendReceipt) -> Arc<Error> {
+    match r.batch.result() {
+        Some(Err(e)) => e.clone(),
+        other => panic!("record did not fail: {other:?}"),
+    }
+}
+
+fn send_to_0(p: &Producer, topic: &str, value: &[u8]) -> (SendReceipt, bool) {
+    p.send(topic, None, Some(value), &[], Some(0), None)
+        .expect("send")
+}
+
+#[test]
+fn failed_append_fails_the_batches_behind_it_and_fences_the_partition() {
+    let (tmp, store) = open_store();
+    store
+        .create_topic("fence", 1, &cfg(&[("segment.bytes", "4096")]))
+        .expect("create");
+    // linger_ms far away: only flush() appends, so the interleaving is ours.
+    let p = producer(&store, 600_000, 2048);
+    let (r0, _) = send_to_0(&p, "fence", &[b'0'; 2600]);
+    flush(&p);
+    assert_eq!(offset_of(&r0), 0);
+    let blocker = block_roll(tmp.path(), "fence", 0, 1);
+    // Batch A needs a new segment (and fails); batch B, sealed behind it,
+    // would fit the active segment.
+    let (ra, _) = send_to_0(&p, "fence", &[b'A'; 1500]);
+    let (rb, sealed) = send_to_0(&p, "fence", &[b'B'; 600]);
+    assert!(sealed, "B's record did not seal A's batch");
+    assert!(!Arc::ptr_eq(&ra.batch, &rb.batch));
+    // The linger thread may append A (a sealed batch) before flush() does:
+    // either way both are complete once flush() returns.
+    p.flush().into_iter().for_each(Completions::run);
+    let e = failed_with(&ra);
+    assert!(
+        Arc::ptr_eq(&e, &failed_with(&rb)),
+        "B failed with another error"
+    );
+    let log = store.partition_by_name("fence", 0).expect("log");
+    assert_eq!(
+        log.offsets().expect("offsets"),
+        (0, 1),
+        "B took A's offsets"
+    );
+
+    // Fenced: a record sent before the caller is told fails with the same
+    // error, even though the partition could take it now.
+    std::fs::remove_dir(&blocker).expect("unblock");
+    let (rc, _) = send_to_0(&p, "fence", b"C");
+    assert!(Arc::ptr_eq(&e, &failed_with(&rc)));
+    flush(&p);
+    assert_eq!(log.offsets().expect("offsets"), (0, 1));
+
+    // Once a future hands the error over, records append again, gap-free.
+    rc.batch.error_delivered();
+    let (rd, _) = send_to_0(&p, "fence", b"D");
+    flush(&p);
+    assert_eq!(offset_of(&rd), 1);
+    // An old failure's handle cannot lift a later fence.
+    rb.batch.error_delivered();
+    let c = consumer(&store, None, OffsetReset::Earliest);
+    c.assign(&[("fence".to_string(), 0)]).expect("assign");
+    let got = drain_all(&c);
+    let values: Vec<Vec<u8>> = got.into_iter().filter_map(|g| g.4).collect();
+    assert_eq!(values, vec![vec![b'0'; 2600], b"D".to_vec()]);
+}
+
+#[test]
+fn fenced_partition_fails_send_many_and_direct_sends_until_flush_reports_it() {
+    let (tmp, store) = open_store();
+    store
+        .create_topic("fence", 2, &cfg(&[("segment.bytes", "4096")]))
+        .expect("create");
+    let p = producer(&store, 600_000, 2048);
+    send_to_0(&p, "fence", &[b'0'; 2600]);
+    flush(&p);
+    let blocker = block_roll(tmp.path(), "fence", 0, 1);
+    let (ra, _) = send_to_0(&p, "fence", &[b'A'; 1500]);
+    // The other partition is not fenced.
+    let (other, _) = p
+        .send("fence", None, Some(b"other"), &[], Some(1), None)
+        .expect("send");
+    let done = p.flush();
+    done.into_iter().for_each(Completions::run);
+    let e = failed_with(&ra);
+    assert_eq!(offset_of(&other), 0);
+    std::fs::remove_dir(&blocker).expect("unblock");
+
+    // send_many and send_values: every record fails with the fence's error.
+    let (runs, _, _) = p
+        .send_many(
+            "fence",
+            [(None, Some(&b"m1"[..])), (None, Some(&b"m2"[..]))].into_iter(),
+            Some(0),
+            None,
+        )
+        .expect("send_many");
+    assert_eq!(runs.iter().map(|r| r.count).sum::<u32>(), 2);
+    for r in &runs {
+        assert!(matches!(r.batch.result(), Some(Err(x)) if Arc::ptr_eq(x, &e)));
+    }
+    let (runs, _) = p
+        .send_values(
+            "fence",
+            &[Some(b"v1"), Some(b"v2"), None],
+            Some(0),
+            now_ms(),
+        )
+        .expect("send_values");
+    assert_eq!(runs.iter().map(|r| r.count).sum::<u32>(), 3);
+    assert!(runs
+        .iter()
+        .all(|r| matches!(r.batch.result(), Some(Err(x)) if Arc::ptr_eq(x, &e))));
+    // The direct path (a value that fills a batch by itself) too.
+    let big = vec![b'X'; crate::producer::DIRECT_VALUE_MIN];
+    let (rx, done) = p
+        .send_direct("fence", None, &big, &[], Some(0), None)
+        .expect("send_direct");
+    done.into_iter().for_each(Completions::run);
+    assert!(Arc::ptr_eq(&e, &failed_with(&rx)));
+    let log = store.partition_by_name("fence", 0).expect("log");
+    assert_eq!(log.offsets().expect("offsets"), (0, 1));
+
+    // A flush that reports the failure lifts the fence (once).
+    let told = p.take_failure().expect("undelivered failure");
+    assert!(Arc::ptr_eq(&told, &e));
+    assert!(p.take_failure().is_none());
+    let (ry, done) = p
+        .send_direct("fence", None, &big, &[], Some(0), None)
+        .expect("send_direct");
+    done.into_iter().for_each(Completions::run);
+    assert_eq!(offset_of(&ry), 1);
+    let (rz, _) = send_to_0(&p, "fence", b"Z");
+    flush(&p);
+    assert_eq!(offset_of(&rz), 2);
+}
+
+#[test]
+fn failed_direct_append_fails_the_batches_behind_it() {
+    let (tmp, store) = open_store();
+    store
+        .create_topic("fence", 1, &cfg(&[("segment.bytes", "4096")]))
+        .expect("create");
+    let p = producer(&store, 600_000, 2048);
+    send_to_0(&p, "fence", b"first");
+    flush(&p);
+    let blocker = block_roll(tmp.path(), "fence", 0, 1);
+    let big = vec![b'X'; crate::producer::DIRECT_VALUE_MIN];
+    let (rx, done) = p
+        .send_direct("fence", None, &big, &[], Some(0), None)
+        .expect("send_direct");
+    done.into_iter().for_each(Completions::run);
+    let e = failed_with(&rx);
+    let (rs, _) = send_to_0(&p, "fence", b"small");
+    assert!(Arc::ptr_eq(&e, &failed_with(&rs)));
+    std::fs::remove_dir(&blocker).expect("unblock");
+    flush(&p);
+    assert_eq!(
+        store
+            .partition_by_name("fence", 0)
+            .expect("log")
+            .offsets()
+            .expect("offsets"),
+        (0, 1)
+    );
+    rx.batch.error_delivered();
+    let (rt, _) = send_to_0(&p, "fence", b"then");
+    flush(&p);
+    assert_eq!(offset_of(&rt), 1);
 }

@@ -9,7 +9,8 @@
 //! published it, so an acknowledged record survives `kill -9`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -59,17 +60,36 @@ pub struct BatchHandle {
     done: OnceLock<std::result::Result<i64, Arc<Error>>>,
     lock: Mutex<Vec<Callback>>,
     cv: Condvar,
+    /// The partition's fence, lifted through this handle once its error
+    /// reaches the caller (weak: a raised fence holds a handle).
+    fence: Weak<PartitionFence>,
 }
 
 impl BatchHandle {
-    fn new(topic: Arc<str>, partition: u32) -> Arc<BatchHandle> {
+    fn new(topic: Arc<str>, partition: u32, fence: &Arc<PartitionFence>) -> Arc<BatchHandle> {
         Arc::new(BatchHandle {
             topic,
             partition,
             done: OnceLock::new(),
             lock: Mutex::new(Vec::new()),
             cv: Condvar::new(),
+            fence: Arc::downgrade(fence),
         })
+    }
+
+    /// The caller has been handed this batch's error (a future raised or
+    /// returned it): if it is the error that fenced the partition, sends to
+    /// the partition are appended again. See [`PartitionFence`].
+    pub fn error_delivered(&self) {
+        if let Some(Err(e)) = self.done.get() {
+            if let Some(f) = self.fence.upgrade() {
+                f.lift(Some(e));
+            }
+        }
+    }
+
+    fn same_partition(&self, other: &BatchHandle) -> bool {
+        Weak::ptr_eq(&self.fence, &other.fence)
     }
 
     /// Base offset of the batch once appended, or the error that lost it.
@@ -131,6 +151,102 @@ pub struct SendReceipt {
     pub timestamp: i64,
 }
 
+/// A partition's fence: the contract that a partition's log holds a prefix
+/// of the records this producer sent to it, up to the first failed append
+/// the caller has not been told about (Kafka's idempotent producer keeps
+/// the same order).
+///
+/// When appending a batch of the partition fails, the fence is raised with
+/// the error before the batch's handle completes (so a waiter that sees the
+/// error can lift it), and every other batch of the partition, open or
+/// sealed, fails with the same error. While it is up, records sent to the
+/// partition fail at once with that error (their handle is `Fenced::handle`,
+/// complete from the start), so nothing queued behind the lost records can
+/// take their offsets. It is lifted when the caller has been told:
+/// [`BatchHandle::error_delivered`] with the fencing error (the same `Arc`,
+/// so an older failure's future cannot lift a newer fence), or
+/// [`Producer::take_failure`] (a flush that raises).
+///
+/// Raised only under the accumulator lock and the append-order lock, and
+/// read by senders under the accumulator lock, once per new batch (`up`),
+/// never per record.
+#[derive(Default)]
+pub struct PartitionFence {
+    up: AtomicBool,
+    fenced: Mutex<Option<Fenced>>,
+}
+
+struct Fenced {
+    error: Arc<Error>,
+    /// Failed from the start: the handle of every record sent while fenced.
+    handle: Arc<BatchHandle>,
+    next_index: u32,
+}
+
+impl PartitionFence {
+    #[inline]
+    fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Raise the fence with `error` (keeping an earlier undelivered one).
+    fn raise(self: &Arc<Self>, error: &Arc<Error>, topic: &Arc<str>, partition: u32) {
+        let mut g = self.fenced.lock();
+        if g.is_none() {
+            let handle = BatchHandle::new(topic.clone(), partition, self);
+            let _ = handle.done.set(Err(error.clone()));
+            *g = Some(Fenced {
+                error: error.clone(),
+                handle,
+                next_index: 0,
+            });
+            self.up.store(true, Ordering::Release);
+        }
+    }
+
+    /// Lift the fence if `delivered` is its error (any error if None);
+    /// returns the error it held.
+    fn lift(&self, delivered: Option<&Arc<Error>>) -> Option<Arc<Error>> {
+        if !self.is_up() {
+            return None;
+        }
+        let mut g = self.fenced.lock();
+        let matches = g
+            .as_ref()
+            .is_some_and(|f| delivered.map_or(true, |e| Arc::ptr_eq(&f.error, e)));
+        if !matches {
+            return None;
+        }
+        self.up.store(false, Ordering::Release);
+        g.take().map(|f| f.error)
+    }
+
+    /// Give one record sent while the fence is up the fence's failed
+    /// handle; false if the fence was lifted meanwhile. Out of line: the
+    /// send path only pays the `is_up` test.
+    #[cold]
+    #[inline(never)]
+    fn place_fenced(&self, placed: &mut dyn FnMut(&Arc<BatchHandle>, u32)) -> bool {
+        match self.fenced_records(1) {
+            Some((h, index)) => {
+                placed(&h, index);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The failed handle and first index for `count` records sent while
+    /// the fence is up, or None if it was lifted meanwhile.
+    fn fenced_records(&self, count: usize) -> Option<(Arc<BatchHandle>, u32)> {
+        let mut g = self.fenced.lock();
+        let f = g.as_mut()?;
+        let first = f.next_index;
+        f.next_index = first.saturating_add(u32::try_from(count).unwrap_or(u32::MAX));
+        Some((f.handle.clone(), first))
+    }
+}
+
 struct OpenBatch {
     log: Arc<PartitionLog>,
     builder: BatchBuilder,
@@ -141,6 +257,8 @@ struct OpenBatch {
 struct TopicState {
     topic: Topic,
     batches: Vec<Option<OpenBatch>>,
+    /// One per partition, as `batches`.
+    fences: Vec<Arc<PartitionFence>>,
     sticky: u32,
     meta_gen: u64,
 }
@@ -251,6 +369,10 @@ pub const DIRECT_VALUE_MIN: usize = 64 * 1024;
 /// Larger buffers (huge records) are freed rather than kept.
 const SPARE_BUFFER_MAX: usize = 16 << 20;
 
+/// A partition whose append failed during one run of appends: a failed
+/// batch of it, and the error.
+type FailedPartition = (Arc<BatchHandle>, Arc<Error>);
+
 /// Callbacks of completed batches, run after the accumulator is unlocked.
 #[must_use]
 pub struct Completions(Vec<Callback>, Arc<BatchHandle>, Option<Arc<Error>>);
@@ -338,6 +460,8 @@ impl Producer {
             Some(i) => {
                 let ts = &mut topics.states[i];
                 ts.batches.resize_with(n.max(ts.batches.len()), || None);
+                ts.fences
+                    .resize_with(n.max(ts.fences.len()), Default::default);
                 ts.topic = t;
                 ts.meta_gen = gen;
                 i
@@ -347,6 +471,7 @@ impl Producer {
                 topics.index.insert(t.name.clone(), topics.states.len());
                 topics.states.push(TopicState {
                     batches: (0..n).map(|_| None).collect(),
+                    fences: (0..n).map(|_| Default::default()).collect(),
                     topic: t,
                     sticky,
                     meta_gen: gen,
@@ -477,11 +602,26 @@ impl Producer {
             let p = partition.unwrap_or(state.sticky % n);
             let slot = &mut state.batches[p as usize];
             if slot.is_none() {
+                let fence = &state.fences[p as usize];
+                if fence.is_up() {
+                    // The rest of the call fails with the partition's error.
+                    if let Some((h, first_index)) = fence.fenced_records(values.len() - done) {
+                        runs.push(SendRun {
+                            batch: h,
+                            first_index,
+                            count: (values.len() - done) as u32,
+                        });
+                        if partition.is_none() {
+                            state.sticky = (state.sticky + 1) % n;
+                        }
+                        break;
+                    }
+                }
                 let log = self.store.partition(&state.topic, p)?;
                 *slot = Some(OpenBatch {
                     log,
                     builder: self.new_builder(limit + 64),
-                    handle: BatchHandle::new(state.topic.name.clone(), p),
+                    handle: BatchHandle::new(state.topic.name.clone(), p, fence),
                     created: Instant::now(),
                 });
                 *open_batches += 1;
@@ -592,11 +732,18 @@ impl Producer {
         }
         let slot = &mut state.batches[p as usize];
         if slot.is_none() {
+            let fence = &state.fences[p as usize];
+            if fence.is_up() && fence.place_fenced(placed) {
+                if sticky {
+                    state.sticky = (state.sticky + 1) % n;
+                }
+                return Ok(ts);
+            }
             let log = self.store.partition(&state.topic, p)?;
             *slot = Some(OpenBatch {
                 log,
                 builder: self.new_builder(limit + rec_size),
-                handle: BatchHandle::new(state.topic.name.clone(), p),
+                handle: BatchHandle::new(state.topic.name.clone(), p, fence),
                 created: Instant::now(),
             });
             *open_batches += 1;
@@ -681,14 +828,41 @@ impl Producer {
                 // As `send` does once a batch is full.
                 state.sticky = (state.sticky + 1) % n;
             }
-            let handle = BatchHandle::new(state.topic.name.clone(), p);
+            let fence = &state.fences[p as usize];
+            let fenced = if fence.is_up() {
+                fence.fenced_records(1)
+            } else {
+                None
+            };
+            let handle = match &fenced {
+                Some((h, _)) => h.clone(),
+                None => BatchHandle::new(state.topic.name.clone(), p, fence),
+            };
             (log, handle, ts, std::mem::take(ready))
         };
         let durability = self.durability();
-        let mut done: Vec<Completions> = sealed
-            .into_iter()
-            .map(|b| self.append_batch(b, durability))
-            .collect();
+        let (mut done, failed) = self.append_run(sealed, durability);
+        if handle.is_done() {
+            // Fenced: the record fails with its partition's error.
+            let receipt = SendReceipt {
+                batch: handle,
+                index: 0,
+                timestamp: ts,
+            };
+            return Ok((receipt, done));
+        }
+        if let Some((_, e)) = failed.iter().find(|(h, _)| h.same_partition(&handle)) {
+            // A batch ahead of it in its partition failed just now.
+            let e = e.clone();
+            let cbs = handle.complete(Err(e.clone()));
+            done.push(Completions(cbs, handle.clone(), Some(e)));
+            let receipt = SendReceipt {
+                batch: handle,
+                index: 0,
+                timestamp: ts,
+            };
+            return Ok((receipt, done));
+        }
         // With fsync, the CRC is computed while the disk writes the value
         // back (see `PartitionLog::append_parts`), off the critical path.
         let (mut batch, seal) = if durability == Durability::Fsync {
@@ -706,6 +880,9 @@ impl Producer {
             .map(|info| info.base_offset)
             .map_err(Arc::new);
         let err = r.as_ref().err().cloned();
+        if let Some(e) = &err {
+            done.extend(self.fence_after(&handle, e));
+        }
         let cbs = handle.complete(r);
         done.push(Completions(cbs, handle.clone(), err));
         let receipt = SendReceipt {
@@ -743,10 +920,101 @@ impl Producer {
         }
     }
 
-    /// Append one sealed batch and keep its buffer for reuse.
-    fn append_batch(&self, b: OpenBatch, durability: Durability) -> Completions {
-        let (done, builder) = append_batch(b, durability);
-        let buf = builder.into_buffer();
+    /// Append sealed batches in order (the caller holds `append_order`).
+    /// After a batch of a partition fails, the run's later batches of that
+    /// partition fail with the same error, unappended (see
+    /// [`PartitionFence`]); returns the completions and, per partition that
+    /// failed, a failed handle and its error.
+    fn append_run(
+        &self,
+        batches: Vec<OpenBatch>,
+        durability: Durability,
+    ) -> (Vec<Completions>, Vec<FailedPartition>) {
+        let mut done = Vec::with_capacity(batches.len());
+        let mut failed: Vec<FailedPartition> = Vec::new();
+        for mut b in batches {
+            if !failed.is_empty() {
+                if let Some((_, e)) = failed.iter().find(|(h, _)| h.same_partition(&b.handle)) {
+                    let e = e.clone();
+                    done.push(self.fail_batch(b, e));
+                    continue;
+                }
+            }
+            let r = b
+                .log
+                .append(b.builder.finish_mut(), durability)
+                .map(|info| info.base_offset)
+                .map_err(Arc::new);
+            if let Err(e) = &r {
+                // Fence before completing: a waiter that sees the error may
+                // lift the fence at once.
+                done.extend(self.fence_after(&b.handle, e));
+                failed.push((b.handle.clone(), e.clone()));
+            }
+            done.push(self.complete_batch(b, r));
+        }
+        (done, failed)
+    }
+
+    /// Appending a batch of `failed`'s partition failed with `error`: raise
+    /// the partition's fence and fail its open and sealed batches (every
+    /// one is behind the failed batch: appends go in order).
+    fn fence_after(&self, failed: &BatchHandle, error: &Arc<Error>) -> Vec<Completions> {
+        let mut behind = Vec::new();
+        {
+            let mut inner = self.inner.lock();
+            let Inner {
+                topics,
+                open_batches,
+                ready,
+                ..
+            } = &mut *inner;
+            if let Some(fence) = failed.fence.upgrade() {
+                fence.raise(error, &failed.topic, failed.partition);
+            }
+            let mut i = 0;
+            while i < ready.len() {
+                if ready[i].handle.same_partition(failed) {
+                    behind.push(ready.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            if let Some(slot) = topics
+                .index
+                .get(&*failed.topic)
+                .copied()
+                .and_then(|i| topics.states.get_mut(i))
+                .and_then(|s| s.batches.get_mut(failed.partition as usize))
+            {
+                if slot
+                    .as_ref()
+                    .is_some_and(|b| b.handle.same_partition(failed))
+                {
+                    if let Some(b) = slot.take() {
+                        behind.push(b);
+                        *open_batches -= 1;
+                    }
+                }
+            }
+        }
+        behind
+            .into_iter()
+            .map(|b| self.fail_batch(b, error.clone()))
+            .collect()
+    }
+
+    /// Fail a batch that is never appended.
+    fn fail_batch(&self, b: OpenBatch, error: Arc<Error>) -> Completions {
+        self.complete_batch(b, Err(error))
+    }
+
+    /// Complete a batch's handle and keep its buffer for reuse.
+    fn complete_batch(&self, b: OpenBatch, r: std::result::Result<i64, Arc<Error>>) -> Completions {
+        let err = r.as_ref().err().cloned();
+        let cbs = b.handle.complete(r);
+        let done = Completions(cbs, b.handle, err);
+        let buf = b.builder.into_buffer();
         if buf.capacity() <= SPARE_BUFFER_MAX {
             let mut spare = self.spare.lock();
             // Beyond the first few, small buffers are kept while they add up
@@ -780,11 +1048,7 @@ impl Producer {
             prepare(&mut inner);
             std::mem::take(&mut inner.ready)
         };
-        let durability = self.durability();
-        batches
-            .into_iter()
-            .map(|b| self.append_batch(b, durability))
-            .collect()
+        self.append_run(batches, self.durability()).0
     }
 
     /// Seal open batches (all, or those created before `older_than`).
@@ -870,6 +1134,23 @@ impl Producer {
         out
     }
 
+    /// Lift every partition's fence, returning one of their errors: for a
+    /// `flush()` that tells the caller about failed appends (raising this
+    /// error, or one of its own batches'). Sends to those partitions are
+    /// appended again afterwards. See [`PartitionFence`].
+    pub fn take_failure(&self) -> Option<Arc<Error>> {
+        let inner = self.inner.lock();
+        let mut first = None;
+        for s in &inner.topics.states {
+            for f in &s.fences {
+                if let Some(e) = f.lift(None) {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first
+    }
+
     pub fn is_closed(&self) -> bool {
         self.inner.lock().closed
     }
@@ -899,17 +1180,6 @@ impl Completions {
     pub fn error(&self) -> Option<&Arc<Error>> {
         self.2.as_ref()
     }
-}
-
-fn append_batch(mut b: OpenBatch, durability: Durability) -> (Completions, BatchBuilder) {
-    let r = b
-        .log
-        .append(b.builder.finish_mut(), durability)
-        .map(|info| info.base_offset)
-        .map_err(Arc::new);
-    let err = r.as_ref().err().cloned();
-    let cbs = b.handle.complete(r);
-    (Completions(cbs, b.handle, err), b.builder)
 }
 
 fn linger_loop(weak: std::sync::Weak<Producer>) {

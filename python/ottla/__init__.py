@@ -77,6 +77,22 @@ class Producer(_CoreProducer):
         with ottla.Producer("data") as p:
             md = p.send("events", b"v", key=b"k").get()
             print(md.partition, md.offset)
+
+    Order on failure (as Kafka's idempotent producer): a partition's log
+    holds a prefix of the records this producer sent to it, up to the first
+    failed append you have not been told about. When appending a batch
+    fails (``DiskFullError``, say), every other queued batch of that
+    partition fails with the same error, and records sent to the partition
+    afterwards fail too (``send()`` does not raise; their futures do) until
+    the error reaches you: ``flush()`` raising it, or a failed future of
+    the partition raising it (``get()``/``result()``, a ``send_many``
+    ``BatchFuture``) or returning it (``exception``, an errback). Sends then
+    append again at the next offset, with no gap::
+
+        try:
+            p.flush()
+        except ottla.DiskFullError:
+            ...  # free space; records sent from now on are appended
     """
 
     __slots__ = ()

@@ -160,7 +160,15 @@ class Producer:
         partition: Optional[int] = None,
         timestamp: Optional[int] = None,
         headers: Optional[_Headers] = None,
-    ) -> FutureRecordMetadata: ...
+    ) -> FutureRecordMetadata:
+        """Queue a record; the future resolves once it is in the log.
+
+        After an append of the partition fails, the record fails (through
+        its future; ``send()`` does not raise) until the error has reached
+        the caller: ``flush()`` raising it, or a failed future of the
+        partition raising or returning it. The log never skips a failed
+        batch to append a later one.
+        """
     def send_many(
         self,
         topic: str,
@@ -169,7 +177,10 @@ class Producer:
         partition: Optional[int] = None,
         timestamp: Optional[int] = None,
     ) -> BatchFuture: ...
-    def flush(self, timeout: Optional[float] = None) -> None: ...
+    def flush(self, timeout: Optional[float] = None) -> None:
+        """Append every queued record; raises the error of a failed append
+        not yet reported (which lets the failed partitions take records
+        again)."""
     def close(self, timeout: Optional[float] = None) -> None: ...
     def partitions_for(self, topic: str) -> List[int]: ...
     @property

@@ -90,6 +90,11 @@ class Producer(_CoreAioProducer):
     producer. Cancelling an await does not take the record back: it is
     appended (or fails) anyway, and awaiting the same future again, or its
     ``done()``/``result()``, tells which offset it got.
+
+    A failed append fails the partition's queued batches behind it, and the
+    partition's later sends, until the error reaches you (an awaited future
+    or ``flush()`` raising it, ``result()``/``exception()``): the log keeps
+    the order records were sent in, as with :class:`ottla.Producer`.
     """
 
     __slots__ = ()

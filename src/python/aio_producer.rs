@@ -57,7 +57,8 @@ enum Waiter {
 /// One awaited `send_many`: resolved when its last batch completes.
 struct ManyWait {
     remaining: AtomicUsize,
-    failed: Mutex<Option<Arc<Error>>>,
+    /// The first failed batch: its error is the one the task gets.
+    failed: Mutex<Option<Arc<BatchHandle>>>,
     /// (its loop's bell, asyncio future); taken by whoever resolves it.
     target: Mutex<Option<(Arc<Bell>, Py<PyAny>)>>,
 }
@@ -124,18 +125,22 @@ impl Waiting {
                             offset: base + index as i64,
                             timestamp,
                         }),
-                        Err(e) => Value::Failed(e.clone()),
+                        Err(e) => {
+                            // Handed to the awaiting task: lifts the fence.
+                            handle.error_delivered();
+                            Value::Failed(e.clone())
+                        }
                     };
                     push(bell, (future, value));
                 }
                 Waiter::Many(m) => {
-                    if let Err(e) = r {
-                        m.failed.lock().get_or_insert_with(|| e.clone());
+                    if r.is_err() {
+                        m.failed.lock().get_or_insert_with(|| handle.clone());
                     }
                     if m.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                         if let Some((bell, future)) = m.target.lock().take() {
                             let value = match m.failed.lock().take() {
-                                Some(e) => Value::Failed(e),
+                                Some(h) => failed_value(&h),
                                 None => Value::Unit,
                             };
                             push(bell, (future, value));
@@ -147,6 +152,16 @@ impl Waiting {
         for (bell, items) in per_bell {
             bell.ring(items);
         }
+    }
+}
+
+/// The error of a failed batch, for a task that awaits it: handing it over
+/// lifts the partition's fence.
+fn failed_value(h: &BatchHandle) -> Value {
+    h.error_delivered();
+    match h.result() {
+        Some(Err(e)) => Value::Failed(e.clone()),
+        _ => Value::Failed(Arc::new(Error::IllegalState("batch not failed".into()))),
     }
 }
 
@@ -469,7 +484,13 @@ impl AioProducer {
     /// failed batch.
     fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.shared.engine.clone();
-        blocking_awaitable(py, move || run_callbacks(engine.flush()))
+        blocking_awaitable(py, move || {
+            let failed = run_callbacks(engine.flush());
+            // Raising tells the caller about every failed append, so it
+            // lifts the partitions' fences (see `PartitionFence`).
+            let fenced = engine.take_failure();
+            failed.or(fenced)
+        })
     }
 
     /// Flush and stop (awaitable); later sends raise `ClosedError`.
@@ -552,7 +573,7 @@ impl SendFuture {
         let handle = &self.receipt.batch;
         match handle.result() {
             Some(Ok(base)) => set_future(py, &fut, Value::Metadata(self.metadata(*base)))?,
-            Some(Err(e)) => set_future(py, &fut, Value::Failed(e.clone()))?,
+            Some(Err(_)) => set_future(py, &fut, failed_value(handle))?,
             None => {
                 self.shared.waiting.add(
                     handle,
@@ -579,7 +600,10 @@ impl SendFuture {
     fn result(&self, py: Python<'_>) -> PyResult<RecordMetadata> {
         match self.receipt.batch.result() {
             Some(Ok(base)) => Ok(self.metadata(*base)),
-            Some(Err(e)) => Err(to_pyerr(e)),
+            Some(Err(e)) => {
+                self.receipt.batch.error_delivered();
+                Err(to_pyerr(e))
+            }
             None => Err(invalid_state(py, "the record is not appended yet")),
         }
     }
@@ -589,7 +613,10 @@ impl SendFuture {
     fn exception(&self, py: Python<'_>) -> PyResult<Option<PyErr>> {
         match self.receipt.batch.result() {
             Some(Ok(_)) => Ok(None),
-            Some(Err(e)) => Ok(Some(to_pyerr(e))),
+            Some(Err(e)) => {
+                self.receipt.batch.error_delivered();
+                Ok(Some(to_pyerr(e)))
+            }
             None => Err(invalid_state(py, "the record is not appended yet")),
         }
     }
@@ -629,11 +656,11 @@ impl SendManyFuture {
         out
     }
 
-    fn first_error(&self) -> Option<&Arc<Error>> {
-        self.runs.iter().find_map(|r| match r.batch.result() {
-            Some(Err(e)) => Some(e),
-            _ => None,
-        })
+    fn first_failed(&self) -> Option<&Arc<BatchHandle>> {
+        self.runs
+            .iter()
+            .find(|r| matches!(r.batch.result(), Some(Err(_))))
+            .map(|r| &r.batch)
     }
 }
 
@@ -644,15 +671,15 @@ impl SendManyFuture {
         let fut = event_loop.call_method0(intern!(py, "create_future"))?;
         let pending = self.pending();
         if pending.is_empty() {
-            let value = match self.first_error() {
-                Some(e) => Value::Failed(e.clone()),
+            let value = match self.first_failed() {
+                Some(h) => failed_value(h),
                 None => Value::Unit,
             };
             set_future(py, &fut, value)?;
         } else {
             let wait = Arc::new(ManyWait {
                 remaining: AtomicUsize::new(pending.len()),
-                failed: Mutex::new(self.first_error().cloned()),
+                failed: Mutex::new(self.first_failed().cloned()),
                 target: Mutex::new(Some((Bell::for_loop(&event_loop)?, fut.clone().unbind()))),
             });
             for h in &pending {
@@ -677,7 +704,10 @@ impl SendManyFuture {
         for r in &self.runs {
             let base = match r.batch.result() {
                 Some(Ok(base)) => *base,
-                Some(Err(e)) => return Err(to_pyerr(e)),
+                Some(Err(e)) => {
+                    r.batch.error_delivered();
+                    return Err(to_pyerr(e));
+                }
                 None => return Err(invalid_state(py, "batch not complete")),
             };
             for i in 0..r.count {

@@ -448,7 +448,10 @@ impl Producer {
         timeout_of(timeout)?;
         let engine = &self.engine;
         let done = py.detach(|| engine.flush());
-        run(py, done)
+        // Raising tells the caller about every failed append, so it lifts
+        // the partitions' fences (see `PartitionFence`).
+        let fenced = engine.take_failure();
+        run(py, done).and(fenced.map_or(Ok(()), |e| Err(to_pyerr(&e))))
     }
 
     /// Flush and release; later sends raise `ClosedError`.
@@ -649,7 +652,10 @@ impl FutureRecordMetadata {
     fn get(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<RecordMetadata> {
         let handle = &self.receipt.batch;
         wait_batch(py, &self.engine, handle, timeout_of(timeout)?)?;
-        metadata_of(&self.receipt, handle).map_err(|e| to_pyerr(&e))
+        metadata_of(&self.receipt, handle).map_err(|e| {
+            handle.error_delivered();
+            to_pyerr(&e)
+        })
     }
 
     /// Same as `get()`, as in concurrent.futures.
@@ -679,7 +685,10 @@ impl FutureRecordMetadata {
     #[getter]
     fn exception(&self) -> Option<PyErr> {
         match self.receipt.batch.result() {
-            Some(Err(e)) => Some(to_pyerr(e)),
+            Some(Err(e)) => {
+                self.receipt.batch.error_delivered();
+                Some(to_pyerr(e))
+            }
             _ => None,
         }
     }
@@ -710,8 +719,10 @@ impl FutureRecordMetadata {
 
     /// Call `fn(exception)` if the send fails.
     fn add_errback(slf: Bound<'_, Self>, f: Py<PyAny>) -> Bound<'_, Self> {
+        let handle = slf.get().receipt.batch.clone();
         slf.get().receipt.batch.on_complete(Box::new(move |r| {
             if let Err(e) = r {
+                handle.error_delivered();
                 Python::attach(|py| {
                     let err = to_pyerr(e).into_value(py);
                     if let Err(e) = f.call1(py, (err,)) {
@@ -755,7 +766,10 @@ impl BatchFuture {
         for r in &self.runs {
             let base = match r.batch.result() {
                 Some(Ok(base)) => *base,
-                Some(Err(e)) => return Err(to_pyerr(e)),
+                Some(Err(e)) => {
+                    r.batch.error_delivered();
+                    return Err(to_pyerr(e));
+                }
                 None => return Err(to_pyerr(&Error::IllegalState("batch not complete".into()))),
             };
             for i in 0..r.count {
@@ -777,6 +791,7 @@ impl BatchFuture {
         for r in &self.runs {
             wait_batch(py, &self.engine, &r.batch, t)?;
             if let Some(Err(e)) = r.batch.result() {
+                r.batch.error_delivered();
                 return Err(to_pyerr(e));
             }
         }
