@@ -11,8 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::head::{HeadCondition, HeadState};
+use super::offset_index::ENTRY_SIZE as OFFSET_ENTRY;
 use super::partition::{now_ms, remove_segment_files, segment_path, PartitionLog};
 use super::segment::{scan, LogSegment};
+use super::time_index::ENTRY_SIZE as TIME_ENTRY;
 use crate::error::{Error, Result};
 use crate::record::batch::{BatchHeader, HEADER_LEN};
 
@@ -122,23 +124,10 @@ fn fits_files(st: &HeadState, active: &LogSegment) -> Result<bool> {
         // Nothing to check against the indexes: leave them unmapped.
         (0, None)
     } else {
-        let idx = active.indexes()?.read();
-        if idx.offset.capacity() == 0 || idx.time.capacity() == 0 {
-            // Missing index files: reads scan without them and the first
-            // append recreates them, so walk this segment from its start.
-            (0, None)
-        } else if st.index_entries > idx.offset.capacity() || st.time_entries > idx.time.capacity()
-        {
-            return Ok(false);
-        } else {
-            match st
-                .index_entries
-                .checked_sub(1)
-                .and_then(|i| idx.offset.entry(i))
-            {
-                Some((off, p)) => (u64::from(p), Some(off)),
-                None => (0, None),
-            }
+        match last_index_entry(st, active)? {
+            IndexTail::Unusable => (0, None),
+            IndexTail::TooShort => return Ok(false),
+            IndexTail::Entry(e) => e.map_or((0, None), |(off, p)| (u64::from(p), Some(off))),
         }
     };
     let mut end = st.active_base;
@@ -156,6 +145,69 @@ fn fits_files(st: &HeadState, active: &LogSegment) -> Result<bool> {
         pos += h.total_size() as u64;
     }
     Ok(pos == st.active_size && end == st.next_offset)
+}
+
+/// What the index files say about a head, for `fits_files`.
+enum IndexTail {
+    /// Missing or empty index files (or a segment whose indexes are not
+    /// to be used): reads scan without them and the first append recreates
+    /// them, so the walk starts at the segment's first batch.
+    Unusable,
+    /// The head counts more entries than a file can hold.
+    TooShort,
+    /// The offset index's last entry the head counts (offset, position).
+    Entry(Option<(i64, u32)>),
+}
+
+/// The offset index entry the walk starts from, read with one `pread`
+/// instead of mapping both index files (`LogSegment::indexes`: twelve
+/// syscalls, a page fault and an `munmap` at close for a partition that is
+/// only read, or whose appender maps them anyway). Checks the same as the
+/// mapping did: entry counts that fit the files' sizes. A wrong entry
+/// cannot do harm: the walk checks it against the batch it names.
+fn last_index_entry(st: &HeadState, active: &LogSegment) -> Result<IndexTail> {
+    use std::os::unix::fs::FileExt;
+    if active.is_unindexed() {
+        return Ok(IndexTail::Unusable);
+    }
+    let not_found = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let tpath = active.path().with_extension("timeindex");
+    let time_cap = match std::fs::metadata(&tpath) {
+        Ok(m) => m.len() / TIME_ENTRY as u64,
+        Err(e) if not_found(&e) => 0,
+        Err(e) => return Err(Error::io("stat index", &tpath, e)),
+    };
+    let ipath = active.path().with_extension("index");
+    let file = match std::fs::File::open(&ipath) {
+        Ok(f) => f,
+        Err(e) if not_found(&e) => return Ok(IndexTail::Unusable),
+        Err(e) => return Err(Error::io("open index", &ipath, e)),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat index", &ipath, e))?
+        .len();
+    let offset_cap = len / OFFSET_ENTRY as u64;
+    if offset_cap == 0 || time_cap == 0 {
+        return Ok(IndexTail::Unusable);
+    }
+    if st.index_entries > offset_cap || st.time_entries > time_cap {
+        return Ok(IndexTail::TooShort);
+    }
+    let Some(last) = st.index_entries.checked_sub(1) else {
+        return Ok(IndexTail::Entry(None));
+    };
+    let mut e = [0u8; OFFSET_ENTRY];
+    file.read_exact_at(&mut e, last * OFFSET_ENTRY as u64)
+        .map_err(|err| Error::io("read index", &ipath, err))?;
+    let rel = i32::from_be_bytes([e[0], e[1], e[2], e[3]]);
+    let pos = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
+    Ok(IndexTail::Entry(
+        active
+            .base_offset
+            .checked_add(i64::from(rel))
+            .map(|off| (off, pos)),
+    ))
 }
 
 /// Batch headers of the active segment read for `fits_files`, a chunk at a

@@ -1692,3 +1692,73 @@ fn appends_below_the_first_index_interval_need_no_index() {
     assert_eq!(got.len(), n);
     assert!(got.iter().enumerate().all(|(i, r)| r.0 == i as i64));
 }
+
+/// The open reads the offset index's last counted entry instead of mapping
+/// the indexes; whatever the index files hold, a clean head over them
+/// still opens to exactly the records written: an entry naming the wrong
+/// batch, an index file too short for the head's count, and missing files.
+#[test]
+fn clean_open_checks_the_last_index_entry_whatever_the_files_hold() {
+    let cfg = config(&[("index.interval.bytes", "256")]);
+    type Damage = fn(&Path, u64);
+    let damages: [(&str, Damage); 5] = [
+        ("intact", |_, _| {}),
+        ("last entry names another batch", |seg, entries| {
+            let idx = seg.with_extension("index");
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&idx)
+                .expect("index");
+            // Offset 5 at position 0, where the batch of offsets 0-2 is.
+            let e = [0, 0, 0, 5, 0, 0, 0, 0];
+            f.write_all_at(&e, (entries - 1) * 8).expect("poke index");
+        }),
+        ("index shorter than the head's count", |seg, _| {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(seg.with_extension("index"))
+                .expect("index");
+            f.set_len(8).expect("truncate index");
+        }),
+        ("time index missing", |seg, _| {
+            std::fs::remove_file(seg.with_extension("timeindex")).expect("rm timeindex")
+        }),
+        ("offset index missing", |seg, _| {
+            std::fs::remove_file(seg.with_extension("index")).expect("rm index")
+        }),
+    ];
+    for (what, damage) in damages {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        let n = {
+            let log = open_log(root, &cfg);
+            for i in 0..40 {
+                let mut b = batch(3, 100 + i, &format!("x{i}"));
+                log.append(&mut b, Durability::PageCache).expect("append");
+            }
+            120
+        };
+        let entries = peek_head(root, 5 * 8);
+        assert!(entries >= 2, "{what}: index entries");
+        damage(&last_segment(root), entries);
+        let log = open_log(root, &cfg);
+        let got = read_all(&log);
+        assert_eq!(got.len(), n, "{what}");
+        assert!(
+            got.iter().enumerate().all(|(i, r)| r.0 == i as i64),
+            "{what}"
+        );
+        let mut b = batch(1, 999, "after");
+        let info = log
+            .append(&mut b, Durability::PageCache)
+            .expect("append after");
+        assert_eq!(info.base_offset, n as i64, "{what}");
+        for off in [0, 7, 60, 119, 120] {
+            assert_eq!(
+                read_all_from(&log, off).first().map(|r| r.0),
+                Some(off),
+                "{what}"
+            );
+        }
+    }
+}
