@@ -685,6 +685,7 @@ impl Consumer {
             self.unsubscribe()?;
         }
         let mut assigned = Vec::with_capacity(partitions.len());
+        self.store.expect_partitions(partitions.len() as u64);
         for (t, p) in partitions {
             let topic = self.store.topic_or_create(
                 t,
@@ -763,6 +764,7 @@ impl Consumer {
             .map(|a| (a.tp.clone(), a))
             .collect();
         let mut next = Vec::with_capacity(want.len());
+        self.store.expect_partitions(want.len() as u64);
         for (topic, p) in want {
             let key = (topic.name.clone(), p);
             match old.remove(&key) {

@@ -11,9 +11,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::head::{HeadCondition, HeadState};
+use super::offset_index::ENTRY_SIZE as OFFSET_ENTRY;
 use super::partition::{now_ms, remove_segment_files, segment_path, PartitionLog};
 use super::segment::{scan, LogSegment};
+use super::time_index::ENTRY_SIZE as TIME_ENTRY;
 use crate::error::{Error, Result};
+use crate::record::batch::{BatchHeader, HEADER_LEN};
 
 pub(crate) fn load(log: &PartitionLog) -> Result<HeadState> {
     let head = log.head();
@@ -121,31 +124,17 @@ fn fits_files(st: &HeadState, active: &LogSegment) -> Result<bool> {
         // Nothing to check against the indexes: leave them unmapped.
         (0, None)
     } else {
-        let idx = active.indexes()?.read();
-        if idx.offset.capacity() == 0 || idx.time.capacity() == 0 {
-            // Missing index files: reads scan without them and the first
-            // append recreates them, so walk this segment from its start.
-            (0, None)
-        } else if st.index_entries > idx.offset.capacity() || st.time_entries > idx.time.capacity()
-        {
-            return Ok(false);
-        } else {
-            match st
-                .index_entries
-                .checked_sub(1)
-                .and_then(|i| idx.offset.entry(i))
-            {
-                Some((off, p)) => (u64::from(p), Some(off)),
-                None => (0, None),
-            }
+        match last_index_entry(st, active)? {
+            IndexTail::Unusable => (0, None),
+            IndexTail::TooShort => return Ok(false),
+            IndexTail::Entry(e) => e.map_or((0, None), |(off, p)| (u64::from(p), Some(off))),
         }
     };
     let mut end = st.active_base;
+    let mut headers = HeaderWalk::new(active, st.active_size);
     while pos < st.active_size {
-        let h = match active.header_at(pos, st.active_size) {
-            Ok(Some(h)) => h,
-            Ok(None) | Err(crate::Error::CorruptRecord { .. }) => return Ok(false),
-            Err(e) => return Err(e),
+        let Some(h) = headers.at(pos)? else {
+            return Ok(false);
         };
         if let Some(off) = hint.take() {
             if h.last_offset() != off {
@@ -156,6 +145,126 @@ fn fits_files(st: &HeadState, active: &LogSegment) -> Result<bool> {
         pos += h.total_size() as u64;
     }
     Ok(pos == st.active_size && end == st.next_offset)
+}
+
+/// What the index files say about a head, for `fits_files`.
+enum IndexTail {
+    /// Missing or empty index files (or a segment whose indexes are not
+    /// to be used): reads scan without them and the first append recreates
+    /// them, so the walk starts at the segment's first batch.
+    Unusable,
+    /// The head counts more entries than a file can hold.
+    TooShort,
+    /// The offset index's last entry the head counts (offset, position).
+    Entry(Option<(i64, u32)>),
+}
+
+/// The offset index entry the walk starts from, read with one `pread`
+/// instead of mapping both index files (`LogSegment::indexes`: twelve
+/// syscalls, a page fault and an `munmap` at close for a partition that is
+/// only read, or whose appender maps them anyway). Checks the same as the
+/// mapping did: entry counts that fit the files' sizes. A wrong entry
+/// cannot do harm: the walk checks it against the batch it names.
+fn last_index_entry(st: &HeadState, active: &LogSegment) -> Result<IndexTail> {
+    use std::os::unix::fs::FileExt;
+    if active.is_unindexed() {
+        return Ok(IndexTail::Unusable);
+    }
+    let not_found = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let tpath = active.path().with_extension("timeindex");
+    let time_cap = match std::fs::metadata(&tpath) {
+        Ok(m) => m.len() / TIME_ENTRY as u64,
+        Err(e) if not_found(&e) => 0,
+        Err(e) => return Err(Error::io("stat index", &tpath, e)),
+    };
+    let ipath = active.path().with_extension("index");
+    let file = match std::fs::File::open(&ipath) {
+        Ok(f) => f,
+        Err(e) if not_found(&e) => return Ok(IndexTail::Unusable),
+        Err(e) => return Err(Error::io("open index", &ipath, e)),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat index", &ipath, e))?
+        .len();
+    let offset_cap = len / OFFSET_ENTRY as u64;
+    if offset_cap == 0 || time_cap == 0 {
+        return Ok(IndexTail::Unusable);
+    }
+    if st.index_entries > offset_cap || st.time_entries > time_cap {
+        return Ok(IndexTail::TooShort);
+    }
+    let Some(last) = st.index_entries.checked_sub(1) else {
+        return Ok(IndexTail::Entry(None));
+    };
+    let mut e = [0u8; OFFSET_ENTRY];
+    file.read_exact_at(&mut e, last * OFFSET_ENTRY as u64)
+        .map_err(|err| Error::io("read index", &ipath, err))?;
+    let rel = i32::from_be_bytes([e[0], e[1], e[2], e[3]]);
+    let pos = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
+    Ok(IndexTail::Entry(
+        active
+            .base_offset
+            .checked_add(i64::from(rel))
+            .map(|off| (off, pos)),
+    ))
+}
+
+/// Batch headers of the active segment read for `fits_files`, a chunk at a
+/// time: the walk covers up to one index interval (4 KiB by default) of
+/// small batches, and one `pread` per header made it the largest part of
+/// opening a partition with many small batches (a 100 x 8 directory with
+/// ~20 batches per partition: ~20 syscalls per partition).
+struct HeaderWalk<'a> {
+    seg: &'a LogSegment,
+    limit: u64,
+    buf: Vec<u8>,
+    /// File position of `buf[0]`.
+    start: u64,
+}
+
+/// Bytes read at once: covers a default index interval of headers plus the
+/// last batch's header, without growing with `segment.bytes`.
+const WALK_CHUNK: u64 = 8 * 1024;
+
+impl<'a> HeaderWalk<'a> {
+    fn new(seg: &'a LogSegment, limit: u64) -> Self {
+        HeaderWalk {
+            seg,
+            limit,
+            buf: Vec::new(),
+            start: 0,
+        }
+    }
+
+    /// The header at `pos`, or `None` when no whole, plausible batch starts
+    /// there below the limit (the head does not fit the file). The same
+    /// checks as `LogSegment::header_at`.
+    fn at(&mut self, pos: u64) -> Result<Option<BatchHeader>> {
+        let hl = HEADER_LEN as u64;
+        if pos + hl > self.limit {
+            return Ok(None);
+        }
+        let in_buf = pos >= self.start && pos + hl <= self.start + self.buf.len() as u64;
+        if !in_buf {
+            let want = (self.limit - pos).min(WALK_CHUNK.max(hl)) as usize;
+            self.buf.resize(want, 0);
+            let n = self.seg.read_at(pos, &mut self.buf)?;
+            self.buf.truncate(n);
+            self.start = pos;
+            if n < HEADER_LEN {
+                return Ok(None);
+            }
+        }
+        let at = (pos - self.start) as usize;
+        let Some(h) = BatchHeader::parse(&self.buf[at..]) else {
+            return Ok(None);
+        };
+        if h.total_size() < HEADER_LEN || pos + h.total_size() as u64 > self.limit {
+            return Ok(None);
+        }
+        Ok(Some(h))
+    }
 }
 
 /// Rebuild the log's state from its files, re-validating from the segment

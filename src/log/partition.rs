@@ -566,7 +566,20 @@ impl PartitionLog {
             let _ = active.truncate(st.active_size);
             return Err(e);
         }
+        // A segment with no index entry yet gets its first one only at a
+        // batch `index.interval.bytes` into it: below that, no entry is
+        // written, so the indexes are not mapped (the first append to each
+        // of a directory's small partitions skipped two file opens and two
+        // `segment.index.bytes` mappings).
+        if st.index_entries == 0
+            && headers
+                .iter()
+                .all(|(pos, _)| *pos < cfg.index_interval_bytes.max(1))
         {
+            for (pos, h) in &headers {
+                account_unindexed(&mut st, *pos, h);
+            }
+        } else {
             let mut idx = active.indexes_for_append(cfg.segment_index_bytes)?.write();
             for (pos, h) in &headers {
                 account_batch(&mut idx, &mut st, *pos, h, cfg.index_interval_bytes);
@@ -593,6 +606,12 @@ impl PartitionLog {
 
     /// Caller holds the append lock and `st` is fresh.
     fn index_nearly_full(&self, segs: &SegmentMap, st: &HeadState, max_bytes: u64) -> Result<bool> {
+        if st.index_entries == 0 && st.time_entries == 0 {
+            // Indexes mapped for appending are grown to `segment.index.bytes`
+            // (at least 64, see config), room for one entry of each: no need
+            // to map them to know that.
+            return Ok(false);
+        }
         let Some(s) = segs.map.get(&st.active_base) else {
             return Ok(false);
         };
@@ -1196,4 +1215,16 @@ pub(crate) fn remove_segment_files(log_path: &Path) {
 
 pub(crate) fn segment_path(dir: &Path, base: i64) -> PathBuf {
     dir.join(log_file_name(base))
+}
+
+/// What `account_batch` does to the head for a batch that gets no index
+/// entry (it lies within `index.interval.bytes` of a segment start with no
+/// entries): the largest timestamp, the next offset and the size.
+fn account_unindexed(st: &mut HeadState, pos: u64, h: &BatchHeader) {
+    if h.max_timestamp > st.max_timestamp {
+        st.max_timestamp = h.max_timestamp;
+        st.offset_of_max_timestamp = h.last_offset();
+    }
+    st.next_offset = h.next_offset();
+    st.active_size = pos + h.total_size() as u64;
 }

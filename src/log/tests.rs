@@ -1602,3 +1602,163 @@ fn append_parts_writes_the_bytes_append_writes() {
     assert!(matches!(err, Error::InvalidRecord(_)), "{err:?}");
     assert_eq!(direct.offsets().expect("offsets"), (0, 6));
 }
+
+// ------------------------------------------------- open path (header walk)
+
+/// A clean head over a segment with no index entry and far more batch
+/// headers than one read chunk of the open's header walk: the head is
+/// trusted as is, and one that names a size inside a batch, or a wrong
+/// next offset, is caught and the log re-validated with nothing lost.
+#[test]
+fn clean_head_checked_over_many_chunks_of_headers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    // No index entry for the whole segment: the walk covers every batch.
+    let cfg = config(&[("index.interval.bytes", "100000000")]);
+    let mut sizes = Vec::new();
+    {
+        let log = open_log(root, &cfg);
+        for i in 0..300 {
+            let mut b = batch(1 + i % 3, 1000 + i as i64, &format!("b{i}"));
+            log.append(&mut b, Durability::PageCache).expect("append");
+            sizes.push(file_len(&last_segment(root)));
+        }
+        assert!(file_len(&last_segment(root)) > 3 * 8 * 1024);
+    }
+    let expect = read_all(&open_log(root, &cfg));
+    assert_eq!(expect.len(), (0..300).map(|i| 1 + i % 3).sum::<usize>());
+    assert_eq!(
+        peek_head(root, F_CLEAN),
+        1,
+        "a reader leaves the head clean"
+    );
+
+    const F_NEXT: u64 = 2 * 8;
+    const F_SIZE: u64 = 4 * 8;
+    let next = peek_head(root, F_NEXT);
+    let size = peek_head(root, F_SIZE);
+    for (field, bad) in [
+        (F_NEXT, next + 1),
+        (F_SIZE, size - 7),
+        (F_SIZE, sizes[150] + 3),
+    ] {
+        poke_head(root, field, bad);
+        let log = open_log(root, &cfg);
+        assert_eq!(read_all(&log), expect, "field {field} = {bad}");
+        assert_eq!(log.offsets().expect("offsets").1, next as i64);
+        drop(log);
+        assert_eq!(
+            peek_head(root, field),
+            if field == F_NEXT { next } else { size }
+        );
+    }
+}
+
+/// Appends that stay within `index.interval.bytes` of a segment with no
+/// index entry write none (so the indexes are not even mapped), and every
+/// offset is still found; the first entry comes once the interval is
+/// passed, and a crash in between recovers exactly.
+#[test]
+fn appends_below_the_first_index_interval_need_no_index() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    let cfg = config(&[("index.interval.bytes", "4096")]);
+    let mut n = 0usize;
+    {
+        let log = open_log(root, &cfg);
+        while file_len(&last_segment(root)) < 3000 {
+            let mut b = batch(2, 10 + n as i64, &format!("v{n}"));
+            log.append(&mut b, Durability::PageCache).expect("append");
+            n += 2;
+        }
+        assert_eq!(peek_head(root, 5 * 8), 0, "no index entry yet");
+        for off in 0..n as i64 {
+            let got = read_all_from(&log, off);
+            assert_eq!(got.first().map(|r| r.0), Some(off));
+        }
+        while file_len(&last_segment(root)) < 12_000 {
+            let mut b = batch(2, 10 + n as i64, &format!("v{n}"));
+            log.append(&mut b, Durability::PageCache).expect("append");
+            n += 2;
+        }
+        assert!(
+            peek_head(root, 5 * 8) >= 2,
+            "entries once past the interval"
+        );
+    }
+    make_unclean(root, Unclean::EarlierBoot);
+    let log = open_log(root, &cfg);
+    let got = read_all(&log);
+    assert_eq!(got.len(), n);
+    assert!(got.iter().enumerate().all(|(i, r)| r.0 == i as i64));
+}
+
+/// The open reads the offset index's last counted entry instead of mapping
+/// the indexes; whatever the index files hold, a clean head over them
+/// still opens to exactly the records written: an entry naming the wrong
+/// batch, an index file too short for the head's count, and missing files.
+#[test]
+fn clean_open_checks_the_last_index_entry_whatever_the_files_hold() {
+    let cfg = config(&[("index.interval.bytes", "256")]);
+    type Damage = fn(&Path, u64);
+    let damages: [(&str, Damage); 5] = [
+        ("intact", |_, _| {}),
+        ("last entry names another batch", |seg, entries| {
+            let idx = seg.with_extension("index");
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&idx)
+                .expect("index");
+            // Offset 5 at position 0, where the batch of offsets 0-2 is.
+            let e = [0, 0, 0, 5, 0, 0, 0, 0];
+            f.write_all_at(&e, (entries - 1) * 8).expect("poke index");
+        }),
+        ("index shorter than the head's count", |seg, _| {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(seg.with_extension("index"))
+                .expect("index");
+            f.set_len(8).expect("truncate index");
+        }),
+        ("time index missing", |seg, _| {
+            std::fs::remove_file(seg.with_extension("timeindex")).expect("rm timeindex")
+        }),
+        ("offset index missing", |seg, _| {
+            std::fs::remove_file(seg.with_extension("index")).expect("rm index")
+        }),
+    ];
+    for (what, damage) in damages {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        let n = {
+            let log = open_log(root, &cfg);
+            for i in 0..40 {
+                let mut b = batch(3, 100 + i, &format!("x{i}"));
+                log.append(&mut b, Durability::PageCache).expect("append");
+            }
+            120
+        };
+        let entries = peek_head(root, 5 * 8);
+        assert!(entries >= 2, "{what}: index entries");
+        damage(&last_segment(root), entries);
+        let log = open_log(root, &cfg);
+        let got = read_all(&log);
+        assert_eq!(got.len(), n, "{what}");
+        assert!(
+            got.iter().enumerate().all(|(i, r)| r.0 == i as i64),
+            "{what}"
+        );
+        let mut b = batch(1, 999, "after");
+        let info = log
+            .append(&mut b, Durability::PageCache)
+            .expect("append after");
+        assert_eq!(info.base_offset, n as i64, "{what}");
+        for off in [0, 7, 60, 119, 120] {
+            assert_eq!(
+                read_all_from(&log, off).first().map(|r| r.0),
+                Some(off),
+                "{what}"
+            );
+        }
+    }
+}
