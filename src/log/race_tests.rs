@@ -66,6 +66,17 @@ fn segment_bases(root: &Path) -> Vec<i64> {
     out
 }
 
+/// Append 3-record batches tagged "w0", "w1", ... until the partition has
+/// `segments` segment files; returns the next tag number.
+fn append_until_segments(log: &PartitionLog, root: &Path, segments: usize) -> usize {
+    let mut i = 0;
+    while segment_bases(root).len() < segments {
+        append(log, 3, &format!("w{i}"));
+        i += 1;
+    }
+    i
+}
+
 fn segment_file(root: &Path, base: i64) -> PathBuf {
     part_dir(root).join(super::segment::log_file_name(base))
 }
@@ -113,11 +124,7 @@ fn segment_deleted_by_retention_after_the_readers_snapshot_is_out_of_range() {
     let cfg = config(&[("segment.bytes", "1024"), ("retention.bytes", "3072")]);
     let writer = open_log(tmp.path(), &cfg);
     let reader = open_log(tmp.path(), &cfg);
-    let mut i = 0;
-    while segment_bases(tmp.path()).len() < 3 {
-        append(&writer, 3, &format!("w{i}"));
-        i += 1;
-    }
+    let mut i = append_until_segments(&writer, tmp.path(), 3);
     let stale = reader.state().expect("head");
     let position = stale.log_start_offset;
     // Retention deletes the segment holding `position` (and more).
@@ -270,11 +277,7 @@ fn reader_of_a_partition_deleted_under_it_is_told_so() {
     let cfg = config(&[("segment.bytes", "1024")]);
     let writer = open_log(tmp.path(), &cfg);
     let reader = open_log(tmp.path(), &cfg);
-    let mut i = 0;
-    while segment_bases(tmp.path()).len() < 3 {
-        append(&writer, 3, &format!("w{i}"));
-        i += 1;
-    }
+    append_until_segments(&writer, tmp.path(), 3);
     let stale = reader.state().expect("head");
     writer.mark_deleted();
     // Halfway through removing the files.
@@ -299,11 +302,7 @@ fn repair_of_a_torn_head_under_live_readers_leaves_closed_segments_alone() {
     let cfg = config(&[("segment.bytes", "1024"), ("index.interval.bytes", "64")]);
     let writer = open_log(tmp.path(), &cfg);
     let reader = open_log(tmp.path(), &cfg);
-    let mut i = 0;
-    while segment_bases(tmp.path()).len() < 4 {
-        append(&writer, 3, &format!("w{i}"));
-        i += 1;
-    }
+    append_until_segments(&writer, tmp.path(), 4);
     let closed: Vec<PathBuf> = {
         let bases = segment_bases(tmp.path());
         bases[..bases.len() - 1]
