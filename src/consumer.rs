@@ -27,7 +27,7 @@ use crate::group::GroupDir;
 use crate::log::{Durability, PartitionLog, ReadCursor};
 use crate::record::batch::{BatchHeader, RecordIter, RecordView, HEADER_LEN};
 use crate::record::decode::inflate;
-use crate::store::Store;
+use crate::store::{Store, Topic};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OffsetReset {
@@ -685,14 +685,21 @@ impl Consumer {
             self.unsubscribe()?;
         }
         let mut assigned = Vec::with_capacity(partitions.len());
-        self.store.expect_partitions(partitions.len() as u64);
-        for (t, p) in partitions {
-            let topic = self.store.topic_or_create(
-                t,
-                self.config.auto_create_topics,
-                self.config.num_partitions,
-            )?;
-            let log = self.store.partition(&topic, *p)?;
+        let topics = partitions
+            .iter()
+            .map(|(t, p)| {
+                let topic = self.store.topic_or_create(
+                    t,
+                    self.config.auto_create_topics,
+                    self.config.num_partitions,
+                )?;
+                Ok((topic, *p))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<(&Topic, u32)> = topics.iter().map(|(t, p)| (t, *p)).collect();
+        self.store.open_many(&refs);
+        for (topic, p) in &topics {
+            let log = self.store.partition(topic, *p)?;
             assigned.push(Assigned {
                 tp: (topic.name.clone(), *p),
                 log,
@@ -764,7 +771,12 @@ impl Consumer {
             .map(|a| (a.tp.clone(), a))
             .collect();
         let mut next = Vec::with_capacity(want.len());
-        self.store.expect_partitions(want.len() as u64);
+        let new_ones: Vec<(&Topic, u32)> = want
+            .iter()
+            .filter(|(t, p)| !old.contains_key(&(t.name.clone(), *p)))
+            .map(|(t, p)| (t, *p))
+            .collect();
+        self.store.open_many(&new_ones);
         for (topic, p) in want {
             let key = (topic.name.clone(), p);
             match old.remove(&key) {

@@ -13,7 +13,7 @@ use crate::offsets::{OffsetStore, OFFSETS_TOPIC};
 use crate::partitioner::partition_for_key;
 use crate::producer::{Completions, Producer, ProducerConfig, SendReceipt};
 use crate::record::BatchBuilder;
-use crate::store::Store;
+use crate::store::{Store, Topic};
 
 // ---------------------------------------------------------------- helpers
 
@@ -1701,4 +1701,37 @@ fn failed_direct_append_fails_the_batches_behind_it() {
     let (rt, _) = send_to_0(&p, "fence", b"then");
     flush(&p);
     assert_eq!(offset_of(&rt), 1);
+}
+
+#[test]
+fn open_many_opens_an_assignment_on_several_threads_into_the_cache() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(tmp.path()).expect("store");
+        store.create_topic("wide", 200, &[]).expect("create");
+        for p in 0..200 {
+            append_direct(&store, "wide", p, 2, &format!("p{p}"));
+        }
+    }
+    let store = Store::open(tmp.path()).expect("reopen");
+    assert_eq!(store.open_partitions(), 0, "a fresh store opens lazily");
+    let topic = store.topic("wide").expect("topic").expect("exists");
+    let mut wanted: Vec<(&Topic, u32)> = (0..200).map(|p| (&topic, p)).collect();
+    // Asked twice in one call: still one log for it.
+    wanted.push((&topic, 7));
+    store.open_many(&wanted);
+    assert_eq!(store.open_partitions(), 200);
+    for p in 0..200 {
+        let log = store.partition(&topic, p).expect("partition");
+        assert_eq!(log.offsets().expect("offsets").1, 2, "partition {p}");
+    }
+    assert_eq!(store.open_partitions(), 200);
+    // A partition the topic does not have is left to the caller's own
+    // call, which reports it.
+    let missing: Vec<(&Topic, u32)> = (0..130).map(|_| (&topic, 999)).collect();
+    store.open_many(&missing);
+    assert!(matches!(
+        store.partition(&topic, 999),
+        Err(Error::UnknownTopicOrPartition { .. })
+    ));
 }
