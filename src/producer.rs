@@ -304,6 +304,29 @@ struct Topics {
     last: usize,
 }
 
+impl Topics {
+    /// Take the open batch of `topic`-`partition` out of its slot, if it is
+    /// the one `wanted` picks.
+    fn take_open(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        wanted: impl Fn(&OpenBatch) -> bool,
+    ) -> Option<OpenBatch> {
+        let i = *self.index.get(topic)?;
+        let slot = self
+            .states
+            .get_mut(i)?
+            .batches
+            .get_mut(partition as usize)?;
+        if slot.as_ref().is_some_and(wanted) {
+            slot.take()
+        } else {
+            None
+        }
+    }
+}
+
 /// Record timestamps without a clock read per record: the wall clock is
 /// re-read whenever more than 2^15 TSC ticks (about 10 µs) have passed, so a
 /// timestamp is never more than that behind, far inside its 1 ms resolution.
@@ -980,22 +1003,11 @@ impl Producer {
                     i += 1;
                 }
             }
-            if let Some(slot) = topics
-                .index
-                .get(&*failed.topic)
-                .copied()
-                .and_then(|i| topics.states.get_mut(i))
-                .and_then(|s| s.batches.get_mut(failed.partition as usize))
-            {
-                if slot
-                    .as_ref()
-                    .is_some_and(|b| b.handle.same_partition(failed))
-                {
-                    if let Some(b) = slot.take() {
-                        behind.push(b);
-                        *open_batches -= 1;
-                    }
-                }
+            if let Some(b) = topics.take_open(&failed.topic, failed.partition, |b| {
+                b.handle.same_partition(failed)
+            }) {
+                behind.push(b);
+                *open_batches -= 1;
             }
         }
         behind
@@ -1094,22 +1106,11 @@ impl Producer {
                 ready,
                 ..
             } = inner;
-            if let Some(slot) = topics
-                .index
-                .get(&*handle.topic)
-                .copied()
-                .and_then(|i| topics.states.get_mut(i))
-                .and_then(|s| s.batches.get_mut(handle.partition as usize))
-            {
-                if slot
-                    .as_ref()
-                    .is_some_and(|b| Arc::ptr_eq(&b.handle, handle))
-                {
-                    if let Some(b) = slot.take() {
-                        ready.push(b);
-                        *open_batches -= 1;
-                    }
-                }
+            if let Some(b) = topics.take_open(&handle.topic, handle.partition, |b| {
+                Arc::ptr_eq(&b.handle, handle)
+            }) {
+                ready.push(b);
+                *open_batches -= 1;
             }
         })
     }
