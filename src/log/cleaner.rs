@@ -693,13 +693,10 @@ fn put_field(buf: &mut Vec<u8>, b: Option<&[u8]>) {
     }
 }
 
-/// The crash tests' hook (see the module docs).
+/// The crash tests' hook (see the module docs), armed for the first swap.
 fn crash_point(step: &str, armed: bool) {
-    if armed && std::env::var("OTTLA_CLEANER_CRASH_AT").is_ok_and(|v| v == step) {
-        // SAFETY: plain syscalls; the process ends here, as under kill -9.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+    if armed {
+        super::partition::crash_point("OTTLA_CLEANER_CRASH_AT", step);
     }
 }
 

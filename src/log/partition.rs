@@ -695,13 +695,13 @@ impl PartitionLog {
             self.head.write(&st);
             super::loader::finalize_closed(active, &st)?;
             active.release_preallocation(st.active_size);
-            roll_crash_point("finalized");
+            crash_point(ROLL_CRASH_AT, "finalized");
         }
         if base != st.active_base {
             let seg = self.open_segment(base, true)?;
             // A file left by a roll that crashed before publishing: start clean.
             seg.truncate(0)?;
-            roll_crash_point("created");
+            crash_point(ROLL_CRASH_AT, "created");
         }
         st.active_base = base;
         st.active_size = 0;
@@ -1189,17 +1189,16 @@ impl Drop for PartitionLog {
     }
 }
 
-/// The crash tests' hook: `OTTLA_ROLL_CRASH_AT=finalized|created` makes
-/// the rolling process kill itself (SIGKILL, as `kill -9`) once the closing
+const ROLL_CRASH_AT: &str = "OTTLA_ROLL_CRASH_AT";
+
+/// The crash tests' hook: when the environment variable `var` names
+/// `step`, the process kills itself here (SIGKILL, as `kill -9`).
+/// `OTTLA_ROLL_CRASH_AT=finalized|created` stops a roll once the closing
 /// segment's indexes are trimmed, or once the new segment's files exist,
-/// before the head publishes the roll.
-fn roll_crash_point(step: &str) {
-    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    if AT
-        .get_or_init(|| std::env::var("OTTLA_ROLL_CRASH_AT").ok())
-        .as_deref()
-        == Some(step)
-    {
+/// before the head publishes the roll; the cleaner has its own variable
+/// (see its module docs). Read at each step: rolls and cleans are rare.
+pub(crate) fn crash_point(var: &str, step: &str) {
+    if std::env::var_os(var).is_some_and(|v| v == step) {
         // SAFETY: a plain syscall; the process ends here.
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);
