@@ -2,7 +2,7 @@
 //! `corpus/<target>/seed-<name>`: `cargo run --bin seed_corpus`.
 
 fn main() -> std::io::Result<()> {
-    for (target, name, bytes) in ottla::fuzzing::seed_corpus() {
+    for (target, name, bytes) in ottla_client::fuzzing::seed_corpus() {
         let dir = std::path::Path::new("corpus").join(target);
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join(format!("seed-{name}")), bytes)?;

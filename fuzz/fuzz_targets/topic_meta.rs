@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ottla::fuzzing::topic_meta(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ottla_client::fuzzing::topic_meta(data));

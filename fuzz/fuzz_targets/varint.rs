@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ottla::fuzzing::varint(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ottla_client::fuzzing::varint(data));

@@ -1,0 +1,312 @@
+//! FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ListGroups
+//! and DescribeGroups: thin adapters over the coordinator.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator as CoordinatorEntry;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    BrokerId, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
+};
+
+use super::metadata::NODE_ID;
+use super::{blocking, s};
+use crate::coordinator::{JoinOutcome, JoinRequest, Pending, SyncOutcome};
+use crate::dispatch::Session;
+use crate::errors::code;
+use crate::Shared;
+
+const GROUP_KEY: i8 = 0;
+
+pub async fn find_coordinator(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: FindCoordinatorRequest,
+    v: i16,
+) -> FindCoordinatorResponse {
+    let mut r = FindCoordinatorResponse::default();
+    let error = if req.key_type == GROUP_KEY {
+        code::NONE
+    } else {
+        // Transactions are not supported.
+        code::COORDINATOR_NOT_AVAILABLE
+    };
+    if v >= 4 {
+        r.coordinators = req
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                let mut c = CoordinatorEntry::default();
+                c.key = k.clone();
+                c.error_code = error;
+                if error == code::NONE {
+                    c.node_id = BrokerId(NODE_ID);
+                    c.host = s(&shared.advertised_host);
+                    c.port = shared.advertised_port as i32;
+                } else {
+                    c.node_id = BrokerId(-1);
+                    c.port = -1;
+                }
+                c
+            })
+            .collect();
+    } else {
+        r.error_code = error;
+        if error == code::NONE {
+            r.node_id = BrokerId(NODE_ID);
+            r.host = s(&shared.advertised_host);
+            r.port = shared.advertised_port as i32;
+        } else {
+            r.node_id = BrokerId(-1);
+            r.port = -1;
+        }
+    }
+    r
+}
+
+pub async fn join(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    req: JoinGroupRequest,
+    v: i16,
+) -> JoinGroupResponse {
+    let jr = JoinRequest {
+        group: req.group_id.as_str().to_string(),
+        member_id: req.member_id.as_str().to_string(),
+        client_id: session.client_id.clone(),
+        host: format!("/{}", session.peer.ip()),
+        session_timeout_ms: req.session_timeout_ms,
+        // v0 has no rebalance timeout: Kafka uses the session timeout.
+        rebalance_timeout_ms: if v >= 1 {
+            req.rebalance_timeout_ms
+        } else {
+            req.session_timeout_ms
+        },
+        protocol_type: req.protocol_type.as_str().to_string(),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (p.name.as_str().to_string(), p.metadata.clone()))
+            .collect(),
+    };
+    let member_id = jr.member_id.clone();
+    let outcome = match blocking(|| shared.groups.join(jr)) {
+        Pending::Ready(o) => o,
+        Pending::Wait(rx) => rx.await.unwrap_or_else(|_| JoinOutcome {
+            error: code::UNKNOWN_MEMBER_ID,
+            generation: -1,
+            member_id,
+            ..Default::default()
+        }),
+    };
+    crate::errors::debug(&format!(
+        "JoinGroup -> error {} gen {} member {} leader {} ({} members)",
+        outcome.error,
+        outcome.generation,
+        outcome.member_id,
+        outcome.leader,
+        outcome.members.len()
+    ));
+    let mut r = JoinGroupResponse::default();
+    r.error_code = outcome.error;
+    r.generation_id = outcome.generation;
+    if v >= 7 {
+        r.protocol_type = outcome.protocol_type.as_deref().map(s);
+    }
+    r.protocol_name = Some(s(outcome.protocol.as_deref().unwrap_or_default()));
+    r.leader = s(&outcome.leader);
+    r.member_id = s(&outcome.member_id);
+    r.members = outcome
+        .members
+        .into_iter()
+        .map(|(id, meta)| {
+            let mut m = JoinGroupResponseMember::default();
+            m.member_id = s(&id);
+            m.metadata = meta;
+            m
+        })
+        .collect();
+    r
+}
+
+pub async fn sync(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: SyncGroupRequest,
+    v: i16,
+) -> SyncGroupResponse {
+    let assignments = req
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.as_str().to_string(), a.assignment.clone()))
+        .collect();
+    let pending = shared.groups.sync(
+        req.group_id.as_str(),
+        req.generation_id,
+        req.member_id.as_str(),
+        assignments,
+    );
+    let (error, assignment): SyncOutcome = match pending {
+        Pending::Ready(o) => o,
+        Pending::Wait(rx) => rx
+            .await
+            .unwrap_or((code::UNKNOWN_MEMBER_ID, bytes::Bytes::new())),
+    };
+    crate::errors::debug(&format!(
+        "SyncGroup {} gen {} member {} -> error {error}, {} bytes",
+        req.group_id.as_str(),
+        req.generation_id,
+        req.member_id.as_str(),
+        assignment.len()
+    ));
+    let mut r = SyncGroupResponse::default();
+    r.error_code = error;
+    r.assignment = assignment;
+    if v >= 5 {
+        r.protocol_type = req.protocol_type;
+        r.protocol_name = req.protocol_name;
+    }
+    r
+}
+
+pub async fn heartbeat(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: HeartbeatRequest,
+    _v: i16,
+) -> HeartbeatResponse {
+    let mut r = HeartbeatResponse::default();
+    r.error_code = shared.groups.heartbeat(
+        req.group_id.as_str(),
+        req.generation_id,
+        req.member_id.as_str(),
+    );
+    r
+}
+
+pub async fn leave(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: LeaveGroupRequest,
+    v: i16,
+) -> LeaveGroupResponse {
+    let mut r = LeaveGroupResponse::default();
+    if v >= 3 {
+        let ids: Vec<String> = req
+            .members
+            .iter()
+            .map(|m| m.member_id.as_str().to_string())
+            .collect();
+        let codes = shared.groups.leave(req.group_id.as_str(), &ids);
+        r.members = req
+            .members
+            .iter()
+            .zip(codes)
+            .map(|(m, c)| {
+                let mut mr = MemberResponse::default();
+                mr.member_id = m.member_id.clone();
+                mr.group_instance_id = m.group_instance_id.clone();
+                mr.error_code = c;
+                mr
+            })
+            .collect();
+    } else {
+        let codes = shared
+            .groups
+            .leave(req.group_id.as_str(), &[req.member_id.as_str().to_string()]);
+        r.error_code = codes.first().copied().unwrap_or(code::UNKNOWN_MEMBER_ID);
+    }
+    r
+}
+
+pub async fn list(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: ListGroupsRequest,
+    v: i16,
+) -> ListGroupsResponse {
+    let mut r = ListGroupsResponse::default();
+    let mut groups: Vec<(String, &'static str, String)> = shared.groups.live();
+    // Groups known only by their committed offsets (either door wrote them).
+    let committed = blocking(|| shared.store.offsets().and_then(|o| o.groups()));
+    if let Ok(names) = committed {
+        for g in names {
+            if !groups.iter().any(|(n, _, _)| *n == g) {
+                groups.push((g, "Empty", "consumer".to_string()));
+            }
+        }
+    }
+    groups.sort();
+    for (name, state, ptype) in groups {
+        if v >= 4
+            && !req.states_filter.is_empty()
+            && !req
+                .states_filter
+                .iter()
+                .any(|f| f.as_str().eq_ignore_ascii_case(state))
+        {
+            continue;
+        }
+        let mut g = ListedGroup::default();
+        g.group_id = GroupId(s(&name));
+        g.protocol_type = s(&ptype);
+        if v >= 4 {
+            g.group_state = s(state);
+        }
+        r.groups.push(g);
+    }
+    r
+}
+
+pub async fn describe(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: DescribeGroupsRequest,
+    _v: i16,
+) -> DescribeGroupsResponse {
+    let mut r = DescribeGroupsResponse::default();
+    for gid in req.groups {
+        let mut d = DescribedGroup::default();
+        d.group_id = gid.clone();
+        match shared.groups.describe(gid.as_str()) {
+            Some(info) => {
+                d.group_state = s(info.state);
+                d.protocol_type = s(&info.protocol_type);
+                d.protocol_data = s(&info.protocol);
+                d.members = info
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        let mut dm = DescribedGroupMember::default();
+                        dm.member_id = s(&m.member_id);
+                        dm.client_id = s(&m.client_id);
+                        dm.client_host = s(&m.host);
+                        dm.member_metadata = m.metadata;
+                        dm.member_assignment = m.assignment;
+                        dm
+                    })
+                    .collect();
+            }
+            None => {
+                let known = blocking(|| {
+                    shared
+                        .store
+                        .offsets()
+                        .and_then(|o| o.group_offsets(gid.as_str()))
+                        .map(|v| !v.is_empty())
+                        .unwrap_or(false)
+                });
+                d.group_state = s(if known { "Empty" } else { "Dead" });
+                d.protocol_type = s(if known { "consumer" } else { "" });
+            }
+        }
+        r.groups.push(d);
+    }
+    r
+}

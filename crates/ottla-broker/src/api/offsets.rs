@@ -1,0 +1,153 @@
+//! OffsetCommit and OffsetFetch, through the engine's OffsetStore
+//! (`__consumer_offsets`), the same store embedded consumers commit to, so a
+//! group's position is the same whichever door wrote it.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+};
+
+use super::{blocking, s, topic_name};
+use crate::dispatch::Session;
+use crate::errors::{code, kafka_code};
+use crate::Shared;
+use ottla_storage::error::Error;
+
+pub async fn commit(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: OffsetCommitRequest,
+    _v: i16,
+) -> OffsetCommitResponse {
+    let group = req.group_id.as_str().to_string();
+    let mut error = shared.groups.check_commit(
+        &group,
+        req.generation_id_or_member_epoch,
+        req.member_id.as_str(),
+    );
+    if group.is_empty() {
+        error = code::INVALID_GROUP_ID;
+    }
+    let mut entries = Vec::new();
+    let mut per_partition = Vec::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            let c = if error != code::NONE {
+                error
+            } else if p.partition_index < 0 {
+                code::UNKNOWN_TOPIC_OR_PARTITION
+            } else {
+                match blocking(|| shared.store.topic(t.name.as_str())) {
+                    Ok(Some(topic)) if (p.partition_index as u32) < topic.partitions => {
+                        entries.push((
+                            t.name.as_str().to_string(),
+                            p.partition_index as u32,
+                            p.committed_offset,
+                            p.committed_metadata
+                                .as_ref()
+                                .map(|m| m.as_str().to_string())
+                                .unwrap_or_default(),
+                        ));
+                        code::NONE
+                    }
+                    Ok(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
+                    Err(e) => kafka_code(&e),
+                }
+            };
+            per_partition.push((t.name.clone(), p.partition_index, c));
+        }
+    }
+    let written = blocking(|| {
+        shared
+            .store
+            .offsets()
+            .and_then(|o| o.commit(&group, &entries, shared.config.durability))
+    });
+    let write_error = written.err().map(|e: Error| kafka_code(&e));
+    let mut resp = OffsetCommitResponse::default();
+    for (name, partition, c) in per_partition {
+        let c = match (c, write_error) {
+            (code::NONE, Some(w)) => w,
+            (c, _) => c,
+        };
+        if !resp.topics.iter().any(|t| t.name == name) {
+            let mut t = OffsetCommitResponseTopic::default();
+            t.name = name.clone();
+            resp.topics.push(t);
+        }
+        let Some(topic) = resp.topics.iter_mut().find(|t| t.name == name) else {
+            continue;
+        };
+        let mut pr = OffsetCommitResponsePartition::default();
+        pr.partition_index = partition;
+        pr.error_code = c;
+        topic.partitions.push(pr);
+    }
+    resp
+}
+
+pub async fn fetch(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: OffsetFetchRequest,
+    v: i16,
+) -> OffsetFetchResponse {
+    let group = req.group_id.as_str().to_string();
+    let mut resp = OffsetFetchResponse::default();
+    let store = match blocking(|| shared.store.offsets()) {
+        Ok(o) => o,
+        Err(e) => {
+            if v >= 2 {
+                resp.error_code = kafka_code(&e);
+            }
+            return resp;
+        }
+    };
+    let wanted: Vec<(String, Vec<i32>)> = match &req.topics {
+        Some(topics) => topics
+            .iter()
+            .map(|t| (t.name.as_str().to_string(), t.partition_indexes.clone()))
+            .collect(),
+        // Every partition the group has committed.
+        None => {
+            let mut all: Vec<(String, Vec<i32>)> = Vec::new();
+            for (t, p, _) in blocking(|| store.group_offsets(&group)).unwrap_or_default() {
+                match all.iter_mut().find(|(n, _)| *n == t) {
+                    Some((_, ps)) => ps.push(p as i32),
+                    None => all.push((t, vec![p as i32])),
+                }
+            }
+            all
+        }
+    };
+    for (name, partitions) in wanted {
+        let mut t = OffsetFetchResponseTopic::default();
+        t.name = topic_name(&name);
+        for p in partitions {
+            let mut pr = OffsetFetchResponsePartition::default();
+            pr.partition_index = p;
+            pr.committed_offset = -1;
+            pr.metadata = Some(s(""));
+            if p >= 0 {
+                match blocking(|| store.committed(&group, &name, p as u32)) {
+                    Ok(Some(c)) => {
+                        pr.committed_offset = c.offset;
+                        pr.metadata = Some(s(&c.metadata));
+                    }
+                    Ok(None) => {}
+                    Err(e) => pr.error_code = kafka_code(&e),
+                }
+            }
+            t.partitions.push(pr);
+        }
+        resp.topics.push(t);
+    }
+    resp
+}

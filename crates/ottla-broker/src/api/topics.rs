@@ -1,0 +1,183 @@
+//! CreateTopics, DeleteTopics, CreatePartitions: the engine's topic
+//! operations, one result per topic.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse,
+};
+
+use super::{blocking, s};
+use crate::dispatch::Session;
+use crate::errors::kafka_code;
+use crate::Shared;
+use ottla_storage::config::TopicConfig;
+use ottla_storage::error::{Error, Result};
+use ottla_storage::topic::{is_internal, validate_topic_name};
+
+const MAX_PARTITIONS: i32 = 100_000;
+
+pub async fn create(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: CreateTopicsRequest,
+    v: i16,
+) -> CreateTopicsResponse {
+    let mut resp = CreateTopicsResponse::default();
+    for t in req.topics {
+        let name = t.name.as_str().to_string();
+        let mut r = CreatableTopicResult::default();
+        r.name = t.name.clone();
+        let partitions = if !t.assignments.is_empty() {
+            t.assignments.len() as i32
+        } else if t.num_partitions == -1 {
+            shared.config.num_partitions as i32
+        } else {
+            t.num_partitions
+        };
+        let config: Vec<(String, String)> = t
+            .configs
+            .iter()
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.as_str().to_string(), v.as_str().to_string()))
+            })
+            .collect();
+        let outcome = blocking(|| -> Result<()> {
+            if !(1..=MAX_PARTITIONS).contains(&partitions) {
+                return Err(Error::InvalidPartitions(format!(
+                    "partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}"
+                )));
+            }
+            if req.validate_only {
+                validate_topic_name(&name)?;
+                TopicConfig::from_overrides(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+                if shared.store.topic(&name)?.is_some() {
+                    return Err(Error::TopicAlreadyExists(name.clone()));
+                }
+                return Ok(());
+            }
+            shared
+                .store
+                .create_topic(&name, partitions as u32, &config)
+                .map(|_| ())
+        });
+        match outcome {
+            Ok(()) => {
+                if v >= 5 {
+                    r.num_partitions = partitions;
+                    r.replication_factor = 1;
+                    let effective = TopicConfig::from_overrides(
+                        config.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    )
+                    .map(|c| c.effective())
+                    .unwrap_or_default();
+                    r.configs = Some(
+                        effective
+                            .into_iter()
+                            .map(|(k, v)| {
+                                let mut c = CreatableTopicConfigs::default();
+                                c.config_source = if config.iter().any(|(n, _)| *n == k) {
+                                    1
+                                } else {
+                                    5
+                                };
+                                c.name = s(&k);
+                                c.value = Some(s(&v));
+                                c
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            Err(e) => {
+                r.error_code = kafka_code(&e);
+                if v >= 1 {
+                    r.error_message = Some(s(&e.to_string()));
+                }
+            }
+        }
+        resp.topics.push(r);
+    }
+    resp
+}
+
+pub async fn delete(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: DeleteTopicsRequest,
+    v: i16,
+) -> DeleteTopicsResponse {
+    let mut resp = DeleteTopicsResponse::default();
+    for name in req.topic_names {
+        let mut r = DeletableTopicResult::default();
+        r.name = Some(name.clone());
+        let deleted = if is_internal(name.as_str()) {
+            Err(Error::InvalidTopic {
+                name: name.as_str().to_string(),
+                reason: "internal topics cannot be deleted",
+            })
+        } else {
+            blocking(|| shared.store.delete_topic(name.as_str()))
+        };
+        match deleted {
+            Ok(()) => shared.producers.forget_topic(name.as_str()),
+            Err(e) => {
+                r.error_code = kafka_code(&e);
+                if v >= 5 {
+                    r.error_message = Some(s(&e.to_string()));
+                }
+            }
+        }
+        resp.responses.push(r);
+    }
+    resp
+}
+
+pub async fn create_partitions(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: CreatePartitionsRequest,
+    _v: i16,
+) -> CreatePartitionsResponse {
+    let mut resp = CreatePartitionsResponse::default();
+    for t in req.topics {
+        let mut r = CreatePartitionsTopicResult::default();
+        r.name = t.name.clone();
+        let outcome = blocking(|| -> Result<()> {
+            if !(1..=MAX_PARTITIONS).contains(&t.count) {
+                return Err(Error::InvalidPartitions(format!(
+                    "partition count must be between 1 and {MAX_PARTITIONS}, got {}",
+                    t.count
+                )));
+            }
+            if req.validate_only {
+                let topic = shared.store.require_topic(t.name.as_str())?;
+                if t.count as u32 <= topic.partitions {
+                    return Err(Error::InvalidPartitions(format!(
+                        "topic has {} partitions; the new total must be larger",
+                        topic.partitions
+                    )));
+                }
+                return Ok(());
+            }
+            shared
+                .store
+                .create_partitions(t.name.as_str(), t.count as u32)
+                .map(|_| ())
+        });
+        if let Err(e) = outcome {
+            r.error_code = kafka_code(&e);
+            r.error_message = Some(s(&e.to_string()));
+        }
+        resp.results.push(r);
+    }
+    resp
+}

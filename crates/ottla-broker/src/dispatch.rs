@@ -1,0 +1,126 @@
+//! From a request frame to a response frame: check the API and version,
+//! decode, call the API's handler, encode.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+
+use super::api;
+use super::frame;
+use super::versions;
+use super::Shared;
+use ottla_storage::log::{PartitionLog, ReadCursor};
+
+/// Per-connection state.
+pub struct Session {
+    pub peer: SocketAddr,
+    pub client_id: String,
+    /// Where the last Fetch of each partition ended, so the next one skips
+    /// the index lookup; tied to the log it was taken on, so a topic deleted
+    /// and created again never inherits a position in the old files.
+    pub cursors: HashMap<(String, u32), (Weak<PartitionLog>, Option<ReadCursor>)>,
+    /// Partitions this connection has appended to: their logs are open, so
+    /// the next append is a page-cache copy (see Produce).
+    pub written: HashSet<(String, i32)>,
+}
+
+impl Session {
+    pub fn new(peer: SocketAddr) -> Session {
+        Session {
+            peer,
+            client_id: String::new(),
+            cursors: HashMap::new(),
+            written: HashSet::new(),
+        }
+    }
+}
+
+pub enum Reply {
+    Send(BytesMut),
+    /// Produce with acks=0: the client expects no response.
+    Nothing,
+    Close(String),
+}
+
+pub async fn handle(shared: &Arc<Shared>, session: &mut Session, mut frame: Bytes) -> Reply {
+    match handle_inner(shared, session, &mut frame).await {
+        Ok(Some(buf)) => Reply::Send(buf),
+        Ok(None) => Reply::Nothing,
+        Err(why) => Reply::Close(why),
+    }
+}
+
+async fn handle_inner(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    frame: &mut Bytes,
+) -> Result<Option<BytesMut>, String> {
+    let p = frame::prefix(frame).ok_or("frame shorter than a request header")?;
+    let Some(api) = versions::supported(p.api_key, p.api_version) else {
+        if p.api_key == ApiKey::ApiVersions as i16 && p.api_version > 0 {
+            // A newer client: answer in v0 with our ranges so it can retry.
+            let r = versions::unsupported_version();
+            return frame::response(ApiKey::ApiVersions, 0, p.correlation_id, &r).map(Some);
+        }
+        return Err(format!(
+            "unsupported API key {} version {}",
+            p.api_key, p.api_version
+        ));
+    };
+    let header = frame::header(api, p.api_version, frame)?;
+    if let Some(id) = header.client_id.as_ref() {
+        if session.client_id.as_str() != id.as_str() {
+            session.client_id = id.as_str().to_string();
+        }
+    }
+    // The header's strings point into the frame; let go of them (see Produce).
+    drop(header);
+    let v = p.api_version;
+    let cid = p.correlation_id;
+    macro_rules! call {
+        ($handler:path) => {{
+            let req = frame::body(frame, v)?;
+            let resp = $handler(shared, session, req, v).await;
+            frame::response(api, v, cid, &resp).map(Some)
+        }};
+    }
+    match api {
+        ApiKey::ApiVersions => {
+            // The body (client software name and version) is informational.
+            frame::response(api, v, cid, &versions::api_versions(0)).map(Some)
+        }
+        ApiKey::Metadata => call!(api::metadata::handle),
+        ApiKey::Produce => {
+            let req = frame::body(frame, v)?;
+            // Only the request's record batches may still refer to the frame's
+            // bytes, so the produce handler can append them without a copy.
+            *frame = Bytes::new();
+            match api::produce::handle(shared, session, req, v).await {
+                Some(resp) => frame::response(api, v, cid, &resp).map(Some),
+                None => Ok(None),
+            }
+        }
+        ApiKey::Fetch => call!(api::fetch::handle),
+        ApiKey::ListOffsets => call!(api::list_offsets::handle),
+        ApiKey::CreateTopics => call!(api::topics::create),
+        ApiKey::DeleteTopics => call!(api::topics::delete),
+        ApiKey::CreatePartitions => call!(api::topics::create_partitions),
+        ApiKey::DescribeConfigs => call!(api::configs::describe),
+        ApiKey::AlterConfigs => call!(api::configs::alter),
+        ApiKey::IncrementalAlterConfigs => call!(api::configs::incremental_alter),
+        ApiKey::InitProducerId => call!(api::producer_id::handle),
+        ApiKey::FindCoordinator => call!(api::groups::find_coordinator),
+        ApiKey::JoinGroup => call!(api::groups::join),
+        ApiKey::SyncGroup => call!(api::groups::sync),
+        ApiKey::Heartbeat => call!(api::groups::heartbeat),
+        ApiKey::LeaveGroup => call!(api::groups::leave),
+        ApiKey::ListGroups => call!(api::groups::list),
+        ApiKey::DescribeGroups => call!(api::groups::describe),
+        ApiKey::OffsetCommit => call!(api::offsets::commit),
+        ApiKey::OffsetFetch => call!(api::offsets::fetch),
+        other => Err(format!("API {other:?} is not served")),
+    }
+}

@@ -1,0 +1,67 @@
+//! Kafka error codes, and the engine's errors mapped onto them.
+
+use ottla_storage::error::Error;
+
+pub mod code {
+    pub const NONE: i16 = 0;
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const RECORD_LIST_TOO_LARGE: i16 = 18;
+    pub const ILLEGAL_GENERATION: i16 = 22;
+    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+    pub const INVALID_GROUP_ID: i16 = 24;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
+    pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const INVALID_CONFIG: i16 = 40;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const INVALID_TXN_STATE: i16 = 48;
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+    pub const NON_EMPTY_GROUP: i16 = 68;
+    pub const GROUP_ID_NOT_FOUND: i16 = 69;
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const INVALID_RECORD: i16 = 87;
+}
+
+/// The Kafka error code a client should see for an engine error.
+pub fn kafka_code(e: &Error) -> i16 {
+    match e {
+        Error::InvalidTopic { .. } => code::INVALID_TOPIC_EXCEPTION,
+        Error::UnknownTopicOrPartition { .. } => code::UNKNOWN_TOPIC_OR_PARTITION,
+        Error::TopicAlreadyExists(_) => code::TOPIC_ALREADY_EXISTS,
+        Error::InvalidPartitions(_) => code::INVALID_PARTITIONS,
+        Error::InvalidConfig(_) => code::INVALID_CONFIG,
+        Error::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
+        Error::RecordTooLarge { .. } => code::MESSAGE_TOO_LARGE,
+        Error::CorruptRecord { .. } => code::CORRUPT_MESSAGE,
+        Error::InvalidRecord(_) | Error::DecompressedTooLarge { .. } => code::INVALID_RECORD,
+        Error::UnsupportedCompression(_) => code::UNSUPPORTED_COMPRESSION_TYPE,
+        Error::Io { .. } => code::KAFKA_STORAGE_ERROR,
+        Error::GroupNotEmpty(..) => code::NON_EMPTY_GROUP,
+        Error::GroupCoordinatedByBroker { .. } => code::INCONSISTENT_GROUP_PROTOCOL,
+        _ => code::UNKNOWN_SERVER_ERROR,
+    }
+}
+
+/// Diagnostics for an operator, on stderr when `OTTLA_BROKER_LOG` is set.
+pub fn debug(msg: &str) {
+    if std::env::var_os("OTTLA_BROKER_LOG").is_some() {
+        eprintln!("ottla broker: {msg}");
+    }
+}
+
+/// Something an operator should know about (a group refused, a failed write).
+pub fn warn(msg: &str) {
+    eprintln!("ottla broker: {msg}");
+}

@@ -1,0 +1,194 @@
+//! The Kafka wire-protocol broker: another door onto the engine, shaped like
+//! tokio's mini-redis, one small module per step:
+//!
+//! ```text
+//! listener    accept loop, shutdown
+//! connection  size-prefixed frames in, responses out, limits and timeouts
+//! frame       request header decode, response header + body encode
+//! dispatch    API key -> handler
+//! api/*       one module per API family, each a thin client of the engine
+//! coordinator consumer groups (classic protocol)
+//! idempotence producer ids and sequence de-duplication
+//! wake        the directory beacon turned into an async signal for Fetch
+//! ```
+//!
+//! The engine knows nothing of this crate; everything here goes through
+//! `Store`, `PartitionLog` and `OffsetStore`.
+
+pub mod alloc;
+pub mod api;
+pub mod claim;
+pub mod connection;
+pub mod coordinator;
+pub mod dispatch;
+pub mod errors;
+pub mod frame;
+pub mod idempotence;
+pub mod listener;
+pub mod versions;
+pub mod wake;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+
+use ottla_storage::error::{Error, Result};
+use ottla_storage::log::Durability;
+use ottla_storage::store::Store;
+
+/// How the broker is set up; the Python door fills this from `ottla.Broker(...)`.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub host: String,
+    pub port: u16,
+    /// Create a topic on first Produce or Metadata request, as Kafka does by default.
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic (`num.partitions`).
+    pub num_partitions: u32,
+    /// Frames larger than this close the connection before anything is allocated.
+    pub max_request_bytes: usize,
+    pub durability: Durability,
+    /// How long a started frame may take to arrive in full.
+    pub frame_timeout: Duration,
+    /// How long a connection may sit idle between requests.
+    pub idle_timeout: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            host: "127.0.0.1".into(),
+            port: 0,
+            auto_create_topics: true,
+            num_partitions: 1,
+            max_request_bytes: 100 * 1024 * 1024,
+            durability: Durability::PageCache,
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What every connection task shares.
+pub struct Shared {
+    pub store: Arc<Store>,
+    pub config: BrokerConfig,
+    /// The address clients are told to connect to (Metadata, FindCoordinator).
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub groups: coordinator::Coordinator,
+    pub producers: idempotence::ProducerTable,
+    pub wake: watch::Receiver<u64>,
+    /// Fetches waiting on `wake`; the waker watches the beacon only for them.
+    pub wake_interest: Arc<wake::Interest>,
+}
+
+/// A running broker. Listening once [`Broker::start`] returns.
+pub struct Broker {
+    addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+    shutdown: watch::Sender<bool>,
+    finished: Mutex<Option<mpsc::Receiver<()>>>,
+    waker: Option<wake::Waker>,
+    shared: Option<Arc<Shared>>,
+}
+
+impl Broker {
+    /// Bind, then serve `store` on a background tokio runtime.
+    pub fn start(store: Arc<Store>, config: BrokerConfig) -> Result<Broker> {
+        let where_ = format!("{}:{}", config.host, config.port);
+        let bind_err = |e: std::io::Error| Error::io("listen on", std::path::Path::new(&where_), e);
+        // Bound synchronously, so the port is known (and connectable) on return.
+        let std_listener =
+            std::net::TcpListener::bind((config.host.as_str(), config.port)).map_err(bind_err)?;
+        std_listener.set_nonblocking(true).map_err(bind_err)?;
+        let addr = std_listener.local_addr().map_err(bind_err)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ottla-broker")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::IllegalState(format!("cannot start the broker runtime: {e}")))?;
+        let (wake_tx, wake_rx) = watch::channel(0u64);
+        let wake_interest = Arc::new(wake::Interest::default());
+        let waker = wake::Waker::start(store.beacon().clone(), wake_tx, wake_interest.clone());
+        let advertised_host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        let shared = Arc::new(Shared {
+            groups: coordinator::Coordinator::new(store.clone()),
+            producers: idempotence::ProducerTable::default(),
+            store,
+            advertised_host,
+            advertised_port: addr.port(),
+            config,
+            wake: wake_rx,
+            wake_interest,
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (done_tx, done_rx) = mpsc::channel::<()>(1);
+        let listener = {
+            let _g = runtime.enter();
+            tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?
+        };
+        runtime.spawn(listener::run(
+            listener,
+            shared.clone(),
+            shutdown_rx.clone(),
+            done_tx.clone(),
+        ));
+        runtime.spawn(coordinator::reaper(shared.clone(), shutdown_rx, done_tx));
+        Ok(Broker {
+            addr,
+            runtime: Some(runtime),
+            shutdown,
+            finished: Mutex::new(Some(done_rx)),
+            waker: Some(waker),
+            shared: Some(shared),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A receiver that turns true when the broker is asked to stop.
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Stop accepting, close every connection, stop the runtime, and let go
+    /// of the directory (the last holder of a partition marks it clean).
+    pub fn close(&mut self) {
+        self.shutdown.send_replace(true);
+        if let Some(rt) = self.runtime.take() {
+            if let Some(mut done) = self.finished.lock().take() {
+                // Every task holds a sender; recv() ends when the last one drops.
+                rt.block_on(async {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), done.recv()).await;
+                });
+            }
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+        if let Some(w) = self.waker.take() {
+            w.stop();
+        }
+        if let Some(shared) = self.shared.take() {
+            shared.groups.release_all();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

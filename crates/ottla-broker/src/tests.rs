@@ -1,0 +1,385 @@
+//! Broker tests that need the Rust side: connection limits with short
+//! timeouts, and the group coordinator's state machine.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::coordinator::{Coordinator, JoinOutcome, JoinRequest, Pending};
+use super::errors::code;
+use super::{Broker, BrokerConfig};
+use ottla_storage::store::Store;
+
+fn start(config: BrokerConfig) -> (tempfile::TempDir, Broker) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("store");
+    let broker = Broker::start(store, config).expect("start");
+    (dir, broker)
+}
+
+fn api_versions_ok(addr: std::net::SocketAddr) -> bool {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    // size, api key 18, version 0, correlation 9, null client id
+    let mut req = vec![0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 9, 0xff, 0xff];
+    req[3] = (req.len() - 4) as u8;
+    s.write_all(&req).expect("write");
+    let mut size = [0u8; 4];
+    if s.read_exact(&mut size).is_err() {
+        return false;
+    }
+    let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
+    s.read_exact(&mut body).is_ok() && body[..4] == [0, 0, 0, 9] && body[4..6] == [0, 0]
+}
+
+/// True if the peer closes within `within` (a read timeout means it did not).
+fn closes(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).expect("timeout");
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+#[test]
+fn a_client_stopping_mid_frame_is_cut_off_after_the_frame_timeout() {
+    let (_d, mut broker) = start(BrokerConfig {
+        frame_timeout: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let addr = broker.local_addr();
+    let mut stuck = TcpStream::connect(addr).expect("connect");
+    stuck.write_all(&[0, 0, 0, 50, 0, 3]).expect("write");
+    assert!(api_versions_ok(addr), "other clients are served meanwhile");
+    assert!(closes(&mut stuck, Duration::from_secs(5)));
+    // An idle connection (no frame started) is left alone.
+    let mut idle = TcpStream::connect(addr).expect("connect");
+    idle.set_read_timeout(Some(Duration::from_millis(600)))
+        .expect("timeout");
+    let mut buf = [0u8; 1];
+    let r = idle.read(&mut buf);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "{r:?}"
+    );
+    broker.close();
+    assert!(TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn an_oversized_frame_is_refused_before_reading_it() {
+    let (_d, broker) = start(BrokerConfig {
+        max_request_bytes: 1000,
+        ..Default::default()
+    });
+    let mut s = TcpStream::connect(broker.local_addr()).expect("connect");
+    s.write_all(&1001u32.to_be_bytes()).expect("write");
+    assert!(closes(&mut s, Duration::from_secs(5)));
+    assert!(api_versions_ok(broker.local_addr()));
+}
+
+fn join(c: &Coordinator, member: &str, session_ms: i32) -> Pending<JoinOutcome> {
+    c.join(JoinRequest {
+        group: "g".into(),
+        member_id: member.into(),
+        client_id: "test".into(),
+        host: "/127.0.0.1".into(),
+        session_timeout_ms: session_ms,
+        rebalance_timeout_ms: session_ms,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+    })
+}
+
+fn outcome(p: Pending<JoinOutcome>) -> JoinOutcome {
+    match p {
+        Pending::Ready(o) => o,
+        Pending::Wait(mut rx) => {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match rx.try_recv() {
+                    Ok(o) => return o,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+                        if Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("join never completed: {e:?}"),
+                }
+            }
+        }
+    }
+}
+
+fn coordinator() -> (tempfile::TempDir, Coordinator) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("store");
+    (dir, Coordinator::new(store))
+}
+
+#[test]
+fn members_join_sync_and_a_silent_member_expires() {
+    let (_d, c) = coordinator();
+    let a = outcome(join(&c, "", 200));
+    assert_eq!(a.error, code::NONE);
+    assert_eq!(a.leader, a.member_id, "the first member leads");
+    assert_eq!(a.members.len(), 1);
+    // A second member starts a rebalance; the first learns of it by heartbeat.
+    let pending_b = join(&c, "", 200);
+    assert_eq!(
+        c.heartbeat("g", a.generation, &a.member_id),
+        code::REBALANCE_IN_PROGRESS
+    );
+    let a2 = outcome(join(&c, &a.member_id, 200));
+    let b = outcome(pending_b);
+    assert_eq!(a2.generation, b.generation);
+    assert_eq!(a2.members.len(), 2, "the leader sees both subscriptions");
+    assert!(b.members.is_empty());
+    // The follower's SyncGroup waits for the leader's assignment.
+    let Pending::Wait(mut follower) = c.sync("g", b.generation, &b.member_id, vec![]) else {
+        panic!("follower should wait for the leader");
+    };
+    let assignments = vec![
+        (a2.member_id.clone(), Bytes::from_static(b"A")),
+        (b.member_id.clone(), Bytes::from_static(b"B")),
+    ];
+    match c.sync("g", a2.generation, &a2.member_id, assignments) {
+        Pending::Ready((e, mine)) => assert_eq!((e, &mine[..]), (code::NONE, &b"A"[..])),
+        Pending::Wait(_) => panic!("the leader's sync completes the round"),
+    }
+    assert_eq!(
+        follower.try_recv().expect("assigned"),
+        (code::NONE, Bytes::from_static(b"B"))
+    );
+    assert_eq!(c.describe("g").map(|g| g.state), Some("Stable"));
+    // b stops heartbeating; a keeps going. b's session runs out.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        c.tick();
+        let hb = c.heartbeat("g", a2.generation, &a2.member_id);
+        if hb == code::REBALANCE_IN_PROGRESS {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never expired");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // While the group prepares a rebalance, the current generation may still
+    // commit what it processed.
+    assert_eq!(
+        c.check_commit("g", a2.generation, &a2.member_id),
+        code::NONE
+    );
+    let a3 = outcome(join(&c, &a2.member_id, 200));
+    assert_eq!(
+        c.check_commit("g", a3.generation, &a3.member_id),
+        code::REBALANCE_IN_PROGRESS,
+        "no commits between join and sync"
+    );
+    let _ = c.sync("g", a3.generation, &a3.member_id, vec![]);
+    assert_eq!(a3.members.len(), 1, "only a is left");
+    assert_eq!(
+        c.heartbeat("g", b.generation, &b.member_id),
+        code::UNKNOWN_MEMBER_ID
+    );
+    // Offsets may be committed only by a current member of the current generation.
+    assert_eq!(
+        c.check_commit("g", a2.generation, &a2.member_id),
+        code::ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        c.check_commit("g", a3.generation, &a3.member_id),
+        code::NONE
+    );
+    assert_eq!(
+        c.leave("g", std::slice::from_ref(&a3.member_id)),
+        vec![code::NONE]
+    );
+    assert!(c.describe("g").is_none());
+    assert_eq!(
+        c.check_commit("g", -1, ""),
+        code::NONE,
+        "simple commit on an empty group"
+    );
+}
+
+#[test]
+fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_timeout() {
+    let (_d, c) = coordinator();
+    let a = outcome(join(&c, "", 300));
+    let pending_b = join(&c, "", 300);
+    // a never rejoins; the round completes without it once the timeout passes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let b = loop {
+        c.tick();
+        if let Some(d) = c.describe("g") {
+            if d.state == "CompletingRebalance" {
+                break outcome(pending_b);
+            }
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(b.leader, b.member_id);
+    assert_eq!(b.members.len(), 1);
+    assert_eq!(
+        c.heartbeat("g", a.generation, &a.member_id),
+        code::UNKNOWN_MEMBER_ID
+    );
+}
+
+#[test]
+fn protocols_must_overlap_and_unknown_members_are_refused() {
+    let (_d, c) = coordinator();
+    let _a = outcome(join(&c, "", 10_000));
+    let other = c.join(JoinRequest {
+        group: "g".into(),
+        member_id: String::new(),
+        client_id: "x".into(),
+        host: String::new(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 10_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("roundrobin".into(), Bytes::new())],
+    });
+    assert_eq!(outcome(other).error, code::INCONSISTENT_GROUP_PROTOCOL);
+    assert_eq!(
+        outcome(join(&c, "ghost", 10_000)).error,
+        code::UNKNOWN_MEMBER_ID
+    );
+    assert_eq!(
+        outcome(join(&c, "", 0)).error,
+        code::INVALID_SESSION_TIMEOUT
+    );
+}
+
+#[test]
+fn embedded_members_holding_the_claim_keep_the_broker_out() {
+    use std::os::fd::AsRawFd;
+    let (d, c) = coordinator();
+    let door = d.path().join(".ottla").join("groups").join("g.door");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&door)
+        .expect("claim file");
+    // An embedded member's shared OFD lock on byte 0.
+    // SAFETY: `flock` is plain data; all zeroes is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_RDLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    fl.l_start = 0;
+    fl.l_len = 1;
+    // SAFETY: plain fcntl on a valid descriptor with an initialised struct.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    assert_eq!(rc, 0);
+    assert_eq!(
+        outcome(join(&c, "", 10_000)).error,
+        code::INCONSISTENT_GROUP_PROTOCOL
+    );
+    drop(f);
+    let a = outcome(join(&c, "", 10_000));
+    assert_eq!(a.error, code::NONE);
+    // While the broker coordinates, an embedded member cannot take it shared.
+    let g = std::fs::File::open(&door).expect("claim file");
+    // SAFETY: as above.
+    let rc = unsafe { libc::fcntl(g.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    assert_eq!(rc, -1);
+    // Once the group is empty here, the claim is free again.
+    c.leave("g", &[a.member_id]);
+    // SAFETY: as above.
+    let rc = unsafe { libc::fcntl(g.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    assert_eq!(rc, 0);
+}
+
+fn api_versions_request(correlation: i32) -> Vec<u8> {
+    // size, api key 18, version 0, correlation, null client id
+    let mut req = vec![0, 0, 0, 10, 0, 18, 0, 0];
+    req.extend_from_slice(&correlation.to_be_bytes());
+    req.extend_from_slice(&[0xff, 0xff]);
+    req
+}
+
+fn correlation_of_next_response(s: &mut TcpStream) -> i32 {
+    let mut size = [0u8; 4];
+    s.read_exact(&mut size).expect("response size");
+    let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
+    s.read_exact(&mut body).expect("response body");
+    i32::from_be_bytes([body[0], body[1], body[2], body[3]])
+}
+
+#[test]
+fn pipelined_and_split_frames_are_answered_in_order() {
+    let (_dir, broker) = start(BrokerConfig::default());
+    let mut s = TcpStream::connect(broker.local_addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.set_nodelay(true).expect("nodelay");
+    // Three whole requests in one write (one read on the broker's side)...
+    let mut burst = Vec::new();
+    for c in 1..=3 {
+        burst.extend(api_versions_request(c));
+    }
+    // ...and a fourth whose size prefix arrives with them, the rest later.
+    let fourth = api_versions_request(4);
+    burst.extend_from_slice(&fourth[..2]);
+    s.write_all(&burst).expect("write");
+    for c in 1..=3 {
+        assert_eq!(correlation_of_next_response(&mut s), c);
+    }
+    for b in &fourth[2..] {
+        std::thread::sleep(Duration::from_millis(2));
+        s.write_all(std::slice::from_ref(b)).expect("write");
+    }
+    assert_eq!(correlation_of_next_response(&mut s), 4);
+    // A frame larger than one read chunk gets its own buffer; it is still
+    // read whole (an unknown API: the broker closes only this connection).
+    let mut big = vec![0u8; 4 + 200 * 1024];
+    let n = (big.len() - 4) as u32;
+    big[..4].copy_from_slice(&n.to_be_bytes());
+    big[4..6].copy_from_slice(&999i16.to_be_bytes());
+    s.write_all(&big).expect("write");
+    assert!(closes(&mut s, Duration::from_secs(5)));
+    assert!(api_versions_ok(broker.local_addr()));
+}
+
+#[test]
+fn the_waker_wakes_a_parked_fetch_whether_or_not_it_was_watching() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let beacon =
+        Arc::new(ottla_storage::beacon::Beacon::open(&dir.path().join("beacon")).expect("beacon"));
+    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+    let interest = Arc::new(super::wake::Interest::default());
+    let waker = super::wake::Waker::start(beacon.clone(), tx, interest.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    // An append nobody watched (no Fetch parked), then a Fetch parks: it is
+    // woken once, since the waker cannot know what it missed.
+    beacon.notify_append();
+    rx.borrow_and_update();
+    let parked = interest.park();
+    let woke =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), rx.changed()).await });
+    assert!(matches!(woke, Ok(Ok(()))), "parking did not wake the fetch");
+    // While watching, an append wakes it.
+    rx.borrow_and_update();
+    std::thread::sleep(Duration::from_millis(20));
+    beacon.notify_append();
+    let woke =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), rx.changed()).await });
+    assert!(
+        matches!(woke, Ok(Ok(()))),
+        "an append did not wake the fetch"
+    );
+    drop(parked);
+    waker.stop();
+}

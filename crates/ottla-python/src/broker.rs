@@ -1,0 +1,190 @@
+//! `ottla.Broker`: the Kafka wire-protocol broker on a background tokio
+//! runtime, listening by the time the constructor returns.
+
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+
+use ottla_broker::{Broker as Engine, BrokerConfig};
+use ottla_storage::log::Durability;
+use ottla_storage::store::Store;
+
+/// A Kafka wire-protocol broker serving a data directory.
+///
+/// Listening when the constructor returns; any Kafka client can produce to
+/// and consume from it while embedded Producers and Consumers use the same
+/// directory::
+///
+///     with ottla.Broker("data") as broker:
+///         producer = confluent_kafka.Producer(
+///             {"bootstrap.servers": broker.bootstrap_servers})
+#[pyclass(module = "ottla._core", name = "Broker", frozen)]
+pub struct Broker {
+    inner: Mutex<Option<Engine>>,
+    stopping: std::sync::Arc<Mutex<Option<tokio::sync::watch::Receiver<bool>>>>,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+#[pymethods]
+impl Broker {
+    #[new]
+    #[pyo3(signature = (path, host="127.0.0.1", port=0, *, auto_create_topics=true,
+                        num_partitions=1, max_request_bytes=104857600, fsync="never"))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        host: &str,
+        port: u16,
+        auto_create_topics: bool,
+        num_partitions: i64,
+        max_request_bytes: i64,
+        fsync: &str,
+    ) -> PyResult<Self> {
+        if !(1..=100_000).contains(&num_partitions) {
+            return Err(PyValueError::new_err(format!(
+                "num_partitions must be between 1 and 100000, got {num_partitions}"
+            )));
+        }
+        if !(1024..=i32::MAX as i64).contains(&max_request_bytes) {
+            return Err(PyValueError::new_err(format!(
+                "max_request_bytes must be between 1024 and {}, got {max_request_bytes}",
+                i32::MAX
+            )));
+        }
+        let durability = match fsync {
+            "never" | "interval" => Durability::PageCache,
+            "always" => Durability::Fsync,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "fsync must be 'never', 'interval' or 'always', got {other:?}"
+                )))
+            }
+        };
+        let config = BrokerConfig {
+            host: host.to_string(),
+            port,
+            auto_create_topics,
+            num_partitions: num_partitions as u32,
+            max_request_bytes: max_request_bytes as usize,
+            durability,
+            ..Default::default()
+        };
+        let interval = fsync == "interval";
+        let engine = py
+            .detach(|| -> ottla_storage::Result<Engine> {
+                let store = Store::open(&path)?;
+                if interval {
+                    store.ensure_flusher(1000);
+                }
+                Engine::start(store, config)
+            })
+            .map_err(|e| match &e {
+                // A port in use is an OSError (errno EADDRINUSE), as for a socket.
+                ottla_storage::Error::Io {
+                    op: "listen on",
+                    source,
+                    ..
+                } => PyOSError::new_err((source.raw_os_error().unwrap_or(0), e.to_string())),
+                _ => super::errors::to_pyerr(&e),
+            })?;
+        let addr = engine.local_addr();
+        let stopping = engine.stop_signal();
+        Ok(Broker {
+            inner: Mutex::new(Some(engine)),
+            stopping: std::sync::Arc::new(Mutex::new(Some(stopping))),
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            path: path.display().to_string(),
+        })
+    }
+
+    /// "host:port" to give Kafka clients as `bootstrap.servers`.
+    #[getter]
+    fn bootstrap_servers(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    #[getter]
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    #[getter]
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.lock().is_none()
+    }
+
+    /// Block until `close()` (from another thread) or Ctrl-C.
+    fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(mut rx) = self.stopping.lock().clone() else {
+            return Ok(());
+        };
+        loop {
+            if *rx.borrow() {
+                return Ok(());
+            }
+            let stopped = py.detach(|| wait_changed(&mut rx, Duration::from_millis(100)));
+            if stopped {
+                return Ok(());
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// Stop accepting, close connections, release the port and the directory.
+    fn close(&self, py: Python<'_>) {
+        let engine = self.inner.lock().take();
+        if let Some(mut e) = engine {
+            py.detach(move || {
+                e.close();
+                drop(e);
+            });
+        }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.closed() { "closed" } else { "serving" };
+        format!(
+            "<ottla.Broker {}:{} path={:?} {state}>",
+            self.host, self.port, self.path
+        )
+    }
+}
+
+/// True once the broker has been asked to stop (or is gone).
+fn wait_changed(rx: &mut tokio::sync::watch::Receiver<bool>, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        match rx.has_changed() {
+            Ok(false) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(true) => return *rx.borrow_and_update(),
+            Err(_) => return true,
+        }
+    }
+    false
+}

@@ -1,0 +1,43 @@
+//! The Python door: `ottla._core`, a thin layer that converts arguments,
+//! releases the GIL around blocking engine calls, and maps errors.
+
+mod admin;
+mod aio_bell;
+mod aio_consumer;
+mod aio_producer;
+mod arrow;
+mod broker;
+mod consumer;
+mod errors;
+mod producer;
+mod types;
+
+use pyo3::prelude::*;
+
+/// Huge allocations are mapped lazily, so a length claimed on the wire can
+/// never abort the process (see `ottla_broker::alloc`). The extension is the
+/// one binary here that hosts the broker, so it is the one that installs it.
+#[global_allocator]
+static GLOBAL: ottla_broker::alloc::Allocator = ottla_broker::alloc::Allocator;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<producer::Producer>()?;
+    m.add_class::<producer::FutureRecordMetadata>()?;
+    m.add_class::<producer::BatchFuture>()?;
+    m.add_class::<consumer::Consumer>()?;
+    m.add_class::<consumer::OffsetAndTimestamp>()?;
+    m.add_class::<admin::Admin>()?;
+    m.add_class::<broker::Broker>()?;
+    m.add_class::<types::TopicPartition>()?;
+    m.add_class::<types::RecordMetadata>()?;
+    m.add_class::<types::Record>()?;
+    m.add_class::<aio_producer::AioProducer>()?;
+    m.add_class::<aio_producer::SendFuture>()?;
+    m.add_class::<aio_producer::SendManyFuture>()?;
+    m.add_class::<aio_consumer::RecordWaiter>()?;
+    m.add_class::<arrow::ArrowBatch>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::register(m)?;
+    Ok(())
+}

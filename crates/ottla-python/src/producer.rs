@@ -1,0 +1,820 @@
+//! `ottla.Producer` and the futures `send()` returns.
+
+use crate::errors::PyResultExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyIterator, PyList, PyString, PyTuple};
+
+use super::errors::{to_pyerr, OttlaTimeoutError};
+use super::types::{BytesArg, RecordMetadata};
+use ottla_client::producer::{
+    BatchHandle, Completions, FsyncPolicy, Producer as Engine, ProducerConfig, SendReceipt, SendRun,
+};
+use ottla_storage::error::Error;
+use ottla_storage::store::Store;
+
+fn run(py: Python<'_>, completions: Vec<Completions>) -> PyResult<()> {
+    let mut first_err = None;
+    for c in completions {
+        if first_err.is_none() {
+            first_err = c.error().map(|e| to_pyerr(e));
+        }
+        c.run();
+    }
+    let _ = py;
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Sealed batches `send` and `send_many` leave to the linger thread to
+/// append (8 x the default 256 KiB batch: 2 MiB); past that, the sending
+/// thread appends them itself.
+const MAX_READY: usize = 8;
+
+fn timeout_of(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_finite() && t >= 0.0 => Ok(Some(Duration::from_secs_f64(t))),
+        Some(t) => Err(PyValueError::new_err(format!(
+            "timeout must be a non-negative number of seconds, got {t}"
+        ))),
+    }
+}
+
+#[pyclass(module = "ottla._core", name = "Producer", subclass, frozen)]
+pub struct Producer {
+    engine: Arc<Engine>,
+    key_serializer: Option<Py<PyAny>>,
+    value_serializer: Option<Py<PyAny>>,
+    path: String,
+}
+
+impl Producer {
+    fn flush_sealed(&self, py: Python<'_>) -> PyResult<()> {
+        let engine = &self.engine;
+        let done = py.detach(|| engine.flush_ready());
+        // Failures of earlier batches reach their futures; send() itself only
+        // fails for this record.
+        let _ = run(py, done);
+        Ok(())
+    }
+}
+
+/// The general `send_many` path for one chunk, shared by both producers:
+/// serializers, keys, and any bytes-like value. Returns the runs, the
+/// records taken and whether batches were sealed.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn send_chunk<'py>(
+    py: Python<'py>,
+    engine: &Engine,
+    serializers: (&Option<Py<PyAny>>, &Option<Py<PyAny>>),
+    topic: &str,
+    values: impl Iterator<Item = PyResult<Bound<'py, PyAny>>>,
+    mut keys: Option<&mut Bound<'py, PyIterator>>,
+    partition: Option<u32>,
+    timestamp: i64,
+) -> PyResult<(Vec<SendRun>, usize, bool)> {
+    let (key_serializer, value_serializer) = serializers;
+    let mut vals: Vec<Option<BytesArg<'py>>> = Vec::new();
+    let mut ks: Vec<Option<BytesArg<'py>>> = Vec::new();
+    for v in values {
+        vals.push(serialize(py, value_serializer, Some(v?), "value")?);
+        if let Some(kit) = keys.as_mut() {
+            match kit.next() {
+                Some(k) => ks.push(serialize(py, key_serializer, Some(k?), "key")?),
+                None => return Err(PyValueError::new_err("keys has fewer items than values")),
+            }
+        }
+    }
+    if vals.is_empty() {
+        return Ok((Vec::new(), 0, false));
+    }
+    let mut slices = Vec::with_capacity(vals.len());
+    for (i, v) in vals.iter().enumerate() {
+        let vs = v.as_ref().map(|v| v.as_slice()).transpose()?;
+        let kb = match ks.get(i) {
+            Some(k) => k.as_ref().map(|k| k.as_slice()).transpose()?,
+            None => None,
+        };
+        slices.push((kb, vs));
+    }
+    let n = slices.len();
+    let (r, _, sealed) = engine
+        .send_many(topic, slices.into_iter(), partition, Some(timestamp))
+        .py()?;
+    Ok((r, n, sealed))
+}
+
+/// A key or value as bytes: through its serializer when there is one;
+/// `None` (given or serialized) is a null.
+pub(super) fn serialize<'py>(
+    py: Python<'py>,
+    ser: &Option<Py<PyAny>>,
+    obj: Option<Bound<'py, PyAny>>,
+    what: &str,
+) -> PyResult<Option<BytesArg<'py>>> {
+    let obj = match (ser, obj) {
+        (_, None) => return Ok(None),
+        (Some(f), Some(o)) => f.bind(py).call1((o,))?,
+        (None, Some(o)) => o,
+    };
+    if obj.is_none() {
+        return Ok(None);
+    }
+    BytesArg::from_obj(&obj, what).map(Some)
+}
+
+/// One record through `Engine::send`, with its headers (if any) borrowed
+/// from their Python form: the common tail of both producers' `send()`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn send_one(
+    engine: &Engine,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: Option<Bound<'_, PyAny>>,
+    partition: Option<u32>,
+    timestamp: Option<i64>,
+) -> PyResult<(SendReceipt, bool)> {
+    let sent = match headers {
+        None => engine.send(topic, key, value, &[], partition, timestamp),
+        Some(h) => {
+            let owned = extract_headers(&h)?;
+            let refs: Vec<(&[u8], Option<&[u8]>)> = owned
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_deref()))
+                .collect();
+            engine.send(topic, key, value, &refs, partition, timestamp)
+        }
+    }
+    .py()?;
+    Ok(sent)
+}
+
+/// The settings both producers take (`ottla.Producer` and
+/// `ottla.aio.Producer` share their keyword arguments): checks them and
+/// opens the engine over the store at `path`, with the GIL released.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn open_engine(
+    py: Python<'_>,
+    path: &std::path::Path,
+    linger_ms: u64,
+    batch_size: usize,
+    fsync: &str,
+    fsync_interval_ms: u64,
+    auto_create_topics: bool,
+    num_partitions: u32,
+    serializers: (&Option<Py<PyAny>>, &Option<Py<PyAny>>),
+) -> PyResult<Arc<Engine>> {
+    parse_fsync(fsync)?;
+    let policy = match fsync {
+        "always" => FsyncPolicy::Always,
+        "interval" => FsyncPolicy::Interval(fsync_interval_ms),
+        _ => FsyncPolicy::Never,
+    };
+    for (name, f) in [
+        ("key_serializer", serializers.0),
+        ("value_serializer", serializers.1),
+    ] {
+        if let Some(f) = f {
+            if !f.bind(py).is_callable() {
+                return Err(PyTypeError::new_err(format!("{name} must be callable")));
+            }
+        }
+    }
+    let engine = py
+        .detach(|| -> ottla_storage::Result<Arc<Engine>> {
+            let store = Store::open(path)?;
+            Engine::new(
+                store,
+                ProducerConfig {
+                    linger_ms,
+                    batch_size,
+                    fsync: policy,
+                    auto_create_topics,
+                    num_partitions,
+                },
+            )
+        })
+        .py()?;
+    Ok(engine)
+}
+
+/// How `__repr__` shows a producer's fsync policy.
+pub(super) fn fsync_label(policy: FsyncPolicy) -> String {
+    match policy {
+        FsyncPolicy::Never => "never".to_string(),
+        FsyncPolicy::Interval(ms) => format!("interval({ms} ms)"),
+        FsyncPolicy::Always => "always".to_string(),
+    }
+}
+
+pub(super) fn check_partition(partition: Option<i64>) -> PyResult<Option<u32>> {
+    match partition {
+        None => Ok(None),
+        Some(p) if (0..=u32::MAX as i64).contains(&p) => Ok(Some(p as u32)),
+        Some(p) => Err(PyValueError::new_err(format!(
+            "partition must be >= 0, got {p}"
+        ))),
+    }
+}
+
+pub(super) fn check_timestamp(timestamp: Option<i64>) -> PyResult<()> {
+    match timestamp {
+        Some(t) if t < 0 => Err(PyValueError::new_err(format!(
+            "timestamp must be milliseconds since the epoch (>= 0), got {t}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn parse_fsync(fsync: &str) -> PyResult<bool> {
+    match fsync {
+        "never" => Ok(false),
+        "interval" => Ok(false),
+        "always" => Ok(true),
+        other => Err(PyValueError::new_err(format!(
+            "fsync must be 'never', 'interval' or 'always', not {other:?}"
+        ))),
+    }
+}
+
+#[pymethods]
+impl Producer {
+    #[new]
+    #[pyo3(signature = (
+        path, *, linger_ms=5, batch_size=262144, fsync="never", fsync_interval_ms=1000,
+        auto_create_topics=true, num_partitions=1, key_serializer=None, value_serializer=None,
+        acks=None, client_id=None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        linger_ms: u64,
+        batch_size: usize,
+        fsync: &str,
+        fsync_interval_ms: u64,
+        auto_create_topics: bool,
+        num_partitions: u32,
+        key_serializer: Option<Py<PyAny>>,
+        value_serializer: Option<Py<PyAny>>,
+        acks: Option<Bound<'_, PyAny>>,
+        client_id: Option<String>,
+    ) -> PyResult<Self> {
+        let _ = (acks, client_id); // accepted for Kafka compatibility: every ack is a local append
+        let engine = open_engine(
+            py,
+            &path,
+            linger_ms,
+            batch_size,
+            fsync,
+            fsync_interval_ms,
+            auto_create_topics,
+            num_partitions,
+            (&key_serializer, &value_serializer),
+        )?;
+        Ok(Producer {
+            engine,
+            key_serializer,
+            value_serializer,
+            path: path.display().to_string(),
+        })
+    }
+
+    /// Queue a record; returns a future resolving to its `RecordMetadata`.
+    #[pyo3(signature = (topic, value=None, key=None, partition=None, timestamp=None, headers=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn send<'py>(
+        &self,
+        py: Python<'py>,
+        topic: &str,
+        value: Option<Bound<'py, PyAny>>,
+        key: Option<Bound<'py, PyAny>>,
+        partition: Option<i64>,
+        timestamp: Option<i64>,
+        headers: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<FutureRecordMetadata> {
+        let partition = check_partition(partition)?;
+        let value = serialize(py, &self.value_serializer, value, "value")?;
+        let key = serialize(py, &self.key_serializer, key, "key")?;
+        let vs = value.as_ref().map(|v| v.as_slice()).transpose()?;
+        let ks = key.as_ref().map(|k| k.as_slice()).transpose()?;
+        // A large immutable `bytes` value is written from its own buffer,
+        // with the GIL released: `value` keeps the object alive meanwhile.
+        if let (Some(BytesArg::Bytes(_)), Some(v)) = (&value, vs) {
+            if self.engine.sends_direct(v.len()) {
+                let owned = match &headers {
+                    None => Vec::new(),
+                    Some(h) => extract_headers(h)?,
+                };
+                let refs: Vec<(&[u8], Option<&[u8]>)> = owned
+                    .iter()
+                    .map(|(k, v)| (k.as_bytes(), v.as_deref()))
+                    .collect();
+                let engine = &self.engine;
+                let (receipt, done) = py
+                    .detach(|| engine.send_direct(topic, ks, v, &refs, partition, timestamp))
+                    .py()?;
+                let _ = run(py, done);
+                return Ok(FutureRecordMetadata {
+                    engine: self.engine.clone(),
+                    receipt,
+                });
+            }
+        }
+        let (receipt, sealed) =
+            send_one(&self.engine, topic, ks, vs, headers, partition, timestamp)?;
+        // A sealed batch goes to the linger thread, as in `send_many`, so the
+        // page-cache copy (~20 ns of kernel time per 100-byte record) leaves
+        // the sending thread; past `MAX_READY` waiting batches, or with
+        // fsync="always" (whose appends stay in the caller, see
+        // `send_direct`), this thread appends them itself.
+        if sealed
+            && (self.engine.config().fsync == FsyncPolicy::Always
+                || !self.engine.append_in_background(MAX_READY))
+        {
+            self.flush_sealed(py)?;
+        }
+        Ok(FutureRecordMetadata {
+            engine: self.engine.clone(),
+            receipt,
+        })
+    }
+
+    /// Send many values (and optionally keys) to one topic in one call.
+    /// Returns a `BatchFuture`; `get()` on it waits for all of them.
+    #[pyo3(signature = (topic, values, keys=None, partition=None, timestamp=None))]
+    fn send_many<'py>(
+        &self,
+        py: Python<'py>,
+        topic: &str,
+        values: Bound<'py, PyAny>,
+        keys: Option<Bound<'py, PyAny>>,
+        partition: Option<i64>,
+        timestamp: Option<i64>,
+    ) -> PyResult<BatchFuture> {
+        let partition = check_partition(partition)?;
+        check_timestamp(timestamp)?;
+        // Work in chunks: sealed batches are appended as we go, so memory
+        // stays bounded by the chunk, not by the whole input.
+        const CHUNK: usize = 8192;
+        let timestamp = timestamp.unwrap_or_else(ottla_storage::log::now_ms);
+        let mut runs = Vec::new();
+        let mut count = 0usize;
+        // The bulk path: a list of bytes (or None) with no serializer and no
+        // keys is encoded a batch at a time from borrowed buffers. Only an
+        // exact list: a subclass may override iteration, which the general
+        // path honours.
+        if let (None, None, Ok(list)) =
+            (&self.value_serializer, &keys, values.cast_exact::<PyList>())
+        {
+            let mut at = 0;
+            let mut slices: Vec<Option<&[u8]>> = Vec::with_capacity(CHUNK);
+            // The list's length is re-read per chunk: flush_sealed releases
+            // the GIL, and another thread may change the list meanwhile.
+            while at < list.len() {
+                let end = list.len().min(at + CHUNK);
+                slices.clear();
+                let (mut r, sealed) = if borrow_bytes(list, at, end, &mut slices) {
+                    self.engine
+                        .send_values(topic, &slices, partition, timestamp)
+                        .py()?
+                } else {
+                    let items = (at..end).map(|i| list.get_item(i));
+                    let (r, _, sealed) = send_chunk(
+                        py,
+                        &self.engine,
+                        (&self.key_serializer, &self.value_serializer),
+                        topic,
+                        items,
+                        None,
+                        partition,
+                        timestamp,
+                    )?;
+                    (r, sealed)
+                };
+                slices.clear();
+                count += end - at;
+                at = end;
+                runs.append(&mut r);
+                // The linger thread appends sealed batches while this
+                // thread encodes the next chunk.
+                if sealed && !self.engine.append_in_background(MAX_READY) {
+                    self.flush_sealed(py)?;
+                }
+            }
+            return Ok(BatchFuture {
+                engine: self.engine.clone(),
+                runs,
+                count,
+                timestamp,
+            });
+        }
+        let mut values = values.try_iter()?;
+        let mut keys = keys.map(|k| k.try_iter()).transpose()?;
+        loop {
+            let (mut r, n, sealed) = send_chunk(
+                py,
+                &self.engine,
+                (&self.key_serializer, &self.value_serializer),
+                topic,
+                values.by_ref().take(CHUNK),
+                keys.as_mut(),
+                partition,
+                timestamp,
+            )?;
+            if n == 0 {
+                if let Some(kit) = keys.as_mut() {
+                    if kit.next().is_some() {
+                        return Err(PyValueError::new_err("keys has more items than values"));
+                    }
+                }
+                break;
+            }
+            count += n;
+            runs.append(&mut r);
+            if sealed {
+                self.flush_sealed(py)?;
+            }
+        }
+        Ok(BatchFuture {
+            engine: self.engine.clone(),
+            runs,
+            count,
+            timestamp,
+        })
+    }
+
+    /// Append every queued record; raises the first error of a failed batch.
+    /// Appends are local writes, so `timeout` (accepted for Kafka
+    /// compatibility) never cuts one short.
+    #[pyo3(signature = (timeout=None))]
+    fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        timeout_of(timeout)?;
+        let engine = &self.engine;
+        let done = py.detach(|| engine.flush());
+        // Raising tells the caller about every failed append, so it lifts
+        // the partitions' fences (see `PartitionFence`).
+        let fenced = engine.take_failure();
+        run(py, done).and(fenced.map_or(Ok(()), |e| Err(to_pyerr(&e))))
+    }
+
+    /// Flush and release; later sends raise `ClosedError`.
+    #[pyo3(signature = (timeout=None))]
+    fn close(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        timeout_of(timeout)?;
+        let engine = &self.engine;
+        let done = py.detach(|| engine.close());
+        run(py, done)
+    }
+
+    /// Partition numbers of a topic (created if auto_create_topics allows).
+    fn partitions_for(&self, py: Python<'_>, topic: &str) -> PyResult<Vec<u32>> {
+        let engine = &self.engine;
+        let n = py.detach(|| engine.partitions_for(topic)).py()?;
+        Ok((0..n).collect())
+    }
+
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.engine.is_closed()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<Bound<'_, PyAny>>,
+        _exc: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.close(py, None)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.engine.config();
+        let fsync = fsync_label(c.fsync);
+        format!(
+            "<ottla.Producer path={:?} linger_ms={} batch_size={} fsync={}{}>",
+            self.path,
+            c.linger_ms,
+            c.batch_size,
+            fsync,
+            if self.engine.is_closed() {
+                " closed"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// Borrow `list[start..end]` as byte slices for the bulk `send_many` path:
+/// `None` items are null values. Returns false, leaving `out` partly
+/// filled, at the first item that is not exactly `bytes`; the caller then
+/// takes the general path for the chunk.
+///
+/// Per item this is one `PyList_GetItem` and one `PyBytes_AsStringAndSize`,
+/// with no reference-count traffic: the list keeps every item alive, and the
+/// slices are used and dropped before the caller runs Python code or
+/// releases the GIL, so nothing can mutate the list while they exist (the
+/// `'a` borrow of the list ties them to the caller's scope).
+fn borrow_bytes<'a>(
+    list: &'a Bound<'_, PyList>,
+    start: usize,
+    end: usize,
+    out: &mut Vec<Option<&'a [u8]>>,
+) -> bool {
+    let bytes_type = std::ptr::addr_of_mut!(pyo3::ffi::PyBytes_Type);
+    // SAFETY: Py_None only returns the singleton's address.
+    let none = unsafe { pyo3::ffi::Py_None() };
+    for i in start..end.min(list.len()) {
+        // SAFETY: the GIL is held (we hold a Bound) and i < len(list), so
+        // this returns a borrowed, non-null reference kept alive by the list.
+        let item = unsafe { pyo3::ffi::PyList_GetItem(list.as_ptr(), i as pyo3::ffi::Py_ssize_t) };
+        if item.is_null() {
+            // Cannot happen with i < len; clear the IndexError and let the
+            // general path report whatever is wrong.
+            let _ = PyErr::take(list.py());
+            return false;
+        }
+        if item == none {
+            out.push(None);
+            continue;
+        }
+        // SAFETY: item is a live object (above).
+        if unsafe { pyo3::ffi::Py_TYPE(item) } != bytes_type {
+            return false;
+        }
+        let mut ptr: *mut std::os::raw::c_char = std::ptr::null_mut();
+        let mut len: pyo3::ffi::Py_ssize_t = 0;
+        // SAFETY: item is exactly a bytes object, for which this only reads
+        // its buffer address and size.
+        if unsafe { pyo3::ffi::PyBytes_AsStringAndSize(item, &mut ptr, &mut len) } != 0
+            || ptr.is_null()
+            || len < 0
+        {
+            let _ = PyErr::take(list.py());
+            return false;
+        }
+        // SAFETY: a bytes object's buffer is immutable and lives as long as
+        // the object, which the list holds for the whole borrow (see above).
+        out.push(Some(unsafe {
+            std::slice::from_raw_parts(ptr as *const u8, len as usize)
+        }));
+    }
+    true
+}
+
+pub(super) fn extract_headers(h: &Bound<'_, PyAny>) -> PyResult<Vec<(String, Option<Vec<u8>>)>> {
+    let items: Bound<'_, PyAny> = if let Ok(d) = h.cast::<PyDict>() {
+        d.items().into_any()
+    } else {
+        h.clone()
+    };
+    let mut out = Vec::new();
+    for item in items.try_iter()? {
+        let item = item?;
+        let pair = item.cast::<PyTuple>().map_err(|_| {
+            PyTypeError::new_err("headers must be a dict or a list of (str, bytes | None) pairs")
+        })?;
+        if pair.len() != 2 {
+            return Err(PyTypeError::new_err(
+                "each header must be a (key, value) pair",
+            ));
+        }
+        let k = pair.get_item(0)?;
+        let k: String = k
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("header keys must be str"))?
+            .to_str()?
+            .to_string();
+        let v = pair.get_item(1)?;
+        let v = if v.is_none() {
+            None
+        } else {
+            Some(BytesArg::from_obj(&v, "header value")?.as_slice()?.to_vec())
+        };
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn metadata_of(r: &SendReceipt, handle: &BatchHandle) -> Result<RecordMetadata, Arc<Error>> {
+    match handle.result() {
+        Some(Ok(base)) => Ok(RecordMetadata {
+            topic: handle.topic.to_string(),
+            partition: handle.partition,
+            offset: base + r.index as i64,
+            timestamp: r.timestamp,
+        }),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err(Arc::new(Error::IllegalState("batch not complete".into()))),
+    }
+}
+
+fn wait_batch(
+    py: Python<'_>,
+    engine: &Arc<Engine>,
+    handle: &Arc<BatchHandle>,
+    timeout: Option<Duration>,
+) -> PyResult<()> {
+    if !handle.is_done() {
+        let done = py.detach(|| engine.flush_batch(handle));
+        let _ = run(py, done);
+        let ok = py.detach(|| handle.wait(timeout));
+        if !ok {
+            return Err(OttlaTimeoutError::new_err(format!(
+                "record not acknowledged within {:?}",
+                timeout.unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The pending result of one `send()`. A free list keeps the objects of a
+/// `send()` loop that drops its futures from going through the allocator.
+#[pyclass(module = "ottla", frozen, freelist = 64)]
+pub struct FutureRecordMetadata {
+    engine: Arc<Engine>,
+    receipt: SendReceipt,
+}
+
+#[pymethods]
+impl FutureRecordMetadata {
+    /// Wait until the record is appended; returns its `RecordMetadata`.
+    #[pyo3(signature = (timeout=None))]
+    fn get(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<RecordMetadata> {
+        let handle = &self.receipt.batch;
+        wait_batch(py, &self.engine, handle, timeout_of(timeout)?)?;
+        metadata_of(&self.receipt, handle).map_err(|e| {
+            handle.error_delivered();
+            to_pyerr(&e)
+        })
+    }
+
+    /// Same as `get()`, as in concurrent.futures.
+    #[pyo3(signature = (timeout=None))]
+    fn result(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<RecordMetadata> {
+        self.get(py, timeout)
+    }
+
+    #[getter]
+    fn is_done(&self) -> bool {
+        self.receipt.batch.is_done()
+    }
+
+    fn done(&self) -> bool {
+        self.receipt.batch.is_done()
+    }
+
+    fn succeeded(&self) -> bool {
+        matches!(self.receipt.batch.result(), Some(Ok(_)))
+    }
+
+    fn failed(&self) -> bool {
+        matches!(self.receipt.batch.result(), Some(Err(_)))
+    }
+
+    /// The exception if the send failed, else None.
+    #[getter]
+    fn exception(&self) -> Option<PyErr> {
+        match self.receipt.batch.result() {
+            Some(Err(e)) => {
+                self.receipt.batch.error_delivered();
+                Some(to_pyerr(e))
+            }
+            _ => None,
+        }
+    }
+
+    /// Call `fn(record_metadata)` once the record is appended.
+    fn add_callback(slf: Bound<'_, Self>, f: Py<PyAny>) -> Bound<'_, Self> {
+        let this = slf.get();
+        let handle = this.receipt.batch.clone();
+        let index = this.receipt.index;
+        let ts = this.receipt.timestamp;
+        this.receipt.batch.on_complete(Box::new(move |r| {
+            if let Ok(base) = r {
+                Python::attach(|py| {
+                    let md = RecordMetadata {
+                        topic: handle.topic.to_string(),
+                        partition: handle.partition,
+                        offset: base + index as i64,
+                        timestamp: ts,
+                    };
+                    if let Err(e) = f.call1(py, (md,)) {
+                        e.write_unraisable(py, None);
+                    }
+                });
+            }
+        }));
+        slf
+    }
+
+    /// Call `fn(exception)` if the send fails.
+    fn add_errback(slf: Bound<'_, Self>, f: Py<PyAny>) -> Bound<'_, Self> {
+        let handle = slf.get().receipt.batch.clone();
+        slf.get().receipt.batch.on_complete(Box::new(move |r| {
+            if let Err(e) = r {
+                handle.error_delivered();
+                Python::attach(|py| {
+                    let err = to_pyerr(e).into_value(py);
+                    if let Err(e) = f.call1(py, (err,)) {
+                        e.write_unraisable(py, None);
+                    }
+                });
+            }
+        }));
+        slf
+    }
+
+    fn __repr__(&self) -> String {
+        let state = match self.receipt.batch.result() {
+            None => "pending".to_string(),
+            Some(Ok(base)) => format!("offset={}", base + self.receipt.index as i64),
+            Some(Err(e)) => format!("failed: {e}"),
+        };
+        format!(
+            "<FutureRecordMetadata {}-{} {state}>",
+            self.receipt.batch.topic, self.receipt.batch.partition
+        )
+    }
+}
+
+/// The pending result of one `send_many()`.
+#[pyclass(module = "ottla", frozen)]
+pub struct BatchFuture {
+    engine: Arc<Engine>,
+    runs: Vec<SendRun>,
+    count: usize,
+    timestamp: i64,
+}
+
+#[pymethods]
+impl BatchFuture {
+    /// Wait for every record; returns a list of `RecordMetadata` in send order.
+    #[pyo3(signature = (timeout=None))]
+    fn get<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
+        self.wait(py, timeout)?;
+        let list = PyList::empty(py);
+        for r in &self.runs {
+            let base = match r.batch.result() {
+                Some(Ok(base)) => *base,
+                Some(Err(e)) => {
+                    r.batch.error_delivered();
+                    return Err(to_pyerr(e));
+                }
+                None => return Err(to_pyerr(&Error::IllegalState("batch not complete".into()))),
+            };
+            for i in 0..r.count {
+                list.append(RecordMetadata {
+                    topic: r.batch.topic.to_string(),
+                    partition: r.batch.partition,
+                    offset: base + (r.first_index + i) as i64,
+                    timestamp: self.timestamp,
+                })?;
+            }
+        }
+        Ok(list)
+    }
+
+    /// Wait for every record without building metadata objects.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let t = timeout_of(timeout)?;
+        for r in &self.runs {
+            wait_batch(py, &self.engine, &r.batch, t)?;
+            if let Some(Err(e)) = r.batch.result() {
+                r.batch.error_delivered();
+                return Err(to_pyerr(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn __len__(&self) -> usize {
+        self.count
+    }
+
+    fn done(&self) -> bool {
+        self.runs.iter().all(|r| r.batch.is_done())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<BatchFuture records={} done={}>", self.count, self.done())
+    }
+}

@@ -1,0 +1,27 @@
+//! ottla's storage engine: topics as partitioned, offset-addressed logs in
+//! Kafka's on-disk format, in one data directory that several processes
+//! use at once.
+//!
+//! * [`store::Store`]: a data directory: topic metadata, one
+//!   [`log::PartitionLog`] per partition opened on demand.
+//! * [`log`]: segments, indexes, the shared head, locks, loading and
+//!   recovery, retention and the log cleaner.
+//! * [`offsets::OffsetStore`]: committed offsets in `__consumer_offsets`.
+//! * [`beacon`], [`ofd`]: the futex word and the byte-range locks that
+//!   processes coordinate through.
+//!
+//! This crate knows nothing of Python or the network: its dependency tree
+//! (`cargo tree -p ottla-storage -e normal`) has no async runtime, no
+//! bindings and no protocol library, and the crates above it are its only
+//! callers.
+
+pub mod beacon;
+pub mod config;
+pub mod error;
+pub mod log;
+pub mod ofd;
+pub mod offsets;
+pub mod store;
+pub mod topic;
+
+pub use error::{Error, Result};

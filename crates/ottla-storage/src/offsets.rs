@@ -1,0 +1,299 @@
+//! Committed consumer offsets, kept where Kafka keeps them: in the internal
+//! compacted topic `__consumer_offsets`, with Kafka's own key (version 1:
+//! group, topic, partition) and value (version 3: offset, leader epoch,
+//! metadata, commit timestamp) encodings. Every process on the directory
+//! reads the same topic, so a commit made by one is seen by all, and a
+//! commit survives whatever survives an appended record.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::log::{now_ms, Durability, PartitionLog, ReadCursor};
+use crate::store::Store;
+use ottla_record::batch::{BatchBuilder, Batches};
+use ottla_record::decode::records;
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub offset: i64,
+    pub metadata: String,
+    pub timestamp: i64,
+}
+
+type Key = (String, String, u32);
+
+struct State {
+    map: HashMap<Key, Committed>,
+    next: i64,
+    cursor: Option<ReadCursor>,
+}
+
+pub struct OffsetStore {
+    log: Arc<PartitionLog>,
+    state: Mutex<State>,
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    let b = &s.as_bytes()[..s.len().min(i16::MAX as usize)];
+    buf.extend_from_slice(&(b.len() as i16).to_be_bytes());
+    buf.extend_from_slice(b);
+}
+
+fn get_str(buf: &[u8], pos: &mut usize) -> Option<String> {
+    let len = i16::from_be_bytes(buf.get(*pos..*pos + 2)?.try_into().ok()?);
+    *pos += 2;
+    if len < 0 {
+        return Some(String::new());
+    }
+    let s = buf.get(*pos..*pos + len as usize)?;
+    *pos += len as usize;
+    String::from_utf8(s.to_vec()).ok()
+}
+
+fn get_i64(buf: &[u8], pos: &mut usize) -> Option<i64> {
+    let v = i64::from_be_bytes(buf.get(*pos..*pos + 8)?.try_into().ok()?);
+    *pos += 8;
+    Some(v)
+}
+
+pub fn encode_key(group: &str, topic: &str, partition: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + group.len() + topic.len());
+    k.extend_from_slice(&1i16.to_be_bytes());
+    put_str(&mut k, group);
+    put_str(&mut k, topic);
+    k.extend_from_slice(&(partition as i32).to_be_bytes());
+    k
+}
+
+pub fn decode_key(k: &[u8]) -> Option<Key> {
+    let mut pos = 0;
+    let version = i16::from_be_bytes(k.get(0..2)?.try_into().ok()?);
+    pos += 2;
+    if version > 1 {
+        return None; // group metadata records, not offsets
+    }
+    let group = get_str(k, &mut pos)?;
+    let topic = get_str(k, &mut pos)?;
+    let partition = i32::from_be_bytes(k.get(pos..pos + 4)?.try_into().ok()?);
+    Some((group, topic, u32::try_from(partition).ok()?))
+}
+
+pub fn encode_value(c: &Committed) -> Vec<u8> {
+    let mut v = Vec::with_capacity(26 + c.metadata.len());
+    v.extend_from_slice(&3i16.to_be_bytes());
+    v.extend_from_slice(&c.offset.to_be_bytes());
+    v.extend_from_slice(&(-1i32).to_be_bytes());
+    put_str(&mut v, &c.metadata);
+    v.extend_from_slice(&c.timestamp.to_be_bytes());
+    v
+}
+
+pub fn decode_value(v: &[u8]) -> Option<Committed> {
+    let mut pos = 0;
+    let version = i16::from_be_bytes(v.get(0..2)?.try_into().ok()?);
+    pos += 2;
+    let offset = get_i64(v, &mut pos)?;
+    if version >= 3 {
+        pos += 4; // leader epoch
+    }
+    let metadata = get_str(v, &mut pos)?;
+    let timestamp = get_i64(v, &mut pos).unwrap_or(-1);
+    Some(Committed {
+        offset,
+        metadata,
+        timestamp,
+    })
+}
+
+impl OffsetStore {
+    pub fn open(store: &Arc<Store>) -> Result<OffsetStore> {
+        let topic = match store.topic(OFFSETS_TOPIC)? {
+            Some(t) => t,
+            // Kafka's offsets.topic.segment.bytes: segments roll (and so
+            // get compacted) long before the 1 GiB topic default.
+            None => match store.create_topic(
+                OFFSETS_TOPIC,
+                1,
+                &[
+                    ("cleanup.policy".into(), "compact".into()),
+                    ("segment.bytes".into(), "104857600".into()),
+                ],
+            ) {
+                Ok(t) => t,
+                Err(Error::TopicAlreadyExists(_)) => store
+                    .topic(OFFSETS_TOPIC)?
+                    .ok_or_else(|| Error::IllegalState("offsets topic vanished".into()))?,
+                Err(e) => return Err(e),
+            },
+        };
+        let log = store.partition(&topic, 0)?;
+        let (start, _) = log.offsets()?;
+        Ok(OffsetStore {
+            log,
+            state: Mutex::new(State {
+                map: HashMap::new(),
+                next: start,
+                cursor: None,
+            }),
+        })
+    }
+
+    /// Apply commits other processes (or we) appended since the last look.
+    fn catch_up(&self, st: &mut State) -> Result<()> {
+        loop {
+            let fetched = match self.log.read(st.next, 1 << 20, &mut st.cursor, true) {
+                Ok(f) => f,
+                Err(Error::OffsetOutOfRange { start, .. }) if st.next < start => {
+                    st.next = start;
+                    st.cursor = None;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if fetched.bytes.is_empty() {
+                if let Some(e) = fetched.error {
+                    return Err(e);
+                }
+                return Ok(());
+            }
+            for (h, batch) in Batches::new(&fetched.bytes) {
+                if h.is_control() {
+                    st.next = h.next_offset();
+                    continue;
+                }
+                for rec in records(&h, batch)?.iter() {
+                    let rec =
+                        rec.map_err(|r| Error::InvalidRecord(format!("offsets topic: {r}")))?;
+                    if rec.offset < st.next {
+                        continue;
+                    }
+                    if let Some(key) = rec.key.and_then(decode_key) {
+                        match rec.value.and_then(decode_value) {
+                            Some(c) => {
+                                st.map.insert(key, c);
+                            }
+                            None => {
+                                st.map.remove(&key);
+                            }
+                        }
+                    }
+                }
+                st.next = h.next_offset();
+            }
+            if let Some(e) = fetched.error {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Durably record `offsets` (topic, partition, offset, metadata) for `group`.
+    pub fn commit(
+        &self,
+        group: &str,
+        offsets: &[(String, u32, i64, String)],
+        durability: Durability,
+    ) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut b = BatchBuilder::with_capacity(64 * offsets.len());
+        let mut entries = Vec::with_capacity(offsets.len());
+        for (topic, partition, offset, metadata) in offsets {
+            let c = Committed {
+                offset: *offset,
+                metadata: metadata.clone(),
+                timestamp: now,
+            };
+            b.append(
+                now,
+                Some(&encode_key(group, topic, *partition)),
+                Some(&encode_value(&c)),
+                &[],
+            );
+            entries.push(((group.to_string(), topic.clone(), *partition), c));
+        }
+        let mut bytes = b.finish().to_vec();
+        self.log.append(&mut bytes, durability)?;
+        let mut st = self.state.lock();
+        self.catch_up(&mut st)?;
+        Ok(())
+    }
+
+    pub fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<Option<Committed>> {
+        let mut st = self.state.lock();
+        self.catch_up(&mut st)?;
+        Ok(st
+            .map
+            .get(&(group.to_string(), topic.to_string(), partition))
+            .cloned())
+    }
+
+    /// Every committed (topic, partition) of `group`, sorted.
+    pub fn group_offsets(&self, group: &str) -> Result<Vec<(String, u32, Committed)>> {
+        let mut st = self.state.lock();
+        self.catch_up(&mut st)?;
+        let mut v: Vec<_> = st
+            .map
+            .iter()
+            .filter(|((g, _, _), _)| g == group)
+            .map(|((_, t, p), c)| (t.clone(), *p, c.clone()))
+            .collect();
+        v.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        Ok(v)
+    }
+
+    pub fn groups(&self) -> Result<Vec<String>> {
+        let mut st = self.state.lock();
+        self.catch_up(&mut st)?;
+        let mut v: Vec<String> = st.map.keys().map(|(g, _, _)| g.clone()).collect();
+        v.sort();
+        v.dedup();
+        Ok(v)
+    }
+
+    /// Write tombstones for every committed offset of `group`.
+    pub fn delete_group(&self, group: &str) -> Result<usize> {
+        let keys = self.group_offsets(group)?;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let mut b = BatchBuilder::with_capacity(64 * keys.len());
+        for (t, p, _) in &keys {
+            b.append(now, Some(&encode_key(group, t, *p)), None, &[]);
+        }
+        let mut bytes = b.finish().to_vec();
+        self.log.append(&mut bytes, Durability::PageCache)?;
+        let mut st = self.state.lock();
+        self.catch_up(&mut st)?;
+        Ok(keys.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_and_value_round_trip_in_kafka_format() {
+        let k = encode_key("g", "orders", 7);
+        // version 1, "g", "orders", partition 7
+        assert_eq!(&k[..2], &[0, 1]);
+        assert_eq!(decode_key(&k), Some(("g".into(), "orders".into(), 7)));
+        let c = Committed {
+            offset: 42,
+            metadata: "m".into(),
+            timestamp: 1700000000000,
+        };
+        let v = encode_value(&c);
+        assert_eq!(&v[..2], &[0, 3]);
+        assert_eq!(decode_value(&v), Some(c));
+        assert_eq!(decode_key(&[0, 1, 0]), None);
+    }
+}

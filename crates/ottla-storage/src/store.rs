@@ -1,0 +1,591 @@
+//! `Store`: one data directory. It owns the topic metadata, opens partition
+//! logs on demand, and is shared by every Producer, Consumer and Admin on the
+//! same directory in a process (one `PartitionLog` per partition per process
+//! is what makes the in-process and cross-process locking line up).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::beacon::Beacon;
+use crate::config::TopicConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::log::lockfile::LockFile;
+use crate::log::PartitionLog;
+use crate::offsets::OffsetStore;
+use crate::topic::{is_internal, validate_topic_name, TopicMeta};
+
+type PartitionKey = (Arc<str>, u32);
+
+/// A topic as last read from its metadata file.
+#[derive(Clone, Debug)]
+pub struct Topic {
+    pub name: Arc<str>,
+    pub partitions: u32,
+    pub config: Arc<TopicConfig>,
+}
+
+pub struct Store {
+    root: PathBuf,
+    topics_dir: PathBuf,
+    beacon: Arc<Beacon>,
+    meta_lock: LockFile,
+    topics: Mutex<HashMap<String, Topic>>,
+    logs: Mutex<HashMap<PartitionKey, Arc<PartitionLog>>>,
+    meta_seen: AtomicU64,
+    offsets: OnceLock<Arc<OffsetStore>>,
+    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+    flush_interval_ms: AtomicU64,
+    /// Partitions the process's descriptor table was last grown for (see
+    /// [`Store::expect_partitions`]).
+    fd_room: AtomicU64,
+}
+
+fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<Store>>> {
+    static REG: OnceLock<Mutex<HashMap<PathBuf, Weak<Store>>>> = OnceLock::new();
+    REG.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+impl Store {
+    /// Open (creating if needed) the data directory at `path`. Every caller in
+    /// a process gets the same `Store` for the same directory.
+    pub fn open(path: &Path) -> Result<Arc<Store>> {
+        fs::create_dir_all(path).ctx("create data directory", path)?;
+        let root = fs::canonicalize(path).ctx("resolve data directory", path)?;
+        let mut reg = registry().lock();
+        if let Some(s) = reg.get(&root).and_then(Weak::upgrade) {
+            return Ok(s);
+        }
+        let meta = root.join(".ottla");
+        let topics_dir = meta.join("topics");
+        fs::create_dir_all(&topics_dir).ctx("create metadata directory", &topics_dir)?;
+        fs::create_dir_all(meta.join("groups")).ctx("create metadata directory", &meta)?;
+        let beacon = Arc::new(Beacon::open(&meta.join("beacon"))?);
+        let store = Arc::new(Store {
+            meta_lock: LockFile::open(&meta.join("metadata.lock"))?,
+            meta_seen: AtomicU64::new(beacon.metadata_gen()),
+            root: root.clone(),
+            topics_dir,
+            beacon,
+            topics: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
+            offsets: OnceLock::new(),
+            flusher: Mutex::new(None),
+            flush_interval_ms: AtomicU64::new(u64::MAX),
+            fd_room: AtomicU64::new(0),
+        });
+        // Most processes open a store before they start threads: growing
+        // the descriptor table now costs no RCU grace period (see
+        // `expect_partitions`), and 1,024 partitions' worth is 32 KiB.
+        store.expect_partitions(1024);
+        reg.retain(|_, w| w.strong_count() > 0);
+        reg.insert(root, Arc::downgrade(&store));
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn beacon(&self) -> &Arc<Beacon> {
+        &self.beacon
+    }
+
+    pub fn groups_dir(&self) -> PathBuf {
+        self.root.join(".ottla").join("groups")
+    }
+
+    fn partition_dir(&self, topic: &str, partition: u32) -> PathBuf {
+        self.root.join(format!("{topic}-{partition}"))
+    }
+
+    /// Drop cached metadata if any process changed topics since we looked.
+    fn sync_metadata(&self) {
+        let gen = self.beacon.metadata_gen();
+        if self.meta_seen.swap(gen, Ordering::AcqRel) != gen {
+            self.topics.lock().clear();
+            self.logs.lock().retain(|_, log| !log.is_deleted());
+        }
+    }
+
+    fn read_meta(&self, name: &str) -> Result<Option<TopicMeta>> {
+        let path = self.topics_dir.join(name);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                // A damaged file is an error naming it, never a guess.
+                let text = std::str::from_utf8(&bytes).map_err(|e| {
+                    Error::InvalidConfig(format!(
+                        "topic metadata {}: not UTF-8 at byte {}",
+                        path.display(),
+                        e.valid_up_to()
+                    ))
+                })?;
+                TopicMeta::decode(text)
+                    .map(Some)
+                    .map_err(|e| naming_file(e, &path))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read topic metadata", &path, e)),
+        }
+    }
+
+    /// The topic, if it exists.
+    pub fn topic(&self, name: &str) -> Result<Option<Topic>> {
+        validate_topic_name(name)?;
+        self.sync_metadata();
+        if let Some(t) = self.topics.lock().get(name) {
+            return Ok(Some(t.clone()));
+        }
+        let Some(meta) = self.read_meta(name)? else {
+            return Ok(None);
+        };
+        let config = Arc::new(
+            meta.config()
+                .map_err(|e| naming_file(e, &self.topics_dir.join(name)))?,
+        );
+        let topic = Topic {
+            name: Arc::from(name),
+            partitions: meta.partitions,
+            config: config.clone(),
+        };
+        for ((t, _), log) in self.logs.lock().iter() {
+            if &**t == name && log.config() != config {
+                log.set_config(config.clone());
+            }
+        }
+        self.topics.lock().insert(name.to_string(), topic.clone());
+        Ok(Some(topic))
+    }
+
+    /// The topic, or `UnknownTopicOrPartition` if it does not exist.
+    pub fn require_topic(&self, name: &str) -> Result<Topic> {
+        self.topic(name)?.ok_or_else(|| unknown_topic(name))
+    }
+
+    /// The topic, creating it with `partitions` and default config if absent
+    /// and `auto_create` allows.
+    pub fn topic_or_create(&self, name: &str, auto_create: bool, partitions: u32) -> Result<Topic> {
+        if let Some(t) = self.topic(name)? {
+            return Ok(t);
+        }
+        if !auto_create {
+            return Err(unknown_topic(name));
+        }
+        match self.create_topic(name, partitions, &[]) {
+            Ok(t) => Ok(t),
+            Err(Error::TopicAlreadyExists(_)) => self.require_topic(name),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: &[(String, String)],
+    ) -> Result<Topic> {
+        validate_topic_name(name)?;
+        if partitions == 0 {
+            return Err(Error::InvalidPartitions(
+                "a topic needs at least one partition".into(),
+            ));
+        }
+        if partitions > crate::topic::MAX_PARTITIONS {
+            return Err(Error::InvalidPartitions(format!(
+                "{partitions} partitions is more than the {} a topic may have",
+                crate::topic::MAX_PARTITIONS
+            )));
+        }
+        let cfg =
+            TopicConfig::from_overrides(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let meta = TopicMeta {
+            partitions,
+            overrides: cfg.overrides.clone(),
+        };
+        let _g = self.meta_lock.lock_append()?;
+        let path = self.topics_dir.join(name);
+        if path.exists() {
+            return Err(Error::TopicAlreadyExists(name.to_string()));
+        }
+        for p in 0..partitions {
+            let dir = self.partition_dir(name, p);
+            // Files left by a topic deleted while another process held them.
+            if dir.exists() {
+                fs::remove_dir_all(&dir).ctx("clear stale partition", &dir)?;
+            }
+        }
+        // Metadata first: if it cannot be written, nothing is left behind.
+        write_atomic(&path, meta.encode().as_bytes())?;
+        let made = (0..partitions).try_for_each(|p| {
+            let dir = self.partition_dir(name, p);
+            fs::create_dir_all(&dir).ctx("create partition directory", &dir)
+        });
+        if let Err(e) = made {
+            let _ = fs::remove_file(&path);
+            for p in 0..partitions {
+                let _ = fs::remove_dir_all(self.partition_dir(name, p));
+            }
+            return Err(e);
+        }
+        self.beacon.bump_metadata();
+        drop(_g);
+        self.topic(name)?
+            .ok_or_else(|| Error::IllegalState(format!("topic {name} vanished after create")))
+    }
+
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        validate_topic_name(name)?;
+        let _g = self.meta_lock.lock_append()?;
+        let meta = self.read_meta(name)?.ok_or_else(|| unknown_topic(name))?;
+        let path = self.topics_dir.join(name);
+        fs::remove_file(&path).ctx("delete topic metadata", &path)?;
+        for p in 0..meta.partitions {
+            let dir = self.partition_dir(name, p);
+            if !dir.exists() {
+                continue;
+            }
+            // Flag the head first so appenders in every process stop.
+            let cached = self.logs.lock().remove(&(Arc::from(name), p));
+            match cached {
+                Some(log) => log.mark_deleted(),
+                None => {
+                    if let Ok(head) = crate::log::head::Head::open(&dir.join("partition.head")) {
+                        head.mark_deleted();
+                    }
+                }
+            }
+            // Move it aside under a short name (a 249-character topic name
+            // leaves no room for a suffix), then remove it.
+            let grave = self.root.join(".ottla").join(format!(
+                "deleted-{}-{:x}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ));
+            fs::rename(&dir, &grave).ctx("move deleted partition", &dir)?;
+            fs::remove_dir_all(&grave).ctx("remove deleted partition", &grave)?;
+        }
+        self.topics.lock().remove(name);
+        self.beacon.bump_metadata();
+        Ok(())
+    }
+
+    /// Topic names, internal ones included only if asked.
+    pub fn list_topics(&self, internal: bool) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.topics_dir).ctx("list topics", &self.topics_dir)? {
+            let entry = entry.ctx("list topics", &self.topics_dir)?;
+            if let Some(name) = entry.file_name().to_str() {
+                if validate_topic_name(name).is_ok() && (internal || !is_internal(name)) {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    pub fn create_partitions(&self, name: &str, total: u32) -> Result<Topic> {
+        validate_topic_name(name)?;
+        let _g = self.meta_lock.lock_append()?;
+        let mut meta = self.read_meta(name)?.ok_or_else(|| unknown_topic(name))?;
+        if total <= meta.partitions {
+            return Err(Error::InvalidPartitions(format!(
+                "topic {name} has {} partitions; the new total must be larger, got {total}",
+                meta.partitions
+            )));
+        }
+        if total > crate::topic::MAX_PARTITIONS {
+            return Err(Error::InvalidPartitions(format!(
+                "{total} partitions is more than the {} a topic may have",
+                crate::topic::MAX_PARTITIONS
+            )));
+        }
+        for p in meta.partitions..total {
+            let dir = self.partition_dir(name, p);
+            fs::create_dir_all(&dir).ctx("create partition directory", &dir)?;
+        }
+        meta.partitions = total;
+        write_atomic(&self.topics_dir.join(name), meta.encode().as_bytes())?;
+        self.beacon.bump_metadata();
+        drop(_g);
+        self.topic(name)?
+            .ok_or_else(|| Error::IllegalState(format!("topic {name} vanished")))
+    }
+
+    /// Set (`Some`) or remove (`None`) config overrides.
+    pub fn alter_topic_config(
+        &self,
+        name: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<Topic> {
+        validate_topic_name(name)?;
+        let _g = self.meta_lock.lock_append()?;
+        let mut meta = self.read_meta(name)?.ok_or_else(|| unknown_topic(name))?;
+        for (k, v) in changes {
+            let key = crate::config::normalize_key(k);
+            match v {
+                Some(v) => {
+                    meta.overrides.insert(key, v.clone());
+                }
+                None => {
+                    meta.overrides.remove(&key);
+                }
+            }
+        }
+        let cfg = Arc::new(meta.config()?);
+        meta.overrides = cfg.overrides.clone();
+        write_atomic(&self.topics_dir.join(name), meta.encode().as_bytes())?;
+        self.beacon.bump_metadata();
+        drop(_g);
+        for ((t, _), log) in self.logs.lock().iter() {
+            if &**t == name {
+                log.set_config(cfg.clone());
+            }
+        }
+        let topic = self
+            .topic(name)?
+            .ok_or_else(|| Error::IllegalState(format!("topic {name} vanished")))?;
+        for p in 0..topic.partitions {
+            self.partition(&topic, p)?.enforce_retention()?;
+        }
+        Ok(topic)
+    }
+
+    /// Compact every partition of a compacted topic now, whatever its dirty
+    /// ratio (`log::cleaner`); the passes' statistics added up. Partitions
+    /// another process is cleaning at the moment are skipped.
+    pub fn compact_topic(&self, name: &str) -> Result<crate::log::cleaner::CleanerStats> {
+        let topic = self.require_topic(name)?;
+        if topic.config.cleanup_policy == crate::config::CleanupPolicy::Delete {
+            return Err(Error::InvalidConfig(format!(
+                "topic {name:?} has cleanup.policy=delete; compaction needs compact or compact,delete"
+            )));
+        }
+        let mut total = crate::log::cleaner::CleanerStats::default();
+        for p in 0..topic.partitions {
+            if let Some(s) = self.partition(&topic, p)?.compact()? {
+                total.segments_before += s.segments_before;
+                total.segments_after += s.segments_after;
+                total.bytes_before += s.bytes_before;
+                total.bytes_after += s.bytes_after;
+                total.records_before += s.records_before;
+                total.records_after += s.records_after;
+                total.tombstones_removed += s.tombstones_removed;
+            }
+        }
+        Ok(total)
+    }
+
+    /// The log of one partition, opened on first use.
+    pub fn partition(&self, topic: &Topic, partition: u32) -> Result<Arc<PartitionLog>> {
+        if partition >= topic.partitions {
+            return Err(Error::UnknownTopicOrPartition {
+                topic: topic.name.to_string(),
+                partition: partition as i64,
+            });
+        }
+        let key = (topic.name.clone(), partition);
+        let open = {
+            let logs = self.logs.lock();
+            if let Some(log) = logs.get(&key) {
+                if !log.is_deleted() {
+                    return Ok(log.clone());
+                }
+            }
+            logs.len() as u64
+        };
+        // Opened one at a time (a producer's first send to each): grow the
+        // descriptor table ahead, four times the partitions open, so it
+        // grows a few times rather than at every power of two.
+        if open >= self.fd_room.load(Ordering::Relaxed) {
+            self.expect_partitions((4 * open).max(256));
+        }
+        let log = Arc::new(PartitionLog::open(
+            &self.partition_dir(&topic.name, partition),
+            topic.name.clone(),
+            partition,
+            topic.config.clone(),
+            self.beacon.clone(),
+        )?);
+        let mut logs = self.logs.lock();
+        let entry = logs.entry(key).or_insert_with(|| log.clone());
+        if entry.is_deleted() {
+            *entry = log.clone();
+        }
+        Ok(entry.clone())
+    }
+
+    /// Open many partitions at once (a consumer's assignment), on up to
+    /// four threads when there are enough to pay for them: opening is
+    /// system calls on files of their own (the lock file, the head, the
+    /// active segment, 13 calls a partition) that do not contend across
+    /// partitions, so a 100 x 8 assignment opens in about half the time on
+    /// two cores. The opened logs land in the store's cache, where the
+    /// caller's own `partition` calls then find them; errors are left to
+    /// those calls, which report them in order. Partitions already open
+    /// cost a map lookup.
+    pub fn open_many(&self, wanted: &[(&Topic, u32)]) {
+        const PER_THREAD: usize = 64;
+        self.expect_partitions(wanted.len() as u64);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(4)
+            .min(wanted.len() / PER_THREAD);
+        if threads < 2 {
+            return;
+        }
+        let chunk = wanted.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            for part in wanted.chunks(chunk) {
+                let spawned = std::thread::Builder::new()
+                    .name("ottla-open".into())
+                    .spawn_scoped(scope, move || {
+                        for (topic, p) in part {
+                            let _ = self.partition(topic, *p);
+                        }
+                    });
+                // No thread: the caller opens these one by one instead.
+                drop(spawned);
+            }
+        });
+    }
+
+    /// How many partition logs this store holds open.
+    pub fn open_partitions(&self) -> usize {
+        self.logs.lock().len()
+    }
+
+    /// Grow the process's file descriptor table, once, to hold the files
+    /// of `partitions` more open partitions (a lock file and a `.log` each,
+    /// plus the short-lived head and index descriptors). The kernel grows
+    /// the table to the next power of two when an `open` returns a number
+    /// past its end, and in a process with threads each growth waits for an
+    /// RCU grace period: opening 800 partitions (1,600 descriptors) grew it
+    /// five times, and `strace -T` showed 10-17 ms `openat`s at descriptors
+    /// 256, 512 and 1024, more than the opens' own CPU time. `F_DUPFD`
+    /// at the number needed grows it once. Best effort: never past the
+    /// descriptor limit, and a failure only costs the growth steps.
+    pub fn expect_partitions(&self, partitions: u64) {
+        use std::os::fd::AsRawFd;
+        if partitions <= self.fd_room.load(Ordering::Relaxed) {
+            return;
+        }
+        self.fd_room.store(partitions, Ordering::Relaxed);
+        // The lowest free descriptor: where the next opens start.
+        let Ok(probe) = fs::File::open(&self.root) else {
+            return;
+        };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct we pass.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return;
+        }
+        let want = (probe.as_raw_fd() as u64).saturating_add(3 * partitions + 16);
+        let top = want.min(lim.rlim_cur.saturating_sub(1)).min(1 << 20);
+        if top <= probe.as_raw_fd() as u64 {
+            return;
+        }
+        // SAFETY: duplicates a descriptor we own; the duplicate is closed
+        // at once below.
+        let dup =
+            unsafe { libc::fcntl(probe.as_raw_fd(), libc::F_DUPFD_CLOEXEC, top as libc::c_int) };
+        if dup >= 0 {
+            // SAFETY: `dup` is ours, from the fcntl above.
+            unsafe { libc::close(dup) };
+        }
+    }
+
+    pub fn partition_by_name(&self, topic: &str, partition: u32) -> Result<Arc<PartitionLog>> {
+        let t = self
+            .topic(topic)?
+            .ok_or_else(|| Error::UnknownTopicOrPartition {
+                topic: topic.to_string(),
+                partition: partition as i64,
+            })?;
+        self.partition(&t, partition)
+    }
+
+    pub fn offsets(self: &Arc<Self>) -> Result<Arc<OffsetStore>> {
+        if let Some(o) = self.offsets.get() {
+            return Ok(o.clone());
+        }
+        let o = Arc::new(OffsetStore::open(self)?);
+        Ok(self.offsets.get_or_init(|| o).clone())
+    }
+
+    /// Start (or speed up) the background fsync of every open partition, for
+    /// producers with `fsync="interval"`.
+    pub fn ensure_flusher(self: &Arc<Self>, interval_ms: u64) {
+        let interval_ms = interval_ms.max(1);
+        self.flush_interval_ms
+            .fetch_min(interval_ms, Ordering::AcqRel);
+        let mut f = self.flusher.lock();
+        if f.is_some() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        *f = std::thread::Builder::new()
+            .name("ottla-flusher".into())
+            .spawn(move || loop {
+                let Some(store) = weak.upgrade() else { return };
+                let every = store.flush_interval_ms.load(Ordering::Acquire);
+                let logs: Vec<_> = store.logs.lock().values().cloned().collect();
+                drop(store);
+                for log in logs {
+                    // A failing flush is retried next interval; appends with
+                    // fsync="always" report errors directly.
+                    let _ = log.flush();
+                }
+                std::thread::sleep(Duration::from_millis(every));
+            })
+            .ok();
+    }
+}
+
+fn unknown_topic(name: &str) -> Error {
+    Error::UnknownTopicOrPartition {
+        topic: name.to_string(),
+        partition: -1,
+    }
+}
+
+/// Write a file so readers see the old or the new content, never a mix.
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    // A short temporary name: the final name may already be at the limit.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let tmp = path.with_file_name(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::write(&tmp, data).ctx("write", &tmp)?;
+    let f = fs::File::open(&tmp).ctx("open", &tmp)?;
+    f.sync_all().ctx("fsync", &tmp)?;
+    fs::rename(&tmp, path).ctx("rename", path)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// A metadata decoding error, prefixed with the file it came from.
+fn naming_file(e: Error, path: &Path) -> Error {
+    match e {
+        Error::InvalidConfig(m) => {
+            Error::InvalidConfig(format!("topic metadata {}: {m}", path.display()))
+        }
+        e => e,
+    }
+}
