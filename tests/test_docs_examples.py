@@ -24,7 +24,6 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
 
 import pytest
 
@@ -48,15 +47,15 @@ class Block:
         return f"{self.path.relative_to(ROOT)}:{self.line}"
 
 
-def doc_files() -> List[Path]:
+def doc_files() -> list[Path]:
     files = [ROOT / "README.md"]
     files += sorted((ROOT / "docs").rglob("*.md"))
     return [f for f in files if f.is_file()]
 
 
-def parse_blocks(path: Path) -> List[Block]:
+def parse_blocks(path: Path) -> list[Block]:
     """Fenced code blocks of a Markdown file, with their not-run markers."""
-    blocks: List[Block] = []
+    blocks: list[Block] = []
     lines = path.read_text(encoding="utf-8").splitlines()
     i = 0
     last_text = ""  # the last non-blank line outside a block
@@ -69,13 +68,13 @@ def parse_blocks(path: Path) -> List[Block]:
             continue
         indent, fence, lang = m.group(1), m.group(2), m.group(3)
         start = i
-        body: List[str] = []
+        body: list[str] = []
         i += 1
         while i < len(lines) and not (
             lines[i].strip().startswith(fence[0] * len(fence)) and lines[i].strip().strip(fence[0]) == ""
         ):
             line = lines[i]
-            body.append(line[len(indent):] if line.startswith(indent) else line)
+            body.append(line.removeprefix(indent))
             i += 1
         i += 1  # the closing fence
         marker = NOT_RUN.match(last_text)
@@ -92,7 +91,7 @@ def parse_blocks(path: Path) -> List[Block]:
     return blocks
 
 
-def python_blocks() -> List[Block]:
+def python_blocks() -> list[Block]:
     return [b for f in doc_files() for b in parse_blocks(f) if b.lang == "python"]
 
 
@@ -139,7 +138,7 @@ RUNNER = textwrap.dedent(
 )
 
 
-def run_block(source: str, label: str, cwd: Path, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
+def run_block(source: str, label: str, cwd: Path, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess[str]:
     script = cwd / "_example.py"
     script.write_text(source, encoding="utf-8")
     runner = cwd / "_runner.py"
@@ -152,6 +151,7 @@ def run_block(source: str, label: str, cwd: Path, timeout: float = TIMEOUT_S) ->
         capture_output=True,
         text=True,
         timeout=timeout,
+        check=False,
     )
 
 
