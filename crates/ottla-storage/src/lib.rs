@@ -15,6 +15,15 @@
 //! bindings and no protocol library, and the crates above it are its only
 //! callers.
 
+// Processes coordinate through futexes on a shared mapping and OFD
+// byte-range locks (docs/FORMAT.md, "What ottla assumes of the OS"): both
+// are Linux's. Say so at build time rather than fail at run time.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "ottla's storage engine runs on Linux only: it needs futexes on shared \
+     memory and open file description (OFD) locks"
+);
+
 pub mod beacon;
 pub mod config;
 pub mod error;

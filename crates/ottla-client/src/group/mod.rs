@@ -11,7 +11,7 @@
 //! * [`admin`]: list, describe, delete, reset offsets.
 //!
 //! The design, and why ownership can never overlap, is in
-//! docs/ARCHITECTURE.md ("Consumer groups without a server").
+//! docs/design/groups.md.
 
 pub mod admin;
 pub mod assignor;
