@@ -42,7 +42,7 @@ impl Consumer {
                 if !inner
                     .assignment
                     .iter()
-                    .any(|a| *a.tp.0 == **t && a.tp.1 == *p)
+                    .any(|a| *a.tp.topic == **t && a.tp.partition == *p)
                 {
                     return Err(Error::IllegalState(format!(
                         "cannot commit {t}-{p}: not owned by this member of group {group:?} \
@@ -58,7 +58,7 @@ impl Consumer {
                 .iter()
                 .filter_map(|a| {
                     a.position
-                        .map(|p| (a.tp.0.to_string(), a.tp.1, p, String::new()))
+                        .map(|p| (a.tp.topic.to_string(), a.tp.partition, p, String::new()))
                 })
                 .collect(),
         };

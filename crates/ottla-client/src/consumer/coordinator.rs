@@ -273,7 +273,9 @@ impl Consumer {
                 .iter()
                 .filter(|a| {
                     eager_new_generation
-                        || !target.iter().any(|(t, p)| **t == *a.tp.0 && *p == a.tp.1)
+                        || !target
+                            .iter()
+                            .any(|(t, p)| **t == *a.tp.topic && *p == a.tp.partition)
                 })
                 .map(|a| a.tp.clone())
                 .collect();
@@ -312,7 +314,10 @@ impl Consumer {
         let mut acquired = Vec::new();
         let mut waiting = false;
         for (t, p) in &m.target {
-            if assignment.iter().any(|a| *a.tp.0 == **t && a.tp.1 == *p) {
+            if assignment
+                .iter()
+                .any(|a| *a.tp.topic == **t && a.tp.partition == *p)
+            {
                 continue;
             }
             let topic = match self.store.topic(t)? {
@@ -335,7 +340,7 @@ impl Consumer {
                     return Err(e);
                 }
             };
-            let tp: TopicPartition = (topic.name.clone(), *p);
+            let tp = TopicPartition::new(topic.name.clone(), *p);
             acquired.push(tp.clone());
             assignment.push(Assigned {
                 tp,
@@ -367,7 +372,7 @@ impl Consumer {
             .filter(|a| partitions.contains(&a.tp))
             .filter_map(|a| {
                 a.position
-                    .map(|p| (a.tp.0.to_string(), a.tp.1, p, String::new()))
+                    .map(|p| (a.tp.topic.to_string(), a.tp.partition, p, String::new()))
             })
             .collect();
         let committed = if autocommit && self.config.enable_auto_commit && !still.is_empty() {
@@ -385,8 +390,8 @@ impl Consumer {
             }
         });
         if let Some(session) = inner.group.as_mut().and_then(|m| m.session.as_mut()) {
-            for (t, p) in &released {
-                session.release(t, *p)?;
+            for tp in &released {
+                session.release(&tp.topic, tp.partition)?;
             }
         }
         if !released.is_empty() {

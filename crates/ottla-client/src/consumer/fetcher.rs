@@ -292,7 +292,7 @@ impl Consumer {
                 fetch.inflated = inflate(&h, batch).map_err(|e| match Error::from(e) {
                     Error::InvalidRecord(why) => Error::InvalidRecord(format!(
                         "{}-{} batch at offset {}: {why}",
-                        a.tp.0, a.tp.1, h.base_offset
+                        a.tp.topic, a.tp.partition, h.base_offset
                     )),
                     other => other,
                 })?;
@@ -315,7 +315,7 @@ impl Consumer {
                         a.position = Some(position);
                         return Err(Error::InvalidRecord(format!(
                             "{}-{} batch at offset {}: {reason}",
-                            a.tp.0, a.tp.1, h.base_offset
+                            a.tp.topic, a.tp.partition, h.base_offset
                         )));
                     }
                     Some(Ok(rec)) => {

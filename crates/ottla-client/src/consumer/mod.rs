@@ -60,9 +60,8 @@ use subscription::Assigned;
 
 pub use config::{ConsumerConfig, OffsetReset, DEFAULT_BUSY_POLL, MIN_SESSION_TIMEOUT_MS};
 pub use coordinator::RebalanceListener;
+pub use ottla_storage::topic::TopicPartition;
 pub use subscription::Subscription;
-
-pub type TopicPartition = (Arc<str>, u32);
 
 struct Inner {
     subscription: Option<Subscription>,

@@ -108,7 +108,7 @@ impl Consumer {
         for (topic, p) in &topics {
             let log = self.store.partition(topic, *p)?;
             assigned.push(Assigned {
-                tp: (topic.name.clone(), *p),
+                tp: TopicPartition::new(topic.name.clone(), *p),
                 log,
                 position: None,
                 paused: false,
@@ -180,12 +180,12 @@ impl Consumer {
         let mut next = Vec::with_capacity(want.len());
         let new_ones: Vec<(&Topic, u32)> = want
             .iter()
-            .filter(|(t, p)| !old.contains_key(&(t.name.clone(), *p)))
+            .filter(|(t, p)| !old.contains_key(&TopicPartition::new(t.name.clone(), *p)))
             .map(|(t, p)| (t, *p))
             .collect();
         self.store.open_many(&new_ones);
         for (topic, p) in want {
-            let key = (topic.name.clone(), p);
+            let key = TopicPartition::new(topic.name.clone(), p);
             match old.remove(&key) {
                 Some(a) if !a.log.is_deleted() => next.push(a),
                 _ => next.push(Assigned {
@@ -214,7 +214,7 @@ impl Consumer {
         inner
             .assignment
             .iter_mut()
-            .find(|a| &*a.tp.0 == tp.0 && a.tp.1 == tp.1)
+            .find(|a| &*a.tp.topic == tp.0 && a.tp.partition == tp.1)
             .ok_or_else(|| {
                 Error::IllegalState(format!(
                     "{}-{} is not assigned to this consumer",
@@ -230,7 +230,11 @@ impl Consumer {
             return Ok(p);
         }
         if let Some(group) = &self.config.group_id {
-            if let Some(c) = self.store.offsets()?.committed(group, &a.tp.0, a.tp.1)? {
+            if let Some(c) = self
+                .store
+                .offsets()?
+                .committed(group, &a.tp.topic, a.tp.partition)?
+            {
                 let (start, end) = a.log.offsets()?;
                 if c.offset >= start && c.offset <= end {
                     a.position = Some(c.offset);
@@ -253,8 +257,8 @@ impl Consumer {
             OffsetReset::Latest => end,
             OffsetReset::None => {
                 return Err(out_of_range.unwrap_or_else(|| Error::NoOffsetForPartition {
-                    topic: a.tp.0.to_string(),
-                    partition: a.tp.1,
+                    topic: a.tp.topic.to_string(),
+                    partition: a.tp.partition,
                 }))
             }
         };
@@ -294,7 +298,7 @@ impl Consumer {
             inner
                 .assignment
                 .iter()
-                .map(|a| (a.tp.0.to_string(), a.tp.1))
+                .map(|a| (a.tp.topic.to_string(), a.tp.partition))
                 .collect()
         } else {
             partitions.to_vec()
