@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::consumer::{Consumer, ConsumerConfig, OffsetReset};
+use crate::consumer::{Consumer, ConsumerConfig, OffsetReset, TopicPartition};
 use crate::partitioner::partition_for_key;
 use crate::producer::{Completions, Producer, ProducerConfig, SendReceipt};
 use ottla_record::BatchBuilder;
@@ -80,8 +80,8 @@ fn drain(c: &Consumer, max: usize) -> Vec<Got> {
     let mut out = Vec::new();
     c.drain(max, &mut |tp, r| {
         out.push((
-            tp.0.to_string(),
-            tp.1,
+            tp.topic.to_string(),
+            tp.partition,
             r.offset,
             r.key.map(<[u8]>::to_vec),
             r.value.map(<[u8]>::to_vec),
@@ -729,7 +729,7 @@ fn drain_is_round_robin_across_partitions() {
     let got = drain_all(&c);
     assert_eq!(got.len(), 60);
     assert!(got.iter().all(|g| g.1 != 1));
-    assert_eq!(c.paused(), vec![(Arc::from("rr"), 1)]);
+    assert_eq!(c.paused(), vec![TopicPartition::new(Arc::from("rr"), 1)]);
     c.set_paused(&[("rr".to_string(), 1)], false)
         .expect("resume");
     assert_eq!(drain_all(&c).len(), 30);
@@ -1502,7 +1502,7 @@ fn records_handed_out_before_an_error_reach_the_caller_and_the_error_comes_next(
     let mut seen: Vec<(u32, i64)> = Vec::new();
     let mut errors = 0;
     for _ in 0..10 {
-        match c.drain(100, &mut |tp, r| seen.push((tp.1, r.offset))) {
+        match c.drain(100, &mut |tp, r| seen.push((tp.partition, r.offset))) {
             Ok(_) => {}
             Err(Error::InvalidRecord(_)) => errors += 1,
             Err(e) => panic!("unexpected {e:?}"),

@@ -20,7 +20,7 @@ use ottla_client::arrow::columns::payload_size;
 use ottla_client::arrow::export::{export, schema};
 use ottla_client::arrow::ffi::export_schema;
 use ottla_client::arrow::RecordColumns;
-use ottla_client::consumer::{Consumer as Engine, TopicPartition as Tp};
+use ottla_client::consumer::{Consumer as Engine, TopicPartition};
 
 /// Rows reserved up front; columns grow past it as needed.
 const INITIAL_ROWS: usize = 1 << 16;
@@ -152,16 +152,16 @@ pub fn read_columns(engine: &Engine, limits: Limits) -> ottla_storage::Result<Ve
     if engine.is_closed() {
         return Err(ottla_storage::Error::Closed("consumer"));
     }
-    let already: Vec<Tp> = engine.paused();
-    let mut ends: Vec<(Tp, i64)> = Vec::new();
+    let already: Vec<TopicPartition> = engine.paused();
+    let mut ends: Vec<(TopicPartition, i64)> = Vec::new();
     let mut done: Vec<(String, u32)> = Vec::new();
     for tp in engine.assignment() {
         if already.contains(&tp) {
             continue;
         }
-        let (_, end) = engine.watermarks(&tp.0, tp.1)?;
-        if engine.position(&tp.0, tp.1)? >= end {
-            done.push((tp.0.to_string(), tp.1));
+        let (_, end) = engine.watermarks(&tp.topic, tp.partition)?;
+        if engine.position(&tp.topic, tp.partition)? >= end {
+            done.push((tp.topic.to_string(), tp.partition));
         } else {
             ends.push((tp, end));
         }
@@ -179,7 +179,7 @@ pub fn read_columns(engine: &Engine, limits: Limits) -> ottla_storage::Result<Ve
 fn read_until(
     engine: &Engine,
     limits: Limits,
-    ends: &mut Vec<(Tp, i64)>,
+    ends: &mut Vec<(TopicPartition, i64)>,
     done: &mut Vec<(String, u32)>,
 ) -> ottla_storage::Result<Vec<RecordColumns>> {
     let mut batches = Vec::new();
@@ -187,12 +187,14 @@ fn read_until(
     let (mut taken, mut bytes) = (0usize, 0usize);
     let (mut idle, mut first) = (false, true);
     while !ends.is_empty() && taken < limits.max_records {
-        let mut at_end: Option<Tp> = None;
+        let mut at_end: Option<TopicPartition> = None;
         let (mut full, mut limited) = (false, false);
-        let mut last: Option<(Tp, i64)> = None;
+        let mut last: Option<(TopicPartition, i64)> = None;
         let drained = engine.drain_while(limits.max_records - taken, &mut |tp, rec| {
             let end = match &last {
-                Some((t, e)) if Arc::ptr_eq(&t.0, &tp.0) && t.1 == tp.1 => *e,
+                Some((t, e)) if Arc::ptr_eq(&t.topic, &tp.topic) && t.partition == tp.partition => {
+                    *e
+                }
                 _ => {
                     // A partition assigned after the snapshot (a
                     // rebalance) has no end here: it is not read.
@@ -226,7 +228,7 @@ fn read_until(
             Err(_) => break,
         };
         if let Some(tp) = at_end {
-            let key = (tp.0.to_string(), tp.1);
+            let key = (tp.topic.to_string(), tp.partition);
             engine.set_paused(std::slice::from_ref(&key), true)?;
             done.push(key);
             ends.retain(|(t, _)| *t != tp);
@@ -245,7 +247,7 @@ fn read_until(
             // Offsets still to read (records, unless compacted away).
             let left: i64 = ends
                 .iter()
-                .map(|(tp, end)| end - engine.position(&tp.0, tp.1).unwrap_or(*end))
+                .map(|(tp, end)| end - engine.position(&tp.topic, tp.partition).unwrap_or(*end))
                 .filter(|d| *d > 0)
                 .sum();
             let rows = usize::try_from(left).unwrap_or(0);

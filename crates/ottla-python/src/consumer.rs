@@ -13,6 +13,9 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use super::arrow::{ArrowBatch, Limits as ArrowLimits};
 use super::types::{Record, TopicPartition};
+// `Tp` is the engine's `TopicPartition` (`ottla_storage::topic`), which
+// shares its topic name; `TopicPartition` here is the Python-facing class,
+// which owns one. `py_topic_partition` converts.
 use ottla_client::consumer::{
     Consumer as Engine, ConsumerConfig, OffsetReset, RebalanceListener, Subscription,
     TopicPartition as Tp,
@@ -74,6 +77,14 @@ fn tp_key(obj: &Bound<'_, PyAny>) -> PyResult<(String, u32)> {
     })
 }
 
+/// The engine's `TopicPartition` as the Python-facing class.
+fn py_topic_partition(tp: &Tp) -> TopicPartition {
+    TopicPartition {
+        topic: tp.topic.to_string(),
+        partition: tp.partition,
+    }
+}
+
 /// Rebalance callbacks in confluent-kafka's shape (`on_assign(consumer,
 /// partitions)`, ...) and/or kafka-python's listener object
 /// (`on_partitions_assigned(partitions)`, ...). The engine calls them on the
@@ -111,11 +122,8 @@ impl PyListener {
 
     fn call_py(&self, py: Python<'_>, change: Change, partitions: &[Tp]) -> PyResult<()> {
         let list = PyList::empty(py);
-        for (t, p) in partitions {
-            list.append(TopicPartition {
-                topic: t.to_string(),
-                partition: *p,
-            })?;
+        for tp in partitions {
+            list.append(py_topic_partition(tp))?;
         }
         // Like confluent-kafka, a missing on_lost falls back to on_revoke.
         let func = match change {
@@ -262,8 +270,8 @@ impl Consumer {
             Some(list.unbind())
         };
         Ok(Record {
-            topic: self.topic_name(py, &tp.0),
-            partition: tp.1,
+            topic: self.topic_name(py, &tp.topic),
+            partition: tp.partition,
             offset: rec.offset,
             timestamp: rec.timestamp,
             key: conv(rec.key, &self.key_deserializer)?,
@@ -558,11 +566,8 @@ impl Consumer {
     fn assignment(&self) -> std::collections::BTreeSet<TopicPartition> {
         self.engine
             .assignment()
-            .into_iter()
-            .map(|(t, p)| TopicPartition {
-                topic: t.to_string(),
-                partition: p,
-            })
+            .iter()
+            .map(py_topic_partition)
             .collect()
     }
 
@@ -584,7 +589,7 @@ impl Consumer {
             // found without hashing.
             let mut last: Option<((*const u8, u32), Bound<'py, PyList>)> = None;
             let n = self.drain_into(py, max, &mut |tp, rec| {
-                let key = (tp.0.as_ptr(), tp.1);
+                let key = (tp.topic.as_ptr(), tp.partition);
                 if let Some((k, l)) = &last {
                     if *k == key {
                         return l.append(rec);
@@ -598,13 +603,7 @@ impl Consumer {
                 let l = PyList::empty(py);
                 l.append(&rec)?;
                 last = Some((key, l.clone()));
-                out.set_item(
-                    TopicPartition {
-                        topic: tp.0.to_string(),
-                        partition: tp.1,
-                    },
-                    &l,
-                )?;
+                out.set_item(py_topic_partition(tp), &l)?;
                 lists.insert(key, l);
                 Ok(())
             })?;
@@ -862,11 +861,8 @@ impl Consumer {
     fn paused(&self) -> std::collections::BTreeSet<TopicPartition> {
         self.engine
             .paused()
-            .into_iter()
-            .map(|(t, p)| TopicPartition {
-                topic: t.to_string(),
-                partition: p,
-            })
+            .iter()
+            .map(py_topic_partition)
             .collect()
     }
 
@@ -970,9 +966,9 @@ impl Consumer {
             .assignment()
             .iter()
             .take(8)
-            .map(|(t, p)| match self.engine.position(t, *p) {
-                Ok(pos) => format!("{t}-{p}@{pos}"),
-                Err(_) => format!("{t}-{p}"),
+            .map(|tp| match self.engine.position(&tp.topic, tp.partition) {
+                Ok(pos) => format!("{tp}@{pos}"),
+                Err(_) => format!("{tp}"),
             })
             .collect();
         let n = self.engine.assignment().len();

@@ -18,9 +18,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::log::lockfile::LockFile;
 use crate::log::PartitionLog;
 use crate::offsets::OffsetStore;
-use crate::topic::{is_internal, validate_topic_name, TopicMeta};
-
-type PartitionKey = (Arc<str>, u32);
+use crate::topic::{is_internal, validate_topic_name, TopicMeta, TopicPartition};
 
 /// A topic as last read from its metadata file.
 #[derive(Clone, Debug)]
@@ -36,7 +34,7 @@ pub struct Store {
     beacon: Arc<Beacon>,
     meta_lock: LockFile,
     topics: Mutex<HashMap<String, Topic>>,
-    logs: Mutex<HashMap<PartitionKey, Arc<PartitionLog>>>,
+    logs: Mutex<HashMap<TopicPartition, Arc<PartitionLog>>>,
     meta_seen: AtomicU64,
     offsets: OnceLock<Arc<OffsetStore>>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -153,7 +151,7 @@ impl Store {
             partitions: meta.partitions,
             config: config.clone(),
         };
-        for ((t, _), log) in self.logs.lock().iter() {
+        for (TopicPartition { topic: t, .. }, log) in self.logs.lock().iter() {
             if &**t == name && log.config() != config {
                 log.set_config(config.clone());
             }
@@ -250,7 +248,10 @@ impl Store {
                 continue;
             }
             // Flag the head first so appenders in every process stop.
-            let cached = self.logs.lock().remove(&(Arc::from(name), p));
+            let cached = self
+                .logs
+                .lock()
+                .remove(&TopicPartition::new(Arc::from(name), p));
             match cached {
                 Some(log) => log.mark_deleted(),
                 None => {
@@ -344,7 +345,7 @@ impl Store {
         write_atomic(&self.topics_dir.join(name), meta.encode().as_bytes())?;
         self.beacon.bump_metadata();
         drop(_g);
-        for ((t, _), log) in self.logs.lock().iter() {
+        for (TopicPartition { topic: t, .. }, log) in self.logs.lock().iter() {
             if &**t == name {
                 log.set_config(cfg.clone());
             }
@@ -391,7 +392,7 @@ impl Store {
                 partition: partition as i64,
             });
         }
-        let key = (topic.name.clone(), partition);
+        let key = TopicPartition::new(topic.name.clone(), partition);
         let open = {
             let logs = self.logs.lock();
             if let Some(log) = logs.get(&key) {

@@ -7,6 +7,7 @@
 //! `/`, and the partition directory `<name>-<n>` is never `.` or `..`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
@@ -41,6 +42,31 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
         return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
     }
     Ok(())
+}
+
+/// One partition of one topic, named: the key partition logs are cached
+/// under, and what records and assignments are reported with. The name is
+/// shared, so a clone costs a reference count, not a copy of the name.
+/// Ordered by topic name, then partition.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    pub topic: Arc<str>,
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    #[inline]
+    pub fn new(topic: Arc<str>, partition: u32) -> TopicPartition {
+        TopicPartition { topic, partition }
+    }
+}
+
+/// `<topic>-<partition>`, as Kafka prints it (and as the partition's
+/// directory is named).
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
 }
 
 /// Internal topics (`__consumer_offsets`) are hidden from listings.

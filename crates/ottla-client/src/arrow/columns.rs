@@ -191,12 +191,12 @@ impl RecordColumns {
     #[inline]
     pub fn push(&mut self, tp: &TopicPartition, rec: &RecordView<'_>) {
         let topic = match &self.last_topic {
-            Some((t, i)) if Arc::ptr_eq(t, &tp.0) => *i,
-            _ => self.topic_index(&tp.0),
+            Some((t, i)) if Arc::ptr_eq(t, &tp.topic) => *i,
+            _ => self.topic_index(&tp.topic),
         };
         self.topic.push(topic);
         // Kafka's partition numbers are int32.
-        self.partition.push(tp.1 as i32);
+        self.partition.push(tp.partition as i32);
         self.offset.push(rec.offset);
         self.timestamp.push(rec.timestamp);
         self.key.push(rec.key);
@@ -279,8 +279,8 @@ mod tests {
 
     #[test]
     fn columns_hold_records_in_arrow_layout() {
-        let a: TopicPartition = (Arc::from("a"), 0);
-        let b: TopicPartition = (Arc::from("b"), 3);
+        let a = TopicPartition::new(Arc::from("a"), 0);
+        let b = TopicPartition::new(Arc::from("b"), 3);
         let mut c = RecordColumns::with_capacity(2, 8);
         // One header: key "h" (varint 2 = len 1), value "xy" (varint 4 = len 2).
         let hdr = [2u8, b'h', 4, b'x', b'y'];
@@ -328,7 +328,7 @@ mod tests {
 
     #[test]
     fn reserve_follows_the_records_so_far_within_the_budget() {
-        let tp: TopicPartition = (Arc::from("t"), 0);
+        let tp = TopicPartition::new(Arc::from("t"), 0);
         let v = [7u8; 100];
         let fill = |c: &mut RecordColumns| {
             for i in 0..10 {
@@ -351,7 +351,7 @@ mod tests {
 
     #[test]
     fn header_keys_that_are_not_utf8_are_made_utf8() {
-        let tp: TopicPartition = (Arc::from("t"), 0);
+        let tp = TopicPartition::new(Arc::from("t"), 0);
         let mut c = RecordColumns::with_capacity(1, 0);
         let hdr = [2u8, 0xFF, 1]; // key [0xFF], null value
         let r = view(0, None, None, &hdr, 1);

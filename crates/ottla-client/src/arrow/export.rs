@@ -156,7 +156,7 @@ mod tests {
 
     #[test]
     fn export_points_into_the_columns_and_releases_everything() {
-        let tp: TopicPartition = (Arc::from("orders"), 2);
+        let tp = TopicPartition::new(Arc::from("orders"), 2);
         let mut c = RecordColumns::with_capacity(4, 4);
         for i in 0..3 {
             let v = [b'a' + i as u8; 3];

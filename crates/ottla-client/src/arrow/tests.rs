@@ -66,7 +66,7 @@ fn refusing_the_first_record_hands_out_nothing() {
     assert_eq!(n, 0);
     let mut all = Vec::new();
     while c
-        .drain(100, &mut |tp, r| all.push((tp.1, r.offset)))
+        .drain(100, &mut |tp, r| all.push((tp.partition, r.offset)))
         .expect("drain")
         > 0
     {}

@@ -61,7 +61,7 @@ fn append(store: &Arc<Store>, topic: &str, partition: u32, n: usize) {
 fn owned(c: &Consumer) -> BTreeSet<(String, u32)> {
     c.assignment()
         .into_iter()
-        .map(|(t, p)| (t.to_string(), p))
+        .map(|tp| (tp.topic.to_string(), tp.partition))
         .collect()
 }
 
@@ -91,7 +91,10 @@ struct Log {
 
 impl Log {
     fn push(&self, what: &'static str, tps: &[TopicPartition]) {
-        let mut v: Vec<(String, u32)> = tps.iter().map(|(t, p)| (t.to_string(), *p)).collect();
+        let mut v: Vec<(String, u32)> = tps
+            .iter()
+            .map(|tp| (tp.topic.to_string(), tp.partition))
+            .collect();
         v.sort();
         self.events.lock().push((what, v));
     }
