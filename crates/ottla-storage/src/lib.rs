@@ -18,6 +18,7 @@
 pub mod beacon;
 pub mod config;
 pub mod error;
+mod fsutil;
 pub mod log;
 pub mod ofd;
 pub mod offsets;
