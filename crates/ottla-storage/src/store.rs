@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use crate::beacon::Beacon;
 use crate::config::TopicConfig;
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::write_atomic;
 use crate::log::lockfile::LockFile;
 use crate::log::PartitionLog;
 use crate::offsets::OffsetStore;
@@ -558,27 +559,6 @@ fn unknown_topic(name: &str) -> Error {
         topic: name.to_string(),
         partition: -1,
     }
-}
-
-/// Write a file so readers see the old or the new content, never a mix.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    // A short temporary name: the final name may already be at the limit.
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let tmp = path.with_file_name(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    fs::write(&tmp, data).ctx("write", &tmp)?;
-    let f = fs::File::open(&tmp).ctx("open", &tmp)?;
-    f.sync_all().ctx("fsync", &tmp)?;
-    fs::rename(&tmp, path).ctx("rename", path)?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 /// A metadata decoding error, prefixed with the file it came from.

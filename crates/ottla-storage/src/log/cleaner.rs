@@ -87,6 +87,7 @@ use super::segment::{account_batch, log_file_name, Indexes, LogSegment};
 use super::time_index::TimeIndex;
 use crate::config::{CleanupPolicy, TopicConfig};
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::write_atomic;
 use ottla_record::batch::{
     check_batch, compute_crc, peek_total_size, BatchHeader, RecordView, ATTRIBUTES,
     COMPRESSION_MASK, CRC, CURRENT_MAGIC, HEADER_LEN, LOG_OVERHEAD,
@@ -148,7 +149,7 @@ pub fn read_gap_end(dir: &Path) -> Option<i64> {
 
 fn write_checkpoint(log: &PartitionLog, offset: i64) -> Result<()> {
     let text = format!("0\n1\n{} {} {offset}\n", log.topic(), log.partition());
-    crate::store::write_atomic(&log.dir().join(CHECKPOINT_FILE), text.as_bytes())
+    write_atomic(&log.dir().join(CHECKPOINT_FILE), text.as_bytes())
 }
 
 /// The cleaning pass a roll (or an open) triggers: only past the dirty
@@ -272,7 +273,7 @@ pub(crate) fn clean(log: &PartitionLog, force: bool) -> Result<Option<CleanerSta
     // redone from the same first dirty offset.
     let clean_end = first_dirty.max(dirty_end);
     if read_gap_end(log.dir()).map_or(true, |g| g < clean_end) {
-        crate::store::write_atomic(
+        write_atomic(
             &log.dir().join(GAP_END_FILE),
             format!("{clean_end}\n").as_bytes(),
         )?;
