@@ -226,7 +226,7 @@ pub const MAX_BUSY_POLL: Duration = Duration::from_millis(5);
 /// zero. So an idle consumer never spins (its waits time out), and a
 /// consumer fed faster than the cap spins instead of sleeping. A spin that
 /// finds itself descheduled (no core of its own) stops spinning for
-/// [`COOL_DOWN`].
+/// `COOL_DOWN` (50 ms).
 /// Invariant: `budget_ns <= cap_ns`.
 pub struct BusyPoll {
     cap_ns: u64,

@@ -417,7 +417,7 @@ impl PartitionLog {
         Ok(self.segments_for(&st)?.map.len())
     }
 
-    /// Block until the log may have grown or `timeout` passes.
+    /// The directory's beacon: wait on it for this log (or any other) to grow.
     pub fn beacon(&self) -> &Arc<Beacon> {
         &self.beacon
     }
