@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use crate::group::state::GroupState;
 use ottla_record::batch::{
-    check_batch, compute_crc, peek_total_size, BatchBuilder, BatchHeader, Batches, BATCH_LENGTH,
-    CRC, LOG_OVERHEAD, MAGIC,
+    check_batch, peek_total_size, seal_crc, set_base_offset, BatchBuilder, BatchHeader, Batches,
+    BASE_OFFSET, BATCH_LENGTH, CURRENT_MAGIC, LOG_OVERHEAD, MAGIC,
 };
 use ottla_record::decode::records;
 use ottla_record::varint::{get_varint, get_varlong, put_varlong, varlong_len};
@@ -87,9 +87,8 @@ pub fn seal_batch(buf: &mut [u8]) {
     }
     let len = (buf.len() - LOG_OVERHEAD) as i32;
     buf[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
-    buf[MAGIC] = 2;
-    let crc = compute_crc(buf);
-    buf[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    buf[MAGIC] = CURRENT_MAGIC as u8;
+    seal_crc(buf);
 }
 
 /// Record batch v2: `check_batch`, `RecordIter` (headers included) and
@@ -309,7 +308,7 @@ pub fn seal_log(log: &mut [u8]) {
             break;
         }
         let b = &mut log[pos..pos + total as usize];
-        b[..8].copy_from_slice(&next.to_be_bytes());
+        set_base_offset(b, next);
         seal_batch(b);
         match BatchHeader::parse(b) {
             Some(h) if h.last_offset_delta >= 0 && h.last_offset_delta < i32::MAX => {
@@ -491,7 +490,8 @@ pub fn append(data: &[u8]) {
         let mut unstamped = stamped.clone();
         let mut at = 0;
         for (_, b) in Batches::new(&stamped) {
-            unstamped[at..at + 8].copy_from_slice(&bytes[at..at + 8]);
+            let base = at + BASE_OFFSET..at + BASE_OFFSET + 8;
+            unstamped[base.clone()].copy_from_slice(&bytes[base]);
             at += b.len();
         }
         assert_eq!(

@@ -90,8 +90,7 @@ pub fn compress(codec: u8, data: &[u8]) -> Result<Vec<u8>> {
 /// with `compression.type=<codec>` would have sent.
 pub fn compress_batch(batch: &[u8], codec: u8) -> Result<Vec<u8>> {
     use super::batch::{
-        check_batch, compute_crc, ATTRIBUTES, BATCH_LENGTH, COMPRESSION_MASK, CRC, HEADER_LEN,
-        LOG_OVERHEAD,
+        check_batch, seal_crc, ATTRIBUTES, BATCH_LENGTH, COMPRESSION_MASK, HEADER_LEN, LOG_OVERHEAD,
     };
     let h = check_batch(batch).map_err(Error::InvalidRecord)?;
     if h.compression() != NONE {
@@ -106,8 +105,7 @@ pub fn compress_batch(batch: &[u8], codec: u8) -> Result<Vec<u8>> {
     out[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&length.to_be_bytes());
     let attributes = (h.attributes & !COMPRESSION_MASK) | codec as i16;
     out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
-    let crc = compute_crc(&out);
-    out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    seal_crc(&mut out);
     Ok(out)
 }
 

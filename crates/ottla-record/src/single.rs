@@ -13,7 +13,7 @@ use super::batch::{
     HEADER_LEN, LAST_OFFSET_DELTA, LEADER_EPOCH, LOG_OVERHEAD, MAGIC, MAX_TIMESTAMP,
     PRODUCER_EPOCH, PRODUCER_ID, RECORDS_COUNT,
 };
-use super::varint::{put_varint, put_varlong};
+use super::varint::{put_bytes, put_varint, put_varlong};
 use super::BatchBuilder;
 
 pub struct SingleRecordBatch<'a> {
@@ -51,26 +51,13 @@ impl<'a> SingleRecordBatch<'a> {
         prefix.push(0); // record attributes: unused in v2
         put_varlong(&mut prefix, 0); // timestamp delta
         put_varint(&mut prefix, 0); // offset delta
-        match key {
-            None => put_varint(&mut prefix, -1),
-            Some(k) => {
-                put_varlong(&mut prefix, k.len() as i64);
-                prefix.extend_from_slice(k);
-            }
-        }
+        put_bytes(&mut prefix, key);
         put_varlong(&mut prefix, value.len() as i64);
         let mut suffix = Vec::new();
         put_varint(&mut suffix, headers.len() as i32);
         for (k, v) in headers {
-            put_varlong(&mut suffix, k.len() as i64);
-            suffix.extend_from_slice(k);
-            match v {
-                None => put_varint(&mut suffix, -1),
-                Some(v) => {
-                    put_varlong(&mut suffix, v.len() as i64);
-                    suffix.extend_from_slice(v);
-                }
-            }
+            put_bytes(&mut suffix, Some(k));
+            put_bytes(&mut suffix, *v);
         }
         let total = prefix.len() + value.len() + suffix.len();
         let h = &mut prefix[..HEADER_LEN];

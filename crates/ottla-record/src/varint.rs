@@ -54,6 +54,19 @@ pub fn put_varint(buf: &mut Vec<u8>, v: i32) {
     put_varlong(buf, v as i64)
 }
 
+/// A bytes field of a record: the length as a varint (-1 for null), then
+/// the bytes.
+#[inline]
+pub(crate) fn put_bytes(buf: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        None => put_varint(buf, -1),
+        Some(b) => {
+            put_varlong(buf, b.len() as i64);
+            buf.extend_from_slice(b);
+        }
+    }
+}
+
 /// Decode a zig-zag varlong at `*pos`, advancing it. `None` when the input
 /// ends early or the encoding runs past ten bytes.
 #[inline(always)]

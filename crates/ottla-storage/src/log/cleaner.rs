@@ -89,10 +89,9 @@ use crate::config::{CleanupPolicy, TopicConfig};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::write_atomic;
 use ottla_record::batch::{
-    check_batch, compute_crc, peek_total_size, BatchHeader, RecordView, ATTRIBUTES,
-    COMPRESSION_MASK, CRC, CURRENT_MAGIC, HEADER_LEN, LOG_OVERHEAD,
+    check_batch, peek_total_size, put_record_view, seal_crc, BatchHeader, RecordView,
+    COMPRESSION_MASK, CURRENT_MAGIC, HEADER_LEN, LOG_OVERHEAD,
 };
-use ottla_record::varint::{put_varint, put_varlong};
 
 /// Kafka's batch attribute bit 6 (KIP-534): `baseTimestamp` holds the delete
 /// horizon, after which the batch's tombstones may be removed. Record
@@ -642,56 +641,35 @@ fn encode_batch(
             .max()
             .unwrap_or(h.max_timestamp)
     };
-    let mut body = Vec::new();
     for r in records {
-        body.clear();
-        body.push(0); // record attributes: unused in v2
-        put_varlong(
-            &mut body,
-            if log_append {
-                0
-            } else {
-                r.timestamp.wrapping_sub(base_ts)
-            },
-        );
-        put_varint(&mut body, (r.offset - h.base_offset) as i32);
-        put_field(&mut body, r.key);
-        put_field(&mut body, r.value);
-        put_varint(&mut body, r.header_count as i32);
-        body.extend_from_slice(r.headers_raw);
-        put_varlong(out, body.len() as i64);
-        out.extend_from_slice(&body);
+        let timestamp_delta = if log_append {
+            0
+        } else {
+            r.timestamp.wrapping_sub(base_ts)
+        };
+        put_record_view(out, timestamp_delta, (r.offset - h.base_offset) as i32, r);
     }
     let mut attributes = h.attributes & !COMPRESSION_MASK;
     if horizon.is_some() {
         attributes |= DELETE_HORIZON_FLAG;
     }
-    let len = out.len();
-    let hd = &mut out[..HEADER_LEN];
-    hd[0..8].copy_from_slice(&h.base_offset.to_be_bytes());
-    hd[8..12].copy_from_slice(&((len - LOG_OVERHEAD) as i32).to_be_bytes());
-    hd[12..16].copy_from_slice(&h.leader_epoch.to_be_bytes());
-    hd[16] = CURRENT_MAGIC as u8;
-    hd[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
-    hd[23..27].copy_from_slice(&h.last_offset_delta.to_be_bytes());
-    hd[27..35].copy_from_slice(&base_ts.to_be_bytes());
-    hd[35..43].copy_from_slice(&max_ts.to_be_bytes());
-    hd[43..51].copy_from_slice(&h.producer_id.to_be_bytes());
-    hd[51..53].copy_from_slice(&h.producer_epoch.to_be_bytes());
-    hd[53..57].copy_from_slice(&h.base_sequence.to_be_bytes());
-    hd[57..61].copy_from_slice(&(records.len() as i32).to_be_bytes());
-    let crc = compute_crc(out);
-    out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
-}
-
-fn put_field(buf: &mut Vec<u8>, b: Option<&[u8]>) {
-    match b {
-        None => put_varint(buf, -1),
-        Some(b) => {
-            put_varlong(buf, b.len() as i64);
-            buf.extend_from_slice(b);
-        }
-    }
+    let header = BatchHeader {
+        base_offset: h.base_offset,
+        batch_length: (out.len() - LOG_OVERHEAD) as i32,
+        leader_epoch: h.leader_epoch,
+        magic: CURRENT_MAGIC,
+        crc: 0, // sealed below, once every field it covers is written
+        attributes,
+        last_offset_delta: h.last_offset_delta,
+        base_timestamp: base_ts,
+        max_timestamp: max_ts,
+        producer_id: h.producer_id,
+        producer_epoch: h.producer_epoch,
+        base_sequence: h.base_sequence,
+        records_count: records.len() as i32,
+    };
+    header.write(out);
+    seal_crc(out);
 }
 
 /// The crash tests' hook (see the module docs), armed for the first swap.

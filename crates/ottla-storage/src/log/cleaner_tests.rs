@@ -507,15 +507,14 @@ fn cleaner_measure() {
 
 /// Patch a finished batch's header fields and recompute its CRC.
 fn patch(mut b: Vec<u8>, attributes: i16, producer: Option<(i64, i16, i32)>) -> Vec<u8> {
-    use ottla_record::batch::{compute_crc, ATTRIBUTES, CRC};
+    use ottla_record::batch::{seal_crc, ATTRIBUTES, BASE_SEQUENCE, PRODUCER_EPOCH, PRODUCER_ID};
     b[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
     if let Some((id, epoch, seq)) = producer {
-        b[43..51].copy_from_slice(&id.to_be_bytes());
-        b[51..53].copy_from_slice(&epoch.to_be_bytes());
-        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        b[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&id.to_be_bytes());
+        b[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&epoch.to_be_bytes());
+        b[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&seq.to_be_bytes());
     }
-    let crc = compute_crc(&b);
-    b[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    seal_crc(&mut b);
     b
 }
 
