@@ -4,7 +4,7 @@
 //! writes the three parts with one `pwritev`, so a large value goes from the
 //! caller's buffer to the page cache in a single copy, the kernel's.
 //!
-//! The bytes are exactly those of a [`BatchBuilder`](super::BatchBuilder)
+//! The bytes are exactly those of a [`BatchBuilder`]
 //! batch holding the same one record (tested below), CRC-32C included: it is
 //! computed over the parts in order with `crc32c_append`.
 

@@ -56,6 +56,11 @@ pub const COMPRESSION_MASK: i16 = 0x07;
 pub const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
 pub const TRANSACTIONAL_FLAG: i16 = 0x10;
 pub const CONTROL_FLAG: i16 = 0x20;
+/// Attribute bit 6 (KIP-534): `baseTimestamp` holds the delete horizon,
+/// after which the batch's tombstones may be removed. Record timestamps stay
+/// `baseTimestamp + delta`, so readers unaware of the flag decode them
+/// unchanged.
+pub const DELETE_HORIZON_FLAG: i16 = 0x40;
 
 #[inline]
 fn be_i16(b: &[u8], at: usize) -> i16 {

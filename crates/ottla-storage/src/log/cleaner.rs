@@ -90,14 +90,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil::write_atomic;
 use ottla_record::batch::{
     check_batch, peek_total_size, put_record_view, seal_crc, BatchHeader, RecordView,
-    COMPRESSION_MASK, CURRENT_MAGIC, HEADER_LEN, LOG_OVERHEAD,
+    COMPRESSION_MASK, CURRENT_MAGIC, DELETE_HORIZON_FLAG, HEADER_LEN, LOG_OVERHEAD,
 };
-
-/// Kafka's batch attribute bit 6 (KIP-534): `baseTimestamp` holds the delete
-/// horizon, after which the batch's tombstones may be removed. Record
-/// timestamps stay `baseTimestamp + delta`, so readers unaware of the flag
-/// decode them unchanged.
-pub const DELETE_HORIZON_FLAG: i16 = 0x40;
 
 pub const CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 

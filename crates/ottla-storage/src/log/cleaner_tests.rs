@@ -6,11 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::cleaner::{read_checkpoint, DELETE_HORIZON_FLAG};
+use super::cleaner::read_checkpoint;
 use super::offset_index::OffsetIndex;
 use super::{Durability, PartitionLog, ReadCursor};
 use crate::beacon::Beacon;
 use crate::config::TopicConfig;
+use ottla_record::batch::DELETE_HORIZON_FLAG;
 use ottla_record::batch::{check_batch, BatchHeader, Batches};
 use ottla_record::decode::records;
 use ottla_record::BatchBuilder;

@@ -12,7 +12,7 @@ use super::{now_ms, Durability, Fetched, PartitionLog, ReadCursor};
 use crate::beacon::Beacon;
 use crate::config::TopicConfig;
 use crate::error::Error;
-use ottla_record::batch::{BatchHeader, Batches};
+use ottla_record::batch::{BatchHeader, Batches, BATCH_LENGTH};
 use ottla_record::decode::records;
 use ottla_record::BatchBuilder;
 
@@ -732,7 +732,7 @@ fn torn_tail_is_cut_and_appends_continue_gap_free() {
                 "garbage" => vec![0xA5; 300],
                 _ => {
                     let mut b = batch(2, 60_000, "long");
-                    b[8..12].copy_from_slice(&100_000i32.to_be_bytes());
+                    b[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&100_000i32.to_be_bytes());
                     b
                 }
             };
