@@ -1,18 +1,17 @@
 //! From a request frame to a response frame: check the API and version,
 //! decode, call the API's handler, encode.
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 
-use super::api;
-use super::frame;
-use super::versions;
-use super::Shared;
-use ottla_storage::log::{PartitionLog, ReadCursor};
+use crate::api;
+use crate::net::frame;
+use crate::replica::{Cursors, Written};
+use crate::versions;
+use crate::Shared;
 
 /// Per-connection state.
 pub struct Session {
@@ -21,10 +20,10 @@ pub struct Session {
     /// Where the last Fetch of each partition ended, so the next one skips
     /// the index lookup; tied to the log it was taken on, so a topic deleted
     /// and created again never inherits a position in the old files.
-    pub cursors: HashMap<(String, u32), (Weak<PartitionLog>, Option<ReadCursor>)>,
+    pub cursors: Cursors,
     /// Partitions this connection has appended to: their logs are open, so
-    /// the next append is a page-cache copy (see Produce).
-    pub written: HashSet<(String, i32)>,
+    /// the next append is a page-cache copy (see `ReplicaManager::append`).
+    pub written: Written,
 }
 
 impl Session {
@@ -32,8 +31,8 @@ impl Session {
         Session {
             peer,
             client_id: String::new(),
-            cursors: HashMap::new(),
-            written: HashSet::new(),
+            cursors: Cursors::new(),
+            written: Written::new(),
         }
     }
 }

@@ -1,32 +1,37 @@
-//! The Kafka wire-protocol broker: another door onto the engine, shaped like
-//! tokio's mini-redis, one small module per step:
+//! The Kafka wire-protocol broker: another door onto the engine, and the
+//! only crate with network code. Shaped like tokio's mini-redis, one small
+//! module per step, read top to bottom:
 //!
 //! ```text
-//! listener    accept loop, shutdown
-//! connection  size-prefixed frames in, responses out, limits and timeouts
-//! frame       request header decode, response header + body encode
-//! dispatch    API key -> handler
-//! api/*       one module per API family, each a thin client of the engine
-//! coordinator consumer groups (classic protocol)
-//! idempotence producer ids and sequence de-duplication
-//! wake        the directory beacon turned into an async signal for Fetch
+//! net/         the transport: listener (accept loop), connection (frames in,
+//!              responses out, limits and timeouts), frame (header decode,
+//!              response encode); TLS and SASL will plug in here
+//! dispatch     API key and version -> handler; per-connection Session
+//! versions     the API versions advertised, and ApiVersions
+//! api/*        one module per API family: protocol decode and encode only
+//! replica/     the replica manager: the one way to partition logs (append
+//!              with producer de-duplication, read with the long poll, offsets)
+//! coordinator/ consumer groups, their coordinator claim, producer ids
+//! errors       Kafka error codes, and engine errors mapped onto them
+//! alloc        the process allocator, safe against sizes claimed on the wire
 //! ```
+//!
+//! Handlers reach partition logs only through `replica::ReplicaManager`, so
+//! replication (followers, ISR, acks=all) has one place to go. SASL would
+//! join the transport (its handshake comes before any other request); ACL
+//! checks, per resource as in Kafka's request handlers, `dispatch` and `api`.
 //!
 //! The engine knows nothing of this crate; everything here goes through
 //! `Store`, `PartitionLog` and `OffsetStore`.
 
 pub mod alloc;
 pub mod api;
-pub mod claim;
-pub mod connection;
 pub mod coordinator;
 pub mod dispatch;
 pub mod errors;
-pub mod frame;
-pub mod idempotence;
-pub mod listener;
+pub mod net;
+pub mod replica;
 pub mod versions;
-pub mod wake;
 
 #[cfg(test)]
 mod tests;
@@ -82,11 +87,9 @@ pub struct Shared {
     /// The address clients are told to connect to (Metadata, FindCoordinator).
     pub advertised_host: String,
     pub advertised_port: u16,
-    pub groups: coordinator::Coordinator,
-    pub producers: idempotence::ProducerTable,
-    pub wake: watch::Receiver<u64>,
-    /// Fetches waiting on `wake`; the waker watches the beacon only for them.
-    pub wake_interest: Arc<wake::Interest>,
+    pub groups: coordinator::group::GroupCoordinator,
+    pub producer_ids: coordinator::producer_id::ProducerIdManager,
+    pub replicas: replica::ReplicaManager,
 }
 
 /// A running broker. Listening once [`Broker::start`] returns.
@@ -95,7 +98,7 @@ pub struct Broker {
     runtime: Option<tokio::runtime::Runtime>,
     shutdown: watch::Sender<bool>,
     finished: Mutex<Option<mpsc::Receiver<()>>>,
-    waker: Option<wake::Waker>,
+    waker: Option<replica::wake::Waker>,
     shared: Option<Arc<Shared>>,
 }
 
@@ -115,23 +118,20 @@ impl Broker {
             .enable_all()
             .build()
             .map_err(|e| Error::IllegalState(format!("cannot start the broker runtime: {e}")))?;
-        let (wake_tx, wake_rx) = watch::channel(0u64);
-        let wake_interest = Arc::new(wake::Interest::default());
-        let waker = wake::Waker::start(store.beacon().clone(), wake_tx, wake_interest.clone());
+        let (replicas, waker) = replica::ReplicaManager::start(store.clone(), config.durability);
         let advertised_host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_string()
         } else {
             addr.ip().to_string()
         };
         let shared = Arc::new(Shared {
-            groups: coordinator::Coordinator::new(store.clone()),
-            producers: idempotence::ProducerTable::default(),
+            groups: coordinator::group::GroupCoordinator::new(store.clone()),
+            producer_ids: coordinator::producer_id::ProducerIdManager::default(),
+            replicas,
             store,
             advertised_host,
             advertised_port: addr.port(),
             config,
-            wake: wake_rx,
-            wake_interest,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
@@ -139,13 +139,17 @@ impl Broker {
             let _g = runtime.enter();
             tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?
         };
-        runtime.spawn(listener::run(
+        runtime.spawn(net::listener::run(
             listener,
             shared.clone(),
             shutdown_rx.clone(),
             done_tx.clone(),
         ));
-        runtime.spawn(coordinator::reaper(shared.clone(), shutdown_rx, done_tx));
+        runtime.spawn(coordinator::group::reaper(
+            shared.clone(),
+            shutdown_rx,
+            done_tx,
+        ));
         Ok(Broker {
             addr,
             runtime: Some(runtime),
@@ -191,4 +195,10 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Run blocking engine work (file I/O, fsync) without stalling the
+/// runtime's other connections.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::coordinator::{Coordinator, JoinOutcome, JoinRequest, Pending};
+use super::coordinator::group::{GroupCoordinator, JoinOutcome, JoinRequest, Pending};
 use super::errors::code;
 use super::{Broker, BrokerConfig};
 use ottla_storage::store::Store;
@@ -83,7 +83,7 @@ fn an_oversized_frame_is_refused_before_reading_it() {
     assert!(api_versions_ok(broker.local_addr()));
 }
 
-fn join(c: &Coordinator, member: &str, session_ms: i32) -> Pending<JoinOutcome> {
+fn join(c: &GroupCoordinator, member: &str, session_ms: i32) -> Pending<JoinOutcome> {
     c.join(JoinRequest {
         group: "g".into(),
         member_id: member.into(),
@@ -116,10 +116,10 @@ fn outcome(p: Pending<JoinOutcome>) -> JoinOutcome {
     }
 }
 
-fn coordinator() -> (tempfile::TempDir, Coordinator) {
+fn coordinator() -> (tempfile::TempDir, GroupCoordinator) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("store");
-    (dir, Coordinator::new(store))
+    (dir, GroupCoordinator::new(store))
 }
 
 #[test]
@@ -356,8 +356,8 @@ fn the_waker_wakes_a_parked_fetch_whether_or_not_it_was_watching() {
     let beacon =
         Arc::new(ottla_storage::beacon::Beacon::open(&dir.path().join("beacon")).expect("beacon"));
     let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-    let interest = Arc::new(super::wake::Interest::default());
-    let waker = super::wake::Waker::start(beacon.clone(), tx, interest.clone());
+    let interest = Arc::new(super::replica::wake::Interest::default());
+    let waker = super::replica::wake::Waker::start(beacon.clone(), tx, interest.clone());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

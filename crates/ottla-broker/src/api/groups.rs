@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 
 use super::metadata::NODE_ID;
 use super::{blocking, s};
-use crate::coordinator::{JoinOutcome, JoinRequest, Pending, SyncOutcome};
+use crate::coordinator::group::{JoinOutcome, JoinRequest, Pending, SyncOutcome};
 use crate::dispatch::Session;
 use crate::errors::code;
 use crate::Shared;

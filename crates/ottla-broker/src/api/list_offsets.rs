@@ -1,4 +1,5 @@
-//! ListOffsets: earliest (-2), latest (-1), or the first offset at or after a time.
+//! ListOffsets: earliest (-2), latest (-1), or the first offset at or after
+//! a time, looked up by the replica manager.
 
 use std::sync::Arc;
 
@@ -7,14 +8,8 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::blocking;
 use crate::dispatch::Session;
-use crate::errors::{code, kafka_code};
 use crate::Shared;
-
-const LATEST: i64 = -1;
-const EARLIEST: i64 = -2;
-const MAX_TIMESTAMP: i64 = -3;
 
 pub async fn handle(
     shared: &Arc<Shared>,
@@ -29,24 +24,10 @@ pub async fn handle(
         for p in t.partitions {
             let mut pr = ListOffsetsPartitionResponse::default();
             pr.partition_index = p.partition_index;
-            let found = blocking(|| -> Result<(i64, i64), i16> {
-                if p.partition_index < 0 {
-                    return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
-                }
-                let log = shared
-                    .store
-                    .partition_by_name(t.name.as_str(), p.partition_index as u32)
-                    .map_err(|e| kafka_code(&e))?;
-                let (start, end) = log.offsets().map_err(|e| kafka_code(&e))?;
-                match p.timestamp {
-                    EARLIEST => Ok((-1, start)),
-                    LATEST | MAX_TIMESTAMP => Ok((-1, end)),
-                    ts => match log.offset_for_time(ts).map_err(|e| kafka_code(&e))? {
-                        Some((offset, at)) => Ok((at, offset)),
-                        None => Ok((-1, -1)),
-                    },
-                }
-            });
+            let found =
+                shared
+                    .replicas
+                    .list_offset(t.name.as_str(), p.partition_index, p.timestamp);
             match found {
                 Ok((ts, offset)) => {
                     pr.timestamp = ts;

@@ -24,7 +24,7 @@ pub async fn handle(
         r.producer_id = req.producer_id;
         r.producer_epoch = req.producer_epoch + 1;
     } else {
-        r.producer_id = ProducerId(shared.producers.new_producer_id());
+        r.producer_id = ProducerId(shared.producer_ids.new_producer_id());
         r.producer_epoch = 0;
     }
     r

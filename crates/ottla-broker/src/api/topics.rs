@@ -128,7 +128,7 @@ pub async fn delete(
             blocking(|| shared.store.delete_topic(name.as_str()))
         };
         match deleted {
-            Ok(()) => shared.producers.forget_topic(name.as_str()),
+            Ok(()) => shared.replicas.forget_topic(name.as_str()),
             Err(e) => {
                 r.error_code = kafka_code(&e);
                 if v >= 5 {

@@ -1,5 +1,6 @@
-//! Idempotent producers: producer ids, and de-duplication of retried batches
-//! by (producer id, epoch, sequence) per partition.
+//! Idempotent producers: de-duplication of retried batches by (producer id,
+//! epoch, sequence) per partition (Kafka's ProducerStateManager, which also
+//! lives beside the log).
 //!
 //! A client with `enable.idempotence` numbers its batches per partition. A
 //! batch whose sequence range matches one of the last few appended for that
@@ -7,16 +8,15 @@
 //! the original offset and not stored again. A gap in the numbering is
 //! refused (OUT_OF_ORDER_SEQUENCE_NUMBER) so the client can react.
 //!
-//! The state lives in the broker's memory. Producer ids mix the start time
-//! in, so a restarted broker never hands out an id a previous run used.
+//! The state lives in the broker's memory. The ids themselves come from
+//! `coordinator::producer_id`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::errors::code;
+use crate::errors::code;
 
 /// How many recent batches per producer are remembered (Kafka keeps five,
 /// the most a client has in flight).
@@ -117,24 +117,13 @@ impl PartitionProducers {
 
 type SharedProducers = Arc<Mutex<PartitionProducers>>;
 
+/// Every partition's producers.
 #[derive(Default)]
 pub struct ProducerTable {
-    next_id: AtomicI64,
     partitions: Mutex<HashMap<(String, u32), SharedProducers>>,
 }
 
 impl ProducerTable {
-    /// A producer id no earlier run of a broker on this machine handed out.
-    pub fn new_producer_id(&self) -> i64 {
-        let _ = self.next_id.compare_exchange(
-            0,
-            (ottla_storage::log::now_ms() & 0x7fff_ffff_ffff) << 14,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
-        self.next_id.fetch_add(1, Ordering::AcqRel)
-    }
-
     pub fn partition(&self, topic: &str, partition: u32) -> Arc<Mutex<PartitionProducers>> {
         self.partitions
             .lock()
@@ -196,13 +185,5 @@ mod tests {
             ..b(0, 1)
         };
         assert_eq!(p.check(&plain), Verdict::Append);
-    }
-
-    #[test]
-    fn producer_ids_are_unique_and_positive() {
-        let t = ProducerTable::default();
-        let a = t.new_producer_id();
-        let b = t.new_producer_id();
-        assert!(a > 0 && b == a + 1);
     }
 }

@@ -18,8 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use super::dispatch::{self, Reply, Session};
-use super::Shared;
+use crate::dispatch::{self, Reply, Session};
+use crate::Shared;
 
 /// The least a read asks the socket for; frames above it are read into a
 /// buffer of their own.
@@ -56,7 +56,7 @@ impl Connection {
 
     pub async fn run(mut self) {
         if let Err(why) = self.serve().await {
-            super::errors::debug(&format!("{}: connection closed: {why}", self.session.peer));
+            crate::errors::debug(&format!("{}: connection closed: {why}", self.session.peer));
         }
     }
 

@@ -6,7 +6,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use super::connection::Connection;
-use super::Shared;
+use crate::Shared;
 
 pub async fn run(
     listener: TcpListener,

@@ -26,8 +26,8 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::claim::{self, CoordinatorClaim};
-use super::errors::{code, warn};
-use super::Shared;
+use crate::errors::{code, warn};
+use crate::Shared;
 use ottla_storage::store::Store;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -298,15 +298,16 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
 }
 
-pub struct Coordinator {
+/// Kafka's GroupCoordinator: every group this broker coordinates.
+pub struct GroupCoordinator {
     store: Arc<Store>,
     groups: Mutex<HashMap<String, Group>>,
     next_member: std::sync::atomic::AtomicU64,
 }
 
-impl Coordinator {
-    pub fn new(store: Arc<Store>) -> Coordinator {
-        Coordinator {
+impl GroupCoordinator {
+    pub fn new(store: Arc<Store>) -> GroupCoordinator {
+        GroupCoordinator {
             store,
             groups: Mutex::new(HashMap::new()),
             next_member: std::sync::atomic::AtomicU64::new(0),

@@ -1,0 +1,14 @@
+//! The coordinators: broker-side state that is not a partition's.
+//!
+//! ```text
+//! group        consumer groups, Kafka's classic protocol (GroupCoordinator)
+//! claim        who coordinates a group: embedded members or this broker
+//! producer_id  producer ids for idempotent producers (ProducerIdManager)
+//! ```
+//!
+//! The transaction coordinator will go here too, next to the producer ids it
+//! hands out.
+
+pub mod claim;
+pub mod group;
+pub mod producer_id;

@@ -1,0 +1,158 @@
+//! Produce's half of the replica manager: validate what the client sent,
+//! then store it as sent.
+//!
+//! A produced batch travels: the Produce handler -> `append`, which walks
+//! the batches of the partition (see `validate`), checks producer sequences
+//! for idempotent producers, and hands the original bytes to
+//! `PartitionLog::append`, which stamps base offsets (outside the CRC) and
+//! writes them. The client's compression and checksum are what lands on disk.
+
+use std::collections::HashSet;
+
+use bytes::{Bytes, BytesMut};
+
+use super::idempotence::Verdict;
+use super::validate::validate;
+use super::ReplicaManager;
+use crate::errors::{code, kafka_code, warn};
+use ottla_storage::log::Durability;
+use ottla_storage::store::Topic;
+
+/// Partitions a connection has appended to (see `Session::written`).
+pub type Written = HashSet<(String, i32)>;
+
+impl ReplicaManager {
+    /// Append one partition's batches: (base offset, log start), or the
+    /// Kafka error code for the partition.
+    pub fn append(
+        &self,
+        written: &mut Written,
+        topic: &Topic,
+        name: &str,
+        partition: i32,
+        records: Option<Bytes>,
+    ) -> Result<(i64, i64), i16> {
+        // A page-cache append to an open log is a memory copy: done right
+        // here. Handing the worker's core to another thread for it
+        // (block_in_place) cost more than the append (measured:
+        // docs/PERFORMANCE.md, Broker). Opening a log (files, an fdatasync:
+        // ~6 ms seen) and fsync appends may take milliseconds, so those
+        // leave the runtime.
+        if self.durability == Durability::PageCache
+            && written.contains(&(name.to_owned(), partition))
+        {
+            self.write(topic, partition, records)
+        } else {
+            let r = crate::blocking(|| self.write(topic, partition, records));
+            if r.is_ok() {
+                written.insert((name.to_owned(), partition));
+            }
+            r
+        }
+    }
+
+    /// Validate and append one partition's batches: (base offset, log start).
+    fn write(&self, topic: &Topic, partition: i32, data: Option<Bytes>) -> Result<(i64, i64), i16> {
+        let data = data.filter(|d| !d.is_empty()).ok_or(code::INVALID_RECORD)?;
+        if partition < 0 || partition as u32 >= topic.partitions {
+            return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+        }
+        let log = self
+            .store
+            .partition(topic, partition as u32)
+            .map_err(|e| kafka_code(&e))?;
+        let batches = validate(&data, topic.config.max_message_bytes)?;
+        let state = self.producers.partition(&topic.name, partition as u32);
+        // Held across check, append and record, so a retry racing its original
+        // on another connection is still recognised.
+        let mut producers = state.lock();
+        let mut first_dup = None;
+        let mut keep = Vec::with_capacity(batches.len());
+        let mut trial = producers.clone();
+        for (range, seq) in &batches {
+            match trial.check(seq) {
+                Verdict::Append => {
+                    // Offsets are not known yet; 0 stands in until after the append.
+                    trial.record(seq, 0);
+                    keep.push((range.clone(), *seq));
+                }
+                Verdict::Duplicate(offset) => {
+                    first_dup.get_or_insert(offset);
+                }
+                Verdict::Reject(c) => return Err(c),
+            }
+        }
+        if keep.is_empty() {
+            let (start, _) = log.offsets().map_err(|e| kafka_code(&e))?;
+            return Ok((first_dup.unwrap_or(-1), start));
+        }
+        let mut bytes = if keep.len() == batches.len() {
+            owned(data)
+        } else {
+            let mut b = BytesMut::with_capacity(keep.iter().map(|(r, _)| r.len()).sum());
+            for (r, _) in &keep {
+                b.extend_from_slice(&data[r.clone()]);
+            }
+            b
+        };
+        let info = log.append(&mut bytes, self.durability).map_err(|e| {
+            warn(&format!("append to {}-{partition} failed: {e}", topic.name));
+            kafka_code(&e)
+        })?;
+        let mut next = info.base_offset;
+        for (_, seq) in &keep {
+            producers.record(seq, next);
+            next += seq.count as i64;
+        }
+        Ok((first_dup.unwrap_or(info.base_offset), info.log_start_offset))
+    }
+}
+
+/// The batches as a mutable buffer for `PartitionLog::append` (which stamps
+/// base offsets in place): the frame's own bytes when nothing else refers to
+/// them any more (a large single-partition request, the common case for a
+/// busy producer), a copy otherwise.
+fn owned(data: Bytes) -> BytesMut {
+    data.try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_no_one_else_holds_are_appended_in_place_others_are_copied() {
+        let frame = Bytes::from(vec![7u8; 4096]);
+        let records = frame.slice(96..);
+        drop(frame);
+        let at = records.as_ptr();
+        let mine = owned(records);
+        assert_eq!(mine.as_ptr(), at, "a sole owner should not copy");
+        assert_eq!(&mine[..], &[7u8; 4000][..]);
+
+        // As the connection hands a large frame over: split off a buffer
+        // of exactly its size, which then goes away.
+        let mut rbuf = BytesMut::with_capacity(4096);
+        rbuf.extend_from_slice(&[5u8; 4096]);
+        let frame = rbuf.split_to(4096).freeze();
+        drop(rbuf);
+        let records = frame.slice(96..);
+        drop(frame);
+        let at = records.as_ptr();
+        assert_eq!(
+            owned(records).as_ptr(),
+            at,
+            "a frame split off the read buffer is its own"
+        );
+
+        let frame = Bytes::from(vec![9u8; 4096]);
+        let records = frame.slice(96..);
+        let copy = owned(records);
+        assert_ne!(
+            copy.as_ptr(),
+            frame[96..].as_ptr(),
+            "a shared buffer must be copied"
+        );
+        assert_eq!(&copy[..], &frame[96..]);
+    }
+}

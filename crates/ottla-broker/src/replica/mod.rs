@@ -1,0 +1,100 @@
+//! The replica manager (Kafka's `ReplicaManager`): the one place request
+//! handlers reach partition logs. Handlers decode a request, call in here,
+//! and encode what comes back; everything between them and `PartitionLog`
+//! is this module's.
+//!
+//! ```text
+//! (here)       ReplicaManager: its state, and ListOffsets' lookups
+//! append       Produce: validate, de-duplicate, append (inline when the log is open)
+//! validate     every produced batch whole and readable (Kafka's LogValidator)
+//! read         Fetch: one partition's batches up to the high watermark; the long poll
+//! idempotence  per-partition producer state for retried batches
+//! wake         the directory beacon as the long poll's async signal
+//! ```
+//!
+//! This broker is its partitions' only replica, so the high watermark is
+//! the log end. Replication would add followers, the ISR and acks=all
+//! waiting here, without the handlers changing.
+
+mod append;
+pub mod idempotence;
+mod read;
+pub mod validate;
+pub mod wake;
+
+pub use append::Written;
+pub use read::{Cursors, ReadResult};
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::errors::{code, kafka_code};
+use idempotence::ProducerTable;
+use ottla_storage::log::Durability;
+use ottla_storage::store::Store;
+
+/// ListOffsets' special timestamps.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+pub struct ReplicaManager {
+    store: Arc<Store>,
+    durability: Durability,
+    producers: ProducerTable,
+    wake: watch::Receiver<u64>,
+    /// Fetches waiting on `wake`; the waker watches the beacon only for them.
+    wake_interest: Arc<wake::Interest>,
+}
+
+impl ReplicaManager {
+    /// The replica manager over `store`, and the thread that wakes its long
+    /// polls (stopped by the broker on close).
+    pub fn start(store: Arc<Store>, durability: Durability) -> (ReplicaManager, wake::Waker) {
+        let (wake_tx, wake_rx) = watch::channel(0u64);
+        let wake_interest = Arc::new(wake::Interest::default());
+        let waker = wake::Waker::start(store.beacon().clone(), wake_tx, wake_interest.clone());
+        let replicas = ReplicaManager {
+            store,
+            durability,
+            producers: ProducerTable::default(),
+            wake: wake_rx,
+            wake_interest,
+        };
+        (replicas, waker)
+    }
+
+    /// ListOffsets for one partition: (timestamp, offset) for earliest (-2),
+    /// latest (-1), or the first offset at or after a time.
+    pub fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<(i64, i64), i16> {
+        crate::blocking(|| -> Result<(i64, i64), i16> {
+            if partition < 0 {
+                return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+            }
+            let log = self
+                .store
+                .partition_by_name(topic, partition as u32)
+                .map_err(|e| kafka_code(&e))?;
+            let (start, end) = log.offsets().map_err(|e| kafka_code(&e))?;
+            match timestamp {
+                EARLIEST => Ok((-1, start)),
+                LATEST | MAX_TIMESTAMP => Ok((-1, end)),
+                ts => match log.offset_for_time(ts).map_err(|e| kafka_code(&e))? {
+                    Some((offset, at)) => Ok((at, offset)),
+                    None => Ok((-1, -1)),
+                },
+            }
+        })
+    }
+
+    /// Forget a deleted topic's producers.
+    pub fn forget_topic(&self, topic: &str) {
+        self.producers.forget_topic(topic);
+    }
+}

@@ -1,0 +1,141 @@
+//! Fetch's half of the replica manager: stored batches straight from the
+//! log, and the long poll when there is less than the client asked for
+//! (Kafka's delayed fetch).
+//!
+//! `PartitionLog::read` preads whole batches from the segment (checking each
+//! CRC) up to the high watermark; the bytes go to the response as they are,
+//! compressed or not, with the producer's CRC. Nothing is decoded or
+//! re-encoded. With too little data, `fetch` marks the current beacon
+//! sequence seen and sleeps until an append anywhere on the directory moves
+//! it (see `wake`) or the wait runs out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::ReplicaManager;
+use crate::errors::{code, kafka_code};
+use ottla_storage::error::Error;
+use ottla_storage::log::{PartitionLog, ReadCursor};
+use ottla_storage::store::Topic;
+
+/// Where a connection's last Fetch of each partition ended, with the log it
+/// ended on (see `Session::cursors`).
+pub type Cursors = HashMap<(String, u32), (Weak<PartitionLog>, Option<ReadCursor>)>;
+
+/// What a read of one partition found, in the terms of a Fetch response.
+#[derive(Default)]
+pub struct ReadResult {
+    /// `code::NONE`, or why the partition could not be read.
+    pub error: i16,
+    /// (log start offset, high watermark), when known.
+    pub offsets: Option<(i64, i64)>,
+    pub records: Option<Bytes>,
+}
+
+impl ReadResult {
+    pub fn error(error: i16) -> ReadResult {
+        ReadResult {
+            error,
+            ..ReadResult::default()
+        }
+    }
+}
+
+impl ReplicaManager {
+    /// Answer a Fetch: `gather` reads every requested partition and returns
+    /// (response, bytes, any error); it runs again after an append until
+    /// there are `min_bytes`, an error, or `max_wait_ms` has passed.
+    pub async fn fetch<R>(
+        &self,
+        max_wait_ms: i32,
+        min_bytes: i32,
+        mut gather: impl FnMut() -> (R, usize, bool),
+    ) -> R {
+        let wait = Duration::from_millis(max_wait_ms.clamp(0, 300_000) as u64);
+        let deadline = Instant::now() + wait;
+        let min_bytes = min_bytes.max(0) as usize;
+        let mut wake = self.wake.clone();
+        loop {
+            wake.borrow_and_update();
+            let (resp, bytes, errors) = crate::blocking(&mut gather);
+            if bytes >= min_bytes || errors || Instant::now() >= deadline {
+                return resp;
+            }
+            // Held while waiting: the waker watches the beacon only for us.
+            let _parked = self.wake_interest.park();
+            match tokio::time::timeout_at(deadline, wake.changed()).await {
+                Ok(Ok(())) => continue,
+                // Timed out, or the broker is stopping: answer with what there is.
+                _ => {
+                    let (resp, _, _) = crate::blocking(&mut gather);
+                    return resp;
+                }
+            }
+        }
+    }
+
+    /// Read `partition` of `topic` (requested as `name`) from `offset`, at
+    /// most `budget` bytes; a budget of 0 reports the offsets only.
+    pub fn read(
+        &self,
+        cursors: &mut Cursors,
+        topic: &Topic,
+        name: &str,
+        partition: i32,
+        offset: i64,
+        budget: usize,
+    ) -> ReadResult {
+        let log = if partition >= 0 {
+            self.store
+                .partition(topic, partition as u32)
+                .map_err(|e| kafka_code(&e))
+        } else {
+            Err(code::UNKNOWN_TOPIC_OR_PARTITION)
+        };
+        let log = match log {
+            Ok(l) => l,
+            Err(c) => return ReadResult::error(c),
+        };
+        let (owner, cursor) = cursors
+            .entry((name.to_string(), partition as u32))
+            .or_insert_with(|| (Arc::downgrade(&log), None));
+        if !std::ptr::eq(owner.as_ptr(), Arc::as_ptr(&log)) {
+            *owner = Arc::downgrade(&log);
+            *cursor = None;
+        }
+        if budget == 0 {
+            // Over the response limit: report watermarks only.
+            return match log.offsets() {
+                Ok((start, end)) => ReadResult {
+                    error: code::NONE,
+                    offsets: Some((start, end)),
+                    records: Some(Bytes::new()),
+                },
+                Err(e) => ReadResult::error(kafka_code(&e)),
+            };
+        }
+        match log.read(offset, budget, cursor, true) {
+            Ok(f) => ReadResult {
+                error: if f.bytes.is_empty() && f.error.is_some() {
+                    code::KAFKA_STORAGE_ERROR
+                } else {
+                    code::NONE
+                },
+                offsets: Some((f.log_start_offset, f.high_watermark)),
+                records: Some(Bytes::from(f.bytes)),
+            },
+            Err(e @ Error::OffsetOutOfRange { .. }) => {
+                let mut r = ReadResult::error(code::OFFSET_OUT_OF_RANGE);
+                if let Error::OffsetOutOfRange { start, end, .. } = e {
+                    r.offsets = Some((start, end));
+                }
+                r
+            }
+            Err(e) => ReadResult::error(kafka_code(&e)),
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Every produced batch whole and readable before it is stored (Kafka's
+//! LogValidator): length, magic, CRC-32C, codec, and every record's framing
+//! after inflating a compressed batch, so a batch that cannot be read back
+//! is refused now, not at fetch time.
+
+use super::idempotence::BatchSeq;
+use crate::errors::{code, kafka_code};
+use ottla_record::batch::{check_batch, peek_total_size, LOG_OVERHEAD};
+use ottla_record::compression::ZSTD;
+use ottla_record::decode::records;
+
+type Checked = Vec<(std::ops::Range<usize>, BatchSeq)>;
+
+/// Every batch in `data`, whole and readable, with its producer fields.
+pub fn validate(data: &[u8], max_message_bytes: usize) -> Result<Checked, i16> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < data.len() {
+        let total = peek_total_size(&data[at..]).ok_or(code::CORRUPT_MESSAGE)?;
+        if total < LOG_OVERHEAD as i64 || at as i64 + total > data.len() as i64 {
+            return Err(code::CORRUPT_MESSAGE);
+        }
+        let end = at + total as usize;
+        let batch = &data[at..end];
+        if batch.len() > max_message_bytes.saturating_add(LOG_OVERHEAD) {
+            return Err(code::MESSAGE_TOO_LARGE);
+        }
+        let h = check_batch(batch).map_err(|_| code::CORRUPT_MESSAGE)?;
+        if h.compression() > ZSTD {
+            return Err(code::UNSUPPORTED_COMPRESSION_TYPE);
+        }
+        if h.is_transactional() || h.is_control() {
+            // Transactions are not supported: no markers, no read_committed.
+            return Err(code::INVALID_TXN_STATE);
+        }
+        let recs = records(&h, batch).map_err(|e| kafka_code(&e.into()))?;
+        let mut n = 0i32;
+        for rec in recs.iter() {
+            let rec = rec.map_err(|_| code::INVALID_RECORD)?;
+            if rec.offset - h.base_offset != n as i64 {
+                return Err(code::INVALID_RECORD);
+            }
+            n += 1;
+        }
+        if n == 0 || n != h.records_count || h.last_offset_delta != n - 1 {
+            return Err(code::INVALID_RECORD);
+        }
+        out.push((
+            at..end,
+            BatchSeq {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                first: h.base_sequence,
+                count: n,
+            },
+        ));
+        at = end;
+    }
+    Ok(out)
+}
