@@ -33,9 +33,16 @@ async def consume(consumer: ottla.aio.Consumer) -> int:
 
 
 async def main() -> None:
-    async with ottla.aio.Producer(DATA) as producer, ottla.aio.Consumer(
-        DATA, TOPIC, group_id="aio-example", auto_offset_reset="earliest", consumer_timeout_ms=2000
-    ) as consumer:
+    async with (
+        ottla.aio.Producer(DATA) as producer,
+        ottla.aio.Consumer(
+            DATA,
+            TOPIC,
+            group_id="aio-example",
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=2000,
+        ) as consumer,
+    ):
         reader = asyncio.create_task(consume(consumer))
         await produce(producer)
         print(f"consumer read {await reader} records")

@@ -14,14 +14,14 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, List
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from helpers import Child  # noqa: E402
+from helpers import Child
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -40,7 +40,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def broker(data_dir: Path) -> Iterator["ottla.Broker"]:
+def broker(data_dir: Path) -> Iterator[ottla.Broker]:
     """An ``ottla.Broker`` over ``data_dir`` (port 0: a free one), closed at
     teardown whatever the test did."""
     import ottla
@@ -60,7 +60,7 @@ def spawn() -> Iterator:
     :class:`helpers.Child`). Every child is SIGKILLed (if still running) and
     reaped at teardown.
     """
-    children: List[Child] = []
+    children: list[Child] = []
 
     def _spawn(code: str, *args: object, **kw: object) -> Child:
         c = Child(code, *args, **kw)

@@ -9,8 +9,9 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Union
 
 import ottla
 
@@ -22,7 +23,7 @@ class Child:
     background threads, so the pipes never fill up and lines can be awaited
     with a timeout."""
 
-    def __init__(self, code: str, *args: object, env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, code: str, *args: object, env: dict[str, str] | None = None) -> None:
         full_env = dict(os.environ)
         full_env["PYTHONUNBUFFERED"] = "1"
         # The child must import the same ottla as the tests.
@@ -37,9 +38,9 @@ class Child:
             text=True,
             env=full_env,
         )
-        self._lines: List[str] = []
-        self.partial: Optional[str] = None
-        self._err: List[str] = []
+        self._lines: list[str] = []
+        self.partial: str | None = None
+        self._err: list[str] = []
         self._cv = threading.Condition()
         self._eof = False
         self._t_out = threading.Thread(target=self._read_out, daemon=True)
@@ -72,7 +73,7 @@ class Child:
     def pid(self) -> int:
         return self.proc.pid
 
-    def lines(self) -> List[str]:
+    def lines(self) -> list[str]:
         with self._cv:
             return list(self._lines)
 
@@ -80,8 +81,9 @@ class Child:
     def stderr(self) -> str:
         return "".join(self._err)
 
-    def wait_line(self, pred: Callable[[str], bool] = lambda s: True, timeout: float = 10.0,
-                  start: int = 0) -> str:
+    def wait_line(
+        self, pred: Callable[[str], bool] = lambda s: True, timeout: float = 10.0, start: int = 0
+    ) -> str:
         """Wait for a stdout line (index >= ``start``) satisfying ``pred``."""
         deadline = time.monotonic() + timeout
         i = start
@@ -104,7 +106,7 @@ class Child:
                     )
                 self._cv.wait(left)
 
-    def wait_lines(self, n: int, timeout: float = 10.0) -> List[str]:
+    def wait_lines(self, n: int, timeout: float = 10.0) -> list[str]:
         deadline = time.monotonic() + timeout
         with self._cv:
             while len(self._lines) < n:
@@ -153,15 +155,20 @@ class Child:
                 pass
 
 
-def read_all(path: PathT, topic: str, partitions: Optional[Sequence[int]] = None,
-             timeout: float = 15.0, **consumer_kw: object) -> Dict[int, List[ottla.Record]]:
+def read_all(
+    path: PathT,
+    topic: str,
+    partitions: Sequence[int] | None = None,
+    timeout: float = 15.0,
+    **consumer_kw: object,
+) -> dict[int, list[ottla.Record]]:
     """Every record of ``topic`` (per partition, in offset order), read from
     the log start to the end offsets seen when reading starts."""
     if partitions is None:
         n = len(ottla.Admin(path).describe_topic(topic).partitions)
         partitions = list(range(n))
     tps = [ottla.TopicPartition(topic, p) for p in partitions]
-    out: Dict[int, List[ottla.Record]] = {p: [] for p in partitions}
+    out: dict[int, list[ottla.Record]] = {p: [] for p in partitions}
     kw = dict(auto_offset_reset="earliest", enable_auto_commit=False)
     kw.update(consumer_kw)
     c = ottla.Consumer(path, **kw)  # type: ignore[arg-type]
@@ -179,13 +186,13 @@ def read_all(path: PathT, topic: str, partitions: Optional[Sequence[int]] = None
     return out
 
 
-def read_values(path: PathT, topic: str, partition: int = 0, **kw: object) -> List[tuple]:
+def read_values(path: PathT, topic: str, partition: int = 0, **kw: object) -> list[tuple]:
     """[(offset, key, value), ...] of one partition."""
     recs = read_all(path, topic, [partition], **kw)[partition]
     return [(r.offset, r.key, r.value) for r in recs]
 
 
-def log_files(part_dir: Path) -> List[Path]:
+def log_files(part_dir: Path) -> list[Path]:
     return sorted(p for p in part_dir.iterdir() if p.suffix == ".log")
 
 

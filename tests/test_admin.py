@@ -95,8 +95,21 @@ def test_deleted_topic_is_seen_by_other_process_objects(data_dir, spawn):
         admin.describe_topic("gone")
 
 
-BAD_NAMES = ["../escape", "a/b", ".", "..", "", "x" * 250, "a b", "é", "a\\b", "/abs",
-             "a\x00b", "tab\t", "../../etc/passwd"]
+BAD_NAMES = [
+    "../escape",
+    "a/b",
+    ".",
+    "..",
+    "",
+    "x" * 250,
+    "a b",
+    "é",
+    "a\\b",
+    "/abs",
+    "a\x00b",
+    "tab\t",
+    "../../etc/passwd",
+]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
@@ -221,8 +234,11 @@ def test_alter_topic_config_set_and_unset(data_dir):
     admin.create_topic("t", config={"retention.ms": 1000})
     admin.alter_topic_config("t", {"retention.bytes": 1 << 20, "segment_ms": 60_000})
     d = admin.describe_topic("t")
-    assert d.overrides == {"retention.ms": "1000", "retention.bytes": str(1 << 20),
-                           "segment.ms": "60000"}
+    assert d.overrides == {
+        "retention.ms": "1000",
+        "retention.bytes": str(1 << 20),
+        "segment.ms": "60000",
+    }
     assert d.config["retention.bytes"] == str(1 << 20)
     admin.alter_topic_config("t", {"retention.ms": None})  # unset -> default
     d = admin.describe_topic("t")
@@ -235,8 +251,10 @@ def test_alter_topic_config_set_and_unset(data_dir):
     with pytest.raises(ottla.InvalidConfigError):
         admin.alter_topic_config("t", {"retention.ms": -2})
     # a failed alter changes nothing
-    assert admin.describe_topic("t").overrides == {"retention.bytes": str(1 << 20),
-                                                   "segment.ms": "60000"}
+    assert admin.describe_topic("t").overrides == {
+        "retention.bytes": str(1 << 20),
+        "segment.ms": "60000",
+    }
     with pytest.raises(ottla.UnknownTopicOrPartitionError):
         admin.alter_topic_config("missing", {"retention.ms": 1})
     # persisted: visible to a fresh process
@@ -266,8 +284,9 @@ def test_internal_offsets_topic_and_groups(data_dir):
     with ottla.Producer(data_dir) as p:
         p.send("t", b"x").get(10)
     assert admin.list_groups() == []
-    with ottla.Consumer(data_dir, "t", group_id="billing", auto_offset_reset="earliest",
-                        enable_auto_commit=False) as c:
+    with ottla.Consumer(
+        data_dir, "t", group_id="billing", auto_offset_reset="earliest", enable_auto_commit=False
+    ) as c:
         c.commit({ottla.TopicPartition("t", 0): 1})
     assert admin.list_topics() == ["t"]
     assert "__consumer_offsets" in admin.list_topics(internal=True)

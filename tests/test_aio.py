@@ -91,6 +91,7 @@ async def test_tasks_in_one_iteration_share_a_batch(data_dir):
     """Awaiting appends at the end of the loop iteration: 200 tasks sending
     at once get consecutive offsets from one append, long before linger_ms."""
     async with ottla.aio.Producer(data_dir, linger_ms=60_000) as p:
+
         async def one(i: int) -> ottla.RecordMetadata:
             return await p.send("t", b"%d" % i)
 
@@ -154,8 +155,13 @@ async def test_close_flushes_and_refuses_sends(data_dir):
 
 @aio
 async def test_producer_settings_and_bad_input(data_dir):
-    p = ottla.aio.Producer(data_dir, value_serializer=lambda v: v.encode(),
-                           key_serializer=str.encode, fsync="always", num_partitions=2)
+    p = ottla.aio.Producer(
+        data_dir,
+        value_serializer=lambda v: v.encode(),
+        key_serializer=str.encode,
+        fsync="always",
+        num_partitions=2,
+    )
     md = await p.send("t", "text", key="k")
     assert md.partition in (0, 1)
     assert p.partitions_for("t") == [0, 1]
@@ -268,15 +274,17 @@ async def test_cancelled_sends_under_load(data_dir):
 
 def produce(path, topic, n, partition=0, prefix="v"):
     with ottla.Producer(path) as p:
-        p.send_many(topic, [b"%s%d" % (prefix.encode(), i) for i in range(n)],
-                    partition=partition).wait(10)
+        p.send_many(
+            topic, [b"%s%d" % (prefix.encode(), i) for i in range(n)], partition=partition
+        ).wait(10)
 
 
 @aio
 async def test_getone_getmany_and_iteration(data_dir):
     produce(data_dir, "t", 10)
-    async with ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                                  consumer_timeout_ms=200, max_poll_records=4) as c:
+    async with ottla.aio.Consumer(
+        data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=200, max_poll_records=4
+    ) as c:
         r0 = await c.getone()
         assert (r0.topic, r0.partition, r0.offset, r0.value) == ("t", 0, 0, b"v0")
         got = await c.getmany(timeout_ms=1000)
@@ -284,7 +292,7 @@ async def test_getone_getmany_and_iteration(data_dir):
         assert [r.offset for r in got[TP("t", 0)]] == [1, 2, 3, 4]  # max_poll_records
         got = await c.getmany(max_records=2)
         assert [r.offset for r in got[TP("t", 0)]] == [5, 6]
-        rest = [r.offset async for r in c]   # ends after 200 ms idle
+        rest = [r.offset async for r in c]  # ends after 200 ms idle
         assert rest == [7, 8, 9]
         assert await c.getmany(timeout_ms=50) == {}
         assert await c.getmany() == {}
@@ -298,8 +306,10 @@ async def test_getone_getmany_and_iteration(data_dir):
 
 @aio
 async def test_getmany_waits_for_a_record_sent_later(data_dir):
-    async with ottla.aio.Producer(data_dir) as p, \
-            ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest") as c:
+    async with (
+        ottla.aio.Producer(data_dir) as p,
+        ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest") as c,
+    ):
         p.partitions_for("t")
 
         async def later() -> None:
@@ -341,7 +351,7 @@ async def test_partition_filters(data_dir):
         c.pause(TP("t", 0))
         got = await c.getmany(TP("t", 1), timeout_ms=1000)
         assert list(got) == [TP("t", 1)]
-        assert c.paused() == {TP("t", 0)}   # a filter keeps the caller's pauses
+        assert c.paused() == {TP("t", 0)}  # a filter keeps the caller's pauses
         c.resume(TP("t", 0))
         r = await c.getone(("t", 0))
         assert r.value == b"a0"
@@ -356,8 +366,9 @@ async def test_partition_filters(data_dir):
 async def test_seek_positions_commits_and_offsets(data_dir):
     produce(data_dir, "t", 10)
     tp = TP("t", 0)
-    async with ottla.aio.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                                  enable_auto_commit=False) as c:
+    async with ottla.aio.Consumer(
+        data_dir, "t", group_id="g", auto_offset_reset="earliest", enable_auto_commit=False
+    ) as c:
         assert c.group_id == "g"
         assert await c.position(tp) == 0
         await c.getmany(max_records=4)
@@ -392,8 +403,9 @@ async def test_seek_positions_commits_and_offsets(data_dir):
 @aio
 async def test_assign_subscribe_and_deserializers(data_dir):
     produce(data_dir, "t", 3)
-    c = ottla.aio.Consumer(data_dir, auto_offset_reset="earliest",
-                           value_deserializer=lambda b: b.decode().upper())
+    c = ottla.aio.Consumer(
+        data_dir, auto_offset_reset="earliest", value_deserializer=lambda b: b.decode().upper()
+    )
     c.assign([TP("t", 0)])
     assert (await c.getone()).value == "V0"
     c.unsubscribe()
@@ -413,8 +425,10 @@ async def test_cancelled_getmany_loses_nothing(data_dir):
     once, in order, and no wait is left running."""
     rnd = random.Random(11)
     n = 20_000
-    async with ottla.aio.Producer(data_dir, linger_ms=1) as p, \
-            ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest") as c:
+    async with (
+        ottla.aio.Producer(data_dir, linger_ms=1) as p,
+        ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest") as c,
+    ):
         p.partitions_for("t")
 
         async def produce_slowly() -> None:
@@ -514,8 +528,10 @@ async def test_producer_and_consumer_tasks_exchange_a_million(data_dir):
         for i in range(0, n, chunk):
             await p.send_many("t", [value] * chunk)
 
-    async with ottla.aio.Producer(data_dir) as p, \
-            ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest") as c:
+    async with (
+        ottla.aio.Producer(data_dir) as p,
+        ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest") as c,
+    ):
         p.partitions_for("t")
         prod = asyncio.create_task(produce_all(p))
         got = 0
@@ -545,8 +561,9 @@ def test_two_loops_in_two_threads(data_dir):
 
     def run(part: int) -> None:
         async def main() -> None:
-            mds = await asyncio.gather(*(shared.send("t", b"%d" % i, partition=part)
-                                         for i in range(500)))
+            mds = await asyncio.gather(
+                *(shared.send("t", b"%d" % i, partition=part) for i in range(500))
+            )
             results[part] = sorted(m.offset for m in mds)
             async with ottla.aio.Consumer(data_dir, auto_offset_reset="earliest") as c:
                 c.assign([TP("t", part)])
@@ -580,12 +597,14 @@ def test_in_an_already_running_loop(data_dir):
     runner = threading.Thread(target=loop.run_forever)
     runner.start()
     try:
+
         async def cell() -> list:
             async with ottla.aio.Producer(data_dir) as p:
                 await p.send_many("t", [b"a", b"b"])
                 await p.send("t", b"c")
-            async with ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                                          consumer_timeout_ms=100) as c:
+            async with ottla.aio.Consumer(
+                data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=100
+            ) as c:
                 return [r.value async for r in c]
 
         fut = asyncio.run_coroutine_threadsafe(cell(), loop)
@@ -611,8 +630,9 @@ async def test_a_backlog_does_not_starve_other_tasks(data_dir):
 
     t = asyncio.create_task(ticker())
     await asyncio.sleep(0)
-    async with ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                                  consumer_timeout_ms=100) as c:
+    async with ottla.aio.Consumer(
+        data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=100
+    ) as c:
         before = ticks
         n = 0
         async for _r in c:
@@ -671,8 +691,8 @@ async def test_record_waiter(data_dir):
 
     w = RecordWaiter(data_dir)
     seen = w.seq()
-    assert await w.wait(seen, 10) is False          # timed out
-    assert await w.wait(seen + 1, None) is True     # not the current sequence
+    assert await w.wait(seen, 10) is False  # timed out
+    assert await w.wait(seen + 1, None) is True  # not the current sequence
     with pytest.raises(ValueError):
         w.wait(seen, -1)
     task = asyncio.ensure_future(w.wait(seen, None))
@@ -694,4 +714,4 @@ async def test_record_waiter(data_dir):
     w.close()
     assert await asyncio.wait_for(task, 10) is False
     assert w.closed and "closed" in repr(w)
-    assert await w.wait(w.seq(), None) is False     # closed: returns at once
+    assert await w.wait(w.seq(), None) is False  # closed: returns at once

@@ -29,7 +29,10 @@ SCHEMA = pa.schema(
                 pa.field(
                     "item",
                     pa.struct(
-                        [pa.field("key", pa.string(), nullable=False), pa.field("value", pa.binary())]
+                        [
+                            pa.field("key", pa.string(), nullable=False),
+                            pa.field("value", pa.binary()),
+                        ]
                     ),
                     nullable=False,
                 )
@@ -261,7 +264,9 @@ def test_read_arrow_does_not_take_records_appended_during_the_read(data_dir):
                 tps = [TP("live", 0), TP("live", 1)]
                 ends = c.end_offsets(tps)
                 tbl = c.read_arrow(max_bytes=3_000_000)
-                for part, off in zip(tbl.column("partition").to_pylist(), tbl.column("offset").to_pylist()):
+                for part, off in zip(
+                    tbl.column("partition").to_pylist(), tbl.column("offset").to_pylist()
+                ):
                     assert off < ends[TP("live", part)] + 10_000_000  # sanity
                     seen[part].append(off)
                 for tp in tps:
@@ -294,7 +299,15 @@ def test_to_pandas(data_dir):
     with ottla.Consumer(data_dir, "orders", auto_offset_reset="earliest") as c:
         df = c.to_pandas()
     assert isinstance(df, pd.DataFrame)
-    assert list(df.columns) == ["topic", "partition", "offset", "timestamp", "key", "value", "headers"]
+    assert list(df.columns) == [
+        "topic",
+        "partition",
+        "offset",
+        "timestamp",
+        "key",
+        "value",
+        "headers",
+    ]
     assert len(df) == 30
     assert isinstance(df["topic"].dtype, pd.CategoricalDtype)
     assert str(df["timestamp"].dtype) == "datetime64[ms, UTC]"
@@ -380,6 +393,7 @@ def test_rebalance_callback_error_is_raised(data_dir):
 
 # -- corrupt and compressed batches: whatever poll() does, poll_arrow does ----
 
+
 def _corrupt_base(data_dir):
     from test_crash import batches_of, build_corruption_base, value_of
 
@@ -423,8 +437,13 @@ def _write_gzip_batch(part_dir, base_offset, values):
     from kafka.record.default_records import DefaultRecordBatchBuilder
 
     b = DefaultRecordBatchBuilder(
-        magic=2, compression_type=1, is_transactional=False, producer_id=-1,
-        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20,
+        magic=2,
+        compression_type=1,
+        is_transactional=False,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 20,
     )
     for i, v in enumerate(values):
         b.append(i, timestamp=T0 + i, key=None, value=v, headers=[])

@@ -245,7 +245,9 @@ def test_committed_offsets_resolve_after_compacting_consumer_offsets(data_dir, s
     stats = admin.compact("__consumer_offsets")
     assert stats.bytes_after < stats.bytes_before
     (data_dir / "go").write_text("")
-    last = json.loads(child.wait_line(lambda s: s.startswith("[") and s != json.dumps(first), timeout=30))
+    last = json.loads(
+        child.wait_line(lambda s: s.startswith("[") and s != json.dumps(first), timeout=30)
+    )
     assert last == [[p, 1190 + p] for p in range(10)]
     assert child.wait() == 0
     for tp in tps:

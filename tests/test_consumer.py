@@ -10,15 +10,18 @@ import time
 import pytest
 
 import ottla
-from ottla import TopicPartition as TP
-
 from helpers import wait_until
+from ottla import TopicPartition as TP
 
 
 def produce(path, topic, n, partition=0, prefix="v", start=0, **kw):
     with ottla.Producer(path) as p:
-        bf = p.send_many(topic, [f"{prefix}{i}".encode() for i in range(start, start + n)],
-                         partition=partition, **kw)
+        bf = p.send_many(
+            topic,
+            [f"{prefix}{i}".encode() for i in range(start, start + n)],
+            partition=partition,
+            **kw,
+        )
         return bf.get(10)
 
 
@@ -34,8 +37,7 @@ def drain(c, want, timeout=10.0):
 
 def test_iteration_with_consumer_timeout(data_dir):
     produce(data_dir, "t", 10)
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        consumer_timeout_ms=300) as c:
+    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=300) as c:
         t0 = time.monotonic()
         recs = list(c)
         elapsed = time.monotonic() - t0
@@ -46,8 +48,7 @@ def test_iteration_with_consumer_timeout(data_dir):
 
 def test_iteration_stops_immediately_with_zero_timeout(data_dir):
     produce(data_dir, "t", 3)
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0) as c:
+    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         assert len(list(c)) == 3
         t0 = time.monotonic()
         assert list(c) == []
@@ -72,7 +73,9 @@ def test_poll_returns_dict_of_topic_partition_to_records(data_dir):
                 got.setdefault(tp, []).extend(recs)
         assert set(got) == {TP("t", 0), TP("t", 1), TP("t", 2)}
         for part in range(3):
-            assert [r.value for r in got[TP("t", part)]] == [f"p{part}-{i}".encode() for i in range(5)]
+            assert [r.value for r in got[TP("t", part)]] == [
+                f"p{part}-{i}".encode() for i in range(5)
+            ]
         assert c.poll(timeout_ms=50) == {}
 
 
@@ -127,7 +130,8 @@ def test_subscribe_and_subscription(data_dir):
         assert c.assignment() == {TP("a", 0), TP("a", 1), TP("b", 0)}
         recs = drain(c, 5)
         assert sorted((r.topic, r.value) for r in recs) == sorted(
-            [("a", b"v0"), ("a", b"v1"), ("a", b"v2"), ("b", b"v0"), ("b", b"v1")])
+            [("a", b"v0"), ("a", b"v1"), ("a", b"v2"), ("b", b"v0"), ("b", b"v1")]
+        )
         # partitions added later are picked up
         admin.create_partitions("a", 3)
         produce(data_dir, "a", 2, partition=2, prefix="new-")
@@ -190,8 +194,9 @@ def test_seek_and_position(data_dir):
 def test_commit_and_committed_persist_across_consumers(data_dir):
     produce(data_dir, "t", 10)
     tp = TP("t", 0)
-    c = ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                       enable_auto_commit=False)
+    c = ottla.Consumer(
+        data_dir, "t", group_id="g", auto_offset_reset="earliest", enable_auto_commit=False
+    )
     try:
         assert c.group_id == "g"
         assert c.committed(tp) is None
@@ -204,8 +209,9 @@ def test_commit_and_committed_persist_across_consumers(data_dir):
     finally:
         c.close()
     # A fresh consumer of the group resumes at the committed offset.
-    with ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                        enable_auto_commit=False) as c2:
+    with ottla.Consumer(
+        data_dir, "t", group_id="g", auto_offset_reset="earliest", enable_auto_commit=False
+    ) as c2:
         assert c2.committed(tp) == 4
         assert c2.position(tp) == 4
         assert [r.offset for r in drain(c2, 6)] == [4, 5, 6, 7, 8, 9]
@@ -290,8 +296,9 @@ def test_close_without_autocommit(data_dir):
     c = ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest")
     assert len(drain(c, 5)) == 5
     c.close(autocommit=False)
-    c = ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                       enable_auto_commit=False)
+    c = ottla.Consumer(
+        data_dir, "t", group_id="g", auto_offset_reset="earliest", enable_auto_commit=False
+    )
     assert c.committed(tp) is None
     assert len(drain(c, 5)) == 5
     c.close()  # auto commit disabled: still nothing
@@ -302,8 +309,9 @@ def test_close_without_autocommit(data_dir):
 def test_auto_commit_interval(data_dir):
     produce(data_dir, "t", 5)
     tp = TP("t", 0)
-    with ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                        auto_commit_interval_ms=100) as c:
+    with ottla.Consumer(
+        data_dir, "t", group_id="g", auto_offset_reset="earliest", auto_commit_interval_ms=100
+    ) as c:
         assert len(drain(c, 5)) == 5
         time.sleep(0.15)
         c.poll(timeout_ms=0)  # auto commit happens inside poll
@@ -334,8 +342,9 @@ def test_offsets_for_times(data_dir):
 
 
 def test_offsets_for_times_across_segments(data_dir):
-    ottla.Admin(data_dir).create_topic("t", config={"segment.bytes": 300,
-                                                   "index.interval.bytes": 1})
+    ottla.Admin(data_dir).create_topic(
+        "t", config={"segment.bytes": 300, "index.interval.bytes": 1}
+    )
     base = int(time.time() * 1000) - 60_000  # recent: inside the 7-day retention
     with ottla.Producer(data_dir) as p:
         for i in range(200):
@@ -394,8 +403,7 @@ def test_pause_and_resume(data_dir):
 
 def test_paused_partition_does_not_wake_iteration(data_dir):
     produce(data_dir, "t", 3)
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        consumer_timeout_ms=200) as c:
+    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=200) as c:
         c.pause(TP("t", 0))
         t0 = time.monotonic()
         assert list(c) == []
@@ -485,7 +493,9 @@ def test_group_coordinated_by_a_broker_is_refused(data_dir):
     door = data_dir / ".ottla" / "groups" / "viabroker.door"
     with open(door, "a+b") as f:
         # What the broker does: byte 0 of the door, exclusive OFD lock.
-        fcntl.fcntl(f.fileno(), fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 1, 0))
+        fcntl.fcntl(
+            f.fileno(), fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 1, 0)
+        )
         with pytest.raises(ottla.GroupMemberConflictError, match="coordinated by a broker"):
             ottla.Consumer(data_dir, "t", group_id="viabroker")
     with ottla.Consumer(data_dir, "t", group_id="viabroker") as c:  # the broker let go
@@ -498,9 +508,13 @@ def test_deserializers(data_dir):
         p.send("t", None, key=None)
         p.send("t", b"[2]", key=b"k3")
         p.flush()
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        key_deserializer=lambda b: b.decode(),
-                        value_deserializer=json.loads) as c:
+    with ottla.Consumer(
+        data_dir,
+        "t",
+        auto_offset_reset="earliest",
+        key_deserializer=lambda b: b.decode(),
+        value_deserializer=json.loads,
+    ) as c:
         recs = drain(c, 3)
     assert [(r.key, r.value) for r in recs] == [("k1", {"a": 1}), (None, None), ("k3", [2])]
 
@@ -511,8 +525,7 @@ def test_deserializer_error_propagates(data_dir):
     def boom(b):
         raise ValueError("cannot decode")
 
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        value_deserializer=boom) as c:
+    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", value_deserializer=boom) as c:
         with pytest.raises(ValueError, match="cannot decode"):
             c.poll(timeout_ms=1000)
 
@@ -520,8 +533,9 @@ def test_deserializer_error_propagates(data_dir):
 def test_record_fields_and_repr(data_dir):
     ottla.Admin(data_dir).create_topic("t", config={"retention.ms": -1})
     with ottla.Producer(data_dir) as p:
-        p.send("t", b"value-1", key=b"key-1", timestamp=1_700_000_000_000,
-               headers=[("h", b"1")]).get(10)
+        p.send(
+            "t", b"value-1", key=b"key-1", timestamp=1_700_000_000_000, headers=[("h", b"1")]
+        ).get(10)
         p.send("t", b"x" * 500).get(10)
     with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest") as c:
         r, big = drain(c, 2)
@@ -550,14 +564,14 @@ def test_topic_partition_type():
     assert sorted([TP("b", 0), TP("a", 2), TP("a", 1)]) == [TP("a", 1), TP("a", 2), TP("b", 0)]
     assert repr(a) == 'TopicPartition(topic="t", partition=1)'
     import pickle
+
     assert pickle.loads(pickle.dumps(a)) == a
 
 
 def test_consumer_wakes_for_records_produced_later(data_dir):
     ottla.Admin(data_dir).create_topic("t")
     results = []
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        consumer_timeout_ms=5000) as c:
+    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=5000) as c:
         assert c.poll(timeout_ms=0) == {}
         sent_at = {}
 

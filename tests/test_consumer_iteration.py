@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 import ottla
-from ottla import TopicPartition as TP
-
 from helpers import log_files
+from ottla import TopicPartition as TP
 
 BATCH = 5  # records per batch in these tests
 
@@ -27,17 +26,25 @@ def produce_batches(path, topic, n_batches, partition=0, start=0, per_batch=BATC
     with ottla.Producer(path) as p:
         for b in range(n_batches):
             first = start + b * per_batch
-            p.send_many(topic, [b"p%d-%d" % (partition, i)
-                                for i in range(first, first + per_batch)],
-                        partition=partition).get(10)
+            p.send_many(
+                topic,
+                [b"p%d-%d" % (partition, i) for i in range(first, first + per_batch)],
+                partition=partition,
+            ).get(10)
 
 
 @pytest.mark.parametrize("k", [0, 1, BATCH - 1, BATCH, BATCH + 1, 2 * BATCH, 3 * BATCH - 1])
 def test_position_and_commit_after_k_records(data_dir, k):
     produce_batches(data_dir, "t", 3)
     tp = TP("t", 0)
-    with ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                        enable_auto_commit=False, consumer_timeout_ms=0) as c:
+    with ottla.Consumer(
+        data_dir,
+        "t",
+        group_id="g",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=0,
+    ) as c:
         it = iter(c)
         got = [next(it) for _ in range(k)]
         assert [r.offset for r in got] == list(range(k))
@@ -45,8 +52,14 @@ def test_position_and_commit_after_k_records(data_dir, k):
         assert c.position(tp) == k
         c.commit()
         assert c.committed(tp) == k
-    with ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                        enable_auto_commit=False, consumer_timeout_ms=0) as c2:
+    with ottla.Consumer(
+        data_dir,
+        "t",
+        group_id="g",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=0,
+    ) as c2:
         rest = list(c2)
         assert [r.offset for r in rest] == list(range(k, 3 * BATCH))
 
@@ -54,8 +67,14 @@ def test_position_and_commit_after_k_records(data_dir, k):
 def test_position_moves_one_record_at_a_time(data_dir):
     produce_batches(data_dir, "t", 3)
     tp = TP("t", 0)
-    with ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                        enable_auto_commit=False, consumer_timeout_ms=0) as c:
+    with ottla.Consumer(
+        data_dir,
+        "t",
+        group_id="g",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=0,
+    ) as c:
         for i, r in enumerate(c):
             assert r.offset == i
             assert c.position(tp) == i + 1
@@ -68,8 +87,7 @@ def test_position_moves_one_record_at_a_time(data_dir):
 def test_seek_in_the_middle_of_a_batch_while_iterating(data_dir):
     produce_batches(data_dir, "t", 2)
     tp = TP("t", 0)
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0) as c:
+    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         it = iter(c)
         assert [next(it).offset for _ in range(3)] == [0, 1, 2]
         c.seek(tp, 1)
@@ -88,8 +106,7 @@ def test_iteration_order_over_partitions_is_poll_one_at_a_time(data_dir):
     def key(r):
         return (r.partition, r.offset, r.value)
 
-    with ottla.Consumer(data_dir, "m", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0) as c:
+    with ottla.Consumer(data_dir, "m", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         iterated = [key(r) for r in c]
     with ottla.Consumer(data_dir, "m", auto_offset_reset="earliest") as c:
         polled = []
@@ -111,8 +128,7 @@ def test_iteration_hands_out_key_headers_and_null_value(data_dir):
         p.send("h", None, key=b"k1", headers=[("a", b"1"), ("b", None)])
         p.send("h", b"after", key="text-key")
         p.flush()
-    with ottla.Consumer(data_dir, "h", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0) as c:
+    with ottla.Consumer(data_dir, "h", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         recs = list(c)
     assert [(r.key, r.value, r.headers) for r in recs] == [
         (None, b"plain", []),
@@ -161,7 +177,7 @@ def _break_record(seg: Path, batch_index: int, record_index: int) -> int:
     length, n = _varint_len_at(raw, at)
     assert n == 1 and length > 0
     raw[at] = 0  # zig-zag 0: a record of no bytes, which cannot hold its fields
-    crc = _crc32c(bytes(raw[pos + 21:pos + size]))
+    crc = _crc32c(bytes(raw[pos + 21 : pos + size]))
     struct.pack_into(">I", raw, pos + 17, crc)
     seg.write_bytes(bytes(raw))
     return base + record_index
@@ -173,8 +189,7 @@ def test_undecodable_record_mid_batch_comes_after_the_records_before_it(data_dir
     bad = _break_record(seg, batch_index=1, record_index=2)
     assert bad == BATCH + 2
     tp = TP("bad", 0)
-    with ottla.Consumer(data_dir, "bad", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0) as c:
+    with ottla.Consumer(data_dir, "bad", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         got = []
         with pytest.raises(ottla.InvalidRecordError, match="bad-0"):
             for r in c:
@@ -205,8 +220,7 @@ def test_poll_with_an_undecodable_record_hands_out_the_records_before_it(data_di
 
 def test_records_without_deserializers_stay_out_of_the_gc(data_dir):
     produce_batches(data_dir, "g", 4)
-    with ottla.Consumer(data_dir, "g", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0) as c:
+    with ottla.Consumer(data_dir, "g", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         it = iter(c)
         kept = list(itertools.islice(it, 7))  # some fresh, some recycled
         assert not any(gc.is_tracked(r) for r in kept)
@@ -232,13 +246,13 @@ class _Box:
 def test_deserialized_records_are_tracked_so_cycles_are_collected(data_dir):
     produce_batches(data_dir, "g", 2)
     # Fill the record free list with untracked records first.
-    with ottla.Consumer(data_dir, "g", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0) as c:
+    with ottla.Consumer(data_dir, "g", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         for _ in c:
             pass
     _Box.freed = 0
-    with ottla.Consumer(data_dir, "g", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0, value_deserializer=_Box) as c:
+    with ottla.Consumer(
+        data_dir, "g", auto_offset_reset="earliest", consumer_timeout_ms=0, value_deserializer=_Box
+    ) as c:
         recs = list(c)
         assert len(recs) == 2 * BATCH
         assert all(gc.is_tracked(r) for r in recs)
@@ -258,11 +272,11 @@ def test_iteration_through_a_compressed_batch(data_dir, spawn):
     assert spawn(PLAIN_WRITER, data_dir).wait(60) == 0
     _write_gzip_batch(Path(data_dir) / "gz-0", 3, [b"zipped-%d" % i for i in range(4)])
     tp = TP("gz", 0)
-    with ottla.Consumer(data_dir, "gz", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0) as c:
+    with ottla.Consumer(data_dir, "gz", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         got = []
         for r in c:
             got.append((r.offset, r.value))
             assert c.position(tp) == r.offset + 1
-    assert got == [(i, b"plain-%d" % i) for i in range(3)] + \
-        [(3 + i, b"zipped-%d" % i) for i in range(4)]
+    assert got == [(i, b"plain-%d" % i) for i in range(3)] + [
+        (3 + i, b"zipped-%d" % i) for i in range(4)
+    ]

@@ -91,13 +91,17 @@ def append_more(data_dir, topic, n=10):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode,config", [
-    ("never", {}),
-    ("always", {}),
-    # small segments: the kill also lands in segment rolls and retention passes
-    ("never", {"segment.bytes": 2048, "retention.bytes": 30000}),
-    ("always", {"segment.bytes": 4096}),
-], ids=["never", "always", "never-rolling", "always-rolling"])
+@pytest.mark.parametrize(
+    "mode,config",
+    [
+        ("never", {}),
+        ("always", {}),
+        # small segments: the kill also lands in segment rolls and retention passes
+        ("never", {"segment.bytes": 2048, "retention.bytes": 30000}),
+        ("always", {"segment.bytes": 4096}),
+    ],
+    ids=["never", "always", "never-rolling", "always-rolling"],
+)
 def test_kill_9_while_producing(data_dir, spawn, mode, config):
     rng = random.Random(sum(map(ord, mode)) + len(config))
     ottla.Admin(data_dir).create_topic("crash", config=config)
@@ -286,8 +290,9 @@ def test_reader_follows_two_writer_processes_with_retention(data_dir, spawn):
     earliest offset, as Kafka's auto_offset_reset="earliest" does). Which
     records those are depends on the timing; that the ones kept are all
     read, without a gap up to the end, does not."""
-    ottla.Admin(data_dir).create_topic("s", config={"segment.bytes": 4096,
-                                                   "retention.bytes": 16384})
+    ottla.Admin(data_dir).create_topic(
+        "s", config={"segment.bytes": 4096, "retention.bytes": 16384}
+    )
     gc.collect()
     n = 10000
     writers = [spawn(RETENTION_WRITER, data_dir, x, n) for x in "AB"]
@@ -295,8 +300,7 @@ def test_reader_follows_two_writer_processes_with_retention(data_dir, spawn):
     last_offset = -1
     seen = set()
     count = 0
-    with ottla.Consumer(data_dir, "s", auto_offset_reset="earliest",
-                        consumer_timeout_ms=2000) as c:
+    with ottla.Consumer(data_dir, "s", auto_offset_reset="earliest", consumer_timeout_ms=2000) as c:
         deadline = time.monotonic() + 25
         for r in c:
             assert r.offset > last_offset
@@ -351,15 +355,15 @@ def test_reader_at_the_log_start_while_retention_deletes_it(data_dir, spawn):
     consumer resets to the new start), never a corrupt batch (it used to
     be "batch offsets ... do not continue the log", the flake of the test
     above). Records read are whole and in each writer's order."""
-    ottla.Admin(data_dir).create_topic("s", config={"segment.bytes": 4096,
-                                                   "retention.bytes": 16384})
+    ottla.Admin(data_dir).create_topic(
+        "s", config={"segment.bytes": 4096, "retention.bytes": 16384}
+    )
     gc.collect()
     seconds = 3
     writers = [spawn(RACING_WRITER, data_dir, x, seconds) for x in "AB"]
     tp = ottla.TopicPartition("s", 0)
     reads = records = 0
-    with ottla.Consumer(data_dir, auto_offset_reset="earliest",
-                        enable_auto_commit=False) as c:
+    with ottla.Consumer(data_dir, auto_offset_reset="earliest", enable_auto_commit=False) as c:
         c.assign([tp])
         deadline = time.monotonic() + seconds + 20
         while time.monotonic() < deadline and any(w.proc.poll() is None for w in writers):
@@ -404,7 +408,11 @@ def test_bytes_of_a_killed_appender_do_not_reach_readers_after_a_roll(data_dir):
         assert len(log_files(data_dir / "t-0")) == 2
         vals = read_values(data_dir, "t")
     assert [o for o, _, _ in vals] == list(range(big.offset + 2))
-    assert [v for _, _, v in vals] == [b"before-%d" % i for i in range(5)] + [b"after", b"B" * 7900, b"last"]
+    assert [v for _, _, v in vals] == [b"before-%d" % i for i in range(5)] + [
+        b"after",
+        b"B" * 7900,
+        b"last",
+    ]
 
 
 ROLL_SURVIVOR = """
@@ -446,8 +454,9 @@ def test_writer_killed_in_a_roll_while_another_appends(data_dir, spawn, tmp_path
     rolls later, the dead roll's segment file (whose base its appends have
     passed) must not become a closed segment that readers take as holding
     those offsets; and its records read back whole and in order."""
-    ottla.Admin(data_dir).create_topic("r", config={"segment.bytes": 262144,
-                                                   "index.interval.bytes": 0})
+    ottla.Admin(data_dir).create_topic(
+        "r", config={"segment.bytes": 262144, "index.interval.bytes": 0}
+    )
     gc.collect()
     go = tmp_path / "go"
     survivor = spawn(ROLL_SURVIVOR, data_dir, go)
@@ -458,7 +467,10 @@ def test_writer_killed_in_a_roll_while_another_appends(data_dir, spawn, tmp_path
     assert survivor.wait(30) == 0, survivor.stderr
     vals = read_values(data_dir, "r")
     assert [o for o, _, _ in vals] == list(range(2007))
-    assert [v for _, _, v in vals] == [b"s-%05d" % i for i in range(2005)] + [b"L" * 262000, b"s-last"]
+    assert [v for _, _, v in vals] == [b"s-%05d" % i for i in range(2005)] + [
+        b"L" * 262000,
+        b"s-last",
+    ]
     # The big record has a segment to itself; no stray file is left.
     assert [int(f.stem) for f in log_files(data_dir / "r-0")] == [0, 2005, 2006]
 
@@ -656,9 +668,9 @@ def test_corrupt_base_offset_is_detected(tmp_path):
     pos, size, first, last = bl[2]
     raw = bytearray(seg.read_bytes())
     # baseOffset is the first 8 bytes of the batch: make it 1000 larger.
-    old = int.from_bytes(raw[pos:pos + 8], "big")
+    old = int.from_bytes(raw[pos : pos + 8], "big")
     assert old == first
-    raw[pos:pos + 8] = (first + 1000).to_bytes(8, "big")
+    raw[pos : pos + 8] = (first + 1000).to_bytes(8, "big")
     seg.write_bytes(bytes(raw))
     got = []
     try:
@@ -671,7 +683,8 @@ def test_corrupt_base_offset_is_detected(tmp_path):
         pass
     for r in got:
         assert r.value == value_of(r.offset).encode(), (
-            f"offset {r.offset} returned value {r.value!r}")
+            f"offset {r.offset} returned value {r.value!r}"
+        )
 
 
 ACTIVE_CHILD = """

@@ -28,7 +28,9 @@ def test_consumer_html_shows_assignment_positions_committed_and_lag(data_dir):
         rows = html.split("<tr>")[2:]
         assert len(rows) == 2
         # topic, partition, position, committed, end offset, lag, paused
-        assert rows[0].startswith("<td>orders</td><td>0</td><td>3</td><td>2</td><td>10</td><td>7</td><td></td>")
+        assert rows[0].startswith(
+            "<td>orders</td><td>0</td><td>3</td><td>2</td><td>10</td><td>7</td><td></td>"
+        )
         assert "<td>1</td><td>0</td><td>-</td><td>4</td><td>4</td><td>yes</td>" in rows[1]
         assert "lag: <code>11</code>" in html
     assert "closed" in c._repr_html_()
@@ -51,7 +53,10 @@ def test_topic_and_group_descriptions_html(data_dir):
         c.seek(TP("orders", 0), 6)
         c.commit()
     html = admin.describe_group("billing")._repr_html_()
-    assert "group billing" in html and "<td>orders</td><td>0</td><td>6</td><td>10</td><td>4</td>" in html
+    assert (
+        "group billing" in html
+        and "<td>orders</td><td>0</td><td>6</td><td>10</td><td>4</td>" in html
+    )
 
 
 def test_admin_html_lists_topics(data_dir):

@@ -45,7 +45,9 @@ def parse_partition(part_dir):
         base = int(f.stem)
         batches = parse_log(f)
         if batches:
-            assert batches[0][0].base_offset == base, f"{f.name} starts at {batches[0][0].base_offset}"
+            assert batches[0][0].base_offset == base, (
+                f"{f.name} starts at {batches[0][0].base_offset}"
+            )
         for b, recs in batches:
             out.append((base, b, recs))
     return out
@@ -57,7 +59,9 @@ def make_sent(n, seed=7, base_ts=None):
     sent = []
     for i in range(n):
         key = None if i % 7 == 0 else (b"" if i % 11 == 0 else f"key-{i}".encode())
-        value = None if i % 13 == 0 else bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 120)))
+        value = (
+            None if i % 13 == 0 else bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 120)))
+        )
         headers = []
         if i % 3 == 0:
             headers = [("h1", f"hv{i}".encode()), ("null-h", None)]
@@ -112,7 +116,8 @@ def test_log_parses_with_kafka_python_single_segment(data_dir):
 
 def test_log_parses_with_kafka_python_many_segments(data_dir):
     ottla.Admin(data_dir).create_topic(
-        "fmt", config={"segment.bytes": 2048, "index.interval.bytes": 200})
+        "fmt", config={"segment.bytes": 2048, "index.interval.bytes": 200}
+    )
     sent = make_sent(600, seed=11)
     produce(data_dir, "fmt", sent)
     part = data_dir / "fmt-0"
@@ -128,7 +133,9 @@ def test_log_parses_with_kafka_python_many_segments(data_dir):
         last = parse_log(f)[-1][0]
         assert last.next_offset == nxt
     for f in logs[:-1]:
-        assert f.stat().st_size <= 2048 + 1024  # a segment rolls before growing much past segment.bytes
+        assert (
+            f.stat().st_size <= 2048 + 1024
+        )  # a segment rolls before growing much past segment.bytes
 
 
 def test_read_back_through_ottla_matches_sent(data_dir):
@@ -187,13 +194,14 @@ def test_crc32c_is_checked_independently(data_dir):
 def read_index(path, entry):
     data = path.read_bytes()
     assert len(data) % entry == 0, f"{path.name}: {len(data)} bytes is not a multiple of {entry}"
-    return [data[i:i + entry] for i in range(0, len(data), entry)]
+    return [data[i : i + entry] for i in range(0, len(data), entry)]
 
 
 def test_index_and_timeindex_entries(data_dir):
     ottla.Admin(data_dir).create_topic(
-        "ix", config={"segment.bytes": 4096, "index.interval.bytes": 100,
-                      "segment.index.bytes": 1000})
+        "ix",
+        config={"segment.bytes": 4096, "index.interval.bytes": 100, "segment.index.bytes": 1000},
+    )
     sent = make_sent(500, seed=5)
     produce(data_dir, "ix", sent)
     part = data_dir / "ix-0"
@@ -264,9 +272,9 @@ def test_consumer_offsets_topic_is_kafka_format(data_dir):
     # key v1: version, group, topic, partition
     ver, glen = struct.unpack_from(">hh", r.key)
     assert ver == 1
-    group = r.key[4:4 + glen].decode()
+    group = r.key[4 : 4 + glen].decode()
     (tlen,) = struct.unpack_from(">h", r.key, 4 + glen)
-    topic = r.key[6 + glen:6 + glen + tlen].decode()
+    topic = r.key[6 + glen : 6 + glen + tlen].decode()
     (partition,) = struct.unpack_from(">i", r.key, 6 + glen + tlen)
     assert (group, topic, partition) == ("fmt-group", "t", 0)
     # value v3: version, offset, leader epoch, metadata, commit timestamp
@@ -284,13 +292,17 @@ def test_segment_ms_rolls_segments(data_dir):
     names = [f.name for f in log_files(data_dir / "ms-0")]
     assert names == ["00000000000000000000.log", "00000000000000000002.log"]
     assert [r.value for _, _, recs in parse_partition(data_dir / "ms-0") for r in recs] == [
-        b"1", b"2", b"3"]
+        b"1",
+        b"2",
+        b"3",
+    ]
 
 
 def test_small_segment_index_forces_rolls(data_dir):
     # 64 bytes hold 8 offset entries / 5 time entries: a full index rolls the segment.
     ottla.Admin(data_dir).create_topic(
-        "ix", config={"segment.index.bytes": 64, "index.interval.bytes": 1})
+        "ix", config={"segment.index.bytes": 64, "index.interval.bytes": 1}
+    )
     with ottla.Producer(data_dir) as p:
         for i in range(100):
             p.send("ix", b"%d" % i).get(10)
@@ -328,8 +340,14 @@ def test_bulk_send_many_decodes_with_kafka_python(data_dir):
     for _, batch, _ in parsed:
         assert batch.size_in_bytes <= 64 * 1024 or batch.last_offset == batch.base_offset
     got = [r for _, _, recs in parsed for r in recs]
-    expect = [bytes(v) if isinstance(v, (bytearray, memoryview)) else
-              v.encode() if isinstance(v, str) else v for v in values]
+    expect = [
+        bytes(v)
+        if isinstance(v, (bytearray, memoryview))
+        else v.encode()
+        if isinstance(v, str)
+        else v
+        for v in values
+    ]
     assert [r.offset for r in got] == list(range(len(values)))
     assert [r.value for r in got] == expect
     assert all(r.key is None and r.timestamp == 1_600_000_000_000 and not r.headers for r in got)
@@ -348,7 +366,9 @@ def test_large_values_written_from_the_callers_buffer_decode(data_dir):
         sent = []
         for i in range(24):
             if i % 3 == 0:
-                value = bytes(rng.getrandbits(8) for _ in range(64)) * rng.choice([1024, 4096, 16384])
+                value = bytes(rng.getrandbits(8) for _ in range(64)) * rng.choice(
+                    [1024, 4096, 16384]
+                )
             elif i % 3 == 1:
                 value = b"small-%d" % i
             else:
@@ -357,14 +377,17 @@ def test_large_values_written_from_the_callers_buffer_decode(data_dir):
             headers = [("h", f"hv{i}".encode()), ("null-h", None)] if i % 5 == 0 else []
             sent.append((key, value, headers, 1_600_000_000_000 + i))
         with ottla.Producer(data_dir, fsync=fsync, batch_size=64 * 1024, linger_ms=60_000) as p:
-            futs = [p.send(topic, v, key=k, headers=h or None, timestamp=ts, partition=0)
-                    for k, v, h, ts in sent]
+            futs = [
+                p.send(topic, v, key=k, headers=h or None, timestamp=ts, partition=0)
+                for k, v, h, ts in sent
+            ]
             mds = [f.get(10) for f in futs]
         assert [m.offset for m in mds] == list(range(len(sent)))
         expect = [(k, bytes(v) if isinstance(v, bytearray) else v, h, ts) for k, v, h, ts in sent]
         check_records(parse_partition(data_dir / f"{topic}-0"), expect)
-        with ottla.Consumer(data_dir, topic, auto_offset_reset="earliest",
-                            consumer_timeout_ms=2000) as c:
+        with ottla.Consumer(
+            data_dir, topic, auto_offset_reset="earliest", consumer_timeout_ms=2000
+        ) as c:
             got = [(r.key, r.value) for r in c]
         assert got == [(k, v) for k, v, _, _ in expect]
 

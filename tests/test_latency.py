@@ -63,8 +63,9 @@ def _gaps():
 def test_wakes_on_append_from_another_thread(data_dir, busy_poll_us):
     ottla.Admin(data_dir).create_topic("t", 1)
     n = 300
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        busy_poll_us=busy_poll_us) as c:
+    with ottla.Consumer(
+        data_dir, "t", auto_offset_reset="earliest", busy_poll_us=busy_poll_us
+    ) as c:
         assert c.position(TP("t", 0)) == 0
         errors = []
 
@@ -95,8 +96,13 @@ def test_wakes_on_append_from_another_thread(data_dir, busy_poll_us):
 @pytest.mark.parametrize("busy_poll_us", [0, 50])
 def test_wakes_on_append_from_another_process(data_dir, spawn, busy_poll_us):
     ottla.Admin(data_dir).create_topic("t", 1)
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        busy_poll_us=busy_poll_us, consumer_timeout_ms=10_000) as c:
+    with ottla.Consumer(
+        data_dir,
+        "t",
+        auto_offset_reset="earliest",
+        busy_poll_us=busy_poll_us,
+        consumer_timeout_ms=10_000,
+    ) as c:
         assert c.position(TP("t", 0)) == 0
         child = spawn(
             """

@@ -57,7 +57,9 @@ def offset(f):
         return type(e).__name__
 """
 
-SYNC_CHILD = PRELUDE + """
+SYNC_CHILD = (
+    PRELUDE
+    + """
 p = ottla.Producer(path, linger_ms=600000, batch_size=1024)
 p.send("ord", b"first", partition=0).get(10)
 limit_room(1000)
@@ -105,6 +107,7 @@ out["big"] = offset(p.send("ord", BIG, partition=0))
 p.close()
 print("result", json.dumps(out), flush=True)
 """
+)
 
 
 def run_child(data_dir, spawn, code):
@@ -144,7 +147,9 @@ def test_failed_append_fails_the_smaller_batches_behind_it(data_dir, spawn):
     assert [o for o, _, _ in vals] == list(range(6))
 
 
-AIO_CHILD = PRELUDE + """
+AIO_CHILD = (
+    PRELUDE
+    + """
 import asyncio
 import ottla.aio
 
@@ -199,6 +204,7 @@ async def main():
 asyncio.run(main())
 print("result", json.dumps(out), flush=True)
 """
+)
 
 
 def test_aio_failed_append_fences_until_delivered(data_dir, spawn):

@@ -77,7 +77,9 @@ def test_kill_9_of_a_bulk_producer_writing_into_preallocated_space(data_dir, spa
         try:
             # Past 1 MiB in the active segment, appends preallocate: wait for
             # ~3 MiB of acknowledged records, then kill at a random moment.
-            child.wait_line(lambda s: s[:1].isdigit() and int(s.split()[1]) > start + 15000, timeout=30)
+            child.wait_line(
+                lambda s: s[:1].isdigit() and int(s.split()[1]) > start + 15000, timeout=30
+            )
             time.sleep(rng.uniform(0.0, 0.3))
             child.sigkill()
         finally:
@@ -158,12 +160,19 @@ def test_send_many_mixed_sizes_keys_and_partitions_round_trip(data_dir):
         expect[0] += [(None, v) for v in tiny]
         for round_ in range(6):
             n = rng.randrange(1, 3000)
-            values = [None if rng.random() < 0.05 else bytes([round_]) * rng.choice(sizes) for _ in range(n)]
+            values = [
+                None if rng.random() < 0.05 else bytes([round_]) * rng.choice(sizes)
+                for _ in range(n)
+            ]
             part = round_ % 3
             if round_ % 2:
                 keys = [b"k%d" % i for i in range(n)]
-                p.send_many("mix", [bytearray(v) if v is not None else None for v in values],
-                            keys=keys, partition=part).wait(10)
+                p.send_many(
+                    "mix",
+                    [bytearray(v) if v is not None else None for v in values],
+                    keys=keys,
+                    partition=part,
+                ).wait(10)
                 expect[part] += list(zip(keys, values))
             else:
                 p.send_many("mix", values, partition=part).wait(10)

@@ -50,7 +50,9 @@ def test_explicit_partition(data_dir):
     ottla.Admin(data_dir).create_topic("t", partitions=4)
     with ottla.Producer(data_dir) as p:
         for part in (3, 0, 2, 1, 3):
-            md = p.send("t", f"p{part}".encode(), key=b"ignored-for-routing", partition=part).get(10)
+            md = p.send("t", f"p{part}".encode(), key=b"ignored-for-routing", partition=part).get(
+                10
+            )
             assert md.partition == part
         with pytest.raises(ottla.UnknownTopicOrPartitionError):
             p.send("t", b"x", partition=4)
@@ -210,8 +212,13 @@ def test_send_many_batch_future(data_dir):
         assert bf.done()
         assert [m.offset for m in mds] == list(range(100))
         assert {m.partition for m in mds} == {2}
-        bf2 = p.send_many("t", [b"a", b"b", None], keys=[b"k1", None, b"k3"], partition=0,
-                          timestamp=1_500_000_000_000)
+        bf2 = p.send_many(
+            "t",
+            [b"a", b"b", None],
+            keys=[b"k1", None, b"k3"],
+            partition=0,
+            timestamp=1_500_000_000_000,
+        )
         assert bf2.wait(timeout=10) is None
         assert bf2.done()
         mds2 = bf2.get(10)
@@ -264,10 +271,9 @@ def test_context_manager(data_dir):
         fut = p.send("t", b"x")
     assert p.closed
     assert fut.done()
-    with pytest.raises(KeyError):
-        with ottla.Producer(data_dir) as p2:
-            p2.send("t", b"y")
-            raise KeyError("boom")  # not swallowed
+    with pytest.raises(KeyError), ottla.Producer(data_dir) as p2:
+        p2.send("t", b"y")
+        raise KeyError("boom")  # not swallowed
     assert p2.closed
     assert [v for _, _, v in read_values(data_dir, "t")] == [b"x", b"y"]
 

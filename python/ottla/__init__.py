@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from ottla import _arrow, _display
 from ottla._core import (
     BatchFuture,
     Broker,
     ClosedError,
-    Consumer as _CoreConsumer,
     CorruptRecordError,
     DiskFullError,
     FutureRecordMetadata,
@@ -40,7 +40,6 @@ from ottla._core import (
     OffsetOutOfRangeError,
     OttlaError,
     OttlaTimeoutError,
-    Producer as _CoreProducer,
     Record,
     RecordMetadata,
     RecordTooLargeError,
@@ -51,11 +50,22 @@ from ottla._core import (
     UnsupportedCompressionError,
     __version__,
 )
-from ottla.admin import Admin, PartitionDescription, TopicDescription
-from ottla.admin import GroupDescription, GroupOffset, MemberDescription
-from ottla.admin import CompactionStats
+from ottla._core import (
+    Consumer as _CoreConsumer,
+)
+from ottla._core import (
+    Producer as _CoreProducer,
+)
+from ottla.admin import (
+    Admin,
+    CompactionStats,
+    GroupDescription,
+    GroupOffset,
+    MemberDescription,
+    PartitionDescription,
+    TopicDescription,
+)
 from ottla.types import OffsetAndMetadata
-from ottla import _arrow, _display
 
 # The names used in Kafka's documentation of these errors.
 OffsetOutOfRange = OffsetOutOfRangeError
@@ -141,7 +151,7 @@ class Consumer(_CoreConsumer):
         self,
         timeout_ms: float = 0,
         max_records: int = 100_000,
-        max_bytes: Optional[int] = 52_428_800,
+        max_bytes: int | None = 52_428_800,
     ) -> Any:
         """Fetch records as one ``pyarrow.RecordBatch``, waiting up to
         ``timeout_ms`` when none are ready (zero rows if none came).
@@ -168,9 +178,7 @@ class Consumer(_CoreConsumer):
         _arrow.require()
         return _arrow.record_batch(self._poll_arrow(max_records, max_bytes, timeout_ms))
 
-    def read_arrow(
-        self, max_records: Optional[int] = None, max_bytes: Optional[int] = None
-    ) -> Any:
+    def read_arrow(self, max_records: int | None = None, max_bytes: int | None = None) -> Any:
         """Everything from the current positions up to the end offsets of
         the assigned partitions *as they are at the call*, as a
         ``pyarrow.Table`` (never waits; records appended meanwhile stay for
@@ -187,8 +195,8 @@ class Consumer(_CoreConsumer):
 
     def to_pandas(
         self,
-        max_records: Optional[int] = None,
-        max_bytes: Optional[int] = None,
+        max_records: int | None = None,
+        max_bytes: int | None = None,
         **to_pandas_kwargs: Any,
     ) -> Any:
         """``read_arrow(...)`` as a ``pandas.DataFrame`` (through pyarrow's
@@ -209,17 +217,17 @@ class Consumer(_CoreConsumer):
 
 
 __all__ = [
-    "CompactionStats",
     "Admin",
     "BatchFuture",
     "Broker",
     "ClosedError",
+    "CompactionStats",
     "Consumer",
     "CorruptRecordError",
     "DiskFullError",
     "FutureRecordMetadata",
-    "GroupMemberConflictError",
     "GroupDescription",
+    "GroupMemberConflictError",
     "GroupNotEmptyError",
     "GroupOffset",
     "IllegalStateError",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Union
 
 from ottla._core import TopicPartition, _Admin
 
@@ -32,9 +33,9 @@ class TopicDescription:
     """What ``Admin.describe_topic`` returns."""
 
     name: str
-    partitions: List[PartitionDescription]
-    config: Dict[str, str]
-    overrides: Dict[str, str] = field(default_factory=dict)
+    partitions: list[PartitionDescription]
+    config: dict[str, str]
+    overrides: dict[str, str] = field(default_factory=dict)
 
     @property
     def size_bytes(self) -> int:
@@ -54,7 +55,7 @@ class MemberDescription:
     member_id: str
     client_id: str
     host: str
-    assignment: List[TopicPartition]
+    assignment: list[TopicPartition]
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,8 @@ class GroupDescription:
     group_id: str
     state: str
     protocol: str
-    members: List[MemberDescription]
-    offsets: List[GroupOffset]
+    members: list[MemberDescription]
+    offsets: list[GroupOffset]
 
     @property
     def lag(self) -> int:
@@ -119,7 +120,7 @@ class Admin:
         print(admin.describe_topic("events"))
     """
 
-    def __init__(self, path: Union[str, "PathLike[str]"]) -> None:
+    def __init__(self, path: str | PathLike[str]) -> None:
         self._core = _Admin(path)
 
     @property
@@ -127,7 +128,7 @@ class Admin:
         return self._core.path
 
     def create_topic(
-        self, name: str, partitions: int = 1, config: Optional[Mapping[str, ConfigValue]] = None
+        self, name: str, partitions: int = 1, config: Mapping[str, ConfigValue] | None = None
     ) -> None:
         """Create a topic; raises ``TopicAlreadyExistsError`` if it exists."""
         self._core.create_topic(name, partitions, dict(config or {}))
@@ -136,7 +137,7 @@ class Admin:
         """Delete a topic and its data."""
         self._core.delete_topic(name)
 
-    def list_topics(self, internal: bool = False) -> List[str]:
+    def list_topics(self, internal: bool = False) -> list[str]:
         """Topic names, sorted; ``internal=True`` includes ``__consumer_offsets``."""
         return self._core.list_topics(internal)
 
@@ -162,7 +163,7 @@ class Admin:
         """Apply retention now; returns the number of segments deleted."""
         return self._core.enforce_retention(name)
 
-    def compact(self, name: str) -> "CompactionStats":
+    def compact(self, name: str) -> CompactionStats:
         """Run the log cleaner on every partition of a compacted topic now.
 
         The topic's ``cleanup.policy`` must be ``compact`` or
@@ -183,17 +184,17 @@ class Admin:
         """
         return CompactionStats(*self._core.compact(name))
 
-    def list_groups(self) -> List[str]:
+    def list_groups(self) -> list[str]:
         """Consumer groups with committed offsets or live members, sorted."""
         return self._core.list_groups()
 
     def describe_group(self, group: str) -> GroupDescription:
         """Members (with their assignment), committed offsets and lag::
 
-            d = admin.describe_group("billing")
-            for m in d.members:
-                print(m.member_id, m.assignment)
-            print(d.state, d.lag)
+        d = admin.describe_group("billing")
+        for m in d.members:
+            print(m.member_id, m.assignment)
+        print(d.state, d.lag)
         """
         group_id, state, protocol, members, offsets = self._core.describe_group(group)
         return GroupDescription(
@@ -215,12 +216,12 @@ class Admin:
         self,
         group: str,
         *,
-        topics: Optional[Sequence[str]] = None,
+        topics: Sequence[str] | None = None,
         to_earliest: bool = False,
         to_latest: bool = False,
-        to_datetime_ms: Optional[int] = None,
-        to_offsets: Optional[Mapping[TopicPartition, int]] = None,
-    ) -> Dict[TopicPartition, int]:
+        to_datetime_ms: int | None = None,
+        to_offsets: Mapping[TopicPartition, int] | None = None,
+    ) -> dict[TopicPartition, int]:
         """Move a group's committed offsets, as ``kafka-consumer-groups.sh --reset-offsets``.
 
         Give exactly one target. ``topics=None`` resets every partition the
@@ -245,7 +246,7 @@ class Admin:
         )
         return {TopicPartition(t, p): o for t, p, o in done}
 
-    def group_offsets(self, group: str) -> Dict[Tuple[str, int], Dict[str, int]]:
+    def group_offsets(self, group: str) -> dict[tuple[str, int], dict[str, int]]:
         """``{(topic, partition): {"committed": n, "end": m, "lag": m - n}}``."""
         return {
             (t, p): {"committed": c, "end": e, "lag": max(e - c, 0)}
@@ -255,7 +256,7 @@ class Admin:
     def close(self) -> None:
         """Nothing to release; present so Admin works as a context manager."""
 
-    def __enter__(self) -> "Admin":
+    def __enter__(self) -> Admin:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -26,45 +26,41 @@ thread (see docs/ARCHITECTURE.md, "asyncio").
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from os import PathLike
+from types import TracebackType
 from typing import (
     Any,
-    AsyncIterator,
-    Callable,
-    Dict,
-    Iterable,
-    List,
     Literal,
-    Mapping,
-    Optional,
-    Sequence,
-    Set,
-    Tuple,
-    Type,
     Union,
 )
-from types import TracebackType
 
+from ottla import _arrow
 from ottla._core import (
     AioProducer as _CoreAioProducer,
+)
+from ottla._core import (
     ClosedError,
-    Consumer as _CoreConsumer,
     OffsetAndTimestamp,
     Record,
     RecordMetadata,
-    RecordWaiter as _RecordWaiter,
     SendFuture,
     SendManyFuture,
     TopicPartition,
 )
-from ottla import _arrow
+from ottla._core import (
+    Consumer as _CoreConsumer,
+)
+from ottla._core import (
+    RecordWaiter as _RecordWaiter,
+)
 
-_TP = Union[TopicPartition, Tuple[str, int]]
+_TP = Union[TopicPartition, tuple[str, int]]
 
 __all__ = ["Consumer", "Producer", "SendFuture", "SendManyFuture"]
 
 
-def _tp_key(tp: _TP) -> Tuple[str, int]:
+def _tp_key(tp: _TP) -> tuple[str, int]:
     topic, partition = tp
     return str(topic), int(partition)
 
@@ -104,9 +100,9 @@ class Producer(_CoreAioProducer):
         topic: str,
         value: Any = None,
         key: Any = None,
-        partition: Optional[int] = None,
-        timestamp_ms: Optional[int] = None,
-        headers: Optional[Union[Sequence[Tuple[str, Optional[bytes]]], Mapping[str, Optional[bytes]]]] = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | Mapping[str, bytes | None] | None = None,
     ) -> RecordMetadata:
         """``await send(...)``, under aiokafka's name."""
         return await self.send(topic, value, key, partition, timestamp_ms, headers)
@@ -120,14 +116,14 @@ class Producer(_CoreAioProducer):
         """Flush and stop; later sends raise :class:`ottla.ClosedError`."""
         await _CoreAioProducer.close(self)
 
-    async def __aenter__(self) -> "Producer":
+    async def __aenter__(self) -> Producer:
         return self
 
     async def __aexit__(
         self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
@@ -157,7 +153,7 @@ class Consumer:
     :class:`ottla.ClosedError`, ``async for`` ends.
     """
 
-    __slots__ = ("_sync", "_waiter", "_timeout_ms", "_path", "_streak")
+    __slots__ = ("_path", "_streak", "_sync", "_timeout_ms", "_waiter")
 
     # Records handed out without suspending, at most, before a call yields
     # to the loop: a consumer with a backlog must not starve other tasks
@@ -171,21 +167,21 @@ class Consumer:
 
     def __init__(
         self,
-        path: Union[str, "PathLike[str]"],
+        path: str | PathLike[str],
         *topics: str,
-        group_id: Optional[str] = None,
+        group_id: str | None = None,
         auto_offset_reset: Literal["earliest", "latest", "none"] = "latest",
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5000,
-        consumer_timeout_ms: Optional[float] = None,
+        consumer_timeout_ms: float | None = None,
         max_poll_records: int = 500,
         max_partition_fetch_bytes: int = 1048576,
         check_crcs: bool = True,
         auto_create_topics: bool = True,
         num_partitions: int = 1,
-        key_deserializer: Optional[Callable[[bytes], Any]] = None,
-        value_deserializer: Optional[Callable[[bytes], Any]] = None,
-        client_id: Optional[str] = None,
+        key_deserializer: Callable[[bytes], Any] | None = None,
+        value_deserializer: Callable[[bytes], Any] | None = None,
+        client_id: str | None = None,
         **config: Any,
     ) -> None:
         """Settings as for :class:`ottla.Consumer`; any further keyword goes
@@ -219,7 +215,9 @@ class Consumer:
 
     # ---- reading -----------------------------------------------------------
 
-    def _poll(self, partitions: Tuple[_TP, ...], max_records: Optional[int]) -> Dict[TopicPartition, List[Record]]:
+    def _poll(
+        self, partitions: tuple[_TP, ...], max_records: int | None
+    ) -> dict[TopicPartition, list[Record]]:
         """Take what is ready now, without waiting (on the loop's thread)."""
         if not partitions:
             return self._sync.poll(0, max_records)
@@ -242,8 +240,8 @@ class Consumer:
         self,
         *partitions: _TP,
         timeout_ms: float = 0,
-        max_records: Optional[int] = None,
-    ) -> Dict[TopicPartition, List[Record]]:
+        max_records: int | None = None,
+    ) -> dict[TopicPartition, list[Record]]:
         """``{TopicPartition: [Record, ...]}``: up to ``max_records``
         (default ``max_poll_records``), from ``partitions`` if given (else all
         assigned), waiting up to ``timeout_ms`` when nothing is ready; ``{}``
@@ -272,7 +270,7 @@ class Consumer:
         self,
         timeout_ms: float = 0,
         max_records: int = 100_000,
-        max_bytes: Optional[int] = 52_428_800,
+        max_bytes: int | None = 52_428_800,
     ) -> Any:
         """Records as one ``pyarrow.RecordBatch`` (see
         :meth:`ottla.Consumer.poll_arrow`: same columns, limits and
@@ -370,13 +368,13 @@ class Consumer:
 
     # ---- positions and commits ---------------------------------------------
 
-    async def commit(self, offsets: Optional[Mapping[_TP, Any]] = None) -> None:
+    async def commit(self, offsets: Mapping[_TP, Any] | None = None) -> None:
         """Commit current positions, or ``{TopicPartition: offset |
         OffsetAndMetadata}``. A commit is an append to the page cache
         (microseconds), done inline."""
         self._sync.commit(offsets)
 
-    async def committed(self, partition: _TP) -> Optional[int]:
+    async def committed(self, partition: _TP) -> int | None:
         """The group's committed offset for ``partition``, or None."""
         return self._sync.committed(partition)
 
@@ -405,17 +403,17 @@ class Consumer:
             if off is not None:
                 self._sync.seek(tp, off)
 
-    async def beginning_offsets(self, partitions: Iterable[_TP]) -> Dict[TopicPartition, int]:
+    async def beginning_offsets(self, partitions: Iterable[_TP]) -> dict[TopicPartition, int]:
         """``{TopicPartition: log start offset}``."""
         return self._sync.beginning_offsets(partitions)
 
-    async def end_offsets(self, partitions: Iterable[_TP]) -> Dict[TopicPartition, int]:
+    async def end_offsets(self, partitions: Iterable[_TP]) -> dict[TopicPartition, int]:
         """``{TopicPartition: log end offset}`` (the next record's offset)."""
         return self._sync.end_offsets(partitions)
 
     async def offsets_for_times(
         self, timestamps: Mapping[_TP, int]
-    ) -> Dict[TopicPartition, Optional[OffsetAndTimestamp]]:
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
         """Earliest ``(offset, timestamp)`` at or after each timestamp (ms)."""
         return self._sync.offsets_for_times(timestamps)
 
@@ -429,7 +427,7 @@ class Consumer:
         """Drop the subscription (and the group membership)."""
         self._sync.unsubscribe()
 
-    def subscription(self) -> Set[str]:
+    def subscription(self) -> set[str]:
         """The subscribed topic names."""
         return self._sync.subscription()
 
@@ -437,7 +435,7 @@ class Consumer:
         """Read exactly these partitions, with no group membership."""
         self._sync.assign(partitions)
 
-    def assignment(self) -> Set[TopicPartition]:
+    def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer reads."""
         return self._sync.assignment()
 
@@ -449,15 +447,15 @@ class Consumer:
         """Return records from paused ``partitions`` again."""
         self._sync.resume(*partitions)
 
-    def paused(self) -> Set[TopicPartition]:
+    def paused(self) -> set[TopicPartition]:
         """The paused partitions."""
         return self._sync.paused()
 
-    async def topics(self) -> Set[str]:
+    async def topics(self) -> set[str]:
         """Topics in the directory (internal ones hidden)."""
         return self._sync.topics()
 
-    def partitions_for_topic(self, topic: str) -> Optional[Set[int]]:
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
         """Partition numbers of ``topic``, or None if it does not exist."""
         return self._sync.partitions_for_topic(topic)
 
@@ -482,7 +480,7 @@ class Consumer:
         return self._path
 
     @property
-    def group_id(self) -> Optional[str]:
+    def group_id(self) -> str | None:
         """The consumer group, or None."""
         return self._sync.group_id
 
@@ -491,18 +489,17 @@ class Consumer:
         """Tasks waiting for records right now (0 once cancelled ones are gone)."""
         return self._waiter.waiting
 
-    async def __aenter__(self) -> "Consumer":
+    async def __aenter__(self) -> Consumer:
         return self
 
     async def __aexit__(
         self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
     def __repr__(self) -> str:
         inner = repr(self._sync)
         return inner.replace("<ottla.Consumer", "<ottla.aio.Consumer", 1)
-

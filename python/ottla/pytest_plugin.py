@@ -25,8 +25,8 @@ any test suite that has ottla installed can use them::
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

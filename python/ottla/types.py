@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 
 class OffsetAndMetadata(NamedTuple):
@@ -12,4 +12,4 @@ class OffsetAndMetadata(NamedTuple):
     """
 
     offset: int
-    metadata: Optional[str] = None
+    metadata: str | None = None
