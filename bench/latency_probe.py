@@ -163,10 +163,10 @@ def run_path(path: str, n: int, rate: float, busy_poll_us: int) -> dict[str, Any
         th = threading.Thread(target=rx, daemon=True)
         th.start()
         w0 = time.monotonic()
-        I, a, b = paced(q.put, n, rate)
+        intended, a, b = paced(q.put, n, rate)
         th.join(60)
         return dict(
-            breakdown(I, a, b, recv, n // 10),
+            breakdown(intended, a, b, recv, n // 10),
             rx_cpu=cpu[0] / (time.monotonic() - w0),
             rx_switches=sw[0] / n,
         )
@@ -193,13 +193,13 @@ def run_path(path: str, n: int, rate: float, busy_poll_us: int) -> dict[str, Any
             p = ottla.Producer(d, linger_ms=0)
             w0 = time.monotonic()
             try:
-                I, a, b = paced(lambda v: p.send("lat", v), n, rate)
+                intended, a, b = paced(lambda v: p.send("lat", v), n, rate)
             finally:
                 p.close()
             th.join(60)
             c.close()
             return dict(
-                breakdown(I, a, b, recv, n // 10),
+                breakdown(intended, a, b, recv, n // 10),
                 rx_cpu=cpu[0] / (time.monotonic() - w0),
                 rx_switches=sw[0] / n,
             )
@@ -215,12 +215,12 @@ def run_path(path: str, n: int, rate: float, busy_poll_us: int) -> dict[str, Any
             if path == "ottla-proc":
                 p = ottla.Producer(d, linger_ms=0)
                 try:
-                    I, a, b = paced(lambda v: p.send("lat", v), n, rate)
+                    intended, a, b = paced(lambda v: p.send("lat", v), n, rate)
                 finally:
                     p.close()
             else:
                 fd = child.stdin.fileno()
-                I, a, b = paced(lambda v: os.write(fd, v), n, rate)
+                intended, a, b = paced(lambda v: os.write(fd, v), n, rate)
                 child.stdin.close()
             summary = json.loads(child.stdout.readline() or "{}")
             child.wait(60)
@@ -228,7 +228,7 @@ def run_path(path: str, n: int, rate: float, busy_poll_us: int) -> dict[str, Any
             with open(out, "rb") as f:
                 recv = array.array("q", f.read())
             return dict(
-                breakdown(I, a, b, recv, n // 10),
+                breakdown(intended, a, b, recv, n // 10),
                 rx_cpu=summary.get("cpu", 0.0) / wall,
                 rx_switches=summary.get("switches", 0) / n,
             )

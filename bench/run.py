@@ -1913,10 +1913,7 @@ def render_table(results: Results) -> str:
     ]
     rows = []
     for r in results.rows:
-        if r["status"] != "ok":
-            res = r["status"]
-        else:
-            res = fmt_value(r["value"], r["unit"])
+        res = r["status"] if r["status"] != "ok" else fmt_value(r["value"], r["unit"])
         system = r["system"] + (" *" if r["baseline"] else "")
         ratio = "" if r["ratio"] is None else f"{r['ratio']:,.2f}"
         if r["status"] != "ok":
@@ -1980,7 +1977,7 @@ def write_chart(results: Results, path: Path, title: str) -> None:
     nrows = math.ceil(len(groups) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(16, 3.4 * nrows + 0.8), squeeze=False)
     colors = {"ottla": "#1f77b4", "peer": "#ff7f0e", "ceiling": "#9e9e9e"}
-    for ax, g in zip(axes.flat, groups):
+    for ax, g in zip(axes.flat, groups, strict=False):
         rows = [r for r in results.rows if r["workload"] == g]
         is_lat = any(r["p50_us"] is not None for r in rows)
         if is_lat:
@@ -1994,7 +1991,9 @@ def write_chart(results: Results, path: Path, title: str) -> None:
                     else ("#d9d9d9", "#9e9e9e", "#525252")
                 )
                 for (q, key), shade in zip(
-                    (("p50", "p50_us"), ("p99", "p99_us"), ("p99.9", "p999_us")), shades
+                    (("p50", "p50_us"), ("p99", "p99_us"), ("p99.9", "p999_us")),
+                    shades,
+                    strict=False,
                 ):
                     labels.append(f"{r['system']} {q}")
                     vals.append(r[key])
@@ -2020,7 +2019,7 @@ def write_chart(results: Results, path: Path, title: str) -> None:
         positive = [v for v in vals if v and v > 0]
         if positive and max(positive) / min(positive) > 50:
             ax.set_xscale("log")
-        for yi, v in zip(y, vals):
+        for yi, v in zip(y, vals, strict=False):
             if v:
                 ax.text(v, yi, f" {v:,.0f}" if v >= 100 else f" {v:,.1f}", va="center", fontsize=7)
         ax.tick_params(axis="x", labelsize=7)

@@ -24,7 +24,7 @@ async def produce(producer: ottla.aio.Producer) -> None:
 
 async def consume(consumer: ottla.aio.Consumer) -> int:
     seen = 0
-    async for record in consumer:  # ends after consumer_timeout_ms without records
+    async for _record in consumer:  # ends after consumer_timeout_ms without records
         seen += 1
         if seen == N:
             break

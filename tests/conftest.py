@@ -16,12 +16,16 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from helpers import Child
+
+if TYPE_CHECKING:
+    import ottla
 
 
 def pytest_configure(config: pytest.Config) -> None:

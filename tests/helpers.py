@@ -125,7 +125,7 @@ class Child:
             raise AssertionError(
                 f"child did not exit within {timeout}s; stdout tail={self.lines()[-5:]!r} "
                 f"stderr={self.stderr[-2000:]!r}"
-            )
+            ) from None
         self._t_out.join(5)
         self._t_err.join(5)
         return rc

@@ -504,7 +504,7 @@ async def test_close_wakes_every_waiter(data_dir):
     await asyncio.sleep(0.1)
     assert c.waiting == 3
     await c.close()
-    done, pending = await asyncio.wait([getone, getmany, it], timeout=10)
+    _done, pending = await asyncio.wait([getone, getmany, it], timeout=10)
     assert not pending
     with pytest.raises(ottla.ClosedError):
         getone.result()
@@ -525,7 +525,7 @@ async def test_producer_and_consumer_tasks_exchange_a_million(data_dir):
     value = b"x" * 20
 
     async def produce_all(p: ottla.aio.Producer) -> None:
-        for i in range(0, n, chunk):
+        for _i in range(0, n, chunk):
             await p.send_many("t", [value] * chunk)
 
     async with (
@@ -662,7 +662,7 @@ def test_loop_after_loop_with_waiters_left_behind(data_dir):
         md = await asyncio.wait_for(p.send("t", b"used"), 10)
         return md.offset
 
-    for i in range(5):
+    for _i in range(5):
         # The abandoned waiter stays on its batch until that batch is
         # appended (by the next loop's await below).
         loop = asyncio.new_event_loop()

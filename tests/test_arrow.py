@@ -142,7 +142,9 @@ def test_positions_and_commits_are_those_of_poll(data_dir):
     try:
         b = c.poll_arrow(max_records=7)
         assert b.num_rows == 7
-        seen.extend(zip(b.column("partition").to_pylist(), b.column("offset").to_pylist()))
+        seen.extend(
+            zip(b.column("partition").to_pylist(), b.column("offset").to_pylist(), strict=True)
+        )
         # each partition's position is one past the last offset handed out
         for p in range(3):
             offs = [o for q, o in seen if q == p]
@@ -159,7 +161,9 @@ def test_positions_and_commits_are_those_of_poll(data_dir):
             b = c2.poll_arrow(max_records=13)
             if b.num_rows == 0:
                 break
-            seen.extend(zip(b.column("partition").to_pylist(), b.column("offset").to_pylist()))
+            seen.extend(
+                zip(b.column("partition").to_pylist(), b.column("offset").to_pylist(), strict=True)
+            )
     assert len(seen) == len(set(seen)) == 200  # no record twice, none lost
     for p in range(3):
         offs = sorted(o for q, o in seen if q == p)
@@ -265,7 +269,9 @@ def test_read_arrow_does_not_take_records_appended_during_the_read(data_dir):
                 ends = c.end_offsets(tps)
                 tbl = c.read_arrow(max_bytes=3_000_000)
                 for part, off in zip(
-                    tbl.column("partition").to_pylist(), tbl.column("offset").to_pylist()
+                    tbl.column("partition").to_pylist(),
+                    tbl.column("offset").to_pylist(),
+                    strict=True,
                 ):
                     assert off < ends[TP("live", part)] + 10_000_000  # sanity
                     seen[part].append(off)
@@ -289,7 +295,9 @@ def test_read_arrow_end_snapshot_is_exact(data_dir):
     with ottla.Consumer(data_dir, "snap", auto_offset_reset="earliest") as c:
         c.seek(TP("snap", 2), 1000)
         t = c.read_arrow()
-        got = sorted(zip(t.column("partition").to_pylist(), t.column("offset").to_pylist()))
+        got = sorted(
+            zip(t.column("partition").to_pylist(), t.column("offset").to_pylist(), strict=True)
+        )
         assert got == [(0, i) for i in range(5)] + [(2, i) for i in range(1000, 1234)]
 
 
@@ -384,11 +392,13 @@ def test_rebalance_callback_error_is_raised(data_dir):
     def boom(consumer, partitions):
         raise RuntimeError("from on_assign")
 
-    with ottla.Consumer(data_dir, group_id="cbg", auto_offset_reset="earliest") as c:
-        with pytest.raises(RuntimeError, match="from on_assign"):
-            c.subscribe(["cb"], on_assign=boom)
-            for _ in range(50):
-                c.poll_arrow(timeout_ms=10)
+    with (
+        ottla.Consumer(data_dir, group_id="cbg", auto_offset_reset="earliest") as c,
+        pytest.raises(RuntimeError, match="from on_assign"),
+    ):
+        c.subscribe(["cb"], on_assign=boom)
+        for _ in range(50):
+            c.poll_arrow(timeout_ms=10)
 
 
 # -- corrupt and compressed batches: whatever poll() does, poll_arrow does ----
@@ -399,7 +409,7 @@ def _corrupt_base(data_dir):
 
     logs = build_corruption_base(data_dir)
     seg = logs[1]
-    pos, size, first, last = batches_of(seg)[2]
+    pos, size, first, _last = batches_of(seg)[2]
     raw = bytearray(seg.read_bytes())
     raw[pos + size - 3] ^= 0xFF  # inside the last record of the batch
     seg.write_bytes(bytes(raw))
@@ -414,7 +424,9 @@ def test_corrupt_batch_records_before_it_then_error(data_dir):
         with pytest.raises(ottla.CorruptRecordError) as ei:
             for _ in range(200):
                 b = c.poll_arrow(timeout_ms=20, max_records=7)
-                got.extend(zip(b.column("offset").to_pylist(), b.column("value").to_pylist()))
+                got.extend(
+                    zip(b.column("offset").to_pylist(), b.column("value").to_pylist(), strict=True)
+                )
         # the records before the damage were handed out, and are right
         assert [o for o, _ in got] == list(range(first))
         assert all(v == value_of(o).encode() for o, v in got)

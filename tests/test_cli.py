@@ -8,6 +8,7 @@ Tests of ``serve``, ``--bootstrap-server`` and the group API run once
 
 from __future__ import annotations
 
+import argparse
 import os
 import pty
 import re
@@ -94,7 +95,7 @@ def test_parse_time_forms() -> None:
     assert parse_time_ms("2023-11-14T22:13:20Z") == 1700000000000
     assert parse_time_ms("2023-11-14T23:13:20+01:00") == 1700000000000
     assert parse_time_ms("2023-11-14T22:13:20.5+00:00") == 1700000000500
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError):
         parse_time_ms("last tuesday")
 
 

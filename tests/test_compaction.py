@@ -293,7 +293,7 @@ def test_cleaning_while_another_process_appends(data_dir, spawn):
     offsets = [o for o, _, _ in vals]
     assert offsets == sorted(set(offsets))
     latest = {}
-    for o, k, v in vals:
+    for _o, k, v in vals:
         assert v.startswith(b"value-")
         latest[k] = int(v.split(b"-")[1])
     # The last value sent for each of the 7 keys is there.

@@ -525,9 +525,11 @@ def test_deserializer_error_propagates(data_dir):
     def boom(b):
         raise ValueError("cannot decode")
 
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", value_deserializer=boom) as c:
-        with pytest.raises(ValueError, match="cannot decode"):
-            c.poll(timeout_ms=1000)
+    with (
+        ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", value_deserializer=boom) as c,
+        pytest.raises(ValueError, match="cannot decode"),
+    ):
+        c.poll(timeout_ms=1000)
 
 
 def test_record_fields_and_repr(data_dir):

@@ -241,7 +241,7 @@ def test_kill_9_of_one_writer_while_another_appends(data_dir, spawn):
                 child.sigkill()
             finally:
                 child.kill()
-            acked[pre] = [tuple(map(int, l.split())) for l in child.lines() if l.count(" ") == 1]
+            acked[pre] = [tuple(map(int, ln.split())) for ln in child.lines() if ln.count(" ") == 1]
             assert acked[pre], child.stderr
     finally:
         stop.set()
@@ -512,7 +512,7 @@ def test_consumer_process_tails_topic(data_dir, spawn):
     t_sent = time.monotonic()
     got_all = child.wait_lines(len(sent) + 1, timeout=10)
     catch_up = time.monotonic() - t_sent
-    got = [tuple(l.split(" ", 2)) for l in got_all[1:]]
+    got = [tuple(ln.split(" ", 2)) for ln in got_all[1:]]
     got = [(int(pa), int(o), v) for pa, o, v in got]
     assert sorted(got) == sorted(sent), (len(got), len(sent))
     for part in range(3):
@@ -555,7 +555,7 @@ print("finished", flush=True)
 
 
 def value_of(i):
-    return ("rec-%06d-" % i) + "x" * (i % 37)
+    return f"rec-{i:06d}-" + "x" * (i % 37)
 
 
 def build_corruption_base(path):
@@ -586,7 +586,7 @@ def run_reader(spawn, dirs):
     child = spawn(CORRUPT_READER, *dirs)
     rc = child.wait(25)
     assert rc == 0, f"reader crashed (rc={rc}): {child.stderr[-3000:]}"
-    return [json.loads(l) for l in child.lines() if l.startswith("{")]
+    return [json.loads(ln) for ln in child.lines() if ln.startswith("{")]
 
 
 def test_random_corruption_of_old_segment(tmp_path, spawn):
@@ -600,7 +600,7 @@ def test_random_corruption_of_old_segment(tmp_path, spawn):
         seg = logs[rng.randrange(0, len(logs) - 1)]  # a closed (older) segment
         target = d / "cor-0" / seg.name
         bl = batches_of(target)
-        pos, size, first, last = bl[rng.randrange(1, len(bl) - 1)]  # a batch in the middle
+        pos, size, first, _last = bl[rng.randrange(1, len(bl) - 1)]  # a batch in the middle
         # Any byte but the base offset (0..7) and the leader epoch (12..15),
         # the two header fields the batch CRC does not cover.
         candidates = [i for i in range(size) if not (i < 8 or 12 <= i < 16)]
@@ -611,7 +611,7 @@ def test_random_corruption_of_old_segment(tmp_path, spawn):
         trials.append((str(d), seg.name, first, at))
     results = run_reader(spawn, [t[0] for t in trials])
     assert len(results) == len(trials)
-    for (d, seg_name, first, at), res in zip(trials, results):
+    for (d, seg_name, first, at), res in zip(trials, results, strict=True):
         recs = res["records"]
         assert [o for o, _ in recs] == list(range(len(recs))), d
         for o, v in recs:
@@ -635,7 +635,7 @@ def test_corruption_error_names_file_and_position_in_process(tmp_path):
     logs = build_corruption_base(base)
     seg = logs[1]
     bl = batches_of(seg)
-    pos, size, first, last = bl[2]
+    pos, size, first, _last = bl[2]
     raw = bytearray(seg.read_bytes())
     raw[pos + size - 3] ^= 0xFF  # inside the last record of the batch
     seg.write_bytes(bytes(raw))
@@ -665,7 +665,7 @@ def test_corrupt_base_offset_is_detected(tmp_path):
     logs = build_corruption_base(base)
     seg = logs[1]
     bl = batches_of(seg)
-    pos, size, first, last = bl[2]
+    pos, _size, first, _last = bl[2]
     raw = bytearray(seg.read_bytes())
     # baseOffset is the first 8 bytes of the batch: make it 1000 larger.
     old = int.from_bytes(raw[pos : pos + 8], "big")
@@ -724,7 +724,7 @@ def check_act(data_dir, allowed):
     vals = read_values(data_dir, "act")
     assert [o for o, _, _ in vals] == list(range(len(vals)))
     for o, _, v in vals:
-        assert v == ("rec-%06d-" % o).encode() + b"y" * (o % 23)
+        assert v == f"rec-{o:06d}-".encode() + b"y" * (o % 23)
     allowed = {allowed} if isinstance(allowed, int) else set(allowed)
     assert len(vals) in allowed, (len(vals), allowed)
     upto = len(vals)
@@ -746,9 +746,9 @@ def check_act(data_dir, allowed):
 
 
 def test_torn_tail_of_active_segment_is_truncated(data_dir, spawn):
-    acked, active = crash_active_writer(data_dir, spawn)
+    _acked, active = crash_active_writer(data_dir, spawn)
     bl = batches_of(active)
-    pos, size, first, last = bl[-1]
+    pos, size, first, _last = bl[-1]
     # Cut the last whole batch in half: a torn write.
     with open(active, "r+b") as f:
         f.truncate(pos + size // 2)
@@ -758,7 +758,7 @@ def test_torn_tail_of_active_segment_is_truncated(data_dir, spawn):
 def test_garbage_after_active_segment_is_cut(data_dir, spawn):
     acked, active = crash_active_writer(data_dir, spawn)
     bl = batches_of(active)
-    pos, size, first, last = bl[-1]
+    _pos, _size, first, last = bl[-1]
     with open(active, "ab") as f:
         f.write(os.urandom(300))  # bytes of an append that never published
     # Every whole batch before the garbage survives: all of the last one if
@@ -770,14 +770,14 @@ def test_garbage_after_active_segment_is_cut(data_dir, spawn):
 
 
 def test_corrupt_tail_with_lost_head_is_recovered_from_files(data_dir, spawn):
-    acked, active = crash_active_writer(data_dir, spawn, segment_bytes=16384)
+    _acked, _active = crash_active_writer(data_dir, spawn, segment_bytes=16384)
     logs = log_files(data_dir / "act-0")
     assert len(logs) >= 3
     # The newest segment holding a few batches (the active one may have
     # just been rolled and still be empty).
     seg = next(f for f in reversed(logs) if len(batches_of(f)) >= 3)
     bl = batches_of(seg)
-    pos, size, first, last = bl[-2]
+    pos, size, first, _last = bl[-2]
     raw = bytearray(seg.read_bytes())
     raw[pos + size - 2] ^= 0x5A  # a record byte of the second-last batch
     seg.write_bytes(bytes(raw))
@@ -838,9 +838,9 @@ def test_disk_full(data_dir, spawn):
     lines = child.lines()
     assert rc == 0, (rc, lines[-5:], child.stderr[-3000:])
     assert "exit" in lines, lines
-    err = [l for l in lines if l.startswith("error")][0].split()
+    err = next(ln for ln in lines if ln.startswith("error")).split()
     assert err[1] == "DiskFullError" and err[2] == "True", err
-    last = int([l for l in lines if l.startswith("last")][0].split()[1])
+    last = int(next(ln for ln in lines if ln.startswith("last")).split()[1])
     assert last > 100
     vals = read_values(data_dir, "full")
     assert [o for o, _, _ in vals] == list(range(len(vals)))
@@ -848,7 +848,7 @@ def test_disk_full(data_dir, spawn):
     # sent once flush() had raised may still fit (when the loop's batches
     # were split, the room left varies): then it is the last record, and
     # the child saw it acknowledged.
-    second = [l for l in lines if l.startswith("second")][0].split()
+    second = next(ln for ln in lines if ln.startswith("second")).split()
     if second[1] == "ok":
         assert vals[-1][2] == b"q" * 500
         vals = vals[:-1]
@@ -856,7 +856,7 @@ def test_disk_full(data_dir, spawn):
         assert second[1] == "DiskFullError", second
     assert len(vals) >= last + 1
     for o, _, v in vals:
-        assert v == ("rec-%06d-" % o).encode() + b"z" * 80
+        assert v == f"rec-{o:06d}-".encode() + b"z" * 80
     vals = read_values(data_dir, "full")
     seg = log_files(data_dir / "full-0")[-1]
     assert seg.stat().st_size <= 64 * 1024
@@ -897,8 +897,8 @@ def test_disk_full_during_segment_roll(data_dir, spawn):
     lines = child.lines()
     assert rc == 0, (rc, lines[-5:], child.stderr[-3000:])
     assert lines[-1] == "exit"
-    acks = [tuple(map(int, l.split()[1:])) for l in lines if l.startswith("ack")]
-    errs = [l.split() for l in lines if l.startswith("err")]
+    acks = [tuple(map(int, ln.split()[1:])) for ln in lines if ln.startswith("ack")]
+    errs = [ln.split() for ln in lines if ln.startswith("err")]
     assert acks and errs
     assert {e[2] for e in errs} == {"DiskFullError"}
     assert all(o == i for o, i in acks)
@@ -906,7 +906,7 @@ def test_disk_full_during_segment_roll(data_dir, spawn):
     assert [o for o, _, _ in vals] == list(range(len(vals)))
     assert len(vals) == acks[-1][0] + 1  # failed sends left nothing behind
     for o, _, v in vals:
-        assert v == ("rec-%06d-" % o).encode() + b"z" * 80
+        assert v == f"rec-{o:06d}-".encode() + b"z" * 80
     with ottla.Producer(data_dir) as p:
         assert p.send("full", b"after", partition=0).get(10).offset == len(vals)
     gc.collect()

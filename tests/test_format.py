@@ -86,7 +86,7 @@ def produce(data_dir, topic, sent, **kw):
 
 def check_records(parsed, sent):
     offsets = []
-    for base, batch, recs in parsed:
+    for _base, batch, recs in parsed:
         assert batch.compression_type == 0
         assert not batch.is_control_batch
         assert batch.records_count == len(recs)
@@ -129,7 +129,7 @@ def test_log_parses_with_kafka_python_many_segments(data_dir):
     # next segment starts right after the previous one ends.
     bases = [int(f.stem) for f in logs]
     assert bases[0] == 0
-    for f, nxt in zip(logs, bases[1:]):
+    for f, nxt in zip(logs, bases[1:], strict=False):
         last = parse_log(f)[-1][0]
         assert last.next_offset == nxt
     for f in logs[:-1]:
@@ -246,7 +246,7 @@ def test_index_and_timeindex_entries(data_dir):
 def test_segment_files_and_partition_files(data_dir):
     ottla.Admin(data_dir).create_topic("lay", partitions=2, config={"segment.bytes": 1024})
     with ottla.Producer(data_dir) as p:
-        for i in range(100):
+        for _i in range(100):
             p.send("lay", b"x" * 50, partition=0).get(10)
     part = data_dir / "lay-0"
     names = sorted(x.name for x in part.iterdir())

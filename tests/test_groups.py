@@ -4,6 +4,7 @@ the Admin group operations."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -167,7 +168,7 @@ def test_three_processes_kill_one_no_overlap_nothing_lost(data_dir, spawn, tmp_p
     # 1. No partition held by two live members at once.
     for p in range(PARTITIONS):
         spans = sorted((s, e, n) for n in names for s, e in intervals[n].get(p, []))
-        for (s1, e1, n1), (s2, e2, n2) in zip(spans, spans[1:]):
+        for (_s1, e1, n1), (s2, _e2, n2) in itertools.pairwise(spans):
             assert e1 <= s2, f"partition {p}: {n1} held it until {e1}, {n2} from {s2}"
     # 2. Records were consumed only while owned.
     for n in names:
@@ -277,7 +278,7 @@ def test_range_and_roundrobin_strategies(data_dir):
             for i in range(2)
         ]
         try:
-            settle(cs, lambda: all(len(c.assignment()) == 2 for c in cs))
+            settle(cs, lambda cs=cs: all(len(c.assignment()) == 2 for c in cs))
             # Members sort by member id ("c0-...", "c1-...").
             got = [{tp.partition for tp in c.assignment()} for c in cs]
             assert got == expect, (strategy, got)
@@ -462,7 +463,8 @@ def test_a_forgotten_member_leaves_when_collected(data_dir):
     ottla.Admin(data_dir).create_topic("t", partitions=2)
     c = ottla.Consumer(data_dir, group_id="gc")
     # The callback refers back to the consumer: a reference cycle through Rust.
-    c.subscribe(["t"], on_assign=lambda _c, tps: c.assignment())
+    # (`c` is looked up when the callback runs; the test deletes the name below.)
+    c.subscribe(["t"], on_assign=lambda _c, tps: c.assignment())  # noqa: F821
     assert len(ottla.Admin(data_dir).describe_group("gc").members) == 1
     del c
     gc.collect()

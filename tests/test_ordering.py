@@ -117,7 +117,7 @@ def run_child(data_dir, spawn, code):
     rc = child.wait(25)
     lines = child.lines()
     assert rc == 0, (rc, lines[-5:], child.stderr[-3000:])
-    res = [l for l in lines if l.startswith("result ")]
+    res = [ln for ln in lines if ln.startswith("result ")]
     assert res, (lines, child.stderr[-3000:])
     return json.loads(res[0][len("result ") :])
 

@@ -78,7 +78,8 @@ def test_kill_9_of_a_bulk_producer_writing_into_preallocated_space(data_dir, spa
             # Past 1 MiB in the active segment, appends preallocate: wait for
             # ~3 MiB of acknowledged records, then kill at a random moment.
             child.wait_line(
-                lambda s: s[:1].isdigit() and int(s.split()[1]) > start + 15000, timeout=30
+                lambda s, start=start: s[:1].isdigit() and int(s.split()[1]) > start + 15000,
+                timeout=30,
             )
             time.sleep(rng.uniform(0.0, 0.3))
             child.sigkill()
@@ -173,7 +174,7 @@ def test_send_many_mixed_sizes_keys_and_partitions_round_trip(data_dir):
                     keys=keys,
                     partition=part,
                 ).wait(10)
-                expect[part] += list(zip(keys, values))
+                expect[part] += list(zip(keys, values, strict=True))
             else:
                 p.send_many("mix", values, partition=part).wait(10)
                 expect[part] += [(None, v) for v in values]

@@ -3,6 +3,7 @@ flush/close, limits and argument checking."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import threading
@@ -123,7 +124,7 @@ def test_unkeyed_sticky_partitioning_spreads_over_batches(data_dir):
     counts = {q: parts.count(q) for q in range(4)}
     assert all(counts[q] > 0 for q in range(4)), counts
     # Sticky: records go in runs (one batch per partition), not one by one.
-    switches = sum(1 for a, b in zip(parts, parts[1:]) if a != b)
+    switches = sum(1 for a, b in itertools.pairwise(parts) if a != b)
     assert 4 <= switches < len(parts) / 5, switches
     got = read_all(data_dir, "t")
     assert sum(len(v) for v in got.values()) == 2000
@@ -197,9 +198,11 @@ def test_serializer_exception_propagates(data_dir):
     def boom(v):
         raise RuntimeError("serializer failed")
 
-    with ottla.Producer(data_dir, value_serializer=boom) as p:
-        with pytest.raises(RuntimeError, match="serializer failed"):
-            p.send("t", 1)
+    with (
+        ottla.Producer(data_dir, value_serializer=boom) as p,
+        pytest.raises(RuntimeError, match="serializer failed"),
+    ):
+        p.send("t", 1)
 
 
 def test_send_many_batch_future(data_dir):
@@ -225,7 +228,7 @@ def test_send_many_batch_future(data_dir):
         assert [m.timestamp for m in mds2] == [1_500_000_000_000] * 3
         # keyed without partition: routed by key
         bf3 = p.send_many("t", [b"x"] * 3, keys=[b"user-1", b"user-2", b"user-3"])
-        for k, m in zip([b"user-1", b"user-2", b"user-3"], bf3.get(10)):
+        for k, m in zip([b"user-1", b"user-2", b"user-3"], bf3.get(10), strict=True):
             assert m.partition == (murmur2(k) & 0x7FFFFFFF) % 3
         with pytest.raises(ValueError):
             p.send_many("t", [b"a", b"b"], keys=[b"only-one"])

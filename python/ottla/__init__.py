@@ -18,7 +18,7 @@ Several processes may use the same directory at once.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from ottla import _arrow, _display
 from ottla._core import (

@@ -2,21 +2,17 @@
 
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from os import PathLike
-from typing import (
-    Any,
-    Literal,
-    Union,
-)
+from typing import Any, Literal, TypeAlias
 
 from typing_extensions import Self, disjoint_base, final
 
 __version__: str
 
-_Path = Union[str, "PathLike[str]"]
-_BytesLike = Union[bytes, bytearray, memoryview, str]
-_Headers = Union[Sequence[tuple[str, _BytesLike | None]], Mapping[str, _BytesLike | None]]
-_TP = Union["TopicPartition", tuple[str, int]]
-_RebalanceCallback = Callable[[Any, list["TopicPartition"]], Any]
+_Path: TypeAlias = str | PathLike[str]
+_BytesLike: TypeAlias = bytes | bytearray | memoryview | str
+_Headers: TypeAlias = Sequence[tuple[str, _BytesLike | None]] | Mapping[str, _BytesLike | None]
+_TP: TypeAlias = TopicPartition | tuple[str, int]
+_RebalanceCallback: TypeAlias = Callable[[Any, list[TopicPartition]], Any]
 
 class OttlaError(Exception): ...
 class InvalidTopicError(OttlaError): ...

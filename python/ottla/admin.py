@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import Union
 
 from ottla._core import TopicPartition, _Admin
 
-ConfigValue = Union[str, int, None]
+ConfigValue = str | int | None
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from os import PathLike
 from types import TracebackType
-from typing import (
-    Any,
-    Literal,
-    Union,
-)
+from typing import Any, Literal
 
 from ottla import _arrow
 from ottla._core import (
@@ -55,7 +51,7 @@ from ottla._core import (
     RecordWaiter as _RecordWaiter,
 )
 
-_TP = Union[TopicPartition, tuple[str, int]]
+_TP = TopicPartition | tuple[str, int]
 
 __all__ = ["Consumer", "Producer", "SendFuture", "SendManyFuture"]
 
@@ -339,7 +335,7 @@ class Consumer:
                 # from the budget before the consumer, so a spent budget
                 # ends the run without taking a record.
                 budget = iter(range(streak))
-                for _, record in zip(budget, sync):
+                for _, record in zip(budget, sync, strict=False):
                     yield record
                 if next(budget, None) is None:
                     # A whole run: let other tasks in, then read on.

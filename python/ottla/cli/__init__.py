@@ -19,7 +19,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
-from typing import List, NoReturn, Optional
+from typing import NoReturn
 
 import ottla
 from ottla.cli import consume, groups, produce, serve, topics

@@ -97,7 +97,10 @@ def table(
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
-        parts = [(c.rjust(w) if num else c.ljust(w)) for c, w, num in zip(row, widths, numeric)]
+        parts = [
+            (c.rjust(w) if num else c.ljust(w))
+            for c, w, num in zip(row, widths, numeric, strict=True)
+        ]
         print("  ".join(parts).rstrip(), file=stream)
 
 

@@ -56,7 +56,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _input(path: str | None) -> tuple[BinaryIO, int | None]:
     """The byte stream to read and its size when known (for the progress bar)."""
-    stream: BinaryIO = open(path, "rb") if path else sys.stdin.buffer
+    # Returned open: the caller reads it to the end and closes it.
+    stream: BinaryIO = open(path, "rb") if path else sys.stdin.buffer  # noqa: SIM115
     try:
         st = os.fstat(stream.fileno())
         size = st.st_size if stat.S_ISREG(st.st_mode) else None
