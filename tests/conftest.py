@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from helpers import Child
+from helpers import Child, Spawn
 
 if TYPE_CHECKING:
     import ottla
@@ -57,7 +57,7 @@ def broker(data_dir: Path) -> Iterator[ottla.Broker]:
 
 
 @pytest.fixture
-def spawn() -> Iterator:
+def spawn() -> Iterator[Spawn]:
     """``spawn(code, *args) -> Child``: run ``python -c code args...``.
 
     The child's stdout is read line by line by a background thread (see
@@ -66,8 +66,8 @@ def spawn() -> Iterator:
     """
     children: list[Child] = []
 
-    def _spawn(code: str, *args: object, **kw: object) -> Child:
-        c = Child(code, *args, **kw)
+    def _spawn(code: str, *args: object, env: dict[str, str] | None = None) -> Child:
+        c = Child(code, *args, env=env)
         children.append(c)
         return c
 

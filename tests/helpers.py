@@ -11,11 +11,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Protocol
 
 import ottla
 
-PathT = Union[str, "os.PathLike[str]"]
+PathT = str | os.PathLike[str]
+
+
+class Spawn(Protocol):
+    """The ``spawn`` fixture: ``spawn(code, *args) -> Child``."""
+
+    def __call__(self, code: str, *args: object, env: dict[str, str] | None = None) -> Child: ...
 
 
 class Child:

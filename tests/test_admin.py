@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 import ottla
-from helpers import read_values
+from helpers import Spawn, read_values
 
 
 def tree(root):
@@ -19,7 +20,7 @@ def tree(root):
     return out
 
 
-def test_create_list_describe_delete(data_dir):
+def test_create_list_describe_delete(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     assert admin.list_topics() == []
     admin.create_topic("orders", partitions=3, config={"retention.ms": 3_600_000})
@@ -61,14 +62,14 @@ def test_create_list_describe_delete(data_dir):
     assert [(p.start_offset, p.end_offset) for p in d.partitions] == [(0, 0)]
 
 
-def test_admin_misc(data_dir):
+def test_admin_misc(data_dir: Path) -> None:
     with ottla.Admin(data_dir) as admin:
         assert os.path.samefile(admin.path, data_dir)
         assert "ottla.Admin" in repr(admin)
     admin.close()
 
 
-def test_topic_already_exists(data_dir):
+def test_topic_already_exists(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", partitions=2)
     with pytest.raises(ottla.TopicAlreadyExistsError):
@@ -78,7 +79,7 @@ def test_topic_already_exists(data_dir):
     assert len(admin.describe_topic("t").partitions) == 2
 
 
-def test_deleted_topic_is_seen_by_other_process_objects(data_dir, spawn):
+def test_deleted_topic_is_seen_by_other_process_objects(data_dir: Path, spawn: Spawn) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("gone")
     child = spawn(
@@ -113,7 +114,7 @@ BAD_NAMES = [
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-def test_invalid_topic_names(tmp_path, name):
+def test_invalid_topic_names(tmp_path: Path, name) -> None:
     data = tmp_path / "data"
     admin = ottla.Admin(data)
     before_outside = tree(tmp_path)
@@ -148,7 +149,7 @@ def test_invalid_topic_names(tmp_path, name):
     assert sorted(os.listdir(data)) == [".ottla"]
 
 
-def _create_use_delete(data_dir, name):
+def _create_use_delete(data_dir: Path, name):
     admin = ottla.Admin(data_dir)
     admin.create_topic(name)
     assert admin.list_topics() == [name]
@@ -160,19 +161,19 @@ def _create_use_delete(data_dir, name):
     assert sorted(os.listdir(data_dir)) == [".ottla"], "partition directory left behind"
 
 
-def test_long_valid_name(data_dir):
+def test_long_valid_name(data_dir: Path) -> None:
     _create_use_delete(data_dir, "x" * 200)
 
 
-def test_longest_valid_name_249_chars(data_dir):
+def test_longest_valid_name_249_chars(data_dir: Path) -> None:
     _create_use_delete(data_dir, "x" * 249)
 
 
-def test_delete_topic_with_240_char_name(data_dir):
+def test_delete_topic_with_240_char_name(data_dir: Path) -> None:
     _create_use_delete(data_dir, "x" * 240)
 
 
-def test_create_topic_bad_partitions_and_config(data_dir):
+def test_create_topic_bad_partitions_and_config(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     for bad in (0, -1, 100_001):
         with pytest.raises(ottla.InvalidPartitionsError):
@@ -193,7 +194,7 @@ def test_create_topic_bad_partitions_and_config(data_dir):
     assert d.config["retention.ms"] == "1000" and d.config["segment.bytes"] == "4096"
 
 
-def test_create_partitions(data_dir):
+def test_create_partitions(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", partitions=2)
     with ottla.Producer(data_dir) as p:
@@ -218,7 +219,7 @@ def test_create_partitions(data_dir):
     assert read_values(data_dir, "t", 1) == [(0, None, b"keep")]
 
 
-def test_producer_sees_partitions_added_later(data_dir):
+def test_producer_sees_partitions_added_later(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", partitions=1)
     with ottla.Producer(data_dir) as p:
@@ -229,7 +230,7 @@ def test_producer_sees_partitions_added_later(data_dir):
         assert p.send("t", b"x", partition=2).get(10).partition == 2
 
 
-def test_alter_topic_config_set_and_unset(data_dir):
+def test_alter_topic_config_set_and_unset(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", config={"retention.ms": 1000})
     admin.alter_topic_config("t", {"retention.bytes": 1 << 20, "segment_ms": 60_000})
@@ -261,7 +262,7 @@ def test_alter_topic_config_set_and_unset(data_dir):
     assert "config.retention.bytes=1048576" in (data_dir / ".ottla" / "topics" / "t").read_text()
 
 
-def test_auto_create_on_produce_and_disabled(data_dir):
+def test_auto_create_on_produce_and_disabled(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         p.send("auto-made", b"x").get(10)
     admin = ottla.Admin(data_dir)
@@ -279,7 +280,7 @@ def test_auto_create_on_produce_and_disabled(data_dir):
     assert not (data_dir / "not-there-0").exists()
 
 
-def test_internal_offsets_topic_and_groups(data_dir):
+def test_internal_offsets_topic_and_groups(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     with ottla.Producer(data_dir) as p:
         p.send("t", b"x").get(10)

@@ -12,11 +12,13 @@ import asyncio
 import random
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 import ottla
 import ottla.aio
+from helpers import Spawn
 from ottla import TopicPartition as TP
 
 aio = pytest.mark.asyncio
@@ -50,7 +52,7 @@ def read_all(path, topic: str, partitions: int = 1):
 
 
 @aio
-async def test_send_resolves_to_metadata(data_dir):
+async def test_send_resolves_to_metadata(data_dir: Path) -> None:
     async with ottla.aio.Producer(data_dir, linger_ms=60_000) as p:
         md0 = await p.send("t", b"v0", key=b"k", headers=[("h", b"x")])
         md1 = await p.send("t", value=b"v1", partition=0, timestamp_ms=1_700_000_000_000)
@@ -67,7 +69,7 @@ async def test_send_resolves_to_metadata(data_dir):
 
 
 @aio
-async def test_send_future_is_plain_and_reusable(data_dir):
+async def test_send_future_is_plain_and_reusable(data_dir: Path) -> None:
     """send() returns at once; the future answers done()/result() and can be
     awaited more than once."""
     p = ottla.aio.Producer(data_dir, linger_ms=60_000)
@@ -87,7 +89,7 @@ async def test_send_future_is_plain_and_reusable(data_dir):
 
 
 @aio
-async def test_tasks_in_one_iteration_share_a_batch(data_dir):
+async def test_tasks_in_one_iteration_share_a_batch(data_dir: Path) -> None:
     """Awaiting appends at the end of the loop iteration: 200 tasks sending
     at once get consecutive offsets from one append, long before linger_ms."""
     async with ottla.aio.Producer(data_dir, linger_ms=60_000) as p:
@@ -104,7 +106,7 @@ async def test_tasks_in_one_iteration_share_a_batch(data_dir):
 
 
 @aio
-async def test_send_many_and_metadata(data_dir):
+async def test_send_many_and_metadata(data_dir: Path) -> None:
     async with ottla.aio.Producer(data_dir, num_partitions=3) as p:
         fut = p.send_many("t", [b"a", b"b", b"c"], keys=[b"1", b"2", b"3"], timestamp_ms=5)
         assert len(fut) == 3
@@ -127,7 +129,7 @@ async def test_send_many_and_metadata(data_dir):
 
 
 @aio
-async def test_fire_and_forget_then_flush(data_dir):
+async def test_fire_and_forget_then_flush(data_dir: Path) -> None:
     p = ottla.aio.Producer(data_dir, linger_ms=60_000, batch_size=1024)
     futs = [p.send("t", b"v%05d" % i) for i in range(5000)]
     await p.flush()
@@ -139,7 +141,7 @@ async def test_fire_and_forget_then_flush(data_dir):
 
 
 @aio
-async def test_close_flushes_and_refuses_sends(data_dir):
+async def test_close_flushes_and_refuses_sends(data_dir: Path) -> None:
     p = ottla.aio.Producer(data_dir, linger_ms=60_000)
     fut = p.send("t", b"last")
     assert "linger_ms=60000" in repr(p)
@@ -154,7 +156,7 @@ async def test_close_flushes_and_refuses_sends(data_dir):
 
 
 @aio
-async def test_producer_settings_and_bad_input(data_dir):
+async def test_producer_settings_and_bad_input(data_dir: Path) -> None:
     p = ottla.aio.Producer(
         data_dir,
         value_serializer=lambda v: v.encode(),
@@ -192,7 +194,7 @@ async def test_producer_settings_and_bad_input(data_dir):
 
 
 @aio
-async def test_failed_batch_raises_from_await(data_dir):
+async def test_failed_batch_raises_from_await(data_dir: Path) -> None:
     """A batch that cannot be appended (its topic was deleted meanwhile)
     fails every waiter with a typed error, and flush() reports it."""
     p = ottla.aio.Producer(data_dir, linger_ms=60_000)
@@ -210,7 +212,7 @@ async def test_failed_batch_raises_from_await(data_dir):
     await p.close()
 
 
-def test_await_needs_a_running_loop(data_dir):
+def test_await_needs_a_running_loop(data_dir: Path) -> None:
     p = ottla.aio.Producer(data_dir)
     fut = p.send("t", b"x")
     with pytest.raises(RuntimeError):
@@ -220,7 +222,7 @@ def test_await_needs_a_running_loop(data_dir):
 
 
 @aio
-async def test_cancelled_sends_under_load(data_dir):
+async def test_cancelled_sends_under_load(data_dir: Path) -> None:
     """Sender tasks are cancelled at random points while others keep
     sending. Afterwards every acknowledged record is in the log at its
     offset, no record appears twice, and each cancelled send's own future
@@ -280,7 +282,7 @@ def produce(path, topic, n, partition=0, prefix="v"):
 
 
 @aio
-async def test_getone_getmany_and_iteration(data_dir):
+async def test_getone_getmany_and_iteration(data_dir: Path) -> None:
     produce(data_dir, "t", 10)
     async with ottla.aio.Consumer(
         data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=200, max_poll_records=4
@@ -305,7 +307,7 @@ async def test_getone_getmany_and_iteration(data_dir):
 
 
 @aio
-async def test_getmany_waits_for_a_record_sent_later(data_dir):
+async def test_getmany_waits_for_a_record_sent_later(data_dir: Path) -> None:
     async with (
         ottla.aio.Producer(data_dir) as p,
         ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest") as c,
@@ -328,7 +330,7 @@ async def test_getmany_waits_for_a_record_sent_later(data_dir):
 
 
 @aio
-async def test_wakes_on_append_from_another_process(data_dir, spawn):
+async def test_wakes_on_append_from_another_process(data_dir: Path, spawn: Spawn) -> None:
     async with ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest") as c:
         assert await c.getmany(timeout_ms=10) == {}
         spawn(
@@ -343,7 +345,7 @@ async def test_wakes_on_append_from_another_process(data_dir, spawn):
 
 
 @aio
-async def test_partition_filters(data_dir):
+async def test_partition_filters(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", 2)
     produce(data_dir, "t", 3, partition=0, prefix="a")
     produce(data_dir, "t", 3, partition=1, prefix="b")
@@ -363,7 +365,7 @@ async def test_partition_filters(data_dir):
 
 
 @aio
-async def test_seek_positions_commits_and_offsets(data_dir):
+async def test_seek_positions_commits_and_offsets(data_dir: Path) -> None:
     produce(data_dir, "t", 10)
     tp = TP("t", 0)
     async with ottla.aio.Consumer(
@@ -401,7 +403,7 @@ async def test_seek_positions_commits_and_offsets(data_dir):
 
 
 @aio
-async def test_assign_subscribe_and_deserializers(data_dir):
+async def test_assign_subscribe_and_deserializers(data_dir: Path) -> None:
     produce(data_dir, "t", 3)
     c = ottla.aio.Consumer(
         data_dir, auto_offset_reset="earliest", value_deserializer=lambda b: b.decode().upper()
@@ -419,7 +421,7 @@ async def test_assign_subscribe_and_deserializers(data_dir):
 
 
 @aio
-async def test_cancelled_getmany_loses_nothing(data_dir):
+async def test_cancelled_getmany_loses_nothing(data_dir: Path) -> None:
     """A consumer task whose getmany/getone calls are cancelled at random
     points while a producer task writes still sees every record exactly
     once, in order, and no wait is left running."""
@@ -492,7 +494,7 @@ async def test_cancelled_getmany_loses_nothing(data_dir):
 
 
 @aio
-async def test_close_wakes_every_waiter(data_dir):
+async def test_close_wakes_every_waiter(data_dir: Path) -> None:
     c = ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest")
 
     async def iterate() -> list:
@@ -519,7 +521,7 @@ async def test_close_wakes_every_waiter(data_dir):
 
 
 @aio
-async def test_producer_and_consumer_tasks_exchange_a_million(data_dir):
+async def test_producer_and_consumer_tasks_exchange_a_million(data_dir: Path) -> None:
     n = 1_000_000
     chunk = 10_000
     value = b"x" * 20
@@ -552,7 +554,7 @@ async def test_producer_and_consumer_tasks_exchange_a_million(data_dir):
 # --------------------------------------------------------------------------
 
 
-def test_two_loops_in_two_threads(data_dir):
+def test_two_loops_in_two_threads(data_dir: Path) -> None:
     """One producer awaited from two loops at once, and a consumer per loop."""
     ottla.Admin(data_dir).create_topic("t", 2)
     shared = ottla.aio.Producer(data_dir, linger_ms=60_000)
@@ -590,7 +592,7 @@ def test_two_loops_in_two_threads(data_dir):
     asyncio.run(shared.close())
 
 
-def test_in_an_already_running_loop(data_dir):
+def test_in_an_already_running_loop(data_dir: Path) -> None:
     """As in Jupyter: the loop already runs (here in another thread); code is
     handed to it, nothing calls asyncio.run."""
     loop = asyncio.new_event_loop()
@@ -616,7 +618,7 @@ def test_in_an_already_running_loop(data_dir):
 
 
 @aio
-async def test_a_backlog_does_not_starve_other_tasks(data_dir):
+async def test_a_backlog_does_not_starve_other_tasks(data_dir: Path) -> None:
     """Iterating (or getmany-ing) a deep backlog yields to the loop now and
     then, so another task in the same loop keeps running."""
     produce(data_dir, "t", 5000)
@@ -648,7 +650,7 @@ async def test_a_backlog_does_not_starve_other_tasks(data_dir):
     t.cancel()
 
 
-def test_loop_after_loop_with_waiters_left_behind(data_dir):
+def test_loop_after_loop_with_waiters_left_behind(data_dir: Path) -> None:
     """A loop that ends with a cancelled await still registered on a batch
     must not confuse the next loop (which may well get the same address)."""
     p = ottla.aio.Producer(data_dir, linger_ms=60_000)
@@ -674,7 +676,7 @@ def test_loop_after_loop_with_waiters_left_behind(data_dir):
 
 
 @aio
-async def test_sealed_batches_keep_send_order(data_dir):
+async def test_sealed_batches_keep_send_order(data_dir: Path) -> None:
     """Every send seals a batch (values over batch_size) and fsyncs: appends
     run in the background, several at once, yet the log keeps send order."""
     value = b"v" * 20_000
@@ -686,7 +688,7 @@ async def test_sealed_batches_keep_send_order(data_dir):
 
 
 @aio
-async def test_record_waiter(data_dir):
+async def test_record_waiter(data_dir: Path) -> None:
     from ottla._core import RecordWaiter
 
     w = RecordWaiter(data_dir)

@@ -7,8 +7,11 @@ import gc
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
+
+from helpers import Spawn
 
 pa = pytest.importorskip("pyarrow")
 
@@ -46,7 +49,7 @@ SCHEMA = pa.schema(
 T0 = int(time.time() * 1000) - 60_000  # recent: retention keeps it
 
 
-def produce_mixed(data_dir, n=200):
+def produce_mixed(data_dir: Path, n=200):
     """Two topics (3 and 1 partitions): keys, null keys, null values, headers."""
     admin = ottla.Admin(data_dir)
     admin.create_topic("orders", partitions=3)
@@ -101,7 +104,7 @@ def poll_all(c):
     return out
 
 
-def test_round_trip_matches_poll(data_dir):
+def test_round_trip_matches_poll(data_dir: Path) -> None:
     produce_mixed(data_dir)
     with ottla.Consumer(data_dir, "orders", "clicks", auto_offset_reset="earliest") as c:
         expected = sorted(as_rows(poll_all(c)), key=key_of)
@@ -122,7 +125,7 @@ def test_round_trip_matches_poll(data_dir):
     assert [r["timestamp"] for r in clicks] == [T0 + i for i in range(0, 200, 4)]
 
 
-def test_empty_result_keeps_schema(data_dir):
+def test_empty_result_keeps_schema(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("empty", partitions=2)
     with ottla.Consumer(data_dir, "empty", auto_offset_reset="earliest") as c:
         b = c.poll_arrow(timeout_ms=10)
@@ -135,7 +138,7 @@ def test_empty_result_keeps_schema(data_dir):
         assert c.read_arrow().schema == SCHEMA
 
 
-def test_positions_and_commits_are_those_of_poll(data_dir):
+def test_positions_and_commits_are_those_of_poll(data_dir: Path) -> None:
     produce_mixed(data_dir)
     seen = []
     c = ottla.Consumer(data_dir, "orders", group_id="g", auto_offset_reset="earliest")
@@ -170,7 +173,7 @@ def test_positions_and_commits_are_those_of_poll(data_dir):
         assert offs == list(range(len(offs)))
 
 
-def test_poll_arrow_and_poll_interleave_without_gaps(data_dir):
+def test_poll_arrow_and_poll_interleave_without_gaps(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("mix", partitions=1)
     with ottla.Producer(data_dir) as p:
         p.send_many("mix", [b"%d" % i for i in range(1000)], partition=0).wait()
@@ -187,7 +190,7 @@ def test_poll_arrow_and_poll_interleave_without_gaps(data_dir):
     assert got == list(range(1000))
 
 
-def test_max_records_and_max_bytes(data_dir):
+def test_max_records_and_max_bytes(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("sized", partitions=1)
     with ottla.Producer(data_dir) as p:
         p.send_many("sized", [bytes([65 + i % 26]) * 100 for i in range(100)], partition=0).wait()
@@ -219,7 +222,7 @@ def test_max_records_and_max_bytes(data_dir):
             c.poll_arrow(max_bytes=0)
 
 
-def test_read_arrow_reads_to_the_end_seen_at_the_call(data_dir):
+def test_read_arrow_reads_to_the_end_seen_at_the_call(data_dir: Path) -> None:
     produce_mixed(data_dir)
     with ottla.Consumer(data_dir, "orders", auto_offset_reset="earliest") as c:
         c.pause(TP("orders", 2))
@@ -243,7 +246,7 @@ def test_read_arrow_reads_to_the_end_seen_at_the_call(data_dir):
         assert c.read_arrow().num_rows == 66 - 10
 
 
-def test_read_arrow_does_not_take_records_appended_during_the_read(data_dir):
+def test_read_arrow_does_not_take_records_appended_during_the_read(data_dir: Path) -> None:
     """A writer in another thread appends while read_arrow runs: the table
     ends at the end offsets seen at the call, and the next read continues
     exactly there."""
@@ -284,7 +287,7 @@ def test_read_arrow_does_not_take_records_appended_during_the_read(data_dir):
         assert seen[part] == list(range(len(seen[part])))  # in order, no gap, no repeat
 
 
-def test_read_arrow_end_snapshot_is_exact(data_dir):
+def test_read_arrow_end_snapshot_is_exact(data_dir: Path) -> None:
     """With nothing appended meanwhile, read_arrow returns exactly
     [position, end) of every partition."""
     ottla.Admin(data_dir).create_topic("snap", partitions=3)
@@ -301,7 +304,7 @@ def test_read_arrow_end_snapshot_is_exact(data_dir):
         assert got == [(0, i) for i in range(5)] + [(2, i) for i in range(1000, 1234)]
 
 
-def test_to_pandas(data_dir):
+def test_to_pandas(data_dir: Path) -> None:
     pd = pytest.importorskip("pandas")
     produce_mixed(data_dir, n=30)
     with ottla.Consumer(data_dir, "orders", auto_offset_reset="earliest") as c:
@@ -329,7 +332,7 @@ def test_to_pandas(data_dir):
     assert row["key"] == b"k1" and row["value"] == b"v1-" + b"x"
 
 
-def test_batches_outlive_the_consumer_and_are_not_copied(data_dir):
+def test_batches_outlive_the_consumer_and_are_not_copied(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("keep", partitions=1)
     with ottla.Producer(data_dir) as p:
         p.send_many("keep", [b"%06d" % i for i in range(5000)], partition=0).wait()
@@ -348,7 +351,7 @@ def test_batches_outlive_the_consumer_and_are_not_copied(data_dir):
     assert b1.column("value").to_pylist()[-1] == b"000999"
 
 
-def test_large_values(data_dir):
+def test_large_values(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("big", partitions=1)
     vals = [bytes([i]) * (1 << 19) for i in range(5)]
     with ottla.Producer(data_dir) as p:
@@ -358,7 +361,7 @@ def test_large_values(data_dir):
         assert c.read_arrow().column("value").to_pylist() == vals
 
 
-def test_waits_up_to_timeout_for_records(data_dir):
+def test_waits_up_to_timeout_for_records(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("wait", partitions=1)
     with ottla.Consumer(data_dir, "wait", auto_offset_reset="earliest") as c:
         assert c.poll_arrow(timeout_ms=1).num_rows == 0
@@ -377,7 +380,7 @@ def test_waits_up_to_timeout_for_records(data_dir):
         assert b.column("value").to_pylist() == [b"hello"]
 
 
-def test_closed_consumer_raises(data_dir):
+def test_closed_consumer_raises(data_dir: Path) -> None:
     c = ottla.Consumer(data_dir, "x", auto_offset_reset="earliest")
     c.close()
     with pytest.raises(ottla.ClosedError):
@@ -386,7 +389,7 @@ def test_closed_consumer_raises(data_dir):
         c.read_arrow()
 
 
-def test_rebalance_callback_error_is_raised(data_dir):
+def test_rebalance_callback_error_is_raised(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("cb", partitions=1)
 
     def boom(consumer, partitions):
@@ -404,7 +407,7 @@ def test_rebalance_callback_error_is_raised(data_dir):
 # -- corrupt and compressed batches: whatever poll() does, poll_arrow does ----
 
 
-def _corrupt_base(data_dir):
+def _corrupt_base(data_dir: Path):
     from test_crash import batches_of, build_corruption_base, value_of
 
     logs = build_corruption_base(data_dir)
@@ -416,7 +419,7 @@ def _corrupt_base(data_dir):
     return seg, pos, first, value_of
 
 
-def test_corrupt_batch_records_before_it_then_error(data_dir):
+def test_corrupt_batch_records_before_it_then_error(data_dir: Path) -> None:
     seg, pos, first, value_of = _corrupt_base(data_dir)
     got = []
     with ottla.Consumer(data_dir, auto_offset_reset="earliest") as c:
@@ -477,7 +480,7 @@ with ottla.Producer(sys.argv[1]) as p:
 """
 
 
-def test_compressed_batch_reads_as_poll_does(data_dir, spawn):
+def test_compressed_batch_reads_as_poll_does(data_dir: Path, spawn: Spawn) -> None:
     pytest.importorskip("kafka")
     # Written by another process, so this one opens the partition afresh
     # (and recovers it) after the compressed batch is added.
@@ -528,7 +531,7 @@ def test_compressed_batch_reads_as_poll_does(data_dir, spawn):
         pytest.skip("this engine does not read compressed batches (poll_arrow raises as poll does)")
 
 
-def test_missing_pyarrow_names_the_extra(data_dir, monkeypatch):
+def test_missing_pyarrow_names_the_extra(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ottla.Admin(data_dir).create_topic("np", partitions=1)
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow -> ImportError
     with ottla.Consumer(data_dir, "np", auto_offset_reset="earliest") as c:
@@ -538,7 +541,7 @@ def test_missing_pyarrow_names_the_extra(data_dir, monkeypatch):
             c.to_pandas()
 
 
-def test_missing_pyarrow_takes_no_records(data_dir, monkeypatch):
+def test_missing_pyarrow_takes_no_records(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ottla.Admin(data_dir).create_topic("np2", partitions=1)
     with ottla.Producer(data_dir) as p:
         p.send("np2", b"kept", partition=0).get(10)
@@ -552,7 +555,7 @@ def test_missing_pyarrow_takes_no_records(data_dir, monkeypatch):
         assert c.poll_arrow().column("value").to_pylist() == [b"kept"]
 
 
-def test_aio_getmany_arrow(data_dir):
+def test_aio_getmany_arrow(data_dir: Path) -> None:
     import asyncio
 
     import ottla.aio
@@ -574,7 +577,7 @@ def test_aio_getmany_arrow(data_dir):
     asyncio.run(main())
 
 
-def test_poll_arrow_default_byte_limit_is_kafkas_fetch_max_bytes(data_dir):
+def test_poll_arrow_default_byte_limit_is_kafkas_fetch_max_bytes(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("mb", partitions=1, config={"max.message.bytes": 2 << 20})
     with ottla.Producer(data_dir) as p:
         for i in range(30):

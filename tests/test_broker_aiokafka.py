@@ -12,9 +12,10 @@ import pytest
 
 import ottla
 
-aiokafka = pytest.importorskip("aiokafka")
-from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic  # noqa: E402
-from aiokafka.structs import TopicPartition  # noqa: E402
+pytest.importorskip("aiokafka")
+import aiokafka
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.structs import TopicPartition
 
 SESSION_MS = 6000
 T = TypeVar("T")

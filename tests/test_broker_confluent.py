@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 import ottla
+from helpers import Spawn
 
-ck = pytest.importorskip("confluent_kafka")
-from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic  # noqa: E402
+pytest.importorskip("confluent_kafka")
+import confluent_kafka as ck
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 SESSION_MS = 6000
 
@@ -311,7 +313,7 @@ def test_batch_over_max_message_bytes_is_refused(broker: ottla.Broker, data_dir:
 
 
 def test_a_killed_member_is_expired_and_its_partitions_taken_over(
-    spawn, broker: ottla.Broker
+    spawn: Spawn, broker: ottla.Broker
 ) -> None:  # type: ignore[no-untyped-def]
     ottla.Admin(broker.path).create_topic("six", partitions=6)
     group = "killed-" + uuid.uuid4().hex[:6]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import ottla
+from helpers import Spawn
 from kafka_wire import (
     API_API_VERSIONS,
     API_METADATA,
@@ -370,7 +371,7 @@ def test_metadata_v1_round_trip_names_this_broker(broker: ottla.Broker) -> None:
 
 
 def test_serve_forever_stops_on_ctrl_c_and_a_killed_broker_loses_nothing(
-    spawn, data_dir: Path
+    spawn: Spawn, data_dir: Path
 ) -> None:  # type: ignore[no-untyped-def]
     code = """
 import sys, ottla

@@ -12,11 +12,12 @@ import pytest
 
 import ottla
 
-kafka = pytest.importorskip("kafka")
-from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic  # noqa: E402
-from kafka.errors import TopicAlreadyExistsError  # noqa: E402
+pytest.importorskip("kafka")
+import kafka
+from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
+from kafka.errors import TopicAlreadyExistsError
 
-from helpers import kafka_poll as consume  # noqa: E402
+from helpers import kafka_poll as consume
 
 SESSION_MS = 6000
 

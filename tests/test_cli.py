@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import ottla
-from helpers import read_all, wait_until
+from helpers import Spawn, read_all, wait_until
 from ottla.cli._util import parse_time_ms
 from ottla.cli.backend import Message
 from ottla.cli.consume import compile_format
@@ -390,7 +390,7 @@ def test_consume_from_offset_time_and_limits(data_dir: Path) -> None:
     ]
 
 
-def test_consume_follow_sees_new_records_and_stops_on_signals(data_dir: Path, spawn) -> None:
+def test_consume_follow_sees_new_records_and_stops_on_signals(data_dir: Path, spawn: Spawn) -> None:
     ok("topics", "create", "live", "--data", data_dir)
     with ottla.Producer(data_dir) as p:
         p.send("live", b"old").get(10)
@@ -415,7 +415,7 @@ def test_consume_follow_sees_new_records_and_stops_on_signals(data_dir: Path, sp
     assert child.lines() == ["old"] + [f"new-{i}" for i in range(5)]
 
 
-def test_consume_follow_timeout_and_max_messages(data_dir: Path, spawn) -> None:
+def test_consume_follow_timeout_and_max_messages(data_dir: Path, spawn: Spawn) -> None:
     ok("topics", "create", "q", "--data", data_dir)
     # --timeout-ms ends an idle --follow with status 0
     p = run("consume", "q", "--follow", "--timeout-ms", 300, "--data", data_dir)
@@ -429,7 +429,7 @@ def test_consume_follow_timeout_and_max_messages(data_dir: Path, spawn) -> None:
     assert child.lines() == ["m0", "m1", "m2"]
 
 
-def test_consume_group_commits_and_resumes(data_dir: Path, spawn) -> None:
+def test_consume_group_commits_and_resumes(data_dir: Path, spawn: Spawn) -> None:
     d = ["--data", data_dir]
     ok("topics", "create", "g", "--partitions", 2, *d)
     ok("produce", "g", "--partition", 0, *d, input=b"a\nb\nc\n")
@@ -609,7 +609,7 @@ def test_groups_list_describe_and_reset(data_dir: Path) -> None:
     assert "unknown topic 'nope'" in err
 
 
-def test_reset_refused_while_the_group_has_a_live_member(data_dir: Path, spawn) -> None:
+def test_reset_refused_while_the_group_has_a_live_member(data_dir: Path, spawn: Spawn) -> None:
     d = ["--data", data_dir]
     ok("topics", "create", "busy", *d)
     ok("produce", "busy", *d, input=b"1\n2\n")
@@ -627,7 +627,7 @@ def test_reset_refused_while_the_group_has_a_live_member(data_dir: Path, spawn) 
 
 
 @needs_group_api
-def test_groups_describe_shows_live_members(data_dir: Path, spawn) -> None:
+def test_groups_describe_shows_live_members(data_dir: Path, spawn: Spawn) -> None:
     d = ["--data", data_dir]
     ok("topics", "create", "m", "--partitions", 2, *d)
     ok("produce", "m", *d, input=b"1\n")
@@ -696,7 +696,7 @@ def _port_is_free(port: int) -> bool:
 
 
 @needs_broker
-def test_serve_talks_kafka_and_stops_cleanly_on_sigterm(data_dir: Path, spawn) -> None:
+def test_serve_talks_kafka_and_stops_cleanly_on_sigterm(data_dir: Path, spawn: Spawn) -> None:
     kafka = pytest.importorskip("kafka")
     server = spawn(
         CLI_CODE, "serve", "--data", data_dir, "--listen", "127.0.0.1:0", "--num-partitions", 2
@@ -728,7 +728,7 @@ def test_serve_talks_kafka_and_stops_cleanly_on_sigterm(data_dir: Path, spawn) -
 
 
 @needs_broker
-def test_serve_ctrl_c_and_port_in_use(data_dir: Path, spawn) -> None:
+def test_serve_ctrl_c_and_port_in_use(data_dir: Path, spawn: Spawn) -> None:
     server = spawn(CLI_CODE, "serve", "--data", data_dir, "--listen", "127.0.0.1:0")
     addr = server.wait_line(lambda s: s.startswith("listening on "), timeout=30).split()[-1]
     err = fails(1, "serve", "--data", data_dir.parent / "other", "--listen", addr)

@@ -8,12 +8,13 @@ from __future__ import annotations
 import gc
 import json
 import signal
+from pathlib import Path
 
 import pytest
 from kafka.record import MemoryRecords
 
 import ottla
-from helpers import log_files, read_values, wait_until
+from helpers import Spawn, log_files, read_values, wait_until
 
 COMPACT = {"cleanup.policy": "compact", "segment.bytes": 4096, "min.cleanable.dirty.ratio": 1}
 
@@ -43,12 +44,12 @@ def latest_per_key(sent, below):
     return {o for o, (k, _) in sent.items() if o >= below or k is None or latest.get(k) == o}
 
 
-def clean_end(data_dir, topic):
+def clean_end(data_dir: Path, topic):
     text = (data_dir / f"{topic}-0" / "cleaner-offset-checkpoint").read_text().split()
     return int(text[-1])
 
 
-def check_read(data_dir, topic, sent):
+def check_read(data_dir: Path, topic, sent):
     """Offsets strictly increase, each record is what was sent at its offset,
     and the latest value of every key is there. Returns the offsets read."""
     vals = read_values(data_dir, topic)
@@ -64,7 +65,7 @@ def check_read(data_dir, topic, sent):
     return set(offsets)
 
 
-def test_compact_keeps_latest_per_key_in_kafka_format(data_dir):
+def test_compact_keeps_latest_per_key_in_kafka_format(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("prices", config=COMPACT)
     sent = produce(data_dir, "prices", 600, keys=8)
@@ -104,7 +105,7 @@ def test_compact_keeps_latest_per_key_in_kafka_format(data_dir):
         admin.compact("plain")
 
 
-def test_tombstones_are_removed_after_delete_retention(data_dir):
+def test_tombstones_are_removed_after_delete_retention(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", config=dict(COMPACT, **{"delete.retention.ms": 0}))
     with ottla.Producer(data_dir) as p:
@@ -128,7 +129,7 @@ print(ottla.Admin(sys.argv[1]).compact(sys.argv[2]), flush=True)
 
 @pytest.mark.parametrize("step", ["cleaned", "swap", "index", "deleted"])
 @pytest.mark.parametrize("reader_open", [False, True])
-def test_kill_9_during_a_clean(data_dir, spawn, step, reader_open):
+def test_kill_9_during_a_clean(data_dir: Path, spawn: Spawn, step, reader_open) -> None:
     """The cleaning process dies at each step of its first swap. Reopened,
     or read on by a process that had the partition open all along, the log
     loses no record that should survive and shows none twice; the next
@@ -193,7 +194,7 @@ print(json.dumps(out), flush=True)
 """
 
 
-def test_reader_in_another_process_reads_on_across_a_clean(data_dir, spawn):
+def test_reader_in_another_process_reads_on_across_a_clean(data_dir: Path, spawn: Spawn) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", config=COMPACT)
     sent = produce(data_dir, "t", 600, keys=5)
@@ -228,7 +229,9 @@ if go:
 """
 
 
-def test_committed_offsets_resolve_after_compacting_consumer_offsets(data_dir, spawn):
+def test_committed_offsets_resolve_after_compacting_consumer_offsets(
+    data_dir: Path, spawn: Spawn
+) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", partitions=10)
     tps = [ottla.TopicPartition("t", p) for p in range(10)]
@@ -274,7 +277,7 @@ print("done", flush=True)
 """
 
 
-def test_cleaning_while_another_process_appends(data_dir, spawn):
+def test_cleaning_while_another_process_appends(data_dir: Path, spawn: Spawn) -> None:
     """Passes in this process while another process appends (and rolls,
     and cleans on roll): the append lock orders every swap with the
     appends, so the log ends up with every latest value, each record at the

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 import ottla
-from helpers import wait_until
+from helpers import Spawn, wait_until
 from ottla import TopicPartition as TP
 
 
@@ -35,7 +36,7 @@ def drain(c, want, timeout=10.0):
     return out
 
 
-def test_iteration_with_consumer_timeout(data_dir):
+def test_iteration_with_consumer_timeout(data_dir: Path) -> None:
     produce(data_dir, "t", 10)
     with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=300) as c:
         t0 = time.monotonic()
@@ -46,7 +47,7 @@ def test_iteration_with_consumer_timeout(data_dir):
     assert 0.25 <= elapsed < 5, elapsed
 
 
-def test_iteration_stops_immediately_with_zero_timeout(data_dir):
+def test_iteration_stops_immediately_with_zero_timeout(data_dir: Path) -> None:
     produce(data_dir, "t", 3)
     with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         assert len(list(c)) == 3
@@ -55,7 +56,7 @@ def test_iteration_stops_immediately_with_zero_timeout(data_dir):
         assert time.monotonic() - t0 < 1
 
 
-def test_poll_returns_dict_of_topic_partition_to_records(data_dir):
+def test_poll_returns_dict_of_topic_partition_to_records(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=3)
     for part in range(3):
         produce(data_dir, "t", 5, partition=part, prefix=f"p{part}-")
@@ -79,7 +80,7 @@ def test_poll_returns_dict_of_topic_partition_to_records(data_dir):
         assert c.poll(timeout_ms=50) == {}
 
 
-def test_poll_max_records_and_timeout(data_dir):
+def test_poll_max_records_and_timeout(data_dir: Path) -> None:
     produce(data_dir, "t", 20)
     with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", max_poll_records=7) as c:
         first = c.poll(timeout_ms=1000)
@@ -95,7 +96,7 @@ def test_poll_max_records_and_timeout(data_dir):
         ottla.Consumer(data_dir, "t", max_poll_records=0)
 
 
-def test_assign_and_assignment(data_dir):
+def test_assign_and_assignment(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=3)
     produce(data_dir, "t", 4, partition=1)
     produce(data_dir, "t", 4, partition=2, prefix="two-")
@@ -117,7 +118,7 @@ def test_assign_and_assignment(data_dir):
             c.position(TP("t", 1))  # no longer assigned
 
 
-def test_subscribe_and_subscription(data_dir):
+def test_subscribe_and_subscription(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("a", partitions=2)
     admin.create_topic("b")
@@ -151,7 +152,7 @@ def test_subscribe_and_subscription(data_dir):
             c.subscribe(["bad/name"])
 
 
-def test_topics_and_partitions_for_topic(data_dir):
+def test_topics_and_partitions_for_topic(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("x", partitions=4)
     with ottla.Consumer(data_dir) as c:
         assert "x" in c.topics()
@@ -160,7 +161,7 @@ def test_topics_and_partitions_for_topic(data_dir):
         assert c.partitions_for_topic("missing") is None
 
 
-def test_seek_and_position(data_dir):
+def test_seek_and_position(data_dir: Path) -> None:
     produce(data_dir, "t", 10)
     tp = TP("t", 0)
     with ottla.Consumer(data_dir, auto_offset_reset="earliest") as c:
@@ -191,7 +192,7 @@ def test_seek_and_position(data_dir):
         assert drain(c, 1)[0].offset == 0
 
 
-def test_commit_and_committed_persist_across_consumers(data_dir):
+def test_commit_and_committed_persist_across_consumers(data_dir: Path) -> None:
     produce(data_dir, "t", 10)
     tp = TP("t", 0)
     c = ottla.Consumer(
@@ -220,7 +221,7 @@ def test_commit_and_committed_persist_across_consumers(data_dir):
     assert admin.group_offsets("g") == {("t", 0): {"committed": 4, "end": 10, "lag": 6}}
 
 
-def test_commit_in_another_process_is_seen(data_dir, spawn):
+def test_commit_in_another_process_is_seen(data_dir: Path, spawn: Spawn) -> None:
     produce(data_dir, "t", 10)
     child = spawn(
         """
@@ -238,7 +239,7 @@ def test_commit_in_another_process_is_seen(data_dir, spawn):
         assert c.position(TP("t", 0)) == 7
 
 
-def test_commit_explicit_offsets(data_dir):
+def test_commit_explicit_offsets(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=2)
     produce(data_dir, "t", 10, partition=0)
     produce(data_dir, "t", 10, partition=1)
@@ -261,7 +262,7 @@ def test_commit_explicit_offsets(data_dir):
         assert c.position(TP("t", 1)) == 5
 
 
-def test_commit_without_group_raises(data_dir):
+def test_commit_without_group_raises(data_dir: Path) -> None:
     produce(data_dir, "t", 1)
     with ottla.Consumer(data_dir, "t") as c:
         assert c.group_id is None
@@ -270,7 +271,7 @@ def test_commit_without_group_raises(data_dir):
             c.commit()
 
 
-def test_auto_commit_on_close(data_dir):
+def test_auto_commit_on_close(data_dir: Path) -> None:
     produce(data_dir, "t", 10)
     tp = TP("t", 0)
     c = ottla.Consumer(data_dir, "t", group_id="auto", auto_offset_reset="earliest")
@@ -290,7 +291,7 @@ def test_auto_commit_on_close(data_dir):
         assert c3.committed(tp) == 10
 
 
-def test_close_without_autocommit(data_dir):
+def test_close_without_autocommit(data_dir: Path) -> None:
     produce(data_dir, "t", 5)
     tp = TP("t", 0)
     c = ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest")
@@ -306,7 +307,7 @@ def test_close_without_autocommit(data_dir):
         assert c.committed(tp) is None
 
 
-def test_auto_commit_interval(data_dir):
+def test_auto_commit_interval(data_dir: Path) -> None:
     produce(data_dir, "t", 5)
     tp = TP("t", 0)
     with ottla.Consumer(
@@ -318,7 +319,7 @@ def test_auto_commit_interval(data_dir):
         assert c.committed(tp) == 5
 
 
-def test_offsets_for_times(data_dir):
+def test_offsets_for_times(data_dir: Path) -> None:
     # retention.ms=-1: these 1970 timestamps would be past any finite retention
     ottla.Admin(data_dir).create_topic("t", config={"retention.ms": -1})
     with ottla.Producer(data_dir) as p:
@@ -341,7 +342,7 @@ def test_offsets_for_times(data_dir):
             c.offsets_for_times({TP("nope", 0): 0})
 
 
-def test_offsets_for_times_across_segments(data_dir):
+def test_offsets_for_times_across_segments(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic(
         "t", config={"segment.bytes": 300, "index.interval.bytes": 1}
     )
@@ -360,7 +361,7 @@ def test_offsets_for_times_across_segments(data_dir):
         assert c.offsets_for_times({tp: base + 2000})[tp] is None
 
 
-def test_old_timestamps_fall_to_default_retention(data_dir):
+def test_old_timestamps_fall_to_default_retention(data_dir: Path) -> None:
     """Records stamped long ago (1970) are past the default 7-day retention
     and go once their segment closes, as in Kafka."""
     ottla.Admin(data_dir).create_topic("t", config={"segment.bytes": 300})
@@ -372,7 +373,7 @@ def test_old_timestamps_fall_to_default_retention(data_dir):
     assert d.start_offset > 0
 
 
-def test_beginning_and_end_offsets(data_dir):
+def test_beginning_and_end_offsets(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=2)
     produce(data_dir, "t", 7, partition=1)
     with ottla.Consumer(data_dir) as c:
@@ -384,7 +385,7 @@ def test_beginning_and_end_offsets(data_dir):
             c.end_offsets([TP("t", 2)])
 
 
-def test_pause_and_resume(data_dir):
+def test_pause_and_resume(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=2)
     produce(data_dir, "t", 3, partition=0, prefix="a")
     produce(data_dir, "t", 3, partition=1, prefix="b")
@@ -401,7 +402,7 @@ def test_pause_and_resume(data_dir):
             c.pause(TP("t", 9))
 
 
-def test_paused_partition_does_not_wake_iteration(data_dir):
+def test_paused_partition_does_not_wake_iteration(data_dir: Path) -> None:
     produce(data_dir, "t", 3)
     with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=200) as c:
         c.pause(TP("t", 0))
@@ -410,7 +411,7 @@ def test_paused_partition_does_not_wake_iteration(data_dir):
         assert time.monotonic() - t0 < 3
 
 
-def test_auto_offset_reset_earliest_latest(data_dir):
+def test_auto_offset_reset_earliest_latest(data_dir: Path) -> None:
     produce(data_dir, "t", 5)
     with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest") as c:
         assert c.position(TP("t", 0)) == 0
@@ -427,7 +428,7 @@ def test_auto_offset_reset_earliest_latest(data_dir):
         ottla.Consumer(data_dir, "t", auto_offset_reset="sometimes")
 
 
-def test_auto_offset_reset_none(data_dir):
+def test_auto_offset_reset_none(data_dir: Path) -> None:
     produce(data_dir, "t", 5)
     with ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="none") as c:
         with pytest.raises(ottla.NoOffsetForPartitionError):
@@ -444,7 +445,7 @@ def test_auto_offset_reset_none(data_dir):
         assert drain(c, 4)[0].offset == 1
 
 
-def test_second_group_member_joins(data_dir):
+def test_second_group_member_joins(data_dir: Path) -> None:
     produce(data_dir, "t", 3)
     first = ottla.Consumer(data_dir, "t", group_id="solo", auto_offset_reset="earliest")
     try:
@@ -466,7 +467,7 @@ def test_second_group_member_joins(data_dir):
     second.close()
 
 
-def test_dead_member_in_another_process_hands_over(data_dir, spawn):
+def test_dead_member_in_another_process_hands_over(data_dir: Path, spawn: Spawn) -> None:
     produce(data_dir, "t", 1)
     child = spawn(
         """
@@ -485,7 +486,7 @@ def test_dead_member_in_another_process_hands_over(data_dir, spawn):
         assert wait_until(lambda: (c.poll(timeout_ms=50), c.assignment())[1] == {TP("t", 0)})
 
 
-def test_group_coordinated_by_a_broker_is_refused(data_dir):
+def test_group_coordinated_by_a_broker_is_refused(data_dir: Path) -> None:
     import fcntl
     import struct
 
@@ -502,7 +503,7 @@ def test_group_coordinated_by_a_broker_is_refused(data_dir):
         assert c.assignment() == {TP("t", 0)}
 
 
-def test_deserializers(data_dir):
+def test_deserializers(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         p.send("t", b'{"a": 1}', key=b"k1")
         p.send("t", None, key=None)
@@ -519,7 +520,7 @@ def test_deserializers(data_dir):
     assert [(r.key, r.value) for r in recs] == [("k1", {"a": 1}), (None, None), ("k3", [2])]
 
 
-def test_deserializer_error_propagates(data_dir):
+def test_deserializer_error_propagates(data_dir: Path) -> None:
     produce(data_dir, "t", 1)
 
     def boom(b):
@@ -532,7 +533,7 @@ def test_deserializer_error_propagates(data_dir):
         c.poll(timeout_ms=1000)
 
 
-def test_record_fields_and_repr(data_dir):
+def test_record_fields_and_repr(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", config={"retention.ms": -1})
     with ottla.Producer(data_dir) as p:
         p.send(
@@ -556,7 +557,7 @@ def test_record_fields_and_repr(data_dir):
         r.offset = 5  # frozen
 
 
-def test_topic_partition_type():
+def test_topic_partition_type() -> None:
     a = TP("t", 1)
     assert a == TP("t", 1) and a != TP("t", 2)
     assert hash(a) == hash(TP("t", 1))
@@ -570,7 +571,7 @@ def test_topic_partition_type():
     assert pickle.loads(pickle.dumps(a)) == a
 
 
-def test_consumer_wakes_for_records_produced_later(data_dir):
+def test_consumer_wakes_for_records_produced_later(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t")
     results = []
     with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=5000) as c:
@@ -599,7 +600,7 @@ def test_consumer_wakes_for_records_produced_later(data_dir):
     assert max(lags) < 1.0, lags
 
 
-def test_consumer_close_state_and_repr(data_dir):
+def test_consumer_close_state_and_repr(data_dir: Path) -> None:
     produce(data_dir, "t", 1)
     c = ottla.Consumer(data_dir, "t", group_id="grp", client_id="me")
     assert "grp" in repr(c) and "t-0" in repr(c)
@@ -613,7 +614,7 @@ def test_consumer_close_state_and_repr(data_dir):
         next(iter(c))
 
 
-def test_consumer_auto_create_topics_false(data_dir):
+def test_consumer_auto_create_topics_false(data_dir: Path) -> None:
     with ottla.Consumer(data_dir, auto_create_topics=False) as c:
         with pytest.raises(ottla.UnknownTopicOrPartitionError):
             c.assign([TP("missing", 0)])
@@ -625,7 +626,7 @@ def test_consumer_auto_create_topics_false(data_dir):
         assert c.assignment() == {TP("created", 0), TP("created", 1)}
 
 
-def test_poll_values_bulk_read_advances_positions(data_dir):
+def test_poll_values_bulk_read_advances_positions(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("bulk", partitions=2)
     with ottla.Producer(data_dir) as p:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import ottla
-from helpers import log_files
+from helpers import Spawn, log_files
 from ottla import TopicPartition as TP
 
 BATCH = 5  # records per batch in these tests
@@ -34,7 +34,7 @@ def produce_batches(path, topic, n_batches, partition=0, start=0, per_batch=BATC
 
 
 @pytest.mark.parametrize("k", [0, 1, BATCH - 1, BATCH, BATCH + 1, 2 * BATCH, 3 * BATCH - 1])
-def test_position_and_commit_after_k_records(data_dir, k):
+def test_position_and_commit_after_k_records(data_dir: Path, k) -> None:
     produce_batches(data_dir, "t", 3)
     tp = TP("t", 0)
     with ottla.Consumer(
@@ -64,7 +64,7 @@ def test_position_and_commit_after_k_records(data_dir, k):
         assert [r.offset for r in rest] == list(range(k, 3 * BATCH))
 
 
-def test_position_moves_one_record_at_a_time(data_dir):
+def test_position_moves_one_record_at_a_time(data_dir: Path) -> None:
     produce_batches(data_dir, "t", 3)
     tp = TP("t", 0)
     with ottla.Consumer(
@@ -84,7 +84,7 @@ def test_position_moves_one_record_at_a_time(data_dir):
         assert c.position(tp) == 3 * BATCH
 
 
-def test_seek_in_the_middle_of_a_batch_while_iterating(data_dir):
+def test_seek_in_the_middle_of_a_batch_while_iterating(data_dir: Path) -> None:
     produce_batches(data_dir, "t", 2)
     tp = TP("t", 0)
     with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
@@ -96,7 +96,7 @@ def test_seek_in_the_middle_of_a_batch_while_iterating(data_dir):
         assert [r.offset for r in c] == [7, 8, 9]
 
 
-def test_iteration_order_over_partitions_is_poll_one_at_a_time(data_dir):
+def test_iteration_order_over_partitions_is_poll_one_at_a_time(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("m", partitions=3)
     produce_batches(data_dir, "m", 3, partition=0)
     produce_batches(data_dir, "m", 1, partition=1, per_batch=2)
@@ -122,7 +122,7 @@ def test_iteration_order_over_partitions_is_poll_one_at_a_time(data_dir):
     assert len({q for (q, _, _) in iterated[:3]}) > 1
 
 
-def test_iteration_hands_out_key_headers_and_null_value(data_dir):
+def test_iteration_hands_out_key_headers_and_null_value(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         p.send("h", b"plain")
         p.send("h", None, key=b"k1", headers=[("a", b"1"), ("b", None)])
@@ -183,7 +183,7 @@ def _break_record(seg: Path, batch_index: int, record_index: int) -> int:
     return base + record_index
 
 
-def test_undecodable_record_mid_batch_comes_after_the_records_before_it(data_dir):
+def test_undecodable_record_mid_batch_comes_after_the_records_before_it(data_dir: Path) -> None:
     produce_batches(data_dir, "bad", 3)
     seg = log_files(Path(data_dir) / "bad-0")[0]
     bad = _break_record(seg, batch_index=1, record_index=2)
@@ -206,7 +206,7 @@ def test_undecodable_record_mid_batch_comes_after_the_records_before_it(data_dir
         assert [r.offset for r in c] == list(range(2 * BATCH, 3 * BATCH))
 
 
-def test_poll_with_an_undecodable_record_hands_out_the_records_before_it(data_dir):
+def test_poll_with_an_undecodable_record_hands_out_the_records_before_it(data_dir: Path) -> None:
     produce_batches(data_dir, "bad", 3)
     seg = log_files(Path(data_dir) / "bad-0")[0]
     bad = _break_record(seg, batch_index=1, record_index=2)
@@ -218,7 +218,7 @@ def test_poll_with_an_undecodable_record_hands_out_the_records_before_it(data_di
         assert c.position(TP("bad", 0)) == bad
 
 
-def test_records_without_deserializers_stay_out_of_the_gc(data_dir):
+def test_records_without_deserializers_stay_out_of_the_gc(data_dir: Path) -> None:
     produce_batches(data_dir, "g", 4)
     with ottla.Consumer(data_dir, "g", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         it = iter(c)
@@ -243,7 +243,7 @@ class _Box:
         _Box.freed += 1
 
 
-def test_deserialized_records_are_tracked_so_cycles_are_collected(data_dir):
+def test_deserialized_records_are_tracked_so_cycles_are_collected(data_dir: Path) -> None:
     produce_batches(data_dir, "g", 2)
     # Fill the record free list with untracked records first.
     with ottla.Consumer(data_dir, "g", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
@@ -265,7 +265,7 @@ def test_deserialized_records_are_tracked_so_cycles_are_collected(data_dir):
     assert _Box.freed == 2 * BATCH
 
 
-def test_iteration_through_a_compressed_batch(data_dir, spawn):
+def test_iteration_through_a_compressed_batch(data_dir: Path, spawn: Spawn) -> None:
     pytest.importorskip("kafka")
     from test_arrow import PLAIN_WRITER, _write_gzip_batch
 

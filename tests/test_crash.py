@@ -10,12 +10,13 @@ import os
 import random
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 from kafka.record import MemoryRecords
 
 import ottla
-from helpers import log_files, read_values
+from helpers import Spawn, log_files, read_values
 
 PRODUCER_CHILD = """
 import random, sys, time
@@ -53,12 +54,12 @@ def acked_pairs(child):
     return out
 
 
-def end_offset(data_dir, topic):
+def end_offset(data_dir: Path, topic):
     d = ottla.Admin(data_dir).describe_topic(topic)
     return d.partitions[0].end_offset
 
 
-def check_log(data_dir, topic, acked):
+def check_log(data_dir: Path, topic, acked):
     """Every record is v<offset>-..., offsets gap-free from the log start (0
     unless retention deleted segments) to the end, every ack present."""
     part = ottla.Admin(data_dir).describe_topic(topic).partitions[0]
@@ -76,7 +77,7 @@ def check_log(data_dir, topic, acked):
     return end
 
 
-def append_more(data_dir, topic, n=10):
+def append_more(data_dir: Path, topic, n=10):
     end = end_offset(data_dir, topic)
     with ottla.Producer(data_dir) as p:
         mds = [p.send(topic, b"v%d-after" % (end + i), partition=0) for i in range(n)]
@@ -102,7 +103,7 @@ def append_more(data_dir, topic, n=10):
     ],
     ids=["never", "always", "never-rolling", "always-rolling"],
 )
-def test_kill_9_while_producing(data_dir, spawn, mode, config):
+def test_kill_9_while_producing(data_dir: Path, spawn: Spawn, mode, config) -> None:
     rng = random.Random(sum(map(ord, mode)) + len(config))
     ottla.Admin(data_dir).create_topic("crash", config=config)
     gc.collect()
@@ -161,7 +162,9 @@ print("done", offs[0], offs[-1], flush=True)
 """
 
 
-def test_two_processes_append_to_one_partition(data_dir, spawn, tmp_path):
+def test_two_processes_append_to_one_partition(
+    data_dir: Path, spawn: Spawn, tmp_path: Path
+) -> None:
     ottla.Admin(data_dir).create_topic("shared")
     gc.collect()
     go = tmp_path / "go"
@@ -207,7 +210,7 @@ while True:
 """
 
 
-def test_kill_9_of_one_writer_while_another_appends(data_dir, spawn):
+def test_kill_9_of_one_writer_while_another_appends(data_dir: Path, spawn: Spawn) -> None:
     """A writer in this process keeps appending while writers in child
     processes are killed -9 one after another on the same partition."""
     import threading
@@ -279,7 +282,7 @@ print("done", flush=True)
 """
 
 
-def test_reader_follows_two_writer_processes_with_retention(data_dir, spawn):
+def test_reader_follows_two_writer_processes_with_retention(data_dir: Path, spawn: Spawn) -> None:
     """Two processes append (rolling small segments that retention deletes)
     while this process reads: offsets only grow, each writer's records come
     in order, the reader never sees a wrong record, and it reads every
@@ -347,7 +350,7 @@ print("done", i, flush=True)
 """
 
 
-def test_reader_at_the_log_start_while_retention_deletes_it(data_dir, spawn):
+def test_reader_at_the_log_start_while_retention_deletes_it(data_dir: Path, spawn: Spawn) -> None:
     """The reader stays where retention deletes next (the log start) while
     two writer processes roll 4 KiB segments. A retention pass that lands
     between a read's look at the head and its listing of the directory
@@ -385,7 +388,7 @@ def test_reader_at_the_log_start_while_retention_deletes_it(data_dir, spawn):
     assert d.start_offset > 0
 
 
-def test_bytes_of_a_killed_appender_do_not_reach_readers_after_a_roll(data_dir):
+def test_bytes_of_a_killed_appender_do_not_reach_readers_after_a_roll(data_dir: Path) -> None:
     """A writer killed in the middle of an append leaves bytes past the
     head's end of the active segment (never published, never
     acknowledged). While another writer keeps the partition open nobody
@@ -444,7 +447,9 @@ print("not killed", flush=True)
 
 
 @pytest.mark.parametrize("step", ["finalized", "created"])
-def test_writer_killed_in_a_roll_while_another_appends(data_dir, spawn, tmp_path, step):
+def test_writer_killed_in_a_roll_while_another_appends(
+    data_dir: Path, spawn: Spawn, tmp_path: Path, step
+) -> None:
     """A writer is killed in the middle of a segment roll (after trimming
     the closing segment's indexes, or after creating the new segment's
     files), before publishing it; another writer process, whose batches
@@ -490,7 +495,7 @@ for rec in c:
 """
 
 
-def test_consumer_process_tails_topic(data_dir, spawn):
+def test_consumer_process_tails_topic(data_dir: Path, spawn: Spawn) -> None:
     ottla.Admin(data_dir).create_topic("tail", partitions=3)
     gc.collect()
     child = spawn(TAIL_CHILD, data_dir)
@@ -582,14 +587,14 @@ def batches_of(f):
         pos += b.size_in_bytes
 
 
-def run_reader(spawn, dirs):
+def run_reader(spawn: Spawn, dirs):
     child = spawn(CORRUPT_READER, *dirs)
     rc = child.wait(25)
     assert rc == 0, f"reader crashed (rc={rc}): {child.stderr[-3000:]}"
     return [json.loads(ln) for ln in child.lines() if ln.startswith("{")]
 
 
-def test_random_corruption_of_old_segment(tmp_path, spawn):
+def test_random_corruption_of_old_segment(tmp_path: Path, spawn: Spawn) -> None:
     base = tmp_path / "base"
     logs = build_corruption_base(base)
     rng = random.Random(20240607)
@@ -630,7 +635,7 @@ def test_random_corruption_of_old_segment(tmp_path, spawn):
             assert kind == "CorruptRecordError", res["again"]
 
 
-def test_corruption_error_names_file_and_position_in_process(tmp_path):
+def test_corruption_error_names_file_and_position_in_process(tmp_path: Path) -> None:
     base = tmp_path / "d"
     logs = build_corruption_base(base)
     seg = logs[1]
@@ -660,7 +665,7 @@ def test_corruption_error_names_file_and_position_in_process(tmp_path):
             pass
 
 
-def test_corrupt_base_offset_is_detected(tmp_path):
+def test_corrupt_base_offset_is_detected(tmp_path: Path) -> None:
     base = tmp_path / "d"
     logs = build_corruption_base(base)
     seg = logs[1]
@@ -702,7 +707,7 @@ while True:
 """
 
 
-def crash_active_writer(data_dir, spawn, segment_bytes=1 << 30):
+def crash_active_writer(data_dir: Path, spawn: Spawn, segment_bytes=1 << 30):
     ottla.Admin(data_dir).create_topic("act", config={"segment.bytes": segment_bytes})
     gc.collect()
     child = spawn(ACTIVE_CHILD, data_dir)
@@ -718,7 +723,7 @@ def crash_active_writer(data_dir, spawn, segment_bytes=1 << 30):
     return acked, active
 
 
-def check_act(data_dir, allowed):
+def check_act(data_dir: Path, allowed):
     """The log is a valid prefix: gap-free, right values, its length one of
     ``allowed``; then appending continues right after it."""
     vals = read_values(data_dir, "act")
@@ -745,7 +750,7 @@ def check_act(data_dir, allowed):
         assert mr.valid_bytes() == f.stat().st_size
 
 
-def test_torn_tail_of_active_segment_is_truncated(data_dir, spawn):
+def test_torn_tail_of_active_segment_is_truncated(data_dir: Path, spawn: Spawn) -> None:
     _acked, active = crash_active_writer(data_dir, spawn)
     bl = batches_of(active)
     pos, size, first, _last = bl[-1]
@@ -755,7 +760,7 @@ def test_torn_tail_of_active_segment_is_truncated(data_dir, spawn):
     check_act(data_dir, first)
 
 
-def test_garbage_after_active_segment_is_cut(data_dir, spawn):
+def test_garbage_after_active_segment_is_cut(data_dir: Path, spawn: Spawn) -> None:
     acked, active = crash_active_writer(data_dir, spawn)
     bl = batches_of(active)
     _pos, _size, first, last = bl[-1]
@@ -769,7 +774,7 @@ def test_garbage_after_active_segment_is_cut(data_dir, spawn):
     check_act(data_dir, allowed)
 
 
-def test_corrupt_tail_with_lost_head_is_recovered_from_files(data_dir, spawn):
+def test_corrupt_tail_with_lost_head_is_recovered_from_files(data_dir: Path, spawn: Spawn) -> None:
     _acked, _active = crash_active_writer(data_dir, spawn, segment_bytes=16384)
     logs = log_files(data_dir / "act-0")
     assert len(logs) >= 3
@@ -830,7 +835,7 @@ print("exit", flush=True)
 """
 
 
-def test_disk_full(data_dir, spawn):
+def test_disk_full(data_dir: Path, spawn: Spawn) -> None:
     ottla.Admin(data_dir).create_topic("full", config={"segment.index.bytes": 4096})
     gc.collect()
     child = spawn(DISK_FULL_CHILD, data_dir, 64 * 1024)
@@ -889,7 +894,7 @@ print("exit", flush=True)
 """
 
 
-def test_disk_full_during_segment_roll(data_dir, spawn):
+def test_disk_full_during_segment_roll(data_dir: Path, spawn: Spawn) -> None:
     ottla.Admin(data_dir).create_topic("full", config={"segment.bytes": 8192})
     gc.collect()
     child = spawn(ROLL_FULL_CHILD, data_dir)

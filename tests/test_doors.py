@@ -11,10 +11,11 @@ import pytest
 
 import ottla
 
-kafka = pytest.importorskip("kafka")
-from kafka.errors import InconsistentGroupProtocolError  # noqa: E402
+pytest.importorskip("kafka")
+import kafka
+from kafka.errors import InconsistentGroupProtocolError
 
-from helpers import kafka_poll as poll_until  # noqa: E402
+from helpers import kafka_poll as poll_until
 
 
 def kafka_consumer(b: ottla.Broker, topic: str, group: str) -> kafka.KafkaConsumer:

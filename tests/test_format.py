@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import struct
 import time
+from pathlib import Path
 
 import pytest
 from kafka.record import MemoryRecords
@@ -72,7 +73,7 @@ def make_sent(n, seed=7, base_ts=None):
     return sent
 
 
-def produce(data_dir, topic, sent, **kw):
+def produce(data_dir: Path, topic, sent, **kw):
     mds = []
     with ottla.Producer(data_dir, **kw) as p:
         futs = []
@@ -103,7 +104,7 @@ def check_records(parsed, sent):
     assert offsets == list(range(len(sent))), "offsets must be 0..n-1, gap-free, in order"
 
 
-def test_log_parses_with_kafka_python_single_segment(data_dir):
+def test_log_parses_with_kafka_python_single_segment(data_dir: Path) -> None:
     sent = make_sent(300)
     mds = produce(data_dir, "fmt", sent)
     assert [m.offset for m in mds] == list(range(300))
@@ -114,7 +115,7 @@ def test_log_parses_with_kafka_python_single_segment(data_dir):
     check_records(parsed, sent)
 
 
-def test_log_parses_with_kafka_python_many_segments(data_dir):
+def test_log_parses_with_kafka_python_many_segments(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic(
         "fmt", config={"segment.bytes": 2048, "index.interval.bytes": 200}
     )
@@ -138,7 +139,7 @@ def test_log_parses_with_kafka_python_many_segments(data_dir):
         )  # a segment rolls before growing much past segment.bytes
 
 
-def test_read_back_through_ottla_matches_sent(data_dir):
+def test_read_back_through_ottla_matches_sent(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("fmt", config={"segment.bytes": 4096})
     sent = make_sent(400, seed=3)
     produce(data_dir, "fmt", sent)
@@ -155,7 +156,7 @@ def test_read_back_through_ottla_matches_sent(data_dir):
         assert (r.key, r.value, r.timestamp, r.headers) == (key, value, ts, headers)
 
 
-def test_producer_batches_records(data_dir):
+def test_producer_batches_records(data_dir: Path) -> None:
     with ottla.Producer(data_dir, linger_ms=60_000) as p:
         p.send_many("b", [b"%d" % i for i in range(100)]).wait(10)
     parsed = parse_partition(data_dir / "b-0")
@@ -169,7 +170,7 @@ def test_producer_batches_records(data_dir):
     assert batch.base_sequence == -1
 
 
-def test_crc32c_is_checked_independently(data_dir):
+def test_crc32c_is_checked_independently(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         for i in range(5):
             p.send("c", b"payload-%d" % i).get(10)
@@ -197,7 +198,7 @@ def read_index(path, entry):
     return [data[i : i + entry] for i in range(0, len(data), entry)]
 
 
-def test_index_and_timeindex_entries(data_dir):
+def test_index_and_timeindex_entries(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic(
         "ix",
         config={"segment.bytes": 4096, "index.interval.bytes": 100, "segment.index.bytes": 1000},
@@ -243,7 +244,7 @@ def test_index_and_timeindex_entries(data_dir):
         assert last_ts == seg_max
 
 
-def test_segment_files_and_partition_files(data_dir):
+def test_segment_files_and_partition_files(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("lay", partitions=2, config={"segment.bytes": 1024})
     with ottla.Producer(data_dir) as p:
         for _i in range(100):
@@ -260,7 +261,7 @@ def test_segment_files_and_partition_files(data_dir):
     assert (data_dir / ".ottla" / "topics" / "lay").read_text().count("partitions=2") == 1
 
 
-def test_consumer_offsets_topic_is_kafka_format(data_dir):
+def test_consumer_offsets_topic_is_kafka_format(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         p.send("t", b"x").get(10)
     with ottla.Consumer(data_dir, "t", group_id="fmt-group", enable_auto_commit=False) as c:
@@ -282,7 +283,7 @@ def test_consumer_offsets_topic_is_kafka_format(data_dir):
     assert (vver, offset) == (3, 1)
 
 
-def test_segment_ms_rolls_segments(data_dir):
+def test_segment_ms_rolls_segments(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("ms", config={"segment.ms": 200})
     with ottla.Producer(data_dir) as p:
         p.send("ms", b"1").get(10)
@@ -298,7 +299,7 @@ def test_segment_ms_rolls_segments(data_dir):
     ]
 
 
-def test_small_segment_index_forces_rolls(data_dir):
+def test_small_segment_index_forces_rolls(data_dir: Path) -> None:
     # 64 bytes hold 8 offset entries / 5 time entries: a full index rolls the segment.
     ottla.Admin(data_dir).create_topic(
         "ix", config={"segment.index.bytes": 64, "index.interval.bytes": 1}
@@ -318,7 +319,7 @@ def test_small_segment_index_forces_rolls(data_dir):
     assert [(r.offset, r.value) for r in recs] == [(i, b"%d" % i) for i in range(100)]
 
 
-def test_bulk_send_many_decodes_with_kafka_python(data_dir):
+def test_bulk_send_many_decodes_with_kafka_python(data_dir: Path) -> None:
     """send_many with a plain list of bytes takes the batch-at-a-time
     encoder; kafka-python must read back exactly what a record-at-a-time
     send writes: every value, null values, lengths across varint widths,
@@ -353,7 +354,7 @@ def test_bulk_send_many_decodes_with_kafka_python(data_dir):
     assert all(r.key is None and r.timestamp == 1_600_000_000_000 and not r.headers for r in got)
 
 
-def test_large_values_written_from_the_callers_buffer_decode(data_dir):
+def test_large_values_written_from_the_callers_buffer_decode(data_dir: Path) -> None:
     """A value that fills a batch by itself is written straight from the
     caller's bytes (pwritev, no copy into a batch): kafka-python must read
     the same records a copying send writes, in send order, keys, headers,
@@ -392,7 +393,7 @@ def test_large_values_written_from_the_callers_buffer_decode(data_dir):
         assert got == [(k, v) for k, v, _, _ in expect]
 
 
-def test_large_value_over_max_message_bytes_is_refused(data_dir):
+def test_large_value_over_max_message_bytes_is_refused(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("big", 1, {"max.message.bytes": 512 * 1024})
     with ottla.Producer(data_dir, batch_size=64 * 1024) as p:
         with pytest.raises(ottla.RecordTooLargeError):

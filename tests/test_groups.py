@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import ottla
-from helpers import wait_until
+from helpers import Spawn, wait_until
 from ottla import TopicPartition as TP
 
 TOPIC = "jobs"
@@ -115,7 +115,9 @@ def ownership_intervals(events, end_time: float) -> dict[int, list[tuple[float, 
     return out
 
 
-def test_three_processes_kill_one_no_overlap_nothing_lost(data_dir, spawn, tmp_path):
+def test_three_processes_kill_one_no_overlap_nothing_lost(
+    data_dir: Path, spawn: Spawn, tmp_path: Path
+) -> None:
     ottla.Admin(data_dir).create_topic(TOPIC, partitions=PARTITIONS)
     stop = tmp_path / "stop"
     names = ["m0", "m1", "m2"]
@@ -220,7 +222,7 @@ def settle(
             c.poll(timeout_ms=10)
 
 
-def test_cooperative_sticky_moves_only_what_it_must(data_dir):
+def test_cooperative_sticky_moves_only_what_it_must(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=6)
     events: dict[str, list[tuple[str, set[TP]]]] = defaultdict(list)
 
@@ -262,7 +264,7 @@ def test_cooperative_sticky_moves_only_what_it_must(data_dir):
     b.close()
 
 
-def test_range_and_roundrobin_strategies(data_dir):
+def test_range_and_roundrobin_strategies(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", partitions=4)
     for strategy, expect in (("range", [{0, 1}, {2, 3}]), ("roundrobin", [{0, 2}, {1, 3}])):
@@ -294,7 +296,7 @@ def test_range_and_roundrobin_strategies(data_dir):
         ottla.Consumer(data_dir, group_id="x", session_timeout_ms=50)
 
 
-def test_session_timeout_of_a_member_that_stops_polling(data_dir):
+def test_session_timeout_of_a_member_that_stops_polling(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=4)
     lost: list[set[TP]] = []
     stuck = ottla.Consumer(
@@ -344,7 +346,7 @@ def test_session_timeout_of_a_member_that_stops_polling(data_dir):
         live.close()
 
 
-def test_callback_errors_and_listener_object(data_dir):
+def test_callback_errors_and_listener_object(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=2)
     calls: list[tuple[str, set[TP]]] = []
 
@@ -373,7 +375,7 @@ def test_callback_errors_and_listener_object(data_dir):
         assert c.assignment() == {TP("t", 0), TP("t", 1)}
 
 
-def test_pattern_subscription_sees_topics_created_later(data_dir):
+def test_pattern_subscription_sees_topics_created_later(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("orders-eu", partitions=1)
     admin.create_topic("payments", partitions=1)
@@ -400,7 +402,7 @@ def test_pattern_subscription_sees_topics_created_later(data_dir):
         ottla.Consumer(data_dir, group_id="pat").subscribe(pattern="(")
 
 
-def test_reset_offsets_empty_group_and_refusal_while_live(data_dir, spawn):
+def test_reset_offsets_empty_group_and_refusal_while_live(data_dir: Path, spawn: Spawn) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", partitions=2)
     base = int(time.time() * 1000) - 60_000  # recent: older records would expire (retention)
@@ -457,7 +459,7 @@ def test_reset_offsets_empty_group_and_refusal_while_live(data_dir, spawn):
     assert admin.describe_group("rs").state == "Dead"
 
 
-def test_a_forgotten_member_leaves_when_collected(data_dir):
+def test_a_forgotten_member_leaves_when_collected(data_dir: Path) -> None:
     import gc
 
     ottla.Admin(data_dir).create_topic("t", partitions=2)

@@ -7,33 +7,35 @@ CPU time stays well below its wall time)."""
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 import ottla
+from helpers import Spawn
 
 TP = ottla.TopicPartition
 
 
-def test_busy_poll_us_accepts_its_range(data_dir):
+def test_busy_poll_us_accepts_its_range(data_dir: Path) -> None:
     for v in (0, 1, 50, 5000):
         with ottla.Consumer(data_dir, "t", busy_poll_us=v) as c:
             assert c.poll(timeout_ms=0) == {}
 
 
 @pytest.mark.parametrize("bad", [-1, 5001, 10**12])
-def test_busy_poll_us_out_of_range_is_a_value_error(data_dir, bad):
+def test_busy_poll_us_out_of_range_is_a_value_error(data_dir: Path, bad) -> None:
     with pytest.raises(ValueError, match="busy_poll_us"):
         ottla.Consumer(data_dir, "t", busy_poll_us=bad)
 
 
 @pytest.mark.parametrize("bad", [1.5, "50", None])
-def test_busy_poll_us_must_be_an_int(data_dir, bad):
+def test_busy_poll_us_must_be_an_int(data_dir: Path, bad) -> None:
     with pytest.raises(TypeError):
         ottla.Consumer(data_dir, "t", busy_poll_us=bad)
 
 
-def test_aio_consumer_takes_busy_poll_us(data_dir):
+def test_aio_consumer_takes_busy_poll_us(data_dir: Path) -> None:
     import asyncio
 
     import ottla.aio
@@ -60,7 +62,7 @@ def _gaps():
 
 
 @pytest.mark.parametrize("busy_poll_us", [0, 50, 5000])
-def test_wakes_on_append_from_another_thread(data_dir, busy_poll_us):
+def test_wakes_on_append_from_another_thread(data_dir: Path, busy_poll_us) -> None:
     ottla.Admin(data_dir).create_topic("t", 1)
     n = 300
     with ottla.Consumer(
@@ -94,7 +96,7 @@ def test_wakes_on_append_from_another_thread(data_dir, busy_poll_us):
 
 
 @pytest.mark.parametrize("busy_poll_us", [0, 50])
-def test_wakes_on_append_from_another_process(data_dir, spawn, busy_poll_us):
+def test_wakes_on_append_from_another_process(data_dir: Path, spawn: Spawn, busy_poll_us) -> None:
     ottla.Admin(data_dir).create_topic("t", 1)
     with ottla.Consumer(
         data_dir,
@@ -126,7 +128,7 @@ def test_wakes_on_append_from_another_process(data_dir, spawn, busy_poll_us):
 
 
 @pytest.mark.parametrize("busy_poll_us", [None, 5000])
-def test_idle_consumer_sleeps(data_dir, busy_poll_us):
+def test_idle_consumer_sleeps(data_dir: Path, busy_poll_us) -> None:
     """An idle poll sleeps on the futex: little CPU even right after a
     stream that grew the spin budget (it decays once waits time out)."""
     kw = {} if busy_poll_us is None else {"busy_poll_us": busy_poll_us}

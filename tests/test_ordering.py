@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import gc
 import json
+from pathlib import Path
 
 import ottla
-from helpers import read_values
+from helpers import Spawn, read_values
 
 # The child fills nothing: it gives the active segment exactly ROOM bytes
 # more to grow (the soft RLIMIT_FSIZE), so a 1500-byte record cannot be
@@ -110,7 +111,7 @@ print("result", json.dumps(out), flush=True)
 )
 
 
-def run_child(data_dir, spawn, code):
+def run_child(data_dir: Path, spawn: Spawn, code):
     ottla.Admin(data_dir).create_topic("ord", config={"segment.index.bytes": 4096})
     gc.collect()
     child = spawn(code, data_dir)
@@ -122,7 +123,7 @@ def run_child(data_dir, spawn, code):
     return json.loads(res[0][len("result ") :])
 
 
-def test_failed_append_fails_the_smaller_batches_behind_it(data_dir, spawn):
+def test_failed_append_fails_the_smaller_batches_behind_it(data_dir: Path, spawn: Spawn) -> None:
     out = run_child(data_dir, spawn, SYNC_CHILD)
     assert out["flush1"] == "DiskFullError"
     assert out["a"] == "DiskFullError"
@@ -207,7 +208,7 @@ print("result", json.dumps(out), flush=True)
 )
 
 
-def test_aio_failed_append_fences_until_delivered(data_dir, spawn):
+def test_aio_failed_append_fences_until_delivered(data_dir: Path, spawn: Spawn) -> None:
     out = run_child(data_dir, spawn, AIO_CHILD)
     assert out["flush1"] == "DiskFullError"
     assert out["a"] == "DiskFullError" and out["b"] == "DiskFullError"

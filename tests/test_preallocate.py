@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import ottla
-from helpers import log_files, read_values
+from helpers import Spawn, log_files, read_values
 
 MiB = 1 << 20
 
@@ -48,7 +48,7 @@ def allocated(path: Path) -> int:
     return os.stat(path).st_blocks * 512
 
 
-def check_exact(data_dir, topic, acked):
+def check_exact(data_dir: Path, topic, acked):
     """Offsets gap-free from 0, every record where it was sent, every
     acknowledged record present, and the segment files end exactly where the
     last batch ends (no preallocated zeros read as records or counted)."""
@@ -67,7 +67,9 @@ def check_exact(data_dir, topic, acked):
 
 
 @pytest.mark.parametrize("mode", ["never", "always"])
-def test_kill_9_of_a_bulk_producer_writing_into_preallocated_space(data_dir, spawn, mode):
+def test_kill_9_of_a_bulk_producer_writing_into_preallocated_space(
+    data_dir: Path, spawn: Spawn, mode
+) -> None:
     rng = random.Random(7 if mode == "never" else 11)
     ottla.Admin(data_dir).create_topic("pre")
     gc.collect()
@@ -96,7 +98,7 @@ def test_kill_9_of_a_bulk_producer_writing_into_preallocated_space(data_dir, spa
         start = check_exact(data_dir, "pre", [])
 
 
-def test_preallocation_is_invisible_and_freed_on_roll(data_dir):
+def test_preallocation_is_invisible_and_freed_on_roll(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("roll", 1, {"segment.bytes": 3 * MiB})
     value = b"x" * 1000
     part_dir = Path(data_dir) / "roll-0"
@@ -146,7 +148,7 @@ def walk_batches(logs) -> int:
     return records
 
 
-def test_send_many_mixed_sizes_keys_and_partitions_round_trip(data_dir):
+def test_send_many_mixed_sizes_keys_and_partitions_round_trip(data_dir: Path) -> None:
     """The bulk encoder's fast paths (value-length template, offset deltas of
     one, two and three bytes: a 4 MiB batch of 1-byte values holds more than
     8192 records) and the general path (keys, bytearrays) in one log, read

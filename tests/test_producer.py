@@ -8,6 +8,7 @@ import json
 import random
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from kafka.partitioner.default import DefaultPartitioner, murmur2
@@ -16,7 +17,7 @@ import ottla
 from helpers import read_all, read_values
 
 
-def test_send_returns_future_with_record_metadata(data_dir):
+def test_send_returns_future_with_record_metadata(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         before = int(time.time() * 1000)
         fut = p.send("events", b"hello", key=b"k")
@@ -37,7 +38,7 @@ def test_send_returns_future_with_record_metadata(data_dir):
     assert read_values(data_dir, "events") == [(0, b"k", b"hello"), (1, None, b"world")]
 
 
-def test_explicit_timestamp_is_kept(data_dir):
+def test_explicit_timestamp_is_kept(data_dir: Path) -> None:
     # retention.ms=-1: a 2020 timestamp is past the default 7-day retention
     ottla.Admin(data_dir).create_topic("t", config={"retention.ms": -1})
     with ottla.Producer(data_dir) as p:
@@ -47,7 +48,7 @@ def test_explicit_timestamp_is_kept(data_dir):
     assert rec.timestamp == 1_600_000_000_123
 
 
-def test_explicit_partition(data_dir):
+def test_explicit_partition(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=4)
     with ottla.Producer(data_dir) as p:
         for part in (3, 0, 2, 1, 3):
@@ -80,7 +81,7 @@ class _Cluster:
         return set(range(self._n))
 
 
-def test_keyed_partitioning_matches_kafka_python(data_dir):
+def test_keyed_partitioning_matches_kafka_python(data_dir: Path) -> None:
     rng = random.Random(1234)
     keys = [b"", b"a", b"21", b"foobar", b"abc", "ü-ñ".encode()]
     keys += [f"user-{i}".encode() for i in range(60)]
@@ -106,7 +107,7 @@ def test_keyed_partitioning_matches_kafka_python(data_dir):
             assert md.partition == (murmur2(s.encode()) & 0x7FFFFFFF) % 7
 
 
-def test_same_key_always_same_partition_in_order(data_dir):
+def test_same_key_always_same_partition_in_order(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=5)
     with ottla.Producer(data_dir) as p:
         futs = [p.send("t", str(i).encode(), key=b"customer-7") for i in range(200)]
@@ -115,7 +116,7 @@ def test_same_key_always_same_partition_in_order(data_dir):
     assert [m.offset for m in mds] == list(range(200))
 
 
-def test_unkeyed_sticky_partitioning_spreads_over_batches(data_dir):
+def test_unkeyed_sticky_partitioning_spreads_over_batches(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=4)
     with ottla.Producer(data_dir, batch_size=512, linger_ms=1000) as p:
         futs = [p.send("t", b"x" * 40) for _ in range(2000)]
@@ -130,7 +131,7 @@ def test_unkeyed_sticky_partitioning_spreads_over_batches(data_dir):
     assert sum(len(v) for v in got.values()) == 2000
 
 
-def test_headers_list_and_dict_forms(data_dir):
+def test_headers_list_and_dict_forms(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         p.send("t", b"1", headers=[("a", b"x"), ("b", None), ("a", b"dup"), ("s", "str")])
         p.send("t", b"2", headers={"k1": b"v1", "k2": None})
@@ -146,7 +147,7 @@ def test_headers_list_and_dict_forms(data_dir):
     assert recs[4].headers == [("ünïcode", b"\x00\xff")]
 
 
-def test_null_key_and_value_and_empty_bytes(data_dir):
+def test_null_key_and_value_and_empty_bytes(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         p.send("t")  # null key and value
         p.send("t", None, key=b"k")
@@ -161,7 +162,7 @@ def test_null_key_and_value_and_empty_bytes(data_dir):
     ]
 
 
-def test_str_bytearray_memoryview_values(data_dir):
+def test_str_bytearray_memoryview_values(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         p.send("t", "héllo", key="ключ")
         p.send("t", bytearray(b"ba"))
@@ -174,7 +175,7 @@ def test_str_bytearray_memoryview_values(data_dir):
     ]
 
 
-def test_serializers(data_dir):
+def test_serializers(data_dir: Path) -> None:
     with ottla.Producer(
         data_dir,
         key_serializer=lambda k: k.encode("utf-8"),
@@ -194,7 +195,7 @@ def test_serializers(data_dir):
     ]
 
 
-def test_serializer_exception_propagates(data_dir):
+def test_serializer_exception_propagates(data_dir: Path) -> None:
     def boom(v):
         raise RuntimeError("serializer failed")
 
@@ -205,7 +206,7 @@ def test_serializer_exception_propagates(data_dir):
         p.send("t", 1)
 
 
-def test_send_many_batch_future(data_dir):
+def test_send_many_batch_future(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=3, config={"retention.ms": -1})
     with ottla.Producer(data_dir, linger_ms=10_000) as p:
         bf = p.send_many("t", [f"v{i}".encode() for i in range(100)], partition=2)
@@ -241,7 +242,7 @@ def test_send_many_batch_future(data_dir):
     assert [(r.key, r.value) for r in got[0][:3]] == [(b"k1", b"a"), (None, b"b"), (b"k3", None)]
 
 
-def test_flush_completes_pending_futures(data_dir):
+def test_flush_completes_pending_futures(data_dir: Path) -> None:
     with ottla.Producer(data_dir, linger_ms=60_000) as p:
         futs = [p.send("t", b"%d" % i) for i in range(50)]
         time.sleep(0.1)
@@ -251,7 +252,7 @@ def test_flush_completes_pending_futures(data_dir):
         assert [f.get(0).offset for f in futs] == list(range(50))
 
 
-def test_close_then_send_raises_closed_error(data_dir):
+def test_close_then_send_raises_closed_error(data_dir: Path) -> None:
     p = ottla.Producer(data_dir, linger_ms=60_000)
     fut = p.send("t", b"before-close")
     assert not p.closed
@@ -268,7 +269,7 @@ def test_close_then_send_raises_closed_error(data_dir):
     assert read_values(data_dir, "t") == [(0, None, b"before-close")]
 
 
-def test_context_manager(data_dir):
+def test_context_manager(data_dir: Path) -> None:
     with ottla.Producer(data_dir, linger_ms=60_000) as p:
         assert isinstance(p, ottla.Producer)
         fut = p.send("t", b"x")
@@ -281,7 +282,7 @@ def test_context_manager(data_dir):
     assert [v for _, _, v in read_values(data_dir, "t")] == [b"x", b"y"]
 
 
-def test_record_too_large(data_dir):
+def test_record_too_large(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("small", config={"max.message.bytes": 1000})
     with ottla.Producer(data_dir) as p:
         with pytest.raises(ottla.RecordTooLargeError):
@@ -296,7 +297,7 @@ def test_record_too_large(data_dir):
     assert read_values(data_dir, "small") == [(0, None, b"y" * 800)]
 
 
-def test_record_too_large_after_alter_config(data_dir):
+def test_record_too_large_after_alter_config(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t")
     with ottla.Producer(data_dir) as p:
@@ -306,7 +307,7 @@ def test_record_too_large_after_alter_config(data_dir):
             p.send("t", b"x" * 5000)
 
 
-def test_linger_makes_record_visible_without_flush(data_dir):
+def test_linger_makes_record_visible_without_flush(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t")
     c = ottla.Consumer(data_dir, "t", auto_offset_reset="earliest")
     p = ottla.Producer(data_dir, linger_ms=20)
@@ -327,7 +328,7 @@ def test_linger_makes_record_visible_without_flush(data_dir):
         c.close()
 
 
-def test_add_callback(data_dir):
+def test_add_callback(data_dir: Path) -> None:
     called = threading.Event()
     seen = []
     with ottla.Producer(data_dir, linger_ms=60_000) as p:
@@ -349,14 +350,14 @@ def test_add_callback(data_dir):
         assert errs == []
 
 
-def test_add_callback_fires_via_linger(data_dir):
+def test_add_callback_fires_via_linger(data_dir: Path) -> None:
     called = threading.Event()
     with ottla.Producer(data_dir, linger_ms=10) as p:
         p.send("t", b"x").add_callback(lambda md: called.set())
         assert called.wait(5), "linger thread never completed the batch"
 
 
-def test_add_errback_and_failed_future(data_dir):
+def test_add_errback_and_failed_future(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("doomed")
     errs = []
@@ -396,7 +397,7 @@ def test_add_errback_and_failed_future(data_dir):
         dict(value=b"v", timestamp="now"),
     ],
 )
-def test_bad_argument_types_raise_type_error(data_dir, kwargs):
+def test_bad_argument_types_raise_type_error(data_dir: Path, kwargs) -> None:
     with ottla.Producer(data_dir) as p:
         with pytest.raises(TypeError):
             p.send("t", **kwargs)
@@ -404,7 +405,7 @@ def test_bad_argument_types_raise_type_error(data_dir, kwargs):
         assert p.send("t", b"ok").get(10).offset == 0
 
 
-def test_bad_constructor_arguments(data_dir):
+def test_bad_constructor_arguments(data_dir: Path) -> None:
     with pytest.raises(TypeError):
         ottla.Producer(data_dir, linger_ms="5")
     with pytest.raises(TypeError):
@@ -429,13 +430,13 @@ def test_bad_constructor_arguments(data_dir):
 
 
 @pytest.mark.parametrize("bad", ["sometimes", "", "ALWAYS", "none"])
-def test_bad_fsync_value_raises_value_error(data_dir, bad):
+def test_bad_fsync_value_raises_value_error(data_dir: Path, bad) -> None:
     with pytest.raises(ValueError):
         ottla.Producer(data_dir, fsync=bad)
 
 
 @pytest.mark.parametrize("mode", ["never", "interval", "always"])
-def test_fsync_modes_work(data_dir, mode):
+def test_fsync_modes_work(data_dir: Path, mode) -> None:
     with ottla.Producer(data_dir, fsync=mode, fsync_interval_ms=50) as p:
         assert mode in repr(p)
         mds = [p.send("t", b"%d" % i).get(10) for i in range(20)]
@@ -449,13 +450,13 @@ def test_fsync_modes_work(data_dir, mode):
     assert [v for _, _, v in vals[:20]] == [b"%d" % i for i in range(20)]
 
 
-def test_acks_and_client_id_accepted(data_dir):
+def test_acks_and_client_id_accepted(data_dir: Path) -> None:
     with ottla.Producer(data_dir, acks="all", client_id="me") as p:
         assert p.send("t", b"x").get(10).offset == 0
         assert p.path.endswith("data") or str(data_dir) in p.path
 
 
-def test_many_threads_share_a_producer(data_dir):
+def test_many_threads_share_a_producer(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         errors = []
 
@@ -480,7 +481,7 @@ def test_many_threads_share_a_producer(data_dir):
         assert mine == [f"{tid}:{i}".encode() for i in range(200)]
 
 
-def test_auto_create_uses_num_partitions(data_dir):
+def test_auto_create_uses_num_partitions(data_dir: Path) -> None:
     with ottla.Producer(data_dir, num_partitions=3) as p:
         assert p.partitions_for("auto") == [0, 1, 2]
         p.send("auto2", b"x").get(10)
@@ -489,7 +490,7 @@ def test_auto_create_uses_num_partitions(data_dir):
     assert len(admin.describe_topic("auto2").partitions) == 3
 
 
-def test_send_many_records_share_the_call_timestamp(data_dir):
+def test_send_many_records_share_the_call_timestamp(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         before = int(time.time() * 1000)
         mds = p.send_many("ts", [b"a"] * 5000).get(timeout=10)
@@ -499,7 +500,7 @@ def test_send_many_records_share_the_call_timestamp(data_dir):
     assert [md.offset for md in mds] == list(range(5000))
 
 
-def test_send_many_honours_a_list_subclass_iteration(data_dir):
+def test_send_many_honours_a_list_subclass_iteration(data_dir: Path) -> None:
     """The bulk path reads a list's storage directly; a list subclass that
     overrides iteration goes through the general path and is honoured."""
 
