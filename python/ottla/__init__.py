@@ -25,6 +25,7 @@ from ottla._core import (
     BatchFuture,
     Broker,
     ClosedError,
+    Consumer as _CoreConsumer,
     CorruptRecordError,
     DiskFullError,
     FutureRecordMetadata,
@@ -40,6 +41,7 @@ from ottla._core import (
     OffsetOutOfRangeError,
     OttlaError,
     OttlaTimeoutError,
+    Producer as _CoreProducer,
     Record,
     RecordMetadata,
     RecordTooLargeError,
@@ -49,12 +51,6 @@ from ottla._core import (
     UnknownTopicOrPartitionError,
     UnsupportedCompressionError,
     __version__,
-)
-from ottla._core import (
-    Consumer as _CoreConsumer,
-)
-from ottla._core import (
-    Producer as _CoreProducer,
 )
 from ottla.admin import (
     Admin,

@@ -8,6 +8,17 @@ from os import PathLike
 
 from ottla._core import TopicPartition, _Admin
 
+__all__ = [
+    "Admin",
+    "CompactionStats",
+    "ConfigValue",
+    "GroupDescription",
+    "GroupOffset",
+    "MemberDescription",
+    "PartitionDescription",
+    "TopicDescription",
+]
+
 ConfigValue = str | int | None
 
 

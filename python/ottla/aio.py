@@ -34,21 +34,15 @@ from typing import Any, Literal
 from ottla import _arrow
 from ottla._core import (
     AioProducer as _CoreAioProducer,
-)
-from ottla._core import (
     ClosedError,
+    Consumer as _CoreConsumer,
     OffsetAndTimestamp,
     Record,
     RecordMetadata,
+    RecordWaiter as _RecordWaiter,
     SendFuture,
     SendManyFuture,
     TopicPartition,
-)
-from ottla._core import (
-    Consumer as _CoreConsumer,
-)
-from ottla._core import (
-    RecordWaiter as _RecordWaiter,
 )
 
 _TP = TopicPartition | tuple[str, int]

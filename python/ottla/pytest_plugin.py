@@ -32,6 +32,8 @@ import pytest
 
 from ottla._core import Broker
 
+__all__ = ["ottla_broker", "ottla_broker_session"]
+
 
 @pytest.fixture
 def ottla_broker(tmp_path: Path) -> Iterator[Broker]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+__all__ = ["OffsetAndMetadata"]
+
 
 class OffsetAndMetadata(NamedTuple):
     """An offset to commit, with optional application metadata.
