@@ -123,11 +123,13 @@ class Admin:
     """Create, inspect, change and delete topics in a data directory.
 
     Config keys are Kafka's (``"retention.ms"``); underscores work too
-    (``retention_ms``)::
+    (``retention_ms``):
 
-        admin = ottla.Admin("data")
-        admin.create_topic("events", partitions=3, config={"retention.ms": 3_600_000})
-        print(admin.describe_topic("events"))
+    >>> admin = ottla.Admin("data")
+    >>> admin.create_topic("events", partitions=3, config={"retention.ms": 3_600_000})
+    >>> d = admin.describe_topic("events")
+    >>> len(d.partitions), d.overrides
+    (3, {'retention.ms': '3600000'})
     """
 
     def __init__(self, path: str | PathLike[str]) -> None:
@@ -183,12 +185,13 @@ class Admin:
         change, and a tombstone (``value=None``) is dropped by the first
         pass after it has been compacted once and ``delete.retention.ms``
         has passed. Compaction also runs by itself when a segment rolls and
-        the dirty ratio exceeds ``min.cleanable.dirty.ratio``::
+        the dirty ratio exceeds ``min.cleanable.dirty.ratio``:
 
-            admin.create_topic("prices", config={"cleanup.policy": "compact"})
-            ...
-            stats = admin.compact("prices")
-            print(stats.bytes_before, "->", stats.bytes_after)
+        >>> admin = ottla.Admin("data")
+        >>> admin.create_topic("prices", config={"cleanup.policy": "compact"})
+        >>> stats = admin.compact("prices")
+        >>> stats.bytes_before >= stats.bytes_after
+        True
 
         Raises ``InvalidConfigError`` for a ``cleanup.policy=delete`` topic.
         """
@@ -199,12 +202,23 @@ class Admin:
         return self._core.list_groups()
 
     def describe_group(self, group: str) -> GroupDescription:
-        """Members (with their assignment), committed offsets and lag::
+        """Members (with their assignment), committed offsets and lag:
 
-        d = admin.describe_group("billing")
-        for m in d.members:
-            print(m.member_id, m.assignment)
-        print(d.state, d.lag)
+        >>> admin = ottla.Admin("data")
+        >>> with ottla.Producer("data") as p:
+        ...     _ = p.send_many("orders", [b"a", b"b", b"c"]).get()
+        >>> c = ottla.Consumer("data", group_id="billing", auto_offset_reset="earliest")
+        >>> c.subscribe(["orders"])
+        >>> len(c.poll(timeout_ms=1000, max_records=1)[ottla.TopicPartition("orders", 0)])
+        1
+        >>> c.commit()
+        >>> d = admin.describe_group("billing")
+        >>> for m in d.members:
+        ...     print(m.assignment)
+        [TopicPartition(topic="orders", partition=0)]
+        >>> d.state, d.lag
+        ('Stable', 2)
+        >>> c.close()
         """
         group_id, state, protocol, members, offsets = self._core.describe_group(group)
         return GroupDescription(
@@ -238,10 +252,18 @@ class Admin:
         group has committed; naming topics resets all their partitions.
         ``to_datetime_ms`` picks the first record at or after that time (the
         log end if none). Explicit offsets are clamped into the log's range.
-        Raises ``GroupNotEmptyError`` while the group has live members::
+        Raises ``GroupNotEmptyError`` while the group has live members:
 
-            admin.reset_offsets("billing", to_earliest=True)
-            admin.reset_offsets("billing", to_offsets={TopicPartition("orders", 0): 42})
+        >>> admin = ottla.Admin("data")
+        >>> with ottla.Producer("data") as p:
+        ...     _ = p.send_many("orders", [b"x"] * 50).get()
+        >>> with ottla.Consumer("data", "orders", group_id="billing",
+        ...                     auto_offset_reset="earliest") as c:
+        ...     _ = c.poll(timeout_ms=1000)
+        >>> admin.reset_offsets("billing", to_earliest=True)
+        {TopicPartition(topic="orders", partition=0): 0}
+        >>> admin.reset_offsets("billing", to_offsets={ottla.TopicPartition("orders", 0): 42})
+        {TopicPartition(topic="orders", partition=0): 42}
         """
         explicit = None
         if to_offsets is not None:

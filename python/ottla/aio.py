@@ -1,20 +1,22 @@
 """asyncio classes: :class:`Producer` and :class:`Consumer` for event loops.
 
 They run on any running loop (``asyncio.run``, Jupyter's loop, one loop per
-thread), with aiokafka's method names::
+thread), with aiokafka's method names:
 
-    import ottla.aio
-
-    async def main() -> None:
-        async with ottla.aio.Producer("data") as producer:
-            md = await producer.send("events", b"hello", key=b"user-1")
-            await producer.send_many("events", [b"a", b"b", b"c"])
-
-        async with ottla.aio.Consumer("data", "events",
-                                      auto_offset_reset="earliest") as consumer:
-            batch = await consumer.getmany(timeout_ms=1000)
-            async for record in consumer:
-                print(record.offset, record.value)
+>>> import asyncio
+>>> import ottla.aio
+>>> async def main() -> None:
+...     async with ottla.aio.Producer("data") as producer:
+...         md = await producer.send("events", b"hello", key=b"user-1")
+...         await producer.send_many("events", [b"a", b"b", b"c"])
+...     async with ottla.aio.Consumer("data", "events", auto_offset_reset="earliest",
+...                                   consumer_timeout_ms=500) as consumer:
+...         batch = await consumer.getmany(timeout_ms=1000, max_records=2)
+...         async for record in consumer:
+...             print(record.offset, record.value)
+>>> asyncio.run(main())
+2 b'b'
+3 b'c'
 
 Nothing here runs blocking calls in a thread pool. The producer appends on
 the engine's own threads and resolves asyncio futures from there; the
@@ -61,11 +63,15 @@ class Producer(_CoreAioProducer):
     ``Producer(path, **config)`` takes the settings of :class:`ottla.Producer`
     (``linger_ms``, ``batch_size``, ``fsync``, ``fsync_interval_ms``,
     ``auto_create_topics``, ``num_partitions``, ``key_serializer``,
-    ``value_serializer``)::
+    ``value_serializer``):
 
-        async with ottla.aio.Producer("data", fsync="always") as p:
-            md = await p.send("events", b"v", key=b"k")
-            print(md.partition, md.offset)
+    >>> import asyncio
+    >>> async def main() -> None:
+    ...     async with ottla.aio.Producer("data", fsync="always") as p:
+    ...         md = await p.send("events", b"v", key=b"k")
+    ...         print(md.partition, md.offset)
+    >>> asyncio.run(main())
+    0 0
 
     ``send()`` is not a coroutine: it queues the record at once and returns a
     :class:`SendFuture`. Await it for the record's :class:`RecordMetadata`;
@@ -124,17 +130,26 @@ class Consumer:
     ``Consumer(path, *topics, **config)`` takes the settings of
     :class:`ottla.Consumer` (``group_id``, ``auto_offset_reset``,
     ``enable_auto_commit``, ``consumer_timeout_ms``, ``max_poll_records``,
-    deserializers, ...)::
+    deserializers, ...):
 
-        async with ottla.aio.Consumer("data", "events", group_id="billing",
-                                      auto_offset_reset="earliest") as c:
-            batches = await c.getmany(timeout_ms=1000, max_records=500)
-            for tp, records in batches.items():
-                for record in records:
-                    handle(record.value)
-            await c.commit()
-            async for record in c:   # ends after consumer_timeout_ms idle, or at close()
-                handle(record.value)
+    >>> import asyncio
+    >>> with ottla.Producer("data") as p:
+    ...     _ = p.send_many("events", [b"a", b"b", b"c"]).get()
+    >>> async def main() -> None:
+    ...     async with ottla.aio.Consumer("data", "events", group_id="billing",
+    ...                                   auto_offset_reset="earliest",
+    ...                                   consumer_timeout_ms=500) as c:
+    ...         batches = await c.getmany(timeout_ms=1000, max_records=2)
+    ...         for tp, records in batches.items():
+    ...             for record in records:
+    ...                 print(tp.partition, record.value)
+    ...         await c.commit()
+    ...         async for record in c:  # ends after consumer_timeout_ms idle, or at close()
+    ...             print(record.value)
+    >>> asyncio.run(main())
+    0 b'a'
+    0 b'b'
+    b'c'
 
     Records are taken from the log only by a call that returns them to the
     task that asked, so a cancelled ``getone``/``getmany``/iteration loses
@@ -265,10 +280,19 @@ class Consumer:
         """Records as one ``pyarrow.RecordBatch`` (see
         :meth:`ottla.Consumer.poll_arrow`: same columns, limits and
         positions), waiting up to ``timeout_ms`` when none are ready; zero
-        rows if none came. Needs ``pip install 'ottla[arrow]'``::
+        rows if none came. Needs ``pip install 'ottla[arrow]'``:
 
-            batch = await consumer.getmany_arrow(timeout_ms=1000)
-            df = batch.to_pandas()
+        >>> import asyncio
+        >>> with ottla.Producer("data") as p:
+        ...     _ = p.send_many("events", [b"a", b"b"]).get()
+        >>> async def main() -> None:
+        ...     async with ottla.aio.Consumer("data", "events",
+        ...                                   auto_offset_reset="earliest") as consumer:
+        ...         batch = await consumer.getmany_arrow(timeout_ms=1000)
+        ...         df = batch.to_pandas()
+        ...         print(df["value"].tolist())
+        >>> asyncio.run(main())
+        [b'a', b'b']
         """
         if not timeout_ms >= 0:
             raise ValueError(f"timeout_ms must be >= 0, got {timeout_ms}")
