@@ -192,9 +192,12 @@ def read_all(
     return out
 
 
-def read_values(path: PathT, topic: str, partition: int = 0, **kw: object) -> list[tuple]:
-    """[(offset, key, value), ...] of one partition."""
-    recs = read_all(path, topic, [partition], **kw)[partition]
+def read_values(
+    path: PathT, topic: str, partition: int = 0, timeout: float = 15.0, **consumer_kw: object
+) -> list[tuple[int, Any, Any]]:
+    """[(offset, key, value), ...] of one partition (key and value: bytes or
+    None, or what the deserializers in ``consumer_kw`` make of them)."""
+    recs = read_all(path, topic, [partition], timeout, **consumer_kw)[partition]
     return [(r.offset, r.key, r.value) for r in recs]
 
 
@@ -211,11 +214,11 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10.0, interval: float 
     return pred()
 
 
-def kafka_poll(c: Any, n: int, timeout: float = 20.0) -> list:
+def kafka_poll(c: Any, n: int, timeout: float = 20.0) -> list[Any]:
     """Poll a kafka-python ``KafkaConsumer`` until it has handed out ``n``
     records (all of them, in arrival order), failing after ``timeout``
     seconds."""
-    out: list = []
+    out: list[Any] = []
     deadline = time.monotonic() + timeout
     while len(out) < n:
         assert time.monotonic() < deadline, f"got {len(out)} of {n}"

@@ -12,7 +12,9 @@ import asyncio
 import random
 import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,12 +34,12 @@ async def wait_for_zero(consumer: ottla.aio.Consumer, timeout: float = 5.0) -> N
     assert consumer.waiting == 0
 
 
-def read_all(path, topic: str, partitions: int = 1):
+def read_all(path: Path, topic: str, partitions: int = 1) -> list[ottla.Record]:
     """Every record of a topic, with the sync consumer."""
     with ottla.Consumer(path, auto_offset_reset="earliest") as c:
         c.assign([TP(topic, p) for p in range(partitions)])
         ends = c.end_offsets([TP(topic, p) for p in range(partitions)])
-        out = []
+        out: list[ottla.Record] = []
         deadline = time.monotonic() + 30
         while sum(c.position(tp) for tp in ends) < sum(ends.values()):
             assert time.monotonic() < deadline
@@ -112,7 +114,7 @@ async def test_send_many_and_metadata(data_dir: Path) -> None:
         assert len(fut) == 3
         with pytest.raises(asyncio.InvalidStateError):
             fut.metadata()
-        assert await fut is None
+        assert await fut is None  # type: ignore[func-returns-value]  # checked here
         assert fut.done()
         mds = fut.metadata()
         assert [m.timestamp for m in mds] == [5, 5, 5]
@@ -188,9 +190,9 @@ async def test_producer_settings_and_bad_input(data_dir: Path) -> None:
         raw.send("t", b"x" * 2_000_000)
     await raw.close()
     with pytest.raises(ValueError):
-        ottla.aio.Producer(data_dir, fsync="sometimes")
+        ottla.aio.Producer(data_dir, fsync="sometimes")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        ottla.aio.Producer(data_dir, value_serializer=3)
+        ottla.aio.Producer(data_dir, value_serializer=3)  # type: ignore[arg-type]
 
 
 @aio
@@ -229,8 +231,8 @@ async def test_cancelled_sends_under_load(data_dir: Path) -> None:
     tells whether (and where) it was written."""
     rnd = random.Random(7)
     p = ottla.aio.Producer(data_dir, linger_ms=2, batch_size=4096, num_partitions=2)
-    acked: dict = {}
-    futures: dict = {}
+    acked: dict[bytes, tuple[int, int]] = {}
+    futures: dict[bytes, ottla.aio.SendFuture] = {}
 
     async def sender(w: int) -> None:
         for i in range(400):
@@ -274,7 +276,7 @@ async def test_cancelled_sends_under_load(data_dir: Path) -> None:
 # --------------------------------------------------------------------------
 
 
-def produce(path, topic, n, partition=0, prefix="v"):
+def produce(path: Path, topic: str, n: int, partition: int = 0, prefix: str = "v") -> None:
     with ottla.Producer(path) as p:
         p.send_many(
             topic, [b"%s%d" % (prefix.encode(), i) for i in range(n)], partition=partition
@@ -394,7 +396,8 @@ async def test_seek_positions_commits_and_offsets(data_dir: Path) -> None:
         assert await c.end_offsets([tp]) == {tp: 10}
         ts = (await c.getone()).timestamp
         found = await c.offsets_for_times({tp: ts})
-        assert found[tp] is not None and found[tp].offset == 0
+        at = found[tp]
+        assert at is not None and at.offset == 0
         assert "t" in await c.topics()
         assert c.partitions_for_topic("t") == {0}
     # A new member of the group resumes from the commit.
@@ -417,7 +420,7 @@ async def test_assign_subscribe_and_deserializers(data_dir: Path) -> None:
     with pytest.raises(ValueError):
         ottla.aio.Consumer(data_dir, consumer_timeout_ms=-1)
     with pytest.raises(ValueError):
-        ottla.aio.Consumer(data_dir, auto_offset_reset="sometime")
+        ottla.aio.Consumer(data_dir, auto_offset_reset="sometime")  # type: ignore[arg-type]
 
 
 @aio
@@ -441,7 +444,7 @@ async def test_cancelled_getmany_loses_nothing(data_dir: Path) -> None:
 
         seen = []
 
-        async def iterate(k: int) -> dict:
+        async def iterate(k: int) -> dict[TP, list[ottla.Record]]:
             # Records go straight to `seen`: whatever the iteration handed
             # out before a cancellation counts as handed out.
             async for r in c:
@@ -458,6 +461,7 @@ async def test_cancelled_getmany_loses_nothing(data_dir: Path) -> None:
             assert time.monotonic() < deadline
             pick = rnd.random()
             if pick < 0.4:
+                coro: Coroutine[Any, Any, dict[TP, list[ottla.Record]] | ottla.Record]
                 coro = c.getmany(timeout_ms=50, max_records=rnd.randint(1, 700))
             elif pick < 0.7:
                 coro = c.getone()
@@ -485,6 +489,7 @@ async def test_cancelled_getmany_loses_nothing(data_dir: Path) -> None:
                 for recs in got.values():
                     seen.extend(int(r.value) for r in recs)
             else:
+                assert isinstance(got, ottla.Record)
                 seen.append(int(got.value))
         await prod
         assert cancelled > 0
@@ -497,7 +502,7 @@ async def test_cancelled_getmany_loses_nothing(data_dir: Path) -> None:
 async def test_close_wakes_every_waiter(data_dir: Path) -> None:
     c = ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest")
 
-    async def iterate() -> list:
+    async def iterate() -> list[ottla.Record]:
         return [r async for r in c]
 
     getone = asyncio.create_task(c.getone())
@@ -558,8 +563,9 @@ def test_two_loops_in_two_threads(data_dir: Path) -> None:
     """One producer awaited from two loops at once, and a consumer per loop."""
     ottla.Admin(data_dir).create_topic("t", 2)
     shared = ottla.aio.Producer(data_dir, linger_ms=60_000)
-    results: dict = {}
-    errors: list = []
+    results: dict[int, list[int]] = {}
+    read_counts: dict[int, int] = {}
+    errors: list[BaseException] = []
 
     def run(part: int) -> None:
         async def main() -> None:
@@ -569,11 +575,11 @@ def test_two_loops_in_two_threads(data_dir: Path) -> None:
             results[part] = sorted(m.offset for m in mds)
             async with ottla.aio.Consumer(data_dir, auto_offset_reset="earliest") as c:
                 c.assign([TP("t", part)])
-                vals = []
+                vals: list[bytes] = []
                 while len(vals) < 500:
                     got = await asyncio.wait_for(c.getmany(timeout_ms=1000), 10)
                     vals.extend(r.value for recs in got.values() for r in recs)
-                results[(part, "read")] = len(vals)
+                read_counts[part] = len(vals)
 
         try:
             asyncio.run(main())
@@ -588,7 +594,7 @@ def test_two_loops_in_two_threads(data_dir: Path) -> None:
     assert not any(t.is_alive() for t in threads)
     assert not errors, errors
     assert results[0] == results[1] == list(range(500))
-    assert results[(0, "read")] == results[(1, "read")] == 500
+    assert read_counts[0] == read_counts[1] == 500
     asyncio.run(shared.close())
 
 
@@ -600,7 +606,7 @@ def test_in_an_already_running_loop(data_dir: Path) -> None:
     runner.start()
     try:
 
-        async def cell() -> list:
+        async def cell() -> list[bytes]:
             async with ottla.aio.Producer(data_dir) as p:
                 await p.send_many("t", [b"a", b"b"])
                 await p.send("t", b"c")

@@ -7,7 +7,9 @@ import gc
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,7 +51,7 @@ SCHEMA = pa.schema(
 T0 = int(time.time() * 1000) - 60_000  # recent: retention keeps it
 
 
-def produce_mixed(data_dir: Path, n=200):
+def produce_mixed(data_dir: Path, n: int = 200) -> None:
     """Two topics (3 and 1 partitions): keys, null keys, null values, headers."""
     admin = ottla.Admin(data_dir)
     admin.create_topic("orders", partitions=3)
@@ -65,7 +67,7 @@ def produce_mixed(data_dir: Path, n=200):
         p.flush()
 
 
-def as_rows(records):
+def as_rows(records: Iterable[ottla.Record]) -> list[dict[str, Any]]:
     rows = []
     for r in records:
         rows.append(
@@ -82,19 +84,19 @@ def as_rows(records):
     return rows
 
 
-def batch_rows(batch):
-    rows = batch.to_pylist()
+def batch_rows(batch: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = batch.to_pylist()
     for r in rows:
         r["timestamp"] = int(r["timestamp"].timestamp() * 1000 + 0.5)
     return rows
 
 
-def key_of(r):
+def key_of(r: dict[str, Any]) -> tuple[str, int, int]:
     return (r["topic"], r["partition"], r["offset"])
 
 
-def poll_all(c):
-    out = []
+def poll_all(c: ottla.Consumer) -> list[ottla.Record]:
+    out: list[ottla.Record] = []
     for _ in range(100):
         got = c.poll(timeout_ms=20, max_records=10_000)
         if not got:
@@ -140,7 +142,7 @@ def test_empty_result_keeps_schema(data_dir: Path) -> None:
 
 def test_positions_and_commits_are_those_of_poll(data_dir: Path) -> None:
     produce_mixed(data_dir)
-    seen = []
+    seen: list[tuple[int, int]] = []
     c = ottla.Consumer(data_dir, "orders", group_id="g", auto_offset_reset="earliest")
     try:
         b = c.poll_arrow(max_records=7)
@@ -177,7 +179,7 @@ def test_poll_arrow_and_poll_interleave_without_gaps(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("mix", partitions=1)
     with ottla.Producer(data_dir) as p:
         p.send_many("mix", [b"%d" % i for i in range(1000)], partition=0).wait()
-    got = []
+    got: list[int] = []
     with ottla.Consumer(data_dir, "mix", auto_offset_reset="earliest") as c:
         for i in range(200):
             if i % 3 == 0:
@@ -185,7 +187,9 @@ def test_poll_arrow_and_poll_interleave_without_gaps(data_dir: Path) -> None:
             elif i % 3 == 1:
                 got.extend(c.poll_arrow(max_records=17).column("offset").to_pylist())
             else:
-                got.extend(int(v) for v in c.poll_values(max_records=5))
+                values = c.poll_values(max_records=5)
+                got.extend(int(v) for v in values if v is not None)
+                assert len(got) == len(set(got)) and None not in values
     # the values are the offsets here: all three calls share the positions
     assert got == list(range(1000))
 
@@ -235,8 +239,8 @@ def test_read_arrow_reads_to_the_end_seen_at_the_call(data_dir: Path) -> None:
         for p in (0, 1):
             assert c.position(TP("orders", p)) == c.end_offsets([TP("orders", p)])[TP("orders", p)]
         assert c.read_arrow().num_rows == 0
-        with ottla.Producer(data_dir) as p:
-            p.send("orders", b"late", partition=0).get(10)
+        with ottla.Producer(data_dir) as producer:
+            producer.send("orders", b"late", partition=0).get(10)
         t2 = c.read_arrow()
         assert t2.column("value").to_pylist() == [b"late"]
         c.resume(TP("orders", 2))
@@ -256,14 +260,14 @@ def test_read_arrow_does_not_take_records_appended_during_the_read(data_dir: Pat
             p.send_many("live", [b"x" * 100] * 20_000, partition=part).wait()
     stop = threading.Event()
 
-    def writer():
+    def writer() -> None:
         with ottla.Producer(data_dir, linger_ms=0) as p:
             while not stop.is_set():
                 p.send_many("live", [b"y" * 100] * 50, partition=0).wait()
                 p.send_many("live", [b"y" * 100] * 50, partition=1).wait()
 
     t = threading.Thread(target=writer)
-    seen = {0: [], 1: []}
+    seen: dict[int, list[int]] = {0: [], 1: []}
     with ottla.Consumer(data_dir, "live", auto_offset_reset="earliest") as c:
         t.start()
         try:
@@ -366,7 +370,7 @@ def test_waits_up_to_timeout_for_records(data_dir: Path) -> None:
     with ottla.Consumer(data_dir, "wait", auto_offset_reset="earliest") as c:
         assert c.poll_arrow(timeout_ms=1).num_rows == 0
 
-        def later():
+        def later() -> None:
             time.sleep(0.1)
             with ottla.Producer(data_dir) as p:
                 p.send("wait", b"hello", partition=0).get(10)
@@ -392,7 +396,7 @@ def test_closed_consumer_raises(data_dir: Path) -> None:
 def test_rebalance_callback_error_is_raised(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("cb", partitions=1)
 
-    def boom(consumer, partitions):
+    def boom(consumer: ottla.Consumer, partitions: list[TP]) -> None:
         raise RuntimeError("from on_assign")
 
     with (
@@ -407,7 +411,7 @@ def test_rebalance_callback_error_is_raised(data_dir: Path) -> None:
 # -- corrupt and compressed batches: whatever poll() does, poll_arrow does ----
 
 
-def _corrupt_base(data_dir: Path):
+def _corrupt_base(data_dir: Path) -> tuple[Path, int, int, Callable[[int], str]]:
     from test_crash import batches_of, build_corruption_base, value_of
 
     logs = build_corruption_base(data_dir)
@@ -421,7 +425,7 @@ def _corrupt_base(data_dir: Path):
 
 def test_corrupt_batch_records_before_it_then_error(data_dir: Path) -> None:
     seg, pos, first, value_of = _corrupt_base(data_dir)
-    got = []
+    got: list[tuple[int, bytes]] = []
     with ottla.Consumer(data_dir, auto_offset_reset="earliest") as c:
         c.assign([("cor", 0)])
         with pytest.raises(ottla.CorruptRecordError) as ei:
@@ -448,7 +452,7 @@ def test_corrupt_batch_records_before_it_then_error(data_dir: Path) -> None:
         assert c.position(TP("cor", 0)) == first
 
 
-def _write_gzip_batch(part_dir, base_offset, values):
+def _write_gzip_batch(part_dir: Path, base_offset: int, values: list[bytes]) -> None:
     from kafka.record.default_records import DefaultRecordBatchBuilder
 
     b = DefaultRecordBatchBuilder(
@@ -487,8 +491,8 @@ def test_compressed_batch_reads_as_poll_does(data_dir: Path, spawn: Spawn) -> No
     assert spawn(PLAIN_WRITER, data_dir).wait(60) == 0
     _write_gzip_batch(data_dir / "gz-0", 3, [b"zipped-%d" % i for i in range(4)])
 
-    def via_poll():
-        got = []
+    def via_poll() -> tuple[list[Any], type[Exception] | str | None]:
+        got: list[Any] = []
         with ottla.Consumer(data_dir, "gz", auto_offset_reset="earliest") as c:
             try:
                 for _ in range(100):
@@ -500,8 +504,10 @@ def test_compressed_batch_reads_as_poll_does(data_dir: Path, spawn: Spawn) -> No
                 return got, type(e)
         return got, "too many polls"
 
-    def via_arrow(read):
-        got = []
+    def via_arrow(
+        read: Callable[[ottla.Consumer], Any],
+    ) -> tuple[list[Any], type[Exception] | str | None]:
+        got: list[Any] = []
         with ottla.Consumer(data_dir, "gz", auto_offset_reset="earliest") as c:
             try:
                 for _ in range(100):
@@ -562,7 +568,7 @@ def test_aio_getmany_arrow(data_dir: Path) -> None:
 
     ottla.Admin(data_dir).create_topic("aio", partitions=2)
 
-    async def main():
+    async def main() -> None:
         async with ottla.aio.Consumer(data_dir, "aio", auto_offset_reset="earliest") as c:
             assert (await c.getmany_arrow(timeout_ms=1)).num_rows == 0
             task = asyncio.ensure_future(c.getmany_arrow(timeout_ms=20_000))

@@ -15,13 +15,18 @@ from kafka.record import MemoryRecords
 
 import ottla
 from helpers import Spawn, log_files, read_values, wait_until
+from ottla.admin import ConfigValue
 
-COMPACT = {"cleanup.policy": "compact", "segment.bytes": 4096, "min.cleanable.dirty.ratio": 1}
+COMPACT: dict[str, ConfigValue] = {"cleanup.policy": "compact", "segment.bytes": 4096, "min.cleanable.dirty.ratio": 1}
 
 
-def produce(path, topic, n, keys, start=0):
+# What was sent: {offset: (key, value)}.
+Sent = dict[int, tuple[bytes, bytes]]
+
+
+def produce(path: Path, topic: str, n: int, keys: int, start: int = 0) -> Sent:
     """Send n keyed records; returns {offset: (key, value)}."""
-    sent = {}
+    sent: Sent = {}
     # Small batches, so the topic's 4 KiB segments roll many times.
     with ottla.Producer(path, batch_size=600) as p:
         futs = []
@@ -35,21 +40,21 @@ def produce(path, topic, n, keys, start=0):
     return sent
 
 
-def latest_per_key(sent, below):
+def latest_per_key(sent: Sent, below: int) -> set[int]:
     """Offsets a compaction with clean end ``below`` keeps."""
-    latest = {}
+    latest: dict[bytes, int] = {}
     for o, (k, _) in sorted(sent.items()):
         if o < below and k is not None:
             latest[k] = o
     return {o for o, (k, _) in sent.items() if o >= below or k is None or latest.get(k) == o}
 
 
-def clean_end(data_dir: Path, topic):
+def clean_end(data_dir: Path, topic: str) -> int:
     text = (data_dir / f"{topic}-0" / "cleaner-offset-checkpoint").read_text().split()
     return int(text[-1])
 
 
-def check_read(data_dir: Path, topic, sent):
+def check_read(data_dir: Path, topic: str, sent: Sent) -> set[int]:
     """Offsets strictly increase, each record is what was sent at its offset,
     and the latest value of every key is there. Returns the offsets read."""
     vals = read_values(data_dir, topic)
@@ -57,7 +62,7 @@ def check_read(data_dir: Path, topic, sent):
     assert offsets == sorted(set(offsets)), "duplicates or disorder"
     for o, k, v in vals:
         assert sent[o] == (k, v), o
-    latest = {}
+    latest: dict[bytes, int] = {}
     for o, (k, _) in sorted(sent.items()):
         latest[k] = o
     assert set(latest.values()) <= set(offsets), "a latest value was lost"
@@ -107,7 +112,7 @@ def test_compact_keeps_latest_per_key_in_kafka_format(data_dir: Path) -> None:
 
 def test_tombstones_are_removed_after_delete_retention(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
-    admin.create_topic("t", config=dict(COMPACT, **{"delete.retention.ms": 0}))
+    admin.create_topic("t", config={**COMPACT, "delete.retention.ms": 0})
     with ottla.Producer(data_dir) as p:
         p.send("t", b"v", key=b"gone", partition=0)
         p.send("t", None, key=b"gone", partition=0)
@@ -129,7 +134,9 @@ print(ottla.Admin(sys.argv[1]).compact(sys.argv[2]), flush=True)
 
 @pytest.mark.parametrize("step", ["cleaned", "swap", "index", "deleted"])
 @pytest.mark.parametrize("reader_open", [False, True])
-def test_kill_9_during_a_clean(data_dir: Path, spawn: Spawn, step, reader_open) -> None:
+def test_kill_9_during_a_clean(
+    data_dir: Path, spawn: Spawn, step: str, reader_open: bool
+) -> None:
     """The cleaning process dies at each step of its first swap. Reopened,
     or read on by a process that had the partition open all along, the log
     loses no record that should survive and shows none twice; the next
@@ -283,7 +290,7 @@ def test_cleaning_while_another_process_appends(data_dir: Path, spawn: Spawn) ->
     appends, so the log ends up with every latest value, each record at the
     offset it was written at, and nothing twice."""
     admin = ottla.Admin(data_dir)
-    admin.create_topic("t", config=dict(COMPACT, **{"min.cleanable.dirty.ratio": 0.5}))
+    admin.create_topic("t", config={**COMPACT, "min.cleanable.dirty.ratio": 0.5})
     child = spawn(PRODUCER_CHILD, data_dir, "t", 1500)
     passes = 0
     while child.proc.poll() is None and passes < 500:

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,20 +16,28 @@ from helpers import Spawn, wait_until
 from ottla import TopicPartition as TP
 
 
-def produce(path, topic, n, partition=0, prefix="v", start=0, **kw):
+def produce(
+    path: Path,
+    topic: str,
+    n: int,
+    partition: int = 0,
+    prefix: str = "v",
+    start: int = 0,
+    timestamp: int | None = None,
+) -> list[ottla.RecordMetadata]:
     with ottla.Producer(path) as p:
         bf = p.send_many(
             topic,
             [f"{prefix}{i}".encode() for i in range(start, start + n)],
             partition=partition,
-            **kw,
+            timestamp=timestamp,
         )
         return bf.get(10)
 
 
-def drain(c, want, timeout=10.0):
+def drain(c: ottla.Consumer, want: int, timeout: float = 10.0) -> list[ottla.Record]:
     """Poll until ``want`` records arrived (or time runs out)."""
-    out = []
+    out: list[ottla.Record] = []
     deadline = time.monotonic() + timeout
     while len(out) < want and time.monotonic() < deadline:
         for recs in c.poll(timeout_ms=100).values():
@@ -61,7 +70,7 @@ def test_poll_returns_dict_of_topic_partition_to_records(data_dir: Path) -> None
     for part in range(3):
         produce(data_dir, "t", 5, partition=part, prefix=f"p{part}-")
     with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest") as c:
-        got = {}
+        got: dict[TP, list[ottla.Record]] = {}
         deadline = time.monotonic() + 10
         while sum(len(v) for v in got.values()) < 15 and time.monotonic() < deadline:
             res = c.poll(timeout_ms=200)
@@ -113,7 +122,7 @@ def test_assign_and_assignment(data_dir: Path) -> None:
         with pytest.raises(ottla.UnknownTopicOrPartitionError):
             c.assign([TP("t", 3)])
         with pytest.raises(TypeError):
-            c.assign(["t"])
+            c.assign(["t"])  # type: ignore[list-item]  # what the test checks
         with pytest.raises(ottla.IllegalStateError):
             c.position(TP("t", 1))  # no longer assigned
 
@@ -201,7 +210,7 @@ def test_commit_and_committed_persist_across_consumers(data_dir: Path) -> None:
     try:
         assert c.group_id == "g"
         assert c.committed(tp) is None
-        recs = []
+        recs: list[ottla.Record] = []
         while len(recs) < 4:
             recs.extend(c.poll(timeout_ms=500, max_records=4 - len(recs)).get(tp, []))
         assert [r.offset for r in recs] == [0, 1, 2, 3]
@@ -256,7 +265,7 @@ def test_commit_explicit_offsets(data_dir: Path) -> None:
         with pytest.raises(TypeError):
             c.commit({TP("t", 0): "five"})
         with pytest.raises(TypeError):
-            c.commit({"t": 1})
+            c.commit({"t": 1})  # type: ignore[dict-item]  # what the test checks
     with ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest") as c:
         assert c.position(TP("t", 0)) == 6
         assert c.position(TP("t", 1)) == 5
@@ -275,7 +284,7 @@ def test_auto_commit_on_close(data_dir: Path) -> None:
     produce(data_dir, "t", 10)
     tp = TP("t", 0)
     c = ottla.Consumer(data_dir, "t", group_id="auto", auto_offset_reset="earliest")
-    got = []
+    got: list[ottla.Record] = []
     while len(got) < 5:
         got.extend(c.poll(timeout_ms=500, max_records=5 - len(got)).get(tp, []))
     c.close()
@@ -328,12 +337,18 @@ def test_offsets_for_times(data_dir: Path) -> None:
         p.flush()
     tp = TP("t", 0)
     with ottla.Consumer(data_dir) as c:
+
+        def offset_for_time(key: TP | tuple[str, int], ts: int) -> ottla.OffsetAndTimestamp:
+            r = c.offsets_for_times({key: ts})[tp]
+            assert r is not None
+            return r
+
         res = c.offsets_for_times({tp: 1500})
         assert set(res) == {tp}
-        assert (res[tp].offset, res[tp].timestamp) == (1, 2000)
-        assert c.offsets_for_times({tp: 0})[tp].offset == 0
-        assert c.offsets_for_times({tp: 1000})[tp].offset == 0
-        assert c.offsets_for_times({("t", 0): 3000})[tp].offset == 2
+        assert (offset_for_time(tp, 1500).offset, offset_for_time(tp, 1500).timestamp) == (1, 2000)
+        assert offset_for_time(tp, 0).offset == 0
+        assert offset_for_time(tp, 1000).offset == 0
+        assert offset_for_time(("t", 0), 3000).offset == 2
         r = c.offsets_for_times({tp: 4000})[tp]
         assert isinstance(r, ottla.OffsetAndTimestamp)
         assert (r.offset, r.timestamp) == (4, 5000)
@@ -355,9 +370,9 @@ def test_offsets_for_times_across_segments(data_dir: Path) -> None:
     with ottla.Consumer(data_dir) as c:
         for i in (0, 1, 57, 123, 199):
             r = c.offsets_for_times({tp: base + i * 10})[tp]
-            assert (r.offset, r.timestamp) == (i, base + i * 10)
+            assert r is not None and (r.offset, r.timestamp) == (i, base + i * 10)
             r = c.offsets_for_times({tp: base + i * 10 - 5})[tp]
-            assert r.offset == i
+            assert r is not None and r.offset == i
         assert c.offsets_for_times({tp: base + 2000})[tp] is None
 
 
@@ -425,7 +440,7 @@ def test_auto_offset_reset_earliest_latest(data_dir: Path) -> None:
         with ottla.Consumer(data_dir, "t", auto_offset_reset=alias) as c:
             assert c.position(TP("t", 0)) == 0
     with pytest.raises(ValueError):
-        ottla.Consumer(data_dir, "t", auto_offset_reset="sometimes")
+        ottla.Consumer(data_dir, "t", auto_offset_reset="sometimes")  # type: ignore[arg-type]
 
 
 def test_auto_offset_reset_none(data_dir: Path) -> None:
@@ -523,7 +538,7 @@ def test_deserializers(data_dir: Path) -> None:
 def test_deserializer_error_propagates(data_dir: Path) -> None:
     produce(data_dir, "t", 1)
 
-    def boom(b):
+    def boom(b: bytes) -> Any:
         raise ValueError("cannot decode")
 
     with (
@@ -554,7 +569,7 @@ def test_record_fields_and_repr(data_dir: Path) -> None:
     assert s.startswith("Record(") and "offset=0" in s and "b'key-1'" in s and "b'value-1'" in s
     assert len(repr(big)) < 300 and "..." in repr(big)
     with pytest.raises(AttributeError):
-        r.offset = 5  # frozen
+        r.offset = 5  # type: ignore[misc]  # frozen: what the test checks
 
 
 def test_topic_partition_type() -> None:
@@ -578,7 +593,7 @@ def test_consumer_wakes_for_records_produced_later(data_dir: Path) -> None:
         assert c.poll(timeout_ms=0) == {}
         sent_at = {}
 
-        def produce_later():
+        def produce_later() -> None:
             time.sleep(0.3)
             with ottla.Producer(data_dir, linger_ms=0) as p:
                 for i in range(5):

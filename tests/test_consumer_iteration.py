@@ -21,7 +21,14 @@ from ottla import TopicPartition as TP
 BATCH = 5  # records per batch in these tests
 
 
-def produce_batches(path, topic, n_batches, partition=0, start=0, per_batch=BATCH):
+def produce_batches(
+    path: Path,
+    topic: str,
+    n_batches: int,
+    partition: int = 0,
+    start: int = 0,
+    per_batch: int = BATCH,
+) -> None:
     """``n_batches`` batches of ``per_batch`` records each, one flush apiece."""
     with ottla.Producer(path) as p:
         for b in range(n_batches):
@@ -34,7 +41,7 @@ def produce_batches(path, topic, n_batches, partition=0, start=0, per_batch=BATC
 
 
 @pytest.mark.parametrize("k", [0, 1, BATCH - 1, BATCH, BATCH + 1, 2 * BATCH, 3 * BATCH - 1])
-def test_position_and_commit_after_k_records(data_dir: Path, k) -> None:
+def test_position_and_commit_after_k_records(data_dir: Path, k: int) -> None:
     produce_batches(data_dir, "t", 3)
     tp = TP("t", 0)
     with ottla.Consumer(
@@ -103,13 +110,13 @@ def test_iteration_order_over_partitions_is_poll_one_at_a_time(data_dir: Path) -
     produce_batches(data_dir, "m", 2, partition=2, per_batch=7)
     total = 3 * BATCH + 2 + 14
 
-    def key(r):
+    def key(r: ottla.Record) -> tuple[int, int, bytes]:
         return (r.partition, r.offset, r.value)
 
     with ottla.Consumer(data_dir, "m", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         iterated = [key(r) for r in c]
     with ottla.Consumer(data_dir, "m", auto_offset_reset="earliest") as c:
-        polled = []
+        polled: list[tuple[int, int, bytes]] = []
         for _ in range(total + 5):
             for recs in c.poll(max_records=1).values():
                 polled.extend(key(r) for r in recs)
@@ -146,10 +153,11 @@ def test_iteration_hands_out_key_headers_and_null_value(data_dir: Path) -> None:
 def _crc32c(data: bytes) -> int:
     from kafka.record.util import calc_crc32c
 
-    return calc_crc32c(data)
+    crc: int = calc_crc32c(data)
+    return crc
 
 
-def _varint_len_at(buf: bytes, pos: int) -> tuple:
+def _varint_len_at(buf: bytes | bytearray, pos: int) -> tuple[int, int]:
     """(zig-zag decoded value, bytes) of the varint at ``pos``."""
     v, shift, n = 0, 0, 0
     while True:
@@ -168,7 +176,7 @@ def _break_record(seg: Path, batch_index: int, record_index: int) -> int:
     pos = 0
     for _ in range(batch_index):
         pos += 12 + struct.unpack_from(">i", raw, pos + 8)[0]
-    base = struct.unpack_from(">q", raw, pos)[0]
+    base: int = struct.unpack_from(">q", raw, pos)[0]
     size = 12 + struct.unpack_from(">i", raw, pos + 8)[0]
     at = pos + 61  # the batch header's length
     for _ in range(record_index):
@@ -235,11 +243,11 @@ class _Box:
 
     freed = 0
 
-    def __init__(self, raw):
+    def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        self.record = None
+        self.record: object = None
 
-    def __del__(self):
+    def __del__(self) -> None:
         _Box.freed += 1
 
 

@@ -10,13 +10,15 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka.record import MemoryRecords
 
 import ottla
-from helpers import Spawn, log_files, read_values
+from helpers import Child, Spawn, log_files, read_values
 
 PRODUCER_CHILD = """
 import random, sys, time
@@ -44,9 +46,9 @@ while True:
 """
 
 
-def acked_pairs(child):
+def acked_pairs(child: Child) -> list[tuple[int, int]]:
     """(offset, index) pairs the child printed as acknowledged."""
-    out = []
+    out: list[tuple[int, int]] = []
     for line in child.lines():
         parts = line.split()
         if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
@@ -54,12 +56,12 @@ def acked_pairs(child):
     return out
 
 
-def end_offset(data_dir: Path, topic):
+def end_offset(data_dir: Path, topic: str) -> int:
     d = ottla.Admin(data_dir).describe_topic(topic)
     return d.partitions[0].end_offset
 
 
-def check_log(data_dir: Path, topic, acked):
+def check_log(data_dir: Path, topic: str, acked: Iterable[tuple[int, int]]) -> int:
     """Every record is v<offset>-..., offsets gap-free from the log start (0
     unless retention deleted segments) to the end, every ack present."""
     part = ottla.Admin(data_dir).describe_topic(topic).partitions[0]
@@ -77,11 +79,11 @@ def check_log(data_dir: Path, topic, acked):
     return end
 
 
-def append_more(data_dir: Path, topic, n=10):
+def append_more(data_dir: Path, topic: str, n: int = 10) -> int:
     end = end_offset(data_dir, topic)
     with ottla.Producer(data_dir) as p:
-        mds = [p.send(topic, b"v%d-after" % (end + i), partition=0) for i in range(n)]
-        mds = [f.get(10) for f in mds]
+        futures = [p.send(topic, b"v%d-after" % (end + i), partition=0) for i in range(n)]
+        mds = [f.get(10) for f in futures]
     assert [m.offset for m in mds] == list(range(end, end + n))
     gc.collect()
     return end + n
@@ -103,7 +105,9 @@ def append_more(data_dir: Path, topic, n=10):
     ],
     ids=["never", "always", "never-rolling", "always-rolling"],
 )
-def test_kill_9_while_producing(data_dir: Path, spawn: Spawn, mode, config) -> None:
+def test_kill_9_while_producing(
+    data_dir: Path, spawn: Spawn, mode: str, config: dict[str, int]
+) -> None:
     rng = random.Random(sum(map(ord, mode)) + len(config))
     ottla.Admin(data_dir).create_topic("crash", config=config)
     gc.collect()
@@ -218,10 +222,10 @@ def test_kill_9_of_one_writer_while_another_appends(data_dir: Path, spawn: Spawn
     ottla.Admin(data_dir).create_topic("k", config={"segment.bytes": 8192})
     rng = random.Random(99)
     stop = threading.Event()
-    parent_acks = []
-    errors = []
+    parent_acks: list[tuple[int, int]] = []
+    errors: list[Exception] = []
 
-    def parent_writer():
+    def parent_writer() -> None:
         try:
             with ottla.Producer(data_dir, linger_ms=0) as p:
                 i = 0
@@ -255,7 +259,7 @@ def test_kill_9_of_one_writer_while_another_appends(data_dir: Path, spawn: Spawn
     vals = read_values(data_dir, "k")
     assert [o for o, _, _ in vals] == list(range(len(vals)))
     by_offset = {o: v for o, _, v in vals}
-    seqs = {}
+    seqs: dict[str, list[int]] = {}
     for _, _, v in vals:
         pre, i = v.split(b"-")
         seqs.setdefault(pre.decode(), []).append(int(i))
@@ -371,7 +375,7 @@ def test_reader_at_the_log_start_while_retention_deletes_it(data_dir: Path, spaw
         deadline = time.monotonic() + seconds + 20
         while time.monotonic() < deadline and any(w.proc.poll() is None for w in writers):
             c.seek_to_beginning(tp)
-            last_offset, last = -1, {}
+            last_offset, last = -1, dict[str, int]()
             for r in c.poll(timeout_ms=0, max_records=50).get(tp, []):
                 assert r.offset > last_offset
                 last_offset = r.offset
@@ -448,7 +452,7 @@ print("not killed", flush=True)
 
 @pytest.mark.parametrize("step", ["finalized", "created"])
 def test_writer_killed_in_a_roll_while_another_appends(
-    data_dir: Path, spawn: Spawn, tmp_path: Path, step
+    data_dir: Path, spawn: Spawn, tmp_path: Path, step: str
 ) -> None:
     """A writer is killed in the middle of a segment roll (after trimming
     the closing segment's indexes, or after creating the new segment's
@@ -500,25 +504,25 @@ def test_consumer_process_tails_topic(data_dir: Path, spawn: Spawn) -> None:
     gc.collect()
     child = spawn(TAIL_CHILD, data_dir)
     child.wait_line(lambda s: s == "ready", timeout=20)
-    sent = []
+    pending: list[tuple[ottla.FutureRecordMetadata, str]] = []
     t0 = time.monotonic()
     with ottla.Producer(data_dir, linger_ms=2) as p:
         first = p.send("tail", b"first", key=b"k-first").get(10)
-        sent.append((first.partition, first.offset, "first"))
+        sent = [(first.partition, first.offset, "first")]
         child.wait_line(lambda s: s.endswith(" first"), timeout=5)
         first_latency = time.monotonic() - t0
         for i in range(300):
             md = p.send("tail", f"msg-{i}".encode(), key=f"k{i}".encode())
-            sent.append((md, f"msg-{i}"))
+            pending.append((md, f"msg-{i}"))
             if i % 50 == 0:
                 time.sleep(0.05)
         p.flush()
-        sent = [sent[0]] + [(f.get(10).partition, f.get(10).offset, v) for f, v in sent[1:]]
+        sent += [(f.get(10).partition, f.get(10).offset, v) for f, v in pending]
     t_sent = time.monotonic()
     got_all = child.wait_lines(len(sent) + 1, timeout=10)
     catch_up = time.monotonic() - t_sent
-    got = [tuple(ln.split(" ", 2)) for ln in got_all[1:]]
-    got = [(int(pa), int(o), v) for pa, o, v in got]
+    fields = [ln.split(" ", 2) for ln in got_all[1:]]
+    got = [(int(pa), int(o), v) for pa, o, v in fields]
     assert sorted(got) == sorted(sent), (len(got), len(sent))
     for part in range(3):
         offs = [o for pa, o, _ in got if pa == part]
@@ -559,11 +563,11 @@ print("finished", flush=True)
 """
 
 
-def value_of(i):
+def value_of(i: int) -> str:
     return f"rec-{i:06d}-" + "x" * (i % 37)
 
 
-def build_corruption_base(path):
+def build_corruption_base(path: Path) -> list[Path]:
     ottla.Admin(path).create_topic("cor", config={"segment.bytes": 4096})
     with ottla.Producer(path) as p:
         for i in range(0, 600, 10):
@@ -575,10 +579,11 @@ def build_corruption_base(path):
     return logs
 
 
-def batches_of(f):
+def batches_of(f: Path) -> list[tuple[int, int, int, int]]:
     """[(position, size, base_offset, last_offset)] via kafka-python."""
     mr = MemoryRecords(f.read_bytes())
-    out, pos = [], 0
+    out: list[tuple[int, int, int, int]] = []
+    pos = 0
     while True:
         b = mr.next_batch()
         if b is None:
@@ -587,7 +592,7 @@ def batches_of(f):
         pos += b.size_in_bytes
 
 
-def run_reader(spawn: Spawn, dirs):
+def run_reader(spawn: Spawn, dirs: Iterable[str]) -> list[Any]:
     child = spawn(CORRUPT_READER, *dirs)
     rc = child.wait(25)
     assert rc == 0, f"reader crashed (rc={rc}): {child.stderr[-3000:]}"
@@ -616,13 +621,15 @@ def test_random_corruption_of_old_segment(tmp_path: Path, spawn: Spawn) -> None:
         trials.append((str(d), seg.name, first, at))
     results = run_reader(spawn, [t[0] for t in trials])
     assert len(results) == len(trials)
-    for (d, seg_name, first, at), res in zip(trials, results, strict=True):
+    for (trial_dir, seg_name, first, at), res in zip(trials, results, strict=True):
         recs = res["records"]
-        assert [o for o, _ in recs] == list(range(len(recs))), d
+        assert [o for o, _ in recs] == list(range(len(recs))), trial_dir
         for o, v in recs:
-            assert v == value_of(o), (d, o, v)  # never a wrong value
-        assert len(recs) == first, (d, "records before the corrupt batch", len(recs), first)
-        assert res["error"] is not None, f"{d}: corruption at byte {at} of {seg_name} not detected"
+            assert v == value_of(o), (trial_dir, o, v)  # never a wrong value
+        assert len(recs) == first, (trial_dir, "records before the corrupt batch", len(recs), first)
+        assert res["error"] is not None, (
+            f"{trial_dir}: corruption at byte {at} of {seg_name} not detected"
+        )
         name, msg = res["error"]
         assert name == "CorruptRecordError", res["error"]
         assert seg_name in msg and "byte" in msg, msg
@@ -707,7 +714,9 @@ while True:
 """
 
 
-def crash_active_writer(data_dir: Path, spawn: Spawn, segment_bytes=1 << 30):
+def crash_active_writer(
+    data_dir: Path, spawn: Spawn, segment_bytes: int = 1 << 30
+) -> tuple[list[int], Path]:
     ottla.Admin(data_dir).create_topic("act", config={"segment.bytes": segment_bytes})
     gc.collect()
     child = spawn(ACTIVE_CHILD, data_dir)
@@ -723,15 +732,15 @@ def crash_active_writer(data_dir: Path, spawn: Spawn, segment_bytes=1 << 30):
     return acked, active
 
 
-def check_act(data_dir: Path, allowed):
+def check_act(data_dir: Path, allowed: int | Iterable[int]) -> None:
     """The log is a valid prefix: gap-free, right values, its length one of
     ``allowed``; then appending continues right after it."""
     vals = read_values(data_dir, "act")
     assert [o for o, _, _ in vals] == list(range(len(vals)))
     for o, _, v in vals:
         assert v == f"rec-{o:06d}-".encode() + b"y" * (o % 23)
-    allowed = {allowed} if isinstance(allowed, int) else set(allowed)
-    assert len(vals) in allowed, (len(vals), allowed)
+    lengths = {allowed} if isinstance(allowed, int) else set(allowed)
+    assert len(vals) in lengths, (len(vals), lengths)
     upto = len(vals)
     # appending continues right after the kept prefix, and the file is valid
     with ottla.Producer(data_dir) as p:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import random
 import struct
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka.record import MemoryRecords
@@ -18,12 +20,16 @@ from helpers import log_files
 
 SEGMENT_NAME_LEN = len("00000000000000000000.log")
 
+# What was sent: (key, value, headers, timestamp).
+Header = tuple[str, bytes | None]
+Sent = tuple[bytes | None, bytes | bytearray | None, list[Header], int]
 
-def parse_log(path):
+
+def parse_log(path: Path) -> list[tuple[Any, list[Any]]]:
     """[(batch, [records])] of one .log file, via kafka-python."""
     data = path.read_bytes()
     mr = MemoryRecords(data)
-    out = []
+    out: list[tuple[Any, list[Any]]] = []
     while True:
         batch = mr.next_batch()
         if batch is None:
@@ -38,9 +44,9 @@ def parse_log(path):
     return out
 
 
-def parse_partition(part_dir):
+def parse_partition(part_dir: Path) -> list[tuple[int, Any, list[Any]]]:
     """[(segment_base, batch, records)] over every segment, in order."""
-    out = []
+    out: list[tuple[int, Any, list[Any]]] = []
     for f in log_files(part_dir):
         assert len(f.name) == SEGMENT_NAME_LEN and f.stem.isdigit()
         base = int(f.stem)
@@ -54,16 +60,16 @@ def parse_partition(part_dir):
     return out
 
 
-def make_sent(n, seed=7, base_ts=None):
+def make_sent(n: int, seed: int = 7, base_ts: int | None = None) -> list[Sent]:
     rng = random.Random(seed)
     base_ts = base_ts if base_ts is not None else int(time.time() * 1000) - 100_000
-    sent = []
+    sent: list[Sent] = []
     for i in range(n):
         key = None if i % 7 == 0 else (b"" if i % 11 == 0 else f"key-{i}".encode())
         value = (
             None if i % 13 == 0 else bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 120)))
         )
-        headers = []
+        headers: list[Header] = []
         if i % 3 == 0:
             headers = [("h1", f"hv{i}".encode()), ("null-h", None)]
         if i % 5 == 0:
@@ -73,9 +79,8 @@ def make_sent(n, seed=7, base_ts=None):
     return sent
 
 
-def produce(data_dir: Path, topic, sent, **kw):
-    mds = []
-    with ottla.Producer(data_dir, **kw) as p:
+def produce(data_dir: Path, topic: str, sent: Sequence[Sent]) -> list[ottla.RecordMetadata]:
+    with ottla.Producer(data_dir) as p:
         futs = []
         for i, (k, v, h, ts) in enumerate(sent):
             futs.append(p.send(topic, v, key=k, headers=h or None, timestamp=ts, partition=0))
@@ -85,7 +90,7 @@ def produce(data_dir: Path, topic, sent, **kw):
     return mds
 
 
-def check_records(parsed, sent):
+def check_records(parsed: list[tuple[int, Any, list[Any]]], sent: Sequence[Sent]) -> None:
     offsets = []
     for _base, batch, recs in parsed:
         assert batch.compression_type == 0
@@ -145,7 +150,7 @@ def test_read_back_through_ottla_matches_sent(data_dir: Path) -> None:
     produce(data_dir, "fmt", sent)
     with ottla.Consumer(data_dir, auto_offset_reset="earliest") as c:
         c.assign([ottla.TopicPartition("fmt", 0)])
-        got = []
+        got: list[ottla.Record] = []
         deadline = time.monotonic() + 10
         while len(got) < 400 and time.monotonic() < deadline:
             for recs in c.poll(timeout_ms=100).values():
@@ -192,7 +197,7 @@ def test_crc32c_is_checked_independently(data_dir: Path) -> None:
     assert crcs == [True, True, False, True, True]
 
 
-def read_index(path, entry):
+def read_index(path: Path, entry: int) -> list[bytes]:
     data = path.read_bytes()
     assert len(data) % entry == 0, f"{path.name}: {len(data)} bytes is not a multiple of {entry}"
     return [data[i : i + entry] for i in range(0, len(data), entry)]
@@ -326,7 +331,9 @@ def test_bulk_send_many_decodes_with_kafka_python(data_dir: Path) -> None:
     batches split at batch_size, one timestamp for the call."""
     rng = random.Random(3)
     sizes = [0, 1, 63, 64, 100, 8191, 8192, 20000]
-    values = [None if i % 97 == 5 else bytes([i % 251]) * rng.choice(sizes) for i in range(3000)]
+    values: list[bytes | bytearray | memoryview | str | None] = [
+        None if i % 97 == 5 else bytes([i % 251]) * rng.choice(sizes) for i in range(3000)
+    ]
     # A bytearray, a memoryview and a str far into the list: their chunk
     # takes the general path, and the records are the same.
     values += [b"tail-%d" % i for i in range(17000)]
@@ -364,8 +371,9 @@ def test_large_values_written_from_the_callers_buffer_decode(data_dir: Path) -> 
     for fsync in ("never", "always"):
         topic = f"large-{fsync}"
         ottla.Admin(data_dir).create_topic(topic, 1, {"max.message.bytes": 4 * 1024 * 1024})
-        sent = []
+        sent: list[Sent] = []
         for i in range(24):
+            value: bytes | bytearray | None
             if i % 3 == 0:
                 value = bytes(rng.getrandbits(8) for _ in range(64)) * rng.choice(
                     [1024, 4096, 16384]

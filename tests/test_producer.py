@@ -8,7 +8,9 @@ import json
 import random
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 from kafka.partitioner.default import DefaultPartitioner, murmur2
@@ -68,16 +70,16 @@ def test_explicit_partition(data_dir: Path) -> None:
 class _Cluster:
     """The slice of kafka-python's ClusterMetadata its partitioner uses."""
 
-    def __init__(self, topic, n):
+    def __init__(self, topic: str, n: int) -> None:
         self._topic, self._n = topic, n
 
-    def topics(self):
+    def topics(self) -> set[str]:
         return {self._topic}
 
-    def partitions_for_topic(self, topic):
+    def partitions_for_topic(self, topic: str) -> set[int]:
         return set(range(self._n))
 
-    def available_partitions_for_topic(self, topic):
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
         return set(range(self._n))
 
 
@@ -196,7 +198,7 @@ def test_serializers(data_dir: Path) -> None:
 
 
 def test_serializer_exception_propagates(data_dir: Path) -> None:
-    def boom(v):
+    def boom(v: object) -> bytes:
         raise RuntimeError("serializer failed")
 
     with (
@@ -223,7 +225,7 @@ def test_send_many_batch_future(data_dir: Path) -> None:
             partition=0,
             timestamp=1_500_000_000_000,
         )
-        assert bf2.wait(timeout=10) is None
+        assert bf2.wait(timeout=10) is None  # type: ignore[func-returns-value]  # checked here
         assert bf2.done()
         mds2 = bf2.get(10)
         assert [m.timestamp for m in mds2] == [1_500_000_000_000] * 3
@@ -315,7 +317,7 @@ def test_linger_makes_record_visible_without_flush(data_dir: Path) -> None:
         assert c.poll(timeout_ms=0) == {}
         t0 = time.monotonic()
         fut = p.send("t", b"lingering")
-        got = []
+        got: list[ottla.Record] = []
         while not got and time.monotonic() - t0 < 3:
             for recs in c.poll(timeout_ms=100).values():
                 got.extend(recs)
@@ -330,21 +332,26 @@ def test_linger_makes_record_visible_without_flush(data_dir: Path) -> None:
 
 def test_add_callback(data_dir: Path) -> None:
     called = threading.Event()
-    seen = []
+    seen: list[ottla.RecordMetadata] = []
+
+    def on_done(md: ottla.RecordMetadata) -> None:
+        seen.append(md)
+        called.set()
+
     with ottla.Producer(data_dir, linger_ms=60_000) as p:
         fut = p.send("t", b"x")
-        ret = fut.add_callback(lambda md: (seen.append(md), called.set()))
+        ret = fut.add_callback(on_done)
         assert ret is fut
         assert not called.is_set()
         p.flush()
         assert called.wait(5)
         assert len(seen) == 1 and seen[0].offset == 0 and seen[0].topic == "t"
         # on a completed future the callback runs at once
-        later = []
+        later: list[ottla.RecordMetadata] = []
         fut.add_callback(later.append)
         assert later == [seen[0]]
         # errback of a successful send is never called
-        errs = []
+        errs: list[BaseException] = []
         fut.add_errback(errs.append)
         p.send("t", b"y").add_errback(errs.append).get(10)
         assert errs == []
@@ -360,8 +367,8 @@ def test_add_callback_fires_via_linger(data_dir: Path) -> None:
 def test_add_errback_and_failed_future(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("doomed")
-    errs = []
-    oks = []
+    errs: list[BaseException] = []
+    oks: list[ottla.RecordMetadata] = []
     with ottla.Producer(data_dir, linger_ms=60_000) as p:
         p.send("doomed", b"first").get(10)
         fut = p.send("doomed", b"lost")
@@ -376,7 +383,7 @@ def test_add_errback_and_failed_future(data_dir: Path) -> None:
             fut.get(1)
         assert len(errs) == 1 and isinstance(errs[0], ottla.OttlaError)
         assert oks == []
-        late = []
+        late: list[BaseException] = []
         fut.add_errback(late.append)
         assert len(late) == 1
 
@@ -397,7 +404,7 @@ def test_add_errback_and_failed_future(data_dir: Path) -> None:
         dict(value=b"v", timestamp="now"),
     ],
 )
-def test_bad_argument_types_raise_type_error(data_dir: Path, kwargs) -> None:
+def test_bad_argument_types_raise_type_error(data_dir: Path, kwargs: dict[str, Any]) -> None:
     with ottla.Producer(data_dir) as p:
         with pytest.raises(TypeError):
             p.send("t", **kwargs)
@@ -407,22 +414,22 @@ def test_bad_argument_types_raise_type_error(data_dir: Path, kwargs) -> None:
 
 def test_bad_constructor_arguments(data_dir: Path) -> None:
     with pytest.raises(TypeError):
-        ottla.Producer(data_dir, linger_ms="5")
+        ottla.Producer(data_dir, linger_ms="5")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        ottla.Producer(data_dir, value_serializer=5)
+        ottla.Producer(data_dir, value_serializer=5)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        ottla.Producer(data_dir, key_serializer="str")
+        ottla.Producer(data_dir, key_serializer="str")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        ottla.Producer(data_dir, no_such_option=1)
+        ottla.Producer(data_dir, no_such_option=1)  # type: ignore[call-arg]
     with pytest.raises(TypeError):
-        ottla.Producer(data_dir, 5)  # options are keyword-only
+        ottla.Producer(data_dir, 5)  # type: ignore[call-arg]  # options are keyword-only
     with pytest.raises((ottla.InvalidConfigError, ValueError)):
         ottla.Producer(data_dir, batch_size=0)
     with pytest.raises((ottla.InvalidConfigError, ValueError)):
         ottla.Producer(data_dir, num_partitions=0)
     with ottla.Producer(data_dir) as p:
         with pytest.raises(TypeError):
-            p.send(123, b"x")
+            p.send(123, b"x")  # type: ignore[arg-type]
         with pytest.raises(ValueError):
             p.flush(timeout=-1)
         with pytest.raises(ValueError):
@@ -430,13 +437,13 @@ def test_bad_constructor_arguments(data_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("bad", ["sometimes", "", "ALWAYS", "none"])
-def test_bad_fsync_value_raises_value_error(data_dir: Path, bad) -> None:
+def test_bad_fsync_value_raises_value_error(data_dir: Path, bad: Any) -> None:
     with pytest.raises(ValueError):
         ottla.Producer(data_dir, fsync=bad)
 
 
 @pytest.mark.parametrize("mode", ["never", "interval", "always"])
-def test_fsync_modes_work(data_dir: Path, mode) -> None:
+def test_fsync_modes_work(data_dir: Path, mode: Literal["never", "interval", "always"]) -> None:
     with ottla.Producer(data_dir, fsync=mode, fsync_interval_ms=50) as p:
         assert mode in repr(p)
         mds = [p.send("t", b"%d" % i).get(10) for i in range(20)]
@@ -458,9 +465,9 @@ def test_acks_and_client_id_accepted(data_dir: Path) -> None:
 
 def test_many_threads_share_a_producer(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
-        errors = []
+        errors: list[BaseException] = []
 
-        def work(tid):
+        def work(tid: int) -> None:
             try:
                 for i in range(200):
                     p.send("t", f"{tid}:{i}".encode(), partition=0)
@@ -504,8 +511,8 @@ def test_send_many_honours_a_list_subclass_iteration(data_dir: Path) -> None:
     """The bulk path reads a list's storage directly; a list subclass that
     overrides iteration goes through the general path and is honoured."""
 
-    class Doubled(list):  # type: ignore[type-arg]
-        def __iter__(self):
+    class Doubled(list[bytes]):
+        def __iter__(self) -> Iterator[bytes]:
             for v in super().__iter__():
                 yield v + v
 

@@ -58,6 +58,10 @@ _BytesLike: TypeAlias = bytes | bytearray | memoryview | str
 _Headers: TypeAlias = Sequence[tuple[str, _BytesLike | None]] | Mapping[str, _BytesLike | None]
 _TP: TypeAlias = TopicPartition | tuple[str, int]
 _RebalanceCallback: TypeAlias = Callable[[Any, list[TopicPartition]], Any]
+# Kafka's names, and the older ones its clients still accept.
+_OffsetReset: TypeAlias = Literal[
+    "earliest", "latest", "none", "smallest", "beginning", "largest", "end"
+]
 
 # ---- errors ------------------------------------------------------------------
 
@@ -348,7 +352,7 @@ class Producer:
     def closed(self) -> bool:
         """True once ``close()`` was called."""
     def __enter__(self) -> Self: ...
-    def __exit__(self, _exc_type: object, _exc: object, _tb: object, /) -> bool:
+    def __exit__(self, _exc_type: object, _exc: object, _tb: object, /) -> Literal[False]:
         """``close()``; exceptions propagate."""
 
 # ---- consumer ----------------------------------------------------------------
@@ -391,7 +395,7 @@ class Consumer:
         path: _Path,
         *topics: str,
         group_id: str | None = None,
-        auto_offset_reset: Literal["earliest", "latest", "none"] = "latest",
+        auto_offset_reset: _OffsetReset = "latest",
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5000,
         consumer_timeout_ms: float | None = None,
@@ -409,8 +413,10 @@ class Consumer:
     ) -> Self:
         """Open a consumer on the data directory ``path``, subscribed to
         ``topics`` if any are given. Settings have Kafka's names and
-        defaults; ``consumer_timeout_ms`` (None: never) ends an iteration
-        that waited that long for a record."""
+        defaults (``auto_offset_reset`` also takes the older names
+        ``smallest``/``beginning`` and ``largest``/``end``);
+        ``consumer_timeout_ms`` (None: never) ends an iteration that waited
+        that long for a record."""
     def subscribe(
         self,
         topics: str | Sequence[str] | None = None,
@@ -510,7 +516,7 @@ class Consumer:
         """This consumer's member id in its group (None unless subscribed
         with a group_id)."""
     def __enter__(self) -> Self: ...
-    def __exit__(self, _exc_type: object, _exc: object, _tb: object, /) -> bool:
+    def __exit__(self, _exc_type: object, _exc: object, _tb: object, /) -> Literal[False]:
         """``close()`` (committing if auto-commit is on); exceptions propagate."""
 
 # ---- admin (python/ottla/admin.py wraps this) ----------------------------------
@@ -755,5 +761,5 @@ class Broker:
         """Stop accepting, close connections, release the port and the
         directory."""
     def __enter__(self) -> Self: ...
-    def __exit__(self, *_args: object) -> bool:
+    def __exit__(self, *_args: object) -> Literal[False]:
         """``close()``; exceptions propagate."""

@@ -19,7 +19,8 @@ __all__ = [
     "TopicDescription",
 ]
 
-ConfigValue = str | int | None
+# Any value is sent as its str(); None removes an override.
+ConfigValue = str | int | float | None
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,9 @@ class Consumer:
         path: str | PathLike[str],
         *topics: str,
         group_id: str | None = None,
-        auto_offset_reset: Literal["earliest", "latest", "none"] = "latest",
+        auto_offset_reset: Literal[
+            "earliest", "latest", "none", "smallest", "beginning", "largest", "end"
+        ] = "latest",
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5000,
         consumer_timeout_ms: float | None = None,
