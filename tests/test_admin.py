@@ -11,7 +11,7 @@ import ottla
 from helpers import Spawn, read_values
 
 
-def tree(root):
+def tree(root: Path) -> set[str]:
     """Every path under ``root`` (relative), for before/after comparisons."""
     out = set()
     for dirpath, dirnames, filenames in os.walk(root):
@@ -41,8 +41,8 @@ def test_create_list_describe_delete(data_dir: Path) -> None:
     assert d.config["cleanup.policy"] == "delete"
     assert d.overrides == {"retention.ms": "3600000"}
 
-    with ottla.Producer(data_dir) as p:
-        p.send_many("orders", [b"x" * 10] * 4, partition=1).wait(10)
+    with ottla.Producer(data_dir) as producer:
+        producer.send_many("orders", [b"x" * 10] * 4, partition=1).wait(10)
     d = admin.describe_topic("orders")
     assert d.partitions[1].end_offset == 4 and d.partitions[1].records == 4
     assert d.partitions[1].size_bytes > 40 and d.size_bytes == d.partitions[1].size_bytes
@@ -114,7 +114,7 @@ BAD_NAMES = [
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-def test_invalid_topic_names(tmp_path: Path, name) -> None:
+def test_invalid_topic_names(tmp_path: Path, name: str) -> None:
     data = tmp_path / "data"
     admin = ottla.Admin(data)
     before_outside = tree(tmp_path)
@@ -149,7 +149,7 @@ def test_invalid_topic_names(tmp_path: Path, name) -> None:
     assert sorted(os.listdir(data)) == [".ottla"]
 
 
-def _create_use_delete(data_dir: Path, name):
+def _create_use_delete(data_dir: Path, name: str) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic(name)
     assert admin.list_topics() == [name]

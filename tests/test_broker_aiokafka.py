@@ -38,8 +38,8 @@ def consumer(b: ottla.Broker, *topics: str, group: str, **kw: Any) -> aiokafka.A
     )
 
 
-async def consume(c: aiokafka.AIOKafkaConsumer, n: int) -> list:
-    out: list = []
+async def consume(c: aiokafka.AIOKafkaConsumer, n: int) -> list[Any]:
+    out: list[Any] = []
     while len(out) < n:
         for recs in (await c.getmany(timeout_ms=200)).values():
             out.extend(recs)
@@ -47,7 +47,7 @@ async def consume(c: aiokafka.AIOKafkaConsumer, n: int) -> list:
 
 
 def test_keys_and_headers_round_trip(broker: ottla.Broker, data_dir: Path) -> None:
-    async def main() -> list:
+    async def main() -> list[Any]:
         p = aiokafka.AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
         await p.start()
         try:
@@ -105,7 +105,7 @@ def test_group_of_three_over_six_partitions_takes_over_on_leave(broker: ottla.Br
 
 
 def test_commit_restart_resume(broker: ottla.Broker) -> None:
-    async def main() -> list:
+    async def main() -> list[Any]:
         p = aiokafka.AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
         await p.start()
         for i in range(10):
@@ -150,7 +150,7 @@ def test_every_compression_codec(broker: ottla.Broker, data_dir: Path, codec: st
     topic = "z-" + codec
     values = [(b"%s-%d-" % (codec.encode(), i)) * 20 for i in range(100)]
 
-    async def main() -> list:
+    async def main() -> list[Any]:
         p = aiokafka.AIOKafkaProducer(
             bootstrap_servers=broker.bootstrap_servers, compression_type=codec, linger_ms=5
         )

@@ -90,9 +90,8 @@ def poll_until(consumers: list[ck.Consumer], pred, timeout: float = 40.0) -> Non
         assert time.monotonic() < deadline, [sorted(assignment(c)) for c in consumers]
         for c in consumers:
             m = c.poll(0.05)
-            assert (
-                m is None or m.error() is None or m.error().code() == ck.KafkaError._PARTITION_EOF
-            )
+            err = None if m is None else m.error()
+            assert err is None or err.code() == ck.KafkaError._PARTITION_EOF
 
 
 def test_group_of_three_over_six_partitions_takes_over_on_leave(broker: ottla.Broker) -> None:
@@ -297,7 +296,7 @@ def test_out_of_range_fetch_resets_by_policy(broker: ottla.Broker) -> None:
 def test_batch_over_max_message_bytes_is_refused(broker: ottla.Broker, data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("small", config={"max.message.bytes": "10000"})
     p = producer(broker, **{"message.max.bytes": 1_000_000, "message.timeout.ms": 5000})
-    errors: list[object] = []
+    errors: list[ck.KafkaError | None] = []
     p.produce("small", value=b"x" * 50_000, on_delivery=lambda err, msg: errors.append(err))
     p.flush(15)  # its own batch: a refused batch fails every record in it
     p.produce("small", value=b"fits", on_delivery=lambda err, msg: errors.append(err))
@@ -314,7 +313,7 @@ def test_batch_over_max_message_bytes_is_refused(broker: ottla.Broker, data_dir:
 
 def test_a_killed_member_is_expired_and_its_partitions_taken_over(
     spawn: Spawn, broker: ottla.Broker
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     ottla.Admin(broker.path).create_topic("six", partitions=6)
     group = "killed-" + uuid.uuid4().hex[:6]
     code = """

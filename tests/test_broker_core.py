@@ -11,6 +11,7 @@ import struct
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -337,7 +338,7 @@ def test_fetch_long_poll_wakes_on_embedded_append(broker: ottla.Broker, data_dir
     try:
         tp = kafka.TopicPartition("poll", 0)
         consumer.assign([tp])
-        got: list = []
+        got: list[Any] = []
 
         def read() -> None:
             for m in consumer:
@@ -372,7 +373,7 @@ def test_metadata_v1_round_trip_names_this_broker(broker: ottla.Broker) -> None:
 
 def test_serve_forever_stops_on_ctrl_c_and_a_killed_broker_loses_nothing(
     spawn: Spawn, data_dir: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     code = """
 import sys, ottla
 b = ottla.Broker(sys.argv[1])

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -51,14 +52,23 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class Result:
+    """A finished command: stdout as bytes, stderr as text."""
+
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
 def run(
     *args: object,
     input: bytes | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 60,
     cwd: Path | None = None,
-) -> subprocess.CompletedProcess:
-    """Run the command to completion; stdout as bytes, stderr as text."""
+) -> Result:
+    """Run the command to completion."""
     p = subprocess.run(
         [*CLI, *map(str, args)],
         input=input,
@@ -67,26 +77,38 @@ def run(
         env=_env(env),
         cwd=cwd,
     )
-    p.stderr = p.stderr.decode()  # type: ignore[assignment]
-    return p
+    return Result(p.returncode, p.stdout, p.stderr.decode())
 
 
-def ok(*args: object, **kw: object) -> str:
+def ok(
+    *args: object,
+    input: bytes | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    cwd: Path | None = None,
+) -> str:
     """Run, insist on exit status 0, return stdout as text."""
-    p = run(*args, **kw)  # type: ignore[arg-type]
+    p = run(*args, input=input, env=env, timeout=timeout, cwd=cwd)
     assert p.returncode == 0, f"ottla {' '.join(map(str, args))} -> {p.returncode}: {p.stderr}"
     return p.stdout.decode()
 
 
-def fails(code: int, *args: object, **kw: object) -> str:
+def fails(
+    code: int,
+    *args: object,
+    input: bytes | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    cwd: Path | None = None,
+) -> str:
     """Run, insist on exit status ``code``, return stderr."""
-    p = run(*args, **kw)  # type: ignore[arg-type]
+    p = run(*args, input=input, env=env, timeout=timeout, cwd=cwd)
     assert p.returncode == code, (
         f"ottla {' '.join(map(str, args))}: expected {code}, got {p.returncode}; "
         f"stdout={p.stdout[-500:]!r} stderr={p.stderr}"
     )
     assert "Traceback" not in p.stderr, p.stderr
-    return str(p.stderr)
+    return p.stderr
 
 
 # -- unit: parsing helpers -----------------------------------------------------
@@ -401,7 +423,7 @@ def test_consume_follow_sees_new_records_and_stops_on_signals(data_dir: Path, sp
     with ottla.Producer(data_dir) as p:
         for i in range(5):
             p.send("live", f"new-{i}".encode()).get(10)
-            child.wait_line(lambda s, i=i: s == f"new-{i}", timeout=20)
+            child.wait_line(f"new-{i}".__eq__, timeout=20)
     os.kill(child.pid, signal.SIGTERM)
     assert child.wait(20) == 128 + signal.SIGTERM
     assert "old" not in child.lines() and child.lines()[-5:] == [f"new-{i}" for i in range(5)]
@@ -475,7 +497,7 @@ def test_consume_into_a_closed_pipe(data_dir: Path) -> None:
 
 
 # -- progress bar -------------------------------------------------------------------
-def _run_on_pty_stderr(args: Sequence[object], timeout: float = 60) -> tuple:
+def _run_on_pty_stderr(args: Sequence[object], timeout: float = 60) -> tuple[int, bytes, bytes]:
     """Run with stderr on a pseudo-terminal (stdout piped); returns (rc, stdout, stderr bytes)."""
     master, slave = pty.openpty()
     chunks: list[bytes] = []
@@ -540,10 +562,10 @@ def test_groups_list_describe_and_reset(data_dir: Path) -> None:
     d = ["--data", data_dir]
     ok("topics", "create", "orders", "--partitions", 2, "--config", "retention.ms=-1", *d)
     base = 1_700_000_000_000
-    with ottla.Producer(data_dir) as p:
+    with ottla.Producer(data_dir) as producer:
         for i in range(6):
-            p.send("orders", f"o{i}".encode(), partition=i % 2, timestamp=base + i * 1000)
-        p.flush(10)
+            producer.send("orders", f"o{i}".encode(), partition=i % 2, timestamp=base + i * 1000)
+        producer.flush(10)
     assert ok("groups", "list", *d) == ""
     ok("consume", "orders", "--group", "billing", "--max-messages", 6, *d)
     assert ok("groups", "list", *d).split() == ["billing"]
@@ -740,7 +762,7 @@ def test_serve_ctrl_c_and_port_in_use(data_dir: Path, spawn: Spawn) -> None:
 @needs_broker
 def test_commands_against_a_broker(data_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("kafka")
-    with ottla.Broker(data_dir, port=0, auto_create_topics=False) as broker:  # type: ignore[attr-defined]
+    with ottla.Broker(data_dir, port=0, auto_create_topics=False) as broker:
         b = ["--bootstrap-server", broker.bootstrap_servers]
         ok(
             "topics",

@@ -17,7 +17,11 @@ import ottla
 from helpers import Spawn, log_files, read_values, wait_until
 from ottla.admin import ConfigValue
 
-COMPACT: dict[str, ConfigValue] = {"cleanup.policy": "compact", "segment.bytes": 4096, "min.cleanable.dirty.ratio": 1}
+COMPACT: dict[str, ConfigValue] = {
+    "cleanup.policy": "compact",
+    "segment.bytes": 4096,
+    "min.cleanable.dirty.ratio": 1,
+}
 
 
 # What was sent: {offset: (key, value)}.
@@ -134,9 +138,7 @@ print(ottla.Admin(sys.argv[1]).compact(sys.argv[2]), flush=True)
 
 @pytest.mark.parametrize("step", ["cleaned", "swap", "index", "deleted"])
 @pytest.mark.parametrize("reader_open", [False, True])
-def test_kill_9_during_a_clean(
-    data_dir: Path, spawn: Spawn, step: str, reader_open: bool
-) -> None:
+def test_kill_9_during_a_clean(data_dir: Path, spawn: Spawn, step: str, reader_open: bool) -> None:
     """The cleaning process dies at each step of its first swap. Reopened,
     or read on by a process that had the partition open all along, the log
     loses no record that should survive and shows none twice; the next

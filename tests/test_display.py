@@ -9,7 +9,7 @@ import ottla
 from ottla import TopicPartition as TP
 
 
-def _setup(data_dir: Path):
+def _setup(data_dir: Path) -> ottla.Admin:
     admin = ottla.Admin(data_dir)
     admin.create_topic("orders", partitions=2, config={"retention.ms": 3_600_000})
     with ottla.Producer(data_dir) as p:

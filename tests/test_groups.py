@@ -83,7 +83,7 @@ print("done", flush=True)
 
 def parse(path: Path) -> list[tuple[str, int, float, int]]:
     """(kind, partition, time, offset or -1); lines cut by kill -9 skipped."""
-    out = []
+    out: list[tuple[str, int, float, int]] = []
     if not path.exists():
         return out
     for line in path.read_text().splitlines():
@@ -98,7 +98,9 @@ def parse(path: Path) -> list[tuple[str, int, float, int]]:
     return out
 
 
-def ownership_intervals(events, end_time: float) -> dict[int, list[tuple[float, float]]]:
+def ownership_intervals(
+    events: list[tuple[str, int, float, int]], end_time: float
+) -> dict[int, list[tuple[float, float]]]:
     """Per partition, the [assigned, revoked/lost] intervals of one member;
     an interval still open ends at ``end_time``."""
     open_at: dict[int, float] = {}
@@ -280,7 +282,8 @@ def test_range_and_roundrobin_strategies(data_dir: Path) -> None:
             for i in range(2)
         ]
         try:
-            settle(cs, lambda cs=cs: all(len(c.assignment()) == 2 for c in cs))
+            # (called before the loop moves on)
+            settle(cs, lambda: all(len(c.assignment()) == 2 for c in cs))  # noqa: B023
             # Members sort by member id ("c0-...", "c1-...").
             got = [{tp.partition for tp in c.assignment()} for c in cs]
             assert got == expect, (strategy, got)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 from pathlib import Path
+from typing import Any
 
 import ottla
 from helpers import Spawn, read_values
@@ -111,7 +112,7 @@ print("result", json.dumps(out), flush=True)
 )
 
 
-def run_child(data_dir: Path, spawn: Spawn, code):
+def run_child(data_dir: Path, spawn: Spawn, code: str) -> Any:
     ottla.Admin(data_dir).create_topic("ord", config={"segment.index.bytes": 4096})
     gc.collect()
     child = spawn(code, data_dir)

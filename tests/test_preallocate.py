@@ -9,12 +9,13 @@ import gc
 import os
 import random
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 import ottla
-from helpers import Spawn, log_files, read_values
+from helpers import Child, Spawn, log_files, read_values
 
 MiB = 1 << 20
 
@@ -34,13 +35,14 @@ while True:
 """
 
 
-def acked_ranges(child):
+def acked_ranges(child: Child) -> list[tuple[int, int, int]]:
     """(first offset, last offset, first index) of every acknowledged call."""
-    out = []
+    out: list[tuple[int, int, int]] = []
     for line in child.lines():
         parts = line.split()
         if len(parts) == 3 and all(p.isdigit() for p in parts):
-            out.append(tuple(map(int, parts)))
+            first, last, index = map(int, parts)
+            out.append((first, last, index))
     return out
 
 
@@ -48,7 +50,7 @@ def allocated(path: Path) -> int:
     return os.stat(path).st_blocks * 512
 
 
-def check_exact(data_dir: Path, topic, acked):
+def check_exact(data_dir: Path, topic: str, acked: Iterable[tuple[int, int, int]]) -> int:
     """Offsets gap-free from 0, every record where it was sent, every
     acknowledged record present, and the segment files end exactly where the
     last batch ends (no preallocated zeros read as records or counted)."""
@@ -68,7 +70,7 @@ def check_exact(data_dir: Path, topic, acked):
 
 @pytest.mark.parametrize("mode", ["never", "always"])
 def test_kill_9_of_a_bulk_producer_writing_into_preallocated_space(
-    data_dir: Path, spawn: Spawn, mode
+    data_dir: Path, spawn: Spawn, mode: str
 ) -> None:
     rng = random.Random(7 if mode == "never" else 11)
     ottla.Admin(data_dir).create_topic("pre")
@@ -79,8 +81,8 @@ def test_kill_9_of_a_bulk_producer_writing_into_preallocated_space(
         try:
             # Past 1 MiB in the active segment, appends preallocate: wait for
             # ~3 MiB of acknowledged records, then kill at a random moment.
-            child.wait_line(
-                lambda s, start=start: s[:1].isdigit() and int(s.split()[1]) > start + 15000,
+            child.wait_line(  # (called before the loop moves on)
+                lambda s: s[:1].isdigit() and int(s.split()[1]) > start + 15000,  # noqa: B023
                 timeout=30,
             )
             time.sleep(rng.uniform(0.0, 0.3))
@@ -132,7 +134,7 @@ def test_preallocation_is_invisible_and_freed_on_roll(data_dir: Path) -> None:
     assert all(v == value for _, _, v in vals)
 
 
-def walk_batches(logs) -> int:
+def walk_batches(logs: Iterable[Path]) -> int:
     """Step through every batch header of the files; returns the records
     counted. Fails if a file ends inside a batch or past its last one."""
     records = 0
@@ -156,7 +158,7 @@ def test_send_many_mixed_sizes_keys_and_partitions_round_trip(data_dir: Path) ->
     ottla.Admin(data_dir).create_topic("mix", 3)
     rng = random.Random(3)
     sizes = [0, 1, 63, 64, 100, 127, 128, 8191, 8192, 20000]
-    expect: dict = {0: [], 1: [], 2: []}
+    expect: dict[int, list[tuple[bytes | None, bytes | None]]] = {0: [], 1: [], 2: []}
     with ottla.Producer(data_dir, batch_size=4 * MiB, linger_ms=1000) as p:
         tiny = [b"%c" % (i % 256) for i in range(20000)]
         p.send_many("mix", tiny, partition=0).wait(10)

@@ -13,7 +13,14 @@ from helpers import Spawn, log_files, read_values
 TP0 = ottla.TopicPartition("r", 0)
 
 
-def fill(data_dir: Path, n, size=100, topic="r", timestamp=None, start=0):
+def fill(
+    data_dir: Path,
+    n: int,
+    size: int = 100,
+    topic: str = "r",
+    timestamp: int | None = None,
+    start: int = 0,
+) -> None:
     with ottla.Producer(data_dir) as p:
         for i in range(start, start + n):
             p.send(topic, b"%06d" % i + b"x" * (size - 6), partition=0, timestamp=timestamp).get(10)
@@ -119,7 +126,7 @@ def test_consumer_reading_while_retention_deletes(data_dir: Path) -> None:
         assert [r.offset for r in first] == [0, 1, 2, 3, 4]
         admin.alter_topic_config("r", {"retention.bytes": 1024})
         start = admin.describe_topic("r").partitions[0].start_offset
-        got = []
+        got: list[ottla.Record] = []
         deadline = time.monotonic() + 10
         while (not got or got[-1].offset < 99) and time.monotonic() < deadline:
             for recs in c.poll(timeout_ms=100).values():
