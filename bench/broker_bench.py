@@ -25,12 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from collections.abc import Callable, Iterator
+from typing import Any
 
 QUIET = {"log_level": 3}
 
 
-def _produce(ck: Any, conf: Dict[str, Any], topic: str, n: int, value: bytes) -> float:
+def _produce(ck: Any, conf: dict[str, Any], topic: str, n: int, value: bytes) -> float:
     p = ck.Producer({**conf, "linger.ms": 5, "batch.num.messages": 10000, **QUIET})
     p.produce(topic, b"warm-up")  # topic creation and connection set-up, not timed
     if p.flush(30) != 0:
@@ -52,8 +53,15 @@ def _produce(ck: Any, conf: Dict[str, Any], topic: str, n: int, value: bytes) ->
 def _consume(ck: Any, bootstrap: str, topic: str) -> float:
     """Records per second reading everything the broker retains (the mock
     cluster keeps only part of what was produced), timed from the first one."""
-    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "bench",
-                     "enable.auto.commit": False, "queued.min.messages": 1_000_000, **QUIET})
+    c = ck.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench",
+            "enable.auto.commit": False,
+            "queued.min.messages": 1_000_000,
+            **QUIET,
+        }
+    )
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         assign, target = [], 0
@@ -76,12 +84,14 @@ def _consume(ck: Any, bootstrap: str, topic: str) -> float:
         c.close()
 
 
-def _measure(ck: Any, bootstrap: str, n: int, value: bytes) -> Tuple[float, float]:
+def _measure(ck: Any, bootstrap: str, n: int, value: bytes) -> tuple[float, float]:
     """(produce records/s, consume records/s) against one target."""
-    return n / _produce(ck, {"bootstrap.servers": bootstrap}, "t", n, value), _consume(ck, bootstrap, "t")
+    return n / _produce(ck, {"bootstrap.servers": bootstrap}, "t", n, value), _consume(
+        ck, bootstrap, "t"
+    )
 
 
-def _against_ottla(ck: Any, ottla: Any, n: int, value: bytes) -> Tuple[float, float]:
+def _against_ottla(ck: Any, ottla: Any, n: int, value: bytes) -> tuple[float, float]:
     """The broker in this process, as the ``ottla_broker`` fixture runs it."""
     with tempfile.TemporaryDirectory() as d, ottla.Broker(d) as b:
         return _measure(ck, b.bootstrap_servers, n, value)
@@ -93,7 +103,10 @@ def _serve() -> Iterator[str]:
     with tempfile.TemporaryDirectory() as d:
         proc = subprocess.Popen(
             [sys.executable, "-m", "ottla.cli", "serve", "--data", d, "--listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()  # "listening on HOST:PORT"
@@ -109,14 +122,14 @@ def _serve() -> Iterator[str]:
                 proc.wait()
 
 
-def _against_serve(ck: Any, n: int, value: bytes) -> Tuple[float, float]:
+def _against_serve(ck: Any, n: int, value: bytes) -> tuple[float, float]:
     """``ottla serve`` in its own process: the broker's threads no longer
     share a process (and its scheduler accounting) with the client."""
     with _serve() as bootstrap:
         return _measure(ck, bootstrap, n, value)
 
 
-def _against_mock(ck: Any, n: int, value: bytes) -> Tuple[float, float]:
+def _against_mock(ck: Any, n: int, value: bytes) -> tuple[float, float]:
     owner = ck.Producer({"test.mock.num.brokers": 1, **QUIET})
     try:
         md = owner.list_topics(timeout=10)
@@ -126,19 +139,20 @@ def _against_mock(ck: Any, n: int, value: bytes) -> Tuple[float, float]:
         del owner
 
 
-def interleaved(targets: Dict[str, Callable[[], Tuple[float, float]]],
-                rounds: int) -> Dict[str, List[Tuple[float, float]]]:
+def interleaved(
+    targets: dict[str, Callable[[], tuple[float, float]]], rounds: int
+) -> dict[str, list[tuple[float, float]]]:
     """Every target once per round, the order rotating each round, so drift in
     the machine's load spreads over all of them alike."""
     names = list(targets)
-    out: Dict[str, List[Tuple[float, float]]] = {k: [] for k in names}
+    out: dict[str, list[tuple[float, float]]] = {k: [] for k in names}
     for r in range(rounds):
-        for k in names[r % len(names):] + names[:r % len(names)]:
+        for k in names[r % len(names) :] + names[: r % len(names)]:
             out[k].append(targets[k]())
     return out
 
 
-def startup_ms(ottla: Any, repeats: int) -> Tuple[float, float]:
+def startup_ms(ottla: Any, repeats: int) -> tuple[float, float]:
     """Median (constructor returns, first ApiVersions answered) in ms."""
     listen, ready = [], []
     req = struct.pack(">ihhih", 10, 18, 0, 1, -1)
@@ -159,7 +173,7 @@ def startup_ms(ottla: Any, repeats: int) -> Tuple[float, float]:
     return statistics.median(listen), statistics.median(ready)
 
 
-def rows(quick: bool = False) -> List[Dict[str, Any]]:
+def rows(quick: bool = False) -> list[dict[str, Any]]:
     """Result rows: keyword arguments for bench/run.py's ``Results.add``."""
     import confluent_kafka as ck
 
@@ -167,31 +181,65 @@ def rows(quick: bool = False) -> List[Dict[str, Any]]:
 
     n = 50_000 if quick else 300_000
     value = b"x" * 100
-    out: List[Dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
     listen, ready = startup_ms(ottla, 5 if quick else 20)
-    out.append(dict(workload="broker start-up", system="ottla.Broker() listening", value=listen,
-                    unit="ms", ottla=True, kind="ottla", baseline=True, n=None,
-                    note="constructor returns; port bound"))
-    out.append(dict(workload="broker start-up", system="ottla.Broker() first response", value=ready,
-                    unit="ms", ottla=True, kind="ottla", baseline=False, n=None,
-                    note="to the first ApiVersions answer"))
+    out.append(
+        dict(
+            workload="broker start-up",
+            system="ottla.Broker() listening",
+            value=listen,
+            unit="ms",
+            ottla=True,
+            kind="ottla",
+            baseline=True,
+            n=None,
+            note="constructor returns; port bound",
+        )
+    )
+    out.append(
+        dict(
+            workload="broker start-up",
+            system="ottla.Broker() first response",
+            value=ready,
+            unit="ms",
+            ottla=True,
+            kind="ottla",
+            baseline=False,
+            n=None,
+            note="to the first ApiVersions answer",
+        )
+    )
     rounds = 3 if quick else 7
-    runs = interleaved({
-        "ottla.Broker": lambda: _against_ottla(ck, ottla, n, value),
-        "ottla serve": lambda: _against_serve(ck, n, value),
-        "librdkafka mock": lambda: _against_mock(ck, n, value),
-    }, rounds)
+    runs = interleaved(
+        {
+            "ottla.Broker": lambda: _against_ottla(ck, ottla, n, value),
+            "ottla serve": lambda: _against_serve(ck, n, value),
+            "librdkafka mock": lambda: _against_mock(ck, n, value),
+        },
+        rounds,
+    )
     for i, (what, arrow) in enumerate([("produce", "->"), ("consume", "<-")]):
-        for name, where in [("ottla.Broker", "in this process"), ("ottla serve", "child process"),
-                            ("librdkafka mock", "in this process")]:
+        for name, where in [
+            ("ottla.Broker", "in this process"),
+            ("ottla serve", "child process"),
+            ("librdkafka mock", "in this process"),
+        ]:
             rates = [run[i] for run in runs[name]]
-            out.append(dict(workload=f"broker {what} 100 B", system=f"confluent-kafka {arrow} {name}",
-                            value=statistics.median(rates), unit="rec/s", ottla=name != "librdkafka mock",
-                            kind="ottla" if name != "librdkafka mock" else "peer",
-                            baseline=name == "ottla.Broker", n=n,
-                            samples=rates,
-                            note=f"median of {rounds} interleaved rounds, {min(rates):,.0f}-{max(rates):,.0f}; "
-                                 f"broker {where}; same client settings"))
+            out.append(
+                dict(
+                    workload=f"broker {what} 100 B",
+                    system=f"confluent-kafka {arrow} {name}",
+                    value=statistics.median(rates),
+                    unit="rec/s",
+                    ottla=name != "librdkafka mock",
+                    kind="ottla" if name != "librdkafka mock" else "peer",
+                    baseline=name == "ottla.Broker",
+                    n=n,
+                    samples=rates,
+                    note=f"median of {rounds} interleaved rounds, {min(rates):,.0f}-{max(rates):,.0f}; "
+                    f"broker {where}; same client settings",
+                )
+            )
     return out
 
 

@@ -70,9 +70,12 @@ def main() -> None:
                     os.write(fd, block)
                     os.fsync(fd)
                     t2 = clock()
-                    if falloc is not None and written + MiB > reserved:
-                        if falloc(fd2, FALLOC_FL_KEEP_SIZE, written, MiB + STEP) == 0:
-                            reserved = written + MiB + STEP
+                    if (
+                        falloc is not None
+                        and written + MiB > reserved
+                        and falloc(fd2, FALLOC_FL_KEEP_SIZE, written, MiB + STEP) == 0
+                    ):
+                        reserved = written + MiB + STEP
                     os.write(fd2, block)
                     os.fsync(fd2)
                     written += MiB

@@ -35,7 +35,8 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 VALUE = struct.Struct("<qq84x")  # intended send time, index, padding: 100 bytes
 COMPONENTS = ("lag", "send", "deliver", "total")
@@ -50,7 +51,9 @@ def low_timer_slack() -> None:
         pass
 
 
-def paced(send: Callable[[bytes], Any], n: int, rate: float) -> Tuple[array.array, array.array, array.array]:
+def paced(
+    send: Callable[[bytes], Any], n: int, rate: float
+) -> tuple[array.array, array.array, array.array]:
     """bench/run.py's pacer, stamping s0 (before send) and s1 (after)."""
     low_timer_slack()
     intended = array.array("q", bytes(8 * n))
@@ -111,21 +114,22 @@ def pipe_values(fd: int, size: int) -> Any:
         yield v
 
 
-def pct(xs: List[int], q: float) -> float:
+def pct(xs: list[int], q: float) -> float:
     if not xs:
         return float("nan")
     return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))] / 1e3
 
 
-def breakdown(intended: array.array, s0: array.array, s1: array.array, recv: array.array,
-              warmup: int) -> Dict[str, float]:
+def breakdown(
+    intended: array.array, s0: array.array, s1: array.array, recv: array.array, warmup: int
+) -> dict[str, float]:
     rows = []
     for i in range(warmup, len(intended)):
         r = recv[i]
         if r == 0:
             continue
         rows.append((s0[i] - intended[i], s1[i] - s0[i], r - s1[i], r - intended[i]))
-    out: Dict[str, float] = {"samples": len(rows)}
+    out: dict[str, float] = {"samples": len(rows)}
     for k, name in enumerate(COMPONENTS):
         col = sorted(x[k] for x in rows)
         out[f"{name}_p50"] = pct(col, 0.50)
@@ -138,10 +142,10 @@ def breakdown(intended: array.array, s0: array.array, s1: array.array, recv: arr
     return out
 
 
-def run_path(path: str, n: int, rate: float, busy_poll_us: int) -> Dict[str, Any]:
+def run_path(path: str, n: int, rate: float, busy_poll_us: int) -> dict[str, Any]:
     recv = array.array("q", bytes(8 * n))
     if path == "queue-thread":
-        q: "queue.SimpleQueue[bytes]" = queue.SimpleQueue()
+        q: queue.SimpleQueue[bytes] = queue.SimpleQueue()
         cpu = [0.0]
         sw = [0]
 
@@ -159,17 +163,22 @@ def run_path(path: str, n: int, rate: float, busy_poll_us: int) -> Dict[str, Any
         th = threading.Thread(target=rx, daemon=True)
         th.start()
         w0 = time.monotonic()
-        I, a, b = paced(q.put, n, rate)
+        intended, a, b = paced(q.put, n, rate)
         th.join(60)
-        return dict(breakdown(I, a, b, recv, n // 10), rx_cpu=cpu[0] / (time.monotonic() - w0),
-                    rx_switches=sw[0] / n)
+        return dict(
+            breakdown(intended, a, b, recv, n // 10),
+            rx_cpu=cpu[0] / (time.monotonic() - w0),
+            rx_switches=sw[0] / n,
+        )
     import ottla
 
     with tempfile.TemporaryDirectory(prefix="latprobe") as d:
         ottla.Admin(d).create_topic("lat", 1)
         if path == "ottla-thread":
-            kw: Dict[str, Any] = {} if busy_poll_us < 0 else {"busy_poll_us": busy_poll_us}
-            c = ottla.Consumer(d, "lat", auto_offset_reset="earliest", consumer_timeout_ms=5000, **kw)
+            kw: dict[str, Any] = {} if busy_poll_us < 0 else {"busy_poll_us": busy_poll_us}
+            c = ottla.Consumer(
+                d, "lat", auto_offset_reset="earliest", consumer_timeout_ms=5000, **kw
+            )
             cpu = [0.0]
             sw = [0]
 
@@ -184,13 +193,16 @@ def run_path(path: str, n: int, rate: float, busy_poll_us: int) -> Dict[str, Any
             p = ottla.Producer(d, linger_ms=0)
             w0 = time.monotonic()
             try:
-                I, a, b = paced(lambda v: p.send("lat", v), n, rate)
+                intended, a, b = paced(lambda v: p.send("lat", v), n, rate)
             finally:
                 p.close()
             th.join(60)
             c.close()
-            return dict(breakdown(I, a, b, recv, n // 10), rx_cpu=cpu[0] / (time.monotonic() - w0),
-                    rx_switches=sw[0] / n)
+            return dict(
+                breakdown(intended, a, b, recv, n // 10),
+                rx_cpu=cpu[0] / (time.monotonic() - w0),
+                rx_switches=sw[0] / n,
+            )
         # Two processes: the child receives and writes its receive times.
         out = os.path.join(d, "recv.bin")
         args = [sys.executable, __file__, "--child", path, d, str(n), out, str(busy_poll_us)]
@@ -203,34 +215,37 @@ def run_path(path: str, n: int, rate: float, busy_poll_us: int) -> Dict[str, Any
             if path == "ottla-proc":
                 p = ottla.Producer(d, linger_ms=0)
                 try:
-                    I, a, b = paced(lambda v: p.send("lat", v), n, rate)
+                    intended, a, b = paced(lambda v: p.send("lat", v), n, rate)
                 finally:
                     p.close()
             else:
                 fd = child.stdin.fileno()
-                I, a, b = paced(lambda v: os.write(fd, v), n, rate)
+                intended, a, b = paced(lambda v: os.write(fd, v), n, rate)
                 child.stdin.close()
             summary = json.loads(child.stdout.readline() or "{}")
             child.wait(60)
             wall = time.monotonic() - w0
             with open(out, "rb") as f:
                 recv = array.array("q", f.read())
-            return dict(breakdown(I, a, b, recv, n // 10), rx_cpu=summary.get("cpu", 0.0) / wall,
-                        rx_switches=summary.get("switches", 0) / n)
+            return dict(
+                breakdown(intended, a, b, recv, n // 10),
+                rx_cpu=summary.get("cpu", 0.0) / wall,
+                rx_switches=summary.get("switches", 0) / n,
+            )
         finally:
             if child.poll() is None:
                 child.kill()
             child.wait()
 
 
-def child(argv: List[str]) -> int:
+def child(argv: list[str]) -> int:
     path, d, n_s, out, bp = argv
     n = int(n_s)
     recv = array.array("q", bytes(8 * n))
     if path == "ottla-proc":
         import ottla
 
-        kw: Dict[str, Any] = {} if int(bp) < 0 else {"busy_poll_us": int(bp)}
+        kw: dict[str, Any] = {} if int(bp) < 0 else {"busy_poll_us": int(bp)}
         c = ottla.Consumer(d, "lat", auto_offset_reset="earliest", consumer_timeout_ms=10_000, **kw)
         c.position(ottla.TopicPartition("lat", 0))
         it: Any = ottla_values(c)
@@ -250,23 +265,32 @@ def child(argv: List[str]) -> int:
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child(sys.argv[2:])
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--paths", nargs="+", default=["ottla-thread", "queue-thread", "ottla-proc", "pipe-proc"])
-    ap.add_argument("--busy-poll-us", nargs="+", type=int, default=[-1],
-                    help="ottla settings to alternate (-1: the default)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--paths", nargs="+", default=["ottla-thread", "queue-thread", "ottla-proc", "pipe-proc"]
+    )
+    ap.add_argument(
+        "--busy-poll-us",
+        nargs="+",
+        type=int,
+        default=[-1],
+        help="ottla settings to alternate (-1: the default)",
+    )
     ap.add_argument("--rate", type=float, default=50_000)
     ap.add_argument("--secs", type=float, default=2.0)
     ap.add_argument("--rounds", type=int, default=1)
     a = ap.parse_args()
     n = int(a.rate * a.secs)
-    runs: List[Tuple[str, int]] = []
+    runs: list[tuple[str, int]] = []
     for p in a.paths:
-        for bp in (a.busy_poll_us if p.startswith("ottla") else [-1]):
+        for bp in a.busy_poll_us if p.startswith("ottla") else [-1]:
             runs.append((p, bp))
-    results: Dict[Tuple[str, int], List[Dict[str, Any]]] = {r: [] for r in runs}
+    results: dict[tuple[str, int], list[dict[str, Any]]] = {r: [] for r in runs}
     print(f"load average {os.getloadavg()}", flush=True)
     for rnd in range(a.rounds):
-        order = runs[rnd % len(runs):] + runs[: rnd % len(runs)]
+        order = runs[rnd % len(runs) :] + runs[: rnd % len(runs)]
         for path, bp in order:
             st = run_path(path, n, a.rate, bp)
             results[(path, bp)].append(st)
@@ -279,11 +303,14 @@ def main() -> int:
     return 0
 
 
-def fmt(st: Dict[str, Any]) -> str:
+def fmt(st: dict[str, Any]) -> str:
     parts = [f"{c} {st[c + '_p50']:.0f}/{st[c + '_p99']:.0f}" for c in COMPONENTS]
     parts.append(f"total p99.9 {st['total_p999']:.0f}")
     tail = "/".join(f"{st['tail_' + c]:.0f}" for c in COMPONENTS)
-    return "  ".join(parts) + f"  | p99 tail (lag/send/deliver/total) {tail}  | rx cpu {st['rx_cpu']:.0%}, sleeps/record {st['rx_switches']:.2f}"
+    return (
+        "  ".join(parts)
+        + f"  | p99 tail (lag/send/deliver/total) {tail}  | rx cpu {st['rx_cpu']:.0%}, sleeps/record {st['rx_switches']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -48,15 +49,15 @@ MiB = 1024 * 1024
 
 QUICK = dict(
     repeats=1,
-    n_100=200_000,          # ottla / file / confluent, 100 B records
-    n_1k=50_000,            # 1 KiB records
-    n_1m=32,                # 1 MiB records with fsync="always"
-    disk_mib=64,            # disk bandwidth probe size
-    n_consume=200_000,      # records pre-written for the consume workloads
-    n_slow=2_000,           # persist-queue, litequeue
-    n_mid=5_000,            # diskcache
-    n_kafka=100_000,        # confluent-kafka mock cluster
-    lat_rate=10_000,        # records/s offered in the latency test
+    n_100=200_000,  # ottla / file / confluent, 100 B records
+    n_1k=50_000,  # 1 KiB records
+    n_1m=32,  # 1 MiB records with fsync="always"
+    disk_mib=64,  # disk bandwidth probe size
+    n_consume=200_000,  # records pre-written for the consume workloads
+    n_slow=2_000,  # persist-queue, litequeue
+    n_mid=5_000,  # diskcache
+    n_kafka=100_000,  # confluent-kafka mock cluster
+    lat_rate=10_000,  # records/s offered in the latency test
     lat_secs=2.0,
     lat_warmup_s=0.2,
     lat_busy_poll_rows=False,  # the busy_poll_us=50 latency rows (full mode only)
@@ -95,10 +96,10 @@ CHILD_TIMEOUT = 300.0
 
 def import_ottla(attempts: int = 20, delay: float = 3.0) -> Any:
     """Import ottla, retrying: the package may be mid-reinstall."""
-    last: Optional[BaseException] = None
+    last: BaseException | None = None
     for _ in range(attempts):
         try:
-            import ottla  # noqa: F401
+            import ottla
 
             return ottla
         except ImportError as e:  # includes a half-written extension module
@@ -123,7 +124,7 @@ def need(module: str) -> Any:
 class TempDir:
     """A fresh directory under the chosen temp root, removed afterwards."""
 
-    root: Optional[str] = None
+    root: str | None = None
 
     def __init__(self, tag: str) -> None:
         self.path = tempfile.mkdtemp(prefix=f"ottla-bench-{tag}-", dir=TempDir.root)
@@ -135,7 +136,7 @@ class TempDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def percentile(sorted_vals: List[int], q: float) -> float:
+def percentile(sorted_vals: list[int], q: float) -> float:
     """Nearest-rank percentile of an already sorted list."""
     if not sorted_vals:
         return float("nan")
@@ -143,7 +144,7 @@ def percentile(sorted_vals: List[int], q: float) -> float:
     return float(sorted_vals[k])
 
 
-def median(xs: List[float]) -> float:
+def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
@@ -160,27 +161,27 @@ HIGHER_IS_BETTER = {"rec/s", "MB/s"}
 
 class Results:
     def __init__(self) -> None:
-        self.rows: List[Dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = []
         self.ottla_failed = False
 
     def add(
         self,
         workload: str,
         system: str,
-        value: Optional[float],
+        value: float | None,
         unit: str,
         *,
         ottla: bool,
         baseline: bool = False,
         kind: str = "peer",
-        n: Optional[int] = None,
-        samples: Optional[List[float]] = None,
-        p50: Optional[float] = None,
-        p99: Optional[float] = None,
-        p999: Optional[float] = None,
+        n: int | None = None,
+        samples: list[float] | None = None,
+        p50: float | None = None,
+        p99: float | None = None,
+        p999: float | None = None,
         status: str = "ok",
         note: str = "",
-        extra: Optional[Dict[str, Any]] = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self.rows.append(
             dict(
@@ -203,8 +204,17 @@ class Results:
             )
         )
 
-    def fail(self, workload: str, system: str, unit: str, err: BaseException, *, ottla: bool,
-             kind: str = "peer", baseline: bool = False) -> None:
+    def fail(
+        self,
+        workload: str,
+        system: str,
+        unit: str,
+        err: BaseException,
+        *,
+        ottla: bool,
+        kind: str = "peer",
+        baseline: bool = False,
+    ) -> None:
         status = "unavailable" if isinstance(err, Unavailable) else "failed"
         msg = f"{type(err).__name__}: {err}" if status == "failed" else str(err)
         if ottla:
@@ -213,12 +223,21 @@ class Results:
             traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
         else:
             log(f"-- {system} {status}: {msg}")
-        self.add(workload, system, None, unit, ottla=ottla, kind=kind, baseline=baseline,
-                 status=status, note=msg[:200])
+        self.add(
+            workload,
+            system,
+            None,
+            unit,
+            ottla=ottla,
+            kind=kind,
+            baseline=baseline,
+            status=status,
+            note=msg[:200],
+        )
 
     def compute_ratios(self) -> None:
         """ratio = ottla baseline / peer for rates; peer / ottla for times."""
-        base: Dict[str, Dict[str, Any]] = {}
+        base: dict[str, dict[str, Any]] = {}
         for r in self.rows:
             if r["baseline"] and r["status"] == "ok":
                 base[r["workload"]] = r
@@ -234,39 +253,62 @@ class Results:
                 r["ratio"] = r["value"] / b["value"]
 
 
-def timed_rate(results: Results, workload: str, system: str, n: int, repeats: int,
-               fn: Callable[[int], float], *, ottla: bool, kind: str, baseline: bool = False,
-               note: str = "", unit: str = "rec/s", scale: float = 1.0) -> None:
+def timed_rate(
+    results: Results,
+    workload: str,
+    system: str,
+    n: int,
+    repeats: int,
+    fn: Callable[[int], float],
+    *,
+    ottla: bool,
+    kind: str,
+    baseline: bool = False,
+    note: str = "",
+    unit: str = "rec/s",
+    scale: float = 1.0,
+) -> None:
     """Run fn(n) -> seconds `repeats` times; report the median rate."""
     try:
         samples = []
         for _ in range(repeats):
             dt = fn(n)
             samples.append(n * scale / dt)
-        results.add(workload, system, median(samples), unit, ottla=ottla, kind=kind,
-                    baseline=baseline, n=n, samples=samples, note=note)
+        results.add(
+            workload,
+            system,
+            median(samples),
+            unit,
+            ottla=ottla,
+            kind=kind,
+            baseline=baseline,
+            n=n,
+            samples=samples,
+            note=note,
+        )
         log(f"   {workload:<22} {system:<40} {median(samples):>14,.1f} {unit}")
-    except BaseException as e:  # noqa: BLE001 - report any failure as a row
+    except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
             raise
         results.fail(workload, system, unit, e, ottla=ottla, kind=kind, baseline=baseline)
 
 
-def interleaved(runs: List[Tuple[Callable[[int], float], int]],
-                repeats: int) -> List[Callable[[int], float]]:
+def interleaved(
+    runs: list[tuple[Callable[[int], float], int]], repeats: int
+) -> list[Callable[[int], float]]:
     """Run each (fn, n) `repeats` times, alternating between them (a, b, c,
     a, b, c, ...), and return stand-ins for timed_rate that replay each one's
     timings in order. Rows compared with each other on a shared disk then
     see the same conditions rather than whatever the disk did in their own
     minute. A failure is replayed as that row's failure."""
-    timings: List[List[Any]] = [[] for _ in runs]
+    timings: list[list[Any]] = [[] for _ in runs]
     for _ in range(repeats):
         for i, (fn, n) in enumerate(runs):
             if timings[i] and isinstance(timings[i][-1], BaseException):
                 continue
             try:
                 timings[i].append(fn(n))
-            except Exception as e:  # noqa: BLE001 - replayed by timed_rate
+            except Exception as e:
                 timings[i].append(e)
 
     def replay(i: int) -> Callable[[int], float]:
@@ -382,8 +424,11 @@ def ottla_consume(n: int, value: bytes, how: str) -> Callable[[int], float]:
                 # Its exact signature is not known to this script; the first
                 # call tries the poll()-like forms, later calls reuse the one
                 # that worked.
-                forms = [((), {"timeout_ms": 0, "max_records": 100_000}),
-                         ((0, 100_000), {}), ((), {"max_records": 100_000})]
+                forms = [
+                    ((), {"timeout_ms": 0, "max_records": 100_000}),
+                    ((0, 100_000), {}),
+                    ((), {"max_records": 100_000}),
+                ]
                 t0 = time.perf_counter()
                 while True:
                     while True:
@@ -512,9 +557,14 @@ def file_read(value: bytes) -> Callable[[int], float]:
 class QueuePeer:
     """put(v) loop, then (reopened) get loop, for the queue-like peers."""
 
-    def __init__(self, put_name: str, get_name: str, module: str,
-                 open_put: Callable[[Any, str], Tuple[Any, Callable[..., Any]]],
-                 open_get: Callable[[Any, str], Tuple[Any, Callable[..., Any]]]) -> None:
+    def __init__(
+        self,
+        put_name: str,
+        get_name: str,
+        module: str,
+        open_put: Callable[[Any, str], tuple[Any, Callable[..., Any]]],
+        open_get: Callable[[Any, str], tuple[Any, Callable[..., Any]]],
+    ) -> None:
         self.name = put_name
         self.put_name = put_name
         self.get_name = get_name
@@ -522,7 +572,7 @@ class QueuePeer:
         self.open_put = open_put
         self.open_get = open_get
 
-    def run(self, n: int, value: bytes, do_get: bool) -> Tuple[float, Optional[float]]:
+    def run(self, n: int, value: bytes, do_get: bool) -> tuple[float, float | None]:
         mod = need(self.module)
         with TempDir("peer") as d:
             q, put = self.open_put(mod, d)
@@ -556,55 +606,76 @@ def close_quietly(q: Any) -> None:
                 pass
 
 
-def _pq_file(mod: Any, d: str) -> Tuple[Any, Callable[..., Any]]:
+def _pq_file(mod: Any, d: str) -> tuple[Any, Callable[..., Any]]:
     q = mod.Queue(os.path.join(d, "q"))
     return q, q.put
 
 
-def _pq_file_get(mod: Any, d: str) -> Tuple[Any, Callable[..., Any]]:
+def _pq_file_get(mod: Any, d: str) -> tuple[Any, Callable[..., Any]]:
     q = mod.Queue(os.path.join(d, "q"))
     return q, q.get
 
 
-def _pq_sql(mod: Any, d: str) -> Tuple[Any, Callable[..., Any]]:
+def _pq_sql(mod: Any, d: str) -> tuple[Any, Callable[..., Any]]:
     q = mod.SQLiteQueue(os.path.join(d, "s"), auto_commit=True)
     return q, q.put
 
 
-def _pq_sql_get(mod: Any, d: str) -> Tuple[Any, Callable[..., Any]]:
+def _pq_sql_get(mod: Any, d: str) -> tuple[Any, Callable[..., Any]]:
     q = mod.SQLiteQueue(os.path.join(d, "s"), auto_commit=True)
     return q, q.get
 
 
-def _lq(mod: Any, d: str) -> Tuple[Any, Callable[..., Any]]:
+def _lq(mod: Any, d: str) -> tuple[Any, Callable[..., Any]]:
     q = mod.LiteQueue(os.path.join(d, "q.sqlite3"))
     return q, q.put
 
 
-def _lq_get(mod: Any, d: str) -> Tuple[Any, Callable[..., Any]]:
+def _lq_get(mod: Any, d: str) -> tuple[Any, Callable[..., Any]]:
     q = mod.LiteQueue(os.path.join(d, "q.sqlite3"))
     return q, q.pop
 
 
-def _dc(mod: Any, d: str) -> Tuple[Any, Callable[..., Any]]:
+def _dc(mod: Any, d: str) -> tuple[Any, Callable[..., Any]]:
     q = mod.Deque(directory=os.path.join(d, "dq"))
     return q, q.append
 
 
-def _dc_get(mod: Any, d: str) -> Tuple[Any, Callable[..., Any]]:
+def _dc_get(mod: Any, d: str) -> tuple[Any, Callable[..., Any]]:
     q = mod.Deque(directory=os.path.join(d, "dq"))
     return q, q.popleft
 
 
 QUEUE_PEERS = [
-    (QueuePeer("persist-queue Queue (file) put", "persist-queue Queue (file) get", "persistqueue", _pq_file, _pq_file_get), "n_slow"),
-    (QueuePeer("persist-queue SQLiteQueue put", "persist-queue SQLiteQueue get", "persistqueue", _pq_sql, _pq_sql_get), "n_slow"),
+    (
+        QueuePeer(
+            "persist-queue Queue (file) put",
+            "persist-queue Queue (file) get",
+            "persistqueue",
+            _pq_file,
+            _pq_file_get,
+        ),
+        "n_slow",
+    ),
+    (
+        QueuePeer(
+            "persist-queue SQLiteQueue put",
+            "persist-queue SQLiteQueue get",
+            "persistqueue",
+            _pq_sql,
+            _pq_sql_get,
+        ),
+        "n_slow",
+    ),
     (QueuePeer("litequeue put", "litequeue pop", "litequeue", _lq, _lq_get), "n_slow"),
-    (QueuePeer("diskcache Deque append", "diskcache Deque popleft", "diskcache", _dc, _dc_get), "n_mid"),
+    (
+        QueuePeer("diskcache Deque append", "diskcache Deque popleft", "diskcache", _dc, _dc_get),
+        "n_mid",
+    ),
 ]
 
 
-def kafka_mock(n: int, value: bytes, do_consume: bool) -> Dict[str, Any]:
+def kafka_mock(n: int, value: bytes, do_consume: bool) -> dict[str, Any]:
     """confluent-kafka against librdkafka's in-process mock cluster.
 
     The mock cluster belongs to the client created with
@@ -615,7 +686,7 @@ def kafka_mock(n: int, value: bytes, do_consume: bool) -> Dict[str, Any]:
     ck = need("confluent_kafka")
     quiet = {"log_level": 3}  # hide the "Mock cluster enabled" notice
     p = ck.Producer({"test.mock.num.brokers": 1, **quiet})
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     try:
         md = p.list_topics(timeout=10)
         bootstrap = ",".join(f"{b.host}:{b.port}" for b in md.brokers.values())
@@ -648,9 +719,15 @@ def kafka_mock(n: int, value: bytes, do_consume: bool) -> Dict[str, Any]:
         # prefetching once 100k records are queued and, by default, waits
         # fetch.queue.backoff.ms (1 s) before fetching again: a 1 s stall in
         # the middle of a 180k-record read. Let it prefetch everything instead.
-        c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "bench",
-                         "enable.auto.commit": False, "queued.min.messages": 1_000_000,
-                         **quiet})
+        c = ck.Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "bench",
+                "enable.auto.commit": False,
+                "queued.min.messages": 1_000_000,
+                **quiet,
+            }
+        )
         try:
             parts = sorted(p.list_topics(topic, timeout=10).topics[topic].partitions)
             assign, target = [], 0
@@ -725,8 +802,9 @@ def low_timer_slack() -> None:
         pass
 
 
-def paced_send(producer: Any, topic: str, n: int, rate: float,
-               lag: "array.array[int]") -> Tuple[int, int]:
+def paced_send(
+    producer: Any, topic: str, n: int, rate: float, lag: array.array[int]
+) -> tuple[int, int]:
     """Send n records on a fixed schedule; each carries its intended send time.
 
     The schedule is fixed in advance (t0 + i / rate), so a stall of the sender
@@ -754,7 +832,7 @@ def paced_send(producer: Any, topic: str, n: int, rate: float,
     return t0, t_end
 
 
-def consume_latencies(consumer: Any, n: int, out: "array.array[int]") -> int:
+def consume_latencies(consumer: Any, n: int, out: array.array[int]) -> int:
     """Receive n records; out[i] = receive time - intended send time (ns)."""
     now = time.monotonic_ns
     unpack = LAT_TIME.unpack_from
@@ -767,8 +845,9 @@ def consume_latencies(consumer: Any, n: int, out: "array.array[int]") -> int:
     return i
 
 
-def latency_stats(lat: "array.array[int]", received: int, warmup: int,
-                  lag: "array.array[int]") -> Dict[str, float]:
+def latency_stats(
+    lat: array.array[int], received: int, warmup: int, lag: array.array[int]
+) -> dict[str, float]:
     vals = sorted(lat[warmup:received])
     lags = sorted(lag[warmup:])
     return dict(
@@ -783,13 +862,18 @@ def latency_stats(lat: "array.array[int]", received: int, warmup: int,
     )
 
 
-def latency_in_process(p: Dict[str, Any], busy_poll_us: int = 0) -> Dict[str, Any]:
+def latency_in_process(p: dict[str, Any], busy_poll_us: int = 0) -> dict[str, Any]:
     ottla = import_ottla()
     rate, n = p["lat_rate"], int(p["lat_rate"] * p["lat_secs"])
     with TempDir("lat") as d:
         ottla.Admin(d).create_topic("lat", 1)
-        c = ottla.Consumer(d, "lat", auto_offset_reset="earliest", consumer_timeout_ms=5000,
-                           busy_poll_us=busy_poll_us)
+        c = ottla.Consumer(
+            d,
+            "lat",
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=5000,
+            busy_poll_us=busy_poll_us,
+        )
         lat = array.array("q", bytes(8 * n))
         got = [0]
 
@@ -813,21 +897,35 @@ def latency_in_process(p: Dict[str, Any], busy_poll_us: int = 0) -> Dict[str, An
         if th.is_alive():
             raise RuntimeError("consumer thread did not finish")
         st = latency_stats(lat, got[0], int(rate * p["lat_warmup_s"]), lag)
-        st.update(received=got[0], sent=n, achieved_rate=n / ((t_end - t0) / 1e9),
-                  receiver_cpu=cpu[0] / ((t_end - t0) / 1e9))
+        st.update(
+            received=got[0],
+            sent=n,
+            achieved_rate=n / ((t_end - t0) / 1e9),
+            receiver_cpu=cpu[0] / ((t_end - t0) / 1e9),
+        )
         return st
 
 
-def latency_cross_process(p: Dict[str, Any], busy_poll_us: int = 0) -> Dict[str, Any]:
+def latency_cross_process(p: dict[str, Any], busy_poll_us: int = 0) -> dict[str, Any]:
     ottla = import_ottla()
     rate, n = p["lat_rate"], int(p["lat_rate"] * p["lat_secs"])
     with TempDir("latx") as d:
         ottla.Admin(d).create_topic("lat", 1)
         out_path = os.path.join(d, "latencies.bin")
         child = subprocess.Popen(
-            [sys.executable, THIS, "--child", "latency-consumer", d, str(n), out_path,
-             str(busy_poll_us)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                THIS,
+                "--child",
+                "latency-consumer",
+                d,
+                str(n),
+                out_path,
+                str(busy_poll_us),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             line = read_line(child, 120)
@@ -859,13 +957,13 @@ class _QueueSender:
         pass
 
 
-def latency_ref_threads(p: Dict[str, Any]) -> Dict[str, Any]:
+def latency_ref_threads(p: dict[str, Any]) -> dict[str, Any]:
     """The same paced sender and receiver, through queue.SimpleQueue: the floor
     that two Python threads on this machine can reach."""
     import queue
 
     rate, n = p["lat_rate"], int(p["lat_rate"] * p["lat_secs"])
-    q: "queue.SimpleQueue[bytes]" = queue.SimpleQueue()
+    q: queue.SimpleQueue[bytes] = queue.SimpleQueue()
     lat = array.array("q", bytes(8 * n))
     lag = array.array("q", bytes(8 * n))
     got = [0]
@@ -890,7 +988,7 @@ def latency_ref_threads(p: Dict[str, Any]) -> Dict[str, Any]:
     return st
 
 
-def latency_ref_pipe(p: Dict[str, Any]) -> Dict[str, Any]:
+def latency_ref_pipe(p: dict[str, Any]) -> dict[str, Any]:
     """The same paced sender, 100-byte writes to a pipe read by a child
     process: the floor for two Python processes on this machine."""
     rate, n = p["lat_rate"], int(p["lat_rate"] * p["lat_secs"])
@@ -898,7 +996,10 @@ def latency_ref_pipe(p: Dict[str, Any]) -> Dict[str, Any]:
         out_path = os.path.join(d, "latencies.bin")
         child = subprocess.Popen(
             [sys.executable, THIS, "--child", "latency-pipe", str(n), out_path],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             line = read_line(child, 120)
@@ -915,8 +1016,17 @@ def latency_ref_pipe(p: Dict[str, Any]) -> Dict[str, Any]:
             child.wait()
 
 
-def child_latency(child: "subprocess.Popen[str]", what: str, out_path: str, p: Dict[str, Any],
-                  n: int, rate: float, lag: "array.array[int]", t0: int, t_end: int) -> Dict[str, Any]:
+def child_latency(
+    child: subprocess.Popen[str],
+    what: str,
+    out_path: str,
+    p: dict[str, Any],
+    n: int,
+    rate: float,
+    lag: array.array[int],
+    t0: int,
+    t_end: int,
+) -> dict[str, Any]:
     """Collect a receiving child's latencies (written to ``out_path``) into stats."""
     summary = json.loads(read_line(child, 120) or "{}")
     child.wait(60)
@@ -932,9 +1042,9 @@ def child_latency(child: "subprocess.Popen[str]", what: str, out_path: str, p: D
     return st
 
 
-def read_line(child: "subprocess.Popen[str]", timeout: float) -> str:
+def read_line(child: subprocess.Popen[str], timeout: float) -> str:
     """readline() from a child's stdout with a timeout."""
-    box: List[str] = []
+    box: list[str] = []
     th = threading.Thread(target=lambda: box.append(child.stdout.readline()), daemon=True)  # type: ignore[union-attr]
     th.start()
     th.join(timeout)
@@ -944,7 +1054,7 @@ def read_line(child: "subprocess.Popen[str]", timeout: float) -> str:
     return box[0]
 
 
-def child_stderr(child: "subprocess.Popen[str]") -> str:
+def child_stderr(child: subprocess.Popen[str]) -> str:
     if child.poll() is None:
         child.kill()
     try:
@@ -954,12 +1064,15 @@ def child_stderr(child: "subprocess.Popen[str]") -> str:
     return (err or "").strip()[-800:]
 
 
-def run_child(args: List[str], timeout: float = CHILD_TIMEOUT) -> Dict[str, Any]:
+def run_child(args: list[str], timeout: float = CHILD_TIMEOUT) -> dict[str, Any]:
     """Run `run.py --child ...` in a fresh interpreter; return its JSON line."""
-    proc = subprocess.run([sys.executable, THIS, "--child", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, THIS, "--child", *args], capture_output=True, text=True, timeout=timeout
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"child {args[0]} exited {proc.returncode}: {proc.stderr.strip()[-800:]}")
+        raise RuntimeError(
+            f"child {args[0]} exited {proc.returncode}: {proc.stderr.strip()[-800:]}"
+        )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         raise RuntimeError(f"child {args[0]} printed no result: {proc.stdout[-300:]}")
@@ -971,7 +1084,7 @@ def run_child(args: List[str], timeout: float = CHILD_TIMEOUT) -> Dict[str, Any]
 # --------------------------------------------------------------------------
 
 
-def topic_names(n: int) -> List[str]:
+def topic_names(n: int) -> list[str]:
     return [f"topic-{i:03d}" for i in range(n)]
 
 
@@ -987,12 +1100,14 @@ def setup_open_dir(ottla: Any, d: str, n_topics: int, n_parts: int) -> None:
     admin.close()
 
 
-def setup_crash_dir(ottla: Any, d: str, total_bytes: int) -> Dict[str, Any]:
+def setup_crash_dir(ottla: Any, d: str, total_bytes: int) -> dict[str, Any]:
     seg = total_bytes + 256 * MiB
     ottla.Admin(d).create_topic("crash", 1, {"segment.bytes": seg})
     child = subprocess.Popen(
         [sys.executable, THIS, "--child", "crash-writer", d, str(total_bytes)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         line = read_line(child, CHILD_TIMEOUT)
@@ -1014,13 +1129,18 @@ def setup_crash_dir(ottla: Any, d: str, total_bytes: int) -> Dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
-def child_main(argv: List[str]) -> int:
+def child_main(argv: list[str]) -> int:
     what = argv[0]
     ottla = import_ottla()
     if what == "latency-consumer":
         d, n, out_path, busy_poll_us = argv[1], int(argv[2]), argv[3], int(argv[4])
-        c = ottla.Consumer(d, "lat", auto_offset_reset="earliest", consumer_timeout_ms=10_000,
-                           busy_poll_us=busy_poll_us)
+        c = ottla.Consumer(
+            d,
+            "lat",
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=10_000,
+            busy_poll_us=busy_poll_us,
+        )
         c.position(ottla.TopicPartition("lat", 0))  # assignment resolved before "ready"
         lat = array.array("q", bytes(8 * n))
         print("ready", flush=True)
@@ -1072,8 +1192,16 @@ def child_main(argv: List[str]) -> int:
                 seen.add((tp.topic, tp.partition))
         t2 = time.perf_counter()
         c.close(autocommit=False)
-        print(json.dumps({"ms": (t2 - t0) * 1e3, "construct_ms": (t1 - t0) * 1e3,
-                          "records": got, "partitions": len(seen)}))
+        print(
+            json.dumps(
+                {
+                    "ms": (t2 - t0) * 1e3,
+                    "construct_ms": (t1 - t0) * 1e3,
+                    "records": got,
+                    "partitions": len(seen),
+                }
+            )
+        )
         return 0
 
     if what == "open-producer":
@@ -1132,17 +1260,30 @@ def child_main(argv: List[str]) -> int:
         c.assign([tp])
         end = c.end_offsets([tp])[tp]
         c.seek(tp, end - 1)
-        recs: List[Any] = []
+        recs: list[Any] = []
         while not recs and time.perf_counter() - t0 < 60:
             recs = c.poll(timeout_ms=1000, max_records=1).get(tp, [])
         t1 = time.perf_counter()
         c.close(autocommit=False)
         last = recs[-1] if recs else None
         idx = None
-        if last is not None and last.value is not None and len(last.value) >= 8 and last.value != b"after-crash":
+        if (
+            last is not None
+            and last.value is not None
+            and len(last.value) >= 8
+            and last.value != b"after-crash"
+        ):
             idx = LAT_TIME.unpack_from(last.value)[0]
-        print(json.dumps({"ms": (t1 - t0) * 1e3, "end": end,
-                          "last_offset": last.offset if last else None, "last_index": idx}))
+        print(
+            json.dumps(
+                {
+                    "ms": (t1 - t0) * 1e3,
+                    "end": end,
+                    "last_offset": last.offset if last else None,
+                    "last_index": idx,
+                }
+            )
+        )
         return 0
 
     raise SystemExit(f"unknown child {what!r}")
@@ -1153,7 +1294,7 @@ def child_main(argv: List[str]) -> int:
 # --------------------------------------------------------------------------
 
 
-def run_all(P: Dict[str, Any], results: Results) -> None:
+def run_all(P: dict[str, Any], results: Results) -> None:
     R = P["repeats"]
     v100, v1k = b"x" * 100, b"x" * KiB
     v1m = os.urandom(MiB)
@@ -1162,17 +1303,58 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
     W = "produce 100 B"
     log(f"== {W}")
     n = P["n_100"]
-    timed_rate(results, W, "ottla send() loop + flush", n, R, ottla_send_loop(v100),
-               ottla=True, kind="ottla", baseline=True)
-    timed_rate(results, W, "ottla send_many().wait()", n, R, ottla_send_many(v100),
-               ottla=True, kind="ottla")
-    timed_rate(results, W, "ottla.aio send() loop + await flush()", n, R,
-               ottla_aio(v100, "send"), ottla=True, kind="ottla")
-    timed_rate(results, W, "ottla.aio await send_many()", n, R, ottla_aio(v100, "send_many"),
-               ottla=True, kind="ottla")
-    timed_rate(results, W, "Python f.write() loop, buffered file (ceiling)", n, R, file_write(v100),
-               ottla=False, kind="ceiling")
-    queue_runs: Dict[str, Any] = {}
+    timed_rate(
+        results,
+        W,
+        "ottla send() loop + flush",
+        n,
+        R,
+        ottla_send_loop(v100),
+        ottla=True,
+        kind="ottla",
+        baseline=True,
+    )
+    timed_rate(
+        results,
+        W,
+        "ottla send_many().wait()",
+        n,
+        R,
+        ottla_send_many(v100),
+        ottla=True,
+        kind="ottla",
+    )
+    timed_rate(
+        results,
+        W,
+        "ottla.aio send() loop + await flush()",
+        n,
+        R,
+        ottla_aio(v100, "send"),
+        ottla=True,
+        kind="ottla",
+    )
+    timed_rate(
+        results,
+        W,
+        "ottla.aio await send_many()",
+        n,
+        R,
+        ottla_aio(v100, "send_many"),
+        ottla=True,
+        kind="ottla",
+    )
+    timed_rate(
+        results,
+        W,
+        "Python f.write() loop, buffered file (ceiling)",
+        n,
+        R,
+        file_write(v100),
+        ottla=False,
+        kind="ceiling",
+    )
+    queue_runs: dict[str, Any] = {}
     for peer, nkey in QUEUE_PEERS:
         pn = P[nkey]
         samples_put, samples_get = [], []
@@ -1182,15 +1364,23 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
                 samples_put.append(pn / put_s)
                 samples_get.append(pn / (get_s or float("nan")))
             queue_runs[peer.name] = (pn, samples_put, samples_get, None)
-            results.add(W, peer.put_name, median(samples_put), "rec/s", ottla=False, n=pn, samples=samples_put)
+            results.add(
+                W,
+                peer.put_name,
+                median(samples_put),
+                "rec/s",
+                ottla=False,
+                n=pn,
+                samples=samples_put,
+            )
             log(f"   {W:<22} {peer.put_name:<40} {median(samples_put):>14,.1f} rec/s")
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             if isinstance(e, KeyboardInterrupt):
                 raise
             queue_runs[peer.name] = (pn, None, None, e)
             results.fail(W, peer.name, "rec/s", e, ottla=False)
-    kafka_consume: List[float] = []
-    kafka_err: Optional[BaseException] = None
+    kafka_consume: list[float] = []
+    kafka_err: BaseException | None = None
     kafka_retained = 0
     try:
         samples = []
@@ -1199,11 +1389,18 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
             samples.append(P["n_kafka"] / k["produce_s"])
             kafka_consume.append(k["consumed"] / k["consume_s"])
             kafka_retained = k["consumed"]
-        results.add(W, "confluent-kafka produce (mock cluster)", median(samples), "rec/s",
-                    ottla=False, n=P["n_kafka"], samples=samples,
-                    note="librdkafka mock broker on 127.0.0.1; flush() included")
+        results.add(
+            W,
+            "confluent-kafka produce (mock cluster)",
+            median(samples),
+            "rec/s",
+            ottla=False,
+            n=P["n_kafka"],
+            samples=samples,
+            note="librdkafka mock broker on 127.0.0.1; flush() included",
+        )
         log(f"   {W:<22} {'confluent-kafka produce':<40} {median(samples):>14,.1f} rec/s")
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
             raise
         kafka_err = e
@@ -1213,20 +1410,53 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
     W = "produce 1 KiB"
     log(f"== {W}")
     n = P["n_1k"]
-    timed_rate(results, W, "ottla send() loop + flush", n, R, ottla_send_loop(v1k),
-               ottla=True, kind="ottla", baseline=True)
-    timed_rate(results, W, "Python f.write() loop, buffered file (ceiling)", n, R, file_write(v1k),
-               ottla=False, kind="ceiling")
+    timed_rate(
+        results,
+        W,
+        "ottla send() loop + flush",
+        n,
+        R,
+        ottla_send_loop(v1k),
+        ottla=True,
+        kind="ottla",
+        baseline=True,
+    )
+    timed_rate(
+        results,
+        W,
+        "Python f.write() loop, buffered file (ceiling)",
+        n,
+        R,
+        file_write(v1k),
+        ottla=False,
+        kind="ceiling",
+    )
     for peer, nkey in QUEUE_PEERS:
         pn = P[nkey]
-        timed_rate(results, W, peer.put_name, pn, R,
-                   lambda k, peer=peer: peer.run(k, v1k, do_get=False)[0], ottla=False, kind="peer")
+        timed_rate(
+            results,
+            W,
+            peer.put_name,
+            pn,
+            R,
+            lambda k, peer=peer: peer.run(k, v1k, do_get=False)[0],
+            ottla=False,
+            kind="peer",
+        )
 
     def kafka_1k(k: int) -> float:
         return float(kafka_mock(k, v1k, do_consume=False)["produce_s"])
 
-    timed_rate(results, W, "confluent-kafka produce (mock cluster)", P["n_kafka"] // 2, R,
-               kafka_1k, ottla=False, kind="peer")
+    timed_rate(
+        results,
+        W,
+        "confluent-kafka produce (mock cluster)",
+        P["n_kafka"] // 2,
+        R,
+        kafka_1k,
+        ottla=False,
+        kind="peer",
+    )
 
     # ---- produce, 1 MiB fsync=always ----------------------------------------
     W = "produce 1 MiB fsync"
@@ -1234,46 +1464,145 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
     dm = P["disk_mib"]
     # Alternated rep by rep: the disk's speed drifts between runs on a VM.
     ottla_1m, disk_once, disk_each = interleaved(
-        [(ottla_send_1m_fsync(v1m), P["n_1m"]), (disk_write(dm, fsync_each=False), dm),
-         (disk_write(dm, fsync_each=True), dm)], R)
-    timed_rate(results, W, 'ottla send() loop, fsync="always"', P["n_1m"], R,
-               ottla_1m, ottla=True, kind="ottla", baseline=True,
-               unit="MB/s", scale=MiB / 1e6)
-    timed_rate(results, W, f"disk: {dm} x 1 MiB os.write + one fsync", dm, R,
-               disk_once, ottla=False, kind="ceiling",
-               unit="MB/s", scale=MiB / 1e6)
-    timed_rate(results, W, "disk: os.write + fsync per 1 MiB", dm, R,
-               disk_each, ottla=False, kind="ceiling",
-               unit="MB/s", scale=MiB / 1e6)
+        [
+            (ottla_send_1m_fsync(v1m), P["n_1m"]),
+            (disk_write(dm, fsync_each=False), dm),
+            (disk_write(dm, fsync_each=True), dm),
+        ],
+        R,
+    )
+    timed_rate(
+        results,
+        W,
+        'ottla send() loop, fsync="always"',
+        P["n_1m"],
+        R,
+        ottla_1m,
+        ottla=True,
+        kind="ottla",
+        baseline=True,
+        unit="MB/s",
+        scale=MiB / 1e6,
+    )
+    timed_rate(
+        results,
+        W,
+        f"disk: {dm} x 1 MiB os.write + one fsync",
+        dm,
+        R,
+        disk_once,
+        ottla=False,
+        kind="ceiling",
+        unit="MB/s",
+        scale=MiB / 1e6,
+    )
+    timed_rate(
+        results,
+        W,
+        "disk: os.write + fsync per 1 MiB",
+        dm,
+        R,
+        disk_each,
+        ottla=False,
+        kind="ceiling",
+        unit="MB/s",
+        scale=MiB / 1e6,
+    )
 
     # ---- consume, 100 B -------------------------------------------------
     W = "consume 100 B"
     log(f"== {W}")
     n = P["n_consume"]
-    timed_rate(results, W, "ottla for r in consumer", n, R, ottla_consume(n, v100, "iter"),
-               ottla=True, kind="ottla", baseline=True)
-    timed_rate(results, W, "ottla poll(max_records=100000)", n, R,
-               ottla_consume(n, v100, "poll"), ottla=True, kind="ottla")
-    timed_rate(results, W, "ottla poll() (max_poll_records=500)", n, R,
-               ottla_consume(n, v100, "poll500"), ottla=True, kind="ottla")
+    timed_rate(
+        results,
+        W,
+        "ottla for r in consumer",
+        n,
+        R,
+        ottla_consume(n, v100, "iter"),
+        ottla=True,
+        kind="ottla",
+        baseline=True,
+    )
+    timed_rate(
+        results,
+        W,
+        "ottla poll(max_records=100000)",
+        n,
+        R,
+        ottla_consume(n, v100, "poll"),
+        ottla=True,
+        kind="ottla",
+    )
+    timed_rate(
+        results,
+        W,
+        "ottla poll() (max_poll_records=500)",
+        n,
+        R,
+        ottla_consume(n, v100, "poll500"),
+        ottla=True,
+        kind="ottla",
+    )
     ottla = import_ottla()
     if hasattr(ottla.Consumer, "poll_values"):
-        timed_rate(results, W, "ottla poll_values(max_records=100000)", n, R,
-                   ottla_consume(n, v100, "poll_values"), ottla=True, kind="ottla")
+        timed_rate(
+            results,
+            W,
+            "ottla poll_values(max_records=100000)",
+            n,
+            R,
+            ottla_consume(n, v100, "poll_values"),
+            ottla=True,
+            kind="ottla",
+        )
     try:
         import pyarrow  # noqa: F401  (optional: ottla[arrow])
+
         has_pyarrow = True
     except ImportError:
         has_pyarrow = False
     if hasattr(ottla.Consumer, "poll_arrow") and has_pyarrow:
-        timed_rate(results, W, "ottla poll_arrow(max_records=100000)", n, R,
-                   ottla_consume(n, v100, "poll_arrow"), ottla=True, kind="ottla")
-    timed_rate(results, W, "ottla.aio async for r in consumer", n, R, ottla_aio(v100, "iter"),
-               ottla=True, kind="ottla")
-    timed_rate(results, W, "ottla.aio getmany(max_records=100000)", n, R,
-               ottla_aio(v100, "getmany"), ottla=True, kind="ottla")
-    timed_rate(results, W, "Python f.read(100) loop, buffered file (ceiling)", n, R, file_read(v100),
-               ottla=False, kind="ceiling")
+        timed_rate(
+            results,
+            W,
+            "ottla poll_arrow(max_records=100000)",
+            n,
+            R,
+            ottla_consume(n, v100, "poll_arrow"),
+            ottla=True,
+            kind="ottla",
+        )
+    timed_rate(
+        results,
+        W,
+        "ottla.aio async for r in consumer",
+        n,
+        R,
+        ottla_aio(v100, "iter"),
+        ottla=True,
+        kind="ottla",
+    )
+    timed_rate(
+        results,
+        W,
+        "ottla.aio getmany(max_records=100000)",
+        n,
+        R,
+        ottla_aio(v100, "getmany"),
+        ottla=True,
+        kind="ottla",
+    )
+    timed_rate(
+        results,
+        W,
+        "Python f.read(100) loop, buffered file (ceiling)",
+        n,
+        R,
+        file_read(v100),
+        ottla=False,
+        kind="ceiling",
+    )
     for peer, _nkey in QUEUE_PEERS:
         pn, _sp, sg, err = queue_runs[peer.name]
         name = peer.get_name
@@ -1285,10 +1614,17 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
     if kafka_err is not None:
         results.fail(W, "confluent-kafka consume (mock cluster)", "rec/s", kafka_err, ottla=False)
     else:
-        results.add(W, "confluent-kafka consume (mock cluster)", median(kafka_consume), "rec/s",
-                    ottla=False, n=kafka_retained, samples=kafka_consume,
-                    note="records the mock broker retains; timed from the first record; "
-                         "queued.min.messages=1e6")
+        results.add(
+            W,
+            "confluent-kafka consume (mock cluster)",
+            median(kafka_consume),
+            "rec/s",
+            ottla=False,
+            n=kafka_retained,
+            samples=kafka_consume,
+            note="records the mock broker retains; timed from the first record; "
+            "queued.min.messages=1e6",
+        )
         log(f"   {W:<22} {'confluent-kafka consume':<40} {median(kafka_consume):>14,.1f} rec/s")
 
     # ---- end-to-end latency ----------------------------------------------
@@ -1296,7 +1632,7 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
     log(f"== {W} ({P['lat_rate']:,}/s for {P['lat_secs']} s)")
     # The busy_poll_us=50 rows measure the consumer's opt-in spin beside the
     # default (off); see docs/PERFORMANCE.md, "End-to-end latency".
-    lat_rows: List[Tuple[str, Callable[[Dict[str, Any]], Dict[str, Any]], bool, Optional[int]]] = [
+    lat_rows: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], bool, int | None]] = [
         ("ottla 2 threads, 1 process", latency_in_process, True, 0),
         ("ottla 2 processes, 1 directory", latency_cross_process, True, 0),
         ("queue.SimpleQueue, 2 threads (in-memory floor)", latency_ref_threads, False, None),
@@ -1309,25 +1645,43 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
             continue
         try:
             st = fn(P)
-            note = (f"offered {P['lat_rate']:,}/s, linger_ms=0; first {P['lat_warmup_s']} s dropped; "
-                    f"max {st['max']:,.0f} us; sender's own lateness p50/p99/p99.9 "
-                    f"{st['sender_lag_p50']:,.0f}/{st['sender_lag_p99']:,.0f}/"
-                    f"{st['sender_lag_p999']:,.0f} us")
+            note = (
+                f"offered {P['lat_rate']:,}/s, linger_ms=0; first {P['lat_warmup_s']} s dropped; "
+                f"max {st['max']:,.0f} us; sender's own lateness p50/p99/p99.9 "
+                f"{st['sender_lag_p50']:,.0f}/{st['sender_lag_p99']:,.0f}/"
+                f"{st['sender_lag_p999']:,.0f} us"
+            )
             if "receiver_cpu" in st:
-                note += (f"; consumer busy_poll_us={bp}, its CPU "
-                         f"{st['receiver_cpu']:.0%} of the sending time")
+                note += (
+                    f"; consumer busy_poll_us={bp}, its CPU "
+                    f"{st['receiver_cpu']:.0%} of the sending time"
+                )
             if st["received"] != st["sent"]:
                 note += f"; LOST {st['sent'] - st['received']}"
-            results.add(W, system, st["achieved_rate"], "rec/s", ottla=is_ottla,
-                        kind="ottla" if is_ottla else "ceiling", n=st["samples"], p50=st["p50"], p99=st["p99"], p999=st["p999"],
-                        note=note, extra=st)
-            log(f"   {W:<22} {system:<40} p50 {st['p50']:.0f} us  p99 {st['p99']:.0f} us  "
-                f"p99.9 {st['p999']:.0f} us  max {st['max']:.0f} us")
-        except BaseException as e:  # noqa: BLE001
+            results.add(
+                W,
+                system,
+                st["achieved_rate"],
+                "rec/s",
+                ottla=is_ottla,
+                kind="ottla" if is_ottla else "ceiling",
+                n=st["samples"],
+                p50=st["p50"],
+                p99=st["p99"],
+                p999=st["p999"],
+                note=note,
+                extra=st,
+            )
+            log(
+                f"   {W:<22} {system:<40} p50 {st['p50']:.0f} us  p99 {st['p99']:.0f} us  "
+                f"p99.9 {st['p999']:.0f} us  max {st['max']:.0f} us"
+            )
+        except BaseException as e:
             if isinstance(e, KeyboardInterrupt):
                 raise
-            results.fail(W, system, "rec/s", e, ottla=is_ottla,
-                         kind="ottla" if is_ottla else "ceiling")
+            results.fail(
+                W, system, "rec/s", e, ottla=is_ottla, kind="ottla" if is_ottla else "ceiling"
+            )
 
     # ---- open 100 topics x 8 partitions -------------------------------------
     nt, npart = P["open_topics"], P["open_parts"]
@@ -1337,31 +1691,45 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
         with TempDir("open") as d:
             t0 = time.perf_counter()
             setup_open_dir(ottla, d, nt, npart)
-            log(f"   setup (create {nt} topics, 1 record per partition): {time.perf_counter() - t0:.2f} s")
+            log(
+                f"   setup (create {nt} topics, 1 record per partition): {time.perf_counter() - t0:.2f} s"
+            )
             for system, child, check in (
                 ("ottla Consumer() + read 1 rec/partition", "open-consumer", "records"),
                 ("ottla Producer() + append 1 rec/partition", "open-producer", None),
                 ("ottla Admin().list_topics()", "open-admin", "topics"),
             ):
                 try:
-                    outs = [run_child([child, d, str(nt), str(npart)]) for _ in range(P["open_reps"])]
+                    outs = [
+                        run_child([child, d, str(nt), str(npart)]) for _ in range(P["open_reps"])
+                    ]
                     if check == "records" and any(o["records"] != nt * npart for o in outs):
-                        raise RuntimeError(f"read {[o['records'] for o in outs]} records, "
-                                           f"expected {nt * npart}")
+                        raise RuntimeError(
+                            f"read {[o['records'] for o in outs]} records, expected {nt * npart}"
+                        )
                     if check == "topics" and any(o["topics"] != nt for o in outs):
                         raise RuntimeError(f"list_topics gave {[o['topics'] for o in outs]}")
                     ms = [o["ms"] for o in outs]
                     note = "fresh process, warm page cache; import excluded"
                     if "construct_ms" in outs[0]:
                         note += f"; constructor {median([o['construct_ms'] for o in outs]):.1f} ms"
-                    results.add(W, system, median(ms), "ms", ottla=True, kind="ottla",
-                                n=nt * npart, samples=ms, note=note)
+                    results.add(
+                        W,
+                        system,
+                        median(ms),
+                        "ms",
+                        ottla=True,
+                        kind="ottla",
+                        n=nt * npart,
+                        samples=ms,
+                        note=note,
+                    )
                     log(f"   {W:<22} {system:<40} {median(ms):>10.1f} ms")
-                except BaseException as e:  # noqa: BLE001
+                except BaseException as e:
                     if isinstance(e, KeyboardInterrupt):
                         raise
                     results.fail(W, system, "ms", e, ottla=True, kind="ottla")
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
             raise
         results.fail(W, "ottla (setup)", "ms", e, ottla=True, kind="ottla")
@@ -1374,8 +1742,10 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
         with TempDir("crash") as d:
             t0 = time.perf_counter()
             info = setup_crash_dir(ottla, d, cm * MiB)
-            log(f"   writer acked {info['acked']:,} records, killed by signal {info['killed_by']} "
-                f"({time.perf_counter() - t0:.1f} s)")
+            log(
+                f"   writer acked {info['acked']:,} records, killed by signal {info['killed_by']} "
+                f"({time.perf_counter() - t0:.1f} s)"
+            )
             head = os.path.join(d, "crash-0", "partition.head")
             for system, child, before in (
                 ("ottla Consumer() + read last record (1st open)", "crash-reopen", None),
@@ -1391,22 +1761,28 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
                     note = ""
                     if "last_offset" in o:
                         if o["last_offset"] is None or o["last_offset"] + 1 < info["acked"]:
-                            raise RuntimeError(f"acknowledged records lost: last record {o}, "
-                                               f"acked {info['acked']}")
+                            raise RuntimeError(
+                                f"acknowledged records lost: last record {o}, acked {info['acked']}"
+                            )
                         if o["last_index"] is not None and o["last_index"] != o["last_offset"]:
-                            raise RuntimeError(f"last record's payload does not match its offset: {o}")
-                        note = (f"end offset {o['end']:,} (acked {info['acked']:,}); "
-                                "fresh process, warm page cache")
+                            raise RuntimeError(
+                                f"last record's payload does not match its offset: {o}"
+                            )
+                        note = (
+                            f"end offset {o['end']:,} (acked {info['acked']:,}); "
+                            "fresh process, warm page cache"
+                        )
                         if before is not None:
                             note += "; full re-validation (as after a reboot)"
-                    results.add(W, system, o["ms"], "ms", ottla=True, kind="ottla", note=note,
-                                extra=o)
+                    results.add(
+                        W, system, o["ms"], "ms", ottla=True, kind="ottla", note=note, extra=o
+                    )
                     log(f"   {W:<22} {system:<40} {o['ms']:>10.1f} ms  {o}")
-                except BaseException as e:  # noqa: BLE001
+                except BaseException as e:
                     if isinstance(e, KeyboardInterrupt):
                         raise
                     results.fail(W, system, "ms", e, ottla=True, kind="ottla")
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
             raise
         results.fail(W, "ottla (setup)", "ms", e, ottla=True, kind="ottla")
@@ -1417,7 +1793,7 @@ def run_all(P: Dict[str, Any], results: Results) -> None:
 # --------------------------------------------------------------------------
 
 
-def git_commit() -> Optional[str]:
+def git_commit() -> str | None:
     """HEAD's commit, read from .git without running git."""
     git = REPO_DIR / ".git"
     try:
@@ -1441,7 +1817,7 @@ def git_commit() -> Optional[str]:
     return None
 
 
-def machine_info() -> Dict[str, Any]:
+def machine_info() -> dict[str, Any]:
     cpu = platform.processor() or "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -1467,8 +1843,15 @@ def machine_info() -> Dict[str, Any]:
                 best, fs = mnt, f"{typ} on {mnt} ({dev})"
     except OSError:
         pass
-    versions: Dict[str, Optional[str]] = {}
-    for dist in ("ottla", "persist-queue", "litequeue", "diskcache", "confluent-kafka", "matplotlib"):
+    versions: dict[str, str | None] = {}
+    for dist in (
+        "ottla",
+        "persist-queue",
+        "litequeue",
+        "diskcache",
+        "confluent-kafka",
+        "matplotlib",
+    ):
         try:
             from importlib.metadata import version
 
@@ -1502,7 +1885,7 @@ def machine_info() -> Dict[str, Any]:
     )
 
 
-def fmt_value(v: Optional[float], unit: str) -> str:
+def fmt_value(v: float | None, unit: str) -> str:
     if v is None:
         return "-"
     if unit == "rec/s":
@@ -1512,32 +1895,51 @@ def fmt_value(v: Optional[float], unit: str) -> str:
     return f"{v:,.1f}"
 
 
-def fmt_us(v: Optional[float]) -> str:
+def fmt_us(v: float | None) -> str:
     return "" if v is None else f"{v:,.0f}"
 
 
 def render_table(results: Results) -> str:
-    head = ["workload", "system", "result", "unit", "p50 us", "p99 us", "p99.9 us", "ottla x", "n / note"]
+    head = [
+        "workload",
+        "system",
+        "result",
+        "unit",
+        "p50 us",
+        "p99 us",
+        "p99.9 us",
+        "ottla x",
+        "n / note",
+    ]
     rows = []
     for r in results.rows:
-        if r["status"] != "ok":
-            res = r["status"]
-        else:
-            res = fmt_value(r["value"], r["unit"])
+        res = r["status"] if r["status"] != "ok" else fmt_value(r["value"], r["unit"])
         system = r["system"] + (" *" if r["baseline"] else "")
         ratio = "" if r["ratio"] is None else f"{r['ratio']:,.2f}"
         if r["status"] != "ok":
             note = r["note"]
         else:
             note = "; ".join(x for x in ((f"n={r['n']:,}" if r["n"] else ""), r["note"]) if x)
-        rows.append([r["workload"], system, res, r["unit"], fmt_us(r["p50_us"]), fmt_us(r["p99_us"]),
-                     fmt_us(r["p999_us"]), ratio, note])
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
-              for i, h in enumerate(head)]
+        rows.append(
+            [
+                r["workload"],
+                system,
+                res,
+                r["unit"],
+                fmt_us(r["p50_us"]),
+                fmt_us(r["p99_us"]),
+                fmt_us(r["p999_us"]),
+                ratio,
+                note,
+            ]
+        )
+    widths = [
+        max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)
+    ]
     widths[-1] = len(head[-1])
     right = {2, 4, 5, 6, 7}
 
-    def line(cells: List[str]) -> str:
+    def line(cells: list[str]) -> str:
         out = []
         for i, c in enumerate(cells):
             if i == len(cells) - 1:
@@ -1567,7 +1969,7 @@ def write_chart(results: Results, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups: List[str] = []
+    groups: list[str] = []
     for r in results.rows:
         if r["workload"] not in groups:
             groups.append(r["workload"])
@@ -1575,7 +1977,7 @@ def write_chart(results: Results, path: Path, title: str) -> None:
     nrows = math.ceil(len(groups) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(16, 3.4 * nrows + 0.8), squeeze=False)
     colors = {"ottla": "#1f77b4", "peer": "#ff7f0e", "ceiling": "#9e9e9e"}
-    for ax, g in zip(axes.flat, groups):
+    for ax, g in zip(axes.flat, groups, strict=False):
         rows = [r for r in results.rows if r["workload"] == g]
         is_lat = any(r["p50_us"] is not None for r in rows)
         if is_lat:
@@ -1583,20 +1985,31 @@ def write_chart(results: Results, path: Path, title: str) -> None:
             for r in rows:
                 if r["status"] != "ok":
                     continue
-                shades = (("#aec7e8", "#1f77b4", "#08306b") if r["kind"] == "ottla"
-                          else ("#d9d9d9", "#9e9e9e", "#525252"))
-                for (q, key), shade in zip((("p50", "p50_us"), ("p99", "p99_us"),
-                                            ("p99.9", "p999_us")), shades):
+                shades = (
+                    ("#aec7e8", "#1f77b4", "#08306b")
+                    if r["kind"] == "ottla"
+                    else ("#d9d9d9", "#9e9e9e", "#525252")
+                )
+                for (q, key), shade in zip(
+                    (("p50", "p50_us"), ("p99", "p99_us"), ("p99.9", "p999_us")),
+                    shades,
+                    strict=False,
+                ):
                     labels.append(f"{r['system']} {q}")
                     vals.append(r[key])
                     cols.append(shade)
             unit = "microseconds (lower is better)"
         else:
-            labels = [r["system"] + ("" if r["status"] == "ok" else f" ({r['status']})") for r in rows]
+            labels = [
+                r["system"] + ("" if r["status"] == "ok" else f" ({r['status']})") for r in rows
+            ]
             vals = [r["value"] if r["status"] == "ok" and r["value"] else 0 for r in rows]
             cols = [colors.get(r["kind"], "#888") for r in rows]
-            unit = rows[0]["unit"] + (" (higher is better)" if rows[0]["unit"] in HIGHER_IS_BETTER
-                                      else " (lower is better)")
+            unit = rows[0]["unit"] + (
+                " (higher is better)"
+                if rows[0]["unit"] in HIGHER_IS_BETTER
+                else " (lower is better)"
+            )
         y = list(range(len(labels)))[::-1]
         ax.barh(y, vals, color=cols)
         ax.set_yticks(y)
@@ -1606,21 +2019,27 @@ def write_chart(results: Results, path: Path, title: str) -> None:
         positive = [v for v in vals if v and v > 0]
         if positive and max(positive) / min(positive) > 50:
             ax.set_xscale("log")
-        for yi, v in zip(y, vals):
+        for yi, v in zip(y, vals, strict=False):
             if v:
                 ax.text(v, yi, f" {v:,.0f}" if v >= 100 else f" {v:,.1f}", va="center", fontsize=7)
         ax.tick_params(axis="x", labelsize=7)
         if positive:
             lo, hi = ax.get_xlim()
             ax.set_xlim(lo, hi * (3 if ax.get_xscale() == "log" else 1.15))
-    for ax in list(axes.flat)[len(groups):]:
+    for ax in list(axes.flat)[len(groups) :]:
         ax.axis("off")
     from matplotlib.patches import Patch
 
-    fig.legend(handles=[Patch(color=colors["ottla"], label="ottla"),
-                        Patch(color=colors["peer"], label="peer"),
-                        Patch(color=colors["ceiling"], label="ceiling / reference")],
-               loc="upper right", fontsize=8, ncol=3)
+    fig.legend(
+        handles=[
+            Patch(color=colors["ottla"], label="ottla"),
+            Patch(color=colors["peer"], label="peer"),
+            Patch(color=colors["ceiling"], label="ceiling / reference"),
+        ],
+        loc="upper right",
+        fontsize=8,
+        ncol=3,
+    )
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -1637,9 +2056,11 @@ def main() -> int:
         return child_main(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small N; well under a minute")
-    ap.add_argument("--out", default=str(BENCH_DIR / "results"),
-                    help="where latest.json, latest.png and the timestamped copy go "
-                         "(default: bench/results)")
+    ap.add_argument(
+        "--out",
+        default=str(BENCH_DIR / "results"),
+        help="where latest.json, latest.png and the timestamped copy go (default: bench/results)",
+    )
     ap.add_argument("--tmp", default=None, help="root for the temporary data directories")
     args = ap.parse_args()
 
@@ -1657,10 +2078,14 @@ def main() -> int:
     info = machine_info()
     info["loadavg_at_start"] = os.getloadavg()
     if info["loadavg_at_start"][0] > 0.5 * (os.cpu_count() or 1):
-        log(f"warning: load average {info['loadavg_at_start'][0]:.2f} at start: "
-            "something else is running; numbers will be noisy")
-    log(f"ottla {info['ottla_version']} ({(info['git_commit'] or '?')[:12]}), Python {info['python']}, "
-        f"{info['cpu_model']} x{info['cores']}, mode={mode}, temp={info['temp_fs']}")
+        log(
+            f"warning: load average {info['loadavg_at_start'][0]:.2f} at start: "
+            "something else is running; numbers will be noisy"
+        )
+    log(
+        f"ottla {info['ottla_version']} ({(info['git_commit'] or '?')[:12]}), Python {info['python']}, "
+        f"{info['cpu_model']} x{info['cores']}, mode={mode}, temp={info['temp_fs']}"
+    )
     try:
         run_all(P, results)
         # The Kafka-protocol broker beside librdkafka's mock cluster.
@@ -1672,7 +2097,7 @@ def main() -> int:
                 results.add(**row)
         except ImportError as e:  # confluent-kafka missing: a peer, not an ottla failure
             results.fail("broker", "ottla.Broker", "rec/s", Unavailable(str(e)), ottla=False)
-        except Exception as e:  # noqa: BLE001 - a failed workload is a row, not a crash
+        except Exception as e:
             results.fail("broker", "ottla.Broker", "rec/s", e, ottla=True, kind="ottla")
     except KeyboardInterrupt:
         log("interrupted")
@@ -1683,14 +2108,20 @@ def main() -> int:
 
     table = render_table(results)
     print()
-    print(f"ottla benchmark ({mode}), {info['cpu_model']}, {info['cores']} cores, "
-          f"Python {info['python']}, ottla {info['ottla_version']} @ {(info['git_commit'] or '?')[:12]}")
+    print(
+        f"ottla benchmark ({mode}), {info['cpu_model']}, {info['cores']} cores, "
+        f"Python {info['python']}, ottla {info['ottla_version']} @ {(info['git_commit'] or '?')[:12]}"
+    )
     print(table)
     print()
-    print('* = the ottla row that "ottla x" compares to: ottla rate / peer rate '
-          "(> 1: ottla faster), or peer time / ottla time.")
-    print(f"total {elapsed:.1f} s; load average at start {info['loadavg_at_start'][0]:.2f}, "
-          f"at end {info['loadavg_at_end'][0]:.2f} ({info['cores']} cores)")
+    print(
+        '* = the ottla row that "ottla x" compares to: ottla rate / peer rate '
+        "(> 1: ottla faster), or peer time / ottla time."
+    )
+    print(
+        f"total {elapsed:.1f} s; load average at start {info['loadavg_at_start'][0]:.2f}, "
+        f"at end {info['loadavg_at_end'][0]:.2f} ({info['cores']} cores)"
+    )
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -1710,9 +2141,12 @@ def main() -> int:
     (out / f"results-{stamp}-{mode}.json").write_text(text + "\n")
     written = [out / "latest.json", out / f"results-{stamp}-{mode}.json"]
     try:
-        write_chart(results, out / "latest.png",
-                    f"ottla {info['ottla_version']} ({(info['git_commit'] or '?')[:10]}) {mode} run - "
-                    f"{info['cpu_model']}, {info['cores']} cores, Python {info['python']}")
+        write_chart(
+            results,
+            out / "latest.png",
+            f"ottla {info['ottla_version']} ({(info['git_commit'] or '?')[:10]}) {mode} run - "
+            f"{info['cpu_model']}, {info['cores']} cores, Python {info['python']}",
+        )
         written.append(out / "latest.png")
     except Exception as e:  # the chart is a nicety; the table and JSON are written
         log(f"chart not written: {type(e).__name__}: {e}")

@@ -24,7 +24,7 @@ async def produce(producer: ottla.aio.Producer) -> None:
 
 async def consume(consumer: ottla.aio.Consumer) -> int:
     seen = 0
-    async for record in consumer:  # ends after consumer_timeout_ms without records
+    async for _record in consumer:  # ends after consumer_timeout_ms without records
         seen += 1
         if seen == N:
             break
@@ -33,9 +33,16 @@ async def consume(consumer: ottla.aio.Consumer) -> int:
 
 
 async def main() -> None:
-    async with ottla.aio.Producer(DATA) as producer, ottla.aio.Consumer(
-        DATA, TOPIC, group_id="aio-example", auto_offset_reset="earliest", consumer_timeout_ms=2000
-    ) as consumer:
+    async with (
+        ottla.aio.Producer(DATA) as producer,
+        ottla.aio.Consumer(
+            DATA,
+            TOPIC,
+            group_id="aio-example",
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=2000,
+        ) as consumer,
+    ):
         reader = asyncio.create_task(consume(consumer))
         await produce(producer)
         print(f"consumer read {await reader} records")

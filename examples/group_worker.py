@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import List
 
 import ottla
 
@@ -19,11 +18,11 @@ DATA = sys.argv[1] if len(sys.argv) > 1 else "ottla-data"
 NAME = f"worker-{os.getpid()}"
 
 
-def on_assign(consumer: ottla.Consumer, partitions: List[ottla.TopicPartition]) -> None:
+def on_assign(consumer: ottla.Consumer, partitions: list[ottla.TopicPartition]) -> None:
     print(NAME, "now owns", sorted(tp.partition for tp in partitions), flush=True)
 
 
-def on_revoke(consumer: ottla.Consumer, partitions: List[ottla.TopicPartition]) -> None:
+def on_revoke(consumer: ottla.Consumer, partitions: list[ottla.TopicPartition]) -> None:
     # The last moment to commit what was processed before the partitions move.
     consumer.commit()
     print(NAME, "handed over", sorted(tp.partition for tp in partitions), flush=True)
@@ -36,8 +35,9 @@ def main() -> None:
             admin.create_topic("orders", partitions=6)
         except ottla.TopicAlreadyExistsError:
             pass  # another worker made it first
-    with ottla.Consumer(DATA, group_id="order-workers", client_id=NAME,
-                        auto_offset_reset="earliest") as consumer:
+    with ottla.Consumer(
+        DATA, group_id="order-workers", client_id=NAME, auto_offset_reset="earliest"
+    ) as consumer:
         consumer.subscribe(["orders"], on_assign=on_assign, on_revoke=on_revoke)
         try:
             for record in consumer:

@@ -27,7 +27,9 @@ def main() -> None:
             for i in range(10)
         ]
         last = futures[-1].get(timeout=10)
-        print(f"wrote 10 records; the last went to {last.topic}-{last.partition} at offset {last.offset}")
+        print(
+            f"wrote 10 records; the last went to {last.topic}-{last.partition} at offset {last.offset}"
+        )
 
     # Consume as a group: positions are committed in the directory, so running
     # this script again reads only what was written since.
@@ -42,12 +44,16 @@ def main() -> None:
         n = 0
         for record in consumer:
             n += 1
-            print(f"  {record.topic}-{record.partition}@{record.offset} key={record.key!r} value={record.value}")
+            print(
+                f"  {record.topic}-{record.partition}@{record.offset} key={record.key!r} value={record.value}"
+            )
         print(f"read {n} new records")
 
     desc = admin.describe_topic(TOPIC)
     for p in desc.partitions:
-        print(f"partition {p.partition}: offsets {p.start_offset}..{p.end_offset}, {p.size_bytes} bytes on disk")
+        print(
+            f"partition {p.partition}: offsets {p.start_offset}..{p.end_offset}, {p.size_bytes} bytes on disk"
+        )
 
 
 if __name__ == "__main__":

@@ -14,14 +14,18 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, List
+from typing import TYPE_CHECKING
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from helpers import Child  # noqa: E402
+from helpers import Child, Spawn
+
+if TYPE_CHECKING:
+    import ottla
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -40,7 +44,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def broker(data_dir: Path) -> Iterator["ottla.Broker"]:
+def broker(data_dir: Path) -> Iterator[ottla.Broker]:
     """An ``ottla.Broker`` over ``data_dir`` (port 0: a free one), closed at
     teardown whatever the test did."""
     import ottla
@@ -53,17 +57,17 @@ def broker(data_dir: Path) -> Iterator["ottla.Broker"]:
 
 
 @pytest.fixture
-def spawn() -> Iterator:
+def spawn() -> Iterator[Spawn]:
     """``spawn(code, *args) -> Child``: run ``python -c code args...``.
 
     The child's stdout is read line by line by a background thread (see
     :class:`helpers.Child`). Every child is SIGKILLed (if still running) and
     reaped at teardown.
     """
-    children: List[Child] = []
+    children: list[Child] = []
 
-    def _spawn(code: str, *args: object, **kw: object) -> Child:
-        c = Child(code, *args, **kw)
+    def _spawn(code: str, *args: object, env: dict[str, str] | None = None) -> Child:
+        c = Child(code, *args, env=env)
         children.append(c)
         return c
 

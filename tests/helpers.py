@@ -9,12 +9,19 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Protocol
 
 import ottla
 
-PathT = Union[str, "os.PathLike[str]"]
+PathT = str | os.PathLike[str]
+
+
+class Spawn(Protocol):
+    """The ``spawn`` fixture: ``spawn(code, *args) -> Child``."""
+
+    def __call__(self, code: str, *args: object, env: dict[str, str] | None = None) -> Child: ...
 
 
 class Child:
@@ -22,7 +29,7 @@ class Child:
     background threads, so the pipes never fill up and lines can be awaited
     with a timeout."""
 
-    def __init__(self, code: str, *args: object, env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, code: str, *args: object, env: dict[str, str] | None = None) -> None:
         full_env = dict(os.environ)
         full_env["PYTHONUNBUFFERED"] = "1"
         # The child must import the same ottla as the tests.
@@ -37,9 +44,9 @@ class Child:
             text=True,
             env=full_env,
         )
-        self._lines: List[str] = []
-        self.partial: Optional[str] = None
-        self._err: List[str] = []
+        self._lines: list[str] = []
+        self.partial: str | None = None
+        self._err: list[str] = []
         self._cv = threading.Condition()
         self._eof = False
         self._t_out = threading.Thread(target=self._read_out, daemon=True)
@@ -72,7 +79,7 @@ class Child:
     def pid(self) -> int:
         return self.proc.pid
 
-    def lines(self) -> List[str]:
+    def lines(self) -> list[str]:
         with self._cv:
             return list(self._lines)
 
@@ -80,8 +87,9 @@ class Child:
     def stderr(self) -> str:
         return "".join(self._err)
 
-    def wait_line(self, pred: Callable[[str], bool] = lambda s: True, timeout: float = 10.0,
-                  start: int = 0) -> str:
+    def wait_line(
+        self, pred: Callable[[str], bool] = lambda s: True, timeout: float = 10.0, start: int = 0
+    ) -> str:
         """Wait for a stdout line (index >= ``start``) satisfying ``pred``."""
         deadline = time.monotonic() + timeout
         i = start
@@ -104,7 +112,7 @@ class Child:
                     )
                 self._cv.wait(left)
 
-    def wait_lines(self, n: int, timeout: float = 10.0) -> List[str]:
+    def wait_lines(self, n: int, timeout: float = 10.0) -> list[str]:
         deadline = time.monotonic() + timeout
         with self._cv:
             while len(self._lines) < n:
@@ -123,7 +131,7 @@ class Child:
             raise AssertionError(
                 f"child did not exit within {timeout}s; stdout tail={self.lines()[-5:]!r} "
                 f"stderr={self.stderr[-2000:]!r}"
-            )
+            ) from None
         self._t_out.join(5)
         self._t_err.join(5)
         return rc
@@ -153,15 +161,20 @@ class Child:
                 pass
 
 
-def read_all(path: PathT, topic: str, partitions: Optional[Sequence[int]] = None,
-             timeout: float = 15.0, **consumer_kw: object) -> Dict[int, List[ottla.Record]]:
+def read_all(
+    path: PathT,
+    topic: str,
+    partitions: Sequence[int] | None = None,
+    timeout: float = 15.0,
+    **consumer_kw: object,
+) -> dict[int, list[ottla.Record]]:
     """Every record of ``topic`` (per partition, in offset order), read from
     the log start to the end offsets seen when reading starts."""
     if partitions is None:
         n = len(ottla.Admin(path).describe_topic(topic).partitions)
         partitions = list(range(n))
     tps = [ottla.TopicPartition(topic, p) for p in partitions]
-    out: Dict[int, List[ottla.Record]] = {p: [] for p in partitions}
+    out: dict[int, list[ottla.Record]] = {p: [] for p in partitions}
     kw = dict(auto_offset_reset="earliest", enable_auto_commit=False)
     kw.update(consumer_kw)
     c = ottla.Consumer(path, **kw)  # type: ignore[arg-type]
@@ -179,13 +192,16 @@ def read_all(path: PathT, topic: str, partitions: Optional[Sequence[int]] = None
     return out
 
 
-def read_values(path: PathT, topic: str, partition: int = 0, **kw: object) -> List[tuple]:
-    """[(offset, key, value), ...] of one partition."""
-    recs = read_all(path, topic, [partition], **kw)[partition]
+def read_values(
+    path: PathT, topic: str, partition: int = 0, timeout: float = 15.0, **consumer_kw: object
+) -> list[tuple[int, Any, Any]]:
+    """[(offset, key, value), ...] of one partition (key and value: bytes or
+    None, or what the deserializers in ``consumer_kw`` make of them)."""
+    recs = read_all(path, topic, [partition], timeout, **consumer_kw)[partition]
     return [(r.offset, r.key, r.value) for r in recs]
 
 
-def log_files(part_dir: Path) -> List[Path]:
+def log_files(part_dir: Path) -> list[Path]:
     return sorted(p for p in part_dir.iterdir() if p.suffix == ".log")
 
 
@@ -198,11 +214,11 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10.0, interval: float 
     return pred()
 
 
-def kafka_poll(c: Any, n: int, timeout: float = 20.0) -> list:
+def kafka_poll(c: Any, n: int, timeout: float = 20.0) -> list[Any]:
     """Poll a kafka-python ``KafkaConsumer`` until it has handed out ``n``
     records (all of them, in arrival order), failing after ``timeout``
     seconds."""
-    out: list = []
+    out: list[Any] = []
     deadline = time.monotonic() + timeout
     while len(out) < n:
         assert time.monotonic() < deadline, f"got {len(out)} of {n}"

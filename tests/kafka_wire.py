@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import List, Optional, Tuple
 
 API_PRODUCE = 0
 API_METADATA = 3
@@ -14,15 +13,16 @@ API_API_VERSIONS = 18
 API_INIT_PRODUCER_ID = 22
 
 
-def _str(s: Optional[str]) -> bytes:
+def _str(s: str | None) -> bytes:
     if s is None:
         return struct.pack(">h", -1)
     b = s.encode()
     return struct.pack(">h", len(b)) + b
 
 
-def frame(api_key: int, version: int, correlation_id: int, body: bytes,
-          client_id: str = "wire-test") -> bytes:
+def frame(
+    api_key: int, version: int, correlation_id: int, body: bytes, client_id: str = "wire-test"
+) -> bytes:
     """A whole request: size prefix, header v1, body."""
     msg = struct.pack(">hhi", api_key, version, correlation_id) + _str(client_id) + body
     return struct.pack(">i", len(msg)) + msg
@@ -38,7 +38,7 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
-def response(sock: socket.socket) -> Tuple[int, bytes]:
+def response(sock: socket.socket) -> tuple[int, bytes]:
     """(correlation id, body) of the next response."""
     (n,) = struct.unpack(">i", recv_exact(sock, 4))
     data = recv_exact(sock, n)
@@ -55,11 +55,11 @@ def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
                 return True
     except ConnectionResetError:
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 
-def api_versions(sock: socket.socket, correlation_id: int = 1) -> List[Tuple[int, int, int]]:
+def api_versions(sock: socket.socket, correlation_id: int = 1) -> list[tuple[int, int, int]]:
     """ApiVersions v0 round trip: [(api key, min, max)]."""
     sock.sendall(frame(API_API_VERSIONS, 0, correlation_id, b""))
     cid, body = response(sock)
@@ -67,10 +67,10 @@ def api_versions(sock: socket.socket, correlation_id: int = 1) -> List[Tuple[int
     (err,) = struct.unpack(">h", body[:2])
     assert err == 0, err
     (n,) = struct.unpack(">i", body[2:6])
-    return [struct.unpack(">hhh", body[6 + 6 * i: 12 + 6 * i]) for i in range(n)]
+    return [struct.unpack(">hhh", body[6 + 6 * i : 12 + 6 * i]) for i in range(n)]
 
 
-def init_producer_id(sock: socket.socket, correlation_id: int = 2) -> Tuple[int, int]:
+def init_producer_id(sock: socket.socket, correlation_id: int = 2) -> tuple[int, int]:
     """InitProducerId v0 without a transactional id: (producer id, epoch)."""
     body = _str(None) + struct.pack(">i", 60000)
     sock.sendall(frame(API_INIT_PRODUCER_ID, 0, correlation_id, body))
@@ -81,11 +81,24 @@ def init_producer_id(sock: socket.socket, correlation_id: int = 2) -> Tuple[int,
     return pid, epoch
 
 
-def produce(sock: socket.socket, topic: str, partition: int, records: bytes,
-            correlation_id: int = 3, acks: int = -1) -> Tuple[int, int]:
+def produce(
+    sock: socket.socket,
+    topic: str,
+    partition: int,
+    records: bytes,
+    correlation_id: int = 3,
+    acks: int = -1,
+) -> tuple[int, int]:
     """Produce v3 of one partition's record batches: (error code, base offset)."""
-    body = (_str(None) + struct.pack(">hi", acks, 10000) + struct.pack(">i", 1) + _str(topic)
-            + struct.pack(">i", 1) + struct.pack(">ii", partition, len(records)) + records)
+    body = (
+        _str(None)
+        + struct.pack(">hi", acks, 10000)
+        + struct.pack(">i", 1)
+        + _str(topic)
+        + struct.pack(">i", 1)
+        + struct.pack(">ii", partition, len(records))
+        + records
+    )
     sock.sendall(frame(API_PRODUCE, 3, correlation_id, body))
     cid, data = response(sock)
     assert cid == correlation_id
@@ -93,22 +106,32 @@ def produce(sock: socket.socket, topic: str, partition: int, records: bytes,
     assert ntopics == 1
     (tlen,) = struct.unpack(">h", data[4:6])
     at = 6 + tlen
-    (nparts,) = struct.unpack(">i", data[at:at + 4])
+    (nparts,) = struct.unpack(">i", data[at : at + 4])
     assert nparts == 1
-    _p, err, base = struct.unpack(">ihq", data[at + 4: at + 18])
+    _p, err, base = struct.unpack(">ihq", data[at + 4 : at + 18])
     return err, base
 
 
-def record_batch(values: List[bytes], producer_id: int = -1, producer_epoch: int = -1,
-                 base_sequence: int = -1, compression: int = 0) -> bytes:
+def record_batch(
+    values: list[bytes],
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    compression: int = 0,
+) -> bytes:
     """A record batch v2, built by kafka-python's encoder (an independent
     implementation of the format)."""
     from kafka.record.default_records import DefaultRecordBatchBuilder
 
     b = DefaultRecordBatchBuilder(
-        magic=2, compression_type=compression, is_transactional=False,
-        producer_id=producer_id, producer_epoch=producer_epoch,
-        base_sequence=base_sequence, batch_size=1 << 20)
+        magic=2,
+        compression_type=compression,
+        is_transactional=False,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=base_sequence,
+        batch_size=1 << 20,
+    )
     for i, v in enumerate(values):
         b.append(i, timestamp=None, key=None, value=v, headers=[])
     return bytes(b.build())

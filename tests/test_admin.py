@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 import ottla
-from helpers import read_values
+from helpers import Spawn, read_values
 
 
-def tree(root):
+def tree(root: Path) -> set[str]:
     """Every path under ``root`` (relative), for before/after comparisons."""
     out = set()
     for dirpath, dirnames, filenames in os.walk(root):
@@ -19,7 +20,7 @@ def tree(root):
     return out
 
 
-def test_create_list_describe_delete(data_dir):
+def test_create_list_describe_delete(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     assert admin.list_topics() == []
     admin.create_topic("orders", partitions=3, config={"retention.ms": 3_600_000})
@@ -40,8 +41,8 @@ def test_create_list_describe_delete(data_dir):
     assert d.config["cleanup.policy"] == "delete"
     assert d.overrides == {"retention.ms": "3600000"}
 
-    with ottla.Producer(data_dir) as p:
-        p.send_many("orders", [b"x" * 10] * 4, partition=1).wait(10)
+    with ottla.Producer(data_dir) as producer:
+        producer.send_many("orders", [b"x" * 10] * 4, partition=1).wait(10)
     d = admin.describe_topic("orders")
     assert d.partitions[1].end_offset == 4 and d.partitions[1].records == 4
     assert d.partitions[1].size_bytes > 40 and d.size_bytes == d.partitions[1].size_bytes
@@ -61,14 +62,14 @@ def test_create_list_describe_delete(data_dir):
     assert [(p.start_offset, p.end_offset) for p in d.partitions] == [(0, 0)]
 
 
-def test_admin_misc(data_dir):
+def test_admin_misc(data_dir: Path) -> None:
     with ottla.Admin(data_dir) as admin:
         assert os.path.samefile(admin.path, data_dir)
         assert "ottla.Admin" in repr(admin)
     admin.close()
 
 
-def test_topic_already_exists(data_dir):
+def test_topic_already_exists(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", partitions=2)
     with pytest.raises(ottla.TopicAlreadyExistsError):
@@ -78,7 +79,7 @@ def test_topic_already_exists(data_dir):
     assert len(admin.describe_topic("t").partitions) == 2
 
 
-def test_deleted_topic_is_seen_by_other_process_objects(data_dir, spawn):
+def test_deleted_topic_is_seen_by_other_process_objects(data_dir: Path, spawn: Spawn) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("gone")
     child = spawn(
@@ -95,12 +96,25 @@ def test_deleted_topic_is_seen_by_other_process_objects(data_dir, spawn):
         admin.describe_topic("gone")
 
 
-BAD_NAMES = ["../escape", "a/b", ".", "..", "", "x" * 250, "a b", "é", "a\\b", "/abs",
-             "a\x00b", "tab\t", "../../etc/passwd"]
+BAD_NAMES = [
+    "../escape",
+    "a/b",
+    ".",
+    "..",
+    "",
+    "x" * 250,
+    "a b",
+    "é",
+    "a\\b",
+    "/abs",
+    "a\x00b",
+    "tab\t",
+    "../../etc/passwd",
+]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-def test_invalid_topic_names(tmp_path, name):
+def test_invalid_topic_names(tmp_path: Path, name: str) -> None:
     data = tmp_path / "data"
     admin = ottla.Admin(data)
     before_outside = tree(tmp_path)
@@ -135,7 +149,7 @@ def test_invalid_topic_names(tmp_path, name):
     assert sorted(os.listdir(data)) == [".ottla"]
 
 
-def _create_use_delete(data_dir, name):
+def _create_use_delete(data_dir: Path, name: str) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic(name)
     assert admin.list_topics() == [name]
@@ -147,19 +161,19 @@ def _create_use_delete(data_dir, name):
     assert sorted(os.listdir(data_dir)) == [".ottla"], "partition directory left behind"
 
 
-def test_long_valid_name(data_dir):
+def test_long_valid_name(data_dir: Path) -> None:
     _create_use_delete(data_dir, "x" * 200)
 
 
-def test_longest_valid_name_249_chars(data_dir):
+def test_longest_valid_name_249_chars(data_dir: Path) -> None:
     _create_use_delete(data_dir, "x" * 249)
 
 
-def test_delete_topic_with_240_char_name(data_dir):
+def test_delete_topic_with_240_char_name(data_dir: Path) -> None:
     _create_use_delete(data_dir, "x" * 240)
 
 
-def test_create_topic_bad_partitions_and_config(data_dir):
+def test_create_topic_bad_partitions_and_config(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     for bad in (0, -1, 100_001):
         with pytest.raises(ottla.InvalidPartitionsError):
@@ -180,7 +194,7 @@ def test_create_topic_bad_partitions_and_config(data_dir):
     assert d.config["retention.ms"] == "1000" and d.config["segment.bytes"] == "4096"
 
 
-def test_create_partitions(data_dir):
+def test_create_partitions(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", partitions=2)
     with ottla.Producer(data_dir) as p:
@@ -205,7 +219,7 @@ def test_create_partitions(data_dir):
     assert read_values(data_dir, "t", 1) == [(0, None, b"keep")]
 
 
-def test_producer_sees_partitions_added_later(data_dir):
+def test_producer_sees_partitions_added_later(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", partitions=1)
     with ottla.Producer(data_dir) as p:
@@ -216,13 +230,16 @@ def test_producer_sees_partitions_added_later(data_dir):
         assert p.send("t", b"x", partition=2).get(10).partition == 2
 
 
-def test_alter_topic_config_set_and_unset(data_dir):
+def test_alter_topic_config_set_and_unset(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", config={"retention.ms": 1000})
     admin.alter_topic_config("t", {"retention.bytes": 1 << 20, "segment_ms": 60_000})
     d = admin.describe_topic("t")
-    assert d.overrides == {"retention.ms": "1000", "retention.bytes": str(1 << 20),
-                           "segment.ms": "60000"}
+    assert d.overrides == {
+        "retention.ms": "1000",
+        "retention.bytes": str(1 << 20),
+        "segment.ms": "60000",
+    }
     assert d.config["retention.bytes"] == str(1 << 20)
     admin.alter_topic_config("t", {"retention.ms": None})  # unset -> default
     d = admin.describe_topic("t")
@@ -235,15 +252,17 @@ def test_alter_topic_config_set_and_unset(data_dir):
     with pytest.raises(ottla.InvalidConfigError):
         admin.alter_topic_config("t", {"retention.ms": -2})
     # a failed alter changes nothing
-    assert admin.describe_topic("t").overrides == {"retention.bytes": str(1 << 20),
-                                                   "segment.ms": "60000"}
+    assert admin.describe_topic("t").overrides == {
+        "retention.bytes": str(1 << 20),
+        "segment.ms": "60000",
+    }
     with pytest.raises(ottla.UnknownTopicOrPartitionError):
         admin.alter_topic_config("missing", {"retention.ms": 1})
     # persisted: visible to a fresh process
     assert "config.retention.bytes=1048576" in (data_dir / ".ottla" / "topics" / "t").read_text()
 
 
-def test_auto_create_on_produce_and_disabled(data_dir):
+def test_auto_create_on_produce_and_disabled(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         p.send("auto-made", b"x").get(10)
     admin = ottla.Admin(data_dir)
@@ -261,13 +280,14 @@ def test_auto_create_on_produce_and_disabled(data_dir):
     assert not (data_dir / "not-there-0").exists()
 
 
-def test_internal_offsets_topic_and_groups(data_dir):
+def test_internal_offsets_topic_and_groups(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     with ottla.Producer(data_dir) as p:
         p.send("t", b"x").get(10)
     assert admin.list_groups() == []
-    with ottla.Consumer(data_dir, "t", group_id="billing", auto_offset_reset="earliest",
-                        enable_auto_commit=False) as c:
+    with ottla.Consumer(
+        data_dir, "t", group_id="billing", auto_offset_reset="earliest", enable_auto_commit=False
+    ) as c:
         c.commit({ottla.TopicPartition("t", 0): 1})
     assert admin.list_topics() == ["t"]
     assert "__consumer_offsets" in admin.list_topics(internal=True)

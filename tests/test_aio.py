@@ -12,11 +12,15 @@ import asyncio
 import random
 import threading
 import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import ottla
 import ottla.aio
+from helpers import Spawn
 from ottla import TopicPartition as TP
 
 aio = pytest.mark.asyncio
@@ -30,12 +34,12 @@ async def wait_for_zero(consumer: ottla.aio.Consumer, timeout: float = 5.0) -> N
     assert consumer.waiting == 0
 
 
-def read_all(path, topic: str, partitions: int = 1):
+def read_all(path: Path, topic: str, partitions: int = 1) -> list[ottla.Record]:
     """Every record of a topic, with the sync consumer."""
     with ottla.Consumer(path, auto_offset_reset="earliest") as c:
         c.assign([TP(topic, p) for p in range(partitions)])
         ends = c.end_offsets([TP(topic, p) for p in range(partitions)])
-        out = []
+        out: list[ottla.Record] = []
         deadline = time.monotonic() + 30
         while sum(c.position(tp) for tp in ends) < sum(ends.values()):
             assert time.monotonic() < deadline
@@ -50,7 +54,7 @@ def read_all(path, topic: str, partitions: int = 1):
 
 
 @aio
-async def test_send_resolves_to_metadata(data_dir):
+async def test_send_resolves_to_metadata(data_dir: Path) -> None:
     async with ottla.aio.Producer(data_dir, linger_ms=60_000) as p:
         md0 = await p.send("t", b"v0", key=b"k", headers=[("h", b"x")])
         md1 = await p.send("t", value=b"v1", partition=0, timestamp_ms=1_700_000_000_000)
@@ -67,7 +71,7 @@ async def test_send_resolves_to_metadata(data_dir):
 
 
 @aio
-async def test_send_future_is_plain_and_reusable(data_dir):
+async def test_send_future_is_plain_and_reusable(data_dir: Path) -> None:
     """send() returns at once; the future answers done()/result() and can be
     awaited more than once."""
     p = ottla.aio.Producer(data_dir, linger_ms=60_000)
@@ -87,10 +91,11 @@ async def test_send_future_is_plain_and_reusable(data_dir):
 
 
 @aio
-async def test_tasks_in_one_iteration_share_a_batch(data_dir):
+async def test_tasks_in_one_iteration_share_a_batch(data_dir: Path) -> None:
     """Awaiting appends at the end of the loop iteration: 200 tasks sending
     at once get consecutive offsets from one append, long before linger_ms."""
     async with ottla.aio.Producer(data_dir, linger_ms=60_000) as p:
+
         async def one(i: int) -> ottla.RecordMetadata:
             return await p.send("t", b"%d" % i)
 
@@ -103,13 +108,13 @@ async def test_tasks_in_one_iteration_share_a_batch(data_dir):
 
 
 @aio
-async def test_send_many_and_metadata(data_dir):
+async def test_send_many_and_metadata(data_dir: Path) -> None:
     async with ottla.aio.Producer(data_dir, num_partitions=3) as p:
         fut = p.send_many("t", [b"a", b"b", b"c"], keys=[b"1", b"2", b"3"], timestamp_ms=5)
         assert len(fut) == 3
         with pytest.raises(asyncio.InvalidStateError):
             fut.metadata()
-        assert await fut is None
+        assert await fut is None  # type: ignore[func-returns-value]  # checked here
         assert fut.done()
         mds = fut.metadata()
         assert [m.timestamp for m in mds] == [5, 5, 5]
@@ -126,7 +131,7 @@ async def test_send_many_and_metadata(data_dir):
 
 
 @aio
-async def test_fire_and_forget_then_flush(data_dir):
+async def test_fire_and_forget_then_flush(data_dir: Path) -> None:
     p = ottla.aio.Producer(data_dir, linger_ms=60_000, batch_size=1024)
     futs = [p.send("t", b"v%05d" % i) for i in range(5000)]
     await p.flush()
@@ -138,7 +143,7 @@ async def test_fire_and_forget_then_flush(data_dir):
 
 
 @aio
-async def test_close_flushes_and_refuses_sends(data_dir):
+async def test_close_flushes_and_refuses_sends(data_dir: Path) -> None:
     p = ottla.aio.Producer(data_dir, linger_ms=60_000)
     fut = p.send("t", b"last")
     assert "linger_ms=60000" in repr(p)
@@ -153,9 +158,14 @@ async def test_close_flushes_and_refuses_sends(data_dir):
 
 
 @aio
-async def test_producer_settings_and_bad_input(data_dir):
-    p = ottla.aio.Producer(data_dir, value_serializer=lambda v: v.encode(),
-                           key_serializer=str.encode, fsync="always", num_partitions=2)
+async def test_producer_settings_and_bad_input(data_dir: Path) -> None:
+    p = ottla.aio.Producer(
+        data_dir,
+        value_serializer=lambda v: v.encode(),
+        key_serializer=str.encode,
+        fsync="always",
+        num_partitions=2,
+    )
     md = await p.send("t", "text", key="k")
     assert md.partition in (0, 1)
     assert p.partitions_for("t") == [0, 1]
@@ -180,13 +190,13 @@ async def test_producer_settings_and_bad_input(data_dir):
         raw.send("t", b"x" * 2_000_000)
     await raw.close()
     with pytest.raises(ValueError):
-        ottla.aio.Producer(data_dir, fsync="sometimes")
+        ottla.aio.Producer(data_dir, fsync="sometimes")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        ottla.aio.Producer(data_dir, value_serializer=3)
+        ottla.aio.Producer(data_dir, value_serializer=3)  # type: ignore[arg-type]
 
 
 @aio
-async def test_failed_batch_raises_from_await(data_dir):
+async def test_failed_batch_raises_from_await(data_dir: Path) -> None:
     """A batch that cannot be appended (its topic was deleted meanwhile)
     fails every waiter with a typed error, and flush() reports it."""
     p = ottla.aio.Producer(data_dir, linger_ms=60_000)
@@ -204,7 +214,7 @@ async def test_failed_batch_raises_from_await(data_dir):
     await p.close()
 
 
-def test_await_needs_a_running_loop(data_dir):
+def test_await_needs_a_running_loop(data_dir: Path) -> None:
     p = ottla.aio.Producer(data_dir)
     fut = p.send("t", b"x")
     with pytest.raises(RuntimeError):
@@ -214,15 +224,15 @@ def test_await_needs_a_running_loop(data_dir):
 
 
 @aio
-async def test_cancelled_sends_under_load(data_dir):
+async def test_cancelled_sends_under_load(data_dir: Path) -> None:
     """Sender tasks are cancelled at random points while others keep
     sending. Afterwards every acknowledged record is in the log at its
     offset, no record appears twice, and each cancelled send's own future
     tells whether (and where) it was written."""
     rnd = random.Random(7)
     p = ottla.aio.Producer(data_dir, linger_ms=2, batch_size=4096, num_partitions=2)
-    acked: dict = {}
-    futures: dict = {}
+    acked: dict[bytes, tuple[int, int]] = {}
+    futures: dict[bytes, ottla.aio.SendFuture] = {}
 
     async def sender(w: int) -> None:
         for i in range(400):
@@ -266,17 +276,19 @@ async def test_cancelled_sends_under_load(data_dir):
 # --------------------------------------------------------------------------
 
 
-def produce(path, topic, n, partition=0, prefix="v"):
+def produce(path: Path, topic: str, n: int, partition: int = 0, prefix: str = "v") -> None:
     with ottla.Producer(path) as p:
-        p.send_many(topic, [b"%s%d" % (prefix.encode(), i) for i in range(n)],
-                    partition=partition).wait(10)
+        p.send_many(
+            topic, [b"%s%d" % (prefix.encode(), i) for i in range(n)], partition=partition
+        ).wait(10)
 
 
 @aio
-async def test_getone_getmany_and_iteration(data_dir):
+async def test_getone_getmany_and_iteration(data_dir: Path) -> None:
     produce(data_dir, "t", 10)
-    async with ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                                  consumer_timeout_ms=200, max_poll_records=4) as c:
+    async with ottla.aio.Consumer(
+        data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=200, max_poll_records=4
+    ) as c:
         r0 = await c.getone()
         assert (r0.topic, r0.partition, r0.offset, r0.value) == ("t", 0, 0, b"v0")
         got = await c.getmany(timeout_ms=1000)
@@ -284,7 +296,7 @@ async def test_getone_getmany_and_iteration(data_dir):
         assert [r.offset for r in got[TP("t", 0)]] == [1, 2, 3, 4]  # max_poll_records
         got = await c.getmany(max_records=2)
         assert [r.offset for r in got[TP("t", 0)]] == [5, 6]
-        rest = [r.offset async for r in c]   # ends after 200 ms idle
+        rest = [r.offset async for r in c]  # ends after 200 ms idle
         assert rest == [7, 8, 9]
         assert await c.getmany(timeout_ms=50) == {}
         assert await c.getmany() == {}
@@ -297,9 +309,11 @@ async def test_getone_getmany_and_iteration(data_dir):
 
 
 @aio
-async def test_getmany_waits_for_a_record_sent_later(data_dir):
-    async with ottla.aio.Producer(data_dir) as p, \
-            ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest") as c:
+async def test_getmany_waits_for_a_record_sent_later(data_dir: Path) -> None:
+    async with (
+        ottla.aio.Producer(data_dir) as p,
+        ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest") as c,
+    ):
         p.partitions_for("t")
 
         async def later() -> None:
@@ -318,7 +332,7 @@ async def test_getmany_waits_for_a_record_sent_later(data_dir):
 
 
 @aio
-async def test_wakes_on_append_from_another_process(data_dir, spawn):
+async def test_wakes_on_append_from_another_process(data_dir: Path, spawn: Spawn) -> None:
     async with ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest") as c:
         assert await c.getmany(timeout_ms=10) == {}
         spawn(
@@ -333,7 +347,7 @@ async def test_wakes_on_append_from_another_process(data_dir, spawn):
 
 
 @aio
-async def test_partition_filters(data_dir):
+async def test_partition_filters(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", 2)
     produce(data_dir, "t", 3, partition=0, prefix="a")
     produce(data_dir, "t", 3, partition=1, prefix="b")
@@ -341,7 +355,7 @@ async def test_partition_filters(data_dir):
         c.pause(TP("t", 0))
         got = await c.getmany(TP("t", 1), timeout_ms=1000)
         assert list(got) == [TP("t", 1)]
-        assert c.paused() == {TP("t", 0)}   # a filter keeps the caller's pauses
+        assert c.paused() == {TP("t", 0)}  # a filter keeps the caller's pauses
         c.resume(TP("t", 0))
         r = await c.getone(("t", 0))
         assert r.value == b"a0"
@@ -353,11 +367,12 @@ async def test_partition_filters(data_dir):
 
 
 @aio
-async def test_seek_positions_commits_and_offsets(data_dir):
+async def test_seek_positions_commits_and_offsets(data_dir: Path) -> None:
     produce(data_dir, "t", 10)
     tp = TP("t", 0)
-    async with ottla.aio.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                                  enable_auto_commit=False) as c:
+    async with ottla.aio.Consumer(
+        data_dir, "t", group_id="g", auto_offset_reset="earliest", enable_auto_commit=False
+    ) as c:
         assert c.group_id == "g"
         assert await c.position(tp) == 0
         await c.getmany(max_records=4)
@@ -381,7 +396,8 @@ async def test_seek_positions_commits_and_offsets(data_dir):
         assert await c.end_offsets([tp]) == {tp: 10}
         ts = (await c.getone()).timestamp
         found = await c.offsets_for_times({tp: ts})
-        assert found[tp] is not None and found[tp].offset == 0
+        at = found[tp]
+        assert at is not None and at.offset == 0
         assert "t" in await c.topics()
         assert c.partitions_for_topic("t") == {0}
     # A new member of the group resumes from the commit.
@@ -390,10 +406,11 @@ async def test_seek_positions_commits_and_offsets(data_dir):
 
 
 @aio
-async def test_assign_subscribe_and_deserializers(data_dir):
+async def test_assign_subscribe_and_deserializers(data_dir: Path) -> None:
     produce(data_dir, "t", 3)
-    c = ottla.aio.Consumer(data_dir, auto_offset_reset="earliest",
-                           value_deserializer=lambda b: b.decode().upper())
+    c = ottla.aio.Consumer(
+        data_dir, auto_offset_reset="earliest", value_deserializer=lambda b: b.decode().upper()
+    )
     c.assign([TP("t", 0)])
     assert (await c.getone()).value == "V0"
     c.unsubscribe()
@@ -403,18 +420,20 @@ async def test_assign_subscribe_and_deserializers(data_dir):
     with pytest.raises(ValueError):
         ottla.aio.Consumer(data_dir, consumer_timeout_ms=-1)
     with pytest.raises(ValueError):
-        ottla.aio.Consumer(data_dir, auto_offset_reset="sometime")
+        ottla.aio.Consumer(data_dir, auto_offset_reset="sometime")  # type: ignore[arg-type]
 
 
 @aio
-async def test_cancelled_getmany_loses_nothing(data_dir):
+async def test_cancelled_getmany_loses_nothing(data_dir: Path) -> None:
     """A consumer task whose getmany/getone calls are cancelled at random
     points while a producer task writes still sees every record exactly
     once, in order, and no wait is left running."""
     rnd = random.Random(11)
     n = 20_000
-    async with ottla.aio.Producer(data_dir, linger_ms=1) as p, \
-            ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest") as c:
+    async with (
+        ottla.aio.Producer(data_dir, linger_ms=1) as p,
+        ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest") as c,
+    ):
         p.partitions_for("t")
 
         async def produce_slowly() -> None:
@@ -425,7 +444,7 @@ async def test_cancelled_getmany_loses_nothing(data_dir):
 
         seen = []
 
-        async def iterate(k: int) -> dict:
+        async def iterate(k: int) -> dict[TP, list[ottla.Record]]:
             # Records go straight to `seen`: whatever the iteration handed
             # out before a cancellation counts as handed out.
             async for r in c:
@@ -442,6 +461,7 @@ async def test_cancelled_getmany_loses_nothing(data_dir):
             assert time.monotonic() < deadline
             pick = rnd.random()
             if pick < 0.4:
+                coro: Coroutine[Any, Any, dict[TP, list[ottla.Record]] | ottla.Record]
                 coro = c.getmany(timeout_ms=50, max_records=rnd.randint(1, 700))
             elif pick < 0.7:
                 coro = c.getone()
@@ -469,6 +489,7 @@ async def test_cancelled_getmany_loses_nothing(data_dir):
                 for recs in got.values():
                     seen.extend(int(r.value) for r in recs)
             else:
+                assert isinstance(got, ottla.Record)
                 seen.append(int(got.value))
         await prod
         assert cancelled > 0
@@ -478,10 +499,10 @@ async def test_cancelled_getmany_loses_nothing(data_dir):
 
 
 @aio
-async def test_close_wakes_every_waiter(data_dir):
+async def test_close_wakes_every_waiter(data_dir: Path) -> None:
     c = ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest")
 
-    async def iterate() -> list:
+    async def iterate() -> list[ottla.Record]:
         return [r async for r in c]
 
     getone = asyncio.create_task(c.getone())
@@ -490,7 +511,7 @@ async def test_close_wakes_every_waiter(data_dir):
     await asyncio.sleep(0.1)
     assert c.waiting == 3
     await c.close()
-    done, pending = await asyncio.wait([getone, getmany, it], timeout=10)
+    _done, pending = await asyncio.wait([getone, getmany, it], timeout=10)
     assert not pending
     with pytest.raises(ottla.ClosedError):
         getone.result()
@@ -505,17 +526,19 @@ async def test_close_wakes_every_waiter(data_dir):
 
 
 @aio
-async def test_producer_and_consumer_tasks_exchange_a_million(data_dir):
+async def test_producer_and_consumer_tasks_exchange_a_million(data_dir: Path) -> None:
     n = 1_000_000
     chunk = 10_000
     value = b"x" * 20
 
     async def produce_all(p: ottla.aio.Producer) -> None:
-        for i in range(0, n, chunk):
+        for _i in range(0, n, chunk):
             await p.send_many("t", [value] * chunk)
 
-    async with ottla.aio.Producer(data_dir) as p, \
-            ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest") as c:
+    async with (
+        ottla.aio.Producer(data_dir) as p,
+        ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest") as c,
+    ):
         p.partitions_for("t")
         prod = asyncio.create_task(produce_all(p))
         got = 0
@@ -536,25 +559,27 @@ async def test_producer_and_consumer_tasks_exchange_a_million(data_dir):
 # --------------------------------------------------------------------------
 
 
-def test_two_loops_in_two_threads(data_dir):
+def test_two_loops_in_two_threads(data_dir: Path) -> None:
     """One producer awaited from two loops at once, and a consumer per loop."""
     ottla.Admin(data_dir).create_topic("t", 2)
     shared = ottla.aio.Producer(data_dir, linger_ms=60_000)
-    results: dict = {}
-    errors: list = []
+    results: dict[int, list[int]] = {}
+    read_counts: dict[int, int] = {}
+    errors: list[BaseException] = []
 
     def run(part: int) -> None:
         async def main() -> None:
-            mds = await asyncio.gather(*(shared.send("t", b"%d" % i, partition=part)
-                                         for i in range(500)))
+            mds = await asyncio.gather(
+                *(shared.send("t", b"%d" % i, partition=part) for i in range(500))
+            )
             results[part] = sorted(m.offset for m in mds)
             async with ottla.aio.Consumer(data_dir, auto_offset_reset="earliest") as c:
                 c.assign([TP("t", part)])
-                vals = []
+                vals: list[bytes] = []
                 while len(vals) < 500:
                     got = await asyncio.wait_for(c.getmany(timeout_ms=1000), 10)
                     vals.extend(r.value for recs in got.values() for r in recs)
-                results[(part, "read")] = len(vals)
+                read_counts[part] = len(vals)
 
         try:
             asyncio.run(main())
@@ -569,23 +594,25 @@ def test_two_loops_in_two_threads(data_dir):
     assert not any(t.is_alive() for t in threads)
     assert not errors, errors
     assert results[0] == results[1] == list(range(500))
-    assert results[(0, "read")] == results[(1, "read")] == 500
+    assert read_counts[0] == read_counts[1] == 500
     asyncio.run(shared.close())
 
 
-def test_in_an_already_running_loop(data_dir):
+def test_in_an_already_running_loop(data_dir: Path) -> None:
     """As in Jupyter: the loop already runs (here in another thread); code is
     handed to it, nothing calls asyncio.run."""
     loop = asyncio.new_event_loop()
     runner = threading.Thread(target=loop.run_forever)
     runner.start()
     try:
-        async def cell() -> list:
+
+        async def cell() -> list[bytes]:
             async with ottla.aio.Producer(data_dir) as p:
                 await p.send_many("t", [b"a", b"b"])
                 await p.send("t", b"c")
-            async with ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                                          consumer_timeout_ms=100) as c:
+            async with ottla.aio.Consumer(
+                data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=100
+            ) as c:
                 return [r.value async for r in c]
 
         fut = asyncio.run_coroutine_threadsafe(cell(), loop)
@@ -597,7 +624,7 @@ def test_in_an_already_running_loop(data_dir):
 
 
 @aio
-async def test_a_backlog_does_not_starve_other_tasks(data_dir):
+async def test_a_backlog_does_not_starve_other_tasks(data_dir: Path) -> None:
     """Iterating (or getmany-ing) a deep backlog yields to the loop now and
     then, so another task in the same loop keeps running."""
     produce(data_dir, "t", 5000)
@@ -611,8 +638,9 @@ async def test_a_backlog_does_not_starve_other_tasks(data_dir):
 
     t = asyncio.create_task(ticker())
     await asyncio.sleep(0)
-    async with ottla.aio.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                                  consumer_timeout_ms=100) as c:
+    async with ottla.aio.Consumer(
+        data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=100
+    ) as c:
         before = ticks
         n = 0
         async for _r in c:
@@ -628,7 +656,7 @@ async def test_a_backlog_does_not_starve_other_tasks(data_dir):
     t.cancel()
 
 
-def test_loop_after_loop_with_waiters_left_behind(data_dir):
+def test_loop_after_loop_with_waiters_left_behind(data_dir: Path) -> None:
     """A loop that ends with a cancelled await still registered on a batch
     must not confuse the next loop (which may well get the same address)."""
     p = ottla.aio.Producer(data_dir, linger_ms=60_000)
@@ -642,7 +670,7 @@ def test_loop_after_loop_with_waiters_left_behind(data_dir):
         md = await asyncio.wait_for(p.send("t", b"used"), 10)
         return md.offset
 
-    for i in range(5):
+    for _i in range(5):
         # The abandoned waiter stays on its batch until that batch is
         # appended (by the next loop's await below).
         loop = asyncio.new_event_loop()
@@ -654,7 +682,7 @@ def test_loop_after_loop_with_waiters_left_behind(data_dir):
 
 
 @aio
-async def test_sealed_batches_keep_send_order(data_dir):
+async def test_sealed_batches_keep_send_order(data_dir: Path) -> None:
     """Every send seals a batch (values over batch_size) and fsyncs: appends
     run in the background, several at once, yet the log keeps send order."""
     value = b"v" * 20_000
@@ -666,13 +694,13 @@ async def test_sealed_batches_keep_send_order(data_dir):
 
 
 @aio
-async def test_record_waiter(data_dir):
+async def test_record_waiter(data_dir: Path) -> None:
     from ottla._core import RecordWaiter
 
     w = RecordWaiter(data_dir)
     seen = w.seq()
-    assert await w.wait(seen, 10) is False          # timed out
-    assert await w.wait(seen + 1, None) is True     # not the current sequence
+    assert await w.wait(seen, 10) is False  # timed out
+    assert await w.wait(seen + 1, None) is True  # not the current sequence
     with pytest.raises(ValueError):
         w.wait(seen, -1)
     task = asyncio.ensure_future(w.wait(seen, None))
@@ -694,4 +722,4 @@ async def test_record_waiter(data_dir):
     w.close()
     assert await asyncio.wait_for(task, 10) is False
     assert w.closed and "closed" in repr(w)
-    assert await w.wait(w.seq(), None) is False     # closed: returns at once
+    assert await w.wait(w.seq(), None) is False  # closed: returns at once

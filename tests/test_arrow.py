@@ -7,8 +7,13 @@ import gc
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+from helpers import Spawn
 
 pa = pytest.importorskip("pyarrow")
 
@@ -29,7 +34,10 @@ SCHEMA = pa.schema(
                 pa.field(
                     "item",
                     pa.struct(
-                        [pa.field("key", pa.string(), nullable=False), pa.field("value", pa.binary())]
+                        [
+                            pa.field("key", pa.string(), nullable=False),
+                            pa.field("value", pa.binary()),
+                        ]
                     ),
                     nullable=False,
                 )
@@ -43,7 +51,7 @@ SCHEMA = pa.schema(
 T0 = int(time.time() * 1000) - 60_000  # recent: retention keeps it
 
 
-def produce_mixed(data_dir, n=200):
+def produce_mixed(data_dir: Path, n: int = 200) -> None:
     """Two topics (3 and 1 partitions): keys, null keys, null values, headers."""
     admin = ottla.Admin(data_dir)
     admin.create_topic("orders", partitions=3)
@@ -59,7 +67,7 @@ def produce_mixed(data_dir, n=200):
         p.flush()
 
 
-def as_rows(records):
+def as_rows(records: Iterable[ottla.Record]) -> list[dict[str, Any]]:
     rows = []
     for r in records:
         rows.append(
@@ -76,19 +84,19 @@ def as_rows(records):
     return rows
 
 
-def batch_rows(batch):
-    rows = batch.to_pylist()
+def batch_rows(batch: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = batch.to_pylist()
     for r in rows:
         r["timestamp"] = int(r["timestamp"].timestamp() * 1000 + 0.5)
     return rows
 
 
-def key_of(r):
+def key_of(r: dict[str, Any]) -> tuple[str, int, int]:
     return (r["topic"], r["partition"], r["offset"])
 
 
-def poll_all(c):
-    out = []
+def poll_all(c: ottla.Consumer) -> list[ottla.Record]:
+    out: list[ottla.Record] = []
     for _ in range(100):
         got = c.poll(timeout_ms=20, max_records=10_000)
         if not got:
@@ -98,7 +106,7 @@ def poll_all(c):
     return out
 
 
-def test_round_trip_matches_poll(data_dir):
+def test_round_trip_matches_poll(data_dir: Path) -> None:
     produce_mixed(data_dir)
     with ottla.Consumer(data_dir, "orders", "clicks", auto_offset_reset="earliest") as c:
         expected = sorted(as_rows(poll_all(c)), key=key_of)
@@ -119,7 +127,7 @@ def test_round_trip_matches_poll(data_dir):
     assert [r["timestamp"] for r in clicks] == [T0 + i for i in range(0, 200, 4)]
 
 
-def test_empty_result_keeps_schema(data_dir):
+def test_empty_result_keeps_schema(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("empty", partitions=2)
     with ottla.Consumer(data_dir, "empty", auto_offset_reset="earliest") as c:
         b = c.poll_arrow(timeout_ms=10)
@@ -132,14 +140,16 @@ def test_empty_result_keeps_schema(data_dir):
         assert c.read_arrow().schema == SCHEMA
 
 
-def test_positions_and_commits_are_those_of_poll(data_dir):
+def test_positions_and_commits_are_those_of_poll(data_dir: Path) -> None:
     produce_mixed(data_dir)
-    seen = []
+    seen: list[tuple[int, int]] = []
     c = ottla.Consumer(data_dir, "orders", group_id="g", auto_offset_reset="earliest")
     try:
         b = c.poll_arrow(max_records=7)
         assert b.num_rows == 7
-        seen.extend(zip(b.column("partition").to_pylist(), b.column("offset").to_pylist()))
+        seen.extend(
+            zip(b.column("partition").to_pylist(), b.column("offset").to_pylist(), strict=True)
+        )
         # each partition's position is one past the last offset handed out
         for p in range(3):
             offs = [o for q, o in seen if q == p]
@@ -156,18 +166,20 @@ def test_positions_and_commits_are_those_of_poll(data_dir):
             b = c2.poll_arrow(max_records=13)
             if b.num_rows == 0:
                 break
-            seen.extend(zip(b.column("partition").to_pylist(), b.column("offset").to_pylist()))
+            seen.extend(
+                zip(b.column("partition").to_pylist(), b.column("offset").to_pylist(), strict=True)
+            )
     assert len(seen) == len(set(seen)) == 200  # no record twice, none lost
     for p in range(3):
         offs = sorted(o for q, o in seen if q == p)
         assert offs == list(range(len(offs)))
 
 
-def test_poll_arrow_and_poll_interleave_without_gaps(data_dir):
+def test_poll_arrow_and_poll_interleave_without_gaps(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("mix", partitions=1)
     with ottla.Producer(data_dir) as p:
         p.send_many("mix", [b"%d" % i for i in range(1000)], partition=0).wait()
-    got = []
+    got: list[int] = []
     with ottla.Consumer(data_dir, "mix", auto_offset_reset="earliest") as c:
         for i in range(200):
             if i % 3 == 0:
@@ -175,12 +187,14 @@ def test_poll_arrow_and_poll_interleave_without_gaps(data_dir):
             elif i % 3 == 1:
                 got.extend(c.poll_arrow(max_records=17).column("offset").to_pylist())
             else:
-                got.extend(int(v) for v in c.poll_values(max_records=5))
+                values = c.poll_values(max_records=5)
+                got.extend(int(v) for v in values if v is not None)
+                assert len(got) == len(set(got)) and None not in values
     # the values are the offsets here: all three calls share the positions
     assert got == list(range(1000))
 
 
-def test_max_records_and_max_bytes(data_dir):
+def test_max_records_and_max_bytes(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("sized", partitions=1)
     with ottla.Producer(data_dir) as p:
         p.send_many("sized", [bytes([65 + i % 26]) * 100 for i in range(100)], partition=0).wait()
@@ -212,7 +226,7 @@ def test_max_records_and_max_bytes(data_dir):
             c.poll_arrow(max_bytes=0)
 
 
-def test_read_arrow_reads_to_the_end_seen_at_the_call(data_dir):
+def test_read_arrow_reads_to_the_end_seen_at_the_call(data_dir: Path) -> None:
     produce_mixed(data_dir)
     with ottla.Consumer(data_dir, "orders", auto_offset_reset="earliest") as c:
         c.pause(TP("orders", 2))
@@ -225,8 +239,8 @@ def test_read_arrow_reads_to_the_end_seen_at_the_call(data_dir):
         for p in (0, 1):
             assert c.position(TP("orders", p)) == c.end_offsets([TP("orders", p)])[TP("orders", p)]
         assert c.read_arrow().num_rows == 0
-        with ottla.Producer(data_dir) as p:
-            p.send("orders", b"late", partition=0).get(10)
+        with ottla.Producer(data_dir) as producer:
+            producer.send("orders", b"late", partition=0).get(10)
         t2 = c.read_arrow()
         assert t2.column("value").to_pylist() == [b"late"]
         c.resume(TP("orders", 2))
@@ -236,7 +250,7 @@ def test_read_arrow_reads_to_the_end_seen_at_the_call(data_dir):
         assert c.read_arrow().num_rows == 66 - 10
 
 
-def test_read_arrow_does_not_take_records_appended_during_the_read(data_dir):
+def test_read_arrow_does_not_take_records_appended_during_the_read(data_dir: Path) -> None:
     """A writer in another thread appends while read_arrow runs: the table
     ends at the end offsets seen at the call, and the next read continues
     exactly there."""
@@ -246,14 +260,14 @@ def test_read_arrow_does_not_take_records_appended_during_the_read(data_dir):
             p.send_many("live", [b"x" * 100] * 20_000, partition=part).wait()
     stop = threading.Event()
 
-    def writer():
+    def writer() -> None:
         with ottla.Producer(data_dir, linger_ms=0) as p:
             while not stop.is_set():
                 p.send_many("live", [b"y" * 100] * 50, partition=0).wait()
                 p.send_many("live", [b"y" * 100] * 50, partition=1).wait()
 
     t = threading.Thread(target=writer)
-    seen = {0: [], 1: []}
+    seen: dict[int, list[int]] = {0: [], 1: []}
     with ottla.Consumer(data_dir, "live", auto_offset_reset="earliest") as c:
         t.start()
         try:
@@ -261,7 +275,11 @@ def test_read_arrow_does_not_take_records_appended_during_the_read(data_dir):
                 tps = [TP("live", 0), TP("live", 1)]
                 ends = c.end_offsets(tps)
                 tbl = c.read_arrow(max_bytes=3_000_000)
-                for part, off in zip(tbl.column("partition").to_pylist(), tbl.column("offset").to_pylist()):
+                for part, off in zip(
+                    tbl.column("partition").to_pylist(),
+                    tbl.column("offset").to_pylist(),
+                    strict=True,
+                ):
                     assert off < ends[TP("live", part)] + 10_000_000  # sanity
                     seen[part].append(off)
                 for tp in tps:
@@ -273,7 +291,7 @@ def test_read_arrow_does_not_take_records_appended_during_the_read(data_dir):
         assert seen[part] == list(range(len(seen[part])))  # in order, no gap, no repeat
 
 
-def test_read_arrow_end_snapshot_is_exact(data_dir):
+def test_read_arrow_end_snapshot_is_exact(data_dir: Path) -> None:
     """With nothing appended meanwhile, read_arrow returns exactly
     [position, end) of every partition."""
     ottla.Admin(data_dir).create_topic("snap", partitions=3)
@@ -284,17 +302,27 @@ def test_read_arrow_end_snapshot_is_exact(data_dir):
     with ottla.Consumer(data_dir, "snap", auto_offset_reset="earliest") as c:
         c.seek(TP("snap", 2), 1000)
         t = c.read_arrow()
-        got = sorted(zip(t.column("partition").to_pylist(), t.column("offset").to_pylist()))
+        got = sorted(
+            zip(t.column("partition").to_pylist(), t.column("offset").to_pylist(), strict=True)
+        )
         assert got == [(0, i) for i in range(5)] + [(2, i) for i in range(1000, 1234)]
 
 
-def test_to_pandas(data_dir):
+def test_to_pandas(data_dir: Path) -> None:
     pd = pytest.importorskip("pandas")
     produce_mixed(data_dir, n=30)
     with ottla.Consumer(data_dir, "orders", auto_offset_reset="earliest") as c:
         df = c.to_pandas()
     assert isinstance(df, pd.DataFrame)
-    assert list(df.columns) == ["topic", "partition", "offset", "timestamp", "key", "value", "headers"]
+    assert list(df.columns) == [
+        "topic",
+        "partition",
+        "offset",
+        "timestamp",
+        "key",
+        "value",
+        "headers",
+    ]
     assert len(df) == 30
     assert isinstance(df["topic"].dtype, pd.CategoricalDtype)
     assert str(df["timestamp"].dtype) == "datetime64[ms, UTC]"
@@ -308,7 +336,7 @@ def test_to_pandas(data_dir):
     assert row["key"] == b"k1" and row["value"] == b"v1-" + b"x"
 
 
-def test_batches_outlive_the_consumer_and_are_not_copied(data_dir):
+def test_batches_outlive_the_consumer_and_are_not_copied(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("keep", partitions=1)
     with ottla.Producer(data_dir) as p:
         p.send_many("keep", [b"%06d" % i for i in range(5000)], partition=0).wait()
@@ -327,7 +355,7 @@ def test_batches_outlive_the_consumer_and_are_not_copied(data_dir):
     assert b1.column("value").to_pylist()[-1] == b"000999"
 
 
-def test_large_values(data_dir):
+def test_large_values(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("big", partitions=1)
     vals = [bytes([i]) * (1 << 19) for i in range(5)]
     with ottla.Producer(data_dir) as p:
@@ -337,12 +365,12 @@ def test_large_values(data_dir):
         assert c.read_arrow().column("value").to_pylist() == vals
 
 
-def test_waits_up_to_timeout_for_records(data_dir):
+def test_waits_up_to_timeout_for_records(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("wait", partitions=1)
     with ottla.Consumer(data_dir, "wait", auto_offset_reset="earliest") as c:
         assert c.poll_arrow(timeout_ms=1).num_rows == 0
 
-        def later():
+        def later() -> None:
             time.sleep(0.1)
             with ottla.Producer(data_dir) as p:
                 p.send("wait", b"hello", partition=0).get(10)
@@ -356,7 +384,7 @@ def test_waits_up_to_timeout_for_records(data_dir):
         assert b.column("value").to_pylist() == [b"hello"]
 
 
-def test_closed_consumer_raises(data_dir):
+def test_closed_consumer_raises(data_dir: Path) -> None:
     c = ottla.Consumer(data_dir, "x", auto_offset_reset="earliest")
     c.close()
     with pytest.raises(ottla.ClosedError):
@@ -365,42 +393,47 @@ def test_closed_consumer_raises(data_dir):
         c.read_arrow()
 
 
-def test_rebalance_callback_error_is_raised(data_dir):
+def test_rebalance_callback_error_is_raised(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("cb", partitions=1)
 
-    def boom(consumer, partitions):
+    def boom(consumer: ottla.Consumer, partitions: list[TP]) -> None:
         raise RuntimeError("from on_assign")
 
-    with ottla.Consumer(data_dir, group_id="cbg", auto_offset_reset="earliest") as c:
-        with pytest.raises(RuntimeError, match="from on_assign"):
-            c.subscribe(["cb"], on_assign=boom)
-            for _ in range(50):
-                c.poll_arrow(timeout_ms=10)
+    with (
+        ottla.Consumer(data_dir, group_id="cbg", auto_offset_reset="earliest") as c,
+        pytest.raises(RuntimeError, match="from on_assign"),
+    ):
+        c.subscribe(["cb"], on_assign=boom)
+        for _ in range(50):
+            c.poll_arrow(timeout_ms=10)
 
 
 # -- corrupt and compressed batches: whatever poll() does, poll_arrow does ----
 
-def _corrupt_base(data_dir):
+
+def _corrupt_base(data_dir: Path) -> tuple[Path, int, int, Callable[[int], str]]:
     from test_crash import batches_of, build_corruption_base, value_of
 
     logs = build_corruption_base(data_dir)
     seg = logs[1]
-    pos, size, first, last = batches_of(seg)[2]
+    pos, size, first, _last = batches_of(seg)[2]
     raw = bytearray(seg.read_bytes())
     raw[pos + size - 3] ^= 0xFF  # inside the last record of the batch
     seg.write_bytes(bytes(raw))
     return seg, pos, first, value_of
 
 
-def test_corrupt_batch_records_before_it_then_error(data_dir):
+def test_corrupt_batch_records_before_it_then_error(data_dir: Path) -> None:
     seg, pos, first, value_of = _corrupt_base(data_dir)
-    got = []
+    got: list[tuple[int, bytes]] = []
     with ottla.Consumer(data_dir, auto_offset_reset="earliest") as c:
         c.assign([("cor", 0)])
         with pytest.raises(ottla.CorruptRecordError) as ei:
             for _ in range(200):
                 b = c.poll_arrow(timeout_ms=20, max_records=7)
-                got.extend(zip(b.column("offset").to_pylist(), b.column("value").to_pylist()))
+                got.extend(
+                    zip(b.column("offset").to_pylist(), b.column("value").to_pylist(), strict=True)
+                )
         # the records before the damage were handed out, and are right
         assert [o for o, _ in got] == list(range(first))
         assert all(v == value_of(o).encode() for o, v in got)
@@ -419,12 +452,17 @@ def test_corrupt_batch_records_before_it_then_error(data_dir):
         assert c.position(TP("cor", 0)) == first
 
 
-def _write_gzip_batch(part_dir, base_offset, values):
+def _write_gzip_batch(part_dir: Path, base_offset: int, values: list[bytes]) -> None:
     from kafka.record.default_records import DefaultRecordBatchBuilder
 
     b = DefaultRecordBatchBuilder(
-        magic=2, compression_type=1, is_transactional=False, producer_id=-1,
-        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20,
+        magic=2,
+        compression_type=1,
+        is_transactional=False,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 20,
     )
     for i, v in enumerate(values):
         b.append(i, timestamp=T0 + i, key=None, value=v, headers=[])
@@ -446,15 +484,15 @@ with ottla.Producer(sys.argv[1]) as p:
 """
 
 
-def test_compressed_batch_reads_as_poll_does(data_dir, spawn):
+def test_compressed_batch_reads_as_poll_does(data_dir: Path, spawn: Spawn) -> None:
     pytest.importorskip("kafka")
     # Written by another process, so this one opens the partition afresh
     # (and recovers it) after the compressed batch is added.
     assert spawn(PLAIN_WRITER, data_dir).wait(60) == 0
     _write_gzip_batch(data_dir / "gz-0", 3, [b"zipped-%d" % i for i in range(4)])
 
-    def via_poll():
-        got = []
+    def via_poll() -> tuple[list[Any], type[Exception] | str | None]:
+        got: list[Any] = []
         with ottla.Consumer(data_dir, "gz", auto_offset_reset="earliest") as c:
             try:
                 for _ in range(100):
@@ -466,8 +504,10 @@ def test_compressed_batch_reads_as_poll_does(data_dir, spawn):
                 return got, type(e)
         return got, "too many polls"
 
-    def via_arrow(read):
-        got = []
+    def via_arrow(
+        read: Callable[[ottla.Consumer], Any],
+    ) -> tuple[list[Any], type[Exception] | str | None]:
+        got: list[Any] = []
         with ottla.Consumer(data_dir, "gz", auto_offset_reset="earliest") as c:
             try:
                 for _ in range(100):
@@ -497,7 +537,7 @@ def test_compressed_batch_reads_as_poll_does(data_dir, spawn):
         pytest.skip("this engine does not read compressed batches (poll_arrow raises as poll does)")
 
 
-def test_missing_pyarrow_names_the_extra(data_dir, monkeypatch):
+def test_missing_pyarrow_names_the_extra(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ottla.Admin(data_dir).create_topic("np", partitions=1)
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow -> ImportError
     with ottla.Consumer(data_dir, "np", auto_offset_reset="earliest") as c:
@@ -507,7 +547,7 @@ def test_missing_pyarrow_names_the_extra(data_dir, monkeypatch):
             c.to_pandas()
 
 
-def test_missing_pyarrow_takes_no_records(data_dir, monkeypatch):
+def test_missing_pyarrow_takes_no_records(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ottla.Admin(data_dir).create_topic("np2", partitions=1)
     with ottla.Producer(data_dir) as p:
         p.send("np2", b"kept", partition=0).get(10)
@@ -521,14 +561,14 @@ def test_missing_pyarrow_takes_no_records(data_dir, monkeypatch):
         assert c.poll_arrow().column("value").to_pylist() == [b"kept"]
 
 
-def test_aio_getmany_arrow(data_dir):
+def test_aio_getmany_arrow(data_dir: Path) -> None:
     import asyncio
 
     import ottla.aio
 
     ottla.Admin(data_dir).create_topic("aio", partitions=2)
 
-    async def main():
+    async def main() -> None:
         async with ottla.aio.Consumer(data_dir, "aio", auto_offset_reset="earliest") as c:
             assert (await c.getmany_arrow(timeout_ms=1)).num_rows == 0
             task = asyncio.ensure_future(c.getmany_arrow(timeout_ms=20_000))
@@ -543,7 +583,7 @@ def test_aio_getmany_arrow(data_dir):
     asyncio.run(main())
 
 
-def test_poll_arrow_default_byte_limit_is_kafkas_fetch_max_bytes(data_dir):
+def test_poll_arrow_default_byte_limit_is_kafkas_fetch_max_bytes(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("mb", partitions=1, config={"max.message.bytes": 2 << 20})
     with ottla.Producer(data_dir) as p:
         for i in range(30):

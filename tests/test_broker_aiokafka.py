@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, Coroutine, List, Set, TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
 import ottla
 
-aiokafka = pytest.importorskip("aiokafka")
-from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic  # noqa: E402
-from aiokafka.structs import TopicPartition  # noqa: E402
+pytest.importorskip("aiokafka")
+import aiokafka
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.structs import TopicPartition
 
 SESSION_MS = 6000
 T = TypeVar("T")
@@ -23,15 +25,21 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-def consumer(b: ottla.Broker, *topics: str, group: str, **kw: Any) -> "aiokafka.AIOKafkaConsumer":
+def consumer(b: ottla.Broker, *topics: str, group: str, **kw: Any) -> aiokafka.AIOKafkaConsumer:
     return aiokafka.AIOKafkaConsumer(
-        *topics, bootstrap_servers=b.bootstrap_servers, group_id=group,
-        auto_offset_reset="earliest", enable_auto_commit=False,
-        session_timeout_ms=SESSION_MS, heartbeat_interval_ms=500, **kw)
+        *topics,
+        bootstrap_servers=b.bootstrap_servers,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=SESSION_MS,
+        heartbeat_interval_ms=500,
+        **kw,
+    )
 
 
-async def consume(c: "aiokafka.AIOKafkaConsumer", n: int) -> list:
-    out: list = []
+async def consume(c: aiokafka.AIOKafkaConsumer, n: int) -> list[Any]:
+    out: list[Any] = []
     while len(out) < n:
         for recs in (await c.getmany(timeout_ms=200)).values():
             out.extend(recs)
@@ -39,12 +47,14 @@ async def consume(c: "aiokafka.AIOKafkaConsumer", n: int) -> list:
 
 
 def test_keys_and_headers_round_trip(broker: ottla.Broker, data_dir: Path) -> None:
-    async def main() -> list:
+    async def main() -> list[Any]:
         p = aiokafka.AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
         await p.start()
         try:
             for i in range(20):
-                await p.send("kh", b"value-%d" % i, key=b"key-%d" % i, headers=[("trace", b"t%d" % i)])
+                await p.send(
+                    "kh", b"value-%d" % i, key=b"key-%d" % i, headers=[("trace", b"t%d" % i)]
+                )
             await p.flush()
         finally:
             await p.stop()
@@ -58,7 +68,9 @@ def test_keys_and_headers_round_trip(broker: ottla.Broker, data_dir: Path) -> No
     got = run(main())
     assert [(m.key, m.value) for m in got] == [(b"key-%d" % i, b"value-%d" % i) for i in range(20)]
     assert list(got[2].headers) == [("trace", b"t2")]
-    with ottla.Consumer(data_dir, "kh", auto_offset_reset="earliest", consumer_timeout_ms=1000) as ec:
+    with ottla.Consumer(
+        data_dir, "kh", auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as ec:
         assert [r.value for r in ec] == [m.value for m in got]
 
 
@@ -71,10 +83,10 @@ def test_group_of_three_over_six_partitions_takes_over_on_leave(broker: ottla.Br
         for c in cs:
             await c.start()
 
-        def parts(c: "aiokafka.AIOKafkaConsumer") -> Set[int]:
+        def parts(c: aiokafka.AIOKafkaConsumer) -> set[int]:
             return {tp.partition for tp in c.assignment()}
 
-        async def balanced(members: List["aiokafka.AIOKafkaConsumer"], each: int) -> None:
+        async def balanced(members: list[aiokafka.AIOKafkaConsumer], each: int) -> None:
             while True:
                 ps = [parts(c) for c in members]
                 if all(len(p) == each for p in ps) and set().union(*ps) == set(range(6)):
@@ -93,7 +105,7 @@ def test_group_of_three_over_six_partitions_takes_over_on_leave(broker: ottla.Br
 
 
 def test_commit_restart_resume(broker: ottla.Broker) -> None:
-    async def main() -> list:
+    async def main() -> list[Any]:
         p = aiokafka.AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
         await p.start()
         for i in range(10):
@@ -138,9 +150,10 @@ def test_every_compression_codec(broker: ottla.Broker, data_dir: Path, codec: st
     topic = "z-" + codec
     values = [(b"%s-%d-" % (codec.encode(), i)) * 20 for i in range(100)]
 
-    async def main() -> list:
-        p = aiokafka.AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers,
-                                      compression_type=codec, linger_ms=5)
+    async def main() -> list[Any]:
+        p = aiokafka.AIOKafkaProducer(
+            bootstrap_servers=broker.bootstrap_servers, compression_type=codec, linger_ms=5
+        )
         await p.start()
         try:
             for v in values:
@@ -156,14 +169,17 @@ def test_every_compression_codec(broker: ottla.Broker, data_dir: Path, codec: st
             await c.stop()
 
     assert [m.value for m in run(main())] == values
-    with ottla.Consumer(data_dir, topic, auto_offset_reset="earliest", consumer_timeout_ms=1000) as ec:
+    with ottla.Consumer(
+        data_dir, topic, auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as ec:
         assert [r.value for r in ec] == values
 
 
 def test_idempotent_producer(broker: ottla.Broker, data_dir: Path) -> None:
     async def main() -> None:
-        p = aiokafka.AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers,
-                                      enable_idempotence=True, acks="all")
+        p = aiokafka.AIOKafkaProducer(
+            bootstrap_servers=broker.bootstrap_servers, enable_idempotence=True, acks="all"
+        )
         await p.start()
         try:
             futs = [await p.send("idem", b"%d" % i, key=b"k%d" % (i % 3)) for i in range(300)]
@@ -172,5 +188,7 @@ def test_idempotent_producer(broker: ottla.Broker, data_dir: Path) -> None:
             await p.stop()
 
     run(main())
-    with ottla.Consumer(data_dir, "idem", auto_offset_reset="earliest", consumer_timeout_ms=1000) as ec:
+    with ottla.Consumer(
+        data_dir, "idem", auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as ec:
         assert sorted(int(r.value) for r in ec) == list(range(300))

@@ -5,36 +5,39 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from typing import List, Set, Tuple
 
 import pytest
 
 import ottla
+from helpers import Spawn
 
-ck = pytest.importorskip("confluent_kafka")
-from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic  # noqa: E402
+pytest.importorskip("confluent_kafka")
+import confluent_kafka as ck
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 SESSION_MS = 6000
 
 
-def producer(b: ottla.Broker, **conf: object) -> "ck.Producer":
+def producer(b: ottla.Broker, **conf: object) -> ck.Producer:
     return ck.Producer({"bootstrap.servers": b.bootstrap_servers, "linger.ms": 5, **conf})
 
 
-def consumer(b: ottla.Broker, group: str, **conf: object) -> "ck.Consumer":
-    return ck.Consumer({
-        "bootstrap.servers": b.bootstrap_servers,
-        "group.id": group,
-        "auto.offset.reset": "earliest",
-        "session.timeout.ms": SESSION_MS,
-        "heartbeat.interval.ms": 500,
-        "enable.auto.commit": False,
-        **conf,
-    })
+def consumer(b: ottla.Broker, group: str, **conf: object) -> ck.Consumer:
+    return ck.Consumer(
+        {
+            "bootstrap.servers": b.bootstrap_servers,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": SESSION_MS,
+            "heartbeat.interval.ms": 500,
+            "enable.auto.commit": False,
+            **conf,
+        }
+    )
 
 
-def consume(c: "ck.Consumer", n: int, timeout: float = 20.0) -> List["ck.Message"]:
-    out: List[ck.Message] = []
+def consume(c: ck.Consumer, n: int, timeout: float = 20.0) -> list[ck.Message]:
+    out: list[ck.Message] = []
     deadline = time.monotonic() + timeout
     while len(out) < n:
         assert time.monotonic() < deadline, f"got {len(out)} of {n} messages"
@@ -46,15 +49,19 @@ def consume(c: "ck.Consumer", n: int, timeout: float = 20.0) -> List["ck.Message
     return out
 
 
-def flush(p: "ck.Producer") -> None:
+def flush(p: ck.Producer) -> None:
     assert p.flush(15) == 0, "messages left unacknowledged"
 
 
 def test_keys_and_headers_round_trip(broker: ottla.Broker, data_dir: Path) -> None:
     p = producer(broker)
     for i in range(20):
-        p.produce("kh", key=b"key-%d" % i, value=b"value-%d" % i,
-                  headers=[("trace", b"t%d" % i), ("empty", b"")])
+        p.produce(
+            "kh",
+            key=b"key-%d" % i,
+            value=b"value-%d" % i,
+            headers=[("trace", b"t%d" % i), ("empty", b"")],
+        )
     flush(p)
     c = consumer(broker, "kh-group")
     c.subscribe(["kh"])
@@ -65,23 +72,26 @@ def test_keys_and_headers_round_trip(broker: ottla.Broker, data_dir: Path) -> No
     assert [m.value() for m in got] == [b"value-%d" % i for i in range(20)]
     assert got[3].headers() == [("trace", b"t3"), ("empty", b"")]
     # The same records through the embedded door.
-    with ottla.Consumer(data_dir, "kh", auto_offset_reset="earliest", consumer_timeout_ms=1000) as ec:
+    with ottla.Consumer(
+        data_dir, "kh", auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as ec:
         recs = list(ec)
     assert [(r.key, r.value) for r in recs] == [(m.key(), m.value()) for m in got]
     assert dict(recs[3].headers) == {"trace": b"t3", "empty": b""}
 
 
-def assignment(c: "ck.Consumer") -> Set[int]:
+def assignment(c: ck.Consumer) -> set[int]:
     return {tp.partition for tp in c.assignment()}
 
 
-def poll_until(consumers: List["ck.Consumer"], pred, timeout: float = 40.0) -> None:  # type: ignore[no-untyped-def]
+def poll_until(consumers: list[ck.Consumer], pred, timeout: float = 40.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not pred():
         assert time.monotonic() < deadline, [sorted(assignment(c)) for c in consumers]
         for c in consumers:
             m = c.poll(0.05)
-            assert m is None or m.error() is None or m.error().code() == ck.KafkaError._PARTITION_EOF
+            err = None if m is None else m.error()
+            assert err is None or err.code() == ck.KafkaError._PARTITION_EOF
 
 
 def test_group_of_three_over_six_partitions_takes_over_on_leave(broker: ottla.Broker) -> None:
@@ -92,9 +102,9 @@ def test_group_of_three_over_six_partitions_takes_over_on_leave(broker: ottla.Br
         for c in cs:
             c.subscribe(["six"])
 
-        def balanced(members: List["ck.Consumer"], each: int) -> bool:
+        def balanced(members: list[ck.Consumer], each: int) -> bool:
             parts = [assignment(c) for c in members]
-            union: Set[int] = set().union(*parts)
+            union: set[int] = set().union(*parts)
             return all(len(p) == each for p in parts) and union == set(range(6))
 
         poll_until(cs, lambda: balanced(cs, 2))
@@ -130,8 +140,9 @@ def test_commit_restart_resume(broker: ottla.Broker, data_dir: Path) -> None:
 
 def test_admin_create_alter_grow_and_delete_topics(broker: ottla.Broker, data_dir: Path) -> None:
     a = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
-    fs = a.create_topics([NewTopic("adm", num_partitions=3, replication_factor=1,
-                                   config={"retention.ms": "60000"})])
+    fs = a.create_topics(
+        [NewTopic("adm", num_partitions=3, replication_factor=1, config={"retention.ms": "60000"})]
+    )
     fs["adm"].result(15)
     md = a.list_topics(timeout=10)
     assert len(md.topics["adm"].partitions) == 3
@@ -146,12 +157,18 @@ def test_admin_create_alter_grow_and_delete_topics(broker: ottla.Broker, data_di
     with pytest.warns(DeprecationWarning):
         a.alter_configs([res2])[res2].result(15)  # AlterConfigs
     assert ottla.Admin(data_dir).describe_topic("adm").config["retention.ms"] == "120000"
-    inc = ConfigResource(ConfigResource.Type.TOPIC, "adm", incremental_configs=[
-        ck.admin.ConfigEntry("segment.ms", "3600000",
-                             incremental_operation=ck.admin.AlterConfigOpType.SET),
-        ck.admin.ConfigEntry("retention.ms", None,
-                             incremental_operation=ck.admin.AlterConfigOpType.DELETE),
-    ])
+    inc = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        "adm",
+        incremental_configs=[
+            ck.admin.ConfigEntry(
+                "segment.ms", "3600000", incremental_operation=ck.admin.AlterConfigOpType.SET
+            ),
+            ck.admin.ConfigEntry(
+                "retention.ms", None, incremental_operation=ck.admin.AlterConfigOpType.DELETE
+            ),
+        ],
+    )
     a.incremental_alter_configs([inc])[inc].result(15)
     config = ottla.Admin(data_dir).describe_topic("adm").config
     assert config["segment.ms"] == "3600000"
@@ -179,7 +196,9 @@ def test_every_compression_codec(broker: ottla.Broker, data_dir: Path, codec: st
     # Stored compressed, as sent: the segment is smaller than the values.
     log = data_dir / f"{topic}-0" / ("0" * 20 + ".log")
     assert log.stat().st_size < sum(map(len, values)) // 2
-    with ottla.Consumer(data_dir, topic, auto_offset_reset="earliest", consumer_timeout_ms=1000) as ec:
+    with ottla.Consumer(
+        data_dir, topic, auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as ec:
         assert [r.value for r in ec] == values
 
 
@@ -190,7 +209,9 @@ def test_idempotent_producer(broker: ottla.Broker, data_dir: Path) -> None:
         if i % 100 == 0:
             p.poll(0)
     flush(p)
-    with ottla.Consumer(data_dir, "idem", auto_offset_reset="earliest", consumer_timeout_ms=1000) as ec:
+    with ottla.Consumer(
+        data_dir, "idem", auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as ec:
         values = sorted(int(r.value) for r in ec)
     assert values == list(range(500))
 
@@ -209,7 +230,9 @@ def test_offsets_for_times_and_watermarks(broker: ottla.Broker) -> None:
     c.close()
 
 
-def test_embedded_and_broker_doors_share_the_directory(broker: ottla.Broker, data_dir: Path) -> None:
+def test_embedded_and_broker_doors_share_the_directory(
+    broker: ottla.Broker, data_dir: Path
+) -> None:
     # Embedded producer writes while the broker serves; a Kafka client reads.
     with ottla.Producer(data_dir) as ep:
         for i in range(5):
@@ -224,14 +247,16 @@ def test_embedded_and_broker_doors_share_the_directory(broker: ottla.Broker, dat
     got = [m.value() for m in consume(c, 10)]
     c.close()
     assert got == [b"embedded-%d" % i for i in range(5)] + [b"kafka-%d" % i for i in range(5)]
-    with ottla.Consumer(data_dir, "shared", auto_offset_reset="earliest", consumer_timeout_ms=1000) as ec:
+    with ottla.Consumer(
+        data_dir, "shared", auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as ec:
         assert [r.value for r in ec] == got
 
 
 def test_unknown_topic_without_auto_create(data_dir: Path) -> None:
     with ottla.Broker(data_dir, auto_create_topics=False) as b:
         p = producer(b, **{"message.timeout.ms": 2000})
-        errors: List[Tuple[object, object]] = []
+        errors: list[tuple[object, object]] = []
         p.produce("missing", value=b"x", on_delivery=lambda err, msg: errors.append((err, msg)))
         p.flush(10)
         assert len(errors) == 1 and errors[0][0] is not None
@@ -249,12 +274,11 @@ def test_plugin_fixture(ottla_broker: ottla.Broker) -> None:
 
 
 def test_session_plugin_fixture(ottla_broker_session: ottla.Broker) -> None:
-    md = ck.admin.AdminClient({"bootstrap.servers": ottla_broker_session.bootstrap_servers}) \
-        .list_topics(timeout=10)
+    md = ck.admin.AdminClient(
+        {"bootstrap.servers": ottla_broker_session.bootstrap_servers}
+    ).list_topics(timeout=10)
     assert md.cluster_id == "ottla"
     assert {b.id for b in md.brokers.values()} == {0}
-
-
 
 
 def test_out_of_range_fetch_resets_by_policy(broker: ottla.Broker) -> None:
@@ -272,7 +296,7 @@ def test_out_of_range_fetch_resets_by_policy(broker: ottla.Broker) -> None:
 def test_batch_over_max_message_bytes_is_refused(broker: ottla.Broker, data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("small", config={"max.message.bytes": "10000"})
     p = producer(broker, **{"message.max.bytes": 1_000_000, "message.timeout.ms": 5000})
-    errors: List[object] = []
+    errors: list[ck.KafkaError | None] = []
     p.produce("small", value=b"x" * 50_000, on_delivery=lambda err, msg: errors.append(err))
     p.flush(15)  # its own batch: a refused batch fails every record in it
     p.produce("small", value=b"fits", on_delivery=lambda err, msg: errors.append(err))
@@ -281,11 +305,15 @@ def test_batch_over_max_message_bytes_is_refused(broker: ottla.Broker, data_dir:
     big, ok = errors
     assert big is not None and big.code() == ck.KafkaError.MSG_SIZE_TOO_LARGE
     assert ok is None
-    with ottla.Consumer(data_dir, "small", auto_offset_reset="earliest", consumer_timeout_ms=1000) as ec:
+    with ottla.Consumer(
+        data_dir, "small", auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as ec:
         assert [r.value for r in ec] == [b"fits"]
 
 
-def test_a_killed_member_is_expired_and_its_partitions_taken_over(spawn, broker: ottla.Broker) -> None:  # type: ignore[no-untyped-def]
+def test_a_killed_member_is_expired_and_its_partitions_taken_over(
+    spawn: Spawn, broker: ottla.Broker
+) -> None:
     ottla.Admin(broker.path).create_topic("six", partitions=6)
     group = "killed-" + uuid.uuid4().hex[:6]
     code = """
@@ -302,6 +330,7 @@ while True:
     try:
         mine.subscribe(["six"])
         deadline = time.monotonic() + 40
+
         def child_has_three() -> bool:
             lines = child.lines()
             return bool(lines) and lines[-1].count(",") == 2

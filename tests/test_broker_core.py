@@ -11,10 +11,12 @@ import struct
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import ottla
+from helpers import Spawn
 from kafka_wire import (
     API_API_VERSIONS,
     API_METADATA,
@@ -74,7 +76,29 @@ def test_listening_when_constructed(data_dir: Path) -> None:
         with connect(b) as s:
             keys = {k for k, _, _ in api_versions(s)}
         # The APIs the three client families need, all advertised.
-        assert {0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 22, 32, 33, 37, 44} <= keys
+        assert {
+            0,
+            1,
+            2,
+            3,
+            8,
+            9,
+            10,
+            11,
+            12,
+            13,
+            14,
+            15,
+            16,
+            18,
+            19,
+            20,
+            22,
+            32,
+            33,
+            37,
+            44,
+        } <= keys
         # No leader epochs: OffsetForLeaderEpoch is not offered.
         assert 23 not in keys
     finally:
@@ -199,7 +223,9 @@ def test_frame_over_max_request_bytes_is_refused(data_dir: Path) -> None:
         struct.pack(">hhih", 3, 9, 1, 0) + b"\x00" + b"\xff\xff\xff\xff\x0f",
     ],
 )
-def test_malformed_requests_close_only_that_connection(broker: ottla.Broker, payload: bytes) -> None:
+def test_malformed_requests_close_only_that_connection(
+    broker: ottla.Broker, payload: bytes
+) -> None:
     before = rss_bytes()
     other = connect(broker)
     with connect(broker) as s:
@@ -260,7 +286,9 @@ def test_batch_with_bad_crc_is_refused_and_not_stored(broker: ottla.Broker, data
 
 
 @pytest.mark.parametrize("codec", [1, 2, 3, 4])
-def test_compressed_batches_are_stored_as_sent(broker: ottla.Broker, data_dir: Path, codec: int) -> None:
+def test_compressed_batches_are_stored_as_sent(
+    broker: ottla.Broker, data_dir: Path, codec: int
+) -> None:
     values = [b"value-%d-" % i + b"z" * 200 for i in range(20)]
     batch = record_batch(values, compression=codec)
     with connect(broker) as s:
@@ -268,8 +296,9 @@ def test_compressed_batches_are_stored_as_sent(broker: ottla.Broker, data_dir: P
     log = (data_dir / "packed-0" / ("0" * 20 + ".log")).read_bytes()
     # Byte for byte what the client sent (base offset 0 stamped, CRC untouched).
     assert log[: len(batch)] == batch
-    with ottla.Consumer(data_dir, "packed", auto_offset_reset="earliest",
-                        consumer_timeout_ms=1000) as c:
+    with ottla.Consumer(
+        data_dir, "packed", auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as c:
         assert [r.value for r in c] == values
 
 
@@ -291,8 +320,9 @@ def test_idempotent_retry_is_not_stored_twice(broker: ottla.Broker, data_dir: Pa
         pid2, _ = init_producer_id(s, correlation_id=15)
         assert pid2 != pid
         assert produce(s, "idem", 0, record_batch([b"e"], pid2, 0, 0), correlation_id=16) == (0, 4)
-    with ottla.Consumer(data_dir, "idem", auto_offset_reset="earliest",
-                        consumer_timeout_ms=1000) as c:
+    with ottla.Consumer(
+        data_dir, "idem", auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as c:
         assert [r.value for r in c] == [b"a", b"b", b"c", b"d", b"e"]
 
 
@@ -300,12 +330,15 @@ def test_fetch_long_poll_wakes_on_embedded_append(broker: ottla.Broker, data_dir
     kafka = pytest.importorskip("kafka")
     ottla.Admin(data_dir).create_topic("poll")
     consumer = kafka.KafkaConsumer(
-        bootstrap_servers=broker.bootstrap_servers, auto_offset_reset="earliest",
-        fetch_max_wait_ms=5000, consumer_timeout_ms=8000)
+        bootstrap_servers=broker.bootstrap_servers,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=5000,
+        consumer_timeout_ms=8000,
+    )
     try:
         tp = kafka.TopicPartition("poll", 0)
         consumer.assign([tp])
-        got: list = []
+        got: list[Any] = []
 
         def read() -> None:
             for m in consumer:
@@ -332,13 +365,15 @@ def test_metadata_v1_round_trip_names_this_broker(broker: ottla.Broker) -> None:
         (nbrokers,) = struct.unpack(">i", data[:4])
         assert nbrokers == 1
         node, hlen = struct.unpack(">ih", data[4:10])
-        assert node == 0 and data[10:10 + hlen] == b"127.0.0.1"
-        (port,) = struct.unpack(">i", data[10 + hlen: 14 + hlen])
+        assert node == 0 and data[10 : 10 + hlen] == b"127.0.0.1"
+        (port,) = struct.unpack(">i", data[10 + hlen : 14 + hlen])
         assert port == broker.port
     assert "meta" in ottla.Admin(broker.path).list_topics()
 
 
-def test_serve_forever_stops_on_ctrl_c_and_a_killed_broker_loses_nothing(spawn, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_serve_forever_stops_on_ctrl_c_and_a_killed_broker_loses_nothing(
+    spawn: Spawn, data_dir: Path
+) -> None:
     code = """
 import sys, ottla
 b = ottla.Broker(sys.argv[1])
@@ -366,7 +401,9 @@ print("closed", flush=True)
         s.settimeout(10)
         assert produce(s, "ctrlc", 0, record_batch([b"acked"])) == (0, 1)
     child.sigkill()
-    with ottla.Consumer(data_dir, "ctrlc", auto_offset_reset="earliest", consumer_timeout_ms=1000) as c:
+    with ottla.Consumer(
+        data_dir, "ctrlc", auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as c:
         assert [r.value for r in c] == [b"kept", b"acked"]
 
 
@@ -380,9 +417,19 @@ def test_mutated_requests_never_take_the_broker_down(broker: ottla.Broker) -> No
     seeds = [
         frame(API_API_VERSIONS, 0, 1, b""),
         frame(API_METADATA, 1, 2, struct.pack(">i", 1) + struct.pack(">h", 4) + b"fuzz"),
-        frame(0, 3, 3, b"\xff\xff" + struct.pack(">hi", -1, 1000) + struct.pack(">i", 1)
-              + struct.pack(">h", 4) + b"fuzz" + struct.pack(">i", 1)
-              + struct.pack(">ii", 0, len(record_batch([b"v"]))) + record_batch([b"v"])),
+        frame(
+            0,
+            3,
+            3,
+            b"\xff\xff"
+            + struct.pack(">hi", -1, 1000)
+            + struct.pack(">i", 1)
+            + struct.pack(">h", 4)
+            + b"fuzz"
+            + struct.pack(">i", 1)
+            + struct.pack(">ii", 0, len(record_batch([b"v"])))
+            + record_batch([b"v"]),
+        ),
     ]
     for _ in range(200):
         body = bytearray(rng.choice(seeds)[4:])
@@ -395,7 +442,7 @@ def test_mutated_requests_never_take_the_broker_down(broker: ottla.Broker) -> No
                 del body[at:]
                 body += b"\x00"
             else:
-                body[at:at + 4] = struct.pack(">i", rng.choice([-1, 0x7FFFFFFF, 0x10000, 255]))
+                body[at : at + 4] = struct.pack(">i", rng.choice([-1, 0x7FFFFFFF, 0x10000, 255]))
         with socket.create_connection((broker.host, broker.port), timeout=5) as s:
             s.sendall(struct.pack(">i", len(body)) + bytes(body))
             # An answer, a close, or (a parked Fetch/JoinGroup) nothing yet: all fine.
@@ -405,7 +452,9 @@ def test_mutated_requests_never_take_the_broker_down(broker: ottla.Broker) -> No
         assert produce(s, "after-fuzz", 0, record_batch([b"ok"])) == (0, 0)
 
 
-def test_internal_offsets_topic_cannot_be_written_by_clients(broker: ottla.Broker, data_dir: Path) -> None:
+def test_internal_offsets_topic_cannot_be_written_by_clients(
+    broker: ottla.Broker, data_dir: Path
+) -> None:
     with connect(broker) as s:
         err, _ = produce(s, "__consumer_offsets", 0, record_batch([b"garbage"]))
         assert err == 17  # INVALID_TOPIC_EXCEPTION

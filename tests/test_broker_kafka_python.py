@@ -7,29 +7,36 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import List, Set
 
 import pytest
 
 import ottla
 
-kafka = pytest.importorskip("kafka")
-from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic  # noqa: E402
-from kafka.errors import TopicAlreadyExistsError  # noqa: E402
-from helpers import kafka_poll as consume  # noqa: E402
+pytest.importorskip("kafka")
+import kafka
+from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from helpers import kafka_poll as consume
 
 SESSION_MS = 6000
 
 
-def producer(b: ottla.Broker, **kw: object) -> "kafka.KafkaProducer":
+def producer(b: ottla.Broker, **kw: object) -> kafka.KafkaProducer:
     return kafka.KafkaProducer(bootstrap_servers=b.bootstrap_servers, linger_ms=5, **kw)
 
 
-def consumer(b: ottla.Broker, *topics: str, group: str, **kw: object) -> "kafka.KafkaConsumer":
+def consumer(b: ottla.Broker, *topics: str, group: str, **kw: object) -> kafka.KafkaConsumer:
     return kafka.KafkaConsumer(
-        *topics, bootstrap_servers=b.bootstrap_servers, group_id=group,
-        auto_offset_reset="earliest", enable_auto_commit=False,
-        session_timeout_ms=SESSION_MS, heartbeat_interval_ms=500, **kw)
+        *topics,
+        bootstrap_servers=b.bootstrap_servers,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=SESSION_MS,
+        heartbeat_interval_ms=500,
+        **kw,
+    )
 
 
 def test_broker_version_is_inferred_for_record_batch_v2(broker: ottla.Broker) -> None:
@@ -42,8 +49,10 @@ def test_broker_version_is_inferred_for_record_batch_v2(broker: ottla.Broker) ->
 
 def test_keys_and_headers_round_trip(broker: ottla.Broker, data_dir: Path) -> None:
     p = producer(broker)
-    futures = [p.send("kh", key=b"key-%d" % i, value=b"value-%d" % i,
-                      headers=[("trace", b"t%d" % i)]) for i in range(20)]
+    futures = [
+        p.send("kh", key=b"key-%d" % i, value=b"value-%d" % i, headers=[("trace", b"t%d" % i)])
+        for i in range(20)
+    ]
     p.flush(15)
     offsets = [f.get(10).offset for f in futures]
     p.close()
@@ -53,7 +62,9 @@ def test_keys_and_headers_round_trip(broker: ottla.Broker, data_dir: Path) -> No
     c.close()
     assert [(m.key, m.value) for m in got] == [(b"key-%d" % i, b"value-%d" % i) for i in range(20)]
     assert got[5].headers == [("trace", b"t5")]
-    with ottla.Consumer(data_dir, "kh", auto_offset_reset="earliest", consumer_timeout_ms=1000) as ec:
+    with ottla.Consumer(
+        data_dir, "kh", auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as ec:
         assert [r.value for r in ec] == [m.value for m in got]
 
 
@@ -69,7 +80,7 @@ class Member(threading.Thread):
         self.consumer = consumer(b, "six", group=group)
         self.stop = threading.Event()
         self._lock = threading.Lock()
-        self._parts: Set[int] = set()
+        self._parts: set[int] = set()
         self.start()
 
     def run(self) -> None:
@@ -81,7 +92,7 @@ class Member(threading.Thread):
         finally:
             self.consumer.close()  # LeaveGroup
 
-    def parts(self) -> Set[int]:
+    def parts(self) -> set[int]:
         with self._lock:
             return set(self._parts)
 
@@ -95,7 +106,8 @@ def test_group_of_three_over_six_partitions_takes_over_on_leave(broker: ottla.Br
     group = "g3-" + uuid.uuid4().hex[:6]
     members = [Member(broker, group) for _ in range(3)]
     try:
-        def wait_balanced(ms: List[Member], each: int) -> None:
+
+        def wait_balanced(ms: list[Member], each: int) -> None:
             deadline = time.monotonic() + 40
             while True:
                 ps = [m.parts() for m in ms]
@@ -139,8 +151,9 @@ def test_admin_create_describe_alter_and_delete(broker: ottla.Broker, data_dir: 
             a.create_topics([NewTopic("adm", 1, 1)])
         [desc] = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "adm")])
         assert desc is not None
-        a.alter_configs([ConfigResource(ConfigResourceType.TOPIC, "adm",
-                                        configs={"retention.ms": "90000"})])
+        a.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, "adm", configs={"retention.ms": "90000"})]
+        )
         assert ottla.Admin(data_dir).describe_topic("adm").config["retention.ms"] == "90000"
         a.create_partitions({"adm": NewPartitions(4)})
         assert len(ottla.Admin(data_dir).describe_topic("adm").partitions) == 4
@@ -162,7 +175,9 @@ def test_every_compression_codec(broker: ottla.Broker, data_dir: Path, codec: st
     c = consumer(broker, topic, group=topic)
     assert [m.value for m in consume(c, 100)] == values
     c.close()
-    with ottla.Consumer(data_dir, topic, auto_offset_reset="earliest", consumer_timeout_ms=1000) as ec:
+    with ottla.Consumer(
+        data_dir, topic, auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as ec:
         assert [r.value for r in ec] == values
 
 
@@ -172,13 +187,16 @@ def test_idempotent_producer(broker: ottla.Broker, data_dir: Path) -> None:
     p.flush(15)
     assert all(f.get(10).offset >= 0 for f in fs)
     p.close()
-    with ottla.Consumer(data_dir, "idem", auto_offset_reset="earliest", consumer_timeout_ms=1000) as ec:
+    with ottla.Consumer(
+        data_dir, "idem", auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as ec:
         assert sorted(int(r.value) for r in ec) == list(range(300))
 
 
 @pytest.mark.parametrize("partitions", [1, 3, 8, 13])
 def test_ottla_producer_picks_the_partition_kafka_python_picks(
-        broker: ottla.Broker, data_dir: Path, partitions: int) -> None:
+    broker: ottla.Broker, data_dir: Path, partitions: int
+) -> None:
     topic = f"parts-{partitions}"
     ottla.Admin(data_dir).create_topic(topic, partitions=partitions)
     keys = [b"user-%d" % i for i in range(60)] + [b"", b"\x00\xff", "ключ".encode()]
@@ -214,14 +232,19 @@ def test_list_and_describe_groups(broker: ottla.Broker) -> None:
         a.close()
 
 
-def test_fetch_after_topic_is_deleted_and_created_again(broker: ottla.Broker, data_dir: Path) -> None:
+def test_fetch_after_topic_is_deleted_and_created_again(
+    broker: ottla.Broker, data_dir: Path
+) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("again")
     with ottla.Producer(data_dir) as p:
         for i in range(10):
             p.send("again", b"old-%d" % i)
-    c = kafka.KafkaConsumer(bootstrap_servers=broker.bootstrap_servers,
-                            auto_offset_reset="earliest", enable_auto_commit=False)
+    c = kafka.KafkaConsumer(
+        bootstrap_servers=broker.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     try:
         tp = kafka.TopicPartition("again", 0)
         c.assign([tp])
@@ -236,6 +259,8 @@ def test_fetch_after_topic_is_deleted_and_created_again(broker: ottla.Broker, da
         # ended; in the new log it sits at another byte position.
         c.seek(tp, 10)
         got = consume(c, 10)
-        assert [m.value for m in got] == [b"new-value-of-another-size-%d" % i for i in range(10, 20)]
+        assert [m.value for m in got] == [
+            b"new-value-of-another-size-%d" % i for i in range(10, 20)
+        ]
     finally:
         c.close()

@@ -15,7 +15,6 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import List, Set
 
 import pytest
 
@@ -27,26 +26,30 @@ pytestmark = pytest.mark.skipif(KCAT is None, reason="kcat is not installed")
 
 def kcat(b: ottla.Broker, *args: str, stdin: bytes = b"", timeout: float = 30) -> str:
     assert KCAT is not None
-    p = subprocess.run([KCAT, "-b", b.bootstrap_servers, *args], input=stdin,
-                       capture_output=True, timeout=timeout)
+    p = subprocess.run(
+        [KCAT, "-b", b.bootstrap_servers, *args], input=stdin, capture_output=True, timeout=timeout
+    )
     assert p.returncode == 0, p.stderr.decode()
     return p.stdout.decode()
 
 
-def produce(b: ottla.Broker, topic: str, lines: List[str], *extra: str) -> None:
+def produce(b: ottla.Broker, topic: str, lines: list[str], *extra: str) -> None:
     kcat(b, "-P", "-t", topic, "-K:", *extra, stdin=("\n".join(lines) + "\n").encode())
 
 
-def consume_all(b: ottla.Broker, topic: str, fmt: str = "%k|%s|%h|%o\\n") -> List[str]:
-    return kcat(b, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", fmt.replace("\\n", "\n")) \
-        .splitlines()
+def consume_all(b: ottla.Broker, topic: str, fmt: str = "%k|%s|%h|%o\\n") -> list[str]:
+    return kcat(
+        b, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", fmt.replace("\\n", "\n")
+    ).splitlines()
 
 
 def test_keys_and_headers_round_trip(broker: ottla.Broker, data_dir: Path) -> None:
     produce(broker, "kh", [f"key-{i}:value-{i}" for i in range(10)], "-H", "trace=abc", "-H", "n=1")
     got = consume_all(broker, "kh")
     assert got == [f"key-{i}|value-{i}|trace=abc,n=1|{i}" for i in range(10)]
-    with ottla.Consumer(data_dir, "kh", auto_offset_reset="earliest", consumer_timeout_ms=1000) as ec:
+    with ottla.Consumer(
+        data_dir, "kh", auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as ec:
         recs = list(ec)
     assert [(r.key, r.value) for r in recs] == [(b"key-%d" % i, b"value-%d" % i) for i in range(10)]
     assert dict(recs[0].headers) == {"trace": b"abc", "n": b"1"}
@@ -70,10 +73,24 @@ class GroupMember:
     def __init__(self, b: ottla.Broker, group: str, topic: str) -> None:
         assert KCAT is not None
         self.proc = subprocess.Popen(
-            [KCAT, "-b", b.bootstrap_servers, "-G", group, "-X", "session.timeout.ms=6000",
-             "-X", "heartbeat.interval.ms=500", "-o", "beginning", topic],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.assigned: Set[int] = set()
+            [
+                KCAT,
+                "-b",
+                b.bootstrap_servers,
+                "-G",
+                group,
+                "-X",
+                "session.timeout.ms=6000",
+                "-X",
+                "heartbeat.interval.ms=500",
+                "-o",
+                "beginning",
+                topic,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.assigned: set[int] = set()
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -89,7 +106,7 @@ class GroupMember:
                 elif "revoked" in line:
                     self.assigned = set()
 
-    def partitions(self) -> Set[int]:
+    def partitions(self) -> set[int]:
         with self._lock:
             return set(self.assigned)
 
@@ -104,7 +121,7 @@ class GroupMember:
         self._reader.join(5)
 
 
-def wait_balanced(members: List[GroupMember], each: int, timeout: float = 40) -> None:
+def wait_balanced(members: list[GroupMember], each: int, timeout: float = 40) -> None:
     deadline = time.monotonic() + timeout
     while True:
         ps = [m.partitions() for m in members]
@@ -130,8 +147,19 @@ def test_group_of_three_over_six_partitions_takes_over_on_leave(broker: ottla.Br
 def test_commit_restart_resume(broker: ottla.Broker) -> None:
     produce(broker, "resume", [f"k:{i}" for i in range(5)])
     # Not "-o beginning": kcat would assign that offset explicitly every time.
-    args = ["-G", "resumers", "-X", "session.timeout.ms=6000", "-X", "auto.offset.reset=earliest",
-            "-e", "-q", "-f", "%s\n", "resume"]
+    args = [
+        "-G",
+        "resumers",
+        "-X",
+        "session.timeout.ms=6000",
+        "-X",
+        "auto.offset.reset=earliest",
+        "-e",
+        "-q",
+        "-f",
+        "%s\n",
+        "resume",
+    ]
     assert kcat(broker, *args).split() == ["0", "1", "2", "3", "4"]
     produce(broker, "resume", [f"k:{i}" for i in range(5, 8)])
     # Restarted with the same group: resumes from the committed offset.
@@ -147,7 +175,9 @@ def test_every_compression_codec(broker: ottla.Broker, data_dir: Path, codec: st
     produce(broker, topic, lines, "-z", codec)
     got = consume_all(broker, topic, "%s\\n")
     assert got == [line.split(":", 1)[1] for line in lines]
-    with ottla.Consumer(data_dir, topic, auto_offset_reset="earliest", consumer_timeout_ms=1000) as ec:
+    with ottla.Consumer(
+        data_dir, topic, auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as ec:
         assert [r.value.decode() for r in ec] == got
 
 
@@ -155,5 +185,3 @@ def test_idempotent_producer(broker: ottla.Broker) -> None:
     produce(broker, "idem", [f"k{i % 3}:{i}" for i in range(200)], "-X", "enable.idempotence=true")
     got = consume_all(broker, "idem", "%s\\n")
     assert sorted(map(int, got)) == list(range(200))
-
-

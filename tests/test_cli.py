@@ -8,6 +8,7 @@ Tests of ``serve``, ``--bootstrap-server`` and the group API run once
 
 from __future__ import annotations
 
+import argparse
 import os
 import pty
 import re
@@ -18,13 +19,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import pytest
 
 import ottla
-from helpers import read_all, wait_until
+from helpers import Spawn, read_all, wait_until
 from ottla.cli._util import parse_time_ms
 from ottla.cli.backend import Message
 from ottla.cli.consume import compile_format
@@ -33,13 +35,15 @@ CLI = [sys.executable, "-m", "ottla.cli"]
 # The code a spawned child runs to be the command (spawn() runs `python -c`).
 CLI_CODE = "import sys; from ottla.cli import main; sys.exit(main(sys.argv[1:]))"
 
-needs_broker = pytest.mark.skipif(not hasattr(ottla, "Broker"), reason="ottla.Broker not in this build")
+needs_broker = pytest.mark.skipif(
+    not hasattr(ottla, "Broker"), reason="ottla.Broker not in this build"
+)
 needs_group_api = pytest.mark.skipif(
     not hasattr(ottla.Admin, "describe_group"), reason="Admin.describe_group not in this build"
 )
 
 
-def _env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("OTTLA_DATA", None)
     env["PYTHONUNBUFFERED"] = "1"
@@ -48,33 +52,63 @@ def _env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     return env
 
 
-def run(*args: object, input: Optional[bytes] = None, env: Optional[Dict[str, str]] = None,
-        timeout: float = 60, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
-    """Run the command to completion; stdout as bytes, stderr as text."""
+@dataclass(frozen=True)
+class Result:
+    """A finished command: stdout as bytes, stderr as text."""
+
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+def run(
+    *args: object,
+    input: bytes | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    cwd: Path | None = None,
+) -> Result:
+    """Run the command to completion."""
     p = subprocess.run(
-        [*CLI, *map(str, args)], input=input, capture_output=True, timeout=timeout,
-        env=_env(env), cwd=cwd,
+        [*CLI, *map(str, args)],
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+        env=_env(env),
+        cwd=cwd,
     )
-    p.stderr = p.stderr.decode()  # type: ignore[assignment]
-    return p
+    return Result(p.returncode, p.stdout, p.stderr.decode())
 
 
-def ok(*args: object, **kw: object) -> str:
+def ok(
+    *args: object,
+    input: bytes | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    cwd: Path | None = None,
+) -> str:
     """Run, insist on exit status 0, return stdout as text."""
-    p = run(*args, **kw)  # type: ignore[arg-type]
+    p = run(*args, input=input, env=env, timeout=timeout, cwd=cwd)
     assert p.returncode == 0, f"ottla {' '.join(map(str, args))} -> {p.returncode}: {p.stderr}"
     return p.stdout.decode()
 
 
-def fails(code: int, *args: object, **kw: object) -> str:
+def fails(
+    code: int,
+    *args: object,
+    input: bytes | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    cwd: Path | None = None,
+) -> str:
     """Run, insist on exit status ``code``, return stderr."""
-    p = run(*args, **kw)  # type: ignore[arg-type]
+    p = run(*args, input=input, env=env, timeout=timeout, cwd=cwd)
     assert p.returncode == code, (
         f"ottla {' '.join(map(str, args))}: expected {code}, got {p.returncode}; "
         f"stdout={p.stdout[-500:]!r} stderr={p.stderr}"
     )
     assert "Traceback" not in p.stderr, p.stderr
-    return str(p.stderr)
+    return p.stderr
 
 
 # -- unit: parsing helpers -----------------------------------------------------
@@ -83,28 +117,42 @@ def test_parse_time_forms() -> None:
     assert parse_time_ms("2023-11-14T22:13:20Z") == 1700000000000
     assert parse_time_ms("2023-11-14T23:13:20+01:00") == 1700000000000
     assert parse_time_ms("2023-11-14T22:13:20.5+00:00") == 1700000000500
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError):
         parse_time_ms("last tuesday")
 
 
 def test_compile_format() -> None:
     m = Message("t", 2, 7, 1700000000000, b"k", b"v", [("a", b"1"), ("b", None)])
     assert compile_format("%v")(m) == b"v\n"
-    assert compile_format("%t/%p/%o %T %k\\t%v [%h] 100%%")(m) == b"t/2/7 1700000000000 k\tv [a=1,b=null] 100%\n"
+    assert (
+        compile_format("%t/%p/%o %T %k\\t%v [%h] 100%%")(m)
+        == b"t/2/7 1700000000000 k\tv [a=1,b=null] 100%\n"
+    )
     assert compile_format("%d")(m) == b"2023-11-14T22:13:20.000+00:00\n"
     assert compile_format("%k")(Message("t", 0, 0, 0, None, None, [])) == b"null\n"
 
 
 # -- help and usage --------------------------------------------------------------
 COMMANDS = [
-    [], ["topics"], ["topics", "list"], ["topics", "create"], ["topics", "describe"], ["topics", "delete"],
-    ["topics", "alter"], ["produce"], ["consume"], ["groups"], ["groups", "list"], ["groups", "describe"],
-    ["groups", "reset-offsets"], ["serve"],
+    [],
+    ["topics"],
+    ["topics", "list"],
+    ["topics", "create"],
+    ["topics", "describe"],
+    ["topics", "delete"],
+    ["topics", "alter"],
+    ["produce"],
+    ["consume"],
+    ["groups"],
+    ["groups", "list"],
+    ["groups", "describe"],
+    ["groups", "reset-offsets"],
+    ["serve"],
 ]
 
 
 @pytest.mark.parametrize("words", COMMANDS, ids=lambda w: " ".join(w) or "ottla")
-def test_help_everywhere(words: List[str]) -> None:
+def test_help_everywhere(words: list[str]) -> None:
     out = ok(*words, "--help")
     assert out.startswith("usage: ottla")
     assert "example" in out
@@ -143,7 +191,7 @@ def test_entry_point_installed() -> None:
     ],
     ids=lambda a: " ".join(a),
 )
-def test_bad_arguments_exit_2(tmp_path: Path, args: List[str]) -> None:
+def test_bad_arguments_exit_2(tmp_path: Path, args: list[str]) -> None:
     err = fails(2, *args, cwd=tmp_path)
     assert "usage: ottla" in err and "error:" in err
     assert not (tmp_path / "ottla-data").exists()  # nothing was created on the way
@@ -152,8 +200,9 @@ def test_bad_arguments_exit_2(tmp_path: Path, args: List[str]) -> None:
 # -- topics ------------------------------------------------------------------------
 def test_topics_lifecycle(data_dir: Path) -> None:
     d = ["--data", data_dir]
-    assert "created topic orders (3 partitions)" in ok("topics", "create", "orders", "--partitions", 3,
-                                                      "--config", "retention.ms=3600000", *d)
+    assert "created topic orders (3 partitions)" in ok(
+        "topics", "create", "orders", "--partitions", 3, "--config", "retention.ms=3600000", *d
+    )
     ok("topics", "create", "audit", *d)
     assert ok("topics", "list", *d).split() == ["audit", "orders"]
 
@@ -165,14 +214,26 @@ def test_topics_lifecycle(data_dir: Path) -> None:
         p.send_many("orders", [b"x" * 50] * 5, partition=2).wait(10)
     out = ok("topics", "describe", "orders", *d)
     assert "topic: orders  partitions: 3  records: 5" in out
-    rows = {int(m.group(1)): (int(m.group(2)), int(m.group(3)), int(m.group(4)))
-            for m in re.finditer(r"^\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s", out, re.M)}
+    rows = {
+        int(m.group(1)): (int(m.group(2)), int(m.group(3)), int(m.group(4)))
+        for m in re.finditer(r"^\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s", out, re.M)
+    }
     assert rows == {0: (0, 0, 0), 1: (0, 0, 0), 2: (0, 5, 5)}
     assert "retention.ms=3600000 *" in out
     assert "segment.bytes=1073741824\n" in out  # a default, unmarked
 
-    ok("topics", "alter", "orders", "--partitions", 4, "--config", "segment.bytes=1048576",
-       "--delete-config", "retention.ms", *d)
+    ok(
+        "topics",
+        "alter",
+        "orders",
+        "--partitions",
+        4,
+        "--config",
+        "segment.bytes=1048576",
+        "--delete-config",
+        "retention.ms",
+        *d,
+    )
     desc = admin.describe_topic("orders")
     assert len(desc.partitions) == 4
     assert desc.overrides == {"segment.bytes": "1048576"}
@@ -207,8 +268,12 @@ def test_unknown_topic_and_missing_directory_exit_1(data_dir: Path) -> None:
     assert "no ottla data directory" in err and str(data_dir) in err
     assert not data_dir.exists()  # a read did not create it
     ok("topics", "create", "real", "--data", data_dir)
-    for args in (["consume", "nope"], ["produce", "nope"], ["topics", "describe", "nope"],
-                 ["topics", "alter", "nope", "--partitions", "2"]):
+    for args in (
+        ["consume", "nope"],
+        ["produce", "nope"],
+        ["topics", "describe", "nope"],
+        ["topics", "alter", "nope", "--partitions", "2"],
+    ):
         err = fails(1, *args, "--data", data_dir, input=b"x\n")
         assert err.count("\n") == 1, err
         assert "unknown topic 'nope'" in err and "ottla topics create nope" in err
@@ -222,26 +287,44 @@ def test_produce_keys_and_headers_then_consume(data_dir: Path) -> None:
     d = ["--data", data_dir]
     ok("topics", "create", "ev", "--partitions", 2, *d)
     lines = b"user-1:clicked\nuser-2:left:early\nno key here\n:empty key\n\nuser-1:again\n"
-    p = run("produce", "ev", "--key-separator", ":", "-H", "source=cli", "-H", "v=2", *d, input=lines)
+    p = run(
+        "produce", "ev", "--key-separator", ":", "-H", "source=cli", "-H", "v=2", *d, input=lines
+    )
     assert p.returncode == 0, p.stderr
     assert p.stderr.strip() == "produced 6 records to ev"
 
     # What is in the log, read with the Python API.
-    got = {(r.key, r.value, tuple(r.headers)) for recs in read_all(data_dir, "ev").values() for r in recs}
+    got = {
+        (r.key, r.value, tuple(r.headers))
+        for recs in read_all(data_dir, "ev").values()
+        for r in recs
+    }
     hdrs = (("source", b"cli"), ("v", b"2"))
     assert got == {
-        (b"user-1", b"clicked", hdrs), (b"user-2", b"left:early", hdrs), (None, b"no key here", hdrs),
-        (b"", b"empty key", hdrs), (None, b"", hdrs), (b"user-1", b"again", hdrs),
+        (b"user-1", b"clicked", hdrs),
+        (b"user-2", b"left:early", hdrs),
+        (None, b"no key here", hdrs),
+        (b"", b"empty key", hdrs),
+        (None, b"", hdrs),
+        (b"user-1", b"again", hdrs),
     }
     # Keyed records went where the partitioner puts them: same key, same partition.
-    by_key = {(r.key, r.partition) for recs in read_all(data_dir, "ev").values() for r in recs if r.key}
+    by_key = {
+        (r.key, r.partition) for recs in read_all(data_dir, "ev").values() for r in recs if r.key
+    }
     assert len({p for k, p in by_key if k == b"user-1"}) == 1
 
     out = ok("consume", "ev", "--format", "%k|%v|%h", *d)
-    assert sorted(out.splitlines()) == sorted([
-        "user-1|clicked|source=cli,v=2", "user-2|left:early|source=cli,v=2", "null|no key here|source=cli,v=2",
-        "|empty key|source=cli,v=2", "null||source=cli,v=2", "user-1|again|source=cli,v=2",
-    ])
+    assert sorted(out.splitlines()) == sorted(
+        [
+            "user-1|clicked|source=cli,v=2",
+            "user-2|left:early|source=cli,v=2",
+            "null|no key here|source=cli,v=2",
+            "|empty key|source=cli,v=2",
+            "null||source=cli,v=2",
+            "user-1|again|source=cli,v=2",
+        ]
+    )
     out = ok("consume", "ev", "--print-key", "--key-separator", " => ", *d)
     assert "user-2 => left:early" in out.splitlines()
     # Within a partition, offset order.
@@ -291,7 +374,7 @@ def test_consume_from_offset_time_and_limits(data_dir: Path) -> None:
             p.send("t", f"w{i}".encode(), partition=1, timestamp=base + i * 1000)
         p.flush(10)
 
-    def values(*args: object) -> List[str]:
+    def values(*args: object) -> list[str]:
         return ok("consume", "t", *args, *d).splitlines()
 
     assert values("--partition", 0, "--offset", 7) == ["v7", "v8", "v9"]
@@ -301,16 +384,35 @@ def test_consume_from_offset_time_and_limits(data_dir: Path) -> None:
     assert values("--partition", 1, "--from-beginning") == ["w0", "w1", "w2"]
     # --from-time: epoch ms and ISO-8601; the first record at or after the time
     assert sorted(values("--from-time", base + 8000)) == ["v8", "v9"]
-    assert sorted(values("--from-time", base + 1500)) == ["v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "w2"]
+    assert sorted(values("--from-time", base + 1500)) == [
+        "v2",
+        "v3",
+        "v4",
+        "v5",
+        "v6",
+        "v7",
+        "v8",
+        "v9",
+        "w2",
+    ]
     assert sorted(values("--from-time", "2023-11-14T22:13:28Z")) == ["v8", "v9"]
     assert values("--from-time", "2099-01-01") == []
     # --max-messages, and the offsets printed with a format
-    assert values("--partition", 0, "--max-messages", 4, "--format", "%o:%v") == ["0:v0", "1:v1", "2:v2", "3:v3"]
+    assert values("--partition", 0, "--max-messages", 4, "--format", "%o:%v") == [
+        "0:v0",
+        "1:v1",
+        "2:v2",
+        "3:v3",
+    ]
     assert values("--partition", 0, "--max-messages", 0) == []
-    assert values("--format", "%T", "--partition", 1) == [str(base), str(base + 1000), str(base + 2000)]
+    assert values("--format", "%T", "--partition", 1) == [
+        str(base),
+        str(base + 1000),
+        str(base + 2000),
+    ]
 
 
-def test_consume_follow_sees_new_records_and_stops_on_signals(data_dir: Path, spawn) -> None:
+def test_consume_follow_sees_new_records_and_stops_on_signals(data_dir: Path, spawn: Spawn) -> None:
     ok("topics", "create", "live", "--data", data_dir)
     with ottla.Producer(data_dir) as p:
         p.send("live", b"old").get(10)
@@ -321,7 +423,7 @@ def test_consume_follow_sees_new_records_and_stops_on_signals(data_dir: Path, sp
     with ottla.Producer(data_dir) as p:
         for i in range(5):
             p.send("live", f"new-{i}".encode()).get(10)
-            child.wait_line(lambda s, i=i: s == f"new-{i}", timeout=20)
+            child.wait_line(f"new-{i}".__eq__, timeout=20)
     os.kill(child.pid, signal.SIGTERM)
     assert child.wait(20) == 128 + signal.SIGTERM
     assert "old" not in child.lines() and child.lines()[-5:] == [f"new-{i}" for i in range(5)]
@@ -335,7 +437,7 @@ def test_consume_follow_sees_new_records_and_stops_on_signals(data_dir: Path, sp
     assert child.lines() == ["old"] + [f"new-{i}" for i in range(5)]
 
 
-def test_consume_follow_timeout_and_max_messages(data_dir: Path, spawn) -> None:
+def test_consume_follow_timeout_and_max_messages(data_dir: Path, spawn: Spawn) -> None:
     ok("topics", "create", "q", "--data", data_dir)
     # --timeout-ms ends an idle --follow with status 0
     p = run("consume", "q", "--follow", "--timeout-ms", 300, "--data", data_dir)
@@ -349,7 +451,7 @@ def test_consume_follow_timeout_and_max_messages(data_dir: Path, spawn) -> None:
     assert child.lines() == ["m0", "m1", "m2"]
 
 
-def test_consume_group_commits_and_resumes(data_dir: Path, spawn) -> None:
+def test_consume_group_commits_and_resumes(data_dir: Path, spawn: Spawn) -> None:
     d = ["--data", data_dir]
     ok("topics", "create", "g", "--partitions", 2, *d)
     ok("produce", "g", "--partition", 0, *d, input=b"a\nb\nc\n")
@@ -360,7 +462,8 @@ def test_consume_group_commits_and_resumes(data_dir: Path, spawn) -> None:
     ok("produce", "g", "--partition", 1, *d, input=b"z\n")
     assert ok("consume", "g", "--group", "app", *d).splitlines() == ["z"]
     assert ottla.Admin(data_dir).group_offsets("app") == {
-        ("g", 0): {"committed": 3, "end": 3, "lag": 0}, ("g", 1): {"committed": 3, "end": 3, "lag": 0},
+        ("g", 0): {"committed": 3, "end": 3, "lag": 0},
+        ("g", 1): {"committed": 3, "end": 3, "lag": 0},
     }
     # --follow with a group, stopped by SIGTERM, commits what it printed
     child = spawn(CLI_CODE, "consume", "g", "--group", "app", "--follow", *d)
@@ -376,8 +479,12 @@ def test_consume_into_a_closed_pipe(data_dir: Path) -> None:
     ok("topics", "create", "big", *d)
     with ottla.Producer(data_dir) as p:
         p.send_many("big", [b"y" * 100] * 50_000).wait(30)
-    proc = subprocess.Popen([*CLI, "consume", "big", *map(str, d)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=_env())
+    proc = subprocess.Popen(
+        [*CLI, "consume", "big", *map(str, d)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"y" * 100 + b"\n"
         proc.stdout.close()  # like `| head -1`
@@ -390,10 +497,10 @@ def test_consume_into_a_closed_pipe(data_dir: Path) -> None:
 
 
 # -- progress bar -------------------------------------------------------------------
-def _run_on_pty_stderr(args: Sequence[object], timeout: float = 60) -> tuple:
+def _run_on_pty_stderr(args: Sequence[object], timeout: float = 60) -> tuple[int, bytes, bytes]:
     """Run with stderr on a pseudo-terminal (stdout piped); returns (rc, stdout, stderr bytes)."""
     master, slave = pty.openpty()
-    chunks: List[bytes] = []
+    chunks: list[bytes] = []
 
     def drain() -> None:
         while True:
@@ -409,7 +516,9 @@ def _run_on_pty_stderr(args: Sequence[object], timeout: float = 60) -> tuple:
             except OSError:
                 return
 
-    proc = subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=slave, env=_env())
+    proc = subprocess.Popen(
+        [*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=slave, env=_env()
+    )
     os.close(slave)
     t = threading.Thread(target=drain, daemon=True)
     t.start()
@@ -453,10 +562,10 @@ def test_groups_list_describe_and_reset(data_dir: Path) -> None:
     d = ["--data", data_dir]
     ok("topics", "create", "orders", "--partitions", 2, "--config", "retention.ms=-1", *d)
     base = 1_700_000_000_000
-    with ottla.Producer(data_dir) as p:
+    with ottla.Producer(data_dir) as producer:
         for i in range(6):
-            p.send("orders", f"o{i}".encode(), partition=i % 2, timestamp=base + i * 1000)
-        p.flush(10)
+            producer.send("orders", f"o{i}".encode(), partition=i % 2, timestamp=base + i * 1000)
+        producer.flush(10)
     assert ok("groups", "list", *d) == ""
     ok("consume", "orders", "--group", "billing", "--max-messages", 6, *d)
     assert ok("groups", "list", *d).split() == ["billing"]
@@ -473,31 +582,56 @@ def test_groups_list_describe_and_reset(data_dir: Path) -> None:
     assert p.returncode == 0 and "dry run" in p.stderr
     plan = re.findall(r"^orders\s+(\d+)\s+(\S+)\s+(\d+)", p.stdout.decode(), re.M)
     assert sorted(plan) == [("0", "3", "0"), ("1", "3", "0")]
-    committed = {tp: o["committed"] for tp, o in ottla.Admin(data_dir).group_offsets("billing").items()}
+    committed = {
+        tp: o["committed"] for tp, o in ottla.Admin(data_dir).group_offsets("billing").items()
+    }
     assert committed == {("orders", 0): 3, ("orders", 1): 3}
 
     # --execute, to a time: partition 0 has o0@0s o2@2s o4@4s; 1 has o1@1s o3@3s o5@5s
-    ok("groups", "reset-offsets", "--group", "billing", "--topic", "orders", "--to-datetime",
-       "2023-11-14T22:13:22Z", "--execute", *d)
-    committed = {tp: o["committed"] for tp, o in ottla.Admin(data_dir).group_offsets("billing").items()}
+    ok(
+        "groups",
+        "reset-offsets",
+        "--group",
+        "billing",
+        "--topic",
+        "orders",
+        "--to-datetime",
+        "2023-11-14T22:13:22Z",
+        "--execute",
+        *d,
+    )
+    committed = {
+        tp: o["committed"] for tp, o in ottla.Admin(data_dir).group_offsets("billing").items()
+    }
     assert committed == {("orders", 0): 1, ("orders", 1): 1}
-    assert sorted(ok("consume", "orders", "--group", "billing", *d).split()) == ["o2", "o3", "o4", "o5"]
+    assert sorted(ok("consume", "orders", "--group", "billing", *d).split()) == [
+        "o2",
+        "o3",
+        "o4",
+        "o5",
+    ]
 
     ok("groups", "reset-offsets", "--group", "billing", "--to-offset", 2, "--execute", *d)
     assert sorted(ok("consume", "orders", "--group", "billing", *d).split()) == ["o4", "o5"]
-    ok("groups", "reset-offsets", "--group", "billing", "--to-offset", 99, "--execute", *d)  # kept within the log
-    committed = {tp: o["committed"] for tp, o in ottla.Admin(data_dir).group_offsets("billing").items()}
+    ok(
+        "groups", "reset-offsets", "--group", "billing", "--to-offset", 99, "--execute", *d
+    )  # kept within the log
+    committed = {
+        tp: o["committed"] for tp, o in ottla.Admin(data_dir).group_offsets("billing").items()
+    }
     assert committed == {("orders", 0): 3, ("orders", 1): 3}
     ok("groups", "reset-offsets", "--group", "billing", "--to-earliest", "--execute", *d)
     assert len(ok("consume", "orders", "--group", "billing", *d).split()) == 6
 
     err = fails(1, "groups", "reset-offsets", "--group", "newbie", "--to-latest", *d)
     assert "no committed offsets" in err
-    err = fails(1, "groups", "reset-offsets", "--group", "billing", "--topic", "nope", "--to-latest", *d)
+    err = fails(
+        1, "groups", "reset-offsets", "--group", "billing", "--topic", "nope", "--to-latest", *d
+    )
     assert "unknown topic 'nope'" in err
 
 
-def test_reset_refused_while_the_group_has_a_live_member(data_dir: Path, spawn) -> None:
+def test_reset_refused_while_the_group_has_a_live_member(data_dir: Path, spawn: Spawn) -> None:
     d = ["--data", data_dir]
     ok("topics", "create", "busy", *d)
     ok("produce", "busy", *d, input=b"1\n2\n")
@@ -515,7 +649,7 @@ def test_reset_refused_while_the_group_has_a_live_member(data_dir: Path, spawn) 
 
 
 @needs_group_api
-def test_groups_describe_shows_live_members(data_dir: Path, spawn) -> None:
+def test_groups_describe_shows_live_members(data_dir: Path, spawn: Spawn) -> None:
     d = ["--data", data_dir]
     ok("topics", "create", "m", "--partitions", 2, *d)
     ok("produce", "m", *d, input=b"1\n")
@@ -543,7 +677,14 @@ def test_bootstrap_server_needs_kafka_python(tmp_path: Path) -> None:
     fake = tmp_path / "shadow" / "kafka"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('no kafka-python here')\n")
-    err = fails(1, "topics", "list", "--bootstrap-server", "127.0.0.1:9", env={"PYTHONPATH": str(fake.parent)})
+    err = fails(
+        1,
+        "topics",
+        "list",
+        "--bootstrap-server",
+        "127.0.0.1:9",
+        env={"PYTHONPATH": str(fake.parent)},
+    )
     assert "kafka-python" in err and "ottla[remote]" in err
 
 
@@ -551,7 +692,9 @@ def test_bootstrap_server_needs_kafka_python_3(tmp_path: Path) -> None:
     fake = tmp_path / "shadow" / "kafka"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("__version__ = '2.0.2'\n")
-    err = fails(1, "consume", "t", "--bootstrap-server", "127.0.0.1:9", env={"PYTHONPATH": str(fake.parent)})
+    err = fails(
+        1, "consume", "t", "--bootstrap-server", "127.0.0.1:9", env={"PYTHONPATH": str(fake.parent)}
+    )
     assert "kafka-python >= 3.0 (found 2.0.2)" in err
 
 
@@ -575,9 +718,11 @@ def _port_is_free(port: int) -> bool:
 
 
 @needs_broker
-def test_serve_talks_kafka_and_stops_cleanly_on_sigterm(data_dir: Path, spawn) -> None:
+def test_serve_talks_kafka_and_stops_cleanly_on_sigterm(data_dir: Path, spawn: Spawn) -> None:
     kafka = pytest.importorskip("kafka")
-    server = spawn(CLI_CODE, "serve", "--data", data_dir, "--listen", "127.0.0.1:0", "--num-partitions", 2)
+    server = spawn(
+        CLI_CODE, "serve", "--data", data_dir, "--listen", "127.0.0.1:0", "--num-partitions", 2
+    )
     line = server.wait_line(lambda s: s.startswith("listening on "), timeout=30)
     addr = line.split()[-1]
     port = int(addr.rsplit(":", 1)[1])
@@ -586,7 +731,9 @@ def test_serve_talks_kafka_and_stops_cleanly_on_sigterm(data_dir: Path, spawn) -
     producer = kafka.KafkaProducer(bootstrap_servers=addr)
     try:
         for i in range(3):
-            producer.send("served", key=b"k%d" % i, value=b"v%d" % i, headers=[("h", b"1")]).get(timeout=30)
+            producer.send("served", key=b"k%d" % i, value=b"v%d" % i, headers=[("h", b"1")]).get(
+                timeout=30
+            )
     finally:
         producer.close()
     # The same records through the command's broker backend and in the directory.
@@ -603,7 +750,7 @@ def test_serve_talks_kafka_and_stops_cleanly_on_sigterm(data_dir: Path, spawn) -
 
 
 @needs_broker
-def test_serve_ctrl_c_and_port_in_use(data_dir: Path, spawn) -> None:
+def test_serve_ctrl_c_and_port_in_use(data_dir: Path, spawn: Spawn) -> None:
     server = spawn(CLI_CODE, "serve", "--data", data_dir, "--listen", "127.0.0.1:0")
     addr = server.wait_line(lambda s: s.startswith("listening on "), timeout=30).split()[-1]
     err = fails(1, "serve", "--data", data_dir.parent / "other", "--listen", addr)
@@ -615,16 +762,45 @@ def test_serve_ctrl_c_and_port_in_use(data_dir: Path, spawn) -> None:
 @needs_broker
 def test_commands_against_a_broker(data_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("kafka")
-    with ottla.Broker(data_dir, port=0, auto_create_topics=False) as broker:  # type: ignore[attr-defined]
+    with ottla.Broker(data_dir, port=0, auto_create_topics=False) as broker:
         b = ["--bootstrap-server", broker.bootstrap_servers]
-        ok("topics", "create", "remote", "--partitions", 2, "--config", "retention.ms=3600000", *b, timeout=120)
+        ok(
+            "topics",
+            "create",
+            "remote",
+            "--partitions",
+            2,
+            "--config",
+            "retention.ms=3600000",
+            *b,
+            timeout=120,
+        )
         assert "remote" in ok("topics", "list", *b, timeout=120).split()
-        assert ottla.Admin(data_dir).describe_topic("remote").overrides.get("retention.ms") == "3600000"
+        assert (
+            ottla.Admin(data_dir).describe_topic("remote").overrides.get("retention.ms")
+            == "3600000"
+        )
 
-        p = run("produce", "remote", "-K", ":", "-H", "src=cli", *b, input=b"a:1\nb:2\nc:3\n", timeout=120)
+        p = run(
+            "produce",
+            "remote",
+            "-K",
+            ":",
+            "-H",
+            "src=cli",
+            *b,
+            input=b"a:1\nb:2\nc:3\n",
+            timeout=120,
+        )
         assert p.returncode == 0 and p.stderr.strip() == "produced 3 records to remote", p.stderr
-        got = sorted((r.key, r.value, tuple(r.headers)) for recs in read_all(data_dir, "remote").values() for r in recs)
-        assert got == [(k, v, (("src", b"cli"),)) for k, v in ((b"a", b"1"), (b"b", b"2"), (b"c", b"3"))]
+        got = sorted(
+            (r.key, r.value, tuple(r.headers))
+            for recs in read_all(data_dir, "remote").values()
+            for r in recs
+        )
+        assert got == [
+            (k, v, (("src", b"cli"),)) for k, v in ((b"a", b"1"), (b"b", b"2"), (b"c", b"3"))
+        ]
 
         out = ok("consume", "remote", "--format", "%k:%v", *b, timeout=120)
         assert sorted(out.splitlines()) == ["a:1", "b:2", "c:3"]
@@ -634,12 +810,29 @@ def test_commands_against_a_broker(data_dir: Path, tmp_path: Path) -> None:
         ok("topics", "alter", "remote", "--partitions", 3, *b, timeout=120)
         assert len(ottla.Admin(data_dir).describe_topic("remote").partitions) == 3
 
-        assert sorted(ok("consume", "remote", "--group", "rg", *b, timeout=120).split()) == ["1", "2", "3"]
+        assert sorted(ok("consume", "remote", "--group", "rg", *b, timeout=120).split()) == [
+            "1",
+            "2",
+            "3",
+        ]
         assert "rg" in ok("groups", "list", *b, timeout=120).split()
         out = ok("groups", "describe", "rg", *b, timeout=120)
         assert re.search(r"^remote\s+\d+\s+\d+\s+\d+\s+0\b", out, re.M)
-        ok("groups", "reset-offsets", "--group", "rg", "--to-earliest", "--execute", *b, timeout=120)
-        assert sorted(ok("consume", "remote", "--group", "rg", *b, timeout=120).split()) == ["1", "2", "3"]
+        ok(
+            "groups",
+            "reset-offsets",
+            "--group",
+            "rg",
+            "--to-earliest",
+            "--execute",
+            *b,
+            timeout=120,
+        )
+        assert sorted(ok("consume", "remote", "--group", "rg", *b, timeout=120).split()) == [
+            "1",
+            "2",
+            "3",
+        ]
 
         err = fails(1, "consume", "nope", *b, timeout=120)
         assert "unknown topic 'nope'" in err

@@ -8,19 +8,29 @@ from __future__ import annotations
 import gc
 import json
 import signal
+from pathlib import Path
 
 import pytest
 from kafka.record import MemoryRecords
 
 import ottla
-from helpers import log_files, read_values, wait_until
+from helpers import Spawn, log_files, read_values, wait_until
+from ottla.admin import ConfigValue
 
-COMPACT = {"cleanup.policy": "compact", "segment.bytes": 4096, "min.cleanable.dirty.ratio": 1}
+COMPACT: dict[str, ConfigValue] = {
+    "cleanup.policy": "compact",
+    "segment.bytes": 4096,
+    "min.cleanable.dirty.ratio": 1,
+}
 
 
-def produce(path, topic, n, keys, start=0):
+# What was sent: {offset: (key, value)}.
+Sent = dict[int, tuple[bytes, bytes]]
+
+
+def produce(path: Path, topic: str, n: int, keys: int, start: int = 0) -> Sent:
     """Send n keyed records; returns {offset: (key, value)}."""
-    sent = {}
+    sent: Sent = {}
     # Small batches, so the topic's 4 KiB segments roll many times.
     with ottla.Producer(path, batch_size=600) as p:
         futs = []
@@ -34,21 +44,21 @@ def produce(path, topic, n, keys, start=0):
     return sent
 
 
-def latest_per_key(sent, below):
+def latest_per_key(sent: Sent, below: int) -> set[int]:
     """Offsets a compaction with clean end ``below`` keeps."""
-    latest = {}
+    latest: dict[bytes, int] = {}
     for o, (k, _) in sorted(sent.items()):
         if o < below and k is not None:
             latest[k] = o
     return {o for o, (k, _) in sent.items() if o >= below or k is None or latest.get(k) == o}
 
 
-def clean_end(data_dir, topic):
+def clean_end(data_dir: Path, topic: str) -> int:
     text = (data_dir / f"{topic}-0" / "cleaner-offset-checkpoint").read_text().split()
     return int(text[-1])
 
 
-def check_read(data_dir, topic, sent):
+def check_read(data_dir: Path, topic: str, sent: Sent) -> set[int]:
     """Offsets strictly increase, each record is what was sent at its offset,
     and the latest value of every key is there. Returns the offsets read."""
     vals = read_values(data_dir, topic)
@@ -56,7 +66,7 @@ def check_read(data_dir, topic, sent):
     assert offsets == sorted(set(offsets)), "duplicates or disorder"
     for o, k, v in vals:
         assert sent[o] == (k, v), o
-    latest = {}
+    latest: dict[bytes, int] = {}
     for o, (k, _) in sorted(sent.items()):
         latest[k] = o
     assert set(latest.values()) <= set(offsets), "a latest value was lost"
@@ -64,7 +74,7 @@ def check_read(data_dir, topic, sent):
     return set(offsets)
 
 
-def test_compact_keeps_latest_per_key_in_kafka_format(data_dir):
+def test_compact_keeps_latest_per_key_in_kafka_format(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("prices", config=COMPACT)
     sent = produce(data_dir, "prices", 600, keys=8)
@@ -104,9 +114,9 @@ def test_compact_keeps_latest_per_key_in_kafka_format(data_dir):
         admin.compact("plain")
 
 
-def test_tombstones_are_removed_after_delete_retention(data_dir):
+def test_tombstones_are_removed_after_delete_retention(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
-    admin.create_topic("t", config=dict(COMPACT, **{"delete.retention.ms": 0}))
+    admin.create_topic("t", config={**COMPACT, "delete.retention.ms": 0})
     with ottla.Producer(data_dir) as p:
         p.send("t", b"v", key=b"gone", partition=0)
         p.send("t", None, key=b"gone", partition=0)
@@ -128,7 +138,7 @@ print(ottla.Admin(sys.argv[1]).compact(sys.argv[2]), flush=True)
 
 @pytest.mark.parametrize("step", ["cleaned", "swap", "index", "deleted"])
 @pytest.mark.parametrize("reader_open", [False, True])
-def test_kill_9_during_a_clean(data_dir, spawn, step, reader_open):
+def test_kill_9_during_a_clean(data_dir: Path, spawn: Spawn, step: str, reader_open: bool) -> None:
     """The cleaning process dies at each step of its first swap. Reopened,
     or read on by a process that had the partition open all along, the log
     loses no record that should survive and shows none twice; the next
@@ -193,7 +203,7 @@ print(json.dumps(out), flush=True)
 """
 
 
-def test_reader_in_another_process_reads_on_across_a_clean(data_dir, spawn):
+def test_reader_in_another_process_reads_on_across_a_clean(data_dir: Path, spawn: Spawn) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", config=COMPACT)
     sent = produce(data_dir, "t", 600, keys=5)
@@ -228,7 +238,9 @@ if go:
 """
 
 
-def test_committed_offsets_resolve_after_compacting_consumer_offsets(data_dir, spawn):
+def test_committed_offsets_resolve_after_compacting_consumer_offsets(
+    data_dir: Path, spawn: Spawn
+) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", partitions=10)
     tps = [ottla.TopicPartition("t", p) for p in range(10)]
@@ -245,7 +257,9 @@ def test_committed_offsets_resolve_after_compacting_consumer_offsets(data_dir, s
     stats = admin.compact("__consumer_offsets")
     assert stats.bytes_after < stats.bytes_before
     (data_dir / "go").write_text("")
-    last = json.loads(child.wait_line(lambda s: s.startswith("[") and s != json.dumps(first), timeout=30))
+    last = json.loads(
+        child.wait_line(lambda s: s.startswith("[") and s != json.dumps(first), timeout=30)
+    )
     assert last == [[p, 1190 + p] for p in range(10)]
     assert child.wait() == 0
     for tp in tps:
@@ -272,13 +286,13 @@ print("done", flush=True)
 """
 
 
-def test_cleaning_while_another_process_appends(data_dir, spawn):
+def test_cleaning_while_another_process_appends(data_dir: Path, spawn: Spawn) -> None:
     """Passes in this process while another process appends (and rolls,
     and cleans on roll): the append lock orders every swap with the
     appends, so the log ends up with every latest value, each record at the
     offset it was written at, and nothing twice."""
     admin = ottla.Admin(data_dir)
-    admin.create_topic("t", config=dict(COMPACT, **{"min.cleanable.dirty.ratio": 0.5}))
+    admin.create_topic("t", config={**COMPACT, "min.cleanable.dirty.ratio": 0.5})
     child = spawn(PRODUCER_CHILD, data_dir, "t", 1500)
     passes = 0
     while child.proc.poll() is None and passes < 500:
@@ -291,7 +305,7 @@ def test_cleaning_while_another_process_appends(data_dir, spawn):
     offsets = [o for o, _, _ in vals]
     assert offsets == sorted(set(offsets))
     latest = {}
-    for o, k, v in vals:
+    for _o, k, v in vals:
         assert v.startswith(b"value-")
         latest[k] = int(v.split(b"-")[1])
     # The last value sent for each of the 7 keys is there.

@@ -6,25 +6,38 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import ottla
+from helpers import Spawn, wait_until
 from ottla import TopicPartition as TP
 
-from helpers import wait_until
 
-
-def produce(path, topic, n, partition=0, prefix="v", start=0, **kw):
+def produce(
+    path: Path,
+    topic: str,
+    n: int,
+    partition: int = 0,
+    prefix: str = "v",
+    start: int = 0,
+    timestamp: int | None = None,
+) -> list[ottla.RecordMetadata]:
     with ottla.Producer(path) as p:
-        bf = p.send_many(topic, [f"{prefix}{i}".encode() for i in range(start, start + n)],
-                         partition=partition, **kw)
+        bf = p.send_many(
+            topic,
+            [f"{prefix}{i}".encode() for i in range(start, start + n)],
+            partition=partition,
+            timestamp=timestamp,
+        )
         return bf.get(10)
 
 
-def drain(c, want, timeout=10.0):
+def drain(c: ottla.Consumer, want: int, timeout: float = 10.0) -> list[ottla.Record]:
     """Poll until ``want`` records arrived (or time runs out)."""
-    out = []
+    out: list[ottla.Record] = []
     deadline = time.monotonic() + timeout
     while len(out) < want and time.monotonic() < deadline:
         for recs in c.poll(timeout_ms=100).values():
@@ -32,10 +45,9 @@ def drain(c, want, timeout=10.0):
     return out
 
 
-def test_iteration_with_consumer_timeout(data_dir):
+def test_iteration_with_consumer_timeout(data_dir: Path) -> None:
     produce(data_dir, "t", 10)
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        consumer_timeout_ms=300) as c:
+    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=300) as c:
         t0 = time.monotonic()
         recs = list(c)
         elapsed = time.monotonic() - t0
@@ -44,22 +56,21 @@ def test_iteration_with_consumer_timeout(data_dir):
     assert 0.25 <= elapsed < 5, elapsed
 
 
-def test_iteration_stops_immediately_with_zero_timeout(data_dir):
+def test_iteration_stops_immediately_with_zero_timeout(data_dir: Path) -> None:
     produce(data_dir, "t", 3)
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0) as c:
+    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         assert len(list(c)) == 3
         t0 = time.monotonic()
         assert list(c) == []
         assert time.monotonic() - t0 < 1
 
 
-def test_poll_returns_dict_of_topic_partition_to_records(data_dir):
+def test_poll_returns_dict_of_topic_partition_to_records(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=3)
     for part in range(3):
         produce(data_dir, "t", 5, partition=part, prefix=f"p{part}-")
     with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest") as c:
-        got = {}
+        got: dict[TP, list[ottla.Record]] = {}
         deadline = time.monotonic() + 10
         while sum(len(v) for v in got.values()) < 15 and time.monotonic() < deadline:
             res = c.poll(timeout_ms=200)
@@ -72,11 +83,13 @@ def test_poll_returns_dict_of_topic_partition_to_records(data_dir):
                 got.setdefault(tp, []).extend(recs)
         assert set(got) == {TP("t", 0), TP("t", 1), TP("t", 2)}
         for part in range(3):
-            assert [r.value for r in got[TP("t", part)]] == [f"p{part}-{i}".encode() for i in range(5)]
+            assert [r.value for r in got[TP("t", part)]] == [
+                f"p{part}-{i}".encode() for i in range(5)
+            ]
         assert c.poll(timeout_ms=50) == {}
 
 
-def test_poll_max_records_and_timeout(data_dir):
+def test_poll_max_records_and_timeout(data_dir: Path) -> None:
     produce(data_dir, "t", 20)
     with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", max_poll_records=7) as c:
         first = c.poll(timeout_ms=1000)
@@ -92,7 +105,7 @@ def test_poll_max_records_and_timeout(data_dir):
         ottla.Consumer(data_dir, "t", max_poll_records=0)
 
 
-def test_assign_and_assignment(data_dir):
+def test_assign_and_assignment(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=3)
     produce(data_dir, "t", 4, partition=1)
     produce(data_dir, "t", 4, partition=2, prefix="two-")
@@ -109,12 +122,12 @@ def test_assign_and_assignment(data_dir):
         with pytest.raises(ottla.UnknownTopicOrPartitionError):
             c.assign([TP("t", 3)])
         with pytest.raises(TypeError):
-            c.assign(["t"])
+            c.assign(["t"])  # type: ignore[list-item]  # what the test checks
         with pytest.raises(ottla.IllegalStateError):
             c.position(TP("t", 1))  # no longer assigned
 
 
-def test_subscribe_and_subscription(data_dir):
+def test_subscribe_and_subscription(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("a", partitions=2)
     admin.create_topic("b")
@@ -127,7 +140,8 @@ def test_subscribe_and_subscription(data_dir):
         assert c.assignment() == {TP("a", 0), TP("a", 1), TP("b", 0)}
         recs = drain(c, 5)
         assert sorted((r.topic, r.value) for r in recs) == sorted(
-            [("a", b"v0"), ("a", b"v1"), ("a", b"v2"), ("b", b"v0"), ("b", b"v1")])
+            [("a", b"v0"), ("a", b"v1"), ("a", b"v2"), ("b", b"v0"), ("b", b"v1")]
+        )
         # partitions added later are picked up
         admin.create_partitions("a", 3)
         produce(data_dir, "a", 2, partition=2, prefix="new-")
@@ -147,7 +161,7 @@ def test_subscribe_and_subscription(data_dir):
             c.subscribe(["bad/name"])
 
 
-def test_topics_and_partitions_for_topic(data_dir):
+def test_topics_and_partitions_for_topic(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("x", partitions=4)
     with ottla.Consumer(data_dir) as c:
         assert "x" in c.topics()
@@ -156,7 +170,7 @@ def test_topics_and_partitions_for_topic(data_dir):
         assert c.partitions_for_topic("missing") is None
 
 
-def test_seek_and_position(data_dir):
+def test_seek_and_position(data_dir: Path) -> None:
     produce(data_dir, "t", 10)
     tp = TP("t", 0)
     with ottla.Consumer(data_dir, auto_offset_reset="earliest") as c:
@@ -187,15 +201,16 @@ def test_seek_and_position(data_dir):
         assert drain(c, 1)[0].offset == 0
 
 
-def test_commit_and_committed_persist_across_consumers(data_dir):
+def test_commit_and_committed_persist_across_consumers(data_dir: Path) -> None:
     produce(data_dir, "t", 10)
     tp = TP("t", 0)
-    c = ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                       enable_auto_commit=False)
+    c = ottla.Consumer(
+        data_dir, "t", group_id="g", auto_offset_reset="earliest", enable_auto_commit=False
+    )
     try:
         assert c.group_id == "g"
         assert c.committed(tp) is None
-        recs = []
+        recs: list[ottla.Record] = []
         while len(recs) < 4:
             recs.extend(c.poll(timeout_ms=500, max_records=4 - len(recs)).get(tp, []))
         assert [r.offset for r in recs] == [0, 1, 2, 3]
@@ -204,8 +219,9 @@ def test_commit_and_committed_persist_across_consumers(data_dir):
     finally:
         c.close()
     # A fresh consumer of the group resumes at the committed offset.
-    with ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                        enable_auto_commit=False) as c2:
+    with ottla.Consumer(
+        data_dir, "t", group_id="g", auto_offset_reset="earliest", enable_auto_commit=False
+    ) as c2:
         assert c2.committed(tp) == 4
         assert c2.position(tp) == 4
         assert [r.offset for r in drain(c2, 6)] == [4, 5, 6, 7, 8, 9]
@@ -214,7 +230,7 @@ def test_commit_and_committed_persist_across_consumers(data_dir):
     assert admin.group_offsets("g") == {("t", 0): {"committed": 4, "end": 10, "lag": 6}}
 
 
-def test_commit_in_another_process_is_seen(data_dir, spawn):
+def test_commit_in_another_process_is_seen(data_dir: Path, spawn: Spawn) -> None:
     produce(data_dir, "t", 10)
     child = spawn(
         """
@@ -232,7 +248,7 @@ def test_commit_in_another_process_is_seen(data_dir, spawn):
         assert c.position(TP("t", 0)) == 7
 
 
-def test_commit_explicit_offsets(data_dir):
+def test_commit_explicit_offsets(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=2)
     produce(data_dir, "t", 10, partition=0)
     produce(data_dir, "t", 10, partition=1)
@@ -249,13 +265,13 @@ def test_commit_explicit_offsets(data_dir):
         with pytest.raises(TypeError):
             c.commit({TP("t", 0): "five"})
         with pytest.raises(TypeError):
-            c.commit({"t": 1})
+            c.commit({"t": 1})  # type: ignore[dict-item]  # what the test checks
     with ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest") as c:
         assert c.position(TP("t", 0)) == 6
         assert c.position(TP("t", 1)) == 5
 
 
-def test_commit_without_group_raises(data_dir):
+def test_commit_without_group_raises(data_dir: Path) -> None:
     produce(data_dir, "t", 1)
     with ottla.Consumer(data_dir, "t") as c:
         assert c.group_id is None
@@ -264,11 +280,11 @@ def test_commit_without_group_raises(data_dir):
             c.commit()
 
 
-def test_auto_commit_on_close(data_dir):
+def test_auto_commit_on_close(data_dir: Path) -> None:
     produce(data_dir, "t", 10)
     tp = TP("t", 0)
     c = ottla.Consumer(data_dir, "t", group_id="auto", auto_offset_reset="earliest")
-    got = []
+    got: list[ottla.Record] = []
     while len(got) < 5:
         got.extend(c.poll(timeout_ms=500, max_records=5 - len(got)).get(tp, []))
     c.close()
@@ -284,14 +300,15 @@ def test_auto_commit_on_close(data_dir):
         assert c3.committed(tp) == 10
 
 
-def test_close_without_autocommit(data_dir):
+def test_close_without_autocommit(data_dir: Path) -> None:
     produce(data_dir, "t", 5)
     tp = TP("t", 0)
     c = ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest")
     assert len(drain(c, 5)) == 5
     c.close(autocommit=False)
-    c = ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                       enable_auto_commit=False)
+    c = ottla.Consumer(
+        data_dir, "t", group_id="g", auto_offset_reset="earliest", enable_auto_commit=False
+    )
     assert c.committed(tp) is None
     assert len(drain(c, 5)) == 5
     c.close()  # auto commit disabled: still nothing
@@ -299,18 +316,19 @@ def test_close_without_autocommit(data_dir):
         assert c.committed(tp) is None
 
 
-def test_auto_commit_interval(data_dir):
+def test_auto_commit_interval(data_dir: Path) -> None:
     produce(data_dir, "t", 5)
     tp = TP("t", 0)
-    with ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                        auto_commit_interval_ms=100) as c:
+    with ottla.Consumer(
+        data_dir, "t", group_id="g", auto_offset_reset="earliest", auto_commit_interval_ms=100
+    ) as c:
         assert len(drain(c, 5)) == 5
         time.sleep(0.15)
         c.poll(timeout_ms=0)  # auto commit happens inside poll
         assert c.committed(tp) == 5
 
 
-def test_offsets_for_times(data_dir):
+def test_offsets_for_times(data_dir: Path) -> None:
     # retention.ms=-1: these 1970 timestamps would be past any finite retention
     ottla.Admin(data_dir).create_topic("t", config={"retention.ms": -1})
     with ottla.Producer(data_dir) as p:
@@ -319,12 +337,18 @@ def test_offsets_for_times(data_dir):
         p.flush()
     tp = TP("t", 0)
     with ottla.Consumer(data_dir) as c:
+
+        def offset_for_time(key: TP | tuple[str, int], ts: int) -> ottla.OffsetAndTimestamp:
+            r = c.offsets_for_times({key: ts})[tp]
+            assert r is not None
+            return r
+
         res = c.offsets_for_times({tp: 1500})
         assert set(res) == {tp}
-        assert (res[tp].offset, res[tp].timestamp) == (1, 2000)
-        assert c.offsets_for_times({tp: 0})[tp].offset == 0
-        assert c.offsets_for_times({tp: 1000})[tp].offset == 0
-        assert c.offsets_for_times({("t", 0): 3000})[tp].offset == 2
+        assert (offset_for_time(tp, 1500).offset, offset_for_time(tp, 1500).timestamp) == (1, 2000)
+        assert offset_for_time(tp, 0).offset == 0
+        assert offset_for_time(tp, 1000).offset == 0
+        assert offset_for_time(("t", 0), 3000).offset == 2
         r = c.offsets_for_times({tp: 4000})[tp]
         assert isinstance(r, ottla.OffsetAndTimestamp)
         assert (r.offset, r.timestamp) == (4, 5000)
@@ -333,9 +357,10 @@ def test_offsets_for_times(data_dir):
             c.offsets_for_times({TP("nope", 0): 0})
 
 
-def test_offsets_for_times_across_segments(data_dir):
-    ottla.Admin(data_dir).create_topic("t", config={"segment.bytes": 300,
-                                                   "index.interval.bytes": 1})
+def test_offsets_for_times_across_segments(data_dir: Path) -> None:
+    ottla.Admin(data_dir).create_topic(
+        "t", config={"segment.bytes": 300, "index.interval.bytes": 1}
+    )
     base = int(time.time() * 1000) - 60_000  # recent: inside the 7-day retention
     with ottla.Producer(data_dir) as p:
         for i in range(200):
@@ -345,13 +370,13 @@ def test_offsets_for_times_across_segments(data_dir):
     with ottla.Consumer(data_dir) as c:
         for i in (0, 1, 57, 123, 199):
             r = c.offsets_for_times({tp: base + i * 10})[tp]
-            assert (r.offset, r.timestamp) == (i, base + i * 10)
+            assert r is not None and (r.offset, r.timestamp) == (i, base + i * 10)
             r = c.offsets_for_times({tp: base + i * 10 - 5})[tp]
-            assert r.offset == i
+            assert r is not None and r.offset == i
         assert c.offsets_for_times({tp: base + 2000})[tp] is None
 
 
-def test_old_timestamps_fall_to_default_retention(data_dir):
+def test_old_timestamps_fall_to_default_retention(data_dir: Path) -> None:
     """Records stamped long ago (1970) are past the default 7-day retention
     and go once their segment closes, as in Kafka."""
     ottla.Admin(data_dir).create_topic("t", config={"segment.bytes": 300})
@@ -363,7 +388,7 @@ def test_old_timestamps_fall_to_default_retention(data_dir):
     assert d.start_offset > 0
 
 
-def test_beginning_and_end_offsets(data_dir):
+def test_beginning_and_end_offsets(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=2)
     produce(data_dir, "t", 7, partition=1)
     with ottla.Consumer(data_dir) as c:
@@ -375,7 +400,7 @@ def test_beginning_and_end_offsets(data_dir):
             c.end_offsets([TP("t", 2)])
 
 
-def test_pause_and_resume(data_dir):
+def test_pause_and_resume(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=2)
     produce(data_dir, "t", 3, partition=0, prefix="a")
     produce(data_dir, "t", 3, partition=1, prefix="b")
@@ -392,17 +417,16 @@ def test_pause_and_resume(data_dir):
             c.pause(TP("t", 9))
 
 
-def test_paused_partition_does_not_wake_iteration(data_dir):
+def test_paused_partition_does_not_wake_iteration(data_dir: Path) -> None:
     produce(data_dir, "t", 3)
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        consumer_timeout_ms=200) as c:
+    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=200) as c:
         c.pause(TP("t", 0))
         t0 = time.monotonic()
         assert list(c) == []
         assert time.monotonic() - t0 < 3
 
 
-def test_auto_offset_reset_earliest_latest(data_dir):
+def test_auto_offset_reset_earliest_latest(data_dir: Path) -> None:
     produce(data_dir, "t", 5)
     with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest") as c:
         assert c.position(TP("t", 0)) == 0
@@ -416,10 +440,10 @@ def test_auto_offset_reset_earliest_latest(data_dir):
         with ottla.Consumer(data_dir, "t", auto_offset_reset=alias) as c:
             assert c.position(TP("t", 0)) == 0
     with pytest.raises(ValueError):
-        ottla.Consumer(data_dir, "t", auto_offset_reset="sometimes")
+        ottla.Consumer(data_dir, "t", auto_offset_reset="sometimes")  # type: ignore[arg-type]
 
 
-def test_auto_offset_reset_none(data_dir):
+def test_auto_offset_reset_none(data_dir: Path) -> None:
     produce(data_dir, "t", 5)
     with ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="none") as c:
         with pytest.raises(ottla.NoOffsetForPartitionError):
@@ -436,7 +460,7 @@ def test_auto_offset_reset_none(data_dir):
         assert drain(c, 4)[0].offset == 1
 
 
-def test_second_group_member_joins(data_dir):
+def test_second_group_member_joins(data_dir: Path) -> None:
     produce(data_dir, "t", 3)
     first = ottla.Consumer(data_dir, "t", group_id="solo", auto_offset_reset="earliest")
     try:
@@ -458,7 +482,7 @@ def test_second_group_member_joins(data_dir):
     second.close()
 
 
-def test_dead_member_in_another_process_hands_over(data_dir, spawn):
+def test_dead_member_in_another_process_hands_over(data_dir: Path, spawn: Spawn) -> None:
     produce(data_dir, "t", 1)
     child = spawn(
         """
@@ -477,7 +501,7 @@ def test_dead_member_in_another_process_hands_over(data_dir, spawn):
         assert wait_until(lambda: (c.poll(timeout_ms=50), c.assignment())[1] == {TP("t", 0)})
 
 
-def test_group_coordinated_by_a_broker_is_refused(data_dir):
+def test_group_coordinated_by_a_broker_is_refused(data_dir: Path) -> None:
     import fcntl
     import struct
 
@@ -485,43 +509,51 @@ def test_group_coordinated_by_a_broker_is_refused(data_dir):
     door = data_dir / ".ottla" / "groups" / "viabroker.door"
     with open(door, "a+b") as f:
         # What the broker does: byte 0 of the door, exclusive OFD lock.
-        fcntl.fcntl(f.fileno(), fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 1, 0))
+        fcntl.fcntl(
+            f.fileno(), fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 1, 0)
+        )
         with pytest.raises(ottla.GroupMemberConflictError, match="coordinated by a broker"):
             ottla.Consumer(data_dir, "t", group_id="viabroker")
     with ottla.Consumer(data_dir, "t", group_id="viabroker") as c:  # the broker let go
         assert c.assignment() == {TP("t", 0)}
 
 
-def test_deserializers(data_dir):
+def test_deserializers(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         p.send("t", b'{"a": 1}', key=b"k1")
         p.send("t", None, key=None)
         p.send("t", b"[2]", key=b"k3")
         p.flush()
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        key_deserializer=lambda b: b.decode(),
-                        value_deserializer=json.loads) as c:
+    with ottla.Consumer(
+        data_dir,
+        "t",
+        auto_offset_reset="earliest",
+        key_deserializer=lambda b: b.decode(),
+        value_deserializer=json.loads,
+    ) as c:
         recs = drain(c, 3)
     assert [(r.key, r.value) for r in recs] == [("k1", {"a": 1}), (None, None), ("k3", [2])]
 
 
-def test_deserializer_error_propagates(data_dir):
+def test_deserializer_error_propagates(data_dir: Path) -> None:
     produce(data_dir, "t", 1)
 
-    def boom(b):
+    def boom(b: bytes) -> Any:
         raise ValueError("cannot decode")
 
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        value_deserializer=boom) as c:
-        with pytest.raises(ValueError, match="cannot decode"):
-            c.poll(timeout_ms=1000)
+    with (
+        ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", value_deserializer=boom) as c,
+        pytest.raises(ValueError, match="cannot decode"),
+    ):
+        c.poll(timeout_ms=1000)
 
 
-def test_record_fields_and_repr(data_dir):
+def test_record_fields_and_repr(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", config={"retention.ms": -1})
     with ottla.Producer(data_dir) as p:
-        p.send("t", b"value-1", key=b"key-1", timestamp=1_700_000_000_000,
-               headers=[("h", b"1")]).get(10)
+        p.send(
+            "t", b"value-1", key=b"key-1", timestamp=1_700_000_000_000, headers=[("h", b"1")]
+        ).get(10)
         p.send("t", b"x" * 500).get(10)
     with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest") as c:
         r, big = drain(c, 2)
@@ -537,10 +569,10 @@ def test_record_fields_and_repr(data_dir):
     assert s.startswith("Record(") and "offset=0" in s and "b'key-1'" in s and "b'value-1'" in s
     assert len(repr(big)) < 300 and "..." in repr(big)
     with pytest.raises(AttributeError):
-        r.offset = 5  # frozen
+        r.offset = 5  # type: ignore[misc]  # frozen: what the test checks
 
 
-def test_topic_partition_type():
+def test_topic_partition_type() -> None:
     a = TP("t", 1)
     assert a == TP("t", 1) and a != TP("t", 2)
     assert hash(a) == hash(TP("t", 1))
@@ -550,18 +582,18 @@ def test_topic_partition_type():
     assert sorted([TP("b", 0), TP("a", 2), TP("a", 1)]) == [TP("a", 1), TP("a", 2), TP("b", 0)]
     assert repr(a) == 'TopicPartition(topic="t", partition=1)'
     import pickle
+
     assert pickle.loads(pickle.dumps(a)) == a
 
 
-def test_consumer_wakes_for_records_produced_later(data_dir):
+def test_consumer_wakes_for_records_produced_later(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t")
     results = []
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        consumer_timeout_ms=5000) as c:
+    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=5000) as c:
         assert c.poll(timeout_ms=0) == {}
         sent_at = {}
 
-        def produce_later():
+        def produce_later() -> None:
             time.sleep(0.3)
             with ottla.Producer(data_dir, linger_ms=0) as p:
                 for i in range(5):
@@ -583,7 +615,7 @@ def test_consumer_wakes_for_records_produced_later(data_dir):
     assert max(lags) < 1.0, lags
 
 
-def test_consumer_close_state_and_repr(data_dir):
+def test_consumer_close_state_and_repr(data_dir: Path) -> None:
     produce(data_dir, "t", 1)
     c = ottla.Consumer(data_dir, "t", group_id="grp", client_id="me")
     assert "grp" in repr(c) and "t-0" in repr(c)
@@ -597,7 +629,7 @@ def test_consumer_close_state_and_repr(data_dir):
         next(iter(c))
 
 
-def test_consumer_auto_create_topics_false(data_dir):
+def test_consumer_auto_create_topics_false(data_dir: Path) -> None:
     with ottla.Consumer(data_dir, auto_create_topics=False) as c:
         with pytest.raises(ottla.UnknownTopicOrPartitionError):
             c.assign([TP("missing", 0)])
@@ -609,7 +641,7 @@ def test_consumer_auto_create_topics_false(data_dir):
         assert c.assignment() == {TP("created", 0), TP("created", 1)}
 
 
-def test_poll_values_bulk_read_advances_positions(data_dir):
+def test_poll_values_bulk_read_advances_positions(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("bulk", partitions=2)
     with ottla.Producer(data_dir) as p:

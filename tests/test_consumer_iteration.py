@@ -15,29 +15,43 @@ from pathlib import Path
 import pytest
 
 import ottla
+from helpers import Spawn, log_files
 from ottla import TopicPartition as TP
-
-from helpers import log_files
 
 BATCH = 5  # records per batch in these tests
 
 
-def produce_batches(path, topic, n_batches, partition=0, start=0, per_batch=BATCH):
+def produce_batches(
+    path: Path,
+    topic: str,
+    n_batches: int,
+    partition: int = 0,
+    start: int = 0,
+    per_batch: int = BATCH,
+) -> None:
     """``n_batches`` batches of ``per_batch`` records each, one flush apiece."""
     with ottla.Producer(path) as p:
         for b in range(n_batches):
             first = start + b * per_batch
-            p.send_many(topic, [b"p%d-%d" % (partition, i)
-                                for i in range(first, first + per_batch)],
-                        partition=partition).get(10)
+            p.send_many(
+                topic,
+                [b"p%d-%d" % (partition, i) for i in range(first, first + per_batch)],
+                partition=partition,
+            ).get(10)
 
 
 @pytest.mark.parametrize("k", [0, 1, BATCH - 1, BATCH, BATCH + 1, 2 * BATCH, 3 * BATCH - 1])
-def test_position_and_commit_after_k_records(data_dir, k):
+def test_position_and_commit_after_k_records(data_dir: Path, k: int) -> None:
     produce_batches(data_dir, "t", 3)
     tp = TP("t", 0)
-    with ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                        enable_auto_commit=False, consumer_timeout_ms=0) as c:
+    with ottla.Consumer(
+        data_dir,
+        "t",
+        group_id="g",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=0,
+    ) as c:
         it = iter(c)
         got = [next(it) for _ in range(k)]
         assert [r.offset for r in got] == list(range(k))
@@ -45,17 +59,29 @@ def test_position_and_commit_after_k_records(data_dir, k):
         assert c.position(tp) == k
         c.commit()
         assert c.committed(tp) == k
-    with ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                        enable_auto_commit=False, consumer_timeout_ms=0) as c2:
+    with ottla.Consumer(
+        data_dir,
+        "t",
+        group_id="g",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=0,
+    ) as c2:
         rest = list(c2)
         assert [r.offset for r in rest] == list(range(k, 3 * BATCH))
 
 
-def test_position_moves_one_record_at_a_time(data_dir):
+def test_position_moves_one_record_at_a_time(data_dir: Path) -> None:
     produce_batches(data_dir, "t", 3)
     tp = TP("t", 0)
-    with ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                        enable_auto_commit=False, consumer_timeout_ms=0) as c:
+    with ottla.Consumer(
+        data_dir,
+        "t",
+        group_id="g",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=0,
+    ) as c:
         for i, r in enumerate(c):
             assert r.offset == i
             assert c.position(tp) == i + 1
@@ -65,11 +91,10 @@ def test_position_moves_one_record_at_a_time(data_dir):
         assert c.position(tp) == 3 * BATCH
 
 
-def test_seek_in_the_middle_of_a_batch_while_iterating(data_dir):
+def test_seek_in_the_middle_of_a_batch_while_iterating(data_dir: Path) -> None:
     produce_batches(data_dir, "t", 2)
     tp = TP("t", 0)
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0) as c:
+    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         it = iter(c)
         assert [next(it).offset for _ in range(3)] == [0, 1, 2]
         c.seek(tp, 1)
@@ -78,21 +103,20 @@ def test_seek_in_the_middle_of_a_batch_while_iterating(data_dir):
         assert [r.offset for r in c] == [7, 8, 9]
 
 
-def test_iteration_order_over_partitions_is_poll_one_at_a_time(data_dir):
+def test_iteration_order_over_partitions_is_poll_one_at_a_time(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("m", partitions=3)
     produce_batches(data_dir, "m", 3, partition=0)
     produce_batches(data_dir, "m", 1, partition=1, per_batch=2)
     produce_batches(data_dir, "m", 2, partition=2, per_batch=7)
     total = 3 * BATCH + 2 + 14
 
-    def key(r):
+    def key(r: ottla.Record) -> tuple[int, int, bytes]:
         return (r.partition, r.offset, r.value)
 
-    with ottla.Consumer(data_dir, "m", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0) as c:
+    with ottla.Consumer(data_dir, "m", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         iterated = [key(r) for r in c]
     with ottla.Consumer(data_dir, "m", auto_offset_reset="earliest") as c:
-        polled = []
+        polled: list[tuple[int, int, bytes]] = []
         for _ in range(total + 5):
             for recs in c.poll(max_records=1).values():
                 polled.extend(key(r) for r in recs)
@@ -105,14 +129,13 @@ def test_iteration_order_over_partitions_is_poll_one_at_a_time(data_dir):
     assert len({q for (q, _, _) in iterated[:3]}) > 1
 
 
-def test_iteration_hands_out_key_headers_and_null_value(data_dir):
+def test_iteration_hands_out_key_headers_and_null_value(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         p.send("h", b"plain")
         p.send("h", None, key=b"k1", headers=[("a", b"1"), ("b", None)])
         p.send("h", b"after", key="text-key")
         p.flush()
-    with ottla.Consumer(data_dir, "h", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0) as c:
+    with ottla.Consumer(data_dir, "h", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         recs = list(c)
     assert [(r.key, r.value, r.headers) for r in recs] == [
         (None, b"plain", []),
@@ -130,10 +153,11 @@ def test_iteration_hands_out_key_headers_and_null_value(data_dir):
 def _crc32c(data: bytes) -> int:
     from kafka.record.util import calc_crc32c
 
-    return calc_crc32c(data)
+    crc: int = calc_crc32c(data)
+    return crc
 
 
-def _varint_len_at(buf: bytes, pos: int) -> tuple:
+def _varint_len_at(buf: bytes | bytearray, pos: int) -> tuple[int, int]:
     """(zig-zag decoded value, bytes) of the varint at ``pos``."""
     v, shift, n = 0, 0, 0
     while True:
@@ -152,7 +176,7 @@ def _break_record(seg: Path, batch_index: int, record_index: int) -> int:
     pos = 0
     for _ in range(batch_index):
         pos += 12 + struct.unpack_from(">i", raw, pos + 8)[0]
-    base = struct.unpack_from(">q", raw, pos)[0]
+    base: int = struct.unpack_from(">q", raw, pos)[0]
     size = 12 + struct.unpack_from(">i", raw, pos + 8)[0]
     at = pos + 61  # the batch header's length
     for _ in range(record_index):
@@ -161,20 +185,19 @@ def _break_record(seg: Path, batch_index: int, record_index: int) -> int:
     length, n = _varint_len_at(raw, at)
     assert n == 1 and length > 0
     raw[at] = 0  # zig-zag 0: a record of no bytes, which cannot hold its fields
-    crc = _crc32c(bytes(raw[pos + 21:pos + size]))
+    crc = _crc32c(bytes(raw[pos + 21 : pos + size]))
     struct.pack_into(">I", raw, pos + 17, crc)
     seg.write_bytes(bytes(raw))
     return base + record_index
 
 
-def test_undecodable_record_mid_batch_comes_after_the_records_before_it(data_dir):
+def test_undecodable_record_mid_batch_comes_after_the_records_before_it(data_dir: Path) -> None:
     produce_batches(data_dir, "bad", 3)
     seg = log_files(Path(data_dir) / "bad-0")[0]
     bad = _break_record(seg, batch_index=1, record_index=2)
     assert bad == BATCH + 2
     tp = TP("bad", 0)
-    with ottla.Consumer(data_dir, "bad", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0) as c:
+    with ottla.Consumer(data_dir, "bad", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         got = []
         with pytest.raises(ottla.InvalidRecordError, match="bad-0"):
             for r in c:
@@ -191,7 +214,7 @@ def test_undecodable_record_mid_batch_comes_after_the_records_before_it(data_dir
         assert [r.offset for r in c] == list(range(2 * BATCH, 3 * BATCH))
 
 
-def test_poll_with_an_undecodable_record_hands_out_the_records_before_it(data_dir):
+def test_poll_with_an_undecodable_record_hands_out_the_records_before_it(data_dir: Path) -> None:
     produce_batches(data_dir, "bad", 3)
     seg = log_files(Path(data_dir) / "bad-0")[0]
     bad = _break_record(seg, batch_index=1, record_index=2)
@@ -203,10 +226,9 @@ def test_poll_with_an_undecodable_record_hands_out_the_records_before_it(data_di
         assert c.position(TP("bad", 0)) == bad
 
 
-def test_records_without_deserializers_stay_out_of_the_gc(data_dir):
+def test_records_without_deserializers_stay_out_of_the_gc(data_dir: Path) -> None:
     produce_batches(data_dir, "g", 4)
-    with ottla.Consumer(data_dir, "g", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0) as c:
+    with ottla.Consumer(data_dir, "g", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         it = iter(c)
         kept = list(itertools.islice(it, 7))  # some fresh, some recycled
         assert not any(gc.is_tracked(r) for r in kept)
@@ -221,24 +243,24 @@ class _Box:
 
     freed = 0
 
-    def __init__(self, raw):
+    def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        self.record = None
+        self.record: object = None
 
-    def __del__(self):
+    def __del__(self) -> None:
         _Box.freed += 1
 
 
-def test_deserialized_records_are_tracked_so_cycles_are_collected(data_dir):
+def test_deserialized_records_are_tracked_so_cycles_are_collected(data_dir: Path) -> None:
     produce_batches(data_dir, "g", 2)
     # Fill the record free list with untracked records first.
-    with ottla.Consumer(data_dir, "g", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0) as c:
+    with ottla.Consumer(data_dir, "g", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         for _ in c:
             pass
     _Box.freed = 0
-    with ottla.Consumer(data_dir, "g", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0, value_deserializer=_Box) as c:
+    with ottla.Consumer(
+        data_dir, "g", auto_offset_reset="earliest", consumer_timeout_ms=0, value_deserializer=_Box
+    ) as c:
         recs = list(c)
         assert len(recs) == 2 * BATCH
         assert all(gc.is_tracked(r) for r in recs)
@@ -251,18 +273,18 @@ def test_deserialized_records_are_tracked_so_cycles_are_collected(data_dir):
     assert _Box.freed == 2 * BATCH
 
 
-def test_iteration_through_a_compressed_batch(data_dir, spawn):
+def test_iteration_through_a_compressed_batch(data_dir: Path, spawn: Spawn) -> None:
     pytest.importorskip("kafka")
     from test_arrow import PLAIN_WRITER, _write_gzip_batch
 
     assert spawn(PLAIN_WRITER, data_dir).wait(60) == 0
     _write_gzip_batch(Path(data_dir) / "gz-0", 3, [b"zipped-%d" % i for i in range(4)])
     tp = TP("gz", 0)
-    with ottla.Consumer(data_dir, "gz", auto_offset_reset="earliest",
-                        consumer_timeout_ms=0) as c:
+    with ottla.Consumer(data_dir, "gz", auto_offset_reset="earliest", consumer_timeout_ms=0) as c:
         got = []
         for r in c:
             got.append((r.offset, r.value))
             assert c.position(tp) == r.offset + 1
-    assert got == [(i, b"plain-%d" % i) for i in range(3)] + \
-        [(3 + i, b"zipped-%d" % i) for i in range(4)]
+    assert got == [(i, b"plain-%d" % i) for i in range(3)] + [
+        (3 + i, b"zipped-%d" % i) for i in range(4)
+    ]

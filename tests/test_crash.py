@@ -10,12 +10,15 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka.record import MemoryRecords
 
 import ottla
-from helpers import log_files, read_values
+from helpers import Child, Spawn, log_files, read_values
 
 PRODUCER_CHILD = """
 import random, sys, time
@@ -43,9 +46,9 @@ while True:
 """
 
 
-def acked_pairs(child):
+def acked_pairs(child: Child) -> list[tuple[int, int]]:
     """(offset, index) pairs the child printed as acknowledged."""
-    out = []
+    out: list[tuple[int, int]] = []
     for line in child.lines():
         parts = line.split()
         if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
@@ -53,12 +56,12 @@ def acked_pairs(child):
     return out
 
 
-def end_offset(data_dir, topic):
+def end_offset(data_dir: Path, topic: str) -> int:
     d = ottla.Admin(data_dir).describe_topic(topic)
     return d.partitions[0].end_offset
 
 
-def check_log(data_dir, topic, acked):
+def check_log(data_dir: Path, topic: str, acked: Iterable[tuple[int, int]]) -> int:
     """Every record is v<offset>-..., offsets gap-free from the log start (0
     unless retention deleted segments) to the end, every ack present."""
     part = ottla.Admin(data_dir).describe_topic(topic).partitions[0]
@@ -76,11 +79,11 @@ def check_log(data_dir, topic, acked):
     return end
 
 
-def append_more(data_dir, topic, n=10):
+def append_more(data_dir: Path, topic: str, n: int = 10) -> int:
     end = end_offset(data_dir, topic)
     with ottla.Producer(data_dir) as p:
-        mds = [p.send(topic, b"v%d-after" % (end + i), partition=0) for i in range(n)]
-        mds = [f.get(10) for f in mds]
+        futures = [p.send(topic, b"v%d-after" % (end + i), partition=0) for i in range(n)]
+        mds = [f.get(10) for f in futures]
     assert [m.offset for m in mds] == list(range(end, end + n))
     gc.collect()
     return end + n
@@ -91,14 +94,20 @@ def append_more(data_dir, topic, n=10):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode,config", [
-    ("never", {}),
-    ("always", {}),
-    # small segments: the kill also lands in segment rolls and retention passes
-    ("never", {"segment.bytes": 2048, "retention.bytes": 30000}),
-    ("always", {"segment.bytes": 4096}),
-], ids=["never", "always", "never-rolling", "always-rolling"])
-def test_kill_9_while_producing(data_dir, spawn, mode, config):
+@pytest.mark.parametrize(
+    "mode,config",
+    [
+        ("never", {}),
+        ("always", {}),
+        # small segments: the kill also lands in segment rolls and retention passes
+        ("never", {"segment.bytes": 2048, "retention.bytes": 30000}),
+        ("always", {"segment.bytes": 4096}),
+    ],
+    ids=["never", "always", "never-rolling", "always-rolling"],
+)
+def test_kill_9_while_producing(
+    data_dir: Path, spawn: Spawn, mode: str, config: dict[str, int]
+) -> None:
     rng = random.Random(sum(map(ord, mode)) + len(config))
     ottla.Admin(data_dir).create_topic("crash", config=config)
     gc.collect()
@@ -157,7 +166,9 @@ print("done", offs[0], offs[-1], flush=True)
 """
 
 
-def test_two_processes_append_to_one_partition(data_dir, spawn, tmp_path):
+def test_two_processes_append_to_one_partition(
+    data_dir: Path, spawn: Spawn, tmp_path: Path
+) -> None:
     ottla.Admin(data_dir).create_topic("shared")
     gc.collect()
     go = tmp_path / "go"
@@ -203,7 +214,7 @@ while True:
 """
 
 
-def test_kill_9_of_one_writer_while_another_appends(data_dir, spawn):
+def test_kill_9_of_one_writer_while_another_appends(data_dir: Path, spawn: Spawn) -> None:
     """A writer in this process keeps appending while writers in child
     processes are killed -9 one after another on the same partition."""
     import threading
@@ -211,10 +222,10 @@ def test_kill_9_of_one_writer_while_another_appends(data_dir, spawn):
     ottla.Admin(data_dir).create_topic("k", config={"segment.bytes": 8192})
     rng = random.Random(99)
     stop = threading.Event()
-    parent_acks = []
-    errors = []
+    parent_acks: list[tuple[int, int]] = []
+    errors: list[Exception] = []
 
-    def parent_writer():
+    def parent_writer() -> None:
         try:
             with ottla.Producer(data_dir, linger_ms=0) as p:
                 i = 0
@@ -237,7 +248,7 @@ def test_kill_9_of_one_writer_while_another_appends(data_dir, spawn):
                 child.sigkill()
             finally:
                 child.kill()
-            acked[pre] = [tuple(map(int, l.split())) for l in child.lines() if l.count(" ") == 1]
+            acked[pre] = [tuple(map(int, ln.split())) for ln in child.lines() if ln.count(" ") == 1]
             assert acked[pre], child.stderr
     finally:
         stop.set()
@@ -248,7 +259,7 @@ def test_kill_9_of_one_writer_while_another_appends(data_dir, spawn):
     vals = read_values(data_dir, "k")
     assert [o for o, _, _ in vals] == list(range(len(vals)))
     by_offset = {o: v for o, _, v in vals}
-    seqs = {}
+    seqs: dict[str, list[int]] = {}
     for _, _, v in vals:
         pre, i = v.split(b"-")
         seqs.setdefault(pre.decode(), []).append(int(i))
@@ -275,7 +286,7 @@ print("done", flush=True)
 """
 
 
-def test_reader_follows_two_writer_processes_with_retention(data_dir, spawn):
+def test_reader_follows_two_writer_processes_with_retention(data_dir: Path, spawn: Spawn) -> None:
     """Two processes append (rolling small segments that retention deletes)
     while this process reads: offsets only grow, each writer's records come
     in order, the reader never sees a wrong record, and it reads every
@@ -286,8 +297,9 @@ def test_reader_follows_two_writer_processes_with_retention(data_dir, spawn):
     earliest offset, as Kafka's auto_offset_reset="earliest" does). Which
     records those are depends on the timing; that the ones kept are all
     read, without a gap up to the end, does not."""
-    ottla.Admin(data_dir).create_topic("s", config={"segment.bytes": 4096,
-                                                   "retention.bytes": 16384})
+    ottla.Admin(data_dir).create_topic(
+        "s", config={"segment.bytes": 4096, "retention.bytes": 16384}
+    )
     gc.collect()
     n = 10000
     writers = [spawn(RETENTION_WRITER, data_dir, x, n) for x in "AB"]
@@ -295,8 +307,7 @@ def test_reader_follows_two_writer_processes_with_retention(data_dir, spawn):
     last_offset = -1
     seen = set()
     count = 0
-    with ottla.Consumer(data_dir, "s", auto_offset_reset="earliest",
-                        consumer_timeout_ms=2000) as c:
+    with ottla.Consumer(data_dir, "s", auto_offset_reset="earliest", consumer_timeout_ms=2000) as c:
         deadline = time.monotonic() + 25
         for r in c:
             assert r.offset > last_offset
@@ -343,7 +354,7 @@ print("done", i, flush=True)
 """
 
 
-def test_reader_at_the_log_start_while_retention_deletes_it(data_dir, spawn):
+def test_reader_at_the_log_start_while_retention_deletes_it(data_dir: Path, spawn: Spawn) -> None:
     """The reader stays where retention deletes next (the log start) while
     two writer processes roll 4 KiB segments. A retention pass that lands
     between a read's look at the head and its listing of the directory
@@ -351,20 +362,20 @@ def test_reader_at_the_log_start_while_retention_deletes_it(data_dir, spawn):
     consumer resets to the new start), never a corrupt batch (it used to
     be "batch offsets ... do not continue the log", the flake of the test
     above). Records read are whole and in each writer's order."""
-    ottla.Admin(data_dir).create_topic("s", config={"segment.bytes": 4096,
-                                                   "retention.bytes": 16384})
+    ottla.Admin(data_dir).create_topic(
+        "s", config={"segment.bytes": 4096, "retention.bytes": 16384}
+    )
     gc.collect()
     seconds = 3
     writers = [spawn(RACING_WRITER, data_dir, x, seconds) for x in "AB"]
     tp = ottla.TopicPartition("s", 0)
     reads = records = 0
-    with ottla.Consumer(data_dir, auto_offset_reset="earliest",
-                        enable_auto_commit=False) as c:
+    with ottla.Consumer(data_dir, auto_offset_reset="earliest", enable_auto_commit=False) as c:
         c.assign([tp])
         deadline = time.monotonic() + seconds + 20
         while time.monotonic() < deadline and any(w.proc.poll() is None for w in writers):
             c.seek_to_beginning(tp)
-            last_offset, last = -1, {}
+            last_offset, last = -1, dict[str, int]()
             for r in c.poll(timeout_ms=0, max_records=50).get(tp, []):
                 assert r.offset > last_offset
                 last_offset = r.offset
@@ -381,7 +392,7 @@ def test_reader_at_the_log_start_while_retention_deletes_it(data_dir, spawn):
     assert d.start_offset > 0
 
 
-def test_bytes_of_a_killed_appender_do_not_reach_readers_after_a_roll(data_dir):
+def test_bytes_of_a_killed_appender_do_not_reach_readers_after_a_roll(data_dir: Path) -> None:
     """A writer killed in the middle of an append leaves bytes past the
     head's end of the active segment (never published, never
     acknowledged). While another writer keeps the partition open nobody
@@ -404,7 +415,11 @@ def test_bytes_of_a_killed_appender_do_not_reach_readers_after_a_roll(data_dir):
         assert len(log_files(data_dir / "t-0")) == 2
         vals = read_values(data_dir, "t")
     assert [o for o, _, _ in vals] == list(range(big.offset + 2))
-    assert [v for _, _, v in vals] == [b"before-%d" % i for i in range(5)] + [b"after", b"B" * 7900, b"last"]
+    assert [v for _, _, v in vals] == [b"before-%d" % i for i in range(5)] + [
+        b"after",
+        b"B" * 7900,
+        b"last",
+    ]
 
 
 ROLL_SURVIVOR = """
@@ -436,7 +451,9 @@ print("not killed", flush=True)
 
 
 @pytest.mark.parametrize("step", ["finalized", "created"])
-def test_writer_killed_in_a_roll_while_another_appends(data_dir, spawn, tmp_path, step):
+def test_writer_killed_in_a_roll_while_another_appends(
+    data_dir: Path, spawn: Spawn, tmp_path: Path, step: str
+) -> None:
     """A writer is killed in the middle of a segment roll (after trimming
     the closing segment's indexes, or after creating the new segment's
     files), before publishing it; another writer process, whose batches
@@ -446,8 +463,9 @@ def test_writer_killed_in_a_roll_while_another_appends(data_dir, spawn, tmp_path
     rolls later, the dead roll's segment file (whose base its appends have
     passed) must not become a closed segment that readers take as holding
     those offsets; and its records read back whole and in order."""
-    ottla.Admin(data_dir).create_topic("r", config={"segment.bytes": 262144,
-                                                   "index.interval.bytes": 0})
+    ottla.Admin(data_dir).create_topic(
+        "r", config={"segment.bytes": 262144, "index.interval.bytes": 0}
+    )
     gc.collect()
     go = tmp_path / "go"
     survivor = spawn(ROLL_SURVIVOR, data_dir, go)
@@ -458,7 +476,10 @@ def test_writer_killed_in_a_roll_while_another_appends(data_dir, spawn, tmp_path
     assert survivor.wait(30) == 0, survivor.stderr
     vals = read_values(data_dir, "r")
     assert [o for o, _, _ in vals] == list(range(2007))
-    assert [v for _, _, v in vals] == [b"s-%05d" % i for i in range(2005)] + [b"L" * 262000, b"s-last"]
+    assert [v for _, _, v in vals] == [b"s-%05d" % i for i in range(2005)] + [
+        b"L" * 262000,
+        b"s-last",
+    ]
     # The big record has a segment to itself; no stray file is left.
     assert [int(f.stem) for f in log_files(data_dir / "r-0")] == [0, 2005, 2006]
 
@@ -478,30 +499,30 @@ for rec in c:
 """
 
 
-def test_consumer_process_tails_topic(data_dir, spawn):
+def test_consumer_process_tails_topic(data_dir: Path, spawn: Spawn) -> None:
     ottla.Admin(data_dir).create_topic("tail", partitions=3)
     gc.collect()
     child = spawn(TAIL_CHILD, data_dir)
     child.wait_line(lambda s: s == "ready", timeout=20)
-    sent = []
+    pending: list[tuple[ottla.FutureRecordMetadata, str]] = []
     t0 = time.monotonic()
     with ottla.Producer(data_dir, linger_ms=2) as p:
         first = p.send("tail", b"first", key=b"k-first").get(10)
-        sent.append((first.partition, first.offset, "first"))
+        sent = [(first.partition, first.offset, "first")]
         child.wait_line(lambda s: s.endswith(" first"), timeout=5)
         first_latency = time.monotonic() - t0
         for i in range(300):
             md = p.send("tail", f"msg-{i}".encode(), key=f"k{i}".encode())
-            sent.append((md, f"msg-{i}"))
+            pending.append((md, f"msg-{i}"))
             if i % 50 == 0:
                 time.sleep(0.05)
         p.flush()
-        sent = [sent[0]] + [(f.get(10).partition, f.get(10).offset, v) for f, v in sent[1:]]
+        sent += [(f.get(10).partition, f.get(10).offset, v) for f, v in pending]
     t_sent = time.monotonic()
     got_all = child.wait_lines(len(sent) + 1, timeout=10)
     catch_up = time.monotonic() - t_sent
-    got = [tuple(l.split(" ", 2)) for l in got_all[1:]]
-    got = [(int(pa), int(o), v) for pa, o, v in got]
+    fields = [ln.split(" ", 2) for ln in got_all[1:]]
+    got = [(int(pa), int(o), v) for pa, o, v in fields]
     assert sorted(got) == sorted(sent), (len(got), len(sent))
     for part in range(3):
         offs = [o for pa, o, _ in got if pa == part]
@@ -542,11 +563,11 @@ print("finished", flush=True)
 """
 
 
-def value_of(i):
-    return ("rec-%06d-" % i) + "x" * (i % 37)
+def value_of(i: int) -> str:
+    return f"rec-{i:06d}-" + "x" * (i % 37)
 
 
-def build_corruption_base(path):
+def build_corruption_base(path: Path) -> list[Path]:
     ottla.Admin(path).create_topic("cor", config={"segment.bytes": 4096})
     with ottla.Producer(path) as p:
         for i in range(0, 600, 10):
@@ -558,10 +579,11 @@ def build_corruption_base(path):
     return logs
 
 
-def batches_of(f):
+def batches_of(f: Path) -> list[tuple[int, int, int, int]]:
     """[(position, size, base_offset, last_offset)] via kafka-python."""
     mr = MemoryRecords(f.read_bytes())
-    out, pos = [], 0
+    out: list[tuple[int, int, int, int]] = []
+    pos = 0
     while True:
         b = mr.next_batch()
         if b is None:
@@ -570,14 +592,14 @@ def batches_of(f):
         pos += b.size_in_bytes
 
 
-def run_reader(spawn, dirs):
+def run_reader(spawn: Spawn, dirs: Iterable[str]) -> list[Any]:
     child = spawn(CORRUPT_READER, *dirs)
     rc = child.wait(25)
     assert rc == 0, f"reader crashed (rc={rc}): {child.stderr[-3000:]}"
-    return [json.loads(l) for l in child.lines() if l.startswith("{")]
+    return [json.loads(ln) for ln in child.lines() if ln.startswith("{")]
 
 
-def test_random_corruption_of_old_segment(tmp_path, spawn):
+def test_random_corruption_of_old_segment(tmp_path: Path, spawn: Spawn) -> None:
     base = tmp_path / "base"
     logs = build_corruption_base(base)
     rng = random.Random(20240607)
@@ -588,7 +610,7 @@ def test_random_corruption_of_old_segment(tmp_path, spawn):
         seg = logs[rng.randrange(0, len(logs) - 1)]  # a closed (older) segment
         target = d / "cor-0" / seg.name
         bl = batches_of(target)
-        pos, size, first, last = bl[rng.randrange(1, len(bl) - 1)]  # a batch in the middle
+        pos, size, first, _last = bl[rng.randrange(1, len(bl) - 1)]  # a batch in the middle
         # Any byte but the base offset (0..7) and the leader epoch (12..15),
         # the two header fields the batch CRC does not cover.
         candidates = [i for i in range(size) if not (i < 8 or 12 <= i < 16)]
@@ -599,13 +621,15 @@ def test_random_corruption_of_old_segment(tmp_path, spawn):
         trials.append((str(d), seg.name, first, at))
     results = run_reader(spawn, [t[0] for t in trials])
     assert len(results) == len(trials)
-    for (d, seg_name, first, at), res in zip(trials, results):
+    for (trial_dir, seg_name, first, at), res in zip(trials, results, strict=True):
         recs = res["records"]
-        assert [o for o, _ in recs] == list(range(len(recs))), d
+        assert [o for o, _ in recs] == list(range(len(recs))), trial_dir
         for o, v in recs:
-            assert v == value_of(o), (d, o, v)  # never a wrong value
-        assert len(recs) == first, (d, "records before the corrupt batch", len(recs), first)
-        assert res["error"] is not None, f"{d}: corruption at byte {at} of {seg_name} not detected"
+            assert v == value_of(o), (trial_dir, o, v)  # never a wrong value
+        assert len(recs) == first, (trial_dir, "records before the corrupt batch", len(recs), first)
+        assert res["error"] is not None, (
+            f"{trial_dir}: corruption at byte {at} of {seg_name} not detected"
+        )
         name, msg = res["error"]
         assert name == "CorruptRecordError", res["error"]
         assert seg_name in msg and "byte" in msg, msg
@@ -618,12 +642,12 @@ def test_random_corruption_of_old_segment(tmp_path, spawn):
             assert kind == "CorruptRecordError", res["again"]
 
 
-def test_corruption_error_names_file_and_position_in_process(tmp_path):
+def test_corruption_error_names_file_and_position_in_process(tmp_path: Path) -> None:
     base = tmp_path / "d"
     logs = build_corruption_base(base)
     seg = logs[1]
     bl = batches_of(seg)
-    pos, size, first, last = bl[2]
+    pos, size, first, _last = bl[2]
     raw = bytearray(seg.read_bytes())
     raw[pos + size - 3] ^= 0xFF  # inside the last record of the batch
     seg.write_bytes(bytes(raw))
@@ -648,17 +672,17 @@ def test_corruption_error_names_file_and_position_in_process(tmp_path):
             pass
 
 
-def test_corrupt_base_offset_is_detected(tmp_path):
+def test_corrupt_base_offset_is_detected(tmp_path: Path) -> None:
     base = tmp_path / "d"
     logs = build_corruption_base(base)
     seg = logs[1]
     bl = batches_of(seg)
-    pos, size, first, last = bl[2]
+    pos, _size, first, _last = bl[2]
     raw = bytearray(seg.read_bytes())
     # baseOffset is the first 8 bytes of the batch: make it 1000 larger.
-    old = int.from_bytes(raw[pos:pos + 8], "big")
+    old = int.from_bytes(raw[pos : pos + 8], "big")
     assert old == first
-    raw[pos:pos + 8] = (first + 1000).to_bytes(8, "big")
+    raw[pos : pos + 8] = (first + 1000).to_bytes(8, "big")
     seg.write_bytes(bytes(raw))
     got = []
     try:
@@ -671,7 +695,8 @@ def test_corrupt_base_offset_is_detected(tmp_path):
         pass
     for r in got:
         assert r.value == value_of(r.offset).encode(), (
-            f"offset {r.offset} returned value {r.value!r}")
+            f"offset {r.offset} returned value {r.value!r}"
+        )
 
 
 ACTIVE_CHILD = """
@@ -689,7 +714,9 @@ while True:
 """
 
 
-def crash_active_writer(data_dir, spawn, segment_bytes=1 << 30):
+def crash_active_writer(
+    data_dir: Path, spawn: Spawn, segment_bytes: int = 1 << 30
+) -> tuple[list[int], Path]:
     ottla.Admin(data_dir).create_topic("act", config={"segment.bytes": segment_bytes})
     gc.collect()
     child = spawn(ACTIVE_CHILD, data_dir)
@@ -705,15 +732,15 @@ def crash_active_writer(data_dir, spawn, segment_bytes=1 << 30):
     return acked, active
 
 
-def check_act(data_dir, allowed):
+def check_act(data_dir: Path, allowed: int | Iterable[int]) -> None:
     """The log is a valid prefix: gap-free, right values, its length one of
     ``allowed``; then appending continues right after it."""
     vals = read_values(data_dir, "act")
     assert [o for o, _, _ in vals] == list(range(len(vals)))
     for o, _, v in vals:
-        assert v == ("rec-%06d-" % o).encode() + b"y" * (o % 23)
-    allowed = {allowed} if isinstance(allowed, int) else set(allowed)
-    assert len(vals) in allowed, (len(vals), allowed)
+        assert v == f"rec-{o:06d}-".encode() + b"y" * (o % 23)
+    lengths = {allowed} if isinstance(allowed, int) else set(allowed)
+    assert len(vals) in lengths, (len(vals), lengths)
     upto = len(vals)
     # appending continues right after the kept prefix, and the file is valid
     with ottla.Producer(data_dir) as p:
@@ -732,20 +759,20 @@ def check_act(data_dir, allowed):
         assert mr.valid_bytes() == f.stat().st_size
 
 
-def test_torn_tail_of_active_segment_is_truncated(data_dir, spawn):
-    acked, active = crash_active_writer(data_dir, spawn)
+def test_torn_tail_of_active_segment_is_truncated(data_dir: Path, spawn: Spawn) -> None:
+    _acked, active = crash_active_writer(data_dir, spawn)
     bl = batches_of(active)
-    pos, size, first, last = bl[-1]
+    pos, size, first, _last = bl[-1]
     # Cut the last whole batch in half: a torn write.
     with open(active, "r+b") as f:
         f.truncate(pos + size // 2)
     check_act(data_dir, first)
 
 
-def test_garbage_after_active_segment_is_cut(data_dir, spawn):
+def test_garbage_after_active_segment_is_cut(data_dir: Path, spawn: Spawn) -> None:
     acked, active = crash_active_writer(data_dir, spawn)
     bl = batches_of(active)
-    pos, size, first, last = bl[-1]
+    _pos, _size, first, last = bl[-1]
     with open(active, "ab") as f:
         f.write(os.urandom(300))  # bytes of an append that never published
     # Every whole batch before the garbage survives: all of the last one if
@@ -756,15 +783,15 @@ def test_garbage_after_active_segment_is_cut(data_dir, spawn):
     check_act(data_dir, allowed)
 
 
-def test_corrupt_tail_with_lost_head_is_recovered_from_files(data_dir, spawn):
-    acked, active = crash_active_writer(data_dir, spawn, segment_bytes=16384)
+def test_corrupt_tail_with_lost_head_is_recovered_from_files(data_dir: Path, spawn: Spawn) -> None:
+    _acked, _active = crash_active_writer(data_dir, spawn, segment_bytes=16384)
     logs = log_files(data_dir / "act-0")
     assert len(logs) >= 3
     # The newest segment holding a few batches (the active one may have
     # just been rolled and still be empty).
     seg = next(f for f in reversed(logs) if len(batches_of(f)) >= 3)
     bl = batches_of(seg)
-    pos, size, first, last = bl[-2]
+    pos, size, first, _last = bl[-2]
     raw = bytearray(seg.read_bytes())
     raw[pos + size - 2] ^= 0x5A  # a record byte of the second-last batch
     seg.write_bytes(bytes(raw))
@@ -817,7 +844,7 @@ print("exit", flush=True)
 """
 
 
-def test_disk_full(data_dir, spawn):
+def test_disk_full(data_dir: Path, spawn: Spawn) -> None:
     ottla.Admin(data_dir).create_topic("full", config={"segment.index.bytes": 4096})
     gc.collect()
     child = spawn(DISK_FULL_CHILD, data_dir, 64 * 1024)
@@ -825,9 +852,9 @@ def test_disk_full(data_dir, spawn):
     lines = child.lines()
     assert rc == 0, (rc, lines[-5:], child.stderr[-3000:])
     assert "exit" in lines, lines
-    err = [l for l in lines if l.startswith("error")][0].split()
+    err = next(ln for ln in lines if ln.startswith("error")).split()
     assert err[1] == "DiskFullError" and err[2] == "True", err
-    last = int([l for l in lines if l.startswith("last")][0].split()[1])
+    last = int(next(ln for ln in lines if ln.startswith("last")).split()[1])
     assert last > 100
     vals = read_values(data_dir, "full")
     assert [o for o, _, _ in vals] == list(range(len(vals)))
@@ -835,7 +862,7 @@ def test_disk_full(data_dir, spawn):
     # sent once flush() had raised may still fit (when the loop's batches
     # were split, the room left varies): then it is the last record, and
     # the child saw it acknowledged.
-    second = [l for l in lines if l.startswith("second")][0].split()
+    second = next(ln for ln in lines if ln.startswith("second")).split()
     if second[1] == "ok":
         assert vals[-1][2] == b"q" * 500
         vals = vals[:-1]
@@ -843,7 +870,7 @@ def test_disk_full(data_dir, spawn):
         assert second[1] == "DiskFullError", second
     assert len(vals) >= last + 1
     for o, _, v in vals:
-        assert v == ("rec-%06d-" % o).encode() + b"z" * 80
+        assert v == f"rec-{o:06d}-".encode() + b"z" * 80
     vals = read_values(data_dir, "full")
     seg = log_files(data_dir / "full-0")[-1]
     assert seg.stat().st_size <= 64 * 1024
@@ -876,7 +903,7 @@ print("exit", flush=True)
 """
 
 
-def test_disk_full_during_segment_roll(data_dir, spawn):
+def test_disk_full_during_segment_roll(data_dir: Path, spawn: Spawn) -> None:
     ottla.Admin(data_dir).create_topic("full", config={"segment.bytes": 8192})
     gc.collect()
     child = spawn(ROLL_FULL_CHILD, data_dir)
@@ -884,8 +911,8 @@ def test_disk_full_during_segment_roll(data_dir, spawn):
     lines = child.lines()
     assert rc == 0, (rc, lines[-5:], child.stderr[-3000:])
     assert lines[-1] == "exit"
-    acks = [tuple(map(int, l.split()[1:])) for l in lines if l.startswith("ack")]
-    errs = [l.split() for l in lines if l.startswith("err")]
+    acks = [tuple(map(int, ln.split()[1:])) for ln in lines if ln.startswith("ack")]
+    errs = [ln.split() for ln in lines if ln.startswith("err")]
     assert acks and errs
     assert {e[2] for e in errs} == {"DiskFullError"}
     assert all(o == i for o, i in acks)
@@ -893,7 +920,7 @@ def test_disk_full_during_segment_roll(data_dir, spawn):
     assert [o for o, _, _ in vals] == list(range(len(vals)))
     assert len(vals) == acks[-1][0] + 1  # failed sends left nothing behind
     for o, _, v in vals:
-        assert v == ("rec-%06d-" % o).encode() + b"z" * 80
+        assert v == f"rec-{o:06d}-".encode() + b"z" * 80
     with ottla.Producer(data_dir) as p:
         assert p.send("full", b"after", partition=0).get(10).offset == len(vals)
     gc.collect()

@@ -11,16 +11,23 @@ import pytest
 
 import ottla
 
-kafka = pytest.importorskip("kafka")
-from kafka.errors import InconsistentGroupProtocolError  # noqa: E402
-from helpers import kafka_poll as poll_until  # noqa: E402
+pytest.importorskip("kafka")
+import kafka
+from kafka.errors import InconsistentGroupProtocolError
+
+from helpers import kafka_poll as poll_until
 
 
-def kafka_consumer(b: ottla.Broker, topic: str, group: str) -> "kafka.KafkaConsumer":
+def kafka_consumer(b: ottla.Broker, topic: str, group: str) -> kafka.KafkaConsumer:
     return kafka.KafkaConsumer(
-        topic, bootstrap_servers=b.bootstrap_servers, group_id=group,
-        auto_offset_reset="earliest", enable_auto_commit=False,
-        session_timeout_ms=6000, heartbeat_interval_ms=500)
+        topic,
+        bootstrap_servers=b.bootstrap_servers,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+    )
 
 
 def fill(data_dir: Path, topic: str, n: int) -> None:
@@ -29,7 +36,9 @@ def fill(data_dir: Path, topic: str, n: int) -> None:
             p.send(topic, b"v%d" % i, partition=0)
 
 
-def test_committed_offsets_are_shared_between_the_doors(broker: ottla.Broker, data_dir: Path) -> None:
+def test_committed_offsets_are_shared_between_the_doors(
+    broker: ottla.Broker, data_dir: Path
+) -> None:
     fill(data_dir, "t", 10)
     tp = kafka.TopicPartition("t", 0)
 
@@ -43,8 +52,14 @@ def test_committed_offsets_are_shared_between_the_doors(broker: ottla.Broker, da
         kc.close()
 
     # Embedded: the same group resumes at 4 and commits 7.
-    with ottla.Consumer(data_dir, "t", group_id="shared", auto_offset_reset="earliest",
-                        enable_auto_commit=False, consumer_timeout_ms=2000) as c:
+    with ottla.Consumer(
+        data_dir,
+        "t",
+        group_id="shared",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=2000,
+    ) as c:
         first = next(iter(c))
         assert first.offset == 4
         c.commit({ottla.TopicPartition("t", 0): 7})
@@ -59,8 +74,9 @@ def test_committed_offsets_are_shared_between_the_doors(broker: ottla.Broker, da
 
 def test_an_embedded_group_refuses_broker_members(broker: ottla.Broker, data_dir: Path) -> None:
     fill(data_dir, "t", 3)
-    with ottla.Consumer(data_dir, "t", group_id="g", auto_offset_reset="earliest",
-                        consumer_timeout_ms=500) as c:
+    with ottla.Consumer(
+        data_dir, "t", group_id="g", auto_offset_reset="earliest", consumer_timeout_ms=500
+    ) as c:
         assert [r.offset for r in c] == [0, 1, 2]
         kc = kafka_consumer(broker, "t", "g")
         try:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import random
 import struct
 import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka.record import MemoryRecords
@@ -17,12 +20,16 @@ from helpers import log_files
 
 SEGMENT_NAME_LEN = len("00000000000000000000.log")
 
+# What was sent: (key, value, headers, timestamp).
+Header = tuple[str, bytes | None]
+Sent = tuple[bytes | None, bytes | bytearray | None, list[Header], int]
 
-def parse_log(path):
+
+def parse_log(path: Path) -> list[tuple[Any, list[Any]]]:
     """[(batch, [records])] of one .log file, via kafka-python."""
     data = path.read_bytes()
     mr = MemoryRecords(data)
-    out = []
+    out: list[tuple[Any, list[Any]]] = []
     while True:
         batch = mr.next_batch()
         if batch is None:
@@ -37,28 +44,32 @@ def parse_log(path):
     return out
 
 
-def parse_partition(part_dir):
+def parse_partition(part_dir: Path) -> list[tuple[int, Any, list[Any]]]:
     """[(segment_base, batch, records)] over every segment, in order."""
-    out = []
+    out: list[tuple[int, Any, list[Any]]] = []
     for f in log_files(part_dir):
         assert len(f.name) == SEGMENT_NAME_LEN and f.stem.isdigit()
         base = int(f.stem)
         batches = parse_log(f)
         if batches:
-            assert batches[0][0].base_offset == base, f"{f.name} starts at {batches[0][0].base_offset}"
+            assert batches[0][0].base_offset == base, (
+                f"{f.name} starts at {batches[0][0].base_offset}"
+            )
         for b, recs in batches:
             out.append((base, b, recs))
     return out
 
 
-def make_sent(n, seed=7, base_ts=None):
+def make_sent(n: int, seed: int = 7, base_ts: int | None = None) -> list[Sent]:
     rng = random.Random(seed)
     base_ts = base_ts if base_ts is not None else int(time.time() * 1000) - 100_000
-    sent = []
+    sent: list[Sent] = []
     for i in range(n):
         key = None if i % 7 == 0 else (b"" if i % 11 == 0 else f"key-{i}".encode())
-        value = None if i % 13 == 0 else bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 120)))
-        headers = []
+        value = (
+            None if i % 13 == 0 else bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 120)))
+        )
+        headers: list[Header] = []
         if i % 3 == 0:
             headers = [("h1", f"hv{i}".encode()), ("null-h", None)]
         if i % 5 == 0:
@@ -68,9 +79,8 @@ def make_sent(n, seed=7, base_ts=None):
     return sent
 
 
-def produce(data_dir, topic, sent, **kw):
-    mds = []
-    with ottla.Producer(data_dir, **kw) as p:
+def produce(data_dir: Path, topic: str, sent: Sequence[Sent]) -> list[ottla.RecordMetadata]:
+    with ottla.Producer(data_dir) as p:
         futs = []
         for i, (k, v, h, ts) in enumerate(sent):
             futs.append(p.send(topic, v, key=k, headers=h or None, timestamp=ts, partition=0))
@@ -80,9 +90,9 @@ def produce(data_dir, topic, sent, **kw):
     return mds
 
 
-def check_records(parsed, sent):
+def check_records(parsed: list[tuple[int, Any, list[Any]]], sent: Sequence[Sent]) -> None:
     offsets = []
-    for base, batch, recs in parsed:
+    for _base, batch, recs in parsed:
         assert batch.compression_type == 0
         assert not batch.is_control_batch
         assert batch.records_count == len(recs)
@@ -99,7 +109,7 @@ def check_records(parsed, sent):
     assert offsets == list(range(len(sent))), "offsets must be 0..n-1, gap-free, in order"
 
 
-def test_log_parses_with_kafka_python_single_segment(data_dir):
+def test_log_parses_with_kafka_python_single_segment(data_dir: Path) -> None:
     sent = make_sent(300)
     mds = produce(data_dir, "fmt", sent)
     assert [m.offset for m in mds] == list(range(300))
@@ -110,9 +120,10 @@ def test_log_parses_with_kafka_python_single_segment(data_dir):
     check_records(parsed, sent)
 
 
-def test_log_parses_with_kafka_python_many_segments(data_dir):
+def test_log_parses_with_kafka_python_many_segments(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic(
-        "fmt", config={"segment.bytes": 2048, "index.interval.bytes": 200})
+        "fmt", config={"segment.bytes": 2048, "index.interval.bytes": 200}
+    )
     sent = make_sent(600, seed=11)
     produce(data_dir, "fmt", sent)
     part = data_dir / "fmt-0"
@@ -124,20 +135,22 @@ def test_log_parses_with_kafka_python_many_segments(data_dir):
     # next segment starts right after the previous one ends.
     bases = [int(f.stem) for f in logs]
     assert bases[0] == 0
-    for f, nxt in zip(logs, bases[1:]):
+    for f, nxt in zip(logs, bases[1:], strict=False):
         last = parse_log(f)[-1][0]
         assert last.next_offset == nxt
     for f in logs[:-1]:
-        assert f.stat().st_size <= 2048 + 1024  # a segment rolls before growing much past segment.bytes
+        assert (
+            f.stat().st_size <= 2048 + 1024
+        )  # a segment rolls before growing much past segment.bytes
 
 
-def test_read_back_through_ottla_matches_sent(data_dir):
+def test_read_back_through_ottla_matches_sent(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("fmt", config={"segment.bytes": 4096})
     sent = make_sent(400, seed=3)
     produce(data_dir, "fmt", sent)
     with ottla.Consumer(data_dir, auto_offset_reset="earliest") as c:
         c.assign([ottla.TopicPartition("fmt", 0)])
-        got = []
+        got: list[ottla.Record] = []
         deadline = time.monotonic() + 10
         while len(got) < 400 and time.monotonic() < deadline:
             for recs in c.poll(timeout_ms=100).values():
@@ -148,7 +161,7 @@ def test_read_back_through_ottla_matches_sent(data_dir):
         assert (r.key, r.value, r.timestamp, r.headers) == (key, value, ts, headers)
 
 
-def test_producer_batches_records(data_dir):
+def test_producer_batches_records(data_dir: Path) -> None:
     with ottla.Producer(data_dir, linger_ms=60_000) as p:
         p.send_many("b", [b"%d" % i for i in range(100)]).wait(10)
     parsed = parse_partition(data_dir / "b-0")
@@ -162,7 +175,7 @@ def test_producer_batches_records(data_dir):
     assert batch.base_sequence == -1
 
 
-def test_crc32c_is_checked_independently(data_dir):
+def test_crc32c_is_checked_independently(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         for i in range(5):
             p.send("c", b"payload-%d" % i).get(10)
@@ -184,16 +197,17 @@ def test_crc32c_is_checked_independently(data_dir):
     assert crcs == [True, True, False, True, True]
 
 
-def read_index(path, entry):
+def read_index(path: Path, entry: int) -> list[bytes]:
     data = path.read_bytes()
     assert len(data) % entry == 0, f"{path.name}: {len(data)} bytes is not a multiple of {entry}"
-    return [data[i:i + entry] for i in range(0, len(data), entry)]
+    return [data[i : i + entry] for i in range(0, len(data), entry)]
 
 
-def test_index_and_timeindex_entries(data_dir):
+def test_index_and_timeindex_entries(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic(
-        "ix", config={"segment.bytes": 4096, "index.interval.bytes": 100,
-                      "segment.index.bytes": 1000})
+        "ix",
+        config={"segment.bytes": 4096, "index.interval.bytes": 100, "segment.index.bytes": 1000},
+    )
     sent = make_sent(500, seed=5)
     produce(data_dir, "ix", sent)
     part = data_dir / "ix-0"
@@ -235,10 +249,10 @@ def test_index_and_timeindex_entries(data_dir):
         assert last_ts == seg_max
 
 
-def test_segment_files_and_partition_files(data_dir):
+def test_segment_files_and_partition_files(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("lay", partitions=2, config={"segment.bytes": 1024})
     with ottla.Producer(data_dir) as p:
-        for i in range(100):
+        for _i in range(100):
             p.send("lay", b"x" * 50, partition=0).get(10)
     part = data_dir / "lay-0"
     names = sorted(x.name for x in part.iterdir())
@@ -252,7 +266,7 @@ def test_segment_files_and_partition_files(data_dir):
     assert (data_dir / ".ottla" / "topics" / "lay").read_text().count("partitions=2") == 1
 
 
-def test_consumer_offsets_topic_is_kafka_format(data_dir):
+def test_consumer_offsets_topic_is_kafka_format(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         p.send("t", b"x").get(10)
     with ottla.Consumer(data_dir, "t", group_id="fmt-group", enable_auto_commit=False) as c:
@@ -264,9 +278,9 @@ def test_consumer_offsets_topic_is_kafka_format(data_dir):
     # key v1: version, group, topic, partition
     ver, glen = struct.unpack_from(">hh", r.key)
     assert ver == 1
-    group = r.key[4:4 + glen].decode()
+    group = r.key[4 : 4 + glen].decode()
     (tlen,) = struct.unpack_from(">h", r.key, 4 + glen)
-    topic = r.key[6 + glen:6 + glen + tlen].decode()
+    topic = r.key[6 + glen : 6 + glen + tlen].decode()
     (partition,) = struct.unpack_from(">i", r.key, 6 + glen + tlen)
     assert (group, topic, partition) == ("fmt-group", "t", 0)
     # value v3: version, offset, leader epoch, metadata, commit timestamp
@@ -274,7 +288,7 @@ def test_consumer_offsets_topic_is_kafka_format(data_dir):
     assert (vver, offset) == (3, 1)
 
 
-def test_segment_ms_rolls_segments(data_dir):
+def test_segment_ms_rolls_segments(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("ms", config={"segment.ms": 200})
     with ottla.Producer(data_dir) as p:
         p.send("ms", b"1").get(10)
@@ -284,13 +298,17 @@ def test_segment_ms_rolls_segments(data_dir):
     names = [f.name for f in log_files(data_dir / "ms-0")]
     assert names == ["00000000000000000000.log", "00000000000000000002.log"]
     assert [r.value for _, _, recs in parse_partition(data_dir / "ms-0") for r in recs] == [
-        b"1", b"2", b"3"]
+        b"1",
+        b"2",
+        b"3",
+    ]
 
 
-def test_small_segment_index_forces_rolls(data_dir):
+def test_small_segment_index_forces_rolls(data_dir: Path) -> None:
     # 64 bytes hold 8 offset entries / 5 time entries: a full index rolls the segment.
     ottla.Admin(data_dir).create_topic(
-        "ix", config={"segment.index.bytes": 64, "index.interval.bytes": 1})
+        "ix", config={"segment.index.bytes": 64, "index.interval.bytes": 1}
+    )
     with ottla.Producer(data_dir) as p:
         for i in range(100):
             p.send("ix", b"%d" % i).get(10)
@@ -306,14 +324,16 @@ def test_small_segment_index_forces_rolls(data_dir):
     assert [(r.offset, r.value) for r in recs] == [(i, b"%d" % i) for i in range(100)]
 
 
-def test_bulk_send_many_decodes_with_kafka_python(data_dir):
+def test_bulk_send_many_decodes_with_kafka_python(data_dir: Path) -> None:
     """send_many with a plain list of bytes takes the batch-at-a-time
     encoder; kafka-python must read back exactly what a record-at-a-time
     send writes: every value, null values, lengths across varint widths,
     batches split at batch_size, one timestamp for the call."""
     rng = random.Random(3)
     sizes = [0, 1, 63, 64, 100, 8191, 8192, 20000]
-    values = [None if i % 97 == 5 else bytes([i % 251]) * rng.choice(sizes) for i in range(3000)]
+    values: list[bytes | bytearray | memoryview | str | None] = [
+        None if i % 97 == 5 else bytes([i % 251]) * rng.choice(sizes) for i in range(3000)
+    ]
     # A bytearray, a memoryview and a str far into the list: their chunk
     # takes the general path, and the records are the same.
     values += [b"tail-%d" % i for i in range(17000)]
@@ -328,14 +348,20 @@ def test_bulk_send_many_decodes_with_kafka_python(data_dir):
     for _, batch, _ in parsed:
         assert batch.size_in_bytes <= 64 * 1024 or batch.last_offset == batch.base_offset
     got = [r for _, _, recs in parsed for r in recs]
-    expect = [bytes(v) if isinstance(v, (bytearray, memoryview)) else
-              v.encode() if isinstance(v, str) else v for v in values]
+    expect = [
+        bytes(v)
+        if isinstance(v, (bytearray, memoryview))
+        else v.encode()
+        if isinstance(v, str)
+        else v
+        for v in values
+    ]
     assert [r.offset for r in got] == list(range(len(values)))
     assert [r.value for r in got] == expect
     assert all(r.key is None and r.timestamp == 1_600_000_000_000 and not r.headers for r in got)
 
 
-def test_large_values_written_from_the_callers_buffer_decode(data_dir):
+def test_large_values_written_from_the_callers_buffer_decode(data_dir: Path) -> None:
     """A value that fills a batch by itself is written straight from the
     caller's bytes (pwritev, no copy into a batch): kafka-python must read
     the same records a copying send writes, in send order, keys, headers,
@@ -345,10 +371,13 @@ def test_large_values_written_from_the_callers_buffer_decode(data_dir):
     for fsync in ("never", "always"):
         topic = f"large-{fsync}"
         ottla.Admin(data_dir).create_topic(topic, 1, {"max.message.bytes": 4 * 1024 * 1024})
-        sent = []
+        sent: list[Sent] = []
         for i in range(24):
+            value: bytes | bytearray | None
             if i % 3 == 0:
-                value = bytes(rng.getrandbits(8) for _ in range(64)) * rng.choice([1024, 4096, 16384])
+                value = bytes(rng.getrandbits(8) for _ in range(64)) * rng.choice(
+                    [1024, 4096, 16384]
+                )
             elif i % 3 == 1:
                 value = b"small-%d" % i
             else:
@@ -357,19 +386,22 @@ def test_large_values_written_from_the_callers_buffer_decode(data_dir):
             headers = [("h", f"hv{i}".encode()), ("null-h", None)] if i % 5 == 0 else []
             sent.append((key, value, headers, 1_600_000_000_000 + i))
         with ottla.Producer(data_dir, fsync=fsync, batch_size=64 * 1024, linger_ms=60_000) as p:
-            futs = [p.send(topic, v, key=k, headers=h or None, timestamp=ts, partition=0)
-                    for k, v, h, ts in sent]
+            futs = [
+                p.send(topic, v, key=k, headers=h or None, timestamp=ts, partition=0)
+                for k, v, h, ts in sent
+            ]
             mds = [f.get(10) for f in futs]
         assert [m.offset for m in mds] == list(range(len(sent)))
         expect = [(k, bytes(v) if isinstance(v, bytearray) else v, h, ts) for k, v, h, ts in sent]
         check_records(parse_partition(data_dir / f"{topic}-0"), expect)
-        with ottla.Consumer(data_dir, topic, auto_offset_reset="earliest",
-                            consumer_timeout_ms=2000) as c:
+        with ottla.Consumer(
+            data_dir, topic, auto_offset_reset="earliest", consumer_timeout_ms=2000
+        ) as c:
             got = [(r.key, r.value) for r in c]
         assert got == [(k, v) for k, v, _, _ in expect]
 
 
-def test_large_value_over_max_message_bytes_is_refused(data_dir):
+def test_large_value_over_max_message_bytes_is_refused(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("big", 1, {"max.message.bytes": 512 * 1024})
     with ottla.Producer(data_dir, batch_size=64 * 1024) as p:
         with pytest.raises(ottla.RecordTooLargeError):

@@ -4,17 +4,17 @@ the Admin group operations."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Set, Tuple
 
 import pytest
 
 import ottla
+from helpers import Spawn, wait_until
 from ottla import TopicPartition as TP
-
-from helpers import wait_until
 
 TOPIC = "jobs"
 PARTITIONS = 6
@@ -81,9 +81,9 @@ print("done", flush=True)
 """
 
 
-def parse(path: Path) -> List[Tuple[str, int, float, int]]:
+def parse(path: Path) -> list[tuple[str, int, float, int]]:
     """(kind, partition, time, offset or -1); lines cut by kill -9 skipped."""
-    out = []
+    out: list[tuple[str, int, float, int]] = []
     if not path.exists():
         return out
     for line in path.read_text().splitlines():
@@ -98,11 +98,13 @@ def parse(path: Path) -> List[Tuple[str, int, float, int]]:
     return out
 
 
-def ownership_intervals(events, end_time: float) -> Dict[int, List[Tuple[float, float]]]:
+def ownership_intervals(
+    events: list[tuple[str, int, float, int]], end_time: float
+) -> dict[int, list[tuple[float, float]]]:
     """Per partition, the [assigned, revoked/lost] intervals of one member;
     an interval still open ends at ``end_time``."""
-    open_at: Dict[int, float] = {}
-    out: Dict[int, List[Tuple[float, float]]] = defaultdict(list)
+    open_at: dict[int, float] = {}
+    out: dict[int, list[tuple[float, float]]] = defaultdict(list)
     for kind, p, t, _ in events:
         if kind == "A":
             assert p not in open_at, f"partition {p} assigned twice without a revoke"
@@ -115,7 +117,9 @@ def ownership_intervals(events, end_time: float) -> Dict[int, List[Tuple[float, 
     return out
 
 
-def test_three_processes_kill_one_no_overlap_nothing_lost(data_dir, spawn, tmp_path):
+def test_three_processes_kill_one_no_overlap_nothing_lost(
+    data_dir: Path, spawn: Spawn, tmp_path: Path
+) -> None:
     ottla.Admin(data_dir).create_topic(TOPIC, partitions=PARTITIONS)
     stop = tmp_path / "stop"
     names = ["m0", "m1", "m2"]
@@ -126,8 +130,10 @@ def test_three_processes_kill_one_no_overlap_nothing_lost(data_dir, spawn, tmp_p
     # Let the group settle: every partition owned by someone.
     admin = ottla.Admin(data_dir)
     assert wait_until(
-        lambda: sum(len(m.assignment) for m in admin.describe_group("workers").members) == 6
-        and admin.describe_group("workers").state == "Stable",
+        lambda: (
+            sum(len(m.assignment) for m in admin.describe_group("workers").members) == 6
+            and admin.describe_group("workers").state == "Stable"
+        ),
         timeout=30,
     )
     total = 3000
@@ -140,7 +146,7 @@ def test_three_processes_kill_one_no_overlap_nothing_lost(data_dir, spawn, tmp_p
     producer.wait_line(lambda s: s == "done", timeout=60)
     assert producer.wait(30) == 0
 
-    def consumed() -> Set[Tuple[int, int]]:
+    def consumed() -> set[tuple[int, int]]:
         return {(e[1], e[3]) for n in names for e in parse(logs[n]) if e[0] == "C"}
 
     expected = {(i % 6, i // 6) for i in range(total)}
@@ -166,7 +172,7 @@ def test_three_processes_kill_one_no_overlap_nothing_lost(data_dir, spawn, tmp_p
     # 1. No partition held by two live members at once.
     for p in range(PARTITIONS):
         spans = sorted((s, e, n) for n in names for s, e in intervals[n].get(p, []))
-        for (s1, e1, n1), (s2, e2, n2) in zip(spans, spans[1:]):
+        for (_s1, e1, n1), (s2, _e2, n2) in itertools.pairwise(spans):
             assert e1 <= s2, f"partition {p}: {n1} held it until {e1}, {n2} from {s2}"
     # 2. Records were consumed only while owned.
     for n in names:
@@ -178,11 +184,11 @@ def test_three_processes_kill_one_no_overlap_nothing_lost(data_dir, spawn, tmp_p
     # 3. Every record consumed at least once (checked above); every record
     # consumed twice is uncommitted work of the killed member: at or after
     # its last commit on that partition.
-    last_commit: Dict[int, int] = {}
+    last_commit: dict[int, int] = {}
     for kind, p, _, off in events[victim]:
         if kind == "K":
             last_commit[p] = max(last_commit.get(p, 0), off)
-    seen: Dict[Tuple[int, int], List[str]] = defaultdict(list)
+    seen: dict[tuple[int, int], list[str]] = defaultdict(list)
     for n in names:
         for kind, p, _, off in events[n]:
             if kind == "C":
@@ -198,7 +204,9 @@ def test_three_processes_kill_one_no_overlap_nothing_lost(data_dir, spawn, tmp_p
     held_at_death = [p for p, spans in intervals[victim].items() if spans[-1][1] == victim_end]
     assert held_at_death, "the victim owned nothing when killed"
     for p in held_at_death:
-        assert any(s >= victim_end for n in names if n != victim for s, _ in intervals[n].get(p, []))
+        assert any(
+            s >= victim_end for n in names if n != victim for s, _ in intervals[n].get(p, [])
+        )
     taken = {p for n in names if n != victim for p in intervals[n]}
     assert taken == set(range(PARTITIONS))
     d = admin.describe_group("workers")
@@ -206,7 +214,9 @@ def test_three_processes_kill_one_no_overlap_nothing_lost(data_dir, spawn, tmp_p
     assert all(o.lag == 0 for o in d.offsets) and len(d.offsets) == PARTITIONS
 
 
-def settle(consumers: Sequence[ottla.Consumer], done: Callable[[], bool], timeout: float = 15.0) -> None:
+def settle(
+    consumers: Sequence[ottla.Consumer], done: Callable[[], bool], timeout: float = 15.0
+) -> None:
     deadline = time.monotonic() + timeout
     while not done():
         assert time.monotonic() < deadline, "group did not settle"
@@ -214,9 +224,9 @@ def settle(consumers: Sequence[ottla.Consumer], done: Callable[[], bool], timeou
             c.poll(timeout_ms=10)
 
 
-def test_cooperative_sticky_moves_only_what_it_must(data_dir):
+def test_cooperative_sticky_moves_only_what_it_must(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=6)
-    events: Dict[str, List[Tuple[str, Set[TP]]]] = defaultdict(list)
+    events: dict[str, list[tuple[str, set[TP]]]] = defaultdict(list)
 
     def member(name: str) -> ottla.Consumer:
         c = ottla.Consumer(data_dir, group_id="sticky", client_id=name)
@@ -256,15 +266,24 @@ def test_cooperative_sticky_moves_only_what_it_must(data_dir):
     b.close()
 
 
-def test_range_and_roundrobin_strategies(data_dir):
+def test_range_and_roundrobin_strategies(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", partitions=4)
     for strategy, expect in (("range", [{0, 1}, {2, 3}]), ("roundrobin", [{0, 2}, {1, 3}])):
         group = f"g-{strategy}"
-        cs = [ottla.Consumer(data_dir, "t", group_id=group, client_id=f"c{i}",
-                             partition_assignment_strategy=strategy) for i in range(2)]
+        cs = [
+            ottla.Consumer(
+                data_dir,
+                "t",
+                group_id=group,
+                client_id=f"c{i}",
+                partition_assignment_strategy=strategy,
+            )
+            for i in range(2)
+        ]
         try:
-            settle(cs, lambda: all(len(c.assignment()) == 2 for c in cs))
+            # (called before the loop moves on)
+            settle(cs, lambda: all(len(c.assignment()) == 2 for c in cs))  # noqa: B023
             # Members sort by member id ("c0-...", "c1-...").
             got = [{tp.partition for tp in c.assignment()} for c in cs]
             assert got == expect, (strategy, got)
@@ -280,11 +299,12 @@ def test_range_and_roundrobin_strategies(data_dir):
         ottla.Consumer(data_dir, group_id="x", session_timeout_ms=50)
 
 
-def test_session_timeout_of_a_member_that_stops_polling(data_dir):
+def test_session_timeout_of_a_member_that_stops_polling(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=4)
-    lost: List[Set[TP]] = []
-    stuck = ottla.Consumer(data_dir, group_id="st", auto_offset_reset="earliest",
-                           session_timeout_ms=300)
+    lost: list[set[TP]] = []
+    stuck = ottla.Consumer(
+        data_dir, group_id="st", auto_offset_reset="earliest", session_timeout_ms=300
+    )
     stuck.subscribe(["t"], on_lost=lambda _c, tps: lost.append(set(tps)))
     live = ottla.Consumer(data_dir, "t", group_id="st", auto_offset_reset="earliest")
     try:
@@ -302,7 +322,7 @@ def test_session_timeout_of_a_member_that_stops_polling(data_dir):
         assert got == 20
         # live keeps polling: it gets stuck's partitions once the session
         # times out, and resumes from the committed offsets (nothing re-read).
-        taken: List[ottla.Record] = []
+        taken: list[ottla.Record] = []
         deadline = time.monotonic() + 15
         while len(live.assignment()) < 4:
             assert time.monotonic() < deadline, "session timeout never handed over"
@@ -329,15 +349,15 @@ def test_session_timeout_of_a_member_that_stops_polling(data_dir):
         live.close()
 
 
-def test_callback_errors_and_listener_object(data_dir):
+def test_callback_errors_and_listener_object(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=2)
-    calls: List[Tuple[str, Set[TP]]] = []
+    calls: list[tuple[str, set[TP]]] = []
 
     class Listener:
-        def on_partitions_assigned(self, assigned: List[TP]) -> None:
+        def on_partitions_assigned(self, assigned: list[TP]) -> None:
             calls.append(("assigned", set(assigned)))
 
-        def on_partitions_revoked(self, revoked: List[TP]) -> None:
+        def on_partitions_revoked(self, revoked: list[TP]) -> None:
             calls.append(("revoked", set(revoked)))
 
     with ottla.Consumer(data_dir, group_id="lst") as c:
@@ -358,7 +378,7 @@ def test_callback_errors_and_listener_object(data_dir):
         assert c.assignment() == {TP("t", 0), TP("t", 1)}
 
 
-def test_pattern_subscription_sees_topics_created_later(data_dir):
+def test_pattern_subscription_sees_topics_created_later(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("orders-eu", partitions=1)
     admin.create_topic("payments", partitions=1)
@@ -369,7 +389,7 @@ def test_pattern_subscription_sees_topics_created_later(data_dir):
         with ottla.Producer(data_dir) as p:
             p.send("orders-us", b"x", partition=1).get(10)
             p.send("payments", b"no").get(10)
-        got: List[ottla.Record] = []
+        got: list[ottla.Record] = []
         deadline = time.monotonic() + 10
         while not got:
             assert time.monotonic() < deadline, "new topic never picked up"
@@ -385,7 +405,7 @@ def test_pattern_subscription_sees_topics_created_later(data_dir):
         ottla.Consumer(data_dir, group_id="pat").subscribe(pattern="(")
 
 
-def test_reset_offsets_empty_group_and_refusal_while_live(data_dir, spawn):
+def test_reset_offsets_empty_group_and_refusal_while_live(data_dir: Path, spawn: Spawn) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t", partitions=2)
     base = int(time.time() * 1000) - 60_000  # recent: older records would expire (retention)
@@ -399,7 +419,9 @@ def test_reset_offsets_empty_group_and_refusal_while_live(data_dir, spawn):
     d = admin.describe_group("rs")
     assert d.state == "Empty" and d.lag == 0
     assert [(o.topic, o.partition, o.committed, o.end_offset) for o in d.offsets] == [
-        ("t", 0, 5, 5), ("t", 1, 5, 5)]
+        ("t", 0, 5, 5),
+        ("t", 1, 5, 5),
+    ]
 
     # Refused while a member lives, in another process.
     child = spawn(
@@ -431,21 +453,23 @@ def test_reset_offsets_empty_group_and_refusal_while_live(data_dir, spawn):
     assert admin.reset_offsets("rs", to_offsets={TP("t", 1): 3}) == {TP("t", 1): 3}
     with pytest.raises(ValueError):
         admin.reset_offsets("rs", to_earliest=True, to_latest=True)
-    with ottla.Consumer(data_dir, "t", group_id="rs", auto_offset_reset="earliest",
-                        consumer_timeout_ms=500) as c:
+    with ottla.Consumer(
+        data_dir, "t", group_id="rs", auto_offset_reset="earliest", consumer_timeout_ms=500
+    ) as c:
         assert sorted((r.partition, r.offset) for r in c) == [(1, 3), (1, 4)]
     admin.delete_group("rs")
     assert "rs" not in admin.list_groups()
     assert admin.describe_group("rs").state == "Dead"
 
 
-def test_a_forgotten_member_leaves_when_collected(data_dir):
+def test_a_forgotten_member_leaves_when_collected(data_dir: Path) -> None:
     import gc
 
     ottla.Admin(data_dir).create_topic("t", partitions=2)
     c = ottla.Consumer(data_dir, group_id="gc")
     # The callback refers back to the consumer: a reference cycle through Rust.
-    c.subscribe(["t"], on_assign=lambda _c, tps: c.assignment())
+    # (`c` is looked up when the callback runs; the test deletes the name below.)
+    c.subscribe(["t"], on_assign=lambda _c, tps: c.assignment())  # noqa: F821
     assert len(ottla.Admin(data_dir).describe_group("gc").members) == 1
     del c
     gc.collect()

@@ -7,38 +7,42 @@ CPU time stays well below its wall time)."""
 
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import ottla
+from helpers import Spawn
 
 TP = ottla.TopicPartition
 
 
-def test_busy_poll_us_accepts_its_range(data_dir):
+def test_busy_poll_us_accepts_its_range(data_dir: Path) -> None:
     for v in (0, 1, 50, 5000):
         with ottla.Consumer(data_dir, "t", busy_poll_us=v) as c:
             assert c.poll(timeout_ms=0) == {}
 
 
 @pytest.mark.parametrize("bad", [-1, 5001, 10**12])
-def test_busy_poll_us_out_of_range_is_a_value_error(data_dir, bad):
+def test_busy_poll_us_out_of_range_is_a_value_error(data_dir: Path, bad: int) -> None:
     with pytest.raises(ValueError, match="busy_poll_us"):
         ottla.Consumer(data_dir, "t", busy_poll_us=bad)
 
 
 @pytest.mark.parametrize("bad", [1.5, "50", None])
-def test_busy_poll_us_must_be_an_int(data_dir, bad):
+def test_busy_poll_us_must_be_an_int(data_dir: Path, bad: Any) -> None:
     with pytest.raises(TypeError):
         ottla.Consumer(data_dir, "t", busy_poll_us=bad)
 
 
-def test_aio_consumer_takes_busy_poll_us(data_dir):
+def test_aio_consumer_takes_busy_poll_us(data_dir: Path) -> None:
     import asyncio
 
     import ottla.aio
 
-    async def main():
+    async def main() -> dict[ottla.TopicPartition, list[ottla.Record]]:
         async with ottla.aio.Consumer(data_dir, "t", busy_poll_us=0) as c:
             return await c.getmany(timeout_ms=0)
 
@@ -47,7 +51,7 @@ def test_aio_consumer_takes_busy_poll_us(data_dir):
         ottla.aio.Consumer(data_dir, "t", busy_poll_us=-5)
 
 
-def _gaps():
+def _gaps() -> Iterator[float]:
     # Back to back, a few microseconds, then long enough that the budget
     # decays: the spin is taken, missed and given up on while records flow.
     for i in range(300):
@@ -60,15 +64,16 @@ def _gaps():
 
 
 @pytest.mark.parametrize("busy_poll_us", [0, 50, 5000])
-def test_wakes_on_append_from_another_thread(data_dir, busy_poll_us):
+def test_wakes_on_append_from_another_thread(data_dir: Path, busy_poll_us: int) -> None:
     ottla.Admin(data_dir).create_topic("t", 1)
     n = 300
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        busy_poll_us=busy_poll_us) as c:
+    with ottla.Consumer(
+        data_dir, "t", auto_offset_reset="earliest", busy_poll_us=busy_poll_us
+    ) as c:
         assert c.position(TP("t", 0)) == 0
-        errors = []
+        errors: list[BaseException] = []
 
-        def produce():
+        def produce() -> None:
             try:
                 with ottla.Producer(data_dir, linger_ms=0) as p:
                     for i, gap in enumerate(_gaps()):
@@ -80,7 +85,7 @@ def test_wakes_on_append_from_another_thread(data_dir, busy_poll_us):
 
         th = threading.Thread(target=produce)
         th.start()
-        got = []
+        got: list[int] = []
         try:
             deadline = time.monotonic() + 30
             while len(got) < n and time.monotonic() < deadline:
@@ -93,10 +98,17 @@ def test_wakes_on_append_from_another_thread(data_dir, busy_poll_us):
 
 
 @pytest.mark.parametrize("busy_poll_us", [0, 50])
-def test_wakes_on_append_from_another_process(data_dir, spawn, busy_poll_us):
+def test_wakes_on_append_from_another_process(
+    data_dir: Path, spawn: Spawn, busy_poll_us: int
+) -> None:
     ottla.Admin(data_dir).create_topic("t", 1)
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest",
-                        busy_poll_us=busy_poll_us, consumer_timeout_ms=10_000) as c:
+    with ottla.Consumer(
+        data_dir,
+        "t",
+        auto_offset_reset="earliest",
+        busy_poll_us=busy_poll_us,
+        consumer_timeout_ms=10_000,
+    ) as c:
         assert c.position(TP("t", 0)) == 0
         child = spawn(
             """
@@ -110,7 +122,7 @@ def test_wakes_on_append_from_another_process(data_dir, spawn, busy_poll_us):
             """,
             data_dir,
         )
-        got = []
+        got: list[int] = []
         for r in c:  # iteration waits; ends after 10 s idle at worst
             got.append(int(r.value))
             if len(got) == 200:
@@ -120,15 +132,19 @@ def test_wakes_on_append_from_another_process(data_dir, spawn, busy_poll_us):
 
 
 @pytest.mark.parametrize("busy_poll_us", [None, 5000])
-def test_idle_consumer_sleeps(data_dir, busy_poll_us):
+def test_idle_consumer_sleeps(data_dir: Path, busy_poll_us: int | None) -> None:
     """An idle poll sleeps on the futex: little CPU even right after a
     stream that grew the spin budget (it decays once waits time out)."""
-    kw = {} if busy_poll_us is None else {"busy_poll_us": busy_poll_us}
     ottla.Admin(data_dir).create_topic("t", 1)
-    with ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", **kw) as c:
+    c = (
+        ottla.Consumer(data_dir, "t", auto_offset_reset="earliest")  # the default
+        if busy_poll_us is None
+        else ottla.Consumer(data_dir, "t", auto_offset_reset="earliest", busy_poll_us=busy_poll_us)
+    )
+    with c:
         assert c.position(TP("t", 0)) == 0
 
-        def produce():
+        def produce() -> None:
             with ottla.Producer(data_dir, linger_ms=0) as p:
                 for i in range(2000):
                     p.send("t", b"x")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import gc
 import json
+from pathlib import Path
+from typing import Any
 
 import ottla
-from helpers import read_values
+from helpers import Spawn, read_values
 
 # The child fills nothing: it gives the active segment exactly ROOM bytes
 # more to grow (the soft RLIMIT_FSIZE), so a 1500-byte record cannot be
@@ -57,7 +59,9 @@ def offset(f):
         return type(e).__name__
 """
 
-SYNC_CHILD = PRELUDE + """
+SYNC_CHILD = (
+    PRELUDE
+    + """
 p = ottla.Producer(path, linger_ms=600000, batch_size=1024)
 p.send("ord", b"first", partition=0).get(10)
 limit_room(1000)
@@ -105,21 +109,22 @@ out["big"] = offset(p.send("ord", BIG, partition=0))
 p.close()
 print("result", json.dumps(out), flush=True)
 """
+)
 
 
-def run_child(data_dir, spawn, code):
+def run_child(data_dir: Path, spawn: Spawn, code: str) -> Any:
     ottla.Admin(data_dir).create_topic("ord", config={"segment.index.bytes": 4096})
     gc.collect()
     child = spawn(code, data_dir)
     rc = child.wait(25)
     lines = child.lines()
     assert rc == 0, (rc, lines[-5:], child.stderr[-3000:])
-    res = [l for l in lines if l.startswith("result ")]
+    res = [ln for ln in lines if ln.startswith("result ")]
     assert res, (lines, child.stderr[-3000:])
     return json.loads(res[0][len("result ") :])
 
 
-def test_failed_append_fails_the_smaller_batches_behind_it(data_dir, spawn):
+def test_failed_append_fails_the_smaller_batches_behind_it(data_dir: Path, spawn: Spawn) -> None:
     out = run_child(data_dir, spawn, SYNC_CHILD)
     assert out["flush1"] == "DiskFullError"
     assert out["a"] == "DiskFullError"
@@ -144,7 +149,9 @@ def test_failed_append_fails_the_smaller_batches_behind_it(data_dir, spawn):
     assert [o for o, _, _ in vals] == list(range(6))
 
 
-AIO_CHILD = PRELUDE + """
+AIO_CHILD = (
+    PRELUDE
+    + """
 import asyncio
 import ottla.aio
 
@@ -199,9 +206,10 @@ async def main():
 asyncio.run(main())
 print("result", json.dumps(out), flush=True)
 """
+)
 
 
-def test_aio_failed_append_fences_until_delivered(data_dir, spawn):
+def test_aio_failed_append_fences_until_delivered(data_dir: Path, spawn: Spawn) -> None:
     out = run_child(data_dir, spawn, AIO_CHILD)
     assert out["flush1"] == "DiskFullError"
     assert out["a"] == "DiskFullError" and out["b"] == "DiskFullError"

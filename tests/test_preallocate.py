@@ -9,12 +9,13 @@ import gc
 import os
 import random
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 import ottla
-from helpers import log_files, read_values
+from helpers import Child, Spawn, log_files, read_values
 
 MiB = 1 << 20
 
@@ -34,13 +35,14 @@ while True:
 """
 
 
-def acked_ranges(child):
+def acked_ranges(child: Child) -> list[tuple[int, int, int]]:
     """(first offset, last offset, first index) of every acknowledged call."""
-    out = []
+    out: list[tuple[int, int, int]] = []
     for line in child.lines():
         parts = line.split()
         if len(parts) == 3 and all(p.isdigit() for p in parts):
-            out.append(tuple(map(int, parts)))
+            first, last, index = map(int, parts)
+            out.append((first, last, index))
     return out
 
 
@@ -48,7 +50,7 @@ def allocated(path: Path) -> int:
     return os.stat(path).st_blocks * 512
 
 
-def check_exact(data_dir, topic, acked):
+def check_exact(data_dir: Path, topic: str, acked: Iterable[tuple[int, int, int]]) -> int:
     """Offsets gap-free from 0, every record where it was sent, every
     acknowledged record present, and the segment files end exactly where the
     last batch ends (no preallocated zeros read as records or counted)."""
@@ -67,7 +69,9 @@ def check_exact(data_dir, topic, acked):
 
 
 @pytest.mark.parametrize("mode", ["never", "always"])
-def test_kill_9_of_a_bulk_producer_writing_into_preallocated_space(data_dir, spawn, mode):
+def test_kill_9_of_a_bulk_producer_writing_into_preallocated_space(
+    data_dir: Path, spawn: Spawn, mode: str
+) -> None:
     rng = random.Random(7 if mode == "never" else 11)
     ottla.Admin(data_dir).create_topic("pre")
     gc.collect()
@@ -77,7 +81,10 @@ def test_kill_9_of_a_bulk_producer_writing_into_preallocated_space(data_dir, spa
         try:
             # Past 1 MiB in the active segment, appends preallocate: wait for
             # ~3 MiB of acknowledged records, then kill at a random moment.
-            child.wait_line(lambda s: s[:1].isdigit() and int(s.split()[1]) > start + 15000, timeout=30)
+            child.wait_line(  # (called before the loop moves on)
+                lambda s: s[:1].isdigit() and int(s.split()[1]) > start + 15000,  # noqa: B023
+                timeout=30,
+            )
             time.sleep(rng.uniform(0.0, 0.3))
             child.sigkill()
         finally:
@@ -93,7 +100,7 @@ def test_kill_9_of_a_bulk_producer_writing_into_preallocated_space(data_dir, spa
         start = check_exact(data_dir, "pre", [])
 
 
-def test_preallocation_is_invisible_and_freed_on_roll(data_dir):
+def test_preallocation_is_invisible_and_freed_on_roll(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("roll", 1, {"segment.bytes": 3 * MiB})
     value = b"x" * 1000
     part_dir = Path(data_dir) / "roll-0"
@@ -127,7 +134,7 @@ def test_preallocation_is_invisible_and_freed_on_roll(data_dir):
     assert all(v == value for _, _, v in vals)
 
 
-def walk_batches(logs) -> int:
+def walk_batches(logs: Iterable[Path]) -> int:
     """Step through every batch header of the files; returns the records
     counted. Fails if a file ends inside a batch or past its last one."""
     records = 0
@@ -143,7 +150,7 @@ def walk_batches(logs) -> int:
     return records
 
 
-def test_send_many_mixed_sizes_keys_and_partitions_round_trip(data_dir):
+def test_send_many_mixed_sizes_keys_and_partitions_round_trip(data_dir: Path) -> None:
     """The bulk encoder's fast paths (value-length template, offset deltas of
     one, two and three bytes: a 4 MiB batch of 1-byte values holds more than
     8192 records) and the general path (keys, bytearrays) in one log, read
@@ -151,20 +158,27 @@ def test_send_many_mixed_sizes_keys_and_partitions_round_trip(data_dir):
     ottla.Admin(data_dir).create_topic("mix", 3)
     rng = random.Random(3)
     sizes = [0, 1, 63, 64, 100, 127, 128, 8191, 8192, 20000]
-    expect: dict = {0: [], 1: [], 2: []}
+    expect: dict[int, list[tuple[bytes | None, bytes | None]]] = {0: [], 1: [], 2: []}
     with ottla.Producer(data_dir, batch_size=4 * MiB, linger_ms=1000) as p:
         tiny = [b"%c" % (i % 256) for i in range(20000)]
         p.send_many("mix", tiny, partition=0).wait(10)
         expect[0] += [(None, v) for v in tiny]
         for round_ in range(6):
             n = rng.randrange(1, 3000)
-            values = [None if rng.random() < 0.05 else bytes([round_]) * rng.choice(sizes) for _ in range(n)]
+            values = [
+                None if rng.random() < 0.05 else bytes([round_]) * rng.choice(sizes)
+                for _ in range(n)
+            ]
             part = round_ % 3
             if round_ % 2:
                 keys = [b"k%d" % i for i in range(n)]
-                p.send_many("mix", [bytearray(v) if v is not None else None for v in values],
-                            keys=keys, partition=part).wait(10)
-                expect[part] += list(zip(keys, values))
+                p.send_many(
+                    "mix",
+                    [bytearray(v) if v is not None else None for v in values],
+                    keys=keys,
+                    partition=part,
+                ).wait(10)
+                expect[part] += list(zip(keys, values, strict=True))
             else:
                 p.send_many("mix", values, partition=part).wait(10)
                 expect[part] += [(None, v) for v in values]

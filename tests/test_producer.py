@@ -3,10 +3,14 @@ flush/close, limits and argument checking."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 from kafka.partitioner.default import DefaultPartitioner, murmur2
@@ -15,7 +19,7 @@ import ottla
 from helpers import read_all, read_values
 
 
-def test_send_returns_future_with_record_metadata(data_dir):
+def test_send_returns_future_with_record_metadata(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         before = int(time.time() * 1000)
         fut = p.send("events", b"hello", key=b"k")
@@ -36,7 +40,7 @@ def test_send_returns_future_with_record_metadata(data_dir):
     assert read_values(data_dir, "events") == [(0, b"k", b"hello"), (1, None, b"world")]
 
 
-def test_explicit_timestamp_is_kept(data_dir):
+def test_explicit_timestamp_is_kept(data_dir: Path) -> None:
     # retention.ms=-1: a 2020 timestamp is past the default 7-day retention
     ottla.Admin(data_dir).create_topic("t", config={"retention.ms": -1})
     with ottla.Producer(data_dir) as p:
@@ -46,11 +50,13 @@ def test_explicit_timestamp_is_kept(data_dir):
     assert rec.timestamp == 1_600_000_000_123
 
 
-def test_explicit_partition(data_dir):
+def test_explicit_partition(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=4)
     with ottla.Producer(data_dir) as p:
         for part in (3, 0, 2, 1, 3):
-            md = p.send("t", f"p{part}".encode(), key=b"ignored-for-routing", partition=part).get(10)
+            md = p.send("t", f"p{part}".encode(), key=b"ignored-for-routing", partition=part).get(
+                10
+            )
             assert md.partition == part
         with pytest.raises(ottla.UnknownTopicOrPartitionError):
             p.send("t", b"x", partition=4)
@@ -64,20 +70,20 @@ def test_explicit_partition(data_dir):
 class _Cluster:
     """The slice of kafka-python's ClusterMetadata its partitioner uses."""
 
-    def __init__(self, topic, n):
+    def __init__(self, topic: str, n: int) -> None:
         self._topic, self._n = topic, n
 
-    def topics(self):
+    def topics(self) -> set[str]:
         return {self._topic}
 
-    def partitions_for_topic(self, topic):
+    def partitions_for_topic(self, topic: str) -> set[int]:
         return set(range(self._n))
 
-    def available_partitions_for_topic(self, topic):
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
         return set(range(self._n))
 
 
-def test_keyed_partitioning_matches_kafka_python(data_dir):
+def test_keyed_partitioning_matches_kafka_python(data_dir: Path) -> None:
     rng = random.Random(1234)
     keys = [b"", b"a", b"21", b"foobar", b"abc", "ü-ñ".encode()]
     keys += [f"user-{i}".encode() for i in range(60)]
@@ -103,7 +109,7 @@ def test_keyed_partitioning_matches_kafka_python(data_dir):
             assert md.partition == (murmur2(s.encode()) & 0x7FFFFFFF) % 7
 
 
-def test_same_key_always_same_partition_in_order(data_dir):
+def test_same_key_always_same_partition_in_order(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=5)
     with ottla.Producer(data_dir) as p:
         futs = [p.send("t", str(i).encode(), key=b"customer-7") for i in range(200)]
@@ -112,7 +118,7 @@ def test_same_key_always_same_partition_in_order(data_dir):
     assert [m.offset for m in mds] == list(range(200))
 
 
-def test_unkeyed_sticky_partitioning_spreads_over_batches(data_dir):
+def test_unkeyed_sticky_partitioning_spreads_over_batches(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=4)
     with ottla.Producer(data_dir, batch_size=512, linger_ms=1000) as p:
         futs = [p.send("t", b"x" * 40) for _ in range(2000)]
@@ -121,13 +127,13 @@ def test_unkeyed_sticky_partitioning_spreads_over_batches(data_dir):
     counts = {q: parts.count(q) for q in range(4)}
     assert all(counts[q] > 0 for q in range(4)), counts
     # Sticky: records go in runs (one batch per partition), not one by one.
-    switches = sum(1 for a, b in zip(parts, parts[1:]) if a != b)
+    switches = sum(1 for a, b in itertools.pairwise(parts) if a != b)
     assert 4 <= switches < len(parts) / 5, switches
     got = read_all(data_dir, "t")
     assert sum(len(v) for v in got.values()) == 2000
 
 
-def test_headers_list_and_dict_forms(data_dir):
+def test_headers_list_and_dict_forms(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         p.send("t", b"1", headers=[("a", b"x"), ("b", None), ("a", b"dup"), ("s", "str")])
         p.send("t", b"2", headers={"k1": b"v1", "k2": None})
@@ -143,7 +149,7 @@ def test_headers_list_and_dict_forms(data_dir):
     assert recs[4].headers == [("ünïcode", b"\x00\xff")]
 
 
-def test_null_key_and_value_and_empty_bytes(data_dir):
+def test_null_key_and_value_and_empty_bytes(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         p.send("t")  # null key and value
         p.send("t", None, key=b"k")
@@ -158,7 +164,7 @@ def test_null_key_and_value_and_empty_bytes(data_dir):
     ]
 
 
-def test_str_bytearray_memoryview_values(data_dir):
+def test_str_bytearray_memoryview_values(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         p.send("t", "héllo", key="ключ")
         p.send("t", bytearray(b"ba"))
@@ -171,7 +177,7 @@ def test_str_bytearray_memoryview_values(data_dir):
     ]
 
 
-def test_serializers(data_dir):
+def test_serializers(data_dir: Path) -> None:
     with ottla.Producer(
         data_dir,
         key_serializer=lambda k: k.encode("utf-8"),
@@ -191,16 +197,18 @@ def test_serializers(data_dir):
     ]
 
 
-def test_serializer_exception_propagates(data_dir):
-    def boom(v):
+def test_serializer_exception_propagates(data_dir: Path) -> None:
+    def boom(v: object) -> bytes:
         raise RuntimeError("serializer failed")
 
-    with ottla.Producer(data_dir, value_serializer=boom) as p:
-        with pytest.raises(RuntimeError, match="serializer failed"):
-            p.send("t", 1)
+    with (
+        ottla.Producer(data_dir, value_serializer=boom) as p,
+        pytest.raises(RuntimeError, match="serializer failed"),
+    ):
+        p.send("t", 1)
 
 
-def test_send_many_batch_future(data_dir):
+def test_send_many_batch_future(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=3, config={"retention.ms": -1})
     with ottla.Producer(data_dir, linger_ms=10_000) as p:
         bf = p.send_many("t", [f"v{i}".encode() for i in range(100)], partition=2)
@@ -210,15 +218,20 @@ def test_send_many_batch_future(data_dir):
         assert bf.done()
         assert [m.offset for m in mds] == list(range(100))
         assert {m.partition for m in mds} == {2}
-        bf2 = p.send_many("t", [b"a", b"b", None], keys=[b"k1", None, b"k3"], partition=0,
-                          timestamp=1_500_000_000_000)
-        assert bf2.wait(timeout=10) is None
+        bf2 = p.send_many(
+            "t",
+            [b"a", b"b", None],
+            keys=[b"k1", None, b"k3"],
+            partition=0,
+            timestamp=1_500_000_000_000,
+        )
+        assert bf2.wait(timeout=10) is None  # type: ignore[func-returns-value]  # checked here
         assert bf2.done()
         mds2 = bf2.get(10)
         assert [m.timestamp for m in mds2] == [1_500_000_000_000] * 3
         # keyed without partition: routed by key
         bf3 = p.send_many("t", [b"x"] * 3, keys=[b"user-1", b"user-2", b"user-3"])
-        for k, m in zip([b"user-1", b"user-2", b"user-3"], bf3.get(10)):
+        for k, m in zip([b"user-1", b"user-2", b"user-3"], bf3.get(10), strict=True):
             assert m.partition == (murmur2(k) & 0x7FFFFFFF) % 3
         with pytest.raises(ValueError):
             p.send_many("t", [b"a", b"b"], keys=[b"only-one"])
@@ -231,7 +244,7 @@ def test_send_many_batch_future(data_dir):
     assert [(r.key, r.value) for r in got[0][:3]] == [(b"k1", b"a"), (None, b"b"), (b"k3", None)]
 
 
-def test_flush_completes_pending_futures(data_dir):
+def test_flush_completes_pending_futures(data_dir: Path) -> None:
     with ottla.Producer(data_dir, linger_ms=60_000) as p:
         futs = [p.send("t", b"%d" % i) for i in range(50)]
         time.sleep(0.1)
@@ -241,7 +254,7 @@ def test_flush_completes_pending_futures(data_dir):
         assert [f.get(0).offset for f in futs] == list(range(50))
 
 
-def test_close_then_send_raises_closed_error(data_dir):
+def test_close_then_send_raises_closed_error(data_dir: Path) -> None:
     p = ottla.Producer(data_dir, linger_ms=60_000)
     fut = p.send("t", b"before-close")
     assert not p.closed
@@ -258,21 +271,20 @@ def test_close_then_send_raises_closed_error(data_dir):
     assert read_values(data_dir, "t") == [(0, None, b"before-close")]
 
 
-def test_context_manager(data_dir):
+def test_context_manager(data_dir: Path) -> None:
     with ottla.Producer(data_dir, linger_ms=60_000) as p:
         assert isinstance(p, ottla.Producer)
         fut = p.send("t", b"x")
     assert p.closed
     assert fut.done()
-    with pytest.raises(KeyError):
-        with ottla.Producer(data_dir) as p2:
-            p2.send("t", b"y")
-            raise KeyError("boom")  # not swallowed
+    with pytest.raises(KeyError), ottla.Producer(data_dir) as p2:
+        p2.send("t", b"y")
+        raise KeyError("boom")  # not swallowed
     assert p2.closed
     assert [v for _, _, v in read_values(data_dir, "t")] == [b"x", b"y"]
 
 
-def test_record_too_large(data_dir):
+def test_record_too_large(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("small", config={"max.message.bytes": 1000})
     with ottla.Producer(data_dir) as p:
         with pytest.raises(ottla.RecordTooLargeError):
@@ -287,7 +299,7 @@ def test_record_too_large(data_dir):
     assert read_values(data_dir, "small") == [(0, None, b"y" * 800)]
 
 
-def test_record_too_large_after_alter_config(data_dir):
+def test_record_too_large_after_alter_config(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("t")
     with ottla.Producer(data_dir) as p:
@@ -297,7 +309,7 @@ def test_record_too_large_after_alter_config(data_dir):
             p.send("t", b"x" * 5000)
 
 
-def test_linger_makes_record_visible_without_flush(data_dir):
+def test_linger_makes_record_visible_without_flush(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t")
     c = ottla.Consumer(data_dir, "t", auto_offset_reset="earliest")
     p = ottla.Producer(data_dir, linger_ms=20)
@@ -305,7 +317,7 @@ def test_linger_makes_record_visible_without_flush(data_dir):
         assert c.poll(timeout_ms=0) == {}
         t0 = time.monotonic()
         fut = p.send("t", b"lingering")
-        got = []
+        got: list[ottla.Record] = []
         while not got and time.monotonic() - t0 < 3:
             for recs in c.poll(timeout_ms=100).values():
                 got.extend(recs)
@@ -318,40 +330,45 @@ def test_linger_makes_record_visible_without_flush(data_dir):
         c.close()
 
 
-def test_add_callback(data_dir):
+def test_add_callback(data_dir: Path) -> None:
     called = threading.Event()
-    seen = []
+    seen: list[ottla.RecordMetadata] = []
+
+    def on_done(md: ottla.RecordMetadata) -> None:
+        seen.append(md)
+        called.set()
+
     with ottla.Producer(data_dir, linger_ms=60_000) as p:
         fut = p.send("t", b"x")
-        ret = fut.add_callback(lambda md: (seen.append(md), called.set()))
+        ret = fut.add_callback(on_done)
         assert ret is fut
         assert not called.is_set()
         p.flush()
         assert called.wait(5)
         assert len(seen) == 1 and seen[0].offset == 0 and seen[0].topic == "t"
         # on a completed future the callback runs at once
-        later = []
+        later: list[ottla.RecordMetadata] = []
         fut.add_callback(later.append)
         assert later == [seen[0]]
         # errback of a successful send is never called
-        errs = []
+        errs: list[BaseException] = []
         fut.add_errback(errs.append)
         p.send("t", b"y").add_errback(errs.append).get(10)
         assert errs == []
 
 
-def test_add_callback_fires_via_linger(data_dir):
+def test_add_callback_fires_via_linger(data_dir: Path) -> None:
     called = threading.Event()
     with ottla.Producer(data_dir, linger_ms=10) as p:
         p.send("t", b"x").add_callback(lambda md: called.set())
         assert called.wait(5), "linger thread never completed the batch"
 
 
-def test_add_errback_and_failed_future(data_dir):
+def test_add_errback_and_failed_future(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("doomed")
-    errs = []
-    oks = []
+    errs: list[BaseException] = []
+    oks: list[ottla.RecordMetadata] = []
     with ottla.Producer(data_dir, linger_ms=60_000) as p:
         p.send("doomed", b"first").get(10)
         fut = p.send("doomed", b"lost")
@@ -366,7 +383,7 @@ def test_add_errback_and_failed_future(data_dir):
             fut.get(1)
         assert len(errs) == 1 and isinstance(errs[0], ottla.OttlaError)
         assert oks == []
-        late = []
+        late: list[BaseException] = []
         fut.add_errback(late.append)
         assert len(late) == 1
 
@@ -387,7 +404,7 @@ def test_add_errback_and_failed_future(data_dir):
         dict(value=b"v", timestamp="now"),
     ],
 )
-def test_bad_argument_types_raise_type_error(data_dir, kwargs):
+def test_bad_argument_types_raise_type_error(data_dir: Path, kwargs: dict[str, Any]) -> None:
     with ottla.Producer(data_dir) as p:
         with pytest.raises(TypeError):
             p.send("t", **kwargs)
@@ -395,24 +412,24 @@ def test_bad_argument_types_raise_type_error(data_dir, kwargs):
         assert p.send("t", b"ok").get(10).offset == 0
 
 
-def test_bad_constructor_arguments(data_dir):
+def test_bad_constructor_arguments(data_dir: Path) -> None:
     with pytest.raises(TypeError):
-        ottla.Producer(data_dir, linger_ms="5")
+        ottla.Producer(data_dir, linger_ms="5")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        ottla.Producer(data_dir, value_serializer=5)
+        ottla.Producer(data_dir, value_serializer=5)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        ottla.Producer(data_dir, key_serializer="str")
+        ottla.Producer(data_dir, key_serializer="str")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        ottla.Producer(data_dir, no_such_option=1)
+        ottla.Producer(data_dir, no_such_option=1)  # type: ignore[call-arg]
     with pytest.raises(TypeError):
-        ottla.Producer(data_dir, 5)  # options are keyword-only
+        ottla.Producer(data_dir, 5)  # type: ignore[call-arg]  # options are keyword-only
     with pytest.raises((ottla.InvalidConfigError, ValueError)):
         ottla.Producer(data_dir, batch_size=0)
     with pytest.raises((ottla.InvalidConfigError, ValueError)):
         ottla.Producer(data_dir, num_partitions=0)
     with ottla.Producer(data_dir) as p:
         with pytest.raises(TypeError):
-            p.send(123, b"x")
+            p.send(123, b"x")  # type: ignore[arg-type]
         with pytest.raises(ValueError):
             p.flush(timeout=-1)
         with pytest.raises(ValueError):
@@ -420,13 +437,13 @@ def test_bad_constructor_arguments(data_dir):
 
 
 @pytest.mark.parametrize("bad", ["sometimes", "", "ALWAYS", "none"])
-def test_bad_fsync_value_raises_value_error(data_dir, bad):
+def test_bad_fsync_value_raises_value_error(data_dir: Path, bad: Any) -> None:
     with pytest.raises(ValueError):
         ottla.Producer(data_dir, fsync=bad)
 
 
 @pytest.mark.parametrize("mode", ["never", "interval", "always"])
-def test_fsync_modes_work(data_dir, mode):
+def test_fsync_modes_work(data_dir: Path, mode: Literal["never", "interval", "always"]) -> None:
     with ottla.Producer(data_dir, fsync=mode, fsync_interval_ms=50) as p:
         assert mode in repr(p)
         mds = [p.send("t", b"%d" % i).get(10) for i in range(20)]
@@ -440,17 +457,17 @@ def test_fsync_modes_work(data_dir, mode):
     assert [v for _, _, v in vals[:20]] == [b"%d" % i for i in range(20)]
 
 
-def test_acks_and_client_id_accepted(data_dir):
+def test_acks_and_client_id_accepted(data_dir: Path) -> None:
     with ottla.Producer(data_dir, acks="all", client_id="me") as p:
         assert p.send("t", b"x").get(10).offset == 0
         assert p.path.endswith("data") or str(data_dir) in p.path
 
 
-def test_many_threads_share_a_producer(data_dir):
+def test_many_threads_share_a_producer(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
-        errors = []
+        errors: list[BaseException] = []
 
-        def work(tid):
+        def work(tid: int) -> None:
             try:
                 for i in range(200):
                     p.send("t", f"{tid}:{i}".encode(), partition=0)
@@ -471,7 +488,7 @@ def test_many_threads_share_a_producer(data_dir):
         assert mine == [f"{tid}:{i}".encode() for i in range(200)]
 
 
-def test_auto_create_uses_num_partitions(data_dir):
+def test_auto_create_uses_num_partitions(data_dir: Path) -> None:
     with ottla.Producer(data_dir, num_partitions=3) as p:
         assert p.partitions_for("auto") == [0, 1, 2]
         p.send("auto2", b"x").get(10)
@@ -480,7 +497,7 @@ def test_auto_create_uses_num_partitions(data_dir):
     assert len(admin.describe_topic("auto2").partitions) == 3
 
 
-def test_send_many_records_share_the_call_timestamp(data_dir):
+def test_send_many_records_share_the_call_timestamp(data_dir: Path) -> None:
     with ottla.Producer(data_dir) as p:
         before = int(time.time() * 1000)
         mds = p.send_many("ts", [b"a"] * 5000).get(timeout=10)
@@ -490,12 +507,12 @@ def test_send_many_records_share_the_call_timestamp(data_dir):
     assert [md.offset for md in mds] == list(range(5000))
 
 
-def test_send_many_honours_a_list_subclass_iteration(data_dir):
+def test_send_many_honours_a_list_subclass_iteration(data_dir: Path) -> None:
     """The bulk path reads a list's storage directly; a list subclass that
     overrides iteration goes through the general path and is honoured."""
 
-    class Doubled(list):  # type: ignore[type-arg]
-        def __iter__(self):
+    class Doubled(list[bytes]):
+        def __iter__(self) -> Iterator[bytes]:
             for v in super().__iter__():
                 yield v + v
 

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
 import ottla
-from helpers import log_files, read_values
+from helpers import Spawn, log_files, read_values
 
 TP0 = ottla.TopicPartition("r", 0)
 
 
-def fill(data_dir, n, size=100, topic="r", timestamp=None, start=0):
+def fill(
+    data_dir: Path,
+    n: int,
+    size: int = 100,
+    topic: str = "r",
+    timestamp: int | None = None,
+    start: int = 0,
+) -> None:
     with ottla.Producer(data_dir) as p:
         for i in range(start, start + n):
             p.send(topic, b"%06d" % i + b"x" * (size - 6), partition=0, timestamp=timestamp).get(10)
 
 
-def test_retention_bytes_deletes_oldest_segments(data_dir):
+def test_retention_bytes_deletes_oldest_segments(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("r", config={"segment.bytes": 1024})
     fill(data_dir, 200)
@@ -49,7 +57,7 @@ def test_retention_bytes_deletes_oldest_segments(data_dir):
     assert all(v.startswith(b"%06d" % o) for o, _, v in vals)
 
 
-def test_retention_bytes_applies_while_producing(data_dir):
+def test_retention_bytes_applies_while_producing(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("r", config={"segment.bytes": 1024, "retention.bytes": 2048})
     fill(data_dir, 300)
@@ -60,7 +68,7 @@ def test_retention_bytes_applies_while_producing(data_dir):
     assert admin.enforce_retention("r") == 0  # nothing more to do
 
 
-def test_consumer_below_log_start(data_dir):
+def test_consumer_below_log_start(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("r", config={"segment.bytes": 1024, "retention.bytes": 2048})
     fill(data_dir, 200)
@@ -92,7 +100,7 @@ def test_consumer_below_log_start(data_dir):
         assert c.position(TP0) == 200
 
 
-def test_committed_offset_below_log_start_is_reset(data_dir):
+def test_committed_offset_below_log_start_is_reset(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("r", config={"segment.bytes": 1024})
     fill(data_dir, 50)
@@ -107,7 +115,7 @@ def test_committed_offset_below_log_start_is_reset(data_dir):
         assert recs[0].offset == start
 
 
-def test_consumer_reading_while_retention_deletes(data_dir):
+def test_consumer_reading_while_retention_deletes(data_dir: Path) -> None:
     """A consumer that fell behind while segments were deleted under it skips
     to the new start (earliest) and never sees a wrong record."""
     admin = ottla.Admin(data_dir)
@@ -118,7 +126,7 @@ def test_consumer_reading_while_retention_deletes(data_dir):
         assert [r.offset for r in first] == [0, 1, 2, 3, 4]
         admin.alter_topic_config("r", {"retention.bytes": 1024})
         start = admin.describe_topic("r").partitions[0].start_offset
-        got = []
+        got: list[ottla.Record] = []
         deadline = time.monotonic() + 10
         while (not got or got[-1].offset < 99) and time.monotonic() < deadline:
             for recs in c.poll(timeout_ms=100).values():
@@ -133,7 +141,7 @@ def test_consumer_reading_while_retention_deletes(data_dir):
         assert [o for o in offsets if o >= start] == list(range(start, 100))
 
 
-def test_retention_ms_enforce_retention(data_dir):
+def test_retention_ms_enforce_retention(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("r", config={"segment.bytes": 2048})
     old = int(time.time() * 1000) - 3_600_000
@@ -153,7 +161,7 @@ def test_retention_ms_enforce_retention(data_dir):
     assert read_values(data_dir, "r") == [(60, None, b"fresh")]
 
 
-def test_retention_ms_explicit_enforce_retention_call(data_dir):
+def test_retention_ms_explicit_enforce_retention_call(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("r", config={"segment.bytes": 2048, "retention.ms": 1000})
     now = int(time.time() * 1000)
@@ -169,7 +177,7 @@ def test_retention_ms_explicit_enforce_retention_call(data_dir):
     assert d.start_offset == d.end_offset == 40
 
 
-def test_retention_ms_on_segment_roll(data_dir):
+def test_retention_ms_on_segment_roll(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("r", config={"segment.bytes": 1024, "retention.ms": 1000})
     old = int(time.time() * 1000) - 3_600_000
@@ -194,7 +202,7 @@ def test_retention_ms_on_segment_roll(data_dir):
         assert v.startswith(b"%06d" % o)
 
 
-def test_retention_keeps_recent_records(data_dir):
+def test_retention_keeps_recent_records(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("r", config={"segment.bytes": 1024, "retention.ms": 60_000})
     fill(data_dir, 100)
@@ -203,7 +211,7 @@ def test_retention_keeps_recent_records(data_dir):
     assert (d.start_offset, d.end_offset) == (0, 100)
 
 
-def test_unlimited_retention(data_dir):
+def test_unlimited_retention(data_dir: Path) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("r", config={"segment.bytes": 1024, "retention.ms": -1})
     fill(data_dir, 50, timestamp=1000)  # 1970: would expire under any finite retention
@@ -211,7 +219,7 @@ def test_unlimited_retention(data_dir):
     assert admin.describe_topic("r").partitions[0].start_offset == 0
 
 
-def test_retention_in_another_process_is_seen(data_dir, spawn):
+def test_retention_in_another_process_is_seen(data_dir: Path, spawn: Spawn) -> None:
     admin = ottla.Admin(data_dir)
     admin.create_topic("r", config={"segment.bytes": 1024})
     fill(data_dir, 100)

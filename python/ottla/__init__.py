@@ -1,25 +1,25 @@
 """ottla: Kafka you can ``pip install``.
 
 Topics are partitioned, offset-addressed logs kept on disk in Kafka's own
-format, under one directory. Write and read them in-process::
+format, under one directory. Write and read them in-process:
 
-    import ottla
-
-    with ottla.Producer("data") as producer:
-        producer.send("events", b"hello", key=b"user-1")
-
-    with ottla.Consumer("data", "events", auto_offset_reset="earliest",
-                        consumer_timeout_ms=1000) as consumer:
-        for record in consumer:
-            print(record.offset, record.key, record.value)
+>>> import ottla
+>>> with ottla.Producer("data") as producer:
+...     future = producer.send("events", b"hello", key=b"user-1")
+>>> with ottla.Consumer("data", "events", auto_offset_reset="earliest",
+...                     consumer_timeout_ms=1000) as consumer:
+...     for record in consumer:
+...         print(record.offset, record.key, record.value)
+0 b'user-1' b'hello'
 
 Several processes may use the same directory at once.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
+from ottla import _arrow, _display
 from ottla._core import (
     BatchFuture,
     Broker,
@@ -51,11 +51,16 @@ from ottla._core import (
     UnsupportedCompressionError,
     __version__,
 )
-from ottla.admin import Admin, PartitionDescription, TopicDescription
-from ottla.admin import GroupDescription, GroupOffset, MemberDescription
-from ottla.admin import CompactionStats
+from ottla.admin import (
+    Admin,
+    CompactionStats,
+    GroupDescription,
+    GroupOffset,
+    MemberDescription,
+    PartitionDescription,
+    TopicDescription,
+)
 from ottla.types import OffsetAndMetadata
-from ottla import _arrow, _display
 
 # The names used in Kafka's documentation of these errors.
 OffsetOutOfRange = OffsetOutOfRangeError
@@ -72,11 +77,12 @@ class Producer(_CoreProducer):
     ``key_serializer`` and ``value_serializer``.
 
     ``send()`` returns a future; its ``get()`` waits until the record is in
-    the log and returns its :class:`RecordMetadata`::
+    the log and returns its :class:`RecordMetadata`:
 
-        with ottla.Producer("data") as p:
-            md = p.send("events", b"v", key=b"k").get()
-            print(md.partition, md.offset)
+    >>> with ottla.Producer("data") as p:
+    ...     md = p.send("events", b"v", key=b"k").get()
+    ...     print(md.partition, md.offset)
+    0 0
 
     Order on failure (as Kafka's idempotent producer): a partition's log
     holds a prefix of the records this producer sent to it, up to the first
@@ -87,12 +93,14 @@ class Producer(_CoreProducer):
     the error reaches you: ``flush()`` raising it, or a failed future of
     the partition raising it (``get()``/``result()``, a ``send_many``
     ``BatchFuture``) or returning it (``exception``, an errback). Sends then
-    append again at the next offset, with no gap::
+    append again at the next offset, with no gap:
 
-        try:
-            p.flush()
-        except ottla.DiskFullError:
-            ...  # free space; records sent from now on are appended
+    >>> p = ottla.Producer("data")
+    >>> try:
+    ...     p.flush()
+    ... except ottla.DiskFullError:
+    ...     pass  # free space; records sent from now on are appended
+    >>> p.close()
     """
 
     __slots__ = ()
@@ -104,14 +112,18 @@ class Consumer(_CoreConsumer):
     ``Consumer(path, *topics, group_id=None, auto_offset_reset="latest",
     enable_auto_commit=True, consumer_timeout_ms=None, ...)``. Iterate it
     (blocking; ``consumer_timeout_ms`` ends the iteration when idle), or call
-    ``poll(timeout_ms, max_records)`` for ``{TopicPartition: [Record]}``::
+    ``poll(timeout_ms, max_records)`` for ``{TopicPartition: [Record]}``:
 
-        with ottla.Consumer("data", "events", group_id="billing",
-                            auto_offset_reset="earliest") as c:
-            for batch in c.poll(timeout_ms=1000).values():
-                for record in batch:
-                    handle(record.value)
-            c.commit()
+    >>> with ottla.Producer("data") as p:
+    ...     _ = p.send_many("events", [b"a", b"b"]).get()
+    >>> with ottla.Consumer("data", "events", group_id="billing",
+    ...                     auto_offset_reset="earliest") as c:
+    ...     for batch in c.poll(timeout_ms=1000).values():
+    ...         for record in batch:
+    ...             print(record.value)
+    ...     c.commit()
+    b'a'
+    b'b'
 
     Consumers with the same ``group_id`` (in any process on the directory)
     split the partitions: ``subscribe(topics, on_assign=..., on_revoke=...,
@@ -127,9 +139,10 @@ class Consumer(_CoreConsumer):
     that time of each other, and stops for a while when the spinning thread
     finds itself descheduled, so an idle consumer sleeps and uses no CPU.
     It pays only with a core to spare (a consumer fed every few tens of
-    microseconds spends that core spinning)::
+    microseconds spends that core spinning):
 
-        c = ottla.Consumer("data", "ticks", busy_poll_us=50)
+    >>> c = ottla.Consumer("data", "ticks", busy_poll_us=50)
+    >>> c.close()
 
     In a notebook, read straight into Arrow or pandas (``pip install
     'ottla[arrow]'``): ``poll_arrow()``, ``read_arrow()``, ``to_pandas()``.
@@ -141,7 +154,7 @@ class Consumer(_CoreConsumer):
         self,
         timeout_ms: float = 0,
         max_records: int = 100_000,
-        max_bytes: Optional[int] = 52_428_800,
+        max_bytes: int | None = 52_428_800,
     ) -> Any:
         """Fetch records as one ``pyarrow.RecordBatch``, waiting up to
         ``timeout_ms`` when none are ready (zero rows if none came).
@@ -157,48 +170,61 @@ class Consumer(_CoreConsumer):
         bytes than ``max_bytes`` (default 50 MiB, Kafka's ``fetch.max.bytes``;
         None for no limit; a single larger record still comes alone).
         Positions advance exactly as with ``poll()``: a commit covers only
-        records in returned batches. Deserializers are not applied::
+        records in returned batches. Deserializers are not applied:
 
-            with ottla.Consumer("data", "clicks", auto_offset_reset="earliest") as c:
-                batch = c.poll_arrow(timeout_ms=1000)
-                batch.num_rows, batch.schema
-                batch.column("value")[0].as_py()      # b"..."
-                c.commit()
+        >>> with ottla.Producer("data") as p:
+        ...     _ = p.send_many("clicks", [b"x", b"y"]).get()
+        >>> with ottla.Consumer("data", "clicks", group_id="dash",
+        ...                     auto_offset_reset="earliest") as c:
+        ...     batch = c.poll_arrow(timeout_ms=1000)
+        ...     c.commit()
+        >>> batch.num_rows, batch.schema.names
+        (2, ['topic', 'partition', 'offset', 'timestamp', 'key', 'value', 'headers'])
+        >>> batch.column("value")[0].as_py()
+        b'x'
         """
         _arrow.require()
         return _arrow.record_batch(self._poll_arrow(max_records, max_bytes, timeout_ms))
 
-    def read_arrow(
-        self, max_records: Optional[int] = None, max_bytes: Optional[int] = None
-    ) -> Any:
+    def read_arrow(self, max_records: int | None = None, max_bytes: int | None = None) -> Any:
         """Everything from the current positions up to the end offsets of
         the assigned partitions *as they are at the call*, as a
         ``pyarrow.Table`` (never waits; records appended meanwhile stay for
         the next read). ``max_records``/``max_bytes`` bound the whole table.
-        Positions advance past what is returned, as with ``poll()``::
+        Positions advance past what is returned, as with ``poll()``:
 
-            c = ottla.Consumer("data", "orders", auto_offset_reset="earliest")
-            t = c.read_arrow()
-            t.group_by("partition").aggregate([("offset", "count")])
-            t2 = c.read_arrow()    # only what arrived since
+        >>> with ottla.Producer("data", num_partitions=2) as p:
+        ...     _ = [p.send("orders", b"o", partition=i % 2) for i in range(5)]
+        >>> c = ottla.Consumer("data", "orders", auto_offset_reset="earliest")
+        >>> t = c.read_arrow()
+        >>> t.group_by("partition").aggregate([("offset", "count")]).sort_by("partition").to_pylist()
+        [{'partition': 0, 'offset_count': 3}, {'partition': 1, 'offset_count': 2}]
+        >>> c.read_arrow().num_rows    # only what arrived since
+        0
+        >>> c.close()
         """
         _arrow.require()
         return _arrow.table(self._read_arrow(max_records, max_bytes))
 
     def to_pandas(
         self,
-        max_records: Optional[int] = None,
-        max_bytes: Optional[int] = None,
+        max_records: int | None = None,
+        max_bytes: int | None = None,
         **to_pandas_kwargs: Any,
     ) -> Any:
         """``read_arrow(...)`` as a ``pandas.DataFrame`` (through pyarrow's
         ``Table.to_pandas(**to_pandas_kwargs)``): ``topic`` is categorical,
         ``timestamp`` is ``datetime64[ms, UTC]``, ``key``/``value`` are
-        ``bytes`` (or None)::
+        ``bytes`` (or None):
 
-            df = ottla.Consumer("data", "orders", auto_offset_reset="earliest").to_pandas()
-            df["value"].str.decode("utf-8")
-            df.set_index("timestamp").resample("1min").size()
+        >>> with ottla.Producer("data") as p:
+        ...     _ = p.send_many("orders", [b"apple", b"pear"]).get()
+        >>> with ottla.Consumer("data", "orders", auto_offset_reset="earliest") as c:
+        ...     df = c.to_pandas()
+        >>> df["value"].str.decode("utf-8").tolist()
+        ['apple', 'pear']
+        >>> int(df.set_index("timestamp").resample("1min").size().sum())
+        2
         """
         _arrow.require(pandas=True)
         return _arrow.to_pandas(self.read_arrow(max_records, max_bytes), **to_pandas_kwargs)
@@ -209,17 +235,17 @@ class Consumer(_CoreConsumer):
 
 
 __all__ = [
-    "CompactionStats",
     "Admin",
     "BatchFuture",
     "Broker",
     "ClosedError",
+    "CompactionStats",
     "Consumer",
     "CorruptRecordError",
     "DiskFullError",
     "FutureRecordMetadata",
-    "GroupMemberConflictError",
     "GroupDescription",
+    "GroupMemberConflictError",
     "GroupNotEmptyError",
     "GroupOffset",
     "IllegalStateError",

@@ -9,7 +9,7 @@ the Arrow PyCapsule interface, without copying. pyarrow (and pandas for
 from __future__ import annotations
 
 import importlib
-from typing import Any, List
+from typing import Any
 
 _EXTRA_HINT = (
     "ottla's Arrow and pandas readers need pyarrow (and pandas for to_pandas): "
@@ -45,7 +45,7 @@ def record_batch(raw: Any) -> Any:
     return pa.RecordBatch._import_from_c_capsule(schema, array)
 
 
-def table(raws: List[Any]) -> Any:
+def table(raws: list[Any]) -> Any:
     """``pyarrow.Table`` over ``ottla._core.ArrowBatch``es (no copy)."""
     pa = pyarrow()
     batches = [record_batch(r) for r in raws]

@@ -1,96 +1,204 @@
-"""Type stubs for the native module ``ottla._core`` (the Rust engine's door)."""
+"""Type stubs for the native module ``ottla._core`` (the Rust engine's door).
 
+This file is the documented surface of the classes implemented in Rust: IDEs
+show these docstrings. ``ottla``, ``ottla.aio`` and ``ottla.admin`` re-export
+or wrap them; import them from there. The ``>>>`` examples are run by
+tests/test_docstring_examples.py, each in an empty temporary directory.
+"""
+
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from os import PathLike
-from typing import (
-    Any,
-    Awaitable,
-    Callable,
-    Dict,
-    Generator,
-    Iterable,
-    Iterator,
-    List,
-    Literal,
-    Mapping,
-    Optional,
-    Sequence,
-    Set,
-    Tuple,
-    Union,
-)
+from typing import Any, Literal, TypeAlias
 
 from typing_extensions import Self, disjoint_base, final
 
+__all__ = [
+    "AioProducer",
+    "ArrowBatch",
+    "BatchFuture",
+    "Broker",
+    "ClosedError",
+    "Consumer",
+    "CorruptRecordError",
+    "DiskFullError",
+    "FutureRecordMetadata",
+    "GroupMemberConflictError",
+    "GroupNotEmptyError",
+    "IllegalStateError",
+    "InvalidConfigError",
+    "InvalidPartitionsError",
+    "InvalidRecordError",
+    "InvalidTopicError",
+    "NoOffsetForPartitionError",
+    "OffsetAndTimestamp",
+    "OffsetOutOfRangeError",
+    "OttlaError",
+    "OttlaTimeoutError",
+    "Producer",
+    "Record",
+    "RecordMetadata",
+    "RecordTooLargeError",
+    "RecordWaiter",
+    "SendFuture",
+    "SendManyFuture",
+    "StorageError",
+    "TopicAlreadyExistsError",
+    "TopicPartition",
+    "UnknownTopicOrPartitionError",
+    "UnsupportedCompressionError",
+    "_Admin",
+    "__version__",
+]
+
 __version__: str
+"""The version of the installed ottla package."""
 
-_Path = Union[str, "PathLike[str]"]
-_BytesLike = Union[bytes, bytearray, memoryview, str]
-_Headers = Union[Sequence[Tuple[str, Optional[_BytesLike]]], Mapping[str, Optional[_BytesLike]]]
-_TP = Union["TopicPartition", Tuple[str, int]]
-_RebalanceCallback = Callable[[Any, List["TopicPartition"]], Any]
+_Path: TypeAlias = str | PathLike[str]
+_BytesLike: TypeAlias = bytes | bytearray | memoryview | str
+_Headers: TypeAlias = Sequence[tuple[str, _BytesLike | None]] | Mapping[str, _BytesLike | None]
+_TP: TypeAlias = TopicPartition | tuple[str, int]
+_RebalanceCallback: TypeAlias = Callable[[Any, list[TopicPartition]], Any]
+# Kafka's names, and the older ones its clients still accept.
+_OffsetReset: TypeAlias = Literal[
+    "earliest", "latest", "none", "smallest", "beginning", "largest", "end"
+]
 
-class OttlaError(Exception): ...
-class InvalidTopicError(OttlaError): ...
-class UnknownTopicOrPartitionError(OttlaError): ...
-class TopicAlreadyExistsError(OttlaError): ...
-class InvalidPartitionsError(OttlaError): ...
-class InvalidConfigError(OttlaError): ...
-class OffsetOutOfRangeError(OttlaError): ...
-class NoOffsetForPartitionError(OttlaError): ...
-class RecordTooLargeError(OttlaError): ...
-class CorruptRecordError(OttlaError): ...
-class InvalidRecordError(OttlaError): ...
-class UnsupportedCompressionError(OttlaError): ...
-class StorageError(OttlaError): ...
-class DiskFullError(StorageError): ...
-class GroupMemberConflictError(OttlaError): ...
-class GroupNotEmptyError(OttlaError): ...
-class IllegalStateError(OttlaError): ...
-class OttlaTimeoutError(OttlaError): ...
-class ClosedError(OttlaError): ...
+# ---- errors ------------------------------------------------------------------
+
+class OttlaError(Exception):
+    """Base class of every error ottla raises."""
+
+class InvalidTopicError(OttlaError):
+    """A topic name breaks Kafka's naming rules."""
+
+class UnknownTopicOrPartitionError(OttlaError):
+    """The topic or partition does not exist."""
+
+class TopicAlreadyExistsError(OttlaError):
+    """``create_topic()`` of a topic that exists."""
+
+class InvalidPartitionsError(OttlaError):
+    """A partition count that is not allowed."""
+
+class InvalidConfigError(OttlaError):
+    """An unknown setting or a bad value."""
+
+class OffsetOutOfRangeError(OttlaError):
+    """An offset below the log start or past the log end."""
+
+class NoOffsetForPartitionError(OttlaError):
+    """No committed offset and ``auto_offset_reset='none'``."""
+
+class RecordTooLargeError(OttlaError):
+    """A record larger than ``max.message.bytes``."""
+
+class CorruptRecordError(OttlaError):
+    """A stored batch failed its checksum or framing; the message names the
+    file and byte position."""
+
+class InvalidRecordError(OttlaError):
+    """A record batch that is not valid record format v2."""
+
+class UnsupportedCompressionError(OttlaError):
+    """A batch compressed with a codec this build cannot read."""
+
+class StorageError(OttlaError):
+    """An operating-system error on a file of the data directory."""
+
+class DiskFullError(StorageError):
+    """The disk (or a file size limit) ran out of room; the log stays readable."""
+
+class GroupMemberConflictError(OttlaError):
+    """The group is coordinated by the other door (a broker on this
+    directory), so this member cannot join."""
+
+class GroupNotEmptyError(OttlaError):
+    """A group operation that needs the group empty (delete, reset offsets)
+    while it has live members."""
+
+class IllegalStateError(OttlaError):
+    """An operation that does not fit the object's state."""
+
+class OttlaTimeoutError(OttlaError):
+    """A blocking call ran out of time."""
+
+class ClosedError(OttlaError):
+    """The producer or consumer has been closed."""
+
+# ---- values ------------------------------------------------------------------
 
 @final
 class TopicPartition:
-    """A (topic, partition) pair; hashable, ordered, and unpackable."""
+    """``TopicPartition(topic, partition)``: hashable, ordered (by topic, then
+    partition), and unpackable.
+
+    >>> tp = ottla.TopicPartition("events", 2)
+    >>> topic, partition = tp
+    >>> (topic, partition)
+    ('events', 2)
+    >>> tp == ottla.TopicPartition("events", 2), tp < ottla.TopicPartition("events", 3)
+    (True, True)
+
+    Wherever a method takes partitions, a ``(topic, partition)`` tuple works too.
+    """
 
     @property
-    def topic(self) -> str: ...
+    def topic(self) -> str:
+        """The topic name."""
     @property
-    def partition(self) -> int: ...
+    def partition(self) -> int:
+        """The partition number (from 0)."""
     def __new__(cls, topic: str, partition: int) -> Self: ...
-    def __iter__(self) -> Iterator[Union[str, int]]: ...
+    def __iter__(self) -> Iterator[str | int]:
+        """``topic``, then ``partition``."""
     def __hash__(self) -> int: ...
     def __eq__(self, other: object, /) -> bool: ...
-    def __lt__(self, other: "TopicPartition", /) -> bool: ...
+    def __lt__(self, other: TopicPartition, /) -> bool: ...
+    def __le__(self, other: TopicPartition, /) -> bool: ...
+    def __gt__(self, other: TopicPartition, /) -> bool: ...
+    def __ge__(self, other: TopicPartition, /) -> bool: ...
 
 @final
 class RecordMetadata:
     """Where an acknowledged record was stored."""
 
     @property
-    def topic(self) -> str: ...
+    def topic(self) -> str:
+        """The record's topic."""
     @property
-    def partition(self) -> int: ...
+    def partition(self) -> int:
+        """The partition the record was appended to."""
     @property
-    def offset(self) -> int: ...
+    def offset(self) -> int:
+        """The record's offset in its partition."""
     @property
     def timestamp(self) -> int:
         """Milliseconds since the epoch (the record's create time)."""
     @property
-    def topic_partition(self) -> TopicPartition: ...
+    def topic_partition(self) -> TopicPartition:
+        """``TopicPartition(topic, partition)``."""
 
 @final
 class Record:
-    """A record read from a topic."""
+    """A record read from a topic.
+
+    Iteration drops most records right after handing them out: a free list
+    recycles them (objects from it come back untracked by the cyclic GC; the
+    consumer tracks them again when a deserializer could make a cycle).
+    """
 
     @property
-    def topic(self) -> str: ...
+    def topic(self) -> str:
+        """The record's topic."""
     @property
-    def partition(self) -> int: ...
+    def partition(self) -> int:
+        """The record's partition."""
     @property
-    def offset(self) -> int: ...
+    def offset(self) -> int:
+        """The record's offset in its partition."""
     @property
-    def timestamp(self) -> int: ...
+    def timestamp(self) -> int:
+        """Milliseconds since the epoch (create time, or the time given to ``send``)."""
     @property
     def key(self) -> Any:
         """bytes (or the key_deserializer's result), or None."""
@@ -98,45 +206,86 @@ class Record:
     def value(self) -> Any:
         """bytes (or the value_deserializer's result), or None."""
     @property
-    def headers(self) -> List[Tuple[str, Optional[bytes]]]: ...
+    def headers(self) -> list[tuple[str, bytes | None]]:
+        """``[(key, value), ...]`` with ``str`` keys and ``bytes | None`` values."""
     @property
-    def topic_partition(self) -> TopicPartition: ...
+    def topic_partition(self) -> TopicPartition:
+        """``TopicPartition(topic, partition)``."""
 
 @final
 class OffsetAndTimestamp:
+    """Result entry of ``Consumer.offsets_for_times``."""
+
     @property
-    def offset(self) -> int: ...
+    def offset(self) -> int:
+        """Offset of the earliest record at or after the asked timestamp."""
     @property
-    def timestamp(self) -> int: ...
+    def timestamp(self) -> int:
+        """That record's timestamp (ms since the epoch)."""
+
+# ---- producer ----------------------------------------------------------------
 
 @final
 class FutureRecordMetadata:
-    """The pending result of ``Producer.send``."""
+    """The pending result of one ``Producer.send()``.
 
-    def get(self, timeout: Optional[float] = None) -> RecordMetadata:
-        """Wait (seconds; None waits forever) until the record is in the log."""
-    def result(self, timeout: Optional[float] = None) -> RecordMetadata: ...
+    A free list keeps the objects of a ``send()`` loop that drops its futures
+    from going through the allocator.
+    """
+
+    def get(self, timeout: float | None = None) -> RecordMetadata:
+        """Wait (seconds; None waits forever) until the record is in the log
+        and return its :class:`RecordMetadata`; raises the append's error if
+        it failed."""
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        """Same as ``get()``, as in ``concurrent.futures``."""
     @property
-    def is_done(self) -> bool: ...
-    def done(self) -> bool: ...
-    def succeeded(self) -> bool: ...
-    def failed(self) -> bool: ...
+    def is_done(self) -> bool:
+        """True once the record's batch was appended or failed."""
+    def done(self) -> bool:
+        """True once the record's batch was appended or failed."""
+    def succeeded(self) -> bool:
+        """True once the record is in the log."""
+    def failed(self) -> bool:
+        """True once the record's append failed."""
     @property
-    def exception(self) -> Optional[BaseException]: ...
-    def add_callback(self, f: Callable[[RecordMetadata], Any]) -> Self: ...
-    def add_errback(self, f: Callable[[BaseException], Any]) -> Self: ...
+    def exception(self) -> BaseException | None:
+        """The exception if the send failed, else None."""
+    def add_callback(self, f: Callable[[RecordMetadata], Any]) -> Self:
+        """Call ``f(record_metadata)`` once the record is appended; returns
+        this future."""
+    def add_errback(self, f: Callable[[BaseException], Any]) -> Self:
+        """Call ``f(exception)`` if the send fails; returns this future."""
 
 @final
 class BatchFuture:
-    """The pending result of ``Producer.send_many``."""
+    """The pending result of one ``Producer.send_many()``."""
 
-    def get(self, timeout: Optional[float] = None) -> List[RecordMetadata]: ...
-    def wait(self, timeout: Optional[float] = None) -> None: ...
-    def done(self) -> bool: ...
-    def __len__(self) -> int: ...
+    def get(self, timeout: float | None = None) -> list[RecordMetadata]:
+        """Wait for every record; returns a list of :class:`RecordMetadata`
+        in send order (raises the first failed append's error)."""
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for every record without building metadata objects."""
+    def done(self) -> bool:
+        """True once every record's batch was appended or failed."""
+    def __len__(self) -> int:
+        """The number of records sent."""
 
 @disjoint_base
 class Producer:
+    """Appends records to topics in a data directory (``ottla.Producer``
+    subclasses this; see its docstring for the settings and the order
+    guarantees on failure).
+
+    >>> with ottla.Producer("data") as producer:
+    ...     md = producer.send("events", b"hello", key=b"user-1").get()
+    ...     futures = producer.send_many("events", [b"a", b"b"]).get()
+    >>> md.topic, md.partition, md.offset
+    ('events', 0, 0)
+    >>> [m.offset for m in futures]
+    [1, 2]
+    """
+
     def __new__(
         cls,
         path: _Path,
@@ -147,21 +296,28 @@ class Producer:
         fsync_interval_ms: int = 1000,
         auto_create_topics: bool = True,
         num_partitions: int = 1,
-        key_serializer: Optional[Callable[[Any], Optional[_BytesLike]]] = None,
-        value_serializer: Optional[Callable[[Any], Optional[_BytesLike]]] = None,
+        key_serializer: Callable[[Any], _BytesLike | None] | None = None,
+        value_serializer: Callable[[Any], _BytesLike | None] | None = None,
         acks: Any = None,
-        client_id: Optional[str] = None,
-    ) -> Self: ...
+        client_id: str | None = None,
+    ) -> Self:
+        """Open a producer on the data directory ``path`` (created if
+        missing). ``acks`` and ``client_id`` are accepted for Kafka
+        compatibility: every acknowledgement is a local append."""
     def send(
         self,
         topic: str,
         value: Any = None,
         key: Any = None,
-        partition: Optional[int] = None,
-        timestamp: Optional[int] = None,
-        headers: Optional[_Headers] = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+        headers: _Headers | None = None,
     ) -> FutureRecordMetadata:
         """Queue a record; the future resolves once it is in the log.
+
+        With no ``partition``, a keyed record goes to Kafka's murmur2
+        partition of its key, an unkeyed one to a sticky partition.
+        ``timestamp`` is ms since the epoch (default: now).
 
         After an append of the partition fails, the record fails (through
         its future; ``send()`` does not raise) until the error has reached
@@ -173,140 +329,260 @@ class Producer:
         self,
         topic: str,
         values: Iterable[Any],
-        keys: Optional[Iterable[Any]] = None,
-        partition: Optional[int] = None,
-        timestamp: Optional[int] = None,
-    ) -> BatchFuture: ...
-    def flush(self, timeout: Optional[float] = None) -> None:
+        keys: Iterable[Any] | None = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> BatchFuture:
+        """Send many values (and optionally as many keys) to one topic in one
+        call; the returned :class:`BatchFuture`'s ``get()`` waits for all."""
+    def flush(self, timeout: float | None = None) -> None:
         """Append every queued record; raises the error of a failed append
         not yet reported (which lets the failed partitions take records
-        again)."""
-    def close(self, timeout: Optional[float] = None) -> None: ...
-    def partitions_for(self, topic: str) -> List[int]: ...
+        again). Appends are local writes, so ``timeout`` (accepted for Kafka
+        compatibility) never cuts one short."""
+    def close(self, timeout: float | None = None) -> None:
+        """Flush and release; later sends raise :class:`ClosedError`."""
+    def partitions_for(self, topic: str) -> list[int]:
+        """Partition numbers of a topic (created if ``auto_create_topics``
+        allows)."""
     @property
-    def path(self) -> str: ...
+    def path(self) -> str:
+        """The data directory."""
     @property
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
     def __enter__(self) -> Self: ...
-    def __exit__(self, _exc_type: object, _exc: object, _tb: object, /) -> bool: ...
+    def __exit__(self, _exc_type: object, _exc: object, _tb: object, /) -> Literal[False]:
+        """``close()``; exceptions propagate."""
+
+# ---- consumer ----------------------------------------------------------------
 
 @final
 class ArrowBatch:
-    """Records as Arrow columns owned by Rust; implements the Arrow PyCapsule
-    interface (``pyarrow.record_batch(b)``, polars, DuckDB import it)."""
+    """Records in Kafka's shape as Arrow columns, owned by Rust and lent to
+    Arrow libraries through the Arrow PyCapsule interface
+    (``pyarrow.record_batch(b)``; polars and DuckDB import it too).
+    ``ottla.Consumer.poll_arrow`` returns it converted to pyarrow."""
+
     @property
-    def num_rows(self) -> int: ...
-    def __len__(self) -> int: ...
-    def __arrow_c_schema__(self) -> object: ...
-    def __arrow_c_array__(self, requested_schema: Optional[object] = None) -> Tuple[object, object]: ...
+    def num_rows(self) -> int:
+        """The number of records."""
+    def __len__(self) -> int:
+        """The number of records."""
+    def __arrow_c_schema__(self) -> object:
+        """The schema as an ``arrow_schema`` PyCapsule."""
+    def __arrow_c_array__(self, requested_schema: object | None = None) -> tuple[object, object]:
+        """``(arrow_schema, arrow_array)`` PyCapsules of the batch as a struct
+        array; ``requested_schema`` is accepted and ignored, as the protocol
+        allows (the caller casts if it wants another type)."""
 
 @disjoint_base
 class Consumer:
+    """Reads records from topics in a data directory (``ottla.Consumer``
+    subclasses this and adds the Arrow and pandas readers; see its docstring
+    for groups and settings).
+
+    >>> with ottla.Producer("data") as p:
+    ...     _ = p.send_many("events", [b"a", b"b", b"c"]).get()
+    >>> with ottla.Consumer("data", "events", auto_offset_reset="earliest",
+    ...                     consumer_timeout_ms=500) as c:
+    ...     [(r.offset, r.value) for r in c]
+    [(0, b'a'), (1, b'b'), (2, b'c')]
+    """
+
     def __new__(
         cls,
         path: _Path,
         *topics: str,
-        group_id: Optional[str] = None,
-        auto_offset_reset: Literal["earliest", "latest", "none"] = "latest",
+        group_id: str | None = None,
+        auto_offset_reset: _OffsetReset = "latest",
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5000,
-        consumer_timeout_ms: Optional[float] = None,
+        consumer_timeout_ms: float | None = None,
         max_poll_records: int = 500,
         max_partition_fetch_bytes: int = 1048576,
         check_crcs: bool = True,
         auto_create_topics: bool = True,
         num_partitions: int = 1,
-        key_deserializer: Optional[Callable[[bytes], Any]] = None,
-        value_deserializer: Optional[Callable[[bytes], Any]] = None,
-        client_id: Optional[str] = None,
-        partition_assignment_strategy: Optional[Union[str, Sequence[str]]] = None,
+        key_deserializer: Callable[[bytes], Any] | None = None,
+        value_deserializer: Callable[[bytes], Any] | None = None,
+        client_id: str | None = None,
+        partition_assignment_strategy: str | Sequence[str] | None = None,
         session_timeout_ms: int = 10000,
         busy_poll_us: int = 0,
-    ) -> Self: ...
+    ) -> Self:
+        """Open a consumer on the data directory ``path``, subscribed to
+        ``topics`` if any are given. Settings have Kafka's names and
+        defaults (``auto_offset_reset`` also takes the older names
+        ``smallest``/``beginning`` and ``largest``/``end``);
+        ``consumer_timeout_ms`` (None: never) ends an iteration that waited
+        that long for a record."""
     def subscribe(
         self,
-        topics: Optional[Union[str, Sequence[str]]] = None,
-        pattern: Optional[str] = None,
+        topics: str | Sequence[str] | None = None,
+        pattern: str | None = None,
         *,
-        on_assign: Optional[_RebalanceCallback] = None,
-        on_revoke: Optional[_RebalanceCallback] = None,
-        on_lost: Optional[_RebalanceCallback] = None,
-        listener: Optional[Any] = None,
-    ) -> None: ...
-    def unsubscribe(self) -> None: ...
-    def subscription(self) -> Set[str]: ...
-    def assign(self, partitions: Iterable[_TP]) -> None: ...
-    def assignment(self) -> Set[TopicPartition]: ...
-    def poll(self, timeout_ms: float = 0.0, max_records: Optional[int] = None) -> Dict[TopicPartition, List[Record]]: ...
-    def poll_values(self, max_records: int = 100000, timeout_ms: float = 0.0) -> List[Optional[bytes]]: ...
+        on_assign: _RebalanceCallback | None = None,
+        on_revoke: _RebalanceCallback | None = None,
+        on_lost: _RebalanceCallback | None = None,
+        listener: Any | None = None,
+    ) -> None:
+        """Subscribe to topics, or to every topic matching ``pattern`` (a
+        regex over the whole name; a topic given as ``"^..."`` is a pattern
+        too, as in confluent-kafka). With a ``group_id`` this joins the
+        group. Rebalance callbacks: ``on_assign(consumer, partitions)``,
+        ``on_revoke(...)``, ``on_lost(...)``, or a ``listener`` with
+        ``on_partitions_assigned/revoked/lost(partitions)``; they run inside
+        ``poll()``/iteration on the calling thread."""
+    def unsubscribe(self) -> None:
+        """Leave the group (revoking, after an auto-commit) or drop the
+        subscription."""
+    def subscription(self) -> set[str]:
+        """The subscribed topic names."""
+    def assign(self, partitions: Iterable[_TP]) -> None:
+        """Read exactly these partitions, with no group membership."""
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this consumer reads."""
+    def poll(
+        self, timeout_ms: float = 0.0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Record]]:
+        """Fetch records: ``{TopicPartition: [Record, ...]}``, waiting up to
+        ``timeout_ms`` when none are ready (``{}`` if none came)."""
+    def poll_values(self, max_records: int = 100000, timeout_ms: float = 0.0) -> list[bytes | None]:
+        """Bulk read: up to ``max_records`` values (bytes, or None for a null
+        value) across the assigned partitions, with no ``Record`` objects.
+        Positions advance exactly as with ``poll``. Deserializers are not
+        applied. Waits up to ``timeout_ms`` when nothing is ready."""
     def _poll_arrow(
-        self, max_records: int = 100000, max_bytes: Optional[int] = None, timeout_ms: float = 0.0
-    ) -> ArrowBatch: ...
-    def _read_arrow(self, max_records: Optional[int] = None, max_bytes: Optional[int] = None) -> List[ArrowBatch]: ...
-    def __iter__(self) -> Iterator[Record]: ...
+        self, max_records: int = 100000, max_bytes: int | None = None, timeout_ms: float = 0.0
+    ) -> ArrowBatch:
+        """Bulk read into Arrow columns (see ``ottla.Consumer.poll_arrow``)."""
+    def _read_arrow(
+        self, max_records: int | None = None, max_bytes: int | None = None
+    ) -> list[ArrowBatch]:
+        """Everything up to the end offsets at call time, as ``ArrowBatch``es
+        (see ``ottla.Consumer.read_arrow``)."""
+    def __iter__(self) -> Iterator[Record]:
+        """Records one at a time, blocking; ends after ``consumer_timeout_ms``
+        without a record, or at ``close()``."""
     def __next__(self) -> Record: ...
-    def seek(self, partition: _TP, offset: int) -> None: ...
-    def seek_to_beginning(self, *partitions: _TP) -> None: ...
-    def seek_to_end(self, *partitions: _TP) -> None: ...
-    def position(self, partition: _TP) -> int: ...
-    def committed(self, partition: _TP) -> Optional[int]: ...
-    def commit(self, offsets: Optional[Mapping[_TP, Any]] = None) -> None: ...
-    def offsets_for_times(self, timestamps: Mapping[_TP, int]) -> Dict[TopicPartition, Optional[OffsetAndTimestamp]]: ...
-    def beginning_offsets(self, partitions: Iterable[_TP]) -> Dict[TopicPartition, int]: ...
-    def end_offsets(self, partitions: Iterable[_TP]) -> Dict[TopicPartition, int]: ...
-    def pause(self, *partitions: _TP) -> None: ...
-    def resume(self, *partitions: _TP) -> None: ...
-    def paused(self) -> Set[TopicPartition]: ...
-    def topics(self) -> Set[str]: ...
-    def partitions_for_topic(self, topic: str) -> Optional[Set[int]]: ...
-    def close(self, autocommit: bool = True) -> None: ...
+    def seek(self, partition: _TP, offset: int) -> None:
+        """Read ``partition`` from ``offset`` next (``offset >= 0``)."""
+    def seek_to_beginning(self, *partitions: _TP) -> None:
+        """Seek ``partitions`` (all assigned if none) to their log start."""
+    def seek_to_end(self, *partitions: _TP) -> None:
+        """Seek ``partitions`` (all assigned if none) to their log end."""
+    def position(self, partition: _TP) -> int:
+        """Offset of the next record this consumer will return for ``partition``."""
+    def committed(self, partition: _TP) -> int | None:
+        """The group's committed offset for ``partition``, or None."""
+    def commit(self, offsets: Mapping[_TP, Any] | None = None) -> None:
+        """Commit the current positions, or ``{TopicPartition: offset}`` (an
+        int or an ``OffsetAndMetadata``) if given."""
+    def offsets_for_times(
+        self, timestamps: Mapping[_TP, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        """``{TopicPartition: OffsetAndTimestamp | None}`` for the earliest
+        record at or after each timestamp (ms); None where there is none."""
+    def beginning_offsets(self, partitions: Iterable[_TP]) -> dict[TopicPartition, int]:
+        """``{TopicPartition: log start offset}``."""
+    def end_offsets(self, partitions: Iterable[_TP]) -> dict[TopicPartition, int]:
+        """``{TopicPartition: log end offset}`` (the offset the next record
+        will get)."""
+    def pause(self, *partitions: _TP) -> None:
+        """Stop returning records from these assigned ``partitions`` until
+        resumed."""
+    def resume(self, *partitions: _TP) -> None:
+        """Return records from paused ``partitions`` again."""
+    def paused(self) -> set[TopicPartition]:
+        """The paused partitions."""
+    def topics(self) -> set[str]:
+        """Topics in the directory (internal ones hidden)."""
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        """Partition numbers of ``topic``, or None if it does not exist."""
+    def close(self, autocommit: bool = True) -> None:
+        """Commit (with auto-commit on and ``autocommit``) and leave the group."""
     @property
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
     @property
-    def path(self) -> str: ...
+    def path(self) -> str:
+        """The data directory."""
     @property
-    def group_id(self) -> Optional[str]: ...
+    def group_id(self) -> str | None:
+        """The consumer group, or None."""
     @property
-    def member_id(self) -> Optional[str]: ...
+    def member_id(self) -> str | None:
+        """This consumer's member id in its group (None unless subscribed
+        with a group_id)."""
     def __enter__(self) -> Self: ...
-    def __exit__(self, _exc_type: object, _exc: object, _tb: object, /) -> bool: ...
+    def __exit__(self, _exc_type: object, _exc: object, _tb: object, /) -> Literal[False]:
+        """``close()`` (committing if auto-commit is on); exceptions propagate."""
+
+# ---- admin (python/ottla/admin.py wraps this) ----------------------------------
 
 @final
 class _Admin:
+    """The engine's topic and group administration; ``ottla.Admin`` wraps it
+    with dataclass results."""
+
     def __new__(cls, path: _Path) -> Self: ...
-    def create_topic(self, name: str, partitions: int = 1, config: Optional[Dict[str, Any]] = None) -> None: ...
-    def delete_topic(self, name: str) -> None: ...
-    def list_topics(self, internal: bool = False) -> List[str]: ...
+    def create_topic(
+        self, name: str, partitions: int = 1, config: dict[str, Any] | None = None
+    ) -> None:
+        """Create a topic; raises ``TopicAlreadyExistsError`` if it exists."""
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic and its data."""
+    def list_topics(self, internal: bool = False) -> list[str]:
+        """Topic names, sorted; ``internal=True`` includes internal topics."""
     def describe_topic(
         self, name: str
-    ) -> Tuple[List[Tuple[int, int, int, int, int]], Dict[str, str], Dict[str, str]]: ...
-    def create_partitions(self, name: str, total: int) -> None: ...
-    def alter_topic_config(self, name: str, config: Dict[str, Any]) -> None: ...
-    def enforce_retention(self, name: str) -> int: ...
-    def compact(self, name: str) -> Tuple[int, int, int, int, int, int, int]: ...
-    def list_groups(self) -> List[str]: ...
-    def group_offsets(self, group: str) -> List[Tuple[str, int, int, int]]: ...
+    ) -> tuple[list[tuple[int, int, int, int, int]], dict[str, str], dict[str, str]]:
+        """``([(partition, start, end, size_bytes, segments)], config, overrides)``."""
+    def create_partitions(self, name: str, total: int) -> None:
+        """Grow a topic to ``total`` partitions (1 to 100000)."""
+    def alter_topic_config(self, name: str, config: dict[str, Any]) -> None:
+        """Set (or, with a None value, remove) per-topic config overrides."""
+    def enforce_retention(self, name: str) -> int:
+        """Apply retention now on every partition of ``name``; returns the
+        number of segments deleted."""
+    def compact(self, name: str) -> tuple[int, int, int, int, int, int, int]:
+        """Compact a compacted topic now: ``(segments_before, segments_after,
+        bytes_before, bytes_after, records_before, records_after,
+        tombstones_removed)``, summed over partitions."""
+    def list_groups(self) -> list[str]:
+        """Groups with committed offsets or live members."""
+    def group_offsets(self, group: str) -> list[tuple[str, int, int, int]]:
+        """``[(topic, partition, committed offset, log end offset)]``."""
     def describe_group(
         self, group: str
-    ) -> Tuple[
+    ) -> tuple[
         str,
         str,
         str,
-        List[Tuple[str, str, str, List[Tuple[str, int]]]],
-        List[Tuple[str, int, int, int, int]],
-    ]: ...
-    def delete_group(self, group: str) -> None: ...
+        list[tuple[str, str, str, list[tuple[str, int]]]],
+        list[tuple[str, int, int, int, int]],
+    ]:
+        """``(group_id, state, protocol, [(member_id, client_id, host,
+        [(topic, partition)])], [(topic, partition, committed, end_offset,
+        lag)])``."""
+    def delete_group(self, group: str) -> None:
+        """Forget a group's committed offsets; ``GroupNotEmptyError`` while it
+        has live members."""
     def reset_offsets(
         self,
         group: str,
-        topics: Optional[List[str]] = None,
+        topics: list[str] | None = None,
         to_earliest: bool = False,
         to_latest: bool = False,
-        to_datetime_ms: Optional[int] = None,
-        to_offsets: Optional[List[Tuple[str, int, int]]] = None,
-    ) -> List[Tuple[str, int, int]]: ...
+        to_datetime_ms: int | None = None,
+        to_offsets: list[tuple[str, int, int]] | None = None,
+    ) -> list[tuple[str, int, int]]:
+        """Move a group's committed offsets to exactly one target; returns
+        ``[(topic, partition, new offset)]``."""
     @property
-    def path(self) -> str: ...
+    def path(self) -> str:
+        """The data directory."""
 
 # ---- asyncio door (python/ottla/aio.py wraps these) ------------------------
 
@@ -317,25 +593,33 @@ class SendFuture:
     the future can be awaited again."""
 
     def __await__(self) -> Generator[Any, None, RecordMetadata]: ...
-    def done(self) -> bool: ...
+    def done(self) -> bool:
+        """True once the record is in the log (or its batch failed)."""
     def result(self) -> RecordMetadata:
         """The metadata of a done send; raises its error, or
         ``asyncio.InvalidStateError`` while pending."""
-    def exception(self) -> Optional[BaseException]: ...
+    def exception(self) -> BaseException | None:
+        """The error of a failed send, None if it succeeded
+        (``asyncio.InvalidStateError`` while pending)."""
 
 @final
 class SendManyFuture:
     """The pending result of ``ottla.aio.Producer.send_many``: ``await`` it
     until every record is in the log."""
 
-    def __await__(self) -> Generator[Any, None, None]: ...
-    def done(self) -> bool: ...
-    def metadata(self) -> List[RecordMetadata]:
+    def __await__(self) -> Generator[Any]: ...
+    def done(self) -> bool:
+        """True once every record is in the log (or a batch failed)."""
+    def metadata(self) -> list[RecordMetadata]:
         """Every record's metadata in send order, once done."""
-    def __len__(self) -> int: ...
+    def __len__(self) -> int:
+        """The number of records sent."""
 
 @disjoint_base
 class AioProducer:
+    """The asyncio producer's engine; ``ottla.aio.Producer`` subclasses it
+    (see its docstring)."""
+
     def __new__(
         cls,
         path: _Path,
@@ -346,56 +630,80 @@ class AioProducer:
         fsync_interval_ms: int = 1000,
         auto_create_topics: bool = True,
         num_partitions: int = 1,
-        key_serializer: Optional[Callable[[Any], Optional[_BytesLike]]] = None,
-        value_serializer: Optional[Callable[[Any], Optional[_BytesLike]]] = None,
+        key_serializer: Callable[[Any], _BytesLike | None] | None = None,
+        value_serializer: Callable[[Any], _BytesLike | None] | None = None,
         acks: Any = None,
-        client_id: Optional[str] = None,
-    ) -> Self: ...
+        client_id: str | None = None,
+    ) -> Self:
+        """Settings as for ``ottla.Producer``."""
     def send(
         self,
         topic: str,
         value: Any = None,
         key: Any = None,
-        partition: Optional[int] = None,
-        timestamp_ms: Optional[int] = None,
-        headers: Optional[_Headers] = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: _Headers | None = None,
         *,
-        timestamp: Optional[int] = None,
+        timestamp: int | None = None,
     ) -> SendFuture:
-        """Queue a record now; await the returned future for its metadata."""
+        """Queue a record now; await the returned future for its metadata.
+        ``timestamp`` is an alias of ``timestamp_ms``."""
     def send_many(
         self,
         topic: str,
         values: Iterable[Any],
-        keys: Optional[Iterable[Any]] = None,
-        partition: Optional[int] = None,
-        timestamp_ms: Optional[int] = None,
+        keys: Iterable[Any] | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
         *,
-        timestamp: Optional[int] = None,
+        timestamp: int | None = None,
     ) -> SendManyFuture:
         """Queue many records to one topic now; await the returned future."""
     def flush(self) -> Awaitable[None]:
-        """Append every queued record (runs off the event loop)."""
+        """Append every queued record (runs off the event loop); raises the
+        first error of a failed batch."""
     def close(self) -> Awaitable[None]:
         """Flush and stop; later sends raise ``ClosedError``."""
-    def partitions_for(self, topic: str) -> List[int]: ...
+    def partitions_for(self, topic: str) -> list[int]:
+        """Partition numbers of a topic (created if ``auto_create_topics``
+        allows)."""
     @property
-    def path(self) -> str: ...
+    def path(self) -> str:
+        """The data directory."""
     @property
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
 
 @final
 class RecordWaiter:
-    """Awaitable "a process appended to this data directory since ``seen``"."""
+    """Awaitable "new records may be there" for one data directory.
+
+    ``seq()`` reads the directory's append sequence; after finding nothing to
+    read, ``await wait(seen, timeout_ms)`` returns True once any process has
+    appended since ``seen`` (False on timeout or after ``close()``, which
+    wakes every wait at once).
+    """
 
     def __new__(cls, path: _Path) -> Self: ...
-    def seq(self) -> int: ...
-    def wait(self, seen: int, timeout_ms: Optional[float] = None) -> Awaitable[bool]: ...
-    def close(self) -> None: ...
+    def seq(self) -> int:
+        """The directory's append sequence (moves on every append, and on
+        topic metadata changes)."""
+    def wait(self, seen: int, timeout_ms: float | None = None) -> Awaitable[bool]:
+        """Awaitable: True once the append sequence moved past ``seen``;
+        False after ``timeout_ms`` (None: no limit) or once the waiter is
+        closed."""
+    def close(self) -> None:
+        """Wake every wait (they return False) and make later waits return
+        at once."""
     @property
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
     @property
-    def waiting(self) -> int: ...
+    def waiting(self) -> int:
+        """Waits in progress on this waiter (0 once cancelled ones are gone)."""
+
+# ---- broker ------------------------------------------------------------------
 
 @final
 class Broker:
@@ -403,11 +711,20 @@ class Broker:
 
     Listening when the constructor returns (a port in use raises OSError);
     any Kafka client can produce to and consume from it while embedded
-    Producers and Consumers use the same directory::
+    Producers and Consumers use the same directory:
 
-        with ottla.Broker("data") as broker:
-            producer = confluent_kafka.Producer(
-                {"bootstrap.servers": broker.bootstrap_servers})
+    >>> import confluent_kafka
+    >>> with ottla.Broker("data") as broker:
+    ...     producer = confluent_kafka.Producer(
+    ...         {"bootstrap.servers": broker.bootstrap_servers})
+    ...     producer.produce("events", b"over the wire")
+    ...     unsent = producer.flush(10)
+    >>> unsent
+    0
+    >>> with ottla.Consumer("data", "events", auto_offset_reset="earliest",
+    ...                     consumer_timeout_ms=500) as c:
+    ...     [r.value for r in c]
+    [b'over the wire']
     """
 
     def __new__(
@@ -420,18 +737,29 @@ class Broker:
         num_partitions: int = 1,
         max_request_bytes: int = 104857600,
         fsync: str = "never",
-    ) -> Self: ...
+    ) -> Self:
+        """Serve ``path`` on ``host:port`` (port 0: a free one), on the
+        broker's own threads."""
     @property
-    def bootstrap_servers(self) -> str: ...
+    def bootstrap_servers(self) -> str:
+        """``"host:port"`` to give Kafka clients as ``bootstrap.servers``."""
     @property
-    def host(self) -> str: ...
+    def host(self) -> str:
+        """The address listened on."""
     @property
-    def port(self) -> int: ...
+    def port(self) -> int:
+        """The port listened on (the one chosen, when 0 was asked)."""
     @property
-    def path(self) -> str: ...
+    def path(self) -> str:
+        """The data directory served."""
     @property
-    def closed(self) -> bool: ...
-    def serve_forever(self) -> None: ...
-    def close(self) -> None: ...
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+    def serve_forever(self) -> None:
+        """Block until ``close()`` (from another thread) or Ctrl-C."""
+    def close(self) -> None:
+        """Stop accepting, close connections, release the port and the
+        directory."""
     def __enter__(self) -> Self: ...
-    def __exit__(self, *_args: object) -> bool: ...
+    def __exit__(self, *_args: object) -> Literal[False]:
+        """``close()``; exceptions propagate."""

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ottla._core import TopicPartition, _Admin
 
-ConfigValue = Union[str, int, None]
+__all__ = [
+    "Admin",
+    "CompactionStats",
+    "ConfigValue",
+    "GroupDescription",
+    "GroupOffset",
+    "MemberDescription",
+    "PartitionDescription",
+    "TopicDescription",
+]
+
+# Any value is sent as its str(); None removes an override.
+ConfigValue = str | int | float | None
 
 
 @dataclass(frozen=True)
@@ -32,9 +44,9 @@ class TopicDescription:
     """What ``Admin.describe_topic`` returns."""
 
     name: str
-    partitions: List[PartitionDescription]
-    config: Dict[str, str]
-    overrides: Dict[str, str] = field(default_factory=dict)
+    partitions: list[PartitionDescription]
+    config: dict[str, str]
+    overrides: dict[str, str] = field(default_factory=dict)
 
     @property
     def size_bytes(self) -> int:
@@ -54,7 +66,7 @@ class MemberDescription:
     member_id: str
     client_id: str
     host: str
-    assignment: List[TopicPartition]
+    assignment: list[TopicPartition]
 
 
 @dataclass(frozen=True)
@@ -80,8 +92,8 @@ class GroupDescription:
     group_id: str
     state: str
     protocol: str
-    members: List[MemberDescription]
-    offsets: List[GroupOffset]
+    members: list[MemberDescription]
+    offsets: list[GroupOffset]
 
     @property
     def lag(self) -> int:
@@ -112,14 +124,16 @@ class Admin:
     """Create, inspect, change and delete topics in a data directory.
 
     Config keys are Kafka's (``"retention.ms"``); underscores work too
-    (``retention_ms``)::
+    (``retention_ms``):
 
-        admin = ottla.Admin("data")
-        admin.create_topic("events", partitions=3, config={"retention.ms": 3_600_000})
-        print(admin.describe_topic("events"))
+    >>> admin = ottla.Admin("data")
+    >>> admin.create_topic("events", partitions=3, config={"retention.ms": 3_600_000})
+    >>> d = admin.describe_topic("events")
+    >>> len(d.partitions), d.overrides
+    (3, {'retention.ms': '3600000'})
     """
 
-    def __init__(self, path: Union[str, "PathLike[str]"]) -> None:
+    def __init__(self, path: str | PathLike[str]) -> None:
         self._core = _Admin(path)
 
     @property
@@ -127,7 +141,7 @@ class Admin:
         return self._core.path
 
     def create_topic(
-        self, name: str, partitions: int = 1, config: Optional[Mapping[str, ConfigValue]] = None
+        self, name: str, partitions: int = 1, config: Mapping[str, ConfigValue] | None = None
     ) -> None:
         """Create a topic; raises ``TopicAlreadyExistsError`` if it exists."""
         self._core.create_topic(name, partitions, dict(config or {}))
@@ -136,7 +150,7 @@ class Admin:
         """Delete a topic and its data."""
         self._core.delete_topic(name)
 
-    def list_topics(self, internal: bool = False) -> List[str]:
+    def list_topics(self, internal: bool = False) -> list[str]:
         """Topic names, sorted; ``internal=True`` includes ``__consumer_offsets``."""
         return self._core.list_topics(internal)
 
@@ -162,7 +176,7 @@ class Admin:
         """Apply retention now; returns the number of segments deleted."""
         return self._core.enforce_retention(name)
 
-    def compact(self, name: str) -> "CompactionStats":
+    def compact(self, name: str) -> CompactionStats:
         """Run the log cleaner on every partition of a compacted topic now.
 
         The topic's ``cleanup.policy`` must be ``compact`` or
@@ -172,28 +186,40 @@ class Admin:
         change, and a tombstone (``value=None``) is dropped by the first
         pass after it has been compacted once and ``delete.retention.ms``
         has passed. Compaction also runs by itself when a segment rolls and
-        the dirty ratio exceeds ``min.cleanable.dirty.ratio``::
+        the dirty ratio exceeds ``min.cleanable.dirty.ratio``:
 
-            admin.create_topic("prices", config={"cleanup.policy": "compact"})
-            ...
-            stats = admin.compact("prices")
-            print(stats.bytes_before, "->", stats.bytes_after)
+        >>> admin = ottla.Admin("data")
+        >>> admin.create_topic("prices", config={"cleanup.policy": "compact"})
+        >>> stats = admin.compact("prices")
+        >>> stats.bytes_before >= stats.bytes_after
+        True
 
         Raises ``InvalidConfigError`` for a ``cleanup.policy=delete`` topic.
         """
         return CompactionStats(*self._core.compact(name))
 
-    def list_groups(self) -> List[str]:
+    def list_groups(self) -> list[str]:
         """Consumer groups with committed offsets or live members, sorted."""
         return self._core.list_groups()
 
     def describe_group(self, group: str) -> GroupDescription:
-        """Members (with their assignment), committed offsets and lag::
+        """Members (with their assignment), committed offsets and lag:
 
-            d = admin.describe_group("billing")
-            for m in d.members:
-                print(m.member_id, m.assignment)
-            print(d.state, d.lag)
+        >>> admin = ottla.Admin("data")
+        >>> with ottla.Producer("data") as p:
+        ...     _ = p.send_many("orders", [b"a", b"b", b"c"]).get()
+        >>> c = ottla.Consumer("data", group_id="billing", auto_offset_reset="earliest")
+        >>> c.subscribe(["orders"])
+        >>> len(c.poll(timeout_ms=1000, max_records=1)[ottla.TopicPartition("orders", 0)])
+        1
+        >>> c.commit()
+        >>> d = admin.describe_group("billing")
+        >>> for m in d.members:
+        ...     print(m.assignment)
+        [TopicPartition(topic="orders", partition=0)]
+        >>> d.state, d.lag
+        ('Stable', 2)
+        >>> c.close()
         """
         group_id, state, protocol, members, offsets = self._core.describe_group(group)
         return GroupDescription(
@@ -215,22 +241,30 @@ class Admin:
         self,
         group: str,
         *,
-        topics: Optional[Sequence[str]] = None,
+        topics: Sequence[str] | None = None,
         to_earliest: bool = False,
         to_latest: bool = False,
-        to_datetime_ms: Optional[int] = None,
-        to_offsets: Optional[Mapping[TopicPartition, int]] = None,
-    ) -> Dict[TopicPartition, int]:
+        to_datetime_ms: int | None = None,
+        to_offsets: Mapping[TopicPartition, int] | None = None,
+    ) -> dict[TopicPartition, int]:
         """Move a group's committed offsets, as ``kafka-consumer-groups.sh --reset-offsets``.
 
         Give exactly one target. ``topics=None`` resets every partition the
         group has committed; naming topics resets all their partitions.
         ``to_datetime_ms`` picks the first record at or after that time (the
         log end if none). Explicit offsets are clamped into the log's range.
-        Raises ``GroupNotEmptyError`` while the group has live members::
+        Raises ``GroupNotEmptyError`` while the group has live members:
 
-            admin.reset_offsets("billing", to_earliest=True)
-            admin.reset_offsets("billing", to_offsets={TopicPartition("orders", 0): 42})
+        >>> admin = ottla.Admin("data")
+        >>> with ottla.Producer("data") as p:
+        ...     _ = p.send_many("orders", [b"x"] * 50).get()
+        >>> with ottla.Consumer("data", "orders", group_id="billing",
+        ...                     auto_offset_reset="earliest") as c:
+        ...     _ = c.poll(timeout_ms=1000)
+        >>> admin.reset_offsets("billing", to_earliest=True)
+        {TopicPartition(topic="orders", partition=0): 0}
+        >>> admin.reset_offsets("billing", to_offsets={ottla.TopicPartition("orders", 0): 42})
+        {TopicPartition(topic="orders", partition=0): 42}
         """
         explicit = None
         if to_offsets is not None:
@@ -245,7 +279,7 @@ class Admin:
         )
         return {TopicPartition(t, p): o for t, p, o in done}
 
-    def group_offsets(self, group: str) -> Dict[Tuple[str, int], Dict[str, int]]:
+    def group_offsets(self, group: str) -> dict[tuple[str, int], dict[str, int]]:
         """``{(topic, partition): {"committed": n, "end": m, "lag": m - n}}``."""
         return {
             (t, p): {"committed": c, "end": e, "lag": max(e - c, 0)}
@@ -255,7 +289,7 @@ class Admin:
     def close(self) -> None:
         """Nothing to release; present so Admin works as a context manager."""
 
-    def __enter__(self) -> "Admin":
+    def __enter__(self) -> Admin:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,20 +1,22 @@
 """asyncio classes: :class:`Producer` and :class:`Consumer` for event loops.
 
 They run on any running loop (``asyncio.run``, Jupyter's loop, one loop per
-thread), with aiokafka's method names::
+thread), with aiokafka's method names:
 
-    import ottla.aio
-
-    async def main() -> None:
-        async with ottla.aio.Producer("data") as producer:
-            md = await producer.send("events", b"hello", key=b"user-1")
-            await producer.send_many("events", [b"a", b"b", b"c"])
-
-        async with ottla.aio.Consumer("data", "events",
-                                      auto_offset_reset="earliest") as consumer:
-            batch = await consumer.getmany(timeout_ms=1000)
-            async for record in consumer:
-                print(record.offset, record.value)
+>>> import asyncio
+>>> import ottla.aio
+>>> async def main() -> None:
+...     async with ottla.aio.Producer("data") as producer:
+...         md = await producer.send("events", b"hello", key=b"user-1")
+...         await producer.send_many("events", [b"a", b"b", b"c"])
+...     async with ottla.aio.Consumer("data", "events", auto_offset_reset="earliest",
+...                                   consumer_timeout_ms=500) as consumer:
+...         batch = await consumer.getmany(timeout_ms=1000, max_records=2)
+...         async for record in consumer:
+...             print(record.offset, record.value)
+>>> asyncio.run(main())
+2 b'b'
+3 b'c'
 
 Nothing here runs blocking calls in a thread pool. The producer appends on
 the engine's own threads and resolves asyncio futures from there; the
@@ -26,25 +28,12 @@ thread (see docs/ARCHITECTURE.md, "asyncio").
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from os import PathLike
-from typing import (
-    Any,
-    AsyncIterator,
-    Callable,
-    Dict,
-    Iterable,
-    List,
-    Literal,
-    Mapping,
-    Optional,
-    Sequence,
-    Set,
-    Tuple,
-    Type,
-    Union,
-)
 from types import TracebackType
+from typing import Any, Literal
 
+from ottla import _arrow
 from ottla._core import (
     AioProducer as _CoreAioProducer,
     ClosedError,
@@ -57,14 +46,13 @@ from ottla._core import (
     SendManyFuture,
     TopicPartition,
 )
-from ottla import _arrow
 
-_TP = Union[TopicPartition, Tuple[str, int]]
+_TP = TopicPartition | tuple[str, int]
 
 __all__ = ["Consumer", "Producer", "SendFuture", "SendManyFuture"]
 
 
-def _tp_key(tp: _TP) -> Tuple[str, int]:
+def _tp_key(tp: _TP) -> tuple[str, int]:
     topic, partition = tp
     return str(topic), int(partition)
 
@@ -75,11 +63,15 @@ class Producer(_CoreAioProducer):
     ``Producer(path, **config)`` takes the settings of :class:`ottla.Producer`
     (``linger_ms``, ``batch_size``, ``fsync``, ``fsync_interval_ms``,
     ``auto_create_topics``, ``num_partitions``, ``key_serializer``,
-    ``value_serializer``)::
+    ``value_serializer``):
 
-        async with ottla.aio.Producer("data", fsync="always") as p:
-            md = await p.send("events", b"v", key=b"k")
-            print(md.partition, md.offset)
+    >>> import asyncio
+    >>> async def main() -> None:
+    ...     async with ottla.aio.Producer("data", fsync="always") as p:
+    ...         md = await p.send("events", b"v", key=b"k")
+    ...         print(md.partition, md.offset)
+    >>> asyncio.run(main())
+    0 0
 
     ``send()`` is not a coroutine: it queues the record at once and returns a
     :class:`SendFuture`. Await it for the record's :class:`RecordMetadata`;
@@ -104,9 +96,9 @@ class Producer(_CoreAioProducer):
         topic: str,
         value: Any = None,
         key: Any = None,
-        partition: Optional[int] = None,
-        timestamp_ms: Optional[int] = None,
-        headers: Optional[Union[Sequence[Tuple[str, Optional[bytes]]], Mapping[str, Optional[bytes]]]] = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | Mapping[str, bytes | None] | None = None,
     ) -> RecordMetadata:
         """``await send(...)``, under aiokafka's name."""
         return await self.send(topic, value, key, partition, timestamp_ms, headers)
@@ -120,14 +112,14 @@ class Producer(_CoreAioProducer):
         """Flush and stop; later sends raise :class:`ottla.ClosedError`."""
         await _CoreAioProducer.close(self)
 
-    async def __aenter__(self) -> "Producer":
+    async def __aenter__(self) -> Producer:
         return self
 
     async def __aexit__(
         self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
@@ -138,17 +130,26 @@ class Consumer:
     ``Consumer(path, *topics, **config)`` takes the settings of
     :class:`ottla.Consumer` (``group_id``, ``auto_offset_reset``,
     ``enable_auto_commit``, ``consumer_timeout_ms``, ``max_poll_records``,
-    deserializers, ...)::
+    deserializers, ...):
 
-        async with ottla.aio.Consumer("data", "events", group_id="billing",
-                                      auto_offset_reset="earliest") as c:
-            batches = await c.getmany(timeout_ms=1000, max_records=500)
-            for tp, records in batches.items():
-                for record in records:
-                    handle(record.value)
-            await c.commit()
-            async for record in c:   # ends after consumer_timeout_ms idle, or at close()
-                handle(record.value)
+    >>> import asyncio
+    >>> with ottla.Producer("data") as p:
+    ...     _ = p.send_many("events", [b"a", b"b", b"c"]).get()
+    >>> async def main() -> None:
+    ...     async with ottla.aio.Consumer("data", "events", group_id="billing",
+    ...                                   auto_offset_reset="earliest",
+    ...                                   consumer_timeout_ms=500) as c:
+    ...         batches = await c.getmany(timeout_ms=1000, max_records=2)
+    ...         for tp, records in batches.items():
+    ...             for record in records:
+    ...                 print(tp.partition, record.value)
+    ...         await c.commit()
+    ...         async for record in c:  # ends after consumer_timeout_ms idle, or at close()
+    ...             print(record.value)
+    >>> asyncio.run(main())
+    0 b'a'
+    0 b'b'
+    b'c'
 
     Records are taken from the log only by a call that returns them to the
     task that asked, so a cancelled ``getone``/``getmany``/iteration loses
@@ -157,7 +158,7 @@ class Consumer:
     :class:`ottla.ClosedError`, ``async for`` ends.
     """
 
-    __slots__ = ("_sync", "_waiter", "_timeout_ms", "_path", "_streak")
+    __slots__ = ("_path", "_streak", "_sync", "_timeout_ms", "_waiter")
 
     # Records handed out without suspending, at most, before a call yields
     # to the loop: a consumer with a backlog must not starve other tasks
@@ -171,21 +172,23 @@ class Consumer:
 
     def __init__(
         self,
-        path: Union[str, "PathLike[str]"],
+        path: str | PathLike[str],
         *topics: str,
-        group_id: Optional[str] = None,
-        auto_offset_reset: Literal["earliest", "latest", "none"] = "latest",
+        group_id: str | None = None,
+        auto_offset_reset: Literal[
+            "earliest", "latest", "none", "smallest", "beginning", "largest", "end"
+        ] = "latest",
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5000,
-        consumer_timeout_ms: Optional[float] = None,
+        consumer_timeout_ms: float | None = None,
         max_poll_records: int = 500,
         max_partition_fetch_bytes: int = 1048576,
         check_crcs: bool = True,
         auto_create_topics: bool = True,
         num_partitions: int = 1,
-        key_deserializer: Optional[Callable[[bytes], Any]] = None,
-        value_deserializer: Optional[Callable[[bytes], Any]] = None,
-        client_id: Optional[str] = None,
+        key_deserializer: Callable[[bytes], Any] | None = None,
+        value_deserializer: Callable[[bytes], Any] | None = None,
+        client_id: str | None = None,
         **config: Any,
     ) -> None:
         """Settings as for :class:`ottla.Consumer`; any further keyword goes
@@ -219,7 +222,9 @@ class Consumer:
 
     # ---- reading -----------------------------------------------------------
 
-    def _poll(self, partitions: Tuple[_TP, ...], max_records: Optional[int]) -> Dict[TopicPartition, List[Record]]:
+    def _poll(
+        self, partitions: tuple[_TP, ...], max_records: int | None
+    ) -> dict[TopicPartition, list[Record]]:
         """Take what is ready now, without waiting (on the loop's thread)."""
         if not partitions:
             return self._sync.poll(0, max_records)
@@ -242,8 +247,8 @@ class Consumer:
         self,
         *partitions: _TP,
         timeout_ms: float = 0,
-        max_records: Optional[int] = None,
-    ) -> Dict[TopicPartition, List[Record]]:
+        max_records: int | None = None,
+    ) -> dict[TopicPartition, list[Record]]:
         """``{TopicPartition: [Record, ...]}``: up to ``max_records``
         (default ``max_poll_records``), from ``partitions`` if given (else all
         assigned), waiting up to ``timeout_ms`` when nothing is ready; ``{}``
@@ -272,15 +277,24 @@ class Consumer:
         self,
         timeout_ms: float = 0,
         max_records: int = 100_000,
-        max_bytes: Optional[int] = 52_428_800,
+        max_bytes: int | None = 52_428_800,
     ) -> Any:
         """Records as one ``pyarrow.RecordBatch`` (see
         :meth:`ottla.Consumer.poll_arrow`: same columns, limits and
         positions), waiting up to ``timeout_ms`` when none are ready; zero
-        rows if none came. Needs ``pip install 'ottla[arrow]'``::
+        rows if none came. Needs ``pip install 'ottla[arrow]'``:
 
-            batch = await consumer.getmany_arrow(timeout_ms=1000)
-            df = batch.to_pandas()
+        >>> import asyncio
+        >>> with ottla.Producer("data") as p:
+        ...     _ = p.send_many("events", [b"a", b"b"]).get()
+        >>> async def main() -> None:
+        ...     async with ottla.aio.Consumer("data", "events",
+        ...                                   auto_offset_reset="earliest") as consumer:
+        ...         batch = await consumer.getmany_arrow(timeout_ms=1000)
+        ...         df = batch.to_pandas()
+        ...         print(df["value"].tolist())
+        >>> asyncio.run(main())
+        [b'a', b'b']
         """
         if not timeout_ms >= 0:
             raise ValueError(f"timeout_ms must be >= 0, got {timeout_ms}")
@@ -341,7 +355,7 @@ class Consumer:
                 # from the budget before the consumer, so a spent budget
                 # ends the run without taking a record.
                 budget = iter(range(streak))
-                for _, record in zip(budget, sync):
+                for _, record in zip(budget, sync, strict=False):
                     yield record
                 if next(budget, None) is None:
                     # A whole run: let other tasks in, then read on.
@@ -370,13 +384,13 @@ class Consumer:
 
     # ---- positions and commits ---------------------------------------------
 
-    async def commit(self, offsets: Optional[Mapping[_TP, Any]] = None) -> None:
+    async def commit(self, offsets: Mapping[_TP, Any] | None = None) -> None:
         """Commit current positions, or ``{TopicPartition: offset |
         OffsetAndMetadata}``. A commit is an append to the page cache
         (microseconds), done inline."""
         self._sync.commit(offsets)
 
-    async def committed(self, partition: _TP) -> Optional[int]:
+    async def committed(self, partition: _TP) -> int | None:
         """The group's committed offset for ``partition``, or None."""
         return self._sync.committed(partition)
 
@@ -405,17 +419,17 @@ class Consumer:
             if off is not None:
                 self._sync.seek(tp, off)
 
-    async def beginning_offsets(self, partitions: Iterable[_TP]) -> Dict[TopicPartition, int]:
+    async def beginning_offsets(self, partitions: Iterable[_TP]) -> dict[TopicPartition, int]:
         """``{TopicPartition: log start offset}``."""
         return self._sync.beginning_offsets(partitions)
 
-    async def end_offsets(self, partitions: Iterable[_TP]) -> Dict[TopicPartition, int]:
+    async def end_offsets(self, partitions: Iterable[_TP]) -> dict[TopicPartition, int]:
         """``{TopicPartition: log end offset}`` (the next record's offset)."""
         return self._sync.end_offsets(partitions)
 
     async def offsets_for_times(
         self, timestamps: Mapping[_TP, int]
-    ) -> Dict[TopicPartition, Optional[OffsetAndTimestamp]]:
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
         """Earliest ``(offset, timestamp)`` at or after each timestamp (ms)."""
         return self._sync.offsets_for_times(timestamps)
 
@@ -429,7 +443,7 @@ class Consumer:
         """Drop the subscription (and the group membership)."""
         self._sync.unsubscribe()
 
-    def subscription(self) -> Set[str]:
+    def subscription(self) -> set[str]:
         """The subscribed topic names."""
         return self._sync.subscription()
 
@@ -437,7 +451,7 @@ class Consumer:
         """Read exactly these partitions, with no group membership."""
         self._sync.assign(partitions)
 
-    def assignment(self) -> Set[TopicPartition]:
+    def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer reads."""
         return self._sync.assignment()
 
@@ -449,15 +463,15 @@ class Consumer:
         """Return records from paused ``partitions`` again."""
         self._sync.resume(*partitions)
 
-    def paused(self) -> Set[TopicPartition]:
+    def paused(self) -> set[TopicPartition]:
         """The paused partitions."""
         return self._sync.paused()
 
-    async def topics(self) -> Set[str]:
+    async def topics(self) -> set[str]:
         """Topics in the directory (internal ones hidden)."""
         return self._sync.topics()
 
-    def partitions_for_topic(self, topic: str) -> Optional[Set[int]]:
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
         """Partition numbers of ``topic``, or None if it does not exist."""
         return self._sync.partitions_for_topic(topic)
 
@@ -482,7 +496,7 @@ class Consumer:
         return self._path
 
     @property
-    def group_id(self) -> Optional[str]:
+    def group_id(self) -> str | None:
         """The consumer group, or None."""
         return self._sync.group_id
 
@@ -491,18 +505,17 @@ class Consumer:
         """Tasks waiting for records right now (0 once cancelled ones are gone)."""
         return self._waiter.waiting
 
-    async def __aenter__(self) -> "Consumer":
+    async def __aenter__(self) -> Consumer:
         return self
 
     async def __aexit__(
         self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
     def __repr__(self) -> str:
         inner = repr(self._sync)
         return inner.replace("<ottla.Consumer", "<ottla.aio.Consumer", 1)
-

@@ -1,20 +1,24 @@
 """pytest fixtures that give a test a real Kafka-protocol broker in milliseconds.
 
 Installed with ottla and registered through the ``pytest11`` entry point, so
-any test suite that has ottla installed can use them::
+any test suite that has ottla installed can use them:
 
-    from confluent_kafka import Consumer, Producer
+>>> from confluent_kafka import Consumer, Producer
+>>> def test_round_trip(ottla_broker):
+...     conf = {"bootstrap.servers": ottla_broker.bootstrap_servers}
+...     producer = Producer(conf)
+...     producer.produce("orders", key=b"k", value=b"v")
+...     producer.flush(5)
+...     consumer = Consumer({**conf, "group.id": "g", "auto.offset.reset": "earliest"})
+...     consumer.subscribe(["orders"])
+...     message = consumer.poll(10)
+...     consumer.close()
+...     assert message is not None and message.value() == b"v"
 
-    def test_round_trip(ottla_broker):
-        conf = {"bootstrap.servers": ottla_broker.bootstrap_servers}
-        producer = Producer(conf)
-        producer.produce("orders", key=b"k", value=b"v")
-        producer.flush(5)
-        consumer = Consumer({**conf, "group.id": "g", "auto.offset.reset": "earliest"})
-        consumer.subscribe(["orders"])
-        message = consumer.poll(10)
-        consumer.close()
-        assert message is not None and message.value() == b"v"
+(pytest passes the fixture; by hand, that is:)
+
+>>> with ottla.Broker("data") as broker:
+...     test_round_trip(broker)
 
 * ``ottla_broker``: a fresh broker on a fresh temporary directory for each
   test, closed (port and directory released) when the test ends.
@@ -25,12 +29,14 @@ any test suite that has ottla installed can use them::
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from ottla._core import Broker
+
+__all__ = ["ottla_broker", "ottla_broker_session"]
 
 
 @pytest.fixture

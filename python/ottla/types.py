@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
+
+__all__ = ["OffsetAndMetadata"]
 
 
 class OffsetAndMetadata(NamedTuple):
@@ -12,4 +14,4 @@ class OffsetAndMetadata(NamedTuple):
     """
 
     offset: int
-    metadata: Optional[str] = None
+    metadata: str | None = None

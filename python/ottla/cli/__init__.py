@@ -17,8 +17,9 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from types import FrameType
-from typing import List, NoReturn, Optional, Sequence
+from typing import NoReturn
 
 import ottla
 from ottla.cli import consume, groups, produce, serve, topics
@@ -65,12 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_target(parser: argparse.ArgumentParser, default: Optional[str]) -> None:
+def _add_target(parser: argparse.ArgumentParser, default: str | None) -> None:
     g = parser.add_argument_group("where")
-    g.add_argument("--data", "-d", metavar="DIR", default=default,
-                   help="data directory (default: $OTTLA_DATA or ./ottla-data)")
-    g.add_argument("--bootstrap-server", "-b", metavar="HOST:PORT", default=default,
-                   help="talk to a Kafka-protocol broker instead of a directory")
+    g.add_argument(
+        "--data",
+        "-d",
+        metavar="DIR",
+        default=default,
+        help="data directory (default: $OTTLA_DATA or ./ottla-data)",
+    )
+    g.add_argument(
+        "--bootstrap-server",
+        "-b",
+        metavar="HOST:PORT",
+        default=default,
+        help="talk to a Kafka-protocol broker instead of a directory",
+    )
 
 
 def _message(e: BaseException) -> str:
@@ -92,7 +103,7 @@ def _message(e: BaseException) -> str:
     return text
 
 
-def _kafka_error(e: BaseException, server: Optional[str]) -> Optional[str]:
+def _kafka_error(e: BaseException, server: str | None) -> str | None:
     """A message for kafka-python's errors, without importing it."""
     module = type(e).__module__ or ""
     if not module.startswith("kafka"):
@@ -107,20 +118,18 @@ def _kafka_error(e: BaseException, server: Optional[str]) -> Optional[str]:
     return detail
 
 
-def _on_sigterm(signum: int, frame: Optional[FrameType]) -> NoReturn:
+def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
     raise Terminated()
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ottla`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on usage errors, 0 on --help
     if getattr(args, "data", None) and getattr(args, "bootstrap_server", None):
         parser.error("give --data or --bootstrap-server, not both")
     signal.signal(signal.SIGTERM, _on_sigterm)
-    command = " ".join(
-        str(x) for x in (args.command, getattr(args, "action", None)) if x
-    )
+    command = " ".join(str(x) for x in (args.command, getattr(args, "action", None)) if x)
     try:
         status: int = args.func(args)
         sys.stdout.flush()
@@ -154,9 +163,11 @@ def _fail(command: str, message: str) -> None:
     print(f"ottla {command}: error: {message}", file=sys.stderr)
 
 
-def _subparser_error(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], message: str) -> NoReturn:
+def _subparser_error(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, message: str
+) -> NoReturn:
     """Report like argparse (usage line, exit 2), for errors found after parsing."""
-    words: List[str] = list(sys.argv[1:] if argv is None else argv)
+    words: list[str] = list(sys.argv[1:] if argv is None else argv)
     target = parser
     # Walk down to the leaf parser so the usage line is the command's own.
     while True:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, TextIO
 
 DEFAULT_DATA = "./ottla-data"
 
@@ -29,11 +30,11 @@ class Terminated(BaseException):
 
 def data_dir(args: argparse.Namespace) -> str:
     """``--data``, else ``$OTTLA_DATA``, else ``./ottla-data``."""
-    value: Optional[str] = getattr(args, "data", None)
+    value: str | None = getattr(args, "data", None)
     return value or os.environ.get("OTTLA_DATA") or DEFAULT_DATA
 
 
-def key_value(text: str) -> Tuple[str, str]:
+def key_value(text: str) -> tuple[str, str]:
     """argparse type for ``--config key=value`` and ``--header key=value``."""
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -41,7 +42,7 @@ def key_value(text: str) -> Tuple[str, str]:
     return key, value
 
 
-def key_values(pairs: Optional[Iterable[Tuple[str, str]]]) -> Dict[str, str]:
+def key_values(pairs: Iterable[tuple[str, str]] | None) -> dict[str, str]:
     return dict(pairs or [])
 
 
@@ -71,7 +72,7 @@ def format_time_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
-def human_bytes(n: Optional[int]) -> str:
+def human_bytes(n: int | None) -> str:
     if n is None:
         return "-"
     size = float(n)
@@ -82,19 +83,23 @@ def human_bytes(n: Optional[int]) -> str:
     return f"{n} B"  # unreachable; keeps the type checker content
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]], out: Optional[TextIO] = None) -> None:
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], out: TextIO | None = None
+) -> None:
     """Print left-aligned columns (numbers right-aligned), like the Kafka tools."""
     stream = out if out is not None else sys.stdout
-    cells: List[List[str]] = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    cells: list[list[str]] = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     # A column of numbers (and "-" for unknown ones) is right-aligned.
     numeric = [
-        any(isinstance(r[i], int) for r in rows) and all(isinstance(r[i], int) or r[i] == "-" for r in rows)
+        any(isinstance(r[i], int) for r in rows)
+        and all(isinstance(r[i], int) or r[i] == "-" for r in rows)
         for i in range(len(headers))
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         parts = [
-            (c.rjust(w) if num else c.ljust(w)) for c, w, num in zip(row, widths, numeric)
+            (c.rjust(w) if num else c.ljust(w))
+            for c, w, num in zip(row, widths, numeric, strict=True)
         ]
         print("  ".join(parts).rstrip(), file=stream)
 
@@ -108,7 +113,9 @@ def action_adder(
     epilog, and returns its parser for the action's own arguments."""
     actions: Any = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    def action(name: str, help: str, func: Callable[[argparse.Namespace], int], example: str) -> argparse.ArgumentParser:
+    def action(
+        name: str, help: str, func: Callable[[argparse.Namespace], int], example: str
+    ) -> argparse.ArgumentParser:
         a: argparse.ArgumentParser = actions.add_parser(
             name,
             help=help,

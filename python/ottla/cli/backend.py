@@ -11,12 +11,13 @@ backends differ in how they are built and in topic/group administration.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Any, Protocol
 
 from ottla.cli._util import CliError
 
-TP = Tuple[str, int]
+TP = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -24,15 +25,15 @@ class PartitionInfo:
     partition: int
     start_offset: int
     end_offset: int
-    size_bytes: Optional[int]  # None when the backend cannot tell (a broker)
+    size_bytes: int | None  # None when the backend cannot tell (a broker)
 
 
 @dataclass(frozen=True)
 class TopicInfo:
     name: str
-    partitions: List[PartitionInfo]
-    config: Dict[str, str]
-    overrides: Dict[str, str] = field(default_factory=dict)
+    partitions: list[PartitionInfo]
+    config: dict[str, str]
+    overrides: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -40,18 +41,18 @@ class MemberInfo:
     member_id: str
     client_id: str
     host: str
-    assignment: List[TP]
+    assignment: list[TP]
 
 
 @dataclass(frozen=True)
 class OffsetInfo:
     topic: str
     partition: int
-    committed: Optional[int]
+    committed: int | None
     end_offset: int
 
     @property
-    def lag(self) -> Optional[int]:
+    def lag(self) -> int | None:
         return None if self.committed is None else max(self.end_offset - self.committed, 0)
 
 
@@ -60,8 +61,8 @@ class GroupInfo:
     group_id: str
     state: str
     protocol: str
-    members: List[MemberInfo]
-    offsets: List[OffsetInfo]
+    members: list[MemberInfo]
+    offsets: list[OffsetInfo]
 
 
 class RecordLike(Protocol):
@@ -78,11 +79,11 @@ class RecordLike(Protocol):
     @property
     def timestamp(self) -> int: ...
     @property
-    def key(self) -> Optional[bytes]: ...
+    def key(self) -> bytes | None: ...
     @property
-    def value(self) -> Optional[bytes]: ...
+    def value(self) -> bytes | None: ...
     @property
-    def headers(self) -> Sequence[Tuple[str, Optional[bytes]]]: ...
+    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,9 @@ class Message:
     partition: int
     offset: int
     timestamp: int
-    key: Optional[bytes]
-    value: Optional[bytes]
-    headers: List[Tuple[str, Optional[bytes]]]
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
 
 
 class RecordSink:
@@ -109,18 +110,18 @@ class RecordSink:
 
     def __init__(self, producer: Any) -> None:
         self._producer = producer
-        self._pending: List[Any] = []
+        self._pending: list[Any] = []
         self.acked = 0
 
     def send(
         self,
         topic: str,
-        value: Optional[bytes],
-        key: Optional[bytes] = None,
-        partition: Optional[int] = None,
-        headers: Optional[List[Tuple[str, bytes]]] = None,
+        value: bytes | None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        kw: Dict[str, Any] = {"value": value, "key": key}
+        kw: dict[str, Any] = {"value": value, "key": key}
         if partition is not None:
             kw["partition"] = partition
         if headers:
@@ -134,7 +135,7 @@ class RecordSink:
         pending, self._pending = self._pending, []
         if not pending:
             return
-        first: Optional[BaseException] = None
+        first: BaseException | None = None
         try:
             self._producer.flush()
         except Exception as e:  # some records failed; count the ones that did not
@@ -166,7 +167,7 @@ class RecordSource:
         self._consumer = consumer
         self._tp = make_tp
 
-    def _tps(self, tps: Iterable[TP]) -> List[Any]:
+    def _tps(self, tps: Iterable[TP]) -> list[Any]:
         return [self._tp(t, p) for t, p in tps]
 
     def assign(self, tps: Sequence[TP]) -> None:
@@ -175,7 +176,7 @@ class RecordSource:
     def subscribe(self, topic: str) -> None:
         self._consumer.subscribe([topic])
 
-    def assignment(self) -> List[TP]:
+    def assignment(self) -> list[TP]:
         return sorted((tp.topic, tp.partition) for tp in self._consumer.assignment())
 
     def seek(self, tp: TP, offset: int) -> None:
@@ -184,23 +185,24 @@ class RecordSource:
     def position(self, tp: TP) -> int:
         return int(self._consumer.position(self._tp(*tp)))
 
-    def beginning_offsets(self, tps: Sequence[TP]) -> Dict[TP, int]:
+    def beginning_offsets(self, tps: Sequence[TP]) -> dict[TP, int]:
         got = self._consumer.beginning_offsets(self._tps(tps))
         return {(tp.topic, tp.partition): int(o) for tp, o in got.items()}
 
-    def end_offsets(self, tps: Sequence[TP]) -> Dict[TP, int]:
+    def end_offsets(self, tps: Sequence[TP]) -> dict[TP, int]:
         got = self._consumer.end_offsets(self._tps(tps))
         return {(tp.topic, tp.partition): int(o) for tp, o in got.items()}
 
-    def offsets_for_time(self, tps: Sequence[TP], ms: int) -> Dict[TP, Optional[int]]:
+    def offsets_for_time(self, tps: Sequence[TP], ms: int) -> dict[TP, int | None]:
         """The first offset at or after ``ms`` per partition; None past the end."""
         got = self._consumer.offsets_for_times({self._tp(t, p): ms for t, p in tps})
         return {
-            (tp.topic, tp.partition): (None if ot is None else int(ot.offset)) for tp, ot in got.items()
+            (tp.topic, tp.partition): (None if ot is None else int(ot.offset))
+            for tp, ot in got.items()
         }
 
-    def poll(self, timeout_ms: int, max_records: int) -> List[RecordLike]:
-        out: List[RecordLike] = []
+    def poll(self, timeout_ms: int, max_records: int) -> list[RecordLike]:
+        out: list[RecordLike] = []
         for records in self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records).values():
             out.extend(records)
         return out
@@ -214,31 +216,37 @@ class Backend(Protocol):
 
     where: str  # "directory ./d" or "broker host:port", for messages
 
-    def list_topics(self) -> List[str]: ...
+    def list_topics(self) -> list[str]: ...
     def require_topic(self, name: str) -> None:
         """Raise :class:`CliError` naming the topic if it does not exist."""
+
     def create_topic(self, name: str, partitions: int, config: Mapping[str, str]) -> None: ...
     def delete_topic(self, name: str) -> None: ...
     def describe_topic(self, name: str) -> TopicInfo: ...
     def alter_topic(
-        self, name: str, set_config: Mapping[str, str], delete_config: Sequence[str], partitions: Optional[int]
+        self,
+        name: str,
+        set_config: Mapping[str, str],
+        delete_config: Sequence[str],
+        partitions: int | None,
     ) -> None: ...
-    def partitions(self, topic: str) -> List[int]: ...
+    def partitions(self, topic: str) -> list[int]: ...
     def open_sink(self) -> RecordSink: ...
-    def open_source(self, group: Optional[str], auto_offset_reset: str) -> RecordSource: ...
-    def list_groups(self) -> List[str]: ...
+    def open_source(self, group: str | None, auto_offset_reset: str) -> RecordSource: ...
+    def list_groups(self) -> list[str]: ...
     def describe_group(self, group: str) -> GroupInfo: ...
-    def committed_offsets(self, group: str) -> Dict[TP, int]: ...
-    def commit_group_offsets(self, group: str, offsets: Mapping[TP, int]) -> Dict[TP, int]:
+    def committed_offsets(self, group: str) -> dict[TP, int]: ...
+    def commit_group_offsets(self, group: str, offsets: Mapping[TP, int]) -> dict[TP, int]:
         """Overwrite the group's committed offsets (the group must have no
         live members); returns what was committed."""
+
     def close(self) -> None: ...
 
 
 def open_backend(args: argparse.Namespace, *, create: bool = False) -> Backend:
     """The broker backend if ``--bootstrap-server`` was given, else the
     directory one. ``create``: the command may create a missing directory."""
-    server: Optional[str] = getattr(args, "bootstrap_server", None)
+    server: str | None = getattr(args, "bootstrap_server", None)
     if server:
         from ottla.cli.remote import BrokerBackend
 
@@ -250,4 +258,6 @@ def open_backend(args: argparse.Namespace, *, create: bool = False) -> Backend:
 
 
 def unknown_topic(name: str, where: str) -> CliError:
-    return CliError(f"unknown topic {name!r} in {where} (create it with: ottla topics create {name})")
+    return CliError(
+        f"unknown topic {name!r} in {where} (create it with: ottla topics create {name})"
+    )

@@ -6,7 +6,8 @@ import argparse
 import re
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ottla.cli._util import CliError, UsageError, format_time_ms, parse_time_ms
 from ottla.cli.backend import TP, RecordLike, RecordSource, open_backend
@@ -49,19 +50,47 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("topic")
     start = p.add_mutually_exclusive_group()
-    start.add_argument("--from-beginning", action="store_true", help="start at each partition's first offset (the default without --group)")
     start.add_argument(
-        "--offset", "-o", metavar="WHERE",
+        "--from-beginning",
+        action="store_true",
+        help="start at each partition's first offset (the default without --group)",
+    )
+    start.add_argument(
+        "--offset",
+        "-o",
+        metavar="WHERE",
         help="start at 'beginning', 'end', an offset N (needs --partition), or -N (the last N of each partition)",
     )
-    start.add_argument("--from-time", type=parse_time_ms, metavar="TIME", help="start at the first record at or after TIME (ISO-8601 or epoch ms)")
+    start.add_argument(
+        "--from-time",
+        type=parse_time_ms,
+        metavar="TIME",
+        help="start at the first record at or after TIME (ISO-8601 or epoch ms)",
+    )
     p.add_argument("--partition", "-p", type=int, metavar="N", help="read only partition N")
-    p.add_argument("--follow", "-F", action="store_true", help="keep waiting for new records at the end (Ctrl-C to stop)")
-    p.add_argument("--group", "-g", metavar="GROUP", help="consume as a member of GROUP: start at its committed offsets, commit on exit")
+    p.add_argument(
+        "--follow",
+        "-F",
+        action="store_true",
+        help="keep waiting for new records at the end (Ctrl-C to stop)",
+    )
+    p.add_argument(
+        "--group",
+        "-g",
+        metavar="GROUP",
+        help="consume as a member of GROUP: start at its committed offsets, commit on exit",
+    )
     p.add_argument("--max-messages", "-n", type=int, metavar="N", help="exit after N records")
-    p.add_argument("--timeout-ms", type=int, metavar="MS", help="exit after MS milliseconds without a record")
+    p.add_argument(
+        "--timeout-ms", type=int, metavar="MS", help="exit after MS milliseconds without a record"
+    )
     p.add_argument("--print-key", "-k", action="store_true", help="print KEY SEP VALUE")
-    p.add_argument("--key-separator", default="\t", metavar="SEP", help="separator for --print-key (default: tab)")
+    p.add_argument(
+        "--key-separator",
+        default="\t",
+        metavar="SEP",
+        help="separator for --print-key (default: tab)",
+    )
     p.add_argument("--format", metavar="FORMAT", help="print each record as FORMAT (see below)")
     p.set_defaults(func=cmd_consume)
 
@@ -72,15 +101,17 @@ Piece = Callable[[RecordLike], bytes]
 _ESCAPES = {"t": "\t", "n": "\n", "\\": "\\", "r": "\r"}
 
 
-def _text(b: Optional[bytes]) -> bytes:
+def _text(b: bytes | None) -> bytes:
     return b"null" if b is None else b
 
 
 def _headers(m: RecordLike) -> bytes:
-    return b",".join(k.encode() + b"=" + (b"null" if v is None else v) for k, v in (m.headers or []))
+    return b",".join(
+        k.encode() + b"=" + (b"null" if v is None else v) for k, v in (m.headers or [])
+    )
 
 
-_FIELDS: Dict[str, Piece] = {
+_FIELDS: dict[str, Piece] = {
     "t": lambda m: m.topic.encode(),
     "p": lambda m: str(m.partition).encode(),
     "o": lambda m: str(m.offset).encode(),
@@ -94,8 +125,8 @@ _FIELDS: Dict[str, Piece] = {
 
 def compile_format(fmt: str) -> Callable[[RecordLike], bytes]:
     """A function rendering one record (newline included) for ``fmt``."""
-    pieces: List[Piece] = []
-    literal: List[str] = []
+    pieces: list[Piece] = []
+    literal: list[str] = []
 
     def flush_literal() -> None:
         if literal:
@@ -112,7 +143,9 @@ def compile_format(fmt: str) -> Callable[[RecordLike], bytes]:
                 flush_literal()
                 pieces.append(_FIELDS[field])
             else:
-                raise UsageError(f"--format: unknown placeholder %{field} (known: %t %p %o %T %d %k %v %h %%)")
+                raise UsageError(
+                    f"--format: unknown placeholder %{field} (known: %t %p %o %T %d %k %v %h %%)"
+                )
         elif escape is not None:
             literal.append(_ESCAPES.get(escape, "\\" + escape))
         else:
@@ -129,7 +162,7 @@ def _escape_literal(text: str) -> str:
 
 
 # -- the command ---------------------------------------------------------------
-def _start_positions(args: argparse.Namespace, src: RecordSource, tps: List[TP]) -> None:
+def _start_positions(args: argparse.Namespace, src: RecordSource, tps: list[TP]) -> None:
     begin = src.beginning_offsets(tps)
     end = src.end_offsets(tps)
     where = (args.offset or "beginning").strip()
@@ -154,12 +187,20 @@ def _start_positions(args: argparse.Namespace, src: RecordSource, tps: List[TP])
 def _check_args(args: argparse.Namespace) -> None:
     if args.offset is not None:
         w = args.offset.strip()
-        if not (w in ("beginning", "earliest", "start", "end", "latest") or w.lstrip("-").isdigit()):
+        if not (
+            w in ("beginning", "earliest", "start", "end", "latest") or w.lstrip("-").isdigit()
+        ):
             raise UsageError(f"--offset: expected beginning, end, N or -N, got {args.offset!r}")
         if w.isdigit() and args.partition is None:
-            raise UsageError("--offset N needs --partition (an offset means something in one partition only)")
-    if args.group and (args.offset is not None or args.from_time is not None or args.partition is not None):
-        raise UsageError("--group starts at the group's committed offsets; --offset, --from-time and --partition need no --group")
+            raise UsageError(
+                "--offset N needs --partition (an offset means something in one partition only)"
+            )
+    if args.group and (
+        args.offset is not None or args.from_time is not None or args.partition is not None
+    ):
+        raise UsageError(
+            "--group starts at the group's committed offsets; --offset, --from-time and --partition need no --group"
+        )
     if args.max_messages is not None and args.max_messages < 0:
         raise UsageError("--max-messages must not be negative")
     if args.timeout_ms is not None and args.timeout_ms < 0:
@@ -179,7 +220,9 @@ def cmd_consume(args: argparse.Namespace) -> int:
     try:
         parts = backend.partitions(args.topic)  # also: unknown topic -> clear error
         if args.partition is not None and args.partition not in parts:
-            raise CliError(f"topic {args.topic!r} has no partition {args.partition} (it has {len(parts)})")
+            raise CliError(
+                f"topic {args.topic!r} has no partition {args.partition} (it has {len(parts)})"
+            )
         reset = "earliest" if (args.from_beginning or args.offset is None) else "latest"
         src = backend.open_source(args.group, reset)
         try:
@@ -190,9 +233,14 @@ def cmd_consume(args: argparse.Namespace) -> int:
         backend.close()
 
 
-def _consume(args: argparse.Namespace, src: RecordSource, parts: List[int], render: Callable[[RecordLike], bytes]) -> int:
+def _consume(
+    args: argparse.Namespace,
+    src: RecordSource,
+    parts: list[int],
+    render: Callable[[RecordLike], bytes],
+) -> int:
     out = sys.stdout.buffer
-    ends: Optional[Dict[TP, int]] = None
+    ends: dict[TP, int] | None = None
     if args.group:
         src.subscribe(args.topic)
     else:
@@ -202,8 +250,8 @@ def _consume(args: argparse.Namespace, src: RecordSource, parts: List[int], rend
         if not args.follow:
             ends = src.end_offsets(tps)
 
-    remaining: Optional[int] = args.max_messages
-    total: Optional[int] = remaining
+    remaining: int | None = args.max_messages
+    total: int | None = remaining
     if total is None and ends is not None and not args.follow:
         total = sum(max(ends[tp] - src.position(tp), 0) for tp in ends)
     show_bar = sys.stderr.isatty() and not sys.stdout.isatty()
@@ -216,7 +264,9 @@ def _consume(args: argparse.Namespace, src: RecordSource, parts: List[int], rend
                     if assigned:
                         ends = src.end_offsets(assigned)
                     elif (time.monotonic() - started) * 1000 > (args.timeout_ms or _ASSIGN_WAIT_MS):
-                        raise CliError(f"no partitions of {args.topic!r} were assigned to group {args.group!r}")
+                        raise CliError(
+                            f"no partitions of {args.topic!r} were assigned to group {args.group!r}"
+                        )
                 if ends is not None and all(src.position(tp) >= end for tp, end in ends.items()):
                     break
             batch = src.poll(_POLL_MS, _BATCH if remaining is None else min(remaining, _BATCH))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from ottla.cli._util import CliError, UsageError, action_adder, format_time_ms, parse_time_ms, table
 from ottla.cli.backend import TP, Backend, open_backend
@@ -32,7 +32,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     action = action_adder(p, common)
 
     action("list", "list consumer groups", cmd_list, "ottla groups list")
-    a = action("describe", "show a group's state, members, committed offsets and lag", cmd_describe, "ottla groups describe billing")
+    a = action(
+        "describe",
+        "show a group's state, members, committed offsets and lag",
+        cmd_describe,
+        "ottla groups describe billing",
+    )
     a.add_argument("group")
 
     a = action(
@@ -43,15 +48,30 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     a.add_argument("--group", "-g", required=True, metavar="GROUP")
     a.add_argument(
-        "--topic", "-t", action="append", metavar="TOPIC",
+        "--topic",
+        "-t",
+        action="append",
+        metavar="TOPIC",
         help="a topic to reset; repeatable (default: every topic the group has committed)",
     )
     target = a.add_mutually_exclusive_group(required=True)
     target.add_argument("--to-earliest", action="store_true", help="each partition's first offset")
     target.add_argument("--to-latest", action="store_true", help="each partition's end offset")
-    target.add_argument("--to-datetime", type=parse_time_ms, metavar="TIME", help="the first record at or after TIME (ISO-8601 or epoch ms)")
-    target.add_argument("--to-offset", type=int, metavar="N", help="offset N in every partition (kept within the log)")
-    a.add_argument("--execute", action="store_true", help="apply the plan (otherwise only print it)")
+    target.add_argument(
+        "--to-datetime",
+        type=parse_time_ms,
+        metavar="TIME",
+        help="the first record at or after TIME (ISO-8601 or epoch ms)",
+    )
+    target.add_argument(
+        "--to-offset",
+        type=int,
+        metavar="N",
+        help="offset N in every partition (kept within the log)",
+    )
+    a.add_argument(
+        "--execute", action="store_true", help="apply the plan (otherwise only print it)"
+    )
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -70,10 +90,10 @@ def cmd_describe(args: argparse.Namespace) -> int:
         d = backend.describe_group(args.group)
     finally:
         backend.close()
-    owner: Dict[TP, str] = {tp: m.member_id for m in d.members for tp in m.assignment}
+    owner: dict[TP, str] = {tp: m.member_id for m in d.members for tp in m.assignment}
     protocol = f"  protocol: {d.protocol}" if d.protocol else ""
     print(f"group: {d.group_id}  state: {d.state}{protocol}  members: {len(d.members)}")
-    rows: List[List[object]] = [
+    rows: list[list[object]] = [
         [
             o.topic,
             o.partition,
@@ -86,7 +106,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
     ]
     # Assigned partitions the group has not committed yet.
     seen = {(o.topic, o.partition) for o in d.offsets}
-    rows += [[t, p, "-", "-", "-", member] for (t, p), member in sorted(owner.items()) if (t, p) not in seen]
+    rows += [
+        [t, p, "-", "-", "-", member]
+        for (t, p), member in sorted(owner.items())
+        if (t, p) not in seen
+    ]
     rows.sort(key=lambda r: (str(r[0]), int(str(r[1]))))
     table(["topic", "partition", "committed", "end", "lag", "member"], rows)
     if d.members:
@@ -94,28 +118,35 @@ def cmd_describe(args: argparse.Namespace) -> int:
         table(
             ["member", "client", "host", "partitions"],
             [
-                [m.member_id, m.client_id, m.host, ",".join(f"{t}-{p}" for t, p in m.assignment) or "-"]
+                [
+                    m.member_id,
+                    m.client_id,
+                    m.host,
+                    ",".join(f"{t}-{p}" for t, p in m.assignment) or "-",
+                ]
                 for m in d.members
             ],
         )
     return 0
 
 
-def _plan(args: argparse.Namespace, backend: Backend) -> Dict[TP, Any]:
+def _plan(args: argparse.Namespace, backend: Backend) -> dict[TP, Any]:
     committed = backend.committed_offsets(args.group)
-    topics: List[str] = args.topic or sorted({t for t, _ in committed})
+    topics: list[str] = args.topic or sorted({t for t, _ in committed})
     if not topics:
-        raise CliError(f"group {args.group!r} has no committed offsets in {backend.where}; name topics with --topic")
-    tps: List[TP] = []
+        raise CliError(
+            f"group {args.group!r} has no committed offsets in {backend.where}; name topics with --topic"
+        )
+    tps: list[TP] = []
     for t in topics:
         tps.extend((t, p) for p in backend.partitions(t))
     src = backend.open_source(None, "earliest")
-    plan: Dict[TP, Any] = {}
+    plan: dict[TP, Any] = {}
     try:
         with Progress(f"reset {args.group}", total=len(tps), unit="partitions") as bar:
             begin = src.beginning_offsets(tps)
             end = src.end_offsets(tps)
-            at_time: Dict[TP, Optional[int]] = (
+            at_time: dict[TP, int | None] = (
                 src.offsets_for_time(tps, args.to_datetime) if args.to_datetime is not None else {}
             )
             for tp in tps:
@@ -142,7 +173,9 @@ def cmd_reset(args: argparse.Namespace) -> int:
     try:
         plan = _plan(args, backend)
         if args.execute:
-            done = backend.commit_group_offsets(args.group, {tp: new for tp, (_, new) in plan.items()})
+            done = backend.commit_group_offsets(
+                args.group, {tp: new for tp, (_, new) in plan.items()}
+            )
             plan = {tp: (cur, done.get(tp, new)) for tp, (cur, new) in plan.items()}
     finally:
         backend.close()
@@ -151,7 +184,10 @@ def cmd_reset(args: argparse.Namespace) -> int:
         [[t, p, "-" if cur is None else cur, new] for (t, p), (cur, new) in sorted(plan.items())],
     )
     if args.execute:
-        print(f"reset {len(plan)} partition{'s' if len(plan) != 1 else ''} of group {args.group}", file=sys.stderr)
+        print(
+            f"reset {len(plan)} partition{'s' if len(plan) != 1 else ''} of group {args.group}",
+            file=sys.stderr,
+        )
     else:
         when = f" (to {format_time_ms(args.to_datetime)})" if args.to_datetime is not None else ""
         print(f"dry run{when}: nothing changed; add --execute to apply", file=sys.stderr)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import ottla
 from ottla.cli._util import CliError
@@ -23,13 +24,15 @@ from ottla.cli.backend import (
 class DirectoryBackend:
     def __init__(self, path: str, *, create: bool = False) -> None:
         if not create and not os.path.isdir(path):
-            raise CliError(f"no ottla data directory at {path!r} (pass --data DIR or set OTTLA_DATA)")
+            raise CliError(
+                f"no ottla data directory at {path!r} (pass --data DIR or set OTTLA_DATA)"
+            )
         self.path = path
         self.where = f"directory {path}"
         self.admin = ottla.Admin(path)
 
     # -- topics -------------------------------------------------------------
-    def list_topics(self) -> List[str]:
+    def list_topics(self) -> list[str]:
         return self.admin.list_topics()
 
     def require_topic(self, name: str) -> None:
@@ -49,24 +52,29 @@ class DirectoryBackend:
         return TopicInfo(
             name=d.name,
             partitions=[
-                PartitionInfo(p.partition, p.start_offset, p.end_offset, p.size_bytes) for p in d.partitions
+                PartitionInfo(p.partition, p.start_offset, p.end_offset, p.size_bytes)
+                for p in d.partitions
             ],
             config=dict(d.config),
             overrides=dict(d.overrides),
         )
 
     def alter_topic(
-        self, name: str, set_config: Mapping[str, str], delete_config: Sequence[str], partitions: Optional[int]
+        self,
+        name: str,
+        set_config: Mapping[str, str],
+        delete_config: Sequence[str],
+        partitions: int | None,
     ) -> None:
         self.require_topic(name)
-        change: Dict[str, Optional[str]] = dict(set_config)
+        change: dict[str, str | None] = dict(set_config)
         change.update({k: None for k in delete_config})
         if change:
             self.admin.alter_topic_config(name, change)
         if partitions is not None:
             self.admin.create_partitions(name, partitions)
 
-    def partitions(self, topic: str) -> List[int]:
+    def partitions(self, topic: str) -> list[int]:
         self.require_topic(topic)
         return [p.partition for p in self.admin.describe_topic(topic).partitions]
 
@@ -76,7 +84,7 @@ class DirectoryBackend:
         # command line should not leave a stray topic behind.
         return RecordSink(ottla.Producer(self.path, auto_create_topics=False))
 
-    def open_source(self, group: Optional[str], auto_offset_reset: str) -> RecordSource:
+    def open_source(self, group: str | None, auto_offset_reset: str) -> RecordSource:
         consumer = ottla.Consumer(
             self.path,
             group_id=group,
@@ -87,7 +95,7 @@ class DirectoryBackend:
         return RecordSource(consumer, ottla.TopicPartition)
 
     # -- groups -------------------------------------------------------------
-    def list_groups(self) -> List[str]:
+    def list_groups(self) -> list[str]:
         return sorted(self.admin.list_groups())
 
     def describe_group(self, group: str) -> GroupInfo:
@@ -101,10 +109,17 @@ class DirectoryBackend:
                 state=d.state,
                 protocol=d.protocol,
                 members=[
-                    MemberInfo(m.member_id, m.client_id, m.host, [(tp.topic, tp.partition) for tp in m.assignment])
+                    MemberInfo(
+                        m.member_id,
+                        m.client_id,
+                        m.host,
+                        [(tp.topic, tp.partition) for tp in m.assignment],
+                    )
                     for m in d.members
                 ],
-                offsets=[OffsetInfo(o.topic, o.partition, o.committed, o.end_offset) for o in d.offsets],
+                offsets=[
+                    OffsetInfo(o.topic, o.partition, o.committed, o.end_offset) for o in d.offsets
+                ],
             )
         # Before the group API: committed offsets are all the directory tells.
         offsets = self.admin.group_offsets(group)
@@ -115,13 +130,15 @@ class DirectoryBackend:
             state="unknown",
             protocol="",
             members=[],
-            offsets=[OffsetInfo(t, p, o["committed"], o["end"]) for (t, p), o in sorted(offsets.items())],
+            offsets=[
+                OffsetInfo(t, p, o["committed"], o["end"]) for (t, p), o in sorted(offsets.items())
+            ],
         )
 
-    def committed_offsets(self, group: str) -> Dict[TP, int]:
+    def committed_offsets(self, group: str) -> dict[TP, int]:
         return {tp: o["committed"] for tp, o in self.admin.group_offsets(group).items()}
 
-    def commit_group_offsets(self, group: str, offsets: Mapping[TP, int]) -> Dict[TP, int]:
+    def commit_group_offsets(self, group: str, offsets: Mapping[TP, int]) -> dict[TP, int]:
         reset = getattr(self.admin, "reset_offsets", None)
         if reset is not None:  # the Admin group API: refuses while members are live
             done: Mapping[Any, int] = reset(
@@ -134,7 +151,11 @@ class DirectoryBackend:
         topics = sorted({t for t, _ in offsets})
         try:
             consumer = ottla.Consumer(
-                self.path, *topics, group_id=group, enable_auto_commit=False, auto_create_topics=False
+                self.path,
+                *topics,
+                group_id=group,
+                enable_auto_commit=False,
+                auto_create_topics=False,
             )
         except ottla.GroupMemberConflictError as e:
             raise CliError(f"group {group!r} has a live member; stop it first ({e})") from None

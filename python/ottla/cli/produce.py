@@ -6,7 +6,7 @@ import argparse
 import os
 import stat
 import sys
-from typing import Any, BinaryIO, List, Optional, Tuple
+from typing import Any, BinaryIO
 
 from ottla.cli._util import CliError, UsageError, key_value
 from ottla.cli.backend import open_backend
@@ -36,19 +36,28 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("topic")
     p.add_argument("--file", "-f", metavar="PATH", help="read lines from PATH instead of stdin")
-    p.add_argument("--key-separator", "-K", metavar="SEP", help="split each line into KEY SEP VALUE")
-    p.add_argument("--partition", "-p", type=int, metavar="N", help="write every record to partition N")
     p.add_argument(
-        "--header", "-H", type=key_value, action="append", metavar="KEY=VALUE",
+        "--key-separator", "-K", metavar="SEP", help="split each line into KEY SEP VALUE"
+    )
+    p.add_argument(
+        "--partition", "-p", type=int, metavar="N", help="write every record to partition N"
+    )
+    p.add_argument(
+        "--header",
+        "-H",
+        type=key_value,
+        action="append",
+        metavar="KEY=VALUE",
         help="add this header to every record; repeatable",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the count at the end")
     p.set_defaults(func=cmd_produce)
 
 
-def _input(path: Optional[str]) -> Tuple[BinaryIO, Optional[int]]:
+def _input(path: str | None) -> tuple[BinaryIO, int | None]:
     """The byte stream to read and its size when known (for the progress bar)."""
-    stream: BinaryIO = open(path, "rb") if path else sys.stdin.buffer
+    # Returned open: the caller reads it to the end and closes it.
+    stream: BinaryIO = open(path, "rb") if path else sys.stdin.buffer  # noqa: SIM115
     try:
         st = os.fstat(stream.fileno())
         size = st.st_size if stat.S_ISREG(st.st_mode) else None
@@ -61,7 +70,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     if args.key_separator == "":
         raise UsageError("--key-separator must not be empty")
     sep = args.key_separator.encode() if args.key_separator is not None else None
-    headers: Optional[List[Tuple[str, bytes]]] = (
+    headers: list[tuple[str, bytes]] | None = (
         [(k, v.encode()) for k, v in args.header] if args.header else None
     )
     backend = open_backend(args)
@@ -79,11 +88,19 @@ def cmd_produce(args: argparse.Namespace) -> int:
             typing = not args.file and sys.stdin.isatty()
             show_bar = sys.stderr.isatty() and not typing
             if typing:
-                print(f"type records for {args.topic}, one per line; Ctrl-D to finish", file=sys.stderr)
-            with Progress(f"produce {args.topic}", total=size, unit="B" if size else "records", enabled=show_bar) as bar:
+                print(
+                    f"type records for {args.topic}, one per line; Ctrl-D to finish",
+                    file=sys.stderr,
+                )
+            with Progress(
+                f"produce {args.topic}",
+                total=size,
+                unit="B" if size else "records",
+                enabled=show_bar,
+            ) as bar:
                 for raw in stream:
                     line = raw[:-1] if raw.endswith(b"\n") else raw
-                    key: Optional[bytes] = None
+                    key: bytes | None = None
                     if sep is not None:
                         k, found, v = line.partition(sep)
                         if found:
@@ -97,7 +114,10 @@ def cmd_produce(args: argparse.Namespace) -> int:
             except Exception:
                 pass
             if not args.quiet:
-                print(f"stopped after {sink.acked} acknowledged record{'s' if sink.acked != 1 else ''}", file=sys.stderr)
+                print(
+                    f"stopped after {sink.acked} acknowledged record{'s' if sink.acked != 1 else ''}",
+                    file=sys.stderr,
+                )
             raise
         finally:
             if args.file:
@@ -106,5 +126,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     if not args.quiet:
-        print(f"produced {sink.acked} record{'s' if sink.acked != 1 else ''} to {args.topic}", file=sys.stderr)
+        print(
+            f"produced {sink.acked} record{'s' if sink.acked != 1 else ''} to {args.topic}",
+            file=sys.stderr,
+        )
     return 0

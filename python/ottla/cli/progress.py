@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from typing import Optional, TextIO
+from typing import TextIO
 
 _REDRAW_S = 0.1
 
@@ -24,10 +24,10 @@ class Progress:
     def __init__(
         self,
         label: str,
-        total: Optional[int] = None,
+        total: int | None = None,
         unit: str = "records",
-        stream: Optional[TextIO] = None,
-        enabled: Optional[bool] = None,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
     ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
@@ -55,7 +55,7 @@ class Progress:
             self.stream.flush()
             self._drawn = False
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -67,7 +67,9 @@ class Progress:
         width = shutil.get_terminal_size((80, 24)).columns
         if self.total:
             frac = min(self.done / self.total, 1.0)
-            tail = f" {frac * 100:5.1f}% {_short(self.done)}/{_short(self.total)} {self.unit} {rate}/s"
+            tail = (
+                f" {frac * 100:5.1f}% {_short(self.done)}/{_short(self.total)} {self.unit} {rate}/s"
+            )
             room = max(width - len(self.label) - len(tail) - 4, 10)
             filled = int(room * frac)
             line = f"{self.label} [{'#' * filled}{'.' * (room - filled)}]{tail}"

@@ -4,7 +4,8 @@ Redpanda) through kafka-python, imported only when this backend is used."""
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ottla.cli._util import CliError
 from ottla.cli.backend import (
@@ -21,7 +22,7 @@ from ottla.cli.backend import (
 
 # A command line should not hang for kafka-python's default 30 s when the
 # address is wrong.
-_CLIENT: Dict[str, Any] = {"client_id": "ottla-cli", "bootstrap_timeout_ms": 10_000}
+_CLIENT: dict[str, Any] = {"client_id": "ottla-cli", "bootstrap_timeout_ms": 10_000}
 
 
 def kafka_module(name: str = "kafka") -> Any:
@@ -41,7 +42,9 @@ class BrokerBackend:
         major = version.split(".")[0]
         if not major.isdigit() or int(major) < 3:
             # 3.x renamed the group admin calls and added bootstrap_timeout_ms.
-            raise CliError(f"--bootstrap-server needs kafka-python >= 3.0 (found {version}): pip install 'ottla[remote]'")
+            raise CliError(
+                f"--bootstrap-server needs kafka-python >= 3.0 (found {version}): pip install 'ottla[remote]'"
+            )
         self.servers = bootstrap_servers
         self.where = f"broker {bootstrap_servers}"
         self._admin: Any = None
@@ -57,7 +60,7 @@ class BrokerBackend:
         return self.kafka.KafkaConsumer(bootstrap_servers=self.servers, **_CLIENT, **kw)
 
     # -- topics -------------------------------------------------------------
-    def list_topics(self) -> List[str]:
+    def list_topics(self) -> list[str]:
         return sorted(t for t in self.admin.list_topics() if not t.startswith("__"))
 
     def require_topic(self, name: str) -> None:
@@ -73,7 +76,7 @@ class BrokerBackend:
         self.require_topic(name)
         self.admin.delete_topics([name])
 
-    def partitions(self, topic: str) -> List[int]:
+    def partitions(self, topic: str) -> list[int]:
         self.require_topic(topic)
         consumer = self._consumer()
         try:
@@ -94,8 +97,11 @@ class BrokerBackend:
         admin_mod = kafka_module("kafka.admin")
         resource = admin_mod.ConfigResource(admin_mod.ConfigResourceType.TOPIC, name)
         described = self.admin.describe_configs([resource], config_filter="all")
-        entries: Dict[str, Any] = described.get("topic", {}).get(name, {})
-        config = {k: ("" if v.get("value") is None else str(v.get("value"))) for k, v in sorted(entries.items())}
+        entries: dict[str, Any] = described.get("topic", {}).get(name, {})
+        config = {
+            k: ("" if v.get("value") is None else str(v.get("value")))
+            for k, v in sorted(entries.items())
+        }
         overrides = {
             k: config[k]
             for k, v in entries.items()
@@ -104,19 +110,24 @@ class BrokerBackend:
         return TopicInfo(
             name=name,
             partitions=[
-                PartitionInfo(p, int(start[tp_cls(name, p)]), int(end[tp_cls(name, p)]), None) for p in parts
+                PartitionInfo(p, int(start[tp_cls(name, p)]), int(end[tp_cls(name, p)]), None)
+                for p in parts
             ],
             config=config,
             overrides=overrides,
         )
 
     def alter_topic(
-        self, name: str, set_config: Mapping[str, str], delete_config: Sequence[str], partitions: Optional[int]
+        self,
+        name: str,
+        set_config: Mapping[str, str],
+        delete_config: Sequence[str],
+        partitions: int | None,
     ) -> None:
         self.require_topic(name)
         admin_mod = kafka_module("kafka.admin")
         topic_type = admin_mod.ConfigResourceType.TOPIC
-        results: List[Any] = []
+        results: list[Any] = []
         # SET through alter_configs and removal through reset_configs: both
         # work on brokers with and without IncrementalAlterConfigs.
         if set_config:
@@ -136,7 +147,7 @@ class BrokerBackend:
     def open_sink(self) -> RecordSink:
         return RecordSink(self.kafka.KafkaProducer(bootstrap_servers=self.servers, **_CLIENT))
 
-    def open_source(self, group: Optional[str], auto_offset_reset: str) -> RecordSource:
+    def open_source(self, group: str | None, auto_offset_reset: str) -> RecordSource:
         consumer = self._consumer(
             group_id=group,
             auto_offset_reset=auto_offset_reset,
@@ -145,12 +156,14 @@ class BrokerBackend:
         return RecordSource(consumer, self.kafka.TopicPartition)
 
     # -- groups -------------------------------------------------------------
-    def list_groups(self) -> List[str]:
+    def list_groups(self) -> list[str]:
         return sorted(str(_field(g, "group_id")) for g in self.admin.list_groups())
 
-    def committed_offsets(self, group: str) -> Dict[TP, int]:
+    def committed_offsets(self, group: str) -> dict[TP, int]:
         got = self.admin.list_group_offsets({group: None}).get(group, {})
-        return {(tp.topic, tp.partition): int(om.offset) for tp, om in got.items() if om.offset >= 0}
+        return {
+            (tp.topic, tp.partition): int(om.offset) for tp, om in got.items() if om.offset >= 0
+        }
 
     def describe_group(self, group: str) -> GroupInfo:
         d = self.admin.describe_groups([group]).get(group)
@@ -183,18 +196,21 @@ class BrokerBackend:
             protocol=str(d.get("protocol_data") or d.get("protocol") or ""),
             members=members,
             offsets=[
-                OffsetInfo(t, p, o, int(end[tp_cls(t, p)])) for (t, p), o in sorted(committed.items())
+                OffsetInfo(t, p, o, int(end[tp_cls(t, p)]))
+                for (t, p), o in sorted(committed.items())
             ],
         )
 
-    def commit_group_offsets(self, group: str, offsets: Mapping[TP, int]) -> Dict[TP, int]:
+    def commit_group_offsets(self, group: str, offsets: Mapping[TP, int]) -> dict[TP, int]:
         tp_cls = self.kafka.TopicPartition
         oam = self.kafka.OffsetAndMetadata
         result = self.admin.alter_group_offsets(
             group, {tp_cls(t, p): oam(o, "", None) for (t, p), o in offsets.items()}
         )
         for err in result.values():
-            _raise_kafka_error(err, f"committing offsets of group {group!r} (it must have no live members)")
+            _raise_kafka_error(
+                err, f"committing offsets of group {group!r} (it must have no live members)"
+            )
         return dict(offsets)
 
     def close(self) -> None:
@@ -206,11 +222,11 @@ def _field(obj: Any, name: str) -> Any:
     return obj.get(name, "") if isinstance(obj, dict) else getattr(obj, name, "")
 
 
-def _assignment(raw: Any) -> List[TP]:
+def _assignment(raw: Any) -> list[TP]:
     """Partitions of a member's decoded ConsumerProtocolAssignment, as a
     dict (``to_dict``) or an object; empty when undecodable."""
     parts = _field(raw, "assigned_partitions") if raw else None
-    out: List[TP] = []
+    out: list[TP] = []
     for entry in parts or []:
         if isinstance(entry, (tuple, list)):
             topic, partitions = entry[0], entry[1]

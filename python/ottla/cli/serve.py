@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, List, Optional, Tuple
+from typing import Any
 
 import ottla
 from ottla.cli._util import CliError, UsageError, data_dir
@@ -34,19 +34,46 @@ def add_parser(sub: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", "-d", metavar="DIR", help="data directory (default: $OTTLA_DATA or ./ottla-data)")
-    p.add_argument("--listen", "-l", default="127.0.0.1:9092", type=parse_listen, metavar="HOST:PORT",
-                   help="address to listen on (default 127.0.0.1:9092; port 0 = any free port)")
-    p.add_argument("--no-auto-create-topics", action="store_true", help="refuse unknown topics instead of creating them")
-    p.add_argument("--num-partitions", type=int, default=1, metavar="N", help="partitions of auto-created topics (default 1)")
-    p.add_argument("--max-request-bytes", type=int, default=104857600, metavar="BYTES",
-                   help="largest request accepted (default 104857600)")
-    p.add_argument("--fsync", choices=["never", "interval", "always"], default="never",
-                   help="when appended records are fsynced (default never: the page cache)")
+    p.add_argument(
+        "--data", "-d", metavar="DIR", help="data directory (default: $OTTLA_DATA or ./ottla-data)"
+    )
+    p.add_argument(
+        "--listen",
+        "-l",
+        default="127.0.0.1:9092",
+        type=parse_listen,
+        metavar="HOST:PORT",
+        help="address to listen on (default 127.0.0.1:9092; port 0 = any free port)",
+    )
+    p.add_argument(
+        "--no-auto-create-topics",
+        action="store_true",
+        help="refuse unknown topics instead of creating them",
+    )
+    p.add_argument(
+        "--num-partitions",
+        type=int,
+        default=1,
+        metavar="N",
+        help="partitions of auto-created topics (default 1)",
+    )
+    p.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=104857600,
+        metavar="BYTES",
+        help="largest request accepted (default 104857600)",
+    )
+    p.add_argument(
+        "--fsync",
+        choices=["never", "interval", "always"],
+        default="never",
+        help="when appended records are fsynced (default never: the page cache)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
-def parse_listen(text: str) -> Tuple[str, int]:
+def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT`` or ``PORT``."""
     host, sep, port = text.rpartition(":")
     if not sep:
@@ -64,7 +91,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--max-request-bytes must be at least 1024")
     broker_cls: Any = getattr(ottla, "Broker", None)
     if broker_cls is None:
-        raise CliError("this ottla build has no broker (ottla.Broker is missing); reinstall ottla with the broker")
+        raise CliError(
+            "this ottla build has no broker (ottla.Broker is missing); reinstall ottla with the broker"
+        )
     host, port = args.listen
     path = data_dir(args)
     try:
@@ -83,14 +112,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(f"cannot start the broker on {host}:{port} over {path}: {e}") from None
 
     stop = threading.Event()
-    caught: List[int] = []
+    caught: list[int] = []
 
-    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         caught.append(signum)
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    failure: List[BaseException] = []
+    failure: list[BaseException] = []
 
     def run() -> None:
         try:

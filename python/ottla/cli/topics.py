@@ -32,28 +32,63 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
     action("list", "list topic names", cmd_list, "ottla topics list --data ./ottla-data")
 
-    a = action("create", "create a topic", cmd_create, "ottla topics create orders --partitions 3 --config retention.ms=3600000")
+    a = action(
+        "create",
+        "create a topic",
+        cmd_create,
+        "ottla topics create orders --partitions 3 --config retention.ms=3600000",
+    )
     a.add_argument("topic")
-    a.add_argument("--partitions", type=int, default=1, metavar="N", help="number of partitions (default 1)")
     a.add_argument(
-        "--config", type=key_value, action="append", metavar="KEY=VALUE",
+        "--partitions", type=int, default=1, metavar="N", help="number of partitions (default 1)"
+    )
+    a.add_argument(
+        "--config",
+        type=key_value,
+        action="append",
+        metavar="KEY=VALUE",
         help="topic config, Kafka's names (retention.ms, segment.bytes, ...); repeatable",
     )
-    a.add_argument("--if-not-exists", action="store_true", help="succeed if the topic already exists")
+    a.add_argument(
+        "--if-not-exists", action="store_true", help="succeed if the topic already exists"
+    )
 
-    a = action("describe", "show partitions (offsets, size) and effective config", cmd_describe, "ottla topics describe orders")
+    a = action(
+        "describe",
+        "show partitions (offsets, size) and effective config",
+        cmd_describe,
+        "ottla topics describe orders",
+    )
     a.add_argument("topic")
 
     a = action("delete", "delete a topic and its data", cmd_delete, "ottla topics delete orders")
     a.add_argument("topic")
     a.add_argument("--if-exists", action="store_true", help="succeed if the topic does not exist")
 
-    a = action("alter", "change a topic's config or grow its partitions", cmd_alter,
-               "ottla topics alter orders --config retention.ms=-1 --partitions 6")
+    a = action(
+        "alter",
+        "change a topic's config or grow its partitions",
+        cmd_alter,
+        "ottla topics alter orders --config retention.ms=-1 --partitions 6",
+    )
     a.add_argument("topic")
-    a.add_argument("--config", type=key_value, action="append", metavar="KEY=VALUE", help="set a config override; repeatable")
-    a.add_argument("--delete-config", action="append", metavar="KEY", default=[], help="remove an override (back to the default); repeatable")
-    a.add_argument("--partitions", type=int, metavar="N", help="grow to N partitions in total (never shrinks)")
+    a.add_argument(
+        "--config",
+        type=key_value,
+        action="append",
+        metavar="KEY=VALUE",
+        help="set a config override; repeatable",
+    )
+    a.add_argument(
+        "--delete-config",
+        action="append",
+        metavar="KEY",
+        default=[],
+        help="remove an override (back to the default); repeatable",
+    )
+    a.add_argument(
+        "--partitions", type=int, metavar="N", help="grow to N partitions in total (never shrinks)"
+    )
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -74,7 +109,9 @@ def cmd_create(args: argparse.Namespace) -> int:
         if args.if_not_exists and args.topic in backend.list_topics():
             return 0
         backend.create_topic(args.topic, args.partitions, key_values(args.config))
-        print(f"created topic {args.topic} ({args.partitions} partition{'s' if args.partitions != 1 else ''})")
+        print(
+            f"created topic {args.topic} ({args.partitions} partition{'s' if args.partitions != 1 else ''})"
+        )
     finally:
         backend.close()
     return 0
@@ -89,11 +126,19 @@ def cmd_describe(args: argparse.Namespace) -> int:
     sizes = [p.size_bytes for p in d.partitions]
     total = None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
     records = sum(p.end_offset - p.start_offset for p in d.partitions)
-    print(f"topic: {d.name}  partitions: {len(d.partitions)}  records: {records}  size: {human_bytes(total)}")
+    print(
+        f"topic: {d.name}  partitions: {len(d.partitions)}  records: {records}  size: {human_bytes(total)}"
+    )
     table(
         ["partition", "start", "end", "records", "size"],
         [
-            [p.partition, p.start_offset, p.end_offset, p.end_offset - p.start_offset, human_bytes(p.size_bytes)]
+            [
+                p.partition,
+                p.start_offset,
+                p.end_offset,
+                p.end_offset - p.start_offset,
+                human_bytes(p.size_bytes),
+            ]
             for p in d.partitions
         ],
     )
