@@ -71,7 +71,8 @@ def parse_blocks(path: Path) -> list[Block]:
         body: list[str] = []
         i += 1
         while i < len(lines) and not (
-            lines[i].strip().startswith(fence[0] * len(fence)) and lines[i].strip().strip(fence[0]) == ""
+            lines[i].strip().startswith(fence[0] * len(fence))
+            and lines[i].strip().strip(fence[0]) == ""
         ):
             line = lines[i]
             body.append(line.removeprefix(indent))
@@ -97,7 +98,7 @@ def python_blocks() -> list[Block]:
 
 # The child process: runs one block, then its test_* functions.
 RUNNER = textwrap.dedent(
-    '''
+    """
     import inspect, os, sys, tempfile, pathlib
 
     source = open(sys.argv[1], encoding="utf-8").read()
@@ -134,11 +135,13 @@ RUNNER = textwrap.dedent(
         print(f"ran {name}", file=sys.stderr)
     if broker is not None:
         broker.close()
-    '''
+    """
 )
 
 
-def run_block(source: str, label: str, cwd: Path, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+def run_block(
+    source: str, label: str, cwd: Path, timeout: float = TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
     script = cwd / "_example.py"
     script.write_text(source, encoding="utf-8")
     runner = cwd / "_runner.py"
@@ -188,7 +191,9 @@ def test_every_not_run_marker_gives_a_reason() -> None:
 
 
 def test_a_broken_example_fails(tmp_path: Path) -> None:
-    proc = run_block("import ottla\nottla.Admin('data').delete_topic('no-such-topic')\n", "broken.md:1", tmp_path)
+    proc = run_block(
+        "import ottla\nottla.Admin('data').delete_topic('no-such-topic')\n", "broken.md:1", tmp_path
+    )
     assert proc.returncode != 0
     assert "broken.md" in proc.stderr
 
