@@ -1631,7 +1631,7 @@ def run_all(P: dict[str, Any], results: Results) -> None:
     W = "e2e latency 100 B"
     log(f"== {W} ({P['lat_rate']:,}/s for {P['lat_secs']} s)")
     # The busy_poll_us=50 rows measure the consumer's opt-in spin beside the
-    # default (off); see docs/PERFORMANCE.md, "End-to-end latency".
+    # default (off); see docs/PERFORMANCE.md, "Latency".
     lat_rows: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], bool, int | None]] = [
         ("ottla 2 threads, 1 process", latency_in_process, True, 0),
         ("ottla 2 processes, 1 directory", latency_cross_process, True, 0),

@@ -22,7 +22,7 @@ Nothing here runs blocking calls in a thread pool. The producer appends on
 the engine's own threads and resolves asyncio futures from there; the
 consumer reads on the loop's thread with non-blocking calls and, when there
 is nothing to read, awaits a wait that holds neither the GIL nor a Python
-thread (see docs/ARCHITECTURE.md, "asyncio").
+thread (see docs/design/append.md and docs/design/fetch.md, "asyncio").
 """
 
 from __future__ import annotations

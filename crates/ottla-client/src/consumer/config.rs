@@ -56,8 +56,8 @@ impl Default for ConsumerConfig {
 
 /// Off, as Linux's `SO_BUSY_POLL` is: on the shared 2-core VM a spinning
 /// consumer did not lower the p50 and raised it under load (it takes the
-/// core the producer's threads need; docs/PERFORMANCE.md, "End-to-end
-/// latency"). 50 µs (Linux's suggested `net.core.busy_poll`) is the value
+/// core the producer's threads need; docs/PERFORMANCE.md, "Latency").
+/// 50 µs (Linux's suggested `net.core.busy_poll`) is the value
 /// to try where a core is free.
 pub const DEFAULT_BUSY_POLL: Duration = Duration::ZERO;
 

@@ -392,8 +392,8 @@ fn a_gap_above_the_clean_end_is_damage() {
     );
 }
 
-/// Numbers for docs/ARCHITECTURE.md, not a test of behaviour:
-/// `cargo test --release -- --ignored --nocapture cleaner_measure`.
+/// Numbers for docs/design/compaction.md, not a test of behaviour:
+/// `cargo test --release -p ottla-storage -- --ignored --nocapture cleaner_measure`.
 #[test]
 #[ignore]
 fn cleaner_measure() {
