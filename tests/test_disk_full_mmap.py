@@ -135,6 +135,7 @@ for _ in range(max_full):
         i += 1
         break
 print("error", type(err).__name__, isinstance(err, ottla.DiskFullError), flush=True)
+print("message", err, flush=True)
 # Still full: still a clean error, nothing written.
 try:
     send()
@@ -174,7 +175,7 @@ def test_embedded_producer_on_a_full_tmpfs_gets_disk_full_not_sigbus(
     lines = child.lines()
     assert rc == 0, (rc, lines[-5:], child.stderr[-3000:])
     err = [l for l in lines if l.startswith("error")][0].split()
-    assert err[1:] == ["DiskFullError", "True"], err
+    assert err[1:] == ["DiskFullError", "True"], (err, [l for l in lines if l.startswith("message")])
     # Space a failed append had reserved ahead may have been given back,
     # so the next send may fit; if not, it fails the same clean way.
     still = [l for l in lines if l.startswith("still-full")][0].split()

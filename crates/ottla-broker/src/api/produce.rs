@@ -15,7 +15,7 @@ use kafka_protocol::messages::produce_request::TopicProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::{blocking, topic_name};
+use super::{blocking, s, topic_name};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code, warn};
 use crate::idempotence::{BatchSeq, Verdict};
@@ -23,6 +23,7 @@ use crate::Shared;
 use ottla_record::batch::{check_batch, peek_total_size, LOG_OVERHEAD};
 use ottla_record::compression::ZSTD;
 use ottla_record::decode::records;
+use ottla_storage::error::Error;
 use ottla_storage::log::Durability;
 use ottla_storage::store::Topic;
 use ottla_storage::topic::is_internal;
@@ -71,10 +72,10 @@ pub async fn handle(
             pr.index = p.index;
             let records = p.records;
             let outcome = match (&topic, transactional) {
-                (_, true) => Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+                (_, true) => Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.into()),
                 // __consumer_offsets is written by the engine only.
-                _ if is_internal(&name) => Err(code::INVALID_TOPIC_EXCEPTION),
-                (Err(e), _) => Err(kafka_code(e)),
+                _ if is_internal(&name) => Err(code::INVALID_TOPIC_EXCEPTION.into()),
+                (Err(e), _) => Err(Refusal::engine(e)),
                 // A page-cache append to an open log is a memory copy: done
                 // right here. Handing the worker's core to another thread
                 // for it (block_in_place) cost more than the append
@@ -100,8 +101,9 @@ pub async fn handle(
                     pr.base_offset = base;
                     pr.log_start_offset = start;
                 }
-                Err(c) => {
-                    pr.error_code = c;
+                Err(r) => {
+                    pr.error_code = r.code;
+                    pr.error_message = r.message.map(|m| s(&m));
                     pr.base_offset = -1;
                 }
             }
@@ -121,21 +123,47 @@ fn owned(data: Bytes) -> BytesMut {
         .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
 }
 
+/// Why a partition's batches were not stored: the Kafka error code and, for
+/// an engine error, its text ("No space left on device" and the file), which
+/// Produce v8 and later carry as the partition's `error_message`.
+struct Refusal {
+    code: i16,
+    message: Option<String>,
+}
+
+impl Refusal {
+    fn engine(e: &Error) -> Refusal {
+        Refusal {
+            code: kafka_code(e),
+            message: Some(e.to_string()),
+        }
+    }
+}
+
+impl From<i16> for Refusal {
+    fn from(code: i16) -> Refusal {
+        Refusal {
+            code,
+            message: None,
+        }
+    }
+}
+
 /// Validate and append one partition's batches: (base offset, log start).
 fn write(
     shared: &Shared,
     topic: &Topic,
     partition: i32,
     data: Option<Bytes>,
-) -> Result<(i64, i64), i16> {
+) -> Result<(i64, i64), Refusal> {
     let data = data.filter(|d| !d.is_empty()).ok_or(code::INVALID_RECORD)?;
     if partition < 0 || partition as u32 >= topic.partitions {
-        return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+        return Err(code::UNKNOWN_TOPIC_OR_PARTITION.into());
     }
     let log = shared
         .store
         .partition(topic, partition as u32)
-        .map_err(|e| kafka_code(&e))?;
+        .map_err(|e| Refusal::engine(&e))?;
     let batches = validate(&data, topic.config.max_message_bytes)?;
     let state = shared.producers.partition(&topic.name, partition as u32);
     // Held across check, append and record, so a retry racing its original
@@ -154,11 +182,11 @@ fn write(
             Verdict::Duplicate(offset) => {
                 first_dup.get_or_insert(offset);
             }
-            Verdict::Reject(c) => return Err(c),
+            Verdict::Reject(c) => return Err(c.into()),
         }
     }
     if keep.is_empty() {
-        let (start, _) = log.offsets().map_err(|e| kafka_code(&e))?;
+        let (start, _) = log.offsets().map_err(|e| Refusal::engine(&e))?;
         return Ok((first_dup.unwrap_or(-1), start));
     }
     let mut bytes = if keep.len() == batches.len() {
@@ -174,7 +202,7 @@ fn write(
         .append(&mut bytes, shared.config.durability)
         .map_err(|e| {
             warn(&format!("append to {}-{partition} failed: {e}", topic.name));
-            kafka_code(&e)
+            Refusal::engine(&e)
         })?;
     let mut next = info.base_offset;
     for (_, seq) in &keep {
