@@ -38,11 +38,11 @@ pub struct IndexFile {
     map: Map,
     /// The file under a writable map, for allocating its blocks.
     file: Option<File>,
-    /// The first `allocated` bytes of the file have their blocks allocated
-    /// (by this process's `fallocate`, or found so by it): stores below it
-    /// cannot fault for want of space. 0 when the file is mapped, so the
-    /// first entry written allocates from the file's start (a no-op for
-    /// pages someone already wrote).
+    /// The first `allocated` bytes of the file have their blocks allocated,
+    /// so stores below it cannot fault for want of space: by this process,
+    /// or (below the page of the first entry it wrote) by whoever wrote the
+    /// entries there, which are published ones (see [`IndexFile::put`]).
+    /// 0 until the first entry is written.
     allocated: u64,
     /// The filesystem has no `fallocate`: allocate by rewriting the bytes.
     no_fallocate: bool,
@@ -195,7 +195,7 @@ impl IndexFile {
         // Never store into a page before its blocks are allocated: a fault
         // the filesystem cannot serve is SIGBUS, not an error.
         if end as u64 > self.allocated {
-            self.allocate(end as u64)?;
+            self.allocate(start as u64, end as u64)?;
         }
         let Map::Write(m) = &mut self.map else {
             return Ok(false);
@@ -204,22 +204,25 @@ impl IndexFile {
         Ok(true)
     }
 
-    /// Allocate the file's blocks from `allocated` through `end` and a
-    /// chunk past it (as much again as is allocated, one page to
-    /// [`ALLOCATE_AHEAD_MAX`], never past the mapping).
+    /// Allocate the file's blocks for the entry at `start..end` and a chunk
+    /// past it (as much again as is allocated, one page to
+    /// [`ALLOCATE_AHEAD_MAX`], never past the mapping), from where the
+    /// allocation ends or the entry's page starts, whichever is later. The
+    /// pages below the entry's hold the entries before it, published, so
+    /// written through some mapping and allocated by that: starting there
+    /// after a reopen keeps the call (and the room it must find) one chunk.
+    /// Rebuilding an index writes entries from 0, so it allocates them all.
     ///
     /// `FALLOC_FL_KEEP_SIZE`: the mapping never reaches past the file's
     /// size it was made at, but the file may have been trimmed under a
-    /// stale mapping; allocating must never grow it back. Allocating
-    /// blocks already allocated changes nothing and needs no space, so
-    /// starting at 0 after a reopen costs one call, never room.
+    /// stale mapping; allocating must never grow it back.
     ///
     /// A filesystem without `fallocate` (EOPNOTSUPP) gets the chunk's own
     /// bytes written back with `pwrite`, which makes it allocate them (or
     /// fail with ENOSPC) without changing a byte: no other process writes
     /// this file meanwhile (see [`IndexFile::put`]).
     #[cold]
-    fn allocate(&mut self, end: u64) -> Result<()> {
+    fn allocate(&mut self, start: u64, end: u64) -> Result<()> {
         let page = page_size();
         let map_len = self.bytes().len() as u64;
         let ahead = self.allocated.clamp(page, ALLOCATE_AHEAD_MAX);
@@ -228,7 +231,7 @@ impl IndexFile {
             .saturating_add(ahead)
             .min(map_len)
             .max(end);
-        let from = self.allocated.min(to);
+        let from = self.allocated.max(start - start % page).min(to);
         let Some(file) = &self.file else {
             return Ok(());
         };
@@ -494,10 +497,10 @@ mod tests {
         assert!(idx.allocated <= 2 * page_size(), "{}", idx.allocated);
     }
 
-    /// Reopened with entries in it, the index allocates from its start:
-    /// pages already written need no room and keep their bytes, and on a
-    /// filesystem without `fallocate` the rewrite of the chunk's own bytes
-    /// changes none of them.
+    /// Reopened with entries in it, the index allocates one chunk from the
+    /// next entry's page: the entries keep their bytes, also on a
+    /// filesystem without `fallocate`, where the chunk's own bytes are
+    /// rewritten.
     #[test]
     fn allocating_after_a_reopen_keeps_the_entries_with_or_without_fallocate() {
         for no_fallocate in [false, true] {
@@ -515,6 +518,7 @@ mod tests {
             idx.no_fallocate = no_fallocate;
             assert!(idx.put(n, &(n * 3).to_be_bytes()).expect("put"));
             assert!(idx.allocated > (n + 1) * 8);
+            assert!(idx.allocated <= (n + 1) * 8 + 2 * page_size(), "one chunk");
             for i in 0..=n {
                 assert_eq!(idx.entry(i), Some(&(i * 3).to_be_bytes()[..]), "entry {i}");
             }
