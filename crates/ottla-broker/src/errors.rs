@@ -65,3 +65,29 @@ pub fn debug(msg: &str) {
 pub fn warn(msg: &str) {
     eprintln!("ottla broker: {msg}");
 }
+
+/// Why a partition's request was refused: the Kafka error code and, for an
+/// engine error, its text ("No space left on device" and the file), which
+/// responses from Produce v8 on carry as the partition's `error_message`.
+pub struct Refusal {
+    pub code: i16,
+    pub message: Option<String>,
+}
+
+impl Refusal {
+    pub fn engine(e: &Error) -> Refusal {
+        Refusal {
+            code: kafka_code(e),
+            message: Some(e.to_string()),
+        }
+    }
+}
+
+impl From<i16> for Refusal {
+    fn from(code: i16) -> Refusal {
+        Refusal {
+            code,
+            message: None,
+        }
+    }
+}

@@ -43,6 +43,13 @@ impl Beacon {
         if file.metadata().ctx("stat beacon", path)?.len() < 4096 {
             file.set_len(4096).ctx("size beacon", path)?;
         }
+        // As for the partition head: allocate the page before any store
+        // through the mapping can fault on it (SIGBUS on a full disk).
+        if let Err(e) = crate::log::index_file::fallocate_keep_size(&file, 0, 4096) {
+            if !crate::log::index_file::is_unsupported(&e) {
+                return Err(crate::Error::io("allocate beacon", path, e));
+            }
+        }
         // SAFETY: the page is only accessed through atomics.
         let map = unsafe { MmapMut::map_mut(&file) }.ctx("mmap beacon", path)?;
         Ok(Beacon { map })

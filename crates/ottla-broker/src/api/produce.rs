@@ -12,9 +12,9 @@ use kafka_protocol::messages::produce_request::TopicProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::{blocking, topic_name};
+use super::{blocking, s, topic_name};
 use crate::dispatch::Session;
-use crate::errors::{code, kafka_code};
+use crate::errors::{code, Refusal};
 use crate::Shared;
 use ottla_storage::topic::is_internal;
 
@@ -63,10 +63,10 @@ pub async fn handle(
             pr.index = p.index;
             let records = p.records;
             let outcome = match (&topic, transactional) {
-                (_, true) => Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+                (_, true) => Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.into()),
                 // __consumer_offsets is written by the engine only.
-                _ if is_internal(&name) => Err(code::INVALID_TOPIC_EXCEPTION),
-                (Err(e), _) => Err(kafka_code(e)),
+                _ if is_internal(&name) => Err(code::INVALID_TOPIC_EXCEPTION.into()),
+                (Err(e), _) => Err(Refusal::engine(e)),
                 // Inline on this worker when the log is open (see `append`).
                 (Ok(topic), _) => {
                     shared
@@ -79,8 +79,9 @@ pub async fn handle(
                     pr.base_offset = base;
                     pr.log_start_offset = start;
                 }
-                Err(c) => {
-                    pr.error_code = c;
+                Err(r) => {
+                    pr.error_code = r.code;
+                    pr.error_message = r.message.map(|m| s(&m));
                     pr.base_offset = -1;
                 }
             }

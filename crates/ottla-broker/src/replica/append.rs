@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use super::idempotence::Verdict;
 use super::validate::validate;
 use super::ReplicaManager;
-use crate::errors::{code, kafka_code, warn};
+use crate::errors::{code, warn, Refusal};
 use ottla_storage::log::Durability;
 use ottla_storage::store::Topic;
 
@@ -22,8 +22,8 @@ use ottla_storage::store::Topic;
 pub type Written = HashSet<(String, i32)>;
 
 impl ReplicaManager {
-    /// Append one partition's batches: (base offset, log start), or the
-    /// Kafka error code for the partition.
+    /// Append one partition's batches: (base offset, log start), or why the
+    /// partition refused them.
     pub fn append(
         &self,
         written: &mut Written,
@@ -31,7 +31,7 @@ impl ReplicaManager {
         name: &str,
         partition: i32,
         records: Option<Bytes>,
-    ) -> Result<(i64, i64), i16> {
+    ) -> Result<(i64, i64), Refusal> {
         // A page-cache append to an open log is a memory copy: done right
         // here. Handing the worker's core to another thread for it
         // (block_in_place) cost more than the append (measured:
@@ -52,15 +52,20 @@ impl ReplicaManager {
     }
 
     /// Validate and append one partition's batches: (base offset, log start).
-    fn write(&self, topic: &Topic, partition: i32, data: Option<Bytes>) -> Result<(i64, i64), i16> {
+    fn write(
+        &self,
+        topic: &Topic,
+        partition: i32,
+        data: Option<Bytes>,
+    ) -> Result<(i64, i64), Refusal> {
         let data = data.filter(|d| !d.is_empty()).ok_or(code::INVALID_RECORD)?;
         if partition < 0 || partition as u32 >= topic.partitions {
-            return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+            return Err(code::UNKNOWN_TOPIC_OR_PARTITION.into());
         }
         let log = self
             .store
             .partition(topic, partition as u32)
-            .map_err(|e| kafka_code(&e))?;
+            .map_err(|e| Refusal::engine(&e))?;
         let batches = validate(&data, topic.config.max_message_bytes)?;
         let state = self.producers.partition(&topic.name, partition as u32);
         // Held across check, append and record, so a retry racing its original
@@ -79,11 +84,11 @@ impl ReplicaManager {
                 Verdict::Duplicate(offset) => {
                     first_dup.get_or_insert(offset);
                 }
-                Verdict::Reject(c) => return Err(c),
+                Verdict::Reject(c) => return Err(c.into()),
             }
         }
         if keep.is_empty() {
-            let (start, _) = log.offsets().map_err(|e| kafka_code(&e))?;
+            let (start, _) = log.offsets().map_err(|e| Refusal::engine(&e))?;
             return Ok((first_dup.unwrap_or(-1), start));
         }
         let mut bytes = if keep.len() == batches.len() {
@@ -97,7 +102,7 @@ impl ReplicaManager {
         };
         let info = log.append(&mut bytes, self.durability).map_err(|e| {
             warn(&format!("append to {}-{partition} failed: {e}", topic.name));
-            kafka_code(&e)
+            Refusal::engine(&e)
         })?;
         let mut next = info.base_offset;
         for (_, seq) in &keep {

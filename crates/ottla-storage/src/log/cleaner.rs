@@ -580,7 +580,7 @@ fn write_cleaned_files(
         && st.offset_of_max_timestamp >= base
         && idx
             .time
-            .put(time_entries, st.max_timestamp, st.offset_of_max_timestamp)
+            .put(time_entries, st.max_timestamp, st.offset_of_max_timestamp)?
     {
         time_entries += 1;
     }
@@ -608,8 +608,7 @@ fn put_batch(
         .ok_or_else(|| Error::InvalidRecord("cleaned batch too short".into()))?;
     out.write_all(bytes).ctx("write cleaned segment", path)?;
     // `active_size` is where this batch starts: the bytes written so far.
-    account_batch(idx, st, st.active_size, &h, interval);
-    Ok(())
+    account_batch(idx, st, st.active_size, &h, interval)
 }
 
 /// Encode `records` (a subset of the batch `h`) as a v2 batch with `h`'s

@@ -103,6 +103,17 @@ impl Head {
         if len < HEAD_FILE_SIZE {
             file.set_len(HEAD_FILE_SIZE).ctx("size head", path)?;
         }
+        // Every store to the head goes through the mapping: its page must
+        // have its blocks before the first one, or a full disk is SIGBUS at
+        // that store instead of an error here. Already allocated (any head
+        // written before), this needs no space. A filesystem without
+        // `fallocate` is left as it was: the page is allocated by the first
+        // store, as before.
+        if let Err(e) = crate::log::index_file::fallocate_keep_size(&file, 0, HEAD_FILE_SIZE) {
+            if !crate::log::index_file::is_unsupported(&e) {
+                return Err(crate::Error::io("allocate head", path, e));
+            }
+        }
         // SAFETY: the head is only accessed through atomics (see `slot`), so
         // concurrent writes by other processes are not undefined behaviour.
         // The length is given so the map needs no second stat of the file.

@@ -9,9 +9,17 @@
 //! valid entries, so for a closed segment the count is `len / entry_size`.
 //! Readers never touch entries at or past the count they were given, which
 //! is what makes trimming a file that other processes have mapped safe.
+//!
+//! A store through a mapping into a page the filesystem has not allocated
+//! makes the kernel allocate it at the fault, and when it cannot (a full
+//! disk, a quota) the process gets SIGBUS: no error code, no message, the
+//! process is gone. So no entry is written into a page before its blocks
+//! are allocated with `fallocate` ([`IndexFile::put`] checks, and
+//! allocates ahead in chunks); a disk that is full turns into the `Io`
+//! error the caller's append reports (`Error::is_disk_full`).
 
 use std::fs::{File, OpenOptions};
-
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use memmap2::{Advice, Mmap, MmapMut, MmapOptions};
@@ -28,7 +36,25 @@ pub struct IndexFile {
     path: PathBuf,
     entry_size: usize,
     map: Map,
+    /// The file under a writable map, for allocating its blocks.
+    file: Option<File>,
+    /// The first `allocated` bytes of the file have their blocks allocated,
+    /// so stores below it cannot fault for want of space: by this process,
+    /// or (below the page of the first entry it wrote) by whoever wrote the
+    /// entries there, which are published ones (see [`IndexFile::put`]).
+    /// 0 until the first entry is written.
+    allocated: u64,
+    /// The filesystem has no `fallocate`: allocate by rewriting the bytes.
+    no_fallocate: bool,
 }
+
+/// The most bytes [`IndexFile::put`] allocates at once past the entry it
+/// writes. Chunks start at one page and double with the bytes allocated so
+/// far, so a small partition's index keeps a page or two on disk (as the
+/// sparse file did), while a busy one allocates 64 KiB per call: with the
+/// default 4 KiB `index.interval.bytes`, one `fallocate` per 32 MiB of log
+/// for the offset index and one per 21 MiB for the time index.
+const ALLOCATE_AHEAD_MAX: u64 = 64 << 10;
 
 impl IndexFile {
     /// Open for appending, growing the file to `max_bytes` if it is shorter.
@@ -49,6 +75,9 @@ impl IndexFile {
             path: path.to_path_buf(),
             entry_size,
             map: Map::Write(map),
+            file: Some(file),
+            allocated: 0,
+            no_fallocate: false,
         })
     }
 
@@ -69,6 +98,9 @@ impl IndexFile {
             path: path.to_path_buf(),
             entry_size,
             map: Map::Empty,
+            file: None,
+            allocated: 0,
+            no_fallocate: false,
         }
     }
 
@@ -82,11 +114,7 @@ impl IndexFile {
         let file = match OpenOptions::new().read(true).write(writable).open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(IndexFile {
-                    path: path.to_path_buf(),
-                    entry_size,
-                    map: Map::Empty,
-                })
+                return Ok(IndexFile::empty(path, entry_size))
             }
             Err(e) => return Err(crate::Error::io("open index", path, e)),
         };
@@ -110,10 +138,14 @@ impl IndexFile {
                 Map::Read(m)
             }
         };
+        let file = matches!(map, Map::Write(_)).then_some(file);
         Ok(IndexFile {
             path: path.to_path_buf(),
             entry_size,
             map,
+            file,
+            allocated: 0,
+            no_fallocate: false,
         })
     }
 
@@ -137,26 +169,91 @@ impl IndexFile {
         self.bytes().get(start..start.checked_add(self.entry_size)?)
     }
 
-    /// Write entry `i`; false when the index is full or read-only.
-    pub fn put(&mut self, i: u64, entry: &[u8]) -> bool {
+    /// Write entry `i`: `Ok(false)` when the index is full or read-only, an
+    /// `Io` error (disk full, say) when the entry's page cannot be
+    /// allocated, in which case nothing was written.
+    ///
+    /// Only the append-lock holder writes, and only the first entry past
+    /// the published count (or, rebuilding an index, entries from 0 with
+    /// the count not yet published): so every entry at or past `i` is no
+    /// reader's, which is what lets [`IndexFile::allocate`] rewrite them.
+    #[inline]
+    pub fn put(&mut self, i: u64, entry: &[u8]) -> Result<bool> {
         debug_assert_eq!(entry.len(), self.entry_size);
         let es = self.entry_size;
-        match &mut self.map {
-            Map::Write(m) => {
-                let slot = usize::try_from(i)
-                    .ok()
-                    .and_then(|i| i.checked_mul(es))
-                    .and_then(|s| m.get_mut(s..s.checked_add(es)?));
-                match slot {
-                    Some(slot) => {
-                        slot.copy_from_slice(entry);
-                        true
-                    }
-                    None => false,
-                }
-            }
-            _ => false,
+        let Map::Write(m) = &self.map else {
+            return Ok(false);
+        };
+        let Some((start, end)) = usize::try_from(i)
+            .ok()
+            .and_then(|i| i.checked_mul(es))
+            .and_then(|s| Some((s, s.checked_add(es)?)))
+            .filter(|(_, e)| *e <= m.len())
+        else {
+            return Ok(false);
+        };
+        // Never store into a page before its blocks are allocated: a fault
+        // the filesystem cannot serve is SIGBUS, not an error.
+        if end as u64 > self.allocated {
+            self.allocate(start as u64, end as u64)?;
         }
+        let Map::Write(m) = &mut self.map else {
+            return Ok(false);
+        };
+        m[start..end].copy_from_slice(entry);
+        Ok(true)
+    }
+
+    /// Allocate the file's blocks for the entry at `start..end` and a chunk
+    /// past it (as much again as is allocated, one page to
+    /// [`ALLOCATE_AHEAD_MAX`], never past the mapping), from where the
+    /// allocation ends or the entry's page starts, whichever is later. The
+    /// pages below the entry's hold the entries before it, published, so
+    /// written through some mapping and allocated by that: starting there
+    /// after a reopen keeps the call (and the room it must find) one chunk.
+    /// Rebuilding an index writes entries from 0, so it allocates them all.
+    ///
+    /// `FALLOC_FL_KEEP_SIZE`: the mapping never reaches past the file's
+    /// size it was made at, but the file may have been trimmed under a
+    /// stale mapping; allocating must never grow it back.
+    ///
+    /// A filesystem without `fallocate` (EOPNOTSUPP) gets the chunk's own
+    /// bytes written back with `pwrite`, which makes it allocate them (or
+    /// fail with ENOSPC) without changing a byte: no other process writes
+    /// this file meanwhile (see [`IndexFile::put`]).
+    #[cold]
+    fn allocate(&mut self, start: u64, end: u64) -> Result<()> {
+        let page = page_size();
+        let map_len = self.bytes().len() as u64;
+        let ahead = self.allocated.clamp(page, ALLOCATE_AHEAD_MAX);
+        let to = end
+            .next_multiple_of(page)
+            .saturating_add(ahead)
+            .min(map_len)
+            .max(end);
+        let from = self.allocated.max(start - start % page).min(to);
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        if !self.no_fallocate {
+            match fallocate_keep_size(file, from, to - from) {
+                Ok(()) => {
+                    self.allocated = to;
+                    return Ok(());
+                }
+                Err(e) if is_unsupported(&e) => self.no_fallocate = true,
+                Err(e) => return Err(crate::Error::io("allocate index", &self.path, e)),
+            }
+        }
+        // Read with `pread`, not through the mapping: on some filesystems
+        // (tmpfs) even a read fault on a hole allocates, and SIGBUSes.
+        let mut bytes = vec![0u8; (to - from) as usize];
+        file.read_exact_at(&mut bytes, from)
+            .ctx("allocate index", &self.path)?;
+        file.write_all_at(&bytes, from)
+            .ctx("allocate index", &self.path)?;
+        self.allocated = to;
+        Ok(())
     }
 
     /// Whether the mapping holds fewer entries than a file of `max_bytes`.
@@ -217,6 +314,47 @@ impl Advise for MmapMut {
     fn advise_random(&self) -> std::io::Result<()> {
         self.advise(Advice::Random)
     }
+}
+
+/// `fallocate(FALLOC_FL_KEEP_SIZE)` of `len` bytes at `offset`, retried
+/// when interrupted.
+pub(crate) fn fallocate_keep_size(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if len == 0 {
+        return Ok(());
+    }
+    loop {
+        // SAFETY: a plain syscall on a descriptor we own; no memory passed.
+        let r = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Whether `fallocate` failed because the filesystem does not have it.
+pub(crate) fn is_unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+    )
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(p).ok().filter(|p| *p > 0).unwrap_or(4096)
 }
 
 fn open_rw(path: &Path) -> Result<File> {
@@ -283,7 +421,7 @@ mod tests {
         let max = 10 << 20;
         let mut idx = IndexFile::open_writable(&path, 8, max).expect("open index");
         assert_eq!(idx.capacity(), max / 8);
-        assert!(idx.put(0, &[1, 2, 3, 4, 5, 6, 7, 8]));
+        assert!(idx.put(0, &[1, 2, 3, 4, 5, 6, 7, 8]).expect("put"));
         let bytes = idx.bytes();
         assert!(
             vm_flags(bytes.as_ptr()).iter().any(|f| f == "rr"),
@@ -302,5 +440,146 @@ mod tests {
         let again = IndexFile::open_existing(&path, 8).expect("reopen");
         assert!(vm_flags(again.bytes().as_ptr()).iter().any(|f| f == "rr"));
         assert_eq!(again.entry(0), Some(&[1u8, 2, 3, 4, 5, 6, 7, 8][..]));
+    }
+
+    /// Bytes of `path` the filesystem has blocks for.
+    fn allocated_bytes(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).expect("stat").blocks() * 512
+    }
+
+    /// Every entry's page is allocated before the entry is stored, in
+    /// chunks that start at a page and double up to `ALLOCATE_AHEAD_MAX`
+    /// ahead of the entry, and never past the mapping.
+    #[test]
+    fn put_allocates_each_page_before_storing_into_it_in_growing_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("00000000000000000000.index");
+        let max = 1 << 20;
+        let mut idx = IndexFile::open_writable(&path, 8, max).expect("open index");
+        assert_eq!(idx.allocated, 0);
+        let page = page_size();
+        let mut chunks = 0;
+        let mut last = 0;
+        for i in 0..max / 8 {
+            assert!(idx.put(i, &i.to_be_bytes()).expect("put"));
+            let end = (i + 1) * 8;
+            assert!(idx.allocated >= end, "entry {i} stored past the allocation");
+            assert!(idx.allocated <= end.next_multiple_of(page) + ALLOCATE_AHEAD_MAX);
+            if idx.allocated != last {
+                chunks += 1;
+                last = idx.allocated;
+            }
+        }
+        assert_eq!(idx.allocated, max, "never past the mapping");
+        // Doubling from one page to 64 KiB, then 64 KiB at a time.
+        assert!(
+            chunks <= 6 + max / ALLOCATE_AHEAD_MAX,
+            "{chunks} allocations"
+        );
+        if !idx.no_fallocate {
+            assert!(allocated_bytes(&path) >= max);
+        }
+        for i in 0..max / 8 {
+            assert_eq!(idx.entry(i), Some(&i.to_be_bytes()[..]));
+        }
+        assert!(!idx.put(max / 8, &[0; 8]).expect("put past the end"));
+    }
+
+    /// A small index allocates a page, not a chunk of 64 KiB: a directory
+    /// of many small partitions keeps its indexes small on disk.
+    #[test]
+    fn first_entry_allocates_about_one_page() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("00000000000000000000.timeindex");
+        let mut idx = IndexFile::open_writable(&path, 12, 10 << 20).expect("open index");
+        assert!(idx.put(0, &[7; 12]).expect("put"));
+        assert!(idx.allocated <= 2 * page_size(), "{}", idx.allocated);
+    }
+
+    /// Reopened with entries in it, the index allocates one chunk from the
+    /// next entry's page: the entries keep their bytes, also on a
+    /// filesystem without `fallocate`, where the chunk's own bytes are
+    /// rewritten.
+    #[test]
+    fn allocating_after_a_reopen_keeps_the_entries_with_or_without_fallocate() {
+        for no_fallocate in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("00000000000000000000.index");
+            let n = 3000u64;
+            {
+                let mut idx = IndexFile::open_writable(&path, 8, 1 << 20).expect("open");
+                for i in 0..n {
+                    assert!(idx.put(i, &(i * 3).to_be_bytes()).expect("put"));
+                }
+                idx.flush().expect("flush");
+            }
+            let mut idx = IndexFile::open_existing(&path, 8).expect("reopen");
+            idx.no_fallocate = no_fallocate;
+            assert!(idx.put(n, &(n * 3).to_be_bytes()).expect("put"));
+            assert!(idx.allocated > (n + 1) * 8);
+            assert!(idx.allocated <= (n + 1) * 8 + 2 * page_size(), "one chunk");
+            for i in 0..=n {
+                assert_eq!(idx.entry(i), Some(&(i * 3).to_be_bytes()[..]), "entry {i}");
+            }
+            assert!(allocated_bytes(&path) >= idx.allocated);
+        }
+    }
+
+    /// On a full filesystem an entry whose page is not allocated is a
+    /// disk-full error, with nothing stored (the process used to die of
+    /// SIGBUS at the store); once space is freed the same entry goes in.
+    /// Needs a tmpfs of its own, so root: skipped (passing) otherwise.
+    #[test]
+    fn put_on_a_full_filesystem_is_a_disk_full_error_then_resumes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mkdir");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&mnt)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount a tmpfs (needs root)");
+            return;
+        }
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(self.0)
+                    .status();
+            }
+        }
+        let _unmount = Unmount(&mnt);
+        let path = mnt.join("00000000000000000000.index");
+        let mut idx = IndexFile::open_writable(&path, 8, 512 << 10).expect("open index");
+        assert!(idx.put(0, &[1; 8]).expect("first entry"));
+        let filler = mnt.join("filler");
+        {
+            use std::io::Write;
+            let mut f = File::create(&filler).expect("filler");
+            while f.write_all(&[0u8; 4096]).is_ok() {}
+        }
+        // The first entry past what is allocated.
+        let i = idx.allocated / 8;
+        let err = idx.put(i, &[2; 8]).expect_err("a full disk");
+        assert!(err.is_disk_full(), "{err}");
+        // (Not read back through the mapping: on tmpfs even a read fault on
+        // an unallocated page allocates, and on a full one SIGBUSes.)
+        let mut stored = [9u8; 8];
+        File::open(&path)
+            .and_then(|f| f.read_exact_at(&mut stored, i * 8))
+            .expect("pread");
+        assert_eq!(stored, [0u8; 8], "nothing stored");
+        // Entries in allocated pages still go in.
+        assert!(idx.put(1, &[3; 8]).expect("allocated page"));
+        std::fs::remove_file(&filler).expect("free");
+        assert!(idx.put(i, &[2; 8]).expect("after freeing"));
+        assert_eq!(idx.entry(i), Some(&[2u8; 8][..]));
+        drop(idx);
     }
 }

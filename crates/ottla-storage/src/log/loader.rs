@@ -350,7 +350,7 @@ pub(crate) fn finalize_closed(seg: &LogSegment, st: &HeadState) -> Result<()> {
     if st.max_timestamp > last_ts
         && idx
             .time
-            .put(time_entries, st.max_timestamp, st.offset_of_max_timestamp)
+            .put(time_entries, st.max_timestamp, st.offset_of_max_timestamp)?
     {
         time_entries += 1;
     }

@@ -95,8 +95,10 @@ impl OffsetIndex {
         }
     }
 
-    /// Write entry `i`. Returns false when the index is full.
-    pub fn put(&mut self, i: u64, offset: i64, position: u32) -> bool {
+    /// Write entry `i`: `Ok(false)` when the index is full, an error when
+    /// the entry's page cannot be allocated (see [`IndexFile::put`]).
+    #[inline]
+    pub fn put(&mut self, i: u64, offset: i64, position: u32) -> Result<bool> {
         let rel = (offset - self.base_offset) as i32;
         let mut e = [0u8; ENTRY_SIZE];
         e[..4].copy_from_slice(&rel.to_be_bytes());
@@ -126,7 +128,7 @@ mod tests {
             .iter()
             .enumerate()
         {
-            assert!(idx.put(i as u64, *off, *pos));
+            assert!(idx.put(i as u64, *off, *pos).expect("put"));
         }
         assert_eq!(idx.lookup(99, 3), (100, 0));
         assert_eq!(idx.lookup(104, 3), (100, 0));
@@ -147,9 +149,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("0.index");
         let mut idx = OffsetIndex::open_writable(&p, 0, 16).expect("open");
-        assert!(idx.put(0, 1, 1));
-        assert!(idx.put(1, 2, 2));
-        assert!(!idx.put(2, 3, 3));
+        assert!(idx.put(0, 1, 1).expect("put"));
+        assert!(idx.put(1, 2, 2).expect("put"));
+        assert!(!idx.put(2, 3, 3).expect("put"));
         assert!(idx.is_full(2));
     }
 }

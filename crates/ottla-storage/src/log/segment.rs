@@ -478,7 +478,17 @@ impl LogSegment {
     }
 
     pub fn truncate(&self, size: u64) -> Result<()> {
-        self.file.set_len(size).ctx("truncate segment", &self.path)
+        self.file
+            .set_len(size)
+            .ctx("truncate segment", &self.path)?;
+        // Truncating frees the blocks reserved past `size` too: reserve them
+        // again when the file next grows past it.
+        let _ = self
+            .preallocated
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                (d != NO_PREALLOCATION && d > size).then_some(size)
+            });
+        Ok(())
     }
 
     pub fn sync(&self) -> Result<()> {
@@ -561,13 +571,21 @@ impl LogSegment {
 /// `interval` bytes have passed since the last one, with a time entry beside
 /// it when the largest timestamp so far has grown). Shared by the append path
 /// and recovery so that both build identical indexes.
+///
+/// An index entry whose page cannot be allocated (a full disk) is an error,
+/// not an entry skipped: `st` is then half-updated and the caller must
+/// drop it (publish nothing). Skipping would keep the lookup correct (the
+/// index is sparse) but not the time index, whose last entry is a closed
+/// segment's largest timestamp for retention; and an append that fails
+/// here is cut off whole, so nothing acknowledged depends on it and the
+/// next append retries the entry once space is freed.
 pub fn account_batch(
     idx: &mut Indexes,
     st: &mut HeadState,
     pos: u64,
     h: &BatchHeader,
     interval: u64,
-) {
+) -> Result<()> {
     if h.max_timestamp > st.max_timestamp {
         st.max_timestamp = h.max_timestamp;
         st.offset_of_max_timestamp = h.last_offset();
@@ -579,7 +597,7 @@ pub fn account_batch(
     if pos >= last_index_pos + interval.max(1) && pos <= u32::MAX as u64 {
         if idx
             .offset
-            .put(st.index_entries, h.last_offset(), pos as u32)
+            .put(st.index_entries, h.last_offset(), pos as u32)?
         {
             st.index_entries += 1;
         }
@@ -592,13 +610,14 @@ pub fn account_batch(
                 st.time_entries,
                 st.max_timestamp,
                 st.offset_of_max_timestamp,
-            )
+            )?
         {
             st.time_entries += 1;
         }
     }
     st.next_offset = h.next_offset();
     st.active_size = pos + h.total_size() as u64;
+    Ok(())
 }
 
 /// Validate every batch of `seg` from the start (checksums, and offsets that
@@ -643,7 +662,7 @@ pub fn scan(
             }
             _ => return Ok((st, Some(pos))),
         };
-        account_batch(&mut idx, &mut st, pos, &header, index_interval);
+        account_batch(&mut idx, &mut st, pos, &header, index_interval)?;
         pos += total as u64;
     }
     Ok((st, None))

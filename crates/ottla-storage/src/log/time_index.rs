@@ -102,7 +102,9 @@ impl TimeIndex {
         entries.checked_sub(1).and_then(|i| self.entry(i))
     }
 
-    pub fn put(&mut self, i: u64, timestamp: i64, offset: i64) -> bool {
+    /// As [`OffsetIndex::put`](super::offset_index::OffsetIndex::put).
+    #[inline]
+    pub fn put(&mut self, i: u64, timestamp: i64, offset: i64) -> Result<bool> {
         let rel = (offset - self.base_offset) as i32;
         let mut e = [0u8; ENTRY_SIZE];
         e[..8].copy_from_slice(&timestamp.to_be_bytes());
@@ -128,9 +130,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("0.timeindex");
         let mut idx = TimeIndex::open_writable(&p, 50, 120).expect("open");
-        assert!(idx.put(0, 1000, 60));
-        assert!(idx.put(1, 2000, 70));
-        assert!(idx.put(2, 3000, 80));
+        assert!(idx.put(0, 1000, 60).expect("put"));
+        assert!(idx.put(1, 2000, 70).expect("put"));
+        assert!(idx.put(2, 3000, 80).expect("put"));
         assert_eq!(idx.offset_before(500, 3), 50);
         assert_eq!(idx.offset_before(1000, 3), 50);
         assert_eq!(idx.offset_before(1001, 3), 60);

@@ -180,9 +180,26 @@ impl PartitionLog {
                 account_unindexed(&mut st, *pos, h);
             }
         } else {
-            let mut idx = active.indexes_for_append(cfg.segment_index_bytes)?.write();
-            for (pos, h) in &headers {
-                account_batch(&mut idx, &mut st, *pos, h, cfg.index_interval_bytes);
+            // The index entries go through a mapping whose pages are
+            // allocated first (`IndexFile::put`): on a full disk that is an
+            // error here, before the head publishes anything. The append
+            // then fails as a failed write does, cut off whole (`st` is
+            // dropped half-updated; entries written past the published
+            // counts are no reader's): nothing acknowledged depends on the
+            // missing entry, and the next append writes it once space is
+            // freed.
+            let at = st.active_size;
+            let accounted = active
+                .indexes_for_append(cfg.segment_index_bytes)
+                .and_then(|idx| {
+                    let mut idx = idx.write();
+                    headers.iter().try_for_each(|(pos, h)| {
+                        account_batch(&mut idx, &mut st, *pos, h, cfg.index_interval_bytes)
+                    })
+                });
+            if let Err(e) = accounted {
+                let _ = active.truncate(at);
+                return Err(e);
             }
         }
         if durability == Durability::Fsync {
