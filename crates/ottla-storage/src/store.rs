@@ -84,11 +84,14 @@ impl Store {
         // the descriptor table now costs no RCU grace period (see
         // `expect_partitions`), and 1,024 partitions' worth is 32 KiB.
         store.expect_partitions(1024);
-        // Best effort: a leftover that stays is still never adopted (a
-        // create or grow retires it first); it only costs disk.
-        let _ = store.sweep();
         reg.retain(|_, w| w.strong_count() > 0);
         reg.insert(root, Arc::downgrade(&store));
+        drop(reg);
+        // Outside the registry's lock: the sweep may wait for another
+        // process's delete, and remove many files. Best effort: a leftover
+        // that stays is still never adopted (a create or grow retires it
+        // first); it only costs disk.
+        let _ = store.sweep();
         Ok(store)
     }
 
@@ -309,9 +312,8 @@ impl Store {
     /// `-delete` directories, and partition directories no topic's metadata
     /// describes (see `log_dirs`).
     fn sweep(&self) -> Result<()> {
-        let found = log_dirs::find_leftovers(&self.root, &self.root.join(".ottla"), |t| {
-            self.read_meta(t)
-        })?;
+        let found =
+            log_dirs::find_leftovers(&self.root, &self.root.join(".ottla"), |t| self.read_meta(t))?;
         let mut graves = found.graves;
         if !found.orphans.is_empty() {
             let _g = self.meta_lock.lock_append()?;
@@ -320,10 +322,12 @@ impl Store {
             let mut counts: HashMap<&str, Option<u32>> = HashMap::new();
             let mut retired = false;
             for (topic, p) in &found.orphans {
-                let n = *counts.entry(topic).or_insert_with(|| match self.read_meta(topic) {
-                    Ok(m) => m.map(|m| m.partitions),
-                    Err(_) => Some(u32::MAX),
-                });
+                let n = *counts
+                    .entry(topic)
+                    .or_insert_with(|| match self.read_meta(topic) {
+                        Ok(m) => m.map(|m| m.partitions),
+                        Err(_) => Some(u32::MAX),
+                    });
                 if !matches!(n, Some(n) if *p < n) {
                     graves.extend(self.retire_partition(topic, *p)?);
                     retired = true;

@@ -25,10 +25,16 @@ fn fill(store: &Store, topic: &str, n: u32) {
     let t = store.create_topic(topic, n, &[]).expect("create");
     for p in 0..n {
         let mut b = BatchBuilder::with_capacity(64);
-        b.append(ottla_storage::log::now_ms(), None, Some(format!("secret-{p}").as_bytes()), &[]);
+        b.append(
+            ottla_storage::log::now_ms(),
+            None,
+            Some(format!("secret-{p}").as_bytes()),
+            &[],
+        );
         let mut bytes = b.finish().to_vec();
         let log = store.partition(&t, p).expect("partition");
-        log.append(&mut bytes, Durability::PageCache).expect("append");
+        log.append(&mut bytes, Durability::PageCache)
+            .expect("append");
     }
 }
 
@@ -124,7 +130,11 @@ fn regrow_is_empty(store: &Store) {
     let t = store.create_partitions("t", PARTITIONS).expect("grow");
     for p in 0..PARTITIONS {
         let log = store.partition(&t, p).expect("partition");
-        assert_eq!(log.offsets().expect("offsets"), (0, 0), "t-{p} adopted old records");
+        assert_eq!(
+            log.offsets().expect("offsets"),
+            (0, 0),
+            "t-{p} adopted old records"
+        );
     }
 }
 
@@ -190,7 +200,12 @@ fn leftovers_found_at_open_are_removed_and_nothing_else() {
     // What crashes of earlier versions and of this one leave: a partition
     // beyond the topic's count, a partition of a topic that is gone, a
     // directory being deleted, and an old-style grave.
-    for d in ["t-2", "gone-0", "a-1-1", "t-0.0123456789abcdef0123456789abcdef-delete"] {
+    for d in [
+        "t-2",
+        "gone-0",
+        "a-1-1",
+        "t-0.0123456789abcdef0123456789abcdef-delete",
+    ] {
         std::fs::create_dir(root.join(d)).expect("mkdir");
         std::fs::write(root.join(d).join("00000000000000000000.log"), b"secret-x").expect("w");
     }
@@ -206,10 +221,16 @@ fn leftovers_found_at_open_are_removed_and_nothing_else() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, [".ottla", "a-1-0", "notes", "t-0", "t-01", "t-1", "t-x"]);
+    assert_eq!(
+        names,
+        [".ottla", "a-1-0", "notes", "t-0", "t-01", "t-1", "t-x"]
+    );
     assert!(!root.join(".ottla/deleted-1-2").exists());
     let t = store.require_topic("t").expect("t");
-    assert_eq!(store.partition(&t, 1).expect("p").offsets().expect("o"), (0, 1));
+    assert_eq!(
+        store.partition(&t, 1).expect("p").offsets().expect("o"),
+        (0, 1)
+    );
 }
 
 #[test]
@@ -233,6 +254,9 @@ fn a_stale_topic_handle_does_not_bring_a_deleted_partition_back() {
     // Re-created with fewer partitions, a stale handle reaches only those.
     store.create_topic("t", 1, &[]).expect("re-create");
     assert!(store.partition(&stale, 2).is_err());
-    assert_eq!(store.partition(&stale, 0).expect("p").offsets().expect("o"), (0, 0));
+    assert_eq!(
+        store.partition(&stale, 0).expect("p").offsets().expect("o"),
+        (0, 0)
+    );
     assert_clean(&root, 1);
 }

@@ -164,7 +164,13 @@ pub(super) fn make_fresh(
     match fs::create_dir(dir) {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(crate::error::Error::io("create partition directory", dir, e)),
+        Err(e) => {
+            return Err(crate::error::Error::io(
+                "create partition directory",
+                dir,
+                e,
+            ))
+        }
     }
     graves.extend(retire(root, dir, topic, partition, false)?);
     fs::create_dir(dir).ctx("create partition directory", dir)
@@ -260,7 +266,15 @@ mod tests {
             parse_partition_dir("__consumer_offsets-0"),
             Some(("__consumer_offsets", 0))
         );
-        for not in ["orders", "orders-", "-1", "orders-01", "orders-+1", "a b-1", ".ottla"] {
+        for not in [
+            "orders",
+            "orders-",
+            "-1",
+            "orders-01",
+            "orders-+1",
+            "a b-1",
+            ".ottla",
+        ] {
             assert_eq!(parse_partition_dir(not), None, "{not}");
         }
     }
