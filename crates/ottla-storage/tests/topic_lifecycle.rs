@@ -208,11 +208,15 @@ fn leftovers_found_at_open_are_removed_and_nothing_else() {
     ] {
         std::fs::create_dir(root.join(d)).expect("mkdir");
         std::fs::write(root.join(d).join("00000000000000000000.log"), b"secret-x").expect("w");
+        std::fs::write(root.join(d).join("partition.lock"), b"").expect("w");
     }
+    // A create that died before its commit leaves empty directories.
+    std::fs::create_dir(root.join("new-3")).expect("mkdir");
     std::fs::create_dir(root.join(".ottla/deleted-1-2")).expect("mkdir");
     // Not ottla's: left alone.
-    for d in ["notes", "t-01", "t-x"] {
+    for d in ["notes", "t-01", "t-x", "backup-2024"] {
         std::fs::create_dir(root.join(d)).expect("mkdir");
+        std::fs::write(root.join(d).join("readme"), b"mine").expect("w");
     }
     let store = Store::open(&root).expect("reopen");
     let mut names: Vec<String> = std::fs::read_dir(&root)
@@ -223,7 +227,16 @@ fn leftovers_found_at_open_are_removed_and_nothing_else() {
     names.sort();
     assert_eq!(
         names,
-        [".ottla", "a-1-0", "notes", "t-0", "t-01", "t-1", "t-x"]
+        [
+            ".ottla",
+            "a-1-0",
+            "backup-2024",
+            "notes",
+            "t-0",
+            "t-01",
+            "t-1",
+            "t-x"
+        ]
     );
     assert!(!root.join(".ottla/deleted-1-2").exists());
     let t = store.require_topic("t").expect("t");

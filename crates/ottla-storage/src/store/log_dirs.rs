@@ -20,7 +20,8 @@
 //!   then remove those. A crash after the commit leaves directories no
 //!   metadata describes, or `-delete` ones.
 //! * **sweep** ([`sweep`], at `Store::open`): removes `-delete` directories
-//!   and retires every `<topic>-<p>` directory no metadata describes. Only
+//!   and retires every `<topic>-<p>` directory no metadata describes
+//!   (that a `Store` made: see [`is_partition_dir`]). Only
 //!   under the lock is "no metadata describes it" final (a create in
 //!   another process makes its directories before its metadata), so the
 //!   sweep re-checks under the lock what it found without it.
@@ -176,6 +177,16 @@ pub(super) fn make_fresh(
     fs::create_dir(dir).ctx("create partition directory", dir)
 }
 
+/// Whether `dir` (named like a partition directory) is one a `Store` made:
+/// it holds the `partition.lock` every open makes first, or a head, or is
+/// empty (made by a create that died before its commit). Anything else was
+/// put in the data directory by someone else, and the sweep leaves it be.
+fn is_partition_dir(dir: &Path) -> bool {
+    dir.join("partition.lock").exists()
+        || dir.join("partition.head").exists()
+        || fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+}
+
 /// What a sweep found: `-delete` directories to remove, and partition
 /// directories that looked undescribed without the lock.
 #[derive(Default)]
@@ -218,7 +229,7 @@ pub(super) fn find_leftovers(
                     c
                 }
             };
-            if !matches!(count, Some(n) if p < n) {
+            if !matches!(count, Some(n) if p < n) && is_partition_dir(&entry.path()) {
                 found.orphans.push((topic.to_string(), p));
             }
         }
