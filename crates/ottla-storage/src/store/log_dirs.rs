@@ -19,7 +19,7 @@
 //!   in every process stop), rename each directory to a `-delete` name,
 //!   then remove those. A crash after the commit leaves directories no
 //!   metadata describes, or `-delete` ones.
-//! * **sweep** ([`sweep`], at `Store::open`): removes `-delete` directories
+//! * **sweep** (`Store::sweep`, at `Store::open`): removes `-delete` directories
 //!   and retires every `<topic>-<p>` directory no metadata describes
 //!   (that a `Store` made: see [`is_partition_dir`]). Only
 //!   under the lock is "no metadata describes it" final (a create in
