@@ -21,6 +21,8 @@ use crate::log::PartitionLog;
 use crate::offsets::OffsetStore;
 use crate::topic::{is_internal, validate_topic_name, TopicMeta, TopicPartition};
 
+mod log_dirs;
+
 /// A topic as last read from its metadata file.
 #[derive(Clone, Debug)]
 pub struct Topic {
@@ -84,6 +86,12 @@ impl Store {
         store.expect_partitions(1024);
         reg.retain(|_, w| w.strong_count() > 0);
         reg.insert(root, Arc::downgrade(&store));
+        drop(reg);
+        // Outside the registry's lock: the sweep may wait for another
+        // process's delete, and remove many files. Best effort: a leftover
+        // that stays is still never adopted (a create or grow retires it
+        // first); it only costs disk.
+        let _ = store.sweep();
         Ok(store)
     }
 
@@ -211,70 +219,125 @@ impl Store {
         if path.exists() {
             return Err(Error::TopicAlreadyExists(name.to_string()));
         }
-        for p in 0..partitions {
-            let dir = self.partition_dir(name, p);
-            // Files left by a topic deleted while another process held them.
-            if dir.exists() {
-                fs::remove_dir_all(&dir).ctx("clear stale partition", &dir)?;
-            }
-        }
-        // Metadata first: if it cannot be written, nothing is left behind.
-        write_atomic(&path, meta.encode().as_bytes())?;
+        // Directories first, each made fresh, then the metadata: the
+        // commit (see `log_dirs`). A crash in between leaves only empty
+        // directories no metadata describes, which the next sweep removes.
+        let mut graves = Vec::new();
         let made = (0..partitions).try_for_each(|p| {
-            let dir = self.partition_dir(name, p);
-            fs::create_dir_all(&dir).ctx("create partition directory", &dir)
+            log_dirs::make_fresh(
+                &self.root,
+                &self.partition_dir(name, p),
+                name,
+                p,
+                &mut graves,
+            )
+        });
+        let made = made.and_then(|()| {
+            crash_point("create-dirs");
+            write_atomic(&path, meta.encode().as_bytes())
         });
         if let Err(e) = made {
-            let _ = fs::remove_file(&path);
             for p in 0..partitions {
-                let _ = fs::remove_dir_all(self.partition_dir(name, p));
+                let _ = fs::remove_dir(self.partition_dir(name, p));
             }
+            log_dirs::remove_retired(&graves);
             return Err(e);
         }
         self.beacon.bump_metadata();
         drop(_g);
+        log_dirs::remove_retired(&graves);
         self.topic(name)?
             .ok_or_else(|| Error::IllegalState(format!("topic {name} vanished after create")))
     }
 
+    /// Delete a topic: atomically for every process, and crash-atomically
+    /// (see `log_dirs`): the metadata's unlink is the commit; the partition
+    /// directories are then flagged, renamed to `-delete` names and
+    /// removed, and whatever a crash leaves of them is swept at the next
+    /// `Store::open`.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         validate_topic_name(name)?;
-        let _g = self.meta_lock.lock_append()?;
+        let g = self.meta_lock.lock_append()?;
         let meta = self.read_meta(name)?.ok_or_else(|| unknown_topic(name))?;
         let path = self.topics_dir.join(name);
         fs::remove_file(&path).ctx("delete topic metadata", &path)?;
-        for p in 0..meta.partitions {
-            let dir = self.partition_dir(name, p);
-            if !dir.exists() {
-                continue;
-            }
-            // Flag the head first so appenders in every process stop.
-            let cached = self
-                .logs
-                .lock()
-                .remove(&TopicPartition::new(Arc::from(name), p));
-            match cached {
-                Some(log) => log.mark_deleted(),
-                None => {
-                    if let Ok(head) = crate::log::head::Head::open(&dir.join("partition.head")) {
-                        head.mark_deleted();
-                    }
-                }
-            }
-            // Move it aside under a short name (a 249-character topic name
-            // leaves no room for a suffix), then remove it.
-            let grave = self.root.join(".ottla").join(format!(
-                "deleted-{}-{:x}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos())
-            ));
-            fs::rename(&dir, &grave).ctx("move deleted partition", &dir)?;
-            fs::remove_dir_all(&grave).ctx("remove deleted partition", &grave)?;
-        }
+        sync_dir(&self.topics_dir);
         self.topics.lock().remove(name);
         self.beacon.bump_metadata();
+        crash_point("committed");
+        let mut graves = Vec::new();
+        let mut moved = Ok(());
+        for p in 0..meta.partitions {
+            match self.retire_partition(name, p) {
+                Ok(grave) => graves.extend(grave),
+                // The topic is gone already; the sweep retires the rest.
+                Err(e) => {
+                    moved = Err(e);
+                    break;
+                }
+            }
+            if p == 0 {
+                crash_point("moving");
+            }
+        }
+        self.beacon.bump_metadata();
+        drop(g);
+        crash_point("moved");
+        // Outside the lock: the names are unique and nobody's.
+        log_dirs::remove_retired(&graves);
+        moved
+    }
+
+    /// Take partition `p` of `name` out of service (see
+    /// [`log_dirs::retire`]), through this process's open log if it has one.
+    /// The caller holds the metadata lock.
+    fn retire_partition(&self, name: &str, p: u32) -> Result<Option<PathBuf>> {
+        let cached = self
+            .logs
+            .lock()
+            .remove(&TopicPartition::new(Arc::from(name), p));
+        if let Some(log) = &cached {
+            log.mark_deleted();
+        }
+        log_dirs::retire(
+            &self.root,
+            &self.partition_dir(name, p),
+            name,
+            p,
+            cached.is_some(),
+        )
+    }
+
+    /// Remove what crashed deletions, creates and grows left behind:
+    /// `-delete` directories, and partition directories no topic's metadata
+    /// describes (see `log_dirs`).
+    fn sweep(&self) -> Result<()> {
+        let found =
+            log_dirs::find_leftovers(&self.root, &self.root.join(".ottla"), |t| self.read_meta(t))?;
+        let mut graves = found.graves;
+        if !found.orphans.is_empty() {
+            let _g = self.meta_lock.lock_append()?;
+            // Re-read under the lock: a create in another process may have
+            // committed since.
+            let mut counts: HashMap<&str, Option<u32>> = HashMap::new();
+            let mut retired = false;
+            for (topic, p) in &found.orphans {
+                let n = *counts
+                    .entry(topic)
+                    .or_insert_with(|| match self.read_meta(topic) {
+                        Ok(m) => m.map(|m| m.partitions),
+                        Err(_) => Some(u32::MAX),
+                    });
+                if !matches!(n, Some(n) if *p < n) {
+                    graves.extend(self.retire_partition(topic, *p)?);
+                    retired = true;
+                }
+            }
+            if retired {
+                self.beacon.bump_metadata();
+            }
+        }
+        log_dirs::remove_retired(&graves);
         Ok(())
     }
 
@@ -309,14 +372,33 @@ impl Store {
                 crate::topic::MAX_PARTITIONS
             )));
         }
-        for p in meta.partitions..total {
-            let dir = self.partition_dir(name, p);
-            fs::create_dir_all(&dir).ctx("create partition directory", &dir)?;
-        }
+        // As in `create_topic`: fresh directories, then the commit.
+        let old = meta.partitions;
+        let mut graves = Vec::new();
+        let made = (old..total).try_for_each(|p| {
+            log_dirs::make_fresh(
+                &self.root,
+                &self.partition_dir(name, p),
+                name,
+                p,
+                &mut graves,
+            )
+        });
         meta.partitions = total;
-        write_atomic(&self.topics_dir.join(name), meta.encode().as_bytes())?;
+        let made = made.and_then(|()| {
+            crash_point("grow-dirs");
+            write_atomic(&self.topics_dir.join(name), meta.encode().as_bytes())
+        });
+        if let Err(e) = made {
+            for p in old..total {
+                let _ = fs::remove_dir(self.partition_dir(name, p));
+            }
+            log_dirs::remove_retired(&graves);
+            return Err(e);
+        }
         self.beacon.bump_metadata();
         drop(_g);
+        log_dirs::remove_retired(&graves);
         self.topic(name)?
             .ok_or_else(|| Error::IllegalState(format!("topic {name} vanished")))
     }
@@ -409,19 +491,52 @@ impl Store {
         if open >= self.fd_room.load(Ordering::Relaxed) {
             self.expect_partitions((4 * open).max(256));
         }
-        let log = Arc::new(PartitionLog::open(
-            &self.partition_dir(&topic.name, partition),
-            topic.name.clone(),
-            partition,
-            topic.config.clone(),
-            self.beacon.clone(),
-        )?);
+        let dir = self.partition_dir(&topic.name, partition);
+        let open = || {
+            PartitionLog::open_existing(
+                &dir,
+                topic.name.clone(),
+                partition,
+                topic.config.clone(),
+                self.beacon.clone(),
+            )
+        };
+        let log = match open() {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                self.remake_partition_dir(&topic.name, partition)?;
+                open().map_err(|e| match e {
+                    Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                        unknown_partition(&topic.name, partition)
+                    }
+                    e => e,
+                })?
+            }
+            other => other?,
+        };
+        let log = Arc::new(log);
         let mut logs = self.logs.lock();
         let entry = logs.entry(key).or_insert_with(|| log.clone());
         if entry.is_deleted() {
             *entry = log.clone();
         }
         Ok(entry.clone())
+    }
+
+    /// A partition directory is missing: deleted (this caller's `Topic` is
+    /// stale), or never made (a topic an earlier version created and
+    /// crashed before making all its directories). Make it only if the
+    /// metadata on disk, read under the lock, says the partition exists: a
+    /// directory made outside the lock, for a topic since deleted, would
+    /// be a leftover another create could find.
+    fn remake_partition_dir(&self, name: &str, partition: u32) -> Result<()> {
+        let _g = self.meta_lock.lock_append()?;
+        match self.read_meta(name)? {
+            Some(m) if partition < m.partitions => {
+                let dir = self.partition_dir(name, partition);
+                fs::create_dir_all(&dir).ctx("create partition directory", &dir)
+            }
+            _ => Err(unknown_partition(name, partition)),
+        }
     }
 
     /// Open many partitions at once (a consumer's assignment), on up to
@@ -551,6 +666,30 @@ impl Store {
                 std::thread::sleep(Duration::from_millis(every));
             })
             .ok();
+    }
+}
+
+/// The crash tests' hook (see `log::partition::crash_point`):
+/// `OTTLA_TOPIC_CRASH_AT=create-dirs` (`grow-dirs`) stops a create (a
+/// grow) once its directories exist, before the metadata commits it; `committed` stops a delete once
+/// the metadata is gone, `moving` once the first partition directory is
+/// renamed aside, `moved` once all are, before they are removed.
+fn crash_point(step: &str) {
+    crate::log::partition::crash_point("OTTLA_TOPIC_CRASH_AT", step);
+}
+
+/// fsync a directory so a rename or unlink in it survives a power loss.
+/// Best effort, as in `write_atomic`.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+fn unknown_partition(topic: &str, partition: u32) -> Error {
+    Error::UnknownTopicOrPartition {
+        topic: topic.to_string(),
+        partition: partition as i64,
     }
 }
 

@@ -98,12 +98,39 @@ impl PartitionLog {
         config: Arc<TopicConfig>,
         beacon: Arc<Beacon>,
     ) -> Result<PartitionLog> {
+        Self::open_in(dir, topic, partition, config, beacon, true)
+    }
+
+    /// Open the partition in `dir`, which must exist: an `Io` error of
+    /// kind `NotFound` otherwise. A `Store` makes partition directories
+    /// only under its metadata lock (see `store::log_dirs`), so that a
+    /// directory never outlives its topic unnoticed.
+    pub fn open_existing(
+        dir: &Path,
+        topic: Arc<str>,
+        partition: u32,
+        config: Arc<TopicConfig>,
+        beacon: Arc<Beacon>,
+    ) -> Result<PartitionLog> {
+        Self::open_in(dir, topic, partition, config, beacon, false)
+    }
+
+    fn open_in(
+        dir: &Path,
+        topic: Arc<str>,
+        partition: u32,
+        config: Arc<TopicConfig>,
+        beacon: Arc<Beacon>,
+        create: bool,
+    ) -> Result<PartitionLog> {
         // The directory usually exists: create it only when the lock file
         // cannot be opened for want of it (saves a mkdir and a stat per
         // partition on open).
         let lock_path = dir.join("partition.lock");
         let lock = match LockFile::open(&lock_path) {
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::Io { source, .. })
+                if create && source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 std::fs::create_dir_all(dir).ctx("create partition directory", dir)?;
                 LockFile::open(&lock_path)?
             }
