@@ -8,6 +8,7 @@ import socket
 import struct
 
 API_PRODUCE = 0
+API_FETCH = 1
 API_METADATA = 3
 API_API_VERSIONS = 18
 API_INIT_PRODUCER_ID = 22
@@ -135,3 +136,54 @@ def record_batch(
     for i, v in enumerate(values):
         b.append(i, timestamp=None, key=None, value=v, headers=[])
     return bytes(b.build())
+
+
+def fetch(
+    sock: socket.socket,
+    topic: str,
+    partitions: list[tuple[int, int]],
+    max_bytes: int,
+    partition_max_bytes: int,
+    correlation_id: int = 4,
+) -> tuple[int, list[tuple[int, int, int, bytes]]]:
+    """Fetch v4 of ``partitions`` [(partition, fetch offset)], in that order,
+    without waiting: (response frame size, [(partition, error code, high
+    watermark, records)])."""
+    body = struct.pack(">iiiib", -1, 0, 0, max_bytes, 0)
+    body += struct.pack(">i", 1) + _str(topic) + struct.pack(">i", len(partitions))
+    for p, offset in partitions:
+        body += struct.pack(">iqi", p, offset, partition_max_bytes)
+    sock.sendall(frame(API_FETCH, 4, correlation_id, body))
+    (size,) = struct.unpack(">i", recv_exact(sock, 4))
+    data = recv_exact(sock, size)
+    (cid,) = struct.unpack(">i", data[:4])
+    assert cid == correlation_id
+    at = 8  # correlation id, throttle time
+    (ntopics,) = struct.unpack(">i", data[at : at + 4])
+    assert ntopics == 1
+    (tlen,) = struct.unpack(">h", data[at + 4 : at + 6])
+    at += 6 + tlen
+    (nparts,) = struct.unpack(">i", data[at : at + 4])
+    at += 4
+    out = []
+    for _ in range(nparts):
+        p, err, hw, _lso, naborted = struct.unpack(">ihqqi", data[at : at + 26])
+        at += 26 + 16 * max(naborted, 0)
+        (rlen,) = struct.unpack(">i", data[at : at + 4])
+        at += 4
+        records = data[at : at + max(rlen, 0)]
+        at += max(rlen, 0)
+        out.append((p, err, hw, records))
+    return 4 + size, out
+
+
+def batch_sizes(records: bytes) -> list[int]:
+    """The sizes of the record batches in ``records``, a trailing partial
+    batch included as what is there of it."""
+    sizes = []
+    at = 0
+    while at + 12 <= len(records):
+        (n,) = struct.unpack(">i", records[at + 8 : at + 12])
+        sizes.append(min(12 + n, len(records) - at))
+        at += 12 + n
+    return sizes

@@ -58,6 +58,10 @@ pub struct BrokerConfig {
     pub num_partitions: u32,
     /// Frames larger than this close the connection before anything is allocated.
     pub max_request_bytes: usize,
+    /// The most record bytes one Fetch response carries, whatever the request
+    /// asks (Kafka's broker `fetch.max.bytes`); one first batch larger than
+    /// the limit is still returned whole, so a consumer always progresses.
+    pub fetch_max_bytes: usize,
     pub durability: Durability,
     /// How long a started frame may take to arrive in full.
     pub frame_timeout: Duration,
@@ -73,6 +77,7 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             num_partitions: 1,
             max_request_bytes: 100 * 1024 * 1024,
+            fetch_max_bytes: 55 * 1024 * 1024,
             durability: Durability::PageCache,
             frame_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
@@ -90,7 +95,28 @@ pub struct Shared {
     pub groups: coordinator::group::GroupCoordinator,
     pub producer_ids: coordinator::producer_id::ProducerIdManager,
     pub replicas: replica::ReplicaManager,
+    /// Turns true when the broker is asked to stop (see [`Broker::close`]).
+    pub stopping: watch::Receiver<bool>,
 }
+
+impl Shared {
+    /// `fut`'s output, or `None` if the broker is stopping first: for
+    /// requests that wait on other clients (a rebalance), which a stopping
+    /// broker answers at once instead of holding its close up.
+    pub async fn unless_stopping<F: std::future::Future>(&self, fut: F) -> Option<F::Output> {
+        let mut stopping = self.stopping.clone();
+        if *stopping.borrow_and_update() {
+            return None;
+        }
+        tokio::select! {
+            out = fut => Some(out),
+            _ = stopping.changed() => None,
+        }
+    }
+}
+
+/// How long [`Broker::close`] waits for connections to finish their requests.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running broker. Listening once [`Broker::start`] returns.
 pub struct Broker {
@@ -118,7 +144,9 @@ impl Broker {
             .enable_all()
             .build()
             .map_err(|e| Error::IllegalState(format!("cannot start the broker runtime: {e}")))?;
-        let (replicas, waker) = replica::ReplicaManager::start(store.clone(), config.durability);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (replicas, waker) =
+            replica::ReplicaManager::start(store.clone(), config.durability, shutdown_rx.clone());
         let advertised_host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_string()
         } else {
@@ -132,8 +160,8 @@ impl Broker {
             advertised_host,
             advertised_port: addr.port(),
             config,
+            stopping: shutdown_rx.clone(),
         });
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let listener = {
             let _g = runtime.enter();
@@ -171,13 +199,20 @@ impl Broker {
 
     /// Stop accepting, close every connection, stop the runtime, and let go
     /// of the directory (the last holder of a partition marks it clean).
+    ///
+    /// A graceful stop: each connection takes no new request, answers the
+    /// one in hand (a long-polling Fetch answers with what there is, a
+    /// JoinGroup or SyncGroup waiting on a rebalance with NOT_COORDINATOR),
+    /// then closes (see `net::connection`), so a client never has a request
+    /// appended without its answer. Bounded: after `CLOSE_TIMEOUT` the
+    /// runtime is stopped whatever is left.
     pub fn close(&mut self) {
         self.shutdown.send_replace(true);
         if let Some(rt) = self.runtime.take() {
             if let Some(mut done) = self.finished.lock().take() {
                 // Every task holds a sender; recv() ends when the last one drops.
                 rt.block_on(async {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), done.recv()).await;
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, done.recv()).await;
                 });
             }
             rt.shutdown_timeout(Duration::from_secs(1));

@@ -383,3 +383,199 @@ fn the_waker_wakes_a_parked_fetch_whether_or_not_it_was_watching() {
     drop(parked);
     waker.stop();
 }
+
+/// A whole request frame: size, header v1, body.
+fn request<T: kafka_protocol::protocol::Encodable>(
+    api: kafka_protocol::messages::ApiKey,
+    version: i16,
+    correlation: i32,
+    body: &T,
+) -> Vec<u8> {
+    use bytes::BufMut;
+    use kafka_protocol::protocol::Encodable;
+    let mut header = kafka_protocol::messages::RequestHeader::default();
+    header.request_api_key = api as i16;
+    header.request_api_version = version;
+    header.correlation_id = correlation;
+    let mut buf = bytes::BytesMut::new();
+    buf.put_i32(0);
+    header
+        .encode(&mut buf, api.request_header_version(version))
+        .expect("header");
+    body.encode(&mut buf, version).expect("body");
+    let n = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&n.to_be_bytes());
+    buf.to_vec()
+}
+
+/// The next response: (frame size, correlation id, body).
+fn response<T: kafka_protocol::protocol::Decodable>(
+    s: &mut TcpStream,
+    api: kafka_protocol::messages::ApiKey,
+    version: i16,
+) -> (usize, i32, T) {
+    use kafka_protocol::protocol::Decodable;
+    let mut size = [0u8; 4];
+    s.read_exact(&mut size).expect("response size");
+    let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
+    s.read_exact(&mut body).expect("response body");
+    let mut body = Bytes::from(body);
+    let n = 4 + body.len();
+    let header = kafka_protocol::messages::ResponseHeader::decode(
+        &mut body,
+        api.response_header_version(version),
+    )
+    .expect("response header");
+    (
+        n,
+        header.correlation_id,
+        T::decode(&mut body, version).expect("response body"),
+    )
+}
+
+/// A Fetch v4 of `partitions` [(partition, offset)] of `topic`, in that order.
+fn fetch_request(
+    topic: &str,
+    partitions: &[(i32, i64)],
+    max_bytes: i32,
+    partition_max_bytes: i32,
+    max_wait_ms: i32,
+) -> Vec<u8> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, FetchRequest, TopicName};
+    let mut t = FetchTopic::default();
+    t.topic = TopicName(topic.to_string().into());
+    for &(p, offset) in partitions {
+        let mut fp = FetchPartition::default();
+        fp.partition = p;
+        fp.fetch_offset = offset;
+        fp.partition_max_bytes = partition_max_bytes;
+        t.partitions.push(fp);
+    }
+    let mut req = FetchRequest::default();
+    req.replica_id = (-1).into();
+    req.max_wait_ms = max_wait_ms;
+    req.min_bytes = 1;
+    req.max_bytes = max_bytes;
+    req.topics.push(t);
+    request(ApiKey::Fetch, 4, 7, &req)
+}
+
+/// Sizes of the whole batches in `records` (panics on a partial one).
+fn batch_sizes(records: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < records.len() {
+        let len = &records[at + 8..at + 12];
+        let n = 12 + u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        assert!(at + n <= records.len(), "a partial batch");
+        out.push(n);
+        at += n;
+    }
+    out
+}
+
+#[test]
+fn only_the_first_batch_of_a_fetch_response_may_exceed_its_limits() {
+    use kafka_protocol::messages::{ApiKey, FetchResponse};
+    use ottla_client::producer::{Producer, ProducerConfig};
+    const PARTITIONS: u32 = 4;
+    const VALUE: usize = 400_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("store");
+    let p = Producer::new(
+        store.clone(),
+        ProducerConfig {
+            num_partitions: PARTITIONS,
+            ..Default::default()
+        },
+    )
+    .expect("producer");
+    // Three batches of one 400 kB record in each partition.
+    let value = vec![7u8; VALUE];
+    for part in 0..PARTITIONS {
+        for _ in 0..3 {
+            p.send("big", None, Some(&value), &[], Some(part), None)
+                .expect("send");
+            for c in p.flush() {
+                assert!(c.error().is_none(), "{:?}", c.error());
+                c.run();
+            }
+        }
+    }
+    let broker = Broker::start(store, BrokerConfig::default()).expect("start");
+    let mut s = TcpStream::connect(broker.local_addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut fetch = |parts: &[(i32, i64)], max_bytes: i32, partition_max: i32| {
+        s.write_all(&fetch_request("big", parts, max_bytes, partition_max, 0))
+            .expect("write");
+        let (size, _, r): (usize, i32, FetchResponse) = response(&mut s, ApiKey::Fetch, 4);
+        let got: Vec<(i32, usize, usize)> = r.responses[0]
+            .partitions
+            .iter()
+            .map(|pd| {
+                assert_eq!(pd.error_code, code::NONE);
+                let records = pd.records.clone().unwrap_or_default();
+                let sizes = batch_sizes(&records);
+                (pd.partition_index, sizes.len(), records.len())
+            })
+            .collect();
+        (size, got)
+    };
+    let all: Vec<(i32, i64)> = (0..PARTITIONS as i32).map(|p| (p, 0)).collect();
+    let batches = |got: &[(i32, usize, usize)]| -> Vec<(i32, usize)> {
+        got.iter().map(|&(p, n, _)| (p, n)).collect()
+    };
+
+    // Two batches fit the first partition; the others' next batch does not
+    // fit what is left of the response.
+    let (size, got) = fetch(&all, 1_000_000, 1_000_000);
+    assert_eq!(batches(&got), [(0, 2), (1, 0), (2, 0), (3, 0)]);
+    assert!(got.iter().map(|g| g.2).sum::<usize>() <= 1_000_000);
+    assert!(size <= 1_000_000 + 1024, "{size}");
+    // A partition limit below one batch: only the response's first batch exceeds it.
+    let (_, got) = fetch(&all, 50_000_000, 100_000);
+    assert_eq!(batches(&got), [(0, 1), (1, 0), (2, 0), (3, 0)]);
+    // A response limit below one batch: the first batch alone, whole.
+    let (_, got) = fetch(&all, 100_000, 1_000_000);
+    assert_eq!(batches(&got), [(0, 1), (1, 0), (2, 0), (3, 0)]);
+    // The first partition with records, in request order, gets the exception.
+    let (_, got) = fetch(&[(0, 3), (3, 0), (1, 0)], 100_000, 100_000);
+    assert_eq!(batches(&got), [(0, 0), (3, 1), (1, 0)]);
+}
+
+#[test]
+fn a_stopping_broker_answers_the_request_in_hand_then_closes() {
+    use kafka_protocol::messages::{ApiKey, FetchResponse};
+    let (_dir, mut broker) = start(BrokerConfig::default());
+    let mut s = TcpStream::connect(broker.local_addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let shared = broker.shared.clone().expect("running");
+    shared
+        .store
+        .topic_or_create("idle", true, 1)
+        .expect("topic");
+    // A long poll on an empty partition: in the broker's hands once parked.
+    s.write_all(&fetch_request(
+        "idle",
+        &[(0, 0)],
+        1_000_000,
+        1_000_000,
+        60_000,
+    ))
+    .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared.replicas.waiting_fetches() == 0 {
+        assert!(Instant::now() < deadline, "the fetch never parked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(shared);
+    // Answered (with nothing), not cut off, then the connection closes.
+    broker.close();
+    let (_, correlation, r): (usize, i32, FetchResponse) = response(&mut s, ApiKey::Fetch, 4);
+    assert_eq!(correlation, 7);
+    assert_eq!(r.responses[0].partitions[0].error_code, code::NONE);
+    assert!(closes(&mut s, Duration::from_secs(5)));
+}

@@ -96,6 +96,7 @@ pub async fn describe(
                         c.auto_create_topics.to_string(),
                     ),
                     ("socket.request.max.bytes", c.max_request_bytes.to_string()),
+                    ("fetch.max.bytes", c.fetch_max_bytes.to_string()),
                     ("log.dirs", shared.store.root().display().to_string()),
                 ];
                 for (k, val) in pairs {

@@ -1,6 +1,16 @@
 //! Fetch: the request's partitions read through the replica manager, their
 //! stored batches put into the response as they are; the replica manager
 //! long-polls when there is less than `min_bytes`.
+//!
+//! Limits (KIP-74, as Kafka's `ReplicaManager.readFromLog`): the records of
+//! the whole response fit `max_bytes`, capped by the broker's
+//! `fetch_max_bytes`; each partition's fit `partition_max_bytes` and what
+//! is left of the response's. Partitions are filled in request order. The
+//! one exception is the response's first batch: when it alone is larger
+//! than the limits it is returned whole (`min_one`), so a consumer never
+//! sticks behind a batch larger than its limits. After the first partition
+//! with records there is no exception: a partition whose next batch does
+//! not fit what is left returns no records.
 
 use std::sync::Arc;
 
@@ -18,11 +28,7 @@ pub async fn handle(
     req: FetchRequest,
     _v: i16,
 ) -> FetchResponse {
-    let max_bytes = if req.max_bytes > 0 {
-        req.max_bytes as usize
-    } else {
-        usize::MAX
-    };
+    let max_bytes = (req.max_bytes.max(0) as usize).min(shared.config.fetch_max_bytes);
     shared
         .replicas
         .fetch(req.max_wait_ms, req.min_bytes, || {
@@ -41,6 +47,9 @@ fn gather(
     let mut resp = FetchResponse::default();
     let mut total = 0usize;
     let mut errors = false;
+    // True until a partition returns records: only the response's first
+    // batch may exceed the limits.
+    let mut min_one = true;
     for t in &req.topics {
         let name = t.topic.as_str();
         let mut tr = FetchableTopicResponse::default();
@@ -59,6 +68,7 @@ fn gather(
                     p.partition,
                     p.fetch_offset,
                     budget,
+                    min_one,
                 ),
                 Ok(None) => ReadResult::error(code::UNKNOWN_TOPIC_OR_PARTITION),
                 Err(e) => ReadResult::error(kafka_code(e)),
@@ -73,6 +83,7 @@ fn gather(
                 pd.log_start_offset = start;
             }
             if let Some(records) = read.records {
+                min_one &= records.is_empty();
                 total += records.len();
                 pd.records = Some(records);
             }

@@ -98,12 +98,21 @@ pub async fn join(
     let member_id = jr.member_id.clone();
     let outcome = match blocking(|| shared.groups.join(jr)) {
         Pending::Ready(o) => o,
-        Pending::Wait(rx) => rx.await.unwrap_or_else(|_| JoinOutcome {
-            error: code::UNKNOWN_MEMBER_ID,
-            generation: -1,
-            member_id,
-            ..Default::default()
-        }),
+        Pending::Wait(rx) => match shared.unless_stopping(rx).await {
+            Some(Ok(o)) => o,
+            waited => JoinOutcome {
+                // As Kafka's coordinator answers the joins it holds when it
+                // unloads the group: find the coordinator again.
+                error: if waited.is_none() {
+                    code::NOT_COORDINATOR
+                } else {
+                    code::UNKNOWN_MEMBER_ID
+                },
+                generation: -1,
+                member_id,
+                ..Default::default()
+            },
+        },
     };
     crate::errors::debug(&format!(
         "JoinGroup -> error {} gen {} member {} leader {} ({} members)",
@@ -154,9 +163,12 @@ pub async fn sync(
     );
     let (error, assignment): SyncOutcome = match pending {
         Pending::Ready(o) => o,
-        Pending::Wait(rx) => rx
-            .await
-            .unwrap_or((code::UNKNOWN_MEMBER_ID, bytes::Bytes::new())),
+        Pending::Wait(rx) => match shared.unless_stopping(rx).await {
+            Some(Ok(o)) => o,
+            Some(Err(_)) => (code::UNKNOWN_MEMBER_ID, bytes::Bytes::new()),
+            // The broker is stopping (as for JoinGroup).
+            None => (code::NOT_COORDINATOR, bytes::Bytes::new()),
+        },
     };
     crate::errors::debug(&format!(
         "SyncGroup {} gen {} member {} -> error {error}, {} bytes",

@@ -9,14 +9,36 @@
 //!   between frames a connection may idle for `idle_timeout`;
 //! - any error (malformed request, unknown API, encode failure) closes this
 //!   connection only.
+//!
+//! When the broker stops, a connection takes no new request (not even one
+//! already read), lets the request in hand finish and writes its response,
+//! then closes without a reset. Invariant: a request taken is answered, and
+//! the answer can be read, before the connection closes. A Produce may be
+//! appended by then; a client that loses its response retries it, and
+//! without idempotence the records are written twice. So the close:
+//! - lingers until `CLOSE_LINGER` after the last response, reading and
+//!   dropping what the client still sends (requests that are never
+//!   appended): a client may drop responses that arrive together with the
+//!   end of the stream (kafka-python discards the data of a read that
+//!   also meets EOF), so the end comes after the client has had time to
+//!   read them;
+//! - then sends FIN, and reads and drops until the client closes or
+//!   `CLOSE_LINGER` passes again: closing a socket with unread bytes sends
+//!   a reset, and a client that meets one (a broken pipe on its next write)
+//!   fails every request in flight, answered or not, and retries them.
+//!
+//! The client sees its unanswered requests fail with the connection and
+//! retries them on the next broker; none of them was appended.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use crate::dispatch::{self, Reply, Session};
 use crate::Shared;
@@ -25,6 +47,10 @@ use crate::Shared;
 /// buffer of their own.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// How long a stopping broker leaves a client to read its last responses,
+/// and then to close (both within `Broker::close`'s own bound).
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 pub struct Connection {
     socket: TcpStream,
     session: Session,
@@ -32,6 +58,8 @@ pub struct Connection {
     shutdown: watch::Receiver<bool>,
     /// Bytes read from the socket and not yet handed on as a frame.
     rbuf: BytesMut,
+    /// When the last response was written (see `close_gracefully`).
+    last_reply: Option<Instant>,
     /// Held until the connection ends; the broker's close() waits for all of them.
     _done: mpsc::Sender<()>,
 }
@@ -50,6 +78,7 @@ impl Connection {
             shared,
             shutdown,
             rbuf: BytesMut::new(),
+            last_reply: None,
             _done: done,
         }
     }
@@ -62,21 +91,58 @@ impl Connection {
 
     async fn serve(&mut self) -> Result<(), String> {
         loop {
+            // Stopping: no new request, even one already read.
+            if *self.shutdown.borrow() {
+                return self.close_gracefully().await;
+            }
             let Some(frame) = self.read_frame().await? else {
+                if *self.shutdown.borrow() {
+                    return self.close_gracefully().await;
+                }
                 return Ok(());
             };
-            let reply = tokio::select! {
-                r = dispatch::handle(&self.shared, &mut self.session, frame) => r,
-                _ = self.shutdown.changed() => return Ok(()),
-            };
-            match reply {
-                Reply::Send(buf) => self
-                    .socket
-                    .write_all(&buf)
-                    .await
-                    .map_err(|e| format!("write: {e}"))?,
+            // Not raced against shutdown: a request taken is answered (see
+            // the module's invariant); requests that wait end early on their
+            // own when the broker stops.
+            match dispatch::handle(&self.shared, &mut self.session, frame).await {
+                Reply::Send(buf) => {
+                    self.socket
+                        .write_all(&buf)
+                        .await
+                        .map_err(|e| format!("write: {e}"))?;
+                    self.last_reply = Some(Instant::now());
+                }
                 Reply::Nothing => {}
                 Reply::Close(why) => return Err(why),
+            }
+        }
+    }
+
+    /// Every response is written: let the client read them, send FIN, and
+    /// let the client close first (see the module comment).
+    async fn close_gracefully(&mut self) -> Result<(), String> {
+        if let Some(at) = self.last_reply {
+            if self.discard_until(at + CLOSE_LINGER).await {
+                return Ok(());
+            }
+        }
+        self.socket
+            .shutdown()
+            .await
+            .map_err(|e| format!("shutdown: {e}"))?;
+        self.discard_until(Instant::now() + CLOSE_LINGER).await;
+        Ok(())
+    }
+
+    /// Read and drop what the client sends until `deadline`; true if the
+    /// client closed (or the socket failed) first.
+    async fn discard_until(&mut self, deadline: Instant) -> bool {
+        let mut sink = [0u8; 4096];
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.read(&mut sink)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => {}
+                Err(_) => return false,
             }
         }
     }

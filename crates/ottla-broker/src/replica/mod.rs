@@ -46,12 +46,19 @@ pub struct ReplicaManager {
     wake: watch::Receiver<u64>,
     /// Fetches waiting on `wake`; the waker watches the beacon only for them.
     wake_interest: Arc<wake::Interest>,
+    /// Turns true when the broker stops: long polls answer at once.
+    stopping: watch::Receiver<bool>,
 }
 
 impl ReplicaManager {
     /// The replica manager over `store`, and the thread that wakes its long
-    /// polls (stopped by the broker on close).
-    pub fn start(store: Arc<Store>, durability: Durability) -> (ReplicaManager, wake::Waker) {
+    /// polls (stopped by the broker on close); `stopping` turns true when
+    /// the broker stops.
+    pub fn start(
+        store: Arc<Store>,
+        durability: Durability,
+        stopping: watch::Receiver<bool>,
+    ) -> (ReplicaManager, wake::Waker) {
         let (wake_tx, wake_rx) = watch::channel(0u64);
         let wake_interest = Arc::new(wake::Interest::default());
         let waker = wake::Waker::start(store.beacon().clone(), wake_tx, wake_interest.clone());
@@ -61,6 +68,7 @@ impl ReplicaManager {
             producers: ProducerTable::default(),
             wake: wake_rx,
             wake_interest,
+            stopping,
         };
         (replicas, waker)
     }
@@ -91,6 +99,11 @@ impl ReplicaManager {
                 },
             }
         })
+    }
+
+    /// How many Fetch requests are waiting for an append now.
+    pub fn waiting_fetches(&self) -> usize {
+        self.wake_interest.waiting()
     }
 
     /// Forget a deleted topic's producers.

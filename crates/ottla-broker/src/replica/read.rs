@@ -67,19 +67,27 @@ impl ReplicaManager {
             }
             // Held while waiting: the waker watches the beacon only for us.
             let _parked = self.wake_interest.park();
-            match tokio::time::timeout_at(deadline, wake.changed()).await {
-                Ok(Ok(())) => continue,
+            let mut stopping = self.stopping.clone();
+            if *stopping.borrow_and_update() {
+                return resp;
+            }
+            let woken = tokio::select! {
+                r = tokio::time::timeout_at(deadline, wake.changed()) => matches!(r, Ok(Ok(()))),
+                _ = stopping.changed() => false,
+            };
+            if !woken {
                 // Timed out, or the broker is stopping: answer with what there is.
-                _ => {
-                    let (resp, _, _) = crate::blocking(&mut gather);
-                    return resp;
-                }
+                let (resp, _, _) = crate::blocking(&mut gather);
+                return resp;
             }
         }
     }
 
     /// Read `partition` of `topic` (requested as `name`) from `offset`, at
-    /// most `budget` bytes; a budget of 0 reports the offsets only.
+    /// most `budget` bytes, except that with `min_one` a first batch larger
+    /// than `budget` is returned whole (Kafka's `minOneMessage`); without
+    /// it, such a batch means no records, only the offsets.
+    #[allow(clippy::too_many_arguments)]
     pub fn read(
         &self,
         cursors: &mut Cursors,
@@ -88,6 +96,7 @@ impl ReplicaManager {
         partition: i32,
         offset: i64,
         budget: usize,
+        min_one: bool,
     ) -> ReadResult {
         let log = if partition >= 0 {
             self.store
@@ -107,7 +116,7 @@ impl ReplicaManager {
             *owner = Arc::downgrade(&log);
             *cursor = None;
         }
-        if budget == 0 {
+        if budget == 0 && !min_one {
             // Over the response limit: report watermarks only.
             return match log.offsets() {
                 Ok((start, end)) => ReadResult {
@@ -118,7 +127,18 @@ impl ReplicaManager {
                 Err(e) => ReadResult::error(kafka_code(&e)),
             };
         }
+        let before = *cursor;
         match log.read(offset, budget, cursor, true) {
+            // The log returns more than `budget` only when its first batch
+            // alone is larger: refused here, and read again next time.
+            Ok(f) if !min_one && f.bytes.len() > budget => {
+                *cursor = before;
+                ReadResult {
+                    error: code::NONE,
+                    offsets: Some((f.log_start_offset, f.high_watermark)),
+                    records: Some(Bytes::new()),
+                }
+            }
             Ok(f) => ReadResult {
                 error: if f.bytes.is_empty() && f.error.is_some() {
                     code::KAFKA_STORAGE_ERROR

@@ -40,6 +40,11 @@ impl Interest {
         }
         Parked(self.clone())
     }
+
+    /// How many Fetch requests are waiting now.
+    pub fn waiting(&self) -> usize {
+        self.parked.load(Ordering::Acquire)
+    }
 }
 
 pub struct Parked(Arc<Interest>);
