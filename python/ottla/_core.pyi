@@ -478,7 +478,10 @@ class Consumer:
         """The group's committed offset for ``partition``, or None."""
     def commit(self, offsets: Mapping[_TP, Any] | None = None) -> None:
         """Commit the current positions, or ``{TopicPartition: offset}`` (an
-        int or an ``OffsetAndMetadata``) if given."""
+        int or an ``OffsetAndMetadata``) if given. A consumer that is not a
+        member (a hand-made ``assign``) commits only while the group has no
+        members: ``GroupNotEmptyError``, or ``GroupMemberConflictError`` while
+        a broker coordinates the group."""
     def offsets_for_times(
         self, timestamps: Mapping[_TP, int]
     ) -> dict[TopicPartition, OffsetAndTimestamp | None]:

@@ -202,6 +202,7 @@ impl Store {
         }
         let cfg =
             TopicConfig::from_overrides(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        crate::topic::check_config(name, &cfg)?;
         let meta = TopicMeta {
             partitions,
             overrides: cfg.overrides.clone(),
@@ -238,6 +239,7 @@ impl Store {
     }
 
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        crate::topic::check_deletable(name)?;
         validate_topic_name(name)?;
         let _g = self.meta_lock.lock_append()?;
         let meta = self.read_meta(name)?.ok_or_else(|| unknown_topic(name))?;
@@ -342,6 +344,7 @@ impl Store {
             }
         }
         let cfg = Arc::new(meta.config()?);
+        crate::topic::check_config(name, &cfg)?;
         meta.overrides = cfg.overrides.clone();
         write_atomic(&self.topics_dir.join(name), meta.encode().as_bytes())?;
         self.beacon.bump_metadata();

@@ -18,6 +18,7 @@ use super::{blocking, s, topic_name};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::Shared;
+use ottla_client::group::admin::commit_outside_group;
 use ottla_storage::error::Error;
 
 pub async fn commit(
@@ -64,13 +65,24 @@ pub async fn commit(
             per_partition.push((t.name.clone(), p.partition_index, c));
         }
     }
+    // Not from a member of a group coordinated here: written only while the
+    // group has no members anywhere (embedded ones included), and a
+    // non-member of an active group gets Kafka's UNKNOWN_MEMBER_ID.
+    let outside = error == code::NONE && !shared.groups.is_active(&group);
     let written = blocking(|| {
-        shared
-            .store
-            .offsets()
-            .and_then(|o| o.commit(&group, &entries, shared.config.durability))
+        if outside {
+            commit_outside_group(&shared.store, &group, &entries, shared.config.durability)
+        } else {
+            shared
+                .store
+                .offsets()
+                .and_then(|o| o.commit(&group, &entries, shared.config.durability))
+        }
     });
-    let write_error = written.err().map(|e: Error| kafka_code(&e));
+    let write_error = written.err().map(|e: Error| match e {
+        Error::GroupNotEmpty(_) | Error::GroupCoordinatedByBroker { .. } => code::UNKNOWN_MEMBER_ID,
+        e => kafka_code(&e),
+    });
     let mut resp = OffsetCommitResponse::default();
     for (name, partition, c) in per_partition {
         let c = match (c, write_error) {
