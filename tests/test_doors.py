@@ -13,7 +13,12 @@ import ottla
 
 pytest.importorskip("kafka")
 import kafka
-from kafka.errors import CommitFailedError, InconsistentGroupProtocolError, UnknownMemberIdError
+from kafka.errors import (
+    CommitFailedError,
+    InconsistentGroupProtocolError,
+    OffsetMetadataTooLargeError,
+    UnknownMemberIdError,
+)
 
 from helpers import kafka_poll as poll_until
 
@@ -184,3 +189,36 @@ def test_an_embedded_commit_cannot_overwrite_an_active_group(
         assert admin.group_offsets("g")[("t", 0)]["committed"] == 1
     finally:
         outsider.close()
+
+
+def test_commits_are_checked_as_kafka_checks_them(broker: ottla.Broker, data_dir: Path) -> None:
+    """Kafka checks a commit's metadata size (offset.metadata.max.bytes,
+    4096), not its offset; the same at both doors."""
+    fill(data_dir, "t", 3)
+    tp = ottla.TopicPartition("t", 0)
+    admin = ottla.Admin(data_dir)
+    with ottla.Consumer(data_dir, group_id="g", enable_auto_commit=False) as c:
+        c.assign([tp])
+        with pytest.raises(ottla.OffsetMetadataTooLargeError):
+            c.commit({tp: ottla.OffsetAndMetadata(1, "é" * 20_000)})
+        c.commit({tp: ottla.OffsetAndMetadata(1, "m" * 4096)})
+    assert admin.group_offsets("g")[("t", 0)]["committed"] == 1
+    ktp = kafka.TopicPartition("t", 0)
+    kc = kafka.KafkaConsumer(
+        bootstrap_servers=broker.bootstrap_servers, group_id="g", enable_auto_commit=False
+    )
+    try:
+        kc.assign([ktp])
+        with pytest.raises(OffsetMetadataTooLargeError):
+            kc.commit({ktp: kafka.structs.OffsetAndMetadata(2, "m" * 4097, -1)})
+        assert admin.group_offsets("g")[("t", 0)]["committed"] == 1
+        # An offset past the log end is stored, as Kafka stores it...
+        kc.commit({ktp: kafka.structs.OffsetAndMetadata(2**62, "", -1)})
+    finally:
+        kc.close()
+    assert admin.group_offsets("g")[("t", 0)]["committed"] == 2**62
+    # ...and a consumer resuming from it starts where auto_offset_reset says.
+    with ottla.Consumer(
+        data_dir, "t", group_id="g", auto_offset_reset="earliest", consumer_timeout_ms=1000
+    ) as c:
+        assert [r.offset for r in c] == [0, 1, 2]

@@ -31,6 +31,7 @@ __all__ = [
     "InvalidTopicError",
     "NoOffsetForPartitionError",
     "OffsetAndTimestamp",
+    "OffsetMetadataTooLargeError",
     "OffsetOutOfRangeError",
     "OttlaError",
     "OttlaTimeoutError",
@@ -82,6 +83,9 @@ class InvalidPartitionsError(OttlaError):
 
 class InvalidConfigError(OttlaError):
     """An unknown setting or a bad value."""
+
+class OffsetMetadataTooLargeError(OttlaError):
+    """Commit metadata longer than 4096 bytes (Kafka's ``offset.metadata.max.bytes``)."""
 
 class OffsetOutOfRangeError(OttlaError):
     """An offset below the log start or past the log end."""

@@ -403,12 +403,17 @@ fn session() -> super::dispatch::Session {
 }
 
 fn simple_commit(broker: &Broker, group: &str, offset: i64) -> i16 {
+    simple_commit_with(broker, group, offset, "")
+}
+
+fn simple_commit_with(broker: &Broker, group: &str, offset: i64, metadata: &str) -> i16 {
     use kafka_protocol::messages::offset_commit_request::{
         OffsetCommitRequestPartition, OffsetCommitRequestTopic,
     };
     let mut p = OffsetCommitRequestPartition::default();
     p.partition_index = 0;
     p.committed_offset = offset;
+    p.committed_metadata = Some(super::api::s(metadata));
     let mut t = OffsetCommitRequestTopic::default();
     t.name = super::api::topic_name("t");
     t.partitions = vec![p];
@@ -524,4 +529,29 @@ fn internal_topics_are_protected_on_the_wire() {
         t.config.cleanup_policy,
         ottla_storage::config::CleanupPolicy::Compact
     );
+}
+
+/// Kafka checks a commit's metadata size (OFFSET_METADATA_TOO_LARGE), not
+/// its offset: -5 and 2^62 are stored as given.
+#[test]
+fn commits_are_checked_as_kafka_checks_them() {
+    let (dir, broker) = start(BrokerConfig::default());
+    let store = Store::open(dir.path()).expect("store");
+    store.create_topic("t", 1, &[]).expect("create");
+    assert_eq!(
+        simple_commit_with(&broker, "g", 1, &"m".repeat(4097)),
+        code::OFFSET_METADATA_TOO_LARGE
+    );
+    let committed = || {
+        store
+            .offsets()
+            .and_then(|o| o.committed("g", "t", 0))
+            .expect("committed")
+            .map(|c| c.offset)
+    };
+    assert_eq!(committed(), None);
+    for offset in [-5, 1 << 62] {
+        assert_eq!(simple_commit(&broker, "g", offset), code::NONE);
+        assert_eq!(committed(), Some(offset));
+    }
 }

@@ -20,6 +20,7 @@ use crate::errors::{code, kafka_code};
 use crate::Shared;
 use ottla_client::group::admin::commit_outside_group;
 use ottla_storage::error::Error;
+use ottla_storage::offsets::check_metadata;
 
 pub async fn commit(
     shared: &Arc<Shared>,
@@ -44,6 +45,9 @@ pub async fn commit(
                 error
             } else if p.partition_index < 0 {
                 code::UNKNOWN_TOPIC_OR_PARTITION
+            } else if let Err(e) = check_metadata(p.committed_metadata.as_deref().unwrap_or("")) {
+                // Only this partition is refused, as in Kafka.
+                kafka_code(&e)
             } else {
                 match blocking(|| shared.store.topic(t.name.as_str())) {
                     Ok(Some(topic)) if (p.partition_index as u32) < topic.partitions => {
