@@ -172,7 +172,8 @@ impl Store {
         if let Some(t) = self.topic(name)? {
             return Ok(t);
         }
-        if !auto_create {
+        // Internal topics are never made on first use: ottla creates its own.
+        if !auto_create || is_internal(name) {
             return Err(unknown_topic(name));
         }
         match self.create_topic(name, partitions, &[]) {

@@ -244,6 +244,12 @@ mod tests {
         store.delete_topic("__evil").expect("delete");
         assert!(store.list_topics(true).expect("list").is_empty());
         assert!(check_user_creatable("__transaction_state").is_err());
+        // Nor does a producer or consumer make one on first use.
+        assert!(matches!(
+            store.topic_or_create("__transaction_state", true, 1),
+            Err(Error::UnknownTopicOrPartition { .. })
+        ));
+        assert!(store.list_topics(true).expect("list").is_empty());
         assert!(check_user_creatable("__evil").is_ok());
     }
 
