@@ -31,6 +31,7 @@ __all__ = [
     "InvalidTopicError",
     "NoOffsetForPartitionError",
     "OffsetAndTimestamp",
+    "OffsetMetadataTooLargeError",
     "OffsetOutOfRangeError",
     "OttlaError",
     "OttlaTimeoutError",
@@ -82,6 +83,9 @@ class InvalidPartitionsError(OttlaError):
 
 class InvalidConfigError(OttlaError):
     """An unknown setting or a bad value."""
+
+class OffsetMetadataTooLargeError(OttlaError):
+    """Commit metadata longer than 4096 bytes (Kafka's ``offset.metadata.max.bytes``)."""
 
 class OffsetOutOfRangeError(OttlaError):
     """An offset below the log start or past the log end."""
@@ -478,7 +482,10 @@ class Consumer:
         """The group's committed offset for ``partition``, or None."""
     def commit(self, offsets: Mapping[_TP, Any] | None = None) -> None:
         """Commit the current positions, or ``{TopicPartition: offset}`` (an
-        int or an ``OffsetAndMetadata``) if given."""
+        int or an ``OffsetAndMetadata``) if given. A consumer that is not a
+        member (a hand-made ``assign``) commits only while the group has no
+        members: ``GroupNotEmptyError``, or ``GroupMemberConflictError`` while
+        a broker coordinates the group."""
     def offsets_for_times(
         self, timestamps: Mapping[_TP, int]
     ) -> dict[TopicPartition, OffsetAndTimestamp | None]:

@@ -143,11 +143,14 @@ class Admin:
     def create_topic(
         self, name: str, partitions: int = 1, config: Mapping[str, ConfigValue] | None = None
     ) -> None:
-        """Create a topic; raises ``TopicAlreadyExistsError`` if it exists."""
+        """Create a topic; raises ``TopicAlreadyExistsError`` if it exists, and
+        ``InvalidTopicError`` for Kafka's internal names (``__consumer_offsets``,
+        ``__transaction_state``)."""
         self._core.create_topic(name, partitions, dict(config or {}))
 
     def delete_topic(self, name: str) -> None:
-        """Delete a topic and its data."""
+        """Delete a topic and its data; internal topics (``__consumer_offsets``)
+        cannot be deleted (``InvalidTopicError``)."""
         self._core.delete_topic(name)
 
     def list_topics(self, internal: bool = False) -> list[str]:
@@ -169,7 +172,11 @@ class Admin:
         self._core.create_partitions(name, total)
 
     def alter_topic_config(self, name: str, config: Mapping[str, ConfigValue]) -> None:
-        """Set config overrides; a value of ``None`` removes the override."""
+        """Set config overrides; a value of ``None`` removes the override.
+
+        ``__consumer_offsets`` keeps its records: ``cleanup.policy`` other than
+        ``compact`` and finite ``retention.ms`` / ``retention.bytes`` raise
+        ``InvalidConfigError`` for it."""
         self._core.alter_topic_config(name, dict(config))
 
     def enforce_retention(self, name: str) -> int:

@@ -8,6 +8,7 @@ pub mod code {
     pub const CORRUPT_MESSAGE: i16 = 2;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const NOT_COORDINATOR: i16 = 16;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
@@ -50,6 +51,7 @@ pub fn kafka_code(e: &Error) -> i16 {
         Error::UnsupportedCompression(_) => code::UNSUPPORTED_COMPRESSION_TYPE,
         Error::Io { .. } => code::KAFKA_STORAGE_ERROR,
         Error::GroupNotEmpty(..) => code::NON_EMPTY_GROUP,
+        Error::OffsetMetadataTooLarge { .. } => code::OFFSET_METADATA_TOO_LARGE,
         Error::GroupCoordinatedByBroker { .. } => code::INCONSISTENT_GROUP_PROTOCOL,
         _ => code::UNKNOWN_SERVER_ERROR,
     }

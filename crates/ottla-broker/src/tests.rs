@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -578,4 +579,173 @@ fn a_stopping_broker_answers_the_request_in_hand_then_closes() {
     assert_eq!(correlation, 7);
     assert_eq!(r.responses[0].partitions[0].error_code, code::NONE);
     assert!(closes(&mut s, Duration::from_secs(5)));
+/// Run one API handler on the broker's runtime (handlers use
+/// `block_in_place`, which needs a worker thread).
+fn on_broker<T: Send + 'static>(
+    broker: &Broker,
+    f: impl FnOnce(Arc<super::Shared>) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>
+        + Send
+        + 'static,
+) -> T {
+    let shared = broker.shared.clone().expect("running");
+    let rt = broker.runtime.as_ref().expect("runtime");
+    rt.block_on(rt.spawn(f(shared))).expect("handler")
+}
+
+fn session() -> super::dispatch::Session {
+    super::dispatch::Session::new(([127, 0, 0, 1], 0).into())
+}
+
+fn simple_commit(broker: &Broker, group: &str, offset: i64) -> i16 {
+    simple_commit_with(broker, group, offset, "")
+}
+
+fn simple_commit_with(broker: &Broker, group: &str, offset: i64, metadata: &str) -> i16 {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let mut p = OffsetCommitRequestPartition::default();
+    p.partition_index = 0;
+    p.committed_offset = offset;
+    p.committed_metadata = Some(super::api::s(metadata));
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = super::api::topic_name("t");
+    t.partitions = vec![p];
+    let mut req = kafka_protocol::messages::OffsetCommitRequest::default();
+    req.group_id = super::api::s(group).into();
+    req.generation_id_or_member_epoch = -1;
+    req.topics = vec![t];
+    let resp = on_broker(broker, move |shared| {
+        Box::pin(async move { super::api::offsets::commit(&shared, &mut session(), req, 8).await })
+    });
+    resp.topics[0].partitions[0].error_code
+}
+
+/// Kafka answers a commit from outside an active group with
+/// UNKNOWN_MEMBER_ID; a group whose members are embedded is active too.
+#[test]
+fn a_simple_commit_is_refused_while_embedded_members_are_live() {
+    use ottla_client::consumer::{Consumer, ConsumerConfig};
+    let (dir, broker) = start(BrokerConfig::default());
+    let store = Store::open(dir.path()).expect("store");
+    store.create_topic("t", 1, &[]).expect("create");
+    let member = Consumer::new(
+        store.clone(),
+        ConsumerConfig {
+            group_id: Some("g".into()),
+            enable_auto_commit: false,
+            ..Default::default()
+        },
+    )
+    .expect("consumer");
+    member.subscribe(&["t".into()]).expect("join");
+    member
+        .commit(Some(&[("t".into(), 0, 0, String::new())]))
+        .expect("member commits");
+    assert_eq!(simple_commit(&broker, "g", 5), code::UNKNOWN_MEMBER_ID);
+    let committed = || {
+        store
+            .offsets()
+            .and_then(|o| o.committed("g", "t", 0))
+            .expect("committed")
+            .map(|c| c.offset)
+    };
+    assert_eq!(committed(), Some(0));
+    member.close(false).expect("leave");
+    assert_eq!(simple_commit(&broker, "g", 5), code::NONE);
+    assert_eq!(committed(), Some(5));
+}
+
+/// Internal topics cannot be deleted, created by users, or given a config
+/// that drops their records; `__`-names that are not Kafka's internal ones
+/// are ordinary topics.
+#[test]
+fn internal_topics_are_protected_on_the_wire() {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{AlterConfigsRequest, CreateTopicsRequest, DeleteTopicsRequest};
+    let (dir, broker) = start(BrokerConfig::default());
+    let store = Store::open(dir.path()).expect("store");
+    store.offsets().expect("offsets topic");
+    let delete = |name: &'static str| {
+        let mut req = DeleteTopicsRequest::default();
+        req.topic_names = vec![super::api::topic_name(name)];
+        on_broker(&broker, move |shared| {
+            Box::pin(
+                async move { super::api::topics::delete(&shared, &mut session(), req, 4).await },
+            )
+        })
+        .responses[0]
+            .error_code
+    };
+    let create = |name: &'static str| {
+        let mut t = CreatableTopic::default();
+        t.name = super::api::topic_name(name);
+        t.num_partitions = 1;
+        t.replication_factor = 1;
+        let mut req = CreateTopicsRequest::default();
+        req.topics = vec![t];
+        on_broker(&broker, move |shared| {
+            Box::pin(
+                async move { super::api::topics::create(&shared, &mut session(), req, 4).await },
+            )
+        })
+        .topics[0]
+            .error_code
+    };
+    assert_eq!(delete("__consumer_offsets"), code::INVALID_TOPIC_EXCEPTION);
+    assert_eq!(create("__transaction_state"), code::INVALID_TOPIC_EXCEPTION);
+    assert_eq!(create("__evil"), code::NONE);
+    assert_eq!(delete("__evil"), code::NONE);
+    for (k, v) in [("cleanup.policy", "delete"), ("retention.ms", "1")] {
+        let mut c = AlterableConfig::default();
+        c.name = super::api::s(k);
+        c.value = Some(super::api::s(v));
+        let mut r = AlterConfigsResource::default();
+        r.resource_type = 2;
+        r.resource_name = super::api::s("__consumer_offsets");
+        r.configs = vec![c];
+        let mut req = AlterConfigsRequest::default();
+        req.resources = vec![r];
+        let resp = on_broker(&broker, move |shared| {
+            Box::pin(
+                async move { super::api::configs::alter(&shared, &mut session(), req, 1).await },
+            )
+        });
+        assert_eq!(
+            resp.responses[0].error_code,
+            code::INVALID_CONFIG,
+            "{k}={v}"
+        );
+    }
+    let t = store.require_topic("__consumer_offsets").expect("kept");
+    assert_eq!(
+        t.config.cleanup_policy,
+        ottla_storage::config::CleanupPolicy::Compact
+    );
+}
+
+/// Kafka checks a commit's metadata size (OFFSET_METADATA_TOO_LARGE), not
+/// its offset: -5 and 2^62 are stored as given.
+#[test]
+fn commits_are_checked_as_kafka_checks_them() {
+    let (dir, broker) = start(BrokerConfig::default());
+    let store = Store::open(dir.path()).expect("store");
+    store.create_topic("t", 1, &[]).expect("create");
+    assert_eq!(
+        simple_commit_with(&broker, "g", 1, &"m".repeat(4097)),
+        code::OFFSET_METADATA_TOO_LARGE
+    );
+    let committed = || {
+        store
+            .offsets()
+            .and_then(|o| o.committed("g", "t", 0))
+            .expect("committed")
+            .map(|c| c.offset)
+    };
+    assert_eq!(committed(), None);
+    for offset in [-5, 1 << 62] {
+        assert_eq!(simple_commit(&broker, "g", offset), code::NONE);
+        assert_eq!(committed(), Some(offset));
+    }
 }

@@ -62,6 +62,7 @@ impl Admin {
                 }
             }
         }
+        ottla_storage::topic::check_user_creatable(name).py()?;
         self.store
             .create_topic(name, partitions as u32, &pairs)
             .py()?;

@@ -45,6 +45,12 @@ create_exception!(
 );
 create_exception!(
     ottla,
+    OffsetMetadataTooLargeError,
+    OttlaError,
+    "Commit metadata longer than 4096 bytes (Kafka's offset.metadata.max.bytes)."
+);
+create_exception!(
+    ottla,
     OffsetOutOfRangeError,
     OttlaError,
     "An offset below the log start or past the log end."
@@ -131,6 +137,7 @@ pub fn to_pyerr(e: &Error) -> PyErr {
         Error::InvalidPartitions(_) => InvalidPartitionsError::new_err(msg),
         Error::InvalidConfig(_) => InvalidConfigError::new_err(msg),
         Error::OffsetOutOfRange { .. } => OffsetOutOfRangeError::new_err(msg),
+        Error::OffsetMetadataTooLarge { .. } => OffsetMetadataTooLargeError::new_err(msg),
         Error::NoOffsetForPartition { .. } => NoOffsetForPartitionError::new_err(msg),
         Error::RecordTooLarge { .. } => RecordTooLargeError::new_err(msg),
         Error::CorruptRecord { .. } => CorruptRecordError::new_err(msg),
@@ -179,6 +186,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add(
         "OffsetOutOfRangeError",
         py.get_type::<OffsetOutOfRangeError>(),
+    )?;
+    m.add(
+        "OffsetMetadataTooLargeError",
+        py.get_type::<OffsetMetadataTooLargeError>(),
     )?;
     m.add(
         "NoOffsetForPartitionError",

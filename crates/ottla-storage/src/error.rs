@@ -65,6 +65,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error(
+        "offset metadata of {len} bytes is longer than the {max} allowed (Kafka's offset.metadata.max.bytes)"
+    )]
+    OffsetMetadataTooLarge { len: usize, max: usize },
+
     #[error("group {group} is coordinated by a broker on this directory")]
     GroupCoordinatedByBroker { group: String },
 

@@ -18,6 +18,24 @@ use ottla_record::decode::records;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// Longest metadata string a commit may carry: Kafka's
+/// `offset.metadata.max.bytes` default. Kafka checks only this in a commit
+/// (`GroupMetadataManager.storeOffsets`), not the offset value: a commit of
+/// an offset outside the log is stored, and a consumer resuming from it
+/// starts where its `auto.offset.reset` says.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+/// Refuse metadata Kafka would refuse (`OFFSET_METADATA_TOO_LARGE`).
+pub fn check_metadata(metadata: &str) -> Result<()> {
+    if metadata.len() > MAX_METADATA_BYTES {
+        return Err(Error::OffsetMetadataTooLarge {
+            len: metadata.len(),
+            max: MAX_METADATA_BYTES,
+        });
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
     pub offset: i64,
@@ -201,6 +219,11 @@ impl OffsetStore {
         if offsets.is_empty() {
             return Ok(());
         }
+        // Longer metadata would be cut by `put_str`, possibly inside a
+        // UTF-8 character, and then not decode at all.
+        for (_, _, _, metadata) in offsets {
+            check_metadata(metadata)?;
+        }
         let now = now_ms();
         let mut b = BatchBuilder::with_capacity(64 * offsets.len());
         let mut entries = Vec::with_capacity(offsets.len());
@@ -295,5 +318,33 @@ mod tests {
         assert_eq!(&v[..2], &[0, 3]);
         assert_eq!(decode_value(&v), Some(c));
         assert_eq!(decode_key(&[0, 1, 0]), None);
+    }
+
+    /// Kafka refuses metadata over `offset.metadata.max.bytes`; cutting it
+    /// inside a character would leave a commit that does not decode.
+    #[test]
+    fn metadata_longer_than_kafkas_limit_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let offsets = store.offsets().expect("offsets");
+        let long = "é".repeat(20_000);
+        let r = offsets.commit("g", &[("t".into(), 0, 1, long)], Durability::PageCache);
+        assert!(
+            matches!(r, Err(Error::OffsetMetadataTooLarge { .. })),
+            "{r:?}"
+        );
+        let most = "m".repeat(MAX_METADATA_BYTES);
+        offsets
+            .commit(
+                "g",
+                &[("t".into(), 0, 2, most.clone())],
+                Durability::PageCache,
+            )
+            .expect("4096 bytes is allowed");
+        let c = offsets
+            .committed("g", "t", 0)
+            .expect("read")
+            .expect("committed");
+        assert_eq!((c.offset, c.metadata), (2, most));
     }
 }

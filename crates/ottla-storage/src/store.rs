@@ -180,7 +180,8 @@ impl Store {
         if let Some(t) = self.topic(name)? {
             return Ok(t);
         }
-        if !auto_create {
+        // Internal topics are never made on first use: ottla creates its own.
+        if !auto_create || is_internal(name) {
             return Err(unknown_topic(name));
         }
         match self.create_topic(name, partitions, &[]) {
@@ -210,6 +211,7 @@ impl Store {
         }
         let cfg =
             TopicConfig::from_overrides(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        crate::topic::check_config(name, &cfg)?;
         let meta = TopicMeta {
             partitions,
             overrides: cfg.overrides.clone(),
@@ -256,6 +258,7 @@ impl Store {
     /// removed, and whatever a crash leaves of them is swept at the next
     /// `Store::open`.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        crate::topic::check_deletable(name)?;
         validate_topic_name(name)?;
         let g = self.meta_lock.lock_append()?;
         let meta = self.read_meta(name)?.ok_or_else(|| unknown_topic(name))?;
@@ -424,6 +427,7 @@ impl Store {
             }
         }
         let cfg = Arc::new(meta.config()?);
+        crate::topic::check_config(name, &cfg)?;
         meta.overrides = cfg.overrides.clone();
         write_atomic(&self.topics_dir.join(name), meta.encode().as_bytes())?;
         self.beacon.bump_metadata();

@@ -69,9 +69,68 @@ impl std::fmt::Display for TopicPartition {
     }
 }
 
-/// Internal topics (`__consumer_offsets`) are hidden from listings.
+/// Kafka's internal topics (`Topic.INTERNAL_TOPICS`): the group offsets
+/// ottla keeps in `__consumer_offsets`, and the name Kafka reserves for
+/// transaction state. Other names starting with `__` are ordinary topics,
+/// as in Kafka (which only warns about them).
+pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
+/// Internal topics are hidden from listings, and users can neither create,
+/// delete, nor write to them (Kafka answers `INVALID_TOPIC_EXCEPTION` for
+/// writes and record deletion on them).
 pub fn is_internal(name: &str) -> bool {
-    name.starts_with("__")
+    INTERNAL_TOPICS.contains(&name)
+}
+
+/// Refuse a user's request to create an internal topic: ottla creates
+/// `__consumer_offsets` itself, with the config its records need, and a
+/// topic users could create but never delete would break "what can be
+/// created can be deleted".
+pub fn check_user_creatable(name: &str) -> Result<()> {
+    if is_internal(name) {
+        return Err(Error::InvalidTopic {
+            name: name.to_string(),
+            reason: "internal topics are created by ottla itself",
+        });
+    }
+    Ok(())
+}
+
+/// Refuse deleting an internal topic: `__consumer_offsets` holds every
+/// group's committed positions.
+pub fn check_deletable(name: &str) -> Result<()> {
+    if is_internal(name) {
+        return Err(Error::InvalidTopic {
+            name: name.to_string(),
+            reason: "internal topics cannot be deleted",
+        });
+    }
+    Ok(())
+}
+
+/// Refuse a config under which an internal topic would lose records it
+/// needs: `__consumer_offsets` must stay compacted (the latest commit of
+/// every key kept), never deleted by age or size. Enforced where topic
+/// configs are written (create and alter), so every door gets the same
+/// answer (`INVALID_CONFIG` over the wire).
+pub fn check_config(name: &str, cfg: &TopicConfig) -> Result<()> {
+    if !is_internal(name) {
+        return Ok(());
+    }
+    if cfg.cleanup_policy != crate::config::CleanupPolicy::Compact {
+        return Err(Error::InvalidConfig(format!(
+            "internal topic {name} must keep cleanup.policy=compact: \
+             deleting by retention would drop committed offsets"
+        )));
+    }
+    for key in ["retention.ms", "retention.bytes"] {
+        if let Some(v) = cfg.overrides.get(key).filter(|v| v.trim() != "-1") {
+            return Err(Error::InvalidConfig(format!(
+                "internal topic {name} keeps its records: {key}={v} is refused (only -1)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,5 +227,84 @@ mod tests {
         assert!(TopicMeta::decode("partitions=65537\n").is_err());
         assert!(TopicMeta::decode("partitions=65536\n").is_ok());
         assert!(TopicMeta::decode("garbage").is_err());
+    }
+
+    /// Only Kafka's internal topic names are internal: `__evil` is an
+    /// ordinary topic, listed, and deletable like any topic that can be
+    /// created.
+    #[test]
+    fn only_kafkas_internal_names_are_internal() {
+        assert!(is_internal("__consumer_offsets"));
+        assert!(is_internal("__transaction_state"));
+        assert!(!is_internal("__evil"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(dir.path()).expect("store");
+        store.create_topic("__evil", 1, &[]).expect("create");
+        assert_eq!(store.list_topics(false).expect("list"), vec!["__evil"]);
+        store.delete_topic("__evil").expect("delete");
+        assert!(store.list_topics(true).expect("list").is_empty());
+        assert!(check_user_creatable("__transaction_state").is_err());
+        // Nor does a producer or consumer make one on first use.
+        assert!(matches!(
+            store.topic_or_create("__transaction_state", true, 1),
+            Err(Error::UnknownTopicOrPartition { .. })
+        ));
+        assert!(store.list_topics(true).expect("list").is_empty());
+        assert!(check_user_creatable("__evil").is_ok());
+    }
+
+    /// `__consumer_offsets` holds every group's commits: it cannot be
+    /// deleted, nor configured to delete records by age or size.
+    #[test]
+    fn the_offsets_topic_keeps_its_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(dir.path()).expect("store");
+        let offsets = store.offsets().expect("offsets");
+        offsets
+            .commit(
+                "g",
+                &[("t".into(), 0, 7, String::new())],
+                crate::log::Durability::PageCache,
+            )
+            .expect("commit");
+        let name = crate::offsets::OFFSETS_TOPIC;
+        assert!(matches!(
+            store.delete_topic(name),
+            Err(Error::InvalidTopic { .. })
+        ));
+        for (k, v) in [
+            ("cleanup.policy", "delete"),
+            ("cleanup.policy", "compact,delete"),
+            ("retention.ms", "1"),
+            ("retention.bytes", "0"),
+        ] {
+            let r = store.alter_topic_config(name, &[(k.into(), Some(v.into()))]);
+            assert!(matches!(r, Err(Error::InvalidConfig(_))), "{k}={v}: {r:?}");
+        }
+        // Removing the compact override would fall back to delete.
+        let r = store.alter_topic_config(name, &[("cleanup.policy".into(), None)]);
+        assert!(matches!(r, Err(Error::InvalidConfig(_))), "{r:?}");
+        store
+            .alter_topic_config(name, &[("retention.ms".into(), Some("-1".into()))])
+            .expect("-1 keeps everything");
+        let topic = store.require_topic(name).expect("still there");
+        assert_eq!(
+            topic.config.cleanup_policy,
+            crate::config::CleanupPolicy::Compact
+        );
+        assert_eq!(
+            offsets
+                .committed("g", "t", 0)
+                .expect("read")
+                .map(|c| c.offset),
+            Some(7)
+        );
+        // Nor may it be made with such a config.
+        let dir2 = tempfile::tempdir().expect("tempdir");
+        let store2 = crate::store::Store::open(dir2.path()).expect("store");
+        assert!(matches!(
+            store2.create_topic(name, 1, &[]),
+            Err(Error::InvalidConfig(_))
+        ));
     }
 }

@@ -61,7 +61,9 @@ class BrokerBackend:
 
     # -- topics -------------------------------------------------------------
     def list_topics(self) -> list[str]:
-        return sorted(t for t in self.admin.list_topics() if not t.startswith("__"))
+        # Kafka's internal topics only: other `__` names are user topics.
+        internal = {"__consumer_offsets", "__transaction_state"}
+        return sorted(t for t in self.admin.list_topics() if t not in internal)
 
     def require_topic(self, name: str) -> None:
         if name not in self.admin.list_topics():

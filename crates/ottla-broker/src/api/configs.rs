@@ -138,7 +138,9 @@ fn apply(
             None => merged.remove(&ottla_storage::config::normalize_key(k)),
         };
     }
-    TopicConfig::from_overrides(merged.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let cfg = TopicConfig::from_overrides(merged.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    // The store checks this too; here so validate_only answers the same.
+    ottla_storage::topic::check_config(name, &cfg)?;
     if !validate_only {
         shared.store.alter_topic_config(name, &changes)?;
     }

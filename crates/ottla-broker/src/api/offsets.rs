@@ -18,7 +18,9 @@ use super::{blocking, s, topic_name};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::Shared;
+use ottla_client::group::admin::commit_outside_group;
 use ottla_storage::error::Error;
+use ottla_storage::offsets::check_metadata;
 
 pub async fn commit(
     shared: &Arc<Shared>,
@@ -43,6 +45,9 @@ pub async fn commit(
                 error
             } else if p.partition_index < 0 {
                 code::UNKNOWN_TOPIC_OR_PARTITION
+            } else if let Err(e) = check_metadata(p.committed_metadata.as_deref().unwrap_or("")) {
+                // Only this partition is refused, as in Kafka.
+                kafka_code(&e)
             } else {
                 match blocking(|| shared.store.topic(t.name.as_str())) {
                     Ok(Some(topic)) if (p.partition_index as u32) < topic.partitions => {
@@ -64,13 +69,24 @@ pub async fn commit(
             per_partition.push((t.name.clone(), p.partition_index, c));
         }
     }
+    // Not from a member of a group coordinated here: written only while the
+    // group has no members anywhere (embedded ones included), and a
+    // non-member of an active group gets Kafka's UNKNOWN_MEMBER_ID.
+    let outside = error == code::NONE && !shared.groups.is_active(&group);
     let written = blocking(|| {
-        shared
-            .store
-            .offsets()
-            .and_then(|o| o.commit(&group, &entries, shared.config.durability))
+        if outside {
+            commit_outside_group(&shared.store, &group, &entries, shared.config.durability)
+        } else {
+            shared
+                .store
+                .offsets()
+                .and_then(|o| o.commit(&group, &entries, shared.config.durability))
+        }
     });
-    let write_error = written.err().map(|e: Error| kafka_code(&e));
+    let write_error = written.err().map(|e: Error| match e {
+        Error::GroupNotEmpty(_) | Error::GroupCoordinatedByBroker { .. } => code::UNKNOWN_MEMBER_ID,
+        e => kafka_code(&e),
+    });
     let mut resp = OffsetCommitResponse::default();
     for (name, partition, c) in per_partition {
         let c = match (c, write_error) {

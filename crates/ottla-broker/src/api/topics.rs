@@ -19,7 +19,7 @@ use crate::errors::kafka_code;
 use crate::Shared;
 use ottla_storage::config::TopicConfig;
 use ottla_storage::error::{Error, Result};
-use ottla_storage::topic::{is_internal, validate_topic_name};
+use ottla_storage::topic::{check_user_creatable, validate_topic_name};
 
 const MAX_PARTITIONS: i32 = 100_000;
 
@@ -56,6 +56,7 @@ pub async fn create(
                     "partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}"
                 )));
             }
+            check_user_creatable(&name)?;
             if req.validate_only {
                 validate_topic_name(&name)?;
                 TopicConfig::from_overrides(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
@@ -119,14 +120,8 @@ pub async fn delete(
     for name in req.topic_names {
         let mut r = DeletableTopicResult::default();
         r.name = Some(name.clone());
-        let deleted = if is_internal(name.as_str()) {
-            Err(Error::InvalidTopic {
-                name: name.as_str().to_string(),
-                reason: "internal topics cannot be deleted",
-            })
-        } else {
-            blocking(|| shared.store.delete_topic(name.as_str()))
-        };
+        // Internal topics are refused by the store, for every door.
+        let deleted = blocking(|| shared.store.delete_topic(name.as_str()));
         match deleted {
             Ok(()) => shared.replicas.forget_topic(name.as_str()),
             Err(e) => {

@@ -498,12 +498,23 @@ impl GroupCoordinator {
             .collect()
     }
 
+    /// Whether this broker coordinates `group` now (it has live members here).
+    pub fn is_active(&self, group: &str) -> bool {
+        self.groups
+            .lock()
+            .get(group)
+            .is_some_and(|g| !g.members.is_empty())
+    }
+
     /// May this (generation, member) commit offsets for `group` now?
     pub fn check_commit(&self, group: &str, generation: i32, member_id: &str) -> i16 {
         let mut groups = self.groups.lock();
         let g = match groups.get_mut(group) {
             Some(g) if !g.members.is_empty() => g,
-            // No live members here: a simple (unmanaged) commit, as Kafka allows.
+            // No live members here: a simple (unmanaged) commit, as Kafka
+            // allows for an empty group. Whether embedded members make the
+            // group active is settled when it is written
+            // (`commit_outside_group`).
             _ => {
                 return if generation < 0 {
                     code::NONE

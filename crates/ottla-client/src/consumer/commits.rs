@@ -5,7 +5,9 @@
 //! already be read, and committed, by its new owner); unchanged offsets are
 //! not written again, so an idle consumer does not grow the offsets topic.
 //! The auto-commit check runs on every drain, so its clock is the coarse
-//! one.
+//! one. A consumer that is not a member (a hand-made assignment) commits
+//! only while the group has no members, embedded or the broker's, as Kafka
+//! refuses commits from outside an active group.
 
 use ottla_storage::error::{Error, Result};
 use ottla_storage::log::Durability;
@@ -72,6 +74,15 @@ impl Consumer {
             if !same {
                 changed.push(o);
             }
+        }
+        if inner.group.is_none() {
+            // Not a member of the group: allowed only while it has none.
+            return crate::group::admin::commit_outside_group(
+                &self.store,
+                group,
+                &changed,
+                Durability::PageCache,
+            );
         }
         offsets_store.commit(group, &changed, Durability::PageCache)
     }

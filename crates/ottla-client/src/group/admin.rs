@@ -166,6 +166,36 @@ fn with_group_empty<T>(
     f(dir.as_ref())
 }
 
+/// Commit for `group` from outside its membership: Kafka's "simple" commit
+/// (no member id, generation -1), as a consumer with `group_id` and a
+/// hand-made assignment, or a broker client not in the group, makes. Kafka
+/// accepts it only while the group is empty and answers a non-member of an
+/// active group with `UNKNOWN_MEMBER_ID` (`GroupCoordinator.handleCommitOffsets`);
+/// here the group is active while anyone holds its coordinator claim, so
+/// the claim is held exclusively for the write, as `reset_offsets` does.
+/// Refused with `GroupCoordinatedByBroker` while the broker coordinates the
+/// group, and `GroupNotEmpty` while embedded members are live.
+pub fn commit_outside_group(
+    store: &Arc<Store>,
+    group: &str,
+    offsets: &[(String, u32, i64, String)],
+    durability: Durability,
+) -> Result<()> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    match with_group_empty(store, group, |_| {
+        store.offsets()?.commit(group, offsets, durability)
+    }) {
+        Err(Error::GroupNotEmpty(_)) if broker_holds_claim(store, group)? => {
+            Err(Error::GroupCoordinatedByBroker {
+                group: group.to_string(),
+            })
+        }
+        r => r,
+    }
+}
+
 /// Delete the group's committed offsets (tombstones in
 /// `__consumer_offsets`) and state; refused while it has live members.
 /// Deleting a group that does not exist does nothing.

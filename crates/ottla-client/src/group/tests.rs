@@ -458,3 +458,49 @@ fn an_update_that_changes_nothing_keeps_the_generation() {
         "nobody woken for nothing"
     );
 }
+
+/// Kafka refuses a commit from outside an active group (UNKNOWN_MEMBER_ID);
+/// a consumer with a hand-made assignment is such an outsider, whether the
+/// members are embedded or the broker's.
+#[test]
+fn a_non_member_cannot_commit_for_an_active_group() {
+    let (_tmp, store) = open_store();
+    store.create_topic("t", 1, &[]).expect("create");
+    append(&store, "t", 0, 5);
+    let outsider = Consumer::new(
+        store.clone(),
+        ConsumerConfig {
+            group_id: Some("g".into()),
+            enable_auto_commit: false,
+            auto_create_topics: false,
+            ..Default::default()
+        },
+    )
+    .expect("consumer");
+    outsider.assign(&[("t".into(), 0)]).expect("assign");
+    let commit = |o: i64| outsider.commit(Some(&[("t".into(), 0, o, String::new())]));
+    let committed = || {
+        store
+            .offsets()
+            .and_then(|s| s.committed("g", "t", 0))
+            .expect("committed")
+            .map(|c| c.offset)
+    };
+    let c = member(&store, "g", Assignor::CooperativeSticky, 10_000);
+    c.subscribe(&["t".into()]).expect("join");
+    assert_eq!(count(&c), 5);
+    c.commit(None).expect("member commits");
+    assert!(matches!(commit(1), Err(Error::GroupNotEmpty(_))));
+    assert_eq!(committed(), Some(5));
+    c.close(false).expect("close");
+    commit(1).expect("an empty group takes a simple commit");
+    assert_eq!(committed(), Some(1));
+    // The broker coordinating the group holds the claim exclusively.
+    let claim = ByteLocks::open(&super::claim_path(&store, "g")).expect("claim");
+    assert!(claim.try_lock(0, true).expect("broker takes the claim"));
+    assert!(matches!(
+        commit(2),
+        Err(Error::GroupCoordinatedByBroker { .. })
+    ));
+    assert_eq!(committed(), Some(1));
+}
