@@ -579,6 +579,8 @@ fn a_stopping_broker_answers_the_request_in_hand_then_closes() {
     assert_eq!(correlation, 7);
     assert_eq!(r.responses[0].partitions[0].error_code, code::NONE);
     assert!(closes(&mut s, Duration::from_secs(5)));
+}
+
 /// Run one API handler on the broker's runtime (handlers use
 /// `block_in_place`, which needs a worker thread).
 fn on_broker<T: Send + 'static>(
