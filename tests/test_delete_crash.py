@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import Spawn
+
 PARTITIONS = 1500
 
 # Creates topic "s", one record "secret-<p>" in each partition, then
@@ -72,7 +74,7 @@ print(json.dumps(report), flush=True)
 """
 
 
-def check_nothing_came_back(data_dir: Path, spawn) -> None:
+def check_nothing_came_back(data_dir: Path, spawn: Spawn) -> None:
     child = spawn(RECREATE_AND_READ, data_dir, PARTITIONS)
     assert child.wait(180) == 0, child.stderr
     report = json.loads(child.lines()[-1])
@@ -94,7 +96,9 @@ def check_nothing_came_back(data_dir: Path, spawn) -> None:
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.3])
-def test_admin_delete_killed_midway_leaves_nothing_behind(data_dir, spawn, delay):
+def test_admin_delete_killed_midway_leaves_nothing_behind(
+    data_dir: Path, spawn: Spawn, delay: float
+) -> None:
     child = spawn(FILL_AND_DELETE, data_dir, PARTITIONS, "delete")
     child.wait_line(lambda s: s == "deleting", timeout=120)
     time.sleep(delay)
@@ -103,9 +107,12 @@ def test_admin_delete_killed_midway_leaves_nothing_behind(data_dir, spawn, delay
 
 
 @pytest.mark.parametrize("step", ["committed", "moving", "moved"])
-def test_admin_delete_killed_at_each_step_leaves_nothing_behind(data_dir, spawn, step):
-    child = spawn(FILL_AND_DELETE, data_dir, PARTITIONS, "delete",
-                  env={"OTTLA_TOPIC_CRASH_AT": step})
+def test_admin_delete_killed_at_each_step_leaves_nothing_behind(
+    data_dir: Path, spawn: Spawn, step: str
+) -> None:
+    child = spawn(
+        FILL_AND_DELETE, data_dir, PARTITIONS, "delete", env={"OTTLA_TOPIC_CRASH_AT": step}
+    )
     assert child.wait(120) == -9, child.stderr
     assert "deleted" not in child.lines()
     check_nothing_came_back(data_dir, spawn)
@@ -119,22 +126,23 @@ time.sleep(600)
 """
 
 
-def test_broker_delete_topics_killed_midway_leaves_nothing_behind(data_dir, spawn):
+def test_broker_delete_topics_killed_midway_leaves_nothing_behind(
+    data_dir: Path, spawn: Spawn
+) -> None:
     kafka = pytest.importorskip("kafka")
     filler = spawn(FILL_AND_DELETE, data_dir, PARTITIONS, "fill-only")
     assert filler.wait(120) == 0, filler.stderr
     broker = spawn(BROKER_CHILD, data_dir)
     port = int(broker.wait_line(timeout=30))
-    admin = kafka.KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}",
-                                   request_timeout_ms=5000)
-    outcome: list = []
+    admin = kafka.KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=5000)
+    outcome: list[str] = []
 
     def delete() -> None:
         try:
             admin.delete_topics(["s"], timeout_ms=5000)
             outcome.append("ok")
         except Exception as e:  # the broker dies under the request
-            outcome.append(e)
+            outcome.append(repr(e))
 
     t = threading.Thread(target=delete, daemon=True)
     t.start()

@@ -22,15 +22,13 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, List, Tuple
 
 import pytest
 
 import ottla
-from helpers import Child, read_values
+from helpers import Child, Spawn, read_values
 from kafka_wire import _str, frame, record_batch, response
 
 # Large enough for the first segment's 8 MiB preallocation plus headroom,
@@ -55,7 +53,9 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     mnt.mkdir()
     r = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(mnt)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
@@ -153,18 +153,19 @@ print("exit", flush=True)
 
 
 def test_embedded_producer_on_a_full_tmpfs_gets_disk_full_not_sigbus(
-    tmpfs: Path, tmp_path: Path, spawn
+    tmpfs: Path, tmp_path: Path, spawn: Spawn
 ) -> None:
     data = tmpfs / "data"
     ottla.Admin(data).create_topic("t", partitions=1)
     go_full, go_free = tmp_path / "go-full", tmp_path / "go-free"
-    child = spawn(EMBEDDED_CHILD, data, go_full, go_free,
-                  BEFORE_FULL, MAX_WHILE_FULL, AFTER_FREE, RECORD)
-    child.wait_line(lambda l: l == "full?", timeout=60)
+    child = spawn(
+        EMBEDDED_CHILD, data, go_full, go_free, BEFORE_FULL, MAX_WHILE_FULL, AFTER_FREE, RECORD
+    )
+    child.wait_line(lambda line: line == "full?", timeout=60)
     filler = fill(tmpfs)
     go_full.touch()
     try:
-        child.wait_line(lambda l: l == "free?", timeout=120)
+        child.wait_line(lambda line: line == "free?", timeout=120)
     except AssertionError:
         assert_no_sigbus(child.wait(10), child)
         raise
@@ -174,13 +175,16 @@ def test_embedded_producer_on_a_full_tmpfs_gets_disk_full_not_sigbus(
     assert_no_sigbus(rc, child)
     lines = child.lines()
     assert rc == 0, (rc, lines[-5:], child.stderr[-3000:])
-    err = [l for l in lines if l.startswith("error")][0].split()
-    assert err[1:] == ["DiskFullError", "True"], (err, [l for l in lines if l.startswith("message")])
+    err = next(x for x in lines if x.startswith("error")).split()
+    assert err[1:] == ["DiskFullError", "True"], (
+        err,
+        [x for x in lines if x.startswith("message")],
+    )
     # Space a failed append had reserved ahead may have been given back,
     # so the next send may fit; if not, it fails the same clean way.
-    still = [l for l in lines if l.startswith("still-full")][0].split()
+    still = next(x for x in lines if x.startswith("still-full")).split()
     assert still[1] in ("ok", "DiskFullError"), still
-    acks = [tuple(map(int, l.split()[1:])) for l in lines if l.startswith("ack")]
+    acks = [tuple(map(int, x.split()[1:])) for x in lines if x.startswith("ack")]
     assert len(acks) >= BEFORE_FULL + AFTER_FREE
     # Offsets are dense: failed sends took none.
     assert [o for o, _ in acks] == list(range(len(acks)))
@@ -189,12 +193,20 @@ def test_embedded_producer_on_a_full_tmpfs_gets_disk_full_not_sigbus(
     assert [(o, v) for o, _, v in vals] == [(o, value(i)) for o, i in acks]
 
 
-def produce_v8(sock: socket.socket, topic: str, partition: int, records: bytes,
-               correlation_id: int) -> Tuple[int, int, str]:
+def produce_v8(
+    sock: socket.socket, topic: str, partition: int, records: bytes, correlation_id: int
+) -> tuple[int, int, str]:
     """Produce v8 (the first version whose response carries an error
     message) of one partition: (error code, base offset, error message)."""
-    body = (_str(None) + struct.pack(">hi", 1, 10000) + struct.pack(">i", 1) + _str(topic)
-            + struct.pack(">i", 1) + struct.pack(">ii", partition, len(records)) + records)
+    body = (
+        _str(None)
+        + struct.pack(">hi", 1, 10000)
+        + struct.pack(">i", 1)
+        + _str(topic)
+        + struct.pack(">i", 1)
+        + struct.pack(">ii", partition, len(records))
+        + records
+    )
     sock.sendall(frame(0, 8, correlation_id, body))
     cid, data = response(sock)
     assert cid == correlation_id
@@ -214,7 +226,7 @@ def produce_v8(sock: socket.socket, topic: str, partition: int, records: bytes,
         (n,) = struct.unpack_from(">h", data, at)
         at += 2 + max(n, 0)
     (n,) = struct.unpack_from(">h", data, at)
-    msg = data[at + 2: at + 2 + n].decode() if n >= 0 else ""
+    msg = data[at + 2 : at + 2 + n].decode() if n >= 0 else ""
     return err, base, msg
 
 
@@ -228,17 +240,21 @@ def test_broker_on_a_full_tmpfs_answers_kafka_storage_error_and_resumes(
     ottla.Admin(data).create_topic("t", partitions=1)
     broker = Child(
         "import sys; from ottla.cli import main; sys.exit(main())",
-        "serve", "--data", data, "--listen", "127.0.0.1:0",
+        "serve",
+        "--data",
+        data,
+        "--listen",
+        "127.0.0.1:0",
     )
     sock = None
     try:
-        line = broker.wait_line(lambda l: l.startswith("listening on"), timeout=30)
+        line = broker.wait_line(lambda line: line.startswith("listening on"), timeout=30)
         host, port = line.split()[-1].rsplit(":", 1)
         sock = socket.create_connection((host, int(port)), timeout=30)
-        acked: List[Tuple[int, int]] = []
+        acked: list[tuple[int, int]] = []
         cid = 0
 
-        def send(i: int) -> Tuple[int, int, str]:
+        def send(i: int) -> tuple[int, int, str]:
             nonlocal cid
             cid += 1
             try:
@@ -247,9 +263,11 @@ def test_broker_on_a_full_tmpfs_answers_kafka_storage_error_and_resumes(
                 try:
                     rc = broker.proc.wait(10)
                 except subprocess.TimeoutExpired:
-                    raise AssertionError("broker closed the connection but is alive")
+                    raise AssertionError("broker closed the connection but is alive") from None
                 assert rc != -signal.SIGBUS, "broker died of SIGBUS"
-                raise AssertionError(f"broker exited with {rc}: {broker.stderr[-2000:]!r}")
+                raise AssertionError(
+                    f"broker exited with {rc}: {broker.stderr[-2000:]!r}"
+                ) from None
             if err == 0:
                 acked.append((base, i))
             return err, base, msg
