@@ -27,7 +27,7 @@ compile_error!(
 pub mod beacon;
 pub mod config;
 pub mod error;
-mod fsutil;
+pub mod fsutil;
 pub mod log;
 pub mod ofd;
 pub mod offsets;

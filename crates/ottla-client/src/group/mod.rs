@@ -21,10 +21,10 @@ pub mod state;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ottla_storage::error::{Error, IoContext, Result};
+use ottla_storage::fsutil::write_replace;
 use ottla_storage::store::Store;
 
 use assignor::Assignor;
@@ -235,23 +235,6 @@ impl GroupDir {
             Err(e) => Err(Error::io("remove group state", &path, e)),
         }
     }
-}
-
-/// Replace a file by rename, without fsync: group files describe live
-/// processes only, so losing them to a power cut loses nothing.
-fn write_replace(path: &Path, data: &[u8]) -> Result<()> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let tmp = path.with_file_name(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    fs::write(&tmp, data).ctx("write", &tmp)?;
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io("rename", path, e));
-    }
-    Ok(())
 }
 
 /// Names of groups with a state file listing at least one live member.

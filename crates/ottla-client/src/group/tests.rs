@@ -169,7 +169,8 @@ fn dead_members_are_pruned_and_their_partitions_reassigned() {
          member ghost-1 1-0-0 ghost h 1 t\ntopic t 3\nassign ghost-1 t 0,1,2\n",
     )
     .expect("decode");
-    super::write_replace(&dir.dir.join("state"), unlocked.encode().as_bytes()).expect("write");
+    ottla_storage::fsutil::write_replace(&dir.dir.join("state"), unlocked.encode().as_bytes())
+        .expect("write");
     let c = member(&store, "g", Assignor::CooperativeSticky, 10_000);
     c.subscribe(&["t".into()]).expect("join");
     // Joining pruned the ghost, so everything is ours at once.
