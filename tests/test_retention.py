@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import ottla
-from helpers import Spawn, log_files, read_values
+from helpers import Spawn, log_files, read_values, wait_until
 
 TP0 = ottla.TopicPartition("r", 0)
 
@@ -241,3 +241,46 @@ def test_retention_in_another_process_is_seen(data_dir: Path, spawn: Spawn) -> N
         assert recs[0].offset == start
         for r in recs:
             assert r.value.startswith(b"%06d" % r.offset)
+
+
+def test_periodic_retention_check_in_an_idle_producer(data_dir: Path) -> None:
+    """Expired closed segments go while the producer stays open but idle:
+    no roll, no open, no config change, no explicit call."""
+    admin = ottla.Admin(data_dir)
+    admin.create_topic("r", config={"segment.bytes": 1024, "retention.ms": 1000})
+    part = data_dir / "r-0"
+    with ottla.Producer(data_dir, retention_check_interval_ms=100) as p:
+        deadline = time.monotonic() + 0.5  # fresh records: none expire while writing
+        i = 0
+        while time.monotonic() < deadline or len(log_files(part)) < 4:
+            p.send("r", b"%06d" % i + b"x" * 94, partition=0).get(10)
+            i += 1
+        n_before = len(log_files(part))
+        assert int(log_files(part)[0].stem) == 0
+        # Idle from here on: only the periodic check can delete.
+        assert wait_until(lambda: len(log_files(part)) < n_before, timeout=10), (
+            "expired segments were never deleted"
+        )
+        assert int(log_files(part)[0].stem) > 0
+    d = admin.describe_topic("r").partitions[0]
+    assert d.start_offset > 0 and d.end_offset == i
+
+
+def test_retention_check_interval_must_be_positive(data_dir: Path) -> None:
+    with pytest.raises(ottla.InvalidConfigError):
+        ottla.Producer(data_dir, retention_check_interval_ms=0)
+
+
+@pytest.mark.skipif(not hasattr(ottla, "Broker"), reason="built without the broker")
+def test_periodic_retention_check_in_the_broker(data_dir: Path) -> None:
+    admin = ottla.Admin(data_dir)  # keeps the partition open in this process
+    admin.create_topic("r", config={"segment.bytes": 1024, "retention.ms": 1000})
+    fill(data_dir, 40)
+    part = data_dir / "r-0"
+    n_before = len(log_files(part))
+    assert n_before > 1
+    time.sleep(1.2)  # expired now, and nothing deletes them on its own
+    assert len(log_files(part)) == n_before
+    with ottla.Broker(data_dir, retention_check_interval_ms=100):
+        assert wait_until(lambda: int(log_files(part)[0].stem) > 0, timeout=10)
+    assert admin.describe_topic("r").partitions[0].start_offset > 0

@@ -75,7 +75,11 @@ class Producer(_CoreProducer):
     (default 5), ``batch_size`` (bytes, default 262144), ``fsync``
     (``"never"``, ``"interval"`` or ``"always"``), ``fsync_interval_ms``,
     ``auto_create_topics``, ``num_partitions`` (for auto-created topics),
-    ``key_serializer`` and ``value_serializer``.
+    ``key_serializer``, ``value_serializer`` and
+    ``retention_check_interval_ms`` (Kafka's
+    ``log.retention.check.interval.ms``, default 300000: how often expired
+    segments of every topic in the directory are deleted while the producer
+    is open; one process at a time does it).
 
     ``send()`` returns a future; its ``get()`` waits until the record is in
     the log and returns its :class:`RecordMetadata`:

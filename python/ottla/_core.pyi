@@ -304,10 +304,18 @@ class Producer:
         value_serializer: Callable[[Any], _BytesLike | None] | None = None,
         acks: Any = None,
         client_id: str | None = None,
+        retention_check_interval_ms: int = 300000,
     ) -> Self:
         """Open a producer on the data directory ``path`` (created if
         missing). ``acks`` and ``client_id`` are accepted for Kafka
-        compatibility: every acknowledgement is a local append."""
+        compatibility: every acknowledgement is a local append.
+
+        ``retention_check_interval_ms`` (Kafka's
+        ``log.retention.check.interval.ms``, default five minutes): how
+        often, while the producer is open, segments past their topic's
+        ``retention.ms`` or ``retention.bytes`` are deleted in every topic
+        of the directory, even when nothing rolls a segment. One process
+        at a time does a round; the others skip it."""
     def send(
         self,
         topic: str,
@@ -641,6 +649,7 @@ class AioProducer:
         value_serializer: Callable[[Any], _BytesLike | None] | None = None,
         acks: Any = None,
         client_id: str | None = None,
+        retention_check_interval_ms: int = 300000,
     ) -> Self:
         """Settings as for ``ottla.Producer``."""
     def send(
@@ -744,9 +753,12 @@ class Broker:
         num_partitions: int = 1,
         max_request_bytes: int = 104857600,
         fsync: str = "never",
+        retention_check_interval_ms: int = 300000,
     ) -> Self:
         """Serve ``path`` on ``host:port`` (port 0: a free one), on the
-        broker's own threads."""
+        broker's own threads. Every ``retention_check_interval_ms``
+        (Kafka's ``log.retention.check.interval.ms``) segments past their
+        topic's retention are deleted, as an embedded Producer does."""
     @property
     def bootstrap_servers(self) -> str:
         """``"host:port"`` to give Kafka clients as ``bootstrap.servers``."""

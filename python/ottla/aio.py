@@ -63,7 +63,7 @@ class Producer(_CoreAioProducer):
     ``Producer(path, **config)`` takes the settings of :class:`ottla.Producer`
     (``linger_ms``, ``batch_size``, ``fsync``, ``fsync_interval_ms``,
     ``auto_create_topics``, ``num_partitions``, ``key_serializer``,
-    ``value_serializer``):
+    ``value_serializer``, ``retention_check_interval_ms``):
 
     >>> import asyncio
     >>> async def main() -> None:

@@ -45,6 +45,7 @@ use tokio::sync::{mpsc, watch};
 
 use ottla_storage::error::{Error, Result};
 use ottla_storage::log::Durability;
+use ottla_storage::retention_checker::{RetentionChecker, DEFAULT_CHECK_INTERVAL_MS};
 use ottla_storage::store::Store;
 
 /// How the broker is set up; the Python door fills this from `ottla.Broker(...)`.
@@ -67,6 +68,10 @@ pub struct BrokerConfig {
     pub frame_timeout: Duration,
     /// How long a connection may sit idle between requests.
     pub idle_timeout: Duration,
+    /// How often expired segments of every topic are deleted (Kafka's
+    /// `log.retention.check.interval.ms`), whether or not anything is
+    /// written; see `ottla_storage::retention_checker`.
+    pub retention_check_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -81,6 +86,7 @@ impl Default for BrokerConfig {
             durability: Durability::PageCache,
             frame_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
+            retention_check_interval_ms: DEFAULT_CHECK_INTERVAL_MS,
         }
     }
 }
@@ -126,6 +132,7 @@ pub struct Broker {
     finished: Mutex<Option<mpsc::Receiver<()>>>,
     waker: Option<replica::wake::Waker>,
     shared: Option<Arc<Shared>>,
+    retention: Option<RetentionChecker>,
 }
 
 impl Broker {
@@ -144,6 +151,12 @@ impl Broker {
             .enable_all()
             .build()
             .map_err(|e| Error::IllegalState(format!("cannot start the broker runtime: {e}")))?;
+        if config.retention_check_interval_ms == 0 {
+            return Err(Error::InvalidConfig(
+                "retention_check_interval_ms must be positive".into(),
+            ));
+        }
+        let retention = RetentionChecker::start(&store, config.retention_check_interval_ms)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (replicas, waker) =
             replica::ReplicaManager::start(store.clone(), config.durability, shutdown_rx.clone());
@@ -185,6 +198,7 @@ impl Broker {
             finished: Mutex::new(Some(done_rx)),
             waker: Some(waker),
             shared: Some(shared),
+            retention: Some(retention),
         })
     }
 
@@ -208,6 +222,7 @@ impl Broker {
     /// runtime is stopped whatever is left.
     pub fn close(&mut self) {
         self.shutdown.send_replace(true);
+        self.retention = None;
         if let Some(rt) = self.runtime.take() {
             if let Some(mut done) = self.finished.lock().take() {
                 // Every task holds a sender; recv() ends when the last one drops.

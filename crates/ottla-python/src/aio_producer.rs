@@ -345,7 +345,7 @@ impl AioProducer {
     #[pyo3(signature = (
         path, *, linger_ms=5, batch_size=262144, fsync="never", fsync_interval_ms=1000,
         auto_create_topics=true, num_partitions=1, key_serializer=None, value_serializer=None,
-        acks=None, client_id=None
+        acks=None, client_id=None, retention_check_interval_ms=300000
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -361,6 +361,7 @@ impl AioProducer {
         value_serializer: Option<Py<PyAny>>,
         acks: Option<Bound<'_, PyAny>>,
         client_id: Option<String>,
+        retention_check_interval_ms: u64,
     ) -> PyResult<Self> {
         let _ = (acks, client_id); // accepted for Kafka compatibility, as in ottla.Producer
         let engine = open_engine(
@@ -372,6 +373,7 @@ impl AioProducer {
             fsync_interval_ms,
             auto_create_topics,
             num_partitions,
+            retention_check_interval_ms,
             (&key_serializer, &value_serializer),
         )?;
         Ok(AioProducer {

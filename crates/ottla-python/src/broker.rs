@@ -33,7 +33,8 @@ pub struct Broker {
 impl Broker {
     #[new]
     #[pyo3(signature = (path, host="127.0.0.1", port=0, *, auto_create_topics=true,
-                        num_partitions=1, max_request_bytes=104857600, fsync="never"))]
+                        num_partitions=1, max_request_bytes=104857600, fsync="never",
+                        retention_check_interval_ms=300000))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -44,7 +45,13 @@ impl Broker {
         num_partitions: i64,
         max_request_bytes: i64,
         fsync: &str,
+        retention_check_interval_ms: i64,
     ) -> PyResult<Self> {
+        if retention_check_interval_ms < 1 {
+            return Err(PyValueError::new_err(format!(
+                "retention_check_interval_ms must be positive, got {retention_check_interval_ms}"
+            )));
+        }
         if !(1..=100_000).contains(&num_partitions) {
             return Err(PyValueError::new_err(format!(
                 "num_partitions must be between 1 and 100000, got {num_partitions}"
@@ -72,6 +79,7 @@ impl Broker {
             num_partitions: num_partitions as u32,
             max_request_bytes: max_request_bytes as usize,
             durability,
+            retention_check_interval_ms: retention_check_interval_ms as u64,
             ..Default::default()
         };
         let interval = fsync == "interval";

@@ -166,6 +166,7 @@ pub(super) fn open_engine(
     fsync_interval_ms: u64,
     auto_create_topics: bool,
     num_partitions: u32,
+    retention_check_interval_ms: u64,
     serializers: (&Option<Py<PyAny>>, &Option<Py<PyAny>>),
 ) -> PyResult<Arc<Engine>> {
     parse_fsync(fsync)?;
@@ -195,6 +196,7 @@ pub(super) fn open_engine(
                     fsync: policy,
                     auto_create_topics,
                     num_partitions,
+                    retention_check_interval_ms,
                 },
             )
         })
@@ -247,7 +249,7 @@ impl Producer {
     #[pyo3(signature = (
         path, *, linger_ms=5, batch_size=262144, fsync="never", fsync_interval_ms=1000,
         auto_create_topics=true, num_partitions=1, key_serializer=None, value_serializer=None,
-        acks=None, client_id=None
+        acks=None, client_id=None, retention_check_interval_ms=300000
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -263,6 +265,7 @@ impl Producer {
         value_serializer: Option<Py<PyAny>>,
         acks: Option<Bound<'_, PyAny>>,
         client_id: Option<String>,
+        retention_check_interval_ms: u64,
     ) -> PyResult<Self> {
         let _ = (acks, client_id); // accepted for Kafka compatibility: every ack is a local append
         let engine = open_engine(
@@ -274,6 +277,7 @@ impl Producer {
             fsync_interval_ms,
             auto_create_topics,
             num_partitions,
+            retention_check_interval_ms,
             (&key_serializer, &value_serializer),
         )?;
         Ok(Producer {

@@ -7,6 +7,7 @@
 //! * [`log`]: segments, indexes, the shared head, locks, loading and
 //!   recovery, retention and the log cleaner.
 //! * [`offsets::OffsetStore`]: committed offsets in `__consumer_offsets`.
+//! * [`retention_checker`]: the periodic retention check.
 //! * [`beacon`], [`ofd`]: the futex word and the byte-range locks that
 //!   processes coordinate through.
 //!
@@ -31,6 +32,7 @@ pub mod fsutil;
 pub mod log;
 pub mod ofd;
 pub mod offsets;
+pub mod retention_checker;
 pub mod store;
 pub mod topic;
 

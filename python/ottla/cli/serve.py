@@ -70,6 +70,14 @@ def add_parser(sub: Any) -> None:
         default="never",
         help="when appended records are fsynced (default never: the page cache)",
     )
+    p.add_argument(
+        "--retention-check-interval-ms",
+        type=int,
+        default=300000,
+        metavar="MS",
+        help="how often segments past their retention are deleted "
+        "(log.retention.check.interval.ms; default 300000)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -89,6 +97,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--num-partitions must be at least 1")
     if args.max_request_bytes < 1024:
         raise UsageError("--max-request-bytes must be at least 1024")
+    if args.retention_check_interval_ms < 1:
+        raise UsageError("--retention-check-interval-ms must be at least 1")
     broker_cls: Any = getattr(ottla, "Broker", None)
     if broker_cls is None:
         raise CliError(
@@ -105,6 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             num_partitions=args.num_partitions,
             max_request_bytes=args.max_request_bytes,
             fsync=args.fsync,
+            retention_check_interval_ms=args.retention_check_interval_ms,
         )
     except OSError as e:
         raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None

@@ -42,6 +42,7 @@ use ottla_record::batch::{BatchBuilder, HeaderRef, HEADER_LEN};
 use ottla_record::varint::varlong_len;
 use ottla_storage::error::{Error, Result};
 use ottla_storage::log::Durability;
+use ottla_storage::retention_checker::{RetentionChecker, DEFAULT_CHECK_INTERVAL_MS};
 use ottla_storage::store::Store;
 
 use accumulator::{Inner, RecordClock, Topics};
@@ -64,6 +65,11 @@ pub struct ProducerConfig {
     pub fsync: FsyncPolicy,
     pub auto_create_topics: bool,
     pub num_partitions: u32,
+    /// How often this producer's retention checker deletes expired segments
+    /// of every topic in the directory (Kafka's
+    /// `log.retention.check.interval.ms`); one process's checker works at a
+    /// time (see `ottla_storage::retention_checker`).
+    pub retention_check_interval_ms: u64,
 }
 
 impl Default for ProducerConfig {
@@ -74,6 +80,7 @@ impl Default for ProducerConfig {
             fsync: FsyncPolicy::Never,
             auto_create_topics: true,
             num_partitions: 1,
+            retention_check_interval_ms: DEFAULT_CHECK_INTERVAL_MS,
         }
     }
 }
@@ -97,6 +104,8 @@ pub struct Producer {
     /// so batches reach the log in the order they were sealed while the
     /// accumulator itself stays free for `send()` during the I/O.
     append_order: Mutex<()>,
+    /// Stopped by `close()`.
+    retention: Mutex<Option<RetentionChecker>>,
 }
 
 impl Producer {
@@ -109,9 +118,15 @@ impl Producer {
                 "num_partitions must be positive".into(),
             ));
         }
+        if config.retention_check_interval_ms == 0 {
+            return Err(Error::InvalidConfig(
+                "retention_check_interval_ms must be positive".into(),
+            ));
+        }
         if let FsyncPolicy::Interval(ms) = config.fsync {
             store.ensure_flusher(ms);
         }
+        let retention = RetentionChecker::start(&store, config.retention_check_interval_ms)?;
         let p = Arc::new(Producer {
             store,
             config,
@@ -126,6 +141,7 @@ impl Producer {
             linger_thread: Mutex::new(None),
             spare: Mutex::new(Vec::new()),
             append_order: Mutex::new(()),
+            retention: Mutex::new(Some(retention)),
         });
         let weak = Arc::downgrade(&p);
         let handle = std::thread::Builder::new()
@@ -239,6 +255,8 @@ impl Producer {
         if was_closed {
             return out;
         }
+        let retention = self.retention.lock().take();
+        drop(retention);
         self.linger_cv.notify_all();
         if let Some(h) = self.linger_thread.lock().take() {
             if h.thread().id() != std::thread::current().id() {

@@ -1762,3 +1762,75 @@ fn clean_open_checks_the_last_index_entry_whatever_the_files_hold() {
         }
     }
 }
+
+// ------------------------------------------------- periodic retention
+
+/// A topic `t` (one partition) whose fresh records expire after
+/// `retention.ms`=1000, written into several small segments.
+fn expiring_topic(root: &Path) -> (Arc<crate::store::Store>, Arc<PartitionLog>) {
+    let store = crate::store::Store::open(root).expect("store");
+    let topic = store
+        .create_topic(
+            "t",
+            1,
+            &[
+                ("segment.bytes".to_string(), "1024".to_string()),
+                ("retention.ms".to_string(), "1000".to_string()),
+            ],
+        )
+        .expect("create topic");
+    let log = store.partition(&topic, 0).expect("partition");
+    let mut rng = Rng(5);
+    fill(&log, 60, now_ms(), &mut rng);
+    assert!(log.segment_count().expect("count") >= 3);
+    (store, log)
+}
+
+/// Waits up to ten seconds for the log's start offset to pass zero.
+fn start_advances(log: &PartitionLog) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if log.offsets().expect("offsets").0 > 0 {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn retention_checker_deletes_expired_segments_without_a_roll() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (store, log) = expiring_topic(tmp.path());
+    let segments = log.segment_count().expect("count");
+    let (_, end) = log.offsets().expect("offsets");
+    let checker = crate::retention_checker::RetentionChecker::start(&store, 100).expect("checker");
+    // No append, roll, open or explicit call from here on.
+    assert!(start_advances(&log), "expired segments never deleted");
+    assert!(log.segment_count().expect("count") < segments);
+    assert!(log.offsets().expect("offsets").0 <= end);
+    drop(checker);
+}
+
+#[test]
+fn retention_checker_skips_rounds_while_another_holds_the_lock() {
+    use crate::ofd::ByteLocks;
+    use crate::retention_checker::{check_once, lock_path, RetentionChecker, CHECK_BYTE};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (store, log) = expiring_topic(tmp.path());
+    // Another checker's round under way: this one's rounds are skipped.
+    let other = ByteLocks::open(&lock_path(&store)).expect("open lock");
+    assert!(other.try_lock(CHECK_BYTE, true).expect("take lock"));
+    let mine = ByteLocks::open(&lock_path(&store)).expect("open lock");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(check_once(&store, &mine).expect("round"), None);
+    let mut checker = RetentionChecker::start(&store, 50).expect("checker");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(log.offsets().expect("offsets").0, 0, "a round ran unlocked");
+    // Released: the next round does the work, and holds the byte while it
+    // does (a second round in parallel is skipped, never doubled).
+    other.unlock(CHECK_BYTE).expect("unlock");
+    assert!(start_advances(&log), "expired segments never deleted");
+    checker.stop();
+    assert_eq!(check_once(&store, &mine).expect("round"), Some(0));
+}

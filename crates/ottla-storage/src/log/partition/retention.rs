@@ -8,8 +8,9 @@
 //! head publishes the new log start offset before any file is unlinked: a
 //! reader in another process sees the offsets gone before it could miss
 //! their files, and a read that finds a segment missing reads the head
-//! again (see `read_as_of`). Runs on open, after each roll and when called
-//! directly, not on every append.
+//! again (see `read_as_of`). Runs on open, after each roll, on a config
+//! change, every `retention_check_interval_ms` from a running
+//! `retention_checker`, and when called directly; not on every append.
 
 use super::{log_end_offset, now_ms, remove_segment_files, PartitionLog};
 use crate::error::Result;
