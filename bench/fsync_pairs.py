@@ -50,7 +50,7 @@ def main() -> None:
     value = os.urandom(MiB)
     block = os.urandom(MiB)
     with tempfile.TemporaryDirectory(dir=where) as d:
-        ottla.Admin(d).create_topic("t", 1, {"max.message.bytes": 2 * MiB})
+        ottla.Admin(d, create=True).create_topic("t", 1, {"max.message.bytes": 2 * MiB})
         fd = os.open(os.path.join(d, "f"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         fd2 = os.open(os.path.join(d, "g"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         falloc = fallocate_keep_size()

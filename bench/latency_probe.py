@@ -173,7 +173,7 @@ def run_path(path: str, n: int, rate: float, busy_poll_us: int) -> dict[str, Any
     import ottla
 
     with tempfile.TemporaryDirectory(prefix="latprobe") as d:
-        ottla.Admin(d).create_topic("lat", 1)
+        ottla.Admin(d, create=True).create_topic("lat", 1)
         if path == "ottla-thread":
             kw: dict[str, Any] = {} if busy_poll_us < 0 else {"busy_poll_us": busy_poll_us}
             c = ottla.Consumer(

@@ -371,7 +371,7 @@ def ottla_send_1m_fsync(value: bytes) -> Callable[[int], float]:
             # A 1 MiB value plus record/batch overhead is over the default
             # max.message.bytes (1048588, Kafka's default), so the topic needs
             # a larger limit; auto-created topics cannot be given one.
-            ottla.Admin(d).create_topic("t", 1, {"max.message.bytes": 2 * MiB})
+            ottla.Admin(d, create=True).create_topic("t", 1, {"max.message.bytes": 2 * MiB})
             p = ottla.Producer(d, fsync="always")
             s = p.send
             t0 = time.perf_counter()
@@ -866,7 +866,7 @@ def latency_in_process(p: dict[str, Any], busy_poll_us: int = 0) -> dict[str, An
     ottla = import_ottla()
     rate, n = p["lat_rate"], int(p["lat_rate"] * p["lat_secs"])
     with TempDir("lat") as d:
-        ottla.Admin(d).create_topic("lat", 1)
+        ottla.Admin(d, create=True).create_topic("lat", 1)
         c = ottla.Consumer(
             d,
             "lat",
@@ -910,7 +910,7 @@ def latency_cross_process(p: dict[str, Any], busy_poll_us: int = 0) -> dict[str,
     ottla = import_ottla()
     rate, n = p["lat_rate"], int(p["lat_rate"] * p["lat_secs"])
     with TempDir("latx") as d:
-        ottla.Admin(d).create_topic("lat", 1)
+        ottla.Admin(d, create=True).create_topic("lat", 1)
         out_path = os.path.join(d, "latencies.bin")
         child = subprocess.Popen(
             [
@@ -1089,7 +1089,7 @@ def topic_names(n: int) -> list[str]:
 
 
 def setup_open_dir(ottla: Any, d: str, n_topics: int, n_parts: int) -> None:
-    admin = ottla.Admin(d)
+    admin = ottla.Admin(d, create=True)
     for t in topic_names(n_topics):
         admin.create_topic(t, n_parts)
     p = ottla.Producer(d)
@@ -1102,7 +1102,7 @@ def setup_open_dir(ottla: Any, d: str, n_topics: int, n_parts: int) -> None:
 
 def setup_crash_dir(ottla: Any, d: str, total_bytes: int) -> dict[str, Any]:
     seg = total_bytes + 256 * MiB
-    ottla.Admin(d).create_topic("crash", 1, {"segment.bytes": seg})
+    ottla.Admin(d, create=True).create_topic("crash", 1, {"segment.bytes": seg})
     child = subprocess.Popen(
         [sys.executable, THIS, "--child", "crash-writer", d, str(total_bytes)],
         stdout=subprocess.PIPE,

@@ -29,7 +29,7 @@ def on_revoke(consumer: ottla.Consumer, partitions: list[ottla.TopicPartition]) 
 
 
 def main() -> None:
-    admin = ottla.Admin(DATA)
+    admin = ottla.Admin(DATA, create=True)
     if "orders" not in admin.list_topics():
         try:
             admin.create_topic("orders", partitions=6)

@@ -16,7 +16,7 @@ TOPIC = "quickstart"
 
 
 def main() -> None:
-    admin = ottla.Admin(DATA)
+    admin = ottla.Admin(DATA, create=True)
     if TOPIC not in admin.list_topics():
         admin.create_topic(TOPIC, partitions=3, config={"retention.ms": 7 * 24 * 3600 * 1000})
 

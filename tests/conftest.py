@@ -36,8 +36,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Iterator[Path]:
-    """An empty, not yet created, data directory inside ``tmp_path``."""
+    """An empty data directory inside ``tmp_path``, created (as a Producer
+    would): a Consumer or Admin opens only a directory that exists."""
+    import ottla
+
     d = tmp_path / "data"
+    ottla.Admin(d, create=True).close()
     yield d
     # Drop producers/consumers the test left behind before the next test.
     gc.collect()

@@ -116,7 +116,7 @@ BAD_NAMES = [
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_invalid_topic_names(tmp_path: Path, name: str) -> None:
     data = tmp_path / "data"
-    admin = ottla.Admin(data)
+    admin = ottla.Admin(data, create=True)
     before_outside = tree(tmp_path)
     with pytest.raises(ottla.InvalidTopicError):
         admin.create_topic(name)

@@ -263,10 +263,13 @@ def test_data_dir_from_env_and_default(tmp_path: Path) -> None:
     assert ok("--data", tmp_path / "envdir", "topics", "list").split() == ["a"]
 
 
-def test_unknown_topic_and_missing_directory_exit_1(data_dir: Path) -> None:
-    err = fails(1, "topics", "list", "--data", data_dir)
-    assert "no ottla data directory" in err and str(data_dir) in err
-    assert not data_dir.exists()  # a read did not create it
+def test_unknown_topic_and_missing_directory_exit_1(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    for args in (["topics", "list"], ["consume", "real"], ["groups", "list"]):
+        err = fails(1, *args, "--data", data_dir)
+        assert err.count("\n") == 1, err
+        assert "no ottla data directory" in err and str(data_dir) in err
+        assert not data_dir.exists()  # a read did not create it
     ok("topics", "create", "real", "--data", data_dir)
     for args in (
         ["consume", "nope"],

@@ -637,7 +637,7 @@ def test_consumer_auto_create_topics_false(data_dir: Path) -> None:
         assert c.assignment() == set()
         assert c.poll(timeout_ms=50) == {}
     assert "missing" not in ottla.Admin(data_dir).list_topics()
-    with ottla.Consumer(data_dir, "created", num_partitions=2) as c:
+    with ottla.Consumer(data_dir, "created", auto_create_topics=True, num_partitions=2) as c:
         assert c.assignment() == {TP("created", 0), TP("created", 1)}
 
 

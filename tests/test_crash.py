@@ -568,7 +568,7 @@ def value_of(i: int) -> str:
 
 
 def build_corruption_base(path: Path) -> list[Path]:
-    ottla.Admin(path).create_topic("cor", config={"segment.bytes": 4096})
+    ottla.Admin(path, create=True).create_topic("cor", config={"segment.bytes": 4096})
     with ottla.Producer(path) as p:
         for i in range(0, 600, 10):
             p.send_many("cor", [value_of(j).encode() for j in range(i, i + 10)], partition=0)

@@ -156,7 +156,7 @@ def test_embedded_producer_on_a_full_tmpfs_gets_disk_full_not_sigbus(
     tmpfs: Path, tmp_path: Path, spawn: Spawn
 ) -> None:
     data = tmpfs / "data"
-    ottla.Admin(data).create_topic("t", partitions=1)
+    ottla.Admin(data, create=True).create_topic("t", partitions=1)
     go_full, go_free = tmp_path / "go-full", tmp_path / "go-free"
     child = spawn(
         EMBEDDED_CHILD, data, go_full, go_free, BEFORE_FULL, MAX_WHILE_FULL, AFTER_FREE, RECORD
@@ -237,7 +237,7 @@ def test_broker_on_a_full_tmpfs_answers_kafka_storage_error_and_resumes(
     tmpfs: Path, tmp_path: Path
 ) -> None:
     data = tmpfs / "data"
-    ottla.Admin(data).create_topic("t", partitions=1)
+    ottla.Admin(data, create=True).create_topic("t", partitions=1)
     broker = Child(
         "import sys; from ottla.cli import main; sys.exit(main())",
         "serve",

@@ -26,6 +26,7 @@ from ottla._core import (
     ClosedError,
     Consumer as _CoreConsumer,
     CorruptRecordError,
+    DataDirectoryNotFoundError,
     DiskFullError,
     FutureRecordMetadata,
     GroupMemberConflictError,
@@ -137,6 +138,15 @@ class Consumer(_CoreConsumer):
     ``"range"``, ``"roundrobin"``) and ``session_timeout_ms`` as in Kafka.
     Callbacks run inside ``poll()``/iteration on the calling thread.
 
+    A consumer creates nothing: ``path`` must be a data directory already
+    (made by a ``Producer``, a ``Broker`` or ``Admin(path, create=True)``),
+    else :class:`ottla.DataDirectoryNotFoundError` naming the path. A
+    subscribed topic that does not exist yet is waited for, as in Kafka;
+    ``assign()`` of a missing partition raises
+    :class:`ottla.UnknownTopicOrPartitionError`. ``auto_create_topics=True``
+    (Kafka's ``allow.auto.create.topics``; default ``False``) creates
+    missing topics instead.
+
     ``busy_poll_us`` (default 0: off; at most 5000) lets a waiting
     ``poll()``/iteration spin for new records for up to that many
     microseconds, with the GIL released, before it sleeps on the futex. The
@@ -247,6 +257,7 @@ __all__ = [
     "CompactionStats",
     "Consumer",
     "CorruptRecordError",
+    "DataDirectoryNotFoundError",
     "DiskFullError",
     "FutureRecordMetadata",
     "GroupDescription",

@@ -20,6 +20,7 @@ __all__ = [
     "ClosedError",
     "Consumer",
     "CorruptRecordError",
+    "DataDirectoryNotFoundError",
     "DiskFullError",
     "FutureRecordMetadata",
     "GroupMemberConflictError",
@@ -128,6 +129,11 @@ class OttlaTimeoutError(OttlaError):
 
 class ClosedError(OttlaError):
     """The producer or consumer has been closed."""
+
+class DataDirectoryNotFoundError(OttlaError):
+    """The path given to a Consumer or Admin is not an ottla data directory
+    (it does not exist, or has no .ottla/ inside); only a Producer, a Broker
+    or Admin(path, create=True) creates one."""
 
 # ---- values ------------------------------------------------------------------
 
@@ -414,7 +420,7 @@ class Consumer:
         max_poll_records: int = 500,
         max_partition_fetch_bytes: int = 1048576,
         check_crcs: bool = True,
-        auto_create_topics: bool = True,
+        auto_create_topics: bool = False,
         num_partitions: int = 1,
         key_deserializer: Callable[[bytes], Any] | None = None,
         value_deserializer: Callable[[bytes], Any] | None = None,
@@ -428,7 +434,10 @@ class Consumer:
         defaults (``auto_offset_reset`` also takes the older names
         ``smallest``/``beginning`` and ``largest``/``end``);
         ``consumer_timeout_ms`` (None: never) ends an iteration that waited
-        that long for a record."""
+        that long for a record. ``path`` must be an existing data directory
+        (made by a Producer, a Broker or ``Admin(path, create=True)``), else
+        ``DataDirectoryNotFoundError``; a subscribed topic that does not
+        exist is waited for, not created, unless ``auto_create_topics=True``."""
     def subscribe(
         self,
         topics: str | Sequence[str] | None = None,
@@ -452,7 +461,9 @@ class Consumer:
     def subscription(self) -> set[str]:
         """The subscribed topic names."""
     def assign(self, partitions: Iterable[_TP]) -> None:
-        """Read exactly these partitions, with no group membership."""
+        """Read exactly these partitions, with no group membership; a
+        partition that does not exist raises ``UnknownTopicOrPartitionError``
+        (unless ``auto_create_topics=True`` and its topic is missing)."""
     def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer reads."""
     def poll(
@@ -541,7 +552,9 @@ class _Admin:
     """The engine's topic and group administration; ``ottla.Admin`` wraps it
     with dataclass results."""
 
-    def __new__(cls, path: _Path) -> Self: ...
+    def __new__(cls, path: _Path, *, create: bool = False) -> Self:
+        """Open the data directory ``path``; raises
+        ``DataDirectoryNotFoundError`` if it is not one, unless ``create``."""
     def create_topic(
         self, name: str, partitions: int = 1, config: dict[str, Any] | None = None
     ) -> None:

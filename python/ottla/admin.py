@@ -126,15 +126,20 @@ class Admin:
     Config keys are Kafka's (``"retention.ms"``); underscores work too
     (``retention_ms``):
 
-    >>> admin = ottla.Admin("data")
+    >>> admin = ottla.Admin("data", create=True)
     >>> admin.create_topic("events", partitions=3, config={"retention.ms": 3_600_000})
     >>> d = admin.describe_topic("events")
     >>> len(d.partitions), d.overrides
     (3, {'retention.ms': '3600000'})
     """
 
-    def __init__(self, path: str | PathLike[str]) -> None:
-        self._core = _Admin(path)
+    def __init__(self, path: str | PathLike[str], *, create: bool = False) -> None:
+        """Open the data directory ``path``. It must exist already (made by
+        a ``Producer``, a ``Broker`` or an earlier ``create=True``), else
+        :class:`ottla.DataDirectoryNotFoundError` naming the path: a
+        mistyped path fails instead of being created. ``create=True``
+        creates it."""
+        self._core = _Admin(path, create=create)
 
     @property
     def path(self) -> str:
@@ -195,7 +200,7 @@ class Admin:
         has passed. Compaction also runs by itself when a segment rolls and
         the dirty ratio exceeds ``min.cleanable.dirty.ratio``:
 
-        >>> admin = ottla.Admin("data")
+        >>> admin = ottla.Admin("data", create=True)
         >>> admin.create_topic("prices", config={"cleanup.policy": "compact"})
         >>> stats = admin.compact("prices")
         >>> stats.bytes_before >= stats.bytes_after
@@ -212,7 +217,7 @@ class Admin:
     def describe_group(self, group: str) -> GroupDescription:
         """Members (with their assignment), committed offsets and lag:
 
-        >>> admin = ottla.Admin("data")
+        >>> admin = ottla.Admin("data", create=True)
         >>> with ottla.Producer("data") as p:
         ...     _ = p.send_many("orders", [b"a", b"b", b"c"]).get()
         >>> c = ottla.Consumer("data", group_id="billing", auto_offset_reset="earliest")
@@ -262,7 +267,7 @@ class Admin:
         log end if none). Explicit offsets are clamped into the log's range.
         Raises ``GroupNotEmptyError`` while the group has live members:
 
-        >>> admin = ottla.Admin("data")
+        >>> admin = ottla.Admin("data", create=True)
         >>> with ottla.Producer("data") as p:
         ...     _ = p.send_many("orders", [b"x"] * 50).get()
         >>> with ottla.Consumer("data", "orders", group_id="billing",

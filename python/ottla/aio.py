@@ -184,7 +184,7 @@ class Consumer:
         max_poll_records: int = 500,
         max_partition_fetch_bytes: int = 1048576,
         check_crcs: bool = True,
-        auto_create_topics: bool = True,
+        auto_create_topics: bool = False,
         num_partitions: int = 1,
         key_deserializer: Callable[[bytes], Any] | None = None,
         value_deserializer: Callable[[bytes], Any] | None = None,

@@ -49,7 +49,7 @@ pub fn kafka_code(e: &Error) -> i16 {
         Error::CorruptRecord { .. } => code::CORRUPT_MESSAGE,
         Error::InvalidRecord(_) | Error::DecompressedTooLarge { .. } => code::INVALID_RECORD,
         Error::UnsupportedCompression(_) => code::UNSUPPORTED_COMPRESSION_TYPE,
-        Error::Io { .. } => code::KAFKA_STORAGE_ERROR,
+        Error::Io { .. } | Error::NotADataDirectory { .. } => code::KAFKA_STORAGE_ERROR,
         Error::GroupNotEmpty(..) => code::NON_EMPTY_GROUP,
         Error::OffsetMetadataTooLarge { .. } => code::OFFSET_METADATA_TOO_LARGE,
         Error::GroupCoordinatedByBroker { .. } => code::INCONSISTENT_GROUP_PROTOCOL,

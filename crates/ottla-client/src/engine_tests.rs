@@ -423,10 +423,21 @@ fn topic_or_create_auto_creates() {
         strict.send("not-there", None, Some(b"v"), &[], None, None),
         Err(Error::UnknownTopicOrPartition { .. })
     ));
+    // A consumer creates nothing unless asked (`allow.auto.create.topics`):
+    // a subscription waits, an assignment fails.
+    let c = Consumer::new(store.clone(), ConsumerConfig::default()).expect("consumer");
+    c.subscribe(&["not-made".to_string()]).expect("subscribe");
+    assert!(c.assignment().is_empty());
+    assert!(matches!(
+        c.assign(&[("not-made".to_string(), 0)]),
+        Err(Error::UnknownTopicOrPartition { .. })
+    ));
+    assert!(store.topic("not-made").expect("read metadata").is_none());
     let c = Consumer::new(
         store.clone(),
         ConsumerConfig {
             num_partitions: 4,
+            auto_create_topics: true,
             ..Default::default()
         },
     )

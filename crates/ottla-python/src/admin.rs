@@ -33,9 +33,15 @@ fn config_pairs(config: Option<Bound<'_, PyDict>>) -> PyResult<Vec<(String, Opti
 #[pymethods]
 impl Admin {
     #[new]
-    fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+    #[pyo3(signature = (path, *, create=false))]
+    fn new(py: Python<'_>, path: std::path::PathBuf, create: bool) -> PyResult<Self> {
+        let open = if create {
+            Store::open
+        } else {
+            Store::open_existing
+        };
         Ok(Admin {
-            store: py.detach(|| Store::open(&path)).py()?,
+            store: py.detach(|| open(&path)).py()?,
         })
     }
 

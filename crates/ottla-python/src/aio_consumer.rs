@@ -142,7 +142,7 @@ impl RecordWaiter {
     fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
         let watcher = py
             .detach(|| -> ottla_storage::Result<Arc<Watcher>> {
-                let store = Store::open(&path)?;
+                let store = Store::open_existing(&path)?;
                 Watcher::for_store(&store)
             })
             .py()?;

@@ -354,7 +354,7 @@ impl Consumer {
     #[pyo3(signature = (
         path, *topics, group_id=None, auto_offset_reset="latest", enable_auto_commit=true,
         auto_commit_interval_ms=5000, consumer_timeout_ms=None, max_poll_records=500,
-        max_partition_fetch_bytes=1048576, check_crcs=true, auto_create_topics=true,
+        max_partition_fetch_bytes=1048576, check_crcs=true, auto_create_topics=false,
         num_partitions=1, key_deserializer=None, value_deserializer=None, client_id=None,
         partition_assignment_strategy=None, session_timeout_ms=10000, busy_poll_us=0
     ))]
@@ -429,7 +429,7 @@ impl Consumer {
         };
         let engine = py
             .detach(|| -> ottla_storage::Result<Arc<Engine>> {
-                let store = Store::open(&path)?;
+                let store = Store::open_existing(&path)?;
                 let c = Arc::new(Engine::new(store, config)?);
                 if !topics.is_empty() {
                     c.subscribe(&topics)?;

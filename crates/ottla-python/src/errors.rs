@@ -128,6 +128,13 @@ create_exception!(
     "The producer or consumer has been closed."
 );
 
+create_exception!(
+    ottla,
+    DataDirectoryNotFoundError,
+    OttlaError,
+    "The path given to a Consumer or Admin is not an ottla data directory (it does not exist, or has no .ottla/ inside); only a Producer, a Broker or Admin(path, create=True) creates one."
+);
+
 pub fn to_pyerr(e: &Error) -> PyErr {
     let msg = e.to_string();
     match e {
@@ -144,6 +151,7 @@ pub fn to_pyerr(e: &Error) -> PyErr {
         Error::InvalidRecord(_) => InvalidRecordError::new_err(msg),
         Error::UnsupportedCompression(_) => UnsupportedCompressionError::new_err(msg),
         Error::DecompressedTooLarge { .. } => InvalidRecordError::new_err(msg),
+        Error::NotADataDirectory { .. } => DataDirectoryNotFoundError::new_err(msg),
         Error::Io { .. } if e.is_disk_full() => DiskFullError::new_err(msg),
         Error::Io { .. } => StorageError::new_err(msg),
         Error::GroupCoordinatedByBroker { .. } => GroupMemberConflictError::new_err(msg),
@@ -212,5 +220,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("IllegalStateError", py.get_type::<IllegalStateError>())?;
     m.add("OttlaTimeoutError", py.get_type::<OttlaTimeoutError>())?;
     m.add("ClosedError", py.get_type::<ClosedError>())?;
+    m.add(
+        "DataDirectoryNotFoundError",
+        py.get_type::<DataDirectoryNotFoundError>(),
+    )?;
     Ok(())
 }

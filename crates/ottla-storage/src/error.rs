@@ -57,6 +57,11 @@ pub enum Error {
     #[error("compressed record batch inflates past {limit} bytes")]
     DecompressedTooLarge { limit: usize },
 
+    /// Opening a directory that holds no ottla data (a mistyped path):
+    /// only a producer, a broker or an explicit create makes one.
+    #[error("no ottla data directory at {path}: {reason}")]
+    NotADataDirectory { path: PathBuf, reason: &'static str },
+
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,

@@ -53,6 +53,28 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<Store>>> {
 }
 
 impl Store {
+    /// Open the data directory at `path` only if it is one already (a
+    /// directory with `.ottla/` inside), so a reader given a mistyped path
+    /// fails with [`Error::NotADataDirectory`] instead of creating it.
+    pub fn open_existing(path: &Path) -> Result<Arc<Store>> {
+        let not_one = |reason| Error::NotADataDirectory {
+            path: path.to_path_buf(),
+            reason,
+        };
+        match fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(not_one("it does not exist"))
+            }
+            Err(e) => return Err(Error::io("stat data directory", path, e)),
+            Ok(m) if !m.is_dir() => return Err(not_one("it is not a directory")),
+            Ok(_) => {}
+        }
+        if !path.join(".ottla").is_dir() {
+            return Err(not_one("it has no .ottla/ directory inside"));
+        }
+        Self::open(path)
+    }
+
     /// Open (creating if needed) the data directory at `path`. Every caller in
     /// a process gets the same `Store` for the same directory.
     pub fn open(path: &Path) -> Result<Arc<Store>> {

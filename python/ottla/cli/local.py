@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,13 +22,14 @@ from ottla.cli.backend import (
 
 class DirectoryBackend:
     def __init__(self, path: str, *, create: bool = False) -> None:
-        if not create and not os.path.isdir(path):
-            raise CliError(
-                f"no ottla data directory at {path!r} (pass --data DIR or set OTTLA_DATA)"
-            )
+        # Only `topics create` makes a directory: anything else on a
+        # mistyped path fails here, naming it, instead of creating it.
+        try:
+            self.admin = ottla.Admin(path, create=create)
+        except ottla.DataDirectoryNotFoundError as e:
+            raise CliError(f"{e} (pass --data DIR or set OTTLA_DATA)") from None
         self.path = path
         self.where = f"directory {path}"
-        self.admin = ottla.Admin(path)
 
     # -- topics -------------------------------------------------------------
     def list_topics(self) -> list[str]:

@@ -21,6 +21,9 @@ pub struct ConsumerConfig {
     pub enable_auto_commit: bool,
     pub auto_commit_interval_ms: u64,
     pub max_partition_fetch_bytes: usize,
+    /// Create a subscribed or assigned topic that does not exist (Kafka's
+    /// `allow.auto.create.topics`). Off by default: a mistyped name must not
+    /// make a topic; a subscription waits for it, an assignment fails.
     pub auto_create_topics: bool,
     pub num_partitions: u32,
     pub check_crcs: bool,
@@ -43,7 +46,7 @@ impl Default for ConsumerConfig {
             enable_auto_commit: true,
             auto_commit_interval_ms: 5000,
             max_partition_fetch_bytes: 1024 * 1024,
-            auto_create_topics: true,
+            auto_create_topics: false,
             num_partitions: 1,
             check_crcs: true,
             client_id: String::new(),
