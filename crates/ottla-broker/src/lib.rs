@@ -132,7 +132,7 @@ pub struct Broker {
     finished: Mutex<Option<mpsc::Receiver<()>>>,
     waker: Option<replica::wake::Waker>,
     shared: Option<Arc<Shared>>,
-    retention: Option<RetentionChecker>,
+    retention: Option<Arc<RetentionChecker>>,
 }
 
 impl Broker {
@@ -156,7 +156,7 @@ impl Broker {
                 "retention_check_interval_ms must be positive".into(),
             ));
         }
-        let retention = RetentionChecker::start(&store, config.retention_check_interval_ms)?;
+        let retention = RetentionChecker::shared(&store, config.retention_check_interval_ms)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (replicas, waker) =
             replica::ReplicaManager::start(store.clone(), config.durability, shutdown_rx.clone());

@@ -115,6 +115,24 @@ impl RetentionChecker {
         })
     }
 
+    /// The checker of `store` at `interval_ms`, started if none is running:
+    /// several producers (and a broker) in one process on one directory
+    /// share one thread. It stops when the last holder drops it.
+    pub fn shared(store: &Arc<Store>, interval_ms: u64) -> Result<Arc<RetentionChecker>> {
+        let mut running = store.retention_checkers.lock();
+        running.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(c) = running
+            .iter()
+            .find(|(ms, _)| *ms == interval_ms)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return Ok(c);
+        }
+        let c = Arc::new(RetentionChecker::start(store, interval_ms)?);
+        running.push((interval_ms, Arc::downgrade(&c)));
+        Ok(c)
+    }
+
     /// Stop the thread and wait for it (a round under way finishes first).
     pub fn stop(&mut self) {
         *self.stop.stopped.lock() = true;

@@ -40,6 +40,11 @@ pub struct Store {
     logs: Mutex<HashMap<TopicPartition, Arc<PartitionLog>>>,
     meta_seen: AtomicU64,
     offsets: OnceLock<Arc<OffsetStore>>,
+    /// The running retention checkers, one per interval: every writer in
+    /// this process that asks for the same interval shares one thread
+    /// (`retention_checker::RetentionChecker::shared`).
+    pub(crate) retention_checkers:
+        Mutex<Vec<(u64, Weak<crate::retention_checker::RetentionChecker>)>>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     flush_interval_ms: AtomicU64,
     /// Partitions the process's descriptor table was last grown for (see
@@ -98,6 +103,7 @@ impl Store {
             topics: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
             offsets: OnceLock::new(),
+            retention_checkers: Mutex::new(Vec::new()),
             flusher: Mutex::new(None),
             flush_interval_ms: AtomicU64::new(u64::MAX),
             fd_room: AtomicU64::new(0),

@@ -105,7 +105,7 @@ pub struct Producer {
     /// accumulator itself stays free for `send()` during the I/O.
     append_order: Mutex<()>,
     /// Stopped by `close()`.
-    retention: Mutex<Option<RetentionChecker>>,
+    retention: Mutex<Option<Arc<RetentionChecker>>>,
 }
 
 impl Producer {
@@ -126,7 +126,7 @@ impl Producer {
         if let FsyncPolicy::Interval(ms) = config.fsync {
             store.ensure_flusher(ms);
         }
-        let retention = RetentionChecker::start(&store, config.retention_check_interval_ms)?;
+        let retention = RetentionChecker::shared(&store, config.retention_check_interval_ms)?;
         let p = Arc::new(Producer {
             store,
             config,

@@ -1834,3 +1834,21 @@ fn retention_checker_skips_rounds_while_another_holds_the_lock() {
     checker.stop();
     assert_eq!(check_once(&store, &mine).expect("round"), Some(0));
 }
+
+#[test]
+fn writers_in_one_process_share_one_retention_checker_per_interval() {
+    use crate::retention_checker::RetentionChecker;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = crate::store::Store::open(tmp.path()).expect("store");
+    let a = RetentionChecker::shared(&store, 60_000).expect("first");
+    let b = RetentionChecker::shared(&store, 60_000).expect("second");
+    assert!(Arc::ptr_eq(&a, &b), "one thread for one interval");
+    let c = RetentionChecker::shared(&store, 30_000).expect("other interval");
+    assert!(!Arc::ptr_eq(&a, &c));
+    let weak = Arc::downgrade(&a);
+    drop((a, b));
+    assert!(weak.upgrade().is_none(), "stopped with its last holder");
+    let d = RetentionChecker::shared(&store, 60_000).expect("again");
+    assert!(!Arc::ptr_eq(&d, &c));
+    assert_eq!(store.retention_checkers.lock().len(), 2);
+}
