@@ -16,7 +16,7 @@ use crate::beacon::Beacon;
 use crate::config::TopicConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::write_atomic;
-use crate::log::lockfile::LockFile;
+use crate::log::lockfile::{AppendGuard, LockFile};
 use crate::log::PartitionLog;
 use crate::offsets::OffsetStore;
 use crate::topic::{is_internal, validate_topic_name, TopicMeta, TopicPartition};
@@ -252,32 +252,50 @@ impl Store {
         // Directories first, each made fresh, then the metadata: the
         // commit (see `log_dirs`). A crash in between leaves only empty
         // directories no metadata describes, which the next sweep removes.
+        self.commit_new_partitions(_g, name, 0..partitions, &meta, "create-dirs")
+    }
+
+    /// Make a fresh directory for each partition in `new` of topic `name`,
+    /// then write `meta`, the topic's metadata file: the one write that makes
+    /// them live (see `log_dirs`). On failure the new directories are
+    /// removed again. Runs under the metadata lock `guard`, released before
+    /// the directories displaced by `make_fresh` are removed.
+    fn commit_new_partitions(
+        &self,
+        guard: AppendGuard<'_>,
+        name: &str,
+        new: std::ops::Range<u32>,
+        meta: &TopicMeta,
+        step: &str,
+    ) -> Result<Topic> {
         let mut graves = Vec::new();
-        let made = (0..partitions).try_for_each(|p| {
-            log_dirs::make_fresh(
-                &self.root,
-                &self.partition_dir(name, p),
-                name,
-                p,
-                &mut graves,
-            )
-        });
-        let made = made.and_then(|()| {
-            crash_point("create-dirs");
-            write_atomic(&path, meta.encode().as_bytes())
-        });
+        let made = new
+            .clone()
+            .try_for_each(|p| {
+                log_dirs::make_fresh(
+                    &self.root,
+                    &self.partition_dir(name, p),
+                    name,
+                    p,
+                    &mut graves,
+                )
+            })
+            .and_then(|()| {
+                crash_point(step);
+                write_atomic(&self.topics_dir.join(name), meta.encode().as_bytes())
+            });
         if let Err(e) = made {
-            for p in 0..partitions {
+            for p in new {
                 let _ = fs::remove_dir(self.partition_dir(name, p));
             }
             log_dirs::remove_retired(&graves);
             return Err(e);
         }
         self.beacon.bump_metadata();
-        drop(_g);
+        drop(guard);
         log_dirs::remove_retired(&graves);
         self.topic(name)?
-            .ok_or_else(|| Error::IllegalState(format!("topic {name} vanished after create")))
+            .ok_or_else(|| Error::IllegalState(format!("topic {name} vanished after its commit")))
     }
 
     /// Delete a topic: atomically for every process, and crash-atomically
@@ -405,33 +423,8 @@ impl Store {
         }
         // As in `create_topic`: fresh directories, then the commit.
         let old = meta.partitions;
-        let mut graves = Vec::new();
-        let made = (old..total).try_for_each(|p| {
-            log_dirs::make_fresh(
-                &self.root,
-                &self.partition_dir(name, p),
-                name,
-                p,
-                &mut graves,
-            )
-        });
         meta.partitions = total;
-        let made = made.and_then(|()| {
-            crash_point("grow-dirs");
-            write_atomic(&self.topics_dir.join(name), meta.encode().as_bytes())
-        });
-        if let Err(e) = made {
-            for p in old..total {
-                let _ = fs::remove_dir(self.partition_dir(name, p));
-            }
-            log_dirs::remove_retired(&graves);
-            return Err(e);
-        }
-        self.beacon.bump_metadata();
-        drop(_g);
-        log_dirs::remove_retired(&graves);
-        self.topic(name)?
-            .ok_or_else(|| Error::IllegalState(format!("topic {name} vanished")))
+        self.commit_new_partitions(_g, name, old..total, &meta, "grow-dirs")
     }
 
     /// Set (`Some`) or remove (`None`) config overrides.
