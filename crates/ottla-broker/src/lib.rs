@@ -206,6 +206,14 @@ impl Broker {
         self.addr
     }
 
+    /// How many Fetch requests are parked now (long polls waiting for an
+    /// append); 0 once closed.
+    pub fn waiting_fetches(&self) -> usize {
+        self.shared
+            .as_ref()
+            .map_or(0, |s| s.replicas.waiting_fetches())
+    }
+
     /// A receiver that turns true when the broker is asked to stop.
     pub fn stop_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()

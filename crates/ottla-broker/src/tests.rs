@@ -350,41 +350,6 @@ fn pipelined_and_split_frames_are_answered_in_order() {
     assert!(api_versions_ok(broker.local_addr()));
 }
 
-#[test]
-fn the_waker_wakes_a_parked_fetch_whether_or_not_it_was_watching() {
-    use std::sync::Arc;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let beacon =
-        Arc::new(ottla_storage::beacon::Beacon::open(&dir.path().join("beacon")).expect("beacon"));
-    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-    let interest = Arc::new(super::replica::wake::Interest::default());
-    let waker = super::replica::wake::Waker::start(beacon.clone(), tx, interest.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
-    // An append nobody watched (no Fetch parked), then a Fetch parks: it is
-    // woken once, since the waker cannot know what it missed.
-    beacon.notify_append();
-    rx.borrow_and_update();
-    let parked = interest.park();
-    let woke =
-        rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), rx.changed()).await });
-    assert!(matches!(woke, Ok(Ok(()))), "parking did not wake the fetch");
-    // While watching, an append wakes it.
-    rx.borrow_and_update();
-    std::thread::sleep(Duration::from_millis(20));
-    beacon.notify_append();
-    let woke =
-        rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), rx.changed()).await });
-    assert!(
-        matches!(woke, Ok(Ok(()))),
-        "an append did not wake the fetch"
-    );
-    drop(parked);
-    waker.stop();
-}
-
 /// A whole request frame: size, header v1, body.
 fn request<T: kafka_protocol::protocol::Encodable>(
     api: kafka_protocol::messages::ApiKey,
@@ -579,6 +544,84 @@ fn a_stopping_broker_answers_the_request_in_hand_then_closes() {
     assert_eq!(correlation, 7);
     assert_eq!(r.responses[0].partitions[0].error_code, code::NONE);
     assert!(closes(&mut s, Duration::from_secs(5)));
+}
+
+/// A Fetch of an empty partition, parked: the client's socket, and the
+/// broker's shared state.
+fn parked_fetch(broker: &Broker) -> (TcpStream, Arc<super::Shared>) {
+    let mut s = TcpStream::connect(broker.local_addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let shared = broker.shared.clone().expect("running");
+    shared
+        .store
+        .topic_or_create("idle", true, 1)
+        .expect("topic");
+    s.write_all(&fetch_request(
+        "idle",
+        &[(0, 0)],
+        1_000_000,
+        1_000_000,
+        60_000,
+    ))
+    .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared.replicas.waiting_fetches() == 0 {
+        assert!(Instant::now() < deadline, "the fetch never parked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (s, shared)
+}
+
+#[test]
+fn a_closed_connection_drops_its_parked_fetch_at_once() {
+    let (_dir, broker) = start(BrokerConfig::default());
+    let (s, shared) = parked_fetch(&broker);
+    drop(s);
+    // Not after its max_wait_ms (a minute).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared.replicas.waiting_fetches() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a fetch of a closed connection stayed parked"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(api_versions_ok(broker.local_addr()));
+}
+
+#[test]
+fn requests_pipelined_behind_a_parked_fetch_are_answered_after_it() {
+    use kafka_protocol::messages::{ApiKey, FetchResponse};
+    let (_dir, broker) = start(BrokerConfig::default());
+    let (mut s, shared) = parked_fetch(&broker);
+    // Read ahead by the broker while the fetch waits, kept for later.
+    s.write_all(&api_versions_request(21)).expect("write");
+    s.write_all(&api_versions_request(22)[..5]).expect("write");
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(&api_versions_request(22)[5..]).expect("write");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        shared.replicas.waiting_fetches(),
+        1,
+        "the fetch was dropped"
+    );
+    let p = ottla_client::producer::Producer::new(shared.store.clone(), Default::default())
+        .expect("producer");
+    p.send("idle", None, Some(b"v"), &[], Some(0), None)
+        .expect("send");
+    for c in p.flush() {
+        assert!(c.error().is_none(), "{:?}", c.error());
+        c.run();
+    }
+    let (_, correlation, r): (usize, i32, FetchResponse) = response(&mut s, ApiKey::Fetch, 4);
+    assert_eq!(correlation, 7);
+    assert!(r.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .is_some_and(|b| !b.is_empty()));
+    assert_eq!(correlation_of_next_response(&mut s), 21);
+    assert_eq!(correlation_of_next_response(&mut s), 22);
 }
 
 /// Run one API handler on the broker's runtime (handlers use

@@ -1,6 +1,7 @@
 //! Fetch: the request's partitions read through the replica manager, their
 //! stored batches put into the response as they are; the replica manager
-//! long-polls when there is less than `min_bytes`.
+//! long-polls when there is less than `min_bytes`, woken only by appends to
+//! the partitions this request reads.
 //!
 //! Limits (KIP-74, as Kafka's `ReplicaManager.readFromLog`): the records of
 //! the whole response fit `max_bytes`, capped by the broker's
@@ -19,7 +20,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
-use crate::replica::ReadResult;
+use crate::replica::{Looked, ReadResult};
 use crate::Shared;
 
 pub async fn handle(
@@ -31,16 +32,18 @@ pub async fn handle(
     let max_bytes = (req.max_bytes.max(0) as usize).min(shared.config.fetch_max_bytes);
     shared
         .replicas
-        .fetch(req.max_wait_ms, req.min_bytes, || {
-            gather(shared, session, &req, max_bytes)
+        .fetch(req.max_wait_ms, req.min_bytes, |looked| {
+            gather(shared, session, looked, &req, max_bytes)
         })
         .await
 }
 
-/// One pass over the requested partitions: (response, bytes, any error).
+/// One pass over the requested partitions: (response, bytes, any error);
+/// `looked` gets each partition read, for the long poll to wait on.
 fn gather(
     shared: &Shared,
     session: &mut Session,
+    looked: &mut Looked,
     req: &FetchRequest,
     max_bytes: usize,
 ) -> (FetchResponse, usize, bool) {
@@ -63,6 +66,7 @@ fn gather(
             let read = match &topic {
                 Ok(Some(topic)) => shared.replicas.read(
                     &mut session.cursors,
+                    looked,
                     topic,
                     name,
                     p.partition,

@@ -8,7 +8,9 @@
 //! - once a frame has started, the rest must arrive within `frame_timeout`;
 //!   between frames a connection may idle for `idle_timeout`;
 //! - any error (malformed request, unknown API, encode failure) closes this
-//!   connection only.
+//!   connection only;
+//! - a client that closes while its Fetch is parked (a long poll) ends the
+//!   Fetch at once; other requests run to their end.
 //!
 //! When the broker stops, a connection takes no new request (not even one
 //! already read), lets the request in hand finish and writes its response,
@@ -35,17 +37,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::dispatch::{self, Reply, Session};
+use crate::net::frame;
 use crate::Shared;
 
 /// The least a read asks the socket for; frames above it are read into a
 /// buffer of their own.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// How many bytes a connection reads ahead while a Fetch is in progress
+/// (see `peer_gone`).
+const WATCH_AHEAD: usize = 16 * 1024;
 
 /// How long a stopping broker leaves a client to read its last responses,
 /// and then to close (both within `Broker::close`'s own bound).
@@ -104,7 +112,22 @@ impl Connection {
             // Not raced against shutdown: a request taken is answered (see
             // the module's invariant); requests that wait end early on their
             // own when the broker stops.
-            match dispatch::handle(&self.shared, &mut self.session, frame).await {
+            let reply = if frame::prefix(&frame).is_some_and(|p| p.api_key == ApiKey::Fetch as i16)
+            {
+                // A Fetch may park for up to max_wait_ms (300 s): raced
+                // against the client going away, so a closed connection
+                // lets go of its fetch (and its registrations) at once. Only
+                // a Fetch: it writes nothing, so nobody is owed its answer;
+                // anything else runs to its end (see the module's invariant).
+                let handling = dispatch::handle(&self.shared, &mut self.session, frame);
+                tokio::select! {
+                    reply = handling => reply,
+                    why = peer_gone(&self.socket, &mut self.rbuf) => return Err(why),
+                }
+            } else {
+                dispatch::handle(&self.shared, &mut self.session, frame).await
+            };
+            match reply {
                 Reply::Send(buf) => {
                     self.socket
                         .write_all(&buf)
@@ -217,6 +240,32 @@ impl Connection {
                 Ok(Ok(_)) => {}
             }
             deadline.get_or_insert_with(|| tokio::time::Instant::now() + cfg.frame_timeout);
+        }
+    }
+}
+
+/// Returns once the client has closed the connection (end of stream) or the
+/// socket failed, saying which; for a request in progress that need not
+/// outlive its client. Meanwhile what the client sends (pipelined requests)
+/// is appended to `rbuf`, where `read_frame` takes it as if it had read it
+/// itself; past `WATCH_AHEAD` bytes more it stops reading (and returns
+/// only with the request), so a client cannot queue more than that this way.
+async fn peer_gone(socket: &TcpStream, rbuf: &mut BytesMut) -> String {
+    let cap = rbuf.len() + WATCH_AHEAD;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let room = cap.saturating_sub(rbuf.len()).min(chunk.len());
+        if room == 0 {
+            return std::future::pending().await;
+        }
+        if let Err(e) = socket.readable().await {
+            return format!("read: {e}");
+        }
+        match socket.try_read(&mut chunk[..room]) {
+            Ok(0) => return "client closed the connection during a Fetch".into(),
+            Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return format!("read: {e}"),
         }
     }
 }

@@ -9,7 +9,7 @@
 //! validate     every produced batch whole and readable (Kafka's LogValidator)
 //! read         Fetch: one partition's batches up to the high watermark; the long poll
 //! idempotence  per-partition producer state for retried batches
-//! wake         the directory beacon as the long poll's async signal
+//! wake         parked fetches woken per partition, from the directory beacon
 //! ```
 //!
 //! This broker is its partitions' only replica, so the high watermark is
@@ -22,9 +22,14 @@ mod read;
 pub mod validate;
 pub mod wake;
 
+#[cfg(test)]
+mod tests;
+
 pub use append::Written;
 pub use read::{Cursors, ReadResult};
+pub use wake::Looked;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -43,9 +48,11 @@ pub struct ReplicaManager {
     store: Arc<Store>,
     durability: Durability,
     producers: ProducerTable,
-    wake: watch::Receiver<u64>,
-    /// Fetches waiting on `wake`; the waker watches the beacon only for them.
-    wake_interest: Arc<wake::Interest>,
+    /// Parked fetches by the partitions they wait on; the waker watches the
+    /// beacon only while there are some.
+    watches: Arc<wake::Watches>,
+    /// Passes over a Fetch's partitions (`gather` runs), since the start.
+    fetch_passes: AtomicU64,
     /// Turns true when the broker stops: long polls answer at once.
     stopping: watch::Receiver<bool>,
 }
@@ -59,15 +66,14 @@ impl ReplicaManager {
         durability: Durability,
         stopping: watch::Receiver<bool>,
     ) -> (ReplicaManager, wake::Waker) {
-        let (wake_tx, wake_rx) = watch::channel(0u64);
-        let wake_interest = Arc::new(wake::Interest::default());
-        let waker = wake::Waker::start(store.beacon().clone(), wake_tx, wake_interest.clone());
+        let watches = Arc::new(wake::Watches::default());
+        let waker = wake::Waker::start(store.beacon().clone(), watches.clone());
         let replicas = ReplicaManager {
             store,
             durability,
             producers: ProducerTable::default(),
-            wake: wake_rx,
-            wake_interest,
+            watches,
+            fetch_passes: AtomicU64::new(0),
             stopping,
         };
         (replicas, waker)
@@ -103,7 +109,24 @@ impl ReplicaManager {
 
     /// How many Fetch requests are waiting for an append now.
     pub fn waiting_fetches(&self) -> usize {
-        self.wake_interest.waiting()
+        self.watches.waiting()
+    }
+
+    /// What long polls have cost since the start: (passes over a Fetch's
+    /// partitions, partition heads the wake thread looked at, parked
+    /// fetches woken).
+    pub fn fetch_counters(&self) -> (u64, u64, u64) {
+        let (looks, wakes) = self.watches.counters();
+        (
+            self.fetch_passes.load(std::sync::atomic::Ordering::Relaxed),
+            looks,
+            wakes,
+        )
+    }
+
+    #[cfg(test)]
+    pub(crate) fn watches(&self) -> &Arc<wake::Watches> {
+        &self.watches
     }
 
     /// Forget a deleted topic's producers.

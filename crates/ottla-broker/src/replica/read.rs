@@ -5,17 +5,20 @@
 //! `PartitionLog::read` preads whole batches from the segment (checking each
 //! CRC) up to the high watermark; the bytes go to the response as they are,
 //! compressed or not, with the producer's CRC. Nothing is decoded or
-//! re-encoded. With too little data, `fetch` marks the current beacon
-//! sequence seen and sleeps until an append anywhere on the directory moves
-//! it (see `wake`) or the wait runs out.
+//! re-encoded. With too little data, `fetch` parks on the partitions it
+//! read, each with the end it saw, and sleeps until one of them grows (an
+//! append by any process; see `wake`), the wait runs out, or the broker
+//! stops. Appends to other partitions do not run it again.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::wake::Looked;
 use super::ReplicaManager;
 use crate::errors::{code, kafka_code};
 use ottla_storage::error::Error;
@@ -46,38 +49,42 @@ impl ReadResult {
 }
 
 impl ReplicaManager {
-    /// Answer a Fetch: `gather` reads every requested partition and returns
-    /// (response, bytes, any error); it runs again after an append until
-    /// there are `min_bytes`, an error, or `max_wait_ms` has passed.
+    /// Answer a Fetch: `gather` reads every requested partition, noting in
+    /// its [`Looked`] each partition read and the end it saw, and returns
+    /// (response, bytes, any error); it runs again after an append to one
+    /// of those partitions until there are `min_bytes`, an error, or
+    /// `max_wait_ms` has passed (then the last response is the answer).
     pub async fn fetch<R>(
         &self,
         max_wait_ms: i32,
         min_bytes: i32,
-        mut gather: impl FnMut() -> (R, usize, bool),
+        mut gather: impl FnMut(&mut Looked) -> (R, usize, bool),
     ) -> R {
         let wait = Duration::from_millis(max_wait_ms.clamp(0, 300_000) as u64);
         let deadline = Instant::now() + wait;
         let min_bytes = min_bytes.max(0) as usize;
-        let mut wake = self.wake.clone();
+        let mut stopping = self.stopping.clone();
         loop {
-            wake.borrow_and_update();
-            let (resp, bytes, errors) = crate::blocking(&mut gather);
+            let mut looked = Looked::default();
+            self.fetch_passes.fetch_add(1, Ordering::Relaxed);
+            let (resp, bytes, errors) = crate::blocking(|| gather(&mut looked));
             if bytes >= min_bytes || errors || Instant::now() >= deadline {
                 return resp;
             }
-            // Held while waiting: the waker watches the beacon only for us.
-            let _parked = self.wake_interest.park();
-            let mut stopping = self.stopping.clone();
             if *stopping.borrow_and_update() {
                 return resp;
             }
+            // Registered until dropped: answered, timed out, or the future
+            // dropped with its connection (see `net::connection`).
+            let parked = self.watches.park(looked);
             let woken = tokio::select! {
-                r = tokio::time::timeout_at(deadline, wake.changed()) => matches!(r, Ok(Ok(()))),
+                r = tokio::time::timeout_at(deadline, parked.woken()) => r.is_ok(),
                 _ = stopping.changed() => false,
             };
+            drop(parked);
             if !woken {
-                // Timed out, or the broker is stopping: answer with what there is.
-                let (resp, _, _) = crate::blocking(&mut gather);
+                // Timed out, or the broker is stopping: nothing was appended
+                // to these partitions since the look, so that is the answer.
                 return resp;
             }
         }
@@ -91,6 +98,7 @@ impl ReplicaManager {
     pub fn read(
         &self,
         cursors: &mut Cursors,
+        looked: &mut Looked,
         topic: &Topic,
         name: &str,
         partition: i32,
@@ -119,16 +127,24 @@ impl ReplicaManager {
         if budget == 0 && !min_one {
             // Over the response limit: report watermarks only.
             return match log.offsets() {
-                Ok((start, end)) => ReadResult {
-                    error: code::NONE,
-                    offsets: Some((start, end)),
-                    records: Some(Bytes::new()),
-                },
+                Ok((start, end)) => {
+                    looked.saw(log, end);
+                    ReadResult {
+                        error: code::NONE,
+                        offsets: Some((start, end)),
+                        records: Some(Bytes::new()),
+                    }
+                }
                 Err(e) => ReadResult::error(kafka_code(&e)),
             };
         }
         let before = *cursor;
-        match log.read(offset, budget, cursor, true) {
+        let read = log.read(offset, budget, cursor, true);
+        if let Ok(f) = &read {
+            // What a parked fetch waits to move (see `wake`).
+            looked.saw(log, f.high_watermark);
+        }
+        match read {
             // The log returns more than `budget` only when its first batch
             // alone is larger: refused here, and read again next time.
             Ok(f) if !min_one && f.bytes.len() > budget => {

@@ -1,57 +1,241 @@
-//! The directory beacon as an async signal.
+//! Waking parked fetches: per partition, from the directory beacon.
 //!
-//! Appenders in any process bump the beacon's futex word. One thread per
-//! broker sleeps on it (in short slices, so it notices shutdown) and
-//! publishes the sequence on a `watch` channel; a long-polling Fetch marks
-//! the current value seen, looks for data, and awaits the next change, so an
-//! append between the look and the wait is never missed.
+//! Appenders in any process publish the partition head, then bump the
+//! beacon's futex word; the beacon says *that* something was appended on
+//! the directory, not *where*. A parked Fetch registers each partition it
+//! read with the end (high watermark) its look saw ([`Watches::park`]).
+//! One thread per broker sleeps on the beacon (in short slices, so it
+//! notices shutdown) and, when it moves, looks once at the head of each
+//! *watched partition* (an atomic seqlock read of a mapped page, no
+//! syscall) and wakes only the fetches whose partition's end moved past
+//! what they saw. So an append costs O(distinct watched partitions) head
+//! reads plus the fetches it is really for, whatever the number of fetches
+//! parked; a fetch whose partitions did not grow is not run again.
+//! Appends from other processes (embedded producers on the directory) wake
+//! fetches the same way: their head is the same shared page.
 //!
-//! The thread watches the beacon only while some Fetch is parked (see
-//! [`Interest`]). A beacon waiter costs every append a futex wake and this
-//! thread a context switch; a producer-only workload (the common one for a
-//! test broker) would pay both on every Produce request for nothing.
-//! Invariant: when the thread starts watching, it first publishes once, so
-//! an append it did not watch for (between a Fetch's look and its parking)
-//! still wakes that Fetch; the worst case is one spurious re-check.
+//! No lost wakeup: a fetch registers *after* its look, with the end that
+//! look saw, and then compares each partition's current end with it itself
+//! (an append between the look and the registration wakes it at once).
+//! Any append after that comparison bumps the beacon after the
+//! registration was in the map, so the thread's next pass sees both.
+//!
+//! The thread watches the beacon only while some Fetch is parked. A beacon
+//! waiter costs every append a futex wake and this thread a context switch;
+//! a producer-only workload (the common one for a test broker) would pay
+//! both on every Produce request for nothing. Invariant: whenever the
+//! thread (re)reads the sequence it waits on, it then checks every watched
+//! partition once, so an append it did not watch for (while it was not
+//! watching) is still seen.
+//!
+//! A deleted partition (its head flagged, by any process) wakes its
+//! fetches, which then answer with the error; so does any metadata change
+//! (topic create, delete, config: rare), so a registration never outlives
+//! the partition it names for longer than one wake. Registrations are
+//! guards ([`Parked`]): a fetch that ends in any way (answered, timed out,
+//! or dropped with its connection) removes them.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use ottla_storage::beacon::Beacon;
+use ottla_storage::log::PartitionLog;
 
-/// How many Fetch requests are waiting for an append right now.
+/// The partitions a Fetch looked at, each with the end its look saw: what
+/// it waits to move.
 #[derive(Default)]
-pub struct Interest {
-    parked: AtomicUsize,
-    thread: OnceLock<Thread>,
+pub struct Looked(Vec<(Arc<PartitionLog>, i64)>);
+
+impl Looked {
+    /// `log` was read up to its end `end`.
+    pub fn saw(&mut self, log: Arc<PartitionLog>, end: i64) {
+        self.0.push((log, end));
+    }
 }
 
-impl Interest {
-    /// Announce a Fetch about to wait; the interest lasts as long as the guard.
-    pub fn park(self: &Arc<Self>) -> Parked {
+/// The parked fetches, by the partitions they wait on.
+#[derive(Default)]
+pub struct Watches {
+    state: Mutex<State>,
+    /// Fetches parked now (each may watch several partitions, or none).
+    parked: AtomicUsize,
+    thread: OnceLock<Thread>,
+    /// Partition heads looked at by the wake thread (for tests: the cost of
+    /// its passes).
+    looks: AtomicU64,
+    /// Fetches woken by the wake thread or by their own registration check.
+    wakes: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    /// By the address of the log (one `PartitionLog` per partition per
+    /// process; a re-created partition is another log, hence another key).
+    partitions: HashMap<usize, Watched>,
+    next_id: u64,
+}
+
+struct Watched {
+    /// Held while watched: the head it maps is what the thread reads.
+    log: Arc<PartitionLog>,
+    /// The lowest end a waiter not yet woken saw: while the partition's
+    /// end is at most this, nobody here is to be woken.
+    low: i64,
+    waiters: HashMap<u64, Waiter>,
+}
+
+struct Waiter {
+    /// The end this fetch saw; `i64::MAX` once woken.
+    seen: i64,
+    signal: Arc<Notify>,
+}
+
+/// The end of `log` as a wake compares it: `i64::MAX` once the partition is
+/// deleted or its head cannot be read, so its fetches wake and find out.
+fn end_of(log: &PartitionLog) -> i64 {
+    if log.is_deleted() {
+        return i64::MAX;
+    }
+    log.high_watermark().unwrap_or(i64::MAX)
+}
+
+impl Watches {
+    /// Park a Fetch on the partitions it `looked` at. The fetch waits on
+    /// [`Parked::woken`]; already woken if some partition moved since the
+    /// look. The registration lasts as long as the guard.
+    pub fn park(self: &Arc<Self>, looked: Looked) -> Parked {
+        let signal = Arc::new(Notify::new());
+        let mut keys = Vec::with_capacity(looked.0.len());
+        let id = {
+            let mut st = self.state.lock();
+            let id = st.next_id;
+            st.next_id += 1;
+            for (log, seen) in &looked.0 {
+                let key = Arc::as_ptr(log) as usize;
+                let w = st.partitions.entry(key).or_insert_with(|| Watched {
+                    log: log.clone(),
+                    low: i64::MAX,
+                    waiters: HashMap::new(),
+                });
+                let waiter = w.waiters.entry(id).or_insert_with(|| Waiter {
+                    seen: *seen,
+                    signal: signal.clone(),
+                });
+                // The same partition twice in one request: the lower end.
+                waiter.seen = waiter.seen.min(*seen);
+                w.low = w.low.min(*seen);
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+            id
+        };
         if self.parked.fetch_add(1, Ordering::AcqRel) == 0 {
             if let Some(t) = self.thread.get() {
                 t.unpark();
             }
         }
-        Parked(self.clone())
+        // An append between the look and the registration: the thread may
+        // have passed over it already, so look here (see the module).
+        if looked.0.iter().any(|(log, seen)| end_of(log) > *seen) {
+            self.wakes.fetch_add(1, Ordering::Relaxed);
+            signal.notify_one();
+        }
+        Parked {
+            watches: self.clone(),
+            id,
+            keys,
+            signal,
+        }
     }
 
-    /// How many Fetch requests are waiting now.
+    /// How many Fetch requests are parked now.
     pub fn waiting(&self) -> usize {
         self.parked.load(Ordering::Acquire)
     }
+
+    /// (partition heads looked at by the wake thread, fetches woken), since
+    /// the broker started: what parked fetches have cost.
+    pub fn counters(&self) -> (u64, u64) {
+        (
+            self.looks.load(Ordering::Relaxed),
+            self.wakes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Distinct partitions watched now.
+    #[cfg(test)]
+    pub fn watched_partitions(&self) -> usize {
+        self.state.lock().partitions.len()
+    }
+
+    /// One pass of the wake thread: look at each watched partition once and
+    /// wake the fetches whose partition moved past what they saw (all of
+    /// them with `everyone`).
+    fn pass(&self, everyone: bool) {
+        let mut st = self.state.lock();
+        let mut looks = 0u64;
+        let mut wakes = 0u64;
+        for w in st.partitions.values_mut() {
+            looks += 1;
+            let end = end_of(&w.log);
+            if end <= w.low && !everyone {
+                continue;
+            }
+            let mut low = i64::MAX;
+            for waiter in w.waiters.values_mut() {
+                if waiter.seen < end || (everyone && waiter.seen != i64::MAX) {
+                    waiter.seen = i64::MAX;
+                    waiter.signal.notify_one();
+                    wakes += 1;
+                }
+                low = low.min(waiter.seen);
+            }
+            w.low = low;
+        }
+        drop(st);
+        self.looks.fetch_add(looks, Ordering::Relaxed);
+        self.wakes.fetch_add(wakes, Ordering::Relaxed);
+    }
 }
 
-pub struct Parked(Arc<Interest>);
+/// A parked Fetch's registration; dropping it (the fetch answered, timed
+/// out, or was dropped with its connection) unregisters it.
+pub struct Parked {
+    watches: Arc<Watches>,
+    id: u64,
+    keys: Vec<usize>,
+    signal: Arc<Notify>,
+}
+
+impl Parked {
+    /// Returns once a partition this fetch watches moved past what it saw
+    /// (or was deleted, or metadata changed).
+    pub async fn woken(&self) {
+        self.signal.notified().await
+    }
+}
 
 impl Drop for Parked {
     fn drop(&mut self) {
-        self.0.parked.fetch_sub(1, Ordering::AcqRel);
+        {
+            let mut st = self.watches.state.lock();
+            for key in &self.keys {
+                if let Some(w) = st.partitions.get_mut(key) {
+                    w.waiters.remove(&self.id);
+                    if w.waiters.is_empty() {
+                        st.partitions.remove(key);
+                    }
+                }
+            }
+        }
+        self.watches.parked.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -64,15 +248,15 @@ pub struct Waker {
 const SLICE: Duration = Duration::from_millis(50);
 
 impl Waker {
-    pub fn start(beacon: Arc<Beacon>, tx: watch::Sender<u64>, interest: Arc<Interest>) -> Waker {
+    pub fn start(beacon: Arc<Beacon>, watches: Arc<Watches>) -> Waker {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let watched = interest.clone();
+        let watched = watches.clone();
         let thread = std::thread::Builder::new()
             .name("ottla-broker-wake".into())
             .spawn(move || {
                 let mut last = beacon.append_seq();
-                let mut published = 0u64;
+                let mut meta = beacon.metadata_gen();
                 let mut watching = false;
                 while !flag.load(Ordering::Acquire) {
                     if watched.parked.load(Ordering::Acquire) == 0 {
@@ -85,12 +269,13 @@ impl Waker {
                     let now = beacon.append_seq();
                     if !watching || now != last {
                         // An append; or we are starting to watch, and
-                        // appends since the parked Fetches looked went
-                        // unwatched: wake them (once, at worst spuriously).
+                        // appends since the parked fetches registered went
+                        // unwatched: look at every watched partition once.
                         watching = true;
                         last = now;
-                        published += 1;
-                        tx.send_replace(published);
+                        let gen = beacon.metadata_gen();
+                        watched.pass(gen != meta);
+                        meta = gen;
                         continue;
                     }
                     beacon.wait(last, SLICE);
@@ -98,7 +283,7 @@ impl Waker {
             })
             .ok();
         if let Some(t) = &thread {
-            let _ = interest.thread.set(t.thread().clone());
+            let _ = watches.thread.set(t.thread().clone());
         }
         Waker { stop, thread }
     }
