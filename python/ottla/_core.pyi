@@ -787,6 +787,12 @@ class Broker:
     @property
     def closed(self) -> bool:
         """True once ``close()`` was called."""
+    @property
+    def waiting_fetches(self) -> int:
+        """How many Fetch requests are parked now: long polls waiting, up to
+        their ``max_wait_ms``, for an append to one of their partitions. A
+        connection that closes drops its parked Fetch at once. 0 once
+        closed."""
     def serve_forever(self) -> None:
         """Block until ``close()`` (from another thread) or Ctrl-C."""
     def close(self) -> None:

@@ -137,6 +137,15 @@ impl Broker {
         self.inner.lock().is_none()
     }
 
+    /// Fetch requests parked now (long polls waiting for an append).
+    #[getter]
+    fn waiting_fetches(&self) -> usize {
+        self.inner
+            .lock()
+            .as_ref()
+            .map_or(0, Engine::waiting_fetches)
+    }
+
     /// Block until `close()` (from another thread) or Ctrl-C.
     fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
         let Some(mut rx) = self.stopping.lock().clone() else {
