@@ -83,8 +83,9 @@ impl ReplicaManager {
             };
             drop(parked);
             if !woken {
-                // Timed out, or the broker is stopping: nothing was appended
-                // to these partitions since the look, so that is the answer.
+                // Timed out, or the broker is stopping: the last look is the
+                // answer (an append to its partitions since would have woken
+                // it), so the partitions are not read again.
                 return resp;
             }
         }
