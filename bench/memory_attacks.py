@@ -18,8 +18,10 @@ since the process started, is the attack's own), over raw sockets:
 
 Reported per attack, in MiB: RSS at rest before the attack, the peak
 (VmHWM), RSS while the attack holds (the highest sampled every 50 ms until it stops growing),
-and RSS after the clients left (once back within 32 MiB of the rest, or 10 s
-later). Extra ``ottla serve`` flags (``--serve-arg=--queued-max-
+and RSS after the clients left (once it has stopped falling for 3 s).
+``--noread-max-bytes`` sets the noread Fetch size (the 2^31-1 default is
+capped by the broker's ``fetch_max_bytes``, 55 MiB; 14 MiB responses show
+what malloc keeps after the clients leave). Extra ``ottla serve`` flags (``--serve-arg=--queued-max-
 request-bytes=...``) go to every broker; a build without a flag refuses it.
 """
 
@@ -60,8 +62,17 @@ def status(pid: int) -> dict[str, int]:
 def serve(data: Path, extra: list[str]) -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
     """``ottla serve`` over ``data`` on a free port: (process, address)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", CLI, "serve", "--data", str(data), "--listen", "127.0.0.1:0"]
-        + extra,
+        [
+            sys.executable,
+            "-c",
+            CLI,
+            "serve",
+            "--data",
+            str(data),
+            "--listen",
+            "127.0.0.1:0",
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -147,16 +158,19 @@ def plateau(pid: int, limit: float = 30.0, still: float = 1.5) -> int:
     return top
 
 
-def settle(pid: int, rest: int, limit: float = 10.0) -> int:
-    """VmRSS once it is back within 32 MiB of ``rest``, or after ``limit``
-    seconds, whichever is first."""
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        now = status(pid)["VmRSS"]
-        if now <= rest + 32 * MIB:
-            return now
+def settle(pid: int, limit: float = 15.0, still: float = 3.0) -> int:
+    """VmRSS once it has stopped falling for ``still`` seconds (at most
+    ``limit`` seconds): what stays after the clients left."""
+    low = status(pid)["VmRSS"]
+    fell = time.monotonic()
+    end = fell + limit
+    while time.monotonic() < end and time.monotonic() - fell < still:
         time.sleep(0.1)
-    return status(pid)["VmRSS"]
+        now = status(pid)["VmRSS"]
+        if now < low - MIB:
+            fell = time.monotonic()
+        low = min(low, now)
+    return low
 
 
 def attack_fetch(pid: int, addr: tuple[str, int], n: int = 6) -> dict[str, int]:
@@ -170,8 +184,9 @@ def attack_fetch(pid: int, addr: tuple[str, int], n: int = 6) -> dict[str, int]:
     return {"held": held, "response_bytes": max(sizes)}
 
 
-def attack_noread(pid: int, addr: tuple[str, int], n: int = 40) -> dict[str, int]:
-    max_bytes = int(os.environ.get("NOREAD_MAX_BYTES", 2**31 - 1))
+def attack_noread(
+    pid: int, addr: tuple[str, int], n: int = 40, max_bytes: int = 2**31 - 1
+) -> dict[str, int]:
     socks = []
     for i in range(n):
         s = socket.create_connection(addr, timeout=60)
@@ -184,7 +199,9 @@ def attack_noread(pid: int, addr: tuple[str, int], n: int = 40) -> dict[str, int
     return {"held": held}
 
 
-def attack_frames(pid: int, addr: tuple[str, int], n: int = 10, size: int = 100 * MIB) -> dict[str, int]:
+def attack_frames(
+    pid: int, addr: tuple[str, int], n: int = 10, size: int = 100 * MIB
+) -> dict[str, int]:
     socks = [socket.create_connection(addr, timeout=60) for _ in range(n)]
     sent = [0] * n
     chunk = b"\0" * MIB
@@ -223,7 +240,9 @@ ATTACKS: dict[str, Callable[..., dict[str, int]]] = {
 }
 
 
-def run(attack: str, partition_mb: int, extra: list[str], tmp: str | None) -> dict[str, Any]:
+def run(
+    attack: str, partition_mb: int, extra: list[str], tmp: str | None, noread_max_bytes: int
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=tmp) as d:
         data = Path(d) / "data"
         if attack in ("fetch", "noread"):
@@ -239,22 +258,35 @@ def run(attack: str, partition_mb: int, extra: list[str], tmp: str | None) -> di
                 read_response(s)
             time.sleep(0.5)
             rest = status(proc.pid)["VmRSS"]
-            out = ATTACKS[attack](proc.pid, addr)
-            after = settle(proc.pid, rest)
+            if attack == "noread":
+                out = attack_noread(proc.pid, addr, max_bytes=noread_max_bytes)
+            else:
+                out = ATTACKS[attack](proc.pid, addr)
+            after = settle(proc.pid)
             peak = status(proc.pid)["VmHWM"]
         return {"attack": attack, "rest": rest, "peak": peak, **out, "after": after}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--attack", choices=[*ATTACKS, "all"], default="all")
     ap.add_argument("--partition-mb", type=int, default=200)
+    ap.add_argument(
+        "--noread-max-bytes",
+        type=int,
+        default=2**31 - 1,
+        help="max_bytes of the noread attack's Fetch requests (default 2^31-1)",
+    )
     ap.add_argument("--serve-arg", action="append", default=[], help="extra ottla serve flag")
     ap.add_argument("--tmp", default=None, help="where the data directories go")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     names = list(ATTACKS) if args.attack == "all" else [args.attack]
-    rows = [run(a, args.partition_mb, args.serve_arg, args.tmp) for a in names]
+    rows = [
+        run(a, args.partition_mb, args.serve_arg, args.tmp, args.noread_max_bytes) for a in names
+    ]
     if args.json:
         print(json.dumps(rows, indent=1))
         return

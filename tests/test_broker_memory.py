@@ -228,5 +228,9 @@ def test_clients_that_never_read_cost_one_response_each_and_are_given_back(
         # while it is encoded, and malloc's slack), not three.
         assert held - rest < clients * 2 * response, (rest, held)
         peak = rss(child.pid, "VmHWM")
-        after = back_to(child.pid, rest + 48 * MIB)
-        assert after - rest < 48 * MIB, (rest, held, peak, after)
+        # Near where it was: malloc_trim gives back the free pages inside the
+        # heaps, though not the free top of a thread's heap below glibc's
+        # trim threshold (twice the largest block it unmapped, here up to
+        # ~24 MiB per arena), so some tens of MiB may stay (it was hundreds).
+        after = back_to(child.pid, rest + 96 * MIB)
+        assert after - rest < 96 * MIB, (rest, held, peak, after)

@@ -119,8 +119,10 @@ mod tests {
         // A frame of the largest size is read and answered, and gives its
         // bytes back.
         let mut a = TcpStream::connect(addr).expect("connect");
-        a.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        a.write_all(&padded_api_versions(MAX + 4, 1)).expect("write");
+        a.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        a.write_all(&padded_api_versions(MAX + 4, 1))
+            .expect("write");
         assert!(answered(&mut a, 1));
         // Held until the connection asks for its next frame.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -138,21 +140,24 @@ mod tests {
         }
         assert_eq!(free(), Some(0));
         let mut b = TcpStream::connect(addr).expect("connect");
-        b.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+        b.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
         let second = padded_api_versions(MAX + 4, 3);
         b.write_all(&second[..64]).expect("write");
         assert!(!answered(&mut b, 3), "nothing to answer yet");
 
         // Small requests are not charged: answered meanwhile.
         let mut c = TcpStream::connect(addr).expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         c.write_all(&padded_api_versions(64, 4)).expect("write");
         assert!(answered(&mut c, 4));
 
         // The first frame ends and is answered; the second gets the budget.
         a.write_all(&first[MAX / 2..]).expect("write");
         assert!(answered(&mut a, 2));
-        b.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        b.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         b.write_all(&second[64..]).expect("write");
         assert!(answered(&mut b, 3));
         drop(broker);
