@@ -174,6 +174,38 @@ def test_frames_being_read_hold_at_most_the_request_budget(spawn: Spawn, data_di
             assert struct.unpack(">i", recv_exact(s, n)[:4]) == (9,)
 
 
+def test_a_client_that_does_not_read_does_not_pin_the_budget(spawn: Spawn, data_dir: Path) -> None:
+    # A Fetch frame of ~1 MiB (the same partition listed 70000 times) takes
+    # half the budget; its client never reads the ~15 MiB response, so the
+    # broker's write of it blocks for good. The request is handled by then:
+    # its bytes must be back in the budget, or every large frame after it
+    # waits forever.
+    fill(data_dir, 12)
+    limit = 2 * MIB
+    with served(
+        spawn, data_dir, "--max-request-bytes", limit, "--queued-max-request-bytes", limit
+    ) as (_child, addr):
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.settimeout(30)
+        stalled.connect(addr)
+        name = struct.pack(">h", len(TOPIC)) + TOPIC.encode()
+        copies = 70000
+        body = struct.pack(">iiiib", -1, 0, 0, 2**31 - 1, 0) + struct.pack(">i", 1) + name
+        body += struct.pack(">i", copies) + struct.pack(">iqi", 0, 0, 2**31 - 1) * copies
+        request = frame(1, 4, 1, body, client_id="x")
+        assert MIB < len(request) < limit
+        with stalled:
+            stalled.sendall(request)
+            time.sleep(1)  # handled, its response stuck in the socket
+            # A frame of the largest size needs the whole budget.
+            with socket.create_connection(addr, timeout=10) as s:
+                head = struct.pack(">hhi", API_API_VERSIONS, 0, 9) + struct.pack(">h", -1)
+                s.sendall(struct.pack(">i", limit) + head + b"\0" * (limit - len(head)))
+                (n,) = struct.unpack(">i", recv_exact(s, 4))
+                assert struct.unpack(">i", recv_exact(s, n)[:4]) == (9,)
+
+
 def test_a_fetch_asking_for_everything_gets_fetch_max_bytes(spawn: Spawn, data_dir: Path) -> None:
     # Six Fetch requests of 61 bytes each ask for the whole 40 MiB partition;
     # each response is capped at fetch_max_bytes (uncapped: six times 40 MiB,

@@ -4,8 +4,10 @@
 //! A connection that learns from a frame's 4-byte size prefix that the frame
 //! needs a buffer of its own (anything larger than its read chunk) takes that
 //! many bytes from the budget before it allocates the buffer or reads a byte
-//! of the body, and holds them until the request is answered (or the frame
-//! dropped, or the connection gone). When the budget is spent, connections
+//! of the body, and holds them until the request is handled, when the
+//! frame's bytes are freed (or the frame dropped, or the connection gone);
+//! not while the response is written, which a client that does not read
+//! would stall for good, pinning the budget. When the budget is spent, connections
 //! wait for it without reading their sockets: the kernel's socket buffers
 //! fill and TCP flow control pushes back on the clients, instead of the
 //! broker allocating.

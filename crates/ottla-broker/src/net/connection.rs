@@ -7,7 +7,7 @@
 //!   connection before a buffer of that size is allocated;
 //! - a frame larger than one read chunk takes its size from the broker's
 //!   request budget (`queued_max_request_bytes`, see `net::budget`) before
-//!   its buffer is allocated, and holds it until its request is answered;
+//!   its buffer is allocated, and holds it until its request is handled;
 //!   while the budget is spent the connection waits without reading;
 //! - once a frame has started, the rest must arrive within `frame_timeout`;
 //!   between frames a connection may idle for `idle_timeout`;
@@ -66,8 +66,9 @@ pub struct Connection {
     /// When the last response was written (see `close_gracefully`).
     last_reply: Option<Instant>,
     /// The request budget taken for the frame being read or handled; given
-    /// back when the next frame is asked for (connections are sequential, so
-    /// the request has been answered by then) or when the connection ends.
+    /// back once the request is handled (before its response is written, so
+    /// a client that does not read cannot pin it), when the next frame is
+    /// asked for, or when the connection ends.
     held: Option<Held>,
     /// Held until the connection ends; the broker's close() waits for all of them.
     _done: mpsc::Sender<()>,
@@ -116,6 +117,9 @@ impl Connection {
             // own when the broker stops.
             match dispatch::handle(&self.shared, &mut self.session, frame).await {
                 Reply::Send(buf) => {
+                    // Handled: the request's bytes are freed, so its budget
+                    // goes back before a write a client can stall.
+                    self.held = None;
                     self.socket
                         .write_all(&buf)
                         .await
@@ -167,10 +171,10 @@ impl Connection {
     ///
     /// A frame that needs a buffer of its own first takes its size from the
     /// request budget (see `net::budget`), waiting, without reading, while it
-    /// is spent; the bytes are held until the next call (the request has been
-    /// answered by then) or until the connection ends.
+    /// is spent; the bytes are held until the request is handled (see
+    /// `held`), the next call, or the end of the connection.
     async fn read_frame(&mut self) -> Result<Option<Bytes>, String> {
-        // The previous request is answered (or needed no answer).
+        // The previous request is handled and answered (or needed no answer).
         self.held = None;
         let mut charged = false;
         let cfg = &self.shared.config;
