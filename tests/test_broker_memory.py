@@ -266,3 +266,13 @@ def test_clients_that_never_read_cost_one_response_each_and_are_given_back(
         # ~24 MiB per arena), so some tens of MiB may stay (it was hundreds).
         after = back_to(child.pid, rest + 96 * MIB)
         assert after - rest < 96 * MIB, (rest, held, peak, after)
+
+
+def test_the_request_budget_holds_at_least_one_largest_request(data_dir: Path) -> None:
+    with pytest.raises(ValueError, match="queued_max_request_bytes"):
+        ottla.Broker(data_dir, max_request_bytes=2 * MIB, queued_max_request_bytes=MIB)
+    with pytest.raises(ValueError, match="fetch_max_bytes"):
+        ottla.Broker(data_dir, fetch_max_bytes=-1)
+    # Kafka's -1: no bound.
+    with ottla.Broker(data_dir, queued_max_request_bytes=-1) as b:
+        assert answers((b.host, b.port))
