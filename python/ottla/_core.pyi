@@ -767,11 +767,22 @@ class Broker:
         max_request_bytes: int = 104857600,
         fsync: str = "never",
         retention_check_interval_ms: int = 300000,
+        queued_max_request_bytes: int = 524288000,
+        fetch_max_bytes: int = 57671680,
     ) -> Self:
         """Serve ``path`` on ``host:port`` (port 0: a free one), on the
         broker's own threads. Every ``retention_check_interval_ms``
         (Kafka's ``log.retention.check.interval.ms``) segments past their
-        topic's retention are deleted, as an embedded Producer does."""
+        topic's retention are deleted, as an embedded Producer does.
+
+        Memory: a request frame larger than ``max_request_bytes`` closes its
+        connection; request frames being read or handled hold at most
+        ``queued_max_request_bytes`` across all connections (Kafka's
+        ``queued.max.request.bytes``; at least ``max_request_bytes``, -1 for
+        no bound), and connections wait without reading while it is spent;
+        a Fetch response carries at most ``fetch_max_bytes`` of records
+        (Kafka's broker ``fetch.max.bytes``) except one first batch larger
+        than that."""
     @property
     def bootstrap_servers(self) -> str:
         """``"host:port"`` to give Kafka clients as ``bootstrap.servers``."""

@@ -59,6 +59,12 @@ pub struct BrokerConfig {
     pub num_partitions: u32,
     /// Frames larger than this close the connection before anything is allocated.
     pub max_request_bytes: usize,
+    /// The most bytes of request frames read or handled at once across all
+    /// connections (Kafka's `queued.max.request.bytes`); `None`: no bound.
+    /// A connection takes a frame's size from it, once the size prefix is
+    /// in, before allocating for the frame, and waits without reading while
+    /// it is spent (see `net::budget`). At least `max_request_bytes`.
+    pub queued_max_request_bytes: Option<usize>,
     /// The most record bytes one Fetch response carries, whatever the request
     /// asks (Kafka's broker `fetch.max.bytes`); one first batch larger than
     /// the limit is still returned whole, so a consumer always progresses.
@@ -74,6 +80,13 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
 }
 
+/// The default request budget: five requests of the default
+/// `max_request_bytes` at once, or hundreds of the 1 MiB requests Kafka's
+/// producers send by default (`max.request.size`), so it binds only under
+/// an unusual load or an attack; a fixed amount a small machine can give,
+/// not a fraction of its memory (the broker shares it with its clients).
+pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: usize = 500 * 1024 * 1024;
+
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
@@ -82,6 +95,7 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             num_partitions: 1,
             max_request_bytes: 100 * 1024 * 1024,
+            queued_max_request_bytes: Some(DEFAULT_QUEUED_MAX_REQUEST_BYTES),
             fetch_max_bytes: 55 * 1024 * 1024,
             durability: Durability::PageCache,
             frame_timeout: Duration::from_secs(30),
@@ -103,6 +117,8 @@ pub struct Shared {
     pub replicas: replica::ReplicaManager,
     /// Turns true when the broker is asked to stop (see [`Broker::close`]).
     pub stopping: watch::Receiver<bool>,
+    /// Request bytes in hand across connections (`queued_max_request_bytes`).
+    pub request_budget: net::budget::RequestBudget,
 }
 
 impl Shared {
@@ -156,6 +172,15 @@ impl Broker {
                 "retention_check_interval_ms must be positive".into(),
             ));
         }
+        match config.queued_max_request_bytes {
+            Some(q) if q < config.max_request_bytes => {
+                return Err(Error::InvalidConfig(format!(
+                    "queued_max_request_bytes ({q}) must be at least max_request_bytes ({})",
+                    config.max_request_bytes
+                )))
+            }
+            _ => {}
+        }
         let retention = RetentionChecker::shared(&store, config.retention_check_interval_ms)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (replicas, waker) =
@@ -172,6 +197,7 @@ impl Broker {
             store,
             advertised_host,
             advertised_port: addr.port(),
+            request_budget: net::budget::RequestBudget::new(config.queued_max_request_bytes),
             config,
             stopping: shutdown_rx.clone(),
         });
@@ -186,6 +212,7 @@ impl Broker {
             shutdown_rx.clone(),
             done_tx.clone(),
         ));
+        runtime.spawn(alloc::trimmer(shutdown_rx.clone()));
         runtime.spawn(coordinator::group::reaper(
             shared.clone(),
             shutdown_rx,

@@ -34,7 +34,8 @@ impl Broker {
     #[new]
     #[pyo3(signature = (path, host="127.0.0.1", port=0, *, auto_create_topics=true,
                         num_partitions=1, max_request_bytes=104857600, fsync="never",
-                        retention_check_interval_ms=300000))]
+                        retention_check_interval_ms=300000,
+                        queued_max_request_bytes=524288000, fetch_max_bytes=57671680))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -46,6 +47,8 @@ impl Broker {
         max_request_bytes: i64,
         fsync: &str,
         retention_check_interval_ms: i64,
+        queued_max_request_bytes: i64,
+        fetch_max_bytes: i64,
     ) -> PyResult<Self> {
         if retention_check_interval_ms < 1 {
             return Err(PyValueError::new_err(format!(
@@ -60,6 +63,21 @@ impl Broker {
         if !(1024..=i32::MAX as i64).contains(&max_request_bytes) {
             return Err(PyValueError::new_err(format!(
                 "max_request_bytes must be between 1024 and {}, got {max_request_bytes}",
+                i32::MAX
+            )));
+        }
+        // Kafka's rule: zero or less is no bound.
+        if queued_max_request_bytes > 0 && queued_max_request_bytes < max_request_bytes {
+            return Err(PyValueError::new_err(format!(
+                "queued_max_request_bytes must be at least max_request_bytes ({max_request_bytes}) \
+                 or -1 for no bound, got {queued_max_request_bytes}"
+            )));
+        }
+        let queued_max_request_bytes =
+            (queued_max_request_bytes > 0).then_some(queued_max_request_bytes as usize);
+        if !(0..=i32::MAX as i64).contains(&fetch_max_bytes) {
+            return Err(PyValueError::new_err(format!(
+                "fetch_max_bytes must be between 0 and {}, got {fetch_max_bytes}",
                 i32::MAX
             )));
         }
@@ -80,6 +98,8 @@ impl Broker {
             max_request_bytes: max_request_bytes as usize,
             durability,
             retention_check_interval_ms: retention_check_interval_ms as u64,
+            queued_max_request_bytes,
+            fetch_max_bytes: fetch_max_bytes as usize,
             ..Default::default()
         };
         let interval = fsync == "interval";

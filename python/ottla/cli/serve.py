@@ -65,6 +65,23 @@ def add_parser(sub: Any) -> None:
         help="largest request accepted (default 104857600)",
     )
     p.add_argument(
+        "--queued-max-request-bytes",
+        type=int,
+        default=524288000,
+        metavar="BYTES",
+        help="request bytes read or handled at once across all connections; connections "
+        "wait without reading beyond it (queued.max.request.bytes; at least "
+        "--max-request-bytes, -1 = no bound; default 524288000)",
+    )
+    p.add_argument(
+        "--fetch-max-bytes",
+        type=int,
+        default=57671680,
+        metavar="BYTES",
+        help="record bytes in one Fetch response, whatever the client asks "
+        "(fetch.max.bytes; default 57671680)",
+    )
+    p.add_argument(
         "--fsync",
         choices=["never", "interval", "always"],
         default="never",
@@ -99,6 +116,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--max-request-bytes must be at least 1024")
     if args.retention_check_interval_ms < 1:
         raise UsageError("--retention-check-interval-ms must be at least 1")
+    if 0 < args.queued_max_request_bytes < args.max_request_bytes:
+        raise UsageError("--queued-max-request-bytes must be at least --max-request-bytes (or -1)")
+    if not 0 <= args.fetch_max_bytes <= 2**31 - 1:
+        raise UsageError("--fetch-max-bytes must be between 0 and 2147483647")
     broker_cls: Any = getattr(ottla, "Broker", None)
     if broker_cls is None:
         raise CliError(
@@ -116,6 +137,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_request_bytes=args.max_request_bytes,
             fsync=args.fsync,
             retention_check_interval_ms=args.retention_check_interval_ms,
+            queued_max_request_bytes=args.queued_max_request_bytes,
+            fetch_max_bytes=args.fetch_max_bytes,
         )
     except OSError as e:
         raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None

@@ -5,6 +5,10 @@
 //! Limits, enforced here before anything else sees the bytes:
 //! - a size prefix that is negative or above `max_request_bytes` closes the
 //!   connection before a buffer of that size is allocated;
+//! - a frame larger than one read chunk takes its size from the broker's
+//!   request budget (`queued_max_request_bytes`, see `net::budget`) before
+//!   its buffer is allocated, and holds it until its request is handled;
+//!   while the budget is spent the connection waits without reading;
 //! - once a frame has started, the rest must arrive within `frame_timeout`;
 //!   between frames a connection may idle for `idle_timeout`;
 //! - any error (malformed request, unknown API, encode failure) closes this
@@ -43,6 +47,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::budget::Held;
 use crate::dispatch::{self, Reply, Session};
 use crate::net::frame;
 use crate::Shared;
@@ -68,6 +73,11 @@ pub struct Connection {
     rbuf: BytesMut,
     /// When the last response was written (see `close_gracefully`).
     last_reply: Option<Instant>,
+    /// The request budget taken for the frame being read or handled; given
+    /// back once the request is handled (before its response is written, so
+    /// a client that does not read cannot pin it), when the next frame is
+    /// asked for, or when the connection ends.
+    held: Option<Held>,
     /// Held until the connection ends; the broker's close() waits for all of them.
     _done: mpsc::Sender<()>,
 }
@@ -87,6 +97,7 @@ impl Connection {
             shutdown,
             rbuf: BytesMut::new(),
             last_reply: None,
+            held: None,
             _done: done,
         }
     }
@@ -129,6 +140,9 @@ impl Connection {
             };
             match reply {
                 Reply::Send(buf) => {
+                    // Handled: the request's bytes are freed, so its budget
+                    // goes back before a write a client can stall.
+                    self.held = None;
                     self.socket
                         .write_all(&buf)
                         .await
@@ -177,7 +191,15 @@ impl Connection {
     /// small request usually costs one `read` (not one for the size, one for
     /// the rest), pipelined requests arrive together, and the frame handed
     /// on is a zero-copy slice of that buffer (no zero-filled body buffer).
+    ///
+    /// A frame that needs a buffer of its own first takes its size from the
+    /// request budget (see `net::budget`), waiting, without reading, while it
+    /// is spent; the bytes are held until the request is handled (see
+    /// `held`), the next call, or the end of the connection.
     async fn read_frame(&mut self) -> Result<Option<Bytes>, String> {
+        // The previous request is handled and answered (or needed no answer).
+        self.held = None;
+        let mut charged = false;
         let cfg = &self.shared.config;
         // Set once the first byte of this frame is in.
         let mut deadline =
@@ -195,6 +217,20 @@ impl Connection {
                     ));
                 }
                 let whole = 4 + n as usize;
+                if whole > READ_CHUNK && !charged {
+                    // Invariant: a frame with a buffer of its own is charged
+                    // its size (at most max_request_bytes, so within the
+                    // budget) before the buffer exists. Waiting is not the
+                    // client's delay: its frame clock starts again after.
+                    let budget = &self.shared.request_budget;
+                    let took = tokio::select! {
+                        held = budget.take(n as usize) => held,
+                        _ = self.shutdown.changed() => return Ok(None),
+                    };
+                    self.held = took;
+                    charged = true;
+                    deadline = Some(tokio::time::Instant::now() + cfg.frame_timeout);
+                }
                 if self.rbuf.len() >= whole {
                     let mut frame = self.rbuf.split_to(whole);
                     if self.rbuf.capacity() == 0 {

@@ -6,9 +6,11 @@
 //! ```text
 //! listener    accept loop, one task per connection, shutdown
 //! connection  size-prefixed frames in, responses out, in order; limits and timeouts
+//! budget      the bound on request bytes in hand across connections
 //! frame       request header decode, response header + body encode
 //! ```
 
+pub mod budget;
 pub mod connection;
 pub mod frame;
 pub mod listener;
