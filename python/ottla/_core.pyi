@@ -767,11 +767,24 @@ class Broker:
         max_request_bytes: int = 104857600,
         fsync: str = "never",
         retention_check_interval_ms: int = 300000,
+        max_connections: int | None = None,
+        max_connections_per_ip: int | None = None,
+        max_open_files: int | None = None,
     ) -> Self:
         """Serve ``path`` on ``host:port`` (port 0: a free one), on the
         broker's own threads. Every ``retention_check_interval_ms``
         (Kafka's ``log.retention.check.interval.ms``) segments past their
-        topic's retention are deleted, as an embedded Producer does."""
+        topic's retention are deleted, as an embedded Producer does.
+
+        ``max_connections`` (Kafka's ``max.connections``; default a quarter
+        of the open-file limit, ``ulimit -n``) and ``max_connections_per_ip``
+        (Kafka's ``max.connections.per.ip``; default no limit of its own)
+        bound the connections open at once: one past either is closed as
+        soon as it is accepted, and the others are served on.
+        ``max_open_files`` sets the process's open-file budget for partition
+        files (default half the open-file limit; see
+        docs/configuration.md): past it, the least recently used are closed
+        and reopened when next needed."""
     @property
     def bootstrap_servers(self) -> str:
         """``"host:port"`` to give Kafka clients as ``bootstrap.servers``."""

@@ -78,6 +78,30 @@ def add_parser(sub: Any) -> None:
         help="how often segments past their retention are deleted "
         "(log.retention.check.interval.ms; default 300000)",
     )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the most client connections open at once (max.connections); one past it "
+        "is closed when accepted (default: a quarter of the open-file limit, ulimit -n)",
+    )
+    p.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the most connections open at once from one client address "
+        "(max.connections.per.ip; default: no limit of its own)",
+    )
+    p.add_argument(
+        "--max-open-files",
+        type=int,
+        default=None,
+        metavar="N",
+        help="descriptors kept open for partition files; the least recently used are "
+        "closed past it and reopened on demand (default: half the open-file limit)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -99,6 +123,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--max-request-bytes must be at least 1024")
     if args.retention_check_interval_ms < 1:
         raise UsageError("--retention-check-interval-ms must be at least 1")
+    for flag in ("max_connections", "max_connections_per_ip", "max_open_files"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
     broker_cls: Any = getattr(ottla, "Broker", None)
     if broker_cls is None:
         raise CliError(
@@ -116,6 +144,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_request_bytes=args.max_request_bytes,
             fsync=args.fsync,
             retention_check_interval_ms=args.retention_check_interval_ms,
+            max_connections=args.max_connections,
+            max_connections_per_ip=args.max_connections_per_ip,
+            max_open_files=args.max_open_files,
         )
     except OSError as e:
         raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
