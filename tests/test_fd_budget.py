@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import ottla
-from helpers import Spawn, wait_until
+from helpers import Child, Spawn, wait_until
 from kafka_wire import (
     API_METADATA,
     _str,
@@ -95,15 +95,19 @@ def test_embedded_2000_partitions_under_1024_descriptors(spawn: Spawn, tmp_path:
     assert peak < 900, child.lines()
 
 
-BROKER = """
-import resource, sys
-resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
-import ottla
+# `ottla serve`, under the common limit.
+SERVE = (
+    "import resource, sys\n"
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))\n"
+    "from ottla.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
 
-broker = ottla.Broker(sys.argv[1], auto_create_topics=False)
-print("port", broker.port, flush=True)
-broker.serve_forever()
-"""
+
+def serve(spawn: Spawn, data: Path, *flags: object) -> tuple[Child, int]:
+    child = spawn(SERVE, "serve", "--data", data, "--listen", "127.0.0.1:0", *flags)
+    line = child.wait_line(lambda s: s.startswith("listening on "), timeout=30)
+    return child, int(line.rsplit(":", 1)[1])
 
 
 def metadata_v0(sock: socket.socket, topic: str, correlation_id: int) -> tuple[int, int]:
@@ -140,8 +144,7 @@ def test_broker_3000_partitions_under_1024_descriptors(spawn: Spawn, tmp_path: P
     n = 3000
     with ottla.Admin(data, create=True) as admin:
         admin.create_topic("wide", partitions=n)
-    child = spawn(BROKER, data)
-    port = int(child.wait_line(lambda s: s.startswith("port "), timeout=20).split()[1])
+    child, port = serve(spawn, data, "--no-auto-create-topics")
     with connect(port) as s:
         for p in range(n):
             err, base = produce(s, "wide", p, record_batch([b"v-%d" % p]), correlation_id=p + 10)
@@ -210,6 +213,31 @@ def _served(port: int) -> bool:
             return bool(api_versions(s))
         except (ConnectionError, OSError):
             return False
+
+
+def test_serve_flags(spawn: Spawn, data_dir: Path) -> None:
+    child, port = serve(
+        spawn,
+        data_dir,
+        "--max-connections",
+        3,
+        "--max-connections-per-ip",
+        2,
+        "--max-open-files",
+        32,
+    )
+    a, b = connect(port), connect(port)
+    assert api_versions(a) and api_versions(b)
+    c = connect(port)
+    assert closed_by_peer(c, 10), "a third connection from one address was kept"
+    for s in (a, b, c):
+        s.close()
+    assert wait_until(lambda: _served(port), timeout=10)
+    for flag in ("--max-connections", "--max-connections-per-ip", "--max-open-files"):
+        bad = spawn(SERVE, "serve", "--data", data_dir, "--listen", "127.0.0.1:0", flag, 0)
+        assert bad.wait(30) != 0
+        assert f"{flag} must be at least 1" in bad.stderr
+    assert child.proc.poll() is None
 
 
 @pytest.mark.parametrize("value", [0, -1])

@@ -259,11 +259,25 @@ impl PartitionLog {
     /// the only one, so all threads of the process share one open file
     /// description, as OFD locks need.
     pub(crate) fn lock(&self) -> Result<Arc<LockFile>> {
-        self.lock.get(|| {
-            let lock = LockFile::open(&self.dir.join("partition.lock"))?;
-            lock.hold_presence_shared()?;
-            Ok(lock)
-        })
+        self.lock
+            .get(|| {
+                let lock = LockFile::open(&self.dir.join("partition.lock"))?;
+                lock.hold_presence_shared()?;
+                Ok(lock)
+            })
+            .map_err(|e| match e {
+                // A deleted topic's directory is renamed, then removed:
+                // say what happened, as a descriptor kept open would have.
+                Error::Io { ref source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound && self.is_deleted() =>
+                {
+                    Error::UnknownTopicOrPartition {
+                        topic: self.topic.to_string(),
+                        partition: self.partition as i64,
+                    }
+                }
+                e => e,
+            })
     }
 
     /// Descriptors of this partition open now: the lock file's and its

@@ -1949,3 +1949,23 @@ fn a_segment_deleted_while_its_descriptor_was_closed_reads_as_out_of_range() {
     }
     assert_eq!(read_all(&reader), read_all(&writer));
 }
+
+/// A deleted topic read or appended to through a log whose descriptors
+/// were closed answers `UnknownTopicOrPartition`, as with them open.
+#[test]
+fn a_deleted_partition_with_closed_descriptors_is_unknown() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = crate::store::Store::open(tmp.path()).expect("store");
+    let t = store.create_topic("gone", 1, &[]).expect("create");
+    let log = store.partition(&t, 0).expect("partition");
+    log.append(&mut batch(2, 1, "x"), Durability::PageCache)
+        .expect("append");
+    log.close_descriptors();
+    store.delete_topic("gone").expect("delete");
+    let unknown = |r: Result<(), Error>| matches!(r, Err(Error::UnknownTopicOrPartition { .. }));
+    assert!(unknown(log.read(0, 1024, &mut None, true).map(|_| ())));
+    assert!(unknown(
+        log.append(&mut batch(1, 2, "y"), Durability::PageCache)
+            .map(|_| ())
+    ));
+}
