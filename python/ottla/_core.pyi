@@ -769,6 +769,9 @@ class Broker:
         retention_check_interval_ms: int = 300000,
         queued_max_request_bytes: int = 524288000,
         fetch_max_bytes: int = 57671680,
+        max_connections: int | None = None,
+        max_connections_per_ip: int | None = None,
+        max_open_files: int | None = None,
     ) -> Self:
         """Serve ``path`` on ``host:port`` (port 0: a free one), on the
         broker's own threads. Every ``retention_check_interval_ms``
@@ -782,7 +785,17 @@ class Broker:
         no bound), and connections wait without reading while it is spent;
         a Fetch response carries at most ``fetch_max_bytes`` of records
         (Kafka's broker ``fetch.max.bytes``) except one first batch larger
-        than that."""
+        than that.
+
+        ``max_connections`` (Kafka's ``max.connections``; default a quarter
+        of the open-file limit, ``ulimit -n``) and ``max_connections_per_ip``
+        (Kafka's ``max.connections.per.ip``; default no limit of its own)
+        bound the connections open at once: one past either is closed as
+        soon as it is accepted, and the others are served on.
+        ``max_open_files`` sets the process's open-file budget for partition
+        files (default half the open-file limit; see
+        docs/configuration.md): past it, the least recently used are closed
+        and reopened when next needed."""
     @property
     def bootstrap_servers(self) -> str:
         """``"host:port"`` to give Kafka clients as ``bootstrap.servers``."""

@@ -78,6 +78,27 @@ pub struct BrokerConfig {
     /// `log.retention.check.interval.ms`), whether or not anything is
     /// written; see `ottla_storage::retention_checker`.
     pub retention_check_interval_ms: u64,
+    /// The most connections open at once (Kafka's `max.connections`); a
+    /// connection past it is closed as soon as it is accepted. Default
+    /// [`default_max_connections`].
+    pub max_connections: usize,
+    /// The most connections open at once from one client address (Kafka's
+    /// `max.connections.per.ip`); `usize::MAX`, the default, leaves only
+    /// `max_connections`.
+    pub max_connections_per_ip: usize,
+    /// The process's open-file budget for partition files
+    /// (`ottla_storage::fd_budget`), set when the broker starts; `None`
+    /// keeps the process's (half the open-file limit by default).
+    pub max_open_files: Option<usize>,
+}
+
+/// A quarter of the soft open-file limit (`RLIMIT_NOFILE`; 256 under the
+/// common 1,024), at least 16: with half of it for partition files (the
+/// default open-file budget), a quarter stays for everything else, so the
+/// broker never runs out of descriptors for its partitions or for
+/// answering the clients it has.
+pub fn default_max_connections() -> usize {
+    (ottla_storage::fd_budget::soft_nofile_limit() / 4).max(16)
 }
 
 /// The default request budget: five requests of the default
@@ -101,6 +122,9 @@ impl Default for BrokerConfig {
             frame_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             retention_check_interval_ms: DEFAULT_CHECK_INTERVAL_MS,
+            max_connections: default_max_connections(),
+            max_connections_per_ip: usize::MAX,
+            max_open_files: None,
         }
     }
 }
@@ -180,6 +204,19 @@ impl Broker {
                 )))
             }
             _ => {}
+        }
+        if config.max_connections == 0 || config.max_connections_per_ip == 0 {
+            return Err(Error::InvalidConfig(
+                "max_connections and max_connections_per_ip must be positive".into(),
+            ));
+        }
+        if let Some(n) = config.max_open_files {
+            if n == 0 {
+                return Err(Error::InvalidConfig(
+                    "max_open_files must be positive".into(),
+                ));
+            }
+            ottla_storage::fd_budget::set_max_open_files(n);
         }
         let retention = RetentionChecker::shared(&store, config.retention_check_interval_ms)?;
         let (shutdown, shutdown_rx) = watch::channel(false);

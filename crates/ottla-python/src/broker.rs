@@ -35,7 +35,9 @@ impl Broker {
     #[pyo3(signature = (path, host="127.0.0.1", port=0, *, auto_create_topics=true,
                         num_partitions=1, max_request_bytes=104857600, fsync="never",
                         retention_check_interval_ms=300000,
-                        queued_max_request_bytes=524288000, fetch_max_bytes=57671680))]
+                        queued_max_request_bytes=524288000, fetch_max_bytes=57671680,
+                        max_connections=None, max_connections_per_ip=None,
+                        max_open_files=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -49,7 +51,22 @@ impl Broker {
         retention_check_interval_ms: i64,
         queued_max_request_bytes: i64,
         fetch_max_bytes: i64,
+        max_connections: Option<i64>,
+        max_connections_per_ip: Option<i64>,
+        max_open_files: Option<i64>,
     ) -> PyResult<Self> {
+        let positive = |name: &str, v: Option<i64>| -> PyResult<Option<usize>> {
+            match v {
+                None => Ok(None),
+                Some(n) if n >= 1 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+                Some(n) => Err(PyValueError::new_err(format!(
+                    "{name} must be positive, got {n}"
+                ))),
+            }
+        };
+        let max_connections = positive("max_connections", max_connections)?;
+        let max_connections_per_ip = positive("max_connections_per_ip", max_connections_per_ip)?;
+        let max_open_files = positive("max_open_files", max_open_files)?;
         if retention_check_interval_ms < 1 {
             return Err(PyValueError::new_err(format!(
                 "retention_check_interval_ms must be positive, got {retention_check_interval_ms}"
@@ -100,11 +117,18 @@ impl Broker {
             retention_check_interval_ms: retention_check_interval_ms as u64,
             queued_max_request_bytes,
             fetch_max_bytes: fetch_max_bytes as usize,
+            max_connections: max_connections.unwrap_or_else(ottla_broker::default_max_connections),
+            max_connections_per_ip: max_connections_per_ip.unwrap_or(usize::MAX),
+            max_open_files,
             ..Default::default()
         };
         let interval = fsync == "interval";
         let engine = py
             .detach(|| -> ottla_storage::Result<Engine> {
+                // Before the store opens anything.
+                if let Some(n) = max_open_files {
+                    ottla_storage::fd_budget::set_max_open_files(n);
+                }
                 let store = Store::open(&path)?;
                 if interval {
                     store.ensure_flusher(1000);

@@ -28,6 +28,7 @@ compile_error!(
 pub mod beacon;
 pub mod config;
 pub mod error;
+pub mod fd_budget;
 pub mod fsutil;
 pub mod log;
 pub mod ofd;

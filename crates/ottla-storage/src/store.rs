@@ -606,7 +606,9 @@ impl Store {
 
     /// Grow the process's file descriptor table, once, to hold the files
     /// of `partitions` more open partitions (a lock file and a `.log` each,
-    /// plus the short-lived head and index descriptors). The kernel grows
+    /// plus the short-lived head and index descriptors), or of the
+    /// open-file budget (`crate::fd_budget`) if that is smaller: the budget
+    /// closes the least recently used ones past it. The kernel grows
     /// the table to the next power of two when an `open` returns a number
     /// past its end, and in a process with threads each growth waits for an
     /// RCU grace period: opening 800 partitions (1,600 descriptors) grew it
@@ -632,7 +634,12 @@ impl Store {
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
             return;
         }
-        let want = (probe.as_raw_fd() as u64).saturating_add(3 * partitions + 16);
+        // The open-file budget bounds what partitions keep open, however
+        // many there are.
+        let budget = crate::fd_budget::max_open_files() as u64;
+        let want = (probe.as_raw_fd() as u64)
+            .saturating_add(partitions.saturating_mul(3).min(budget))
+            .saturating_add(16);
         let top = want.min(lim.rlim_cur.saturating_sub(1)).min(1 << 20);
         if top <= probe.as_raw_fd() as u64 {
             return;

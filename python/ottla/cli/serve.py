@@ -95,6 +95,30 @@ def add_parser(sub: Any) -> None:
         help="how often segments past their retention are deleted "
         "(log.retention.check.interval.ms; default 300000)",
     )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the most client connections open at once (max.connections); one past it "
+        "is closed when accepted (default: a quarter of the open-file limit, ulimit -n)",
+    )
+    p.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the most connections open at once from one client address "
+        "(max.connections.per.ip; default: no limit of its own)",
+    )
+    p.add_argument(
+        "--max-open-files",
+        type=int,
+        default=None,
+        metavar="N",
+        help="descriptors kept open for partition files; the least recently used are "
+        "closed past it and reopened on demand (default: half the open-file limit)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -120,6 +144,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--queued-max-request-bytes must be at least --max-request-bytes (or -1)")
     if not 0 <= args.fetch_max_bytes <= 2**31 - 1:
         raise UsageError("--fetch-max-bytes must be between 0 and 2147483647")
+    for flag in ("max_connections", "max_connections_per_ip", "max_open_files"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
     broker_cls: Any = getattr(ottla, "Broker", None)
     if broker_cls is None:
         raise CliError(
@@ -139,6 +167,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             retention_check_interval_ms=args.retention_check_interval_ms,
             queued_max_request_bytes=args.queued_max_request_bytes,
             fetch_max_bytes=args.fetch_max_bytes,
+            max_connections=args.max_connections,
+            max_connections_per_ip=args.max_connections_per_ip,
+            max_open_files=args.max_open_files,
         )
     except OSError as e:
         raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None

@@ -168,7 +168,8 @@ pub(crate) fn clean(log: &PartitionLog, force: bool) -> Result<Option<CleanerSta
     if cfg.cleanup_policy == CleanupPolicy::Delete {
         return Ok(None);
     }
-    let Some(_cleaner) = log.lock().try_lock_cleaner()? else {
+    let lock = log.lock()?;
+    let Some(_cleaner) = lock.try_lock_cleaner()? else {
         return Ok(None);
     };
     finish_leftovers(log)?;
@@ -692,7 +693,8 @@ fn swap_in(
     first: bool,
 ) -> Result<bool> {
     let _w = log.writer().lock();
-    let _g = log.lock().lock_append()?;
+    let lock = log.lock()?;
+    let _g = lock.lock_append()?;
     if log.is_deleted() {
         return Ok(false);
     }
@@ -714,7 +716,7 @@ fn swap_in(
     let swap = |ext: &str| suffixed(&target, ext);
     {
         let _map = log.segments_lock().write();
-        let _swap = log.lock().lock_swap(true)?;
+        let _swap = lock.lock_swap(true)?;
         // No change under a clean mark (ARCHITECTURE, "When the head is
         // marked in use"); the loader finishes a swap on open either way.
         log.head().mark_in_use();
@@ -746,9 +748,10 @@ fn finish_leftovers(log: &PartitionLog) -> Result<()> {
         return Ok(());
     }
     let _w = log.writer().lock();
-    let _g = log.lock().lock_append()?;
+    let lock = log.lock()?;
+    let _g = lock.lock_append()?;
     let _map = log.segments_lock().write();
-    let _swap = log.lock().lock_swap(true)?;
+    let _swap = lock.lock_swap(true)?;
     log.head().mark_in_use();
     if complete_swaps(log)? {
         if let Some(mut st) = log.head().read() {

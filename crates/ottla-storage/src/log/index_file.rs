@@ -36,8 +36,12 @@ pub struct IndexFile {
     path: PathBuf,
     entry_size: usize,
     map: Map,
-    /// The file under a writable map, for allocating its blocks.
-    file: Option<File>,
+    /// (device, inode) of the file under a writable map, for allocating
+    /// its blocks. No descriptor is kept (the map stays valid without one,
+    /// and a process with thousands of partitions cannot afford two more
+    /// each): [`IndexFile::allocate`], which runs once per chunk, opens the
+    /// file again and checks it is this one.
+    file: Option<(u64, u64)>,
     /// The first `allocated` bytes of the file have their blocks allocated,
     /// so stores below it cannot fault for want of space: by this process,
     /// or (below the page of the first entry it wrote) by whoever wrote the
@@ -61,7 +65,8 @@ impl IndexFile {
     pub fn open_writable(path: &Path, entry_size: usize, max_bytes: u64) -> Result<IndexFile> {
         let file = open_rw(path)?;
         let max_bytes = max_bytes - max_bytes % entry_size as u64;
-        let len = file.metadata().ctx("stat index", path)?.len();
+        let meta = file.metadata().ctx("stat index", path)?;
+        let len = meta.len();
         if len < max_bytes {
             file.set_len(max_bytes).ctx("grow index", path)?;
         }
@@ -75,7 +80,7 @@ impl IndexFile {
             path: path.to_path_buf(),
             entry_size,
             map: Map::Write(map),
-            file: Some(file),
+            file: Some(id_of(&meta)),
             allocated: 0,
             no_fallocate: false,
         })
@@ -118,7 +123,8 @@ impl IndexFile {
             }
             Err(e) => return Err(crate::Error::io("open index", path, e)),
         };
-        let len = file.metadata().ctx("stat index", path)?.len();
+        let meta = file.metadata().ctx("stat index", path)?;
+        let len = meta.len();
         let len = (len - len % entry_size as u64) as usize;
         let mut opts = MmapOptions::new();
         opts.len(len);
@@ -138,7 +144,10 @@ impl IndexFile {
                 Map::Read(m)
             }
         };
-        let file = matches!(map, Map::Write(_)).then_some(file);
+        let file = match map {
+            Map::Write(_) => Some(id_of(&meta)),
+            _ => None,
+        };
         Ok(IndexFile {
             path: path.to_path_buf(),
             entry_size,
@@ -232,11 +241,25 @@ impl IndexFile {
             .min(map_len)
             .max(end);
         let from = self.allocated.max(start - start % page).min(to);
-        let Some(file) = &self.file else {
+        let Some(id) = self.file else {
             return Ok(());
         };
+        let file = open_existing_rw(&self.path)?;
+        if file_id(&file, &self.path)? != id {
+            // Never the case for the active segment's index (only its
+            // appender resizes it, and recovery runs alone); refuse rather
+            // than allocate a file the mapping does not show.
+            return Err(crate::Error::io(
+                "allocate index",
+                &self.path,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the index file was replaced since it was mapped",
+                ),
+            ));
+        }
         if !self.no_fallocate {
-            match fallocate_keep_size(file, from, to - from) {
+            match fallocate_keep_size(&file, from, to - from) {
                 Ok(()) => {
                     self.allocated = to;
                     return Ok(());
@@ -355,6 +378,23 @@ fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(p).ok().filter(|p| *p > 0).unwrap_or(4096)
+}
+
+fn open_existing_rw(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .ctx("open index", path)
+}
+
+fn file_id(file: &File, path: &Path) -> Result<(u64, u64)> {
+    Ok(id_of(&file.metadata().ctx("stat index", path)?))
+}
+
+fn id_of(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
 }
 
 fn open_rw(path: &Path) -> Result<File> {

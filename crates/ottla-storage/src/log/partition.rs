@@ -39,6 +39,7 @@ use super::segment::{log_file_name, LogSegment};
 use crate::beacon::Beacon;
 use crate::config::TopicConfig;
 use crate::error::{Error, IoContext, Result};
+use crate::fd_budget::{self, Slot};
 
 pub use append::{AppendInfo, Durability, SealFn};
 pub use read::{Fetched, ReadCursor};
@@ -69,7 +70,10 @@ pub struct PartitionLog {
     topic: Arc<str>,
     partition: u32,
     dir: PathBuf,
-    lock: LockFile,
+    /// `partition.lock`, in the open-file budget (`crate::fd_budget`),
+    /// closed only while no lock is held through it: see
+    /// [`PartitionLog::lock`].
+    lock: Slot<LockFile>,
     head: Head,
     beacon: Arc<Beacon>,
     config: RwLock<Arc<TopicConfig>>,
@@ -140,7 +144,7 @@ impl PartitionLog {
             topic,
             partition,
             dir: dir.to_path_buf(),
-            lock,
+            lock: Slot::with(fd_budget::global(), true, lock),
             head: Head::open(&dir.join("partition.head"))?,
             beacon,
             config: RwLock::new(config),
@@ -153,15 +157,16 @@ impl PartitionLog {
             clean_end: AtomicI64::new(CLEAN_END_UNKNOWN),
         };
         {
-            let _g = log.lock.lock_append()?;
-            if log.lock.try_presence_exclusive()? {
+            let lock = log.lock()?;
+            let _g = lock.lock_append()?;
+            if lock.try_presence_exclusive()? {
                 // A clean head stays clean until the first change (see
                 // `Head::mark_in_use`): opening only to read writes nothing.
                 super::loader::load(&log)?;
             } else if log.head.read().is_none() || !log.head.is_valid() {
                 log.repair_locked()?;
             }
-            log.lock.hold_presence_shared()?;
+            lock.hold_presence_shared()?;
         }
         log.enforce_retention()?;
         // Cheap when there is nothing to do: a compacted log that is only
@@ -237,8 +242,60 @@ impl PartitionLog {
         Ok((bases, swaps))
     }
 
-    pub(crate) fn lock(&self) -> &LockFile {
-        &self.lock
+    /// The partition's lock file, opened again if the open-file budget
+    /// closed it. Closing it released the presence lock too, so this
+    /// process counted as gone from the partition meanwhile: reopening
+    /// takes the presence lock shared again, and nothing else is needed.
+    /// The process changed nothing while the file was closed (the budget
+    /// closes it only while no lock is held through it), the head it reads
+    /// is the shared one, and its segment map is checked against the head
+    /// on every use; another process that opened the partition alone
+    /// meanwhile ran the loader on a head whose state is whole (ours are
+    /// published before the append lock is released), which cuts off only
+    /// bytes past the head.
+    ///
+    /// Every caller keeps the returned `Arc` while it holds a lock through
+    /// it: the budget closes the file only while the slot's reference is
+    /// the only one, so all threads of the process share one open file
+    /// description, as OFD locks need.
+    pub(crate) fn lock(&self) -> Result<Arc<LockFile>> {
+        self.lock
+            .get(|| {
+                let lock = LockFile::open(&self.dir.join("partition.lock"))?;
+                lock.hold_presence_shared()?;
+                Ok(lock)
+            })
+            .map_err(|e| match e {
+                // A deleted topic's directory is renamed, then removed:
+                // say what happened, as a descriptor kept open would have.
+                Error::Io { ref source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound && self.is_deleted() =>
+                {
+                    Error::UnknownTopicOrPartition {
+                        topic: self.topic.to_string(),
+                        partition: self.partition as i64,
+                    }
+                }
+                e => e,
+            })
+    }
+
+    /// Descriptors of this partition open now: the lock file's and its
+    /// segments' (tests).
+    #[cfg(test)]
+    pub(crate) fn open_descriptors(&self) -> usize {
+        let segs = self.segments.read().clone();
+        usize::from(self.lock.is_open()) + segs.map.values().filter(|s| s.file_is_open()).count()
+    }
+
+    /// Close every descriptor the open-file budget could close (tests).
+    #[cfg(test)]
+    pub(crate) fn close_descriptors(&self) {
+        self.lock.close();
+        let segs = self.segments.read().clone();
+        for s in segs.map.values() {
+            s.close_file();
+        }
     }
 
     pub(crate) fn writer(&self) -> &Mutex<()> {
@@ -294,7 +351,8 @@ impl PartitionLog {
         // Listing and opening under the swap lock (shared; `cur` keeps the
         // other threads of this process out): a cleaner's renames are seen
         // all or nothing.
-        let _swap = self.lock.lock_swap(false)?;
+        let lock = self.lock()?;
+        let _swap = lock.lock_swap(false)?;
         let compacted = self.config.read().cleanup_policy != crate::config::CleanupPolicy::Delete;
         let (bases, swaps) = self.list_segment_files()?;
         // A new listing may show segments another process cleaned.
@@ -372,7 +430,8 @@ impl PartitionLog {
             return Ok(st);
         }
         let _w = self.writer.lock();
-        let _g = self.lock.lock_append()?;
+        let lock = self.lock()?;
+        let _g = lock.lock_append()?;
         match self.head.read() {
             Some(st) => Ok(st),
             None => self.repair_locked(),
@@ -452,9 +511,11 @@ impl PartitionLog {
     /// Mark deleted so every process stops appending; the caller removes files.
     pub fn mark_deleted(&self) {
         let _w = self.writer.lock();
-        if let Ok(_g) = self.lock.lock_append() {
-            self.head.mark_in_use();
-            self.head.mark_deleted();
+        if let Ok(lock) = self.lock() {
+            if let Ok(_g) = lock.lock_append() {
+                self.head.mark_in_use();
+                self.head.mark_deleted();
+            }
         }
         self.beacon.notify_append();
     }
@@ -467,11 +528,16 @@ impl PartitionLog {
 
 impl Drop for PartitionLog {
     fn drop(&mut self) {
-        if self.head.is_deleted() {
+        // A clean head saw no change since it was marked: checked before
+        // the lock file, which the open-file budget may have closed.
+        if self.head.is_deleted() || self.head.is_clean() {
             return;
         }
         let _w = self.writer.lock();
-        let Ok(_g) = self.lock.lock_append() else {
+        let Ok(lock) = self.lock() else {
+            return;
+        };
+        let Ok(_g) = lock.lock_append() else {
             return;
         };
         // The last process out flushes and leaves the clean-shutdown marker;
@@ -480,7 +546,7 @@ impl Drop for PartitionLog {
         if self.head.is_clean() {
             return;
         }
-        if let Ok(true) = self.lock.try_presence_exclusive() {
+        if let Ok(true) = lock.try_presence_exclusive() {
             if let Some(mut st) = self.head.read() {
                 if let Ok(segs) = self.segments_for(&st) {
                     if self.sync_locked(&segs, &mut st).is_ok() {

@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 
@@ -14,7 +14,18 @@ use super::head::HeadState;
 use super::offset_index::OffsetIndex;
 use super::time_index::TimeIndex;
 use crate::error::{Error, IoContext, Result};
+use crate::fd_budget::{self, Slot};
 use ottla_record::batch::{check_batch, peek_total_size, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+
+/// The operation named by the error of a segment file that is gone.
+const REOPEN_OP: &str = "reopen segment";
+
+/// Whether `e` says a segment's file was gone when its descriptor, closed
+/// by the open-file budget, was reopened (see `LogSegment::file`).
+pub fn is_segment_gone(e: &Error) -> bool {
+    matches!(e, Error::Io { op, source, .. }
+        if *op == REOPEN_OP && source.kind() == std::io::ErrorKind::NotFound)
+}
 
 pub fn log_file_name(base_offset: i64) -> String {
     format!("{base_offset:020}.log")
@@ -78,7 +89,10 @@ impl Indexes {
 pub struct LogSegment {
     pub base_offset: i64,
     path: PathBuf,
-    file: File,
+    /// The `.log`'s descriptor, in the process's open-file budget: closed
+    /// when others need the room, reopened (and checked to be the same
+    /// file, see `file_id`) by the next use.
+    file: Slot<File>,
     /// Size of the file when opened; the size of a closed segment.
     opened_size: u64,
     /// Whether the indexes are mapped writable (the segment was active when
@@ -128,7 +142,7 @@ impl LogSegment {
         Ok(LogSegment {
             base_offset,
             path,
-            file,
+            file: Slot::with(fd_budget::global(), false, file),
             opened_size,
             active,
             file_id: (meta.dev(), meta.ino()),
@@ -176,7 +190,7 @@ impl LogSegment {
         Ok(LogSegment {
             base_offset,
             path,
-            file,
+            file: Slot::with(fd_budget::global(), false, file),
             opened_size: meta.len(),
             active,
             file_id: (meta.dev(), meta.ino()),
@@ -184,6 +198,46 @@ impl LogSegment {
             preallocated: AtomicU64::new(0),
             indexes: OnceLock::new(),
         })
+    }
+
+    /// The `.log`'s descriptor, reopened if the budget closed it. A file
+    /// that is no longer at its path (deleted by retention, replaced by the
+    /// cleaner since this segment was opened) is an `Io` error of kind
+    /// `NotFound` ([`is_segment_gone`]): a reader's snapshot was stale, and
+    /// reading again from a fresh one settles it.
+    #[inline]
+    fn file(&self) -> Result<Arc<File>> {
+        self.file.get(|| {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.path)
+                .map_err(|e| Error::io(REOPEN_OP, &self.path, e))?;
+            let meta = file.metadata().ctx("stat segment", &self.path)?;
+            if (meta.dev(), meta.ino()) != self.file_id {
+                return Err(Error::io(
+                    REOPEN_OP,
+                    &self.path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "the segment was replaced since it was opened",
+                    ),
+                ));
+            }
+            Ok(file)
+        })
+    }
+
+    /// Whether the segment's descriptor is open now (tests).
+    #[cfg(test)]
+    pub(crate) fn file_is_open(&self) -> bool {
+        self.file.is_open()
+    }
+
+    /// Close the segment's descriptor now; the next use reopens it (tests).
+    #[cfg(test)]
+    pub(crate) fn close_file(&self) -> bool {
+        self.file.close()
     }
 
     /// (device, inode) of the file this segment reads.
@@ -276,11 +330,15 @@ impl LogSegment {
     }
 
     pub fn file_len(&self) -> Result<u64> {
-        Ok(self.file.metadata().ctx("stat segment", &self.path)?.len())
+        Ok(self
+            .file()?
+            .metadata()
+            .ctx("stat segment", &self.path)?
+            .len())
     }
 
     pub fn write_at(&self, pos: u64, data: &[u8]) -> Result<()> {
-        self.file
+        self.file()?
             .write_all_at(data, pos)
             .ctx("append to segment", &self.path)
     }
@@ -290,6 +348,7 @@ impl LogSegment {
     /// being gathered into one buffer first.
     pub fn write_vectored_at(&self, pos: u64, parts: &[&[u8]]) -> Result<()> {
         use std::os::fd::AsRawFd;
+        let file = self.file()?;
         let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
         let mut pos = pos;
         let mut first = 0;
@@ -304,14 +363,8 @@ impl LogSegment {
             let count = iov.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
             // SAFETY: every iovec points into a live slice borrowed for the
             // duration of the call; pwritev only reads from them.
-            let n = unsafe {
-                libc::pwritev(
-                    self.file.as_raw_fd(),
-                    iov.as_ptr(),
-                    count,
-                    pos as libc::off_t,
-                )
-            };
+            let n =
+                unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr(), count, pos as libc::off_t) };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() == std::io::ErrorKind::Interrupted {
@@ -374,10 +427,13 @@ impl LogSegment {
         // (or on disk) with space reserved for them.
         let from = done.max(start);
         let to = end.saturating_add(PREALLOCATE_STEP).min(limit.max(end));
+        let Ok(file) = self.file() else {
+            return; // a hint: the write reports the error
+        };
         // SAFETY: a plain syscall on our own descriptor; no memory passed.
         let r = unsafe {
             libc::fallocate(
-                self.file.as_raw_fd(),
+                file.as_raw_fd(),
                 libc::FALLOC_FL_KEEP_SIZE,
                 from as libc::off_t,
                 (to - from) as libc::off_t,
@@ -405,7 +461,7 @@ impl LogSegment {
         if done == 0 || done == NO_PREALLOCATION {
             return;
         }
-        if self.file.set_len(size).is_ok() {
+        if self.file().is_ok_and(|f| f.set_len(size).is_ok()) {
             self.preallocated.store(0, Ordering::Relaxed);
         }
     }
@@ -417,10 +473,13 @@ impl LogSegment {
     /// so a failure here is ignored.
     pub fn start_writeback(&self, pos: u64, len: u64) {
         use std::os::fd::AsRawFd;
+        let Ok(file) = self.file() else {
+            return; // a hint: the fsync reports the error
+        };
         // SAFETY: a plain syscall on our own descriptor; no memory passed.
         unsafe {
             libc::sync_file_range(
-                self.file.as_raw_fd(),
+                file.as_raw_fd(),
                 pos as libc::off64_t,
                 len as libc::off64_t,
                 libc::SYNC_FILE_RANGE_WRITE,
@@ -429,9 +488,10 @@ impl LogSegment {
     }
 
     pub fn read_at(&self, pos: u64, buf: &mut [u8]) -> Result<usize> {
+        let file = self.file()?;
         let mut done = 0;
         while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], pos + done as u64) {
+            match file.read_at(&mut buf[done..], pos + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -446,6 +506,7 @@ impl LogSegment {
     /// ~110 instructions per 100-byte record). Returns the bytes read.
     pub fn read_appending(&self, pos: u64, len: usize, out: &mut Vec<u8>) -> Result<usize> {
         use std::os::fd::AsRawFd;
+        let file = self.file()?;
         out.reserve(len);
         let start = out.len();
         let mut done = 0;
@@ -455,7 +516,7 @@ impl LogSegment {
             // `out`; pread writes at most that many and reports how many.
             let n = unsafe {
                 libc::pread(
-                    self.file.as_raw_fd(),
+                    file.as_raw_fd(),
                     spare.as_mut_ptr().cast(),
                     spare.len(),
                     (pos + done as u64) as libc::off_t,
@@ -478,7 +539,7 @@ impl LogSegment {
     }
 
     pub fn truncate(&self, size: u64) -> Result<()> {
-        self.file
+        self.file()?
             .set_len(size)
             .ctx("truncate segment", &self.path)?;
         // Truncating frees the blocks reserved past `size` too: reserve them
@@ -492,7 +553,7 @@ impl LogSegment {
     }
 
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data().ctx("fsync segment", &self.path)
+        self.file()?.sync_data().ctx("fsync segment", &self.path)
     }
 
     /// Header of the batch at `pos`, if a whole header lies below `limit`.

@@ -1852,3 +1852,120 @@ fn writers_in_one_process_share_one_retention_checker_per_interval() {
     assert!(!Arc::ptr_eq(&d, &c));
     assert_eq!(store.retention_checkers.lock().len(), 2);
 }
+
+// ------------------------------------------------- the open-file budget
+
+/// Descriptors the open-file budget closed (the lock file, every `.log`)
+/// are opened again by the next append or read, with nothing lost.
+#[test]
+fn descriptors_closed_by_the_budget_reopen_on_use() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[("segment.bytes", "1024"), ("index.interval.bytes", "128")]);
+    let mut rng = Rng(21);
+    let log = open_log(tmp.path(), &cfg);
+    let hw = fill(&log, 60, 1, &mut rng).last().expect("batches").1 + 1;
+    let before = read_all(&log);
+    assert_eq!(before.len() as i64, hw);
+    assert!(
+        log.open_descriptors() > 3,
+        "segments read keep a descriptor"
+    );
+    log.close_descriptors();
+    assert_eq!(log.open_descriptors(), 0);
+    // Reads of closed and active segments, by index lookup and from the start.
+    assert_eq!(read_all(&log), before);
+    let mid = log.read(hw / 2, 1, &mut None, true).expect("lookup");
+    assert!(headers(&mid.bytes)[0].last_offset() >= hw / 2);
+    log.close_descriptors();
+    let info = log
+        .append(&mut batch(3, 5_000, "after"), Durability::Fsync)
+        .expect("append after close");
+    assert_eq!(info.base_offset, hw);
+    log.close_descriptors();
+    log.flush().expect("flush after close");
+    let all = read_all(&log);
+    assert_eq!(all.len() as i64, hw + 3);
+    assert_eq!(value_of(&all[hw as usize]), "after-0");
+    drop(log);
+    assert_eq!(peek_head(tmp.path(), F_CLEAN), 1, "closed clean");
+    let log = open_log(tmp.path(), &cfg);
+    assert_eq!(read_all(&log), all);
+}
+
+/// A closed lock file is a process gone from the partition (the presence
+/// lock goes with it): the other instance closes clean when it leaves,
+/// and the first takes its presence again with the next append.
+#[test]
+fn a_closed_lock_file_gives_presence_up_until_the_next_use() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[("segment.bytes", "2048")]);
+    let a = open_log(tmp.path(), &cfg);
+    let b = open_log(tmp.path(), &cfg);
+    a.append(&mut batch(2, 1, "a"), Durability::PageCache)
+        .expect("a");
+    a.close_descriptors();
+    let info = b
+        .append(&mut batch(2, 2, "b"), Durability::PageCache)
+        .expect("b");
+    assert_eq!(info.base_offset, 2);
+    drop(b);
+    assert_eq!(peek_head(tmp.path(), F_CLEAN), 1, "b was the only one left");
+    let info = a
+        .append(&mut batch(2, 3, "a2"), Durability::PageCache)
+        .expect("a again");
+    assert_eq!(info.base_offset, 4);
+    assert_eq!(peek_head(tmp.path(), F_CLEAN), 0, "in use again");
+    // Open again: a holds its presence, so c does not load the log alone.
+    let c = open_log(tmp.path(), &cfg);
+    drop(c);
+    assert_eq!(peek_head(tmp.path(), F_CLEAN), 0, "a is still there");
+    drop(a);
+    assert_eq!(peek_head(tmp.path(), F_CLEAN), 1);
+    let d = open_log(tmp.path(), &cfg);
+    let vals: Vec<String> = read_all(&d).iter().map(value_of).collect();
+    assert_eq!(vals, ["a-0", "a-1", "b-0", "b-1", "a2-0", "a2-1"]);
+}
+
+/// A reader whose segments' descriptors were closed, and then deleted by
+/// another instance's retention, gets Kafka's out-of-range answer (and the
+/// new log start reads), never an I/O error for a file that is gone.
+#[test]
+fn a_segment_deleted_while_its_descriptor_was_closed_reads_as_out_of_range() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[("segment.bytes", "1024"), ("retention.bytes", "2500")]);
+    let mut rng = Rng(22);
+    let reader = open_log(tmp.path(), &cfg);
+    let writer = open_log(tmp.path(), &cfg);
+    fill(&writer, 8, now_ms(), &mut rng);
+    let first = reader.read(0, 1, &mut None, true).expect("read first");
+    assert!(!first.bytes.is_empty());
+    reader.close_descriptors();
+    fill(&writer, 100, now_ms(), &mut rng);
+    let (start, _) = writer.offsets().expect("offsets");
+    assert!(start > 0, "retention deleted nothing");
+    match reader.read(0, 1, &mut None, true) {
+        Err(Error::OffsetOutOfRange { start: s, .. }) => assert_eq!(s, start),
+        other => panic!("expected OffsetOutOfRange, got {other:?}"),
+    }
+    assert_eq!(read_all(&reader), read_all(&writer));
+}
+
+/// A deleted topic read or appended to through a log whose descriptors
+/// were closed answers `UnknownTopicOrPartition`, as with them open.
+#[test]
+fn a_deleted_partition_with_closed_descriptors_is_unknown() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = crate::store::Store::open(tmp.path()).expect("store");
+    let t = store.create_topic("gone", 1, &[]).expect("create");
+    let log = store.partition(&t, 0).expect("partition");
+    log.append(&mut batch(2, 1, "x"), Durability::PageCache)
+        .expect("append");
+    log.close_descriptors();
+    store.delete_topic("gone").expect("delete");
+    let unknown = |r: Result<(), Error>| matches!(r, Err(Error::UnknownTopicOrPartition { .. }));
+    assert!(unknown(log.read(0, 1024, &mut None, true).map(|_| ())));
+    assert!(unknown(
+        log.append(&mut batch(1, 2, "y"), Durability::PageCache)
+            .map(|_| ())
+    ));
+}

@@ -69,7 +69,8 @@ impl PartitionLog {
         }
         let total = batches.len() + rest.iter().map(|r| r.len()).sum::<usize>();
         let _w = self.writer.lock();
-        let _g = self.lock.lock_append()?;
+        let lock = self.lock()?;
+        let _g = lock.lock_append()?;
         self.check_live()?;
         // Before any byte changes: a crash from here on leaves a head that
         // is not clean, so the next opener cuts what we did not publish.
@@ -254,7 +255,8 @@ impl PartitionLog {
     /// Flush the log to disk (for `fsync="interval"` and clean close).
     pub fn flush(&self) -> Result<()> {
         let _w = self.writer.lock();
-        let _g = self.lock.lock_append()?;
+        let lock = self.lock()?;
+        let _g = lock.lock_append()?;
         self.check_live()?;
         let mut st = match self.head.read() {
             Some(st) => st,

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use super::{high_watermark, log_end_offset, PartitionLog, CLEAN_END_UNKNOWN};
 use crate::error::{Error, Result};
 use crate::log::head::HeadState;
-use crate::log::segment::LogSegment;
+use crate::log::segment::{is_segment_gone, LogSegment};
 use ottla_record::batch::{check_batch, peek_total_size, BatchHeader};
 
 /// Where the batch holding `offset` starts, so sequential reads skip the
@@ -112,8 +112,14 @@ impl PartitionLog {
         // Each retry needs another roll or retention pass to have happened
         // during the previous one; the bound only stops a livelock.
         for _ in 0..8 {
-            if let Some(out) = self.read_segments(&st, offset, max_bytes, cursor, verify, false)? {
-                return Ok(out);
+            match self.read_segments(&st, offset, max_bytes, cursor, verify, false) {
+                Ok(Some(out)) => return Ok(out),
+                Ok(None) => {}
+                // A segment whose descriptor the open-file budget closed
+                // was deleted or replaced before it was reopened: the
+                // same race as a hole, settled the same way.
+                Err(e) if is_segment_gone(&e) => {}
+                Err(e) => return Err(e),
             }
             // Topic deletion flags the head, then removes the files.
             self.check_live()?;

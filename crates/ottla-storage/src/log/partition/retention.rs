@@ -51,7 +51,8 @@ impl PartitionLog {
             }
         }
         let _w = self.writer.lock();
-        let _g = self.lock.lock_append()?;
+        let lock = self.lock()?;
+        let _g = lock.lock_append()?;
         if self.head.is_deleted() {
             return Ok(0);
         }
