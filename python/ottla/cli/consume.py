@@ -298,9 +298,7 @@ def _consume(
                 if ends is not None and all(src.position(tp) >= end for tp, end in ends.items()):
                     break
             try:
-                batch = src.poll(
-                    _POLL_MS, _BATCH if remaining is None else min(remaining, _BATCH)
-                )
+                batch = src.poll(_POLL_MS, _BATCH if remaining is None else min(remaining, _BATCH))
             except ottla.UnknownTopicOrPartitionError:
                 if not args.follow:
                     raise CliError(f"topic {args.topic!r} was deleted while it was read") from None
@@ -310,11 +308,11 @@ def _consume(
                     file=sys.stderr,
                     flush=True,
                 )
-                tps = _wait_recreated(args, partitions_of)
-                if tps is None:
+                again = _wait_recreated(args, partitions_of)
+                if again is None:
                     break
-                src.assign(tps)
-                src.seek_to_beginning(tps)
+                src.assign(again)
+                src.seek_to_beginning(again)
                 last_record = time.monotonic()
                 continue
             now = time.monotonic()
