@@ -119,7 +119,10 @@ fn get_compact_str(buf: &[u8], pos: &mut usize) -> Option<String> {
     if n == 0 {
         return Some(String::new());
     }
-    let len = usize::try_from(n - 1).ok()?;
+    // Kafka's strings are at most 32767 bytes (as `get_str` reads them).
+    let len = usize::try_from(n - 1)
+        .ok()
+        .filter(|l| *l <= i16::MAX as usize)?;
     let s = buf.get(*pos..pos.checked_add(len)?)?;
     *pos += len;
     String::from_utf8(s.to_vec()).ok()
