@@ -5,6 +5,7 @@ offsets, keys, values, headers and timestamps are what the producer sent;
 
 from __future__ import annotations
 
+import base64
 import random
 import struct
 import time
@@ -283,9 +284,15 @@ def test_consumer_offsets_topic_is_kafka_format(data_dir: Path) -> None:
     topic = r.key[6 + glen : 6 + glen + tlen].decode()
     (partition,) = struct.unpack_from(">i", r.key, 6 + glen + tlen)
     assert (group, topic, partition) == ("fmt-group", "t", 0)
-    # value v3: version, offset, leader epoch, metadata, commit timestamp
-    vver, offset = struct.unpack_from(">hq", r.value)
-    assert (vver, offset) == (3, 1)
+    # value v4 (Kafka's flexible version): version, offset, leader epoch,
+    # compact-string metadata, commit timestamp, then one tagged field
+    # (tag 0: the topic id, 16 bytes)
+    vver, offset, epoch, mlen = struct.unpack_from(">hqib", r.value)
+    assert (vver, offset, epoch, mlen) == (4, 1, -1, 1)
+    assert r.value[23:26] == bytes([1, 0, 16])
+    assert len(r.value) == 23 + 3 + 16
+    topic_id = ottla.Admin(data_dir).describe_topic("t").topic_id
+    assert base64.urlsafe_b64encode(r.value[26:]).decode().rstrip("=") == topic_id
 
 
 def test_segment_ms_rolls_segments(data_dir: Path) -> None:

@@ -565,8 +565,10 @@ class _Admin:
         """Topic names, sorted; ``internal=True`` includes internal topics."""
     def describe_topic(
         self, name: str
-    ) -> tuple[list[tuple[int, int, int, int, int]], dict[str, str], dict[str, str]]:
-        """``([(partition, start, end, size_bytes, segments)], config, overrides)``."""
+    ) -> tuple[list[tuple[int, int, int, int, int]], dict[str, str], dict[str, str], str]:
+        """``([(partition, start, end, size_bytes, segments)], config, overrides,
+        topic_id)``; ``topic_id`` is Kafka's topic id as Kafka prints it (22
+        characters of URL-safe base64), made when the topic was created."""
     def create_partitions(self, name: str, total: int) -> None:
         """Grow a topic to ``total`` partitions (1 to 100000)."""
     def alter_topic_config(self, name: str, config: dict[str, Any]) -> None:

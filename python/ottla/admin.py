@@ -47,6 +47,10 @@ class TopicDescription:
     partitions: list[PartitionDescription]
     config: dict[str, str]
     overrides: dict[str, str] = field(default_factory=dict)
+    #: Kafka's topic id, as Kafka prints it (22 characters of URL-safe
+    #: base64): made when the topic is created and kept on disk, so a topic
+    #: deleted and created again under the same name has another one.
+    topic_id: str = ""
 
     @property
     def size_bytes(self) -> int:
@@ -164,12 +168,13 @@ class Admin:
 
     def describe_topic(self, name: str) -> TopicDescription:
         """Partitions (offsets, bytes, segments) and effective config."""
-        parts, config, overrides = self._core.describe_topic(name)
+        parts, config, overrides, topic_id = self._core.describe_topic(name)
         return TopicDescription(
             name=name,
             partitions=[PartitionDescription(*p) for p in parts],
             config=dict(config),
             overrides=dict(overrides),
+            topic_id=topic_id,
         )
 
     def create_partitions(self, name: str, total: int) -> None:

@@ -640,12 +640,19 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
         offset: 42,
         metadata: "meta".into(),
         timestamp: 1_700_000_000_000,
+        topic_id: None,
     };
     out.push(("offsets_kv", "value".into(), encode_value(&c)));
+    let c4 = ottla_storage::offsets::Committed {
+        topic_id: Some(ottla_storage::topic::TopicId([9; 16])),
+        ..c
+    };
+    out.push(("offsets_kv", "value-v4".into(), encode_value(&c4)));
     let mut overrides = std::collections::BTreeMap::new();
     overrides.insert("retention.ms".to_string(), "60000".to_string());
     overrides.insert("cleanup.policy".to_string(), "compact,delete".to_string());
     let meta = TopicMeta {
+        id: Some(ottla_storage::topic::TopicId([5; 16])),
         partitions: 3,
         overrides,
     };

@@ -93,6 +93,7 @@ impl Admin {
         Vec<(u32, i64, i64, u64, usize)>,
         std::collections::BTreeMap<String, String>,
         std::collections::BTreeMap<String, String>,
+        String,
     )> {
         let topic = self.store.require_topic(name).py()?;
         let mut parts = Vec::new();
@@ -111,6 +112,7 @@ impl Admin {
             parts,
             topic.config.effective(),
             topic.config.overrides.clone(),
+            topic.id.to_string(),
         ))
     }
 

@@ -4,15 +4,25 @@
 //! metadata, commit timestamp) encodings. Every process on the directory
 //! reads the same topic, so a commit made by one is seen by all, and a
 //! commit survives whatever survives an appended record.
+//!
+//! A deleted topic's offsets go with it, as in Kafka (whose coordinator
+//! writes tombstones for a deleted topic's partitions): `Store::delete_topic`
+//! tombstones them ([`OffsetStore::forget_topic`]). So that a crash or a
+//! commit racing the delete can never hand them to a topic created again
+//! under the same name, every commit also carries the topic's id (value
+//! version 4, Kafka's first flexible version, with the id in a tagged field
+//! Kafka's readers skip), and a commit whose id is not the topic's id now
+//! is not returned.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::log::{now_ms, Durability, PartitionLog, ReadCursor};
 use crate::store::Store;
+use crate::topic::TopicId;
 use ottla_record::batch::{BatchBuilder, Batches};
 use ottla_record::decode::records;
 
@@ -41,7 +51,14 @@ pub struct Committed {
     pub offset: i64,
     pub metadata: String,
     pub timestamp: i64,
+    /// The id of the topic the offset was committed for; `None` in commits
+    /// of earlier versions, and of topics that did not exist at the time.
+    pub topic_id: Option<TopicId>,
 }
+
+/// The tag of ottla's topic-id field in a version-4 value (Kafka defines
+/// no tagged field there yet; its readers skip unknown ones).
+const TAG_TOPIC_ID: u64 = 0;
 
 type Key = (String, String, u32);
 
@@ -52,6 +69,8 @@ struct State {
 }
 
 pub struct OffsetStore {
+    /// Weak: the store holds this one.
+    store: Weak<Store>,
     log: Arc<PartitionLog>,
     state: Mutex<State>,
 }
@@ -70,6 +89,42 @@ fn get_str(buf: &[u8], pos: &mut usize) -> Option<String> {
     }
     let s = buf.get(*pos..*pos + len as usize)?;
     *pos += len as usize;
+    String::from_utf8(s.to_vec()).ok()
+}
+
+fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn get_uvarint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// A flexible version's COMPACT_NULLABLE_STRING (null reads as empty).
+fn get_compact_str(buf: &[u8], pos: &mut usize) -> Option<String> {
+    let n = get_uvarint(buf, pos)?;
+    if n == 0 {
+        return Some(String::new());
+    }
+    // Kafka's strings are at most 32767 bytes (as `get_str` reads them).
+    let len = usize::try_from(n - 1)
+        .ok()
+        .filter(|l| *l <= i16::MAX as usize)?;
+    let s = buf.get(*pos..pos.checked_add(len)?)?;
+    *pos += len;
     String::from_utf8(s.to_vec()).ok()
 }
 
@@ -101,13 +156,29 @@ pub fn decode_key(k: &[u8]) -> Option<Key> {
     Some((group, topic, u32::try_from(partition).ok()?))
 }
 
+/// Version 3 (Kafka's last fixed layout) without a topic id; version 4
+/// (flexible: compact string, tagged fields) with one.
 pub fn encode_value(c: &Committed) -> Vec<u8> {
-    let mut v = Vec::with_capacity(26 + c.metadata.len());
-    v.extend_from_slice(&3i16.to_be_bytes());
+    let mut v = Vec::with_capacity(48 + c.metadata.len());
+    let Some(id) = c.topic_id else {
+        v.extend_from_slice(&3i16.to_be_bytes());
+        v.extend_from_slice(&c.offset.to_be_bytes());
+        v.extend_from_slice(&(-1i32).to_be_bytes());
+        put_str(&mut v, &c.metadata);
+        v.extend_from_slice(&c.timestamp.to_be_bytes());
+        return v;
+    };
+    v.extend_from_slice(&4i16.to_be_bytes());
     v.extend_from_slice(&c.offset.to_be_bytes());
     v.extend_from_slice(&(-1i32).to_be_bytes());
-    put_str(&mut v, &c.metadata);
+    let m = &c.metadata.as_bytes()[..c.metadata.len().min(i16::MAX as usize)];
+    put_uvarint(&mut v, m.len() as u64 + 1);
+    v.extend_from_slice(m);
     v.extend_from_slice(&c.timestamp.to_be_bytes());
+    put_uvarint(&mut v, 1); // one tagged field
+    put_uvarint(&mut v, TAG_TOPIC_ID);
+    put_uvarint(&mut v, 16);
+    v.extend_from_slice(&id.0);
     v
 }
 
@@ -116,6 +187,31 @@ pub fn decode_value(v: &[u8]) -> Option<Committed> {
     let version = i16::from_be_bytes(v.get(0..2)?.try_into().ok()?);
     pos += 2;
     let offset = get_i64(v, &mut pos)?;
+    if version >= 4 {
+        // Flexible: a later layout would not be Kafka's v4.
+        if version > 4 {
+            return None;
+        }
+        pos += 4; // leader epoch
+        let metadata = get_compact_str(v, &mut pos)?;
+        let timestamp = get_i64(v, &mut pos)?;
+        let mut topic_id = None;
+        for _ in 0..get_uvarint(v, &mut pos)? {
+            let tag = get_uvarint(v, &mut pos)?;
+            let size = usize::try_from(get_uvarint(v, &mut pos)?).ok()?;
+            let data = v.get(pos..pos.checked_add(size)?)?;
+            pos += size;
+            if tag == TAG_TOPIC_ID {
+                topic_id = Some(TopicId(data.try_into().ok()?));
+            }
+        }
+        return Some(Committed {
+            offset,
+            metadata,
+            timestamp,
+            topic_id,
+        });
+    }
     if version >= 3 {
         pos += 4; // leader epoch
     }
@@ -125,6 +221,7 @@ pub fn decode_value(v: &[u8]) -> Option<Committed> {
         offset,
         metadata,
         timestamp,
+        topic_id: None,
     })
 }
 
@@ -152,6 +249,7 @@ impl OffsetStore {
         let log = store.partition(&topic, 0)?;
         let (start, _) = log.offsets()?;
         Ok(OffsetStore {
+            store: Arc::downgrade(store),
             log,
             state: Mutex::new(State {
                 map: HashMap::new(),
@@ -209,11 +307,26 @@ impl OffsetStore {
         }
     }
 
-    /// Durably record `offsets` (topic, partition, offset, metadata) for `group`.
+    /// Durably record `offsets` (topic, partition, offset, metadata) for
+    /// `group`, each stamped with its topic's id now.
     pub fn commit(
         &self,
         group: &str,
         offsets: &[(String, u32, i64, String)],
+        durability: Durability,
+    ) -> Result<()> {
+        self.commit_with_ids(group, offsets, &HashMap::new(), durability)
+    }
+
+    /// As [`OffsetStore::commit`], the topics in `ids` stamped with the id
+    /// given there: the id of the topic the committer read, so a position
+    /// in a topic deleted meanwhile never counts for one created again
+    /// under its name.
+    pub fn commit_with_ids(
+        &self,
+        group: &str,
+        offsets: &[(String, u32, i64, String)],
+        ids: &HashMap<String, TopicId>,
         durability: Durability,
     ) -> Result<()> {
         if offsets.is_empty() {
@@ -227,11 +340,22 @@ impl OffsetStore {
         let now = now_ms();
         let mut b = BatchBuilder::with_capacity(64 * offsets.len());
         let mut entries = Vec::with_capacity(offsets.len());
+        let mut stamps: HashMap<&str, Option<TopicId>> = HashMap::new();
         for (topic, partition, offset, metadata) in offsets {
+            let topic_id = match (ids.get(topic), stamps.get(topic.as_str())) {
+                (Some(id), _) => Some(*id),
+                (None, Some(id)) => *id,
+                (None, None) => {
+                    let id = self.current_id(topic)?;
+                    stamps.insert(topic, id);
+                    id
+                }
+            };
             let c = Committed {
                 offset: *offset,
                 metadata: metadata.clone(),
                 timestamp: now,
+                topic_id,
             };
             b.append(
                 now,
@@ -248,25 +372,73 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// The id of `topic` now, `None` if it does not exist (or its name is
+    /// not a topic name: commits of such names are stored as they come).
+    fn current_id(&self, topic: &str) -> Result<Option<TopicId>> {
+        let Some(store) = self.store.upgrade() else {
+            return Ok(None);
+        };
+        match store.topic(topic) {
+            Ok(t) => Ok(t.map(|t| t.id)),
+            Err(Error::InvalidTopic { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a commit still belongs to its topic: one made for a topic
+    /// since deleted (created again or not) does not.
+    fn current(
+        &self,
+        topic: &str,
+        c: &Committed,
+        ids: &mut HashMap<String, Option<TopicId>>,
+    ) -> Result<bool> {
+        let Some(id) = c.topic_id else {
+            return Ok(true);
+        };
+        let now = match ids.get(topic) {
+            Some(now) => *now,
+            None => {
+                let now = self.current_id(topic)?;
+                ids.insert(topic.to_string(), now);
+                now
+            }
+        };
+        Ok(now == Some(id))
+    }
+
     pub fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<Option<Committed>> {
-        let mut st = self.state.lock();
-        self.catch_up(&mut st)?;
-        Ok(st
-            .map
-            .get(&(group.to_string(), topic.to_string(), partition))
-            .cloned())
+        let c = {
+            let mut st = self.state.lock();
+            self.catch_up(&mut st)?;
+            st.map
+                .get(&(group.to_string(), topic.to_string(), partition))
+                .cloned()
+        };
+        match c {
+            Some(c) if self.current(topic, &c, &mut HashMap::new())? => Ok(Some(c)),
+            _ => Ok(None),
+        }
     }
 
     /// Every committed (topic, partition) of `group`, sorted.
     pub fn group_offsets(&self, group: &str) -> Result<Vec<(String, u32, Committed)>> {
         let mut st = self.state.lock();
         self.catch_up(&mut st)?;
-        let mut v: Vec<_> = st
+        let all: Vec<_> = st
             .map
             .iter()
             .filter(|((g, _, _), _)| g == group)
             .map(|((_, t, p), c)| (t.clone(), *p, c.clone()))
             .collect();
+        drop(st);
+        let mut ids = HashMap::new();
+        let mut v = Vec::with_capacity(all.len());
+        for e in all {
+            if self.current(&e.0, &e.2, &mut ids)? {
+                v.push(e);
+            }
+        }
         v.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         Ok(v)
     }
@@ -278,6 +450,35 @@ impl OffsetStore {
         v.sort();
         v.dedup();
         Ok(v)
+    }
+
+    /// Write tombstones for every group's committed offsets of `topic`
+    /// (just deleted; its id was `id`), as Kafka's coordinator does when a
+    /// topic is deleted. Commits stamped with another id (a topic created
+    /// again since) are kept. Returns how many were removed.
+    pub fn forget_topic(&self, topic: &str, id: Option<TopicId>) -> Result<usize> {
+        let keys: Vec<Key> = {
+            let mut st = self.state.lock();
+            self.catch_up(&mut st)?;
+            st.map
+                .iter()
+                .filter(|((_, t, _), c)| t == topic && (c.topic_id.is_none() || c.topic_id == id))
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let mut b = BatchBuilder::with_capacity(64 * keys.len());
+        for (g, t, p) in &keys {
+            b.append(now, Some(&encode_key(g, t, *p)), None, &[]);
+        }
+        let mut bytes = b.finish().to_vec();
+        self.log.append(&mut bytes, Durability::PageCache)?;
+        let mut st = self.state.lock();
+        self.catch_up(&mut st)?;
+        Ok(keys.len())
     }
 
     /// Write tombstones for every committed offset of `group`.
@@ -313,11 +514,100 @@ mod tests {
             offset: 42,
             metadata: "m".into(),
             timestamp: 1700000000000,
+            topic_id: None,
         };
         let v = encode_value(&c);
         assert_eq!(&v[..2], &[0, 3]);
-        assert_eq!(decode_value(&v), Some(c));
+        assert_eq!(decode_value(&v), Some(c.clone()));
         assert_eq!(decode_key(&[0, 1, 0]), None);
+        // With a topic id: Kafka's flexible version 4, the id in a tagged
+        // field (tag 0, 16 bytes) after the commit timestamp.
+        let id = TopicId([7; 16]);
+        let with_id = Committed {
+            topic_id: Some(id),
+            ..c
+        };
+        let v = encode_value(&with_id);
+        assert_eq!(&v[..2], &[0, 4]);
+        assert_eq!(v[14], 2); // compact string: length + 1
+        assert_eq!(&v[v.len() - 19..v.len() - 16], &[1, 0, 16]);
+        assert_eq!(decode_value(&v), Some(with_id.clone()));
+        // A version-4 value without tagged fields (as Kafka writes it).
+        let mut kafkas = v[..v.len() - 19].to_vec();
+        kafkas.push(0);
+        assert_eq!(decode_value(&kafkas).map(|c| c.topic_id), Some(None));
+        // Truncated anywhere: no value, no panic.
+        for n in 0..v.len() {
+            assert_ne!(decode_value(&v[..n]), Some(with_id.clone()));
+        }
+    }
+
+    /// A deleted topic's commits go with it, and a topic created again
+    /// under its name never inherits them, even those the tombstones
+    /// missed (a crash, a commit racing the delete): each carries the id
+    /// of the topic it was made for.
+    #[test]
+    fn a_recreated_topic_does_not_inherit_commits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let old = store.create_topic("t", 1, &[]).expect("create");
+        let offsets = store.offsets().expect("offsets");
+        let commit = |o: i64| {
+            offsets
+                .commit(
+                    "g",
+                    &[("t".into(), 0, o, String::new())],
+                    Durability::PageCache,
+                )
+                .expect("commit")
+        };
+        commit(5);
+        assert_eq!(
+            offsets
+                .committed("g", "t", 0)
+                .expect("read")
+                .map(|c| c.offset),
+            Some(5)
+        );
+        store.delete_topic("t").expect("delete");
+        assert_eq!(offsets.committed("g", "t", 0).expect("read"), None);
+        assert!(offsets.group_offsets("g").expect("read").is_empty());
+        // A commit stamped with the old id after the tombstones (as one
+        // racing the delete, or left by a crash before them) stays hidden.
+        let mut ids = HashMap::new();
+        ids.insert("t".to_string(), old.id);
+        let new = store.create_topic("t", 1, &[]).expect("create again");
+        offsets
+            .commit_with_ids(
+                "g",
+                &[("t".into(), 0, 9, String::new())],
+                &ids,
+                Durability::PageCache,
+            )
+            .expect("late commit");
+        assert_eq!(offsets.committed("g", "t", 0).expect("read"), None);
+        assert!(offsets.group_offsets("g").expect("read").is_empty());
+        commit(1);
+        let c = offsets
+            .committed("g", "t", 0)
+            .expect("read")
+            .expect("committed");
+        assert_eq!((c.offset, c.topic_id), (1, Some(new.id)));
+        // Commits of earlier versions carry no id and still count.
+        offsets
+            .commit(
+                "g",
+                &[("gone".into(), 0, 3, String::new())],
+                Durability::PageCache,
+            )
+            .expect("commit");
+        assert_eq!(
+            offsets
+                .committed("g", "gone", 0)
+                .expect("read")
+                .map(|c| c.offset),
+            Some(3)
+        );
     }
 
     /// Kafka refuses metadata over `offset.metadata.max.bytes`; cutting it

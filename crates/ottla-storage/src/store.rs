@@ -19,7 +19,7 @@ use crate::fsutil::write_atomic;
 use crate::log::lockfile::{AppendGuard, LockFile};
 use crate::log::PartitionLog;
 use crate::offsets::OffsetStore;
-use crate::topic::{is_internal, validate_topic_name, TopicMeta, TopicPartition};
+use crate::topic::{is_internal, validate_topic_name, TopicId, TopicMeta, TopicPartition};
 
 mod log_dirs;
 
@@ -27,6 +27,9 @@ mod log_dirs;
 #[derive(Clone, Debug)]
 pub struct Topic {
     pub name: Arc<str>,
+    /// Kafka's topic id: made at create, kept in the metadata file, so a
+    /// topic created again under the same name has another.
+    pub id: TopicId,
     pub partitions: u32,
     pub config: Arc<TopicConfig>,
 }
@@ -176,8 +179,18 @@ impl Store {
         if let Some(t) = self.topics.lock().get(name) {
             return Ok(Some(t.clone()));
         }
-        let Some(meta) = self.read_meta(name)? else {
+        let Some(mut meta) = self.read_meta(name)? else {
             return Ok(None);
+        };
+        let id = match meta.id {
+            Some(id) => id,
+            None => match self.assign_id(name)? {
+                Some(m) => {
+                    meta = m;
+                    meta.id.unwrap_or(TopicId::ZERO)
+                }
+                None => return Ok(None),
+            },
         };
         let config = Arc::new(
             meta.config()
@@ -185,6 +198,7 @@ impl Store {
         );
         let topic = Topic {
             name: Arc::from(name),
+            id,
             partitions: meta.partitions,
             config: config.clone(),
         };
@@ -195,6 +209,22 @@ impl Store {
         }
         self.topics.lock().insert(name.to_string(), topic.clone());
         Ok(Some(topic))
+    }
+
+    /// Give a topic an earlier version created (its metadata has no id) its
+    /// id, once: under the metadata lock, re-read, and written only if
+    /// still missing, so every process and every later open sees the same
+    /// id. Returns the metadata as written, or `None` if the topic is gone.
+    fn assign_id(&self, name: &str) -> Result<Option<TopicMeta>> {
+        let _g = self.meta_lock.lock_append()?;
+        let Some(mut meta) = self.read_meta(name)? else {
+            return Ok(None);
+        };
+        if meta.id.is_none() {
+            meta.id = Some(TopicId::random()?);
+            write_atomic(&self.topics_dir.join(name), meta.encode().as_bytes())?;
+        }
+        Ok(Some(meta))
     }
 
     /// The topic, or `UnknownTopicOrPartition` if it does not exist.
@@ -241,6 +271,7 @@ impl Store {
             TopicConfig::from_overrides(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         crate::topic::check_config(name, &cfg)?;
         let meta = TopicMeta {
+            id: Some(TopicId::random()?),
             partitions,
             overrides: cfg.overrides.clone(),
         };
@@ -302,8 +333,12 @@ impl Store {
     /// (see `log_dirs`): the metadata's unlink is the commit; the partition
     /// directories are then flagged, renamed to `-delete` names and
     /// removed, and whatever a crash leaves of them is swept at the next
-    /// `Store::open`.
-    pub fn delete_topic(&self, name: &str) -> Result<()> {
+    /// `Store::open`. Then every group's committed offsets of the topic are
+    /// removed (tombstones in `__consumer_offsets`, as Kafka does); were
+    /// that cut short, the commits still carry the deleted topic's id, so a
+    /// topic created again under the name never inherits them
+    /// (`offsets`).
+    pub fn delete_topic(self: &Arc<Self>, name: &str) -> Result<()> {
         crate::topic::check_deletable(name)?;
         validate_topic_name(name)?;
         let g = self.meta_lock.lock_append()?;
@@ -334,6 +369,17 @@ impl Store {
         crash_point("moved");
         // Outside the lock: the names are unique and nobody's.
         log_dirs::remove_retired(&graves);
+        // Best effort (see above); no offsets topic yet means no commits.
+        if self
+            .topic(crate::offsets::OFFSETS_TOPIC)
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            if let Ok(offsets) = self.offsets() {
+                let _ = offsets.forget_topic(name, meta.id);
+            }
+        }
         moved
     }
 
@@ -422,6 +468,9 @@ impl Store {
             )));
         }
         // As in `create_topic`: fresh directories, then the commit.
+        if meta.id.is_none() {
+            meta.id = Some(TopicId::random()?);
+        }
         let old = meta.partitions;
         meta.partitions = total;
         self.commit_new_partitions(_g, name, old..total, &meta, "grow-dirs")
@@ -450,6 +499,9 @@ impl Store {
         let cfg = Arc::new(meta.config()?);
         crate::topic::check_config(name, &cfg)?;
         meta.overrides = cfg.overrides.clone();
+        if meta.id.is_none() {
+            meta.id = Some(TopicId::random()?);
+        }
         write_atomic(&self.topics_dir.join(name), meta.encode().as_bytes())?;
         self.beacon.bump_metadata();
         drop(_g);

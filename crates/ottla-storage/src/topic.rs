@@ -133,8 +133,119 @@ pub fn check_config(name: &str, cfg: &TopicConfig) -> Result<()> {
     Ok(())
 }
 
+/// A topic's identity, Kafka's topic id (`org.apache.kafka.common.Uuid`):
+/// 16 random bytes made when the topic is created and kept in its metadata
+/// file, so a topic deleted and created again under the same name is a
+/// different topic to every reader (its committed offsets, its readers'
+/// positions). Printed as Kafka prints it: the 16 bytes in URL-safe
+/// base64 without padding, 22 characters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicId(pub [u8; 16]);
+
+const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+impl TopicId {
+    /// Kafka's "no id" (`Uuid.ZERO_UUID`).
+    pub const ZERO: TopicId = TopicId([0; 16]);
+
+    /// A new random id from the kernel's generator (`getrandom(2)`), drawn
+    /// again, as Kafka's `Uuid.randomUuid` does, if it is one of the
+    /// reserved ids (all zero, or 0...01, Kafka's metadata topic) or its
+    /// text starts with `-` (it would read as a command-line option).
+    pub fn random() -> Result<TopicId> {
+        loop {
+            let mut b = [0u8; 16];
+            fill_random(&mut b)?;
+            // Version 4, variant 1: the bits a random (v4) UUID carries.
+            b[6] = (b[6] & 0x0f) | 0x40;
+            b[8] = (b[8] & 0x3f) | 0x80;
+            let id = TopicId(b);
+            let mut one = [0u8; 16];
+            one[15] = 1;
+            if id != TopicId::ZERO && id.0 != one && !id.to_string().starts_with('-') {
+                return Ok(id);
+            }
+        }
+    }
+
+    /// Parse the 22-character text form.
+    pub fn parse(text: &str) -> Option<TopicId> {
+        let t = text.as_bytes();
+        if t.len() != 22 {
+            return None;
+        }
+        let mut bits: u32 = 0;
+        let mut nbits = 0;
+        let mut out = [0u8; 16];
+        let mut n = 0;
+        for &c in t {
+            let v = B64URL.iter().position(|&b| b == c)? as u32;
+            bits = (bits << 6) | v;
+            nbits += 6;
+            if nbits >= 8 {
+                nbits -= 8;
+                *out.get_mut(n)? = (bits >> nbits) as u8;
+                n += 1;
+                bits &= (1 << nbits) - 1;
+            }
+        }
+        // 22 characters carry 132 bits: the last 4 must be zero, or two
+        // texts would name one id.
+        (n == 16 && bits == 0).then_some(TopicId(out))
+    }
+}
+
+/// Fill `buf` from `getrandom(2)` (the call the `getrandom` crate makes on
+/// Linux; `libc` is already a dependency, the crate would raise the minimum
+/// Rust version).
+fn fill_random(buf: &mut [u8]) -> Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: writes at most `rest.len()` bytes into `rest`, which we
+        // borrow mutably for the call.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Error::io(
+                "getrandom",
+                std::path::Path::new("/dev/urandom"),
+                e,
+            ));
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+impl std::fmt::Display for TopicId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut s = String::with_capacity(22);
+        let mut bits: u32 = 0;
+        let mut nbits = 0;
+        for &b in &self.0 {
+            bits = (bits << 8) | u32::from(b);
+            nbits += 8;
+            while nbits >= 6 {
+                nbits -= 6;
+                s.push(B64URL[((bits >> nbits) & 63) as usize] as char);
+            }
+            bits &= (1 << nbits) - 1;
+        }
+        // 128 bits = 21 characters and 2 bits left, padded with zeros.
+        s.push(B64URL[((bits << (6 - nbits)) & 63) as usize] as char);
+        f.write_str(&s)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicMeta {
+    /// `None` only in a file written before topics had ids: the store
+    /// gives it one, once, under the metadata lock (`Store::topic`).
+    pub id: Option<TopicId>,
     pub partitions: u32,
     pub overrides: BTreeMap<String, String>,
 }
@@ -146,6 +257,9 @@ impl TopicMeta {
 
     pub fn encode(&self) -> String {
         let mut s = String::from("# ottla topic metadata\n");
+        if let Some(id) = self.id {
+            s.push_str(&format!("id={id}\n"));
+        }
         s.push_str(&format!("partitions={}\n", self.partitions));
         for (k, v) in &self.overrides {
             s.push_str(&format!("config.{k}={v}\n"));
@@ -155,6 +269,7 @@ impl TopicMeta {
 
     pub fn decode(text: &str) -> Result<TopicMeta> {
         let mut partitions = None;
+        let mut id = None;
         let mut overrides = BTreeMap::new();
         for line in text.lines() {
             let line = line.trim();
@@ -169,11 +284,20 @@ impl TopicMeta {
                     .parse::<u32>()
                     .ok()
                     .filter(|n| (1..=MAX_PARTITIONS).contains(n));
+            } else if k == "id" {
+                id = Some(
+                    TopicId::parse(v)
+                        .filter(|id| *id != TopicId::ZERO)
+                        .ok_or_else(|| {
+                            Error::InvalidConfig(format!("bad topic id {v:?} in topic metadata"))
+                        })?,
+                );
             } else if let Some(key) = k.strip_prefix("config.") {
                 overrides.insert(key.to_string(), v.to_string());
             }
         }
         Ok(TopicMeta {
+            id,
             partitions: partitions.ok_or_else(|| {
                 Error::InvalidConfig("topic metadata has no valid partition count".into())
             })?,
@@ -217,6 +341,7 @@ mod tests {
         let mut overrides = BTreeMap::new();
         overrides.insert("retention.ms".to_string(), "1000".to_string());
         let m = TopicMeta {
+            id: Some(TopicId::random().expect("random")),
             partitions: 3,
             overrides,
         };
@@ -227,6 +352,104 @@ mod tests {
         assert!(TopicMeta::decode("partitions=65537\n").is_err());
         assert!(TopicMeta::decode("partitions=65536\n").is_ok());
         assert!(TopicMeta::decode("garbage").is_err());
+    }
+
+    /// Kafka's text form of a Uuid: URL-safe base64 of the 16 bytes,
+    /// without padding.
+    #[test]
+    fn topic_ids_print_as_kafka_prints_them() {
+        assert_eq!(TopicId::ZERO.to_string(), "AAAAAAAAAAAAAAAAAAAAAA");
+        let mut one = [0u8; 16];
+        one[15] = 1;
+        // Kafka's `Uuid.METADATA_TOPIC_ID` (0, 1).
+        assert_eq!(TopicId(one).to_string(), "AAAAAAAAAAAAAAAAAAAAAQ");
+        let ff = TopicId([0xff; 16]);
+        assert_eq!(ff.to_string(), "_____________________w");
+        for _ in 0..200 {
+            let id = TopicId::random().expect("random");
+            let text = id.to_string();
+            assert_eq!(text.len(), 22);
+            assert!(!text.starts_with('-'), "{text}");
+            assert_eq!(TopicId::parse(&text), Some(id));
+            assert_ne!(id, TopicId::ZERO);
+        }
+        assert_ne!(
+            TopicId::random().expect("random"),
+            TopicId::random().expect("random")
+        );
+        for bad in [
+            "",
+            "AAAA",
+            "AAAAAAAAAAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAAAAA+A",
+            "AAAAAAAAAAAAAAAAAAAAAR",
+        ] {
+            assert_eq!(TopicId::parse(bad), None, "{bad}");
+        }
+    }
+
+    /// A metadata file of an earlier version has no id line: it decodes,
+    /// with no id, and encodes back without one; a damaged id is an error.
+    #[test]
+    fn meta_without_an_id_still_decodes() {
+        let old = "# ottla topic metadata\npartitions=2\nconfig.retention.ms=5\n";
+        let m = TopicMeta::decode(old).expect("decode");
+        assert_eq!(m.id, None);
+        assert_eq!(m.partitions, 2);
+        assert_eq!(m.encode(), old);
+        let id = TopicId::random().expect("random");
+        let with = format!("partitions=2\nid={id}\n");
+        assert_eq!(TopicMeta::decode(&with).expect("decode").id, Some(id));
+        assert!(TopicMeta::decode("partitions=2\nid=nope\n").is_err());
+        assert!(TopicMeta::decode("partitions=2\nid=AAAAAAAAAAAAAAAAAAAAAA\n").is_err());
+    }
+
+    /// Every topic has an id: made at create, the same after the store is
+    /// reopened, another after a delete and create; a topic an earlier
+    /// version wrote (no id) gets one on first read, written down so it
+    /// stays.
+    #[test]
+    fn topic_ids_are_stable_and_new_on_recreate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta_file = dir.path().join(".ottla/topics/t");
+        let first = {
+            let store = crate::store::Store::open(dir.path()).expect("store");
+            let t = store.create_topic("t", 2, &[]).expect("create");
+            assert_ne!(t.id, TopicId::ZERO);
+            let text = std::fs::read_to_string(&meta_file).expect("read");
+            assert!(text.contains(&format!("id={}", t.id)), "{text}");
+            t.id
+        };
+        let store = crate::store::Store::open(dir.path()).expect("reopen");
+        assert_eq!(store.require_topic("t").expect("t").id, first);
+        store.delete_topic("t").expect("delete");
+        let again = store.create_topic("t", 2, &[]).expect("create again");
+        assert_ne!(again.id, first);
+        // Grown and reconfigured, it keeps its id.
+        store.create_partitions("t", 3).expect("grow");
+        store
+            .alter_topic_config("t", &[("retention.ms".into(), Some("1000".into()))])
+            .expect("alter");
+        assert_eq!(store.require_topic("t").expect("t").id, again.id);
+        drop(store);
+
+        // An earlier version's file, without an id.
+        let old_dir = tempfile::tempdir().expect("tempdir");
+        let ids: Vec<TopicId> = (0..3)
+            .map(|_| {
+                let store = crate::store::Store::open(old_dir.path()).expect("store");
+                let path = old_dir.path().join(".ottla/topics/legacy");
+                if !path.exists() {
+                    std::fs::write(&path, "partitions=1\n").expect("write");
+                }
+                store.require_topic("legacy").expect("legacy").id
+            })
+            .collect();
+        assert_ne!(ids[0], TopicId::ZERO);
+        assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+        let text =
+            std::fs::read_to_string(old_dir.path().join(".ottla/topics/legacy")).expect("read");
+        assert!(text.contains(&format!("id={}", ids[0])), "{text}");
     }
 
     /// Only Kafka's internal topic names are internal: `__evil` is an

@@ -182,6 +182,9 @@ class RecordSource:
     def seek(self, tp: TP, offset: int) -> None:
         self._consumer.seek(self._tp(*tp), offset)
 
+    def seek_to_beginning(self, tps: Sequence[TP]) -> None:
+        self._consumer.seek_to_beginning(*self._tps(tps))
+
     def position(self, tp: TP) -> int:
         return int(self._consumer.position(self._tp(*tp)))
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import ottla
 from ottla.cli._util import CliError, UsageError, format_time_ms, parse_time_ms
 from ottla.cli.backend import TP, RecordLike, RecordSource, open_backend
 from ottla.cli.progress import Progress
@@ -18,6 +19,13 @@ Without --follow, consume reads up to the end offsets the topic has when it
 starts, then exits. It starts at the beginning of each partition unless told
 otherwise (--offset, --from-time); with --group it starts at the group's
 committed offsets (or the beginning) and commits its position on exit.
+
+If the topic is deleted while it is read, consume exits with status 1 and a
+message; with --follow it warns on stderr, waits for a topic of that name to
+be created again and follows the new topic from its beginning (it is a new
+topic: the old positions mean nothing in it). With --group the group does
+this by itself: the deleted partitions are revoked, and the new topic's are
+assigned from the group's commits of the new topic, else the beginning.
 
 --format placeholders: %t topic, %p partition, %o offset, %T timestamp (ms),
 %d timestamp (ISO-8601, UTC), %k key, %v value, %h headers (k=v,k=v), %%;
@@ -226,11 +234,30 @@ def cmd_consume(args: argparse.Namespace) -> int:
         reset = "earliest" if (args.from_beginning or args.offset is None) else "latest"
         src = backend.open_source(args.group, reset)
         try:
-            return _consume(args, src, parts, render)
+            return _consume(args, src, parts, render, backend.partitions)
         finally:
             src.close()  # with --group: commits the position of what was printed
     finally:
         backend.close()
+
+
+def _wait_recreated(
+    args: argparse.Namespace, partitions_of: Callable[[str], list[int]]
+) -> list[TP] | None:
+    """After the topic was deleted: wait until a topic of its name exists
+    again (None if --timeout-ms passes first); its partitions to read."""
+    started = time.monotonic()
+    while True:
+        try:
+            parts = partitions_of(args.topic)
+        except CliError:
+            parts = []
+        want = [p for p in parts if args.partition is None or p == args.partition]
+        if want:
+            return [(args.topic, p) for p in want]
+        if args.timeout_ms is not None and (time.monotonic() - started) * 1000 >= args.timeout_ms:
+            return None
+        time.sleep(_POLL_MS / 1000)
 
 
 def _consume(
@@ -238,6 +265,7 @@ def _consume(
     src: RecordSource,
     parts: list[int],
     render: Callable[[RecordLike], bytes],
+    partitions_of: Callable[[str], list[int]],
 ) -> int:
     out = sys.stdout.buffer
     ends: dict[TP, int] | None = None
@@ -269,7 +297,24 @@ def _consume(
                         )
                 if ends is not None and all(src.position(tp) >= end for tp, end in ends.items()):
                     break
-            batch = src.poll(_POLL_MS, _BATCH if remaining is None else min(remaining, _BATCH))
+            try:
+                batch = src.poll(_POLL_MS, _BATCH if remaining is None else min(remaining, _BATCH))
+            except ottla.UnknownTopicOrPartitionError:
+                if not args.follow:
+                    raise CliError(f"topic {args.topic!r} was deleted while it was read") from None
+                print(
+                    f"ottla consume: topic {args.topic!r} was deleted; waiting for it to be "
+                    "created again, then following the new topic from its beginning",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                again = _wait_recreated(args, partitions_of)
+                if again is None:
+                    break
+                src.assign(again)
+                src.seek_to_beginning(again)
+                last_record = time.monotonic()
+                continue
             now = time.monotonic()
             if not batch:
                 if args.timeout_ms is not None and (now - last_record) * 1000 >= args.timeout_ms:

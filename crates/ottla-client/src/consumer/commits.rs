@@ -9,8 +9,11 @@
 //! only while the group has no members, embedded or the broker's, as Kafka
 //! refuses commits from outside an active group.
 
+use std::collections::HashMap;
+
 use ottla_storage::error::{Error, Result};
 use ottla_storage::log::Durability;
+use ottla_storage::topic::TopicId;
 
 use super::{Consumer, Inner};
 
@@ -53,17 +56,43 @@ impl Consumer {
                 }
             }
         }
+        // A deleted topic's positions are not committed: by hand it is
+        // Kafka's UNKNOWN_TOPIC_OR_PARTITION; the auto-commit skips them.
         let offsets: Vec<(String, u32, i64, String)> = match explicit {
-            Some(o) => o.to_vec(),
-            None => inner
-                .assignment
-                .iter()
-                .filter_map(|a| {
-                    a.position
-                        .map(|p| (a.tp.topic.to_string(), a.tp.partition, p, String::new()))
-                })
-                .collect(),
+            Some(o) => {
+                for (t, p, _, _) in o {
+                    if let Some(a) = inner
+                        .assignment
+                        .iter()
+                        .find(|a| *a.tp.topic == **t && a.tp.partition == *p)
+                    {
+                        if self.is_gone(a)? {
+                            return Err(Error::UnknownTopicOrPartition {
+                                topic: t.clone(),
+                                partition: i64::from(*p),
+                            });
+                        }
+                    }
+                }
+                o.to_vec()
+            }
+            None => {
+                let mut v = Vec::with_capacity(inner.assignment.len());
+                for a in &inner.assignment {
+                    if let (Some(p), false) = (a.position, self.is_gone(a)?) {
+                        v.push((a.tp.topic.to_string(), a.tp.partition, p, String::new()));
+                    }
+                }
+                v
+            }
         };
+        // Each commit carries the id of the topic its position was read
+        // in (`OffsetStore::commit_with_ids`).
+        let ids: HashMap<String, TopicId> = inner
+            .assignment
+            .iter()
+            .map(|a| (a.tp.topic.to_string(), a.topic_id))
+            .collect();
         let offsets_store = self.store.offsets()?;
         // Skip unchanged offsets: an idle consumer should not grow the topic.
         let mut changed = Vec::with_capacity(offsets.len());
@@ -77,14 +106,15 @@ impl Consumer {
         }
         if inner.group.is_none() {
             // Not a member of the group: allowed only while it has none.
-            return crate::group::admin::commit_outside_group(
+            return crate::group::admin::commit_outside_group_ids(
                 &self.store,
                 group,
                 &changed,
+                &ids,
                 Durability::PageCache,
             );
         }
-        offsets_store.commit(group, &changed, Durability::PageCache)
+        offsets_store.commit_with_ids(group, &changed, &ids, Durability::PageCache)
     }
 
     /// Commit the current positions, or the given (topic, partition, offset, metadata).

@@ -213,6 +213,7 @@ impl Consumer {
             return Ok(());
         };
         let meta_gen = beacon.metadata_gen();
+        let meta_changed = inner.meta_gen != meta_gen;
         let Some(m) = inner.group.as_mut() else {
             return Ok(());
         };
@@ -283,6 +284,19 @@ impl Consumer {
                 m.target = target;
             }
         }
+        if meta_changed {
+            // Partitions of a topic deleted (and perhaps created again,
+            // the same partitions assigned again) are revoked: a
+            // partition of the new topic is taken afresh, from the group's
+            // commits of the new topic or the reset.
+            let mut gone = Vec::new();
+            for a in &inner.assignment {
+                if !revoke.contains(&a.tp) && self.is_gone(a)? {
+                    gone.push(a.tp.clone());
+                }
+            }
+            revoke.extend(gone);
+        }
         if !revoke.is_empty() {
             drop(inner);
             if let Some(l) = &listener {
@@ -344,6 +358,7 @@ impl Consumer {
             acquired.push(tp.clone());
             assignment.push(Assigned {
                 tp,
+                topic_id: topic.id,
                 log,
                 position: None,
                 paused: false,
@@ -366,10 +381,12 @@ impl Consumer {
         partitions: &[TopicPartition],
         autocommit: bool,
     ) -> Result<()> {
+        // Not the positions in a deleted topic: Kafka refuses commits to
+        // a topic that does not exist, and one created again is new.
         let still: Vec<(String, u32, i64, String)> = inner
             .assignment
             .iter()
-            .filter(|a| partitions.contains(&a.tp))
+            .filter(|a| partitions.contains(&a.tp) && matches!(self.is_gone(a), Ok(false)))
             .filter_map(|a| {
                 a.position
                     .map(|p| (a.tp.topic.to_string(), a.tp.partition, p, String::new()))

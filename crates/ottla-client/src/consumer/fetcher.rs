@@ -85,6 +85,7 @@ impl Consumer {
             Self::check_open(&inner)?;
         }
         self.refresh_subscription(&mut inner)?;
+        self.check_assigned_live(&mut inner)?;
         self.maybe_auto_commit(&mut inner)?;
         let n = inner.assignment.len();
         let mut count = 0;
@@ -163,7 +164,10 @@ impl Consumer {
         // for change, which a lost step could not hide.
         self.polls
             .store(self.polls.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        if self.group_needs_attention(inner) || !self.subscription_current(inner) {
+        if self.group_needs_attention(inner)
+            || !self.subscription_current(inner)
+            || !self.assignment_checked(inner)
+        {
             return Ok(None);
         }
         self.maybe_auto_commit(inner)?;

@@ -71,6 +71,9 @@ struct Inner {
     assignment: Vec<Assigned>,
     next_rr: usize,
     meta_gen: u64,
+    /// The metadata generation a manual assignment was last checked at for
+    /// deleted topics (`Consumer::check_assigned_live`).
+    live_gen: u64,
     /// When positions were last committed, in [`coarse_ms`].
     last_commit: u64,
     closed: bool,
@@ -123,6 +126,7 @@ impl Consumer {
                 assignment: Vec::new(),
                 next_rr: 0,
                 meta_gen: u64::MAX,
+                live_gen: u64::MAX,
                 last_commit: coarse_ms(),
                 closed: false,
             })),
@@ -167,7 +171,8 @@ impl Consumer {
                 self.polls.fetch_add(1, Ordering::Relaxed);
                 // Group work (a rebalance, a partition let go) is done by
                 // the caller's next drain, on its own thread.
-                if self.group_needs_attention(&inner) {
+                // So is reporting a deleted topic of a manual assignment.
+                if self.group_needs_attention(&inner) || !self.assignment_checked(&inner) {
                     return Ok(true);
                 }
                 if let Some(m) = inner.group.as_ref().filter(|m| m.pending) {

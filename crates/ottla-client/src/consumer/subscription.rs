@@ -16,6 +16,7 @@ use std::sync::Arc;
 use ottla_storage::error::{Error, Result};
 use ottla_storage::log::{PartitionLog, ReadCursor};
 use ottla_storage::store::Topic;
+use ottla_storage::topic::TopicId;
 
 use super::fetcher::Fetch;
 use super::{Consumer, Inner, OffsetReset, TopicPartition};
@@ -39,6 +40,9 @@ impl Subscription {
 
 pub(super) struct Assigned {
     pub(super) tp: TopicPartition,
+    /// The id of the topic this partition was assigned in: a topic created
+    /// again under the name is another topic (`Consumer::is_gone`).
+    pub(super) topic_id: TopicId,
     pub(super) log: Arc<PartitionLog>,
     /// Offset of the next record to hand out; `None` until resolved from the
     /// committed offset or `auto_offset_reset`.
@@ -109,6 +113,7 @@ impl Consumer {
             let log = self.store.partition(topic, *p)?;
             assigned.push(Assigned {
                 tp: TopicPartition::new(topic.name.clone(), *p),
+                topic_id: topic.id,
                 log,
                 position: None,
                 paused: false,
@@ -119,7 +124,9 @@ impl Consumer {
         let mut inner = self.inner.lock();
         Self::check_open(&inner)?;
         inner.subscription = None;
-        // Keep positions of partitions that stay assigned.
+        inner.live_gen = self.store.beacon().metadata_gen();
+        // Keep positions of partitions that stay assigned (the same
+        // partition of the same topic: not one of a topic created again).
         let old: HashMap<TopicPartition, Assigned> = inner
             .assignment
             .drain(..)
@@ -128,7 +135,10 @@ impl Consumer {
         let mut old = old;
         inner.assignment = assigned
             .into_iter()
-            .map(|a| old.remove(&a.tp).unwrap_or(a))
+            .map(|a| match old.remove(&a.tp) {
+                Some(o) if o.topic_id == a.topic_id && !o.log.is_deleted() => o,
+                _ => a,
+            })
             .collect();
         Ok(())
     }
@@ -187,10 +197,13 @@ impl Consumer {
         for (topic, p) in want {
             let key = TopicPartition::new(topic.name.clone(), p);
             match old.remove(&key) {
-                Some(a) if !a.log.is_deleted() => next.push(a),
+                // A topic deleted and created again is a new topic: its
+                // partitions start over (committed offset, else reset).
+                Some(a) if !a.log.is_deleted() && a.topic_id == topic.id => next.push(a),
                 _ => next.push(Assigned {
                     log: self.store.partition(&topic, p)?,
                     tp: key,
+                    topic_id: topic.id,
                     position: None,
                     paused: false,
                     cursor: None,
@@ -201,6 +214,57 @@ impl Consumer {
         inner.assignment = next;
         inner.meta_gen = gen;
         Ok(())
+    }
+
+    /// Whether an assigned partition's topic is gone: deleted (its log
+    /// flagged, or no metadata left), or deleted and created again (another
+    /// id), or shrunk below it by a delete and create.
+    pub(super) fn is_gone(&self, a: &Assigned) -> Result<bool> {
+        if a.log.is_deleted() {
+            return Ok(true);
+        }
+        Ok(!matches!(
+            self.store.topic(&a.tp.topic)?,
+            Some(t) if t.id == a.topic_id && a.tp.partition < t.partitions
+        ))
+    }
+
+    /// Whether `check_assigned_live` has nothing to do.
+    pub(super) fn assignment_checked(&self, inner: &Inner) -> bool {
+        inner.group.is_some()
+            || inner.subscription.is_some()
+            || inner.live_gen == self.store.beacon().metadata_gen()
+    }
+
+    /// A manual assignment, after topics changed: partitions whose topic
+    /// was deleted (and perhaps created again) are dropped from the
+    /// assignment and reported, once, as `UnknownTopicOrPartition` (naming
+    /// the first of them). A position in a deleted topic means nothing in
+    /// one created again under its name; the caller assigns again to read
+    /// that one. (Kafka's Java consumer only logs a warning and keeps
+    /// fetching, silently; librdkafka reports the error to the
+    /// application, as this does.)
+    pub(super) fn check_assigned_live(&self, inner: &mut Inner) -> Result<()> {
+        if self.assignment_checked(inner) {
+            return Ok(());
+        }
+        let gen = self.store.beacon().metadata_gen();
+        let mut gone = Vec::new();
+        for a in &inner.assignment {
+            if self.is_gone(a)? {
+                gone.push(a.tp.clone());
+            }
+        }
+        inner.live_gen = gen;
+        let Some(first) = gone.first() else {
+            return Ok(());
+        };
+        inner.assignment.retain(|a| !gone.contains(&a.tp));
+        inner.next_rr = 0;
+        Err(Error::UnknownTopicOrPartition {
+            topic: first.topic.to_string(),
+            partition: i64::from(first.partition),
+        })
     }
 
     /// Whether `refresh_subscription` has nothing to do.

@@ -8,12 +8,13 @@
 //! member (shared holder) or the broker (exclusive holder) is in the group,
 //! and keeps new members out, embedded or the broker's, until the operation is done.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use ottla_storage::error::{Error, Result};
 use ottla_storage::log::Durability;
 use ottla_storage::store::Store;
+use ottla_storage::topic::TopicId;
 
 use super::{claim_path, groups_with_live_members, GroupDir};
 use ottla_storage::ofd::ByteLocks;
@@ -181,11 +182,25 @@ pub fn commit_outside_group(
     offsets: &[(String, u32, i64, String)],
     durability: Durability,
 ) -> Result<()> {
+    commit_outside_group_ids(store, group, offsets, &HashMap::new(), durability)
+}
+
+/// [`commit_outside_group`], stamping the topics in `ids` with those ids
+/// (`OffsetStore::commit_with_ids`).
+pub fn commit_outside_group_ids(
+    store: &Arc<Store>,
+    group: &str,
+    offsets: &[(String, u32, i64, String)],
+    ids: &HashMap<String, TopicId>,
+    durability: Durability,
+) -> Result<()> {
     if offsets.is_empty() {
         return Ok(());
     }
     match with_group_empty(store, group, |_| {
-        store.offsets()?.commit(group, offsets, durability)
+        store
+            .offsets()?
+            .commit_with_ids(group, offsets, ids, durability)
     }) {
         Err(Error::GroupNotEmpty(_)) if broker_holds_claim(store, group)? => {
             Err(Error::GroupCoordinatedByBroker {
