@@ -39,9 +39,18 @@ pub fn check_metadata(metadata: &str) -> Result<()> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
     pub offset: i64,
+    /// The leader epoch the committing client saw for the record before
+    /// `offset` (Kafka's `committed_leader_epoch`), kept so OffsetFetch
+    /// returns it; -1 when none was given (embedded commits, values
+    /// written before value version 3).
+    pub leader_epoch: i32,
     pub metadata: String,
     pub timestamp: i64,
 }
+
+/// One partition of a commit: topic, partition, offset, leader epoch (-1:
+/// none), metadata.
+pub type OffsetEntry = (String, u32, i64, i32, String);
 
 type Key = (String, String, u32);
 
@@ -105,7 +114,7 @@ pub fn encode_value(c: &Committed) -> Vec<u8> {
     let mut v = Vec::with_capacity(26 + c.metadata.len());
     v.extend_from_slice(&3i16.to_be_bytes());
     v.extend_from_slice(&c.offset.to_be_bytes());
-    v.extend_from_slice(&(-1i32).to_be_bytes());
+    v.extend_from_slice(&c.leader_epoch.to_be_bytes());
     put_str(&mut v, &c.metadata);
     v.extend_from_slice(&c.timestamp.to_be_bytes());
     v
@@ -116,13 +125,19 @@ pub fn decode_value(v: &[u8]) -> Option<Committed> {
     let version = i16::from_be_bytes(v.get(0..2)?.try_into().ok()?);
     pos += 2;
     let offset = get_i64(v, &mut pos)?;
-    if version >= 3 {
-        pos += 4; // leader epoch
-    }
+    // Value versions 0-2 have no leader epoch.
+    let leader_epoch = if version >= 3 {
+        let e = i32::from_be_bytes(v.get(pos..pos + 4)?.try_into().ok()?);
+        pos += 4;
+        e
+    } else {
+        -1
+    };
     let metadata = get_str(v, &mut pos)?;
     let timestamp = get_i64(v, &mut pos).unwrap_or(-1);
     Some(Committed {
         offset,
+        leader_epoch,
         metadata,
         timestamp,
     })
@@ -209,11 +224,27 @@ impl OffsetStore {
         }
     }
 
-    /// Durably record `offsets` (topic, partition, offset, metadata) for `group`.
+    /// Durably record `offsets` (topic, partition, offset, metadata) for
+    /// `group`, without leader epochs.
     pub fn commit(
         &self,
         group: &str,
         offsets: &[(String, u32, i64, String)],
+        durability: Durability,
+    ) -> Result<()> {
+        let with_epochs: Vec<OffsetEntry> = offsets
+            .iter()
+            .map(|(t, p, o, m)| (t.clone(), *p, *o, -1, m.clone()))
+            .collect();
+        self.commit_with_epochs(group, &with_epochs, durability)
+    }
+
+    /// Durably record `offsets` for `group`, each with the leader epoch
+    /// its client gave (-1: none).
+    pub fn commit_with_epochs(
+        &self,
+        group: &str,
+        offsets: &[OffsetEntry],
         durability: Durability,
     ) -> Result<()> {
         if offsets.is_empty() {
@@ -221,15 +252,16 @@ impl OffsetStore {
         }
         // Longer metadata would be cut by `put_str`, possibly inside a
         // UTF-8 character, and then not decode at all.
-        for (_, _, _, metadata) in offsets {
+        for (_, _, _, _, metadata) in offsets {
             check_metadata(metadata)?;
         }
         let now = now_ms();
         let mut b = BatchBuilder::with_capacity(64 * offsets.len());
         let mut entries = Vec::with_capacity(offsets.len());
-        for (topic, partition, offset, metadata) in offsets {
+        for (topic, partition, offset, leader_epoch, metadata) in offsets {
             let c = Committed {
                 offset: *offset,
+                leader_epoch: *leader_epoch,
                 metadata: metadata.clone(),
                 timestamp: now,
             };
@@ -311,13 +343,83 @@ mod tests {
         assert_eq!(decode_key(&k), Some(("g".into(), "orders".into(), 7)));
         let c = Committed {
             offset: 42,
+            leader_epoch: 7,
             metadata: "m".into(),
             timestamp: 1700000000000,
         };
         let v = encode_value(&c);
         assert_eq!(&v[..2], &[0, 3]);
+        assert_eq!(&v[10..14], &[0, 0, 0, 7], "leader epoch after the offset");
         assert_eq!(decode_value(&v), Some(c));
         assert_eq!(decode_key(&[0, 1, 0]), None);
+    }
+
+    /// Values written before the leader epoch was kept (version 3 with
+    /// -1, as every ottla release wrote them) and Kafka's version 1 (no
+    /// epoch field) decode with epoch -1.
+    #[test]
+    fn values_without_a_leader_epoch_decode_with_minus_one() {
+        // version 3: offset 9, epoch -1, metadata "x", timestamp 5
+        let mut v3 = vec![0, 3];
+        v3.extend_from_slice(&9i64.to_be_bytes());
+        v3.extend_from_slice(&(-1i32).to_be_bytes());
+        v3.extend_from_slice(&[0, 1, b'x']);
+        v3.extend_from_slice(&5i64.to_be_bytes());
+        // version 1: offset 9, metadata "x", commit timestamp 5, expire timestamp
+        let mut v1 = vec![0, 1];
+        v1.extend_from_slice(&9i64.to_be_bytes());
+        v1.extend_from_slice(&[0, 1, b'x']);
+        v1.extend_from_slice(&5i64.to_be_bytes());
+        v1.extend_from_slice(&(-1i64).to_be_bytes());
+        for v in [v3, v1] {
+            assert_eq!(
+                decode_value(&v),
+                Some(Committed {
+                    offset: 9,
+                    leader_epoch: -1,
+                    metadata: "x".into(),
+                    timestamp: 5,
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn a_committed_leader_epoch_is_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let offsets = store.offsets().expect("offsets");
+        offsets
+            .commit_with_epochs(
+                "g",
+                &[("t".into(), 0, 5, 1, String::new())],
+                Durability::PageCache,
+            )
+            .expect("commit");
+        offsets
+            .commit(
+                "g",
+                &[("t".into(), 1, 6, String::new())],
+                Durability::PageCache,
+            )
+            .expect("commit");
+        let c = |p| {
+            offsets
+                .committed("g", "t", p)
+                .expect("read")
+                .map(|c| (c.offset, c.leader_epoch))
+        };
+        assert_eq!(c(0), Some((5, 1)));
+        assert_eq!(c(1), Some((6, -1)));
+        drop(offsets);
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        let offsets = store.offsets().expect("offsets");
+        let c = offsets
+            .committed("g", "t", 0)
+            .expect("read")
+            .expect("committed");
+        assert_eq!((c.offset, c.leader_epoch), (5, 1));
     }
 
     /// Kafka refuses metadata over `offset.metadata.max.bytes`; cutting it

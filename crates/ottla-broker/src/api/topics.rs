@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -13,9 +14,10 @@ use kafka_protocol::messages::{
     DeleteTopicsRequest, DeleteTopicsResponse,
 };
 
+use super::metadata::NODE_ID;
 use super::{blocking, s};
 use crate::dispatch::Session;
-use crate::errors::kafka_code;
+use crate::errors::{code, kafka_code};
 use crate::Shared;
 use ottla_storage::config::TopicConfig;
 use ottla_storage::error::{Error, Result};
@@ -34,6 +36,14 @@ pub async fn create(
         let name = t.name.as_str().to_string();
         let mut r = CreatableTopicResult::default();
         r.name = t.name.clone();
+        if let Err((c, message)) = check_placement(&t) {
+            r.error_code = c;
+            if v >= 1 {
+                r.error_message = Some(s(&message));
+            }
+            resp.topics.push(r);
+            continue;
+        }
         let partitions = if !t.assignments.is_empty() {
             t.assignments.len() as i32
         } else if t.num_partitions == -1 {
@@ -108,6 +118,94 @@ pub async fn create(
         resp.topics.push(r);
     }
     resp
+}
+
+/// The replicas a topic asks for, checked as Kafka's controller checks them
+/// (`ReplicationControlManager.createTopic`, `StripedReplicaPlacer`), with
+/// Kafka's error codes and messages. This broker is the cluster's only
+/// one, so every partition has exactly one replica, on it: a replication
+/// factor above 1, or an assignment naming another broker, cannot be
+/// placed. Quietly creating one replica instead would let an application
+/// believe its data is on three machines.
+fn check_placement(t: &CreatableTopic) -> std::result::Result<(), (i16, String)> {
+    const BROKERS: i16 = 1;
+    if t.assignments.is_empty() {
+        let rf = t.replication_factor;
+        if rf == 0 || rf < -1 {
+            return Err((
+                code::INVALID_REPLICATION_FACTOR,
+                "Replication factor must be larger than 0, or -1 to use the default value.".into(),
+            ));
+        }
+        if t.num_partitions == 0 || t.num_partitions < -1 {
+            return Err((
+                code::INVALID_PARTITIONS,
+                "Number of partitions was set to an invalid non-positive value.".into(),
+            ));
+        }
+        // -1: the broker's default.replication.factor, 1 here.
+        if rf > BROKERS {
+            return Err((
+                code::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "Unable to replicate the partition {rf} time(s): The target replication \
+                     factor of {rf} cannot be reached because only {BROKERS} broker(s) are \
+                     registered."
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    if t.replication_factor != -1 {
+        return Err((
+            code::INVALID_REQUEST,
+            "A manual partition assignment was specified, but replication factor was not set \
+             to -1."
+                .into(),
+        ));
+    }
+    if t.num_partitions != -1 {
+        return Err((
+            code::INVALID_REQUEST,
+            "A manual partition assignment was specified, but numPartitions was not set to -1."
+                .into(),
+        ));
+    }
+    let invalid = |m: String| Err((code::INVALID_REPLICA_ASSIGNMENT, m));
+    let mut seen = std::collections::BTreeSet::new();
+    for a in &t.assignments {
+        if !seen.insert(a.partition_index) {
+            return invalid(format!(
+                "Found multiple manual partition assignments for partition {}",
+                a.partition_index
+            ));
+        }
+        if a.broker_ids.is_empty() {
+            return invalid(
+                "The manual partition assignment includes an empty replica list.".into(),
+            );
+        }
+        let mut ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+        ids.sort_unstable();
+        for (i, id) in ids.iter().enumerate() {
+            if *id != NODE_ID {
+                return invalid(format!(
+                    "The manual partition assignment includes broker {id}, but no such broker \
+                     is registered."
+                ));
+            }
+            if i > 0 && ids[i - 1] == *id {
+                return invalid(format!(
+                    "The manual partition assignment includes the broker {id} more than once."
+                ));
+            }
+        }
+    }
+    // Partitions 0..n, each once.
+    if seen.iter().copied().ne(0..t.assignments.len() as i32) {
+        return invalid("partitions should be a consecutive 0-based integer sequence".into());
+    }
+    Ok(())
 }
 
 pub async fn delete(

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use ottla_storage::error::{Error, Result};
 use ottla_storage::log::Durability;
+use ottla_storage::offsets::OffsetEntry;
 use ottla_storage::store::Store;
 
 use super::{claim_path, groups_with_live_members, GroupDir};
@@ -181,11 +182,28 @@ pub fn commit_outside_group(
     offsets: &[(String, u32, i64, String)],
     durability: Durability,
 ) -> Result<()> {
+    let with_epochs: Vec<OffsetEntry> = offsets
+        .iter()
+        .map(|(t, p, o, m)| (t.clone(), *p, *o, -1, m.clone()))
+        .collect();
+    commit_outside_group_with_epochs(store, group, &with_epochs, durability)
+}
+
+/// [`commit_outside_group`] with each partition's committed leader epoch
+/// (the broker's OffsetCommit).
+pub fn commit_outside_group_with_epochs(
+    store: &Arc<Store>,
+    group: &str,
+    offsets: &[OffsetEntry],
+    durability: Durability,
+) -> Result<()> {
     if offsets.is_empty() {
         return Ok(());
     }
     match with_group_empty(store, group, |_| {
-        store.offsets()?.commit(group, offsets, durability)
+        store
+            .offsets()?
+            .commit_with_epochs(group, offsets, durability)
     }) {
         Err(Error::GroupNotEmpty(_)) if broker_holds_claim(store, group)? => {
             Err(Error::GroupCoordinatedByBroker {
