@@ -271,3 +271,23 @@ def test_transactional_kafka_python_producer_fails(broker: ottla.Broker) -> None
             kp.init_transactions()
     finally:
         kp.close(timeout=5)
+
+
+def test_embedded_producer_refuses_keyless_records_on_a_compacted_topic(data_dir: Path) -> None:
+    a = ottla.Admin(data_dir)
+    a.create_topic("compacted-emb", config={"cleanup.policy": "compact,delete"})
+    message = (
+        "Compacted topic cannot accept message without key in topic partition compacted-emb-0."
+    )
+    with ottla.Producer(data_dir) as p:
+        with pytest.raises(ottla.InvalidRecordError, match=message):
+            p.send("compacted-emb", b"no key")
+        with pytest.raises(ottla.InvalidRecordError, match=message):
+            p.send_many("compacted-emb", [b"a", b"b"])
+        with pytest.raises(ottla.InvalidRecordError, match=message):
+            p.send("compacted-emb", b"x" * 500_000)  # large values take the direct path
+        p.send("compacted-emb", b"keyed", key=b"k").result(timeout=10)
+        p.send_many("compacted-emb", [b"a", b"b"], keys=[b"k1", b"k2"])
+        p.flush()
+    (part,) = a.describe_topic("compacted-emb").partitions
+    assert (part.start_offset, part.end_offset) == (0, 3)
