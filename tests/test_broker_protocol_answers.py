@@ -5,6 +5,8 @@ transactional FindCoordinator (issue 13, "answered differently today")."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import kafka_wire
 import ottla
 
 pytest.importorskip("confluent_kafka")
@@ -169,6 +172,59 @@ def test_committed_leader_epoch_is_read_back(broker: ottla.Broker) -> None:
         m.close()
 
 
+def test_consumers_resume_from_a_commit_with_a_leader_epoch(broker: ottla.Broker) -> None:
+    """A returned leader epoch must not make a client validate its position
+    with OffsetForLeaderEpoch (not served yet): each resumes where the
+    group committed."""
+    pytest.importorskip("kafka")
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    create(admin(broker), NewTopic("resume", 1, 1))
+    produce_with_timestamps(broker, "resume", [1_700_000_000_000 + i for i in range(5)])
+    conf: dict[str, Any] = {
+        "bootstrap.servers": broker.bootstrap_servers,
+        "group.id": "g-resume",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
+    c = ck.Consumer(conf)
+    c.commit(offsets=[ck.TopicPartition("resume", 0, 2, leader_epoch=1)], asynchronous=False)
+    c.close()
+    c = ck.Consumer(conf)
+    try:
+        c.subscribe(["resume"])
+        first = None
+        deadline = time.monotonic() + 30
+        while first is None:
+            assert time.monotonic() < deadline, "nothing consumed"
+            m = c.poll(0.2)
+            if m is not None:
+                assert m.error() is None, m.error()
+                first = m.offset()
+        assert first == 2
+    finally:
+        c.close()
+    tp = TopicPartition("resume", 0)
+    kc = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id="g-resume-kp")
+    try:
+        kc.assign([tp])
+        kc.commit({tp: OffsetAndMetadata(3, "", 1)})
+    finally:
+        kc.close()
+    kc = KafkaConsumer(
+        "resume",
+        bootstrap_servers=broker.bootstrap_servers,
+        group_id="g-resume-kp",
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=15000,
+    )
+    try:
+        assert [m.offset for m in kc][:2] == [3, 4]
+    finally:
+        kc.close()
+
+
 def test_committed_leader_epoch_with_kafka_python(broker: ottla.Broker) -> None:
     pytest.importorskip("kafka")
     from kafka import KafkaConsumer, TopicPartition
@@ -273,6 +329,26 @@ def test_transactional_kafka_python_producer_fails(broker: ottla.Broker) -> None
         kp.close(timeout=5)
 
 
+def test_keyless_refusal_names_each_record_and_stores_nothing(broker: ottla.Broker) -> None:
+    """The raw Produce v8 answer: Kafka's record errors (the index of each
+    keyless record in its batch) and summary; the keyed records of the
+    same request are not stored either."""
+    create(admin(broker), NewTopic("compacted-raw", 1, 1, config={"cleanup.policy": "compact"}))
+    keyed = kafka_wire.record_batch([b"a", b"b"], keys=[b"ka", b"kb"])
+    mixed = kafka_wire.record_batch([b"a", b"b", b"c", b"d"], keys=[b"ka", None, b"kc", None])
+    with socket.create_connection((broker.host, broker.port), timeout=10) as s:
+        err, base, errors, message = kafka_wire.produce_v8(s, "compacted-raw", 0, keyed + mixed)
+        assert (err, base) == (INVALID_RECORD, -1)
+        why = (
+            "Compacted topic cannot accept message without key in topic partition compacted-raw-0."
+        )
+        assert errors == [(1, why), (3, why)]
+        assert message is not None
+        assert message.startswith("One or more records have been rejected due to 2 record errors")
+        err, base, errors, _ = kafka_wire.produce_v8(s, "compacted-raw", 0, keyed, 4)
+        assert (err, base, errors) == (0, 0, [])
+
+
 def test_embedded_producer_refuses_keyless_records_on_a_compacted_topic(data_dir: Path) -> None:
     a = ottla.Admin(data_dir)
     a.create_topic("compacted-emb", config={"cleanup.policy": "compact,delete"})
@@ -291,3 +367,21 @@ def test_embedded_producer_refuses_keyless_records_on_a_compacted_topic(data_dir
         p.flush()
     (part,) = a.describe_topic("compacted-emb").partitions
     assert (part.start_offset, part.end_offset) == (0, 3)
+
+
+def test_transactional_aiokafka_producer_fails(broker: ottla.Broker) -> None:
+    pytest.importorskip("aiokafka")
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import TransactionalIdAuthorizationFailed
+
+    async def start() -> None:
+        p = AIOKafkaProducer(
+            bootstrap_servers=broker.bootstrap_servers, transactional_id=f"tx-{uuid.uuid4()}"
+        )
+        try:
+            with pytest.raises(TransactionalIdAuthorizationFailed):
+                await asyncio.wait_for(p.start(), 30)
+        finally:
+            await p.stop()
+
+    asyncio.run(start())
