@@ -121,6 +121,31 @@ def test_replication_factor_above_the_broker_count_is_refused(
     assert len(ottla.Admin(data_dir).describe_topic("assigned").partitions) == 2
 
 
+def test_create_partitions_checks_replica_assignments(broker: ottla.Broker, data_dir: Path) -> None:
+    from confluent_kafka.admin import NewPartitions
+
+    a = admin(broker)
+    create(a, NewTopic("grow", 1, 1))
+
+    def grow(total: int, assignment: list[list[int]]) -> None:
+        fut = a.create_partitions([NewPartitions("grow", total, assignment)])["grow"]
+        fut.result(timeout=15)
+
+    with pytest.raises(ck.KafkaException) as e:
+        grow(3, [[0]])
+    err = e.value.args[0]
+    assert err.code() == INVALID_REPLICA_ASSIGNMENT, err
+    assert "Attempted to add 2 additional partition(s), but only 1 assignment(s)" in err.str()
+    with pytest.raises(ck.KafkaException) as e:
+        grow(3, [[0], [2]])
+    err = e.value.args[0]
+    assert err.code() == INVALID_REPLICA_ASSIGNMENT, err
+    assert "includes broker 2, but no such broker is registered" in err.str(), err.str()
+    assert len(ottla.Admin(data_dir).describe_topic("grow").partitions) == 1
+    grow(3, [[0], [0]])
+    assert len(ottla.Admin(data_dir).describe_topic("grow").partitions) == 3
+
+
 def test_non_positive_replication_factors_are_refused(broker: ottla.Broker, data_dir: Path) -> None:
     pytest.importorskip("kafka")
     from kafka.admin import KafkaAdminClient, NewTopic as KNewTopic

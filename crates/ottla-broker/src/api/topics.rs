@@ -10,8 +10,8 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse,
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
 };
 
 use super::metadata::NODE_ID;
@@ -180,30 +180,37 @@ fn check_placement(t: &CreatableTopic) -> std::result::Result<(), (i16, String)>
                 a.partition_index
             ));
         }
-        if a.broker_ids.is_empty() {
-            return invalid(
-                "The manual partition assignment includes an empty replica list.".into(),
-            );
-        }
-        let mut ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
-        ids.sort_unstable();
-        for (i, id) in ids.iter().enumerate() {
-            if *id != NODE_ID {
-                return invalid(format!(
-                    "The manual partition assignment includes broker {id}, but no such broker \
-                     is registered."
-                ));
-            }
-            if i > 0 && ids[i - 1] == *id {
-                return invalid(format!(
-                    "The manual partition assignment includes the broker {id} more than once."
-                ));
-            }
-        }
+        check_replicas(&a.broker_ids).map_err(|m| (code::INVALID_REPLICA_ASSIGNMENT, m))?;
     }
     // Partitions 0..n, each once.
     if seen.iter().copied().ne(0..t.assignments.len() as i32) {
         return invalid("partitions should be a consecutive 0-based integer sequence".into());
+    }
+    Ok(())
+}
+
+/// One partition's replicas in a manual assignment, as Kafka's
+/// `validateManualPartitionAssignment` checks them; with this broker
+/// (id 0) the only one registered, a valid list is `[0]`, so every
+/// partition has the same replica count and that check cannot fail here.
+fn check_replicas(brokers: &[BrokerId]) -> std::result::Result<(), String> {
+    if brokers.is_empty() {
+        return Err("The manual partition assignment includes an empty replica list.".into());
+    }
+    let mut ids: Vec<i32> = brokers.iter().map(|b| b.0).collect();
+    ids.sort_unstable();
+    for (i, id) in ids.iter().enumerate() {
+        if *id != NODE_ID {
+            return Err(format!(
+                "The manual partition assignment includes broker {id}, but no such broker is \
+                 registered."
+            ));
+        }
+        if i > 0 && ids[i - 1] == *id {
+            return Err(format!(
+                "The manual partition assignment includes the broker {id} more than once."
+            ));
+        }
     }
     Ok(())
 }
@@ -244,31 +251,54 @@ pub async fn create_partitions(
     for t in req.topics {
         let mut r = CreatePartitionsTopicResult::default();
         r.name = t.name.clone();
-        let outcome = blocking(|| -> Result<()> {
+        let engine = |e: Error| (kafka_code(&e), e.to_string());
+        let outcome = blocking(|| -> std::result::Result<(), (i16, String)> {
             if !(1..=MAX_PARTITIONS).contains(&t.count) {
-                return Err(Error::InvalidPartitions(format!(
+                return Err(engine(Error::InvalidPartitions(format!(
                     "partition count must be between 1 and {MAX_PARTITIONS}, got {}",
                     t.count
-                )));
+                ))));
             }
-            if req.validate_only {
-                let topic = shared.store.require_topic(t.name.as_str())?;
+            if req.validate_only || t.assignments.is_some() {
+                let topic = shared
+                    .store
+                    .require_topic(t.name.as_str())
+                    .map_err(engine)?;
                 if t.count as u32 <= topic.partitions {
-                    return Err(Error::InvalidPartitions(format!(
+                    return Err(engine(Error::InvalidPartitions(format!(
                         "topic has {} partitions; the new total must be larger",
                         topic.partitions
-                    )));
+                    ))));
                 }
-                return Ok(());
+                // Kafka's `createPartitions`: one replica list per partition
+                // added, each placeable.
+                if let Some(lists) = &t.assignments {
+                    let invalid = |m: String| (code::INVALID_REPLICA_ASSIGNMENT, m);
+                    let added = t.count as u32 - topic.partitions;
+                    if lists.len() != added as usize {
+                        return Err(invalid(format!(
+                            "Attempted to add {added} additional partition(s), but only {} \
+                             assignment(s) were specified.",
+                            lists.len()
+                        )));
+                    }
+                    for a in lists {
+                        check_replicas(&a.broker_ids).map_err(invalid)?;
+                    }
+                }
+                if req.validate_only {
+                    return Ok(());
+                }
             }
             shared
                 .store
                 .create_partitions(t.name.as_str(), t.count as u32)
                 .map(|_| ())
+                .map_err(engine)
         });
-        if let Err(e) = outcome {
-            r.error_code = kafka_code(&e);
-            r.error_message = Some(s(&e.to_string()));
+        if let Err((c, message)) = outcome {
+            r.error_code = c;
+            r.error_message = Some(s(&message));
         }
         resp.results.push(r);
     }
