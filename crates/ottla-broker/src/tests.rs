@@ -848,6 +848,13 @@ fn hostile_replica_placements_are_refused_as_kafka_refuses_them() {
         assert!(message.contains(text), "{message:?} lacks {text:?}");
     }
     assert_eq!(create("k", -1, -1, &[(1, &[0]), (0, &[0])]).0, code::NONE);
+    // Kafka checks existence before placement: "create if absent" with a
+    // replication factor of 3 learns that the topic is there.
+    assert_eq!(create("k", 1, 3, &[]).0, code::TOPIC_ALREADY_EXISTS);
+    assert_eq!(
+        create("bad name!", 1, 3, &[]).0,
+        code::INVALID_TOPIC_EXCEPTION
+    );
     let store = Store::open(dir.path()).expect("store");
     assert_eq!(
         store.list_topics(false).expect("topics"),

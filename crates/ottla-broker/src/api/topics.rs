@@ -20,7 +20,7 @@ use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::Shared;
 use ottla_storage::config::TopicConfig;
-use ottla_storage::error::{Error, Result};
+use ottla_storage::error::Error;
 use ottla_storage::topic::{check_user_creatable, validate_topic_name};
 
 const MAX_PARTITIONS: i32 = 100_000;
@@ -36,14 +36,6 @@ pub async fn create(
         let name = t.name.as_str().to_string();
         let mut r = CreatableTopicResult::default();
         r.name = t.name.clone();
-        if let Err((c, message)) = check_placement(&t) {
-            r.error_code = c;
-            if v >= 1 {
-                r.error_message = Some(s(&message));
-            }
-            resp.topics.push(r);
-            continue;
-        }
         let partitions = if !t.assignments.is_empty() {
             t.assignments.len() as i32
         } else if t.num_partitions == -1 {
@@ -60,25 +52,34 @@ pub async fn create(
                     .map(|v| (c.name.as_str().to_string(), v.as_str().to_string()))
             })
             .collect();
-        let outcome = blocking(|| -> Result<()> {
-            if !(1..=MAX_PARTITIONS).contains(&partitions) {
-                return Err(Error::InvalidPartitions(format!(
-                    "partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}"
-                )));
+        let outcome = blocking(|| -> Result<(), (i16, String)> {
+            let engine = |e: Error| (kafka_code(&e), e.to_string());
+            // Kafka's order (`ReplicationControlManager.createTopics`): the
+            // name, whether the topic exists (an application creating its
+            // topics "if absent" with a replication factor of 3 gets
+            // TOPIC_ALREADY_EXISTS, not a placement error), the configs,
+            // then the placement.
+            check_user_creatable(&name).map_err(engine)?;
+            validate_topic_name(&name).map_err(engine)?;
+            if shared.store.topic(&name).map_err(engine)?.is_some() {
+                return Err(engine(Error::TopicAlreadyExists(name.clone())));
             }
-            check_user_creatable(&name)?;
+            TopicConfig::from_overrides(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(engine)?;
+            check_placement(&t)?;
+            if !(1..=MAX_PARTITIONS).contains(&partitions) {
+                return Err(engine(Error::InvalidPartitions(format!(
+                    "partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}"
+                ))));
+            }
             if req.validate_only {
-                validate_topic_name(&name)?;
-                TopicConfig::from_overrides(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-                if shared.store.topic(&name)?.is_some() {
-                    return Err(Error::TopicAlreadyExists(name.clone()));
-                }
                 return Ok(());
             }
             shared
                 .store
                 .create_topic(&name, partitions as u32, &config)
                 .map(|_| ())
+                .map_err(engine)
         });
         match outcome {
             Ok(()) => {
@@ -108,10 +109,10 @@ pub async fn create(
                     );
                 }
             }
-            Err(e) => {
-                r.error_code = kafka_code(&e);
+            Err((c, message)) => {
+                r.error_code = c;
                 if v >= 1 {
-                    r.error_message = Some(s(&e.to_string()));
+                    r.error_message = Some(s(&message));
                 }
             }
         }
@@ -127,7 +128,7 @@ pub async fn create(
 /// factor above 1, or an assignment naming another broker, cannot be
 /// placed. Quietly creating one replica instead would let an application
 /// believe its data is on three machines.
-fn check_placement(t: &CreatableTopic) -> std::result::Result<(), (i16, String)> {
+fn check_placement(t: &CreatableTopic) -> Result<(), (i16, String)> {
     const BROKERS: i16 = 1;
     if t.assignments.is_empty() {
         let rf = t.replication_factor;
@@ -193,7 +194,7 @@ fn check_placement(t: &CreatableTopic) -> std::result::Result<(), (i16, String)>
 /// `validateManualPartitionAssignment` checks them; with this broker
 /// (id 0) the only one registered, a valid list is `[0]`, so every
 /// partition has the same replica count and that check cannot fail here.
-fn check_replicas(brokers: &[BrokerId]) -> std::result::Result<(), String> {
+fn check_replicas(brokers: &[BrokerId]) -> Result<(), String> {
     if brokers.is_empty() {
         return Err("The manual partition assignment includes an empty replica list.".into());
     }
@@ -252,7 +253,7 @@ pub async fn create_partitions(
         let mut r = CreatePartitionsTopicResult::default();
         r.name = t.name.clone();
         let engine = |e: Error| (kafka_code(&e), e.to_string());
-        let outcome = blocking(|| -> std::result::Result<(), (i16, String)> {
+        let outcome = blocking(|| -> Result<(), (i16, String)> {
             if !(1..=MAX_PARTITIONS).contains(&t.count) {
                 return Err(engine(Error::InvalidPartitions(format!(
                     "partition count must be between 1 and {MAX_PARTITIONS}, got {}",
