@@ -113,15 +113,63 @@ def produce(
     return err, base
 
 
+def produce_v8(
+    sock: socket.socket,
+    topic: str,
+    partition: int,
+    records: bytes,
+    correlation_id: int = 3,
+) -> tuple[int, int, list[tuple[int, str | None]], str | None]:
+    """Produce v8 (acks -1) of one partition's record batches: (error code,
+    base offset, record errors [(batch index, message)], error message)."""
+    body = (
+        _str(None)
+        + struct.pack(">hi", -1, 10000)
+        + struct.pack(">i", 1)
+        + _str(topic)
+        + struct.pack(">i", 1)
+        + struct.pack(">ii", partition, len(records))
+        + records
+    )
+    sock.sendall(frame(API_PRODUCE, 8, correlation_id, body))
+    cid, data = response(sock)
+    assert cid == correlation_id
+
+    def read_str(at: int) -> tuple[str | None, int]:
+        (n,) = struct.unpack(">h", data[at : at + 2])
+        if n < 0:
+            return None, at + 2
+        return data[at + 2 : at + 2 + n].decode(), at + 2 + n
+
+    (ntopics,) = struct.unpack(">i", data[:4])
+    assert ntopics == 1
+    _name, at = read_str(4)
+    (nparts,) = struct.unpack(">i", data[at : at + 4])
+    assert nparts == 1
+    # index, error code, base offset, log append time, log start offset
+    _p, err, base, _append_time, _start = struct.unpack(">ihqqq", data[at + 4 : at + 34])
+    at += 34
+    (nerrors,) = struct.unpack(">i", data[at : at + 4])
+    at += 4
+    errors = []
+    for _ in range(max(nerrors, 0)):
+        (index,) = struct.unpack(">i", data[at : at + 4])
+        message, at = read_str(at + 4)
+        errors.append((index, message))
+    message, at = read_str(at)
+    return err, base, errors, message
+
+
 def record_batch(
     values: list[bytes],
     producer_id: int = -1,
     producer_epoch: int = -1,
     base_sequence: int = -1,
     compression: int = 0,
+    keys: list[bytes | None] | None = None,
 ) -> bytes:
     """A record batch v2, built by kafka-python's encoder (an independent
-    implementation of the format)."""
+    implementation of the format); records have no key unless ``keys``."""
     from kafka.record.default_records import DefaultRecordBatchBuilder
 
     b = DefaultRecordBatchBuilder(
@@ -134,7 +182,8 @@ def record_batch(
         batch_size=1 << 20,
     )
     for i, v in enumerate(values):
-        b.append(i, timestamp=None, key=None, value=v, headers=[])
+        key = keys[i] if keys is not None else None
+        b.append(i, timestamp=None, key=key, value=v, headers=[])
     return bytes(b.build())
 
 

@@ -185,3 +185,20 @@ def test_idempotent_producer(broker: ottla.Broker) -> None:
     produce(broker, "idem", [f"k{i % 3}:{i}" for i in range(200)], "-X", "enable.idempotence=true")
     got = consume_all(broker, "idem", "%s\\n")
     assert sorted(map(int, got)) == list(range(200))
+
+
+def test_a_line_without_a_key_is_refused_on_a_compacted_topic(
+    broker: ottla.Broker, data_dir: Path
+) -> None:
+    assert KCAT is not None
+    ottla.Admin(data_dir).create_topic("kc-compacted", config={"cleanup.policy": "compact"})
+    p = subprocess.run(
+        [KCAT, "-b", broker.bootstrap_servers, "-P", "-t", "kc-compacted"],
+        input=b"no key\n",
+        capture_output=True,
+        timeout=30,
+    )
+    assert p.returncode != 0
+    assert "Broker failed to validate record" in p.stderr.decode(), p.stderr.decode()
+    produce(broker, "kc-compacted", ["k:keyed"])
+    assert consume_all(broker, "kc-compacted") == ["k|keyed||0"]

@@ -22,6 +22,8 @@ pub mod code {
     pub const UNSUPPORTED_VERSION: i16 = 35;
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
     pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
     pub const INVALID_REQUEST: i16 = 42;
     pub const INVALID_CONFIG: i16 = 40;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
@@ -75,6 +77,9 @@ pub fn warn(msg: &str) {
 pub struct Refusal {
     pub code: i16,
     pub message: Option<String>,
+    /// Produce v8+'s `record_errors`: (index of the record in its batch,
+    /// why it was refused).
+    pub record_errors: Vec<(i32, String)>,
 }
 
 impl Refusal {
@@ -82,6 +87,28 @@ impl Refusal {
         Refusal {
             code: kafka_code(e),
             message: Some(e.to_string()),
+            record_errors: Vec::new(),
+        }
+    }
+
+    /// Records refused one by one (Kafka's `RecordValidationException`),
+    /// with the summary Kafka's LogValidator gives as the partition's
+    /// message.
+    pub fn records(code: i16, errors: Vec<(i32, String)>) -> Refusal {
+        let shown: Vec<String> = errors
+            .iter()
+            .take(3)
+            .map(|(i, m)| format!("RecordError(batchIndex={i}, message='{m}')"))
+            .collect();
+        Refusal {
+            code,
+            message: Some(format!(
+                "One or more records have been rejected due to {} record errors in total, and \
+                 only showing the first three errors at most: [{}]",
+                errors.len(),
+                shown.join(", ")
+            )),
+            record_errors: errors,
         }
     }
 }
@@ -91,6 +118,7 @@ impl From<i16> for Refusal {
         Refusal {
             code,
             message: None,
+            record_errors: Vec::new(),
         }
     }
 }

@@ -794,3 +794,113 @@ fn commits_are_checked_as_kafka_checks_them() {
         assert_eq!(committed(), Some(offset));
     }
 }
+
+/// Replica placements no client library sends, answered as Kafka's
+/// controller answers them; nothing is created.
+#[test]
+fn hostile_replica_placements_are_refused_as_kafka_refuses_them() {
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic,
+    };
+    use kafka_protocol::messages::{BrokerId, CreateTopicsRequest};
+    let (dir, broker) = start(BrokerConfig::default());
+    let create = |name: &str, partitions: i32, rf: i16, lists: &[(i32, &[i32])]| {
+        let mut t = CreatableTopic::default();
+        t.name = super::api::topic_name(name);
+        t.num_partitions = partitions;
+        t.replication_factor = rf;
+        t.assignments = lists
+            .iter()
+            .map(|(p, ids)| {
+                let mut a = CreatableReplicaAssignment::default();
+                a.partition_index = *p;
+                a.broker_ids = ids.iter().map(|i| BrokerId(*i)).collect();
+                a
+            })
+            .collect();
+        let mut req = CreateTopicsRequest::default();
+        req.topics = vec![t];
+        let r = on_broker(&broker, move |shared| {
+            Box::pin(
+                async move { super::api::topics::create(&shared, &mut session(), req, 5).await },
+            )
+        });
+        let t = &r.topics[0];
+        (
+            t.error_code,
+            t.error_message
+                .as_ref()
+                .map(|m| m.as_str().to_string())
+                .unwrap_or_default(),
+        )
+    };
+    let refused = [
+        (
+            create("a", 1, i16::MIN, &[]),
+            code::INVALID_REPLICATION_FACTOR,
+            "larger than 0",
+        ),
+        (
+            create("b", 1, i16::MAX, &[]),
+            code::INVALID_REPLICATION_FACTOR,
+            "of 32767 cannot",
+        ),
+        (
+            create("c", 0, 1, &[]),
+            code::INVALID_PARTITIONS,
+            "non-positive",
+        ),
+        (
+            create("d", -1, 1, &[(0, &[0])]),
+            code::INVALID_REQUEST,
+            "replication factor",
+        ),
+        (
+            create("e", 1, -1, &[(0, &[0])]),
+            code::INVALID_REQUEST,
+            "numPartitions",
+        ),
+        (
+            create("f", -1, -1, &[(0, &[0]), (0, &[0])]),
+            code::INVALID_REPLICA_ASSIGNMENT,
+            "multiple",
+        ),
+        (
+            create("g", -1, -1, &[(0, &[])]),
+            code::INVALID_REPLICA_ASSIGNMENT,
+            "empty replica list",
+        ),
+        (
+            create("h", -1, -1, &[(0, &[0, 0])]),
+            code::INVALID_REPLICA_ASSIGNMENT,
+            "more than once",
+        ),
+        (
+            create("i", -1, -1, &[(0, &[-1])]),
+            code::INVALID_REPLICA_ASSIGNMENT,
+            "broker -1",
+        ),
+        (
+            create("j", -1, -1, &[(0, &[0]), (2, &[0])]),
+            code::INVALID_REPLICA_ASSIGNMENT,
+            "consecutive",
+        ),
+    ];
+    for ((c, message), want, text) in refused {
+        assert_eq!(c, want, "{message}");
+        assert!(message.contains(text), "{message:?} lacks {text:?}");
+    }
+    assert_eq!(create("k", -1, -1, &[(1, &[0]), (0, &[0])]).0, code::NONE);
+    // Kafka checks existence before placement: "create if absent" with a
+    // replication factor of 3 learns that the topic is there.
+    assert_eq!(create("k", 1, 3, &[]).0, code::TOPIC_ALREADY_EXISTS);
+    assert_eq!(
+        create("bad name!", 1, 3, &[]).0,
+        code::INVALID_TOPIC_EXCEPTION
+    );
+    let store = Store::open(dir.path()).expect("store");
+    assert_eq!(
+        store.list_topics(false).expect("topics"),
+        vec!["k".to_string()]
+    );
+}

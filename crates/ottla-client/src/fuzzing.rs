@@ -638,6 +638,7 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
     ));
     let c = ottla_storage::offsets::Committed {
         offset: 42,
+        leader_epoch: 3,
         metadata: "meta".into(),
         timestamp: 1_700_000_000_000,
         topic_id: None,

@@ -49,6 +49,11 @@ pub fn check_metadata(metadata: &str) -> Result<()> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
     pub offset: i64,
+    /// The leader epoch the committing client saw for the record before
+    /// `offset` (Kafka's `committed_leader_epoch`), kept so OffsetFetch
+    /// returns it; -1 when none was given (embedded commits, values
+    /// written before value version 3).
+    pub leader_epoch: i32,
     pub metadata: String,
     pub timestamp: i64,
     /// The id of the topic the offset was committed for; `None` in commits
@@ -59,6 +64,9 @@ pub struct Committed {
 /// The tag of ottla's topic-id field in a version-4 value (Kafka defines
 /// no tagged field there yet; its readers skip unknown ones).
 const TAG_TOPIC_ID: u64 = 0;
+/// One partition of a commit: topic, partition, offset, leader epoch (-1:
+/// none), metadata.
+pub type OffsetEntry = (String, u32, i64, i32, String);
 
 type Key = (String, String, u32);
 
@@ -163,14 +171,14 @@ pub fn encode_value(c: &Committed) -> Vec<u8> {
     let Some(id) = c.topic_id else {
         v.extend_from_slice(&3i16.to_be_bytes());
         v.extend_from_slice(&c.offset.to_be_bytes());
-        v.extend_from_slice(&(-1i32).to_be_bytes());
+        v.extend_from_slice(&c.leader_epoch.to_be_bytes());
         put_str(&mut v, &c.metadata);
         v.extend_from_slice(&c.timestamp.to_be_bytes());
         return v;
     };
     v.extend_from_slice(&4i16.to_be_bytes());
     v.extend_from_slice(&c.offset.to_be_bytes());
-    v.extend_from_slice(&(-1i32).to_be_bytes());
+    v.extend_from_slice(&c.leader_epoch.to_be_bytes());
     let m = &c.metadata.as_bytes()[..c.metadata.len().min(i16::MAX as usize)];
     put_uvarint(&mut v, m.len() as u64 + 1);
     v.extend_from_slice(m);
@@ -192,7 +200,8 @@ pub fn decode_value(v: &[u8]) -> Option<Committed> {
         if version > 4 {
             return None;
         }
-        pos += 4; // leader epoch
+        let leader_epoch = i32::from_be_bytes(v.get(pos..pos + 4)?.try_into().ok()?);
+        pos += 4;
         let metadata = get_compact_str(v, &mut pos)?;
         let timestamp = get_i64(v, &mut pos)?;
         let mut topic_id = None;
@@ -207,18 +216,25 @@ pub fn decode_value(v: &[u8]) -> Option<Committed> {
         }
         return Some(Committed {
             offset,
+            leader_epoch,
             metadata,
             timestamp,
             topic_id,
         });
     }
-    if version >= 3 {
-        pos += 4; // leader epoch
-    }
+    // Value versions 0-2 have no leader epoch.
+    let leader_epoch = if version >= 3 {
+        let e = i32::from_be_bytes(v.get(pos..pos + 4)?.try_into().ok()?);
+        pos += 4;
+        e
+    } else {
+        -1
+    };
     let metadata = get_str(v, &mut pos)?;
     let timestamp = get_i64(v, &mut pos).unwrap_or(-1);
     Some(Committed {
         offset,
+        leader_epoch,
         metadata,
         timestamp,
         topic_id: None,
@@ -308,7 +324,7 @@ impl OffsetStore {
     }
 
     /// Durably record `offsets` (topic, partition, offset, metadata) for
-    /// `group`, each stamped with its topic's id now.
+    /// `group`, each stamped with its topic's id now, without leader epochs.
     pub fn commit(
         &self,
         group: &str,
@@ -329,19 +345,46 @@ impl OffsetStore {
         ids: &HashMap<String, TopicId>,
         durability: Durability,
     ) -> Result<()> {
+        let entries: Vec<OffsetEntry> = offsets
+            .iter()
+            .map(|(t, p, o, m)| (t.clone(), *p, *o, -1, m.clone()))
+            .collect();
+        self.commit_entries(group, &entries, ids, durability)
+    }
+
+    /// Durably record `offsets` for `group`, each with the leader epoch
+    /// its client gave (-1: none), stamped with its topic's id now.
+    pub fn commit_with_epochs(
+        &self,
+        group: &str,
+        offsets: &[OffsetEntry],
+        durability: Durability,
+    ) -> Result<()> {
+        self.commit_entries(group, offsets, &HashMap::new(), durability)
+    }
+
+    /// The one commit: leader epochs as given, the topics in `ids` stamped
+    /// with those ids and the others with their id now.
+    pub fn commit_entries(
+        &self,
+        group: &str,
+        offsets: &[OffsetEntry],
+        ids: &HashMap<String, TopicId>,
+        durability: Durability,
+    ) -> Result<()> {
         if offsets.is_empty() {
             return Ok(());
         }
         // Longer metadata would be cut by `put_str`, possibly inside a
         // UTF-8 character, and then not decode at all.
-        for (_, _, _, metadata) in offsets {
+        for (_, _, _, _, metadata) in offsets {
             check_metadata(metadata)?;
         }
         let now = now_ms();
         let mut b = BatchBuilder::with_capacity(64 * offsets.len());
         let mut entries = Vec::with_capacity(offsets.len());
         let mut stamps: HashMap<&str, Option<TopicId>> = HashMap::new();
-        for (topic, partition, offset, metadata) in offsets {
+        for (topic, partition, offset, leader_epoch, metadata) in offsets {
             let topic_id = match (ids.get(topic), stamps.get(topic.as_str())) {
                 (Some(id), _) => Some(*id),
                 (None, Some(id)) => *id,
@@ -353,6 +396,7 @@ impl OffsetStore {
             };
             let c = Committed {
                 offset: *offset,
+                leader_epoch: *leader_epoch,
                 metadata: metadata.clone(),
                 timestamp: now,
                 topic_id,
@@ -512,12 +556,14 @@ mod tests {
         assert_eq!(decode_key(&k), Some(("g".into(), "orders".into(), 7)));
         let c = Committed {
             offset: 42,
+            leader_epoch: 7,
             metadata: "m".into(),
             timestamp: 1700000000000,
             topic_id: None,
         };
         let v = encode_value(&c);
         assert_eq!(&v[..2], &[0, 3]);
+        assert_eq!(&v[10..14], &[0, 0, 0, 7], "leader epoch after the offset");
         assert_eq!(decode_value(&v), Some(c.clone()));
         assert_eq!(decode_key(&[0, 1, 0]), None);
         // With a topic id: Kafka's flexible version 4, the id in a tagged
@@ -529,6 +575,7 @@ mod tests {
         };
         let v = encode_value(&with_id);
         assert_eq!(&v[..2], &[0, 4]);
+        assert_eq!(&v[10..14], &[0, 0, 0, 7], "leader epoch after the offset");
         assert_eq!(v[14], 2); // compact string: length + 1
         assert_eq!(&v[v.len() - 19..v.len() - 16], &[1, 0, 16]);
         assert_eq!(decode_value(&v), Some(with_id.clone()));
@@ -608,6 +655,75 @@ mod tests {
                 .map(|c| c.offset),
             Some(3)
         );
+    }
+
+    /// Values written before the leader epoch was kept (version 3 with
+    /// -1, as every ottla release wrote them) and Kafka's version 1 (no
+    /// epoch field) decode with epoch -1.
+    #[test]
+    fn values_without_a_leader_epoch_decode_with_minus_one() {
+        // version 3: offset 9, epoch -1, metadata "x", timestamp 5
+        let mut v3 = vec![0, 3];
+        v3.extend_from_slice(&9i64.to_be_bytes());
+        v3.extend_from_slice(&(-1i32).to_be_bytes());
+        v3.extend_from_slice(&[0, 1, b'x']);
+        v3.extend_from_slice(&5i64.to_be_bytes());
+        // version 1: offset 9, metadata "x", commit timestamp 5, expire timestamp
+        let mut v1 = vec![0, 1];
+        v1.extend_from_slice(&9i64.to_be_bytes());
+        v1.extend_from_slice(&[0, 1, b'x']);
+        v1.extend_from_slice(&5i64.to_be_bytes());
+        v1.extend_from_slice(&(-1i64).to_be_bytes());
+        for v in [v3, v1] {
+            assert_eq!(
+                decode_value(&v),
+                Some(Committed {
+                    offset: 9,
+                    leader_epoch: -1,
+                    metadata: "x".into(),
+                    timestamp: 5,
+                    topic_id: None,
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn a_committed_leader_epoch_is_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let offsets = store.offsets().expect("offsets");
+        offsets
+            .commit_with_epochs(
+                "g",
+                &[("t".into(), 0, 5, 1, String::new())],
+                Durability::PageCache,
+            )
+            .expect("commit");
+        offsets
+            .commit(
+                "g",
+                &[("t".into(), 1, 6, String::new())],
+                Durability::PageCache,
+            )
+            .expect("commit");
+        let c = |p| {
+            offsets
+                .committed("g", "t", p)
+                .expect("read")
+                .map(|c| (c.offset, c.leader_epoch))
+        };
+        assert_eq!(c(0), Some((5, 1)));
+        assert_eq!(c(1), Some((6, -1)));
+        drop(offsets);
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        let offsets = store.offsets().expect("offsets");
+        let c = offsets
+            .committed("g", "t", 0)
+            .expect("read")
+            .expect("committed");
+        assert_eq!((c.offset, c.leader_epoch), (5, 1));
     }
 
     /// Kafka refuses metadata over `offset.metadata.max.bytes`; cutting it

@@ -31,11 +31,19 @@ pub async fn find_coordinator(
     v: i16,
 ) -> FindCoordinatorResponse {
     let mut r = FindCoordinatorResponse::default();
-    let error = if req.key_type == GROUP_KEY {
-        code::NONE
+    let (error, message) = if req.key_type == GROUP_KEY {
+        (code::NONE, None)
     } else {
-        // Transactions are not supported.
-        code::COORDINATOR_NOT_AVAILABLE
+        // No transaction coordinator until transactions exist. The
+        // retriable COORDINATOR_NOT_AVAILABLE would have every client
+        // retry for ever (an exactly-once application just hangs at
+        // start); TRANSACTIONAL_ID_AUTHORIZATION_FAILED is the one answer
+        // librdkafka, the Java client, kafka-python and aiokafka all treat
+        // as fatal at once, and the message says why.
+        (
+            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            Some(s(TRANSACTIONS_UNSUPPORTED)),
+        )
     };
     if v >= 4 {
         r.coordinators = req
@@ -45,6 +53,7 @@ pub async fn find_coordinator(
                 let mut c = CoordinatorEntry::default();
                 c.key = k.clone();
                 c.error_code = error;
+                c.error_message = message.clone();
                 if error == code::NONE {
                     c.node_id = BrokerId(NODE_ID);
                     c.host = s(&shared.advertised_host);
@@ -58,6 +67,9 @@ pub async fn find_coordinator(
             .collect();
     } else {
         r.error_code = error;
+        if v >= 1 {
+            r.error_message = message;
+        }
         if error == code::NONE {
             r.node_id = BrokerId(NODE_ID);
             r.host = s(&shared.advertised_host);
@@ -69,6 +81,11 @@ pub async fn find_coordinator(
     }
     r
 }
+
+/// Why a transactional producer cannot start (FindCoordinator's message).
+pub const TRANSACTIONS_UNSUPPORTED: &str = "Transactions are not supported by this broker \
+     (ottla): no transaction coordinator. Use an idempotent producer \
+     (enable.idempotence=true) without a transactional.id.";
 
 pub async fn join(
     shared: &Arc<Shared>,

@@ -18,7 +18,7 @@ use super::{blocking, s, topic_name};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::Shared;
-use ottla_client::group::admin::commit_outside_group;
+use ottla_client::group::admin::commit_outside_group_with_epochs;
 use ottla_storage::error::Error;
 use ottla_storage::offsets::check_metadata;
 
@@ -55,6 +55,8 @@ pub async fn commit(
                             t.name.as_str().to_string(),
                             p.partition_index as u32,
                             p.committed_offset,
+                            // -1 below v6, which has no such field.
+                            p.committed_leader_epoch,
                             p.committed_metadata
                                 .as_ref()
                                 .map(|m| m.as_str().to_string())
@@ -75,12 +77,17 @@ pub async fn commit(
     let outside = error == code::NONE && !shared.groups.is_active(&group);
     let written = blocking(|| {
         if outside {
-            commit_outside_group(&shared.store, &group, &entries, shared.config.durability)
+            commit_outside_group_with_epochs(
+                &shared.store,
+                &group,
+                &entries,
+                shared.config.durability,
+            )
         } else {
             shared
                 .store
                 .offsets()
-                .and_then(|o| o.commit(&group, &entries, shared.config.durability))
+                .and_then(|o| o.commit_with_epochs(&group, &entries, shared.config.durability))
         }
     });
     let write_error = written.err().map(|e: Error| match e {
@@ -155,6 +162,7 @@ pub async fn fetch(
                 match blocking(|| store.committed(&group, &name, p as u32)) {
                     Ok(Some(c)) => {
                         pr.committed_offset = c.offset;
+                        pr.committed_leader_epoch = c.leader_epoch;
                         pr.metadata = Some(s(&c.metadata));
                     }
                     Ok(None) => {}

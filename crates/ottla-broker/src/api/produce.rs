@@ -9,7 +9,9 @@
 use std::sync::Arc;
 
 use kafka_protocol::messages::produce_request::TopicProduceData;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{blocking, s, topic_name};
@@ -82,6 +84,16 @@ pub async fn handle(
                 Err(r) => {
                     pr.error_code = r.code;
                     pr.error_message = r.message.map(|m| s(&m));
+                    pr.record_errors = r
+                        .record_errors
+                        .into_iter()
+                        .map(|(i, m)| {
+                            let mut e = BatchIndexAndErrorMessage::default();
+                            e.batch_index = i;
+                            e.batch_index_error_message = Some(s(&m));
+                            e
+                        })
+                        .collect();
                     pr.base_offset = -1;
                 }
             }

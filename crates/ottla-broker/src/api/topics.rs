@@ -4,21 +4,23 @@
 use std::sync::Arc;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse,
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
 };
 
+use super::metadata::NODE_ID;
 use super::{blocking, s};
 use crate::dispatch::Session;
-use crate::errors::kafka_code;
+use crate::errors::{code, kafka_code};
 use crate::Shared;
 use ottla_storage::config::TopicConfig;
-use ottla_storage::error::{Error, Result};
+use ottla_storage::error::Error;
 use ottla_storage::topic::{check_user_creatable, validate_topic_name};
 
 const MAX_PARTITIONS: i32 = 100_000;
@@ -50,25 +52,34 @@ pub async fn create(
                     .map(|v| (c.name.as_str().to_string(), v.as_str().to_string()))
             })
             .collect();
-        let outcome = blocking(|| -> Result<()> {
-            if !(1..=MAX_PARTITIONS).contains(&partitions) {
-                return Err(Error::InvalidPartitions(format!(
-                    "partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}"
-                )));
+        let outcome = blocking(|| -> Result<(), (i16, String)> {
+            let engine = |e: Error| (kafka_code(&e), e.to_string());
+            // Kafka's order (`ReplicationControlManager.createTopics`): the
+            // name, whether the topic exists (an application creating its
+            // topics "if absent" with a replication factor of 3 gets
+            // TOPIC_ALREADY_EXISTS, not a placement error), the configs,
+            // then the placement.
+            check_user_creatable(&name).map_err(engine)?;
+            validate_topic_name(&name).map_err(engine)?;
+            if shared.store.topic(&name).map_err(engine)?.is_some() {
+                return Err(engine(Error::TopicAlreadyExists(name.clone())));
             }
-            check_user_creatable(&name)?;
+            TopicConfig::from_overrides(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(engine)?;
+            check_placement(&t)?;
+            if !(1..=MAX_PARTITIONS).contains(&partitions) {
+                return Err(engine(Error::InvalidPartitions(format!(
+                    "partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}"
+                ))));
+            }
             if req.validate_only {
-                validate_topic_name(&name)?;
-                TopicConfig::from_overrides(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-                if shared.store.topic(&name)?.is_some() {
-                    return Err(Error::TopicAlreadyExists(name.clone()));
-                }
                 return Ok(());
             }
             shared
                 .store
                 .create_topic(&name, partitions as u32, &config)
                 .map(|_| ())
+                .map_err(engine)
         });
         match outcome {
             Ok(()) => {
@@ -98,16 +109,111 @@ pub async fn create(
                     );
                 }
             }
-            Err(e) => {
-                r.error_code = kafka_code(&e);
+            Err((c, message)) => {
+                r.error_code = c;
                 if v >= 1 {
-                    r.error_message = Some(s(&e.to_string()));
+                    r.error_message = Some(s(&message));
                 }
             }
         }
         resp.topics.push(r);
     }
     resp
+}
+
+/// The replicas a topic asks for, checked as Kafka's controller checks them
+/// (`ReplicationControlManager.createTopic`, `StripedReplicaPlacer`), with
+/// Kafka's error codes and messages. This broker is the cluster's only
+/// one, so every partition has exactly one replica, on it: a replication
+/// factor above 1, or an assignment naming another broker, cannot be
+/// placed. Quietly creating one replica instead would let an application
+/// believe its data is on three machines.
+fn check_placement(t: &CreatableTopic) -> Result<(), (i16, String)> {
+    const BROKERS: i16 = 1;
+    if t.assignments.is_empty() {
+        let rf = t.replication_factor;
+        if rf == 0 || rf < -1 {
+            return Err((
+                code::INVALID_REPLICATION_FACTOR,
+                "Replication factor must be larger than 0, or -1 to use the default value.".into(),
+            ));
+        }
+        if t.num_partitions == 0 || t.num_partitions < -1 {
+            return Err((
+                code::INVALID_PARTITIONS,
+                "Number of partitions was set to an invalid non-positive value.".into(),
+            ));
+        }
+        // -1: the broker's default.replication.factor, 1 here.
+        if rf > BROKERS {
+            return Err((
+                code::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "Unable to replicate the partition {rf} time(s): The target replication \
+                     factor of {rf} cannot be reached because only {BROKERS} broker(s) are \
+                     registered."
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    if t.replication_factor != -1 {
+        return Err((
+            code::INVALID_REQUEST,
+            "A manual partition assignment was specified, but replication factor was not set \
+             to -1."
+                .into(),
+        ));
+    }
+    if t.num_partitions != -1 {
+        return Err((
+            code::INVALID_REQUEST,
+            "A manual partition assignment was specified, but numPartitions was not set to -1."
+                .into(),
+        ));
+    }
+    let invalid = |m: String| Err((code::INVALID_REPLICA_ASSIGNMENT, m));
+    let mut seen = std::collections::BTreeSet::new();
+    for a in &t.assignments {
+        if !seen.insert(a.partition_index) {
+            return invalid(format!(
+                "Found multiple manual partition assignments for partition {}",
+                a.partition_index
+            ));
+        }
+        check_replicas(&a.broker_ids).map_err(|m| (code::INVALID_REPLICA_ASSIGNMENT, m))?;
+    }
+    // Partitions 0..n, each once.
+    if seen.iter().copied().ne(0..t.assignments.len() as i32) {
+        return invalid("partitions should be a consecutive 0-based integer sequence".into());
+    }
+    Ok(())
+}
+
+/// One partition's replicas in a manual assignment, as Kafka's
+/// `validateManualPartitionAssignment` checks them; with this broker
+/// (id 0) the only one registered, a valid list is `[0]`, so every
+/// partition has the same replica count and that check cannot fail here.
+fn check_replicas(brokers: &[BrokerId]) -> Result<(), String> {
+    if brokers.is_empty() {
+        return Err("The manual partition assignment includes an empty replica list.".into());
+    }
+    let mut ids: Vec<i32> = brokers.iter().map(|b| b.0).collect();
+    ids.sort_unstable();
+    for (i, id) in ids.iter().enumerate() {
+        if *id != NODE_ID {
+            return Err(format!(
+                "The manual partition assignment includes broker {id}, but no such broker is \
+                 registered."
+            ));
+        }
+        if i > 0 && ids[i - 1] == *id {
+            return Err(format!(
+                "The manual partition assignment includes the broker {id} more than once."
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub async fn delete(
@@ -146,31 +252,54 @@ pub async fn create_partitions(
     for t in req.topics {
         let mut r = CreatePartitionsTopicResult::default();
         r.name = t.name.clone();
-        let outcome = blocking(|| -> Result<()> {
+        let engine = |e: Error| (kafka_code(&e), e.to_string());
+        let outcome = blocking(|| -> Result<(), (i16, String)> {
             if !(1..=MAX_PARTITIONS).contains(&t.count) {
-                return Err(Error::InvalidPartitions(format!(
+                return Err(engine(Error::InvalidPartitions(format!(
                     "partition count must be between 1 and {MAX_PARTITIONS}, got {}",
                     t.count
-                )));
+                ))));
             }
-            if req.validate_only {
-                let topic = shared.store.require_topic(t.name.as_str())?;
+            if req.validate_only || t.assignments.is_some() {
+                let topic = shared
+                    .store
+                    .require_topic(t.name.as_str())
+                    .map_err(engine)?;
                 if t.count as u32 <= topic.partitions {
-                    return Err(Error::InvalidPartitions(format!(
+                    return Err(engine(Error::InvalidPartitions(format!(
                         "topic has {} partitions; the new total must be larger",
                         topic.partitions
-                    )));
+                    ))));
                 }
-                return Ok(());
+                // Kafka's `createPartitions`: one replica list per partition
+                // added, each placeable.
+                if let Some(lists) = &t.assignments {
+                    let invalid = |m: String| (code::INVALID_REPLICA_ASSIGNMENT, m);
+                    let added = t.count as u32 - topic.partitions;
+                    if lists.len() != added as usize {
+                        return Err(invalid(format!(
+                            "Attempted to add {added} additional partition(s), but only {} \
+                             assignment(s) were specified.",
+                            lists.len()
+                        )));
+                    }
+                    for a in lists {
+                        check_replicas(&a.broker_ids).map_err(invalid)?;
+                    }
+                }
+                if req.validate_only {
+                    return Ok(());
+                }
             }
             shared
                 .store
                 .create_partitions(t.name.as_str(), t.count as u32)
                 .map(|_| ())
+                .map_err(engine)
         });
-        if let Err(e) = outcome {
-            r.error_code = kafka_code(&e);
-            r.error_message = Some(s(&e.to_string()));
+        if let Err((c, message)) = outcome {
+            r.error_code = c;
+            r.error_message = Some(s(&message));
         }
         resp.results.push(r);
     }

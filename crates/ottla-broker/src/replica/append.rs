@@ -15,6 +15,7 @@ use super::idempotence::Verdict;
 use super::validate::validate;
 use super::ReplicaManager;
 use crate::errors::{code, warn, Refusal};
+use ottla_storage::config::CleanupPolicy;
 use ottla_storage::log::Durability;
 use ottla_storage::store::Topic;
 
@@ -66,7 +67,9 @@ impl ReplicaManager {
             .store
             .partition(topic, partition as u32)
             .map_err(|e| Refusal::engine(&e))?;
-        let batches = validate(&data, topic.config.max_message_bytes)?;
+        let compacted = (topic.config.cleanup_policy != CleanupPolicy::Delete)
+            .then(|| format!("{}-{partition}", topic.name));
+        let batches = validate(&data, topic.config.max_message_bytes, compacted.as_deref())?;
         let state = self.producers.partition(&topic.name, partition as u32);
         // Held across check, append and record, so a retry racing its original
         // on another connection is still recognised.

@@ -80,7 +80,8 @@ impl ReplicaManager {
     }
 
     /// ListOffsets for one partition: (timestamp, offset) for earliest (-2),
-    /// latest (-1), or the first offset at or after a time.
+    /// latest (-1), the record with the largest timestamp (-3), or the first
+    /// offset at or after a time.
     pub fn list_offset(
         &self,
         topic: &str,
@@ -98,7 +99,13 @@ impl ReplicaManager {
             let (start, end) = log.offsets().map_err(|e| kafka_code(&e))?;
             match timestamp {
                 EARLIEST => Ok((-1, start)),
-                LATEST | MAX_TIMESTAMP => Ok((-1, end)),
+                LATEST => Ok((-1, end)),
+                // KIP-734: the record with the largest timestamp; an empty
+                // partition answers -1/-1, as Kafka's does.
+                MAX_TIMESTAMP => match log.max_timestamp().map_err(|e| kafka_code(&e))? {
+                    Some((offset, at)) => Ok((at, offset)),
+                    None => Ok((-1, -1)),
+                },
                 ts => match log.offset_for_time(ts).map_err(|e| kafka_code(&e))? {
                     Some((offset, at)) => Ok((at, offset)),
                     None => Ok((-1, -1)),

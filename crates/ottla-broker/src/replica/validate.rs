@@ -1,10 +1,11 @@
 //! Every produced batch whole and readable before it is stored (Kafka's
 //! LogValidator): length, magic, CRC-32C, codec, and every record's framing
 //! after inflating a compressed batch, so a batch that cannot be read back
-//! is refused now, not at fetch time.
+//! is refused now, not at fetch time; and on a compacted topic, every
+//! record keyed.
 
 use super::idempotence::BatchSeq;
-use crate::errors::{code, kafka_code};
+use crate::errors::{code, kafka_code, Refusal};
 use ottla_record::batch::{check_batch, peek_total_size, LOG_OVERHEAD};
 use ottla_record::compression::ZSTD;
 use ottla_record::decode::records;
@@ -12,38 +13,57 @@ use ottla_record::decode::records;
 type Checked = Vec<(std::ops::Range<usize>, BatchSeq)>;
 
 /// Every batch in `data`, whole and readable, with its producer fields.
-pub fn validate(data: &[u8], max_message_bytes: usize) -> Result<Checked, i16> {
+/// `compacted` names the partition (`topic-N`) of a topic whose cleanup
+/// policy includes `compact`: there, a record without a key is refused
+/// (the cleaner could never decide what it replaces), with Kafka's
+/// INVALID_RECORD, per-record errors and messages; nothing is appended.
+pub fn validate(
+    data: &[u8],
+    max_message_bytes: usize,
+    compacted: Option<&str>,
+) -> Result<Checked, Refusal> {
+    let mut keyless = Vec::new();
     let mut out = Vec::new();
     let mut at = 0usize;
     while at < data.len() {
-        let total = peek_total_size(&data[at..]).ok_or(code::CORRUPT_MESSAGE)?;
+        let total = peek_total_size(&data[at..]).ok_or(Refusal::from(code::CORRUPT_MESSAGE))?;
         if total < LOG_OVERHEAD as i64 || at as i64 + total > data.len() as i64 {
-            return Err(code::CORRUPT_MESSAGE);
+            return Err(code::CORRUPT_MESSAGE.into());
         }
         let end = at + total as usize;
         let batch = &data[at..end];
         if batch.len() > max_message_bytes.saturating_add(LOG_OVERHEAD) {
-            return Err(code::MESSAGE_TOO_LARGE);
+            return Err(code::MESSAGE_TOO_LARGE.into());
         }
-        let h = check_batch(batch).map_err(|_| code::CORRUPT_MESSAGE)?;
+        let h = check_batch(batch).map_err(|_| Refusal::from(code::CORRUPT_MESSAGE))?;
         if h.compression() > ZSTD {
-            return Err(code::UNSUPPORTED_COMPRESSION_TYPE);
+            return Err(code::UNSUPPORTED_COMPRESSION_TYPE.into());
         }
         if h.is_transactional() || h.is_control() {
             // Transactions are not supported: no markers, no read_committed.
-            return Err(code::INVALID_TXN_STATE);
+            return Err(code::INVALID_TXN_STATE.into());
         }
-        let recs = records(&h, batch).map_err(|e| kafka_code(&e.into()))?;
+        let recs = records(&h, batch).map_err(|e| Refusal::from(kafka_code(&e.into())))?;
         let mut n = 0i32;
         for rec in recs.iter() {
-            let rec = rec.map_err(|_| code::INVALID_RECORD)?;
+            let rec = rec.map_err(|_| Refusal::from(code::INVALID_RECORD))?;
             if rec.offset - h.base_offset != n as i64 {
-                return Err(code::INVALID_RECORD);
+                return Err(code::INVALID_RECORD.into());
+            }
+            if let (Some(tp), None) = (compacted, rec.key) {
+                // Kafka's `batchIndex`: the record's place in its batch.
+                keyless.push((
+                    n,
+                    format!(
+                        "Compacted topic cannot accept message without key in topic partition \
+                         {tp}."
+                    ),
+                ));
             }
             n += 1;
         }
         if n == 0 || n != h.records_count || h.last_offset_delta != n - 1 {
-            return Err(code::INVALID_RECORD);
+            return Err(code::INVALID_RECORD.into());
         }
         out.push((
             at..end,
@@ -55,6 +75,9 @@ pub fn validate(data: &[u8], max_message_bytes: usize) -> Result<Checked, i16> {
             },
         ));
         at = end;
+    }
+    if !keyless.is_empty() {
+        return Err(Refusal::records(code::INVALID_RECORD, keyless));
     }
     Ok(out)
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use ottla_storage::error::{Error, Result};
 use ottla_storage::log::Durability;
+use ottla_storage::offsets::OffsetEntry;
 use ottla_storage::store::Store;
 use ottla_storage::topic::TopicId;
 
@@ -194,13 +195,38 @@ pub fn commit_outside_group_ids(
     ids: &HashMap<String, TopicId>,
     durability: Durability,
 ) -> Result<()> {
+    let entries: Vec<OffsetEntry> = offsets
+        .iter()
+        .map(|(t, p, o, m)| (t.clone(), *p, *o, -1, m.clone()))
+        .collect();
+    commit_outside_group_entries(store, group, &entries, ids, durability)
+}
+
+/// [`commit_outside_group`] with each partition's committed leader epoch
+/// (the broker's OffsetCommit).
+pub fn commit_outside_group_with_epochs(
+    store: &Arc<Store>,
+    group: &str,
+    offsets: &[OffsetEntry],
+    durability: Durability,
+) -> Result<()> {
+    commit_outside_group_entries(store, group, offsets, &HashMap::new(), durability)
+}
+
+fn commit_outside_group_entries(
+    store: &Arc<Store>,
+    group: &str,
+    offsets: &[OffsetEntry],
+    ids: &HashMap<String, TopicId>,
+    durability: Durability,
+) -> Result<()> {
     if offsets.is_empty() {
         return Ok(());
     }
     match with_group_empty(store, group, |_| {
         store
             .offsets()?
-            .commit_with_ids(group, offsets, ids, durability)
+            .commit_entries(group, offsets, ids, durability)
     }) {
         Err(Error::GroupNotEmpty(_)) if broker_holds_claim(store, group)? => {
             Err(Error::GroupCoordinatedByBroker {

@@ -30,7 +30,7 @@ use ottla_storage::store::Topic;
 
 use super::batch::{BatchHandle, Completions, OpenBatch, SendRun};
 use super::fence::PartitionFence;
-use super::{pick_partition, record_size, Producer};
+use super::{check_key, pick_partition, record_size, Producer};
 
 /// The accumulator's state, behind `Producer::inner`.
 pub(super) struct Inner {
@@ -246,6 +246,7 @@ impl Producer {
         let (body_alone, rec_size) = record_size(key, value, headers, max_bytes)?;
         let sticky = partition.is_none() && key.is_none();
         let mut p = pick_partition(topic, partition, key, n, state.sticky)?;
+        check_key(&state.topic, p, key)?;
         // Seal the open batch first if this record would overflow it.
         let limit = batch_size.min(max_bytes);
         // Exact size in the open batch (its deltas may be wider than the
@@ -345,6 +346,9 @@ impl Producer {
                 topic: topic.to_string(),
                 partition: p as i64,
             });
+        }
+        if !values.is_empty() {
+            check_key(&state.topic, partition.unwrap_or(state.sticky % n), None)?;
         }
         let max_bytes = state.topic.config.max_message_bytes;
         let limit = self.config.batch_size.min(max_bytes);

@@ -16,7 +16,7 @@ use ottla_storage::log::Durability;
 
 use super::accumulator::Inner;
 use super::batch::{BatchHandle, Completions, SendReceipt};
-use super::{pick_partition, record_size, Producer};
+use super::{check_key, pick_partition, record_size, Producer};
 
 /// Smallest value [`Producer::send_direct`] writes from the caller's buffer.
 pub const DIRECT_VALUE_MIN: usize = 64 * 1024;
@@ -73,6 +73,7 @@ impl Producer {
             record_size(key, Some(value), headers, max_bytes)?;
             let sticky = partition.is_none() && key.is_none();
             let p = pick_partition(topic, partition, key, n, state.sticky)?;
+            check_key(&state.topic, p, key)?;
             let log = self.store.partition(&state.topic, p)?;
             // Records sent to this partition before this one go first.
             if let Some(b) = state.batches[p as usize].take() {

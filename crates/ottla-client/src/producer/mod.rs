@@ -40,10 +40,11 @@ use parking_lot::{Condvar, Mutex};
 use crate::partitioner::partition_for_key;
 use ottla_record::batch::{BatchBuilder, HeaderRef, HEADER_LEN};
 use ottla_record::varint::varlong_len;
+use ottla_storage::config::CleanupPolicy;
 use ottla_storage::error::{Error, Result};
 use ottla_storage::log::Durability;
 use ottla_storage::retention_checker::{RetentionChecker, DEFAULT_CHECK_INTERVAL_MS};
-use ottla_storage::store::Store;
+use ottla_storage::store::{Store, Topic};
 
 use accumulator::{Inner, RecordClock, Topics};
 pub use batch::{BatchHandle, Callback, Completions, SendReceipt, SendRun};
@@ -306,6 +307,19 @@ fn record_size(
         });
     }
     Ok((body, rec_size))
+}
+
+/// Refuse a record without a key for a topic whose cleanup policy includes
+/// `compact`, as Kafka's LogValidator does (the cleaner keeps the latest
+/// record per key; a record without one could never be compacted away).
+fn check_key(topic: &Topic, partition: u32, key: Option<&[u8]>) -> Result<()> {
+    if key.is_none() && topic.config.cleanup_policy != CleanupPolicy::Delete {
+        return Err(Error::InvalidRecord(format!(
+            "Compacted topic cannot accept message without key in topic partition {}-{partition}.",
+            topic.name
+        )));
+    }
+    Ok(())
 }
 
 /// Where a record goes among a topic's `n` partitions: the one asked for

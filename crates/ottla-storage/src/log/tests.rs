@@ -480,6 +480,56 @@ fn offset_for_time_across_segments() {
     }
 }
 
+/// KIP-734's max-timestamp query: the first record carrying the largest
+/// timestamp, wherever it is (a closed segment or the active one, inside a
+/// batch), ties going to the earliest offset, as Kafka answers.
+#[test]
+fn max_timestamp_is_the_first_record_with_the_largest_timestamp() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[("segment.bytes", "1024"), ("index.interval.bytes", "64")]);
+    let log = open_log(tmp.path(), &cfg);
+    assert_eq!(log.max_timestamp().expect("empty log"), None);
+    let t0 = 1_700_000_000_000i64;
+    let mut all_ts: Vec<i64> = Vec::new();
+    let mut rng = Rng(11);
+    let brute = |all: &[i64]| {
+        let max = *all.iter().max()?;
+        all.iter().position(|t| *t == max).map(|i| (i as i64, max))
+    };
+    for i in 0..150 {
+        let n = 1 + (rng.next() % 4) as usize;
+        // Timestamps jump around; a new largest one now and then, in the
+        // middle of a batch, and repeated later (the earliest must win).
+        let ts: Vec<i64> = (0..n)
+            .map(|_| t0 + (rng.next() % (100 + 20 * i as u64)) as i64)
+            .collect();
+        let mut b = batch_ts(&ts, &format!("b{i}"));
+        log.append(&mut b, Durability::PageCache).expect("append");
+        all_ts.extend_from_slice(&ts);
+        assert_eq!(
+            log.max_timestamp().expect("max_timestamp"),
+            brute(&all_ts),
+            "after batch {i}"
+        );
+    }
+    assert!(log.segment_count().expect("count") > 5);
+    // The largest timestamp early on, in a segment long closed.
+    let mut b = batch_ts(&[t0 - 5, t0 + 1_000_000, t0 + 1_000_000], "peak");
+    log.append(&mut b, Durability::PageCache).expect("append");
+    all_ts.extend_from_slice(&[t0 - 5, t0 + 1_000_000, t0 + 1_000_000]);
+    let peak = brute(&all_ts);
+    assert_eq!(peak.map(|p| p.0), Some(all_ts.len() as i64 - 2));
+    for i in 0..60 {
+        let mut b = batch_ts(&[t0 + i, t0 + 1_000_000], &format!("c{i}"));
+        log.append(&mut b, Durability::PageCache).expect("append");
+        all_ts.extend_from_slice(&[t0 + i, t0 + 1_000_000]);
+    }
+    assert_eq!(log.max_timestamp().expect("max_timestamp"), peak);
+    drop(log);
+    let log = open_log(tmp.path(), &cfg);
+    assert_eq!(log.max_timestamp().expect("after reopen"), peak);
+}
+
 #[test]
 fn index_full_rolls_segment() {
     let tmp = tempfile::tempdir().expect("tempdir");
