@@ -515,28 +515,8 @@ fn only_the_first_batch_of_a_fetch_response_may_exceed_its_limits() {
 fn a_stopping_broker_answers_the_request_in_hand_then_closes() {
     use kafka_protocol::messages::{ApiKey, FetchResponse};
     let (_dir, mut broker) = start(BrokerConfig::default());
-    let mut s = TcpStream::connect(broker.local_addr()).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let shared = broker.shared.clone().expect("running");
-    shared
-        .store
-        .topic_or_create("idle", true, 1)
-        .expect("topic");
     // A long poll on an empty partition: in the broker's hands once parked.
-    s.write_all(&fetch_request(
-        "idle",
-        &[(0, 0)],
-        1_000_000,
-        1_000_000,
-        60_000,
-    ))
-    .expect("write");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while shared.replicas.waiting_fetches() == 0 {
-        assert!(Instant::now() < deadline, "the fetch never parked");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let (mut s, shared) = parked_fetch(&broker);
     drop(shared);
     // Answered (with nothing), not cut off, then the connection closes.
     broker.close();

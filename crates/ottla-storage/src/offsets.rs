@@ -68,6 +68,14 @@ const TAG_TOPIC_ID: u64 = 0;
 /// none), metadata.
 pub type OffsetEntry = (String, u32, i64, i32, String);
 
+/// (topic, partition, offset, metadata) as entries without a leader epoch.
+pub fn without_epochs(offsets: &[(String, u32, i64, String)]) -> Vec<OffsetEntry> {
+    offsets
+        .iter()
+        .map(|(t, p, o, m)| (t.clone(), *p, *o, -1, m.clone()))
+        .collect()
+}
+
 type Key = (String, String, u32);
 
 struct State {
@@ -345,11 +353,7 @@ impl OffsetStore {
         ids: &HashMap<String, TopicId>,
         durability: Durability,
     ) -> Result<()> {
-        let entries: Vec<OffsetEntry> = offsets
-            .iter()
-            .map(|(t, p, o, m)| (t.clone(), *p, *o, -1, m.clone()))
-            .collect();
-        self.commit_entries(group, &entries, ids, durability)
+        self.commit_entries(group, &without_epochs(offsets), ids, durability)
     }
 
     /// Durably record `offsets` for `group`, each with the leader epoch

@@ -195,10 +195,7 @@ pub fn commit_outside_group_ids(
     ids: &HashMap<String, TopicId>,
     durability: Durability,
 ) -> Result<()> {
-    let entries: Vec<OffsetEntry> = offsets
-        .iter()
-        .map(|(t, p, o, m)| (t.clone(), *p, *o, -1, m.clone()))
-        .collect();
+    let entries = ottla_storage::offsets::without_epochs(offsets);
     commit_outside_group_entries(store, group, &entries, ids, durability)
 }
 
