@@ -404,9 +404,11 @@ impl Store {
     }
 
     /// Remove what crashed deletions, creates and grows left behind:
-    /// `-delete` directories, and partition directories no topic's metadata
-    /// describes (see `log_dirs`).
+    /// `-delete` directories, partition directories no topic's metadata
+    /// describes (see `log_dirs`), and metadata files a killed writer left
+    /// half-written.
     fn sweep(&self) -> Result<()> {
+        self.sweep_temporary_metadata()?;
         let found =
             log_dirs::find_leftovers(&self.root, &self.root.join(".ottla"), |t| self.read_meta(t))?;
         let mut graves = found.graves;
@@ -433,6 +435,36 @@ impl Store {
             }
         }
         log_dirs::remove_retired(&graves);
+        Ok(())
+    }
+
+    /// Remove `.tmp-*` files from the topics directory: what a process
+    /// killed inside `write_atomic` left (the rename that would have made
+    /// one a topic's metadata never ran). Every write there holds the
+    /// metadata lock, so under it no such file is in progress.
+    fn sweep_temporary_metadata(&self) -> Result<()> {
+        let stale = |store: &Store| -> Result<Vec<PathBuf>> {
+            let dir = &store.topics_dir;
+            let mut found = Vec::new();
+            for entry in fs::read_dir(dir).ctx("list topics", dir)? {
+                let entry = entry.ctx("list topics", dir)?;
+                if entry.file_name().as_encoded_bytes().starts_with(b".tmp-") {
+                    found.push(entry.path());
+                }
+            }
+            Ok(found)
+        };
+        if stale(self)?.is_empty() {
+            return Ok(());
+        }
+        let _g = self.meta_lock.lock_append()?;
+        for path in stale(self)? {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove temporary metadata", &path, e)),
+            }
+        }
         Ok(())
     }
 

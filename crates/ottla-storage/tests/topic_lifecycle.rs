@@ -273,3 +273,21 @@ fn a_stale_topic_handle_does_not_bring_a_deleted_partition_back() {
     );
     assert_clean(&root, 1);
 }
+
+/// A process killed while writing a topic's metadata leaves a `.tmp-*`
+/// file beside it; the next open removes it, and the topics are unchanged.
+#[test]
+fn half_written_metadata_is_removed_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        fill(&store, "kept", 2);
+    }
+    let topics = dir.path().join(".ottla").join("topics");
+    let leftover = topics.join(".tmp-4194304-7");
+    std::fs::write(&leftover, "partitions=").expect("write leftover");
+    let store = Store::open(dir.path()).expect("reopen");
+    assert!(!leftover.exists(), "the half-written file is still there");
+    assert_eq!(store.list_topics(false).expect("list"), ["kept"]);
+    assert_eq!(store.require_topic("kept").expect("topic").partitions, 2);
+}
