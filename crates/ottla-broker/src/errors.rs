@@ -36,6 +36,7 @@ pub mod code {
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const INVALID_RECORD: i16 = 87;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
 }
 
 /// The Kafka error code a client should see for an engine error.

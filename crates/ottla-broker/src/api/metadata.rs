@@ -1,4 +1,5 @@
-//! Metadata: one broker (this one), every partition led by it, no epochs.
+//! Metadata: one broker (this one), every partition led by it, no epochs;
+//! each topic's id (v10+), and topics asked for by id alone (v12+).
 
 use std::sync::Arc;
 
@@ -11,7 +12,8 @@ use super::{blocking, s, topic_name};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::Shared;
-use ottla_storage::topic::is_internal;
+use ottla_storage::topic::{is_internal, TopicId};
+use uuid::Uuid;
 
 pub const NODE_ID: i32 = 0;
 pub const CLUSTER_ID: &str = "ottla";
@@ -35,14 +37,18 @@ pub async fn handle(
         r.controller_id = BrokerId(NODE_ID);
     }
     let store = &shared.store;
-    let names: Vec<Option<String>> = match &req.topics {
+    // Each topic asked for: by name, or (v12+) by id alone, found here.
+    let names: Vec<Result<String, Uuid>> = match &req.topics {
         Some(t) if !(t.is_empty() && v == 0) => t
             .iter()
-            .map(|t| t.name.as_ref().map(|n| n.as_str().to_string()))
+            .map(|t| match &t.name {
+                Some(n) => Ok(n.as_str().to_string()),
+                None => topic_by_id(shared, t.topic_id).ok_or(t.topic_id),
+            })
             .collect(),
         // All topics (null list, or an empty one in v0).
         _ => match blocking(|| store.list_topics(false)) {
-            Ok(all) => all.into_iter().map(Some).collect(),
+            Ok(all) => all.into_iter().map(Ok).collect(),
             Err(e) => {
                 super::super::errors::warn(&format!("metadata: cannot list topics: {e}"));
                 Vec::new()
@@ -52,11 +58,16 @@ pub async fn handle(
     let auto_create = shared.config.auto_create_topics && (v < 4 || req.allow_auto_topic_creation);
     for name in names {
         let mut t = MetadataResponseTopic::default();
-        let Some(name) = name else {
-            // A topic named only by id: ottla topics have none.
-            t.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
-            r.topics.push(t);
-            continue;
+        let name = match name {
+            Ok(name) => name,
+            Err(id) => {
+                // Kafka answers an id it does not know with the id, no name.
+                t.error_code = code::UNKNOWN_TOPIC_ID;
+                t.name = None;
+                t.topic_id = id;
+                r.topics.push(t);
+                continue;
+            }
         };
         t.name = Some(topic_name(&name));
         if v >= 1 {
@@ -67,6 +78,9 @@ pub async fn handle(
         let found = blocking(|| store.topic_or_create(&name, create, shared.config.num_partitions));
         match found {
             Ok(topic) => {
+                if v >= 10 {
+                    t.topic_id = Uuid::from_bytes(topic.id.0);
+                }
                 t.partitions = (0..topic.partitions)
                     .map(|p| {
                         let mut part = MetadataResponsePartition::default();
@@ -83,4 +97,20 @@ pub async fn handle(
         r.topics.push(t);
     }
     r
+}
+
+/// The name of the topic whose id is `id`, if one has it (a scan of the
+/// topics: asking by id alone is rare, and ids change only on re-create).
+fn topic_by_id(shared: &Shared, id: Uuid) -> Option<String> {
+    let wanted = TopicId(*id.as_bytes());
+    if wanted == TopicId::ZERO {
+        return None;
+    }
+    let store = &shared.store;
+    blocking(|| {
+        let names = store.list_topics(true).ok()?;
+        names
+            .into_iter()
+            .find(|n| matches!(store.topic(n), Ok(Some(t)) if t.id == wanted))
+    })
 }
