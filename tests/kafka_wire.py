@@ -236,3 +236,33 @@ def batch_sizes(records: bytes) -> list[int]:
         sizes.append(min(12 + n, len(records) - at))
         at += 12 + n
     return sizes
+
+
+API_DELETE_RECORDS = 21
+
+
+def delete_records(
+    sock: socket.socket, topic: str, offsets: list[tuple[int, int]], correlation_id: int = 6
+) -> list[tuple[int, int, int]]:
+    """DeleteRecords v1 of ``offsets`` [(partition, offset)] of one topic:
+    [(partition, low watermark, error code)]."""
+    body = struct.pack(">i", 1) + _str(topic) + struct.pack(">i", len(offsets))
+    for p, offset in offsets:
+        body += struct.pack(">iq", p, offset)
+    body += struct.pack(">i", 10_000)
+    sock.sendall(frame(API_DELETE_RECORDS, 1, correlation_id, body))
+    cid, data = response(sock)
+    assert cid == correlation_id
+    at = 4  # throttle time
+    (ntopics,) = struct.unpack(">i", data[at : at + 4])
+    assert ntopics == 1
+    (tlen,) = struct.unpack(">h", data[at + 4 : at + 6])
+    at += 6 + tlen
+    (nparts,) = struct.unpack(">i", data[at : at + 4])
+    at += 4
+    out = []
+    for _ in range(nparts):
+        p, low, err = struct.unpack(">iqh", data[at : at + 14])
+        at += 14
+        out.append((p, low, err))
+    return out

@@ -576,6 +576,10 @@ class _Admin:
     def enforce_retention(self, name: str) -> int:
         """Apply retention now on every partition of ``name``; returns the
         number of segments deleted."""
+    def delete_records(self, requests: list[tuple[str, int, int]]) -> list[int]:
+        """Move each ``(topic, partition, offset)``'s log start offset up to
+        ``offset`` (-1: the high watermark); the low watermarks after, in
+        order."""
     def compact(self, name: str) -> tuple[int, int, int, int, int, int, int]:
         """Compact a compacted topic now: ``(segments_before, segments_after,
         bytes_before, bytes_after, records_before, records_after,

@@ -193,6 +193,40 @@ class Admin:
         """Apply retention now; returns the number of segments deleted."""
         return self._core.enforce_retention(name)
 
+    def delete_records(
+        self, records_to_delete: Mapping[TopicPartition | tuple[str, int], int]
+    ) -> dict[TopicPartition, int]:
+        """Delete every record before an offset, per partition (Kafka's
+        DeleteRecords; kafka-python's ``KafkaAdminClient.delete_records``).
+
+        Each partition's log start offset moves up to its offset (``-1``: the
+        high watermark, deleting everything written so far); reads below it
+        raise ``OffsetOutOfRangeError``, ``earliest`` means it, and segments
+        wholly below it are deleted at once. The start is on disk before this
+        returns and survives any crash. Returns each partition's low
+        watermark (log start offset) after the call; an offset at or below
+        the current start changes nothing.
+
+        >>> admin = ottla.Admin("data", create=True)
+        >>> admin.create_topic("trimmed")
+        >>> with ottla.Producer("data") as producer:
+        ...     for i in range(10):
+        ...         _ = producer.send("trimmed", value=b"%d" % i)
+        >>> admin.delete_records({ottla.TopicPartition("trimmed", 0): 4})
+        {TopicPartition(topic="trimmed", partition=0): 4}
+
+        Raises ``OffsetOutOfRangeError`` for an offset past the high
+        watermark, ``UnknownTopicOrPartitionError`` for a partition that does
+        not exist (partitions listed before it keep their new start).
+        """
+        parts = [TopicPartition(*tp) for tp in records_to_delete]
+        requests = [
+            (tp.topic, tp.partition, int(offset))
+            for tp, offset in zip(parts, records_to_delete.values(), strict=True)
+        ]
+        lows = self._core.delete_records(requests)
+        return dict(zip(parts, lows, strict=True))
+
     def compact(self, name: str) -> CompactionStats:
         """Run the log cleaner on every partition of a compacted topic now.
 

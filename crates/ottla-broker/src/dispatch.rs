@@ -120,6 +120,7 @@ async fn handle_inner(
         ApiKey::DescribeGroups => call!(api::groups::describe),
         ApiKey::OffsetCommit => call!(api::offsets::commit),
         ApiKey::OffsetFetch => call!(api::offsets::fetch),
+        ApiKey::DeleteRecords => call!(api::records::delete),
         other => Err(format!("API {other:?} is not served")),
     }
 }

@@ -148,6 +148,32 @@ impl Admin {
         Ok(n)
     }
 
+    /// Move the log start offset of each (topic, partition) up to its
+    /// offset (-1: the high watermark); the low watermarks after, in order.
+    /// Stops at the first error (the partitions before it keep their move).
+    fn delete_records(
+        &self,
+        py: Python<'_>,
+        requests: Vec<(String, i64, i64)>,
+    ) -> PyResult<Vec<i64>> {
+        let store = &self.store;
+        py.detach(|| {
+            requests
+                .iter()
+                .map(|(topic, partition, offset)| {
+                    let p = u32::try_from(*partition).map_err(|_| {
+                        ottla_storage::error::Error::UnknownTopicOrPartition {
+                            topic: topic.clone(),
+                            partition: *partition,
+                        }
+                    })?;
+                    store.partition_by_name(topic, p)?.delete_records(*offset)
+                })
+                .collect::<ottla_storage::error::Result<Vec<i64>>>()
+        })
+        .py()
+    }
+
     /// Compact a compacted topic now: (segments_before, segments_after,
     /// bytes_before, bytes_after, records_before, records_after,
     /// tombstones_removed), summed over partitions.

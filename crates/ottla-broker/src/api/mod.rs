@@ -12,6 +12,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod producer_id;
+pub mod records;
 pub mod topics;
 
 use kafka_protocol::messages::TopicName;

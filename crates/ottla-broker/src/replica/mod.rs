@@ -4,7 +4,7 @@
 //! is this module's.
 //!
 //! ```text
-//! (here)       ReplicaManager: its state, and ListOffsets' lookups
+//! (here)       ReplicaManager: its state, ListOffsets' lookups, DeleteRecords
 //! append       Produce: validate, de-duplicate, append (inline when the log is open)
 //! validate     every produced batch whole and readable (Kafka's LogValidator)
 //! read         Fetch: one partition's batches up to the high watermark; the long poll
@@ -111,6 +111,22 @@ impl ReplicaManager {
                     None => Ok((-1, -1)),
                 },
             }
+        })
+    }
+
+    /// DeleteRecords for one partition: move its log start offset up to
+    /// `offset` (-1: the high watermark); the log start offset after the
+    /// call (Kafka's low watermark).
+    pub fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, i16> {
+        crate::blocking(|| -> Result<i64, i16> {
+            if partition < 0 {
+                return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+            }
+            let log = self
+                .store
+                .partition_by_name(topic, partition as u32)
+                .map_err(|e| kafka_code(&e))?;
+            log.delete_records(offset).map_err(|e| kafka_code(&e))
         })
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::head::{HeadCondition, HeadState};
 use super::offset_index::ENTRY_SIZE as OFFSET_ENTRY;
-use super::partition::{now_ms, remove_segment_files, segment_path, PartitionLog};
+use super::partition::{now_ms, read_log_start, remove_segment_files, segment_path, PartitionLog};
 use super::segment::{scan, LogSegment};
 use super::time_index::ENTRY_SIZE as TIME_ENTRY;
 use crate::error::{Error, Result};
@@ -24,7 +24,7 @@ pub(crate) fn load(log: &PartitionLog) -> Result<HeadState> {
     // A cleanly closed log that starts at its active segment has no closed
     // segment a swap could concern (skips listing the directory).
     let st = head.read_locked();
-    if !(head.condition() == HeadCondition::Clean && st.log_start_offset == st.active_base) {
+    if !(head.condition() == HeadCondition::Clean && st.log_start_offset >= st.active_base) {
         super::cleaner::complete_swaps(log)?;
     }
     match head.condition() {
@@ -40,13 +40,23 @@ pub(crate) fn load(log: &PartitionLog) -> Result<HeadState> {
 
 /// Open the segments the head describes without reading them.
 fn trust(log: &PartitionLog, crashed: bool) -> Result<HeadState> {
-    let st = log.head().read_locked();
+    let mut st = log.head().read_locked();
+    if crashed {
+        // `delete_records` writes its checkpoint before the head: a crash
+        // between the two left the file ahead (see `partition::log_start`).
+        if let Some(start) = read_log_start(log.dir()) {
+            if start > st.log_start_offset && start <= st.next_offset {
+                st.log_start_offset = start;
+                log.head().write(&st);
+            }
+        }
+    }
     // A cleanly closed log that starts at its active segment has no other
     // segment holding live offsets, and no leftovers of an interrupted roll
     // or retention pass to clean up (those need a crash, which leaves the
     // head unclean): skip listing the directory. Any older file there is
     // below the log start, which nothing reads.
-    let bases = if !crashed && st.log_start_offset == st.active_base {
+    let bases = if !crashed && st.log_start_offset >= st.active_base {
         vec![st.active_base]
     } else {
         log.list_bases()?
@@ -323,11 +333,16 @@ pub(crate) fn recover(log: &PartitionLog, from: i64) -> Result<HeadState> {
     }
     let mut st = active.unwrap_or_default();
     let first = bases[0];
-    st.log_start_offset = if valid {
-        old.log_start_offset.clamp(first, st.next_offset)
+    // The larger of the head's and the checkpoint's (`delete_records`),
+    // never past the end recovered: records lost with a reboot take the
+    // start back with them.
+    let checkpoint = read_log_start(log.dir()).unwrap_or(i64::MIN);
+    let kept = if valid {
+        old.log_start_offset.max(checkpoint)
     } else {
-        first
+        checkpoint
     };
+    st.log_start_offset = kept.max(first).min(st.next_offset.max(first));
     st.segments_gen = if valid {
         old.segments_gen.wrapping_add(1)
     } else {

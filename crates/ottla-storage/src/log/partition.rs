@@ -10,7 +10,8 @@
 //! * `append`: stamping and writing batches, durability and `flush`;
 //! * `read`: batches by offset, and the compaction-gap rule;
 //! * `roll`: closing the active segment and starting the next;
-//! * `retention`: deleting segments by time and size;
+//! * `retention`: deleting segments by time and size, and below the log start;
+//! * `log_start`: the log start offset moved by hand (`delete_records`);
 //! * `time_lookup`: the first offset at or after a timestamp.
 //!
 //! Writers: in-process mutex, then the cross-process append lock, then
@@ -20,6 +21,7 @@
 //! below its `active_size`, which are whole and final.
 
 mod append;
+mod log_start;
 mod read;
 mod retention;
 mod roll;
@@ -42,6 +44,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::fd_budget::{self, Slot};
 
 pub use append::{AppendInfo, Durability, SealFn};
+pub(crate) use log_start::read_log_start;
+pub use log_start::LOG_START_FILE;
 pub use read::{Fetched, ReadCursor};
 
 pub(crate) struct SegmentMap {

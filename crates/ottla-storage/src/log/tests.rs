@@ -2019,3 +2019,148 @@ fn a_deleted_partition_with_closed_descriptors_is_unknown() {
             .map(|_| ())
     ));
 }
+
+// ------------------------------------------------- delete_records (log start)
+
+#[test]
+fn delete_records_moves_the_log_start_inside_a_segment() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[("segment.bytes", "1024")]);
+    let log = open_log(tmp.path(), &cfg);
+    let mut rng = Rng(11);
+    let batches = fill(&log, 120, 1_000, &mut rng);
+    let hw = batches.last().expect("batches").1 + 1;
+    let files = segment_files(&part_dir(tmp.path()));
+    assert!(
+        files.len() > 4,
+        "want several segments, got {}",
+        files.len()
+    );
+    let bases: Vec<i64> = files.keys().copied().collect();
+    // An offset strictly inside the third segment.
+    let target = bases[2] + 1;
+    assert!(target < bases[3]);
+
+    assert_eq!(log.delete_records(target).expect("delete records"), target);
+    assert_eq!(log.offsets().expect("offsets"), (target, hw));
+    expect_out_of_range(
+        log.read(target - 1, 100, &mut None, true),
+        target - 1,
+        target,
+        hw,
+    );
+    let recs = read_all(&log);
+    assert_eq!(recs.first().expect("records").0, target);
+    assert_eq!(recs.len() as i64, hw - target);
+    // Segments wholly below the start are gone; the one holding it stays.
+    let left = segment_files(&part_dir(tmp.path()));
+    assert_eq!(*left.keys().next().expect("a segment"), bases[2]);
+    // Lower or equal: nothing changes. Above the high watermark: refused.
+    assert_eq!(log.delete_records(1).expect("lower"), target);
+    assert_eq!(log.delete_records(target).expect("same"), target);
+    match log.delete_records(hw + 1) {
+        Err(Error::OffsetOutOfRange { offset, .. }) => assert_eq!(offset, hw + 1),
+        other => panic!("expected OffsetOutOfRange, got {other:?}"),
+    }
+    assert!(matches!(
+        log.delete_records(-2),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    // -1: the high watermark; every closed segment goes.
+    assert_eq!(log.delete_records(-1).expect("to the end"), hw);
+    assert_eq!(log.offsets().expect("offsets"), (hw, hw));
+    assert_eq!(segment_files(&part_dir(tmp.path())).len(), 1);
+    // Appends go on at the end.
+    let mut b = batch(2, 9_000, "after");
+    let info = log.append(&mut b, Durability::PageCache).expect("append");
+    assert_eq!(info.base_offset, hw);
+    assert_eq!(info.log_start_offset, hw);
+    assert_eq!(read_all(&log).len(), 2);
+}
+
+#[test]
+fn delete_records_start_survives_every_kind_of_reopen() {
+    for how in [
+        Unclean::CleanHead,
+        Unclean::HeadDeleted,
+        Unclean::EarlierBoot,
+        Unclean::TornHeadUpdate,
+        Unclean::CrashedThisBoot,
+    ] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = config(&[("segment.bytes", "1024")]);
+        let mut rng = Rng(5);
+        let (target, hw) = {
+            let log = open_log(tmp.path(), &cfg);
+            let batches = fill(&log, 60, 1_000, &mut rng);
+            let hw = batches.last().expect("batches").1 + 1;
+            let bases: Vec<i64> = segment_files(&part_dir(tmp.path()))
+                .keys()
+                .copied()
+                .collect();
+            let target = bases[1] + 2;
+            log.delete_records(target).expect("delete records");
+            (target, hw)
+        };
+        make_unclean(tmp.path(), how);
+        let log = open_log(tmp.path(), &cfg);
+        assert_eq!(log.offsets().expect("offsets"), (target, hw), "{how:?}");
+        assert_eq!(read_all(&log).first().expect("records").0, target);
+    }
+}
+
+#[test]
+fn a_checkpoint_ahead_of_the_head_wins_after_a_crash() {
+    // `delete_records` killed between writing its checkpoint and the head.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[]);
+    {
+        let log = open_log(tmp.path(), &cfg);
+        let mut b = batch(10, 1_000, "a");
+        log.append(&mut b, Durability::PageCache).expect("append");
+    }
+    std::fs::write(
+        part_dir(tmp.path()).join(super::partition::LOG_START_FILE),
+        "0\n1\nt 0 4\n",
+    )
+    .expect("write checkpoint");
+    make_unclean(tmp.path(), Unclean::CrashedThisBoot);
+    let log = open_log(tmp.path(), &cfg);
+    assert_eq!(log.offsets().expect("offsets"), (4, 10));
+    // A checkpoint past the end (records lost) is cut back to the end.
+    drop(log);
+    std::fs::write(
+        part_dir(tmp.path()).join(super::partition::LOG_START_FILE),
+        "0\n1\nt 0 50\n",
+    )
+    .expect("write checkpoint");
+    make_unclean(tmp.path(), Unclean::HeadDeleted);
+    let log = open_log(tmp.path(), &cfg);
+    assert_eq!(log.offsets().expect("offsets"), (10, 10));
+}
+
+#[test]
+fn segments_below_the_start_go_whatever_the_cleanup_policy() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[("segment.bytes", "1024"), ("cleanup.policy", "compact")]);
+    let log = open_log(tmp.path(), &cfg);
+    let mut rng = Rng(9);
+    let batches = fill(&log, 80, 1_000, &mut rng);
+    let hw = batches.last().expect("batches").1 + 1;
+    let bases: Vec<i64> = segment_files(&part_dir(tmp.path()))
+        .keys()
+        .copied()
+        .collect();
+    let target = bases[bases.len() - 2] + 1;
+    assert_eq!(log.delete_records(target).expect("delete"), target);
+    let left: Vec<i64> = segment_files(&part_dir(tmp.path()))
+        .keys()
+        .copied()
+        .collect();
+    assert!(left[0] <= target && left.len() <= 2, "left {left:?}");
+    assert_eq!(log.offsets().expect("offsets"), (target, hw));
+    // The cleaner keeps to the start: nothing below it comes back.
+    log.compact().expect("compact");
+    assert!(read_all(&log).iter().all(|r| r.0 >= target));
+    assert_eq!(log.offsets().expect("offsets").0, target);
+}

@@ -163,8 +163,9 @@ impl PartitionLog {
         let segs = self.segments_for(st)?;
         let mut target = offset;
         // Invariant: the segment holding the log start has a base at or
-        // below it (retention starts the log at a segment's base; recovery
-        // and the cleaner keep bases), so a segment at or below `offset`
+        // below it (retention starts the log at a segment's base,
+        // `delete_records` inside a segment it keeps; recovery and the
+        // cleaner keep bases), so a segment at or below `offset`
         // exists unless it was deleted after `st` was read.
         let mut seg_iter = segs.map.range(..=target).next_back().map(|(b, _)| *b);
         if seg_iter.is_none() {

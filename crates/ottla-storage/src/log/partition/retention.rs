@@ -4,6 +4,10 @@
 //! record in it has expired. `compact` hands the other policy to
 //! `log::cleaner`.
 //!
+//! Whatever the policy, closed segments wholly below the log start offset
+//! (moved by hand with `delete_records`, see `log_start`) go too, as
+//! Kafka's `deleteLogStartOffsetBreachedSegments`.
+//!
 //! Only whole segments go, from the front, under the append lock, and the
 //! head publishes the new log start offset before any file is unlinked: a
 //! reader in another process sees the offsets gone before it could miss
@@ -28,13 +32,18 @@ impl PartitionLog {
     /// the number of segments deleted.
     pub fn enforce_retention(&self) -> Result<usize> {
         let cfg = self.config();
-        if !cfg.deletes_by_retention() || (cfg.retention_ms < 0 && cfg.retention_bytes < 0) {
-            return Ok(0);
-        }
+        let by_retention =
+            cfg.deletes_by_retention() && (cfg.retention_ms >= 0 || cfg.retention_bytes >= 0);
         let now = now_ms();
         let expired = |max_ts: Option<i64>| {
-            cfg.retention_ms >= 0
+            by_retention
+                && cfg.retention_ms >= 0
                 && max_ts.is_some_and(|ts| ts < now.saturating_sub(cfg.retention_ms))
+        };
+        // Closed segments whose records are all below the log start: the
+        // next segment starts at or below it.
+        let below_start = |st: &super::HeadState, next_base: Option<&i64>| {
+            next_base.is_some_and(|b| *b <= st.log_start_offset) && st.log_start_offset > 0
         };
         // Without the lock first: a log that is only its active segment, not
         // all expired, has nothing to delete (the common case on open, which
@@ -44,8 +53,9 @@ impl PartitionLog {
             let segs = self.segments.read();
             if segs.gen == st.segments_gen
                 && segs.active_base == st.active_base
-                && segs.map.len() <= 1
                 && !(st.active_size > 0 && expired(Some(st.max_timestamp)))
+                && (segs.map.len() <= 1
+                    || (!by_retention && !below_start(&st, segs.map.keys().nth(1))))
             {
                 return Ok(0);
             }
@@ -66,11 +76,19 @@ impl PartitionLog {
         let segs = self.segments_for(&st)?;
         let mut total: u64 = segs.total_bytes(&st);
         let mut doomed = Vec::new();
+        let mut bases = segs.map.keys().skip(1);
         for (base, seg) in &segs.map {
+            let next_base = bases.next();
             if *base == st.active_base {
                 break;
             }
-            let by_size = cfg.retention_bytes >= 0
+            if below_start(&st, next_base) {
+                total = total.saturating_sub(seg.closed_size());
+                doomed.push(seg.clone());
+                continue;
+            }
+            let by_size = by_retention
+                && cfg.retention_bytes >= 0
                 && total.saturating_sub(seg.closed_size()) >= cfg.retention_bytes as u64
                 && total > cfg.retention_bytes as u64;
             if by_size || expired(seg.closed_max_timestamp()?) {
