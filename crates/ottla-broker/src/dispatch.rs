@@ -121,6 +121,11 @@ async fn handle_inner(
         ApiKey::OffsetCommit => call!(api::offsets::commit),
         ApiKey::OffsetFetch => call!(api::offsets::fetch),
         ApiKey::DeleteRecords => call!(api::records::delete),
+        ApiKey::DescribeCluster => call!(api::cluster::describe),
+        ApiKey::DescribeLogDirs => call!(api::log_dirs::describe),
+        ApiKey::DescribeProducers => call!(api::producers::describe),
+        ApiKey::DescribeTopicPartitions => call!(api::metadata::describe_topic_partitions),
+        ApiKey::GetTelemetrySubscriptions => call!(api::telemetry::get_subscriptions),
         other => Err(format!("API {other:?} is not served")),
     }
 }

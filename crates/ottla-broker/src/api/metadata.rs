@@ -1,13 +1,22 @@
 //! Metadata: one broker (this one), every partition led by it, no epochs;
-//! each topic's id (v10+), and topics asked for by id alone (v12+).
+//! each topic's id (v10+), and topics asked for by id alone (v12+);
+//! authorized operations when asked (v8+; everything is allowed). And
+//! DescribeTopicPartitions (KIP-966), the paged form of a Metadata answer.
 
 use std::sync::Arc;
 
+use kafka_protocol::messages::describe_topic_partitions_response::{
+    Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use kafka_protocol::messages::{
+    BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, MetadataRequest,
+    MetadataResponse,
+};
 
+use super::cluster::{CLUSTER_OPERATIONS, TOPIC_OPERATIONS};
 use super::{blocking, s, topic_name};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
@@ -35,6 +44,9 @@ pub async fn handle(
     }
     if v >= 1 {
         r.controller_id = BrokerId(NODE_ID);
+    }
+    if (8..=10).contains(&v) && req.include_cluster_authorized_operations {
+        r.cluster_authorized_operations = CLUSTER_OPERATIONS;
     }
     let store = &shared.store;
     // Each topic asked for: by name, or (v12+) by id alone, found here.
@@ -81,6 +93,9 @@ pub async fn handle(
                 if v >= 10 {
                     t.topic_id = Uuid::from_bytes(topic.id.0);
                 }
+                if v >= 8 && req.include_topic_authorized_operations {
+                    t.topic_authorized_operations = TOPIC_OPERATIONS;
+                }
                 t.partitions = (0..topic.partitions)
                     .map(|p| {
                         let mut part = MetadataResponsePartition::default();
@@ -113,4 +128,110 @@ fn topic_by_id(shared: &Shared, id: Uuid) -> Option<String> {
             .into_iter()
             .find(|n| matches!(store.topic(n), Ok(Some(t)) if t.id == wanted))
     })
+}
+
+/// The most partitions one DescribeTopicPartitions answer carries, whatever
+/// the request asks (Kafka's `max.request.partition.size.limit` default).
+const MAX_RESPONSE_PARTITIONS: i32 = 2000;
+
+/// DescribeTopicPartitions: the topics asked for (all of them for an empty
+/// list), sorted by name, from the cursor on, with at most
+/// `response_partition_limit` partitions; `next_cursor` says where the next
+/// page starts when there is more. An unknown topic answers
+/// UNKNOWN_TOPIC_OR_PARTITION; a cursor naming a topic not asked for makes
+/// every topic asked for INVALID_REQUEST, as Kafka's error response does.
+pub async fn describe_topic_partitions(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: DescribeTopicPartitionsRequest,
+    _v: i16,
+) -> DescribeTopicPartitionsResponse {
+    let mut r = DescribeTopicPartitionsResponse::default();
+    let store = &shared.store;
+    let mut names: Vec<String> = if req.topics.is_empty() {
+        match blocking(|| store.list_topics(false)) {
+            Ok(all) => all,
+            Err(e) => {
+                super::super::errors::warn(&format!("describe topics: cannot list topics: {e}"));
+                Vec::new()
+            }
+        }
+    } else {
+        req.topics
+            .iter()
+            .map(|t| t.name.as_str().to_string())
+            .collect()
+    };
+    names.sort_unstable();
+    names.dedup();
+    let (first_topic, mut first_partition) = match &req.cursor {
+        Some(c) => {
+            let at = c.topic_name.as_str();
+            if !names.iter().any(|n| n == at) || c.partition_index < 0 {
+                // Kafka's error response: every topic asked for, with the error.
+                for asked in &req.topics {
+                    let mut t = DescribeTopicPartitionsResponseTopic::default();
+                    t.error_code = code::INVALID_REQUEST;
+                    t.name = Some(asked.name.clone());
+                    r.topics.push(t);
+                }
+                return r;
+            }
+            (Some(at.to_string()), c.partition_index as u32)
+        }
+        None => (None, 0),
+    };
+    if let Some(first) = &first_topic {
+        names.retain(|n| n >= first);
+    }
+    let mut left = req
+        .response_partition_limit
+        .clamp(1, MAX_RESPONSE_PARTITIONS) as u32;
+    let mut iter = names.into_iter().peekable();
+    while let Some(name) = iter.next() {
+        let mut t = DescribeTopicPartitionsResponseTopic::default();
+        t.name = Some(topic_name(&name));
+        t.is_internal = is_internal(&name);
+        let start = std::mem::take(&mut first_partition);
+        match blocking(|| store.topic(&name)) {
+            Ok(Some(topic)) => {
+                t.topic_id = Uuid::from_bytes(topic.id.0);
+                t.topic_authorized_operations = TOPIC_OPERATIONS;
+                let end = topic.partitions.min(start.saturating_add(left));
+                for p in start..end {
+                    let mut part = DescribeTopicPartitionsResponsePartition::default();
+                    part.partition_index = p as i32;
+                    part.leader_id = BrokerId(NODE_ID);
+                    part.leader_epoch = -1;
+                    part.replica_nodes = vec![BrokerId(NODE_ID)];
+                    part.isr_nodes = vec![BrokerId(NODE_ID)];
+                    part.eligible_leader_replicas = Some(Vec::new());
+                    part.last_known_elr = Some(Vec::new());
+                    t.partitions.push(part);
+                }
+                left -= end.saturating_sub(start);
+                if end < topic.partitions {
+                    let mut c = Cursor::default();
+                    c.topic_name = topic_name(&name);
+                    c.partition_index = end as i32;
+                    r.topics.push(t);
+                    r.next_cursor = Some(c);
+                    return r;
+                }
+            }
+            Ok(None) => t.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+            Err(e) => t.error_code = kafka_code(&e),
+        }
+        r.topics.push(t);
+        if left == 0 {
+            if let Some(next) = iter.peek() {
+                let mut c = Cursor::default();
+                c.topic_name = topic_name(next);
+                c.partition_index = 0;
+                r.next_cursor = Some(c);
+            }
+            return r;
+        }
+    }
+    r
 }

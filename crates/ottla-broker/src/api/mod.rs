@@ -4,15 +4,19 @@
 //! encode; errors are Kafka error codes in the response, never a closed
 //! connection.
 
+pub mod cluster;
 pub mod configs;
 pub mod fetch;
 pub mod groups;
 pub mod list_offsets;
+pub mod log_dirs;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod producer_id;
+pub mod producers;
 pub mod records;
+pub mod telemetry;
 pub mod topics;
 
 use kafka_protocol::messages::TopicName;

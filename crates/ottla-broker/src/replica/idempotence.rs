@@ -41,6 +41,8 @@ impl BatchSeq {
 struct Entry {
     epoch: i16,
     last_seq: i32,
+    /// When the last batch was appended (ms), for DescribeProducers.
+    last_timestamp: i64,
     /// (first sequence, last sequence, base offset) of recent batches.
     recent: VecDeque<(i32, i32, i64)>,
 }
@@ -101,6 +103,7 @@ impl PartitionProducers {
         let e = self.by_id.entry(b.producer_id).or_insert(Entry {
             epoch: b.epoch,
             last_seq: -1,
+            last_timestamp: -1,
             recent: VecDeque::new(),
         });
         if b.epoch != e.epoch {
@@ -108,10 +111,39 @@ impl PartitionProducers {
             e.recent.clear();
         }
         e.last_seq = b.last();
+        e.last_timestamp = ottla_storage::log::now_ms();
         e.recent.push_back((b.first, b.last(), base_offset));
         while e.recent.len() > RECENT {
             e.recent.pop_front();
         }
+    }
+}
+
+/// One producer's state as DescribeProducers shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerSnapshot {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    /// When its last batch was appended (ms; Kafka shows the batch's
+    /// largest timestamp, which a producer's clock sets).
+    pub last_timestamp: i64,
+}
+
+impl PartitionProducers {
+    fn snapshot(&self) -> Vec<ProducerSnapshot> {
+        let mut out: Vec<ProducerSnapshot> = self
+            .by_id
+            .iter()
+            .map(|(id, e)| ProducerSnapshot {
+                producer_id: *id,
+                epoch: e.epoch,
+                last_sequence: e.last_seq,
+                last_timestamp: e.last_timestamp,
+            })
+            .collect();
+        out.sort_unstable_by_key(|p| p.producer_id);
+        out
     }
 }
 
@@ -135,6 +167,16 @@ impl ProducerTable {
     /// Forget a deleted topic's producers.
     pub fn forget_topic(&self, topic: &str) {
         self.partitions.lock().retain(|(t, _), _| t != topic);
+    }
+
+    /// The producers of a partition, by id (none for one never appended to).
+    pub fn snapshot(&self, topic: &str, partition: u32) -> Vec<ProducerSnapshot> {
+        let found = self
+            .partitions
+            .lock()
+            .get(&(topic.to_string(), partition))
+            .cloned();
+        found.map_or_else(Vec::new, |p| p.lock().snapshot())
     }
 }
 

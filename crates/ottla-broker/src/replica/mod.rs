@@ -4,7 +4,8 @@
 //! is this module's.
 //!
 //! ```text
-//! (here)       ReplicaManager: its state, ListOffsets' lookups, DeleteRecords
+//! (here)       ReplicaManager: its state, ListOffsets' lookups, DeleteRecords,
+//!              partition sizes and producers for the Describe APIs
 //! append       Produce: validate, de-duplicate, append (inline when the log is open)
 //! validate     every produced batch whole and readable (Kafka's LogValidator)
 //! read         Fetch: one partition's batches up to the high watermark; the long poll
@@ -128,6 +129,24 @@ impl ReplicaManager {
                 .map_err(|e| kafka_code(&e))?;
             log.delete_records(offset).map_err(|e| kafka_code(&e))
         })
+    }
+
+    /// DescribeLogDirs for one partition: its bytes on disk.
+    pub fn partition_size(&self, topic: &str, partition: u32) -> Result<i64, i16> {
+        crate::blocking(|| -> Result<i64, i16> {
+            let log = self
+                .store
+                .partition_by_name(topic, partition)
+                .map_err(|e| kafka_code(&e))?;
+            let bytes = log.size_bytes().map_err(|e| kafka_code(&e))?;
+            Ok(i64::try_from(bytes).unwrap_or(i64::MAX))
+        })
+    }
+
+    /// DescribeProducers for one partition: the idempotent producers this
+    /// broker has seen append to it since it started.
+    pub fn producers(&self, topic: &str, partition: u32) -> Vec<idempotence::ProducerSnapshot> {
+        self.producers.snapshot(topic, partition)
     }
 
     /// How many Fetch requests are waiting for an append now.
