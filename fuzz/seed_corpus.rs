@@ -7,5 +7,11 @@ fn main() -> std::io::Result<()> {
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join(format!("seed-{name}")), bytes)?;
     }
+    let frames = ottla_broker::fuzzing::seed_corpus().map_err(std::io::Error::other)?;
+    let dir = std::path::Path::new("corpus").join("request_frame");
+    std::fs::create_dir_all(&dir)?;
+    for (name, bytes) in frames {
+        std::fs::write(dir.join(format!("seed-{name}")), bytes)?;
+    }
     Ok(())
 }

@@ -6,6 +6,7 @@ for what no client shows, raw frames."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import struct
 import uuid
@@ -30,6 +31,7 @@ TOPIC_OPS = {"READ", "WRITE", "CREATE", "DELETE", "ALTER", "DESCRIBE"}
 TOPIC_OPS |= {"DESCRIBE_CONFIGS", "ALTER_CONFIGS"}
 INVALID_REQUEST = 42
 UNKNOWN_TOPIC_OR_PARTITION = 3
+UNKNOWN_TOPIC_ID = 100
 MISMATCHED_ENDPOINT_TYPE = 114
 
 
@@ -128,7 +130,7 @@ def test_describe_log_dirs(broker: ottla.Broker, data_dir: Path) -> None:
     admin.create_topic("dirs", partitions=2)
     admin.create_topic("other", partitions=1)
     with ottla.Producer(data_dir) as p:
-        for i in range(100):
+        for _ in range(100):
             p.send("dirs", value=b"x" * 100, partition=0)
     a = kp_admin(broker)
     try:
@@ -270,3 +272,122 @@ def test_get_telemetry_subscriptions_says_there_is_none(broker: ottla.Broker) ->
     assert set(codecs) <= {1, 2, 3, 4}
     mine = uuid.uuid4().bytes
     assert _telemetry(broker, mine)[1] == mine
+
+
+# ---------------------------------------------------------------- topic ids
+
+
+def stored_id(data_dir: Path, topic: str) -> uuid.UUID:
+    text = ottla.Admin(data_dir).describe_topic(topic).topic_id
+    return uuid.UUID(bytes=base64.urlsafe_b64decode(text + "=="))
+
+
+def test_create_topics_answers_the_topic_id(broker: ottla.Broker, data_dir: Path) -> None:
+    a = kp_admin(broker)
+    try:
+        got = a.create_topics({"with-id": {"num_partitions": 2}})
+        checked = a.create_topics({"checked": {"num_partitions": 1}}, validate_only=True)
+    finally:
+        a.close()
+    (t,) = got["topics"]
+    assert t["error_code"] == 0
+    # kafka-python shows ids as text.
+    assert uuid.UUID(str(t["topic_id"])) == stored_id(data_dir, "with-id")
+    (c,) = checked["topics"]
+    assert c["topic_id"] is None  # validate_only: the zero id, nothing made
+
+
+def test_delete_topics_by_id(broker: ottla.Broker, data_dir: Path) -> None:
+    admin = ottla.Admin(data_dir)
+    admin.create_topic("doomed", partitions=2)
+    admin.create_topic("by-name", partitions=1)
+    doomed = stored_id(data_dir, "doomed")
+    by_name = stored_id(data_dir, "by-name")
+    stranger = uuid.uuid4()
+    a = kp_admin(broker)
+    try:
+        got = a.delete_topics([doomed], raise_errors=False)
+        again = a.delete_topics([doomed, stranger], raise_errors=False)
+        named = a.delete_topics(["by-name"], raise_errors=False)
+    finally:
+        a.close()
+    # kafka-python shows ids as text.
+    (r,) = got["topics"]
+    assert (r["name"], r["topic_id"], r["error_code"]) == ("doomed", str(doomed), 0)
+    assert "doomed" not in admin.list_topics()
+    # The id of a deleted topic, and one no topic ever had: UNKNOWN_TOPIC_ID,
+    # without a name.
+    assert [(x["name"], x["topic_id"], x["error_code"]) for x in again["topics"]] == [
+        (None, str(doomed), UNKNOWN_TOPIC_ID),
+        (None, str(stranger), UNKNOWN_TOPIC_ID),
+    ]
+    # By name (v6): the answer carries the id the topic had.
+    (n,) = named["topics"]
+    assert (n["name"], n["topic_id"], n["error_code"]) == ("by-name", str(by_name), 0)
+
+
+def fetch_v13(b: ottla.Broker, topic_id: bytes, offset: int) -> tuple[bytes, int, int]:
+    """Fetch v13 of partition 0 of the topic ``topic_id``, without waiting:
+    (the response's topic id, the partition's error code, its high
+    watermark)."""
+    partition = struct.pack(">iiqiqi", 0, -1, offset, -1, -1, 1 << 20) + _uvarint(0)
+    topic = topic_id + _uvarint(2) + partition + _uvarint(0)
+    body = struct.pack(">iiiibii", -1, 0, 0, 1 << 20, 0, 0, -1)
+    body += _uvarint(2) + topic + _uvarint(1) + _uvarint(1) + _uvarint(0)
+    data = flexible_request(b, 1, 13, body)
+    at = 4 + 2 + 4  # throttle time, error code, session id
+    assert data[at] == 2, "one topic"
+    at += 1
+    got_id = data[at : at + 16]
+    at += 16
+    assert data[at] == 2, "one partition"
+    at += 1
+    _p, error, hw = struct.unpack(">ihq", data[at : at + 14])
+    return got_id, error, hw
+
+
+def test_fetch_by_topic_id(broker: ottla.Broker, data_dir: Path) -> None:
+    ottla.Admin(data_dir).create_topic("fid", partitions=1)
+    with ottla.Producer(data_dir) as p:
+        for i in range(3):
+            p.send("fid", value=b"%d" % i)
+    tid = stored_id(data_dir, "fid").bytes
+    assert fetch_v13(broker, tid, 0) == (tid, 0, 3)
+    stranger = uuid.uuid4().bytes
+    assert fetch_v13(broker, stranger, 0) == (stranger, UNKNOWN_TOPIC_ID, -1)
+    # Deleted and created again: the old id is unknown, the new one reads.
+    ottla.Admin(data_dir).delete_topic("fid")
+    ottla.Admin(data_dir).create_topic("fid", partitions=1)
+    assert fetch_v13(broker, tid, 0)[1] == UNKNOWN_TOPIC_ID
+    fresh = stored_id(data_dir, "fid").bytes
+    assert fetch_v13(broker, fresh, 0) == (fresh, 0, 0)
+
+
+def test_librdkafka_consumes_with_fetch_by_id(broker: ottla.Broker, data_dir: Path) -> None:
+    from confluent_kafka import Consumer
+
+    ottla.Admin(data_dir).create_topic("rdk", partitions=2)
+    with ottla.Producer(data_dir) as p:
+        for i in range(20):
+            p.send("rdk", value=b"%d" % i, partition=i % 2)
+    c = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "group.id": "rdk",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    got: list[bytes] = []
+    try:
+        c.subscribe(["rdk"])
+        for _ in range(60):
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                value = m.value()
+                assert value is not None
+                got.append(value)
+            if len(got) == 20:
+                break
+    finally:
+        c.close()
+    assert sorted(int(v) for v in got) == list(range(20))

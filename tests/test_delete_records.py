@@ -16,8 +16,7 @@ import ottla
 from helpers import Child, Spawn
 
 pytest.importorskip("confluent_kafka")
-from confluent_kafka import KafkaException
-from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka import KafkaException, TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient
 
 OFFSET_OUT_OF_RANGE = 1

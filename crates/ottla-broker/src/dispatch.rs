@@ -24,6 +24,9 @@ pub struct Session {
     /// Partitions this connection has appended to: their logs are open, so
     /// the next append is a page-cache copy (see `ReplicaManager::append`).
     pub written: Written,
+    /// Topic ids this connection named topics by (Fetch v13+, Metadata,
+    /// DeleteTopics), with the name each had: see `api::metadata::topic_by_id`.
+    pub topic_names: std::collections::HashMap<uuid::Uuid, String>,
 }
 
 impl Session {
@@ -33,6 +36,7 @@ impl Session {
             client_id: String::new(),
             cursors: Cursors::new(),
             written: Written::new(),
+            topic_names: std::collections::HashMap::new(),
         }
     }
 }

@@ -13,6 +13,7 @@
 //!              with producer de-duplication, read with the long poll, offsets)
 //! coordinator/ consumer groups, their coordinator claim, producer ids
 //! errors       Kafka error codes, and engine errors mapped onto them
+//! fuzzing      the request-frame oracle (cargo-fuzz and the replay test)
 //! alloc        the process allocator, safe against sizes claimed on the wire
 //! ```
 //!
@@ -29,6 +30,8 @@ pub mod api;
 pub mod coordinator;
 pub mod dispatch;
 pub mod errors;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod net;
 pub mod replica;
 pub mod versions;

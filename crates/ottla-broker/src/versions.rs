@@ -1,13 +1,19 @@
 //! The API versions this broker speaks, and the ApiVersions request.
 //!
-//! The ranges are those of a Kafka 3.0-era broker, with every API at a
-//! version that still names topics (not topic ids) and does not carry the
-//! KIP-848 group protocol. That is what the three client families need:
+//! Most ranges are those of a Kafka 3.0-era broker, at versions without the
+//! KIP-848 group protocol. Topic ids (KIP-516) are served where Kafka 4.x
+//! has them: Metadata v10-12, CreateTopics v7 (the created topic's id),
+//! DeleteTopics v6 (by id) and Fetch v13-18 (topics by id; v15-18 add only
+//! what a follower sends). Issue 13's describe APIs are served at Kafka
+//! 4.x's ranges: DeleteRecords, DescribeLogDirs, DescribeCluster,
+//! DescribeProducers, GetTelemetrySubscriptions (no subscription) and
+//! DescribeTopicPartitions. That is what the three client families need:
 //! librdkafka picks the highest common version per API; kafka-python infers
-//! a broker version from the ranges (these read as Kafka 3.0) and uses record
-//! batch v2 from 0.11 on; aiokafka refuses an API that is not listed. No
-//! OffsetForLeaderEpoch: responses carry no leader epochs (-1), so clients
-//! never ask for epoch validation.
+//! a broker version from the ranges and uses record batch v2 from 0.11 on;
+//! aiokafka refuses an API that is not listed. No OffsetForLeaderEpoch:
+//! responses carry no leader epochs (-1), so clients never ask for epoch
+//! validation. docs/COMPATIBILITY.md lists every key against Kafka 4.x's
+//! range (`tests/test_compatibility_doc.py` checks it against this table).
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
@@ -16,7 +22,7 @@ use crate::errors::code;
 
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
-    (ApiKey::Fetch, 4, 12),
+    (ApiKey::Fetch, 4, 18),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::OffsetCommit, 2, 8),
@@ -29,8 +35,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::ApiVersions, 0, 3),
-    (ApiKey::CreateTopics, 2, 5),
-    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),

@@ -12,6 +12,11 @@
 //! sticks behind a batch larger than its limits. After the first partition
 //! with records there is no exception: a partition whose next batch does
 //! not fit what is left returns no records.
+//!
+//! From v13 on, topics are named by id in the request and the response
+//! (KIP-516); an id no topic has answers UNKNOWN_TOPIC_ID for each of its
+//! partitions, so the client refreshes its metadata. v15's replica state
+//! and v17's directory ids are a follower's; a consumer sends neither.
 
 use std::sync::Arc;
 
@@ -27,13 +32,25 @@ pub async fn handle(
     shared: &Arc<Shared>,
     session: &mut Session,
     req: FetchRequest,
-    _v: i16,
+    v: i16,
 ) -> FetchResponse {
     let max_bytes = (req.max_bytes.max(0) as usize).min(shared.config.fetch_max_bytes);
+    // Each topic's name: the request's before v13, found by id after.
+    let names: Vec<Option<String>> = req
+        .topics
+        .iter()
+        .map(|t| {
+            if v >= 13 {
+                super::metadata::topic_by_id(shared, &mut session.topic_names, t.topic_id)
+            } else {
+                Some(t.topic.as_str().to_string())
+            }
+        })
+        .collect();
     shared
         .replicas
         .fetch(req.max_wait_ms, req.min_bytes, |looked| {
-            gather(shared, session, looked, &req, max_bytes)
+            gather(shared, session, looked, &req, &names, max_bytes)
         })
         .await
 }
@@ -45,6 +62,7 @@ fn gather(
     session: &mut Session,
     looked: &mut Looked,
     req: &FetchRequest,
+    names: &[Option<String>],
     max_bytes: usize,
 ) -> (FetchResponse, usize, bool) {
     let mut resp = FetchResponse::default();
@@ -53,11 +71,19 @@ fn gather(
     // True until a partition returns records: only the response's first
     // batch may exceed the limits.
     let mut min_one = true;
-    for t in &req.topics {
-        let name = t.topic.as_str();
+    for (t, name) in req.topics.iter().zip(names) {
         let mut tr = FetchableTopicResponse::default();
         tr.topic = t.topic.clone();
-        let topic = shared.store.topic(name);
+        tr.topic_id = t.topic_id;
+        let (name, topic) = match name {
+            Some(name) => (name.as_str(), shared.store.topic(name)),
+            None => ("", Ok(None)),
+        };
+        let unknown = if name.is_empty() {
+            code::UNKNOWN_TOPIC_ID
+        } else {
+            code::UNKNOWN_TOPIC_OR_PARTITION
+        };
         for p in &t.partitions {
             let mut pd = PartitionData::default();
             pd.partition_index = p.partition;
@@ -74,17 +100,22 @@ fn gather(
                     budget,
                     min_one,
                 ),
-                Ok(None) => ReadResult::error(code::UNKNOWN_TOPIC_OR_PARTITION),
+                Ok(None) => ReadResult::error(unknown),
                 Err(e) => ReadResult::error(kafka_code(e)),
             };
             if read.error != code::NONE {
                 pd.error_code = read.error;
                 errors = true;
             }
-            if let Some((start, end)) = read.offsets {
-                pd.high_watermark = end;
-                pd.last_stable_offset = end;
-                pd.log_start_offset = start;
+            match read.offsets {
+                Some((start, end)) => {
+                    pd.high_watermark = end;
+                    pd.last_stable_offset = end;
+                    pd.log_start_offset = start;
+                }
+                // Kafka's answer for a partition it cannot read
+                // (`FetchResponse.INVALID_HIGH_WATERMARK`).
+                None => pd.high_watermark = -1,
             }
             if let Some(records) = read.records {
                 min_one &= records.is_empty();

@@ -3,6 +3,7 @@
 //! authorized operations when asked (v8+; everything is allowed). And
 //! DescribeTopicPartitions (KIP-966), the paged form of a Metadata answer.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use kafka_protocol::messages::describe_topic_partitions_response::{
@@ -29,7 +30,7 @@ pub const CLUSTER_ID: &str = "ottla";
 
 pub async fn handle(
     shared: &Arc<Shared>,
-    _s: &mut Session,
+    session: &mut Session,
     req: MetadataRequest,
     v: i16,
 ) -> MetadataResponse {
@@ -55,7 +56,7 @@ pub async fn handle(
             .iter()
             .map(|t| match &t.name {
                 Some(n) => Ok(n.as_str().to_string()),
-                None => topic_by_id(shared, t.topic_id).ok_or(t.topic_id),
+                None => topic_by_id(shared, &mut session.topic_names, t.topic_id).ok_or(t.topic_id),
             })
             .collect(),
         // All topics (null list, or an empty one in v0).
@@ -114,20 +115,39 @@ pub async fn handle(
     r
 }
 
-/// The name of the topic whose id is `id`, if one has it (a scan of the
-/// topics: asking by id alone is rare, and ids change only on re-create).
-fn topic_by_id(shared: &Shared, id: Uuid) -> Option<String> {
+/// The name of the topic whose id is `id`, if one has it. `known` is the
+/// connection's map of ids it asked by (`Session::topic_names`), checked
+/// against the store's cached topic on every use (a topic deleted and
+/// created again under the name has another id); on a miss, a scan of the
+/// topics, whose result joins the map.
+pub(crate) fn topic_by_id(
+    shared: &Shared,
+    known: &mut HashMap<Uuid, String>,
+    id: Uuid,
+) -> Option<String> {
     let wanted = TopicId(*id.as_bytes());
     if wanted == TopicId::ZERO {
         return None;
     }
     let store = &shared.store;
-    blocking(|| {
+    if let Some(name) = known.get(&id) {
+        if matches!(blocking(|| store.topic(name)), Ok(Some(t)) if t.id == wanted) {
+            return Some(name.clone());
+        }
+        known.remove(&id);
+    }
+    let found = blocking(|| {
         let names = store.list_topics(true).ok()?;
         names
             .into_iter()
             .find(|n| matches!(store.topic(n), Ok(Some(t)) if t.id == wanted))
-    })
+    })?;
+    // Bounded: a client naming ids by the thousand gets a fresh map.
+    if known.len() >= 10_000 {
+        known.clear();
+    }
+    known.insert(id, found.clone());
+    Some(found)
 }
 
 /// The most partitions one DescribeTopicPartitions answer carries, whatever

@@ -1,5 +1,7 @@
 //! CreateTopics, DeleteTopics, CreatePartitions: the engine's topic
-//! operations, one result per topic.
+//! operations, one result per topic. CreateTopics v7+ answers each created
+//! topic's id; DeleteTopics v6+ deletes topics named by id too (an id no
+//! topic has is UNKNOWN_TOPIC_ID) and answers each topic's id.
 
 use std::sync::Arc;
 
@@ -11,11 +13,12 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
+use uuid::Uuid;
 
 use super::metadata::NODE_ID;
-use super::{blocking, s};
+use super::{blocking, s, topic_name};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::Shared;
@@ -52,7 +55,8 @@ pub async fn create(
                     .map(|v| (c.name.as_str().to_string(), v.as_str().to_string()))
             })
             .collect();
-        let outcome = blocking(|| -> Result<(), (i16, String)> {
+        // The created topic's id (zero for validate_only, as Kafka answers).
+        let outcome = blocking(|| -> Result<Uuid, (i16, String)> {
             let engine = |e: Error| (kafka_code(&e), e.to_string());
             // Kafka's order (`ReplicationControlManager.createTopics`): the
             // name, whether the topic exists (an application creating its
@@ -73,16 +77,19 @@ pub async fn create(
                 ))));
             }
             if req.validate_only {
-                return Ok(());
+                return Ok(Uuid::nil());
             }
             shared
                 .store
                 .create_topic(&name, partitions as u32, &config)
-                .map(|_| ())
+                .map(|t| Uuid::from_bytes(t.id.0))
                 .map_err(engine)
         });
         match outcome {
-            Ok(()) => {
+            Ok(id) => {
+                if v >= 7 {
+                    r.topic_id = id;
+                }
                 if v >= 5 {
                     r.num_partitions = partitions;
                     r.replication_factor = 1;
@@ -218,18 +225,72 @@ fn check_replicas(brokers: &[BrokerId]) -> Result<(), String> {
 
 pub async fn delete(
     shared: &Arc<Shared>,
-    _s: &mut Session,
+    session: &mut Session,
     req: DeleteTopicsRequest,
     v: i16,
 ) -> DeleteTopicsResponse {
     let mut resp = DeleteTopicsResponse::default();
-    for name in req.topic_names {
+    // (name, id) of each topic asked for: by name before v6; by name or by
+    // id from v6 on.
+    let wanted: Vec<(Option<TopicName>, Uuid)> = if v >= 6 {
+        req.topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .into_iter()
+            .map(|n| (Some(n), Uuid::nil()))
+            .collect()
+    };
+    let mut seen_names = std::collections::HashSet::new();
+    let mut seen_ids = std::collections::HashSet::new();
+    for (name, id) in wanted {
         let mut r = DeletableTopicResult::default();
-        r.name = Some(name.clone());
+        r.name = name.clone();
+        r.topic_id = id;
+        // Kafka's checks (`ControllerApis.deleteTopics`), with its messages.
+        let refusal = match (&name, id.is_nil()) {
+            (Some(_), false) => Some("You may not specify both topic name and topic id."),
+            (None, true) => Some("Neither topic name nor id were specified."),
+            (Some(n), true) if !seen_names.insert(n.as_str().to_string()) => {
+                Some("Duplicate topic name.")
+            }
+            (None, false) if !seen_ids.insert(id) => Some("Duplicate topic id."),
+            _ => None,
+        };
+        if let Some(why) = refusal {
+            r.error_code = code::INVALID_REQUEST;
+            r.error_message = Some(s(why));
+            resp.responses.push(r);
+            continue;
+        }
+        let name = match name {
+            Some(n) => n.as_str().to_string(),
+            None => match super::metadata::topic_by_id(shared, &mut session.topic_names, id) {
+                Some(n) => {
+                    r.name = Some(topic_name(&n));
+                    n
+                }
+                None => {
+                    r.error_code = code::UNKNOWN_TOPIC_ID;
+                    if v >= 5 {
+                        r.error_message = Some(s("This server does not host this topic ID."));
+                    }
+                    resp.responses.push(r);
+                    continue;
+                }
+            },
+        };
+        if v >= 6 && id.is_nil() {
+            if let Ok(Some(t)) = blocking(|| shared.store.topic(&name)) {
+                r.topic_id = Uuid::from_bytes(t.id.0);
+            }
+        }
         // Internal topics are refused by the store, for every door.
-        let deleted = blocking(|| shared.store.delete_topic(name.as_str()));
+        let deleted = blocking(|| shared.store.delete_topic(&name));
         match deleted {
-            Ok(()) => shared.replicas.forget_topic(name.as_str()),
+            Ok(()) => shared.replicas.forget_topic(&name),
             Err(e) => {
                 r.error_code = kafka_code(&e);
                 if v >= 5 {

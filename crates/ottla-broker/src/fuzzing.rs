@@ -1,0 +1,355 @@
+//! The request-frame oracle: arbitrary bytes handed to the broker as one
+//! request frame (what follows the size prefix), through the same path a
+//! connection takes (`dispatch::handle`: prefix, version check, header and
+//! body decode with `kafka-protocol`, the API's handler, response encode),
+//! on a running broker over a scratch directory. Shared by the cargo-fuzz
+//! target `request_frame` (`fuzz/`) and the replay in `cargo test`
+//! (`tests/fuzz_requests.rs`).
+//!
+//! Promises checked: no panic anywhere on the path (a handler's panic is
+//! re-raised here, so libFuzzer sees it); an answer is one whole response
+//! frame whose size prefix is its length. Bounded memory is the replay's to
+//! check (the process's peak resident size), with the broker's allocator
+//! installed as in `ottla._core`: a claimed array count sizes a vector
+//! before its elements are read, which that allocator serves without
+//! touching memory.
+//!
+//! Not dispatched, only decoded: CreateTopics, CreatePartitions and
+//! DeleteTopics, whose valid inputs would have the fuzzer create tens of
+//! thousands of partition directories per input (slow, not a finding).
+//! Requests that wait (a Fetch's long poll, a JoinGroup's rebalance) are
+//! dropped after a short time, as a connection closing mid-request drops
+//! them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, RequestHeader,
+    TopicName,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+
+use crate::dispatch::{self, Reply, Session};
+use crate::net::frame;
+use crate::{Broker, BrokerConfig};
+use ottla_storage::error::{Error, Result};
+use ottla_storage::store::Store;
+
+/// The topic every seed names; it exists, with records, on the scratch
+/// directory.
+pub const TOPIC: &str = "fuzz";
+
+/// How long one request may take before it is dropped (only waiting
+/// requests get near it).
+const REQUEST_TIME: Duration = Duration::from_millis(20);
+
+/// A running broker to hand frames to.
+pub struct RequestOracle {
+    broker: Broker,
+}
+
+impl RequestOracle {
+    /// A broker over `dir` (created if needed) holding the topic [`TOPIC`]
+    /// (two partitions, a few records), topics not auto-created.
+    pub fn start(dir: &Path) -> Result<RequestOracle> {
+        let store = Store::open(dir)?;
+        if store.topic(TOPIC)?.is_none() {
+            store.create_topic(TOPIC, 2, &[])?;
+            let topic = store.require_topic(TOPIC)?;
+            let log = store.partition(&topic, 0)?;
+            let mut b = ottla_record::BatchBuilder::with_capacity(256);
+            for i in 0..5u8 {
+                b.append(i64::from(i), Some(&[i]), Some(b"seed"), &[]);
+            }
+            let mut bytes = b.finish().to_vec();
+            log.append(&mut bytes, ottla_storage::log::Durability::PageCache)?;
+        }
+        let config = BrokerConfig {
+            auto_create_topics: false,
+            ..BrokerConfig::default()
+        };
+        Ok(RequestOracle {
+            broker: Broker::start(store, config)?,
+        })
+    }
+
+    /// Hand `data` to the broker as one request frame. Panics (re-raising a
+    /// handler's panic) when a promise is broken.
+    pub fn check(&self, data: &[u8]) {
+        let (Some(shared), Some(rt)) = (self.broker.shared.clone(), self.broker.runtime.as_ref())
+        else {
+            return;
+        };
+        let mut frame = Bytes::copy_from_slice(data);
+        if let Some(p) = frame::prefix(data) {
+            if let Some(api) = crate::versions::supported(p.api_key, p.api_version) {
+                if matches!(
+                    api,
+                    ApiKey::CreateTopics | ApiKey::CreatePartitions | ApiKey::DeleteTopics
+                ) {
+                    decode_only(api, p.api_version, &mut frame);
+                    return;
+                }
+            }
+        }
+        let task = rt.spawn(async move {
+            let mut session = Session::new(([127, 0, 0, 1], 0).into());
+            tokio::time::timeout(REQUEST_TIME, dispatch::handle(&shared, &mut session, frame))
+                .await
+                .ok()
+        });
+        match rt.block_on(task) {
+            Ok(Some(Reply::Send(buf))) => {
+                assert!(buf.len() >= 8, "a response frame of {} bytes", buf.len());
+                let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                assert_eq!(
+                    usize::try_from(size).ok(),
+                    Some(buf.len() - 4),
+                    "the size prefix is not the frame's length"
+                );
+            }
+            Ok(_) => {}
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("request task failed: {e}"),
+        }
+    }
+}
+
+/// Header and body of the APIs not dispatched, decoded and dropped.
+fn decode_only(api: ApiKey, version: i16, frame: &mut Bytes) {
+    if frame::header(api, version, frame).is_err() {
+        return;
+    }
+    let _ = match api {
+        ApiKey::CreateTopics => frame::body::<CreateTopicsRequest>(frame, version).map(drop),
+        ApiKey::CreatePartitions => {
+            frame::body::<CreatePartitionsRequest>(frame, version).map(drop)
+        }
+        ApiKey::DeleteTopics => frame::body::<DeleteTopicsRequest>(frame, version).map(drop),
+        _ => Ok(()),
+    };
+}
+
+/// A request frame (without the size prefix): header, then `body`.
+fn encode<T: Encodable>(api: ApiKey, version: i16, body: &T) -> Result<Vec<u8>> {
+    let bad = |e: String| Error::IllegalState(format!("cannot encode a seed: {e}"));
+    let mut header = RequestHeader::default();
+    header.request_api_key = api as i16;
+    header.request_api_version = version;
+    header.correlation_id = 1;
+    header.client_id = Some(StrBytes::from_static_str("fuzz"));
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, api.request_header_version(version))
+        .map_err(|e| bad(format!("{e:?}")))?;
+    body.encode(&mut buf, version)
+        .map_err(|e| bad(format!("{e:?}")))?;
+    Ok(buf.to_vec())
+}
+
+fn topic() -> TopicName {
+    TopicName(StrBytes::from_static_str(TOPIC))
+}
+
+/// Valid request frames of every dispatched API family, named: the
+/// fuzzers' starting points.
+pub fn seed_corpus() -> Result<Vec<(String, Vec<u8>)>> {
+    use kafka_protocol::messages::*;
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut add = |name: &str, bytes: Result<Vec<u8>>| -> Result<()> {
+        out.push((name.to_string(), bytes?));
+        Ok(())
+    };
+    add(
+        "api-versions-v3",
+        encode(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()),
+    )?;
+    let mut md = MetadataRequest::default();
+    let mut mt = metadata_request::MetadataRequestTopic::default();
+    mt.name = Some(topic());
+    md.topics = Some(vec![mt]);
+    md.include_topic_authorized_operations = true;
+    add("metadata-v12", encode(ApiKey::Metadata, 12, &md))?;
+    add("metadata-v8", encode(ApiKey::Metadata, 8, &md))?;
+
+    let mut batch = ottla_record::BatchBuilder::with_capacity(128);
+    batch.append(1, Some(b"k"), Some(b"v"), &[]);
+    let mut pd = produce_request::PartitionProduceData::default();
+    pd.index = 1;
+    pd.records = Some(Bytes::from(batch.finish().to_vec()));
+    let mut td = produce_request::TopicProduceData::default();
+    td.name = topic();
+    td.partition_data = vec![pd];
+    let mut pr = ProduceRequest::default();
+    pr.acks = 1;
+    pr.timeout_ms = 1000;
+    pr.topic_data = vec![td];
+    add("produce-v9", encode(ApiKey::Produce, 9, &pr))?;
+    add("produce-v3", encode(ApiKey::Produce, 3, &pr))?;
+
+    let mut fp = fetch_request::FetchPartition::default();
+    fp.partition = 0;
+    fp.fetch_offset = 1;
+    fp.partition_max_bytes = 1 << 16;
+    let mut ft = fetch_request::FetchTopic::default();
+    ft.topic = topic();
+    ft.partitions = vec![fp];
+    let mut fr = FetchRequest::default();
+    fr.replica_id = BrokerId(-1);
+    fr.max_wait_ms = 0;
+    fr.max_bytes = 1 << 20;
+    fr.topics = vec![ft];
+    add("fetch-v12", encode(ApiKey::Fetch, 12, &fr))?;
+    add("fetch-v4", encode(ApiKey::Fetch, 4, &fr))?;
+
+    let mut lp = list_offsets_request::ListOffsetsPartition::default();
+    lp.timestamp = -2;
+    let mut lt = list_offsets_request::ListOffsetsTopic::default();
+    lt.name = topic();
+    lt.partitions = vec![lp];
+    let mut lo = ListOffsetsRequest::default();
+    lo.topics = vec![lt];
+    add("list-offsets-v7", encode(ApiKey::ListOffsets, 7, &lo))?;
+
+    let mut dp = delete_records_request::DeleteRecordsPartition::default();
+    dp.offset = 1;
+    let mut dt = delete_records_request::DeleteRecordsTopic::default();
+    dt.name = topic();
+    dt.partitions = vec![dp];
+    let mut dr = DeleteRecordsRequest::default();
+    dr.topics = vec![dt];
+    add("delete-records-v2", encode(ApiKey::DeleteRecords, 2, &dr))?;
+    add("delete-records-v0", encode(ApiKey::DeleteRecords, 0, &dr))?;
+
+    let mut dc = DescribeClusterRequest::default();
+    dc.include_cluster_authorized_operations = true;
+    dc.endpoint_type = 1;
+    add(
+        "describe-cluster-v1",
+        encode(ApiKey::DescribeCluster, 1, &dc),
+    )?;
+    add(
+        "describe-log-dirs-v4",
+        encode(
+            ApiKey::DescribeLogDirs,
+            4,
+            &DescribeLogDirsRequest::default(),
+        ),
+    )?;
+    let mut pt = describe_producers_request::TopicRequest::default();
+    pt.name = topic();
+    pt.partition_indexes = vec![0, 1];
+    let mut dpr = DescribeProducersRequest::default();
+    dpr.topics = vec![pt];
+    add(
+        "describe-producers-v0",
+        encode(ApiKey::DescribeProducers, 0, &dpr),
+    )?;
+    let mut tr = describe_topic_partitions_request::TopicRequest::default();
+    tr.name = topic();
+    let mut dtp = DescribeTopicPartitionsRequest::default();
+    dtp.topics = vec![tr];
+    dtp.response_partition_limit = 1;
+    add(
+        "describe-topic-partitions-v0",
+        encode(ApiKey::DescribeTopicPartitions, 0, &dtp),
+    )?;
+    add(
+        "telemetry-v0",
+        encode(
+            ApiKey::GetTelemetrySubscriptions,
+            0,
+            &GetTelemetrySubscriptionsRequest::default(),
+        ),
+    )?;
+
+    let mut fc = FindCoordinatorRequest::default();
+    fc.key = StrBytes::from_static_str("g");
+    add(
+        "find-coordinator-v2",
+        encode(ApiKey::FindCoordinator, 2, &fc),
+    )?;
+    let mut jg = JoinGroupRequest::default();
+    jg.group_id = GroupId(StrBytes::from_static_str("g"));
+    jg.session_timeout_ms = 10_000;
+    jg.rebalance_timeout_ms = 10_000;
+    jg.protocol_type = StrBytes::from_static_str("consumer");
+    let mut proto = join_group_request::JoinGroupRequestProtocol::default();
+    proto.name = StrBytes::from_static_str("range");
+    proto.metadata = Bytes::from_static(&[0, 1, 0, 0, 0, 0]);
+    jg.protocols = vec![proto];
+    add("join-group-v5", encode(ApiKey::JoinGroup, 5, &jg))?;
+    add(
+        "describe-groups-v5",
+        encode(ApiKey::DescribeGroups, 5, &{
+            let mut d = DescribeGroupsRequest::default();
+            d.groups = vec![GroupId(StrBytes::from_static_str("g"))];
+            d
+        }),
+    )?;
+    add(
+        "list-groups-v4",
+        encode(ApiKey::ListGroups, 4, &ListGroupsRequest::default()),
+    )?;
+    let mut oc = OffsetCommitRequest::default();
+    oc.group_id = GroupId(StrBytes::from_static_str("g"));
+    oc.generation_id_or_member_epoch = -1;
+    let mut ocp = offset_commit_request::OffsetCommitRequestPartition::default();
+    ocp.committed_offset = 3;
+    let mut oct = offset_commit_request::OffsetCommitRequestTopic::default();
+    oct.name = topic();
+    oct.partitions = vec![ocp];
+    oc.topics = vec![oct];
+    add("offset-commit-v8", encode(ApiKey::OffsetCommit, 8, &oc))?;
+    let mut of = OffsetFetchRequest::default();
+    of.group_id = GroupId(StrBytes::from_static_str("g"));
+    add("offset-fetch-v7", encode(ApiKey::OffsetFetch, 7, &of))?;
+    add(
+        "init-producer-id-v4",
+        encode(ApiKey::InitProducerId, 4, &{
+            let mut r = InitProducerIdRequest::default();
+            r.transaction_timeout_ms = 60_000;
+            r
+        }),
+    )?;
+    let mut dcr = describe_configs_request::DescribeConfigsResource::default();
+    dcr.resource_type = 2;
+    dcr.resource_name = StrBytes::from_static_str(TOPIC);
+    let mut dconf = DescribeConfigsRequest::default();
+    dconf.resources = vec![dcr];
+    add(
+        "describe-configs-v4",
+        encode(ApiKey::DescribeConfigs, 4, &dconf),
+    )?;
+    let mut ct = create_topics_request::CreatableTopic::default();
+    ct.name = TopicName(StrBytes::from_static_str("made"));
+    ct.num_partitions = 1;
+    ct.replication_factor = 1;
+    let mut ctr = CreateTopicsRequest::default();
+    ctr.topics = vec![ct];
+    add("create-topics-v5", encode(ApiKey::CreateTopics, 5, &ctr))?;
+    let mut header_only = BytesMut::new();
+    header_only.put_i16(ApiKey::ApiVersions as i16);
+    header_only.put_i16(0);
+    header_only.put_i32(7);
+    header_only.put_i16(-1);
+    add("api-versions-v0-null-client", Ok(header_only.to_vec()))?;
+    Ok(out)
+}
+
+/// The oracle on a fresh scratch directory for one process, for the
+/// cargo-fuzz target (which has no test harness to give it one): under the
+/// system's temporary directory, named by the process id, emptied first.
+pub fn oracle_for_process() -> &'static RequestOracle {
+    static ORACLE: std::sync::OnceLock<RequestOracle> = std::sync::OnceLock::new();
+    ORACLE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("ottla-fuzz-requests-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        match RequestOracle::start(&dir) {
+            Ok(o) => o,
+            Err(e) => panic!("cannot start the broker to fuzz: {e}"),
+        }
+    })
+}
