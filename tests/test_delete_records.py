@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 
 OFFSET_OUT_OF_RANGE = 1
 UNKNOWN_TOPIC_OR_PARTITION = 3
+INVALID_TOPIC_EXCEPTION = 17
 CLI_CODE = "import sys; from ottla.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -41,6 +42,14 @@ def first_offset(data_dir: Path, topic: str, partition: int = 0) -> int:
         records = [r for rs in c.poll(timeout_ms=10_000).values() for r in rs]
         assert records, "nothing to read"
         return records[0].offset
+
+
+def commit_once(data_dir: Path, topic: str) -> None:
+    """Commit an offset, so that ``__consumer_offsets`` exists."""
+    tp = ottla.TopicPartition(topic, 0)
+    with ottla.Consumer(data_dir, group_id="committer") as c:
+        c.assign([tp])
+        c.commit({tp: 1})
 
 
 def watermarks(data_dir: Path, topic: str, partition: int) -> tuple[int, int]:
@@ -114,6 +123,7 @@ def test_minus_one_past_the_end_and_unknown_partitions(
     broker: ottla.Broker, data_dir: Path
 ) -> None:
     fill(data_dir, "ends", 50, partitions=3)
+    commit_once(data_dir, "ends")
     got = rdkafka_delete(broker, "ends", {0: -1, 1: 51, 2: 10})
     assert got[0] == 50
     assert kafka_error_code(got[1]) == OFFSET_OUT_OF_RANGE
@@ -129,10 +139,14 @@ def test_minus_one_past_the_end_and_unknown_partitions(
         assert kafka_wire.delete_records(s, "nope", [(0, 1)], correlation_id=7) == [
             (0, -1, UNKNOWN_TOPIC_OR_PARTITION)
         ]
+        # Every group's commits: refused, as Kafka refuses internal topics.
+        got = kafka_wire.delete_records(s, "__consumer_offsets", [(0, -1)], correlation_id=8)
+        assert got == [(0, -1, INVALID_TOPIC_EXCEPTION)]
 
 
 def test_embedded_delete_records(data_dir: Path) -> None:
     fill(data_dir, "emb", 100, partitions=2)
+    commit_once(data_dir, "emb")
     admin = ottla.Admin(data_dir)
     got = admin.delete_records({ottla.TopicPartition("emb", 0): 40, ("emb", 1): -1})
     assert got == {ottla.TopicPartition("emb", 0): 40, ottla.TopicPartition("emb", 1): 100}
@@ -142,6 +156,8 @@ def test_embedded_delete_records(data_dir: Path) -> None:
         admin.delete_records({("emb", 0): 101})
     with pytest.raises(ottla.UnknownTopicOrPartitionError):
         admin.delete_records({("emb", 5): 1})
+    with pytest.raises(ottla.InvalidTopicError):
+        admin.delete_records({("__consumer_offsets", 0): -1})
     # Seeking below the start and reading: out of range, as Kafka's fetch.
     with ottla.Consumer(data_dir, auto_offset_reset="earliest") as c:
         tp = ottla.TopicPartition("emb", 0)

@@ -44,8 +44,16 @@ impl PartitionLog {
     /// and return the log start offset after the call (Kafka's "low
     /// watermark"). An offset at or below the current start changes
     /// nothing; one above the high watermark, or negative other than `-1`,
-    /// is `OffsetOutOfRange`.
+    /// is `OffsetOutOfRange`. Internal topics (`__consumer_offsets`: every
+    /// group's commits) are refused with `InvalidTopic`, as Kafka refuses a
+    /// client's DeleteRecords of them.
     pub fn delete_records(&self, offset: i64) -> Result<i64> {
+        if crate::topic::is_internal(&self.topic) {
+            return Err(Error::InvalidTopic {
+                name: self.topic.to_string(),
+                reason: "records of internal topics cannot be deleted",
+            });
+        }
         let start = {
             let _w = self.writer.lock();
             let lock = self.lock()?;
