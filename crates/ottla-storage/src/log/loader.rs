@@ -24,7 +24,7 @@ pub(crate) fn load(log: &PartitionLog) -> Result<HeadState> {
     // A cleanly closed log that starts at its active segment has no closed
     // segment a swap could concern (skips listing the directory).
     let st = head.read_locked();
-    if !(head.condition() == HeadCondition::Clean && st.log_start_offset >= st.active_base) {
+    if !(head.condition() == HeadCondition::Clean && st.log_start_offset == st.active_base) {
         super::cleaner::complete_swaps(log)?;
     }
     match head.condition() {
@@ -56,7 +56,7 @@ fn trust(log: &PartitionLog, crashed: bool) -> Result<HeadState> {
     // or retention pass to clean up (those need a crash, which leaves the
     // head unclean): skip listing the directory. Any older file there is
     // below the log start, which nothing reads.
-    let bases = if !crashed && st.log_start_offset >= st.active_base {
+    let bases = if !crashed && st.log_start_offset == st.active_base {
         vec![st.active_base]
     } else {
         log.list_bases()?
