@@ -219,3 +219,35 @@ def test_the_start_survives_kill_9_of_the_broker(data_dir: Path, spawn: Spawn) -
     finally:
         c.close()
     assert (lo, hi) == (77, 200)
+
+
+def test_kafka_python_and_aiokafka_delete_records(broker: ottla.Broker, data_dir: Path) -> None:
+    pytest.importorskip("kafka")
+    pytest.importorskip("aiokafka")
+    import asyncio
+
+    import kafka
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+    from aiokafka.structs import TopicPartition as AioTopicPartition
+    from kafka.admin import KafkaAdminClient
+
+    fill(data_dir, "clients", 40, partitions=2)
+    a = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers, request_timeout_ms=10_000)
+    try:
+        got = a.delete_records({kafka.TopicPartition("clients", 0): 17})
+    finally:
+        a.close()
+    assert got[kafka.TopicPartition("clients", 0)]["low_watermark"] == 17
+
+    async def aio() -> dict[AioTopicPartition, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+        await admin.start()
+        try:
+            tp = AioTopicPartition("clients", 1)
+            return await admin.delete_records({tp: RecordsToDelete(before_offset=25)})
+        finally:
+            await admin.close()
+
+    assert asyncio.run(aio()) == {AioTopicPartition("clients", 1): 25}
+    assert watermarks(data_dir, "clients", 0) == (17, 40)
+    assert watermarks(data_dir, "clients", 1) == (25, 40)
