@@ -140,8 +140,8 @@ def test_minus_one_past_the_end_and_unknown_partitions(
             (0, -1, UNKNOWN_TOPIC_OR_PARTITION)
         ]
         # Every group's commits: refused, as Kafka refuses internal topics.
-        got = kafka_wire.delete_records(s, "__consumer_offsets", [(0, -1)], correlation_id=8)
-        assert got == [(0, -1, INVALID_TOPIC_EXCEPTION)]
+        internal = kafka_wire.delete_records(s, "__consumer_offsets", [(0, -1)], correlation_id=8)
+        assert internal == [(0, -1, INVALID_TOPIC_EXCEPTION)]
 
 
 def test_embedded_delete_records(data_dir: Path) -> None:
@@ -244,7 +244,10 @@ def test_kafka_python_and_aiokafka_delete_records(broker: ottla.Broker, data_dir
         await admin.start()
         try:
             tp = AioTopicPartition("clients", 1)
-            return await admin.delete_records({tp: RecordsToDelete(before_offset=25)})
+            lows: dict[AioTopicPartition, int] = await admin.delete_records(
+                {tp: RecordsToDelete(before_offset=25)}
+            )
+            return lows
         finally:
             await admin.close()
 
