@@ -118,6 +118,8 @@ async fn handle_inner(
         ApiKey::LeaveGroup => call!(api::groups::leave),
         ApiKey::ListGroups => call!(api::groups::list),
         ApiKey::DescribeGroups => call!(api::groups::describe),
+        ApiKey::DeleteGroups => call!(api::groups::delete),
+        ApiKey::OffsetDelete => call!(api::offsets::delete),
         ApiKey::OffsetCommit => call!(api::offsets::commit),
         ApiKey::OffsetFetch => call!(api::offsets::fetch),
         other => Err(format!("API {other:?} is not served")),
