@@ -133,7 +133,7 @@ def commit(b: ottla.Broker, group: str, offsets: list[tuple[str, int, int]]) -> 
 
 def error_code(fut: object) -> int | None:
     try:
-        fut.result(timeout=15)  # type: ignore[attr-defined]
+        fut.result(timeout=20)  # type: ignore[attr-defined]
     except KafkaException as e:
         return int(e.args[0].code())
     return None
@@ -153,7 +153,9 @@ def test_delete_groups_with_confluent_admin(broker: ottla.Broker, data_dir: Path
         poll_until([live], lambda: len(live.assignment()) == 2)
         ec.poll(timeout_ms=100)
         client = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
-        futs = client.delete_consumer_groups([done, active, embedded, "never-was"])
+        futs = client.delete_consumer_groups(
+            [done, active, embedded, "never-was"], request_timeout=10
+        )
         codes = {g: error_code(f) for g, f in futs.items()}
         assert codes == {
             done: None,
@@ -169,7 +171,10 @@ def test_delete_groups_with_confluent_admin(broker: ottla.Broker, data_dir: Path
     assert done not in admin_.list_groups()
     assert admin_.group_offsets(done) == {}
     again = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
-    assert error_code(again.delete_consumer_groups([done])[done]) == GROUP_ID_NOT_FOUND
+    assert (
+        error_code(again.delete_consumer_groups([done], request_timeout=10)[done])
+        == GROUP_ID_NOT_FOUND
+    )
 
 
 def test_delete_groups_and_offsets_with_kafka_python(broker: ottla.Broker, data_dir: Path) -> None:
