@@ -954,3 +954,21 @@ pub async fn reaper(
         next = tokio::time::Instant::now() + at.saturating_duration_since(now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::subscription_topics;
+
+    #[test]
+    fn subscribed_topics_are_read_from_consumer_protocol_metadata() {
+        // ConsumerProtocolSubscription v1: version, ["a", "bc"], user data, owned partitions.
+        let mut m = vec![0, 1, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c'];
+        m.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        assert_eq!(
+            subscription_topics(&m),
+            Some(vec!["a".to_string(), "bc".to_string()])
+        );
+        assert_eq!(subscription_topics(b"meta"), None, "cut short");
+        assert_eq!(subscription_topics(&[0, 0, 0, 0, 0, 1, 0, 5, b'x']), None);
+    }
+}
