@@ -7,6 +7,8 @@ kafka-python's KafkaAdminClient and raw frames (tests/group_wire.py)."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ import pytest
 
 import ottla
 from group_wire import read_join, send_join
+from helpers import Spawn
 
 pytest.importorskip("confluent_kafka")
 import confluent_kafka as ck
@@ -87,24 +90,6 @@ def test_members_started_together_get_one_assignment_each(delayed_broker: ottla.
             c.close()
 
 
-def test_the_initial_delay_holds_the_first_join_for_later_members(
-    delayed_broker: ottla.Broker,
-) -> None:
-    g = "delay-" + uuid.uuid4().hex[:6]
-    port = delayed_broker.port
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=20) as s1,
-        socket.create_connection(("127.0.0.1", port), timeout=20) as s2,
-    ):
-        send_join(s1, g, "", None)
-        send_join(s2, g, "", None)
-        first, second = read_join(s1), read_join(s2)
-        assert (first.error, second.error) == (0, 0)
-        assert first.generation == second.generation == 1
-        leader = first if first.leader == first.member_id else second
-        assert len(leader.members) == 2, "both members in the first generation"
-
-
 def test_without_a_delay_the_first_member_is_answered_alone(broker: ottla.Broker) -> None:
     g = "nodelay-" + uuid.uuid4().hex[:6]
     with socket.create_connection(("127.0.0.1", broker.port), timeout=20) as s1:
@@ -114,9 +99,59 @@ def test_without_a_delay_the_first_member_is_answered_alone(broker: ottla.Broker
         assert len(j.members) == 1
 
 
+def two_joins(port: int, group: str) -> tuple[int, int]:
+    """Two members join at once: (generation, members the leader sees)."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=20) as s1,
+        socket.create_connection(("127.0.0.1", port), timeout=20) as s2,
+    ):
+        send_join(s1, group, "", None)
+        send_join(s2, group, "", None)
+        first, second = read_join(s1), read_join(s2)
+        assert (first.error, second.error) == (0, 0)
+        assert first.generation == second.generation
+        leader = first if first.leader == first.member_id else second
+        return first.generation, len(leader.members)
+
+
+def test_the_initial_delay_holds_the_first_join_for_later_members(
+    delayed_broker: ottla.Broker,
+) -> None:
+    g = "delay-" + uuid.uuid4().hex[:6]
+    assert two_joins(delayed_broker.port, g) == (1, 2), "both in the first generation"
+
+
 def test_the_delay_is_checked() -> None:
     with pytest.raises(ValueError, match="group_initial_rebalance_delay_ms"):
         ottla.Broker("unused", group_initial_rebalance_delay_ms=-1)
+
+
+CLI_CODE = "import sys; from ottla.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def test_ottla_serve_takes_the_delay(data_dir: Path, spawn: Spawn) -> None:
+    server = spawn(
+        CLI_CODE,
+        "serve",
+        "--data",
+        data_dir,
+        "--listen",
+        "127.0.0.1:0",
+        "--group-initial-rebalance-delay-ms",
+        1500,
+    )
+    addr = server.wait_line(lambda s: s.startswith("listening on "), timeout=30).split()[-1]
+    port = int(addr.rsplit(":", 1)[1])
+    assert two_joins(port, "cli-delay") == (1, 2)
+    flags = ["--listen", "127.0.0.1:0", "--group-initial-rebalance-delay-ms", "-1"]
+    bad = subprocess.run(
+        [sys.executable, "-c", CLI_CODE, "serve", "--data", str(data_dir), *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2, bad.stderr
+    assert "--group-initial-rebalance-delay-ms" in bad.stderr
 
 
 def commit(b: ottla.Broker, group: str, offsets: list[tuple[str, int, int]]) -> None:
