@@ -548,12 +548,30 @@ impl GroupCoordinator {
             if let Err(e) = g.validate_member(&req.member_id, req.instance_id.as_deref()) {
                 return fail(e);
             }
-            if let Some(m) = g.member(&req.member_id) {
-                m.protocols = req.protocols;
-                m.session_timeout = session;
-                m.rebalance_timeout = rebalance;
-                m.expires = now + session;
-                m.join = Some(tx);
+            let (state, leader) = (g.state, g.leader.clone());
+            let Some(m) = g.member(&req.member_id) else {
+                return fail(code::UNKNOWN_MEMBER_ID);
+            };
+            m.expires = now + session;
+            // Kafka: a member joining again with the metadata it has (it
+            // missed the answer, or lost its connection) gets the current
+            // generation back; only the leader or a changed subscription
+            // starts a rebalance of a Stable group.
+            let same = m.protocols == req.protocols;
+            let is_leader = leader.as_deref() == Some(req.member_id.as_str());
+            match state {
+                State::CompletingRebalance if same => {
+                    return Pending::Ready(g.current_generation_for(&req.member_id));
+                }
+                State::Stable if same && !is_leader => {
+                    return Pending::Ready(g.current_generation_for(&req.member_id));
+                }
+                _ => {
+                    m.protocols = req.protocols;
+                    m.session_timeout = session;
+                    m.rebalance_timeout = rebalance;
+                    m.join = Some(tx);
+                }
             }
         } else if let Some(old_id) = req
             .instance_id

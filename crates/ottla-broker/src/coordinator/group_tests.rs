@@ -17,6 +17,15 @@ fn coordinator(delay_ms: u64) -> (tempfile::TempDir, GroupCoordinator) {
 }
 
 fn join(c: &GroupCoordinator, member: &str, instance: Option<&str>) -> Pending<JoinOutcome> {
+    join_with(c, member, instance, b"meta")
+}
+
+fn join_with(
+    c: &GroupCoordinator,
+    member: &str,
+    instance: Option<&str>,
+    metadata: &'static [u8],
+) -> Pending<JoinOutcome> {
     c.join(JoinRequest {
         group: "g".into(),
         member_id: member.into(),
@@ -26,7 +35,7 @@ fn join(c: &GroupCoordinator, member: &str, instance: Option<&str>) -> Pending<J
         session_timeout_ms: 300,
         rebalance_timeout_ms: 10_000,
         protocol_type: "consumer".into(),
-        protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+        protocols: vec![("range".into(), Bytes::from_static(metadata))],
     })
 }
 
@@ -166,9 +175,10 @@ fn a_restarted_static_leader_stays_leader() {
 fn a_static_member_replaced_while_waiting_for_its_join_is_fenced() {
     let (_d, c) = coordinator(0);
     let (a, s) = stable_pair(&c);
-    // s's old process rejoins (a rebalance starts), then its new process
-    // takes the instance over before the round ends.
-    let pending_old = join(&c, &s.member_id, Some("s-1"));
+    // s's old process rejoins with a new subscription (a rebalance
+    // starts), then its new process takes the instance over before the
+    // round ends.
+    let pending_old = join_with(&c, &s.member_id, Some("s-1"), b"changed");
     let pending_new = join(&c, "", Some("s-1"));
     let old = outcome(&c, pending_old);
     assert_eq!(old.error, code::FENCED_INSTANCE_ID);
@@ -272,4 +282,28 @@ fn without_a_delay_the_first_member_is_alone_in_generation_one() {
     let (_d, c) = coordinator(0);
     let a = outcome(&c, join(&c, "", None));
     assert_eq!((a.generation, a.members.len()), (1, 1));
+}
+
+#[test]
+fn a_follower_joining_again_with_the_same_metadata_gets_the_current_generation() {
+    let (_d, c) = coordinator(0);
+    let (a, s) = stable_pair(&c);
+    // s (a follower, static here) lost its connection and joins again with
+    // its member id: no rebalance, as in Kafka.
+    let again = match join(&c, &s.member_id, Some("s-1")) {
+        Pending::Ready(o) => o,
+        Pending::Wait(_) => panic!("answered at once"),
+    };
+    assert_eq!((again.error, again.generation), (code::NONE, s.generation));
+    assert_eq!(again.member_id, s.member_id);
+    assert_eq!(c.heartbeat("g", a.generation, who(&a, None)), code::NONE);
+    // The leader joining again starts a rebalance (it may want to reassign).
+    let pending = join(&c, &a.member_id, None);
+    assert_eq!(
+        c.heartbeat("g", s.generation, who(&s, Some("s-1"))),
+        code::REBALANCE_IN_PROGRESS
+    );
+    let s2 = outcome(&c, join(&c, &s.member_id, Some("s-1")));
+    assert_eq!(outcome(&c, pending).generation, s2.generation);
+    assert_eq!(s2.generation, s.generation + 1);
 }
