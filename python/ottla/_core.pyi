@@ -778,6 +778,7 @@ class Broker:
         max_connections: int | None = None,
         max_connections_per_ip: int | None = None,
         max_open_files: int | None = None,
+        group_initial_rebalance_delay_ms: int = 0,
     ) -> Self:
         """Serve ``path`` on ``host:port`` (port 0: a free one), on the
         broker's own threads. Every ``retention_check_interval_ms``
@@ -801,7 +802,13 @@ class Broker:
         ``max_open_files`` sets the process's open-file budget for partition
         files (default half the open-file limit; see
         docs/configuration.md): past it, the least recently used are closed
-        and reopened when next needed."""
+        and reopened when next needed.
+
+        ``group_initial_rebalance_delay_ms`` (Kafka's
+        ``group.initial.rebalance.delay.ms``; default 0, at once) delays the
+        first rebalance of an empty consumer group, and again by as much
+        while new members keep joining (up to the rebalance timeout), so
+        consumers started together get one assignment."""
     @property
     def bootstrap_servers(self) -> str:
         """``"host:port"`` to give Kafka clients as ``bootstrap.servers``."""

@@ -122,6 +122,8 @@ async fn handle_inner(
         ApiKey::LeaveGroup => call!(api::groups::leave),
         ApiKey::ListGroups => call!(api::groups::list),
         ApiKey::DescribeGroups => call!(api::groups::describe),
+        ApiKey::DeleteGroups => call!(api::groups::delete),
+        ApiKey::OffsetDelete => call!(api::offsets::delete),
         ApiKey::OffsetCommit => call!(api::offsets::commit),
         ApiKey::OffsetFetch => call!(api::offsets::fetch),
         ApiKey::DeleteRecords => call!(api::records::delete),

@@ -93,6 +93,12 @@ pub struct BrokerConfig {
     /// (`ottla_storage::fd_budget`), set when the broker starts; `None`
     /// keeps the process's (half the open-file limit by default).
     pub max_open_files: Option<usize>,
+    /// How long the first rebalance of an empty group waits for more
+    /// members (Kafka's `group.initial.rebalance.delay.ms`), extended by as
+    /// much while new members keep joining, up to the rebalance timeout.
+    /// 0, the default, rebalances at once (Kafka's default is 3 s; the
+    /// `server.properties` Kafka ships sets 0 for development and tests).
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 /// A quarter of the soft open-file limit (`RLIMIT_NOFILE`; 256 under the
@@ -128,6 +134,7 @@ impl Default for BrokerConfig {
             max_connections: default_max_connections(),
             max_connections_per_ip: usize::MAX,
             max_open_files: None,
+            group_initial_rebalance_delay_ms: 0,
         }
     }
 }
@@ -231,7 +238,10 @@ impl Broker {
             addr.ip().to_string()
         };
         let shared = Arc::new(Shared {
-            groups: coordinator::group::GroupCoordinator::new(store.clone()),
+            groups: coordinator::group::GroupCoordinator::with_initial_delay(
+                store.clone(),
+                Duration::from_millis(config.group_initial_rebalance_delay_ms),
+            ),
             producer_ids: coordinator::producer_id::ProducerIdManager::default(),
             replicas,
             store,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::coordinator::group::{GroupCoordinator, JoinOutcome, JoinRequest, Pending};
+use super::coordinator::group::{GroupCoordinator, JoinOutcome, JoinRequest, MemberRef, Pending};
 use super::errors::code;
 use super::{Broker, BrokerConfig};
 use ottla_storage::store::Store;
@@ -88,6 +88,7 @@ fn join(c: &GroupCoordinator, member: &str, session_ms: i32) -> Pending<JoinOutc
     c.join(JoinRequest {
         group: "g".into(),
         member_id: member.into(),
+        instance_id: None,
         client_id: "test".into(),
         host: "/127.0.0.1".into(),
         session_timeout_ms: session_ms,
@@ -133,7 +134,7 @@ fn members_join_sync_and_a_silent_member_expires() {
     // A second member starts a rebalance; the first learns of it by heartbeat.
     let pending_b = join(&c, "", 200);
     assert_eq!(
-        c.heartbeat("g", a.generation, &a.member_id),
+        c.heartbeat("g", a.generation, MemberRef::dynamic(&a.member_id)),
         code::REBALANCE_IN_PROGRESS
     );
     let a2 = outcome(join(&c, &a.member_id, 200));
@@ -142,14 +143,21 @@ fn members_join_sync_and_a_silent_member_expires() {
     assert_eq!(a2.members.len(), 2, "the leader sees both subscriptions");
     assert!(b.members.is_empty());
     // The follower's SyncGroup waits for the leader's assignment.
-    let Pending::Wait(mut follower) = c.sync("g", b.generation, &b.member_id, vec![]) else {
+    let Pending::Wait(mut follower) =
+        c.sync("g", b.generation, MemberRef::dynamic(&b.member_id), vec![])
+    else {
         panic!("follower should wait for the leader");
     };
     let assignments = vec![
         (a2.member_id.clone(), Bytes::from_static(b"A")),
         (b.member_id.clone(), Bytes::from_static(b"B")),
     ];
-    match c.sync("g", a2.generation, &a2.member_id, assignments) {
+    match c.sync(
+        "g",
+        a2.generation,
+        MemberRef::dynamic(&a2.member_id),
+        assignments,
+    ) {
         Pending::Ready((e, mine)) => assert_eq!((e, &mine[..]), (code::NONE, &b"A"[..])),
         Pending::Wait(_) => panic!("the leader's sync completes the round"),
     }
@@ -162,7 +170,7 @@ fn members_join_sync_and_a_silent_member_expires() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         c.tick();
-        let hb = c.heartbeat("g", a2.generation, &a2.member_id);
+        let hb = c.heartbeat("g", a2.generation, MemberRef::dynamic(&a2.member_id));
         if hb == code::REBALANCE_IN_PROGRESS {
             break;
         }
@@ -172,37 +180,42 @@ fn members_join_sync_and_a_silent_member_expires() {
     // While the group prepares a rebalance, the current generation may still
     // commit what it processed.
     assert_eq!(
-        c.check_commit("g", a2.generation, &a2.member_id),
+        c.check_commit("g", a2.generation, MemberRef::dynamic(&a2.member_id)),
         code::NONE
     );
     let a3 = outcome(join(&c, &a2.member_id, 200));
     assert_eq!(
-        c.check_commit("g", a3.generation, &a3.member_id),
+        c.check_commit("g", a3.generation, MemberRef::dynamic(&a3.member_id)),
         code::REBALANCE_IN_PROGRESS,
         "no commits between join and sync"
     );
-    let _ = c.sync("g", a3.generation, &a3.member_id, vec![]);
+    let _ = c.sync(
+        "g",
+        a3.generation,
+        MemberRef::dynamic(&a3.member_id),
+        vec![],
+    );
     assert_eq!(a3.members.len(), 1, "only a is left");
     assert_eq!(
-        c.heartbeat("g", b.generation, &b.member_id),
+        c.heartbeat("g", b.generation, MemberRef::dynamic(&b.member_id)),
         code::UNKNOWN_MEMBER_ID
     );
     // Offsets may be committed only by a current member of the current generation.
     assert_eq!(
-        c.check_commit("g", a2.generation, &a2.member_id),
+        c.check_commit("g", a2.generation, MemberRef::dynamic(&a2.member_id)),
         code::ILLEGAL_GENERATION
     );
     assert_eq!(
-        c.check_commit("g", a3.generation, &a3.member_id),
+        c.check_commit("g", a3.generation, MemberRef::dynamic(&a3.member_id)),
         code::NONE
     );
     assert_eq!(
-        c.leave("g", std::slice::from_ref(&a3.member_id)),
+        c.leave("g", &[MemberRef::dynamic(&a3.member_id)]),
         vec![code::NONE]
     );
     assert!(c.describe("g").is_none());
     assert_eq!(
-        c.check_commit("g", -1, ""),
+        c.check_commit("g", -1, MemberRef::dynamic("")),
         code::NONE,
         "simple commit on an empty group"
     );
@@ -228,7 +241,7 @@ fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_timeout() {
     assert_eq!(b.leader, b.member_id);
     assert_eq!(b.members.len(), 1);
     assert_eq!(
-        c.heartbeat("g", a.generation, &a.member_id),
+        c.heartbeat("g", a.generation, MemberRef::dynamic(&a.member_id)),
         code::UNKNOWN_MEMBER_ID
     );
 }
@@ -240,6 +253,7 @@ fn protocols_must_overlap_and_unknown_members_are_refused() {
     let other = c.join(JoinRequest {
         group: "g".into(),
         member_id: String::new(),
+        instance_id: None,
         client_id: "x".into(),
         host: String::new(),
         session_timeout_ms: 10_000,
@@ -293,7 +307,7 @@ fn embedded_members_holding_the_claim_keep_the_broker_out() {
     let rc = unsafe { libc::fcntl(g.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
     assert_eq!(rc, -1);
     // Once the group is empty here, the claim is free again.
-    c.leave("g", &[a.member_id]);
+    c.leave("g", &[MemberRef::dynamic(&a.member_id)]);
     // SAFETY: as above.
     let rc = unsafe { libc::fcntl(g.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
     assert_eq!(rc, 0);

@@ -37,7 +37,7 @@ impl Broker {
                         retention_check_interval_ms=300000,
                         queued_max_request_bytes=524288000, fetch_max_bytes=57671680,
                         max_connections=None, max_connections_per_ip=None,
-                        max_open_files=None))]
+                        max_open_files=None, group_initial_rebalance_delay_ms=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -54,6 +54,7 @@ impl Broker {
         max_connections: Option<i64>,
         max_connections_per_ip: Option<i64>,
         max_open_files: Option<i64>,
+        group_initial_rebalance_delay_ms: i64,
     ) -> PyResult<Self> {
         let positive = |name: &str, v: Option<i64>| -> PyResult<Option<usize>> {
             match v {
@@ -98,6 +99,12 @@ impl Broker {
                 i32::MAX
             )));
         }
+        if !(0..=i32::MAX as i64).contains(&group_initial_rebalance_delay_ms) {
+            return Err(PyValueError::new_err(format!(
+                "group_initial_rebalance_delay_ms must be between 0 and {}, got {group_initial_rebalance_delay_ms}",
+                i32::MAX
+            )));
+        }
         let durability = match fsync {
             "never" | "interval" => Durability::PageCache,
             "always" => Durability::Fsync,
@@ -120,6 +127,7 @@ impl Broker {
             max_connections: max_connections.unwrap_or_else(ottla_broker::default_max_connections),
             max_connections_per_ip: max_connections_per_ip.unwrap_or(usize::MAX),
             max_open_files,
+            group_initial_rebalance_delay_ms: group_initial_rebalance_delay_ms as u64,
             ..Default::default()
         };
         let interval = fsync == "interval";

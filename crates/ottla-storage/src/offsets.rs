@@ -529,6 +529,33 @@ impl OffsetStore {
         Ok(keys.len())
     }
 
+    /// Write tombstones for the committed offsets of `group` in
+    /// `partitions` (Kafka's OffsetDelete); partitions without one are
+    /// skipped. Returns how many were removed.
+    pub fn delete_offsets(&self, group: &str, partitions: &[(String, u32)]) -> Result<usize> {
+        let keys: Vec<&(String, u32)> = {
+            let mut st = self.state.lock();
+            self.catch_up(&mut st)?;
+            partitions
+                .iter()
+                .filter(|(t, p)| st.map.contains_key(&(group.to_string(), t.clone(), *p)))
+                .collect()
+        };
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let mut b = BatchBuilder::with_capacity(64 * keys.len());
+        for (t, p) in &keys {
+            b.append(now, Some(&encode_key(group, t, *p)), None, &[]);
+        }
+        let mut bytes = b.finish().to_vec();
+        self.log.append(&mut bytes, Durability::PageCache)?;
+        let mut st = self.state.lock();
+        self.catch_up(&mut st)?;
+        Ok(keys.len())
+    }
+
     /// Write tombstones for every committed offset of `group`.
     pub fn delete_group(&self, group: &str) -> Result<usize> {
         let keys = self.group_offsets(group)?;

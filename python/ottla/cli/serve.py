@@ -119,6 +119,14 @@ def add_parser(sub: Any) -> None:
         help="descriptors kept open for partition files; the least recently used are "
         "closed past it and reopened on demand (default: half the open-file limit)",
     )
+    p.add_argument(
+        "--group-initial-rebalance-delay-ms",
+        type=int,
+        default=0,
+        metavar="MS",
+        help="how long the first rebalance of an empty consumer group waits for more "
+        "members (group.initial.rebalance.delay.ms; default: 0, at once)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -148,6 +156,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+    if not 0 <= args.group_initial_rebalance_delay_ms <= 2**31 - 1:
+        raise UsageError("--group-initial-rebalance-delay-ms must be between 0 and 2147483647")
     broker_cls: Any = getattr(ottla, "Broker", None)
     if broker_cls is None:
         raise CliError(
@@ -170,6 +180,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_connections=args.max_connections,
             max_connections_per_ip=args.max_connections_per_ip,
             max_open_files=args.max_open_files,
+            group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms,
         )
     except OSError as e:
         raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None

@@ -1,26 +1,34 @@
-//! FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ListGroups
-//! and DescribeGroups: thin adapters over the coordinator.
+//! FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ListGroups,
+//! DescribeGroups and DeleteGroups: thin adapters over the coordinator.
+//!
+//! ListGroups and DescribeGroups show the groups of the whole directory:
+//! those with members here, those with committed offsets, and those whose
+//! members are embedded consumers (as `Admin.list_groups` does); all are
+//! Kafka "classic" groups.
 
 use std::sync::Arc;
 
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator as CoordinatorEntry;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
-    BrokerId, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
-    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
-    ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
 
 use super::metadata::NODE_ID;
 use super::{blocking, s};
-use crate::coordinator::group::{JoinOutcome, JoinRequest, Pending, SyncOutcome};
+use crate::coordinator::group::{JoinOutcome, JoinRequest, MemberRef, Pending, SyncOutcome};
 use crate::dispatch::Session;
-use crate::errors::code;
+use crate::errors::{code, kafka_code};
 use crate::Shared;
+use ottla_client::group::admin;
+use ottla_storage::error::Error;
 
 const GROUP_KEY: i8 = 0;
 
@@ -96,6 +104,11 @@ pub async fn join(
     let jr = JoinRequest {
         group: req.group_id.as_str().to_string(),
         member_id: req.member_id.as_str().to_string(),
+        // Null below v5, which has no such field.
+        instance_id: req
+            .group_instance_id
+            .as_ref()
+            .map(|i| i.as_str().to_string()),
         client_id: session.client_id.clone(),
         host: format!("/{}", session.peer.ip()),
         session_timeout_ms: req.session_timeout_ms,
@@ -151,10 +164,13 @@ pub async fn join(
     r.members = outcome
         .members
         .into_iter()
-        .map(|(id, meta)| {
+        .map(|joined| {
             let mut m = JoinGroupResponseMember::default();
-            m.member_id = s(&id);
-            m.metadata = meta;
+            m.member_id = s(&joined.member_id);
+            if v >= 5 {
+                m.group_instance_id = joined.instance_id.as_deref().map(s);
+            }
+            m.metadata = joined.metadata;
             m
         })
         .collect();
@@ -175,7 +191,10 @@ pub async fn sync(
     let pending = shared.groups.sync(
         req.group_id.as_str(),
         req.generation_id,
-        req.member_id.as_str(),
+        MemberRef {
+            member_id: req.member_id.as_str(),
+            instance_id: req.group_instance_id.as_deref(),
+        },
         assignments,
     );
     let (error, assignment): SyncOutcome = match pending {
@@ -214,7 +233,10 @@ pub async fn heartbeat(
     r.error_code = shared.groups.heartbeat(
         req.group_id.as_str(),
         req.generation_id,
-        req.member_id.as_str(),
+        MemberRef {
+            member_id: req.member_id.as_str(),
+            instance_id: req.group_instance_id.as_deref(),
+        },
     );
     r
 }
@@ -227,12 +249,17 @@ pub async fn leave(
 ) -> LeaveGroupResponse {
     let mut r = LeaveGroupResponse::default();
     if v >= 3 {
-        let ids: Vec<String> = req
+        // A batch (KIP-345): a static member may be named by its instance
+        // id alone.
+        let who: Vec<MemberRef<'_>> = req
             .members
             .iter()
-            .map(|m| m.member_id.as_str().to_string())
+            .map(|m| MemberRef {
+                member_id: m.member_id.as_str(),
+                instance_id: m.group_instance_id.as_deref(),
+            })
             .collect();
-        let codes = shared.groups.leave(req.group_id.as_str(), &ids);
+        let codes = shared.groups.leave(req.group_id.as_str(), &who);
         r.members = req
             .members
             .iter()
@@ -246,9 +273,10 @@ pub async fn leave(
             })
             .collect();
     } else {
-        let codes = shared
-            .groups
-            .leave(req.group_id.as_str(), &[req.member_id.as_str().to_string()]);
+        let codes = shared.groups.leave(
+            req.group_id.as_str(),
+            &[MemberRef::dynamic(req.member_id.as_str())],
+        );
         r.error_code = codes.first().copied().unwrap_or(code::UNKNOWN_MEMBER_ID);
     }
     r
@@ -261,16 +289,17 @@ pub async fn list(
     v: i16,
 ) -> ListGroupsResponse {
     let mut r = ListGroupsResponse::default();
-    let mut groups: Vec<(String, &'static str, String)> = shared.groups.live();
-    // Groups known only by their committed offsets (either door wrote them).
-    let committed = blocking(|| shared.store.offsets().and_then(|o| o.groups()));
-    if let Ok(names) = committed {
-        for g in names {
-            if !groups.iter().any(|(n, _, _)| *n == g) {
-                groups.push((g, "Empty", "consumer".to_string()));
-            }
-        }
+    // Every group here is a classic one (no KIP-848 "consumer" groups).
+    if v >= 5
+        && !req.types_filter.is_empty()
+        && !req
+            .types_filter
+            .iter()
+            .any(|t| t.as_str().eq_ignore_ascii_case(CLASSIC))
+    {
+        return r;
     }
+    let mut groups = blocking(|| directory_groups(shared));
     groups.sort();
     for (name, state, ptype) in groups {
         if v >= 4
@@ -288,16 +317,99 @@ pub async fn list(
         if v >= 4 {
             g.group_state = s(state);
         }
+        if v >= 5 {
+            g.group_type = s(CLASSIC);
+        }
         r.groups.push(g);
     }
     r
+}
+
+fn embedded_group(shared: &Arc<Shared>, group: &str) -> bool {
+    ottla_client::group::groups_with_live_members(&shared.store)
+        .is_ok_and(|gs| gs.iter().any(|g| g == group))
+}
+
+/// Kafka's name for the group type of the classic protocol (ListGroups v5).
+const CLASSIC: &str = "classic";
+
+/// (name, state, protocol type) of every group of the directory: with
+/// members here, with embedded members, or known by committed offsets.
+fn directory_groups(shared: &Arc<Shared>) -> Vec<(String, &'static str, String)> {
+    let mut groups: Vec<(String, &'static str, String)> = shared.groups.live();
+    let embedded = ottla_client::group::groups_with_live_members(&shared.store).unwrap_or_default();
+    for g in embedded {
+        if !groups.iter().any(|(n, _, _)| *n == g) {
+            let state = embedded_state(shared, &g);
+            groups.push((g, state, "consumer".to_string()));
+        }
+    }
+    // Groups known only by their committed offsets (either door wrote them).
+    if let Ok(names) = shared.store.offsets().and_then(|o| o.groups()) {
+        for g in names {
+            if !groups.iter().any(|(n, _, _)| *n == g) {
+                groups.push((g, "Empty", "consumer".to_string()));
+            }
+        }
+    }
+    groups
+}
+
+/// The state of a group whose members are embedded consumers, as
+/// `Admin.describe_group` reports it ("Stable" or "PreparingRebalance").
+fn embedded_state(shared: &Arc<Shared>, group: &str) -> &'static str {
+    admin::describe_group(&shared.store, group).map_or("Stable", |d| d.state)
+}
+
+/// DeleteGroups: the engine's `delete_group` (as `Admin.delete_group`),
+/// refused with NON_EMPTY_GROUP while the group has members, here or
+/// embedded; GROUP_ID_NOT_FOUND for a group with neither members nor
+/// committed offsets.
+pub async fn delete(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: DeleteGroupsRequest,
+    _v: i16,
+) -> DeleteGroupsResponse {
+    let mut r = DeleteGroupsResponse::default();
+    for gid in req.groups_names {
+        let name = gid.as_str().to_string();
+        let error = if name.is_empty() {
+            code::INVALID_GROUP_ID
+        } else if shared.groups.is_active(&name) {
+            code::NON_EMPTY_GROUP
+        } else {
+            blocking(|| delete_group(shared, &name))
+        };
+        crate::errors::debug(&format!("DeleteGroups {name:?} -> error {error}"));
+        let mut d = DeletableGroupResult::default();
+        d.group_id = gid;
+        d.error_code = error;
+        r.results.push(d);
+    }
+    r
+}
+
+fn delete_group(shared: &Arc<Shared>, group: &str) -> i16 {
+    let had_offsets = match shared.store.offsets().and_then(|o| o.group_offsets(group)) {
+        Ok(o) => !o.is_empty(),
+        Err(e) => return kafka_code(&e),
+    };
+    // Takes the group's coordinator claim exclusively: fails while embedded
+    // members or this broker's hold it, and keeps them out meanwhile.
+    match admin::delete_group(&shared.store, group) {
+        Ok(()) if had_offsets => code::NONE,
+        Ok(()) => code::GROUP_ID_NOT_FOUND,
+        Err(Error::GroupNotEmpty(_)) => code::NON_EMPTY_GROUP,
+        Err(e) => kafka_code(&e),
+    }
 }
 
 pub async fn describe(
     shared: &Arc<Shared>,
     _s: &mut Session,
     req: DescribeGroupsRequest,
-    _v: i16,
+    v: i16,
 ) -> DescribeGroupsResponse {
     let mut r = DescribeGroupsResponse::default();
     for gid in req.groups {
@@ -314,6 +426,9 @@ pub async fn describe(
                     .map(|m| {
                         let mut dm = DescribedGroupMember::default();
                         dm.member_id = s(&m.member_id);
+                        if v >= 4 {
+                            dm.group_instance_id = m.instance_id.as_deref().map(s);
+                        }
                         dm.client_id = s(&m.client_id);
                         dm.client_host = s(&m.host);
                         dm.member_metadata = m.metadata;
@@ -321,6 +436,13 @@ pub async fn describe(
                         dm
                     })
                     .collect();
+            }
+            None if blocking(|| embedded_group(shared, gid.as_str())) => {
+                // Embedded members coordinate it: their state, no member
+                // list (as `Admin.describe_group` shows a group this broker
+                // coordinates).
+                d.group_state = s(blocking(|| embedded_state(shared, gid.as_str())));
+                d.protocol_type = s("consumer");
             }
             None => {
                 let known = blocking(|| {

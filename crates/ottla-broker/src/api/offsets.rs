@@ -1,4 +1,4 @@
-//! OffsetCommit and OffsetFetch, through the engine's OffsetStore
+//! OffsetCommit, OffsetFetch and OffsetDelete, through the engine's OffsetStore
 //! (`__consumer_offsets`), the same store embedded consumers commit to, so a
 //! group's position is the same whichever door wrote it.
 
@@ -7,18 +7,23 @@ use std::sync::Arc;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
 use kafka_protocol::messages::{
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse,
 };
 
 use super::{blocking, s, topic_name};
+use crate::coordinator::group::MemberRef;
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::Shared;
-use ottla_client::group::admin::commit_outside_group_with_epochs;
+use ottla_client::group::admin::{commit_outside_group_with_epochs, live_subscription};
 use ottla_storage::error::Error;
 use ottla_storage::offsets::check_metadata;
 
@@ -32,7 +37,11 @@ pub async fn commit(
     let mut error = shared.groups.check_commit(
         &group,
         req.generation_id_or_member_epoch,
-        req.member_id.as_str(),
+        MemberRef {
+            member_id: req.member_id.as_str(),
+            // Null below v7, which has no such field.
+            instance_id: req.group_instance_id.as_deref(),
+        },
     );
     if group.is_empty() {
         error = code::INVALID_GROUP_ID;
@@ -172,6 +181,87 @@ pub async fn fetch(
             t.partitions.push(pr);
         }
         resp.topics.push(t);
+    }
+    resp
+}
+
+/// OffsetDelete (KIP-496): forget a group's committed offsets of some
+/// partitions. Refused per partition with GROUP_SUBSCRIBED_TO_TOPIC while a
+/// member of the group (here or embedded) subscribes to the topic, and as a
+/// whole with NON_EMPTY_GROUP for an active group of another protocol than
+/// "consumer", as Kafka does.
+pub async fn delete(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: OffsetDeleteRequest,
+    _v: i16,
+) -> OffsetDeleteResponse {
+    let group = req.group_id.as_str().to_string();
+    let mut resp = OffsetDeleteResponse::default();
+    if group.is_empty() {
+        resp.error_code = code::INVALID_GROUP_ID;
+        return resp;
+    }
+    if shared
+        .groups
+        .protocol_type(&group)
+        .is_some_and(|t| t != "consumer")
+    {
+        resp.error_code = code::NON_EMPTY_GROUP;
+        return resp;
+    }
+    let embedded = match blocking(|| live_subscription(&shared.store, &group)) {
+        Ok(e) => e,
+        Err(e) => {
+            resp.error_code = kafka_code(&e);
+            return resp;
+        }
+    };
+    let known = shared.groups.is_active(&group)
+        || embedded.is_some()
+        || blocking(|| shared.store.offsets().and_then(|o| o.group_offsets(&group)))
+            .is_ok_and(|o| !o.is_empty());
+    if !known {
+        resp.error_code = code::GROUP_ID_NOT_FOUND;
+        return resp;
+    }
+    let mut forget = Vec::new();
+    for t in &req.topics {
+        let name = t.name.as_str();
+        let topic = blocking(|| shared.store.topic(name));
+        let subscribed = shared.groups.subscribed_to(&group, name) == Some(true)
+            || embedded.as_ref().is_some_and(|e| e.contains(name));
+        let mut rt = OffsetDeleteResponseTopic::default();
+        rt.name = t.name.clone();
+        for p in &t.partitions {
+            let mut rp = OffsetDeleteResponsePartition::default();
+            rp.partition_index = p.partition_index;
+            rp.error_code = match &topic {
+                Ok(Some(tm))
+                    if p.partition_index >= 0 && (p.partition_index as u32) < tm.partitions =>
+                {
+                    if subscribed {
+                        code::GROUP_SUBSCRIBED_TO_TOPIC
+                    } else {
+                        forget.push((name.to_string(), p.partition_index as u32));
+                        code::NONE
+                    }
+                }
+                Ok(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
+                Err(e) => kafka_code(e),
+            };
+            rt.partitions.push(rp);
+        }
+        resp.topics.push(rt);
+    }
+    if let Err(e) = blocking(|| {
+        shared
+            .store
+            .offsets()
+            .and_then(|o| o.delete_offsets(&group, &forget))
+    }) {
+        resp.error_code = kafka_code(&e);
+        resp.topics.clear();
     }
     resp
 }

@@ -13,17 +13,28 @@
 //! an await. A reaper task expires members whose session ran out and ends
 //! rebalances whose timeout passed.
 //!
+//! Static members (KIP-345) carry a `group.instance.id`: a static member
+//! that joins again with a new member id (a restarted process) takes its
+//! old member's place, assignment and leadership without a rebalance, and
+//! the old member id is fenced (FENCED_INSTANCE_ID). A static member still
+//! leaves by LeaveGroup or when its session runs out.
+//!
+//! The first rebalance of an empty group waits `initial_rebalance_delay`
+//! (Kafka's `group.initial.rebalance.delay.ms`) for more members, extended
+//! by the delay while new members keep joining, up to the rebalance
+//! timeout, so members started together get one rebalance.
+//!
 //! Committed offsets do not live here: they go to the engine's OffsetStore,
 //! shared with embedded consumers. While a group has members here, the
 //! broker holds the group's coordinator claim (see `claim`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::claim::{self, CoordinatorClaim};
 use crate::errors::{code, warn};
@@ -59,7 +70,15 @@ pub struct JoinOutcome {
     pub leader: String,
     pub member_id: String,
     /// Only the leader gets the members and their subscriptions.
-    pub members: Vec<(String, Bytes)>,
+    pub members: Vec<JoinedMember>,
+}
+
+/// A member as the leader's JoinGroup answer lists it.
+#[derive(Clone, Debug, Default)]
+pub struct JoinedMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub metadata: Bytes,
 }
 
 impl JoinOutcome {
@@ -83,6 +102,8 @@ pub type SyncOutcome = (i16, Bytes);
 
 struct Member {
     id: String,
+    /// `group.instance.id` of a static member.
+    instance_id: Option<String>,
     client_id: String,
     host: String,
     session_timeout: Duration,
@@ -103,7 +124,24 @@ struct Group {
     /// In join order: the first member of a round leads it if the old leader left.
     members: Vec<Member>,
     rebalance_deadline: Option<Instant>,
+    /// The first rebalance of an empty group, waiting for more members.
+    initial: Option<InitialDelay>,
+    /// Topics the members subscribe to (consumer protocol), `None` when a
+    /// subscription could not be read: OffsetDelete then takes every topic
+    /// as subscribed, as Kafka does.
+    subscribed: Option<HashSet<String>>,
     claim: Option<CoordinatorClaim>,
+}
+
+/// Kafka's InitialDelayedJoin: when the join phase of an empty group's first
+/// rebalance ends, and how much of the rebalance timeout is left to extend it.
+#[derive(Clone, Copy, Debug)]
+struct InitialDelay {
+    deadline: Instant,
+    delay: Duration,
+    remaining: Duration,
+    /// A member joined since the delay was (re)armed.
+    new_member_added: bool,
 }
 
 impl Group {
@@ -116,6 +154,8 @@ impl Group {
             leader: None,
             members: Vec::new(),
             rebalance_deadline: None,
+            initial: None,
+            subscribed: None,
             claim: None,
         }
     }
@@ -124,16 +164,60 @@ impl Group {
         self.members.iter_mut().find(|m| m.id == id)
     }
 
-    fn prepare_rebalance(&mut self) {
-        let now = Instant::now();
-        self.state = State::PreparingRebalance;
-        let longest = self
-            .members
+    /// The member id `instance` is known by now.
+    fn static_member_id(&self, instance: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|m| m.instance_id.as_deref() == Some(instance))
+            .map(|m| m.id.as_str())
+    }
+
+    /// Kafka's `ClassicGroup.validateMember`: a static member must be the
+    /// one its instance id maps to now (FENCED_INSTANCE_ID otherwise).
+    fn validate_member(&self, member_id: &str, instance: Option<&str>) -> Result<(), i16> {
+        match instance {
+            Some(i) => match self.static_member_id(i) {
+                None => Err(code::UNKNOWN_MEMBER_ID),
+                Some(id) if id != member_id => Err(code::FENCED_INSTANCE_ID),
+                Some(_) => Ok(()),
+            },
+            None if self.members.iter().any(|m| m.id == member_id) => Ok(()),
+            None => Err(code::UNKNOWN_MEMBER_ID),
+        }
+    }
+
+    /// Kafka's `isStaticMemberFenced`: `instance` is known by another member id.
+    fn fenced(&self, member_id: &str, instance: Option<&str>) -> bool {
+        instance
+            .and_then(|i| self.static_member_id(i))
+            .is_some_and(|id| id != member_id)
+    }
+
+    fn longest_rebalance_timeout(&self) -> Duration {
+        self.members
             .iter()
             .map(|m| m.rebalance_timeout)
             .max()
-            .unwrap_or_default();
-        self.rebalance_deadline = Some(now + longest);
+            .unwrap_or_default()
+    }
+
+    /// Start a rebalance; the first one of an empty group waits `initial_delay`.
+    fn prepare_rebalance(&mut self, initial_delay: Duration) {
+        let now = Instant::now();
+        let longest = self.longest_rebalance_timeout();
+        if self.state == State::Empty && !initial_delay.is_zero() {
+            self.initial = Some(InitialDelay {
+                deadline: now + initial_delay,
+                delay: initial_delay,
+                remaining: longest.saturating_sub(initial_delay),
+                new_member_added: false,
+            });
+            self.rebalance_deadline = None;
+        } else {
+            self.initial = None;
+            self.rebalance_deadline = Some(now + longest);
+        }
+        self.state = State::PreparingRebalance;
         // Followers waiting for an assignment of the old generation must rejoin.
         for m in &mut self.members {
             if let Some(tx) = m.sync.take() {
@@ -142,8 +226,12 @@ impl Group {
         }
     }
 
+    /// End the join phase once every member rejoined; the initial delay
+    /// of a new group ends only when it runs out (`tick`).
     fn try_complete_join(&mut self) {
-        if self.state == State::PreparingRebalance && self.members.iter().all(|m| m.join.is_some())
+        if self.state == State::PreparingRebalance
+            && self.initial.is_none()
+            && self.members.iter().all(|m| m.join.is_some())
         {
             self.complete_join();
         }
@@ -154,6 +242,7 @@ impl Group {
     fn complete_join(&mut self) {
         self.members.retain(|m| m.join.is_some());
         self.rebalance_deadline = None;
+        self.initial = None;
         self.generation += 1;
         if self.members.is_empty() {
             self.become_empty();
@@ -169,20 +258,18 @@ impl Group {
         }
         self.state = State::CompletingRebalance;
         let leader = self.leader.clone().unwrap_or_default();
-        let protocol = self.protocol.clone().unwrap_or_default();
-        let subscriptions: Vec<(String, Bytes)> = self
-            .members
-            .iter()
-            .map(|m| {
-                let meta = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| *n == protocol)
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
-                (m.id.clone(), meta)
-            })
-            .collect();
+        let subscriptions = self.subscriptions();
+        self.subscribed = if self.protocol_type.as_deref() == Some("consumer") {
+            subscriptions
+                .iter()
+                .map(|m| subscription_topics(&m.metadata))
+                .try_fold(HashSet::new(), |mut all, topics| {
+                    all.extend(topics?);
+                    Some(all)
+                })
+        } else {
+            None
+        };
         let now = Instant::now();
         for m in &mut self.members {
             m.assignment = Bytes::new();
@@ -205,11 +292,50 @@ impl Group {
         }
     }
 
+    /// Each member with its subscription for the chosen protocol.
+    fn subscriptions(&self) -> Vec<JoinedMember> {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        self.members
+            .iter()
+            .map(|m| JoinedMember {
+                member_id: m.id.clone(),
+                instance_id: m.instance_id.clone(),
+                metadata: m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == protocol)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// The JoinGroup answer of the current generation, for a static member
+    /// that took an old member's place without a rebalance.
+    fn current_generation_for(&self, member_id: &str) -> JoinOutcome {
+        let leader = self.leader.clone().unwrap_or_default();
+        JoinOutcome {
+            error: code::NONE,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone(),
+            members: if leader == member_id {
+                self.subscriptions()
+            } else {
+                Vec::new()
+            },
+            leader,
+            member_id: member_id.to_string(),
+        }
+    }
+
     fn become_empty(&mut self) {
         self.state = State::Empty;
         self.leader = None;
         self.protocol = None;
         self.rebalance_deadline = None;
+        self.initial = None;
+        self.subscribed = None;
         // No members here: embedded consumers may coordinate the group now.
         self.claim = None;
     }
@@ -226,7 +352,7 @@ impl Group {
             self.generation += 1;
             self.become_empty();
         } else if self.state != State::PreparingRebalance {
-            self.prepare_rebalance();
+            self.prepare_rebalance(Duration::ZERO);
             self.try_complete_join();
         } else {
             self.try_complete_join();
@@ -274,6 +400,7 @@ fn choose_protocol(members: &[Member]) -> Option<String> {
 /// A member as DescribeGroups shows it.
 pub struct MemberInfo {
     pub member_id: String,
+    pub instance_id: Option<String>,
     pub client_id: String,
     pub host: String,
     pub metadata: Bytes,
@@ -290,6 +417,8 @@ pub struct GroupInfo {
 pub struct JoinRequest {
     pub group: String,
     pub member_id: String,
+    /// `group.instance.id` (JoinGroup v5+): a static member.
+    pub instance_id: Option<String>,
     pub client_id: String,
     pub host: String,
     pub session_timeout_ms: i32,
@@ -298,20 +427,58 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
 }
 
+/// Who a request speaks for: a member id and, for a static member, its
+/// `group.instance.id` (Heartbeat v3+, SyncGroup v3+, OffsetCommit v7+,
+/// LeaveGroup v3+).
+#[derive(Clone, Copy, Debug)]
+pub struct MemberRef<'a> {
+    pub member_id: &'a str,
+    pub instance_id: Option<&'a str>,
+}
+
+impl<'a> MemberRef<'a> {
+    /// A dynamic member (no instance id).
+    pub fn dynamic(member_id: &'a str) -> MemberRef<'a> {
+        MemberRef {
+            member_id,
+            instance_id: None,
+        }
+    }
+}
+
 /// Kafka's GroupCoordinator: every group this broker coordinates.
 pub struct GroupCoordinator {
     store: Arc<Store>,
     groups: Mutex<HashMap<String, Group>>,
     next_member: std::sync::atomic::AtomicU64,
+    /// Kafka's `group.initial.rebalance.delay.ms`.
+    initial_delay: Duration,
+    /// Wakes the reaper when a group's initial delay is armed.
+    wake: Notify,
 }
 
 impl GroupCoordinator {
     pub fn new(store: Arc<Store>) -> GroupCoordinator {
+        GroupCoordinator::with_initial_delay(store, Duration::ZERO)
+    }
+
+    /// A coordinator whose empty groups wait `initial_delay` for more
+    /// members before their first rebalance.
+    pub fn with_initial_delay(store: Arc<Store>, initial_delay: Duration) -> GroupCoordinator {
         GroupCoordinator {
             store,
             groups: Mutex::new(HashMap::new()),
             next_member: std::sync::atomic::AtomicU64::new(0),
+            initial_delay,
+            wake: Notify::new(),
         }
+    }
+
+    fn new_member_id(&self, prefix: &str) -> String {
+        let n = self
+            .next_member
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{prefix}-{:x}-{n}", ottla_storage::log::now_ms())
     }
 
     pub fn join(&self, req: JoinRequest) -> Pending<JoinOutcome> {
@@ -350,6 +517,13 @@ impl GroupCoordinator {
             g.protocol_type = Some(req.protocol_type.clone());
         } else {
             let same_type = g.protocol_type.as_deref() == Some(req.protocol_type.as_str());
+            // A static member taking its old member's place is compared with
+            // the others, not with itself.
+            let replaced = req
+                .instance_id
+                .as_deref()
+                .and_then(|i| g.static_member_id(i))
+                .map(str::to_string);
             let others_known = |m: &Member| {
                 req.protocols
                     .iter()
@@ -358,37 +532,100 @@ impl GroupCoordinator {
             let compatible = g
                 .members
                 .iter()
-                .filter(|m| m.id != req.member_id)
+                .filter(|m| m.id != req.member_id && Some(&m.id) != replaced.as_ref())
                 .all(others_known);
             if !same_type || !compatible {
                 return fail(code::INCONSISTENT_GROUP_PROTOCOL);
             }
         }
-        let member_id = if req.member_id.is_empty() {
-            let n = self
-                .next_member
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            format!("{}-{:x}-{n}", req.client_id, ottla_storage::log::now_ms())
-        } else if g.member(&req.member_id).is_none() {
-            return fail(code::UNKNOWN_MEMBER_ID);
-        } else {
-            req.member_id.clone()
-        };
-        let (tx, rx) = oneshot::channel();
         let now = Instant::now();
         let session = Duration::from_millis(req.session_timeout_ms as u64);
         let rebalance =
             Duration::from_millis(req.rebalance_timeout_ms.max(req.session_timeout_ms) as u64);
-        match g.member(&member_id) {
-            Some(m) => {
-                m.protocols = req.protocols;
-                m.session_timeout = session;
-                m.rebalance_timeout = rebalance;
-                m.expires = now + session;
-                m.join = Some(tx);
+        let (tx, rx) = oneshot::channel();
+        if !req.member_id.is_empty() {
+            // A known member joining again.
+            if let Err(e) = g.validate_member(&req.member_id, req.instance_id.as_deref()) {
+                return fail(e);
             }
-            None => g.members.push(Member {
+            let (state, leader) = (g.state, g.leader.clone());
+            let Some(m) = g.member(&req.member_id) else {
+                return fail(code::UNKNOWN_MEMBER_ID);
+            };
+            m.expires = now + session;
+            // Kafka: a member joining again with the metadata it has (it
+            // missed the answer, or lost its connection) gets the current
+            // generation back; only the leader or a changed subscription
+            // starts a rebalance of a Stable group.
+            let same = m.protocols == req.protocols;
+            let is_leader = leader.as_deref() == Some(req.member_id.as_str());
+            match state {
+                State::CompletingRebalance if same => {
+                    return Pending::Ready(g.current_generation_for(&req.member_id));
+                }
+                State::Stable if same && !is_leader => {
+                    return Pending::Ready(g.current_generation_for(&req.member_id));
+                }
+                _ => {
+                    m.protocols = req.protocols;
+                    m.session_timeout = session;
+                    m.rebalance_timeout = rebalance;
+                    m.join = Some(tx);
+                }
+            }
+        } else if let Some(old_id) = req
+            .instance_id
+            .as_deref()
+            .and_then(|i| g.static_member_id(i))
+            .map(str::to_string)
+        {
+            // A static member back with a new member id (a restart): it takes
+            // the old member's place; the old id is fenced.
+            let new_id = self.new_member_id(req.instance_id.as_deref().unwrap_or_default());
+            if g.leader.as_deref() == Some(old_id.as_str()) {
+                g.leader = Some(new_id.clone());
+            }
+            let state = g.state;
+            let Some(m) = g.member(&old_id) else {
+                return fail(code::UNKNOWN_MEMBER_ID);
+            };
+            if let Some(old) = m.join.take() {
+                let _ = old.send(JoinOutcome::error(code::FENCED_INSTANCE_ID, &old_id));
+            }
+            if let Some(old) = m.sync.take() {
+                let _ = old.send((code::FENCED_INSTANCE_ID, Bytes::new()));
+            }
+            m.id = new_id.clone();
+            m.client_id = req.client_id;
+            m.host = req.host;
+            m.protocols = req.protocols;
+            m.session_timeout = session;
+            m.rebalance_timeout = rebalance;
+            m.expires = now + session;
+            crate::errors::debug(&format!(
+                "group {:?}: static member {:?} replaces {old_id} by {new_id}",
+                req.group, req.instance_id
+            ));
+            match state {
+                // Kafka: no rebalance unless the group's protocol would change.
+                State::Stable if choose_protocol(&g.members) == g.protocol => {
+                    return Pending::Ready(g.current_generation_for(&new_id));
+                }
+                State::CompletingRebalance => {
+                    return Pending::Ready(g.current_generation_for(&new_id));
+                }
+                _ => {
+                    if let Some(m) = g.member(&new_id) {
+                        m.join = Some(tx);
+                    }
+                }
+            }
+        } else {
+            let prefix = req.instance_id.as_deref().unwrap_or(req.client_id.as_str());
+            let member_id = self.new_member_id(prefix);
+            g.members.push(Member {
                 id: member_id,
+                instance_id: req.instance_id,
                 client_id: req.client_id,
                 host: req.host,
                 session_timeout: session,
@@ -398,10 +635,16 @@ impl GroupCoordinator {
                 expires: now + session,
                 join: Some(tx),
                 sync: None,
-            }),
+            });
+            if let Some(initial) = g.initial.as_mut() {
+                initial.new_member_added = true;
+            }
         }
         if g.state != State::PreparingRebalance {
-            g.prepare_rebalance();
+            g.prepare_rebalance(self.initial_delay);
+            if g.initial.is_some() {
+                self.wake.notify_one();
+            }
         }
         g.try_complete_join();
         Pending::Wait(rx)
@@ -411,13 +654,17 @@ impl GroupCoordinator {
         &self,
         group: &str,
         generation: i32,
-        member_id: &str,
+        who: MemberRef<'_>,
         assignments: Vec<(String, Bytes)>,
     ) -> Pending<SyncOutcome> {
+        let member_id = who.member_id;
         let mut groups = self.groups.lock();
         let Some(g) = groups.get_mut(group) else {
             return Pending::Ready((code::UNKNOWN_MEMBER_ID, Bytes::new()));
         };
+        if let Err(e) = g.validate_member(member_id, who.instance_id) {
+            return Pending::Ready((e, Bytes::new()));
+        }
         let gen = g.generation;
         let state = g.state;
         let leader = g.leader.clone();
@@ -460,13 +707,16 @@ impl GroupCoordinator {
         }
     }
 
-    pub fn heartbeat(&self, group: &str, generation: i32, member_id: &str) -> i16 {
+    pub fn heartbeat(&self, group: &str, generation: i32, who: MemberRef<'_>) -> i16 {
         let mut groups = self.groups.lock();
         let Some(g) = groups.get_mut(group) else {
             return code::UNKNOWN_MEMBER_ID;
         };
+        if let Err(e) = g.validate_member(who.member_id, who.instance_id) {
+            return e;
+        }
         let (gen, state) = (g.generation, g.state);
-        let Some(m) = g.member(member_id) else {
+        let Some(m) = g.member(who.member_id) else {
             return code::UNKNOWN_MEMBER_ID;
         };
         m.expires = Instant::now() + m.session_timeout;
@@ -480,16 +730,28 @@ impl GroupCoordinator {
         }
     }
 
-    /// Per member: its error code.
-    pub fn leave(&self, group: &str, members: &[String]) -> Vec<i16> {
+    /// LeaveGroup, per member: its error code. A member named by its
+    /// instance id alone (empty member id, LeaveGroup v3+) leaves as
+    /// whichever member id holds that instance now.
+    pub fn leave(&self, group: &str, members: &[MemberRef<'_>]) -> Vec<i16> {
         let mut groups = self.groups.lock();
         let Some(g) = groups.get_mut(group) else {
             return vec![code::UNKNOWN_MEMBER_ID; members.len()];
         };
         members
             .iter()
-            .map(|id| {
-                if g.remove(std::slice::from_ref(id)) > 0 {
+            .map(|who| {
+                let id = if who.member_id.is_empty() {
+                    match who.instance_id.and_then(|i| g.static_member_id(i)) {
+                        Some(id) => id.to_string(),
+                        None => return code::UNKNOWN_MEMBER_ID,
+                    }
+                } else if g.fenced(who.member_id, who.instance_id) {
+                    return code::FENCED_INSTANCE_ID;
+                } else {
+                    who.member_id.to_string()
+                };
+                if g.remove(std::slice::from_ref(&id)) > 0 {
                     code::NONE
                 } else {
                     code::UNKNOWN_MEMBER_ID
@@ -506,8 +768,30 @@ impl GroupCoordinator {
             .is_some_and(|g| !g.members.is_empty())
     }
 
+    /// For OffsetDelete: `None` if `group` has no members here, else whether
+    /// its members subscribe to `topic` (Kafka's GROUP_SUBSCRIBED_TO_TOPIC);
+    /// a group of another protocol type than "consumer" counts as
+    /// subscribed to everything (Kafka refuses it with NON_EMPTY_GROUP).
+    pub fn subscribed_to(&self, group: &str, topic: &str) -> Option<bool> {
+        let groups = self.groups.lock();
+        let g = groups.get(group).filter(|g| !g.members.is_empty())?;
+        Some(match &g.subscribed {
+            Some(topics) => topics.contains(topic),
+            None => true,
+        })
+    }
+
+    /// The protocol type of `group` if it has members here.
+    pub fn protocol_type(&self, group: &str) -> Option<String> {
+        let groups = self.groups.lock();
+        let g = groups.get(group).filter(|g| !g.members.is_empty())?;
+        Some(g.protocol_type.clone().unwrap_or_default())
+    }
+
     /// May this (generation, member) commit offsets for `group` now?
-    pub fn check_commit(&self, group: &str, generation: i32, member_id: &str) -> i16 {
+    /// Kafka's `ClassicGroup.validateOffsetCommit`.
+    pub fn check_commit(&self, group: &str, generation: i32, who: MemberRef<'_>) -> i16 {
+        let member_id = who.member_id;
         let mut groups = self.groups.lock();
         let g = match groups.get_mut(group) {
             Some(g) if !g.members.is_empty() => g,
@@ -523,8 +807,11 @@ impl GroupCoordinator {
                 }
             }
         };
-        if generation < 0 && member_id.is_empty() {
+        if generation < 0 && member_id.is_empty() && who.instance_id.is_none() {
             return code::UNKNOWN_MEMBER_ID;
+        }
+        if let Err(e) = g.validate_member(member_id, who.instance_id) {
+            return e;
         }
         let (gen, state) = (g.generation, g.state);
         let Some(m) = g.member(member_id) else {
@@ -559,6 +846,7 @@ impl GroupCoordinator {
                 .iter()
                 .map(|m| MemberInfo {
                     member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
                     host: m.host.clone(),
                     metadata: m
@@ -589,11 +877,31 @@ impl GroupCoordinator {
             .collect()
     }
 
-    /// Expire members whose session ran out; finish overdue rebalances.
-    pub fn tick(&self) {
+    /// Expire members whose session ran out; finish overdue rebalances and
+    /// initial delays that ran out. Returns the earliest initial-delay
+    /// deadline still pending (the reaper wakes for it).
+    pub fn tick(&self) -> Option<Instant> {
         let now = Instant::now();
         let mut groups = self.groups.lock();
+        let mut next: Option<Instant> = None;
         for g in groups.values_mut() {
+            if let Some(initial) = g.initial {
+                if initial.deadline <= now {
+                    if initial.new_member_added && !initial.remaining.is_zero() {
+                        // Kafka: members keep coming; wait again, within
+                        // the rebalance timeout.
+                        let delay = initial.delay.min(initial.remaining);
+                        g.initial = Some(InitialDelay {
+                            deadline: now + delay,
+                            delay,
+                            remaining: initial.remaining.saturating_sub(initial.delay),
+                            new_member_added: false,
+                        });
+                    } else {
+                        g.complete_join();
+                    }
+                }
+            }
             if g.state == State::PreparingRebalance
                 && g.rebalance_deadline.is_some_and(|d| d <= now)
             {
@@ -608,8 +916,12 @@ impl GroupCoordinator {
             if !expired.is_empty() {
                 g.remove(&expired);
             }
+            if let Some(initial) = g.initial {
+                next = Some(next.map_or(initial.deadline, |n| n.min(initial.deadline)));
+            }
         }
         groups.retain(|_, g| !g.members.is_empty() || g.claim.is_some());
+        next
     }
 
     /// Let go of every group (broker shutdown): waiting callers get an error.
@@ -618,17 +930,63 @@ impl GroupCoordinator {
     }
 }
 
-/// Runs `tick` until shutdown.
+/// The topics of a consumer-protocol subscription (`ConsumerProtocolSubscription`,
+/// every version starts with its version and topics), `None` if unreadable.
+fn subscription_topics(metadata: &[u8]) -> Option<Vec<String>> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let head = b.get(..n)?;
+        *b = b.get(n..)?;
+        Some(head)
+    }
+    let mut b = metadata;
+    let _version = take(&mut b, 2)?;
+    let count = i32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?);
+    let mut topics = Vec::new();
+    for _ in 0..count.max(0) {
+        let len = i16::from_be_bytes(take(&mut b, 2)?.try_into().ok()?);
+        let name = take(&mut b, usize::try_from(len).ok()?)?;
+        topics.push(String::from_utf8(name.to_vec()).ok()?);
+    }
+    Some(topics)
+}
+
+/// Runs `tick` until shutdown: every 100 ms, and when a group's initial
+/// rebalance delay runs out.
 pub async fn reaper(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     _done: mpsc::Sender<()>,
 ) {
-    let mut every = tokio::time::interval(Duration::from_millis(100));
+    let period = Duration::from_millis(100);
+    let mut next = tokio::time::Instant::now() + period;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = every.tick() => shared.groups.tick(),
+            _ = tokio::time::sleep_until(next) => {}
+            _ = shared.groups.wake.notified() => {}
         }
+        let due = shared.groups.tick();
+        let now = Instant::now();
+        let periodic = now + period;
+        let at = due.map_or(periodic, |d| d.min(periodic));
+        next = tokio::time::Instant::now() + at.saturating_duration_since(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subscription_topics;
+
+    #[test]
+    fn subscribed_topics_are_read_from_consumer_protocol_metadata() {
+        // ConsumerProtocolSubscription v1: version, ["a", "bc"], user data, owned partitions.
+        let mut m = vec![0, 1, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c'];
+        m.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        assert_eq!(
+            subscription_topics(&m),
+            Some(vec!["a".to_string(), "bc".to_string()])
+        );
+        assert_eq!(subscription_topics(b"meta"), None, "cut short");
+        assert_eq!(subscription_topics(&[0, 0, 0, 0, 0, 1, 0, 5, b'x']), None);
     }
 }

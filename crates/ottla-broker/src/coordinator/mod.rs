@@ -12,3 +12,6 @@
 pub mod claim;
 pub mod group;
 pub mod producer_id;
+
+#[cfg(test)]
+mod group_tests;

@@ -247,6 +247,22 @@ pub fn delete_group(store: &Arc<Store>, group: &str) -> Result<()> {
     })
 }
 
+/// The topics a group's live embedded members subscribe to, `None` while
+/// it has none (OffsetDelete refuses those topics, as Kafka does for a
+/// group's subscribed topics).
+pub fn live_subscription(store: &Arc<Store>, group: &str) -> Result<Option<BTreeSet<String>>> {
+    let Some(dir) = GroupDir::existing(store, group)? else {
+        return Ok(None);
+    };
+    let st = dir.read_state()?;
+    for m in &st.members {
+        if dir.member_alive(&m.token)? {
+            return Ok(Some(st.topics.keys().cloned().collect()));
+        }
+    }
+    Ok(None)
+}
+
 /// Commit new positions for the group; refused while it has live members.
 /// `topics: None` means every topic the group has committed offsets for
 /// (for explicit offsets, the partitions given). Returns what was committed.

@@ -238,7 +238,7 @@ impl GroupDir {
 }
 
 /// Names of groups with a state file listing at least one live member.
-pub(crate) fn groups_with_live_members(store: &Arc<Store>) -> Result<Vec<String>> {
+pub fn groups_with_live_members(store: &Arc<Store>) -> Result<Vec<String>> {
     let root = store.groups_dir();
     let mut out = Vec::new();
     let entries = match fs::read_dir(&root) {
