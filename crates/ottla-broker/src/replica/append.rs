@@ -1,30 +1,49 @@
 //! Produce's half of the replica manager: validate what the client sent,
-//! then store it as sent.
+//! then store it as sent, or as the topic's config says.
 //!
 //! A produced batch travels: the Produce handler -> `append`, which walks
 //! the batches of the partition (see `validate`), checks producer sequences
 //! for idempotent producers, and hands the original bytes to
 //! `PartitionLog::append`, which stamps base offsets (outside the CRC) and
-//! writes them. The client's compression and checksum are what lands on disk.
+//! writes them. The client's compression and checksum are what lands on
+//! disk, unless the topic says otherwise: a `compression.type` other than
+//! `producer` that differs from the batch's codec has the batch re-encoded
+//! (Kafka's broker recompression), and `message.timestamp.type=LogAppendTime`
+//! stamps each batch's max timestamp and timestamp-type bit with the append
+//! time (the CRC resealed); see [`restamp`].
 
 use std::collections::HashSet;
 
 use bytes::{Bytes, BytesMut};
 
-use super::idempotence::Verdict;
+use super::idempotence::{BatchSeq, Verdict};
 use super::validate::validate;
 use super::ReplicaManager;
-use crate::errors::{code, warn, Refusal};
-use ottla_storage::config::CleanupPolicy;
+use crate::errors::{code, kafka_code, warn, Refusal};
+use ottla_record::batch::{
+    check_batch, seal_crc, BatchHeader, ATTRIBUTES, MAX_TIMESTAMP, TIMESTAMP_TYPE_LOG_APPEND,
+};
+use ottla_record::compression::recompress_batch;
+use ottla_storage::config::{CleanupPolicy, TopicCompression, TopicConfig};
 use ottla_storage::log::Durability;
 use ottla_storage::store::Topic;
 
 /// Partitions a connection has appended to (see `Session::written`).
 pub type Written = HashSet<(String, i32)>;
 
+/// Where a partition's batches went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The first batch's base offset (a retried batch's original offset).
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+    /// The broker's append time under `message.timestamp.type=LogAppendTime`,
+    /// -1 otherwise (Produce's `log_append_time_ms`).
+    pub log_append_time: i64,
+}
+
 impl ReplicaManager {
-    /// Append one partition's batches: (base offset, log start), or why the
-    /// partition refused them.
+    /// Append one partition's batches, or why the partition refused them.
     pub fn append(
         &self,
         written: &mut Written,
@@ -32,7 +51,7 @@ impl ReplicaManager {
         name: &str,
         partition: i32,
         records: Option<Bytes>,
-    ) -> Result<(i64, i64), Refusal> {
+    ) -> Result<Appended, Refusal> {
         // A page-cache append to an open log is a memory copy: done right
         // here. Handing the worker's core to another thread for it
         // (block_in_place) cost more than the append (measured:
@@ -52,13 +71,13 @@ impl ReplicaManager {
         }
     }
 
-    /// Validate and append one partition's batches: (base offset, log start).
+    /// Validate and append one partition's batches.
     fn write(
         &self,
         topic: &Topic,
         partition: i32,
         data: Option<Bytes>,
-    ) -> Result<(i64, i64), Refusal> {
+    ) -> Result<Appended, Refusal> {
         let data = data.filter(|d| !d.is_empty()).ok_or(code::INVALID_RECORD)?;
         if partition < 0 || partition as u32 >= topic.partitions {
             return Err(code::UNKNOWN_TOPIC_OR_PARTITION.into());
@@ -69,7 +88,13 @@ impl ReplicaManager {
             .map_err(|e| Refusal::engine(&e))?;
         let compacted = (topic.config.cleanup_policy != CleanupPolicy::Delete)
             .then(|| format!("{}-{partition}", topic.name));
-        let batches = validate(&data, topic.config.max_message_bytes, compacted.as_deref())?;
+        let now = ottla_storage::log::now_ms();
+        let batches = validate(&data, &topic.config, compacted.as_deref(), now)?;
+        let log_append_time = if topic.config.log_append_time {
+            now
+        } else {
+            -1
+        };
         let state = self.producers.partition(&topic.name, partition as u32);
         // Held across check, append and record, so a retry racing its original
         // on another connection is still recognised.
@@ -92,9 +117,19 @@ impl ReplicaManager {
         }
         if keep.is_empty() {
             let (start, _) = log.offsets().map_err(|e| Refusal::engine(&e))?;
-            return Ok((first_dup.unwrap_or(-1), start));
+            return Ok(Appended {
+                base_offset: first_dup.unwrap_or(-1),
+                log_start_offset: start,
+                log_append_time,
+            });
         }
-        let mut bytes = if keep.len() == batches.len() {
+        let mut bytes = if needs_restamp(&topic.config, &data, &keep) {
+            let mut b = BytesMut::with_capacity(data.len());
+            for (r, _) in &keep {
+                b.extend_from_slice(&restamp(&topic.config, &data[r.clone()], now)?);
+            }
+            b
+        } else if keep.len() == batches.len() {
             owned(data)
         } else {
             let mut b = BytesMut::with_capacity(keep.iter().map(|(r, _)| r.len()).sum());
@@ -112,8 +147,66 @@ impl ReplicaManager {
             producers.record(seq, next);
             next += seq.count as i64;
         }
-        Ok((first_dup.unwrap_or(info.base_offset), info.log_start_offset))
+        Ok(Appended {
+            base_offset: first_dup.unwrap_or(info.base_offset),
+            log_start_offset: info.log_start_offset,
+            log_append_time,
+        })
     }
+}
+
+/// Whether any batch kept must be re-encoded or stamped before it is stored.
+fn needs_restamp(
+    cfg: &TopicConfig,
+    data: &[u8],
+    keep: &[(std::ops::Range<usize>, BatchSeq)],
+) -> bool {
+    if cfg.log_append_time {
+        return true;
+    }
+    let Some(codec) = cfg.compression.codec() else {
+        return false;
+    };
+    keep.iter().any(|(r, _)| {
+        BatchHeader::parse(&data[r.clone()]).is_some_and(|h| h.compression() != codec)
+    })
+}
+
+/// One validated batch as the topic stores it: recompressed to
+/// `compression.type` when that names a codec other than the batch's (the
+/// records and every other header field kept), then, under
+/// `LogAppendTime`, its max timestamp set to `now` and its timestamp type
+/// bit set, as Kafka's LogValidator does; the CRC resealed.
+pub fn restamp(cfg: &TopicConfig, batch: &[u8], now: i64) -> Result<Vec<u8>, Refusal> {
+    let h = check_batch(batch).map_err(|_| Refusal::from(code::CORRUPT_MESSAGE))?;
+    let mut out = match cfg.compression.codec() {
+        Some(codec) if codec != h.compression() => {
+            let level = match cfg.compression {
+                TopicCompression::Gzip => cfg.gzip_level,
+                _ => cfg.zstd_level,
+            };
+            let b = recompress_batch(batch, codec, level)
+                .map_err(|e| Refusal::from(kafka_code(&e.into())))?;
+            // Kafka checks the size of what it will store, too.
+            if b.len()
+                > cfg
+                    .max_message_bytes
+                    .saturating_add(ottla_record::batch::LOG_OVERHEAD)
+            {
+                return Err(code::MESSAGE_TOO_LARGE.into());
+            }
+            b
+        }
+        _ => batch.to_vec(),
+    };
+    if cfg.log_append_time {
+        let attributes =
+            i16::from_be_bytes([out[ATTRIBUTES], out[ATTRIBUTES + 1]]) | TIMESTAMP_TYPE_LOG_APPEND;
+        out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+        out[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&now.to_be_bytes());
+    }
+    seal_crc(&mut out);
+    Ok(out)
 }
 
 /// The batches as a mutable buffer for `PartitionLog::append` (which stamps
