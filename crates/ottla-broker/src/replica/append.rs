@@ -221,6 +221,108 @@ fn owned(data: Bytes) -> BytesMut {
 mod tests {
     use super::*;
 
+    fn cfg(pairs: &[(&str, &str)]) -> TopicConfig {
+        TopicConfig::from_overrides(pairs.iter().copied()).expect("valid config")
+    }
+
+    fn batch(ts: i64) -> Vec<u8> {
+        let mut b = ottla_record::BatchBuilder::with_capacity(1 << 16);
+        for i in 0..100 {
+            b.append(ts + i, Some(b"k"), Some(&[b'v'; 200][..]), &[]);
+        }
+        b.finish().to_vec()
+    }
+
+    fn ok<T>(r: Result<T, Refusal>) -> T {
+        match r {
+            Ok(v) => v,
+            Err(e) => panic!("refused with {}: {:?}", e.code, e.message),
+        }
+    }
+
+    fn whole(b: &[u8]) -> Vec<(std::ops::Range<usize>, BatchSeq)> {
+        let seq = BatchSeq {
+            producer_id: -1,
+            epoch: -1,
+            first: -1,
+            count: 100,
+        };
+        vec![(0..b.len(), seq)]
+    }
+
+    fn records_of(batch: &[u8]) -> Vec<(i64, Vec<u8>)> {
+        let h = check_batch(batch).expect("sealed batch");
+        let rs = ottla_record::decode::records(&h, batch).expect("records");
+        rs.iter()
+            .map(|r| {
+                let r = r.expect("record");
+                (r.timestamp, r.value.unwrap_or_default().to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn restamp_recompresses_to_the_topic_codec_and_keeps_records() {
+        let plain = batch(1000);
+        let zstd = ok(restamp(&cfg(&[("compression.type", "zstd")]), &plain, 5));
+        let h = check_batch(&zstd).expect("resealed");
+        assert_eq!(h.compression(), ottla_record::compression::ZSTD);
+        assert!(!h.log_append_time());
+        assert!(zstd.len() < plain.len() / 4);
+        assert_eq!(records_of(&zstd), records_of(&plain));
+        // uncompressed inflates; a matching codec is left as it is.
+        let back = ok(restamp(
+            &cfg(&[("compression.type", "uncompressed")]),
+            &zstd,
+            5,
+        ));
+        assert_eq!(back, plain);
+        let same = ok(restamp(&cfg(&[("compression.type", "zstd")]), &zstd, 5));
+        assert_eq!(same, zstd);
+        assert!(!needs_restamp(
+            &cfg(&[("compression.type", "producer")]),
+            &plain,
+            &whole(&plain)
+        ));
+    }
+
+    #[test]
+    fn log_append_time_sets_the_max_timestamp_and_type_bit() {
+        let plain = batch(1000);
+        let now = 1_700_000_000_000;
+        let c = cfg(&[("message.timestamp.type", "LogAppendTime")]);
+        assert!(needs_restamp(&c, &plain, &whole(&plain)));
+        let stamped = ok(restamp(&c, &plain, now));
+        let h = check_batch(&stamped).expect("resealed");
+        assert!(h.log_append_time());
+        assert_eq!(h.max_timestamp, now);
+        assert_eq!(h.base_timestamp, 1000, "Kafka leaves the base timestamp");
+        assert!(records_of(&stamped).iter().all(|(ts, _)| *ts == now));
+    }
+
+    #[test]
+    fn create_time_out_of_bounds_is_invalid_timestamp_per_record() {
+        let c = cfg(&[
+            ("message.timestamp.before.max.ms", "1000"),
+            ("message.timestamp.after.max.ms", "1000"),
+        ]);
+        let now = 1_000_000;
+        assert!(validate(&batch(now - 50), &c, None, now).is_ok());
+        let r = validate(&batch(now - 1050), &c, None, now).expect_err("too old");
+        assert_eq!(r.code, super::super::validate::INVALID_TIMESTAMP);
+        // ts now-1050 .. now-951: the first 50 are older than the bound.
+        assert_eq!(r.record_errors.len(), 50);
+        assert_eq!(r.record_errors[0].0, 0);
+        let r = validate(&batch(now + 950), &c, None, now).expect_err("too new");
+        assert_eq!(r.record_errors.first().map(|e| e.0), Some(51));
+        // LogAppendTime topics take any producer timestamp.
+        let lat = cfg(&[
+            ("message.timestamp.type", "LogAppendTime"),
+            ("message.timestamp.before.max.ms", "0"),
+        ]);
+        assert!(validate(&batch(5), &lat, None, now).is_ok());
+    }
+
     #[test]
     fn records_no_one_else_holds_are_appended_in_place_others_are_copied() {
         let frame = Bytes::from(vec![7u8; 4096]);
