@@ -23,8 +23,13 @@ from kafka_wire import _str, fetch, frame, record_batch, response
 
 pytest.importorskip("confluent_kafka")
 import confluent_kafka as ck
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
-from confluent_kafka.admin import NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
 
 INVALID_CONFIG = 40
 INVALID_TIMESTAMP = 32
@@ -266,8 +271,11 @@ def test_kafka_refusals_in_kafkas_words(
 
 def test_kafka_python_names_are_exact_on_the_wire(broker: ottla.Broker) -> None:
     kafka = pytest.importorskip("kafka")
-    from kafka.admin import ConfigResource as KConfigResource
-    from kafka.admin import ConfigResourceType, NewTopic as KNewTopic
+    from kafka.admin import (
+        ConfigResource as KConfigResource,
+        ConfigResourceType,
+        NewTopic as KNewTopic,
+    )
     from kafka.errors import InvalidConfigurationError
 
     a = kafka.KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
@@ -344,9 +352,7 @@ def test_broker_recompresses_to_the_topics_codec(broker: ottla.Broker) -> None:
     create(broker, "asis", {})
     values = [b"compressible value %d " % i * 30 for i in range(200)]
     for topic in ["zs", "asis"]:
-        p = ck.Producer(
-            {"bootstrap.servers": broker.bootstrap_servers, "compression.type": "lz4"}
-        )
+        p = ck.Producer({"bootstrap.servers": broker.bootstrap_servers, "compression.type": "lz4"})
         for v in values:
             p.produce(topic, v)
         assert p.flush(15) == 0
@@ -402,7 +408,7 @@ def test_embedded_producer_stores_batches_compressed(data_dir: Path) -> None:
     sizes = {t: sum(f.stat().st_size for f in log_files(data_dir / f"{t}-0")) for t in ["ez", "en"]}
     assert sizes["ez"] * 5 < sizes["en"], sizes
     got = [v for _, _, v in read_values(data_dir, "ez")]
-    assert got == values[:-1] + [b"x" * 200_000]
+    assert got == [*values[:-1], b"x" * 200_000]
     for f in log_files(data_dir / "ez-0"):
         data = f.read_bytes()
         assert {a & 7 for a, _, _ in batch_headers(data)} == {ZSTD}
@@ -459,9 +465,9 @@ def test_clients_see_log_append_time(broker: ottla.Broker) -> None:
         c.close()
     kcat = shutil.which("kcat")
     if kcat is not None:
+        args = ["-C", "-t", "latc", "-o", "beginning", "-e", "-q", "-J"]
         out = subprocess.run(
-            [kcat, "-b", broker.bootstrap_servers, "-C", "-t", "latc", "-o", "beginning"]
-            + ["-e", "-q", "-J"],
+            [kcat, "-b", broker.bootstrap_servers, *args],
             capture_output=True,
             check=True,
             timeout=30,
