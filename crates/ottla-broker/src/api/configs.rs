@@ -383,6 +383,14 @@ pub async fn incremental_alter(
                 Some((key, op))
             })
             .collect();
+        // Kafka: one operation per config in a request.
+        let mut seen = std::collections::HashSet::new();
+        if let Some((k, _)) = ops.iter().find(|(k, _)| !seen.insert(k.as_str())) {
+            bad_op.get_or_insert((
+                code::INVALID_REQUEST,
+                format!("Error due to duplicate config keys: {k}"),
+            ));
+        }
         let outcome = match bad_op {
             Some(refusal) => Err(refusal),
             None => blocking(|| {
@@ -404,4 +412,65 @@ pub async fn incremental_alter(
         resp.responses.push(r);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_adds_missing_values_and_subtract_removes_them() {
+        assert_eq!(list_op("delete", "compact", true), "delete,compact");
+        assert_eq!(list_op("delete,compact", "compact", true), "delete,compact");
+        assert_eq!(list_op("delete,compact", "delete", false), "compact");
+        assert_eq!(list_op("", "0:0, 1:0", true), "0:0,1:0");
+        assert_eq!(list_op("0:0,1:0", "2:0", false), "0:0,1:0");
+    }
+
+    #[test]
+    fn append_is_refused_on_configs_that_are_not_lists() {
+        let mut o = std::collections::BTreeMap::new();
+        match list_change(&mut o, "retention.ms".into(), "1", true) {
+            Err(Error::InvalidConfig(m)) => assert_eq!(
+                m,
+                "Can't APPEND to key retention.ms because its type is not LIST."
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(list_change(&mut o, "retention_ms".into(), "1", false).is_err());
+        list_change(&mut o, "cleanup.policy".into(), "compact", true).expect("list");
+        assert_eq!(o["cleanup.policy"], "delete,compact");
+    }
+
+    #[test]
+    fn topic_configs_are_described_with_types_sources_and_synonyms() {
+        let cfg = TopicConfig::from_overrides([("compression.type", "zstd")]).expect("valid");
+        let all = describe_topic(&cfg, |_| true, true, 3);
+        assert_eq!(all.len(), TOPIC_CONFIGS.len());
+        let get = |n: &str| {
+            all.iter()
+                .find(|c| c.name.as_str() == n)
+                .unwrap_or_else(|| panic!("{n} described"))
+        };
+        let c = get("compression.type");
+        assert_eq!(c.config_source, DYNAMIC_TOPIC_CONFIG);
+        assert_eq!(c.config_type, TYPE_STRING);
+        assert_eq!(c.synonyms.len(), 2);
+        assert_eq!(c.synonyms[1].source, DEFAULT_CONFIG);
+        let r = get("retention.ms");
+        assert_eq!(
+            (r.config_source, r.config_type),
+            (DEFAULT_CONFIG, TYPE_LONG)
+        );
+        assert_eq!(r.synonyms[0].name.as_str(), "log.retention.hours");
+        assert_eq!(get("cleanup.policy").config_type, TYPE_LIST);
+        assert_eq!(get("preallocate").config_type, TYPE_BOOLEAN);
+        assert_eq!(get("min.insync.replicas").config_type, TYPE_INT);
+        assert_eq!(get("min.cleanable.dirty.ratio").config_type, TYPE_DOUBLE);
+        // Below v3 there is no type; without synonyms asked, none.
+        let v1 = describe_topic(&cfg, |n| n == "retention.ms", false, 1);
+        assert_eq!(v1.len(), 1);
+        assert_eq!(v1[0].config_type, 0);
+        assert!(v1[0].synonyms.is_empty());
+    }
 }

@@ -58,7 +58,10 @@ impl ReplicaManager {
         // docs/PERFORMANCE.md, Broker). Opening a log (files, an fdatasync:
         // ~6 ms seen) and fsync appends may take milliseconds, so those
         // leave the runtime.
+        // Recompressing to the topic's codec is CPU work of its own (a
+        // megabyte batch takes milliseconds): off the runtime too.
         if self.durability == Durability::PageCache
+            && topic.config.compression.codec().is_none()
             && written.contains(&(name.to_owned(), partition))
         {
             self.write(topic, partition, records)
