@@ -295,10 +295,10 @@ pub fn check_value(def: &ConfigDef, value: &str) -> Result<String> {
                 .parse()
                 .map_err(|_| invalid(def.name, v, "Not a number of type DOUBLE"))?;
             if r.is_nan() || r < 0.0 {
-                return Err(invalid(def.name, v, "Value must be at least 0.0"));
+                return Err(invalid(def.name, v, "Value must be at least 0"));
             }
             if r > 1.0 {
-                return Err(invalid(def.name, v, "Value must be no more than 1.0"));
+                return Err(invalid(def.name, v, "Value must be no more than 1"));
             }
             v.to_string()
         }
@@ -366,14 +366,12 @@ pub fn check_value(def: &ConfigDef, value: &str) -> Result<String> {
                     &format!("Empty list; expected any of: {}", allowed.join(", ")),
                 ));
             }
+            // Kafka's `ValidList` checks each item as a `ValidString`.
             if let Some(bad) = items.iter().find(|i| !allowed.contains(i)) {
                 return Err(invalid(
                     def.name,
-                    v,
-                    &format!(
-                        "Invalid value {bad} in list; String must be one of: {}",
-                        allowed.join(", ")
-                    ),
+                    bad,
+                    &format!("String must be one of: {}", allowed.join(", ")),
                 ));
             }
         }
@@ -389,8 +387,11 @@ pub fn check_value(def: &ConfigDef, value: &str) -> Result<String> {
                 return Err(invalid(
                     def.name,
                     v,
-                    "must be the literal '*' or a list of replicas in the following format: \
-                     [partitionId]:[brokerId],[partitionId]:[brokerId],...",
+                    &format!(
+                        "{} must be the literal '*' or a list of replicas in the following \
+                         format: [partitionId]:[brokerId],[partitionId]:[brokerId],...",
+                        def.name
+                    ),
                 ));
             }
         }
@@ -650,6 +651,16 @@ mod tests {
             msg("compression.type", "brotli"),
             "Invalid value brotli for configuration compression.type: String must be one of: \
              uncompressed, zstd, lz4, snappy, gzip, producer"
+        );
+        assert_eq!(
+            msg("cleanup.policy", "compact,forever"),
+            "Invalid value forever for configuration cleanup.policy: String must be one of: \
+             compact, delete"
+        );
+        assert_eq!(
+            msg("min.cleanable.dirty.ratio", "1.5"),
+            "Invalid value 1.5 for configuration min.cleanable.dirty.ratio: Value must be no \
+             more than 1"
         );
         assert_eq!(
             msg("max.compaction.lag.ms", "0"),
