@@ -340,6 +340,37 @@ fn max_compaction_lag_cleans_below_the_dirty_ratio() {
 }
 
 #[test]
+fn the_retention_checker_cleans_an_idle_partition_once_overdue() {
+    use crate::ofd::ByteLocks;
+    use crate::retention_checker::{check_once, lock_path};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = crate::store::Store::open(tmp.path()).expect("store");
+    let overrides: Vec<(String, String)> = [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "2048"),
+        ("min.cleanable.dirty.ratio", "1"),
+        ("max.compaction.lag.ms", "1000"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let topic = store.create_topic("idle", 1, &overrides).expect("create");
+    let log = store.partition(&topic, 0).expect("partition");
+    for i in 0..60 {
+        let v = format!("value-{i:04}");
+        append(&log, &[(Some(["a", "b"][i % 2]), Some(&v))]);
+    }
+    let dir = tmp.path().join("idle-0");
+    assert_eq!(read_checkpoint(&dir), None, "nothing is overdue yet");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Nobody writes; a checker round finds the dirty section overdue.
+    let locks = ByteLocks::open(&lock_path(&store)).expect("lock file");
+    check_once(&store, &locks).expect("round");
+    assert!(read_checkpoint(&dir).is_some(), "cleaned by the round");
+    assert!(read_all(&log).len() < 60);
+}
+
+#[test]
 fn max_compaction_lag_bounds_how_long_the_active_segment_stays_open() {
     let c = config(&[("segment.ms", "600000"), ("max.compaction.lag.ms", "1000")]);
     assert_eq!(c.max_segment_ms(), 1000);
