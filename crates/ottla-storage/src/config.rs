@@ -426,6 +426,23 @@ impl TopicConfig {
         Ok(c)
     }
 
+    /// The config of a topic's metadata file. As [`TopicConfig::from_overrides`],
+    /// except that a `cleanup.policy` written before values were checked
+    /// case-sensitively (`Compact`) still reads.
+    pub fn from_stored<'a>(
+        overrides: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<TopicConfig> {
+        let mut c = TopicConfig::default();
+        for (k, v) in overrides {
+            if k == "cleanup.policy" {
+                c.set(k, &v.to_ascii_lowercase())?;
+            } else {
+                c.set(k, v)?;
+            }
+        }
+        Ok(c)
+    }
+
     /// Set the config named exactly `key` (surrounding blanks aside).
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         let key = key.trim();
@@ -699,5 +716,10 @@ mod tests {
             assert!(TopicConfig::from_overrides([(k, v)]).is_ok(), "{k}={v}");
         }
         assert_eq!(normalize_key("retention_ms"), "retention.ms");
+        // Metadata written by earlier versions, which lowercased the policy
+        // only to parse it.
+        assert!(TopicConfig::from_overrides([("cleanup.policy", "Compact")]).is_err());
+        let old = TopicConfig::from_stored([("cleanup.policy", "Compact")]).expect("stored");
+        assert_eq!(old.cleanup_policy, CleanupPolicy::Compact);
     }
 }
