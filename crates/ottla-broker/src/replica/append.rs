@@ -98,6 +98,17 @@ impl ReplicaManager {
         } else {
             -1
         };
+        // Re-encoded and stamped before the producer lock is taken: other
+        // connections' appends to this partition do not wait for the codec.
+        let restamped = if needs_restamp(&topic.config, &data, &batches) {
+            let stamped: Result<Vec<Vec<u8>>, Refusal> = batches
+                .iter()
+                .map(|(r, _)| restamp(&topic.config, &data[r.clone()], now))
+                .collect();
+            Some(stamped?)
+        } else {
+            None
+        };
         let state = self.producers.partition(&topic.name, partition as u32);
         // Held across check, append and record, so a retry racing its original
         // on another connection is still recognised.
@@ -105,12 +116,12 @@ impl ReplicaManager {
         let mut first_dup = None;
         let mut keep = Vec::with_capacity(batches.len());
         let mut trial = producers.clone();
-        for (range, seq) in &batches {
+        for (i, (range, seq)) in batches.iter().enumerate() {
             match trial.check(seq) {
                 Verdict::Append => {
                     // Offsets are not known yet; 0 stands in until after the append.
                     trial.record(seq, 0);
-                    keep.push((range.clone(), *seq));
+                    keep.push((i, range.clone(), *seq));
                 }
                 Verdict::Duplicate(offset) => {
                     first_dup.get_or_insert(offset);
@@ -126,17 +137,18 @@ impl ReplicaManager {
                 log_append_time,
             });
         }
-        let mut bytes = if needs_restamp(&topic.config, &data, &keep) {
-            let mut b = BytesMut::with_capacity(data.len());
-            for (r, _) in &keep {
-                b.extend_from_slice(&restamp(&topic.config, &data[r.clone()], now)?);
+        let mut bytes = if let Some(stamped) = &restamped {
+            let mut b =
+                BytesMut::with_capacity(keep.iter().map(|(i, _, _)| stamped[*i].len()).sum());
+            for (i, _, _) in &keep {
+                b.extend_from_slice(&stamped[*i]);
             }
             b
         } else if keep.len() == batches.len() {
             owned(data)
         } else {
-            let mut b = BytesMut::with_capacity(keep.iter().map(|(r, _)| r.len()).sum());
-            for (r, _) in &keep {
+            let mut b = BytesMut::with_capacity(keep.iter().map(|(_, r, _)| r.len()).sum());
+            for (_, r, _) in &keep {
                 b.extend_from_slice(&data[r.clone()]);
             }
             b
@@ -146,7 +158,7 @@ impl ReplicaManager {
             Refusal::engine(&e)
         })?;
         let mut next = info.base_offset;
-        for (_, seq) in &keep {
+        for (_, _, seq) in &keep {
             producers.record(seq, next);
             next += seq.count as i64;
         }
