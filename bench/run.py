@@ -52,6 +52,7 @@ QUICK = dict(
     n_100=200_000,  # ottla / file / confluent, 100 B records
     n_1k=50_000,  # 1 KiB records
     n_1m=32,  # 1 MiB records with fsync="always"
+    n_codec=50_000,  # 1 KiB compressible records per compression.type
     disk_mib=64,  # disk bandwidth probe size
     n_consume=200_000,  # records pre-written for the consume workloads
     n_slow=2_000,  # persist-queue, litequeue
@@ -72,6 +73,7 @@ FULL = dict(
     n_100=2_000_000,
     n_1k=500_000,
     n_1m=256,
+    n_codec=500_000,
     disk_mib=256,
     n_consume=2_000_000,
     n_slow=5_000,
@@ -343,6 +345,52 @@ def ottla_send_loop(value: bytes, **cfg: Any) -> Callable[[int], float]:
             p.flush()
             dt = time.perf_counter() - t0
             p.close()
+            return dt
+
+    return run
+
+
+def compressible_values(count: int = 4096, size: int = KiB) -> list[bytes]:
+    """``count`` different values of ``size`` bytes of JSON events, the kind
+    of payload logs and metrics carry: repetitive field names, varying
+    numbers (no two values share an event)."""
+    out = []
+    for k in range(count):
+        events: list[dict[str, object]] = []
+        i = k * 16  # no two values share an event
+        while len(json.dumps(events)) < size:
+            events.append(
+                {
+                    "user": 1000 + i * 7919 % 100_003,
+                    "event": ("page_view", "click", "purchase")[i % 3],
+                    "url": f"/products/{i * 31 % 5000}",
+                    "ms": 120 + i * 13 % 977,
+                }
+            )
+            i += 1
+        out.append(json.dumps(events).encode()[:size])
+    return out
+
+
+def ottla_send_codec(values: list[bytes], codec: str, disk: list[int]) -> Callable[[int], float]:
+    """The send() loop (cycling through ``values``) into a topic created with
+    ``compression.type=codec``; appends the bytes its log files take on disk
+    to ``disk``."""
+
+    def run(n: int) -> float:
+        ottla = import_ottla()
+        m = len(values)
+        with TempDir("codec") as d:
+            ottla.Admin(d, create=True).create_topic("t", config={"compression.type": codec})
+            p = ottla.Producer(d)
+            s = p.send
+            t0 = time.perf_counter()
+            for i in range(n):
+                s("t", values[i % m])
+            p.flush()
+            dt = time.perf_counter() - t0
+            p.close()
+            disk.append(sum(f.stat().st_size for f in Path(d, "t-0").glob("*.log")))
             return dt
 
     return run
@@ -1508,6 +1556,29 @@ def run_all(P: dict[str, Any], results: Results) -> None:
         unit="MB/s",
         scale=MiB / 1e6,
     )
+
+    # ---- produce, 1 KiB, compression.type ------------------------------
+    W = "produce 1 KiB codec"
+    log(f"== {W}")
+    n = P["n_codec"]
+    vjson = compressible_values()
+    codecs = ["producer", "lz4", "zstd"]
+    disks: dict[str, list[int]] = {c: [] for c in codecs}
+    replays = interleaved([(ottla_send_codec(vjson, c, disks[c]), n) for c in codecs], R)
+    for codec, replay in zip(codecs, replays, strict=True):
+        mb = median([b / 1e6 for b in disks[codec]])
+        timed_rate(
+            results,
+            W,
+            f"ottla send() loop, compression.type={codec}",
+            n,
+            R,
+            replay,
+            ottla=True,
+            kind="ottla",
+            baseline=codec == "producer",
+            note=f"{mb:.1f} MB on disk for {n * KiB / 1e6:.0f} MB of JSON values",
+        )
 
     # ---- consume, 100 B -------------------------------------------------
     W = "consume 100 B"

@@ -109,6 +109,61 @@ pub fn compress_batch(batch: &[u8], codec: u8) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Compress `data` with `codec` at `level` (Kafka's `compression.<codec>.level`):
+/// gzip takes 1..=9, or -1 for zlib's default (6); zstd any level it
+/// supports; lz4 and snappy are written at their one level here.
+pub fn compress_level(codec: u8, data: &[u8], level: i32) -> Result<Vec<u8>> {
+    let io = |e: std::io::Error| Error::InvalidRecord(format!("compress: {e}"));
+    match codec {
+        GZIP => {
+            let level = if (1..=9).contains(&level) {
+                flate2::Compression::new(level as u32)
+            } else {
+                flate2::Compression::default()
+            };
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), level);
+            enc.write_all(data).map_err(io)?;
+            enc.finish().map_err(io)
+        }
+        ZSTD => zstd::stream::encode_all(data, level).map_err(io),
+        other => compress(other, data),
+    }
+}
+
+/// Re-encode a whole batch, compressed or not, with its records section in
+/// `codec` (at `level`, see [`compress_level`]), fixing up length,
+/// attributes and CRC; every other field is kept. What a Kafka broker
+/// stores when a topic's `compression.type` differs from the producer's.
+pub fn recompress_batch(batch: &[u8], codec: u8, level: i32) -> Result<Vec<u8>> {
+    use super::batch::{
+        check_batch, seal_crc, ATTRIBUTES, BATCH_LENGTH, COMPRESSION_MASK, HEADER_LEN, LOG_OVERHEAD,
+    };
+    let h = check_batch(batch).map_err(Error::InvalidRecord)?;
+    let body = &batch[HEADER_LEN..];
+    let plain;
+    let raw = match h.compression() {
+        NONE => body,
+        from => {
+            plain = decompress(from, body, MAX_DECOMPRESSED)?;
+            &plain[..]
+        }
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + raw.len() / 2);
+    out.extend_from_slice(&batch[..HEADER_LEN]);
+    if codec == NONE {
+        out.extend_from_slice(raw);
+    } else {
+        out.extend_from_slice(&compress_level(codec, raw, level)?);
+    }
+    let length = i32::try_from(out.len() - LOG_OVERHEAD)
+        .map_err(|_| Error::InvalidRecord("batch too large".into()))?;
+    out[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&length.to_be_bytes());
+    let attributes = (h.attributes & !COMPRESSION_MASK) | codec as i16;
+    out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    seal_crc(&mut out);
+    Ok(out)
+}
+
 fn corrupt(codec: u8, e: &dyn std::fmt::Display) -> Error {
     Error::InvalidRecord(format!("{} data does not decode: {e}", codec_name(codec)))
 }
@@ -194,6 +249,46 @@ mod tests {
             let packed = compress(codec, &data).expect("compress");
             let back = decompress(codec, &packed, MAX_DECOMPRESSED).expect("decompress");
             assert_eq!(back, data, "{}", codec_name(codec));
+        }
+    }
+
+    #[test]
+    fn recompress_batch_changes_only_the_codec() {
+        use crate::batch::{check_batch, BatchBuilder};
+        use crate::decode::records;
+        let mut b = BatchBuilder::with_capacity(1 << 16);
+        for i in 0..200u32 {
+            let v = format!("value {i} {}", "x".repeat(64));
+            b.append(1000 + i as i64, Some(b"k"), Some(v.as_bytes()), &[]);
+        }
+        let plain = b.finish().to_vec();
+        let read = |batch: &[u8]| -> Vec<(i64, i64, Vec<u8>)> {
+            let h = check_batch(batch).expect("valid batch");
+            let rs = records(&h, batch).expect("records");
+            rs.iter()
+                .map(|r| {
+                    let r = r.expect("record");
+                    (r.offset, r.timestamp, r.value.unwrap_or_default().to_vec())
+                })
+                .collect()
+        };
+        let want = read(&plain);
+        for (codec, level) in [
+            (GZIP, -1),
+            (GZIP, 9),
+            (ZSTD, 3),
+            (ZSTD, 19),
+            (LZ4, 9),
+            (SNAPPY, 0),
+        ] {
+            let packed = recompress_batch(&plain, codec, level).expect("recompress");
+            let h = check_batch(&packed).expect("sealed");
+            assert_eq!(h.compression(), codec);
+            assert!(packed.len() < plain.len() / 4, "{}", codec_name(codec));
+            assert_eq!(read(&packed), want);
+            // And back: any codec to any other, or to none.
+            let back = recompress_batch(&packed, NONE, 0).expect("inflate");
+            assert_eq!(back, plain);
         }
     }
 

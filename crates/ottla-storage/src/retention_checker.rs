@@ -4,7 +4,8 @@
 //! changes config, so a partition nobody writes to (or one whose active
 //! segment never fills) would keep expired segments forever. A checker
 //! wakes every interval and runs `PartitionLog::enforce_retention` over
-//! every partition of every topic in the data directory.
+//! every partition of every topic in the data directory, and the cleaner's
+//! check over compacted topics with a `max.compaction.lag.ms`.
 //!
 //! One process does a round at a time: a round first takes, without
 //! waiting, an exclusive OFD lock on byte [`CHECK_BYTE`] of
@@ -61,14 +62,23 @@ pub fn check_once(store: &Store, locks: &ByteLocks) -> Result<Option<usize>> {
                 continue;
             }
         };
-        if !topic.config.deletes_by_retention() {
+        // max.compaction.lag.ms: a compacted partition nobody writes to is
+        // still cleaned once its dirty section is overdue (Kafka's cleaner
+        // looks on a timer too; rolls and opens are ottla's other triggers).
+        let overdue_check = topic.config.cleanup_policy != crate::config::CleanupPolicy::Delete
+            && topic.config.max_compaction_lag_ms != i64::MAX;
+        let deletes = topic.config.deletes_by_retention();
+        if !deletes && !overdue_check {
             continue;
         }
         for p in 0..topic.partitions {
-            match store
-                .partition(&topic, p)
-                .and_then(|log| log.enforce_retention())
-            {
+            match store.partition(&topic, p).and_then(|log| {
+                let n = if deletes { log.enforce_retention()? } else { 0 };
+                if overdue_check {
+                    crate::log::cleaner::clean_on_roll(&log);
+                }
+                Ok(n)
+            }) {
                 Ok(n) => deleted += n,
                 Err(e) => {
                     first_err.get_or_insert(e);

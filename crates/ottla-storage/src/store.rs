@@ -267,8 +267,12 @@ impl Store {
                 crate::topic::MAX_PARTITIONS
             )));
         }
-        let cfg =
-            TopicConfig::from_overrides(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        // The embedded door's names may be spelled with underscores.
+        let named: Vec<(String, &str)> = config
+            .iter()
+            .map(|(k, v)| (crate::config::normalize_key(k), v.as_str()))
+            .collect();
+        let cfg = TopicConfig::from_overrides(named.iter().map(|(k, v)| (k.as_str(), *v)))?;
         crate::topic::check_config(name, &cfg)?;
         let meta = TopicMeta {
             id: Some(TopicId::random()?),

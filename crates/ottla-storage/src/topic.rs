@@ -252,7 +252,7 @@ pub struct TopicMeta {
 
 impl TopicMeta {
     pub fn config(&self) -> Result<TopicConfig> {
-        TopicConfig::from_overrides(self.overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        TopicConfig::from_stored(self.overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
     pub fn encode(&self) -> String {

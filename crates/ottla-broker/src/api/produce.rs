@@ -3,8 +3,9 @@
 //!
 //! A produced batch travels: socket -> frame -> this handler, which finds
 //! the topic (creating it if allowed), refuses what no partition may take
-//! (transactions, internal topics), and passes each partition's `records`,
-//! still a slice of the request frame, to `ReplicaManager::append`.
+//! (transactions, internal topics, acks=all beyond `min.insync.replicas`),
+//! and passes each partition's `records`, still a slice of the request
+//! frame, to `ReplicaManager::append`.
 
 use std::sync::Arc;
 
@@ -19,6 +20,10 @@ use crate::dispatch::Session;
 use crate::errors::{code, Refusal};
 use crate::Shared;
 use ottla_storage::topic::is_internal;
+
+/// Kafka's NOT_ENOUGH_REPLICAS: acks=all with fewer in-sync replicas than
+/// the topic's `min.insync.replicas`.
+const NOT_ENOUGH_REPLICAS: i16 = 19;
 
 pub async fn handle(
     shared: &Arc<Shared>,
@@ -69,6 +74,23 @@ pub async fn handle(
                 // __consumer_offsets is written by the engine only.
                 _ if is_internal(&name) => Err(code::INVALID_TOPIC_EXCEPTION.into()),
                 (Err(e), _) => Err(Refusal::engine(e)),
+                // This broker is the only in-sync replica: acks=all cannot
+                // be met when a topic asks for more (Kafka's check, before
+                // the append).
+                (Ok(topic), _) if acks == -1 && topic.config.min_insync_replicas > 1 => {
+                    Err(Refusal {
+                        code: NOT_ENOUGH_REPLICAS,
+                        message: Some(format!(
+                            "The size of the current ISR : 1 is insufficient to satisfy the \
+                             min.isr requirement of {} for partition {name}-{}, live replica(s) \
+                             broker.id are : [{}]",
+                            topic.config.min_insync_replicas,
+                            p.index,
+                            super::metadata::NODE_ID
+                        )),
+                        record_errors: Vec::new(),
+                    })
+                }
                 // Inline on this worker when the log is open (see `append`).
                 (Ok(topic), _) => {
                     shared
@@ -77,9 +99,10 @@ pub async fn handle(
                 }
             };
             match outcome {
-                Ok((base, start)) => {
-                    pr.base_offset = base;
-                    pr.log_start_offset = start;
+                Ok(a) => {
+                    pr.base_offset = a.base_offset;
+                    pr.log_start_offset = a.log_start_offset;
+                    pr.log_append_time_ms = a.log_append_time;
                 }
                 Err(r) => {
                     pr.error_code = r.code;

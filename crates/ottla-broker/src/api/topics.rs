@@ -68,8 +68,11 @@ pub async fn create(
             if shared.store.topic(&name).map_err(engine)?.is_some() {
                 return Err(engine(Error::TopicAlreadyExists(name.clone())));
             }
+            // Names exact, refusals in Kafka's words (see `configs`).
+            let wire = |e: Error| super::configs::wire_error(&e);
+            super::configs::check_names(config.iter().map(|(k, _)| k.as_str())).map_err(wire)?;
             TopicConfig::from_overrides(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .map_err(engine)?;
+                .map_err(wire)?;
             check_placement(&t)?;
             if !(1..=MAX_PARTITIONS).contains(&partitions) {
                 return Err(engine(Error::InvalidPartitions(format!(

@@ -26,7 +26,7 @@ pub mod wake;
 #[cfg(test)]
 mod tests;
 
-pub use append::Written;
+pub use append::{Appended, Written};
 pub use read::{Cursors, ReadResult};
 pub use wake::Looked;
 

@@ -119,22 +119,23 @@ impl Producer {
             };
             return Ok((receipt, done));
         }
-        // With fsync, the CRC is computed while the disk writes the value
-        // back (see `PartitionLog::append_parts`), off the critical path.
-        let (mut batch, seal) = if durability == Durability::Fsync {
-            let seal: ottla_storage::log::partition::SealFn = SingleRecordBatch::seal_first_part;
-            (
-                SingleRecordBatch::new_unsealed(ts, key, value, headers),
-                Some(seal),
-            )
+        // A topic that stores batches compressed: the value is compressed
+        // (so copied) anyway.
+        let r = if let Some(codec) = super::compress::codec_for(&log.config()) {
+            let mut whole = SingleRecordBatch::new(ts, key, value, headers);
+            let (first, rest) = whole.parts_mut();
+            let mut plain = Vec::with_capacity(whole_len(first, &rest));
+            plain.extend_from_slice(first);
+            for part in rest {
+                plain.extend_from_slice(part);
+            }
+            super::compress::compress(&plain, codec)
+                .and_then(|mut packed| log.append(&mut packed, durability))
+                .map(|info| info.base_offset)
+                .map_err(Arc::new)
         } else {
-            (SingleRecordBatch::new(ts, key, value, headers), None)
+            append_from_caller(&log, ts, key, value, headers, durability)
         };
-        let (first, rest) = batch.parts_mut();
-        let r = log
-            .append_parts(first, &rest, durability, seal)
-            .map(|info| info.base_offset)
-            .map_err(Arc::new);
         let err = r.as_ref().err().cloned();
         if let Some(e) = &err {
             done.extend(self.fence_after(&handle, e));
@@ -147,5 +148,38 @@ impl Producer {
             timestamp: ts,
         };
         Ok((receipt, done))
+    }
+}
+
+fn whole_len(first: &[u8], rest: &[&[u8]]) -> usize {
+    first.len() + rest.iter().map(|r| r.len()).sum::<usize>()
+}
+
+/// Append one record as a batch of its own, the value written from the
+/// caller's buffer.
+fn append_from_caller(
+    log: &ottla_storage::log::PartitionLog,
+    ts: i64,
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: &[HeaderRef<'_>],
+    durability: Durability,
+) -> std::result::Result<i64, Arc<Error>> {
+    {
+        // With fsync, the CRC is computed while the disk writes the value
+        // back (see `PartitionLog::append_parts`), off the critical path.
+        let (mut batch, seal) = if durability == Durability::Fsync {
+            let seal: ottla_storage::log::partition::SealFn = SingleRecordBatch::seal_first_part;
+            (
+                SingleRecordBatch::new_unsealed(ts, key, value, headers),
+                Some(seal),
+            )
+        } else {
+            (SingleRecordBatch::new(ts, key, value, headers), None)
+        };
+        let (first, rest) = batch.parts_mut();
+        log.append_parts(first, &rest, durability, seal)
+            .map(|info| info.base_offset)
+            .map_err(Arc::new)
     }
 }

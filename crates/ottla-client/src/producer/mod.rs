@@ -20,7 +20,9 @@
 //! - `sender`: appending sealed batches in order, flushing, the linger
 //!   thread;
 //! - `direct`: [`Producer::send_direct`], a large record appended as a batch
-//!   of its own from the caller's buffer.
+//!   of its own from the caller's buffer;
+//! - `compress`: the topic's `compression.type`, applied to each batch
+//!   before it is appended.
 //!
 //! Lock order: `append_order`, then the accumulator (`inner`). The locks of
 //! a fence, of a batch handle and of the spare-buffer pool are taken last
@@ -29,6 +31,7 @@
 
 mod accumulator;
 mod batch;
+mod compress;
 mod direct;
 mod fence;
 mod sender;

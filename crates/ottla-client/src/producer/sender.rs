@@ -110,11 +110,14 @@ impl Producer {
                     continue;
                 }
             }
-            let r = b
-                .log
-                .append(b.builder.finish_mut(), durability)
-                .map(|info| info.base_offset)
-                .map_err(Arc::new);
+            let r = match super::compress::codec_for(&b.log.config()) {
+                // Stored compressed, as the topic's compression.type says.
+                Some(codec) => super::compress::compress(b.builder.finish(), codec)
+                    .and_then(|mut packed| b.log.append(&mut packed, durability)),
+                None => b.log.append(b.builder.finish_mut(), durability),
+            }
+            .map(|info| info.base_offset)
+            .map_err(Arc::new);
             if let Err(e) = &r {
                 // Fence before completing: a waiter that sees the error may
                 // lift the fence at once.

@@ -9,7 +9,8 @@
 //! first segment holding a record younger than `min.compaction.lag.ms`.
 //!
 //! A pass (run when a roll leaves the **cleanable dirty ratio**, dirty bytes
-//! over clean plus dirty bytes, above `min.cleanable.dirty.ratio`, on open,
+//! over clean plus dirty bytes, above `min.cleanable.dirty.ratio`, or the
+//! dirty section's first record older than `max.compaction.lag.ms`, on open,
 //! and on `Admin.compact`):
 //! 1. builds an offset map, key -> offset of its latest record, over the
 //!    dirty section;
@@ -225,7 +226,22 @@ pub(crate) fn clean(log: &PartitionLog, force: bool) -> Result<Option<CleanerSta
     } else {
         dirty_bytes as f64 / total as f64
     };
-    if !force && (dirty_bytes == 0 || ratio <= cfg.min_cleanable_dirty_ratio) {
+    // max.compaction.lag.ms (Kafka's KIP-354): a dirty section whose first
+    // record is older than the lag is cleaned whatever the ratio.
+    let overdue = || -> Result<bool> {
+        if cfg.max_compaction_lag_ms == i64::MAX {
+            return Ok(false);
+        }
+        let Some((seg, _)) = closed.iter().find(|(_, end)| *end > first_dirty) else {
+            return Ok(false);
+        };
+        let first_ts = seg
+            .header_at(0, seg.closed_size())?
+            .map(|h| h.max_timestamp)
+            .filter(|ts| *ts > 0);
+        Ok(first_ts.is_some_and(|ts| ts < now.saturating_sub(cfg.max_compaction_lag_ms)))
+    };
+    if !force && (dirty_bytes == 0 || (ratio <= cfg.min_cleanable_dirty_ratio && !overdue()?)) {
         return Ok(None);
     }
 

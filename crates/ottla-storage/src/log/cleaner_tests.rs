@@ -301,6 +301,86 @@ fn min_compaction_lag_keeps_young_records() {
 }
 
 #[test]
+fn max_compaction_lag_cleans_below_the_dirty_ratio() {
+    let root = tempfile::tempdir().expect("tempdir");
+    // A ratio of 1 is never exceeded: only the lag can make a roll clean.
+    for (lag, cleans) in [("1000", true), ("9223372036854775807", false)] {
+        let dir = root.path().join(lag);
+        let cfg = config(&[
+            ("min.cleanable.dirty.ratio", "1"),
+            ("max.compaction.lag.ms", lag),
+        ]);
+        let log = open_log(&dir, &cfg);
+        let old = super::now_ms() - 60_000;
+        let mut all = Vec::new();
+        for i in 0..120 {
+            let v = format!("value-{i:04}");
+            let mut b = batch(&[(Some(["a", "b", "c"][i % 3]), Some(&v))], old);
+            let base = log
+                .append(&mut b, Durability::PageCache)
+                .expect("append")
+                .base_offset;
+            all.push((
+                base,
+                Some(["a", "b", "c"][i % 3].as_bytes().to_vec()),
+                Some(v.into_bytes()),
+            ));
+        }
+        let checkpoint = read_checkpoint(&dir_of(&dir));
+        assert_eq!(checkpoint.is_some(), cleans, "max.compaction.lag.ms={lag}");
+        match checkpoint {
+            Some(clean_end) => {
+                assert_eq!(read_all(&log), expected_after(&all, clean_end));
+                assert!(read_all(&log).len() < all.len());
+            }
+            None => assert_eq!(read_all(&log), all),
+        }
+        check_segments(&dir_of(&dir));
+    }
+}
+
+#[test]
+fn the_retention_checker_cleans_an_idle_partition_once_overdue() {
+    use crate::ofd::ByteLocks;
+    use crate::retention_checker::{check_once, lock_path};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = crate::store::Store::open(tmp.path()).expect("store");
+    let overrides: Vec<(String, String)> = [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "2048"),
+        ("min.cleanable.dirty.ratio", "1"),
+        ("max.compaction.lag.ms", "1000"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let topic = store.create_topic("idle", 1, &overrides).expect("create");
+    let log = store.partition(&topic, 0).expect("partition");
+    for i in 0..60 {
+        let v = format!("value-{i:04}");
+        append(&log, &[(Some(["a", "b"][i % 2]), Some(&v))]);
+    }
+    let dir = tmp.path().join("idle-0");
+    assert_eq!(read_checkpoint(&dir), None, "nothing is overdue yet");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Nobody writes; a checker round finds the dirty section overdue.
+    let locks = ByteLocks::open(&lock_path(&store)).expect("lock file");
+    check_once(&store, &locks).expect("round");
+    assert!(read_checkpoint(&dir).is_some(), "cleaned by the round");
+    assert!(read_all(&log).len() < 60);
+}
+
+#[test]
+fn max_compaction_lag_bounds_how_long_the_active_segment_stays_open() {
+    let c = config(&[("segment.ms", "600000"), ("max.compaction.lag.ms", "1000")]);
+    assert_eq!(c.max_segment_ms(), 1000);
+    let d =
+        TopicConfig::from_overrides([("segment.ms", "600000"), ("max.compaction.lag.ms", "1000")])
+            .expect("valid");
+    assert_eq!(d.max_segment_ms(), 600_000, "not on a delete-only topic");
+}
+
+#[test]
 fn another_instance_reads_on_across_a_clean() {
     // Two instances of one partition, as two processes have.
     let root = tempfile::tempdir().expect("tempdir");

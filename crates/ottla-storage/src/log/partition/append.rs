@@ -92,7 +92,7 @@ impl PartitionLog {
         let must_roll = st.active_size > 0
             && (st.active_size + len > cfg.segment_bytes
                 || st.active_size + len > u32::MAX as u64
-                || now.saturating_sub(st.active_created_ms) >= cfg.segment_ms
+                || now.saturating_sub(st.active_created_ms) >= cfg.max_segment_ms()
                 || self.index_nearly_full(&segs, &st, cfg.segment_index_bytes)?);
         if must_roll {
             st = self.roll_locked(st, now)?;
