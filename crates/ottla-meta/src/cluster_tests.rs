@@ -45,8 +45,18 @@ impl TestCluster {
     }
 
     fn config(&self, id: NodeId) -> ControllerConfig {
-        let voters =
-            self.ids.iter().map(|i| (*i, BasicNode { addr: format!("controller-{i}") })).collect();
+        let voters = self
+            .ids
+            .iter()
+            .map(|i| {
+                (
+                    *i,
+                    BasicNode {
+                        addr: format!("controller-{i}"),
+                    },
+                )
+            })
+            .collect();
         let mut cfg = ControllerConfig::new(id, self.dir.path().join(format!("n{id}")), voters);
         cfg.heartbeat_interval = Duration::from_millis(50);
         cfg.election_timeout_min = Duration::from_millis(300);
@@ -57,7 +67,9 @@ impl TestCluster {
     }
 
     async fn start(&mut self, id: NodeId) {
-        let node = Controller::open(self.config(id), self.router.transport(id)).await.unwrap();
+        let node = Controller::open(self.config(id), self.router.transport(id))
+            .await
+            .unwrap();
         self.router.register(id, node.rpc_server());
         self.nodes.insert(id, node);
     }
@@ -103,7 +115,8 @@ impl TestCluster {
     async fn converged(&self, offset: u64) -> Arc<MetadataImage> {
         let t0 = Instant::now();
         loop {
-            let images: Vec<Arc<MetadataImage>> = self.nodes.values().map(Controller::image).collect();
+            let images: Vec<Arc<MetadataImage>> =
+                self.nodes.values().map(Controller::image).collect();
             if images[0].offset >= offset && images.iter().all(|i| **i == *images[0]) {
                 return images[0].clone();
             }
@@ -133,14 +146,20 @@ impl TestCluster {
             .await
             .unwrap();
         }
-        let leader = self.wait_leader(&self.nodes.keys().copied().collect::<Vec<_>>()).await;
+        let leader = self
+            .wait_leader(&self.nodes.keys().copied().collect::<Vec<_>>())
+            .await;
         for b in 1..=3 {
             self.nodes[&leader].unfence_broker(b).await.unwrap();
         }
     }
 
     fn any_image(&self) -> Arc<MetadataImage> {
-        self.nodes.values().map(Controller::image).max_by_key(|i| i.offset).unwrap()
+        self.nodes
+            .values()
+            .map(Controller::image)
+            .max_by_key(|i| i.offset)
+            .unwrap()
     }
 
     async fn close(mut self) {
@@ -188,7 +207,9 @@ async fn three_nodes_elect_commit_and_agree() {
     let follower = c.ids.iter().copied().find(|i| *i != leader).unwrap();
     assert_eq!(
         c.nodes[&follower].propose(vec![create_topic(99)]).await,
-        Err(ProposeError::NotLeader { leader: Some(leader) })
+        Err(ProposeError::NotLeader {
+            leader: Some(leader)
+        })
     );
     // A record that does not fit is refused, the same everywhere.
     assert_eq!(
@@ -200,7 +221,10 @@ async fn three_nodes_elect_commit_and_agree() {
     assert_eq!(img.brokers.len(), 3);
     assert!(img.brokers.values().all(|b| !b.fenced));
     // The watcher saw the changes.
-    timeout(BOUND, watch.wait_for(|i| i.offset >= last)).await.unwrap().unwrap();
+    timeout(BOUND, watch.wait_for(|i| i.offset >= last))
+        .await
+        .unwrap()
+        .unwrap();
     c.close().await;
 }
 
@@ -219,7 +243,11 @@ async fn leader_loss_elects_another_and_keeps_commits() {
     let elected_in = t0.elapsed();
     assert_ne!(new, old);
     assert!(elected_in < BOUND);
-    assert_eq!(topic_names(&c.nodes[&new].image()).len(), 10, "committed records lost");
+    assert_eq!(
+        topic_names(&c.nodes[&new].image()).len(),
+        10,
+        "committed records lost"
+    );
     let last = c.propose(vec![create_topic(10)]).await.unwrap().offset;
     // The old leader comes back as a follower and catches up.
     c.start(old).await;
@@ -270,11 +298,18 @@ async fn minority_leader_cannot_commit_and_majority_moves_on() {
     let rest: Vec<NodeId> = c.ids.iter().copied().filter(|i| *i != old).collect();
     let new = c.wait_leader(&rest).await;
     assert_ne!(new, old);
-    let last = c.nodes[&new].propose(vec![create_topic(2)]).await.unwrap().offset;
+    let last = c.nodes[&new]
+        .propose(vec![create_topic(2)])
+        .await
+        .unwrap()
+        .offset;
     c.router.heal_all();
     let img = c.converged(last).await;
     // The minority's proposal never committed; it is gone everywhere.
-    assert_eq!(topic_names(&img), ["t0", "t2"].iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        topic_names(&img),
+        ["t0", "t2"].iter().map(|s| s.to_string()).collect()
+    );
     assert!(!c.nodes[&old].is_leader());
     c.close().await;
 }
@@ -299,18 +334,28 @@ async fn lagging_node_receives_a_snapshot_after_the_log_was_purged() {
     // The leader snapshotted and purged its log past what `f` has.
     let t0 = Instant::now();
     loop {
-        let first = c.nodes[&leader].log_store().indexes().map(|r| r.0).unwrap_or(u64::MAX);
+        let first = c.nodes[&leader]
+            .log_store()
+            .indexes()
+            .map(|r| r.0)
+            .unwrap_or(u64::MAX);
         if first > 30 {
             break;
         }
-        assert!(t0.elapsed() < BOUND, "the leader never purged its log (first index {first})");
+        assert!(
+            t0.elapsed() < BOUND,
+            "the leader never purged its log (first index {first})"
+        );
         sleep(Duration::from_millis(20)).await;
     }
     c.start(f).await;
     let img = c.converged(last).await;
     assert_eq!(img.topics.len(), 60);
     let snap = c.nodes[&f].raft().metrics().borrow().snapshot;
-    assert!(snap.is_some_and(|s| s.index > 30), "no snapshot installed: {snap:?}");
+    assert!(
+        snap.is_some_and(|s| s.index > 30),
+        "no snapshot installed: {snap:?}"
+    );
     // And it survives a restart from the installed snapshot.
     c.stop(f).await;
     c.start(f).await;
@@ -354,7 +399,9 @@ async fn randomized(seed: u64) {
                             break;
                         }
                         Err(ProposeError::Timeout(_)) => timeouts += 1,
-                        Err(ProposeError::NotLeader { .. }) => sleep(Duration::from_millis(50)).await,
+                        Err(ProposeError::NotLeader { .. }) => {
+                            sleep(Duration::from_millis(50)).await
+                        }
                         Err(e) => panic!("seed {seed}: {e}"),
                     }
                     if t0.elapsed() > BOUND {
@@ -397,7 +444,10 @@ async fn randomized(seed: u64) {
         let i: u64 = name[1..].parse().unwrap();
         assert_eq!(*id, topic_id(i), "seed {seed}: {name}");
     }
-    eprintln!("seed {seed}: {} acknowledged, {faults} faults, {timeouts} timeouts", acked.len());
+    eprintln!(
+        "seed {seed}: {} acknowledged, {faults} faults, {timeouts} timeouts",
+        acked.len()
+    );
     c.close().await;
 }
 

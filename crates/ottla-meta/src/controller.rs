@@ -110,7 +110,10 @@ impl Controller {
     /// Opens the controller's directory and starts its Raft node over
     /// `transport`. It takes part in elections at once; a quorum that never
     /// started is bootstrapped by [`Controller::initialize`].
-    pub async fn open<T: Transport>(config: ControllerConfig, transport: Arc<T>) -> Result<Self, OpenError> {
+    pub async fn open<T: Transport>(
+        config: ControllerConfig,
+        transport: Arc<T>,
+    ) -> Result<Self, OpenError> {
         std::fs::create_dir_all(&config.dir).map_err(|e| StoreError::io(&config.dir, e))?;
         let log = LogStore::open(&config.dir, config.segment_bytes)?;
         let sm = StateMachine::open(&config.dir)?;
@@ -127,9 +130,15 @@ impl Controller {
         }
         .validate()
         .map_err(|e| OpenError::Config(e.to_string()))?;
-        let raft = Raft::new(config.node_id, Arc::new(raft_config), Network::new(transport), log.clone(), sm)
-            .await
-            .map_err(|e| OpenError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            Network::new(transport),
+            log.clone(),
+            sm,
+        )
+        .await
+        .map_err(|e| OpenError::Raft(e.to_string()))?;
         Ok(Controller {
             node_id: config.node_id,
             raft,
@@ -198,7 +207,9 @@ impl Controller {
             Err(_) => Err(ProposeError::Timeout(self.propose_timeout)),
             Ok(Ok(resp)) => resp.data.map_err(ProposeError::Rejected),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(ProposeError::NotLeader { leader: f.leader_id })
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
+                })
             }
             Ok(Err(e)) => Err(ProposeError::Stopped(e.to_string())),
         }
@@ -207,13 +218,15 @@ impl Controller {
     /// Fences `broker_id`, moving its leaderships to in-sync followers
     /// ([`decide::on_broker_fenced`]), decided on the leader's image.
     pub async fn fence_broker(&self, broker_id: BrokerId) -> Result<Applied, ProposeError> {
-        self.decide_and_propose(|img| decide::on_broker_fenced(img, broker_id)).await
+        self.decide_and_propose(|img| decide::on_broker_fenced(img, broker_id))
+            .await
     }
 
     /// Unfences `broker_id` and gives it the partitions left without a
     /// leader that it is in sync for ([`decide::on_broker_unfenced`]).
     pub async fn unfence_broker(&self, broker_id: BrokerId) -> Result<Applied, ProposeError> {
-        self.decide_and_propose(|img| decide::on_broker_unfenced(img, broker_id)).await
+        self.decide_and_propose(|img| decide::on_broker_unfenced(img, broker_id))
+            .await
     }
 
     /// Decides on the current image and proposes; a decision refused as
@@ -226,18 +239,19 @@ impl Controller {
         loop {
             // The leader's image includes everything committed before its
             // term once its first (blank) entry is applied.
-            self.raft
-                .ensure_linearizable()
-                .await
-                .map_err(|e| match e {
-                    RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
-                        ProposeError::NotLeader { leader: f.leader_id }
+            self.raft.ensure_linearizable().await.map_err(|e| match e {
+                RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
+                    ProposeError::NotLeader {
+                        leader: f.leader_id,
                     }
-                    other => ProposeError::Stopped(other.to_string()),
-                })?;
+                }
+                other => ProposeError::Stopped(other.to_string()),
+            })?;
             let records = decide(&self.image())?;
             match self.propose(records).await {
-                Err(ProposeError::Rejected(ApplyError::StalePartitionEpoch { .. })) if attempts < 3 => {
+                Err(ProposeError::Rejected(ApplyError::StalePartitionEpoch { .. }))
+                    if attempts < 3 =>
+                {
                     attempts += 1;
                 }
                 other => return other,

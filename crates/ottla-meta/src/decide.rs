@@ -33,7 +33,10 @@ pub fn on_broker_fenced(
     image: &MetadataImage,
     broker_id: BrokerId,
 ) -> Result<Vec<MetadataRecord>, DecideError> {
-    let broker = image.brokers.get(&broker_id).ok_or(DecideError::UnknownBroker(broker_id))?;
+    let broker = image
+        .brokers
+        .get(&broker_id)
+        .ok_or(DecideError::UnknownBroker(broker_id))?;
     let mut records = Vec::new();
     for topic in image.topics.values() {
         for (&partition, p) in &topic.partitions {
@@ -42,19 +45,17 @@ pub fn on_broker_fenced(
             if !leads && !in_isr {
                 continue;
             }
-            let mut isr: Vec<BrokerId> = p.isr.iter().copied().filter(|b| *b != broker_id).collect();
+            let mut isr: Vec<BrokerId> =
+                p.isr.iter().copied().filter(|b| *b != broker_id).collect();
             if isr.is_empty() {
                 isr = p.isr.clone();
             }
             let leader = if leads {
-                p.replicas
-                    .iter()
-                    .copied()
-                    .find(|r| {
-                        *r != broker_id
-                            && isr.contains(r)
-                            && image.brokers.get(r).is_some_and(|b| !b.fenced)
-                    })
+                p.replicas.iter().copied().find(|r| {
+                    *r != broker_id
+                        && isr.contains(r)
+                        && image.brokers.get(r).is_some_and(|b| !b.fenced)
+                })
             } else {
                 p.leader
             };
@@ -72,7 +73,10 @@ pub fn on_broker_fenced(
             });
         }
     }
-    records.push(MetadataRecord::FenceBroker { broker_id, broker_epoch: broker.broker_epoch });
+    records.push(MetadataRecord::FenceBroker {
+        broker_id,
+        broker_epoch: broker.broker_epoch,
+    });
     Ok(records)
 }
 
@@ -82,9 +86,14 @@ pub fn on_broker_unfenced(
     image: &MetadataImage,
     broker_id: BrokerId,
 ) -> Result<Vec<MetadataRecord>, DecideError> {
-    let broker = image.brokers.get(&broker_id).ok_or(DecideError::UnknownBroker(broker_id))?;
-    let mut records =
-        vec![MetadataRecord::UnfenceBroker { broker_id, broker_epoch: broker.broker_epoch }];
+    let broker = image
+        .brokers
+        .get(&broker_id)
+        .ok_or(DecideError::UnknownBroker(broker_id))?;
+    let mut records = vec![MetadataRecord::UnfenceBroker {
+        broker_id,
+        broker_epoch: broker.broker_epoch,
+    }];
     for topic in image.topics.values() {
         for (&partition, p) in &topic.partitions {
             if p.leader.is_none() && p.isr.contains(&broker_id) {
@@ -115,8 +124,12 @@ pub fn assign_replicas(
             "{partitions} partitions of {replication_factor} replicas"
         )));
     }
-    let live: Vec<BrokerId> =
-        image.brokers.values().filter(|b| !b.fenced).map(|b| b.broker_id).collect();
+    let live: Vec<BrokerId> = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| b.broker_id)
+        .collect();
     if live.len() < replication_factor {
         return Err(DecideError::NotEnoughBrokers {
             factor: replication_factor,
@@ -127,8 +140,9 @@ pub fn assign_replicas(
         .map(|partition| {
             // `partitions > 0`, so the index is non-negative.
             let start = partition.unsigned_abs() as usize;
-            let replicas: Vec<BrokerId> =
-                (0..replication_factor).map(|k| live[(start + k) % live.len()]).collect();
+            let replicas: Vec<BrokerId> = (0..replication_factor)
+                .map(|k| live[(start + k) % live.len()])
+                .collect();
             PartitionAssignment {
                 partition,
                 isr: replicas.clone(),
@@ -210,7 +224,8 @@ mod tests {
             img.apply(&register(id), off).unwrap();
             let recs = on_broker_unfenced(&img, id).unwrap();
             off += 1;
-            img.apply_proposal(&Proposal { records: recs }, off, 1).unwrap();
+            img.apply_proposal(&Proposal { records: recs }, off, 1)
+                .unwrap();
         }
         let parts = assign_replicas(&img, 3, 3).unwrap();
         let id = TopicId([5; 16]);
@@ -231,12 +246,18 @@ mod tests {
     #[test]
     fn assignment_spreads_leaders() {
         let (img, id) = cluster();
-        let leaders: Vec<_> =
-            img.topics[&id].partitions.values().map(|p| p.leader.unwrap()).collect();
+        let leaders: Vec<_> = img.topics[&id]
+            .partitions
+            .values()
+            .map(|p| p.leader.unwrap())
+            .collect();
         assert_eq!(leaders, vec![1, 2, 3]);
         assert_eq!(
             assign_replicas(&img, 1, 4),
-            Err(DecideError::NotEnoughBrokers { factor: 4, available: 3 })
+            Err(DecideError::NotEnoughBrokers {
+                factor: 4,
+                available: 3
+            })
         );
     }
 
@@ -244,7 +265,8 @@ mod tests {
     fn fencing_moves_leadership_to_isr_and_bumps_epoch() {
         let (mut img, id) = cluster();
         let recs = on_broker_fenced(&img, 1).unwrap();
-        img.apply_proposal(&Proposal { records: recs }, 100, 2).unwrap();
+        img.apply_proposal(&Proposal { records: recs }, 100, 2)
+            .unwrap();
         assert!(img.brokers[&1].fenced);
         for p in img.topics[&id].partitions.values() {
             assert_ne!(p.leader, Some(1));
@@ -252,10 +274,16 @@ mod tests {
             assert!(!p.isr.contains(&1));
         }
         let p0 = img.partition(id, 0).unwrap();
-        assert_eq!((p0.leader, p0.leader_epoch, p0.partition_epoch), (Some(2), 1, 1));
+        assert_eq!(
+            (p0.leader, p0.leader_epoch, p0.partition_epoch),
+            (Some(2), 1, 1)
+        );
         // Partition 1 (led by 2) only shrank its ISR: leader epoch unchanged.
         let p1 = img.partition(id, 1).unwrap();
-        assert_eq!((p1.leader, p1.leader_epoch, p1.partition_epoch), (Some(2), 0, 1));
+        assert_eq!(
+            (p1.leader, p1.leader_epoch, p1.partition_epoch),
+            (Some(2), 0, 1)
+        );
     }
 
     #[test]
@@ -265,7 +293,8 @@ mod tests {
         for b in [1, 2, 3] {
             off += 1;
             let recs = on_broker_fenced(&img, b).unwrap();
-            img.apply_proposal(&Proposal { records: recs }, off, 2).unwrap();
+            img.apply_proposal(&Proposal { records: recs }, off, 2)
+                .unwrap();
         }
         // Everyone fenced: no leader, and the last in-sync replica stays.
         for p in img.topics[&id].partitions.values() {
@@ -276,11 +305,13 @@ mod tests {
         off += 1;
         let recs = on_broker_unfenced(&img, 1).unwrap();
         assert_eq!(recs.len(), 1);
-        img.apply_proposal(&Proposal { records: recs }, off, 2).unwrap();
+        img.apply_proposal(&Proposal { records: recs }, off, 2)
+            .unwrap();
         // Broker 3 comes back: it was the last in sync, it leads everything.
         off += 1;
         let recs = on_broker_unfenced(&img, 3).unwrap();
-        img.apply_proposal(&Proposal { records: recs }, off, 2).unwrap();
+        img.apply_proposal(&Proposal { records: recs }, off, 2)
+            .unwrap();
         for p in img.topics[&id].partitions.values() {
             assert_eq!(p.leader, Some(3));
         }
@@ -291,7 +322,8 @@ mod tests {
         let (mut img, _) = cluster();
         let stale = on_broker_fenced(&img, 1).unwrap();
         let fresh = on_broker_fenced(&img, 2).unwrap();
-        img.apply_proposal(&Proposal { records: fresh }, 100, 2).unwrap();
+        img.apply_proposal(&Proposal { records: fresh }, 100, 2)
+            .unwrap();
         let before = img.clone();
         let r = img.apply_proposal(&Proposal { records: stale }, 101, 2);
         assert!(matches!(r, Err(ApplyError::StalePartitionEpoch { .. })));

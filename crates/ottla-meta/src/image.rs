@@ -67,7 +67,11 @@ pub enum ApplyError {
     #[error("broker {0} is not registered")]
     UnknownBroker(BrokerId),
     #[error("broker {broker_id}: broker epoch {given} is not the current {current}")]
-    StaleBrokerEpoch { broker_id: BrokerId, given: u64, current: u64 },
+    StaleBrokerEpoch {
+        broker_id: BrokerId,
+        given: u64,
+        current: u64,
+    },
     #[error("broker {0} still holds replicas and cannot be unregistered")]
     BrokerInUse(BrokerId),
     #[error("topic {0:?} already exists")]
@@ -139,7 +143,12 @@ impl MetadataImage {
     /// image as it was.
     pub fn apply(&mut self, record: &MetadataRecord, offset: u64) -> Result<(), ApplyError> {
         match record {
-            MetadataRecord::RegisterBroker { broker_id, incarnation_id, listeners, rack } => {
+            MetadataRecord::RegisterBroker {
+                broker_id,
+                incarnation_id,
+                listeners,
+                rack,
+            } => {
                 if *broker_id < 0 {
                     return Err(invalid(format!("broker id {broker_id} is negative")));
                 }
@@ -165,12 +174,18 @@ impl MetadataImage {
                 );
                 Ok(())
             }
-            MetadataRecord::UnfenceBroker { broker_id, broker_epoch } => {
+            MetadataRecord::UnfenceBroker {
+                broker_id,
+                broker_epoch,
+            } => {
                 let b = self.broker_with_epoch(*broker_id, *broker_epoch)?;
                 b.fenced = false;
                 Ok(())
             }
-            MetadataRecord::FenceBroker { broker_id, broker_epoch } => {
+            MetadataRecord::FenceBroker {
+                broker_id,
+                broker_epoch,
+            } => {
                 let b = self.broker_with_epoch(*broker_id, *broker_epoch)?;
                 b.fenced = true;
                 self.remove_from_leadership(*broker_id);
@@ -192,20 +207,39 @@ impl MetadataImage {
                 self.configs.remove(&ConfigResource::Broker(*broker_id));
                 Ok(())
             }
-            MetadataRecord::CreateTopic { name, topic_id, partitions, configs } => {
-                self.create_topic(name, *topic_id, partitions, configs)
-            }
+            MetadataRecord::CreateTopic {
+                name,
+                topic_id,
+                partitions,
+                configs,
+            } => self.create_topic(name, *topic_id, partitions, configs),
             MetadataRecord::DeleteTopic { topic_id } => {
-                let topic =
-                    self.topics.remove(topic_id).ok_or(ApplyError::UnknownTopic(*topic_id))?;
+                let topic = self
+                    .topics
+                    .remove(topic_id)
+                    .ok_or(ApplyError::UnknownTopic(*topic_id))?;
                 self.topic_ids.remove(&topic.name);
                 self.configs.remove(&ConfigResource::Topic(topic.name));
                 Ok(())
             }
-            MetadataRecord::PartitionChange { topic_id, partition, partition_epoch, leader, isr } => {
-                self.change_partition(*topic_id, *partition, *partition_epoch, *leader, isr.as_deref())
-            }
-            MetadataRecord::ConfigChange { resource, key, value } => {
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                partition_epoch,
+                leader,
+                isr,
+            } => self.change_partition(
+                *topic_id,
+                *partition,
+                *partition_epoch,
+                *leader,
+                isr.as_deref(),
+            ),
+            MetadataRecord::ConfigChange {
+                resource,
+                key,
+                value,
+            } => {
                 match resource {
                     ConfigResource::Cluster => {}
                     ConfigResource::Broker(id) => {
@@ -224,7 +258,10 @@ impl MetadataImage {
                 }
                 match value {
                     Some(v) => {
-                        self.configs.entry(resource.clone()).or_default().insert(key.clone(), v.clone());
+                        self.configs
+                            .entry(resource.clone())
+                            .or_default()
+                            .insert(key.clone(), v.clone());
                     }
                     None => {
                         if let Some(m) = self.configs.get_mut(resource) {
@@ -245,7 +282,10 @@ impl MetadataImage {
         broker_id: BrokerId,
         broker_epoch: u64,
     ) -> Result<&mut BrokerRegistration, ApplyError> {
-        let b = self.brokers.get_mut(&broker_id).ok_or(ApplyError::UnknownBroker(broker_id))?;
+        let b = self
+            .brokers
+            .get_mut(&broker_id)
+            .ok_or(ApplyError::UnknownBroker(broker_id))?;
         if b.broker_epoch != broker_epoch {
             return Err(ApplyError::StaleBrokerEpoch {
                 broker_id,
@@ -304,7 +344,10 @@ impl MetadataImage {
         let mut parts = BTreeMap::new();
         for (i, p) in partitions.iter().enumerate() {
             if usize::try_from(p.partition).ok() != Some(i) {
-                return Err(invalid(format!("partitions must be numbered 0.., got {}", p.partition)));
+                return Err(invalid(format!(
+                    "partitions must be numbered 0.., got {}",
+                    p.partition
+                )));
             }
             self.check_replicas(&p.replicas, &p.isr, p.leader)?;
             parts.insert(
@@ -318,10 +361,18 @@ impl MetadataImage {
                 },
             );
         }
-        self.topics.insert(topic_id, TopicImage { name: name.to_string(), topic_id, partitions: parts });
+        self.topics.insert(
+            topic_id,
+            TopicImage {
+                name: name.to_string(),
+                topic_id,
+                partitions: parts,
+            },
+        );
         self.topic_ids.insert(name.to_string(), topic_id);
         if !configs.is_empty() {
-            self.configs.insert(ConfigResource::Topic(name.to_string()), configs.clone());
+            self.configs
+                .insert(ConfigResource::Topic(name.to_string()), configs.clone());
         }
         Ok(())
     }
@@ -338,7 +389,9 @@ impl MetadataImage {
             return Err(invalid("a partition needs at least one replica"));
         }
         if has_duplicates(replicas) || has_duplicates(isr) {
-            return Err(invalid("a broker appears twice in a replica or in-sync list"));
+            return Err(invalid(
+                "a broker appears twice in a replica or in-sync list",
+            ));
         }
         for r in replicas {
             if !self.brokers.contains_key(r) {
@@ -369,7 +422,10 @@ impl MetadataImage {
     ) -> Result<(), ApplyError> {
         let current = self
             .partition(topic_id, partition)
-            .ok_or(ApplyError::UnknownPartition { topic_id, partition })?
+            .ok_or(ApplyError::UnknownPartition {
+                topic_id,
+                partition,
+            })?
             .clone();
         if current.partition_epoch != partition_epoch {
             return Err(ApplyError::StalePartitionEpoch {
@@ -378,7 +434,9 @@ impl MetadataImage {
             });
         }
         let new_leader = leader.unwrap_or(current.leader);
-        let new_isr = isr.map(<[BrokerId]>::to_vec).unwrap_or_else(|| current.isr.clone());
+        let new_isr = isr
+            .map(<[BrokerId]>::to_vec)
+            .unwrap_or_else(|| current.isr.clone());
         if new_isr.is_empty() {
             return Err(invalid("the in-sync set cannot be empty"));
         }
@@ -391,7 +449,10 @@ impl MetadataImage {
             .topics
             .get_mut(&topic_id)
             .and_then(|t| t.partitions.get_mut(&partition))
-            .ok_or(ApplyError::UnknownPartition { topic_id, partition })?;
+            .ok_or(ApplyError::UnknownPartition {
+                topic_id,
+                partition,
+            })?;
         if leader_changed {
             p.leader = new_leader;
             p.leader_epoch += 1;
@@ -425,8 +486,14 @@ mod tests {
         for (i, id) in [1, 2, 3].into_iter().enumerate() {
             let off = i as u64 + 1;
             img.apply(&register(id, id as u8), off).unwrap();
-            img.apply(&MetadataRecord::UnfenceBroker { broker_id: id, broker_epoch: off }, off + 10)
-                .unwrap();
+            img.apply(
+                &MetadataRecord::UnfenceBroker {
+                    broker_id: id,
+                    broker_epoch: off,
+                },
+                off + 10,
+            )
+            .unwrap();
         }
         img
     }
@@ -460,10 +527,22 @@ mod tests {
         // Same incarnation: idempotent, epoch kept.
         img.apply(&register(1, 1), 9).unwrap();
         assert_eq!(img.brokers[&1].broker_epoch, 5);
-        let err = img.apply(&MetadataRecord::UnfenceBroker { broker_id: 1, broker_epoch: 4 }, 10);
+        let err = img.apply(
+            &MetadataRecord::UnfenceBroker {
+                broker_id: 1,
+                broker_epoch: 4,
+            },
+            10,
+        );
         assert!(matches!(err, Err(ApplyError::StaleBrokerEpoch { .. })));
         assert!(matches!(
-            img.apply(&MetadataRecord::UnfenceBroker { broker_id: 9, broker_epoch: 4 }, 10),
+            img.apply(
+                &MetadataRecord::UnfenceBroker {
+                    broker_id: 9,
+                    broker_epoch: 4
+                },
+                10
+            ),
             Err(ApplyError::UnknownBroker(9))
         ));
     }
@@ -483,7 +562,10 @@ mod tests {
             configs: BTreeMap::new(),
         };
         let before = img.clone();
-        assert!(matches!(img.apply(&bad_leader, 30), Err(ApplyError::Invalid(_))));
+        assert!(matches!(
+            img.apply(&bad_leader, 30),
+            Err(ApplyError::Invalid(_))
+        ));
         assert_eq!(img, before);
         let unknown = MetadataRecord::CreateTopic {
             name: "x".into(),
@@ -509,7 +591,10 @@ mod tests {
             }],
             configs: BTreeMap::new(),
         };
-        assert_eq!(img.apply(&again, 31), Err(ApplyError::TopicExists("t".into())));
+        assert_eq!(
+            img.apply(&again, 31),
+            Err(ApplyError::TopicExists("t".into()))
+        );
     }
 
     #[test]
@@ -525,11 +610,17 @@ mod tests {
         };
         img.apply(&change, 40).unwrap();
         let p = img.partition(id, 0).unwrap();
-        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (Some(2), 1, 1));
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.partition_epoch),
+            (Some(2), 1, 1)
+        );
         // The same decision again is stale.
         assert_eq!(
             img.apply(&change, 41),
-            Err(ApplyError::StalePartitionEpoch { given: 0, current: 1 })
+            Err(ApplyError::StalePartitionEpoch {
+                given: 0,
+                current: 1
+            })
         );
         // ISR-only change: partition epoch moves, leader epoch does not.
         img.apply(
@@ -568,14 +659,27 @@ mod tests {
                     key: "a".into(),
                     value: Some("1".into()),
                 },
-                MetadataRecord::DeleteTopic { topic_id: TopicId([9; 16]) },
+                MetadataRecord::DeleteTopic {
+                    topic_id: TopicId([9; 16]),
+                },
             ],
         };
-        assert_eq!(img.apply_proposal(&p, 50, 3), Err(ApplyError::UnknownTopic(TopicId([9; 16]))));
+        assert_eq!(
+            img.apply_proposal(&p, 50, 3),
+            Err(ApplyError::UnknownTopic(TopicId([9; 16])))
+        );
         assert_eq!(img.configs, before.configs);
         assert_eq!((img.offset, img.epoch), (50, 3));
-        let ok = Proposal { records: vec![MetadataRecord::DeleteTopic { topic_id: id }] };
-        assert_eq!(img.apply_proposal(&ok, 51, 3), Ok(Applied { offset: 51, epoch: 3 }));
+        let ok = Proposal {
+            records: vec![MetadataRecord::DeleteTopic { topic_id: id }],
+        };
+        assert_eq!(
+            img.apply_proposal(&ok, 51, 3),
+            Ok(Applied {
+                offset: 51,
+                epoch: 3
+            })
+        );
         assert!(img.topics.is_empty() && img.topic_ids.is_empty());
     }
 
@@ -583,7 +687,14 @@ mod tests {
     fn fencing_removes_leadership_but_keeps_last_isr() {
         let mut img = MetadataImage::default();
         img.apply(&register(1, 1), 1).unwrap();
-        img.apply(&MetadataRecord::UnfenceBroker { broker_id: 1, broker_epoch: 1 }, 2).unwrap();
+        img.apply(
+            &MetadataRecord::UnfenceBroker {
+                broker_id: 1,
+                broker_epoch: 1,
+            },
+            2,
+        )
+        .unwrap();
         let id = TopicId([3; 16]);
         img.apply(
             &MetadataRecord::CreateTopic {
@@ -600,9 +711,19 @@ mod tests {
             3,
         )
         .unwrap();
-        img.apply(&MetadataRecord::FenceBroker { broker_id: 1, broker_epoch: 1 }, 4).unwrap();
+        img.apply(
+            &MetadataRecord::FenceBroker {
+                broker_id: 1,
+                broker_epoch: 1,
+            },
+            4,
+        )
+        .unwrap();
         let p = img.partition(id, 0).unwrap();
-        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (None, vec![1], 1));
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.leader_epoch),
+            (None, vec![1], 1)
+        );
         assert_eq!(
             img.apply(&MetadataRecord::UnregisterBroker { broker_id: 1 }, 5),
             Err(ApplyError::BrokerInUse(1))

@@ -56,7 +56,11 @@ pub enum RpcRequest {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     /// A whole snapshot: its meta and its data (the encoded image).
-    Snapshot { vote: Vote, meta: SnapshotMeta, data: Vec<u8> },
+    Snapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    },
 }
 
 /// A reply to an [`RpcRequest`].
@@ -117,7 +121,10 @@ impl RpcServer {
                 Err(e) => RpcReply::Error(e.to_string()),
             },
             Ok(RpcRequest::Snapshot { vote, meta, data }) => {
-                let snapshot = Snapshot { meta, snapshot: Box::new(std::io::Cursor::new(data)) };
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: Box::new(std::io::Cursor::new(data)),
+                };
                 match self.raft.install_full_snapshot(vote, snapshot).await {
                     Ok(r) => RpcReply::Snapshot(r),
                     Err(e) => RpcReply::Error(e.to_string()),
@@ -149,7 +156,10 @@ impl<T: Transport> RaftNetworkFactory<TypeConfig> for Network<T> {
     type Network = Connection<T>;
 
     async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Self::Network {
-        Connection { transport: self.transport.clone(), target }
+        Connection {
+            transport: self.transport.clone(),
+            target,
+        }
     }
 }
 
@@ -179,7 +189,11 @@ impl<T: Transport> Connection<T> {
         let reply = match sent.await {
             Ok(Ok(reply)) => reply,
             Ok(Err(e)) => return Err(CallError::Unreachable(e)),
-            Err(_) => return Err(CallError::Unreachable(TransportError::Timeout { node: self.target })),
+            Err(_) => {
+                return Err(CallError::Unreachable(TransportError::Timeout {
+                    node: self.target,
+                }))
+            }
         };
         match decode_wire::<RpcReply>(&reply) {
             Ok(RpcReply::Error(e)) => Err(CallError::Remote(e)),
@@ -250,13 +264,15 @@ impl<T: Transport> RaftNetwork<TypeConfig> for Connection<T> {
         };
         match result {
             Ok(RpcReply::Snapshot(r)) => Ok(r),
-            Ok(other) => Err(StreamingError::Network(NetworkError::new(&RemoteFailure(format!(
-                "unexpected reply {other:?}"
-            ))))),
-            Err(CallError::Unreachable(e)) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
-            Err(CallError::Remote(e)) => {
-                Err(StreamingError::Network(NetworkError::new(&RemoteFailure(e))))
+            Ok(other) => Err(StreamingError::Network(NetworkError::new(&RemoteFailure(
+                format!("unexpected reply {other:?}"),
+            )))),
+            Err(CallError::Unreachable(e)) => {
+                Err(StreamingError::Unreachable(Unreachable::new(&e)))
             }
+            Err(CallError::Remote(e)) => Err(StreamingError::Network(NetworkError::new(
+                &RemoteFailure(e),
+            ))),
         }
     }
 }

@@ -79,19 +79,29 @@ pub enum MetadataRecord {
     },
     /// The broker caught up and heartbeats: it may lead and be in sync.
     /// Refused unless `broker_epoch` is the current registration's.
-    UnfenceBroker { broker_id: BrokerId, broker_epoch: u64 },
+    UnfenceBroker {
+        broker_id: BrokerId,
+        broker_epoch: u64,
+    },
     /// The broker stopped heartbeating (or shut down): it leads nothing.
-    FenceBroker { broker_id: BrokerId, broker_epoch: u64 },
+    FenceBroker {
+        broker_id: BrokerId,
+        broker_epoch: u64,
+    },
     /// The broker is removed from the cluster (it must lead nothing and be
     /// in no replica list).
-    UnregisterBroker { broker_id: BrokerId },
+    UnregisterBroker {
+        broker_id: BrokerId,
+    },
     CreateTopic {
         name: String,
         topic_id: TopicId,
         partitions: Vec<PartitionAssignment>,
         configs: BTreeMap<String, String>,
     },
-    DeleteTopic { topic_id: TopicId },
+    DeleteTopic {
+        topic_id: TopicId,
+    },
     /// A leader or in-sync set change of one partition, decided against
     /// `partition_epoch`: refused if the partition has moved on since.
     /// A leader change bumps the leader epoch; every change bumps the
@@ -107,7 +117,11 @@ pub enum MetadataRecord {
         isr: Option<Vec<BrokerId>>,
     },
     /// Sets (`Some`) or deletes (`None`) one config key.
-    ConfigChange { resource: ConfigResource, key: String, value: Option<String> },
+    ConfigChange {
+        resource: ConfigResource,
+        key: String,
+        value: Option<String>,
+    },
 }
 
 /// What one Raft entry carries: records applied all or nothing.

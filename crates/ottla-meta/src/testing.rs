@@ -49,7 +49,10 @@ impl Router {
 
     /// The transport node `from` sends through.
     pub fn transport(&self, from: NodeId) -> Arc<LocalTransport> {
-        Arc::new(LocalTransport { from, router: self.clone() })
+        Arc::new(LocalTransport {
+            from,
+            router: self.clone(),
+        })
     }
 
     /// Node `id` answers requests with `server` (from now on).
@@ -100,7 +103,10 @@ impl Router {
     fn route(&self, from: NodeId, to: NodeId) -> Result<(RpcServer, Duration), TransportError> {
         let mut g = self.lock();
         if g.cut.contains(&link(from, to)) {
-            return Err(TransportError::Unreachable { node: to, reason: "link cut".into() });
+            return Err(TransportError::Unreachable {
+                node: to,
+                reason: "link cut".into(),
+            });
         }
         if g.drop_one_in > 0 {
             // xorshift64
@@ -110,14 +116,20 @@ impl Router {
             x ^= x << 17;
             g.rng = x;
             if x % g.drop_one_in == 0 {
-                return Err(TransportError::Unreachable { node: to, reason: "dropped".into() });
+                return Err(TransportError::Unreachable {
+                    node: to,
+                    reason: "dropped".into(),
+                });
             }
         }
         let server = g
             .servers
             .get(&to)
             .cloned()
-            .ok_or(TransportError::Unreachable { node: to, reason: "node down".into() })?;
+            .ok_or(TransportError::Unreachable {
+                node: to,
+                reason: "node down".into(),
+            })?;
         Ok((server, g.delay))
     }
 }

@@ -14,8 +14,8 @@ pub(crate) const VERSION: u8 = 1;
 
 /// Encodes `payload` in the small-file layout.
 pub(crate) fn frame(magic: &[u8; 4], payload: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let len = u32::try_from(payload.len())
-        .map_err(|_| StoreError::TooLarge { len: payload.len() })?;
+    let len =
+        u32::try_from(payload.len()).map_err(|_| StoreError::TooLarge { len: payload.len() })?;
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(magic);
     out.extend_from_slice(&[VERSION, 0, 0, 0]);
@@ -31,21 +31,34 @@ pub(crate) fn unframe<'a>(
     bytes: &'a [u8],
     path: &Path,
 ) -> Result<&'a [u8], StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt { path: path.to_path_buf(), offset: 0, reason };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        offset: 0,
+        reason,
+    };
     if bytes.len() < HEADER {
-        return Err(corrupt(format!("{} bytes, shorter than the header", bytes.len())));
+        return Err(corrupt(format!(
+            "{} bytes, shorter than the header",
+            bytes.len()
+        )));
     }
     if &bytes[0..4] != magic {
         return Err(corrupt("bad magic".into()));
     }
     if bytes[4] != VERSION {
-        return Err(StoreError::UnknownVersion { path: path.to_path_buf(), version: bytes[4] });
+        return Err(StoreError::UnknownVersion {
+            path: path.to_path_buf(),
+            version: bytes[4],
+        });
     }
     let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
     let crc = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
     let payload = &bytes[HEADER..];
     if payload.len() != len {
-        return Err(corrupt(format!("payload of {} bytes, header says {len}", payload.len())));
+        return Err(corrupt(format!(
+            "payload of {} bytes, header says {len}",
+            payload.len()
+        )));
     }
     if crc32c::crc32c(payload) != crc {
         return Err(corrupt("payload CRC mismatch".into()));
@@ -64,7 +77,9 @@ pub(crate) fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, StoreError>
 
 /// fsyncs a directory, so that a rename or a new file in it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
 }
 
 /// Writes `bytes` to `dir/name` atomically and durably.
@@ -77,7 +92,9 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), S
         .truncate(true)
         .open(&tmp)
         .map_err(|e| StoreError::io(&tmp, e))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| StoreError::io(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| StoreError::io(&tmp, e))?;
     fs::rename(&tmp, &dst).map_err(|e| StoreError::io(&dst, e))?;
     sync_dir(dir)
 }

@@ -114,14 +114,20 @@ impl LogStore {
         fs::create_dir_all(&log_dir).map_err(|e| StoreError::io(&log_dir, e))?;
         let vote_path = root.join("vote");
         let vote = match read_if_exists(&vote_path)? {
-            Some(b) => Some(decode::<Vote>(unframe(VOTE_MAGIC, &b, &vote_path)?, &vote_path, 16)?),
+            Some(b) => Some(decode::<Vote>(
+                unframe(VOTE_MAGIC, &b, &vote_path)?,
+                &vote_path,
+                16,
+            )?),
             None => None,
         };
         let purged_path = root.join("purged");
         let last_purged = match read_if_exists(&purged_path)? {
-            Some(b) => {
-                Some(decode::<LogId>(unframe(PURGED_MAGIC, &b, &purged_path)?, &purged_path, 16)?)
-            }
+            Some(b) => Some(decode::<LogId>(
+                unframe(PURGED_MAGIC, &b, &purged_path)?,
+                &purged_path,
+                16,
+            )?),
             None => None,
         };
 
@@ -130,7 +136,9 @@ impl LogStore {
             let dirent = dirent.map_err(|e| StoreError::io(&log_dir, e))?;
             let name = dirent.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some(stem) = name.strip_suffix(".log") else { continue };
+            let Some(stem) = name.strip_suffix(".log") else {
+                continue;
+            };
             if stem.len() == 20 {
                 if let Ok(first) = stem.parse::<u64>() {
                     firsts.push(first);
@@ -153,13 +161,20 @@ impl LogStore {
                     fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
                     continue;
                 }
-                return Err(StoreError::corrupt(&path, 0, "segment shorter than its header"));
+                return Err(StoreError::corrupt(
+                    &path,
+                    0,
+                    "segment shorter than its header",
+                ));
             }
             if &bytes[0..4] != SEGMENT_MAGIC {
                 return Err(StoreError::corrupt(&path, 0, "bad segment magic"));
             }
             if bytes[4] != 1 {
-                return Err(StoreError::UnknownVersion { path, version: bytes[4] });
+                return Err(StoreError::UnknownVersion {
+                    path,
+                    version: bytes[4],
+                });
             }
             let mut pos = SEGMENT_HEADER as usize;
             let mut count = 0u64;
@@ -176,7 +191,14 @@ impl LogStore {
                             ));
                         }
                         next_index = Some(index + 1);
-                        entries.insert(index, Stored { entry, segment: first, pos: pos as u64 });
+                        entries.insert(
+                            index,
+                            Stored {
+                                entry,
+                                segment: first,
+                                pos: pos as u64,
+                            },
+                        );
                         count += 1;
                         pos = next;
                     }
@@ -199,7 +221,13 @@ impl LogStore {
                 fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
                 continue;
             }
-            segments.insert(first, Segment { path, len: pos as u64 });
+            segments.insert(
+                first,
+                Segment {
+                    path,
+                    len: pos as u64,
+                },
+            );
         }
         if let Some(p) = last_purged {
             entries.retain(|i, _| *i > p.index);
@@ -248,7 +276,11 @@ impl LogStore {
 
 impl Inner {
     fn last_log_id(&self) -> Option<LogId> {
-        self.entries.values().next_back().map(|s| s.entry.log_id).or(self.last_purged)
+        self.entries
+            .values()
+            .next_back()
+            .map(|s| s.entry.log_id)
+            .or(self.last_purged)
     }
 
     fn append(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
@@ -275,9 +307,10 @@ impl Inner {
             if roll {
                 self.roll(index)?;
             }
-            let (&first, seg) = self.segments.iter_mut().next_back().ok_or_else(|| {
-                StoreError::corrupt(&self.log_dir, 0, "no segment after rolling")
-            })?;
+            let (&first, seg) =
+                self.segments.iter_mut().next_back().ok_or_else(|| {
+                    StoreError::corrupt(&self.log_dir, 0, "no segment after rolling")
+                })?;
             if self.active.is_none() {
                 let f = OpenOptions::new()
                     .append(true)
@@ -292,10 +325,18 @@ impl Inner {
             frame.extend_from_slice(&len.to_le_bytes());
             frame.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
             frame.extend_from_slice(&payload);
-            f.write_all(&frame).map_err(|e| StoreError::io(&seg.path, e))?;
+            f.write_all(&frame)
+                .map_err(|e| StoreError::io(&seg.path, e))?;
             let pos = seg.len;
             seg.len += frame.len() as u64;
-            self.entries.insert(index, Stored { entry, segment: first, pos });
+            self.entries.insert(
+                index,
+                Stored {
+                    entry,
+                    segment: first,
+                    pos,
+                },
+            );
         }
         if let (Some(f), Some(seg)) = (self.active.as_ref(), self.segments.values().next_back()) {
             f.sync_data().map_err(|e| StoreError::io(&seg.path, e))?;
@@ -320,17 +361,29 @@ impl Inner {
             .and_then(|()| f.sync_data())
             .map_err(|e| StoreError::io(&path, e))?;
         sync_dir(&self.log_dir)?;
-        self.segments.insert(first, Segment { path, len: SEGMENT_HEADER });
+        self.segments.insert(
+            first,
+            Segment {
+                path,
+                len: SEGMENT_HEADER,
+            },
+        );
         self.active = Some(f);
         Ok(())
     }
 
     /// Removes the entries from `index` on.
     fn truncate(&mut self, index: u64) -> Result<(), StoreError> {
-        let Some(at) = self.entries.get(&index) else { return Ok(()) };
+        let Some(at) = self.entries.get(&index) else {
+            return Ok(());
+        };
         let (segment, pos) = (at.segment, at.pos);
         self.active = None;
-        let later: Vec<u64> = self.segments.range(segment + 1..).map(|(f, _)| *f).collect();
+        let later: Vec<u64> = self
+            .segments
+            .range(segment + 1..)
+            .map(|(f, _)| *f)
+            .collect();
         for first in later {
             if let Some(s) = self.segments.remove(&first) {
                 fs::remove_file(&s.path).map_err(|e| StoreError::io(&s.path, e))?;
@@ -341,8 +394,13 @@ impl Inner {
                 fs::remove_file(&s.path).map_err(|e| StoreError::io(&s.path, e))?;
             }
         } else if let Some(s) = self.segments.get_mut(&segment) {
-            let f = OpenOptions::new().write(true).open(&s.path).map_err(|e| StoreError::io(&s.path, e))?;
-            f.set_len(pos).and_then(|()| f.sync_all()).map_err(|e| StoreError::io(&s.path, e))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&s.path)
+                .map_err(|e| StoreError::io(&s.path, e))?;
+            f.set_len(pos)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| StoreError::io(&s.path, e))?;
             s.len = pos;
         }
         sync_dir(&self.log_dir)?;
@@ -353,7 +411,11 @@ impl Inner {
     /// Forgets the entries up to `log_id` (a snapshot holds them): the mark
     /// first, then the segments wholly at or below it.
     fn purge(&mut self, log_id: LogId) -> Result<(), StoreError> {
-        write_atomic(&self.root, "purged", &super::file::frame(PURGED_MAGIC, &encode(&log_id)?)?)?;
+        write_atomic(
+            &self.root,
+            "purged",
+            &super::file::frame(PURGED_MAGIC, &encode(&log_id)?)?,
+        )?;
         let last_index = self.entries.keys().next_back().copied();
         self.last_purged = Some(log_id);
         let firsts: Vec<u64> = self.segments.keys().copied().collect();
@@ -384,7 +446,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let g = self.lock();
-        Ok(g.entries.range(range).map(|(_, s)| s.entry.clone()).collect())
+        Ok(g.entries
+            .range(range)
+            .map(|(_, s)| s.entry.clone())
+            .collect())
     }
 }
 
@@ -393,7 +458,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let g = self.lock();
-        Ok(LogState { last_purged_log_id: g.last_purged, last_log_id: g.last_log_id() })
+        Ok(LogState {
+            last_purged_log_id: g.last_purged,
+            last_log_id: g.last_log_id(),
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -415,7 +483,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.lock().vote)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -441,7 +513,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.lock().purge(log_id).map_err(|e| e.to_raft(ErrorSubject::Logs, ErrorVerb::Delete))
+        self.lock()
+            .purge(log_id)
+            .map_err(|e| e.to_raft(ErrorSubject::Logs, ErrorVerb::Delete))
     }
 }
 
@@ -458,17 +532,25 @@ mod tests {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
             payload: EntryPayload::Normal(Proposal {
-                records: vec![MetadataRecord::UnregisterBroker { broker_id: index as i32 }],
+                records: vec![MetadataRecord::UnregisterBroker {
+                    broker_id: index as i32,
+                }],
             }),
         }
     }
 
     fn append(store: &LogStore, from: u64, to: u64) {
-        store.lock().append((from..to).map(entry).collect()).unwrap();
+        store
+            .lock()
+            .append((from..to).map(entry).collect())
+            .unwrap();
     }
 
     fn last_segment(dir: &Path) -> PathBuf {
-        let mut v: Vec<_> = fs::read_dir(dir.join("log")).unwrap().map(|d| d.unwrap().path()).collect();
+        let mut v: Vec<_> = fs::read_dir(dir.join("log"))
+            .unwrap()
+            .map(|d| d.unwrap().path())
+            .collect();
         v.sort();
         v.pop().unwrap()
     }
@@ -478,7 +560,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LogStore::open(dir.path(), 200).unwrap();
         append(&store, 0, 30);
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let vote = Vote::new(3, 2);
         rt.block_on(store.clone().save_vote(&vote)).unwrap();
         drop(store);
@@ -520,7 +604,8 @@ mod tests {
         drop(store);
         let seg = last_segment(dir.path());
         let mut f = OpenOptions::new().write(true).open(&seg).unwrap();
-        f.seek(SeekFrom::Start(pos + FRAME_HEADER as u64 + 1)).unwrap();
+        f.seek(SeekFrom::Start(pos + FRAME_HEADER as u64 + 1))
+            .unwrap();
         f.write_all(&[0xff, 0xee]).unwrap();
         drop(f);
         match LogStore::open(dir.path(), DEFAULT_SEGMENT_BYTES) {
@@ -548,12 +633,18 @@ mod tests {
         append(&store, 0, 40);
         store.lock().truncate(25).unwrap();
         append(&store, 25, 30);
-        store.lock().purge(LogId::new(CommittedLeaderId::new(1, 0), 12)).unwrap();
+        store
+            .lock()
+            .purge(LogId::new(CommittedLeaderId::new(1, 0), 12))
+            .unwrap();
         drop(store);
         let store = LogStore::open(dir.path(), 200).unwrap();
         assert_eq!(store.indexes(), Some((13, 29)));
         // A purge past the end (a snapshot installed from the leader).
-        store.lock().purge(LogId::new(CommittedLeaderId::new(1, 0), 50)).unwrap();
+        store
+            .lock()
+            .purge(LogId::new(CommittedLeaderId::new(1, 0), 50))
+            .unwrap();
         append(&store, 51, 53);
         drop(store);
         let store = LogStore::open(dir.path(), 200).unwrap();

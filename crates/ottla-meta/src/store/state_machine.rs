@@ -60,7 +60,10 @@ pub fn encode_image(image: &MetadataImage) -> Result<Vec<u8>, StoreError> {
 pub fn decode_image(data: &[u8], path: &Path) -> Result<MetadataImage, StoreError> {
     match data.first() {
         Some(&IMAGE_VERSION) => decode(&data[1..], path, 1),
-        Some(&v) => Err(StoreError::UnknownVersion { path: path.to_path_buf(), version: v }),
+        Some(&v) => Err(StoreError::UnknownVersion {
+            path: path.to_path_buf(),
+            version: v,
+        }),
         None => Err(StoreError::corrupt(path, 0, "empty snapshot data")),
     }
 }
@@ -71,7 +74,8 @@ impl StateMachine {
         let path = root.join("snapshot");
         let (image, last_applied, membership, snapshot) = match read_if_exists(&path)? {
             Some(bytes) => {
-                let stored: StoredSnapshot = decode(unframe(SNAPSHOT_MAGIC, &bytes, &path)?, &path, 16)?;
+                let stored: StoredSnapshot =
+                    decode(unframe(SNAPSHOT_MAGIC, &bytes, &path)?, &path, 16)?;
                 let image = decode_image(&stored.data, &path)?;
                 (
                     image,
@@ -80,7 +84,12 @@ impl StateMachine {
                     Some(stored),
                 )
             }
-            None => (MetadataImage::default(), None, StoredMembership::default(), None),
+            None => (
+                MetadataImage::default(),
+                None,
+                StoredMembership::default(),
+                None,
+            ),
         };
         let (tx, _) = watch::channel(Arc::new(image.clone()));
         Ok(StateMachine {
@@ -108,7 +117,11 @@ impl StateMachine {
     }
 
     fn save(&self, stored: &StoredSnapshot) -> Result<(), StoreError> {
-        write_atomic(&self.root, "snapshot", &frame(SNAPSHOT_MAGIC, &encode(stored)?)?)
+        write_atomic(
+            &self.root,
+            "snapshot",
+            &frame(SNAPSHOT_MAGIC, &encode(stored)?)?,
+        )
     }
 }
 
@@ -117,20 +130,36 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (image, last_applied, membership, seq) = {
             let mut g = self.lock();
             g.snapshots_built += 1;
-            (g.image.clone(), g.last_applied, g.membership.clone(), g.snapshots_built)
+            (
+                g.image.clone(),
+                g.last_applied,
+                g.membership.clone(),
+                g.snapshots_built,
+            )
         };
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{seq}", l.leader_id.term, l.index),
             None => format!("0-0-{seq}"),
         };
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
         let sig = Some(meta.signature());
         let data = encode_image(&image)
             .map_err(|e| e.to_raft(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Write))?;
-        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
-        self.save(&stored).map_err(|e| e.to_raft(ErrorSubject::Snapshot(sig), ErrorVerb::Write))?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        self.save(&stored)
+            .map_err(|e| e.to_raft(ErrorSubject::Snapshot(sig), ErrorVerb::Write))?;
         self.lock().snapshot = Some(stored);
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
@@ -154,17 +183,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let (index, term) = (entry.log_id.index, entry.log_id.leader_id.term);
                 g.last_applied = Some(entry.log_id);
                 let outcome = match entry.payload {
-                    EntryPayload::Normal(proposal) => g.image.apply_proposal(&proposal, index, term),
+                    EntryPayload::Normal(proposal) => {
+                        g.image.apply_proposal(&proposal, index, term)
+                    }
                     EntryPayload::Blank => {
                         g.image.offset = index;
                         g.image.epoch = term;
-                        Ok(Applied { offset: index, epoch: term })
+                        Ok(Applied {
+                            offset: index,
+                            epoch: term,
+                        })
                     }
                     EntryPayload::Membership(m) => {
                         g.membership = StoredMembership::new(Some(entry.log_id), m);
                         g.image.offset = index;
                         g.image.epoch = term;
-                        Ok(Applied { offset: index, epoch: term })
+                        Ok(Applied {
+                            offset: index,
+                            epoch: term,
+                        })
                     }
                 };
                 out.push(outcome);
@@ -192,8 +229,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let image = decode_image(&data, &self.root.join("snapshot"))
             .map_err(|e| e.to_raft(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Read))?;
-        let stored = StoredSnapshot { meta: meta.clone(), data };
-        self.save(&stored).map_err(|e| e.to_raft(ErrorSubject::Snapshot(sig), ErrorVerb::Write))?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        self.save(&stored)
+            .map_err(|e| e.to_raft(ErrorSubject::Snapshot(sig), ErrorVerb::Write))?;
         let published = {
             let mut g = self.lock();
             g.image = image;
@@ -222,8 +263,15 @@ mod tests {
     #[test]
     fn corrupt_snapshot_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("snapshot"), b"OTMS\x01\0\0\0\x04\0\0\0\0\0\0\0abcd").unwrap();
-        assert!(matches!(StateMachine::open(dir.path()), Err(StoreError::Corrupt { .. })));
+        std::fs::write(
+            dir.path().join("snapshot"),
+            b"OTMS\x01\0\0\0\x04\0\0\0\0\0\0\0abcd",
+        )
+        .unwrap();
+        assert!(matches!(
+            StateMachine::open(dir.path()),
+            Err(StoreError::Corrupt { .. })
+        ));
         assert!(matches!(
             decode_image(&[9, 1, 2], Path::new("x")),
             Err(StoreError::UnknownVersion { version: 9, .. })
