@@ -465,3 +465,71 @@ async fn randomized_faults_seed_2() {
 async fn randomized_faults_seed_3() {
     randomized(3).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn fencing_a_broker_moves_its_leaderships_on_every_node() {
+    let c = TestCluster::start_all(3, fast).await;
+    c.brokers().await;
+    for i in 0..6 {
+        c.propose(vec![create_topic(i)]).await.unwrap();
+    }
+    let leader = c.wait_leader(&c.ids).await;
+    let before = c.nodes[&leader].image();
+    let applied = c.nodes[&leader].fence_broker(1).await.unwrap();
+    let img = c.converged(applied.offset).await;
+    assert!(img.brokers[&1].fenced);
+    for (id, topic) in &img.topics {
+        let p = &topic.partitions[&0];
+        let old = before.partition(*id, 0).unwrap();
+        assert_ne!(p.leader, Some(1));
+        assert!(
+            p.leader.is_some(),
+            "{}: no leader although two replicas are in sync",
+            topic.name
+        );
+        assert!(!p.isr.contains(&1));
+        let moved = old.leader == Some(1);
+        assert_eq!(p.leader_epoch, old.leader_epoch + i32::from(moved));
+        assert_eq!(p.partition_epoch, old.partition_epoch + 1);
+    }
+    // Unfencing gives it nothing back (it is not in sync); a broker that does
+    // not exist is a typed refusal.
+    c.nodes[&leader].unfence_broker(1).await.unwrap();
+    assert!(matches!(
+        c.nodes[&leader].fence_broker(42).await,
+        Err(ProposeError::Decide(
+            crate::decide::DecideError::UnknownBroker(42)
+        ))
+    ));
+    c.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn majority_loss_refuses_writes_until_it_returns() {
+    let mut c = TestCluster::start_all(3, fast).await;
+    c.brokers().await;
+    let leader = c.wait_leader(&c.ids).await;
+    let followers: Vec<NodeId> = c.ids.iter().copied().filter(|i| *i != leader).collect();
+    for f in &followers {
+        c.stop(*f).await;
+    }
+    match c.nodes[&leader].propose(vec![create_topic(0)]).await {
+        Err(ProposeError::Timeout(_)) | Err(ProposeError::NotLeader { .. }) => {}
+        other => panic!("a controller without a majority answered {other:?}"),
+    }
+    for f in &followers {
+        c.start(*f).await;
+    }
+    // The unknown outcome resolves either way; a retry is definite.
+    let r = c.propose(vec![create_topic(0)]).await;
+    assert!(
+        matches!(
+            r,
+            Ok(_) | Err(ProposeError::Rejected(ApplyError::TopicExists(_)))
+        ),
+        "{r:?}"
+    );
+    let img = c.converged(c.any_image().offset).await;
+    assert_eq!(topic_names(&img).len(), 1);
+    c.close().await;
+}
