@@ -3,7 +3,8 @@
 //! latency of sequential proposals (each fsync'd on a majority), on three
 //! in-process controllers over temp directories.
 //!
-//! `cargo run --release -p ottla-meta --features testing --example quorum_bench [-- DIR]`
+//! `cargo run --release -p ottla-meta --example quorum_bench [-- DIR]` (DIR: where the
+//! temp directories go; the system temp dir by default)
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
