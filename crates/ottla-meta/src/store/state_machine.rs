@@ -153,9 +153,21 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data: data.clone(),
         };
-        self.save(&stored)
-            .map_err(|e| e.to_raft(ErrorSubject::Snapshot(sig), ErrorVerb::Write))?;
-        self.lock().snapshot = Some(stored);
+        {
+            // Saved under the lock, and only if it is not older than the
+            // snapshot in place: a snapshot installed from the leader while
+            // this one was being built must stay (the log is purged up to it).
+            let mut g = self.lock();
+            let newer = match &g.snapshot {
+                Some(cur) => cur.meta.last_log_id <= meta.last_log_id,
+                None => true,
+            };
+            if newer {
+                self.save(&stored)
+                    .map_err(|e| e.to_raft(ErrorSubject::Snapshot(sig), ErrorVerb::Write))?;
+                g.snapshot = Some(stored);
+            }
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -233,10 +245,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data,
         };
-        self.save(&stored)
-            .map_err(|e| e.to_raft(ErrorSubject::Snapshot(sig), ErrorVerb::Write))?;
         let published = {
             let mut g = self.lock();
+            self.save(&stored)
+                .map_err(|e| e.to_raft(ErrorSubject::Snapshot(sig), ErrorVerb::Write))?;
             g.image = image;
             g.last_applied = meta.last_log_id;
             g.membership = meta.last_membership.clone();
