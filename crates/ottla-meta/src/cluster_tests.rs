@@ -533,3 +533,29 @@ async fn majority_loss_refuses_writes_until_it_returns() {
     assert_eq!(topic_names(&img).len(), 1);
     c.close().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn whole_quorum_restarts_from_its_directories() {
+    let mut c = TestCluster::start_all(3, snapshot_often).await;
+    c.brokers().await;
+    for i in 0..25 {
+        c.propose(vec![create_topic(i)]).await.unwrap();
+    }
+    let before = c.converged(c.any_image().offset).await;
+    for id in c.ids.clone() {
+        c.stop(id).await;
+    }
+    for id in c.ids.clone() {
+        c.start(id).await;
+        // Initializing again is a no-op on a node that has a log.
+        c.nodes[&id].initialize().await.unwrap();
+    }
+    // Snapshot plus log replay, once a new leader commits in its term.
+    let last = c.propose(vec![create_topic(25)]).await.unwrap().offset;
+    let img = c.converged(last).await;
+    assert_eq!(img.topics.len(), 26);
+    assert_eq!(img.brokers, before.brokers);
+    // (openraft lets a leader whose vote a quorum granted resume its term.)
+    assert!(img.epoch >= before.epoch);
+    c.close().await;
+}
