@@ -285,7 +285,7 @@ async fn restarted_node_recovers_its_log_and_vote_and_catches_up() {
 
 #[tokio::test(start_paused = true)]
 async fn minority_leader_cannot_commit_and_majority_moves_on() {
-    let c = TestCluster::start_all(3, fast).await;
+    let mut c = TestCluster::start_all(3, fast).await;
     c.brokers().await;
     c.propose(vec![create_topic(0)]).await.unwrap();
     let old = c.wait_leader(&c.ids).await;
@@ -311,6 +311,11 @@ async fn minority_leader_cannot_commit_and_majority_moves_on() {
         ["t0", "t2"].iter().map(|s| s.to_string()).collect()
     );
     assert!(!c.nodes[&old].is_leader());
+    // Its overwritten suffix is gone from its disk too: it reopens and agrees.
+    c.stop(old).await;
+    c.start(old).await;
+    let last = c.propose(vec![create_topic(3)]).await.unwrap().offset;
+    c.converged(last).await;
     c.close().await;
 }
 
