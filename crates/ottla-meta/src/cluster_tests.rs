@@ -369,7 +369,8 @@ async fn lagging_node_receives_a_snapshot_after_the_log_was_purged() {
     c.close().await;
 }
 
-/// A few hundred operations with random link cuts, heals and restarts; every
+/// A few hundred operations with random link cuts, heals, lossy and slow
+/// links, and restarts (of the leader too); every
 /// acknowledged proposal must be in the final image, exactly the acknowledged
 /// ones, and all nodes must agree.
 async fn randomized(seed: u64) {
@@ -412,6 +413,7 @@ async fn randomized(seed: u64) {
                     if t0.elapsed() > BOUND {
                         // A partition that lasts: heal, so the test ends.
                         c.router.heal_all();
+                        c.router.set_drops(0, 0);
                     }
                 }
             }
@@ -421,7 +423,18 @@ async fn randomized(seed: u64) {
                 c.router.cut(a, b);
                 faults += 1;
             }
-            15..=16 => c.router.heal_all(),
+            15 => c.router.heal_all(),
+            16 => {
+                // Lossy, slow links for a while (or back to clean ones).
+                if next(2) == 0 {
+                    c.router.set_drops(2 + next(10), seed);
+                    c.router.set_delay(Duration::from_millis(next(30)));
+                    faults += 1;
+                } else {
+                    c.router.set_drops(0, 0);
+                    c.router.set_delay(Duration::ZERO);
+                }
+            }
             17 => {
                 let id = c.ids[next(3) as usize];
                 c.stop(id).await;
@@ -440,6 +453,8 @@ async fn randomized(seed: u64) {
             _ => sleep(Duration::from_millis(next(500))).await,
         }
     }
+    c.router.set_drops(0, 0);
+    c.router.set_delay(Duration::ZERO);
     c.router.heal_all();
     let last = c.propose(vec![create_topic(topic)]).await.unwrap().offset;
     acked.insert(format!("t{topic}"));
