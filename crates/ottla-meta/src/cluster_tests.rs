@@ -579,3 +579,37 @@ async fn whole_quorum_restarts_from_its_directories() {
     assert!(img.epoch >= before.epoch);
     c.close().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_broker_that_stops_heartbeating_is_fenced() {
+    let c = TestCluster::start_all(3, fast).await;
+    c.brokers().await;
+    for i in 0..3 {
+        c.propose(vec![create_topic(i)]).await.unwrap();
+    }
+    let leader = c.wait_leader(&c.ids).await;
+    let ctl = &c.nodes[&leader];
+    let session = Duration::from_millis(900);
+    // Brokers 2 and 3 heartbeat every 300 ms; broker 1 has stopped.
+    let mut fenced = Vec::new();
+    for _ in 0..10 {
+        ctl.broker_heartbeat(2);
+        ctl.broker_heartbeat(3);
+        fenced.extend(ctl.fence_expired(session).await.unwrap());
+        sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(fenced, vec![1]);
+    let img = c.converged(ctl.image().offset).await;
+    assert!(img.brokers[&1].fenced && !img.brokers[&2].fenced && !img.brokers[&3].fenced);
+    assert!(img
+        .topics
+        .values()
+        .all(|t| t.partitions[&0].leader.is_some_and(|l| l != 1)));
+    // A follower does not fence anyone.
+    let f = c.ids.iter().copied().find(|i| *i != leader).unwrap();
+    assert!(matches!(
+        c.nodes[&f].fence_expired(session).await,
+        Err(ProposeError::NotLeader { .. })
+    ));
+    c.close().await;
+}

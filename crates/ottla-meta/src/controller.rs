@@ -5,14 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::SnapshotPolicy;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
-use crate::decide::{self, DecideError};
+use crate::decide::{self, DecideError, HeartbeatTracker};
 use crate::image::{Applied, ApplyError, MetadataImage};
 use crate::network::{Network, RpcServer, Transport};
 use crate::records::{BrokerId, MetadataRecord, Proposal};
@@ -104,6 +105,18 @@ pub struct Controller {
     log: LogStore,
     propose_timeout: Duration,
     voters: BTreeMap<NodeId, BasicNode>,
+    liveness: Mutex<Liveness>,
+}
+
+/// Broker liveness as the active controller sees it (not replicated).
+struct Liveness {
+    /// The Raft term the tracker was started in: a new term (a new active
+    /// controller, or this one again) starts every broker afresh.
+    term: u64,
+    /// Milliseconds are counted from here.
+    base: Instant,
+    since_ms: u64,
+    tracker: HeartbeatTracker,
 }
 
 impl Controller {
@@ -146,6 +159,12 @@ impl Controller {
             log,
             propose_timeout: config.propose_timeout,
             voters: config.voters,
+            liveness: Mutex::new(Liveness {
+                term: 0,
+                base: Instant::now(),
+                since_ms: 0,
+                tracker: HeartbeatTracker::default(),
+            }),
         })
     }
 
@@ -257,6 +276,53 @@ impl Controller {
                 other => return other,
             }
         }
+    }
+
+    /// Liveness state, reset when the term changed since it was last used.
+    fn liveness(&self) -> (std::sync::MutexGuard<'_, Liveness>, u64) {
+        let term = self.raft.metrics().borrow().current_term;
+        let mut g = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        let now_ms = u64::try_from(g.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if g.term != term {
+            g.term = term;
+            g.since_ms = now_ms;
+            let image = self.image();
+            g.tracker.reset(&image, now_ms);
+        }
+        (g, now_ms)
+    }
+
+    /// Records a heartbeat of `broker_id` (the broker's heartbeat request,
+    /// handled by the active controller).
+    pub fn broker_heartbeat(&self, broker_id: BrokerId) {
+        let (mut g, now_ms) = self.liveness();
+        g.tracker.heartbeat(broker_id, now_ms);
+    }
+
+    /// Fences the unfenced brokers not heard from for longer than
+    /// `session_timeout` (Kafka's `broker.session.timeout.ms`), each with its
+    /// leaderships moved ([`Controller::fence_broker`]); returns the ones
+    /// fenced. Only the active controller does this (`NotLeader` otherwise);
+    /// a new one gives every broker a whole session first.
+    pub async fn fence_expired(
+        &self,
+        session_timeout: Duration,
+    ) -> Result<Vec<BrokerId>, ProposeError> {
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let expired = {
+            let (g, now_ms) = self.liveness();
+            let timeout_ms = u64::try_from(session_timeout.as_millis()).unwrap_or(u64::MAX);
+            g.tracker
+                .expired(&self.image(), now_ms, g.since_ms, timeout_ms)
+        };
+        for b in &expired {
+            self.fence_broker(*b).await?;
+        }
+        Ok(expired)
     }
 
     /// Stops the Raft node (its files stay as they are, ready to reopen).
