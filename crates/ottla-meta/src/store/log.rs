@@ -229,6 +229,7 @@ impl LogStore {
                 },
             );
         }
+        let last_loaded = entries.keys().next_back().copied();
         if let Some(p) = last_purged {
             entries.retain(|i, _| *i > p.index);
             if let Some(first) = entries.keys().next() {
@@ -241,18 +242,24 @@ impl LogStore {
                 }
             }
         }
-        sync_dir(&log_dir)?;
+        let mut inner = Inner {
+            root: root.to_path_buf(),
+            log_dir,
+            entries,
+            segments,
+            active: None,
+            vote,
+            last_purged,
+            segment_bytes: segment_bytes.max(SEGMENT_HEADER + 1),
+        };
+        if let Some(p) = last_purged {
+            // A purge cut short after its mark was written: finish it, so
+            // that no segment of purged entries is appended to.
+            inner.drop_segments_upto(p.index, last_loaded)?;
+        }
+        sync_dir(&inner.log_dir)?;
         Ok(LogStore {
-            inner: Arc::new(Mutex::new(Inner {
-                root: root.to_path_buf(),
-                log_dir,
-                entries,
-                segments,
-                active: None,
-                vote,
-                last_purged,
-                segment_bytes: segment_bytes.max(SEGMENT_HEADER + 1),
-            })),
+            inner: Arc::new(Mutex::new(inner)),
         })
     }
 
@@ -408,6 +415,32 @@ impl Inner {
         Ok(())
     }
 
+    /// Deletes the segments whose entries are all at or below `index`
+    /// (`last_index`: the last entry in the segments).
+    fn drop_segments_upto(
+        &mut self,
+        index: u64,
+        last_index: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let firsts: Vec<u64> = self.segments.keys().copied().collect();
+        for (i, first) in firsts.iter().enumerate() {
+            // The segment's last entry is just before the next segment's first.
+            let seg_last = match firsts.get(i + 1) {
+                Some(next) => Some(next - 1),
+                None => last_index,
+            };
+            if !matches!(seg_last, Some(l) if l > index) {
+                if i + 1 == firsts.len() {
+                    self.active = None;
+                }
+                if let Some(s) = self.segments.remove(first) {
+                    fs::remove_file(&s.path).map_err(|e| StoreError::io(&s.path, e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets the entries up to `log_id` (a snapshot holds them): the mark
     /// first, then the segments wholly at or below it.
     fn purge(&mut self, log_id: LogId) -> Result<(), StoreError> {
@@ -418,22 +451,7 @@ impl Inner {
         )?;
         let last_index = self.entries.keys().next_back().copied();
         self.last_purged = Some(log_id);
-        let firsts: Vec<u64> = self.segments.keys().copied().collect();
-        for (i, first) in firsts.iter().enumerate() {
-            // The segment's last entry is just before the next segment's first.
-            let seg_last = match firsts.get(i + 1) {
-                Some(next) => Some(next - 1),
-                None => last_index,
-            };
-            if !matches!(seg_last, Some(l) if l > log_id.index) {
-                if i + 1 == firsts.len() {
-                    self.active = None;
-                }
-                if let Some(s) = self.segments.remove(first) {
-                    fs::remove_file(&s.path).map_err(|e| StoreError::io(&s.path, e))?;
-                }
-            }
-        }
+        self.drop_segments_upto(log_id.index, last_index)?;
         sync_dir(&self.log_dir)?;
         self.entries = self.entries.split_off(&(log_id.index + 1));
         Ok(())
@@ -624,6 +642,25 @@ mod tests {
             LogStore::open(dir.path(), DEFAULT_SEGMENT_BYTES),
             Err(StoreError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn purge_cut_short_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+        append(&store, 0, 10);
+        // The mark is written, then the process dies before the segments go
+        // (here: a snapshot from the leader, past the local log).
+        let mark = LogId::new(CommittedLeaderId::new(1, 0), 20);
+        let framed = super::super::file::frame(PURGED_MAGIC, &encode(&mark).unwrap()).unwrap();
+        write_atomic(dir.path(), "purged", &framed).unwrap();
+        drop(store);
+        let store = LogStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+        assert_eq!(store.indexes(), None);
+        append(&store, 21, 25);
+        drop(store);
+        let store = LogStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+        assert_eq!(store.indexes(), Some((21, 24)));
     }
 
     #[test]
