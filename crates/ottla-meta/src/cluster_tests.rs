@@ -613,3 +613,55 @@ async fn a_broker_that_stops_heartbeating_is_fenced() {
     ));
     c.close().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn brokers_register_and_topics_are_placed_by_the_controller() {
+    let c = TestCluster::start_all(3, fast).await;
+    let leader = c.wait_leader(&c.ids).await;
+    let ctl = &c.nodes[&leader];
+    let mut epochs = Vec::new();
+    for b in 1..=3 {
+        let epoch = ctl
+            .register_broker(b, [b as u8; 16], vec![], None)
+            .await
+            .unwrap();
+        // Registering the same process again keeps its epoch.
+        assert_eq!(
+            ctl.register_broker(b, [b as u8; 16], vec![], None)
+                .await
+                .unwrap(),
+            epoch
+        );
+        epochs.push(epoch);
+    }
+    // Fenced brokers hold no replica yet.
+    assert!(matches!(
+        ctl.create_topic("x", topic_id(0), 3, 2, BTreeMap::new())
+            .await,
+        Err(ProposeError::Decide(
+            crate::decide::DecideError::NotEnoughBrokers { .. }
+        ))
+    ));
+    for b in 1..=3 {
+        ctl.unfence_broker(b).await.unwrap();
+    }
+    let applied = ctl
+        .create_topic("x", topic_id(0), 3, 2, BTreeMap::new())
+        .await
+        .unwrap();
+    let img = c.converged(applied.offset).await;
+    let t = img.topic_by_name("x").unwrap();
+    assert_eq!(t.partitions.len(), 3);
+    assert!(t
+        .partitions
+        .values()
+        .all(|p| p.replicas.len() == 2 && p.isr == p.replicas));
+    // A restarted broker process (new incarnation) gets a new epoch, fenced.
+    let epoch = ctl
+        .register_broker(2, [0x22; 16], vec![], None)
+        .await
+        .unwrap();
+    assert!(epoch > epochs[1]);
+    assert!(ctl.image().brokers[&2].fenced);
+    c.close().await;
+}

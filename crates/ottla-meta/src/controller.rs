@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::decide::{self, DecideError, HeartbeatTracker};
 use crate::image::{Applied, ApplyError, MetadataImage};
 use crate::network::{Network, RpcServer, Transport};
-use crate::records::{BrokerId, MetadataRecord, Proposal};
+use crate::records::{BrokerId, Endpoint, MetadataRecord, Proposal, TopicId};
 use crate::store::log::{LogStore, DEFAULT_SEGMENT_BYTES};
 use crate::store::state_machine::StateMachine;
 use crate::store::StoreError;
@@ -232,6 +232,54 @@ impl Controller {
             }
             Ok(Err(e)) => Err(ProposeError::Stopped(e.to_string())),
         }
+    }
+
+    /// Registers a broker process (a new `incarnation_id` at every start) and
+    /// returns its broker epoch. It starts fenced; it is unfenced
+    /// ([`Controller::unfence_broker`]) once it has caught up.
+    pub async fn register_broker(
+        &self,
+        broker_id: BrokerId,
+        incarnation_id: [u8; 16],
+        listeners: Vec<Endpoint>,
+        rack: Option<String>,
+    ) -> Result<u64, ProposeError> {
+        let record = MetadataRecord::RegisterBroker {
+            broker_id,
+            incarnation_id,
+            listeners,
+            rack,
+        };
+        self.propose(vec![record]).await?;
+        // The epoch is the offset of the record that created this
+        // incarnation's registration (an earlier one if this was a repeat).
+        match self.image().brokers.get(&broker_id) {
+            Some(b) if b.incarnation_id == incarnation_id => Ok(b.broker_epoch),
+            // Replaced by a newer incarnation meanwhile.
+            _ => Err(ProposeError::Rejected(ApplyError::UnknownBroker(broker_id))),
+        }
+    }
+
+    /// Creates a topic: `partitions` partitions of `replication_factor`
+    /// replicas placed over the unfenced brokers
+    /// ([`decide::assign_replicas`]).
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        topic_id: TopicId,
+        partitions: i32,
+        replication_factor: usize,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Applied, ProposeError> {
+        self.decide_and_propose(|img| {
+            Ok(vec![MetadataRecord::CreateTopic {
+                name: name.to_string(),
+                topic_id,
+                partitions: decide::assign_replicas(img, partitions, replication_factor)?,
+                configs: configs.clone(),
+            }])
+        })
+        .await
     }
 
     /// Fences `broker_id`, moving its leaderships to in-sync followers
