@@ -1,0 +1,381 @@
+//! A controller: one member of the metadata quorum. It runs a Raft node on
+//! its directory and a [`Transport`], proposes records when it is the leader
+//! (the active controller), and publishes the metadata image to whoever
+//! watches it (the brokers in the same process).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::SnapshotPolicy;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::decide::{self, DecideError, HeartbeatTracker};
+use crate::image::{Applied, ApplyError, MetadataImage};
+use crate::network::{Network, RpcServer, Transport};
+use crate::records::{BrokerId, Endpoint, MetadataRecord, Proposal, TopicId};
+use crate::store::log::{LogStore, DEFAULT_SEGMENT_BYTES};
+use crate::store::state_machine::StateMachine;
+use crate::store::StoreError;
+use crate::types::{BasicNode, NodeId, Raft};
+
+/// How a controller is set up.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    pub node_id: NodeId,
+    /// Where its log, vote and snapshot live (created if missing).
+    pub dir: PathBuf,
+    /// The voters of the quorum, every controller with the same set (as
+    /// Kafka's `controller.quorum.voters`).
+    pub voters: BTreeMap<NodeId, BasicNode>,
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// How long [`Controller::propose`] waits for a commit before giving up
+    /// with [`ProposeError::Timeout`].
+    pub propose_timeout: Duration,
+    /// A snapshot is taken after this many entries (and the log purged
+    /// behind it).
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind the last snapshot (for followers that
+    /// are a little behind).
+    pub keep_behind_snapshot: u64,
+    pub segment_bytes: u64,
+}
+
+impl ControllerConfig {
+    /// Defaults in the spirit of KRaft's (`controller.quorum.election.timeout.ms`
+    /// 1000, `fetch.timeout.ms` 2000), scaled to a heartbeat of 100 ms.
+    pub fn new(node_id: NodeId, dir: PathBuf, voters: BTreeMap<NodeId, BasicNode>) -> Self {
+        ControllerConfig {
+            node_id,
+            dir,
+            voters,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_millis(2000),
+            propose_timeout: Duration::from_secs(5),
+            snapshot_every: 10_000,
+            keep_behind_snapshot: 1000,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+        }
+    }
+}
+
+/// Why a controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid Raft configuration: {0}")]
+    Config(String),
+    #[error("Raft failed to start: {0}")]
+    Raft(String),
+}
+
+/// Why a proposal was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// This controller is not the active one; `leader` is the one it knows of.
+    #[error("not the active controller (the leader is {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    /// Committed, and refused by the state machine: nothing changed.
+    #[error("refused: {0}")]
+    Rejected(ApplyError),
+    /// No commit within the timeout (no quorum reachable, say). The outcome
+    /// is unknown: the proposal may still commit later.
+    #[error("no commit within {0:?}: the outcome is unknown")]
+    Timeout(Duration),
+    /// The controller could not decide the records.
+    #[error(transparent)]
+    Decide(#[from] DecideError),
+    /// The Raft node stopped (shut down, or a storage failure).
+    #[error("the controller stopped: {0}")]
+    Stopped(String),
+}
+
+/// One member of the metadata quorum.
+pub struct Controller {
+    node_id: NodeId,
+    raft: Raft,
+    image: watch::Receiver<Arc<MetadataImage>>,
+    log: LogStore,
+    propose_timeout: Duration,
+    voters: BTreeMap<NodeId, BasicNode>,
+    liveness: Mutex<Liveness>,
+}
+
+/// Broker liveness as the active controller sees it (not replicated).
+struct Liveness {
+    /// The Raft term the tracker was started in: a new term (a new active
+    /// controller, or this one again) starts every broker afresh.
+    term: u64,
+    /// Milliseconds are counted from here.
+    base: Instant,
+    since_ms: u64,
+    tracker: HeartbeatTracker,
+}
+
+impl Controller {
+    /// Opens the controller's directory and starts its Raft node over
+    /// `transport`. It takes part in elections at once; a quorum that never
+    /// started is bootstrapped by [`Controller::initialize`].
+    pub async fn open<T: Transport>(
+        config: ControllerConfig,
+        transport: Arc<T>,
+    ) -> Result<Self, OpenError> {
+        std::fs::create_dir_all(&config.dir).map_err(|e| StoreError::io(&config.dir, e))?;
+        let log = LogStore::open(&config.dir, config.segment_bytes)?;
+        let sm = StateMachine::open(&config.dir)?;
+        let image = sm.subscribe();
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let raft_config = openraft::Config {
+            cluster_name: "ottla-meta".into(),
+            heartbeat_interval: millis(config.heartbeat_interval),
+            election_timeout_min: millis(config.election_timeout_min),
+            election_timeout_max: millis(config.election_timeout_max),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.keep_behind_snapshot,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| OpenError::Config(e.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            Network::new(transport),
+            log.clone(),
+            sm,
+        )
+        .await
+        .map_err(|e| OpenError::Raft(e.to_string()))?;
+        Ok(Controller {
+            node_id: config.node_id,
+            raft,
+            image,
+            log,
+            propose_timeout: config.propose_timeout,
+            voters: config.voters,
+            liveness: Mutex::new(Liveness {
+                term: 0,
+                base: Instant::now(),
+                since_ms: 0,
+                tracker: HeartbeatTracker::default(),
+            }),
+        })
+    }
+
+    /// Bootstraps the quorum with the configured voters if this node has
+    /// never been part of one (no vote, no log); a no-op otherwise. Every
+    /// voter may call it: they all write the same first entry.
+    pub async fn initialize(&self) -> Result<(), ProposeError> {
+        match self.raft.initialize(self.voters.clone()).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(ProposeError::Stopped(e.to_string())),
+        }
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The current metadata image (as applied on this node).
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    /// A receiver that sees every new image (brokers learn of changes here).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.image.clone()
+    }
+
+    /// The leader as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.node_id)
+    }
+
+    /// openraft's handle (metrics, triggers), for tests and diagnostics.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The log store (for tests and diagnostics).
+    pub fn log_store(&self) -> &LogStore {
+        &self.log
+    }
+
+    /// The handler of Raft requests addressed to this controller: a transport
+    /// hands it the bytes it received.
+    pub fn rpc_server(&self) -> RpcServer {
+        RpcServer::new(self.raft.clone())
+    }
+
+    /// Proposes records, applied all or nothing once committed: the offset
+    /// and epoch they landed at, or why not.
+    pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<Applied, ProposeError> {
+        let write = self.raft.client_write(Proposal { records });
+        match tokio::time::timeout(self.propose_timeout, write).await {
+            Err(_) => Err(ProposeError::Timeout(self.propose_timeout)),
+            Ok(Ok(resp)) => resp.data.map_err(ProposeError::Rejected),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Ok(Err(e)) => Err(ProposeError::Stopped(e.to_string())),
+        }
+    }
+
+    /// Registers a broker process (a new `incarnation_id` at every start) and
+    /// returns its broker epoch. It starts fenced; it is unfenced
+    /// ([`Controller::unfence_broker`]) once it has caught up.
+    pub async fn register_broker(
+        &self,
+        broker_id: BrokerId,
+        incarnation_id: [u8; 16],
+        listeners: Vec<Endpoint>,
+        rack: Option<String>,
+    ) -> Result<u64, ProposeError> {
+        let record = MetadataRecord::RegisterBroker {
+            broker_id,
+            incarnation_id,
+            listeners,
+            rack,
+        };
+        self.propose(vec![record]).await?;
+        // The epoch is the offset of the record that created this
+        // incarnation's registration (an earlier one if this was a repeat).
+        match self.image().brokers.get(&broker_id) {
+            Some(b) if b.incarnation_id == incarnation_id => Ok(b.broker_epoch),
+            // Replaced by a newer incarnation meanwhile.
+            _ => Err(ProposeError::Rejected(ApplyError::UnknownBroker(broker_id))),
+        }
+    }
+
+    /// Creates a topic: `partitions` partitions of `replication_factor`
+    /// replicas placed over the unfenced brokers
+    /// ([`decide::assign_replicas`]).
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        topic_id: TopicId,
+        partitions: i32,
+        replication_factor: usize,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Applied, ProposeError> {
+        self.decide_and_propose(|img| {
+            Ok(vec![MetadataRecord::CreateTopic {
+                name: name.to_string(),
+                topic_id,
+                partitions: decide::assign_replicas(img, partitions, replication_factor)?,
+                configs: configs.clone(),
+            }])
+        })
+        .await
+    }
+
+    /// Fences `broker_id`, moving its leaderships to in-sync followers
+    /// ([`decide::on_broker_fenced`]), decided on the leader's image.
+    pub async fn fence_broker(&self, broker_id: BrokerId) -> Result<Applied, ProposeError> {
+        self.decide_and_propose(|img| decide::on_broker_fenced(img, broker_id))
+            .await
+    }
+
+    /// Unfences `broker_id` and gives it the partitions left without a
+    /// leader that it is in sync for ([`decide::on_broker_unfenced`]).
+    pub async fn unfence_broker(&self, broker_id: BrokerId) -> Result<Applied, ProposeError> {
+        self.decide_and_propose(|img| decide::on_broker_unfenced(img, broker_id))
+            .await
+    }
+
+    /// Decides on the current image and proposes; a decision refused as
+    /// stale (the image moved meanwhile) is decided again, a few times.
+    async fn decide_and_propose<F>(&self, decide: F) -> Result<Applied, ProposeError>
+    where
+        F: Fn(&MetadataImage) -> Result<Vec<MetadataRecord>, DecideError>,
+    {
+        let mut attempts = 0;
+        loop {
+            // The leader's image includes everything committed before its
+            // term once its first (blank) entry is applied.
+            self.raft.ensure_linearizable().await.map_err(|e| match e {
+                RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
+                    ProposeError::NotLeader {
+                        leader: f.leader_id,
+                    }
+                }
+                other => ProposeError::Stopped(other.to_string()),
+            })?;
+            let records = decide(&self.image())?;
+            match self.propose(records).await {
+                Err(ProposeError::Rejected(ApplyError::StalePartitionEpoch { .. }))
+                    if attempts < 3 =>
+                {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Liveness state, reset when the term changed since it was last used.
+    fn liveness(&self) -> (std::sync::MutexGuard<'_, Liveness>, u64) {
+        let term = self.raft.metrics().borrow().current_term;
+        let mut g = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        let now_ms = u64::try_from(g.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if g.term != term {
+            g.term = term;
+            g.since_ms = now_ms;
+            let image = self.image();
+            g.tracker.reset(&image, now_ms);
+        }
+        (g, now_ms)
+    }
+
+    /// Records a heartbeat of `broker_id` (the broker's heartbeat request,
+    /// handled by the active controller).
+    pub fn broker_heartbeat(&self, broker_id: BrokerId) {
+        let (mut g, now_ms) = self.liveness();
+        g.tracker.heartbeat(broker_id, now_ms);
+    }
+
+    /// Fences the unfenced brokers not heard from for longer than
+    /// `session_timeout` (Kafka's `broker.session.timeout.ms`), each with its
+    /// leaderships moved ([`Controller::fence_broker`]); returns the ones
+    /// fenced. Only the active controller does this (`NotLeader` otherwise);
+    /// a new one gives every broker a whole session first.
+    pub async fn fence_expired(
+        &self,
+        session_timeout: Duration,
+    ) -> Result<Vec<BrokerId>, ProposeError> {
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let expired = {
+            let (g, now_ms) = self.liveness();
+            let timeout_ms = u64::try_from(session_timeout.as_millis()).unwrap_or(u64::MAX);
+            g.tracker
+                .expired(&self.image(), now_ms, g.since_ms, timeout_ms)
+        };
+        for b in &expired {
+            self.fence_broker(*b).await?;
+        }
+        Ok(expired)
+    }
+
+    /// Stops the Raft node (its files stay as they are, ready to reopen).
+    pub async fn shutdown(&self) {
+        // A join error means a Raft task panicked: nothing left to stop.
+        let _ = self.raft.shutdown().await;
+    }
+}

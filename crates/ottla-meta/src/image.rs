@@ -1,0 +1,732 @@
+//! The metadata image: the cluster's metadata as of one offset of the
+//! metadata log (KRaft's `MetadataImage`), and the deterministic, validated
+//! application of records to it.
+//!
+//! Every node applies the same committed records in the same order, so every
+//! node's image at a given offset is equal. A record that does not fit the
+//! current state is refused with an [`ApplyError`] (the same refusal on every
+//! node), never a panic; a refused proposal changes nothing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::records::{
+    BrokerId, ConfigResource, Endpoint, MetadataRecord, PartitionAssignment, Proposal, TopicId,
+};
+
+/// A registered broker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub broker_id: BrokerId,
+    pub incarnation_id: [u8; 16],
+    /// The metadata offset of the registration record (Kafka's broker epoch).
+    pub broker_epoch: u64,
+    pub listeners: Vec<Endpoint>,
+    pub rack: Option<String>,
+    /// A fenced broker leads nothing and is in no in-sync set.
+    pub fenced: bool,
+}
+
+/// One partition's replication state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
+    pub leader: Option<BrokerId>,
+    /// Bumped at every leader change (Kafka's leader epoch).
+    pub leader_epoch: i32,
+    /// Bumped at every change of the partition (Kafka's partition epoch).
+    pub partition_epoch: i32,
+}
+
+/// A topic and its partitions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicImage {
+    pub name: String,
+    pub topic_id: TopicId,
+    pub partitions: BTreeMap<i32, PartitionState>,
+}
+
+/// The cluster metadata at one offset of the metadata log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataImage {
+    /// The index of the last metadata log entry applied (0: none).
+    pub offset: u64,
+    /// The Raft term (controller epoch) of that entry.
+    pub epoch: u64,
+    pub brokers: BTreeMap<BrokerId, BrokerRegistration>,
+    pub topics: BTreeMap<TopicId, TopicImage>,
+    pub topic_ids: BTreeMap<String, TopicId>,
+    pub configs: BTreeMap<ConfigResource, BTreeMap<String, String>>,
+}
+
+/// Why a record was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ApplyError {
+    #[error("broker {0} is not registered")]
+    UnknownBroker(BrokerId),
+    #[error("broker {broker_id}: broker epoch {given} is not the current {current}")]
+    StaleBrokerEpoch {
+        broker_id: BrokerId,
+        given: u64,
+        current: u64,
+    },
+    #[error("broker {0} still holds replicas and cannot be unregistered")]
+    BrokerInUse(BrokerId),
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    #[error("topic id {0:?} is already used")]
+    TopicIdExists(TopicId),
+    #[error("unknown topic id {0:?}")]
+    UnknownTopic(TopicId),
+    #[error("topic {topic_id:?} has no partition {partition}")]
+    UnknownPartition { topic_id: TopicId, partition: i32 },
+    #[error("partition epoch {given} is not the current {current}")]
+    StalePartitionEpoch { given: i32, current: i32 },
+    #[error("invalid record: {0}")]
+    Invalid(String),
+}
+
+/// What applying a proposal returned: the offset and epoch it landed at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub offset: u64,
+    pub epoch: u64,
+}
+
+/// The state machine's answer to one Raft entry: applied, or refused.
+pub type ApplyOutcome = Result<Applied, ApplyError>;
+
+fn invalid(msg: impl Into<String>) -> ApplyError {
+    ApplyError::Invalid(msg.into())
+}
+
+fn has_duplicates(ids: &[BrokerId]) -> bool {
+    let mut v = ids.to_vec();
+    v.sort_unstable();
+    v.windows(2).any(|w| w[0] == w[1])
+}
+
+impl MetadataImage {
+    /// The partition `(topic_id, partition)`, if it exists.
+    pub fn partition(&self, topic_id: TopicId, partition: i32) -> Option<&PartitionState> {
+        self.topics.get(&topic_id)?.partitions.get(&partition)
+    }
+
+    /// The topic named `name`, if it exists.
+    pub fn topic_by_name(&self, name: &str) -> Option<&TopicImage> {
+        self.topics.get(self.topic_ids.get(name)?)
+    }
+
+    /// Applies a proposal at log `offset` (Raft index) and `epoch` (term):
+    /// all its records, or none (the image is unchanged on an error). The
+    /// image's offset and epoch advance either way: the entry was consumed.
+    pub fn apply_proposal(&mut self, proposal: &Proposal, offset: u64, epoch: u64) -> ApplyOutcome {
+        let mut next = self.clone();
+        let mut result = Ok(());
+        for record in &proposal.records {
+            result = next.apply(record, offset);
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() {
+            *self = next;
+        }
+        self.offset = offset;
+        self.epoch = epoch;
+        result.map(|()| Applied { offset, epoch })
+    }
+
+    /// Applies one record at metadata `offset`, or refuses it leaving the
+    /// image as it was.
+    pub fn apply(&mut self, record: &MetadataRecord, offset: u64) -> Result<(), ApplyError> {
+        match record {
+            MetadataRecord::RegisterBroker {
+                broker_id,
+                incarnation_id,
+                listeners,
+                rack,
+            } => {
+                if *broker_id < 0 {
+                    return Err(invalid(format!("broker id {broker_id} is negative")));
+                }
+                if let Some(existing) = self.brokers.get(broker_id) {
+                    if existing.incarnation_id == *incarnation_id {
+                        return Ok(()); // the same process registering again
+                    }
+                }
+                // A new incarnation: the old process is gone, so it leads
+                // nothing any more and is out of every in-sync set until the
+                // new one is unfenced and catches up.
+                self.remove_from_leadership(*broker_id);
+                self.brokers.insert(
+                    *broker_id,
+                    BrokerRegistration {
+                        broker_id: *broker_id,
+                        incarnation_id: *incarnation_id,
+                        broker_epoch: offset,
+                        listeners: listeners.clone(),
+                        rack: rack.clone(),
+                        fenced: true,
+                    },
+                );
+                Ok(())
+            }
+            MetadataRecord::UnfenceBroker {
+                broker_id,
+                broker_epoch,
+            } => {
+                let b = self.broker_with_epoch(*broker_id, *broker_epoch)?;
+                b.fenced = false;
+                Ok(())
+            }
+            MetadataRecord::FenceBroker {
+                broker_id,
+                broker_epoch,
+            } => {
+                let b = self.broker_with_epoch(*broker_id, *broker_epoch)?;
+                b.fenced = true;
+                self.remove_from_leadership(*broker_id);
+                Ok(())
+            }
+            MetadataRecord::UnregisterBroker { broker_id } => {
+                if !self.brokers.contains_key(broker_id) {
+                    return Err(ApplyError::UnknownBroker(*broker_id));
+                }
+                let in_use = self
+                    .topics
+                    .values()
+                    .flat_map(|t| t.partitions.values())
+                    .any(|p| p.replicas.contains(broker_id));
+                if in_use {
+                    return Err(ApplyError::BrokerInUse(*broker_id));
+                }
+                self.brokers.remove(broker_id);
+                self.configs.remove(&ConfigResource::Broker(*broker_id));
+                Ok(())
+            }
+            MetadataRecord::CreateTopic {
+                name,
+                topic_id,
+                partitions,
+                configs,
+            } => self.create_topic(name, *topic_id, partitions, configs),
+            MetadataRecord::DeleteTopic { topic_id } => {
+                let topic = self
+                    .topics
+                    .remove(topic_id)
+                    .ok_or(ApplyError::UnknownTopic(*topic_id))?;
+                self.topic_ids.remove(&topic.name);
+                self.configs.remove(&ConfigResource::Topic(topic.name));
+                Ok(())
+            }
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                partition_epoch,
+                leader,
+                isr,
+            } => self.change_partition(
+                *topic_id,
+                *partition,
+                *partition_epoch,
+                *leader,
+                isr.as_deref(),
+            ),
+            MetadataRecord::ConfigChange {
+                resource,
+                key,
+                value,
+            } => {
+                match resource {
+                    ConfigResource::Cluster => {}
+                    ConfigResource::Broker(id) => {
+                        if !self.brokers.contains_key(id) {
+                            return Err(ApplyError::UnknownBroker(*id));
+                        }
+                    }
+                    ConfigResource::Topic(name) => {
+                        if !self.topic_ids.contains_key(name) {
+                            return Err(invalid(format!("unknown topic {name:?}")));
+                        }
+                    }
+                }
+                if key.is_empty() {
+                    return Err(invalid("empty config key"));
+                }
+                match value {
+                    Some(v) => {
+                        self.configs
+                            .entry(resource.clone())
+                            .or_default()
+                            .insert(key.clone(), v.clone());
+                    }
+                    None => {
+                        if let Some(m) = self.configs.get_mut(resource) {
+                            m.remove(key);
+                            if m.is_empty() {
+                                self.configs.remove(resource);
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn broker_with_epoch(
+        &mut self,
+        broker_id: BrokerId,
+        broker_epoch: u64,
+    ) -> Result<&mut BrokerRegistration, ApplyError> {
+        let b = self
+            .brokers
+            .get_mut(&broker_id)
+            .ok_or(ApplyError::UnknownBroker(broker_id))?;
+        if b.broker_epoch != broker_epoch {
+            return Err(ApplyError::StaleBrokerEpoch {
+                broker_id,
+                given: broker_epoch,
+                current: b.broker_epoch,
+            });
+        }
+        Ok(b)
+    }
+
+    /// The last resort when a broker is fenced without the controller's
+    /// elections (or re-registers): it leaves every in-sync set it is in and
+    /// every leadership, with no election (the controller's
+    /// [`crate::decide::on_broker_fenced`] elects before fencing).
+    fn remove_from_leadership(&mut self, broker_id: BrokerId) {
+        for topic in self.topics.values_mut() {
+            for p in topic.partitions.values_mut() {
+                let mut changed = false;
+                if p.leader == Some(broker_id) {
+                    p.leader = None;
+                    p.leader_epoch += 1;
+                    changed = true;
+                }
+                // Kafka keeps the last in-sync replica in the ISR (so that
+                // it can come back as leader without an unclean election).
+                if p.isr.len() > 1 && p.isr.contains(&broker_id) {
+                    p.isr.retain(|b| *b != broker_id);
+                    changed = true;
+                }
+                if changed {
+                    p.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
+    fn create_topic(
+        &mut self,
+        name: &str,
+        topic_id: TopicId,
+        partitions: &[PartitionAssignment],
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), ApplyError> {
+        if name.is_empty() {
+            return Err(invalid("empty topic name"));
+        }
+        if self.topic_ids.contains_key(name) {
+            return Err(ApplyError::TopicExists(name.to_string()));
+        }
+        if topic_id.0 == [0; 16] || self.topics.contains_key(&topic_id) {
+            return Err(ApplyError::TopicIdExists(topic_id));
+        }
+        if partitions.is_empty() {
+            return Err(invalid("a topic needs at least one partition"));
+        }
+        let mut parts = BTreeMap::new();
+        for (i, p) in partitions.iter().enumerate() {
+            if usize::try_from(p.partition).ok() != Some(i) {
+                return Err(invalid(format!(
+                    "partitions must be numbered 0.., got {}",
+                    p.partition
+                )));
+            }
+            self.check_replicas(&p.replicas, &p.isr, p.leader)?;
+            parts.insert(
+                p.partition,
+                PartitionState {
+                    replicas: p.replicas.clone(),
+                    isr: p.isr.clone(),
+                    leader: p.leader,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                },
+            );
+        }
+        self.topics.insert(
+            topic_id,
+            TopicImage {
+                name: name.to_string(),
+                topic_id,
+                partitions: parts,
+            },
+        );
+        self.topic_ids.insert(name.to_string(), topic_id);
+        if !configs.is_empty() {
+            self.configs
+                .insert(ConfigResource::Topic(name.to_string()), configs.clone());
+        }
+        Ok(())
+    }
+
+    /// Replicas are registered and distinct; the in-sync set is a subset of
+    /// them; the leader is in it and not fenced.
+    fn check_replicas(
+        &self,
+        replicas: &[BrokerId],
+        isr: &[BrokerId],
+        leader: Option<BrokerId>,
+    ) -> Result<(), ApplyError> {
+        if replicas.is_empty() {
+            return Err(invalid("a partition needs at least one replica"));
+        }
+        if has_duplicates(replicas) || has_duplicates(isr) {
+            return Err(invalid(
+                "a broker appears twice in a replica or in-sync list",
+            ));
+        }
+        for r in replicas {
+            if !self.brokers.contains_key(r) {
+                return Err(ApplyError::UnknownBroker(*r));
+            }
+        }
+        if let Some(b) = isr.iter().find(|b| !replicas.contains(b)) {
+            return Err(invalid(format!("in-sync broker {b} is not a replica")));
+        }
+        if let Some(l) = leader {
+            if !isr.contains(&l) {
+                return Err(invalid(format!("leader {l} is not in the in-sync set")));
+            }
+            if self.brokers.get(&l).is_some_and(|b| b.fenced) {
+                return Err(invalid(format!("leader {l} is fenced")));
+            }
+        }
+        Ok(())
+    }
+
+    fn change_partition(
+        &mut self,
+        topic_id: TopicId,
+        partition: i32,
+        partition_epoch: i32,
+        leader: Option<Option<BrokerId>>,
+        isr: Option<&[BrokerId]>,
+    ) -> Result<(), ApplyError> {
+        let current = self
+            .partition(topic_id, partition)
+            .ok_or(ApplyError::UnknownPartition {
+                topic_id,
+                partition,
+            })?
+            .clone();
+        if current.partition_epoch != partition_epoch {
+            return Err(ApplyError::StalePartitionEpoch {
+                given: partition_epoch,
+                current: current.partition_epoch,
+            });
+        }
+        let new_leader = leader.unwrap_or(current.leader);
+        let new_isr = isr
+            .map(<[BrokerId]>::to_vec)
+            .unwrap_or_else(|| current.isr.clone());
+        if new_isr.is_empty() {
+            return Err(invalid("the in-sync set cannot be empty"));
+        }
+        self.check_replicas(&current.replicas, &new_isr, new_leader)?;
+        let leader_changed = new_leader != current.leader;
+        if !leader_changed && new_isr == current.isr {
+            return Err(invalid("the change changes nothing"));
+        }
+        let p = self
+            .topics
+            .get_mut(&topic_id)
+            .and_then(|t| t.partitions.get_mut(&partition))
+            .ok_or(ApplyError::UnknownPartition {
+                topic_id,
+                partition,
+            })?;
+        if leader_changed {
+            p.leader = new_leader;
+            p.leader_epoch += 1;
+        }
+        p.isr = new_isr;
+        p.partition_epoch += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn register(id: BrokerId, inc: u8) -> MetadataRecord {
+        MetadataRecord::RegisterBroker {
+            broker_id: id,
+            incarnation_id: [inc; 16],
+            listeners: vec![Endpoint {
+                name: "PLAINTEXT".into(),
+                host: "127.0.0.1".into(),
+                port: 9092,
+                security_protocol: "PLAINTEXT".into(),
+            }],
+            rack: None,
+        }
+    }
+
+    fn three_brokers() -> MetadataImage {
+        let mut img = MetadataImage::default();
+        for (i, id) in [1, 2, 3].into_iter().enumerate() {
+            let off = i as u64 + 1;
+            img.apply(&register(id, id as u8), off).unwrap();
+            img.apply(
+                &MetadataRecord::UnfenceBroker {
+                    broker_id: id,
+                    broker_epoch: off,
+                },
+                off + 10,
+            )
+            .unwrap();
+        }
+        img
+    }
+
+    fn topic(img: &mut MetadataImage) -> TopicId {
+        let id = TopicId([7; 16]);
+        img.apply(
+            &MetadataRecord::CreateTopic {
+                name: "t".into(),
+                topic_id: id,
+                partitions: vec![PartitionAssignment {
+                    partition: 0,
+                    replicas: vec![1, 2, 3],
+                    isr: vec![1, 2, 3],
+                    leader: Some(1),
+                }],
+                configs: BTreeMap::new(),
+            },
+            20,
+        )
+        .unwrap();
+        id
+    }
+
+    #[test]
+    fn registration_starts_fenced_and_epoch_is_offset() {
+        let mut img = MetadataImage::default();
+        img.apply(&register(1, 1), 5).unwrap();
+        assert!(img.brokers[&1].fenced);
+        assert_eq!(img.brokers[&1].broker_epoch, 5);
+        // Same incarnation: idempotent, epoch kept.
+        img.apply(&register(1, 1), 9).unwrap();
+        assert_eq!(img.brokers[&1].broker_epoch, 5);
+        let err = img.apply(
+            &MetadataRecord::UnfenceBroker {
+                broker_id: 1,
+                broker_epoch: 4,
+            },
+            10,
+        );
+        assert!(matches!(err, Err(ApplyError::StaleBrokerEpoch { .. })));
+        assert!(matches!(
+            img.apply(
+                &MetadataRecord::UnfenceBroker {
+                    broker_id: 9,
+                    broker_epoch: 4
+                },
+                10
+            ),
+            Err(ApplyError::UnknownBroker(9))
+        ));
+    }
+
+    #[test]
+    fn create_topic_validates() {
+        let mut img = three_brokers();
+        let bad_leader = MetadataRecord::CreateTopic {
+            name: "x".into(),
+            topic_id: TopicId([1; 16]),
+            partitions: vec![PartitionAssignment {
+                partition: 0,
+                replicas: vec![1, 2],
+                isr: vec![2],
+                leader: Some(1),
+            }],
+            configs: BTreeMap::new(),
+        };
+        let before = img.clone();
+        assert!(matches!(
+            img.apply(&bad_leader, 30),
+            Err(ApplyError::Invalid(_))
+        ));
+        assert_eq!(img, before);
+        let unknown = MetadataRecord::CreateTopic {
+            name: "x".into(),
+            topic_id: TopicId([1; 16]),
+            partitions: vec![PartitionAssignment {
+                partition: 0,
+                replicas: vec![1, 4],
+                isr: vec![1],
+                leader: Some(1),
+            }],
+            configs: BTreeMap::new(),
+        };
+        assert_eq!(img.apply(&unknown, 30), Err(ApplyError::UnknownBroker(4)));
+        topic(&mut img);
+        let again = MetadataRecord::CreateTopic {
+            name: "t".into(),
+            topic_id: TopicId([2; 16]),
+            partitions: vec![PartitionAssignment {
+                partition: 0,
+                replicas: vec![1],
+                isr: vec![1],
+                leader: Some(1),
+            }],
+            configs: BTreeMap::new(),
+        };
+        assert_eq!(
+            img.apply(&again, 31),
+            Err(ApplyError::TopicExists("t".into()))
+        );
+    }
+
+    #[test]
+    fn partition_change_checks_epoch_and_bumps() {
+        let mut img = three_brokers();
+        let id = topic(&mut img);
+        let change = MetadataRecord::PartitionChange {
+            topic_id: id,
+            partition: 0,
+            partition_epoch: 0,
+            leader: Some(Some(2)),
+            isr: Some(vec![2, 3]),
+        };
+        img.apply(&change, 40).unwrap();
+        let p = img.partition(id, 0).unwrap();
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.partition_epoch),
+            (Some(2), 1, 1)
+        );
+        // The same decision again is stale.
+        assert_eq!(
+            img.apply(&change, 41),
+            Err(ApplyError::StalePartitionEpoch {
+                given: 0,
+                current: 1
+            })
+        );
+        // ISR-only change: partition epoch moves, leader epoch does not.
+        img.apply(
+            &MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: 0,
+                partition_epoch: 1,
+                leader: None,
+                isr: Some(vec![1, 2, 3]),
+            },
+            42,
+        )
+        .unwrap();
+        let p = img.partition(id, 0).unwrap();
+        assert_eq!((p.leader_epoch, p.partition_epoch), (1, 2));
+        // A leader outside the ISR is refused.
+        let bad = MetadataRecord::PartitionChange {
+            topic_id: id,
+            partition: 0,
+            partition_epoch: 2,
+            leader: Some(Some(3)),
+            isr: Some(vec![1, 2]),
+        };
+        assert!(matches!(img.apply(&bad, 43), Err(ApplyError::Invalid(_))));
+    }
+
+    #[test]
+    fn proposal_is_all_or_nothing() {
+        let mut img = three_brokers();
+        let id = topic(&mut img);
+        let before = img.clone();
+        let p = Proposal {
+            records: vec![
+                MetadataRecord::ConfigChange {
+                    resource: ConfigResource::Cluster,
+                    key: "a".into(),
+                    value: Some("1".into()),
+                },
+                MetadataRecord::DeleteTopic {
+                    topic_id: TopicId([9; 16]),
+                },
+            ],
+        };
+        assert_eq!(
+            img.apply_proposal(&p, 50, 3),
+            Err(ApplyError::UnknownTopic(TopicId([9; 16])))
+        );
+        assert_eq!(img.configs, before.configs);
+        assert_eq!((img.offset, img.epoch), (50, 3));
+        let ok = Proposal {
+            records: vec![MetadataRecord::DeleteTopic { topic_id: id }],
+        };
+        assert_eq!(
+            img.apply_proposal(&ok, 51, 3),
+            Ok(Applied {
+                offset: 51,
+                epoch: 3
+            })
+        );
+        assert!(img.topics.is_empty() && img.topic_ids.is_empty());
+    }
+
+    #[test]
+    fn fencing_removes_leadership_but_keeps_last_isr() {
+        let mut img = MetadataImage::default();
+        img.apply(&register(1, 1), 1).unwrap();
+        img.apply(
+            &MetadataRecord::UnfenceBroker {
+                broker_id: 1,
+                broker_epoch: 1,
+            },
+            2,
+        )
+        .unwrap();
+        let id = TopicId([3; 16]);
+        img.apply(
+            &MetadataRecord::CreateTopic {
+                name: "solo".into(),
+                topic_id: id,
+                partitions: vec![PartitionAssignment {
+                    partition: 0,
+                    replicas: vec![1],
+                    isr: vec![1],
+                    leader: Some(1),
+                }],
+                configs: BTreeMap::new(),
+            },
+            3,
+        )
+        .unwrap();
+        img.apply(
+            &MetadataRecord::FenceBroker {
+                broker_id: 1,
+                broker_epoch: 1,
+            },
+            4,
+        )
+        .unwrap();
+        let p = img.partition(id, 0).unwrap();
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.leader_epoch),
+            (None, vec![1], 1)
+        );
+        assert_eq!(
+            img.apply(&MetadataRecord::UnregisterBroker { broker_id: 1 }, 5),
+            Err(ApplyError::BrokerInUse(1))
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! The metadata records: what the replicated metadata log holds, in the
+//! spirit of KRaft's metadata records (`RegisterBrokerRecord`,
+//! `FenceBrokerRecord`, `TopicRecord` + `PartitionRecord`,
+//! `PartitionChangeRecord`, `ConfigRecord`, ...).
+//!
+//! A record says what changes; [`crate::image::MetadataImage::apply`] checks
+//! that it fits the current state and applies it, or refuses it with an
+//! [`crate::image::ApplyError`]. One Raft entry carries a [`Proposal`]: a
+//! batch of records applied all or nothing (as KRaft's atomic batches), so
+//! that a broker's fencing and the leader moves it causes land together.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A broker's node id (Kafka's `node.id`, an int32 on the wire).
+pub type BrokerId = i32;
+
+/// Kafka's topic id: 16 random bytes (a UUID), stable for the topic's life.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TopicId(pub [u8; 16]);
+
+impl fmt::Debug for TopicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TopicId(")?;
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// One listener a broker advertises to clients (Kafka's `advertised.listeners`
+/// entry, as in `BrokerRegistrationRequest.Listeners`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The listener's name (`PLAINTEXT`, `INTERNAL`, ...).
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`.
+    pub security_protocol: String,
+}
+
+/// A partition as created: its replicas in preference order, the in-sync
+/// set and the first leader (as KRaft's `PartitionRecord`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionAssignment {
+    pub partition: i32,
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
+    /// `None` when no replica could lead (all fenced): Kafka's leader -1.
+    pub leader: Option<BrokerId>,
+}
+
+/// What a config change applies to (Kafka's `ConfigResource`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ConfigResource {
+    /// Cluster-wide defaults (Kafka's broker resource with an empty name).
+    Cluster,
+    Broker(BrokerId),
+    Topic(String),
+}
+
+/// One metadata record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataRecord {
+    /// A broker registers (at every start). A new incarnation replaces the
+    /// old registration and starts fenced; the registration's broker epoch
+    /// is the metadata offset of this record (as in KRaft).
+    RegisterBroker {
+        broker_id: BrokerId,
+        /// Random per process start (Kafka's `IncarnationId`): a repeat of
+        /// the same incarnation is idempotent.
+        incarnation_id: [u8; 16],
+        listeners: Vec<Endpoint>,
+        rack: Option<String>,
+    },
+    /// The broker caught up and heartbeats: it may lead and be in sync.
+    /// Refused unless `broker_epoch` is the current registration's.
+    UnfenceBroker {
+        broker_id: BrokerId,
+        broker_epoch: u64,
+    },
+    /// The broker stopped heartbeating (or shut down): it leads nothing.
+    FenceBroker {
+        broker_id: BrokerId,
+        broker_epoch: u64,
+    },
+    /// The broker is removed from the cluster (it must lead nothing and be
+    /// in no replica list).
+    UnregisterBroker {
+        broker_id: BrokerId,
+    },
+    CreateTopic {
+        name: String,
+        topic_id: TopicId,
+        partitions: Vec<PartitionAssignment>,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        topic_id: TopicId,
+    },
+    /// A leader or in-sync set change of one partition, decided against
+    /// `partition_epoch`: refused if the partition has moved on since.
+    /// A leader change bumps the leader epoch; every change bumps the
+    /// partition epoch.
+    PartitionChange {
+        topic_id: TopicId,
+        partition: i32,
+        /// The partition epoch the change was decided against.
+        partition_epoch: i32,
+        /// `Some(new)` changes the leader (`Some(None)`: no leader).
+        leader: Option<Option<BrokerId>>,
+        /// `Some(isr)` replaces the in-sync set.
+        isr: Option<Vec<BrokerId>>,
+    },
+    /// Sets (`Some`) or deletes (`None`) one config key.
+    ConfigChange {
+        resource: ConfigResource,
+        key: String,
+        value: Option<String>,
+    },
+}
+
+/// What one Raft entry carries: records applied all or nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub records: Vec<MetadataRecord>,
+}
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Proposal({} records)", self.records.len())
+    }
+}
