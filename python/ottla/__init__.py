@@ -101,7 +101,8 @@ class Producer(_CoreProducer):
     (default 5), ``batch_size`` (bytes, default 262144), ``fsync``
     (``"never"``, ``"interval"`` or ``"always"``), ``fsync_interval_ms``,
     ``auto_create_topics``, ``num_partitions`` (for auto-created topics),
-    ``key_serializer``, ``value_serializer`` and
+    ``acks`` (0, 1, -1/``"all"``: when a future is done; see
+    docs/configuration.md), ``key_serializer``, ``value_serializer`` and
     ``retention_check_interval_ms`` (Kafka's
     ``log.retention.check.interval.ms``, default 300000: how often expired
     segments of every topic in the directory are deleted while the producer

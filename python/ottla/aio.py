@@ -61,7 +61,7 @@ class Producer(_CoreAioProducer):
     """Appends records to topics, for asyncio code.
 
     ``Producer(path, **config)`` takes the settings of :class:`ottla.Producer`
-    (``linger_ms``, ``batch_size``, ``fsync``, ``fsync_interval_ms``,
+    (``linger_ms``, ``batch_size``, ``fsync``, ``fsync_interval_ms``, ``acks``,
     ``auto_create_topics``, ``num_partitions``, ``key_serializer``,
     ``value_serializer``, ``retention_check_interval_ms``):
 

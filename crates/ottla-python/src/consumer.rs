@@ -12,7 +12,9 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::arrow::{ArrowBatch, Limits as ArrowLimits};
-use super::types::{path_arg, py_repr_str, short_repr, tp_pair, Record, TopicPartition};
+use super::types::{
+    new_topic_partition, path_arg, py_repr_str, short_repr, tp_pair, Record, TopicPartition,
+};
 // `Tp` is the engine's `TopicPartition` (`ottla_storage::topic`), which
 // shares its topic name; `TopicPartition` here is the Python-facing class,
 // which owns one. `py_topic_partition` converts.
@@ -41,10 +43,12 @@ pub struct Consumer {
 }
 
 /// Each topic's name as one shared Python `str`, so a record costs a
-/// reference, not a string.
+/// reference, not a string; and each partition's `TopicPartition` (an
+/// immutable tuple), so a `poll()` result's keys cost a reference too.
 #[derive(Default)]
 struct TopicNames {
     all: HashMap<Arc<str>, Py<PyString>>,
+    partitions: HashMap<Tp, Py<PyAny>>,
     /// The last one asked for.
     last: Option<(Arc<str>, Py<PyString>)>,
 }
@@ -234,6 +238,20 @@ impl Consumer {
             .clone_ref(py);
         names.last = Some((t.clone(), name.clone_ref(py)));
         name
+    }
+
+    /// The partition's `ottla.TopicPartition`, made once per partition.
+    fn tp_object<'py>(&self, py: Python<'py>, tp: &Tp) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(o) = self.topic_names.lock().partitions.get(tp) {
+            return Ok(o.bind(py).clone());
+        }
+        let name = self.topic_name(py, &tp.topic);
+        let o = new_topic_partition(py, name.into_bound(py), tp.partition)?;
+        self.topic_names
+            .lock()
+            .partitions
+            .insert(tp.clone(), o.clone().unbind());
+        Ok(o)
     }
 
     /// The record as a Python object. Its fields are immutable and hold
@@ -623,7 +641,7 @@ impl Consumer {
                 let l = PyList::empty(py);
                 l.append(&rec)?;
                 last = Some((key, l.clone()));
-                out.set_item(py_topic_partition(tp), &l)?;
+                out.set_item(self.tp_object(py, tp)?, &l)?;
                 lists.insert(key, l);
                 Ok(())
             })?;
