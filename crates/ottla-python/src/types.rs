@@ -11,7 +11,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 /// A partition of a topic, on the Rust side of the door. In Python it is
 /// `ottla.types.TopicPartition`, a `NamedTuple` as in kafka-python (equal
 /// to, and hashed as, the `(topic, partition)` tuple): this struct is
-/// extracted from any such pair and converted into that class.
+/// converted into that class; `tp_pair` reads any such pair back.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
     pub topic: String,
@@ -49,15 +49,6 @@ impl<'py> IntoPyObject<'py> for TopicPartition {
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         new_topic_partition(py, PyString::new(py, &self.topic), self.partition)
-    }
-}
-
-impl FromPyObject<'_, '_> for TopicPartition {
-    type Error = PyErr;
-
-    fn extract(obj: Borrowed<'_, '_, PyAny>) -> PyResult<Self> {
-        let (topic, partition) = tp_pair(&obj)?;
-        Ok(TopicPartition { topic, partition })
     }
 }
 
