@@ -580,7 +580,7 @@ def test_topic_partition_type() -> None:
     topic, part = a
     assert (topic, part) == ("t", 1)
     assert sorted([TP("b", 0), TP("a", 2), TP("a", 1)]) == [TP("a", 1), TP("a", 2), TP("b", 0)]
-    assert repr(a) == 'TopicPartition(topic="t", partition=1)'
+    assert repr(a) == "TopicPartition(topic='t', partition=1)"
     import pickle
 
     assert pickle.loads(pickle.dumps(a)) == a

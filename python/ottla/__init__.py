@@ -17,7 +17,7 @@ Several processes may use the same directory at once.
 
 from __future__ import annotations
 
-from typing import Any
+import typing as _typing
 
 from ottla import _arrow, _display
 from ottla._core import (
@@ -48,7 +48,6 @@ from ottla._core import (
     RecordTooLargeError,
     StorageError,
     TopicAlreadyExistsError,
-    TopicPartition,
     UnknownTopicOrPartitionError,
     UnsupportedCompressionError,
     __version__,
@@ -56,17 +55,43 @@ from ottla._core import (
 from ottla.admin import (
     Admin,
     CompactionStats,
+    ConfigResource,
+    ConfigResourceType,
     GroupDescription,
     GroupOffset,
     MemberDescription,
+    NewPartitions,
+    NewTopic,
     PartitionDescription,
     TopicDescription,
 )
-from ottla.types import OffsetAndMetadata
+from ottla.types import OffsetAndMetadata, TopicPartition
+
+if _typing.TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from concurrent.futures import Future
+    from typing import Any
 
 # The names used in Kafka's documentation of these errors.
 OffsetOutOfRange = OffsetOutOfRangeError
 RecordTooLarge = RecordTooLargeError
+
+# kafka-python's names (``kafka.errors``) for the same errors, so code
+# written against it catches ottla's. ottla's classes that already carry
+# Kafka's name (InvalidTopicError, UnknownTopicOrPartitionError,
+# TopicAlreadyExistsError, InvalidPartitionsError, OffsetOutOfRangeError,
+# OffsetMetadataTooLargeError, NoOffsetForPartitionError, CorruptRecordError,
+# InvalidRecordError, IllegalStateError) need none; docs/embedded.md lists
+# them all.
+KafkaError = OttlaError
+KafkaTimeoutError = OttlaTimeoutError
+MessageSizeTooLargeError = RecordTooLargeError
+CorruptRecordException = CorruptRecordError
+InvalidConfigurationError = InvalidConfigError
+UnsupportedCompressionTypeError = UnsupportedCompressionError
+UnsupportedCodecError = UnsupportedCompressionError
+KafkaStorageError = StorageError
+NonEmptyGroupError = GroupNotEmptyError
 
 
 class Producer(_CoreProducer):
@@ -76,7 +101,8 @@ class Producer(_CoreProducer):
     (default 5), ``batch_size`` (bytes, default 262144), ``fsync``
     (``"never"``, ``"interval"`` or ``"always"``), ``fsync_interval_ms``,
     ``auto_create_topics``, ``num_partitions`` (for auto-created topics),
-    ``key_serializer``, ``value_serializer`` and
+    ``acks`` (0, 1, -1/``"all"``: when a future is done; see
+    docs/configuration.md), ``key_serializer``, ``value_serializer`` and
     ``retention_check_interval_ms`` (Kafka's
     ``log.retention.check.interval.ms``, default 300000: how often expired
     segments of every topic in the directory are deleted while the producer
@@ -244,6 +270,63 @@ class Consumer(_CoreConsumer):
         _arrow.require(pandas=True)
         return _arrow.to_pandas(self.read_arrow(max_records, max_bytes), **to_pandas_kwargs)
 
+    def commit_async(
+        self,
+        offsets: Mapping[TopicPartition | tuple[str, int], Any] | None = None,
+        callback: Callable[[dict[TopicPartition, OffsetAndMetadata], Exception | None], Any]
+        | None = None,
+    ) -> Future[None]:
+        """kafka-python's ``commit_async``: commit, then call
+        ``callback(offsets, exception)`` (``exception`` None on success).
+
+        A commit is an append to the page cache (microseconds), so it is done
+        before this returns, on the calling thread, and so is the callback;
+        nothing runs in the background. ``offsets`` given to the callback are
+        ``{TopicPartition: OffsetAndMetadata}``: the ones passed, or the
+        positions committed. Returns a ``concurrent.futures.Future``, already
+        done: ``result()`` is None, or raises the commit's error (which
+        ``commit_async`` itself never raises):
+
+        >>> with ottla.Producer("data") as p:
+        ...     _ = p.send_many("orders", [b"a", b"b"]).get()
+        >>> def done(offsets, exc):
+        ...     print(offsets, exc)
+        >>> with ottla.Consumer("data", "orders", group_id="g",
+        ...                     auto_offset_reset="earliest") as c:
+        ...     _ = c.poll(timeout_ms=1000)
+        ...     c.commit_async(callback=done).result()
+        {TopicPartition(topic='orders', partition=0): OffsetAndMetadata(offset=2, metadata=None)} None
+        """
+        from concurrent.futures import Future
+
+        future: Future[None] = Future()
+        error: Exception | None = None
+        committed: dict[TopicPartition, OffsetAndMetadata] = {}
+        try:
+            if offsets is not None:
+                for key, value in offsets.items():
+                    committed[TopicPartition(*key)] = (
+                        value
+                        if isinstance(value, OffsetAndMetadata)
+                        else OffsetAndMetadata(
+                            getattr(value, "offset", value), getattr(value, "metadata", None)
+                        )
+                    )
+            self.commit(offsets)
+            if offsets is None:
+                for tp in sorted(self.assignment()):
+                    offset = self.committed(tp)
+                    if offset is not None:
+                        committed[tp] = OffsetAndMetadata(offset)
+        except Exception as e:  # handed to the callback and the future
+            error = e
+            future.set_exception(e)
+        else:
+            future.set_result(None)
+        if callback is not None:
+            callback(committed, error)
+        return future
+
     def _repr_html_(self) -> str:
         """Assignment, positions, committed offsets and lag, in Jupyter."""
         return _display.consumer_html(self)
@@ -255,8 +338,11 @@ __all__ = [
     "Broker",
     "ClosedError",
     "CompactionStats",
+    "ConfigResource",
+    "ConfigResourceType",
     "Consumer",
     "CorruptRecordError",
+    "CorruptRecordException",
     "DataDirectoryNotFoundError",
     "DiskFullError",
     "FutureRecordMetadata",
@@ -266,11 +352,19 @@ __all__ = [
     "GroupOffset",
     "IllegalStateError",
     "InvalidConfigError",
+    "InvalidConfigurationError",
     "InvalidPartitionsError",
     "InvalidRecordError",
     "InvalidTopicError",
+    "KafkaError",
+    "KafkaStorageError",
+    "KafkaTimeoutError",
     "MemberDescription",
+    "MessageSizeTooLargeError",
+    "NewPartitions",
+    "NewTopic",
     "NoOffsetForPartitionError",
+    "NonEmptyGroupError",
     "OffsetAndMetadata",
     "OffsetAndTimestamp",
     "OffsetMetadataTooLargeError",
@@ -289,6 +383,10 @@ __all__ = [
     "TopicDescription",
     "TopicPartition",
     "UnknownTopicOrPartitionError",
+    "UnsupportedCodecError",
     "UnsupportedCompressionError",
+    "UnsupportedCompressionTypeError",
     "__version__",
 ]
+
+del annotations  # the __future__ import's name: not part of the API

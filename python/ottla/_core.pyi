@@ -12,6 +12,8 @@ from typing import Any, Literal, TypeAlias
 
 from typing_extensions import Self, disjoint_base, final
 
+from ottla.types import TopicPartition
+
 __all__ = [
     "AioProducer",
     "ArrowBatch",
@@ -45,7 +47,6 @@ __all__ = [
     "SendManyFuture",
     "StorageError",
     "TopicAlreadyExistsError",
-    "TopicPartition",
     "UnknownTopicOrPartitionError",
     "UnsupportedCompressionError",
     "_Admin",
@@ -59,6 +60,8 @@ _Path: TypeAlias = str | PathLike[str]
 _BytesLike: TypeAlias = bytes | bytearray | memoryview | str
 _Headers: TypeAlias = Sequence[tuple[str, _BytesLike | None]] | Mapping[str, _BytesLike | None]
 _TP: TypeAlias = TopicPartition | tuple[str, int]
+# Kafka's acks: 0, 1, -1/"all", also as strings (Kafka's config files).
+_Acks: TypeAlias = Literal[0, 1, -1, "all", "0", "1", "-1"]
 _RebalanceCallback: TypeAlias = Callable[[Any, list[TopicPartition]], Any]
 # Kafka's names, and the older ones its clients still accept.
 _OffsetReset: TypeAlias = Literal[
@@ -138,39 +141,14 @@ class DataDirectoryNotFoundError(OttlaError):
 # ---- values ------------------------------------------------------------------
 
 @final
-class TopicPartition:
-    """``TopicPartition(topic, partition)``: hashable, ordered (by topic, then
-    partition), and unpackable.
-
-    >>> tp = ottla.TopicPartition("events", 2)
-    >>> topic, partition = tp
-    >>> (topic, partition)
-    ('events', 2)
-    >>> tp == ottla.TopicPartition("events", 2), tp < ottla.TopicPartition("events", 3)
-    (True, True)
-
-    Wherever a method takes partitions, a ``(topic, partition)`` tuple works too.
-    """
-
-    @property
-    def topic(self) -> str:
-        """The topic name."""
-    @property
-    def partition(self) -> int:
-        """The partition number (from 0)."""
-    def __new__(cls, topic: str, partition: int) -> Self: ...
-    def __iter__(self) -> Iterator[str | int]:
-        """``topic``, then ``partition``."""
-    def __hash__(self) -> int: ...
-    def __eq__(self, other: object, /) -> bool: ...
-    def __lt__(self, other: TopicPartition, /) -> bool: ...
-    def __le__(self, other: TopicPartition, /) -> bool: ...
-    def __gt__(self, other: TopicPartition, /) -> bool: ...
-    def __ge__(self, other: TopicPartition, /) -> bool: ...
-
-@final
 class RecordMetadata:
-    """Where an acknowledged record was stored."""
+    """Where an acknowledged record was stored (``offset`` is -1 for a
+    producer with ``acks=0``, as in Kafka's clients). Picklable."""
+
+    def __new__(cls, topic: str, partition: int, offset: int, timestamp: int) -> Self: ...
+    def __getnewargs__(self) -> tuple[str, int, int, int]: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    __hash__: None  # type: ignore[assignment]
 
     @property
     def topic(self) -> str:
@@ -195,7 +173,35 @@ class Record:
     Iteration drops most records right after handing them out: a free list
     recycles them (objects from it come back untracked by the cyclic GC; the
     consumer tracks them again when a deserializer could make a cycle).
+
+    Records pickle (for ``multiprocessing``) and copy; ``copy.copy`` returns
+    the record itself, as it is immutable. ``Record(...)`` makes one by hand:
+
+    >>> r = ottla.Record("orders", 0, 41, 1_700_000_000_000, key=b"k", value=b"v",
+    ...                  headers=[("trace", b"1")])
+    >>> r
+    Record(topic='orders', partition=0, offset=41, timestamp=1700000000000, key=b'k', value=b'v', headers=[('trace', b'1')])
+    >>> import pickle
+    >>> pickle.loads(pickle.dumps(r)).headers
+    [('trace', b'1')]
     """
+
+    def __new__(
+        cls,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp: int,
+        key: Any = None,
+        value: Any = None,
+        headers: Iterable[tuple[str, bytes | None]] | None = None,
+    ) -> Self: ...
+    def __reduce__(
+        self,
+    ) -> tuple[type[Record], tuple[str, int, int, int, Any, Any, list[tuple[str, bytes | None]]]]:
+        """Pickling (and ``copy.deepcopy``): the constructor and its arguments."""
+    def __copy__(self) -> Self:
+        """The record itself: it is immutable."""
 
     @property
     def topic(self) -> str:
@@ -238,6 +244,10 @@ class OffsetAndTimestamp:
 @final
 class FutureRecordMetadata:
     """The pending result of one ``Producer.send()``.
+
+    With ``acks=0`` it is done as soon as ``send()`` returns: ``get()`` gives
+    metadata with offset -1 at once, callbacks run at once, errbacks never
+    (a failed append is raised by ``flush()``/``close()``).
 
     A free list keeps the objects of a ``send()`` loop that drops its futures
     from going through the allocator.
@@ -308,13 +318,20 @@ class Producer:
         num_partitions: int = 1,
         key_serializer: Callable[[Any], _BytesLike | None] | None = None,
         value_serializer: Callable[[Any], _BytesLike | None] | None = None,
-        acks: Any = None,
+        acks: _Acks | None = None,
         client_id: str | None = None,
         retention_check_interval_ms: int = 300000,
     ) -> Self:
         """Open a producer on the data directory ``path`` (created if
-        missing). ``acks`` and ``client_id`` are accepted for Kafka
-        compatibility: every acknowledgement is a local append.
+        missing; a config dict is a ``TypeError``: settings are keywords).
+        ``client_id`` is accepted for Kafka compatibility.
+
+        ``acks`` (default 1; anything but 0, 1, -1, ``"all"`` or those as
+        strings is a ``ValueError``) says when a send's future is done:
+        ``0`` as soon as ``send()`` returns (offset -1; errors reach only
+        ``flush()``/``close()``), ``1`` and ``"all"`` (the same, with no
+        replicas) once the record is in the log, after its fsync with
+        ``fsync="always"``. Durability is ``fsync``'s (docs/configuration.md).
 
         ``retention_check_interval_ms`` (Kafka's
         ``log.retention.check.interval.ms``, default five minutes): how
@@ -328,14 +345,18 @@ class Producer:
         value: Any = None,
         key: Any = None,
         partition: int | None = None,
-        timestamp: int | None = None,
+        timestamp_ms: int | None = None,
         headers: _Headers | None = None,
+        *,
+        timestamp: int | None = None,
     ) -> FutureRecordMetadata:
         """Queue a record; the future resolves once it is in the log.
 
         With no ``partition``, a keyed record goes to Kafka's murmur2
         partition of its key, an unkeyed one to a sticky partition.
-        ``timestamp`` is ms since the epoch (default: now).
+        ``timestamp_ms`` (kafka-python's and aiokafka's name; ``timestamp``
+        is the same setting, giving both is a ``TypeError``) is ms since the
+        epoch (default: now).
 
         After an append of the partition fails, the record fails (through
         its future; ``send()`` does not raise) until the error has reached
@@ -349,10 +370,13 @@ class Producer:
         values: Iterable[Any],
         keys: Iterable[Any] | None = None,
         partition: int | None = None,
+        timestamp_ms: int | None = None,
+        *,
         timestamp: int | None = None,
     ) -> BatchFuture:
         """Send many values (and optionally as many keys) to one topic in one
-        call; the returned :class:`BatchFuture`'s ``get()`` waits for all."""
+        call; the returned :class:`BatchFuture`'s ``get()`` waits for all.
+        ``timestamp_ms`` (or ``timestamp``) applies to every record."""
     def flush(self, timeout: float | None = None) -> None:
         """Append every queued record; raises the error of a failed append
         not yet reported (which lets the failed partitions take records
@@ -411,7 +435,7 @@ class Consumer:
     def __new__(
         cls,
         path: _Path,
-        *topics: str,
+        *topics: str | Sequence[str],
         group_id: str | None = None,
         auto_offset_reset: _OffsetReset = "latest",
         enable_auto_commit: bool = True,
@@ -432,7 +456,8 @@ class Consumer:
         """Open a consumer on the data directory ``path``, subscribed to
         ``topics`` if any are given. Settings have Kafka's names and
         defaults (``auto_offset_reset`` also takes the older names
-        ``smallest``/``beginning`` and ``largest``/``end``);
+        ``smallest``/``beginning`` and ``largest``/``end``); ``topics``
+        are names, or one list of names (``Consumer(path, ["a", "b"])``);
         ``consumer_timeout_ms`` (None: never) ends an iteration that waited
         that long for a record. ``path`` must be an existing data directory
         (made by a Producer, a Broker or ``Admin(path, create=True)``), else
@@ -499,6 +524,17 @@ class Consumer:
         """Offset of the next record this consumer will return for ``partition``."""
     def committed(self, partition: _TP) -> int | None:
         """The group's committed offset for ``partition``, or None."""
+    def highwater(self, partition: _TP) -> int | None:
+        """kafka-python's ``highwater``: the high watermark (the log end
+        offset; every appended record is readable at once) of an assigned
+        ``partition``, None if it is not assigned:
+
+        >>> with ottla.Producer("data") as p:
+        ...     _ = p.send_many("events", [b"a", b"b"]).get()
+        >>> with ottla.Consumer("data", "events") as c:
+        ...     c.highwater(("events", 0)), c.highwater(("other", 0))
+        (2, None)
+        """
     def commit(self, offsets: Mapping[_TP, Any] | None = None) -> None:
         """Commit the current positions, or ``{TopicPartition: offset}`` (an
         int or an ``OffsetAndMetadata``) if given. A consumer that is not a
@@ -666,11 +702,12 @@ class AioProducer:
         num_partitions: int = 1,
         key_serializer: Callable[[Any], _BytesLike | None] | None = None,
         value_serializer: Callable[[Any], _BytesLike | None] | None = None,
-        acks: Any = None,
+        acks: _Acks | None = None,
         client_id: str | None = None,
         retention_check_interval_ms: int = 300000,
     ) -> Self:
-        """Settings as for ``ottla.Producer``."""
+        """Settings as for ``ottla.Producer``; with ``acks=0`` an awaited
+        send is done at once (offset -1)."""
     def send(
         self,
         topic: str,

@@ -2,25 +2,125 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum
 from os import PathLike
+from typing import NamedTuple
 
-from ottla._core import TopicPartition, _Admin
+from ottla._core import InvalidConfigError, OttlaError, _Admin
+from ottla.types import OffsetAndMetadata, TopicPartition
 
 __all__ = [
     "Admin",
     "CompactionStats",
+    "ConfigResource",
+    "ConfigResourceType",
     "ConfigValue",
     "GroupDescription",
     "GroupOffset",
     "MemberDescription",
+    "NewPartitions",
+    "NewTopic",
     "PartitionDescription",
     "TopicDescription",
 ]
 
 # Any value is sent as its str(); None removes an override.
 ConfigValue = str | int | float | None
+
+
+class NewTopic(NamedTuple):
+    """A topic for :meth:`Admin.create_topics`, as kafka-python's
+    ``NewTopic``. ``num_partitions=-1`` means 1 (the directory's default);
+    there is one copy of the data, so ``replication_factor`` must be 1 or -1
+    (the default), as the broker door says too; ``replica_assignments`` is
+    not supported (None)."""
+
+    name: str
+    num_partitions: int = -1
+    replication_factor: int = -1
+    replica_assignments: Mapping[int, Sequence[int]] | None = None
+    topic_configs: Mapping[str, ConfigValue] | None = None
+
+
+class NewPartitions(NamedTuple):
+    """A partition count for :meth:`Admin.create_partitions`, as
+    kafka-python's ``NewPartitions``: the topic's new total."""
+
+    total_count: int
+    new_assignments: Sequence[Sequence[int]] | None = None
+
+
+class ConfigResourceType(IntEnum):
+    """kafka-python's ``ConfigResourceType`` (Kafka's resource type codes);
+    a data directory has topic configs only."""
+
+    UNKNOWN = 0
+    TOPIC = 2
+    BROKER = 4
+    BROKER_LOGGER = 8
+
+
+class ConfigResource(NamedTuple):
+    """A topic for :meth:`Admin.describe_configs` (``configs``: names to
+    show, None for all) and :meth:`Admin.alter_configs` (``configs``: the
+    overrides to set), as kafka-python's ``ConfigResource``.
+    ``resource_type`` may also be given by name (``"TOPIC"``)."""
+
+    resource_type: ConfigResourceType | int | str
+    name: str
+    configs: Mapping[str, ConfigValue] | Iterable[str] | None = None
+
+
+def _int_arg(call: str, name: str, value: object) -> int:
+    """``value`` if it is an int (not a bool), else a TypeError naming the
+    call, the argument and the type expected."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError(
+        f"{call}() argument {name!r} must be int, not {type(value).__name__} ({value!r})"
+    )
+
+
+def _str_arg(call: str, name: str, value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise TypeError(
+        f"{call}() argument {name!r} must be str, not {type(value).__name__} ({value!r})"
+    )
+
+
+def _topic_resource(call: str, resource: object) -> ConfigResource:
+    if not isinstance(resource, ConfigResource):
+        raise TypeError(
+            f"{call}() takes ConfigResource objects "
+            f"(ConfigResource(ConfigResourceType.TOPIC, name)), not {type(resource).__name__}"
+        )
+    kind = resource.resource_type
+    if isinstance(kind, str):
+        kind = (
+            ConfigResourceType[kind.upper()]
+            if kind.upper() in ConfigResourceType.__members__
+            else -1
+        )
+    if kind != ConfigResourceType.TOPIC:
+        raise InvalidConfigError(
+            f"{call}(): a data directory has topic configs only, not {resource.resource_type!r} "
+            f"(use ConfigResourceType.TOPIC)"
+        )
+    _str_arg(call, "name", resource.name)
+    return resource
+
+
+def _raise_first(errors: list[OttlaError]) -> None:
+    """Raise the first error of a batch call; the others are noted on it."""
+    if errors:
+        first = errors[0]
+        if hasattr(first, "add_note"):  # Python 3.11+
+            for other in errors[1:]:
+                first.add_note(f"also: {type(other).__name__}: {other}")
+        raise first
 
 
 @dataclass(frozen=True)
@@ -155,7 +255,170 @@ class Admin:
         """Create a topic; raises ``TopicAlreadyExistsError`` if it exists, and
         ``InvalidTopicError`` for Kafka's internal names (``__consumer_offsets``,
         ``__transaction_state``)."""
+        _str_arg("create_topic", "name", name)
+        _int_arg("create_topic", "partitions", partitions)
         self._core.create_topic(name, partitions, dict(config or {}))
+
+    # ---- kafka-python's batch calls ------------------------------------------
+    #
+    # Each takes kafka-python's objects and does every item it can; then, as
+    # kafka-python with its default raise_errors=True, it raises the first
+    # error (the others are added to it as notes). Arguments are all checked
+    # before anything is done, so a TypeError changes nothing.
+
+    def create_topics(self, new_topics: Iterable[NewTopic], timeout_ms: int | None = None) -> None:
+        """kafka-python's ``create_topics([NewTopic(name, num_partitions,
+        replication_factor, topic_configs=...)])``: creates every topic it can,
+        then raises the first error (``TopicAlreadyExistsError``, ...):
+
+        >>> admin = ottla.Admin("data", create=True)
+        >>> admin.create_topics([ottla.NewTopic("a", 3), ottla.NewTopic("b", 1, 1)])
+        >>> admin.list_topics()
+        ['a', 'b']
+
+        ``timeout_ms`` is accepted for compatibility (the calls are local)."""
+        del timeout_ms
+        todo = []
+        for t in new_topics:
+            if not isinstance(t, NewTopic):
+                raise TypeError(
+                    f"create_topics() takes NewTopic objects, not {type(t).__name__} ({t!r})"
+                )
+            name = _str_arg("NewTopic", "name", t.name)
+            partitions = _int_arg("NewTopic", "num_partitions", t.num_partitions)
+            rf = _int_arg("NewTopic", "replication_factor", t.replication_factor)
+            if rf not in (-1, 1):
+                raise InvalidConfigError(
+                    f"NewTopic({name!r}) replication_factor={rf}: a data directory keeps one "
+                    "copy of each partition (use 1 or -1)"
+                )
+            if t.replica_assignments:
+                raise InvalidConfigError(
+                    f"NewTopic({name!r}): replica_assignments are not supported (one copy)"
+                )
+            todo.append((name, 1 if partitions == -1 else partitions, t.topic_configs))
+        errors: list[OttlaError] = []
+        for name, partitions, configs in todo:
+            try:
+                self._core.create_topic(name, partitions, dict(configs or {}))
+            except OttlaError as e:
+                errors.append(e)
+        _raise_first(errors)
+
+    def delete_topics(self, topics: Iterable[str], timeout_ms: int | None = None) -> None:
+        """kafka-python's ``delete_topics([name, ...])``: deletes every topic
+        it can, then raises the first error (``UnknownTopicOrPartitionError``,
+        ...). ``timeout_ms`` is accepted for compatibility."""
+        del timeout_ms
+        names = [_str_arg("delete_topics", "topics", t) for t in topics]
+        errors: list[OttlaError] = []
+        for name in names:
+            try:
+                self._core.delete_topic(name)
+            except OttlaError as e:
+                errors.append(e)
+        _raise_first(errors)
+
+    def describe_configs(
+        self, config_resources: Iterable[ConfigResource], include_synonyms: bool = False
+    ) -> dict[str, dict[str, str]]:
+        """kafka-python's ``describe_configs([ConfigResource(ConfigResourceType.TOPIC,
+        name)])``, returning ``{topic: {config name: value}}``: every
+        effective setting (defaults included), or only the names listed in
+        the resource's ``configs``. Raises the first error
+        (``UnknownTopicOrPartitionError``) after describing the others:
+
+        >>> admin = ottla.Admin("data", create=True)
+        >>> admin.create_topic("t", config={"retention.ms": 60000})
+        >>> res = ottla.ConfigResource(ottla.ConfigResourceType.TOPIC, "t", ["retention.ms"])
+        >>> admin.describe_configs([res])
+        {'t': {'retention.ms': '60000'}}
+
+        ``include_synonyms`` is accepted for compatibility."""
+        del include_synonyms
+        resources = [_topic_resource("describe_configs", r) for r in config_resources]
+        out: dict[str, dict[str, str]] = {}
+        errors: list[OttlaError] = []
+        for r in resources:
+            try:
+                _, config, _, _ = self._core.describe_topic(r.name)
+            except OttlaError as e:
+                errors.append(e)
+                continue
+            wanted = None if r.configs is None else {str(k).replace("_", ".") for k in r.configs}
+            out[r.name] = {k: v for k, v in config.items() if wanted is None or k in wanted}
+        _raise_first(errors)
+        return out
+
+    def alter_configs(self, config_resources: Iterable[ConfigResource]) -> None:
+        """kafka-python's ``alter_configs([ConfigResource(ConfigResourceType.TOPIC,
+        name, configs={...})])``: :meth:`alter_topic_config` for each (a
+        ``None`` value removes an override); raises the first error after
+        altering the others."""
+        resources = [_topic_resource("alter_configs", r) for r in config_resources]
+        errors: list[OttlaError] = []
+        for r in resources:
+            if not isinstance(r.configs, Mapping):
+                raise TypeError(
+                    f"alter_configs(): ConfigResource({r.name!r}) needs configs={{name: value}}"
+                )
+        for r in resources:
+            assert isinstance(r.configs, Mapping)
+            try:
+                self._core.alter_topic_config(r.name, dict(r.configs))
+            except OttlaError as e:
+                errors.append(e)
+        _raise_first(errors)
+
+    def list_consumer_groups(self) -> list[tuple[str, str]]:
+        """kafka-python's ``list_consumer_groups()``: ``[(group_id,
+        protocol_type)]``, the protocol type always ``"consumer"``."""
+        return [(g, "consumer") for g in self._core.list_groups()]
+
+    def describe_consumer_groups(self, group_ids: Iterable[str]) -> list[GroupDescription]:
+        """kafka-python's ``describe_consumer_groups([group_id, ...])``: a
+        :class:`GroupDescription` per group, in order (state ``"Dead"`` for
+        an unknown group, as Kafka answers)."""
+        names = [_str_arg("describe_consumer_groups", "group_ids", g) for g in group_ids]
+        return [self.describe_group(g) for g in names]
+
+    def list_consumer_group_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition | tuple[str, int]] | None = None
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        """kafka-python's ``list_consumer_group_offsets(group_id,
+        partitions=None)``: ``{TopicPartition: OffsetAndMetadata}`` for every
+        partition the group committed, or for ``partitions`` (offset -1 where
+        it has not committed, as Kafka answers). The commit's metadata string
+        is not read back here (None)."""
+        _str_arg("list_consumer_group_offsets", "group_id", group_id)
+        done = {
+            TopicPartition(t, p): OffsetAndMetadata(c)
+            for t, p, c, _ in self._core.group_offsets(group_id)
+        }
+        if partitions is None:
+            return dict(sorted(done.items()))
+        return {
+            (tp := TopicPartition(*tp_like)): done.get(tp, OffsetAndMetadata(-1))
+            for tp_like in partitions
+        }
+
+    def delete_consumer_groups(
+        self, group_ids: Iterable[str]
+    ) -> list[tuple[str, OttlaError | None]]:
+        """kafka-python's ``delete_consumer_groups([group_id, ...])``: like
+        kafka-python, returns ``[(group_id, error)]`` instead of raising:
+        ``None`` for a deleted group, else the error
+        (``GroupNotEmptyError`` while it has live members)."""
+        names = [_str_arg("delete_consumer_groups", "group_ids", g) for g in group_ids]
+        out: list[tuple[str, OttlaError | None]] = []
+        for g in names:
+            try:
+                self._core.delete_group(g)
+            except OttlaError as e:
+                out.append((g, e))
+            else:
+                out.append((g, None))
+        return out
 
     def delete_topic(self, name: str) -> None:
         """Delete a topic and its data; internal topics (``__consumer_offsets``)
@@ -177,9 +440,42 @@ class Admin:
             topic_id=topic_id,
         )
 
-    def create_partitions(self, name: str, total: int) -> None:
-        """Grow a topic to ``total`` partitions (never shrinks)."""
-        self._core.create_partitions(name, total)
+    def create_partitions(
+        self, name: str | Mapping[str, NewPartitions], total: int | None = None
+    ) -> None:
+        """Grow a topic to ``total`` partitions (never shrinks).
+
+        Also kafka-python's batch form, ``create_partitions({name:
+        NewPartitions(total_count)})``: grows every topic it can, then
+        raises the first error."""
+        if isinstance(name, Mapping):
+            todo = []
+            for topic, np in name.items():
+                if not isinstance(np, NewPartitions):
+                    raise TypeError(
+                        "create_partitions() takes {topic: NewPartitions(total_count)}, "
+                        f"not {type(np).__name__} for {topic!r}"
+                    )
+                todo.append(
+                    (
+                        _str_arg("create_partitions", "topic", topic),
+                        _int_arg("NewPartitions", "total_count", np.total_count),
+                    )
+                )
+            errors: list[OttlaError] = []
+            for topic, count in todo:
+                try:
+                    self._core.create_partitions(topic, count)
+                except OttlaError as e:
+                    errors.append(e)
+            _raise_first(errors)
+            return
+        _str_arg("create_partitions", "name", name)
+        if total is None:
+            raise TypeError(
+                "create_partitions() missing argument 'total' (the new partition count)"
+            )
+        self._core.create_partitions(name, _int_arg("create_partitions", "total", total))
 
     def alter_topic_config(self, name: str, config: Mapping[str, ConfigValue]) -> None:
         """Set config overrides; a value of ``None`` removes the override.
@@ -267,7 +563,7 @@ class Admin:
         >>> d = admin.describe_group("billing")
         >>> for m in d.members:
         ...     print(m.assignment)
-        [TopicPartition(topic="orders", partition=0)]
+        [TopicPartition(topic='orders', partition=0)]
         >>> d.state, d.lag
         ('Stable', 2)
         >>> c.close()
@@ -313,9 +609,9 @@ class Admin:
         ...                     auto_offset_reset="earliest") as c:
         ...     _ = c.poll(timeout_ms=1000)
         >>> admin.reset_offsets("billing", to_earliest=True)
-        {TopicPartition(topic="orders", partition=0): 0}
+        {TopicPartition(topic='orders', partition=0): 0}
         >>> admin.reset_offsets("billing", to_offsets={ottla.TopicPartition("orders", 0): 42})
-        {TopicPartition(topic="orders", partition=0): 42}
+        {TopicPartition(topic='orders', partition=0): 42}
         """
         explicit = None
         if to_offsets is not None:

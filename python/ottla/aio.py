@@ -44,8 +44,8 @@ from ottla._core import (
     RecordWaiter as _RecordWaiter,
     SendFuture,
     SendManyFuture,
-    TopicPartition,
 )
+from ottla.types import TopicPartition
 
 _TP = TopicPartition | tuple[str, int]
 
@@ -61,7 +61,7 @@ class Producer(_CoreAioProducer):
     """Appends records to topics, for asyncio code.
 
     ``Producer(path, **config)`` takes the settings of :class:`ottla.Producer`
-    (``linger_ms``, ``batch_size``, ``fsync``, ``fsync_interval_ms``,
+    (``linger_ms``, ``batch_size``, ``fsync``, ``fsync_interval_ms``, ``acks``,
     ``auto_create_topics``, ``num_partitions``, ``key_serializer``,
     ``value_serializer``, ``retention_check_interval_ms``):
 
@@ -112,7 +112,20 @@ class Producer(_CoreAioProducer):
         """Flush and stop; later sends raise :class:`ottla.ClosedError`."""
         await _CoreAioProducer.close(self)
 
+    async def start(self) -> None:
+        """aiokafka's ``start()``. The producer is ready when constructed, so
+        this only checks it is not closed (:class:`ottla.ClosedError`); call
+        it as often as you like. ``async with`` calls it."""
+        if self.closed:
+            raise ClosedError("producer is closed: a stopped producer cannot start again")
+
+    async def stop(self) -> None:
+        """aiokafka's ``stop()``: :meth:`close` (flush, then stop). A second
+        call does nothing."""
+        await self.close()
+
     async def __aenter__(self) -> Producer:
+        await self.start()
         return self
 
     async def __aexit__(
@@ -173,7 +186,7 @@ class Consumer:
     def __init__(
         self,
         path: str | PathLike[str],
-        *topics: str,
+        *topics: str | Sequence[str],
         group_id: str | None = None,
         auto_offset_reset: Literal[
             "earliest", "latest", "none", "smallest", "beginning", "largest", "end"
@@ -390,6 +403,11 @@ class Consumer:
         (microseconds), done inline."""
         self._sync.commit(offsets)
 
+    def highwater(self, partition: _TP) -> int | None:
+        """aiokafka's ``highwater(tp)``: the high watermark (log end offset)
+        of an assigned partition, None if ``partition`` is not assigned."""
+        return self._sync.highwater(partition)
+
     async def committed(self, partition: _TP) -> int | None:
         """The group's committed offset for ``partition``, or None."""
         return self._sync.committed(partition)
@@ -485,6 +503,20 @@ class Consumer:
         finally:
             self._waiter.close()
 
+    async def start(self) -> None:
+        """aiokafka's ``start()``. The consumer is ready when constructed
+        (subscribed to the topics given), so this only checks it is not
+        closed (:class:`ottla.ClosedError`); call it as often as you like.
+        ``async with`` calls it."""
+        if self.closed:
+            raise ClosedError("consumer is closed: a stopped consumer cannot start again")
+
+    async def stop(self) -> None:
+        """aiokafka's ``stop()``: :meth:`close` (committing with auto-commit
+        on, leaving the group, waking waiting tasks). A second call does
+        nothing."""
+        await self.close()
+
     @property
     def closed(self) -> bool:
         """True once ``close()`` was called."""
@@ -506,6 +538,7 @@ class Consumer:
         return self._waiter.waiting
 
     async def __aenter__(self) -> Consumer:
+        await self.start()
         return self
 
     async def __aexit__(

@@ -34,7 +34,8 @@ fn config_pairs(config: Option<Bound<'_, PyDict>>) -> PyResult<Vec<(String, Opti
 impl Admin {
     #[new]
     #[pyo3(signature = (path, *, create=false))]
-    fn new(py: Python<'_>, path: std::path::PathBuf, create: bool) -> PyResult<Self> {
+    fn new(py: Python<'_>, path: Bound<'_, PyAny>, create: bool) -> PyResult<Self> {
+        let path = super::types::path_arg(&path, "Admin")?;
         let open = if create {
             Store::open
         } else {

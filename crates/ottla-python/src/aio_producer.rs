@@ -26,7 +26,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -34,9 +33,10 @@ use pyo3::types::PyList;
 use super::aio_bell::{running_loop, set_future, spawn_awaitable, Bell, Delivery, Value};
 use super::errors::to_pyerr;
 use super::producer::{
-    check_partition, check_timestamp, fsync_label, open_engine, send_chunk, send_one, serialize,
+    check_partition, fsync_label, open_engine, parse_acks, pick_timestamp, send_chunk, send_one,
+    serialize, unacked_metadata, Acks,
 };
-use super::types::RecordMetadata;
+use super::types::{path_arg, py_repr_str, RecordMetadata};
 use ottla_client::producer::{
     BatchHandle, Completions, FsyncPolicy, Producer as Engine, SendReceipt, SendRun,
 };
@@ -322,21 +322,10 @@ where
 #[pyclass(module = "ottla._core", name = "AioProducer", subclass, frozen)]
 pub struct AioProducer {
     shared: Arc<Shared>,
+    acks: Acks,
     key_serializer: Option<Py<PyAny>>,
     value_serializer: Option<Py<PyAny>>,
     path: String,
-}
-
-fn pick_timestamp(timestamp_ms: Option<i64>, timestamp: Option<i64>) -> PyResult<Option<i64>> {
-    match (timestamp_ms, timestamp) {
-        (Some(_), Some(_)) => Err(PyTypeError::new_err(
-            "pass timestamp_ms or timestamp, not both",
-        )),
-        (t, None) | (None, t) => {
-            check_timestamp(t)?;
-            Ok(t)
-        }
-    }
 }
 
 #[pymethods]
@@ -350,7 +339,7 @@ impl AioProducer {
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        path: std::path::PathBuf,
+        path: Bound<'_, PyAny>,
         linger_ms: u64,
         batch_size: usize,
         fsync: &str,
@@ -363,7 +352,9 @@ impl AioProducer {
         client_id: Option<String>,
         retention_check_interval_ms: u64,
     ) -> PyResult<Self> {
-        let _ = (acks, client_id); // accepted for Kafka compatibility, as in ottla.Producer
+        let path = path_arg(&path, "Producer")?;
+        let acks = parse_acks(acks.as_ref())?;
+        let _ = client_id; // accepted for Kafka compatibility, as in ottla.Producer
         let engine = open_engine(
             py,
             &path,
@@ -376,7 +367,9 @@ impl AioProducer {
             retention_check_interval_ms,
             (&key_serializer, &value_serializer),
         )?;
+        let path = engine.store().root().display().to_string();
         Ok(AioProducer {
+            acks,
             shared: Arc::new(Shared {
                 engine,
                 waiting: Arc::new(Waiting::default()),
@@ -386,7 +379,7 @@ impl AioProducer {
             }),
             key_serializer,
             value_serializer,
-            path: path.display().to_string(),
+            path,
         })
     }
 
@@ -421,6 +414,7 @@ impl AioProducer {
         Ok(SendFuture {
             shared: self.shared.clone(),
             receipt,
+            acks: self.acks,
         })
     }
 
@@ -480,6 +474,7 @@ impl AioProducer {
             runs,
             count,
             timestamp,
+            acks: self.acks,
         })
     }
 
@@ -519,12 +514,13 @@ impl AioProducer {
         self.shared.engine.is_closed()
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         let c = self.shared.engine.config();
         let fsync = fsync_label(c.fsync);
         format!(
-            "<ottla.aio.Producer path={:?} linger_ms={} batch_size={} fsync={}{}>",
-            self.path,
+            "<ottla.aio.Producer path={} acks={} linger_ms={} batch_size={} {}{}>",
+            py_repr_str(py, &self.path),
+            self.acks.label(),
             c.linger_ms,
             c.batch_size,
             fsync,
@@ -554,6 +550,7 @@ fn invalid_state(py: Python<'_>, msg: &str) -> PyErr {
 pub struct SendFuture {
     shared: Arc<Shared>,
     receipt: SendReceipt,
+    acks: Acks,
 }
 
 impl SendFuture {
@@ -575,6 +572,9 @@ impl SendFuture {
         let fut = event_loop.call_method0(intern!(py, "create_future"))?;
         let handle = &self.receipt.batch;
         match handle.result() {
+            _ if self.acks == Acks::None => {
+                set_future(py, &fut, Value::Metadata(unacked_metadata(&self.receipt)))?
+            }
             Some(Ok(base)) => set_future(py, &fut, Value::Metadata(self.metadata(*base)))?,
             Some(Err(_)) => set_future(py, &fut, failed_value(handle))?,
             None => {
@@ -595,12 +595,15 @@ impl SendFuture {
 
     /// True once the record is in the log (or its batch failed).
     fn done(&self) -> bool {
-        self.receipt.batch.is_done()
+        self.acks == Acks::None || self.receipt.batch.is_done()
     }
 
     /// The `RecordMetadata` of a done send (raises its error if it failed,
     /// `asyncio.InvalidStateError` if it is not done).
     fn result(&self, py: Python<'_>) -> PyResult<RecordMetadata> {
+        if self.acks == Acks::None {
+            return Ok(unacked_metadata(&self.receipt));
+        }
         match self.receipt.batch.result() {
             Some(Ok(base)) => Ok(self.metadata(*base)),
             Some(Err(e)) => {
@@ -614,6 +617,9 @@ impl SendFuture {
     /// The error of a failed send, None if it succeeded
     /// (`asyncio.InvalidStateError` if it is not done).
     fn exception(&self, py: Python<'_>) -> PyResult<Option<PyErr>> {
+        if self.acks == Acks::None {
+            return Ok(None);
+        }
         match self.receipt.batch.result() {
             Some(Ok(_)) => Ok(None),
             Some(Err(e)) => {
@@ -645,6 +651,7 @@ pub struct SendManyFuture {
     runs: Vec<SendRun>,
     count: usize,
     timestamp: i64,
+    acks: Acks,
 }
 
 impl SendManyFuture {
@@ -673,7 +680,9 @@ impl SendManyFuture {
         let event_loop = running_loop(py)?;
         let fut = event_loop.call_method0(intern!(py, "create_future"))?;
         let pending = self.pending();
-        if pending.is_empty() {
+        if self.acks == Acks::None {
+            set_future(py, &fut, Value::Unit)?;
+        } else if pending.is_empty() {
             let value = match self.first_failed() {
                 Some(h) => failed_value(h),
                 None => Value::Unit,
@@ -695,7 +704,7 @@ impl SendManyFuture {
 
     /// True once every record is in the log (or a batch failed).
     fn done(&self) -> bool {
-        self.runs.iter().all(|r| r.batch.is_done())
+        self.acks == Acks::None || self.runs.iter().all(|r| r.batch.is_done())
     }
 
     /// `RecordMetadata` of every record, in send order, once done.
@@ -705,6 +714,17 @@ impl SendManyFuture {
         }
         let list = PyList::empty(py);
         for r in &self.runs {
+            if self.acks == Acks::None {
+                for _ in 0..r.count {
+                    list.append(RecordMetadata {
+                        topic: r.batch.topic.to_string(),
+                        partition: r.batch.partition,
+                        offset: -1,
+                        timestamp: self.timestamp,
+                    })?;
+                }
+                continue;
+            }
             let base = match r.batch.result() {
                 Some(Ok(base)) => *base,
                 Some(Err(e)) => {

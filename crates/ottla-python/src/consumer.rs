@@ -12,7 +12,9 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::arrow::{ArrowBatch, Limits as ArrowLimits};
-use super::types::{Record, TopicPartition};
+use super::types::{
+    new_topic_partition, path_arg, py_repr_str, short_repr, tp_pair, Record, TopicPartition,
+};
 // `Tp` is the engine's `TopicPartition` (`ottla_storage::topic`), which
 // shares its topic name; `TopicPartition` here is the Python-facing class,
 // which owns one. `py_topic_partition` converts.
@@ -41,10 +43,12 @@ pub struct Consumer {
 }
 
 /// Each topic's name as one shared Python `str`, so a record costs a
-/// reference, not a string.
+/// reference, not a string; and each partition's `TopicPartition` (an
+/// immutable tuple), so a `poll()` result's keys cost a reference too.
 #[derive(Default)]
 struct TopicNames {
     all: HashMap<Arc<str>, Py<PyString>>,
+    partitions: HashMap<Tp, Py<PyAny>>,
     /// The last one asked for.
     last: Option<(Arc<str>, Py<PyString>)>,
 }
@@ -52,29 +56,46 @@ struct TopicNames {
 fn tps(args: &Bound<'_, PyAny>) -> PyResult<Vec<(String, u32)>> {
     let mut out = Vec::new();
     for item in args.try_iter()? {
-        let item = item?;
-        if let Ok(tp) = item.cast::<TopicPartition>() {
-            let tp = tp.get();
-            out.push((tp.topic.clone(), tp.partition));
-        } else if let Ok(t) = item.cast::<PyTuple>() {
-            out.push(t.extract::<(String, u32)>()?);
-        } else {
-            return Err(PyTypeError::new_err(
-                "expected TopicPartition or (topic, partition) tuples",
-            ));
-        }
+        out.push(tp_pair(&item?)?);
     }
     Ok(out)
 }
 
 fn tp_key(obj: &Bound<'_, PyAny>) -> PyResult<(String, u32)> {
-    if let Ok(tp) = obj.cast::<TopicPartition>() {
-        let tp = tp.get();
-        return Ok((tp.topic.clone(), tp.partition));
+    tp_pair(obj)
+}
+
+/// The topics of `Consumer(path, *topics)`: names, or one list (or tuple,
+/// or set) of names, as users of kafka-python's `subscribe([...])` pass.
+fn topic_args(topics: &Bound<'_, PyTuple>) -> PyResult<Vec<String>> {
+    let mut out = Vec::new();
+    let bad = |item: &Bound<'_, PyAny>| {
+        PyTypeError::new_err(format!(
+            "Consumer() topics must be str, given as Consumer(path, \"a\", \"b\") or \
+             Consumer(path, [\"a\", \"b\"]); got {}",
+            short_repr(item)
+        ))
+    };
+    for item in topics.iter() {
+        if let Ok(s) = item.cast::<PyString>() {
+            out.push(s.to_str()?.to_string());
+        } else if item.cast::<PyList>().is_ok()
+            || item.cast::<PyTuple>().is_ok()
+            || item.cast::<pyo3::types::PySet>().is_ok()
+            || item.cast::<pyo3::types::PyFrozenSet>().is_ok()
+        {
+            for t in item.try_iter()? {
+                let t = t?;
+                match t.cast::<PyString>() {
+                    Ok(s) => out.push(s.to_str()?.to_string()),
+                    Err(_) => return Err(bad(&t)),
+                }
+            }
+        } else {
+            return Err(bad(&item));
+        }
     }
-    obj.extract::<(String, u32)>().map_err(|_| {
-        PyTypeError::new_err("expected a TopicPartition or a (topic, partition) tuple")
-    })
+    Ok(out)
 }
 
 /// The engine's `TopicPartition` as the Python-facing class.
@@ -219,6 +240,20 @@ impl Consumer {
         name
     }
 
+    /// The partition's `ottla.TopicPartition`, made once per partition.
+    fn tp_object<'py>(&self, py: Python<'py>, tp: &Tp) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(o) = self.topic_names.lock().partitions.get(tp) {
+            return Ok(o.bind(py).clone());
+        }
+        let name = self.topic_name(py, &tp.topic);
+        let o = new_topic_partition(py, name.into_bound(py), tp.partition)?;
+        self.topic_names
+            .lock()
+            .partitions
+            .insert(tp.clone(), o.clone().unbind());
+        Ok(o)
+    }
+
     /// The record as a Python object. Its fields are immutable and hold
     /// only `str`, `int`, `bytes`, `None` and a list no caller can reach
     /// (the `headers` getter copies it), so it can be part of no reference
@@ -361,8 +396,8 @@ impl Consumer {
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        path: std::path::PathBuf,
-        topics: Vec<String>,
+        path: Bound<'_, PyAny>,
+        topics: Bound<'_, PyTuple>,
         group_id: Option<String>,
         auto_offset_reset: &str,
         enable_auto_commit: bool,
@@ -380,6 +415,8 @@ impl Consumer {
         session_timeout_ms: u64,
         busy_poll_us: i64,
     ) -> PyResult<Self> {
+        let path = path_arg(&path, "Consumer")?;
+        let topics = topic_args(&topics)?;
         let assignor = match &partition_assignment_strategy {
             None => Assignor::CooperativeSticky,
             Some(v) => strategy(v)?,
@@ -437,6 +474,7 @@ impl Consumer {
                 Ok(c)
             })
             .py()?;
+        let root = engine.store().root().display().to_string();
         Ok(Consumer {
             engine,
             listener: Mutex::new(None),
@@ -445,7 +483,7 @@ impl Consumer {
             consumer_timeout,
             max_poll_records,
             topic_names: Mutex::new(TopicNames::default()),
-            path: path.display().to_string(),
+            path: root,
         })
     }
 
@@ -603,7 +641,7 @@ impl Consumer {
                 let l = PyList::empty(py);
                 l.append(&rec)?;
                 last = Some((key, l.clone()));
-                out.set_item(py_topic_partition(tp), &l)?;
+                out.set_item(self.tp_object(py, tp)?, &l)?;
                 lists.insert(key, l);
                 Ok(())
             })?;
@@ -746,6 +784,22 @@ impl Consumer {
     fn position(&self, partition: Bound<'_, PyAny>) -> PyResult<i64> {
         let (t, p) = tp_key(&partition)?;
         self.engine.position(&t, p).py()
+    }
+
+    /// kafka-python's `highwater(partition)`: the high watermark (the log
+    /// end offset: every appended record is readable) of an assigned
+    /// partition, or None when `partition` is not assigned.
+    fn highwater(&self, partition: Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+        let (t, p) = tp_key(&partition)?;
+        let assigned = self
+            .engine
+            .assignment()
+            .iter()
+            .any(|tp| &*tp.topic == t.as_str() && tp.partition == p);
+        if !assigned {
+            return Ok(None);
+        }
+        Ok(self.engine.watermarks(&t, p).ok().map(|(_, hi)| hi))
     }
 
     /// The group's committed offset for `partition`, or None.
@@ -957,9 +1011,10 @@ impl Consumer {
         Ok(false)
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let path = py_repr_str(py, &self.path);
         if self.engine.is_closed() {
-            return format!("<ottla.Consumer path={:?} closed>", self.path);
+            return format!("<ottla.Consumer path={path} closed>");
         }
         let parts: Vec<String> = self
             .engine
@@ -972,10 +1027,12 @@ impl Consumer {
             })
             .collect();
         let n = self.engine.assignment().len();
+        let group = match self.engine.config().group_id.as_deref() {
+            Some(g) => py_repr_str(py, g),
+            None => "None".to_string(),
+        };
         format!(
-            "<ottla.Consumer path={:?} group_id={:?} partitions=[{}{}]>",
-            self.path,
-            self.engine.config().group_id.as_deref().unwrap_or(""),
+            "<ottla.Consumer path={path} group_id={group} partitions=[{}{}]>",
             parts.join(", "),
             if n > 8 { ", ..." } else { "" }
         )

@@ -29,7 +29,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<consumer::OffsetAndTimestamp>()?;
     m.add_class::<admin::Admin>()?;
     m.add_class::<broker::Broker>()?;
-    m.add_class::<types::TopicPartition>()?;
     m.add_class::<types::RecordMetadata>()?;
     m.add_class::<types::Record>()?;
     m.add_class::<aio_producer::AioProducer>()?;

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyIterator, PyList, PyString, PyTuple};
 
 use super::errors::{to_pyerr, OttlaTimeoutError};
-use super::types::{BytesArg, RecordMetadata};
+use super::types::{path_arg, py_repr_str, short_repr, BytesArg, RecordMetadata};
 use ottla_client::producer::{
     BatchHandle, Completions, FsyncPolicy, Producer as Engine, ProducerConfig, SendReceipt, SendRun,
 };
@@ -43,9 +43,95 @@ fn timeout_of(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
+/// Kafka's `acks`, in-process. Every record is appended to the log by the
+/// same code whatever `acks` says; what changes is when its future is done:
+/// `acks=0` when it is queued (`send()` returned: the offset is unknown,
+/// -1, and a failed append is reported only by `flush()`), `1` and `all`
+/// (the same thing with no replicas) once it is in the log, after the
+/// fsync when `fsync="always"`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Acks {
+    None,
+    Leader,
+    All,
+}
+
+impl Acks {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Acks::None => "0",
+            Acks::Leader => "1",
+            Acks::All => "'all'",
+        }
+    }
+}
+
+/// `acks` as Kafka's clients take it: 0, 1, -1 or "all", or the same as
+/// strings (Kafka's config files); None is the default, 1 (kafka-python's).
+pub(super) fn parse_acks(acks: Option<&Bound<'_, PyAny>>) -> PyResult<Acks> {
+    let Some(a) = acks else {
+        return Ok(Acks::Leader);
+    };
+    let bad = || {
+        PyValueError::new_err(format!(
+            "acks must be 0, 1, -1 or 'all' (or '0', '1', '-1'), not {}",
+            short_repr(a)
+        ))
+    };
+    if a.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(bad());
+    }
+    if let Ok(n) = a.extract::<i64>() {
+        return match n {
+            0 => Ok(Acks::None),
+            1 => Ok(Acks::Leader),
+            -1 => Ok(Acks::All),
+            _ => Err(bad()),
+        };
+    }
+    if let Ok(s) = a.cast::<PyString>() {
+        return match s.to_str()?.trim() {
+            "0" => Ok(Acks::None),
+            "1" => Ok(Acks::Leader),
+            "-1" | "all" => Ok(Acks::All),
+            _ => Err(bad()),
+        };
+    }
+    Err(bad())
+}
+
+/// `timestamp_ms` (kafka-python's and aiokafka's name) or `timestamp`
+/// (ottla's first one), not both.
+pub(super) fn pick_timestamp(
+    timestamp_ms: Option<i64>,
+    timestamp: Option<i64>,
+) -> PyResult<Option<i64>> {
+    match (timestamp_ms, timestamp) {
+        (Some(_), Some(_)) => Err(PyTypeError::new_err(
+            "pass timestamp_ms or timestamp (the same setting), not both",
+        )),
+        (t, None) | (None, t) => {
+            check_timestamp(t)?;
+            Ok(t)
+        }
+    }
+}
+
+/// The metadata an `acks=0` future gives: the offset is not known (-1), as
+/// in Kafka's clients.
+pub(super) fn unacked_metadata(receipt: &SendReceipt) -> RecordMetadata {
+    RecordMetadata {
+        topic: receipt.batch.topic.to_string(),
+        partition: receipt.batch.partition,
+        offset: -1,
+        timestamp: receipt.timestamp,
+    }
+}
+
 #[pyclass(module = "ottla._core", name = "Producer", subclass, frozen)]
 pub struct Producer {
     engine: Arc<Engine>,
+    acks: Acks,
     key_serializer: Option<Py<PyAny>>,
     value_serializer: Option<Py<PyAny>>,
     path: String,
@@ -204,12 +290,12 @@ pub(super) fn open_engine(
     Ok(engine)
 }
 
-/// How `__repr__` shows a producer's fsync policy.
+/// How `__repr__` shows a producer's fsync policy: as its settings.
 pub(super) fn fsync_label(policy: FsyncPolicy) -> String {
     match policy {
-        FsyncPolicy::Never => "never".to_string(),
-        FsyncPolicy::Interval(ms) => format!("interval({ms} ms)"),
-        FsyncPolicy::Always => "always".to_string(),
+        FsyncPolicy::Never => "fsync='never'".to_string(),
+        FsyncPolicy::Interval(ms) => format!("fsync='interval' fsync_interval_ms={ms}"),
+        FsyncPolicy::Always => "fsync='always'".to_string(),
     }
 }
 
@@ -254,7 +340,7 @@ impl Producer {
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        path: std::path::PathBuf,
+        path: Bound<'_, PyAny>,
         linger_ms: u64,
         batch_size: usize,
         fsync: &str,
@@ -267,7 +353,9 @@ impl Producer {
         client_id: Option<String>,
         retention_check_interval_ms: u64,
     ) -> PyResult<Self> {
-        let _ = (acks, client_id); // accepted for Kafka compatibility: every ack is a local append
+        let path = path_arg(&path, "Producer")?;
+        let acks = parse_acks(acks.as_ref())?;
+        let _ = client_id; // accepted for Kafka compatibility
         let engine = open_engine(
             py,
             &path,
@@ -280,16 +368,21 @@ impl Producer {
             retention_check_interval_ms,
             (&key_serializer, &value_serializer),
         )?;
+        let path = engine.store().root().display().to_string();
         Ok(Producer {
             engine,
+            acks,
             key_serializer,
             value_serializer,
-            path: path.display().to_string(),
+            path,
         })
     }
 
     /// Queue a record; returns a future resolving to its `RecordMetadata`.
-    #[pyo3(signature = (topic, value=None, key=None, partition=None, timestamp=None, headers=None))]
+    #[pyo3(signature = (
+        topic, value=None, key=None, partition=None, timestamp_ms=None, headers=None,
+        *, timestamp=None
+    ))]
     #[allow(clippy::too_many_arguments)]
     fn send<'py>(
         &self,
@@ -298,9 +391,11 @@ impl Producer {
         value: Option<Bound<'py, PyAny>>,
         key: Option<Bound<'py, PyAny>>,
         partition: Option<i64>,
-        timestamp: Option<i64>,
+        timestamp_ms: Option<i64>,
         headers: Option<Bound<'py, PyAny>>,
+        timestamp: Option<i64>,
     ) -> PyResult<FutureRecordMetadata> {
+        let timestamp = pick_timestamp(timestamp_ms, timestamp)?;
         let partition = check_partition(partition)?;
         let value = serialize(py, &self.value_serializer, value, "value")?;
         let key = serialize(py, &self.key_serializer, key, "key")?;
@@ -326,6 +421,7 @@ impl Producer {
                 return Ok(FutureRecordMetadata {
                     engine: self.engine.clone(),
                     receipt,
+                    acks: self.acks,
                 });
             }
         }
@@ -345,12 +441,14 @@ impl Producer {
         Ok(FutureRecordMetadata {
             engine: self.engine.clone(),
             receipt,
+            acks: self.acks,
         })
     }
 
     /// Send many values (and optionally keys) to one topic in one call.
     /// Returns a `BatchFuture`; `get()` on it waits for all of them.
-    #[pyo3(signature = (topic, values, keys=None, partition=None, timestamp=None))]
+    #[pyo3(signature = (topic, values, keys=None, partition=None, timestamp_ms=None, *, timestamp=None))]
+    #[allow(clippy::too_many_arguments)]
     fn send_many<'py>(
         &self,
         py: Python<'py>,
@@ -358,10 +456,11 @@ impl Producer {
         values: Bound<'py, PyAny>,
         keys: Option<Bound<'py, PyAny>>,
         partition: Option<i64>,
+        timestamp_ms: Option<i64>,
         timestamp: Option<i64>,
     ) -> PyResult<BatchFuture> {
+        let timestamp = pick_timestamp(timestamp_ms, timestamp)?;
         let partition = check_partition(partition)?;
-        check_timestamp(timestamp)?;
         // Work in chunks: sealed batches are appended as we go, so memory
         // stays bounded by the chunk, not by the whole input.
         const CHUNK: usize = 8192;
@@ -415,6 +514,7 @@ impl Producer {
                 runs,
                 count,
                 timestamp,
+                acks: self.acks,
             });
         }
         let mut values = values.try_iter()?;
@@ -449,6 +549,7 @@ impl Producer {
             runs,
             count,
             timestamp,
+            acks: self.acks,
         })
     }
 
@@ -507,12 +608,13 @@ impl Producer {
         Ok(false)
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         let c = self.engine.config();
         let fsync = fsync_label(c.fsync);
         format!(
-            "<ottla.Producer path={:?} linger_ms={} batch_size={} fsync={}{}>",
-            self.path,
+            "<ottla.Producer path={} acks={} linger_ms={} batch_size={} {}{}>",
+            py_repr_str(py, &self.path),
+            self.acks.label(),
             c.linger_ms,
             c.batch_size,
             fsync,
@@ -655,6 +757,7 @@ fn wait_batch(
 pub struct FutureRecordMetadata {
     engine: Arc<Engine>,
     receipt: SendReceipt,
+    acks: Acks,
 }
 
 #[pymethods]
@@ -662,6 +765,10 @@ impl FutureRecordMetadata {
     /// Wait until the record is appended; returns its `RecordMetadata`.
     #[pyo3(signature = (timeout=None))]
     fn get(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<RecordMetadata> {
+        timeout_of(timeout)?;
+        if self.acks == Acks::None {
+            return Ok(unacked_metadata(&self.receipt));
+        }
         let handle = &self.receipt.batch;
         wait_batch(py, &self.engine, handle, timeout_of(timeout)?)?;
         metadata_of(&self.receipt, handle).map_err(|e| {
@@ -678,24 +785,27 @@ impl FutureRecordMetadata {
 
     #[getter]
     fn is_done(&self) -> bool {
-        self.receipt.batch.is_done()
+        self.done()
     }
 
     fn done(&self) -> bool {
-        self.receipt.batch.is_done()
+        self.acks == Acks::None || self.receipt.batch.is_done()
     }
 
     fn succeeded(&self) -> bool {
-        matches!(self.receipt.batch.result(), Some(Ok(_)))
+        self.acks == Acks::None || matches!(self.receipt.batch.result(), Some(Ok(_)))
     }
 
     fn failed(&self) -> bool {
-        matches!(self.receipt.batch.result(), Some(Err(_)))
+        self.acks != Acks::None && matches!(self.receipt.batch.result(), Some(Err(_)))
     }
 
     /// The exception if the send failed, else None.
     #[getter]
     fn exception(&self) -> Option<PyErr> {
+        if self.acks == Acks::None {
+            return None;
+        }
         match self.receipt.batch.result() {
             Some(Err(e)) => {
                 self.receipt.batch.error_delivered();
@@ -708,6 +818,13 @@ impl FutureRecordMetadata {
     /// Call `fn(record_metadata)` once the record is appended.
     fn add_callback(slf: Bound<'_, Self>, f: Py<PyAny>) -> Bound<'_, Self> {
         let this = slf.get();
+        if this.acks == Acks::None {
+            let py = slf.py();
+            if let Err(e) = f.call1(py, (unacked_metadata(&this.receipt),)) {
+                e.write_unraisable(py, None);
+            }
+            return slf;
+        }
         let handle = this.receipt.batch.clone();
         let index = this.receipt.index;
         let ts = this.receipt.timestamp;
@@ -731,6 +848,9 @@ impl FutureRecordMetadata {
 
     /// Call `fn(exception)` if the send fails.
     fn add_errback(slf: Bound<'_, Self>, f: Py<PyAny>) -> Bound<'_, Self> {
+        if slf.get().acks == Acks::None {
+            return slf; // acks=0: failures reach flush() only
+        }
         let handle = slf.get().receipt.batch.clone();
         slf.get().receipt.batch.on_complete(Box::new(move |r| {
             if let Err(e) = r {
@@ -748,6 +868,7 @@ impl FutureRecordMetadata {
 
     fn __repr__(&self) -> String {
         let state = match self.receipt.batch.result() {
+            _ if self.acks == Acks::None => "acks=0".to_string(),
             None => "pending".to_string(),
             Some(Ok(base)) => format!("offset={}", base + self.receipt.index as i64),
             Some(Err(e)) => format!("failed: {e}"),
@@ -766,6 +887,7 @@ pub struct BatchFuture {
     runs: Vec<SendRun>,
     count: usize,
     timestamp: i64,
+    acks: Acks,
 }
 
 #[pymethods]
@@ -776,6 +898,17 @@ impl BatchFuture {
         self.wait(py, timeout)?;
         let list = PyList::empty(py);
         for r in &self.runs {
+            if self.acks == Acks::None {
+                for _ in 0..r.count {
+                    list.append(RecordMetadata {
+                        topic: r.batch.topic.to_string(),
+                        partition: r.batch.partition,
+                        offset: -1,
+                        timestamp: self.timestamp,
+                    })?;
+                }
+                continue;
+            }
             let base = match r.batch.result() {
                 Some(Ok(base)) => *base,
                 Some(Err(e)) => {
@@ -800,6 +933,9 @@ impl BatchFuture {
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let t = timeout_of(timeout)?;
+        if self.acks == Acks::None {
+            return Ok(());
+        }
         for r in &self.runs {
             wait_batch(py, &self.engine, &r.batch, t)?;
             if let Some(Err(e)) = r.batch.result() {
@@ -815,7 +951,7 @@ impl BatchFuture {
     }
 
     fn done(&self) -> bool {
-        self.runs.iter().all(|r| r.batch.is_done())
+        self.acks == Acks::None || self.runs.iter().all(|r| r.batch.is_done())
     }
 
     fn __repr__(&self) -> String {

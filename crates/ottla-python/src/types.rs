@@ -1,47 +1,121 @@
 //! Small value types shared by the producer and consumer doors.
 
-use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
-use pyo3::{PyTraverseError, PyVisit};
+use std::path::PathBuf;
 
-/// `TopicPartition(topic, partition)`: hashable, comparable, unpackable.
-#[pyclass(module = "ottla", frozen, eq, hash, ord, from_py_object)]
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+/// A partition of a topic, on the Rust side of the door. In Python it is
+/// `ottla.types.TopicPartition`, a `NamedTuple` as in kafka-python (equal
+/// to, and hashed as, the `(topic, partition)` tuple): this struct is
+/// converted into that class; `tp_pair` reads any such pair back.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
-    #[pyo3(get)]
     pub topic: String,
-    #[pyo3(get)]
     pub partition: u32,
 }
 
-#[pymethods]
-impl TopicPartition {
-    #[new]
-    fn new(topic: String, partition: u32) -> Self {
-        TopicPartition { topic, partition }
-    }
+static TOPIC_PARTITION: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static TUPLE_NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-    fn __repr__(&self) -> String {
-        format!(
-            "TopicPartition(topic={:?}, partition={})",
-            self.topic, self.partition
-        )
-    }
+/// `ottla.types.TopicPartition(topic, partition)`, made through
+/// `tuple.__new__` (what the class's own `__new__` calls), which skips a
+/// Python frame per object.
+pub fn new_topic_partition<'py>(
+    py: Python<'py>,
+    topic: Bound<'py, PyString>,
+    partition: u32,
+) -> PyResult<Bound<'py, PyAny>> {
+    let cls = TOPIC_PARTITION.import(py, "ottla.types", "TopicPartition")?;
+    let new = TUPLE_NEW.get_or_try_init(py, || {
+        py.get_type::<PyTuple>()
+            .getattr(intern!(py, "__new__"))
+            .map(Bound::unbind)
+    })?;
+    let pair = PyTuple::new(
+        py,
+        [topic.into_any(), partition.into_pyobject(py)?.into_any()],
+    )?;
+    new.bind(py).call1((cls, pair))
+}
 
-    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let t = PyTuple::new(
-            py,
-            [
-                self.topic.clone().into_pyobject(py)?.into_any(),
-                self.partition.into_pyobject(py)?.into_any(),
-            ],
-        )?;
-        t.try_iter().map(|i| i.into_any())
-    }
+impl<'py> IntoPyObject<'py> for TopicPartition {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
 
-    fn __getnewargs__(&self) -> (String, u32) {
-        (self.topic.clone(), self.partition)
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        new_topic_partition(py, PyString::new(py, &self.topic), self.partition)
     }
+}
+
+/// `(topic, partition)` from a `TopicPartition` or any 2-tuple, with a
+/// `TypeError` that says what was expected.
+pub fn tp_pair(obj: &Bound<'_, PyAny>) -> PyResult<(String, u32)> {
+    if let Ok(t) = obj.cast::<PyTuple>() {
+        if t.len() == 2 {
+            let topic = t.get_item(0)?;
+            let partition = t.get_item(1)?;
+            if let (Ok(topic), Ok(partition)) =
+                (topic.extract::<String>(), partition.extract::<u32>())
+            {
+                return Ok((topic, partition));
+            }
+        }
+    }
+    Err(PyTypeError::new_err(format!(
+        "expected a TopicPartition or a (topic: str, partition: int >= 0) tuple, got {}",
+        short_repr(obj)
+    )))
+}
+
+/// `repr(obj)`, cut to 60 characters.
+pub fn short_repr(obj: &Bound<'_, PyAny>) -> String {
+    let r = obj
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "<unprintable>".into());
+    if r.chars().count() > 60 {
+        let cut = r.char_indices().nth(57).map_or(r.len(), |(i, _)| i);
+        format!("{}...", &r[..cut])
+    } else {
+        r
+    }
+}
+
+/// The data directory argument of `Producer`, `Consumer` and `Admin`, with
+/// a `TypeError` for a Kafka-style config dict (a common first try) or
+/// anything else that is not a path.
+pub fn path_arg(obj: &Bound<'_, PyAny>, who: &str) -> PyResult<PathBuf> {
+    if obj.cast::<PyDict>().is_ok() {
+        return Err(PyTypeError::new_err(format!(
+            "{who}() takes the path of a data directory, not a config dict: pass Kafka \
+             settings as keyword arguments with underscores ({who}(\"data\", linger_ms=5)); \
+             ottla's {who} reads and writes a local directory (to talk to a Kafka cluster, \
+             use a Kafka client; bootstrap_servers support is planned)"
+        )));
+    }
+    obj.extract::<PathBuf>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{who}() path must be a str or os.PathLike naming a data directory, not {}",
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })
+}
+
+/// `repr()` of a string the way the producer, consumer and admin reprs
+/// show their path: Python's own quoting.
+pub fn py_repr_str(py: Python<'_>, s: &str) -> String {
+    PyString::new(py, s)
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| format!("{s:?}"))
 }
 
 /// Where an acknowledged record was stored.
@@ -61,17 +135,36 @@ pub struct RecordMetadata {
 #[pymethods]
 impl RecordMetadata {
     #[getter]
-    fn topic_partition(&self) -> TopicPartition {
-        TopicPartition {
-            topic: self.topic.clone(),
-            partition: self.partition,
+    fn topic_partition<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        new_topic_partition(py, PyString::new(py, &self.topic), self.partition)
+    }
+
+    #[new]
+    fn new(topic: String, partition: u32, offset: i64, timestamp: i64) -> Self {
+        RecordMetadata {
+            topic,
+            partition,
+            offset,
+            timestamp,
         }
     }
 
-    fn __repr__(&self) -> String {
+    fn __getnewargs__(&self) -> (String, u32, i64, i64) {
+        (
+            self.topic.clone(),
+            self.partition,
+            self.offset,
+            self.timestamp,
+        )
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
         format!(
-            "RecordMetadata(topic={:?}, partition={}, offset={}, timestamp={})",
-            self.topic, self.partition, self.offset, self.timestamp
+            "RecordMetadata(topic={}, partition={}, offset={}, timestamp={})",
+            py_repr_str(py, &self.topic),
+            self.partition,
+            self.offset,
+            self.timestamp
         )
     }
 }
@@ -137,11 +230,74 @@ impl Record {
     }
 
     #[getter]
-    fn topic_partition(&self, py: Python<'_>) -> PyResult<TopicPartition> {
-        Ok(TopicPartition {
-            topic: self.topic.bind(py).to_str()?.to_string(),
-            partition: self.partition,
+    fn topic_partition<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        new_topic_partition(py, self.topic.bind(py).clone(), self.partition)
+    }
+
+    /// `Record(topic, partition, offset, timestamp, key=None, value=None,
+    /// headers=None)`: what a consumer hands out, made by hand (tests of
+    /// code that takes records) or by unpickling.
+    #[new]
+    #[pyo3(signature = (topic, partition, offset, timestamp, key=None, value=None, headers=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        topic: Bound<'_, PyString>,
+        partition: u32,
+        offset: i64,
+        timestamp: i64,
+        key: Option<Py<PyAny>>,
+        value: Option<Py<PyAny>>,
+        headers: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let headers = match headers {
+            None => None,
+            Some(h) => {
+                let list = PyList::empty(py);
+                for item in h.try_iter()? {
+                    let (k, v): (Bound<'_, PyString>, Option<Bound<'_, PyBytes>>) =
+                        item?.extract().map_err(|_| {
+                            PyTypeError::new_err("Record headers must be (str, bytes | None) pairs")
+                        })?;
+                    list.append((k, v))?;
+                }
+                (!list.is_empty()).then(|| list.unbind())
+            }
+        };
+        Ok(Record {
+            topic: topic.unbind(),
+            partition,
+            offset,
+            timestamp,
+            key,
+            value,
+            headers,
         })
+    }
+
+    /// Pickling (and `copy.deepcopy`): the constructor and its arguments.
+    #[allow(clippy::type_complexity)]
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyType>, Bound<'py, PyTuple>)> {
+        let py = slf.py();
+        let this = slf.get();
+        let args = (
+            this.topic.clone_ref(py),
+            this.partition,
+            this.offset,
+            this.timestamp,
+            this.key(py),
+            this.value(py),
+            this.headers(py),
+        )
+            .into_pyobject(py)?;
+        Ok((slf.get_type(), args))
+    }
+
+    /// A record is immutable: a shallow copy is the record itself.
+    fn __copy__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
@@ -161,14 +317,19 @@ impl Record {
                 }
             }
         };
+        let headers = match &self.headers {
+            None => "[]".to_string(),
+            Some(h) => short_repr(h.bind(py).as_any()),
+        };
         Ok(format!(
-            "Record(topic={:?}, partition={}, offset={}, timestamp={}, key={}, value={})",
-            self.topic.bind(py).to_str()?,
+            "Record(topic={}, partition={}, offset={}, timestamp={}, key={}, value={}, headers={})",
+            self.topic.bind(py).repr()?,
             self.partition,
             self.offset,
             self.timestamp,
             show(&self.key)?,
-            show(&self.value)?
+            show(&self.value)?,
+            headers
         ))
     }
 }
