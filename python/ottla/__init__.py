@@ -17,9 +17,6 @@ Several processes may use the same directory at once.
 
 from __future__ import annotations
 
-from typing import Any
-
-from ottla import _arrow, _display
 from ottla._core import (
     BatchFuture,
     Broker,
@@ -53,16 +50,52 @@ from ottla._core import (
     UnsupportedCompressionError,
     __version__,
 )
-from ottla.admin import (
-    Admin,
-    CompactionStats,
-    GroupDescription,
-    GroupOffset,
-    MemberDescription,
-    PartitionDescription,
-    TopicDescription,
-)
-from ottla.types import OffsetAndMetadata
+
+# Start-up time: `import ottla` (and so `ottla serve`) loads only the
+# engine. ottla.admin (dataclasses, inspect), ottla.types (typing), the Arrow
+# and Jupyter helpers are imported on first use, by __getattr__ below
+# (PEP 562); type checkers see them as plain imports.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ottla.admin import (
+        Admin,
+        CompactionStats,
+        GroupDescription,
+        GroupOffset,
+        MemberDescription,
+        PartitionDescription,
+        TopicDescription,
+    )
+    from ottla.types import OffsetAndMetadata
+
+_LAZY = {
+    "Admin": "ottla.admin",
+    "CompactionStats": "ottla.admin",
+    "GroupDescription": "ottla.admin",
+    "GroupOffset": "ottla.admin",
+    "MemberDescription": "ottla.admin",
+    "PartitionDescription": "ottla.admin",
+    "TopicDescription": "ottla.admin",
+    "OffsetAndMetadata": "ottla.types",
+}
+_SUBMODULES = ("admin", "types", "_arrow", "_display")
+
+
+def __getattr__(name: str) -> object:
+    """Import a lazily exported name on first use, then keep it."""
+    from importlib import import_module
+
+    if name in _SUBMODULES:  # `import ottla; ottla.admin.ConfigValue` as before
+        return import_module(f"ottla.{name}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ottla' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 # The names used in Kafka's documentation of these errors.
 OffsetOutOfRange = OffsetOutOfRangeError
@@ -198,6 +231,8 @@ class Consumer(_CoreConsumer):
         >>> batch.column("value")[0].as_py()
         b'x'
         """
+        from ottla import _arrow
+
         _arrow.require()
         return _arrow.record_batch(self._poll_arrow(max_records, max_bytes, timeout_ms))
 
@@ -218,6 +253,8 @@ class Consumer(_CoreConsumer):
         0
         >>> c.close()
         """
+        from ottla import _arrow
+
         _arrow.require()
         return _arrow.table(self._read_arrow(max_records, max_bytes))
 
@@ -241,11 +278,15 @@ class Consumer(_CoreConsumer):
         >>> int(df.set_index("timestamp").resample("1min").size().sum())
         2
         """
+        from ottla import _arrow
+
         _arrow.require(pandas=True)
         return _arrow.to_pandas(self.read_arrow(max_records, max_bytes), **to_pandas_kwargs)
 
     def _repr_html_(self) -> str:
         """Assignment, positions, committed offsets and lag, in Jupyter."""
+        from ottla import _display
+
         return _display.consumer_html(self)
 
 
