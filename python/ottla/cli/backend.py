@@ -129,11 +129,6 @@ class RecordSink:
         if len(self._pending) >= self._WINDOW:
             self.flush()
 
-    def partitions_for(self, topic: str) -> list[int]:
-        """The topic's partitions; creates a missing topic when the producer
-        (or the broker behind it) creates topics on demand."""
-        return sorted(self._producer.partitions_for(topic) or [])
-
     def flush(self) -> None:
         """Wait for every send so far; raise the first failure."""
         pending, self._pending = self._pending, []
@@ -239,9 +234,14 @@ class Backend(Protocol):
         partitions: int | None,
     ) -> None: ...
     def partitions(self, topic: str) -> list[int]: ...
+    def create_topic_on_demand(self, name: str) -> list[int]:
+        """Create a missing topic as a producer's first send to it would
+        (``ottla.Producer``'s rule on a directory, the broker's
+        ``auto.create.topics.enable`` on a broker); its partitions, or an
+        empty list if it was not created."""
+
     def open_sink(self, auto_create_topics: bool = False) -> RecordSink:
-        """A producer; ``auto_create_topics``: sends to a missing topic create
-        it (on a broker: if the broker allows it), as ``ottla.Producer`` does."""
+        """A producer; ``auto_create_topics``: sends to a missing topic create it."""
 
     def open_source(self, group: str | None, auto_offset_reset: str) -> RecordSource: ...
     def list_groups(self) -> list[str]: ...

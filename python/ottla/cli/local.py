@@ -84,6 +84,10 @@ class DirectoryBackend:
         return [p.partition for p in self.admin.describe_topic(topic).partitions]
 
     # -- records ------------------------------------------------------------
+    def create_topic_on_demand(self, name: str) -> list[int]:
+        with ottla.Producer(self.path, auto_create_topics=True) as producer:
+            return sorted(producer.partitions_for(name))
+
     def open_sink(self, auto_create_topics: bool = False) -> RecordSink:
         return RecordSink(ottla.Producer(self.path, auto_create_topics=auto_create_topics))
 

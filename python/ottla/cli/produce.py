@@ -9,7 +9,7 @@ import sys
 from typing import Any, BinaryIO
 
 from ottla.cli._util import CliError, UsageError, key_value
-from ottla.cli.backend import RecordSink, open_backend
+from ottla.cli.backend import Backend, open_backend
 from ottla.cli.progress import Progress
 
 EPILOG = """\
@@ -76,19 +76,13 @@ def _input(path: str | None) -> tuple[BinaryIO, int | None]:
     return stream, size
 
 
-def _create(args: argparse.Namespace, sink: RecordSink, where: str) -> None:
-    """Create the missing topic through the producer, as its first send would."""
-    try:
-        parts = sink.partitions_for(args.topic)
-    except Exception as e:
-        parts = []
-        why = f": {e}"
-    else:
-        why = ""
+def _create(args: argparse.Namespace, backend: Backend) -> None:
+    """Create the missing topic as the producer's first send would."""
+    parts = backend.create_topic_on_demand(args.topic)
     if not parts:
         raise CliError(
-            f"unknown topic {args.topic!r} in {where}, and it was not created{why} "
-            f"(create it with: ottla topics create {args.topic})"
+            f"unknown topic {args.topic!r} in {backend.where}, and the broker did not create "
+            f"it (create it with: ottla topics create {args.topic})"
         )
     if not args.quiet:
         n = len(parts)
@@ -108,8 +102,10 @@ def cmd_produce(args: argparse.Namespace) -> int:
     backend = open_backend(args, create=auto_create)
     try:
         existed = backend.has_topic(args.topic)
-        if not existed and not auto_create:
-            backend.require_topic(args.topic)  # the error, naming close topics
+        if not existed:
+            if not auto_create:
+                backend.require_topic(args.topic)  # the error, naming close topics
+            _create(args, backend)
         if (
             existed
             and args.partition is not None
@@ -121,14 +117,6 @@ def cmd_produce(args: argparse.Namespace) -> int:
         except OSError as e:
             raise CliError(f"cannot read {args.file!r}: {e.strerror}") from None
         sink = backend.open_sink(auto_create_topics=auto_create)
-        if not existed:
-            try:
-                _create(args, sink, backend.where)
-            except BaseException:
-                sink.close()
-                if args.file:
-                    stream.close()
-                raise
         try:
             # No bar while a person types the lines: it would draw over them.
             typing = not args.file and sys.stdin.isatty()

@@ -24,6 +24,8 @@ from ottla.cli.backend import (
 # A command line should not hang for kafka-python's default 30 s when the
 # address is wrong.
 _CLIENT: dict[str, Any] = {"client_id": "ottla-cli", "bootstrap_timeout_ms": 10_000}
+# How long `produce` waits for a broker to create a missing topic.
+_CREATE_WAIT_MS = 5_000
 
 
 def kafka_module(name: str = "kafka") -> Any:
@@ -152,6 +154,22 @@ class BrokerBackend:
             self.admin.create_partitions({name: partitions})
 
     # -- records ------------------------------------------------------------
+    def create_topic_on_demand(self, name: str) -> list[int]:
+        # A producer's metadata request asks the broker to create the topic;
+        # the broker's auto.create.topics.enable decides. Bounded: a broker
+        # that does not create it leaves kafka-python waiting for metadata.
+        producer = self.kafka.KafkaProducer(
+            bootstrap_servers=self.servers, max_block_ms=_CREATE_WAIT_MS, **_CLIENT
+        )
+        try:
+            return sorted(producer.partitions_for(name) or [])
+        except Exception as e:
+            if type(e).__name__ == "KafkaTimeoutError":
+                return []
+            raise
+        finally:
+            producer.close()
+
     def open_sink(self, auto_create_topics: bool = False) -> RecordSink:
         # kafka-python's producer always asks the broker to create a missing
         # topic; the broker's auto.create.topics.enable decides. The caller
