@@ -120,8 +120,22 @@ def _answer(addr: str) -> None:
             size -= len(chunk)
 
 
-def time_broker(argv: list[str], data_args: bool) -> tuple[float, float]:
-    """(ms to the "listening on" line, ms to the first ApiVersions answer)."""
+def _cpu_ms(pid: int) -> float:
+    """CPU time (user + system, every thread) a running process has used, in
+    ms: from /proc/PID/task/*/schedstat (nanoseconds), so it is exact and
+    does not count time spent waiting for a CPU on a busy machine."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that just ended
+    return total / 1e6
+
+
+def time_broker(argv: list[str], data_args: bool) -> tuple[float, float, float]:
+    """(ms to the "listening on" line, ms to the first ApiVersions answer,
+    CPU ms used by the process when its line was read)."""
     with tempfile.TemporaryDirectory(prefix="startup-") as d:
         extra = ["--data", d, "--listen", "127.0.0.1:0"] if data_args else []
         t0 = time.perf_counter()
@@ -137,6 +151,7 @@ def time_broker(argv: list[str], data_args: bool) -> tuple[float, float]:
             assert proc.stdout is not None
             line = proc.stdout.readline()
             t1 = time.perf_counter()
+            cpu = _cpu_ms(proc.pid)
             if not line.startswith("listening on "):
                 raise RuntimeError(f"{argv[0]} did not start: {line!r}")
             _answer(line.split()[-1])
@@ -148,32 +163,39 @@ def time_broker(argv: list[str], data_args: bool) -> tuple[float, float]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    return (t1 - t0) * 1000, (t2 - t0) * 1000
+    return (t1 - t0) * 1000, (t2 - t0) * 1000, cpu
 
 
-def time_exit(argv: list[str]) -> float:
+def time_exit(argv: list[str]) -> tuple[float, float, float]:
+    """(ms to exit, the same, CPU ms the process used)."""
     t0 = time.perf_counter()
-    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, env=_ENV)
-    return (time.perf_counter() - t0) * 1000
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=_ENV)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = (time.perf_counter() - t0) * 1000
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv} exited {proc.returncode}")
+    return wall, wall, (usage.ru_utime + usage.ru_stime) * 1000
 
 
 def rows(quick: bool = False) -> list[dict[str, Any]]:
     """Result rows: keyword arguments for bench/run.py's ``Results.add``."""
     rounds = 7 if quick else 25
+    mock_name = "librdkafka mock cluster, compiled C"
     with tempfile.TemporaryDirectory(prefix="startup-build-") as build:
-        targets: dict[str, Callable[[], tuple[float, float]]] = {
+        targets: dict[str, Callable[[], tuple[float, float, float]]] = {
             "ottla serve": lambda: time_broker(ottla_serve_command(), True),
-            "python -c pass": lambda: (time_exit([sys.executable, "-c", "pass"]), 0.0),
-            "import ottla": lambda: (time_exit([sys.executable, "-c", "import ottla"]), 0.0),
+            "python -c pass": lambda: time_exit([sys.executable, "-c", "pass"]),
+            "import ottla": lambda: time_exit([sys.executable, "-c", "import ottla"]),
         }
-        unavailable: str | None = None
+        unavailable = ""
         try:
             mock = build_mock(build)
-            targets["librdkafka mock (C)"] = lambda: time_broker(mock, False)
+            targets[mock_name] = lambda: time_broker(mock, False)
         except Unavailable as e:
             unavailable = str(e)
         names = list(targets)
-        got: dict[str, list[tuple[float, float]]] = {k: [] for k in names}
+        got: dict[str, list[tuple[float, float, float]]] = {k: [] for k in names}
         for _ in range(2):  # warm the page cache and the .pyc files
             for k in names:
                 targets[k]()
@@ -181,75 +203,62 @@ def rows(quick: bool = False) -> list[dict[str, Any]]:
             for k in names[r % len(names) :] + names[: r % len(names)]:
                 got[k].append(targets[k]())
 
-    def med(name: str, i: int) -> tuple[float, list[float]]:
-        xs = [x[i] for x in got[name]]
-        return statistics.median(xs), xs
-
-    def spread(xs: list[float]) -> str:
-        return f"median of {len(xs)} interleaved runs, {min(xs):.1f}-{max(xs):.1f} ms"
-
     out: list[dict[str, Any]] = []
-    for i, what, note in [
-        (0, "listening", 'process start to its "listening on" line'),
-        (1, "ready", "process start to the first ApiVersions answer"),
-    ]:
-        value, xs = med("ottla serve", i)
-        out.append(
-            dict(
-                workload=f"serve start-up ({what})",
-                system="ottla serve",
-                value=value,
-                unit="ms",
-                ottla=True,
-                kind="ottla",
-                baseline=True,
-                samples=xs,
-                note=f"{note}; {spread(xs)}",
-            )
-        )
-        if "librdkafka mock (C)" in got:
-            value, xs = med("librdkafka mock (C)", i)
+
+    def add(workload: str, name: str, i: int, note: str, *, ottla: bool, kind: str) -> None:
+        if name not in got:
             out.append(
                 dict(
-                    workload=f"serve start-up ({what})",
-                    system="librdkafka mock cluster, compiled C",
-                    value=value,
-                    unit="ms",
-                    ottla=False,
-                    kind="peer",
-                    samples=xs,
-                    note=f"{note}; {spread(xs)}",
-                )
-            )
-        else:
-            out.append(
-                dict(
-                    workload=f"serve start-up ({what})",
-                    system="librdkafka mock cluster, compiled C",
+                    workload=workload,
+                    system=name,
                     value=None,
                     unit="ms",
-                    ottla=False,
-                    kind="peer",
+                    ottla=ottla,
+                    kind=kind,
                     status="unavailable",
-                    note=unavailable or "",
+                    note=unavailable,
                 )
             )
-    for name, note in [
-        ("python -c pass", "the interpreter alone, to exit (site and .pth files included)"),
-        ("import ottla", "python -c 'import ottla', to exit"),
-    ]:
-        value, xs = med(name, 0)
+            return
+        xs = [x[i] for x in got[name]]
         out.append(
             dict(
-                workload="serve start-up (listening)",
+                workload=workload,
                 system=name,
-                value=value,
+                value=statistics.median(xs),
                 unit="ms",
-                ottla=name == "import ottla",
-                kind="ottla" if name == "import ottla" else "ceiling",
+                ottla=ottla,
+                kind=kind,
+                baseline=ottla,
                 samples=xs,
-                note=f"{note}; {spread(xs)}",
+                note=f"{note}; median of {len(xs)} interleaved runs, "
+                f"{min(xs):.1f}-{max(xs):.1f} ms",
             )
+        )
+
+    for workload, i, note in [
+        ("serve start-up (listening)", 0, 'process start to its "listening on" line'),
+        ("serve start-up (ready)", 1, "process start to the first ApiVersions answer"),
+        ("serve start-up (CPU)", 2, "CPU time used by the process up to its listening line"),
+    ]:
+        add(workload, "ottla serve", i, note, ottla=True, kind="ottla")
+        add(workload, mock_name, i, note, ottla=False, kind="peer")
+    for workload, i in [("python start-up", 0), ("python start-up (CPU)", 2)]:
+        add(
+            workload,
+            "import ottla",
+            i,
+            "python -c 'import ottla', to exit",
+            ottla=True,
+            kind="ottla",
+        )
+        add(
+            workload,
+            "python -c pass",
+            i,
+            "the interpreter alone, to exit (site and .pth files included)",
+            ottla=False,
+            kind="ceiling",
         )
     return out
 

@@ -234,6 +234,14 @@ def _listen_arg(text: str) -> tuple[str, int]:
     return listen
 
 
+def _signal_module() -> Any:
+    """``_signal`` (the C module ``signal`` wraps), else ``signal``."""
+    try:
+        return __import__("_signal")
+    except ImportError:
+        return __import__("signal")
+
+
 def cmd_serve(ns: argparse.Namespace) -> int:
     return serve(ServeOptions.from_namespace(ns))
 
@@ -282,18 +290,21 @@ def serve(args: ServeOptions) -> int:
     except Exception as e:  # the broker's typed errors, or anything else it refuses
         raise CliError(f"cannot start the broker on {host}:{port} over {path}: {e}") from None
 
-    import signal
-    import threading
+    # The C modules under `signal` and `threading`: their Python wrappers
+    # (the Signals enums, Thread objects) cost milliseconds at start-up.
+    import _thread
 
-    stop = threading.Event()
+    sig = _signal_module()
     caught: list[int] = []
+    ended: list[bool] = []
+    failure: list[BaseException] = []
+    finished = _thread.allocate_lock()
+    finished.acquire()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         caught.append(signum)
-        stop.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    failure: list[BaseException] = []
+    previous = {s: sig.signal(s, on_signal) for s in (sig.SIGINT, sig.SIGTERM)}
 
     def run() -> None:
         try:
@@ -301,26 +312,28 @@ def serve(args: ServeOptions) -> int:
         except BaseException as e:  # handed to the main thread, which reports it
             failure.append(e)
         finally:
-            stop.set()
+            ended.append(True)
+            finished.release()
 
     # serve_forever blocks in a helper thread; the main thread stays free to
     # run signal handlers promptly (they run only in the main thread).
-    server = threading.Thread(target=run, name="ottla-serve", daemon=True)
+    started = False
     try:
         # The broker accepts connections once constructed (serve_forever only
         # waits for it to stop): say so before starting the thread, which
         # on a busy machine may wait milliseconds for a CPU.
         print(f"listening on {broker.bootstrap_servers}", flush=True)
-        server.start()
+        _thread.start_new_thread(run, ())
+        started = True
         print(f"serving {path}; Ctrl-C or SIGTERM to stop", file=sys.stderr, flush=True)
-        while not stop.is_set():
-            time.sleep(0.1)  # interrupted by signals; the handler sets `stop`
+        while not caught and not ended:
+            time.sleep(0.1)  # interrupted by signals; the handler records them
     finally:
         broker.close()
-        if server.ident is not None:  # started
-            server.join(10)
+        if started:
+            finished.acquire(timeout=10)
         for s, h in previous.items():
-            signal.signal(s, h)
+            sig.signal(s, h)
     if failure and not caught:
         raise CliError(f"broker stopped: {failure[0]}")
     print("stopped", file=sys.stderr, flush=True)
