@@ -313,6 +313,18 @@ def test_groups_delete_on_a_directory(data_dir: Path, spawn: Spawn) -> None:
     member.wait(20)
     ok("groups", "delete", "busy", *d)
     assert "busy" not in ok("groups", "list", *d).split()
+    assert "example" in ok("groups", "delete", "--help")
+
+
+def test_python_dash_m_ottla_is_the_command(tmp_path: Path) -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "ottla", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert p.returncode == 0 and p.stdout.strip() == f"ottla {ottla.__version__}"
 
 
 @pytest.mark.skipif(not hasattr(ottla, "Broker"), reason="ottla.Broker not in this build")
