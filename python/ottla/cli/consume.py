@@ -33,7 +33,9 @@ message; with --follow it warns on stderr, waits for a topic of that name to
 be created again and follows the new topic from its beginning (it is a new
 topic: the old positions mean nothing in it). With --group the group does
 this by itself: the deleted partitions are revoked, and the new topic's are
-assigned from the group's commits of the new topic, else the beginning.
+assigned from the group's commits of the new topic, else where partitions
+without a committed offset start (the end, or the beginning with
+--from-beginning).
 
 --format placeholders: %t topic, %p partition, %o offset, %T timestamp (ms),
 %d timestamp (ISO-8601, UTC), %k key, %v value, %h headers (k=v,k=v), %%;
