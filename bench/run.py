@@ -2170,6 +2170,14 @@ def main() -> int:
             results.fail("broker", "ottla.Broker", "rec/s", Unavailable(str(e)), ottla=False)
         except Exception as e:
             results.fail("broker", "ottla.Broker", "rec/s", e, ottla=True, kind="ottla")
+        # `ottla serve` start-up beside librdkafka's mock cluster compiled in C.
+        try:
+            import startup_bench
+
+            for row in startup_bench.rows(args.quick):
+                results.add(**row)
+        except Exception as e:
+            results.fail("serve start-up", "ottla serve", "ms", e, ottla=True, kind="ottla")
     except KeyboardInterrupt:
         log("interrupted")
         return 130

@@ -1,6 +1,9 @@
 """Write a topic and read it back, in-process, under ./ottla-data.
 
-Run: ``pip install . && python examples/quickstart.py``
+Run: ``pip install . && python examples/quickstart.py`` (or give another
+directory as the first argument). ``ottla-data/`` is git-ignored; the
+directory is kept, so a second run's consumer group reads only what was
+written since. Delete it when done.
 """
 
 from __future__ import annotations

@@ -126,10 +126,15 @@ def test_compile_format() -> None:
     assert compile_format("%v")(m) == b"v\n"
     assert (
         compile_format("%t/%p/%o %T %k\\t%v [%h] 100%%")(m)
-        == b"t/2/7 1700000000000 k\tv [a=1,b=null] 100%\n"
+        == b"t/2/7 1700000000000 k\tv [a=1,b] 100%\n"
     )
     assert compile_format("%d")(m) == b"2023-11-14T22:13:20.000+00:00\n"
-    assert compile_format("%k")(Message("t", 0, 0, 0, None, None, [])) == b"null\n"
+    # A null prints as nothing (kcat), or as --null-literal (null.literal).
+    nulls = Message("t", 0, 0, 0, None, None, [("h", None), ("e", b"")])
+    assert compile_format("%k|%v|%h")(nulls) == b"||h,e=\n"
+    assert compile_format("%v")(nulls) == b"\n"
+    assert compile_format("%k|%v|%h", "NULL")(nulls) == b"NULL|NULL|h=NULL,e=\n"
+    assert compile_format("%v", "NULL")(nulls) == b"NULL\n"
 
 
 # -- help and usage --------------------------------------------------------------
@@ -180,7 +185,9 @@ def test_entry_point_installed() -> None:
         ["consume", "t", "--offset", "somewhere"],
         ["consume", "t", "--offset", "5"],
         ["consume", "t", "--offset", "end", "--from-time", "1"],
-        ["consume", "t", "--group", "g", "--offset", "end"],
+        ["consume", "t", "--group", "g", "--offset", "5"],
+        ["consume", "t", "--group", "g", "--offset", "-5"],
+        ["consume", "t", "--group", "g", "--partition", "0"],
         ["consume", "t", "--from-time", "yesterday"],
         ["consume", "t", "--format", "%q"],
         ["produce", "t", "--key-separator", ""],
@@ -273,7 +280,7 @@ def test_unknown_topic_and_missing_directory_exit_1(tmp_path: Path) -> None:
     ok("topics", "create", "real", "--data", data_dir)
     for args in (
         ["consume", "nope"],
-        ["produce", "nope"],
+        ["produce", "nope", "--no-auto-create-topics"],
         ["topics", "describe", "nope"],
         ["topics", "alter", "nope", "--partitions", "2"],
     ):
@@ -317,7 +324,7 @@ def test_produce_keys_and_headers_then_consume(data_dir: Path) -> None:
     }
     assert len({p for k, p in by_key if k == b"user-1"}) == 1
 
-    out = ok("consume", "ev", "--format", "%k|%v|%h", *d)
+    out = ok("consume", "ev", "--format", "%k|%v|%h", "--null-literal", "null", *d)
     assert sorted(out.splitlines()) == sorted(
         [
             "user-1|clicked|source=cli,v=2",
@@ -459,7 +466,7 @@ def test_consume_group_commits_and_resumes(data_dir: Path, spawn: Spawn) -> None
     ok("topics", "create", "g", "--partitions", 2, *d)
     ok("produce", "g", "--partition", 0, *d, input=b"a\nb\nc\n")
     ok("produce", "g", "--partition", 1, *d, input=b"x\ny\n")
-    first = ok("consume", "g", "--group", "app", *d).splitlines()
+    first = ok("consume", "g", "--group", "app", "--from-beginning", *d).splitlines()
     assert sorted(first) == ["a", "b", "c", "x", "y"]
     assert ok("consume", "g", "--group", "app", *d) == ""  # all committed
     ok("produce", "g", "--partition", 1, *d, input=b"z\n")
@@ -570,7 +577,7 @@ def test_groups_list_describe_and_reset(data_dir: Path) -> None:
             producer.send("orders", f"o{i}".encode(), partition=i % 2, timestamp=base + i * 1000)
         producer.flush(10)
     assert ok("groups", "list", *d) == ""
-    ok("consume", "orders", "--group", "billing", "--max-messages", 6, *d)
+    ok("consume", "orders", "--group", "billing", "--from-beginning", "--max-messages", 6, *d)
     assert ok("groups", "list", *d).split() == ["billing"]
 
     out = ok("groups", "describe", "billing", *d)
@@ -638,7 +645,7 @@ def test_reset_refused_while_the_group_has_a_live_member(data_dir: Path, spawn: 
     d = ["--data", data_dir]
     ok("topics", "create", "busy", *d)
     ok("produce", "busy", *d, input=b"1\n2\n")
-    ok("consume", "busy", "--group", "live", *d)
+    ok("consume", "busy", "--group", "live", "--from-beginning", *d)
     member = spawn(CLI_CODE, "consume", "busy", "--group", "live", "--follow", *d)
     ok("produce", "busy", *d, input=b"3\n")
     member.wait_line(lambda s: s == "3", timeout=20)  # it is a member now
@@ -656,7 +663,9 @@ def test_groups_describe_shows_live_members(data_dir: Path, spawn: Spawn) -> Non
     d = ["--data", data_dir]
     ok("topics", "create", "m", "--partitions", 2, *d)
     ok("produce", "m", *d, input=b"1\n")
-    member = spawn(CLI_CODE, "consume", "m", "--group", "watchers", "--follow", *d)
+    member = spawn(
+        CLI_CODE, "consume", "m", "--group", "watchers", "--follow", "--from-beginning", *d
+    )
     member.wait_line(lambda s: s == "1", timeout=20)
     out = ok("groups", "describe", "watchers", *d)
     assert "state: Stable" in out and "members: 1" in out
@@ -813,7 +822,8 @@ def test_commands_against_a_broker(data_dir: Path, tmp_path: Path) -> None:
         ok("topics", "alter", "remote", "--partitions", 3, *b, timeout=120)
         assert len(ottla.Admin(data_dir).describe_topic("remote").partitions) == 3
 
-        assert sorted(ok("consume", "remote", "--group", "rg", *b, timeout=120).split()) == [
+        out = ok("consume", "remote", "--group", "rg", "--from-beginning", *b, timeout=120)
+        assert sorted(out.split()) == [
             "1",
             "2",
             "3",

@@ -17,9 +17,6 @@ Several processes may use the same directory at once.
 
 from __future__ import annotations
 
-import typing as _typing
-
-from ottla import _arrow, _display
 from ottla._core import (
     BatchFuture,
     Broker,
@@ -52,25 +49,63 @@ from ottla._core import (
     UnsupportedCompressionError,
     __version__,
 )
-from ottla.admin import (
-    Admin,
-    CompactionStats,
-    ConfigResource,
-    ConfigResourceType,
-    GroupDescription,
-    GroupOffset,
-    MemberDescription,
-    NewPartitions,
-    NewTopic,
-    PartitionDescription,
-    TopicDescription,
-)
-from ottla.types import OffsetAndMetadata, TopicPartition
 
-if _typing.TYPE_CHECKING:
+# Start-up time: `import ottla` (and so `ottla serve`) loads only the
+# engine. ottla.admin (dataclasses, inspect), ottla.types (typing), the Arrow
+# and Jupyter helpers are imported on first use, by __getattr__ below
+# (PEP 562); type checkers see them as plain imports.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from concurrent.futures import Future
     from typing import Any
+
+    from ottla.admin import (
+        Admin,
+        CompactionStats,
+        ConfigResource,
+        ConfigResourceType,
+        GroupDescription,
+        GroupOffset,
+        MemberDescription,
+        NewPartitions,
+        NewTopic,
+        PartitionDescription,
+        TopicDescription,
+    )
+    from ottla.types import OffsetAndMetadata, TopicPartition
+
+_LAZY = {
+    "Admin": "ottla.admin",
+    "CompactionStats": "ottla.admin",
+    "ConfigResource": "ottla.admin",
+    "ConfigResourceType": "ottla.admin",
+    "GroupDescription": "ottla.admin",
+    "GroupOffset": "ottla.admin",
+    "MemberDescription": "ottla.admin",
+    "NewPartitions": "ottla.admin",
+    "NewTopic": "ottla.admin",
+    "PartitionDescription": "ottla.admin",
+    "TopicDescription": "ottla.admin",
+    "OffsetAndMetadata": "ottla.types",
+    "TopicPartition": "ottla.types",
+}
+_SUBMODULES = ("admin", "types", "_arrow", "_display")
+
+
+def __getattr__(name: str) -> object:
+    """Import a lazily exported name on first use, then keep it."""
+    from importlib import import_module
+
+    if name in _SUBMODULES:  # `import ottla; ottla.admin.ConfigValue` as before
+        return import_module(f"ottla.{name}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ottla' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 # The names used in Kafka's documentation of these errors.
 OffsetOutOfRange = OffsetOutOfRangeError
@@ -224,6 +259,8 @@ class Consumer(_CoreConsumer):
         >>> batch.column("value")[0].as_py()
         b'x'
         """
+        from ottla import _arrow
+
         _arrow.require()
         return _arrow.record_batch(self._poll_arrow(max_records, max_bytes, timeout_ms))
 
@@ -244,6 +281,8 @@ class Consumer(_CoreConsumer):
         0
         >>> c.close()
         """
+        from ottla import _arrow
+
         _arrow.require()
         return _arrow.table(self._read_arrow(max_records, max_bytes))
 
@@ -267,6 +306,8 @@ class Consumer(_CoreConsumer):
         >>> int(df.set_index("timestamp").resample("1min").size().sum())
         2
         """
+        from ottla import _arrow
+
         _arrow.require(pandas=True)
         return _arrow.to_pandas(self.read_arrow(max_records, max_bytes), **to_pandas_kwargs)
 
@@ -299,6 +340,8 @@ class Consumer(_CoreConsumer):
         """
         from concurrent.futures import Future
 
+        from ottla.types import OffsetAndMetadata, TopicPartition
+
         future: Future[None] = Future()
         error: Exception | None = None
         committed: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -329,6 +372,8 @@ class Consumer(_CoreConsumer):
 
     def _repr_html_(self) -> str:
         """Assignment, positions, committed offsets and lag, in Jupyter."""
+        from ottla import _display
+
         return _display.consumer_html(self)
 
 

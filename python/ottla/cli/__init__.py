@@ -13,17 +13,23 @@ server is stopped).
 
 from __future__ import annotations
 
-import argparse
 import os
-import signal
 import sys
-from collections.abc import Sequence
-from types import FrameType
-from typing import NoReturn
 
 import ottla
-from ottla.cli import consume, groups, produce, serve, topics
 from ottla.cli._util import CliError, Terminated, UsageError
+
+# Start-up time: `ottla serve` is a server people (and test suites) start
+# and wait for, so its path imports only the engine, `ottla.cli.serve` and
+# what that needs; argparse and the other command families are imported by
+# the general path below, which every other command (and any `serve`
+# command line the fast path does not fully understand) takes.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+    from types import FrameType
+    from typing import NoReturn
 
 EPILOG = """\
 Every command works on a data directory (--data DIR, default $OTTLA_DATA or
@@ -43,6 +49,10 @@ Run 'ottla COMMAND --help' for a command's options and examples.
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    from ottla.cli import consume, groups, produce, serve, topics
+
     parser = argparse.ArgumentParser(
         prog="ottla",
         description="Kafka you can pip install: topics, records and consumer groups on a data directory or a broker.",
@@ -124,18 +134,48 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ottla`` console script; returns the exit status."""
+    words: list[str] = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["serve"]:
+        from ottla.cli import serve
+
+        options = serve.parse_fast(words[1:])
+        if options is not None:
+            # A plain `serve` command line: run it without building the
+            # parser. A refused value (UsageError) goes the general way,
+            # which reports it with the command's usage line.
+            try:
+                return _run("serve", lambda: serve.serve(options), None)
+            except UsageError:
+                pass
+    return _main(words)
+
+
+def _main(words: list[str]) -> int:
+    import signal
+
     parser = build_parser()
-    args = parser.parse_args(argv)  # exits 2 on usage errors, 0 on --help
+    args, extra = parser.parse_known_args(words)  # exits 2 on usage errors, 0 on --help
+    if extra:
+        _unrecognized(parser, words, extra)
     if getattr(args, "data", None) and getattr(args, "bootstrap_server", None):
         parser.error("give --data or --bootstrap-server, not both")
     signal.signal(signal.SIGTERM, _on_sigterm)
     command = " ".join(str(x) for x in (args.command, getattr(args, "action", None)) if x)
     try:
-        status: int = args.func(args)
+        return _run(command, lambda: int(args.func(args)), getattr(args, "bootstrap_server", None))
+    except UsageError as e:
+        _subparser_error(parser, words, f"{e}")
+
+
+def _run(command: str, func: Callable[[], int], server: str | None) -> int:
+    """Run a command; errors become one line on stderr and an exit status.
+    :class:`UsageError` is left to the caller (it reports with a usage line)."""
+    try:
+        status = func()
         sys.stdout.flush()
         return status
-    except UsageError as e:
-        _subparser_error(parser, argv, f"{e}")
+    except UsageError:
+        raise
     except CliError as e:
         _fail(command, str(e))
     except ottla.OttlaError as e:
@@ -146,13 +186,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Terminated:
         _flush_stdout()
-        return 128 + signal.SIGTERM
+        return 128 + 15  # SIGTERM
     except BrokenPipeError:
         # The reader went away (`ottla consume t | head`): not an error.
         _quiet_stdout()
         return 0
     except Exception as e:
-        msg = _kafka_error(e, getattr(args, "bootstrap_server", None))
+        msg = _kafka_error(e, server)
         if msg is None:
             raise
         _fail(command, msg)
@@ -163,13 +203,13 @@ def _fail(command: str, message: str) -> None:
     print(f"ottla {command}: error: {message}", file=sys.stderr)
 
 
-def _subparser_error(
-    parser: argparse.ArgumentParser, argv: Sequence[str] | None, message: str
-) -> NoReturn:
-    """Report like argparse (usage line, exit 2), for errors found after parsing."""
-    words: list[str] = list(sys.argv[1:] if argv is None else argv)
+def _leaf_parser(parser: argparse.ArgumentParser, words: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of the command the words name (``ottla groups describe``'s
+    for ``groups describe g``), so errors show the command's own usage line."""
+    import argparse
+
     target = parser
-    # Walk down to the leaf parser so the usage line is the command's own.
+    rest = list(words)
     while True:
         choices = None
         for action in target._actions:
@@ -177,12 +217,41 @@ def _subparser_error(
                 choices = action.choices
         if not choices:
             break
-        nxt = next((w for w in words if w in choices), None)
+        nxt = next((w for w in rest if w in choices), None)
         if nxt is None:
             break
-        words = words[words.index(nxt) + 1 :]
+        rest = rest[rest.index(nxt) + 1 :]
         target = choices[nxt]
-    target.error(message)
+    return target
+
+
+def _subparser_error(
+    parser: argparse.ArgumentParser, words: Sequence[str], message: str
+) -> NoReturn:
+    """Report like argparse (usage line, exit 2), for errors found after parsing."""
+    _leaf_parser(parser, words).error(message)
+
+
+def _unrecognized(
+    parser: argparse.ArgumentParser, words: Sequence[str], extra: Sequence[str]
+) -> NoReturn:
+    """Unknown arguments, reported by the command's parser (not the top
+    level's), with the closest option of that command for a mistyped one:
+    ``unrecognized arguments: --max-mesages 5 (did you mean --max-messages?)``."""
+    import difflib
+
+    leaf = _leaf_parser(parser, words)
+    known = [o for a in leaf._actions for o in a.option_strings if o.startswith("--")]
+    hints: list[str] = []
+    for word in extra:
+        if not word.startswith("--"):
+            continue
+        name = word.split("=", 1)[0]
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        if close and close[0] not in hints:
+            hints.append(close[0])
+    hint = f" (did you mean {' or '.join(hints)}?)" if hints else ""
+    leaf.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
 
 
 def _flush_stdout() -> None:

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
-from typing import Any, TextIO
+
+# Light at import: `ottla serve` imports this module and nothing it does
+# not need (argparse, datetime and typing are imported where used).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Any, TextIO
 
 DEFAULT_DATA = "./ottla-data"
 
@@ -28,7 +32,7 @@ class Terminated(BaseException):
     close consumers (committing their positions) on the way out."""
 
 
-def data_dir(args: argparse.Namespace) -> str:
+def data_dir(args: object) -> str:
     """``--data``, else ``$OTTLA_DATA``, else ``./ottla-data``."""
     value: str | None = getattr(args, "data", None)
     return value or os.environ.get("OTTLA_DATA") or DEFAULT_DATA
@@ -38,6 +42,8 @@ def key_value(text: str) -> tuple[str, str]:
     """argparse type for ``--config key=value`` and ``--header key=value``."""
     key, sep, value = text.partition("=")
     if not sep or not key:
+        import argparse
+
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
 
@@ -51,6 +57,9 @@ def parse_time_ms(text: str) -> int:
     ISO-8601 date/time (``2026-11-26``, ``2026-11-26T08:00:00Z``,
     ``2026-11-26 08:00:00+01:00``). A time without a zone is local time, as
     a person typing it on this machine means."""
+    import argparse
+    from datetime import datetime
+
     t = text.strip()
     if t.lstrip("-").isdigit():
         return int(t)
@@ -67,6 +76,8 @@ def parse_time_ms(text: str) -> int:
 
 
 def format_time_ms(ms: int) -> str:
+    from datetime import datetime, timezone
+
     if ms < 0:
         return "-"
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
@@ -111,6 +122,8 @@ def action_adder(
     returns ``action(name, help, func, example)``, which adds one, with the
     common options, a description made from ``help`` and ``example`` as its
     epilog, and returns its parser for the action's own arguments."""
+    import argparse
+
     actions: Any = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def action(

@@ -10,7 +10,6 @@ backends differ in how they are built and in topic/group administration.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -220,7 +219,8 @@ class Backend(Protocol):
     where: str  # "directory ./d" or "broker host:port", for messages
 
     def list_topics(self) -> list[str]: ...
-    def require_topic(self, name: str) -> None:
+    def has_topic(self, name: str) -> bool: ...
+    def require_topic(self, name: str, *, suggest_create: bool = True) -> None:
         """Raise :class:`CliError` naming the topic if it does not exist."""
 
     def create_topic(self, name: str, partitions: int, config: Mapping[str, str]) -> None: ...
@@ -234,7 +234,15 @@ class Backend(Protocol):
         partitions: int | None,
     ) -> None: ...
     def partitions(self, topic: str) -> list[int]: ...
-    def open_sink(self) -> RecordSink: ...
+    def create_topic_on_demand(self, name: str) -> list[int]:
+        """Create a missing topic as a producer's first send to it would
+        (``ottla.Producer``'s rule on a directory, the broker's
+        ``auto.create.topics.enable`` on a broker); its partitions, or an
+        empty list if it was not created."""
+
+    def open_sink(self, auto_create_topics: bool = False) -> RecordSink:
+        """A producer; ``auto_create_topics``: sends to a missing topic create it."""
+
     def open_source(self, group: str | None, auto_offset_reset: str) -> RecordSource: ...
     def list_groups(self) -> list[str]: ...
     def describe_group(self, group: str) -> GroupInfo: ...
@@ -243,10 +251,13 @@ class Backend(Protocol):
         """Overwrite the group's committed offsets (the group must have no
         live members); returns what was committed."""
 
+    def delete_group(self, group: str) -> None:
+        """Forget a group and its committed offsets; refused while it has live members."""
+
     def close(self) -> None: ...
 
 
-def open_backend(args: argparse.Namespace, *, create: bool = False) -> Backend:
+def open_backend(args: object, *, create: bool = False) -> Backend:
     """The broker backend if ``--bootstrap-server`` was given, else the
     directory one. ``create``: the command may create a missing directory."""
     server: str | None = getattr(args, "bootstrap_server", None)
@@ -260,7 +271,28 @@ def open_backend(args: argparse.Namespace, *, create: bool = False) -> Backend:
     return DirectoryBackend(data_dir(args), create=create)
 
 
-def unknown_topic(name: str, where: str) -> CliError:
-    return CliError(
-        f"unknown topic {name!r} in {where} (create it with: ottla topics create {name})"
-    )
+def unknown_topic(
+    name: str, where: str, existing: Sequence[str] = (), *, suggest_create: bool = True
+) -> CliError:
+    """``unknown topic 'x' in WHERE``, naming the existing topics whose names
+    are close to it (a typo), else how to create it (unless it is being
+    deleted: ``suggest_create=False``)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, [t for t in existing if t != name], n=3, cutoff=0.6)
+    if close:
+        hint = f" (did you mean {' or '.join(repr(t) for t in close)}?)"
+    elif suggest_create:
+        hint = f" (create it with: ottla topics create {name})"
+    else:
+        hint = ""
+    return CliError(f"unknown topic {name!r} in {where}{hint}")
+
+
+def unknown_group(name: str, where: str, existing: Sequence[str] = ()) -> CliError:
+    """``unknown group 'x' in WHERE``, naming close group ids if any."""
+    import difflib
+
+    close = difflib.get_close_matches(name, [g for g in existing if g != name], n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(g) for g in close)}?)" if close else ""
+    return CliError(f"unknown group {name!r} in {where}{hint}")

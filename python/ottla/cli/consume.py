@@ -17,15 +17,25 @@ from ottla.cli.progress import Progress
 EPILOG = """\
 Without --follow, consume reads up to the end offsets the topic has when it
 starts, then exits. It starts at the beginning of each partition unless told
-otherwise (--offset, --from-time); with --group it starts at the group's
-committed offsets (or the beginning) and commits its position on exit.
+otherwise (--offset, --from-time). With --group it starts at the group's
+committed offsets and commits its position on exit; a partition the group
+has no committed offset for starts at the end, as with Kafka's console
+consumer (only records written from then on), or at the beginning with
+--from-beginning (--offset beginning|end says the same).
+
+A null key or value prints as nothing (as kcat prints it), and a header
+with a null value as its key alone (k, where an empty value prints k=);
+--null-literal TEXT prints TEXT instead (kafka-console-consumer's
+null.literal), so a null and an empty value can be told apart.
 
 If the topic is deleted while it is read, consume exits with status 1 and a
 message; with --follow it warns on stderr, waits for a topic of that name to
 be created again and follows the new topic from its beginning (it is a new
 topic: the old positions mean nothing in it). With --group the group does
 this by itself: the deleted partitions are revoked, and the new topic's are
-assigned from the group's commits of the new topic, else the beginning.
+assigned from the group's commits of the new topic, else where partitions
+without a committed offset start (the end, or the beginning with
+--from-beginning).
 
 --format placeholders: %t topic, %p partition, %o offset, %T timestamp (ms),
 %d timestamp (ISO-8601, UTC), %k key, %v value, %h headers (k=v,k=v), %%;
@@ -39,6 +49,8 @@ examples:
   ottla consume events --from-time 2026-11-26T08:00:00Z
   ottla consume events --follow --offset end       # only new records, like tail -f
   ottla consume events --group billing --follow
+  ottla consume events --group audit --from-beginning   # a new group reads everything
+  ottla consume events --print-key --null-literal '<null>'
   ottla consume events --format '%p:%o\\t%k\\t%v'
 """
 
@@ -61,13 +73,16 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     start.add_argument(
         "--from-beginning",
         action="store_true",
-        help="start at each partition's first offset (the default without --group)",
+        help="start at each partition's first offset (the default without --group; with "
+        "--group: where partitions without a committed offset start, instead of the end)",
     )
     start.add_argument(
         "--offset",
         "-o",
         metavar="WHERE",
-        help="start at 'beginning', 'end', an offset N (needs --partition), or -N (the last N of each partition)",
+        help="start at 'beginning', 'end', an offset N (needs --partition), or -N (the last N "
+        "of each partition); with --group only beginning or end, for partitions without a "
+        "committed offset",
     )
     start.add_argument(
         "--from-time",
@@ -86,7 +101,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "--group",
         "-g",
         metavar="GROUP",
-        help="consume as a member of GROUP: start at its committed offsets, commit on exit",
+        help="consume as a member of GROUP: start at its committed offsets (the end where it "
+        "has none, unless --from-beginning), commit on exit",
     )
     p.add_argument("--max-messages", "-n", type=int, metavar="N", help="exit after N records")
     p.add_argument(
@@ -100,6 +116,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="separator for --print-key (default: tab)",
     )
     p.add_argument("--format", metavar="FORMAT", help="print each record as FORMAT (see below)")
+    p.add_argument(
+        "--null-literal",
+        metavar="TEXT",
+        help="print a null key, value or header value as TEXT (default: nothing)",
+    )
     p.set_defaults(func=cmd_consume)
 
 
@@ -109,30 +130,36 @@ Piece = Callable[[RecordLike], bytes]
 _ESCAPES = {"t": "\t", "n": "\n", "\\": "\\", "r": "\r"}
 
 
-def _text(b: bytes | None) -> bytes:
-    return b"null" if b is None else b
+def _fields(null: bytes) -> dict[str, Piece]:
+    """The placeholders, rendering a null key/value/header value as ``null``."""
+
+    def text(b: bytes | None) -> bytes:
+        return null if b is None else b
+
+    def header(k: str, v: bytes | None) -> bytes:
+        if v is None:
+            # Without a literal: "k" for a null value, "k=" for an empty one.
+            return k.encode() + (b"=" + null if null else b"")
+        return k.encode() + b"=" + v
+
+    return {
+        "t": lambda m: m.topic.encode(),
+        "p": lambda m: str(m.partition).encode(),
+        "o": lambda m: str(m.offset).encode(),
+        "T": lambda m: str(m.timestamp).encode(),
+        "d": lambda m: format_time_ms(m.timestamp).encode(),
+        "k": lambda m: text(m.key),
+        "v": lambda m: text(m.value),
+        "h": lambda m: b",".join(header(k, v) for k, v in (m.headers or [])),
+    }
 
 
-def _headers(m: RecordLike) -> bytes:
-    return b",".join(
-        k.encode() + b"=" + (b"null" if v is None else v) for k, v in (m.headers or [])
-    )
-
-
-_FIELDS: dict[str, Piece] = {
-    "t": lambda m: m.topic.encode(),
-    "p": lambda m: str(m.partition).encode(),
-    "o": lambda m: str(m.offset).encode(),
-    "T": lambda m: str(m.timestamp).encode(),
-    "d": lambda m: format_time_ms(m.timestamp).encode(),
-    "k": lambda m: _text(m.key),
-    "v": lambda m: _text(m.value),
-    "h": _headers,
-}
-
-
-def compile_format(fmt: str) -> Callable[[RecordLike], bytes]:
-    """A function rendering one record (newline included) for ``fmt``."""
+def compile_format(fmt: str, null_literal: str | None = None) -> Callable[[RecordLike], bytes]:
+    """A function rendering one record (newline included) for ``fmt``; a
+    null key, value or header value renders as ``null_literal`` (default:
+    nothing)."""
+    null = (null_literal or "").encode()
+    fields = _fields(null)
     pieces: list[Piece] = []
     literal: list[str] = []
 
@@ -147,9 +174,9 @@ def compile_format(fmt: str) -> Callable[[RecordLike], bytes]:
         if field is not None:
             if field == "%":
                 literal.append("%")
-            elif field in _FIELDS:
+            elif field in fields:
                 flush_literal()
-                pieces.append(_FIELDS[field])
+                pieces.append(fields[field])
             else:
                 raise UsageError(
                     f"--format: unknown placeholder %{field} (known: %t %p %o %T %d %k %v %h %%)"
@@ -160,8 +187,9 @@ def compile_format(fmt: str) -> Callable[[RecordLike], bytes]:
             literal.append(plain if plain is not None else lone)
     literal.append("\n")
     flush_literal()
-    if len(pieces) == 2 and pieces[0] is _FIELDS["v"]:
-        return lambda m: _text(m.value) + b"\n"  # the common case, kept cheap
+    if len(pieces) == 2 and pieces[0] is fields["v"]:
+        # The common case, kept cheap.
+        return lambda m: (null if m.value is None else m.value) + b"\n"
     return lambda m: b"".join(p(m) for p in pieces)
 
 
@@ -181,9 +209,9 @@ def _start_positions(args: argparse.Namespace, src: RecordSource, tps: list[TP])
             src.seek(tp, end[tp] if at is None else at)
         return
     for tp in tps:
-        if args.from_beginning or where in ("beginning", "earliest", "start"):
+        if args.from_beginning or where in _BEGIN:
             target = begin[tp]
-        elif where in ("end", "latest"):
+        elif where in _END:
             target = end[tp]
         elif where.startswith("-") and where[1:].isdigit():
             target = max(begin[tp], end[tp] - int(where[1:]))
@@ -192,23 +220,30 @@ def _start_positions(args: argparse.Namespace, src: RecordSource, tps: list[TP])
         src.seek(tp, target)
 
 
+_BEGIN = ("beginning", "earliest", "start")
+_END = ("end", "latest")
+
+
 def _check_args(args: argparse.Namespace) -> None:
+    if args.group:
+        if args.from_time is not None or args.partition is not None:
+            raise UsageError(
+                "--group starts at the group's committed offsets; --from-time and --partition "
+                "need no --group"
+            )
+        if args.offset is not None and args.offset.strip() not in _BEGIN + _END:
+            raise UsageError(
+                "with --group, --offset is beginning or end: where partitions without a "
+                "committed offset start (the group's committed offsets come first)"
+            )
     if args.offset is not None:
         w = args.offset.strip()
-        if not (
-            w in ("beginning", "earliest", "start", "end", "latest") or w.lstrip("-").isdigit()
-        ):
+        if not (w in _BEGIN + _END or w.lstrip("-").isdigit()):
             raise UsageError(f"--offset: expected beginning, end, N or -N, got {args.offset!r}")
         if w.isdigit() and args.partition is None:
             raise UsageError(
                 "--offset N needs --partition (an offset means something in one partition only)"
             )
-    if args.group and (
-        args.offset is not None or args.from_time is not None or args.partition is not None
-    ):
-        raise UsageError(
-            "--group starts at the group's committed offsets; --offset, --from-time and --partition need no --group"
-        )
     if args.max_messages is not None and args.max_messages < 0:
         raise UsageError("--max-messages must not be negative")
     if args.timeout_ms is not None and args.timeout_ms < 0:
@@ -218,11 +253,13 @@ def _check_args(args: argparse.Namespace) -> None:
 def cmd_consume(args: argparse.Namespace) -> int:
     _check_args(args)
     if args.format is not None:
-        render = compile_format(args.format)
+        render = compile_format(args.format, args.null_literal)
     elif args.print_key:
-        render = compile_format("%k" + _escape_literal(args.key_separator) + "%v")
+        render = compile_format(
+            "%k" + _escape_literal(args.key_separator) + "%v", args.null_literal
+        )
     else:
-        render = compile_format("%v")
+        render = compile_format("%v", args.null_literal)
 
     backend = open_backend(args)
     try:
@@ -231,7 +268,17 @@ def cmd_consume(args: argparse.Namespace) -> int:
             raise CliError(
                 f"topic {args.topic!r} has no partition {args.partition} (it has {len(parts)})"
             )
-        reset = "earliest" if (args.from_beginning or args.offset is None) else "latest"
+        reset = _auto_offset_reset(args)
+        if args.group and args.offset is None and not args.from_beginning:
+            committed = {t for t, _ in backend.committed_offsets(args.group)}
+            if args.topic not in committed:
+                print(
+                    f"ottla consume: group {args.group!r} has no committed offsets in "
+                    f"{args.topic!r}: it starts at the end, as in Kafka (--from-beginning "
+                    "starts at the first offset)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         src = backend.open_source(args.group, reset)
         try:
             return _consume(args, src, parts, render, backend.partitions)
@@ -239,6 +286,17 @@ def cmd_consume(args: argparse.Namespace) -> int:
             src.close()  # with --group: commits the position of what was printed
     finally:
         backend.close()
+
+
+def _auto_offset_reset(args: argparse.Namespace) -> str:
+    """Where a partition without a position starts: with --group, those the
+    group has not committed (Kafka's auto.offset.reset: the end unless told);
+    without, every partition is sought explicitly, from the beginning unless
+    told otherwise."""
+    where = (args.offset or "").strip()
+    if args.group:
+        return "earliest" if args.from_beginning or where in _BEGIN else "latest"
+    return "earliest" if args.from_beginning or args.offset is None else "latest"
 
 
 def _wait_recreated(

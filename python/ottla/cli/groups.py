@@ -1,4 +1,4 @@
-"""``ottla groups list|describe|reset-offsets``."""
+"""``ottla groups list|describe|delete|reset-offsets``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ EPILOG = """\
 examples:
   ottla groups list
   ottla groups describe billing
+  ottla groups delete billing                                                        # refused while it has live members
   ottla groups reset-offsets --group billing --topic orders --to-earliest            # dry run: shows the plan
   ottla groups reset-offsets --group billing --topic orders --to-earliest --execute
   ottla groups reset-offsets --group billing --to-datetime 2026-11-26T08:00:00Z --execute
@@ -24,8 +25,8 @@ examples:
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "groups",
-        help="list and describe consumer groups, reset their offsets",
-        description="Inspect consumer groups and move their committed offsets.",
+        help="list, describe and delete consumer groups, reset their offsets",
+        description="Inspect and delete consumer groups, and move their committed offsets.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -39,6 +40,14 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "ottla groups describe billing",
     )
     a.add_argument("group")
+
+    a = action(
+        "delete",
+        "delete groups and their committed offsets (refused while a group has live members)",
+        cmd_delete,
+        "ottla groups delete billing",
+    )
+    a.add_argument("group", nargs="+")
 
     a = action(
         "reset-offsets",
@@ -88,9 +97,19 @@ def cmd_describe(args: argparse.Namespace) -> int:
     backend = open_backend(args)
     try:
         d = backend.describe_group(args.group)
+        owner: dict[TP, str] = {tp: m.member_id for m in d.members for tp in m.assignment}
+        # Assigned partitions the group has not committed yet: their end
+        # offsets too (the lag stays "-": it is undefined without a commit).
+        uncommitted = sorted(set(owner) - {(o.topic, o.partition) for o in d.offsets})
+        ends: dict[TP, int] = {}
+        if uncommitted:
+            src = backend.open_source(None, "earliest")
+            try:
+                ends = src.end_offsets(uncommitted)
+            finally:
+                src.close()
     finally:
         backend.close()
-    owner: dict[TP, str] = {tp: m.member_id for m in d.members for tp in m.assignment}
     protocol = f"  protocol: {d.protocol}" if d.protocol else ""
     print(f"group: {d.group_id}  state: {d.state}{protocol}  members: {len(d.members)}")
     rows: list[list[object]] = [
@@ -104,13 +123,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
         ]
         for o in d.offsets
     ]
-    # Assigned partitions the group has not committed yet.
-    seen = {(o.topic, o.partition) for o in d.offsets}
-    rows += [
-        [t, p, "-", "-", "-", member]
-        for (t, p), member in sorted(owner.items())
-        if (t, p) not in seen
-    ]
+    rows += [[t, p, "-", ends.get((t, p), "-"), "-", owner[(t, p)]] for t, p in uncommitted]
     rows.sort(key=lambda r: (str(r[0]), int(str(r[1]))))
     table(["topic", "partition", "committed", "end", "lag", "member"], rows)
     if d.members:
@@ -127,6 +140,17 @@ def cmd_describe(args: argparse.Namespace) -> int:
                 for m in d.members
             ],
         )
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    backend = open_backend(args)
+    try:
+        for group in args.group:
+            backend.delete_group(group)
+            print(f"deleted group {group}")
+    finally:
+        backend.close()
     return 0
 
 

@@ -16,6 +16,7 @@ from ottla.cli.backend import (
     RecordSink,
     RecordSource,
     TopicInfo,
+    unknown_group,
     unknown_topic,
 )
 
@@ -35,15 +36,19 @@ class DirectoryBackend:
     def list_topics(self) -> list[str]:
         return self.admin.list_topics()
 
-    def require_topic(self, name: str) -> None:
-        if name not in self.admin.list_topics(internal=True):
-            raise unknown_topic(name, self.where)
+    def has_topic(self, name: str) -> bool:
+        return name in self.admin.list_topics(internal=True)
+
+    def require_topic(self, name: str, *, suggest_create: bool = True) -> None:
+        topics = self.admin.list_topics(internal=True)
+        if name not in topics:
+            raise unknown_topic(name, self.where, topics, suggest_create=suggest_create)
 
     def create_topic(self, name: str, partitions: int, config: Mapping[str, str]) -> None:
         self.admin.create_topic(name, partitions=partitions, config=dict(config))
 
     def delete_topic(self, name: str) -> None:
-        self.require_topic(name)
+        self.require_topic(name, suggest_create=False)
         self.admin.delete_topic(name)
 
     def describe_topic(self, name: str) -> TopicInfo:
@@ -79,10 +84,12 @@ class DirectoryBackend:
         return [p.partition for p in self.admin.describe_topic(topic).partitions]
 
     # -- records ------------------------------------------------------------
-    def open_sink(self) -> RecordSink:
-        # Unknown topics are an error here, not created: a typo on the
-        # command line should not leave a stray topic behind.
-        return RecordSink(ottla.Producer(self.path, auto_create_topics=False))
+    def create_topic_on_demand(self, name: str) -> list[int]:
+        with ottla.Producer(self.path, auto_create_topics=True) as producer:
+            return sorted(producer.partitions_for(name))
+
+    def open_sink(self, auto_create_topics: bool = False) -> RecordSink:
+        return RecordSink(ottla.Producer(self.path, auto_create_topics=auto_create_topics))
 
     def open_source(self, group: str | None, auto_offset_reset: str) -> RecordSource:
         consumer = ottla.Consumer(
@@ -103,7 +110,7 @@ class DirectoryBackend:
         if describe is not None:  # the Admin group API (contracts.md)
             d: Any = describe(group)
             if not d.members and not d.offsets and d.state in ("Dead", "Empty"):
-                raise CliError(f"unknown group {group!r} in {self.where}")
+                raise unknown_group(group, self.where, self.list_groups())
             return GroupInfo(
                 group_id=d.group_id,
                 state=d.state,
@@ -164,6 +171,11 @@ class DirectoryBackend:
         finally:
             consumer.close(autocommit=False)
         return dict(offsets)
+
+    def delete_group(self, group: str) -> None:
+        if group not in self.admin.list_groups():
+            raise unknown_group(group, self.where, self.list_groups())
+        self.admin.delete_group(group)
 
     def close(self) -> None:
         self.admin.close()

@@ -9,13 +9,18 @@ import sys
 from typing import Any, BinaryIO
 
 from ottla.cli._util import CliError, UsageError, key_value
-from ottla.cli.backend import open_backend
+from ottla.cli.backend import Backend, open_backend
 from ottla.cli.progress import Progress
 
 EPILOG = """\
 Each input line (without its newline) becomes one record's value. With
 --key-separator, the text before the first separator is the key and the
 rest the value; a line without the separator gets no key.
+
+A topic that does not exist is created (with 1 partition; on a broker, if
+the broker creates topics on demand), as ottla.Producer and Kafka's
+console producer do, and "created topic TOPIC" is printed on stderr; on a
+data directory, the directory too. --no-auto-create-topics refuses instead.
 
 examples:
   echo hello | ottla produce events
@@ -50,6 +55,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="add this header to every record; repeatable",
     )
+    p.add_argument(
+        "--no-auto-create-topics",
+        action="store_true",
+        help="fail on a topic that does not exist instead of creating it",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the count at the end")
     p.set_defaults(func=cmd_produce)
 
@@ -66,6 +76,21 @@ def _input(path: str | None) -> tuple[BinaryIO, int | None]:
     return stream, size
 
 
+def _create(args: argparse.Namespace, backend: Backend) -> None:
+    """Create the missing topic as the producer's first send would."""
+    parts = backend.create_topic_on_demand(args.topic)
+    if not parts:
+        raise CliError(
+            f"unknown topic {args.topic!r} in {backend.where}, and the broker did not create "
+            f"it (create it with: ottla topics create {args.topic})"
+        )
+    if not args.quiet:
+        n = len(parts)
+        print(f"created topic {args.topic} ({n} partition{'s' if n != 1 else ''})", file=sys.stderr)
+    if args.partition is not None and args.partition not in parts:
+        raise CliError(f"topic {args.topic!r} has no partition {args.partition}")
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     if args.key_separator == "":
         raise UsageError("--key-separator must not be empty")
@@ -73,16 +98,25 @@ def cmd_produce(args: argparse.Namespace) -> int:
     headers: list[tuple[str, bytes]] | None = (
         [(k, v.encode()) for k, v in args.header] if args.header else None
     )
-    backend = open_backend(args)
+    auto_create = not args.no_auto_create_topics
+    backend = open_backend(args, create=auto_create)
     try:
-        backend.require_topic(args.topic)
-        if args.partition is not None and args.partition not in backend.partitions(args.topic):
+        existed = backend.has_topic(args.topic)
+        if not existed:
+            if not auto_create:
+                backend.require_topic(args.topic)  # the error, naming close topics
+            _create(args, backend)
+        if (
+            existed
+            and args.partition is not None
+            and args.partition not in backend.partitions(args.topic)
+        ):
             raise CliError(f"topic {args.topic!r} has no partition {args.partition}")
         try:
             stream, size = _input(args.file)
         except OSError as e:
             raise CliError(f"cannot read {args.file!r}: {e.strerror}") from None
-        sink = backend.open_sink()
+        sink = backend.open_sink(auto_create_topics=auto_create)
         try:
             # No bar while a person types the lines: it would draw over them.
             typing = not args.file and sys.stdin.isatty()

@@ -17,12 +17,15 @@ from ottla.cli.backend import (
     RecordSink,
     RecordSource,
     TopicInfo,
+    unknown_group,
     unknown_topic,
 )
 
 # A command line should not hang for kafka-python's default 30 s when the
 # address is wrong.
 _CLIENT: dict[str, Any] = {"client_id": "ottla-cli", "bootstrap_timeout_ms": 10_000}
+# How long `produce` waits for a broker to create a missing topic.
+_CREATE_WAIT_MS = 5_000
 
 
 def kafka_module(name: str = "kafka") -> Any:
@@ -48,6 +51,7 @@ class BrokerBackend:
         self.servers = bootstrap_servers
         self.where = f"broker {bootstrap_servers}"
         self._admin: Any = None
+        probe(bootstrap_servers)
 
     @property
     def admin(self) -> Any:
@@ -65,9 +69,13 @@ class BrokerBackend:
         internal = {"__consumer_offsets", "__transaction_state"}
         return sorted(t for t in self.admin.list_topics() if t not in internal)
 
-    def require_topic(self, name: str) -> None:
-        if name not in self.admin.list_topics():
-            raise unknown_topic(name, self.where)
+    def has_topic(self, name: str) -> bool:
+        return name in self.admin.list_topics()
+
+    def require_topic(self, name: str, *, suggest_create: bool = True) -> None:
+        topics = self.admin.list_topics()
+        if name not in topics:
+            raise unknown_topic(name, self.where, topics, suggest_create=suggest_create)
 
     def create_topic(self, name: str, partitions: int, config: Mapping[str, str]) -> None:
         self.admin.create_topics(
@@ -75,7 +83,7 @@ class BrokerBackend:
         )
 
     def delete_topic(self, name: str) -> None:
-        self.require_topic(name)
+        self.require_topic(name, suggest_create=False)
         self.admin.delete_topics([name])
 
     def partitions(self, topic: str) -> list[int]:
@@ -146,7 +154,26 @@ class BrokerBackend:
             self.admin.create_partitions({name: partitions})
 
     # -- records ------------------------------------------------------------
-    def open_sink(self) -> RecordSink:
+    def create_topic_on_demand(self, name: str) -> list[int]:
+        # A producer's metadata request asks the broker to create the topic;
+        # the broker's auto.create.topics.enable decides. Bounded: a broker
+        # that does not create it leaves kafka-python waiting for metadata.
+        producer = self.kafka.KafkaProducer(
+            bootstrap_servers=self.servers, max_block_ms=_CREATE_WAIT_MS, **_CLIENT
+        )
+        try:
+            return sorted(producer.partitions_for(name) or [])
+        except Exception as e:
+            if type(e).__name__ == "KafkaTimeoutError":
+                return []
+            raise
+        finally:
+            producer.close()
+
+    def open_sink(self, auto_create_topics: bool = False) -> RecordSink:
+        # kafka-python's producer always asks the broker to create a missing
+        # topic; the broker's auto.create.topics.enable decides. The caller
+        # checks the topic first when creating is not wanted.
         return RecordSink(self.kafka.KafkaProducer(bootstrap_servers=self.servers, **_CLIENT))
 
     def open_source(self, group: str | None, auto_offset_reset: str) -> RecordSource:
@@ -170,13 +197,13 @@ class BrokerBackend:
     def describe_group(self, group: str) -> GroupInfo:
         d = self.admin.describe_groups([group]).get(group)
         if d is None:
-            raise CliError(f"unknown group {group!r} in {self.where}")
+            raise unknown_group(group, self.where, self.list_groups())
         if d.get("error"):
             raise CliError(f"group {group!r}: {d['error']}")
         committed = self.committed_offsets(group)
         state = str(d.get("group_state") or d.get("state") or "")
         if state == "Dead" and not committed:
-            raise CliError(f"unknown group {group!r} in {self.where}")
+            raise unknown_group(group, self.where, self.list_groups())
         tp_cls = self.kafka.TopicPartition
         consumer = self._consumer()
         try:
@@ -215,9 +242,55 @@ class BrokerBackend:
             )
         return dict(offsets)
 
+    def delete_group(self, group: str) -> None:
+        try:
+            results = self.admin.delete_groups([group])
+        except Exception as e:
+            if type(e).__name__ in ("IncompatibleBrokerVersion", "UnsupportedVersionError"):
+                raise CliError(
+                    f"the {self.where} does not serve DeleteGroups, so it cannot delete groups "
+                    f"({type(e).__name__})"
+                ) from None
+            raise
+        outcome = str(results.get(group, "OK")) if isinstance(results, dict) else "OK"
+        if outcome == "GroupIdNotFoundError":
+            raise unknown_group(group, self.where, self.list_groups())
+        if outcome == "NonEmptyGroupError":
+            raise CliError(f"group {group!r} has live members; stop them first")
+        if outcome != "OK":
+            raise CliError(f"deleting group {group!r}: {outcome}")
+
     def close(self) -> None:
         if self._admin is not None:
             self._admin.close()
+
+
+def probe(servers: str, timeout_s: float = 3.0) -> None:
+    """Fail fast, naming the address, when no bootstrap server accepts a TCP
+    connection: kafka-python alone retries until its bootstrap timeout and
+    then says only that no broker is available."""
+    import socket
+
+    errors: list[str] = []
+    for addr in (a.strip() for a in servers.split(",") if a.strip()):
+        host, sep, port = addr.rpartition(":")
+        if not sep:
+            host, port = addr, "9092"  # kafka-python's default port
+        if not port.isdigit():
+            raise CliError(f"--bootstrap-server: expected HOST:PORT, got {addr!r}")
+        host = host.strip("[]")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout_s).close()
+            return
+        except socket.gaierror as e:
+            errors.append(f"cannot resolve {host!r}: {e.strerror or e}")
+        except TimeoutError:
+            errors.append(f"cannot connect to {addr}: timed out after {timeout_s:g} s")
+        except OSError as e:
+            errors.append(f"cannot connect to {addr}: {str(e.strerror or e).lower()}")
+    if not errors:
+        raise CliError("--bootstrap-server: no address given")
+    raise CliError("; ".join(errors))
 
 
 def _field(obj: Any, name: str) -> Any:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
-import signal
 import sys
-import threading
 import time
-from types import FrameType
-from typing import Any
 
 import ottla
 from ottla.cli._util import CliError, UsageError, data_dir
+
+# `ottla serve` is started and waited for (by people, scripts and test
+# suites): its path imports neither argparse nor typing. main() hands a
+# plain command line to parse_fast(); anything it does not fully
+# understand goes through the argparse parser built by add_parser().
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from types import FrameType
+    from typing import Any
 
 EPILOG = """\
 The broker listens on 127.0.0.1 unless told otherwise, and prints
@@ -27,6 +32,8 @@ examples:
 
 
 def add_parser(sub: Any) -> None:
+    import argparse
+
     p = sub.add_parser(
         "serve",
         help="serve a data directory over the Kafka protocol",
@@ -41,7 +48,7 @@ def add_parser(sub: Any) -> None:
         "--listen",
         "-l",
         default="127.0.0.1:9092",
-        type=parse_listen,
+        type=_listen_arg,
         metavar="HOST:PORT",
         help="address to listen on (default 127.0.0.1:9092; port 0 = any free port)",
     )
@@ -130,18 +137,125 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_serve)
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT`` or ``PORT``."""
+class ServeOptions:
+    """What ``ottla serve`` was asked, with argparse's defaults."""
+
+    def __init__(self) -> None:
+        self.data: str | None = None
+        self.listen: tuple[str, int] = ("127.0.0.1", 9092)
+        self.no_auto_create_topics = False
+        self.num_partitions = 1
+        self.max_request_bytes = 104857600
+        self.queued_max_request_bytes = 524288000
+        self.fetch_max_bytes = 57671680
+        self.fsync = "never"
+        self.retention_check_interval_ms = 300000
+        self.max_connections: int | None = None
+        self.max_connections_per_ip: int | None = None
+        self.max_open_files: int | None = None
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> ServeOptions:
+        o = cls()
+        for name in vars(o):
+            setattr(o, name, getattr(ns, name))
+        return o
+
+
+_INT_OPTIONS = {
+    "--num-partitions": "num_partitions",
+    "--max-request-bytes": "max_request_bytes",
+    "--queued-max-request-bytes": "queued_max_request_bytes",
+    "--fetch-max-bytes": "fetch_max_bytes",
+    "--retention-check-interval-ms": "retention_check_interval_ms",
+    "--max-connections": "max_connections",
+    "--max-connections-per-ip": "max_connections_per_ip",
+    "--max-open-files": "max_open_files",
+}
+_FSYNC = ("never", "interval", "always")
+
+
+def parse_fast(words: list[str]) -> ServeOptions | None:
+    """The options of a plain ``serve`` command line (``--name VALUE``,
+    ``--name=VALUE``, ``-d DIR``, ``-l HOST:PORT``), read exactly as
+    argparse reads them, or None for anything else (``--help``, an unknown,
+    abbreviated or malformed option, a bad value): the caller then parses
+    with argparse, which answers as it always has."""
+    o = ServeOptions()
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if word == "--no-auto-create-topics":
+            o.no_auto_create_topics = True
+            continue
+        name, eq, value = word.partition("=")
+        if eq:
+            if not name.startswith("--"):
+                return None
+        else:
+            if i >= len(words):
+                return None
+            value = words[i]
+            i += 1
+            # argparse takes a word starting with "-" as a value only if
+            # it looks like a negative number.
+            if value.startswith("-") and not value[1:].isdigit():
+                return None
+        if name in ("--data", "-d"):
+            o.data = value
+        elif name in ("--listen", "-l"):
+            listen = parse_listen(value)
+            if listen is None:
+                return None
+            o.listen = listen
+        elif name == "--fsync" and value in _FSYNC:
+            o.fsync = value
+        elif name in _INT_OPTIONS:
+            try:
+                setattr(o, _INT_OPTIONS[name], int(value))
+            except ValueError:
+                return None
+        else:
+            return None
+    return o
+
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT`` or ``PORT``; None if malformed."""
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = "", text
     host = host.strip("[]") or "127.0.0.1"
     if not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+        return None
     return host, int(port)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _listen_arg(text: str) -> tuple[str, int]:
+    """argparse type for ``--listen``."""
+    listen = parse_listen(text)
+    if listen is None:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return listen
+
+
+def _signal_module() -> Any:
+    """``_signal`` (the C module ``signal`` wraps), else ``signal``."""
+    try:
+        return __import__("_signal")
+    except ImportError:
+        return __import__("signal")
+
+
+def cmd_serve(ns: argparse.Namespace) -> int:
+    return serve(ServeOptions.from_namespace(ns))
+
+
+def serve(args: ServeOptions) -> int:
+    """Run the broker until SIGINT or SIGTERM; 0 when stopped by either."""
     if args.num_partitions < 1:
         raise UsageError("--num-partitions must be at least 1")
     if args.max_request_bytes < 1024:
@@ -187,15 +301,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except Exception as e:  # the broker's typed errors, or anything else it refuses
         raise CliError(f"cannot start the broker on {host}:{port} over {path}: {e}") from None
 
-    stop = threading.Event()
+    # The C modules under `signal` and `threading`: their Python wrappers
+    # (the Signals enums, Thread objects) cost milliseconds at start-up.
+    import _thread
+
+    sig = _signal_module()
     caught: list[int] = []
+    ended: list[bool] = []
+    failure: list[BaseException] = []
+    finished = _thread.allocate_lock()
+    finished.acquire()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         caught.append(signum)
-        stop.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    failure: list[BaseException] = []
+    previous = {s: sig.signal(s, on_signal) for s in (sig.SIGINT, sig.SIGTERM)}
 
     def run() -> None:
         try:
@@ -203,22 +323,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except BaseException as e:  # handed to the main thread, which reports it
             failure.append(e)
         finally:
-            stop.set()
+            ended.append(True)
+            finished.release()
 
     # serve_forever blocks in a helper thread; the main thread stays free to
     # run signal handlers promptly (they run only in the main thread).
-    server = threading.Thread(target=run, name="ottla-serve", daemon=True)
+    started = False
     try:
-        server.start()
+        # The broker accepts connections once constructed (serve_forever only
+        # waits for it to stop): say so before starting the thread, which
+        # on a busy machine may wait milliseconds for a CPU.
         print(f"listening on {broker.bootstrap_servers}", flush=True)
+        _thread.start_new_thread(run, ())
+        started = True
         print(f"serving {path}; Ctrl-C or SIGTERM to stop", file=sys.stderr, flush=True)
-        while not stop.is_set():
-            time.sleep(0.1)  # interrupted by signals; the handler sets `stop`
+        while not caught and not ended:
+            time.sleep(0.1)  # interrupted by signals; the handler records them
     finally:
         broker.close()
-        server.join(10)
+        if started:
+            finished.acquire(timeout=10)
         for s, h in previous.items():
-            signal.signal(s, h)
+            sig.signal(s, h)
     if failure and not caught:
         raise CliError(f"broker stopped: {failure[0]}")
     print("stopped", file=sys.stderr, flush=True)
