@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import threading
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -280,6 +281,40 @@ def test_a_look_raises_what_it_cannot_read(data_dir: Path) -> None:
         assert c.read_arrow(start="position").num_rows == first
         with pytest.raises(ottla.CorruptRecordError):
             c.read_arrow(start="position")
+
+
+def test_a_look_ends_at_the_high_watermark_seen_when_it_begins(data_dir: Path) -> None:
+    """A writer appends while looks run: each look is a gap-free prefix of
+    every partition from offset 0, ending at or before the end offsets read
+    right after it (and at or after those read right before it)."""
+    ottla.Admin(data_dir).create_topic("live", partitions=2)
+    with ottla.Producer(data_dir) as p:
+        for part in (0, 1):
+            p.send_many("live", [b"x" * 100] * 20_000, partition=part).wait()
+    stop = threading.Event()
+
+    def writer() -> None:
+        with ottla.Producer(data_dir, linger_ms=0) as p:
+            while not stop.is_set():
+                p.send_many("live", [b"y" * 100] * 50, partition=0).wait()
+                p.send_many("live", [b"y" * 100] * 50, partition=1).wait()
+
+    t = threading.Thread(target=writer)
+    tps = [TP("live", 0), TP("live", 1)]
+    with ottla.Consumer(data_dir, "live") as c:
+        t.start()
+        try:
+            for _ in range(5):
+                before = c.end_offsets(tps)
+                look = c.read_arrow()
+                after = c.end_offsets(tps)
+                for tp in tps:
+                    offs = [o for p, o in rows(look) if p == tp.partition]
+                    assert offs == list(range(len(offs)))
+                    assert before[tp] <= len(offs) <= after[tp]
+        finally:
+            stop.set()
+            t.join(30)
 
 
 def test_a_closed_consumer_refuses_a_look(data_dir: Path) -> None:

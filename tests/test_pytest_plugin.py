@@ -20,6 +20,13 @@ pytest_plugins = ["pytester"]
 INNER = ("-p", "no:cacheprovider", "-p", "no:asyncio", "-q")
 
 
+@pytest.fixture(autouse=True)
+def _no_external_broker_from_outside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inner sessions start their own brokers unless a test says not to,
+    even when this suite itself runs with OTTLA_BOOTSTRAP_SERVERS set."""
+    monkeypatch.delenv("OTTLA_BOOTSTRAP_SERVERS", raising=False)
+
+
 def run_inner(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest(*INNER, *args)
 
