@@ -230,7 +230,7 @@ def test_read_arrow_reads_to_the_end_seen_at_the_call(data_dir: Path) -> None:
     produce_mixed(data_dir)
     with ottla.Consumer(data_dir, "orders", auto_offset_reset="earliest") as c:
         c.pause(TP("orders", 2))
-        t = c.read_arrow()
+        t = c.read_arrow(start="position")
         assert isinstance(t, pa.Table) and t.schema == SCHEMA
         parts = t.column("partition").to_pylist()
         assert sorted(set(parts)) == [0, 1]  # the paused partition is not read
@@ -238,16 +238,16 @@ def test_read_arrow_reads_to_the_end_seen_at_the_call(data_dir: Path) -> None:
         assert c.paused() == {TP("orders", 2)}  # the caller's pause is kept, ours undone
         for p in (0, 1):
             assert c.position(TP("orders", p)) == c.end_offsets([TP("orders", p)])[TP("orders", p)]
-        assert c.read_arrow().num_rows == 0
+        assert c.read_arrow(start="position").num_rows == 0
         with ottla.Producer(data_dir) as producer:
             producer.send("orders", b"late", partition=0).get(10)
-        t2 = c.read_arrow()
+        t2 = c.read_arrow(start="position")
         assert t2.column("value").to_pylist() == [b"late"]
         c.resume(TP("orders", 2))
-        t3 = c.read_arrow(max_records=10)
+        t3 = c.read_arrow(max_records=10, start="position")
         assert t3.num_rows == 10 and set(t3.column("partition").to_pylist()) == {2}
         assert c.paused() == set()
-        assert c.read_arrow().num_rows == 66 - 10
+        assert c.read_arrow(start="position").num_rows == 66 - 10
 
 
 def test_read_arrow_does_not_take_records_appended_during_the_read(data_dir: Path) -> None:
@@ -274,7 +274,7 @@ def test_read_arrow_does_not_take_records_appended_during_the_read(data_dir: Pat
             for _ in range(5):
                 tps = [TP("live", 0), TP("live", 1)]
                 ends = c.end_offsets(tps)
-                tbl = c.read_arrow(max_bytes=3_000_000)
+                tbl = c.read_arrow(max_bytes=3_000_000, start="position")
                 for part, off in zip(
                     tbl.column("partition").to_pylist(),
                     tbl.column("offset").to_pylist(),
@@ -301,7 +301,7 @@ def test_read_arrow_end_snapshot_is_exact(data_dir: Path) -> None:
                 p.send_many("snap", [b"%d" % i for i in range(n)], partition=part).wait()
     with ottla.Consumer(data_dir, "snap", auto_offset_reset="earliest") as c:
         c.seek(TP("snap", 2), 1000)
-        t = c.read_arrow()
+        t = c.read_arrow(start="position")
         got = sorted(
             zip(t.column("partition").to_pylist(), t.column("offset").to_pylist(), strict=True)
         )
@@ -444,11 +444,11 @@ def test_corrupt_batch_records_before_it_then_error(data_dir: Path) -> None:
     # read_arrow returns what it read before the damage; the next call raises
     with ottla.Consumer(data_dir, auto_offset_reset="earliest") as c:
         c.assign([("cor", 0)])
-        t = c.read_arrow()
+        t = c.read_arrow(start="position")
         assert t.column("offset").to_pylist() == list(range(first))
         assert c.position(TP("cor", 0)) == first
         with pytest.raises(ottla.CorruptRecordError):
-            c.read_arrow()
+            c.read_arrow(start="position")
         assert c.position(TP("cor", 0)) == first
 
 
@@ -521,7 +521,7 @@ def test_compressed_batch_reads_as_poll_does(data_dir: Path, spawn: Spawn) -> No
 
     plain = [b"plain-%d" % i for i in range(3)]
     _, poll_error = via_poll()
-    for read in (lambda c: c.poll_arrow(timeout_ms=10), lambda c: c.read_arrow()):
+    for read in (lambda c: c.poll_arrow(timeout_ms=10), lambda c: c.read_arrow(start="position")):
         values, error = via_arrow(read)
         assert error == poll_error  # the same error as poll(), or none
         # The records before a batch that cannot be read are handed out

@@ -11,7 +11,8 @@ a timeout; a block fails the test if it raises, exits non-zero or hangs.
 
 After a block has run, every ``test_*`` function it defined is called, with
 the pytest fixtures a documentation example may use: ``ottla_broker`` (a
-fresh ``ottla.Broker`` on a temporary directory) and ``tmp_path``. A block
+fresh broker on a temporary directory, as ``ottla.pytest_plugin`` starts
+it), ``ottla_topic`` (a topic made on it) and ``tmp_path``. A block
 that names the bootstrap address ``"localhost:9092"`` runs against a fresh
 ``ottla.Broker`` whose address is substituted for it.
 """
@@ -117,17 +118,24 @@ RUNNER = textwrap.dedent(
             continue
         kwargs = {}
         fixtures = []
+        topics = []
         for param in inspect.signature(fn).parameters:
             if param == "ottla_broker":
-                import ottla
-                b = ottla.Broker(tempfile.mkdtemp(prefix="docs-fixture-"))
+                from ottla.pytest_plugin import start_broker
+                b = start_broker(tempfile.mkdtemp(prefix="docs-fixture-"))
                 fixtures.append(b)
                 kwargs[param] = b
+            elif param == "ottla_topic":
+                from ottla.pytest_plugin import unique_topic_name
+                kwargs[param] = unique_topic_name(name)
+                topics.append(kwargs[param])
             elif param == "tmp_path":
                 kwargs[param] = pathlib.Path(tempfile.mkdtemp(prefix="docs-tmp-"))
             else:
                 raise SystemExit(f"{label}: {name} asks for fixture {param!r}, which this runner lacks")
         try:
+            for t in topics:  # made on the test's ottla_broker, as the plugin does
+                kwargs["ottla_broker"].create_topic(t)
             fn(**kwargs)
         finally:
             for b in fixtures:

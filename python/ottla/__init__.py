@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
     from typing import Any
 
+    from ottla import _arrow
     from ottla.admin import (
         Admin,
         CompactionStats,
@@ -264,42 +265,85 @@ class Consumer(_CoreConsumer):
         _arrow.require()
         return _arrow.record_batch(self._poll_arrow(max_records, max_bytes, timeout_ms))
 
-    def read_arrow(self, max_records: int | None = None, max_bytes: int | None = None) -> Any:
-        """Everything from the current positions up to the end offsets of
-        the assigned partitions *as they are at the call*, as a
-        ``pyarrow.Table`` (never waits; records appended meanwhile stay for
-        the next read). ``max_records``/``max_bytes`` bound the whole table.
-        Positions advance past what is returned, as with ``poll()``:
+    def read_arrow(
+        self,
+        max_records: int | None = None,
+        max_bytes: int | None = None,
+        *,
+        start: _arrow.Start = None,
+    ) -> Any:
+        """The records of this consumer's topics from ``start`` up to their
+        end offsets *as they are when the call begins* (the high
+        watermarks), as a ``pyarrow.Table``; never waits, and records
+        appended meanwhile are left out. A look at the data: the
+        consumer's positions, pauses, group membership and committed
+        offsets stay as they were, so calling again returns the same rows
+        (and any appended since). ``max_records``/``max_bytes`` bound the
+        whole table.
+
+        It reads every partition of the subscribed topics (a group
+        member's share or not), or the ``assign()``-ed partitions, each
+        from ``start``:
+
+        - ``None`` (default): ``"committed"`` with a ``group_id``, else
+          ``"earliest"`` (never ``auto_offset_reset``);
+        - ``"earliest"``: the log start offset: everything kept;
+        - ``"latest"``: the end offset: no rows, the schema only;
+        - ``"committed"``: the group's committed offset, or the log start
+          where it has committed none: what the group has yet to process
+          (needs a ``group_id``);
+        - an int ``n``: offset ``n``; a negative ``n``: ``-n`` offsets
+          before the end (the last ``-n`` records, unless compacted);
+        - a ``datetime`` with a timezone (a ``pandas.Timestamp`` too): the
+          first record stamped at or after it, as ``offsets_for_times``;
+          a ``timedelta``: that long before now;
+        - ``"position"``: this consumer's own read, not a look: its
+          assigned, unpaused partitions from its positions, which then
+          advance past what is returned as with ``poll()`` (a commit covers
+          those rows; the next call returns what arrived since).
+
+        A start offset outside ``[log start, end]`` is moved to the nearer
+        one. A batch that cannot be read (``CorruptRecordError``) raises;
+        with ``"position"``, the rows before it are returned first and the
+        next call raises.
 
         >>> with ottla.Producer("data", num_partitions=2) as p:
         ...     _ = [p.send("orders", b"o", partition=i % 2) for i in range(5)]
-        >>> c = ottla.Consumer("data", "orders", auto_offset_reset="earliest")
+        >>> c = ottla.Consumer("data", "orders")   # no group: from the earliest
         >>> t = c.read_arrow()
         >>> t.group_by("partition").aggregate([("offset", "count")]).sort_by("partition").to_pylist()
         [{'partition': 0, 'offset_count': 3}, {'partition': 1, 'offset_count': 2}]
-        >>> c.read_arrow().num_rows    # only what arrived since
+        >>> c.read_arrow().num_rows                   # a look moves nothing
+        5
+        >>> sorted(c.read_arrow(start=-1).column("offset").to_pylist())  # the last of each
+        [1, 2]
+        >>> c.read_arrow(start="position").num_rows  # its own read: auto_offset_reset="latest"
         0
         >>> c.close()
         """
         from ottla import _arrow
 
         _arrow.require()
-        return _arrow.table(self._read_arrow(max_records, max_bytes))
+        return _arrow.table(_arrow.read(self, start, max_records, max_bytes))
 
     def to_pandas(
         self,
         max_records: int | None = None,
         max_bytes: int | None = None,
+        *,
+        start: _arrow.Start = None,
         **to_pandas_kwargs: Any,
     ) -> Any:
-        """``read_arrow(...)`` as a ``pandas.DataFrame`` (through pyarrow's
-        ``Table.to_pandas(**to_pandas_kwargs)``): ``topic`` is categorical,
-        ``timestamp`` is ``datetime64[ms, UTC]``, ``key``/``value`` are
-        ``bytes`` (or None):
+        """``read_arrow(max_records, max_bytes, start=start)`` as a
+        ``pandas.DataFrame`` (through pyarrow's
+        ``Table.to_pandas(**to_pandas_kwargs)``): the same rows, and the
+        same look that moves no position and commits nothing. ``topic`` is
+        categorical, ``timestamp`` is ``datetime64[ms, UTC]``,
+        ``key``/``value`` are ``bytes`` (or None):
 
         >>> with ottla.Producer("data") as p:
         ...     _ = p.send_many("orders", [b"apple", b"pear"]).get()
-        >>> with ottla.Consumer("data", "orders", auto_offset_reset="earliest") as c:
+        >>> with ottla.Consumer("data", "orders") as c:
         ...     df = c.to_pandas()
         >>> df["value"].str.decode("utf-8").tolist()
         ['apple', 'pear']
@@ -309,7 +353,9 @@ class Consumer(_CoreConsumer):
         from ottla import _arrow
 
         _arrow.require(pandas=True)
-        return _arrow.to_pandas(self.read_arrow(max_records, max_bytes), **to_pandas_kwargs)
+        return _arrow.to_pandas(
+            self.read_arrow(max_records, max_bytes, start=start), **to_pandas_kwargs
+        )
 
     def commit_async(
         self,
