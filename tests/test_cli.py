@@ -429,9 +429,18 @@ def test_consume_follow_sees_new_records_and_stops_on_signals(data_dir: Path, sp
 
     # --offset end: only records written after it started.
     child = spawn(CLI_CODE, "consume", "live", "--follow", "--offset", "end", "--data", data_dir)
-    time.sleep(0.3)  # not a correctness wait: records written earlier are simply not expected
+    written = ["old"]
     with ottla.Producer(data_dir) as p:
+        # Until the child has found the end, what is written goes before its
+        # start and is never printed: probe until one probe shows.
+        deadline = time.monotonic() + 30
+        while not any(line.startswith("probe-") for line in child.lines()):
+            assert time.monotonic() < deadline, child.stderr
+            written.append(f"probe-{len(written)}")
+            p.send("live", written[-1].encode()).get(10)
+            time.sleep(0.2)
         for i in range(5):
+            written.append(f"new-{i}")
             p.send("live", f"new-{i}".encode()).get(10)
             child.wait_line(f"new-{i}".__eq__, timeout=20)
     os.kill(child.pid, signal.SIGTERM)
@@ -444,7 +453,7 @@ def test_consume_follow_sees_new_records_and_stops_on_signals(data_dir: Path, sp
     child.wait_line(lambda s: s == "new-4", timeout=20)
     os.kill(child.pid, signal.SIGINT)
     assert child.wait(20) == 130
-    assert child.lines() == ["old"] + [f"new-{i}" for i in range(5)]
+    assert child.lines() == written
 
 
 def test_consume_follow_timeout_and_max_messages(data_dir: Path, spawn: Spawn) -> None:
