@@ -143,6 +143,7 @@ SERVE_LINES = [
     ["--data=d", "--listen=[::1]:0", "--num-partitions=3", "--fetch-max-bytes", "1000"],
     ["--queued-max-request-bytes", "-1", "--max-connections", "10", "--max-open-files", "64"],
     ["--max-connections-per-ip", "2", "--retention-check-interval-ms", "1000"],
+    ["--group-initial-rebalance-delay-ms", "300"],
     ["--max-request-bytes", "2048", "--data", "first", "--data", "last"],
     ["--num-partitions", "0"],  # parsed alike; refused later by both paths
     ["--num-partitions", " 7"],
@@ -172,6 +173,8 @@ def test_serve_fast_parser_agrees_with_argparse(words: list[str]) -> None:
         return  # argparse answers, as it always did
     ns = build_parser().parse_args(["serve", *words])
     assert vars(fast) == vars(ServeOptions.from_namespace(ns))
+    # Every serve option has a place in ServeOptions (the fast path reads them all).
+    assert set(vars(ns)) - {"bootstrap_server", "command", "func"} == set(vars(fast))
 
 
 def test_serve_fast_path_refusals_are_reported_with_the_usage_line(tmp_path: Path) -> None:

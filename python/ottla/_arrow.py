@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, TypeAlias
 
 from ottla import _core
+from ottla.types import TopicPartition
 
 _EXTRA_HINT = (
     "ottla's Arrow and pandas readers need pyarrow (and pandas for to_pandas): "
@@ -111,7 +112,7 @@ def read(
         look.close(autocommit=False)
 
 
-_Pick = Callable[[_core.Consumer, _core.TopicPartition, int, int], int]
+_Pick = Callable[[_core.Consumer, TopicPartition, int, int], int]
 
 
 def _start_rule(consumer: _core.Consumer, start: Start) -> _Pick:
@@ -132,7 +133,7 @@ def _start_rule(consumer: _core.Consumer, start: Start) -> _Pick:
                     "(this one has none): use 'earliest', an offset or a time"
                 )
 
-            def committed(_c: _core.Consumer, tp: _core.TopicPartition, lo: int, _e: int) -> int:
+            def committed(_c: _core.Consumer, tp: TopicPartition, lo: int, _e: int) -> int:
                 off = consumer.committed(tp)
                 return lo if off is None else off
 
@@ -161,7 +162,7 @@ def _start_rule(consumer: _core.Consumer, start: Start) -> _Pick:
         # millisecond as ``start`` is included.
         ms = (start - _EPOCH) // timedelta(milliseconds=1)
 
-        def at_time(c: _core.Consumer, tp: _core.TopicPartition, _lo: int, end: int) -> int:
+        def at_time(c: _core.Consumer, tp: TopicPartition, _lo: int, end: int) -> int:
             found = c.offsets_for_times({tp: ms})[tp]
             return end if found is None else found.offset
 
@@ -174,14 +175,14 @@ def _start_rule(consumer: _core.Consumer, start: Start) -> _Pick:
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _partitions(consumer: _core.Consumer) -> list[_core.TopicPartition]:
+def _partitions(consumer: _core.Consumer) -> list[TopicPartition]:
     """Every partition of the subscribed topics as they exist now (a group
     member's share is not the whole topic), else the manual assignment."""
     topics = consumer.subscription()
     if not topics:
         return sorted(consumer.assignment())
     return [
-        _core.TopicPartition(t, p)
+        TopicPartition(t, p)
         for t in sorted(topics)
         for p in sorted(consumer.partitions_for_topic(t) or ())
     ]
@@ -189,8 +190,8 @@ def _partitions(consumer: _core.Consumer) -> list[_core.TopicPartition]:
 
 def _raise_what_stopped(
     look: _core.Consumer,
-    tps: list[_core.TopicPartition],
-    ends: dict[_core.TopicPartition, int],
+    tps: list[TopicPartition],
+    ends: dict[TopicPartition, int],
     batches: list[_core.ArrowBatch],
     max_records: int | None,
 ) -> None:

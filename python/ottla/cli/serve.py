@@ -153,6 +153,7 @@ class ServeOptions:
         self.max_connections: int | None = None
         self.max_connections_per_ip: int | None = None
         self.max_open_files: int | None = None
+        self.group_initial_rebalance_delay_ms = 0
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> ServeOptions:
@@ -171,6 +172,7 @@ _INT_OPTIONS = {
     "--max-connections": "max_connections",
     "--max-connections-per-ip": "max_connections_per_ip",
     "--max-open-files": "max_open_files",
+    "--group-initial-rebalance-delay-ms": "group_initial_rebalance_delay_ms",
 }
 _FSYNC = ("never", "interval", "always")
 
