@@ -113,6 +113,18 @@ def produce(
     return err, base
 
 
+def uvarint(n: int) -> bytes:
+    """An unsigned varint, as flexible versions write lengths and tag counts."""
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
 def produce_v8(
     sock: socket.socket,
     topic: str,
@@ -122,9 +134,26 @@ def produce_v8(
 ) -> tuple[int, int, list[tuple[int, str | None]], str | None]:
     """Produce v8 (acks -1) of one partition's record batches: (error code,
     base offset, record errors [(batch index, message)], error message)."""
+    err, base, _append_time, errors, message = produce_v8_answer(
+        sock, topic, partition, records, correlation_id=correlation_id
+    )
+    return err, base, errors, message
+
+
+def produce_v8_answer(
+    sock: socket.socket,
+    topic: str,
+    partition: int,
+    records: bytes,
+    acks: int = -1,
+    correlation_id: int = 3,
+) -> tuple[int, int, int, list[tuple[int, str | None]], str | None]:
+    """Produce v8 of one partition's record batches, the whole answer:
+    (error code, base offset, log append time, record errors [(batch index,
+    message)], error message)."""
     body = (
         _str(None)
-        + struct.pack(">hi", -1, 10000)
+        + struct.pack(">hi", acks, 10000)
         + struct.pack(">i", 1)
         + _str(topic)
         + struct.pack(">i", 1)
@@ -147,7 +176,7 @@ def produce_v8(
     (nparts,) = struct.unpack(">i", data[at : at + 4])
     assert nparts == 1
     # index, error code, base offset, log append time, log start offset
-    _p, err, base, _append_time, _start = struct.unpack(">ihqqq", data[at + 4 : at + 34])
+    _p, err, base, append_time, _start = struct.unpack(">ihqqq", data[at + 4 : at + 34])
     at += 34
     (nerrors,) = struct.unpack(">i", data[at : at + 4])
     at += 4
@@ -157,7 +186,7 @@ def produce_v8(
         message, at = read_str(at + 4)
         errors.append((index, message))
     message, at = read_str(at)
-    return err, base, errors, message
+    return err, base, append_time, errors, message
 
 
 def record_batch(

@@ -65,20 +65,9 @@ def test_describe_cluster(broker: ottla.Broker) -> None:
     assert not r.authorized_operations
 
 
-def _uvarint(n: int) -> bytes:
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
-
-
 def flexible_request(b: ottla.Broker, api: int, version: int, body: bytes) -> bytes:
     """One request with header v2; the response body after its header v1."""
-    header = struct.pack(">hhi", api, version, 9) + kafka_wire._str("raw") + _uvarint(0)
+    header = struct.pack(">hhi", api, version, 9) + kafka_wire._str("raw") + kafka_wire.uvarint(0)
     msg = header + body
     with socket.create_connection((b.host, b.port), timeout=10) as s:
         s.sendall(struct.pack(">i", len(msg)) + msg)
@@ -93,7 +82,7 @@ def test_describe_cluster_asked_for_controllers_is_a_mismatched_endpoint(
 ) -> None:
     # v1: include authorized operations (false), endpoint type 2
     # (controllers), no tags.
-    body = flexible_request(broker, 60, 1, b"\x00\x02" + _uvarint(0))
+    body = flexible_request(broker, 60, 1, b"\x00\x02" + kafka_wire.uvarint(0))
     _throttle, error = struct.unpack(">ih", body[:6])
     assert error == MISMATCHED_ENDPOINT_TYPE
 
@@ -237,7 +226,7 @@ def test_describe_topic_partitions_pages_with_a_cursor(
 def _telemetry(
     b: ottla.Broker, instance: bytes
 ) -> tuple[int, bytes, int, list[int], int, list[str]]:
-    body = flexible_request(b, 71, 0, instance + _uvarint(0))
+    body = flexible_request(b, 71, 0, instance + kafka_wire.uvarint(0))
     _throttle, error = struct.unpack(">ih", body[:6])
     at = 6
     got_id = body[at : at + 16]
@@ -330,10 +319,16 @@ def fetch_v13(b: ottla.Broker, topic_id: bytes, offset: int) -> tuple[bytes, int
     """Fetch v13 of partition 0 of the topic ``topic_id``, without waiting:
     (the response's topic id, the partition's error code, its high
     watermark)."""
-    partition = struct.pack(">iiqiqi", 0, -1, offset, -1, -1, 1 << 20) + _uvarint(0)
-    topic = topic_id + _uvarint(2) + partition + _uvarint(0)
+    partition = struct.pack(">iiqiqi", 0, -1, offset, -1, -1, 1 << 20) + kafka_wire.uvarint(0)
+    topic = topic_id + kafka_wire.uvarint(2) + partition + kafka_wire.uvarint(0)
     body = struct.pack(">iiiibii", -1, 0, 0, 1 << 20, 0, 0, -1)
-    body += _uvarint(2) + topic + _uvarint(1) + _uvarint(1) + _uvarint(0)
+    body += (
+        kafka_wire.uvarint(2)
+        + topic
+        + kafka_wire.uvarint(1)
+        + kafka_wire.uvarint(1)
+        + kafka_wire.uvarint(0)
+    )
     data = flexible_request(b, 1, 13, body)
     at = 4 + 2 + 4  # throttle time, error code, session id
     assert data[at] == 2, "one topic"

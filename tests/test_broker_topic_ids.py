@@ -55,17 +55,6 @@ def test_metadata_carries_the_topic_id_and_a_recreated_topic_gets_a_new_one(
 # ---------------------------------------------- Metadata v12 by id, raw
 
 
-def _uvarint(n: int) -> bytes:
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
-
-
 class _Reader:
     def __init__(self, data: bytes) -> None:
         self.data = data
@@ -108,10 +97,17 @@ def metadata_v12_by_id(b: ottla.Broker, topic_id: bytes) -> list[tuple[int, str 
     """(error code, name, id) of each topic in a Metadata v12 answer to a
     request naming one topic by id alone."""
     # Header v2: key, version, correlation id, client id, no tags.
-    header = struct.pack(">hhi", METADATA, 12, 7) + kafka_wire._str("ids") + _uvarint(0)
+    header = struct.pack(">hhi", METADATA, 12, 7) + kafka_wire._str("ids") + kafka_wire.uvarint(0)
     # Body: one topic (id, null name, no tags); no auto-create; no
     # authorized operations; no tags.
-    body = _uvarint(2) + topic_id + _uvarint(0) + _uvarint(0) + b"\x00\x00" + _uvarint(0)
+    body = (
+        kafka_wire.uvarint(2)
+        + topic_id
+        + kafka_wire.uvarint(0)
+        + kafka_wire.uvarint(0)
+        + b"\x00\x00"
+        + kafka_wire.uvarint(0)
+    )
     msg = header + body
     with socket.create_connection((b.host, b.port), timeout=10) as s:
         s.sendall(struct.pack(">i", len(msg)) + msg)

@@ -19,7 +19,7 @@ import pytest
 
 import ottla
 from helpers import log_files, read_values
-from kafka_wire import _str, fetch, frame, record_batch, response
+from kafka_wire import _str, fetch, frame, produce_v8_answer, record_batch, response
 
 pytest.importorskip("confluent_kafka")
 import confluent_kafka as ck
@@ -128,30 +128,7 @@ def produce_v8(
 ) -> tuple[int, int, int, list[tuple[int, str | None]], str | None]:
     """Produce v8 of partition 0: (error, base offset, log append time,
     record errors, error message)."""
-    body = _str(None) + struct.pack(">hi", acks, 10000) + struct.pack(">i", 1) + _str(topic)
-    body += struct.pack(">i", 1) + struct.pack(">ii", 0, len(records)) + records
-    sock.sendall(frame(0, 8, correlation_id, body))
-    cid, data = response(sock)
-    assert cid == correlation_id
-
-    def read_str(at: int) -> tuple[str | None, int]:
-        (n,) = struct.unpack(">h", data[at : at + 2])
-        if n < 0:
-            return None, at + 2
-        return data[at + 2 : at + 2 + n].decode(), at + 2 + n
-
-    _name, at = read_str(4)
-    _p, err, base, append_time, _start = struct.unpack(">ihqqq", data[at + 4 : at + 34])
-    at += 34
-    (nerrors,) = struct.unpack(">i", data[at : at + 4])
-    at += 4
-    errors = []
-    for _ in range(max(nerrors, 0)):
-        (index,) = struct.unpack(">i", data[at : at + 4])
-        message, at = read_str(at + 4)
-        errors.append((index, message))
-    message, _ = read_str(at)
-    return err, base, append_time, errors, message
+    return produce_v8_answer(sock, topic, 0, records, acks, correlation_id)
 
 
 def batch_headers(records: bytes) -> list[tuple[int, int, int]]:

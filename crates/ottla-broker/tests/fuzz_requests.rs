@@ -5,28 +5,10 @@
 //! it), so its peak resident size measures what the requests cost.
 
 use ottla_broker::fuzzing::{seed_corpus, RequestOracle};
+use ottla_client::fuzzing::Rng;
 
 #[global_allocator]
 static GLOBAL: ottla_broker::alloc::Allocator = ottla_broker::alloc::Allocator;
-
-/// xorshift64*: a fixed seed gives the same inputs on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
 
 /// The mutations libFuzzer makes most, aimed at a frame: bit flips, random
 /// bytes, cuts, inserts, and edge values over lengths and counts.
@@ -36,11 +18,11 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
         let at = rng.below(v.len());
         match rng.below(7) {
             0 if !v.is_empty() => v[at] ^= 1 << rng.below(8),
-            1 if !v.is_empty() => v[at] = rng.next() as u8,
+            1 if !v.is_empty() => v[at] = rng.next_u64() as u8,
             2 => v.truncate(at.max(4)),
             3 => {
                 let n = rng.below(8);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                 v.splice(at..at, bytes);
             }
             4 if v.len() >= at + 4 => {

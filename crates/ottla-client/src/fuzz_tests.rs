@@ -9,30 +9,11 @@ use std::cell::Cell;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::fuzzing::{self, open_partition, read_all, ScratchDir};
+use crate::fuzzing::{self, open_partition, read_all, Rng, ScratchDir};
 use ottla_record::batch::{BatchBuilder, Batches, BASE_OFFSET, BATCH_LENGTH};
 use ottla_storage::error::Error;
 
 // ------------------------------------------------------------- helpers
-
-/// xorshift64*: a fixed seed gives the same inputs on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
 
 /// One to four of the mutations libFuzzer's default mutator makes most.
 fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
@@ -41,7 +22,7 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
         let at = rng.below(v.len());
         match rng.below(8) {
             0 if !v.is_empty() => v[at] ^= 1 << rng.below(8),
-            1 if !v.is_empty() => v[at] = rng.next() as u8,
+            1 if !v.is_empty() => v[at] = rng.next_u64() as u8,
             2 => v.truncate(at),
             3 => {
                 let end = (at + rng.below(16)).min(v.len());
@@ -49,7 +30,7 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
             }
             4 => {
                 let n = rng.below(8);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                 v.splice(at..at, bytes);
             }
             5 if v.len() >= at + 4 => {

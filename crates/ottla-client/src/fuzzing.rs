@@ -677,3 +677,27 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
     out.push(("group_state", "state".into(), st.encode().into_bytes()));
     out
 }
+
+/// xorshift64*, the generator of the deterministic fuzz replays in
+/// `cargo test` (here and in the broker's): a fixed seed gives the same
+/// inputs on every run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next_u64() % n as u64) as usize
+        }
+    }
+}

@@ -33,8 +33,8 @@ use pyo3::types::PyList;
 use super::aio_bell::{running_loop, set_future, spawn_awaitable, Bell, Delivery, Value};
 use super::errors::to_pyerr;
 use super::producer::{
-    check_partition, fsync_label, open_engine, parse_acks, pick_timestamp, send_chunk, send_one,
-    serialize, unacked_metadata, Acks,
+    check_partition, fsync_label, open_engine, parse_acks, pick_timestamp, runs_metadata,
+    send_chunk, send_one, serialize, unacked_metadata, Acks,
 };
 use super::types::{path_arg, py_repr_str, RecordMetadata};
 use ottla_client::producer::{
@@ -712,37 +712,9 @@ impl SendManyFuture {
         if !self.done() {
             return Err(invalid_state(py, "the records are not all appended yet"));
         }
-        let list = PyList::empty(py);
-        for r in &self.runs {
-            if self.acks == Acks::None {
-                for _ in 0..r.count {
-                    list.append(RecordMetadata {
-                        topic: r.batch.topic.to_string(),
-                        partition: r.batch.partition,
-                        offset: -1,
-                        timestamp: self.timestamp,
-                    })?;
-                }
-                continue;
-            }
-            let base = match r.batch.result() {
-                Some(Ok(base)) => *base,
-                Some(Err(e)) => {
-                    r.batch.error_delivered();
-                    return Err(to_pyerr(e));
-                }
-                None => return Err(invalid_state(py, "batch not complete")),
-            };
-            for i in 0..r.count {
-                list.append(RecordMetadata {
-                    topic: r.batch.topic.to_string(),
-                    partition: r.batch.partition,
-                    offset: base + (r.first_index + i) as i64,
-                    timestamp: self.timestamp,
-                })?;
-            }
-        }
-        Ok(list)
+        runs_metadata(py, &self.runs, self.acks, self.timestamp, || {
+            invalid_state(py, "batch not complete")
+        })
     }
 
     fn __len__(&self) -> usize {

@@ -880,6 +880,50 @@ impl FutureRecordMetadata {
     }
 }
 
+/// `RecordMetadata` of every record of a `send_many()` whose batches are all
+/// done, in send order (offset -1 under `acks=0`, as Kafka's clients report);
+/// `not_complete` is the error for a batch that is not (the sync and asyncio
+/// futures raise different ones).
+pub(crate) fn runs_metadata<'py>(
+    py: Python<'py>,
+    runs: &[SendRun],
+    acks: Acks,
+    timestamp: i64,
+    not_complete: impl Fn() -> PyErr,
+) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for r in runs {
+        if acks == Acks::None {
+            for _ in 0..r.count {
+                list.append(RecordMetadata {
+                    topic: r.batch.topic.to_string(),
+                    partition: r.batch.partition,
+                    offset: -1,
+                    timestamp,
+                })?;
+            }
+            continue;
+        }
+        let base = match r.batch.result() {
+            Some(Ok(base)) => *base,
+            Some(Err(e)) => {
+                r.batch.error_delivered();
+                return Err(to_pyerr(e));
+            }
+            None => return Err(not_complete()),
+        };
+        for i in 0..r.count {
+            list.append(RecordMetadata {
+                topic: r.batch.topic.to_string(),
+                partition: r.batch.partition,
+                offset: base + (r.first_index + i) as i64,
+                timestamp,
+            })?;
+        }
+    }
+    Ok(list)
+}
+
 /// The pending result of one `send_many()`.
 #[pyclass(module = "ottla", frozen)]
 pub struct BatchFuture {
@@ -896,37 +940,9 @@ impl BatchFuture {
     #[pyo3(signature = (timeout=None))]
     fn get<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
         self.wait(py, timeout)?;
-        let list = PyList::empty(py);
-        for r in &self.runs {
-            if self.acks == Acks::None {
-                for _ in 0..r.count {
-                    list.append(RecordMetadata {
-                        topic: r.batch.topic.to_string(),
-                        partition: r.batch.partition,
-                        offset: -1,
-                        timestamp: self.timestamp,
-                    })?;
-                }
-                continue;
-            }
-            let base = match r.batch.result() {
-                Some(Ok(base)) => *base,
-                Some(Err(e)) => {
-                    r.batch.error_delivered();
-                    return Err(to_pyerr(e));
-                }
-                None => return Err(to_pyerr(&Error::IllegalState("batch not complete".into()))),
-            };
-            for i in 0..r.count {
-                list.append(RecordMetadata {
-                    topic: r.batch.topic.to_string(),
-                    partition: r.batch.partition,
-                    offset: base + (r.first_index + i) as i64,
-                    timestamp: self.timestamp,
-                })?;
-            }
-        }
-        Ok(list)
+        runs_metadata(py, &self.runs, self.acks, self.timestamp, || {
+            to_pyerr(&Error::IllegalState("batch not complete".into()))
+        })
     }
 
     /// Wait for every record without building metadata objects.
