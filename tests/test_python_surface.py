@@ -440,6 +440,11 @@ def test_one_repr_style(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None
     c2.close()
     assert repr(p).endswith(" closed>") and repr(c) == f"<ottla.Consumer {where} closed>"
     asyncio.run(ap.close())
+    b = ottla.Broker(rel)
+    assert b.path == str(data_dir.resolve())
+    assert repr(b) == f"<ottla.Broker {where} bootstrap_servers={b.bootstrap_servers!r} serving>"
+    b.close()
+    assert repr(b).endswith(" closed>")
 
 
 def test_module_exports_only_its_api() -> None:

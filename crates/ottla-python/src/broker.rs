@@ -7,6 +7,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
+use super::types::py_repr_str;
 use ottla_broker::{Broker as Engine, BrokerConfig};
 use ottla_storage::log::Durability;
 use ottla_storage::store::Store;
@@ -159,7 +160,10 @@ impl Broker {
             stopping: std::sync::Arc::new(Mutex::new(Some(stopping))),
             host: addr.ip().to_string(),
             port: addr.port(),
-            path: path.display().to_string(),
+            path: std::path::absolute(&path)
+                .unwrap_or(path)
+                .display()
+                .to_string(),
         })
     }
 
@@ -236,11 +240,14 @@ impl Broker {
         false
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        // The style of Producer, Consumer and Admin: the path, then settings.
         let state = if self.closed() { "closed" } else { "serving" };
+        let addr = format!("{}:{}", self.host, self.port);
         format!(
-            "<ottla.Broker {}:{} path={:?} {state}>",
-            self.host, self.port, self.path
+            "<ottla.Broker path={} bootstrap_servers={} {state}>",
+            py_repr_str(py, &self.path),
+            py_repr_str(py, &addr)
         )
     }
 }

@@ -21,10 +21,6 @@ use crate::errors::{code, Refusal};
 use crate::Shared;
 use ottla_storage::topic::is_internal;
 
-/// Kafka's NOT_ENOUGH_REPLICAS: acks=all with fewer in-sync replicas than
-/// the topic's `min.insync.replicas`.
-const NOT_ENOUGH_REPLICAS: i16 = 19;
-
 pub async fn handle(
     shared: &Arc<Shared>,
     session: &mut Session,
@@ -79,7 +75,7 @@ pub async fn handle(
                 // the append).
                 (Ok(topic), _) if acks == -1 && topic.config.min_insync_replicas > 1 => {
                     Err(Refusal {
-                        code: NOT_ENOUGH_REPLICAS,
+                        code: code::NOT_ENOUGH_REPLICAS,
                         message: Some(format!(
                             "The size of the current ISR : 1 is insufficient to satisfy the \
                              min.isr requirement of {} for partition {name}-{}, live replica(s) \

@@ -324,7 +324,7 @@ mod tests {
         let now = 1_000_000;
         assert!(validate(&batch(now - 50), &c, None, now).is_ok());
         let r = validate(&batch(now - 1050), &c, None, now).expect_err("too old");
-        assert_eq!(r.code, super::super::validate::INVALID_TIMESTAMP);
+        assert_eq!(r.code, crate::errors::code::INVALID_TIMESTAMP);
         // ts now-1050 .. now-951: the first 50 are older than the bound.
         assert_eq!(r.record_errors.len(), 50);
         assert_eq!(r.record_errors[0].0, 0);

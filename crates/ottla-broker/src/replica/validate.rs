@@ -13,8 +13,6 @@ use ottla_record::compression::ZSTD;
 use ottla_record::decode::records;
 use ottla_storage::config::TopicConfig;
 
-/// Kafka's INVALID_TIMESTAMP.
-pub const INVALID_TIMESTAMP: i16 = 32;
 /// A record without a timestamp (Kafka's `RecordBatch.NO_TIMESTAMP`).
 const NO_TIMESTAMP: i64 = -1;
 
@@ -111,7 +109,7 @@ pub fn validate(
     if !late.is_empty() {
         // Kafka's LogValidator gives this summary when any record error is
         // a timestamp's.
-        let mut r = Refusal::records(INVALID_TIMESTAMP, late);
+        let mut r = Refusal::records(code::INVALID_TIMESTAMP, late);
         r.message = Some("One or more records have been rejected due to invalid timestamp".into());
         return Err(r);
     }
