@@ -480,4 +480,4 @@ __all__ = [
     "__version__",
 ]
 
-del annotations  # the __future__ import's name: not part of the API
+del annotations, TYPE_CHECKING  # not part of the API (the __future__ import; the guard)

@@ -509,7 +509,7 @@ class Admin:
         ...     for i in range(10):
         ...         _ = producer.send("trimmed", value=b"%d" % i)
         >>> admin.delete_records({ottla.TopicPartition("trimmed", 0): 4})
-        {TopicPartition(topic="trimmed", partition=0): 4}
+        {TopicPartition(topic='trimmed', partition=0): 4}
 
         Raises ``OffsetOutOfRangeError`` for an offset past the high
         watermark, ``UnknownTopicOrPartitionError`` for a partition that does
