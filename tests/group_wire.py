@@ -127,6 +127,18 @@ def read_join(sock: socket.socket, cid: int = 11) -> Joined:
     return j
 
 
+MEMBER_ID_REQUIRED = 79
+
+
+def member_id(sock: socket.socket, group: str, cid: int = 10) -> str:
+    """A new dynamic member's id: JoinGroup v5 with none is answered
+    MEMBER_ID_REQUIRED with one (KIP-394), to join with."""
+    send_join(sock, group, "", None, cid=cid)
+    j = read_join(sock, cid)
+    assert j.error == MEMBER_ID_REQUIRED, j
+    return j.member_id
+
+
 def join_group(
     sock: socket.socket,
     group: str,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import ottla
-from group_wire import read_join, send_join
+from group_wire import member_id, read_join, send_join
 from helpers import Spawn
 
 pytest.importorskip("confluent_kafka")
@@ -93,7 +93,7 @@ def test_members_started_together_get_one_assignment_each(delayed_broker: ottla.
 def test_without_a_delay_the_first_member_is_answered_alone(broker: ottla.Broker) -> None:
     g = "nodelay-" + uuid.uuid4().hex[:6]
     with socket.create_connection(("127.0.0.1", broker.port), timeout=20) as s1:
-        send_join(s1, g, "", None)
+        send_join(s1, g, member_id(s1, g), None)
         j = read_join(s1)
         assert (j.error, j.generation, j.leader) == (0, 1, j.member_id)
         assert len(j.members) == 1
@@ -105,8 +105,9 @@ def two_joins(port: int, group: str) -> tuple[int, int]:
         socket.create_connection(("127.0.0.1", port), timeout=20) as s1,
         socket.create_connection(("127.0.0.1", port), timeout=20) as s2,
     ):
-        send_join(s1, group, "", None)
-        send_join(s2, group, "", None)
+        m1, m2 = member_id(s1, group), member_id(s2, group)
+        send_join(s1, group, m1, None)
+        send_join(s2, group, m2, None)
         first, second = read_join(s1), read_join(s2)
         assert (first.error, second.error) == (0, 0)
         assert first.generation == second.generation

@@ -95,6 +95,7 @@ fn join(c: &GroupCoordinator, member: &str, session_ms: i32) -> Pending<JoinOutc
         rebalance_timeout_ms: session_ms,
         protocol_type: "consumer".into(),
         protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+        require_known_member_id: false,
     })
 }
 
@@ -260,6 +261,7 @@ fn protocols_must_overlap_and_unknown_members_are_refused() {
         rebalance_timeout_ms: 10_000,
         protocol_type: "consumer".into(),
         protocols: vec![("roundrobin".into(), Bytes::new())],
+        require_known_member_id: false,
     });
     assert_eq!(outcome(other).error, code::INCONSISTENT_GROUP_PROTOCOL);
     assert_eq!(

@@ -30,7 +30,12 @@ use crate::Shared;
 use ottla_client::group::admin;
 use ottla_storage::error::Error;
 
+/// FindCoordinator's key types (`CoordinatorType`).
 const GROUP_KEY: i8 = 0;
+const TRANSACTION_KEY: i8 = 1;
+/// v6 (KIP-932): a share-group partition's share coordinator, asked by
+/// brokers.
+const SHARE_KEY: i8 = 2;
 
 pub async fn find_coordinator(
     shared: &Arc<Shared>,
@@ -41,6 +46,15 @@ pub async fn find_coordinator(
     let mut r = FindCoordinatorResponse::default();
     let (error, message) = if req.key_type == GROUP_KEY {
         (code::NONE, None)
+    } else if req.key_type != TRANSACTION_KEY {
+        // Kafka refuses a key type it does not know, and a share key while
+        // share groups are off, with INVALID_REQUEST.
+        let why = if req.key_type == SHARE_KEY {
+            "Share groups are not supported by this broker (ottla).".to_string()
+        } else {
+            format!("Unknown coordinator type {}.", req.key_type)
+        };
+        (code::INVALID_REQUEST, Some(s(&why)))
     } else {
         // No transaction coordinator until transactions exist. The
         // retriable COORDINATOR_NOT_AVAILABLE would have every client
@@ -124,7 +138,19 @@ pub async fn join(
             .iter()
             .map(|p| (p.name.as_str().to_string(), p.metadata.clone()))
             .collect(),
+        // KIP-394: from v4 on a new dynamic member first gets its member id
+        // with MEMBER_ID_REQUIRED and joins again with it.
+        require_known_member_id: v >= 4,
     };
+    if let Some(reason) = req.reason.as_ref() {
+        // v8+ (KIP-800): why the member (re)joins; Kafka logs it.
+        crate::errors::debug(&format!(
+            "JoinGroup {} member {:?}: {}",
+            jr.group,
+            jr.member_id,
+            reason.as_str()
+        ));
+    }
     let member_id = jr.member_id.clone();
     let outcome = match blocking(|| shared.groups.join(jr)) {
         Pending::Ready(o) => o,
@@ -157,6 +183,11 @@ pub async fn join(
     r.generation_id = outcome.generation;
     if v >= 7 {
         r.protocol_type = outcome.protocol_type.as_deref().map(s);
+    }
+    if v >= 9 {
+        // KIP-814: a static leader back without a rebalance gets the members
+        // but must not compute a new assignment.
+        r.skip_assignment = outcome.skip_assignment;
     }
     r.protocol_name = Some(s(outcome.protocol.as_deref().unwrap_or_default()));
     r.leader = s(&outcome.leader);
@@ -259,6 +290,17 @@ pub async fn leave(
                 instance_id: m.group_instance_id.as_deref(),
             })
             .collect();
+        for m in &req.members {
+            if let Some(reason) = m.reason.as_ref() {
+                // v5+ (KIP-800): why the member leaves; Kafka logs it.
+                crate::errors::debug(&format!(
+                    "LeaveGroup {} member {:?}: {}",
+                    req.group_id.as_str(),
+                    m.member_id.as_str(),
+                    reason.as_str()
+                ));
+            }
+        }
         let codes = shared.groups.leave(req.group_id.as_str(), &who);
         r.members = req
             .members
@@ -455,6 +497,11 @@ pub async fn describe(
                 });
                 d.group_state = s(if known { "Empty" } else { "Dead" });
                 d.protocol_type = s(if known { "consumer" } else { "" });
+                if !known && v >= 6 {
+                    // KIP-1043: v6 says so instead of a bare Dead group.
+                    d.error_code = code::GROUP_ID_NOT_FOUND;
+                    d.error_message = Some(s(&format!("Group {} not found.", gid.as_str())));
+                }
             }
         }
         r.groups.push(d);

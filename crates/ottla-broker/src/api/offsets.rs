@@ -11,7 +11,8 @@ use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
     OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
@@ -27,6 +28,9 @@ use ottla_client::group::admin::{commit_outside_group_with_epochs, live_subscrip
 use ottla_storage::error::Error;
 use ottla_storage::offsets::check_metadata;
 
+/// OffsetCommit. v9's `generation_id_or_member_epoch` is a member epoch
+/// for a KIP-848 consumer group; for a classic group (every group here)
+/// Kafka checks it as the generation, as below.
 pub async fn commit(
     shared: &Arc<Shared>,
     _s: &mut Session,
@@ -125,32 +129,112 @@ pub async fn commit(
     resp
 }
 
+/// OffsetFetch. v8 asks for several groups at once (KIP-709), each answered
+/// with its own error; v9 adds the member id and epoch of a KIP-848
+/// consumer group's member, which Kafka does not check for a classic group
+/// (every group here is one). `require_stable` (v7+) waits for nothing: no
+/// transactional offsets are ever pending.
 pub async fn fetch(
     shared: &Arc<Shared>,
     _s: &mut Session,
     req: OffsetFetchRequest,
     v: i16,
 ) -> OffsetFetchResponse {
-    let group = req.group_id.as_str().to_string();
     let mut resp = OffsetFetchResponse::default();
+    if v >= 8 {
+        for g in &req.groups {
+            let wanted = g.topics.as_ref().map(|ts| {
+                ts.iter()
+                    .map(|t| (t.name.as_str().to_string(), t.partition_indexes.clone()))
+                    .collect()
+            });
+            let (error, topics) = fetch_group(shared, g.group_id.as_str(), wanted);
+            let mut rg = OffsetFetchResponseGroup::default();
+            rg.group_id = g.group_id.clone();
+            rg.error_code = error;
+            rg.topics = topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    let mut t = OffsetFetchResponseTopics::default();
+                    t.name = topic_name(&name);
+                    t.partitions = partitions
+                        .into_iter()
+                        .map(|c| {
+                            let mut p = OffsetFetchResponsePartitions::default();
+                            p.partition_index = c.partition;
+                            p.committed_offset = c.offset;
+                            p.committed_leader_epoch = c.leader_epoch;
+                            p.metadata = Some(s(&c.metadata));
+                            p.error_code = c.error;
+                            p
+                        })
+                        .collect();
+                    t
+                })
+                .collect();
+            resp.groups.push(rg);
+        }
+        return resp;
+    }
+    let wanted = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.as_str().to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    let (error, topics) = fetch_group(shared, req.group_id.as_str(), wanted);
+    if v >= 2 {
+        resp.error_code = error;
+    }
+    resp.topics = topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            let mut t = OffsetFetchResponseTopic::default();
+            t.name = topic_name(&name);
+            t.partitions = partitions
+                .into_iter()
+                .map(|c| {
+                    let mut pr = OffsetFetchResponsePartition::default();
+                    pr.partition_index = c.partition;
+                    pr.committed_offset = c.offset;
+                    pr.committed_leader_epoch = c.leader_epoch;
+                    pr.metadata = Some(s(&c.metadata));
+                    pr.error_code = c.error;
+                    pr
+                })
+                .collect();
+            t
+        })
+        .collect();
+    resp
+}
+
+/// One partition's committed position as OffsetFetch answers it.
+struct Fetched {
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: String,
+    error: i16,
+}
+
+/// One group's committed offsets: of the `wanted` partitions, or (None)
+/// of every partition the group has committed; the group's error, if the
+/// offsets cannot be read at all.
+fn fetch_group(
+    shared: &Arc<Shared>,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> (i16, Vec<(String, Vec<Fetched>)>) {
     let store = match blocking(|| shared.store.offsets()) {
         Ok(o) => o,
-        Err(e) => {
-            if v >= 2 {
-                resp.error_code = kafka_code(&e);
-            }
-            return resp;
-        }
+        Err(e) => return (kafka_code(&e), Vec::new()),
     };
-    let wanted: Vec<(String, Vec<i32>)> = match &req.topics {
-        Some(topics) => topics
-            .iter()
-            .map(|t| (t.name.as_str().to_string(), t.partition_indexes.clone()))
-            .collect(),
+    let wanted = match wanted {
+        Some(w) => w,
         // Every partition the group has committed.
         None => {
             let mut all: Vec<(String, Vec<i32>)> = Vec::new();
-            for (t, p, _) in blocking(|| store.group_offsets(&group)).unwrap_or_default() {
+            for (t, p, _) in blocking(|| store.group_offsets(group)).unwrap_or_default() {
                 match all.iter_mut().find(|(n, _)| *n == t) {
                     Some((_, ps)) => ps.push(p as i32),
                     None => all.push((t, vec![p as i32])),
@@ -159,30 +243,37 @@ pub async fn fetch(
             all
         }
     };
-    for (name, partitions) in wanted {
-        let mut t = OffsetFetchResponseTopic::default();
-        t.name = topic_name(&name);
-        for p in partitions {
-            let mut pr = OffsetFetchResponsePartition::default();
-            pr.partition_index = p;
-            pr.committed_offset = -1;
-            pr.metadata = Some(s(""));
-            if p >= 0 {
-                match blocking(|| store.committed(&group, &name, p as u32)) {
-                    Ok(Some(c)) => {
-                        pr.committed_offset = c.offset;
-                        pr.committed_leader_epoch = c.leader_epoch;
-                        pr.metadata = Some(s(&c.metadata));
+    let topics = wanted
+        .into_iter()
+        .map(|(name, partitions)| {
+            let fetched = partitions
+                .into_iter()
+                .map(|p| {
+                    let mut f = Fetched {
+                        partition: p,
+                        offset: -1,
+                        leader_epoch: -1,
+                        metadata: String::new(),
+                        error: code::NONE,
+                    };
+                    if p >= 0 {
+                        match blocking(|| store.committed(group, &name, p as u32)) {
+                            Ok(Some(c)) => {
+                                f.offset = c.offset;
+                                f.leader_epoch = c.leader_epoch;
+                                f.metadata = c.metadata;
+                            }
+                            Ok(None) => {}
+                            Err(e) => f.error = kafka_code(&e),
+                        }
                     }
-                    Ok(None) => {}
-                    Err(e) => pr.error_code = kafka_code(&e),
-                }
-            }
-            t.partitions.push(pr);
-        }
-        resp.topics.push(t);
-    }
-    resp
+                    f
+                })
+                .collect();
+            (name, fetched)
+        })
+        .collect();
+    (code::NONE, topics)
 }
 
 /// OffsetDelete (KIP-496): forget a group's committed offsets of some

@@ -6,6 +6,14 @@
 //! (transactions, internal topics, acks=all beyond `min.insync.replicas`),
 //! and passes each partition's `records`, still a slice of the request
 //! frame, to `ReplicaManager::append`.
+//!
+//! Versions: v10-11 add KIP-951's current leader and node endpoints, which
+//! Kafka fills only for NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH, errors
+//! a sole broker never answers; v11-12 change only what a transactional
+//! producer may do (KIP-890), and transactional produce is refused here.
+//! From v13 on, topics are named by id (KIP-516): an id no topic has answers
+//! UNKNOWN_TOPIC_ID for each of its partitions (a topic is never created by
+//! id), and the response names topics by id too.
 
 use std::sync::Arc;
 
@@ -25,7 +33,7 @@ pub async fn handle(
     shared: &Arc<Shared>,
     session: &mut Session,
     req: ProduceRequest,
-    _v: i16,
+    v: i16,
 ) -> Option<ProduceResponse> {
     // Taken apart so that nothing but a partition's `records` still points
     // into the request frame when that partition is written (see
@@ -42,25 +50,43 @@ pub async fn handle(
     for t in topic_data {
         let TopicProduceData {
             name: wire_name,
+            topic_id,
             partition_data,
             ..
         } = t;
-        let name = wire_name.as_str().to_string();
-        drop(wire_name);
         let mut tr = TopicProduceResponse::default();
-        tr.name = topic_name(&name);
-        // Internal topics are never auto-created here: the engine creates
-        // __consumer_offsets with its own (compacted) config.
-        let auto_create = shared.config.auto_create_topics && !is_internal(&name);
-        // A known topic is a lookup in memory; only creating one touches files.
-        let topic = match shared.store.topic(&name) {
-            Ok(Some(t)) => Ok(t),
-            _ => blocking(|| {
-                shared
-                    .store
-                    .topic_or_create(&name, auto_create, shared.config.num_partitions)
-            }),
+        // The topic's name: the request's before v13, found by id after
+        // (None: no topic has the id).
+        let name = if v >= 13 {
+            tr.topic_id = topic_id;
+            super::metadata::topic_by_id(shared, &mut session.topic_names, topic_id)
+        } else {
+            tr.name = topic_name(wire_name.as_str());
+            Some(wire_name.as_str().to_string())
         };
+        drop(wire_name);
+        let topic = match &name {
+            Some(name) => {
+                // Internal topics are never auto-created here: the engine
+                // creates __consumer_offsets with its own (compacted) config.
+                let auto_create = shared.config.auto_create_topics && !is_internal(name);
+                // A known topic is a lookup in memory; only creating one
+                // touches files.
+                match shared.store.topic(name) {
+                    Ok(Some(t)) => Ok(Some(t)),
+                    _ => blocking(|| {
+                        shared.store.topic_or_create(
+                            name,
+                            auto_create,
+                            shared.config.num_partitions,
+                        )
+                    })
+                    .map(Some),
+                }
+            }
+            None => Ok(None),
+        };
+        let name = name.unwrap_or_default();
         for p in partition_data {
             let mut pr = PartitionProduceResponse::default();
             pr.index = p.index;
@@ -70,10 +96,11 @@ pub async fn handle(
                 // __consumer_offsets is written by the engine only.
                 _ if is_internal(&name) => Err(code::INVALID_TOPIC_EXCEPTION.into()),
                 (Err(e), _) => Err(Refusal::engine(e)),
+                (Ok(None), _) => Err(code::UNKNOWN_TOPIC_ID.into()),
                 // This broker is the only in-sync replica: acks=all cannot
                 // be met when a topic asks for more (Kafka's check, before
                 // the append).
-                (Ok(topic), _) if acks == -1 && topic.config.min_insync_replicas > 1 => {
+                (Ok(Some(topic)), _) if acks == -1 && topic.config.min_insync_replicas > 1 => {
                     Err(Refusal {
                         code: code::NOT_ENOUGH_REPLICAS,
                         message: Some(format!(
@@ -88,7 +115,7 @@ pub async fn handle(
                     })
                 }
                 // Inline on this worker when the log is open (see `append`).
-                (Ok(topic), _) => {
+                (Ok(Some(topic)), _) => {
                     shared
                         .replicas
                         .append(&mut session.written, topic, &name, p.index, records)

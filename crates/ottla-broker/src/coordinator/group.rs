@@ -19,6 +19,11 @@
 //! the old member id is fenced (FENCED_INSTANCE_ID). A static member still
 //! leaves by LeaveGroup or when its session runs out.
 //!
+//! A new dynamic member (JoinGroup v4+, KIP-394) is first answered
+//! MEMBER_ID_REQUIRED with a member id of its own, kept as pending for a
+//! session timeout; it joins the group when it comes back with that id, so
+//! a client that never returns leaves no member behind to wait for.
+//!
 //! The first rebalance of an empty group waits `initial_rebalance_delay`
 //! (Kafka's `group.initial.rebalance.delay.ms`) for more members, extended
 //! by the delay while new members keep joining, up to the rebalance
@@ -71,6 +76,9 @@ pub struct JoinOutcome {
     pub member_id: String,
     /// Only the leader gets the members and their subscriptions.
     pub members: Vec<JoinedMember>,
+    /// A static leader back without a rebalance: it gets the members but
+    /// keeps the assignment (JoinGroup v9's `skip_assignment`, KIP-814).
+    pub skip_assignment: bool,
 }
 
 /// A member as the leader's JoinGroup answer lists it.
@@ -131,6 +139,9 @@ struct Group {
     /// as subscribed, as Kafka does.
     subscribed: Option<HashSet<String>>,
     claim: Option<CoordinatorClaim>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined with:
+    /// until when each is kept (Kafka's pending members).
+    pending: HashMap<String, Instant>,
 }
 
 /// Kafka's InitialDelayedJoin: when the join phase of an empty group's first
@@ -157,6 +168,7 @@ impl Group {
             initial: None,
             subscribed: None,
             claim: None,
+            pending: HashMap::new(),
         }
     }
 
@@ -287,6 +299,7 @@ impl Group {
                     } else {
                         Vec::new()
                     },
+                    skip_assignment: false,
                 });
             }
         }
@@ -326,6 +339,7 @@ impl Group {
             },
             leader,
             member_id: member_id.to_string(),
+            skip_assignment: false,
         }
     }
 
@@ -425,6 +439,8 @@ pub struct JoinRequest {
     pub rebalance_timeout_ms: i32,
     pub protocol_type: String,
     pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a new dynamic member gets MEMBER_ID_REQUIRED first.
+    pub require_known_member_id: bool,
 }
 
 /// Who a request speaks for: a member id and, for a static member, its
@@ -481,6 +497,15 @@ impl GroupCoordinator {
         format!("{prefix}-{:x}-{n}", ottla_storage::log::now_ms())
     }
 
+    /// KIP-394: a new dynamic member's id, handed out with
+    /// MEMBER_ID_REQUIRED and kept as pending for a session timeout.
+    fn member_id_required(&self, g: &mut Group, req: &JoinRequest) -> JoinOutcome {
+        let id = self.new_member_id(&req.client_id);
+        let keep = Duration::from_millis(req.session_timeout_ms as u64);
+        g.pending.insert(id.clone(), Instant::now() + keep);
+        JoinOutcome::error(code::MEMBER_ID_REQUIRED, &id)
+    }
+
     pub fn join(&self, req: JoinRequest) -> Pending<JoinOutcome> {
         let fail = |code| Pending::Ready(JoinOutcome::error(code, &req.member_id));
         if req.group.is_empty() {
@@ -491,9 +516,17 @@ impl GroupCoordinator {
         }
         let mut groups = self.groups.lock();
         let g = groups.entry(req.group.clone()).or_insert_with(Group::new);
+        // Kafka's order: the protocols are checked, then a new dynamic
+        // member is sent back for its member id (before this broker claims
+        // the group for it).
+        let needs_member_id =
+            req.require_known_member_id && req.member_id.is_empty() && req.instance_id.is_none();
         if g.members.is_empty() {
             if req.protocols.is_empty() {
                 return fail(code::INCONSISTENT_GROUP_PROTOCOL);
+            }
+            if needs_member_id {
+                return Pending::Ready(self.member_id_required(g, &req));
             }
             if g.claim.is_none() {
                 match claim::try_claim(&self.store, &req.group) {
@@ -537,13 +570,18 @@ impl GroupCoordinator {
             if !same_type || !compatible {
                 return fail(code::INCONSISTENT_GROUP_PROTOCOL);
             }
+            if needs_member_id {
+                return Pending::Ready(self.member_id_required(g, &req));
+            }
         }
         let now = Instant::now();
         let session = Duration::from_millis(req.session_timeout_ms as u64);
         let rebalance =
             Duration::from_millis(req.rebalance_timeout_ms.max(req.session_timeout_ms) as u64);
         let (tx, rx) = oneshot::channel();
-        if !req.member_id.is_empty() {
+        // A pending member back with its id joins as a new member.
+        let pending = req.instance_id.is_none() && g.pending.remove(&req.member_id).is_some();
+        if !req.member_id.is_empty() && !pending {
             // A known member joining again.
             if let Err(e) = g.validate_member(&req.member_id, req.instance_id.as_deref()) {
                 return fail(e);
@@ -609,7 +647,9 @@ impl GroupCoordinator {
             match state {
                 // Kafka: no rebalance unless the group's protocol would change.
                 State::Stable if choose_protocol(&g.members) == g.protocol => {
-                    return Pending::Ready(g.current_generation_for(&new_id));
+                    let mut answer = g.current_generation_for(&new_id);
+                    answer.skip_assignment = answer.leader == new_id;
+                    return Pending::Ready(answer);
                 }
                 State::CompletingRebalance => {
                     return Pending::Ready(g.current_generation_for(&new_id));
@@ -621,8 +661,12 @@ impl GroupCoordinator {
                 }
             }
         } else {
-            let prefix = req.instance_id.as_deref().unwrap_or(req.client_id.as_str());
-            let member_id = self.new_member_id(prefix);
+            let member_id = if pending {
+                req.member_id.clone()
+            } else {
+                let prefix = req.instance_id.as_deref().unwrap_or(req.client_id.as_str());
+                self.new_member_id(prefix)
+            };
             g.members.push(Member {
                 id: member_id,
                 instance_id: req.instance_id,
@@ -751,6 +795,10 @@ impl GroupCoordinator {
                 } else {
                     who.member_id.to_string()
                 };
+                // Kafka: a pending member (MEMBER_ID_REQUIRED) may leave too.
+                if g.pending.remove(&id).is_some() {
+                    return code::NONE;
+                }
                 if g.remove(std::slice::from_ref(&id)) > 0 {
                     code::NONE
                 } else {
@@ -919,8 +967,11 @@ impl GroupCoordinator {
             if let Some(initial) = g.initial {
                 next = Some(next.map_or(initial.deadline, |n| n.min(initial.deadline)));
             }
+            // Pending member ids never joined with expire (Kafka's heartbeat
+            // expiry of a pending member).
+            g.pending.retain(|_, until| *until > now);
         }
-        groups.retain(|_, g| !g.members.is_empty() || g.claim.is_some());
+        groups.retain(|_, g| !g.members.is_empty() || g.claim.is_some() || !g.pending.is_empty());
         next
     }
 

@@ -36,6 +36,7 @@ fn join_with(
         rebalance_timeout_ms: 10_000,
         protocol_type: "consumer".into(),
         protocols: vec![("range".into(), Bytes::from_static(metadata))],
+        require_known_member_id: false,
     })
 }
 
