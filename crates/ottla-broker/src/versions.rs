@@ -7,7 +7,12 @@
 //! what a follower sends). Issue 13's describe APIs are served at Kafka
 //! 4.x's ranges: DeleteRecords, DescribeLogDirs, DescribeCluster,
 //! DescribeProducers, GetTelemetrySubscriptions (no subscription) and
-//! DescribeTopicPartitions. That is what the three client families need:
+//! DescribeTopicPartitions. Produce (v13: topics by id), FindCoordinator,
+//! JoinGroup (MEMBER_ID_REQUIRED from v4, KIP-394), LeaveGroup,
+//! DescribeGroups and ApiVersions are served at Kafka 4.x's maxima;
+//! OffsetCommit, OffsetFetch (v8: batched groups) and InitProducerId one
+//! below, the highest kafka-protocol 0.18 decodes (their v10, v10 and v6
+//! are not in it). That is what the three client families need:
 //! librdkafka picks the highest common version per API; kafka-python infers
 //! a broker version from the ranges and uses record batch v2 from 0.11 on;
 //! aiokafka refuses an API that is not listed. No OffsetForLeaderEpoch:
@@ -61,7 +66,7 @@ pub fn supported(key: i16, version: i16) -> Option<ApiKey> {
 }
 
 /// The ApiVersions answer; `error` is UNSUPPORTED_VERSION when the client
-/// asked with a version above ours (it then retries with v0..=3).
+/// asked with a version above ours (it then retries with v0..=4).
 pub fn api_versions(error: i16) -> ApiVersionsResponse {
     let mut r = ApiVersionsResponse::default();
     r.error_code = error;

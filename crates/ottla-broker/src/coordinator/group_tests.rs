@@ -308,3 +308,39 @@ fn a_follower_joining_again_with_the_same_metadata_gets_the_current_generation()
     assert_eq!(outcome(&c, pending).generation, s2.generation);
     assert_eq!(s2.generation, s.generation + 1);
 }
+
+/// JoinGroup v4+ (KIP-394): a new dynamic member gets MEMBER_ID_REQUIRED and
+/// an id, joins with it; an id never joined with is forgotten after a
+/// session timeout (300 ms here), and the group with it.
+#[test]
+fn member_id_required_ids_join_once_and_expire() {
+    let (_d, c) = coordinator(0);
+    let required = |c: &GroupCoordinator| {
+        c.join(JoinRequest {
+            group: "g".into(),
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "test".into(),
+            host: "/127.0.0.1".into(),
+            session_timeout_ms: 300,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+            require_known_member_id: true,
+        })
+    };
+    let first = outcome(&c, required(&c));
+    assert_eq!(first.error, code::MEMBER_ID_REQUIRED);
+    assert!(!first.member_id.is_empty());
+    assert!(!c.is_active("g"), "a pending member is no member");
+    let joined = outcome(&c, join(&c, &first.member_id, None));
+    assert_eq!((joined.error, joined.generation), (code::NONE, 1));
+    assert_eq!(joined.member_id, first.member_id);
+    // Another pending id, never used: forgotten once its session is over.
+    let second = outcome(&c, required(&c));
+    assert_eq!(second.error, code::MEMBER_ID_REQUIRED);
+    std::thread::sleep(Duration::from_millis(400));
+    c.tick();
+    let late = outcome(&c, join(&c, &second.member_id, None));
+    assert_eq!(late.error, code::UNKNOWN_MEMBER_ID);
+}
