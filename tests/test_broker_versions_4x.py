@@ -20,6 +20,7 @@ import group_wire
 import kafka_wire
 import ottla
 from helpers import read_values
+from kafka_wire import uvarint
 
 PRODUCE = 0
 OFFSET_COMMIT = 8
@@ -39,17 +40,6 @@ UNKNOWN_TOPIC_ID = 100
 
 
 # ------------------------------------------------------------ encoding
-
-
-def uvarint(n: int) -> bytes:
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
 
 
 def cstr(s: str | None) -> bytes:
@@ -209,8 +199,7 @@ def offset_commit_v9(
 ) -> list[int]:
     """A simple commit (no generation, no member): each partition's error."""
     parts = [
-        struct.pack(">iqi", p, o, -1) + cstr("meta-" + str(o)) + NO_TAGS
-        for p, o in offsets.items()
+        struct.pack(">iqi", p, o, -1) + cstr("meta-" + str(o)) + NO_TAGS for p, o in offsets.items()
     ]
     body = (
         cstr(group)
@@ -247,10 +236,7 @@ def offset_fetch(
             uvarint(0)
             if topics is None
             else carray(
-                [
-                    cstr(t) + carray([struct.pack(">i", p) for p in ps]) + NO_TAGS
-                    for t, ps in topics
-                ]
+                [cstr(t) + carray([struct.pack(">i", p) for p in ps]) + NO_TAGS for t, ps in topics]
             )
         )
         entries.append(cstr(group) + member + wanted + NO_TAGS)
@@ -259,8 +245,8 @@ def offset_fetch(
     r.i32()
     out: Fetched = {}
     for _ in range(r.count()):
-        group = r.cstr()
-        assert group is not None
+        answered = r.cstr()
+        assert answered is not None
         got: dict[str, list[tuple[int, int, str | None, int]]] = {}
         for _ in range(r.count()):
             name = r.cstr()
@@ -273,16 +259,14 @@ def offset_fetch(
                 r.tags()
             r.tags()
             got[name] = ps
-        out[group] = (r.i16(), got)
+        out[answered] = (r.i16(), got)
         r.tags()
     r.tags()
     r.done()
     return out
 
 
-def test_offset_fetch_v8_and_v9_answer_several_groups(
-    broker: ottla.Broker, data_dir: Path
-) -> None:
+def test_offset_fetch_v8_and_v9_answer_several_groups(broker: ottla.Broker, data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("t", partitions=2)
     with connect(broker) as s:
         assert offset_commit_v9(s, "g1", "t", {0: 5, 1: 7}) == [0, 0]
@@ -304,7 +288,9 @@ def test_offset_fetch_v8_and_v9_answer_several_groups(
 # ------------------------------------------------------------ FindCoordinator v6
 
 
-def find_coordinator_v6(sock: socket.socket, key_type: int, key: str) -> tuple[int, int, str | None]:
+def find_coordinator_v6(
+    sock: socket.socket, key_type: int, key: str
+) -> tuple[int, int, str | None]:
     """(node id, error code, error message) for one key."""
     body = struct.pack(">b", key_type) + carray([cstr(key)]) + NO_TAGS
     r = call(sock, FIND_COORDINATOR, 6, body)
