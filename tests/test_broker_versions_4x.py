@@ -336,6 +336,32 @@ def test_a_new_dynamic_member_gets_member_id_required_then_joins_with_it(
         assert group_wire.join_group(s, g, "made-up", None).error == group_wire.UNKNOWN_MEMBER_ID
 
 
+def test_below_v4_a_new_member_joins_at_once(broker: ottla.Broker) -> None:
+    g = "v3-" + uuid.uuid4().hex[:6]
+    s16 = kafka_wire._str
+    body = (
+        s16(g)
+        + struct.pack(">ii", 6000, 6000)
+        + s16("")
+        + s16("consumer")
+        + struct.pack(">i", 1)
+        + s16("range")
+        + struct.pack(">i", 4)
+        + b"meta"
+    )
+    with connect(broker) as s:
+        s.sendall(kafka_wire.frame(JOIN_GROUP, 3, 5, body))
+        cid, data = kafka_wire.response(s)
+    assert cid == 5
+    r = group_wire.Reader(data)
+    r.i32()
+    error, generation = r.i16(), r.i32()
+    r.str()  # protocol
+    leader, member = r.str(), r.str()
+    assert (error, generation) == (0, 1)
+    assert member and leader == member
+
+
 def join_v9(
     sock: socket.socket, group: str, member_id: str, instance_id: str | None, reason: str
 ) -> tuple[int, int, str, bool, str, int]:

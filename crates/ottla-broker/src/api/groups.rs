@@ -5,6 +5,13 @@
 //! those with members here, those with committed offsets, and those whose
 //! members are embedded consumers (as `Admin.list_groups` does); all are
 //! Kafka "classic" groups.
+//!
+//! Versions up to Kafka 4.x's: JoinGroup v4+ sends a new dynamic member
+//! back for its member id (MEMBER_ID_REQUIRED, KIP-394); JoinGroup v8 and
+//! LeaveGroup v5 carry a reason (logged); JoinGroup v9 tells a static
+//! leader back without a rebalance to skip the assignment (KIP-814);
+//! DescribeGroups v6 answers GROUP_ID_NOT_FOUND for a group unknown here
+//! (KIP-1043); FindCoordinator v6 refuses share-group keys (KIP-932).
 
 use std::sync::Arc;
 
