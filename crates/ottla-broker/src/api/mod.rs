@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod configs;
+pub mod consumer_group;
 pub mod fetch;
 pub mod groups;
 pub mod list_offsets;

@@ -34,15 +34,24 @@ pub async fn commit(
     _v: i16,
 ) -> OffsetCommitResponse {
     let group = req.group_id.as_str().to_string();
-    let mut error = shared.groups.check_commit(
+    // A consumer-protocol group (KIP-848) checks the member epoch, which
+    // OffsetCommit carries in the generation field.
+    let consumer = shared.consumer_groups.check_commit(
         &group,
+        req.member_id.as_str(),
         req.generation_id_or_member_epoch,
-        MemberRef {
-            member_id: req.member_id.as_str(),
-            // Null below v7, which has no such field.
-            instance_id: req.group_instance_id.as_deref(),
-        },
     );
+    let mut error = consumer.unwrap_or_else(|| {
+        shared.groups.check_commit(
+            &group,
+            req.generation_id_or_member_epoch,
+            MemberRef {
+                member_id: req.member_id.as_str(),
+                // Null below v7, which has no such field.
+                instance_id: req.group_instance_id.as_deref(),
+            },
+        )
+    });
     if group.is_empty() {
         error = code::INVALID_GROUP_ID;
     }
@@ -83,7 +92,7 @@ pub async fn commit(
     // Not from a member of a group coordinated here: written only while the
     // group has no members anywhere (embedded ones included), and a
     // non-member of an active group gets Kafka's UNKNOWN_MEMBER_ID.
-    let outside = error == code::NONE && !shared.groups.is_active(&group);
+    let outside = error == code::NONE && consumer.is_none() && !shared.groups.is_active(&group);
     let written = blocking(|| {
         if outside {
             commit_outside_group_with_epochs(
