@@ -14,10 +14,10 @@ from typing import Any
 
 import confluent_kafka as ck
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
-from helpers import Spawn
+from confluent_kafka.admin import AdminClient
 
 import ottla
+from helpers import Spawn
 
 pytestmark = pytest.mark.skipif(
     tuple(int(x) for x in ck.libversion()[0].split(".")[:2]) < (2, 10),
@@ -75,6 +75,7 @@ class Member:
             }
         )
         self.values: list[bytes] = []
+        self.errors: list[ck.KafkaError] = []
 
     def subscribe(self, topics: list[str]) -> None:
         self.c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked)
@@ -87,10 +88,15 @@ class Member:
 
     def poll(self) -> None:
         m = self.c.poll(0.05)
-        if m is not None and m.error() is None:
-            value = m.value()
-            assert value is not None
-            self.values.append(value)
+        if m is None:
+            return
+        error = m.error()
+        if error is not None:
+            self.errors.append(error)
+            return
+        value = m.value()
+        assert value is not None
+        self.values.append(value)
 
     def owned(self) -> set[int]:
         return {tp.partition for tp in self.c.assignment()}
@@ -287,13 +293,51 @@ def test_an_unknown_server_assignor_is_refused(kb: ottla.Broker) -> None:
         deadline = time.monotonic() + 15
         while not errors and time.monotonic() < deadline:
             msg = c.poll(0.1)
-            if msg is not None and msg.error() is not None:
-                errors.append(msg.error())
+            error = None if msg is None else msg.error()
+            if error is not None:
+                errors.append(error)
         assert errors, "no error reported"
         # librdkafka makes UNSUPPORTED_ASSIGNOR a fatal error, quoting it.
-        assert any(
-            e.code() == ck.KafkaError._FATAL and "assignor" in e.str() for e in errors
-        ), errors
+        assert any(e.code() == ck.KafkaError._FATAL and "assignor" in e.str() for e in errors), (
+            errors
+        )
         assert c.assignment() == []
     finally:
         c.close()
+
+
+def test_embedded_members_and_consumer_protocol_members_keep_apart(
+    kb: ottla.Broker, data_dir: Path
+) -> None:
+    """One group name, two doors: whoever holds the group first keeps the
+    other out, so no partition is assigned by both."""
+    make_topic(kb, "t", 2, records=4)
+    group = group_name()
+    events: list[Event] = []
+    a = Member(kb, group, "a", events)
+    try:
+        a.subscribe(["t"])
+        poll_until([a], lambda: a.owned() == {0, 1})
+        with pytest.raises(ottla.GroupMemberConflictError, match="coordinated by a broker"):
+            ottla.Consumer(data_dir, "t", group_id=group)
+    finally:
+        a.c.close()
+    # Now embedded members hold the group: a consumer-protocol member is
+    # refused (GROUP_ID_NOT_FOUND: "not a consumer group"), fatally for
+    # librdkafka.
+    with ottla.Consumer(data_dir, "t", group_id=group, auto_offset_reset="earliest") as embedded:
+        embedded.poll(timeout_ms=500)
+        assert embedded.assignment() == {ottla.TopicPartition("t", 0), ottla.TopicPartition("t", 1)}
+        b = Member(kb, group, "b", events)
+        try:
+            b.subscribe(["t"])
+            deadline = time.monotonic() + 15
+            while not b.errors and time.monotonic() < deadline:
+                b.poll()
+            assert b.errors, "no error reported"
+            error = b.errors[0]
+            assert error.code() == ck.KafkaError._FATAL, error
+            assert "group id does not exist" in error.str(), error
+            assert b.owned() == set()
+        finally:
+            b.c.close()

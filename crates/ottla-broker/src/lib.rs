@@ -275,7 +275,9 @@ impl Broker {
                     heartbeat_interval: Duration::from_millis(
                         config.group_consumer_heartbeat_interval_ms,
                     ),
-                    session_timeout: Duration::from_millis(config.group_consumer_session_timeout_ms),
+                    session_timeout: Duration::from_millis(
+                        config.group_consumer_session_timeout_ms,
+                    ),
                     max_size: config.group_consumer_max_size,
                 },
             ),

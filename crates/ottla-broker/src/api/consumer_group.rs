@@ -153,7 +153,8 @@ pub async fn describe(
                         dm.member_epoch = m.member_epoch;
                         dm.client_id = s(&m.client_id);
                         dm.client_host = s(&m.host);
-                        dm.subscribed_topic_names = m.topics.iter().map(|t| topic_name(t)).collect();
+                        dm.subscribed_topic_names =
+                            m.topics.iter().map(|t| topic_name(t)).collect();
                         dm.subscribed_topic_regex = m.regex.as_deref().map(s);
                         dm.assignment = described(shared, &m.assignment);
                         dm.target_assignment = described(shared, &m.target);
@@ -233,13 +234,21 @@ pub async fn list(
     let mut r = super::groups::list(shared, session, req, v).await;
     r.groups
         .retain(|g| !live.iter().any(|(n, _)| n.as_str() == g.group_id.as_str()));
-    let wanted_type =
-        v < 5 || types.is_empty() || types.iter().any(|t| t.as_str().eq_ignore_ascii_case(CONSUMER));
+    let wanted_type = v < 5
+        || types.is_empty()
+        || types
+            .iter()
+            .any(|t| t.as_str().eq_ignore_ascii_case(CONSUMER));
     if r.error_code != code::NONE || !wanted_type {
         return r;
     }
     for (name, state) in live {
-        if v >= 4 && !states.is_empty() && !states.iter().any(|f| f.as_str().eq_ignore_ascii_case(state)) {
+        if v >= 4
+            && !states.is_empty()
+            && !states
+                .iter()
+                .any(|f| f.as_str().eq_ignore_ascii_case(state))
+        {
             continue;
         }
         let mut g = ListedGroup::default();

@@ -364,8 +364,10 @@ pub fn uniform(
     meta: &BTreeMap<String, u32>,
     previous: &HashMap<String, Assignment>,
 ) -> HashMap<String, Assignment> {
-    let mut out: HashMap<String, Assignment> =
-        subs.keys().map(|m| (m.clone(), Assignment::new())).collect();
+    let mut out: HashMap<String, Assignment> = subs
+        .keys()
+        .map(|m| (m.clone(), Assignment::new()))
+        .collect();
     let valid = |m: &str, t: &str, p: i32| {
         subs.get(m).is_some_and(|s| s.contains(t))
             && meta.get(t).is_some_and(|n| p >= 0 && (p as u32) < *n)
@@ -375,7 +377,11 @@ pub fn uniform(
         if let Some(prev) = previous.get(m) {
             for (t, p) in pairs(prev) {
                 if valid(m, &t, p) && taken.insert((t.clone(), p)) {
-                    out.entry(m.clone()).or_default().entry(t).or_default().insert(p);
+                    out.entry(m.clone())
+                        .or_default()
+                        .entry(t)
+                        .or_default()
+                        .insert(p);
                 }
             }
         }
@@ -449,8 +455,10 @@ pub fn range(
     subs: &BTreeMap<String, BTreeSet<String>>,
     meta: &BTreeMap<String, u32>,
 ) -> HashMap<String, Assignment> {
-    let mut out: HashMap<String, Assignment> =
-        subs.keys().map(|m| (m.clone(), Assignment::new())).collect();
+    let mut out: HashMap<String, Assignment> = subs
+        .keys()
+        .map(|m| (m.clone(), Assignment::new()))
+        .collect();
     for (t, n) in meta {
         let members: Vec<&String> = subs
             .iter()
@@ -569,7 +577,9 @@ impl ConsumerGroupCoordinator {
             if !ASSIGNORS.contains(&a) {
                 return Err(Outcome::error(
                     error::UNSUPPORTED_ASSIGNOR,
-                    format!("ServerAssignor {a} is not supported. Supported assignors: uniform, range."),
+                    format!(
+                        "ServerAssignor {a} is not supported. Supported assignors: uniform, range."
+                    ),
                 ));
             }
         }
@@ -617,7 +627,11 @@ impl ConsumerGroupCoordinator {
         if let Err(o) = Self::validate(&req) {
             return o;
         }
-        let interval = self.settings.heartbeat_interval.as_millis().min(i32::MAX as u128) as i32;
+        let interval = self
+            .settings
+            .heartbeat_interval
+            .as_millis()
+            .min(i32::MAX as u128) as i32;
         let now = Instant::now();
         let mut groups = self.groups.lock();
         if req.member_epoch < 0 {
@@ -630,7 +644,10 @@ impl ConsumerGroupCoordinator {
             if !g.members.contains_key(&req.member_id) {
                 return Outcome::error(
                     code::UNKNOWN_MEMBER_ID,
-                    format!("Member {} is not a member of group {}.", req.member_id, req.group),
+                    format!(
+                        "Member {} is not a member of group {}.",
+                        req.member_id, req.group
+                    ),
                 );
             }
             g.remove(std::slice::from_ref(&req.member_id));
@@ -703,10 +720,9 @@ impl ConsumerGroupCoordinator {
             let epoch_ok = req.member_epoch == m.epoch
                 || (req.member_epoch == m.previous_epoch
                     && req.member_epoch < m.epoch
-                    && req
-                        .owned
-                        .as_ref()
-                        .map_or(true, |o| pairs(o).all(|(t, p)| contains(&m.assigned, &t, p))));
+                    && req.owned.as_ref().map_or(true, |o| {
+                        pairs(o).all(|(t, p)| contains(&m.assigned, &t, p))
+                    }));
             if !epoch_ok {
                 return Outcome::error(
                     error::FENCED_MEMBER_EPOCH,

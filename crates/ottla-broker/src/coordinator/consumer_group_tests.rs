@@ -104,7 +104,10 @@ fn partitions_move_only_after_their_owner_revoked_them() {
     let kept = parts(&a.assignment);
     assert_eq!(kept.len(), 2);
     // b heartbeats while a has not revoked yet: still nothing.
-    assert_eq!(parts(&beat(&c, "b", 2, &owned(&[])).assignment), Vec::<i32>::new());
+    assert_eq!(
+        parts(&beat(&c, "b", 2, &owned(&[])).assignment),
+        Vec::<i32>::new()
+    );
     // a reports it revoked: its epoch advances.
     let a = beat(&c, "a", 1, &owned(&kept));
     assert_eq!(a.member_epoch, 2);
@@ -154,7 +157,10 @@ fn a_silent_member_is_fenced_after_its_session() {
 fn epochs_are_checked_as_kafka_does() {
     let (_d, c) = coordinator(45_000, 10);
     join(&c, "a");
-    assert_eq!(beat(&c, "a", 5, &owned(&[])).error, error::FENCED_MEMBER_EPOCH);
+    assert_eq!(
+        beat(&c, "a", 5, &owned(&[])).error,
+        error::FENCED_MEMBER_EPOCH
+    );
     assert_eq!(beat(&c, "x", 1, &owned(&[])).error, code::UNKNOWN_MEMBER_ID);
     // The previous epoch is accepted while what it owns is assigned (a
     // lost response).
@@ -163,13 +169,20 @@ fn epochs_are_checked_as_kafka_does() {
     let kept = parts(&a.assignment);
     assert_eq!(beat(&c, "a", 1, &owned(&kept)).member_epoch, 2);
     assert_eq!(beat(&c, "a", 1, &owned(&kept)).error, code::NONE);
-    assert_eq!(beat(&c, "a", 1, &owned(&[0, 1, 2, 3])).error, error::FENCED_MEMBER_EPOCH);
+    assert_eq!(
+        beat(&c, "a", 1, &owned(&[0, 1, 2, 3])).error,
+        error::FENCED_MEMBER_EPOCH
+    );
     // Offsets: the member's epoch, else STALE_MEMBER_EPOCH; non-members UNKNOWN_MEMBER_ID.
     assert_eq!(c.check_commit("g", "a", 2), Some(code::NONE));
     assert_eq!(c.check_commit("g", "a", 1), Some(error::STALE_MEMBER_EPOCH));
     assert_eq!(c.check_commit("g", "zz", 2), Some(code::UNKNOWN_MEMBER_ID));
     assert_eq!(c.check_commit("g", "", -1), Some(code::UNKNOWN_MEMBER_ID));
-    assert_eq!(c.check_commit("other", "a", 2), None, "not a consumer group here");
+    assert_eq!(
+        c.check_commit("other", "a", 2),
+        None,
+        "not a consumer group here"
+    );
 }
 
 #[test]
@@ -192,12 +205,21 @@ fn malformed_heartbeats_get_kafkas_errors() {
     };
     assert_eq!(bad(&|h| h.group.clear()).error, code::INVALID_REQUEST);
     assert_eq!(bad(&|h| h.member_id.clear()).error, code::INVALID_REQUEST);
-    assert_eq!(bad(&|h| h.rebalance_timeout_ms = -1).error, code::INVALID_REQUEST);
+    assert_eq!(
+        bad(&|h| h.rebalance_timeout_ms = -1).error,
+        code::INVALID_REQUEST
+    );
     assert_eq!(bad(&|h| h.owned = None).error, code::INVALID_REQUEST);
-    assert_eq!(bad(&|h| h.owned = Some(owned(&[1]))).error, code::INVALID_REQUEST);
+    assert_eq!(
+        bad(&|h| h.owned = Some(owned(&[1]))).error,
+        code::INVALID_REQUEST
+    );
     assert_eq!(bad(&|h| h.topics = None).error, code::INVALID_REQUEST);
     assert_eq!(bad(&|h| h.member_epoch = -3).error, code::INVALID_REQUEST);
-    assert_eq!(bad(&|h| h.instance_id = Some(String::new())).error, code::INVALID_REQUEST);
+    assert_eq!(
+        bad(&|h| h.instance_id = Some(String::new())).error,
+        code::INVALID_REQUEST
+    );
     let o = bad(&|h| h.assignor = Some("sticky".into()));
     assert_eq!(o.error, error::UNSUPPORTED_ASSIGNOR);
     assert!(o.message.is_some_and(|m| m.contains("sticky")));
@@ -274,7 +296,7 @@ fn uniform_balances_and_keeps_what_members_had() {
     // Heterogeneous: only b subscribes to u.
     let s3 = subs(&[("a", &["t"]), ("b", &["t", "u"])]);
     let third = uniform(&s3, &meta, &HashMap::new());
-    assert!(third["a"].get("u").is_none());
+    assert!(!third["a"].contains_key("u"));
     assert_eq!(sizes(&third, "a") + sizes(&third, "b"), 7);
     assert!(sizes(&third, "a").abs_diff(sizes(&third, "b")) <= 1);
 }
@@ -283,7 +305,10 @@ fn uniform_balances_and_keeps_what_members_had() {
 fn range_gives_contiguous_ranges_per_topic() {
     let meta: BTreeMap<String, u32> = [("t".to_string(), 5)].into();
     let a = range(&subs(&[("a", &["t"]), ("b", &["t"])]), &meta);
-    assert_eq!(a["a"]["t"].iter().copied().collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(
+        a["a"]["t"].iter().copied().collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
     assert_eq!(a["b"]["t"].iter().copied().collect::<Vec<_>>(), vec![3, 4]);
 }
 
@@ -302,7 +327,10 @@ fn the_range_assignor_is_used_when_members_ask_for_it() {
         ..Default::default()
     });
     assert_eq!(o.error, code::NONE);
-    assert_eq!(c.describe("g").map(|d| d.assignor), Some("range".to_string()));
+    assert_eq!(
+        c.describe("g").map(|d| d.assignor),
+        Some("range".to_string())
+    );
 }
 
 #[test]
@@ -311,9 +339,13 @@ fn a_consumer_group_holds_the_groups_claim() {
     join(&c, "a");
     let store = Store::open(d.path()).expect("store");
     assert!(
-        super::claim::try_claim(&store, "g").expect("claim").is_none(),
+        super::claim::try_claim(&store, "g")
+            .expect("claim")
+            .is_none(),
         "classic members and embedded ones are kept out"
     );
     beat(&c, "a", -1, &owned(&[]));
-    assert!(super::claim::try_claim(&store, "g").expect("claim").is_some());
+    assert!(super::claim::try_claim(&store, "g")
+        .expect("claim")
+        .is_some());
 }
