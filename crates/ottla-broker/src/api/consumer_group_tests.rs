@@ -13,10 +13,10 @@ use kafka_protocol::messages::offset_commit_request::{
 };
 use kafka_protocol::messages::{
     ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
-    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, GroupId, JoinGroupRequest, JoinGroupResponse, ListGroupsRequest,
-    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, RequestHeader, ResponseHeader,
-    TopicName,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteGroupsRequest,
+    DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId, JoinGroupRequest,
+    JoinGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -205,6 +205,11 @@ fn classic_and_consumer_groups_of_one_name_keep_apart() {
         "t"
     );
     assert_eq!(d.groups[1].error_code, code::GROUP_ID_NOT_FOUND);
+    // DeleteGroups: the group has members.
+    let mut req = DeleteGroupsRequest::default();
+    req.groups_names = vec![GroupId(s("g"))];
+    let d: DeleteGroupsResponse = c.call(ApiKey::DeleteGroups, 2, &req);
+    assert_eq!(d.results[0].error_code, code::NON_EMPTY_GROUP);
 
     // The member leaves: the name is free for classic members, and then
     // consumer-protocol members are refused.
