@@ -341,3 +341,24 @@ def test_embedded_members_and_consumer_protocol_members_keep_apart(
             assert b.owned() == set()
         finally:
             b.c.close()
+
+
+def test_a_regex_subscription_follows_new_topics(kb: ottla.Broker) -> None:
+    """librdkafka sends a ``^`` subscription as SubscribedTopicRegex (v1);
+    the broker matches it against every topic, and a topic created later
+    bumps the group epoch and joins the assignment."""
+    make_topic(kb, "re-a", 2)
+    make_topic(kb, "other", 1)
+    events: list[Event] = []
+    a = Member(kb, group_name(), "a", events)
+
+    def owned() -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in a.c.assignment()}
+
+    try:
+        a.c.subscribe(["^re-.*"])
+        poll_until([a], lambda: owned() == {("re-a", 0), ("re-a", 1)})
+        make_topic(kb, "re-b", 1)
+        poll_until([a], lambda: owned() == {("re-a", 0), ("re-a", 1), ("re-b", 0)})
+    finally:
+        a.c.close()
