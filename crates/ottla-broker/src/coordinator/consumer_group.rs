@@ -50,6 +50,7 @@ const ASSIGNORS: &[&str] = &[UNIFORM, RANGE];
 pub mod error {
     pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
     pub const FENCED_MEMBER_EPOCH: i16 = 110;
+    pub const UNRELEASED_INSTANCE_ID: i16 = 111;
     pub const UNSUPPORTED_ASSIGNOR: i16 = 112;
     pub const STALE_MEMBER_EPOCH: i16 = 113;
     pub const INVALID_REGULAR_EXPRESSION: i16 = 130;
@@ -142,6 +143,9 @@ struct Member {
     expires: Instant,
     /// When a member still revoking is fenced.
     revoke_deadline: Option<Instant>,
+    /// A static member that left for a while (epoch -2): its assignment
+    /// waits for a member with its instance id, until its session runs out.
+    left: bool,
 }
 
 impl Member {
@@ -164,6 +168,7 @@ impl Member {
             owned: None,
             expires: now + session,
             revoke_deadline: None,
+            left: false,
         }
     }
 
@@ -650,7 +655,13 @@ impl ConsumerGroupCoordinator {
                     ),
                 );
             }
-            g.remove(std::slice::from_ref(&req.member_id));
+            let static_leave = req.member_epoch == LEAVE_STATIC_EPOCH;
+            match g.members.get_mut(&req.member_id) {
+                // Kafka: a static member leaving for a while keeps its
+                // place (and partitions) for its instance id.
+                Some(m) if static_leave && m.instance_id.is_some() => m.left = true,
+                _ => g.remove(std::slice::from_ref(&req.member_id)),
+            }
             return Outcome {
                 member_id: Some(req.member_id),
                 member_epoch: req.member_epoch,
@@ -694,22 +705,56 @@ impl ConsumerGroupCoordinator {
             if member_id.is_empty() {
                 member_id = self.new_member_id();
             }
-            if !g.members.contains_key(&member_id) && g.members.len() >= self.settings.max_size {
-                return Outcome::error(
-                    error::GROUP_MAX_SIZE_REACHED,
-                    format!(
-                        "The consumer group has reached its maximum capacity of {} members.",
-                        self.settings.max_size
-                    ),
-                );
+            let replaced = req.instance_id.as_deref().and_then(|i| {
+                g.members
+                    .values()
+                    .find(|m| m.instance_id.as_deref() == Some(i) && m.id != member_id)
+                    .map(|m| (m.id.clone(), m.left))
+            });
+            match replaced {
+                Some((old, false)) => {
+                    return Outcome::error(
+                        error::UNRELEASED_INSTANCE_ID,
+                        format!(
+                            "Static member {old} with instance id {} is not released yet.",
+                            req.instance_id.as_deref().unwrap_or_default()
+                        ),
+                    );
+                }
+                Some((old, true)) => {
+                    // A static member back (KIP-345 in KIP-848): the new
+                    // member id takes the old one's place, epoch and
+                    // partitions, without a new group epoch.
+                    if let Some(mut m) = g.members.remove(&old) {
+                        m.id = member_id.clone();
+                        m.left = false;
+                        if let Some(t) = g.target.remove(&old) {
+                            g.target.insert(member_id.clone(), t);
+                        }
+                        g.members.insert(member_id.clone(), m);
+                    }
+                }
+                None if !g.members.contains_key(&member_id)
+                    && g.members.len() >= self.settings.max_size =>
+                {
+                    return Outcome::error(
+                        error::GROUP_MAX_SIZE_REACHED,
+                        format!(
+                            "The consumer group has reached its maximum capacity of {} members.",
+                            self.settings.max_size
+                        ),
+                    );
+                }
+                None => {
+                    // A member joining again with its id starts afresh:
+                    // what it had is free for the others.
+                    g.members.insert(
+                        member_id.clone(),
+                        Member::new(member_id.clone(), &req, now, self.settings.session_timeout),
+                    );
+                    changed = true;
+                }
             }
-            // A member joining again with its id starts afresh: what it
-            // had is free for the others.
-            g.members.insert(
-                member_id.clone(),
-                Member::new(member_id.clone(), &req, now, self.settings.session_timeout),
-            );
-            changed = true;
         } else {
             let Some(m) = g.members.get(&member_id) else {
                 return Outcome::error(

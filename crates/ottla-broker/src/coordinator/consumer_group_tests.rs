@@ -349,3 +349,44 @@ fn a_consumer_group_holds_the_groups_claim() {
         .expect("claim")
         .is_some());
 }
+
+fn join_static(c: &ConsumerGroupCoordinator, member: &str, instance: &str) -> Outcome {
+    c.heartbeat(Heartbeat {
+        version: 1,
+        group: "g".into(),
+        member_id: member.into(),
+        member_epoch: 0,
+        instance_id: Some(instance.into()),
+        rebalance_timeout_ms: 60_000,
+        topics: Some(vec!["t".into()]),
+        owned: Some(Assignment::new()),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_static_member_back_takes_its_old_place_without_a_new_epoch() {
+    let (_d, c) = coordinator(45_000, 1);
+    let first = join_static(&c, "a", "i1");
+    assert_eq!(first.member_epoch, 1);
+    // Its instance id is taken while the member is there.
+    assert_eq!(
+        join_static(&c, "b", "i1").error,
+        error::UNRELEASED_INSTANCE_ID
+    );
+    // It leaves for a while (epoch -2): its place waits.
+    let left = beat(&c, "a", -2, &owned(&[]));
+    assert_eq!((left.error, left.member_epoch), (code::NONE, -2));
+    assert!(c.is_active("g"));
+    // Back with a new member id (a restart), even in a full group: same
+    // epoch, same partitions.
+    let back = join_static(&c, "b", "i1");
+    assert_eq!(back.error, code::NONE);
+    assert_eq!(back.member_epoch, 1);
+    assert_eq!(parts(&back.assignment), vec![0, 1, 2, 3]);
+    let d = c.describe("g").expect("described");
+    assert_eq!(d.epoch, 1);
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(d.members[0].member_id, "b");
+    assert_eq!(beat(&c, "a", 1, &owned(&[])).error, code::UNKNOWN_MEMBER_ID);
+}
