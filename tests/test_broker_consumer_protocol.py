@@ -362,3 +362,17 @@ def test_a_regex_subscription_follows_new_topics(kb: ottla.Broker) -> None:
         poll_until([a], lambda: owned() == {("re-a", 0), ("re-a", 1), ("re-b", 0)})
     finally:
         a.c.close()
+
+
+@pytest.mark.parametrize(
+    ("interval", "session"), [(0, 45000), (1000, 1000), (2**31, 2**31 + 1), (1000, -1)]
+)
+def test_consumer_protocol_timing_settings_are_checked(
+    data_dir: Path, interval: int, session: int
+) -> None:
+    with pytest.raises(ValueError, match="group_consumer_heartbeat_interval_ms"):
+        ottla.Broker(
+            data_dir,
+            group_consumer_heartbeat_interval_ms=interval,
+            group_consumer_session_timeout_ms=session,
+        )
