@@ -136,7 +136,12 @@ pub async fn describe(
         let mut d = DescribedGroup::default();
         d.group_id = gid.clone();
         d.authorized_operations = i32::MIN;
-        match shared.consumer_groups.describe(gid.as_str()) {
+        let classic = shared.groups.is_active(gid.as_str());
+        match shared
+            .consumer_groups
+            .describe(gid.as_str())
+            .filter(|_| !classic)
+        {
             Some(info) => {
                 d.group_state = s(info.state);
                 d.group_epoch = info.epoch;
@@ -166,7 +171,7 @@ pub async fn describe(
             }
             None => {
                 d.error_code = code::GROUP_ID_NOT_FOUND;
-                let why = if shared.groups.is_active(gid.as_str()) {
+                let why = if classic {
                     format!("Group {} is not a consumer group.", gid.as_str())
                 } else {
                     format!("Group {} not found.", gid.as_str())

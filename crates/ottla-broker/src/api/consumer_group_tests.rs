@@ -218,7 +218,18 @@ fn classic_and_consumer_groups_of_one_name_keep_apart() {
         r.topic_partitions = None;
     });
     assert_eq!((r.error_code, r.member_epoch), (code::NONE, -1));
+    // Kafka keeps the empty consumer group.
+    let mut req = ConsumerGroupDescribeRequest::default();
+    req.group_ids = vec![GroupId(s("g"))];
+    let d: ConsumerGroupDescribeResponse = c.call(ApiKey::ConsumerGroupDescribe, 1, &req);
+    assert_eq!(d.groups[0].error_code, code::NONE);
+    assert_eq!(d.groups[0].group_state.as_str(), "Empty");
+    assert_eq!(d.groups[0].group_epoch, 2);
+    assert!(d.groups[0].members.is_empty());
     assert_eq!(c.classic_join(), code::NONE);
+    // Now a classic group: not a consumer group.
+    let d: ConsumerGroupDescribeResponse = c.call(ApiKey::ConsumerGroupDescribe, 1, &req);
+    assert_eq!(d.groups[0].error_code, code::GROUP_ID_NOT_FOUND);
     let r = c.heartbeat(|r| r.member_id = s("m2"));
     assert_eq!(r.error_code, code::GROUP_ID_NOT_FOUND);
 }

@@ -863,9 +863,11 @@ impl ConsumerGroupCoordinator {
         })
     }
 
+    /// A consumer group known here, with members or Empty (Kafka keeps an
+    /// empty consumer group, and describes it, until it is deleted).
     pub fn describe(&self, group: &str) -> Option<GroupInfo> {
         let groups = self.groups.lock();
-        let g = groups.get(group).filter(|g| !g.members.is_empty())?;
+        let g = groups.get(group)?;
         Some(GroupInfo {
             state: g.state(),
             epoch: g.epoch,
