@@ -376,3 +376,39 @@ def test_consumer_protocol_timing_settings_are_checked(
             group_consumer_heartbeat_interval_ms=interval,
             group_consumer_session_timeout_ms=session,
         )
+
+
+def test_members_join_again_after_a_broker_restart(data_dir: Path) -> None:
+    """The broker forgets consumer groups when it stops (their offsets
+    stay); a member's next heartbeat gets UNKNOWN_MEMBER_ID, not a fatal
+    error, and it joins again and resumes from its commits."""
+
+    def start(port: int = 0) -> ottla.Broker:
+        return ottla.Broker(
+            data_dir,
+            port=port,
+            group_consumer_heartbeat_interval_ms=HEARTBEAT_MS,
+            group_consumer_session_timeout_ms=SESSION_MS,
+        )
+
+    b = start()
+    port = b.port
+    make_topic(b, "t", 2, records=10)
+    events: list[Event] = []
+    a = Member(b, group_name(), "a", events, **{"enable.auto.commit": True})
+    try:
+        a.subscribe(["t"])
+        poll_until([a], lambda: len(a.values) == 10)
+        a.c.commit(asynchronous=False)
+        b.close()
+        b = start(port)
+        p = ck.Producer({"bootstrap.servers": b.bootstrap_servers})
+        p.produce("t", value=b"after", partition=1)
+        assert p.flush(15) == 0
+        poll_until([a], lambda: len(a.values) == 11, timeout=40)
+        assert a.values[-1] == b"after"
+        assert not [e for e in a.errors if e.fatal()], a.errors
+        assert a.owned() == {0, 1}
+    finally:
+        a.c.close()
+        b.close()

@@ -133,7 +133,7 @@ fn consumer_group_heartbeats_answer_with_kafkas_error_codes() {
     let r = c.heartbeat(|r| r.server_assignor = Some(s("sticky")));
     assert_eq!(r.error_code, error::UNSUPPORTED_ASSIGNOR);
     let r = c.heartbeat(|r| r.member_epoch = 3);
-    assert_eq!(r.error_code, code::GROUP_ID_NOT_FOUND, "no such group yet");
+    assert_eq!(r.error_code, code::UNKNOWN_MEMBER_ID, "no such group (yet)");
 
     let r = c.heartbeat(|_| {});
     assert_eq!(r.error_code, code::NONE);

@@ -641,10 +641,7 @@ impl ConsumerGroupCoordinator {
         let mut groups = self.groups.lock();
         if req.member_epoch < 0 {
             let Some(g) = groups.get_mut(&req.group) else {
-                return Outcome::error(
-                    code::GROUP_ID_NOT_FOUND,
-                    format!("Group {} not found.", req.group),
-                );
+                return unknown_group(&req.group);
             };
             if !g.members.contains_key(&req.member_id) {
                 return Outcome::error(
@@ -671,10 +668,7 @@ impl ConsumerGroupCoordinator {
         }
         let joining = req.member_epoch == 0;
         if !joining && !groups.contains_key(&req.group) {
-            return Outcome::error(
-                code::GROUP_ID_NOT_FOUND,
-                format!("Group {} not found.", req.group),
-            );
+            return unknown_group(&req.group);
         }
         let g = groups.entry(req.group.clone()).or_default();
         let mut member_id = req.member_id.clone();
@@ -925,6 +919,18 @@ impl ConsumerGroupCoordinator {
     pub fn release_all(&self) {
         self.groups.lock().clear();
     }
+}
+
+/// A heartbeat (epoch > 0, or a leave) for a group this broker does not
+/// know, as after a broker restart: UNKNOWN_MEMBER_ID, as Kafka 4.x answers
+/// ("Consumer group g not found."), so the member joins again; Kafka keeps
+/// GROUP_ID_NOT_FOUND for a group of another type, which clients take as
+/// fatal.
+fn unknown_group(group: &str) -> Outcome {
+    Outcome::error(
+        code::UNKNOWN_MEMBER_ID,
+        format!("Consumer group {group} not found."),
+    )
 }
 
 /// Runs `tick` every 100 ms until shutdown.

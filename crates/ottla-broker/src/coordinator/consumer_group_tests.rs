@@ -240,9 +240,9 @@ fn malformed_heartbeats_get_kafkas_errors() {
     let mut h = first.clone();
     h.group = "nope".into();
     h.member_epoch = 3;
-    assert_eq!(c.heartbeat(h.clone()).error, code::GROUP_ID_NOT_FOUND);
+    assert_eq!(c.heartbeat(h.clone()).error, code::UNKNOWN_MEMBER_ID);
     h.member_epoch = -1;
-    assert_eq!(c.heartbeat(h).error, code::GROUP_ID_NOT_FOUND);
+    assert_eq!(c.heartbeat(h).error, code::UNKNOWN_MEMBER_ID);
 }
 
 #[test]
