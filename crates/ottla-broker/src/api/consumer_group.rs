@@ -19,6 +19,7 @@ use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
     ConsumerGroupHeartbeatResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
     JoinGroupRequest, JoinGroupResponse, ListGroupsRequest, ListGroupsResponse,
+    OffsetCommitRequest,
 };
 use uuid::Uuid;
 
@@ -198,6 +199,18 @@ fn described(shared: &Shared, a: &Assignment) -> DescribedAssignment {
         })
         .collect();
     da
+}
+
+/// OffsetCommit's check for a consumer-protocol group: `None` if `group` is
+/// no consumer group with members here (the classic check stands), else the
+/// error code. The member epoch is in the generation field (librdkafka
+/// sends it there below OffsetCommit v9 too).
+pub fn check_commit(shared: &Shared, req: &OffsetCommitRequest) -> Option<i16> {
+    shared.consumer_groups.check_commit(
+        req.group_id.as_str(),
+        req.member_id.as_str(),
+        req.generation_id_or_member_epoch,
+    )
 }
 
 /// JoinGroup (classic): refused for a group that is a consumer group here,

@@ -34,24 +34,20 @@ pub async fn commit(
     _v: i16,
 ) -> OffsetCommitResponse {
     let group = req.group_id.as_str().to_string();
-    // A consumer-protocol group (KIP-848) checks the member epoch, which
-    // OffsetCommit carries in the generation field.
-    let consumer = shared.consumer_groups.check_commit(
+    let mut error = shared.groups.check_commit(
         &group,
-        req.member_id.as_str(),
         req.generation_id_or_member_epoch,
+        MemberRef {
+            member_id: req.member_id.as_str(),
+            // Null below v7, which has no such field.
+            instance_id: req.group_instance_id.as_deref(),
+        },
     );
-    let mut error = consumer.unwrap_or_else(|| {
-        shared.groups.check_commit(
-            &group,
-            req.generation_id_or_member_epoch,
-            MemberRef {
-                member_id: req.member_id.as_str(),
-                // Null below v7, which has no such field.
-                instance_id: req.group_instance_id.as_deref(),
-            },
-        )
-    });
+    // A consumer-protocol group (KIP-848) checks the member epoch instead.
+    let consumer = crate::api::consumer_group::check_commit(shared, &req);
+    if let Some(e) = consumer {
+        error = e;
+    }
     if group.is_empty() {
         error = code::INVALID_GROUP_ID;
     }
