@@ -816,6 +816,8 @@ class Broker:
         max_connections_per_ip: int | None = None,
         max_open_files: int | None = None,
         group_initial_rebalance_delay_ms: int = 0,
+        group_consumer_heartbeat_interval_ms: int = 1000,
+        group_consumer_session_timeout_ms: int = 45000,
     ) -> Self:
         """Serve ``path`` on ``host:port`` (port 0: a free one), on the
         broker's own threads. Every ``retention_check_interval_ms``
@@ -845,7 +847,15 @@ class Broker:
         ``group.initial.rebalance.delay.ms``; default 0, at once) delays the
         first rebalance of an empty consumer group, and again by as much
         while new members keep joining (up to the rebalance timeout), so
-        consumers started together get one assignment."""
+        consumers started together get one assignment.
+
+        Consumer-protocol groups (KIP-848, ``group.protocol=consumer``):
+        members heartbeat every ``group_consumer_heartbeat_interval_ms``
+        (Kafka's ``group.consumer.heartbeat.interval.ms``; default 1000,
+        Kafka's is 5000) and one silent for
+        ``group_consumer_session_timeout_ms`` (Kafka's
+        ``group.consumer.session.timeout.ms``, 45000) is fenced and its
+        partitions move."""
     @property
     def bootstrap_servers(self) -> str:
         """``"host:port"`` to give Kafka clients as ``bootstrap.servers``."""

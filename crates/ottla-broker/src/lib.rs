@@ -99,6 +99,18 @@ pub struct BrokerConfig {
     /// 0, the default, rebalances at once (Kafka's default is 3 s; the
     /// `server.properties` Kafka ships sets 0 for development and tests).
     pub group_initial_rebalance_delay_ms: u64,
+    /// How often members of a consumer-protocol group (KIP-848) heartbeat
+    /// (Kafka's `group.consumer.heartbeat.interval.ms`). 1000 by default
+    /// (Kafka: 5000), so partitions move between members of one machine
+    /// within a second or two.
+    pub group_consumer_heartbeat_interval_ms: u64,
+    /// How long a consumer-protocol member may stay silent before it is
+    /// fenced and its partitions move (Kafka's
+    /// `group.consumer.session.timeout.ms`, 45000 as in Kafka).
+    pub group_consumer_session_timeout_ms: u64,
+    /// The most members of one consumer-protocol group (Kafka's
+    /// `group.consumer.max.size`; no bound by default, as in Kafka).
+    pub group_consumer_max_size: usize,
 }
 
 /// A quarter of the soft open-file limit (`RLIMIT_NOFILE`; 256 under the
@@ -135,6 +147,9 @@ impl Default for BrokerConfig {
             max_connections_per_ip: usize::MAX,
             max_open_files: None,
             group_initial_rebalance_delay_ms: 0,
+            group_consumer_heartbeat_interval_ms: 1000,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_max_size: i32::MAX as usize,
         }
     }
 }
@@ -147,6 +162,8 @@ pub struct Shared {
     pub advertised_host: String,
     pub advertised_port: u16,
     pub groups: coordinator::group::GroupCoordinator,
+    /// Consumer-protocol (KIP-848) groups.
+    pub consumer_groups: coordinator::consumer_group::ConsumerGroupCoordinator,
     pub producer_ids: coordinator::producer_id::ProducerIdManager,
     pub replicas: replica::ReplicaManager,
     /// Turns true when the broker is asked to stop (see [`Broker::close`]).
@@ -215,6 +232,16 @@ impl Broker {
             }
             _ => {}
         }
+        if config.group_consumer_heartbeat_interval_ms == 0
+            || config.group_consumer_heartbeat_interval_ms > i32::MAX as u64
+            || config.group_consumer_session_timeout_ms
+                <= config.group_consumer_heartbeat_interval_ms
+            || config.group_consumer_max_size == 0
+        {
+            return Err(Error::InvalidConfig(
+                "group_consumer_heartbeat_interval_ms must be positive and below group_consumer_session_timeout_ms, and group_consumer_max_size positive".into(),
+            ));
+        }
         if config.max_connections == 0 || config.max_connections_per_ip == 0 {
             return Err(Error::InvalidConfig(
                 "max_connections and max_connections_per_ip must be positive".into(),
@@ -242,6 +269,18 @@ impl Broker {
                 store.clone(),
                 Duration::from_millis(config.group_initial_rebalance_delay_ms),
             ),
+            consumer_groups: coordinator::consumer_group::ConsumerGroupCoordinator::new(
+                store.clone(),
+                coordinator::consumer_group::Settings {
+                    heartbeat_interval: Duration::from_millis(
+                        config.group_consumer_heartbeat_interval_ms,
+                    ),
+                    session_timeout: Duration::from_millis(
+                        config.group_consumer_session_timeout_ms,
+                    ),
+                    max_size: config.group_consumer_max_size,
+                },
+            ),
             producer_ids: coordinator::producer_id::ProducerIdManager::default(),
             replicas,
             store,
@@ -263,6 +302,11 @@ impl Broker {
             done_tx.clone(),
         ));
         runtime.spawn(alloc::trimmer(shutdown_rx.clone()));
+        runtime.spawn(coordinator::consumer_group::reaper(
+            shared.clone(),
+            shutdown_rx.clone(),
+            done_tx.clone(),
+        ));
         runtime.spawn(coordinator::group::reaper(
             shared.clone(),
             shutdown_rx,
@@ -322,6 +366,7 @@ impl Broker {
         }
         if let Some(shared) = self.shared.take() {
             shared.groups.release_all();
+            shared.consumer_groups.release_all();
         }
     }
 }

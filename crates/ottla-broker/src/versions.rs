@@ -1,7 +1,8 @@
 //! The API versions this broker speaks, and the ApiVersions request.
 //!
-//! Most ranges are those of a Kafka 3.0-era broker, at versions without the
-//! KIP-848 group protocol. Topic ids (KIP-516) are served where Kafka 4.x
+//! Most ranges are those of a Kafka 3.0-era broker. The KIP-848 consumer
+//! group protocol is served at Kafka 4.x's ranges: ConsumerGroupHeartbeat
+//! and ConsumerGroupDescribe v0-1. Topic ids (KIP-516) are served where Kafka 4.x
 //! has them: Metadata v10-12, CreateTopics v7 (the created topic's id),
 //! DeleteTopics v6 (by id) and Fetch v13-18 (topics by id; v15-18 add only
 //! what a follower sends). Issue 13's describe APIs are served at Kafka
@@ -55,6 +56,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The API, if `key` at `version` is one this broker serves.

@@ -38,7 +38,9 @@ impl Broker {
                         retention_check_interval_ms=300000,
                         queued_max_request_bytes=524288000, fetch_max_bytes=57671680,
                         max_connections=None, max_connections_per_ip=None,
-                        max_open_files=None, group_initial_rebalance_delay_ms=0))]
+                        max_open_files=None, group_initial_rebalance_delay_ms=0,
+                        group_consumer_heartbeat_interval_ms=1000,
+                        group_consumer_session_timeout_ms=45000))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -56,6 +58,8 @@ impl Broker {
         max_connections_per_ip: Option<i64>,
         max_open_files: Option<i64>,
         group_initial_rebalance_delay_ms: i64,
+        group_consumer_heartbeat_interval_ms: i64,
+        group_consumer_session_timeout_ms: i64,
     ) -> PyResult<Self> {
         let positive = |name: &str, v: Option<i64>| -> PyResult<Option<usize>> {
             match v {
@@ -106,6 +110,17 @@ impl Broker {
                 i32::MAX
             )));
         }
+        if !(1..=i32::MAX as i64).contains(&group_consumer_heartbeat_interval_ms)
+            || !(group_consumer_heartbeat_interval_ms + 1..=i32::MAX as i64)
+                .contains(&group_consumer_session_timeout_ms)
+        {
+            return Err(PyValueError::new_err(format!(
+                "group_consumer_heartbeat_interval_ms must be positive and below \
+                 group_consumer_session_timeout_ms (at most {}), got {group_consumer_heartbeat_interval_ms} \
+                 and {group_consumer_session_timeout_ms}",
+                i32::MAX
+            )));
+        }
         let durability = match fsync {
             "never" | "interval" => Durability::PageCache,
             "always" => Durability::Fsync,
@@ -129,6 +144,8 @@ impl Broker {
             max_connections_per_ip: max_connections_per_ip.unwrap_or(usize::MAX),
             max_open_files,
             group_initial_rebalance_delay_ms: group_initial_rebalance_delay_ms as u64,
+            group_consumer_heartbeat_interval_ms: group_consumer_heartbeat_interval_ms as u64,
+            group_consumer_session_timeout_ms: group_consumer_session_timeout_ms as u64,
             ..Default::default()
         };
         let interval = fsync == "interval";

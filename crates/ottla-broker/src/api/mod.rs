@@ -6,6 +6,9 @@
 
 pub mod cluster;
 pub mod configs;
+pub mod consumer_group;
+#[cfg(test)]
+mod consumer_group_tests;
 pub mod fetch;
 pub mod groups;
 pub mod list_offsets;

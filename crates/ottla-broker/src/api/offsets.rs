@@ -47,6 +47,11 @@ pub async fn commit(
             instance_id: req.group_instance_id.as_deref(),
         },
     );
+    // A consumer-protocol group (KIP-848) checks the member epoch instead.
+    let consumer = crate::api::consumer_group::check_commit(shared, &req);
+    if let Some(e) = consumer {
+        error = e;
+    }
     if group.is_empty() {
         error = code::INVALID_GROUP_ID;
     }
@@ -87,7 +92,7 @@ pub async fn commit(
     // Not from a member of a group coordinated here: written only while the
     // group has no members anywhere (embedded ones included), and a
     // non-member of an active group gets Kafka's UNKNOWN_MEMBER_ID.
-    let outside = error == code::NONE && !shared.groups.is_active(&group);
+    let outside = error == code::NONE && consumer.is_none() && !shared.groups.is_active(&group);
     let written = blocking(|| {
         if outside {
             commit_outside_group_with_epochs(

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! group        consumer groups, Kafka's classic protocol (GroupCoordinator)
+//! consumer_group  consumer groups, KIP-848's consumer protocol (server-side assignors)
 //! claim        who coordinates a group: embedded members or this broker
 //! producer_id  producer ids for idempotent producers (ProducerIdManager)
 //! ```
@@ -10,8 +11,11 @@
 //! hands out.
 
 pub mod claim;
+pub mod consumer_group;
 pub mod group;
 pub mod producer_id;
 
+#[cfg(test)]
+mod consumer_group_tests;
 #[cfg(test)]
 mod group_tests;

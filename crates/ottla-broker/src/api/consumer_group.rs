@@ -1,0 +1,317 @@
+//! ConsumerGroupHeartbeat and ConsumerGroupDescribe (KIP-848): adapters over
+//! `coordinator::consumer_group`, topic ids to names and back. Also the
+//! places where the classic group APIs meet consumer groups: a classic
+//! JoinGroup into a consumer group is refused, ListGroups lists consumer
+//! groups with type "consumer", DescribeGroups answers GROUP_ID_NOT_FOUND
+//! for them (as Kafka 4.x: "not a classic group").
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::consumer_group_describe_response::{
+    Assignment as DescribedAssignment, DescribedGroup, Member, TopicPartitions as DescribedTp,
+};
+use kafka_protocol::messages::consumer_group_heartbeat_response::{
+    Assignment as HeartbeatAssignment, TopicPartitions as HeartbeatTp,
+};
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
+    JoinGroupRequest, JoinGroupResponse, ListGroupsRequest, ListGroupsResponse,
+    OffsetCommitRequest,
+};
+use uuid::Uuid;
+
+use super::metadata::topic_by_id;
+use super::{blocking, s, topic_name};
+use crate::coordinator::consumer_group::{Assignment, Heartbeat};
+use crate::dispatch::Session;
+use crate::errors::code;
+use crate::Shared;
+
+/// Kafka's group type of the consumer protocol (ListGroups v5).
+const CONSUMER: &str = "consumer";
+
+pub async fn heartbeat(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    req: ConsumerGroupHeartbeatRequest,
+    v: i16,
+) -> ConsumerGroupHeartbeatResponse {
+    let group = req.group_id.as_str().to_string();
+    let mut r = ConsumerGroupHeartbeatResponse::default();
+    if shared.groups.is_active(&group) {
+        r.error_code = code::GROUP_ID_NOT_FOUND;
+        r.error_message = Some(s(&format!("Group {group} is not a consumer group.")));
+        return r;
+    }
+    // Owned partitions by topic id; ids of topics gone are dropped.
+    let owned = req.topic_partitions.as_ref().map(|tps| {
+        let mut a = Assignment::new();
+        for tp in tps {
+            if let Some(name) = topic_by_id(shared, &mut session.topic_names, tp.topic_id) {
+                a.entry(name)
+                    .or_default()
+                    .extend(tp.partitions.iter().copied());
+            }
+        }
+        a
+    });
+    let hb = Heartbeat {
+        version: v,
+        group,
+        member_id: req.member_id.as_str().to_string(),
+        member_epoch: req.member_epoch,
+        instance_id: req.instance_id.as_ref().map(|i| i.as_str().to_string()),
+        rack_id: req.rack_id.as_ref().map(|i| i.as_str().to_string()),
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        topics: req
+            .subscribed_topic_names
+            .as_ref()
+            .map(|ts| ts.iter().map(|t| t.as_str().to_string()).collect()),
+        regex: req
+            .subscribed_topic_regex
+            .as_ref()
+            .map(|r| r.as_str().to_string()),
+        assignor: req.server_assignor.as_ref().map(|a| a.as_str().to_string()),
+        owned,
+        client_id: session.client_id.clone(),
+        host: format!("/{}", session.peer.ip()),
+    };
+    let out = blocking(|| shared.consumer_groups.heartbeat(hb));
+    crate::errors::debug(&format!(
+        "ConsumerGroupHeartbeat {} {} epoch {} -> error {} epoch {} {:?}",
+        req.group_id.as_str(),
+        req.member_id.as_str(),
+        req.member_epoch,
+        out.error,
+        out.member_epoch,
+        out.assignment
+    ));
+    r.error_code = out.error;
+    r.error_message = out.message.as_deref().map(s);
+    r.member_id = out.member_id.as_deref().map(s);
+    r.member_epoch = out.member_epoch;
+    r.heartbeat_interval_ms = out.heartbeat_interval_ms;
+    r.assignment = out.assignment.map(|a| {
+        let mut ha = HeartbeatAssignment::default();
+        ha.topic_partitions = with_ids(shared, &a)
+            .into_iter()
+            .map(|(id, _, ps)| {
+                let mut tp = HeartbeatTp::default();
+                tp.topic_id = id;
+                tp.partitions = ps;
+                tp
+            })
+            .collect();
+        ha
+    });
+    r
+}
+
+/// Each topic of `a` with its id (topics gone are left out).
+fn with_ids(shared: &Shared, a: &Assignment) -> Vec<(Uuid, String, Vec<i32>)> {
+    let mut ids: HashMap<&str, Uuid> = HashMap::new();
+    for t in a.keys() {
+        if let Ok(Some(topic)) = blocking(|| shared.store.topic(t)) {
+            ids.insert(t, Uuid::from_bytes(topic.id.0));
+        }
+    }
+    a.iter()
+        .filter_map(|(t, ps)| {
+            let id = ids.get(t.as_str())?;
+            Some((*id, t.clone(), ps.iter().copied().collect()))
+        })
+        .collect()
+}
+
+pub async fn describe(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: ConsumerGroupDescribeRequest,
+    _v: i16,
+) -> ConsumerGroupDescribeResponse {
+    let mut r = ConsumerGroupDescribeResponse::default();
+    for gid in req.group_ids {
+        let mut d = DescribedGroup::default();
+        d.group_id = gid.clone();
+        d.authorized_operations = i32::MIN;
+        let classic = shared.groups.is_active(gid.as_str());
+        match shared
+            .consumer_groups
+            .describe(gid.as_str())
+            .filter(|_| !classic)
+        {
+            Some(info) => {
+                d.group_state = s(info.state);
+                d.group_epoch = info.epoch;
+                d.assignment_epoch = info.assignment_epoch;
+                d.assignor_name = s(&info.assignor);
+                d.members = info
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        let mut dm = Member::default();
+                        dm.member_id = s(&m.member_id);
+                        dm.instance_id = m.instance_id.as_deref().map(s);
+                        dm.rack_id = m.rack_id.as_deref().map(s);
+                        dm.member_epoch = m.member_epoch;
+                        dm.client_id = s(&m.client_id);
+                        dm.client_host = s(&m.host);
+                        dm.subscribed_topic_names =
+                            m.topics.iter().map(|t| topic_name(t)).collect();
+                        dm.subscribed_topic_regex = m.regex.as_deref().map(s);
+                        dm.assignment = described(shared, &m.assignment);
+                        dm.target_assignment = described(shared, &m.target);
+                        // 1: the consumer protocol (0 would be classic).
+                        dm.member_type = 1;
+                        dm
+                    })
+                    .collect();
+            }
+            None => {
+                d.error_code = code::GROUP_ID_NOT_FOUND;
+                let why = if classic {
+                    format!("Group {} is not a consumer group.", gid.as_str())
+                } else {
+                    format!("Group {} not found.", gid.as_str())
+                };
+                d.error_message = Some(s(&why));
+                d.group_state = s("Dead");
+            }
+        }
+        r.groups.push(d);
+    }
+    r
+}
+
+fn described(shared: &Shared, a: &Assignment) -> DescribedAssignment {
+    let mut da = DescribedAssignment::default();
+    da.topic_partitions = with_ids(shared, a)
+        .into_iter()
+        .map(|(id, name, ps)| {
+            let mut tp = DescribedTp::default();
+            tp.topic_id = id;
+            tp.topic_name = topic_name(&name);
+            tp.partitions = ps;
+            tp
+        })
+        .collect();
+    da
+}
+
+/// OffsetCommit's check for a consumer-protocol group: `None` if `group` is
+/// no consumer group with members here (the classic check stands), else the
+/// error code. The member epoch is in the generation field (librdkafka
+/// sends it there below OffsetCommit v9 too).
+pub fn check_commit(shared: &Shared, req: &OffsetCommitRequest) -> Option<i16> {
+    shared.consumer_groups.check_commit(
+        req.group_id.as_str(),
+        req.member_id.as_str(),
+        req.generation_id_or_member_epoch,
+    )
+}
+
+/// JoinGroup (classic): refused for a group that is a consumer group here,
+/// as Kafka 4.x refuses it when it does not migrate the group: the group
+/// "is not a classic group" (GROUP_ID_NOT_FOUND).
+pub async fn classic_join(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    req: JoinGroupRequest,
+    v: i16,
+) -> JoinGroupResponse {
+    if shared.consumer_groups.is_active(req.group_id.as_str()) {
+        crate::errors::warn(&format!(
+            "group {:?} is a consumer-protocol group; refusing a classic member",
+            req.group_id.as_str()
+        ));
+        let mut r = JoinGroupResponse::default();
+        r.error_code = code::GROUP_ID_NOT_FOUND;
+        r.generation_id = -1;
+        r.member_id = req.member_id;
+        r.protocol_name = Some(s(""));
+        return r;
+    }
+    super::groups::join(shared, session, req, v).await
+}
+
+/// ListGroups: the classic answer, consumer groups here listed with type
+/// "consumer" and their state (Kafka's `ConsumerGroupState` names).
+pub async fn list(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    req: ListGroupsRequest,
+    v: i16,
+) -> ListGroupsResponse {
+    let mut live = shared.consumer_groups.live();
+    live.sort();
+    let types = req.types_filter.clone();
+    let states = req.states_filter.clone();
+    let mut r = super::groups::list(shared, session, req, v).await;
+    r.groups
+        .retain(|g| !live.iter().any(|(n, _)| n.as_str() == g.group_id.as_str()));
+    let wanted_type = v < 5
+        || types.is_empty()
+        || types
+            .iter()
+            .any(|t| t.as_str().eq_ignore_ascii_case(CONSUMER));
+    if r.error_code != code::NONE || !wanted_type {
+        return r;
+    }
+    for (name, state) in live {
+        if v >= 4
+            && !states.is_empty()
+            && !states
+                .iter()
+                .any(|f| f.as_str().eq_ignore_ascii_case(state))
+        {
+            continue;
+        }
+        let mut g = ListedGroup::default();
+        g.group_id = GroupId(s(&name));
+        g.protocol_type = s(CONSUMER);
+        if v >= 4 {
+            g.group_state = s(state);
+        }
+        if v >= 5 {
+            g.group_type = s(CONSUMER);
+        }
+        r.groups.push(g);
+    }
+    r
+}
+
+/// DescribeGroups (classic): a consumer group here is "not a classic
+/// group" (GROUP_ID_NOT_FOUND, state Dead), as Kafka 4.x answers; the others
+/// as the classic handler describes them.
+pub async fn classic_describe(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    req: DescribeGroupsRequest,
+    v: i16,
+) -> DescribeGroupsResponse {
+    let consumer: Vec<bool> = req
+        .groups
+        .iter()
+        .map(|g| shared.consumer_groups.is_active(g.as_str()))
+        .collect();
+    let mut r = super::groups::describe(shared, session, req, v).await;
+    for (d, is_consumer) in r.groups.iter_mut().zip(consumer) {
+        if is_consumer {
+            d.error_code = code::GROUP_ID_NOT_FOUND;
+            if v >= 6 {
+                d.error_message = Some(s(&format!(
+                    "Group {} is not a classic group.",
+                    d.group_id.as_str()
+                )));
+            }
+            d.group_state = s("Dead");
+            d.protocol_type = s("");
+            d.protocol_data = s("");
+            d.members.clear();
+        }
+    }
+    r
+}
