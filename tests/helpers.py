@@ -18,6 +18,10 @@ import ottla
 PathT = str | os.PathLike[str]
 
 
+# Runs the `ottla` command in a child interpreter: `[sys.executable, "-c", CLI_CODE, *args]`.
+CLI_CODE = "import sys; from ottla.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
 class Spawn(Protocol):
     """The ``spawn`` fixture: ``spawn(code, *args) -> Child``."""
 

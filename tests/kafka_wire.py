@@ -125,6 +125,27 @@ def uvarint(n: int) -> bytes:
             return out + bytes([b])
 
 
+def flexible_request(host: str, port: int, api: int, version: int, body: bytes) -> bytes:
+    """One request with header v2 on a new connection; the response body
+    after its header v1."""
+    header = struct.pack(">hhi", api, version, 9) + _str("raw") + uvarint(0)
+    msg = header + body
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(struct.pack(">i", len(msg)) + msg)
+        cid, data = response(s)
+    assert cid == 9
+    assert data[0] == 0, "response header tags"
+    return data[1:]
+
+
+def compact_str(s: str | None) -> bytes:
+    """A compact (flexible-version) nullable string."""
+    if s is None:
+        return uvarint(0)
+    b = s.encode()
+    return uvarint(len(b) + 1) + b
+
+
 def produce_v8(
     sock: socket.socket,
     topic: str,

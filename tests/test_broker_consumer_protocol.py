@@ -6,6 +6,9 @@ commits are checked against the member epoch."""
 
 from __future__ import annotations
 
+import struct
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,8 +19,9 @@ import confluent_kafka as ck
 import pytest
 from confluent_kafka.admin import AdminClient
 
+import kafka_wire
 import ottla
-from helpers import Spawn
+from helpers import CLI_CODE, Spawn
 
 pytestmark = pytest.mark.skipif(
     tuple(int(x) for x in ck.libversion()[0].split(".")[:2]) < (2, 10),
@@ -412,3 +416,39 @@ def test_members_join_again_after_a_broker_restart(data_dir: Path) -> None:
     finally:
         a.c.close()
         b.close()
+
+
+def test_ottla_serve_takes_the_consumer_protocol_settings(data_dir: Path, spawn: Spawn) -> None:
+    """``ottla serve --group-consumer-heartbeat-interval-ms`` reaches the
+    members (a raw ConsumerGroupHeartbeat v0 reads it back); a session
+    timeout not above the interval is refused at start."""
+    flags = ["--group-consumer-heartbeat-interval-ms", "250"]
+    flags += ["--group-consumer-session-timeout-ms", "4000"]
+    server = spawn(CLI_CODE, "serve", "--data", data_dir, "--listen", "127.0.0.1:0", *flags)
+    addr = server.wait_line(lambda s: s.startswith("listening on "), timeout=30).split()[-1]
+    host, port = addr.rsplit(":", 1)
+    # group, member id "" (v0: the broker names it), epoch 0, no instance or
+    # rack, rebalance timeout, topics ["t"], no assignor, no owned partitions.
+    body = kafka_wire.compact_str("serve-settings") + kafka_wire.compact_str("")
+    body += struct.pack(">i", 0) + kafka_wire.compact_str(None) + kafka_wire.compact_str(None)
+    body += struct.pack(">i", 30000) + kafka_wire.uvarint(2) + kafka_wire.compact_str("t")
+    body += kafka_wire.compact_str(None) + kafka_wire.uvarint(1) + kafka_wire.uvarint(0)
+    answer = kafka_wire.flexible_request(host, int(port), 68, 0, body)
+    _throttle, error = struct.unpack(">ih", answer[:6])
+    assert error == 0, answer
+    at = 6
+    for _ in range(2):  # error message, member id (compact nullable strings)
+        n = answer[at]
+        at += 1 + max(n - 1, 0)
+    _epoch, interval = struct.unpack(">ii", answer[at : at + 8])
+    assert interval == 250
+    bad = subprocess.run(
+        [
+            *(sys.executable, "-c", CLI_CODE, "serve", "--data", str(data_dir / "b")),
+            *("--listen", "127.0.0.1:0", flags[0], "5000", flags[2], "5000"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode != 0 and "group_consumer_heartbeat_interval_ms" in bad.stderr, bad.stderr

@@ -18,7 +18,7 @@ import pytest
 
 import ottla
 from group_wire import member_id, read_join, send_join
-from helpers import Spawn
+from helpers import CLI_CODE, Spawn
 
 pytest.importorskip("confluent_kafka")
 import confluent_kafka as ck
@@ -125,9 +125,6 @@ def test_the_initial_delay_holds_the_first_join_for_later_members(
 def test_the_delay_is_checked() -> None:
     with pytest.raises(ValueError, match="group_initial_rebalance_delay_ms"):
         ottla.Broker("unused", group_initial_rebalance_delay_ms=-1)
-
-
-CLI_CODE = "import sys; from ottla.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def test_ottla_serve_takes_the_delay(data_dir: Path, spawn: Spawn) -> None:

@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 
 import ottla
-from helpers import Child, Spawn, wait_until
+from helpers import CLI_CODE, Child, Spawn, wait_until
 from kafka_wire import API_FETCH, frame, recv_exact
 
-CLI_CODE = "import sys; from ottla.cli import main; sys.exit(main(sys.argv[1:]))"
 IDLE = "idle"
 BUSY = "busy"
 IDLE_PARTITIONS = 30

@@ -28,10 +28,9 @@ from pathlib import Path
 import pytest
 
 import ottla
-from helpers import Child, Spawn, wait_until
+from helpers import CLI_CODE, Child, Spawn, wait_until
 from kafka_wire import API_API_VERSIONS, frame, recv_exact, response
 
-CLI_CODE = "import sys; from ottla.cli import main; sys.exit(main(sys.argv[1:]))"
 MIB = 1 << 20
 TOPIC = "big"
 

@@ -7,7 +7,6 @@ for what no client shows, raw frames."""
 from __future__ import annotations
 
 import base64
-import socket
 import struct
 import uuid
 from pathlib import Path
@@ -67,14 +66,7 @@ def test_describe_cluster(broker: ottla.Broker) -> None:
 
 def flexible_request(b: ottla.Broker, api: int, version: int, body: bytes) -> bytes:
     """One request with header v2; the response body after its header v1."""
-    header = struct.pack(">hhi", api, version, 9) + kafka_wire._str("raw") + kafka_wire.uvarint(0)
-    msg = header + body
-    with socket.create_connection((b.host, b.port), timeout=10) as s:
-        s.sendall(struct.pack(">i", len(msg)) + msg)
-        cid, data = kafka_wire.response(s)
-    assert cid == 9
-    assert data[0] == 0, "response header tags"
-    return data[1:]
+    return kafka_wire.flexible_request(b.host, b.port, api, version, body)
 
 
 def test_describe_cluster_asked_for_controllers_is_a_mismatched_endpoint(

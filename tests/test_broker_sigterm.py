@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 import ottla
-from helpers import Child, Spawn, read_all, wait_until
+from helpers import CLI_CODE, Child, Spawn, read_all, wait_until
 
 pytest.importorskip("kafka")
 
-CLI_CODE = "import sys; from ottla.cli import main; sys.exit(main(sys.argv[1:]))"
 TOPIC = "load"
 ROUNDS = 3
 

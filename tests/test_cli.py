@@ -26,14 +26,12 @@ from pathlib import Path
 import pytest
 
 import ottla
-from helpers import Spawn, read_all, wait_until
+from helpers import CLI_CODE, Spawn, read_all, wait_until
 from ottla.cli._util import parse_time_ms
 from ottla.cli.backend import Message
 from ottla.cli.consume import compile_format
 
 CLI = [sys.executable, "-m", "ottla.cli"]
-# The code a spawned child runs to be the command (spawn() runs `python -c`).
-CLI_CODE = "import sys; from ottla.cli import main; sys.exit(main(sys.argv[1:]))"
 
 needs_broker = pytest.mark.skipif(
     not hasattr(ottla, "Broker"), reason="ottla.Broker not in this build"

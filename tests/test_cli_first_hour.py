@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 import ottla
-from helpers import Spawn, wait_until
-from test_cli import CLI_CODE, fails, ok, run
+from helpers import CLI_CODE, Spawn, wait_until
+from test_cli import fails, ok, run
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_PARENT = str(Path(ottla.__file__).resolve().parent.parent)
@@ -144,6 +144,7 @@ SERVE_LINES = [
     ["--queued-max-request-bytes", "-1", "--max-connections", "10", "--max-open-files", "64"],
     ["--max-connections-per-ip", "2", "--retention-check-interval-ms", "1000"],
     ["--group-initial-rebalance-delay-ms", "300"],
+    ["--group-consumer-heartbeat-interval-ms", "100", "--group-consumer-session-timeout-ms", "900"],
     ["--max-request-bytes", "2048", "--data", "first", "--data", "last"],
     ["--num-partitions", "0"],  # parsed alike; refused later by both paths
     ["--num-partitions", " 7"],

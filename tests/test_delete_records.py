@@ -13,7 +13,7 @@ import pytest
 
 import kafka_wire
 import ottla
-from helpers import Child, Spawn
+from helpers import CLI_CODE, Child, Spawn
 
 pytest.importorskip("confluent_kafka")
 from confluent_kafka import KafkaException, TopicPartition as KafkaTopicPartition
@@ -22,7 +22,6 @@ from confluent_kafka.admin import AdminClient
 OFFSET_OUT_OF_RANGE = 1
 UNKNOWN_TOPIC_OR_PARTITION = 3
 INVALID_TOPIC_EXCEPTION = 17
-CLI_CODE = "import sys; from ottla.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def fill(data_dir: Path, topic: str, n: int, partitions: int = 1) -> None:

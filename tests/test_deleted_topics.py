@@ -23,10 +23,8 @@ import sys
 from pathlib import Path
 
 import ottla
-from helpers import Spawn, wait_until
+from helpers import CLI_CODE, Spawn, wait_until
 from kafka_wire import fetch
-
-CLI_CODE = "import sys; from ottla.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def _produce(data_dir: Path, topic: str, values: list[str], partitions: int = 1) -> None:

@@ -134,6 +134,22 @@ def add_parser(sub: Any) -> None:
         help="how long the first rebalance of an empty consumer group waits for more "
         "members (group.initial.rebalance.delay.ms; default: 0, at once)",
     )
+    p.add_argument(
+        "--group-consumer-heartbeat-interval-ms",
+        type=int,
+        default=1000,
+        metavar="MS",
+        help="how often members of consumer-protocol groups (group.protocol=consumer, "
+        "KIP-848) heartbeat (group.consumer.heartbeat.interval.ms; default: 1000)",
+    )
+    p.add_argument(
+        "--group-consumer-session-timeout-ms",
+        type=int,
+        default=45000,
+        metavar="MS",
+        help="how long a consumer-protocol member may go without a heartbeat before it "
+        "is fenced (group.consumer.session.timeout.ms; default: 45000)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -154,6 +170,8 @@ class ServeOptions:
         self.max_connections_per_ip: int | None = None
         self.max_open_files: int | None = None
         self.group_initial_rebalance_delay_ms = 0
+        self.group_consumer_heartbeat_interval_ms = 1000
+        self.group_consumer_session_timeout_ms = 45000
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> ServeOptions:
@@ -173,6 +191,8 @@ _INT_OPTIONS = {
     "--max-connections-per-ip": "max_connections_per_ip",
     "--max-open-files": "max_open_files",
     "--group-initial-rebalance-delay-ms": "group_initial_rebalance_delay_ms",
+    "--group-consumer-heartbeat-interval-ms": "group_consumer_heartbeat_interval_ms",
+    "--group-consumer-session-timeout-ms": "group_consumer_session_timeout_ms",
 }
 _FSYNC = ("never", "interval", "always")
 
@@ -297,6 +317,8 @@ def serve(args: ServeOptions) -> int:
             max_connections_per_ip=args.max_connections_per_ip,
             max_open_files=args.max_open_files,
             group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms,
+            group_consumer_heartbeat_interval_ms=args.group_consumer_heartbeat_interval_ms,
+            group_consumer_session_timeout_ms=args.group_consumer_session_timeout_ms,
         )
     except OSError as e:
         raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
