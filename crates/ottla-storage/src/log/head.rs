@@ -48,7 +48,8 @@ const F_FLUSHED_SIZE: usize = 16;
 /// 1 once the head's "in use" mark (`F_CLEAN` = 0) is known to be on disk
 /// (msync'd); see [`Head::mark_in_use_durably`].
 const F_IN_USE_SYNCED: usize = 17;
-const NUM_FIELDS: usize = 18;
+const F_EPOCHS_GEN: usize = 18;
+const NUM_FIELDS: usize = 19;
 
 /// A consistent copy of the head's fields.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,6 +70,11 @@ pub struct HeadState {
     pub active_created_ms: i64,
     /// Bytes of the active segment known to be fsync'd.
     pub flushed_size: u64,
+    /// Bumped whenever `leader-epoch-checkpoint` is replaced: each process
+    /// keeps the leader-epoch cache in memory and reads the file again
+    /// when this moves (see `log::partition::epochs`). Heads written before
+    /// leader epochs hold 0 here.
+    pub epochs_gen: u64,
 }
 
 pub struct Head {
@@ -200,6 +206,7 @@ impl Head {
             recovery_point: self.get(F_RECOVERY_POINT) as i64,
             active_created_ms: self.get(F_ACTIVE_CREATED_MS) as i64,
             flushed_size: self.get(F_FLUSHED_SIZE),
+            epochs_gen: self.get(F_EPOCHS_GEN),
         }
     }
 
@@ -231,6 +238,7 @@ impl Head {
         set(F_RECOVERY_POINT, st.recovery_point as u64);
         set(F_ACTIVE_CREATED_MS, st.active_created_ms as u64);
         set(F_FLUSHED_SIZE, st.flushed_size);
+        set(F_EPOCHS_GEN, st.epochs_gen);
         seq.store(s.wrapping_add(2), Ordering::Release);
     }
 
