@@ -10,9 +10,11 @@
 //! DescribeTopicPartitions. That is what the three client families need:
 //! librdkafka picks the highest common version per API; kafka-python infers
 //! a broker version from the ranges and uses record batch v2 from 0.11 on;
-//! aiokafka refuses an API that is not listed. No OffsetForLeaderEpoch:
-//! responses carry no leader epochs (-1), so clients never ask for epoch
-//! validation. docs/COMPATIBILITY.md lists every key against Kafka 4.x's
+//! aiokafka refuses an API that is not listed. Leader epochs (KIP-320) are
+//! served as Kafka 4.x serves them: in Metadata (v7+), checked in Fetch
+//! (v9+) and ListOffsets (v4+), and OffsetForLeaderEpoch (v2-4), so
+//! clients validate their positions after a seek or a committed offset as
+//! they do against Kafka. docs/COMPATIBILITY.md lists every key against Kafka 4.x's
 //! range (`tests/test_compatibility_doc.py` checks it against this table).
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -24,7 +26,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 18),
     (ApiKey::ListOffsets, 1, 7),
-    (ApiKey::Metadata, 0, 12),
+    (ApiKey::Metadata, 0, 13),
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::FindCoordinator, 0, 4),
@@ -38,6 +40,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod configs;
+pub mod epochs;
 pub mod fetch;
 pub mod groups;
 pub mod list_offsets;
