@@ -178,8 +178,7 @@ mod tests {
         let mut req = OffsetForLeaderEpochRequest::default();
         req.replica_id = (-1).into();
         req.topics.push(t);
-        let r: OffsetForLeaderEpochResponse =
-            call(s, ApiKey::OffsetForLeaderEpoch, version, &req);
+        let r: OffsetForLeaderEpochResponse = call(s, ApiKey::OffsetForLeaderEpoch, version, &req);
         assert_eq!(r.topics.len(), 1);
         r.topics[0]
             .partitions
@@ -230,6 +229,52 @@ mod tests {
         );
     }
 
+    #[test]
+    fn epochs_are_answered_only_at_versions_that_have_them() {
+        use kafka_protocol::messages::list_offsets_request::{
+            ListOffsetsPartition, ListOffsetsTopic,
+        };
+        use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+        use kafka_protocol::messages::{
+            ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+        };
+        let (_d, _b, mut s, _) = setup();
+        // A field a version does not have cannot be encoded: the broker
+        // would close the connection instead of answering.
+        for v in 0..=13 {
+            let mut t = MetadataRequestTopic::default();
+            t.name = Some(TopicName("t".to_string().into()));
+            let mut req = MetadataRequest::default();
+            req.topics = Some(vec![t]);
+            let r: MetadataResponse = call(&mut s, ApiKey::Metadata, v, &req);
+            let epoch = r.topics[0].partitions[0].leader_epoch;
+            assert_eq!(epoch, if v >= 7 { 0 } else { -1 }, "Metadata v{v}");
+        }
+        for v in 1..=7 {
+            let mut p = ListOffsetsPartition::default();
+            p.partition_index = 0;
+            p.timestamp = -1;
+            let mut t = ListOffsetsTopic::default();
+            t.name = TopicName("t".to_string().into());
+            t.partitions.push(p);
+            let mut req = ListOffsetsRequest::default();
+            req.replica_id = (-1).into();
+            req.topics.push(t);
+            let r: ListOffsetsResponse = call(&mut s, ApiKey::ListOffsets, v, &req);
+            let p = &r.topics[0].partitions[0];
+            assert_eq!(
+                (p.error_code, p.offset),
+                (code::NONE, 15),
+                "ListOffsets v{v}"
+            );
+            assert_eq!(
+                p.leader_epoch,
+                if v >= 4 { 2 } else { -1 },
+                "ListOffsets v{v}"
+            );
+        }
+    }
+
     fn fetch(
         s: &mut TcpStream,
         id: uuid::Uuid,
@@ -266,7 +311,10 @@ mod tests {
         let r = fetch(&mut s, id, 12, 12, 2, 2);
         let pd = &r.responses[0].partitions[0];
         assert_eq!(pd.error_code, code::NONE);
-        assert_eq!((pd.diverging_epoch.epoch, pd.diverging_epoch.end_offset), (-1, -1));
+        assert_eq!(
+            (pd.diverging_epoch.epoch, pd.diverging_epoch.end_offset),
+            (-1, -1)
+        );
         assert!(pd.records.as_ref().is_some_and(|r| !r.is_empty()));
         let r = fetch(&mut s, id, 12, 10, 2, 0);
         let pd = &r.responses[0].partitions[0];
@@ -276,16 +324,25 @@ mod tests {
         let r = fetch(&mut s, id, 12, 12, 2, 0);
         let pd = &r.responses[0].partitions[0];
         assert_eq!(pd.error_code, code::NONE);
-        assert_eq!((pd.diverging_epoch.epoch, pd.diverging_epoch.end_offset), (0, 10));
+        assert_eq!(
+            (pd.diverging_epoch.epoch, pd.diverging_epoch.end_offset),
+            (0, 10)
+        );
         assert_eq!((pd.high_watermark, pd.log_start_offset), (15, 0));
         assert!(pd.records.as_ref().is_some_and(|r| r.is_empty()));
         // Epoch 1 was never here: it ends where epoch 2 starts, with epoch 0.
         let r = fetch(&mut s, id, 13, 11, 2, 1);
         let pd = &r.responses[0].partitions[0];
-        assert_eq!((pd.diverging_epoch.epoch, pd.diverging_epoch.end_offset), (0, 10));
+        assert_eq!(
+            (pd.diverging_epoch.epoch, pd.diverging_epoch.end_offset),
+            (0, 10)
+        );
         // An epoch above every one here: out of range.
         let r = fetch(&mut s, id, 12, 12, -1, 3);
-        assert_eq!(r.responses[0].partitions[0].error_code, code::OFFSET_OUT_OF_RANGE);
+        assert_eq!(
+            r.responses[0].partitions[0].error_code,
+            code::OFFSET_OUT_OF_RANGE
+        );
         // current_leader_epoch checked from v9 on; before, and -1, not.
         for (v, current, want) in [
             (9, 1, code::FENCED_LEADER_EPOCH),
@@ -294,13 +351,22 @@ mod tests {
             (8, 1, code::NONE),
         ] {
             let r = fetch(&mut s, id, v, 0, current, -1);
-            assert_eq!(r.responses[0].partitions[0].error_code, want, "v{v} {current}");
+            assert_eq!(
+                r.responses[0].partitions[0].error_code, want,
+                "v{v} {current}"
+            );
         }
         // v16+: a fenced fetcher is told the current leader and where it is.
         let r = fetch(&mut s, id, 16, 0, 1, -1);
         let pd = &r.responses[0].partitions[0];
         assert_eq!(pd.error_code, code::FENCED_LEADER_EPOCH);
-        assert_eq!((pd.current_leader.leader_id.0, pd.current_leader.leader_epoch), (0, 2));
+        assert_eq!(
+            (
+                pd.current_leader.leader_id.0,
+                pd.current_leader.leader_epoch
+            ),
+            (0, 2)
+        );
         assert_eq!(r.node_endpoints.len(), 1);
         assert_eq!(r.node_endpoints[0].port, i32::from(b.local_addr().port()));
     }

@@ -106,7 +106,8 @@ fn gather(
         };
         for p in &t.partitions {
             // -1 (or anything negative: Kafka's `optionalEpoch`) skips the check.
-            let current_epoch = (v >= 9 && p.current_leader_epoch >= 0).then_some(p.current_leader_epoch);
+            let current_epoch =
+                (v >= 9 && p.current_leader_epoch >= 0).then_some(p.current_leader_epoch);
             if v >= 12 && p.last_fetched_epoch >= 0 && topic.as_ref().is_ok_and(|t| t.is_some()) {
                 if let Some(pd) = diverging(shared, name, p, current_epoch) {
                     errors = true;
@@ -190,7 +191,10 @@ fn diverging(
     let mut pd = PartitionData::default();
     pd.partition_index = p.partition;
     pd.high_watermark = -1;
-    let epochs = match shared.replicas.leader_epochs(name, p.partition, current_epoch) {
+    let epochs = match shared
+        .replicas
+        .leader_epochs(name, p.partition, current_epoch)
+    {
         Ok(e) => e,
         Err(c) => {
             pd.error_code = c;

@@ -30,7 +30,8 @@ pub async fn handle(
             let mut pr = ListOffsetsPartitionResponse::default();
             pr.partition_index = p.partition_index;
             // Kafka's `ListOffsetsResponse.UNKNOWN_EPOCH` (-1) skips the check.
-            let current = (v >= 4 && p.current_leader_epoch != -1).then_some(p.current_leader_epoch);
+            let current =
+                (v >= 4 && p.current_leader_epoch != -1).then_some(p.current_leader_epoch);
             let found = shared.replicas.list_offset(
                 t.name.as_str(),
                 p.partition_index,
@@ -41,7 +42,9 @@ pub async fn handle(
                 Ok((ts, offset, epoch)) => {
                     pr.timestamp = ts;
                     pr.offset = offset;
-                    pr.leader_epoch = epoch;
+                    if v >= 4 {
+                        pr.leader_epoch = epoch;
+                    }
                 }
                 Err(c) => pr.error_code = c,
             }

@@ -111,7 +111,9 @@ pub async fn handle(
                         let mut part = MetadataResponsePartition::default();
                         part.partition_index = p as i32;
                         part.leader_id = BrokerId(NODE_ID);
-                        part.leader_epoch = INITIAL_LEADER_EPOCH;
+                        if v >= 7 {
+                            part.leader_epoch = INITIAL_LEADER_EPOCH;
+                        }
                         part.replica_nodes = vec![BrokerId(NODE_ID)];
                         part.isr_nodes = vec![BrokerId(NODE_ID)];
                         part
