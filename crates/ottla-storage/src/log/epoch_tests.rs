@@ -290,3 +290,55 @@ fn a_log_written_before_leader_epochs_counts_the_current_one_from_its_end() {
     append(&log, 1);
     assert_eq!(checkpoint(tmp.path()), "0\n1\n0 6\n");
 }
+
+fn head_slot(root: &Path, slot: u64) -> u64 {
+    let f = std::fs::File::open(part_dir(root).join("partition.head")).expect("open head");
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, slot * 8).expect("read head");
+    u64::from_ne_bytes(b)
+}
+
+const F_BOOT_ID: u64 = 15 * 8;
+const F_EPOCHS_DIRTY: u64 = 19;
+
+#[test]
+fn the_checkpoint_is_fsynced_with_the_next_flush() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[]);
+    let log = open_log(tmp.path(), &cfg);
+    append(&log, 2);
+    assert_eq!(head_slot(tmp.path(), F_EPOCHS_DIRTY), 1);
+    log.flush().expect("flush");
+    assert_eq!(head_slot(tmp.path(), F_EPOCHS_DIRTY), 0);
+    // An fsync'd append syncs it at once.
+    log.set_leader_epoch(1);
+    let mut b = client_batch(1);
+    log.append(&mut b, Durability::Fsync).expect("append");
+    assert_eq!(head_slot(tmp.path(), F_EPOCHS_DIRTY), 0);
+    assert_eq!(checkpoint(tmp.path()), "0\n2\n0 0\n1 2\n");
+}
+
+#[test]
+fn recovery_after_a_reboot_assigns_the_epochs_of_the_batches_again() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[]);
+    {
+        let log = open_log(tmp.path(), &cfg);
+        append(&log, 4);
+        log.set_leader_epoch(2);
+        append(&log, 4);
+        append(&log, 1);
+    }
+    // A power cut took the file's last replacement but not the batches.
+    std::fs::write(part_dir(tmp.path()).join(LEADER_EPOCH_FILE), "0\n1\n0 0\n").expect("write");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(part_dir(tmp.path()).join("partition.head"))
+        .expect("open head");
+    f.write_all_at(&0u64.to_ne_bytes(), F_CLEAN).expect("clean");
+    f.write_all_at(&0u64.to_ne_bytes(), F_BOOT_ID)
+        .expect("boot");
+    let log = open_log(tmp.path(), &cfg);
+    assert_eq!(checkpoint(tmp.path()), "0\n2\n0 0\n2 4\n");
+    assert_eq!(entries(&log), [(0, 0), (2, 4)]);
+}

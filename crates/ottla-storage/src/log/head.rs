@@ -49,7 +49,8 @@ const F_FLUSHED_SIZE: usize = 16;
 /// (msync'd); see [`Head::mark_in_use_durably`].
 const F_IN_USE_SYNCED: usize = 17;
 const F_EPOCHS_GEN: usize = 18;
-const NUM_FIELDS: usize = 19;
+const F_EPOCHS_DIRTY: usize = 19;
+const NUM_FIELDS: usize = 20;
 
 /// A consistent copy of the head's fields.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -75,6 +76,10 @@ pub struct HeadState {
     /// when this moves (see `log::partition::epochs`). Heads written before
     /// leader epochs hold 0 here.
     pub epochs_gen: u64,
+    /// 1 while `leader-epoch-checkpoint` was replaced without an fsync:
+    /// the next flush of the log (`sync_locked`) fsyncs it with the
+    /// segments, so it is on disk no later than the records it describes.
+    pub epochs_dirty: u64,
 }
 
 pub struct Head {
@@ -207,6 +212,7 @@ impl Head {
             active_created_ms: self.get(F_ACTIVE_CREATED_MS) as i64,
             flushed_size: self.get(F_FLUSHED_SIZE),
             epochs_gen: self.get(F_EPOCHS_GEN),
+            epochs_dirty: self.get(F_EPOCHS_DIRTY),
         }
     }
 
@@ -239,6 +245,7 @@ impl Head {
         set(F_ACTIVE_CREATED_MS, st.active_created_ms as u64);
         set(F_FLUSHED_SIZE, st.flushed_size);
         set(F_EPOCHS_GEN, st.epochs_gen);
+        set(F_EPOCHS_DIRTY, st.epochs_dirty);
         seq.store(s.wrapping_add(2), Ordering::Release);
     }
 

@@ -24,7 +24,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_replace;
 
 /// The per-partition file holding the leader-epoch cache.
 pub const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
@@ -287,12 +287,25 @@ impl LeaderEpochCache {
         }
     }
 
-    /// Replace `dir`'s checkpoint with this cache: a temporary file,
-    /// fsync'd, renamed into place, the directory fsync'd. Readers in any
-    /// process see the old file or the new one, never a mix; after a power
-    /// cut, the new one once this has returned.
+    /// Replace `dir`'s checkpoint with this cache: a temporary file renamed
+    /// into place, so readers in any process see the old file or the new
+    /// one, never a mix. Not fsync'd here: see [`LeaderEpochCache::sync`].
     pub fn write(&self, dir: &Path) -> Result<()> {
-        write_atomic(&dir.join(LEADER_EPOCH_FILE), self.encode().as_bytes())
+        write_replace(&dir.join(LEADER_EPOCH_FILE), self.encode().as_bytes())
+    }
+
+    /// fsync `dir`'s checkpoint and the directory (its rename), if there is
+    /// one: once this returns the file survives a power cut.
+    pub fn sync(dir: &Path) -> Result<()> {
+        let path = dir.join(LEADER_EPOCH_FILE);
+        match std::fs::File::open(&path) {
+            Ok(f) => f.sync_all().ctx("fsync leader epochs", &path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).ctx("open leader epochs", &path),
+        }
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .ctx("fsync partition directory", dir)
     }
 }
 
@@ -415,6 +428,7 @@ mod tests {
             Ok(Checkpoint::Missing)
         ));
         c.write(dir.path()).expect("write");
+        LeaderEpochCache::sync(dir.path()).expect("sync");
         match LeaderEpochCache::read(dir.path()) {
             Ok(Checkpoint::Read(r)) => assert_eq!(r, c),
             other => panic!("{other:?}"),

@@ -364,8 +364,9 @@ pub(crate) fn recover(log: &PartitionLog, from: i64) -> Result<HeadState> {
     };
     head.init(&st);
     log.install_segments(st.segments_gen, st.active_base, map);
-    // Epochs starting past the end recovered went with the tail.
-    log.truncate_epochs_locked(&mut st, true)?;
+    // Epochs starting past the end recovered went with the tail; those of
+    // the batches re-validated are assigned again.
+    log.recover_epochs_locked(&mut st, from_base)?;
     Ok(st)
 }
 

@@ -257,6 +257,7 @@ impl PartitionLog {
         for (_, seg) in segs.map.range(first..) {
             seg.sync()?;
         }
+        self.sync_epochs_locked(st)?;
         st.recovery_point = log_end_offset(st);
         st.flushed_size = st.active_size;
         Ok(())
@@ -272,7 +273,10 @@ impl PartitionLog {
             Some(st) => st,
             None => self.repair_locked()?,
         };
-        if st.recovery_point >= log_end_offset(&st) && st.flushed_size >= st.active_size {
+        if st.recovery_point >= log_end_offset(&st)
+            && st.flushed_size >= st.active_size
+            && st.epochs_dirty == 0
+        {
             return Ok(());
         }
         let segs = self.segments_for(&st)?;

@@ -12,6 +12,14 @@
 //! first batch of that epoch (so the file is never behind the log it
 //! describes), a cut after the log start moved (retention, DeleteRecords),
 //! a cut of epochs starting past the end after recovery cut a torn tail.
+//! Each replacement is a rename (atomic for every process) and is fsync'd
+//! with the log's next flush (`sync_locked`: an fsync'd append, `flush`,
+//! the last close), not on its own: the first append to each new partition
+//! would otherwise pay two more fsyncs. A power cut before that flush can
+//! lose the replacement only with records the flush did not make durable
+//! either, and recovery then assigns again the epochs of the batches it
+//! re-validates (Kafka's `LogSegment.recover`), or rebuilds a file it
+//! cannot read.
 //! Each write bumps the head's `epochs_gen`; every process holds the cache
 //! in memory with the generation it read it at and reads the file again
 //! when the head's has moved. The file is replaced by rename, so a reader
@@ -180,7 +188,57 @@ impl PartitionLog {
     fn publish_epochs(&self, st: &mut HeadState, cache: &LeaderEpochCache) -> Result<()> {
         cache.write(&self.dir)?;
         st.epochs_gen = st.epochs_gen.wrapping_add(1);
+        st.epochs_dirty = 1;
         self.head.write(st);
+        Ok(())
+    }
+
+    /// The flush path (`sync_locked`): the checkpoint on disk with the
+    /// segments, if it was replaced since the last flush. Caller holds the
+    /// append lock and publishes `st`.
+    pub(super) fn sync_epochs_locked(&self, st: &mut HeadState) -> Result<()> {
+        if st.epochs_dirty != 0 {
+            LeaderEpochCache::sync(&self.dir)?;
+            st.epochs_dirty = 0;
+        }
+        Ok(())
+    }
+
+    /// Recovery (the loader, which runs alone, or a torn head's repair):
+    /// the cache made to match the log recovered. Epochs starting at or
+    /// past its end are dropped; the batches re-validated from `from_base`
+    /// on are assigned again, as Kafka's `LogSegment.recover` does, so an
+    /// epoch whose records reached the disk while the file's last
+    /// replacement did not (a power cut before the flush that would have
+    /// synced both) is recorded again.
+    pub(crate) fn recover_epochs_locked(&self, st: &mut HeadState, from_base: i64) -> Result<()> {
+        let mut g = self.epochs_locked(st)?;
+        let Some(cache) = g.cache.as_ref() else {
+            return Ok(());
+        };
+        let mut next = cache.clone();
+        let mut changed = next.truncate_from_end(log_end_offset(st));
+        let segs = self.segments_for(st)?;
+        for (base, seg) in segs.map.range(from_base..) {
+            let limit = if *base == st.active_base {
+                st.active_size
+            } else {
+                seg.closed_size()
+            };
+            crate::log::segment::for_each_header(seg, limit, |h| {
+                if h.last_offset() >= st.log_start_offset {
+                    changed |= next.assign(h.leader_epoch, h.base_offset);
+                }
+            })?;
+        }
+        changed |= next.truncate_from_start(st.log_start_offset);
+        if changed {
+            self.publish_epochs(st, &next)?;
+            *g = EpochState {
+                gen: st.epochs_gen,
+                cache: Some(next),
+            };
+        }
         Ok(())
     }
 
