@@ -56,7 +56,8 @@ pub(crate) struct EpochState {
 /// need, read once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaderEpochs {
-    /// The epoch the log appends in now.
+    /// The epoch the log appends in now: this process's, or a later one
+    /// another process already appended in.
     pub current: i32,
     /// The cache, starting no lower than the log start, with the current
     /// epoch starting at the log end when no record was written in it yet.
@@ -141,7 +142,10 @@ impl PartitionLog {
             },
         };
         cache.truncate_from_start(st.log_start_offset);
-        let current = self.leader_epoch();
+        // The epoch the next append is stamped with (see
+        // `epoch_for_append_locked`).
+        let own = self.leader_epoch();
+        let current = cache.latest().map_or(own, |e| e.epoch.max(own));
         let end = log_end_offset(&st);
         if !cache.latest().is_some_and(|e| e.epoch >= current) {
             cache.assign(current, end);
