@@ -99,8 +99,8 @@ def test_listening_when_constructed(data_dir: Path) -> None:
             37,
             44,
         } <= keys
-        # No leader epochs: OffsetForLeaderEpoch is not offered.
-        assert 23 not in keys
+        # Leader epochs (KIP-320): OffsetForLeaderEpoch is offered.
+        assert 23 in keys
     finally:
         b.close()
     assert b.closed and "closed" in repr(b)

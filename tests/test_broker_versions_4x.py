@@ -32,6 +32,7 @@ SYNC_GROUP = 14
 DESCRIBE_GROUPS = 15
 API_VERSIONS = 18
 INIT_PRODUCER_ID = 22
+LIST_OFFSETS = 2
 
 INVALID_REQUEST = 42
 GROUP_ID_NOT_FOUND = 69
@@ -42,12 +43,7 @@ UNKNOWN_TOPIC_ID = 100
 # ------------------------------------------------------------ encoding
 
 
-def cstr(s: str | None) -> bytes:
-    """A compact (nullable) string."""
-    if s is None:
-        return uvarint(0)
-    b = s.encode()
-    return uvarint(len(b) + 1) + b
+cstr = kafka_wire.compact_str
 
 
 def cbytes(b: bytes) -> bytes:
@@ -494,3 +490,52 @@ def test_init_producer_id_v5_and_api_versions_v4(broker: ottla.Broker) -> None:
     assert ranges[PRODUCE] == (3, 13)
     assert ranges[API_VERSIONS] == (0, 4)
     assert ranges[JOIN_GROUP] == (0, 9)
+
+
+# ------------------------------------------------------- ListOffsets v8-10
+
+
+def list_offsets_flexible(
+    sock: socket.socket, version: int, topic: str, timestamps: list[int]
+) -> list[tuple[int, int, int, int]]:
+    """ListOffsets (v6+) of partition 0 once per timestamp spec:
+    [(error, timestamp, offset, leader epoch)]."""
+    parts = [struct.pack(">iiq", 0, -1, ts) + NO_TAGS for ts in timestamps]
+    body = struct.pack(">ib", -1, 0) + carray([cstr(topic) + carray(parts) + NO_TAGS])
+    if version >= 10:
+        body += struct.pack(">i", 5000)  # timeout_ms
+    r = call(sock, LIST_OFFSETS, version, body + NO_TAGS)
+    r.i32()  # throttle
+    assert r.count() == 1 and r.cstr() == topic
+    out = []
+    for _ in range(r.count()):
+        assert r.i32() == 0
+        out.append((r.i16(), r.i64(), r.i64(), r.i32()))
+        r.tags()
+    r.tags()
+    r.tags()
+    r.done()
+    return out
+
+
+def test_list_offsets_v8_to_v10_answer_the_tiered_specs_without_remote_storage(
+    data_dir: Path,
+) -> None:
+    """Earliest-local (-4, v8+) is the log start, as earliest; latest-tiered
+    (-5, v9+) has no offset (-1) without remote storage, as Kafka answers;
+    v10 carries a timeout. The log start moved by DeleteRecords shows."""
+    admin = ottla.Admin(data_dir)
+    admin.create_topic("tiers", partitions=1)
+    with ottla.Producer(data_dir) as p:
+        p.send_many("tiers", [b"v"] * 10, partition=0).wait()
+    admin.delete_records({("tiers", 0): 4})
+    with ottla.Broker(data_dir) as b, connect(b) as s:
+        for v in (8, 9, 10):
+            earliest, local, latest = list_offsets_flexible(s, v, "tiers", [-2, -4, -1])
+            assert earliest == (0, -1, 4, 0)
+            assert local == earliest
+            assert latest[:3] == (0, -1, 10)
+        (tiered,) = list_offsets_flexible(s, 9, "tiers", [-5])
+        assert tiered == (0, -1, -1, -1)
+        (tiered,) = list_offsets_flexible(s, 10, "tiers", [-5])
+        assert tiered == (0, -1, -1, -1)

@@ -49,3 +49,26 @@ def test_served_versions_match_what_the_broker_advertises(data_dir: Path) -> Non
     for k, (lo, hi) in served.items():
         kafka_lo, _, kafka_hi = rows[k][1].partition("-")
         assert int(kafka_lo) <= lo and hi <= int(kafka_hi or kafka_lo), rows[k]
+
+
+BROKER_DOC = DOC.parent / "broker.md"
+# A row of broker.md's API table: "| Name, Name | 0-4, 1-7 | notes |".
+BROKER_ROW = re.compile(r"^\| ([A-Z][A-Za-z, ]+) \| ([0-9, -]+) \| .* \|$")
+
+
+def test_broker_md_states_the_same_ranges() -> None:
+    """docs/broker.md's shorter API table names the ranges of the full one."""
+    by_name = {name: served for name, _kafka, served in documented().values()}
+    seen = 0
+    for line in BROKER_DOC.read_text().splitlines():
+        m = BROKER_ROW.match(line)
+        if m is None:
+            continue
+        names = [n.strip() for n in m.group(1).split(",")]
+        ranges = [r.strip() for r in m.group(2).split(",")]
+        assert len(names) == len(ranges), line
+        for name, r in zip(names, ranges, strict=True):
+            lo, _, hi = r.partition("-")
+            assert by_name[name] == (int(lo), int(hi or lo)), (name, r)
+            seen += 1
+    assert seen >= 30, seen

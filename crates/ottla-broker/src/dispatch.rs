@@ -108,6 +108,7 @@ async fn handle_inner(
         }
         ApiKey::Fetch => call!(api::fetch::handle),
         ApiKey::ListOffsets => call!(api::list_offsets::handle),
+        ApiKey::OffsetForLeaderEpoch => call!(api::epochs::offset_for_leader_epoch),
         ApiKey::CreateTopics => call!(api::topics::create),
         ApiKey::DeleteTopics => call!(api::topics::delete),
         ApiKey::CreatePartitions => call!(api::topics::create_partitions),

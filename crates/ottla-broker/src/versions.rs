@@ -10,15 +10,18 @@
 //! DescribeProducers, GetTelemetrySubscriptions (no subscription) and
 //! DescribeTopicPartitions. Produce (v13: topics by id), FindCoordinator,
 //! JoinGroup (MEMBER_ID_REQUIRED from v4, KIP-394), LeaveGroup,
-//! DescribeGroups and ApiVersions are served at Kafka 4.x's maxima;
+//! DescribeGroups, ApiVersions and ListOffsets (v8-10: the tiered-storage
+//! specs, answered as without remote storage) are served at Kafka 4.x's maxima;
 //! OffsetCommit, OffsetFetch (v8: batched groups) and InitProducerId one
 //! below, the highest kafka-protocol 0.18 decodes (their v10, v10 and v6
 //! are not in it). That is what the three client families need:
 //! librdkafka picks the highest common version per API; kafka-python infers
 //! a broker version from the ranges and uses record batch v2 from 0.11 on;
-//! aiokafka refuses an API that is not listed. No OffsetForLeaderEpoch:
-//! responses carry no leader epochs (-1), so clients never ask for epoch
-//! validation. docs/COMPATIBILITY.md lists every key against Kafka 4.x's
+//! aiokafka refuses an API that is not listed. Leader epochs (KIP-320) are
+//! served as Kafka 4.x serves them: in Metadata (v7+), checked in Fetch
+//! (v9+) and ListOffsets (v4+), and OffsetForLeaderEpoch (v2-4), so
+//! clients validate their positions after a seek or a committed offset as
+//! they do against Kafka. docs/COMPATIBILITY.md lists every key against Kafka 4.x's
 //! range (`tests/test_compatibility_doc.py` checks it against this table).
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -29,8 +32,8 @@ use crate::errors::code;
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 13),
     (ApiKey::Fetch, 4, 18),
-    (ApiKey::ListOffsets, 1, 7),
-    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
     (ApiKey::OffsetCommit, 2, 9),
     (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::FindCoordinator, 0, 6),
@@ -44,6 +47,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),

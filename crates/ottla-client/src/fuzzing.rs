@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::group::state::GroupState;
 use ottla_record::batch::{
     check_batch, peek_total_size, seal_crc, set_base_offset, BatchBuilder, BatchHeader, Batches,
-    BASE_OFFSET, BATCH_LENGTH, CURRENT_MAGIC, LOG_OVERHEAD, MAGIC,
+    BASE_OFFSET, BATCH_LENGTH, CURRENT_MAGIC, LEADER_EPOCH, LOG_OVERHEAD, MAGIC,
 };
 use ottla_record::decode::records;
 use ottla_record::varint::{get_varint, get_varlong, put_varlong, varlong_len};
@@ -463,7 +463,8 @@ pub fn log_dir(data: &[u8]) {
 /// `PartitionLog::append` of batches from outside (as the broker will hand
 /// it a client's bytes after checking their CRCs): byte 0 chooses whether
 /// the batches are sealed first. An append is refused, or it is read back
-/// verbatim with its offsets stamped; the log takes a valid batch after it.
+/// verbatim with its offsets and leader epoch stamped; the log takes a
+/// valid batch after it.
 pub fn append(data: &[u8]) {
     let Some((&flags, rest)) = data.split_first() else {
         return;
@@ -485,13 +486,17 @@ pub fn append(data: &[u8]) {
             assert!(got == stamped, "append did not read back verbatim");
         }
         assert!(info.last_offset >= info.base_offset);
-        // Outside the base offsets, the stored bytes are the caller's.
-        // (An accepted append is whole batches back to back.)
+        // Outside the base offsets and the leader epoch (both outside the
+        // CRC), the stored bytes are the caller's. (An accepted append is
+        // whole batches back to back.)
         let mut unstamped = stamped.clone();
         let mut at = 0;
-        for (_, b) in Batches::new(&stamped) {
+        for (h, b) in Batches::new(&stamped) {
+            assert_eq!(h.leader_epoch, log.leader_epoch(), "epoch not stamped");
             let base = at + BASE_OFFSET..at + BASE_OFFSET + 8;
             unstamped[base.clone()].copy_from_slice(&bytes[base]);
+            let epoch = at + LEADER_EPOCH..at + LEADER_EPOCH + 4;
+            unstamped[epoch.clone()].copy_from_slice(&bytes[epoch]);
             at += b.len();
         }
         assert_eq!(
@@ -499,7 +504,10 @@ pub fn append(data: &[u8]) {
             stamped.len(),
             "accepted bytes that are not whole batches"
         );
-        assert!(unstamped == bytes, "append changed more than base offsets");
+        assert!(
+            unstamped == bytes,
+            "append changed more than base offsets and epochs"
+        );
     }
     let mut b = BatchBuilder::with_capacity(64);
     b.append(1, Some(b"k"), Some(b"after"), &[]);

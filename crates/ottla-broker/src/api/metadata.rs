@@ -1,7 +1,15 @@
-//! Metadata: one broker (this one), every partition led by it, no epochs;
-//! each topic's id (v10+), and topics asked for by id alone (v12+);
-//! authorized operations when asked (v8+; everything is allowed). And
-//! DescribeTopicPartitions (KIP-966), the paged form of a Metadata answer.
+//! Metadata: one broker (this one), every partition led by it in leader
+//! epoch 0 (v7+; KIP-320: clients then validate their positions with
+//! OffsetForLeaderEpoch); each topic's id (v10+), and topics asked for by
+//! id alone (v12+); authorized operations when asked (v8+; everything is
+//! allowed); v13's top-level error code (KIP-1102's REBOOTSTRAP_REQUIRED)
+//! is never set. And DescribeTopicPartitions (KIP-966), the paged form of
+//! a Metadata answer.
+//!
+//! The epoch is `INITIAL_LEADER_EPOCH`, the one every partition log
+//! appends in while one broker leads it alone: answered without opening
+//! the partitions. Replication (issue 14) takes it from the cluster's
+//! metadata instead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +30,7 @@ use super::{blocking, s, topic_name};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::Shared;
+use ottla_storage::log::INITIAL_LEADER_EPOCH;
 use ottla_storage::topic::{is_internal, TopicId};
 use uuid::Uuid;
 
@@ -102,6 +111,9 @@ pub async fn handle(
                         let mut part = MetadataResponsePartition::default();
                         part.partition_index = p as i32;
                         part.leader_id = BrokerId(NODE_ID);
+                        if v >= 7 {
+                            part.leader_epoch = INITIAL_LEADER_EPOCH;
+                        }
                         part.replica_nodes = vec![BrokerId(NODE_ID)];
                         part.isr_nodes = vec![BrokerId(NODE_ID)];
                         part
@@ -222,7 +234,7 @@ pub async fn describe_topic_partitions(
                     let mut part = DescribeTopicPartitionsResponsePartition::default();
                     part.partition_index = p as i32;
                     part.leader_id = BrokerId(NODE_ID);
-                    part.leader_epoch = -1;
+                    part.leader_epoch = INITIAL_LEADER_EPOCH;
                     part.replica_nodes = vec![BrokerId(NODE_ID)];
                     part.isr_nodes = vec![BrokerId(NODE_ID)];
                     part.eligible_leader_replicas = Some(Vec::new());

@@ -9,6 +9,7 @@ pub mod configs;
 pub mod consumer_group;
 #[cfg(test)]
 mod consumer_group_tests;
+pub mod epochs;
 pub mod fetch;
 pub mod groups;
 pub mod list_offsets;

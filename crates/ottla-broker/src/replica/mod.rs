@@ -4,8 +4,9 @@
 //! is this module's.
 //!
 //! ```text
-//! (here)       ReplicaManager: its state, ListOffsets' lookups, DeleteRecords,
-//!              partition sizes and producers for the Describe APIs
+//! (here)       ReplicaManager: its state, ListOffsets' lookups, leader epochs
+//!              (OffsetForLeaderEpoch), DeleteRecords, partition sizes and
+//!              producers for the Describe APIs
 //! append       Produce: validate, de-duplicate, append (inline when the log is open)
 //! validate     every produced batch whole and readable (Kafka's LogValidator)
 //! read         Fetch: one partition's batches up to the high watermark; the long poll
@@ -37,8 +38,21 @@ use tokio::sync::watch;
 
 use crate::errors::{code, kafka_code};
 use idempotence::ProducerTable;
-use ottla_storage::log::Durability;
+use ottla_storage::log::{Durability, LeaderEpochs};
 use ottla_storage::store::Store;
+
+/// A request's current leader epoch against the partition's (Kafka's
+/// `Partition.checkCurrentLeaderEpoch`): none given passes; one below ours
+/// is a client behind a leader change (FENCED_LEADER_EPOCH), one above is a
+/// client ahead of this broker (UNKNOWN_LEADER_EPOCH); both refresh their
+/// metadata and retry.
+pub fn check_leader_epoch(ours: i32, theirs: Option<i32>) -> i16 {
+    match theirs {
+        Some(e) if e < ours => code::FENCED_LEADER_EPOCH,
+        Some(e) if e > ours => code::UNKNOWN_LEADER_EPOCH,
+        _ => code::NONE,
+    }
+}
 
 /// ListOffsets' special timestamps.
 const LATEST: i64 = -1;
@@ -80,16 +94,22 @@ impl ReplicaManager {
         (replicas, waker)
     }
 
-    /// ListOffsets for one partition: (timestamp, offset) for earliest (-2),
-    /// latest (-1), the record with the largest timestamp (-3), or the first
-    /// offset at or after a time.
+    /// ListOffsets for one partition: (timestamp, offset, leader epoch) for
+    /// earliest (-2), latest (-1), the record with the largest timestamp
+    /// (-3), or the first offset at or after a time. `current_leader_epoch`
+    /// is the client's, checked first as Kafka checks it. The epoch is the
+    /// one the answered offset was written in (Kafka's
+    /// `fetchOffsetByTimestamp`): the first cached epoch for the earliest
+    /// offset if it covers the log start, the current one for the latest,
+    /// the record's for a timestamp; -1 when unknown.
     pub fn list_offset(
         &self,
         topic: &str,
         partition: i32,
         timestamp: i64,
-    ) -> Result<(i64, i64), i16> {
-        crate::blocking(|| -> Result<(i64, i64), i16> {
+        current_leader_epoch: Option<i32>,
+    ) -> Result<(i64, i64, i32), i16> {
+        crate::blocking(|| -> Result<(i64, i64, i32), i16> {
             if partition < 0 {
                 return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
             }
@@ -97,21 +117,55 @@ impl ReplicaManager {
                 .store
                 .partition_by_name(topic, partition as u32)
                 .map_err(|e| kafka_code(&e))?;
-            let (start, end) = log.offsets().map_err(|e| kafka_code(&e))?;
+            let fenced = check_leader_epoch(log.leader_epoch(), current_leader_epoch);
+            if fenced != code::NONE {
+                return Err(fenced);
+            }
+            let epochs = log.leader_epochs().map_err(|e| kafka_code(&e))?;
+            let epoch_of = |offset: i64| epochs.epoch_for_offset(offset).unwrap_or(-1);
             match timestamp {
-                EARLIEST => Ok((-1, start)),
-                LATEST => Ok((-1, end)),
+                EARLIEST => Ok((
+                    -1,
+                    epochs.log_start_offset,
+                    epochs.epoch_at_log_start().unwrap_or(-1),
+                )),
+                LATEST => Ok((-1, epochs.high_watermark, epochs.current)),
                 // KIP-734: the record with the largest timestamp; an empty
                 // partition answers -1/-1, as Kafka's does.
                 MAX_TIMESTAMP => match log.max_timestamp().map_err(|e| kafka_code(&e))? {
-                    Some((offset, at)) => Ok((at, offset)),
-                    None => Ok((-1, -1)),
+                    Some((offset, at)) => Ok((at, offset, epoch_of(offset))),
+                    None => Ok((-1, -1, -1)),
                 },
                 ts => match log.offset_for_time(ts).map_err(|e| kafka_code(&e))? {
-                    Some((offset, at)) => Ok((at, offset)),
-                    None => Ok((-1, -1)),
+                    Some((offset, at)) => Ok((at, offset, epoch_of(offset))),
+                    None => Ok((-1, -1, -1)),
                 },
             }
+        })
+    }
+
+    /// One partition's leader epochs (OffsetForLeaderEpoch, and Fetch's
+    /// check of the epoch a follower last fetched in), after checking the
+    /// client's `current_leader_epoch` as Kafka's `Partition` does.
+    pub fn leader_epochs(
+        &self,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: Option<i32>,
+    ) -> Result<LeaderEpochs, i16> {
+        crate::blocking(|| -> Result<LeaderEpochs, i16> {
+            if partition < 0 {
+                return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+            }
+            let log = self
+                .store
+                .partition_by_name(topic, partition as u32)
+                .map_err(|e| kafka_code(&e))?;
+            let fenced = check_leader_epoch(log.leader_epoch(), current_leader_epoch);
+            if fenced != code::NONE {
+                return Err(fenced);
+            }
+            log.leader_epochs().map_err(|e| kafka_code(&e))
         })
     }
 

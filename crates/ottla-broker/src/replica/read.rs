@@ -94,7 +94,9 @@ impl ReplicaManager {
     /// Read `partition` of `topic` (requested as `name`) from `offset`, at
     /// most `budget` bytes, except that with `min_one` a first batch larger
     /// than `budget` is returned whole (Kafka's `minOneMessage`); without
-    /// it, such a batch means no records, only the offsets.
+    /// it, such a batch means no records, only the offsets. A
+    /// `current_leader_epoch` other than the partition's is refused first
+    /// (see `check_leader_epoch`).
     #[allow(clippy::too_many_arguments)]
     pub fn read(
         &self,
@@ -104,6 +106,7 @@ impl ReplicaManager {
         name: &str,
         partition: i32,
         offset: i64,
+        current_leader_epoch: Option<i32>,
         budget: usize,
         min_one: bool,
     ) -> ReadResult {
@@ -118,6 +121,10 @@ impl ReplicaManager {
             Ok(l) => l,
             Err(c) => return ReadResult::error(c),
         };
+        let fenced = super::check_leader_epoch(log.leader_epoch(), current_leader_epoch);
+        if fenced != code::NONE {
+            return ReadResult::error(fenced);
+        }
         let (owner, cursor) = cursors
             .entry((name.to_string(), partition as u32))
             .or_insert_with(|| (Arc::downgrade(&log), None));

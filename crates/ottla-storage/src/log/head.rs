@@ -48,7 +48,9 @@ const F_FLUSHED_SIZE: usize = 16;
 /// 1 once the head's "in use" mark (`F_CLEAN` = 0) is known to be on disk
 /// (msync'd); see [`Head::mark_in_use_durably`].
 const F_IN_USE_SYNCED: usize = 17;
-const NUM_FIELDS: usize = 18;
+const F_EPOCHS_GEN: usize = 18;
+const F_EPOCHS_DIRTY: usize = 19;
+const NUM_FIELDS: usize = 20;
 
 /// A consistent copy of the head's fields.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,6 +71,15 @@ pub struct HeadState {
     pub active_created_ms: i64,
     /// Bytes of the active segment known to be fsync'd.
     pub flushed_size: u64,
+    /// Bumped whenever `leader-epoch-checkpoint` is replaced: each process
+    /// keeps the leader-epoch cache in memory and reads the file again
+    /// when this moves (see `log::partition::epochs`). Heads written before
+    /// leader epochs hold 0 here.
+    pub epochs_gen: u64,
+    /// 1 while `leader-epoch-checkpoint` was replaced without an fsync:
+    /// the next flush of the log (`sync_locked`) fsyncs it with the
+    /// segments, so it is on disk no later than the records it describes.
+    pub epochs_dirty: u64,
 }
 
 pub struct Head {
@@ -200,6 +211,8 @@ impl Head {
             recovery_point: self.get(F_RECOVERY_POINT) as i64,
             active_created_ms: self.get(F_ACTIVE_CREATED_MS) as i64,
             flushed_size: self.get(F_FLUSHED_SIZE),
+            epochs_gen: self.get(F_EPOCHS_GEN),
+            epochs_dirty: self.get(F_EPOCHS_DIRTY),
         }
     }
 
@@ -231,6 +244,8 @@ impl Head {
         set(F_RECOVERY_POINT, st.recovery_point as u64);
         set(F_ACTIVE_CREATED_MS, st.active_created_ms as u64);
         set(F_FLUSHED_SIZE, st.flushed_size);
+        set(F_EPOCHS_GEN, st.epochs_gen);
+        set(F_EPOCHS_DIRTY, st.epochs_dirty);
         seq.store(s.wrapping_add(2), Ordering::Release);
     }
 

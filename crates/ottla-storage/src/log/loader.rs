@@ -112,6 +112,11 @@ fn trust(log: &PartitionLog, crashed: bool) -> Result<HeadState> {
         active.truncate(st.active_size)?;
     }
     log.install_segments(st.segments_gen, st.active_base, map);
+    if crashed {
+        // An append that died after recording a new epoch, before its
+        // batch was published, left an entry at the log end.
+        log.truncate_epochs_locked(&mut st, true)?;
+    }
     Ok(st)
 }
 
@@ -351,8 +356,17 @@ pub(crate) fn recover(log: &PartitionLog, from: i64) -> Result<HeadState> {
     st.recovery_point = st.next_offset;
     st.flushed_size = st.active_size;
     st.active_created_ms = now_ms();
+    // Every process reads the leader-epoch cache again: it is cut below.
+    st.epochs_gen = if valid {
+        old.epochs_gen.wrapping_add(1)
+    } else {
+        1
+    };
     head.init(&st);
     log.install_segments(st.segments_gen, st.active_base, map);
+    // Epochs starting past the end recovered went with the tail; those of
+    // the batches re-validated are assigned again.
+    log.recover_epochs_locked(&mut st, from_base)?;
     Ok(st)
 }
 

@@ -4,6 +4,7 @@
 pub mod cleaner;
 pub mod head;
 pub mod index_file;
+pub mod leader_epoch;
 pub mod loader;
 pub mod lockfile;
 pub mod offset_index;
@@ -20,4 +21,10 @@ mod cleaner_tests;
 #[cfg(test)]
 mod race_tests;
 
-pub use partition::{now_ms, AppendInfo, Durability, Fetched, PartitionLog, ReadCursor};
+#[cfg(test)]
+mod epoch_tests;
+
+pub use partition::{
+    now_ms, AppendInfo, Durability, Fetched, LeaderEpochs, PartitionLog, ReadCursor,
+    INITIAL_LEADER_EPOCH,
+};

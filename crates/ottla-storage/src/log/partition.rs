@@ -12,7 +12,9 @@
 //! * `roll`: closing the active segment and starting the next;
 //! * `retention`: deleting segments by time and size, and below the log start;
 //! * `log_start`: the log start offset moved by hand (`delete_records`);
-//! * `time_lookup`: the first offset at or after a timestamp.
+//! * `time_lookup`: the first offset at or after a timestamp;
+//! * `epochs`: the leader epoch stamped into appended batches, and the
+//!   leader-epoch cache kept in step with the log.
 //!
 //! Writers: in-process mutex, then the cross-process append lock, then
 //! re-read the head (another process may have appended or rolled), write the
@@ -21,6 +23,7 @@
 //! below its `active_size`, which are whole and final.
 
 mod append;
+mod epochs;
 mod log_start;
 mod read;
 mod retention;
@@ -29,7 +32,7 @@ mod time_lookup;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +47,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fd_budget::{self, Slot};
 
 pub use append::{AppendInfo, Durability, SealFn};
+pub use epochs::{LeaderEpochs, INITIAL_LEADER_EPOCH};
 pub(crate) use log_start::read_log_start;
 pub use log_start::LOG_START_FILE;
 pub use read::{Fetched, ReadCursor};
@@ -86,6 +90,10 @@ pub struct PartitionLog {
     /// The cleaner's gap end (`log::cleaner::read_gap_end`) as last read,
     /// or `CLEAN_END_UNKNOWN`: below it compaction may have left offset gaps.
     clean_end: AtomicI64,
+    /// The epoch appended batches are stamped with (see `epochs`).
+    leader_epoch: AtomicI32,
+    /// This process's copy of the leader-epoch cache (see `epochs`).
+    epochs: Mutex<epochs::EpochState>,
 }
 
 const CLEAN_END_UNKNOWN: i64 = i64::MIN;
@@ -159,6 +167,8 @@ impl PartitionLog {
             })),
             writer: Mutex::new(()),
             clean_end: AtomicI64::new(CLEAN_END_UNKNOWN),
+            leader_epoch: AtomicI32::new(INITIAL_LEADER_EPOCH),
+            epochs: Mutex::new(epochs::EpochState::default()),
         };
         {
             let lock = log.lock()?;

@@ -729,6 +729,32 @@ pub fn scan(
     Ok((st, None))
 }
 
+/// Call `f` with the header of each batch of `seg` below `limit`, in
+/// order, reading through a window rather than a syscall per header.
+/// Stops at the first header that is not whole or not plausible: the
+/// caller's `limit` is the head's, below which every batch is whole.
+/// For rebuilding what the headers alone give (the leader-epoch cache).
+pub fn for_each_header(
+    seg: &LogSegment,
+    limit: u64,
+    mut f: impl FnMut(&BatchHeader),
+) -> Result<()> {
+    let limit = limit.min(seg.file_len()?);
+    let mut reader = ChunkReader::new(seg, limit);
+    let mut pos = 0u64;
+    while pos < limit {
+        let Some(h) = reader.slice(pos, HEADER_LEN)?.and_then(BatchHeader::parse) else {
+            break;
+        };
+        if h.total_size() < HEADER_LEN || pos + h.total_size() as u64 > limit {
+            break;
+        }
+        f(&h);
+        pos += h.total_size() as u64;
+    }
+    Ok(())
+}
+
 /// Reads a file through a 1 MiB window, so scanning costs one syscall per
 /// window rather than two per batch.
 struct ChunkReader<'a> {

@@ -18,7 +18,9 @@ use super::{log_end_offset, now_ms, PartitionLog, SegmentMap};
 use crate::error::{Error, IoContext, Result};
 use crate::log::head::HeadState;
 use crate::log::segment::account_batch;
-use ottla_record::batch::{set_base_offset, BatchHeader, CURRENT_MAGIC, HEADER_LEN, LOG_OVERHEAD};
+use ottla_record::batch::{
+    set_base_offset, BatchHeader, CURRENT_MAGIC, HEADER_LEN, LEADER_EPOCH, LOG_OVERHEAD,
+};
 
 /// Writes a batch's CRC into its first part, given the other parts (see
 /// [`PartitionLog::append_parts`]).
@@ -102,6 +104,10 @@ impl PartitionLog {
             Error::IllegalState(format!("active segment {} missing", st.active_base))
         })?;
         let base_offset = log_end_offset(&st);
+        // A new epoch's first batch: its cache entry is on disk before the
+        // batch is, so the file never lags the log (recovery cuts an entry
+        // whose batch never made it; see `epochs`).
+        let epoch = self.epoch_for_append_locked(&mut st, base_offset)?;
         let mut headers: Vec<(u64, BatchHeader)> = Vec::new();
         let mut at = 0usize;
         let mut next = base_offset;
@@ -124,8 +130,12 @@ impl PartitionLog {
                 )));
             }
             set_base_offset(&mut batches[at..], next);
+            // The leader stamps its epoch into every batch it appends, as
+            // Kafka's does: outside the CRC, like the base offset.
+            batches[at + LEADER_EPOCH..at + LEADER_EPOCH + 4].copy_from_slice(&epoch.to_be_bytes());
             let h = BatchHeader {
                 base_offset: next,
+                leader_epoch: epoch,
                 ..h
             };
             headers.push((st.active_size + at as u64, h));
@@ -247,6 +257,7 @@ impl PartitionLog {
         for (_, seg) in segs.map.range(first..) {
             seg.sync()?;
         }
+        self.sync_epochs_locked(st)?;
         st.recovery_point = log_end_offset(st);
         st.flushed_size = st.active_size;
         Ok(())
@@ -262,7 +273,10 @@ impl PartitionLog {
             Some(st) => st,
             None => self.repair_locked()?,
         };
-        if st.recovery_point >= log_end_offset(&st) && st.flushed_size >= st.active_size {
+        if st.recovery_point >= log_end_offset(&st)
+            && st.flushed_size >= st.active_size
+            && st.epochs_dirty == 0
+        {
             return Ok(());
         }
         let segs = self.segments_for(&st)?;

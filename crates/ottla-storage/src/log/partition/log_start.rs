@@ -87,6 +87,7 @@ impl PartitionLog {
             write_atomic(&self.dir.join(LOG_START_FILE), text.as_bytes())?;
             st.log_start_offset = target;
             self.head.write(&st);
+            self.truncate_epochs_locked(&mut st, false)?;
             target
         };
         self.enforce_retention()?;

@@ -115,6 +115,8 @@ impl PartitionLog {
             remove_segment_files(seg.path());
         }
         let _ = self.segments_for(&st)?;
+        // Epochs below the new start go with their records.
+        self.truncate_epochs_locked(&mut st, false)?;
         Ok(doomed.len())
     }
 }
