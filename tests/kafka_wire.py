@@ -146,6 +146,65 @@ def compact_str(s: str | None) -> bytes:
     return uvarint(len(b) + 1) + b
 
 
+class Reader:
+    """Reads a response body, flexible versions' compact types included."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        b = self.data[self.pos : self.pos + n]
+        assert len(b) == n, "response cut short"
+        self.pos += n
+        return b
+
+    def _int(self, fmt: str) -> int:
+        v: int = struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+        return v
+
+    def i8(self) -> int:
+        return self._int(">b")
+
+    def i16(self) -> int:
+        return self._int(">h")
+
+    def i32(self) -> int:
+        return self._int(">i")
+
+    def i64(self) -> int:
+        return self._int(">q")
+
+    def uvarint(self) -> int:
+        n = shift = 0
+        while True:
+            b = self.take(1)[0]
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return n
+            shift += 7
+
+    def count(self) -> int:
+        """A compact array's length."""
+        return self.uvarint() - 1
+
+    def cstr(self) -> str | None:
+        n = self.uvarint()
+        return None if n == 0 else self.take(n - 1).decode()
+
+    def cbytes(self) -> bytes:
+        n = self.uvarint()
+        return b"" if n == 0 else self.take(n - 1)
+
+    def tags(self) -> None:
+        for _ in range(self.uvarint()):
+            self.uvarint()
+            self.take(self.uvarint())
+
+    def done(self) -> None:
+        assert self.pos == len(self.data), "bytes left over"
+
+
 def produce_v8(
     sock: socket.socket,
     topic: str,

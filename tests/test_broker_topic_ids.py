@@ -55,44 +55,6 @@ def test_metadata_carries_the_topic_id_and_a_recreated_topic_gets_a_new_one(
 # ---------------------------------------------- Metadata v12 by id, raw
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def take(self, n: int) -> bytes:
-        b = self.data[self.pos : self.pos + n]
-        assert len(b) == n, "response cut short"
-        self.pos += n
-        return b
-
-    def i16(self) -> int:
-        v: int = struct.unpack(">h", self.take(2))[0]
-        return v
-
-    def i32(self) -> int:
-        v: int = struct.unpack(">i", self.take(4))[0]
-        return v
-
-    def uvarint(self) -> int:
-        n = shift = 0
-        while True:
-            b = self.take(1)[0]
-            n |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return n
-            shift += 7
-
-    def compact_str(self) -> str | None:
-        n = self.uvarint()
-        return None if n == 0 else self.take(n - 1).decode()
-
-    def skip_tags(self) -> None:
-        for _ in range(self.uvarint()):
-            self.uvarint()
-            self.take(self.uvarint())
-
-
 def metadata_v12_by_id(b: ottla.Broker, topic_id: bytes) -> list[tuple[int, str | None, bytes]]:
     """(error code, name, id) of each topic in a Metadata v12 answer to a
     request naming one topic by id alone."""
@@ -112,22 +74,22 @@ def metadata_v12_by_id(b: ottla.Broker, topic_id: bytes) -> list[tuple[int, str 
     with socket.create_connection((b.host, b.port), timeout=10) as s:
         s.sendall(struct.pack(">i", len(msg)) + msg)
         (n,) = struct.unpack(">i", kafka_wire.recv_exact(s, 4))
-        r = _Reader(kafka_wire.recv_exact(s, n))
+        r = kafka_wire.Reader(kafka_wire.recv_exact(s, n))
     assert r.i32() == 7
-    r.skip_tags()  # response header v1
+    r.tags()  # response header v1
     r.i32()  # throttle time
     for _ in range(r.uvarint() - 1):  # brokers
         r.i32()
-        r.compact_str()
+        r.cstr()
         r.i32()
-        r.compact_str()
-        r.skip_tags()
-    r.compact_str()  # cluster id
+        r.cstr()
+        r.tags()
+    r.cstr()  # cluster id
     r.i32()  # controller id
     topics = []
     for _ in range(r.uvarint() - 1):
         error = r.i16()
-        name = r.compact_str()
+        name = r.cstr()
         tid = r.take(16)
         r.take(1)  # is internal
         for _ in range(r.uvarint() - 1):  # partitions
@@ -138,9 +100,9 @@ def metadata_v12_by_id(b: ottla.Broker, topic_id: bytes) -> list[tuple[int, str 
             for _ in range(3):  # replicas, isr, offline replicas
                 for _ in range(r.uvarint() - 1):
                     r.i32()
-            r.skip_tags()
+            r.tags()
         r.i32()  # authorized operations
-        r.skip_tags()
+        r.tags()
         topics.append((error, name, tid))
     return topics
 

@@ -103,6 +103,12 @@ impl Conn {
         req.protocol_type = s("consumer");
         req.protocols = vec![p];
         let r: JoinGroupResponse = self.call(ApiKey::JoinGroup, 5, &req);
+        if r.error_code != code::MEMBER_ID_REQUIRED {
+            return r.error_code;
+        }
+        // KIP-394: join again with the member id the broker handed out.
+        req.member_id = r.member_id;
+        let r: JoinGroupResponse = self.call(ApiKey::JoinGroup, 5, &req);
         r.error_code
     }
 }

@@ -38,7 +38,7 @@ use tokio::sync::watch;
 
 use crate::errors::{code, kafka_code};
 use idempotence::ProducerTable;
-use ottla_storage::log::{Durability, LeaderEpochs};
+use ottla_storage::log::{Durability, LeaderEpochs, PartitionLog};
 use ottla_storage::store::Store;
 
 /// A request's current leader epoch against the partition's (Kafka's
@@ -94,6 +94,28 @@ impl ReplicaManager {
         (replicas, waker)
     }
 
+    /// The log of a partition, once the caller's `current_leader_epoch`
+    /// (None: unchecked) passed Kafka's fencing check. Blocking.
+    fn epoch_checked_log(
+        &self,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: Option<i32>,
+    ) -> Result<Arc<PartitionLog>, i16> {
+        if partition < 0 {
+            return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+        }
+        let log = self
+            .store
+            .partition_by_name(topic, partition as u32)
+            .map_err(|e| kafka_code(&e))?;
+        let fenced = check_leader_epoch(log.leader_epoch(), current_leader_epoch);
+        if fenced != code::NONE {
+            return Err(fenced);
+        }
+        Ok(log)
+    }
+
     /// ListOffsets for one partition: (timestamp, offset, leader epoch) for
     /// earliest (-2), latest (-1), the record with the largest timestamp
     /// (-3), or the first offset at or after a time. `current_leader_epoch`
@@ -110,17 +132,7 @@ impl ReplicaManager {
         current_leader_epoch: Option<i32>,
     ) -> Result<(i64, i64, i32), i16> {
         crate::blocking(|| -> Result<(i64, i64, i32), i16> {
-            if partition < 0 {
-                return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
-            }
-            let log = self
-                .store
-                .partition_by_name(topic, partition as u32)
-                .map_err(|e| kafka_code(&e))?;
-            let fenced = check_leader_epoch(log.leader_epoch(), current_leader_epoch);
-            if fenced != code::NONE {
-                return Err(fenced);
-            }
+            let log = self.epoch_checked_log(topic, partition, current_leader_epoch)?;
             let epochs = log.leader_epochs().map_err(|e| kafka_code(&e))?;
             let epoch_of = |offset: i64| epochs.epoch_for_offset(offset).unwrap_or(-1);
             match timestamp {
@@ -154,17 +166,7 @@ impl ReplicaManager {
         current_leader_epoch: Option<i32>,
     ) -> Result<LeaderEpochs, i16> {
         crate::blocking(|| -> Result<LeaderEpochs, i16> {
-            if partition < 0 {
-                return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
-            }
-            let log = self
-                .store
-                .partition_by_name(topic, partition as u32)
-                .map_err(|e| kafka_code(&e))?;
-            let fenced = check_leader_epoch(log.leader_epoch(), current_leader_epoch);
-            if fenced != code::NONE {
-                return Err(fenced);
-            }
+            let log = self.epoch_checked_log(topic, partition, current_leader_epoch)?;
             log.leader_epochs().map_err(|e| kafka_code(&e))
         })
     }
