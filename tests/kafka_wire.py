@@ -82,6 +82,20 @@ def init_producer_id(sock: socket.socket, correlation_id: int = 2) -> tuple[int,
     return pid, epoch
 
 
+def _produce_body(topic: str, partition: int, records: bytes, acks: int) -> bytes:
+    """A Produce body (v3-v8) with one partition's record batches, no
+    transactional id and a 10 s timeout."""
+    return (
+        _str(None)
+        + struct.pack(">hi", acks, 10000)
+        + struct.pack(">i", 1)
+        + _str(topic)
+        + struct.pack(">i", 1)
+        + struct.pack(">ii", partition, len(records))
+        + records
+    )
+
+
 def produce(
     sock: socket.socket,
     topic: str,
@@ -91,15 +105,7 @@ def produce(
     acks: int = -1,
 ) -> tuple[int, int]:
     """Produce v3 of one partition's record batches: (error code, base offset)."""
-    body = (
-        _str(None)
-        + struct.pack(">hi", acks, 10000)
-        + struct.pack(">i", 1)
-        + _str(topic)
-        + struct.pack(">i", 1)
-        + struct.pack(">ii", partition, len(records))
-        + records
-    )
+    body = _produce_body(topic, partition, records, acks)
     sock.sendall(frame(API_PRODUCE, 3, correlation_id, body))
     cid, data = response(sock)
     assert cid == correlation_id
@@ -231,15 +237,7 @@ def produce_v8_answer(
     """Produce v8 of one partition's record batches, the whole answer:
     (error code, base offset, log append time, record errors [(batch index,
     message)], error message)."""
-    body = (
-        _str(None)
-        + struct.pack(">hi", acks, 10000)
-        + struct.pack(">i", 1)
-        + _str(topic)
-        + struct.pack(">i", 1)
-        + struct.pack(">ii", partition, len(records))
-        + records
-    )
+    body = _produce_body(topic, partition, records, acks)
     sock.sendall(frame(API_PRODUCE, 8, correlation_id, body))
     cid, data = response(sock)
     assert cid == correlation_id

@@ -514,19 +514,7 @@ impl OffsetStore {
                 .map(|(k, _)| k.clone())
                 .collect()
         };
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        let now = now_ms();
-        let mut b = BatchBuilder::with_capacity(64 * keys.len());
-        for (g, t, p) in &keys {
-            b.append(now, Some(&encode_key(g, t, *p)), None, &[]);
-        }
-        let mut bytes = b.finish().to_vec();
-        self.log.append(&mut bytes, Durability::PageCache)?;
-        let mut st = self.state.lock();
-        self.catch_up(&mut st)?;
-        Ok(keys.len())
+        self.write_tombstones(keys.iter().map(|(g, t, p)| (g.as_str(), t.as_str(), *p)))
     }
 
     /// Write tombstones for the committed offsets of `group` in
@@ -541,37 +529,36 @@ impl OffsetStore {
                 .filter(|(t, p)| st.map.contains_key(&(group.to_string(), t.clone(), *p)))
                 .collect()
         };
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        let now = now_ms();
-        let mut b = BatchBuilder::with_capacity(64 * keys.len());
-        for (t, p) in &keys {
-            b.append(now, Some(&encode_key(group, t, *p)), None, &[]);
-        }
-        let mut bytes = b.finish().to_vec();
-        self.log.append(&mut bytes, Durability::PageCache)?;
-        let mut st = self.state.lock();
-        self.catch_up(&mut st)?;
-        Ok(keys.len())
+        self.write_tombstones(keys.iter().map(|(t, p)| (group, t.as_str(), *p)))
     }
 
     /// Write tombstones for every committed offset of `group`.
     pub fn delete_group(&self, group: &str) -> Result<usize> {
         let keys = self.group_offsets(group)?;
-        if keys.is_empty() {
+        self.write_tombstones(keys.iter().map(|(t, p, _)| (group, t.as_str(), *p)))
+    }
+
+    /// One batch of tombstones for the commits of `(group, topic,
+    /// partition)`, then the in-memory map caught up with it. Returns how
+    /// many were written (nothing is appended for none).
+    fn write_tombstones<'a>(
+        &self,
+        keys: impl ExactSizeIterator<Item = (&'a str, &'a str, u32)>,
+    ) -> Result<usize> {
+        let n = keys.len();
+        if n == 0 {
             return Ok(0);
         }
         let now = now_ms();
-        let mut b = BatchBuilder::with_capacity(64 * keys.len());
-        for (t, p, _) in &keys {
-            b.append(now, Some(&encode_key(group, t, *p)), None, &[]);
+        let mut b = BatchBuilder::with_capacity(64 * n);
+        for (g, t, p) in keys {
+            b.append(now, Some(&encode_key(g, t, p)), None, &[]);
         }
         let mut bytes = b.finish().to_vec();
         self.log.append(&mut bytes, Durability::PageCache)?;
         let mut st = self.state.lock();
         self.catch_up(&mut st)?;
-        Ok(keys.len())
+        Ok(n)
     }
 }
 

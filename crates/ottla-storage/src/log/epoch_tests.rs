@@ -4,31 +4,14 @@
 //! the batches when it is missing or unreadable.
 
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use super::leader_epoch::LEADER_EPOCH_FILE;
 use super::{Durability, PartitionLog};
-use crate::beacon::Beacon;
-use crate::config::TopicConfig;
 use ottla_record::batch::{BatchHeader, Batches, LEADER_EPOCH};
 use ottla_record::BatchBuilder;
 
-fn config(overrides: &[(&str, &str)]) -> Arc<TopicConfig> {
-    let mut all = vec![("retention.ms", "-1")];
-    all.extend_from_slice(overrides);
-    Arc::new(TopicConfig::from_overrides(all).expect("valid test config"))
-}
-
-fn part_dir(root: &Path) -> PathBuf {
-    root.join("t-0")
-}
-
-fn open_log(root: &Path, cfg: &Arc<TopicConfig>) -> PartitionLog {
-    let beacon = Arc::new(Beacon::open(&root.join("beacon")).expect("open beacon"));
-    PartitionLog::open(&part_dir(root), Arc::from("t"), 0, cfg.clone(), beacon)
-        .expect("open partition log")
-}
+use super::tests::{config, open_log, part_dir};
 
 /// A batch of `n` records whose header carries epoch -1, as a client's
 /// batch does before a leader stamps it.

@@ -10,31 +10,13 @@
 //! look at the directory.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::{now_ms, Durability, PartitionLog};
-use crate::beacon::Beacon;
-use crate::config::TopicConfig;
 use crate::error::Error;
 use ottla_record::batch::Batches;
 use ottla_record::BatchBuilder;
 
-fn config(overrides: &[(&str, &str)]) -> Arc<TopicConfig> {
-    let mut all = vec![("retention.ms", "-1")];
-    all.extend_from_slice(overrides);
-    Arc::new(TopicConfig::from_overrides(all).expect("valid test config"))
-}
-
-fn part_dir(root: &Path) -> PathBuf {
-    root.join("t-0")
-}
-
-/// One "process" with the partition open.
-fn open_log(root: &Path, cfg: &Arc<TopicConfig>) -> PartitionLog {
-    let beacon = Arc::new(Beacon::open(&root.join("beacon")).expect("open beacon"));
-    PartitionLog::open(&part_dir(root), Arc::from("t"), 0, cfg.clone(), beacon)
-        .expect("open partition log")
-}
+use super::tests::{config, open_log, part_dir};
 
 /// A batch of `n` records valued `"{tag}-{i}"`.
 fn batch(n: usize, tag: &str) -> Vec<u8> {

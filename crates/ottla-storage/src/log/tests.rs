@@ -23,7 +23,7 @@ type Rec = (i64, i64, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// A topic config with `overrides`; time retention is off unless given,
 /// so tests may use small, fixed timestamps.
-fn config(overrides: &[(&str, &str)]) -> Arc<TopicConfig> {
+pub(super) fn config(overrides: &[(&str, &str)]) -> Arc<TopicConfig> {
     let mut all = vec![("retention.ms", "-1")];
     all.extend_from_slice(overrides);
     Arc::new(TopicConfig::from_overrides(all).expect("valid test config"))
@@ -33,11 +33,11 @@ fn beacon(root: &Path) -> Arc<Beacon> {
     Arc::new(Beacon::open(&root.join("beacon")).expect("open beacon"))
 }
 
-fn part_dir(root: &Path) -> PathBuf {
+pub(super) fn part_dir(root: &Path) -> PathBuf {
     root.join("t-0")
 }
 
-fn open_log(root: &Path, cfg: &Arc<TopicConfig>) -> PartitionLog {
+pub(super) fn open_log(root: &Path, cfg: &Arc<TopicConfig>) -> PartitionLog {
     PartitionLog::open(
         &part_dir(root),
         Arc::from("t"),
