@@ -2140,6 +2140,37 @@ fn a_checkpoint_ahead_of_the_head_wins_after_a_crash() {
 }
 
 #[test]
+fn an_unreadable_checkpoint_leaves_the_start_to_the_head() {
+    // A torn or foreign `log-start-offset-checkpoint` is not trusted: the
+    // start the head holds stands, and the log opens.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&[]);
+    {
+        let log = open_log(tmp.path(), &cfg);
+        let mut b = batch(10, 1_000, "a");
+        log.append(&mut b, Durability::PageCache).expect("append");
+        assert_eq!(log.delete_records(4).expect("delete records"), 4);
+    }
+    for garbage in [
+        "",
+        "0\n1\n",
+        "1\n1\nt 0 7\n",
+        "0\n1\nt 0 seven\n",
+        "0\n1\nt 0 -3\n",
+    ] {
+        std::fs::write(
+            part_dir(tmp.path()).join(super::partition::LOG_START_FILE),
+            garbage,
+        )
+        .expect("write checkpoint");
+        make_unclean(tmp.path(), Unclean::CrashedThisBoot);
+        let log = open_log(tmp.path(), &cfg);
+        assert_eq!(log.offsets().expect("offsets"), (4, 10), "{garbage:?}");
+        assert_eq!(read_all(&log).first().expect("records").0, 4);
+    }
+}
+
+#[test]
 fn segments_below_the_start_go_whatever_the_cleanup_policy() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cfg = config(&[("segment.bytes", "1024"), ("cleanup.policy", "compact")]);
