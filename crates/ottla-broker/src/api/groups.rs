@@ -178,7 +178,8 @@ pub async fn join(
         },
     };
     crate::errors::debug(&format!(
-        "JoinGroup -> error {} gen {} member {} leader {} ({} members)",
+        "JoinGroup {} -> error {} gen {} member {} leader {} ({} members)",
+        req.group_id.as_str(),
         outcome.error,
         outcome.generation,
         outcome.member_id,
@@ -276,6 +277,15 @@ pub async fn heartbeat(
             instance_id: req.group_instance_id.as_deref(),
         },
     );
+    if r.error_code != code::NONE {
+        crate::errors::debug(&format!(
+            "Heartbeat {} gen {} member {} -> error {}",
+            req.group_id.as_str(),
+            req.generation_id,
+            req.member_id.as_str(),
+            r.error_code
+        ));
+    }
     r
 }
 

@@ -238,11 +238,15 @@ impl Group {
         }
     }
 
-    /// End the join phase once every member rejoined; the initial delay
-    /// of a new group ends only when it runs out (`tick`).
+    /// End the join phase once every member rejoined and no member id
+    /// handed out with MEMBER_ID_REQUIRED is still to come back (Kafka's
+    /// `hasAllMembersJoined`: members started together get one generation,
+    /// not one each); the initial delay of a new group ends only when it
+    /// runs out (`tick`).
     fn try_complete_join(&mut self) {
         if self.state == State::PreparingRebalance
             && self.initial.is_none()
+            && self.pending.is_empty()
             && self.members.iter().all(|m| m.join.is_some())
         {
             self.complete_join();
@@ -516,6 +520,13 @@ impl GroupCoordinator {
         }
         let mut groups = self.groups.lock();
         let g = groups.entry(req.group.clone()).or_insert_with(Group::new);
+        crate::errors::debug(&format!(
+            "JoinGroup {} member {:?} arrives in {} gen {}",
+            req.group,
+            req.member_id,
+            g.state.name(),
+            g.generation
+        ));
         // Kafka's order: the protocols are checked, then a new dynamic
         // member is sent back for its member id (before this broker claims
         // the group for it).
@@ -797,8 +808,10 @@ impl GroupCoordinator {
                 };
                 // Kafka: a pending member (MEMBER_ID_REQUIRED) may leave too.
                 if g.pending.remove(&id).is_some() {
+                    g.try_complete_join();
                     return code::NONE;
                 }
+                crate::errors::debug(&format!("group {group:?}: {id} leaves"));
                 if g.remove(std::slice::from_ref(&id)) > 0 {
                     code::NONE
                 } else {
@@ -962,14 +975,19 @@ impl GroupCoordinator {
                 .map(|m| m.id.clone())
                 .collect();
             if !expired.is_empty() {
+                crate::errors::debug(&format!("group: session expired for {expired:?}"));
                 g.remove(&expired);
             }
             if let Some(initial) = g.initial {
                 next = Some(next.map_or(initial.deadline, |n| n.min(initial.deadline)));
             }
             // Pending member ids never joined with expire (Kafka's heartbeat
-            // expiry of a pending member).
+            // expiry of a pending member); the join phase may end without them.
+            let before = g.pending.len();
             g.pending.retain(|_, until| *until > now);
+            if g.pending.len() < before {
+                g.try_complete_join();
+            }
         }
         groups.retain(|_, g| !g.members.is_empty() || g.claim.is_some() || !g.pending.is_empty());
         next

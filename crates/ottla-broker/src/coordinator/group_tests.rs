@@ -344,3 +344,57 @@ fn member_id_required_ids_join_once_and_expire() {
     let late = outcome(&c, join(&c, &second.member_id, None));
     assert_eq!(late.error, code::UNKNOWN_MEMBER_ID);
 }
+
+fn join_required(c: &GroupCoordinator, member: &str) -> Pending<JoinOutcome> {
+    c.join(JoinRequest {
+        group: "g".into(),
+        member_id: member.into(),
+        instance_id: None,
+        client_id: "test".into(),
+        host: "/127.0.0.1".into(),
+        session_timeout_ms: 300,
+        rebalance_timeout_ms: 10_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+        require_known_member_id: true,
+    })
+}
+
+/// Kafka's `hasAllMembersJoined`: the join phase waits for members sent
+/// back for their id (MEMBER_ID_REQUIRED), so two consumers started
+/// together get one generation with both, not a lone leader first.
+#[test]
+fn the_join_phase_waits_for_members_sent_back_for_their_id() {
+    let (_d, c) = coordinator(0);
+    let a = outcome(&c, join_required(&c, ""));
+    let b = outcome(&c, join_required(&c, ""));
+    assert_eq!(
+        (a.error, b.error),
+        (code::MEMBER_ID_REQUIRED, code::MEMBER_ID_REQUIRED)
+    );
+    let Pending::Wait(mut a_join) = join_required(&c, &a.member_id) else {
+        panic!("the first member back must wait for the second");
+    };
+    c.tick();
+    assert!(
+        a_join.try_recv().is_err(),
+        "completed without the pending member"
+    );
+    let b_joined = outcome(&c, join_required(&c, &b.member_id));
+    let a_joined = outcome(&c, Pending::Wait(a_join));
+    assert_eq!((a_joined.generation, b_joined.generation), (1, 1));
+    assert_eq!(a_joined.leader, a.member_id);
+    assert_eq!(a_joined.members.len(), 2, "the leader sees both members");
+}
+
+/// A member id handed out but never joined with holds the join phase up
+/// only until its session timeout (300 ms here), as in Kafka.
+#[test]
+fn a_pending_member_that_never_comes_back_stops_holding_the_join() {
+    let (_d, c) = coordinator(0);
+    let a = outcome(&c, join_required(&c, ""));
+    let _gone = outcome(&c, join_required(&c, ""));
+    let joined = outcome(&c, join_required(&c, &a.member_id));
+    assert_eq!((joined.error, joined.generation), (code::NONE, 1));
+    assert_eq!(joined.members.len(), 1);
+}
