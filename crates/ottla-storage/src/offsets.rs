@@ -80,6 +80,9 @@ type Key = (String, String, u32);
 
 struct State {
     map: HashMap<Key, Committed>,
+    /// The other records of the group coordinator (key version 2 and up),
+    /// raw: the latest value of each key.
+    records: HashMap<Vec<u8>, Vec<u8>>,
     next: i64,
     cursor: Option<ReadCursor>,
 }
@@ -157,6 +160,13 @@ pub fn encode_key(group: &str, topic: &str, partition: u32) -> Vec<u8> {
     put_str(&mut k, topic);
     k.extend_from_slice(&(partition as i32).to_be_bytes());
     k
+}
+
+/// A key of the group coordinator's other records: version 2 and up.
+fn is_group_record(k: &[u8]) -> bool {
+    k.get(..2)
+        .and_then(|v| v.try_into().ok())
+        .is_some_and(|v: [u8; 2]| i16::from_be_bytes(v) >= 2)
 }
 
 pub fn decode_key(k: &[u8]) -> Option<Key> {
@@ -277,6 +287,7 @@ impl OffsetStore {
             log,
             state: Mutex::new(State {
                 map: HashMap::new(),
+                records: HashMap::new(),
                 next: start,
                 cursor: None,
             }),
@@ -312,7 +323,16 @@ impl OffsetStore {
                     if rec.offset < st.next {
                         continue;
                     }
-                    if let Some(key) = rec.key.and_then(decode_key) {
+                    if let Some(k) = rec.key.filter(|k| is_group_record(k)) {
+                        match rec.value {
+                            Some(v) => {
+                                st.records.insert(k.to_vec(), v.to_vec());
+                            }
+                            None => {
+                                st.records.remove(k);
+                            }
+                        }
+                    } else if let Some(key) = rec.key.and_then(decode_key) {
                         match rec.value.and_then(decode_value) {
                             Some(c) => {
                                 st.map.insert(key, c);
@@ -538,6 +558,56 @@ impl OffsetStore {
         self.write_tombstones(keys.iter().map(|(t, p, _)| (group, t.as_str(), *p)))
     }
 
+    /// Append records of the group coordinator other than offset commits
+    /// (Kafka's key versions 2 and up: group metadata, KIP-848 consumer
+    /// group epochs, members and assignments), encoded by their owner;
+    /// `None` is a tombstone. Keys of other versions are refused.
+    pub fn write_group_records(
+        &self,
+        records: &[(Vec<u8>, Option<Vec<u8>>)],
+        durability: Durability,
+    ) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if let Some((k, _)) = records.iter().find(|(k, _)| !is_group_record(k)) {
+            return Err(Error::IllegalState(format!(
+                "not a group record key: {:02x?}",
+                k.get(..2)
+            )));
+        }
+        let now = now_ms();
+        let mut b = BatchBuilder::with_capacity(
+            records
+                .iter()
+                .map(|(k, v)| 32 + k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum(),
+        );
+        for (k, v) in records {
+            b.append(now, Some(k), v.as_deref(), &[]);
+        }
+        let mut bytes = b.finish().to_vec();
+        self.log.append(&mut bytes, durability)?;
+        let mut st = self.state.lock();
+        self.catch_up(&mut st)
+    }
+
+    /// The group coordinator's records of key version `version` (2 and
+    /// up), the latest value of each key, tombstoned keys left out.
+    pub fn group_records(&self, version: i16) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut st = self.state.lock();
+        self.catch_up(&mut st)?;
+        let tag = version.to_be_bytes();
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = st
+            .records
+            .iter()
+            .filter(|(k, _)| k.get(..2) == Some(&tag[..]))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// One batch of tombstones for the commits of `(group, topic,
     /// partition)`, then the in-memory map caught up with it. Returns how
     /// many were written (nothing is appended for none).
@@ -565,6 +635,58 @@ impl OffsetStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_records_are_kept_by_key_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |v: i16, m: &str| {
+            let mut k = v.to_be_bytes().to_vec();
+            k.extend_from_slice(m.as_bytes());
+            k
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let o = store.offsets().unwrap();
+            o.write_group_records(
+                &[
+                    (key(3, "g"), Some(b"epoch 1".to_vec())),
+                    (key(5, "a"), Some(b"member a".to_vec())),
+                    (key(5, "b"), Some(b"member b".to_vec())),
+                ],
+                Durability::PageCache,
+            )
+            .unwrap();
+            o.write_group_records(
+                &[
+                    (key(3, "g"), Some(b"epoch 2".to_vec())),
+                    (key(5, "a"), None),
+                ],
+                Durability::PageCache,
+            )
+            .unwrap();
+            assert!(o
+                .write_group_records(&[(key(1, "x"), None)], Durability::PageCache)
+                .is_err());
+            o.commit(
+                "g",
+                &[("t".into(), 0, 5, String::new())],
+                Durability::PageCache,
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let o = store.offsets().unwrap();
+        assert_eq!(
+            o.group_records(3).unwrap(),
+            vec![(key(3, "g"), b"epoch 2".to_vec())]
+        );
+        assert_eq!(
+            o.group_records(5).unwrap(),
+            vec![(key(5, "b"), b"member b".to_vec())]
+        );
+        assert_eq!(o.committed("g", "t", 0).unwrap().map(|c| c.offset), Some(5));
+        assert_eq!(o.groups().unwrap(), vec!["g".to_string()]);
+    }
 
     #[test]
     fn key_and_value_round_trip_in_kafka_format() {

@@ -35,8 +35,11 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::claim::{self, CoordinatorClaim};
+use super::consumer_group_records::{self as records, CurrentRecord, MemberRecord, Records};
 use crate::errors::{code, warn};
+use ottla_storage::log::Durability;
 use ottla_storage::store::Store;
+use ottla_storage::topic::TopicId;
 
 /// Partitions by topic name.
 pub type Assignment = BTreeMap<String, BTreeSet<i32>>;
@@ -197,6 +200,8 @@ struct Group {
     meta: BTreeMap<String, u32>,
     assignor: String,
     claim: Option<CoordinatorClaim>,
+    /// The group's records in `__consumer_offsets` as last written.
+    persisted: Records,
 }
 
 impl Group {
@@ -312,6 +317,57 @@ impl Group {
         } else {
             MemberState::Stable
         };
+    }
+
+    /// Every record of the group as it stands (`consumer_group_records`).
+    fn records(&self, name: &str, ids: &dyn Fn(&str) -> Option<TopicId>) -> Records {
+        let mut r = Records::new();
+        r.insert(
+            records::key(records::GROUP_METADATA, name, None),
+            records::epoch_value(self.epoch),
+        );
+        r.insert(
+            records::key(records::TARGET_METADATA, name, None),
+            records::epoch_value(self.assignment_epoch),
+        );
+        for m in self.members.values() {
+            let id = Some(m.id.as_str());
+            let member = MemberRecord {
+                instance_id: m.instance_id.clone(),
+                rack_id: m.rack_id.clone(),
+                client_id: m.client_id.clone(),
+                host: m.host.clone(),
+                topics: m.topics.clone(),
+                regex: m.regex.clone(),
+                assignor: m.assignor.clone(),
+                rebalance_timeout_ms: m.rebalance_timeout.as_millis().min(i32::MAX as u128) as i32,
+            };
+            r.insert(
+                records::key(records::MEMBER_METADATA, name, id),
+                records::member_value(&member),
+            );
+            let target = self.target.get(&m.id).cloned().unwrap_or_default();
+            r.insert(
+                records::key(records::TARGET_MEMBER, name, id),
+                records::target_value(&target, ids),
+            );
+            let current = CurrentRecord {
+                epoch: m.epoch,
+                previous_epoch: m.previous_epoch,
+                state: match m.state {
+                    MemberState::Stable => 0,
+                    MemberState::UnrevokedPartitions => 1,
+                    MemberState::UnreleasedPartitions => 2,
+                },
+                assigned: m.assigned.clone(),
+                revoking: m.revoking.clone(),
+            };
+            r.insert(
+                records::key(records::CURRENT_ASSIGNMENT, name, id),
+                records::current_value(&current, ids),
+            );
+        }
+        r
     }
 
     /// Remove members (leave, session or rebalance timeout): a new group
@@ -524,12 +580,140 @@ pub struct ConsumerGroupCoordinator {
 }
 
 impl ConsumerGroupCoordinator {
+    /// The coordinator, with the groups `__consumer_offsets` keeps (a
+    /// restarted broker resumes them: epochs, members, assignments).
     pub fn new(store: Arc<Store>, settings: Settings) -> ConsumerGroupCoordinator {
-        ConsumerGroupCoordinator {
+        let c = ConsumerGroupCoordinator {
             store,
             settings,
             groups: Mutex::new(HashMap::new()),
             next_member: std::sync::atomic::AtomicU64::new(0),
+        };
+        match c.load() {
+            Ok(groups) => *c.groups.lock() = groups,
+            Err(e) => warn(&format!("consumer groups: cannot read them back: {e}")),
+        }
+        c
+    }
+
+    /// Kafka's group coordinator loading its partition of
+    /// `__consumer_offsets`: every consumer group with its epochs, members
+    /// (their sessions start again now) and assignments.
+    fn load(&self) -> ottla_storage::error::Result<HashMap<String, Group>> {
+        let offsets = self.store.offsets()?;
+        let mut all = Vec::new();
+        for v in [
+            records::GROUP_METADATA,
+            records::MEMBER_METADATA,
+            records::TARGET_METADATA,
+            records::TARGET_MEMBER,
+            records::CURRENT_ASSIGNMENT,
+        ] {
+            all.extend(offsets.group_records(v)?);
+        }
+        if all.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut names: HashMap<TopicId, String> = HashMap::new();
+        for t in self.store.list_topics(false)? {
+            if let Ok(Some(topic)) = self.store.topic(&t) {
+                names.insert(topic.id, t);
+            }
+        }
+        let mut bad = 0;
+        let read = records::read_groups(&all, &|id| names.get(id).cloned(), &mut bad);
+        if bad > 0 {
+            warn(&format!(
+                "consumer groups: {bad} record(s) of __consumer_offsets not understood, skipped"
+            ));
+        }
+        let now = Instant::now();
+        let mut groups = HashMap::new();
+        for (name, r) in read {
+            let mut g = Group {
+                epoch: r.epoch,
+                assignment_epoch: r.assignment_epoch,
+                target: r.target,
+                ..Default::default()
+            };
+            for (id, m) in r.members {
+                let current = r.current.get(&id).cloned().unwrap_or_default();
+                let state = match current.state {
+                    1 => MemberState::UnrevokedPartitions,
+                    2 => MemberState::UnreleasedPartitions,
+                    _ => MemberState::Stable,
+                };
+                let rebalance_timeout = Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64);
+                g.members.insert(
+                    id.clone(),
+                    Member {
+                        id,
+                        instance_id: m.instance_id,
+                        rack_id: m.rack_id,
+                        client_id: m.client_id,
+                        host: m.host,
+                        rebalance_timeout,
+                        topics: m.topics,
+                        regex: m.regex,
+                        assignor: m.assignor,
+                        epoch: current.epoch,
+                        previous_epoch: current.previous_epoch,
+                        state,
+                        assigned: current.assigned,
+                        revoking: current.revoking,
+                        owned: None,
+                        expires: now + self.settings.session_timeout,
+                        revoke_deadline: (state == MemberState::UnrevokedPartitions)
+                            .then_some(now + rebalance_timeout),
+                        left: false,
+                    },
+                );
+            }
+            g.assignor = g.choose_assignor();
+            g.meta = self.metadata(&g);
+            if !g.members.is_empty() {
+                match claim::try_claim(&self.store, &name) {
+                    Ok(Some(lock)) => g.claim = Some(lock),
+                    _ => {
+                        warn(&format!(
+                            "consumer group {name:?}: others coordinate it now; its members here are dropped"
+                        ));
+                        g.members.clear();
+                        g.target.clear();
+                    }
+                }
+            }
+            g.persisted = g.records(&name, &|t| self.topic_id(t));
+            crate::errors::debug(&format!(
+                "consumer group {name:?} resumed: epoch {}, {} member(s)",
+                g.epoch,
+                g.members.len()
+            ));
+            groups.insert(name, g);
+        }
+        Ok(groups)
+    }
+
+    fn topic_id(&self, topic: &str) -> Option<TopicId> {
+        self.store.topic(topic).ok().flatten().map(|t| t.id)
+    }
+
+    /// Write what changed in `g` since its records were last written.
+    fn persist(&self, name: &str, g: &mut Group) {
+        let now = g.records(name, &|t| self.topic_id(t));
+        let changes = records::diff(&g.persisted, &now);
+        if changes.is_empty() {
+            return;
+        }
+        match self
+            .store
+            .offsets()
+            .and_then(|o| o.write_group_records(&changes, Durability::PageCache))
+        {
+            Ok(()) => g.persisted = now,
+            Err(e) => warn(&format!(
+                "consumer group {name:?}: cannot write its state: {e}"
+            )),
         }
     }
 
@@ -659,6 +843,7 @@ impl ConsumerGroupCoordinator {
                 Some(m) if static_leave && m.instance_id.is_some() => m.left = true,
                 _ => g.remove(std::slice::from_ref(&req.member_id)),
             }
+            self.persist(&req.group, g);
             return Outcome {
                 member_id: Some(req.member_id),
                 member_epoch: req.member_epoch,
@@ -817,6 +1002,7 @@ impl ConsumerGroupCoordinator {
             g.compute_target();
         }
         g.reconcile(&member_id, now);
+        self.persist(&req.group, g);
         let Some(m) = g.members.get(&member_id) else {
             return Outcome::error(code::UNKNOWN_MEMBER_ID, "unknown member");
         };
@@ -911,6 +1097,7 @@ impl ConsumerGroupCoordinator {
             if !fenced.is_empty() {
                 crate::errors::debug(&format!("consumer group {name:?}: fenced {fenced:?}"));
                 g.remove(&fenced);
+                self.persist(name, g);
             }
         }
     }

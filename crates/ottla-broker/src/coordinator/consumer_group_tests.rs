@@ -390,3 +390,61 @@ fn a_static_member_back_takes_its_old_place_without_a_new_epoch() {
     assert_eq!(d.members[0].member_id, "b");
     assert_eq!(beat(&c, "a", 1, &owned(&[])).error, code::UNKNOWN_MEMBER_ID);
 }
+
+/// A restarted broker resumes a consumer group from `__consumer_offsets`
+/// (Kafka's consumer-group records): members keep their ids, epochs and
+/// partitions, so their next heartbeats go on without a rebalance; a
+/// member that left before the restart stays gone.
+#[test]
+fn a_restarted_coordinator_resumes_its_groups() {
+    let (dir, c) = coordinator(45_000, 10);
+    let a = join(&c, "a");
+    let b = join(&c, "b");
+    // a gives up the partitions b's target needs, b then gets them.
+    let a_target = beat(&c, "a", a.member_epoch, &owned(&parts(&a.assignment)));
+    let a2 = beat(
+        &c,
+        "a",
+        a_target.member_epoch,
+        &owned(&parts(&a_target.assignment)),
+    );
+    let b2 = beat(&c, "b", b.member_epoch, &owned(&[]));
+    let (a_parts, b_parts) = (parts(&a_target.assignment), parts(&b2.assignment));
+    assert_eq!(a_parts.len() + b_parts.len(), 4, "{a_parts:?} {b_parts:?}");
+    let x = join(&c, "x");
+    assert_eq!(beat(&c, "x", -1, &owned(&[])).error, code::NONE);
+    let before = c.describe("g").expect("group");
+    drop(c);
+    let store = Store::open(dir.path()).expect("store");
+    let c = ConsumerGroupCoordinator::new(
+        store,
+        Settings {
+            heartbeat_interval: Duration::from_millis(100),
+            session_timeout: Duration::from_millis(45_000),
+            max_size: 10,
+        },
+    );
+    let after = c.describe("g").expect("group resumed");
+    assert_eq!(after.epoch, before.epoch);
+    assert_eq!(after.assignment_epoch, before.assignment_epoch);
+    let ids: Vec<&str> = after.members.iter().map(|m| m.member_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["a", "b"],
+        "x left before the restart: {}",
+        x.member_epoch
+    );
+    for (m, was) in after.members.iter().zip(&before.members) {
+        assert_eq!(
+            (m.member_epoch, &m.assignment, &m.target),
+            (was.member_epoch, &was.assignment, &was.target)
+        );
+    }
+    // Their heartbeats go on at their epochs (no FENCED_MEMBER_EPOCH, no
+    // new group epoch): the restart is no rebalance.
+    let a3 = beat(&c, "a", a2.member_epoch, &owned(&a_parts));
+    let b3 = beat(&c, "b", b2.member_epoch, &owned(&b_parts));
+    assert_eq!((a3.error, b3.error), (code::NONE, code::NONE));
+    assert_eq!(c.describe("g").expect("group").epoch, before.epoch);
+    assert_eq!(a3.member_epoch, before.assignment_epoch);
+}

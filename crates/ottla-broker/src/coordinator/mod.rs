@@ -3,6 +3,7 @@
 //! ```text
 //! group        consumer groups, Kafka's classic protocol (GroupCoordinator)
 //! consumer_group  consumer groups, KIP-848's consumer protocol (server-side assignors)
+//! consumer_group_records  those groups in __consumer_offsets, as Kafka keeps them
 //! claim        who coordinates a group: embedded members or this broker
 //! producer_id  producer ids for idempotent producers (ProducerIdManager)
 //! ```
@@ -12,6 +13,7 @@
 
 pub mod claim;
 pub mod consumer_group;
+pub mod consumer_group_records;
 pub mod group;
 pub mod producer_id;
 
