@@ -818,6 +818,7 @@ class Broker:
         group_initial_rebalance_delay_ms: int = 0,
         group_consumer_heartbeat_interval_ms: int = 1000,
         group_consumer_session_timeout_ms: int = 45000,
+        broker_rack: str | None = None,
     ) -> Self:
         """Serve ``path`` on ``host:port`` (port 0: a free one), on the
         broker's own threads. Every ``retention_check_interval_ms``
@@ -855,7 +856,13 @@ class Broker:
         Kafka's is 5000) and one silent for
         ``group_consumer_session_timeout_ms`` (Kafka's
         ``group.consumer.session.timeout.ms``, 45000) is fenced and its
-        partitions move."""
+        partitions move.
+
+        ``broker_rack`` (Kafka's ``broker.rack``; default none) names the
+        broker's rack: Metadata and DescribeCluster report it, and the
+        consumer-protocol assignors give partitions (all of whose replicas
+        are on this broker) first to members whose ``client.rack`` matches
+        it, each member keeping its share."""
     @property
     def bootstrap_servers(self) -> str:
         """``"host:port"`` to give Kafka clients as ``bootstrap.servers``."""

@@ -111,6 +111,10 @@ pub struct BrokerConfig {
     /// The most members of one consumer-protocol group (Kafka's
     /// `group.consumer.max.size`; no bound by default, as in Kafka).
     pub group_consumer_max_size: usize,
+    /// The broker's rack (Kafka's `broker.rack`): reported by Metadata and
+    /// DescribeCluster, and the rack of every replica here, which the
+    /// consumer-protocol assignors match against members' `rack_id`.
+    pub broker_rack: Option<String>,
 }
 
 /// A quarter of the soft open-file limit (`RLIMIT_NOFILE`; 256 under the
@@ -150,6 +154,7 @@ impl Default for BrokerConfig {
             group_consumer_heartbeat_interval_ms: 1000,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_max_size: i32::MAX as usize,
+            broker_rack: None,
         }
     }
 }
@@ -279,6 +284,7 @@ impl Broker {
                         config.group_consumer_session_timeout_ms,
                     ),
                     max_size: config.group_consumer_max_size,
+                    broker_rack: config.broker_rack.clone(),
                 },
             ),
             producer_ids: coordinator::producer_id::ProducerIdManager::default(),

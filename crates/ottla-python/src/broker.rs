@@ -40,7 +40,7 @@ impl Broker {
                         max_connections=None, max_connections_per_ip=None,
                         max_open_files=None, group_initial_rebalance_delay_ms=0,
                         group_consumer_heartbeat_interval_ms=1000,
-                        group_consumer_session_timeout_ms=45000))]
+                        group_consumer_session_timeout_ms=45000, broker_rack=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -60,7 +60,14 @@ impl Broker {
         group_initial_rebalance_delay_ms: i64,
         group_consumer_heartbeat_interval_ms: i64,
         group_consumer_session_timeout_ms: i64,
+        broker_rack: Option<String>,
     ) -> PyResult<Self> {
+        // Kafka's `broker.rack`: a rack name, not empty.
+        if broker_rack.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            return Err(PyValueError::new_err(
+                "broker_rack must be a rack name or None, got an empty string",
+            ));
+        }
         let positive = |name: &str, v: Option<i64>| -> PyResult<Option<usize>> {
             match v {
                 None => Ok(None),
@@ -146,6 +153,7 @@ impl Broker {
             group_initial_rebalance_delay_ms: group_initial_rebalance_delay_ms as u64,
             group_consumer_heartbeat_interval_ms: group_consumer_heartbeat_interval_ms as u64,
             group_consumer_session_timeout_ms: group_consumer_session_timeout_ms as u64,
+            broker_rack,
             ..Default::default()
         };
         let interval = fsync == "interval";

@@ -150,6 +150,15 @@ def add_parser(sub: Any) -> None:
         help="how long a consumer-protocol member may go without a heartbeat before it "
         "is fenced (group.consumer.session.timeout.ms; default: 45000)",
     )
+    # The broker's rack (issue 13, rack-aware assignment).
+    p.add_argument(
+        "--broker-rack",
+        default=None,
+        metavar="RACK",
+        help="the broker's rack (broker.rack), reported by Metadata and DescribeCluster "
+        "and matched against consumers' client.rack by the consumer-protocol assignors "
+        "(default: none)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -172,6 +181,7 @@ class ServeOptions:
         self.group_initial_rebalance_delay_ms = 0
         self.group_consumer_heartbeat_interval_ms = 1000
         self.group_consumer_session_timeout_ms = 45000
+        self.broker_rack: str | None = None
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> ServeOptions:
@@ -233,6 +243,8 @@ def parse_fast(words: list[str]) -> ServeOptions | None:
             o.listen = listen
         elif name == "--fsync" and value in _FSYNC:
             o.fsync = value
+        elif name == "--broker-rack":
+            o.broker_rack = value
         elif name in _INT_OPTIONS:
             try:
                 setattr(o, _INT_OPTIONS[name], int(value))
@@ -292,6 +304,8 @@ def serve(args: ServeOptions) -> int:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.broker_rack is not None and not args.broker_rack.strip():
+        raise UsageError("--broker-rack must name a rack")
     if not 0 <= args.group_initial_rebalance_delay_ms <= 2**31 - 1:
         raise UsageError("--group-initial-rebalance-delay-ms must be between 0 and 2147483647")
     broker_cls: Any = getattr(ottla, "Broker", None)
@@ -319,6 +333,7 @@ def serve(args: ServeOptions) -> int:
             group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms,
             group_consumer_heartbeat_interval_ms=args.group_consumer_heartbeat_interval_ms,
             group_consumer_session_timeout_ms=args.group_consumer_session_timeout_ms,
+            broker_rack=args.broker_rack,
         )
     except OSError as e:
         raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None

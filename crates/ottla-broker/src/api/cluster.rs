@@ -92,6 +92,7 @@ pub async fn describe(
     b.broker_id = BrokerId(NODE_ID);
     b.host = s(&shared.advertised_host);
     b.port = i32::from(shared.advertised_port);
+    b.rack = shared.config.broker_rack.as_deref().map(s);
     r.brokers = vec![b];
     r.cluster_authorized_operations = if req.include_cluster_authorized_operations {
         CLUSTER_OPERATIONS

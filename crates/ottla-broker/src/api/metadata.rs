@@ -48,6 +48,7 @@ pub async fn handle(
     b.node_id = BrokerId(NODE_ID);
     b.host = s(&shared.advertised_host);
     b.port = shared.advertised_port as i32;
+    b.rack = shared.config.broker_rack.as_deref().map(s);
     r.brokers = vec![b];
     if v >= 2 {
         r.cluster_id = Some(s(CLUSTER_ID));

@@ -65,7 +65,7 @@ pub const LEAVE_EPOCH: i32 = -1;
 pub const LEAVE_STATIC_EPOCH: i32 = -2;
 
 /// The coordinator's settings (Kafka's `group.consumer.*`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// `group.consumer.heartbeat.interval.ms`
     pub heartbeat_interval: Duration,
@@ -73,6 +73,9 @@ pub struct Settings {
     pub session_timeout: Duration,
     /// `group.consumer.max.size`
     pub max_size: usize,
+    /// `broker.rack`: the rack of every replica of this single node, which
+    /// members' `rack_id` is matched against.
+    pub broker_rack: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,17 +242,26 @@ impl Group {
     }
 
     /// A new target assignment for the group epoch.
-    fn compute_target(&mut self) {
+    /// `rack`: the broker's rack, where every replica is (single node).
+    fn compute_target(&mut self, rack: Option<&str>) {
         self.assignor = self.choose_assignor();
         let subs: BTreeMap<String, BTreeSet<String>> = self
             .members
             .values()
             .map(|m| (m.id.clone(), m.subscribed(&self.meta)))
             .collect();
+        // Members on the rack of the partitions' replicas (KIP-848's
+        // rack-aware assignment): with one node, the broker's rack.
+        let on_rack: BTreeSet<String> = self
+            .members
+            .values()
+            .filter(|m| rack.is_some() && m.rack_id.as_deref() == rack)
+            .map(|m| m.id.clone())
+            .collect();
         self.target = if self.assignor == RANGE {
-            range(&subs, &self.meta)
+            range_with_racks(&subs, &self.meta, &on_rack)
         } else {
-            uniform(&subs, &self.meta, &self.target)
+            uniform_with_racks(&subs, &self.meta, &self.target, &on_rack)
         };
         self.assignment_epoch = self.epoch;
     }
@@ -372,7 +384,7 @@ impl Group {
 
     /// Remove members (leave, session or rebalance timeout): a new group
     /// epoch and target; their partitions are free at once.
-    fn remove(&mut self, ids: &[String]) {
+    fn remove(&mut self, ids: &[String], rack: Option<&str>) {
         let before = self.members.len();
         self.members.retain(|id, _| !ids.contains(id));
         if self.members.len() == before {
@@ -388,7 +400,7 @@ impl Group {
             // Embedded or classic members may have the group now.
             self.claim = None;
         } else {
-            self.compute_target();
+            self.compute_target(rack);
         }
     }
 }
@@ -425,6 +437,18 @@ pub fn uniform(
     meta: &BTreeMap<String, u32>,
     previous: &HashMap<String, Assignment>,
 ) -> HashMap<String, Assignment> {
+    uniform_with_racks(subs, meta, previous, &BTreeSet::new())
+}
+
+/// `uniform`, rack-aware: a new partition goes, among the members with
+/// the fewest, to one on the rack of its replicas (`on_rack`) if any;
+/// balance and stickiness come first, as in Kafka.
+pub fn uniform_with_racks(
+    subs: &BTreeMap<String, BTreeSet<String>>,
+    meta: &BTreeMap<String, u32>,
+    previous: &HashMap<String, Assignment>,
+    on_rack: &BTreeSet<String>,
+) -> HashMap<String, Assignment> {
     let mut out: HashMap<String, Assignment> = subs
         .keys()
         .map(|m| (m.clone(), Assignment::new()))
@@ -458,7 +482,7 @@ pub fn uniform(
                 .iter()
                 .filter(|(_, s)| s.contains(t))
                 .map(|(m, _)| m)
-                .min_by_key(|m| count(out.get(*m)));
+                .min_by_key(|m| (count(out.get(*m)), !on_rack.contains(*m)));
             if let Some(m) = fewest {
                 out.entry(m.clone())
                     .or_default()
@@ -516,6 +540,18 @@ pub fn range(
     subs: &BTreeMap<String, BTreeSet<String>>,
     meta: &BTreeMap<String, u32>,
 ) -> HashMap<String, Assignment> {
+    range_with_racks(subs, meta, &BTreeSet::new())
+}
+
+/// `range`, rack-aware (as Kafka's rack-aware range, KIP-881): each
+/// member's share is what `range` gives it, but members on the rack of the
+/// topic's replicas (`on_rack`) take their ranges first, so the partitions
+/// go to them before members elsewhere.
+pub fn range_with_racks(
+    subs: &BTreeMap<String, BTreeSet<String>>,
+    meta: &BTreeMap<String, u32>,
+    on_rack: &BTreeSet<String>,
+) -> HashMap<String, Assignment> {
     let mut out: HashMap<String, Assignment> = subs
         .keys()
         .map(|m| (m.clone(), Assignment::new()))
@@ -530,9 +566,15 @@ pub fn range(
             continue;
         }
         let (base, extra) = (*n as usize / members.len(), *n as usize % members.len());
+        let mut shares: Vec<(&String, usize)> = members
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| (m, base + usize::from(i < extra)))
+            .collect();
+        // Stable: members keep their id order within each side.
+        shares.sort_by_key(|(m, _)| !on_rack.contains(*m));
         let mut start = 0usize;
-        for (i, m) in members.into_iter().enumerate() {
-            let len = base + usize::from(i < extra);
+        for (m, len) in shares {
             if len > 0 {
                 let ps = out
                     .entry(m.clone())
@@ -841,7 +883,10 @@ impl ConsumerGroupCoordinator {
                 // Kafka: a static member leaving for a while keeps its
                 // place (and partitions) for its instance id.
                 Some(m) if static_leave && m.instance_id.is_some() => m.left = true,
-                _ => g.remove(std::slice::from_ref(&req.member_id)),
+                _ => g.remove(
+                    std::slice::from_ref(&req.member_id),
+                    self.settings.broker_rack.as_deref(),
+                ),
             }
             self.persist(&req.group, g);
             return Outcome {
@@ -999,7 +1044,7 @@ impl ConsumerGroupCoordinator {
             g.epoch += 1;
         }
         if g.epoch > g.assignment_epoch {
-            g.compute_target();
+            g.compute_target(self.settings.broker_rack.as_deref());
         }
         g.reconcile(&member_id, now);
         self.persist(&req.group, g);
@@ -1096,7 +1141,7 @@ impl ConsumerGroupCoordinator {
                 .collect();
             if !fenced.is_empty() {
                 crate::errors::debug(&format!("consumer group {name:?}: fenced {fenced:?}"));
-                g.remove(&fenced);
+                g.remove(&fenced, self.settings.broker_rack.as_deref());
                 self.persist(name, g);
             }
         }

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use super::consumer_group::{
-    error, range, uniform, Assignment, ConsumerGroupCoordinator, Heartbeat, Outcome, Settings,
+    error, range, range_with_racks, uniform, uniform_with_racks, Assignment,
+    ConsumerGroupCoordinator, Heartbeat, Outcome, Settings,
 };
 use crate::errors::code;
 use ottla_storage::store::Store;
@@ -22,6 +23,7 @@ fn coordinator(session_ms: u64, max_size: usize) -> (tempfile::TempDir, Consumer
             heartbeat_interval: Duration::from_millis(100),
             session_timeout: Duration::from_millis(session_ms),
             max_size,
+            broker_rack: None,
         },
     );
     (dir, c)
@@ -422,6 +424,7 @@ fn a_restarted_coordinator_resumes_its_groups() {
             heartbeat_interval: Duration::from_millis(100),
             session_timeout: Duration::from_millis(45_000),
             max_size: 10,
+            broker_rack: None,
         },
     );
     let after = c.describe("g").expect("group resumed");
@@ -447,4 +450,80 @@ fn a_restarted_coordinator_resumes_its_groups() {
     assert_eq!((a3.error, b3.error), (code::NONE, code::NONE));
     assert_eq!(c.describe("g").expect("group").epoch, before.epoch);
     assert_eq!(a3.member_epoch, before.assignment_epoch);
+}
+
+fn ps(a: &HashMap<String, Assignment>, m: &str) -> Vec<i32> {
+    a.get(m)
+        .and_then(|a| a.get("t"))
+        .map(|ps| ps.iter().copied().collect())
+        .unwrap_or_default()
+}
+
+/// KIP-848's rack-aware assignment on one node: every replica is on the
+/// broker's rack, so members with that `rack_id` get partitions first, and
+/// every member still gets the share it would without racks.
+#[test]
+fn members_on_the_replicas_rack_come_first_and_balance_holds() {
+    let meta: BTreeMap<String, u32> = [("t".to_string(), 3)].into();
+    let s = subs(&[("a", &["t"]), ("b", &["t"])]);
+    let b_on_rack: BTreeSet<String> = ["b".to_string()].into();
+    // range: a's share is 2, b's 1 (id order), but b takes its range first.
+    assert_eq!(
+        (ps(&range(&s, &meta), "a"), ps(&range(&s, &meta), "b")),
+        (vec![0, 1], vec![2])
+    );
+    let r = range_with_racks(&s, &meta, &b_on_rack);
+    assert_eq!((ps(&r, "a"), ps(&r, "b")), (vec![1, 2], vec![0]));
+    // uniform: ties between members with as few go to the one on the rack.
+    let plain = uniform(&s, &meta, &HashMap::new());
+    assert_eq!((ps(&plain, "a"), ps(&plain, "b")), (vec![0, 2], vec![1]));
+    let u = uniform_with_racks(&s, &meta, &HashMap::new(), &b_on_rack);
+    assert_eq!((ps(&u, "a"), ps(&u, "b")), (vec![1], vec![0, 2]));
+    // Everyone (or no one) on the rack: as without racks.
+    let both: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
+    assert_eq!(range_with_racks(&s, &meta, &both), range(&s, &meta));
+    assert_eq!(uniform_with_racks(&s, &meta, &HashMap::new(), &both), plain);
+}
+
+/// The plumbing: `broker_rack` and the members' `rack_id` reach the assignor.
+#[test]
+fn the_broker_rack_and_member_racks_reach_the_assignor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("store");
+    store.create_topic("t", 3, &[]).expect("create");
+    let c = ConsumerGroupCoordinator::new(
+        store,
+        Settings {
+            heartbeat_interval: Duration::from_millis(100),
+            session_timeout: Duration::from_millis(45_000),
+            max_size: 10,
+            broker_rack: Some("r1".into()),
+        },
+    );
+    let join_on = |member: &str, rack: Option<&str>| {
+        c.heartbeat(Heartbeat {
+            version: 1,
+            group: "g".into(),
+            member_id: member.into(),
+            member_epoch: 0,
+            rack_id: rack.map(str::to_string),
+            rebalance_timeout_ms: 60_000,
+            topics: Some(vec!["t".into()]),
+            assignor: Some("range".into()),
+            owned: Some(Assignment::new()),
+            ..Default::default()
+        })
+    };
+    assert_eq!(join_on("a", Some("r2")).error, code::NONE);
+    assert_eq!(join_on("b", Some("r1")).error, code::NONE);
+    let g = c.describe("g").expect("group");
+    let target = |m: &str| -> Vec<i32> {
+        g.members
+            .iter()
+            .find(|x| x.member_id == m)
+            .and_then(|x| x.target.get("t"))
+            .map(|ps| ps.iter().copied().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!((target("a"), target("b")), (vec![1, 2], vec![0]));
 }
