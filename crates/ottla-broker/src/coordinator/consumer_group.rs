@@ -642,6 +642,15 @@ impl ConsumerGroupCoordinator {
     /// `__consumer_offsets`: every consumer group with its epochs, members
     /// (their sessions start again now) and assignments.
     fn load(&self) -> ottla_storage::error::Result<HashMap<String, Group>> {
+        // A directory without commits has no groups: the offsets topic is
+        // created by the first write, not by a broker start.
+        if self
+            .store
+            .topic(ottla_storage::offsets::OFFSETS_TOPIC)?
+            .is_none()
+        {
+            return Ok(HashMap::new());
+        }
         let offsets = self.store.offsets()?;
         let mut all = Vec::new();
         for v in [
