@@ -438,7 +438,18 @@ pub async fn delete(
         } else if shared.groups.is_active(&name) {
             code::NON_EMPTY_GROUP
         } else {
-            blocking(|| delete_group(shared, &name))
+            match blocking(|| delete_group(shared, &name)) {
+                // An empty consumer group (KIP-848) is a group to delete
+                // even without offsets; its records go too.
+                code::GROUP_ID_NOT_FOUND if blocking(|| shared.consumer_groups.forget(&name)) => {
+                    code::NONE
+                }
+                code::NONE => {
+                    blocking(|| shared.consumer_groups.forget(&name));
+                    code::NONE
+                }
+                other => other,
+            }
         };
         crate::errors::debug(&format!("DeleteGroups {name:?} -> error {error}"));
         let mut d = DeletableGroupResult::default();

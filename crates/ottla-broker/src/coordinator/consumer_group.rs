@@ -1126,6 +1126,30 @@ impl ConsumerGroupCoordinator {
         })
     }
 
+    /// DeleteGroups of a consumer group without members: forget it and
+    /// tombstone its records, as Kafka deletes a group. Whether there was
+    /// such a group (a group with members is kept: false).
+    pub fn forget(&self, group: &str) -> bool {
+        let mut groups = self.groups.lock();
+        if !groups.get(group).is_some_and(|g| g.members.is_empty()) {
+            return false;
+        }
+        let Some(g) = groups.remove(group) else {
+            return false;
+        };
+        let tombstones = records::diff(&g.persisted, &Records::new());
+        if let Err(e) = self
+            .store
+            .offsets()
+            .and_then(|o| o.write_group_records(&tombstones, Durability::PageCache))
+        {
+            warn(&format!(
+                "consumer group {group:?}: cannot delete its state: {e}"
+            ));
+        }
+        true
+    }
+
     /// Groups with members: (name, state).
     pub fn live(&self) -> Vec<(String, &'static str)> {
         self.groups

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::consumer_group::{
     error, range, range_with_racks, uniform, uniform_with_racks, Assignment,
-    ConsumerGroupCoordinator, Heartbeat, Outcome, Settings,
+    ConsumerGroupCoordinator, Heartbeat, Outcome, Settings, LEAVE_EPOCH,
 };
 use crate::errors::code;
 use ottla_storage::store::Store;
@@ -526,4 +526,33 @@ fn the_broker_rack_and_member_racks_reach_the_assignor() {
             .unwrap_or_default()
     };
     assert_eq!((target("a"), target("b")), (vec![1, 2], vec![0]));
+}
+
+/// DeleteGroups of an empty consumer group forgets it, records included:
+/// a restarted coordinator does not bring it back.
+#[test]
+fn a_forgotten_group_stays_gone_after_a_restart() {
+    let (dir, c) = coordinator(45_000, 10);
+    let a = join(&c, "a");
+    assert!(!c.forget("g"), "a group with members is kept");
+    assert_eq!(beat(&c, "a", LEAVE_EPOCH, &owned(&[])).error, code::NONE);
+    assert!(
+        c.describe("g").is_some(),
+        "an empty group is kept until deleted"
+    );
+    assert!(c.forget("g"));
+    assert!(c.describe("g").is_none());
+    assert!(!c.forget("g"));
+    drop(c);
+    let store = Store::open(dir.path()).expect("store");
+    let c = ConsumerGroupCoordinator::new(
+        store,
+        Settings {
+            heartbeat_interval: Duration::from_millis(100),
+            session_timeout: Duration::from_millis(45_000),
+            max_size: 10,
+            broker_rack: None,
+        },
+    );
+    assert!(c.describe("g").is_none(), "epoch {}", a.member_epoch);
 }
