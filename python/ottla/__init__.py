@@ -58,7 +58,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from concurrent.futures import Future
+    from os import PathLike
     from typing import Any
+
+    from typing_extensions import Self
 
     from ottla import _arrow
     from ottla.admin import (
@@ -108,6 +111,20 @@ def __getattr__(name: str) -> object:
     return value
 
 
+from ottla.remote._door import Door as _Door
+
+# A cluster's address instead of a data directory: bootstrap_servers=...,
+# or a first argument "kafka://host:port" (ottla.remote; confluent-kafka is
+# imported only then).
+_SCHEME = "kafka://"
+
+
+def _is_remote(target: object, bootstrap_servers: object) -> bool:
+    return bootstrap_servers is not None or (
+        isinstance(target, str) and target.startswith(_SCHEME)
+    )
+
+
 # The names used in Kafka's documentation of these errors.
 OffsetOutOfRange = OffsetOutOfRangeError
 RecordTooLarge = RecordTooLargeError
@@ -130,7 +147,7 @@ KafkaStorageError = StorageError
 NonEmptyGroupError = GroupNotEmptyError
 
 
-class Producer(_CoreProducer):
+class Producer(_CoreProducer, metaclass=_Door):
     """Appends records to topics in a data directory.
 
     ``Producer(path, **config)`` with Kafka's setting names: ``linger_ms``
@@ -169,12 +186,42 @@ class Producer(_CoreProducer):
     ... except ottla.DiskFullError:
     ...     pass  # free space; records sent from now on are appended
     >>> p.close()
+
+    The same code runs against a Kafka-protocol cluster (``ottla serve``,
+    Apache Kafka, Redpanda) when given its address instead of a path:
+    ``Producer(bootstrap_servers="host:9092", **config)``, or
+    ``Producer("kafka://host:9092", **config)`` (``pip install
+    'ottla[kafka]'``; docs/remote.md).
     """
 
     __slots__ = ()
 
+    def __new__(
+        cls,
+        path: str | PathLike[str] | None = None,
+        *,
+        bootstrap_servers: str | None = None,
+        **config: Any,
+    ) -> Self:
+        """A producer of the data directory ``path``, or of the cluster at
+        ``bootstrap_servers`` (or ``path="kafka://host:port"``)."""
+        if not _is_remote(path, bootstrap_servers):
+            if path is None:
+                raise TypeError(
+                    "Producer() needs a data directory path, a 'kafka://host:port' "
+                    "address or bootstrap_servers='host:port'"
+                )
+            return super().__new__(cls, path, **config)
+        from ottla.remote._kafka import target_servers
+        from ottla.remote.producer import Producer as _Remote
 
-class Consumer(_CoreConsumer):
+        servers = target_servers("Producer", path, bootstrap_servers)
+        assert servers is not None
+        remote: Any = _Remote(servers, **config)
+        return remote  # type: ignore[no-any-return]
+
+
+class Consumer(_CoreConsumer, metaclass=_Door):
     """Reads records from topics in a data directory.
 
     ``Consumer(path, *topics, group_id=None, auto_offset_reset="latest",
@@ -223,9 +270,41 @@ class Consumer(_CoreConsumer):
 
     In a notebook, read straight into Arrow or pandas (``pip install
     'ottla[arrow]'``): ``poll_arrow()``, ``read_arrow()``, ``to_pandas()``.
+
+    The same code reads a Kafka-protocol cluster (``ottla serve``, Apache
+    Kafka, Redpanda) given its address instead of a path, groups going
+    through the cluster's coordinator:
+    ``Consumer(*topics, bootstrap_servers="host:9092", **config)`` or
+    ``Consumer("kafka://host:9092", *topics, **config)`` (``pip install
+    'ottla[kafka]'``; docs/remote.md).
     """
 
     __slots__ = ()
+
+    def __new__(
+        cls,
+        *args: Any,
+        bootstrap_servers: str | None = None,
+        **config: Any,
+    ) -> Self:
+        """A consumer of the data directory ``args[0]`` (topics after it),
+        or of a cluster: ``bootstrap_servers=...`` (every positional
+        argument a topic) or ``args[0] == "kafka://host:port"``."""
+        target = args[0] if args else config.get("path")
+        if not _is_remote(target, bootstrap_servers):
+            return super().__new__(cls, *args, **config)
+        from ottla.remote._kafka import target_servers
+        from ottla.remote.consumer import Consumer as _Remote
+
+        if bootstrap_servers is not None:
+            servers = target_servers("Consumer", None, bootstrap_servers)
+            topics = args
+        else:
+            servers = target_servers("Consumer", args[0], None)
+            topics = args[1:]
+        assert servers is not None
+        remote: Any = _Remote(servers, *topics, **config)
+        return remote  # type: ignore[no-any-return]
 
     def poll_arrow(
         self,

@@ -1,0 +1,442 @@
+"""``ottla.Producer(bootstrap_servers=...)``: the producer's API over
+librdkafka (confluent-kafka).
+
+``send()`` hands the record to librdkafka's ``produce()`` with a delivery
+callback that completes its future; librdkafka batches, compresses and
+retries. Delivery reports are served by ``poll()`` calls: one every
+``_POLL_EVERY`` sends on the sending thread (cheap: no thread switch), and
+a background thread's, so callbacks and futures also complete while the
+application does not send.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from ottla._core import ClosedError, RecordMetadata, UnknownTopicOrPartitionError
+from ottla.remote import _kafka
+
+_BytesLike = bytes | bytearray | memoryview | str
+
+
+def _as_bytes(v: Any, what: str) -> bytes | str | None:
+    if v is None or isinstance(v, (bytes, str)):
+        return v
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    raise TypeError(f"{what} must be bytes, bytearray, memoryview, str or None, not {type(v).__name__}")
+
+
+class FutureRecordMetadata:
+    """The pending result of one remote ``send()``: the same methods as
+    :class:`ottla.FutureRecordMetadata`, completed by librdkafka's delivery
+    report."""
+
+    __slots__ = ("_callbacks", "_errbacks", "_exc", "_md", "_owner")
+
+    def __init__(self, owner: Producer) -> None:
+        self._owner = owner
+        self._md: RecordMetadata | None = None
+        self._exc: BaseException | None = None
+        self._callbacks: list[Callable[[RecordMetadata], Any]] | None = None
+        self._errbacks: list[Callable[[BaseException], Any]] | None = None
+
+    # librdkafka's on_delivery(err, msg), on a thread serving poll().
+    def _deliver(self, err: Any, msg: Any) -> None:
+        owner = self._owner
+        if err is not None:
+            exc = _kafka.error(err, f"sending to {msg.topic()!r}")
+            with owner._cond:
+                self._exc = exc
+                errbacks = self._errbacks
+                if owner._failed is None:
+                    owner._failed = exc
+            for eb in errbacks or ():
+                eb(exc)
+        else:
+            offset = msg.offset()
+            md = RecordMetadata(
+                msg.topic(),
+                msg.partition(),
+                -1 if offset is None or offset < 0 or owner._acks == 0 else offset,
+                msg.timestamp()[1],
+            )
+            with owner._cond:
+                self._md = md
+                callbacks = self._callbacks
+                if owner._waiting:
+                    owner._cond.notify_all()
+            for cb in callbacks or ():
+                cb(md)
+            return
+        with owner._cond:
+            owner._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> RecordMetadata:
+        """Wait (seconds; None: forever) for the broker's acknowledgement and
+        return the :class:`ottla.RecordMetadata`; raises the send's error."""
+        if self._md is None and self._exc is None:
+            self._owner._wait(self._is_done, timeout)
+        if self._exc is not None:
+            raise self._exc
+        if self._md is None:
+            raise _kafka.OttlaTimeoutError(f"no acknowledgement within {timeout} s")
+        return self._md
+
+    result = get
+
+    def _is_done(self) -> bool:
+        return self._md is not None or self._exc is not None
+
+    @property
+    def is_done(self) -> bool:
+        return self._is_done()
+
+    def done(self) -> bool:
+        return self._is_done()
+
+    def succeeded(self) -> bool:
+        return self._md is not None
+
+    def failed(self) -> bool:
+        return self._exc is not None
+
+    @property
+    def exception(self) -> BaseException | None:
+        return self._exc
+
+    def add_callback(self, f: Callable[[RecordMetadata], Any]) -> FutureRecordMetadata:
+        """Call ``f(record_metadata)`` once acknowledged; returns this future."""
+        with self._owner._cond:
+            md = self._md
+            if md is None:
+                if self._exc is None:
+                    if self._callbacks is None:
+                        self._callbacks = []
+                    self._callbacks.append(f)
+                return self
+        f(md)
+        return self
+
+    def add_errback(self, f: Callable[[BaseException], Any]) -> FutureRecordMetadata:
+        """Call ``f(exception)`` if the send fails; returns this future."""
+        with self._owner._cond:
+            exc = self._exc
+            if exc is None:
+                if self._md is None:
+                    if self._errbacks is None:
+                        self._errbacks = []
+                    self._errbacks.append(f)
+                return self
+        f(exc)
+        return self
+
+
+class BatchFuture:
+    """The pending result of a remote ``send_many()``: ``get()`` (metadata
+    in send order), ``wait()``, ``done()``, ``len()``."""
+
+    __slots__ = ("_futures", "_owner")
+
+    def __init__(self, owner: Producer, futures: list[FutureRecordMetadata]) -> None:
+        self._owner = owner
+        self._futures = futures
+
+    def _all_done(self) -> bool:
+        return all(f._is_done() for f in self._futures)
+
+    def wait(self, timeout: float | None = None) -> None:
+        if not self._all_done():
+            self._owner._wait(self._all_done, timeout)
+        for f in self._futures:
+            if f._exc is not None:
+                raise f._exc
+        if not self._all_done():
+            raise _kafka.OttlaTimeoutError(f"not every record acknowledged within {timeout} s")
+
+    def get(self, timeout: float | None = None) -> list[RecordMetadata]:
+        self.wait(timeout)
+        return [f.get(0) for f in self._futures]
+
+    def done(self) -> bool:
+        return self._all_done()
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+
+class Producer:
+    """A producer of a Kafka-protocol cluster (``ottla serve``, Kafka,
+    Redpanda) with the methods of :class:`ottla.Producer`. Made by
+    ``ottla.Producer(bootstrap_servers="host:9092", **config)`` or
+    ``ottla.Producer("kafka://host:9092", **config)``."""
+
+    _POLL_EVERY = 1000
+    _ottla_twin_of = "ottla.Producer"
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        auto_create_topics: bool = True,
+        num_partitions: int = 1,
+        key_serializer: Callable[[Any], _BytesLike | None] | None = None,
+        value_serializer: Callable[[Any], _BytesLike | None] | None = None,
+        acks: Any = None,
+        linger_ms: int | None = None,
+        batch_size: int | None = None,
+        client_id: str | None = None,
+        **config: Any,
+    ) -> None:
+        ck = _kafka.ck()
+        if acks is not None:
+            if acks in ("all", -1, "-1"):
+                acks = -1
+            elif acks in (0, 1, "0", "1") and not isinstance(acks, bool):
+                acks = int(acks)
+            else:
+                raise ValueError(f"acks must be 0, 1, -1 or 'all', got {acks!r}")
+        for name, value in (("linger_ms", linger_ms), ("batch_size", batch_size)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise TypeError(f"{name} must be int, not {type(value).__name__}")
+        self._acks = 1 if acks is None else acks
+        conf = _kafka.librdkafka_config(
+            "Producer",
+            bootstrap_servers,
+            {
+                "linger_ms": 5 if linger_ms is None else linger_ms,
+                "batch_size": batch_size,
+                "acks": acks,
+                "client_id": client_id,
+                **config,
+            },
+            # Kafka's (and the Java client's) partitioner: murmur2 of the
+            # key, as ottla's directory producer; unkeyed records sticky.
+            {"partitioner": "murmur2_random"},
+        )
+        self._servers = bootstrap_servers
+        self._auto_create = bool(auto_create_topics)
+        self._num_partitions = int(num_partitions)
+        self._key_ser = key_serializer
+        self._value_ser = value_serializer
+        with _kafka.raising("Producer"):
+            self._p = ck.Producer(conf)
+        self._conf = conf
+        self._known: dict[str, list[int]] = {}
+        self._cond = threading.Condition()
+        self._waiting = 0
+        self._failed: BaseException | None = None
+        self._closed = False
+        self._sent = 0
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._serve, name="ottla-remote-producer", daemon=True)
+        self._poller.start()
+
+    # ---- delivery reports ----------------------------------------------------
+
+    def _serve(self) -> None:
+        p, stop = self._p, self._stop
+        while not stop.is_set():
+            try:
+                p.poll(0.05)
+            except Exception:  # a callback's error: already on its future
+                pass
+
+    def _wait(self, done: Callable[[], bool], timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            # Serve reports on this thread too: no wait for the poller.
+            self._p.poll(0)
+            with self._cond:
+                if done():
+                    return
+                self._waiting += 1
+                try:
+                    self._cond.wait(0.05 if left is None else min(left, 0.05))
+                finally:
+                    self._waiting -= 1
+
+    # ---- topics --------------------------------------------------------------
+
+    def _partitions(self, topic: str) -> list[int]:
+        """The topic's partitions, creating it as ottla's producer does
+        (``auto_create_topics``, ``num_partitions``) when the cluster lacks it."""
+        known = self._known.get(topic)
+        if known is not None:
+            return known
+        with _kafka.raising(f"metadata of {topic!r}"):
+            md = self._p.list_topics(topic, timeout=10)
+        t = md.topics.get(topic)
+        if t is None or t.error is not None or not t.partitions:
+            if not self._auto_create:
+                raise UnknownTopicOrPartitionError(
+                    f"unknown topic {topic!r} on {self._servers} (auto_create_topics=False)"
+                )
+            from ottla.remote.admin import create_if_missing
+
+            create_if_missing(self._servers, self._conf, topic, self._num_partitions)
+            with _kafka.raising(f"metadata of {topic!r}"):
+                md = self._p.list_topics(topic, timeout=10)
+            t = md.topics.get(topic)
+            if t is None or not t.partitions:
+                raise UnknownTopicOrPartitionError(f"topic {topic!r} not found on {self._servers}")
+        parts = sorted(t.partitions)
+        self._known[topic] = parts
+        return parts
+
+    def partitions_for(self, topic: str) -> list[int]:
+        """Partition numbers of ``topic`` (created if ``auto_create_topics``)."""
+        self._check_open()
+        self._known.pop(topic, None)
+        return list(self._partitions(topic))
+
+    # ---- sending -------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("producer is closed")
+
+    def send(
+        self,
+        topic: str,
+        value: Any = None,
+        key: Any = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Sequence[tuple[str, Any]] | Mapping[str, Any] | None = None,
+        *,
+        timestamp: int | None = None,
+    ) -> FutureRecordMetadata:
+        """Queue a record (see :meth:`ottla.Producer.send`); the future
+        completes with the broker's acknowledgement."""
+        if self._closed:
+            raise ClosedError("producer is closed")
+        if timestamp is not None:
+            if timestamp_ms is not None:
+                raise TypeError("send() takes timestamp_ms or timestamp, not both")
+            timestamp_ms = timestamp
+        if topic not in self._known:
+            if not isinstance(topic, str):
+                raise TypeError(f"topic must be str, not {type(topic).__name__}")
+            self._partitions(topic)
+        if key is not None and self._key_ser is not None:
+            key = self._key_ser(key)
+        if value is not None and self._value_ser is not None:
+            value = self._value_ser(value)
+        future = FutureRecordMetadata(self)
+        kw: dict[str, Any] = {"on_delivery": future._deliver}
+        if partition is not None:
+            if partition not in self._known[topic]:
+                self._known.pop(topic, None)
+                if partition not in self._partitions(topic):
+                    raise UnknownTopicOrPartitionError(
+                        f"unknown topic or partition: {topic}-{partition}"
+                    )
+            kw["partition"] = partition
+        if timestamp_ms is not None:
+            kw["timestamp"] = int(timestamp_ms)
+        if headers:
+            items = headers.items() if isinstance(headers, Mapping) else headers
+            kw["headers"] = [(str(k), _as_bytes(v, "header value")) for k, v in items]
+        self._produce(topic, _as_bytes(value, "value"), _as_bytes(key, "key"), kw)
+        return future
+
+    def _produce(self, topic: str, value: Any, key: Any, kw: dict[str, Any]) -> None:
+        p = self._p
+        while True:
+            try:
+                p.produce(topic, value, key, **kw)
+                break
+            except BufferError:  # librdkafka's queue is full: serve reports, retry
+                p.poll(0.05)
+            except Exception as e:
+                if type(e).__name__ == "KafkaException":
+                    raise _kafka.error(e, f"sending to {topic!r}") from e
+                raise
+        self._sent += 1
+        if self._sent % self._POLL_EVERY == 0:
+            p.poll(0)
+
+    def send_many(
+        self,
+        topic: str,
+        values: Iterable[Any],
+        keys: Iterable[Any] | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        *,
+        timestamp: int | None = None,
+    ) -> BatchFuture:
+        """Send many values (and as many keys) to one topic; one
+        :class:`BatchFuture` for all. One timestamp for every record: the
+        one given, or the call's."""
+        if timestamp is not None:
+            if timestamp_ms is not None:
+                raise TypeError("send_many() takes timestamp_ms or timestamp, not both")
+            timestamp_ms = timestamp
+        if timestamp_ms is None:
+            timestamp_ms = int(time.time() * 1000)
+        values = list(values)
+        key_list = [None] * len(values) if keys is None else list(keys)
+        if len(key_list) != len(values):
+            raise ValueError(f"send_many(): {len(values)} values but {len(key_list)} keys")
+        futures = [
+            self.send(topic, v, k, partition, timestamp_ms)
+            for v, k in zip(values, key_list, strict=True)
+        ]
+        return BatchFuture(self, futures)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every queued record is acknowledged (or failed); raises
+        the first send error since the last ``flush()``."""
+        with _kafka.raising("flush"):
+            left = self._p.flush(-1 if timeout is None else timeout)
+        with self._cond:
+            failed, self._failed = self._failed, None
+        if failed is not None:
+            raise failed
+        if left:
+            raise _kafka.OttlaTimeoutError(
+                f"flush: {left} records not acknowledged within {timeout} s"
+            )
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush and stop; later sends raise :class:`ottla.ClosedError`."""
+        if self._closed:
+            return
+        try:
+            self.flush(timeout)
+        finally:
+            self._closed = True
+            self._stop.set()
+            self._poller.join(5)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def path(self) -> str:
+        """The address (``kafka://host:port``): there is no directory."""
+        return _kafka.SCHEME + self._servers
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self._servers
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> bool:
+        self.close()
+        return False
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<ottla.Producer bootstrap_servers={self._servers!r}{state}>"
