@@ -8,6 +8,7 @@ class (``ottla.Producer(bootstrap_servers=...)``) imports confluent-kafka.
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Mapping
 from os import PathLike
 from typing import Any
@@ -34,6 +35,7 @@ from ottla._core import (
 )
 
 SCHEME = "kafka://"
+LOGGER = logging.getLogger("ottla.remote")
 
 _MISSING = (
     "a cluster address (bootstrap_servers=..., or a 'kafka://host:port' target) needs "
@@ -149,7 +151,9 @@ def librdkafka_config(
     passed through as is, security settings included). An embedded-only
     setting is an InvalidConfigError naming it; a name librdkafka does not
     know is one when the client is made."""
-    conf: dict[str, Any] = {"bootstrap.servers": servers}
+    # librdkafka's log lines go to Python's logging ("ottla.remote"), not
+    # to stderr.
+    conf: dict[str, Any] = {"bootstrap.servers": servers, "logger": LOGGER}
     conf.update(defaults or {})
     for name, value in given.items():
         if name in EMBEDDED_ONLY:
@@ -164,6 +168,28 @@ def librdkafka_config(
             value = "true" if value else "false"
         conf[key] = value
     return conf
+
+
+def make(factory: Any, cls: str, conf: dict[str, Any], given: Mapping[str, Any]) -> Any:
+    """``factory(conf)`` (a confluent-kafka client); a setting librdkafka
+    does not know is a TypeError naming the keyword it came from (as an
+    unknown keyword of the directory form), a bad value an
+    InvalidConfigError."""
+    try:
+        return factory(conf)
+    except Exception as e:
+        if type(e).__name__ != "KafkaException":
+            raise
+        text = str(e.args[0].str() if e.args and hasattr(e.args[0], "str") else e)
+        if "No such configuration property" in text:
+            prop = text.rpartition(":")[2].strip().strip('"')
+            names = [n for n in given if n == prop or n.replace("_", ".") == prop]
+            name = names[0] if names else prop
+            raise TypeError(
+                f"{cls}() got an unexpected keyword argument {name!r}: neither an ottla "
+                f"setting nor a librdkafka one ({text})"
+            ) from None
+        raise error(e, cls) from e
 
 
 # ---- errors --------------------------------------------------------------------

@@ -138,8 +138,7 @@ class Consumer:
             },
             {"enable.auto.commit": False, "enable.auto.offset.store": False},
         )
-        with _kafka.raising("Consumer"):
-            self._c = ck.Consumer(self._conf)
+        self._c = _kafka.make(ck.Consumer, "Consumer", self._conf, config)
         self._ck = ck
         self._buf: deque[Any] = deque()
         self._held: dict[_Key, list[Any]] = {}  # buffered records of paused partitions

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +29,37 @@ def _as_bytes(v: Any, what: str) -> bytes | str | None:
     if isinstance(v, (bytearray, memoryview)):
         return bytes(v)
     raise TypeError(f"{what} must be bytes, bytearray, memoryview, str or None, not {type(v).__name__}")
+
+
+def _serve(p: Any, stop: threading.Event) -> None:
+    """The background thread: serve delivery reports until stopped."""
+    while not stop.is_set():
+        try:
+            p.poll(0.05)
+        except Exception:  # a callback's error: already on its future
+            pass
+
+
+def _headers(headers: Any) -> list[tuple[str, bytes | str | None]]:
+    """Headers as a list of ``(str, bytes | None)``; a TypeError for
+    anything else, as the directory producer says."""
+    if isinstance(headers, Mapping):
+        items: Iterable[Any] = headers.items()
+    elif isinstance(headers, (list, tuple)):
+        items = headers
+    else:
+        raise TypeError(
+            f"headers must be a list of (str, bytes) pairs or a dict, not {type(headers).__name__}"
+        )
+    out = []
+    for item in items:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise TypeError(f"a header is a (str, bytes | None) pair, not {item!r}")
+        k, v = item
+        if not isinstance(k, str):
+            raise TypeError(f"a header key must be str, not {type(k).__name__}")
+        out.append((k, _as_bytes(v, "header value")))
+    return out
 
 
 class FutureRecordMetadata:
@@ -67,13 +99,8 @@ class FutureRecordMetadata:
             with owner._cond:
                 self._md = md
                 callbacks = self._callbacks
-                if owner._waiting:
-                    owner._cond.notify_all()
             for cb in callbacks or ():
                 cb(md)
-            return
-        with owner._cond:
-            owner._cond.notify_all()
 
     def get(self, timeout: float | None = None) -> RecordMetadata:
         """Wait (seconds; None: forever) for the broker's acknowledgement and
@@ -199,16 +226,29 @@ class Producer:
                 acks = int(acks)
             else:
                 raise ValueError(f"acks must be 0, 1, -1 or 'all', got {acks!r}")
-        for name, value in (("linger_ms", linger_ms), ("batch_size", batch_size)):
+        for name, value in (
+            ("linger_ms", linger_ms),
+            ("batch_size", batch_size),
+            ("num_partitions", num_partitions),
+        ):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise TypeError(f"{name} must be int, not {type(value).__name__}")
+        for name, fn in (("key_serializer", key_serializer), ("value_serializer", value_serializer)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable, not {type(fn).__name__}")
+        if num_partitions < 1:
+            raise ValueError(f"num_partitions must be >= 1, got {num_partitions}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._batch_size = 262144 if batch_size is None else batch_size
+        self._sticky_state: dict[str, list[int]] = {}
         self._acks = 1 if acks is None else acks
         conf = _kafka.librdkafka_config(
             "Producer",
             bootstrap_servers,
             {
                 "linger_ms": 5 if linger_ms is None else linger_ms,
-                "batch_size": batch_size,
+                "batch_size": self._batch_size,
                 "acks": acks,
                 "client_id": client_id,
                 **config,
@@ -222,45 +262,36 @@ class Producer:
         self._num_partitions = int(num_partitions)
         self._key_ser = key_serializer
         self._value_ser = value_serializer
-        with _kafka.raising("Producer"):
-            self._p = ck.Producer(conf)
+        self._p = _kafka.make(ck.Producer, "Producer", conf, config)
         self._conf = conf
         self._known: dict[str, list[int]] = {}
         self._cond = threading.Condition()
-        self._waiting = 0
         self._failed: BaseException | None = None
         self._closed = False
         self._sent = 0
         self._stop = threading.Event()
-        self._poller = threading.Thread(target=self._serve, name="ottla-remote-producer", daemon=True)
+        # The thread holds the librdkafka handle, not this object: a
+        # producer dropped unclosed is collected, and its thread stops.
+        self._poller = threading.Thread(
+            target=_serve, args=(self._p, self._stop), name="ottla-remote-producer", daemon=True
+        )
         self._poller.start()
+        weakref.finalize(self, self._stop.set)
 
     # ---- delivery reports ----------------------------------------------------
 
-    def _serve(self) -> None:
-        p, stop = self._p, self._stop
-        while not stop.is_set():
-            try:
-                p.poll(0.05)
-            except Exception:  # a callback's error: already on its future
-                pass
-
     def _wait(self, done: Callable[[], bool], timeout: float | None) -> None:
+        """Wait until ``done()``: as the directory producer's ``get()``, a
+        record waiting out ``linger_ms`` is sent now (librdkafka's flush
+        ignores linger), and reports are served on this thread too."""
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while not done():
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return
-            # Serve reports on this thread too: no wait for the poller.
-            self._p.poll(0)
-            with self._cond:
-                if done():
-                    return
-                self._waiting += 1
-                try:
-                    self._cond.wait(0.05 if left is None else min(left, 0.05))
-                finally:
-                    self._waiting -= 1
+            self._p.flush(0.05 if left is None else min(left, 0.05))
 
     # ---- topics --------------------------------------------------------------
 
@@ -270,8 +301,10 @@ class Producer:
         known = self._known.get(topic)
         if known is not None:
             return known
+        # Every topic's metadata: asking for this one alone would have the
+        # broker create it (auto.create.topics.enable) with its defaults.
         with _kafka.raising(f"metadata of {topic!r}"):
-            md = self._p.list_topics(topic, timeout=10)
+            md = self._p.list_topics(timeout=10)
         t = md.topics.get(topic)
         if t is None or t.error is not None or not t.partitions:
             if not self._auto_create:
@@ -282,7 +315,7 @@ class Producer:
 
             create_if_missing(self._servers, self._conf, topic, self._num_partitions)
             with _kafka.raising(f"metadata of {topic!r}"):
-                md = self._p.list_topics(topic, timeout=10)
+                md = self._p.list_topics(timeout=10)
             t = md.topics.get(topic)
             if t is None or not t.partitions:
                 raise UnknownTopicOrPartitionError(f"topic {topic!r} not found on {self._servers}")
@@ -329,9 +362,15 @@ class Producer:
             key = self._key_ser(key)
         if value is not None and self._value_ser is not None:
             value = self._value_ser(value)
+        value = _as_bytes(value, "value")
+        key = _as_bytes(key, "key")
         future = FutureRecordMetadata(self)
         kw: dict[str, Any] = {"on_delivery": future._deliver}
         if partition is not None:
+            if not isinstance(partition, int) or isinstance(partition, bool):
+                raise TypeError(f"partition must be int, not {type(partition).__name__}")
+            if partition < 0:
+                raise ValueError(f"partition must be >= 0, got {partition}")
             if partition not in self._known[topic]:
                 self._known.pop(topic, None)
                 if partition not in self._partitions(topic):
@@ -339,13 +378,36 @@ class Producer:
                         f"unknown topic or partition: {topic}-{partition}"
                     )
             kw["partition"] = partition
+        elif key is None:
+            kw["partition"] = self._sticky(topic, 0 if value is None else len(value))
         if timestamp_ms is not None:
-            kw["timestamp"] = int(timestamp_ms)
+            if not isinstance(timestamp_ms, int) or isinstance(timestamp_ms, bool):
+                raise TypeError(f"timestamp_ms must be int, not {type(timestamp_ms).__name__}")
+            kw["timestamp"] = timestamp_ms
         if headers:
-            items = headers.items() if isinstance(headers, Mapping) else headers
-            kw["headers"] = [(str(k), _as_bytes(v, "header value")) for k, v in items]
-        self._produce(topic, _as_bytes(value, "value"), _as_bytes(key, "key"), kw)
+            kw["headers"] = _headers(headers)
+        self._produce(topic, value, key, kw)
         return future
+
+    def _sticky(self, topic: str, size: int) -> int:
+        """The partition of an unkeyed record: Kafka's sticky partitioner
+        (KIP-794), as ottla's directory producer: one partition until
+        ``batch_size`` bytes went to it, then another at random."""
+        st = self._sticky_state.get(topic)
+        if st is None or st[1] >= self._batch_size:
+            parts = self._known[topic]
+            choice = parts[0]
+            if len(parts) > 1:
+                import random
+
+                while True:
+                    choice = random.choice(parts)
+                    if st is None or choice != st[0]:
+                        break
+            st = [choice, 0]
+            self._sticky_state[topic] = st
+        st[1] += size + 70  # the record's bytes and its share of a batch's overhead
+        return st[0]
 
     def _produce(self, topic: str, value: Any, key: Any, kw: dict[str, Any]) -> None:
         p = self._p
@@ -395,6 +457,8 @@ class Producer:
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every queued record is acknowledged (or failed); raises
         the first send error since the last ``flush()``."""
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout}")
         with _kafka.raising("flush"):
             left = self._p.flush(-1 if timeout is None else timeout)
         with self._cond:
