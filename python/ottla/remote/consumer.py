@@ -26,6 +26,7 @@ from typing import Any
 from ottla._core import (
     ClosedError,
     IllegalStateError,
+    InvalidTopicError,
     NoOffsetForPartitionError,
     OffsetAndTimestamp,
     OffsetOutOfRangeError,
@@ -59,10 +60,23 @@ _TIMEOUT_S = 30.0
 
 
 def _key(tp: Any) -> _Key:
+    if not isinstance(tp, tuple) or len(tp) != 2:
+        raise TypeError(f"a partition is TopicPartition(topic, partition) or (topic, partition), not {tp!r}")
     topic, partition = tp
-    if not isinstance(topic, str):
+    if not isinstance(topic, str) or not isinstance(partition, int) or isinstance(partition, bool):
         raise TypeError(f"a partition is (topic: str, partition: int), not {tp!r}")
-    return topic, int(partition)
+    return topic, partition
+
+
+_LEGAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _check_topic(name: str) -> None:
+    """Kafka's rule for topic names (InvalidTopicError otherwise)."""
+    if not name or name in (".", "..") or len(name) > 249 or not set(name) <= _LEGAL:
+        raise InvalidTopicError(
+            f"invalid topic name {name!r}: 1 to 249 of [a-zA-Z0-9._-], not '.' or '..'"
+        )
 
 
 class Consumer:
@@ -107,8 +121,9 @@ class Consumer:
             raise ValueError(f"max_poll_records must be >= 1, got {max_poll_records!r}")
         if group_id is not None and not isinstance(group_id, str):
             raise TypeError(f"group_id must be str or None, not {type(group_id).__name__}")
-        strategy = partition_assignment_strategy
-        if strategy is not None and not isinstance(strategy, str):
+        # ottla's default, as the directory form's groups.
+        strategy = partition_assignment_strategy or "cooperative-sticky"
+        if not isinstance(strategy, str):
             strategy = ",".join(strategy)
         self._servers = bootstrap_servers
         self._group = group_id
@@ -152,6 +167,8 @@ class Consumer:
         self._closed = False
         self._admin: Any = None
         self._callbacks: tuple[Any, Any, Any, Any] = (None, None, None, None)
+        self._joined = False
+        self._closing_without_commit = False
         names = [t for arg in topics for t in ([arg] if isinstance(arg, str) else arg)]
         if names:
             self.subscribe(names)
@@ -174,7 +191,9 @@ class Consumer:
             return self._c.list_topics(topic, timeout=_TIMEOUT_S)
 
     def _partitions_of(self, topic: str) -> list[int] | None:
-        t = self._metadata(topic).topics.get(topic)
+        # Every topic's metadata: asking for one topic alone would let the
+        # broker create it (allow.auto.create.topics).
+        t = self._metadata().topics.get(topic)
         if t is None or t.error is not None or not t.partitions:
             return None
         return sorted(t.partitions)
@@ -205,17 +224,28 @@ class Consumer:
         otherwise every partition of them is read)."""
         self._check_open()
         if (topics is None) == (pattern is None):
-            raise TypeError("subscribe() takes topics or pattern=..., exactly one")
+            raise ValueError("subscribe() takes topics or pattern=..., exactly one")
         names: list[str] = []
         if topics is not None:
             names = [topics] if isinstance(topics, str) else list(topics)
+            if not names:
+                raise ValueError("subscribe() needs at least one topic (or pattern=...)")
             for n in names:
                 if not isinstance(n, str):
                     raise TypeError(f"topic names are str, not {type(n).__name__}")
+                if not n.startswith("^"):
+                    _check_topic(n)
         if pattern is not None:
+            import re
+
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"pattern {pattern!r}: {e}") from None
             names = [f"^(?:{pattern})$"]
         self._create_missing(n for n in names if not n.startswith("^"))
         self._callbacks = (on_assign, on_revoke, on_lost, listener)
+        self._joined = False
         self._drop_buffered(set(self._assigned))
         self._topics = set(names)
         self._manual = False
@@ -238,13 +268,14 @@ class Consumer:
     def _on_assign(self, _c: Any, partitions: list[Any]) -> None:
         keys = [(p.topic, p.partition) for p in partitions]
         self._assigned.update(keys)
+        self._joined = True
         self._user_callback(
             0, "on_partitions_assigned", [TopicPartition(t, p) for t, p in sorted(keys)]
         )
 
     def _on_revoke(self, _c: Any, partitions: list[Any]) -> None:
         keys = {(p.topic, p.partition) for p in partitions}
-        if self._auto_commit:
+        if self._auto_commit and not self._closing_without_commit:
             try:
                 self._commit_positions(keys)
             except Exception:
@@ -300,7 +331,7 @@ class Consumer:
         new = want - self._assigned
         if new:
             with _kafka.raising("assign"):
-                self._c.incremental_assign([self._tp(k) for k in sorted(new)])
+                self._c.incremental_assign([self._start(k) for k in sorted(new)])
             self._assigned |= new
             for k in new & self._paused:
                 self._c.pause([self._tp(k)])
@@ -317,7 +348,16 @@ class Consumer:
         self._topics = set()
 
     def subscription(self) -> set[str]:
-        return set(self._topics)
+        """The subscribed topics (a pattern's: the topics matching it now)."""
+        names = {t for t in self._topics if not t.startswith("^")}
+        patterns = [t[1:] for t in self._topics if t.startswith("^")]
+        if patterns:
+            import re
+
+            for t in self._metadata().topics:
+                if t not in _INTERNAL and any(re.fullmatch(p, t) for p in patterns):
+                    names.add(t)
+        return names
 
     def assign(self, partitions: Iterable[_TP]) -> None:
         """Read exactly these partitions, with no group membership; a
@@ -336,16 +376,37 @@ class Consumer:
         gone = self._assigned - set(keys)
         self._forget(gone)
         with _kafka.raising("assign"):
-            self._c.assign(
-                [self._tp(k, self._pos[k]) if k in self._pos else self._tp(k) for k in keys]
-            )
+            self._c.assign([self._tp(k, self._pos[k]) if k in self._pos else self._start(k) for k in keys])
         self._topics = set()
         self._manual = True
         self._assigned = set(keys)
         for k in self._paused & self._assigned:
             self._c.pause([self._tp(k)])
 
+    def _start(self, k: _Key) -> Any:
+        """Where a partition assigned by hand starts: "latest" is the end
+        offset *now*, as in the directory form (librdkafka would resolve it
+        when its fetch starts, skipping records produced meanwhile)."""
+        if self._reset == "latest" and self._group is None:
+            with _kafka.raising("end offset"):
+                hi = self._c.get_watermark_offsets(self._tp(k), timeout=_TIMEOUT_S)[1]
+            self._pos[k] = int(hi)
+            return self._tp(k, int(hi))
+        return self._tp(k)
+
+    def _await_join(self) -> None:
+        """A group member's first assignment, as the directory form has one
+        when ``subscribe()`` returns: poll (buffering records, handing out
+        none) until the coordinator's first answer."""
+        if self._group is None or self._manual or not self._topics or self._joined:
+            return
+        deadline = time.monotonic() + _TIMEOUT_S
+        while not self._joined and time.monotonic() < deadline and not self._closed:
+            self._fill(0.1, 500)
+
     def assignment(self) -> set[TopicPartition]:
+        self._check_open()
+        self._await_join()
         if self._group is not None and not self._manual:
             try:
                 self._assigned = {(p.topic, p.partition) for p in self._c.assignment()}
@@ -426,18 +487,76 @@ class Consumer:
             m.topic(), m.partition(), m.offset(), m.timestamp()[1], key, value, m.headers()
         )
 
+    def _behind(self) -> bool:
+        """True while an assigned, unpaused partition's position is below
+        its high watermark: records are in the log but not fetched yet.
+
+        A read that would not wait (``timeout_ms`` spent, ``poll(0)``,
+        ``consumer_timeout_ms=0``) still waits for those, so it returns what
+        the log holds, as the directory form's does, not what happened to
+        be on the wire already."""
+        self._await_join()
+        for k in self._assigned - self._paused:
+            if k in self._held:
+                continue
+            pos = self.position(k)
+            _lo, hi = self._c.get_watermark_offsets(self._tp(k), cached=True)
+            if hi is None or hi < 0:
+                with _kafka.raising("high watermark"):
+                    hi = self._c.get_watermark_offsets(self._tp(k), timeout=_TIMEOUT_S)[1]
+            if pos < hi:
+                return True
+        return False
+
+    def _high_watermarks(self) -> dict[_Key, int]:
+        """The high watermarks of the assigned, unpaused partitions: the
+        last librdkafka saw (no request), else asked for."""
+        out = {}
+        for k in self._assigned - self._paused:
+            _lo, hi = self._c.get_watermark_offsets(self._tp(k), cached=True)
+            if hi is None or hi < 0:  # not fetched from yet: ask
+                with _kafka.raising("high watermark"):
+                    hi = self._c.get_watermark_offsets(self._tp(k), timeout=_TIMEOUT_S)[1]
+            out[k] = int(hi)
+        return out
+
     def _poll_msgs(self, timeout_ms: float, max_records: int) -> list[Any]:
+        """Up to ``max_records`` records: what the log holds now, as the
+        directory form returns, waiting up to ``timeout_ms`` if it holds
+        none past the positions."""
         self._check_open()
         if not timeout_ms >= 0:
             raise ValueError(f"timeout_ms must be >= 0, got {timeout_ms}")
-        deadline = time.monotonic() + timeout_ms / 1000.0
+        now = time.monotonic()
+        deadline = now + timeout_ms / 1000.0
+        catch_up = now + _TIMEOUT_S
+        got: list[Any] = []
+        targets: dict[_Key, int] | None = None
         while True:
-            if len(self._buf) < max_records:
+            want = max_records - len(got)
+            if len(self._buf) < want:
                 left = deadline - time.monotonic()
-                self._fill(max(left, 0) if not self._buf else 0, max_records - len(self._buf))
-            got = self._take(max_records)
-            if got or time.monotonic() >= deadline:
+                wait = 0.0 if self._buf else (max(left, 0.0) if not got else 0.02)
+                self._fill(wait, want - len(self._buf))
+            got.extend(self._take(max_records - len(got)))
+            if len(got) >= max_records:
                 return got
+            now = time.monotonic()
+            if got:
+                # Records of the log as it was at this call but not fetched
+                # yet come in the same answer (a snapshot: a steady stream
+                # of new records does not hold the call).
+                if targets is None:
+                    targets = self._high_watermarks()
+                if now < catch_up and any(
+                    self.position(k) < hi for k, hi in targets.items()
+                ):
+                    continue
+                return got
+            if now >= deadline:
+                if now >= catch_up or not self._behind():
+                    return got
+                deadline = now + 0.05
 
     def poll(
         self, timeout_ms: float = 0.0, max_records: int | None = None
@@ -688,6 +807,8 @@ class Consumer:
             self.assignment()
             if k not in self._assigned:
                 raise IllegalStateError(f"seek: {k[0]}-{k[1]} is not assigned to this consumer")
+        if offset != self._pos.get(k) and k in self._held:
+            self._held.pop(k)
         self._drop_buffered({k})
         self._pos[k] = offset
         try:
@@ -716,22 +837,23 @@ class Consumer:
         """Offset of the next record this consumer will return for ``partition``."""
         self._check_open()
         k = _key(partition)
-        got = self._pos.get(k)
-        if got is not None:
-            return got
-        for m in self._buf:
-            if (m.topic(), m.partition()) == k:
-                return int(m.offset())
         if k not in self._assigned:
             self.assignment()
             if k not in self._assigned:
                 raise IllegalStateError(
                     f"position: {k[0]}-{k[1]} is not assigned to this consumer"
                 )
+        got = self._pos.get(k)
+        if got is not None:
+            return got
+        for m in (*self._held.get(k, ()), *self._buf):
+            if (m.topic(), m.partition()) == k:
+                return int(m.offset())
         off = self._c.position([self._tp(k)])[0].offset
         if off >= 0:
             return int(off)
-        # Not fetched yet: where fetching will start.
+        # Not fetched yet: where fetching will start, pinned there (so a
+        # record produced meanwhile is not skipped by a later "latest").
         committed = self.committed(k)
         if committed is not None:
             return committed
@@ -740,7 +862,9 @@ class Consumer:
                 f"{k[0]}-{k[1]}: no committed offset and auto_offset_reset='none'"
             )
         lo, hi = self._c.get_watermark_offsets(self._tp(k), timeout=_TIMEOUT_S)
-        return int(lo if self._reset == "earliest" else hi)
+        start = int(lo if self._reset == "earliest" else hi)
+        self.seek(k, start)
+        return start
 
     def committed(self, partition: _TP) -> int | None:
         """The group's committed offset for ``partition``, or None."""
@@ -792,6 +916,13 @@ class Consumer:
         out: dict[TopicPartition, OffsetAndTimestamp | None] = {}
         if not specs:
             return out
+        topics = self._metadata().topics
+        for tp in specs:
+            t = topics.get(tp.topic)
+            if t is None or tp.partition not in t.partitions:
+                raise UnknownTopicOrPartitionError(
+                    f"unknown topic or partition: {tp.topic}-{tp.partition}"
+                )
         with _kafka.raising("offsets_for_times"):
             futures = self._admin.list_offsets(specs, request_timeout=_TIMEOUT_S)
             for tp, f in futures.items():
@@ -814,6 +945,13 @@ class Consumer:
     def pause(self, *partitions: _TP) -> None:
         """Stop returning records from ``partitions`` until resumed."""
         keys = {_key(tp) for tp in partitions}
+        self._check_open()
+        self._await_join()
+        missing = keys - self._assigned
+        if missing:
+            raise IllegalStateError(
+                f"pause: not assigned to this consumer: {sorted(missing)}"
+            )
         self._paused |= keys
         live = [self._tp(k) for k in keys if k in self._assigned]
         if live:
@@ -863,6 +1001,10 @@ class Consumer:
             k = _key(tp)
             offset = getattr(v, "offset", v)
             meta = getattr(v, "metadata", None)
+            if not isinstance(offset, int) or isinstance(offset, bool):
+                raise TypeError(f"commit: an offset is an int, not {offset!r}")
+            if offset < 0:
+                raise ValueError(f"commit: offsets are >= 0, got {offset} for {k[0]}-{k[1]}")
             todo.append(
                 self._ck.TopicPartition(k[0], k[1], int(offset), metadata=meta)
                 if meta is not None
@@ -906,6 +1048,7 @@ class Consumer:
         """Commit (with auto-commit on and ``autocommit``) and leave the group."""
         if self._closed:
             return
+        self._closing_without_commit = not autocommit
         try:
             if autocommit and self._auto_commit:
                 try:
@@ -950,7 +1093,11 @@ class Consumer:
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
         group = f" group_id={self._group!r}" if self._group else ""
-        return f"<ottla.Consumer bootstrap_servers={self._servers!r}{group}{state}>"
+        parts = ",".join(f"{t}-{p}" for t, p in sorted(self._assigned))
+        return (
+            f"<ottla.Consumer bootstrap_servers={self._servers!r}{group} "
+            f"assignment=[{parts}]{state}>"
+        )
 
     def _repr_html_(self) -> str:
         from ottla import _display
