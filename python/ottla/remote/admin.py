@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ottla._core import IllegalStateError, OttlaError, TopicAlreadyExistsError
+from ottla._core import (
+    IllegalStateError,
+    InvalidConfigError,
+    InvalidPartitionsError,
+    OttlaError,
+    TopicAlreadyExistsError,
+)
 from ottla.admin import Admin as _DirectoryAdmin
 from ottla.remote import _kafka
 
@@ -85,7 +91,14 @@ class _ClusterCore:
     def create_topic(self, name: str, partitions: int, config: dict[str, Any]) -> None:
         if name in _INTERNAL:
             raise _kafka.InvalidTopicError(f"{name!r} is an internal topic")
-        configs = {str(k).replace("_", "."): str(v) for k, v in config.items() if v is not None}
+        if not 1 <= partitions <= 100_000:
+            raise InvalidPartitionsError(
+                f"create_topic({name!r}): partitions must be 1 to 100000, got {partitions}"
+            )
+        for k, v in config.items():
+            if v is None:
+                raise InvalidConfigError(f"create_topic({name!r}): {k} has no value (None)")
+        configs = {str(k).replace("_", "."): str(v) for k, v in config.items()}
         new = self.mod.NewTopic(
             name, num_partitions=partitions, replication_factor=-1, config=configs
         )
@@ -155,6 +168,10 @@ class _ClusterCore:
         return {tp.partition: int(r.offset) for tp, r in got.items()}
 
     def create_partitions(self, name: str, total: int) -> None:
+        if not 1 <= total <= 100_000:
+            raise InvalidPartitionsError(
+                f"create_partitions({name!r}): a topic has 1 to 100000 partitions, not {total}"
+            )
         _results(
             self.client.create_partitions(
                 [self.mod.NewPartitions(name, total)], request_timeout=_TIMEOUT_S
