@@ -35,7 +35,8 @@ from ottla._core import (
 )
 
 SCHEME = "kafka://"
-LOGGER = logging.getLogger("ottla.remote")
+# librdkafka's own log lines (connection failures it retries, ...).
+LOGGER = logging.getLogger("ottla.remote.librdkafka")
 
 _MISSING = (
     "a cluster address (bootstrap_servers=..., or a 'kafka://host:port' target) needs "
@@ -151,8 +152,8 @@ def librdkafka_config(
     passed through as is, security settings included). An embedded-only
     setting is an InvalidConfigError naming it; a name librdkafka does not
     know is one when the client is made."""
-    # librdkafka's log lines go to Python's logging ("ottla.remote"), not
-    # to stderr.
+    # librdkafka's log lines go to Python's logging
+    # ("ottla.remote.librdkafka"), not to stderr.
     conf: dict[str, Any] = {"bootstrap.servers": servers, "logger": LOGGER}
     conf.update(defaults or {})
     for name, value in given.items():

@@ -20,68 +20,117 @@ from ottla._core import ClosedError, RecordMetadata
 from ottla.aio import Consumer as _AioConsumer
 from ottla.remote import _kafka
 from ottla.remote.consumer import Consumer as _SyncConsumer
-from ottla.remote.producer import FutureRecordMetadata, Producer as _SyncProducer
+from ottla.remote.producer import (
+    BatchFuture,
+    FutureRecordMetadata,
+    Producer as _SyncProducer,
+)
 
 
 class SendFuture:
     """``await`` it for the record's :class:`ottla.RecordMetadata`; also
-    ``done()``, ``result()``, ``exception()``."""
+    ``done()``, ``result()``, ``exception()``. Awaiting sends the record
+    now rather than after ``linger_ms``, as the directory form does."""
 
-    __slots__ = ("_future",)
+    __slots__ = ("_owner", "_sync")
 
-    def __init__(self, future: asyncio.Future[RecordMetadata]) -> None:
-        self._future = future
+    def __init__(self, sync: FutureRecordMetadata, owner: Producer) -> None:
+        self._sync = sync
+        self._owner = owner
 
     def __await__(self) -> Generator[Any, None, RecordMetadata]:
-        return asyncio.shield(self._future).__await__()
+        return self._wait(asyncio.get_running_loop())  # RuntimeError outside a loop
+
+    def _wait(self, loop: asyncio.AbstractEventLoop) -> Generator[Any, None, RecordMetadata]:
+        sync = self._sync
+        if sync.done():
+            return sync.get(0)
+        self._owner._kick(loop)
+        future: asyncio.Future[None] = loop.create_future()
+        _wake_when(loop, future, [sync])
+        yield from asyncio.shield(future).__await__()
+        return sync.get(0)
 
     def done(self) -> bool:
-        return self._future.done()
+        return self._sync.done()
 
     def result(self) -> RecordMetadata:
-        return self._future.result()
+        if not self._sync.done():
+            raise asyncio.InvalidStateError("send is pending")
+        return self._sync.get(0)
 
     def exception(self) -> BaseException | None:
-        return self._future.exception()
+        if not self._sync.done():
+            raise asyncio.InvalidStateError("send is pending")
+        return self._sync.exception
+
+    def __repr__(self) -> str:
+        sync = self._sync
+        if not sync.done():
+            return "<ottla.aio.SendFuture pending>"
+        if sync.exception is not None:
+            return f"<ottla.aio.SendFuture failed {sync.exception!r}>"
+        md = sync.get(0)
+        return f"<ottla.aio.SendFuture topic={md.topic!r} partition={md.partition} offset={md.offset}>"
 
 
 class SendManyFuture:
     """``await`` it until every record is acknowledged; ``metadata()``."""
 
-    __slots__ = ("_futures",)
+    __slots__ = ("_batch", "_owner")
 
-    def __init__(self, futures: list[asyncio.Future[RecordMetadata]]) -> None:
-        self._futures = futures
+    def __init__(self, batch: BatchFuture, owner: Producer) -> None:
+        self._batch = batch
+        self._owner = owner
 
     def __await__(self) -> Generator[Any, None, None]:
-        async def wait() -> None:
-            await asyncio.gather(*(asyncio.shield(f) for f in self._futures))
+        return self._wait(asyncio.get_running_loop())
 
-        return wait().__await__()
+    def _wait(self, loop: asyncio.AbstractEventLoop) -> Generator[Any, None, None]:
+        batch = self._batch
+        if not batch.done():
+            self._owner._kick(loop)
+            future: asyncio.Future[None] = loop.create_future()
+            _wake_when(loop, future, batch._futures)
+            yield from asyncio.shield(future).__await__()
+        batch.wait(0)
 
     def done(self) -> bool:
-        return all(f.done() for f in self._futures)
+        return self._batch.done()
 
     def metadata(self) -> list[RecordMetadata]:
-        return [f.result() for f in self._futures]
+        if not self._batch.done():
+            raise asyncio.InvalidStateError("send_many is pending")
+        return self._batch.get(0)
 
     def __len__(self) -> int:
-        return len(self._futures)
+        return len(self._batch)
+
+    def __repr__(self) -> str:
+        return f"<ottla.aio.SendManyFuture records={len(self._batch)} done={self.done()}>"
 
 
-def _bridge(
-    loop: asyncio.AbstractEventLoop, sync: FutureRecordMetadata
-) -> asyncio.Future[RecordMetadata]:
-    future: asyncio.Future[RecordMetadata] = loop.create_future()
+def _wake_when(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], syncs: list[FutureRecordMetadata]
+) -> None:
+    """Resolve ``future`` (on its loop) once every one of ``syncs`` is done."""
+    pending = [f for f in syncs if not f.done()]
+    left = [len(pending)]
+    lock = threading.Lock()
 
-    def ok(md: RecordMetadata) -> None:
-        loop.call_soon_threadsafe(lambda: future.done() or future.set_result(md))
+    def one(_: object) -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
 
-    def failed(exc: BaseException) -> None:
-        loop.call_soon_threadsafe(lambda: future.done() or future.set_exception(exc))
-
-    sync.add_callback(ok).add_errback(failed)
-    return future
+    if not pending:
+        future.set_result(None)
+        return
+    for f in pending:
+        # A record done meanwhile calls one() at once.
+        f.add_callback(one).add_errback(one)
 
 
 class Producer:
@@ -92,6 +141,16 @@ class Producer:
 
     def __init__(self, bootstrap_servers: str, **config: Any) -> None:
         self._sync = _SyncProducer(bootstrap_servers, **config)
+        self._kicking: asyncio.Future[Any] | None = None
+
+    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Send what is queued now (librdkafka's flush ignores linger.ms),
+        on a worker thread: records every task sent in this loop iteration
+        go together, and nobody waits out linger_ms."""
+        kicking = self._kicking
+        if kicking is not None and not kicking.done() and kicking.get_loop() is loop:
+            return
+        self._kicking = loop.run_in_executor(None, self._sync._p.flush, 30.0)
 
     def send(
         self,
@@ -104,11 +163,10 @@ class Producer:
         *,
         timestamp: int | None = None,
     ) -> SendFuture:
-        loop = asyncio.get_running_loop()
         sync = self._sync.send(
             topic, value, key, partition, timestamp_ms, headers, timestamp=timestamp
         )
-        return SendFuture(_bridge(loop, sync))
+        return SendFuture(sync, self)
 
     def send_many(
         self,
@@ -120,11 +178,10 @@ class Producer:
         *,
         timestamp: int | None = None,
     ) -> SendManyFuture:
-        loop = asyncio.get_running_loop()
         batch = self._sync.send_many(
             topic, values, keys, partition, timestamp_ms, timestamp=timestamp
         )
-        return SendManyFuture([_bridge(loop, f) for f in batch._futures])
+        return SendManyFuture(batch, self)
 
     async def send_and_wait(
         self,

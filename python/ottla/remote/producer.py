@@ -503,4 +503,7 @@ class Producer:
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
-        return f"<ottla.Producer bootstrap_servers={self._servers!r}{state}>"
+        return (
+            f"<ottla.Producer bootstrap_servers={self._servers!r} "
+            f"linger_ms={self._conf.get('linger.ms')} batch_size={self._batch_size}{state}>"
+        )
