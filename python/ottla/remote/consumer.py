@@ -100,7 +100,7 @@ class Consumer:
         max_partition_fetch_bytes: int | None = None,
         check_crcs: bool | None = None,
         auto_create_topics: bool = False,
-        num_partitions: int = 1,
+        num_partitions: int | None = None,
         key_deserializer: Callable[[bytes], Any] | None = None,
         value_deserializer: Callable[[bytes], Any] | None = None,
         client_id: str | None = None,
@@ -134,7 +134,7 @@ class Consumer:
         self._timeout_ms = consumer_timeout_ms
         self._max_records = max_poll_records
         self._auto_create = bool(auto_create_topics)
-        self._num_partitions = int(num_partitions)
+        self._num_partitions = num_partitions
         self._kd = key_deserializer
         self._vd = value_deserializer
         self._conf = _kafka.librdkafka_config(
@@ -199,7 +199,14 @@ class Consumer:
         return sorted(t.partitions)
 
     def _create_missing(self, topics: Iterable[str]) -> None:
+        """``auto_create_topics`` with ``num_partitions``: create missing
+        topics here; without ``num_partitions`` the broker decides (its
+        auto.create.topics.enable), as for any Kafka consumer."""
         if not self._auto_create:
+            return
+        if self._num_partitions is None:
+            for t in topics:
+                self._metadata(t)  # allow.auto.create.topics: the broker may create it
             return
         from ottla.remote.admin import create_if_missing
 

@@ -209,7 +209,7 @@ class Producer:
         bootstrap_servers: str,
         *,
         auto_create_topics: bool = True,
-        num_partitions: int = 1,
+        num_partitions: int | None = None,
         key_serializer: Callable[[Any], _BytesLike | None] | None = None,
         value_serializer: Callable[[Any], _BytesLike | None] | None = None,
         acks: Any = None,
@@ -236,7 +236,7 @@ class Producer:
         for name, fn in (("key_serializer", key_serializer), ("value_serializer", value_serializer)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable, not {type(fn).__name__}")
-        if num_partitions < 1:
+        if num_partitions is not None and num_partitions < 1:
             raise ValueError(f"num_partitions must be >= 1, got {num_partitions}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -259,7 +259,7 @@ class Producer:
         )
         self._servers = bootstrap_servers
         self._auto_create = bool(auto_create_topics)
-        self._num_partitions = int(num_partitions)
+        self._num_partitions = num_partitions
         self._key_ser = key_serializer
         self._value_ser = value_serializer
         self._p = _kafka.make(ck.Producer, "Producer", conf, config)
@@ -311,14 +311,23 @@ class Producer:
                 raise UnknownTopicOrPartitionError(
                     f"unknown topic {topic!r} on {self._servers} (auto_create_topics=False)"
                 )
-            from ottla.remote.admin import create_if_missing
+            if self._num_partitions is None:
+                # As any Kafka client: asking for the topic's metadata lets the
+                # broker create it (its auto.create.topics.enable, num.partitions).
+                with _kafka.raising(f"metadata of {topic!r}"):
+                    self._p.list_topics(topic, timeout=10)
+            else:
+                from ottla.remote.admin import create_if_missing
 
-            create_if_missing(self._servers, self._conf, topic, self._num_partitions)
+                create_if_missing(self._servers, self._conf, topic, self._num_partitions)
             with _kafka.raising(f"metadata of {topic!r}"):
                 md = self._p.list_topics(timeout=10)
             t = md.topics.get(topic)
             if t is None or not t.partitions:
-                raise UnknownTopicOrPartitionError(f"topic {topic!r} not found on {self._servers}")
+                raise UnknownTopicOrPartitionError(
+                    f"unknown topic {topic!r} on {self._servers}: the cluster did not create "
+                    "it (its auto.create.topics.enable; num_partitions=N creates it here)"
+                )
         parts = sorted(t.partitions)
         self._known[topic] = parts
         return parts
