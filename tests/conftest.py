@@ -42,7 +42,6 @@ BACKEND_MODULES = frozenset(
         "test_consumer_iteration",
         "test_admin",
         "test_aio",
-        "test_readme_remote",
     }
 )
 

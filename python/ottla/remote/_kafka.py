@@ -109,7 +109,6 @@ EMBEDDED_ONLY = {
     "fsync_interval_ms": "durability is the cluster's (acks, the brokers' log.flush.interval.ms)",
     "retention_check_interval_ms": "the brokers run retention (log.retention.check.interval.ms)",
     "busy_poll_us": "a remote consumer waits on the network, not on the directory's futex",
-    "create": "a cluster is not created by its clients",
 }
 
 # kafka-python's names whose librdkafka names differ (the rest: '_' -> '.').

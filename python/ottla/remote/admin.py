@@ -397,11 +397,9 @@ class Admin(_DirectoryAdmin):
         servers = _kafka.target_servers("Admin", path, bootstrap_servers)
         if servers is None:
             raise TypeError("ottla.remote.Admin needs a cluster address")
-        if create:
-            raise _kafka.InvalidConfigError(
-                f"Admin: 'create' is a setting of a data directory, not of a cluster: "
-                f"{_kafka.EMBEDDED_ONLY['create']}"
-            )
+        # create=True (make the directory) has nothing to do: a cluster
+        # exists. Accepted, so code written for a directory runs unchanged.
+        del create
         self._core = _ClusterCore(servers, config)  # type: ignore[assignment]
 
     @property

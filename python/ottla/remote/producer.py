@@ -88,6 +88,8 @@ class FutureRecordMetadata:
                     owner._failed = exc
             for eb in errbacks or ():
                 eb(exc)
+            if errbacks:
+                self._reported()
         else:
             offset = msg.offset()
             md = RecordMetadata(
@@ -108,10 +110,18 @@ class FutureRecordMetadata:
         if self._md is None and self._exc is None:
             self._owner._wait(self._is_done, timeout)
         if self._exc is not None:
+            self._reported()
             raise self._exc
         if self._md is None:
             raise _kafka.OttlaTimeoutError(f"no acknowledgement within {timeout} s")
         return self._md
+
+    def _reported(self) -> None:
+        """The error reached the caller: ``flush()`` need not raise it again."""
+        owner = self._owner
+        with owner._cond:
+            if owner._failed is self._exc:
+                owner._failed = None
 
     result = get
 
@@ -133,6 +143,8 @@ class FutureRecordMetadata:
 
     @property
     def exception(self) -> BaseException | None:
+        if self._exc is not None:
+            self._reported()
         return self._exc
 
     def add_callback(self, f: Callable[[RecordMetadata], Any]) -> FutureRecordMetadata:
