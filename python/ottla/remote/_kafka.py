@@ -111,6 +111,11 @@ EMBEDDED_ONLY = {
     "busy_poll_us": "a remote consumer waits on the network, not on the directory's futex",
 }
 
+# confluent-kafka's own settings (callbacks, its logging), passed as they are.
+CONFLUENT_KEYS = frozenset(
+    {"log_level", "logger", "error_cb", "stats_cb", "throttle_cb", "oauth_cb", "on_commit"}
+)
+
 # kafka-python's names whose librdkafka names differ (the rest: '_' -> '.').
 RENAMED = {
     "sasl_plain_username": "sasl.username",
@@ -163,7 +168,10 @@ def librdkafka_config(
             )
         if value is None:
             continue
-        key = RENAMED.get(name) or (name if "." in name else name.replace("_", "."))
+        if name in CONFLUENT_KEYS:
+            key = name
+        else:
+            key = RENAMED.get(name) or (name if "." in name else name.replace("_", "."))
         if isinstance(value, bool):
             value = "true" if value else "false"
         conf[key] = value

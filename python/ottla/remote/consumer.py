@@ -470,8 +470,17 @@ class Consumer:
     def _take(self, n: int) -> list[Any]:
         """Up to ``n`` buffered messages of unpaused partitions, marking
         them handed out."""
-        out: list[Any] = []
         buf, pos, paused = self._buf, self._pos, self._paused
+        if not paused:
+            # The common case, in bulk: the buffer holds records of assigned
+            # partitions only (a revoke drops the others), so take the first
+            # n; a partition's position is its last record's offset + 1.
+            popleft = buf.popleft
+            taken = [popleft() for _ in range(min(n, len(buf)))]
+            for m in taken:
+                pos[(m.topic(), m.partition())] = m.offset() + 1
+            return taken
+        out: list[Any] = []
         while buf and len(out) < n:
             m = buf.popleft()
             k = (m.topic(), m.partition())
@@ -592,12 +601,23 @@ class Consumer:
     def __next__(self) -> Record:
         buf = self._buf
         if buf:
-            m = buf.popleft()
-            k = (m.topic(), m.partition())
+            m = buf[0]
+            topic = m.topic()
+            partition = m.partition()
+            k = (topic, partition)
             if k in self._assigned and k not in self._paused:
-                self._pos[k] = m.offset() + 1
-                return self._record(m)
-            buf.appendleft(m)
+                # The per-record path, inlined: one call per field.
+                buf.popleft()
+                offset = m.offset()
+                self._pos[k] = offset + 1
+                key, value = m.key(), m.value()
+                if key is not None and self._kd is not None:
+                    key = self._kd(key)
+                if value is not None and self._vd is not None:
+                    value = self._vd(value)
+                return Record(
+                    topic, partition, offset, m.timestamp()[1], key, value, m.headers()
+                )
         if self._closed:
             raise StopIteration
         timeout = self._timeout_ms

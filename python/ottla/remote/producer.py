@@ -98,11 +98,14 @@ class FutureRecordMetadata:
                 -1 if offset is None or offset < 0 or owner._acks == 0 else offset,
                 msg.timestamp()[1],
             )
-            with owner._cond:
-                self._md = md
-                callbacks = self._callbacks
-            for cb in callbacks or ():
-                cb(md)
+            # md first, then the callbacks: add_callback (under the lock)
+            # either sees md and calls at once, or its callback is here.
+            self._md = md
+            if self._callbacks is not None:
+                with owner._cond:
+                    callbacks, self._callbacks = self._callbacks, []
+                for cb in callbacks:
+                    cb(md)
 
     def get(self, timeout: float | None = None) -> RecordMetadata:
         """Wait (seconds; None: forever) for the broker's acknowledgement and
@@ -371,6 +374,34 @@ class Producer:
         completes with the broker's acknowledgement."""
         if self._closed:
             raise ClosedError("producer is closed")
+        if (
+            key is None
+            and partition is None
+            and timestamp_ms is None
+            and timestamp is None
+            and headers is None
+            and type(value) is bytes
+            and self._value_ser is None
+            and topic in self._known
+        ):
+            # The common case, with no per-argument work: an unkeyed value
+            # to a known topic, on the sticky partition.
+            future = FutureRecordMetadata(self)
+            st = self._sticky_state.get(topic)
+            if st is None or st[1] >= self._batch_size:
+                part = self._sticky(topic, len(value))
+            else:
+                st[1] += len(value) + 70
+                part = st[0]
+            try:
+                self._p.produce(topic, value, None, part, future._deliver)
+            except BufferError:
+                self._produce(topic, value, None, {"partition": part, "on_delivery": future._deliver})
+                return future
+            self._sent += 1
+            if self._sent % self._POLL_EVERY == 0:
+                self._p.poll(0)
+            return future
         if timestamp is not None:
             if timestamp_ms is not None:
                 raise TypeError("send() takes timestamp_ms or timestamp, not both")
