@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -84,8 +84,8 @@ def _to_broker(monkeypatch: pytest.MonkeyPatch, d: Path, servers: str) -> None:
     def ours(target: object) -> bool:
         return isinstance(target, (str, os.PathLike)) and os.fspath(target) == os.fspath(d)
 
-    def first_arg(cls: type) -> None:
-        original = cls.__new__
+    def first_arg(cls: Any) -> None:
+        original: Any = cls.__new__
 
         def new(c: type, *args: object, **kw: object) -> object:
             if args and ours(args[0]):
@@ -101,16 +101,15 @@ def _to_broker(monkeypatch: pytest.MonkeyPatch, d: Path, servers: str) -> None:
         first_arg(cls)
     # Python classes: __new__ picks the class, __init__ then gets the
     # original arguments.
-    for cls, remote in (
+    pairs: tuple[tuple[Any, Any], ...] = (
         (ottla.Admin, ottla.remote.admin.Admin),
         (ottla.aio.Consumer, ottla.remote.aio.Consumer),
-    ):
-        first_arg(cls)
+    )
+    for python_cls, remote in pairs:
+        first_arg(python_cls)
         original_init = remote.__init__
 
-        def init(
-            self: object, *args: object, _init: object = original_init, **kw: object
-        ) -> None:
+        def init(self: object, *args: object, _init: object = original_init, **kw: object) -> None:
             if args and ours(args[0]):
                 args = args[1:]
                 kw["bootstrap_servers"] = servers
@@ -122,9 +121,7 @@ def _to_broker(monkeypatch: pytest.MonkeyPatch, d: Path, servers: str) -> None:
 
 
 @pytest.fixture
-def data_dir(
-    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Path]:
+def data_dir(tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty data directory inside ``tmp_path``, created (as a Producer
     would): a Consumer or Admin opens only a directory that exists. With
     ``backend == "broker"``, the API reaches it through a broker."""

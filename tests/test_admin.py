@@ -65,9 +65,7 @@ def test_create_list_describe_delete(data_dir: Path) -> None:
     assert [(p.start_offset, p.end_offset) for p in d.partitions] == [(0, 0)]
 
 
-@pytest.mark.directory_only(
-    'Admin.path is the directory'
-)
+@pytest.mark.directory_only("Admin.path is the directory")
 def test_admin_misc(data_dir: Path) -> None:
     with ottla.Admin(data_dir) as admin:
         assert os.path.samefile(admin.path, data_dir)

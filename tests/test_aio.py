@@ -91,9 +91,7 @@ async def test_send_future_is_plain_and_reusable(data_dir: Path) -> None:
     await p.close()
 
 
-@pytest.mark.directory_only(
-    "reads the directory's batch layout on disk"
-)
+@pytest.mark.directory_only("reads the directory's batch layout on disk")
 @aio
 async def test_tasks_in_one_iteration_share_a_batch(data_dir: Path) -> None:
     """Awaiting appends at the end of the loop iteration: 200 tasks sending
@@ -197,13 +195,13 @@ async def test_producer_settings_and_bad_input(data_dir: Path) -> None:
         raw.send("t", b"x" * 2_000_000)
     await raw.close()
     with pytest.raises(ValueError):
-        ottla.aio.Producer(data_dir, fsync="sometimes")  # type: ignore[arg-type]
+        ottla.aio.Producer(data_dir, fsync="sometimes")  # type: ignore[call-overload]
     with pytest.raises(TypeError):
-        ottla.aio.Producer(data_dir, value_serializer=3)  # type: ignore[arg-type]
+        ottla.aio.Producer(data_dir, value_serializer=3)  # type: ignore[call-overload]
 
 
 @pytest.mark.directory_only(
-    'a cluster creates again a topic deleted under a producer still sending to it (auto.create.topics.enable)'
+    "a cluster creates again a topic deleted under a producer still sending to it (auto.create.topics.enable)"
 )
 @aio
 async def test_failed_batch_raises_from_await(data_dir: Path) -> None:

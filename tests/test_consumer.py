@@ -357,9 +357,7 @@ def test_offsets_for_times(data_dir: Path) -> None:
             c.offsets_for_times({TP("nope", 0): 0})
 
 
-@pytest.mark.directory_only(
-    "counts the directory's segments, which a cluster does not report"
-)
+@pytest.mark.directory_only("counts the directory's segments, which a cluster does not report")
 def test_offsets_for_times_across_segments(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic(
         "t", config={"segment.bytes": 300, "index.interval.bytes": 1}
@@ -443,7 +441,7 @@ def test_auto_offset_reset_earliest_latest(data_dir: Path) -> None:
         with ottla.Consumer(data_dir, "t", auto_offset_reset=alias) as c:
             assert c.position(TP("t", 0)) == 0
     with pytest.raises(ValueError):
-        ottla.Consumer(data_dir, "t", auto_offset_reset="sometimes")  # type: ignore[arg-type]
+        ottla.Consumer(data_dir, "t", auto_offset_reset="sometimes")  # type: ignore[call-overload]
 
 
 def test_auto_offset_reset_none(data_dir: Path) -> None:

@@ -221,7 +221,7 @@ def test_undecodable_record_mid_batch_comes_after_the_records_before_it(data_dir
 
 
 @pytest.mark.directory_only(
-    'as test_undecodable_record_mid_batch_comes_after_the_records_before_it'
+    "as test_undecodable_record_mid_batch_comes_after_the_records_before_it"
 )
 def test_poll_with_an_undecodable_record_hands_out_the_records_before_it(data_dir: Path) -> None:
     produce_batches(data_dir, "bad", 3)
@@ -260,9 +260,7 @@ class _Box:
         _Box.freed += 1
 
 
-@pytest.mark.directory_only(
-    "the engine's record free list and its GC tracking of records"
-)
+@pytest.mark.directory_only("the engine's record free list and its GC tracking of records")
 def test_deserialized_records_are_tracked_so_cycles_are_collected(data_dir: Path) -> None:
     produce_batches(data_dir, "g", 2)
     # Fill the record free list with untracked records first.

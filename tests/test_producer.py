@@ -427,15 +427,15 @@ def test_bad_argument_types_raise_type_error(data_dir: Path, kwargs: dict[str, A
 
 def test_bad_constructor_arguments(data_dir: Path) -> None:
     with pytest.raises(TypeError):
-        ottla.Producer(data_dir, linger_ms="5")  # type: ignore[arg-type]
+        ottla.Producer(data_dir, linger_ms="5")  # type: ignore[call-overload]
     with pytest.raises(TypeError):
-        ottla.Producer(data_dir, value_serializer=5)  # type: ignore[arg-type]
+        ottla.Producer(data_dir, value_serializer=5)  # type: ignore[call-overload]
     with pytest.raises(TypeError):
-        ottla.Producer(data_dir, key_serializer="str")  # type: ignore[arg-type]
+        ottla.Producer(data_dir, key_serializer="str")  # type: ignore[call-overload]
     with pytest.raises(TypeError):
-        ottla.Producer(data_dir, no_such_option=1)  # type: ignore[call-arg]
+        ottla.Producer(data_dir, no_such_option=1)  # type: ignore[call-overload]
     with pytest.raises(TypeError):
-        ottla.Producer(data_dir, 5)  # type: ignore[call-arg]  # options are keyword-only
+        ottla.Producer(data_dir, 5)  # type: ignore[call-overload]  # options are keyword-only
     with pytest.raises((ottla.InvalidConfigError, ValueError)):
         ottla.Producer(data_dir, batch_size=0)
     with pytest.raises((ottla.InvalidConfigError, ValueError)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def test_address_forms(broker: ottla.Broker) -> None:
     admin = ottla.Admin(f"kafka://{servers}")
     assert isinstance(admin, ottla.Admin) and "forms" in admin.list_topics()
     with pytest.raises(TypeError, match="not both"):
-        ottla.Producer(broker.path, bootstrap_servers=servers)
+        ottla.Producer(broker.path, bootstrap_servers=servers)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="not both"):
         ottla.Admin(broker.path, bootstrap_servers=servers)
     with pytest.raises(ValueError, match="kafka://HOST:PORT"):
@@ -68,11 +69,12 @@ def test_settings_only_a_directory_has_are_refused_by_name(broker: ottla.Broker)
 def test_librdkafka_settings_pass_through(broker: ottla.Broker) -> None:
     servers = broker.bootstrap_servers
     # Kafka's dotted names and kafka-python's underscored ones, security included.
+    dotted: dict[str, Any] = {"message.timeout.ms": 20_000}
     with ottla.Producer(
         bootstrap_servers=servers,
         compression_type="zstd",
         security_protocol="PLAINTEXT",
-        **{"message.timeout.ms": 20_000},
+        **dotted,
     ) as p:
         assert p.send("pass", b"z" * 1000).get(10).offset == 0
     with pytest.raises(ottla.InvalidConfigError):

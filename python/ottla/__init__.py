@@ -49,6 +49,7 @@ from ottla._core import (
     UnsupportedCompressionError,
     __version__,
 )
+from ottla.remote._door import Door as _Door
 
 # Start-up time: `import ottla` (and so `ottla serve`) loads only the
 # engine. ottla.admin (dataclasses, inspect), ottla.types (typing), the Arrow
@@ -56,14 +57,15 @@ from ottla._core import (
 # (PEP 562); type checkers see them as plain imports.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
     from concurrent.futures import Future
     from os import PathLike
-    from typing import Any
+    from typing import Any, Literal, overload
 
     from typing_extensions import Self
 
     from ottla import _arrow
+    from ottla._core import _Acks, _BytesLike, _OffsetReset, _Path
     from ottla.admin import (
         Admin,
         CompactionStats,
@@ -78,6 +80,12 @@ if TYPE_CHECKING:
         TopicDescription,
     )
     from ottla.types import OffsetAndMetadata, TopicPartition
+
+if not TYPE_CHECKING:  # typing.overload at run time, without importing typing
+
+    def overload(f):
+        return f
+
 
 _LAZY = {
     "Admin": "ottla.admin",
@@ -111,8 +119,6 @@ def __getattr__(name: str) -> object:
     return value
 
 
-from ottla.remote._door import Door as _Door
-
 # A cluster's address instead of a data directory: bootstrap_servers=...,
 # or a first argument "kafka://host:port" (ottla.remote; confluent-kafka is
 # imported only then).
@@ -120,9 +126,7 @@ _SCHEME = "kafka://"
 
 
 def _is_remote(target: object, bootstrap_servers: object) -> bool:
-    return bootstrap_servers is not None or (
-        isinstance(target, str) and target.startswith(_SCHEME)
-    )
+    return bootstrap_servers is not None or (isinstance(target, str) and target.startswith(_SCHEME))
 
 
 # The names used in Kafka's documentation of these errors.
@@ -196,7 +200,26 @@ class Producer(_CoreProducer, metaclass=_Door):
 
     __slots__ = ()
 
+    @overload
     def __new__(
+        cls,
+        path: _Path,
+        *,
+        linger_ms: int = 5,
+        batch_size: int = 262144,
+        fsync: Literal["never", "interval", "always"] = "never",
+        fsync_interval_ms: int = 1000,
+        auto_create_topics: bool = True,
+        num_partitions: int = 1,
+        key_serializer: Callable[[Any], _BytesLike | None] | None = None,
+        value_serializer: Callable[[Any], _BytesLike | None] | None = None,
+        acks: _Acks | None = None,
+        client_id: str | None = None,
+        retention_check_interval_ms: int = 300000,
+    ) -> Self: ...
+    @overload
+    def __new__(cls, path: None = None, *, bootstrap_servers: str, **config: Any) -> Self: ...  # noqa: F811  (overloads)
+    def __new__(  # noqa: F811  (overloads)
         cls,
         path: str | PathLike[str] | None = None,
         *,
@@ -281,7 +304,33 @@ class Consumer(_CoreConsumer, metaclass=_Door):
 
     __slots__ = ()
 
+    @overload
     def __new__(
+        cls,
+        path: _Path,
+        *topics: str | Sequence[str],
+        group_id: str | None = None,
+        auto_offset_reset: _OffsetReset = "latest",
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5000,
+        consumer_timeout_ms: float | None = None,
+        max_poll_records: int = 500,
+        max_partition_fetch_bytes: int = 1048576,
+        check_crcs: bool = True,
+        auto_create_topics: bool = False,
+        num_partitions: int = 1,
+        key_deserializer: Callable[[bytes], Any] | None = None,
+        value_deserializer: Callable[[bytes], Any] | None = None,
+        client_id: str | None = None,
+        partition_assignment_strategy: str | Sequence[str] | None = None,
+        session_timeout_ms: int = 10000,
+        busy_poll_us: int = 0,
+    ) -> Self: ...
+    @overload
+    def __new__(  # noqa: F811  (overloads)
+        cls, *topics: str | Sequence[str], bootstrap_servers: str, **config: Any
+    ) -> Self: ...
+    def __new__(  # noqa: F811  (overloads)
         cls,
         *args: Any,
         bootstrap_servers: str | None = None,
@@ -559,4 +608,4 @@ __all__ = [
     "__version__",
 ]
 
-del annotations, TYPE_CHECKING  # not part of the API (the __future__ import; the guard)
+del annotations, TYPE_CHECKING, overload  # not part of the API (the __future__ import; the guard)

@@ -248,9 +248,7 @@ class Admin:
         """A cluster's address (``bootstrap_servers=...``, or a ``path``
         of ``"kafka://host:port"``) makes the cluster's Admin
         (:mod:`ottla.remote`), with the same methods."""
-        if bootstrap_servers is not None or (
-            isinstance(path, str) and path.startswith("kafka://")
-        ):
+        if bootstrap_servers is not None or (isinstance(path, str) and path.startswith("kafka://")):
             from ottla.remote.admin import Admin as RemoteAdmin
 
             return object.__new__(RemoteAdmin)

@@ -31,7 +31,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from os import PathLike
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from ottla import _arrow
 from ottla._core import (
@@ -51,6 +51,8 @@ from ottla.types import TopicPartition
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from ottla._core import _Acks, _BytesLike, _Path
 
 _TP = TopicPartition | tuple[str, int]
 
@@ -101,6 +103,25 @@ class Producer(_CoreAioProducer, metaclass=_Door):
 
     __slots__ = ()
 
+    @overload
+    def __new__(
+        cls,
+        path: _Path,
+        *,
+        linger_ms: int = 5,
+        batch_size: int = 262144,
+        fsync: Literal["never", "interval", "always"] = "never",
+        fsync_interval_ms: int = 1000,
+        auto_create_topics: bool = True,
+        num_partitions: int = 1,
+        key_serializer: Callable[[Any], _BytesLike | None] | None = None,
+        value_serializer: Callable[[Any], _BytesLike | None] | None = None,
+        acks: _Acks | None = None,
+        client_id: str | None = None,
+        retention_check_interval_ms: int = 300000,
+    ) -> Self: ...
+    @overload
+    def __new__(cls, path: None = None, *, bootstrap_servers: str, **config: Any) -> Self: ...
     def __new__(
         cls,
         path: str | PathLike[str] | None = None,

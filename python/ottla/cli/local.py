@@ -95,10 +95,10 @@ class DirectoryBackend:
     def open_source(self, group: str | None, auto_offset_reset: str) -> RecordSource:
         # self.path is a directory, or "kafka://host:port" (the broker
         # backend, a subclass): the same ottla.Consumer either way.
-        consumer = ottla.Consumer(
+        consumer = ottla.Consumer(  # type: ignore[call-overload]  # auto_offset_reset: str
             self.path,
             group_id=group,
-            auto_offset_reset=auto_offset_reset,  # type: ignore[arg-type]
+            auto_offset_reset=auto_offset_reset,
             enable_auto_commit=group is not None,
             auto_create_topics=False,
         )

@@ -19,6 +19,7 @@ docs/remote.md has the details.
 
 from __future__ import annotations
 
-from ottla.remote._kafka import SCHEME, servers_of
+#: The scheme of a cluster's address given where a directory path goes.
+SCHEME = "kafka://"
 
-__all__ = ["SCHEME", "servers_of"]
+__all__ = ["SCHEME"]

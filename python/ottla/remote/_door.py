@@ -9,21 +9,19 @@ name instead. Only ``isinstance``/``issubclass`` checks go through it.
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class Door(type):
     """Metaclass of ``ottla.Producer``, ``ottla.Consumer`` and
     ``ottla.aio.Producer``: their cluster twins (``_remote_twin``, a
     dotted path imported on first check) count as instances."""
 
-    def __instancecheck__(cls, obj: Any) -> bool:
+    def __instancecheck__(cls, obj: object) -> bool:
         if type.__instancecheck__(cls, obj):
             return True
         twin = getattr(type(obj), "_ottla_twin_of", None)
         return twin is not None and twin == f"{cls.__module__}.{cls.__qualname__}"
 
-    def __subclasscheck__(cls, sub: Any) -> bool:
+    def __subclasscheck__(cls, sub: type) -> bool:
         if type.__subclasscheck__(cls, sub):
             return True
         twin = getattr(sub, "_ottla_twin_of", None)

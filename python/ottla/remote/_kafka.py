@@ -13,25 +13,25 @@ from collections.abc import Mapping
 from os import PathLike
 from typing import Any
 
-from ottla._core import (
-    ClosedError,
-    CorruptRecordError,
-    GroupNotEmptyError,
-    IllegalStateError,
-    InvalidConfigError,
-    InvalidPartitionsError,
-    InvalidRecordError,
-    InvalidTopicError,
-    NoOffsetForPartitionError,
-    OffsetMetadataTooLargeError,
-    OffsetOutOfRangeError,
-    OttlaError,
-    OttlaTimeoutError,
-    RecordTooLargeError,
-    StorageError,
-    TopicAlreadyExistsError,
-    UnknownTopicOrPartitionError,
-    UnsupportedCompressionError,
+from ottla._core import (  # re-exported: the remote modules raise them
+    ClosedError as ClosedError,
+    CorruptRecordError as CorruptRecordError,
+    GroupNotEmptyError as GroupNotEmptyError,
+    IllegalStateError as IllegalStateError,
+    InvalidConfigError as InvalidConfigError,
+    InvalidPartitionsError as InvalidPartitionsError,
+    InvalidRecordError as InvalidRecordError,
+    InvalidTopicError as InvalidTopicError,
+    NoOffsetForPartitionError as NoOffsetForPartitionError,
+    OffsetMetadataTooLargeError as OffsetMetadataTooLargeError,
+    OffsetOutOfRangeError as OffsetOutOfRangeError,
+    OttlaError as OttlaError,
+    OttlaTimeoutError as OttlaTimeoutError,
+    RecordTooLargeError as RecordTooLargeError,
+    StorageError as StorageError,
+    TopicAlreadyExistsError as TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError as UnknownTopicOrPartitionError,
+    UnsupportedCompressionError as UnsupportedCompressionError,
 )
 
 SCHEME = "kafka://"
@@ -282,9 +282,10 @@ class _Raising:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, OttlaError):
-            return False
-        if type(exc).__name__ == "KafkaException":
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if (
+            exc is not None
+            and not isinstance(exc, OttlaError)
+            and type(exc).__name__ == "KafkaException"
+        ):
             raise error(exc, self.doing) from exc
-        return False

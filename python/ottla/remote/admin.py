@@ -306,9 +306,7 @@ class _ClusterCore:
         to_datetime_ms: int | None = None,
         to_offsets: list[tuple[str, int, int]] | None = None,
     ) -> list[tuple[str, int, int]]:
-        chosen = sum(
-            [to_earliest, to_latest, to_datetime_ms is not None, to_offsets is not None]
-        )
+        chosen = sum([to_earliest, to_latest, to_datetime_ms is not None, to_offsets is not None])
         if chosen != 1:
             raise ValueError(
                 "reset_offsets takes exactly one target: to_earliest, to_latest, "

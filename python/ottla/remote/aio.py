@@ -71,7 +71,9 @@ class SendFuture:
         if sync.exception is not None:
             return f"<ottla.aio.SendFuture failed {sync.exception!r}>"
         md = sync.get(0)
-        return f"<ottla.aio.SendFuture topic={md.topic!r} partition={md.partition} offset={md.offset}>"
+        return (
+            f"<ottla.aio.SendFuture topic={md.topic!r} partition={md.partition} offset={md.offset}>"
+        )
 
 
 class SendManyFuture:
@@ -110,6 +112,11 @@ class SendManyFuture:
         return f"<ottla.aio.SendManyFuture records={len(self._batch)} done={self.done()}>"
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _wake_when(
     loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], syncs: list[FutureRecordMetadata]
 ) -> None:
@@ -123,7 +130,7 @@ def _wake_when(
             left[0] -= 1
             last = left[0] == 0
         if last:
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
+            loop.call_soon_threadsafe(_resolve, future)
 
     if not pending:
         future.set_result(None)
@@ -333,4 +340,3 @@ class Consumer(_AioConsumer):
 
     def __repr__(self) -> str:
         return repr(self._sync).replace("<ottla.Consumer", "<ottla.aio.Consumer", 1)
-

@@ -61,7 +61,9 @@ _TIMEOUT_S = 30.0
 
 def _key(tp: Any) -> _Key:
     if not isinstance(tp, tuple) or len(tp) != 2:
-        raise TypeError(f"a partition is TopicPartition(topic, partition) or (topic, partition), not {tp!r}")
+        raise TypeError(
+            f"a partition is TopicPartition(topic, partition) or (topic, partition), not {tp!r}"
+        )
     topic, partition = tp
     if not isinstance(topic, str) or not isinstance(partition, int) or isinstance(partition, bool):
         raise TypeError(f"a partition is (topic: str, partition: int), not {tp!r}")
@@ -311,9 +313,7 @@ class Consumer:
         if not keys:
             return
         if self._buf:
-            self._buf = deque(
-                m for m in self._buf if (m.topic(), m.partition()) not in keys
-            )
+            self._buf = deque(m for m in self._buf if (m.topic(), m.partition()) not in keys)
         for k in keys:
             self._held.pop(k, None)
 
@@ -333,7 +333,7 @@ class Consumer:
             for t, tm in md.topics.items():
                 if t in _INTERNAL or tm.error is not None:
                     continue
-                if (re.fullmatch(name[1:], t) if name.startswith("^") else t == name):
+                if re.fullmatch(name[1:], t) if name.startswith("^") else t == name:
                     want.update((t, p) for p in tm.partitions)
         new = want - self._assigned
         if new:
@@ -383,7 +383,9 @@ class Consumer:
         gone = self._assigned - set(keys)
         self._forget(gone)
         with _kafka.raising("assign"):
-            self._c.assign([self._tp(k, self._pos[k]) if k in self._pos else self._start(k) for k in keys])
+            self._c.assign(
+                [self._tp(k, self._pos[k]) if k in self._pos else self._start(k) for k in keys]
+            )
         self._topics = set()
         self._manual = True
         self._assigned = set(keys)
@@ -564,9 +566,7 @@ class Consumer:
                 # of new records does not hold the call).
                 if targets is None:
                     targets = self._high_watermarks()
-                if now < catch_up and any(
-                    self.position(k) < hi for k, hi in targets.items()
-                ):
+                if now < catch_up and any(self.position(k) < hi for k, hi in targets.items()):
                     continue
                 return got
             if now >= deadline:
@@ -615,9 +615,7 @@ class Consumer:
                     key = self._kd(key)
                 if value is not None and self._vd is not None:
                     value = self._vd(value)
-                return Record(
-                    topic, partition, offset, m.timestamp()[1], key, value, m.headers()
-                )
+                return Record(topic, partition, offset, m.timestamp()[1], key, value, m.headers())
         if self._closed:
             raise StopIteration
         timeout = self._timeout_ms
@@ -867,9 +865,7 @@ class Consumer:
         if k not in self._assigned:
             self.assignment()
             if k not in self._assigned:
-                raise IllegalStateError(
-                    f"position: {k[0]}-{k[1]} is not assigned to this consumer"
-                )
+                raise IllegalStateError(f"position: {k[0]}-{k[1]} is not assigned to this consumer")
         got = self._pos.get(k)
         if got is not None:
             return got
@@ -910,7 +906,7 @@ class Consumer:
         k = _key(partition)
         if k not in self._assigned:
             return None
-        lo, hi = self._c.get_watermark_offsets(self._tp(k), cached=True)
+        _lo, hi = self._c.get_watermark_offsets(self._tp(k), cached=True)
         if hi is None or hi < 0:
             return self._ends([k])[k]
         return int(hi)
@@ -965,9 +961,7 @@ class Consumer:
             "partition.assignment", "session.timeout", "heartbeat", "max.poll",
             "allow.auto", "isolation", "queued.",
         )  # fmt: skip
-        return {
-            k: v for k, v in self._conf.items() if not k.startswith(consumer_only)
-        }
+        return {k: v for k, v in self._conf.items() if not k.startswith(consumer_only)}
 
     def pause(self, *partitions: _TP) -> None:
         """Stop returning records from ``partitions`` until resumed."""
@@ -976,9 +970,7 @@ class Consumer:
         self._await_join()
         missing = keys - self._assigned
         if missing:
-            raise IllegalStateError(
-                f"pause: not assigned to this consumer: {sorted(missing)}"
-            )
+            raise IllegalStateError(f"pause: not assigned to this consumer: {sorted(missing)}")
         self._paused |= keys
         live = [self._tp(k) for k in keys if k in self._assigned]
         if live:
@@ -1113,9 +1105,8 @@ class Consumer:
     def __enter__(self) -> Consumer:
         return self
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> None:
         self.close()
-        return False
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
@@ -1129,4 +1120,4 @@ class Consumer:
     def _repr_html_(self) -> str:
         from ottla import _display
 
-        return _display.consumer_html(self)  # type: ignore[arg-type]
+        return _display.consumer_html(self)

@@ -28,7 +28,9 @@ def _as_bytes(v: Any, what: str) -> bytes | str | None:
         return v
     if isinstance(v, (bytearray, memoryview)):
         return bytes(v)
-    raise TypeError(f"{what} must be bytes, bytearray, memoryview, str or None, not {type(v).__name__}")
+    raise TypeError(
+        f"{what} must be bytes, bytearray, memoryview, str or None, not {type(v).__name__}"
+    )
 
 
 def _serve(p: Any, stop: threading.Event) -> None:
@@ -248,7 +250,10 @@ class Producer:
         ):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise TypeError(f"{name} must be int, not {type(value).__name__}")
-        for name, fn in (("key_serializer", key_serializer), ("value_serializer", value_serializer)):
+        for name, fn in (
+            ("key_serializer", key_serializer),
+            ("value_serializer", value_serializer),
+        ):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable, not {type(fn).__name__}")
         if num_partitions is not None and num_partitions < 1:
@@ -396,7 +401,9 @@ class Producer:
             try:
                 self._p.produce(topic, value, None, part, future._deliver)
             except BufferError:
-                self._produce(topic, value, None, {"partition": part, "on_delivery": future._deliver})
+                self._produce(
+                    topic, value, None, {"partition": part, "on_delivery": future._deliver}
+                )
                 return future
             self._sent += 1
             if self._sent % self._POLL_EVERY == 0:
@@ -549,9 +556,8 @@ class Producer:
     def __enter__(self) -> Producer:
         return self
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> None:
         self.close()
-        return False
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
