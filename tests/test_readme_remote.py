@@ -64,4 +64,6 @@ def test_readme_first_look_runs_against_a_broker(broker: ottla.Broker, tmp_path:
         "0 2 None b'{\"id\": 3}'",
     ], out
     assert "TopicDescription(name='orders'" in lines[3]
-    assert not (cwd / "data").exists()  # nothing was written locally
+    assert list(cwd.iterdir()) == []  # nothing was written where it ran
+    orders = ottla.Admin(broker.path).describe_topic("orders")
+    assert sum(p.records for p in orders.partitions) == 3  # but in the broker's directory

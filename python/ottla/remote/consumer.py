@@ -153,7 +153,15 @@ class Consumer:
                 "allow.auto.create.topics": bool(auto_create_topics),
                 **config,
             },
-            {"enable.auto.commit": False, "enable.auto.offset.store": False},
+            {
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                # librdkafka backs a partition's fetching off this long once
+                # its local queue passes queued.min.messages (default 1 s):
+                # with records also held in this class's buffer, that stalled
+                # reads for most of a second (bench/remote_bench.py).
+                "fetch.queue.backoff.ms": 10,
+            },
         )
         self._c = _kafka.make(ck.Consumer, "Consumer", self._conf, config)
         self._ck = ck
