@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -28,23 +28,125 @@ if TYPE_CHECKING:
     import ottla
 
 
+# The Python API's tests run against both backends (issue 16): once on the
+# data directory, once on an `ottla.Broker` serving it, reached through
+# `bootstrap_servers` (ottla.remote, over confluent-kafka). In the "broker"
+# run, ottla.Producer/Consumer/Admin and ottla.aio.Producer/Consumer given
+# the test's data_dir are given the broker's address instead; the test is
+# unchanged. A test that makes sense for one backend only says why:
+# @pytest.mark.directory_only("why").
+BACKEND_MODULES = frozenset(
+    {
+        "test_producer",
+        "test_consumer",
+        "test_consumer_iteration",
+        "test_admin",
+        "test_aio",
+    }
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # kafka-python (used only as an independent reference) warns on import.
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:kafka.*")
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:importlib.*")
+    config.addinivalue_line(
+        "markers",
+        "directory_only(reason): a test of the Python API that makes sense on a data "
+        "directory only (not run against a broker through bootstrap_servers)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rpartition(".")[2]
+    if (
+        module in BACKEND_MODULES
+        and "data_dir" in metafunc.fixturenames
+        and "broker" not in metafunc.fixturenames
+        and metafunc.definition.get_closest_marker("directory_only") is None
+    ):
+        metafunc.parametrize("backend", ["directory", "broker"], indirect=True)
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
+def backend(request: pytest.FixtureRequest) -> str:
+    """``"directory"`` or ``"broker"``: how the test reaches ``data_dir``."""
+    return str(getattr(request, "param", "directory"))
+
+
+def _to_broker(monkeypatch: pytest.MonkeyPatch, d: Path, servers: str) -> None:
+    """Make the API's constructors given ``d`` use the broker at ``servers``."""
+    import ottla
+    import ottla.aio
+    import ottla.remote.admin
+    import ottla.remote.aio
+
+    def ours(target: object) -> bool:
+        return isinstance(target, (str, os.PathLike)) and os.fspath(target) == os.fspath(d)
+
+    def first_arg(cls: Any) -> None:
+        original: Any = cls.__new__
+
+        def new(c: type, *args: object, **kw: object) -> object:
+            if args and ours(args[0]):
+                return original(c, *args[1:], bootstrap_servers=servers, **kw)
+            if ours(kw.get("path")):
+                kw.pop("path")
+                return original(c, *args, bootstrap_servers=servers, **kw)
+            return original(c, *args, **kw)
+
+        monkeypatch.setattr(cls, "__new__", new)
+
+    for cls in (ottla.Producer, ottla.Consumer, ottla.aio.Producer):
+        first_arg(cls)
+    # Python classes: __new__ picks the class, __init__ then gets the
+    # original arguments.
+    pairs: tuple[tuple[Any, Any], ...] = (
+        (ottla.Admin, ottla.remote.admin.Admin),
+        (ottla.aio.Consumer, ottla.remote.aio.Consumer),
+    )
+    for python_cls, remote in pairs:
+        first_arg(python_cls)
+        original_init = remote.__init__
+
+        def init(self: object, *args: object, _init: object = original_init, **kw: object) -> None:
+            if args and ours(args[0]):
+                args = args[1:]
+                kw["bootstrap_servers"] = servers
+                kw.pop("create", None)
+            assert callable(_init)
+            _init(self, *args, **kw)
+
+        monkeypatch.setattr(remote, "__init__", init)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty data directory inside ``tmp_path``, created (as a Producer
-    would): a Consumer or Admin opens only a directory that exists."""
+    would): a Consumer or Admin opens only a directory that exists. With
+    ``backend == "broker"``, the API reaches it through a broker."""
     import ottla
 
     d = tmp_path / "data"
     ottla.Admin(d, create=True).close()
-    yield d
-    # Drop producers/consumers the test left behind before the next test.
-    gc.collect()
+    if backend != "broker":
+        yield d
+        gc.collect()
+        return
+    pytest.importorskip("confluent_kafka")
+    import logging
+
+    # librdkafka retrying a broker closed at teardown under a client the
+    # test left open is not the test's news.
+    monkeypatch.setattr(logging.getLogger("ottla.remote.librdkafka"), "disabled", True)
+    served = ottla.Broker(d)
+    try:
+        _to_broker(monkeypatch, d, served.bootstrap_servers)
+        yield d
+        monkeypatch.undo()
+        gc.collect()
+    finally:
+        served.close()
 
 
 @pytest.fixture

@@ -181,7 +181,7 @@ def read_all(
     out: dict[int, list[ottla.Record]] = {p: [] for p in partitions}
     kw = dict(auto_offset_reset="earliest", enable_auto_commit=False)
     kw.update(consumer_kw)
-    c = ottla.Consumer(path, **kw)  # type: ignore[arg-type]
+    c = ottla.Consumer(path, **kw)  # type: ignore[call-overload]
     try:
         c.assign(tps)
         c.seek_to_beginning()

@@ -20,6 +20,7 @@ import pytest
 
 import ottla
 import ottla.aio
+import ottla.remote.aio
 from helpers import Spawn
 from ottla import TopicPartition as TP
 
@@ -76,7 +77,7 @@ async def test_send_future_is_plain_and_reusable(data_dir: Path) -> None:
     awaited more than once."""
     p = ottla.aio.Producer(data_dir, linger_ms=60_000)
     fut = p.send("t", b"x")
-    assert isinstance(fut, ottla.aio.SendFuture)
+    assert isinstance(fut, (ottla.aio.SendFuture, ottla.remote.aio.SendFuture))
     assert not fut.done()
     assert "pending" in repr(fut)
     with pytest.raises(asyncio.InvalidStateError):
@@ -90,6 +91,7 @@ async def test_send_future_is_plain_and_reusable(data_dir: Path) -> None:
     await p.close()
 
 
+@pytest.mark.directory_only("reads the directory's batch layout on disk")
 @aio
 async def test_tasks_in_one_iteration_share_a_batch(data_dir: Path) -> None:
     """Awaiting appends at the end of the loop iteration: 200 tasks sending
@@ -157,6 +159,9 @@ async def test_close_flushes_and_refuses_sends(data_dir: Path) -> None:
     await p.close()  # twice is fine
 
 
+@pytest.mark.directory_only(
+    "fsync is the directory's durability (with bootstrap_servers: InvalidConfigError naming it)"
+)
 @aio
 async def test_producer_settings_and_bad_input(data_dir: Path) -> None:
     p = ottla.aio.Producer(
@@ -190,11 +195,14 @@ async def test_producer_settings_and_bad_input(data_dir: Path) -> None:
         raw.send("t", b"x" * 2_000_000)
     await raw.close()
     with pytest.raises(ValueError):
-        ottla.aio.Producer(data_dir, fsync="sometimes")  # type: ignore[arg-type]
+        ottla.aio.Producer(data_dir, fsync="sometimes")  # type: ignore[call-overload]
     with pytest.raises(TypeError):
-        ottla.aio.Producer(data_dir, value_serializer=3)  # type: ignore[arg-type]
+        ottla.aio.Producer(data_dir, value_serializer=3)  # type: ignore[call-overload]
 
 
+@pytest.mark.directory_only(
+    "a cluster creates again a topic deleted under a producer still sending to it (auto.create.topics.enable)"
+)
 @aio
 async def test_failed_batch_raises_from_await(data_dir: Path) -> None:
     """A batch that cannot be appended (its topic was deleted meanwhile)
@@ -681,6 +689,9 @@ def test_loop_after_loop_with_waiters_left_behind(data_dir: Path) -> None:
     asyncio.run(p.close())
 
 
+@pytest.mark.directory_only(
+    "fsync is the directory's durability (with bootstrap_servers: InvalidConfigError naming it)"
+)
 @aio
 async def test_sealed_batches_keep_send_order(data_dir: Path) -> None:
     """Every send seals a batch (values over batch_size) and fsyncs: appends

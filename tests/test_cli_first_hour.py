@@ -278,7 +278,7 @@ def test_produce_creates_a_missing_topic_like_the_python_producer(tmp_path: Path
 
 @pytest.mark.skipif(not hasattr(ottla, "Broker"), reason="ottla.Broker not in this build")
 def test_produce_through_a_broker_follows_the_brokers_rule(data_dir: Path) -> None:
-    pytest.importorskip("kafka")
+    pytest.importorskip("confluent_kafka")
     with ottla.Broker(data_dir, port=0) as broker:
         b = ["--bootstrap-server", broker.bootstrap_servers]
         p = run("produce", "made", *b, input=b"v\n", timeout=120)
@@ -333,7 +333,7 @@ def test_python_dash_m_ottla_is_the_command(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not hasattr(ottla, "Broker"), reason="ottla.Broker not in this build")
 def test_groups_delete_through_a_broker(data_dir: Path) -> None:
-    pytest.importorskip("kafka")
+    pytest.importorskip("confluent_kafka")
     with ottla.Broker(data_dir, port=0) as broker:
         b = ["--bootstrap-server", broker.bootstrap_servers]
         ok("produce", "t", *b, input=b"1\n", timeout=120)
@@ -404,7 +404,7 @@ def test_null_keys_values_and_headers_are_told_from_the_string_null(data_dir: Pa
 
 # -- unreachable broker ------------------------------------------------------------------------
 def test_an_unreachable_bootstrap_server_fails_at_once_naming_it() -> None:
-    pytest.importorskip("kafka")
+    pytest.importorskip("confluent_kafka")
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -357,6 +357,7 @@ def test_offsets_for_times(data_dir: Path) -> None:
             c.offsets_for_times({TP("nope", 0): 0})
 
 
+@pytest.mark.directory_only("counts the directory's segments, which a cluster does not report")
 def test_offsets_for_times_across_segments(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic(
         "t", config={"segment.bytes": 300, "index.interval.bytes": 1}
@@ -440,7 +441,7 @@ def test_auto_offset_reset_earliest_latest(data_dir: Path) -> None:
         with ottla.Consumer(data_dir, "t", auto_offset_reset=alias) as c:
             assert c.position(TP("t", 0)) == 0
     with pytest.raises(ValueError):
-        ottla.Consumer(data_dir, "t", auto_offset_reset="sometimes")  # type: ignore[arg-type]
+        ottla.Consumer(data_dir, "t", auto_offset_reset="sometimes")  # type: ignore[call-overload]
 
 
 def test_auto_offset_reset_none(data_dir: Path) -> None:
@@ -460,6 +461,9 @@ def test_auto_offset_reset_none(data_dir: Path) -> None:
         assert drain(c, 4)[0].offset == 1
 
 
+@pytest.mark.directory_only(
+    "which of two new members keeps the one partition: the directory form joins in the constructor, a cluster's consumer when it polls (as Kafka's), and the coordinator chooses"
+)
 def test_second_group_member_joins(data_dir: Path) -> None:
     produce(data_dir, "t", 3)
     first = ottla.Consumer(data_dir, "t", group_id="solo", auto_offset_reset="earliest")
@@ -482,6 +486,9 @@ def test_second_group_member_joins(data_dir: Path) -> None:
     second.close()
 
 
+@pytest.mark.directory_only(
+    "a group without a server (members in other processes on the directory); a cluster's groups are its coordinator's"
+)
 def test_dead_member_in_another_process_hands_over(data_dir: Path, spawn: Spawn) -> None:
     produce(data_dir, "t", 1)
     child = spawn(
@@ -501,6 +508,9 @@ def test_dead_member_in_another_process_hands_over(data_dir: Path, spawn: Spawn)
         assert wait_until(lambda: (c.poll(timeout_ms=50), c.assignment())[1] == {TP("t", 0)})
 
 
+@pytest.mark.directory_only(
+    "the directory form's conflict with a broker coordinating the same group"
+)
 def test_group_coordinated_by_a_broker_is_refused(data_dir: Path) -> None:
     import fcntl
     import struct
@@ -615,6 +625,9 @@ def test_consumer_wakes_for_records_produced_later(data_dir: Path) -> None:
     assert max(lags) < 1.0, lags
 
 
+@pytest.mark.directory_only(
+    "repr() shows the assignment right after the constructor: a cluster's consumer joins its group when it polls, as Kafka's"
+)
 def test_consumer_close_state_and_repr(data_dir: Path) -> None:
     produce(data_dir, "t", 1)
     c = ottla.Consumer(data_dir, "t", group_id="grp", client_id="me")

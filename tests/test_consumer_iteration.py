@@ -103,6 +103,9 @@ def test_seek_in_the_middle_of_a_batch_while_iterating(data_dir: Path) -> None:
         assert [r.offset for r in c] == [7, 8, 9]
 
 
+@pytest.mark.directory_only(
+    "the order in which partitions take turns is the directory engine's; a cluster's records come in the order its fetch responses bring them"
+)
 def test_iteration_order_over_partitions_is_poll_one_at_a_time(data_dir: Path) -> None:
     ottla.Admin(data_dir).create_topic("m", partitions=3)
     produce_batches(data_dir, "m", 3, partition=0)
@@ -191,6 +194,9 @@ def _break_record(seg: Path, batch_index: int, record_index: int) -> int:
     return base + record_index
 
 
+@pytest.mark.directory_only(
+    "bytes written into the directory's log file behind the engine; over the wire a broker's batch is librdkafka's to decode"
+)
 def test_undecodable_record_mid_batch_comes_after_the_records_before_it(data_dir: Path) -> None:
     produce_batches(data_dir, "bad", 3)
     seg = log_files(Path(data_dir) / "bad-0")[0]
@@ -214,6 +220,9 @@ def test_undecodable_record_mid_batch_comes_after_the_records_before_it(data_dir
         assert [r.offset for r in c] == list(range(2 * BATCH, 3 * BATCH))
 
 
+@pytest.mark.directory_only(
+    "as test_undecodable_record_mid_batch_comes_after_the_records_before_it"
+)
 def test_poll_with_an_undecodable_record_hands_out_the_records_before_it(data_dir: Path) -> None:
     produce_batches(data_dir, "bad", 3)
     seg = log_files(Path(data_dir) / "bad-0")[0]
@@ -251,6 +260,7 @@ class _Box:
         _Box.freed += 1
 
 
+@pytest.mark.directory_only("the engine's record free list and its GC tracking of records")
 def test_deserialized_records_are_tracked_so_cycles_are_collected(data_dir: Path) -> None:
     produce_batches(data_dir, "g", 2)
     # Fill the record free list with untracked records first.

@@ -49,6 +49,7 @@ from ottla._core import (
     UnsupportedCompressionError,
     __version__,
 )
+from ottla.remote._door import Door as _Door
 
 # Start-up time: `import ottla` (and so `ottla serve`) loads only the
 # engine. ottla.admin (dataclasses, inspect), ottla.types (typing), the Arrow
@@ -56,11 +57,15 @@ from ottla._core import (
 # (PEP 562); type checkers see them as plain imports.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
     from concurrent.futures import Future
-    from typing import Any
+    from os import PathLike
+    from typing import Any, Literal, overload
+
+    from typing_extensions import Self
 
     from ottla import _arrow
+    from ottla._core import _Acks, _BytesLike, _OffsetReset, _Path
     from ottla.admin import (
         Admin,
         CompactionStats,
@@ -75,6 +80,12 @@ if TYPE_CHECKING:
         TopicDescription,
     )
     from ottla.types import OffsetAndMetadata, TopicPartition
+
+if not TYPE_CHECKING:  # typing.overload at run time, without importing typing
+
+    def overload(f):
+        return f
+
 
 _LAZY = {
     "Admin": "ottla.admin",
@@ -108,6 +119,16 @@ def __getattr__(name: str) -> object:
     return value
 
 
+# A cluster's address instead of a data directory: bootstrap_servers=...,
+# or a first argument "kafka://host:port" (ottla.remote; confluent-kafka is
+# imported only then).
+_SCHEME = "kafka://"
+
+
+def _is_remote(target: object, bootstrap_servers: object) -> bool:
+    return bootstrap_servers is not None or (isinstance(target, str) and target.startswith(_SCHEME))
+
+
 # The names used in Kafka's documentation of these errors.
 OffsetOutOfRange = OffsetOutOfRangeError
 RecordTooLarge = RecordTooLargeError
@@ -130,7 +151,7 @@ KafkaStorageError = StorageError
 NonEmptyGroupError = GroupNotEmptyError
 
 
-class Producer(_CoreProducer):
+class Producer(_CoreProducer, metaclass=_Door):
     """Appends records to topics in a data directory.
 
     ``Producer(path, **config)`` with Kafka's setting names: ``linger_ms``
@@ -169,12 +190,61 @@ class Producer(_CoreProducer):
     ... except ottla.DiskFullError:
     ...     pass  # free space; records sent from now on are appended
     >>> p.close()
+
+    The same code runs against a Kafka-protocol cluster (``ottla serve``,
+    Apache Kafka, Redpanda) when given its address instead of a path:
+    ``Producer(bootstrap_servers="host:9092", **config)``, or
+    ``Producer("kafka://host:9092", **config)`` (``pip install
+    'ottla[kafka]'``; docs/remote.md).
     """
 
     __slots__ = ()
 
+    @overload
+    def __new__(
+        cls,
+        path: _Path,
+        *,
+        linger_ms: int = 5,
+        batch_size: int = 262144,
+        fsync: Literal["never", "interval", "always"] = "never",
+        fsync_interval_ms: int = 1000,
+        auto_create_topics: bool = True,
+        num_partitions: int = 1,
+        key_serializer: Callable[[Any], _BytesLike | None] | None = None,
+        value_serializer: Callable[[Any], _BytesLike | None] | None = None,
+        acks: _Acks | None = None,
+        client_id: str | None = None,
+        retention_check_interval_ms: int = 300000,
+    ) -> Self: ...
+    @overload
+    def __new__(cls, path: None = None, *, bootstrap_servers: str, **config: Any) -> Self: ...  # noqa: F811  (overloads)
+    def __new__(  # noqa: F811  (overloads)
+        cls,
+        path: str | PathLike[str] | None = None,
+        *,
+        bootstrap_servers: str | None = None,
+        **config: Any,
+    ) -> Self:
+        """A producer of the data directory ``path``, or of the cluster at
+        ``bootstrap_servers`` (or ``path="kafka://host:port"``)."""
+        if not _is_remote(path, bootstrap_servers):
+            if path is None:
+                raise TypeError(
+                    "Producer() needs a data directory path, a 'kafka://host:port' "
+                    "address or bootstrap_servers='host:port'"
+                )
+            return super().__new__(cls, path, **config)
+        from ottla.remote._kafka import target_servers
+        from ottla.remote.producer import Producer as _Remote
 
-class Consumer(_CoreConsumer):
+        servers = target_servers("Producer", path, bootstrap_servers)
+        assert servers is not None
+        remote: Any = _Remote(servers, **config)
+        return remote  # type: ignore[no-any-return]
+
+
+class Consumer(_CoreConsumer, metaclass=_Door):
     """Reads records from topics in a data directory.
 
     ``Consumer(path, *topics, group_id=None, auto_offset_reset="latest",
@@ -223,9 +293,67 @@ class Consumer(_CoreConsumer):
 
     In a notebook, read straight into Arrow or pandas (``pip install
     'ottla[arrow]'``): ``poll_arrow()``, ``read_arrow()``, ``to_pandas()``.
+
+    The same code reads a Kafka-protocol cluster (``ottla serve``, Apache
+    Kafka, Redpanda) given its address instead of a path, groups going
+    through the cluster's coordinator:
+    ``Consumer(*topics, bootstrap_servers="host:9092", **config)`` or
+    ``Consumer("kafka://host:9092", *topics, **config)`` (``pip install
+    'ottla[kafka]'``; docs/remote.md).
     """
 
     __slots__ = ()
+
+    @overload
+    def __new__(
+        cls,
+        path: _Path,
+        *topics: str | Sequence[str],
+        group_id: str | None = None,
+        auto_offset_reset: _OffsetReset = "latest",
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5000,
+        consumer_timeout_ms: float | None = None,
+        max_poll_records: int = 500,
+        max_partition_fetch_bytes: int = 1048576,
+        check_crcs: bool = True,
+        auto_create_topics: bool = False,
+        num_partitions: int = 1,
+        key_deserializer: Callable[[bytes], Any] | None = None,
+        value_deserializer: Callable[[bytes], Any] | None = None,
+        client_id: str | None = None,
+        partition_assignment_strategy: str | Sequence[str] | None = None,
+        session_timeout_ms: int = 10000,
+        busy_poll_us: int = 0,
+    ) -> Self: ...
+    @overload
+    def __new__(  # noqa: F811  (overloads)
+        cls, *topics: str | Sequence[str], bootstrap_servers: str, **config: Any
+    ) -> Self: ...
+    def __new__(  # noqa: F811  (overloads)
+        cls,
+        *args: Any,
+        bootstrap_servers: str | None = None,
+        **config: Any,
+    ) -> Self:
+        """A consumer of the data directory ``args[0]`` (topics after it),
+        or of a cluster: ``bootstrap_servers=...`` (every positional
+        argument a topic) or ``args[0] == "kafka://host:port"``."""
+        target = args[0] if args else config.get("path")
+        if not _is_remote(target, bootstrap_servers):
+            return super().__new__(cls, *args, **config)
+        from ottla.remote._kafka import target_servers
+        from ottla.remote.consumer import Consumer as _Remote
+
+        if bootstrap_servers is not None:
+            servers = target_servers("Consumer", None, bootstrap_servers)
+            topics = args
+        else:
+            servers = target_servers("Consumer", args[0], None)
+            topics = args[1:]
+        assert servers is not None
+        remote: Any = _Remote(servers, *topics, **config)
+        return remote  # type: ignore[no-any-return]
 
     def poll_arrow(
         self,
@@ -480,4 +608,4 @@ __all__ = [
     "__version__",
 ]
 
-del annotations, TYPE_CHECKING  # not part of the API (the __future__ import; the guard)
+del annotations, TYPE_CHECKING, overload  # not part of the API (the __future__ import; the guard)

@@ -232,6 +232,11 @@ class Record:
 class OffsetAndTimestamp:
     """Result entry of ``Consumer.offsets_for_times``."""
 
+    def __new__(cls, offset: int, timestamp: int) -> Self: ...
+    def __getnewargs__(self) -> tuple[int, int]: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    __hash__: None  # type: ignore[assignment]
+
     @property
     def offset(self) -> int:
         """Offset of the earliest record at or after the asked timestamp."""

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from os import PathLike
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ottla._core import InvalidConfigError, OttlaError, _Admin
 from ottla.types import OffsetAndMetadata, TopicPartition
@@ -237,12 +237,47 @@ class Admin:
     (3, {'retention.ms': '3600000'})
     """
 
-    def __init__(self, path: str | PathLike[str], *, create: bool = False) -> None:
+    def __new__(
+        cls,
+        path: str | PathLike[str] | None = None,
+        *,
+        create: bool = False,
+        bootstrap_servers: str | None = None,
+        **config: Any,
+    ) -> Admin:
+        """A cluster's address (``bootstrap_servers=...``, or a ``path``
+        of ``"kafka://host:port"``) makes the cluster's Admin
+        (:mod:`ottla.remote`), with the same methods."""
+        if bootstrap_servers is not None or (isinstance(path, str) and path.startswith("kafka://")):
+            from ottla.remote.admin import Admin as RemoteAdmin
+
+            return object.__new__(RemoteAdmin)
+        return object.__new__(cls)
+
+    def __init__(
+        self,
+        path: str | PathLike[str] | None = None,
+        *,
+        create: bool = False,
+        bootstrap_servers: str | None = None,
+        **config: Any,
+    ) -> None:
         """Open the data directory ``path``. It must exist already (made by
         a ``Producer``, a ``Broker`` or an earlier ``create=True``), else
         :class:`ottla.DataDirectoryNotFoundError` naming the path: a
         mistyped path fails instead of being created. ``create=True``
-        creates it."""
+        creates it. ``Admin(bootstrap_servers="host:9092", **config)`` (or
+        ``Admin("kafka://host:9092")``) administers a cluster instead."""
+        if path is None:
+            raise TypeError(
+                "Admin() needs a data directory path, a 'kafka://host:port' address "
+                "or bootstrap_servers='host:port'"
+            )
+        if config:
+            raise TypeError(
+                f"Admin() got unexpected keyword arguments {sorted(config)} "
+                "(settings are for bootstrap_servers=...)"
+            )
         self._core = _Admin(path, create=create)
 
     @property

@@ -31,7 +31,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from os import PathLike
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from ottla import _arrow
 from ottla._core import (
@@ -45,7 +45,14 @@ from ottla._core import (
     SendFuture,
     SendManyFuture,
 )
+from ottla.remote._door import Door as _Door
 from ottla.types import TopicPartition
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ottla._core import _Acks, _BytesLike, _Path
 
 _TP = TopicPartition | tuple[str, int]
 
@@ -57,7 +64,7 @@ def _tp_key(tp: _TP) -> tuple[str, int]:
     return str(topic), int(partition)
 
 
-class Producer(_CoreAioProducer):
+class Producer(_CoreAioProducer, metaclass=_Door):
     """Appends records to topics, for asyncio code.
 
     ``Producer(path, **config)`` takes the settings of :class:`ottla.Producer`
@@ -87,9 +94,58 @@ class Producer(_CoreAioProducer):
     partition's later sends, until the error reaches you (an awaited future
     or ``flush()`` raising it, ``result()``/``exception()``): the log keeps
     the order records were sent in, as with :class:`ottla.Producer`.
+
+    ``Producer(bootstrap_servers="host:9092", **config)`` (or
+    ``Producer("kafka://host:9092")``) produces to a Kafka-protocol cluster
+    instead, with the same methods (``pip install 'ottla[kafka]'``;
+    docs/remote.md).
     """
 
     __slots__ = ()
+
+    @overload
+    def __new__(
+        cls,
+        path: _Path,
+        *,
+        linger_ms: int = 5,
+        batch_size: int = 262144,
+        fsync: Literal["never", "interval", "always"] = "never",
+        fsync_interval_ms: int = 1000,
+        auto_create_topics: bool = True,
+        num_partitions: int = 1,
+        key_serializer: Callable[[Any], _BytesLike | None] | None = None,
+        value_serializer: Callable[[Any], _BytesLike | None] | None = None,
+        acks: _Acks | None = None,
+        client_id: str | None = None,
+        retention_check_interval_ms: int = 300000,
+    ) -> Self: ...
+    @overload
+    def __new__(cls, path: None = None, *, bootstrap_servers: str, **config: Any) -> Self: ...
+    def __new__(
+        cls,
+        path: str | PathLike[str] | None = None,
+        *,
+        bootstrap_servers: str | None = None,
+        **config: Any,
+    ) -> Self:
+        """A producer of the data directory ``path``, or of a cluster."""
+        if bootstrap_servers is None and not (
+            isinstance(path, str) and path.startswith("kafka://")
+        ):
+            if path is None:
+                raise TypeError(
+                    "Producer() needs a data directory path, a 'kafka://host:port' "
+                    "address or bootstrap_servers='host:port'"
+                )
+            return super().__new__(cls, path, **config)
+        from ottla.remote._kafka import target_servers
+        from ottla.remote.aio import Producer as _Remote
+
+        servers = target_servers("Producer", path, bootstrap_servers)
+        assert servers is not None
+        remote: Any = _Remote(servers, **config)
+        return remote  # type: ignore[no-any-return]
 
     async def send_and_wait(
         self,
@@ -173,6 +229,18 @@ class Consumer:
 
     __slots__ = ("_path", "_streak", "_sync", "_timeout_ms", "_waiter")
 
+    def __new__(cls, *args: Any, bootstrap_servers: str | None = None, **config: Any) -> Consumer:
+        """``Consumer(*topics, bootstrap_servers="host:9092", **config)`` or
+        ``Consumer("kafka://host:9092", *topics, **config)``: the same
+        consumer over a cluster (:mod:`ottla.remote.aio`)."""
+        if bootstrap_servers is not None or (
+            args and isinstance(args[0], str) and args[0].startswith("kafka://")
+        ):
+            from ottla.remote.aio import Consumer as _Remote
+
+            return object.__new__(_Remote)
+        return object.__new__(cls)
+
     # Records handed out without suspending, at most, before a call yields
     # to the loop: a consumer with a backlog must not starve other tasks
     # (a producer task in the same loop, say). The yield comes before a
@@ -187,6 +255,7 @@ class Consumer:
         self,
         path: str | PathLike[str],
         *topics: str | Sequence[str],
+        bootstrap_servers: str | None = None,
         group_id: str | None = None,
         auto_offset_reset: Literal[
             "earliest", "latest", "none", "smallest", "beginning", "largest", "end"
@@ -205,7 +274,8 @@ class Consumer:
         **config: Any,
     ) -> None:
         """Settings as for :class:`ottla.Consumer`; any further keyword goes
-        to it unchanged."""
+        to it unchanged. (``bootstrap_servers``: see :meth:`__new__`.)"""
+        del bootstrap_servers  # only the cluster form (ottla.remote.aio) has one
         if consumer_timeout_ms is not None and not consumer_timeout_ms >= 0:
             raise ValueError(f"consumer_timeout_ms must be >= 0, got {consumer_timeout_ms}")
         self._timeout_ms = consumer_timeout_ms

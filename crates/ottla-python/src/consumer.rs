@@ -1064,6 +1064,17 @@ pub struct OffsetAndTimestamp {
 
 #[pymethods]
 impl OffsetAndTimestamp {
+    /// Made by hand too: the remote consumer (`ottla.remote`) builds the
+    /// same result from a cluster's ListOffsets answer.
+    #[new]
+    fn new(offset: i64, timestamp: i64) -> Self {
+        OffsetAndTimestamp { offset, timestamp }
+    }
+
+    fn __getnewargs__(&self) -> (i64, i64) {
+        (self.offset, self.timestamp)
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "OffsetAndTimestamp(offset={}, timestamp={})",

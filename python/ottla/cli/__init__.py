@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 EPILOG = """\
 Every command works on a data directory (--data DIR, default $OTTLA_DATA or
 ./ottla-data) or, with --bootstrap-server HOST:PORT, on a Kafka-protocol
-broker (needs kafka-python: pip install 'ottla[remote]').
+broker (needs confluent-kafka: pip install 'ottla[kafka]').
 
 examples:
   ottla topics create events --partitions 3
@@ -114,9 +114,11 @@ def _message(e: BaseException) -> str:
 
 
 def _kafka_error(e: BaseException, server: str | None) -> str | None:
-    """A message for kafka-python's errors, without importing it."""
+    """A message for a Kafka client's error (confluent-kafka's
+    KafkaException, which ottla.remote did not turn into an ottla error),
+    without importing it."""
     module = type(e).__module__ or ""
-    if not module.startswith("kafka"):
+    if not module.startswith(("kafka", "confluent_kafka", "cimpl")):
         return None
     name = type(e).__name__
     text = str(e).strip()

@@ -1,4 +1,5 @@
-"""The directory backend: the embedded engine on a data directory."""
+"""The directory backend: ottla's API on a data directory. The broker
+backend (:mod:`ottla.cli.remote`) is this class with a cluster's address."""
 
 from __future__ import annotations
 
@@ -92,10 +93,12 @@ class DirectoryBackend:
         return RecordSink(ottla.Producer(self.path, auto_create_topics=auto_create_topics))
 
     def open_source(self, group: str | None, auto_offset_reset: str) -> RecordSource:
-        consumer = ottla.Consumer(
+        # self.path is a directory, or "kafka://host:port" (the broker
+        # backend, a subclass): the same ottla.Consumer either way.
+        consumer = ottla.Consumer(  # type: ignore[call-overload]  # auto_offset_reset: str
             self.path,
             group_id=group,
-            auto_offset_reset=auto_offset_reset,  # type: ignore[arg-type]
+            auto_offset_reset=auto_offset_reset,
             enable_auto_commit=group is not None,
             auto_create_topics=False,
         )

@@ -1,0 +1,191 @@
+"""ottla's API over a cluster beside raw confluent-kafka, same broker.
+
+    python bench/remote_bench.py [--records N]
+
+Starts ``ottla serve`` in a child process, then times, with the same
+librdkafka settings, against the same broker:
+
+* produce: a raw ``Producer.produce()`` loop (one delivery callback per
+  record, as a caller that wants each record's offset needs) beside
+  ``ottla.Producer(bootstrap_servers=...).send()`` in a loop, both ending
+  with ``flush()``;
+* consume: a raw ``Consumer.consume(num_messages=500)`` loop touching each
+  value, beside iterating ``ottla.Consumer(..., bootstrap_servers=...)``
+  (``Record`` objects), and ``poll_values``.
+
+The ratio is ottla's rate over raw confluent-kafka's (goal: >= 0.9). One
+run, numbers printed; nothing asserted (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import confluent_kafka as ck
+
+import ottla
+
+VALUE = b"x" * 100
+QUIET = {"log_level": 3}
+
+
+def serve(data: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ottla", "serve", "--data", data, "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise RuntimeError(f"ottla serve said {line!r}")
+    return proc, line.split()[-1]
+
+
+def raw_produce(servers: str, topic: str, n: int) -> float:
+    p = ck.Producer({"bootstrap.servers": servers, "linger.ms": 5, **QUIET})
+    p.produce(topic, b"warm-up")
+    p.flush(30)
+    acked = [0]
+
+    def done(err: Any, msg: Any) -> None:
+        acked[0] += 1
+
+    produce, poll = p.produce, p.poll
+    t0 = time.perf_counter()
+    for i in range(n):
+        while True:
+            try:
+                produce(topic, VALUE, on_delivery=done)
+                break
+            except BufferError:
+                poll(0.05)
+        if i % 1000 == 0:
+            poll(0)
+    p.flush(60)
+    elapsed = time.perf_counter() - t0
+    assert acked[0] == n
+    return n / elapsed
+
+
+def ottla_produce(servers: str, topic: str, n: int) -> float:
+    p = ottla.Producer(bootstrap_servers=servers, **QUIET)
+    p.send(topic, b"warm-up").get(30)
+    send = p.send
+    t0 = time.perf_counter()
+    for _ in range(n):
+        send(topic, VALUE)
+    p.flush(60)
+    elapsed = time.perf_counter() - t0
+    p.close()
+    return n / elapsed
+
+
+def raw_consume(servers: str, topic: str, n: int) -> float:
+    c = ck.Consumer(
+        {
+            "bootstrap.servers": servers,
+            "group.id": f"raw-{time.time()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **QUIET,
+        }
+    )
+    c.subscribe([topic])
+    first = None
+    while first is None:  # join and first fetch, not timed
+        first = c.poll(1.0)
+    got = 1
+    t0 = time.perf_counter()
+    total = 0
+    while got < n:
+        for m in c.consume(500, 1.0):
+            if m.error() is None:
+                total += len(m.value())
+                got += 1
+    elapsed = time.perf_counter() - t0
+    c.close()
+    return (n - 1) / elapsed
+
+
+def ottla_iterate(servers: str, topic: str, n: int) -> float:
+    c = ottla.Consumer(
+        topic, bootstrap_servers=servers, group_id=f"it-{time.time()}", auto_offset_reset="earliest",
+        enable_auto_commit=False, **QUIET,
+    )  # fmt: skip
+    it = iter(c)
+    next(it)  # join and first fetch, not timed
+    got = 1
+    total = 0
+    t0 = time.perf_counter()
+    for r in it:
+        total += len(r.value)
+        got += 1
+        if got >= n:
+            break
+    elapsed = time.perf_counter() - t0
+    c.close()
+    return (n - 1) / elapsed
+
+
+def ottla_poll_values(servers: str, topic: str, n: int) -> float:
+    c = ottla.Consumer(
+        topic, bootstrap_servers=servers, group_id=f"pv-{time.time()}", auto_offset_reset="earliest",
+        enable_auto_commit=False, **QUIET,
+    )  # fmt: skip
+    got = len(c.poll_values(max_records=1, timeout_ms=10_000))  # not timed
+    t0 = time.perf_counter()
+    while got < n:
+        got += len(c.poll_values(max_records=10_000, timeout_ms=1000))
+    elapsed = time.perf_counter() - t0
+    c.close()
+    return (n - 1) / elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    n = args.records
+    results: dict[str, list[float]] = {}
+
+    def note(name: str, rate: float) -> None:
+        results.setdefault(name, []).append(rate)
+
+    with tempfile.TemporaryDirectory() as data:
+        proc, servers = serve(data)
+        try:
+            # Interleaved rounds (the machine is shared and noisy): medians.
+            for r in range(args.rounds):
+                note("raw produce", raw_produce(servers, f"raw{r}", n))
+                note("ottla produce", ottla_produce(servers, f"ott{r}", n))
+                note("raw consume", raw_consume(servers, "raw0", n))
+                note("ottla iterate", ottla_iterate(servers, "raw0", n))
+                note("ottla poll_values", ottla_poll_values(servers, "raw0", n))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"{n} records of {len(VALUE)} B through `ottla serve` on 127.0.0.1, "
+          f"median of {args.rounds} interleaved rounds")  # fmt: skip
+    print(f"{'workload':<22} {'ottla':>12} {'raw confluent-kafka':>20} {'ratio':>6}")
+    for name, ours, raw in (
+        ("send() loop, 100 B", "ottla produce", "raw produce"),
+        ("consumer iteration", "ottla iterate", "raw consume"),
+        ("poll_values", "ottla poll_values", "raw consume"),
+    ):
+        o, w = med[ours], med[raw]
+        print(f"{name:<22} {o / 1e3:>10.0f} k/s {w / 1e3:>18.0f} k/s {o / w:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()

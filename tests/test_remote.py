@@ -1,0 +1,158 @@
+"""What only the cluster form has (issue 16): the address forms, settings a
+cluster cannot have, errors that come back from the broker, the optional
+extra, and confluent-kafka imported only when a cluster is asked for. The
+shared behaviour is the API suite's: tests/conftest.py runs it against a
+broker too."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ottla
+import ottla.aio
+
+pytest.importorskip("confluent_kafka")
+
+
+def test_address_forms(broker: ottla.Broker) -> None:
+    servers = broker.bootstrap_servers
+    with ottla.Producer(f"kafka://{servers}") as p:
+        assert isinstance(p, ottla.Producer) and p.path == f"kafka://{servers}"
+        assert p.send("forms", b"a").get(10).offset == 0
+    with ottla.Producer(bootstrap_servers=servers) as p:
+        assert p.send("forms", b"b").get(10).offset == 1
+    # Consumer: every positional argument is a topic with bootstrap_servers=.
+    with ottla.Consumer(
+        "forms", bootstrap_servers=servers, auto_offset_reset="earliest", consumer_timeout_ms=0
+    ) as c:
+        assert isinstance(c, ottla.Consumer)
+        assert [r.value for r in c] == [b"a", b"b"]
+    with ottla.Consumer(
+        f"kafka://{servers}", "forms", auto_offset_reset="earliest", consumer_timeout_ms=0
+    ) as c:
+        assert [r.offset for r in c] == [0, 1]
+    admin = ottla.Admin(f"kafka://{servers}")
+    assert isinstance(admin, ottla.Admin) and "forms" in admin.list_topics()
+    with pytest.raises(TypeError, match="not both"):
+        ottla.Producer(broker.path, bootstrap_servers=servers)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="not both"):
+        ottla.Admin(broker.path, bootstrap_servers=servers)
+    with pytest.raises(ValueError, match="kafka://HOST:PORT"):
+        ottla.Producer("kafka://")
+    # A directory path still means the directory.
+    with ottla.Producer(broker.path) as p:
+        assert not p.path.startswith("kafka://")
+
+
+def test_settings_only_a_directory_has_are_refused_by_name(broker: ottla.Broker) -> None:
+    servers = broker.bootstrap_servers
+    for kw in ({"fsync": "always"}, {"fsync_interval_ms": 10}, {"retention_check_interval_ms": 1}):
+        with pytest.raises(ottla.InvalidConfigError, match=next(iter(kw))):
+            ottla.Producer(bootstrap_servers=servers, **kw)
+    with pytest.raises(ottla.InvalidConfigError, match="busy_poll_us"):
+        ottla.Consumer("t", bootstrap_servers=servers, busy_poll_us=10)
+    with pytest.raises(TypeError, match="no_such_option"):
+        ottla.Producer(bootstrap_servers=servers, no_such_option=1)
+    admin = ottla.Admin(bootstrap_servers=servers)
+    admin.create_topic("c", config={"cleanup.policy": "compact"})
+    with pytest.raises(ottla.IllegalStateError, match="compact"):
+        admin.compact("c")
+    with pytest.raises(ottla.IllegalStateError, match="retention"):
+        admin.enforce_retention("c")
+
+
+def test_librdkafka_settings_pass_through(broker: ottla.Broker) -> None:
+    servers = broker.bootstrap_servers
+    # Kafka's dotted names and kafka-python's underscored ones, security included.
+    dotted: dict[str, Any] = {"message.timeout.ms": 20_000}
+    with ottla.Producer(
+        bootstrap_servers=servers,
+        compression_type="zstd",
+        security_protocol="PLAINTEXT",
+        **dotted,
+    ) as p:
+        assert p.send("pass", b"z" * 1000).get(10).offset == 0
+    with pytest.raises(ottla.InvalidConfigError):
+        ottla.Producer(bootstrap_servers=servers, compression_type="rot13")
+
+
+def test_broker_errors_arrive_as_ottla_errors(broker: ottla.Broker) -> None:
+    servers = broker.bootstrap_servers
+    admin = ottla.Admin(bootstrap_servers=servers)
+    admin.create_topic("small", config={"max.message.bytes": 1000})
+    with pytest.raises(ottla.TopicAlreadyExistsError):
+        admin.create_topic("small")
+    with pytest.raises(ottla.UnknownTopicOrPartitionError):
+        admin.describe_topic("missing")
+    with ottla.Producer(bootstrap_servers=servers) as p:
+        # The broker refuses it: the future raises, and so does flush().
+        fut = p.send("small", b"x" * 2000)
+        with pytest.raises(ottla.RecordTooLargeError) as info:
+            fut.get(10)
+        assert info.value.kafka_error.name() == "MSG_SIZE_TOO_LARGE"  # type: ignore[attr-defined]
+        assert p.send("small", b"y" * 100).get(10).offset == 0
+
+
+def test_group_offsets_go_through_the_clusters_coordinator(broker: ottla.Broker) -> None:
+    servers = broker.bootstrap_servers
+    with ottla.Producer(bootstrap_servers=servers) as p:
+        p.send_many("g", [b"a", b"b", b"c"]).get(10)
+    with ottla.Consumer(
+        "g", bootstrap_servers=servers, group_id="billing", auto_offset_reset="earliest"
+    ) as c:
+        assert len(c.poll(timeout_ms=5000, max_records=2)[ottla.TopicPartition("g", 0)]) == 2
+        c.commit()
+    # The broker keeps the group: a directory Admin on its data sees it too.
+    local = ottla.Admin(broker.path).group_offsets("billing")
+    assert local == {("g", 0): {"committed": 2, "end": 3, "lag": 1}}
+    remote = ottla.Admin(bootstrap_servers=servers).describe_group("billing")
+    assert remote.state == "Empty" and remote.lag == 1
+
+
+def test_core_import_does_not_load_confluent_kafka_and_says_how_to_get_it(
+    tmp_path: Path,
+) -> None:
+    code = (
+        "import sys, ottla, ottla.aio, ottla.admin\n"
+        "assert 'confluent_kafka' not in sys.modules\n"
+        "try:\n"
+        "    ottla.Producer(bootstrap_servers='127.0.0.1:9')\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    fake = tmp_path / "shadow" / "confluent_kafka"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no confluent-kafka here')\n")
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(fake.parent)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'ottla[kafka]'" in done.stdout
+
+
+def test_aio_forms(broker: ottla.Broker) -> None:
+    import asyncio
+
+    async def main() -> list[bytes]:
+        async with ottla.aio.Producer(bootstrap_servers=broker.bootstrap_servers) as p:
+            assert isinstance(p, ottla.aio.Producer)
+            await p.send_many("aio", [b"a", b"b"])
+        async with ottla.aio.Consumer(
+            "aio",
+            bootstrap_servers=broker.bootstrap_servers,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=0,
+        ) as c:
+            assert isinstance(c, ottla.aio.Consumer)
+            return [r.value async for r in c]
+
+    assert asyncio.run(main()) == [b"a", b"b"]
