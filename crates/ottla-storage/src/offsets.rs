@@ -23,7 +23,10 @@ use crate::error::{Error, Result};
 use crate::log::{now_ms, Durability, PartitionLog, ReadCursor};
 use crate::store::Store;
 use crate::topic::TopicId;
-use ottla_record::batch::{BatchBuilder, Batches};
+use ottla_record::batch::{
+    parse_marker, seal_crc, BatchBuilder, Batches, ControlType, ATTRIBUTES, PRODUCER_EPOCH,
+    PRODUCER_ID, TRANSACTIONAL_FLAG,
+};
 use ottla_record::decode::records;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -80,6 +83,10 @@ type Key = (String, String, u32);
 
 struct State {
     map: HashMap<Key, Committed>,
+    /// Offsets committed inside open transactions (TxnOffsetCommit), by
+    /// producer id: applied when the producer's COMMIT marker is read,
+    /// dropped at its ABORT marker (Kafka's pending transactional offsets).
+    pending: HashMap<i64, Vec<(Key, Option<Committed>)>>,
     next: i64,
     cursor: Option<ReadCursor>,
 }
@@ -277,6 +284,7 @@ impl OffsetStore {
             log,
             state: Mutex::new(State {
                 map: HashMap::new(),
+                pending: HashMap::new(),
                 next: start,
                 cursor: None,
             }),
@@ -303,6 +311,17 @@ impl OffsetStore {
             }
             for (h, batch) in Batches::new(&fetched.bytes) {
                 if h.is_control() {
+                    if h.next_offset() > st.next {
+                        let pending = st.pending.remove(&h.producer_id);
+                        let commit =
+                            parse_marker(&h, batch).is_some_and(|m| m.kind == ControlType::Commit);
+                        for (key, c) in pending.into_iter().flatten().filter(|_| commit) {
+                            match c {
+                                Some(c) => st.map.insert(key, c),
+                                None => st.map.remove(&key),
+                            };
+                        }
+                    }
                     st.next = h.next_offset();
                     continue;
                 }
@@ -313,7 +332,15 @@ impl OffsetStore {
                         continue;
                     }
                     if let Some(key) = rec.key.and_then(decode_key) {
-                        match rec.value.and_then(decode_value) {
+                        let value = rec.value.and_then(decode_value);
+                        if h.is_transactional() {
+                            st.pending
+                                .entry(h.producer_id)
+                                .or_default()
+                                .push((key, value));
+                            continue;
+                        }
+                        match value {
                             Some(c) => {
                                 st.map.insert(key, c);
                             }
@@ -376,6 +403,45 @@ impl OffsetStore {
         ids: &HashMap<String, TopicId>,
         durability: Durability,
     ) -> Result<()> {
+        self.write_entries(group, offsets, ids, None, durability)
+    }
+
+    /// TxnOffsetCommit: `offsets` for `group` inside the open transaction
+    /// of `producer_id` at `epoch`, in a transactional batch. They count
+    /// (here and for every reader of the topic) only once the producer's
+    /// COMMIT marker follows them in `__consumer_offsets`; an ABORT marker
+    /// drops them.
+    pub fn commit_transactional(
+        &self,
+        group: &str,
+        offsets: &[OffsetEntry],
+        producer_id: i64,
+        epoch: i16,
+        durability: Durability,
+    ) -> Result<()> {
+        self.write_entries(
+            group,
+            offsets,
+            &HashMap::new(),
+            Some((producer_id, epoch)),
+            durability,
+        )
+    }
+
+    /// The partition of `__consumer_offsets` this store writes (for the
+    /// transaction coordinator, which ends transactions there too).
+    pub fn log(&self) -> &Arc<PartitionLog> {
+        &self.log
+    }
+
+    fn write_entries(
+        &self,
+        group: &str,
+        offsets: &[OffsetEntry],
+        ids: &HashMap<String, TopicId>,
+        txn: Option<(i64, i16)>,
+        durability: Durability,
+    ) -> Result<()> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -414,6 +480,13 @@ impl OffsetStore {
             entries.push(((group.to_string(), topic.clone(), *partition), c));
         }
         let mut bytes = b.finish().to_vec();
+        if let Some((producer_id, epoch)) = txn {
+            let attributes = TRANSACTIONAL_FLAG;
+            bytes[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+            bytes[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
+            bytes[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&epoch.to_be_bytes());
+            seal_crc(&mut bytes);
+        }
         self.log.append(&mut bytes, durability)?;
         let mut st = self.state.lock();
         self.catch_up(&mut st)?;

@@ -6,6 +6,9 @@
 //! `current_leader_epoch` checked first when it gives one (not -1): a lower
 //! one is FENCED_LEADER_EPOCH, a higher one UNKNOWN_LEADER_EPOCH.
 //!
+//! Under `isolation_level=1` (read_committed, v2+), latest is the
+//! partition's last stable offset, as Kafka answers.
+//!
 //! The tiered-storage specs are answered as a Kafka broker without remote
 //! storage answers them: earliest-local (-4, v8+, KIP-405) is the log start
 //! offset, as earliest; latest-tiered (-5, v9+, KIP-1005) is "none" (offset
@@ -66,6 +69,14 @@ pub async fn handle(
                     .replicas
                     .list_offset(t.name.as_str(), p.partition_index, -1, current)
                     .map(|_| (-1, -1, -1)),
+            };
+            // read_committed (v2+): latest is the last stable offset.
+            let found = match found {
+                Ok((ts, _, epoch)) if req.isolation_level == 1 && p.timestamp == -1 => shared
+                    .replicas
+                    .last_stable_offset(t.name.as_str(), p.partition_index)
+                    .map(|lso| (ts, lso, epoch)),
+                other => other,
             };
             match found {
                 Ok((ts, offset, epoch)) => {

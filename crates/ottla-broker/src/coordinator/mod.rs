@@ -5,15 +5,14 @@
 //! consumer_group  consumer groups, KIP-848's consumer protocol (server-side assignors)
 //! claim        who coordinates a group: embedded members or this broker
 //! producer_id  producer ids for idempotent producers (ProducerIdManager)
+//! txn          transactions (TransactionCoordinator): state, markers, timeouts
 //! ```
-//!
-//! The transaction coordinator will go here too, next to the producer ids it
-//! hands out.
 
 pub mod claim;
 pub mod consumer_group;
 pub mod group;
 pub mod producer_id;
+pub mod txn;
 
 #[cfg(test)]
 mod consumer_group_tests;
