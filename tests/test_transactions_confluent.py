@@ -59,11 +59,12 @@ def drain(c: ck.Consumer, topic: str, quiet: float = 1.5, limit: float = TIMEOUT
             if assigned and time.monotonic() - last > quiet:
                 break
             continue
-        if m.error():
-            if m.error().code() == ck.KafkaError._PARTITION_EOF:
+        err = m.error()
+        if err is not None:
+            if err.code() == ck.KafkaError._PARTITION_EOF:
                 continue
-            raise AssertionError(m.error())
-        out.append(m.value())
+            raise AssertionError(err)
+        out.append(m.value() or b"")
         last = time.monotonic()
     return out
 
@@ -182,7 +183,7 @@ def test_a_transaction_past_its_timeout_is_aborted(broker: ottla.Broker, data_di
 def lso(b: ottla.Broker, topic: str) -> int:
     """ListOffsets latest under read_committed: the last stable offset."""
     a = AdminClient({"bootstrap.servers": b.bootstrap_servers})
-    spec = {ck.TopicPartition(topic, 0): OffsetSpec.latest()}
+    spec = {ck.TopicPartition(topic, 0): OffsetSpec.latest()}  # type: ignore[no-untyped-call]
     f = a.list_offsets(spec, isolation_level=ck.IsolationLevel.READ_COMMITTED)
     return int(next(iter(f.values())).result(TIMEOUT).offset)
 

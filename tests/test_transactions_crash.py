@@ -71,7 +71,7 @@ def committed_values(addr: str, topic: str, n: int) -> list[bytes]:
         while time.monotonic() < deadline:
             m = c.poll(0.2)
             if m is not None and not m.error():
-                out.append(m.value())
+                out.append(m.value() or b"")
                 continue
             if len(out) >= n:
                 quiet_until = quiet_until or time.monotonic() + 1.0
@@ -84,7 +84,7 @@ def committed_values(addr: str, topic: str, n: int) -> list[bytes]:
 
 def lso(addr: str, topic: str) -> int:
     a = AdminClient({"bootstrap.servers": addr})
-    spec = {ck.TopicPartition(topic, 0): OffsetSpec.latest()}
+    spec = {ck.TopicPartition(topic, 0): OffsetSpec.latest()}  # type: ignore[no-untyped-call]
     f = a.list_offsets(spec, isolation_level=ck.IsolationLevel.READ_COMMITTED)
     return int(next(iter(f.values())).result(TIMEOUT).offset)
 

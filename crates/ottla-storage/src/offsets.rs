@@ -685,6 +685,40 @@ mod tests {
     /// missed (a crash, a commit racing the delete): each carries the id
     /// of the topic it was made for.
     #[test]
+    fn transactional_commits_count_only_after_their_commit_marker() {
+        use ottla_record::batch::marker_batch;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        store.create_topic("t", 1, &[]).expect("create");
+        let offsets = store.offsets().expect("offsets");
+        let entry = |o: i64| vec![("t".to_string(), 0u32, o, -1, String::new())];
+        let at = |o: &OffsetStore| o.committed("g", "t", 0).expect("read").map(|c| c.offset);
+        offsets
+            .commit_transactional("g", &entry(5), 7, 0, Durability::PageCache)
+            .expect("txn commit");
+        assert_eq!(at(&offsets), None, "pending until the marker");
+        let marker = |kind| {
+            let mut m = marker_batch(7, 0, kind, 0, 1);
+            offsets
+                .log()
+                .append(&mut m, Durability::PageCache)
+                .expect("marker");
+        };
+        marker(ControlType::Commit);
+        assert_eq!(at(&offsets), Some(5));
+        offsets
+            .commit_transactional("g", &entry(9), 7, 0, Durability::PageCache)
+            .expect("txn commit");
+        marker(ControlType::Abort);
+        assert_eq!(at(&offsets), Some(5), "an aborted commit is dropped");
+        // Another reader of the directory replays the same way.
+        drop(offsets);
+        drop(store);
+        let store = Store::open(dir.path()).expect("store");
+        assert_eq!(at(&store.offsets().expect("offsets")), Some(5));
+    }
+
+    #[test]
     fn a_recreated_topic_does_not_inherit_commits() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("store");

@@ -409,6 +409,62 @@ mod tests {
     }
 
     #[test]
+    fn rebuild_from_the_log_finds_producers_open_and_aborted_transactions() {
+        use crate::log::Durability;
+        use ottla_record::batch::*;
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = crate::store::Store::open(dir.path()).expect("store");
+        let topic = store.create_topic("t", 1, &[]).expect("topic");
+        let log = store.partition(&topic, 0).expect("log");
+        let append = |pid: i64, seq: i32, txn: bool| {
+            let mut b = BatchBuilder::with_capacity(128);
+            b.append(1, None, Some(b"v"), &[]);
+            b.append(1, None, Some(b"w"), &[]);
+            let mut v = b.finish().to_vec();
+            let attrs = if txn { TRANSACTIONAL_FLAG } else { 0 };
+            v[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
+            v[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&pid.to_be_bytes());
+            v[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&0i16.to_be_bytes());
+            v[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&seq.to_be_bytes());
+            seal_crc(&mut v);
+            log.append(&mut v, Durability::PageCache)
+                .expect("append")
+                .base_offset
+        };
+        let marker = |pid: i64, kind| {
+            let mut m = marker_batch(pid, 0, kind, 3, 1);
+            log.append(&mut m, Durability::PageCache).expect("marker");
+        };
+        assert_eq!(append(1, 0, false), 0); // idempotent, 0-1
+        assert_eq!(append(2, 0, true), 2); // aborted below, 2-3
+        assert_eq!(append(3, 0, true), 4); // left open, 4-5
+        marker(2, ControlType::Abort); // 6
+        assert_eq!(append(1, 2, false), 7); // 7-8
+        let st = ProducerStateManager::rebuild(&log).expect("rebuild");
+        assert_eq!(st.check(&b(0, 2)), Verdict::Append, "another producer id");
+        let retry = BatchSeq {
+            producer_id: 1,
+            ..b(2, 2)
+        };
+        assert_eq!(st.check(&retry), Verdict::Duplicate(7));
+        assert_eq!(st.last_stable_offset(9), 4);
+        assert_eq!(st.txn_first_offset(3), Some(4));
+        let ab = st.aborted_txns(0, 9);
+        assert_eq!(ab.len(), 1);
+        assert_eq!(
+            (ab[0].producer_id, ab[0].first_offset, ab[0].last_offset),
+            (2, 2, 6)
+        );
+        let snap = st.snapshot();
+        assert_eq!(
+            snap.iter().map(|p| p.producer_id).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(snap[1].coordinator_epoch, 3);
+        assert_eq!(snap[2].current_txn_start_offset, 4);
+    }
+
+    #[test]
     fn a_marker_of_a_newer_epoch_fences_the_older_one() {
         let mut p = ProducerStateManager::default();
         p.record(&t(1, 0, 0, 5), 0, 1);

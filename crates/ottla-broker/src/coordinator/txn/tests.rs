@@ -51,7 +51,7 @@ async fn commit_writes_markers_and_a_restart_finishes_a_prepared_abort() {
         c.verify_produce(pid, epoch, "t", 0),
         Err(code::INVALID_TXN_STATE)
     );
-    c.add_partitions("x", pid, epoch, &[part.clone()])
+    c.add_partitions("x", pid, epoch, std::slice::from_ref(&part))
         .expect("add");
     c.verify_produce(pid, epoch, "t", 0).expect("verified");
     append_txn(&store, pid, epoch, 0);
