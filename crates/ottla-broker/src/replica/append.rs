@@ -111,7 +111,7 @@ impl ReplicaManager {
         };
         let state = self
             .producers
-            .partition(&log)
+            .for_append(&log, batches.iter().any(|(_, s)| s.producer_id >= 0))
             .map_err(|e| Refusal::engine(&e))?;
         // Held across check, append and record, so a retry racing its original
         // on another connection is still recognised.

@@ -6,13 +6,15 @@
 //! refusals into Kafka error codes.
 //!
 //! A partition's state is rebuilt from its log the first time the broker
-//! uses it (Produce, a marker, a read_committed Fetch), so a restarted
+//! needs it (a Produce with a producer id, a marker, a read_committed
+//! Fetch), so a restarted
 //! broker still recognises a retried batch, still fences a zombie and
 //! still knows which transactions are open. There are no snapshots yet:
 //! the rebuild reads the partition from its log start. The ids themselves
 //! come from `coordinator::producer_id`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -63,39 +65,69 @@ impl PartitionProducers {
 
 type SharedProducers = Arc<Mutex<PartitionProducers>>;
 
+/// A partition's producers, and whether they are loaded: readable without
+/// the producers' lock, which a rebuild holds while it reads the log.
+#[derive(Clone, Default)]
+struct Slot {
+    producers: SharedProducers,
+    loaded: Arc<AtomicBool>,
+}
+
 /// Every partition's producers.
 #[derive(Default)]
 pub struct ProducerTable {
-    partitions: Mutex<HashMap<(String, u32), SharedProducers>>,
+    partitions: Mutex<HashMap<(String, u32), Slot>>,
 }
 
 impl ProducerTable {
-    /// The producers of `log`'s partition, rebuilt from the log on first
-    /// use. Blocking (the rebuild reads the log).
-    pub fn partition(&self, log: &PartitionLog) -> Result<SharedProducers> {
-        let shared = self
-            .partitions
+    fn slot(&self, topic: &str, partition: u32) -> Slot {
+        self.partitions
             .lock()
-            .entry((log.topic().to_string(), log.partition()))
+            .entry((topic.to_string(), partition))
             .or_default()
-            .clone();
+            .clone()
+    }
+
+    /// The producers of `log`'s partition, rebuilt from the log on first
+    /// use. Blocking (the rebuild reads the log); the table itself is not
+    /// locked meanwhile, so other partitions are not held up.
+    pub fn partition(&self, log: &PartitionLog) -> Result<SharedProducers> {
+        let slot = self.slot(log.topic(), log.partition());
         {
-            let mut p = shared.lock();
+            let mut p = slot.producers.lock();
             if !p.loaded {
                 p.state = ProducerStateManager::rebuild(log)?;
                 p.loaded = true;
+                slot.loaded.store(true, Ordering::Release);
             }
         }
-        Ok(shared)
+        Ok(slot.producers)
+    }
+
+    /// The producers Produce checks `log`'s batches against: the
+    /// partition's (loaded if need be) when a batch has a producer id or
+    /// they are loaded already; otherwise an empty state of its own. Plain
+    /// batches (no producer id) neither need nor change producer state, so
+    /// a plain producer never pays for reading the partition.
+    pub fn for_append(&self, log: &PartitionLog, with_producer: bool) -> Result<SharedProducers> {
+        if with_producer {
+            return self.partition(log);
+        }
+        Ok(self
+            .loaded(log.topic(), log.partition())
+            .unwrap_or_default())
     }
 
     /// The producers of a partition if the broker has loaded them.
     pub fn loaded(&self, topic: &str, partition: u32) -> Option<SharedProducers> {
-        self.partitions
+        let slot = self
+            .partitions
             .lock()
             .get(&(topic.to_string(), partition))
-            .filter(|p| p.lock().loaded)
-            .cloned()
+            .cloned()?;
+        slot.loaded
+            .load(Ordering::Acquire)
+            .then_some(slot.producers)
     }
 
     /// Forget a deleted topic's producers.
