@@ -48,3 +48,32 @@ impl ReplicaManager {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::validate::validate;
+    use crate::errors::code;
+    use ottla_record::batch::*;
+    use ottla_storage::config::TopicConfig;
+
+    #[test]
+    fn clients_may_not_write_markers_but_may_write_transactional_batches() {
+        let cfg = TopicConfig::default();
+        let m = marker_batch(1, 0, ControlType::Commit, 0, 1);
+        let r = validate(&m, &cfg, None, 1).expect_err("a client's marker");
+        assert_eq!(r.code, code::INVALID_RECORD);
+        // Data with the transactional bit and a producer id passes (its
+        // transaction is checked against the coordinator by Produce).
+        let mut b = ottla_record::BatchBuilder::with_capacity(128);
+        b.append(1, None, Some(b"v"), &[]);
+        let mut v = b.finish().to_vec();
+        v[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&TRANSACTIONAL_FLAG.to_be_bytes());
+        seal_crc(&mut v);
+        let r = validate(&v, &cfg, None, 1).expect_err("no producer id");
+        assert_eq!(r.code, code::INVALID_RECORD);
+        v[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&5i64.to_be_bytes());
+        seal_crc(&mut v);
+        let ok = validate(&v, &cfg, None, 1).unwrap_or_else(|r| panic!("refused: {}", r.code));
+        assert!(ok[0].1.transactional);
+    }
+}
