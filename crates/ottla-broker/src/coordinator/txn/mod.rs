@@ -145,15 +145,20 @@ impl TxnCoordinator {
             _ => return Err(code::INVALID_TXN_STATE),
         };
         let coordinator_epoch = self.log()?.coordinator_epoch(&slot.transactional_id);
-        for (topic, partition) in &slot.partitions {
+        // A partition whose marker is written leaves the in-memory set, so
+        // a retry after a failed marker writes only the missing ones (the
+        // log keeps the whole set: a restart writes them all again, which
+        // ends nothing twice).
+        while let Some((topic, partition)) = slot.partitions.first().cloned() {
             replicas.write_marker(
-                topic,
-                *partition,
+                &topic,
+                partition,
                 slot.producer_id,
                 slot.producer_epoch,
                 kind,
                 coordinator_epoch,
             )?;
+            slot.partitions.remove(&(topic, partition));
         }
         let done = slot.complete(now_ms()).map_err(txn_code)?;
         self.persist(slot, done)
