@@ -268,3 +268,28 @@ def test_timeout_above_the_broker_maximum_is_refused(broker: ottla.Broker, data_
     with pytest.raises(ck.KafkaException) as e:
         p.init_transactions(TIMEOUT)
     assert e.value.args[0].code() == ck.KafkaError.INVALID_TRANSACTION_TIMEOUT
+
+
+def test_offsets_held_by_an_open_transaction_are_unstable_for_read_committed(
+    broker: ottla.Broker, data_dir: Path
+) -> None:
+    """OffsetFetch with require_stable (librdkafka sets it under
+    read_committed) answers UNSTABLE_OFFSET_COMMIT while a transaction holds
+    the group's offset; the client retries until the transaction ends."""
+    create(data_dir, "src")
+    group = "stable"
+    tp = ck.TopicPartition("src", 0)
+    p = producer(broker, "tx-stable")
+    p.begin_transaction()
+    meta = ck.Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": group})
+    p.send_offsets_to_transaction(
+        [ck.TopicPartition("src", 0, 7)], meta.consumer_group_metadata(), TIMEOUT
+    )
+    meta.close()
+    unc = consumer(broker, "read_uncommitted", **{"group.id": group})
+    assert unc.committed([tp], 10)[0].offset == ck.OFFSET_INVALID
+    com = consumer(broker, "read_committed", **{"group.id": group})
+    with pytest.raises(ck.KafkaException):
+        com.committed([tp], 3)
+    p.commit_transaction(TIMEOUT)
+    assert com.committed([tp], 10)[0].offset == 7

@@ -35,6 +35,7 @@ pub mod code {
     pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
     pub const CONCURRENT_TRANSACTIONS: i16 = 51;
     pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
+    pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
     pub const PRODUCER_FENCED: i16 = 90;
     pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;

@@ -542,6 +542,18 @@ impl OffsetStore {
         }
     }
 
+    /// Whether an open transaction holds an offset of `group` for this
+    /// partition, not yet committed (OffsetFetch's `require_stable`).
+    pub fn pending(&self, group: &str, topic: &str, partition: u32) -> Result<bool> {
+        let mut st = self.state.lock();
+        self.catch_up(&mut st)?;
+        Ok(st
+            .pending
+            .values()
+            .flatten()
+            .any(|((g, t, p), _)| g == group && t == topic && *p == partition))
+    }
+
     /// Every committed (topic, partition) of `group`, sorted.
     pub fn group_offsets(&self, group: &str) -> Result<Vec<(String, u32, Committed)>> {
         let mut st = self.state.lock();
@@ -697,6 +709,8 @@ mod tests {
             .commit_transactional("g", &entry(5), 7, 0, Durability::PageCache)
             .expect("txn commit");
         assert_eq!(at(&offsets), None, "pending until the marker");
+        assert!(offsets.pending("g", "t", 0).expect("read"));
+        assert!(!offsets.pending("g", "t", 1).expect("read"));
         let marker = |kind| {
             let mut m = marker_batch(7, 0, kind, 0, 1);
             offsets
@@ -706,6 +720,7 @@ mod tests {
         };
         marker(ControlType::Commit);
         assert_eq!(at(&offsets), Some(5));
+        assert!(!offsets.pending("g", "t", 0).expect("read"));
         offsets
             .commit_transactional("g", &entry(9), 7, 0, Durability::PageCache)
             .expect("txn commit");
