@@ -1,14 +1,12 @@
 """Answers a Kafka 4.x broker gives, checked with the clients that ask:
 ListOffsets' max-timestamp query (KIP-734), CreateTopics' replica checks,
-committed leader epochs, keyless records on a compacted topic, and the
-transactional FindCoordinator (issue 13, "answered differently today")."""
+committed leader epochs and keyless records on a compacted topic (issue 13,
+"answered differently today"); transactions are in test_transactions_*.py."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,6 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 INVALID_REPLICATION_FACTOR = 38
 INVALID_REPLICA_ASSIGNMENT = 39
 INVALID_RECORD = 87
-TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 
 
 def admin(b: ottla.Broker) -> AdminClient:
@@ -320,40 +317,6 @@ def test_keyless_refusal_carries_kafkas_record_errors(broker: ottla.Broker) -> N
         kp.close()
 
 
-# ------------------------------------------- transactional FindCoordinator
-
-
-def test_transactional_producer_fails_at_once_with_a_clear_error(broker: ottla.Broker) -> None:
-    p = ck.Producer(
-        {"bootstrap.servers": broker.bootstrap_servers, "transactional.id": f"tx-{uuid.uuid4()}"}
-    )
-    # A retriable answer would make this wait out its whole timeout and
-    # raise _TIMED_OUT; the answer is fatal, with the reason.
-    with pytest.raises(ck.KafkaException) as e:
-        p.init_transactions(30)
-    err: ck.KafkaError = e.value.args[0]
-    assert err.code() == TRANSACTIONAL_ID_AUTHORIZATION_FAILED, err
-    assert err.fatal(), err
-    assert "Transactions are not supported" in err.str(), err.str()
-
-
-def test_transactional_kafka_python_producer_fails(broker: ottla.Broker) -> None:
-    pytest.importorskip("kafka")
-    from kafka import KafkaProducer
-    from kafka.errors import TransactionalIdAuthorizationFailedError
-
-    kp = KafkaProducer(
-        bootstrap_servers=broker.bootstrap_servers,
-        transactional_id=f"tx-{uuid.uuid4()}",
-        max_block_ms=30000,
-    )
-    try:
-        with pytest.raises(TransactionalIdAuthorizationFailedError):
-            kp.init_transactions()
-    finally:
-        kp.close(timeout=5)
-
-
 def test_keyless_refusal_names_each_record_and_stores_nothing(broker: ottla.Broker) -> None:
     """The raw Produce v8 answer: Kafka's record errors (the index of each
     keyless record in its batch) and summary; the keyed records of the
@@ -392,21 +355,3 @@ def test_embedded_producer_refuses_keyless_records_on_a_compacted_topic(data_dir
         p.flush()
     (part,) = a.describe_topic("compacted-emb").partitions
     assert (part.start_offset, part.end_offset) == (0, 3)
-
-
-def test_transactional_aiokafka_producer_fails(broker: ottla.Broker) -> None:
-    pytest.importorskip("aiokafka")
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.errors import TransactionalIdAuthorizationFailed
-
-    async def start() -> None:
-        p = AIOKafkaProducer(
-            bootstrap_servers=broker.bootstrap_servers, transactional_id=f"tx-{uuid.uuid4()}"
-        )
-        try:
-            with pytest.raises(TransactionalIdAuthorizationFailed):
-                await asyncio.wait_for(p.start(), 30)
-        finally:
-            await p.stop()
-
-    asyncio.run(start())

@@ -11,7 +11,8 @@
 //! api/*        one module per API family: protocol decode and encode only
 //! replica/     the replica manager: the one way to partition logs (append
 //!              with producer de-duplication, read with the long poll, offsets)
-//! coordinator/ consumer groups, their coordinator claim, producer ids
+//! coordinator/ consumer groups, their coordinator claim, producer ids,
+//!              transactions
 //! errors       Kafka error codes, and engine errors mapped onto them
 //! fuzzing      the request-frame oracle (cargo-fuzz and the replay test)
 //! alloc        the process allocator, safe against sizes claimed on the wire
@@ -115,6 +116,10 @@ pub struct BrokerConfig {
     /// DescribeCluster, and the rack of every replica here, which the
     /// consumer-protocol assignors match against members' `rack_id`.
     pub broker_rack: Option<String>,
+    /// The longest `transaction.timeout.ms` a transactional producer may
+    /// ask for (Kafka's `transaction.max.timeout.ms`, 900000 as in Kafka);
+    /// a longer one is INVALID_TRANSACTION_TIMEOUT.
+    pub transaction_max_timeout_ms: i32,
 }
 
 /// A quarter of the soft open-file limit (`RLIMIT_NOFILE`; 256 under the
@@ -155,6 +160,7 @@ impl Default for BrokerConfig {
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_max_size: i32::MAX as usize,
             broker_rack: None,
+            transaction_max_timeout_ms: ottla_storage::txn_state::DEFAULT_MAX_TIMEOUT_MS,
         }
     }
 }
@@ -170,6 +176,8 @@ pub struct Shared {
     /// Consumer-protocol (KIP-848) groups.
     pub consumer_groups: coordinator::consumer_group::ConsumerGroupCoordinator,
     pub producer_ids: coordinator::producer_id::ProducerIdManager,
+    /// The transaction coordinator.
+    pub txns: coordinator::txn::TxnCoordinator,
     pub replicas: replica::ReplicaManager,
     /// Turns true when the broker is asked to stop (see [`Broker::close`]).
     pub stopping: watch::Receiver<bool>,
@@ -261,6 +269,12 @@ impl Broker {
             ottla_storage::fd_budget::set_max_open_files(n);
         }
         let retention = RetentionChecker::shared(&store, config.retention_check_interval_ms)?;
+        // Every transaction in `__transaction_state`, before any request.
+        let txns = coordinator::txn::TxnCoordinator::start(
+            store.clone(),
+            config.durability,
+            config.transaction_max_timeout_ms,
+        )?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (replicas, waker) =
             replica::ReplicaManager::start(store.clone(), config.durability, shutdown_rx.clone());
@@ -288,6 +302,7 @@ impl Broker {
                 },
             ),
             producer_ids: coordinator::producer_id::ProducerIdManager::default(),
+            txns,
             replicas,
             store,
             advertised_host,
@@ -309,6 +324,11 @@ impl Broker {
         ));
         runtime.spawn(alloc::trimmer(shutdown_rx.clone()));
         runtime.spawn(coordinator::consumer_group::reaper(
+            shared.clone(),
+            shutdown_rx.clone(),
+            done_tx.clone(),
+        ));
+        runtime.spawn(coordinator::txn::reaper(
             shared.clone(),
             shutdown_rx.clone(),
             done_tx.clone(),

@@ -23,6 +23,12 @@
 //! clients validate their positions after a seek or a committed offset as
 //! they do against Kafka. docs/COMPATIBILITY.md lists every key against Kafka 4.x's
 //! range (`tests/test_compatibility_doc.py` checks it against this table).
+//! Transactions (KIP-98, KIP-447) are served up to KIP-890 part 1:
+//! AddPartitionsToTxn v0-4 (v4: batched, `verify_only`), AddOffsetsToTxn
+//! v0-3, TxnOffsetCommit v0-4, EndTxn v0-4; the versions that add part 2
+//! (EndTxn v5's bumped epoch) or TRANSACTION_ABORTABLE are not advertised.
+//! DescribeTransactions v0 and ListTransactions v0-1 (v1: the duration
+//! filter) report the coordinator's state.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
@@ -62,6 +68,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::AddPartitionsToTxn, 0, 4),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 /// The API, if `key` at `version` is one this broker serves.

@@ -150,6 +150,17 @@ fn offsets_key_value_survive_mutation() {
 }
 
 #[test]
+fn txn_state_key_value_survive_mutation() {
+    replay(
+        "txn_state_kv",
+        4000,
+        0x0e11_a00b,
+        256,
+        fuzzing::txn_state_kv,
+    );
+}
+
+#[test]
 fn topic_meta_survives_mutation() {
     replay("topic_meta", 4000, 0x0e11_a004, 4096, fuzzing::topic_meta);
 }

@@ -96,6 +96,8 @@ pub fn seal_batch(buf: &mut [u8]) {
 pub fn record_batch(data: &[u8]) {
     if let Ok(h) = check_batch(data) {
         walk_records(&h, data);
+        // A transaction marker is read from any checked batch.
+        let _ = ottla_record::batch::parse_marker(&h, data);
     }
     let mut seen = 0usize;
     for (h, b) in Batches::new(data) {
@@ -148,6 +150,18 @@ pub fn offsets_kv(data: &[u8]) {
     }
     if let Some(c) = decode_value(data) {
         assert_eq!(decode_value(&encode_value(&c)), Some(c));
+    }
+}
+
+/// The transaction log (`__transaction_state`): `decode_key`/`decode_value`
+/// never panic, and what they decode survives an encode/decode round trip.
+pub fn txn_state_kv(data: &[u8]) {
+    use ottla_storage::txn_state as ts;
+    if let Some(id) = ts::decode_key(data) {
+        assert_eq!(ts::decode_key(&ts::encode_key(&id)), Some(id));
+    }
+    if let Some(m) = ts::decode_value("t", data) {
+        assert_eq!(ts::decode_value("t", &ts::encode_value(&m)), Some(m));
     }
 }
 
@@ -657,6 +671,26 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
         ..c
     };
     out.push(("offsets_kv", "value-v4".into(), encode_value(&c4)));
+    out.push((
+        "txn_state_kv",
+        "key".into(),
+        ottla_storage::txn_state::encode_key("tx-1"),
+    ));
+    let mut m = ottla_storage::txn_state::TxnMetadata::new("tx-1", 7, 60_000, 1);
+    m.state = ottla_storage::txn_state::TxnState::Ongoing;
+    m.partitions.insert(("orders".into(), 0));
+    m.partitions.insert(("orders".into(), 2));
+    m.partitions.insert(("__consumer_offsets".into(), 0));
+    out.push((
+        "txn_state_kv",
+        "value".into(),
+        ottla_storage::txn_state::encode_value(&m),
+    ));
+    out.push((
+        "record_batch",
+        "marker".into(),
+        ottla_record::batch::marker_batch(7, 1, ottla_record::batch::ControlType::Commit, 3, 5),
+    ));
     let mut overrides = std::collections::BTreeMap::new();
     overrides.insert("retention.ms".to_string(), "60000".to_string());
     overrides.insert("cleanup.policy".to_string(), "compact,delete".to_string());

@@ -36,5 +36,6 @@ pub mod offsets;
 pub mod retention_checker;
 pub mod store;
 pub mod topic;
+pub mod txn_state;
 
 pub use error::{Error, Result};

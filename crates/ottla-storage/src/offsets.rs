@@ -23,7 +23,10 @@ use crate::error::{Error, Result};
 use crate::log::{now_ms, Durability, PartitionLog, ReadCursor};
 use crate::store::Store;
 use crate::topic::TopicId;
-use ottla_record::batch::{BatchBuilder, Batches};
+use ottla_record::batch::{
+    parse_marker, seal_crc, BatchBuilder, Batches, ControlType, ATTRIBUTES, PRODUCER_EPOCH,
+    PRODUCER_ID, TRANSACTIONAL_FLAG,
+};
 use ottla_record::decode::records;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -83,6 +86,10 @@ struct State {
     /// The other records of the group coordinator (key version 2 and up),
     /// raw: the latest value of each key.
     records: HashMap<Vec<u8>, Vec<u8>>,
+    /// Offsets committed inside open transactions (TxnOffsetCommit), by
+    /// producer id: applied when the producer's COMMIT marker is read,
+    /// dropped at its ABORT marker (Kafka's pending transactional offsets).
+    pending: HashMap<i64, Vec<(Key, Option<Committed>)>>,
     next: i64,
     cursor: Option<ReadCursor>,
 }
@@ -288,6 +295,7 @@ impl OffsetStore {
             state: Mutex::new(State {
                 map: HashMap::new(),
                 records: HashMap::new(),
+                pending: HashMap::new(),
                 next: start,
                 cursor: None,
             }),
@@ -314,6 +322,17 @@ impl OffsetStore {
             }
             for (h, batch) in Batches::new(&fetched.bytes) {
                 if h.is_control() {
+                    if h.next_offset() > st.next {
+                        let pending = st.pending.remove(&h.producer_id);
+                        let commit =
+                            parse_marker(&h, batch).is_some_and(|m| m.kind == ControlType::Commit);
+                        for (key, c) in pending.into_iter().flatten().filter(|_| commit) {
+                            match c {
+                                Some(c) => st.map.insert(key, c),
+                                None => st.map.remove(&key),
+                            };
+                        }
+                    }
                     st.next = h.next_offset();
                     continue;
                 }
@@ -333,7 +352,15 @@ impl OffsetStore {
                             }
                         }
                     } else if let Some(key) = rec.key.and_then(decode_key) {
-                        match rec.value.and_then(decode_value) {
+                        let value = rec.value.and_then(decode_value);
+                        if h.is_transactional() {
+                            st.pending
+                                .entry(h.producer_id)
+                                .or_default()
+                                .push((key, value));
+                            continue;
+                        }
+                        match value {
                             Some(c) => {
                                 st.map.insert(key, c);
                             }
@@ -396,6 +423,45 @@ impl OffsetStore {
         ids: &HashMap<String, TopicId>,
         durability: Durability,
     ) -> Result<()> {
+        self.write_entries(group, offsets, ids, None, durability)
+    }
+
+    /// TxnOffsetCommit: `offsets` for `group` inside the open transaction
+    /// of `producer_id` at `epoch`, in a transactional batch. They count
+    /// (here and for every reader of the topic) only once the producer's
+    /// COMMIT marker follows them in `__consumer_offsets`; an ABORT marker
+    /// drops them.
+    pub fn commit_transactional(
+        &self,
+        group: &str,
+        offsets: &[OffsetEntry],
+        producer_id: i64,
+        epoch: i16,
+        durability: Durability,
+    ) -> Result<()> {
+        self.write_entries(
+            group,
+            offsets,
+            &HashMap::new(),
+            Some((producer_id, epoch)),
+            durability,
+        )
+    }
+
+    /// The partition of `__consumer_offsets` this store writes (for the
+    /// transaction coordinator, which ends transactions there too).
+    pub fn log(&self) -> &Arc<PartitionLog> {
+        &self.log
+    }
+
+    fn write_entries(
+        &self,
+        group: &str,
+        offsets: &[OffsetEntry],
+        ids: &HashMap<String, TopicId>,
+        txn: Option<(i64, i16)>,
+        durability: Durability,
+    ) -> Result<()> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -434,6 +500,13 @@ impl OffsetStore {
             entries.push(((group.to_string(), topic.clone(), *partition), c));
         }
         let mut bytes = b.finish().to_vec();
+        if let Some((producer_id, epoch)) = txn {
+            let attributes = TRANSACTIONAL_FLAG;
+            bytes[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+            bytes[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
+            bytes[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&epoch.to_be_bytes());
+            seal_crc(&mut bytes);
+        }
         self.log.append(&mut bytes, durability)?;
         let mut st = self.state.lock();
         self.catch_up(&mut st)?;
@@ -487,6 +560,18 @@ impl OffsetStore {
             Some(c) if self.current(topic, &c, &mut HashMap::new())? => Ok(Some(c)),
             _ => Ok(None),
         }
+    }
+
+    /// Whether an open transaction holds an offset of `group` for this
+    /// partition, not yet committed (OffsetFetch's `require_stable`).
+    pub fn pending(&self, group: &str, topic: &str, partition: u32) -> Result<bool> {
+        let mut st = self.state.lock();
+        self.catch_up(&mut st)?;
+        Ok(st
+            .pending
+            .values()
+            .flatten()
+            .any(|((g, t, p), _)| g == group && t == topic && *p == partition))
     }
 
     /// Every committed (topic, partition) of `group`, sorted.
@@ -733,6 +818,43 @@ mod tests {
     /// under its name never inherits them, even those the tombstones
     /// missed (a crash, a commit racing the delete): each carries the id
     /// of the topic it was made for.
+    #[test]
+    fn transactional_commits_count_only_after_their_commit_marker() {
+        use ottla_record::batch::marker_batch;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        store.create_topic("t", 1, &[]).expect("create");
+        let offsets = store.offsets().expect("offsets");
+        let entry = |o: i64| vec![("t".to_string(), 0u32, o, -1, String::new())];
+        let at = |o: &OffsetStore| o.committed("g", "t", 0).expect("read").map(|c| c.offset);
+        offsets
+            .commit_transactional("g", &entry(5), 7, 0, Durability::PageCache)
+            .expect("txn commit");
+        assert_eq!(at(&offsets), None, "pending until the marker");
+        assert!(offsets.pending("g", "t", 0).expect("read"));
+        assert!(!offsets.pending("g", "t", 1).expect("read"));
+        let marker = |kind| {
+            let mut m = marker_batch(7, 0, kind, 0, 1);
+            offsets
+                .log()
+                .append(&mut m, Durability::PageCache)
+                .expect("marker");
+        };
+        marker(ControlType::Commit);
+        assert_eq!(at(&offsets), Some(5));
+        assert!(!offsets.pending("g", "t", 0).expect("read"));
+        offsets
+            .commit_transactional("g", &entry(9), 7, 0, Durability::PageCache)
+            .expect("txn commit");
+        marker(ControlType::Abort);
+        assert_eq!(at(&offsets), Some(5), "an aborted commit is dropped");
+        // Another reader of the directory replays the same way.
+        drop(offsets);
+        drop(store);
+        let store = Store::open(dir.path()).expect("store");
+        assert_eq!(at(&store.offsets().expect("offsets")), Some(5));
+    }
+
     #[test]
     fn a_recreated_topic_does_not_inherit_commits() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -18,6 +18,14 @@
 //! partitions, so the client refreshes its metadata. v15's replica state
 //! and v17's directory ids are a follower's; a consumer sends neither.
 //!
+//! Transactions (KIP-98): every partition reports its last stable offset
+//! (the first offset of its earliest open transaction, or the high
+//! watermark); with `isolation_level=1` (read_committed) a partition's
+//! records stop below it and come with the aborted transactions they
+//! overlap (`replica::lso`), so the consumer drops those producers'
+//! records. A read_uncommitted Fetch reports the high watermark as the
+//! LSO until the broker has loaded the partition's producer state.
+//!
 //! Leader epochs (KIP-320): from v9 a partition's `current_leader_epoch`,
 //! when given (not -1), must be the partition's: a lower one is
 //! FENCED_LEADER_EPOCH, a higher one UNKNOWN_LEADER_EPOCH, and the client
@@ -32,15 +40,17 @@
 use std::sync::Arc;
 
 use kafka_protocol::messages::fetch_request::FetchPartition;
+use kafka_protocol::messages::fetch_response::AbortedTransaction;
 use kafka_protocol::messages::fetch_response::{
     FetchableTopicResponse, NodeEndpoint, PartitionData,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 
 use super::metadata::NODE_ID;
 
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
+use crate::replica::lso::{Stable, READ_COMMITTED};
 use crate::replica::{Looked, ReadResult};
 use crate::Shared;
 
@@ -134,6 +144,17 @@ fn gather(
                 Ok(None) => ReadResult::error(unknown),
                 Err(e) => ReadResult::error(kafka_code(e)),
             };
+            let mut read = read;
+            let stable = match &topic {
+                Ok(Some(topic)) if req.isolation_level == READ_COMMITTED => {
+                    let (offset, partition) = (p.fetch_offset, p.partition);
+                    let cursors = &mut session.cursors;
+                    shared
+                        .replicas
+                        .read_committed(cursors, topic, name, partition, offset, &mut read)
+                }
+                _ => None,
+            };
             if read.error != code::NONE {
                 pd.error_code = read.error;
                 errors = true;
@@ -148,12 +169,15 @@ fn gather(
             match read.offsets {
                 Some((start, end)) => {
                     pd.high_watermark = end;
-                    pd.last_stable_offset = end;
+                    pd.last_stable_offset = last_stable(shared, name, p.partition, end, &stable);
                     pd.log_start_offset = start;
                 }
                 // Kafka's answer for a partition it cannot read
                 // (`FetchResponse.INVALID_HIGH_WATERMARK`).
                 None => pd.high_watermark = -1,
+            }
+            if let Some(st) = stable {
+                pd.aborted_transactions = Some(aborted(st));
             }
             if let Some(records) = read.records {
                 min_one &= records.is_empty();
@@ -216,4 +240,31 @@ fn diverging(
     pd.log_start_offset = epochs.log_start_offset;
     pd.records = Some(bytes::Bytes::new());
     Some(pd)
+}
+
+/// The LSO a partition reports: a read_committed read's, else the one the
+/// broker knows without loading producer state.
+fn last_stable(
+    shared: &Shared,
+    name: &str,
+    partition: i32,
+    hw: i64,
+    stable: &Option<Stable>,
+) -> i64 {
+    match stable {
+        Some(st) => st.last_stable_offset,
+        None => shared.replicas.peek_last_stable_offset(name, partition, hw),
+    }
+}
+
+fn aborted(st: Stable) -> Vec<AbortedTransaction> {
+    st.aborted
+        .into_iter()
+        .map(|a| {
+            let mut t = AbortedTransaction::default();
+            t.producer_id = ProducerId(a.producer_id);
+            t.first_offset = a.first_offset;
+            t
+        })
+        .collect()
 }

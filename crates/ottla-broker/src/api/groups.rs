@@ -63,16 +63,9 @@ pub async fn find_coordinator(
         };
         (code::INVALID_REQUEST, Some(s(&why)))
     } else {
-        // No transaction coordinator until transactions exist. The
-        // retriable COORDINATOR_NOT_AVAILABLE would have every client
-        // retry for ever (an exactly-once application just hangs at
-        // start); TRANSACTIONAL_ID_AUTHORIZATION_FAILED is the one answer
-        // librdkafka, the Java client, kafka-python and aiokafka all treat
-        // as fatal at once, and the message says why.
-        (
-            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-            Some(s(TRANSACTIONS_UNSUPPORTED)),
-        )
+        // The transaction coordinator: this broker, which leads every
+        // partition of `__transaction_state` (see `coordinator::txn`).
+        (code::NONE, None)
     };
     if v >= 4 {
         r.coordinators = req
@@ -110,11 +103,6 @@ pub async fn find_coordinator(
     }
     r
 }
-
-/// Why a transactional producer cannot start (FindCoordinator's message).
-pub const TRANSACTIONS_UNSUPPORTED: &str = "Transactions are not supported by this broker \
-     (ottla): no transaction coordinator. Use an idempotent producer \
-     (enable.idempotence=true) without a transactional.id.";
 
 pub async fn join(
     shared: &Arc<Shared>,

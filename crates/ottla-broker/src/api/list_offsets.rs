@@ -6,6 +6,9 @@
 //! `current_leader_epoch` checked first when it gives one (not -1): a lower
 //! one is FENCED_LEADER_EPOCH, a higher one UNKNOWN_LEADER_EPOCH.
 //!
+//! Under `isolation_level=1` (read_committed, v2+), latest is the
+//! partition's last stable offset, as Kafka answers.
+//!
 //! The tiered-storage specs are answered as a Kafka broker without remote
 //! storage answers them: earliest-local (-4, v8+, KIP-405) is the log start
 //! offset, as earliest; latest-tiered (-5, v9+, KIP-1005) is "none" (offset
@@ -67,6 +70,16 @@ pub async fn handle(
                     .list_offset(t.name.as_str(), p.partition_index, -1, current)
                     .map(|_| (-1, -1, -1)),
             };
+            // read_committed (v2+): latest is the last stable offset, and
+            // a lookup by time (or max timestamp) finds only offsets below
+            // it (Kafka's `lastFetchableOffset`); earliest is unchanged.
+            let found = match found {
+                Ok((ts, offset, epoch)) if req.isolation_level == 1 && p.timestamp != -2 => shared
+                    .replicas
+                    .last_stable_offset(t.name.as_str(), p.partition_index)
+                    .map(|lso| committed_answer(p.timestamp, (ts, offset, epoch), lso)),
+                other => other,
+            };
             match found {
                 Ok((ts, offset, epoch)) => {
                     pr.timestamp = ts;
@@ -84,9 +97,31 @@ pub async fn handle(
     resp
 }
 
+/// What a read_committed ListOffsets answers for `spec`, given the
+/// uncommitted answer `found` and the partition's last stable offset.
+fn committed_answer(spec: i64, found: (i64, i64, i32), lso: i64) -> (i64, i64, i32) {
+    let (ts, offset, epoch) = found;
+    match spec {
+        -1 => (ts, lso, epoch),
+        EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => found,
+        _ if offset >= lso => (-1, -1, -1),
+        _ => found,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_committed_answers_stop_at_the_lso() {
+        assert_eq!(committed_answer(-1, (-1, 10, 3), 7), (-1, 7, 3));
+        assert_eq!(committed_answer(-2, (-1, 0, 3), 7), (-1, 0, 3));
+        // By time, or the max timestamp: an offset at or past the LSO is "none".
+        assert_eq!(committed_answer(1000, (1000, 8, 3), 7), (-1, -1, -1));
+        assert_eq!(committed_answer(-3, (1000, 6, 3), 7), (1000, 6, 3));
+        assert_eq!(committed_answer(-5, (-1, -1, -1), 7), (-1, -1, -1));
+    }
 
     #[test]
     fn tiered_specs_are_local_or_none_from_their_versions() {

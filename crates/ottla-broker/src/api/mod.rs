@@ -22,6 +22,7 @@ pub mod producers;
 pub mod records;
 pub mod telemetry;
 pub mod topics;
+pub mod txn;
 
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;

@@ -137,8 +137,10 @@ pub async fn commit(
 /// OffsetFetch. v8 asks for several groups at once (KIP-709), each answered
 /// with its own error; v9 adds the member id and epoch of a KIP-848
 /// consumer group's member, which Kafka does not check for a classic group
-/// (every group here is one). `require_stable` (v7+) waits for nothing: no
-/// transactional offsets are ever pending.
+/// (every group here is one). With `require_stable` (v7+; read_committed
+/// consumers set it), a partition whose offset an open transaction holds
+/// (TxnOffsetCommit not yet committed) answers UNSTABLE_OFFSET_COMMIT, and
+/// the client retries, as from Kafka.
 pub async fn fetch(
     shared: &Arc<Shared>,
     _s: &mut Session,
@@ -153,7 +155,8 @@ pub async fn fetch(
                     .map(|t| (t.name.as_str().to_string(), t.partition_indexes.clone()))
                     .collect()
             });
-            let (error, topics) = fetch_group(shared, g.group_id.as_str(), wanted);
+            let (error, topics) =
+                fetch_group(shared, g.group_id.as_str(), wanted, req.require_stable);
             let mut rg = OffsetFetchResponseGroup::default();
             rg.group_id = g.group_id.clone();
             rg.error_code = error;
@@ -186,7 +189,7 @@ pub async fn fetch(
             .map(|t| (t.name.as_str().to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let (error, topics) = fetch_group(shared, req.group_id.as_str(), wanted);
+    let (error, topics) = fetch_group(shared, req.group_id.as_str(), wanted, req.require_stable);
     if v >= 2 {
         resp.error_code = error;
     }
@@ -229,6 +232,7 @@ fn fetch_group(
     shared: &Arc<Shared>,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> (i16, Vec<(String, Vec<Fetched>)>) {
     let store = match blocking(|| shared.store.offsets()) {
         Ok(o) => o,
@@ -270,6 +274,11 @@ fn fetch_group(
                             }
                             Ok(None) => {}
                             Err(e) => f.error = kafka_code(&e),
+                        }
+                        let pending = || store.pending(group, &name, p as u32);
+                        if require_stable && blocking(pending).unwrap_or(false) {
+                            f.error = code::UNSTABLE_OFFSET_COMMIT;
+                            f.offset = -1;
                         }
                     }
                     f

@@ -3,14 +3,16 @@
 //!
 //! A produced batch travels: socket -> frame -> this handler, which finds
 //! the topic (creating it if allowed), refuses what no partition may take
-//! (transactions, internal topics, acks=all beyond `min.insync.replicas`),
+//! (internal topics, acks=all beyond `min.insync.replicas`, a transactional
+//! batch outside its producer's open transaction),
 //! and passes each partition's `records`, still a slice of the request
 //! frame, to `ReplicaManager::append`.
 //!
 //! Versions: v10-11 add KIP-951's current leader and node endpoints, which
 //! Kafka fills only for NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH, errors
 //! a sole broker never answers; v11-12 change only what a transactional
-//! producer may do (KIP-890), and transactional produce is refused here.
+//! producer may do (KIP-890): its partitions are verified here against the
+//! local transaction coordinator whatever the version.
 //! From v13 on, topics are named by id (KIP-516): an id no topic has answers
 //! UNKNOWN_TOPIC_ID for each of its partitions (a topic is never created by
 //! id), and the response names topics by id too.
@@ -27,6 +29,7 @@ use super::{blocking, s, topic_name};
 use crate::dispatch::Session;
 use crate::errors::{code, Refusal};
 use crate::Shared;
+use ottla_record::batch::BatchHeader;
 use ottla_storage::topic::is_internal;
 
 pub async fn handle(
@@ -91,10 +94,13 @@ pub async fn handle(
             let mut pr = PartitionProduceResponse::default();
             pr.index = p.index;
             let records = p.records;
+            let txn_refusal = verify_txn(shared, transactional, records.as_deref(), &name, p.index);
             let outcome = match (&topic, transactional) {
-                (_, true) => Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.into()),
                 // __consumer_offsets is written by the engine only.
                 _ if is_internal(&name) => Err(code::INVALID_TOPIC_EXCEPTION.into()),
+                // A transactional batch: its producer's transaction is open
+                // here and has this partition (see `coordinator::txn`).
+                (Ok(Some(_)), _) if txn_refusal != code::NONE => Err(txn_refusal.into()),
                 (Err(e), _) => Err(Refusal::engine(e)),
                 (Ok(None), _) => Err(code::UNKNOWN_TOPIC_ID.into()),
                 // This broker is the only in-sync replica: acks=all cannot
@@ -148,4 +154,35 @@ pub async fn handle(
         resp.responses.push(tr);
     }
     (acks != 0).then_some(resp)
+}
+
+/// Produce's check of a transactional batch (KIP-890's verification,
+/// against this broker's coordinator): its producer's transaction is open
+/// at the batch's epoch and has this partition. A transactional batch
+/// without a transactional id in the request is refused as Kafka refuses
+/// it (INVALID_RECORD).
+fn verify_txn(
+    shared: &Shared,
+    transactional: bool,
+    records: Option<&[u8]>,
+    topic: &str,
+    partition: i32,
+) -> i16 {
+    let Some(h) = records.and_then(BatchHeader::parse) else {
+        return code::NONE;
+    };
+    if !h.is_transactional() {
+        return code::NONE;
+    }
+    if !transactional {
+        return code::INVALID_RECORD;
+    }
+    let Ok(partition) = u32::try_from(partition) else {
+        return code::NONE;
+    };
+    shared
+        .txns
+        .verify_produce(h.producer_id, h.producer_epoch, topic, partition)
+        .err()
+        .unwrap_or(code::NONE)
 }

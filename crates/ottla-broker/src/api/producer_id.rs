@@ -1,9 +1,13 @@
-//! InitProducerId: ids for idempotent producers (no transactions).
+//! InitProducerId: ids for idempotent producers, and for transactional
+//! ones through the transaction coordinator (one producer id per
+//! transactional id, its epoch bumped on every call, which fences the
+//! previous producer and aborts its open transaction).
 
 use std::sync::Arc;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
+use super::blocking;
 use crate::dispatch::Session;
 use crate::errors::code;
 use crate::Shared;
@@ -12,11 +16,33 @@ pub async fn handle(
     shared: &Arc<Shared>,
     _s: &mut Session,
     req: InitProducerIdRequest,
-    _v: i16,
+    v: i16,
 ) -> InitProducerIdResponse {
     let mut r = InitProducerIdResponse::default();
-    if req.transactional_id.is_some() {
-        r.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+    r.producer_id = ProducerId(-1);
+    r.producer_epoch = -1;
+    if let Some(id) = req.transactional_id.as_ref().filter(|id| !id.is_empty()) {
+        // KIP-360 (v3+): a client that had an id and epoch gives them.
+        let expected = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
+        match blocking(|| {
+            shared.txns.init_producer_id(
+                &shared.replicas,
+                &shared.producer_ids,
+                id.as_str(),
+                req.transaction_timeout_ms,
+                expected,
+            )
+        }) {
+            Ok((pid, epoch)) => {
+                r.producer_id = ProducerId(pid);
+                r.producer_epoch = epoch;
+            }
+            // PRODUCER_FENCED from v4 (KIP-588), as Kafka answers.
+            Err(c) if c == code::PRODUCER_FENCED && v < 4 => {
+                r.error_code = code::INVALID_PRODUCER_EPOCH
+            }
+            Err(c) => r.error_code = c,
+        }
         return r;
     }
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX {

@@ -1,8 +1,9 @@
-//! DescribeProducers: the idempotent producers the broker keeps state for
-//! per partition (`replica::idempotence`): id, epoch, last sequence, when
-//! they last appended. No transactions, so no coordinator epoch (-1) and no
-//! open transaction (-1). The state lives in this broker's memory: a
-//! partition only written embedded, or before a restart, has none.
+//! DescribeProducers: the producers the broker keeps state for per
+//! partition (`replica::idempotence`): id, epoch, last sequence, when they
+//! last appended, the coordinator epoch of their last marker and the first
+//! offset of their open transaction (-1: none). The state is loaded from
+//! the log when the broker first uses the partition (a Produce, a marker,
+//! a read_committed Fetch): before that, none is reported.
 
 use std::sync::Arc;
 
@@ -51,8 +52,8 @@ pub async fn describe(
                             ps.producer_epoch = i32::from(s.epoch);
                             ps.last_sequence = s.last_sequence;
                             ps.last_timestamp = s.last_timestamp;
-                            ps.coordinator_epoch = -1;
-                            ps.current_txn_start_offset = -1;
+                            ps.coordinator_epoch = s.coordinator_epoch;
+                            ps.current_txn_start_offset = s.current_txn_start_offset;
                             ps
                         })
                         .collect();

@@ -6,16 +6,15 @@
 //! consumer_group_records  those groups in __consumer_offsets, as Kafka keeps them
 //! claim        who coordinates a group: embedded members or this broker
 //! producer_id  producer ids for idempotent producers (ProducerIdManager)
+//! txn          transactions (TransactionCoordinator): state, markers, timeouts
 //! ```
-//!
-//! The transaction coordinator will go here too, next to the producer ids it
-//! hands out.
 
 pub mod claim;
 pub mod consumer_group;
 pub mod consumer_group_records;
 pub mod group;
 pub mod producer_id;
+pub mod txn;
 
 #[cfg(test)]
 mod consumer_group_tests;

@@ -109,7 +109,10 @@ impl ReplicaManager {
         } else {
             None
         };
-        let state = self.producers.partition(&topic.name, partition as u32);
+        let state = self
+            .producers
+            .for_append(&log, batches.iter().any(|(_, s)| s.producer_id >= 0))
+            .map_err(|e| Refusal::engine(&e))?;
         // Held across check, append and record, so a retry racing its original
         // on another connection is still recognised.
         let mut producers = state.lock();
@@ -261,6 +264,7 @@ mod tests {
             epoch: -1,
             first: -1,
             count: 100,
+            transactional: false,
         };
         vec![(0..b.len(), seq)]
     }

@@ -10,7 +10,9 @@
 //! append       Produce: validate, de-duplicate, append (inline when the log is open)
 //! validate     every produced batch whole and readable (Kafka's LogValidator)
 //! read         Fetch: one partition's batches up to the high watermark; the long poll
-//! idempotence  per-partition producer state for retried batches
+//! idempotence  per-partition producer state for retried batches and transactions
+//! markers      transaction markers appended for the coordinator
+//! lso          the last stable offset and read_committed reads
 //! wake         parked fetches woken per partition, from the directory beacon
 //! ```
 //!
@@ -20,6 +22,8 @@
 
 mod append;
 pub mod idempotence;
+pub mod lso;
+mod markers;
 mod read;
 pub mod validate;
 pub mod wake;

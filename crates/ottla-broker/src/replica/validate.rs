@@ -57,9 +57,13 @@ pub fn validate(
         if h.compression() > ZSTD {
             return Err(code::UNSUPPORTED_COMPRESSION_TYPE.into());
         }
-        if h.is_transactional() || h.is_control() {
-            // Transactions are not supported: no markers, no read_committed.
-            return Err(code::INVALID_TXN_STATE.into());
+        if h.is_control() {
+            // Only a transaction coordinator writes markers (Kafka's
+            // "Clients are not allowed to write control records").
+            return Err(code::INVALID_RECORD.into());
+        }
+        if h.is_transactional() && h.producer_id < 0 {
+            return Err(code::INVALID_RECORD.into());
         }
         let recs = records(&h, batch).map_err(|e| Refusal::from(kafka_code(&e.into())))?;
         let mut n = 0i32;
@@ -102,6 +106,7 @@ pub fn validate(
                 epoch: h.producer_epoch,
                 first: h.base_sequence,
                 count: n,
+                transactional: h.is_transactional(),
             },
         ));
         at = end;

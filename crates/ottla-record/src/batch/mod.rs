@@ -13,6 +13,7 @@
 //! * [`layout`]: the header's byte offsets and attribute bits,
 //!   [`BatchHeader`], and [`check_batch`] (length, magic, CRC-32C);
 //! * [`builder`]: [`BatchBuilder`], which encodes records in place;
+//! * [`control`]: the COMMIT/ABORT markers of transactions;
 //! * [`records`]: [`RecordIter`] and [`RecordView`], zero-copy decoding of a
 //!   batch's records.
 //!
@@ -20,10 +21,12 @@
 //! file holds it.
 
 pub mod builder;
+pub mod control;
 pub mod layout;
 pub mod records;
 
 pub use builder::{put_record_view, BatchBuilder, FillStop};
+pub use control::{marker_batch, parse_marker, ControlType, Marker};
 pub use layout::{
     check_batch, compute_crc, peek_total_size, seal_crc, set_base_offset, BatchHeader, Batches,
     ATTRIBUTES, BASE_OFFSET, BASE_SEQUENCE, BASE_TIMESTAMP, BATCH_LENGTH, COMPRESSION_MASK,

@@ -9,8 +9,10 @@ pub mod loader;
 pub mod lockfile;
 pub mod offset_index;
 pub mod partition;
+pub mod producer_state;
 pub mod segment;
 pub mod time_index;
+pub mod txn_index;
 
 #[cfg(test)]
 mod tests;

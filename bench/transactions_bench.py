@@ -1,0 +1,136 @@
+"""Transactions through the broker: what they cost a producer and a consumer.
+
+    python bench/transactions_bench.py [--records N]
+
+confluent-kafka against an ``ottla.Broker`` in this process (as the pytest
+fixture runs it), 100-byte records:
+
+* produce throughput of a transactional producer committing every 100 and
+  every 10,000 records, as a ratio of the same producer without a
+  transactional id (idempotent, same batching settings);
+* consume throughput of a read_committed consumer as a ratio of a
+  read_uncommitted one, over the same committed transactional topic.
+
+Three interleaved rounds, medians reported with every round's value (the
+machine is shared). Prints one line per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import confluent_kafka as ck
+
+import ottla
+
+VALUE = b"x" * 100
+QUIET = {"log_level": 3}
+# A queue large enough for a whole run: no BufferError back-off in any row.
+BATCHING = {"linger.ms": 5, "batch.num.messages": 10000, "queue.buffering.max.messages": 1_000_000}
+
+
+def produce(bootstrap: str, topic: str, n: int, txn_size: int | None) -> float:
+    """Records per second producing `n` records, in transactions of
+    `txn_size` (None: no transactions, an idempotent producer)."""
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, **BATCHING, **QUIET}
+    if txn_size is None:
+        conf["enable.idempotence"] = True
+    else:
+        conf["transactional.id"] = f"bench-{topic}"
+    p = ck.Producer(conf)
+    if txn_size is not None:
+        p.init_transactions(30)
+    # Warm-up (topic creation, connections), not timed.
+    if txn_size is not None:
+        p.begin_transaction()
+    p.produce(topic, b"warm-up")
+    if txn_size is not None:
+        p.commit_transaction(30)
+    p.flush(30)
+    t0 = time.perf_counter()
+    left = n
+    while left:
+        k = min(left, txn_size or left)
+        if txn_size is not None:
+            p.begin_transaction()
+        for _ in range(k):
+            while True:
+                try:
+                    p.produce(topic, VALUE)
+                    break
+                except BufferError:
+                    p.poll(0.05)
+        if txn_size is not None:
+            p.commit_transaction(60)
+        left -= k
+    if p.flush(120) != 0:
+        raise RuntimeError("records left unacknowledged")
+    return n / (time.perf_counter() - t0)
+
+
+def consume(bootstrap: str, topic: str, n: int, isolation: str) -> float:
+    c = ck.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{isolation}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+            **QUIET,
+        }
+    )
+    c.subscribe([topic])
+    got = 0
+    t0 = None
+    deadline = time.monotonic() + 300
+    while got < n and time.monotonic() < deadline:
+        msgs = c.consume(10000, 1.0)
+        if msgs and t0 is None:
+            t0 = time.perf_counter()
+        got += sum(1 for m in msgs if not m.error())
+    c.close()
+    if t0 is None or got < n:
+        raise RuntimeError(f"consumed {got} of {n}")
+    return got / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    n = args.records
+    rates: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as d, ottla.Broker(d) as b:
+        bs = b.bootstrap_servers
+        # The first producer of a fresh broker runs slower (the broker's
+        # and the page cache's warm-up): one untimed pass first.
+        produce(bs, "warm", n, None)
+        # Rounds interleave the rows, so a noisy moment of the shared
+        # machine does not land on one row only; medians are reported.
+        for r in range(args.rounds):
+            rates.setdefault("plain", []).append(produce(bs, f"plain{r}", n, None))
+            rates.setdefault("t100", []).append(produce(bs, f"t100-{r}", n, 100))
+            rates.setdefault("t10k", []).append(produce(bs, f"t10k-{r}", n, 10_000))
+            rates.setdefault("unc", []).append(consume(bs, f"t10k-{r}", n + 1, "read_uncommitted"))
+            rates.setdefault("com", []).append(consume(bs, f"t10k-{r}", n + 1, "read_committed"))
+    med = {k: statistics.median(v) for k, v in rates.items()}
+
+    def row(label: str, key: str, base: str | None) -> None:
+        spread = ", ".join(f"{x:,.0f}" for x in rates[key])
+        ratio = f"  ({med[key] / med[base]:.2f}x)" if base else ""
+        print(f"{label:<40}{med[key]:>12,.0f} rec/s{ratio}   [{spread}]")
+
+    row("produce idempotent, no transactions", "plain", None)
+    row("produce, transactions of 100", "t100", "plain")
+    row("produce, transactions of 10000", "t10k", "plain")
+    row("consume read_uncommitted", "unc", None)
+    row("consume read_committed", "com", "unc")
+
+
+if __name__ == "__main__":
+    main()

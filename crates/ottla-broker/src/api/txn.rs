@@ -1,0 +1,436 @@
+//! The transaction APIs (KIP-98, KIP-447): AddPartitionsToTxn (v0-3, and
+//! v4's batched form with `verify_only`), AddOffsetsToTxn, TxnOffsetCommit,
+//! EndTxn, DescribeTransactions and ListTransactions, through the
+//! transaction coordinator (`coordinator::txn`). InitProducerId is
+//! `producer_id`'s.
+//!
+//! Versions stop before KIP-890 part 2: EndTxn v5 (the epoch bumped on
+//! every end, returned in the answer) and TRANSACTION_ABORTABLE (AddPartitionsToTxn
+//! v5, AddOffsetsToTxn v4, TxnOffsetCommit v5) are not advertised. A fenced
+//! producer gets PRODUCER_FENCED from the versions that know it (v2+ of
+//! AddPartitionsToTxn, AddOffsetsToTxn and EndTxn) and
+//! INVALID_PRODUCER_EPOCH below, as Kafka answers.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
+use kafka_protocol::messages::list_transactions_response::TransactionState as ListedState;
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
+    TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+};
+
+use super::{blocking, s, topic_name};
+use crate::coordinator::group::MemberRef;
+use crate::dispatch::Session;
+use crate::errors::{code, kafka_code};
+use crate::Shared;
+use ottla_storage::offsets::{check_metadata, OffsetEntry};
+use ottla_storage::txn_state::TxnState as State;
+
+/// PRODUCER_FENCED as a client of version `v` of an API that learnt it at
+/// `since` understands it.
+fn fenced_for(c: i16, v: i16, since: i16) -> i16 {
+    if c == code::PRODUCER_FENCED && v < since {
+        code::INVALID_PRODUCER_EPOCH
+    } else {
+        c
+    }
+}
+
+/// The partitions of `topics` that exist, and the per-partition answer for
+/// those that do not (UNKNOWN_TOPIC_OR_PARTITION; the others then get
+/// OPERATION_NOT_ATTEMPTED, as from Kafka).
+fn known(shared: &Shared, topics: &[AddPartitionsToTxnTopic]) -> (Vec<(String, u32)>, bool) {
+    let mut out = Vec::new();
+    let mut missing = false;
+    for t in topics {
+        let topic = shared.store.topic(t.name.as_str()).ok().flatten();
+        for p in &t.partitions {
+            match (&topic, u32::try_from(*p)) {
+                (Some(topic), Ok(p)) if p < topic.partitions => {
+                    out.push((t.name.as_str().to_string(), p))
+                }
+                _ => missing = true,
+            }
+        }
+    }
+    (out, missing)
+}
+
+fn topic_results(
+    shared: &Shared,
+    topics: &[AddPartitionsToTxnTopic],
+    missing: bool,
+    error: i16,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    topics
+        .iter()
+        .map(|t| {
+            let topic = shared.store.topic(t.name.as_str()).ok().flatten();
+            let mut tr = AddPartitionsToTxnTopicResult::default();
+            tr.name = t.name.clone();
+            tr.results_by_partition = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let exists = topic
+                        .as_ref()
+                        .is_some_and(|topic| u32::try_from(*p).is_ok_and(|p| p < topic.partitions));
+                    let mut pr = AddPartitionsToTxnPartitionResult::default();
+                    pr.partition_index = *p;
+                    pr.partition_error_code = match (missing, exists) {
+                        (true, false) => code::UNKNOWN_TOPIC_OR_PARTITION,
+                        (true, true) => code::OPERATION_NOT_ATTEMPTED,
+                        _ => error,
+                    };
+                    pr
+                })
+                .collect();
+            tr
+        })
+        .collect()
+}
+
+pub async fn add_partitions(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: AddPartitionsToTxnRequest,
+    v: i16,
+) -> AddPartitionsToTxnResponse {
+    let mut r = AddPartitionsToTxnResponse::default();
+    if v <= 3 {
+        let (parts, missing) = blocking(|| known(shared, &req.v3_and_below_topics));
+        let error = if missing {
+            code::NONE
+        } else {
+            let e = blocking(|| {
+                shared.txns.add_partitions(
+                    req.v3_and_below_transactional_id.as_str(),
+                    req.v3_and_below_producer_id.0,
+                    req.v3_and_below_producer_epoch,
+                    &parts,
+                )
+            });
+            fenced_for(e.err().unwrap_or(code::NONE), v, 2)
+        };
+        r.results_by_topic_v3_and_below =
+            blocking(|| topic_results(shared, &req.v3_and_below_topics, missing, error));
+        return r;
+    }
+    // v4: several transactions, each added or (verify_only) checked.
+    for t in &req.transactions {
+        let mut tr = AddPartitionsToTxnResult::default();
+        tr.transactional_id = t.transactional_id.clone();
+        let id = t.transactional_id.as_str();
+        let (parts, missing) = blocking(|| known(shared, &t.topics));
+        if t.verify_only {
+            tr.topic_results = t
+                .topics
+                .iter()
+                .map(|topic| {
+                    let mut res = AddPartitionsToTxnTopicResult::default();
+                    res.name = topic.name.clone();
+                    res.results_by_partition = topic
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let mut pr = AddPartitionsToTxnPartitionResult::default();
+                            pr.partition_index = *p;
+                            let part = (
+                                topic.name.as_str().to_string(),
+                                u32::try_from(*p).unwrap_or(u32::MAX),
+                            );
+                            pr.partition_error_code = shared
+                                .txns
+                                .verify(id, t.producer_id.0, t.producer_epoch, &part)
+                                .err()
+                                .unwrap_or(code::NONE);
+                            pr
+                        })
+                        .collect();
+                    res
+                })
+                .collect();
+        } else {
+            let error = if missing {
+                code::NONE
+            } else {
+                blocking(|| {
+                    shared
+                        .txns
+                        .add_partitions(id, t.producer_id.0, t.producer_epoch, &parts)
+                })
+                .err()
+                .unwrap_or(code::NONE)
+            };
+            tr.topic_results = blocking(|| topic_results(shared, &t.topics, missing, error));
+        }
+        r.results_by_transaction.push(tr);
+    }
+    r
+}
+
+pub async fn add_offsets(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: AddOffsetsToTxnRequest,
+    v: i16,
+) -> AddOffsetsToTxnResponse {
+    let mut r = AddOffsetsToTxnResponse::default();
+    let group = req.group_id.as_str();
+    r.error_code = if group.is_empty() {
+        code::INVALID_GROUP_ID
+    } else {
+        let e = blocking(|| {
+            let part = shared.txns.offsets_partition(group)?;
+            shared.txns.add_partitions(
+                req.transactional_id.as_str(),
+                req.producer_id.0,
+                req.producer_epoch,
+                &[part],
+            )
+        });
+        fenced_for(e.err().unwrap_or(code::NONE), v, 2)
+    };
+    r
+}
+
+pub async fn txn_offset_commit(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: TxnOffsetCommitRequest,
+    v: i16,
+) -> TxnOffsetCommitResponse {
+    let group = req.group_id.as_str().to_string();
+    // The producer's transaction first, then (v3+, KIP-447) the member's
+    // generation, as Kafka's group coordinator checks a consumer's commit.
+    let mut error = blocking(|| {
+        shared.txns.check_offset_commit(
+            req.transactional_id.as_str(),
+            req.producer_id.0,
+            req.producer_epoch,
+            &group,
+        )
+    })
+    .err()
+    .unwrap_or(code::NONE);
+    if error == code::NONE && v >= 3 && shared.groups.is_active(&group) {
+        error = shared.groups.check_commit(
+            &group,
+            req.generation_id,
+            MemberRef {
+                member_id: req.member_id.as_str(),
+                instance_id: req.group_instance_id.as_deref(),
+            },
+        );
+    }
+    if group.is_empty() {
+        error = code::INVALID_GROUP_ID;
+    }
+    let mut entries: Vec<OffsetEntry> = Vec::new();
+    let mut per: Vec<(usize, i32, i16)> = Vec::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        for p in &t.partitions {
+            let metadata = p
+                .committed_metadata
+                .as_ref()
+                .map(|m| m.as_str().to_string())
+                .unwrap_or_default();
+            let c = if error != code::NONE {
+                error
+            } else if p.partition_index < 0 {
+                code::UNKNOWN_TOPIC_OR_PARTITION
+            } else if let Err(e) = check_metadata(&metadata) {
+                kafka_code(&e)
+            } else {
+                entries.push((
+                    t.name.as_str().to_string(),
+                    p.partition_index as u32,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    metadata,
+                ));
+                code::NONE
+            };
+            per.push((ti, p.partition_index, c));
+        }
+    }
+    let written = blocking(|| {
+        shared.store.offsets().and_then(|o| {
+            o.commit_transactional(
+                &group,
+                &entries,
+                req.producer_id.0,
+                req.producer_epoch,
+                shared.config.durability,
+            )
+        })
+    })
+    .err()
+    .map(|e| kafka_code(&e));
+    let mut r = TxnOffsetCommitResponse::default();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let mut tr = TxnOffsetCommitResponseTopic::default();
+        tr.name = t.name.clone();
+        for (_, p, c) in per.iter().filter(|(i, _, _)| *i == ti) {
+            let mut pr = TxnOffsetCommitResponsePartition::default();
+            pr.partition_index = *p;
+            pr.error_code = match (*c, written) {
+                (code::NONE, Some(w)) => w,
+                (c, _) => c,
+            };
+            tr.partitions.push(pr);
+        }
+        r.topics.push(tr);
+    }
+    r
+}
+
+pub async fn end_txn(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: EndTxnRequest,
+    v: i16,
+) -> EndTxnResponse {
+    let mut r = EndTxnResponse::default();
+    let e = blocking(|| {
+        shared.txns.end_txn(
+            &shared.replicas,
+            req.transactional_id.as_str(),
+            req.producer_id.0,
+            req.producer_epoch,
+            req.committed,
+        )
+    });
+    r.error_code = fenced_for(e.err().unwrap_or(code::NONE), v, 2);
+    r.producer_id = ProducerId(-1);
+    r.producer_epoch = -1;
+    r
+}
+
+pub async fn describe(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: DescribeTransactionsRequest,
+    _v: i16,
+) -> DescribeTransactionsResponse {
+    let mut r = DescribeTransactionsResponse::default();
+    for id in req.transactional_ids {
+        let mut ts = TransactionState::default();
+        match shared.txns.describe(id.as_str()) {
+            Some(m) => {
+                ts.transaction_state = s(m.state.name());
+                ts.transaction_timeout_ms = m.timeout_ms;
+                ts.transaction_start_time_ms = m.start_ms;
+                ts.producer_id = ProducerId(m.producer_id);
+                ts.producer_epoch = m.producer_epoch;
+                for (topic, p) in &m.partitions {
+                    match ts.topics.last_mut() {
+                        Some(t) if t.topic.as_str() == topic.as_str() => {
+                            t.partitions.push(*p as i32)
+                        }
+                        _ => {
+                            let mut t = TopicData::default();
+                            t.topic = topic_name(topic);
+                            t.partitions.push(*p as i32);
+                            ts.topics.push(t);
+                        }
+                    }
+                }
+            }
+            None => {
+                ts.error_code = code::TRANSACTIONAL_ID_NOT_FOUND;
+                ts.producer_id = ProducerId(-1);
+                ts.producer_epoch = -1;
+                ts.transaction_start_time_ms = -1;
+                ts.transaction_state = s("");
+            }
+        }
+        ts.transactional_id = id;
+        r.transaction_states.push(ts);
+    }
+    r
+}
+
+pub async fn list(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: ListTransactionsRequest,
+    v: i16,
+) -> ListTransactionsResponse {
+    let mut r = ListTransactionsResponse::default();
+    const STATES: [State; 8] = [
+        State::Empty,
+        State::Ongoing,
+        State::PrepareCommit,
+        State::PrepareAbort,
+        State::CompleteCommit,
+        State::CompleteAbort,
+        State::Dead,
+        State::PrepareEpochFence,
+    ];
+    let mut states = Vec::new();
+    for f in &req.state_filters {
+        match STATES.iter().find(|st| st.name() == f.as_str()) {
+            Some(st) => states.push(*st),
+            None => r.unknown_state_filters.push(f.clone()),
+        }
+    }
+    let now = ottla_storage::log::now_ms();
+    let mut all = shared.txns.list();
+    all.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+    for m in all {
+        if !states.is_empty() && !states.contains(&m.state) {
+            continue;
+        }
+        if !req.producer_id_filters.is_empty()
+            && !req.producer_id_filters.contains(&ProducerId(m.producer_id))
+        {
+            continue;
+        }
+        // v1 (KIP-994): only transactions running longer than this (ms).
+        if v >= 1
+            && req.duration_filter >= 0
+            && (m.state != State::Ongoing || now - m.start_ms < req.duration_filter)
+        {
+            continue;
+        }
+        let mut t = ListedState::default();
+        t.transactional_id = TransactionalId(s(&m.transactional_id));
+        t.producer_id = ProducerId(m.producer_id);
+        t.transaction_state = s(m.state.name());
+        r.transaction_states.push(t);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fenced_is_invalid_epoch_for_old_versions() {
+        assert_eq!(
+            fenced_for(code::PRODUCER_FENCED, 1, 2),
+            code::INVALID_PRODUCER_EPOCH
+        );
+        assert_eq!(
+            fenced_for(code::PRODUCER_FENCED, 2, 2),
+            code::PRODUCER_FENCED
+        );
+        assert_eq!(
+            fenced_for(code::INVALID_TXN_STATE, 0, 2),
+            code::INVALID_TXN_STATE
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! The coordinator against a real store: markers land in the partitions,
+//! the state survives a restart, and a Prepare state left by a crash is
+//! completed by the next coordinator.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::*;
+use crate::replica::ReplicaManager;
+use ottla_storage::log::producer_state::ProducerStateManager;
+
+fn setup(dir: &std::path::Path) -> (Arc<Store>, ReplicaManager, crate::replica::wake::Waker) {
+    let store = Store::open(dir).expect("store");
+    store.create_topic("t", 1, &[]).expect("topic");
+    let (_tx, rx) = watch::channel(false);
+    let (replicas, waker) = ReplicaManager::start(store.clone(), Durability::PageCache, rx);
+    (store, replicas, waker)
+}
+
+fn append_txn(store: &Arc<Store>, pid: i64, epoch: i16, seq: i32) {
+    let mut b = ottla_record::BatchBuilder::with_capacity(128);
+    b.append(1, None, Some(b"v"), &[]);
+    let mut v = b.finish().to_vec();
+    use ottla_record::batch::*;
+    v[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&TRANSACTIONAL_FLAG.to_be_bytes());
+    v[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&pid.to_be_bytes());
+    v[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&epoch.to_be_bytes());
+    v[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&seq.to_be_bytes());
+    seal_crc(&mut v);
+    let log = store.partition_by_name("t", 0).expect("log");
+    log.append(&mut v, Durability::PageCache).expect("append");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_writes_markers_and_a_restart_finishes_a_prepared_abort() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (store, replicas, waker) = setup(dir.path());
+    let ids = ProducerIdManager::default();
+    let c = TxnCoordinator::start(store.clone(), Durability::PageCache, 60_000).expect("start");
+    assert_eq!(
+        c.init_producer_id(&replicas, &ids, "x", 60_001 + 900_000, None),
+        Err(code::INVALID_TRANSACTION_TIMEOUT)
+    );
+    let (pid, epoch) = c
+        .init_producer_id(&replicas, &ids, "x", 1000, None)
+        .expect("init");
+    assert_eq!(epoch, 0);
+    let part = ("t".to_string(), 0);
+    assert_eq!(
+        c.verify_produce(pid, epoch, "t", 0),
+        Err(code::INVALID_TXN_STATE)
+    );
+    c.add_partitions("x", pid, epoch, std::slice::from_ref(&part))
+        .expect("add");
+    c.verify_produce(pid, epoch, "t", 0).expect("verified");
+    append_txn(&store, pid, epoch, 0);
+    c.end_txn(&replicas, "x", pid, epoch, true).expect("commit");
+    assert_eq!(
+        c.describe("x").map(|m| m.state),
+        Some(TxnState::CompleteCommit)
+    );
+    let log = store.partition_by_name("t", 0).expect("log");
+    let st = ProducerStateManager::rebuild(&log).expect("rebuild");
+    assert_eq!(st.last_stable_offset(2), 2, "the marker ended it");
+
+    // A second transaction, left in PrepareAbort as a crash would leave it.
+    c.add_partitions("x", pid, epoch, &[part]).expect("add");
+    append_txn(&store, pid, epoch, 1);
+    let mut m = c.describe("x").expect("known");
+    let EndStep::Prepare(p) = m
+        .prepare_end(pid, epoch, false, true, now_ms())
+        .expect("ok")
+    else {
+        panic!("prepare");
+    };
+    c.log()
+        .expect("log")
+        .write(&p, Durability::PageCache)
+        .expect("write");
+    m = p;
+    assert_eq!(m.state, TxnState::PrepareAbort);
+    drop(c);
+    let st = ProducerStateManager::rebuild(&log).expect("rebuild");
+    assert_eq!(st.last_stable_offset(3), 2, "still open");
+
+    let c2 = TxnCoordinator::start(store.clone(), Durability::PageCache, 60_000).expect("restart");
+    assert_eq!(
+        c2.describe("x").map(|m| m.state),
+        Some(TxnState::PrepareAbort)
+    );
+    c2.tick(&replicas);
+    assert_eq!(
+        c2.describe("x").map(|m| m.state),
+        Some(TxnState::CompleteAbort)
+    );
+    let st = ProducerStateManager::rebuild(&log).expect("rebuild");
+    assert_eq!(st.last_stable_offset(4), 4);
+    let aborted = st.aborted_txns(0, 4);
+    assert_eq!(aborted.len(), 1);
+    assert_eq!((aborted[0].producer_id, aborted[0].first_offset), (pid, 2));
+    // A new producer for the id bumps the epoch: the old one is fenced.
+    let (pid2, epoch2) = c2
+        .init_producer_id(&replicas, &ids, "x", 1000, None)
+        .expect("init");
+    assert_eq!((pid2, epoch2), (pid, 1));
+    assert_eq!(
+        c2.add_partitions("x", pid, epoch, &[("t".into(), 0)]),
+        Err(code::PRODUCER_FENCED)
+    );
+    waker.stop();
+}

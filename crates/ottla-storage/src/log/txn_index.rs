@@ -1,0 +1,97 @@
+//! The aborted-transaction index of a partition (Kafka's `TransactionIndex`,
+//! the `.txnindex` beside each segment): for every aborted transaction, the
+//! producer id, its first offset, the offset of its ABORT marker, and the
+//! last stable offset when it was aborted. A read_committed Fetch returns
+//! the entries that overlap the range it returns, and the consumer drops
+//! those producers' records from each entry's first offset until the
+//! marker.
+//!
+//! Kept in memory and rebuilt with the producer state when a partition is
+//! first used (`producer_state::ProducerStateManager::rebuild` scans the
+//! log, so every ABORT marker still in the log comes back). Kafka persists
+//! it per segment so a restart does not scan; a `.txnindex` file per
+//! segment is the planned follow-up (docs/design/transactions.md).
+
+/// One aborted transaction (Kafka's `AbortedTxn`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The offset of the ABORT marker.
+    pub last_offset: i64,
+    /// The partition's last stable offset once the abort completed.
+    pub last_stable_offset: i64,
+}
+
+/// The aborted transactions of one partition, in marker order.
+#[derive(Clone, Debug, Default)]
+pub struct TxnIndex {
+    entries: Vec<AbortedTxn>,
+}
+
+impl TxnIndex {
+    pub fn push(&mut self, a: AbortedTxn) {
+        self.entries.push(a);
+    }
+
+    /// Every aborted transaction that overlaps `[fetch_offset, upper)`
+    /// (Kafka's `collectAbortedTxns`): its marker at or after the fetch
+    /// offset and its first record below the upper bound.
+    pub fn collect(&self, fetch_offset: i64, upper: i64) -> Vec<AbortedTxn> {
+        // Markers are in offset order: skip the ones before the fetch.
+        let from = self
+            .entries
+            .partition_point(|a| a.last_offset < fetch_offset);
+        self.entries[from..]
+            .iter()
+            .filter(|a| a.first_offset < upper)
+            .copied()
+            .collect()
+    }
+
+    /// Forget transactions wholly below the log start (deleted by
+    /// retention or DeleteRecords).
+    pub fn truncate_below(&mut self, log_start: i64) {
+        self.entries.retain(|a| a.last_offset >= log_start);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(pid: i64, first: i64, last: i64) -> AbortedTxn {
+        AbortedTxn {
+            producer_id: pid,
+            first_offset: first,
+            last_offset: last,
+            last_stable_offset: last + 1,
+        }
+    }
+
+    #[test]
+    fn collect_returns_the_transactions_overlapping_the_range() {
+        let mut ix = TxnIndex::default();
+        ix.push(a(1, 0, 10));
+        ix.push(a(2, 5, 20));
+        ix.push(a(3, 30, 40));
+        let pids = |v: Vec<AbortedTxn>| v.iter().map(|a| a.producer_id).collect::<Vec<_>>();
+        assert_eq!(pids(ix.collect(0, 100)), vec![1, 2, 3]);
+        // A fetch from 11 no longer sees the first one (its marker is before).
+        assert_eq!(pids(ix.collect(11, 100)), vec![2, 3]);
+        // Nor one that starts at or past the end of what is returned.
+        assert_eq!(pids(ix.collect(11, 30)), vec![2]);
+        assert_eq!(pids(ix.collect(41, 100)), Vec::<i64>::new());
+        ix.truncate_below(15);
+        assert_eq!(pids(ix.collect(0, 100)), vec![2, 3]);
+        assert_eq!(ix.len(), 2);
+    }
+}
