@@ -74,6 +74,7 @@ if TYPE_CHECKING:
         PartitionDescription,
         TopicDescription,
     )
+    from ottla.cluster import Cluster
     from ottla.types import OffsetAndMetadata, TopicPartition
 
 _LAZY = {
@@ -90,6 +91,7 @@ _LAZY = {
     "TopicDescription": "ottla.admin",
     "OffsetAndMetadata": "ottla.types",
     "TopicPartition": "ottla.types",
+    "Cluster": "ottla.cluster",
 }
 _SUBMODULES = ("admin", "types", "_arrow", "_display")
 
@@ -428,6 +430,7 @@ __all__ = [
     "BatchFuture",
     "Broker",
     "ClosedError",
+    "Cluster",
     "CompactionStats",
     "ConfigResource",
     "ConfigResourceType",
