@@ -102,6 +102,8 @@ def test_gap() -> None:
     res = check(History(), {TP: {1: log(), 2: gappy}}, {TP: 5})
     assert res.gaps == 2 and not res.ok
     assert "missing (2-3)" in res.report()
+    short = check(History(), {TP: {1: log(), 2: log(3)}}, {TP: 5})
+    assert short.gaps == 2 and "node 2: ends at offset 3, before the high watermark 5" in str(short)
 
 
 def test_phantom_read() -> None:

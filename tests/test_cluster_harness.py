@@ -204,6 +204,18 @@ def test_a_broker_without_cluster_mode_is_refused(tmp_path: Path) -> None:
         Old(tmp_path / "c")
 
 
+@pytest.mark.ottla_cluster(brokers=2, replication_factor=2, min_insync_replicas=1)
+def test_ottla_cluster_fixture_and_marker(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Cluster, "serve_command", FakeCluster.serve_command)
+    c = request.getfixturevalue("ottla_cluster")
+    assert isinstance(c, Cluster)
+    assert c.node_ids == [1, 2] and c.min_insync_replicas == 1
+    assert "--default-replication-factor 2 --min-insync-replicas 1" in broker_log(c, 1)
+    assert c.leader("t", 0) == 1
+
+
 # ---- the real replicated broker ------------------------------------------------------
 
 

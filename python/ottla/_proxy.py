@@ -23,6 +23,7 @@ One background thread serves every connection with ``selectors``; pure
 Python, no dependency.
 
 >>> import socket
+>>> from ottla._proxy import FaultProxy
 >>> echo = socket.create_server(("127.0.0.1", 0))
 >>> with FaultProxy(echo.getsockname()) as proxy:
 ...     client = socket.create_connection(proxy.address)

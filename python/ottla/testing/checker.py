@@ -28,6 +28,7 @@ Three inputs:
 * no consumer read a record that is not the committed one at its offset
   (``phantom_reads``: it was read, then disappeared or was replaced).
 
+>>> from ottla.testing.checker import History, check
 >>> h = History()
 >>> h.ack("t", 0, 0, "p-1", idempotent=True)
 >>> h.read("t", 0, 0, "p-1")
@@ -271,11 +272,14 @@ def check(
             missing = [o for o in range(start, hw) if o not in by_offset]
             if missing:
                 res.gaps += len(missing)
-                violation(
-                    "gaps",
-                    f"{name} node {node}: {len(missing)} offsets below the high watermark {hw} "
-                    f"missing ({_ranges(missing)})",
-                )
+                if missing == list(range(missing[0], hw)):
+                    # Nothing after the first missing offset: the log ends
+                    # early (lost its tail, or a follower that had not
+                    # learned the high watermark when it stopped).
+                    what = f"ends at offset {missing[0]}, before the high watermark {hw}"
+                else:
+                    what = f"{len(missing)} offsets below the high watermark {hw} missing"
+                violation("gaps", f"{name} node {node}: {what} ({_ranges(missing)})")
             for rid, offsets in ids.items():
                 if len(offsets) > 1:
                     if rid in idempotent_ids:
