@@ -120,15 +120,20 @@ class Producers:
             request_timeout_ms=10_000,
             delivery_timeout_ms=120_000,
             retry_backoff_ms=200,
+            max_block_ms=10_000,
             enable_idempotence=False,
         )
         i = 0
         while not self.stop.is_set():
             rid = f"kp-{i:07d}"
-            fut = p.send(TOPIC, key=rid.encode(), value=b"y" * 64)
+            i += 1
+            try:
+                fut = p.send(TOPIC, key=rid.encode(), value=b"y" * 64)
+            except Exception as e:  # no metadata within max_block_ms: not sent
+                self.history.failed("kafka-python", rid, repr(e))
+                continue
             fut.add_callback(self._kp_ok, rid)
             fut.add_errback(self._kp_err, rid)
-            i += 1
             self.sent["kafka-python"] = i
             time.sleep(self.interval)
         p.flush(150)

@@ -162,6 +162,12 @@ def test_wipe_empties_the_directory(fake: FakeCluster) -> None:
     assert fake.state(1) == "wiped" and list(fake.data_dir(1).iterdir()) == []
     fake.start(1)
     assert (fake.data_dir(1) / "starts").read_text() == "1"
+    meta = fake.data_dir(2) / ".ottla" / "cluster" / "meta"
+    meta.mkdir(parents=True)
+    (meta / "vote").write_text("term 3")
+    fake.wipe(2, keep_metadata=True)
+    assert (meta / "vote").read_text() == "term 3"
+    assert not (fake.data_dir(2) / "starts").exists()
 
 
 def test_add_broker_is_not_a_voter(fake: FakeCluster) -> None:

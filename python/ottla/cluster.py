@@ -62,6 +62,10 @@ _BOOTSTRAP_KEY = {
 
 _C = TypeVar("_C", bound="Cluster")
 
+# Where a node keeps the cluster-metadata quorum, under its data directory
+# (docs/design/replication.md).
+_METADATA_DIR = Path(".ottla") / "cluster"
+
 NodeState = Literal["running", "paused", "stopped", "killed", "wiped", "exited"]
 
 
@@ -393,15 +397,27 @@ class Cluster:
             node.state = "running"
             _wait_proc_state(node, stopped=False)
 
-    def wipe(self, node_id: int) -> None:
+    def wipe(self, node_id: int, *, keep_metadata: bool = False) -> None:
         """Stop the node (SIGKILL) and empty its data directory: the next
-        :meth:`start` restarts it as a disk replaced or wiped."""
+        :meth:`start` restarts it as a disk replaced or wiped. With
+        ``keep_metadata``, the cluster-metadata quorum's files
+        (``.ottla/cluster`` under the data directory) stay: only the
+        partitions' data is lost (Kafka's ``log.dirs`` lost,
+        ``metadata.log.dir`` kept)."""
         node = self._node(node_id)
         with self._lock:
             if node.running:
                 self.kill(node_id)
+            kept = node.dir / "kept-metadata"
+            meta = node.data / _METADATA_DIR
+            if keep_metadata and meta.exists():
+                shutil.rmtree(kept, ignore_errors=True)
+                meta.rename(kept)
             shutil.rmtree(node.data, ignore_errors=True)
             node.data.mkdir(parents=True, exist_ok=True)
+            if keep_metadata and kept.exists():
+                meta.parent.mkdir(parents=True, exist_ok=True)
+                kept.rename(meta)
             node.state = "wiped"
 
     # ---- network faults ---------------------------------------------------------------
