@@ -330,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
             readers.stop.set()
             readers.thread.join(30)
             log(f"high watermarks {hws}; stopping every node to read its logs")
+            # A follower learns the last high watermark from its next fetch
+            # (its log is read only up to the high watermark it knows).
+            time.sleep(2)
             for node in cluster.node_ids:
                 cluster.stop(node)
             logs = {

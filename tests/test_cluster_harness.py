@@ -5,6 +5,7 @@ fixture and a short run of scripts/fault_harness.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -276,22 +277,89 @@ def test_leader_killed_nothing_acknowledged_is_lost(tmp_path: Path) -> None:
         produce_numbered(c.bootstrap_servers, topic, 0, 200, history)
         old = c.leader(topic, 0)
         c.kill(old)
-        deadline = time.monotonic() + 60
-        while c.leader(topic, 0) == old:
-            assert time.monotonic() < deadline, f"no new leader: {c!r}"
-            time.sleep(0.1)
+        other_leader(c, topic, old)
         produce_numbered(c.bootstrap_servers, topic, 200, 200, history)
         c.start(old)
-        [part] = c.wait_in_sync(topic)
-        hw = c.high_watermark(topic, 0)
-        for i in c.node_ids:
-            c.stop(i)
-        logs = {i: read_partition_log(c.data_dir(i), topic, 0) for i in part.replicas}
-    result = check(history, {(topic, 0): logs}, {(topic, 0): hw})
-    print(result.report())
+        print(check_replicas(c, topic, history))
     assert not history.failures
-    assert result.acked == 400
+    assert len(history.acks) == 400
+
+
+def other_leader(c: Cluster, topic: str, old: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(ClusterError):
+            leader = c.leader(topic, 0, timeout=5)
+            if leader != old:
+                return leader
+        assert time.monotonic() < deadline, f"{topic}[0] still led by {old}: {c!r}"
+        time.sleep(0.1)
+
+
+def check_replicas(c: Cluster, topic: str, history: History) -> str:
+    """Stop every node, check every replica of ``topic``[0]; the report."""
+    [part] = c.wait_in_sync(topic)
+    hw = c.high_watermark(topic, 0)
+    time.sleep(2)  # followers learn the last high watermark from their next fetch
+    for i in c.node_ids:
+        c.stop(i)
+    logs = {i: read_partition_log(c.data_dir(i), topic, 0) for i in part.replicas}
+    result = check(history, {(topic, 0): logs}, {(topic, 0): hw})
     assert result.ok, result.report()
+    return result.report()
+
+
+@needs_cluster
+@pytest.mark.timeout(240)
+def test_isolated_leader_is_replaced_and_rejoins(tmp_path: Path) -> None:
+    history = History()
+    with Cluster(tmp_path / "cluster", 3) as c:
+        produce_numbered(c.bootstrap_servers, "t", 0, 100, history)
+        old = c.leader("t", 0)
+        c.isolate(old)
+        new = other_leader(c, "t", old)
+        produce_numbered(c.bootstrap_servers, "t", 100, 100, history)
+        c.heal(old)
+        c.wait_in_sync("t")
+        assert c.leader("t", 0) in {old, new}
+        print(check_replicas(c, "t", history))
+    assert len(history.acks) == 200 and not history.failures
+
+
+@needs_cluster
+@pytest.mark.timeout(240)
+def test_min_insync_replicas_refuses_acks_all_writes(tmp_path: Path) -> None:
+    """Two of three replicas down: acks=all writes fail with
+    NOT_ENOUGH_REPLICAS (nothing acknowledged that one disk holds); back
+    up, they succeed."""
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    history = History()
+    with Cluster(tmp_path / "cluster", 3) as c:
+        produce_numbered(c.bootstrap_servers, "t", 0, 10, history)
+        leader = c.leader("t", 0)
+        followers = [i for i in c.node_ids if i != leader]
+        for f in followers:
+            c.kill(f)
+        errors: list[Any] = []
+        p = confluent_kafka.Producer(
+            {
+                "bootstrap.servers": c.address(leader),
+                "enable.idempotence": True,
+                "acks": "all",
+                "message.timeout.ms": 8000,
+            }
+        )
+        p.produce("t", key=b"refused", value=b"v", on_delivery=lambda e, m: errors.append(e))
+        p.flush(30)
+        assert len(errors) == 1 and errors[0] is not None, errors
+        assert errors[0].code() in (
+            confluent_kafka.KafkaError.NOT_ENOUGH_REPLICAS,
+            confluent_kafka.KafkaError._MSG_TIMED_OUT,
+        ), errors[0]
+        for f in followers:
+            c.start(f)
+        produce_numbered(c.bootstrap_servers, "t", 10, 10, history)
+        print(check_replicas(c, "t", history))
 
 
 @needs_cluster
