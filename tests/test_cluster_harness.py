@@ -152,7 +152,9 @@ def test_isolate_cuts_both_ways_and_heal(fake: FakeCluster) -> None:
     assert not connection_refused(fake.address(2))
     assert not connection_refused(fake.address(1), source="127.0.0.12")
     fake.isolate(1)
-    fake.isolate(3)
+    fake.isolate(3, silent=True)
+    assert "cut (silent)" in repr(fake.proxy(3))
+    assert "127.0.0.13" in fake.proxy(2).dropped
     fake.heal()
     assert not any(connection_refused(fake.address(i)) for i in (1, 2, 3))
 

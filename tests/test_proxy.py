@@ -110,6 +110,17 @@ def is_reset(s: socket.socket) -> bool:
         return True
 
 
+def refused(proxy: FaultProxy, source: str | None = None) -> bool:
+    """True if a new connection is reset: during connect() (the RST may beat
+    connect's own check) or at its first use."""
+    try:
+        s = connect(proxy, source)
+    except OSError:
+        return True
+    with s:
+        return is_reset(s)
+
+
 def wait_until(pred: object, timeout: float = 10.0) -> bool:
     assert callable(pred)
     deadline = time.monotonic() + timeout
@@ -166,13 +177,12 @@ def test_cut_resets_connections_and_refuses_new_until_heal(proxy: FaultProxy) ->
     proxy.cut()
     assert proxy.is_cut and proxy.connections == 0
     assert is_reset(a) and is_reset(b)
-    c = connect(proxy)  # the kernel accepts; the proxy resets it at once
-    assert is_reset(c)
+    assert refused(proxy)  # the kernel accepts; the proxy resets it at once
     assert proxy.refused >= 1
     proxy.heal()
     with connect(proxy) as d:
         assert round_trip(d) == b"ping"
-    for s in (a, b, c):
+    for s in (a, b):
         s.close()
 
 
@@ -184,7 +194,7 @@ def test_drop_from_cuts_only_that_source(proxy: FaultProxy) -> None:
     assert proxy.dropped == {"127.0.0.2"}
     assert is_reset(dropped)
     assert round_trip(other, b"pong") == b"pong"
-    assert is_reset(connect(proxy, "127.0.0.2"))
+    assert refused(proxy, "127.0.0.2")
     with connect(proxy, "127.0.0.3") as third:
         assert round_trip(third) == b"ping"
     proxy.allow_from("127.0.0.2")
@@ -216,8 +226,8 @@ def test_target_down_resets_the_client() -> None:
     free = socket.create_server(("127.0.0.1", 0))
     port = free.getsockname()[1]
     free.close()  # nothing listens there now
-    with FaultProxy(("127.0.0.1", port)) as p, connect(p) as s:
-        assert is_reset(s)
+    with FaultProxy(("127.0.0.1", port)) as p:
+        assert refused(p)
         assert wait_until(lambda: p.refused == 1)
 
 
@@ -242,3 +252,55 @@ def test_same_port_after_close(echo: Echo) -> None:
         assert round_trip(s) == b"ping"
     with FaultProxy(echo.address, port=port) as second, connect(second) as s:
         assert round_trip(s) == b"ping"
+
+
+def nothing_arrives(s: socket.socket, wait: float = 0.3) -> bool:
+    """True if ``s`` receives nothing (no byte, no EOF, no reset) for ``wait`` s."""
+    s.settimeout(wait)
+    try:
+        s.recv(1)
+    except TimeoutError:
+        return True
+    except OSError:
+        return False
+    finally:
+        s.settimeout(10)
+    return False
+
+
+def test_silent_cut_swallows_bytes_then_heal_resets(proxy: FaultProxy) -> None:
+    a = connect(proxy)
+    assert round_trip(a) == b"ping"
+    proxy.cut(silent=True)
+    assert "cut (silent)" in repr(proxy)
+    # Both sides of `a` are black-holed: the server's side hangs too.
+    assert proxy.connections == 0 and proxy.silenced == 2
+    a.sendall(b"lost")
+    assert nothing_arrives(a)  # no echo, and no reset either
+    b = connect(proxy)  # accepted into the black hole
+    b.sendall(b"lost too")
+    assert nothing_arrives(b)
+    assert wait_until(lambda: proxy.silenced == 3)
+    proxy.heal()
+    assert proxy.silenced == 0
+    assert is_reset(a) and is_reset(b)
+    with connect(proxy) as c:
+        assert round_trip(c) == b"ping"
+    a.close()
+    b.close()
+
+
+def test_silent_drop_from_one_source(proxy: FaultProxy) -> None:
+    other = connect(proxy, "127.0.0.1")
+    quiet = connect(proxy, "127.0.0.4")
+    assert round_trip(quiet) == b"ping"
+    proxy.drop_from("127.0.0.4", silent=True)
+    quiet.sendall(b"x")
+    assert nothing_arrives(quiet)
+    assert round_trip(other, b"still") == b"still"
+    proxy.allow_from("127.0.0.4")
+    assert is_reset(quiet)
+    with connect(proxy, "127.0.0.4") as back:
+        assert round_trip(back) == b"ping"
+    other.close()
+    quiet.close()

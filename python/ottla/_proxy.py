@@ -12,7 +12,11 @@ then breaks the network on purpose:
   address, so this cuts one node off from this listener), until
   ``allow_from(ip)`` or ``heal()``;
 * ``delay``: seconds every chunk of bytes is held before it is passed on
-  (latency, not a bandwidth limit).
+  (latency, not a bandwidth limit);
+* ``silent=True`` (``cut`` and ``drop_from``): a black hole instead of a
+  reset: connections stay open and every byte is swallowed, in both
+  directions, as when a network drops packets; each side waits for its
+  own timeouts. ``heal()`` (or ``allow_from``) then resets them.
 
 Every method returns once it took effect: after ``cut()`` returns, no
 connection is open through the proxy. A reset (RST, not FIN) is what a
@@ -118,7 +122,12 @@ class FaultProxy:
         self._name = name
         self._delay = float(delay)
         self._cut = False
+        self._silent = False
         self._dropped: set[str] = set()
+        self._silent_from: set[str] = set()
+        # Black-holed sockets (either side of a silenced connection), by
+        # the source address of their connection.
+        self._sinks: dict[socket.socket, str] = {}
         self._closed = False
         self._accepted = 0
         self._refused = 0
@@ -201,34 +210,66 @@ class FaultProxy:
             raise ValueError(f"delay must be >= 0 seconds, not {seconds!r}")
         self._delay = float(seconds)
 
-    def cut(self) -> None:
-        """Reset every connection and every new one until ``heal()``."""
-        self._call(self._do_cut)
+    @property
+    def silenced(self) -> int:
+        """Sockets black-holed now (two per silenced connection, one per
+        connection accepted into the black hole)."""
+        return len(self._sinks)
 
-    def heal(self) -> None:
-        """Undo ``cut()`` and every ``drop_from()``: new connections are
-        forwarded again (connections cut stay closed; clients reconnect)."""
+    def cut(self, *, silent: bool = False) -> None:
+        """Reset every connection and every new one until ``heal()``;
+        ``silent``: swallow their bytes instead (a black hole)."""
 
         def do() -> None:
-            self._cut = False
-            self._dropped.clear()
+            self._cut = True
+            self._silent = silent
+            for pipe in list(self._pipes):
+                self._end_pipe(pipe, silent)
 
         self._call(do)
 
-    def drop_from(self, source_ip: str) -> None:
+    def heal(self) -> None:
+        """Undo ``cut()`` and every ``drop_from()``: new connections are
+        forwarded again (connections cut stay closed, black-holed ones are
+        reset now; clients reconnect)."""
+
+        def do() -> None:
+            self._cut = False
+            self._silent = False
+            self._dropped.clear()
+            self._silent_from.clear()
+            for sock in list(self._sinks):
+                self._close_sink(sock)
+
+        self._call(do)
+
+    def drop_from(self, source_ip: str, *, silent: bool = False) -> None:
         """Reset every connection from ``source_ip`` and refuse new ones
-        from it until ``allow_from(source_ip)`` or ``heal()``."""
+        from it until ``allow_from(source_ip)`` or ``heal()``; ``silent``:
+        swallow their bytes instead (a black hole)."""
 
         def do() -> None:
             self._dropped.add(source_ip)
+            if silent:
+                self._silent_from.add(source_ip)
+            else:
+                self._silent_from.discard(source_ip)
             for pipe in [p for p in self._pipes if p.peer_ip == source_ip]:
-                self._close_pipe(pipe, reset=True)
+                self._end_pipe(pipe, silent)
 
         self._call(do)
 
     def allow_from(self, source_ip: str) -> None:
-        """Forward connections from ``source_ip`` again."""
-        self._call(lambda: self._dropped.discard(source_ip))
+        """Forward connections from ``source_ip`` again (its black-holed
+        connections are reset)."""
+
+        def do() -> None:
+            self._dropped.discard(source_ip)
+            self._silent_from.discard(source_ip)
+            for sock in [s for s, ip in self._sinks.items() if ip == source_ip]:
+                self._close_sink(sock)
+
+        self._call(do)
 
     def close(self) -> None:
         """Stop listening, reset every connection, end the thread."""
@@ -252,7 +293,8 @@ class FaultProxy:
         return False
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "cut" if self._cut else "open"
+        cut = "cut (silent)" if self._silent else "cut"
+        state = "closed" if self._closed else cut if self._cut else "open"
         dropped = f" dropping {sorted(self._dropped)}" if self._dropped else ""
         delay = f" delay={self._delay}s" if self._delay else ""
         return (
@@ -277,14 +319,55 @@ class FaultProxy:
             if not self._thread.is_alive():
                 raise RuntimeError(f"{self!r}: its thread ended")
 
-    def _do_cut(self) -> None:
+    def _do_close(self) -> None:
         self._cut = True
         for pipe in list(self._pipes):
             self._close_pipe(pipe, reset=True)
-
-    def _do_close(self) -> None:
-        self._do_cut()
+        for sock in list(self._sinks):
+            self._close_sink(sock)
         self._closed = True
+
+    def _end_pipe(self, pipe: _Pipe, silent: bool) -> None:
+        """Reset ``pipe``, or (``silent``) black-hole both its sockets."""
+        if not silent:
+            self._close_pipe(pipe, reset=True)
+            return
+        self._pipes.discard(pipe)
+        for side in (pipe.client, pipe.upstream):
+            try:
+                self._sel.unregister(side.sock)
+            except (KeyError, ValueError):
+                pass
+            self._sink(side.sock, pipe.peer_ip)
+
+    def _sink(self, sock: socket.socket, peer_ip: str) -> None:
+        self._sinks[sock] = peer_ip
+        self._sel.register(sock, selectors.EVENT_READ, "sink")
+
+    def _close_sink(self, sock: socket.socket) -> None:
+        self._sinks.pop(sock, None)
+        try:
+            self._sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        _reset(sock)
+
+    def _swallow(self, sock: socket.socket) -> None:
+        """Read and drop what reached a black-holed socket; close it once
+        its peer gave up."""
+        try:
+            if sock.recv(_CHUNK):
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self._sinks.pop(sock, None)
+        try:
+            self._sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
 
     # ---- the loop ---------------------------------------------------------------------
 
@@ -298,6 +381,10 @@ class FaultProxy:
                         self._accept()
                     elif data == "wake":
                         self._drain_wake()
+                    elif data == "sink":
+                        sock = key.fileobj
+                        if isinstance(sock, socket.socket) and sock in self._sinks:
+                            self._swallow(sock)
                     else:
                         pipe, side = data
                         if pipe in self._pipes:
@@ -307,6 +394,8 @@ class FaultProxy:
         finally:
             for pipe in list(self._pipes):
                 self._close_pipe(pipe, reset=True)
+            for sock in list(self._sinks):
+                self._close_sink(sock)
             for s in (self._listener, self._wake_r, self._wake_w):
                 try:
                     self._sel.unregister(s)
@@ -349,7 +438,11 @@ class FaultProxy:
             peer_ip = str(peer[0])
             if self._cut or peer_ip in self._dropped:
                 self._refused += 1
-                _reset(sock)
+                if (self._cut and self._silent) or peer_ip in self._silent_from:
+                    sock.setblocking(False)
+                    self._sink(sock, peer_ip)
+                else:
+                    _reset(sock)
                 continue
             sock.setblocking(False)
             upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -422,19 +422,22 @@ class Cluster:
 
     # ---- network faults ---------------------------------------------------------------
 
-    def isolate(self, node_id: int) -> None:
+    def isolate(self, node_id: int, *, silent: bool = False) -> None:
         """Cut the node off from everyone, in both directions, while it keeps
         running: its proxies reset every connection (clients' and peers'),
         and every other node's proxies refuse connections from its address.
+        ``silent``: the connections are black-holed instead of reset (bytes
+        swallowed, nothing answered, as when a network drops packets), so
+        every side waits for its own timeouts.
         """
         node = self._node(node_id)
         with self._lock:
-            node.proxy.cut()
-            node.controller_proxy.cut()
+            node.proxy.cut(silent=silent)
+            node.controller_proxy.cut(silent=silent)
             for other in self._nodes.values():
                 if other is not node:
-                    other.proxy.drop_from(node.host)
-                    other.controller_proxy.drop_from(node.host)
+                    other.proxy.drop_from(node.host, silent=silent)
+                    other.controller_proxy.drop_from(node.host, silent=silent)
             node.isolated = True
 
     def heal(self, node_id: int | None = None) -> None:
