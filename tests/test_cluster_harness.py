@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import ottla
+from helpers import Spawn, wait_until
 from ottla.cluster import Cluster, ClusterError
 from ottla.testing.checker import History, check, read_partition_log
 
@@ -203,6 +204,28 @@ def test_close_stops_every_process_even_after_an_error(tmp_path: Path) -> None:
         c.kill(1)
     for i in (1, 2, 3):
         assert "stopped" in (tmp_path / "c" / f"node-{i}" / "broker.log").read_text()
+
+
+def test_nodes_die_with_the_process_that_started_them(tmp_path: Path, spawn: Spawn) -> None:
+    """SIGKILL the process holding a cluster: its watchdog kills the nodes."""
+    child = spawn(
+        """
+        import sys
+        import ottla
+        class Fake(ottla.Cluster):
+            serve_command = (sys.executable, sys.argv[1])
+        c = Fake(sys.argv[2], 2)
+        print(*(c.pid(i) for i in c.node_ids), flush=True)
+        import time
+        time.sleep(600)
+        """,
+        FAKE_NODE,
+        tmp_path / "c",
+    )
+    pids = [int(p) for p in child.wait_line(timeout=60).split()]
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+    child.sigkill()
+    assert wait_until(lambda: not any(alive(p) for p in pids), timeout=30)
 
 
 def test_a_broker_without_cluster_mode_is_refused(tmp_path: Path) -> None:

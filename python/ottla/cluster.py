@@ -90,10 +90,73 @@ class PartitionState:
     error_code: int = 0
 
 
+# The watchdog: a small process that SIGKILLs the nodes still registered
+# with it when its standard input closes, that is when the process that
+# started them ends without stopping them (killed, os._exit, a second
+# Ctrl-C): no broker outlives its test run. Lines "+pid" and "-pid".
+_WATCHDOG = """
+import os, signal, sys
+pids = set()
+for line in sys.stdin:
+    line = line.strip()
+    if line[:1] == "+":
+        pids.add(int(line[1:]))
+    elif line[:1] == "-":
+        pids.discard(int(line[1:]))
+for pid in pids:
+    for sig in (signal.SIGCONT, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+"""
+
+
+class _Watchdog:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C to the test run does not end it first
+        )
+        self._lock = threading.Lock()
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            stdin = self.proc.stdin
+            if stdin is None or stdin.closed:
+                return
+            try:
+                stdin.write(line.encode() + b"\n")
+                stdin.flush()
+            except OSError:
+                pass
+
+    def watch(self, pid: int) -> None:
+        self._send(f"+{pid}")
+
+    def forget(self, pid: int) -> None:
+        self._send(f"-{pid}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self.proc.stdin is not None and not self.proc.stdin.closed:
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
 class _Node:
     """One broker process and its proxies."""
 
     def __init__(self, cluster: Cluster, node_id: int, voter: bool) -> None:
+        self.watchdog = cluster._watchdog
         self.id = node_id
         self.voter = voter
         self.host = f"127.0.0.{10 + node_id}"
@@ -139,6 +202,7 @@ class _Node:
             stderr=self._log,
             env=env,
         )
+        self.watchdog.watch(self.proc.pid)
         self.state = "running"
         self._reader = threading.Thread(
             target=self._read_stdout, args=(self.proc,), name=f"ottla-node-{self.id}", daemon=True
@@ -179,6 +243,7 @@ class _Node:
             self.signal(signal.SIGCONT)
             proc.kill()
             code = proc.wait(10)
+        self.watchdog.forget(proc.pid)
         if self._reader is not None:
             self._reader.join(5)
         if self._log is not None:
@@ -255,7 +320,8 @@ class Cluster:
                 "this ottla build's broker has no cluster mode (`ottla serve --help` lists no "
                 "--node-id): ottla.Cluster needs a broker built with replication (issue 14)"
             )
-        self._finalizer = weakref.finalize(self, _stop_all, self._nodes)
+        self._watchdog = _Watchdog()
+        self._finalizer = weakref.finalize(self, _stop_all, self._nodes, self._watchdog)
         try:
             for node_id in range(1, brokers + 1):
                 self._nodes[node_id] = _Node(self, node_id, voter=node_id <= controllers)
@@ -600,8 +666,8 @@ class Cluster:
         if self._closed:
             return
         self._closed = True
-        errors = _stop_all(self._nodes)
         self._finalizer.detach()
+        errors = _stop_all(self._nodes, self._watchdog)
         if errors:
             raise ClusterError("closing the cluster: " + "; ".join(errors))
 
@@ -734,8 +800,9 @@ def _free_port(host: str) -> int:
         return port
 
 
-def _stop_all(nodes: dict[int, _Node]) -> list[str]:
-    """Stop every node and close every proxy; what went wrong, as text."""
+def _stop_all(nodes: dict[int, _Node], watchdog: _Watchdog) -> list[str]:
+    """Stop every node, close every proxy and the watchdog; what went wrong,
+    as text."""
     errors: list[str] = []
     for node in nodes.values():
         try:
@@ -754,6 +821,10 @@ def _stop_all(nodes: dict[int, _Node]) -> list[str]:
                 proxy.close()
             except Exception as e:
                 errors.append(f"node {node.id} proxy: {e}")
+    try:
+        watchdog.close()
+    except Exception as e:
+        errors.append(f"watchdog: {e}")
     return errors
 
 
