@@ -91,7 +91,7 @@ def test_nodes_addresses_and_flags(fake: FakeCluster) -> None:
         assert f"--advertised-listener {fake.address(i)} " in log
         assert f"--controller-quorum-voters {voters} " in log
         assert "--default-replication-factor 3 --min-insync-replicas 2" in log
-        assert "--broker-session-timeout-ms 2000" in log  # fast=True
+        assert "--broker-session-timeout-ms 1500" in log  # fast=True
         assert fake.proxy(i).target[0] == f"127.0.0.{10 + i}"
         assert fake.data_dir(i) == fake.path / f"node-{i}" / "data"
     assert fake.leader("orders", 0) == 1
@@ -291,6 +291,31 @@ def produce_numbered(bootstrap: str, topic: str, start: int, n: int, history: Hi
         p.produce(topic, key=f"c-{i:06d}".encode(), value=b"v", on_delivery=on_delivery)
         p.poll(0)
     assert p.flush(90) == 0
+
+
+@needs_cluster
+@pytest.mark.timeout(120)
+def test_nodes_connect_from_their_own_addresses(tmp_path: Path) -> None:
+    """The contract isolate() relies on: a node's connections to its peers
+    (controller quorum, registration, replica fetchers) leave from its
+    --listen address, so a proxy can tell who calls."""
+    history = History()
+    with Cluster(tmp_path / "cluster", 3) as c:
+        produce_numbered(c.bootstrap_servers, "t", 0, 10, history)
+        c.wait_in_sync("t")
+        leader = c.leader("t", 0)
+        deadline = time.monotonic() + 30
+        want = {f"127.0.0.{10 + i}" for i in c.node_ids if i != leader}
+        while not want <= set(c.proxy(leader).sources):
+            assert time.monotonic() < deadline, (
+                f"followers' fetches to node {leader} come from {c.proxy(leader).sources}, "
+                f"expected {sorted(want)}"
+            )
+            time.sleep(0.1)
+        sources = set()
+        for i in c.node_ids:
+            sources |= set(c.controller_proxy(i).sources)
+        assert sources - {"127.0.0.1"}, sources
 
 
 @needs_cluster

@@ -190,8 +190,10 @@ def test_drop_from_cuts_only_that_source(proxy: FaultProxy) -> None:
     other = connect(proxy, "127.0.0.1")
     dropped = connect(proxy, "127.0.0.2")
     assert round_trip(other) == b"ping" and round_trip(dropped) == b"ping"
+    assert proxy.sources == {"127.0.0.1": 1, "127.0.0.2": 1}
     proxy.drop_from("127.0.0.2")
     assert proxy.dropped == {"127.0.0.2"}
+    assert proxy.sources == {"127.0.0.1": 1}
     assert is_reset(dropped)
     assert round_trip(other, b"pong") == b"pong"
     assert refused(proxy, "127.0.0.2")

@@ -190,6 +190,14 @@ class FaultProxy:
         return len(self._pipes)
 
     @property
+    def sources(self) -> dict[str, int]:
+        """Connections forwarded now, by the source address they came from."""
+        out: dict[str, int] = {}
+        for pipe in list(self._pipes):
+            out[pipe.peer_ip] = out.get(pipe.peer_ip, 0) + 1
+        return out
+
+    @property
     def accepted(self) -> int:
         """Connections forwarded since the proxy started."""
         return self._accepted

@@ -45,11 +45,11 @@ from ottla._proxy import FaultProxy
 __all__ = ["Cluster", "ClusterError", "PartitionState"]
 
 # Settings a ``fast=True`` cluster starts its nodes with (where the broker
-# has them): a dead broker is fenced and its partitions move in about two
+# has them): a dead broker is fenced and its partitions move in about 1.5
 # seconds instead of Kafka's nine, and a follower that stops fetching
 # leaves the in-sync set in two seconds instead of thirty.
 FAST_SETTINGS: dict[str, int] = {
-    "broker_session_timeout_ms": 2000,
+    "broker_session_timeout_ms": 1500,
     "replica_lag_time_max_ms": 2000,
     "group_initial_rebalance_delay_ms": 0,
 }
