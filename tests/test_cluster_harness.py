@@ -198,7 +198,7 @@ def test_close_stops_every_process_even_after_an_error(tmp_path: Path) -> None:
         c.pause(2)
         raise RuntimeError("the test failed")
     assert len(pids) == 3 and not any(alive(p) for p in pids)
-    assert c.closed
+    assert c.closed and repr(c).endswith(" closed>")
     c.close()  # twice is fine
     with pytest.raises(ClusterError, match="closed"):
         c.kill(1)

@@ -360,7 +360,9 @@ class Cluster:
         """``"running"``, ``"paused"``, ``"stopped"``, ``"killed"``,
         ``"wiped"`` or ``"exited"`` (it ended by itself), with
         ``"+isolated"`` while it is isolated."""
-        node = self._node(node_id)
+        return self._state(self._node(node_id))
+
+    def _state(self, node: _Node) -> str:
         state: str = node.state
         if state in ("running", "paused") and not node.running:
             node.state = "exited"
@@ -689,7 +691,7 @@ class Cluster:
 
     def __repr__(self) -> str:
         nodes = ", ".join(
-            f"{i}={self.state(i)}@{n.proxy.bootstrap}" for i, n in sorted(self._nodes.items())
+            f"{i}={self._state(n)}@{n.proxy.bootstrap}" for i, n in sorted(self._nodes.items())
         )
         closed = " closed" if self._closed else ""
         return f"<ottla.Cluster {self.path} [{nodes}]{closed}>"
