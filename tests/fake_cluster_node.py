@@ -4,7 +4,7 @@ wipe, logs) that must not depend on the replicated broker.
 
 It takes the cluster flags of ``ottla serve``, listens on ``--listen`` and
 ``--controller-listen``, prints ``listening on HOST:PORT``, and answers
-Metadata v4 (every voter and itself as brokers; each asked topic with one
+Metadata v7 (every voter and itself as brokers; each asked topic with one
 partition led by the lowest voter, all in sync; brokers: every voter and
 every node directory beside its own that a node started in) and ListOffsets v1 (offset
 = the number of times this node started, counted in ``DIR/starts``).
@@ -76,13 +76,11 @@ class Node:
         out += struct.pack(">i", len(topics))
         for t in topics:
             out += struct.pack(">h", 0) + _string(t) + b"\x00" + struct.pack(">i", 1)
-            out += struct.pack(">hii", 0, 0, self.voters[0])
-            out += struct.pack(">i", len(self.voters)) + b"".join(
+            out += struct.pack(">hiii", 0, 0, self.voters[0], 0)  # ..., leader, leader epoch
+            voters = struct.pack(">i", len(self.voters)) + b"".join(
                 struct.pack(">i", v) for v in self.voters
             )
-            out += struct.pack(">i", len(self.voters)) + b"".join(
-                struct.pack(">i", v) for v in self.voters
-            )
+            out += voters + voters + struct.pack(">i", 0)  # replicas, isr, offline
         return out
 
     def list_offsets(self, body: bytes) -> bytes:

@@ -96,7 +96,10 @@ def test_nodes_addresses_and_flags(fake: FakeCluster) -> None:
         assert fake.data_dir(i) == fake.path / f"node-{i}" / "data"
     assert fake.leader("orders", 0) == 1
     [p] = fake.partitions("orders")
-    assert (p.leader, p.replicas, p.isr) == (1, (1, 2, 3), (1, 2, 3))
+    assert (p.leader, p.replicas, p.isr, p.leader_epoch) == (1, (1, 2, 3), (1, 2, 3), 0)
+    assert fake.partitions("orders", node_id=2) == [p]
+    assert set(fake.views("orders")) == {1, 2, 3}
+    assert fake.wait_in_sync("orders", timeout=10) == [p]
     assert fake.high_watermark("orders", 0) == 1  # the stand-in: its start count
     assert fake.client_config("kafka-python") == {"bootstrap_servers": fake.bootstrap_servers}
     assert "1=running@127.0.0.1:" in repr(fake)

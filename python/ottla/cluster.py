@@ -88,6 +88,10 @@ class PartitionState:
     isr: tuple[int, ...]
     #: Kafka's error code for the partition (0: none).
     error_code: int = 0
+    #: The leader epoch (-1 if the node did not say).
+    leader_epoch: int = -1
+    #: Replicas on brokers that are not alive.
+    offline: tuple[int, ...] = ()
 
 
 # The watchdog: a small process that SIGKILLs the nodes still registered
@@ -584,19 +588,40 @@ class Cluster:
                 raise ClusterError(f"cluster not ready after {timeout:g} s: {detail}\n{tails}")
             time.sleep(0.1)
 
+    def views(self, topic: str) -> dict[int, list[PartitionState]]:
+        """``topic``'s partitions as each reachable node's Metadata describes
+        them, by node id (a node that does not answer is left out). Views
+        differ for a moment after a change: a node just healed or restarted
+        learns the metadata from the quorum."""
+        out: dict[int, list[PartitionState]] = {}
+        for node in self._reachable():
+            with contextlib.suppress(OSError):
+                _, parts = _metadata(node.proxy.address, [topic], timeout=5.0)
+                out[node.id] = [p for p in parts if p.topic == topic]
+        return out
+
     def partitions(self, topic: str, *, node_id: int | None = None) -> list[PartitionState]:
-        """``topic``'s partitions as a node's Metadata describes them (the
-        first reachable node, or ``node_id``); empty if the topic is unknown."""
-        nodes = [self._node(node_id)] if node_id is not None else self._reachable()
-        errors = []
-        for node in nodes:
+        """``topic``'s partitions as node ``node_id``'s Metadata describes
+        them, or (``None``) the freshest view of the reachable nodes': for
+        each partition, the state with the highest leader epoch. Empty if
+        the topic is unknown."""
+        if node_id is not None:
+            node = self._node(node_id)
             try:
-                _, topics = _metadata(node.proxy.address, [topic], timeout=5.0)
+                _, parts = _metadata(node.proxy.address, [topic], timeout=5.0)
             except OSError as e:
-                errors.append(f"node {node.id}: {e}")
-                continue
-            return [p for p in topics if p.topic == topic]
-        raise ClusterError(f"no node answered Metadata ({'; '.join(errors) or 'none reachable'})")
+                raise ClusterError(f"node {node_id} did not answer Metadata: {e}") from None
+            return [p for p in parts if p.topic == topic]
+        views = self.views(topic)
+        if not views:
+            raise ClusterError(f"no node answered Metadata; {self!r}")
+        best: dict[int, PartitionState] = {}
+        for parts in views.values():
+            for p in parts:
+                have = best.get(p.partition)
+                if have is None or p.leader_epoch > have.leader_epoch:
+                    best[p.partition] = p
+        return [best[i] for i in sorted(best)]
 
     def leader(self, topic: str, partition: int = 0, *, timeout: float = 30.0) -> int:
         """The node id leading ``topic``'s ``partition``, from Metadata
@@ -645,19 +670,30 @@ class Cluster:
             time.sleep(0.1)
 
     def wait_in_sync(self, topic: str, *, timeout: float = 60.0) -> list[PartitionState]:
-        """Wait until every partition of ``topic`` has a leader and every
-        replica in its in-sync set; the partitions then."""
+        """Wait until every reachable node says the same of every partition
+        of ``topic``: a leader, its epoch, and every replica in sync; the
+        partitions then."""
         deadline = time.monotonic() + timeout
-        last: list[PartitionState] = []
+        last: dict[int, list[PartitionState]] = {}
         while True:
             with contextlib.suppress(ClusterError):
-                last = self.partitions(topic)
-                if last and all(
-                    p.leader is not None and set(p.isr) == set(p.replicas) for p in last
+                last = self.views(topic)
+                agreed = {
+                    tuple((p.partition, p.leader, p.leader_epoch, frozenset(p.isr)) for p in parts)
+                    for parts in last.values()
+                }
+                first = next(iter(last.values()), [])
+                if (
+                    len(agreed) == 1
+                    and first
+                    and len(last) == len(self._reachable())
+                    and all(p.leader is not None and set(p.isr) == set(p.replicas) for p in first)
                 ):
-                    return last
+                    return first
             if time.monotonic() >= deadline:
-                raise ClusterError(f"{topic} not fully in sync after {timeout:g} s: {last}")
+                raise ClusterError(
+                    f"{topic} not fully in sync after {timeout:g} s; each node's view: {last}"
+                )
             time.sleep(0.1)
 
     # ---- closing ----------------------------------------------------------------------
@@ -830,7 +866,7 @@ def _stop_all(nodes: dict[int, _Node], watchdog: _Watchdog) -> list[str]:
     return errors
 
 
-# ---- a minimal Kafka client: Metadata v4 and ListOffsets v1 ----------------------------
+# ---- a minimal Kafka client: Metadata v7 and ListOffsets v1 ----------------------------
 #
 # Enough of the wire protocol to ask a node who leads what, without a Kafka
 # client library (the cluster must not need one).
@@ -899,14 +935,14 @@ def _recv(s: socket.socket, n: int) -> bytes:
 def _metadata(
     address: tuple[str, int], topics: Sequence[str] | None, timeout: float
 ) -> tuple[list[tuple[int, str, int]], list[PartitionState]]:
-    """Metadata v4 (no topic auto-creation): the brokers ``(id, host, port)``
+    """Metadata v7 (no topic auto-creation): the brokers ``(id, host, port)``
     and the partitions of ``topics`` (None: every topic)."""
     if topics is None:
         body = struct.pack(">i", -1)
     else:
         body = struct.pack(">i", len(topics)) + b"".join(_string(t) for t in topics)
     body += b"\x00"  # allow_auto_topic_creation = false
-    r = _call(address, 3, 4, body, timeout)
+    r = _call(address, 3, 7, body, timeout)
     r.take(">i")  # throttle_time_ms
     brokers = []
     for _ in range(r.array()):
@@ -926,10 +962,21 @@ def _metadata(
             error = r.take(">h")
             index = r.take(">i")
             leader = r.take(">i")
+            epoch = r.take(">i")
             replicas = tuple(r.take(">i") for _ in range(r.array()))
             isr = tuple(r.take(">i") for _ in range(r.array()))
+            offline = tuple(r.take(">i") for _ in range(r.array()))
             parts.append(
-                PartitionState(name, index, leader if leader >= 0 else None, replicas, isr, error)
+                PartitionState(
+                    name,
+                    index,
+                    leader if leader >= 0 else None,
+                    replicas,
+                    isr,
+                    error,
+                    epoch,
+                    offline,
+                )
             )
     parts.sort(key=lambda p: (p.topic, p.partition))
     return brokers, parts
