@@ -8,8 +8,9 @@ pause/resume, isolate/heal, clean restart, wipe+restart; the leader of a
 partition most often), waits for the replicas to be back in sync after each,
 heals everything, then stops the nodes and checks every replica's log with
 ``ottla.testing.checker``. Prints the counts; exit status 1 if the checker
-found a violation, 2 if this build has no cluster mode, 3 if the cluster did
-not recover.
+found a violation or an idempotent producer failed fatally (out of sequence
+after a fail-over: the cluster lost its producer state), 2 if this build has
+no cluster mode, 3 if the cluster did not recover.
 
     python scripts/fault_harness.py --brokers 3 --faults 20 --seed 7
 """
@@ -49,6 +50,8 @@ class Producers:
         self.stop = threading.Event()
         self.sent = {"confluent": 0, "kafka-python": 0}
         self.errors: list[str] = []
+        #: Fatal producer errors (an idempotent producer fenced or out of sequence).
+        self.fatal: list[str] = []
         self.threads = [
             threading.Thread(target=self._guard(self._confluent), daemon=True),
             threading.Thread(target=self._guard(self._kafka_python), daemon=True),
@@ -73,18 +76,21 @@ class Producers:
             t.join(180)
 
     def _confluent(self) -> None:
-        from confluent_kafka import Producer
+        from confluent_kafka import KafkaError, KafkaException, Producer
 
-        p = Producer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "message.timeout.ms": 120_000,
-                "log_level": 3,
-            }
-        )
+        config = {
+            "bootstrap.servers": self.bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "message.timeout.ms": 120_000,
+            "log_level": 3,
+        }
+        fatal: list[KafkaError] = []
+
+        def on_error(err: KafkaError) -> None:
+            if err.fatal():
+                fatal.append(err)
 
         def delivered(err: Any, msg: Any) -> None:
             rid = msg.key().decode()
@@ -95,16 +101,28 @@ class Producers:
             else:
                 self.history.failed("confluent", rid, str(err))
 
+        p = Producer({**config, "error_cb": on_error})
         i = 0
         while not self.stop.is_set():
             try:
                 p.produce(TOPIC, key=f"ck-{i:07d}".encode(), value=b"x" * 64, on_delivery=delivered)
+                i += 1
+                self.sent["confluent"] = i
+                p.poll(self.interval)
             except BufferError:
                 p.poll(0.1)
-                continue
-            i += 1
-            self.sent["confluent"] = i
-            p.poll(self.interval)
+            except KafkaException as e:
+                if not fatal:
+                    raise
+                # An idempotent producer's fatal error (Kafka: the producer
+                # must be closed): counted, and a new producer (a new
+                # producer id) carries on, so the run keeps testing.
+                self.fatal.append(f"confluent: {fatal[0].str()} ({e})")
+                log(f"  confluent producer: fatal error, starting a new one: {fatal[0].str()}")
+                fatal.clear()
+                p.purge()
+                p.flush(5)
+                p = Producer({**config, "error_cb": on_error})
         left = p.flush(150)
         if left:
             self.errors.append(f"confluent: {left} records never delivered nor failed")
@@ -204,39 +222,60 @@ def create_topic(bootstrap: str, partitions: int, rf: int) -> None:
         f.result(timeout=60)
 
 
-def inject(cluster: Cluster, rng: random.Random, partitions: int, n: int, total: int) -> str:
-    """One fault, held a moment, then undone; a line saying what it was."""
+def inject(
+    cluster: Cluster,
+    rng: random.Random,
+    partitions: int,
+    n: int,
+    total: int,
+    failovers: list[float],
+) -> str:
+    """One fault, held a moment, then undone; a line saying what it was.
+    When the node led a partition, the time until another node leads it
+    (measured from the fault) goes into ``failovers``."""
     target = rng.choice(cluster.node_ids)
     why = "random node"
+    led: int | None = None
     if rng.random() < 0.6:
         p = rng.randrange(partitions)
         try:
             target = cluster.leader(TOPIC, p, timeout=10)
             why = f"leader of {TOPIC}[{p}]"
+            led = p
         except ClusterError:
             pass
     kind = rng.choice(FAULTS)
-    hold = rng.uniform(1.0, 4.0)
+    hold = rng.uniform(1.0, 5.0)
     log(f"fault {n}/{total}: {kind} node {target} ({why}), held {hold:.1f} s")
+    t0 = time.monotonic()
     if kind == "kill":
         cluster.kill(target)
-        time.sleep(hold)
-        cluster.start(target)
     elif kind == "pause":
         cluster.pause(target)
-        time.sleep(hold)
-        cluster.resume(target)
     elif kind == "isolate":
         cluster.isolate(target)
-        time.sleep(hold)
-        cluster.heal(target)
     elif kind == "restart":
         cluster.stop(target)
-        time.sleep(hold)
-        cluster.start(target)
     else:
         cluster.wipe(target)
-        time.sleep(hold)
+    if led is not None:
+        # Until another node leads the partition (the others' views), or
+        # the hold is over and the leader is kept (a short pause).
+        while time.monotonic() - t0 < max(hold, 15.0):
+            try:
+                if cluster.leader(TOPIC, led, timeout=1) != target:
+                    failovers.append(time.monotonic() - t0)
+                    log(f"  {TOPIC}[{led}] led by another node after {failovers[-1]:.2f} s")
+                    break
+            except ClusterError:
+                pass
+            time.sleep(0.05)
+    time.sleep(max(0.0, hold - (time.monotonic() - t0)))
+    if kind == "pause":
+        cluster.resume(target)
+    elif kind == "isolate":
+        cluster.heal(target)
+    else:
         cluster.start(target)
     return f"{kind} node {target} ({why})"
 
@@ -276,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fault_harness: needs confluent-kafka and kafka-python ({e})", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.ERROR)
+    # kafka-python logs every reset connection with a traceback: the faults
+    # are on purpose.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -291,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     history = History()
     started = time.monotonic()
     recoveries: list[float] = []
+    failovers: list[float] = []
     try:
         with Cluster(
             path, args.brokers, replication_factor=rf, min_insync_replicas=misr
@@ -304,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             readers.thread.start()
             time.sleep(2)
             for n in range(1, args.faults + 1):
-                inject(cluster, rng, args.partitions, n, args.faults)
+                inject(cluster, rng, args.partitions, n, args.faults, failovers)
                 t0 = time.monotonic()
                 try:
                     cluster.wait_ready(timeout=args.recover_timeout)
@@ -364,9 +407,17 @@ def main(argv: list[str] | None = None) -> int:
             f"harness: back in sync after a fault: min {min(recoveries):.1f} s, "
             f"max {max(recoveries):.1f} s, mean {sum(recoveries) / len(recoveries):.1f} s"
         )
+    if failovers:
+        print(
+            f"harness: a killed, paused, isolated, stopped or wiped leader replaced after "
+            f"min {min(failovers):.2f} s, max {max(failovers):.2f} s, "
+            f"mean {sum(failovers) / len(failovers):.2f} s ({len(failovers)} times)"
+        )
     for err in producers.errors + readers.errors:
         print(f"harness: client error: {err}")
-    return 0 if result.ok else 1
+    for err in producers.fatal:
+        print(f"harness: VIOLATION: fatal producer error: {err}")
+    return 0 if result.ok and not producers.fatal else 1
 
 
 if __name__ == "__main__":
