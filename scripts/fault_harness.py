@@ -112,12 +112,15 @@ class Producers:
             except BufferError:
                 p.poll(0.1)
             except KafkaException as e:
+                err = e.args[0] if e.args else None
+                if isinstance(err, KafkaError) and err.fatal():
+                    fatal.append(err)
                 if not fatal:
                     raise
                 # An idempotent producer's fatal error (Kafka: the producer
                 # must be closed): counted, and a new producer (a new
                 # producer id) carries on, so the run keeps testing.
-                self.fatal.append(f"confluent: {fatal[0].str()} ({e})")
+                self.fatal.append(f"confluent: {fatal[0].str()}")
                 log(f"  confluent producer: fatal error, starting a new one: {fatal[0].str()}")
                 fatal.clear()
                 p.purge()
