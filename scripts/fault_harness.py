@@ -113,8 +113,12 @@ class Producers:
                 p.poll(0.1)
             except KafkaException as e:
                 err = e.args[0] if e.args else None
-                if isinstance(err, KafkaError) and err.fatal():
-                    fatal.append(err)
+                if not isinstance(err, KafkaError):
+                    raise
+                if err.code() == KafkaError._FATAL and not fatal:
+                    p.poll(0)  # the error callback says which fatal error
+                if err.fatal() or err.code() == KafkaError._FATAL:
+                    fatal.append(fatal[0] if fatal else err)
                 if not fatal:
                     raise
                 # An idempotent producer's fatal error (Kafka: the producer
