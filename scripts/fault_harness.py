@@ -4,8 +4,8 @@
 Starts an ``ottla.Cluster``, runs two producers writing numbered records
 (confluent-kafka: idempotent, acks=all; kafka-python: plain, acks=all) and a
 consumer group reading them, injects random faults one at a time (kill -9,
-pause/resume, isolate/heal, clean restart, wipe+restart; the leader of a
-partition most often), waits for the replicas to be back in sync after each,
+pause/resume, isolate/heal with resets or a silent black hole, clean
+restart, wipe+restart; the leader of a partition most often), waits for the replicas to be back in sync after each,
 heals everything, then stops the nodes and checks every replica's log with
 ``ottla.testing.checker``. Prints the counts; exit status 1 if the checker
 found a violation or an idempotent producer failed fatally (out of sequence
@@ -33,7 +33,7 @@ from ottla.cluster import Cluster, ClusterError
 from ottla.testing.checker import History, check, read_partition_log
 
 TOPIC = "harness"
-FAULTS = ("kill", "pause", "isolate", "restart", "wipe")
+FAULTS = ("kill", "pause", "isolate", "blackhole", "restart", "wipe")
 
 
 def log(msg: str) -> None:
@@ -84,6 +84,9 @@ class Producers:
             "acks": "all",
             "linger.ms": 5,
             "message.timeout.ms": 120_000,
+            # A black-holed connection is given up after 10 s, not 60.
+            "socket.timeout.ms": 10_000,
+            "request.timeout.ms": 10_000,
             "log_level": 3,
         }
         fatal: list[KafkaError] = []
@@ -193,6 +196,7 @@ class Readers:
                     "auto.offset.reset": "earliest",
                     "heartbeat.interval.ms": 100,
                     "session.timeout.ms": 6000,
+                    "socket.timeout.ms": 10_000,
                     "log_level": 3,
                 }
             )
@@ -261,6 +265,8 @@ def inject(
         cluster.pause(target)
     elif kind == "isolate":
         cluster.isolate(target)
+    elif kind == "blackhole":
+        cluster.isolate(target, silent=True)
     elif kind == "restart":
         cluster.stop(target)
     else:
@@ -280,7 +286,7 @@ def inject(
     time.sleep(max(0.0, hold - (time.monotonic() - t0)))
     if kind == "pause":
         cluster.resume(target)
-    elif kind == "isolate":
+    elif kind in ("isolate", "blackhole"):
         cluster.heal(target)
     else:
         cluster.start(target)
