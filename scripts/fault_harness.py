@@ -18,6 +18,7 @@ no cluster mode, 3 if the cluster did not recover.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import random
 import subprocess
@@ -119,7 +120,8 @@ class Producers:
                 if not isinstance(err, KafkaError):
                     raise
                 if err.code() == KafkaError._FATAL and not fatal:
-                    p.poll(0)  # the error callback says which fatal error
+                    with contextlib.suppress(KafkaException):
+                        p.poll(0)  # the error callback says which fatal error
                 if err.fatal() or err.code() == KafkaError._FATAL:
                     fatal.append(fatal[0] if fatal else err)
                 if not fatal:
@@ -130,10 +132,15 @@ class Producers:
                 self.fatal.append(f"confluent: {fatal[0].str()}")
                 log(f"  confluent producer: fatal error, starting a new one: {fatal[0].str()}")
                 fatal.clear()
-                p.purge()
-                p.flush(5)
+                with contextlib.suppress(KafkaException):
+                    p.purge()
+                    p.flush(5)
                 p = Producer({**config, "error_cb": on_error})
-        left = p.flush(150)
+        try:
+            left = p.flush(150)
+        except KafkaException as e:  # a fatal error in the last seconds
+            self.fatal.append(f"confluent: {fatal[0].str() if fatal else e}")
+            return
         if left:
             self.errors.append(f"confluent: {left} records never delivered nor failed")
 
