@@ -380,6 +380,58 @@ def test_isolated_leader_is_replaced_and_rejoins(tmp_path: Path) -> None:
 
 
 @needs_cluster
+@pytest.mark.timeout(300)
+def test_idempotent_producer_keeps_its_sequence_across_leader_changes(tmp_path: Path) -> None:
+    """One idempotent producer while the leadership goes round (the
+    leader isolated, then healed, three times: some node leads a second
+    time, having followed in between). Every replica must track the
+    producer's sequence numbers (Kafka's followers update their
+    ProducerStateManager from the batches they replicate), or the returning
+    leader refuses the next batch (OUT_OF_ORDER_SEQUENCE_NUMBER, fatal for
+    the producer) or takes a retry as new (a duplicate)."""
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    history = History()
+    fatal: list[str] = []
+    with Cluster(tmp_path / "cluster", 3) as c:
+        p = confluent_kafka.Producer(
+            {
+                "bootstrap.servers": c.bootstrap_servers,
+                "enable.idempotence": True,
+                "acks": "all",
+                "message.timeout.ms": 60000,
+                "error_cb": lambda e: fatal.append(e.str()) if e.fatal() else None,
+            }
+        )
+
+        def on_delivery(err: Any, msg: Any) -> None:
+            if err is None:
+                history.ack("t", msg.partition(), msg.offset(), msg.key().decode(), idempotent=True)
+            else:
+                history.failed("c", msg.key().decode(), str(err))
+
+        def send(lo: int, hi: int) -> None:
+            for i in range(lo, hi):
+                p.produce("t", key=f"c-{i:06d}".encode(), value=b"v", on_delivery=on_delivery)
+            deadline = time.monotonic() + 90
+            while len(p) and not fatal and time.monotonic() < deadline:
+                p.poll(0.1)
+            assert not fatal, f"leaders {leaders}: {fatal}"
+
+        leaders: list[int] = []
+        send(0, 50)
+        leaders.append(c.leader("t", 0))
+        for r in range(1, 4):
+            c.isolate(leaders[-1])
+            leaders.append(other_leader(c, "t", leaders[-1]))
+            send(50 * r, 50 * (r + 1))
+            c.heal(leaders[-2])
+            c.wait_in_sync("t")
+        assert not history.failures, history.failures[:3]
+        print(f"leaders {leaders}:", check_replicas(c, "t", history))
+    assert len(history.acks) == 200
+
+
+@needs_cluster
 @pytest.mark.timeout(240)
 def test_min_insync_replicas_refuses_acks_all_writes(tmp_path: Path) -> None:
     """Two of three replicas down: acks=all writes fail with
