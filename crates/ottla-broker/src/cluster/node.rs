@@ -74,9 +74,18 @@ pub fn marker_path(data: &Path) -> PathBuf {
 }
 
 /// Refuses a directory that belongs to another node id; marks it as this
-/// node's otherwise.
-fn claim_directory(data: &Path, node_id: i32) -> Result<(), Error> {
+/// node's otherwise (`node.id=N`, and `listener=HOST:PORT`, the address an
+/// embedded Producer refused on this directory points to; the marker is
+/// read by `ottla_client::producer`).
+fn claim_directory(data: &Path, node_id: i32, listener: &str) -> Result<(), Error> {
     let marker = marker_path(data);
+    let contents = format!("node.id={node_id}\nlistener={listener}\n");
+    let write = |marker: &Path| -> Result<(), Error> {
+        if let Some(dir) = marker.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        }
+        ottla_storage::fsutil::write_atomic(marker, contents.as_bytes())
+    };
     match std::fs::read_to_string(&marker) {
         Ok(text) => {
             let theirs = text
@@ -84,7 +93,8 @@ fn claim_directory(data: &Path, node_id: i32) -> Result<(), Error> {
                 .find_map(|l| l.strip_prefix("node.id="))
                 .and_then(|v| v.trim().parse::<i32>().ok());
             match theirs {
-                Some(id) if id == node_id => Ok(()),
+                Some(id) if id == node_id && text == contents => Ok(()),
+                Some(id) if id == node_id => write(&marker),
                 Some(id) => Err(Error::InvalidConfig(format!(
                     "{} belongs to cluster node {id}; refusing to start it as node {node_id}",
                     data.display()
@@ -95,12 +105,7 @@ fn claim_directory(data: &Path, node_id: i32) -> Result<(), Error> {
                 ))),
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = marker.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-            }
-            ottla_storage::fsutil::write_atomic(&marker, format!("node.id={node_id}\n").as_bytes())
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write(&marker),
         Err(e) => Err(Error::io("read", &marker, e)),
     }
 }
@@ -121,7 +126,11 @@ impl ClusterNode {
         done: mpsc::Sender<()>,
     ) -> Result<Arc<ClusterNode>, Error> {
         config.check().map_err(Error::InvalidConfig)?;
-        claim_directory(data, config.node_id)?;
+        claim_directory(
+            data,
+            config.node_id,
+            &format!("{}:{}", advertised.0, advertised.1),
+        )?;
         let where_ = config.controller_listen.clone();
         let bind_err = |e: std::io::Error| Error::io("listen on", Path::new(&where_), e);
         let std_listener =
