@@ -257,8 +257,12 @@ impl Broker {
         }
         let retention = RetentionChecker::shared(&store, config.retention_check_interval_ms)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (replicas, waker) =
-            replica::ReplicaManager::start(store.clone(), config.durability, shutdown_rx.clone());
+        let (replicas, waker) = replica::ReplicaManager::start(
+            store.clone(),
+            config.durability,
+            shutdown_rx.clone(),
+            runtime.handle().clone(),
+        );
         let advertised_host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_string()
         } else {
@@ -325,6 +329,13 @@ impl Broker {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// What the broker's connections share (its replica manager:
+    /// `shared().replicas.enable_cluster(..)`, `apply_assignments(..)`);
+    /// `None` once closed.
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.shared.as_ref()
     }
 
     /// How many Fetch requests are parked now (long polls waiting for an

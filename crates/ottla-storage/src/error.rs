@@ -87,7 +87,9 @@ pub enum Error {
     /// A follower's append (`PartitionLog::append_as_follower`) whose
     /// batches do not start at the log end (Kafka's
     /// `UnexpectedAppendOffsetException`).
-    #[error("batches for {topic}-{partition} start at offset {first}, but the log ends at {expected}")]
+    #[error(
+        "batches for {topic}-{partition} start at offset {first}, but the log ends at {expected}"
+    )]
     UnexpectedAppendOffset {
         topic: String,
         partition: u32,

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use ottla_record::batch::{Batches, BatchHeader, PRODUCER_ID};
+use ottla_record::batch::{BatchHeader, Batches, PRODUCER_ID};
 use ottla_record::BatchBuilder;
 use ottla_storage::beacon::Beacon;
 use ottla_storage::config::TopicConfig;
@@ -120,7 +120,10 @@ fn follower_append_keeps_offsets_epochs_and_producer_ids() {
     assert_eq!(epochs(&f), vec![(0, 0), (4, 60)]);
     assert_eq!(epochs(&f), epochs(&l));
     assert_eq!(f.log_end_offset().expect("end"), 120);
-    assert!(f.segment_count().expect("segments") > 1, "rolled as it went");
+    assert!(
+        f.segment_count().expect("segments") > 1,
+        "rolled as it went"
+    );
     let hs = headers(&all_bytes(&f));
     assert_eq!(hs[25].producer_id, 25);
     assert_eq!(hs[25].leader_epoch, 4);
@@ -200,7 +203,11 @@ fn truncate_to_drops_the_tail_and_its_epochs_and_survives_reopen() {
     assert_eq!(f.truncate_to(500).expect("no-op"), 90);
     assert_eq!(f.truncate_to(0).expect("to nothing"), 0);
     assert_eq!(f.offsets().expect("offsets"), (0, 0));
-    assert_eq!(epochs(&f), vec![(0, 0)], "only the view of the current epoch");
+    assert_eq!(
+        epochs(&f),
+        vec![(0, 0)],
+        "only the view of the current epoch"
+    );
     drop(f);
     let f = open(dir.path(), "follower");
     assert_eq!(f.log_end_offset().expect("end"), 0);
@@ -282,7 +289,11 @@ fn kill_9_during_truncation_leaves_a_loadable_truncated_log() {
             .env("OTTLA_TRUNCATE_CRASH_AT", step)
             .status()
             .expect("run child");
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "at {step}: {status:?}");
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "at {step}: {status:?}"
+        );
         let f = open(dir.path(), "follower");
         assert_eq!(f.log_end_offset().expect("end"), 48, "at {step}");
         assert_eq!(all_bytes(&f), &leader_bytes[..kept], "at {step}");

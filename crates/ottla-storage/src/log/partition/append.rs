@@ -233,7 +233,12 @@ impl PartitionLog {
     }
 
     /// Caller holds the append lock and `st` is fresh.
-    pub(super) fn index_nearly_full(&self, segs: &SegmentMap, st: &HeadState, max_bytes: u64) -> Result<bool> {
+    pub(super) fn index_nearly_full(
+        &self,
+        segs: &SegmentMap,
+        st: &HeadState,
+        max_bytes: u64,
+    ) -> Result<bool> {
         if st.index_entries == 0 && st.time_entries == 0 {
             // Indexes mapped for appending are grown to `segment.index.bytes`
             // (at least 64, see config), room for one entry of each: no need

@@ -234,8 +234,7 @@ impl PartitionLog {
                 _ => seg.find_position(target, entries, limit)?.map(|(p, _)| p),
             };
             if let Some(pos) = pos.filter(|p| *p < limit) {
-                let (n, next, err) =
-                    self.read_batches(
+                let (n, next, err) = self.read_batches(
                     seg,
                     pos,
                     limit,
@@ -342,10 +341,6 @@ impl PartitionLog {
                 break;
             }
             let batch = &rest[..total];
-            // Past the high watermark (a replicated log): not yet committed.
-            if BatchHeader::parse(batch).is_some_and(|h| h.base_offset >= upto) {
-                break;
-            }
             let h = if verify {
                 match check_batch(batch) {
                     Ok(h) => h,
@@ -378,6 +373,12 @@ impl PartitionLog {
                         h.last_offset()
                     ),
                 ));
+                break;
+            }
+            // At the high watermark (a replicated log): the rest is not
+            // committed yet. Checked after continuity, so a damaged base
+            // offset is still reported, not taken for the end.
+            if h.base_offset >= upto {
                 break;
             }
             next = h.next_offset();
