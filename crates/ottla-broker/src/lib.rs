@@ -361,6 +361,10 @@ impl Broker {
     /// appended without its answer. Bounded: after `CLOSE_TIMEOUT` the
     /// runtime is stopped whatever is left.
     pub fn close(&mut self) {
+        if let Some(shared) = &self.shared {
+            // Cluster mode: the high watermarks on disk, for the restart.
+            shared.replicas.checkpoint_high_watermarks();
+        }
         self.shutdown.send_replace(true);
         self.retention = None;
         if let Some(rt) = self.runtime.take() {

@@ -85,8 +85,7 @@ impl ReplicaManager {
                     _ = stopping.changed() => {}
                 }
                 if *stopping.borrow() {
-                    let c = cluster.clone();
-                    let _ = tokio::task::spawn_blocking(move || checkpoint_all(&c)).await;
+                    // `Broker::close` checkpoints before it stops.
                     return;
                 }
                 maybe_shrink_isr(&cluster, &runtime);
@@ -97,6 +96,15 @@ impl ReplicaManager {
                 }
             }
         });
+    }
+
+    /// Write every served partition's high watermark to its checkpoint
+    /// file if it moved since the last one (the timer does so every 5 s;
+    /// the broker on close). Nothing outside cluster mode.
+    pub fn checkpoint_high_watermarks(&self) {
+        if let Some(c) = self.cluster() {
+            crate::blocking(|| checkpoint_all(&c));
+        }
     }
 
     pub(crate) fn cluster(&self) -> Option<Arc<Cluster>> {
