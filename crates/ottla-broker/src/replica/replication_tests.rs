@@ -381,7 +381,16 @@ fn a_stopped_follower_leaves_the_isr_after_the_lag_and_rejoins() {
     let mut c = Cluster::new(2, 300, "1");
     c.push();
     assert_eq!(produce(c.addr(1), 3, -1, 10_000).0, code::NONE);
+    wait_until("the follower's high watermark", || c.state(2).1 == 3);
     c.stop(2);
+    // Closing saved the high watermark for the restart.
+    let saved = std::fs::read_to_string(
+        c.dir(2)
+            .join("t-0")
+            .join(ottla_storage::log::partition::HIGH_WATERMARK_FILE),
+    )
+    .expect("checkpoint");
+    assert_eq!(saved, "0\n1\nt 0 3\n");
     assert_eq!(produce(c.addr(1), 4, 1, 10_000).0, code::NONE);
     wait_until("the ISR to shrink", || c.state(1).0 == vec![1]);
     assert_eq!(c.ctl.a.lock().isr, vec![1], "asked of the controller");
