@@ -534,14 +534,19 @@ impl ReplicaManager {
         isr::record_fetch(f, fetch_offset, leo, now);
         let follower_leo = f.log_end_offset;
         let moved = st.advance_high_watermark(local, leo);
-        if !st.assignment.isr.contains(&replica)
+        let alter = if !st.assignment.isr.contains(&replica)
             && st.pending_isr.is_none()
             && isr::may_join(follower_leo, st.high_watermark, st.epoch_start_offset)
         {
             let next = isr::with(&st.assignment.isr, replica);
-            send_alter(&cluster, &self.runtime, partition, &mut st, next);
-        }
+            Some(prepare_alter(&mut st, next))
+        } else {
+            None
+        };
         drop(st);
+        if let Some(req) = alter {
+            send_alter(&cluster, &self.runtime, partition, req);
+        }
         if let Some(hw) = moved {
             partition.log.set_high_watermark(Some(hw));
             partition.notify();
@@ -634,36 +639,69 @@ impl ReplicaManager {
     }
 }
 
-/// Ask the controller for `next` as the ISR; the answer is applied when it
-/// comes (if nothing superseded the request meanwhile).
+/// How long an AlterPartition may stay unanswered before the leader
+/// forgets it and may ask again.
+const ALTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An ISR change to ask the controller for.
+struct AlterRequest {
+    topic: String,
+    topic_id: uuid::Uuid,
+    partition: i32,
+    leader_epoch: i32,
+    partition_epoch: i32,
+    isr: Vec<BrokerId>,
+}
+
+/// Mark `next` as the ISR asked for (one change in flight per partition)
+/// and say what to send. Caller holds the partition's state lock, and
+/// sends after letting it go ([`send_alter`]): the control plane's
+/// `alter_partition` may take locks of its own, or apply assignments.
+fn prepare_alter(st: &mut PartitionState, next: Vec<BrokerId>) -> AlterRequest {
+    st.pending_isr = Some(next.clone());
+    let a = &st.assignment;
+    AlterRequest {
+        topic: a.topic.clone(),
+        topic_id: a.topic_id,
+        partition: a.partition,
+        leader_epoch: a.leader_epoch,
+        partition_epoch: a.partition_epoch,
+        isr: next,
+    }
+}
+
+/// Ask the controller for `req`; the answer is applied when it comes (if
+/// nothing superseded the request meanwhile: a new assignment, a new
+/// epoch). Unanswered after `ALTER_TIMEOUT`, it is forgotten.
 fn send_alter(
     cluster: &Arc<Cluster>,
     runtime: &tokio::runtime::Handle,
     partition: &Arc<Partition>,
-    st: &mut PartitionState,
-    next: Vec<BrokerId>,
+    req: AlterRequest,
 ) {
-    st.pending_isr = Some(next.clone());
-    let a = &st.assignment;
-    let epoch = a.leader_epoch;
-    let fut = cluster.link.isr.alter_partition(
-        a.topic_id,
-        a.partition,
-        a.leader_epoch,
-        a.partition_epoch,
-        next.clone(),
-    );
-    let part = partition.clone();
     let local = cluster.link.local;
     debug(&format!(
-        "broker {local}: {}-{} asks for ISR {next:?} (epoch {epoch})",
-        a.topic, a.partition
+        "broker {local}: {}-{} asks for ISR {:?} (epoch {})",
+        req.topic, req.partition, req.isr, req.leader_epoch
     ));
+    let fut = cluster.link.isr.alter_partition(
+        req.topic_id,
+        req.partition,
+        req.leader_epoch,
+        req.partition_epoch,
+        req.isr.clone(),
+    );
+    let part = partition.clone();
     runtime.spawn(async move {
-        let answer = fut.await;
+        let answer = tokio::time::timeout(ALTER_TIMEOUT, fut)
+            .await
+            .unwrap_or(Err(code::REQUEST_TIMED_OUT));
+        let next = req.isr;
         let moved = {
             let mut st = part.state.lock();
-            if st.pending_isr.as_ref() != Some(&next) || st.assignment.leader_epoch != epoch {
+            if st.pending_isr.as_ref() != Some(&next)
+                || st.assignment.leader_epoch != req.leader_epoch
+            {
                 return; // superseded by an assignment
             }
             st.pending_isr = None;
@@ -715,7 +753,9 @@ fn maybe_shrink_isr(cluster: &Arc<Cluster>, runtime: &tokio::runtime::Handle) {
             continue;
         }
         let next = isr::without(&st.assignment.isr, &out);
-        send_alter(cluster, runtime, &p, &mut st, next);
+        let req = prepare_alter(&mut st, next);
+        drop(st);
+        send_alter(cluster, runtime, &p, req);
     }
 }
 

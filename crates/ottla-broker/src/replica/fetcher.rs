@@ -18,7 +18,8 @@
 //!   truncate to the lower of the leader's end of that epoch and ours;
 //! * OFFSET_OUT_OF_RANGE: below the leader's log start, start the log again
 //!   there; past its end, truncate to it;
-//! * the high watermark: the leader's, never above this log's end;
+//! * the high watermark: the leader's, never above this log's end; the log
+//!   start: the leader's (moved by DeleteRecords), up to the high watermark;
 //! * NOT_LEADER_OR_FOLLOWER, FENCED/UNKNOWN_LEADER_EPOCH and the like: back
 //!   off, the controller's next assignment will say what changed.
 //!
@@ -362,7 +363,16 @@ fn apply(p: &Followed, pd: &PartitionData) -> Result<bool, Error> {
     }
     if pd.high_watermark >= 0 {
         let end = log.log_end_offset()?;
-        log.set_high_watermark(Some(pd.high_watermark.min(end)));
+        let hw = pd.high_watermark.min(end);
+        log.set_high_watermark(Some(hw));
+        // The leader's log start (its DeleteRecords), as far as this log
+        // has committed records: Kafka's follower does the same.
+        let (start, _) = log.offsets()?;
+        if pd.log_start_offset > start && start < hw {
+            if let Err(e) = log.delete_records(pd.log_start_offset.min(hw)) {
+                debug(&format!("{}-{}: log start: {e}", p.topic, p.partition));
+            }
+        }
     }
     Ok(true)
 }

@@ -341,6 +341,26 @@ fn produced_data_is_replicated_byte_for_byte_and_the_high_watermark_follows() {
         code::NOT_LEADER_OR_FOLLOWER
     );
     assert_eq!(fetch(c.addr(1), 0, 9).0, code::NOT_LEADER_OR_FOLLOWER);
+    // DeleteRecords on the leader reaches the followers' log start.
+    let leader = &c.brokers[&1].shared().expect("running").replicas;
+    assert_eq!(leader.delete_records(TOPIC, 0, 5), Ok(5));
+    assert_eq!(
+        c.brokers[&2]
+            .shared()
+            .expect("running")
+            .replicas
+            .delete_records(TOPIC, 0, 5),
+        Err(code::NOT_LEADER_OR_FOLLOWER)
+    );
+    assert_eq!(produce(c.addr(1), 1, -1, 10_000).0, code::NONE);
+    let log_start = |id: BrokerId| {
+        let store = Store::open(c.dir(id)).expect("store");
+        let log = store.partition_by_name(TOPIC, 0).expect("log");
+        log.offsets().expect("offsets").0
+    };
+    wait_until("the followers' log start", || {
+        log_start(2) == 5 && log_start(3) == 5
+    });
 }
 
 #[test]
