@@ -297,8 +297,12 @@ impl Broker {
         }
         let retention = RetentionChecker::shared(&store, config.retention_check_interval_ms)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (replicas, waker) =
-            replica::ReplicaManager::start(store.clone(), config.durability, shutdown_rx.clone());
+        let (replicas, waker) = replica::ReplicaManager::start(
+            store.clone(),
+            config.durability,
+            shutdown_rx.clone(),
+            runtime.handle().clone(),
+        );
         let (advertised_host, advertised_port) = match &config.advertised_listener {
             Some((host, port)) => (host.clone(), if *port == 0 { addr.port() } else { *port }),
             None if addr.ip().is_unspecified() => ("127.0.0.1".to_string(), addr.port()),
@@ -347,13 +351,18 @@ impl Broker {
             cluster,
         });
         if let Some(node) = &shared.cluster {
-            // TODO(cl-data merge): shared.replicas.enable_cluster(node.link())
-            // and apply_assignments in the closure.
+            // The replica manager replicates through the node (peers'
+            // addresses, AlterPartition), and is told its partitions after
+            // every metadata change.
+            shared.replicas.enable_cluster(node.link());
+            let s = shared.clone();
             node.run(
                 &runtime,
                 shutdown_rx.clone(),
                 done_tx.clone(),
-                |_assigned, _configs, _deleted| {},
+                move |assigned, configs, deleted| {
+                    s.replicas.apply_assignments(assigned, configs, deleted)
+                },
             );
         }
         let listener = {
@@ -405,6 +414,13 @@ impl Broker {
         self.addr
     }
 
+    /// What the broker's connections share (its replica manager:
+    /// `shared().replicas.enable_cluster(..)`, `apply_assignments(..)`);
+    /// `None` once closed.
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.shared.as_ref()
+    }
+
     /// How many Fetch requests are parked now (long polls waiting for an
     /// append); 0 once closed.
     pub fn waiting_fetches(&self) -> usize {
@@ -435,6 +451,10 @@ impl Broker {
             if !*self.shutdown.borrow() {
                 rt.block_on(node.controlled_shutdown());
             }
+        }
+        if let Some(shared) = &self.shared {
+            // Cluster mode: the high watermarks on disk, for the restart.
+            shared.replicas.checkpoint_high_watermarks();
         }
         self.shutdown.send_replace(true);
         self.retention = None;

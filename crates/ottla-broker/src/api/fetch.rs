@@ -51,6 +51,13 @@ pub async fn handle(
     v: i16,
 ) -> FetchResponse {
     let max_bytes = (req.max_bytes.max(0) as usize).min(shared.config.fetch_max_bytes);
+    // A follower names itself (its broker id; -1 for a consumer): v15 moved
+    // it into `replica_state` (KIP-903).
+    let replica = if v >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
     // Each topic's name: the request's before v13, found by id after.
     let names: Vec<Option<String>> = req
         .topics
@@ -66,13 +73,14 @@ pub async fn handle(
     shared
         .replicas
         .fetch(req.max_wait_ms, req.min_bytes, |looked| {
-            gather(shared, session, looked, &req, v, &names, max_bytes)
+            gather(shared, session, looked, &req, v, &names, max_bytes, replica)
         })
         .await
 }
 
 /// One pass over the requested partitions: (response, bytes, any error);
 /// `looked` gets each partition read, for the long poll to wait on.
+#[allow(clippy::too_many_arguments)]
 fn gather(
     shared: &Shared,
     session: &mut Session,
@@ -81,6 +89,7 @@ fn gather(
     v: i16,
     names: &[Option<String>],
     max_bytes: usize,
+    replica: i32,
 ) -> (FetchResponse, usize, bool) {
     let mut resp = FetchResponse::default();
     let mut total = 0usize;
@@ -130,6 +139,7 @@ fn gather(
                     current_epoch,
                     budget,
                     min_one,
+                    replica,
                 ),
                 Ok(None) => ReadResult::error(unknown),
                 Err(e) => ReadResult::error(kafka_code(e)),

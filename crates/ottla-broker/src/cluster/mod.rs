@@ -20,7 +20,6 @@
 //! (`ClusterLink`).
 
 pub mod assignments;
-pub mod interface;
 pub mod node;
 pub mod transport;
 pub mod wire;
@@ -30,7 +29,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-pub use interface::{ClusterLink, IsrChannel, PartitionAssignment, PeerDirectory};
+pub use crate::replica::{ClusterLink, IsrChannel, PartitionAssignment, PeerDirectory};
 pub use node::ClusterNode;
 
 /// Kafka error codes the cluster paths answer with.
