@@ -90,9 +90,11 @@ def partition(bootstrap: str, topic: str, p: int = 0) -> Any:
 
 def wait_for_cluster(c: Cluster) -> None:
     for i in c.ids:
-        assert wait_until(lambda i=i: live_brokers(c.bootstrap([i])) == set(c.ids), timeout=60), (
-            f"node {i} never listed every broker"
-        )
+
+        def lists_all(i: int = i) -> bool:
+            return live_brokers(c.bootstrap([i])) == set(c.ids)
+
+        assert wait_until(lists_all, timeout=60), f"node {i} never listed every broker"
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1, rf: int = 3) -> None:
@@ -109,10 +111,11 @@ def test_three_nodes_agree_on_brokers_topics_and_a_new_leader_after_kill_9(
     create_topic(c.bootstrap([2]), "events", partitions=3, rf=3)
     for i in c.ids:
         for p in range(3):
-            assert wait_until(
-                lambda i=i, p=p: len(partition(c.bootstrap([i]), "events", p).isrs) == 3,
-                timeout=30,
-            )
+
+            def all_in_sync(i: int = i, p: int = p) -> bool:
+                return len(partition(c.bootstrap([i]), "events", p).isrs) == 3
+
+            assert wait_until(all_in_sync, timeout=30)
             part = partition(c.bootstrap([i]), "events", p)
             assert sorted(part.replicas) == [1, 2, 3]
     leaders = [partition(c.bootstrap(), "events", p).leader for p in range(3)]
@@ -121,10 +124,15 @@ def test_three_nodes_agree_on_brokers_topics_and_a_new_leader_after_kill_9(
     c.kill(victim)
     alive = [i for i in c.ids if i != victim]
     for i in alive:
-        assert wait_until(
-            lambda i=i: partition(c.bootstrap([i]), "events", 0).leader in alive, timeout=30
-        ), "a new leader was elected"
-        assert wait_until(lambda i=i: live_brokers(c.bootstrap([i])) == set(alive), timeout=30)
+
+        def new_leader(i: int = i) -> bool:
+            return partition(c.bootstrap([i]), "events", 0).leader in alive
+
+        def lists_the_alive(i: int = i) -> bool:
+            return live_brokers(c.bootstrap([i])) == set(alive)
+
+        assert wait_until(new_leader, timeout=30), "a new leader was elected"
+        assert wait_until(lists_the_alive, timeout=30)
         assert victim not in partition(c.bootstrap([i]), "events", 0).isrs
     # Restarted from its directory: it registers again and is listed again.
     c.start(victim)
