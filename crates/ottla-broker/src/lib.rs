@@ -295,6 +295,9 @@ impl Broker {
             }
             ottla_storage::fd_budget::set_max_open_files(n);
         }
+        if config.cluster.is_none() {
+            cluster::node::refuse_standalone(store.root())?;
+        }
         let retention = RetentionChecker::shared(&store, config.retention_check_interval_ms)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (replicas, waker) = replica::ReplicaManager::start(

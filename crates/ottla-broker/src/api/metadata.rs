@@ -321,12 +321,20 @@ pub async fn describe_topic_partitions(
 ) -> DescribeTopicPartitionsResponse {
     let mut r = DescribeTopicPartitionsResponse::default();
     let store = &shared.store;
+    // In a cluster, topics and partitions are the metadata image's.
+    let image = shared.cluster.as_ref().map(|n| n.image());
     let mut names: Vec<String> = if req.topics.is_empty() {
-        match blocking(|| store.list_topics(false)) {
-            Ok(all) => all,
-            Err(e) => {
-                super::super::errors::warn(&format!("describe topics: cannot list topics: {e}"));
-                Vec::new()
+        if let Some(img) = &image {
+            img.topic_ids.keys().cloned().collect()
+        } else {
+            match blocking(|| store.list_topics(false)) {
+                Ok(all) => all,
+                Err(e) => {
+                    super::super::errors::warn(&format!(
+                        "describe topics: cannot list topics: {e}"
+                    ));
+                    Vec::new()
+                }
             }
         }
     } else {
@@ -366,24 +374,57 @@ pub async fn describe_topic_partitions(
         t.name = Some(topic_name(&name));
         t.is_internal = is_internal(&name);
         let start = std::mem::take(&mut first_partition);
-        match blocking(|| store.topic(&name)) {
-            Ok(Some(topic)) => {
-                t.topic_id = Uuid::from_bytes(topic.id.0);
-                t.topic_authorized_operations = TOPIC_OPERATIONS;
-                let end = topic.partitions.min(start.saturating_add(left));
-                for p in start..end {
+        // (id, partition count, one partition's answer) of the topic.
+        type Describe<'a> = Box<dyn Fn(u32) -> DescribeTopicPartitionsResponsePartition + 'a>;
+        let found: Result<Option<(Uuid, u32, Describe<'_>)>, i16> = match &image {
+            Some(img) => Ok(img.topic_by_name(&name).map(|topic| {
+                let count = u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX);
+                let one: Describe<'_> = Box::new(move |p| {
                     let mut part = DescribeTopicPartitionsResponsePartition::default();
                     part.partition_index = p as i32;
-                    part.leader_id = BrokerId(NODE_ID);
-                    part.leader_epoch = INITIAL_LEADER_EPOCH;
-                    part.replica_nodes = vec![BrokerId(NODE_ID)];
-                    part.isr_nodes = vec![BrokerId(NODE_ID)];
+                    if let Some(state) = topic.partitions.get(&(p as i32)) {
+                        part.leader_id = BrokerId(state.leader.unwrap_or(-1));
+                        if state.leader.is_none() {
+                            part.error_code = codes::LEADER_NOT_AVAILABLE;
+                        }
+                        part.leader_epoch = state.leader_epoch;
+                        part.replica_nodes = state.replicas.iter().copied().map(BrokerId).collect();
+                        part.isr_nodes = state.isr.iter().copied().map(BrokerId).collect();
+                    }
+                    part
+                });
+                (Uuid::from_bytes(topic.topic_id.0), count, one)
+            })),
+            None => match blocking(|| store.topic(&name)) {
+                Ok(Some(topic)) => {
+                    let one: Describe<'_> = Box::new(|p| {
+                        let mut part = DescribeTopicPartitionsResponsePartition::default();
+                        part.partition_index = p as i32;
+                        part.leader_id = BrokerId(NODE_ID);
+                        part.leader_epoch = INITIAL_LEADER_EPOCH;
+                        part.replica_nodes = vec![BrokerId(NODE_ID)];
+                        part.isr_nodes = vec![BrokerId(NODE_ID)];
+                        part
+                    });
+                    Ok(Some((Uuid::from_bytes(topic.id.0), topic.partitions, one)))
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(kafka_code(&e)),
+            },
+        };
+        match found {
+            Ok(Some((id, count, describe))) => {
+                t.topic_id = id;
+                t.topic_authorized_operations = TOPIC_OPERATIONS;
+                let end = count.min(start.saturating_add(left));
+                for p in start..end {
+                    let mut part = describe(p);
                     part.eligible_leader_replicas = Some(Vec::new());
                     part.last_known_elr = Some(Vec::new());
                     t.partitions.push(part);
                 }
                 left -= end.saturating_sub(start);
-                if end < topic.partitions {
+                if end < count {
                     let mut c = Cursor::default();
                     c.topic_name = topic_name(&name);
                     c.partition_index = end as i32;
@@ -393,7 +434,7 @@ pub async fn describe_topic_partitions(
                 }
             }
             Ok(None) => t.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
-            Err(e) => t.error_code = kafka_code(&e),
+            Err(c) => t.error_code = c,
         }
         r.topics.push(t);
         if left == 0 {

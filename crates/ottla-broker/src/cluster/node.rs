@@ -110,6 +110,26 @@ fn claim_directory(data: &Path, node_id: i32, listener: &str) -> Result<(), Erro
     }
 }
 
+/// A broker alone refuses a cluster node's directory: serving its replicas
+/// as a single node would accept writes no other replica gets, at offsets
+/// the partition's leader also hands out.
+pub fn refuse_standalone(data: &Path) -> Result<(), Error> {
+    let Ok(text) = std::fs::read_to_string(marker_path(data)) else {
+        return Ok(());
+    };
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("node.id="))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    Err(Error::InvalidConfig(format!(
+        "{} is the directory of cluster node {id}: start it as that node (--node-id {id} \
+         with the cluster's controller settings), not as a broker alone",
+        data.display()
+    )))
+}
+
 impl ClusterNode {
     /// Claims the directory, binds the controller listener, opens the
     /// controller on `runtime` and starts answering on the listener (and,

@@ -248,6 +248,25 @@ fn topics_are_created_grown_and_deleted_through_the_controller() {
                 == 3
         });
     }
+    // DescribeTopicPartitions answers from the image too.
+    let mut req = kafka_protocol::messages::DescribeTopicPartitionsRequest::default();
+    let mut t =
+        kafka_protocol::messages::describe_topic_partitions_request::TopicRequest::default();
+    t.name = TopicName(s("orders"));
+    req.topics.push(t);
+    req.response_partition_limit = 100;
+    let r = c.on(2, move |shared| {
+        Box::pin(async move {
+            let mut session = crate::dispatch::Session::new(([127, 0, 0, 1], 0).into());
+            crate::api::metadata::describe_topic_partitions(&shared, &mut session, req, 0).await
+        })
+    });
+    let described: Vec<(i32, usize)> = r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.leader_id.0, p.replica_nodes.len()))
+        .collect();
+    assert_eq!(described, vec![(1, 3), (2, 3), (3, 3)]);
     // Auto-created by a Metadata request, with default.replication.factor.
     let r = c.metadata(3, Some(&["auto"]));
     assert_eq!(r.topics[0].error_code, code::NONE);
@@ -394,4 +413,12 @@ fn a_directory_keeps_its_node_id() {
         "{err}"
     );
     assert!(super::node::marker_path(dir.path()).exists());
+    // Nor is it served by a broker alone.
+    let err = Broker::start(
+        Store::open(dir.path()).expect("store"),
+        BrokerConfig::default(),
+    )
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("--node-id 1"), "{err}");
 }
