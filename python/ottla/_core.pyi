@@ -825,8 +825,9 @@ class Broker:
         default_replication_factor: int = 1,
         min_insync_replicas: int = 1,
         replica_lag_time_max_ms: int = 10000,
-        broker_heartbeat_interval_ms: int = 250,
-        broker_session_timeout_ms: int = 1500,
+        broker_heartbeat_interval_ms: int = 200,
+        broker_session_timeout_ms: int = 1000,
+        controller_quorum_election_timeout_ms: int = 250,
     ) -> Self:
         """Serve ``path`` on ``host:port`` (port 0: a free one), on the
         broker's own threads. Every ``retention_check_interval_ms``
@@ -882,7 +883,10 @@ class Broker:
         ``replica_lag_time_max_ms`` leave the in-sync set. The node
         heartbeats every ``broker_heartbeat_interval_ms`` (Kafka: 2000) and
         is fenced, its leaderships moved, after ``broker_session_timeout_ms``
-        (Kafka: 9000) without one. The directory is marked as the node's:
+        (Kafka: 9000) without one; a voter that hears no active controller
+        for ``controller_quorum_election_timeout_ms`` to twice that (Kafka's
+        ``controller.quorum.election.timeout.ms``, 1000) starts an election.
+        The directory is marked as the node's:
         another node id, or an embedded Producer, is refused on it."""
     @property
     def bootstrap_servers(self) -> str:

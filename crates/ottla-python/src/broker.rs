@@ -25,6 +25,7 @@ fn cluster_config(
     replica_lag_time_max_ms: i64,
     broker_heartbeat_interval_ms: i64,
     broker_session_timeout_ms: i64,
+    election_timeout_ms: i64,
 ) -> PyResult<Option<ClusterConfig>> {
     let Some(node_id) = node_id else {
         if controller_listen.is_some() || voters.is_some() {
@@ -90,6 +91,12 @@ fn cluster_config(
         1,
         i32::MAX as i64,
     )? as u64;
+    c.election_timeout_ms = in_range(
+        "controller_quorum_election_timeout_ms",
+        election_timeout_ms,
+        50,
+        i32::MAX as i64,
+    )? as u64;
     c.check().map_err(PyValueError::new_err)?;
     Ok(Some(c))
 }
@@ -127,7 +134,8 @@ impl Broker {
                         advertised_listener=None, node_id=None, controller_listen=None,
                         controller_quorum_voters=None, default_replication_factor=1,
                         min_insync_replicas=1, replica_lag_time_max_ms=10000,
-                        broker_heartbeat_interval_ms=250, broker_session_timeout_ms=1500))]
+                        broker_heartbeat_interval_ms=200, broker_session_timeout_ms=1000,
+                        controller_quorum_election_timeout_ms=250))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -156,6 +164,7 @@ impl Broker {
         replica_lag_time_max_ms: i64,
         broker_heartbeat_interval_ms: i64,
         broker_session_timeout_ms: i64,
+        controller_quorum_election_timeout_ms: i64,
     ) -> PyResult<Self> {
         let advertised_listener = advertised_listener
             .map(|a| {
@@ -180,6 +189,7 @@ impl Broker {
             replica_lag_time_max_ms,
             broker_heartbeat_interval_ms,
             broker_session_timeout_ms,
+            controller_quorum_election_timeout_ms,
         )?;
         let positive = |name: &str, v: Option<i64>| -> PyResult<Option<usize>> {
             match v {

@@ -211,13 +211,19 @@ _CLUSTER_INTS = (
     ),
     (
         "--broker-heartbeat-interval-ms",
-        250,
+        200,
         "how often the node heartbeats to the active controller (broker.heartbeat.interval.ms)",
     ),
     (
         "--broker-session-timeout-ms",
-        1500,
+        1000,
         "a node silent this long is fenced and its leaderships move (broker.session.timeout.ms)",
+    ),
+    (
+        "--controller-quorum-election-timeout-ms",
+        250,
+        "a voter hearing no active controller for this to twice this starts an election "
+        "(controller.quorum.election.timeout.ms)",
     ),
 )
 
@@ -249,8 +255,9 @@ class ServeOptions:
         self.default_replication_factor = 1
         self.min_insync_replicas = 1
         self.replica_lag_time_max_ms = 10000
-        self.broker_heartbeat_interval_ms = 250
-        self.broker_session_timeout_ms = 1500
+        self.broker_heartbeat_interval_ms = 200
+        self.broker_session_timeout_ms = 1000
+        self.controller_quorum_election_timeout_ms = 250
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> ServeOptions:
@@ -280,6 +287,7 @@ _INT_OPTIONS = {
     "--replica-lag-time-max-ms": "replica_lag_time_max_ms",
     "--broker-heartbeat-interval-ms": "broker_heartbeat_interval_ms",
     "--broker-session-timeout-ms": "broker_session_timeout_ms",
+    "--controller-quorum-election-timeout-ms": "controller_quorum_election_timeout_ms",
 }
 _STR_OPTIONS = {
     "--advertised-listener": "advertised_listener",
@@ -436,6 +444,7 @@ def serve(args: ServeOptions) -> int:
             replica_lag_time_max_ms=args.replica_lag_time_max_ms,
             broker_heartbeat_interval_ms=args.broker_heartbeat_interval_ms,
             broker_session_timeout_ms=args.broker_session_timeout_ms,
+            controller_quorum_election_timeout_ms=args.controller_quorum_election_timeout_ms,
         )
     except OSError as e:
         raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None

@@ -181,9 +181,9 @@ impl ClusterNode {
             data.join(".ottla").join("cluster").join("meta"),
             voters.clone(),
         );
-        cc.heartbeat_interval = Duration::from_millis(config.raft_heartbeat_ms);
-        cc.election_timeout_min = Duration::from_millis(config.raft_election_timeout_min_ms);
-        cc.election_timeout_max = Duration::from_millis(config.raft_election_timeout_max_ms);
+        cc.heartbeat_interval = Duration::from_millis(config.raft_heartbeat_ms());
+        cc.election_timeout_min = Duration::from_millis(config.election_timeout_ms);
+        cc.election_timeout_max = Duration::from_millis(config.election_timeout_ms * 2);
         cc.propose_timeout = Duration::from_secs(3);
         let transport = Arc::new(RaftTransport {
             peers: peers.clone(),
@@ -379,7 +379,8 @@ impl ClusterNode {
 
     async fn fencing_timer(&self, mut stopping: watch::Receiver<bool>) {
         let session = Duration::from_millis(self.config.broker_session_timeout_ms);
-        let tick = (session / 6).max(Duration::from_millis(20));
+        // Fencing comes at most a tick after the session ends.
+        let tick = (session / 10).max(Duration::from_millis(20));
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
