@@ -205,3 +205,39 @@ def test_acks_all_producer_survives_kill_9_of_the_leader(spawn: Spawn, tmp_path:
         consumer.close()
     missing = [v for v in acked if v not in seen]
     assert not missing, f"{len(missing)} acknowledged records lost, e.g. {missing[:3]}"
+
+
+def test_a_node_directory_refuses_an_embedded_producer_another_id_and_a_lone_broker(
+    tmp_path: Path,
+) -> None:
+    import ottla
+
+    port = free_port()
+    voters = f"1@127.0.0.1:{port}"
+    data = tmp_path / "n1"
+    # A one-voter cluster is a cluster too.
+    with ottla.Broker(
+        data, node_id=1, controller_listen=f"127.0.0.1:{port}", controller_quorum_voters=voters
+    ) as broker:
+        assert broker.node_id == 1
+        assert wait_until(lambda: live_brokers(broker.bootstrap_servers) == {1}, timeout=30)
+        with pytest.raises(ottla.IllegalStateError, match=r"bootstrap\.servers=127\.0\.0\.1:"):
+            ottla.Producer(data)
+    with pytest.raises(ottla.InvalidConfigError, match="belongs to cluster node 1"):
+        ottla.Broker(
+            data,
+            node_id=2,
+            controller_listen=f"127.0.0.1:{port}",
+            controller_quorum_voters=f"2@127.0.0.1:{port}",
+        )
+    with pytest.raises(ottla.InvalidConfigError, match="--node-id 1"):
+        ottla.Broker(data)
+    with pytest.raises(ValueError, match="controller_listen and controller_quorum_voters"):
+        ottla.Broker(tmp_path / "other", node_id=1)
+    with pytest.raises(ValueError, match="controller_quorum_voters"):
+        ottla.Broker(
+            tmp_path / "other",
+            node_id=1,
+            controller_listen="127.0.0.1:0",
+            controller_quorum_voters="1@nowhere",
+        )
