@@ -382,3 +382,90 @@ async fn connection<H: ControlHandler>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn calls_leave_from_the_source_address_and_time_out() {
+        runtime().block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let source: IpAddr = "127.0.0.12".parse().expect("ip");
+            let peers = Peers::new(HashMap::from([(7, addr.to_string())]), Some(source));
+            // A peer that accepts, reads the request and never answers.
+            let server = tokio::spawn(async move {
+                let (mut s, from) = listener.accept().await.expect("accept");
+                let mut buf = [0u8; 64];
+                let _ = s.read(&mut buf).await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                from
+            });
+            let started = Instant::now();
+            let r = peers.call(7, b"x", Duration::from_millis(200)).await;
+            assert!(
+                matches!(r, Err(TransportError::Timeout { node: 7 })),
+                "{r:?}"
+            );
+            assert!(started.elapsed() < Duration::from_secs(3));
+            server.abort();
+            // An unknown node and a refused connection are errors too.
+            assert!(peers.call(8, b"x", CALL_TIMEOUT).await.is_err());
+            let from = {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                peers.set_address(7, &listener.local_addr().expect("addr").to_string());
+                let call = peers.call(7, b"x", Duration::from_millis(100));
+                let (accepted, _) = tokio::join!(listener.accept(), call);
+                accepted.expect("accept").1
+            };
+            assert_eq!(from.ip(), source);
+        });
+    }
+
+    #[test]
+    fn an_oversized_or_empty_frame_closes_the_connection() {
+        struct Echo;
+        impl ControlHandler for Echo {
+            async fn handle(&self, _r: ControlRequest) -> ControlReply {
+                ControlReply::ShutdownDone
+            }
+        }
+        runtime().block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let (_stop, stopping) = watch::channel(false);
+            let (done, _done_rx) = mpsc::channel(1);
+            tokio::spawn(serve(listener, Arc::new(Echo), stopping, done));
+            // A good request is answered; garbage in a good frame too.
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            let ok = wire::encode(&ControlRequest::DeleteTopic { name: "t".into() });
+            let reply = exchange(&mut s, &ok).await.expect("reply");
+            assert!(matches!(
+                wire::decode(&reply),
+                Ok(ControlReply::ShutdownDone)
+            ));
+            let reply = exchange(&mut s, &[1, 0xff, 0xff]).await.expect("reply");
+            assert!(matches!(
+                wire::decode(&reply),
+                Ok(ControlReply::Error { code: 42, .. })
+            ));
+            for prefix in [[0xff, 0xff, 0xff, 0xff], [0, 0, 0, 0]] {
+                let mut s = TcpStream::connect(addr).await.expect("connect");
+                s.write_all(&prefix).await.expect("write");
+                let mut buf = [0u8; 8];
+                let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                    .await
+                    .expect("closed in time");
+                assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+            }
+        });
+    }
+}
