@@ -152,6 +152,46 @@ mod tests {
         assert!(frame_len([0, 0, 0, 0]).is_err());
         assert!(frame_len([0xff, 0, 0, 0]).is_err());
         assert_eq!(frame_len([0, 0, 1, 0]), Ok(256));
+        // Mutations of real messages and random bytes: errors, never a
+        // panic or a huge allocation (postcard reads lengths against the
+        // bytes it has).
+        let samples = [
+            encode(&ControlRequest::Heartbeat {
+                broker_id: 3,
+                broker_epoch: 99,
+                metadata_offset: 1234,
+            }),
+            encode(&ControlRequest::CreateTopic {
+                name: "orders".into(),
+                partitions: 3,
+                replication_factor: 3,
+                configs: BTreeMap::from([("min.insync.replicas".into(), "2".into())]),
+                validate_only: false,
+            }),
+            encode(&ControlReply::Error {
+                code: 7,
+                message: "m".into(),
+            }),
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..20_000 {
+            let mut b = samples[i % samples.len()].clone();
+            for _ in 0..(next() % 4 + 1) {
+                let at = (next() as usize) % b.len();
+                b[at] = next() as u8;
+            }
+            if i % 7 == 0 {
+                b.truncate((next() as usize) % b.len());
+            }
+            let _ = decode::<ControlRequest>(&b);
+            let _ = decode::<ControlReply>(&b);
+        }
         let bytes = encode(&ControlRequest::DeleteTopic { name: "t".into() });
         assert!(matches!(
             decode::<ControlRequest>(&bytes),
