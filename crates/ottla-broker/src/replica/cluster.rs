@@ -244,13 +244,15 @@ impl ReplicaManager {
                     }
                 }
             }
-            // New here, or a new leader or epoch: start over in the role.
+            // New here, or a new leader or epoch: start over in the role,
+            // once the old one's appends and fetches in flight are done.
+            if let Some(old) = &existing {
+                old.retire();
+            }
+            deactivate_followed(cluster, &key);
             let state = self.become_(cluster, &log, &a, role, existing.as_deref());
             let part = Arc::new(Partition::new(log.clone(), state));
             cluster.partitions.write().insert(key.clone(), part.clone());
-            if let Some(old) = existing {
-                old.notify();
-            }
         }
         // Partitions no longer assigned here: not served any more.
         let gone: Vec<Arc<Partition>> = {
@@ -259,7 +261,11 @@ impl ReplicaManager {
             keys.iter().filter_map(|k| map.remove(k)).collect()
         };
         for p in gone {
-            p.notify();
+            p.retire();
+            let st = p.state.lock();
+            let key = (st.assignment.topic.clone(), st.assignment.partition);
+            drop(st);
+            deactivate_followed(cluster, &key);
         }
         self.sync_fetchers(cluster);
     }
@@ -309,7 +315,11 @@ impl ReplicaManager {
             keys.iter().filter_map(|k| map.remove(k)).collect()
         };
         for p in gone {
-            p.notify();
+            p.retire();
+            let st = p.state.lock();
+            let key = (st.assignment.topic.clone(), st.assignment.partition);
+            drop(st);
+            deactivate_followed(cluster, &key);
         }
         self.sync_fetchers(cluster);
     }
@@ -415,7 +425,9 @@ impl ReplicaManager {
                 let epoch = p.state.lock().assignment.leader_epoch;
                 let reuse = set
                     .get(&k)
-                    .filter(|f| f.leader_epoch == epoch && Arc::ptr_eq(&f.log, &p.log))
+                    .filter(|f| {
+                        f.leader_epoch == epoch && Arc::ptr_eq(&f.log, &p.log) && *f.active.lock()
+                    })
                     .cloned();
                 let f = reuse.unwrap_or_else(|| {
                     Arc::new(Followed {
@@ -424,6 +436,7 @@ impl ReplicaManager {
                         log: p.log.clone(),
                         leader_epoch: epoch,
                         needs_truncation: AtomicBool::new(true),
+                        active: Mutex::new(true),
                     })
                 });
                 next.insert(k, f);
@@ -443,7 +456,7 @@ impl ReplicaManager {
             return Ok(None);
         };
         match cluster.partition(topic, partition) {
-            Some(p) if p.state.lock().role == Role::Leader => Ok(Some(p)),
+            Some(p) if !p.is_retired() && p.state.lock().role == Role::Leader => Ok(Some(p)),
             _ => Err(code::NOT_LEADER_OR_FOLLOWER),
         }
     }
@@ -636,6 +649,20 @@ impl ReplicaManager {
             .collect();
         out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         out
+    }
+}
+
+/// Stop every fetcher applying answers for `key` (it changes role or
+/// epoch, or leaves): waits for an answer being applied now.
+fn deactivate_followed(cluster: &Cluster, key: &Key) {
+    let handles: Vec<Arc<Followed>> = cluster
+        .fetchers
+        .lock()
+        .values()
+        .filter_map(|h| h.partitions.lock().get(key).cloned())
+        .collect();
+    for f in handles {
+        f.deactivate();
     }
 }
 

@@ -175,6 +175,17 @@ pub struct Followed {
     /// Set on becoming a follower: truncate (OffsetForLeaderEpoch) before
     /// fetching.
     pub needs_truncation: AtomicBool,
+    /// False once the partition left this fetcher (a new role or epoch):
+    /// held while an answer is applied, so nothing fetched lands after.
+    pub active: Mutex<bool>,
+}
+
+impl Followed {
+    /// Stop applying answers for this partition; waits for one being
+    /// applied now.
+    pub fn deactivate(&self) {
+        *self.active.lock() = false;
+    }
 }
 
 pub type FollowedSet = Arc<Mutex<HashMap<(String, i32), Arc<Followed>>>>;
@@ -263,6 +274,10 @@ async fn round(
                 let Some(p) = ready.iter().find(|p| (p.topic.clone(), p.partition) == key) else {
                     continue;
                 };
+                let active = p.active.lock();
+                if !*active {
+                    continue;
+                }
                 match apply(p, pd) {
                     Ok(ok) => progress |= ok,
                     Err(e) => debug(&format!(
@@ -433,6 +448,10 @@ async fn truncate_by_epoch(
                 };
                 if e.error_code != code::NONE {
                     continue; // asked again next round
+                }
+                let active = p.active.lock();
+                if !*active {
+                    continue;
                 }
                 let target = if e.leader_epoch < 0 || e.end_offset < 0 {
                     // The leader knows no epoch at or below ours: keep what
