@@ -80,8 +80,10 @@ struct Cluster {
     ctl: Arc<Controller>,
     lag_ms: u64,
     configs: HashMap<String, BTreeMap<String, String>>,
-    dirs: Vec<tempfile::TempDir>,
+    /// Before `dirs`: brokers close (and checkpoint) before the
+    /// directories go.
     brokers: HashMap<BrokerId, Broker>,
+    dirs: Vec<tempfile::TempDir>,
 }
 
 impl Cluster {
@@ -109,10 +111,10 @@ impl Cluster {
             }),
             lag_ms,
             configs: HashMap::from([(TOPIC.to_string(), cfg)]),
+            brokers: HashMap::new(),
             dirs: (0..n)
                 .map(|_| tempfile::tempdir().expect("tempdir"))
                 .collect(),
-            brokers: HashMap::new(),
         };
         for id in 1..=n {
             c.start(id);
@@ -493,4 +495,53 @@ fn a_new_leader_truncates_the_old_leaders_unreplicated_tail() {
         .collect();
     assert_eq!(epochs, vec![(1, 0), (2, kept)]);
     wait_until("broker 1 back in the ISR", || c.state(2).0 == vec![2, 1]);
+}
+
+/// Numbers for docs/design/replication.md, not a test of behaviour:
+/// `cargo test --release -p ottla-broker acks_latency -- --ignored --nocapture`.
+/// Sequential one-record Produce requests on one connection to the leader
+/// of a partition with 3 replicas, acks=1 then acks=all.
+#[test]
+#[ignore]
+fn acks_latency_numbers() {
+    let c = Cluster::new(3, 10_000, "2");
+    c.push();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let addr = c.addr(1);
+    for acks in [1i16, -1] {
+        let mut took: Vec<Duration> = rt.block_on(async {
+            let mut conn = PeerConnection::connect(addr, None).await.expect("connect");
+            let mut took = Vec::new();
+            for i in 0..2000 {
+                let mut b = ottla_record::BatchBuilder::with_capacity(256);
+                b.append(0, None, Some(format!("value-{i}").as_bytes()), &[]);
+                let mut pd = PartitionProduceData::default();
+                pd.records = Some(Bytes::copy_from_slice(b.finish()));
+                let mut td = TopicProduceData::default();
+                td.name = TopicName(StrBytes::from_static_str(TOPIC));
+                td.partition_data.push(pd);
+                let mut req = ProduceRequest::default();
+                req.acks = acks;
+                req.timeout_ms = 10_000;
+                req.topic_data.push(td);
+                let t = Instant::now();
+                let resp: ProduceResponse =
+                    conn.call(ApiKey::Produce, 9, &req).await.expect("produce");
+                took.push(t.elapsed());
+                assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+            }
+            took
+        });
+        took.sort();
+        let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+        println!(
+            "acks={acks}: p50 {:?}, p99 {:?}, max {:?}",
+            at(0.5),
+            at(0.99),
+            took[took.len() - 1]
+        );
+    }
 }
