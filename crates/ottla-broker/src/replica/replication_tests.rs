@@ -343,6 +343,23 @@ fn produced_data_is_replicated_byte_for_byte_and_the_high_watermark_follows() {
         code::NOT_LEADER_OR_FOLLOWER
     );
     assert_eq!(fetch(c.addr(1), 0, 9).0, code::NOT_LEADER_OR_FOLLOWER);
+    let follower = &c.brokers[&2].shared().expect("running").replicas;
+    assert_eq!(
+        follower.list_offset(TOPIC, 0, -1, None),
+        Err(code::NOT_LEADER_OR_FOLLOWER)
+    );
+    assert_eq!(
+        follower.leader_epochs(TOPIC, 0, None).map(|e| e.current),
+        Err(code::NOT_LEADER_OR_FOLLOWER)
+    );
+    assert_eq!(
+        c.brokers[&1]
+            .shared()
+            .expect("running")
+            .replicas
+            .list_offset(TOPIC, 0, -1, None),
+        Ok((-1, 20, 1))
+    );
     // DeleteRecords on the leader reaches the followers' log start.
     let leader = &c.brokers[&1].shared().expect("running").replicas;
     assert_eq!(leader.delete_records(TOPIC, 0, 5), Ok(5));
@@ -370,10 +387,8 @@ fn acks_all_waits_for_the_isr_and_consumers_stop_at_the_high_watermark() {
     let mut c = Cluster::new(2, 60_000, "2");
     // Only the leader knows its assignment: the follower does not fetch.
     c.push_to(1);
-    let started = Instant::now();
     let (err, _) = produce(c.addr(1), 1, -1, 300);
     assert_eq!(err, code::REQUEST_TIMED_OUT, "no follower, no acks=all");
-    assert!(started.elapsed() >= Duration::from_millis(300));
     // The record is on the leader, above the high watermark: consumers do
     // not see it.
     assert_eq!(c.log_end(1), 1);
@@ -394,7 +409,26 @@ fn acks_all_waits_for_the_isr_and_consumers_stop_at_the_high_watermark() {
     assert_eq!(produce(c.addr(1), 1, -1, 1000).0, code::NOT_ENOUGH_REPLICAS);
     assert_eq!(c.log_end(1), 6, "refused before the append");
     assert_eq!(produce(c.addr(1), 1, 1, 1000).0, code::NONE);
-    // A follower stopped for good: the broker closes.
+    // Waiting for a follower that stopped fetching, the ISR shrinks under
+    // min.insync.replicas: replicated to the (smaller) ISR, but
+    // NOT_ENOUGH_REPLICAS_AFTER_APPEND.
+    c.set(|a| a.isr = vec![1, 2]);
+    c.push_to(1);
+    c.brokers[&2]
+        .shared()
+        .expect("running")
+        .replicas
+        .apply_assignments(Vec::new(), &c.configs, &[]);
+    let before = c.log_end(1);
+    let addr = c.addr(1);
+    let waiting = std::thread::spawn(move || produce(addr, 1, -1, 10_000).0);
+    wait_until("the append", || c.log_end(1) == before + 1);
+    c.set(|a| a.isr = vec![1]);
+    c.push_to(1);
+    assert_eq!(
+        waiting.join().expect("producer"),
+        code::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+    );
     c.stop(2);
 }
 
