@@ -281,14 +281,32 @@ impl ReplicaManager {
         partitions: u32,
         config: Option<&BTreeMap<String, String>>,
     ) -> ottla_storage::error::Result<Topic> {
+        let wanted = config;
         let config: Vec<(String, String)> = config
             .map(|c| c.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
         let tid = TopicId(*id.as_bytes());
-        if let Some(t) = self.store.topic(name)? {
+        if let Some(mut t) = self.store.topic(name)? {
             if t.id == tid {
                 if t.partitions < partitions {
-                    return self.store.create_partitions(name, partitions);
+                    t = self.store.create_partitions(name, partitions)?;
+                }
+                // The cluster's configs, when given, replace the local ones.
+                if let Some(wanted) = wanted {
+                    let mut changes: Vec<(String, Option<String>)> = Vec::new();
+                    for (k, v) in wanted {
+                        if t.config.overrides.get(k) != Some(v) {
+                            changes.push((k.clone(), Some(v.clone())));
+                        }
+                    }
+                    for k in t.config.overrides.keys() {
+                        if !wanted.contains_key(k) {
+                            changes.push((k.clone(), None));
+                        }
+                    }
+                    if !changes.is_empty() {
+                        t = self.store.alter_topic_config(name, &changes)?;
+                    }
                 }
                 return Ok(t);
             }

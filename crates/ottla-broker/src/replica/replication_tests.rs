@@ -429,6 +429,14 @@ fn acks_all_waits_for_the_isr_and_consumers_stop_at_the_high_watermark() {
         waiting.join().expect("producer"),
         code::NOT_ENOUGH_REPLICAS_AFTER_APPEND
     );
+    // The cluster lowers min.insync.replicas: the next assignment carries
+    // it to the local topic, and acks=all passes with the ISR of one.
+    c.configs
+        .get_mut(TOPIC)
+        .expect("config")
+        .insert("min.insync.replicas".into(), "1".into());
+    c.push_to(1);
+    assert_eq!(produce(c.addr(1), 1, -1, 10_000).0, code::NONE);
     c.stop(2);
 }
 
