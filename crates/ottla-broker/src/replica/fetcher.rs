@@ -369,7 +369,10 @@ fn apply(p: &Followed, pd: &PartitionData) -> Result<bool, Error> {
         return Ok(true);
     }
     if let Some(records) = pd.records.as_ref().filter(|r| !r.is_empty()) {
-        match log.append_as_follower(records) {
+        // Whole batches only: a response cut at its byte limit may end in
+        // part of one (Kafka's leaders send such), fetched again next time.
+        let whole = whole_batches(records);
+        match log.append_as_follower(&records[..whole]) {
             Ok(_) => {}
             // A stale answer (the log moved meanwhile): fetched again.
             Err(Error::UnexpectedAppendOffset { .. }) => return Ok(true),
@@ -390,6 +393,21 @@ fn apply(p: &Followed, pd: &PartitionData) -> Result<bool, Error> {
         }
     }
     Ok(true)
+}
+
+/// The length of the whole batches at the start of `records`.
+fn whole_batches(records: &[u8]) -> usize {
+    let mut at = 0usize;
+    while let Some(total) = ottla_record::batch::peek_total_size(&records[at..]) {
+        let Ok(total) = usize::try_from(total) else {
+            break;
+        };
+        if total == 0 || at + total > records.len() {
+            break;
+        }
+        at += total;
+    }
+    at
 }
 
 /// Truncate `parts` to where they agree with the leader's log
@@ -478,4 +496,19 @@ async fn truncate_by_epoch(
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cut_last_batch_is_left_for_the_next_fetch() {
+        let mut b = ottla_record::BatchBuilder::with_capacity(256);
+        b.append(0, None, Some(b"v"), &[]);
+        let one = b.finish().to_vec();
+        let two = [one.clone(), one.clone()].concat();
+        assert_eq!(super::whole_batches(&two), two.len());
+        assert_eq!(super::whole_batches(&two[..two.len() - 3]), one.len());
+        assert_eq!(super::whole_batches(&two[..5]), 0);
+        assert_eq!(super::whole_batches(&[]), 0);
+    }
 }
