@@ -42,10 +42,13 @@ impl PeerDirectory for Peers {
     }
 }
 
-/// The stand-in controller: the partition's assignment, changed by
+/// The stand-in controller: the partitions' assignments, changed by
 /// AlterPartition as KRaft's would (epochs checked, partition epoch bumped).
 struct Controller {
+    /// Partition 0's assignment (the tests of one partition use it).
     a: Mutex<PartitionAssignment>,
+    /// Partitions 1 and up.
+    more: Mutex<Vec<PartitionAssignment>>,
     alters: Mutex<Vec<Vec<BrokerId>>>,
 }
 
@@ -53,13 +56,22 @@ impl IsrChannel for Controller {
     fn alter_partition(
         &self,
         _topic_id: uuid::Uuid,
-        _partition: i32,
+        partition: i32,
         leader_epoch: i32,
         partition_epoch: i32,
         isr: Vec<BrokerId>,
     ) -> AlterPartitionFuture {
         let r = {
-            let mut a = self.a.lock();
+            let mut first = self.a.lock();
+            let mut more = self.more.lock();
+            let a = if partition == 0 {
+                &mut *first
+            } else {
+                match more.iter_mut().find(|a| a.partition == partition) {
+                    Some(a) => a,
+                    None => return Box::pin(async { Err(code::UNKNOWN_TOPIC_OR_PARTITION) }),
+                }
+            };
             if leader_epoch != a.leader_epoch {
                 Err(code::FENCED_LEADER_EPOCH)
             } else if partition_epoch != a.partition_epoch {
@@ -107,6 +119,7 @@ impl Cluster {
             peers: Arc::new(Peers::default()),
             ctl: Arc::new(Controller {
                 a: Mutex::new(a),
+                more: Mutex::new(Vec::new()),
                 alters: Mutex::new(Vec::new()),
             }),
             lag_ms,
@@ -158,12 +171,12 @@ impl Cluster {
     /// The controller's assignment, handed to broker `id` (nothing, if it
     /// is not a replica).
     fn push_to(&self, id: BrokerId) {
-        let a = self.ctl.a.lock().clone();
-        let mine = if a.replicas.contains(&id) {
-            vec![a]
-        } else {
-            Vec::new()
-        };
+        let mut all = vec![self.ctl.a.lock().clone()];
+        all.extend(self.ctl.more.lock().iter().cloned());
+        let mine: Vec<PartitionAssignment> = all
+            .into_iter()
+            .filter(|a| a.replicas.contains(&id))
+            .collect();
         self.brokers[&id]
             .shared()
             .expect("running")
@@ -187,8 +200,13 @@ impl Cluster {
 
     /// Every byte of broker `id`'s log of t-0, start to end.
     fn log_bytes(&self, id: BrokerId) -> Vec<u8> {
+        self.log_bytes_of(id, 0)
+    }
+
+    /// Every byte of broker `id`'s log of t-`partition`, start to end.
+    fn log_bytes_of(&self, id: BrokerId, partition: u32) -> Vec<u8> {
         let store = Store::open(self.dir(id)).expect("store");
-        let log = store.partition_by_name(TOPIC, 0).expect("log");
+        let log = store.partition_by_name(TOPIC, partition).expect("log");
         let end = log.log_end_offset().expect("end");
         let mut next = log.offsets().expect("offsets").0;
         let mut out = Vec::new();
@@ -251,6 +269,17 @@ where
 /// Produce `n` one-record batches to t-0, one request each: the last
 /// answer's (error code, base offset).
 fn produce(addr: SocketAddr, n: usize, acks: i16, timeout_ms: i32) -> (i16, i64) {
+    produce_to(addr, 0, n, acks, timeout_ms)
+}
+
+/// [`produce`] to t-`partition`.
+fn produce_to(
+    addr: SocketAddr,
+    partition: i32,
+    n: usize,
+    acks: i16,
+    timeout_ms: i32,
+) -> (i16, i64) {
     let mut last = (0, -1);
     for i in 0..n {
         let mut b = ottla_record::BatchBuilder::with_capacity(256);
@@ -261,7 +290,7 @@ fn produce(addr: SocketAddr, n: usize, acks: i16, timeout_ms: i32) -> (i16, i64)
             &[],
         );
         let mut pd = PartitionProduceData::default();
-        pd.index = 0;
+        pd.index = partition;
         pd.records = Some(Bytes::copy_from_slice(b.finish()));
         let mut td = TopicProduceData::default();
         td.name = TopicName(StrBytes::from_static_str(TOPIC));
@@ -380,6 +409,39 @@ fn produced_data_is_replicated_byte_for_byte_and_the_high_watermark_follows() {
     wait_until("the followers' log start", || {
         log_start(2) == 5 && log_start(3) == 5
     });
+}
+
+#[test]
+fn partitions_led_by_different_brokers_replicate_each_way() {
+    let c = Cluster::new(3, 10_000, "3");
+    // t-1 led by broker 2, t-2 by broker 3; all on the three brokers.
+    {
+        let first = c.ctl.a.lock().clone();
+        let mut more = c.ctl.more.lock();
+        for (p, leader) in [(1, 2), (2, 3)] {
+            more.push(PartitionAssignment {
+                partition: p,
+                leader: Some(leader),
+                ..first.clone()
+            });
+        }
+    }
+    c.push();
+    for (p, leader) in [(0, 1), (1, 2), (2, 3)] {
+        let (err, base) = produce_to(c.addr(leader), p, 7 + p as usize, -1, 10_000);
+        assert_eq!((err, base), (code::NONE, 6 + i64::from(p)), "t-{p}");
+        assert_eq!(
+            produce_to(c.addr(leader % 3 + 1), p, 1, 1, 1000).0,
+            code::NOT_LEADER_OR_FOLLOWER
+        );
+    }
+    for p in 0..3u32 {
+        let leader_bytes = c.log_bytes_of(p as i32 + 1, p);
+        assert!(!leader_bytes.is_empty());
+        for id in 1..=3 {
+            assert_eq!(c.log_bytes_of(id, p), leader_bytes, "t-{p} on broker {id}");
+        }
+    }
 }
 
 #[test]
