@@ -202,6 +202,13 @@ impl ReplicaManager {
                 Role::Follower
             };
             if let Some(p) = &existing {
+                // A stale view (an older leader epoch than the one this
+                // broker acts in) is ignored, as Kafka's LeaderAndIsr is.
+                if Arc::ptr_eq(&p.log, &log)
+                    && a.leader_epoch < p.state.lock().assignment.leader_epoch
+                {
+                    continue;
+                }
                 if Arc::ptr_eq(&p.log, &log) {
                     let mut st = p.state.lock();
                     let same = st.role == role

@@ -569,6 +569,15 @@ fn a_new_leader_truncates_the_old_leaders_unreplicated_tail() {
         a.isr = vec![2];
     });
     c.push_to(2);
+    // A stale view (epoch 1) reaching broker 2 late changes nothing.
+    let mut stale = c.ctl.a.lock().clone();
+    stale.leader = Some(1);
+    stale.leader_epoch = 1;
+    c.brokers[&2]
+        .shared()
+        .expect("running")
+        .replicas
+        .apply_assignments(vec![stale], &c.configs, &[]);
     assert_eq!(produce(c.addr(2), 3, 1, 10_000).0, code::NONE);
     // Broker 1 has not heard yet: a stale leader still takes acks=1
     // records (acks=all would wait for the ISR it can no longer grow).
