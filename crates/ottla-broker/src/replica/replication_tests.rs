@@ -345,7 +345,25 @@ fn fetch(addr: SocketAddr, offset: i64, replica: i32) -> (i16, i64, Vec<i64>) {
 #[test]
 fn produced_data_is_replicated_byte_for_byte_and_the_high_watermark_follows() {
     let c = Cluster::new(3, 10_000, "2");
+    // Broker 3 holds an older topic of the same name (another id), with a
+    // record: it is replaced by the cluster's, not adopted.
+    {
+        let store = Store::open(c.dir(3)).expect("store");
+        let old = store.create_topic(TOPIC, 1, &[]).expect("old topic");
+        let mut b = ottla_record::BatchBuilder::with_capacity(64);
+        b.append(0, None, Some(b"stale"), &[]);
+        let mut bytes = b.finish().to_vec();
+        store
+            .partition(&old, 0)
+            .expect("log")
+            .append(&mut bytes, ottla_storage::log::Durability::PageCache)
+            .expect("append");
+    }
     c.push();
+    let store3 = Store::open(c.dir(3)).expect("store");
+    let t = store3.topic(TOPIC).expect("topic").expect("exists");
+    assert_eq!(t.id.0, [7; 16], "the cluster's topic id");
+    assert_eq!(c.log_end(3), 0, "the older topic's record is gone");
     let (err, base) = produce(c.addr(1), 20, -1, 10_000);
     assert_eq!((err, base), (code::NONE, 19));
     // acks=all answered: every ISR member has every record already.
