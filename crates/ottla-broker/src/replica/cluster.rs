@@ -486,6 +486,26 @@ impl ReplicaManager {
         }
     }
 
+    /// Cluster mode: the leader of a partition this broker is a replica
+    /// of, as last assigned: (leader, leader epoch, its listener if
+    /// known). For KIP-951's answers to a client that asked the wrong
+    /// broker.
+    pub fn current_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Option<(BrokerId, i32, Option<std::net::SocketAddr>)> {
+        let cluster = self.cluster()?;
+        let p = cluster.partition(topic, partition)?;
+        let st = p.state.lock();
+        let leader = st.assignment.leader?;
+        Some((
+            leader,
+            st.assignment.leader_epoch,
+            cluster.link.peers.address(leader),
+        ))
+    }
+
     /// Before an acks=all append: Kafka's check that the ISR is at least
     /// `min.insync.replicas` (NOT_ENOUGH_REPLICAS otherwise). A single
     /// broker is its partitions' only in-sync replica.

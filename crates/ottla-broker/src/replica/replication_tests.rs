@@ -385,6 +385,32 @@ fn produced_data_is_replicated_byte_for_byte_and_the_high_watermark_follows() {
     assert_eq!((err, hw), (code::NONE, 20));
     assert_eq!(offsets, (0..20).collect::<Vec<_>>());
     assert_eq!(fetch(c.addr(2), 0, -1).0, code::NOT_LEADER_OR_FOLLOWER);
+    // v16+ (KIP-951): the answer names the leader and its listener.
+    {
+        let mut fp = FetchPartition::default();
+        fp.partition = 0;
+        fp.current_leader_epoch = -1;
+        fp.last_fetched_epoch = -1;
+        fp.partition_max_bytes = 1 << 20;
+        let mut ft = FetchTopic::default();
+        ft.topic_id = uuid::Uuid::from_bytes([7; 16]);
+        ft.partitions.push(fp);
+        let mut req = FetchRequest::default();
+        req.replica_state.replica_id = WireBrokerId(-1);
+        req.max_bytes = 1 << 20;
+        req.session_epoch = -1;
+        req.topics.push(ft);
+        let resp: FetchResponse = client_call(c.addr(2), ApiKey::Fetch, 16, &req);
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(p.error_code, code::NOT_LEADER_OR_FOLLOWER);
+        assert_eq!(
+            (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+            (1, 1)
+        );
+        assert_eq!(resp.node_endpoints.len(), 1);
+        assert_eq!(resp.node_endpoints[0].node_id.0, 1);
+        assert_eq!(i32::from(c.addr(1).port()), resp.node_endpoints[0].port);
+    }
     assert_eq!(
         produce(c.addr(3), 1, 1, 1000).0,
         code::NOT_LEADER_OR_FOLLOWER
