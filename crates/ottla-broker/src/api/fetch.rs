@@ -27,8 +27,9 @@
 //!
 //! A follower's Fetch (`replica_id`, in `replica_state` from v15) reads up
 //! to the log end and records the follower's position on the leader (see
-//! `replica::cluster`); a consumer's reads up to the high watermark. From v12 a fetcher
-//! may say which epoch it last fetched in (`last_fetched_epoch`, a
+//! `replica::cluster`); a consumer's reads up to the high watermark.
+//!
+//! From v12 a fetcher may say which epoch it last fetched in (`last_fetched_epoch`, a
 //! follower's; consumers send -1): if that epoch ends below the fetch
 //! offset here, or is not known here, the answer is the diverging epoch
 //! and its end offset instead of records, as Kafka's
