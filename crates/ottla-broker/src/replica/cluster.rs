@@ -102,8 +102,9 @@ impl ReplicaManager {
     /// file if it moved since the last one (the timer does so every 5 s;
     /// the broker on close). Nothing outside cluster mode.
     pub fn checkpoint_high_watermarks(&self) {
+        // Blocking file work, called outside the runtime's tasks (close).
         if let Some(c) = self.cluster() {
-            crate::blocking(|| checkpoint_all(&c));
+            checkpoint_all(&c);
         }
     }
 
