@@ -22,8 +22,14 @@
 //! when given (not -1), must be the partition's: a lower one is
 //! FENCED_LEADER_EPOCH, a higher one UNKNOWN_LEADER_EPOCH, and the client
 //! refreshes its metadata (v16+ answers a fenced one with the current
-//! leader and its endpoint, KIP-951, so it need not). From v12 a fetcher
-//! may say which epoch it last fetched in (`last_fetched_epoch`, a
+//! leader and its endpoint, KIP-951, so it need not; in a cluster, also
+//! NOT_LEADER_OR_FOLLOWER, naming the leader this broker was assigned).
+//!
+//! A follower's Fetch (`replica_id`, in `replica_state` from v15) reads up
+//! to the log end and records the follower's position on the leader (see
+//! `replica::cluster`); a consumer's reads up to the high watermark.
+//!
+//! From v12 a fetcher may say which epoch it last fetched in (`last_fetched_epoch`, a
 //! follower's; consumers send -1): if that epoch ends below the fetch
 //! offset here, or is not known here, the answer is the diverging epoch
 //! and its end offset instead of records, as Kafka's
@@ -97,6 +103,9 @@ fn gather(
     // A partition answered FENCED_LEADER_EPOCH (v16+): the response names
     // the leader's endpoint.
     let mut fenced = false;
+    // Cluster mode, v16+: the leaders named in answers, with their
+    // listeners (KIP-951's node endpoints).
+    let mut leaders: Vec<(i32, std::net::SocketAddr)> = Vec::new();
     // True until a partition returns records: only the response's first
     // batch may exceed the limits.
     let mut min_one = true;
@@ -147,7 +156,21 @@ fn gather(
             if read.error != code::NONE {
                 pd.error_code = read.error;
                 errors = true;
-                if read.error == code::FENCED_LEADER_EPOCH && v >= 16 {
+                let moved = read.error == code::FENCED_LEADER_EPOCH
+                    || read.error == code::NOT_LEADER_OR_FOLLOWER;
+                if moved && v >= 16 && shared.replicas.is_cluster() {
+                    // KIP-951 in a cluster: the leader this broker knows.
+                    if let Some((leader, epoch, addr)) =
+                        shared.replicas.current_leader(name, p.partition)
+                    {
+                        pd.current_leader.leader_id = BrokerId(leader);
+                        pd.current_leader.leader_epoch = epoch;
+                        if let Some(a) = addr.filter(|_| !leaders.iter().any(|(l, _)| *l == leader))
+                        {
+                            leaders.push((leader, a));
+                        }
+                    }
+                } else if read.error == code::FENCED_LEADER_EPOCH && v >= 16 {
                     fenced = true;
                     if let Ok(e) = shared.replicas.leader_epochs(name, p.partition, None) {
                         pd.current_leader.leader_id = BrokerId(NODE_ID);
@@ -180,6 +203,13 @@ fn gather(
         n.node_id = BrokerId(NODE_ID);
         n.host = super::s(&shared.advertised_host);
         n.port = i32::from(shared.advertised_port);
+        resp.node_endpoints.push(n);
+    }
+    for (leader, addr) in leaders {
+        let mut n = NodeEndpoint::default();
+        n.node_id = BrokerId(leader);
+        n.host = super::s(&addr.ip().to_string());
+        n.port = i32::from(addr.port());
         resp.node_endpoints.push(n);
     }
     (resp, total, errors)

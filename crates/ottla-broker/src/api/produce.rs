@@ -181,6 +181,7 @@ pub async fn handle(
                     .and_then(|tr| tr.partition_responses.get_mut(*p))
                 {
                     pr.error_code = c;
+                    pr.base_offset = -1;
                 }
             }
         }

@@ -90,6 +90,11 @@ impl ReplicaManager {
         }
         // Cluster mode: only the leader appends.
         let led = self.leader_partition(&topic.name, partition)?;
+        // Held to the end of the append: a change of role waits for it.
+        let _leading = led.as_ref().map(|p| p.leadership.read());
+        if led.as_ref().is_some_and(|p| p.is_retired()) {
+            return Err(code::NOT_LEADER_OR_FOLLOWER.into());
+        }
         let log = self
             .store
             .partition(topic, partition as u32)

@@ -102,8 +102,9 @@ impl ReplicaManager {
     /// file if it moved since the last one (the timer does so every 5 s;
     /// the broker on close). Nothing outside cluster mode.
     pub fn checkpoint_high_watermarks(&self) {
+        // Blocking file work, called outside the runtime's tasks (close).
         if let Some(c) = self.cluster() {
-            crate::blocking(|| checkpoint_all(&c));
+            checkpoint_all(&c);
         }
     }
 
@@ -202,6 +203,13 @@ impl ReplicaManager {
                 Role::Follower
             };
             if let Some(p) = &existing {
+                // A stale view (an older leader epoch than the one this
+                // broker acts in) is ignored, as Kafka's LeaderAndIsr is.
+                if Arc::ptr_eq(&p.log, &log)
+                    && a.leader_epoch < p.state.lock().assignment.leader_epoch
+                {
+                    continue;
+                }
                 if Arc::ptr_eq(&p.log, &log) {
                     let mut st = p.state.lock();
                     let same = st.role == role
@@ -244,13 +252,15 @@ impl ReplicaManager {
                     }
                 }
             }
-            // New here, or a new leader or epoch: start over in the role.
+            // New here, or a new leader or epoch: start over in the role,
+            // once the old one's appends and fetches in flight are done.
+            if let Some(old) = &existing {
+                old.retire();
+            }
+            deactivate_followed(cluster, &key);
             let state = self.become_(cluster, &log, &a, role, existing.as_deref());
             let part = Arc::new(Partition::new(log.clone(), state));
             cluster.partitions.write().insert(key.clone(), part.clone());
-            if let Some(old) = existing {
-                old.notify();
-            }
         }
         // Partitions no longer assigned here: not served any more.
         let gone: Vec<Arc<Partition>> = {
@@ -259,7 +269,11 @@ impl ReplicaManager {
             keys.iter().filter_map(|k| map.remove(k)).collect()
         };
         for p in gone {
-            p.notify();
+            p.retire();
+            let st = p.state.lock();
+            let key = (st.assignment.topic.clone(), st.assignment.partition);
+            drop(st);
+            deactivate_followed(cluster, &key);
         }
         self.sync_fetchers(cluster);
     }
@@ -275,14 +289,32 @@ impl ReplicaManager {
         partitions: u32,
         config: Option<&BTreeMap<String, String>>,
     ) -> ottla_storage::error::Result<Topic> {
+        let wanted = config;
         let config: Vec<(String, String)> = config
             .map(|c| c.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
         let tid = TopicId(*id.as_bytes());
-        if let Some(t) = self.store.topic(name)? {
+        if let Some(mut t) = self.store.topic(name)? {
             if t.id == tid {
                 if t.partitions < partitions {
-                    return self.store.create_partitions(name, partitions);
+                    t = self.store.create_partitions(name, partitions)?;
+                }
+                // The cluster's configs, when given, replace the local ones.
+                if let Some(wanted) = wanted {
+                    let mut changes: Vec<(String, Option<String>)> = Vec::new();
+                    for (k, v) in wanted {
+                        if t.config.overrides.get(k) != Some(v) {
+                            changes.push((k.clone(), Some(v.clone())));
+                        }
+                    }
+                    for k in t.config.overrides.keys() {
+                        if !wanted.contains_key(k) {
+                            changes.push((k.clone(), None));
+                        }
+                    }
+                    if !changes.is_empty() {
+                        t = self.store.alter_topic_config(name, &changes)?;
+                    }
                 }
                 return Ok(t);
             }
@@ -309,7 +341,11 @@ impl ReplicaManager {
             keys.iter().filter_map(|k| map.remove(k)).collect()
         };
         for p in gone {
-            p.notify();
+            p.retire();
+            let st = p.state.lock();
+            let key = (st.assignment.topic.clone(), st.assignment.partition);
+            drop(st);
+            deactivate_followed(cluster, &key);
         }
         self.sync_fetchers(cluster);
     }
@@ -415,7 +451,9 @@ impl ReplicaManager {
                 let epoch = p.state.lock().assignment.leader_epoch;
                 let reuse = set
                     .get(&k)
-                    .filter(|f| f.leader_epoch == epoch && Arc::ptr_eq(&f.log, &p.log))
+                    .filter(|f| {
+                        f.leader_epoch == epoch && Arc::ptr_eq(&f.log, &p.log) && *f.active.lock()
+                    })
                     .cloned();
                 let f = reuse.unwrap_or_else(|| {
                     Arc::new(Followed {
@@ -424,6 +462,7 @@ impl ReplicaManager {
                         log: p.log.clone(),
                         leader_epoch: epoch,
                         needs_truncation: AtomicBool::new(true),
+                        active: Mutex::new(true),
                     })
                 });
                 next.insert(k, f);
@@ -443,9 +482,29 @@ impl ReplicaManager {
             return Ok(None);
         };
         match cluster.partition(topic, partition) {
-            Some(p) if p.state.lock().role == Role::Leader => Ok(Some(p)),
+            Some(p) if !p.is_retired() && p.state.lock().role == Role::Leader => Ok(Some(p)),
             _ => Err(code::NOT_LEADER_OR_FOLLOWER),
         }
+    }
+
+    /// Cluster mode: the leader of a partition this broker is a replica
+    /// of, as last assigned: (leader, leader epoch, its listener if
+    /// known). For KIP-951's answers to a client that asked the wrong
+    /// broker.
+    pub fn current_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Option<(BrokerId, i32, Option<std::net::SocketAddr>)> {
+        let cluster = self.cluster()?;
+        let p = cluster.partition(topic, partition)?;
+        let st = p.state.lock();
+        let leader = st.assignment.leader?;
+        Some((
+            leader,
+            st.assignment.leader_epoch,
+            cluster.link.peers.address(leader),
+        ))
     }
 
     /// Before an acks=all append: Kafka's check that the ISR is at least
@@ -636,6 +695,20 @@ impl ReplicaManager {
             .collect();
         out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         out
+    }
+}
+
+/// Stop every fetcher applying answers for `key` (it changes role or
+/// epoch, or leaves): waits for an answer being applied now.
+fn deactivate_followed(cluster: &Cluster, key: &Key) {
+    let handles: Vec<Arc<Followed>> = cluster
+        .fetchers
+        .lock()
+        .values()
+        .filter_map(|h| h.partitions.lock().get(key).cloned())
+        .collect();
+    for f in handles {
+        f.deactivate();
     }
 }
 

@@ -175,6 +175,17 @@ pub struct Followed {
     /// Set on becoming a follower: truncate (OffsetForLeaderEpoch) before
     /// fetching.
     pub needs_truncation: AtomicBool,
+    /// False once the partition left this fetcher (a new role or epoch):
+    /// held while an answer is applied, so nothing fetched lands after.
+    pub active: Mutex<bool>,
+}
+
+impl Followed {
+    /// Stop applying answers for this partition; waits for one being
+    /// applied now.
+    pub fn deactivate(&self) {
+        *self.active.lock() = false;
+    }
 }
 
 pub type FollowedSet = Arc<Mutex<HashMap<(String, i32), Arc<Followed>>>>;
@@ -263,6 +274,10 @@ async fn round(
                 let Some(p) = ready.iter().find(|p| (p.topic.clone(), p.partition) == key) else {
                     continue;
                 };
+                let active = p.active.lock();
+                if !*active {
+                    continue;
+                }
                 match apply(p, pd) {
                     Ok(ok) => progress |= ok,
                     Err(e) => debug(&format!(
@@ -354,7 +369,10 @@ fn apply(p: &Followed, pd: &PartitionData) -> Result<bool, Error> {
         return Ok(true);
     }
     if let Some(records) = pd.records.as_ref().filter(|r| !r.is_empty()) {
-        match log.append_as_follower(records) {
+        // Whole batches only: a response cut at its byte limit may end in
+        // part of one (Kafka's leaders send such), fetched again next time.
+        let whole = whole_batches(records);
+        match log.append_as_follower(&records[..whole]) {
             Ok(_) => {}
             // A stale answer (the log moved meanwhile): fetched again.
             Err(Error::UnexpectedAppendOffset { .. }) => return Ok(true),
@@ -375,6 +393,21 @@ fn apply(p: &Followed, pd: &PartitionData) -> Result<bool, Error> {
         }
     }
     Ok(true)
+}
+
+/// The length of the whole batches at the start of `records`.
+fn whole_batches(records: &[u8]) -> usize {
+    let mut at = 0usize;
+    while let Some(total) = ottla_record::batch::peek_total_size(&records[at..]) {
+        let Ok(total) = usize::try_from(total) else {
+            break;
+        };
+        if total == 0 || at + total > records.len() {
+            break;
+        }
+        at += total;
+    }
+    at
 }
 
 /// Truncate `parts` to where they agree with the leader's log
@@ -434,6 +467,10 @@ async fn truncate_by_epoch(
                 if e.error_code != code::NONE {
                     continue; // asked again next round
                 }
+                let active = p.active.lock();
+                if !*active {
+                    continue;
+                }
                 let target = if e.leader_epoch < 0 || e.end_offset < 0 {
                     // The leader knows no epoch at or below ours: keep what
                     // is committed (Kafka's fallback, the high watermark).
@@ -459,4 +496,19 @@ async fn truncate_by_epoch(
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cut_last_batch_is_left_for_the_next_fetch() {
+        let mut b = ottla_record::BatchBuilder::with_capacity(256);
+        b.append(0, None, Some(b"v"), &[]);
+        let one = b.finish().to_vec();
+        let two = [one.clone(), one.clone()].concat();
+        assert_eq!(super::whole_batches(&two), two.len());
+        assert_eq!(super::whole_batches(&two[..two.len() - 3]), one.len());
+        assert_eq!(super::whole_batches(&two[..5]), 0);
+        assert_eq!(super::whole_batches(&[]), 0);
+    }
 }

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -138,13 +139,21 @@ impl PartitionState {
     }
 }
 
-/// One partition served by this broker in cluster mode.
+/// One partition served by this broker in cluster mode, in one role and
+/// leader epoch: a new role or epoch is a new `Partition`, and the old one
+/// is retired.
 pub struct Partition {
     pub log: Arc<PartitionLog>,
     pub state: parking_lot::Mutex<PartitionState>,
     /// Bumped on every change of role, ISR or high watermark: acks=all
     /// waiters look again.
     pub changed: watch::Sender<u64>,
+    /// Held (read) by each leader append from its leadership check to the
+    /// end of the append; taken (write) to retire the partition, so no
+    /// append of an old leadership lands after the new role began
+    /// (Kafka's `leaderIsrUpdateLock`).
+    pub leadership: parking_lot::RwLock<()>,
+    retired: AtomicBool,
 }
 
 impl Partition {
@@ -153,7 +162,22 @@ impl Partition {
             log,
             state: parking_lot::Mutex::new(state),
             changed: watch::channel(0).0,
+            leadership: parking_lot::RwLock::new(()),
+            retired: AtomicBool::new(false),
         }
+    }
+
+    /// No longer this broker's role for the partition: waits for appends
+    /// in flight under it, then refuses new ones.
+    pub fn retire(&self) {
+        let _w = self.leadership.write();
+        self.retired.store(true, Ordering::Release);
+        drop(_w);
+        self.notify();
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     pub fn notify(&self) {

@@ -42,10 +42,13 @@ impl PeerDirectory for Peers {
     }
 }
 
-/// The stand-in controller: the partition's assignment, changed by
+/// The stand-in controller: the partitions' assignments, changed by
 /// AlterPartition as KRaft's would (epochs checked, partition epoch bumped).
 struct Controller {
+    /// Partition 0's assignment (the tests of one partition use it).
     a: Mutex<PartitionAssignment>,
+    /// Partitions 1 and up.
+    more: Mutex<Vec<PartitionAssignment>>,
     alters: Mutex<Vec<Vec<BrokerId>>>,
 }
 
@@ -53,13 +56,22 @@ impl IsrChannel for Controller {
     fn alter_partition(
         &self,
         _topic_id: uuid::Uuid,
-        _partition: i32,
+        partition: i32,
         leader_epoch: i32,
         partition_epoch: i32,
         isr: Vec<BrokerId>,
     ) -> AlterPartitionFuture {
         let r = {
-            let mut a = self.a.lock();
+            let mut first = self.a.lock();
+            let mut more = self.more.lock();
+            let a = if partition == 0 {
+                &mut *first
+            } else {
+                match more.iter_mut().find(|a| a.partition == partition) {
+                    Some(a) => a,
+                    None => return Box::pin(async { Err(code::UNKNOWN_TOPIC_OR_PARTITION) }),
+                }
+            };
             if leader_epoch != a.leader_epoch {
                 Err(code::FENCED_LEADER_EPOCH)
             } else if partition_epoch != a.partition_epoch {
@@ -80,8 +92,10 @@ struct Cluster {
     ctl: Arc<Controller>,
     lag_ms: u64,
     configs: HashMap<String, BTreeMap<String, String>>,
-    dirs: Vec<tempfile::TempDir>,
+    /// Before `dirs`: brokers close (and checkpoint) before the
+    /// directories go.
     brokers: HashMap<BrokerId, Broker>,
+    dirs: Vec<tempfile::TempDir>,
 }
 
 impl Cluster {
@@ -105,14 +119,15 @@ impl Cluster {
             peers: Arc::new(Peers::default()),
             ctl: Arc::new(Controller {
                 a: Mutex::new(a),
+                more: Mutex::new(Vec::new()),
                 alters: Mutex::new(Vec::new()),
             }),
             lag_ms,
             configs: HashMap::from([(TOPIC.to_string(), cfg)]),
+            brokers: HashMap::new(),
             dirs: (0..n)
                 .map(|_| tempfile::tempdir().expect("tempdir"))
                 .collect(),
-            brokers: HashMap::new(),
         };
         for id in 1..=n {
             c.start(id);
@@ -156,12 +171,12 @@ impl Cluster {
     /// The controller's assignment, handed to broker `id` (nothing, if it
     /// is not a replica).
     fn push_to(&self, id: BrokerId) {
-        let a = self.ctl.a.lock().clone();
-        let mine = if a.replicas.contains(&id) {
-            vec![a]
-        } else {
-            Vec::new()
-        };
+        let mut all = vec![self.ctl.a.lock().clone()];
+        all.extend(self.ctl.more.lock().iter().cloned());
+        let mine: Vec<PartitionAssignment> = all
+            .into_iter()
+            .filter(|a| a.replicas.contains(&id))
+            .collect();
         self.brokers[&id]
             .shared()
             .expect("running")
@@ -185,8 +200,13 @@ impl Cluster {
 
     /// Every byte of broker `id`'s log of t-0, start to end.
     fn log_bytes(&self, id: BrokerId) -> Vec<u8> {
+        self.log_bytes_of(id, 0)
+    }
+
+    /// Every byte of broker `id`'s log of t-`partition`, start to end.
+    fn log_bytes_of(&self, id: BrokerId, partition: u32) -> Vec<u8> {
         let store = Store::open(self.dir(id)).expect("store");
-        let log = store.partition_by_name(TOPIC, 0).expect("log");
+        let log = store.partition_by_name(TOPIC, partition).expect("log");
         let end = log.log_end_offset().expect("end");
         let mut next = log.offsets().expect("offsets").0;
         let mut out = Vec::new();
@@ -249,6 +269,17 @@ where
 /// Produce `n` one-record batches to t-0, one request each: the last
 /// answer's (error code, base offset).
 fn produce(addr: SocketAddr, n: usize, acks: i16, timeout_ms: i32) -> (i16, i64) {
+    produce_to(addr, 0, n, acks, timeout_ms)
+}
+
+/// [`produce`] to t-`partition`.
+fn produce_to(
+    addr: SocketAddr,
+    partition: i32,
+    n: usize,
+    acks: i16,
+    timeout_ms: i32,
+) -> (i16, i64) {
     let mut last = (0, -1);
     for i in 0..n {
         let mut b = ottla_record::BatchBuilder::with_capacity(256);
@@ -259,7 +290,7 @@ fn produce(addr: SocketAddr, n: usize, acks: i16, timeout_ms: i32) -> (i16, i64)
             &[],
         );
         let mut pd = PartitionProduceData::default();
-        pd.index = 0;
+        pd.index = partition;
         pd.records = Some(Bytes::copy_from_slice(b.finish()));
         let mut td = TopicProduceData::default();
         td.name = TopicName(StrBytes::from_static_str(TOPIC));
@@ -314,7 +345,25 @@ fn fetch(addr: SocketAddr, offset: i64, replica: i32) -> (i16, i64, Vec<i64>) {
 #[test]
 fn produced_data_is_replicated_byte_for_byte_and_the_high_watermark_follows() {
     let c = Cluster::new(3, 10_000, "2");
+    // Broker 3 holds an older topic of the same name (another id), with a
+    // record: it is replaced by the cluster's, not adopted.
+    {
+        let store = Store::open(c.dir(3)).expect("store");
+        let old = store.create_topic(TOPIC, 1, &[]).expect("old topic");
+        let mut b = ottla_record::BatchBuilder::with_capacity(64);
+        b.append(0, None, Some(b"stale"), &[]);
+        let mut bytes = b.finish().to_vec();
+        store
+            .partition(&old, 0)
+            .expect("log")
+            .append(&mut bytes, ottla_storage::log::Durability::PageCache)
+            .expect("append");
+    }
     c.push();
+    let store3 = Store::open(c.dir(3)).expect("store");
+    let t = store3.topic(TOPIC).expect("topic").expect("exists");
+    assert_eq!(t.id.0, [7; 16], "the cluster's topic id");
+    assert_eq!(c.log_end(3), 0, "the older topic's record is gone");
     let (err, base) = produce(c.addr(1), 20, -1, 10_000);
     assert_eq!((err, base), (code::NONE, 19));
     // acks=all answered: every ISR member has every record already.
@@ -336,11 +385,54 @@ fn produced_data_is_replicated_byte_for_byte_and_the_high_watermark_follows() {
     assert_eq!((err, hw), (code::NONE, 20));
     assert_eq!(offsets, (0..20).collect::<Vec<_>>());
     assert_eq!(fetch(c.addr(2), 0, -1).0, code::NOT_LEADER_OR_FOLLOWER);
+    // v16+ (KIP-951): the answer names the leader and its listener.
+    {
+        let mut fp = FetchPartition::default();
+        fp.partition = 0;
+        fp.current_leader_epoch = -1;
+        fp.last_fetched_epoch = -1;
+        fp.partition_max_bytes = 1 << 20;
+        let mut ft = FetchTopic::default();
+        ft.topic_id = uuid::Uuid::from_bytes([7; 16]);
+        ft.partitions.push(fp);
+        let mut req = FetchRequest::default();
+        req.replica_state.replica_id = WireBrokerId(-1);
+        req.max_bytes = 1 << 20;
+        req.session_epoch = -1;
+        req.topics.push(ft);
+        let resp: FetchResponse = client_call(c.addr(2), ApiKey::Fetch, 16, &req);
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(p.error_code, code::NOT_LEADER_OR_FOLLOWER);
+        assert_eq!(
+            (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+            (1, 1)
+        );
+        assert_eq!(resp.node_endpoints.len(), 1);
+        assert_eq!(resp.node_endpoints[0].node_id.0, 1);
+        assert_eq!(i32::from(c.addr(1).port()), resp.node_endpoints[0].port);
+    }
     assert_eq!(
         produce(c.addr(3), 1, 1, 1000).0,
         code::NOT_LEADER_OR_FOLLOWER
     );
     assert_eq!(fetch(c.addr(1), 0, 9).0, code::NOT_LEADER_OR_FOLLOWER);
+    let follower = &c.brokers[&2].shared().expect("running").replicas;
+    assert_eq!(
+        follower.list_offset(TOPIC, 0, -1, None),
+        Err(code::NOT_LEADER_OR_FOLLOWER)
+    );
+    assert_eq!(
+        follower.leader_epochs(TOPIC, 0, None).map(|e| e.current),
+        Err(code::NOT_LEADER_OR_FOLLOWER)
+    );
+    assert_eq!(
+        c.brokers[&1]
+            .shared()
+            .expect("running")
+            .replicas
+            .list_offset(TOPIC, 0, -1, None),
+        Ok((-1, 20, 1))
+    );
     // DeleteRecords on the leader reaches the followers' log start.
     let leader = &c.brokers[&1].shared().expect("running").replicas;
     assert_eq!(leader.delete_records(TOPIC, 0, 5), Ok(5));
@@ -364,14 +456,45 @@ fn produced_data_is_replicated_byte_for_byte_and_the_high_watermark_follows() {
 }
 
 #[test]
+fn partitions_led_by_different_brokers_replicate_each_way() {
+    let c = Cluster::new(3, 10_000, "3");
+    // t-1 led by broker 2, t-2 by broker 3; all on the three brokers.
+    {
+        let first = c.ctl.a.lock().clone();
+        let mut more = c.ctl.more.lock();
+        for (p, leader) in [(1, 2), (2, 3)] {
+            more.push(PartitionAssignment {
+                partition: p,
+                leader: Some(leader),
+                ..first.clone()
+            });
+        }
+    }
+    c.push();
+    for (p, leader) in [(0, 1), (1, 2), (2, 3)] {
+        let (err, base) = produce_to(c.addr(leader), p, 7 + p as usize, -1, 10_000);
+        assert_eq!((err, base), (code::NONE, 6 + i64::from(p)), "t-{p}");
+        assert_eq!(
+            produce_to(c.addr(leader % 3 + 1), p, 1, 1, 1000).0,
+            code::NOT_LEADER_OR_FOLLOWER
+        );
+    }
+    for p in 0..3u32 {
+        let leader_bytes = c.log_bytes_of(p as i32 + 1, p);
+        assert!(!leader_bytes.is_empty());
+        for id in 1..=3 {
+            assert_eq!(c.log_bytes_of(id, p), leader_bytes, "t-{p} on broker {id}");
+        }
+    }
+}
+
+#[test]
 fn acks_all_waits_for_the_isr_and_consumers_stop_at_the_high_watermark() {
     let mut c = Cluster::new(2, 60_000, "2");
     // Only the leader knows its assignment: the follower does not fetch.
     c.push_to(1);
-    let started = Instant::now();
     let (err, _) = produce(c.addr(1), 1, -1, 300);
     assert_eq!(err, code::REQUEST_TIMED_OUT, "no follower, no acks=all");
-    assert!(started.elapsed() >= Duration::from_millis(300));
     // The record is on the leader, above the high watermark: consumers do
     // not see it.
     assert_eq!(c.log_end(1), 1);
@@ -392,7 +515,34 @@ fn acks_all_waits_for_the_isr_and_consumers_stop_at_the_high_watermark() {
     assert_eq!(produce(c.addr(1), 1, -1, 1000).0, code::NOT_ENOUGH_REPLICAS);
     assert_eq!(c.log_end(1), 6, "refused before the append");
     assert_eq!(produce(c.addr(1), 1, 1, 1000).0, code::NONE);
-    // A follower stopped for good: the broker closes.
+    // Waiting for a follower that stopped fetching, the ISR shrinks under
+    // min.insync.replicas: replicated to the (smaller) ISR, but
+    // NOT_ENOUGH_REPLICAS_AFTER_APPEND.
+    c.set(|a| a.isr = vec![1, 2]);
+    c.push_to(1);
+    c.brokers[&2]
+        .shared()
+        .expect("running")
+        .replicas
+        .apply_assignments(Vec::new(), &c.configs, &[]);
+    let before = c.log_end(1);
+    let addr = c.addr(1);
+    let waiting = std::thread::spawn(move || produce(addr, 1, -1, 10_000).0);
+    wait_until("the append", || c.log_end(1) == before + 1);
+    c.set(|a| a.isr = vec![1]);
+    c.push_to(1);
+    assert_eq!(
+        waiting.join().expect("producer"),
+        code::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+    );
+    // The cluster lowers min.insync.replicas: the next assignment carries
+    // it to the local topic, and acks=all passes with the ISR of one.
+    c.configs
+        .get_mut(TOPIC)
+        .expect("config")
+        .insert("min.insync.replicas".into(), "1".into());
+    c.push_to(1);
+    assert_eq!(produce(c.addr(1), 1, -1, 10_000).0, code::NONE);
     c.stop(2);
 }
 
@@ -463,6 +613,15 @@ fn a_new_leader_truncates_the_old_leaders_unreplicated_tail() {
         a.isr = vec![2];
     });
     c.push_to(2);
+    // A stale view (epoch 1) reaching broker 2 late changes nothing.
+    let mut stale = c.ctl.a.lock().clone();
+    stale.leader = Some(1);
+    stale.leader_epoch = 1;
+    c.brokers[&2]
+        .shared()
+        .expect("running")
+        .replicas
+        .apply_assignments(vec![stale], &c.configs, &[]);
     assert_eq!(produce(c.addr(2), 3, 1, 10_000).0, code::NONE);
     // Broker 1 has not heard yet: a stale leader still takes acks=1
     // records (acks=all would wait for the ISR it can no longer grow).
@@ -493,4 +652,53 @@ fn a_new_leader_truncates_the_old_leaders_unreplicated_tail() {
         .collect();
     assert_eq!(epochs, vec![(1, 0), (2, kept)]);
     wait_until("broker 1 back in the ISR", || c.state(2).0 == vec![2, 1]);
+}
+
+/// Numbers for docs/design/replication.md, not a test of behaviour:
+/// `cargo test --release -p ottla-broker acks_latency -- --ignored --nocapture`.
+/// Sequential one-record Produce requests on one connection to the leader
+/// of a partition with 3 replicas, acks=1 then acks=all.
+#[test]
+#[ignore]
+fn acks_latency_numbers() {
+    let c = Cluster::new(3, 10_000, "2");
+    c.push();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let addr = c.addr(1);
+    for acks in [1i16, -1] {
+        let mut took: Vec<Duration> = rt.block_on(async {
+            let mut conn = PeerConnection::connect(addr, None).await.expect("connect");
+            let mut took = Vec::new();
+            for i in 0..2000 {
+                let mut b = ottla_record::BatchBuilder::with_capacity(256);
+                b.append(0, None, Some(format!("value-{i}").as_bytes()), &[]);
+                let mut pd = PartitionProduceData::default();
+                pd.records = Some(Bytes::copy_from_slice(b.finish()));
+                let mut td = TopicProduceData::default();
+                td.name = TopicName(StrBytes::from_static_str(TOPIC));
+                td.partition_data.push(pd);
+                let mut req = ProduceRequest::default();
+                req.acks = acks;
+                req.timeout_ms = 10_000;
+                req.topic_data.push(td);
+                let t = Instant::now();
+                let resp: ProduceResponse =
+                    conn.call(ApiKey::Produce, 9, &req).await.expect("produce");
+                took.push(t.elapsed());
+                assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+            }
+            took
+        });
+        took.sort();
+        let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+        println!(
+            "acks={acks}: p50 {:?}, p99 {:?}, max {:?}",
+            at(0.5),
+            at(0.99),
+            took[took.len() - 1]
+        );
+    }
 }

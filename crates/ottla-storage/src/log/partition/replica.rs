@@ -254,10 +254,12 @@ impl PartitionLog {
         } else {
             seg.closed_size()
         };
-        // The batch holding `offset` goes whole: the log ends at its base.
-        let (pos, new_end) = match seg.find_position(offset, 0, limit)? {
-            Some((pos, h)) => (pos, h.base_offset.max(base)),
-            None => (limit, offset),
+        // The batch holding `offset` goes whole: the log ends where the
+        // last batch kept ends (at its base, in a log without compaction
+        // gaps).
+        let pos = match seg.find_position(offset, 0, limit)? {
+            Some((pos, _)) => pos,
+            None => limit,
         };
         // 1. The head describes only what stays, with no index entry
         // counted (readers walk the segment from its start): from here on
@@ -265,7 +267,7 @@ impl PartitionLog {
         let mut st = old;
         st.active_base = base;
         st.active_size = pos;
-        st.next_offset = new_end;
+        st.next_offset = base;
         st.index_entries = 0;
         st.time_entries = 0;
         st.max_timestamp = i64::MIN;
@@ -275,7 +277,9 @@ impl PartitionLog {
                 st.max_timestamp = h.max_timestamp;
                 st.offset_of_max_timestamp = h.last_offset();
             }
+            st.next_offset = h.next_offset();
         })?;
+        let new_end = st.next_offset;
         st.flushed_size = if base == old.active_base {
             old.flushed_size.min(pos)
         } else {
@@ -331,8 +335,9 @@ impl PartitionLog {
     /// restarts empty at `offset`. Caller holds the append lock and marked
     /// the head in use.
     fn truncate_fully_locked(&self, old: HeadState, offset: i64) -> Result<i64> {
+        // A segment based at `offset` may exist (and be read): it is cut
+        // only once the head says it is empty.
         let seg = self.open_segment(offset, true)?;
-        seg.truncate(0)?;
         let mut st = old;
         st.active_base = offset;
         st.active_size = 0;
@@ -352,6 +357,7 @@ impl PartitionLog {
         write_atomic(&self.dir.join(super::LOG_START_FILE), text.as_bytes())?;
         self.head.write(&st);
         super::crash_point(TRUNCATE_CRASH_AT, "published");
+        seg.truncate(0)?;
         self.truncate_epochs_locked(&mut st, true)?;
         for stray in self.list_bases()? {
             if stray != offset {
