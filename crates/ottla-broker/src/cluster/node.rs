@@ -62,6 +62,10 @@ pub struct ClusterNode {
     broker_epoch: AtomicU64,
     /// As the last heartbeat's answer said.
     fenced: AtomicBool,
+    /// Held across each heartbeat; true once the controlled shutdown began:
+    /// no heartbeat may reach the controller after the shutdown's fence
+    /// (it would unfence the broker again, as caught up).
+    shutting_down: tokio::sync::Mutex<bool>,
     /// Outgoing connections bind here (the `--listen` host, if specific).
     pub source_ip: Option<IpAddr>,
     /// The partitions last handed to the replica manager.
@@ -211,6 +215,7 @@ impl ClusterNode {
             controller_address,
             broker_epoch: AtomicU64::new(0),
             fenced: AtomicBool::new(true),
+            shutting_down: tokio::sync::Mutex::new(false),
             source_ip,
             assigned: Mutex::new(Arc::new(Vec::new())),
             config,
@@ -352,9 +357,15 @@ impl ClusterNode {
                     broker_epoch: epoch,
                     metadata_offset: self.image.borrow().offset,
                 };
-                let answer = tokio::select! {
-                    r = self.client.call(&request, interval * 2) => r,
-                    _ = stopping.wait_for(|s| *s) => return,
+                let answer = {
+                    let shutting_down = self.shutting_down.lock().await;
+                    if *shutting_down {
+                        return;
+                    }
+                    tokio::select! {
+                        r = self.client.call(&request, interval * 2) => r,
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
                 };
                 match answer {
                     Ok(ControlReply::Heartbeat { fenced }) => {
@@ -433,6 +444,8 @@ impl ClusterNode {
     /// fail over at once instead of after the session timeout. Best effort,
     /// bounded.
     pub async fn controlled_shutdown(&self) {
+        // After any heartbeat in flight, and before the fence: no more.
+        *self.shutting_down.lock().await = true;
         let Some(epoch) = self.broker_epoch() else {
             return;
         };
