@@ -85,7 +85,16 @@ def live_brokers(bootstrap: str) -> set[int]:
 
 
 def partition(bootstrap: str, topic: str, p: int = 0) -> Any:
-    return metadata(bootstrap, topic).topics[topic].partitions[p]
+    """The partition as the cluster answers, asking again (as clients do)
+    while a node answers an error for it."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return metadata(bootstrap, topic).topics[topic].partitions[p]
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def wait_for_cluster(c: Cluster) -> None:
@@ -241,3 +250,66 @@ def test_a_node_directory_refuses_an_embedded_producer_another_id_and_a_lone_bro
             controller_listen="127.0.0.1:0",
             controller_quorum_voters="1@nowhere",
         )
+
+
+def test_a_restarted_node_catches_up_and_a_graceful_stop_moves_leadership(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    c = Cluster(spawn, tmp_path)
+    wait_for_cluster(c)
+    create_topic(c.bootstrap(), "audit", partitions=1, rf=3)
+    assert wait_until(lambda: len(partition(c.bootstrap(), "audit").isrs) == 3, timeout=30)
+    producer = confluent_kafka.Producer(
+        {
+            "bootstrap.servers": c.bootstrap(),
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 0,
+            "topic.metadata.refresh.interval.ms": 500,
+        }
+    )
+    acked: list[bytes] = []
+
+    def produce(prefix: str, n: int) -> None:
+        for i in range(n):
+            v = f"{prefix}-{i}".encode()
+            if produce_one(producer, "audit", v, timeout=60):
+                acked.append(v)
+
+    produce("a", 20)
+    first = partition(c.bootstrap(), "audit").leader
+    c.kill(first)
+    produce("b", 20)
+    # Back from its directory: registers, catches up, rejoins the ISR.
+    c.start(first)
+    assert wait_until(lambda: len(partition(c.bootstrap(), "audit").isrs) == 3, timeout=60)
+    produce("c", 20)
+    # SIGTERM: a controlled shutdown moves the leadership before it stops.
+    second = partition(c.bootstrap(), "audit").leader
+    stopping = c.nodes.pop(second)
+    stopping.proc.terminate()
+    assert stopping.wait(30) == 0
+    alive = [i for i in c.ids if i != second]
+    assert partition(c.bootstrap(alive), "audit").leader in alive
+    produce("d", 20)
+    producer.flush(30)
+    assert len(acked) == 80, f"only {len(acked)} of 80 acknowledged"
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": c.bootstrap(alive),
+            "group.id": "audit-check",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        consumer.subscribe(["audit"])
+        seen: list[bytes] = []
+        deadline = time.monotonic() + 60
+        while len(set(seen)) < len(acked) and time.monotonic() < deadline:
+            m = consumer.poll(0.5)
+            if m is not None and m.error() is None:
+                seen.append(m.value())
+    finally:
+        consumer.close()
+    assert set(seen) == set(acked)

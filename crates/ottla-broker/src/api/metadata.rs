@@ -144,6 +144,9 @@ async fn cluster_metadata(
     v: i16,
 ) -> MetadataResponse {
     let mut r = MetadataResponse::default();
+    // A node just started answers once it has caught up with the metadata
+    // (bounded: then from what it has).
+    node.wait_caught_up(std::time::Duration::from_secs(5)).await;
     let mut image = node.image();
     let live = assignments::live_brokers(&image);
     r.brokers = live

@@ -62,6 +62,8 @@ pub struct ClusterNode {
     broker_epoch: AtomicU64,
     /// As the last heartbeat's answer said.
     fenced: AtomicBool,
+    /// Set once [`ClusterNode::wait_caught_up`] saw the first catch-up.
+    caught_up: AtomicBool,
     /// Held across each heartbeat; true once the controlled shutdown began:
     /// no heartbeat may reach the controller after the shutdown's fence
     /// (it would unfence the broker again, as caught up).
@@ -215,6 +217,7 @@ impl ClusterNode {
             controller_address,
             broker_epoch: AtomicU64::new(0),
             fenced: AtomicBool::new(true),
+            caught_up: AtomicBool::new(false),
             shutting_down: tokio::sync::Mutex::new(false),
             source_ip,
             assigned: Mutex::new(Arc::new(Vec::new())),
@@ -293,6 +296,34 @@ impl ClusterNode {
 
     pub fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::Acquire)
+    }
+
+    /// Waits (up to `timeout`) for this process's first catch-up with the
+    /// metadata: registered, and its image holding its registration (KRaft's
+    /// brokers serve clients only from then on). Before it, a restarted
+    /// node's image can be the snapshot's, missing topics the cluster has.
+    pub async fn wait_caught_up(&self, timeout: Duration) -> bool {
+        if self.caught_up.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut rx = self.image.clone();
+        let epoch = &self.broker_epoch;
+        let reached = tokio::time::timeout(timeout, async {
+            loop {
+                let e = epoch.load(Ordering::Acquire);
+                if e > 0 && rx.borrow_and_update().offset >= e {
+                    return;
+                }
+                // The epoch is set without a notification: look again soon.
+                let _ = tokio::time::timeout(Duration::from_millis(20), rx.changed()).await;
+            }
+        })
+        .await
+        .is_ok();
+        if reached {
+            self.caught_up.store(true, Ordering::Release);
+        }
+        reached
     }
 
     /// The partitions last handed to the replica manager.
