@@ -211,6 +211,18 @@ fn truncate_to_drops_the_tail_and_its_epochs_and_survives_reopen() {
     drop(f);
     let f = open(dir.path(), "follower");
     assert_eq!(f.log_end_offset().expect("end"), 0);
+    // Behind a leader whose log starts later: start again there.
+    assert_eq!(f.truncate_fully_and_start_at(75).expect("start at"), 75);
+    assert_eq!(f.offsets().expect("offsets"), (75, 75));
+    let hs = headers(&leader_bytes);
+    let at: usize = hs[..25].iter().map(|h| h.total_size()).sum();
+    f.append_as_follower(&leader_bytes[at..])
+        .expect("append from the leader's start");
+    assert_eq!(f.offsets().expect("offsets"), (75, 120));
+    drop(f);
+    let f = open(dir.path(), "follower");
+    assert_eq!(f.offsets().expect("offsets"), (75, 120));
+    assert_eq!(all_bytes(&f), &leader_bytes[at..]);
 }
 
 #[test]

@@ -17,7 +17,8 @@
 //! * a diverging epoch (the leader's check of `last_fetched_epoch`):
 //!   truncate to the lower of the leader's end of that epoch and ours;
 //! * OFFSET_OUT_OF_RANGE: below the leader's log start, start the log again
-//!   there; past its end, truncate to it;
+//!   there; past its end, truncate to it; otherwise (the leader knows no
+//!   epoch of our last record) truncate again by epoch;
 //! * the high watermark: the leader's, never above this log's end; the log
 //!   start: the leader's (moved by DeleteRecords), up to the high watermark;
 //! * NOT_LEADER_OR_FOLLOWER, FENCED/UNKNOWN_LEADER_EPOCH and the like: back
@@ -348,9 +349,14 @@ fn apply(p: &Followed, pd: &PartitionData) -> Result<bool, Error> {
             // and log end (in the high watermark's field).
             let end = log.log_end_offset()?;
             if pd.log_start_offset >= 0 && end < pd.log_start_offset {
-                log.truncate_to(pd.log_start_offset)?;
+                log.truncate_fully_and_start_at(pd.log_start_offset)?;
             } else if pd.high_watermark >= 0 && end > pd.high_watermark {
                 log.truncate_to(pd.high_watermark)?;
+            } else {
+                // The leader knows no epoch of our last record: ask again
+                // with OffsetForLeaderEpoch (which falls back to the high
+                // watermark, as Kafka's follower does).
+                p.needs_truncation.store(true, Ordering::Release);
             }
             return Ok(false);
         }

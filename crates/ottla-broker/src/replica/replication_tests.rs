@@ -568,6 +568,17 @@ fn a_stopped_follower_leaves_the_isr_after_the_lag_and_rejoins() {
     // the high watermark is the leader's log end again.
     assert_eq!(produce(c.addr(1), 1, -1, 10_000).0, code::NONE);
     assert_eq!(c.state(1).1, 8);
+    // Meanwhile the leader's log start passes the follower's log end
+    // (DeleteRecords): the follower's fetch is out of range, and it starts
+    // its log again at the leader's start.
+    assert_eq!(
+        c.brokers[&1]
+            .shared()
+            .expect("running")
+            .replicas
+            .delete_records(TOPIC, 0, 6),
+        Ok(6)
+    );
     // The follower comes back on its directory, catches up, and is asked
     // back into the ISR by the leader.
     c.start(2);
@@ -577,6 +588,13 @@ fn a_stopped_follower_leaves_the_isr_after_the_lag_and_rejoins() {
     });
     assert_eq!(c.ctl.a.lock().isr, vec![1, 2]);
     assert_eq!(c.log_bytes(2), c.log_bytes(1));
+    let store = Store::open(c.dir(2)).expect("store");
+    let log = store.partition_by_name(TOPIC, 0).expect("log");
+    assert_eq!(
+        log.offsets().expect("offsets").0,
+        6,
+        "restarted at the leader's start"
+    );
     assert_eq!(
         *c.ctl.alters.lock(),
         vec![vec![1], vec![1, 2]],
