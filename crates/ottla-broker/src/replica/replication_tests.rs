@@ -720,3 +720,48 @@ fn acks_latency_numbers() {
         );
     }
 }
+
+#[test]
+fn an_acks_all_wait_ends_when_leadership_moves() {
+    let c = Cluster::new(2, 60_000, "2");
+    // The follower does not fetch: acks=all waits.
+    c.push_to(1);
+    let addr = c.addr(1);
+    let waiting = std::thread::spawn(move || produce(addr, 1, -1, 30_000).0);
+    wait_until("the append", || c.log_end(1) == 1);
+    c.set(|a| {
+        a.leader = Some(2);
+        a.leader_epoch = 2;
+    });
+    c.push_to(1);
+    assert_eq!(
+        waiting.join().expect("producer"),
+        code::NOT_LEADER_OR_FOLLOWER
+    );
+}
+
+#[test]
+fn after_the_leader_stops_the_next_in_sync_replica_leads_and_the_old_one_returns() {
+    let mut c = Cluster::new(3, 10_000, "2");
+    c.push();
+    assert_eq!(produce(c.addr(1), 10, -1, 10_000).0, code::NONE);
+    c.stop(1);
+    // The controller's election: the next in-sync replica, a new epoch.
+    c.set(|a| {
+        a.leader = Some(2);
+        a.leader_epoch = 2;
+        a.isr = vec![2, 3];
+    });
+    c.push();
+    assert_eq!(produce(c.addr(2), 5, -1, 10_000).0, code::NONE);
+    assert_eq!(c.log_end(3), 15, "acks=all: broker 3 has them");
+    assert_eq!(c.log_bytes(3), c.log_bytes(2));
+    // The old leader comes back as a follower and rejoins.
+    c.start(1);
+    c.push();
+    wait_until("broker 1 back in the ISR", || c.state(2).0 == vec![2, 3, 1]);
+    assert_eq!(c.log_bytes(1), c.log_bytes(2));
+    let (err, hw, offsets) = fetch(c.addr(2), 0, -1);
+    assert_eq!((err, hw), (code::NONE, 15));
+    assert_eq!(offsets, (0..15).collect::<Vec<_>>());
+}
