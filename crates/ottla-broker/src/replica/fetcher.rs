@@ -198,6 +198,10 @@ pub struct FetcherContext {
     pub peers: Arc<dyn PeerDirectory>,
     pub source_ip: Option<IpAddr>,
     pub partitions: FollowedSet,
+    /// How long the leader may hold a Fetch: `FETCH_MAX_WAIT_MS`, or half
+    /// the lag time if that is shorter (a follower parked longer than the
+    /// lag time would look out of sync the moment a record arrives).
+    pub max_wait_ms: i32,
 }
 
 /// The fetcher's task: runs until `stop` turns true (or is dropped).
@@ -265,7 +269,7 @@ async fn round(
     if ready.is_empty() {
         return Ok(false);
     }
-    let req = crate::blocking(|| fetch_request(ctx.local, &ready));
+    let req = crate::blocking(|| fetch_request(ctx.local, ctx.max_wait_ms, &ready));
     let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_VERSION, &req).await?;
     let mut progress = false;
     crate::blocking(|| {
@@ -305,10 +309,10 @@ fn last_record_epoch(log: &PartitionLog) -> Result<i32, Error> {
         .unwrap_or(-1))
 }
 
-fn fetch_request(local: BrokerId, parts: &[&Arc<Followed>]) -> FetchRequest {
+fn fetch_request(local: BrokerId, max_wait_ms: i32, parts: &[&Arc<Followed>]) -> FetchRequest {
     let mut req = FetchRequest::default();
     req.replica_id = WireBrokerId(local);
-    req.max_wait_ms = FETCH_MAX_WAIT_MS;
+    req.max_wait_ms = max_wait_ms;
     req.min_bytes = 1;
     req.max_bytes = FETCH_RESPONSE_MAX_BYTES;
     req.session_id = 0;

@@ -595,11 +595,9 @@ fn a_stopped_follower_leaves_the_isr_after_the_lag_and_rejoins() {
         6,
         "restarted at the leader's start"
     );
-    assert_eq!(
-        *c.ctl.alters.lock(),
-        vec![vec![1], vec![1, 2]],
-        "one shrink, one expand"
-    );
+    let alters = c.ctl.alters.lock().clone();
+    assert!(alters.contains(&vec![1]), "{alters:?}");
+    assert_eq!(alters.last(), Some(&vec![1, 2]), "shrunk, then expanded");
 }
 
 #[test]
