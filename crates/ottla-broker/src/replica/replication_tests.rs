@@ -763,3 +763,85 @@ fn after_the_leader_stops_the_next_in_sync_replica_leads_and_the_old_one_returns
     assert_eq!((err, hw), (code::NONE, 15));
     assert_eq!(offsets, (0..15).collect::<Vec<_>>());
 }
+
+const CHILD_DIR: &str = "OTTLA_TEST_FOLLOWER_DIR";
+const CHILD_LEADER: &str = "OTTLA_TEST_LEADER_ADDR";
+
+/// Not a test of its own: the body of the follower process that
+/// [`a_follower_killed_mid_replication_restarts_from_its_directory`]
+/// starts and kills (it does nothing when run by the test harness directly).
+#[test]
+fn child_follower() {
+    let (Some(dir), Some(leader)) = (
+        std::env::var_os(CHILD_DIR),
+        std::env::var(CHILD_LEADER).ok(),
+    ) else {
+        return;
+    };
+    let leader: SocketAddr = leader.parse().expect("leader address");
+    let peers = Arc::new(Peers::default());
+    peers.0.lock().insert(1, leader);
+    let ctl = Arc::new(Controller {
+        a: Mutex::new(PartitionAssignment {
+            topic: TOPIC.into(),
+            topic_id: uuid::Uuid::from_bytes([7; 16]),
+            partition: 0,
+            leader: Some(1),
+            leader_epoch: 1,
+            partition_epoch: 1,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+        }),
+        more: Mutex::new(Vec::new()),
+        alters: Mutex::new(Vec::new()),
+    });
+    let store = Store::open(Path::new(&dir)).expect("store");
+    let broker = Broker::start(store, BrokerConfig::default()).expect("start");
+    let replicas = &broker.shared().expect("running").replicas;
+    replicas.enable_cluster(ClusterLink {
+        local: 2,
+        peers,
+        isr: ctl.clone(),
+        replica_lag_time_max_ms: 60_000,
+        source_ip: None,
+    });
+    let a = ctl.a.lock().clone();
+    let configs = HashMap::new();
+    replicas.apply_assignments(vec![a], &configs, &[]);
+    // Replicates until killed.
+    std::thread::sleep(Duration::from_secs(60));
+    std::process::exit(3);
+}
+
+#[test]
+fn a_follower_killed_mid_replication_restarts_from_its_directory() {
+    let mut c = Cluster::new(2, 60_000, "1");
+    c.stop(2);
+    c.push_to(1);
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "replica::replication_tests::child_follower",
+            "--test-threads=1",
+            "--quiet",
+        ])
+        .env(CHILD_DIR, c.dir(2))
+        .env(CHILD_LEADER, c.addr(1).to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("follower process");
+    // Records flow while the follower process copies them; it is killed
+    // once it has some, most likely in the middle of an append.
+    let addr = c.addr(1);
+    let producing = std::thread::spawn(move || produce(addr, 300, 1, 10_000).0);
+    wait_until("the follower process to copy records", || c.log_end(2) > 20);
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert_eq!(producing.join().expect("producer"), code::NONE);
+    // Restarted on its directory (in this process), it catches up.
+    c.start(2);
+    c.push();
+    wait_until("the restarted follower to catch up", || c.log_end(2) == 300);
+    assert_eq!(c.log_bytes(2), c.log_bytes(1));
+    assert_eq!(produce(c.addr(1), 1, -1, 10_000).0, code::NONE);
+}
