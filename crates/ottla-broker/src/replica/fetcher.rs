@@ -50,6 +50,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 
+use super::idempotence::{BatchSeq, ProducerTable};
 use super::partition_state::{BrokerId, PeerDirectory};
 use crate::errors::{code, debug};
 use ottla_storage::error::Error;
@@ -198,6 +199,10 @@ pub struct FetcherContext {
     pub peers: Arc<dyn PeerDirectory>,
     pub source_ip: Option<IpAddr>,
     pub partitions: FollowedSet,
+    /// The broker's producer state: a follower records the idempotent
+    /// producers' batches it copies (as Kafka's follower does), so that
+    /// as leader it recognises their retries.
+    pub producers: Arc<ProducerTable>,
     /// How long the leader may hold a Fetch: `FETCH_MAX_WAIT_MS`, or half
     /// the lag time if that is shorter (a follower parked longer than the
     /// lag time would look out of sync the moment a record arrives).
@@ -283,7 +288,7 @@ async fn round(
                 if !*active {
                     continue;
                 }
-                match apply(p, pd) {
+                match apply(p, pd, &ctx.producers) {
                     Ok(ok) => progress |= ok,
                     Err(e) => debug(&format!(
                         "replica fetcher {}: {}-{}: {e}",
@@ -344,7 +349,7 @@ fn fetch_request(local: BrokerId, max_wait_ms: i32, parts: &[&Arc<Followed>]) ->
 }
 
 /// Apply one partition's answer; `Ok(true)` when it was not an error.
-fn apply(p: &Followed, pd: &PartitionData) -> Result<bool, Error> {
+fn apply(p: &Followed, pd: &PartitionData, producers: &ProducerTable) -> Result<bool, Error> {
     let log = &p.log;
     match pd.error_code {
         code::NONE => {}
@@ -383,7 +388,7 @@ fn apply(p: &Followed, pd: &PartitionData) -> Result<bool, Error> {
         // part of one (Kafka's leaders send such), fetched again next time.
         let whole = whole_batches(records);
         match log.append_as_follower(&records[..whole]) {
-            Ok(_) => {}
+            Ok(_) => record_producers(producers, p, &records[..whole]),
             // A stale answer (the log moved meanwhile): fetched again.
             Err(Error::UnexpectedAppendOffset { .. }) => return Ok(true),
             Err(e) => return Err(e),
@@ -403,6 +408,30 @@ fn apply(p: &Followed, pd: &PartitionData) -> Result<bool, Error> {
         }
     }
     Ok(true)
+}
+
+/// The idempotent producers' batches among `batches` (just appended),
+/// remembered as the leader remembered them.
+fn record_producers(producers: &ProducerTable, p: &Followed, batches: &[u8]) {
+    let Ok(partition) = u32::try_from(p.partition) else {
+        return;
+    };
+    let mut state = None;
+    for (h, _) in ottla_record::batch::Batches::new(batches) {
+        if h.producer_id < 0 || h.base_sequence < 0 {
+            continue;
+        }
+        let table = state.get_or_insert_with(|| producers.partition(&p.topic, partition));
+        table.lock().record(
+            &BatchSeq {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                first: h.base_sequence,
+                count: h.records_count,
+            },
+            h.base_offset,
+        );
+    }
 }
 
 /// The length of the whole batches at the start of `records`.

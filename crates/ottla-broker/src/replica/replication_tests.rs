@@ -845,3 +845,55 @@ fn a_follower_killed_mid_replication_restarts_from_its_directory() {
     assert_eq!(c.log_bytes(2), c.log_bytes(1));
     assert_eq!(produce(c.addr(1), 1, -1, 10_000).0, code::NONE);
 }
+
+/// One idempotent batch: producer 42, epoch 0, sequence `seq`.
+fn idempotent_batch(seq: i32) -> Bytes {
+    use ottla_record::batch::{BASE_SEQUENCE, PRODUCER_EPOCH, PRODUCER_ID};
+    let mut b = ottla_record::BatchBuilder::with_capacity(256);
+    b.append(0, None, Some(format!("seq-{seq}").as_bytes()), &[]);
+    let mut bytes = b.finish().to_vec();
+    bytes[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&42i64.to_be_bytes());
+    bytes[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&0i16.to_be_bytes());
+    bytes[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&seq.to_be_bytes());
+    ottla_record::batch::seal_crc(&mut bytes);
+    Bytes::from(bytes)
+}
+
+/// Produce `records` to t-0 as they are: (error code, base offset).
+fn produce_raw(addr: SocketAddr, records: Bytes) -> (i16, i64) {
+    let mut pd = PartitionProduceData::default();
+    pd.records = Some(records);
+    let mut td = TopicProduceData::default();
+    td.name = TopicName(StrBytes::from_static_str(TOPIC));
+    td.partition_data.push(pd);
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 10_000;
+    req.topic_data.push(td);
+    let resp: ProduceResponse = client_call(addr, ApiKey::Produce, 9, &req);
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+#[test]
+fn a_new_leader_recognises_an_idempotent_retry_it_copied_as_follower() {
+    let c = Cluster::new(2, 60_000, "1");
+    c.push();
+    assert_eq!(produce(c.addr(1), 3, -1, 10_000).0, code::NONE);
+    assert_eq!(produce_raw(c.addr(1), idempotent_batch(0)), (code::NONE, 3));
+    assert_eq!(produce_raw(c.addr(1), idempotent_batch(1)), (code::NONE, 4));
+    // Leadership moves; the producer, which never saw its answer for
+    // sequence 1, sends it again to the new leader.
+    c.set(|a| {
+        a.leader = Some(2);
+        a.leader_epoch = 2;
+    });
+    c.push();
+    assert_eq!(
+        produce_raw(c.addr(2), idempotent_batch(1)),
+        (code::NONE, 4),
+        "a duplicate, answered with its offset"
+    );
+    assert_eq!(c.log_end(2), 5, "not stored twice");
+    assert_eq!(produce_raw(c.addr(2), idempotent_batch(2)), (code::NONE, 5));
+}
