@@ -211,6 +211,18 @@ fn truncate_to_drops_the_tail_and_its_epochs_and_survives_reopen() {
     drop(f);
     let f = open(dir.path(), "follower");
     assert_eq!(f.log_end_offset().expect("end"), 0);
+    // Behind a leader whose log starts later: start again there.
+    assert_eq!(f.truncate_fully_and_start_at(75).expect("start at"), 75);
+    assert_eq!(f.offsets().expect("offsets"), (75, 75));
+    let hs = headers(&leader_bytes);
+    let at: usize = hs[..25].iter().map(|h| h.total_size()).sum();
+    f.append_as_follower(&leader_bytes[at..])
+        .expect("append from the leader's start");
+    assert_eq!(f.offsets().expect("offsets"), (75, 120));
+    drop(f);
+    let f = open(dir.path(), "follower");
+    assert_eq!(f.offsets().expect("offsets"), (75, 120));
+    assert_eq!(all_bytes(&f), &leader_bytes[at..]);
 }
 
 #[test]
@@ -305,4 +317,36 @@ fn kill_9_during_truncation_leaves_a_loadable_truncated_log() {
             .expect("append after the crash");
         assert_eq!(f.log_end_offset().expect("end"), 60);
     }
+}
+
+#[test]
+fn a_reader_on_another_instance_never_reads_the_truncated_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = leader(dir.path());
+    let f = follow(dir.path(), &l);
+    // Another opener of the follower's directory (as another process).
+    let reader = open(dir.path(), "follower");
+    assert_eq!(all_bytes(&reader), all_bytes(&f));
+    f.truncate_to(50).expect("truncate");
+    assert_eq!(reader.log_end_offset().expect("end"), 48);
+    assert!(matches!(
+        reader.read(60, 1 << 20, &mut None, true),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    let kept = all_bytes(&reader);
+    assert_eq!(kept, all_bytes(&f));
+    assert!(headers(&kept).iter().all(|h| h.next_offset() <= 48));
+    // Other records take the cut offsets: the reader sees them, whole.
+    let mut other = Vec::new();
+    for i in 0..4 {
+        let mut b = batch(3, 1_000 + i);
+        ottla_record::batch::set_base_offset(&mut b, 48 + 3 * i);
+        b[ottla_record::batch::LEADER_EPOCH..ottla_record::batch::LEADER_EPOCH + 4]
+            .copy_from_slice(&7i32.to_be_bytes());
+        ottla_record::batch::seal_crc(&mut b);
+        other.extend_from_slice(&b);
+    }
+    f.append_as_follower(&other).expect("append");
+    assert_eq!(all_bytes(&reader), all_bytes(&f));
+    assert_eq!(epochs(&reader), vec![(0, 0), (7, 48)]);
 }

@@ -244,6 +244,11 @@ fn diverging(
     let (epoch, end) = epochs.end_offset_for(p.last_fetched_epoch);
     if epoch < 0 || end < 0 || p.fetch_offset < epochs.log_start_offset {
         pd.error_code = code::OFFSET_OUT_OF_RANGE;
+        // As the read's out-of-range answer: the log start, and the log
+        // end in the high watermark's field (a follower starts again
+        // from them; only followers send a last fetched epoch).
+        pd.log_start_offset = epochs.log_start_offset;
+        pd.high_watermark = epochs.log_end_offset;
         return Some(pd);
     }
     if epoch >= p.last_fetched_epoch && end >= p.fetch_offset {

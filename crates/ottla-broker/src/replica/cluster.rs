@@ -435,6 +435,10 @@ impl ReplicaManager {
                     peers: cluster.link.peers.clone(),
                     source_ip: cluster.link.source_ip,
                     partitions: partitions.clone(),
+                    producers: self.producers.clone(),
+                    max_wait_ms: i32::try_from(cluster.link.replica_lag_time_max_ms / 2)
+                        .unwrap_or(i32::MAX)
+                        .clamp(1, fetcher::FETCH_MAX_WAIT_MS),
                 };
                 let mut stopping = self.stopping.clone();
                 self.runtime.spawn(async move {

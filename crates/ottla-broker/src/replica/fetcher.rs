@@ -17,7 +17,8 @@
 //! * a diverging epoch (the leader's check of `last_fetched_epoch`):
 //!   truncate to the lower of the leader's end of that epoch and ours;
 //! * OFFSET_OUT_OF_RANGE: below the leader's log start, start the log again
-//!   there; past its end, truncate to it;
+//!   there; past its end, truncate to it; otherwise (the leader knows no
+//!   epoch of our last record) truncate again by epoch;
 //! * the high watermark: the leader's, never above this log's end; the log
 //!   start: the leader's (moved by DeleteRecords), up to the high watermark;
 //! * NOT_LEADER_OR_FOLLOWER, FENCED/UNKNOWN_LEADER_EPOCH and the like: back
@@ -49,6 +50,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 
+use super::idempotence::{BatchSeq, ProducerTable};
 use super::partition_state::{BrokerId, PeerDirectory};
 use crate::errors::{code, debug};
 use ottla_storage::error::Error;
@@ -197,6 +199,14 @@ pub struct FetcherContext {
     pub peers: Arc<dyn PeerDirectory>,
     pub source_ip: Option<IpAddr>,
     pub partitions: FollowedSet,
+    /// The broker's producer state: a follower records the idempotent
+    /// producers' batches it copies (as Kafka's follower does), so that
+    /// as leader it recognises their retries.
+    pub producers: Arc<ProducerTable>,
+    /// How long the leader may hold a Fetch: `FETCH_MAX_WAIT_MS`, or half
+    /// the lag time if that is shorter (a follower parked longer than the
+    /// lag time would look out of sync the moment a record arrives).
+    pub max_wait_ms: i32,
 }
 
 /// The fetcher's task: runs until `stop` turns true (or is dropped).
@@ -264,7 +274,7 @@ async fn round(
     if ready.is_empty() {
         return Ok(false);
     }
-    let req = crate::blocking(|| fetch_request(ctx.local, &ready));
+    let req = crate::blocking(|| fetch_request(ctx.local, ctx.max_wait_ms, &ready));
     let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_VERSION, &req).await?;
     let mut progress = false;
     crate::blocking(|| {
@@ -278,7 +288,7 @@ async fn round(
                 if !*active {
                     continue;
                 }
-                match apply(p, pd) {
+                match apply(p, pd, &ctx.producers) {
                     Ok(ok) => progress |= ok,
                     Err(e) => debug(&format!(
                         "replica fetcher {}: {}-{}: {e}",
@@ -304,10 +314,10 @@ fn last_record_epoch(log: &PartitionLog) -> Result<i32, Error> {
         .unwrap_or(-1))
 }
 
-fn fetch_request(local: BrokerId, parts: &[&Arc<Followed>]) -> FetchRequest {
+fn fetch_request(local: BrokerId, max_wait_ms: i32, parts: &[&Arc<Followed>]) -> FetchRequest {
     let mut req = FetchRequest::default();
     req.replica_id = WireBrokerId(local);
-    req.max_wait_ms = FETCH_MAX_WAIT_MS;
+    req.max_wait_ms = max_wait_ms;
     req.min_bytes = 1;
     req.max_bytes = FETCH_RESPONSE_MAX_BYTES;
     req.session_id = 0;
@@ -339,7 +349,7 @@ fn fetch_request(local: BrokerId, parts: &[&Arc<Followed>]) -> FetchRequest {
 }
 
 /// Apply one partition's answer; `Ok(true)` when it was not an error.
-fn apply(p: &Followed, pd: &PartitionData) -> Result<bool, Error> {
+fn apply(p: &Followed, pd: &PartitionData, producers: &ProducerTable) -> Result<bool, Error> {
     let log = &p.log;
     match pd.error_code {
         code::NONE => {}
@@ -348,9 +358,14 @@ fn apply(p: &Followed, pd: &PartitionData) -> Result<bool, Error> {
             // and log end (in the high watermark's field).
             let end = log.log_end_offset()?;
             if pd.log_start_offset >= 0 && end < pd.log_start_offset {
-                log.truncate_to(pd.log_start_offset)?;
+                log.truncate_fully_and_start_at(pd.log_start_offset)?;
             } else if pd.high_watermark >= 0 && end > pd.high_watermark {
                 log.truncate_to(pd.high_watermark)?;
+            } else {
+                // The leader knows no epoch of our last record: ask again
+                // with OffsetForLeaderEpoch (which falls back to the high
+                // watermark, as Kafka's follower does).
+                p.needs_truncation.store(true, Ordering::Release);
             }
             return Ok(false);
         }
@@ -373,7 +388,7 @@ fn apply(p: &Followed, pd: &PartitionData) -> Result<bool, Error> {
         // part of one (Kafka's leaders send such), fetched again next time.
         let whole = whole_batches(records);
         match log.append_as_follower(&records[..whole]) {
-            Ok(_) => {}
+            Ok(_) => record_producers(producers, p, &records[..whole]),
             // A stale answer (the log moved meanwhile): fetched again.
             Err(Error::UnexpectedAppendOffset { .. }) => return Ok(true),
             Err(e) => return Err(e),
@@ -393,6 +408,30 @@ fn apply(p: &Followed, pd: &PartitionData) -> Result<bool, Error> {
         }
     }
     Ok(true)
+}
+
+/// The idempotent producers' batches among `batches` (just appended),
+/// remembered as the leader remembered them.
+fn record_producers(producers: &ProducerTable, p: &Followed, batches: &[u8]) {
+    let Ok(partition) = u32::try_from(p.partition) else {
+        return;
+    };
+    let mut state = None;
+    for (h, _) in ottla_record::batch::Batches::new(batches) {
+        if h.producer_id < 0 || h.base_sequence < 0 {
+            continue;
+        }
+        let table = state.get_or_insert_with(|| producers.partition(&p.topic, partition));
+        table.lock().record(
+            &BatchSeq {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                first: h.base_sequence,
+                count: h.records_count,
+            },
+            h.base_offset,
+        );
+    }
 }
 
 /// The length of the whole batches at the start of `records`.

@@ -82,7 +82,9 @@ const MAX_TIMESTAMP: i64 = -3;
 pub struct ReplicaManager {
     store: Arc<Store>,
     durability: Durability,
-    producers: ProducerTable,
+    /// Shared with the fetchers: a follower keeps the producer state of
+    /// what it copies, so a new leader de-duplicates retries.
+    producers: Arc<ProducerTable>,
     /// Parked fetches by the partitions they wait on; the waker watches the
     /// beacon only while there are some.
     watches: Arc<wake::Watches>,
@@ -111,7 +113,7 @@ impl ReplicaManager {
         let replicas = ReplicaManager {
             store,
             durability,
-            producers: ProducerTable::default(),
+            producers: Arc::new(ProducerTable::default()),
             watches,
             fetch_passes: AtomicU64::new(0),
             stopping,

@@ -568,6 +568,17 @@ fn a_stopped_follower_leaves_the_isr_after_the_lag_and_rejoins() {
     // the high watermark is the leader's log end again.
     assert_eq!(produce(c.addr(1), 1, -1, 10_000).0, code::NONE);
     assert_eq!(c.state(1).1, 8);
+    // Meanwhile the leader's log start passes the follower's log end
+    // (DeleteRecords): the follower's fetch is out of range, and it starts
+    // its log again at the leader's start.
+    assert_eq!(
+        c.brokers[&1]
+            .shared()
+            .expect("running")
+            .replicas
+            .delete_records(TOPIC, 0, 6),
+        Ok(6)
+    );
     // The follower comes back on its directory, catches up, and is asked
     // back into the ISR by the leader.
     c.start(2);
@@ -577,11 +588,16 @@ fn a_stopped_follower_leaves_the_isr_after_the_lag_and_rejoins() {
     });
     assert_eq!(c.ctl.a.lock().isr, vec![1, 2]);
     assert_eq!(c.log_bytes(2), c.log_bytes(1));
+    let store = Store::open(c.dir(2)).expect("store");
+    let log = store.partition_by_name(TOPIC, 0).expect("log");
     assert_eq!(
-        *c.ctl.alters.lock(),
-        vec![vec![1], vec![1, 2]],
-        "one shrink, one expand"
+        log.offsets().expect("offsets").0,
+        6,
+        "restarted at the leader's start"
     );
+    let alters = c.ctl.alters.lock().clone();
+    assert!(alters.contains(&vec![1]), "{alters:?}");
+    assert_eq!(alters.last(), Some(&vec![1, 2]), "shrunk, then expanded");
 }
 
 #[test]
@@ -701,4 +717,183 @@ fn acks_latency_numbers() {
             took[took.len() - 1]
         );
     }
+}
+
+#[test]
+fn an_acks_all_wait_ends_when_leadership_moves() {
+    let c = Cluster::new(2, 60_000, "2");
+    // The follower does not fetch: acks=all waits.
+    c.push_to(1);
+    let addr = c.addr(1);
+    let waiting = std::thread::spawn(move || produce(addr, 1, -1, 30_000).0);
+    wait_until("the append", || c.log_end(1) == 1);
+    c.set(|a| {
+        a.leader = Some(2);
+        a.leader_epoch = 2;
+    });
+    c.push_to(1);
+    assert_eq!(
+        waiting.join().expect("producer"),
+        code::NOT_LEADER_OR_FOLLOWER
+    );
+}
+
+#[test]
+fn after_the_leader_stops_the_next_in_sync_replica_leads_and_the_old_one_returns() {
+    let mut c = Cluster::new(3, 10_000, "2");
+    c.push();
+    assert_eq!(produce(c.addr(1), 10, -1, 10_000).0, code::NONE);
+    c.stop(1);
+    // The controller's election: the next in-sync replica, a new epoch.
+    c.set(|a| {
+        a.leader = Some(2);
+        a.leader_epoch = 2;
+        a.isr = vec![2, 3];
+    });
+    c.push();
+    assert_eq!(produce(c.addr(2), 5, -1, 10_000).0, code::NONE);
+    assert_eq!(c.log_end(3), 15, "acks=all: broker 3 has them");
+    assert_eq!(c.log_bytes(3), c.log_bytes(2));
+    // The old leader comes back as a follower and rejoins.
+    c.start(1);
+    c.push();
+    wait_until("broker 1 back in the ISR", || c.state(2).0 == vec![2, 3, 1]);
+    assert_eq!(c.log_bytes(1), c.log_bytes(2));
+    let (err, hw, offsets) = fetch(c.addr(2), 0, -1);
+    assert_eq!((err, hw), (code::NONE, 15));
+    assert_eq!(offsets, (0..15).collect::<Vec<_>>());
+}
+
+const CHILD_DIR: &str = "OTTLA_TEST_FOLLOWER_DIR";
+const CHILD_LEADER: &str = "OTTLA_TEST_LEADER_ADDR";
+
+/// Not a test of its own: the body of the follower process that
+/// [`a_follower_killed_mid_replication_restarts_from_its_directory`]
+/// starts and kills (it does nothing when run by the test harness directly).
+#[test]
+fn child_follower() {
+    let (Some(dir), Some(leader)) = (
+        std::env::var_os(CHILD_DIR),
+        std::env::var(CHILD_LEADER).ok(),
+    ) else {
+        return;
+    };
+    let leader: SocketAddr = leader.parse().expect("leader address");
+    let peers = Arc::new(Peers::default());
+    peers.0.lock().insert(1, leader);
+    let ctl = Arc::new(Controller {
+        a: Mutex::new(PartitionAssignment {
+            topic: TOPIC.into(),
+            topic_id: uuid::Uuid::from_bytes([7; 16]),
+            partition: 0,
+            leader: Some(1),
+            leader_epoch: 1,
+            partition_epoch: 1,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+        }),
+        more: Mutex::new(Vec::new()),
+        alters: Mutex::new(Vec::new()),
+    });
+    let store = Store::open(Path::new(&dir)).expect("store");
+    let broker = Broker::start(store, BrokerConfig::default()).expect("start");
+    let replicas = &broker.shared().expect("running").replicas;
+    replicas.enable_cluster(ClusterLink {
+        local: 2,
+        peers,
+        isr: ctl.clone(),
+        replica_lag_time_max_ms: 60_000,
+        source_ip: None,
+    });
+    let a = ctl.a.lock().clone();
+    let configs = HashMap::new();
+    replicas.apply_assignments(vec![a], &configs, &[]);
+    // Replicates until killed.
+    std::thread::sleep(Duration::from_secs(60));
+    std::process::exit(3);
+}
+
+#[test]
+fn a_follower_killed_mid_replication_restarts_from_its_directory() {
+    let mut c = Cluster::new(2, 60_000, "1");
+    c.stop(2);
+    c.push_to(1);
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "replica::replication_tests::child_follower",
+            "--test-threads=1",
+            "--quiet",
+        ])
+        .env(CHILD_DIR, c.dir(2))
+        .env(CHILD_LEADER, c.addr(1).to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("follower process");
+    // Records flow while the follower process copies them; it is killed
+    // once it has some, most likely in the middle of an append.
+    let addr = c.addr(1);
+    let producing = std::thread::spawn(move || produce(addr, 300, 1, 10_000).0);
+    wait_until("the follower process to copy records", || c.log_end(2) > 20);
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert_eq!(producing.join().expect("producer"), code::NONE);
+    // Restarted on its directory (in this process), it catches up.
+    c.start(2);
+    c.push();
+    wait_until("the restarted follower to catch up", || c.log_end(2) == 300);
+    assert_eq!(c.log_bytes(2), c.log_bytes(1));
+    assert_eq!(produce(c.addr(1), 1, -1, 10_000).0, code::NONE);
+}
+
+/// One idempotent batch: producer 42, epoch 0, sequence `seq`.
+fn idempotent_batch(seq: i32) -> Bytes {
+    use ottla_record::batch::{BASE_SEQUENCE, PRODUCER_EPOCH, PRODUCER_ID};
+    let mut b = ottla_record::BatchBuilder::with_capacity(256);
+    b.append(0, None, Some(format!("seq-{seq}").as_bytes()), &[]);
+    let mut bytes = b.finish().to_vec();
+    bytes[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&42i64.to_be_bytes());
+    bytes[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&0i16.to_be_bytes());
+    bytes[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&seq.to_be_bytes());
+    ottla_record::batch::seal_crc(&mut bytes);
+    Bytes::from(bytes)
+}
+
+/// Produce `records` to t-0 as they are: (error code, base offset).
+fn produce_raw(addr: SocketAddr, records: Bytes) -> (i16, i64) {
+    let mut pd = PartitionProduceData::default();
+    pd.records = Some(records);
+    let mut td = TopicProduceData::default();
+    td.name = TopicName(StrBytes::from_static_str(TOPIC));
+    td.partition_data.push(pd);
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 10_000;
+    req.topic_data.push(td);
+    let resp: ProduceResponse = client_call(addr, ApiKey::Produce, 9, &req);
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+#[test]
+fn a_new_leader_recognises_an_idempotent_retry_it_copied_as_follower() {
+    let c = Cluster::new(2, 60_000, "1");
+    c.push();
+    assert_eq!(produce(c.addr(1), 3, -1, 10_000).0, code::NONE);
+    assert_eq!(produce_raw(c.addr(1), idempotent_batch(0)), (code::NONE, 3));
+    assert_eq!(produce_raw(c.addr(1), idempotent_batch(1)), (code::NONE, 4));
+    // Leadership moves; the producer, which never saw its answer for
+    // sequence 1, sends it again to the new leader.
+    c.set(|a| {
+        a.leader = Some(2);
+        a.leader_epoch = 2;
+    });
+    c.push();
+    assert_eq!(
+        produce_raw(c.addr(2), idempotent_batch(1)),
+        (code::NONE, 4),
+        "a duplicate, answered with its offset"
+    );
+    assert_eq!(c.log_end(2), 5, "not stored twice");
+    assert_eq!(produce_raw(c.addr(2), idempotent_batch(2)), (code::NONE, 5));
 }

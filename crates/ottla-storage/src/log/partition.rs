@@ -6,7 +6,8 @@
 //! shares: the head snapshot (`read_state`, repairing a torn head), the
 //! segment map matching a snapshot (`segments_for`), and the two ends of the
 //! log that readers and writers work to (`log_end_offset`,
-//! `high_watermark`). The paths, as Kafka's log splits them:
+//! `high_watermark`: one number unless replication sets the high
+//! watermark, see `replica`). The paths, as Kafka's log splits them:
 //! * `append`: stamping and writing batches, durability and `flush`;
 //! * `read`: batches by offset, and the compaction-gap rule;
 //! * `roll`: closing the active segment and starting the next;
@@ -14,7 +15,9 @@
 //! * `log_start`: the log start offset moved by hand (`delete_records`);
 //! * `time_lookup`: the first offset at or after a timestamp;
 //! * `epochs`: the leader epoch stamped into appended batches, and the
-//!   leader-epoch cache kept in step with the log.
+//!   leader-epoch cache kept in step with the log;
+//! * `replica`: a follower's appends (the leader's batches as sent),
+//!   truncation, and the high watermark apart from the log end.
 //!
 //! Writers: in-process mutex, then the cross-process append lock, then
 //! re-read the head (another process may have appended or rolled), write the

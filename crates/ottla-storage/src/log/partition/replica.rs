@@ -238,6 +238,35 @@ impl PartitionLog {
         Ok(end)
     }
 
+    /// Empty the log and start it again at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`): a follower whose log end is below the
+    /// leader's log start. Returns `offset`.
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<i64> {
+        if offset < 0 {
+            return Err(Error::InvalidRecord(format!(
+                "cannot start {}-{} at a negative offset ({offset})",
+                self.topic, self.partition
+            )));
+        }
+        {
+            let _w = self.writer.lock();
+            let lock = self.lock()?;
+            let _g = lock.lock_append()?;
+            self.check_live()?;
+            let st = match self.head.read() {
+                Some(st) => st,
+                None => self.repair_locked()?,
+            };
+            self.head
+                .mark_in_use_durably()
+                .ctx("flush head", &self.dir)?;
+            self.truncate_fully_locked(st, offset)?;
+        }
+        self.replica_hw.fetch_min(offset, Ordering::AcqRel);
+        self.beacon.notify_append();
+        Ok(offset)
+    }
+
     /// `truncate_to` for an offset above the log start. Caller holds the
     /// append lock and marked the head in use.
     fn truncate_within_locked(&self, old: HeadState, offset: i64) -> Result<i64> {
