@@ -818,6 +818,16 @@ class Broker:
         group_initial_rebalance_delay_ms: int = 0,
         group_consumer_heartbeat_interval_ms: int = 1000,
         group_consumer_session_timeout_ms: int = 45000,
+        advertised_listener: str | None = None,
+        node_id: int | None = None,
+        controller_listen: str | None = None,
+        controller_quorum_voters: str | None = None,
+        default_replication_factor: int = 1,
+        min_insync_replicas: int = 1,
+        replica_lag_time_max_ms: int = 10000,
+        broker_heartbeat_interval_ms: int = 200,
+        broker_session_timeout_ms: int = 1000,
+        controller_quorum_election_timeout_ms: int = 250,
     ) -> Self:
         """Serve ``path`` on ``host:port`` (port 0: a free one), on the
         broker's own threads. Every ``retention_check_interval_ms``
@@ -855,7 +865,29 @@ class Broker:
         Kafka's is 5000) and one silent for
         ``group_consumer_session_timeout_ms`` (Kafka's
         ``group.consumer.session.timeout.ms``, 45000) is fenced and its
-        partitions move."""
+        partitions move.
+
+        ``advertised_listener`` (``"HOST:PORT"``, Kafka's
+        ``advertised.listeners``) is the address clients are told to
+        connect to; by default the one listened on.
+
+        A node of a replicated cluster (docs/design/replication.md): with
+        ``node_id`` (Kafka's ``node.id``), ``controller_listen``
+        (``"HOST:PORT"`` of its controller listener) and
+        ``controller_quorum_voters`` (``"1@host:port,2@host:port,..."``,
+        Kafka's ``controller.quorum.voters``) it joins the cluster's
+        metadata quorum, as a voter when its id is among the voters and as
+        a broker-only node otherwise. Topics created without a replication
+        factor get ``default_replication_factor`` replicas and, unless
+        given, ``min_insync_replicas``; followers out of sync for
+        ``replica_lag_time_max_ms`` leave the in-sync set. The node
+        heartbeats every ``broker_heartbeat_interval_ms`` (Kafka: 2000) and
+        is fenced, its leaderships moved, after ``broker_session_timeout_ms``
+        (Kafka: 9000) without one; a voter that hears no active controller
+        for ``controller_quorum_election_timeout_ms`` to twice that (Kafka's
+        ``controller.quorum.election.timeout.ms``, 1000) starts an election.
+        The directory is marked as the node's:
+        another node id, or an embedded Producer, is refused on it."""
     @property
     def bootstrap_servers(self) -> str:
         """``"host:port"`` to give Kafka clients as ``bootstrap.servers``."""
@@ -868,6 +900,9 @@ class Broker:
     @property
     def path(self) -> str:
         """The data directory served."""
+    @property
+    def node_id(self) -> int | None:
+        """This node's id in a cluster, or None for a broker alone."""
     @property
     def closed(self) -> bool:
         """True once ``close()`` was called."""
