@@ -31,6 +31,9 @@ MODULES = [
     "ottla._arrow",
     "ottla._display",
     "ottla.cli",
+    "ottla.cluster",
+    "ottla._proxy",
+    "ottla.testing.checker",
 ]
 STUB = Path(ottla.__file__).with_name("_core.pyi")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

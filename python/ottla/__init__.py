@@ -79,6 +79,7 @@ if TYPE_CHECKING:
         PartitionDescription,
         TopicDescription,
     )
+    from ottla.cluster import Cluster
     from ottla.types import OffsetAndMetadata, TopicPartition
 
 if not TYPE_CHECKING:  # typing.overload at run time, without importing typing
@@ -101,6 +102,7 @@ _LAZY = {
     "TopicDescription": "ottla.admin",
     "OffsetAndMetadata": "ottla.types",
     "TopicPartition": "ottla.types",
+    "Cluster": "ottla.cluster",
 }
 _SUBMODULES = ("admin", "types", "_arrow", "_display")
 
@@ -556,6 +558,7 @@ __all__ = [
     "BatchFuture",
     "Broker",
     "ClosedError",
+    "Cluster",
     "CompactionStats",
     "ConfigResource",
     "ConfigResourceType",

@@ -824,6 +824,16 @@ class Broker:
         group_consumer_heartbeat_interval_ms: int = 1000,
         group_consumer_session_timeout_ms: int = 45000,
         broker_rack: str | None = None,
+        advertised_listener: str | None = None,
+        node_id: int | None = None,
+        controller_listen: str | None = None,
+        controller_quorum_voters: str | None = None,
+        default_replication_factor: int = 1,
+        min_insync_replicas: int = 1,
+        replica_lag_time_max_ms: int = 10000,
+        broker_heartbeat_interval_ms: int = 200,
+        broker_session_timeout_ms: int = 1000,
+        controller_quorum_election_timeout_ms: int = 250,
     ) -> Self:
         """Serve ``path`` on ``host:port`` (port 0: a free one), on the
         broker's own threads. Every ``retention_check_interval_ms``
@@ -867,7 +877,29 @@ class Broker:
         broker's rack: Metadata and DescribeCluster report it, and the
         consumer-protocol assignors give partitions (all of whose replicas
         are on this broker) first to members whose ``client.rack`` matches
-        it, each member keeping its share."""
+        it, each member keeping its share.
+
+        ``advertised_listener`` (``"HOST:PORT"``, Kafka's
+        ``advertised.listeners``) is the address clients are told to
+        connect to; by default the one listened on.
+
+        A node of a replicated cluster (docs/design/replication.md): with
+        ``node_id`` (Kafka's ``node.id``), ``controller_listen``
+        (``"HOST:PORT"`` of its controller listener) and
+        ``controller_quorum_voters`` (``"1@host:port,2@host:port,..."``,
+        Kafka's ``controller.quorum.voters``) it joins the cluster's
+        metadata quorum, as a voter when its id is among the voters and as
+        a broker-only node otherwise. Topics created without a replication
+        factor get ``default_replication_factor`` replicas and, unless
+        given, ``min_insync_replicas``; followers out of sync for
+        ``replica_lag_time_max_ms`` leave the in-sync set. The node
+        heartbeats every ``broker_heartbeat_interval_ms`` (Kafka: 2000) and
+        is fenced, its leaderships moved, after ``broker_session_timeout_ms``
+        (Kafka: 9000) without one; a voter that hears no active controller
+        for ``controller_quorum_election_timeout_ms`` to twice that (Kafka's
+        ``controller.quorum.election.timeout.ms``, 1000) starts an election.
+        The directory is marked as the node's:
+        another node id, or an embedded Producer, is refused on it."""
     @property
     def bootstrap_servers(self) -> str:
         """``"host:port"`` to give Kafka clients as ``bootstrap.servers``."""
@@ -880,6 +912,9 @@ class Broker:
     @property
     def path(self) -> str:
         """The data directory served."""
+    @property
+    def node_id(self) -> int | None:
+        """This node's id in a cluster, or None for a broker alone."""
     @property
     def closed(self) -> bool:
         """True once ``close()`` was called."""

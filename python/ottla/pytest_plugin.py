@@ -33,6 +33,12 @@ Fixtures:
 * ``ottla_broker_factory``: ``ottla_broker_factory(**settings)`` starts
   another broker (each on its own temporary directory unless ``path=`` is
   given), all closed when the test ends.
+* ``ottla_cluster``: a replicated cluster of three ``ottla serve``
+  processes (``ottla.Cluster``: replication factor 3,
+  ``min.insync.replicas`` 2) behind fault-injecting proxies, for this test:
+  ``kill``, ``pause``, ``isolate``, ``wipe`` a node and see what the
+  application does. ``@pytest.mark.ottla_cluster(brokers=5, ...)`` passes
+  keywords to ``ottla.Cluster``.
 * ``ottla_topic``: the name of a topic made for this test on
   ``ottla_broker`` (unique, so it also suits an external broker); the marker
   ``@pytest.mark.ottla_topic(partitions=3, config={...})`` shapes it.
@@ -69,6 +75,7 @@ import pytest
 
 from ottla._core import Broker
 from ottla.admin import Admin
+from ottla.cluster import Cluster
 
 __all__ = [
     "FAST_GROUP_SETTINGS",
@@ -77,6 +84,7 @@ __all__ = [
     "ottla_broker",
     "ottla_broker_factory",
     "ottla_broker_session",
+    "ottla_cluster",
     "ottla_topic",
     "start_broker",
     "unique_topic_name",
@@ -348,6 +356,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "ottla_topic(partitions=1, config=None): how this test's ottla_topic is created",
     )
+    config.addinivalue_line(
+        "markers",
+        "ottla_cluster(**settings): start this test's ottla_cluster with these ottla.Cluster "
+        "keywords (brokers=5, min_insync_replicas=1, num_partitions=3, ...)",
+    )
 
 
 def _external(config: pytest.Config) -> str | None:
@@ -433,6 +446,23 @@ def ottla_broker_factory(
                 errors.append(e)
         if errors:
             raise errors[0]
+
+
+@pytest.fixture
+def ottla_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """A replicated cluster for this test (``ottla.Cluster``): three
+    ``ottla serve`` processes, replication factor 3, ``min.insync.replicas``
+    2, fast failure detection, every process stopped when the test ends.
+    ``@pytest.mark.ottla_cluster(**settings)`` passes keywords to
+    ``ottla.Cluster``; ``bootstrap_servers`` is what clients are given."""
+    settings = {
+        "brokers": 3,
+        "replication_factor": 3,
+        "min_insync_replicas": 2,
+        **_marker_settings(request.node, "ottla_cluster"),
+    }
+    with Cluster(tmp_path / "ottla-cluster", **settings) as cluster:
+        yield cluster
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -28,6 +28,7 @@
 
 pub mod alloc;
 pub mod api;
+pub mod cluster;
 pub mod coordinator;
 pub mod dispatch;
 pub mod errors;
@@ -120,6 +121,13 @@ pub struct BrokerConfig {
     /// ask for (Kafka's `transaction.max.timeout.ms`, 900000 as in Kafka);
     /// a longer one is INVALID_TRANSACTION_TIMEOUT.
     pub transaction_max_timeout_ms: i32,
+    /// The host and port clients are told to connect to (Kafka's
+    /// `advertised.listeners`); `None`: the listening address (127.0.0.1
+    /// when listening on every interface).
+    pub advertised_listener: Option<(String, u16)>,
+    /// A node of a replicated cluster (issue 14; `cluster`); `None`: a
+    /// broker alone, as before.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 /// A quarter of the soft open-file limit (`RLIMIT_NOFILE`; 256 under the
@@ -161,6 +169,8 @@ impl Default for BrokerConfig {
             group_consumer_max_size: i32::MAX as usize,
             broker_rack: None,
             transaction_max_timeout_ms: ottla_storage::txn_state::DEFAULT_MAX_TIMEOUT_MS,
+            advertised_listener: None,
+            cluster: None,
         }
     }
 }
@@ -183,9 +193,39 @@ pub struct Shared {
     pub stopping: watch::Receiver<bool>,
     /// Request bytes in hand across connections (`queued_max_request_bytes`).
     pub request_budget: net::budget::RequestBudget,
+    /// This node's place in a cluster; `None` for a broker alone.
+    pub cluster: Option<Arc<cluster::ClusterNode>>,
 }
 
 impl Shared {
+    /// The broker that coordinates consumer groups, with its advertised
+    /// host and port: this one alone; in a cluster, the lowest unfenced
+    /// broker id (group state is not replicated yet, so one broker holds
+    /// every group; every node agrees from the image). `None`: no live
+    /// broker known yet.
+    pub fn group_coordinator(&self) -> Option<(i32, String, u16)> {
+        let Some(node) = &self.cluster else {
+            return Some((
+                api::metadata::NODE_ID,
+                self.advertised_host.clone(),
+                self.advertised_port,
+            ));
+        };
+        let image = node.image();
+        let id = cluster::assignments::group_coordinator(&image)?;
+        cluster::assignments::live_brokers(&image)
+            .into_iter()
+            .find(|b| b.0 == id)
+            .map(|(id, host, port, _)| (id, host, port))
+    }
+
+    /// This broker's id (Kafka's `node.id`): 0 alone.
+    pub fn node_id(&self) -> i32 {
+        self.cluster
+            .as_ref()
+            .map_or(api::metadata::NODE_ID, |c| c.node_id())
+    }
+
     /// `fut`'s output, or `None` if the broker is stopping first: for
     /// requests that wait on other clients (a rebalance), which a stopping
     /// broker answers at once instead of holding its close up.
@@ -268,6 +308,9 @@ impl Broker {
             }
             ottla_storage::fd_budget::set_max_open_files(n);
         }
+        if config.cluster.is_none() {
+            cluster::node::refuse_standalone(store.root())?;
+        }
         let retention = RetentionChecker::shared(&store, config.retention_check_interval_ms)?;
         // Every transaction in `__transaction_state`, before any request.
         let txns = coordinator::txn::TxnCoordinator::start(
@@ -276,12 +319,31 @@ impl Broker {
             config.transaction_max_timeout_ms,
         )?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (replicas, waker) =
-            replica::ReplicaManager::start(store.clone(), config.durability, shutdown_rx.clone());
-        let advertised_host = if addr.ip().is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            addr.ip().to_string()
+        let (replicas, waker) = replica::ReplicaManager::start(
+            store.clone(),
+            config.durability,
+            shutdown_rx.clone(),
+            runtime.handle().clone(),
+        );
+        let (advertised_host, advertised_port) = match &config.advertised_listener {
+            Some((host, port)) => (host.clone(), if *port == 0 { addr.port() } else { *port }),
+            None if addr.ip().is_unspecified() => ("127.0.0.1".to_string(), addr.port()),
+            None => (addr.ip().to_string(), addr.port()),
+        };
+        let (done_tx, done_rx) = mpsc::channel::<()>(1);
+        let cluster = match &config.cluster {
+            Some(cc) => Some(cluster::ClusterNode::start(
+                cc.clone(),
+                store.root(),
+                (advertised_host.clone(), advertised_port),
+                // Outgoing connections leave from the listening address when
+                // it is a specific one (a harness isolates a node by it).
+                Some(addr.ip()).filter(|ip| !ip.is_unspecified()),
+                &runtime,
+                shutdown_rx.clone(),
+                done_tx.clone(),
+            )?),
+            None => None,
         };
         let shared = Arc::new(Shared {
             groups: coordinator::group::GroupCoordinator::with_initial_delay(
@@ -301,17 +363,34 @@ impl Broker {
                     broker_rack: config.broker_rack.clone(),
                 },
             ),
-            producer_ids: coordinator::producer_id::ProducerIdManager::default(),
+            producer_ids: coordinator::producer_id::ProducerIdManager::for_node(
+                config.cluster.as_ref().map_or(0, |c| c.node_id),
+            ),
             txns,
             replicas,
             store,
             advertised_host,
-            advertised_port: addr.port(),
+            advertised_port,
             request_budget: net::budget::RequestBudget::new(config.queued_max_request_bytes),
             config,
             stopping: shutdown_rx.clone(),
+            cluster,
         });
-        let (done_tx, done_rx) = mpsc::channel::<()>(1);
+        if let Some(node) = &shared.cluster {
+            // The replica manager replicates through the node (peers'
+            // addresses, AlterPartition), and is told its partitions after
+            // every metadata change.
+            shared.replicas.enable_cluster(node.link());
+            let s = shared.clone();
+            node.run(
+                &runtime,
+                shutdown_rx.clone(),
+                done_tx.clone(),
+                move |assigned, configs, deleted| {
+                    s.replicas.apply_assignments(assigned, configs, deleted)
+                },
+            );
+        }
         let listener = {
             let _g = runtime.enter();
             tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?
@@ -349,8 +428,28 @@ impl Broker {
         })
     }
 
+    /// This node's place in a cluster (`None` for a broker alone).
+    pub fn cluster(&self) -> Option<Arc<cluster::ClusterNode>> {
+        self.shared.as_ref().and_then(|s| s.cluster.clone())
+    }
+
+    /// Stops as a killed process would look to the cluster: no controlled
+    /// shutdown, the others notice by the missing heartbeats.
+    #[cfg(test)]
+    pub(crate) fn stop_abruptly(&mut self) {
+        self.shutdown.send_replace(true);
+        self.close();
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// What the broker's connections share (its replica manager:
+    /// `shared().replicas.enable_cluster(..)`, `apply_assignments(..)`);
+    /// `None` once closed.
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.shared.as_ref()
     }
 
     /// How many Fetch requests are parked now (long polls waiting for an
@@ -376,6 +475,18 @@ impl Broker {
     /// appended without its answer. Bounded: after `CLOSE_TIMEOUT` the
     /// runtime is stopped whatever is left.
     pub fn close(&mut self) {
+        let cluster = self.shared.as_ref().and_then(|s| s.cluster.clone());
+        if let (Some(node), Some(rt)) = (&cluster, &self.runtime) {
+            // Leaderships move before the connections close (Kafka's
+            // controlled shutdown).
+            if !*self.shutdown.borrow() {
+                rt.block_on(node.controlled_shutdown());
+            }
+        }
+        if let Some(shared) = &self.shared {
+            // Cluster mode: the high watermarks on disk, for the restart.
+            shared.replicas.checkpoint_high_watermarks();
+        }
         self.shutdown.send_replace(true);
         self.retention = None;
         if let Some(rt) = self.runtime.take() {
@@ -383,6 +494,11 @@ impl Broker {
                 // Every task holds a sender; recv() ends when the last one drops.
                 rt.block_on(async {
                     let _ = tokio::time::timeout(CLOSE_TIMEOUT, done.recv()).await;
+                });
+            }
+            if let Some(node) = &cluster {
+                rt.block_on(async {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, node.stop()).await;
                 });
             }
             rt.shutdown_timeout(Duration::from_secs(1));

@@ -282,6 +282,60 @@ impl Controller {
         .await
     }
 
+    /// Adds partitions to a topic, up to `count` ([`decide::add_partitions`]).
+    pub async fn create_partitions(
+        &self,
+        topic_id: TopicId,
+        count: i32,
+    ) -> Result<Applied, ProposeError> {
+        self.decide_and_propose(|img| decide::add_partitions(img, topic_id, count))
+            .await
+    }
+
+    /// Makes `node` (at controller address `address`) a learner of the
+    /// quorum, if it is not a member yet: it is sent the metadata log and
+    /// follows it without voting (a broker-only node, as KRaft's brokers
+    /// follow the metadata log). Only the active controller can.
+    pub async fn add_learner(&self, node: NodeId, address: &str) -> Result<(), ProposeError> {
+        let known = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&node)
+            .is_some_and(|n| n.addr == address);
+        if known {
+            return Ok(());
+        }
+        match self
+            .raft
+            .add_learner(node, BasicNode::new(address), false)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(e) => Err(ProposeError::Stopped(e.to_string())),
+        }
+    }
+
+    /// The controller address of every member of the quorum (voters and
+    /// learners), as the replicated membership records them.
+    pub fn member_addresses(&self) -> Vec<(NodeId, String)> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect()
+    }
+
     /// Fences `broker_id`, moving its leaderships to in-sync followers
     /// ([`decide::on_broker_fenced`]), decided on the leader's image.
     pub async fn fence_broker(&self, broker_id: BrokerId) -> Result<Applied, ProposeError> {

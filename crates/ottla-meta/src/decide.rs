@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use crate::image::MetadataImage;
-use crate::records::{BrokerId, MetadataRecord, PartitionAssignment};
+use crate::records::{BrokerId, MetadataRecord, PartitionAssignment, TopicId};
 
 /// Why a decision could not be made.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -153,6 +153,40 @@ pub fn assign_replicas(
         .collect())
 }
 
+/// The records that grow topic `topic_id` to `count` partitions (Kafka's
+/// CreatePartitions): the new ones placed as [`assign_replicas`] would
+/// place them in a topic of `count` partitions, with the replication
+/// factor of its first partition.
+pub fn add_partitions(
+    image: &MetadataImage,
+    topic_id: TopicId,
+    count: i32,
+) -> Result<Vec<MetadataRecord>, DecideError> {
+    let topic = image
+        .topics
+        .get(&topic_id)
+        .ok_or_else(|| DecideError::Invalid(format!("unknown topic {topic_id:?}")))?;
+    let existing = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+    if count <= existing {
+        return Err(DecideError::Invalid(format!(
+            "the topic has {existing} partitions; {count} would not add any"
+        )));
+    }
+    let factor = topic
+        .partitions
+        .values()
+        .next()
+        .map_or(1, |p| p.replicas.len());
+    let placed = assign_replicas(image, count, factor)?;
+    Ok(vec![MetadataRecord::CreatePartitions {
+        topic_id,
+        partitions: placed
+            .into_iter()
+            .filter(|p| p.partition >= existing)
+            .collect(),
+    }])
+}
+
 /// The controller's view of broker liveness: the time of each broker's last
 /// heartbeat, in milliseconds of a monotonic clock. Not replicated: a new
 /// active controller starts it afresh ([`HeartbeatTracker::reset`]), giving
@@ -241,6 +275,31 @@ mod tests {
         )
         .unwrap();
         (img, id)
+    }
+
+    #[test]
+    fn partitions_are_added_numbered_on_and_placed() {
+        let (mut img, id) = cluster();
+        assert!(add_partitions(&img, id, 3).is_err());
+        assert!(add_partitions(&img, TopicId([9; 16]), 5).is_err());
+        let recs = add_partitions(&img, id, 5).unwrap();
+        img.apply_proposal(
+            &Proposal {
+                records: recs.clone(),
+            },
+            50,
+            1,
+        )
+        .unwrap();
+        let parts = &img.topics[&id].partitions;
+        assert_eq!(parts.len(), 5);
+        assert_eq!(parts[&3].replicas.len(), 3);
+        assert_eq!(parts[&4].leader, Some(parts[&4].replicas[0]));
+        // The same records again: numbered from 5 now, refused.
+        assert!(img
+            .apply_proposal(&Proposal { records: recs }, 51, 1)
+            .is_err());
+        assert_eq!(img.topics[&id].partitions.len(), 5);
     }
 
     #[test]

@@ -213,6 +213,10 @@ impl MetadataImage {
                 partitions,
                 configs,
             } => self.create_topic(name, *topic_id, partitions, configs),
+            MetadataRecord::CreatePartitions {
+                topic_id,
+                partitions,
+            } => self.create_partitions(*topic_id, partitions),
             MetadataRecord::DeleteTopic { topic_id } => {
                 let topic = self
                     .topics
@@ -373,6 +377,46 @@ impl MetadataImage {
         if !configs.is_empty() {
             self.configs
                 .insert(ConfigResource::Topic(name.to_string()), configs.clone());
+        }
+        Ok(())
+    }
+
+    fn create_partitions(
+        &mut self,
+        topic_id: TopicId,
+        partitions: &[PartitionAssignment],
+    ) -> Result<(), ApplyError> {
+        let existing = self
+            .topics
+            .get(&topic_id)
+            .ok_or(ApplyError::UnknownTopic(topic_id))?
+            .partitions
+            .len();
+        if partitions.is_empty() {
+            return Err(invalid("no partitions to add"));
+        }
+        for (i, p) in partitions.iter().enumerate() {
+            if usize::try_from(p.partition).ok() != Some(existing + i) {
+                return Err(invalid(format!(
+                    "new partitions must be numbered on from {existing}, got {}",
+                    p.partition
+                )));
+            }
+            self.check_replicas(&p.replicas, &p.isr, p.leader)?;
+        }
+        if let Some(topic) = self.topics.get_mut(&topic_id) {
+            for p in partitions {
+                topic.partitions.insert(
+                    p.partition,
+                    PartitionState {
+                        replicas: p.replicas.clone(),
+                        isr: p.isr.clone(),
+                        leader: p.leader,
+                        leader_epoch: 0,
+                        partition_epoch: 0,
+                    },
+                );
+            }
         }
         Ok(())
     }

@@ -208,6 +208,14 @@ fn unexpected(reply: &RpcReply) -> CallError {
 }
 
 impl<T: Transport> RaftNetwork<TypeConfig> for Connection<T> {
+    /// openraft waits this long before retrying an unreachable node (its
+    /// default is 500 ms). Short, so that a restarted node hears the leader
+    /// before its own election timeout fires and it disrupts the quorum
+    /// with a higher term; the transport keeps its own connect backoff.
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(std::time::Duration::from_millis(50)))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

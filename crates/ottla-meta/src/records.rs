@@ -122,6 +122,13 @@ pub enum MetadataRecord {
         key: String,
         value: Option<String>,
     },
+    /// New partitions of an existing topic (Kafka's CreatePartitions: more
+    /// `PartitionRecord`s), numbered on from its last one. Added after the
+    /// other variants, so the encoding of those is unchanged.
+    CreatePartitions {
+        topic_id: TopicId,
+        partitions: Vec<PartitionAssignment>,
+    },
 }
 
 /// What one Raft entry carries: records applied all or nothing.

@@ -8,9 +8,98 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
 use super::types::py_repr_str;
+use ottla_broker::cluster::ClusterConfig;
 use ottla_broker::{Broker as Engine, BrokerConfig};
 use ottla_storage::log::Durability;
 use ottla_storage::store::Store;
+
+/// The cluster settings of `ottla.Broker(..., node_id=...)`, checked; `None`
+/// without a node id (a broker alone).
+#[allow(clippy::too_many_arguments)]
+fn cluster_config(
+    node_id: Option<i64>,
+    controller_listen: Option<&str>,
+    voters: Option<&str>,
+    default_replication_factor: i64,
+    min_insync_replicas: i64,
+    replica_lag_time_max_ms: i64,
+    broker_heartbeat_interval_ms: i64,
+    broker_session_timeout_ms: i64,
+    election_timeout_ms: i64,
+) -> PyResult<Option<ClusterConfig>> {
+    let Some(node_id) = node_id else {
+        if controller_listen.is_some() || voters.is_some() {
+            return Err(PyValueError::new_err(
+                "controller_listen and controller_quorum_voters need a node_id",
+            ));
+        }
+        return Ok(None);
+    };
+    let (Some(listen), Some(voters)) = (controller_listen, voters) else {
+        return Err(PyValueError::new_err(
+            "a node_id needs controller_listen and controller_quorum_voters",
+        ));
+    };
+    let node_id = i32::try_from(node_id)
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!("node_id must be 0 or more, got {node_id}"))
+        })?;
+    let voters = ottla_broker::cluster::parse_voters(voters).map_err(|e| {
+        PyValueError::new_err(format!(
+            "controller_quorum_voters must be ID@HOST:PORT,...: {e}"
+        ))
+    })?;
+    let in_range = |name: &str, v: i64, min: i64, max: i64| -> PyResult<i64> {
+        if (min..=max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(PyValueError::new_err(format!(
+                "{name} must be between {min} and {max}, got {v}"
+            )))
+        }
+    };
+    let mut c = ClusterConfig::new(node_id, listen, voters);
+    c.default_replication_factor = in_range(
+        "default_replication_factor",
+        default_replication_factor,
+        1,
+        32767,
+    )? as i16;
+    c.min_insync_replicas = in_range(
+        "min_insync_replicas",
+        min_insync_replicas,
+        1,
+        i32::MAX as i64,
+    )? as i32;
+    c.replica_lag_time_max_ms = in_range(
+        "replica_lag_time_max_ms",
+        replica_lag_time_max_ms,
+        1,
+        i32::MAX as i64,
+    )? as u64;
+    c.broker_heartbeat_interval_ms = in_range(
+        "broker_heartbeat_interval_ms",
+        broker_heartbeat_interval_ms,
+        1,
+        i32::MAX as i64,
+    )? as u64;
+    c.broker_session_timeout_ms = in_range(
+        "broker_session_timeout_ms",
+        broker_session_timeout_ms,
+        1,
+        i32::MAX as i64,
+    )? as u64;
+    c.election_timeout_ms = in_range(
+        "controller_quorum_election_timeout_ms",
+        election_timeout_ms,
+        50,
+        i32::MAX as i64,
+    )? as u64;
+    c.check().map_err(PyValueError::new_err)?;
+    Ok(Some(c))
+}
 
 /// A Kafka wire-protocol broker serving a data directory.
 ///
@@ -28,6 +117,7 @@ pub struct Broker {
     host: String,
     port: u16,
     path: String,
+    node_id: Option<i32>,
 }
 
 #[pymethods]
@@ -40,7 +130,12 @@ impl Broker {
                         max_connections=None, max_connections_per_ip=None,
                         max_open_files=None, group_initial_rebalance_delay_ms=0,
                         group_consumer_heartbeat_interval_ms=1000,
-                        group_consumer_session_timeout_ms=45000, broker_rack=None))]
+                        group_consumer_session_timeout_ms=45000, broker_rack=None,
+                        advertised_listener=None, node_id=None, controller_listen=None,
+                        controller_quorum_voters=None, default_replication_factor=1,
+                        min_insync_replicas=1, replica_lag_time_max_ms=10000,
+                        broker_heartbeat_interval_ms=200, broker_session_timeout_ms=1000,
+                        controller_quorum_election_timeout_ms=250))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -61,6 +156,16 @@ impl Broker {
         group_consumer_heartbeat_interval_ms: i64,
         group_consumer_session_timeout_ms: i64,
         broker_rack: Option<String>,
+        advertised_listener: Option<&str>,
+        node_id: Option<i64>,
+        controller_listen: Option<&str>,
+        controller_quorum_voters: Option<&str>,
+        default_replication_factor: i64,
+        min_insync_replicas: i64,
+        replica_lag_time_max_ms: i64,
+        broker_heartbeat_interval_ms: i64,
+        broker_session_timeout_ms: i64,
+        controller_quorum_election_timeout_ms: i64,
     ) -> PyResult<Self> {
         // Kafka's `broker.rack`: a rack name, not empty.
         if broker_rack.as_deref().is_some_and(|r| r.trim().is_empty()) {
@@ -68,6 +173,31 @@ impl Broker {
                 "broker_rack must be a rack name or None, got an empty string",
             ));
         }
+        let advertised_listener = advertised_listener
+            .map(|a| {
+                a.rsplit_once(':')
+                    .and_then(|(h, p)| {
+                        let h = h.trim_start_matches('[').trim_end_matches(']');
+                        Some((h.to_string(), p.parse::<u16>().ok()?)).filter(|(h, _)| !h.is_empty())
+                    })
+                    .ok_or_else(|| {
+                        PyValueError::new_err(format!(
+                            "advertised_listener must be HOST:PORT, got {a:?}"
+                        ))
+                    })
+            })
+            .transpose()?;
+        let cluster = cluster_config(
+            node_id,
+            controller_listen,
+            controller_quorum_voters,
+            default_replication_factor,
+            min_insync_replicas,
+            replica_lag_time_max_ms,
+            broker_heartbeat_interval_ms,
+            broker_session_timeout_ms,
+            controller_quorum_election_timeout_ms,
+        )?;
         let positive = |name: &str, v: Option<i64>| -> PyResult<Option<usize>> {
             match v {
                 None => Ok(None),
@@ -154,9 +284,12 @@ impl Broker {
             group_consumer_heartbeat_interval_ms: group_consumer_heartbeat_interval_ms as u64,
             group_consumer_session_timeout_ms: group_consumer_session_timeout_ms as u64,
             broker_rack,
+            advertised_listener,
+            cluster,
             ..Default::default()
         };
         let interval = fsync == "interval";
+        let node_id = config.cluster.as_ref().map(|c| c.node_id);
         let engine = py
             .detach(|| -> ottla_storage::Result<Engine> {
                 // Before the store opens anything.
@@ -185,6 +318,7 @@ impl Broker {
             stopping: std::sync::Arc::new(Mutex::new(Some(stopping))),
             host: addr.ip().to_string(),
             port: addr.port(),
+            node_id,
             path: std::path::absolute(&path)
                 .unwrap_or(path)
                 .display()
@@ -211,6 +345,12 @@ impl Broker {
     #[getter]
     fn path(&self) -> &str {
         &self.path
+    }
+
+    /// This node's id in a cluster (``node_id=``), or None for a broker alone.
+    #[getter]
+    fn node_id(&self) -> Option<i32> {
+        self.node_id
     }
 
     #[getter]

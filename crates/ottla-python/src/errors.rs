@@ -156,7 +156,9 @@ pub fn to_pyerr(e: &Error) -> PyErr {
         Error::Io { .. } => StorageError::new_err(msg),
         Error::GroupCoordinatedByBroker { .. } => GroupMemberConflictError::new_err(msg),
         Error::GroupNotEmpty(_) => GroupNotEmptyError::new_err(msg),
-        Error::IllegalState(_) => IllegalStateError::new_err(msg),
+        Error::IllegalState(_) | Error::UnexpectedAppendOffset { .. } => {
+            IllegalStateError::new_err(msg)
+        }
         Error::Timeout(_) => OttlaTimeoutError::new_err(msg),
         Error::Closed(_) => ClosedError::new_err(msg),
     }

@@ -84,6 +84,19 @@ pub enum Error {
     #[error("{0}")]
     IllegalState(String),
 
+    /// A follower's append (`PartitionLog::append_as_follower`) whose
+    /// batches do not start at the log end (Kafka's
+    /// `UnexpectedAppendOffsetException`).
+    #[error(
+        "batches for {topic}-{partition} start at offset {first}, but the log ends at {expected}"
+    )]
+    UnexpectedAppendOffset {
+        topic: String,
+        partition: u32,
+        expected: i64,
+        first: i64,
+    },
+
     #[error("timed out after {0} ms")]
     Timeout(u64),
 

@@ -255,6 +255,18 @@ impl Store {
         partitions: u32,
         config: &[(String, String)],
     ) -> Result<Topic> {
+        self.create_topic_with_id(name, partitions, config, TopicId::random()?)
+    }
+
+    /// [`Store::create_topic`] with the topic id given: a replica of a
+    /// cluster's topic takes the id the cluster gave it (issue 14).
+    pub fn create_topic_with_id(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: &[(String, String)],
+        id: TopicId,
+    ) -> Result<Topic> {
         validate_topic_name(name)?;
         if partitions == 0 {
             return Err(Error::InvalidPartitions(
@@ -275,7 +287,7 @@ impl Store {
         let cfg = TopicConfig::from_overrides(named.iter().map(|(k, v)| (k.as_str(), *v)))?;
         crate::topic::check_config(name, &cfg)?;
         let meta = TopicMeta {
-            id: Some(TopicId::random()?),
+            id: Some(id),
             partitions,
             overrides: cfg.overrides.clone(),
         };

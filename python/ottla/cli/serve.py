@@ -28,6 +28,12 @@ examples:
   ottla serve --data ./ottla-data
   ottla serve --data ./ottla-data --listen 127.0.0.1:0 --num-partitions 3
   ottla serve --listen 0.0.0.0:9092 --no-auto-create-topics
+
+a three-node cluster on one machine (one line per node; see the README):
+  ottla serve ./n1 --node-id 1 --listen 127.0.0.1:9092 \\
+      --controller-listen 127.0.0.1:9192 \\
+      --controller-quorum-voters 1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194 \\
+      --default-replication-factor 3 --min-insync-replicas 2
 """
 
 
@@ -40,6 +46,9 @@ def add_parser(sub: Any) -> None:
         description="Run a Kafka-protocol broker over a data directory.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "dir", nargs="?", default=None, metavar="DIR", help="data directory (same as --data)"
     )
     p.add_argument(
         "--data", "-d", metavar="DIR", help="data directory (default: $OTTLA_DATA or ./ottla-data)"
@@ -159,7 +168,73 @@ def add_parser(sub: Any) -> None:
         "and matched against consumers' client.rack by the consumer-protocol assignors "
         "(default: none)",
     )
+    p.add_argument(
+        "--advertised-listener",
+        default=None,
+        metavar="HOST:PORT",
+        help="the address clients are told to connect to (advertised.listeners; "
+        "default: the --listen address)",
+    )
+    cluster = p.add_argument_group(
+        "cluster", "a node of a replicated cluster (docs/design/replication.md)"
+    )
+    cluster.add_argument(
+        "--node-id", type=int, default=None, metavar="N", help="this node's id (node.id)"
+    )
+    cluster.add_argument(
+        "--controller-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="the controller listener: the metadata quorum and the brokers' requests to it",
+    )
+    cluster.add_argument(
+        "--controller-quorum-voters",
+        default=None,
+        metavar="ID@HOST:PORT,...",
+        help="the metadata quorum's voters (controller.quorum.voters); a node id not among "
+        "them is a broker-only node",
+    )
+    for flag, default, what in _CLUSTER_INTS:
+        cluster.add_argument(
+            flag, type=int, default=default, metavar="N", help=f"{what} (default {default})"
+        )
     p.set_defaults(func=cmd_serve)
+
+
+# The cluster's integer settings: (flag, default, help).
+_CLUSTER_INTS = (
+    (
+        "--default-replication-factor",
+        1,
+        "replicas of topics created without a replication factor (default.replication.factor)",
+    ),
+    (
+        "--min-insync-replicas",
+        1,
+        "min.insync.replicas of topics created without one",
+    ),
+    (
+        "--replica-lag-time-max-ms",
+        10000,
+        "a follower this far behind leaves the in-sync set (replica.lag.time.max.ms)",
+    ),
+    (
+        "--broker-heartbeat-interval-ms",
+        200,
+        "how often the node heartbeats to the active controller (broker.heartbeat.interval.ms)",
+    ),
+    (
+        "--broker-session-timeout-ms",
+        1000,
+        "a node silent this long is fenced and its leaderships move (broker.session.timeout.ms)",
+    ),
+    (
+        "--controller-quorum-election-timeout-ms",
+        250,
+        "a voter hearing no active controller for this to twice this starts an election "
+        "(controller.quorum.election.timeout.ms)",
+    ),
+)
 
 
 class ServeOptions:
@@ -167,6 +242,7 @@ class ServeOptions:
 
     def __init__(self) -> None:
         self.data: str | None = None
+        self.dir: str | None = None  # the positional DIR (``data`` wins)
         self.listen: tuple[str, int] = ("127.0.0.1", 9092)
         self.no_auto_create_topics = False
         self.num_partitions = 1
@@ -182,12 +258,24 @@ class ServeOptions:
         self.group_consumer_heartbeat_interval_ms = 1000
         self.group_consumer_session_timeout_ms = 45000
         self.broker_rack: str | None = None
+        self.advertised_listener: str | None = None
+        self.node_id: int | None = None
+        self.controller_listen: str | None = None
+        self.controller_quorum_voters: str | None = None
+        self.default_replication_factor = 1
+        self.min_insync_replicas = 1
+        self.replica_lag_time_max_ms = 10000
+        self.broker_heartbeat_interval_ms = 200
+        self.broker_session_timeout_ms = 1000
+        self.controller_quorum_election_timeout_ms = 250
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> ServeOptions:
         o = cls()
         for name in vars(o):
             setattr(o, name, getattr(ns, name))
+        if o.data is None:
+            o.data = o.dir
         return o
 
 
@@ -203,6 +291,18 @@ _INT_OPTIONS = {
     "--group-initial-rebalance-delay-ms": "group_initial_rebalance_delay_ms",
     "--group-consumer-heartbeat-interval-ms": "group_consumer_heartbeat_interval_ms",
     "--group-consumer-session-timeout-ms": "group_consumer_session_timeout_ms",
+    "--node-id": "node_id",
+    "--default-replication-factor": "default_replication_factor",
+    "--min-insync-replicas": "min_insync_replicas",
+    "--replica-lag-time-max-ms": "replica_lag_time_max_ms",
+    "--broker-heartbeat-interval-ms": "broker_heartbeat_interval_ms",
+    "--broker-session-timeout-ms": "broker_session_timeout_ms",
+    "--controller-quorum-election-timeout-ms": "controller_quorum_election_timeout_ms",
+}
+_STR_OPTIONS = {
+    "--advertised-listener": "advertised_listener",
+    "--controller-listen": "controller_listen",
+    "--controller-quorum-voters": "controller_quorum_voters",
 }
 _FSYNC = ("never", "interval", "always")
 
@@ -220,6 +320,12 @@ def parse_fast(words: list[str]) -> ServeOptions | None:
         i += 1
         if word == "--no-auto-create-topics":
             o.no_auto_create_topics = True
+            continue
+        if not word.startswith("-") and o.dir is None:
+            # The positional DIR: the directory unless --data names one.
+            o.dir = word
+            if o.data is None:
+                o.data = word
             continue
         name, eq, value = word.partition("=")
         if eq:
@@ -245,6 +351,8 @@ def parse_fast(words: list[str]) -> ServeOptions | None:
             o.fsync = value
         elif name == "--broker-rack":
             o.broker_rack = value
+        elif name in _STR_OPTIONS:
+            setattr(o, _STR_OPTIONS[name], value)
         elif name in _INT_OPTIONS:
             try:
                 setattr(o, _INT_OPTIONS[name], int(value))
@@ -308,6 +416,14 @@ def serve(args: ServeOptions) -> int:
         raise UsageError("--broker-rack must name a rack")
     if not 0 <= args.group_initial_rebalance_delay_ms <= 2**31 - 1:
         raise UsageError("--group-initial-rebalance-delay-ms must be between 0 and 2147483647")
+    if args.node_id is not None and (
+        args.controller_listen is None or args.controller_quorum_voters is None
+    ):
+        raise UsageError("--node-id needs --controller-listen and --controller-quorum-voters")
+    if args.node_id is None and (
+        args.controller_listen is not None or args.controller_quorum_voters is not None
+    ):
+        raise UsageError("--controller-listen and --controller-quorum-voters need --node-id")
     broker_cls: Any = getattr(ottla, "Broker", None)
     if broker_cls is None:
         raise CliError(
@@ -334,6 +450,16 @@ def serve(args: ServeOptions) -> int:
             group_consumer_heartbeat_interval_ms=args.group_consumer_heartbeat_interval_ms,
             group_consumer_session_timeout_ms=args.group_consumer_session_timeout_ms,
             broker_rack=args.broker_rack,
+            advertised_listener=args.advertised_listener,
+            node_id=args.node_id,
+            controller_listen=args.controller_listen,
+            controller_quorum_voters=args.controller_quorum_voters,
+            default_replication_factor=args.default_replication_factor,
+            min_insync_replicas=args.min_insync_replicas,
+            replica_lag_time_max_ms=args.replica_lag_time_max_ms,
+            broker_heartbeat_interval_ms=args.broker_heartbeat_interval_ms,
+            broker_session_timeout_ms=args.broker_session_timeout_ms,
+            controller_quorum_election_timeout_ms=args.controller_quorum_election_timeout_ms,
         )
     except OSError as e:
         raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None

@@ -87,13 +87,30 @@ pub async fn describe(
         }
     }
     r.cluster_id = s(CLUSTER_ID);
-    r.controller_id = BrokerId(NODE_ID);
-    let mut b = DescribeClusterBroker::default();
-    b.broker_id = BrokerId(NODE_ID);
-    b.host = s(&shared.advertised_host);
-    b.port = i32::from(shared.advertised_port);
-    b.rack = shared.config.broker_rack.as_deref().map(s);
-    r.brokers = vec![b];
+    if let Some(node) = &shared.cluster {
+        // A cluster: the unfenced brokers of the image, the active controller.
+        r.controller_id = BrokerId(node.controller_id().unwrap_or(-1));
+        let image = node.image();
+        r.brokers = crate::cluster::assignments::live_brokers(&image)
+            .into_iter()
+            .map(|(id, host, port, rack)| {
+                let mut b = DescribeClusterBroker::default();
+                b.broker_id = BrokerId(id);
+                b.host = s(&host);
+                b.port = i32::from(port);
+                b.rack = rack.as_deref().map(s);
+                b
+            })
+            .collect();
+    } else {
+        r.controller_id = BrokerId(NODE_ID);
+        let mut b = DescribeClusterBroker::default();
+        b.broker_id = BrokerId(NODE_ID);
+        b.host = s(&shared.advertised_host);
+        b.port = i32::from(shared.advertised_port);
+        b.rack = shared.config.broker_rack.as_deref().map(s);
+        r.brokers = vec![b];
+    }
     r.cluster_authorized_operations = if req.include_cluster_authorized_operations {
         CLUSTER_OPERATIONS
     } else {

@@ -30,8 +30,14 @@
 //! when given (not -1), must be the partition's: a lower one is
 //! FENCED_LEADER_EPOCH, a higher one UNKNOWN_LEADER_EPOCH, and the client
 //! refreshes its metadata (v16+ answers a fenced one with the current
-//! leader and its endpoint, KIP-951, so it need not). From v12 a fetcher
-//! may say which epoch it last fetched in (`last_fetched_epoch`, a
+//! leader and its endpoint, KIP-951, so it need not; in a cluster, also
+//! NOT_LEADER_OR_FOLLOWER, naming the leader this broker was assigned).
+//!
+//! A follower's Fetch (`replica_id`, in `replica_state` from v15) reads up
+//! to the log end and records the follower's position on the leader (see
+//! `replica::cluster`); a consumer's reads up to the high watermark.
+//!
+//! From v12 a fetcher may say which epoch it last fetched in (`last_fetched_epoch`, a
 //! follower's; consumers send -1): if that epoch ends below the fetch
 //! offset here, or is not known here, the answer is the diverging epoch
 //! and its end offset instead of records, as Kafka's
@@ -61,6 +67,13 @@ pub async fn handle(
     v: i16,
 ) -> FetchResponse {
     let max_bytes = (req.max_bytes.max(0) as usize).min(shared.config.fetch_max_bytes);
+    // A follower names itself (its broker id; -1 for a consumer): v15 moved
+    // it into `replica_state` (KIP-903).
+    let replica = if v >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
     // Each topic's name: the request's before v13, found by id after.
     let names: Vec<Option<String>> = req
         .topics
@@ -76,13 +89,14 @@ pub async fn handle(
     shared
         .replicas
         .fetch(req.max_wait_ms, req.min_bytes, |looked| {
-            gather(shared, session, looked, &req, v, &names, max_bytes)
+            gather(shared, session, looked, &req, v, &names, max_bytes, replica)
         })
         .await
 }
 
 /// One pass over the requested partitions: (response, bytes, any error);
 /// `looked` gets each partition read, for the long poll to wait on.
+#[allow(clippy::too_many_arguments)]
 fn gather(
     shared: &Shared,
     session: &mut Session,
@@ -91,6 +105,7 @@ fn gather(
     v: i16,
     names: &[Option<String>],
     max_bytes: usize,
+    replica: i32,
 ) -> (FetchResponse, usize, bool) {
     let mut resp = FetchResponse::default();
     let mut total = 0usize;
@@ -98,6 +113,9 @@ fn gather(
     // A partition answered FENCED_LEADER_EPOCH (v16+): the response names
     // the leader's endpoint.
     let mut fenced = false;
+    // Cluster mode, v16+: the leaders named in answers, with their
+    // listeners (KIP-951's node endpoints).
+    let mut leaders: Vec<(i32, std::net::SocketAddr)> = Vec::new();
     // True until a partition returns records: only the response's first
     // batch may exceed the limits.
     let mut min_one = true;
@@ -140,6 +158,7 @@ fn gather(
                     current_epoch,
                     budget,
                     min_one,
+                    replica,
                 ),
                 Ok(None) => ReadResult::error(unknown),
                 Err(e) => ReadResult::error(kafka_code(e)),
@@ -158,7 +177,21 @@ fn gather(
             if read.error != code::NONE {
                 pd.error_code = read.error;
                 errors = true;
-                if read.error == code::FENCED_LEADER_EPOCH && v >= 16 {
+                let moved = read.error == code::FENCED_LEADER_EPOCH
+                    || read.error == code::NOT_LEADER_OR_FOLLOWER;
+                if moved && v >= 16 && shared.replicas.is_cluster() {
+                    // KIP-951 in a cluster: the leader this broker knows.
+                    if let Some((leader, epoch, addr)) =
+                        shared.replicas.current_leader(name, p.partition)
+                    {
+                        pd.current_leader.leader_id = BrokerId(leader);
+                        pd.current_leader.leader_epoch = epoch;
+                        if let Some(a) = addr.filter(|_| !leaders.iter().any(|(l, _)| *l == leader))
+                        {
+                            leaders.push((leader, a));
+                        }
+                    }
+                } else if read.error == code::FENCED_LEADER_EPOCH && v >= 16 {
                     fenced = true;
                     if let Ok(e) = shared.replicas.leader_epochs(name, p.partition, None) {
                         pd.current_leader.leader_id = BrokerId(NODE_ID);
@@ -196,6 +229,13 @@ fn gather(
         n.port = i32::from(shared.advertised_port);
         resp.node_endpoints.push(n);
     }
+    for (leader, addr) in leaders {
+        let mut n = NodeEndpoint::default();
+        n.node_id = BrokerId(leader);
+        n.host = super::s(&addr.ip().to_string());
+        n.port = i32::from(addr.port());
+        resp.node_endpoints.push(n);
+    }
     (resp, total, errors)
 }
 
@@ -228,6 +268,11 @@ fn diverging(
     let (epoch, end) = epochs.end_offset_for(p.last_fetched_epoch);
     if epoch < 0 || end < 0 || p.fetch_offset < epochs.log_start_offset {
         pd.error_code = code::OFFSET_OUT_OF_RANGE;
+        // As the read's out-of-range answer: the log start, and the log
+        // end in the high watermark's field (a follower starts again
+        // from them; only followers send a last fetched epoch).
+        pd.log_start_offset = epochs.log_start_offset;
+        pd.high_watermark = epochs.log_end_offset;
         return Some(pd);
     }
     if epoch >= p.last_fetched_epoch && end >= p.fetch_offset {

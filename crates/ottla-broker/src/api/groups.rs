@@ -28,7 +28,6 @@ use kafka_protocol::messages::{
     LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
 
-use super::metadata::NODE_ID;
 use super::{blocking, s};
 use crate::coordinator::group::{JoinOutcome, JoinRequest, MemberRef, Pending, SyncOutcome};
 use crate::dispatch::Session;
@@ -51,8 +50,12 @@ pub async fn find_coordinator(
     v: i16,
 ) -> FindCoordinatorResponse {
     let mut r = FindCoordinatorResponse::default();
+    let coordinator = shared.group_coordinator();
     let (error, message) = if req.key_type == GROUP_KEY {
-        (code::NONE, None)
+        match &coordinator {
+            Some(_) => (code::NONE, None),
+            None => (code::COORDINATOR_NOT_AVAILABLE, None),
+        }
     } else if req.key_type != TRANSACTION_KEY {
         // Kafka refuses a key type it does not know, and a share key while
         // share groups are off, with INVALID_REQUEST.
@@ -76,10 +79,10 @@ pub async fn find_coordinator(
                 c.key = k.clone();
                 c.error_code = error;
                 c.error_message = message.clone();
-                if error == code::NONE {
-                    c.node_id = BrokerId(NODE_ID);
-                    c.host = s(&shared.advertised_host);
-                    c.port = shared.advertised_port as i32;
+                if let (code::NONE, Some((id, host, port))) = (error, &coordinator) {
+                    c.node_id = BrokerId(*id);
+                    c.host = s(host);
+                    c.port = i32::from(*port);
                 } else {
                     c.node_id = BrokerId(-1);
                     c.port = -1;
@@ -92,10 +95,10 @@ pub async fn find_coordinator(
         if v >= 1 {
             r.error_message = message;
         }
-        if error == code::NONE {
-            r.node_id = BrokerId(NODE_ID);
-            r.host = s(&shared.advertised_host);
-            r.port = shared.advertised_port as i32;
+        if let (code::NONE, Some((id, host, port))) = (error, &coordinator) {
+            r.node_id = BrokerId(*id);
+            r.host = s(host);
+            r.port = i32::from(*port);
         } else {
             r.node_id = BrokerId(-1);
             r.port = -1;

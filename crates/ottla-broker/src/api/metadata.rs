@@ -27,6 +27,7 @@ use kafka_protocol::messages::{
 
 use super::cluster::{CLUSTER_OPERATIONS, TOPIC_OPERATIONS};
 use super::{blocking, s, topic_name};
+use crate::cluster::{assignments, codes, ClusterNode};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::Shared;
@@ -43,6 +44,9 @@ pub async fn handle(
     req: MetadataRequest,
     v: i16,
 ) -> MetadataResponse {
+    if let Some(node) = &shared.cluster {
+        return cluster_metadata(shared, node, req, v).await;
+    }
     let mut r = MetadataResponse::default();
     let mut b = MetadataResponseBroker::default();
     b.node_id = BrokerId(NODE_ID);
@@ -128,6 +132,146 @@ pub async fn handle(
     r
 }
 
+/// Metadata in a cluster, from this node's metadata image: the unfenced
+/// brokers with their advertised listeners, the active controller, and per
+/// partition its leader (LEADER_NOT_AVAILABLE without one), leader epoch,
+/// replicas, in-sync set and offline replicas (on brokers not alive, as
+/// KRaft's metadata cache says). Unknown topics asked for by name are
+/// created through the active controller when auto-creation is on.
+async fn cluster_metadata(
+    shared: &Arc<Shared>,
+    node: &Arc<ClusterNode>,
+    req: MetadataRequest,
+    v: i16,
+) -> MetadataResponse {
+    let mut r = MetadataResponse::default();
+    // A node just started answers once it has caught up with the metadata
+    // (bounded: then from what it has).
+    node.wait_caught_up(std::time::Duration::from_secs(5)).await;
+    let mut image = node.image();
+    let live = assignments::live_brokers(&image);
+    r.brokers = live
+        .iter()
+        .map(|(id, host, port, rack)| {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(*id);
+            b.host = s(host);
+            b.port = i32::from(*port);
+            if v >= 1 {
+                b.rack = rack.as_deref().map(s);
+            }
+            b
+        })
+        .collect();
+    if v >= 2 {
+        r.cluster_id = Some(s(CLUSTER_ID));
+    }
+    if v >= 1 {
+        r.controller_id = BrokerId(node.controller_id().unwrap_or(-1));
+    }
+    if (8..=10).contains(&v) && req.include_cluster_authorized_operations {
+        r.cluster_authorized_operations = CLUSTER_OPERATIONS;
+    }
+    let names: Vec<Result<String, Uuid>> = match &req.topics {
+        Some(t) if !(t.is_empty() && v == 0) => t
+            .iter()
+            .map(|t| match &t.name {
+                Some(n) => Ok(n.as_str().to_string()),
+                None => image
+                    .topics
+                    .get(&ottla_meta::TopicId(*t.topic_id.as_bytes()))
+                    .map(|topic| topic.name.clone())
+                    .ok_or(t.topic_id),
+            })
+            .collect(),
+        _ => image.topic_ids.keys().cloned().map(Ok).collect(),
+    };
+    let auto_create = shared.config.auto_create_topics && (v < 4 || req.allow_auto_topic_creation);
+    for name in names {
+        let mut t = MetadataResponseTopic::default();
+        let name = match name {
+            Ok(name) => name,
+            Err(id) => {
+                t.error_code = code::UNKNOWN_TOPIC_ID;
+                t.name = None;
+                t.topic_id = id;
+                r.topics.push(t);
+                continue;
+            }
+        };
+        t.name = Some(topic_name(&name));
+        if v >= 1 {
+            t.is_internal = is_internal(&name);
+        }
+        if !image.topic_ids.contains_key(&name) {
+            let creatable = auto_create
+                && !is_internal(&name)
+                && ottla_storage::topic::validate_topic_name(&name).is_ok();
+            if !creatable {
+                t.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
+                r.topics.push(t);
+                continue;
+            }
+            let partitions = i32::try_from(shared.config.num_partitions).unwrap_or(1);
+            match node
+                .create_topic(&name, partitions, -1, Default::default(), false)
+                .await
+            {
+                // Created, or created meanwhile by another request.
+                Ok(_) => image = node.image(),
+                Err((c, _)) if c == code::TOPIC_ALREADY_EXISTS => image = node.image(),
+                Err((c, _)) => {
+                    t.error_code = c;
+                    r.topics.push(t);
+                    continue;
+                }
+            }
+        }
+        let Some(topic) = image.topic_by_name(&name) else {
+            // Committed, not yet applied here: clients retry on this one.
+            t.error_code = codes::LEADER_NOT_AVAILABLE;
+            r.topics.push(t);
+            continue;
+        };
+        if v >= 10 {
+            t.topic_id = Uuid::from_bytes(topic.topic_id.0);
+        }
+        if v >= 8 && req.include_topic_authorized_operations {
+            t.topic_authorized_operations = TOPIC_OPERATIONS;
+        }
+        let alive = |b: &i32| live.iter().any(|l| l.0 == *b);
+        t.partitions = topic
+            .partitions
+            .iter()
+            .map(|(&index, p)| {
+                let mut part = MetadataResponsePartition::default();
+                part.partition_index = index;
+                part.leader_id = BrokerId(p.leader.unwrap_or(-1));
+                if p.leader.is_none() {
+                    part.error_code = codes::LEADER_NOT_AVAILABLE;
+                }
+                if v >= 7 {
+                    part.leader_epoch = p.leader_epoch;
+                }
+                part.replica_nodes = p.replicas.iter().copied().map(BrokerId).collect();
+                part.isr_nodes = p.isr.iter().copied().map(BrokerId).collect();
+                if v >= 5 {
+                    part.offline_replicas = p
+                        .replicas
+                        .iter()
+                        .filter(|b| !alive(b))
+                        .copied()
+                        .map(BrokerId)
+                        .collect();
+                }
+                part
+            })
+            .collect();
+        r.topics.push(t);
+    }
+    r
+}
+
 /// The name of the topic whose id is `id`, if one has it. `known` is the
 /// connection's map of ids it asked by (`Session::topic_names`), checked
 /// against the store's cached topic on every use (a topic deleted and
@@ -181,12 +325,20 @@ pub async fn describe_topic_partitions(
 ) -> DescribeTopicPartitionsResponse {
     let mut r = DescribeTopicPartitionsResponse::default();
     let store = &shared.store;
+    // In a cluster, topics and partitions are the metadata image's.
+    let image = shared.cluster.as_ref().map(|n| n.image());
     let mut names: Vec<String> = if req.topics.is_empty() {
-        match blocking(|| store.list_topics(false)) {
-            Ok(all) => all,
-            Err(e) => {
-                super::super::errors::warn(&format!("describe topics: cannot list topics: {e}"));
-                Vec::new()
+        if let Some(img) = &image {
+            img.topic_ids.keys().cloned().collect()
+        } else {
+            match blocking(|| store.list_topics(false)) {
+                Ok(all) => all,
+                Err(e) => {
+                    super::super::errors::warn(&format!(
+                        "describe topics: cannot list topics: {e}"
+                    ));
+                    Vec::new()
+                }
             }
         }
     } else {
@@ -226,24 +378,57 @@ pub async fn describe_topic_partitions(
         t.name = Some(topic_name(&name));
         t.is_internal = is_internal(&name);
         let start = std::mem::take(&mut first_partition);
-        match blocking(|| store.topic(&name)) {
-            Ok(Some(topic)) => {
-                t.topic_id = Uuid::from_bytes(topic.id.0);
-                t.topic_authorized_operations = TOPIC_OPERATIONS;
-                let end = topic.partitions.min(start.saturating_add(left));
-                for p in start..end {
+        // (id, partition count, one partition's answer) of the topic.
+        type Describe<'a> = Box<dyn Fn(u32) -> DescribeTopicPartitionsResponsePartition + 'a>;
+        let found: Result<Option<(Uuid, u32, Describe<'_>)>, i16> = match &image {
+            Some(img) => Ok(img.topic_by_name(&name).map(|topic| {
+                let count = u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX);
+                let one: Describe<'_> = Box::new(move |p| {
                     let mut part = DescribeTopicPartitionsResponsePartition::default();
                     part.partition_index = p as i32;
-                    part.leader_id = BrokerId(NODE_ID);
-                    part.leader_epoch = INITIAL_LEADER_EPOCH;
-                    part.replica_nodes = vec![BrokerId(NODE_ID)];
-                    part.isr_nodes = vec![BrokerId(NODE_ID)];
+                    if let Some(state) = topic.partitions.get(&(p as i32)) {
+                        part.leader_id = BrokerId(state.leader.unwrap_or(-1));
+                        if state.leader.is_none() {
+                            part.error_code = codes::LEADER_NOT_AVAILABLE;
+                        }
+                        part.leader_epoch = state.leader_epoch;
+                        part.replica_nodes = state.replicas.iter().copied().map(BrokerId).collect();
+                        part.isr_nodes = state.isr.iter().copied().map(BrokerId).collect();
+                    }
+                    part
+                });
+                (Uuid::from_bytes(topic.topic_id.0), count, one)
+            })),
+            None => match blocking(|| store.topic(&name)) {
+                Ok(Some(topic)) => {
+                    let one: Describe<'_> = Box::new(|p| {
+                        let mut part = DescribeTopicPartitionsResponsePartition::default();
+                        part.partition_index = p as i32;
+                        part.leader_id = BrokerId(NODE_ID);
+                        part.leader_epoch = INITIAL_LEADER_EPOCH;
+                        part.replica_nodes = vec![BrokerId(NODE_ID)];
+                        part.isr_nodes = vec![BrokerId(NODE_ID)];
+                        part
+                    });
+                    Ok(Some((Uuid::from_bytes(topic.id.0), topic.partitions, one)))
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(kafka_code(&e)),
+            },
+        };
+        match found {
+            Ok(Some((id, count, describe))) => {
+                t.topic_id = id;
+                t.topic_authorized_operations = TOPIC_OPERATIONS;
+                let end = count.min(start.saturating_add(left));
+                for p in start..end {
+                    let mut part = describe(p);
                     part.eligible_leader_replicas = Some(Vec::new());
                     part.last_known_elr = Some(Vec::new());
                     t.partitions.push(part);
                 }
                 left -= end.saturating_sub(start);
-                if end < topic.partitions {
+                if end < count {
                     let mut c = Cursor::default();
                     c.topic_name = topic_name(&name);
                     c.partition_index = end as i32;
@@ -253,7 +438,7 @@ pub async fn describe_topic_partitions(
                 }
             }
             Ok(None) => t.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
-            Err(e) => t.error_code = kafka_code(&e),
+            Err(c) => t.error_code = c,
         }
         r.topics.push(t);
         if left == 0 {

@@ -43,10 +43,15 @@ pub async fn handle(
     // `replica::append`'s `owned`).
     let ProduceRequest {
         acks,
+        timeout_ms,
         transactional_id,
         topic_data,
         ..
     } = req;
+    // acks=all in cluster mode: (topic index, partition index, name,
+    // partition, end offset) of each append, answered once replicated.
+    let mut waits: Vec<(usize, usize, String, i32, i64)> = Vec::new();
+    let cluster = shared.replicas.is_cluster();
     let transactional = transactional_id.is_some();
     drop(transactional_id);
     let mut resp = ProduceResponse::default();
@@ -72,7 +77,9 @@ pub async fn handle(
             Some(name) => {
                 // Internal topics are never auto-created here: the engine
                 // creates __consumer_offsets with its own (compacted) config.
-                let auto_create = shared.config.auto_create_topics && !is_internal(name);
+                // In a cluster, topics are created through the controller.
+                let auto_create =
+                    shared.config.auto_create_topics && !is_internal(name) && !cluster;
                 // A known topic is a lookup in memory; only creating one
                 // touches files.
                 match shared.store.topic(name) {
@@ -103,28 +110,26 @@ pub async fn handle(
                 (Ok(Some(_)), _) if txn_refusal != code::NONE => Err(txn_refusal.into()),
                 (Err(e), _) => Err(Refusal::engine(e)),
                 (Ok(None), _) => Err(code::UNKNOWN_TOPIC_ID.into()),
-                // This broker is the only in-sync replica: acks=all cannot
-                // be met when a topic asks for more (Kafka's check, before
-                // the append).
-                (Ok(Some(topic)), _) if acks == -1 && topic.config.min_insync_replicas > 1 => {
-                    Err(Refusal {
-                        code: code::NOT_ENOUGH_REPLICAS,
-                        message: Some(format!(
-                            "The size of the current ISR : 1 is insufficient to satisfy the \
-                             min.isr requirement of {} for partition {name}-{}, live replica(s) \
-                             broker.id are : [{}]",
-                            topic.config.min_insync_replicas,
-                            p.index,
-                            super::metadata::NODE_ID
-                        )),
-                        record_errors: Vec::new(),
-                    })
-                }
-                // Inline on this worker when the log is open (see `append`).
+                // acks=all cannot be met while the ISR is smaller than the
+                // topic asks: Kafka's check, before the append (a single
+                // broker is its partitions' only in-sync replica). Then
+                // inline on this worker when the log is open (see `append`).
                 (Ok(Some(topic)), _) => {
-                    shared
-                        .replicas
-                        .append(&mut session.written, topic, &name, p.index, records)
+                    let enough = if acks == -1 {
+                        shared.replicas.check_enough_replicas(
+                            &name,
+                            p.index,
+                            topic.config.min_insync_replicas,
+                            super::metadata::NODE_ID,
+                        )
+                    } else {
+                        Ok(())
+                    };
+                    enough.and_then(|()| {
+                        shared
+                            .replicas
+                            .append(&mut session.written, topic, &name, p.index, records)
+                    })
                 }
             };
             match outcome {
@@ -132,6 +137,15 @@ pub async fn handle(
                     pr.base_offset = a.base_offset;
                     pr.log_start_offset = a.log_start_offset;
                     pr.log_append_time_ms = a.log_append_time;
+                    if acks == -1 && cluster {
+                        waits.push((
+                            resp.responses.len(),
+                            tr.partition_responses.len(),
+                            name.clone(),
+                            p.index,
+                            a.end_offset,
+                        ));
+                    }
                 }
                 Err(r) => {
                     pr.error_code = r.code;
@@ -152,6 +166,31 @@ pub async fn handle(
             tr.partition_responses.push(pr);
         }
         resp.responses.push(tr);
+    }
+    if !waits.is_empty() {
+        let timeout = std::time::Duration::from_millis(timeout_ms.max(0) as u64);
+        let codes = shared
+            .replicas
+            .wait_for_replication(
+                waits
+                    .iter()
+                    .map(|(_, _, name, p, end)| (name.clone(), *p, *end))
+                    .collect(),
+                timeout,
+            )
+            .await;
+        for ((t, p, ..), c) in waits.iter().zip(codes) {
+            if c != code::NONE {
+                if let Some(pr) = resp
+                    .responses
+                    .get_mut(*t)
+                    .and_then(|tr| tr.partition_responses.get_mut(*p))
+                {
+                    pr.error_code = c;
+                    pr.base_offset = -1;
+                }
+            }
+        }
     }
     (acks != 0).then_some(resp)
 }

@@ -65,7 +65,8 @@ pub async fn create(
             // then the placement.
             check_user_creatable(&name).map_err(engine)?;
             validate_topic_name(&name).map_err(engine)?;
-            if shared.store.topic(&name).map_err(engine)?.is_some() {
+            // In a cluster the controller knows whether it exists.
+            if shared.cluster.is_none() && shared.store.topic(&name).map_err(engine)?.is_some() {
                 return Err(engine(Error::TopicAlreadyExists(name.clone())));
             }
             // Names exact, refusals in Kafka's words (see `configs`).
@@ -73,13 +74,17 @@ pub async fn create(
             super::configs::check_names(config.iter().map(|(k, _)| k.as_str())).map_err(wire)?;
             TopicConfig::from_overrides(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .map_err(wire)?;
-            check_placement(&t)?;
+            if shared.cluster.is_some() {
+                check_cluster_placement(&t)?;
+            } else {
+                check_placement(&t)?;
+            }
             if !(1..=MAX_PARTITIONS).contains(&partitions) {
                 return Err(engine(Error::InvalidPartitions(format!(
                     "partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}"
                 ))));
             }
-            if req.validate_only {
+            if req.validate_only || shared.cluster.is_some() {
                 return Ok(Uuid::nil());
             }
             shared
@@ -88,6 +93,27 @@ pub async fn create(
                 .map(|t| Uuid::from_bytes(t.id.0))
                 .map_err(engine)
         });
+        // In a cluster: placed and committed by the active controller.
+        let outcome = match (outcome, &shared.cluster) {
+            (Ok(_), Some(node)) => {
+                let configs = config.iter().cloned().collect();
+                node.create_topic(
+                    &name,
+                    partitions,
+                    t.replication_factor,
+                    configs,
+                    req.validate_only,
+                )
+                .await
+                .map(|id| if req.validate_only { Uuid::nil() } else { id })
+            }
+            (other, _) => other,
+        };
+        let replication_factor = match &shared.cluster {
+            Some(node) if t.replication_factor == -1 => node.config.default_replication_factor,
+            Some(_) => t.replication_factor,
+            None => 1,
+        };
         match outcome {
             Ok(id) => {
                 if v >= 7 {
@@ -95,7 +121,7 @@ pub async fn create(
                 }
                 if v >= 5 {
                     r.num_partitions = partitions;
-                    r.replication_factor = 1;
+                    r.replication_factor = replication_factor;
                     let effective = TopicConfig::from_overrides(
                         config.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                     )
@@ -200,6 +226,31 @@ fn check_placement(t: &CreatableTopic) -> Result<(), (i16, String)> {
     Ok(())
 }
 
+/// A topic's placement request in a cluster: the active controller places
+/// the replicas (Kafka's checks of the factor, then `assign_replicas`);
+/// manual assignments are not taken yet.
+fn check_cluster_placement(t: &CreatableTopic) -> Result<(), (i16, String)> {
+    if !t.assignments.is_empty() {
+        return Err((
+            code::INVALID_REQUEST,
+            "Manual replica assignments are not supported by ottla clusters yet.".into(),
+        ));
+    }
+    if t.replication_factor == 0 || t.replication_factor < -1 {
+        return Err((
+            code::INVALID_REPLICATION_FACTOR,
+            "Replication factor must be larger than 0, or -1 to use the default value.".into(),
+        ));
+    }
+    if t.num_partitions == 0 || t.num_partitions < -1 {
+        return Err((
+            code::INVALID_PARTITIONS,
+            "Number of partitions was set to an invalid non-positive value.".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// One partition's replicas in a manual assignment, as Kafka's
 /// `validateManualPartitionAssignment` checks them; with this broker
 /// (id 0) the only one registered, a valid list is `[0]`, so every
@@ -290,6 +341,26 @@ pub async fn delete(
                 r.topic_id = Uuid::from_bytes(t.id.0);
             }
         }
+        if let Some(node) = &shared.cluster {
+            // Deleted by the active controller; every broker deletes its
+            // replicas when its image drops the topic.
+            match node.delete_topic(&name).await {
+                Ok(id) => {
+                    if v >= 6 {
+                        r.topic_id = id;
+                    }
+                    shared.replicas.forget_topic(&name);
+                }
+                Err((c, message)) => {
+                    r.error_code = c;
+                    if v >= 5 {
+                        r.error_message = Some(s(&message));
+                    }
+                }
+            }
+            resp.responses.push(r);
+            continue;
+        }
         // Internal topics are refused by the store, for every door.
         let deleted = blocking(|| shared.store.delete_topic(&name));
         match deleted {
@@ -316,6 +387,31 @@ pub async fn create_partitions(
     for t in req.topics {
         let mut r = CreatePartitionsTopicResult::default();
         r.name = t.name.clone();
+        if let Some(node) = &shared.cluster {
+            let outcome = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+                Err((
+                    code::INVALID_REQUEST,
+                    "Manual replica assignments are not supported by ottla clusters yet.".into(),
+                ))
+            } else if !(1..=MAX_PARTITIONS).contains(&t.count) {
+                Err((
+                    code::INVALID_PARTITIONS,
+                    format!(
+                        "partition count must be between 1 and {MAX_PARTITIONS}, got {}",
+                        t.count
+                    ),
+                ))
+            } else {
+                node.add_partitions(t.name.as_str(), t.count, req.validate_only)
+                    .await
+            };
+            if let Err((c, message)) = outcome {
+                r.error_code = c;
+                r.error_message = Some(s(&message));
+            }
+            resp.results.push(r);
+            continue;
+        }
         let engine = |e: Error| (kafka_code(&e), e.to_string());
         let outcome = blocking(|| -> Result<(), (i16, String)> {
             if !(1..=MAX_PARTITIONS).contains(&t.count) {

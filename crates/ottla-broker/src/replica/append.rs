@@ -36,6 +36,9 @@ pub type Written = HashSet<(String, i32)>;
 pub struct Appended {
     /// The first batch's base offset (a retried batch's original offset).
     pub base_offset: i64,
+    /// One past the last offset the request's batches hold (acks=all waits
+    /// for the high watermark to reach it).
+    pub end_offset: i64,
     pub log_start_offset: i64,
     /// The broker's append time under `message.timestamp.type=LogAppendTime`,
     /// -1 otherwise (Produce's `log_append_time_ms`).
@@ -84,6 +87,13 @@ impl ReplicaManager {
         let data = data.filter(|d| !d.is_empty()).ok_or(code::INVALID_RECORD)?;
         if partition < 0 || partition as u32 >= topic.partitions {
             return Err(code::UNKNOWN_TOPIC_OR_PARTITION.into());
+        }
+        // Cluster mode: only the leader appends.
+        let led = self.leader_partition(&topic.name, partition)?;
+        // Held to the end of the append: a change of role waits for it.
+        let _leading = led.as_ref().map(|p| p.leadership.read());
+        if led.as_ref().is_some_and(|p| p.is_retired()) {
+            return Err(code::NOT_LEADER_OR_FOLLOWER.into());
         }
         let log = self
             .store
@@ -134,8 +144,10 @@ impl ReplicaManager {
         }
         if keep.is_empty() {
             let (start, _) = log.offsets().map_err(|e| Refusal::engine(&e))?;
+            let end = log.log_end_offset().map_err(|e| Refusal::engine(&e))?;
             return Ok(Appended {
                 base_offset: first_dup.unwrap_or(-1),
+                end_offset: end,
                 log_start_offset: start,
                 log_append_time,
             });
@@ -165,8 +177,13 @@ impl ReplicaManager {
             producers.record(seq, next);
             next += seq.count as i64;
         }
+        drop(producers);
+        if let Some(p) = &led {
+            self.after_leader_append(p);
+        }
         Ok(Appended {
             base_offset: first_dup.unwrap_or(info.base_offset),
+            end_offset: info.last_offset + 1,
             log_start_offset: info.log_start_offset,
             log_append_time,
         })

@@ -130,6 +130,14 @@ impl ProducerTable {
             .then_some(slot.producers)
     }
 
+    /// Forget one partition's producers (its log was truncated): the next
+    /// use rebuilds them from the log.
+    pub fn forget_partition(&self, topic: &str, partition: u32) {
+        self.partitions
+            .lock()
+            .remove(&(topic.to_string(), partition));
+    }
+
     /// Forget a deleted topic's producers.
     pub fn forget_topic(&self, topic: &str) {
         self.partitions.lock().retain(|(t, _), _| t != topic);

@@ -14,16 +14,29 @@
 //! markers      transaction markers appended for the coordinator
 //! lso          the last stable offset and read_committed reads
 //! wake         parked fetches woken per partition, from the directory beacon
+//! cluster      cluster mode (issue 14): assignments from the control plane,
+//!              leadership checks, followers' fetches on the leader, acks=all
+//! partition_state  one partition's role, ISR, follower positions, high
+//!              watermark; the interface types the control plane uses
+//! isr          the ISR's shrink, expand and high-watermark rules (pure)
+//! fetcher      the follower's fetcher: one task per leader, truncation first
 //! ```
 //!
-//! This broker is its partitions' only replica, so the high watermark is
-//! the log end. Replication would add followers, the ISR and acks=all
-//! waiting here, without the handlers changing.
+//! Without cluster mode (`enable_cluster`) this broker is its partitions'
+//! only replica, so the high watermark is the log end, as before. In
+//! cluster mode each partition is led or followed as the controller's
+//! assignments say (`cluster`): Produce, Fetch, ListOffsets,
+//! OffsetForLeaderEpoch and DeleteRecords for a partition this broker does
+//! not lead answer NOT_LEADER_OR_FOLLOWER.
 
 mod append;
+pub mod cluster;
+pub mod fetcher;
 pub mod idempotence;
+pub mod isr;
 pub mod lso;
 mod markers;
+pub mod partition_state;
 mod read;
 pub mod validate;
 pub mod wake;
@@ -31,7 +44,14 @@ pub mod wake;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod replication_tests;
+
 pub use append::{Appended, Written};
+pub use partition_state::{
+    AlterPartitionFuture, BrokerId, ClusterLink, IsrChannel, PartitionAssignment, PeerDirectory,
+    Role, DEFAULT_REPLICA_LAG_TIME_MAX_MS,
+};
 pub use read::{Cursors, ReadResult};
 pub use wake::Looked;
 
@@ -66,7 +86,9 @@ const MAX_TIMESTAMP: i64 = -3;
 pub struct ReplicaManager {
     store: Arc<Store>,
     durability: Durability,
-    producers: ProducerTable,
+    /// Shared with the fetchers: a follower keeps the producer state of
+    /// what it copies, so a new leader de-duplicates retries.
+    producers: Arc<ProducerTable>,
     /// Parked fetches by the partitions they wait on; the waker watches the
     /// beacon only while there are some.
     watches: Arc<wake::Watches>,
@@ -74,6 +96,10 @@ pub struct ReplicaManager {
     fetch_passes: AtomicU64,
     /// Turns true when the broker stops: long polls answer at once.
     stopping: watch::Receiver<bool>,
+    /// The broker's runtime: fetchers and the ISR timer run on it.
+    runtime: tokio::runtime::Handle,
+    /// Cluster mode's state (`enable_cluster`); None: a single node.
+    cluster: parking_lot::RwLock<Option<Arc<cluster::Cluster>>>,
 }
 
 impl ReplicaManager {
@@ -84,16 +110,19 @@ impl ReplicaManager {
         store: Arc<Store>,
         durability: Durability,
         stopping: watch::Receiver<bool>,
+        runtime: tokio::runtime::Handle,
     ) -> (ReplicaManager, wake::Waker) {
         let watches = Arc::new(wake::Watches::default());
         let waker = wake::Waker::start(store.beacon().clone(), watches.clone());
         let replicas = ReplicaManager {
             store,
             durability,
-            producers: ProducerTable::default(),
+            producers: Arc::new(ProducerTable::default()),
             watches,
             fetch_passes: AtomicU64::new(0),
             stopping,
+            runtime,
+            cluster: parking_lot::RwLock::new(None),
         };
         (replicas, waker)
     }
@@ -108,6 +137,13 @@ impl ReplicaManager {
     ) -> Result<Arc<PartitionLog>, i16> {
         if partition < 0 {
             return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+        }
+        if let Some(p) = self.leader_partition(topic, partition)? {
+            let fenced = check_leader_epoch(p.log.leader_epoch(), current_leader_epoch);
+            if fenced != code::NONE {
+                return Err(fenced);
+            }
+            return Ok(p.log.clone());
         }
         let log = self
             .store
@@ -180,13 +216,7 @@ impl ReplicaManager {
     /// call (Kafka's low watermark).
     pub fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, i16> {
         crate::blocking(|| -> Result<i64, i16> {
-            if partition < 0 {
-                return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
-            }
-            let log = self
-                .store
-                .partition_by_name(topic, partition as u32)
-                .map_err(|e| kafka_code(&e))?;
+            let log = self.epoch_checked_log(topic, partition, None)?;
             log.delete_records(offset).map_err(|e| kafka_code(&e))
         })
     }

@@ -3,7 +3,7 @@
 //! (Kafka's delayed fetch).
 //!
 //! `PartitionLog::read` preads whole batches from the segment (checking each
-//! CRC) up to the high watermark; the bytes go to the response as they are,
+//! CRC) up to the high watermark (a follower's fetch: the log end); the bytes go to the response as they are,
 //! compressed or not, with the producer's CRC. Nothing is decoded or
 //! re-encoded. With too little data, `fetch` parks on the partitions it
 //! read, each with the end it saw, and sleeps until one of them grows (an
@@ -97,6 +97,12 @@ impl ReplicaManager {
     /// it, such a batch means no records, only the offsets. A
     /// `current_leader_epoch` other than the partition's is refused first
     /// (see `check_leader_epoch`).
+    ///
+    /// In cluster mode only the leader answers (NOT_LEADER_OR_FOLLOWER
+    /// otherwise). A consumer (`replica` -1) reads up to the high
+    /// watermark; a follower (`replica` its broker id, one of the
+    /// partition's replicas) reads up to the log end, and its fetch offset
+    /// is recorded as its log end offset first (see `cluster`).
     #[allow(clippy::too_many_arguments)]
     pub fn read(
         &self,
@@ -109,7 +115,23 @@ impl ReplicaManager {
         current_leader_epoch: Option<i32>,
         budget: usize,
         min_one: bool,
+        replica: i32,
     ) -> ReadResult {
+        let led = match self.leader_partition(name, partition) {
+            Ok(p) => p,
+            Err(c) => return ReadResult::error(c),
+        };
+        let follower = match (&led, replica >= 0) {
+            (Some(p), true) => {
+                if let Err(c) = self.on_follower_fetch(p, replica, offset) {
+                    return ReadResult::error(c);
+                }
+                true
+            }
+            // Outside cluster mode a replica id has no meaning: read as a
+            // consumer (as before).
+            _ => false,
+        };
         let log = if partition >= 0 {
             self.store
                 .partition(topic, partition as u32)
@@ -132,11 +154,25 @@ impl ReplicaManager {
             *owner = Arc::downgrade(&log);
             *cursor = None;
         }
+        // A follower waits for appends (its log end), a consumer for the
+        // high watermark; the end is read before the look, so an append in
+        // between wakes the fetch at once.
+        let log_end = if follower {
+            match log.log_end_offset() {
+                Ok(e) => Some(e),
+                Err(e) => return ReadResult::error(kafka_code(&e)),
+            }
+        } else {
+            None
+        };
         if budget == 0 && !min_one {
             // Over the response limit: report watermarks only.
             return match log.offsets() {
                 Ok((start, end)) => {
-                    looked.saw(log, end);
+                    match log_end {
+                        Some(leo) => looked.saw_log_end(log, leo),
+                        None => looked.saw(log, end),
+                    }
                     ReadResult {
                         error: code::NONE,
                         offsets: Some((start, end)),
@@ -147,10 +183,17 @@ impl ReplicaManager {
             };
         }
         let before = *cursor;
-        let read = log.read(offset, budget, cursor, true);
+        let read = if follower {
+            log.read_to_log_end(offset, budget, cursor, true)
+        } else {
+            log.read(offset, budget, cursor, true)
+        };
         if let Ok(f) = &read {
             // What a parked fetch waits to move (see `wake`).
-            looked.saw(log, f.high_watermark);
+            match log_end {
+                Some(leo) => looked.saw_log_end(log, leo),
+                None => looked.saw(log, f.high_watermark),
+            }
         }
         match read {
             // The log returns more than `budget` only when its first batch

@@ -47,15 +47,22 @@ use tokio::sync::Notify;
 use ottla_storage::beacon::Beacon;
 use ottla_storage::log::PartitionLog;
 
-/// The partitions a Fetch looked at, each with the end its look saw: what
-/// it waits to move.
+/// The partitions a Fetch looked at, each with the end its look saw (and
+/// which end: the high watermark, or the log end for a follower's fetch):
+/// what it waits to move.
 #[derive(Default)]
-pub struct Looked(Vec<(Arc<PartitionLog>, i64)>);
+pub struct Looked(Vec<(Arc<PartitionLog>, i64, bool)>);
 
 impl Looked {
-    /// `log` was read up to its end `end`.
+    /// `log` was read up to its high watermark `end`.
     pub fn saw(&mut self, log: Arc<PartitionLog>, end: i64) {
-        self.0.push((log, end));
+        self.0.push((log, end, false));
+    }
+
+    /// `log` was read up to its log end `end` (a follower's fetch, which
+    /// waits for appends, not for the high watermark).
+    pub fn saw_log_end(&mut self, log: Arc<PartitionLog>, end: i64) {
+        self.0.push((log, end, true));
     }
 }
 
@@ -84,6 +91,9 @@ struct State {
 struct Watched {
     /// Held while watched: the head it maps is what the thread reads.
     log: Arc<PartitionLog>,
+    /// Watching the log end rather than the high watermark (a follower's
+    /// fetch): such waiters are kept under a key of their own.
+    log_end: bool,
     /// The lowest end a waiter not yet woken saw: while the partition's
     /// end is at most this, nobody here is to be woken.
     low: i64,
@@ -96,13 +106,18 @@ struct Waiter {
     signal: Arc<Notify>,
 }
 
-/// The end of `log` as a wake compares it: `i64::MAX` once the partition is
-/// deleted or its head cannot be read, so its fetches wake and find out.
-fn end_of(log: &PartitionLog) -> i64 {
+/// The end of `log` as a wake compares it (its high watermark, or its log
+/// end with `log_end`): `i64::MAX` once the partition is deleted or its
+/// head cannot be read, so its fetches wake and find out.
+fn end_of(log: &PartitionLog, log_end: bool) -> i64 {
     if log.is_deleted() {
         return i64::MAX;
     }
-    log.high_watermark().unwrap_or(i64::MAX)
+    if log_end {
+        log.log_end_offset().unwrap_or(i64::MAX)
+    } else {
+        log.high_watermark().unwrap_or(i64::MAX)
+    }
 }
 
 impl Watches {
@@ -116,10 +131,13 @@ impl Watches {
             let mut st = self.state.lock();
             let id = st.next_id;
             st.next_id += 1;
-            for (log, seen) in &looked.0 {
-                let key = Arc::as_ptr(log) as usize;
+            for (log, seen, log_end) in &looked.0 {
+                // A log is at least 8-byte aligned: the low bit tells the
+                // two kinds of watch of one log apart.
+                let key = Arc::as_ptr(log) as usize | usize::from(*log_end);
                 let w = st.partitions.entry(key).or_insert_with(|| Watched {
                     log: log.clone(),
+                    log_end: *log_end,
                     low: i64::MAX,
                     waiters: HashMap::new(),
                 });
@@ -143,7 +161,11 @@ impl Watches {
         }
         // An append between the look and the registration: the thread may
         // have passed over it already, so look here (see the module).
-        if looked.0.iter().any(|(log, seen)| end_of(log) > *seen) {
+        if looked
+            .0
+            .iter()
+            .any(|(log, seen, log_end)| end_of(log, *log_end) > *seen)
+        {
             self.wakes.fetch_add(1, Ordering::Relaxed);
             signal.notify_one();
         }
@@ -184,7 +206,7 @@ impl Watches {
         let mut wakes = 0u64;
         for w in st.partitions.values_mut() {
             looks += 1;
-            let end = end_of(&w.log);
+            let end = end_of(&w.log, w.log_end);
             if end <= w.low && !everyone {
                 continue;
             }

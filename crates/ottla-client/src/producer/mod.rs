@@ -112,6 +112,35 @@ pub struct Producer {
     retention: Mutex<Option<Arc<RetentionChecker>>>,
 }
 
+/// The marker a cluster node writes in its directory (the broker's
+/// `cluster::node::marker_path`): `node.id=N` and `listener=HOST:PORT`.
+const CLUSTER_NODE_MARKER: [&str; 3] = [".ottla", "cluster", "node"];
+
+/// An embedded producer appending to a cluster node's directory would write
+/// records no other replica receives, at offsets the partition's leader
+/// also hands out: refused, naming the address to produce to instead.
+fn refuse_cluster_directory(root: &std::path::Path) -> Result<()> {
+    let marker = CLUSTER_NODE_MARKER
+        .iter()
+        .fold(root.to_path_buf(), |p, part| p.join(part));
+    let Ok(text) = std::fs::read_to_string(&marker) else {
+        return Ok(());
+    };
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+    };
+    let node = field("node.id=").unwrap_or_else(|| "?".into());
+    let bootstrap = field("listener=").unwrap_or_else(|| "its Kafka listener".into());
+    Err(Error::IllegalState(format!(
+        "{} is the data directory of cluster node {node}: an embedded Producer would bypass \
+         replication; produce through the cluster with a Kafka client \
+         (bootstrap.servers={bootstrap}) instead",
+        root.display()
+    )))
+}
+
 impl Producer {
     pub fn new(store: Arc<Store>, config: ProducerConfig) -> Result<Arc<Producer>> {
         if config.batch_size == 0 {
@@ -127,6 +156,7 @@ impl Producer {
                 "retention_check_interval_ms must be positive".into(),
             ));
         }
+        refuse_cluster_directory(store.root())?;
         if let FsyncPolicy::Interval(ms) = config.fsync {
             store.ensure_flusher(ms);
         }

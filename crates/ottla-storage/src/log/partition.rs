@@ -6,7 +6,8 @@
 //! shares: the head snapshot (`read_state`, repairing a torn head), the
 //! segment map matching a snapshot (`segments_for`), and the two ends of the
 //! log that readers and writers work to (`log_end_offset`,
-//! `high_watermark`). The paths, as Kafka's log splits them:
+//! `high_watermark`: one number unless replication sets the high
+//! watermark, see `replica`). The paths, as Kafka's log splits them:
 //! * `append`: stamping and writing batches, durability and `flush`;
 //! * `read`: batches by offset, and the compaction-gap rule;
 //! * `roll`: closing the active segment and starting the next;
@@ -14,7 +15,9 @@
 //! * `log_start`: the log start offset moved by hand (`delete_records`);
 //! * `time_lookup`: the first offset at or after a timestamp;
 //! * `epochs`: the leader epoch stamped into appended batches, and the
-//!   leader-epoch cache kept in step with the log.
+//!   leader-epoch cache kept in step with the log;
+//! * `replica`: a follower's appends (the leader's batches as sent),
+//!   truncation, and the high watermark apart from the log end.
 //!
 //! Writers: in-process mutex, then the cross-process append lock, then
 //! re-read the head (another process may have appended or rolled), write the
@@ -26,6 +29,7 @@ mod append;
 mod epochs;
 mod log_start;
 mod read;
+mod replica;
 mod retention;
 mod roll;
 mod time_lookup;
@@ -51,6 +55,7 @@ pub use epochs::{LeaderEpochs, INITIAL_LEADER_EPOCH};
 pub(crate) use log_start::read_log_start;
 pub use log_start::LOG_START_FILE;
 pub use read::{Fetched, ReadCursor};
+pub use replica::HIGH_WATERMARK_FILE;
 
 pub(crate) struct SegmentMap {
     gen: u64,
@@ -94,6 +99,9 @@ pub struct PartitionLog {
     leader_epoch: AtomicI32,
     /// This process's copy of the leader-epoch cache (see `epochs`).
     epochs: Mutex<epochs::EpochState>,
+    /// The high watermark the replica manager set, or `replica::HW_UNSET`
+    /// (a log with one replica: the log end). See `replica`.
+    replica_hw: AtomicI64,
 }
 
 const CLEAN_END_UNKNOWN: i64 = i64::MIN;
@@ -169,6 +177,7 @@ impl PartitionLog {
             clean_end: AtomicI64::new(CLEAN_END_UNKNOWN),
             leader_epoch: AtomicI32::new(INITIAL_LEADER_EPOCH),
             epochs: Mutex::new(epochs::EpochState::default()),
+            replica_hw: AtomicI64::new(replica::HW_UNSET),
         };
         {
             let lock = log.lock()?;
@@ -494,15 +503,16 @@ impl PartitionLog {
     }
 
     /// The high watermark: the offset consumers read up to. With one
-    /// replica it is the log end offset.
+    /// replica it is the log end offset; with replication, the one the
+    /// replica manager set (`set_high_watermark`), never above the log end.
     pub fn high_watermark(&self) -> Result<i64> {
-        Ok(high_watermark(&self.read_state()?))
+        Ok(self.hw_in(&self.read_state()?))
     }
 
     /// The offsets a consumer may read: (log start offset, high watermark).
     pub fn offsets(&self) -> Result<(i64, i64)> {
         let st = self.read_state()?;
-        Ok((st.log_start_offset, high_watermark(&st)))
+        Ok((st.log_start_offset, self.hw_in(&st)))
     }
 
     /// Bytes on disk across segments.
@@ -580,17 +590,6 @@ impl Drop for PartitionLog {
 #[inline]
 fn log_end_offset(st: &HeadState) -> i64 {
     st.next_offset
-}
-
-/// The high watermark in `st`: the offset consumers read up to, one past
-/// the last committed record. A log with one replica commits a record as
-/// soon as it is written, so here it is the log end offset. Replication
-/// changes this definition only: the high watermark becomes the lowest log
-/// end offset among the in-sync replicas, and a read (`read_segments`),
-/// which today stops at the log end, must stop at it.
-#[inline]
-fn high_watermark(st: &HeadState) -> i64 {
-    log_end_offset(st)
 }
 
 /// The crash tests' hook: when the environment variable `var` names

@@ -117,7 +117,7 @@ impl ProducerStateManager {
         let (mut next, _) = log.offsets()?;
         let mut cursor: Option<ReadCursor> = None;
         loop {
-            let fetched = match log.read(next, SCAN_CHUNK, &mut cursor, false) {
+            let fetched = match log.read_to_log_end(next, SCAN_CHUNK, &mut cursor, false) {
                 Ok(f) => f,
                 Err(Error::OffsetOutOfRange { start, .. }) if next < start => {
                     next = start;
@@ -145,8 +145,9 @@ impl ProducerStateManager {
         }
     }
 
-    /// Apply one batch read from the log.
-    fn replay(&mut self, h: &ottla_record::BatchHeader, batch: &[u8]) {
+    /// Apply one batch read from the log (a rebuild, or a follower's copy
+    /// of its leader's batches).
+    pub fn replay(&mut self, h: &ottla_record::BatchHeader, batch: &[u8]) {
         if h.producer_id < 0 {
             return;
         }

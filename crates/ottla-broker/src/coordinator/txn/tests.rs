@@ -14,7 +14,12 @@ fn setup(dir: &std::path::Path) -> (Arc<Store>, ReplicaManager, crate::replica::
     let store = Store::open(dir).expect("store");
     store.create_topic("t", 1, &[]).expect("topic");
     let (_tx, rx) = watch::channel(false);
-    let (replicas, waker) = ReplicaManager::start(store.clone(), Durability::PageCache, rx);
+    let (replicas, waker) = ReplicaManager::start(
+        store.clone(),
+        Durability::PageCache,
+        rx,
+        tokio::runtime::Handle::current(),
+    );
     (store, replicas, waker)
 }
 

@@ -233,7 +233,12 @@ impl PartitionLog {
     }
 
     /// Caller holds the append lock and `st` is fresh.
-    fn index_nearly_full(&self, segs: &SegmentMap, st: &HeadState, max_bytes: u64) -> Result<bool> {
+    pub(super) fn index_nearly_full(
+        &self,
+        segs: &SegmentMap,
+        st: &HeadState,
+        max_bytes: u64,
+    ) -> Result<bool> {
         if st.index_entries == 0 && st.time_entries == 0 {
             // Indexes mapped for appending are grown to `segment.index.bytes`
             // (at least 64, see config), room for one entry of each: no need
@@ -290,7 +295,7 @@ impl PartitionLog {
 /// What `account_batch` does to the head for a batch that gets no index
 /// entry (it lies within `index.interval.bytes` of a segment start with no
 /// entries): the largest timestamp, the next offset and the size.
-fn account_unindexed(st: &mut HeadState, pos: u64, h: &BatchHeader) {
+pub(super) fn account_unindexed(st: &mut HeadState, pos: u64, h: &BatchHeader) {
     if h.max_timestamp > st.max_timestamp {
         st.max_timestamp = h.max_timestamp;
         st.offset_of_max_timestamp = h.last_offset();

@@ -34,7 +34,7 @@
 
 use parking_lot::MutexGuard;
 
-use super::{high_watermark, log_end_offset, PartitionLog};
+use super::{log_end_offset, PartitionLog};
 use crate::error::Result;
 use crate::log::head::HeadState;
 use crate::log::leader_epoch::{Checkpoint, LeaderEpochCache};
@@ -155,7 +155,7 @@ impl PartitionLog {
             cache,
             log_start_offset: st.log_start_offset,
             log_end_offset: end,
-            high_watermark: high_watermark(&st),
+            high_watermark: self.hw_in(&st),
         })
     }
 
@@ -276,6 +276,37 @@ impl PartitionLog {
             };
         }
         Ok(own)
+    }
+
+    /// A follower's append (`append_as_follower`): a batch in an epoch
+    /// above the cache's latest starts an entry at its base offset, on disk
+    /// before the batch is. Epochs are the leader's, kept as sent. Caller
+    /// holds the append lock; `st` is the head it read.
+    pub(super) fn assign_follower_epoch_locked(
+        &self,
+        st: &mut HeadState,
+        epoch: i32,
+        base: i64,
+    ) -> Result<()> {
+        if epoch < 0 {
+            return Ok(());
+        }
+        let mut g = self.epochs_locked(st)?;
+        let Some(cache) = g.cache.as_ref() else {
+            return Ok(());
+        };
+        if cache.latest().is_some_and(|e| e.epoch >= epoch) {
+            return Ok(());
+        }
+        let mut next = cache.clone();
+        if next.assign(epoch, base) {
+            self.publish_epochs(st, &next)?;
+            *g = EpochState {
+                gen: st.epochs_gen,
+                cache: Some(next),
+            };
+        }
+        Ok(())
     }
 
     /// Cut the cache to the log `st` describes: epochs starting below the

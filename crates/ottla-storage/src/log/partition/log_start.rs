@@ -19,7 +19,7 @@
 
 use std::path::Path;
 
-use super::{high_watermark, PartitionLog};
+use super::PartitionLog;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 
@@ -63,7 +63,7 @@ impl PartitionLog {
                 Some(st) => st,
                 None => self.repair_locked()?,
             };
-            let hw = high_watermark(&st);
+            let hw = self.hw_in(&st);
             let target = if offset == -1 { hw } else { offset };
             if target < 0 || target > hw {
                 return Err(Error::OffsetOutOfRange {

@@ -7,13 +7,14 @@
 //! its `active_size` (a closed segment: its length), which are whole and
 //! final: an append in progress is never seen. What can change under a
 //! reader is the set of segments (rolls, retention and the cleaner of any
-//! process); `read_as_of` says how each case is settled. A fetch reports
-//! the high watermark and ends at the log end, the same offset in a log
-//! with one replica (see `high_watermark`).
+//! process); `read_as_of` says how each case is settled. A read reports
+//! the high watermark and ends there (the log end, in a log with one
+//! replica); a leader serving a follower reads to the log end
+//! (`read_to_log_end`, see `replica`).
 
 use std::sync::atomic::Ordering;
 
-use super::{high_watermark, log_end_offset, PartitionLog, CLEAN_END_UNKNOWN};
+use super::{log_end_offset, PartitionLog, CLEAN_END_UNKNOWN};
 use crate::error::{Error, Result};
 use crate::log::head::HeadState;
 use crate::log::segment::{is_segment_gone, LogSegment};
@@ -83,6 +84,19 @@ impl PartitionLog {
         self.read_as_of(st, offset, max_bytes, cursor, verify)
     }
 
+    /// [`PartitionLog::read`] past the high watermark, up to the log end:
+    /// what a leader sends a follower (replication).
+    pub fn read_to_log_end(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        cursor: &mut Option<ReadCursor>,
+        verify: bool,
+    ) -> Result<Fetched> {
+        let st = self.read_state()?;
+        self.read_upto(st, offset, max_bytes, cursor, verify, true)
+    }
+
     /// [`PartitionLog::read`] from the head snapshot `st`, which may be
     /// stale by any amount: readers hold no lock, so rolls and retention
     /// passes of other processes can happen between taking it and reading.
@@ -103,16 +117,30 @@ impl PartitionLog {
     /// compaction gap, or a damaged directory reported as corruption.
     pub(crate) fn read_as_of(
         &self,
-        mut st: HeadState,
+        st: HeadState,
         offset: i64,
         max_bytes: usize,
         cursor: &mut Option<ReadCursor>,
         verify: bool,
     ) -> Result<Fetched> {
+        self.read_upto(st, offset, max_bytes, cursor, verify, false)
+    }
+
+    /// [`PartitionLog::read_as_of`], to the log end with `to_log_end`,
+    /// else to the high watermark.
+    fn read_upto(
+        &self,
+        mut st: HeadState,
+        offset: i64,
+        max_bytes: usize,
+        cursor: &mut Option<ReadCursor>,
+        verify: bool,
+        to_log_end: bool,
+    ) -> Result<Fetched> {
         // Each retry needs another roll or retention pass to have happened
         // during the previous one; the bound only stops a livelock.
         for _ in 0..8 {
-            match self.read_segments(&st, offset, max_bytes, cursor, verify, false) {
+            match self.read_segments(&st, offset, max_bytes, cursor, verify, false, to_log_end) {
                 Ok(Some(out)) => return Ok(out),
                 Ok(None) => {}
                 // A segment whose descriptor the open-file budget closed
@@ -132,13 +160,17 @@ impl PartitionLog {
             }
             st = fresh;
         }
-        self.read_segments(&st, offset, max_bytes, cursor, verify, true)
+        self.read_segments(&st, offset, max_bytes, cursor, verify, true, to_log_end)
             .map(Option::unwrap_or_default)
     }
 
     /// One attempt of [`PartitionLog::read_as_of`] over the segments listed
     /// for `st`. Without `holes_allowed`, `None` when the segments show a
     /// hole at or after `offset` before the active segment (see there).
+    /// Batches end before the high watermark, or the log end with
+    /// `to_log_end`; an offset between the two reads nothing, as Kafka
+    /// answers a consumer fetching there.
+    #[allow(clippy::too_many_arguments)]
     fn read_segments(
         &self,
         st: &HeadState,
@@ -147,9 +179,11 @@ impl PartitionLog {
         cursor: &mut Option<ReadCursor>,
         verify: bool,
         holes_allowed: bool,
+        to_log_end: bool,
     ) -> Result<Option<Fetched>> {
+        let hw = self.hw_in(st);
         let mut out = Fetched {
-            high_watermark: high_watermark(st),
+            high_watermark: hw,
             log_start_offset: st.log_start_offset,
             ..Default::default()
         };
@@ -157,7 +191,8 @@ impl PartitionLog {
         if offset < st.log_start_offset || offset > log_end {
             return Err(self.out_of_range(offset, st));
         }
-        if offset == log_end {
+        let upto = if to_log_end { log_end } else { hw };
+        if offset >= upto {
             return Ok(Some(out));
         }
         let segs = self.segments_for(st)?;
@@ -199,8 +234,15 @@ impl PartitionLog {
                 _ => seg.find_position(target, entries, limit)?.map(|(p, _)| p),
             };
             if let Some(pos) = pos.filter(|p| *p < limit) {
-                let (n, next, err) =
-                    self.read_batches(seg, pos, limit, max_bytes, target, verify, &mut out.bytes)?;
+                let (n, next, err) = self.read_batches(
+                    seg,
+                    pos,
+                    limit,
+                    max_bytes,
+                    (target, upto),
+                    verify,
+                    &mut out.bytes,
+                )?;
                 out.error = err;
                 if n > 0 {
                     *cursor = Some(ReadCursor {
@@ -235,7 +277,8 @@ impl PartitionLog {
 
     /// Read batches at `pos` into `out`; returns (bytes, next offset, error).
     ///
-    /// `expect` is (the offset the first batch must hold, the clean end).
+    /// `expected` is the offset the first batch must hold, `upto` the offset
+    /// no batch returned may start at (the high watermark or the log end).
     /// Base offsets sit outside the CRC, so this continuity check is what
     /// catches a damaged one instead of handing out records under the wrong
     /// offsets. The rule: batches never overlap or go backwards, and a gap
@@ -251,7 +294,7 @@ impl PartitionLog {
         pos: u64,
         limit: u64,
         max_bytes: usize,
-        expected: i64,
+        (expected, upto): (i64, i64),
         verify: bool,
         out: &mut Vec<u8>,
     ) -> Result<(usize, i64, Option<Error>)> {
@@ -330,6 +373,12 @@ impl PartitionLog {
                         h.last_offset()
                     ),
                 ));
+                break;
+            }
+            // At the high watermark (a replicated log): the rest is not
+            // committed yet. Checked after continuity, so a damaged base
+            // offset is still reported, not taken for the end.
+            if h.base_offset >= upto {
                 break;
             }
             next = h.next_offset();

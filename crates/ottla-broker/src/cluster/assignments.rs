@@ -1,0 +1,243 @@
+//! What the metadata image means for one broker: the partitions it holds a
+//! replica of (with leader, epochs, replicas and in-sync set), their
+//! topics' configs, and the topics deleted since the previous image. Pure
+//! functions of images, handed to the replica manager after every
+//! metadata change.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ottla_meta::image::MetadataImage;
+use ottla_meta::records::ConfigResource;
+use ottla_meta::BrokerId;
+use uuid::Uuid;
+
+use super::PartitionAssignment;
+
+/// The partitions `broker` holds a replica of, in topic-name then
+/// partition order.
+pub fn for_broker(image: &MetadataImage, broker: BrokerId) -> Vec<PartitionAssignment> {
+    let mut out = Vec::new();
+    for (name, id) in &image.topic_ids {
+        let Some(topic) = image.topics.get(id) else {
+            continue;
+        };
+        for (&partition, p) in &topic.partitions {
+            if !p.replicas.contains(&broker) {
+                continue;
+            }
+            out.push(PartitionAssignment {
+                topic: name.clone(),
+                topic_id: Uuid::from_bytes(id.0),
+                partition,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// The configs of every topic in the image (the overrides it was created
+/// or altered with), by topic name.
+pub fn topic_configs(image: &MetadataImage) -> HashMap<String, BTreeMap<String, String>> {
+    image
+        .topic_ids
+        .keys()
+        .map(|name| {
+            let configs = image
+                .configs
+                .get(&ConfigResource::Topic(name.clone()))
+                .cloned()
+                .unwrap_or_default();
+            (name.clone(), configs)
+        })
+        .collect()
+}
+
+/// The topics of `before` that `after` no longer has (deleted, possibly
+/// created again under the same name with another id).
+pub fn deleted_topics(before: &MetadataImage, after: &MetadataImage) -> Vec<Uuid> {
+    before
+        .topics
+        .keys()
+        .filter(|id| !after.topics.contains_key(id))
+        .map(|id| Uuid::from_bytes(id.0))
+        .collect()
+}
+
+/// The unfenced brokers and the Kafka listener each advertises, by id:
+/// the brokers a Metadata answer lists.
+pub fn live_brokers(image: &MetadataImage) -> Vec<(BrokerId, String, u16, Option<String>)> {
+    image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let e = b
+                .listeners
+                .iter()
+                .find(|l| l.name == super::node::LISTENER)
+                .or_else(|| b.listeners.first())?;
+            Some((b.broker_id, e.host.clone(), e.port, b.rack.clone()))
+        })
+        .collect()
+}
+
+/// The broker that coordinates every group while group state is not
+/// replicated: the lowest unfenced broker id, the same on every node that
+/// has the same image.
+pub fn group_coordinator(image: &MetadataImage) -> Option<BrokerId> {
+    image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| b.broker_id)
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ottla_meta::records::{Endpoint, MetadataRecord, PartitionAssignment as Placed, TopicId};
+
+    fn register(image: &mut MetadataImage, id: BrokerId, offset: u64) {
+        let r = MetadataRecord::RegisterBroker {
+            broker_id: id,
+            incarnation_id: [id as u8; 16],
+            listeners: vec![Endpoint {
+                name: "PLAINTEXT".into(),
+                host: "127.0.0.1".into(),
+                port: 9000 + id as u16,
+                security_protocol: "PLAINTEXT".into(),
+            }],
+            rack: None,
+        };
+        image.apply(&r, offset).expect("register");
+        let epoch = image.brokers[&id].broker_epoch;
+        image
+            .apply(
+                &MetadataRecord::UnfenceBroker {
+                    broker_id: id,
+                    broker_epoch: epoch,
+                },
+                offset + 1,
+            )
+            .expect("unfence");
+    }
+
+    fn image3() -> MetadataImage {
+        let mut img = MetadataImage::default();
+        for (i, id) in [1, 2, 3].into_iter().enumerate() {
+            register(&mut img, id, 10 * i as u64 + 1);
+        }
+        let placed = |partition: i32, replicas: Vec<BrokerId>| Placed {
+            partition,
+            isr: replicas.clone(),
+            leader: replicas.first().copied(),
+            replicas,
+        };
+        img.apply(
+            &MetadataRecord::CreateTopic {
+                name: "b".into(),
+                topic_id: TopicId([2; 16]),
+                partitions: vec![placed(0, vec![2, 3]), placed(1, vec![3, 1])],
+                configs: BTreeMap::from([("min.insync.replicas".into(), "2".into())]),
+            },
+            100,
+        )
+        .expect("create b");
+        img.apply(
+            &MetadataRecord::CreateTopic {
+                name: "a".into(),
+                topic_id: TopicId([1; 16]),
+                partitions: vec![placed(0, vec![1, 2, 3])],
+                configs: BTreeMap::new(),
+            },
+            101,
+        )
+        .expect("create a");
+        img
+    }
+
+    #[test]
+    fn a_broker_gets_exactly_the_partitions_it_holds_a_replica_of() {
+        let img = image3();
+        let one = for_broker(&img, 1);
+        let got: Vec<(&str, i32)> = one
+            .iter()
+            .map(|a| (a.topic.as_str(), a.partition))
+            .collect();
+        assert_eq!(got, vec![("a", 0), ("b", 1)]);
+        assert_eq!(one[0].leader, Some(1));
+        assert_eq!(one[0].replicas, vec![1, 2, 3]);
+        assert_eq!(one[1].leader, Some(3));
+        assert_eq!(one[1].topic_id, Uuid::from_bytes([2; 16]));
+        let two = for_broker(&img, 2);
+        assert_eq!(two.len(), 2);
+        assert!(for_broker(&img, 4).is_empty());
+    }
+
+    #[test]
+    fn epochs_and_isr_follow_partition_changes() {
+        let mut img = image3();
+        img.apply(
+            &MetadataRecord::PartitionChange {
+                topic_id: TopicId([1; 16]),
+                partition: 0,
+                partition_epoch: 0,
+                leader: Some(Some(2)),
+                isr: Some(vec![2, 3]),
+            },
+            200,
+        )
+        .expect("change");
+        let a = &for_broker(&img, 1)[0];
+        assert_eq!(
+            (a.leader, a.leader_epoch, a.partition_epoch),
+            (Some(2), 1, 1)
+        );
+        assert_eq!(a.isr, vec![2, 3]);
+    }
+
+    #[test]
+    fn configs_and_deletions() {
+        let before = image3();
+        let configs = topic_configs(&before);
+        assert_eq!(configs["b"]["min.insync.replicas"], "2");
+        assert!(configs["a"].is_empty());
+        let mut after = before.clone();
+        after
+            .apply(
+                &MetadataRecord::DeleteTopic {
+                    topic_id: TopicId([2; 16]),
+                },
+                300,
+            )
+            .expect("delete");
+        assert_eq!(
+            deleted_topics(&before, &after),
+            vec![Uuid::from_bytes([2; 16])]
+        );
+        assert!(deleted_topics(&after, &after).is_empty());
+    }
+
+    #[test]
+    fn the_coordinator_is_the_lowest_unfenced_broker() {
+        let mut img = image3();
+        assert_eq!(group_coordinator(&img), Some(1));
+        let epoch = img.brokers[&1].broker_epoch;
+        img.apply(
+            &MetadataRecord::FenceBroker {
+                broker_id: 1,
+                broker_epoch: epoch,
+            },
+            400,
+        )
+        .expect("fence");
+        assert_eq!(group_coordinator(&img), Some(2));
+        assert_eq!(group_coordinator(&MetadataImage::default()), None);
+    }
+}

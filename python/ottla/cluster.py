@@ -1,0 +1,1000 @@
+"""``ottla.Cluster``: a replicated ottla cluster of real broker processes on
+one machine, with the faults a test wants to inject (issue 14).
+
+Each node is an ``ottla serve`` process (``sys.executable -m ottla serve``)
+over its own data directory ``<path>/node-N/data``, with its standard
+error in ``<path>/node-N/broker.log``. Node ``N`` listens on its own
+loopback address ``127.0.0.(10+N)``: a Kafka listener and a controller
+listener, each behind a :class:`ottla._proxy.FaultProxy` on ``127.0.0.1``.
+The proxies' addresses are all anyone is told: clients get them as
+``bootstrap_servers`` and in Metadata (each node's advertised listener),
+the nodes get them as the controller quorum's voters. Since a node's own
+connections leave from its loopback address, a proxy can tell who is
+calling, and :meth:`Cluster.isolate` cuts one node off from everyone in
+both directions while it keeps running.
+
+>>> with ottla.Cluster("cluster-data") as cluster:      # doctest: +SKIP
+...     leader = cluster.leader("orders", 0)
+...     cluster.kill(leader)                             # SIGKILL
+...     ...                                              # the application under test
+...     cluster.start(leader)                            # same directory, same ports
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Literal, TypeVar
+
+from ottla._core import OttlaError
+from ottla._proxy import FaultProxy
+
+__all__ = ["Cluster", "ClusterError", "PartitionState"]
+
+# Settings a ``fast=True`` cluster starts its nodes with (where the broker
+# has them): a dead broker is fenced and its partitions move in about 1.5
+# seconds instead of Kafka's nine, and a follower that stops fetching
+# leaves the in-sync set in two seconds instead of thirty.
+FAST_SETTINGS: dict[str, int] = {
+    "broker_session_timeout_ms": 1500,
+    "replica_lag_time_max_ms": 2000,
+    "group_initial_rebalance_delay_ms": 0,
+}
+
+_BOOTSTRAP_KEY = {
+    "confluent-kafka": "bootstrap.servers",
+    "kafka-python": "bootstrap_servers",
+    "aiokafka": "bootstrap_servers",
+}
+
+_C = TypeVar("_C", bound="Cluster")
+
+# Where a node keeps the cluster-metadata quorum, under its data directory
+# (docs/design/replication.md).
+_METADATA_DIR = Path(".ottla") / "cluster"
+
+NodeState = Literal["running", "paused", "stopped", "killed", "wiped", "exited"]
+
+
+class ClusterError(OttlaError):
+    """A cluster node did not start, stop or answer as expected; the message
+    carries the end of its ``broker.log``."""
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """One partition as the cluster's Metadata describes it."""
+
+    topic: str
+    partition: int
+    #: The leader's node id, or None while the partition has no leader.
+    leader: int | None
+    #: Every node holding a replica, in the controller's order.
+    replicas: tuple[int, ...]
+    #: The in-sync replicas.
+    isr: tuple[int, ...]
+    #: Kafka's error code for the partition (0: none).
+    error_code: int = 0
+    #: The leader epoch (-1 if the node did not say).
+    leader_epoch: int = -1
+    #: Replicas on brokers that are not alive.
+    offline: tuple[int, ...] = ()
+
+
+# The watchdog: a small process that SIGKILLs the nodes still registered
+# with it when its standard input closes, that is when the process that
+# started them ends without stopping them (killed, os._exit, a second
+# Ctrl-C): no broker outlives its test run. Lines "+pid" and "-pid".
+_WATCHDOG = """
+import os, signal, sys
+pids = set()
+for line in sys.stdin:
+    line = line.strip()
+    if line[:1] == "+":
+        pids.add(int(line[1:]))
+    elif line[:1] == "-":
+        pids.discard(int(line[1:]))
+for pid in pids:
+    for sig in (signal.SIGCONT, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+"""
+
+
+class _Watchdog:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C to the test run does not end it first
+        )
+        self._lock = threading.Lock()
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            stdin = self.proc.stdin
+            if stdin is None or stdin.closed:
+                return
+            try:
+                stdin.write(line.encode() + b"\n")
+                stdin.flush()
+            except OSError:
+                pass
+
+    def watch(self, pid: int) -> None:
+        self._send(f"+{pid}")
+
+    def forget(self, pid: int) -> None:
+        self._send(f"-{pid}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self.proc.stdin is not None and not self.proc.stdin.closed:
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class _Node:
+    """One broker process and its proxies."""
+
+    def __init__(self, cluster: Cluster, node_id: int, voter: bool) -> None:
+        self.watchdog = cluster._watchdog
+        self.id = node_id
+        self.voter = voter
+        self.host = f"127.0.0.{10 + node_id}"
+        self.dir = cluster.path / f"node-{node_id}"
+        self.data = self.dir / "data"
+        self.log_path = self.dir / "broker.log"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(exist_ok=True)
+        self.port = _free_port(self.host)
+        self.controller_port = _free_port(self.host)
+        self.proxy = FaultProxy((self.host, self.port), name=f"node-{node_id}")
+        try:
+            self.controller_proxy = FaultProxy(
+                (self.host, self.controller_port), name=f"node-{node_id}-controller"
+            )
+        except BaseException:
+            self.proxy.close()
+            raise
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.state: NodeState = "stopped"
+        self.isolated = False
+        self._ready = threading.Event()
+        self._stdout: list[str] = []
+        self._reader: threading.Thread | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def spawn(self, argv: list[str]) -> None:
+        self._ready.clear()
+        self._stdout = []
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in reap)
+        self._log.write(f"---- ottla.Cluster: starting {' '.join(argv)}\n".encode())
+        self._log.flush()
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+        )
+        self.watchdog.watch(self.proc.pid)
+        self.state = "running"
+        self._reader = threading.Thread(
+            target=self._read_stdout, args=(self.proc,), name=f"ottla-node-{self.id}", daemon=True
+        )
+        self._reader.start()
+
+    def _read_stdout(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self._stdout.append(line)
+            if line.startswith("listening on"):
+                self._ready.set()
+        proc.stdout.close()
+
+    def wait_listening(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._ready.wait(0.05):
+                return True
+            if not self.running:
+                return False
+        return self._ready.is_set()
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
+    def reap(self, timeout: float) -> int | None:
+        """Wait for the process (SIGKILL after ``timeout``); its exit status."""
+        proc = self.proc
+        if proc is None:
+            return None
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGCONT)
+            proc.kill()
+            code = proc.wait(10)
+        self.watchdog.forget(proc.pid)
+        if self._reader is not None:
+            self._reader.join(5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self.proc = None
+        return code
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no broker.log)"
+        tail = text.splitlines()[-lines:]
+        return "\n".join(f"    {line}" for line in tail) or "    (empty)"
+
+
+class Cluster:
+    """A replicated cluster of ``brokers`` ``ottla serve`` processes over
+    ``path`` (module docstring), started on construction and ready when it
+    returns: every broker answers Metadata listing every broker.
+
+    ``replication_factor`` and ``min_insync_replicas`` are the brokers'
+    defaults for new topics (``default.replication.factor``,
+    ``min.insync.replicas``). ``fast=True`` shortens the broker session and
+    replica lag timeouts (``FAST_SETTINGS``) so faults show in seconds.
+    ``controllers`` nodes (default: all, at most 3) are the controller
+    quorum's voters; the others are broker-only nodes. Other keywords are
+    ``ottla serve`` options (``num_partitions=3`` is ``--num-partitions 3``;
+    ``True`` passes a bare flag).
+
+    Node ids are 1..``brokers``; :meth:`add_broker` adds more. Every
+    process is stopped by :meth:`close` (also on leaving a ``with`` block,
+    and when the object is collected), whatever happened before.
+    """
+
+    #: The command that runs a node, before its options (tests of the
+    #: cluster's process handling put a stand-in broker here).
+    serve_command: Sequence[str] = (sys.executable, "-m", "ottla", "serve")
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        brokers: int = 3,
+        *,
+        replication_factor: int = 3,
+        min_insync_replicas: int = 2,
+        fast: bool = True,
+        controllers: int | None = None,
+        start_timeout: float = 60.0,
+        **broker_settings: Any,
+    ) -> None:
+        if brokers < 1:
+            raise ValueError(f"brokers must be at least 1, not {brokers}")
+        if replication_factor < 1:
+            raise ValueError(f"replication_factor must be at least 1, not {replication_factor}")
+        if controllers is None:
+            controllers = min(brokers, 3)
+        if not 1 <= controllers <= brokers:
+            raise ValueError(f"controllers must be between 1 and {brokers}, not {controllers}")
+        self.path = Path(path).absolute()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.replication_factor = replication_factor
+        self.min_insync_replicas = min_insync_replicas
+        self.fast = fast
+        self.start_timeout = start_timeout
+        self._settings = dict(broker_settings)
+        self._nodes: dict[int, _Node] = {}
+        self._closed = False
+        self._lock = threading.RLock()
+        self._help = _serve_help(tuple(self.serve_command))
+        if "--node-id" not in self._help:
+            raise ClusterError(
+                "this ottla build's broker has no cluster mode (`ottla serve --help` lists no "
+                "--node-id): ottla.Cluster needs a broker built with replication (issue 14)"
+            )
+        self._watchdog = _Watchdog()
+        self._finalizer = weakref.finalize(self, _stop_all, self._nodes, self._watchdog)
+        try:
+            for node_id in range(1, brokers + 1):
+                self._nodes[node_id] = _Node(self, node_id, voter=node_id <= controllers)
+            for node in self._nodes.values():
+                node.spawn(self._argv(node))
+            for node in self._nodes.values():
+                self._wait_listening(node)
+            self.wait_ready(timeout=start_timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- addresses ------------------------------------------------------------------
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Every node's (proxied) address, comma-separated, for ``bootstrap.servers``."""
+        return ",".join(n.proxy.bootstrap for n in self._nodes.values())
+
+    @property
+    def node_ids(self) -> list[int]:
+        """Every node's id, started or not, in order."""
+        return sorted(self._nodes)
+
+    @property
+    def running(self) -> list[int]:
+        """The ids of the nodes whose process is alive (paused ones included)."""
+        return [i for i, n in sorted(self._nodes.items()) if n.running]
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def state(self, node_id: int) -> str:
+        """``"running"``, ``"paused"``, ``"stopped"``, ``"killed"``,
+        ``"wiped"`` or ``"exited"`` (it ended by itself), with
+        ``"+isolated"`` while it is isolated."""
+        return self._state(self._node(node_id))
+
+    def _state(self, node: _Node) -> str:
+        state: str = node.state
+        if state in ("running", "paused") and not node.running:
+            node.state = "exited"
+            state = "exited"
+        return state + ("+isolated" if node.isolated else "")
+
+    def pid(self, node_id: int) -> int | None:
+        """The node's process id while its process exists."""
+        proc = self._node(node_id).proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def address(self, node_id: int) -> str:
+        """The node's Kafka address as clients see it (its proxy)."""
+        return self._node(node_id).proxy.bootstrap
+
+    def proxy(self, node_id: int) -> FaultProxy:
+        """The proxy in front of the node's Kafka listener (``delay`` and the rest)."""
+        return self._node(node_id).proxy
+
+    def controller_proxy(self, node_id: int) -> FaultProxy:
+        """The proxy in front of the node's controller listener."""
+        return self._node(node_id).controller_proxy
+
+    def data_dir(self, node_id: int) -> Path:
+        """The node's data directory (read it with ``ottla.Consumer`` once the
+        node is stopped)."""
+        return self._node(node_id).data
+
+    def log_path(self, node_id: int) -> Path:
+        """The node's ``broker.log`` (its standard error, every start appended)."""
+        return self._node(node_id).log_path
+
+    def client_config(self, client: str = "confluent-kafka") -> dict[str, Any]:
+        """The bootstrap setting for ``client`` (``"confluent-kafka"``,
+        ``"kafka-python"`` or ``"aiokafka"``) in its own name."""
+        key = _BOOTSTRAP_KEY.get("confluent-kafka" if client == "librdkafka" else client)
+        if key is None:
+            raise ValueError(f"client must be one of {', '.join(_BOOTSTRAP_KEY)}, not {client!r}")
+        return {key: self.bootstrap_servers}
+
+    # ---- process faults ---------------------------------------------------------------
+
+    def kill(self, node_id: int) -> None:
+        """SIGKILL the node's process (a crash: nothing flushed, nothing
+        closed) and reap it."""
+        node = self._node(node_id)
+        with self._lock:
+            node.signal(signal.SIGKILL)
+            node.reap(10)
+            node.state = "killed"
+
+    def stop(self, node_id: int, timeout: float = 30.0) -> int | None:
+        """SIGTERM the node and wait for it to stop cleanly (SIGKILL after
+        ``timeout``); its exit status (0 for a clean stop)."""
+        node = self._node(node_id)
+        with self._lock:
+            node.signal(signal.SIGCONT)  # a paused process cannot handle SIGTERM
+            node.signal(signal.SIGTERM)
+            code = node.reap(timeout)
+            node.state = "stopped"
+            return code
+
+    def start(self, node_id: int, *, wait: bool = True, timeout: float | None = None) -> None:
+        """Start a stopped, killed or wiped node again: the same directory,
+        addresses and ports. With ``wait``, returns once every running node
+        answers Metadata listing it."""
+        node = self._node(node_id)
+        with self._lock:
+            if node.running:
+                raise ClusterError(f"node {node_id} is already running ({self.state(node_id)})")
+            node.reap(1)
+            node.spawn(self._argv(node))
+            self._wait_listening(node, timeout)
+        if wait:
+            self.wait_ready(timeout=timeout if timeout is not None else self.start_timeout)
+
+    def restart(self, node_id: int, *, clean: bool = True) -> None:
+        """Stop (SIGTERM; SIGKILL if ``clean`` is False) and start the node."""
+        if clean:
+            self.stop(node_id)
+        else:
+            self.kill(node_id)
+        self.start(node_id)
+
+    def pause(self, node_id: int) -> None:
+        """SIGSTOP the node: it holds its connections and answers nothing (a
+        long GC pause, a frozen VM)."""
+        node = self._node(node_id)
+        if not node.running:
+            raise ClusterError(f"node {node_id} is not running ({self.state(node_id)})")
+        node.signal(signal.SIGSTOP)
+        node.state = "paused"
+        _wait_proc_state(node, stopped=True)
+
+    def resume(self, node_id: int) -> None:
+        """SIGCONT a paused node."""
+        node = self._node(node_id)
+        node.signal(signal.SIGCONT)
+        if node.running:
+            node.state = "running"
+            _wait_proc_state(node, stopped=False)
+
+    def wipe(self, node_id: int, *, keep_metadata: bool = False) -> None:
+        """Stop the node (SIGKILL) and empty its data directory: the next
+        :meth:`start` restarts it as a disk replaced or wiped. With
+        ``keep_metadata``, the cluster-metadata quorum's files
+        (``.ottla/cluster`` under the data directory) stay: only the
+        partitions' data is lost (Kafka's ``log.dirs`` lost,
+        ``metadata.log.dir`` kept)."""
+        node = self._node(node_id)
+        with self._lock:
+            if node.running:
+                self.kill(node_id)
+            kept = node.dir / "kept-metadata"
+            meta = node.data / _METADATA_DIR
+            if keep_metadata and meta.exists():
+                shutil.rmtree(kept, ignore_errors=True)
+                meta.rename(kept)
+            shutil.rmtree(node.data, ignore_errors=True)
+            node.data.mkdir(parents=True, exist_ok=True)
+            if keep_metadata and kept.exists():
+                meta.parent.mkdir(parents=True, exist_ok=True)
+                kept.rename(meta)
+            node.state = "wiped"
+
+    # ---- network faults ---------------------------------------------------------------
+
+    def isolate(self, node_id: int, *, silent: bool = False) -> None:
+        """Cut the node off from everyone, in both directions, while it keeps
+        running: its proxies reset every connection (clients' and peers'),
+        and every other node's proxies refuse connections from its address.
+        ``silent``: the connections are black-holed instead of reset (bytes
+        swallowed, nothing answered, as when a network drops packets), so
+        every side waits for its own timeouts.
+        """
+        node = self._node(node_id)
+        with self._lock:
+            node.proxy.cut(silent=silent)
+            node.controller_proxy.cut(silent=silent)
+            for other in self._nodes.values():
+                if other is not node:
+                    other.proxy.drop_from(node.host, silent=silent)
+                    other.controller_proxy.drop_from(node.host, silent=silent)
+            node.isolated = True
+
+    def heal(self, node_id: int | None = None) -> None:
+        """Undo :meth:`isolate` for one node, or every network fault
+        (``node_id=None``: every proxy healed, delays kept)."""
+        with self._lock:
+            if node_id is None:
+                for n in self._nodes.values():
+                    n.proxy.heal()
+                    n.controller_proxy.heal()
+                    n.isolated = False
+                return
+            node = self._node(node_id)
+            node.proxy.heal()
+            node.controller_proxy.heal()
+            for other in self._nodes.values():
+                if other is not node:
+                    other.proxy.allow_from(node.host)
+                    other.controller_proxy.allow_from(node.host)
+            node.isolated = False
+
+    # ---- membership -------------------------------------------------------------------
+
+    def add_broker(self, *, wait: bool = True) -> int:
+        """Start a new broker-only node (not a controller voter) and return its id."""
+        with self._lock:
+            node_id = max(self._nodes) + 1
+            node = _Node(self, node_id, voter=False)
+            self._nodes[node_id] = node
+            node.spawn(self._argv(node))
+            self._wait_listening(node)
+        if wait:
+            self.wait_ready()
+        return node_id
+
+    # ---- metadata ---------------------------------------------------------------------
+
+    def _reachable(self) -> list[_Node]:
+        """Nodes a client can talk to now: running, not paused, not isolated."""
+        return [
+            n for n in self._nodes.values() if n.running and n.state == "running" and not n.isolated
+        ]
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until every reachable node (running, not paused or isolated)
+        answers Metadata listing every reachable node."""
+        timeout = self.start_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        last: dict[int, str] = {}
+        while True:
+            nodes = self._reachable()
+            want = {n.id for n in nodes}
+            missing = []
+            for node in nodes:
+                try:
+                    brokers, _ = _metadata(node.proxy.address, [], timeout=2.0)
+                except OSError as e:
+                    last[node.id] = f"no answer ({e})"
+                    missing.append(node.id)
+                    continue
+                listed = {b[0] for b in brokers}
+                if not want <= listed:
+                    last[node.id] = f"lists brokers {sorted(listed)}, not yet {sorted(want)}"
+                    missing.append(node.id)
+            if not missing:
+                return
+            for node in nodes:
+                if not node.running:
+                    raise self._error(node, "exited while the cluster was starting")
+            if time.monotonic() >= deadline:
+                detail = "; ".join(f"node {i}: {last.get(i, '?')}" for i in missing)
+                tails = "\n".join(
+                    f"  node {i} ({self._nodes[i].log_path}):\n{self._nodes[i].log_tail(15)}"
+                    for i in missing
+                )
+                raise ClusterError(f"cluster not ready after {timeout:g} s: {detail}\n{tails}")
+            time.sleep(0.1)
+
+    def views(self, topic: str) -> dict[int, list[PartitionState]]:
+        """``topic``'s partitions as each reachable node's Metadata describes
+        them, by node id (a node that does not answer is left out). Views
+        differ for a moment after a change: a node just healed or restarted
+        learns the metadata from the quorum."""
+        out: dict[int, list[PartitionState]] = {}
+        for node in self._reachable():
+            with contextlib.suppress(OSError):
+                _, parts = _metadata(node.proxy.address, [topic], timeout=5.0)
+                out[node.id] = [p for p in parts if p.topic == topic]
+        return out
+
+    def partitions(self, topic: str, *, node_id: int | None = None) -> list[PartitionState]:
+        """``topic``'s partitions as node ``node_id``'s Metadata describes
+        them, or (``None``) the freshest view of the reachable nodes': for
+        each partition, the state with the highest leader epoch. Empty if
+        the topic is unknown."""
+        if node_id is not None:
+            node = self._node(node_id)
+            try:
+                _, parts = _metadata(node.proxy.address, [topic], timeout=5.0)
+            except OSError as e:
+                raise ClusterError(f"node {node_id} did not answer Metadata: {e}") from None
+            return [p for p in parts if p.topic == topic]
+        views = self.views(topic)
+        if not views:
+            raise ClusterError(f"no node answered Metadata; {self!r}")
+        best: dict[int, PartitionState] = {}
+        for parts in views.values():
+            for p in parts:
+                have = best.get(p.partition)
+                if have is None or p.leader_epoch > have.leader_epoch:
+                    best[p.partition] = p
+        return [best[i] for i in sorted(best)]
+
+    def leader(self, topic: str, partition: int = 0, *, timeout: float = 30.0) -> int:
+        """The node id leading ``topic``'s ``partition``, from Metadata
+        through a reachable node; waits up to ``timeout`` while the
+        partition has no leader (an election in progress)."""
+        deadline = time.monotonic() + timeout
+        last = "unknown"
+        while True:
+            try:
+                for p in self.partitions(topic):
+                    if p.partition == partition:
+                        if p.leader is not None and p.leader >= 0:
+                            return p.leader
+                        last = f"no leader (error {p.error_code})"
+                else:
+                    last = last if last != "unknown" else "topic not in Metadata"
+            except ClusterError as e:
+                last = str(e)
+            if time.monotonic() >= deadline:
+                raise ClusterError(
+                    f"{topic}[{partition}] has no leader after {timeout:g} s: {last}"
+                )
+            time.sleep(0.1)
+
+    def high_watermark(self, topic: str, partition: int = 0, *, timeout: float = 30.0) -> int:
+        """The partition's high watermark (ListOffsets, latest) from its leader."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while True:
+            try:
+                leader = self.leader(
+                    topic, partition, timeout=max(0.1, deadline - time.monotonic())
+                )
+                error, offset = _list_offset(
+                    self._node(leader).proxy.address, topic, partition, timeout=5.0
+                )
+                if error == 0:
+                    return offset
+                last = f"error {error} from node {leader}"
+            except (OSError, ClusterError) as e:
+                last = str(e)
+            if time.monotonic() >= deadline:
+                raise ClusterError(
+                    f"no high watermark for {topic}[{partition}] after {timeout:g} s: {last}"
+                )
+            time.sleep(0.1)
+
+    def wait_in_sync(self, topic: str, *, timeout: float = 60.0) -> list[PartitionState]:
+        """Wait until every reachable node says the same of every partition
+        of ``topic``: a leader, its epoch, and every replica in sync; the
+        partitions then."""
+        deadline = time.monotonic() + timeout
+        last: dict[int, list[PartitionState]] = {}
+        while True:
+            with contextlib.suppress(ClusterError):
+                last = self.views(topic)
+                agreed = {
+                    tuple((p.partition, p.leader, p.leader_epoch, frozenset(p.isr)) for p in parts)
+                    for parts in last.values()
+                }
+                first = next(iter(last.values()), [])
+                if (
+                    len(agreed) == 1
+                    and first
+                    and len(last) == len(self._reachable())
+                    and all(p.leader is not None and set(p.isr) == set(p.replicas) for p in first)
+                ):
+                    return first
+            if time.monotonic() >= deadline:
+                raise ClusterError(
+                    f"{topic} not fully in sync after {timeout:g} s; each node's view: {last}"
+                )
+            time.sleep(0.1)
+
+    # ---- closing ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop every node (SIGTERM, SIGKILL after 10 s), close the proxies.
+        Safe to call twice and after any error."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer.detach()
+        errors = _stop_all(self._nodes, self._watchdog)
+        if errors:
+            raise ClusterError("closing the cluster: " + "; ".join(errors))
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        _exc: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> Literal[False]:
+        try:
+            self.close()
+        except ClusterError:
+            if exc_type is None:
+                raise
+        return False
+
+    def __repr__(self) -> str:
+        nodes = ", ".join(
+            f"{i}={self._state(n)}@{n.proxy.bootstrap}" for i, n in sorted(self._nodes.items())
+        )
+        closed = " closed" if self._closed else ""
+        return f"<ottla.Cluster {self.path} [{nodes}]{closed}>"
+
+    # ---- internals --------------------------------------------------------------------
+
+    def _node(self, node_id: int) -> _Node:
+        if self._closed:
+            raise ClusterError("the cluster is closed")
+        try:
+            return self._nodes[node_id]
+        except KeyError:
+            raise ValueError(f"no node {node_id}; nodes are {self.node_ids}") from None
+
+    def _voters(self) -> str:
+        return ",".join(
+            f"{n.id}@{n.controller_proxy.bootstrap}" for n in self._nodes.values() if n.voter
+        )
+
+    def _argv(self, node: _Node) -> list[str]:
+        argv = [
+            *self.serve_command,
+            "--data",
+            str(node.data),
+            "--node-id",
+            str(node.id),
+            "--listen",
+            f"{node.host}:{node.port}",
+            "--advertised-listener",
+            node.proxy.bootstrap,
+            "--controller-listen",
+            f"{node.host}:{node.controller_port}",
+            "--controller-quorum-voters",
+            self._voters(),
+            "--default-replication-factor",
+            str(self.replication_factor),
+            "--min-insync-replicas",
+            str(self.min_insync_replicas),
+        ]
+        settings: dict[str, Any] = {}
+        if self.fast:
+            settings.update({k: v for k, v in FAST_SETTINGS.items() if _flag(k) in self._help})
+        settings.update(self._settings)
+        argv.extend(_options(settings))
+        return argv
+
+    def _wait_listening(self, node: _Node, timeout: float | None = None) -> None:
+        if not node.wait_listening(self.start_timeout if timeout is None else timeout):
+            code = node.proc.poll() if node.proc is not None else None
+            why = "did not say it listens" if code is None else f"exited with status {code}"
+            raise self._error(node, why)
+
+    def _error(self, node: _Node, what: str) -> ClusterError:
+        return ClusterError(f"node {node.id} {what}; {node.log_path}:\n{node.log_tail()}")
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _options(settings: dict[str, Any]) -> Iterator[str]:
+    for name, value in settings.items():
+        if value is None or value is False:
+            continue
+        yield _flag(name)
+        if value is not True:
+            yield str(value)
+
+
+_HELP: dict[tuple[str, ...], str] = {}
+
+
+def _serve_help(command: tuple[str, ...]) -> str:
+    """``ottla serve --help`` (of ``command``), cached."""
+    if command not in _HELP:
+        out = subprocess.run(
+            [*command, "--help"], capture_output=True, text=True, timeout=60, check=False
+        )
+        _HELP[command] = out.stdout + out.stderr
+    return _HELP[command]
+
+
+def _wait_proc_state(node: _Node, *, stopped: bool, timeout: float = 10.0) -> None:
+    """Wait until the kernel shows the process stopped (``T``) or not: a
+    signal is delivered asynchronously."""
+    proc = node.proc
+    if proc is None:
+        return
+    stat = Path(f"/proc/{proc.pid}/stat")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return  # gone, or not Linux's /proc
+        if (state in ("T", "t")) == stopped or state in ("Z", "X"):
+            return
+        time.sleep(0.005)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _stop_all(nodes: dict[int, _Node], watchdog: _Watchdog) -> list[str]:
+    """Stop every node, close every proxy and the watchdog; what went wrong,
+    as text."""
+    errors: list[str] = []
+    for node in nodes.values():
+        try:
+            node.signal(signal.SIGCONT)
+            node.signal(signal.SIGTERM)
+        except Exception as e:  # stop the others whatever happens
+            errors.append(f"node {node.id}: {e}")
+    for node in nodes.values():
+        try:
+            node.reap(10)
+            node.state = "stopped"
+        except Exception as e:
+            errors.append(f"node {node.id}: {e}")
+        for proxy in (node.proxy, node.controller_proxy):
+            try:
+                proxy.close()
+            except Exception as e:
+                errors.append(f"node {node.id} proxy: {e}")
+    try:
+        watchdog.close()
+    except Exception as e:
+        errors.append(f"watchdog: {e}")
+    return errors
+
+
+# ---- a minimal Kafka client: Metadata v7 and ListOffsets v1 ----------------------------
+#
+# Enough of the wire protocol to ask a node who leads what, without a Kafka
+# client library (the cluster must not need one).
+
+
+class _Buf:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, fmt: str) -> Any:
+        size = struct.calcsize(fmt)
+        if self.pos + size > len(self.data):
+            raise OSError("short Kafka response")
+        (value,) = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += size
+        return value
+
+    def string(self) -> str | None:
+        n = self.take(">h")
+        if n < 0:
+            return None
+        if self.pos + n > len(self.data):
+            raise OSError("short Kafka response")
+        s = self.data[self.pos : self.pos + n].decode(errors="replace")
+        self.pos += n
+        return s
+
+    def array(self) -> int:
+        n: int = self.take(">i")
+        return max(n, 0)
+
+
+def _string(s: str) -> bytes:
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def _call(
+    address: tuple[str, int], api_key: int, version: int, body: bytes, timeout: float
+) -> _Buf:
+    header = struct.pack(">hhi", api_key, version, 1) + _string("ottla-cluster")
+    request = header + body
+    with socket.create_connection(address, timeout=timeout) as s:
+        s.settimeout(timeout)
+        s.sendall(struct.pack(">i", len(request)) + request)
+        size = struct.unpack(">i", _recv(s, 4))[0]
+        if not 4 <= size <= 64 * 1024 * 1024:
+            raise OSError(f"bad Kafka response size {size}")
+        buf = _Buf(_recv(s, size))
+    buf.take(">i")  # correlation id
+    return buf
+
+
+def _recv(s: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = s.recv(n)
+        if not chunk:
+            raise OSError("connection closed by the node")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _metadata(
+    address: tuple[str, int], topics: Sequence[str] | None, timeout: float
+) -> tuple[list[tuple[int, str, int]], list[PartitionState]]:
+    """Metadata v7 (no topic auto-creation): the brokers ``(id, host, port)``
+    and the partitions of ``topics`` (None: every topic)."""
+    if topics is None:
+        body = struct.pack(">i", -1)
+    else:
+        body = struct.pack(">i", len(topics)) + b"".join(_string(t) for t in topics)
+    body += b"\x00"  # allow_auto_topic_creation = false
+    r = _call(address, 3, 7, body, timeout)
+    r.take(">i")  # throttle_time_ms
+    brokers = []
+    for _ in range(r.array()):
+        node_id = r.take(">i")
+        host = r.string() or ""
+        port = r.take(">i")
+        r.string()  # rack
+        brokers.append((node_id, host, port))
+    r.string()  # cluster_id
+    r.take(">i")  # controller_id
+    parts: list[PartitionState] = []
+    for _ in range(r.array()):
+        r.take(">h")  # topic error code
+        name = r.string() or ""
+        r.take(">b")  # is_internal
+        for _ in range(r.array()):
+            error = r.take(">h")
+            index = r.take(">i")
+            leader = r.take(">i")
+            epoch = r.take(">i")
+            replicas = tuple(r.take(">i") for _ in range(r.array()))
+            isr = tuple(r.take(">i") for _ in range(r.array()))
+            offline = tuple(r.take(">i") for _ in range(r.array()))
+            parts.append(
+                PartitionState(
+                    name,
+                    index,
+                    leader if leader >= 0 else None,
+                    replicas,
+                    isr,
+                    error,
+                    epoch,
+                    offline,
+                )
+            )
+    parts.sort(key=lambda p: (p.topic, p.partition))
+    return brokers, parts
+
+
+def _list_offset(
+    address: tuple[str, int], topic: str, partition: int, timeout: float
+) -> tuple[int, int]:
+    """ListOffsets v1, latest: ``(error_code, offset)``."""
+    body = struct.pack(">ii", -1, 1) + _string(topic) + struct.pack(">iiq", 1, partition, -1)
+    r = _call(address, 2, 1, body, timeout)
+    for _ in range(r.array()):
+        r.string()
+        for _ in range(r.array()):
+            index = r.take(">i")
+            error = r.take(">h")
+            r.take(">q")  # timestamp
+            offset = r.take(">q")
+            if index == partition:
+                return error, offset
+    return -1, -1
