@@ -27,6 +27,7 @@
 
 pub mod alloc;
 pub mod api;
+pub mod auth;
 pub mod coordinator;
 pub mod dispatch;
 pub mod errors;
@@ -111,7 +112,26 @@ pub struct BrokerConfig {
     /// The most members of one consumer-protocol group (Kafka's
     /// `group.consumer.max.size`; no bound by default, as in Kafka).
     pub group_consumer_max_size: usize,
+    // --- Security (issue 18): listeners, TLS, SASL. ---
+    /// Kafka's `listeners`: every address the broker listens on, each with
+    /// its security protocol; the first is the one `local_addr` names.
+    /// Empty (the default): one PLAINTEXT listener on `host:port`.
+    pub listeners: Vec<ListenerConfig>,
+    /// The certificate, key and client-certificate settings of every SSL
+    /// and SASL_SSL listener (Kafka's `ssl.*`).
+    pub tls: Option<auth::tls::TlsConfig>,
+    /// Kafka's `sasl.enabled.mechanisms` for SASL listeners; default PLAIN,
+    /// SCRAM-SHA-256 and SCRAM-SHA-512 (OAUTHBEARER only when named).
+    pub sasl_enabled_mechanisms: Vec<auth::sasl::Mechanism>,
+    /// Kafka's `connections.max.reauth.ms` (KIP-368): a SASL session's
+    /// lifetime, told to the client in SaslAuthenticate v1+; a connection
+    /// that sends anything but a new SaslHandshake after it is closed. 0,
+    /// the default: sessions last as long as their credential (an
+    /// OAUTHBEARER token's `exp`), else for ever.
+    pub connections_max_reauth_ms: u64,
 }
+
+pub use net::listener::ListenerConfig;
 
 /// A quarter of the soft open-file limit (`RLIMIT_NOFILE`; 256 under the
 /// common 1,024), at least 16: with half of it for partition files (the
@@ -150,6 +170,10 @@ impl Default for BrokerConfig {
             group_consumer_heartbeat_interval_ms: 1000,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_max_size: i32::MAX as usize,
+            listeners: Vec::new(),
+            tls: None,
+            sasl_enabled_mechanisms: auth::sasl::Mechanism::defaults(),
+            connections_max_reauth_ms: 0,
         }
     }
 }
@@ -170,6 +194,8 @@ pub struct Shared {
     pub stopping: watch::Receiver<bool>,
     /// Request bytes in hand across connections (`queued_max_request_bytes`).
     pub request_budget: net::budget::RequestBudget,
+    /// SCRAM credentials (SASL/SCRAM and PLAIN check against them).
+    pub credentials: auth::credentials::CredentialStore,
 }
 
 impl Shared {
@@ -194,6 +220,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A running broker. Listening once [`Broker::start`] returns.
 pub struct Broker {
     addr: SocketAddr,
+    listener_addrs: Vec<(String, SocketAddr)>,
     runtime: Option<tokio::runtime::Runtime>,
     shutdown: watch::Sender<bool>,
     finished: Mutex<Option<mpsc::Receiver<()>>>,
@@ -205,13 +232,8 @@ pub struct Broker {
 impl Broker {
     /// Bind, then serve `store` on a background tokio runtime.
     pub fn start(store: Arc<Store>, config: BrokerConfig) -> Result<Broker> {
-        let where_ = format!("{}:{}", config.host, config.port);
-        let bind_err = |e: std::io::Error| Error::io("listen on", std::path::Path::new(&where_), e);
-        // Bound synchronously, so the port is known (and connectable) on return.
-        let std_listener =
-            std::net::TcpListener::bind((config.host.as_str(), config.port)).map_err(bind_err)?;
-        std_listener.set_nonblocking(true).map_err(bind_err)?;
-        let addr = std_listener.local_addr().map_err(bind_err)?;
+        let listeners = net::listener::bind_all(&config)?;
+        let addr = listeners[0].1.bound;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("ottla-broker")
@@ -259,11 +281,9 @@ impl Broker {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (replicas, waker) =
             replica::ReplicaManager::start(store.clone(), config.durability, shutdown_rx.clone());
-        let advertised_host = if addr.ip().is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            addr.ip().to_string()
-        };
+        let advertised_host = listeners[0].1.advertised_host.clone();
+        let advertised_port = listeners[0].1.advertised_port;
+        let credentials = auth::credentials::CredentialStore::new(store.root());
         let shared = Arc::new(Shared {
             groups: coordinator::group::GroupCoordinator::with_initial_delay(
                 store.clone(),
@@ -285,22 +305,36 @@ impl Broker {
             replicas,
             store,
             advertised_host,
-            advertised_port: addr.port(),
+            advertised_port,
+            credentials,
             request_budget: net::budget::RequestBudget::new(config.queued_max_request_bytes),
             config,
             stopping: shutdown_rx.clone(),
         });
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
-        let listener = {
-            let _g = runtime.enter();
-            tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?
-        };
-        runtime.spawn(net::listener::run(
-            listener,
-            shared.clone(),
-            shutdown_rx.clone(),
-            done_tx.clone(),
+        let limits = Arc::new(net::listener::ConnectionLimits::new(
+            shared.config.max_connections,
+            shared.config.max_connections_per_ip,
         ));
+        let mut listener_addrs = Vec::with_capacity(listeners.len());
+        for (std_listener, info) in listeners {
+            let where_ = info.bound.to_string();
+            let bind_err =
+                |e: std::io::Error| Error::io("listen on", std::path::Path::new(&where_), e);
+            let listener = {
+                let _g = runtime.enter();
+                tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?
+            };
+            listener_addrs.push((info.name.clone(), info.bound));
+            runtime.spawn(net::listener::run(
+                listener,
+                Arc::new(info),
+                limits.clone(),
+                shared.clone(),
+                shutdown_rx.clone(),
+                done_tx.clone(),
+            ));
+        }
         runtime.spawn(alloc::trimmer(shutdown_rx.clone()));
         runtime.spawn(coordinator::consumer_group::reaper(
             shared.clone(),
@@ -314,6 +348,7 @@ impl Broker {
         ));
         Ok(Broker {
             addr,
+            listener_addrs,
             runtime: Some(runtime),
             shutdown,
             finished: Mutex::new(Some(done_rx)),
@@ -325,6 +360,11 @@ impl Broker {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Every listener's name and bound address, in the configured order.
+    pub fn listener_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.listener_addrs
     }
 
     /// How many Fetch requests are parked now (long polls waiting for an

@@ -28,6 +28,18 @@ examples:
   ottla serve --data ./ottla-data
   ottla serve --data ./ottla-data --listen 127.0.0.1:0 --num-partitions 3
   ottla serve --listen 0.0.0.0:9092 --no-auto-create-topics
+
+security (docs/security.md):
+  Without --listener the broker has one PLAINTEXT listener: no encryption and
+  no authentication, anyone who reaches the port can read, write and delete
+  every topic. Listening on anything but loopback that way, the broker says
+  so loudly on stderr at every start. For other machines, use SASL_SSL:
+  ottla users add alice
+  ottla serve --listener SASL_SSL://0.0.0.0:9094 --ssl-certfile server.pem \
+      --ssl-keyfile server.key --advertised-listener SASL_SSL://kafka.example:9094
+  ottla serve --listener PLAINTEXT://127.0.0.1:9092 --listener SSL://0.0.0.0:9093 \
+      --ssl-certfile server.pem --ssl-keyfile server.key --ssl-cafile ca.pem \
+      --ssl-client-auth required
 """
 
 
@@ -150,6 +162,47 @@ def add_parser(sub: Any) -> None:
         help="how long a consumer-protocol member may go without a heartbeat before it "
         "is fenced (group.consumer.session.timeout.ms; default: 45000)",
     )
+    # Security (issue 18).
+    sec = p.add_argument_group("security (docs/security.md)")
+    sec.add_argument(
+        "--listener",
+        action="append",
+        type=_listener_arg,
+        metavar="NAME://HOST:PORT",
+        help="a listener (repeatable; Kafka's listeners): NAME is PLAINTEXT, SSL, "
+        "SASL_PLAINTEXT or SASL_SSL; replaces --listen",
+    )
+    sec.add_argument(
+        "--advertised-listener",
+        action="append",
+        metavar="[NAME://]HOST:PORT",
+        help="the address clients are told for a listener (repeatable; Kafka's "
+        "advertised.listeners); without NAME://, for the first listener",
+    )
+    sec.add_argument("--ssl-certfile", metavar="PEM", help="server certificate chain (SSL, SASL_SSL)")
+    sec.add_argument("--ssl-keyfile", metavar="PEM", help="server private key")
+    sec.add_argument("--ssl-cafile", metavar="PEM", help="CA certificates client certificates must chain to")
+    sec.add_argument(
+        "--ssl-client-auth",
+        choices=["none", "requested", "required"],
+        default="none",
+        help="ask TLS clients for a certificate (ssl.client.auth; default none); its "
+        "subject becomes the principal",
+    )
+    sec.add_argument(
+        "--sasl-enabled-mechanisms",
+        metavar="LIST",
+        help="comma-separated SASL mechanisms (sasl.enabled.mechanisms; default "
+        "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512; OAUTHBEARER accepts unsecured tokens: tests only)",
+    )
+    sec.add_argument(
+        "--connections-max-reauth-ms",
+        type=int,
+        default=0,
+        metavar="MS",
+        help="SASL session lifetime before clients must re-authenticate "
+        "(connections.max.reauth.ms, KIP-368; default 0: none)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -172,6 +225,15 @@ class ServeOptions:
         self.group_initial_rebalance_delay_ms = 0
         self.group_consumer_heartbeat_interval_ms = 1000
         self.group_consumer_session_timeout_ms = 45000
+        # Security (issue 18).
+        self.listener: list[str] | None = None
+        self.advertised_listener: list[str] | None = None
+        self.ssl_certfile: str | None = None
+        self.ssl_keyfile: str | None = None
+        self.ssl_cafile: str | None = None
+        self.ssl_client_auth = "none"
+        self.sasl_enabled_mechanisms: str | None = None
+        self.connections_max_reauth_ms = 0
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> ServeOptions:
@@ -264,6 +326,55 @@ def _listen_arg(text: str) -> tuple[str, int]:
     return listen
 
 
+def _listener_arg(text: str) -> str:
+    """argparse type for ``--listener``: ``NAME://HOST:PORT``."""
+    name, sep, addr = text.partition("://")
+    if not sep or name.upper() not in LISTENER_NAMES or parse_listen(addr) is None:
+        import argparse
+
+        raise argparse.ArgumentTypeError(
+            f"expected NAME://HOST:PORT with NAME one of {', '.join(LISTENER_NAMES)}, got {text!r}"
+        )
+    return text
+
+
+LISTENER_NAMES = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def security_kwargs(args: ServeOptions) -> dict[str, Any]:
+    """The ``ottla.Broker`` keywords of the security flags."""
+    kwargs: dict[str, Any] = {}
+    listeners = list(args.listener or [])
+    advertised = []
+    for a in args.advertised_listener or []:
+        if "://" not in a:
+            # HOST:PORT alone: the first listener's.
+            first = listeners[0].partition("://")[0] if listeners else "PLAINTEXT"
+            a = f"{first}://{a}"
+        advertised.append(a)
+    if advertised and not listeners:
+        host, port = args.listen
+        listeners = [f"PLAINTEXT://[{host}]:{port}" if ":" in host else f"PLAINTEXT://{host}:{port}"]
+    if listeners:
+        kwargs["listeners"] = listeners
+    if advertised:
+        kwargs["advertised_listeners"] = advertised
+    if args.ssl_certfile or args.ssl_keyfile:
+        kwargs["ssl_certfile"] = args.ssl_certfile
+        kwargs["ssl_keyfile"] = args.ssl_keyfile
+    if args.ssl_cafile:
+        kwargs["ssl_cafile"] = args.ssl_cafile
+    if args.ssl_client_auth != "none":
+        kwargs["ssl_client_auth"] = args.ssl_client_auth
+    if args.sasl_enabled_mechanisms:
+        kwargs["sasl_enabled_mechanisms"] = [
+            m.strip() for m in args.sasl_enabled_mechanisms.split(",") if m.strip()
+        ]
+    if args.connections_max_reauth_ms:
+        kwargs["connections_max_reauth_ms"] = args.connections_max_reauth_ms
+    return kwargs
+
+
 def _signal_module() -> Any:
     """``_signal`` (the C module ``signal`` wraps), else ``signal``."""
     try:
@@ -294,6 +405,8 @@ def serve(args: ServeOptions) -> int:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
     if not 0 <= args.group_initial_rebalance_delay_ms <= 2**31 - 1:
         raise UsageError("--group-initial-rebalance-delay-ms must be between 0 and 2147483647")
+    if args.connections_max_reauth_ms < 0:
+        raise UsageError("--connections-max-reauth-ms must be 0 or positive")
     broker_cls: Any = getattr(ottla, "Broker", None)
     if broker_cls is None:
         raise CliError(
@@ -319,6 +432,7 @@ def serve(args: ServeOptions) -> int:
             group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms,
             group_consumer_heartbeat_interval_ms=args.group_consumer_heartbeat_interval_ms,
             group_consumer_session_timeout_ms=args.group_consumer_session_timeout_ms,
+            **security_kwargs(args),
         )
     except OSError as e:
         raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
@@ -358,6 +472,9 @@ def serve(args: ServeOptions) -> int:
         # waits for it to stop): say so before starting the thread, which
         # on a busy machine may wait milliseconds for a CPU.
         print(f"listening on {broker.bootstrap_servers}", flush=True)
+        if args.listener:
+            for name, addr in broker.listeners.items():
+                print(f"listener {name} on {addr}", flush=True)
         _thread.start_new_thread(run, ())
         started = True
         print(f"serving {path}; Ctrl-C or SIGTERM to stop", file=sys.stderr, flush=True)

@@ -85,8 +85,8 @@ pub async fn find_coordinator(
                 c.error_message = message.clone();
                 if error == code::NONE {
                     c.node_id = BrokerId(NODE_ID);
-                    c.host = s(&shared.advertised_host);
-                    c.port = shared.advertised_port as i32;
+                    c.host = s(_s.advertised(shared).0);
+                    c.port = i32::from(_s.advertised(shared).1);
                 } else {
                     c.node_id = BrokerId(-1);
                     c.port = -1;
@@ -101,8 +101,8 @@ pub async fn find_coordinator(
         }
         if error == code::NONE {
             r.node_id = BrokerId(NODE_ID);
-            r.host = s(&shared.advertised_host);
-            r.port = shared.advertised_port as i32;
+            r.host = s(_s.advertised(shared).0);
+            r.port = i32::from(_s.advertised(shared).1);
         } else {
             r.node_id = BrokerId(-1);
             r.port = -1;

@@ -46,8 +46,8 @@ pub async fn handle(
     let mut r = MetadataResponse::default();
     let mut b = MetadataResponseBroker::default();
     b.node_id = BrokerId(NODE_ID);
-    b.host = s(&shared.advertised_host);
-    b.port = shared.advertised_port as i32;
+    b.host = s(session.advertised(shared).0);
+    b.port = i32::from(session.advertised(shared).1);
     r.brokers = vec![b];
     if v >= 2 {
         r.cluster_id = Some(s(CLUSTER_ID));
