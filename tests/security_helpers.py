@@ -34,7 +34,7 @@ def secure_broker(data: Path, c: Certificates, *listeners: str, **kwargs: Any) -
 
 
 def confluent_config(
-    broker: ottla.Broker, listener: str, c: Certificates | None = None, **extra: Any
+    broker: ottla.Broker, listener: str, c: Certificates | None = None, /, **extra: Any
 ) -> dict[str, Any]:
     """confluent-kafka settings for ``listener`` of ``broker``."""
     conf: dict[str, Any] = {

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import confluent_kafka
 import pytest
-import security_helpers as sh
 from confluent_kafka.admin import AdminClient
-from helpers import CLI_CODE, Spawn
 
 import ottla
+import security_helpers as sh
+from helpers import CLI_CODE, Spawn
 from ottla import _core
 
 pytestmark = pytest.mark.timeout(60)
@@ -91,7 +91,7 @@ def test_serve_with_sasl_and_plaintext_listeners(tmp_path: Path, spawn: Spawn) -
     p.produce("t", b"v", on_delivery=lambda err, msg: errors.append(err))
     assert p.flush(15) == 0 and errors == [None]
     md = AdminClient({"bootstrap.servers": plain}).list_topics(timeout=10)
-    assert [(b.host, b.port) for b in md.brokers.values()] == [("advertised.invalid", 19092)]
+    assert [(str(b.host), b.port) for b in md.brokers.values()] == [("advertised.invalid", 19092)]
 
 
 def test_serve_help_says_what_is_unprotected() -> None:

@@ -15,7 +15,6 @@ import confluent_kafka
 import kafka
 import kafka.errors
 import pytest
-import security_helpers as sh
 from confluent_kafka.admin import (
     AdminClient,
     ScramCredentialInfo,
@@ -25,6 +24,8 @@ from confluent_kafka.admin import (
 )
 
 import ottla
+import security_helpers as sh
+from ottla.testing import Certificates
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -42,7 +43,8 @@ def deliver(conf: dict[str, Any], topic: str, values: list[bytes]) -> list[Any]:
 def auth_error(conf: dict[str, Any]) -> str:
     """The authentication error confluent-kafka reports (it must report one)."""
     errors: list[confluent_kafka.KafkaError] = []
-    admin = AdminClient({**conf, "error_cb": errors.append})
+    with_cb: dict[str, Any] = {**conf, "error_cb": errors.append}
+    admin = AdminClient(with_cb)
     with pytest.raises(confluent_kafka.KafkaException):
         admin.list_topics(timeout=5)
     admin.poll(1)  # error_cb runs from poll
@@ -51,7 +53,7 @@ def auth_error(conf: dict[str, Any]) -> str:
 
 
 @pytest.fixture
-def certs(tmp_path: Path) -> sh.Certificates:
+def certs(tmp_path: Path) -> Certificates:
     return sh.certs(tmp_path)
 
 
@@ -62,7 +64,7 @@ def data(tmp_path: Path) -> Path:
     return d
 
 
-def test_sasl_plaintext_plain_right_and_wrong_password(data: Path, certs: sh.Certificates) -> None:
+def test_sasl_plaintext_plain_right_and_wrong_password(data: Path, certs: Certificates) -> None:
     with sh.secure_broker(data, certs, "SASL_PLAINTEXT") as b:
         ok = sh.confluent_config(
             b,
@@ -78,7 +80,7 @@ def test_sasl_plaintext_plain_right_and_wrong_password(data: Path, certs: sh.Cer
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256"])
-def test_sasl_ssl_scram(data: Path, certs: sh.Certificates, mechanism: str) -> None:
+def test_sasl_ssl_scram(data: Path, certs: Certificates, mechanism: str) -> None:
     with sh.secure_broker(data, certs, "SASL_SSL") as b:
         ok = sh.confluent_config(
             b,
@@ -104,7 +106,7 @@ def test_sasl_ssl_scram(data: Path, certs: sh.Certificates, mechanism: str) -> N
         assert got == [b"x", b"y"]
 
 
-def test_unknown_mechanism_is_refused(data: Path, certs: sh.Certificates) -> None:
+def test_unknown_mechanism_is_refused(data: Path, certs: Certificates) -> None:
     with sh.secure_broker(
         data, certs, "SASL_PLAINTEXT", sasl_enabled_mechanisms=["SCRAM-SHA-512"]
     ) as b:
@@ -118,7 +120,7 @@ def test_unknown_mechanism_is_refused(data: Path, certs: sh.Certificates) -> Non
 
 
 def test_kafka_python_sasl_ssl_scram_sha_256(
-    data: Path, certs: sh.Certificates, caplog: pytest.LogCaptureFixture
+    data: Path, certs: Certificates, caplog: pytest.LogCaptureFixture
 ) -> None:
     with sh.secure_broker(data, certs, "SASL_SSL") as b:
         common: dict[str, Any] = {
@@ -145,7 +147,7 @@ def test_kafka_python_sasl_ssl_scram_sha_256(
         assert "invalid credentials with SASL mechanism SCRAM-SHA-256" in caplog.text
 
 
-def test_aiokafka_sasl_ssl_plain(data: Path, certs: sh.Certificates) -> None:
+def test_aiokafka_sasl_ssl_plain(data: Path, certs: Certificates) -> None:
     import aiokafka
     import aiokafka.errors
 
@@ -177,7 +179,7 @@ def test_aiokafka_sasl_ssl_plain(data: Path, certs: sh.Certificates) -> None:
         assert [r.value for r in c] == [b"async"]
 
 
-def test_oauthbearer_unsecured_jwt(data: Path, certs: sh.Certificates) -> None:
+def test_oauthbearer_unsecured_jwt(data: Path, certs: Certificates) -> None:
     with sh.secure_broker(
         data, certs, "SASL_SSL", sasl_enabled_mechanisms=["OAUTHBEARER", "PLAIN"]
     ) as b:
@@ -194,7 +196,7 @@ def test_oauthbearer_unsecured_jwt(data: Path, certs: sh.Certificates) -> None:
         assert deliver(conf, "o", [b"token"]) == [None]
 
 
-def test_oauthbearer_is_off_unless_named(data: Path, certs: sh.Certificates) -> None:
+def test_oauthbearer_is_off_unless_named(data: Path, certs: Certificates) -> None:
     with sh.secure_broker(data, certs, "SASL_PLAINTEXT") as b:
         conf = sh.confluent_config(
             b,
@@ -211,16 +213,14 @@ def test_oauthbearer_is_off_unless_named(data: Path, certs: sh.Certificates) -> 
 
 def test_reauthentication_keeps_a_client_going(
     data: Path,
-    certs: sh.Certificates,
+    certs: Certificates,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     """KIP-368: librdkafka re-authenticates before the session lifetime the
     broker gave it ends; its connection keeps working across several."""
     monkeypatch.setenv("OTTLA_BROKER_LOG", "1")
-    with sh.secure_broker(
-        data, certs, "SASL_PLAINTEXT", connections_max_reauth_ms=1000
-    ) as b:
+    with sh.secure_broker(data, certs, "SASL_PLAINTEXT", connections_max_reauth_ms=1000) as b:
         conf = sh.confluent_config(
             b,
             "SASL_PLAINTEXT",
@@ -246,10 +246,12 @@ def test_reauthentication_keeps_a_client_going(
         assert set(results) == {None}
 
 
-def test_users_over_the_wire(data: Path, certs: sh.Certificates) -> None:
+def test_users_over_the_wire(data: Path, certs: Certificates) -> None:
     with sh.secure_broker(data, certs, "PLAINTEXT", "SASL_PLAINTEXT") as b:
         admin = AdminClient({"bootstrap.servers": b.listeners["PLAINTEXT"]})
-        described = admin.describe_user_scram_credentials(["alice"])["alice"].result(10)
+        asked = admin.describe_user_scram_credentials(["alice"])
+        assert isinstance(asked, dict)
+        described = asked["alice"].result(10)
         assert sorted(ci.mechanism for ci in described.scram_credential_infos) == [
             ScramMechanism.SCRAM_SHA_256,
             ScramMechanism.SCRAM_SHA_512,
@@ -272,7 +274,11 @@ def test_users_over_the_wire(data: Path, certs: sh.Certificates) -> None:
         conf = sh.confluent_config(
             b,
             "SASL_PLAINTEXT",
-            **{"sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "bob", "sasl.password": "bobs-pw"},
+            **{
+                "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": "bob",
+                "sasl.password": "bobs-pw",
+            },
         )
         assert deliver(conf, "t", [b"bob"]) == [None]
         # Deleting what does not exist, describing who does not exist: errors.
@@ -281,8 +287,10 @@ def test_users_over_the_wire(data: Path, certs: sh.Certificates) -> None:
         )["nobody"]
         with pytest.raises(confluent_kafka.KafkaException, match="does not exist"):
             f.result(10)
+        asked = admin.describe_user_scram_credentials(["nobody"])
+        assert isinstance(asked, dict)
         with pytest.raises(confluent_kafka.KafkaException, match="does not exist"):
-            admin.describe_user_scram_credentials(["nobody"])["nobody"].result(10)
+            asked["nobody"].result(10)
         f = admin.alter_user_scram_credentials(
             [
                 UserScramCredentialUpsertion(

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import confluent_kafka
-import kafka_wire
 import pytest
-import security_helpers as sh
 from confluent_kafka.admin import AdminClient
 
+import kafka_wire
 import ottla
+import security_helpers as sh
 from ottla.testing import make_certificates
 
 pytestmark = pytest.mark.timeout(60)
@@ -39,7 +39,9 @@ def consume_all(conf: dict[str, Any], topic: str, n: int) -> list[bytes]:
         for _ in range(60):
             m = c.poll(0.5)
             if m is not None and m.error() is None:
-                got.append(m.value())
+                value = m.value()
+                assert value is not None
+                got.append(value)
             if len(got) >= n:
                 break
         return got
@@ -51,7 +53,8 @@ def metadata_fails(conf: dict[str, Any]) -> str:
     """The errors a client meets asking for metadata (it must meet one),
     with what librdkafka reported on the way (error_cb)."""
     reported: list[Any] = []
-    admin = AdminClient({**conf, "socket.timeout.ms": 3000, "error_cb": reported.append})
+    with_cb: dict[str, Any] = {**conf, "socket.timeout.ms": 3000, "error_cb": reported.append}
+    admin = AdminClient(with_cb)
     with pytest.raises(confluent_kafka.KafkaException) as e:
         admin.list_topics(timeout=3)
     admin.poll(1)  # error_cb runs from poll
@@ -167,5 +170,5 @@ def test_kcat_over_tls(tmp_path: Path) -> None:
 def test_tls_listener_without_a_certificate_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ottla.InvalidConfigError, match="ssl_certfile"):
         ottla.Broker(tmp_path / "data", listeners=["SSL://127.0.0.1:0"])
-    with pytest.raises(ValueError, match="NAME://HOST:PORT|unknown listener"):
+    with pytest.raises(ValueError, match="unknown listener"):
         ottla.Broker(tmp_path / "data", listeners=["FOO://127.0.0.1:0"])

@@ -11,11 +11,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import kafka_wire
 import pytest
-import security_helpers as sh
 
+import kafka_wire
 import ottla
+import security_helpers as sh
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,7 +37,9 @@ def handshake(s: socket.socket, mechanism: str, cid: int = 7) -> tuple[int, list
     return err, mechs
 
 
-def authenticate(s: socket.socket, token: bytes, cid: int = 8) -> tuple[int, str | None, bytes, int]:
+def authenticate(
+    s: socket.socket, token: bytes, cid: int = 8
+) -> tuple[int, str | None, bytes, int]:
     """SaslAuthenticate v1: (error code, message, auth bytes, session lifetime ms)."""
     s.sendall(kafka_wire.frame(SASL_AUTHENTICATE, 1, cid, struct.pack(">i", len(token)) + token))
     got, body = kafka_wire.response(s)

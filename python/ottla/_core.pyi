@@ -51,6 +51,10 @@ __all__ = [
     "UnsupportedCompressionError",
     "_Admin",
     "__version__",
+    "delete_scram_user",
+    "make_certificates",
+    "scram_users",
+    "set_scram_user",
 ]
 
 __version__: str

@@ -179,9 +179,13 @@ def add_parser(sub: Any) -> None:
         help="the address clients are told for a listener (repeatable; Kafka's "
         "advertised.listeners); without NAME://, for the first listener",
     )
-    sec.add_argument("--ssl-certfile", metavar="PEM", help="server certificate chain (SSL, SASL_SSL)")
+    sec.add_argument(
+        "--ssl-certfile", metavar="PEM", help="server certificate chain (SSL, SASL_SSL)"
+    )
     sec.add_argument("--ssl-keyfile", metavar="PEM", help="server private key")
-    sec.add_argument("--ssl-cafile", metavar="PEM", help="CA certificates client certificates must chain to")
+    sec.add_argument(
+        "--ssl-cafile", metavar="PEM", help="CA certificates client certificates must chain to"
+    )
     sec.add_argument(
         "--ssl-client-auth",
         choices=["none", "requested", "required"],
@@ -354,7 +358,9 @@ def security_kwargs(args: ServeOptions) -> dict[str, Any]:
         advertised.append(a)
     if advertised and not listeners:
         host, port = args.listen
-        listeners = [f"PLAINTEXT://[{host}]:{port}" if ":" in host else f"PLAINTEXT://{host}:{port}"]
+        listeners = [
+            f"PLAINTEXT://[{host}]:{port}" if ":" in host else f"PLAINTEXT://{host}:{port}"
+        ]
     if listeners:
         kwargs["listeners"] = listeners
     if advertised:
