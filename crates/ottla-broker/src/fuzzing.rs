@@ -437,7 +437,7 @@ impl SaslOracle {
             now_ms: 1_700_000_000_000,
         };
         let mut exchange = Exchange::new(mech);
-        let mut done = |step: Result<Step, String>| -> bool {
+        let done = |step: Result<Step, String>| -> bool {
             match step {
                 Ok(Step::Done(_, a)) => {
                     assert!(!a.principal.name.is_empty(), "an empty principal");
