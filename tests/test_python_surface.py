@@ -462,7 +462,14 @@ def test_module_exports_only_its_api() -> None:
     # ("@py_builtins"...: pytest's assertion rewriting of the plugin package.)
     public = {n for n in names if not n.startswith(("_", "@"))}
     # Besides __all__, only submodules.
-    assert public - set(ottla.__all__) <= {"admin", "types", "aio", "cli", "pytest_plugin"}
+    assert public - set(ottla.__all__) <= {
+        "admin",
+        "types",
+        "aio",
+        "cli",
+        "pytest_plugin",
+        "testing",
+    }
     for n in ottla.__all__:
         assert hasattr(ottla, n), n
     assert len(ottla.__all__) == len(set(ottla.__all__))
