@@ -174,7 +174,7 @@ def main() -> int:
                 conf["ssl.ca.location"] = certs.ca
             rows.append((name, *throughput(conf, f"t-{name}", args.records, args.size)))
         print(
-            f"throughput, {args.records} records of {args.size} B (confluent-kafka {confluent_kafka.version()[0]}):"
+            f"throughput, {args.records} records of {args.size} B (librdkafka {confluent_kafka.libversion()[0]}):"
         )
         for name, prod, fetch in rows:
             print(
