@@ -167,3 +167,14 @@ def test_malformed_tokens_are_58_not_a_crash(broker: ottla.Broker) -> None:
             err, msg, _, _ = authenticate(s, token)
             assert err == 58, (mech, token, msg)
             assert kafka_wire.closed_by_peer(s, 10)
+
+
+def test_large_frames_before_authentication_close_the_connection(broker: ottla.Broker) -> None:
+    """Kafka's sasl.server.max.receive.size (512 KiB): an unauthenticated
+    client cannot make the broker read (and hold) a large frame."""
+    with connect(broker) as s:
+        s.sendall(struct.pack(">i", 600 * 1024) + b"\0" * 1024)
+        assert kafka_wire.closed_by_peer(s, 10)
+    with connect(broker) as s:
+        # A frame under the bound is read, and answered.
+        assert {17, 36} <= {k for k, _, _ in kafka_wire.api_versions(s)}

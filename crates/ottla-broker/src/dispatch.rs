@@ -65,6 +65,12 @@ impl Session {
             .map_or(SecurityProtocol::Plaintext, |l| l.protocol)
     }
 
+    /// On a SASL listener, before (or during a re-) authentication.
+    pub fn sasl_pending(&self) -> bool {
+        self.protocol().uses_sasl()
+            && !matches!(self.sasl.state, api::sasl::SaslState::Authenticated { .. })
+    }
+
     /// The address this connection's clients are told (Metadata,
     /// FindCoordinator, ...): its listener's advertised address.
     pub fn advertised<'a>(&'a self, shared: &'a Shared) -> (&'a str, u16) {

@@ -6,7 +6,9 @@
 //!
 //! Limits, enforced here before anything else sees the bytes:
 //! - a size prefix that is negative or above `max_request_bytes` closes the
-//!   connection before a buffer of that size is allocated;
+//!   connection before a buffer of that size is allocated (on a SASL
+//!   listener before authentication, above 512 KiB: Kafka's
+//!   `sasl.server.max.receive.size`);
 //! - a frame larger than one read chunk takes its size from the broker's
 //!   request budget (`queued_max_request_bytes`, see `net::budget`) before
 //!   its buffer is allocated, and holds it until its request is handled;
@@ -63,6 +65,10 @@ use crate::Shared;
 /// The least a read asks the socket for; frames above it are read into a
 /// buffer of their own.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Kafka's `sasl.server.max.receive.size` default: the largest frame a
+/// SASL listener takes before its client has authenticated.
+const SASL_MAX_RECEIVE: usize = 512 * 1024;
 
 /// How many bytes a connection reads ahead while a Fetch is in progress
 /// (see `peer_gone`).
@@ -279,6 +285,14 @@ impl Connection {
         self.held = None;
         let mut charged = false;
         let cfg = &self.shared.config;
+        // Before a SASL client has authenticated, Kafka's
+        // `sasl.server.max.receive.size` bounds its frames, so an unknown
+        // client cannot make the broker hold max_request_bytes.
+        let max_bytes = if self.session.sasl_pending() {
+            cfg.max_request_bytes.min(SASL_MAX_RECEIVE)
+        } else {
+            cfg.max_request_bytes
+        };
         // Set once the first byte of this frame is in.
         let mut deadline =
             (!self.rbuf.is_empty()).then(|| tokio::time::Instant::now() + cfg.frame_timeout);
@@ -288,10 +302,14 @@ impl Connection {
                     i32::from_be_bytes([self.rbuf[0], self.rbuf[1], self.rbuf[2], self.rbuf[3]]);
                 // Invariant: nothing is allocated for a frame before its size
                 // is known to be within the limit.
-                if n < 0 || n as usize > cfg.max_request_bytes {
+                if n < 0 || n as usize > max_bytes {
                     return Err(format!(
-                        "read: request of {n} bytes exceeds max_request_bytes ({})",
-                        cfg.max_request_bytes
+                        "read: request of {n} bytes exceeds max_request_bytes ({max_bytes}{})",
+                        if max_bytes < cfg.max_request_bytes {
+                            " before SASL authentication"
+                        } else {
+                            ""
+                        }
                     ));
                 }
                 let whole = 4 + n as usize;
