@@ -46,7 +46,7 @@ def auth_error(conf: dict[str, Any]) -> str:
     with_cb: dict[str, Any] = {**conf, "error_cb": errors.append}
     admin = AdminClient(with_cb)
     with pytest.raises(confluent_kafka.KafkaException):
-        admin.list_topics(timeout=5)
+        admin.list_topics(timeout=2)
     admin.poll(1)  # error_cb runs from poll
     assert errors, "no error reported"
     return " | ".join(str(e) for e in errors)
@@ -142,7 +142,9 @@ def test_kafka_python_sasl_ssl_scram_sha_256(
         # kafka-python retries until its bootstrap times out; each try
         # meets the broker's error 58.
         with pytest.raises(kafka.errors.KafkaError):
-            kafka.KafkaProducer(**{**common, "sasl_plain_password": "wrong"})
+            kafka.KafkaProducer(
+                **{**common, "sasl_plain_password": "wrong"}, bootstrap_timeout_ms=3000
+            )
         assert "SaslAuthenticationFailedError" in caplog.text
         assert "invalid credentials with SASL mechanism SCRAM-SHA-256" in caplog.text
 

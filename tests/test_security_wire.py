@@ -178,3 +178,36 @@ def test_large_frames_before_authentication_close_the_connection(broker: ottla.B
     with connect(broker) as s:
         # A frame under the bound is read, and answered.
         assert {17, 36} <= {k for k, _, _ in kafka_wire.api_versions(s)}
+
+
+def test_oauthbearer_bad_token_gets_the_error_challenge_then_58(tmp_path: Path) -> None:
+    """RFC 7628 §3.2.2, as Kafka answers: the error challenge, the client's
+    %x01, then the failure with the reason."""
+    import base64
+    import json
+
+    def b64(obj: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    def initial(header: object, claims: object) -> bytes:
+        return f"n,,\x01auth=Bearer {b64(header)}.{b64(claims)}.\x01\x01".encode()
+
+    with ottla.Broker(
+        tmp_path / "data",
+        listeners=["SASL_PLAINTEXT://127.0.0.1:0"],
+        sasl_enabled_mechanisms=["OAUTHBEARER"],
+    ) as b:
+        with connect(b) as s:
+            assert handshake(s, "OAUTHBEARER") == (0, ["OAUTHBEARER"])
+            good = initial({"alg": "none"}, {"sub": "carol", "exp": time.time() + 3600})
+            err, _, _, lifetime = authenticate(s, good)
+            # No connections_max_reauth_ms: the token's exp bounds the session.
+            assert err == 0 and 0 < lifetime <= 3600 * 1000
+        with connect(b) as s:
+            assert handshake(s, "OAUTHBEARER")[0] == 0
+            expired = initial({"alg": "none"}, {"sub": "carol", "exp": time.time() - 60})
+            err, _, challenge, _ = authenticate(s, expired)
+            assert (err, challenge) == (0, b'{"status":"invalid_token"}')
+            err, msg, _, _ = authenticate(s, b"\x01", cid=9)
+            assert err == 58 and msg == "Authentication failed: the token has expired"
+            assert kafka_wire.closed_by_peer(s, 10)
