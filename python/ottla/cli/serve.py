@@ -35,10 +35,10 @@ security (docs/security.md):
   every topic. Listening on anything but loopback that way, the broker says
   so loudly on stderr at every start. For other machines, use SASL_SSL:
   ottla users add alice
-  ottla serve --listener SASL_SSL://0.0.0.0:9094 --ssl-certfile server.pem \
+  ottla serve --listener SASL_SSL://0.0.0.0:9094 --ssl-certfile server.pem \\
       --ssl-keyfile server.key --advertised-listener SASL_SSL://kafka.example:9094
-  ottla serve --listener PLAINTEXT://127.0.0.1:9092 --listener SSL://0.0.0.0:9093 \
-      --ssl-certfile server.pem --ssl-keyfile server.key --ssl-cafile ca.pem \
+  ottla serve --listener PLAINTEXT://127.0.0.1:9092 --listener SSL://0.0.0.0:9093 \\
+      --ssl-certfile server.pem --ssl-keyfile server.key --ssl-cafile ca.pem \\
       --ssl-client-auth required
 """
 
