@@ -28,6 +28,7 @@ MODULES = [
     "ottla.aio",
     "ottla.types",
     "ottla.pytest_plugin",
+    "ottla.testing.certificates",
     "ottla._arrow",
     "ottla._display",
     "ottla.cli",

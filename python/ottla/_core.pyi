@@ -51,6 +51,10 @@ __all__ = [
     "UnsupportedCompressionError",
     "_Admin",
     "__version__",
+    "delete_scram_user",
+    "make_certificates",
+    "scram_users",
+    "set_scram_user",
 ]
 
 __version__: str
@@ -824,7 +828,6 @@ class Broker:
         group_consumer_heartbeat_interval_ms: int = 1000,
         group_consumer_session_timeout_ms: int = 45000,
         broker_rack: str | None = None,
-        advertised_listener: str | None = None,
         node_id: int | None = None,
         controller_listen: str | None = None,
         controller_quorum_voters: str | None = None,
@@ -834,6 +837,14 @@ class Broker:
         broker_heartbeat_interval_ms: int = 200,
         broker_session_timeout_ms: int = 1000,
         controller_quorum_election_timeout_ms: int = 250,
+        listeners: Sequence[str] | None = None,
+        advertised_listeners: Sequence[str] | None = None,
+        ssl_certfile: _Path | None = None,
+        ssl_keyfile: _Path | None = None,
+        ssl_cafile: _Path | None = None,
+        ssl_client_auth: str = "none",
+        sasl_enabled_mechanisms: Sequence[str] | None = None,
+        connections_max_reauth_ms: int = 0,
     ) -> Self:
         """Serve ``path`` on ``host:port`` (port 0: a free one), on the
         broker's own threads. Every ``retention_check_interval_ms``
@@ -879,10 +890,6 @@ class Broker:
         are on this broker) first to members whose ``client.rack`` matches
         it, each member keeping its share.
 
-        ``advertised_listener`` (``"HOST:PORT"``, Kafka's
-        ``advertised.listeners``) is the address clients are told to
-        connect to; by default the one listened on.
-
         A node of a replicated cluster (docs/design/replication.md): with
         ``node_id`` (Kafka's ``node.id``), ``controller_listen``
         (``"HOST:PORT"`` of its controller listener) and
@@ -899,7 +906,27 @@ class Broker:
         for ``controller_quorum_election_timeout_ms`` to twice that (Kafka's
         ``controller.quorum.election.timeout.ms``, 1000) starts an election.
         The directory is marked as the node's:
-        another node id, or an embedded Producer, is refused on it."""
+        another node id, or an embedded Producer, is refused on it.
+
+        Security (docs/security.md): ``listeners`` (Kafka's ``listeners``)
+        replaces ``host``/``port`` with one or more ``NAME://HOST:PORT``,
+        NAME one of ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT``,
+        ``SASL_SSL``; ``advertised_listeners`` (same form) sets the address
+        clients are told per listener. TLS listeners use ``ssl_certfile`` and
+        ``ssl_keyfile`` (PEM); ``ssl_client_auth`` (``none``, ``requested``,
+        ``required``) asks for client certificates signed by ``ssl_cafile``,
+        whose subject becomes the principal. SASL listeners serve
+        ``sasl_enabled_mechanisms`` (default PLAIN, SCRAM-SHA-256,
+        SCRAM-SHA-512; OAUTHBEARER, unsecured tokens for tests, only when
+        named) against the directory's SCRAM users (``ottla users``,
+        AlterUserScramCredentials); ``connections_max_reauth_ms`` (KIP-368,
+        0 = none) bounds a SASL session's lifetime. A listener reachable
+        from other machines without authentication is warned about on
+        stderr. A new data directory is created with mode 0700."""
+    @property
+    def listeners(self) -> dict[str, str]:
+        """Each listener's name and bound ``"host:port"``, in the order
+        given; the first is ``bootstrap_servers``."""
     @property
     def bootstrap_servers(self) -> str:
         """``"host:port"`` to give Kafka clients as ``bootstrap.servers``."""
@@ -932,3 +959,34 @@ class Broker:
     def __enter__(self) -> Self: ...
     def __exit__(self, *_args: object) -> Literal[False]:
         """``close()``; exceptions propagate."""
+
+# ---- security ----------------------------------------------------------------
+
+def scram_users(path: _Path) -> list[tuple[str, str, int]]:
+    """The SCRAM users of data directory ``path``: ``(user, mechanism,
+    iterations)`` per credential, sorted by user."""
+
+def set_scram_user(
+    path: _Path,
+    user: str,
+    password: str,
+    *,
+    mechanisms: Sequence[str] | None = None,
+    iterations: int = 4096,
+) -> None:
+    """Add ``user``, or change their password, for each of ``mechanisms``
+    (default SCRAM-SHA-256 and SCRAM-SHA-512), salted and hashed with
+    ``iterations`` (4096 to 16384); a running broker on ``path`` sees it
+    at the user's next login."""
+
+def delete_scram_user(path: _Path, user: str, *, mechanisms: Sequence[str] | None = None) -> bool:
+    """Remove ``user``'s credentials for ``mechanisms`` (default all);
+    True if there were any."""
+
+def make_certificates(
+    dir: _Path, *, hosts: Sequence[str] | None = None, clients: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
+    """Write a throw-away CA, a server certificate for ``hosts`` (default
+    localhost, 127.0.0.1, ::1) and a client certificate (``CN=<name>``) per
+    name of ``clients`` into ``dir`` as PEM files; ``(what, path)`` pairs.
+    Use :func:`ottla.testing.make_certificates`."""

@@ -8,7 +8,10 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 
 use crate::api;
+use crate::auth::principal::Principal;
+use crate::auth::SecurityProtocol;
 use crate::net::frame;
+use crate::net::listener::ListenerInfo;
 use crate::replica::{Cursors, Written};
 use crate::versions;
 use crate::Shared;
@@ -27,6 +30,18 @@ pub struct Session {
     /// Topic ids this connection named topics by (Fetch v13+, Metadata,
     /// DeleteTopics), with the name each had: see `api::metadata::topic_by_id`.
     pub topic_names: std::collections::HashMap<uuid::Uuid, String>,
+    /// The listener the connection came in on; `None` for connections made
+    /// in-process (tests, the fuzzer), which behave as PLAINTEXT.
+    pub listener: Option<Arc<ListenerInfo>>,
+    /// Who the client is: `User:ANONYMOUS` until a SASL authentication or
+    /// a client certificate says otherwise. The authorizer's input (see
+    /// `auth::authorizer`).
+    pub principal: Principal,
+    /// The SASL exchange and session (SASL listeners).
+    pub sasl: api::sasl::SaslSession,
+    /// Set by a handler whose answer must be the connection's last (a
+    /// failed authentication): the connection writes it, then closes.
+    pub close_after_reply: Option<String>,
 }
 
 impl Session {
@@ -37,6 +52,31 @@ impl Session {
             cursors: Cursors::new(),
             written: Written::new(),
             topic_names: std::collections::HashMap::new(),
+            listener: None,
+            principal: Principal::anonymous(),
+            sasl: api::sasl::SaslSession::default(),
+            close_after_reply: None,
+        }
+    }
+
+    pub fn protocol(&self) -> SecurityProtocol {
+        self.listener
+            .as_ref()
+            .map_or(SecurityProtocol::Plaintext, |l| l.protocol)
+    }
+
+    /// On a SASL listener, before (or during a re-) authentication.
+    pub fn sasl_pending(&self) -> bool {
+        self.protocol().uses_sasl()
+            && !matches!(self.sasl.state, api::sasl::SaslState::Authenticated { .. })
+    }
+
+    /// The address this connection's clients are told (Metadata,
+    /// FindCoordinator, ...): its listener's advertised address.
+    pub fn advertised<'a>(&'a self, shared: &'a Shared) -> (&'a str, u16) {
+        match &self.listener {
+            Some(l) => (l.advertised_host.as_str(), l.advertised_port),
+            None => (shared.advertised_host.as_str(), shared.advertised_port),
         }
     }
 }
@@ -141,6 +181,10 @@ async fn handle_inner(
         ApiKey::DescribeProducers => call!(api::producers::describe),
         ApiKey::DescribeTopicPartitions => call!(api::metadata::describe_topic_partitions),
         ApiKey::GetTelemetrySubscriptions => call!(api::telemetry::get_subscriptions),
+        ApiKey::SaslHandshake => call!(api::sasl::handshake),
+        ApiKey::SaslAuthenticate => call!(api::sasl::authenticate),
+        ApiKey::DescribeUserScramCredentials => call!(api::scram_users::describe),
+        ApiKey::AlterUserScramCredentials => call!(api::scram_users::alter),
         other => Err(format!("API {other:?} is not served")),
     }
 }

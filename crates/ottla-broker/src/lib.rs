@@ -28,6 +28,7 @@
 
 pub mod alloc;
 pub mod api;
+pub mod auth;
 pub mod cluster;
 pub mod coordinator;
 pub mod dispatch;
@@ -128,7 +129,26 @@ pub struct BrokerConfig {
     /// A node of a replicated cluster (issue 14; `cluster`); `None`: a
     /// broker alone, as before.
     pub cluster: Option<cluster::ClusterConfig>,
+    // --- Security (issue 18): listeners, TLS, SASL. ---
+    /// Kafka's `listeners`: every address the broker listens on, each with
+    /// its security protocol; the first is the one `local_addr` names.
+    /// Empty (the default): one PLAINTEXT listener on `host:port`.
+    pub listeners: Vec<ListenerConfig>,
+    /// The certificate, key and client-certificate settings of every SSL
+    /// and SASL_SSL listener (Kafka's `ssl.*`).
+    pub tls: Option<auth::tls::TlsConfig>,
+    /// Kafka's `sasl.enabled.mechanisms` for SASL listeners; default PLAIN,
+    /// SCRAM-SHA-256 and SCRAM-SHA-512 (OAUTHBEARER only when named).
+    pub sasl_enabled_mechanisms: Vec<auth::sasl::Mechanism>,
+    /// Kafka's `connections.max.reauth.ms` (KIP-368): a SASL session's
+    /// lifetime, told to the client in SaslAuthenticate v1+; a connection
+    /// that sends anything but a new SaslHandshake after it is closed. 0,
+    /// the default: sessions last as long as their credential (an
+    /// OAUTHBEARER token's `exp`), else for ever.
+    pub connections_max_reauth_ms: u64,
 }
+
+pub use net::listener::ListenerConfig;
 
 /// A quarter of the soft open-file limit (`RLIMIT_NOFILE`; 256 under the
 /// common 1,024), at least 16: with half of it for partition files (the
@@ -171,6 +191,10 @@ impl Default for BrokerConfig {
             transaction_max_timeout_ms: ottla_storage::txn_state::DEFAULT_MAX_TIMEOUT_MS,
             advertised_listener: None,
             cluster: None,
+            listeners: Vec::new(),
+            tls: None,
+            sasl_enabled_mechanisms: auth::sasl::Mechanism::defaults(),
+            connections_max_reauth_ms: 0,
         }
     }
 }
@@ -195,6 +219,8 @@ pub struct Shared {
     pub request_budget: net::budget::RequestBudget,
     /// This node's place in a cluster; `None` for a broker alone.
     pub cluster: Option<Arc<cluster::ClusterNode>>,
+    /// SCRAM credentials (SASL/SCRAM and PLAIN check against them).
+    pub credentials: auth::credentials::CredentialStore,
 }
 
 impl Shared {
@@ -202,14 +228,11 @@ impl Shared {
     /// host and port: this one alone; in a cluster, the lowest unfenced
     /// broker id (group state is not replicated yet, so one broker holds
     /// every group; every node agrees from the image). `None`: no live
-    /// broker known yet.
-    pub fn group_coordinator(&self) -> Option<(i32, String, u16)> {
+    /// broker known yet. `here`: this broker's address as the asking
+    /// connection's listener advertises it.
+    pub fn group_coordinator(&self, here: (&str, u16)) -> Option<(i32, String, u16)> {
         let Some(node) = &self.cluster else {
-            return Some((
-                api::metadata::NODE_ID,
-                self.advertised_host.clone(),
-                self.advertised_port,
-            ));
+            return Some((api::metadata::NODE_ID, here.0.to_string(), here.1));
         };
         let image = node.image();
         let id = cluster::assignments::group_coordinator(&image)?;
@@ -247,6 +270,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A running broker. Listening once [`Broker::start`] returns.
 pub struct Broker {
     addr: SocketAddr,
+    listener_addrs: Vec<(String, SocketAddr)>,
     runtime: Option<tokio::runtime::Runtime>,
     shutdown: watch::Sender<bool>,
     finished: Mutex<Option<mpsc::Receiver<()>>>,
@@ -258,13 +282,8 @@ pub struct Broker {
 impl Broker {
     /// Bind, then serve `store` on a background tokio runtime.
     pub fn start(store: Arc<Store>, config: BrokerConfig) -> Result<Broker> {
-        let where_ = format!("{}:{}", config.host, config.port);
-        let bind_err = |e: std::io::Error| Error::io("listen on", std::path::Path::new(&where_), e);
-        // Bound synchronously, so the port is known (and connectable) on return.
-        let std_listener =
-            std::net::TcpListener::bind((config.host.as_str(), config.port)).map_err(bind_err)?;
-        std_listener.set_nonblocking(true).map_err(bind_err)?;
-        let addr = std_listener.local_addr().map_err(bind_err)?;
+        let listeners = net::listener::bind_all(&config)?;
+        let addr = listeners[0].1.bound;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("ottla-broker")
@@ -325,11 +344,11 @@ impl Broker {
             shutdown_rx.clone(),
             runtime.handle().clone(),
         );
-        let (advertised_host, advertised_port) = match &config.advertised_listener {
-            Some((host, port)) => (host.clone(), if *port == 0 { addr.port() } else { *port }),
-            None if addr.ip().is_unspecified() => ("127.0.0.1".to_string(), addr.port()),
-            None => (addr.ip().to_string(), addr.port()),
-        };
+        // The first listener's: the address the cluster and the single
+        // node's Metadata name (each connection is told its own listener's).
+        let advertised_host = listeners[0].1.advertised_host.clone();
+        let advertised_port = listeners[0].1.advertised_port;
+        let credentials = auth::credentials::CredentialStore::new(store.root());
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let cluster = match &config.cluster {
             Some(cc) => Some(cluster::ClusterNode::start(
@@ -371,6 +390,7 @@ impl Broker {
             store,
             advertised_host,
             advertised_port,
+            credentials,
             request_budget: net::budget::RequestBudget::new(config.queued_max_request_bytes),
             config,
             stopping: shutdown_rx.clone(),
@@ -391,16 +411,29 @@ impl Broker {
                 },
             );
         }
-        let listener = {
-            let _g = runtime.enter();
-            tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?
-        };
-        runtime.spawn(net::listener::run(
-            listener,
-            shared.clone(),
-            shutdown_rx.clone(),
-            done_tx.clone(),
+        let limits = Arc::new(net::listener::ConnectionLimits::new(
+            shared.config.max_connections,
+            shared.config.max_connections_per_ip,
         ));
+        let mut listener_addrs = Vec::with_capacity(listeners.len());
+        for (std_listener, info) in listeners {
+            let where_ = info.bound.to_string();
+            let bind_err =
+                |e: std::io::Error| Error::io("listen on", std::path::Path::new(&where_), e);
+            let listener = {
+                let _g = runtime.enter();
+                tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?
+            };
+            listener_addrs.push((info.name.clone(), info.bound));
+            runtime.spawn(net::listener::run(
+                listener,
+                Arc::new(info),
+                limits.clone(),
+                shared.clone(),
+                shutdown_rx.clone(),
+                done_tx.clone(),
+            ));
+        }
         runtime.spawn(alloc::trimmer(shutdown_rx.clone()));
         runtime.spawn(coordinator::consumer_group::reaper(
             shared.clone(),
@@ -419,6 +452,7 @@ impl Broker {
         ));
         Ok(Broker {
             addr,
+            listener_addrs,
             runtime: Some(runtime),
             shutdown,
             finished: Mutex::new(Some(done_rx)),
@@ -450,6 +484,11 @@ impl Broker {
     /// `None` once closed.
     pub fn shared(&self) -> Option<&Arc<Shared>> {
         self.shared.as_ref()
+    }
+
+    /// Every listener's name and bound address, in the configured order.
+    pub fn listener_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.listener_addrs
     }
 
     /// How many Fetch requests are parked now (long polls waiting for an

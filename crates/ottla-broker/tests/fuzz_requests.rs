@@ -4,7 +4,7 @@
 //! its own with the broker's allocator installed (as `ottla._core` installs
 //! it), so its peak resident size measures what the requests cost.
 
-use ottla_broker::fuzzing::{seed_corpus, RequestOracle};
+use ottla_broker::fuzzing::{sasl_seed_corpus, seed_corpus, RequestOracle, SaslOracle};
 use ottla_client::fuzzing::Rng;
 
 #[global_allocator]
@@ -75,4 +75,22 @@ fn request_frames_survive_mutation() {
     // requests made resident stays small.
     let peak = peak_rss_kib();
     assert!(peak < 512 * 1024, "peak resident size {peak} KiB");
+}
+
+#[test]
+fn sasl_exchanges_survive_mutation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let oracle = SaslOracle::new(dir.path()).expect("oracle");
+    let seeds = sasl_seed_corpus();
+    for (name, seed) in &seeds {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| oracle.check(seed)));
+        assert!(r.is_ok(), "seed {name} broke a promise");
+    }
+    let mut rng = Rng(0x5a51_0018);
+    for i in 0..20_000 {
+        let (_, seed) = &seeds[i % seeds.len()];
+        let input = mutate(&mut rng, seed);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| oracle.check(&input)));
+        assert!(r.is_ok(), "input {i} broke a promise: {input:02x?}");
+    }
 }

@@ -118,6 +118,8 @@ pub struct Broker {
     port: u16,
     path: String,
     node_id: Option<i32>,
+    /// Listener name to bound "host:port", in the configured order.
+    listeners: Vec<(String, String)>,
 }
 
 #[pymethods]
@@ -131,11 +133,14 @@ impl Broker {
                         max_open_files=None, group_initial_rebalance_delay_ms=0,
                         group_consumer_heartbeat_interval_ms=1000,
                         group_consumer_session_timeout_ms=45000, broker_rack=None,
-                        advertised_listener=None, node_id=None, controller_listen=None,
+                        node_id=None, controller_listen=None,
                         controller_quorum_voters=None, default_replication_factor=1,
                         min_insync_replicas=1, replica_lag_time_max_ms=10000,
                         broker_heartbeat_interval_ms=200, broker_session_timeout_ms=1000,
-                        controller_quorum_election_timeout_ms=250))]
+                        controller_quorum_election_timeout_ms=250,
+                        listeners=None, advertised_listeners=None, ssl_certfile=None,
+                        ssl_keyfile=None, ssl_cafile=None, ssl_client_auth="none",
+                        sasl_enabled_mechanisms=None, connections_max_reauth_ms=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -156,7 +161,6 @@ impl Broker {
         group_consumer_heartbeat_interval_ms: i64,
         group_consumer_session_timeout_ms: i64,
         broker_rack: Option<String>,
-        advertised_listener: Option<&str>,
         node_id: Option<i64>,
         controller_listen: Option<&str>,
         controller_quorum_voters: Option<&str>,
@@ -166,27 +170,32 @@ impl Broker {
         broker_heartbeat_interval_ms: i64,
         broker_session_timeout_ms: i64,
         controller_quorum_election_timeout_ms: i64,
+        // Security (issue 18).
+        listeners: Option<Vec<String>>,
+        advertised_listeners: Option<Vec<String>>,
+        ssl_certfile: Option<std::path::PathBuf>,
+        ssl_keyfile: Option<std::path::PathBuf>,
+        ssl_cafile: Option<std::path::PathBuf>,
+        ssl_client_auth: &str,
+        sasl_enabled_mechanisms: Option<Vec<String>>,
+        connections_max_reauth_ms: i64,
     ) -> PyResult<Self> {
+        let security = security_config(
+            listeners,
+            advertised_listeners,
+            ssl_certfile,
+            ssl_keyfile,
+            ssl_cafile,
+            ssl_client_auth,
+            sasl_enabled_mechanisms,
+            connections_max_reauth_ms,
+        )?;
         // Kafka's `broker.rack`: a rack name, not empty.
         if broker_rack.as_deref().is_some_and(|r| r.trim().is_empty()) {
             return Err(PyValueError::new_err(
                 "broker_rack must be a rack name or None, got an empty string",
             ));
         }
-        let advertised_listener = advertised_listener
-            .map(|a| {
-                a.rsplit_once(':')
-                    .and_then(|(h, p)| {
-                        let h = h.trim_start_matches('[').trim_end_matches(']');
-                        Some((h.to_string(), p.parse::<u16>().ok()?)).filter(|(h, _)| !h.is_empty())
-                    })
-                    .ok_or_else(|| {
-                        PyValueError::new_err(format!(
-                            "advertised_listener must be HOST:PORT, got {a:?}"
-                        ))
-                    })
-            })
-            .transpose()?;
         let cluster = cluster_config(
             node_id,
             controller_listen,
@@ -284,8 +293,12 @@ impl Broker {
             group_consumer_heartbeat_interval_ms: group_consumer_heartbeat_interval_ms as u64,
             group_consumer_session_timeout_ms: group_consumer_session_timeout_ms as u64,
             broker_rack,
-            advertised_listener,
+            advertised_listener: None,
             cluster,
+            listeners: security.listeners,
+            tls: security.tls,
+            sasl_enabled_mechanisms: security.mechanisms,
+            connections_max_reauth_ms: security.max_reauth_ms,
             ..Default::default()
         };
         let interval = fsync == "interval";
@@ -295,6 +308,16 @@ impl Broker {
                 // Before the store opens anything.
                 if let Some(n) = max_open_files {
                     ottla_storage::fd_budget::set_max_open_files(n);
+                }
+                // A new data directory is private to its owner: the files
+                // are protected by their permissions only (docs/security.md).
+                if !path.exists() {
+                    use std::os::unix::fs::DirBuilderExt;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(&path)
+                        .map_err(|e| ottla_storage::Error::io("create", &path, e))?;
                 }
                 let store = Store::open(&path)?;
                 if interval {
@@ -313,7 +336,13 @@ impl Broker {
             })?;
         let addr = engine.local_addr();
         let stopping = engine.stop_signal();
+        let listeners = engine
+            .listener_addrs()
+            .iter()
+            .map(|(name, a)| (name.clone(), host_port(*a)))
+            .collect();
         Ok(Broker {
+            listeners,
             inner: Mutex::new(Some(engine)),
             stopping: std::sync::Arc::new(Mutex::new(Some(stopping))),
             host: addr.ip().to_string(),
@@ -330,6 +359,17 @@ impl Broker {
     #[getter]
     fn bootstrap_servers(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// Every listener's name and bound "host:port" (the first is
+    /// `bootstrap_servers`).
+    #[getter]
+    fn listeners<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let d = pyo3::types::PyDict::new(py);
+        for (name, addr) in &self.listeners {
+            d.set_item(name, addr)?;
+        }
+        Ok(d)
     }
 
     #[getter]
@@ -428,4 +468,96 @@ fn wait_changed(rx: &mut tokio::sync::watch::Receiver<bool>, timeout: Duration) 
         }
     }
     false
+}
+
+fn host_port(a: std::net::SocketAddr) -> String {
+    match a {
+        std::net::SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+        std::net::SocketAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// The security settings of `ottla.Broker(...)`, checked.
+struct Security {
+    listeners: Vec<ottla_broker::ListenerConfig>,
+    tls: Option<ottla_broker::auth::tls::TlsConfig>,
+    mechanisms: Vec<ottla_broker::auth::sasl::Mechanism>,
+    max_reauth_ms: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn security_config(
+    listeners: Option<Vec<String>>,
+    advertised_listeners: Option<Vec<String>>,
+    ssl_certfile: Option<std::path::PathBuf>,
+    ssl_keyfile: Option<std::path::PathBuf>,
+    ssl_cafile: Option<std::path::PathBuf>,
+    ssl_client_auth: &str,
+    sasl_enabled_mechanisms: Option<Vec<String>>,
+    connections_max_reauth_ms: i64,
+) -> PyResult<Security> {
+    use ottla_broker::auth::sasl::Mechanism;
+    use ottla_broker::auth::tls::{ClientAuth, TlsConfig};
+    use ottla_broker::ListenerConfig;
+    let mut parsed = Vec::new();
+    for l in listeners.unwrap_or_default() {
+        parsed.push(ListenerConfig::parse(&l).map_err(PyValueError::new_err)?);
+    }
+    for a in advertised_listeners.unwrap_or_default() {
+        let adv = ListenerConfig::parse(&a).map_err(PyValueError::new_err)?;
+        let Some(l) = parsed.iter_mut().find(|l| l.name == adv.name) else {
+            return Err(PyValueError::new_err(format!(
+                "advertised listener {a:?} names no listener (listeners: {})",
+                parsed
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        l.advertised = Some((adv.host, adv.port));
+    }
+    let client_auth = ClientAuth::parse(ssl_client_auth).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "ssl_client_auth must be 'none', 'requested' or 'required', got {ssl_client_auth:?}"
+        ))
+    })?;
+    let tls = match (ssl_certfile, ssl_keyfile) {
+        (Some(certfile), Some(keyfile)) => Some(TlsConfig {
+            certfile,
+            keyfile,
+            cafile: ssl_cafile,
+            client_auth,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(PyValueError::new_err(
+                "ssl_certfile and ssl_keyfile go together",
+            ))
+        }
+    };
+    let mechanisms = match sasl_enabled_mechanisms {
+        None => Mechanism::defaults(),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                Mechanism::parse(n).ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "unknown SASL mechanism {n:?}: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER"
+                    ))
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?,
+    };
+    if connections_max_reauth_ms < 0 {
+        return Err(PyValueError::new_err(format!(
+            "connections_max_reauth_ms must be 0 (no bound) or positive, got {connections_max_reauth_ms}"
+        )));
+    }
+    Ok(Security {
+        listeners: parsed,
+        tls,
+        mechanisms,
+        max_reauth_ms: connections_max_reauth_ms as u64,
+    })
 }

@@ -10,6 +10,7 @@ mod broker;
 mod consumer;
 mod errors;
 mod producer;
+mod security;
 mod types;
 
 use pyo3::prelude::*;
@@ -36,6 +37,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<aio_producer::SendManyFuture>()?;
     m.add_class::<aio_consumer::RecordWaiter>()?;
     m.add_class::<arrow::ArrowBatch>()?;
+    m.add_function(wrap_pyfunction!(security::scram_users, m)?)?;
+    m.add_function(wrap_pyfunction!(security::set_scram_user, m)?)?;
+    m.add_function(wrap_pyfunction!(security::delete_scram_user, m)?)?;
+    m.add_function(wrap_pyfunction!(security::make_certificates, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
     Ok(())

@@ -43,6 +43,7 @@ examples:
   ottla consume events --group audit --follow
   ottla groups describe audit
   ottla serve --data ./ottla-data --listen 127.0.0.1:9092
+  ottla users add alice
 
 Run 'ottla COMMAND --help' for a command's options and examples.
 """
@@ -51,7 +52,7 @@ Run 'ottla COMMAND --help' for a command's options and examples.
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    from ottla.cli import consume, groups, produce, serve, topics
+    from ottla.cli import consume, groups, produce, serve, topics, users
 
     parser = argparse.ArgumentParser(
         prog="ottla",
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_parser(sub, common)
     groups.add_parser(sub, common)
     serve.add_parser(sub)
+    users.add_parser(sub, common)
     return parser
 
 

@@ -34,6 +34,17 @@ a three-node cluster on one machine (one line per node; see the README):
       --controller-listen 127.0.0.1:9192 \\
       --controller-quorum-voters 1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194 \\
       --default-replication-factor 3 --min-insync-replicas 2
+security (docs/security.md):
+  Without --listener the broker has one PLAINTEXT listener: no encryption and
+  no authentication, anyone who reaches the port can read, write and delete
+  every topic. Listening on anything but loopback that way, the broker says
+  so loudly on stderr at every start. For other machines, use SASL_SSL:
+  ottla users add alice
+  ottla serve --listener SASL_SSL://0.0.0.0:9094 --ssl-certfile server.pem \\
+      --ssl-keyfile server.key --advertised-listener SASL_SSL://kafka.example:9094
+  ottla serve --listener PLAINTEXT://127.0.0.1:9092 --listener SSL://0.0.0.0:9093 \\
+      --ssl-certfile server.pem --ssl-keyfile server.key --ssl-cafile ca.pem \\
+      --ssl-client-auth required
 """
 
 
@@ -168,13 +179,6 @@ def add_parser(sub: Any) -> None:
         "and matched against consumers' client.rack by the consumer-protocol assignors "
         "(default: none)",
     )
-    p.add_argument(
-        "--advertised-listener",
-        default=None,
-        metavar="HOST:PORT",
-        help="the address clients are told to connect to (advertised.listeners; "
-        "default: the --listen address)",
-    )
     cluster = p.add_argument_group(
         "cluster", "a node of a replicated cluster (docs/design/replication.md)"
     )
@@ -198,6 +202,51 @@ def add_parser(sub: Any) -> None:
         cluster.add_argument(
             flag, type=int, default=default, metavar="N", help=f"{what} (default {default})"
         )
+    # Security (issue 18).
+    sec = p.add_argument_group("security (docs/security.md)")
+    sec.add_argument(
+        "--listener",
+        action="append",
+        type=_listener_arg,
+        metavar="NAME://HOST:PORT",
+        help="a listener (repeatable; Kafka's listeners): NAME is PLAINTEXT, SSL, "
+        "SASL_PLAINTEXT or SASL_SSL; replaces --listen",
+    )
+    sec.add_argument(
+        "--advertised-listener",
+        action="append",
+        metavar="[NAME://]HOST:PORT",
+        help="the address clients are told for a listener (repeatable; Kafka's "
+        "advertised.listeners); without NAME://, for the first listener",
+    )
+    sec.add_argument(
+        "--ssl-certfile", metavar="PEM", help="server certificate chain (SSL, SASL_SSL)"
+    )
+    sec.add_argument("--ssl-keyfile", metavar="PEM", help="server private key")
+    sec.add_argument(
+        "--ssl-cafile", metavar="PEM", help="CA certificates client certificates must chain to"
+    )
+    sec.add_argument(
+        "--ssl-client-auth",
+        choices=["none", "requested", "required"],
+        default="none",
+        help="ask TLS clients for a certificate (ssl.client.auth; default none); its "
+        "subject becomes the principal",
+    )
+    sec.add_argument(
+        "--sasl-enabled-mechanisms",
+        metavar="LIST",
+        help="comma-separated SASL mechanisms (sasl.enabled.mechanisms; default "
+        "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512; OAUTHBEARER accepts unsecured tokens: tests only)",
+    )
+    sec.add_argument(
+        "--connections-max-reauth-ms",
+        type=int,
+        default=0,
+        metavar="MS",
+        help="SASL session lifetime before clients must re-authenticate "
+        "(connections.max.reauth.ms, KIP-368; default 0: none)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -258,7 +307,6 @@ class ServeOptions:
         self.group_consumer_heartbeat_interval_ms = 1000
         self.group_consumer_session_timeout_ms = 45000
         self.broker_rack: str | None = None
-        self.advertised_listener: str | None = None
         self.node_id: int | None = None
         self.controller_listen: str | None = None
         self.controller_quorum_voters: str | None = None
@@ -268,6 +316,15 @@ class ServeOptions:
         self.broker_heartbeat_interval_ms = 200
         self.broker_session_timeout_ms = 1000
         self.controller_quorum_election_timeout_ms = 250
+        # Security (issue 18).
+        self.listener: list[str] | None = None
+        self.advertised_listener: list[str] | None = None
+        self.ssl_certfile: str | None = None
+        self.ssl_keyfile: str | None = None
+        self.ssl_cafile: str | None = None
+        self.ssl_client_auth = "none"
+        self.sasl_enabled_mechanisms: str | None = None
+        self.connections_max_reauth_ms = 0
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> ServeOptions:
@@ -300,7 +357,6 @@ _INT_OPTIONS = {
     "--controller-quorum-election-timeout-ms": "controller_quorum_election_timeout_ms",
 }
 _STR_OPTIONS = {
-    "--advertised-listener": "advertised_listener",
     "--controller-listen": "controller_listen",
     "--controller-quorum-voters": "controller_quorum_voters",
 }
@@ -351,6 +407,8 @@ def parse_fast(words: list[str]) -> ServeOptions | None:
             o.fsync = value
         elif name == "--broker-rack":
             o.broker_rack = value
+        elif name == "--advertised-listener":
+            o.advertised_listener = [*(o.advertised_listener or []), value]
         elif name in _STR_OPTIONS:
             setattr(o, _STR_OPTIONS[name], value)
         elif name in _INT_OPTIONS:
@@ -382,6 +440,57 @@ def _listen_arg(text: str) -> tuple[str, int]:
 
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return listen
+
+
+def _listener_arg(text: str) -> str:
+    """argparse type for ``--listener``: ``NAME://HOST:PORT``."""
+    name, sep, addr = text.partition("://")
+    if not sep or name.upper() not in LISTENER_NAMES or parse_listen(addr) is None:
+        import argparse
+
+        raise argparse.ArgumentTypeError(
+            f"expected NAME://HOST:PORT with NAME one of {', '.join(LISTENER_NAMES)}, got {text!r}"
+        )
+    return text
+
+
+LISTENER_NAMES = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def security_kwargs(args: ServeOptions) -> dict[str, Any]:
+    """The ``ottla.Broker`` keywords of the security flags."""
+    kwargs: dict[str, Any] = {}
+    listeners = list(args.listener or [])
+    advertised = []
+    for a in args.advertised_listener or []:
+        if "://" not in a:
+            # HOST:PORT alone: the first listener's.
+            first = listeners[0].partition("://")[0] if listeners else "PLAINTEXT"
+            a = f"{first}://{a}"
+        advertised.append(a)
+    if advertised and not listeners:
+        host, port = args.listen
+        listeners = [
+            f"PLAINTEXT://[{host}]:{port}" if ":" in host else f"PLAINTEXT://{host}:{port}"
+        ]
+    if listeners:
+        kwargs["listeners"] = listeners
+    if advertised:
+        kwargs["advertised_listeners"] = advertised
+    if args.ssl_certfile or args.ssl_keyfile:
+        kwargs["ssl_certfile"] = args.ssl_certfile
+        kwargs["ssl_keyfile"] = args.ssl_keyfile
+    if args.ssl_cafile:
+        kwargs["ssl_cafile"] = args.ssl_cafile
+    if args.ssl_client_auth != "none":
+        kwargs["ssl_client_auth"] = args.ssl_client_auth
+    if args.sasl_enabled_mechanisms:
+        kwargs["sasl_enabled_mechanisms"] = [
+            m.strip() for m in args.sasl_enabled_mechanisms.split(",") if m.strip()
+        ]
+    if args.connections_max_reauth_ms:
+        kwargs["connections_max_reauth_ms"] = args.connections_max_reauth_ms
+    return kwargs
 
 
 def _signal_module() -> Any:
@@ -424,6 +533,8 @@ def serve(args: ServeOptions) -> int:
         args.controller_listen is not None or args.controller_quorum_voters is not None
     ):
         raise UsageError("--controller-listen and --controller-quorum-voters need --node-id")
+    if args.connections_max_reauth_ms < 0:
+        raise UsageError("--connections-max-reauth-ms must be 0 or positive")
     broker_cls: Any = getattr(ottla, "Broker", None)
     if broker_cls is None:
         raise CliError(
@@ -450,7 +561,6 @@ def serve(args: ServeOptions) -> int:
             group_consumer_heartbeat_interval_ms=args.group_consumer_heartbeat_interval_ms,
             group_consumer_session_timeout_ms=args.group_consumer_session_timeout_ms,
             broker_rack=args.broker_rack,
-            advertised_listener=args.advertised_listener,
             node_id=args.node_id,
             controller_listen=args.controller_listen,
             controller_quorum_voters=args.controller_quorum_voters,
@@ -460,6 +570,7 @@ def serve(args: ServeOptions) -> int:
             broker_heartbeat_interval_ms=args.broker_heartbeat_interval_ms,
             broker_session_timeout_ms=args.broker_session_timeout_ms,
             controller_quorum_election_timeout_ms=args.controller_quorum_election_timeout_ms,
+            **security_kwargs(args),
         )
     except OSError as e:
         raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
@@ -499,6 +610,9 @@ def serve(args: ServeOptions) -> int:
         # waits for it to stop): say so before starting the thread, which
         # on a busy machine may wait milliseconds for a CPU.
         print(f"listening on {broker.bootstrap_servers}", flush=True)
+        if args.listener:
+            for name, addr in broker.listeners.items():
+                print(f"listener {name} on {addr}", flush=True)
         _thread.start_new_thread(run, ())
         started = True
         print(f"serving {path}; Ctrl-C or SIGTERM to stop", file=sys.stderr, flush=True)

@@ -106,8 +106,8 @@ pub async fn describe(
         r.controller_id = BrokerId(NODE_ID);
         let mut b = DescribeClusterBroker::default();
         b.broker_id = BrokerId(NODE_ID);
-        b.host = s(&shared.advertised_host);
-        b.port = i32::from(shared.advertised_port);
+        b.host = s(_s.advertised(shared).0);
+        b.port = i32::from(_s.advertised(shared).1);
         b.rack = shared.config.broker_rack.as_deref().map(s);
         r.brokers = vec![b];
     }

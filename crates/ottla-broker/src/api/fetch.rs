@@ -225,8 +225,8 @@ fn gather(
         // KIP-951: where the current leader is, so the client need not ask.
         let mut n = NodeEndpoint::default();
         n.node_id = BrokerId(NODE_ID);
-        n.host = super::s(&shared.advertised_host);
-        n.port = i32::from(shared.advertised_port);
+        n.host = super::s(session.advertised(shared).0);
+        n.port = i32::from(session.advertised(shared).1);
         resp.node_endpoints.push(n);
     }
     for (leader, addr) in leaders {

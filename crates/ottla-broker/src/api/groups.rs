@@ -50,7 +50,7 @@ pub async fn find_coordinator(
     v: i16,
 ) -> FindCoordinatorResponse {
     let mut r = FindCoordinatorResponse::default();
-    let coordinator = shared.group_coordinator();
+    let coordinator = shared.group_coordinator(_s.advertised(shared));
     let (error, message) = if req.key_type == GROUP_KEY {
         match &coordinator {
             Some(_) => (code::NONE, None),
@@ -65,6 +65,14 @@ pub async fn find_coordinator(
             format!("Unknown coordinator type {}.", req.key_type)
         };
         (code::INVALID_REQUEST, Some(s(&why)))
+    } else if shared.cluster.is_some() {
+        // Transaction markers go to partitions other brokers lead, which
+        // the coordinator does not do yet (WriteTxnMarkers): refused with
+        // a message rather than a coordinator that would half-commit.
+        (
+            code::INVALID_REQUEST,
+            Some(s("Transactions are not supported in an ottla cluster yet (issue 15).")),
+        )
     } else {
         // The transaction coordinator: this broker, which leads every
         // partition of `__transaction_state` (see `coordinator::txn`).

@@ -50,8 +50,8 @@ pub async fn handle(
     let mut r = MetadataResponse::default();
     let mut b = MetadataResponseBroker::default();
     b.node_id = BrokerId(NODE_ID);
-    b.host = s(&shared.advertised_host);
-    b.port = shared.advertised_port as i32;
+    b.host = s(session.advertised(shared).0);
+    b.port = i32::from(session.advertised(shared).1);
     b.rack = shared.config.broker_rack.as_deref().map(s);
     r.brokers = vec![b];
     if v >= 2 {

@@ -20,6 +20,8 @@ pub mod produce;
 pub mod producer_id;
 pub mod producers;
 pub mod records;
+pub mod sasl;
+pub mod scram_users;
 pub mod telemetry;
 pub mod topics;
 pub mod txn;

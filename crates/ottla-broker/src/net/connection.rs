@@ -1,10 +1,14 @@
-//! One client connection: size-prefixed request frames in, responses out,
+//! One client connection: on a TLS listener the TLS handshake first (within
+//! `frame_timeout`; a failed one ends the connection before any request),
+//! then size-prefixed request frames in, responses out,
 //! strictly in order (Kafka clients rely on it; a long-polling Fetch holds
 //! back the requests behind it, as in Kafka).
 //!
 //! Limits, enforced here before anything else sees the bytes:
 //! - a size prefix that is negative or above `max_request_bytes` closes the
-//!   connection before a buffer of that size is allocated;
+//!   connection before a buffer of that size is allocated (on a SASL
+//!   listener before authentication, above 512 KiB: Kafka's
+//!   `sasl.server.max.receive.size`);
 //! - a frame larger than one read chunk takes its size from the broker's
 //!   request budget (`queued_max_request_bytes`, see `net::budget`) before
 //!   its buffer is allocated, and holds it until its request is handled;
@@ -13,6 +17,9 @@
 //!   between frames a connection may idle for `idle_timeout`;
 //! - any error (malformed request, unknown API, encode failure) closes this
 //!   connection only;
+//! - on a SASL listener, requests pass the SASL gate (`net::gate`) first;
+//!   a failed authentication is answered, then the connection closed as
+//!   when the broker stops (the client reads the reason);
 //! - a client that closes while its Fetch is parked (a long poll) ends the
 //!   Fetch at once; other requests run to their end.
 //!
@@ -48,13 +55,20 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::budget::Held;
+use super::listener::ListenerInfo;
+use super::stream::Stream;
+use crate::auth::principal::Principal;
 use crate::dispatch::{self, Reply, Session};
-use crate::net::frame;
+use crate::net::{frame, gate};
 use crate::Shared;
 
 /// The least a read asks the socket for; frames above it are read into a
 /// buffer of their own.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Kafka's `sasl.server.max.receive.size` default: the largest frame a
+/// SASL listener takes before its client has authenticated.
+const SASL_MAX_RECEIVE: usize = 512 * 1024;
 
 /// How many bytes a connection reads ahead while a Fetch is in progress
 /// (see `peer_gone`).
@@ -65,7 +79,7 @@ const WATCH_AHEAD: usize = 16 * 1024;
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 pub struct Connection {
-    socket: TcpStream,
+    socket: Stream,
     session: Session,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
@@ -83,16 +97,72 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(
+    /// The connection of an accepted socket, after the TLS handshake on a
+    /// TLS listener; `None` if the handshake failed (an untrusted or
+    /// missing client certificate, a client that is not speaking TLS, one
+    /// that took longer than `frame_timeout`) or the broker is stopping.
+    pub async fn accept(
         socket: TcpStream,
         peer: SocketAddr,
+        listener: Arc<ListenerInfo>,
+        shared: Arc<Shared>,
+        mut shutdown: watch::Receiver<bool>,
+        done: mpsc::Sender<()>,
+    ) -> Option<Connection> {
+        let mut principal = Principal::anonymous();
+        let socket = match &listener.tls {
+            None => Stream::Plain(socket),
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(shared.config.frame_timeout, acceptor.accept(socket));
+                let tls = tokio::select! {
+                    r = handshake => r,
+                    _ = shutdown.changed() => return None,
+                };
+                let tls = match tls {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        crate::errors::debug(&format!("{peer}: TLS handshake failed: {e}"));
+                        return None;
+                    }
+                    Err(_) => {
+                        crate::errors::debug(&format!("{peer}: TLS handshake timed out"));
+                        return None;
+                    }
+                };
+                // A verified client certificate names the principal (mTLS);
+                // on SASL_SSL the SASL user replaces it.
+                if let Some(p) = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(crate::auth::tls::principal_of)
+                {
+                    crate::errors::debug(&format!("{peer}: TLS client certificate: {p}"));
+                    principal = p;
+                }
+                Stream::Tls(Box::new(tls))
+            }
+        };
+        let mut session = Session::new(peer);
+        session.listener = Some(listener);
+        session.principal = principal;
+        Some(Connection::with_session(
+            socket, session, shared, shutdown, done,
+        ))
+    }
+
+    fn with_session(
+        socket: Stream,
+        session: Session,
         shared: Arc<Shared>,
         shutdown: watch::Receiver<bool>,
         done: mpsc::Sender<()>,
     ) -> Connection {
         Connection {
             socket,
-            session: Session::new(peer),
+            session,
             shared,
             shutdown,
             rbuf: BytesMut::new(),
@@ -120,11 +190,14 @@ impl Connection {
                 }
                 return Ok(());
             };
+            let api_key = frame::prefix(&frame).map(|p| p.api_key);
+            if let Some(key) = api_key {
+                gate::admit(&self.session, key)?;
+            }
             // Not raced against shutdown: a request taken is answered (see
             // the module's invariant); requests that wait end early on their
             // own when the broker stops.
-            let reply = if frame::prefix(&frame).is_some_and(|p| p.api_key == ApiKey::Fetch as i16)
-            {
+            let reply = if api_key == Some(ApiKey::Fetch as i16) {
                 // A Fetch may park for up to max_wait_ms (300 s): raced
                 // against the client going away, so a closed connection
                 // lets go of its fetch (and its registrations) at once. Only
@@ -133,7 +206,7 @@ impl Connection {
                 let handling = dispatch::handle(&self.shared, &mut self.session, frame);
                 tokio::select! {
                     reply = handling => reply,
-                    why = peer_gone(&self.socket, &mut self.rbuf) => return Err(why),
+                    why = peer_gone(&mut self.socket, &mut self.rbuf) => return Err(why),
                 }
             } else {
                 dispatch::handle(&self.shared, &mut self.session, frame).await
@@ -147,10 +220,21 @@ impl Connection {
                         .write_all(&buf)
                         .await
                         .map_err(|e| format!("write: {e}"))?;
+                    // TLS holds written bytes until flushed.
+                    self.socket
+                        .flush()
+                        .await
+                        .map_err(|e| format!("write: {e}"))?;
                     self.last_reply = Some(Instant::now());
                 }
                 Reply::Nothing => {}
                 Reply::Close(why) => return Err(why),
+            }
+            // A failed authentication: answered, then closed so the client
+            // can read the answer (as when the broker stops).
+            if let Some(why) = self.session.close_after_reply.take() {
+                crate::errors::debug(&format!("{}: closing: {why}", self.session.peer));
+                return self.close_gracefully().await;
             }
         }
     }
@@ -201,6 +285,14 @@ impl Connection {
         self.held = None;
         let mut charged = false;
         let cfg = &self.shared.config;
+        // Before a SASL client has authenticated, Kafka's
+        // `sasl.server.max.receive.size` bounds its frames, so an unknown
+        // client cannot make the broker hold max_request_bytes.
+        let max_bytes = if self.session.sasl_pending() {
+            cfg.max_request_bytes.min(SASL_MAX_RECEIVE)
+        } else {
+            cfg.max_request_bytes
+        };
         // Set once the first byte of this frame is in.
         let mut deadline =
             (!self.rbuf.is_empty()).then(|| tokio::time::Instant::now() + cfg.frame_timeout);
@@ -210,10 +302,14 @@ impl Connection {
                     i32::from_be_bytes([self.rbuf[0], self.rbuf[1], self.rbuf[2], self.rbuf[3]]);
                 // Invariant: nothing is allocated for a frame before its size
                 // is known to be within the limit.
-                if n < 0 || n as usize > cfg.max_request_bytes {
+                if n < 0 || n as usize > max_bytes {
                     return Err(format!(
-                        "read: request of {n} bytes exceeds max_request_bytes ({})",
-                        cfg.max_request_bytes
+                        "read: request of {n} bytes exceeds max_request_bytes ({max_bytes}{})",
+                        if max_bytes < cfg.max_request_bytes {
+                            " before SASL authentication"
+                        } else {
+                            ""
+                        }
                     ));
                 }
                 let whole = 4 + n as usize;
@@ -286,7 +382,10 @@ impl Connection {
 /// is appended to `rbuf`, where `read_frame` takes it as if it had read it
 /// itself; past `WATCH_AHEAD` bytes more it stops reading (and returns
 /// only with the request), so a client cannot queue more than that this way.
-async fn peer_gone(socket: &TcpStream, rbuf: &mut BytesMut) -> String {
+///
+/// Cancel-safe (dropped when the Fetch finishes first): a read that has not
+/// completed has taken no bytes, on TCP and TLS alike.
+async fn peer_gone(socket: &mut Stream, rbuf: &mut BytesMut) -> String {
     let cap = rbuf.len() + WATCH_AHEAD;
     let mut chunk = [0u8; 4096];
     loop {
@@ -294,13 +393,9 @@ async fn peer_gone(socket: &TcpStream, rbuf: &mut BytesMut) -> String {
         if room == 0 {
             return std::future::pending().await;
         }
-        if let Err(e) = socket.readable().await {
-            return format!("read: {e}");
-        }
-        match socket.try_read(&mut chunk[..room]) {
+        match socket.read(&mut chunk[..room]).await {
             Ok(0) => return "client closed the connection during a Fetch".into(),
             Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return format!("read: {e}"),
         }
     }
