@@ -71,7 +71,9 @@ pub async fn find_coordinator(
         // a message rather than a coordinator that would half-commit.
         (
             code::INVALID_REQUEST,
-            Some(s("Transactions are not supported in an ottla cluster yet (issue 15).")),
+            Some(s(
+                "Transactions are not supported in an ottla cluster yet (issue 15).",
+            )),
         )
     } else {
         // The transaction coordinator: this broker, which leads every

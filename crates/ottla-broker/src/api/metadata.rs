@@ -84,22 +84,13 @@ pub async fn handle(
     };
     let auto_create = shared.config.auto_create_topics && (v < 4 || req.allow_auto_topic_creation);
     for name in names {
-        let mut t = MetadataResponseTopic::default();
-        let name = match name {
-            Ok(name) => name,
-            Err(id) => {
-                // Kafka answers an id it does not know with the id, no name.
-                t.error_code = code::UNKNOWN_TOPIC_ID;
-                t.name = None;
-                t.topic_id = id;
-                r.topics.push(t);
+        let (mut t, name) = match topic_entry(name, v) {
+            Ok(named) => named,
+            Err(unknown) => {
+                r.topics.push(unknown);
                 continue;
             }
         };
-        t.name = Some(topic_name(&name));
-        if v >= 1 {
-            t.is_internal = is_internal(&name);
-        }
         // Internal topics are created by the engine with their own config.
         let create = auto_create && !is_internal(&name);
         let found = blocking(|| store.topic_or_create(&name, create, shared.config.num_partitions));
@@ -188,21 +179,13 @@ async fn cluster_metadata(
     };
     let auto_create = shared.config.auto_create_topics && (v < 4 || req.allow_auto_topic_creation);
     for name in names {
-        let mut t = MetadataResponseTopic::default();
-        let name = match name {
-            Ok(name) => name,
-            Err(id) => {
-                t.error_code = code::UNKNOWN_TOPIC_ID;
-                t.name = None;
-                t.topic_id = id;
-                r.topics.push(t);
+        let (mut t, name) = match topic_entry(name, v) {
+            Ok(named) => named,
+            Err(unknown) => {
+                r.topics.push(unknown);
                 continue;
             }
         };
-        t.name = Some(topic_name(&name));
-        if v >= 1 {
-            t.is_internal = is_internal(&name);
-        }
         if !image.topic_ids.contains_key(&name) {
             let creatable = auto_create
                 && !is_internal(&name)
@@ -452,4 +435,29 @@ pub async fn describe_topic_partitions(
         }
     }
     r
+}
+
+/// A topic's entry, begun: named (with `is_internal` from v1), or for an
+/// id no topic has, the finished answer (Kafka answers it with the id and
+/// no name).
+fn topic_entry(
+    name: Result<String, Uuid>,
+    v: i16,
+) -> Result<(MetadataResponseTopic, String), MetadataResponseTopic> {
+    let mut t = MetadataResponseTopic::default();
+    match name {
+        Ok(name) => {
+            t.name = Some(topic_name(&name));
+            if v >= 1 {
+                t.is_internal = is_internal(&name);
+            }
+            Ok((t, name))
+        }
+        Err(id) => {
+            t.error_code = code::UNKNOWN_TOPIC_ID;
+            t.name = None;
+            t.topic_id = id;
+            Err(t)
+        }
+    }
 }

@@ -209,7 +209,12 @@ fn three_nodes_elect_a_controller_register_and_list_every_broker() {
     }
     // Every node names the same group coordinator: the lowest live id.
     for id in 1..=3 {
-        assert_eq!(c.shared(id).group_coordinator(("127.0.0.1", 0)).map(|g| g.0), Some(1));
+        assert_eq!(
+            c.shared(id)
+                .group_coordinator(("127.0.0.1", 0))
+                .map(|g| g.0),
+            Some(1)
+        );
     }
 }
 

@@ -90,19 +90,8 @@ impl PartitionLog {
         let cfg = self.config();
         let now = now_ms();
         let len = total as u64;
-        let mut segs = self.segments_for(&st)?;
-        let must_roll = st.active_size > 0
-            && (st.active_size + len > cfg.segment_bytes
-                || st.active_size + len > u32::MAX as u64
-                || now.saturating_sub(st.active_created_ms) >= cfg.max_segment_ms()
-                || self.index_nearly_full(&segs, &st, cfg.segment_index_bytes)?);
-        if must_roll {
-            st = self.roll_locked(st, now)?;
-            segs = self.segments_for(&st)?;
-        }
-        let active = segs.map.get(&st.active_base).cloned().ok_or_else(|| {
-            Error::IllegalState(format!("active segment {} missing", st.active_base))
-        })?;
+        let (st_rolled, segs, active, rolled) = self.active_for_append(st, len, &cfg, now)?;
+        st = st_rolled;
         let base_offset = log_end_offset(&st);
         // A new epoch's first batch: its cache entry is on disk before the
         // batch is, so the file never lags the log (recovery cuts an entry
@@ -225,7 +214,7 @@ impl PartitionLog {
         drop(_g);
         drop(_w);
         self.beacon.notify_append();
-        if must_roll {
+        if rolled {
             self.enforce_retention()?;
             crate::log::cleaner::clean_on_roll(self);
         }

@@ -10,13 +10,47 @@
 //! `segments_for`), and the segments generation moves before the closing
 //! segment's indexes are trimmed, so a process that mapped them re-lists.
 
-use super::{crash_point, log_end_offset, remove_segment_files, segment_path, PartitionLog};
-use crate::error::Result;
+use std::sync::Arc;
+
+use super::{
+    crash_point, log_end_offset, remove_segment_files, segment_path, PartitionLog, SegmentMap,
+};
+use crate::config::TopicConfig;
+use crate::error::{Error, Result};
 use crate::log::head::HeadState;
+use crate::log::segment::LogSegment;
 
 const ROLL_CRASH_AT: &str = "OTTLA_ROLL_CRASH_AT";
 
 impl PartitionLog {
+    /// The head, the segments and the active segment an append of `len`
+    /// bytes goes to (the leader's and the follower's alike), the active
+    /// segment rolled first when the append would overflow it, when it is
+    /// older than `segment.ms`, or when its index is nearly full (the
+    /// last element says whether it rolled). Under the append lock.
+    pub(super) fn active_for_append(
+        &self,
+        mut st: HeadState,
+        len: u64,
+        cfg: &TopicConfig,
+        now: i64,
+    ) -> Result<(HeadState, Arc<SegmentMap>, Arc<LogSegment>, bool)> {
+        let mut segs = self.segments_for(&st)?;
+        let must_roll = st.active_size > 0
+            && (st.active_size + len > cfg.segment_bytes
+                || st.active_size + len > u32::MAX as u64
+                || now.saturating_sub(st.active_created_ms) >= cfg.max_segment_ms()
+                || self.index_nearly_full(&segs, &st, cfg.segment_index_bytes)?);
+        if must_roll {
+            st = self.roll_locked(st, now)?;
+            segs = self.segments_for(&st)?;
+        }
+        let active = segs.map.get(&st.active_base).cloned().ok_or_else(|| {
+            Error::IllegalState(format!("active segment {} missing", st.active_base))
+        })?;
+        Ok((st, segs, active, must_roll))
+    }
+
     /// Close the active segment and start a new one at the log end.
     ///
     /// Other processes may have died in the middle of an append or of a
