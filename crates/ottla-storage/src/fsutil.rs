@@ -20,11 +20,15 @@ pub fn write_replace(path: &Path, data: &[u8]) -> Result<()> {
     replace(path, data, false)
 }
 
+/// The start of the engine's temporary file names (written, then renamed
+/// into place); reserved, so no topic is ever named so.
+pub(crate) const TMP_PREFIX: &str = ".tmp-";
+
 fn replace(path: &Path, data: &[u8], durable: bool) -> Result<()> {
     // A short temporary name: the final name may already be at the limit.
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let tmp = path.with_file_name(format!(
-        ".tmp-{}-{}",
+        "{TMP_PREFIX}{}-{}",
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));

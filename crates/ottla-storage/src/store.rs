@@ -464,7 +464,11 @@ impl Store {
             let mut found = Vec::new();
             for entry in fs::read_dir(dir).ctx("list topics", dir)? {
                 let entry = entry.ctx("list topics", dir)?;
-                if entry.file_name().as_encoded_bytes().starts_with(b".tmp-") {
+                if entry
+                    .file_name()
+                    .as_encoded_bytes()
+                    .starts_with(crate::fsutil::TMP_PREFIX.as_bytes())
+                {
                     found.push(entry.path());
                 }
             }

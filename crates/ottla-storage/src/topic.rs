@@ -41,6 +41,11 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     {
         return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
     }
+    if name.starts_with(crate::fsutil::TMP_PREFIX) {
+        // The engine's temporary files in the topics directory (a topic's
+        // metadata being replaced): never a topic, removed at start.
+        return bad("names starting with '.tmp-' are reserved");
+    }
     Ok(())
 }
 
@@ -331,9 +336,14 @@ mod tests {
             "é",
             &"x".repeat(250),
             "a\0b",
+            // The engine's temporary files beside the topics' metadata
+            // (listed by a reader in the moment before their rename).
+            ".tmp-1234-0",
+            ".tmp-",
         ] {
             assert!(validate_topic_name(bad).is_err(), "{bad:?}");
         }
+        assert!(validate_topic_name(".tmpx").is_ok());
     }
 
     #[test]
