@@ -216,6 +216,25 @@ fn three_nodes_elect_a_controller_register_and_list_every_broker() {
             Some(1)
         );
     }
+    // FindCoordinator: groups at that broker; transactions refused with a
+    // message (markers to other brokers' partitions are not written yet).
+    for (key_type, error, node) in [(0i8, 0i16, 1), (1, 42, -1)] {
+        let r = c.on(2, move |shared| {
+            Box::pin(async move {
+                let mut session = crate::dispatch::Session::new(([127, 0, 0, 1], 0).into());
+                let mut req = kafka_protocol::messages::FindCoordinatorRequest::default();
+                req.key_type = key_type;
+                req.coordinator_keys = vec![s("k")];
+                crate::api::groups::find_coordinator(&shared, &mut session, req, 4).await
+            })
+        });
+        let found = &r.coordinators[0];
+        assert_eq!(
+            (found.error_code, found.node_id.0),
+            (error, node),
+            "key type {key_type}"
+        );
+    }
 }
 
 #[test]
