@@ -656,12 +656,33 @@ async fn brokers_register_and_topics_are_placed_by_the_controller() {
         .partitions
         .values()
         .all(|p| p.replicas.len() == 2 && p.isr == p.replicas));
-    // A restarted broker process (new incarnation) gets a new epoch, fenced.
+    let led_by_2: Vec<i32> = t
+        .partitions
+        .iter()
+        .filter(|(_, p)| p.leader == Some(2))
+        .map(|(n, _)| *n)
+        .collect();
+    assert!(!led_by_2.is_empty());
+    // A restarted broker process (new incarnation) gets a new epoch, fenced;
+    // what the old process led moves to another in-sync replica at once
+    // (it was never fenced: it came back within its session).
     let epoch = ctl
         .register_broker(2, [0x22; 16], vec![], None)
         .await
         .unwrap();
     assert!(epoch > epochs[1]);
-    assert!(ctl.image().brokers[&2].fenced);
+    let img = ctl.image();
+    assert!(img.brokers[&2].fenced);
+    let t = img.topic_by_name("x").unwrap();
+    for n in led_by_2 {
+        let p = &t.partitions[&n];
+        assert!(
+            p.leader.is_some_and(|l| l != 2 && p.isr.contains(&l)),
+            "partition {n}: leader {:?}, isr {:?}",
+            p.leader,
+            p.isr
+        );
+        assert!(!p.isr.contains(&2));
+    }
     c.close().await;
 }

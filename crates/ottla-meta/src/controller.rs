@@ -250,7 +250,23 @@ impl Controller {
             listeners,
             rack,
         };
-        self.propose(vec![record]).await?;
+        // A new incarnation of a broker the image still has (a process
+        // restarted within its session, before it was fenced): what the old
+        // process led moves to in-sync replicas first, as fencing it would,
+        // in the same proposal; the registration then takes it out of every
+        // in-sync set. Without the elections its partitions would stay
+        // leaderless while their other in-sync replicas are alive.
+        self.decide_and_propose(|img| {
+            let mut records = match img.brokers.get(&broker_id) {
+                Some(old) if old.incarnation_id != incarnation_id => {
+                    decide::on_broker_fenced(img, broker_id)?
+                }
+                _ => Vec::new(),
+            };
+            records.push(record.clone());
+            Ok(records)
+        })
+        .await?;
         // The epoch is the offset of the record that created this
         // incarnation's registration (an earlier one if this was a repeat).
         match self.image().brokers.get(&broker_id) {
