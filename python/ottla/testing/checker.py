@@ -26,7 +26,13 @@ Three inputs:
 * the replicas hold the same record at every offset (``divergent``);
 * no replica misses an offset (``gaps``; offsets start at the log start);
 * no consumer read a record that is not the committed one at its offset
-  (``phantom_reads``: it was read, then disappeared or was replaced).
+  (``phantom_reads``: it was read, then disappeared or was replaced);
+* given the replicas' raw record batches (:func:`read_partition_batches`),
+  every replica holds the same bytes, batch for batch, below the high
+  watermark (``byte_mismatches``);
+* with ``settled=True`` (producers stopped, every replica in sync), no
+  replica holds a record at or past the high watermark (``stale_tail``: an
+  old leader's unreplicated tail that was never truncated).
 
 >>> from ottla.testing.checker import History, check
 >>> h = History()
@@ -53,6 +59,7 @@ __all__ = [
     "History",
     "Read",
     "check",
+    "read_partition_batches",
     "read_partition_log",
 ]
 
@@ -60,6 +67,8 @@ __all__ = [
 TP = tuple[str, int]
 #: A replica's log: ``(offset, record id)`` in offset order.
 ReplicaLog = Sequence[tuple[int, "str | None"]]
+#: A replica's record batches: ``(base offset, last offset, bytes)`` in order.
+ReplicaBatches = Sequence[tuple[int, int, bytes]]
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,8 @@ class Ack:
     #: True for an idempotent producer: the record must be there exactly once.
     idempotent: bool = True
     producer: str = ""
+    #: ``time.monotonic()`` when the acknowledgment arrived (0: unknown).
+    at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -107,7 +118,7 @@ class History:
         producer: str = "",
     ) -> None:
         """The cluster acknowledged ``record_id`` at ``offset``."""
-        a = Ack(topic, partition, offset, record_id, idempotent, producer)
+        a = Ack(topic, partition, offset, record_id, idempotent, producer, time.monotonic())
         with self._lock:
             self.acks.append(a)
 
@@ -148,6 +159,10 @@ class CheckResult:
     divergent: int = 0
     gaps: int = 0
     phantom_reads: int = 0
+    byte_mismatches: int = 0
+    stale_tail: int = 0
+    #: Every acknowledgment counted lost or misplaced.
+    lost_acks: list[Ack] = field(default_factory=list)
     #: One line per violation found (the first ``max_details`` of each kind).
     violations: list[str] = field(default_factory=list)
     #: Notes that are not violations (plain producers' duplicates, ...).
@@ -163,6 +178,8 @@ class CheckResult:
             or self.divergent
             or self.gaps
             or self.phantom_reads
+            or self.byte_mismatches
+            or self.stale_tail
         )
 
     def counts(self) -> dict[str, int]:
@@ -180,6 +197,8 @@ class CheckResult:
             "divergent": self.divergent,
             "gaps": self.gaps,
             "phantom_reads": self.phantom_reads,
+            "byte_mismatches": self.byte_mismatches,
+            "stale_tail": self.stale_tail,
         }
 
     def report(self) -> str:
@@ -210,13 +229,18 @@ def check(
     high_watermarks: Mapping[TP, int],
     *,
     log_starts: Mapping[TP, int] | None = None,
+    batches: Mapping[TP, Mapping[int, ReplicaBatches]] | None = None,
+    settled: bool = False,
     max_details: int = 10,
 ) -> CheckResult:
     """Check ``history`` against ``replicas`` (per partition, per node id:
     its log as ``(offset, id)``) below each partition's high watermark.
     Every partition the history names must be in ``replicas`` and
     ``high_watermarks``. ``log_starts`` gives partitions whose logs do not
-    start at offset 0."""
+    start at offset 0. ``batches`` (per partition, per node id: its
+    :func:`read_partition_batches`) adds the byte-for-byte comparison;
+    ``settled`` says nothing was being written when the logs were read and
+    every replica was in sync, so nothing may lie past the high watermark."""
     if isinstance(history, History):
         acks, reads = list(history.acks), list(history.reads)
     else:
@@ -259,6 +283,13 @@ def check(
             by_offset: dict[int, str | None] = {}
             ids: dict[str, list[int]] = defaultdict(list)
             for offset, rid in log:
+                if offset >= hw and settled:
+                    res.stale_tail += 1
+                    violation(
+                        "stale tail",
+                        f"{name} node {node}: offset {offset} ({rid!r}) past the high "
+                        f"watermark {hw} of a settled partition",
+                    )
                 if start <= offset < hw:
                     if offset in by_offset:
                         violation("divergent", f"{name} node {node}: offset {offset} twice")
@@ -301,6 +332,7 @@ def check(
         for a in acks_by_tp.get(tp, []):
             if a.offset >= hw:
                 res.lost += 1
+                res.lost_acks.append(a)
                 violation(
                     "lost",
                     f"{name}: {a.id!r} acknowledged at {a.offset}, at or past the high watermark {hw}",
@@ -309,6 +341,7 @@ def check(
             lacking = [n for n in nodes if a.id not in where[n]]
             if lacking:
                 res.lost += 1
+                res.lost_acks.append(a)
                 violation(
                     "lost", f"{name}: {a.id!r} acknowledged at {a.offset}, not in nodes {lacking}"
                 )
@@ -316,6 +349,7 @@ def check(
             off = [n for n in nodes if at[n].get(a.offset) != a.id]
             if off:
                 res.misplaced += 1
+                res.lost_acks.append(a)
                 elsewhere = {n: where[n][a.id] for n in off}
                 violation(
                     "misplaced",
@@ -333,6 +367,34 @@ def check(
             res.phantom_reads += 1
             who = f" by {r.consumer}" if r.consumer else ""
             violation("phantom read", f"{name}: {r.id!r} read{who} {bad}")
+        # The replicas' bytes, batch for batch, below the high watermark.
+        raw = (batches or {}).get(tp)
+        if raw:
+            below = {
+                n: [(b, last, data) for b, last, data in bs if start <= b and last < hw]
+                for n, bs in sorted(raw.items())
+            }
+            ref_node, ref = next(iter(below.items()))
+            for n, bs in below.items():
+                if n == ref_node:
+                    continue
+                for i in range(max(len(ref), len(bs))):
+                    mine = bs[i] if i < len(bs) else None
+                    theirs = ref[i] if i < len(ref) else None
+                    if mine == theirs:
+                        continue
+                    res.byte_mismatches += 1
+                    where_ = (mine or theirs or (0, 0, b""))[:2]
+                    violation(
+                        "bytes differ",
+                        f"{name} node {n} vs node {ref_node}: batch {i} (offsets "
+                        f"{where_[0]}-{where_[1]}): "
+                        + (
+                            "missing on one"
+                            if mine is None or theirs is None
+                            else f"{_first_diff(mine, theirs)}"
+                        ),
+                    )
     if res.plain_duplicates:
         res.notes.append(
             f"{res.plain_duplicates} extra copies of plain (non-idempotent) producers' "
@@ -354,6 +416,15 @@ def _ranges(offsets: Sequence[int]) -> str:
     if i < len(offsets):
         out.append("...")
     return ", ".join(out)
+
+
+def _first_diff(a: tuple[int, int, bytes], b: tuple[int, int, bytes]) -> str:
+    if a[:2] != b[:2]:
+        return f"offsets {a[0]}-{a[1]} vs {b[0]}-{b[1]}"
+    i = next((i for i, (x, y) in enumerate(zip(a[2], b[2], strict=False)) if x != y), None)
+    if i is None:
+        return f"lengths {len(a[2])} vs {len(b[2])}"
+    return f"first differing byte at {i} of {len(a[2])}"
 
 
 def _key_id(record: Any) -> str | None:
@@ -389,4 +460,41 @@ def read_partition_log(
                 out.extend((r.offset, record_id(r)) for r in recs)
     finally:
         consumer.close()
+    return out
+
+
+# Record batch v2: base offset (8 bytes), batch length (4, the bytes after
+# it), partition leader epoch (4), magic (1), CRC (4), attributes (2),
+# last offset delta (4), ...
+_BATCH_PREFIX = 12
+_LAST_DELTA_AT = 23
+
+
+def read_partition_batches(
+    path: str | Path, topic: str, partition: int
+) -> list[tuple[int, int, bytes]]:
+    """Every record batch of ``topic``'s ``partition`` in the data directory
+    ``path`` (a stopped node's), as ``(base offset, last offset, bytes)``,
+    read from its segment files (``<topic>-<partition>/*.log``, Kafka's
+    record batch v2). A torn batch at a segment's end (a node killed while
+    it appended) ends that segment's list; the checker only compares
+    batches below the high watermark."""
+    import struct
+
+    out: list[tuple[int, int, bytes]] = []
+    directory = Path(path) / f"{topic}-{partition}"
+    segments = sorted(
+        (p for p in directory.glob("*.log") if p.stem.isdigit()), key=lambda p: int(p.stem)
+    )
+    for seg in segments:
+        data = seg.read_bytes()
+        pos = 0
+        while pos + _LAST_DELTA_AT + 4 <= len(data):
+            base, length = struct.unpack_from(">qi", data, pos)
+            end = pos + _BATCH_PREFIX + length
+            if length <= 0 or end > len(data):
+                break  # zeros past the end, or a torn batch
+            (delta,) = struct.unpack_from(">i", data, pos + _LAST_DELTA_AT)
+            out.append((base, base + delta, data[pos:end]))
+            pos = end
     return out
