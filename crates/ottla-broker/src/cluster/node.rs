@@ -452,7 +452,19 @@ impl ClusterNode {
                     self.peers.set_address(id, &address);
                 }
             }
-            if image.offset != before.offset || before.offset == 0 {
+            // Nothing is applied before this process's registration is in
+            // the image (KRaft's brokers start their replica manager only
+            // after that first catch-up). Until then the image is what the
+            // previous process knew: it can still name this node the
+            // leader (restarted within its session, or while the quorum
+            // was down), and a node whose partitions' data was lost would
+            // take writes at offset 0 and have its followers, in the same
+            // leader epoch, truncate to its empty log. The registration of
+            // a new incarnation moves those leaderships and takes it out of
+            // the in-sync sets first.
+            let epoch = self.broker_epoch.load(Ordering::Acquire);
+            let registered = epoch > 0 && image.offset >= epoch;
+            if registered && (image.offset != before.offset || before.offset == 0) {
                 let assigned = assignments::for_broker(&image, self.config.node_id);
                 let configs = assignments::topic_configs(&image);
                 let deleted = assignments::deleted_topics(&before, &image);
@@ -461,10 +473,16 @@ impl ClusterNode {
                 before = image;
             }
             // Membership (learners' addresses) changes without an image
-            // change: look again now and then.
+            // change: look again now and then (soon while the registration
+            // is awaited: its epoch is set without a notification).
+            let again = if registered {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(20)
+            };
             tokio::select! {
                 changed = rx.changed() => if changed.is_err() { return },
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(again) => {}
                 _ = stopping.wait_for(|s| *s) => return,
             }
         }
