@@ -161,6 +161,8 @@ class CheckResult:
     phantom_reads: int = 0
     byte_mismatches: int = 0
     stale_tail: int = 0
+    #: Acknowledgments that came without an offset (checked for presence only).
+    no_offset: int = 0
     #: Every acknowledgment counted lost or misplaced.
     lost_acks: list[Ack] = field(default_factory=list)
     #: One line per violation found (the first ``max_details`` of each kind).
@@ -330,6 +332,18 @@ def check(
                 violation("divergent", f"{name} offset {offset}: {held}")
         # Every acknowledged record, in every replica, at its offset.
         for a in acks_by_tp.get(tp, []):
+            if a.offset is None or a.offset < 0:
+                # Acknowledged without an offset (a client that did not
+                # say): it must be there, at some offset.
+                res.no_offset += 1
+                lacking = [n for n in nodes if a.id not in where[n]]
+                if lacking:
+                    res.lost += 1
+                    res.lost_acks.append(a)
+                    violation(
+                        "lost", f"{name}: {a.id!r} acknowledged (no offset), not in nodes {lacking}"
+                    )
+                continue
             if a.offset >= hw:
                 res.lost += 1
                 res.lost_acks.append(a)
@@ -395,6 +409,13 @@ def check(
                             else f"{_first_diff(mine, theirs)}"
                         ),
                     )
+    if res.no_offset:
+        by = Counter(a.producer or "?" for a in acks if a.offset is None or a.offset < 0)
+        who = ", ".join(f"{k} {v}" for k, v in sorted(by.items()))
+        res.notes.append(
+            f"{res.no_offset} acknowledgments came without an offset ({who}): "
+            "checked for presence only"
+        )
     if res.plain_duplicates:
         res.notes.append(
             f"{res.plain_duplicates} extra copies of plain (non-idempotent) producers' "
