@@ -2178,6 +2178,16 @@ def main() -> int:
                 results.add(**row)
         except Exception as e:
             results.fail("serve start-up", "ottla serve", "ms", e, ottla=True, kind="ottla")
+        # A replicated cluster: RF 3 against RF 1, latency, failover (issue 14).
+        try:
+            import cluster_bench
+
+            for row in cluster_bench.rows(args.quick):
+                results.add(**row)
+        except ImportError as e:  # confluent-kafka missing: a peer, not an ottla failure
+            results.fail("cluster", "3 x ottla serve", "rec/s", Unavailable(str(e)), ottla=False)
+        except Exception as e:
+            results.fail("cluster", "3 x ottla serve", "rec/s", e, ottla=True, kind="ottla")
     except KeyboardInterrupt:
         log("interrupted")
         return 130
