@@ -92,7 +92,7 @@ def test_nodes_addresses_and_flags(fake: FakeCluster) -> None:
         assert f"--advertised-listener {fake.address(i)} " in log
         assert f"--controller-quorum-voters {voters} " in log
         assert "--default-replication-factor 3 --min-insync-replicas 2" in log
-        assert "--broker-session-timeout-ms 1500" in log  # fast=True
+        assert "--replica-lag-time-max-ms 2000" in log  # fast=True
         assert fake.proxy(i).target[0] == f"127.0.0.{10 + i}"
         assert fake.data_dir(i) == fake.path / f"node-{i}" / "data"
     assert fake.leader("orders", 0) == 1

@@ -49,7 +49,6 @@ __all__ = ["Cluster", "ClusterError", "PartitionState"]
 # seconds instead of Kafka's nine, and a follower that stops fetching
 # leaves the in-sync set in two seconds instead of thirty.
 FAST_SETTINGS: dict[str, int] = {
-    "broker_session_timeout_ms": 1500,
     "replica_lag_time_max_ms": 2000,
     "group_initial_rebalance_delay_ms": 0,
 }
