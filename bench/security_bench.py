@@ -150,7 +150,7 @@ def throughput(conf: dict[str, object], topic: str, records: int, size: int) -> 
     return produce, fetch
 
 
-def acl_cost(tmp: Path, n_acls: int, requests: int) -> None:
+def acl_cost(tmp: Path, n_acls: int, requests: int, rounds: int = 3) -> None:
     """Produce requests per second through SASL_PLAINTEXT, without an
     authorizer and with ``n_acls`` ACLs, one record per request."""
     data = tmp / "acl-data"
@@ -161,9 +161,16 @@ def acl_cost(tmp: Path, n_acls: int, requests: int) -> None:
         bindings.append(("TOPIC", f"t{i}-", pattern, f"User:u{i % 50}", "*", "WRITE", "ALLOW"))
     bindings.append(("TOPIC", "acl-bench", "LITERAL", "User:bench", "*", "WRITE", "ALLOW"))
     _core.create_acls(data, bindings)
-    rates = {}
-    for label, kwargs in (("no authorizer", {}), (f"{n_acls} ACLs", {"authorizer": "standard"})):
-        with ottla.Broker(data, listeners=["SASL_PLAINTEXT://127.0.0.1:0"], **kwargs) as b:
+    rates: dict[str, float] = {}
+    configs: list[tuple[str, str | None]] = [
+        ("no authorizer", None),
+        (f"{n_acls} ACLs", "standard"),
+    ]
+    # Alternating rounds, the best of each: the machine's noise only slows.
+    for label, authorizer in [c for _ in range(rounds) for c in configs]:
+        with ottla.Broker(
+            data, listeners=["SASL_PLAINTEXT://127.0.0.1:0"], authorizer=authorizer
+        ) as b:
             conf: dict[str, object] = {
                 "bootstrap.servers": b.listeners["SASL_PLAINTEXT"],
                 "security.protocol": "SASL_PLAINTEXT",
@@ -174,15 +181,25 @@ def acl_cost(tmp: Path, n_acls: int, requests: int) -> None:
                 "max.in.flight": 1,
             }
             p = confluent_kafka.Producer(conf)
-            p.produce("acl-bench", b"warm-up")
+            errors: list[object] = []
+
+            def delivered(err: object, _msg: object, errors: list[object] = errors) -> None:
+                if err is not None:
+                    errors.append(err)
+
+            p.produce("acl-bench", b"warm-up", on_delivery=delivered)
             assert p.flush(30) == 0
             t0 = time.perf_counter()
             for _ in range(requests):
-                p.produce("acl-bench", b"x")
+                p.produce("acl-bench", b"x", on_delivery=delivered)
                 p.flush(30)
-            rates[label] = requests / (time.perf_counter() - t0)
+            assert not errors, errors[:3]
+            rate = requests / (time.perf_counter() - t0)
+            rates[label] = max(rates.get(label, 0.0), rate)
     (a, ra), (b_, rb) = rates.items()
-    print(f"authorizer, {requests} Produce requests of one record (max.in.flight 1):")
+    print(
+        f"authorizer, {requests} Produce requests of one record (max.in.flight 1), best of {rounds}:"
+    )
     print(f"  {a:15} {ra:8.0f} req/s")
     print(f"  {b_:15} {rb:8.0f} req/s  ({(1 / rb - 1 / ra) * 1e6:+.1f} us per request)")
 

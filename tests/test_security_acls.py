@@ -85,7 +85,8 @@ def admin_client(b: ottla.Broker, user: str = "admin") -> AdminClient:
 
 
 def create_topics(b: ottla.Broker, *names: str) -> None:
-    futs = admin_client(b).create_topics([NewTopic(n, 1) for n in names], request_timeout=10)
+    a = admin_client(b)
+    futs = a.create_topics([NewTopic(n, 1) for n in names], request_timeout=10)
     for f in futs.values():
         f.result(15)
 

@@ -427,9 +427,9 @@ impl AclFilter {
 
     fn pattern_matches(&self, b: &AclBinding) -> bool {
         match self.pattern {
-            PatternType::Any => self.name.as_ref().is_none_or(|n| n == &b.name),
+            PatternType::Any => self.name.as_ref().map_or(true, |n| n == &b.name),
             PatternType::Literal | PatternType::Prefixed => {
-                self.pattern == b.pattern && self.name.as_ref().is_none_or(|n| n == &b.name)
+                self.pattern == b.pattern && self.name.as_ref().map_or(true, |n| n == &b.name)
             }
             PatternType::Match => match &self.name {
                 None => true,

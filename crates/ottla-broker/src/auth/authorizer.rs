@@ -331,13 +331,16 @@ fn same_ip(a: IpAddr, b: IpAddr) -> bool {
     canon(a) == canon(b)
 }
 
+/// Bindings of one resource type by name (or prefix).
+type ByName = HashMap<String, Vec<Entry>>;
+
 #[derive(Default)]
 struct Index {
     /// Per resource type, LITERAL bindings by name (`*` included).
-    literal: HashMap<ResourceType, HashMap<String, Vec<Entry>>>,
+    literal: HashMap<ResourceType, ByName>,
     /// Per resource type, PREFIXED bindings by prefix, and the distinct
     /// prefix lengths (bytes), shortest first.
-    prefixed: HashMap<ResourceType, (HashMap<String, Vec<Entry>>, Vec<usize>)>,
+    prefixed: HashMap<ResourceType, (ByName, Vec<usize>)>,
     count: usize,
 }
 
