@@ -32,7 +32,7 @@ from confluent_kafka.admin import (
 import kafka_wire
 import ottla
 import security_helpers as sh
-from helpers import CLI_CODE, wait_until
+from helpers import CLI_CODE, Spawn, wait_until
 from ottla.admin import AclBinding as OttlaAcl, AclBindingFilter as OttlaFilter
 
 pytestmark = pytest.mark.timeout(90)
@@ -485,3 +485,38 @@ def test_admin_acl_methods_over_the_directory(tmp_path: Path) -> None:
     gone = admin.delete_acls([OttlaFilter(resource_type="GROUP")])
     assert [[a.resource_type for a in g] for g in gone] == [["GROUP"]]
     assert [a.resource_type for a in admin.describe_acls()] == ["TOPIC"]
+
+
+def test_serve_with_the_standard_authorizer(tmp_path: Path, spawn: Spawn) -> None:
+    d = tmp_path / "data"
+    sh.add_user(d, "alice", "alice-pw")
+    child = spawn(
+        CLI_CODE,
+        "serve",
+        "--data",
+        d,
+        "--listener",
+        f"{LISTENER}://127.0.0.1:0",
+        "--authorizer",
+        "standard",
+        "--super-users",
+        "User:alice;User:ops",
+    )
+    child.wait_line(lambda s: s.startswith("listening on"), timeout=20)
+    addr = child.wait_line(lambda s: s.startswith(f"listener {LISTENER} on")).split()[-1]
+    base = {
+        "bootstrap.servers": addr,
+        "security.protocol": LISTENER,
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "message.timeout.ms": 10000,
+    }
+    # alice is a super user: she may create and write without any ACL.
+    sh.add_user(d, "bob", "bob-pw")
+    alice = confluent_kafka.Producer(
+        {**base, "sasl.username": "alice", "sasl.password": "alice-pw"}
+    )
+    assert deliver(alice, "t", b"1") is None
+    bob = confluent_kafka.Producer({**base, "sasl.username": "bob", "sasl.password": "bob-pw"})
+    assert code(deliver(bob, "t", b"2")) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    r = cli("serve", "--super-users", "User:x", "--data", str(tmp_path / "other"))
+    assert r.returncode != 0 and "--authorizer standard" in r.stderr
