@@ -5,6 +5,8 @@ broker, and authorized operations in raw frames."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 import struct
 import subprocess
@@ -520,3 +522,18 @@ def test_serve_with_the_standard_authorizer(tmp_path: Path, spawn: Spawn) -> Non
     assert code(deliver(bob, "t", b"2")) == KafkaError.TOPIC_AUTHORIZATION_FAILED
     r = cli("serve", "--super-users", "User:x", "--data", str(tmp_path / "other"))
     assert r.returncode != 0 and "--authorizer standard" in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")
+def test_kcat_metadata_shows_only_what_the_principal_may_describe(data: Path) -> None:
+    with acl_broker(data) as b:
+        create_topics(b, "seen", "hidden")
+        # kcat over the PLAINTEXT listener: User:ANONYMOUS.
+        grant(admin_client(b), topic_acl("seen", AclOperation.READ, principal="User:ANONYMOUS"))
+        out = subprocess.run(
+            ["kcat", "-b", b.listeners["PLAINTEXT"], "-L", "-J"],
+            capture_output=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        assert {t["topic"] for t in json.loads(out)["topics"]} == {"seen"}
