@@ -111,7 +111,12 @@ def topic_acl(
 
 def deliver(producer: confluent_kafka.Producer, topic: str, value: bytes) -> KafkaError | None:
     results: list[KafkaError | None] = []
-    producer.produce(topic, value, on_delivery=lambda err, msg: results.append(err))
+    try:
+        producer.produce(topic, value, on_delivery=lambda err, msg: results.append(err))
+    except confluent_kafka.KafkaException as e:
+        # A refusal librdkafka already knows from the topic's metadata.
+        err: KafkaError = e.args[0]
+        return err
     producer.flush(20)
     assert len(results) == 1
     return results[0]
@@ -325,10 +330,24 @@ def test_authorized_operations_from_the_authorizer(data: Path) -> None:
             ),
         )
         # A group known by its committed offsets (the super user's).
-        c = confluent_kafka.Consumer({**conf(b, "admin"), "group.id": "g"})
-        c.commit(offsets=[confluent_kafka.TopicPartition("ops", 0, 0)], asynchronous=False)
-        c.close()
+        for group in ("g", "other"):
+            c = confluent_kafka.Consumer({**conf(b, "admin"), "group.id": group})
+            c.commit(offsets=[confluent_kafka.TopicPartition("ops", 0, 0)], asynchronous=False)
+            c.close()
         alice = admin_client(b, "alice")
+        # ListGroups: every group with DESCRIBE on the cluster (alice), else
+        # the groups the principal may describe (bob: `other`).
+        grant(
+            a,
+            topic_acl(
+                "other", AclOperation.DESCRIBE, principal="User:bob", rtype=ResourceType.GROUP
+            ),
+        )
+        listed = alice.list_consumer_groups(request_timeout=10).result(15).valid
+        assert {g.group_id for g in listed} == {"g", "other"}
+        bob = admin_client(b, "bob")
+        listed = bob.list_consumer_groups(request_timeout=10).result(15).valid
+        assert {g.group_id for g in listed} == {"other"}
         t = (
             alice.describe_topics(
                 TopicCollection(["ops"]), include_authorized_operations=True, request_timeout=10
