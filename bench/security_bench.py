@@ -3,6 +3,7 @@
 a ratio of PLAINTEXT, and connection set-up time with SCRAM.
 
     python bench/security_bench.py [--records 200000] [--size 1024] [--connects 50]
+        [--acls 1000] [--acl-requests 3000] [--acls-only]
 
 Throughput: confluent-kafka (librdkafka) produces ``--records`` records of
 ``--size`` bytes through each listener of one broker (PLAINTEXT, SSL) and
@@ -12,7 +13,12 @@ connects ``--connects`` times and measures, per connection, the time to a
 first answer: PLAINTEXT (ApiVersions), SASL_PLAINTEXT and SASL_SSL with
 SCRAM-SHA-256 and SCRAM-SHA-512 (TCP, TLS handshake, SaslHandshake, the
 SCRAM exchange; the client's own PBKDF2, 4096 iterations, is included and
-also reported alone). Numbers only, never assertions; one run.
+also reported alone). ACLs: the same producer through a SASL_PLAINTEXT
+listener without an authorizer and with the standard authorizer holding
+``--acls`` bindings (literal and prefixed, other principals and topics;
+the producer's principal allowed WRITE on its topic), one record per
+Produce request: requests per second each way, and the difference per
+request. Numbers only, never assertions; one run.
 """
 
 from __future__ import annotations
@@ -144,6 +150,60 @@ def throughput(conf: dict[str, object], topic: str, records: int, size: int) -> 
     return produce, fetch
 
 
+def acl_cost(tmp: Path, n_acls: int, requests: int, rounds: int = 3) -> None:
+    """Produce requests per second through SASL_PLAINTEXT, without an
+    authorizer and with ``n_acls`` ACLs, one record per request."""
+    data = tmp / "acl-data"
+    _core.set_scram_user(data, "bench", PASSWORD)
+    bindings = []
+    for i in range(n_acls):
+        pattern = "PREFIXED" if i % 4 == 0 else "LITERAL"
+        bindings.append(("TOPIC", f"t{i}-", pattern, f"User:u{i % 50}", "*", "WRITE", "ALLOW"))
+    bindings.append(("TOPIC", "acl-bench", "LITERAL", "User:bench", "*", "WRITE", "ALLOW"))
+    _core.create_acls(data, bindings)
+    rates: dict[str, float] = {}
+    configs: list[tuple[str, str | None]] = [
+        ("no authorizer", None),
+        (f"{n_acls} ACLs", "standard"),
+    ]
+    # Alternating rounds, the best of each: the machine's noise only slows.
+    for label, authorizer in [c for _ in range(rounds) for c in configs]:
+        with ottla.Broker(
+            data, listeners=["SASL_PLAINTEXT://127.0.0.1:0"], authorizer=authorizer
+        ) as b:
+            conf: dict[str, object] = {
+                "bootstrap.servers": b.listeners["SASL_PLAINTEXT"],
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": "PLAIN",
+                "sasl.username": "bench",
+                "sasl.password": PASSWORD,
+                "linger.ms": 0,
+                "max.in.flight": 1,
+            }
+            p = confluent_kafka.Producer(conf)
+            errors: list[object] = []
+
+            def delivered(err: object, _msg: object, errors: list[object] = errors) -> None:
+                if err is not None:
+                    errors.append(err)
+
+            p.produce("acl-bench", b"warm-up", on_delivery=delivered)
+            assert p.flush(30) == 0
+            t0 = time.perf_counter()
+            for _ in range(requests):
+                p.produce("acl-bench", b"x", on_delivery=delivered)
+                p.flush(30)
+            assert not errors, errors[:3]
+            rate = requests / (time.perf_counter() - t0)
+            rates[label] = max(rates.get(label, 0.0), rate)
+    (a, ra), (b_, rb) = rates.items()
+    print(
+        f"authorizer, {requests} Produce requests of one record (max.in.flight 1), best of {rounds}:"
+    )
+    print(f"  {a:15} {ra:8.0f} req/s")
+    print(f"  {b_:15} {rb:8.0f} req/s  ({(1 / rb - 1 / ra) * 1e6:+.1f} us per request)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -151,8 +211,14 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--connects", type=int, default=50)
+    ap.add_argument("--acls", type=int, default=1000)
+    ap.add_argument("--acl-requests", type=int, default=3000)
+    ap.add_argument("--acls-only", action="store_true", help="only the authorizer's cost")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ottla-sec-bench-"))
+    if args.acls_only:
+        acl_cost(tmp, args.acls, args.acl_requests)
+        return 0
     certs = make_certificates(tmp / "certs")
     data = tmp / "data"
     _core.set_scram_user(data, "bench", PASSWORD)
@@ -204,6 +270,7 @@ def main() -> int:
         print(
             f"  of which the client's PBKDF2-SHA-512 x4096: {(time.perf_counter() - t0) * 1000 / args.connects:.2f} ms"
         )
+    acl_cost(tmp, args.acls, args.acl_requests)
     return 0
 
 

@@ -51,6 +51,9 @@ __all__ = [
     "UnsupportedCompressionError",
     "_Admin",
     "__version__",
+    "acls",
+    "create_acls",
+    "delete_acls",
     "delete_scram_user",
     "make_certificates",
     "scram_users",
@@ -845,6 +848,9 @@ class Broker:
         ssl_client_auth: str = "none",
         sasl_enabled_mechanisms: Sequence[str] | None = None,
         connections_max_reauth_ms: int = 0,
+        authorizer: str | None = None,
+        super_users: Sequence[str] | None = None,
+        allow_everyone_if_no_acl_found: bool = False,
     ) -> Self:
         """Serve ``path`` on ``host:port`` (port 0: a free one), on the
         broker's own threads. Every ``retention_check_interval_ms``
@@ -922,7 +928,13 @@ class Broker:
         AlterUserScramCredentials); ``connections_max_reauth_ms`` (KIP-368,
         0 = none) bounds a SASL session's lifetime. A listener reachable
         from other machines without authentication is warned about on
-        stderr. A new data directory is created with mode 0700."""
+        stderr. A new data directory is created with mode 0700.
+        ``authorizer="standard"`` checks every request against the
+        directory's ACLs (Kafka's StandardAuthorizer; :func:`create_acls`,
+        ``ottla acls``, CreateAcls): ``super_users`` (``"User:admin"``) may
+        do everything, and ``allow_everyone_if_no_acl_found`` allows what no
+        ACL names a resource for (Kafka's default, False: refused). Without
+        an authorizer everything is allowed."""
     @property
     def listeners(self) -> dict[str, str]:
         """Each listener's name and bound ``"host:port"``, in the order
@@ -982,6 +994,44 @@ def set_scram_user(
 def delete_scram_user(path: _Path, user: str, *, mechanisms: Sequence[str] | None = None) -> bool:
     """Remove ``user``'s credentials for ``mechanisms`` (default all);
     True if there were any."""
+
+_AclTuple = tuple[str, str, str, str, str, str, str]
+
+def acls(
+    path: _Path,
+    *,
+    resource_type: str = "ANY",
+    name: str | None = None,
+    pattern_type: str = "ANY",
+    principal: str | None = None,
+    host: str | None = None,
+    operation: str = "ANY",
+    permission: str = "ANY",
+) -> list[_AclTuple]:
+    """The ACL bindings of data directory ``path`` the filter selects (all
+    by default): ``(resource_type, name, pattern_type, principal, host,
+    operation, permission)`` tuples in Kafka's names (``"TOPIC"``,
+    ``"PREFIXED"``, ``"User:alice"``, ``"*"``, ``"WRITE"``, ``"ALLOW"``).
+    ``pattern_type="MATCH"`` selects every binding that applies to
+    ``name``."""
+
+def create_acls(path: _Path, bindings: Sequence[_AclTuple]) -> None:
+    """Add ACL bindings (tuples as :func:`acls` returns) to ``path``; a
+    running broker sees them within a second. ValueError, and nothing
+    added, if one is invalid."""
+
+def delete_acls(
+    path: _Path,
+    *,
+    resource_type: str = "ANY",
+    name: str | None = None,
+    pattern_type: str = "ANY",
+    principal: str | None = None,
+    host: str | None = None,
+    operation: str = "ANY",
+    permission: str = "ANY",
+) -> list[_AclTuple]:
+    """Remove the bindings of ``path`` the filter selects; returns them."""
 
 def make_certificates(
     dir: _Path, *, hosts: Sequence[str] | None = None, clients: Sequence[str] | None = None

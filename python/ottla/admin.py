@@ -224,6 +224,36 @@ class CompactionStats:
     tombstones_removed: int
 
 
+class AclBinding(NamedTuple):
+    """One ACL (confluent-kafka's ``AclBinding``, Kafka's names as strings):
+    ``AclBinding("TOPIC", "orders", "LITERAL", "User:alice", "*", "WRITE",
+    "ALLOW")``. ``pattern_type`` is ``LITERAL`` or ``PREFIXED``; ``host`` an
+    IP address or ``*``; ``principal`` ``User:*`` means everyone."""
+
+    resource_type: str
+    name: str
+    pattern_type: str
+    principal: str
+    host: str
+    operation: str
+    permission: str
+
+
+class AclBindingFilter(NamedTuple):
+    """What :meth:`Admin.describe_acls` and :meth:`Admin.delete_acls`
+    select: ``None`` and ``"ANY"`` match everything; ``pattern_type="MATCH"``
+    selects every binding that applies to ``name`` (literal, ``*``,
+    prefixes)."""
+
+    resource_type: str = "ANY"
+    name: str | None = None
+    pattern_type: str = "ANY"
+    principal: str | None = None
+    host: str | None = None
+    operation: str = "ANY"
+    permission: str = "ANY"
+
+
 class Admin:
     """Create, inspect, change and delete topics in a data directory.
 
@@ -667,6 +697,30 @@ class Admin:
             (t, p): {"committed": c, "end": e, "lag": max(e - c, 0)}
             for t, p, c, e in self._core.group_offsets(group)
         }
+
+    def create_acls(self, acls: Iterable[AclBinding]) -> None:
+        """Add ACLs to the directory, checked by a broker run with
+        ``authorizer="standard"`` (a running one sees them within a
+        second). ``ValueError``, and none added, if one is invalid."""
+        from ottla import _core
+
+        _core.create_acls(self.path, [tuple(a) for a in acls])  # type: ignore[misc]
+
+    def describe_acls(self, acl_filter: AclBindingFilter | None = None) -> list[AclBinding]:
+        """The directory's ACLs that ``acl_filter`` selects (all by default)."""
+        from ottla import _core
+
+        f = acl_filter or AclBindingFilter()
+        return [AclBinding(*t) for t in _core.acls(self.path, **f._asdict())]
+
+    def delete_acls(self, acl_filters: Iterable[AclBindingFilter]) -> list[list[AclBinding]]:
+        """Remove the ACLs each filter selects; per filter, those removed."""
+        from ottla import _core
+
+        return [
+            [AclBinding(*t) for t in _core.delete_acls(self.path, **f._asdict())]
+            for f in acl_filters
+        ]
 
     def close(self) -> None:
         """Nothing to release; present so Admin works as a context manager."""

@@ -185,6 +185,9 @@ async fn handle_inner(
         ApiKey::SaslAuthenticate => call!(api::sasl::authenticate),
         ApiKey::DescribeUserScramCredentials => call!(api::scram_users::describe),
         ApiKey::AlterUserScramCredentials => call!(api::scram_users::alter),
+        ApiKey::DescribeAcls => call!(api::acls::describe),
+        ApiKey::CreateAcls => call!(api::acls::create),
+        ApiKey::DeleteAcls => call!(api::acls::delete),
         other => Err(format!("API {other:?} is not served")),
     }
 }

@@ -68,6 +68,12 @@ impl RequestOracle {
         }
         let config = BrokerConfig {
             auto_create_topics: false,
+            // ACLs are checked (the authorizer's paths are fuzzed too); with
+            // no binding for a resource, everyone may use it.
+            authorizer: Some(crate::auth::authorizer::AuthorizerConfig {
+                super_users: Vec::new(),
+                allow_everyone_if_no_acl_found: true,
+            }),
             ..BrokerConfig::default()
         };
         Ok(RequestOracle {
@@ -369,6 +375,35 @@ pub fn seed_corpus() -> Result<Vec<(String, Vec<u8>)>> {
         "describe-user-scram-credentials-v0",
         encode(ApiKey::DescribeUserScramCredentials, 0, &du),
     )?;
+    // ACLs (issue 18): a prefixed topic binding, a filter, its deletion.
+    let mut ac = create_acls_request::AclCreation::default();
+    ac.resource_type = 2;
+    ac.resource_name = StrBytes::from_static_str("fuzz-");
+    ac.resource_pattern_type = 4;
+    ac.principal = StrBytes::from_static_str("User:alice");
+    ac.host = StrBytes::from_static_str("*");
+    ac.operation = 3;
+    ac.permission_type = 3;
+    let mut ca = CreateAclsRequest::default();
+    ca.creations = vec![ac];
+    add("create-acls-v3", encode(ApiKey::CreateAcls, 3, &ca))?;
+    add("create-acls-v1", encode(ApiKey::CreateAcls, 1, &ca))?;
+    let mut da = DescribeAclsRequest::default();
+    da.resource_type_filter = 2;
+    da.resource_name_filter = Some(StrBytes::from_static_str(TOPIC));
+    da.pattern_type_filter = 2;
+    da.operation = 1;
+    da.permission_type = 1;
+    add("describe-acls-v3", encode(ApiKey::DescribeAcls, 3, &da))?;
+    let mut df = delete_acls_request::DeleteAclsFilter::default();
+    df.resource_type_filter = 1;
+    df.pattern_type_filter = 1;
+    df.principal_filter = Some(StrBytes::from_static_str("User:alice"));
+    df.operation = 1;
+    df.permission_type = 1;
+    let mut dl = DeleteAclsRequest::default();
+    dl.filters = vec![df];
+    add("delete-acls-v2", encode(ApiKey::DeleteAcls, 2, &dl))?;
     let mut header_only = BytesMut::new();
     header_only.put_i16(ApiKey::ApiVersions as i16);
     header_only.put_i16(0);

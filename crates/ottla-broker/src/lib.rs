@@ -146,6 +146,11 @@ pub struct BrokerConfig {
     /// the default: sessions last as long as their credential (an
     /// OAUTHBEARER token's `exp`), else for ever.
     pub connections_max_reauth_ms: u64,
+    /// The authorizer (Kafka's `authorizer.class.name`): `None`, the
+    /// default, allows everything; `Some` is Kafka's StandardAuthorizer
+    /// over the data directory's ACLs with these settings (`super.users`,
+    /// `allow.everyone.if.no.acl.found`). See `auth::authorizer`.
+    pub authorizer: Option<auth::authorizer::AuthorizerConfig>,
 }
 
 pub use net::listener::ListenerConfig;
@@ -195,6 +200,7 @@ impl Default for BrokerConfig {
             tls: None,
             sasl_enabled_mechanisms: auth::sasl::Mechanism::defaults(),
             connections_max_reauth_ms: 0,
+            authorizer: None,
         }
     }
 }
@@ -221,6 +227,8 @@ pub struct Shared {
     pub cluster: Option<Arc<cluster::ClusterNode>>,
     /// SCRAM credentials (SASL/SCRAM and PLAIN check against them).
     pub credentials: auth::credentials::CredentialStore,
+    /// ACL checks (allows everything unless `config.authorizer` is set).
+    pub authorizer: auth::authorizer::Authorizer,
 }
 
 impl Shared {
@@ -349,6 +357,11 @@ impl Broker {
         let advertised_host = listeners[0].1.advertised_host.clone();
         let advertised_port = listeners[0].1.advertised_port;
         let credentials = auth::credentials::CredentialStore::new(store.root());
+        let authorizer = match &config.authorizer {
+            None => auth::authorizer::Authorizer::allow_all(),
+            Some(c) => auth::authorizer::Authorizer::standard(store.root(), c.clone())
+                .map_err(|e| Error::InvalidConfig(format!("authorizer: {e}")))?,
+        };
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let cluster = match &config.cluster {
             Some(cc) => Some(cluster::ClusterNode::start(
@@ -391,6 +404,7 @@ impl Broker {
             advertised_host,
             advertised_port,
             credentials,
+            authorizer,
             request_budget: net::budget::RequestBudget::new(config.queued_max_request_bytes),
             config,
             stopping: shutdown_rx.clone(),

@@ -140,7 +140,9 @@ impl Broker {
                         controller_quorum_election_timeout_ms=250,
                         listeners=None, advertised_listeners=None, ssl_certfile=None,
                         ssl_keyfile=None, ssl_cafile=None, ssl_client_auth="none",
-                        sasl_enabled_mechanisms=None, connections_max_reauth_ms=0))]
+                        sasl_enabled_mechanisms=None, connections_max_reauth_ms=0,
+                        authorizer=None, super_users=None,
+                        allow_everyone_if_no_acl_found=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -179,7 +181,12 @@ impl Broker {
         ssl_client_auth: &str,
         sasl_enabled_mechanisms: Option<Vec<String>>,
         connections_max_reauth_ms: i64,
+        authorizer: Option<&str>,
+        super_users: Option<Vec<String>>,
+        allow_everyone_if_no_acl_found: bool,
     ) -> PyResult<Self> {
+        let authorizer =
+            authorizer_config(authorizer, super_users, allow_everyone_if_no_acl_found)?;
         let security = security_config(
             listeners,
             advertised_listeners,
@@ -299,6 +306,7 @@ impl Broker {
             tls: security.tls,
             sasl_enabled_mechanisms: security.mechanisms,
             connections_max_reauth_ms: security.max_reauth_ms,
+            authorizer,
             ..Default::default()
         };
         let interval = fsync == "interval";
@@ -560,4 +568,43 @@ fn security_config(
         mechanisms,
         max_reauth_ms: connections_max_reauth_ms as u64,
     })
+}
+
+/// Kafka's `authorizer.class.name`, `super.users` and
+/// `allow.everyone.if.no.acl.found`: `None`, or "standard" (Kafka's
+/// StandardAuthorizer over the directory's ACLs).
+fn authorizer_config(
+    name: Option<&str>,
+    super_users: Option<Vec<String>>,
+    allow_everyone_if_no_acl_found: bool,
+) -> PyResult<Option<ottla_broker::auth::authorizer::AuthorizerConfig>> {
+    let standard = match name.map(str::trim) {
+        None | Some("") | Some("none") => false,
+        Some(n) if n.eq_ignore_ascii_case("standard") || n.ends_with("StandardAuthorizer") => true,
+        Some(other) => {
+            return Err(PyValueError::new_err(format!(
+                "unknown authorizer {other:?}: \"standard\" (Kafka's StandardAuthorizer) or None"
+            )))
+        }
+    };
+    let users = super_users.unwrap_or_default();
+    if !standard {
+        if !users.is_empty() || allow_everyone_if_no_acl_found {
+            return Err(PyValueError::new_err(
+                "super_users and allow_everyone_if_no_acl_found need authorizer=\"standard\"",
+            ));
+        }
+        return Ok(None);
+    }
+    let mut parsed = Vec::new();
+    for u in users {
+        parsed.extend(
+            ottla_broker::auth::authorizer::AuthorizerConfig::parse_super_users(&u)
+                .map_err(PyValueError::new_err)?,
+        );
+    }
+    Ok(Some(ottla_broker::auth::authorizer::AuthorizerConfig {
+        super_users: parsed,
+        allow_everyone_if_no_acl_found,
+    }))
 }

@@ -40,6 +40,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(security::scram_users, m)?)?;
     m.add_function(wrap_pyfunction!(security::set_scram_user, m)?)?;
     m.add_function(wrap_pyfunction!(security::delete_scram_user, m)?)?;
+    m.add_function(wrap_pyfunction!(security::acls, m)?)?;
+    m.add_function(wrap_pyfunction!(security::create_acls, m)?)?;
+    m.add_function(wrap_pyfunction!(security::delete_acls, m)?)?;
     m.add_function(wrap_pyfunction!(security::make_certificates, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;

@@ -1,12 +1,17 @@
 //! Security helpers of `ottla._core` (issue 18): the SCRAM users of a data
-//! directory (`ottla users`), and a throw-away CA with server and client
-//! certificates for tests (`ottla.testing.make_certificates`).
+//! directory (`ottla users`), its ACLs (`ottla acls`, `Admin.create_acls`),
+//! and a throw-away CA with server and client certificates for tests
+//! (`ottla.testing.make_certificates`).
 
 use std::path::{Path, PathBuf};
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
+use ottla_broker::auth::acl::{
+    AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType,
+};
+use ottla_broker::auth::acl_store::AclStore;
 use ottla_broker::auth::credentials::{
     CredentialStore, ScramCredential, ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS,
 };
@@ -228,4 +233,148 @@ fn make(
         )?;
     }
     Ok(out)
+}
+
+// --- ACLs (`ottla acls`, `Admin.create_acls` & co. over the directory). ---
+
+/// One binding as Python sees it: (resource_type, name, pattern_type,
+/// principal, host, operation, permission), Kafka's names.
+type AclTuple = (String, String, String, String, String, String, String);
+
+fn tuple(b: &AclBinding) -> AclTuple {
+    (
+        b.resource_type.name().to_string(),
+        b.name.clone(),
+        b.pattern.name().to_string(),
+        b.principal.clone(),
+        b.host.clone(),
+        b.operation.name().to_string(),
+        b.permission.name().to_string(),
+    )
+}
+
+fn named<T>(what: &str, v: &str, parse: impl Fn(&str) -> Option<T>) -> PyResult<T> {
+    parse(v).ok_or_else(|| PyValueError::new_err(format!("unknown {what} {v:?}")))
+}
+
+fn binding(t: AclTuple) -> PyResult<AclBinding> {
+    let (rt, name, pattern, principal, host, op, perm) = t;
+    let b = AclBinding {
+        resource_type: named("resource type", &rt, ResourceType::parse)?,
+        name,
+        pattern: named("pattern type", &pattern, PatternType::parse)?,
+        principal,
+        host,
+        operation: named("operation", &op, Operation::parse)?,
+        permission: named("permission type", &perm, Permission::parse)?,
+    };
+    b.validate().map_err(PyValueError::new_err)?;
+    Ok(b)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn filter(
+    resource_type: &str,
+    name: Option<String>,
+    pattern_type: &str,
+    principal: Option<String>,
+    host: Option<String>,
+    operation: &str,
+    permission: &str,
+) -> PyResult<AclFilter> {
+    let f = AclFilter {
+        resource_type: named("resource type", resource_type, ResourceType::parse)?,
+        name,
+        pattern: named("pattern type", pattern_type, PatternType::parse)?,
+        principal,
+        host,
+        operation: named("operation", operation, Operation::parse)?,
+        permission: named("permission type", permission, Permission::parse)?,
+    };
+    f.validate().map_err(PyValueError::new_err)?;
+    Ok(f)
+}
+
+/// The directory's ACL bindings that the filter selects (all by default).
+#[pyfunction]
+#[pyo3(signature = (path, *, resource_type="ANY", name=None, pattern_type="ANY",
+                    principal=None, host=None, operation="ANY", permission="ANY"))]
+#[allow(clippy::too_many_arguments)]
+pub fn acls(
+    py: Python<'_>,
+    path: PathBuf,
+    resource_type: &str,
+    name: Option<String>,
+    pattern_type: &str,
+    principal: Option<String>,
+    host: Option<String>,
+    operation: &str,
+    permission: &str,
+) -> PyResult<Vec<AclTuple>> {
+    let f = filter(
+        resource_type,
+        name,
+        pattern_type,
+        principal,
+        host,
+        operation,
+        permission,
+    )?;
+    let (_, all) = py.detach(|| AclStore::new(&path).load()).map_err(os_err)?;
+    Ok(all.iter().filter(|b| f.matches(b)).map(tuple).collect())
+}
+
+/// Add ACL bindings to the directory (a running broker sees them within a
+/// second); each is checked first, and none is added if one is invalid.
+#[pyfunction]
+pub fn create_acls(py: Python<'_>, path: PathBuf, bindings: Vec<AclTuple>) -> PyResult<()> {
+    let parsed = bindings
+        .into_iter()
+        .map(binding)
+        .collect::<PyResult<Vec<_>>>()?;
+    py.detach(|| {
+        AclStore::new(&path).update(|acls| {
+            acls.extend(parsed);
+            Ok(())
+        })
+    })
+    .map_err(os_err)
+}
+
+/// Remove the directory's ACL bindings the filter selects; returns them.
+#[pyfunction]
+#[pyo3(signature = (path, *, resource_type="ANY", name=None, pattern_type="ANY",
+                    principal=None, host=None, operation="ANY", permission="ANY"))]
+#[allow(clippy::too_many_arguments)]
+pub fn delete_acls(
+    py: Python<'_>,
+    path: PathBuf,
+    resource_type: &str,
+    name: Option<String>,
+    pattern_type: &str,
+    principal: Option<String>,
+    host: Option<String>,
+    operation: &str,
+    permission: &str,
+) -> PyResult<Vec<AclTuple>> {
+    let f = filter(
+        resource_type,
+        name,
+        pattern_type,
+        principal,
+        host,
+        operation,
+        permission,
+    )?;
+    let gone = py
+        .detach(|| {
+            AclStore::new(&path).update(|acls| {
+                Ok(ottla_broker::auth::authorizer::delete_matching(
+                    acls,
+                    std::slice::from_ref(&f),
+                ))
+            })
+        })
+        .map_err(os_err)?;
+    Ok(gone.iter().flatten().map(tuple).collect())
 }

@@ -247,6 +247,24 @@ def add_parser(sub: Any) -> None:
         help="SASL session lifetime before clients must re-authenticate "
         "(connections.max.reauth.ms, KIP-368; default 0: none)",
     )
+    sec.add_argument(
+        "--authorizer",
+        choices=["none", "standard"],
+        default="none",
+        help="check ACLs (authorizer.class.name): standard is Kafka's StandardAuthorizer over "
+        "the directory's ACLs (ottla acls); default none: everything allowed",
+    )
+    sec.add_argument(
+        "--super-users",
+        metavar="LIST",
+        help="principals allowed everything, separated by ';' (super.users), e.g. 'User:admin'",
+    )
+    sec.add_argument(
+        "--allow-everyone-if-no-acl-found",
+        action="store_true",
+        help="allow what no ACL names a resource for (allow.everyone.if.no.acl.found; "
+        "default off, as in Kafka)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -325,6 +343,9 @@ class ServeOptions:
         self.ssl_client_auth = "none"
         self.sasl_enabled_mechanisms: str | None = None
         self.connections_max_reauth_ms = 0
+        self.authorizer = "none"
+        self.super_users: str | None = None
+        self.allow_everyone_if_no_acl_found = False
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> ServeOptions:
@@ -490,6 +511,12 @@ def security_kwargs(args: ServeOptions) -> dict[str, Any]:
         ]
     if args.connections_max_reauth_ms:
         kwargs["connections_max_reauth_ms"] = args.connections_max_reauth_ms
+    if args.authorizer != "none":
+        kwargs["authorizer"] = args.authorizer
+        if args.super_users:
+            kwargs["super_users"] = [u for u in args.super_users.split(";") if u.strip()]
+        if args.allow_everyone_if_no_acl_found:
+            kwargs["allow_everyone_if_no_acl_found"] = True
     return kwargs
 
 
@@ -535,6 +562,10 @@ def serve(args: ServeOptions) -> int:
         raise UsageError("--controller-listen and --controller-quorum-voters need --node-id")
     if args.connections_max_reauth_ms < 0:
         raise UsageError("--connections-max-reauth-ms must be 0 or positive")
+    if args.authorizer == "none" and (args.super_users or args.allow_everyone_if_no_acl_found):
+        raise UsageError(
+            "--super-users and --allow-everyone-if-no-acl-found need --authorizer standard"
+        )
     broker_cls: Any = getattr(ottla, "Broker", None)
     if broker_cls is None:
         raise CliError(

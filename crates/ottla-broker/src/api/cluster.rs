@@ -12,6 +12,7 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 
 use super::metadata::{CLUSTER_ID, NODE_ID};
 use super::s;
+use crate::auth::acl::{ResourceType, CLUSTER_NAME};
 use crate::dispatch::Session;
 use crate::Shared;
 
@@ -112,7 +113,7 @@ pub async fn describe(
         r.brokers = vec![b];
     }
     r.cluster_authorized_operations = if req.include_cluster_authorized_operations {
-        CLUSTER_OPERATIONS
+        _s.authorized_operations(shared, ResourceType::Cluster, CLUSTER_NAME)
     } else {
         OPERATIONS_NOT_ASKED
     };

@@ -13,6 +13,7 @@ use kafka_protocol::messages::{
 };
 
 use super::{blocking, s};
+use crate::auth::acl::{Operation, ResourceType};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::Shared;
@@ -145,6 +146,18 @@ pub async fn describe(
                 .as_ref()
                 .map_or(true, |keys| keys.iter().any(|x| x.as_str() == k))
         };
+        if let Some((c, m)) = refusal(
+            shared,
+            _s,
+            res.resource_type,
+            res.resource_name.as_str(),
+            Operation::DescribeConfigs,
+        ) {
+            r.error_code = c;
+            r.error_message = Some(s(&m));
+            resp.results.push(r);
+            continue;
+        }
         match res.resource_type {
             TOPIC => match blocking(|| shared.store.require_topic(res.resource_name.as_str())) {
                 Ok(topic) => {
@@ -297,6 +310,32 @@ fn apply(
     Ok(())
 }
 
+/// The ACL check of a config resource: `op` on the topic, or on the
+/// cluster for a broker's (and every other) resource, as Kafka checks.
+fn refusal(
+    shared: &Shared,
+    session: &Session,
+    resource_type: i8,
+    name: &str,
+    op: Operation,
+) -> Option<(i16, String)> {
+    if resource_type == TOPIC {
+        (!session.authorized(shared, op, ResourceType::Topic, name)).then(|| {
+            (
+                code::TOPIC_AUTHORIZATION_FAILED,
+                format!("Topic authorization failed for {name}."),
+            )
+        })
+    } else {
+        (!session.authorized_cluster(shared, op)).then(|| {
+            (
+                code::CLUSTER_AUTHORIZATION_FAILED,
+                "Cluster authorization failed.".to_string(),
+            )
+        })
+    }
+}
+
 pub async fn alter(
     shared: &Arc<Shared>,
     _s: &mut Session,
@@ -309,6 +348,18 @@ pub async fn alter(
         let mut r = alter_configs_response::AlterConfigsResourceResponse::default();
         r.resource_type = res.resource_type;
         r.resource_name = res.resource_name.clone();
+        if let Some((c, m)) = refusal(
+            shared,
+            _s,
+            res.resource_type,
+            &name,
+            Operation::AlterConfigs,
+        ) {
+            r.error_code = c;
+            r.error_message = Some(s(&m));
+            resp.responses.push(r);
+            continue;
+        }
         // AlterConfigs replaces the whole set: overrides not named are removed.
         let ops = Ok(res
             .configs
@@ -353,7 +404,13 @@ pub async fn incremental_alter(
         let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         r.resource_type = res.resource_type;
         r.resource_name = res.resource_name.clone();
-        let mut bad_op = None;
+        let mut bad_op = refusal(
+            shared,
+            _s,
+            res.resource_type,
+            &name,
+            Operation::AlterConfigs,
+        );
         let ops: Vec<(String, Op)> = res
             .configs
             .iter()

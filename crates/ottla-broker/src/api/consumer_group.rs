@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use super::metadata::topic_by_id;
 use super::{blocking, s, topic_name};
+use crate::auth::acl::{Operation, ResourceType};
 use crate::coordinator::consumer_group::{Assignment, Heartbeat};
 use crate::dispatch::Session;
 use crate::errors::code;
@@ -41,6 +42,26 @@ pub async fn heartbeat(
 ) -> ConsumerGroupHeartbeatResponse {
     let group = req.group_id.as_str().to_string();
     let mut r = ConsumerGroupHeartbeatResponse::default();
+    // ACLs: READ on the group, DESCRIBE on every topic subscribed to.
+    if super::groups::group_read_refused(shared, session, &group) {
+        r.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        return r;
+    }
+    let hidden: Vec<&str> = req
+        .subscribed_topic_names
+        .iter()
+        .flatten()
+        .map(|t| t.as_str())
+        .filter(|t| !session.authorized(shared, Operation::Describe, ResourceType::Topic, t))
+        .collect();
+    if !hidden.is_empty() {
+        r.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+        r.error_message = Some(s(&format!(
+            "The client is not authorized to describe topics: {}",
+            hidden.join(", ")
+        )));
+        return r;
+    }
     if shared.groups.is_active(&group) {
         r.error_code = code::GROUP_ID_NOT_FOUND;
         r.error_message = Some(s(&format!("Group {group} is not a consumer group.")));
@@ -137,6 +158,20 @@ pub async fn describe(
         let mut d = DescribedGroup::default();
         d.group_id = gid.clone();
         d.authorized_operations = i32::MIN;
+        if !_s.authorized(
+            shared,
+            Operation::Describe,
+            ResourceType::Group,
+            gid.as_str(),
+        ) {
+            d.error_code = code::GROUP_AUTHORIZATION_FAILED;
+            r.groups.push(d);
+            continue;
+        }
+        if req.include_authorized_operations {
+            d.authorized_operations =
+                _s.authorized_operations(shared, ResourceType::Group, gid.as_str());
+        }
         let classic = shared.groups.is_active(gid.as_str());
         match shared
             .consumer_groups
@@ -222,6 +257,14 @@ pub async fn classic_join(
     req: JoinGroupRequest,
     v: i16,
 ) -> JoinGroupResponse {
+    if super::groups::group_read_refused(shared, session, req.group_id.as_str()) {
+        let mut r = JoinGroupResponse::default();
+        r.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        r.generation_id = -1;
+        r.member_id = req.member_id;
+        r.protocol_name = Some(s(""));
+        return r;
+    }
     if shared.consumer_groups.is_active(req.group_id.as_str()) {
         crate::errors::warn(&format!(
             "group {:?} is a consumer-protocol group; refusing a classic member",
@@ -237,9 +280,31 @@ pub async fn classic_join(
     super::groups::join(shared, session, req, v).await
 }
 
-/// ListGroups: the classic answer, consumer groups here listed with type
-/// "consumer" and their state (Kafka's `ConsumerGroupState` names).
+/// ListGroups: every group with DESCRIBE on the cluster, else those the
+/// principal may DESCRIBE (Kafka's ACL rule).
 pub async fn list(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    req: ListGroupsRequest,
+    v: i16,
+) -> ListGroupsResponse {
+    let mut r = list_all(shared, session, req, v).await;
+    if !session.authorized_cluster(shared, Operation::Describe) {
+        r.groups.retain(|g| {
+            session.authorized(
+                shared,
+                Operation::Describe,
+                ResourceType::Group,
+                g.group_id.as_str(),
+            )
+        });
+    }
+    r
+}
+
+/// ListGroups' groups: the classic answer, consumer groups here listed with
+/// type "consumer" and their state (Kafka's `ConsumerGroupState` names).
+async fn list_all(
     shared: &Arc<Shared>,
     session: &mut Session,
     req: ListGroupsRequest,
@@ -297,8 +362,24 @@ pub async fn classic_describe(
         .iter()
         .map(|g| shared.consumer_groups.is_active(g.as_str()))
         .collect();
+    let with_ops = v >= 3 && req.include_authorized_operations;
     let mut r = super::groups::describe(shared, session, req, v).await;
     for (d, is_consumer) in r.groups.iter_mut().zip(consumer) {
+        // ACLs: DESCRIBE on the group, else GROUP_AUTHORIZATION_FAILED and
+        // nothing about it (Kafka's answer).
+        let group = d.group_id.as_str().to_string();
+        if !session.authorized(shared, Operation::Describe, ResourceType::Group, &group) {
+            let mut refused =
+                kafka_protocol::messages::describe_groups_response::DescribedGroup::default();
+            refused.group_id = d.group_id.clone();
+            refused.error_code = code::GROUP_AUTHORIZATION_FAILED;
+            *d = refused;
+            continue;
+        }
+        if with_ops {
+            d.authorized_operations =
+                session.authorized_operations(shared, ResourceType::Group, &group);
+        }
         if is_consumer {
             d.error_code = code::GROUP_ID_NOT_FOUND;
             if v >= 6 {

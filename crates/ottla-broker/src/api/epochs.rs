@@ -26,6 +26,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
+use crate::auth::acl::{Operation, ResourceType};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::Shared;
@@ -37,14 +38,32 @@ pub async fn offset_for_leader_epoch(
     _v: i16,
 ) -> OffsetForLeaderEpochResponse {
     let mut resp = OffsetForLeaderEpochResponse::default();
+    // ACLs (Kafka's): a follower (replica_id >= 0) needs CLUSTER_ACTION on
+    // the cluster, a consumer DESCRIBE on each topic.
+    let follower_refused =
+        req.replica_id.0 >= 0 && !_s.authorized_cluster(shared, Operation::ClusterAction);
     for t in req.topics {
         let mut tr = OffsetForLeaderTopicResult::default();
         tr.topic = t.topic.clone();
         let name = t.topic.as_str();
+        let refused = if follower_refused {
+            Some(code::CLUSTER_AUTHORIZATION_FAILED)
+        } else if !_s.authorized(shared, Operation::Describe, ResourceType::Topic, name) {
+            Some(code::TOPIC_AUTHORIZATION_FAILED)
+        } else {
+            None
+        };
         let known = super::blocking(|| shared.store.topic(name));
         for p in t.partitions {
             let mut e = EpochEndOffset::default();
             e.partition = p.partition;
+            if let Some(c) = refused {
+                e.error_code = c;
+                e.leader_epoch = -1;
+                e.end_offset = -1;
+                tr.partitions.push(e);
+                continue;
+            }
             let current = (p.current_leader_epoch != -1).then_some(p.current_leader_epoch);
             match &known {
                 Ok(Some(_)) => match shared.replicas.leader_epochs(name, p.partition, current) {

@@ -54,6 +54,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId
 
 use super::metadata::NODE_ID;
 
+use crate::auth::acl::{Operation, ResourceType::Topic};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::replica::lso::{Stable, READ_COMMITTED};
@@ -86,10 +87,24 @@ pub async fn handle(
             }
         })
         .collect();
+    // ACLs (Kafka's checks): a follower's fetch needs CLUSTER_ACTION on
+    // the cluster, a consumer's READ on each topic.
+    let follower_ok = replica < 0 || session.authorized_cluster(shared, Operation::ClusterAction);
+    let denied: Vec<bool> = names
+        .iter()
+        .map(|n| match n {
+            Some(n) => {
+                !follower_ok
+                    || (replica < 0 && !session.authorized(shared, Operation::Read, Topic, n))
+            }
+            None => false,
+        })
+        .collect();
     shared
         .replicas
         .fetch(req.max_wait_ms, req.min_bytes, |looked| {
-            gather(shared, session, looked, &req, v, &names, max_bytes, replica)
+            let names = (&names[..], &denied[..]);
+            gather(shared, session, looked, &req, v, names, max_bytes, replica)
         })
         .await
 }
@@ -103,7 +118,7 @@ fn gather(
     looked: &mut Looked,
     req: &FetchRequest,
     v: i16,
-    names: &[Option<String>],
+    (names, denied): (&[Option<String>], &[bool]),
     max_bytes: usize,
     replica: i32,
 ) -> (FetchResponse, usize, bool) {
@@ -119,10 +134,24 @@ fn gather(
     // True until a partition returns records: only the response's first
     // batch may exceed the limits.
     let mut min_one = true;
-    for (t, name) in req.topics.iter().zip(names) {
+    for ((t, name), denied) in req.topics.iter().zip(names).zip(denied) {
         let mut tr = FetchableTopicResponse::default();
         tr.topic = t.topic.clone();
         tr.topic_id = t.topic_id;
+        if *denied {
+            for p in &t.partitions {
+                let mut pd = PartitionData::default();
+                pd.partition_index = p.partition;
+                pd.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+                pd.high_watermark = -1;
+                pd.last_stable_offset = -1;
+                pd.log_start_offset = -1;
+                tr.partitions.push(pd);
+            }
+            errors = true;
+            resp.responses.push(tr);
+            continue;
+        }
         let (name, topic) = match name {
             Some(name) => (name.as_str(), shared.store.topic(name)),
             None => ("", Ok(None)),

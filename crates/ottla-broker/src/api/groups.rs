@@ -29,6 +29,7 @@ use kafka_protocol::messages::{
 };
 
 use super::{blocking, s};
+use crate::auth::acl::{Operation, ResourceType};
 use crate::coordinator::group::{JoinOutcome, JoinRequest, MemberRef, Pending, SyncOutcome};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
@@ -87,8 +88,9 @@ pub async fn find_coordinator(
             .map(|k| {
                 let mut c = CoordinatorEntry::default();
                 c.key = k.clone();
+                let error = acl_refusal(shared, _s, req.key_type, k).unwrap_or(error);
                 c.error_code = error;
-                c.error_message = message.clone();
+                c.error_message = message.clone().filter(|_| error != code::NONE);
                 if let (code::NONE, Some((id, host, port))) = (error, &coordinator) {
                     c.node_id = BrokerId(*id);
                     c.host = s(host);
@@ -101,9 +103,10 @@ pub async fn find_coordinator(
             })
             .collect();
     } else {
+        let error = acl_refusal(shared, _s, req.key_type, &req.key).unwrap_or(error);
         r.error_code = error;
         if v >= 1 {
-            r.error_message = message;
+            r.error_message = message.filter(|_| error != code::NONE);
         }
         if let (code::NONE, Some((id, host, port))) = (error, &coordinator) {
             r.node_id = BrokerId(*id);
@@ -115,6 +118,24 @@ pub async fn find_coordinator(
         }
     }
     r
+}
+
+/// FindCoordinator's ACL check: DESCRIBE on the group or transactional id.
+fn acl_refusal(shared: &Shared, session: &Session, key_type: i8, key: &str) -> Option<i16> {
+    let (resource, refused) = match key_type {
+        GROUP_KEY => (ResourceType::Group, code::GROUP_AUTHORIZATION_FAILED),
+        TRANSACTION_KEY => (
+            ResourceType::TransactionalId,
+            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        ),
+        _ => return None,
+    };
+    (!session.authorized(shared, Operation::Describe, resource, key)).then_some(refused)
+}
+
+/// The classic group APIs' ACL check: READ on the group.
+pub(crate) fn group_read_refused(shared: &Shared, session: &Session, group: &str) -> bool {
+    !session.authorized(shared, Operation::Read, ResourceType::Group, group)
 }
 
 pub async fn join(
@@ -223,6 +244,11 @@ pub async fn sync(
     req: SyncGroupRequest,
     v: i16,
 ) -> SyncGroupResponse {
+    if group_read_refused(shared, _s, req.group_id.as_str()) {
+        let mut r = SyncGroupResponse::default();
+        r.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        return r;
+    }
     let assignments = req
         .assignments
         .iter()
@@ -270,6 +296,10 @@ pub async fn heartbeat(
     _v: i16,
 ) -> HeartbeatResponse {
     let mut r = HeartbeatResponse::default();
+    if group_read_refused(shared, _s, req.group_id.as_str()) {
+        r.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        return r;
+    }
     r.error_code = shared.groups.heartbeat(
         req.group_id.as_str(),
         req.generation_id,
@@ -297,6 +327,10 @@ pub async fn leave(
     v: i16,
 ) -> LeaveGroupResponse {
     let mut r = LeaveGroupResponse::default();
+    if group_read_refused(shared, _s, req.group_id.as_str()) {
+        r.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        return r;
+    }
     if v >= 3 {
         // A batch (KIP-345): a static member may be named by its instance
         // id alone.
@@ -436,6 +470,8 @@ pub async fn delete(
         let name = gid.as_str().to_string();
         let error = if name.is_empty() {
             code::INVALID_GROUP_ID
+        } else if !_s.authorized(shared, Operation::Delete, ResourceType::Group, &name) {
+            code::GROUP_AUTHORIZATION_FAILED
         } else if shared.groups.is_active(&name) {
             code::NON_EMPTY_GROUP
         } else {

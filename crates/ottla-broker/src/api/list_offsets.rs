@@ -22,7 +22,9 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use crate::auth::acl::{Operation, ResourceType};
 use crate::dispatch::Session;
+use crate::errors::code;
 use crate::Shared;
 
 /// Kafka's `ListOffsetsRequest` specs past max-timestamp (-3).
@@ -51,9 +53,23 @@ pub async fn handle(
     for t in req.topics {
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = t.name.clone();
+        // ACLs: DESCRIBE on the topic (Kafka's check).
+        let allowed = _s.authorized(
+            shared,
+            Operation::Describe,
+            ResourceType::Topic,
+            t.name.as_str(),
+        );
         for p in t.partitions {
             let mut pr = ListOffsetsPartitionResponse::default();
             pr.partition_index = p.partition_index;
+            if !allowed {
+                pr.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+                pr.timestamp = -1;
+                pr.offset = -1;
+                tr.partitions.push(pr);
+                continue;
+            }
             // Kafka's `ListOffsetsResponse.UNKNOWN_EPOCH` (-1) skips the check.
             let current =
                 (v >= 4 && p.current_leader_epoch != -1).then_some(p.current_leader_epoch);

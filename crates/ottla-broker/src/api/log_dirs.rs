@@ -10,6 +10,7 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
 
 use super::{blocking, s, topic_name};
+use crate::auth::acl::Operation;
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code, warn};
 use crate::Shared;
@@ -21,6 +22,15 @@ pub async fn describe(
     v: i16,
 ) -> DescribeLogDirsResponse {
     let store = &shared.store;
+    // ACLs: DESCRIBE on the cluster; refused: the top-level error (v3+),
+    // no directories below it (Kafka's answer).
+    if !_s.authorized_cluster(shared, Operation::Describe) {
+        let mut r = DescribeLogDirsResponse::default();
+        if v >= 3 {
+            r.error_code = crate::errors::code::CLUSTER_AUTHORIZATION_FAILED;
+        }
+        return r;
+    }
     let mut dir = DescribeLogDirsResult::default();
     let root = std::fs::canonicalize(store.root()).unwrap_or_else(|_| store.root().to_path_buf());
     dir.log_dir = s(&root.to_string_lossy());

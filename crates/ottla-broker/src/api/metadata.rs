@@ -25,8 +25,8 @@ use kafka_protocol::messages::{
     MetadataResponse,
 };
 
-use super::cluster::{CLUSTER_OPERATIONS, TOPIC_OPERATIONS};
 use super::{blocking, s, topic_name};
+use crate::auth::acl::{Operation, ResourceType::Cluster, ResourceType::Topic, CLUSTER_NAME};
 use crate::cluster::{assignments, codes, ClusterNode};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
@@ -45,7 +45,7 @@ pub async fn handle(
     v: i16,
 ) -> MetadataResponse {
     if let Some(node) = &shared.cluster {
-        return cluster_metadata(shared, node, req, v).await;
+        return cluster_metadata(shared, session, node, req, v).await;
     }
     let mut r = MetadataResponse::default();
     let mut b = MetadataResponseBroker::default();
@@ -61,9 +61,11 @@ pub async fn handle(
         r.controller_id = BrokerId(NODE_ID);
     }
     if (8..=10).contains(&v) && req.include_cluster_authorized_operations {
-        r.cluster_authorized_operations = CLUSTER_OPERATIONS;
+        r.cluster_authorized_operations =
+            session.authorized_operations(shared, Cluster, CLUSTER_NAME);
     }
     let store = &shared.store;
+    let all_topics = !matches!(&req.topics, Some(t) if !(t.is_empty() && v == 0));
     // Each topic asked for: by name, or (v12+) by id alone, found here.
     let names: Vec<Result<String, Uuid>> = match &req.topics {
         Some(t) if !(t.is_empty() && v == 0) => t
@@ -91,8 +93,24 @@ pub async fn handle(
                 continue;
             }
         };
+        // ACLs: topics not DESCRIBE-able are left out of "all topics" and
+        // TOPIC_AUTHORIZATION_FAILED when named, as Kafka answers.
+        if let Some(refused) = describe_refused(shared, session, &mut t, &name, all_topics) {
+            if refused {
+                r.topics.push(t);
+            }
+            continue;
+        }
         // Internal topics are created by the engine with their own config.
         let create = auto_create && !is_internal(&name);
+        if create
+            && !may_create_topic(shared, session, &name)
+            && !matches!(blocking(|| store.topic(&name)), Ok(Some(_)))
+        {
+            t.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+            r.topics.push(t);
+            continue;
+        }
         let found = blocking(|| store.topic_or_create(&name, create, shared.config.num_partitions));
         match found {
             Ok(topic) => {
@@ -100,7 +118,8 @@ pub async fn handle(
                     t.topic_id = Uuid::from_bytes(topic.id.0);
                 }
                 if v >= 8 && req.include_topic_authorized_operations {
-                    t.topic_authorized_operations = TOPIC_OPERATIONS;
+                    t.topic_authorized_operations =
+                        session.authorized_operations(shared, Topic, &name);
                 }
                 t.partitions = (0..topic.partitions)
                     .map(|p| {
@@ -131,6 +150,7 @@ pub async fn handle(
 /// created through the active controller when auto-creation is on.
 async fn cluster_metadata(
     shared: &Arc<Shared>,
+    session: &Session,
     node: &Arc<ClusterNode>,
     req: MetadataRequest,
     v: i16,
@@ -161,8 +181,10 @@ async fn cluster_metadata(
         r.controller_id = BrokerId(node.controller_id().unwrap_or(-1));
     }
     if (8..=10).contains(&v) && req.include_cluster_authorized_operations {
-        r.cluster_authorized_operations = CLUSTER_OPERATIONS;
+        r.cluster_authorized_operations =
+            session.authorized_operations(shared, Cluster, CLUSTER_NAME);
     }
+    let all_topics = !matches!(&req.topics, Some(t) if !(t.is_empty() && v == 0));
     let names: Vec<Result<String, Uuid>> = match &req.topics {
         Some(t) if !(t.is_empty() && v == 0) => t
             .iter()
@@ -186,7 +208,18 @@ async fn cluster_metadata(
                 continue;
             }
         };
+        if let Some(refused) = describe_refused(shared, session, &mut t, &name, all_topics) {
+            if refused {
+                r.topics.push(t);
+            }
+            continue;
+        }
         if !image.topic_ids.contains_key(&name) {
+            if auto_create && !may_create_topic(shared, session, &name) {
+                t.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+                r.topics.push(t);
+                continue;
+            }
             let creatable = auto_create
                 && !is_internal(&name)
                 && ottla_storage::topic::validate_topic_name(&name).is_ok();
@@ -220,7 +253,7 @@ async fn cluster_metadata(
             t.topic_id = Uuid::from_bytes(topic.topic_id.0);
         }
         if v >= 8 && req.include_topic_authorized_operations {
-            t.topic_authorized_operations = TOPIC_OPERATIONS;
+            t.topic_authorized_operations = session.authorized_operations(shared, Topic, &name);
         }
         let alive = |b: &i32| live.iter().any(|l| l.0 == *b);
         t.partitions = topic
@@ -253,6 +286,34 @@ async fn cluster_metadata(
         r.topics.push(t);
     }
     r
+}
+
+/// Metadata's DESCRIBE check of a topic: `None` when allowed; else
+/// whether the topic still has an answer (named or asked by id:
+/// TOPIC_AUTHORIZATION_FAILED; asked as part of "all topics": left out).
+fn describe_refused(
+    shared: &Shared,
+    session: &Session,
+    t: &mut MetadataResponseTopic,
+    name: &str,
+    all_topics: bool,
+) -> Option<bool> {
+    if session.authorized(shared, Operation::Describe, Topic, name) {
+        return None;
+    }
+    if all_topics {
+        return Some(false);
+    }
+    t.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+    t.is_internal = false;
+    Some(true)
+}
+
+/// Whether Metadata may create `name` for this connection: CREATE on the
+/// cluster or on the topic (Kafka's auto-creation check).
+fn may_create_topic(shared: &Shared, session: &Session, name: &str) -> bool {
+    session.authorized_cluster(shared, Operation::Create)
+        || session.authorized(shared, Operation::Create, Topic, name)
 }
 
 /// The name of the topic whose id is `id`, if one has it. `known` is the
@@ -302,10 +363,11 @@ const MAX_RESPONSE_PARTITIONS: i32 = 2000;
 /// every topic asked for INVALID_REQUEST, as Kafka's error response does.
 pub async fn describe_topic_partitions(
     shared: &Arc<Shared>,
-    _s: &mut Session,
+    session: &mut Session,
     req: DescribeTopicPartitionsRequest,
     _v: i16,
 ) -> DescribeTopicPartitionsResponse {
+    let _s = &*session;
     let mut r = DescribeTopicPartitionsResponse::default();
     let store = &shared.store;
     // In a cluster, topics and partitions are the metadata image's.
@@ -332,6 +394,11 @@ pub async fn describe_topic_partitions(
     };
     names.sort_unstable();
     names.dedup();
+    // ACLs: every topic listed is one the principal may DESCRIBE; a topic
+    // named that it may not is TOPIC_AUTHORIZATION_FAILED (below).
+    if req.topics.is_empty() {
+        names.retain(|n| _s.authorized(shared, Operation::Describe, Topic, n));
+    }
     let (first_topic, mut first_partition) = match &req.cursor {
         Some(c) => {
             let at = c.topic_name.as_str();
@@ -361,6 +428,11 @@ pub async fn describe_topic_partitions(
         t.name = Some(topic_name(&name));
         t.is_internal = is_internal(&name);
         let start = std::mem::take(&mut first_partition);
+        if !_s.authorized(shared, Operation::Describe, Topic, &name) {
+            t.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+            r.topics.push(t);
+            continue;
+        }
         // (id, partition count, one partition's answer) of the topic.
         type Describe<'a> = Box<dyn Fn(u32) -> DescribeTopicPartitionsResponsePartition + 'a>;
         let found: Result<Option<(Uuid, u32, Describe<'_>)>, i16> = match &image {
@@ -402,7 +474,7 @@ pub async fn describe_topic_partitions(
         match found {
             Ok(Some((id, count, describe))) => {
                 t.topic_id = id;
-                t.topic_authorized_operations = TOPIC_OPERATIONS;
+                t.topic_authorized_operations = _s.authorized_operations(shared, Topic, &name);
                 let end = count.min(start.saturating_add(left));
                 for p in start..end {
                     let mut part = describe(p);

@@ -4,6 +4,7 @@
 //! encode; errors are Kafka error codes in the response, never a closed
 //! connection.
 
+pub mod acls;
 pub mod cluster;
 pub mod configs;
 pub mod consumer_group;

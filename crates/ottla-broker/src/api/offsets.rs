@@ -20,6 +20,7 @@ use kafka_protocol::messages::{
 };
 
 use super::{blocking, s, topic_name};
+use crate::auth::acl::{Operation, ResourceType};
 use crate::coordinator::group::MemberRef;
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
@@ -54,6 +55,8 @@ pub async fn commit(
     }
     if group.is_empty() {
         error = code::INVALID_GROUP_ID;
+    } else if super::groups::group_read_refused(shared, _s, &group) {
+        error = code::GROUP_AUTHORIZATION_FAILED;
     }
     let mut entries = Vec::new();
     let mut per_partition = Vec::new();
@@ -61,6 +64,13 @@ pub async fn commit(
         for p in &t.partitions {
             let c = if error != code::NONE {
                 error
+            } else if !_s.authorized(
+                shared,
+                Operation::Read,
+                ResourceType::Topic,
+                t.name.as_str(),
+            ) {
+                code::TOPIC_AUTHORIZATION_FAILED
             } else if p.partition_index < 0 {
                 code::UNKNOWN_TOPIC_OR_PARTITION
             } else if let Err(e) = check_metadata(p.committed_metadata.as_deref().unwrap_or("")) {
@@ -156,7 +166,7 @@ pub async fn fetch(
                     .collect()
             });
             let (error, topics) =
-                fetch_group(shared, g.group_id.as_str(), wanted, req.require_stable);
+                fetch_group(shared, _s, g.group_id.as_str(), wanted, req.require_stable);
             let mut rg = OffsetFetchResponseGroup::default();
             rg.group_id = g.group_id.clone();
             rg.error_code = error;
@@ -189,7 +199,13 @@ pub async fn fetch(
             .map(|t| (t.name.as_str().to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let (error, topics) = fetch_group(shared, req.group_id.as_str(), wanted, req.require_stable);
+    let (error, topics) = fetch_group(
+        shared,
+        _s,
+        req.group_id.as_str(),
+        wanted,
+        req.require_stable,
+    );
     if v >= 2 {
         resp.error_code = error;
     }
@@ -230,10 +246,19 @@ struct Fetched {
 /// offsets cannot be read at all.
 fn fetch_group(
     shared: &Arc<Shared>,
+    session: &Session,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
     require_stable: bool,
 ) -> (i16, Vec<(String, Vec<Fetched>)>) {
+    // ACLs (Kafka's): DESCRIBE on the group; DESCRIBE on each topic, whose
+    // partitions are TOPIC_AUTHORIZATION_FAILED when asked for by name and
+    // left out of "every partition".
+    if !session.authorized(shared, Operation::Describe, ResourceType::Group, group) {
+        return (code::GROUP_AUTHORIZATION_FAILED, Vec::new());
+    }
+    let may_describe =
+        |t: &str| session.authorized(shared, Operation::Describe, ResourceType::Topic, t);
     let store = match blocking(|| shared.store.offsets()) {
         Ok(o) => o,
         Err(e) => return (kafka_code(&e), Vec::new()),
@@ -249,6 +274,7 @@ fn fetch_group(
                     None => all.push((t, vec![p as i32])),
                 }
             }
+            all.retain(|(t, _)| may_describe(t));
             all
         }
     };
@@ -265,7 +291,9 @@ fn fetch_group(
                         metadata: String::new(),
                         error: code::NONE,
                     };
-                    if p >= 0 {
+                    if !may_describe(&name) {
+                        f.error = code::TOPIC_AUTHORIZATION_FAILED;
+                    } else if p >= 0 {
                         match blocking(|| store.committed(group, &name, p as u32)) {
                             Ok(Some(c)) => {
                                 f.offset = c.offset;
@@ -307,6 +335,10 @@ pub async fn delete(
         resp.error_code = code::INVALID_GROUP_ID;
         return resp;
     }
+    if !_s.authorized(shared, Operation::Delete, ResourceType::Group, &group) {
+        resp.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        return resp;
+    }
     if shared
         .groups
         .protocol_type(&group)
@@ -342,6 +374,9 @@ pub async fn delete(
             let mut rp = OffsetDeleteResponsePartition::default();
             rp.partition_index = p.partition_index;
             rp.error_code = match &topic {
+                _ if !_s.authorized(shared, Operation::Read, ResourceType::Topic, name) => {
+                    code::TOPIC_AUTHORIZATION_FAILED
+                }
                 Ok(Some(tm))
                     if p.partition_index >= 0 && (p.partition_index as u32) < tm.partitions =>
                 {

@@ -26,6 +26,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{blocking, s, topic_name};
+use crate::auth::acl::{Operation, ResourceType};
 use crate::dispatch::Session;
 use crate::errors::{code, Refusal};
 use crate::Shared;
@@ -53,6 +54,11 @@ pub async fn handle(
     let mut waits: Vec<(usize, usize, String, i32, i64)> = Vec::new();
     let cluster = shared.replicas.is_cluster();
     let transactional = transactional_id.is_some();
+    // ACLs: a transactional producer needs WRITE on its transactional id
+    // (else every partition is refused), every producer WRITE on each topic.
+    let txn_denied = transactional_id.as_ref().is_some_and(|id| {
+        !session.authorized(shared, Operation::Write, ResourceType::TransactionalId, id)
+    });
     drop(transactional_id);
     let mut resp = ProduceResponse::default();
     for t in topic_data {
@@ -78,8 +84,10 @@ pub async fn handle(
                 // Internal topics are never auto-created here: the engine
                 // creates __consumer_offsets with its own (compacted) config.
                 // In a cluster, topics are created through the controller.
-                let auto_create =
-                    shared.config.auto_create_topics && !is_internal(name) && !cluster;
+                let auto_create = shared.config.auto_create_topics
+                    && !is_internal(name)
+                    && !cluster
+                    && may_create(shared, session, name);
                 // A known topic is a lookup in memory; only creating one
                 // touches files.
                 match shared.store.topic(name) {
@@ -97,12 +105,22 @@ pub async fn handle(
             None => Ok(None),
         };
         let name = name.unwrap_or_default();
+        let denied = if txn_denied {
+            Some(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        } else if !name.is_empty()
+            && !session.authorized(shared, Operation::Write, ResourceType::Topic, &name)
+        {
+            Some(code::TOPIC_AUTHORIZATION_FAILED)
+        } else {
+            None
+        };
         for p in partition_data {
             let mut pr = PartitionProduceResponse::default();
             pr.index = p.index;
             let records = p.records;
             let txn_refusal = verify_txn(shared, transactional, records.as_deref(), &name, p.index);
             let outcome = match (&topic, transactional) {
+                _ if denied.is_some() => Err(denied.unwrap_or_default().into()),
                 // __consumer_offsets is written by the engine only.
                 _ if is_internal(&name) => Err(code::INVALID_TOPIC_EXCEPTION.into()),
                 // A transactional batch: its producer's transaction is open
@@ -193,6 +211,15 @@ pub async fn handle(
         }
     }
     (acks != 0).then_some(resp)
+}
+
+/// Whether the connection may create topic `name` (auto-creation): WRITE
+/// on it to begin with, and CREATE on the cluster or on the topic, as
+/// Kafka's auto-creation asks.
+pub(crate) fn may_create(shared: &Shared, session: &Session, name: &str) -> bool {
+    session.authorized(shared, Operation::Write, ResourceType::Topic, name)
+        && (session.authorized_cluster(shared, Operation::Create)
+            || session.authorized(shared, Operation::Create, ResourceType::Topic, name))
 }
 
 /// Produce's check of a transactional batch (KIP-890's verification,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::blocking;
+use crate::auth::acl::{Operation, ResourceType};
 use crate::dispatch::Session;
 use crate::errors::code;
 use crate::Shared;
@@ -21,6 +22,19 @@ pub async fn handle(
     let mut r = InitProducerIdResponse::default();
     r.producer_id = ProducerId(-1);
     r.producer_epoch = -1;
+    // ACLs (Kafka's): WRITE on the transactional id; an idempotent producer
+    // IDEMPOTENT_WRITE on the cluster or WRITE on some topic.
+    let refused = match req.transactional_id.as_ref().filter(|id| !id.is_empty()) {
+        Some(id) => (!_s.authorized(shared, Operation::Write, ResourceType::TransactionalId, id))
+            .then_some(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+        None => (!_s.authorized_cluster(shared, Operation::IdempotentWrite)
+            && !_s.authorized_any(shared, Operation::Write, ResourceType::Topic))
+        .then_some(code::CLUSTER_AUTHORIZATION_FAILED),
+    };
+    if let Some(c) = refused {
+        r.error_code = c;
+        return r;
+    }
     if let Some(id) = req.transactional_id.as_ref().filter(|id| !id.is_empty()) {
         // KIP-360 (v3+): a client that had an id and epoch gives them.
         let expected = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));

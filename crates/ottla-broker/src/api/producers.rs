@@ -13,6 +13,7 @@ use kafka_protocol::messages::describe_producers_response::{
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
 
 use super::blocking;
+use crate::auth::acl::{Operation, ResourceType};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::Shared;
@@ -28,9 +29,21 @@ pub async fn describe(
         let mut tr = TopicResponse::default();
         tr.name = t.name.clone();
         let found = blocking(|| shared.store.topic(t.name.as_str()));
+        // ACLs: READ on the topic (Kafka's check).
+        let allowed = _s.authorized(
+            shared,
+            Operation::Read,
+            ResourceType::Topic,
+            t.name.as_str(),
+        );
         for p in t.partition_indexes {
             let mut pr = PartitionResponse::default();
             pr.partition_index = p;
+            if !allowed {
+                pr.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+                tr.partitions.push(pr);
+                continue;
+            }
             let known = match &found {
                 Ok(Some(topic)) => u32::try_from(p).ok().filter(|p| *p < topic.partitions),
                 Ok(None) => None,

@@ -13,6 +13,7 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
+use crate::auth::acl::{Operation, ResourceType};
 use crate::dispatch::Session;
 use crate::Shared;
 
@@ -26,9 +27,22 @@ pub async fn delete(
     for t in req.topics {
         let mut tr = DeleteRecordsTopicResult::default();
         tr.name = t.name.clone();
+        // ACLs: DELETE on the topic (Kafka's check).
+        let allowed = _s.authorized(
+            shared,
+            Operation::Delete,
+            ResourceType::Topic,
+            t.name.as_str(),
+        );
         for p in t.partitions {
             let mut pr = DeleteRecordsPartitionResult::default();
             pr.partition_index = p.partition_index;
+            if !allowed {
+                pr.error_code = crate::errors::code::TOPIC_AUTHORIZATION_FAILED;
+                pr.low_watermark = -1;
+                tr.partitions.push(pr);
+                continue;
+            }
             match shared
                 .replicas
                 .delete_records(t.name.as_str(), p.partition_index, p.offset)

@@ -27,6 +27,7 @@ use kafka_protocol::messages::{
 };
 
 use super::s;
+use crate::auth::acl::Operation;
 use crate::auth::credentials::{ScramCredential, ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS};
 use crate::dispatch::Session;
 use crate::errors::code;
@@ -39,6 +40,12 @@ pub async fn describe(
     _v: i16,
 ) -> DescribeUserScramCredentialsResponse {
     let mut r = DescribeUserScramCredentialsResponse::default();
+    // ACLs: DESCRIBE on the cluster (Kafka's check).
+    if !_s.authorized_cluster(shared, Operation::Describe) {
+        r.error_code = code::CLUSTER_AUTHORIZATION_FAILED;
+        r.error_message = Some(s("Cluster authorization failed."));
+        return r;
+    }
     let users = match super::blocking(|| shared.credentials.users()) {
         Ok(u) => u,
         Err(e) => {
@@ -182,6 +189,15 @@ pub async fn alter(
             ))
         });
         note(name, u.mechanism, change);
+    }
+    // ACLs: ALTER on the cluster, else every user is refused.
+    if !_s.authorized_cluster(shared, Operation::Alter) {
+        for outcome in per_user.values_mut() {
+            *outcome = Err((
+                code::CLUSTER_AUTHORIZATION_FAILED,
+                "Cluster authorization failed.".to_string(),
+            ));
+        }
     }
     // Apply under the file's lock: a deletion of a credential that does not
     // exist fails its user only.

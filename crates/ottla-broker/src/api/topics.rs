@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::metadata::NODE_ID;
 use super::{blocking, s, topic_name};
+use crate::auth::acl::{Operation, ResourceType};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::Shared;
@@ -55,8 +56,17 @@ pub async fn create(
                     .map(|v| (c.name.as_str().to_string(), v.as_str().to_string()))
             })
             .collect();
+        // ACLs: CREATE on the cluster or on the topic (Kafka's check).
+        let may_create = _s.authorized_cluster(shared, Operation::Create)
+            || _s.authorized(shared, Operation::Create, ResourceType::Topic, &name);
         // The created topic's id (zero for validate_only, as Kafka answers).
         let outcome = blocking(|| -> Result<Uuid, (i16, String)> {
+            if !may_create {
+                return Err((
+                    code::TOPIC_AUTHORIZATION_FAILED,
+                    "Authorization failed.".to_string(),
+                ));
+            }
             let engine = |e: Error| (kafka_code(&e), e.to_string());
             // Kafka's order (`ReplicationControlManager.createTopics`): the
             // name, whether the topic exists (an application creating its
@@ -119,7 +129,19 @@ pub async fn create(
                 if v >= 7 {
                     r.topic_id = id;
                 }
-                if v >= 5 {
+                if v >= 5
+                    && !_s.authorized(
+                        shared,
+                        Operation::DescribeConfigs,
+                        ResourceType::Topic,
+                        &name,
+                    )
+                {
+                    // Created, but its configs are not the principal's to see.
+                    r.num_partitions = -1;
+                    r.replication_factor = -1;
+                    r.topic_config_error_code = code::TOPIC_AUTHORIZATION_FAILED;
+                } else if v >= 5 {
                     r.num_partitions = partitions;
                     r.replication_factor = replication_factor;
                     let effective = TopicConfig::from_overrides(
@@ -336,6 +358,14 @@ pub async fn delete(
                 }
             },
         };
+        if !session.authorized(shared, Operation::Delete, ResourceType::Topic, &name) {
+            r.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+            if v >= 5 {
+                r.error_message = Some(s("Authorization failed."));
+            }
+            resp.responses.push(r);
+            continue;
+        }
         if v >= 6 && id.is_nil() {
             if let Ok(Some(t)) = blocking(|| shared.store.topic(&name)) {
                 r.topic_id = Uuid::from_bytes(t.id.0);
@@ -387,6 +417,17 @@ pub async fn create_partitions(
     for t in req.topics {
         let mut r = CreatePartitionsTopicResult::default();
         r.name = t.name.clone();
+        if !_s.authorized(
+            shared,
+            Operation::Alter,
+            ResourceType::Topic,
+            t.name.as_str(),
+        ) {
+            r.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+            r.error_message = Some(s("Authorization failed."));
+            resp.results.push(r);
+            continue;
+        }
         if let Some(node) = &shared.cluster {
             let outcome = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
                 Err((

@@ -30,6 +30,7 @@ use kafka_protocol::messages::{
 };
 
 use super::{blocking, s, topic_name};
+use crate::auth::acl::{Operation, ResourceType};
 use crate::coordinator::group::MemberRef;
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
@@ -109,6 +110,12 @@ pub async fn add_partitions(
 ) -> AddPartitionsToTxnResponse {
     let mut r = AddPartitionsToTxnResponse::default();
     if v <= 3 {
+        // ACLs (Kafka's): WRITE on the transactional id, then on each topic.
+        let txn_id = req.v3_and_below_transactional_id.as_str();
+        if let Some(results) = add_refused(shared, _s, txn_id, &req.v3_and_below_topics) {
+            r.results_by_topic_v3_and_below = results;
+            return r;
+        }
         let (parts, missing) = blocking(|| known(shared, &req.v3_and_below_topics));
         let error = if missing {
             code::NONE
@@ -127,11 +134,21 @@ pub async fn add_partitions(
             blocking(|| topic_results(shared, &req.v3_and_below_topics, missing, error));
         return r;
     }
+    // v4 is the brokers' batched form: CLUSTER_ACTION on the cluster.
+    if !_s.authorized_cluster(shared, Operation::ClusterAction) {
+        r.error_code = code::CLUSTER_AUTHORIZATION_FAILED;
+        return r;
+    }
     // v4: several transactions, each added or (verify_only) checked.
     for t in &req.transactions {
         let mut tr = AddPartitionsToTxnResult::default();
         tr.transactional_id = t.transactional_id.clone();
         let id = t.transactional_id.as_str();
+        if let Some(results) = add_refused(shared, _s, id, &t.topics) {
+            tr.topic_results = results;
+            r.results_by_transaction.push(tr);
+            continue;
+        }
         let (parts, missing) = blocking(|| known(shared, &t.topics));
         if t.verify_only {
             tr.topic_results = t
@@ -180,6 +197,64 @@ pub async fn add_partitions(
     r
 }
 
+/// AddPartitionsToTxn's ACL check: `None` if the principal may WRITE the
+/// transactional id and every topic; else every partition's answer
+/// (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, or TOPIC_AUTHORIZATION_FAILED
+/// for the refused topics and OPERATION_NOT_ATTEMPTED for the others).
+fn add_refused(
+    shared: &Shared,
+    session: &Session,
+    txn_id: &str,
+    topics: &[AddPartitionsToTxnTopic],
+) -> Option<Vec<AddPartitionsToTxnTopicResult>> {
+    let txn_ok = session.authorized(
+        shared,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        txn_id,
+    );
+    let topic_ok: Vec<bool> = topics
+        .iter()
+        .map(|t| {
+            session.authorized(
+                shared,
+                Operation::Write,
+                ResourceType::Topic,
+                t.name.as_str(),
+            )
+        })
+        .collect();
+    if txn_ok && topic_ok.iter().all(|ok| *ok) {
+        return None;
+    }
+    Some(
+        topics
+            .iter()
+            .zip(topic_ok)
+            .map(|(t, ok)| {
+                let c = match (txn_ok, ok) {
+                    (false, _) => code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    (true, false) => code::TOPIC_AUTHORIZATION_FAILED,
+                    (true, true) => code::OPERATION_NOT_ATTEMPTED,
+                };
+                let mut tr = AddPartitionsToTxnTopicResult::default();
+                tr.name = t.name.clone();
+                tr.results_by_partition = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let mut pr = AddPartitionsToTxnPartitionResult::default();
+                        pr.partition_index = *p;
+                        pr.partition_error_code = c;
+                        pr
+                    })
+                    .collect();
+                tr
+            })
+            .collect(),
+    )
+}
+
 pub async fn add_offsets(
     shared: &Arc<Shared>,
     _s: &mut Session,
@@ -188,7 +263,16 @@ pub async fn add_offsets(
 ) -> AddOffsetsToTxnResponse {
     let mut r = AddOffsetsToTxnResponse::default();
     let group = req.group_id.as_str();
-    r.error_code = if group.is_empty() {
+    r.error_code = if !_s.authorized(
+        shared,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        req.transactional_id.as_str(),
+    ) {
+        code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    } else if !_s.authorized(shared, Operation::Read, ResourceType::Group, group) {
+        code::GROUP_AUTHORIZATION_FAILED
+    } else if group.is_empty() {
         code::INVALID_GROUP_ID
     } else {
         let e = blocking(|| {
@@ -237,6 +321,18 @@ pub async fn txn_offset_commit(
     if group.is_empty() {
         error = code::INVALID_GROUP_ID;
     }
+    // ACLs (Kafka's): WRITE on the transactional id, READ on the group,
+    // READ on each topic.
+    if !_s.authorized(
+        shared,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        req.transactional_id.as_str(),
+    ) {
+        error = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+    } else if !_s.authorized(shared, Operation::Read, ResourceType::Group, &group) {
+        error = code::GROUP_AUTHORIZATION_FAILED;
+    }
     let mut entries: Vec<OffsetEntry> = Vec::new();
     let mut per: Vec<(usize, i32, i16)> = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
@@ -248,6 +344,13 @@ pub async fn txn_offset_commit(
                 .unwrap_or_default();
             let c = if error != code::NONE {
                 error
+            } else if !_s.authorized(
+                shared,
+                Operation::Read,
+                ResourceType::Topic,
+                t.name.as_str(),
+            ) {
+                code::TOPIC_AUTHORIZATION_FAILED
             } else if p.partition_index < 0 {
                 code::UNKNOWN_TOPIC_OR_PARTITION
             } else if let Err(e) = check_metadata(&metadata) {
@@ -303,6 +406,13 @@ pub async fn end_txn(
     v: i16,
 ) -> EndTxnResponse {
     let mut r = EndTxnResponse::default();
+    let id = req.transactional_id.as_str();
+    if !_s.authorized(shared, Operation::Write, ResourceType::TransactionalId, id) {
+        r.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        r.producer_id = ProducerId(-1);
+        r.producer_epoch = -1;
+        return r;
+    }
     let e = blocking(|| {
         shared.txns.end_txn(
             &shared.replicas,
@@ -327,8 +437,19 @@ pub async fn describe(
     let mut r = DescribeTransactionsResponse::default();
     for id in req.transactional_ids {
         let mut ts = TransactionState::default();
-        match shared.txns.describe(id.as_str()) {
-            Some(m) => {
+        // ACLs: DESCRIBE on the transactional id; partitions of topics the
+        // principal may not DESCRIBE are left out (Kafka's answer).
+        let allowed = _s.authorized(
+            shared,
+            Operation::Describe,
+            ResourceType::TransactionalId,
+            &id,
+        );
+        match shared.txns.describe(id.as_str()).filter(|_| allowed) {
+            Some(mut m) => {
+                m.partitions.retain(|(t, _)| {
+                    _s.authorized(shared, Operation::Describe, ResourceType::Topic, t)
+                });
                 ts.transaction_state = s(m.state.name());
                 ts.transaction_timeout_ms = m.timeout_ms;
                 ts.transaction_start_time_ms = m.start_ms;
@@ -349,7 +470,11 @@ pub async fn describe(
                 }
             }
             None => {
-                ts.error_code = code::TRANSACTIONAL_ID_NOT_FOUND;
+                ts.error_code = if allowed {
+                    code::TRANSACTIONAL_ID_NOT_FOUND
+                } else {
+                    code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+                };
                 ts.producer_id = ProducerId(-1);
                 ts.producer_epoch = -1;
                 ts.transaction_start_time_ms = -1;
@@ -391,6 +516,15 @@ pub async fn list(
     all.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
     for m in all {
         if !states.is_empty() && !states.contains(&m.state) {
+            continue;
+        }
+        // ACLs: only the transactional ids the principal may DESCRIBE.
+        if !_s.authorized(
+            shared,
+            Operation::Describe,
+            ResourceType::TransactionalId,
+            &m.transactional_id,
+        ) {
             continue;
         }
         if !req.producer_id_filters.is_empty()

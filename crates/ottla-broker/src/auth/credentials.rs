@@ -300,10 +300,11 @@ pub fn create_private_dir(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", dir.display()))
 }
 
-struct Flock<'a>(&'a File);
+/// An exclusive `flock` held until dropped (also the ACL file's lock).
+pub(crate) struct Flock<'a>(&'a File);
 
 impl<'a> Flock<'a> {
-    fn exclusive(f: &'a File) -> std::io::Result<Flock<'a>> {
+    pub(crate) fn exclusive(f: &'a File) -> std::io::Result<Flock<'a>> {
         loop {
             // SAFETY: flock on a descriptor `f` owns and keeps open for the
             // guard's lifetime; no memory is passed.

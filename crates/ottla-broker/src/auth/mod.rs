@@ -9,8 +9,16 @@
 //! sasl/        the SASL servers: PLAIN, SCRAM-SHA-256/512, OAUTHBEARER
 //!              (unsecured JWTs), one exchange per connection at a time
 //! credentials  SCRAM credentials, salted and hashed, in the data directory
-//! authorizer   the home of ACL checks (the next step of issue 18)
+//! acl          Kafka's ACL model: bindings, filters, codes and names
+//! acl_store    the ACL bindings, durable in the data directory
+//! authorizer   Kafka's StandardAuthorizer over them (`--authorizer standard`):
+//!              super users, DENY before ALLOW, implied operations,
+//!              `allow.everyone.if.no.acl.found`; authorized operations
 //! ```
+//!
+//! Handlers ask `Session::authorized` per resource, where Kafka's request
+//! handlers ask, and answer a refusal with the resource's
+//! `*_AUTHORIZATION_FAILED` code.
 //!
 //! The transport (`net::connection`) wraps accepted sockets in TLS and keeps
 //! every request but ApiVersions, SaslHandshake and SaslAuthenticate away
@@ -18,6 +26,8 @@
 //! (`net::gate`); `api::sasl` runs the exchanges. Nothing here knows the
 //! storage engine beyond the data directory's path.
 
+pub mod acl;
+pub mod acl_store;
 pub mod authorizer;
 pub mod credentials;
 pub mod principal;
@@ -25,6 +35,54 @@ pub mod sasl;
 pub mod tls;
 
 use std::fmt;
+
+use acl::{Operation, ResourceType};
+
+impl crate::dispatch::Session {
+    /// May this connection's principal, from its address, do `op` on the
+    /// resource? Always true without an authorizer.
+    pub fn authorized(
+        &self,
+        shared: &crate::Shared,
+        op: Operation,
+        resource: ResourceType,
+        name: &str,
+    ) -> bool {
+        shared
+            .authorizer
+            .authorize(&self.principal, self.peer.ip(), op, resource, name)
+    }
+
+    /// May it do `op` on some resource of the type (`authorize_any`)?
+    pub fn authorized_any(
+        &self,
+        shared: &crate::Shared,
+        op: Operation,
+        resource: ResourceType,
+    ) -> bool {
+        shared
+            .authorizer
+            .authorize_any(&self.principal, self.peer.ip(), op, resource)
+    }
+
+    /// May it do `op` on the cluster (`kafka-cluster`)?
+    pub fn authorized_cluster(&self, shared: &crate::Shared, op: Operation) -> bool {
+        self.authorized(shared, op, ResourceType::Cluster, acl::CLUSTER_NAME)
+    }
+
+    /// Kafka's authorized-operations bitfield of a resource for this
+    /// connection (every operation of the type without an authorizer).
+    pub fn authorized_operations(
+        &self,
+        shared: &crate::Shared,
+        resource: ResourceType,
+        name: &str,
+    ) -> i32 {
+        shared
+            .authorizer
+            .authorized_operations(&self.principal, self.peer.ip(), resource, name)
+    }
+}
 
 /// Kafka's `security.protocol` of a listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
