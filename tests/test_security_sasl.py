@@ -6,7 +6,9 @@ re-authentication (KIP-368), and users managed over the wire
 from __future__ import annotations
 
 import asyncio
+import shutil
 import ssl
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,25 @@ def test_sasl_plaintext_plain_right_and_wrong_password(data: Path, certs: Certif
         assert "Authentication failed" in err and "Invalid username or password" in err, err
         # The failed client did not disturb the good one.
         assert deliver(ok, "t", [b"b"]) == [None]
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")
+def test_kcat_sasl_scram(data: Path, certs: Certificates) -> None:
+    """kcat's librdkafka (2.0 on Debian 12) uses SASL only if SaslHandshake
+    v0 is advertised, as Kafka does."""
+    with sh.secure_broker(data, certs, "SASL_PLAINTEXT") as b:
+        sasl = ["-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=SCRAM-SHA-256"]
+        sasl += ["-X", "sasl.username=alice", "-X", f"sasl.password={sh.PASSWORD}"]
+        kcat = ["kcat", "-b", b.listeners["SASL_PLAINTEXT"], *sasl]
+        done = subprocess.run(
+            [*kcat, "-P", "-t", "k"], input=b"one\ntwo\n", capture_output=True, timeout=30
+        )
+        assert done.returncode == 0, done.stderr
+        done = subprocess.run(
+            [*kcat, "-C", "-t", "k", "-e", "-q"], capture_output=True, timeout=30
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == [b"one", b"two"]
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256"])

@@ -211,3 +211,56 @@ def test_oauthbearer_bad_token_gets_the_error_challenge_then_58(tmp_path: Path) 
             err, msg, _, _ = authenticate(s, b"\x01", cid=9)
             assert err == 58 and msg == "Authentication failed: the token has expired"
             assert kafka_wire.closed_by_peer(s, 10)
+
+
+def handshake_v0(s: socket.socket, mechanism: str, cid: int = 5) -> int:
+    """SaslHandshake v0: its error code."""
+    s.sendall(kafka_wire.frame(SASL_HANDSHAKE, 0, cid, kafka_wire._str(mechanism)))
+    got, body = kafka_wire.response(s)
+    assert got == cid
+    (err,) = struct.unpack(">h", body[:2])
+    return int(err)
+
+
+def raw_token(s: socket.socket, token: bytes) -> bytes:
+    """After a v0 handshake: a bare size-prefixed token and the server's."""
+    s.sendall(struct.pack(">i", len(token)) + token)
+    head = b""
+    while len(head) < 4:
+        chunk = s.recv(4 - len(head))
+        assert chunk, "closed by the broker"
+        head += chunk
+    (n,) = struct.unpack(">i", head)
+    body = b""
+    while len(body) < n:
+        chunk = s.recv(n - len(body))
+        assert chunk, "closed by the broker"
+        body += chunk
+    return body
+
+
+def test_handshake_v0_is_advertised_and_runs_the_bare_token_exchange(
+    broker: ottla.Broker,
+) -> None:
+    with connect(broker) as s:
+        ranges = {k: (lo, hi) for k, lo, hi in kafka_wire.api_versions(s)}
+        assert ranges[SASL_HANDSHAKE] == (0, 1)  # as Kafka 4.x
+        assert handshake_v0(s, "PLAIN") == 0
+        assert raw_token(s, plain("alice", sh.PASSWORD)) == b""
+        metadata(s)  # authenticated: Kafka requests from here on
+        assert kafka_wire.response(s)[0] == 9
+
+
+def test_handshake_v0_wrong_password_closes_the_connection(broker: ottla.Broker) -> None:
+    with connect(broker) as s:
+        assert handshake_v0(s, "PLAIN") == 0
+        s.sendall(struct.pack(">i", 14) + plain("alice", "wrong")[:14])
+        assert kafka_wire.closed_by_peer(s, 10)
+
+
+def test_reauthentication_needs_handshake_v1(broker: ottla.Broker) -> None:
+    with connect(broker) as s:
+        assert handshake(s, "PLAIN")[0] == 0
+        assert authenticate(s, plain("alice", sh.PASSWORD))[0] == 0
+        assert handshake_v0(s, "PLAIN") == 34
+        assert kafka_wire.closed_by_peer(s, 10)

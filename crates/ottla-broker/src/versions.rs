@@ -74,11 +74,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::EndTxn, 0, 4),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
-    // Security (issue 18). SaslHandshake from v1 only: v0 is followed by
-    // raw SASL tokens outside Kafka's framing, which no current client sends
-    // (librdkafka, the Java client, kafka-python and aiokafka use v1 and
-    // SaslAuthenticate).
-    (ApiKey::SaslHandshake, 1, 1),
+    // Security (issue 18). SaslHandshake v0 is followed by bare SASL
+    // tokens outside Kafka's framing (`api::sasl::raw_token`). Kafka 4.x
+    // advertises 0-1, and librdkafka (2.0 seen) refuses SASL ("SASL
+    // Handshake not supported by broker") unless v0 is in the range.
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),

@@ -41,10 +41,13 @@ pub enum SaslState {
     /// look at it).
     #[default]
     Handshake,
-    /// SaslHandshake accepted; SaslAuthenticate tokens until done.
+    /// SaslHandshake accepted; SaslAuthenticate tokens until done, or,
+    /// after a SaslHandshake v0 (`raw`), bare size-prefixed SASL tokens
+    /// outside Kafka's request framing (see [`raw_token`]).
     Authenticating {
         mech: Mechanism,
         exchange: Box<Exchange>,
+        raw: bool,
     },
     /// Authenticated; `expires`: the session's end, if it has one.
     Authenticated {
@@ -69,7 +72,7 @@ pub async fn handshake(
     shared: &Arc<Shared>,
     session: &mut Session,
     req: SaslHandshakeRequest,
-    _v: i16,
+    v: i16,
 ) -> SaslHandshakeResponse {
     let mut r = SaslHandshakeResponse::default();
     let enabled = &shared.config.sasl_enabled_mechanisms;
@@ -94,6 +97,12 @@ pub async fn handshake(
         session.close_after_reply = Some(format!("unsupported SASL mechanism {asked:?}"));
         return r;
     };
+    if reauth_mech.is_some() && v == 0 {
+        // KIP-368: re-authentication is SaslAuthenticate's (handshake v1+).
+        r.error_code = code::ILLEGAL_SASL_STATE;
+        session.close_after_reply = Some("re-authentication with SaslHandshake v0".into());
+        return r;
+    }
     if reauth_mech.is_some_and(|m| m != mech) {
         r.error_code = code::SASL_AUTHENTICATION_FAILED;
         session.close_after_reply = Some(format!(
@@ -104,8 +113,44 @@ pub async fn handshake(
     session.sasl.state = SaslState::Authenticating {
         mech,
         exchange: Box::new(Exchange::new(mech)),
+        raw: v == 0,
     };
     r
+}
+
+/// Whether the connection's next frame is a bare SASL token (after a
+/// SaslHandshake v0), not a Kafka request.
+pub fn expects_raw_token(session: &Session) -> bool {
+    matches!(
+        session.sasl.state,
+        SaslState::Authenticating { raw: true, .. }
+    )
+}
+
+/// A bare SASL token after SaslHandshake v0 (Kafka's legacy exchange, as
+/// its `SaslServerAuthenticator` runs it without SaslAuthenticate): the
+/// same steps as SaslAuthenticate; the answer is the server's token,
+/// size-prefixed and without a response header. A failure has no way to
+/// be told in this framing: `Err` and the connection closes (after Kafka's
+/// delay), as Kafka closes it.
+pub async fn raw_token(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    token: bytes::Bytes,
+) -> Result<Vec<u8>, String> {
+    let req = SaslAuthenticateRequest::default().with_auth_bytes(token);
+    let r = authenticate(shared, session, req, 0).await;
+    if r.error_code != code::NONE {
+        return Err(format!(
+            "SASL authentication (handshake v0) failed: {}",
+            r.error_message.as_deref().unwrap_or("")
+        ));
+    }
+    let mut out = Vec::with_capacity(4 + r.auth_bytes.len());
+    let len = i32::try_from(r.auth_bytes.len()).map_err(|_| "SASL token too large".to_string())?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&r.auth_bytes);
+    Ok(out)
 }
 
 pub async fn authenticate(
@@ -119,8 +164,12 @@ pub async fn authenticate(
         r.error_code = code::ILLEGAL_SASL_STATE;
         r.error_message = Some(s(why));
     };
-    let (mech, mut exchange) = match std::mem::take(&mut session.sasl.state) {
-        SaslState::Authenticating { mech, exchange } => (mech, exchange),
+    let (mech, mut exchange, raw) = match std::mem::take(&mut session.sasl.state) {
+        SaslState::Authenticating {
+            mech,
+            exchange,
+            raw,
+        } => (mech, exchange, raw),
         other => {
             let before_handshake = matches!(other, SaslState::Handshake);
             session.sasl.state = other;
@@ -155,7 +204,11 @@ pub async fn authenticate(
     match step {
         Ok(Step::Challenge(bytes)) => {
             r.auth_bytes = bytes.into();
-            session.sasl.state = SaslState::Authenticating { mech, exchange };
+            session.sasl.state = SaslState::Authenticating {
+                mech,
+                exchange,
+                raw,
+            };
         }
         Ok(Step::Done(bytes, done)) => {
             if let Some((_, first)) = &session.sasl.first {

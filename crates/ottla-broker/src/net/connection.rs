@@ -190,6 +190,22 @@ impl Connection {
                 }
                 return Ok(());
             };
+            if crate::api::sasl::expects_raw_token(&self.session) {
+                // After SaslHandshake v0: a bare SASL token, no header.
+                let answer =
+                    crate::api::sasl::raw_token(&self.shared, &mut self.session, frame).await?;
+                self.held = None;
+                self.socket
+                    .write_all(&answer)
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
+                self.socket
+                    .flush()
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
+                self.last_reply = Some(Instant::now());
+                continue;
+            }
             let api_key = frame::prefix(&frame).map(|p| p.api_key);
             if let Some(key) = api_key {
                 gate::admit(&self.session, key)?;
