@@ -320,8 +320,12 @@ class Consumer:
     def _drop_buffered(self, keys: set[_Key]) -> None:
         if not keys:
             return
-        if self._buf:
-            self._buf = deque(m for m in self._buf if (m.topic(), m.partition()) not in keys)
+        buf = self._buf
+        if buf:
+            # In place: an iteration in progress holds this deque.
+            keep = [m for m in buf if (m.topic(), m.partition()) not in keys]
+            buf.clear()
+            buf.extend(keep)
         for k in keys:
             self._held.pop(k, None)
 
@@ -450,11 +454,16 @@ class Consumer:
                 if first is None:
                     return
                 msgs = [first, *c.consume(n - 1, 0)]
-        buf = self._buf
+        if not msgs:
+            return
+        bad = [m for m in msgs if m.error() is not None]
+        if not bad:
+            self._buf.extend(msgs)
+            return
         for m in msgs:
             err = m.error()
             if err is None:
-                buf.append(m)
+                self._buf.append(m)
             else:
                 self._consume_error(err, m)
 
@@ -485,10 +494,25 @@ class Consumer:
             # The common case, in bulk: the buffer holds records of assigned
             # partitions only (a revoke drops the others), so take the first
             # n; a partition's position is its last record's offset + 1.
-            popleft = buf.popleft
-            taken = [popleft() for _ in range(min(n, len(buf)))]
-            for m in taken:
-                pos[(m.topic(), m.partition())] = m.offset() + 1
+            if n >= len(buf):
+                taken = list(buf)
+                buf.clear()
+            else:
+                popleft = buf.popleft
+                taken = [popleft() for _ in range(n)]
+            # A partition's records are in log order: its position is its
+            # last record's offset + 1. Looked for from the end, stopping
+            # once every assigned partition was seen (one record, for a
+            # consumer of one partition).
+            last: dict[_Key, int] = {}
+            need = len(self._assigned)
+            for m in reversed(taken):
+                k = (m.topic(), m.partition())
+                if k not in last:
+                    last[k] = m.offset() + 1
+                    if len(last) >= need:
+                        break
+            pos.update(last)
             return taken
         out: list[Any] = []
         while buf and len(out) < n:
@@ -604,7 +628,34 @@ class Consumer:
         return [m.value() for m in self._poll_msgs(timeout_ms, max_records)]
 
     def __iter__(self) -> Iterator[Record]:
-        return self
+        return self._iterate()
+
+    def _iterate(self) -> Iterator[Record]:
+        """Iteration: a generator (no method call per record), taking
+        records one at a time from the shared buffer, so ``next(c)``,
+        ``poll()``, ``seek()`` and a revoke in the loop body see the same
+        state; a record's position moves before it is handed out."""
+        buf, pos = self._buf, self._pos
+        popleft = buf.popleft
+        while True:
+            if buf and not self._paused:
+                m = popleft()
+                topic = m.topic()
+                partition = m.partition()
+                offset = m.offset()
+                pos[(topic, partition)] = offset + 1
+                key, value = m.key(), m.value()
+                if key is not None and self._kd is not None:
+                    key = self._kd(key)
+                if value is not None and self._vd is not None:
+                    value = self._vd(value)
+                yield Record(topic, partition, offset, m.timestamp()[1], key, value, m.headers())
+                continue
+            try:
+                r = self.__next__()
+            except StopIteration:
+                return
+            yield r
 
     def __next__(self) -> Record:
         buf = self._buf
@@ -732,11 +783,13 @@ class Consumer:
             if not todo or (max_records is not None and len(out) >= max_records):
                 return out
             self._fill(0.2, 500)
-            # Past the end (appended meanwhile): left in the buffer.
-            keep: deque[Any] = deque()
+            # Past the end (appended meanwhile): left in the buffer (the
+            # same deque: an iteration in progress holds it).
+            buf = self._buf
+            keep: list[Any] = []
             took = False
-            while self._buf:
-                m = self._buf.popleft()
+            while buf:
+                m = buf.popleft()
                 k = (m.topic(), m.partition())
                 if k not in todo or m.offset() >= ends[k]:
                     keep.append(m)
@@ -746,15 +799,15 @@ class Consumer:
                     max_bytes is not None and out and size + n > max_bytes
                 ):
                     keep.append(m)
-                    keep.extend(self._buf)
-                    self._buf.clear()
-                    self._buf = keep
+                    keep.extend(buf)
+                    buf.clear()
+                    buf.extend(keep)
                     return out
                 size += n
                 self._pos[k] = m.offset() + 1
                 out.append(m)
                 took = True
-            self._buf = keep
+            buf.extend(keep)
             if took:
                 idle_until = time.monotonic() + _TIMEOUT_S
             elif time.monotonic() > idle_until:
