@@ -17,6 +17,7 @@ commits to.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import deque
@@ -57,6 +58,8 @@ _TRANSIENT = frozenset(
     {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_RESOLVE", "_PARTITION_EOF", "_MAX_POLL_EXCEEDED"}
 )
 _TIMEOUT_S = 30.0
+# The longest one librdkafka poll() lasts (a longer wait is several).
+_SLICE_S = 0.2
 
 
 def _key(tp: Any) -> _Key:
@@ -179,6 +182,17 @@ class Consumer:
         self._callbacks: tuple[Any, Any, Any, Any] = (None, None, None, None)
         self._joined = False
         self._closing_without_commit = False
+        # librdkafka's handle is used by one thread at a time: a close()
+        # while another thread waits in poll() waits for that poll's slice
+        # (at most _SLICE_S), not for its whole timeout.
+        self._io = threading.RLock()
+        self._closing = False
+        # The thread running a rebalance callback: librdkafka's close() from
+        # there crashes (in on_assign) or hangs (in on_revoke), so a close()
+        # in a callback is finished when the callback returns.
+        self._callback_thread: int | None = None
+        self._deferred_close: bool | None = None
+        self._released = False  # librdkafka's handle closed
         names = [t for arg in topics for t in ([arg] if isinstance(arg, str) else arg)]
         if names:
             self.subscribe(names)
@@ -282,7 +296,24 @@ class Consumer:
         elif listener is not None and hasattr(listener, method):
             getattr(listener, method)(tps)
 
+    def _in_callback(self, handler: Callable[[list[Any]], None], partitions: list[Any]) -> None:
+        outer = self._callback_thread
+        self._callback_thread = threading.get_ident()
+        try:
+            handler(partitions)
+        finally:
+            self._callback_thread = outer
+
     def _on_assign(self, _c: Any, partitions: list[Any]) -> None:
+        self._in_callback(self._assigned_now, partitions)
+
+    def _on_revoke(self, _c: Any, partitions: list[Any]) -> None:
+        self._in_callback(self._revoked_now, partitions)
+
+    def _on_lost(self, _c: Any, partitions: list[Any]) -> None:
+        self._in_callback(self._lost_now, partitions)
+
+    def _assigned_now(self, partitions: list[Any]) -> None:
         keys = [(p.topic, p.partition) for p in partitions]
         self._assigned.update(keys)
         self._joined = True
@@ -290,7 +321,7 @@ class Consumer:
             0, "on_partitions_assigned", [TopicPartition(t, p) for t, p in sorted(keys)]
         )
 
-    def _on_revoke(self, _c: Any, partitions: list[Any]) -> None:
+    def _revoked_now(self, partitions: list[Any]) -> None:
         keys = {(p.topic, p.partition) for p in partitions}
         if self._auto_commit and not self._closing_without_commit:
             try:
@@ -302,7 +333,7 @@ class Consumer:
             1, "on_partitions_revoked", [TopicPartition(t, p) for t, p in sorted(keys)]
         )
 
-    def _on_lost(self, _c: Any, partitions: list[Any]) -> None:
+    def _lost_now(self, partitions: list[Any]) -> None:
         keys = {(p.topic, p.partition) for p in partitions}
         self._forget(keys)
         which, method = (2, "on_partitions_lost")
@@ -447,13 +478,27 @@ class Consumer:
             self._commit_positions(None, asynchronous=True)
         c = self._c
         n = max(want, 64)
-        with _kafka.raising("consume"):
-            msgs = c.consume(n, 0)
-            if not msgs and timeout > 0:
-                first = c.poll(timeout)
-                if first is None:
-                    return
-                msgs = [first, *c.consume(n - 1, 0)]
+        with self._io:
+            if self._closed:
+                raise ClosedError("consumer is closed")
+            with _kafka.raising("consume"):
+                msgs = c.consume(n, 0)
+                if not msgs and timeout > 0:
+                    # In slices, so a close() from another thread waits for
+                    # one slice, not for the whole timeout.
+                    end = time.monotonic() + timeout
+                    first = c.poll(min(timeout, _SLICE_S))
+                    while first is None and not self._closing and self._deferred_close is None:
+                        left = end - time.monotonic()
+                        if left <= 0:
+                            break
+                        first = c.poll(min(left, _SLICE_S))
+                    if first is not None:
+                        msgs = [first, *c.consume(n - 1, 0)]
+            if self._deferred_close is not None:
+                # close() was called in a rebalance callback: now it can be.
+                self._finish_close(self._deferred_close)
+                return
         if not msgs:
             return
         bad = [m for m in msgs if m.error() is not None]
@@ -583,6 +628,8 @@ class Consumer:
         got: list[Any] = []
         targets: dict[_Key, int] | None = None
         while True:
+            if self._closed:  # by a rebalance callback of this poll
+                return got
             want = max_records - len(got)
             if len(self._buf) < want:
                 left = deadline - time.monotonic()
@@ -1125,8 +1172,26 @@ class Consumer:
     # ---- lifecycle ---------------------------------------------------------
 
     def close(self, autocommit: bool = True) -> None:
-        """Commit (with auto-commit on and ``autocommit``) and leave the group."""
+        """Commit (with auto-commit on and ``autocommit``) and leave the group.
+
+        In a rebalance callback, the consumer is closed at once for the
+        application (calls raise :class:`ottla.ClosedError`, iteration ends)
+        and librdkafka's handle when the callback has returned: closing it
+        from inside its own callback crashes or hangs librdkafka."""
         if self._closed:
+            return
+        if self._callback_thread == threading.get_ident():
+            self._deferred_close = autocommit
+            self._closed = True
+            self._buf.clear()
+            return
+        self._closing = True
+        with self._io:
+            if self._deferred_close is None:
+                self._finish_close(autocommit)
+
+    def _finish_close(self, autocommit: bool) -> None:
+        if self._released:
             return
         self._closing_without_commit = not autocommit
         try:
@@ -1138,6 +1203,8 @@ class Consumer:
         finally:
             self._closed = True
             self._buf.clear()
+            self._released = True
+            self._deferred_close = None
             self._c.close()
 
     @property
