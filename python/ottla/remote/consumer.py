@@ -58,6 +58,16 @@ _TRANSIENT = frozenset(
     {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_RESOLVE", "_PARTITION_EOF", "_MAX_POLL_EXCEEDED"}
 )
 _TIMEOUT_S = 30.0
+# Errors of a lookup that are asked again: the cluster is moving a
+# partition's leadership or a broker went away (librdkafka reconnects).
+_RETRIED = frozenset(
+    {
+        "_DESTROY_BROKER", "_TRANSPORT", "_ALL_BROKERS_DOWN", "_TIMED_OUT", "_WAIT_COORD",
+        "_NOT_LEADER", "NOT_LEADER_FOR_PARTITION", "NOT_LEADER_OR_FOLLOWER",
+        "LEADER_NOT_AVAILABLE", "REQUEST_TIMED_OUT", "BROKER_NOT_AVAILABLE",
+        "_LEADER_UNAVAILABLE", "FENCED_LEADER_EPOCH", "UNKNOWN_LEADER_EPOCH",
+    }
+)  # fmt: skip
 # The longest one librdkafka poll() lasts (a longer wait is several).
 _SLICE_S = 0.2
 
@@ -440,8 +450,7 @@ class Consumer:
         offset *now*, as in the directory form (librdkafka would resolve it
         when its fetch starts, skipping records produced meanwhile)."""
         if self._reset == "latest" and self._group is None:
-            with _kafka.raising("end offset"):
-                hi = self._c.get_watermark_offsets(self._tp(k), timeout=_TIMEOUT_S)[1]
+            hi = self._watermarks(k)[1]
             self._pos[k] = int(hi)
             return self._tp(k, int(hi))
         return self._tp(k)
@@ -597,8 +606,7 @@ class Consumer:
             pos = self.position(k)
             _lo, hi = self._c.get_watermark_offsets(self._tp(k), cached=True)
             if hi is None or hi < 0:
-                with _kafka.raising("high watermark"):
-                    hi = self._c.get_watermark_offsets(self._tp(k), timeout=_TIMEOUT_S)[1]
+                hi = self._watermarks(k)[1]
             if pos < hi:
                 return True
         return False
@@ -610,8 +618,7 @@ class Consumer:
         for k in self._assigned - self._paused:
             _lo, hi = self._c.get_watermark_offsets(self._tp(k), cached=True)
             if hi is None or hi < 0:  # not fetched from yet: ask
-                with _kafka.raising("high watermark"):
-                    hi = self._c.get_watermark_offsets(self._tp(k), timeout=_TIMEOUT_S)[1]
+                hi = self._watermarks(k)[1]
             out[k] = int(hi)
         return out
 
@@ -926,9 +933,31 @@ class Consumer:
     def _ends(self, keys: Iterable[_Key]) -> dict[_Key, int]:
         out = {}
         for k in keys:
-            with _kafka.raising(f"end offset of {k[0]}-{k[1]}"):
-                out[k] = int(self._c.get_watermark_offsets(self._tp(k), timeout=_TIMEOUT_S)[1])
+            out[k] = self._watermarks(k)[1]
         return out
+
+    def _watermarks(self, k: _Key) -> tuple[int, int]:
+        """A partition's log start and end, asked of its leader; what
+        librdkafka retries by itself (a leader gone, its broker handle
+        destroyed while leadership moves) is asked again, up to
+        ``_TIMEOUT_S``, as a Kafka client's own lookups are."""
+        deadline = time.monotonic() + _TIMEOUT_S
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                lo, hi = self._c.get_watermark_offsets(
+                    self._tp(k), timeout=max(min(left, 5.0), 0.1)
+                )
+                return int(lo), int(hi)
+            except Exception as e:
+                if type(e).__name__ != "KafkaException":
+                    raise
+                err = e.args[0] if e.args else None
+                name = err.name() if hasattr(err, "name") else ""
+                again = name in _RETRIED or (hasattr(err, "retriable") and err.retriable())
+                if not again or time.monotonic() >= deadline:
+                    raise _kafka.error(e, f"offsets of {k[0]}-{k[1]}") from e
+            time.sleep(0.05)
 
     def seek(self, partition: _TP, offset: int) -> None:
         """Read ``partition`` from ``offset`` next."""
@@ -992,7 +1021,7 @@ class Consumer:
             raise NoOffsetForPartitionError(
                 f"{k[0]}-{k[1]}: no committed offset and auto_offset_reset='none'"
             )
-        lo, hi = self._c.get_watermark_offsets(self._tp(k), timeout=_TIMEOUT_S)
+        lo, hi = self._watermarks(k)
         start = int(lo if self._reset == "earliest" else hi)
         self.seek(k, start)
         return start
@@ -1023,8 +1052,7 @@ class Consumer:
         out = {}
         for tp in partitions:
             k = _key(tp)
-            with _kafka.raising(f"log start of {k[0]}-{k[1]}"):
-                lo, _ = self._c.get_watermark_offsets(self._tp(k), timeout=_TIMEOUT_S)
+            lo, _ = self._watermarks(k)
             out[TopicPartition(*k)] = int(lo)
         return out
 
