@@ -52,9 +52,13 @@ def test_producer_and_group_consumer_through_kill_9_of_a_broker(tmp_path: Path) 
 
         def send(i: int) -> None:
             value = b"order-%d" % i
-            producer.send("orders", value, key=b"k%d" % (i % 7)).add_callback(
-                lambda md, v=value: acked.add(v)
-            ).add_errback(failed.append)
+
+            def done(md: ottla.RecordMetadata) -> None:
+                acked.add(value)
+
+            producer.send("orders", value, key=b"k%d" % (i % 7)).add_callback(done).add_errback(
+                failed.append
+            )
 
         for i in range(300):
             send(i)

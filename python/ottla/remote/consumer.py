@@ -952,9 +952,9 @@ class Consumer:
             except Exception as e:
                 if type(e).__name__ != "KafkaException":
                     raise
-                err = e.args[0] if e.args else None
+                err: Any = e.args[0] if e.args else None
                 name = err.name() if hasattr(err, "name") else ""
-                again = name in _RETRIED or (hasattr(err, "retriable") and err.retriable())
+                again = name in _RETRIED or bool(hasattr(err, "retriable") and err.retriable())
                 if not again or time.monotonic() >= deadline:
                     raise _kafka.error(e, f"offsets of {k[0]}-{k[1]}") from e
             time.sleep(0.05)
