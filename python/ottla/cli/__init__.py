@@ -44,6 +44,7 @@ examples:
   ottla groups describe audit
   ottla serve --data ./ottla-data --listen 127.0.0.1:9092
   ottla users add alice
+  ottla mirror ./ottla-data kafka://broker1:9092 --once
 
 Run 'ottla COMMAND --help' for a command's options and examples.
 """
@@ -52,7 +53,7 @@ Run 'ottla COMMAND --help' for a command's options and examples.
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    from ottla.cli import consume, groups, produce, serve, topics, users
+    from ottla.cli import consume, groups, mirror, produce, serve, topics, users
 
     parser = argparse.ArgumentParser(
         prog="ottla",
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups.add_parser(sub, common)
     serve.add_parser(sub)
     users.add_parser(sub, common)
+    mirror.add_parser(sub)
     return parser
 
 
