@@ -136,6 +136,25 @@ def test_directory_to_broker_and_back(tmp_path: Path, served: ottla.Broker) -> N
     assert committed(cluster, "billing")[TP("orders", 0)] == 9
 
 
+def test_group_offsets_are_translated_where_offsets_differ(tmp_path: Path) -> None:
+    """The source's log starts at 4 (records deleted), the copy's at 0: a
+    group's place is the same record, at another offset."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    with ottla.Producer(src) as p:
+        for i in range(10):
+            p.send("t", b"v%d" % i)
+    ottla.Admin(src).delete_records({TP("t", 0): 4})
+    commit(src, "app", {TP("t", 0): 6})
+    stats = ottla.mirror(src, dst, progress=False)
+    assert stats.groups == {"app": {TP("t", 0): 2}}
+    with ottla.Consumer(dst, "t", group_id="app", consumer_timeout_ms=500) as c:
+        assert [r.value for r in c] == [b"v%d" % i for i in range(6, 10)]
+    # Moved on at the source (at the end): moved on at the target.
+    commit(src, "app", {TP("t", 0): 10})
+    commit(dst, "app", {TP("t", 0): 2})
+    assert ottla.mirror(src, dst, progress=False).groups == {"app": {TP("t", 0): 6}}
+
+
 def test_follow_mode_copies_what_comes_until_stopped(tmp_path: Path) -> None:
     import threading
 
