@@ -304,3 +304,20 @@ def test_cli_mirror_once(tmp_path: Path, served: ottla.Broker) -> None:
     )  # fmt: skip
     assert bad.returncode == 2
     assert "give SOURCE and TARGET" in bad.stderr
+
+
+def test_cli_follow_mode_stops_on_sigterm_with_a_checkpoint(tmp_path: Path, spawn: Spawn) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    fill(src, per_topic=20)
+    # A checkpoint interval far longer than the test: only the stop writes one.
+    child = spawn(CLI_CODE, "mirror", src, dst, "--checkpoint-interval-ms", "3600000")
+    deadline = time.monotonic() + 60
+    while held(dst) < 60:
+        assert time.monotonic() < deadline, child.stderr
+        time.sleep(0.05)
+    child.proc.send_signal(signal.SIGTERM)
+    assert child.wait(60) == 128 + signal.SIGTERM, child.stderr
+    again = ottla.mirror(src, dst, progress=False)
+    # Nothing to copy and nothing to skip: the stop recorded where it was.
+    assert (again.records, again.skipped) == (0, 0)
+    assert content(dst) == content(src)
