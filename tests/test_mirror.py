@@ -321,3 +321,14 @@ def test_cli_follow_mode_stops_on_sigterm_with_a_checkpoint(tmp_path: Path, spaw
     # Nothing to copy and nothing to skip: the stop recorded where it was.
     assert (again.records, again.skipped) == (0, 0)
     assert content(dst) == content(src)
+
+
+def test_progress_bar_when_asked_for(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src"
+    fill(src, per_topic=10)
+    ottla.mirror(src, tmp_path / "quiet", progress=False)
+    assert capsys.readouterr().err == ""
+    ottla.mirror(src, tmp_path / "drawn", progress=True)  # as on a terminal
+    err = capsys.readouterr().err
+    assert "\rmirror [" in err and "/30 records" in err
+    assert err.endswith("\r\x1b[K")  # erased at the end
