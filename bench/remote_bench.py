@@ -11,7 +11,8 @@ librdkafka settings, against the same broker:
   with ``flush()``;
 * consume: a raw ``Consumer.consume(num_messages=500)`` loop touching each
   value, beside iterating ``ottla.Consumer(..., bootstrap_servers=...)``
-  (``Record`` objects), and ``poll_values``.
+  (``Record`` objects), and ``poll_values``; and a raw loop reading every
+  field of each message (what a ``Record`` holds) beside iteration.
 
 The ratio is ottla's rate over raw confluent-kafka's (goal: >= 0.9). One
 run, numbers printed; nothing asserted (the machine is shared).
@@ -116,6 +117,36 @@ def raw_consume(servers: str, topic: str, n: int) -> float:
     return (n - 1) / elapsed
 
 
+def raw_consume_fields(servers: str, topic: str, n: int) -> float:
+    """The raw loop reading every field a ``Record`` holds (what iteration
+    hands out), not only the value."""
+    c = ck.Consumer(
+        {
+            "bootstrap.servers": servers,
+            "group.id": f"rawf-{time.time()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **QUIET,
+        }
+    )
+    c.subscribe([topic])
+    first = None
+    while first is None:
+        first = c.poll(1.0)
+    got = 1
+    t0 = time.perf_counter()
+    total = 0
+    while got < n:
+        for m in c.consume(500, 1.0):
+            if m.error() is None:
+                m.topic(), m.partition(), m.offset(), m.timestamp(), m.key(), m.headers()
+                total += len(m.value())
+                got += 1
+    elapsed = time.perf_counter() - t0
+    c.close()
+    return (n - 1) / elapsed
+
+
 def ottla_iterate(servers: str, topic: str, n: int) -> float:
     c = ottla.Consumer(
         topic, bootstrap_servers=servers, group_id=f"it-{time.time()}", auto_offset_reset="earliest",
@@ -169,6 +200,7 @@ def main() -> None:
                 note("raw produce", raw_produce(servers, f"raw{r}", n))
                 note("ottla produce", ottla_produce(servers, f"ott{r}", n))
                 note("raw consume", raw_consume(servers, "raw0", n))
+                note("raw consume fields", raw_consume_fields(servers, "raw0", n))
                 note("ottla iterate", ottla_iterate(servers, "raw0", n))
                 note("ottla poll_values", ottla_poll_values(servers, "raw0", n))
         finally:
@@ -182,6 +214,7 @@ def main() -> None:
         ("send() loop, 100 B", "ottla produce", "raw produce"),
         ("consumer iteration", "ottla iterate", "raw consume"),
         ("poll_values", "ottla poll_values", "raw consume"),
+        ("iteration / all fields", "ottla iterate", "raw consume fields"),
     ):
         o, w = med[ours], med[raw]
         print(f"{name:<22} {o / 1e3:>10.0f} k/s {w / 1e3:>18.0f} k/s {o / w:>6.2f}")

@@ -46,6 +46,24 @@ BACKEND_MODULES = frozenset(
 )
 
 
+# ... and a third time on an `ottla.Cluster` (three `ottla serve` processes,
+# replication factor 3, min.insync.replicas 2), reached the same way: for
+# CLUSTER_MODULES only by default (a cluster per test costs seconds of
+# start-up: the whole set takes about as long again as the rest of the
+# suite), for every module above with OTTLA_TEST_CLUSTER=all, none with
+# OTTLA_TEST_CLUSTER=0. @pytest.mark.directory_only tests skip it too.
+CLUSTER_MODULES = frozenset({"test_producer", "test_consumer_iteration"})
+
+
+def _cluster_modules() -> frozenset[str]:
+    choice = os.environ.get("OTTLA_TEST_CLUSTER", "")
+    if choice == "all":
+        return BACKEND_MODULES
+    if choice in ("0", "no", "none"):
+        return frozenset()
+    return CLUSTER_MODULES
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # kafka-python (used only as an independent reference) warns on import.
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:kafka.*")
@@ -55,6 +73,33 @@ def pytest_configure(config: pytest.Config) -> None:
         "directory_only(reason): a test of the Python API that makes sense on a data "
         "directory only (not run against a broker through bootstrap_servers)",
     )
+    config.addinivalue_line(
+        "markers",
+        "not_on_cluster(reason): a test of the Python API that needs the data directory "
+        "the broker serves (it writes files there), so runs on the directory and a broker only",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the cluster, a test parametrized by more than the backend runs its
+    first variant only (unless OTTLA_TEST_CLUSTER=all): the variants vary
+    arguments, not what the cluster does, and a cluster per test is slow."""
+    if os.environ.get("OTTLA_TEST_CLUSTER", "") == "all":
+        return
+    seen: set[str] = set()
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("backend") == "cluster" and len(params) > 1:
+            if item.nodeid.split("[")[0] in seen:
+                dropped.append(item)
+                continue
+            seen.add(item.nodeid.split("[")[0])
+        keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -65,12 +110,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         and "broker" not in metafunc.fixturenames
         and metafunc.definition.get_closest_marker("directory_only") is None
     ):
-        metafunc.parametrize("backend", ["directory", "broker"], indirect=True)
+        backends = ["directory", "broker"]
+        if (
+            module in _cluster_modules()
+            and metafunc.definition.get_closest_marker("not_on_cluster") is None
+        ):
+            backends.append("cluster")
+        metafunc.parametrize("backend", backends, indirect=True)
 
 
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    """``"directory"`` or ``"broker"``: how the test reaches ``data_dir``."""
+    """``"directory"``, ``"broker"`` or ``"cluster"``: how the test reaches
+    ``data_dir``."""
     return str(getattr(request, "param", "directory"))
 
 
@@ -124,12 +176,14 @@ def _to_broker(monkeypatch: pytest.MonkeyPatch, d: Path, servers: str) -> None:
 def data_dir(tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty data directory inside ``tmp_path``, created (as a Producer
     would): a Consumer or Admin opens only a directory that exists. With
-    ``backend == "broker"``, the API reaches it through a broker."""
+    ``backend == "broker"``, the API reaches it through a broker; with
+    ``"cluster"``, the same constructors reach an ``ottla.Cluster`` instead.
+    """
     import ottla
 
     d = tmp_path / "data"
     ottla.Admin(d, create=True).close()
-    if backend != "broker":
+    if backend == "directory":
         yield d
         gc.collect()
         return
@@ -139,7 +193,13 @@ def data_dir(tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> I
     # librdkafka retrying a broker closed at teardown under a client the
     # test left open is not the test's news.
     monkeypatch.setattr(logging.getLogger("ottla.remote.librdkafka"), "disabled", True)
-    served = ottla.Broker(d)
+    served: ottla.Broker | ottla.Cluster
+    if backend == "cluster":
+        # The records live in the cluster's nodes, not in d: a test reads
+        # them back through the API, as it does on a broker.
+        served = ottla.Cluster(tmp_path / "cluster", brokers=3)
+    else:
+        served = ottla.Broker(d)
     try:
         _to_broker(monkeypatch, d, served.bootstrap_servers)
         yield d

@@ -283,6 +283,7 @@ def test_deserialized_records_are_tracked_so_cycles_are_collected(data_dir: Path
     assert _Box.freed == 2 * BATCH
 
 
+@pytest.mark.not_on_cluster("writes a compressed batch into the directory's files")
 def test_iteration_through_a_compressed_batch(data_dir: Path, spawn: Spawn) -> None:
     pytest.importorskip("kafka")
     from test_arrow import PLAIN_WRITER, _write_gzip_batch

@@ -35,6 +35,7 @@ MODULES = [
     "ottla.cluster",
     "ottla._proxy",
     "ottla.testing.checker",
+    "ottla.remote.mirror",
 ]
 STUB = Path(ottla.__file__).with_name("_core.pyi")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

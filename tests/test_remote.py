@@ -156,3 +156,76 @@ def test_aio_forms(broker: ottla.Broker) -> None:
             return [r.value async for r in c]
 
     assert asyncio.run(main()) == [b"a", b"b"]
+
+
+# ---- closing: librdkafka's close() from its own rebalance callback crashed
+# (on_assign: SIGSEGV) or hung (on_revoke); a close() from another thread
+# waited for that thread's whole poll. Run in a child: the crash would take
+# the test process with it.
+
+CLOSE_IN_CALLBACK = """
+import sys, ottla
+servers, which = sys.argv[1], sys.argv[2]
+with ottla.Producer(bootstrap_servers=servers, num_partitions=2) as p:
+    p.send("cb", b"x").get(30)
+c = ottla.Consumer(bootstrap_servers=servers, group_id="g-" + which, auto_offset_reset="earliest")
+calls = []
+
+def close_here(consumer, tps):
+    calls.append(tps)
+    consumer.close()
+
+if which == "assign":
+    c.subscribe(["cb"], on_assign=close_here)
+    got = c.poll(timeout_ms=20_000)
+else:
+    c.subscribe(["cb"], on_revoke=close_here)
+    while not c.assignment():
+        c.poll(timeout_ms=500)
+    c.unsubscribe()
+    got = c.poll(timeout_ms=2_000)
+assert calls and c.closed, (calls, c.closed)
+try:
+    c.poll(timeout_ms=0)
+except ottla.ClosedError:
+    print("closed", got, flush=True)
+c.close()
+print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("which", ["assign", "revoke"])
+def test_close_in_a_rebalance_callback(broker: ottla.Broker, spawn: Any, which: str) -> None:
+    child = spawn(CLOSE_IN_CALLBACK, broker.bootstrap_servers, which)
+    rc = child.wait(60)
+    assert rc == 0, (rc, child.lines(), child.stderr[-3000:])
+    assert child.lines()[-1] == "done"
+    assert child.lines()[0].startswith("closed")
+
+
+def test_close_from_another_thread_ends_its_poll(broker: ottla.Broker) -> None:
+    import threading
+
+    with ottla.Producer(bootstrap_servers=broker.bootstrap_servers) as p:
+        p.send("th", b"x").get(30)
+    c = ottla.Consumer(
+        "th", bootstrap_servers=broker.bootstrap_servers, group_id="g", auto_offset_reset="earliest"
+    )
+    assert len(c.poll(timeout_ms=20_000, max_records=1)) == 1
+    outcome: list[object] = []
+    polling = threading.Event()
+
+    def reader() -> None:
+        polling.set()
+        try:
+            outcome.append(c.poll(timeout_ms=120_000))
+        except ottla.ClosedError as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    assert polling.wait(10)
+    c.close()
+    t.join(60)  # not 120 s: the poll ends with the close
+    assert not t.is_alive()
+    assert outcome and isinstance(outcome[0], (ottla.ClosedError, dict))

@@ -80,6 +80,7 @@ if TYPE_CHECKING:
         TopicDescription,
     )
     from ottla.cluster import Cluster
+    from ottla.remote.mirror import MirrorStats, mirror
     from ottla.types import OffsetAndMetadata, TopicPartition
 
 if not TYPE_CHECKING:  # typing.overload at run time, without importing typing
@@ -103,6 +104,8 @@ _LAZY = {
     "OffsetAndMetadata": "ottla.types",
     "TopicPartition": "ottla.types",
     "Cluster": "ottla.cluster",
+    "mirror": "ottla.remote.mirror",
+    "MirrorStats": "ottla.remote.mirror",
 }
 _SUBMODULES = ("admin", "types", "_arrow", "_display")
 
@@ -583,6 +586,7 @@ __all__ = [
     "KafkaTimeoutError",
     "MemberDescription",
     "MessageSizeTooLargeError",
+    "MirrorStats",
     "NewPartitions",
     "NewTopic",
     "NoOffsetForPartitionError",
@@ -609,6 +613,7 @@ __all__ = [
     "UnsupportedCompressionError",
     "UnsupportedCompressionTypeError",
     "__version__",
+    "mirror",
 ]
 
 del annotations, TYPE_CHECKING, overload  # not part of the API (the __future__ import; the guard)

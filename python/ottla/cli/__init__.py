@@ -45,6 +45,7 @@ examples:
   ottla serve --data ./ottla-data --listen 127.0.0.1:9092
   ottla users add alice
   ottla acls add --allow-principal User:alice --operation Write --topic orders
+  ottla mirror ./ottla-data kafka://broker1:9092 --once
 
 Run 'ottla COMMAND --help' for a command's options and examples.
 """
@@ -53,7 +54,7 @@ Run 'ottla COMMAND --help' for a command's options and examples.
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    from ottla.cli import acls, consume, groups, produce, serve, topics, users
+    from ottla.cli import acls, consume, groups, mirror, produce, serve, topics, users
 
     parser = argparse.ArgumentParser(
         prog="ottla",
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(sub)
     users.add_parser(sub, common)
     acls.add_parser(sub, common)
+    mirror.add_parser(sub)
     return parser
 
 

@@ -17,6 +17,7 @@ commits to.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import deque
@@ -57,6 +58,18 @@ _TRANSIENT = frozenset(
     {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_RESOLVE", "_PARTITION_EOF", "_MAX_POLL_EXCEEDED"}
 )
 _TIMEOUT_S = 30.0
+# Errors of a lookup that are asked again: the cluster is moving a
+# partition's leadership or a broker went away (librdkafka reconnects).
+_RETRIED = frozenset(
+    {
+        "_DESTROY_BROKER", "_TRANSPORT", "_ALL_BROKERS_DOWN", "_TIMED_OUT", "_WAIT_COORD",
+        "_NOT_LEADER", "NOT_LEADER_FOR_PARTITION", "NOT_LEADER_OR_FOLLOWER",
+        "LEADER_NOT_AVAILABLE", "REQUEST_TIMED_OUT", "BROKER_NOT_AVAILABLE",
+        "_LEADER_UNAVAILABLE", "FENCED_LEADER_EPOCH", "UNKNOWN_LEADER_EPOCH",
+    }
+)  # fmt: skip
+# The longest one librdkafka poll() lasts (a longer wait is several).
+_SLICE_S = 0.2
 
 
 def _key(tp: Any) -> _Key:
@@ -179,6 +192,17 @@ class Consumer:
         self._callbacks: tuple[Any, Any, Any, Any] = (None, None, None, None)
         self._joined = False
         self._closing_without_commit = False
+        # librdkafka's handle is used by one thread at a time: a close()
+        # while another thread waits in poll() waits for that poll's slice
+        # (at most _SLICE_S), not for its whole timeout.
+        self._io = threading.RLock()
+        self._closing = False
+        # The thread running a rebalance callback: librdkafka's close() from
+        # there crashes (in on_assign) or hangs (in on_revoke), so a close()
+        # in a callback is finished when the callback returns.
+        self._callback_thread: int | None = None
+        self._deferred_close: bool | None = None
+        self._released = False  # librdkafka's handle closed
         names = [t for arg in topics for t in ([arg] if isinstance(arg, str) else arg)]
         if names:
             self.subscribe(names)
@@ -282,7 +306,24 @@ class Consumer:
         elif listener is not None and hasattr(listener, method):
             getattr(listener, method)(tps)
 
+    def _in_callback(self, handler: Callable[[list[Any]], None], partitions: list[Any]) -> None:
+        outer = self._callback_thread
+        self._callback_thread = threading.get_ident()
+        try:
+            handler(partitions)
+        finally:
+            self._callback_thread = outer
+
     def _on_assign(self, _c: Any, partitions: list[Any]) -> None:
+        self._in_callback(self._assigned_now, partitions)
+
+    def _on_revoke(self, _c: Any, partitions: list[Any]) -> None:
+        self._in_callback(self._revoked_now, partitions)
+
+    def _on_lost(self, _c: Any, partitions: list[Any]) -> None:
+        self._in_callback(self._lost_now, partitions)
+
+    def _assigned_now(self, partitions: list[Any]) -> None:
         keys = [(p.topic, p.partition) for p in partitions]
         self._assigned.update(keys)
         self._joined = True
@@ -290,7 +331,7 @@ class Consumer:
             0, "on_partitions_assigned", [TopicPartition(t, p) for t, p in sorted(keys)]
         )
 
-    def _on_revoke(self, _c: Any, partitions: list[Any]) -> None:
+    def _revoked_now(self, partitions: list[Any]) -> None:
         keys = {(p.topic, p.partition) for p in partitions}
         if self._auto_commit and not self._closing_without_commit:
             try:
@@ -302,7 +343,7 @@ class Consumer:
             1, "on_partitions_revoked", [TopicPartition(t, p) for t, p in sorted(keys)]
         )
 
-    def _on_lost(self, _c: Any, partitions: list[Any]) -> None:
+    def _lost_now(self, partitions: list[Any]) -> None:
         keys = {(p.topic, p.partition) for p in partitions}
         self._forget(keys)
         which, method = (2, "on_partitions_lost")
@@ -320,8 +361,12 @@ class Consumer:
     def _drop_buffered(self, keys: set[_Key]) -> None:
         if not keys:
             return
-        if self._buf:
-            self._buf = deque(m for m in self._buf if (m.topic(), m.partition()) not in keys)
+        buf = self._buf
+        if buf:
+            # In place: an iteration in progress holds this deque.
+            keep = [m for m in buf if (m.topic(), m.partition()) not in keys]
+            buf.clear()
+            buf.extend(keep)
         for k in keys:
             self._held.pop(k, None)
 
@@ -405,8 +450,7 @@ class Consumer:
         offset *now*, as in the directory form (librdkafka would resolve it
         when its fetch starts, skipping records produced meanwhile)."""
         if self._reset == "latest" and self._group is None:
-            with _kafka.raising("end offset"):
-                hi = self._c.get_watermark_offsets(self._tp(k), timeout=_TIMEOUT_S)[1]
+            hi = self._watermarks(k)[1]
             self._pos[k] = int(hi)
             return self._tp(k, int(hi))
         return self._tp(k)
@@ -442,19 +486,41 @@ class Consumer:
             self._next_commit = time.monotonic() + self._commit_every
             self._commit_positions(None, asynchronous=True)
         c = self._c
-        n = max(want, 64)
-        with _kafka.raising("consume"):
-            msgs = c.consume(n, 0)
-            if not msgs and timeout > 0:
-                first = c.poll(timeout)
-                if first is None:
-                    return
-                msgs = [first, *c.consume(n - 1, 0)]
-        buf = self._buf
+        # What librdkafka holds, in one call: iteration asks for one record
+        # at a time, and refilling the buffer 64 at a time was 15 times the
+        # calls (and its checks) for the same records.
+        n = max(want, 1000)
+        with self._io:
+            if self._closed:
+                raise ClosedError("consumer is closed")
+            with _kafka.raising("consume"):
+                msgs = c.consume(n, 0)
+                if not msgs and timeout > 0:
+                    # In slices, so a close() from another thread waits for
+                    # one slice, not for the whole timeout.
+                    end = time.monotonic() + timeout
+                    first = c.poll(min(timeout, _SLICE_S))
+                    while first is None and not self._closing and self._deferred_close is None:
+                        left = end - time.monotonic()
+                        if left <= 0:
+                            break
+                        first = c.poll(min(left, _SLICE_S))
+                    if first is not None:
+                        msgs = [first, *c.consume(n - 1, 0)]
+            if self._deferred_close is not None:
+                # close() was called in a rebalance callback: now it can be.
+                self._finish_close(self._deferred_close)
+                return
+        if not msgs:
+            return
+        bad = [m for m in msgs if m.error() is not None]
+        if not bad:
+            self._buf.extend(msgs)
+            return
         for m in msgs:
             err = m.error()
             if err is None:
-                buf.append(m)
+                self._buf.append(m)
             else:
                 self._consume_error(err, m)
 
@@ -485,10 +551,25 @@ class Consumer:
             # The common case, in bulk: the buffer holds records of assigned
             # partitions only (a revoke drops the others), so take the first
             # n; a partition's position is its last record's offset + 1.
-            popleft = buf.popleft
-            taken = [popleft() for _ in range(min(n, len(buf)))]
-            for m in taken:
-                pos[(m.topic(), m.partition())] = m.offset() + 1
+            if n >= len(buf):
+                taken = list(buf)
+                buf.clear()
+            else:
+                popleft = buf.popleft
+                taken = [popleft() for _ in range(n)]
+            # A partition's records are in log order: its position is its
+            # last record's offset + 1. Looked for from the end, stopping
+            # once every assigned partition was seen (one record, for a
+            # consumer of one partition).
+            last: dict[_Key, int] = {}
+            need = len(self._assigned)
+            for m in reversed(taken):
+                k = (m.topic(), m.partition())
+                if k not in last:
+                    last[k] = m.offset() + 1
+                    if len(last) >= need:
+                        break
+            pos.update(last)
             return taken
         out: list[Any] = []
         while buf and len(out) < n:
@@ -528,8 +609,7 @@ class Consumer:
             pos = self.position(k)
             _lo, hi = self._c.get_watermark_offsets(self._tp(k), cached=True)
             if hi is None or hi < 0:
-                with _kafka.raising("high watermark"):
-                    hi = self._c.get_watermark_offsets(self._tp(k), timeout=_TIMEOUT_S)[1]
+                hi = self._watermarks(k)[1]
             if pos < hi:
                 return True
         return False
@@ -541,8 +621,7 @@ class Consumer:
         for k in self._assigned - self._paused:
             _lo, hi = self._c.get_watermark_offsets(self._tp(k), cached=True)
             if hi is None or hi < 0:  # not fetched from yet: ask
-                with _kafka.raising("high watermark"):
-                    hi = self._c.get_watermark_offsets(self._tp(k), timeout=_TIMEOUT_S)[1]
+                hi = self._watermarks(k)[1]
             out[k] = int(hi)
         return out
 
@@ -559,6 +638,8 @@ class Consumer:
         got: list[Any] = []
         targets: dict[_Key, int] | None = None
         while True:
+            if self._closed:  # by a rebalance callback of this poll
+                return got
             want = max_records - len(got)
             if len(self._buf) < want:
                 left = deadline - time.monotonic()
@@ -604,7 +685,34 @@ class Consumer:
         return [m.value() for m in self._poll_msgs(timeout_ms, max_records)]
 
     def __iter__(self) -> Iterator[Record]:
-        return self
+        return self._iterate()
+
+    def _iterate(self) -> Iterator[Record]:
+        """Iteration: a generator (no method call per record), taking
+        records one at a time from the shared buffer, so ``next(c)``,
+        ``poll()``, ``seek()`` and a revoke in the loop body see the same
+        state; a record's position moves before it is handed out."""
+        buf, pos = self._buf, self._pos
+        popleft = buf.popleft
+        while True:
+            if buf and not self._paused:
+                m = popleft()
+                topic = m.topic()
+                partition = m.partition()
+                offset = m.offset()
+                pos[(topic, partition)] = offset + 1
+                key, value = m.key(), m.value()
+                if key is not None and self._kd is not None:
+                    key = self._kd(key)
+                if value is not None and self._vd is not None:
+                    value = self._vd(value)
+                yield Record(topic, partition, offset, m.timestamp()[1], key, value, m.headers())
+                continue
+            try:
+                r = self.__next__()
+            except StopIteration:
+                return
+            yield r
 
     def __next__(self) -> Record:
         buf = self._buf
@@ -732,11 +840,13 @@ class Consumer:
             if not todo or (max_records is not None and len(out) >= max_records):
                 return out
             self._fill(0.2, 500)
-            # Past the end (appended meanwhile): left in the buffer.
-            keep: deque[Any] = deque()
+            # Past the end (appended meanwhile): left in the buffer (the
+            # same deque: an iteration in progress holds it).
+            buf = self._buf
+            keep: list[Any] = []
             took = False
-            while self._buf:
-                m = self._buf.popleft()
+            while buf:
+                m = buf.popleft()
                 k = (m.topic(), m.partition())
                 if k not in todo or m.offset() >= ends[k]:
                     keep.append(m)
@@ -746,15 +856,15 @@ class Consumer:
                     max_bytes is not None and out and size + n > max_bytes
                 ):
                     keep.append(m)
-                    keep.extend(self._buf)
-                    self._buf.clear()
-                    self._buf = keep
+                    keep.extend(buf)
+                    buf.clear()
+                    buf.extend(keep)
                     return out
                 size += n
                 self._pos[k] = m.offset() + 1
                 out.append(m)
                 took = True
-            self._buf = keep
+            buf.extend(keep)
             if took:
                 idle_until = time.monotonic() + _TIMEOUT_S
             elif time.monotonic() > idle_until:
@@ -826,9 +936,31 @@ class Consumer:
     def _ends(self, keys: Iterable[_Key]) -> dict[_Key, int]:
         out = {}
         for k in keys:
-            with _kafka.raising(f"end offset of {k[0]}-{k[1]}"):
-                out[k] = int(self._c.get_watermark_offsets(self._tp(k), timeout=_TIMEOUT_S)[1])
+            out[k] = self._watermarks(k)[1]
         return out
+
+    def _watermarks(self, k: _Key) -> tuple[int, int]:
+        """A partition's log start and end, asked of its leader; what
+        librdkafka retries by itself (a leader gone, its broker handle
+        destroyed while leadership moves) is asked again, up to
+        ``_TIMEOUT_S``, as a Kafka client's own lookups are."""
+        deadline = time.monotonic() + _TIMEOUT_S
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                lo, hi = self._c.get_watermark_offsets(
+                    self._tp(k), timeout=max(min(left, 5.0), 0.1)
+                )
+                return int(lo), int(hi)
+            except Exception as e:
+                if type(e).__name__ != "KafkaException":
+                    raise
+                err: Any = e.args[0] if e.args else None
+                name = err.name() if hasattr(err, "name") else ""
+                again = name in _RETRIED or bool(hasattr(err, "retriable") and err.retriable())
+                if not again or time.monotonic() >= deadline:
+                    raise _kafka.error(e, f"offsets of {k[0]}-{k[1]}") from e
+            time.sleep(0.05)
 
     def seek(self, partition: _TP, offset: int) -> None:
         """Read ``partition`` from ``offset`` next."""
@@ -892,7 +1024,7 @@ class Consumer:
             raise NoOffsetForPartitionError(
                 f"{k[0]}-{k[1]}: no committed offset and auto_offset_reset='none'"
             )
-        lo, hi = self._c.get_watermark_offsets(self._tp(k), timeout=_TIMEOUT_S)
+        lo, hi = self._watermarks(k)
         start = int(lo if self._reset == "earliest" else hi)
         self.seek(k, start)
         return start
@@ -923,8 +1055,7 @@ class Consumer:
         out = {}
         for tp in partitions:
             k = _key(tp)
-            with _kafka.raising(f"log start of {k[0]}-{k[1]}"):
-                lo, _ = self._c.get_watermark_offsets(self._tp(k), timeout=_TIMEOUT_S)
+            lo, _ = self._watermarks(k)
             out[TopicPartition(*k)] = int(lo)
         return out
 
@@ -1072,8 +1203,26 @@ class Consumer:
     # ---- lifecycle ---------------------------------------------------------
 
     def close(self, autocommit: bool = True) -> None:
-        """Commit (with auto-commit on and ``autocommit``) and leave the group."""
+        """Commit (with auto-commit on and ``autocommit``) and leave the group.
+
+        In a rebalance callback, the consumer is closed at once for the
+        application (calls raise :class:`ottla.ClosedError`, iteration ends)
+        and librdkafka's handle when the callback has returned: closing it
+        from inside its own callback crashes or hangs librdkafka."""
         if self._closed:
+            return
+        if self._callback_thread == threading.get_ident():
+            self._deferred_close = autocommit
+            self._closed = True
+            self._buf.clear()
+            return
+        self._closing = True
+        with self._io:
+            if self._deferred_close is None:
+                self._finish_close(autocommit)
+
+    def _finish_close(self, autocommit: bool) -> None:
+        if self._released:
             return
         self._closing_without_commit = not autocommit
         try:
@@ -1085,6 +1234,8 @@ class Consumer:
         finally:
             self._closed = True
             self._buf.clear()
+            self._released = True
+            self._deferred_close = None
             self._c.close()
 
     @property

@@ -33,9 +33,17 @@ def _as_bytes(v: Any, what: str) -> bytes | str | None:
     )
 
 
-def _serve(p: Any, stop: threading.Event) -> None:
-    """The background thread: serve delivery reports until stopped."""
+def _serve(p: Any, stop: threading.Event, served: list[int]) -> None:
+    """The background thread: serve delivery reports until stopped, unless
+    the sending thread served them itself since the last look (it does every
+    ``_POLL_EVERY`` sends): taking the GIL from a busy sender for every
+    report cost a third of the send rate (bench/remote_bench.py)."""
+    seen = -1
     while not stop.is_set():
+        if served[0] != seen:
+            seen = served[0]
+            stop.wait(0.05)
+            continue
         try:
             p.poll(0.05)
         except Exception:  # a callback's error: already on its future
@@ -69,57 +77,66 @@ class FutureRecordMetadata:
     :class:`ottla.FutureRecordMetadata`, completed by librdkafka's delivery
     report."""
 
-    __slots__ = ("_callbacks", "_errbacks", "_exc", "_md", "_owner")
+    __slots__ = ("_callbacks", "_errbacks", "_exc", "_md", "_msg", "_owner")
 
     def __init__(self, owner: Producer) -> None:
         self._owner = owner
-        self._md: RecordMetadata | None = None
+        self._msg: Any = None  # librdkafka's delivered message: done
+        self._md: RecordMetadata | None = None  # made from _msg when asked for
         self._exc: BaseException | None = None
         self._callbacks: list[Callable[[RecordMetadata], Any]] | None = None
         self._errbacks: list[Callable[[BaseException], Any]] | None = None
 
     # librdkafka's on_delivery(err, msg), on a thread serving poll().
     def _deliver(self, err: Any, msg: Any) -> None:
+        if err is None:
+            # The common case costs one store: the RecordMetadata is made
+            # when someone asks for it (get(), a callback).
+            self._msg = msg
+            if self._callbacks is not None:
+                md = self._metadata()
+                with self._owner._cond:
+                    callbacks, self._callbacks = self._callbacks, []
+                for cb in callbacks:
+                    cb(md)
+            return
         owner = self._owner
-        if err is not None:
-            exc = _kafka.error(err, f"sending to {msg.topic()!r}")
-            with owner._cond:
-                self._exc = exc
-                errbacks = self._errbacks
-                if owner._failed is None:
-                    owner._failed = exc
-            for eb in errbacks or ():
-                eb(exc)
-            if errbacks:
-                self._reported()
-        else:
+        exc = _kafka.error(err, f"sending to {msg.topic()!r}")
+        with owner._cond:
+            self._exc = exc
+            errbacks = self._errbacks
+            if owner._failed is None:
+                owner._failed = exc
+        for eb in errbacks or ():
+            eb(exc)
+        if errbacks:
+            self._reported()
+
+    def _metadata(self) -> RecordMetadata:
+        md = self._md
+        if md is None:
+            msg = self._msg
             offset = msg.offset()
             md = RecordMetadata(
                 msg.topic(),
                 msg.partition(),
-                -1 if offset is None or offset < 0 or owner._acks == 0 else offset,
+                -1 if offset is None or offset < 0 or self._owner._acks == 0 else offset,
                 msg.timestamp()[1],
             )
-            # md first, then the callbacks: add_callback (under the lock)
-            # either sees md and calls at once, or its callback is here.
             self._md = md
-            if self._callbacks is not None:
-                with owner._cond:
-                    callbacks, self._callbacks = self._callbacks, []
-                for cb in callbacks:
-                    cb(md)
+        return md
 
     def get(self, timeout: float | None = None) -> RecordMetadata:
         """Wait (seconds; None: forever) for the broker's acknowledgement and
         return the :class:`ottla.RecordMetadata`; raises the send's error."""
-        if self._md is None and self._exc is None:
+        if self._msg is None and self._exc is None:
             self._owner._wait(self._is_done, timeout)
         if self._exc is not None:
             self._reported()
             raise self._exc
-        if self._md is None:
+        if self._msg is None:
             raise _kafka.OttlaTimeoutError(f"no acknowledgement within {timeout} s")
-        return self._md
+        return self._metadata()
 
     def _reported(self) -> None:
         """The error reached the caller: ``flush()`` need not raise it again."""
@@ -131,7 +148,7 @@ class FutureRecordMetadata:
     result = get
 
     def _is_done(self) -> bool:
-        return self._md is not None or self._exc is not None
+        return self._msg is not None or self._exc is not None
 
     @property
     def is_done(self) -> bool:
@@ -141,7 +158,7 @@ class FutureRecordMetadata:
         return self._is_done()
 
     def succeeded(self) -> bool:
-        return self._md is not None
+        return self._msg is not None
 
     def failed(self) -> bool:
         return self._exc is not None
@@ -154,15 +171,29 @@ class FutureRecordMetadata:
 
     def add_callback(self, f: Callable[[RecordMetadata], Any]) -> FutureRecordMetadata:
         """Call ``f(record_metadata)`` once acknowledged; returns this future."""
-        with self._owner._cond:
-            md = self._md
-            if md is None:
+        cond = self._owner._cond
+        with cond:
+            if self._msg is None:
                 if self._exc is None:
                     if self._callbacks is None:
                         self._callbacks = []
                     self._callbacks.append(f)
+                    queued = True
+                else:
+                    return self
+            else:
+                queued = False
+        if queued:
+            # A delivery between the look above and the append (it stores
+            # _msg without the lock) did not see f: call it here, once.
+            if self._msg is None:
                 return self
-        f(md)
+            with cond:
+                pending = self._callbacks or []
+                if not any(g is f for g in pending):
+                    return self
+                pending.remove(f)
+        f(self._metadata())
         return self
 
     def add_errback(self, f: Callable[[BaseException], Any]) -> FutureRecordMetadata:
@@ -170,7 +201,7 @@ class FutureRecordMetadata:
         with self._owner._cond:
             exc = self._exc
             if exc is None:
-                if self._md is None:
+                if self._msg is None:
                     if self._errbacks is None:
                         self._errbacks = []
                     self._errbacks.append(f)
@@ -288,12 +319,16 @@ class Producer:
         self._cond = threading.Condition()
         self._failed: BaseException | None = None
         self._closed = False
-        self._sent = 0
+        self._until_poll = self._POLL_EVERY
+        self._served = [0]  # polls by the sending thread, for _serve
         self._stop = threading.Event()
         # The thread holds the librdkafka handle, not this object: a
         # producer dropped unclosed is collected, and its thread stops.
         self._poller = threading.Thread(
-            target=_serve, args=(self._p, self._stop), name="ottla-remote-producer", daemon=True
+            target=_serve,
+            args=(self._p, self._stop, self._served),
+            name="ottla-remote-producer",
+            daemon=True,
         )
         self._poller.start()
         weakref.finalize(self, self._stop.set)
@@ -405,9 +440,9 @@ class Producer:
                     topic, value, None, {"partition": part, "on_delivery": future._deliver}
                 )
                 return future
-            self._sent += 1
-            if self._sent % self._POLL_EVERY == 0:
-                self._p.poll(0)
+            self._until_poll -= 1
+            if not self._until_poll:
+                self._serve_reports()
             return future
         if timestamp is not None:
             if timestamp_ms is not None:
@@ -480,9 +515,15 @@ class Producer:
                 if type(e).__name__ == "KafkaException":
                     raise _kafka.error(e, f"sending to {topic!r}") from e
                 raise
-        self._sent += 1
-        if self._sent % self._POLL_EVERY == 0:
-            p.poll(0)
+        self._until_poll -= 1
+        if not self._until_poll:
+            self._serve_reports()
+
+    def _serve_reports(self) -> None:
+        """Every ``_POLL_EVERY`` sends: serve the delivery reports here."""
+        self._until_poll = self._POLL_EVERY
+        self._served[0] += 1
+        self._p.poll(0)
 
     def send_many(
         self,
