@@ -254,7 +254,8 @@ def test_handshake_v0_is_advertised_and_runs_the_bare_token_exchange(
 def test_handshake_v0_wrong_password_closes_the_connection(broker: ottla.Broker) -> None:
     with connect(broker) as s:
         assert handshake_v0(s, "PLAIN") == 0
-        s.sendall(struct.pack(">i", 14) + plain("alice", "wrong")[:14])
+        token = plain("alice", "wrong")
+        s.sendall(struct.pack(">i", len(token)) + token)
         assert kafka_wire.closed_by_peer(s, 10)
 
 

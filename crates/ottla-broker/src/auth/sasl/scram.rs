@@ -170,7 +170,15 @@ fn client_final(
         .next()
         .and_then(|f| f.strip_prefix("r="))
         .ok_or_else(|| bad("no nonce"))?;
-    if got_nonce != nonce {
+    // RFC 5802: the nonce the server sent, echoed. librdkafka up to 2.x
+    // (2.0 seen: kcat on Debian 12) sends its own nonce again in front of
+    // it; Kafka long accepted that (`endsWith`). Accepted here in exactly
+    // that form (a prefix of the nonce, then the nonce), not any suffix
+    // match; the proof covers the message as sent either way.
+    let librdkafka_form = got_nonce
+        .strip_suffix(nonce)
+        .is_some_and(|c| !c.is_empty() && c.len() < nonce.len() && nonce.starts_with(c));
+    if got_nonce != nonce && !librdkafka_form {
         return Err(bad("nonce does not match"));
     }
     let proof = B64.decode(proof).map_err(|_| bad("proof is not base64"))?;
@@ -220,6 +228,7 @@ mod tests {
         password: &str,
         client_first_bare: &str,
         server_first: &str,
+        nonce_prefix: &str,
     ) -> String {
         let mut salt = None;
         let mut iters = 0;
@@ -237,7 +246,7 @@ mod tests {
         let salted = mech.salted_password(password.as_bytes(), &salt, iters);
         let client_key = mech.hmac(&salted, b"Client Key");
         let stored = mech.hash(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
+        let without_proof = format!("c=biws,r={nonce_prefix}{nonce}");
         let auth = format!("{client_first_bare},{server_first},{without_proof}");
         let sig = mech.hmac(&stored, auth.as_bytes());
         let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
@@ -272,7 +281,7 @@ mod tests {
         };
         let first = String::from_utf8(first).expect("utf8");
         assert!(first.starts_with("r=fyko+d2lbbFgONRv9qkxdawL"));
-        let fin = client_final_for(mech, pw, &bare, &first);
+        let fin = client_final_for(mech, pw, &bare, &first, "");
         s.step(fin.as_bytes(), store)
     }
 
@@ -291,6 +300,27 @@ mod tests {
             assert!(e.contains("invalid credentials"), "{e}");
             let e = run(m, &store, "bob", "s3cret").expect_err("unknown user");
             assert!(e.contains("invalid credentials"), "{e}");
+        }
+    }
+
+    /// librdkafka 2.0's client-final names its nonce again before the
+    /// server's (`r=<client nonce><client nonce><server nonce>`): accepted,
+    /// as Kafka accepts it; any other prefix is not.
+    #[test]
+    fn librdkafkas_repeated_client_nonce_is_accepted_nothing_else() {
+        let (_d, store) = store_with("alice", "pw");
+        let mech = ScramMechanism::Sha256;
+        for (prefix, ok) in [("cnonce", true), ("other", false), ("cnon", false)] {
+            let mut s = ScramServer::new(mech);
+            let bare = "n=alice,r=cnonce";
+            let Ok(Step::Challenge(first)) = s.step(format!("n,,{bare}").as_bytes(), &store) else {
+                panic!("expected a challenge");
+            };
+            let first = String::from_utf8(first).expect("utf8");
+            // The proof is over the message as sent, quirky nonce included.
+            let fin = client_final_for(mech, "pw", bare, &first, prefix);
+            let got = s.step(fin.as_bytes(), &store);
+            assert_eq!(got.is_ok(), ok, "{prefix}: {:?}", got.err());
         }
     }
 
