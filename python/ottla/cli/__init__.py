@@ -52,7 +52,7 @@ Run 'ottla COMMAND --help' for a command's options and examples.
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    from ottla.cli import consume, groups, produce, serve, topics, users
+    from ottla.cli import cluster, consume, groups, produce, serve, topics, users
 
     parser = argparse.ArgumentParser(
         prog="ottla",
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups.add_parser(sub, common)
     serve.add_parser(sub)
     users.add_parser(sub, common)
+    cluster.add_parser(sub, common)
     return parser
 
 
