@@ -99,13 +99,15 @@ class Load:
 
         n = 0
         while not self.stopping.is_set():
-            try:
-                p.produce(
-                    self.topic, key=f"p-{n}".encode(), value=b"x" * 100, on_delivery=delivered
-                )
-                n += 1
-            except BufferError:
-                pass
+            # Bursts of ten, every 5 ms: a couple of thousand records a second.
+            for _ in range(10):
+                try:
+                    p.produce(
+                        self.topic, key=f"p-{n}".encode(), value=b"x" * 100, on_delivery=delivered
+                    )
+                    n += 1
+                except BufferError:
+                    break
             p.poll(0.005)
         self.sent = n
         remaining = p.flush(120)
@@ -198,7 +200,7 @@ def test_add_broker_reassign_onto_it_then_remove_it_under_load(cluster: Cluster)
     c = cluster
     create_topic(c.bootstrap_servers, TOPIC)
     with Load(c.bootstrap_servers, TOPIC) as load:
-        wait_until(lambda: len(load.history.acks) > 200, timeout=60)
+        wait_until(lambda: len(load.history.acks) > 2000, timeout=60)
         # (a) a new broker, and partition 0 moved onto it (off broker 1).
         new = c.add_broker()
         assert new == 4
@@ -215,7 +217,7 @@ def test_add_broker_reassign_onto_it_then_remove_it_under_load(cluster: Cluster)
             interval=0.2,
         ), (list_reassignments(c.bootstrap_servers), replicas_of(c.bootstrap_servers, TOPIC))
         acked_mid = len(load.history.acks)
-        wait_until(lambda: len(load.history.acks) > acked_mid + 200, timeout=60)
+        wait_until(lambda: len(load.history.acks) > acked_mid + 2000, timeout=60)
         # (b) the broker removed again: its replicas move back off it, and
         # it deletes its copy of the topic (it holds no partition of it).
         move_off_broker(c.bootstrap_servers, new)
@@ -227,7 +229,7 @@ def test_add_broker_reassign_onto_it_then_remove_it_under_load(cluster: Cluster)
         assert brokers == {1, 2, 3}
         assert all(4 not in r for r in replicas_of(c.bootstrap_servers, TOPIC).values())
         acked_mid = len(load.history.acks)
-        wait_until(lambda: len(load.history.acks) > acked_mid + 200, timeout=60)
+        wait_until(lambda: len(load.history.acks) > acked_mid + 2000, timeout=60)
     load.assert_clean()
     print(check_replicas(c, TOPIC, load.history))
 
@@ -237,12 +239,12 @@ def test_rolling_restart_under_load(cluster: Cluster) -> None:
     c = cluster
     create_topic(c.bootstrap_servers, TOPIC)
     with Load(c.bootstrap_servers, TOPIC) as load:
-        wait_until(lambda: len(load.history.acks) > 200, timeout=60)
+        wait_until(lambda: len(load.history.acks) > 2000, timeout=60)
         for node in c.node_ids:
             c.stop(node)
             c.start(node)
             c.wait_in_sync(TOPIC, timeout=120)
-            wait_for_more_acks(load, 100)
+            wait_for_more_acks(load, 1000)
     load.assert_clean()
     print(check_replicas(c, TOPIC, load.history))
 

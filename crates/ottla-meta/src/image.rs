@@ -739,7 +739,10 @@ pub(crate) mod v1 {
         let path = std::path::Path::new("snapshot");
         let image = crate::store::state_machine::decode_image(&bytes, path).unwrap();
         let p = image.partition(id, 0).unwrap();
-        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (Some(1), 3, 5));
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.partition_epoch),
+            (Some(1), 3, 5)
+        );
         assert!(!p.reassigning());
         // And the current version round-trips.
         let again = crate::store::state_machine::encode_image(&image).unwrap();

@@ -69,8 +69,7 @@ pub async fn alter_reassignments(
         for p in t.partitions {
             let slot = answers.len();
             answers.push((t.name.clone(), p.partition_index, 0, None));
-            let target: Option<Vec<i32>> =
-                p.replicas.map(|r| r.into_iter().map(|b| b.0).collect());
+            let target: Option<Vec<i32>> = p.replicas.map(|r| r.into_iter().map(|b| b.0).collect());
             let name = t.name.as_str().to_string();
             let Some(image) = &image else {
                 // One broker: its own id is the only replica set.
@@ -78,7 +77,10 @@ pub async fn alter_reassignments(
                     .is_some_and(|n| (0..n).contains(&p.partition_index));
                 let a = &mut answers[slot];
                 if !known {
-                    (a.2, a.3) = (code::UNKNOWN_TOPIC_OR_PARTITION, Some(UNKNOWN_PARTITION.into()));
+                    (a.2, a.3) = (
+                        code::UNKNOWN_TOPIC_OR_PARTITION,
+                        Some(UNKNOWN_PARTITION.into()),
+                    );
                 } else {
                     match target {
                         None => {
@@ -246,7 +248,10 @@ pub async fn elect_leaders(
                         Some("Leader election not needed for topic partition.".into()),
                     )
                 } else {
-                    (code::UNKNOWN_TOPIC_OR_PARTITION, Some(UNKNOWN_PARTITION.into()))
+                    (
+                        code::UNKNOWN_TOPIC_OR_PARTITION,
+                        Some(UNKNOWN_PARTITION.into()),
+                    )
                 }
             })
             .collect(),

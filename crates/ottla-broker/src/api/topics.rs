@@ -100,7 +100,12 @@ pub async fn create(
                 let assignments = t
                     .assignments
                     .iter()
-                    .map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect()))
+                    .map(|a| {
+                        (
+                            a.partition_index,
+                            a.broker_ids.iter().map(|b| b.0).collect(),
+                        )
+                    })
                     .collect();
                 node.create_topic_assigned(&name, assignments, configs, req.validate_only)
                     .await
@@ -121,9 +126,10 @@ pub async fn create(
             (other, _) => other,
         };
         let replication_factor = match &shared.cluster {
-            Some(_) if !t.assignments.is_empty() => {
-                t.assignments.first().map_or(-1, |a| a.broker_ids.len() as i16)
-            }
+            Some(_) if !t.assignments.is_empty() => t
+                .assignments
+                .first()
+                .map_or(-1, |a| a.broker_ids.len() as i16),
             Some(node) if t.replication_factor == -1 => node.config.default_replication_factor,
             Some(_) => t.replication_factor,
             None => 1,

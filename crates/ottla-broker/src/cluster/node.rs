@@ -815,7 +815,10 @@ impl ClusterNode {
         match self.controller.propose(vec![change]).await {
             Ok(_) => {
                 // A replica being added may just have joined the ISR.
-                if image.partition(topic_id, partition).is_some_and(|p| p.reassigning()) {
+                if image
+                    .partition(topic_id, partition)
+                    .is_some_and(|p| p.reassigning())
+                {
                     if let Err(e) = self.controller.complete_reassignments().await {
                         crate::errors::warn(&format!("cluster: completing reassignments: {e}"));
                     }
@@ -957,13 +960,16 @@ impl ClusterNode {
             results.push((0, None));
             match Self::resolve(&image, &topic) {
                 Some(id) if image.partition(id, partition).is_some() => {
-                    // A partition named twice: the last request wins.
-                    if let Some(k) = asked
+                    // A partition named twice: the first request counts.
+                    if asked
                         .iter()
-                        .position(|(t, p, _): &(TopicId, i32, _)| *t == id && *p == partition)
+                        .any(|(t, p, _): &(TopicId, i32, _)| *t == id && *p == partition)
                     {
-                        asked.remove(k);
-                        slots.remove(k);
+                        results[i] = (
+                            code::INVALID_REQUEST,
+                            Some(format!("{topic}-{partition} is named twice")),
+                        );
+                        continue;
                     }
                     asked.push((id, partition, target));
                     slots.push(i);
@@ -995,7 +1001,11 @@ impl ClusterNode {
         }
     }
 
-    async fn controller_elect(&self, unclean: bool, partitions: Vec<(String, i32)>) -> ControlReply {
+    async fn controller_elect(
+        &self,
+        unclean: bool,
+        partitions: Vec<(String, i32)>,
+    ) -> ControlReply {
         let image = self.controller.image();
         let mut results: Vec<(i16, Option<String>)> = vec![(0, None); partitions.len()];
         let mut asked = Vec::new();

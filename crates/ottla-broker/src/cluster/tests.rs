@@ -491,7 +491,9 @@ fn a_partition_is_reassigned_onto_a_new_broker_and_leadership_follows() {
         .iter()
         .map(|p| p.error_code)
         .collect();
-    assert_eq!(codes, vec![39, 3, 85]);
+    assert_eq!(codes, vec![39, 3, code::INVALID_REQUEST]);
+    let r = reassign(vec![(0, None)]);
+    assert_eq!(r.responses[0].partitions[0].error_code, 85);
     // Broker 1 (the leader) replaced by broker 4.
     let r = reassign(vec![(0, Some(vec![4, 2, 3]))]);
     assert_eq!(r.responses[0].partitions[0].error_code, code::NONE);
