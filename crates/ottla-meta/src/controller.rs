@@ -474,7 +474,16 @@ impl Controller {
                 }
                 other => ProposeError::Stopped(other.to_string()),
             })?;
-            let records = decide(&self.image())?;
+            let image = self.image();
+            let records = decide(&image)?;
+            if records.is_empty() {
+                // Nothing to change (every partition of an election needs
+                // none, say): no empty entry in the metadata log.
+                return Ok(Applied {
+                    offset: image.offset,
+                    epoch: image.epoch,
+                });
+            }
             match self.propose(records).await {
                 Err(ProposeError::Rejected(ApplyError::StalePartitionEpoch { .. }))
                     if attempts < 3 =>
