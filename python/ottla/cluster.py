@@ -42,7 +42,16 @@ from typing import IO, Any, Literal, TypeVar
 from ottla._core import OttlaError
 from ottla._proxy import FaultProxy
 
-__all__ = ["Cluster", "ClusterError", "PartitionState"]
+__all__ = [
+    "Cluster",
+    "ClusterError",
+    "PartitionState",
+    "Reassignment",
+    "alter_reassignments",
+    "describe",
+    "list_reassignments",
+    "unregister_broker",
+]
 
 # Settings a ``fast=True`` cluster starts its nodes with (where the broker
 # has them): a dead broker is fenced and its partitions move in about 1.5
@@ -544,6 +553,36 @@ class Cluster:
             self.wait_ready()
         return node_id
 
+    def remove_broker(self, node_id: int, *, timeout: float = 120.0) -> None:
+        """Remove a node from the cluster, as an operator would: every
+        partition replica it holds is reassigned to the other nodes
+        (AlterPartitionReassignments; the target keeps each partition's
+        replication factor, taking the nodes holding the fewest replicas),
+        the reassignments are awaited, the node is stopped, and it is
+        unregistered (UnregisterBroker): it leaves Metadata and
+        DescribeCluster. A controller voter cannot be removed."""
+        node = self._node(node_id)
+        if node.voter:
+            raise ClusterError(f"node {node_id} is a controller voter and cannot be removed")
+        bootstrap = ",".join(self.address(n) for n in self.node_ids if n != node_id)
+        move_off_broker(bootstrap, node_id, timeout=timeout)
+        self.stop(node_id)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                unregister_broker(bootstrap, node_id)
+                break
+            except ClusterError:
+                # The stopped node's registration may still be settling.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        with self._lock:
+            del self._nodes[node_id]
+            node.proxy.close()
+            node.controller_proxy.close()
+        self.wait_ready()
+
     # ---- metadata ---------------------------------------------------------------------
 
     def _reachable(self) -> list[_Node]:
@@ -997,3 +1036,271 @@ def _list_offset(
             if index == partition:
                 return error, offset
     return -1, -1
+
+
+# ---- cluster operations over Kafka's protocol -------------------------------------------
+#
+# AlterPartitionReassignments (45), ListPartitionReassignments (46) and
+# UnregisterBroker (64) are flexible-version requests no installed
+# maintained client speaks (confluent-kafka has ElectLeaders and
+# DescribeCluster, not these); a few lines of the wire format serve them.
+
+
+@dataclass(frozen=True)
+class Reassignment:
+    """A partition reassignment in progress (ListPartitionReassignments)."""
+
+    topic: str
+    partition: int
+    replicas: tuple[int, ...]
+    adding: tuple[int, ...]
+    removing: tuple[int, ...]
+
+
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _cstring(s: str | None) -> bytes:
+    if s is None:
+        return b"\x00"
+    b = s.encode()
+    return _uvarint(len(b) + 1) + b
+
+
+def _carray(items: Sequence[bytes] | None) -> bytes:
+    if items is None:
+        return b"\x00"
+    return _uvarint(len(items) + 1) + b"".join(items)
+
+
+class _FBuf(_Buf):
+    """A flexible-version response."""
+
+    def uvarint(self) -> int:
+        shift = n = 0
+        while True:
+            b: int = self.take(">B")
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return n
+            shift += 7
+
+    def cstring(self) -> str | None:
+        n = self.uvarint() - 1
+        if n < 0:
+            return None
+        if self.pos + n > len(self.data):
+            raise OSError("short Kafka response")
+        s = self.data[self.pos : self.pos + n].decode(errors="replace")
+        self.pos += n
+        return s
+
+    def carray(self) -> int:
+        return max(self.uvarint() - 1, 0)
+
+    def tags(self) -> None:
+        for _ in range(self.uvarint()):
+            self.uvarint()
+            size = self.uvarint()
+            self.pos += size
+
+
+def _flex_call(bootstrap: str, api_key: int, version: int, body: bytes, timeout: float) -> _FBuf:
+    """One flexible-version request to the first broker of ``bootstrap``
+    that answers (request header v2, response header v1)."""
+    header = struct.pack(">hhi", api_key, version, 1) + _string("ottla-cluster") + b"\x00"
+    request = header + body
+    errors = []
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout) as s:
+                s.settimeout(timeout)
+                s.sendall(struct.pack(">i", len(request)) + request)
+                size = struct.unpack(">i", _recv(s, 4))[0]
+                if not 4 <= size <= 64 * 1024 * 1024:
+                    raise OSError(f"bad Kafka response size {size}")
+                buf = _FBuf(_recv(s, size))
+        except (OSError, ValueError) as e:
+            errors.append(f"{server}: {e}")
+            continue
+        buf.take(">i")  # correlation id
+        buf.tags()
+        return buf
+    raise ClusterError("no broker answered: " + "; ".join(errors))
+
+
+def alter_reassignments(
+    bootstrap: str,
+    plan: dict[tuple[str, int], Sequence[int] | None],
+    *,
+    timeout: float = 30.0,
+) -> dict[tuple[str, int], tuple[int, str | None]]:
+    """AlterPartitionReassignments: per ``(topic, partition)``, the target
+    replicas (the first is the preferred leader), or None to cancel. The
+    answer per partition: ``(error_code, error_message)``, 0 when accepted
+    (Kafka's codes: 39 INVALID_REPLICA_ASSIGNMENT, 85
+    NO_REASSIGNMENT_IN_PROGRESS, 3 UNKNOWN_TOPIC_OR_PARTITION, ...)."""
+    by_topic: dict[str, list[tuple[int, Sequence[int] | None]]] = {}
+    for (topic, partition), replicas in plan.items():
+        by_topic.setdefault(topic, []).append((partition, replicas))
+    topics = []
+    for topic, parts in by_topic.items():
+        encoded = [
+            struct.pack(">i", p)
+            + _carray(None if r is None else [struct.pack(">i", b) for b in r])
+            + b"\x00"
+            for p, r in parts
+        ]
+        topics.append(_cstring(topic) + _carray(encoded) + b"\x00")
+    body = struct.pack(">i", int(timeout * 1000)) + _carray(topics) + b"\x00"
+    r = _flex_call(bootstrap, 45, 0, body, timeout)
+    r.take(">i")  # throttle
+    error = r.take(">h")
+    message = r.cstring()
+    if error:
+        raise ClusterError(f"AlterPartitionReassignments failed: error {error}: {message}")
+    out: dict[tuple[str, int], tuple[int, str | None]] = {}
+    for _ in range(r.carray()):
+        topic = r.cstring() or ""
+        for _ in range(r.carray()):
+            partition = r.take(">i")
+            code = r.take(">h")
+            msg = r.cstring()
+            r.tags()
+            out[(topic, partition)] = (code, msg)
+        r.tags()
+    return out
+
+
+def list_reassignments(bootstrap: str, *, timeout: float = 30.0) -> list[Reassignment]:
+    """ListPartitionReassignments: every reassignment in progress."""
+    body = struct.pack(">i", int(timeout * 1000)) + b"\x00" + b"\x00"
+    r = _flex_call(bootstrap, 46, 0, body, timeout)
+    r.take(">i")
+    error = r.take(">h")
+    message = r.cstring()
+    if error:
+        raise ClusterError(f"ListPartitionReassignments failed: error {error}: {message}")
+    out = []
+    for _ in range(r.carray()):
+        topic = r.cstring() or ""
+        for _ in range(r.carray()):
+            partition = r.take(">i")
+            lists = [tuple(r.take(">i") for _ in range(r.carray())) for _ in range(3)]
+            r.tags()
+            out.append(Reassignment(topic, partition, lists[0], lists[1], lists[2]))
+        r.tags()
+    return sorted(out, key=lambda x: (x.topic, x.partition))
+
+
+def unregister_broker(bootstrap: str, node_id: int, *, timeout: float = 30.0) -> None:
+    """UnregisterBroker: the node leaves the cluster's registrations (it
+    must hold no partition replica any more)."""
+    r = _flex_call(bootstrap, 64, 0, struct.pack(">i", node_id) + b"\x00", timeout)
+    r.take(">i")
+    error = r.take(">h")
+    message = r.cstring()
+    if error:
+        raise ClusterError(f"cannot unregister broker {node_id}: error {error}: {message}")
+
+
+def describe(
+    bootstrap: str, *, timeout: float = 10.0
+) -> tuple[list[tuple[int, str, int]], int, list[PartitionState]]:
+    """The live brokers ``(id, host, port)``, the active controller's id
+    and every partition (Metadata v7: leader epochs included)."""
+    errors = []
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            brokers, parts = _metadata((host, int(port)), None, timeout)
+            controller = _controller_id((host, int(port)), timeout)
+            return brokers, controller, parts
+        except (OSError, ValueError) as e:
+            errors.append(f"{server}: {e}")
+    raise ClusterError("no broker answered: " + "; ".join(errors))
+
+
+def _controller_id(address: tuple[str, int], timeout: float) -> int:
+    body = struct.pack(">i", 0) + b"\x00"  # no topics
+    r = _call(address, 3, 7, body, timeout)
+    r.take(">i")
+    for _ in range(r.array()):
+        r.take(">i")
+        r.string()
+        r.take(">i")
+        r.string()
+    r.string()
+    controller: int = r.take(">i")
+    return controller
+
+
+def move_off_broker(
+    bootstrap: str, node_id: int, *, timeout: float = 120.0
+) -> dict[tuple[str, int], list[int]]:
+    """Reassigns every replica ``node_id`` holds to the live brokers holding
+    the fewest replicas (keeping each partition's replication factor and
+    replica order, the removed one replaced in place), then waits until no
+    reassignment is in progress and the node holds nothing. The plan."""
+    brokers, _, parts = describe(bootstrap)
+    live = sorted(b[0] for b in brokers if b[0] != node_id)
+    load = {b: 0 for b in live}
+    for p in parts:
+        for r in p.replicas:
+            if r in load:
+                load[r] += 1
+    plan: dict[tuple[str, int], list[int]] = {}
+    for p in parts:
+        if node_id not in p.replicas:
+            continue
+        candidates = sorted((b for b in live if b not in p.replicas), key=lambda b: (load[b], b))
+        if not candidates:
+            raise ClusterError(
+                f"{p.topic}-{p.partition} has {len(p.replicas)} replicas and only "
+                f"{len(live)} other live brokers: nowhere to move its replica on {node_id}"
+            )
+        target = [candidates[0] if r == node_id else r for r in p.replicas]
+        load[candidates[0]] += 1
+        plan[(p.topic, p.partition)] = target
+    if plan:
+        answers = alter_reassignments(bootstrap, dict(plan.items()))
+        failed = {tp: a for tp, a in answers.items() if a[0] != 0}
+        if failed:
+            raise ClusterError(f"reassignment refused: {failed}")
+    wait_reassigned(bootstrap, lambda ps: all(node_id not in p.replicas for p in ps), timeout)
+    return plan
+
+
+def wait_reassigned(
+    bootstrap: str,
+    done: Any = None,
+    timeout: float = 120.0,
+) -> None:
+    """Waits until no reassignment is in progress (and ``done(partitions)``
+    holds, if given)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pending = list_reassignments(bootstrap)
+            ok = not pending and (done is None or done(describe(bootstrap)[2]))
+        except ClusterError:
+            ok = False
+            pending = []
+        if ok:
+            return
+        if time.monotonic() > deadline:
+            raise ClusterError(
+                f"reassignments still in progress after {timeout:g} s: "
+                + ", ".join(f"{r.topic}-{r.partition}" for r in pending)
+            )
+        time.sleep(0.2)

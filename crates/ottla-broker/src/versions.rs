@@ -61,6 +61,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeCluster, 0, 2),
+    // Cluster operations (KIP-455, KIP-460, KRaft's UnregisterBroker).
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::UnregisterBroker, 0, 0),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::GetTelemetrySubscriptions, 0, 0),
     (ApiKey::DescribeTopicPartitions, 0, 0),

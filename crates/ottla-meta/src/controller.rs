@@ -13,7 +13,7 @@ use openraft::SnapshotPolicy;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::decide::{self, DecideError, HeartbeatTracker};
+use crate::decide::{self, DecideError, ElectionType, HeartbeatTracker, PartitionError};
 use crate::image::{Applied, ApplyError, MetadataImage};
 use crate::network::{Network, RpcServer, Transport};
 use crate::records::{BrokerId, Endpoint, MetadataRecord, Proposal, TopicId};
@@ -366,6 +366,96 @@ impl Controller {
             .await
     }
 
+    /// Starts (`Some(target)`) or cancels (`None`) reassignments
+    /// ([`decide::reassign`]), all decided on one image and proposed in one
+    /// entry: each partition's outcome, in the order asked.
+    pub async fn reassign(
+        &self,
+        requests: &[(TopicId, i32, Option<Vec<BrokerId>>)],
+    ) -> Result<Vec<Result<(), PartitionError>>, ProposeError> {
+        let results = Mutex::new(Vec::new());
+        self.decide_and_propose(|img| {
+            let mut records = Vec::new();
+            let mut outcome = Vec::new();
+            for (topic_id, partition, target) in requests {
+                match decide::reassign(img, *topic_id, *partition, target.as_deref()) {
+                    Ok(Some(r)) => {
+                        records.push(r);
+                        outcome.push(Ok(()));
+                    }
+                    Ok(None) => outcome.push(Ok(())),
+                    Err(e) => outcome.push(Err(e)),
+                }
+            }
+            *results.lock().unwrap_or_else(|p| p.into_inner()) = outcome;
+            Ok(records)
+        })
+        .await?;
+        Ok(results.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Elects leaders (Kafka's ElectLeaders, [`decide::elect_leader`]) of
+    /// the partitions given, in one entry: each partition's outcome.
+    pub async fn elect_leaders(
+        &self,
+        kind: ElectionType,
+        partitions: &[(TopicId, i32)],
+    ) -> Result<Vec<Result<(), PartitionError>>, ProposeError> {
+        let results = Mutex::new(Vec::new());
+        self.decide_and_propose(|img| {
+            let mut records = Vec::new();
+            let mut outcome = Vec::new();
+            for (topic_id, partition) in partitions {
+                match decide::elect_leader(img, *topic_id, *partition, kind) {
+                    Ok(r) => {
+                        records.push(r);
+                        outcome.push(Ok(()));
+                    }
+                    Err(e) => outcome.push(Err(e)),
+                }
+            }
+            *results.lock().unwrap_or_else(|p| p.into_inner()) = outcome;
+            Ok(records)
+        })
+        .await?;
+        Ok(results.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Completes the reassignments that can complete now
+    /// ([`decide::complete_reassignments`]); proposes nothing when none can.
+    pub async fn complete_reassignments(&self) -> Result<Option<Applied>, ProposeError> {
+        if decide::complete_reassignments(&self.image()).is_empty() {
+            return Ok(None);
+        }
+        self.decide_and_propose(|img| Ok(decide::complete_reassignments(img)))
+            .await
+            .map(Some)
+    }
+
+    /// Removes a broker from the cluster (Kafka's UnregisterBroker): its
+    /// registration goes (refused while it holds a replica), and a node
+    /// that is not a voter stops being a learner of the quorum.
+    pub async fn unregister_broker(&self, broker_id: BrokerId) -> Result<Applied, ProposeError> {
+        let applied = self
+            .propose(vec![MetadataRecord::UnregisterBroker { broker_id }])
+            .await?;
+        let node = NodeId::from(broker_id.unsigned_abs());
+        let learner = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let membership = m.membership_config.membership();
+            membership.get_node(&node).is_some() && !membership.voter_ids().any(|v| v == node)
+        };
+        if learner {
+            let remove =
+                openraft::ChangeMembers::RemoveNodes(std::collections::BTreeSet::from([node]));
+            // Best effort: a learner left in the membership is only sent the
+            // log; the registration is gone either way.
+            let _ = self.raft.change_membership(remove, false).await;
+        }
+        Ok(applied)
+    }
+
     /// Decides on the current image and proposes; a decision refused as
     /// stale (the image moved meanwhile) is decided again, a few times.
     async fn decide_and_propose<F>(&self, decide: F) -> Result<Applied, ProposeError>
@@ -384,7 +474,16 @@ impl Controller {
                 }
                 other => ProposeError::Stopped(other.to_string()),
             })?;
-            let records = decide(&self.image())?;
+            let image = self.image();
+            let records = decide(&image)?;
+            if records.is_empty() {
+                // Nothing to change (every partition of an election needs
+                // none, say): no empty entry in the metadata log.
+                return Ok(Applied {
+                    offset: image.offset,
+                    epoch: image.epoch,
+                });
+            }
             match self.propose(records).await {
                 Err(ProposeError::Rejected(ApplyError::StalePartitionEpoch { .. }))
                     if attempts < 3 =>

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::image::MetadataImage;
+use crate::image::{MetadataImage, PartitionState};
 use crate::records::{BrokerId, MetadataRecord, PartitionAssignment, TopicId};
 
 /// Why a decision could not be made.
@@ -185,6 +185,345 @@ pub fn add_partitions(
             .filter(|p| p.partition >= existing)
             .collect(),
     }])
+}
+
+/// Kafka's ElectLeaders election types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElectionType {
+    /// The first replica leads, if it is in sync and unfenced.
+    Preferred,
+    /// A leaderless partition gets a leader: from the in-sync set if one
+    /// is alive, else any live replica (data it does not have is lost).
+    Unclean,
+}
+
+/// Why a partition's election or reassignment was not decided, each with
+/// the Kafka error code it answers with.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PartitionError {
+    #[error("unknown topic or partition")]
+    UnknownPartition,
+    /// ELECTION_NOT_NEEDED (84).
+    #[error("leader election not needed for the partition")]
+    ElectionNotNeeded,
+    /// PREFERRED_LEADER_NOT_AVAILABLE (80).
+    #[error("the preferred leader {0} is not in sync or not alive")]
+    PreferredLeaderNotAvailable(BrokerId),
+    /// ELIGIBLE_LEADERS_NOT_AVAILABLE (83).
+    #[error("no replica of the partition is alive")]
+    EligibleLeadersNotAvailable,
+    /// NO_REASSIGNMENT_IN_PROGRESS (85).
+    #[error("no reassignment of the partition is in progress")]
+    NoReassignmentInProgress,
+    /// INVALID_REPLICA_ASSIGNMENT (39).
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+}
+
+impl PartitionError {
+    /// Kafka's error code.
+    pub fn code(&self) -> i16 {
+        match self {
+            PartitionError::UnknownPartition => 3,
+            PartitionError::ElectionNotNeeded => 84,
+            PartitionError::PreferredLeaderNotAvailable(_) => 80,
+            PartitionError::EligibleLeadersNotAvailable => 83,
+            PartitionError::NoReassignmentInProgress => 85,
+            PartitionError::InvalidReplicaAssignment(_) => 39,
+        }
+    }
+}
+
+fn live(image: &MetadataImage, b: BrokerId) -> bool {
+    image.brokers.get(&b).is_some_and(|r| !r.fenced)
+}
+
+/// The record that elects a leader of one partition (Kafka's ElectLeaders).
+/// Preferred: the first replica, if it is in sync and unfenced and does not
+/// lead already. Unclean: only for a partition without a leader; an
+/// unfenced in-sync replica if there is one, else the first unfenced
+/// replica, which becomes the whole in-sync set.
+pub fn elect_leader(
+    image: &MetadataImage,
+    topic_id: TopicId,
+    partition: i32,
+    kind: ElectionType,
+) -> Result<MetadataRecord, PartitionError> {
+    let p = image
+        .partition(topic_id, partition)
+        .ok_or(PartitionError::UnknownPartition)?;
+    let change = |leader: BrokerId, isr: Option<Vec<BrokerId>>| MetadataRecord::PartitionChange {
+        topic_id,
+        partition,
+        partition_epoch: p.partition_epoch,
+        leader: Some(Some(leader)),
+        isr,
+    };
+    match kind {
+        ElectionType::Preferred => {
+            let preferred = *p.replicas.first().ok_or(PartitionError::UnknownPartition)?;
+            if p.leader == Some(preferred) {
+                return Err(PartitionError::ElectionNotNeeded);
+            }
+            if !p.isr.contains(&preferred) || !live(image, preferred) {
+                return Err(PartitionError::PreferredLeaderNotAvailable(preferred));
+            }
+            Ok(change(preferred, None))
+        }
+        ElectionType::Unclean => {
+            if p.leader.is_some() {
+                return Err(PartitionError::ElectionNotNeeded);
+            }
+            if let Some(&b) = p
+                .replicas
+                .iter()
+                .find(|b| p.isr.contains(b) && live(image, **b))
+            {
+                return Ok(change(b, None));
+            }
+            match p.replicas.iter().find(|b| live(image, **b)) {
+                Some(&b) => Ok(change(b, Some(vec![b]))),
+                None => Err(PartitionError::EligibleLeadersNotAvailable),
+            }
+        }
+    }
+}
+
+/// The record that starts (`Some(target)`) or cancels (`None`) the
+/// reassignment of one partition (KIP-455), or nothing when there is
+/// nothing to do (the target is the current replica set). A target is
+/// registered, distinct brokers. Starting lists the target replicas first,
+/// then the original ones not in it; the target ones not in the original
+/// set are `adding`, the original ones not in the target `removing`. A
+/// reassignment already in progress is replaced, its original set kept. A
+/// cancel reverts to the original replicas. Either completes at once when
+/// it can ([`complete_reassignment`]).
+pub fn reassign(
+    image: &MetadataImage,
+    topic_id: TopicId,
+    partition: i32,
+    target: Option<&[BrokerId]>,
+) -> Result<Option<MetadataRecord>, PartitionError> {
+    let p = image
+        .partition(topic_id, partition)
+        .ok_or(PartitionError::UnknownPartition)?;
+    let original = p.original_replicas();
+    let (replicas, adding, removing) = match target {
+        None => {
+            if !p.reassigning() {
+                return Err(PartitionError::NoReassignmentInProgress);
+            }
+            (original, Vec::new(), Vec::new())
+        }
+        Some(target) => {
+            if target.is_empty() {
+                return Err(PartitionError::InvalidReplicaAssignment(
+                    "the target replica set is empty".into(),
+                ));
+            }
+            let mut sorted = target.to_vec();
+            sorted.sort_unstable();
+            if sorted.windows(2).any(|w| w[0] == w[1]) {
+                return Err(PartitionError::InvalidReplicaAssignment(
+                    "a broker appears twice in the target replicas".into(),
+                ));
+            }
+            if let Some(b) = target.iter().find(|b| !image.brokers.contains_key(b)) {
+                return Err(PartitionError::InvalidReplicaAssignment(format!(
+                    "broker {b} is not registered"
+                )));
+            }
+            if !p.reassigning() && target == p.replicas.as_slice() {
+                return Ok(None);
+            }
+            let mut replicas = target.to_vec();
+            replicas.extend(original.iter().copied().filter(|r| !target.contains(r)));
+            let adding: Vec<BrokerId> = target
+                .iter()
+                .copied()
+                .filter(|r| !original.contains(r))
+                .collect();
+            let removing: Vec<BrokerId> = original
+                .iter()
+                .copied()
+                .filter(|r| !target.contains(r))
+                .collect();
+            (replicas, adding, removing)
+        }
+    };
+    let mut next = p.clone();
+    next.isr = p
+        .isr
+        .iter()
+        .copied()
+        .filter(|b| replicas.contains(b))
+        .collect();
+    next.replicas = replicas;
+    next.adding_replicas = adding;
+    next.removing_replicas = removing;
+    if next.isr.is_empty() {
+        return Err(PartitionError::InvalidReplicaAssignment(
+            "no replica of the resulting set is in sync".into(),
+        ));
+    }
+    if next.leader.is_some_and(|l| !next.isr.contains(&l)) {
+        next.leader = next
+            .replicas
+            .iter()
+            .copied()
+            .find(|b| next.isr.contains(b) && live(image, *b));
+    }
+    let next = finish(image, &next).unwrap_or(next);
+    Ok(Some(MetadataRecord::PartitionReplicas {
+        topic_id,
+        partition,
+        partition_epoch: p.partition_epoch,
+        replicas: next.replicas,
+        adding: next.adding_replicas,
+        removing: next.removing_replicas,
+        leader: (next.leader != p.leader).then_some(next.leader),
+        isr: next.isr,
+    }))
+}
+
+/// The state once a reassignment completes, if it can: every added replica
+/// is in sync, and some target replica in sync and unfenced can lead (the
+/// leader stays if it is a target replica). The replicas become the target
+/// set; the removed ones leave the in-sync set.
+fn finish(image: &MetadataImage, p: &PartitionState) -> Option<PartitionState> {
+    if !p.reassigning() || p.adding_replicas.iter().any(|b| !p.isr.contains(b)) {
+        return None;
+    }
+    let target = p.target_replicas();
+    let isr: Vec<BrokerId> = p
+        .isr
+        .iter()
+        .copied()
+        .filter(|b| target.contains(b))
+        .collect();
+    let leader = match p.leader {
+        Some(l) if target.contains(&l) => Some(l),
+        _ => Some(
+            target
+                .iter()
+                .copied()
+                .find(|b| isr.contains(b) && live(image, *b))?,
+        ),
+    };
+    Some(PartitionState {
+        replicas: target,
+        isr,
+        leader,
+        adding_replicas: Vec::new(),
+        removing_replicas: Vec::new(),
+        ..p.clone()
+    })
+}
+
+/// The record that completes the reassignment of one partition, if it can
+/// complete now (see [`finish`]).
+pub fn complete_reassignment(
+    image: &MetadataImage,
+    topic_id: TopicId,
+    partition: i32,
+) -> Option<MetadataRecord> {
+    let p = image.partition(topic_id, partition)?;
+    let next = finish(image, p)?;
+    Some(MetadataRecord::PartitionReplicas {
+        topic_id,
+        partition,
+        partition_epoch: p.partition_epoch,
+        replicas: next.replicas,
+        adding: Vec::new(),
+        removing: Vec::new(),
+        leader: (next.leader != p.leader).then_some(next.leader),
+        isr: next.isr,
+    })
+}
+
+/// The records that complete every reassignment that can complete now.
+pub fn complete_reassignments(image: &MetadataImage) -> Vec<MetadataRecord> {
+    image
+        .topics
+        .values()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter(|(_, p)| p.reassigning())
+                .filter_map(|(&i, _)| complete_reassignment(image, t.topic_id, i))
+        })
+        .collect()
+}
+
+/// The reassignments in progress: `(topic name, partition, state)`.
+pub fn reassignments(image: &MetadataImage) -> Vec<(String, i32, PartitionState)> {
+    let mut out = Vec::new();
+    for (name, id) in &image.topic_ids {
+        let Some(t) = image.topics.get(id) else {
+            continue;
+        };
+        for (&i, p) in &t.partitions {
+            if p.reassigning() {
+                out.push((name.clone(), i, p.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Replica lists for a new topic given by the caller (CreateTopics'
+/// manual assignments): partitions numbered 0.., registered and distinct
+/// brokers, one replication factor; the unfenced replicas start in sync,
+/// the first of them leads.
+pub fn manual_assignment(
+    image: &MetadataImage,
+    assignments: &[(i32, Vec<BrokerId>)],
+) -> Result<Vec<PartitionAssignment>, PartitionError> {
+    let bad = |m: String| PartitionError::InvalidReplicaAssignment(m);
+    let mut sorted = assignments.to_vec();
+    sorted.sort_by_key(|(i, _)| *i);
+    let factor = sorted.first().map_or(0, |(_, r)| r.len());
+    let mut out = Vec::new();
+    for (k, (i, replicas)) in sorted.iter().enumerate() {
+        if usize::try_from(*i).ok() != Some(k) {
+            return Err(bad(format!(
+                "partitions must be numbered consecutively from 0, got {i}"
+            )));
+        }
+        if replicas.is_empty() || replicas.len() != factor {
+            return Err(bad(
+                "every partition must have the same, non-zero number of replicas".into(),
+            ));
+        }
+        let mut s = replicas.clone();
+        s.sort_unstable();
+        if s.windows(2).any(|w| w[0] == w[1]) {
+            return Err(bad(format!("partition {i} lists a broker twice")));
+        }
+        if let Some(b) = replicas.iter().find(|b| !image.brokers.contains_key(b)) {
+            return Err(bad(format!("broker {b} is not registered")));
+        }
+        let isr: Vec<BrokerId> = replicas
+            .iter()
+            .copied()
+            .filter(|b| live(image, *b))
+            .collect();
+        if isr.is_empty() {
+            return Err(bad(format!(
+                "all brokers in the assignment of partition {i} are fenced"
+            )));
+        }
+        out.push(PartitionAssignment {
+            partition: *i,
+            replicas: replicas.clone(),
+            leader: isr.first().copied(),
+            isr,
+        });
+    }
+    if out.is_empty() {
+        return Err(bad("no partitions".into()));
+    }
+    Ok(out)
 }
 
 /// The controller's view of broker liveness: the time of each broker's last
@@ -387,6 +726,234 @@ mod tests {
         let r = img.apply_proposal(&Proposal { records: stale }, 101, 2);
         assert!(matches!(r, Err(ApplyError::StalePartitionEpoch { .. })));
         assert_eq!(img.topics, before.topics);
+    }
+
+    fn apply(img: &mut MetadataImage, records: Vec<MetadataRecord>, off: u64) {
+        img.apply_proposal(&Proposal { records }, off, 1).unwrap();
+    }
+
+    /// Cluster of 1..=4 (4 unfenced, holding nothing) and topic "t".
+    fn cluster4() -> (MetadataImage, TopicId) {
+        let (mut img, id) = cluster();
+        img.apply(&register(4), 90).unwrap();
+        let recs = on_broker_unfenced(&img, 4).unwrap();
+        apply(&mut img, recs, 91);
+        (img, id)
+    }
+
+    #[test]
+    fn reassignment_adds_then_completes_once_in_sync() {
+        let (mut img, id) = cluster4();
+        // Partition 0: replicas [1, 2, 3], leader 1. Move to [4, 2, 3].
+        let r = reassign(&img, id, 0, Some(&[4, 2, 3])).unwrap().unwrap();
+        apply(&mut img, vec![r], 100);
+        let p = img.partition(id, 0).unwrap().clone();
+        assert_eq!(p.replicas, vec![4, 2, 3, 1]);
+        assert_eq!(p.adding_replicas, vec![4]);
+        assert_eq!(p.removing_replicas, vec![1]);
+        assert_eq!((p.leader, p.isr.clone()), (Some(1), vec![1, 2, 3]));
+        // Not complete before 4 is in sync.
+        assert!(complete_reassignments(&img).is_empty());
+        // The leader adds 4 to the ISR (AlterPartition).
+        img.apply(
+            &MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: 0,
+                partition_epoch: p.partition_epoch,
+                leader: None,
+                isr: Some(vec![1, 2, 3, 4]),
+            },
+            101,
+        )
+        .unwrap();
+        let recs = complete_reassignments(&img);
+        assert_eq!(recs.len(), 1);
+        apply(&mut img, recs, 102);
+        let q = img.partition(id, 0).unwrap();
+        assert_eq!(q.replicas, vec![4, 2, 3]);
+        assert!(!q.reassigning());
+        // The leader was removed: the first in-sync target replica leads, in a new epoch.
+        assert_eq!((q.leader, q.leader_epoch), (Some(4), p.leader_epoch + 1));
+        assert_eq!(q.isr, vec![2, 3, 4]);
+        // Broker 1 holds nothing of p0 now.
+        assert!(!q.replicas.contains(&1));
+    }
+
+    #[test]
+    fn reassignment_cancel_reverts_and_errors_are_kafkas() {
+        let (mut img, id) = cluster4();
+        assert_eq!(
+            reassign(&img, id, 0, None),
+            Err(PartitionError::NoReassignmentInProgress)
+        );
+        assert_eq!(reassign(&img, id, 0, None).unwrap_err().code(), 85);
+        assert_eq!(reassign(&img, id, 0, Some(&[1, 9])).unwrap_err().code(), 39);
+        assert_eq!(reassign(&img, id, 0, Some(&[1, 1])).unwrap_err().code(), 39);
+        assert_eq!(reassign(&img, id, 0, Some(&[])).unwrap_err().code(), 39);
+        assert_eq!(reassign(&img, id, 7, Some(&[1])).unwrap_err().code(), 3);
+        // The same set: nothing to do.
+        let current = img.partition(id, 0).unwrap().replicas.clone();
+        assert_eq!(reassign(&img, id, 0, Some(&current)), Ok(None));
+        let r = reassign(&img, id, 0, Some(&[4, 2, 3])).unwrap().unwrap();
+        apply(&mut img, vec![r], 100);
+        let r = reassign(&img, id, 0, None).unwrap().unwrap();
+        apply(&mut img, vec![r], 101);
+        let p = img.partition(id, 0).unwrap();
+        assert_eq!(p.replicas, vec![2, 3, 1]);
+        assert!(!p.reassigning());
+        assert_eq!(p.leader, Some(1));
+    }
+
+    #[test]
+    fn shrinking_reassignment_completes_at_once() {
+        let (mut img, id) = cluster4();
+        // Partition 1: replicas [2, 3, 1] led by 2. Drop 2 (the leader).
+        let r = reassign(&img, id, 1, Some(&[3, 1])).unwrap().unwrap();
+        apply(&mut img, vec![r], 100);
+        let p = img.partition(id, 1).unwrap();
+        assert_eq!(p.replicas, vec![3, 1]);
+        assert!(!p.reassigning());
+        assert_eq!(p.leader, Some(3));
+        assert_eq!(p.leader_epoch, 1);
+    }
+
+    #[test]
+    fn unregister_needs_every_replica_moved() {
+        let (mut img, id) = cluster4();
+        let mut off = 100;
+        for part in 0..3 {
+            let target: Vec<BrokerId> = img
+                .partition(id, part)
+                .unwrap()
+                .replicas
+                .iter()
+                .map(|b| if *b == 3 { 4 } else { *b })
+                .collect();
+            off += 1;
+            let r = reassign(&img, id, part, Some(&target)).unwrap().unwrap();
+            apply(&mut img, vec![r], off);
+            let p = img.partition(id, part).unwrap().clone();
+            let mut isr = p.isr.clone();
+            isr.push(4);
+            off += 1;
+            img.apply(
+                &MetadataRecord::PartitionChange {
+                    topic_id: id,
+                    partition: part,
+                    partition_epoch: p.partition_epoch,
+                    leader: None,
+                    isr: Some(isr),
+                },
+                off,
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            img.apply(&MetadataRecord::UnregisterBroker { broker_id: 3 }, 200),
+            Err(ApplyError::BrokerInUse(3))
+        );
+        off += 1;
+        let recs = complete_reassignments(&img);
+        apply(&mut img, recs, off);
+        img.apply(&MetadataRecord::UnregisterBroker { broker_id: 3 }, 201)
+            .unwrap();
+        assert!(!img.brokers.contains_key(&3));
+    }
+
+    #[test]
+    fn preferred_and_unclean_elections() {
+        let (mut img, id) = cluster();
+        // Every leader is preferred already.
+        assert_eq!(
+            elect_leader(&img, id, 0, ElectionType::Preferred),
+            Err(PartitionError::ElectionNotNeeded)
+        );
+        let recs = on_broker_fenced(&img, 1).unwrap();
+        apply(&mut img, recs, 100);
+        assert_eq!(img.partition(id, 0).unwrap().leader, Some(2));
+        // 1 is fenced and out of sync: not available.
+        assert_eq!(
+            elect_leader(&img, id, 0, ElectionType::Preferred)
+                .unwrap_err()
+                .code(),
+            80
+        );
+        // Back, and in sync again: the preferred election moves leadership back.
+        let epoch = img.brokers[&1].broker_epoch;
+        img.apply(
+            &MetadataRecord::UnfenceBroker {
+                broker_id: 1,
+                broker_epoch: epoch,
+            },
+            101,
+        )
+        .unwrap();
+        let p = img.partition(id, 0).unwrap().clone();
+        img.apply(
+            &MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: 0,
+                partition_epoch: p.partition_epoch,
+                leader: None,
+                isr: Some(vec![2, 3, 1]),
+            },
+            102,
+        )
+        .unwrap();
+        let r = elect_leader(&img, id, 0, ElectionType::Preferred).unwrap();
+        apply(&mut img, vec![r], 103);
+        assert_eq!(img.partition(id, 0).unwrap().leader, Some(1));
+        // Unclean: a led partition needs none.
+        assert_eq!(
+            elect_leader(&img, id, 0, ElectionType::Unclean),
+            Err(PartitionError::ElectionNotNeeded)
+        );
+        // Fence 2 then 3 then 1: p0's last in-sync replica is 1 (fenced).
+        let mut off = 110;
+        for b in [2, 3, 1] {
+            off += 1;
+            let recs = on_broker_fenced(&img, b).unwrap();
+            apply(&mut img, recs, off);
+        }
+        assert_eq!(img.partition(id, 0).unwrap().leader, None);
+        assert_eq!(
+            elect_leader(&img, id, 0, ElectionType::Unclean)
+                .unwrap_err()
+                .code(),
+            83
+        );
+        // 3 comes back, not in sync: unclean election makes it the leader and the whole ISR.
+        let epoch = img.brokers[&3].broker_epoch;
+        img.apply(
+            &MetadataRecord::UnfenceBroker {
+                broker_id: 3,
+                broker_epoch: epoch,
+            },
+            130,
+        )
+        .unwrap();
+        let isr_before = img.partition(id, 0).unwrap().isr.clone();
+        assert!(!isr_before.contains(&3));
+        let r = elect_leader(&img, id, 0, ElectionType::Unclean).unwrap();
+        apply(&mut img, vec![r], 131);
+        let p = img.partition(id, 0).unwrap();
+        assert_eq!((p.leader, p.isr.clone()), (Some(3), vec![3]));
+    }
+
+    #[test]
+    fn manual_assignments_are_checked() {
+        let (img, _) = cluster();
+        let ok = manual_assignment(&img, &[(1, vec![2, 3]), (0, vec![3, 1])]).unwrap();
+        assert_eq!(ok[0].replicas, vec![3, 1]);
+        assert_eq!(ok[0].leader, Some(3));
+        for bad in [
+            vec![(0, vec![1, 9])],
+            vec![(0, vec![1, 1])],
+            vec![(1, vec![1])],
+            vec![(0, vec![1]), (1, vec![1, 2])],
+        ] {
+            assert_eq!(manual_assignment(&img, &bad).unwrap_err().code(), 39);
+        }
     }
 
     #[test]

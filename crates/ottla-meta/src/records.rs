@@ -129,6 +129,27 @@ pub enum MetadataRecord {
         topic_id: TopicId,
         partitions: Vec<PartitionAssignment>,
     },
+    /// A change of a partition's replica set (Kafka's `PartitionChangeRecord`
+    /// with its `Replicas`, `AddingReplicas` and `RemovingReplicas` fields:
+    /// KIP-455's reassignment). Starting a reassignment lists the target
+    /// replicas first, then the original ones leaving; `adding` (target, not
+    /// original) and `removing` (original, not target) say which is which;
+    /// completing or cancelling it clears both. Decided against
+    /// `partition_epoch` like [`MetadataRecord::PartitionChange`]; a leader
+    /// change bumps the leader epoch. Added after the other variants, so the
+    /// encoding of those is unchanged.
+    PartitionReplicas {
+        topic_id: TopicId,
+        partition: i32,
+        partition_epoch: i32,
+        replicas: Vec<BrokerId>,
+        adding: Vec<BrokerId>,
+        removing: Vec<BrokerId>,
+        /// `Some(new)` changes the leader (`Some(None)`: no leader).
+        leader: Option<Option<BrokerId>>,
+        /// The new in-sync set (a subset of `replicas`, not empty).
+        isr: Vec<BrokerId>,
+    },
 }
 
 /// What one Raft entry carries: records applied all or nothing.

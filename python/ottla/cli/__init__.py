@@ -46,6 +46,7 @@ examples:
   ottla users add alice
   ottla acls add --allow-principal User:alice --operation Write --topic orders
   ottla mirror ./ottla-data kafka://broker1:9092 --once
+  ottla cluster describe --bootstrap-server 127.0.0.1:9092
 
 Run 'ottla COMMAND --help' for a command's options and examples.
 """
@@ -54,7 +55,7 @@ Run 'ottla COMMAND --help' for a command's options and examples.
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    from ottla.cli import acls, consume, groups, mirror, produce, serve, topics, users
+    from ottla.cli import acls, cluster, consume, groups, mirror, produce, serve, topics, users
 
     parser = argparse.ArgumentParser(
         prog="ottla",
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     users.add_parser(sub, common)
     acls.add_parser(sub, common)
     mirror.add_parser(sub)
+    cluster.add_parser(sub, common)
     return parser
 
 

@@ -20,6 +20,7 @@ pub mod offsets;
 pub mod produce;
 pub mod producer_id;
 pub mod producers;
+pub mod reassign;
 pub mod records;
 pub mod sasl;
 pub mod scram_users;

@@ -105,6 +105,22 @@ pub async fn create(
         });
         // In a cluster: placed and committed by the active controller.
         let outcome = match (outcome, &shared.cluster) {
+            (Ok(_), Some(node)) if !t.assignments.is_empty() => {
+                let configs = config.iter().cloned().collect();
+                let assignments = t
+                    .assignments
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.partition_index,
+                            a.broker_ids.iter().map(|b| b.0).collect(),
+                        )
+                    })
+                    .collect();
+                node.create_topic_assigned(&name, assignments, configs, req.validate_only)
+                    .await
+                    .map(|id| if req.validate_only { Uuid::nil() } else { id })
+            }
             (Ok(_), Some(node)) => {
                 let configs = config.iter().cloned().collect();
                 node.create_topic(
@@ -120,6 +136,10 @@ pub async fn create(
             (other, _) => other,
         };
         let replication_factor = match &shared.cluster {
+            Some(_) if !t.assignments.is_empty() => t
+                .assignments
+                .first()
+                .map_or(-1, |a| a.broker_ids.len() as i16),
             Some(node) if t.replication_factor == -1 => node.config.default_replication_factor,
             Some(_) => t.replication_factor,
             None => 1,
@@ -249,14 +269,19 @@ fn check_placement(t: &CreatableTopic) -> Result<(), (i16, String)> {
 }
 
 /// A topic's placement request in a cluster: the active controller places
-/// the replicas (Kafka's checks of the factor, then `assign_replicas`);
-/// manual assignments are not taken yet.
+/// the replicas (Kafka's checks of the factor, then `assign_replicas`), or
+/// checks the manual assignment given (`decide::manual_assignment`).
 fn check_cluster_placement(t: &CreatableTopic) -> Result<(), (i16, String)> {
     if !t.assignments.is_empty() {
-        return Err((
-            code::INVALID_REQUEST,
-            "Manual replica assignments are not supported by ottla clusters yet.".into(),
-        ));
+        if t.num_partitions != -1 || t.replication_factor != -1 {
+            return Err((
+                code::INVALID_REQUEST,
+                "Both numPartitions or replicationFactor and replicasAssignments were set. \
+                 Both cannot be used at the same time."
+                    .into(),
+            ));
+        }
+        return Ok(());
     }
     if t.replication_factor == 0 || t.replication_factor < -1 {
         return Err((

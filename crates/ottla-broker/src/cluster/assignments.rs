@@ -68,6 +68,24 @@ pub fn deleted_topics(before: &MetadataImage, after: &MetadataImage) -> Vec<Uuid
         .collect()
 }
 
+/// The topics (still in `after`) of which `broker` held a replica in
+/// `before` and holds none in `after`: reassigned away, their local copy
+/// is deleted (Kafka's StopReplica with `delete_partitions`).
+pub fn moved_away(before: &MetadataImage, after: &MetadataImage, broker: BrokerId) -> Vec<Uuid> {
+    let holds = |image: &MetadataImage, id: &ottla_meta::TopicId| {
+        image
+            .topics
+            .get(id)
+            .is_some_and(|t| t.partitions.values().any(|p| p.replicas.contains(&broker)))
+    };
+    after
+        .topics
+        .keys()
+        .filter(|id| holds(before, id) && !holds(after, id))
+        .map(|id| Uuid::from_bytes(id.0))
+        .collect()
+}
+
 /// The unfenced brokers and the Kafka listener each advertises, by id:
 /// the brokers a Metadata answer lists.
 pub fn live_brokers(image: &MetadataImage) -> Vec<(BrokerId, String, u16, Option<String>)> {

@@ -434,6 +434,13 @@ impl ClusterNode {
                         crate::errors::warn(&format!("cluster: fencing expired brokers: {e}"));
                     }
                 }
+                // Reassignments whose AlterPartition completion was missed
+                // (a controller change in between) complete here.
+                if let Err(e) = self.controller.complete_reassignments().await {
+                    if !matches!(e, ProposeError::NotLeader { .. }) {
+                        crate::errors::warn(&format!("cluster: completing reassignments: {e}"));
+                    }
+                }
             }
         }
     }
@@ -467,7 +474,17 @@ impl ClusterNode {
             if registered && (image.offset != before.offset || before.offset == 0) {
                 let assigned = assignments::for_broker(&image, self.config.node_id);
                 let configs = assignments::topic_configs(&image);
-                let deleted = assignments::deleted_topics(&before, &image);
+                let mut deleted = assignments::deleted_topics(&before, &image);
+                // A replica reassigned away (Kafka's StopReplica with
+                // delete): once this broker holds no partition of a topic
+                // it held one of, its local copy goes.
+                if before.offset > 0 {
+                    deleted.extend(assignments::moved_away(
+                        &before,
+                        &image,
+                        self.config.node_id,
+                    ));
+                }
                 *self.assigned.lock() = Arc::new(assigned.clone());
                 apply(assigned, &configs, &deleted);
                 before = image;
@@ -596,6 +613,82 @@ impl ClusterNode {
             validate_only,
         };
         self.topic_change(request, !validate_only).await.map(|_| ())
+    }
+
+    /// Sends a partition operation (reassign, elect) to the active
+    /// controller and waits until this node's image has its result: the
+    /// per-partition codes and messages.
+    async fn partition_op(
+        &self,
+        request: ControlRequest,
+    ) -> Result<Vec<(i16, Option<String>)>, (i16, String)> {
+        match self.client.call(&request, REQUEST_DEADLINE).await {
+            Ok(ControlReply::PartitionResults { results, offset }) => {
+                let _seen = self.wait_for_offset(offset, REQUEST_DEADLINE).await;
+                Ok(results)
+            }
+            Ok(other) => Err((
+                code::UNKNOWN_SERVER_ERROR,
+                format!("unexpected controller answer {other:?}"),
+            )),
+            Err(ClientError::Refused { code, message }) => Err((code, message)),
+            Err(ClientError::Unavailable(m)) => Err((
+                codes::REQUEST_TIMED_OUT,
+                format!("no active controller answered: {m}"),
+            )),
+        }
+    }
+
+    /// AlterPartitionReassignments: per partition, the target replicas or
+    /// `None` (cancel).
+    pub async fn reassign(
+        &self,
+        partitions: Vec<(String, i32, Option<Vec<BrokerId>>)>,
+    ) -> Result<Vec<(i16, Option<String>)>, (i16, String)> {
+        self.partition_op(ControlRequest::Reassign { partitions })
+            .await
+    }
+
+    /// ElectLeaders of the partitions given.
+    pub async fn elect_leaders(
+        &self,
+        unclean: bool,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<(i16, Option<String>)>, (i16, String)> {
+        self.partition_op(ControlRequest::ElectLeaders {
+            unclean,
+            partitions,
+        })
+        .await
+    }
+
+    /// UnregisterBroker.
+    pub async fn unregister_broker(&self, broker_id: BrokerId) -> Result<(), (i16, String)> {
+        self.partition_op(ControlRequest::UnregisterBroker { broker_id })
+            .await
+            .map(|_| ())
+    }
+
+    /// CreateTopics with manual replica assignments.
+    pub async fn create_topic_assigned(
+        &self,
+        name: &str,
+        assignments: Vec<(i32, Vec<BrokerId>)>,
+        mut configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<uuid::Uuid, (i16, String)> {
+        if self.config.min_insync_replicas != 1 {
+            configs
+                .entry("min.insync.replicas".into())
+                .or_insert_with(|| self.config.min_insync_replicas.to_string());
+        }
+        let request = ControlRequest::CreateTopicAssigned {
+            name: name.to_string(),
+            assignments,
+            configs,
+            validate_only,
+        };
+        self.topic_change(request, !validate_only).await
     }
 
     // ----- The active controller's side -----
@@ -738,12 +831,23 @@ impl ClusterNode {
             isr: Some(isr),
         };
         match self.controller.propose(vec![change]).await {
-            Ok(_) => match self.controller.image().partition(topic_id, partition) {
-                Some(p) => ControlReply::PartitionChanged {
-                    partition_epoch: p.partition_epoch,
-                },
-                None => refused(code::UNKNOWN_TOPIC_OR_PARTITION, "deleted meanwhile".into()),
-            },
+            Ok(_) => {
+                // A replica being added may just have joined the ISR.
+                if image
+                    .partition(topic_id, partition)
+                    .is_some_and(|p| p.reassigning())
+                {
+                    if let Err(e) = self.controller.complete_reassignments().await {
+                        crate::errors::warn(&format!("cluster: completing reassignments: {e}"));
+                    }
+                }
+                match self.controller.image().partition(topic_id, partition) {
+                    Some(p) => ControlReply::PartitionChanged {
+                        partition_epoch: p.partition_epoch,
+                    },
+                    None => refused(code::UNKNOWN_TOPIC_OR_PARTITION, "deleted meanwhile".into()),
+                }
+            }
             Err(e) => propose_failed(e),
         }
     }
@@ -848,6 +952,187 @@ impl ClusterNode {
         match self.controller.create_partitions(id, count).await {
             Ok(applied) => ControlReply::Committed {
                 topic_id: id.0,
+                offset: applied.offset,
+            },
+            Err(e) => propose_failed(e),
+        }
+    }
+}
+
+impl ClusterNode {
+    /// The partitions named, by topic id: `Err` (Kafka's code) for a topic
+    /// the image does not have.
+    fn resolve(image: &MetadataImage, topic: &str) -> Option<TopicId> {
+        image.topic_ids.get(topic).copied()
+    }
+
+    async fn controller_reassign(
+        &self,
+        partitions: Vec<(String, i32, Option<Vec<BrokerId>>)>,
+    ) -> ControlReply {
+        let image = self.controller.image();
+        let mut results: Vec<(i16, Option<String>)> = Vec::with_capacity(partitions.len());
+        let mut asked = Vec::new();
+        let mut slots = Vec::new();
+        for (i, (topic, partition, target)) in partitions.into_iter().enumerate() {
+            results.push((0, None));
+            match Self::resolve(&image, &topic) {
+                Some(id) if image.partition(id, partition).is_some() => {
+                    // A partition named twice: the first request counts.
+                    if asked
+                        .iter()
+                        .any(|(t, p, _): &(TopicId, i32, _)| *t == id && *p == partition)
+                    {
+                        results[i] = (
+                            code::INVALID_REQUEST,
+                            Some(format!("{topic}-{partition} is named twice")),
+                        );
+                        continue;
+                    }
+                    asked.push((id, partition, target));
+                    slots.push(i);
+                }
+                _ => {
+                    results[i] = (
+                        code::UNKNOWN_TOPIC_OR_PARTITION,
+                        Some("This server does not host this topic-partition.".into()),
+                    );
+                }
+            }
+        }
+        let outcome = match self.controller.reassign(&asked).await {
+            Ok(o) => o,
+            Err(e) => return propose_failed(e),
+        };
+        for (slot, r) in slots.into_iter().zip(outcome) {
+            if let Err(e) = r {
+                results[slot] = (e.code(), Some(e.to_string()));
+            }
+        }
+        // Added replicas already in sync (or none added) complete at once.
+        if let Err(e) = self.controller.complete_reassignments().await {
+            crate::errors::warn(&format!("cluster: completing reassignments: {e}"));
+        }
+        ControlReply::PartitionResults {
+            results,
+            offset: self.controller.image().offset,
+        }
+    }
+
+    async fn controller_elect(
+        &self,
+        unclean: bool,
+        partitions: Vec<(String, i32)>,
+    ) -> ControlReply {
+        let image = self.controller.image();
+        let mut results: Vec<(i16, Option<String>)> = vec![(0, None); partitions.len()];
+        let mut asked = Vec::new();
+        let mut slots = Vec::new();
+        for (i, (topic, partition)) in partitions.into_iter().enumerate() {
+            match Self::resolve(&image, &topic) {
+                Some(id) if image.partition(id, partition).is_some() => {
+                    if !asked.contains(&(id, partition)) {
+                        asked.push((id, partition));
+                        slots.push(i);
+                    }
+                }
+                _ => {
+                    results[i] = (
+                        code::UNKNOWN_TOPIC_OR_PARTITION,
+                        Some("This server does not host this topic-partition.".into()),
+                    );
+                }
+            }
+        }
+        let kind = if unclean {
+            decide::ElectionType::Unclean
+        } else {
+            decide::ElectionType::Preferred
+        };
+        let outcome = match self.controller.elect_leaders(kind, &asked).await {
+            Ok(o) => o,
+            Err(e) => return propose_failed(e),
+        };
+        for (slot, r) in slots.into_iter().zip(outcome) {
+            if let Err(e) = r {
+                results[slot] = (e.code(), Some(e.to_string()));
+            }
+        }
+        ControlReply::PartitionResults {
+            results,
+            offset: self.controller.image().offset,
+        }
+    }
+
+    async fn controller_unregister(&self, broker_id: BrokerId) -> ControlReply {
+        let image = self.controller.image();
+        if !image.brokers.contains_key(&broker_id) {
+            return refused(
+                codes::BROKER_ID_NOT_REGISTERED,
+                format!("Broker ID {broker_id} is not currently registered"),
+            );
+        }
+        let held = image
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.replicas.contains(&broker_id))
+            .count();
+        if held > 0 {
+            return refused(
+                code::INVALID_REQUEST,
+                format!(
+                    "broker {broker_id} still holds replicas of {held} partition(s): \
+                     reassign them to other brokers first"
+                ),
+            );
+        }
+        match self.controller.unregister_broker(broker_id).await {
+            Ok(applied) => ControlReply::PartitionResults {
+                results: Vec::new(),
+                offset: applied.offset,
+            },
+            Err(e) => propose_failed(e),
+        }
+    }
+
+    async fn controller_create_assigned(
+        &self,
+        name: String,
+        assignments: Vec<(i32, Vec<BrokerId>)>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> ControlReply {
+        let image = self.controller.image();
+        if image.topic_ids.contains_key(&name) {
+            return refused(
+                code::TOPIC_ALREADY_EXISTS,
+                format!("Topic '{name}' already exists."),
+            );
+        }
+        let placed = match decide::manual_assignment(&image, &assignments) {
+            Ok(p) => p,
+            Err(e) => return refused(e.code(), e.to_string()),
+        };
+        if validate_only {
+            return ControlReply::Committed {
+                topic_id: [0; 16],
+                offset: image.offset,
+            };
+        }
+        let id = match ottla_storage::topic::TopicId::random() {
+            Ok(id) => id.0,
+            Err(e) => return refused(code::UNKNOWN_SERVER_ERROR, e.to_string()),
+        };
+        let record = MetadataRecord::CreateTopic {
+            name,
+            topic_id: TopicId(id),
+            partitions: placed,
+            configs,
+        };
+        match self.controller.propose(vec![record]).await {
+            Ok(applied) => ControlReply::Committed {
+                topic_id: id,
                 offset: applied.offset,
             },
             Err(e) => propose_failed(e),
@@ -985,6 +1270,23 @@ impl ControlHandler for ClusterNode {
                 validate_only,
             } => {
                 self.controller_create_partitions(name, count, validate_only)
+                    .await
+            }
+            ControlRequest::Reassign { partitions } => self.controller_reassign(partitions).await,
+            ControlRequest::ElectLeaders {
+                unclean,
+                partitions,
+            } => self.controller_elect(unclean, partitions).await,
+            ControlRequest::UnregisterBroker { broker_id } => {
+                self.controller_unregister(broker_id).await
+            }
+            ControlRequest::CreateTopicAssigned {
+                name,
+                assignments,
+                configs,
+                validate_only,
+            } => {
+                self.controller_create_assigned(name, assignments, configs, validate_only)
                     .await
             }
         }

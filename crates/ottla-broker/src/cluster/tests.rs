@@ -446,3 +446,113 @@ fn a_directory_keeps_its_node_id() {
     .expect("refused");
     assert!(err.to_string().contains("--node-id 1"), "{err}");
 }
+
+#[test]
+fn a_partition_is_reassigned_onto_a_new_broker_and_leadership_follows() {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{
+        AlterPartitionReassignmentsRequest, BrokerId, ElectLeadersRequest,
+        ListPartitionReassignmentsRequest, UnregisterBrokerRequest,
+    };
+    let c = Cluster::start(3, 1);
+    for id in 1..=4 {
+        wait_until("four unfenced brokers", || c.unfenced(id).len() == 4);
+    }
+    assert_eq!(create_topic(&c, 1, "r", 1, 3).0, code::NONE);
+    let before = partitions(&c, 1, "r")[0].clone();
+    assert_eq!(before.2, vec![1, 2, 3]);
+    assert_eq!(before.0, 1);
+    let reassign = |targets: Vec<(i32, Option<Vec<i32>>)>| {
+        let mut req = AlterPartitionReassignmentsRequest::default();
+        let mut t = ReassignableTopic::default();
+        t.name = TopicName(s("r"));
+        for (p, r) in targets {
+            let mut rp = ReassignablePartition::default();
+            rp.partition_index = p;
+            rp.replicas = r.map(|r| r.into_iter().map(BrokerId).collect());
+            t.partitions.push(rp);
+        }
+        req.topics.push(t);
+        c.on(2, move |shared| {
+            Box::pin(async move {
+                let mut session = crate::dispatch::Session::new(([127, 0, 0, 1], 0).into());
+                crate::api::reassign::alter_reassignments(&shared, &mut session, req, 0).await
+            })
+        })
+    };
+    // Kafka's errors: an unknown broker, an unknown partition, no
+    // reassignment to cancel.
+    let r = reassign(vec![(0, Some(vec![1, 9])), (5, Some(vec![1])), (0, None)]);
+    let codes: Vec<i16> = r.responses[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, vec![39, 3, code::INVALID_REQUEST]);
+    let r = reassign(vec![(0, None)]);
+    assert_eq!(r.responses[0].partitions[0].error_code, 85);
+    // Broker 1 (the leader) replaced by broker 4.
+    let r = reassign(vec![(0, Some(vec![4, 2, 3]))]);
+    assert_eq!(r.responses[0].partitions[0].error_code, code::NONE);
+    for id in 1..=4 {
+        wait_until("the reassignment completed", || {
+            let p = &partitions(&c, id, "r")[0];
+            p.2 == vec![4, 2, 3] && p.0 != 1 && p.0 > 0
+        });
+    }
+    let after = partitions(&c, 2, "r")[0].clone();
+    assert!(after.1 > before.1, "a new leader epoch: {after:?}");
+    assert!(!after.3.contains(&1), "the removed replica left the ISR");
+    // Broker 1 holds nothing of the topic: its copy is deleted.
+    let store1 = c.shared(1).store.clone();
+    wait_until("broker 1 deleted its replica", || {
+        store1.topic("r").ok().flatten().is_none()
+    });
+    // Nothing in progress any more.
+    let listed = c.on(3, |shared| {
+        Box::pin(async move {
+            let mut session = crate::dispatch::Session::new(([127, 0, 0, 1], 0).into());
+            let req = ListPartitionReassignmentsRequest::default();
+            crate::api::reassign::list_reassignments(&shared, &mut session, req, 0).await
+        })
+    });
+    assert!(listed.topics.is_empty());
+    // The preferred leader is broker 4.
+    let elect = || {
+        let mut req = ElectLeadersRequest::default();
+        req.election_type = 0;
+        let mut tp = TopicPartitions::default();
+        tp.topic = TopicName(s("r"));
+        tp.partitions = vec![0];
+        req.topic_partitions = Some(vec![tp]);
+        c.on(1, move |shared| {
+            Box::pin(async move {
+                let mut session = crate::dispatch::Session::new(([127, 0, 0, 1], 0).into());
+                crate::api::reassign::elect_leaders(&shared, &mut session, req, 2).await
+            })
+        })
+    };
+    let first = elect().replica_election_results[0].partition_result[0].error_code;
+    assert!(first == code::NONE || first == 84, "{first}");
+    wait_until("broker 4 leads", || partitions(&c, 3, "r")[0].0 == 4);
+    let again = elect();
+    assert_eq!(
+        again.replica_election_results[0].partition_result[0].error_code,
+        84
+    );
+    let unregister = |id: i32| {
+        let mut req = UnregisterBrokerRequest::default();
+        req.broker_id = BrokerId(id);
+        c.on(3, move |shared| {
+            Box::pin(async move {
+                let mut session = crate::dispatch::Session::new(([127, 0, 0, 1], 0).into());
+                crate::api::reassign::unregister_broker(&shared, &mut session, req, 0).await
+            })
+        })
+    };
+    assert_eq!(unregister(9).error_code, 102);
+    assert_eq!(unregister(2).error_code, code::INVALID_REQUEST);
+}

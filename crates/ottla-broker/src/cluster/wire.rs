@@ -79,6 +79,25 @@ pub enum ControlRequest {
         count: i32,
         validate_only: bool,
     },
+    /// AlterPartitionReassignments (45): per partition, the target
+    /// replicas, or `None` to cancel.
+    Reassign {
+        partitions: Vec<(String, i32, Option<Vec<BrokerId>>)>,
+    },
+    /// ElectLeaders (43): `unclean` or preferred, of the partitions given.
+    ElectLeaders {
+        unclean: bool,
+        partitions: Vec<(String, i32)>,
+    },
+    /// UnregisterBroker (64).
+    UnregisterBroker { broker_id: BrokerId },
+    /// CreateTopics with manual replica assignments.
+    CreateTopicAssigned {
+        name: String,
+        assignments: Vec<(i32, Vec<BrokerId>)>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    },
 }
 
 /// The answer to a [`ControlRequest`].
@@ -109,6 +128,12 @@ pub enum ControlReply {
     Error {
         code: i16,
         message: String,
+    },
+    /// Per-partition outcomes (Kafka's error code and message, 0 for
+    /// none), in the order asked, committed at metadata `offset`.
+    PartitionResults {
+        results: Vec<(i16, Option<String>)>,
+        offset: u64,
     },
 }
 
