@@ -251,6 +251,17 @@ fn three_nodes_elect_a_controller_register_and_list_every_broker() {
         (r.coordinators[0].error_code, r.coordinators[0].node_id.0),
         (42, -1)
     );
+    // The offsets topic is internal: not deleted through the controller.
+    let mut req = DeleteTopicsRequest::default();
+    req.topic_names.push(TopicName(s("__consumer_offsets")));
+    let r = c.on(3, move |shared| {
+        Box::pin(async move {
+            let mut session = crate::dispatch::Session::new(([127, 0, 0, 1], 0).into());
+            crate::api::topics::delete(&shared, &mut session, req, 4).await
+        })
+    });
+    assert_eq!(r.responses[0].error_code, code::INVALID_TOPIC_EXCEPTION);
+    assert_eq!(partitions(&c, 1, "__consumer_offsets").len(), 1);
 }
 
 #[test]
