@@ -248,3 +248,65 @@ def test_a_coordinator_restarted_as_a_follower_no_longer_answers_for_the_group(
     assert wait_until(
         lambda: heartbeat_v0(cluster.address(new), group) != NOT_COORDINATOR, timeout=30
     )
+
+
+@pytest.mark.skipif(
+    tuple(int(x) for x in confluent_kafka.libversion()[0].split(".")[:2]) < (2, 10),
+    reason="librdkafka before 2.10 has no group.protocol=consumer",
+)
+@pytest.mark.ottla_cluster(group_consumer_heartbeat_interval_ms=250)
+def test_a_consumer_protocol_group_keeps_its_assignment_across_kill_9_of_its_coordinator(
+    ottla_cluster: Cluster,
+) -> None:
+    """KIP-848: the new coordinator reads the group's epochs and
+    assignments back from ``__consumer_offsets``, so the member heartbeats
+    on at its epoch with its partitions (no revocation, nothing lost)."""
+    cluster = ottla_cluster
+    topic = make_topic(cluster)
+    group = f"k-{uuid.uuid4().hex[:8]}"
+    events: list[tuple[str, list[int]]] = []
+
+    def assigned(_c: Any, tps: list[Any]) -> None:
+        events.append(("assign", sorted(tp.partition for tp in tps)))
+
+    def revoked(_c: Any, tps: list[Any]) -> None:
+        events.append(("revoke", sorted(tp.partition for tp in tps)))
+
+    c = confluent_kafka.Consumer(
+        {
+            **cluster.client_config(),
+            "group.id": group,
+            "group.protocol": "consumer",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "reconnect.backoff.max.ms": 200,
+        }
+    )
+    seen: list[Any] = []
+
+    def consume_until(n: int, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while len({m.value() for m in seen}) < n:
+            assert time.monotonic() < deadline, (len(seen), events)
+            m = c.poll(0.1)
+            if m is None or m.error() is not None:
+                continue
+            seen.append(m)
+            try:
+                c.commit(message=m, asynchronous=False)
+            except confluent_kafka.KafkaException:
+                pass  # the coordinator is moving: this one may come again
+
+    try:
+        c.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=revoked)
+        consume_until(RECORDS // 2)
+        assert events == [("assign", [0, 1, 2])], events
+        kill_the_coordinator(cluster, group)
+        consume_until(RECORDS)
+        assert events == [("assign", [0, 1, 2])], events
+        # Each record committed once read: at most the one in hand when the
+        # coordinator died comes again.
+        assert len(seen) - len({m.value() for m in seen}) <= 1
+        assert_led_by_the_offsets_leader(cluster, group)
+    finally:
+        c.close()
