@@ -840,6 +840,7 @@ class Broker:
         broker_heartbeat_interval_ms: int = 200,
         broker_session_timeout_ms: int = 1000,
         controller_quorum_election_timeout_ms: int = 250,
+        offsets_topic_replication_factor: int = 3,
         listeners: Sequence[str] | None = None,
         advertised_listeners: Sequence[str] | None = None,
         ssl_certfile: _Path | None = None,
@@ -911,6 +912,10 @@ class Broker:
         (Kafka: 9000) without one; a voter that hears no active controller
         for ``controller_quorum_election_timeout_ms`` to twice that (Kafka's
         ``controller.quorum.election.timeout.ms``, 1000) starts an election.
+        A group's coordinator is the leader of ``__consumer_offsets``,
+        created on first use with ``offsets_topic_replication_factor``
+        replicas (Kafka's ``offsets.topic.replication.factor``), fewer when
+        fewer brokers are up then.
         The directory is marked as the node's:
         another node id, or an embedded Producer, is refused on it.
 

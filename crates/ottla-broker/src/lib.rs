@@ -218,6 +218,9 @@ pub struct Shared {
     pub producer_ids: coordinator::producer_id::ProducerIdManager,
     /// The transaction coordinator.
     pub txns: coordinator::txn::TxnCoordinator,
+    /// In a cluster: whether this broker coordinates groups now (it leads
+    /// `__consumer_offsets`); see `coordinator::placement`.
+    pub group_placement: coordinator::placement::GroupPlacement,
     pub replicas: replica::ReplicaManager,
     /// Turns true when the broker is asked to stop (see [`Broker::close`]).
     pub stopping: watch::Receiver<bool>,
@@ -233,21 +236,18 @@ pub struct Shared {
 
 impl Shared {
     /// The broker that coordinates consumer groups, with its advertised
-    /// host and port: this one alone; in a cluster, the lowest unfenced
-    /// broker id (group state is not replicated yet, so one broker holds
-    /// every group; every node agrees from the image). `None`: no live
-    /// broker known yet. `here`: this broker's address as the asking
-    /// connection's listener advertises it.
-    pub fn group_coordinator(&self, here: (&str, u16)) -> Option<(i32, String, u16)> {
-        let Some(node) = &self.cluster else {
-            return Some((api::metadata::NODE_ID, here.0.to_string(), here.1));
-        };
-        let image = node.image();
-        let id = cluster::assignments::group_coordinator(&image)?;
-        cluster::assignments::live_brokers(&image)
-            .into_iter()
-            .find(|b| b.0 == id)
-            .map(|(id, host, port, _)| (id, host, port))
+    /// host and port: this one alone (`here`: this broker's address as the
+    /// asking connection's listener advertises it); in a cluster, the
+    /// leader of `__consumer_offsets` (created on first use;
+    /// `coordinator::placement`). Err: the Kafka error to answer.
+    pub async fn group_coordinator(
+        self: &Arc<Self>,
+        here: (&str, u16),
+    ) -> std::result::Result<(i32, String, u16), i16> {
+        if self.cluster.is_none() {
+            return Ok((api::metadata::NODE_ID, here.0.to_string(), here.1));
+        }
+        coordinator::placement::find(self).await
     }
 
     /// This broker's id (Kafka's `node.id`): 0 alone.
@@ -399,6 +399,7 @@ impl Broker {
                 config.cluster.as_ref().map_or(0, |c| c.node_id),
             ),
             txns,
+            group_placement: Default::default(),
             replicas,
             store,
             advertised_host,
@@ -411,6 +412,9 @@ impl Broker {
             cluster,
         });
         if let Some(node) = &shared.cluster {
+            // Groups are this broker's only while it leads
+            // `__consumer_offsets`: none until then.
+            shared.consumer_groups.release_all();
             // The replica manager replicates through the node (peers'
             // addresses, AlterPartition), and is told its partitions after
             // every metadata change.
@@ -421,7 +425,10 @@ impl Broker {
                 shutdown_rx.clone(),
                 done_tx.clone(),
                 move |assigned, configs, deleted| {
-                    s.replicas.apply_assignments(assigned, configs, deleted)
+                    s.replicas.apply_assignments(assigned, configs, deleted);
+                    // The group coordinator follows the leadership of
+                    // `__consumer_offsets`.
+                    coordinator::placement::after_assignments(&s);
                 },
             );
         }

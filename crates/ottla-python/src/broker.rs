@@ -26,6 +26,7 @@ fn cluster_config(
     broker_heartbeat_interval_ms: i64,
     broker_session_timeout_ms: i64,
     election_timeout_ms: i64,
+    offsets_topic_replication_factor: i64,
 ) -> PyResult<Option<ClusterConfig>> {
     let Some(node_id) = node_id else {
         if controller_listen.is_some() || voters.is_some() {
@@ -97,6 +98,12 @@ fn cluster_config(
         50,
         i32::MAX as i64,
     )? as u64;
+    c.offsets_topic_replication_factor = in_range(
+        "offsets_topic_replication_factor",
+        offsets_topic_replication_factor,
+        1,
+        32767,
+    )? as i16;
     c.check().map_err(PyValueError::new_err)?;
     Ok(Some(c))
 }
@@ -138,6 +145,7 @@ impl Broker {
                         min_insync_replicas=1, replica_lag_time_max_ms=10000,
                         broker_heartbeat_interval_ms=200, broker_session_timeout_ms=1000,
                         controller_quorum_election_timeout_ms=250,
+                        offsets_topic_replication_factor=3,
                         listeners=None, advertised_listeners=None, ssl_certfile=None,
                         ssl_keyfile=None, ssl_cafile=None, ssl_client_auth="none",
                         sasl_enabled_mechanisms=None, connections_max_reauth_ms=0,
@@ -172,6 +180,7 @@ impl Broker {
         broker_heartbeat_interval_ms: i64,
         broker_session_timeout_ms: i64,
         controller_quorum_election_timeout_ms: i64,
+        offsets_topic_replication_factor: i64,
         // Security (issue 18).
         listeners: Option<Vec<String>>,
         advertised_listeners: Option<Vec<String>>,
@@ -213,6 +222,7 @@ impl Broker {
             broker_heartbeat_interval_ms,
             broker_session_timeout_ms,
             controller_quorum_election_timeout_ms,
+            offsets_topic_replication_factor,
         )?;
         let positive = |name: &str, v: Option<i64>| -> PyResult<Option<usize>> {
             match v {

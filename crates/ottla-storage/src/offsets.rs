@@ -305,7 +305,15 @@ impl OffsetStore {
     /// Apply commits other processes (or we) appended since the last look.
     fn catch_up(&self, st: &mut State) -> Result<()> {
         loop {
-            let fetched = match self.log.read(st.next, 1 << 20, &mut st.cursor, true) {
+            // To the log end, as Kafka's coordinator loads: a replica that
+            // just became the topic's leader in a cluster has commits above
+            // its high watermark that are the group's (the other replicas
+            // truncate to its log); a log nobody replicates has its high
+            // watermark at its end anyway.
+            let fetched = match self
+                .log
+                .read_to_log_end(st.next, 1 << 20, &mut st.cursor, true)
+            {
                 Ok(f) => f,
                 Err(Error::OffsetOutOfRange { start, .. }) if st.next < start => {
                     st.next = start;

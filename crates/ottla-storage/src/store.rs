@@ -42,7 +42,9 @@ pub struct Store {
     topics: Mutex<HashMap<String, Topic>>,
     logs: Mutex<HashMap<TopicPartition, Arc<PartitionLog>>>,
     meta_seen: AtomicU64,
-    offsets: OnceLock<Arc<OffsetStore>>,
+    /// The committed-offsets store, opened on first use; emptied by
+    /// [`Store::reload_offsets`] so the next use reads the topic afresh.
+    offsets: Mutex<Option<Arc<OffsetStore>>>,
     /// The running retention checkers, one per interval: every writer in
     /// this process that asks for the same interval shares one thread
     /// (`retention_checker::RetentionChecker::shared`).
@@ -105,7 +107,7 @@ impl Store {
             beacon,
             topics: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
-            offsets: OnceLock::new(),
+            offsets: Mutex::new(None),
             retention_checkers: Mutex::new(Vec::new()),
             flusher: Mutex::new(None),
             flush_interval_ms: AtomicU64::new(u64::MAX),
@@ -355,6 +357,19 @@ impl Store {
     /// topic created again under the name never inherits them
     /// (`offsets`).
     pub fn delete_topic(self: &Arc<Self>, name: &str) -> Result<()> {
+        self.delete_topic_inner(name, true)
+    }
+
+    /// [`Store::delete_topic`] without the tombstones in
+    /// `__consumer_offsets`: for a replica of a cluster's topic, whose
+    /// offsets topic only its leader writes (a follower's own append would
+    /// make its copy diverge). The commits carry the deleted topic's id, so
+    /// none is ever handed to a topic created again under the name.
+    pub fn delete_topic_keeping_offsets(self: &Arc<Self>, name: &str) -> Result<()> {
+        self.delete_topic_inner(name, false)
+    }
+
+    fn delete_topic_inner(self: &Arc<Self>, name: &str, forget_offsets: bool) -> Result<()> {
         crate::topic::check_deletable(name)?;
         validate_topic_name(name)?;
         let g = self.meta_lock.lock_append()?;
@@ -386,11 +401,12 @@ impl Store {
         // Outside the lock: the names are unique and nobody's.
         log_dirs::remove_retired(&graves);
         // Best effort (see above); no offsets topic yet means no commits.
-        if self
-            .topic(crate::offsets::OFFSETS_TOPIC)
-            .ok()
-            .flatten()
-            .is_some()
+        if forget_offsets
+            && self
+                .topic(crate::offsets::OFFSETS_TOPIC)
+                .ok()
+                .flatten()
+                .is_some()
         {
             if let Ok(offsets) = self.offsets() {
                 let _ = offsets.forget_topic(name, meta.id);
@@ -769,11 +785,22 @@ impl Store {
     }
 
     pub fn offsets(self: &Arc<Self>) -> Result<Arc<OffsetStore>> {
-        if let Some(o) = self.offsets.get() {
+        let mut g = self.offsets.lock();
+        if let Some(o) = g.as_ref() {
             return Ok(o.clone());
         }
         let o = Arc::new(OffsetStore::open(self)?);
-        Ok(self.offsets.get_or_init(|| o).clone())
+        *g = Some(o.clone());
+        Ok(o)
+    }
+
+    /// Forget the offsets store this process read so far: the next
+    /// [`Store::offsets`] opens `__consumer_offsets` again and reads it from
+    /// its start. For a replica of the topic whose log another process (a
+    /// leader) wrote or truncated: a broker becoming, or ceasing to be, its
+    /// coordinator.
+    pub fn reload_offsets(&self) {
+        self.offsets.lock().take();
     }
 
     /// Start (or speed up) the background fsync of every open partition, for

@@ -301,6 +301,12 @@ _CLUSTER_INTS = (
         "a voter hearing no active controller for this to twice this starts an election "
         "(controller.quorum.election.timeout.ms)",
     ),
+    (
+        "--offsets-topic-replication-factor",
+        3,
+        "replicas of __consumer_offsets, made on first use, fewer if fewer brokers are up "
+        "(offsets.topic.replication.factor)",
+    ),
 )
 
 
@@ -334,6 +340,7 @@ class ServeOptions:
         self.broker_heartbeat_interval_ms = 200
         self.broker_session_timeout_ms = 1000
         self.controller_quorum_election_timeout_ms = 250
+        self.offsets_topic_replication_factor = 3
         # Security (issue 18).
         self.listener: list[str] | None = None
         self.advertised_listener: list[str] | None = None
@@ -376,6 +383,7 @@ _INT_OPTIONS = {
     "--broker-heartbeat-interval-ms": "broker_heartbeat_interval_ms",
     "--broker-session-timeout-ms": "broker_session_timeout_ms",
     "--controller-quorum-election-timeout-ms": "controller_quorum_election_timeout_ms",
+    "--offsets-topic-replication-factor": "offsets_topic_replication_factor",
 }
 _STR_OPTIONS = {
     "--controller-listen": "controller_listen",
@@ -601,6 +609,7 @@ def serve(args: ServeOptions) -> int:
             broker_heartbeat_interval_ms=args.broker_heartbeat_interval_ms,
             broker_session_timeout_ms=args.broker_session_timeout_ms,
             controller_quorum_election_timeout_ms=args.controller_quorum_election_timeout_ms,
+            offsets_topic_replication_factor=args.offsets_topic_replication_factor,
             **security_kwargs(args),
         )
     except OSError as e:

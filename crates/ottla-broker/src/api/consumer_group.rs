@@ -27,6 +27,7 @@ use super::metadata::topic_by_id;
 use super::{blocking, s, topic_name};
 use crate::auth::acl::{Operation, ResourceType};
 use crate::coordinator::consumer_group::{Assignment, Heartbeat};
+use crate::coordinator::placement::{group_check, replicated, with_leadership};
 use crate::dispatch::Session;
 use crate::errors::code;
 use crate::Shared;
@@ -60,6 +61,11 @@ pub async fn heartbeat(
             "The client is not authorized to describe topics: {}",
             hidden.join(", ")
         )));
+        return r;
+    }
+    r.error_code = group_check(shared);
+    if r.error_code != code::NONE {
+        // In a cluster, only the leader of `__consumer_offsets` coordinates.
         return r;
     }
     if shared.groups.is_active(&group) {
@@ -100,7 +106,20 @@ pub async fn heartbeat(
         client_id: session.client_id.clone(),
         host: format!("/{}", session.peer.ip()),
     };
-    let out = blocking(|| shared.consumer_groups.heartbeat(hb));
+    let out = match with_leadership(shared, || blocking(|| shared.consumer_groups.heartbeat(hb))) {
+        Ok(out) => out,
+        Err(c) => {
+            r.error_code = c;
+            return r;
+        }
+    };
+    // What the heartbeat wrote (epochs, assignments) is answered once on
+    // every in-sync replica, in a cluster.
+    let waited = replicated(shared).await;
+    if waited != code::NONE {
+        r.error_code = waited;
+        return r;
+    }
     crate::errors::debug(&format!(
         "ConsumerGroupHeartbeat {} {} epoch {} -> error {} epoch {} {:?}",
         req.group_id.as_str(),
@@ -154,6 +173,7 @@ pub async fn describe(
     _v: i16,
 ) -> ConsumerGroupDescribeResponse {
     let mut r = ConsumerGroupDescribeResponse::default();
+    let not_here = group_check(shared);
     for gid in req.group_ids {
         let mut d = DescribedGroup::default();
         d.group_id = gid.clone();
@@ -171,6 +191,11 @@ pub async fn describe(
         if req.include_authorized_operations {
             d.authorized_operations =
                 _s.authorized_operations(shared, ResourceType::Group, gid.as_str());
+        }
+        if not_here != code::NONE {
+            d.error_code = not_here;
+            r.groups.push(d);
+            continue;
         }
         let classic = shared.groups.is_active(gid.as_str());
         match shared

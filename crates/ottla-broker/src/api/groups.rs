@@ -31,6 +31,7 @@ use kafka_protocol::messages::{
 use super::{blocking, s};
 use crate::auth::acl::{Operation, ResourceType};
 use crate::coordinator::group::{JoinOutcome, JoinRequest, MemberRef, Pending, SyncOutcome};
+use crate::coordinator::placement::{group_check, replicated, with_leadership};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::Shared;
@@ -51,11 +52,18 @@ pub async fn find_coordinator(
     v: i16,
 ) -> FindCoordinatorResponse {
     let mut r = FindCoordinatorResponse::default();
-    let coordinator = shared.group_coordinator(_s.advertised(shared));
+    let here = _s.advertised(shared);
+    let here = (here.0.to_string(), here.1);
+    let mut coordinator = None;
     let (error, message) = if req.key_type == GROUP_KEY {
-        match &coordinator {
-            Some(_) => (code::NONE, None),
-            None => (code::COORDINATOR_NOT_AVAILABLE, None),
+        // In a cluster: the leader of `__consumer_offsets`, created on
+        // first use (`coordinator::placement`).
+        match shared.group_coordinator((&here.0, here.1)).await {
+            Ok(c) => {
+                coordinator = Some(c);
+                (code::NONE, None)
+            }
+            Err(e) => (e, None),
         }
     } else if req.key_type != TRANSACTION_KEY {
         // Kafka refuses a key type it does not know, and a share key while
@@ -79,6 +87,7 @@ pub async fn find_coordinator(
     } else {
         // The transaction coordinator: this broker, which leads every
         // partition of `__transaction_state` (see `coordinator::txn`).
+        coordinator = Some((crate::api::metadata::NODE_ID, here.0.clone(), here.1));
         (code::NONE, None)
     };
     if v >= 4 {
@@ -144,6 +153,22 @@ pub async fn join(
     req: JoinGroupRequest,
     v: i16,
 ) -> JoinGroupResponse {
+    // ACLs first (READ on the group, as Kafka's JoinGroup), then whether
+    // this broker coordinates it.
+    let not_here = if group_read_refused(shared, session, req.group_id.as_str()) {
+        code::GROUP_AUTHORIZATION_FAILED
+    } else {
+        group_check(shared)
+    };
+    if not_here != code::NONE {
+        // In a cluster, only the leader of `__consumer_offsets` coordinates.
+        let mut r = JoinGroupResponse::default();
+        r.error_code = not_here;
+        r.generation_id = -1;
+        r.member_id = req.member_id;
+        r.protocol_name = Some(s(""));
+        return r;
+    }
     let jr = JoinRequest {
         group: req.group_id.as_str().to_string(),
         member_id: req.member_id.as_str().to_string(),
@@ -249,6 +274,12 @@ pub async fn sync(
         r.error_code = code::GROUP_AUTHORIZATION_FAILED;
         return r;
     }
+    let not_here = group_check(shared);
+    if not_here != code::NONE {
+        let mut r = SyncGroupResponse::default();
+        r.error_code = not_here;
+        return r;
+    }
     let assignments = req
         .assignments
         .iter()
@@ -300,6 +331,10 @@ pub async fn heartbeat(
         r.error_code = code::GROUP_AUTHORIZATION_FAILED;
         return r;
     }
+    r.error_code = group_check(shared);
+    if r.error_code != code::NONE {
+        return r;
+    }
     r.error_code = shared.groups.heartbeat(
         req.group_id.as_str(),
         req.generation_id,
@@ -329,6 +364,10 @@ pub async fn leave(
     let mut r = LeaveGroupResponse::default();
     if group_read_refused(shared, _s, req.group_id.as_str()) {
         r.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        return r;
+    }
+    r.error_code = group_check(shared);
+    if r.error_code != code::NONE {
         return r;
     }
     if v >= 3 {
@@ -383,6 +422,11 @@ pub async fn list(
     v: i16,
 ) -> ListGroupsResponse {
     let mut r = ListGroupsResponse::default();
+    if group_check(shared) != code::NONE {
+        // In a cluster each broker lists the groups it coordinates, as
+        // Kafka's: none here.
+        return r;
+    }
     // Every group here is a classic one (no KIP-848 "consumer" groups).
     if v >= 5
         && !req.types_filter.is_empty()
@@ -466,16 +510,20 @@ pub async fn delete(
     _v: i16,
 ) -> DeleteGroupsResponse {
     let mut r = DeleteGroupsResponse::default();
+    let not_here = group_check(shared);
     for gid in req.groups_names {
         let name = gid.as_str().to_string();
         let error = if name.is_empty() {
             code::INVALID_GROUP_ID
         } else if !_s.authorized(shared, Operation::Delete, ResourceType::Group, &name) {
             code::GROUP_AUTHORIZATION_FAILED
+        } else if not_here != code::NONE {
+            not_here
         } else if shared.groups.is_active(&name) {
             code::NON_EMPTY_GROUP
         } else {
-            match blocking(|| delete_group(shared, &name)) {
+            let deleted = with_leadership(shared, || blocking(|| delete_group(shared, &name)));
+            match deleted.unwrap_or_else(|e| e) {
                 // An empty consumer group (KIP-848) is a group to delete
                 // even without offsets; its records go too.
                 code::GROUP_ID_NOT_FOUND if blocking(|| shared.consumer_groups.forget(&name)) => {
@@ -493,6 +541,13 @@ pub async fn delete(
         d.group_id = gid;
         d.error_code = error;
         r.results.push(d);
+    }
+    // The tombstones answered once on every in-sync replica.
+    if r.results.iter().any(|d| d.error_code == code::NONE) {
+        let waited = replicated(shared).await;
+        for d in r.results.iter_mut().filter(|d| d.error_code == code::NONE) {
+            d.error_code = waited;
+        }
     }
     r
 }
@@ -519,9 +574,16 @@ pub async fn describe(
     v: i16,
 ) -> DescribeGroupsResponse {
     let mut r = DescribeGroupsResponse::default();
+    let not_here = group_check(shared);
     for gid in req.groups {
         let mut d = DescribedGroup::default();
         d.group_id = gid.clone();
+        if not_here != code::NONE {
+            d.error_code = not_here;
+            d.group_state = s("Dead");
+            r.groups.push(d);
+            continue;
+        }
         match shared.groups.describe(gid.as_str()) {
             Some(info) => {
                 d.group_state = s(info.state);

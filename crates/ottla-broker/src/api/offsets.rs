@@ -22,6 +22,7 @@ use kafka_protocol::messages::{
 use super::{blocking, s, topic_name};
 use crate::auth::acl::{Operation, ResourceType};
 use crate::coordinator::group::MemberRef;
+use crate::coordinator::placement::{group_check, replicated, with_leadership};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::Shared;
@@ -57,6 +58,15 @@ pub async fn commit(
         error = code::INVALID_GROUP_ID;
     } else if super::groups::group_read_refused(shared, _s, &group) {
         error = code::GROUP_AUTHORIZATION_FAILED;
+    }
+    // In a cluster, only the leader of `__consumer_offsets` takes commits.
+    // (After the request's own errors and the ACL check, as Kafka orders them.)
+    let not_here = group_check(shared);
+    if not_here != code::NONE
+        && error != code::INVALID_GROUP_ID
+        && error != code::GROUP_AUTHORIZATION_FAILED
+    {
+        error = not_here;
     }
     let mut entries = Vec::new();
     let mut per_partition = Vec::new();
@@ -103,25 +113,35 @@ pub async fn commit(
     // group has no members anywhere (embedded ones included), and a
     // non-member of an active group gets Kafka's UNKNOWN_MEMBER_ID.
     let outside = error == code::NONE && consumer.is_none() && !shared.groups.is_active(&group);
-    let written = blocking(|| {
-        if outside {
-            commit_outside_group_with_epochs(
-                &shared.store,
-                &group,
-                &entries,
-                shared.config.durability,
-            )
-        } else {
-            shared
-                .store
-                .offsets()
-                .and_then(|o| o.commit_with_epochs(&group, &entries, shared.config.durability))
-        }
+    let written = with_leadership(shared, || {
+        blocking(|| {
+            if outside {
+                commit_outside_group_with_epochs(
+                    &shared.store,
+                    &group,
+                    &entries,
+                    shared.config.durability,
+                )
+            } else {
+                shared
+                    .store
+                    .offsets()
+                    .and_then(|o| o.commit_with_epochs(&group, &entries, shared.config.durability))
+            }
+        })
     });
-    let write_error = written.err().map(|e: Error| match e {
-        Error::GroupNotEmpty(_) | Error::GroupCoordinatedByBroker { .. } => code::UNKNOWN_MEMBER_ID,
-        e => kafka_code(&e),
-    });
+    let write_error = match written {
+        Err(not_coordinator) => Some(not_coordinator),
+        Ok(Ok(())) if entries.is_empty() => None,
+        // Answered once on every in-sync replica (acks=all), in a cluster.
+        Ok(Ok(())) => Some(replicated(shared).await).filter(|c| *c != code::NONE),
+        Ok(Err(e)) => Some(match e {
+            Error::GroupNotEmpty(_) | Error::GroupCoordinatedByBroker { .. } => {
+                code::UNKNOWN_MEMBER_ID
+            }
+            e => kafka_code(&e),
+        }),
+    };
     let mut resp = OffsetCommitResponse::default();
     for (name, partition, c) in per_partition {
         let c = match (c, write_error) {
@@ -259,6 +279,29 @@ fn fetch_group(
     }
     let may_describe =
         |t: &str| session.authorized(shared, Operation::Describe, ResourceType::Topic, t);
+    let not_here = group_check(shared);
+    if not_here != code::NONE {
+        // Each partition asked for carries the error too (OffsetFetch
+        // below v2 has no group error).
+        let topics = wanted
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, partitions)| {
+                let fetched = partitions
+                    .into_iter()
+                    .map(|p| Fetched {
+                        partition: p,
+                        offset: -1,
+                        leader_epoch: -1,
+                        metadata: String::new(),
+                        error: not_here,
+                    })
+                    .collect();
+                (name, fetched)
+            })
+            .collect();
+        return (not_here, topics);
+    }
     let store = match blocking(|| shared.store.offsets()) {
         Ok(o) => o,
         Err(e) => return (kafka_code(&e), Vec::new()),
@@ -339,6 +382,10 @@ pub async fn delete(
         resp.error_code = code::GROUP_AUTHORIZATION_FAILED;
         return resp;
     }
+    resp.error_code = group_check(shared);
+    if resp.error_code != code::NONE {
+        return resp;
+    }
     if shared
         .groups
         .protocol_type(&group)
@@ -394,13 +441,22 @@ pub async fn delete(
         }
         resp.topics.push(rt);
     }
-    if let Err(e) = blocking(|| {
-        shared
-            .store
-            .offsets()
-            .and_then(|o| o.delete_offsets(&group, &forget))
-    }) {
-        resp.error_code = kafka_code(&e);
+    let deleted = with_leadership(shared, || {
+        blocking(|| {
+            shared
+                .store
+                .offsets()
+                .and_then(|o| o.delete_offsets(&group, &forget))
+        })
+    });
+    let error = match deleted {
+        Err(c) => c,
+        Ok(Err(e)) => kafka_code(&e),
+        Ok(Ok(_)) if forget.is_empty() => code::NONE,
+        Ok(Ok(_)) => replicated(shared).await,
+    };
+    if error != code::NONE {
+        resp.error_code = error;
         resp.topics.clear();
     }
     resp

@@ -397,6 +397,16 @@ pub async fn delete(
             }
         }
         if let Some(node) = &shared.cluster {
+            // Internal topics (the group coordinators' `__consumer_offsets`)
+            // are refused as the store refuses them to a broker alone.
+            if let Err(e) = ottla_storage::topic::check_deletable(&name) {
+                r.error_code = kafka_code(&e);
+                if v >= 5 {
+                    r.error_message = Some(s(&e.to_string()));
+                }
+                resp.responses.push(r);
+                continue;
+            }
             // Deleted by the active controller; every broker deletes its
             // replicas when its image drops the topic.
             match node.delete_topic(&name).await {

@@ -104,16 +104,33 @@ pub fn live_brokers(image: &MetadataImage) -> Vec<(BrokerId, String, u16, Option
         .collect()
 }
 
-/// The broker that coordinates every group while group state is not
-/// replicated: the lowest unfenced broker id, the same on every node that
-/// has the same image.
-pub fn group_coordinator(image: &MetadataImage) -> Option<BrokerId> {
-    image
-        .brokers
-        .values()
-        .filter(|b| !b.fenced)
-        .map(|b| b.broker_id)
-        .min()
+/// Where a coordinator's partition of an internal topic stands in the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoordinatorLookup {
+    /// The topic (or that partition) does not exist yet.
+    NoTopic,
+    /// The partition has no live leader now.
+    NoLeader,
+    /// The broker leading it: the coordinator.
+    Leader(BrokerId),
+}
+
+/// The coordinator of `topic`-`partition` (`__consumer_offsets` for groups,
+/// `__transaction_state` for transactions): its leader, if that broker is
+/// unfenced; the same on every node that has the same image.
+pub fn coordinator_for(image: &MetadataImage, topic: &str, partition: i32) -> CoordinatorLookup {
+    let Some(p) = image
+        .topic_ids
+        .get(topic)
+        .and_then(|id| image.topics.get(id))
+        .and_then(|t| t.partitions.get(&partition))
+    else {
+        return CoordinatorLookup::NoTopic;
+    };
+    match p.leader {
+        Some(l) if image.brokers.get(&l).is_some_and(|b| !b.fenced) => CoordinatorLookup::Leader(l),
+        _ => CoordinatorLookup::NoLeader,
+    }
 }
 
 #[cfg(test)]
@@ -243,19 +260,36 @@ mod tests {
     }
 
     #[test]
-    fn the_coordinator_is_the_lowest_unfenced_broker() {
-        let mut img = image3();
-        assert_eq!(group_coordinator(&img), Some(1));
-        let epoch = img.brokers[&1].broker_epoch;
-        img.apply(
-            &MetadataRecord::FenceBroker {
-                broker_id: 1,
-                broker_epoch: epoch,
-            },
-            400,
-        )
-        .expect("fence");
-        assert_eq!(group_coordinator(&img), Some(2));
-        assert_eq!(group_coordinator(&MetadataImage::default()), None);
+    fn the_coordinator_is_the_partition_leader() {
+        let img = image3();
+        assert_eq!(
+            coordinator_for(&img, "__consumer_offsets", 0),
+            CoordinatorLookup::NoTopic
+        );
+        assert_eq!(coordinator_for(&img, "a", 7), CoordinatorLookup::NoTopic);
+        let a0 = &img.topics[&img.topic_ids["a"]].partitions[&0];
+        let leader = a0.leader.expect("a leader");
+        assert_eq!(
+            coordinator_for(&img, "a", 0),
+            CoordinatorLookup::Leader(leader)
+        );
+        // Its broker fenced: no coordinator until a new leader is elected.
+        let mut fenced = img.clone();
+        let epoch = fenced.brokers[&leader].broker_epoch;
+        fenced
+            .apply(
+                &MetadataRecord::FenceBroker {
+                    broker_id: leader,
+                    broker_epoch: epoch,
+                },
+                400,
+            )
+            .expect("fence");
+        let after = coordinator_for(&fenced, "a", 0);
+        assert_ne!(after, CoordinatorLookup::Leader(leader));
+        assert_eq!(
+            coordinator_for(&MetadataImage::default(), "a", 0),
+            CoordinatorLookup::NoTopic
+        );
     }
 }

@@ -71,6 +71,10 @@ pub struct ClusterConfig {
     /// voter that hears no leader for a random time between this and twice
     /// this starts an election; the leader heartbeats every fifth of it.
     pub election_timeout_ms: u64,
+    /// Kafka's `offsets.topic.replication.factor` (3): replicas of
+    /// `__consumer_offsets`, created on the first FindCoordinator for a
+    /// group; lowered to the live brokers when fewer are up then.
+    pub offsets_topic_replication_factor: i16,
 }
 
 impl ClusterConfig {
@@ -89,6 +93,8 @@ impl ClusterConfig {
             broker_heartbeat_interval_ms: 200,
             broker_session_timeout_ms: 1000,
             election_timeout_ms: 250,
+            offsets_topic_replication_factor:
+                crate::coordinator::placement::DEFAULT_OFFSETS_TOPIC_REPLICATION_FACTOR,
         }
     }
 
@@ -119,6 +125,9 @@ impl ClusterConfig {
         }
         if self.default_replication_factor < 1 {
             return Err("default replication factor must be at least 1".into());
+        }
+        if self.offsets_topic_replication_factor < 1 {
+            return Err("offsets topic replication factor must be at least 1".into());
         }
         if self.min_insync_replicas < 1 {
             return Err("min.insync.replicas must be at least 1".into());

@@ -276,6 +276,11 @@ impl ClusterNode {
         self.config.node_id
     }
 
+    /// The node's settings.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
     pub fn controller(&self) -> &Arc<Controller> {
         &self.controller
     }

@@ -207,19 +207,13 @@ fn three_nodes_elect_a_controller_register_and_list_every_broker() {
         assert_eq!(listed, expected);
         assert_eq!(Some(r.controller_id.0), leaders[0]);
     }
-    // Every node names the same group coordinator: the lowest live id.
-    for id in 1..=3 {
-        assert_eq!(
-            c.shared(id)
-                .group_coordinator(("127.0.0.1", 0))
-                .map(|g| g.0),
-            Some(1)
-        );
-    }
-    // FindCoordinator: groups at that broker; transactions refused with a
-    // message (markers to other brokers' partitions are not written yet).
-    for (key_type, error, node) in [(0i8, 0i16, 1), (1, 42, -1)] {
-        let r = c.on(2, move |shared| {
+    // FindCoordinator for a group creates `__consumer_offsets` (RF 3,
+    // compacted) and names its partition's leader, the same from every
+    // node, and that broker loads the groups; transactions are refused
+    // with a message (markers to other brokers' partitions are not written
+    // yet).
+    let find = |id: i32, key_type: i8| {
+        c.on(id, move |shared| {
             Box::pin(async move {
                 let mut session = crate::dispatch::Session::new(([127, 0, 0, 1], 0).into());
                 let mut req = kafka_protocol::messages::FindCoordinatorRequest::default();
@@ -227,14 +221,47 @@ fn three_nodes_elect_a_controller_register_and_list_every_broker() {
                 req.coordinator_keys = vec![s("k")];
                 crate::api::groups::find_coordinator(&shared, &mut session, req, 4).await
             })
-        });
-        let found = &r.coordinators[0];
+        })
+    };
+    let first = find(2, 0);
+    let found = &first.coordinators[0];
+    assert_eq!(found.error_code, code::NONE);
+    let leader = found.node_id.0;
+    let parts = partitions(&c, 2, "__consumer_offsets");
+    assert_eq!(parts.len(), 1);
+    assert_eq!(parts[0].0, leader);
+    assert_eq!(parts[0].2.len(), 3, "replicated on every broker");
+    for id in 1..=3 {
+        let r = find(id, 0);
         assert_eq!(
-            (found.error_code, found.node_id.0),
-            (error, node),
-            "key type {key_type}"
+            (r.coordinators[0].error_code, r.coordinators[0].node_id.0),
+            (code::NONE, leader)
         );
+        let expected = if id == leader {
+            code::NONE
+        } else {
+            code::NOT_COORDINATOR
+        };
+        wait_until("the coordinator loaded its groups", || {
+            crate::coordinator::placement::group_check(&c.shared(id)) == expected
+        });
     }
+    let r = find(3, 1);
+    assert_eq!(
+        (r.coordinators[0].error_code, r.coordinators[0].node_id.0),
+        (42, -1)
+    );
+    // The offsets topic is internal: not deleted through the controller.
+    let mut req = DeleteTopicsRequest::default();
+    req.topic_names.push(TopicName(s("__consumer_offsets")));
+    let r = c.on(3, move |shared| {
+        Box::pin(async move {
+            let mut session = crate::dispatch::Session::new(([127, 0, 0, 1], 0).into());
+            crate::api::topics::delete(&shared, &mut session, req, 4).await
+        })
+    });
+    assert_eq!(r.responses[0].error_code, code::INVALID_TOPIC_EXCEPTION);
+    assert_eq!(partitions(&c, 1, "__consumer_offsets").len(), 1);
 }
 
 #[test]

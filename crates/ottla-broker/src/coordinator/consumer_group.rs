@@ -1180,7 +1180,20 @@ impl ConsumerGroupCoordinator {
         }
     }
 
-    /// Let go of every group (broker shutdown).
+    /// Read every consumer group back from `__consumer_offsets`, replacing
+    /// what was known (a broker becoming their coordinator in a cluster).
+    pub fn reload(&self) {
+        match self.load() {
+            Ok(groups) => *self.groups.lock() = groups,
+            Err(e) => {
+                warn(&format!("consumer groups: cannot read them back: {e}"));
+                self.groups.lock().clear();
+            }
+        }
+    }
+
+    /// Let go of every group (broker shutdown, or no longer their
+    /// coordinator in a cluster).
     pub fn release_all(&self) {
         self.groups.lock().clear();
     }
@@ -1210,6 +1223,10 @@ pub async fn reaper(
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(period) => {}
         }
-        shared.consumer_groups.tick();
+        // In a cluster, what expiry writes goes under the leadership of
+        // `__consumer_offsets` (no groups to expire when not leading it).
+        let _ = crate::coordinator::placement::with_leadership(&shared, || {
+            shared.consumer_groups.tick()
+        });
     }
 }

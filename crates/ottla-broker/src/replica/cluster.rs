@@ -156,7 +156,7 @@ impl ReplicaManager {
                     };
                     if deleted_topics.contains(&uuid::Uuid::from_bytes(t.id.0)) {
                         self.stop_serving_topic(cluster, &name);
-                        if let Err(e) = self.store.delete_topic(&name) {
+                        if let Err(e) = self.store.delete_topic_keeping_offsets(&name) {
                             warn(&format!("deleting topic {name}: {e}"));
                         }
                         self.forget_topic(&name);
@@ -320,7 +320,7 @@ impl ReplicaManager {
             }
             // An older incarnation of the name: gone from the cluster.
             self.stop_serving_topic(cluster, name);
-            self.store.delete_topic(name)?;
+            self.store.delete_topic_keeping_offsets(name)?;
             self.forget_topic(name);
         }
         match self
