@@ -163,13 +163,77 @@ def embedded_rows(n: int, rounds: int) -> dict[str, list[float]]:
     return rates
 
 
+def restart_rows(records: int) -> None:
+    """The first read_committed read of a partition of many segments: with
+    no producer-state snapshot (the whole partition is scanned) and with
+    the snapshot the first one left at the last roll (only the tail)."""
+    import glob
+    import os
+
+    with tempfile.TemporaryDirectory() as d:
+        ottla.Admin(d, create=True).create_topic(
+            "many", partitions=1, config={"segment.bytes": str(1 << 20)}
+        )
+        p = ottla.Producer(d, transactional_id="restart")
+        p.init_transactions()
+        left = records
+        while left:
+            k = min(left, 1000)
+            p.begin_transaction()
+            for _ in range(k):
+                p.send("many", VALUE)
+            if left % 3000 == 0:
+                p.abort_transaction()
+            else:
+                p.commit_transaction()
+            left -= k
+        p.close()
+        pdir = os.path.join(d, "many-0")
+        segments = len(glob.glob(os.path.join(pdir, "*.log")))
+
+        def first_read() -> float:
+            t0 = time.perf_counter()
+            with ottla.Consumer(d, isolation_level="read_committed") as c:
+                tp = ottla.TopicPartition("many", 0)
+                c.assign([tp])
+                c.seek(tp, c.end_offsets([tp])[tp] - 1)
+                while not c.poll(timeout_ms=100):
+                    pass
+            return time.perf_counter() - t0
+
+        scans = []
+        for _ in range(3):
+            _remove_snapshots(pdir)
+            scans.append(first_read())  # each leaves a snapshot at the last roll
+        scan = min(scans)
+        snaps = len(glob.glob(os.path.join(pdir, "*.snapshot")))
+        fast = min(first_read() for _ in range(3))
+        print(
+            f"first read_committed read, {segments} segments, {records:,} records: "
+            f"{scan * 1000:,.0f} ms scanning the log, {fast * 1000:,.0f} ms from a snapshot "
+            f"({snaps} snapshots)"
+        )
+
+
+def _remove_snapshots(pdir: str) -> None:
+    import glob
+    import os
+
+    for f in glob.glob(os.path.join(pdir, "*.snapshot")):
+        os.remove(f)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--embedded-only", action="store_true")
+    ap.add_argument("--restart", action="store_true", help="only the restart row")
     args = ap.parse_args()
     n = args.records
+    if args.restart:
+        restart_rows(max(n, 1_000_000))
+        return
     rates: dict[str, list[float]] = embedded_rows(n, args.rounds)
     with tempfile.TemporaryDirectory() as d, ottla.Broker(d) as b:
         if args.embedded_only:

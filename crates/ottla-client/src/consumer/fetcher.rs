@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use ottla_record::batch::{BatchHeader, RecordIter, RecordView, HEADER_LEN};
 use ottla_record::decode::inflate;
 use ottla_storage::error::{Error, Result};
+use ottla_storage::log::producer_state::ProducerStateManager;
 use ottla_storage::log::txn_index::{in_aborted, stable_prefix, AbortedTxn};
 
 use super::subscription::Assigned;
@@ -378,8 +379,14 @@ impl Consumer {
     /// The last stable offset of an assigned partition, its producer state
     /// caught up with the log first (built from the log on first use).
     pub(super) fn last_stable_offset(a: &mut Assigned) -> Result<i64> {
-        let st = a.producers.get_or_insert_with(Default::default);
-        st.catch_up(&a.log)?;
+        let st = match &mut a.producers {
+            Some(st) => {
+                st.catch_up(&a.log)?;
+                st
+            }
+            // From the partition's snapshot, when it has one.
+            None => a.producers.insert(ProducerStateManager::rebuild(&a.log)?),
+        };
         let (start, _) = a.log.offsets()?;
         st.truncate_below(start);
         Ok(st.last_stable_offset(a.log.high_watermark()?))

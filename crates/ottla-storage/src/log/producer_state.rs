@@ -22,6 +22,8 @@
 //! idempotent: a batch's sequence is remembered once, a second marker ends
 //! nothing).
 
+mod snapshot;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -111,7 +113,7 @@ pub struct Completed {
 }
 
 /// The producers of one partition.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ProducerStateManager {
     by_id: HashMap<i64, Entry>,
     /// Open transactions: first offset -> producer id.
@@ -120,6 +122,20 @@ pub struct ProducerStateManager {
     aborted: Arc<TxnIndex>,
     /// The offset after the last batch this state has seen (0: none yet).
     next_offset: i64,
+    /// The offset of the newest snapshot written or loaded (-1: none).
+    snapshot_offset: i64,
+}
+
+impl Default for ProducerStateManager {
+    fn default() -> Self {
+        ProducerStateManager {
+            by_id: HashMap::new(),
+            ongoing: BTreeMap::new(),
+            aborted: Arc::default(),
+            next_offset: 0,
+            snapshot_offset: -1,
+        }
+    }
 }
 
 impl ProducerStateManager {
@@ -128,7 +144,7 @@ impl ProducerStateManager {
     /// when there is no usable snapshot. Batches appended by others
     /// meanwhile are read too: the scan ends at the log end it finds last.
     pub fn rebuild(log: &PartitionLog) -> Result<ProducerStateManager> {
-        let mut st = ProducerStateManager::default();
+        let mut st = snapshot::load(log)?.unwrap_or_default();
         st.catch_up(log)?;
         Ok(st)
     }
@@ -166,7 +182,10 @@ impl ProducerStateManager {
                 self.next_offset = self.next_offset.max(next);
                 return match fetched.error {
                     Some(e) => Err(e),
-                    None => Ok(()),
+                    None => {
+                        snapshot::maybe_write(self, log);
+                        Ok(())
+                    }
                 };
             }
             for (h, batch) in Batches::new(&fetched.bytes) {
