@@ -7,6 +7,7 @@ from the log, with a line on stderr saying so, and nothing is lost."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -65,7 +66,7 @@ def test_snapshots_and_indexes_are_written_and_a_restart_uses_them(data_dir: Pat
     newest = int(snaps[-1].name.split(".")[0])
     indexes = {int(p.name.split(".")[0]): p for p in pdir.glob("*.txnindex")}
     bases = sorted(int(p.name.split(".")[0]) for p in pdir.glob("*.log"))
-    closed = [b for b, nxt in zip(bases, bases[1:]) if nxt <= newest]
+    closed = [b for b, nxt in itertools.pairwise(bases) if nxt <= newest]
     assert closed and all(b in indexes for b in closed)
     # Kafka's entry size; one entry per aborted transaction of the segment.
     sizes = [indexes[b].stat().st_size for b in closed]
