@@ -196,9 +196,12 @@ def restart_rows(records: int) -> None:
             with ottla.Consumer(d, isolation_level="read_committed") as c:
                 tp = ottla.TopicPartition("many", 0)
                 c.assign([tp])
-                c.seek(tp, c.end_offsets([tp])[tp] - 1)
+                # Into the last (committed) transaction, before its marker.
+                c.seek(tp, c.end_offsets([tp])[tp] - 500)
+                deadline = time.monotonic() + 300
                 while not c.poll(timeout_ms=100):
-                    pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("nothing read")
             return time.perf_counter() - t0
 
         scans = []
@@ -232,7 +235,7 @@ def main() -> None:
     args = ap.parse_args()
     n = args.records
     if args.restart:
-        restart_rows(max(n, 1_000_000))
+        restart_rows(n)
         return
     rates: dict[str, list[float]] = embedded_rows(n, args.rounds)
     with tempfile.TemporaryDirectory() as d, ottla.Broker(d) as b:

@@ -186,7 +186,12 @@ impl TxnCoordinator {
                 // Busy with a request of this process, which synced first.
                 continue;
             };
-            if *slot != *m && m.last_update_ms >= slot.last_update_ms {
+            // Written by another coordinator: a new epoch, state or time.
+            // (Only the partitions differing is this coordinator's own
+            // progress through a completion's markers: kept.)
+            let key =
+                |t: &TxnMetadata| (t.producer_id, t.producer_epoch, t.state, t.last_update_ms);
+            if key(&slot) != key(m) && m.last_update_ms >= slot.last_update_ms {
                 if slot.producer_id != m.producer_id {
                     let mut by = self.by_producer.lock();
                     by.remove(&slot.producer_id);
