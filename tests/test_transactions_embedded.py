@@ -307,9 +307,18 @@ def test_an_embedded_transaction_reads_the_same_through_the_broker(data_dir: Pat
             }
         )
         c.assign([ck.TopicPartition("t", 0, 0)])
-        # The broker has loaded the partition's producers before the
-        # embedded producer writes: it must catch up with them.
-        assert c.poll(0.5) is None
+        with ottla.Producer(data_dir) as plain:
+            plain.send("t", b"first").get(10)
+        # Once this is read, the broker has loaded the partition's producers
+        # (a read_committed Fetch): it must catch up with what the embedded
+        # producer writes next.
+        first = None
+        deadline = time.monotonic() + TIMEOUT
+        while first is None and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                first = m.value()
+        assert first == b"first"
         p = txn_producer(data_dir, "emb")
         p.begin_transaction()
         p.send("t", b"gone")
