@@ -22,6 +22,7 @@ from ottla._core import (
     Broker,
     ClosedError,
     Consumer as _CoreConsumer,
+    ConsumerGroupMetadata,
     CorruptRecordError,
     DataDirectoryNotFoundError,
     DiskFullError,
@@ -33,6 +34,7 @@ from ottla._core import (
     InvalidPartitionsError,
     InvalidRecordError,
     InvalidTopicError,
+    InvalidTxnStateError,
     NoOffsetForPartitionError,
     OffsetAndTimestamp,
     OffsetMetadataTooLargeError,
@@ -40,6 +42,7 @@ from ottla._core import (
     OttlaError,
     OttlaTimeoutError,
     Producer as _CoreProducer,
+    ProducerFencedError,
     Record,
     RecordMetadata,
     RecordTooLargeError,
@@ -137,6 +140,7 @@ def _is_remote(target: object, bootstrap_servers: object) -> bool:
 # The names used in Kafka's documentation of these errors.
 OffsetOutOfRange = OffsetOutOfRangeError
 RecordTooLarge = RecordTooLargeError
+ProducerFenced = ProducerFencedError
 
 # kafka-python's names (``kafka.errors``) for the same errors, so code
 # written against it catches ottla's. ottla's classes that already carry
@@ -221,6 +225,8 @@ class Producer(_CoreProducer, metaclass=_Door):
         acks: _Acks | None = None,
         client_id: str | None = None,
         retention_check_interval_ms: int = 300000,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60000,
     ) -> Self: ...
     @overload
     def __new__(cls, path: None = None, *, bootstrap_servers: str, **config: Any) -> Self: ...  # noqa: F811  (overloads)
@@ -330,6 +336,7 @@ class Consumer(_CoreConsumer, metaclass=_Door):
         partition_assignment_strategy: str | Sequence[str] | None = None,
         session_timeout_ms: int = 10000,
         busy_poll_us: int = 0,
+        isolation_level: Literal["read_uncommitted", "read_committed"] = "read_uncommitted",
     ) -> Self: ...
     @overload
     def __new__(  # noqa: F811  (overloads)
@@ -566,6 +573,7 @@ __all__ = [
     "ConfigResource",
     "ConfigResourceType",
     "Consumer",
+    "ConsumerGroupMetadata",
     "CorruptRecordError",
     "CorruptRecordException",
     "DataDirectoryNotFoundError",
@@ -581,6 +589,7 @@ __all__ = [
     "InvalidPartitionsError",
     "InvalidRecordError",
     "InvalidTopicError",
+    "InvalidTxnStateError",
     "KafkaError",
     "KafkaStorageError",
     "KafkaTimeoutError",
@@ -600,6 +609,8 @@ __all__ = [
     "OttlaTimeoutError",
     "PartitionDescription",
     "Producer",
+    "ProducerFenced",
+    "ProducerFencedError",
     "Record",
     "RecordMetadata",
     "RecordTooLarge",

@@ -21,6 +21,7 @@ __all__ = [
     "Broker",
     "ClosedError",
     "Consumer",
+    "ConsumerGroupMetadata",
     "CorruptRecordError",
     "DataDirectoryNotFoundError",
     "DiskFullError",
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidPartitionsError",
     "InvalidRecordError",
     "InvalidTopicError",
+    "InvalidTxnStateError",
     "NoOffsetForPartitionError",
     "OffsetAndTimestamp",
     "OffsetMetadataTooLargeError",
@@ -39,6 +41,7 @@ __all__ = [
     "OttlaError",
     "OttlaTimeoutError",
     "Producer",
+    "ProducerFencedError",
     "Record",
     "RecordMetadata",
     "RecordTooLargeError",
@@ -140,6 +143,16 @@ class OttlaTimeoutError(OttlaError):
 class ClosedError(OttlaError):
     """The producer or consumer has been closed."""
 
+class ProducerFencedError(OttlaError):
+    """A newer producer with the same ``transactional_id`` took over, or
+    this producer's transaction timed out and was aborted (Kafka's
+    PRODUCER_FENCED): close this producer."""
+
+class InvalidTxnStateError(OttlaError):
+    """A transactional call out of order, e.g. ``commit_transaction()``
+    with no transaction begun, or a send outside a transaction (Kafka's
+    INVALID_TXN_STATE)."""
+
 class DataDirectoryNotFoundError(OttlaError):
     """The path given to a Consumer or Admin is not an ottla data directory
     (it does not exist, or has no .ottla/ inside); only a Producer, a Broker
@@ -234,6 +247,21 @@ class Record:
     @property
     def topic_partition(self) -> TopicPartition:
         """``TopicPartition(topic, partition)``."""
+
+@final
+class ConsumerGroupMetadata:
+    """What ``Producer.send_offsets_to_transaction`` needs to know of a
+    consumer's group (``Consumer.consumer_group_metadata()``)."""
+
+    @property
+    def group_id(self) -> str:
+        """The group's id."""
+    @property
+    def generation_id(self) -> int:
+        """-1: embedded groups have no generations to fence with."""
+    @property
+    def member_id(self) -> str:
+        """Empty for embedded groups."""
 
 @final
 class OffsetAndTimestamp:
@@ -333,6 +361,8 @@ class Producer:
         acks: _Acks | None = None,
         client_id: str | None = None,
         retention_check_interval_ms: int = 300000,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60000,
     ) -> Self:
         """Open a producer on the data directory ``path`` (created if
         missing; a config dict is a ``TypeError``: settings are keywords).
@@ -350,7 +380,16 @@ class Producer:
         often, while the producer is open, segments past their topic's
         ``retention.ms`` or ``retention.bytes`` are deleted in every topic
         of the directory, even when nothing rolls a segment. One process
-        at a time does a round; the others skip it."""
+        at a time does a round; the others skip it.
+
+        ``transactional_id`` (Kafka's ``transactional.id``) makes a
+        transactional producer: call ``init_transactions()`` once, then
+        send records between ``begin_transaction()`` and
+        ``commit_transaction()`` / ``abort_transaction()``. A transaction
+        open longer than ``transaction_timeout_ms`` (Kafka's
+        ``transaction.timeout.ms``, at most 900000) is aborted by the next
+        coordinator that looks (another producer's ``init_transactions()``,
+        a broker on the directory)."""
     def send(
         self,
         topic: str,
@@ -394,6 +433,33 @@ class Producer:
         not yet reported (which lets the failed partitions take records
         again). Appends are local writes, so ``timeout`` (accepted for Kafka
         compatibility) never cuts one short."""
+    def init_transactions(self, timeout: float | None = None) -> None:
+        """Kafka's ``init_transactions()``: registers ``transactional_id``
+        and fences any older producer with it, in any process or through a
+        broker on the directory (its open transaction is aborted, its later
+        calls raise :class:`ProducerFencedError`). ``timeout`` is accepted
+        for Kafka compatibility."""
+    def begin_transaction(self) -> None:
+        """Kafka's ``begin_transaction()``; sends outside a transaction
+        raise :class:`InvalidTxnStateError`."""
+    def commit_transaction(self, timeout: float | None = None) -> None:
+        """Append every record sent, then commit them and the offsets sent
+        with ``send_offsets_to_transaction`` atomically: read_committed
+        consumers see all of them or none."""
+    def abort_transaction(self, timeout: float | None = None) -> None:
+        """Abort the transaction: read_committed consumers never see its
+        records, and its offsets are dropped."""
+    def send_offsets_to_transaction(
+        self,
+        offsets: Mapping[_TP, Any] | Iterable[Any],
+        group_metadata: ConsumerGroupMetadata | str,
+        timeout: float | None = None,
+    ) -> None:
+        """Commit a consumer group's offsets with the transaction:
+        ``{TopicPartition: offset | OffsetAndMetadata}`` or a list of
+        objects with ``topic``, ``partition``, ``offset`` (the next offset
+        to read, as a commit); the group as
+        ``Consumer.consumer_group_metadata()`` or its id."""
     def close(self, timeout: float | None = None) -> None:
         """Flush and release; later sends raise :class:`ClosedError`."""
     def partitions_for(self, topic: str) -> list[int]:
@@ -464,6 +530,7 @@ class Consumer:
         partition_assignment_strategy: str | Sequence[str] | None = None,
         session_timeout_ms: int = 10000,
         busy_poll_us: int = 0,
+        isolation_level: Literal["read_uncommitted", "read_committed"] = "read_uncommitted",
     ) -> Self:
         """Open a consumer on the data directory ``path``, subscribed to
         ``topics`` if any are given. Settings have Kafka's names and
@@ -547,6 +614,10 @@ class Consumer:
         ...     c.highwater(("events", 0)), c.highwater(("other", 0))
         (2, None)
         """
+    def consumer_group_metadata(self) -> ConsumerGroupMetadata:
+        """Kafka's ``consumer_group_metadata()``, for
+        ``Producer.send_offsets_to_transaction``; needs a ``group_id``
+        (:class:`IllegalStateError` otherwise)."""
     def commit(self, offsets: Mapping[_TP, Any] | None = None) -> None:
         """Commit the current positions, or ``{TopicPartition: offset}`` (an
         int or an ``OffsetAndMetadata``) if given. A consumer that is not a
@@ -717,6 +788,8 @@ class AioProducer:
         acks: _Acks | None = None,
         client_id: str | None = None,
         retention_check_interval_ms: int = 300000,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60000,
     ) -> Self:
         """Settings as for ``ottla.Producer``; with ``acks=0`` an awaited
         send is done at once (offset -1)."""
@@ -747,6 +820,20 @@ class AioProducer:
     def flush(self) -> Awaitable[None]:
         """Append every queued record (runs off the event loop); raises the
         first error of a failed batch."""
+    def init_transactions(self) -> Awaitable[None]:
+        """As ``ottla.Producer.init_transactions`` (runs off the loop)."""
+    def begin_transaction(self) -> None:
+        """As ``ottla.Producer.begin_transaction``."""
+    def commit_transaction(self) -> Awaitable[None]:
+        """As ``ottla.Producer.commit_transaction`` (runs off the loop)."""
+    def abort_transaction(self) -> Awaitable[None]:
+        """As ``ottla.Producer.abort_transaction`` (runs off the loop)."""
+    def send_offsets_to_transaction(
+        self,
+        offsets: Mapping[_TP, Any] | Iterable[Any],
+        group_metadata: ConsumerGroupMetadata | str,
+    ) -> Awaitable[None]:
+        """As ``ottla.Producer.send_offsets_to_transaction``."""
     def close(self) -> Awaitable[None]:
         """Flush and stop; later sends raise ``ClosedError``."""
     def partitions_for(self, topic: str) -> list[int]:

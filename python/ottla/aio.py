@@ -38,6 +38,7 @@ from ottla._core import (
     AioProducer as _CoreAioProducer,
     ClosedError,
     Consumer as _CoreConsumer,
+    ConsumerGroupMetadata,
     OffsetAndTimestamp,
     Record,
     RecordMetadata,
@@ -119,6 +120,8 @@ class Producer(_CoreAioProducer, metaclass=_Door):
         acks: _Acks | None = None,
         client_id: str | None = None,
         retention_check_interval_ms: int = 300000,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60000,
     ) -> Self: ...
     @overload
     def __new__(cls, path: None = None, *, bootstrap_servers: str, **config: Any) -> Self: ...
@@ -163,6 +166,26 @@ class Producer(_CoreAioProducer, metaclass=_Door):
         """Append every queued record; raises the first error of a failed
         batch. The appends run on a tokio blocking thread, off the loop."""
         await _CoreAioProducer.flush(self)
+
+    async def init_transactions(self) -> None:
+        """As :meth:`ottla.Producer.init_transactions` (off the loop)."""
+        await _CoreAioProducer.init_transactions(self)
+
+    async def commit_transaction(self) -> None:
+        """As :meth:`ottla.Producer.commit_transaction` (off the loop)."""
+        await _CoreAioProducer.commit_transaction(self)
+
+    async def abort_transaction(self) -> None:
+        """As :meth:`ottla.Producer.abort_transaction` (off the loop)."""
+        await _CoreAioProducer.abort_transaction(self)
+
+    async def send_offsets_to_transaction(
+        self,
+        offsets: Mapping[_TP, Any] | Iterable[Any],
+        group_metadata: ConsumerGroupMetadata | str,
+    ) -> None:
+        """As :meth:`ottla.Producer.send_offsets_to_transaction`."""
+        await _CoreAioProducer.send_offsets_to_transaction(self, offsets, group_metadata)
 
     async def close(self) -> None:
         """Flush and stop; later sends raise :class:`ottla.ClosedError`."""
@@ -477,6 +500,10 @@ class Consumer:
         """aiokafka's ``highwater(tp)``: the high watermark (log end offset)
         of an assigned partition, None if ``partition`` is not assigned."""
         return self._sync.highwater(partition)
+
+    def consumer_group_metadata(self) -> ConsumerGroupMetadata:
+        """As :meth:`ottla.Consumer.consumer_group_metadata`."""
+        return self._sync.consumer_group_metadata()
 
     async def committed(self, partition: _TP) -> int | None:
         """The group's committed offset for ``partition``, or None."""

@@ -334,7 +334,8 @@ impl AioProducer {
     #[pyo3(signature = (
         path, *, linger_ms=5, batch_size=262144, fsync="never", fsync_interval_ms=1000,
         auto_create_topics=true, num_partitions=1, key_serializer=None, value_serializer=None,
-        acks=None, client_id=None, retention_check_interval_ms=300000
+        acks=None, client_id=None, retention_check_interval_ms=300000, transactional_id=None,
+        transaction_timeout_ms=60000
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -351,6 +352,8 @@ impl AioProducer {
         acks: Option<Bound<'_, PyAny>>,
         client_id: Option<String>,
         retention_check_interval_ms: u64,
+        transactional_id: Option<String>,
+        transaction_timeout_ms: i32,
     ) -> PyResult<Self> {
         let path = path_arg(&path, "Producer")?;
         let acks = parse_acks(acks.as_ref())?;
@@ -366,6 +369,8 @@ impl AioProducer {
             num_partitions,
             retention_check_interval_ms,
             (&key_serializer, &value_serializer),
+            transactional_id,
+            transaction_timeout_ms,
         )?;
         let path = engine.store().root().display().to_string();
         Ok(AioProducer {
@@ -488,6 +493,70 @@ impl AioProducer {
             // lifts the partitions' fences (see `PartitionFence`).
             let fenced = engine.take_failure();
             failed.or(fenced)
+        })
+    }
+
+    /// Kafka's `init_transactions()` (awaitable).
+    fn init_transactions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.shared.engine.clone();
+        blocking_awaitable(py, move || {
+            engine
+                .transactions()
+                .and_then(|t| t.init())
+                .err()
+                .map(Arc::new)
+        })
+    }
+
+    /// Kafka's `begin_transaction()` (not awaitable: nothing is written).
+    fn begin_transaction(&self) -> PyResult<()> {
+        self.shared
+            .engine
+            .transactions()
+            .and_then(|t| t.begin())
+            .py()
+    }
+
+    /// Kafka's `commit_transaction()` (awaitable).
+    fn commit_transaction<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.shared.engine.clone();
+        blocking_awaitable(py, move || match engine.end_transaction(true) {
+            Ok(done) => {
+                run_callbacks(done);
+                None
+            }
+            Err(e) => Some(Arc::new(e)),
+        })
+    }
+
+    /// Kafka's `abort_transaction()` (awaitable).
+    fn abort_transaction<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.shared.engine.clone();
+        blocking_awaitable(py, move || match engine.end_transaction(false) {
+            Ok(done) => {
+                run_callbacks(done);
+                None
+            }
+            Err(e) => Some(Arc::new(e)),
+        })
+    }
+
+    /// Kafka's `send_offsets_to_transaction(offsets, group_metadata)`
+    /// (awaitable).
+    fn send_offsets_to_transaction<'py>(
+        &self,
+        py: Python<'py>,
+        offsets: Bound<'py, PyAny>,
+        group_metadata: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (group, entries) = super::producer::parse_txn_offsets(&offsets, &group_metadata)?;
+        let engine = self.shared.engine.clone();
+        blocking_awaitable(py, move || {
+            engine
+                .transactions()
+                .and_then(|t| t.send_offsets(&group, &entries))
+                .err()
+                .map(Arc::new)
         })
     }
 

@@ -391,7 +391,8 @@ impl Consumer {
         auto_commit_interval_ms=5000, consumer_timeout_ms=None, max_poll_records=500,
         max_partition_fetch_bytes=1048576, check_crcs=true, auto_create_topics=false,
         num_partitions=1, key_deserializer=None, value_deserializer=None, client_id=None,
-        partition_assignment_strategy=None, session_timeout_ms=10000, busy_poll_us=0
+        partition_assignment_strategy=None, session_timeout_ms=10000, busy_poll_us=0,
+        isolation_level="read_uncommitted"
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -414,7 +415,17 @@ impl Consumer {
         partition_assignment_strategy: Option<Bound<'_, PyAny>>,
         session_timeout_ms: u64,
         busy_poll_us: i64,
+        isolation_level: &str,
     ) -> PyResult<Self> {
+        let read_committed = match isolation_level {
+            "read_committed" => true,
+            "read_uncommitted" => false,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "isolation_level must be 'read_uncommitted' or 'read_committed', not {other:?}"
+                )))
+            }
+        };
         let path = path_arg(&path, "Consumer")?;
         let topics = topic_args(&topics)?;
         let assignor = match &partition_assignment_strategy {
@@ -463,6 +474,7 @@ impl Consumer {
             assignor,
             session_timeout_ms,
             busy_poll: Duration::from_micros(busy_poll_us as u64),
+            read_committed,
         };
         let engine = py
             .detach(|| -> ottla_storage::Result<Arc<Engine>> {
@@ -808,6 +820,21 @@ impl Consumer {
         self.engine.committed(&t, p).py()
     }
 
+    /// Kafka's `consumer_group_metadata()`: what
+    /// `Producer.send_offsets_to_transaction` needs to know of the group.
+    fn consumer_group_metadata(&self) -> PyResult<ConsumerGroupMetadata> {
+        let group_id = self.engine.config().group_id.clone().ok_or_else(|| {
+            super::errors::IllegalStateError::new_err(
+                "consumer_group_metadata() needs a consumer with a group_id",
+            )
+        })?;
+        Ok(ConsumerGroupMetadata {
+            group_id,
+            generation_id: -1,
+            member_id: String::new(),
+        })
+    }
+
     /// Commit current positions, or `{TopicPartition: offset}` if given.
     #[pyo3(signature = (offsets=None))]
     fn commit(&self, py: Python<'_>, offsets: Option<Bound<'_, PyDict>>) -> PyResult<()> {
@@ -1080,5 +1107,24 @@ impl OffsetAndTimestamp {
             "OffsetAndTimestamp(offset={}, timestamp={})",
             self.offset, self.timestamp
         )
+    }
+}
+
+/// A consumer's group as a transactional producer needs it
+/// (`Consumer.consumer_group_metadata()`).
+#[pyclass(module = "ottla._core", frozen)]
+pub struct ConsumerGroupMetadata {
+    #[pyo3(get)]
+    group_id: String,
+    #[pyo3(get)]
+    generation_id: i32,
+    #[pyo3(get)]
+    member_id: String,
+}
+
+#[pymethods]
+impl ConsumerGroupMetadata {
+    fn __repr__(&self) -> String {
+        format!("ConsumerGroupMetadata(group_id={:?})", self.group_id)
     }
 }

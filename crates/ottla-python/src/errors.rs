@@ -123,6 +123,18 @@ create_exception!(
 );
 create_exception!(
     ottla,
+    ProducerFencedError,
+    OttlaError,
+    "A newer producer with the same transactional_id took over (Kafka's PRODUCER_FENCED): close this one."
+);
+create_exception!(
+    ottla,
+    InvalidTxnStateError,
+    OttlaError,
+    "A transactional call out of order, e.g. commit_transaction() with no transaction begun (Kafka's INVALID_TXN_STATE)."
+);
+create_exception!(
+    ottla,
     ClosedError,
     OttlaError,
     "The producer or consumer has been closed."
@@ -161,6 +173,8 @@ pub fn to_pyerr(e: &Error) -> PyErr {
         }
         Error::Timeout(_) => OttlaTimeoutError::new_err(msg),
         Error::Closed(_) => ClosedError::new_err(msg),
+        Error::ProducerFenced(_) => ProducerFencedError::new_err(msg),
+        Error::InvalidTxnState(_) => InvalidTxnStateError::new_err(msg),
     }
 }
 
@@ -220,6 +234,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("GroupNotEmptyError", py.get_type::<GroupNotEmptyError>())?;
     m.add("IllegalStateError", py.get_type::<IllegalStateError>())?;
+    m.add("ProducerFencedError", py.get_type::<ProducerFencedError>())?;
+    m.add(
+        "InvalidTxnStateError",
+        py.get_type::<InvalidTxnStateError>(),
+    )?;
     m.add("OttlaTimeoutError", py.get_type::<OttlaTimeoutError>())?;
     m.add("ClosedError", py.get_type::<ClosedError>())?;
     m.add(

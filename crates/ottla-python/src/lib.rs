@@ -28,6 +28,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<producer::BatchFuture>()?;
     m.add_class::<consumer::Consumer>()?;
     m.add_class::<consumer::OffsetAndTimestamp>()?;
+    m.add_class::<consumer::ConsumerGroupMetadata>()?;
     m.add_class::<admin::Admin>()?;
     m.add_class::<broker::Broker>()?;
     m.add_class::<types::RecordMetadata>()?;

@@ -14,6 +14,7 @@ use ottla_client::producer::{
     BatchHandle, Completions, FsyncPolicy, Producer as Engine, ProducerConfig, SendReceipt, SendRun,
 };
 use ottla_storage::error::Error;
+use ottla_storage::offsets::OffsetEntry;
 use ottla_storage::store::Store;
 
 fn run(py: Python<'_>, completions: Vec<Completions>) -> PyResult<()> {
@@ -254,6 +255,8 @@ pub(super) fn open_engine(
     num_partitions: u32,
     retention_check_interval_ms: u64,
     serializers: (&Option<Py<PyAny>>, &Option<Py<PyAny>>),
+    transactional_id: Option<String>,
+    transaction_timeout_ms: i32,
 ) -> PyResult<Arc<Engine>> {
     parse_fsync(fsync)?;
     let policy = match fsync {
@@ -283,11 +286,92 @@ pub(super) fn open_engine(
                     auto_create_topics,
                     num_partitions,
                     retention_check_interval_ms,
+                    transactional_id,
+                    transaction_timeout_ms,
                 },
             )
         })
         .py()?;
     Ok(engine)
+}
+
+/// `commit_transaction` / `abort_transaction` for both producers.
+pub(super) fn end_transaction(py: Python<'_>, engine: &Engine, commit: bool) -> PyResult<()> {
+    let done = py.detach(|| engine.end_transaction(commit)).py()?;
+    let _ = run(py, done);
+    Ok(())
+}
+
+/// The offsets and group of `send_offsets_to_transaction`: offsets as
+/// `{TopicPartition: offset | OffsetAndMetadata}` (kafka-python) or a list
+/// of objects with `topic`, `partition`, `offset` (confluent-kafka); the
+/// group as `Consumer.consumer_group_metadata()` or its id.
+pub(super) fn parse_txn_offsets(
+    offsets: &Bound<'_, PyAny>,
+    group_metadata: &Bound<'_, PyAny>,
+) -> PyResult<(String, Vec<OffsetEntry>)> {
+    let group: String = match group_metadata.extract::<String>() {
+        Ok(g) => g,
+        Err(_) => group_metadata.getattr("group_id")?.extract()?,
+    };
+    let mut out = Vec::new();
+    let mut push = |t: String, p: i64, o: i64, meta: String| -> PyResult<()> {
+        let p =
+            u32::try_from(p).map_err(|_| PyValueError::new_err(format!("bad partition {p}")))?;
+        if o < 0 {
+            return Err(PyValueError::new_err(format!(
+                "cannot commit negative offset {o}"
+            )));
+        }
+        out.push((t, p, o, -1, meta));
+        Ok(())
+    };
+    let meta_of = |v: &Bound<'_, PyAny>| {
+        v.getattr("metadata")
+            .ok()
+            .and_then(|m| m.extract::<Option<String>>().ok())
+            .flatten()
+            .unwrap_or_default()
+    };
+    if let Ok(d) = offsets.cast::<PyDict>() {
+        for (k, v) in d.iter() {
+            let (t, p): (String, i64) = match k.extract() {
+                Ok(tp) => tp,
+                Err(_) => (
+                    k.getattr("topic")?.extract()?,
+                    k.getattr("partition")?.extract()?,
+                ),
+            };
+            if let Ok(o) = v.extract::<i64>() {
+                push(t, p, o, String::new())?;
+            } else {
+                push(t, p, v.getattr("offset")?.extract()?, meta_of(&v))?;
+            }
+        }
+    } else {
+        for item in offsets.try_iter()? {
+            let item = item?;
+            push(
+                item.getattr("topic")?.extract()?,
+                item.getattr("partition")?.extract()?,
+                item.getattr("offset")?.extract()?,
+                meta_of(&item),
+            )?;
+        }
+    }
+    Ok((group, out))
+}
+
+/// `send_offsets_to_transaction` for both producers (blocking).
+pub(super) fn send_offsets(
+    py: Python<'_>,
+    engine: &Engine,
+    offsets: &Bound<'_, PyAny>,
+    group_metadata: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let (group, entries) = parse_txn_offsets(offsets, group_metadata)?;
+    py.detach(|| engine.transactions()?.send_offsets(&group, &entries))
+        .py()
 }
 
 /// How `__repr__` shows a producer's fsync policy: as its settings.
@@ -335,7 +419,8 @@ impl Producer {
     #[pyo3(signature = (
         path, *, linger_ms=5, batch_size=262144, fsync="never", fsync_interval_ms=1000,
         auto_create_topics=true, num_partitions=1, key_serializer=None, value_serializer=None,
-        acks=None, client_id=None, retention_check_interval_ms=300000
+        acks=None, client_id=None, retention_check_interval_ms=300000, transactional_id=None,
+        transaction_timeout_ms=60000
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -352,6 +437,8 @@ impl Producer {
         acks: Option<Bound<'_, PyAny>>,
         client_id: Option<String>,
         retention_check_interval_ms: u64,
+        transactional_id: Option<String>,
+        transaction_timeout_ms: i32,
     ) -> PyResult<Self> {
         let path = path_arg(&path, "Producer")?;
         let acks = parse_acks(acks.as_ref())?;
@@ -367,6 +454,8 @@ impl Producer {
             num_partitions,
             retention_check_interval_ms,
             (&key_serializer, &value_serializer),
+            transactional_id,
+            transaction_timeout_ms,
         )?;
         let path = engine.store().root().display().to_string();
         Ok(Producer {
@@ -565,6 +654,51 @@ impl Producer {
         // the partitions' fences (see `PartitionFence`).
         let fenced = engine.take_failure();
         run(py, done).and(fenced.map_or(Ok(()), |e| Err(to_pyerr(&e))))
+    }
+
+    /// Kafka's `init_transactions()`: registers the `transactional_id`,
+    /// fencing any older producer with it (its open transaction is
+    /// aborted).
+    #[pyo3(signature = (timeout=None))]
+    fn init_transactions(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        timeout_of(timeout)?;
+        let engine = &self.engine;
+        py.detach(|| engine.transactions()?.init().map(|_| ())).py()
+    }
+
+    /// Kafka's `begin_transaction()`.
+    fn begin_transaction(&self) -> PyResult<()> {
+        self.engine.transactions().and_then(|t| t.begin()).py()
+    }
+
+    /// Kafka's `commit_transaction()`: appends every record sent, then
+    /// commits them (and any offsets sent) atomically.
+    #[pyo3(signature = (timeout=None))]
+    fn commit_transaction(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        timeout_of(timeout)?;
+        end_transaction(py, &self.engine, true)
+    }
+
+    /// Kafka's `abort_transaction()`: no read_committed reader ever sees
+    /// the transaction's records, and its offsets are dropped.
+    #[pyo3(signature = (timeout=None))]
+    fn abort_transaction(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        timeout_of(timeout)?;
+        end_transaction(py, &self.engine, false)
+    }
+
+    /// Kafka's `send_offsets_to_transaction(offsets, group_metadata)`: the
+    /// consumer group's offsets committed with the transaction.
+    #[pyo3(signature = (offsets, group_metadata, timeout=None))]
+    fn send_offsets_to_transaction(
+        &self,
+        py: Python<'_>,
+        offsets: Bound<'_, PyAny>,
+        group_metadata: Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        timeout_of(timeout)?;
+        send_offsets(py, &self.engine, &offsets, &group_metadata)
     }
 
     /// Flush and release; later sends raise `ClosedError`.

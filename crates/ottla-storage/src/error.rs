@@ -102,6 +102,15 @@ pub enum Error {
 
     #[error("{0} is closed")]
     Closed(&'static str),
+
+    /// A newer producer with the same transactional id took over (Kafka's
+    /// PRODUCER_FENCED / INVALID_PRODUCER_EPOCH): this one can only close.
+    #[error("producer fenced: {0}")]
+    ProducerFenced(String),
+
+    /// A transactional call out of order (Kafka's INVALID_TXN_STATE).
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
 }
 
 impl Error {

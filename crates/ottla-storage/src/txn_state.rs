@@ -13,14 +13,21 @@
 //! idempotent: a second marker for a transaction already ended ends
 //! nothing), and an Ongoing one past its timeout is aborted.
 //!
-//! The broker's transaction coordinator drives this; the embedded producer
-//! will use the same machine and log.
+//! The broker's transaction coordinator drives this, and so does the
+//! embedded producer (`ottla_client::producer::txn`): several coordinators,
+//! in several processes, may serve one directory. [`TxnLocks`] serialises
+//! them per transactional id (an OFD byte lock in
+//! `.ottla/transactions.lock`, dropped by the kernel when a process dies),
+//! and [`TxnView`] keeps each one's copy of the log up to date: under the
+//! id's lock a coordinator catches up with the log, acts, and writes, so
+//! it never acts on a state another process has moved on from.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::log::{now_ms, Durability, PartitionLog, ReadCursor};
+use crate::ofd::{ByteGuard, ByteLocks};
 use crate::store::Store;
 use ottla_record::batch::{BatchBuilder, Batches};
 use ottla_record::decode::records;
@@ -475,12 +482,29 @@ impl TxnStateLog {
 
     /// Every transactional id's latest metadata.
     pub fn load(&self) -> Result<HashMap<String, TxnMetadata>> {
-        let mut out = HashMap::new();
-        for log in &self.logs {
-            let (mut next, _) = log.offsets()?;
+        let mut view = TxnView::default();
+        self.catch_up(&mut view)?;
+        Ok(view.txns)
+    }
+
+    /// Read what was appended to the log since `view` last saw it (by any
+    /// process) into `view`.
+    pub fn catch_up(&self, view: &mut TxnView) -> Result<()> {
+        view.next.resize(self.logs.len(), 0);
+        for (log, next) in self.logs.iter().zip(view.next.iter_mut()) {
+            let (start, _) = log.offsets()?;
+            *next = (*next).max(start);
             let mut cursor: Option<ReadCursor> = None;
             loop {
-                let f = log.read(next, 1 << 20, &mut cursor, true)?;
+                let f = match log.read(*next, 1 << 20, &mut cursor, true) {
+                    Ok(f) => f,
+                    Err(Error::OffsetOutOfRange { start, .. }) if *next < start => {
+                        *next = start;
+                        cursor = None;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if f.bytes.is_empty() {
                     if let Some(e) = f.error {
                         return Err(e);
@@ -488,7 +512,10 @@ impl TxnStateLog {
                     break;
                 }
                 for (h, batch) in Batches::new(&f.bytes) {
-                    next = h.next_offset();
+                    if h.next_offset() <= *next {
+                        continue;
+                    }
+                    *next = h.next_offset();
                     if h.is_control() {
                         continue;
                     }
@@ -500,10 +527,10 @@ impl TxnStateLog {
                         };
                         match rec.value.and_then(|v| decode_value(&id, v)) {
                             Some(m) => {
-                                out.insert(id, m);
+                                view.txns.insert(id, m);
                             }
                             None => {
-                                out.remove(&id);
+                                view.txns.remove(&id);
                             }
                         }
                     }
@@ -513,7 +540,7 @@ impl TxnStateLog {
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Append `m` (the coordinator acts on it only once this returns).
@@ -531,9 +558,85 @@ impl TxnStateLog {
     }
 }
 
+/// One coordinator's copy of the transaction log: every transactional
+/// id's latest metadata, and how far into each partition it has read.
+#[derive(Clone, Debug, Default)]
+pub struct TxnView {
+    next: Vec<i64>,
+    pub txns: HashMap<String, TxnMetadata>,
+}
+
+/// The lock that makes one coordinator at a time act for a transactional
+/// id, whichever process it is in: an exclusive OFD lock on one byte of
+/// `.ottla/transactions.lock` per id (ids hashing alike share a byte, which
+/// only serialises them). Each `TxnLocks` is its own open file description,
+/// so two coordinators in one process exclude each other as two processes
+/// do; a dead process's locks go with it.
+pub struct TxnLocks {
+    locks: ByteLocks,
+}
+
+impl TxnLocks {
+    pub fn open(store: &Store) -> Result<TxnLocks> {
+        let path = store.root().join(".ottla").join("transactions.lock");
+        Ok(TxnLocks {
+            locks: ByteLocks::open(&path)?,
+        })
+    }
+
+    fn byte(transactional_id: &str) -> u64 {
+        u64::from(partition_for(transactional_id, u32::MAX))
+    }
+
+    /// Wait for `transactional_id`'s lock.
+    pub fn lock(&self, transactional_id: &str) -> Result<ByteGuard<'_>> {
+        ByteGuard::lock(&self.locks, Self::byte(transactional_id))
+    }
+
+    /// `transactional_id`'s lock if no other coordinator holds it.
+    pub fn try_lock(&self, transactional_id: &str) -> Result<Option<ByteGuard<'_>>> {
+        let byte = Self::byte(transactional_id);
+        Ok(self
+            .locks
+            .try_lock(byte, true)?
+            .then(|| ByteGuard::held(&self.locks, byte)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_view_catches_up_with_what_another_writer_appended() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("store");
+        let a = TxnStateLog::open(&store, true).expect("open").expect("log");
+        let mut view = TxnView::default();
+        a.catch_up(&mut view).expect("empty");
+        assert!(view.txns.is_empty());
+        let m = TxnMetadata::new("t", 9, 60_000, 1);
+        a.write(&m, Durability::PageCache).expect("write");
+        a.catch_up(&mut view).expect("catch up");
+        assert_eq!(view.txns.get("t"), Some(&m));
+        let m2 = m.bump_epoch(60_000, 2).expect("ok").expect("bumped");
+        a.write(&m2, Durability::PageCache).expect("write");
+        a.catch_up(&mut view).expect("catch up");
+        assert_eq!(view.txns.get("t"), Some(&m2));
+        assert_eq!(a.load().expect("load").get("t"), Some(&m2));
+    }
+
+    #[test]
+    fn two_lock_holders_exclude_each_other() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("store");
+        let one = TxnLocks::open(&store).expect("locks");
+        let two = TxnLocks::open(&store).expect("locks");
+        let g = one.lock("t").expect("lock");
+        assert!(two.try_lock("t").expect("try").is_none());
+        drop(g);
+        assert!(two.try_lock("t").expect("try").is_some());
+    }
 
     fn ongoing() -> TxnMetadata {
         let m = TxnMetadata::new("t", 9, 60_000, 1);

@@ -94,11 +94,16 @@ impl ProducerTable {
     pub fn partition(&self, log: &PartitionLog) -> Result<SharedProducers> {
         let slot = self.slot(log.topic(), log.partition());
         {
+            // Caught up on every use: embedded producers in other
+            // processes may append to the partition (and end transactions
+            // in it) too.
             let mut p = slot.producers.lock();
             if !p.loaded {
                 p.state = ProducerStateManager::rebuild(log)?;
                 p.loaded = true;
                 slot.loaded.store(true, Ordering::Release);
+            } else {
+                p.state.catch_up(log)?;
             }
         }
         Ok(slot.producers)

@@ -4,13 +4,10 @@
 //! aborted transactions overlapping them, so the consumer can drop their
 //! records. The producer state behind both is `idempotence`'s.
 
-use bytes::Bytes;
-
 use super::read::Cursors;
 use super::{ReadResult, ReplicaManager};
 use crate::errors::{code, kafka_code};
-use ottla_record::batch::{peek_total_size, BatchHeader};
-use ottla_storage::log::txn_index::AbortedTxn;
+use ottla_storage::log::txn_index::{stable_prefix, AbortedTxn};
 use ottla_storage::store::Topic;
 
 /// Kafka's isolation levels (Fetch, ListOffsets).
@@ -20,28 +17,6 @@ pub const READ_COMMITTED: i8 = 1;
 pub struct Stable {
     pub last_stable_offset: i64,
     pub aborted: Vec<AbortedTxn>,
-}
-
-/// The prefix of `bytes` made of whole batches ending below `lso`, and the
-/// offset after its last batch (`None` when it has none).
-fn below(bytes: &Bytes, lso: i64) -> (usize, Option<i64>) {
-    let mut at = 0usize;
-    let mut next = None;
-    while at < bytes.len() {
-        let rest = &bytes[at..];
-        let (Some(size), Some(h)) = (peek_total_size(rest), BatchHeader::parse(rest)) else {
-            break;
-        };
-        let Ok(size) = usize::try_from(size) else {
-            break;
-        };
-        if h.last_offset() >= lso || size > rest.len() {
-            break;
-        }
-        at += size;
-        next = Some(h.next_offset());
-    }
-    (at, next)
 }
 
 impl ReplicaManager {
@@ -98,7 +73,7 @@ impl ReplicaManager {
         let lso = state.state.last_stable_offset(hw);
         let mut upper = None;
         if let Some(records) = &read.records {
-            let (keep, next) = below(records, lso);
+            let (keep, next) = stable_prefix(records, lso);
             if keep < records.len() {
                 read.records = Some(records.slice(..keep));
                 if let Some((_, cursor)) = cursors.get_mut(&(name.to_string(), partition as u32)) {
@@ -114,35 +89,5 @@ impl ReplicaManager {
             last_stable_offset: lso,
             aborted,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ottla_record::batch::set_base_offset;
-
-    fn batches(bases: &[i64]) -> Bytes {
-        let mut out = Vec::new();
-        for base in bases {
-            let mut b = ottla_record::BatchBuilder::with_capacity(128);
-            b.append(1, None, Some(b"a"), &[]);
-            b.append(1, None, Some(b"b"), &[]);
-            let mut v = b.finish().to_vec();
-            set_base_offset(&mut v, *base);
-            out.extend_from_slice(&v);
-        }
-        Bytes::from(out)
-    }
-
-    #[test]
-    fn only_whole_batches_below_the_lso_are_kept() {
-        let b = batches(&[0, 2, 4]);
-        let one = b.len() / 3;
-        assert_eq!(below(&b, 100), (b.len(), Some(6)));
-        assert_eq!(below(&b, 4), (2 * one, Some(4)));
-        assert_eq!(below(&b, 3), (one, Some(2)));
-        assert_eq!(below(&b, 0), (0, None));
-        assert_eq!(below(&Bytes::new(), 5), (0, None));
     }
 }

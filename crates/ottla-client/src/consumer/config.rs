@@ -36,6 +36,10 @@ pub struct ConsumerConfig {
     /// The most a wait spins for new records before it sleeps (adaptive,
     /// see [`BusyPoll`]); zero never spins. At most [`MAX_BUSY_POLL`].
     pub busy_poll: Duration,
+    /// Kafka's `isolation.level=read_committed`: records of open
+    /// transactions are held back (the last stable offset) and those of
+    /// aborted ones never handed out.
+    pub read_committed: bool,
 }
 
 impl Default for ConsumerConfig {
@@ -53,6 +57,7 @@ impl Default for ConsumerConfig {
             assignor: Assignor::CooperativeSticky,
             session_timeout_ms: 10_000,
             busy_poll: DEFAULT_BUSY_POLL,
+            read_committed: false,
         }
     }
 }

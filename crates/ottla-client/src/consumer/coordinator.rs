@@ -364,6 +364,7 @@ impl Consumer {
                 paused: false,
                 cursor: None,
                 fetch: None,
+                producers: None,
             });
         }
         m.pending = waiting;

@@ -17,6 +17,8 @@ use std::sync::atomic::Ordering;
 use ottla_record::batch::{BatchHeader, RecordIter, RecordView, HEADER_LEN};
 use ottla_record::decode::inflate;
 use ottla_storage::error::{Error, Result};
+use ottla_storage::log::producer_state::ProducerStateManager;
+use ottla_storage::log::txn_index::{in_aborted, stable_prefix, AbortedTxn};
 
 use super::subscription::Assigned;
 use super::{Consumer, Inner, TopicPartition};
@@ -32,6 +34,8 @@ pub(super) struct Fetch {
     pub(super) inflated: Option<Vec<u8>>,
     /// Error met after the fetched bytes (corruption), raised when reached.
     pub(super) error: Option<Error>,
+    /// read_committed: the aborted transactions among the fetched batches.
+    pub(super) aborted: Vec<AbortedTxn>,
 }
 
 impl Fetch {
@@ -45,6 +49,7 @@ impl Fetch {
             iter_state: (0, 0),
             inflated: None,
             error: Some(error),
+            aborted: Vec::new(),
         }
     }
 }
@@ -233,7 +238,16 @@ impl Consumer {
                     break;
                 }
                 refetched = true;
-                let fetched = match a.log.read(
+                let lso = if self.config.read_committed {
+                    let lso = Self::last_stable_offset(a)?;
+                    if position >= lso {
+                        break;
+                    }
+                    Some(lso)
+                } else {
+                    None
+                };
+                let mut fetched = match a.log.read(
                     position,
                     self.config.max_partition_fetch_bytes,
                     &mut a.cursor,
@@ -247,6 +261,20 @@ impl Consumer {
                     }
                     Err(e) => return Err(e),
                 };
+                let mut aborted = Vec::new();
+                if let (Some(lso), Some(st)) = (lso, a.producers.as_ref()) {
+                    // Only whole batches below the last stable offset; the
+                    // cursor moved past what is kept, so it is dropped.
+                    let (keep, next) = stable_prefix(&fetched.bytes, lso);
+                    if keep < fetched.bytes.len() {
+                        fetched.bytes.truncate(keep);
+                        fetched.error = None;
+                        a.cursor = None;
+                    }
+                    if let Some(upper) = next {
+                        aborted = st.aborted_txns(position, upper.min(lso));
+                    }
+                }
                 if fetched.bytes.is_empty() {
                     if let Some(e) = fetched.error {
                         return Err(e);
@@ -260,6 +288,7 @@ impl Consumer {
                     iter_state: (0, 0),
                     inflated: None,
                     error: fetched.error,
+                    aborted,
                 });
             }
             let Some(fetch) = a.fetch.as_mut() else { break };
@@ -281,7 +310,7 @@ impl Consumer {
                     a.fetch = None;
                     continue;
                 };
-                if h.is_control() || h.next_offset() <= position {
+                if h.is_control() || h.next_offset() <= position || in_aborted(&fetch.aborted, &h) {
                     fetch.header = Some(h);
                     fetch.iter_state = (0, 0);
                     position = position.max(h.next_offset());
@@ -347,6 +376,22 @@ impl Consumer {
         Ok(false)
     }
 
+    /// The last stable offset of an assigned partition, its producer state
+    /// caught up with the log first (built from the log on first use).
+    pub(super) fn last_stable_offset(a: &mut Assigned) -> Result<i64> {
+        let st = match &mut a.producers {
+            Some(st) => {
+                st.catch_up(&a.log)?;
+                st
+            }
+            // From the partition's snapshot, when it has one.
+            None => a.producers.insert(ProducerStateManager::rebuild(&a.log)?),
+        };
+        let (start, _) = a.log.offsets()?;
+        st.truncate_below(start);
+        Ok(st.last_stable_offset(a.log.high_watermark()?))
+    }
+
     /// True if any assigned, unpaused partition has records past its position.
     pub(super) fn has_data(&self, inner: &mut Inner) -> Result<bool> {
         for a in inner.assignment.iter_mut() {
@@ -357,7 +402,10 @@ impl Consumer {
                 return Ok(true);
             }
             let pos = self.resolve(a)?;
-            let (start, end) = a.log.offsets()?;
+            let (start, mut end) = a.log.offsets()?;
+            if self.config.read_committed && pos < end && pos >= start {
+                end = Self::last_stable_offset(a)?;
+            }
             if pos < end || pos < start {
                 return Ok(true);
             }

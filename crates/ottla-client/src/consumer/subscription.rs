@@ -10,6 +10,7 @@
 //! subscription as topics appear and grow; with one, it is the
 //! coordinator's (the partitions this member owns).
 
+use ottla_storage::log::producer_state::ProducerStateManager;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -50,6 +51,9 @@ pub(super) struct Assigned {
     pub(super) paused: bool,
     pub(super) cursor: Option<ReadCursor>,
     pub(super) fetch: Option<Fetch>,
+    /// The partition's producers, for a read_committed consumer (its last
+    /// stable offset and aborted transactions), caught up before each read.
+    pub(super) producers: Option<ProducerStateManager>,
 }
 
 impl Consumer {
@@ -119,6 +123,7 @@ impl Consumer {
                 paused: false,
                 cursor: None,
                 fetch: None,
+                producers: None,
             });
         }
         let mut inner = self.inner.lock();
@@ -208,6 +213,7 @@ impl Consumer {
                     paused: false,
                     cursor: None,
                     fetch: None,
+                    producers: None,
                 }),
             }
         }

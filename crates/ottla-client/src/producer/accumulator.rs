@@ -228,6 +228,9 @@ impl Producer {
         if inner.closed {
             return Err(Error::Closed("producer"));
         }
+        if let Some(t) = &self.txn {
+            t.check_open()?;
+        }
         let batch_size = self.config.batch_size;
         let ts = match timestamp {
             Some(t) => t,
@@ -331,6 +334,9 @@ impl Producer {
         let mut inner = self.inner.lock();
         if inner.closed {
             return Err(Error::Closed("producer"));
+        }
+        if let Some(t) = &self.txn {
+            t.check_open()?;
         }
         let was_open = inner.open_batches;
         let Inner {

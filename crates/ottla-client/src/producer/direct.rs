@@ -27,7 +27,7 @@ impl Producer {
     /// and append alone anyway, and large enough that the copy into a batch
     /// buffer costs more than the extra bookkeeping.
     pub fn sends_direct(&self, value_len: usize) -> bool {
-        value_len >= DIRECT_VALUE_MIN && value_len >= self.config.batch_size
+        self.txn.is_none() && value_len >= DIRECT_VALUE_MIN && value_len >= self.config.batch_size
     }
 
     /// Send one large record as a batch of its own, appended now, with the
@@ -56,6 +56,11 @@ impl Producer {
             let mut inner = self.inner.lock();
             if inner.closed {
                 return Err(Error::Closed("producer"));
+            }
+            if self.txn.is_some() {
+                return Err(Error::IllegalState(
+                    "send_direct is not for transactional producers: use send".into(),
+                ));
             }
             let ts = match timestamp {
                 Some(t) => t,

@@ -22,7 +22,10 @@
 //! - `direct`: [`Producer::send_direct`], a large record appended as a batch
 //!   of its own from the caller's buffer;
 //! - `compress`: the topic's `compression.type`, applied to each batch
-//!   before it is appended.
+//!   before it is appended;
+//! - `txn`: transactions (a producer with a `transactional_id`): its
+//!   batches are appended as transactional ones, and the coordinator's
+//!   work (state, markers) is done in-process.
 //!
 //! Lock order: `append_order`, then the accumulator (`inner`). The locks of
 //! a fence, of a batch handle and of the spare-buffer pool are taken last
@@ -35,6 +38,7 @@ mod compress;
 mod direct;
 mod fence;
 mod sender;
+pub mod txn;
 
 use std::sync::Arc;
 
@@ -74,6 +78,11 @@ pub struct ProducerConfig {
     /// `log.retention.check.interval.ms`); one process's checker works at a
     /// time (see `ottla_storage::retention_checker`).
     pub retention_check_interval_ms: u64,
+    /// Kafka's `transactional.id`: the producer's records are written in
+    /// transactions (see [`txn`]).
+    pub transactional_id: Option<String>,
+    /// Kafka's `transaction.timeout.ms`.
+    pub transaction_timeout_ms: i32,
 }
 
 impl Default for ProducerConfig {
@@ -85,6 +94,8 @@ impl Default for ProducerConfig {
             auto_create_topics: true,
             num_partitions: 1,
             retention_check_interval_ms: DEFAULT_CHECK_INTERVAL_MS,
+            transactional_id: None,
+            transaction_timeout_ms: txn::DEFAULT_TRANSACTION_TIMEOUT_MS,
         }
     }
 }
@@ -110,6 +121,8 @@ pub struct Producer {
     append_order: Mutex<()>,
     /// Stopped by `close()`.
     retention: Mutex<Option<Arc<RetentionChecker>>>,
+    /// Set for a transactional producer.
+    txn: Option<Arc<txn::Transactions>>,
 }
 
 /// The marker a cluster node writes in its directory (the broker's
@@ -161,7 +174,20 @@ impl Producer {
             store.ensure_flusher(ms);
         }
         let retention = RetentionChecker::shared(&store, config.retention_check_interval_ms)?;
+        let txn = match &config.transactional_id {
+            Some(id) => Some(Arc::new(txn::Transactions::new(
+                store.clone(),
+                id,
+                config.transaction_timeout_ms,
+                match config.fsync {
+                    FsyncPolicy::Always => Durability::Fsync,
+                    _ => Durability::PageCache,
+                },
+            )?)),
+            None => None,
+        };
         let p = Arc::new(Producer {
+            txn,
             store,
             config,
             inner: Mutex::new(Inner {
@@ -192,6 +218,27 @@ impl Producer {
 
     pub fn config(&self) -> &ProducerConfig {
         &self.config
+    }
+
+    /// The transactions of a producer with a `transactional_id`.
+    pub fn transactions(&self) -> Result<&Arc<txn::Transactions>> {
+        self.txn
+            .as_ref()
+            .ok_or_else(|| Error::InvalidTxnState("the producer has no transactional_id".into()))
+    }
+
+    /// `commit_transaction` / `abort_transaction`: every record sent is
+    /// appended first (an abort appends them too: they are part of the
+    /// aborted transaction, which no read_committed reader sees), then the
+    /// transaction ends. A commit is refused when a record of the
+    /// transaction failed to append (abort then). The completions of the
+    /// appended batches are returned for the caller to run.
+    pub fn end_transaction(&self, commit: bool) -> Result<Vec<Completions>> {
+        let t = self.transactions()?;
+        t.check_open()?;
+        let done = self.flush();
+        t.end(commit)?;
+        Ok(done)
     }
 
     fn durability(&self) -> Durability {

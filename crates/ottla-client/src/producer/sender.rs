@@ -110,13 +110,25 @@ impl Producer {
                     continue;
                 }
             }
-            let r = match super::compress::codec_for(&b.log.config()) {
+            let codec = super::compress::codec_for(&b.log.config());
+            let r = match (&self.txn, codec) {
+                // A transactional batch: stamped and checked under the
+                // transactional id's lock (see `txn`).
+                (Some(t), Some(codec)) => t.append(
+                    &b.log,
+                    b.builder.finish_mut(),
+                    Some(&|stamped: &[u8]| super::compress::compress(stamped, codec)),
+                ),
+                (Some(t), None) => t.append(&b.log, b.builder.finish_mut(), None),
                 // Stored compressed, as the topic's compression.type says.
-                Some(codec) => super::compress::compress(b.builder.finish(), codec)
-                    .and_then(|mut packed| b.log.append(&mut packed, durability)),
-                None => b.log.append(b.builder.finish_mut(), durability),
+                (None, Some(codec)) => super::compress::compress(b.builder.finish(), codec)
+                    .and_then(|mut packed| b.log.append(&mut packed, durability))
+                    .map(|info| info.base_offset),
+                (None, None) => b
+                    .log
+                    .append(b.builder.finish_mut(), durability)
+                    .map(|info| info.base_offset),
             }
-            .map(|info| info.base_offset)
             .map_err(Arc::new);
             if let Err(e) = &r {
                 // Fence before completing: a waiter that sees the error may

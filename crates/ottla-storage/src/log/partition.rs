@@ -522,6 +522,18 @@ impl PartitionLog {
         Ok(segs.total_bytes(&st))
     }
 
+    /// The base offsets of the segments, oldest first (producer-state
+    /// snapshots and transaction indexes are laid out by them).
+    pub fn segment_bases(&self) -> Result<Vec<i64>> {
+        let st = self.read_state()?;
+        Ok(self.segments_for(&st)?.map.keys().copied().collect())
+    }
+
+    /// The base offset of the active segment (a read of the head).
+    pub fn active_base(&self) -> Result<i64> {
+        Ok(self.read_state()?.active_base)
+    }
+
     pub fn segment_count(&self) -> Result<usize> {
         let st = self.read_state()?;
         Ok(self.segments_for(&st)?.map.len())
@@ -608,7 +620,7 @@ pub(crate) fn crash_point(var: &str, step: &str) {
 }
 
 pub(crate) fn remove_segment_files(log_path: &Path) {
-    for ext in ["log", "index", "timeindex"] {
+    for ext in ["log", "index", "timeindex", "txnindex"] {
         let _ = std::fs::remove_file(log_path.with_extension(ext));
     }
 }

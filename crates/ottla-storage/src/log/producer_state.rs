@@ -12,6 +12,17 @@
 //! for each data batch and [`ProducerStateManager::complete_txn`] for each
 //! marker it appends. The caller serialises check, append and record (the
 //! broker holds the partition's producer lock across them).
+//!
+//! Several processes may append to one partition (embedded producers, a
+//! broker, on one directory), so the state remembers how far into the log it
+//! has seen (`next_offset`) and [`ProducerStateManager::catch_up`] replays
+//! what others appended since. The appender's own `record`/`complete_txn`
+//! move that mark only when the batch directly follows it; otherwise the
+//! next catch-up reads the batch again, which changes nothing (replay is
+//! idempotent: a batch's sequence is remembered once, a second marker ends
+//! nothing).
+
+mod snapshot;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -74,6 +85,9 @@ struct Entry {
     txn_first_offset: Option<i64>,
     /// The coordinator epoch of the last marker (-1: none yet).
     coordinator_epoch: i32,
+    /// The offset of its last batch or marker (a producer's batches are in
+    /// offset order, so a replay skips what lies at or below it).
+    last_offset: i64,
 }
 
 /// One producer as DescribeProducers shows it.
@@ -99,22 +113,60 @@ pub struct Completed {
 }
 
 /// The producers of one partition.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ProducerStateManager {
     by_id: HashMap<i64, Entry>,
     /// Open transactions: first offset -> producer id.
     ongoing: BTreeMap<i64, i64>,
     /// Shared, so the appender's trial copy of the state costs nothing for it.
     aborted: Arc<TxnIndex>,
+    /// The offset after the last batch this state has seen (0: none yet).
+    next_offset: i64,
+    /// The offset of the newest snapshot written or loaded (-1: none).
+    snapshot_offset: i64,
+}
+
+impl Default for ProducerStateManager {
+    fn default() -> Self {
+        ProducerStateManager {
+            by_id: HashMap::new(),
+            ongoing: BTreeMap::new(),
+            aborted: Arc::default(),
+            next_offset: 0,
+            snapshot_offset: -1,
+        }
+    }
 }
 
 impl ProducerStateManager {
-    /// The state of `log` from every batch in it (Kafka's rebuild without
-    /// a snapshot). Batches appended by others meanwhile are read too: the
-    /// scan ends at the log end it finds last.
+    /// The state of `log`: from its newest snapshot and transaction
+    /// indexes, then the batches after it (Kafka's load); from every batch
+    /// when there is no usable snapshot. Batches appended by others
+    /// meanwhile are read too: the scan ends at the log end it finds last.
     pub fn rebuild(log: &PartitionLog) -> Result<ProducerStateManager> {
+        let mut st = snapshot::load(log)?.unwrap_or_default();
+        st.catch_up(log)?;
+        Ok(st)
+    }
+
+    /// [`ProducerStateManager::rebuild`] ignoring snapshots (a full scan).
+    pub fn rebuild_from_log(log: &PartitionLog) -> Result<ProducerStateManager> {
         let mut st = ProducerStateManager::default();
-        let (mut next, _) = log.offsets()?;
+        st.catch_up(log)?;
+        Ok(st)
+    }
+
+    /// The offset after the last batch this state has seen.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// Replay every batch appended to `log` since this state last saw it
+    /// (by this process or any other), up to the log end it finds last.
+    /// Cheap when nothing was appended: one read of the head.
+    pub fn catch_up(&mut self, log: &PartitionLog) -> Result<()> {
+        let (start, _) = log.offsets()?;
+        let mut next = self.next_offset.max(start);
         let mut cursor: Option<ReadCursor> = None;
         loop {
             let fetched = match log.read_to_log_end(next, SCAN_CHUNK, &mut cursor, false) {
@@ -127,17 +179,22 @@ impl ProducerStateManager {
                 Err(e) => return Err(e),
             };
             if fetched.bytes.is_empty() {
+                self.next_offset = self.next_offset.max(next);
                 return match fetched.error {
                     Some(e) => Err(e),
-                    None => Ok(st),
+                    None => {
+                        snapshot::maybe_write(self, log);
+                        Ok(())
+                    }
                 };
             }
             for (h, batch) in Batches::new(&fetched.bytes) {
                 if h.next_offset() <= next {
                     continue;
                 }
-                st.replay(&h, batch);
+                self.replay(&h, batch);
                 next = h.next_offset();
+                self.next_offset = self.next_offset.max(next);
             }
             if let Some(e) = fetched.error {
                 return Err(e);
@@ -148,7 +205,10 @@ impl ProducerStateManager {
     /// Apply one batch read from the log (a rebuild, or a follower's copy
     /// of its leader's batches).
     pub fn replay(&mut self, h: &ottla_record::BatchHeader, batch: &[u8]) {
-        if h.producer_id < 0 {
+        if h.base_offset == self.next_offset {
+            self.next_offset = h.next_offset();
+        }
+        if h.producer_id < 0 || self.seen(h.producer_id, h.base_offset) {
             return;
         }
         if h.is_control() {
@@ -210,6 +270,9 @@ impl ProducerStateManager {
     /// Remember a data batch appended at `base_offset`; a transactional one
     /// opens its producer's transaction if none is open.
     pub fn record(&mut self, b: &BatchSeq, base_offset: i64, timestamp: i64) {
+        if base_offset == self.next_offset {
+            self.next_offset = base_offset + i64::from(b.count.max(1));
+        }
         if b.producer_id < 0 {
             return;
         }
@@ -220,6 +283,7 @@ impl ProducerStateManager {
         }
         e.last_seq = b.last();
         e.last_timestamp = timestamp;
+        e.last_offset = e.last_offset.max(base_offset);
         e.recent.push_back((b.first, b.last(), base_offset));
         while e.recent.len() > RECENT {
             e.recent.pop_front();
@@ -230,6 +294,14 @@ impl ProducerStateManager {
         }
     }
 
+    /// Whether the batch of `producer_id` at `base_offset` was recorded
+    /// already (a catch-up reading again what this process appended).
+    fn seen(&self, producer_id: i64, base_offset: i64) -> bool {
+        self.by_id
+            .get(&producer_id)
+            .is_some_and(|e| base_offset <= e.last_offset)
+    }
+
     fn entry(&mut self, producer_id: i64, epoch: i16) -> &mut Entry {
         self.by_id.entry(producer_id).or_insert(Entry {
             epoch,
@@ -238,6 +310,7 @@ impl ProducerStateManager {
             recent: VecDeque::new(),
             txn_first_offset: None,
             coordinator_epoch: -1,
+            last_offset: -1,
         })
     }
 
@@ -254,7 +327,11 @@ impl ProducerStateManager {
         marker_offset: i64,
         timestamp: i64,
     ) -> Completed {
+        if marker_offset == self.next_offset {
+            self.next_offset = marker_offset + 1;
+        }
         let e = self.entry(producer_id, epoch);
+        e.last_offset = e.last_offset.max(marker_offset);
         if epoch > e.epoch {
             e.epoch = epoch;
             e.last_seq = -1;
@@ -463,6 +540,64 @@ mod tests {
         );
         assert_eq!(snap[1].coordinator_epoch, 3);
         assert_eq!(snap[2].current_txn_start_offset, 4);
+    }
+
+    #[test]
+    fn catch_up_replays_what_others_appended_and_skips_what_it_recorded() {
+        use crate::log::Durability;
+        use ottla_record::batch::*;
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = crate::store::Store::open(dir.path()).expect("store");
+        let topic = store.create_topic("t", 1, &[]).expect("topic");
+        let log = store.partition(&topic, 0).expect("log");
+        let batch = |pid: i64, seq: i32| {
+            let mut b = BatchBuilder::with_capacity(128);
+            b.append(1, None, Some(b"v"), &[]);
+            let mut v = b.finish().to_vec();
+            v[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&TRANSACTIONAL_FLAG.to_be_bytes());
+            v[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&pid.to_be_bytes());
+            v[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&0i16.to_be_bytes());
+            v[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&seq.to_be_bytes());
+            seal_crc(&mut v);
+            v
+        };
+        let mut mine = ProducerStateManager::rebuild(&log).expect("empty");
+        // This process appends and records pid 1's batch at 0.
+        let off = log
+            .append(&mut batch(1, 0), Durability::PageCache)
+            .expect("append")
+            .base_offset;
+        mine.record(&t(1, 0, 0, 1), off, 1);
+        assert_eq!(mine.next_offset(), 1);
+        // Another process appends pid 2's batch, then this one appends
+        // pid 1's next batch (recorded, but not next to what it saw).
+        log.append(&mut batch(2, 0), Durability::PageCache)
+            .expect("append");
+        let off = log
+            .append(&mut batch(1, 1), Durability::PageCache)
+            .expect("append")
+            .base_offset;
+        mine.record(&t(1, 0, 1, 1), off, 1);
+        assert_eq!(
+            mine.next_offset(),
+            1,
+            "a gap: the next catch-up reads on from 1"
+        );
+        // The other process ends pid 2's transaction with an abort.
+        let mut m = marker_batch(2, 0, ControlType::Abort, 0, 1);
+        log.append(&mut m, Durability::PageCache).expect("marker");
+        mine.catch_up(&log).expect("catch up");
+        assert_eq!(mine.next_offset(), 4);
+        assert_eq!(mine.txn_first_offset(1), Some(0));
+        assert_eq!(mine.txn_first_offset(2), None);
+        assert_eq!(mine.last_stable_offset(4), 0);
+        assert_eq!(mine.aborted_txns(0, 4).len(), 1);
+        assert_eq!(mine.check(&t(1, 0, 2, 1)), Verdict::Append);
+        assert_eq!(mine.check(&t(1, 0, 1, 1)), Verdict::Duplicate(2));
+        // Catching up again changes nothing.
+        let before = mine.snapshot();
+        mine.catch_up(&log).expect("again");
+        assert_eq!(mine.snapshot(), before);
     }
 
     #[test]

@@ -12,6 +12,45 @@
 //! it per segment so a restart does not scan; a `.txnindex` file per
 //! segment is the planned follow-up (docs/design/transactions.md).
 
+use ottla_record::batch::{peek_total_size, BatchHeader};
+
+/// The prefix of `bytes` made of whole batches ending below `lso`, and the
+/// offset after its last batch (`None` when it has none): what a
+/// read_committed reader may see of a read (Fetch in the broker, the
+/// embedded consumer's fetcher).
+pub fn stable_prefix(bytes: &[u8], lso: i64) -> (usize, Option<i64>) {
+    let mut at = 0usize;
+    let mut next = None;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let (Some(size), Some(h)) = (peek_total_size(rest), BatchHeader::parse(rest)) else {
+            break;
+        };
+        let Ok(size) = usize::try_from(size) else {
+            break;
+        };
+        if h.last_offset() >= lso || size > rest.len() {
+            break;
+        }
+        at += size;
+        next = Some(h.next_offset());
+    }
+    (at, next)
+}
+
+/// Whether the data batch `h` belongs to one of the `aborted` transactions
+/// (its producer's, from the transaction's first offset to its marker): a
+/// read_committed reader drops it, as Kafka's consumer does.
+pub fn in_aborted(aborted: &[AbortedTxn], h: &BatchHeader) -> bool {
+    h.is_transactional()
+        && !h.is_control()
+        && aborted.iter().any(|a| {
+            a.producer_id == h.producer_id
+                && a.first_offset <= h.base_offset
+                && h.base_offset < a.last_offset
+        })
+}
+
 /// One aborted transaction (Kafka's `AbortedTxn`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AbortedTxn {
@@ -93,5 +132,35 @@ mod tests {
         ix.truncate_below(15);
         assert_eq!(pids(ix.collect(0, 100)), vec![2, 3]);
         assert_eq!(ix.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::*;
+    use ottla_record::batch::set_base_offset;
+
+    fn batches(bases: &[i64]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for base in bases {
+            let mut b = ottla_record::BatchBuilder::with_capacity(128);
+            b.append(1, None, Some(b"a"), &[]);
+            b.append(1, None, Some(b"b"), &[]);
+            let mut v = b.finish().to_vec();
+            set_base_offset(&mut v, *base);
+            out.extend_from_slice(&v);
+        }
+        out
+    }
+
+    #[test]
+    fn only_whole_batches_below_the_lso_are_kept() {
+        let b = batches(&[0, 2, 4]);
+        let one = b.len() / 3;
+        assert_eq!(stable_prefix(&b, 100), (b.len(), Some(6)));
+        assert_eq!(stable_prefix(&b, 4), (2 * one, Some(4)));
+        assert_eq!(stable_prefix(&b, 3), (one, Some(2)));
+        assert_eq!(stable_prefix(&b, 0), (0, None));
+        assert_eq!(stable_prefix(&[], 5), (0, None));
     }
 }

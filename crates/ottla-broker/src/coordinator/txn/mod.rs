@@ -22,6 +22,11 @@
 //!
 //! The timer (`reaper`) aborts transactions open past their
 //! `transaction.timeout.ms`, and completes any Prepare state left behind.
+//!
+//! Embedded producers in other processes may coordinate transactions of the
+//! same directory (`ottla_client::producer::txn`): every request and the
+//! timer take the id's cross-process lock (`txn_state::TxnLocks`) and
+//! catch up with `__transaction_state` before acting (`sync`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,9 +42,12 @@ use crate::Shared;
 use ottla_record::batch::ControlType;
 use ottla_storage::error::Result as EngineResult;
 use ottla_storage::log::{now_ms, Durability};
+use ottla_storage::ofd::ByteGuard;
 use ottla_storage::offsets::OFFSETS_TOPIC;
 use ottla_storage::store::Store;
-use ottla_storage::txn_state::{EndStep, TxnError, TxnMetadata, TxnState, TxnStateLog};
+use ottla_storage::txn_state::{
+    EndStep, TxnError, TxnLocks, TxnMetadata, TxnState, TxnStateLog, TxnView,
+};
 
 #[cfg(test)]
 mod tests;
@@ -75,6 +83,10 @@ pub struct TxnCoordinator {
     txns: Mutex<HashMap<String, Shared1>>,
     /// Producer id -> transactional id, for Produce's verification.
     by_producer: Mutex<HashMap<i64, String>>,
+    /// Per-id locks shared with coordinators in other processes.
+    locks: TxnLocks,
+    /// This coordinator's copy of `__transaction_state`.
+    view: Mutex<TxnView>,
 }
 
 impl TxnCoordinator {
@@ -88,12 +100,15 @@ impl TxnCoordinator {
         let log = TxnStateLog::open(&store, false)?.map(Arc::new);
         let mut txns = HashMap::new();
         let mut by_producer = HashMap::new();
+        let mut view = TxnView::default();
         if let Some(log) = &log {
-            for (id, m) in log.load()? {
+            log.catch_up(&mut view)?;
+            for (id, m) in view.txns.iter() {
                 by_producer.insert(m.producer_id, id.clone());
-                txns.insert(id, Arc::new(Mutex::new(m)));
+                txns.insert(id.clone(), Arc::new(Mutex::new(m.clone())));
             }
         }
+        let locks = TxnLocks::open(&store)?;
         Ok(TxnCoordinator {
             store,
             durability,
@@ -101,6 +116,8 @@ impl TxnCoordinator {
             log: Mutex::new(log),
             txns: Mutex::new(txns),
             by_producer: Mutex::new(by_producer),
+            locks,
+            view: Mutex::new(view),
         })
     }
 
@@ -133,6 +150,60 @@ impl TxnCoordinator {
 
     fn get(&self, transactional_id: &str) -> Option<Shared1> {
         self.txns.lock().get(transactional_id).cloned()
+    }
+
+    /// Take `transactional_id`'s cross-process lock.
+    fn lock_id(&self, transactional_id: &str) -> Result<ByteGuard<'_>, i16> {
+        self.locks
+            .lock(transactional_id)
+            .map_err(|_| code::COORDINATOR_NOT_AVAILABLE)
+    }
+
+    /// Catch up with `__transaction_state` (another process's coordinator
+    /// may have written it) and make the log's latest state of each id that
+    /// changed there the one this coordinator acts on. The caller holds
+    /// the id's lock for `transactional_id` if it names one.
+    fn sync(&self) -> Result<(), i16> {
+        let log = {
+            let mut g = self.log.lock();
+            if g.is_none() {
+                *g = TxnStateLog::open(&self.store, false)
+                    .map_err(|e| kafka_code(&e))?
+                    .map(Arc::new);
+            }
+            g.clone()
+        };
+        let Some(log) = log else { return Ok(()) };
+        let mut view = self.view.lock();
+        log.catch_up(&mut view).map_err(|e| kafka_code(&e))?;
+        let mut txns = self.txns.lock();
+        for (id, m) in view.txns.iter() {
+            let shared = txns
+                .entry(id.clone())
+                .or_insert_with(|| Arc::new(Mutex::new(m.clone())))
+                .clone();
+            let Some(mut slot) = shared.try_lock() else {
+                // Busy with a request of this process, which synced first.
+                continue;
+            };
+            // Written by another coordinator: a new epoch, state or time.
+            // (Only the partitions differing is this coordinator's own
+            // progress through a completion's markers: kept.)
+            let key =
+                |t: &TxnMetadata| (t.producer_id, t.producer_epoch, t.state, t.last_update_ms);
+            if key(&slot) != key(m) && m.last_update_ms >= slot.last_update_ms {
+                if slot.producer_id != m.producer_id {
+                    let mut by = self.by_producer.lock();
+                    by.remove(&slot.producer_id);
+                    by.insert(m.producer_id, id.clone());
+                }
+                *slot = m.clone();
+            }
+        }
+        self.by_producer
+            .lock()
+            .extend(view.txns.iter().map(|(id, m)| (m.producer_id, id.clone())));
+        Ok(())
     }
 
     /// Write the markers of `m` (PrepareCommit/PrepareAbort, persisted),
@@ -207,6 +278,8 @@ impl TxnCoordinator {
             return Err(code::INVALID_TRANSACTION_TIMEOUT);
         }
         self.log()?;
+        let _id_lock = self.lock_id(transactional_id)?;
+        self.sync()?;
         let now = now_ms();
         let shared = {
             let mut txns = self.txns.lock();
@@ -267,6 +340,8 @@ impl TxnCoordinator {
         epoch: i16,
         partitions: &[(String, u32)],
     ) -> Result<(), i16> {
+        let _id_lock = self.lock_id(transactional_id)?;
+        self.sync()?;
         let shared = self
             .get(transactional_id)
             .ok_or(code::INVALID_PRODUCER_ID_MAPPING)?;
@@ -360,6 +435,8 @@ impl TxnCoordinator {
         epoch: i16,
         commit: bool,
     ) -> Result<(), i16> {
+        let _id_lock = self.lock_id(transactional_id)?;
+        self.sync()?;
         let shared = self
             .get(transactional_id)
             .ok_or(code::INVALID_PRODUCER_ID_MAPPING)?;
@@ -391,9 +468,24 @@ impl TxnCoordinator {
     /// ones open past their timeout. Ids busy with a request are skipped
     /// (the next pass sees them).
     pub fn tick(&self, replicas: &ReplicaManager) {
-        let all: Vec<Shared1> = self.txns.lock().values().cloned().collect();
+        if let Err(c) = self.sync() {
+            warn(&format!("cannot read the transaction log (error {c})"));
+        }
+        let all: Vec<(String, Shared1)> = self
+            .txns
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let now = now_ms();
-        for shared in all {
+        for (id, shared) in all {
+            // Skipped when a coordinator of another process is busy with it.
+            let Ok(Some(_id_lock)) = self.locks.try_lock(&id) else {
+                continue;
+            };
+            if self.sync().is_err() {
+                continue;
+            }
             let Some(mut slot) = shared.try_lock() else {
                 continue;
             };
