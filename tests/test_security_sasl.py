@@ -93,9 +93,7 @@ def test_kcat_sasl_scram(data: Path, certs: Certificates) -> None:
             [*kcat, "-P", "-t", "k"], input=b"one\ntwo\n", capture_output=True, timeout=30
         )
         assert done.returncode == 0, done.stderr
-        done = subprocess.run(
-            [*kcat, "-C", "-t", "k", "-e", "-q"], capture_output=True, timeout=30
-        )
+        done = subprocess.run([*kcat, "-C", "-t", "k", "-e", "-q"], capture_output=True, timeout=30)
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == [b"one", b"two"]
 
