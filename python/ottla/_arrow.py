@@ -97,7 +97,11 @@ def read(
         return consumer._read_arrow(max_records, max_bytes)
     pick = _start_rule(consumer, start)
     tps = _partitions(consumer)
-    look = _core.Consumer(consumer.path, enable_auto_commit=False)
+    # The same isolation: a read_committed look ends at the last stable
+    # offset and skips aborted transactions.
+    look = _core.Consumer(
+        consumer.path, enable_auto_commit=False, isolation_level=consumer.isolation_level
+    )
     try:
         look.assign(tps)
         lows = look.beginning_offsets(tps)

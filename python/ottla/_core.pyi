@@ -598,7 +598,8 @@ class Consumer:
     def seek_to_beginning(self, *partitions: _TP) -> None:
         """Seek ``partitions`` (all assigned if none) to their log start."""
     def seek_to_end(self, *partitions: _TP) -> None:
-        """Seek ``partitions`` (all assigned if none) to their log end."""
+        """Seek ``partitions`` (all assigned if none) to their log end (a
+        read_committed consumer: their last stable offset)."""
     def position(self, partition: _TP) -> int:
         """Offset of the next record this consumer will return for ``partition``."""
     def committed(self, partition: _TP) -> int | None:
@@ -606,7 +607,8 @@ class Consumer:
     def highwater(self, partition: _TP) -> int | None:
         """kafka-python's ``highwater``: the high watermark (the log end
         offset; every appended record is readable at once) of an assigned
-        ``partition``, None if it is not assigned:
+        ``partition``, None if it is not assigned; for a read_committed
+        consumer the last stable offset (see :meth:`end_offsets`):
 
         >>> with ottla.Producer("data") as p:
         ...     _ = p.send_many("events", [b"a", b"b"]).get()
@@ -628,12 +630,17 @@ class Consumer:
         self, timestamps: Mapping[_TP, int]
     ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
         """``{TopicPartition: OffsetAndTimestamp | None}`` for the earliest
-        record at or after each timestamp (ms); None where there is none."""
+        record at or after each timestamp (ms); None where there is none
+        (a read_committed consumer finds only records below the last stable
+        offset, as Kafka's ListOffsets)."""
     def beginning_offsets(self, partitions: Iterable[_TP]) -> dict[TopicPartition, int]:
         """``{TopicPartition: log start offset}``."""
     def end_offsets(self, partitions: Iterable[_TP]) -> dict[TopicPartition, int]:
         """``{TopicPartition: log end offset}`` (the offset the next record
-        will get)."""
+        will get). For a read_committed consumer, the last stable offset
+        (the first offset of the oldest open transaction, else the log
+        end), as Kafka's ListOffsets with ``isolation_level=read_committed``:
+        the end its reads stop at, so lag counts to it."""
     def pause(self, *partitions: _TP) -> None:
         """Stop returning records from these assigned ``partitions`` until
         resumed."""
@@ -656,6 +663,9 @@ class Consumer:
     @property
     def group_id(self) -> str | None:
         """The consumer group, or None."""
+    @property
+    def isolation_level(self) -> Literal["read_uncommitted", "read_committed"]:
+        """The ``isolation_level`` the consumer was made with."""
     @property
     def member_id(self) -> str | None:
         """This consumer's member id in its group (None unless subscribed

@@ -498,7 +498,8 @@ class Consumer:
 
     def highwater(self, partition: _TP) -> int | None:
         """aiokafka's ``highwater(tp)``: the high watermark (log end offset)
-        of an assigned partition, None if ``partition`` is not assigned."""
+        of an assigned partition, None if ``partition`` is not assigned;
+        for a read_committed consumer the last stable offset."""
         return self._sync.highwater(partition)
 
     def consumer_group_metadata(self) -> ConsumerGroupMetadata:
@@ -539,7 +540,8 @@ class Consumer:
         return self._sync.beginning_offsets(partitions)
 
     async def end_offsets(self, partitions: Iterable[_TP]) -> dict[TopicPartition, int]:
-        """``{TopicPartition: log end offset}`` (the next record's offset)."""
+        """``{TopicPartition: log end offset}`` (the next record's offset);
+        for a read_committed consumer the last stable offset."""
         return self._sync.end_offsets(partitions)
 
     async def offsets_for_times(

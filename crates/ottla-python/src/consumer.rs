@@ -348,7 +348,10 @@ impl Consumer {
     ) -> PyResult<Bound<'py, PyDict>> {
         let out = PyDict::new(py);
         for (t, p) in tps(partitions)? {
-            let (lo, hi) = self.engine.watermarks(&t, p).py()?;
+            let engine = &self.engine;
+            // Detached: a read_committed end may read the partition's
+            // producer state, under the consumer's lock.
+            let (lo, hi) = py.detach(|| engine.watermarks(&t, p)).py()?;
             out.set_item(
                 TopicPartition {
                     topic: t,
@@ -800,8 +803,9 @@ impl Consumer {
 
     /// kafka-python's `highwater(partition)`: the high watermark (the log
     /// end offset: every appended record is readable) of an assigned
-    /// partition, or None when `partition` is not assigned.
-    fn highwater(&self, partition: Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+    /// partition, or None when `partition` is not assigned. For a
+    /// read_committed consumer, the last stable offset: the end it reads to.
+    fn highwater(&self, py: Python<'_>, partition: Bound<'_, PyAny>) -> PyResult<Option<i64>> {
         let (t, p) = tp_key(&partition)?;
         let assigned = self
             .engine
@@ -811,7 +815,11 @@ impl Consumer {
         if !assigned {
             return Ok(None);
         }
-        Ok(self.engine.watermarks(&t, p).ok().map(|(_, hi)| hi))
+        let engine = &self.engine;
+        Ok(py
+            .detach(|| engine.watermarks(&t, p))
+            .ok()
+            .map(|(_, hi)| hi))
     }
 
     /// The group's committed offset for `partition`, or None.
@@ -916,7 +924,8 @@ impl Consumer {
         self.watermarks(py, &partitions, true)
     }
 
-    /// `{TopicPartition: log end offset}` (the offset the next record will get).
+    /// `{TopicPartition: log end offset}` (the offset the next record will
+    /// get); for a read_committed consumer the last stable offset.
     fn end_offsets<'py>(
         &self,
         py: Python<'py>,
@@ -998,6 +1007,15 @@ impl Consumer {
     #[getter]
     fn group_id(&self) -> Option<String> {
         self.engine.config().group_id.clone()
+    }
+
+    #[getter]
+    fn isolation_level(&self) -> &'static str {
+        if self.engine.config().read_committed {
+            "read_committed"
+        } else {
+            "read_uncommitted"
+        }
     }
 
     /// Lets the garbage collector see the rebalance callbacks, so a

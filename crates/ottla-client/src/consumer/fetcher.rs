@@ -19,6 +19,7 @@ use ottla_record::decode::inflate;
 use ottla_storage::error::{Error, Result};
 use ottla_storage::log::producer_state::ProducerStateManager;
 use ottla_storage::log::txn_index::{in_aborted, stable_prefix, AbortedTxn};
+use ottla_storage::log::PartitionLog;
 
 use super::subscription::Assigned;
 use super::{Consumer, Inner, TopicPartition};
@@ -379,17 +380,7 @@ impl Consumer {
     /// The last stable offset of an assigned partition, its producer state
     /// caught up with the log first (built from the log on first use).
     pub(super) fn last_stable_offset(a: &mut Assigned) -> Result<i64> {
-        let st = match &mut a.producers {
-            Some(st) => {
-                st.catch_up(&a.log)?;
-                st
-            }
-            // From the partition's snapshot, when it has one.
-            None => a.producers.insert(ProducerStateManager::rebuild(&a.log)?),
-        };
-        let (start, _) = a.log.offsets()?;
-        st.truncate_below(start);
-        Ok(st.last_stable_offset(a.log.high_watermark()?))
+        lso_of(&mut a.producers, &a.log)
     }
 
     /// True if any assigned, unpaused partition has records past its position.
@@ -412,4 +403,23 @@ impl Consumer {
         }
         Ok(false)
     }
+}
+
+/// The last stable offset of `log`, the producer state in `producers`
+/// caught up with the log first (built from the log, or its snapshot, on
+/// first use).
+pub(super) fn lso_of(
+    producers: &mut Option<ProducerStateManager>,
+    log: &PartitionLog,
+) -> Result<i64> {
+    let st = match producers {
+        Some(st) => {
+            st.catch_up(log)?;
+            st
+        }
+        None => producers.insert(ProducerStateManager::rebuild(log)?),
+    };
+    let (start, _) = log.offsets()?;
+    st.truncate_below(start);
+    Ok(st.last_stable_offset(log.high_watermark()?))
 }

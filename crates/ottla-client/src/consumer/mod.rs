@@ -42,6 +42,7 @@ mod fetcher;
 mod subscription;
 mod watchdog;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +53,8 @@ use crate::group::member::MemberSession;
 use crate::group::GroupDir;
 use ottla_storage::beacon::{BusyPoll, MAX_BUSY_POLL};
 use ottla_storage::error::{Error, Result};
+use ottla_storage::log::producer_state::ProducerStateManager;
+use ottla_storage::log::PartitionLog;
 use ottla_storage::store::Store;
 
 use commits::coarse_ms;
@@ -76,6 +79,10 @@ struct Inner {
     live_gen: u64,
     /// When positions were last committed, in [`coarse_ms`].
     last_commit: u64,
+    /// read_committed: the producer state of partitions asked about
+    /// (`watermarks`, `offset_for_time`) but not assigned, for their last
+    /// stable offset; each with the log it was built from.
+    stable: HashMap<TopicPartition, (Arc<PartitionLog>, Option<ProducerStateManager>)>,
     closed: bool,
 }
 
@@ -128,6 +135,7 @@ impl Consumer {
                 meta_gen: u64::MAX,
                 live_gen: u64::MAX,
                 last_commit: coarse_ms(),
+                stable: HashMap::new(),
                 closed: false,
             })),
             polls: Arc::new(AtomicU64::new(0)),
@@ -196,20 +204,59 @@ impl Consumer {
         }
     }
 
-    /// (log start, log end) of any partition in the directory.
+    /// (log start, end) of any partition in the directory. The end is the
+    /// log end, or for a read_committed consumer the last stable offset:
+    /// what Kafka's ListOffsets answers for "latest" at each isolation
+    /// level, and where such a consumer's reads stop.
     pub fn watermarks(&self, topic: &str, partition: u32) -> Result<(i64, i64)> {
-        self.store.partition_by_name(topic, partition)?.offsets()
+        let log = self.store.partition_by_name(topic, partition)?;
+        let (start, end) = log.offsets()?;
+        if !self.config.read_committed {
+            return Ok((start, end));
+        }
+        Ok((start, self.stable_end(topic, partition, &log)?))
     }
 
+    /// The first record at or after `ts` (ms): its (offset, timestamp). A
+    /// read_committed consumer finds only records below the last stable
+    /// offset (as Kafka's ListOffsets at that isolation level).
     pub fn offset_for_time(
         &self,
         topic: &str,
         partition: u32,
         ts: i64,
     ) -> Result<Option<(i64, i64)>> {
-        self.store
-            .partition_by_name(topic, partition)?
-            .offset_for_time(ts)
+        let log = self.store.partition_by_name(topic, partition)?;
+        let found = log.offset_for_time(ts)?;
+        match found {
+            Some((offset, _)) if self.config.read_committed => {
+                let lso = self.stable_end(topic, partition, &log)?;
+                Ok(found.filter(|_| offset < lso))
+            }
+            _ => Ok(found),
+        }
+    }
+
+    /// The last stable offset of `log` (`topic`-`partition`): from the
+    /// producer state of the assigned partition when it is this log, else
+    /// from one kept for the partition in `Inner::stable`.
+    fn stable_end(&self, topic: &str, partition: u32, log: &Arc<PartitionLog>) -> Result<i64> {
+        let mut inner = self.inner.lock();
+        if let Some(a) = inner.assignment.iter_mut().find(|a| {
+            &*a.tp.topic == topic && a.tp.partition == partition && Arc::ptr_eq(&a.log, log)
+        }) {
+            return Self::last_stable_offset(a);
+        }
+        let key = TopicPartition::new(Arc::from(topic), partition);
+        let entry = inner
+            .stable
+            .entry(key)
+            .or_insert_with(|| (Arc::clone(log), None));
+        if !Arc::ptr_eq(&entry.0, log) {
+            // The topic was deleted and created again: another log.
+            *entry = (Arc::clone(log), None);
+        }
+        fetcher::lso_of(&mut entry.1, log)
     }
 
     /// Commit (if auto-commit is on) and leave the group, handing the
@@ -228,6 +275,7 @@ impl Consumer {
         inner.closed = true;
         self.closed.store(true, Ordering::Release);
         inner.assignment.clear();
+        inner.stable.clear();
         inner.subscription = None;
         let session = inner.group.take().and_then(|m| m.session);
         drop(inner);

@@ -324,6 +324,10 @@ impl Consumer {
         let (start, end) = a.log.offsets()?;
         let p = match self.config.auto_offset_reset {
             OffsetReset::Earliest => start,
+            // read_committed: the last stable offset (Kafka's ListOffsets
+            // latest at that isolation level), so the records of a
+            // transaction open now are read once it commits.
+            OffsetReset::Latest if self.config.read_committed => Self::last_stable_offset(a)?,
             OffsetReset::Latest => end,
             OffsetReset::None => {
                 return Err(out_of_range.unwrap_or_else(|| Error::NoOffsetForPartition {
@@ -376,7 +380,13 @@ impl Consumer {
         for (t, p) in targets {
             let a = Self::find(&mut inner, (&t, p))?;
             let (start, end) = a.log.offsets()?;
-            a.position = Some(if beginning { start } else { end });
+            a.position = Some(if beginning {
+                start
+            } else if self.config.read_committed {
+                Self::last_stable_offset(a)?
+            } else {
+                end
+            });
             a.fetch = None;
             a.cursor = None;
         }
