@@ -173,11 +173,14 @@ fn client_final(
     // RFC 5802: the nonce the server sent, echoed. librdkafka up to 2.x
     // (2.0 seen: kcat on Debian 12) sends its own nonce again in front of
     // it; Kafka long accepted that (`endsWith`). Accepted here in exactly
-    // that form (a prefix of the nonce, then the nonce), not any suffix
+    // that form (the client's nonce, then the nonce), not any suffix
     // match; the proof covers the message as sent either way.
-    let librdkafka_form = got_nonce
-        .strip_suffix(nonce)
-        .is_some_and(|c| !c.is_empty() && c.len() < nonce.len() && nonce.starts_with(c));
+    let client_nonce = client_first_bare
+        .split(',')
+        .find_map(|f| f.strip_prefix("r="))
+        .unwrap_or_default();
+    let librdkafka_form = !client_nonce.is_empty()
+        && got_nonce.strip_suffix(nonce) == Some(client_nonce);
     if got_nonce != nonce && !librdkafka_form {
         return Err(bad("nonce does not match"));
     }
