@@ -424,7 +424,10 @@ impl Broker {
                 &runtime,
                 shutdown_rx.clone(),
                 done_tx.clone(),
-                move |assigned, configs, deleted| {
+                move |assigned, configs, deleted, sweep_strays| {
+                    if sweep_strays {
+                        s.replicas.delete_strays(&assigned);
+                    }
                     s.replicas.apply_assignments(assigned, configs, deleted);
                     // The group coordinator follows the leadership of
                     // `__consumer_offsets`.

@@ -86,6 +86,28 @@ pub fn moved_away(before: &MetadataImage, after: &MetadataImage, broker: BrokerI
         .collect()
 }
 
+/// The local topics, given as (name, id), that are stray replicas once the
+/// image is caught up (Kafka 3.7+'s stray replica deletion at start-up):
+/// no partition of that topic id is assigned to this broker, so the topic
+/// was deleted (perhaps created again under its name with another id), or
+/// this broker's replicas were all moved away, while it was down.
+/// `assigned` is [`for_broker`] of the caught-up image. Internal topics are
+/// never named (the store refuses to delete them). A topic of which some
+/// partitions are still assigned here is kept whole: the store removes
+/// topics, not single partitions.
+pub fn strays(assigned: &[PartitionAssignment], local: &[(String, Uuid)]) -> Vec<(String, Uuid)> {
+    local
+        .iter()
+        .filter(|(name, id)| {
+            !ottla_storage::topic::is_internal(name)
+                && !assigned
+                    .iter()
+                    .any(|a| a.topic == *name && a.topic_id == *id)
+        })
+        .cloned()
+        .collect()
+}
+
 /// The unfenced brokers and the Kafka listener each advertises, by id:
 /// the brokers a Metadata answer lists.
 pub fn live_brokers(image: &MetadataImage) -> Vec<(BrokerId, String, u16, Option<String>)> {
@@ -257,6 +279,32 @@ mod tests {
             vec![Uuid::from_bytes([2; 16])]
         );
         assert!(deleted_topics(&after, &after).is_empty());
+    }
+
+    #[test]
+    fn strays_are_local_topics_the_image_does_not_assign_here() {
+        let img = image3();
+        let a = Uuid::from_bytes([1; 16]);
+        let b = Uuid::from_bytes([2; 16]);
+        let old = Uuid::from_bytes([7; 16]);
+        let local = vec![
+            ("__consumer_offsets".to_string(), Uuid::from_bytes([9; 16])),
+            ("a".to_string(), a),
+            ("b".to_string(), b),
+            ("deleted".to_string(), old),
+        ];
+        // Broker 1 holds a-0 and b-1: only the deleted topic is stray.
+        let one = for_broker(&img, 1);
+        assert_eq!(strays(&one, &local), vec![("deleted".to_string(), old)]);
+        // Broker 2 holds a-0 and b-0 (b-1 moved away: kept with b-0).
+        assert_eq!(strays(&for_broker(&img, 2), &local).len(), 1);
+        // A name created again under another id: the local copy is stray.
+        let recreated = vec![("a".to_string(), old)];
+        assert_eq!(strays(&one, &recreated), recreated);
+        // A broker holding nothing: every topic but the internal one.
+        let none = strays(&for_broker(&img, 4), &local);
+        let names: Vec<&str> = none.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, vec!["a", "b", "deleted"]);
     }
 
     #[test]

@@ -72,6 +72,11 @@ pub struct ClusterNode {
     pub source_ip: Option<IpAddr>,
     /// The partitions last handed to the replica manager.
     assigned: Mutex<Arc<Vec<PartitionAssignment>>>,
+    /// The directory was this node's before this process: its topics are
+    /// the cluster's replicas, stray ones deleted once caught up. A
+    /// directory a broker alone used before its first start as a node
+    /// keeps its topics (they were never the cluster's).
+    rejoined: bool,
 }
 
 /// The file that marks a directory as a cluster node's, naming its node id.
@@ -82,8 +87,8 @@ pub fn marker_path(data: &Path) -> PathBuf {
 /// Refuses a directory that belongs to another node id; marks it as this
 /// node's otherwise (`node.id=N`, and `listener=HOST:PORT`, the address an
 /// embedded Producer refused on this directory points to; the marker is
-/// read by `ottla_client::producer`).
-fn claim_directory(data: &Path, node_id: i32, listener: &str) -> Result<(), Error> {
+/// read by `ottla_client::producer`). True if it was this node's already.
+fn claim_directory(data: &Path, node_id: i32, listener: &str) -> Result<bool, Error> {
     let marker = marker_path(data);
     let contents = format!("node.id={node_id}\nlistener={listener}\n");
     let write = |marker: &Path| -> Result<(), Error> {
@@ -99,8 +104,8 @@ fn claim_directory(data: &Path, node_id: i32, listener: &str) -> Result<(), Erro
                 .find_map(|l| l.strip_prefix("node.id="))
                 .and_then(|v| v.trim().parse::<i32>().ok());
             match theirs {
-                Some(id) if id == node_id && text == contents => Ok(()),
-                Some(id) if id == node_id => write(&marker),
+                Some(id) if id == node_id && text == contents => Ok(true),
+                Some(id) if id == node_id => write(&marker).map(|()| true),
                 Some(id) => Err(Error::InvalidConfig(format!(
                     "{} belongs to cluster node {id}; refusing to start it as node {node_id}",
                     data.display()
@@ -111,7 +116,7 @@ fn claim_directory(data: &Path, node_id: i32, listener: &str) -> Result<(), Erro
                 ))),
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write(&marker),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write(&marker).map(|()| false),
         Err(e) => Err(Error::io("read", &marker, e)),
     }
 }
@@ -152,7 +157,7 @@ impl ClusterNode {
         done: mpsc::Sender<()>,
     ) -> Result<Arc<ClusterNode>, Error> {
         config.check().map_err(Error::InvalidConfig)?;
-        claim_directory(
+        let rejoined = claim_directory(
             data,
             config.node_id,
             &format!("{}:{}", advertised.0, advertised.1),
@@ -221,6 +226,7 @@ impl ClusterNode {
             shutting_down: tokio::sync::Mutex::new(false),
             source_ip,
             assigned: Mutex::new(Arc::new(Vec::new())),
+            rejoined,
             config,
         });
         runtime.spawn(transport::serve(
@@ -242,7 +248,9 @@ impl ClusterNode {
 
     /// The broker's life in the cluster, until `stopping`: registration and
     /// heartbeats, the fencing timer, and following the image into
-    /// `apply` (the replica manager's `apply_assignments`).
+    /// `apply` (the replica manager's `apply_assignments`; its last
+    /// argument is true once, for the first image applied once caught up
+    /// by a node restarted on its directory: stray replicas are deleted).
     pub fn run<F>(
         self: &Arc<Self>,
         runtime: &tokio::runtime::Runtime,
@@ -250,8 +258,12 @@ impl ClusterNode {
         done: mpsc::Sender<()>,
         apply: F,
     ) where
-        F: Fn(Vec<PartitionAssignment>, &HashMap<String, BTreeMap<String, String>>, &[uuid::Uuid])
-            + Send
+        F: Fn(
+                Vec<PartitionAssignment>,
+                &HashMap<String, BTreeMap<String, String>>,
+                &[uuid::Uuid],
+                bool,
+            ) + Send
             + Sync
             + 'static,
     {
@@ -452,7 +464,12 @@ impl ClusterNode {
 
     async fn follow_image<F>(&self, mut stopping: watch::Receiver<bool>, apply: F)
     where
-        F: Fn(Vec<PartitionAssignment>, &HashMap<String, BTreeMap<String, String>>, &[uuid::Uuid]),
+        F: Fn(
+            Vec<PartitionAssignment>,
+            &HashMap<String, BTreeMap<String, String>>,
+            &[uuid::Uuid],
+            bool,
+        ),
     {
         let mut rx = self.image.clone();
         let mut before = Arc::new(MetadataImage::default());
@@ -490,8 +507,13 @@ impl ClusterNode {
                         self.config.node_id,
                     ));
                 }
+                // The first image applied is caught up (it holds this
+                // incarnation's registration, so every change made while
+                // the broker was down): local copies it does not assign
+                // here are strays, deleted before anything is served.
+                let sweep_strays = before.offset == 0 && self.rejoined;
                 *self.assigned.lock() = Arc::new(assigned.clone());
-                apply(assigned, &configs, &deleted);
+                apply(assigned, &configs, &deleted, sweep_strays);
                 before = image;
             }
             // Membership (learners' addresses) changes without an image

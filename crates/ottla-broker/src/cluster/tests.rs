@@ -583,3 +583,137 @@ fn a_partition_is_reassigned_onto_a_new_broker_and_leadership_follows() {
     assert_eq!(unregister(9).error_code, 102);
     assert_eq!(unregister(2).error_code, code::INVALID_REQUEST);
 }
+
+/// Kafka's stray replicas (3.7+): a broker that was down while its replica
+/// of a partition was moved away, or while a topic it held was deleted and
+/// created again, deletes those local copies once it has caught up with
+/// the metadata after its restart.
+#[test]
+fn a_restarted_broker_deletes_the_replicas_moved_or_deleted_while_it_was_down() {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId};
+    let mut c = Cluster::start(3, 1);
+    for id in 1..=4 {
+        wait_until("four unfenced brokers", || c.unfenced(id).len() == 4);
+    }
+    assert_eq!(create_topic(&c, 1, "moved", 1, 4).0, code::NONE);
+    assert_eq!(create_topic(&c, 1, "gone", 1, 4).0, code::NONE);
+    assert_eq!(create_topic(&c, 1, "kept", 2, 4).0, code::NONE);
+    let store4 = c.shared(4).store.clone();
+    wait_until("broker 4 holds its replicas", || {
+        ["moved", "gone", "kept"]
+            .iter()
+            .all(|t| store4.topic(t).ok().flatten().is_some())
+    });
+    let old_gone = store4.topic("gone").ok().flatten().expect("gone").id;
+    drop(store4);
+    // Broker 4 (a broker-only node) down, as by kill -9.
+    c.brokers.get_mut(&4).expect("broker 4").stop_abruptly();
+    wait_until("broker 4 is fenced", || !c.unfenced(1).contains(&4));
+    // While it is down: moved-0 and kept-0 moved off it, "gone" deleted
+    // and created again (another id, on the live brokers).
+    let reassign = |topic: &str, partition: i32, replicas: Vec<i32>| {
+        let mut req = AlterPartitionReassignmentsRequest::default();
+        let mut t = ReassignableTopic::default();
+        t.name = TopicName(s(topic));
+        let mut rp = ReassignablePartition::default();
+        rp.partition_index = partition;
+        rp.replicas = Some(replicas.into_iter().map(BrokerId).collect());
+        t.partitions.push(rp);
+        req.topics.push(t);
+        let r = c.on(2, move |shared| {
+            Box::pin(async move {
+                let mut session = crate::dispatch::Session::new(([127, 0, 0, 1], 0).into());
+                crate::api::reassign::alter_reassignments(&shared, &mut session, req, 0).await
+            })
+        });
+        r.responses[0].partitions[0].error_code
+    };
+    assert_eq!(reassign("moved", 0, vec![1, 2, 3]), code::NONE);
+    assert_eq!(reassign("kept", 0, vec![1, 2, 3]), code::NONE);
+    for (topic, p) in [("moved", 0), ("kept", 0)] {
+        wait_until("the reassignment completed", || {
+            partitions(&c, 1, topic)[p].2 == vec![1, 2, 3]
+        });
+    }
+    let mut req = DeleteTopicsRequest::default();
+    req.topic_names.push(TopicName(s("gone")));
+    let r = c.on(3, move |shared| {
+        Box::pin(async move {
+            let mut session = crate::dispatch::Session::new(([127, 0, 0, 1], 0).into());
+            crate::api::topics::delete(&shared, &mut session, req, 4).await
+        })
+    });
+    assert_eq!(r.responses[0].error_code, code::NONE);
+    wait_until("the topic left the image", || {
+        let node = c.brokers[&1].cluster().expect("node");
+        node.image().topic_by_name("gone").is_none()
+    });
+    assert_eq!(create_topic(&c, 1, "gone", 1, 3).0, code::NONE);
+    // Restarted: once caught up, its stray copies are deleted.
+    c.restart(4);
+    let store4 = c.shared(4).store.clone();
+    let dir4 = c.dirs[&4].path().to_path_buf();
+    let on_disk = |prefix: &str| {
+        std::fs::read_dir(&dir4)
+            .expect("data dir")
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
+    };
+    wait_until("broker 4 deleted the replica moved away", || {
+        store4.topic("moved").ok().flatten().is_none() && !on_disk("moved-")
+    });
+    wait_until("broker 4 deleted the old incarnation of the topic", || {
+        store4
+            .topic("gone")
+            .ok()
+            .flatten()
+            .is_none_or(|t| t.id != old_gone)
+    });
+    // Held here under the new id only if the new topic is placed here.
+    let new_gone = partitions(&c, 1, "gone");
+    if !new_gone[0].2.contains(&4) {
+        assert!(!on_disk("gone-"), "the deleted topic's directory is gone");
+    }
+    // A topic of which broker 4 still holds a partition is kept whole
+    // (the store deletes topics, not partitions); kept-1 is still served.
+    assert!(store4.topic("kept").ok().flatten().is_some());
+    let node4 = c.brokers[&4].cluster().expect("node");
+    wait_until("kept-1 is assigned to broker 4", || {
+        node4
+            .assigned()
+            .iter()
+            .any(|a| a.topic == "kept" && a.partition == 1)
+    });
+}
+
+/// The stray sweep is for a node restarted on its own directory: a
+/// directory a broker alone used, started as a cluster node for the first
+/// time, keeps its topics (they were never the cluster's replicas).
+#[test]
+fn a_first_start_as_a_node_keeps_the_topics_of_a_standalone_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("store");
+    store
+        .create_topic("mine", 1, &[])
+        .expect("a standalone topic");
+    drop(store);
+    let port = free_port();
+    let mut c = Cluster {
+        dirs: BTreeMap::from([(1, dir)]),
+        brokers: BTreeMap::new(),
+        voters: format!("1@127.0.0.1:{port}"),
+        controller_ports: BTreeMap::from([(1, port)]),
+    };
+    c.restart(1);
+    wait_until("unfenced", || c.unfenced(1) == vec![1]);
+    // Images applied since the first (the sweep would have run by then).
+    assert_eq!(create_topic(&c, 1, "other", 1, 1).0, code::NONE);
+    let store = c.shared(1).store.clone();
+    wait_until("the new topic is applied", || {
+        store.topic("other").ok().flatten().is_some()
+    });
+    assert!(store.topic("mine").ok().flatten().is_some(), "kept");
+}

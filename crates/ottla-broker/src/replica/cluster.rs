@@ -138,6 +138,47 @@ impl ReplicaManager {
         crate::blocking(|| self.apply_locked(&cluster, assignments, configs, deleted_topics));
     }
 
+    /// Kafka's stray replica deletion (3.7+): called once, with the first
+    /// assignments of a caught-up image, before they are applied. Every
+    /// local topic the image does not assign here under the same id (see
+    /// [`crate::cluster::assignments::strays`]) was deleted, or moved away
+    /// from this broker, while it was down: its copy is deleted, with a
+    /// line on stderr for each.
+    pub fn delete_strays(&self, assignments: &[PartitionAssignment]) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        crate::blocking(|| {
+            let _one = cluster.applying.lock();
+            let names = match self.store.list_topics(true) {
+                Ok(names) => names,
+                Err(e) => {
+                    warn(&format!("looking for stray replicas: {e}"));
+                    return;
+                }
+            };
+            let mut local = Vec::new();
+            for name in names {
+                match self.store.topic(&name) {
+                    Ok(Some(t)) => local.push((name, uuid::Uuid::from_bytes(t.id.0))),
+                    Ok(None) => {}
+                    Err(e) => warn(&format!("looking for stray replicas: topic {name}: {e}")),
+                }
+            }
+            for (name, id) in crate::cluster::assignments::strays(assignments, &local) {
+                self.stop_serving_topic(&cluster, &name);
+                match self.store.delete_topic_keeping_offsets(&name) {
+                    Ok(()) => warn(&format!(
+                        "deleted the stray replica of topic {name} (id {id}): \
+                         the metadata assigns this broker none of its partitions"
+                    )),
+                    Err(e) => warn(&format!("deleting the stray replica of topic {name}: {e}")),
+                }
+                self.forget_topic(&name);
+            }
+        });
+    }
+
     fn apply_locked(
         &self,
         cluster: &Arc<Cluster>,
