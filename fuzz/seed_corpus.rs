@@ -18,5 +18,10 @@ fn main() -> std::io::Result<()> {
     for (name, bytes) in ottla_broker::fuzzing::sasl_seed_corpus() {
         std::fs::write(dir.join(format!("seed-{name}")), bytes)?;
     }
+    let dir = std::path::Path::new("corpus").join("codec_v10");
+    std::fs::create_dir_all(&dir)?;
+    for (name, bytes) in ottla_broker::fuzzing::codec_v10_seed_corpus() {
+        std::fs::write(dir.join(format!("seed-{name}")), bytes)?;
+    }
     Ok(())
 }

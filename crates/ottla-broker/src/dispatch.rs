@@ -130,7 +130,35 @@ async fn handle_inner(
             frame::response(api, v, cid, &resp).map(Some)
         }};
     }
+    // The versions kafka-protocol 0.18 has no schema for, in our own codec.
+    macro_rules! own {
+        ($req:ty, $handler:path) => {{
+            let req = api::codec_v10::decode(&frame[..], <$req>::decode)?;
+            let resp = $handler(shared, session, req, v).await;
+            Ok(Some(api::codec_v10::response_frame(cid, |b| {
+                resp.encode(b)
+            })))
+        }};
+    }
     match api {
+        ApiKey::OffsetCommit if v >= 10 => {
+            own!(
+                api::codec_v10::OffsetCommitRequest10,
+                api::offsets::commit_v10
+            )
+        }
+        ApiKey::OffsetFetch if v >= 10 => {
+            own!(
+                api::codec_v10::OffsetFetchRequest10,
+                api::offsets::fetch_v10
+            )
+        }
+        ApiKey::InitProducerId if v >= 6 => {
+            own!(
+                api::codec_v10::InitProducerIdRequest6,
+                api::producer_id::handle_v6
+            )
+        }
         ApiKey::ApiVersions => {
             // The body (client software name and version) is informational.
             frame::response(api, v, cid, &versions::api_versions(0)).map(Some)

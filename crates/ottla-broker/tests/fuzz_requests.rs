@@ -4,7 +4,9 @@
 //! its own with the broker's allocator installed (as `ottla._core` installs
 //! it), so its peak resident size measures what the requests cost.
 
-use ottla_broker::fuzzing::{sasl_seed_corpus, seed_corpus, RequestOracle, SaslOracle};
+use ottla_broker::fuzzing::{
+    codec_v10, codec_v10_seed_corpus, sasl_seed_corpus, seed_corpus, RequestOracle, SaslOracle,
+};
 use ottla_client::fuzzing::Rng;
 
 #[global_allocator]
@@ -91,6 +93,22 @@ fn sasl_exchanges_survive_mutation() {
         let (_, seed) = &seeds[i % seeds.len()];
         let input = mutate(&mut rng, seed);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| oracle.check(&input)));
+        assert!(r.is_ok(), "input {i} broke a promise: {input:02x?}");
+    }
+}
+
+#[test]
+fn codec_v10_bodies_survive_mutation() {
+    let seeds = codec_v10_seed_corpus();
+    for (name, seed) in &seeds {
+        let r = std::panic::catch_unwind(|| codec_v10(seed));
+        assert!(r.is_ok(), "seed {name} broke a promise");
+    }
+    let mut rng = Rng(0x0c0d_ec10);
+    for i in 0..50_000 {
+        let (_, seed) = &seeds[i % seeds.len()];
+        let input = mutate(&mut rng, seed);
+        let r = std::panic::catch_unwind(|| codec_v10(&input));
         assert!(r.is_ok(), "input {i} broke a promise: {input:02x?}");
     }
 }

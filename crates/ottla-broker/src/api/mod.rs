@@ -6,6 +6,7 @@
 
 pub mod acls;
 pub mod cluster;
+pub mod codec_v10;
 pub mod configs;
 pub mod consumer_group;
 #[cfg(test)]

@@ -19,6 +19,11 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, OffsetFetchResponse,
 };
 
+use super::codec_v10::{
+    FetchedGroup10, FetchedPartition10, OffsetCommitRequest10, OffsetCommitResponse10,
+    OffsetFetchRequest10, OffsetFetchResponse10,
+};
+use super::metadata::topic_by_id;
 use super::{blocking, s, topic_name};
 use crate::auth::acl::{Operation, ResourceType};
 use crate::coordinator::group::MemberRef;
@@ -29,6 +34,8 @@ use crate::Shared;
 use ottla_client::group::admin::{commit_outside_group_with_epochs, live_subscription};
 use ottla_storage::error::Error;
 use ottla_storage::offsets::check_metadata;
+use std::collections::HashMap;
+use uuid::Uuid;
 
 /// OffsetCommit. v9's `generation_id_or_member_epoch` is a member epoch
 /// for a KIP-848 consumer group; for a classic group (every group here)
@@ -249,6 +256,155 @@ pub async fn fetch(
             t
         })
         .collect();
+    resp
+}
+
+/// OffsetCommit v10 (KIP-848): topics named by id. Each id is resolved to
+/// its topic's name and the commit is v9's; an id no topic has answers
+/// UNKNOWN_TOPIC_ID for each of its partitions, as Kafka does (a group the
+/// client may not read answers GROUP_AUTHORIZATION_FAILED everywhere first).
+pub async fn commit_v10(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    req: OffsetCommitRequest10,
+    v: i16,
+) -> OffsetCommitResponse10 {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::GroupId;
+    let mut k = OffsetCommitRequest::default();
+    k.group_id = GroupId(s(&req.group_id));
+    k.generation_id_or_member_epoch = req.generation_id_or_member_epoch;
+    k.member_id = s(&req.member_id);
+    k.group_instance_id = req.group_instance_id.as_deref().map(s);
+    let mut ids: HashMap<String, Uuid> = HashMap::new();
+    let mut unknown: Vec<(Uuid, Vec<i32>)> = Vec::new();
+    for t in req.topics {
+        let Some(name) = topic_by_id(shared, &mut session.topic_names, t.topic_id) else {
+            unknown.push((
+                t.topic_id,
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            ));
+            continue;
+        };
+        let mut kt = OffsetCommitRequestTopic::default();
+        kt.name = topic_name(&name);
+        kt.partitions = t
+            .partitions
+            .into_iter()
+            .map(|p| {
+                let mut kp = OffsetCommitRequestPartition::default();
+                kp.partition_index = p.partition_index;
+                kp.committed_offset = p.committed_offset;
+                kp.committed_leader_epoch = p.committed_leader_epoch;
+                kp.committed_metadata = p.committed_metadata.as_deref().map(s);
+                kp
+            })
+            .collect();
+        ids.insert(name, t.topic_id);
+        k.topics.push(kt);
+    }
+    let unknown_error = if !req.group_id.is_empty()
+        && super::groups::group_read_refused(shared, session, &req.group_id)
+    {
+        code::GROUP_AUTHORIZATION_FAILED
+    } else {
+        code::UNKNOWN_TOPIC_ID
+    };
+    let answered = commit(shared, session, k, v).await;
+    let mut resp = OffsetCommitResponse10::default();
+    for t in answered.topics {
+        let Some(id) = ids.get(t.name.as_str()) else {
+            continue;
+        };
+        let partitions = t
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.error_code))
+            .collect();
+        resp.topics.push((*id, partitions));
+    }
+    for (id, partitions) in unknown {
+        let partitions = partitions.into_iter().map(|p| (p, unknown_error)).collect();
+        resp.topics.push((id, partitions));
+    }
+    resp
+}
+
+/// OffsetFetch v10 (KIP-848): v9's batched groups with topics named by id,
+/// both ways. An id no topic has answers UNKNOWN_TOPIC_ID for each of its
+/// partitions; "every committed partition" leaves out topics that no longer
+/// exist (they have no id to be named by), as Kafka does.
+pub async fn fetch_v10(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    req: OffsetFetchRequest10,
+    _v: i16,
+) -> OffsetFetchResponse10 {
+    let mut resp = OffsetFetchResponse10::default();
+    for g in req.groups {
+        let mut ids: HashMap<String, Uuid> = HashMap::new();
+        let mut unknown: Vec<(Uuid, Vec<i32>)> = Vec::new();
+        let wanted = match g.topics {
+            None => None,
+            Some(ts) => {
+                let mut w = Vec::new();
+                for (id, partitions) in ts {
+                    match topic_by_id(shared, &mut session.topic_names, id) {
+                        Some(name) => {
+                            ids.insert(name.clone(), id);
+                            w.push((name, partitions));
+                        }
+                        None => unknown.push((id, partitions)),
+                    }
+                }
+                Some(w)
+            }
+        };
+        let (error, topics) = fetch_group(shared, session, &g.group_id, wanted, req.require_stable);
+        let mut rg = FetchedGroup10 {
+            group_id: g.group_id,
+            topics: Vec::new(),
+            error_code: error,
+        };
+        for (name, fetched) in topics {
+            let id = match ids.get(&name) {
+                Some(id) => *id,
+                None => match blocking(|| shared.store.topic(&name)) {
+                    Ok(Some(t)) => Uuid::from_bytes(t.id.0),
+                    _ => continue,
+                },
+            };
+            let partitions = fetched
+                .into_iter()
+                .map(|c| FetchedPartition10 {
+                    partition_index: c.partition,
+                    committed_offset: c.offset,
+                    committed_leader_epoch: c.leader_epoch,
+                    metadata: Some(c.metadata),
+                    error_code: c.error,
+                })
+                .collect();
+            rg.topics.push((id, partitions));
+        }
+        if error == code::NONE {
+            for (id, partitions) in unknown {
+                let partitions = partitions
+                    .into_iter()
+                    .map(|p| FetchedPartition10 {
+                        partition_index: p,
+                        committed_offset: -1,
+                        committed_leader_epoch: -1,
+                        metadata: Some(String::new()),
+                        error_code: code::UNKNOWN_TOPIC_ID,
+                    })
+                    .collect();
+                rg.topics.push((id, partitions));
+            }
+        }
+        resp.groups.push(rg);
+    }
     resp
 }
 

@@ -5,9 +5,12 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, InitProducerIdResponse, ProducerId, TransactionalId,
+};
 
 use super::blocking;
+use super::codec_v10::{InitProducerIdRequest6, InitProducerIdResponse6};
 use crate::auth::acl::{Operation, ResourceType};
 use crate::dispatch::Session;
 use crate::errors::code;
@@ -67,5 +70,48 @@ pub async fn handle(
         r.producer_id = ProducerId(shared.producer_ids.new_producer_id());
         r.producer_epoch = 0;
     }
+    r
+}
+
+/// InitProducerId v6 (KIP-939). Two-phase commit is not enabled here (it
+/// is Kafka's broker setting `transaction.two.phase.commit.enable`, off by
+/// default), so a transactional producer asking for it gets what Kafka
+/// answers then: TRANSACTIONAL_ID_AUTHORIZATION_FAILED. Otherwise v5's
+/// answer, with no kept prepared transaction (its producer id and epoch
+/// -1). `keep_prepared_txn` without `enable_2pc` has nothing to keep.
+pub async fn handle_v6(
+    shared: &Arc<Shared>,
+    s: &mut Session,
+    req: InitProducerIdRequest6,
+    v: i16,
+) -> InitProducerIdResponse6 {
+    let mut r = InitProducerIdResponse6 {
+        throttle_time_ms: 0,
+        error_code: code::NONE,
+        producer_id: -1,
+        producer_epoch: -1,
+        ongoing_txn_producer_id: -1,
+        ongoing_txn_producer_epoch: -1,
+    };
+    let transactional = req
+        .transactional_id
+        .as_deref()
+        .is_some_and(|id| !id.is_empty());
+    if req.enable_2pc && transactional {
+        r.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        return r;
+    }
+    let mut k = InitProducerIdRequest::default();
+    k.transactional_id = req
+        .transactional_id
+        .as_deref()
+        .map(|id| TransactionalId(super::s(id)));
+    k.transaction_timeout_ms = req.transaction_timeout_ms;
+    k.producer_id = ProducerId(req.producer_id);
+    k.producer_epoch = req.producer_epoch;
+    let answer = handle(shared, s, k, v).await;
+    r.error_code = answer.error_code;
+    r.producer_id = answer.producer_id.0;
+    r.producer_epoch = answer.producer_epoch;
     r
 }
