@@ -179,8 +179,8 @@ fn client_final(
         .split(',')
         .find_map(|f| f.strip_prefix("r="))
         .unwrap_or_default();
-    let librdkafka_form = !client_nonce.is_empty()
-        && got_nonce.strip_suffix(nonce) == Some(client_nonce);
+    let librdkafka_form =
+        !client_nonce.is_empty() && got_nonce.strip_suffix(nonce) == Some(client_nonce);
     if got_nonce != nonce && !librdkafka_form {
         return Err(bad("nonce does not match"));
     }
