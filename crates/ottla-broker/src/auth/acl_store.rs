@@ -9,15 +9,13 @@
 //! and without duplicates (Kafka's ACLs are a set).
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::acl::AclBinding;
-use super::credentials::{create_private_dir, Flock};
+use super::private_file;
 
 const FILE: &str = "acls";
 const LOCK: &str = "acls.lock";
@@ -79,35 +77,12 @@ impl AclStore {
     /// Change the file under its lock: `f` edits the bindings as the file
     /// holds them, and they are written back whole (nothing if it fails).
     pub fn update<T>(&self, f: impl FnOnce(&mut Acls) -> Result<T, String>) -> Result<T, String> {
-        create_private_dir(&self.dir)?;
-        let lock_path = self.dir.join(LOCK);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-        let _held = Flock::exclusive(&lock).map_err(|e| format!("{}: {e}", lock_path.display()))?;
-        let (_, mut acls) = self.load()?;
-        let out = f(&mut acls)?;
-        let path = self.file();
-        let text = render(&acls)?;
-        let tmp = self.dir.join(format!("{FILE}.tmp"));
-        let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(out)
+        private_file::locked(&self.dir, LOCK, || {
+            let (_, mut acls) = self.load()?;
+            let out = f(&mut acls)?;
+            private_file::replace(&self.dir, FILE, &render(&acls)?)?;
+            Ok(out)
+        })
     }
 }
 

@@ -19,10 +19,7 @@
 //! set of users serves every mechanism.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,6 +28,8 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256, Sha512};
+
+use super::private_file;
 
 /// Kafka's bounds on SCRAM iterations (`ScramMechanism.minIterations`, and
 /// the controller's upper bound).
@@ -251,79 +250,18 @@ impl CredentialStore {
     /// Change the file under its lock: `f` edits the users as the file holds
     /// them, and its result is written back whole (nothing if it fails).
     pub fn update<T>(&self, f: impl FnOnce(&mut Users) -> Result<T, String>) -> Result<T, String> {
-        create_private_dir(&self.dir)?;
-        let lock_path = self.dir.join(LOCK);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-        let _held = Flock::exclusive(&lock).map_err(|e| format!("{}: {e}", lock_path.display()))?;
-        let path = self.file();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        };
-        let mut users = parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let out = f(&mut users)?;
-        let tmp = self.dir.join(format!("{FILE}.tmp"));
-        let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(render(&users).as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(out)
-    }
-}
-
-/// `dir` (and its parents), the last one created with mode 0700.
-pub fn create_private_dir(dir: &Path) -> Result<(), String> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))
-}
-
-/// An exclusive `flock` held until dropped (also the ACL file's lock).
-pub(crate) struct Flock<'a>(&'a File);
-
-impl<'a> Flock<'a> {
-    pub(crate) fn exclusive(f: &'a File) -> std::io::Result<Flock<'a>> {
-        loop {
-            // SAFETY: flock on a descriptor `f` owns and keeps open for the
-            // guard's lifetime; no memory is passed.
-            let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-            if r == 0 {
-                return Ok(Flock(f));
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
-}
-
-impl Drop for Flock<'_> {
-    fn drop(&mut self) {
-        // SAFETY: as in `exclusive`; unlocking a descriptor we still own.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        private_file::locked(&self.dir, LOCK, || {
+            let path = self.file();
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            };
+            let mut users = parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let out = f(&mut users)?;
+            private_file::replace(&self.dir, FILE, &render(&users))?;
+            Ok(out)
+        })
     }
 }
 

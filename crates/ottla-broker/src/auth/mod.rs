@@ -31,6 +31,7 @@ pub mod acl_store;
 pub mod authorizer;
 pub mod credentials;
 pub mod principal;
+pub mod private_file;
 pub mod sasl;
 pub mod tls;
 

@@ -194,16 +194,7 @@ impl Connection {
                 // After SaslHandshake v0: a bare SASL token, no header.
                 let answer =
                     crate::api::sasl::raw_token(&self.shared, &mut self.session, frame).await?;
-                self.held = None;
-                self.socket
-                    .write_all(&answer)
-                    .await
-                    .map_err(|e| format!("write: {e}"))?;
-                self.socket
-                    .flush()
-                    .await
-                    .map_err(|e| format!("write: {e}"))?;
-                self.last_reply = Some(Instant::now());
+                self.send(&answer).await?;
                 continue;
             }
             let api_key = frame::prefix(&frame).map(|p| p.api_key);
@@ -228,21 +219,7 @@ impl Connection {
                 dispatch::handle(&self.shared, &mut self.session, frame).await
             };
             match reply {
-                Reply::Send(buf) => {
-                    // Handled: the request's bytes are freed, so its budget
-                    // goes back before a write a client can stall.
-                    self.held = None;
-                    self.socket
-                        .write_all(&buf)
-                        .await
-                        .map_err(|e| format!("write: {e}"))?;
-                    // TLS holds written bytes until flushed.
-                    self.socket
-                        .flush()
-                        .await
-                        .map_err(|e| format!("write: {e}"))?;
-                    self.last_reply = Some(Instant::now());
-                }
+                Reply::Send(buf) => self.send(&buf).await?,
                 Reply::Nothing => {}
                 Reply::Close(why) => return Err(why),
             }
@@ -253,6 +230,23 @@ impl Connection {
                 return self.close_gracefully().await;
             }
         }
+    }
+
+    /// Writes an answer. The request was handled, so its bytes are freed
+    /// and its budget goes back before a write a client can stall.
+    async fn send(&mut self, buf: &[u8]) -> Result<(), String> {
+        self.held = None;
+        self.socket
+            .write_all(buf)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        // TLS holds written bytes until flushed.
+        self.socket
+            .flush()
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        self.last_reply = Some(Instant::now());
+        Ok(())
     }
 
     /// Every response is written: let the client read them, send FIN, and
