@@ -566,8 +566,8 @@ impl ClusterNode {
         request: ControlRequest,
         wait: bool,
     ) -> Result<uuid::Uuid, (i16, String)> {
-        match self.client.call(&request, REQUEST_DEADLINE).await {
-            Ok(ControlReply::Committed { topic_id, offset }) => {
+        match self.call_controller(&request).await? {
+            ControlReply::Committed { topic_id, offset } => {
                 if wait && !self.wait_for_offset(offset, REQUEST_DEADLINE).await {
                     return Err((
                         codes::REQUEST_TIMED_OUT,
@@ -576,10 +576,18 @@ impl ClusterNode {
                 }
                 Ok(uuid::Uuid::from_bytes(topic_id))
             }
-            Ok(other) => Err((
-                code::UNKNOWN_SERVER_ERROR,
-                format!("unexpected controller answer {other:?}"),
-            )),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A request to the active controller, its refusals and unavailability
+    /// as Kafka error codes (REQUEST_TIMED_OUT when no controller answered).
+    async fn call_controller(
+        &self,
+        request: &ControlRequest,
+    ) -> Result<ControlReply, (i16, String)> {
+        match self.client.call(request, REQUEST_DEADLINE).await {
+            Ok(reply) => Ok(reply),
             Err(ClientError::Refused { code, message }) => Err((code, message)),
             Err(ClientError::Unavailable(m)) => Err((
                 codes::REQUEST_TIMED_OUT,
@@ -649,20 +657,12 @@ impl ClusterNode {
         &self,
         request: ControlRequest,
     ) -> Result<Vec<(i16, Option<String>)>, (i16, String)> {
-        match self.client.call(&request, REQUEST_DEADLINE).await {
-            Ok(ControlReply::PartitionResults { results, offset }) => {
+        match self.call_controller(&request).await? {
+            ControlReply::PartitionResults { results, offset } => {
                 let _seen = self.wait_for_offset(offset, REQUEST_DEADLINE).await;
                 Ok(results)
             }
-            Ok(other) => Err((
-                code::UNKNOWN_SERVER_ERROR,
-                format!("unexpected controller answer {other:?}"),
-            )),
-            Err(ClientError::Refused { code, message }) => Err((code, message)),
-            Err(ClientError::Unavailable(m)) => Err((
-                codes::REQUEST_TIMED_OUT,
-                format!("no active controller answered: {m}"),
-            )),
+            other => Err(unexpected(&other)),
         }
     }
 
@@ -1165,6 +1165,14 @@ impl ClusterNode {
             Err(e) => propose_failed(e),
         }
     }
+}
+
+/// A controller reply of the wrong kind for the request.
+fn unexpected(reply: &ControlReply) -> (i16, String) {
+    (
+        code::UNKNOWN_SERVER_ERROR,
+        format!("unexpected controller answer {reply:?}"),
+    )
 }
 
 fn refused(code: i16, message: String) -> ControlReply {
