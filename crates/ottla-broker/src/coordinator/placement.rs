@@ -197,8 +197,9 @@ pub fn after_assignments(shared: &Shared) {
                     *shared.group_placement.phase.lock() = Phase::Active(epoch);
                 }
                 Err(e) => {
-                    // Stays Loading: clients retry; the next metadata
-                    // change (or epoch) tries again.
+                    // Not the coordinator (clients get NOT_COORDINATOR
+                    // and look again); the next metadata change tries
+                    // the load again.
                     warn(&format!("cannot load the groups of {OFFSETS_TOPIC}: {e}"));
                     *shared.group_placement.phase.lock() = Phase::NotCoordinator;
                 }
