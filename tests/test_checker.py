@@ -39,6 +39,8 @@ def test_clean_history_passes() -> None:
         "divergent": 0,
         "gaps": 0,
         "phantom_reads": 0,
+        "byte_mismatches": 0,
+        "stale_tail": 0,
     }
     assert res.report().startswith("checker: OK")
 

@@ -57,6 +57,12 @@ _WAITED = frozenset({"UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_TOPIC", "_UNKNOWN_PARTIT
 _TRANSIENT = frozenset(
     {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_RESOLVE", "_PARTITION_EOF", "_MAX_POLL_EXCEEDED"}
 )
+# A group's coordinator moving or loading (a cluster electing the leader of
+# `__consumer_offsets`): librdkafka finds the coordinator again and asks
+# again; the error event it also emits is not the application's.
+_COORDINATOR = frozenset(
+    {"NOT_COORDINATOR", "COORDINATOR_NOT_AVAILABLE", "COORDINATOR_LOAD_IN_PROGRESS", "_WAIT_COORD"}
+)
 _TIMEOUT_S = 30.0
 # Errors of a lookup that are asked again: the cluster is moving a
 # partition's leadership or a broker went away (librdkafka reconnects).
@@ -527,6 +533,8 @@ class Consumer:
     def _consume_error(self, err: Any, m: Any) -> None:
         name = err.name()
         if name in _TRANSIENT or (name in _WAITED and not self._manual):
+            return
+        if name in _COORDINATOR and not err.fatal():
             return
         if name == "_AUTO_OFFSET_RESET":
             where = f"{m.topic()}-{m.partition()}"
