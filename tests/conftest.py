@@ -3,6 +3,8 @@
 * ``data_dir``: a fresh data directory under pytest's ``tmp_path``.
 * ``broker``: an ``ottla.Broker`` serving ``data_dir`` on a free port, closed
   in teardown.
+* ``tmpfs``: a 32 MiB tmpfs mounted under ``tmp_path`` (skips the test
+  where mounting is not allowed), unmounted in teardown: a disk to fill.
 * ``spawn``: start a Python child process running a code string; every child
   is killed and waited for in teardown, whatever the test did.
 * A per-test timeout comes from ``timeout = 120`` in pyproject.toml
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -242,3 +245,27 @@ def spawn() -> Iterator[Spawn]:
     finally:
         for c in children:
             c.kill()
+
+
+# Large enough for a first segment's 8 MiB preallocation plus headroom,
+# small enough to fill in a moment.
+TMPFS_SIZE = "32m"
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs mounted inside ``tmp_path``, unmounted at teardown."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -229,3 +230,20 @@ def kafka_poll(c: Any, n: int, timeout: float = 20.0) -> list[Any]:
         for recs in c.poll(timeout_ms=200).values():
             out.extend(recs)
     return out
+
+
+def fill_filesystem(mnt: Path) -> Path:
+    """Write zeros into a filler file on ``mnt`` until the filesystem is
+    full (down to single pages); returns the filler's path."""
+    filler = mnt / "filler"
+    block = b"\0" * (64 * 1024)
+    with open(filler, "wb", buffering=0) as f:
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(block)
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 4096)
+    st = os.statvfs(mnt)
+    assert st.f_bavail * st.f_frsize < 64 * 1024, "filesystem not full"
+    return filler

@@ -16,24 +16,16 @@ are skipped otherwise.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import socket
 import struct
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import ottla
-from helpers import Child, Spawn, read_values
+from helpers import Child, Spawn, fill_filesystem as fill, read_values
 from kafka_wire import _str, frame, record_batch, response
 
-# Large enough for the first segment's 8 MiB preallocation plus headroom,
-# small enough to fill in a moment.
-TMPFS_SIZE = "32m"
 RECORD = 4096
 # Records acknowledged before the disk is filled: past 1 MiB of log, so the
 # segment has space reserved ahead (an append then fits while the index
@@ -44,43 +36,6 @@ BEFORE_FULL = 400
 # is wrong.
 MAX_WHILE_FULL = 4000
 AFTER_FREE = 50
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A small tmpfs mounted inside ``tmp_path``, unmounted at teardown."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
-
-
-def fill(mnt: Path) -> Path:
-    """Write zeros into a filler file on ``mnt`` until the filesystem is
-    full; returns the filler's path."""
-    filler = mnt / "filler"
-    block = b"\0" * (64 * 1024)
-    with open(filler, "wb", buffering=0) as f:
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(block)
-        # The last partial blocks, down to single pages.
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * 4096)
-    st = os.statvfs(mnt)
-    assert st.f_bavail * st.f_frsize < 64 * 1024, "filesystem not full"
-    return filler
 
 
 def value(i: int) -> bytes:

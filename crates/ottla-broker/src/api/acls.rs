@@ -37,8 +37,10 @@ fn failure(e: AclError) -> (i16, String) {
     match e {
         AclError::Disabled => (code::SECURITY_DISABLED, DISABLED_MESSAGE.into()),
         AclError::Io(e) => {
+            // KAFKA_STORAGE_ERROR, as for any disk the broker cannot write
+            // (the file store keeps its last good state).
             crate::errors::warn(&format!("ACLs: {e}"));
-            (code::UNKNOWN_SERVER_ERROR, e)
+            (code::KAFKA_STORAGE_ERROR, e)
         }
     }
 }

@@ -259,7 +259,10 @@ pub async fn alter(
             for name in names {
                 let mut x = AlterUserScramCredentialsResult::default();
                 x.user = s(name);
-                x.error_code = code::UNKNOWN_SERVER_ERROR;
+                // KAFKA_STORAGE_ERROR (a disk the broker cannot write): with
+                // UNKNOWN_SERVER_ERROR, confluent-kafka 2.16's future for the
+                // user never completes.
+                x.error_code = code::KAFKA_STORAGE_ERROR;
                 x.error_message = Some(s("the broker cannot write its SCRAM credentials"));
                 r.results.push(x);
             }
