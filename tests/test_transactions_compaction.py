@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import ottla
-from helpers import log_files
+from helpers import log_files, read_values
 
 pytest.importorskip("confluent_kafka")
 import confluent_kafka as ck
@@ -171,3 +171,7 @@ def test_aborted_records_and_their_markers_are_cleaned_away(
         view, values = latest(consumer(broker, isolation), "ct")
         assert view == expected, isolation
         assert not values & aborted, isolation
+        # The embedded door reads the same cleaned log the same way.
+        records = read_values(data_dir, "ct", isolation_level=isolation)
+        assert {k: v for _, k, v in records} == expected, isolation
+        assert not {v for _, _, v in records} & aborted, isolation
