@@ -152,6 +152,14 @@ impl BatchHeader {
     pub fn log_append_time(&self) -> bool {
         self.attributes & TIMESTAMP_TYPE_LOG_APPEND != 0
     }
+    /// The delete horizon (KIP-534) the log cleaner stamped on this batch:
+    /// `baseTimestamp` when attribute bit 6 is set. Past it, the cleaner
+    /// removes the batch's tombstones, or the batch itself when it is a
+    /// transaction marker whose transaction has no records left.
+    #[inline]
+    pub fn delete_horizon(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_FLAG != 0).then_some(self.base_timestamp)
+    }
 
     /// Write every field into the front of `batch`, the inverse of
     /// [`BatchHeader::parse`]; `crc` is written as it is, so a header for
@@ -299,6 +307,16 @@ mod tests {
         let mut moved = bytes.clone();
         set_base_offset(&mut moved, 9);
         assert!(check_batch(&moved).is_ok());
+    }
+
+    #[test]
+    fn the_delete_horizon_is_the_base_timestamp_under_bit_6() {
+        let bytes = test_batch(&[(1, Some(b"k"), None)]);
+        let mut h = BatchHeader::parse(&bytes).expect("header");
+        assert_eq!(h.delete_horizon(), None);
+        h.attributes |= DELETE_HORIZON_FLAG;
+        h.base_timestamp = 1_700_000_000_000;
+        assert_eq!(h.delete_horizon(), Some(1_700_000_000_000));
     }
 
     #[test]

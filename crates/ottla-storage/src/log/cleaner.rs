@@ -32,10 +32,17 @@
 //!    readers use to tell compaction gaps from damage, is moved to the
 //!    pass's clean end before its first swap.
 //!
-//! Batches that are transactional, control batches and batches whose codec
-//! `record::decode` cannot read are kept whole (their keys stay out of the
-//! map, so nothing they supersede is dropped: less compaction, never a lost
-//! latest value). Batches the cleaner rewrites are written uncompressed.
+//! Transactions ([`txn`], Kafka's rules): the pass stops before the first
+//! open transaction; aborted transactions' batches are removed whole (their
+//! keys stay out of the map); committed transactional batches are compacted
+//! like any other; a marker stays while its transaction has a batch in the
+//! log, then gets a delete horizon like a tombstone and goes after it; each
+//! producer's last batch is kept, emptied if need be.
+//!
+//! Batches whose codec `record::decode` cannot read are kept whole (their
+//! keys stay out of the map, so nothing they supersede is dropped: less
+//! compaction, never a lost latest value). Batches the cleaner rewrites are
+//! written uncompressed.
 //!
 //! ## The swap protocol (crash and multi-process safety)
 //!
@@ -75,6 +82,8 @@
 //! process kill itself (SIGKILL) at that step of the first swap: the crash
 //! tests' hook.
 
+mod txn;
+
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -111,6 +120,10 @@ pub struct CleanerStats {
     pub records_before: u64,
     pub records_after: u64,
     pub tombstones_removed: u64,
+    /// Records of aborted transactions removed.
+    pub aborted_records_removed: u64,
+    /// Transaction markers removed (past their delete horizon).
+    pub markers_removed: u64,
     /// Dirty bytes over clean plus dirty bytes when the pass started.
     pub dirty_ratio: f64,
     /// The checkpoint after the pass.
@@ -206,9 +219,9 @@ pub(crate) fn clean(log: &PartitionLog, force: bool) -> Result<Option<CleanerSta
             closed.truncate(i);
         }
     }
-    let Some(dirty_end) = closed.last().map(|(_, end)| *end) else {
+    if closed.is_empty() {
         return Ok(None);
-    };
+    }
     let first_dirty = read_checkpoint(log.dir())
         .unwrap_or(st.log_start_offset)
         .max(st.log_start_offset);
@@ -245,18 +258,27 @@ pub(crate) fn clean(log: &PartitionLog, force: bool) -> Result<Option<CleanerSta
         return Ok(None);
     }
 
-    // 1. The offset map over the dirty section.
+    // The partition's transactions, from the whole log; nothing at or past
+    // the first open transaction is cleaned (Kafka stops at the last stable
+    // offset).
+    let plan = txn::TxnPlan::build(log)?;
+    if let Some(fu) = plan.first_unstable {
+        if let Some(i) = closed.iter().position(|(_, end)| *end > fu) {
+            closed.truncate(i);
+        }
+    }
+    let Some(dirty_end) = closed.last().map(|(_, end)| *end) else {
+        return Ok(None);
+    };
+
+    // 1. The offset map over the dirty section, without aborted records.
     let mut map: HashMap<Vec<u8>, i64> = HashMap::new();
-    let mut last_of_producer: HashMap<i64, i64> = HashMap::new();
     for (seg, end) in &closed {
         if *end <= first_dirty {
             continue;
         }
         for_each_batch(seg, |pos, h, batch| {
-            if h.producer_id >= 0 {
-                last_of_producer.insert(h.producer_id, h.base_offset);
-            }
-            if h.is_control() {
+            if h.is_control() || plan.is_aborted(&h) {
                 return Ok(());
             }
             let Ok(records) = ottla_record::decode::records(&h, batch) else {
@@ -298,13 +320,14 @@ pub(crate) fn clean(log: &PartitionLog, force: bool) -> Result<Option<CleanerSta
     };
     let ctx = PassContext {
         map: &map,
-        last_of_producer: &last_of_producer,
+        plan: &plan,
         now,
         cfg: &cfg,
     };
+    let mut tracker = txn::TxnTracker::default();
     let mut first_swap = true;
     for group in group_by_size(&closed, cfg.segment_bytes) {
-        let (cleaned, g) = write_cleaned(log, &group, &ctx)?;
+        let (cleaned, g) = write_cleaned(log, &group, &ctx, &mut tracker)?;
         if swap_in(log, &group, &cleaned, first_swap)? {
             first_swap = false;
             stats.segments_before += group.len();
@@ -314,6 +337,8 @@ pub(crate) fn clean(log: &PartitionLog, force: bool) -> Result<Option<CleanerSta
             stats.records_before += g.records_before;
             stats.records_after += g.records_after;
             stats.tombstones_removed += g.tombstones_removed;
+            stats.aborted_records_removed += g.aborted_records_removed;
+            stats.markers_removed += g.markers_removed;
         } else {
             cleaned.remove();
         }
@@ -324,7 +349,7 @@ pub(crate) fn clean(log: &PartitionLog, force: bool) -> Result<Option<CleanerSta
 
 struct PassContext<'a> {
     map: &'a HashMap<Vec<u8>, i64>,
-    last_of_producer: &'a HashMap<i64, i64>,
+    plan: &'a txn::TxnPlan,
     now: i64,
     cfg: &'a TopicConfig,
 }
@@ -452,6 +477,8 @@ struct GroupStats {
     records_before: u64,
     records_after: u64,
     tombstones_removed: u64,
+    aborted_records_removed: u64,
+    markers_removed: u64,
 }
 
 /// Write the cleaned segment of `group` as `.cleaned` files, fsync'd.
@@ -459,11 +486,12 @@ fn write_cleaned(
     log: &PartitionLog,
     group: &[(Arc<LogSegment>, i64)],
     ctx: &PassContext<'_>,
+    tracker: &mut txn::TxnTracker,
 ) -> Result<(Cleaned, GroupStats)> {
     let base = group[0].0.base_offset;
     let cleaned = Cleaned::new(log.dir(), base);
     cleaned.remove();
-    let result = write_cleaned_files(&cleaned, base, group, ctx);
+    let result = write_cleaned_files(&cleaned, base, group, ctx, tracker);
     if result.is_err() {
         cleaned.remove();
     }
@@ -475,6 +503,7 @@ fn write_cleaned_files(
     base: i64,
     group: &[(Arc<LogSegment>, i64)],
     ctx: &PassContext<'_>,
+    tracker: &mut txn::TxnTracker,
 ) -> Result<GroupStats> {
     let file = OpenOptions::new()
         .write(true)
@@ -512,25 +541,58 @@ fn write_cleaned_files(
             }
             g.records_before += h.records_count.max(0) as u64;
             dropped_last = None;
-            let must_keep = h.producer_id >= 0
-                && ctx
-                    .last_of_producer
-                    .get(&h.producer_id)
-                    .map_or(true, |b| *b == h.base_offset);
-            let whole = h.is_control() || h.is_transactional();
-            let records = if whole {
-                None
-            } else {
-                ottla_record::decode::records(&h, batch).ok()
-            };
+            let must_keep = ctx.plan.is_last_of_producer(&h);
+            if h.is_control() {
+                let bytes = match marker_action(&h, tracker.on_marker(&h), must_keep, ctx) {
+                    MarkerAction::Keep => batch,
+                    MarkerAction::Remove => {
+                        g.markers_removed += 1;
+                        dropped_last = Some(h);
+                        return Ok(());
+                    }
+                    MarkerAction::SetHorizon(hz) => {
+                        match ottla_record::decode::records(&h, batch) {
+                            Ok(records) => {
+                                let recs = records
+                                    .iter()
+                                    .collect::<std::result::Result<Vec<_>, _>>()
+                                    .map_err(|r| Error::corrupt(seg.path(), p, r))?;
+                                encode_batch(&mut encoded, &h, &recs, Some(hz));
+                                &encoded
+                            }
+                            Err(_) => batch,
+                        }
+                    }
+                };
+                g.records_after += h.records_count.max(0) as u64;
+                return put_batch(&mut out, &mut idx, &mut st, bytes, interval, &cleaned.log);
+            }
+            tracker.on_data(&h);
+            if ctx.plan.is_aborted(&h) {
+                g.aborted_records_removed += h.records_count.max(0) as u64;
+                if !must_keep {
+                    dropped_last = Some(h);
+                    return Ok(());
+                }
+                // Its producer's last batch: kept, empty.
+                encode_batch(&mut encoded, &h, &[], h.delete_horizon());
+                return put_batch(
+                    &mut out,
+                    &mut idx,
+                    &mut st,
+                    &encoded,
+                    interval,
+                    &cleaned.log,
+                );
+            }
+            let records = ottla_record::decode::records(&h, batch).ok();
             let bytes: &[u8] = match records {
                 None => {
                     g.records_after += h.records_count.max(0) as u64;
                     batch
                 }
                 Some(records) => {
-                    let horizon =
-                        (h.attributes & DELETE_HORIZON_FLAG != 0).then_some(h.base_timestamp);
+                    let horizon = h.delete_horizon();
                     let mut tombstones_kept = false;
                     let mut all = true;
                     let mut local: Vec<RecordView<'_>> = Vec::new();
@@ -610,6 +672,33 @@ fn write_cleaned_files(
             .ctx("fsync cleaned index", p)?;
     }
     Ok(g)
+}
+
+/// What becomes of a marker (control batch).
+enum MarkerAction {
+    Keep,
+    /// Stamp it with this delete horizon.
+    SetHorizon(i64),
+    Remove,
+}
+
+/// Kafka's rule for markers: one whose transaction has no batch left is
+/// stamped with a delete horizon on its first cleaning and removed by the
+/// first pass after it; a producer's last marker (see [`txn`]) stays.
+fn marker_action(
+    h: &BatchHeader,
+    txn_empty: bool,
+    last_of_producer: bool,
+    ctx: &PassContext<'_>,
+) -> MarkerAction {
+    if last_of_producer || !txn_empty {
+        return MarkerAction::Keep;
+    }
+    match h.delete_horizon() {
+        Some(hz) if hz <= ctx.now => MarkerAction::Remove,
+        Some(_) => MarkerAction::Keep,
+        None => MarkerAction::SetHorizon(ctx.now.saturating_add(ctx.cfg.delete_retention_ms)),
+    }
 }
 
 /// Write one batch at the end of the cleaned segment and index it.

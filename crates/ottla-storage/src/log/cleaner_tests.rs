@@ -2,6 +2,8 @@
 //! pass, offsets and indexes afterwards, tombstones, several instances of a
 //! partition (as several processes would have) across a clean.
 
+mod txn;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -393,6 +393,18 @@ impl ProducerStateManager {
         }
     }
 
+    /// Each producer's last data batch (its base offset; `None` once a
+    /// marker of a newer epoch started its sequences over) and its epoch:
+    /// the batches the log cleaner keeps, emptied if need be, so that a
+    /// state rebuilt from the cleaned log still knows every producer
+    /// (Kafka's `lastRecordsOfActiveProducers`).
+    pub(crate) fn last_records(&self) -> HashMap<i64, (Option<i64>, i16)> {
+        self.by_id
+            .iter()
+            .map(|(id, e)| (*id, (e.recent.back().map(|r| r.2), e.epoch)))
+            .collect()
+    }
+
     /// Every producer, by id.
     pub fn snapshot(&self) -> Vec<ProducerSnapshot> {
         let mut out: Vec<ProducerSnapshot> = self

@@ -7,10 +7,12 @@
 //! marker.
 //!
 //! Kept in memory and rebuilt with the producer state when a partition is
-//! first used (`producer_state::ProducerStateManager::rebuild` scans the
-//! log, so every ABORT marker still in the log comes back). Kafka persists
-//! it per segment so a restart does not scan; a `.txnindex` file per
-//! segment is the planned follow-up (docs/design/transactions.md).
+//! first used (`producer_state::ProducerStateManager::rebuild`: from the
+//! `.txnindex` files of a partition's segments, Kafka's, then the log after
+//! its snapshot; compacted partitions keep none and scan the log). The log
+//! cleaner removes an aborted transaction's batches before its ABORT marker
+//! (`log::cleaner::txn`), so a rebuilt index covers every aborted batch
+//! still in the log.
 
 use ottla_record::batch::{peek_total_size, BatchHeader};
 
