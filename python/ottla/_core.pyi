@@ -248,6 +248,26 @@ class Record:
     def topic_partition(self) -> TopicPartition:
         """``TopicPartition(topic, partition)``."""
 
+# ---- the consumer of a cluster (python/ottla/remote/consumer.py) -------------
+
+def remote_records(
+    messages: list[Any],
+    key_deserializer: Callable[[bytes], Any] | None = None,
+    value_deserializer: Callable[[bytes], Any] | None = None,
+) -> tuple[list[Record], BaseException | None]:
+    """``(records, error)``: a :class:`Record` for each confluent-kafka
+    ``Message`` (without an error) of ``messages``, in one call. A
+    deserializer that raises stops there: ``records`` are those before the
+    message it failed on and ``error`` its exception (else ``None``)."""
+
+def remote_record(
+    message: Any,
+    key_deserializer: Callable[[bytes], Any] | None = None,
+    value_deserializer: Callable[[bytes], Any] | None = None,
+) -> Record:
+    """The :class:`Record` of one confluent-kafka ``Message``; a
+    deserializer's exception propagates."""
+
 @final
 class ConsumerGroupMetadata:
     """What ``Producer.send_offsets_to_transaction`` needs to know of a
