@@ -59,6 +59,8 @@ __all__ = [
     "delete_acls",
     "delete_scram_user",
     "make_certificates",
+    "remote_record",
+    "remote_records",
     "scram_users",
     "set_scram_user",
 ]

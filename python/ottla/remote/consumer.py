@@ -17,6 +17,7 @@ commits to.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -187,7 +188,7 @@ class Consumer:
         self._c = _kafka.make(ck.Consumer, "Consumer", self._conf, config)
         self._ck = ck
         self._buf: deque[Any] = deque()
-        # The batch iteration is handing out (see _iterate): its messages,
+        # The batch iteration is handing out (see _batches): its messages,
         # their Records, and the iterator over those; positions for it are
         # computed when something needs them (_settle).
         self._chunk: tuple[list[Any], list[Record], Any] | None = None
@@ -226,7 +227,7 @@ class Consumer:
             raise ClosedError("consumer is closed")
 
     def _settle(self) -> None:
-        """End the batch iteration is handing out (``_iterate``): the
+        """End the batch iteration is handing out (``_batches``): the
         positions of its records handed out so far, each partition's last
         one + 1; the rest go back to the front of the buffer, and the
         iteration takes them from there again. Every reader of the buffer or
@@ -241,7 +242,7 @@ class Consumer:
         left = it.__length_hint__()
         handed = n - left
         if left:
-            it.__setstate__(n)  # the iteration's `yield from` ends here
+            it.__setstate__(n)  # the iteration's iterator ends here
             self._buf.extendleft(reversed(msgs[handed:]))
         pos = self._pos
         seen: set[_Key] = set()
@@ -731,21 +732,25 @@ class Consumer:
         return [m.value() for m in self._poll_msgs(timeout_ms, max_records)]
 
     def __iter__(self) -> Iterator[Record]:
-        return self._iterate()
+        # The records of each batch straight from a list iterator: no
+        # Python frame runs per record (a generator's `yield from` resumed
+        # one for each).
+        return itertools.chain.from_iterable(self._batches())
 
-    def _iterate(self) -> Iterator[Record]:
-        """Iteration: a generator over the shared buffer, so ``next(c)``,
-        ``poll()``, ``seek()`` and a revoke in the loop body see the same
-        state.
+    def _batches(self) -> Iterator[Iterator[Record]]:
+        """Iteration, as iterators over batches of records, taken from the
+        shared buffer, so ``next(c)``, ``poll()``, ``seek()`` and a revoke
+        in the loop body see the same state.
 
         Without deserializers, the buffered messages become ``Record``s in
-        one call (``remote_records``) and are handed out by ``yield from``
-        over them, with no Python work per record; the batch is
-        ``self._chunk`` meanwhile, and whatever reads the buffer or the
-        positions first ends it (``_settle``): the positions of the records
-        handed out so far, the rest back in the buffer. With a deserializer,
-        one record at a time: each runs when its record is handed out, as in
-        the directory form, and its position moves first."""
+        one call (``remote_records``), handed out by an iterator over them
+        with no Python work per record; the batch is ``self._chunk``
+        meanwhile, and whatever reads the buffer or the positions first
+        ends it (``_settle``): the positions of the records handed out so
+        far, the rest back in the buffer, and the iterator exhausted. With a
+        deserializer, one record at a time: each runs when its record is
+        handed out, as in the directory form, and its position moves
+        first."""
         buf, pos = self._buf, self._pos
         popleft = buf.popleft
         kd, vd = self._kd, self._vd
@@ -767,19 +772,19 @@ class Consumer:
                     it = iter(recs)
                     chunk = (msgs, recs, it)
                     self._chunk = chunk
-                    yield from it
+                    yield it
                     if self._chunk is chunk:
                         self._settle()
                     continue
                 m = popleft()
                 pos[(m.topic(), m.partition())] = m.offset() + 1
-                yield remote_record(m, kd, vd)
+                yield iter((remote_record(m, kd, vd),))
                 continue
             try:
                 r = self.__next__()
             except StopIteration:
                 return
-            yield r
+            yield iter((r,))
 
     def __next__(self) -> Record:
         self._settle()
