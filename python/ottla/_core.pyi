@@ -196,6 +196,10 @@ class Record:
     recycles them (objects from it come back untracked by the cyclic GC; the
     consumer tracks them again when a deserializer could make a cycle).
 
+    A record of a cluster's consumer (``bootstrap_servers``, no
+    deserializers) reads each field from librdkafka's message when it is
+    asked for; it behaves as any other record.
+
     Records pickle (for ``multiprocessing``) and copy; ``copy.copy`` returns
     the record itself, as it is immutable. ``Record(...)`` makes one by hand:
 

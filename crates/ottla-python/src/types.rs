@@ -174,6 +174,10 @@ impl RecordMetadata {
 /// Iteration drops most records right after handing them out: a free list
 /// recycles them (objects from it come back untracked by the cyclic GC; the
 /// consumer tracks them again when a deserializer could make a cycle).
+///
+/// A record of a cluster's consumer (`bootstrap_servers`, no
+/// deserializers) reads each field from librdkafka's message when it is
+/// asked for; it behaves as any other record.
 #[pyclass(module = "ottla", frozen, freelist = 1024)]
 pub struct Record {
     pub topic: Py<PyString>,
