@@ -14,13 +14,17 @@ librdkafka settings, against the same broker:
   (``Record`` objects), and ``poll_values``; and a raw loop reading every
   field of each message (what a ``Record`` holds) beside iteration.
 
-The ratio is ottla's rate over raw confluent-kafka's (goal: >= 0.9). One
-run, numbers printed; nothing asserted (the machine is shared).
+The ratio is ottla's rate over raw confluent-kafka's (goal: >= 0.9). Beside
+the rates, the CPU time per record of this process (``time.process_time``:
+every thread, librdkafka's included), which a shared, loaded machine moves
+much less than wall time; its ratio is raw's CPU per record over ottla's
+(1.0 level, as for rates). One run, numbers printed; nothing asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -51,7 +55,7 @@ def serve(data: str) -> tuple[subprocess.Popen[str], str]:
     return proc, line.split()[-1]
 
 
-def raw_produce(servers: str, topic: str, n: int) -> float:
+def raw_produce(servers: str, topic: str, n: int) -> tuple[float, float]:
     p = ck.Producer({"bootstrap.servers": servers, "linger.ms": 5, **QUIET})
     p.produce(topic, b"warm-up")
     p.flush(30)
@@ -61,7 +65,7 @@ def raw_produce(servers: str, topic: str, n: int) -> float:
         acked[0] += 1
 
     produce, poll = p.produce, p.poll
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(n):
         while True:
             try:
@@ -72,25 +76,25 @@ def raw_produce(servers: str, topic: str, n: int) -> float:
         if i % 1000 == 0:
             poll(0)
     p.flush(60)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert acked[0] == n
-    return n / elapsed
+    return n / elapsed, cpu / n
 
 
-def ottla_produce(servers: str, topic: str, n: int) -> float:
+def ottla_produce(servers: str, topic: str, n: int) -> tuple[float, float]:
     p = ottla.Producer(bootstrap_servers=servers, **QUIET)
     p.send(topic, b"warm-up").get(30)
     send = p.send
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(n):
         send(topic, VALUE)
     p.flush(60)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     p.close()
-    return n / elapsed
+    return n / elapsed, cpu / n
 
 
-def raw_consume(servers: str, topic: str, n: int) -> float:
+def raw_consume(servers: str, topic: str, n: int) -> tuple[float, float]:
     c = ck.Consumer(
         {
             "bootstrap.servers": servers,
@@ -105,19 +109,19 @@ def raw_consume(servers: str, topic: str, n: int) -> float:
     while first is None:  # join and first fetch, not timed
         first = c.poll(1.0)
     got = 1
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     total = 0
     while got < n:
         for m in c.consume(500, 1.0):
             if m.error() is None:
                 total += len(m.value())
                 got += 1
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     c.close()
-    return (n - 1) / elapsed
+    return (n - 1) / elapsed, cpu / (n - 1)
 
 
-def raw_consume_fields(servers: str, topic: str, n: int) -> float:
+def raw_consume_fields(servers: str, topic: str, n: int) -> tuple[float, float]:
     """The raw loop reading every field a ``Record`` holds (what iteration
     hands out), not only the value."""
     c = ck.Consumer(
@@ -134,7 +138,7 @@ def raw_consume_fields(servers: str, topic: str, n: int) -> float:
     while first is None:
         first = c.poll(1.0)
     got = 1
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     total = 0
     while got < n:
         for m in c.consume(500, 1.0):
@@ -142,12 +146,12 @@ def raw_consume_fields(servers: str, topic: str, n: int) -> float:
                 m.topic(), m.partition(), m.offset(), m.timestamp(), m.key(), m.headers()
                 total += len(m.value())
                 got += 1
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     c.close()
-    return (n - 1) / elapsed
+    return (n - 1) / elapsed, cpu / (n - 1)
 
 
-def ottla_iterate(servers: str, topic: str, n: int) -> float:
+def ottla_iterate(servers: str, topic: str, n: int) -> tuple[float, float]:
     c = ottla.Consumer(
         topic, bootstrap_servers=servers, group_id=f"it-{time.time()}", auto_offset_reset="earliest",
         enable_auto_commit=False, **QUIET,
@@ -156,29 +160,29 @@ def ottla_iterate(servers: str, topic: str, n: int) -> float:
     next(it)  # join and first fetch, not timed
     got = 1
     total = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for r in it:
         total += len(r.value)
         got += 1
         if got >= n:
             break
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     c.close()
-    return (n - 1) / elapsed
+    return (n - 1) / elapsed, cpu / (n - 1)
 
 
-def ottla_poll_values(servers: str, topic: str, n: int) -> float:
+def ottla_poll_values(servers: str, topic: str, n: int) -> tuple[float, float]:
     c = ottla.Consumer(
         topic, bootstrap_servers=servers, group_id=f"pv-{time.time()}", auto_offset_reset="earliest",
         enable_auto_commit=False, **QUIET,
     )  # fmt: skip
     got = len(c.poll_values(max_records=1, timeout_ms=10_000))  # not timed
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     while got < n:
         got += len(c.poll_values(max_records=10_000, timeout_ms=1000))
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     c.close()
-    return (n - 1) / elapsed
+    return (n - 1) / elapsed, cpu / (n - 1)
 
 
 def main() -> None:
@@ -187,10 +191,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     n = args.records
-    results: dict[str, list[float]] = {}
+    rates: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}
 
-    def note(name: str, rate: float) -> None:
-        results.setdefault(name, []).append(rate)
+    def note(name: str, got: tuple[float, float]) -> None:
+        rates.setdefault(name, []).append(got[0])
+        cpus.setdefault(name, []).append(got[1])
 
     with tempfile.TemporaryDirectory() as data:
         proc, servers = serve(data)
@@ -206,10 +212,15 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(30)
-    med = {k: statistics.median(v) for k, v in results.items()}
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    cpu = {k: statistics.median(v) * 1e6 for k, v in cpus.items()}
+    load = os.getloadavg()
     print(f"{n} records of {len(VALUE)} B through `ottla serve` on 127.0.0.1, "
-          f"median of {args.rounds} interleaved rounds")  # fmt: skip
-    print(f"{'workload':<22} {'ottla':>12} {'raw confluent-kafka':>20} {'ratio':>6}")
+          f"median of {args.rounds} interleaved rounds; load average "
+          f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")  # fmt: skip
+    print("CPU: process time per record (this process, librdkafka's threads included)")
+    print(f"{'workload':<22} {'ottla':>10} {'raw':>10} {'wall ratio':>10}"
+          f" {'ottla CPU':>10} {'raw CPU':>10} {'CPU ratio':>9}")  # fmt: skip
     for name, ours, raw in (
         ("send() loop, 100 B", "ottla produce", "raw produce"),
         ("consumer iteration", "ottla iterate", "raw consume"),
@@ -217,7 +228,17 @@ def main() -> None:
         ("iteration / all fields", "ottla iterate", "raw consume fields"),
     ):
         o, w = med[ours], med[raw]
-        print(f"{name:<22} {o / 1e3:>10.0f} k/s {w / 1e3:>18.0f} k/s {o / w:>6.2f}")
+        # The CPU ratio is the raw client's CPU per record over ottla's, so
+        # that, as for rates, 1.0 is level and above 1.0 is ottla ahead.
+        co, cw = cpu[ours], cpu[raw]
+        print(f"{name:<22} {o / 1e3:>6.0f} k/s {w / 1e3:>6.0f} k/s {o / w:>10.2f}"
+              f" {co:>7.2f} µs {cw:>7.2f} µs {cw / co:>9.2f}")  # fmt: skip
+    print("per round (k/s, CPU µs/record):")
+    for k in rates:
+        cells = ", ".join(
+            f"{r / 1e3:.0f} ({c * 1e6:.2f})" for r, c in zip(rates[k], cpus[k], strict=True)
+        )
+        print(f"  {k:<20} {cells}")
 
 
 if __name__ == "__main__":

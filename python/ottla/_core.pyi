@@ -59,6 +59,8 @@ __all__ = [
     "delete_acls",
     "delete_scram_user",
     "make_certificates",
+    "remote_record",
+    "remote_records",
     "scram_users",
     "set_scram_user",
 ]
@@ -194,6 +196,10 @@ class Record:
     recycles them (objects from it come back untracked by the cyclic GC; the
     consumer tracks them again when a deserializer could make a cycle).
 
+    A record of a cluster's consumer (``bootstrap_servers``, no
+    deserializers) reads each field from librdkafka's message when it is
+    asked for; it behaves as any other record.
+
     Records pickle (for ``multiprocessing``) and copy; ``copy.copy`` returns
     the record itself, as it is immutable. ``Record(...)`` makes one by hand:
 
@@ -247,6 +253,26 @@ class Record:
     @property
     def topic_partition(self) -> TopicPartition:
         """``TopicPartition(topic, partition)``."""
+
+# ---- the consumer of a cluster (python/ottla/remote/consumer.py) -------------
+
+def remote_records(
+    messages: list[Any],
+    key_deserializer: Callable[[bytes], Any] | None = None,
+    value_deserializer: Callable[[bytes], Any] | None = None,
+) -> tuple[list[Record], BaseException | None]:
+    """``(records, error)``: a :class:`Record` for each confluent-kafka
+    ``Message`` (without an error) of ``messages``, in one call. A
+    deserializer that raises stops there: ``records`` are those before the
+    message it failed on and ``error`` its exception (else ``None``)."""
+
+def remote_record(
+    message: Any,
+    key_deserializer: Callable[[bytes], Any] | None = None,
+    value_deserializer: Callable[[bytes], Any] | None = None,
+) -> Record:
+    """The :class:`Record` of one confluent-kafka ``Message``; a
+    deserializer's exception propagates."""
 
 @final
 class ConsumerGroupMetadata:

@@ -312,6 +312,7 @@ impl Consumer {
             key: conv(rec.key, &self.key_deserializer)?,
             value: conv(rec.value, &self.value_deserializer)?,
             headers,
+            message: None,
         })
     }
 

@@ -10,6 +10,7 @@ mod broker;
 mod consumer;
 mod errors;
 mod producer;
+mod remote_records;
 mod security;
 mod types;
 
@@ -45,6 +46,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(security::create_acls, m)?)?;
     m.add_function(wrap_pyfunction!(security::delete_acls, m)?)?;
     m.add_function(wrap_pyfunction!(security::make_certificates, m)?)?;
+    m.add_function(wrap_pyfunction!(remote_records::remote_records, m)?)?;
+    m.add_function(wrap_pyfunction!(remote_records::remote_record, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
     Ok(())

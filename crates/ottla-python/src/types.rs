@@ -174,18 +174,54 @@ impl RecordMetadata {
 /// Iteration drops most records right after handing them out: a free list
 /// recycles them (objects from it come back untracked by the cyclic GC; the
 /// consumer tracks them again when a deserializer could make a cycle).
+///
+/// A record of a cluster's consumer (`bootstrap_servers`, no
+/// deserializers) reads each field from librdkafka's message when it is
+/// asked for; it behaves as any other record.
 #[pyclass(module = "ottla", frozen, freelist = 1024)]
 pub struct Record {
     pub topic: Py<PyString>,
-    #[pyo3(get)]
     pub partition: u32,
-    #[pyo3(get)]
     pub offset: i64,
-    #[pyo3(get)]
     pub timestamp: i64,
     pub key: Option<Py<PyAny>>,
     pub value: Option<Py<PyAny>>,
     pub headers: Option<Py<PyList>>,
+    /// A record of a cluster's consumer without deserializers
+    /// (`remote_records::remote_records`): librdkafka's message (a
+    /// confluent-kafka `Message`, immutable), whose methods give each field
+    /// when it is asked for; the fields above are then unused. Reading all
+    /// seven up front cost more than the raw client's whole loop
+    /// (`timestamp()` alone builds a tuple through `Py_BuildValue`), most of
+    /// it for fields an application never reads. The `Message` keeps its
+    /// key, value and topic objects, so each read returns the same object,
+    /// as a field would.
+    pub message: Option<Py<PyAny>>,
+}
+
+impl Record {
+    /// A record whose fields are those of librdkafka's `message`.
+    pub fn of_message(py: Python<'_>, message: Py<PyAny>) -> Record {
+        Record {
+            topic: intern!(py, "").clone().unbind(),
+            partition: 0,
+            offset: 0,
+            timestamp: 0,
+            key: None,
+            value: None,
+            headers: None,
+            message: Some(message),
+        }
+    }
+
+    fn ask<'py>(
+        &self,
+        py: Python<'py>,
+        m: &Py<PyAny>,
+        name: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        m.bind(py).call_method0(name)
+    }
 }
 
 #[pymethods]
@@ -195,7 +231,10 @@ impl Record {
     /// (Records without deserializers are not tracked at all; see
     /// `Consumer::make_record`.)
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for o in [&self.key, &self.value].into_iter().flatten() {
+        for o in [&self.key, &self.value, &self.message]
+            .into_iter()
+            .flatten()
+        {
             visit.call(o)?;
         }
         if let Some(h) = &self.headers {
@@ -205,33 +244,90 @@ impl Record {
     }
 
     #[getter]
-    fn topic(&self, py: Python<'_>) -> Py<PyString> {
-        self.topic.clone_ref(py)
-    }
-
-    #[getter]
-    fn key(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.key.as_ref().map(|k| k.clone_ref(py))
-    }
-
-    #[getter]
-    fn value(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.value.as_ref().map(|v| v.clone_ref(py))
-    }
-
-    /// `[(key, value), ...]` with `str` keys and `bytes | None` values.
-    #[getter]
-    fn headers<'py>(&self, py: Python<'py>) -> Bound<'py, PyList> {
-        // A fresh list each time: a Record is immutable.
-        match &self.headers {
-            Some(h) => PyList::new(py, h.bind(py).iter()).unwrap_or_else(|_| PyList::empty(py)),
-            None => PyList::empty(py),
+    fn topic(&self, py: Python<'_>) -> PyResult<Py<PyString>> {
+        match &self.message {
+            None => Ok(self.topic.clone_ref(py)),
+            Some(m) => Ok(self
+                .ask(py, m, intern!(py, "topic"))?
+                .cast_into::<PyString>()
+                .map_err(|_| PyTypeError::new_err("the record's message has no topic"))?
+                .unbind()),
         }
     }
 
     #[getter]
+    fn partition(&self, py: Python<'_>) -> PyResult<u32> {
+        match &self.message {
+            None => Ok(self.partition),
+            Some(m) => self.ask(py, m, intern!(py, "partition"))?.extract(),
+        }
+    }
+
+    #[getter]
+    fn offset(&self, py: Python<'_>) -> PyResult<i64> {
+        match &self.message {
+            None => Ok(self.offset),
+            Some(m) => self.ask(py, m, intern!(py, "offset"))?.extract(),
+        }
+    }
+
+    #[getter]
+    fn timestamp(&self, py: Python<'_>) -> PyResult<i64> {
+        match &self.message {
+            None => Ok(self.timestamp),
+            // librdkafka's `(type, milliseconds)`.
+            Some(m) => self
+                .ask(py, m, intern!(py, "timestamp"))?
+                .cast_into::<PyTuple>()
+                .map_err(|_| PyTypeError::new_err("the record's message has no timestamp"))?
+                .get_item(1)?
+                .extract(),
+        }
+    }
+
+    #[getter]
+    fn key(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        match &self.message {
+            None => Ok(self.key.as_ref().map(|k| k.clone_ref(py))),
+            Some(m) => {
+                let k = self.ask(py, m, intern!(py, "key"))?;
+                Ok((!k.is_none()).then(|| k.unbind()))
+            }
+        }
+    }
+
+    #[getter]
+    fn value(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        match &self.message {
+            None => Ok(self.value.as_ref().map(|v| v.clone_ref(py))),
+            Some(m) => {
+                let v = self.ask(py, m, intern!(py, "value"))?;
+                Ok((!v.is_none()).then(|| v.unbind()))
+            }
+        }
+    }
+
+    /// `[(key, value), ...]` with `str` keys and `bytes | None` values.
+    #[getter]
+    fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        // A fresh list each time: a Record is immutable.
+        if let Some(m) = &self.message {
+            let h = self.ask(py, m, intern!(py, "headers"))?;
+            return if h.is_none() {
+                Ok(PyList::empty(py))
+            } else {
+                PyList::new(py, h.try_iter()?.collect::<PyResult<Vec<_>>>()?)
+            };
+        }
+        Ok(match &self.headers {
+            Some(h) => PyList::new(py, h.bind(py).iter()).unwrap_or_else(|_| PyList::empty(py)),
+            None => PyList::empty(py),
+        })
+    }
+
+    #[getter]
     fn topic_partition<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        new_topic_partition(py, self.topic.bind(py).clone(), self.partition)
+        new_topic_partition(py, self.topic(py)?.into_bound(py), self.partition(py)?)
     }
 
     /// `Record(topic, partition, offset, timestamp, key=None, value=None,
@@ -272,6 +368,7 @@ impl Record {
             key,
             value,
             headers,
+            message: None,
         })
     }
 
@@ -283,13 +380,13 @@ impl Record {
         let py = slf.py();
         let this = slf.get();
         let args = (
-            this.topic.clone_ref(py),
-            this.partition,
-            this.offset,
-            this.timestamp,
-            this.key(py),
-            this.value(py),
-            this.headers(py),
+            this.topic(py)?,
+            this.partition(py)?,
+            this.offset(py)?,
+            this.timestamp(py)?,
+            this.key(py)?,
+            this.value(py)?,
+            this.headers(py)?,
         )
             .into_pyobject(py)?;
         Ok((slf.get_type(), args))
@@ -317,18 +414,20 @@ impl Record {
                 }
             }
         };
-        let headers = match &self.headers {
-            None => "[]".to_string(),
-            Some(h) => short_repr(h.bind(py).as_any()),
+        let headers = self.headers(py)?;
+        let headers = if headers.is_empty() {
+            "[]".to_string()
+        } else {
+            short_repr(headers.as_any())
         };
         Ok(format!(
             "Record(topic={}, partition={}, offset={}, timestamp={}, key={}, value={}, headers={})",
-            self.topic.bind(py).repr()?,
-            self.partition,
-            self.offset,
-            self.timestamp,
-            show(&self.key)?,
-            show(&self.value)?,
+            self.topic(py)?.bind(py).repr()?,
+            self.partition(py)?,
+            self.offset(py)?,
+            self.timestamp(py)?,
+            show(&self.key(py)?)?,
+            show(&self.value(py)?)?,
             headers
         ))
     }

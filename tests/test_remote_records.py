@@ -1,0 +1,191 @@
+"""The remote consumer's Records and positions (issue 16, the speed part):
+``Record``s made in bulk from librdkafka's messages, read from them lazily
+without deserializers, and positions kept per handed-out batch, computed
+when something asks: a commit or ``position()`` after N records of an
+iteration covers exactly those N, whatever the loop body does."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import pickle
+from typing import Any
+
+import pytest
+
+import ottla
+from ottla import _core
+
+pytest.importorskip("confluent_kafka")
+
+
+class FakeMessage:
+    """What the consumer reads of a confluent-kafka ``Message``: its methods."""
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
+    ) -> None:
+        self._t, self._p, self._o, self._v, self._k, self._h = (
+            topic, partition, offset, value, key, headers,
+        )  # fmt: skip
+        self.calls = 0
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def timestamp(self) -> tuple[int, int]:
+        self.calls += 1
+        return (1, 1_700_000_000_000 + self._o)
+
+    def key(self) -> bytes | None:
+        return self._k
+
+    def value(self) -> bytes | None:
+        return self._v
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        return self._h
+
+
+def test_records_from_messages_behave_as_records() -> None:
+    msgs: list[Any] = [
+        FakeMessage("t", 0, 5, b"v", b"k", [("h", b"1"), ("n", None)]),
+        FakeMessage("t", 1, 7, None),
+    ]
+    recs, err = _core.remote_records(msgs)
+    assert err is None and len(recs) == 2
+    a, b = recs
+    assert type(a) is ottla.Record
+    assert (a.topic, a.partition, a.offset, a.timestamp) == ("t", 0, 5, 1_700_000_000_005)
+    assert (a.key, a.value, a.headers) == (b"k", b"v", [("h", b"1"), ("n", None)])
+    assert a.topic_partition == ottla.TopicPartition("t", 0)
+    # A fresh list each time: a Record is immutable.
+    a.headers.append(("x", b""))
+    assert a.headers == [("h", b"1"), ("n", None)]
+    assert (b.key, b.value, b.headers) == (None, None, [])
+    by_hand = ottla.Record("t", 0, 5, 1_700_000_000_005, b"k", b"v", [("h", b"1"), ("n", None)])
+    assert repr(a) == repr(by_hand)
+    again = pickle.loads(pickle.dumps(a))
+    assert repr(again) == repr(a) and type(again) is ottla.Record
+    assert copy.copy(a) is a and repr(copy.deepcopy(b)) == repr(b)
+    # Fields are read when asked for: no timestamp() call until then.
+    m = FakeMessage("t", 0, 9, b"z")
+    (r,), _ = _core.remote_records([m])
+    assert m.calls == 0 and r.value == b"z" and m.calls == 0
+    assert r.timestamp == 1_700_000_000_009 and m.calls == 1
+    # Without deserializers nothing can make a cycle: the GC does not track them.
+    assert not gc.is_tracked(a)
+
+
+def test_records_from_messages_with_deserializers() -> None:
+    msgs: list[Any] = [FakeMessage("t", 0, i, str(i).encode(), b"k") for i in range(4)]
+    recs, err = _core.remote_records(msgs, bytes.decode, int)
+    assert err is None
+    assert [(r.key, r.value) for r in recs] == [("k", i) for i in range(4)]
+    assert all(gc.is_tracked(r) for r in recs)
+    # A deserializer that raises stops the batch there: the records before
+    # it, and its exception.
+    msgs[2]._v = b"not a number"
+    recs, err = _core.remote_records(msgs, None, int)
+    assert [r.value for r in recs] == [0, 1] and isinstance(err, ValueError)
+    with pytest.raises(ValueError):
+        _core.remote_record(msgs[2], None, int)
+    assert _core.remote_record(msgs[3], None, int).value == 3
+
+
+def _fill(servers: str, topic: str, per_partition: int, partitions: int) -> None:
+    ottla.Admin(bootstrap_servers=servers).create_topic(topic, partitions=partitions)
+    with ottla.Producer(bootstrap_servers=servers) as p:
+        for part in range(partitions):
+            for i in range(per_partition):
+                p.send(topic, f"{part}-{i}".encode(), partition=part)
+        p.flush(30)
+
+
+def _consumer(servers: str, topic: str, group: str) -> ottla.Consumer:
+    return ottla.Consumer(
+        topic,
+        bootstrap_servers=servers,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=5000,
+    )
+
+
+def test_commit_after_n_records_of_a_batch_covers_those_n(broker: ottla.Broker) -> None:
+    servers = broker.bootstrap_servers
+    _fill(servers, "exact", 40, 3)
+    c = _consumer(servers, "exact", "g1")
+    seen: list[ottla.Record] = []
+    it = iter(c)
+    # Wait until a whole fetch is buffered, so the batch being handed out
+    # holds more than what the loop takes.
+    seen.append(next(it))
+    for r in it:
+        seen.append(r)
+        if len(seen) == 25:
+            break
+    last: dict[int, int] = {}
+    for r in seen:
+        last[r.partition] = r.offset + 1
+    for part, pos in last.items():
+        assert c.position(ottla.TopicPartition("exact", part)) == pos
+    c.commit()
+    for part in range(3):
+        assert c.committed(ottla.TopicPartition("exact", part)) == last.get(part)
+    # What was not handed out comes next, once, by whatever reads next.
+    rest = [r.value for recs in c.poll(timeout_ms=5000, max_records=200).values() for r in recs]
+    rest += [r.value for r in c]
+    got = sorted([r.value for r in seen] + rest)
+    assert got == sorted(f"{p}-{i}".encode() for p in range(3) for i in range(40))
+    c.close()
+
+
+def test_seek_pause_and_commit_in_the_loop_body(broker: ottla.Broker) -> None:
+    servers = broker.bootstrap_servers
+    _fill(servers, "body", 30, 2)
+    c = _consumer(servers, "body", "g2")
+    zero = ottla.TopicPartition("body", 0)
+    out: list[tuple[int, int]] = []
+    sought = False
+    paused: ottla.TopicPartition | None = None
+    pos_paused = at_pause = -1
+    for r in c:
+        out.append((r.partition, r.offset))
+        if not sought and len(out) == 5:
+            # Read partition 0 again from 2: the batch's other records of it
+            # are not handed out.
+            sought = True
+            c.seek(zero, 2)
+        elif paused is None and len(out) == 8:
+            # In the middle of the batch the seek started: that batch's
+            # other records of this partition are not handed out either.
+            paused = r.topic_partition
+            c.pause(paused)
+            at_pause = len(out)
+            pos_paused = r.offset + 1
+        elif paused is not None and len(out) == at_pause + 2:
+            c.commit()
+            assert c.committed(paused) == c.position(paused) == pos_paused
+    assert paused is not None
+    assert all(p != paused.partition for p, _ in out[at_pause:]), out
+    # Partition 0 in order from 2 after the seek, without gaps or repeats.
+    zeros = [o for p, o in out[5:] if p == 0]
+    assert zeros == list(range(2, 2 + len(zeros)))
+    c.resume(paused)
+    after = [r.offset for r in c if r.partition == paused.partition]
+    assert after == list(range(pos_paused, 30))
+    c.close()
