@@ -353,7 +353,10 @@ impl ScramClient {
         let iterations: u32 = field("i=")?
             .parse()
             .map_err(|_| "server-first iterations not a number")?;
-        if !(1..=1_000_000).contains(&iterations) {
+        // Kafka's bounds: a peer cannot make this broker spend more.
+        if !(super::credentials::MIN_ITERATIONS..=super::credentials::MAX_ITERATIONS)
+            .contains(&iterations)
+        {
             return Err(format!("{iterations} SCRAM iterations"));
         }
         let salted = self
