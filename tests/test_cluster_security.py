@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any, cast
@@ -212,6 +215,15 @@ def test_a_user_created_through_one_node_logs_in_on_another(cluster: Cluster) ->
 def test_the_directory_of_a_node_refuses_offline_user_and_acl_changes(cluster: Cluster) -> None:
     with pytest.raises(Exception, match="cluster node 1"):
         _core.set_scram_user(cluster.data_dir(1), "mallory", "pw")
+    for command in ("acls", "users"):
+        out = subprocess.run(
+            [sys.executable, "-m", "ottla", command, "list", "--data", str(cluster.data_dir(3))],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode != 0 and "cluster node's directory" in out.stderr, out
     binding = ("TOPIC", "x", "LITERAL", "User:m", "*", "READ", "ALLOW")
     with pytest.raises(Exception, match="metadata log"):
         _core.create_acls(cluster.data_dir(2), [binding])
@@ -233,6 +245,15 @@ def test_a_client_without_a_certificate_is_dropped_by_the_controller_listener(
             reply = s.recv(1024)
         # Only a TLS alert may come back (content type 21), never a frame.
         assert reply == b"" or reply[0] == 21, reply
+    # TLS that trusts the CA but shows no client certificate: refused too.
+    ctx = ssl.create_default_context(cafile=cluster.certificates.ca)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.settimeout(15)
+        answered = b""
+        with contextlib.suppress(OSError), ctx.wrap_socket(raw, server_hostname=host) as tls:
+            tls.sendall(struct.pack(">i", len(frame)) + frame)
+            answered = tls.recv(1024)
+        assert answered == b"", answered
     # Undisturbed.
     assert produce(cluster, "alice", "orders", [b"after-probe"]) == [None]
     assert "controller listener: refused" in cluster.log_path(1).read_text()
