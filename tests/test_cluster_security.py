@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -293,3 +294,24 @@ def test_a_follower_with_wrong_credentials_stays_out_of_the_isr(cluster: Cluster
         pw.write_text(good)
         cluster.restart(3)
     cluster.wait_in_sync("after-wrong", timeout=90)
+
+
+@pytest.mark.timeout(240)
+def test_ssl_between_nodes_with_their_certificates(tmp_path: Path) -> None:
+    """inter_broker="SSL": each node's fetchers present its certificate
+    (mTLS, principal User:CN=localhost, a super user) on an SSL listener
+    that requires client certificates; acks=all replicates to all three."""
+    security = ClusterSecurity(inter_broker="SSL")
+    with Cluster(tmp_path / "cluster", 3, security=security, start_timeout=90) as c:
+        p = confluent_kafka.Producer(
+            {"bootstrap.servers": c.bootstrap_servers, "acks": "all", "message.timeout.ms": 30000}
+        )
+        errors: list[Any] = []
+        for i in range(20):
+            p.produce("ssl-orders", f"{i}".encode(), on_delivery=lambda e, _m: errors.append(e))
+        assert p.flush(60) == 0
+        assert errors == [None] * 20
+        [part] = c.wait_in_sync("ssl-orders", timeout=60)
+        assert sorted(part.isr) == [1, 2, 3]
+        log = c.log_path(2).read_text()
+        assert "inter-broker client" not in log, log[-2000:]
