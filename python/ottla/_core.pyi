@@ -975,6 +975,11 @@ class Broker:
         authorizer: str | None = None,
         super_users: Sequence[str] | None = None,
         allow_everyone_if_no_acl_found: bool = False,
+        inter_broker_listener_name: str | None = None,
+        inter_broker_sasl_mechanism: str | None = None,
+        inter_broker_sasl_username: str | None = None,
+        inter_broker_sasl_password: str | None = None,
+        controller_listener_security_protocol: str = "PLAINTEXT",
     ) -> Self:
         """Serve ``path`` on ``host:port`` (port 0: a free one), on the
         broker's own threads. Every ``retention_check_interval_ms``
@@ -1062,7 +1067,24 @@ class Broker:
         ``ottla acls``, CreateAcls): ``super_users`` (``"User:admin"``) may
         do everything, and ``allow_everyone_if_no_acl_found`` allows what no
         ACL names a resource for (Kafka's default, False: refused). Without
-        an authorizer everything is allowed."""
+        an authorizer everything is allowed.
+
+        On a cluster node (``node_id``), ACLs and SCRAM users are the
+        cluster's, in its metadata log (changes over the wire go to the
+        active controller; the directory's files are not used).
+        ``inter_broker_listener_name`` (Kafka's
+        ``inter.broker.listener.name``; default the first listener) is the
+        listener the other nodes' replica fetchers use: on SSL ones this
+        node presents ``ssl_certfile``/``ssl_keyfile`` and trusts
+        ``ssl_cafile``; on SASL ones it logs in with
+        ``inter_broker_sasl_mechanism`` (PLAIN, SCRAM-SHA-256,
+        SCRAM-SHA-512), ``inter_broker_sasl_username`` and
+        ``inter_broker_sasl_password``.
+        ``controller_listener_security_protocol="SSL"`` puts the controller
+        listener and the nodes' connections to it under mutual TLS with the
+        same files (a peer without a certificate from ``ssl_cafile`` is
+        dropped); the default, ``"PLAINTEXT"``, is for private addresses
+        only."""
     @property
     def listeners(self) -> dict[str, str]:
         """Each listener's name and bound ``"host:port"``, in the order

@@ -45,11 +45,13 @@ from ottla._proxy import FaultProxy
 __all__ = [
     "Cluster",
     "ClusterError",
+    "ClusterSecurity",
     "PartitionState",
     "Reassignment",
     "alter_reassignments",
     "describe",
     "list_reassignments",
+    "set_scram_user",
     "unregister_broker",
 ]
 
@@ -100,6 +102,41 @@ class PartitionState:
     leader_epoch: int = -1
     #: Replicas on brokers that are not alive.
     offline: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClusterSecurity:
+    """A secure cluster (``ottla.Cluster(path, security=ClusterSecurity())``,
+    docs/security.md "Brokers of a cluster"): every node gets, besides the
+    harness's own PLAINTEXT listener (behind its proxy; what
+    ``bootstrap_servers`` names and the cluster's helpers use), a
+    ``listener`` for clients (``secure_bootstrap_servers``); nodes replicate
+    over ``inter_broker`` (``SASL_SSL``: the node logs in as
+    ``inter_broker_user`` with ``inter_broker_mechanism``, a user the cluster
+    creates in its metadata log once it is up; ``SSL``: an extra SSL listener
+    where each node presents its own certificate, every TLS listener then
+    requiring client certificates); the controller listener uses mutual TLS
+    unless ``controller`` is ``"PLAINTEXT"``. Certificates come from
+    ``ottla.testing.make_certificates`` (made under ``<path>/certs`` for
+    every node address unless ``certificates`` is given). With
+    ``authorizer``, the standard authorizer runs with the inter-broker
+    principal and ``super_users`` as super users; ``allow_everyone_if_no_acl_found``
+    (default on) keeps the harness's PLAINTEXT client allowed what no ACL
+    names. For tests: the CA key sits next to the certificates."""
+
+    listener: str = "SASL_SSL"
+    inter_broker: str = "SASL_SSL"
+    inter_broker_user: str = "broker"
+    inter_broker_password: str = "broker-secret"
+    inter_broker_mechanism: str = "SCRAM-SHA-512"
+    controller: str = "SSL"
+    authorizer: bool = True
+    allow_everyone_if_no_acl_found: bool = True
+    super_users: tuple[str, ...] = ()
+    certificates: Any = None
+    #: Client certificate names made with the certificates (``certificates``
+    #: None): ``cluster.certificates.clients[name]``.
+    clients: tuple[str, ...] = ()
 
 
 # The watchdog: a small process that SIGKILLs the nodes still registered
@@ -179,6 +216,15 @@ class _Node:
         self.data.mkdir(exist_ok=True)
         self.port = _free_port(self.host)
         self.controller_port = _free_port(self.host)
+        # A secure cluster's client and inter-broker listeners (not proxied).
+        self.secure_port = _free_port(self.host) if cluster.security else 0
+        self.ssl_port = (
+            _free_port(self.host)
+            if cluster.security
+            and cluster.security.inter_broker == "SSL"
+            and cluster.security.listener != "SSL"
+            else 0
+        )
         self.proxy = FaultProxy((self.host, self.port), name=f"node-{node_id}")
         try:
             self.controller_proxy = FaultProxy(
@@ -306,6 +352,7 @@ class Cluster:
         fast: bool = True,
         controllers: int | None = None,
         start_timeout: float = 60.0,
+        security: ClusterSecurity | None = None,
         **broker_settings: Any,
     ) -> None:
         if brokers < 1:
@@ -318,6 +365,12 @@ class Cluster:
             raise ValueError(f"controllers must be between 1 and {brokers}, not {controllers}")
         self.path = Path(path).absolute()
         self.path.mkdir(parents=True, exist_ok=True)
+        self.security = security
+        self.certificates: Any = None
+        if security is not None:
+            self.certificates = security.certificates or _make_node_certificates(
+                self.path / "certs", brokers, security.clients
+            )
         self.replication_factor = replication_factor
         self.min_insync_replicas = min_insync_replicas
         self.fast = fast
@@ -342,6 +395,17 @@ class Cluster:
             for node in self._nodes.values():
                 self._wait_listening(node)
             self.wait_ready(timeout=start_timeout)
+            if security is not None and security.inter_broker.startswith("SASL"):
+                # The nodes' own user, in the metadata log (Kafka formats it
+                # in with `kafka-storage format --add-scram`); until it is
+                # there, followers cannot log in and retry.
+                first = next(iter(self._nodes.values()))
+                set_scram_user(
+                    first.proxy.bootstrap,
+                    security.inter_broker_user,
+                    security.inter_broker_password,
+                    mechanism=security.inter_broker_mechanism,
+                )
         except BaseException:
             self.close()
             raise
@@ -785,6 +849,74 @@ class Cluster:
             f"{n.id}@{n.controller_proxy.bootstrap}" for n in self._nodes.values() if n.voter
         )
 
+    @property
+    def secure_bootstrap_servers(self) -> str:
+        """A secure cluster's client listeners (``security.listener``), every
+        node's, comma-separated; the certificates are ``self.certificates``."""
+        if self.security is None:
+            raise ClusterError("this cluster was started without security=")
+        return ",".join(f"{n.host}:{n.secure_port}" for n in self._nodes.values())
+
+    def secure_address(self, node_id: int) -> str:
+        """Node ``node_id``'s client listener of a secure cluster."""
+        node = self._nodes[node_id]
+        return f"{node.host}:{node.secure_port}"
+
+    def password_file(self, node_id: int) -> Path:
+        """The file node ``node_id`` reads its inter-broker SASL password from
+        at each start (a test may write a wrong one, then restart it)."""
+        return self._nodes[node_id].dir / "inter-broker-password"
+
+    def _security_argv(self, node: _Node) -> list[str]:
+        sec = self.security
+        if sec is None:
+            return []
+        certs = self.certificates
+        argv = [
+            "--listener",
+            f"PLAINTEXT://{node.host}:{node.port}",
+            "--listener",
+            f"{sec.listener}://{node.host}:{node.secure_port}",
+        ]
+        if node.ssl_port:
+            argv += ["--listener", f"SSL://{node.host}:{node.ssl_port}"]
+        argv += [
+            "--ssl-certfile",
+            certs.server_cert,
+            "--ssl-keyfile",
+            certs.server_key,
+            "--ssl-cafile",
+            certs.ca,
+            "--inter-broker-listener-name",
+            sec.inter_broker,
+        ]
+        if sec.inter_broker == "SSL":
+            argv += ["--ssl-client-auth", "required"]
+        supers = list(sec.super_users)
+        if sec.inter_broker.startswith("SASL"):
+            pw = self.password_file(node.id)
+            if not pw.exists():
+                pw.write_text(sec.inter_broker_password + "\n")
+                pw.chmod(0o600)
+            argv += [
+                "--inter-broker-sasl-mechanism",
+                sec.inter_broker_mechanism,
+                "--inter-broker-sasl-username",
+                sec.inter_broker_user,
+                "--inter-broker-sasl-password-file",
+                str(pw),
+            ]
+            supers.append(f"User:{sec.inter_broker_user}")
+        else:
+            supers.append(f"User:{_server_principal(certs.server_cert)}")
+        if sec.controller != "PLAINTEXT":
+            argv += ["--controller-listener-security-protocol", sec.controller]
+        if sec.authorizer:
+            argv += ["--authorizer", "standard", "--super-users", ";".join(supers)]
+            if sec.allow_everyone_if_no_acl_found:
+                argv.append("--allow-everyone-if-no-acl-found")
+        return argv
+
     def _argv(self, node: _Node) -> list[str]:
         argv = [
             *self.serve_command,
@@ -805,6 +937,7 @@ class Cluster:
             "--min-insync-replicas",
             str(self.min_insync_replicas),
         ]
+        argv.extend(self._security_argv(node))
         settings: dict[str, Any] = {}
         if self.fast:
             settings.update({k: v for k, v in FAST_SETTINGS.items() if _flag(k) in self._help})
@@ -849,6 +982,25 @@ def _serve_help(command: tuple[str, ...]) -> str:
         )
         _HELP[command] = out.stdout + out.stderr
     return _HELP[command]
+
+
+def _make_node_certificates(dir: Path, brokers: int, clients: Sequence[str]) -> Any:
+    """Throw-away certificates valid for every node's address (the nodes
+    listen on ``127.0.0.(10+N)``; add_broker's nodes too, up to 40)."""
+    from ottla.testing import make_certificates
+
+    hosts = ["localhost", "127.0.0.1", "::1"]
+    hosts += [f"127.0.0.{10 + n}" for n in range(1, max(brokers, 40) + 1)]
+    return make_certificates(dir, hosts=hosts, clients=list(clients))
+
+
+def _server_principal(cert: str) -> str:
+    """The principal a node presenting the certificates' server certificate
+    is: ``make_certificates`` names it after its first host (``localhost``
+    here); with certificates of your own, add their subject to
+    ``super_users``."""
+    del cert
+    return "CN=localhost"
 
 
 def _wait_proc_state(node: _Node, *, stopped: bool, timeout: float = 10.0) -> None:
@@ -1304,3 +1456,57 @@ def wait_reassigned(
                 + ", ".join(f"{r.topic}-{r.partition}" for r in pending)
             )
         time.sleep(0.2)
+
+
+def set_scram_user(
+    bootstrap: str,
+    user: str,
+    password: str,
+    *,
+    mechanism: str = "SCRAM-SHA-512",
+    iterations: int = 4096,
+    timeout: float = 10.0,
+) -> None:
+    """Create (or change) a SCRAM user over the wire: Kafka's
+    AlterUserScramCredentials (v0) to the PLAINTEXT listener ``bootstrap``
+    (``HOST:PORT``), with the salted password only, as Kafka's admin
+    clients send it. On a cluster the user lands in the metadata log and
+    logs in on every node. Raises ClusterError with Kafka's error."""
+    import hashlib
+
+    mech = {"SCRAM-SHA-256": (1, "sha256"), "SCRAM-SHA-512": (2, "sha512")}.get(mechanism)
+    if mech is None:
+        raise ValueError(f"mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512, not {mechanism!r}")
+    salt = os.urandom(32)
+    salted = hashlib.pbkdf2_hmac(mech[1], password.encode(), salt, iterations)
+    body = b"\x01"  # deletions: none (compact array of 0)
+    body += b"\x02"  # upsertions: one
+    body += _cstring(user) + struct.pack(">bi", mech[0], iterations)
+    body += _uvarint(len(salt) + 1) + salt + _uvarint(len(salted) + 1) + salted + b"\x00"
+    body += b"\x00"  # tagged fields
+    host, _, port = bootstrap.rpartition(":")
+    # Request header v2: the v1 header and its tagged fields.
+    header = struct.pack(">hhi", 51, 0, 1) + _string("ottla-cluster") + b"\x00"
+    request = header + body
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        size = struct.unpack(">i", _recv(sock, 4))[0]
+        if not 4 <= size <= 1024 * 1024:
+            raise OSError(f"bad Kafka response size {size}")
+        data = _recv(sock, size)
+    # correlation id, header tagged fields, throttle, results (compact array)
+    pos = 4 + 1 + 4
+    count = data[pos] - 1
+    pos += 1
+    for _ in range(count):
+        n = data[pos] - 1
+        name = data[pos + 1 : pos + 1 + n].decode()
+        pos += 1 + n
+        (code,) = struct.unpack_from(">h", data, pos)
+        pos += 2
+        m = data[pos] - 1
+        message = data[pos + 1 : pos + 1 + m].decode() if m >= 0 else ""
+        pos += 1 + max(m, 0) + 1
+        if code != 0:
+            raise ClusterError(f"AlterUserScramCredentials for {name}: error {code}: {message}")

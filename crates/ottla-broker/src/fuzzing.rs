@@ -646,3 +646,136 @@ pub fn sasl_oracle_for_process() -> &'static SaslOracle {
         }
     })
 }
+
+/// The decoders of what another node sends this one (`peer_messages`
+/// target): byte 0 even, a controller-listener frame body
+/// (`cluster::wire::decode` of a `ControlRequest` and a `ControlReply`,
+/// and `frame_len` of its first four bytes); odd, the server's SCRAM
+/// messages as the inter-broker SCRAM client reads them
+/// (`auth::peer::ScramClient`: server-first, then after a newline the
+/// server-final). Promise: no panic (and a SCRAM client never accepts a
+/// server-final without the server's proof: the server does not know our
+/// password here).
+pub fn peer_messages(data: &[u8]) {
+    use crate::auth::credentials::ScramMechanism;
+    use crate::cluster::wire::{self, ControlReply, ControlRequest};
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    if which % 2 == 0 {
+        let _ = wire::decode::<ControlRequest>(rest);
+        let _ = wire::decode::<ControlReply>(rest);
+        if let Some(prefix) = rest.get(..4) {
+            let mut p = [0u8; 4];
+            p.copy_from_slice(prefix);
+            let _ = wire::frame_len(p);
+        }
+        return;
+    }
+    let mech = if which & 2 == 0 {
+        ScramMechanism::Sha256
+    } else {
+        ScramMechanism::Sha512
+    };
+    let (first, last) = match rest.iter().position(|b| *b == b'\n') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &[][..]),
+    };
+    let Ok(mut client) = crate::auth::peer::ScramClient::new(mech, "broker", "pw") else {
+        return;
+    };
+    let _ = client.first();
+    if client.finish(first).is_ok() {
+        assert!(
+            client.verify(last).is_err(),
+            "a server-final without the server key was accepted"
+        );
+    }
+}
+
+/// Seeds of `peer_messages`: control frames of every kind the cluster
+/// sends, and SCRAM server messages of the right shape.
+pub fn peer_seed_corpus() -> Vec<(String, Vec<u8>)> {
+    use crate::auth::acl::AclFilter;
+    use crate::cluster::wire::{self, ControlReply, ControlRequest, ScramChange};
+    use ottla_meta::records::{AclEntry, ScramEntry};
+    let acl = AclEntry {
+        resource_type: 2,
+        resource_name: "orders".into(),
+        pattern_type: 3,
+        principal: "User:alice".into(),
+        host: "*".into(),
+        operation: 4,
+        permission_type: 3,
+    };
+    let frames = [
+        (
+            "heartbeat",
+            wire::encode(&ControlRequest::Heartbeat {
+                broker_id: 2,
+                broker_epoch: 40,
+                metadata_offset: 99,
+            }),
+        ),
+        (
+            "create_acls",
+            wire::encode(&ControlRequest::CreateAcls {
+                acls: vec![acl.clone()],
+            }),
+        ),
+        (
+            "delete_acls",
+            wire::encode(&ControlRequest::DeleteAcls {
+                filters: vec![AclFilter::any()],
+            }),
+        ),
+        (
+            "alter_scram",
+            wire::encode(&ControlRequest::AlterScramUsers {
+                users: vec![(
+                    "alice".into(),
+                    vec![
+                        ScramChange::Delete(1),
+                        ScramChange::Upsert(ScramEntry {
+                            mechanism: 2,
+                            salt: vec![7; 16],
+                            stored_key: vec![1; 64],
+                            server_key: vec![2; 64],
+                            iterations: 4096,
+                        }),
+                    ],
+                )],
+            }),
+        ),
+        (
+            "acls_deleted",
+            wire::encode(&ControlReply::AclsDeleted {
+                matched: vec![vec![acl]],
+                offset: 12,
+            }),
+        ),
+        (
+            "user_results",
+            wire::encode(&ControlReply::UserResults {
+                results: vec![("alice".into(), 91, Some("gone".into()))],
+                offset: 13,
+            }),
+        ),
+    ];
+    let mut out: Vec<(String, Vec<u8>)> = frames
+        .into_iter()
+        .map(|(n, b)| {
+            let mut v = vec![0u8];
+            v.extend(b);
+            (format!("control_{n}"), v)
+        })
+        .collect();
+    for (which, name) in [(1u8, "scram_sha256"), (3u8, "scram_sha512")] {
+        let mut v = vec![which];
+        v.extend_from_slice(
+            b"r=NONCE_FROM_CLIENT_IS_REPLACED_BY_FUZZER,s=c2FsdA==,i=4096\nv=c2lnbmF0dXJl",
+        );
+        out.push((name.into(), v));
+    }
+    out
+}

@@ -244,10 +244,24 @@ impl Shared {
         self: &Arc<Self>,
         here: (&str, u16),
     ) -> std::result::Result<(i32, String, u16), i16> {
-        if self.cluster.is_none() {
+        let Some(node) = &self.cluster else {
             return Ok((api::metadata::NODE_ID, here.0.to_string(), here.1));
-        }
-        coordinator::placement::find(self).await
+        };
+        let (id, host, port) = coordinator::placement::find(self).await?;
+        // The coordinator's endpoint on the asking connection's listener
+        // (the one this node advertises at `here`), as Kafka answers.
+        let listener = node
+            .config()
+            .endpoints
+            .iter()
+            .find(|e| e.host == here.0 && e.port == here.1)
+            .map(|e| e.name.clone());
+        let on_listener = listener.and_then(|name| {
+            cluster::assignments::live_brokers_on(&node.image(), Some(&name))
+                .into_iter()
+                .find(|b| b.0 == id)
+        });
+        Ok(on_listener.map_or((id, host, port), |(id, host, port, _)| (id, host, port)))
     }
 
     /// This broker's id (Kafka's `node.id`): 0 alone.
@@ -356,16 +370,35 @@ impl Broker {
         // node's Metadata name (each connection is told its own listener's).
         let advertised_host = listeners[0].1.advertised_host.clone();
         let advertised_port = listeners[0].1.advertised_port;
-        let credentials = auth::credentials::CredentialStore::new(store.root());
+        // A cluster node's ACLs and SCRAM users are the metadata log's
+        // (`auth::cluster`), not its directory's.
+        let in_cluster = config.cluster.is_some();
+        let credentials = if in_cluster {
+            auth::credentials::CredentialStore::for_cluster(store.root())
+        } else {
+            auth::credentials::CredentialStore::new(store.root())
+        };
         let authorizer = match &config.authorizer {
             None => auth::authorizer::Authorizer::allow_all(),
+            Some(c) if in_cluster => {
+                auth::authorizer::Authorizer::standard_in_cluster(c.clone())
+                    .map_err(|e| Error::InvalidConfig(format!("authorizer: {e}")))?
+            }
             Some(c) => auth::authorizer::Authorizer::standard(store.root(), c.clone())
                 .map_err(|e| Error::InvalidConfig(format!("authorizer: {e}")))?,
         };
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let cluster = match &config.cluster {
             Some(cc) => Some(cluster::ClusterNode::start(
-                cc.clone(),
+                {
+                    // Endpoints, the inter-broker listener and the
+                    // controller listener's TLS (`auth::peer`).
+                    let mut cc = cc.clone();
+                    let bound: Vec<_> = listeners.iter().map(|(_, l)| l).collect();
+                    auth::peer::prepare_cluster(&mut cc, &bound, config.tls.as_ref())
+                        .map_err(Error::InvalidConfig)?;
+                    cc
+                },
                 store.root(),
                 (advertised_host.clone(), advertised_port),
                 // Outgoing connections leave from the listening address when
@@ -419,6 +452,12 @@ impl Broker {
             // addresses, AlterPartition), and is told its partitions after
             // every metadata change.
             shared.replicas.enable_cluster(node.link());
+            let (s, done, stop) = (shared.clone(), done_tx.clone(), shutdown_rx.clone());
+            let image = node.controller().subscribe();
+            runtime.spawn(async move {
+                auth::cluster::follow(s, image, stop).await;
+                drop(done);
+            });
             let s = shared.clone();
             node.run(
                 &runtime,

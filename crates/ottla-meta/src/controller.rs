@@ -456,6 +456,19 @@ impl Controller {
         Ok(applied)
     }
 
+    /// Decides records on the active controller's up-to-date image with
+    /// `decide` (called again if the image moved) and proposes them: for
+    /// changes whose decision is the caller's (the broker's ACL filters and
+    /// SCRAM checks), as KRaft's `AclControlManager` and
+    /// `ScramControlManager` decide on the controller. No records: nothing
+    /// is proposed, and the image's offset is returned.
+    pub async fn propose_decided<F>(&self, decide: F) -> Result<Applied, ProposeError>
+    where
+        F: Fn(&MetadataImage) -> Result<Vec<MetadataRecord>, DecideError>,
+    {
+        self.decide_and_propose(decide).await
+    }
+
     /// Decides on the current image and proposes; a decision refused as
     /// stale (the image moved meanwhile) is decided again, a few times.
     async fn decide_and_propose<F>(&self, decide: F) -> Result<Applied, ProposeError>

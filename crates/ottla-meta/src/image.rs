@@ -7,12 +7,13 @@
 //! current state is refused with an [`ApplyError`] (the same refusal on every
 //! node), never a panic; a refused proposal changes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::records::{
-    BrokerId, ConfigResource, Endpoint, MetadataRecord, PartitionAssignment, Proposal, TopicId,
+    AclEntry, BrokerId, ConfigResource, Endpoint, MetadataRecord, PartitionAssignment, Proposal,
+    ScramEntry, TopicId,
 };
 
 /// A registered broker.
@@ -91,6 +92,11 @@ pub struct MetadataImage {
     pub topics: BTreeMap<TopicId, TopicImage>,
     pub topic_ids: BTreeMap<String, TopicId>,
     pub configs: BTreeMap<ConfigResource, BTreeMap<String, String>>,
+    /// The cluster's ACL bindings (KRaft's `AclsImage`): what every node's
+    /// authorizer decides with.
+    pub acls: BTreeSet<AclEntry>,
+    /// SCRAM credentials (KRaft's `ScramImage`): user, then mechanism byte.
+    pub scram: BTreeMap<String, BTreeMap<i8, ScramEntry>>,
 }
 
 /// Why a record was refused.
@@ -290,6 +296,37 @@ impl MetadataImage {
                 *leader,
                 isr,
             ),
+            MetadataRecord::AccessControlEntry(acl) => {
+                acl.check().map_err(|e| invalid(format!("ACL: {e}")))?;
+                self.acls.insert(acl.clone());
+                Ok(())
+            }
+            MetadataRecord::RemoveAccessControlEntry(acl) => {
+                self.acls.remove(acl);
+                Ok(())
+            }
+            MetadataRecord::UserScramCredential { name, credential } => {
+                if name.is_empty() {
+                    return Err(invalid("empty SCRAM user name"));
+                }
+                credential
+                    .check()
+                    .map_err(|e| invalid(format!("user {name:?}: {e}")))?;
+                self.scram
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(credential.mechanism, credential.clone());
+                Ok(())
+            }
+            MetadataRecord::RemoveUserScramCredential { name, mechanism } => {
+                if let Some(m) = self.scram.get_mut(name) {
+                    m.remove(mechanism);
+                    if m.is_empty() {
+                        self.scram.remove(name);
+                    }
+                }
+                Ok(())
+            }
             MetadataRecord::ConfigChange {
                 resource,
                 key,
@@ -701,6 +738,8 @@ pub(crate) mod v1 {
                     .collect(),
                 topic_ids: v.topic_ids,
                 configs: v.configs,
+                acls: BTreeSet::new(),
+                scram: BTreeMap::new(),
             }
         }
     }
@@ -746,11 +785,81 @@ pub(crate) mod v1 {
         assert!(!p.reassigning());
         // And the current version round-trips.
         let again = crate::store::state_machine::encode_image(&image).unwrap();
-        assert_eq!(again[0], 2);
+        assert_eq!(again[0], 3);
         assert_eq!(
             crate::store::state_machine::decode_image(&again, path).unwrap(),
             image
         );
+    }
+}
+
+/// The image as version 2 of the snapshot encoding held it (reassignments,
+/// before ACLs and SCRAM credentials were in the metadata log): decoded
+/// from snapshots an earlier build wrote, with no ACLs and no users.
+pub(crate) mod v2 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(Serialize))]
+    pub(crate) struct MetadataImageV2 {
+        pub(crate) offset: u64,
+        pub(crate) epoch: u64,
+        pub(crate) brokers: BTreeMap<BrokerId, BrokerRegistration>,
+        pub(crate) topics: BTreeMap<TopicId, TopicImage>,
+        pub(crate) topic_ids: BTreeMap<String, TopicId>,
+        pub(crate) configs: BTreeMap<ConfigResource, BTreeMap<String, String>>,
+    }
+
+    impl From<MetadataImageV2> for MetadataImage {
+        fn from(v: MetadataImageV2) -> MetadataImage {
+            MetadataImage {
+                offset: v.offset,
+                epoch: v.epoch,
+                brokers: v.brokers,
+                topics: v.topics,
+                topic_ids: v.topic_ids,
+                configs: v.configs,
+                acls: BTreeSet::new(),
+                scram: BTreeMap::new(),
+            }
+        }
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn a_version_2_snapshot_image_still_decodes() {
+        let id = TopicId([5; 16]);
+        let partition = PartitionState {
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2],
+            leader: Some(2),
+            leader_epoch: 4,
+            partition_epoch: 6,
+            adding_replicas: vec![3],
+            removing_replicas: vec![],
+        };
+        let v2 = MetadataImageV2 {
+            offset: 40,
+            epoch: 3,
+            brokers: BTreeMap::new(),
+            topics: BTreeMap::from([(
+                id,
+                TopicImage {
+                    name: "t".into(),
+                    topic_id: id,
+                    partitions: BTreeMap::from([(0, partition.clone())]),
+                },
+            )]),
+            topic_ids: BTreeMap::from([("t".to_string(), id)]),
+            configs: BTreeMap::new(),
+        };
+        let mut bytes = vec![2u8];
+        bytes.extend(postcard::to_allocvec(&v2).unwrap());
+        let path = std::path::Path::new("snapshot");
+        let image = crate::store::state_machine::decode_image(&bytes, path).unwrap();
+        assert_eq!(image.partition(id, 0), Some(&partition));
+        assert!(image.acls.is_empty() && image.scram.is_empty());
+        assert_eq!((image.offset, image.epoch), (40, 3));
     }
 }
 
@@ -972,6 +1081,153 @@ mod tests {
             })
         );
         assert!(img.topics.is_empty() && img.topic_ids.is_empty());
+    }
+
+    fn acl(name: &str, op: i8) -> AclEntry {
+        AclEntry {
+            resource_type: 2,
+            resource_name: name.into(),
+            pattern_type: 3,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: op,
+            permission_type: 3,
+        }
+    }
+
+    fn scram(mechanism: i8, fill: u8) -> ScramEntry {
+        let len = if mechanism == 1 { 32 } else { 64 };
+        ScramEntry {
+            mechanism,
+            salt: vec![fill; 16],
+            stored_key: vec![fill; len],
+            server_key: vec![fill.wrapping_add(1); len],
+            iterations: 4096,
+        }
+    }
+
+    #[test]
+    fn acls_are_a_set_and_bad_codes_are_refused() {
+        let mut img = MetadataImage::default();
+        let a = acl("orders", 4);
+        img.apply(&MetadataRecord::AccessControlEntry(a.clone()), 1)
+            .unwrap();
+        // Adding it again changes nothing (CreateAcls of an existing ACL).
+        img.apply(&MetadataRecord::AccessControlEntry(a.clone()), 2)
+            .unwrap();
+        img.apply(&MetadataRecord::AccessControlEntry(acl("pay", 3)), 3)
+            .unwrap();
+        assert_eq!(img.acls.len(), 2);
+        let before = img.clone();
+        for bad in [
+            AclEntry {
+                resource_type: 1, // ANY
+                ..a.clone()
+            },
+            AclEntry {
+                pattern_type: 2, // MATCH
+                ..a.clone()
+            },
+            AclEntry {
+                operation: 1, // ANY
+                ..a.clone()
+            },
+            AclEntry {
+                permission_type: 1, // ANY
+                ..a.clone()
+            },
+            AclEntry {
+                principal: "alice".into(),
+                ..a.clone()
+            },
+            AclEntry {
+                resource_name: String::new(),
+                ..a.clone()
+            },
+        ] {
+            assert!(matches!(
+                img.apply(&MetadataRecord::AccessControlEntry(bad), 4),
+                Err(ApplyError::Invalid(_))
+            ));
+        }
+        assert_eq!(img, before);
+        img.apply(&MetadataRecord::RemoveAccessControlEntry(a.clone()), 5)
+            .unwrap();
+        // Removing one that is gone (a concurrent DeleteAcls) is a no-op.
+        img.apply(&MetadataRecord::RemoveAccessControlEntry(a), 6)
+            .unwrap();
+        assert_eq!(img.acls.iter().collect::<Vec<_>>(), vec![&acl("pay", 3)]);
+    }
+
+    #[test]
+    fn scram_credentials_per_user_and_mechanism() {
+        let mut img = MetadataImage::default();
+        let set = |name: &str, c: ScramEntry| MetadataRecord::UserScramCredential {
+            name: name.into(),
+            credential: c,
+        };
+        img.apply(&set("alice", scram(1, 1)), 1).unwrap();
+        img.apply(&set("alice", scram(2, 2)), 2).unwrap();
+        img.apply(&set("alice", scram(1, 3)), 3).unwrap(); // replaced
+        assert_eq!(img.scram["alice"].len(), 2);
+        assert_eq!(img.scram["alice"][&1], scram(1, 3));
+        let mut short = scram(2, 4);
+        short.stored_key.pop();
+        assert!(img.apply(&set("bob", short), 4).is_err());
+        assert!(img.apply(&set("", scram(1, 4)), 4).is_err());
+        let mut unknown = scram(1, 4);
+        unknown.mechanism = 3;
+        assert!(img.apply(&set("bob", unknown), 4).is_err());
+        let remove = |m: i8| MetadataRecord::RemoveUserScramCredential {
+            name: "alice".into(),
+            mechanism: m,
+        };
+        img.apply(&remove(1), 5).unwrap();
+        img.apply(&remove(1), 6).unwrap();
+        img.apply(&remove(2), 7).unwrap();
+        assert!(img.scram.is_empty());
+    }
+
+    #[test]
+    fn acls_and_users_survive_a_snapshot() {
+        let mut img = three_brokers();
+        topic(&mut img);
+        img.apply(&MetadataRecord::AccessControlEntry(acl("t", 4)), 30)
+            .unwrap();
+        img.apply(
+            &MetadataRecord::UserScramCredential {
+                name: "svc".into(),
+                credential: scram(2, 9),
+            },
+            31,
+        )
+        .unwrap();
+        let bytes = crate::store::state_machine::encode_image(&img).unwrap();
+        assert_eq!(bytes[0], 3);
+        let back =
+            crate::store::state_machine::decode_image(&bytes, std::path::Path::new("s")).unwrap();
+        assert_eq!(back, img);
+    }
+
+    #[test]
+    fn the_records_before_acls_encode_as_before() {
+        // An entry an earlier build wrote decodes the same: the new
+        // variants are the last ones, so earlier discriminants are kept.
+        let r = MetadataRecord::UnregisterBroker { broker_id: 7 };
+        assert_eq!(postcard::to_allocvec(&r).unwrap(), vec![3, 14]);
+        let last_old = MetadataRecord::PartitionReplicas {
+            topic_id: TopicId([1; 16]),
+            partition: 0,
+            partition_epoch: 0,
+            replicas: vec![],
+            adding: vec![],
+            removing: vec![],
+            leader: None,
+            isr: vec![],
+        };
+        assert_eq!(postcard::to_allocvec(&last_old).unwrap()[0], 9);
+        let acl_rec = MetadataRecord::AccessControlEntry(acl("t", 4));
+        assert_eq!(postcard::to_allocvec(&acl_rec).unwrap()[0], 10);
     }
 
     #[test]

@@ -150,6 +150,102 @@ pub enum MetadataRecord {
         /// The new in-sync set (a subset of `replicas`, not empty).
         isr: Vec<BrokerId>,
     },
+    /// An ACL binding is added (KRaft's `AccessControlEntryRecord`); ACLs
+    /// are a set, so adding one already there changes nothing. Added after
+    /// the other variants, so the encoding of those is unchanged.
+    AccessControlEntry(AclEntry),
+    /// An ACL binding is removed (KRaft's `RemoveAccessControlEntryRecord`);
+    /// one that is not there (removed by a concurrent DeleteAcls) changes
+    /// nothing.
+    RemoveAccessControlEntry(AclEntry),
+    /// A user's SCRAM credential for one mechanism is set (KRaft's
+    /// `UserScramCredentialRecord`): only the salt, the derived keys and the
+    /// iterations, never a password.
+    UserScramCredential {
+        name: String,
+        credential: ScramEntry,
+    },
+    /// A user's SCRAM credential for one mechanism is removed (KRaft's
+    /// `RemoveUserScramCredentialRecord`); one that is not there changes
+    /// nothing.
+    RemoveUserScramCredential {
+        name: String,
+        /// Kafka's `ScramMechanism` byte: 1 SHA-256, 2 SHA-512.
+        mechanism: i8,
+    },
+}
+
+/// One ACL binding, with Kafka's codes (`ResourceType`, `PatternType`,
+/// `AclOperation`, `AclPermissionType`) as KRaft's `AccessControlEntryRecord`
+/// holds it: the broker's authorizer gives them meaning; the image only
+/// checks that they are codes a stored binding may have.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AclEntry {
+    pub resource_type: i8,
+    pub resource_name: String,
+    pub pattern_type: i8,
+    pub principal: String,
+    pub host: String,
+    pub operation: i8,
+    pub permission_type: i8,
+}
+
+impl AclEntry {
+    /// Whether the codes are those of a binding Kafka stores: a concrete
+    /// resource type (2..=7), LITERAL (3) or PREFIXED (4), an operation
+    /// other than UNKNOWN/ANY (2..=14), DENY (2) or ALLOW (3), a name and a
+    /// `Type:name` principal.
+    pub fn check(&self) -> Result<(), String> {
+        if !(2..=7).contains(&self.resource_type) {
+            return Err(format!("resource type {}", self.resource_type));
+        }
+        if !(3..=4).contains(&self.pattern_type) {
+            return Err(format!("pattern type {}", self.pattern_type));
+        }
+        if !(2..=14).contains(&self.operation) {
+            return Err(format!("operation {}", self.operation));
+        }
+        if !(2..=3).contains(&self.permission_type) {
+            return Err(format!("permission type {}", self.permission_type));
+        }
+        if self.resource_name.is_empty() || self.host.is_empty() {
+            return Err("empty resource name or host".into());
+        }
+        match self.principal.split_once(':') {
+            Some((k, n)) if !k.is_empty() && !n.is_empty() => Ok(()),
+            _ => Err(format!("principal {:?}", self.principal)),
+        }
+    }
+}
+
+/// What the cluster keeps of a SCRAM password (RFC 5802's server-side
+/// keys), as KRaft's `UserScramCredentialRecord`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ScramEntry {
+    /// Kafka's `ScramMechanism` byte: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512.
+    pub mechanism: i8,
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: u32,
+}
+
+impl ScramEntry {
+    /// The mechanism is known and the keys have its hash's length.
+    pub fn check(&self) -> Result<(), String> {
+        let len = match self.mechanism {
+            1 => 32,
+            2 => 64,
+            m => return Err(format!("SCRAM mechanism {m}")),
+        };
+        if self.stored_key.len() != len || self.server_key.len() != len {
+            return Err("SCRAM keys of the wrong length".into());
+        }
+        if self.salt.is_empty() || self.iterations == 0 {
+            return Err("empty SCRAM salt or zero iterations".into());
+        }
+        Ok(())
+    }
 }
 
 /// What one Raft entry carries: records applied all or nothing.

@@ -108,6 +108,57 @@ fn cluster_config(
     Ok(Some(c))
 }
 
+/// The security between a cluster's nodes (`auth::peer`): the inter-broker
+/// listener and this node's SASL credentials for it, and the controller
+/// listener's protocol; refused without a node id.
+fn cluster_security(
+    cluster: Option<ClusterConfig>,
+    listener: Option<String>,
+    mechanism: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    controller_protocol: &str,
+) -> PyResult<Option<ClusterConfig>> {
+    let controller_ssl = match controller_protocol.to_ascii_uppercase().as_str() {
+        "PLAINTEXT" => false,
+        "SSL" => true,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "controller_listener_security_protocol must be PLAINTEXT or SSL, got {other:?}"
+            )))
+        }
+    };
+    let asked = listener.is_some() || mechanism.is_some() || username.is_some() || controller_ssl;
+    let Some(mut c) = cluster else {
+        if asked || password.is_some() {
+            return Err(PyValueError::new_err(
+                "inter_broker_* and controller_listener_security_protocol need a node_id",
+            ));
+        }
+        return Ok(None);
+    };
+    c.inter_broker_listener_name = listener;
+    c.controller_ssl = controller_ssl;
+    c.inter_broker_sasl = match (mechanism, username) {
+        (None, None) => None,
+        (Some(mechanism), Some(username)) => {
+            let creds = ottla_broker::auth::peer::SaslCredentials {
+                mechanism: mechanism.to_ascii_uppercase(),
+                username,
+                password: password.unwrap_or_default(),
+            };
+            creds.check().map_err(PyValueError::new_err)?;
+            Some(creds)
+        }
+        _ => {
+            return Err(PyValueError::new_err(
+                "inter_broker_sasl_mechanism and inter_broker_sasl_username go together",
+            ))
+        }
+    };
+    Ok(Some(c))
+}
+
 /// A Kafka wire-protocol broker serving a data directory.
 ///
 /// Listening when the constructor returns; any Kafka client can produce to
@@ -150,7 +201,10 @@ impl Broker {
                         ssl_keyfile=None, ssl_cafile=None, ssl_client_auth="none",
                         sasl_enabled_mechanisms=None, connections_max_reauth_ms=0,
                         authorizer=None, super_users=None,
-                        allow_everyone_if_no_acl_found=false))]
+                        allow_everyone_if_no_acl_found=false,
+                        inter_broker_listener_name=None, inter_broker_sasl_mechanism=None,
+                        inter_broker_sasl_username=None, inter_broker_sasl_password=None,
+                        controller_listener_security_protocol="PLAINTEXT"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -193,6 +247,12 @@ impl Broker {
         authorizer: Option<&str>,
         super_users: Option<Vec<String>>,
         allow_everyone_if_no_acl_found: bool,
+        // Security between the nodes of a cluster.
+        inter_broker_listener_name: Option<String>,
+        inter_broker_sasl_mechanism: Option<String>,
+        inter_broker_sasl_username: Option<String>,
+        inter_broker_sasl_password: Option<String>,
+        controller_listener_security_protocol: &str,
     ) -> PyResult<Self> {
         let authorizer =
             authorizer_config(authorizer, super_users, allow_everyone_if_no_acl_found)?;
@@ -223,6 +283,14 @@ impl Broker {
             broker_session_timeout_ms,
             controller_quorum_election_timeout_ms,
             offsets_topic_replication_factor,
+        )?;
+        let cluster = cluster_security(
+            cluster,
+            inter_broker_listener_name,
+            inter_broker_sasl_mechanism,
+            inter_broker_sasl_username,
+            inter_broker_sasl_password,
+            controller_listener_security_protocol,
         )?;
         let positive = |name: &str, v: Option<i64>| -> PyResult<Option<usize>> {
             match v {

@@ -190,7 +190,13 @@ fn make(
         DnType::CommonName,
         hosts.first().cloned().unwrap_or_else(|| "localhost".into()),
     );
-    sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    // Client authentication too: a broker presents its own certificate to
+    // the others (mTLS between cluster nodes), as Kafka brokers use their
+    // keystore for both.
+    sp.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     sp.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let server = sp.signed_by(&server_key, &ca, &ca_key).map_err(e)?;
     put("server_cert".into(), "server.pem", &server.pem(), 0o644)?;

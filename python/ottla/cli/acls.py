@@ -14,6 +14,7 @@ the same (``kafka-acls.sh --bootstrap-server``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -160,7 +161,15 @@ def _path(ns: argparse.Namespace) -> str:
             "ottla acls works on a data directory (--data); over the wire, use "
             "CreateAcls/DescribeAcls/DeleteAcls (kafka-acls.sh --bootstrap-server)"
         )
-    return data_dir(ns)
+    path = data_dir(ns)
+    marker = os.path.join(path, ".ottla", "cluster", "node")
+    if os.path.exists(marker):
+        raise UsageError(
+            f"{path} is a cluster node's directory: its ACLs live in the "
+            "cluster's metadata log; change them through a running node over the wire "
+            "(kafka-acls.sh --bootstrap-server, confluent-kafka AdminClient.create_acls)"
+        )
+    return path
 
 
 def _resources(ns: argparse.Namespace) -> list[tuple[str, str]]:

@@ -265,6 +265,37 @@ def add_parser(sub: Any) -> None:
         help="allow what no ACL names a resource for (allow.everyone.if.no.acl.found; "
         "default off, as in Kafka)",
     )
+    # Security between the nodes of a cluster (docs/security.md, "Brokers of a cluster").
+    sec.add_argument(
+        "--inter-broker-listener-name",
+        metavar="NAME",
+        help="the listener other nodes' replica fetchers connect to (inter.broker.listener.name; "
+        "default the first listener); SSL ones present this node's certificate",
+    )
+    sec.add_argument(
+        "--inter-broker-sasl-mechanism",
+        choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
+        help="how this node authenticates to a SASL inter-broker listener",
+    )
+    sec.add_argument("--inter-broker-sasl-username", metavar="USER")
+    sec.add_argument(
+        "--inter-broker-sasl-password",
+        metavar="PASSWORD",
+        help="visible to other local users in the process list: prefer the file",
+    )
+    sec.add_argument(
+        "--inter-broker-sasl-password-file",
+        metavar="FILE",
+        help="a file whose first line is the inter-broker SASL password",
+    )
+    sec.add_argument(
+        "--controller-listener-security-protocol",
+        choices=["PLAINTEXT", "SSL"],
+        default="PLAINTEXT",
+        help="SSL: the controller listener and the nodes' connections to it use mutual TLS "
+        "with the --ssl-* files (a peer without a certificate from --ssl-cafile is dropped); "
+        "default PLAINTEXT: keep it on a private address",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -353,6 +384,12 @@ class ServeOptions:
         self.authorizer = "none"
         self.super_users: str | None = None
         self.allow_everyone_if_no_acl_found = False
+        self.inter_broker_listener_name: str | None = None
+        self.inter_broker_sasl_mechanism: str | None = None
+        self.inter_broker_sasl_username: str | None = None
+        self.inter_broker_sasl_password: str | None = None
+        self.inter_broker_sasl_password_file: str | None = None
+        self.controller_listener_security_protocol = "PLAINTEXT"
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> ServeOptions:
@@ -525,6 +562,21 @@ def security_kwargs(args: ServeOptions) -> dict[str, Any]:
             kwargs["super_users"] = [u for u in args.super_users.split(";") if u.strip()]
         if args.allow_everyone_if_no_acl_found:
             kwargs["allow_everyone_if_no_acl_found"] = True
+    if args.inter_broker_listener_name:
+        kwargs["inter_broker_listener_name"] = args.inter_broker_listener_name
+    if args.inter_broker_sasl_mechanism:
+        kwargs["inter_broker_sasl_mechanism"] = args.inter_broker_sasl_mechanism
+        kwargs["inter_broker_sasl_username"] = args.inter_broker_sasl_username
+        password = args.inter_broker_sasl_password
+        if args.inter_broker_sasl_password_file:
+            try:
+                with open(args.inter_broker_sasl_password_file, encoding="utf-8") as f:
+                    password = f.readline().rstrip("\r\n")
+            except OSError as e:
+                raise UsageError(f"--inter-broker-sasl-password-file: {e.strerror or e}") from None
+        kwargs["inter_broker_sasl_password"] = password
+    if args.controller_listener_security_protocol != "PLAINTEXT":
+        kwargs["controller_listener_security_protocol"] = args.controller_listener_security_protocol
     return kwargs
 
 

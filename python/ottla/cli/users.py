@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from typing import Any
 
@@ -80,7 +81,15 @@ def _path(ns: argparse.Namespace) -> str:
             "ottla users works on a data directory (--data); over the wire, use "
             "AlterUserScramCredentials (kafka-configs --entity-type users)"
         )
-    return data_dir(ns)
+    path = data_dir(ns)
+    marker = os.path.join(path, ".ottla", "cluster", "node")
+    if os.path.exists(marker):
+        raise UsageError(
+            f"{path} is a cluster node's directory: its SCRAM users live in the "
+            "cluster's metadata log; change them through a running node over the wire "
+            "(kafka-configs.sh --entity-type users, AdminClient.alter_user_scram_credentials)"
+        )
+    return path
 
 
 def cmd_list(ns: argparse.Namespace) -> int:

@@ -9,6 +9,11 @@
 //! unparsable principal, an empty name, a cluster not named
 //! `kafka-cluster`) fails alone with INVALID_REQUEST; the others are
 //! stored, and take effect on the next request of every connection.
+//!
+//! On a cluster node the bindings are the cluster's: CreateAcls and
+//! DeleteAcls go to the active controller, which stores them in the
+//! metadata log (`auth::cluster`); every node's authorizer follows its
+//! image, and DescribeAcls answers from this node's.
 
 use std::sync::Arc;
 
@@ -27,6 +32,7 @@ use kafka_protocol::messages::{
 use super::s;
 use crate::auth::acl::{AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType};
 use crate::auth::authorizer::AclError;
+use crate::auth::cluster;
 use crate::dispatch::Session;
 use crate::errors::code;
 use crate::Shared;
@@ -58,6 +64,43 @@ fn refused(shared: &Shared, session: &Session, op: Operation) -> Option<(i16, St
         ));
     }
     None
+}
+
+/// A cluster node whose ACLs are the metadata log's.
+fn cluster_node(shared: &Shared) -> Option<&Arc<crate::cluster::ClusterNode>> {
+    shared
+        .cluster
+        .as_ref()
+        .filter(|_| shared.authorizer.in_cluster())
+}
+
+/// Stores the bindings: in the data directory, or on a cluster node in the
+/// metadata log through the active controller (this broker's authorizer
+/// has them when this returns).
+async fn store(shared: &Shared, valid: &[AclBinding]) -> Result<(), (i16, String)> {
+    let Some(node) = cluster_node(shared) else {
+        return super::blocking(|| shared.authorizer.create(valid)).map_err(failure);
+    };
+    let entries = valid.iter().map(cluster::entry_of).collect();
+    node.create_acls(entries).await?;
+    cluster::sync(shared, &node.image());
+    Ok(())
+}
+
+/// Removes what the filters select; per filter, the bindings removed.
+async fn remove(
+    shared: &Shared,
+    valid: &[AclFilter],
+) -> Result<Vec<Vec<AclBinding>>, (i16, String)> {
+    let Some(node) = cluster_node(shared) else {
+        return super::blocking(|| shared.authorizer.delete(valid)).map_err(failure);
+    };
+    let matched = node.delete_acls(valid.to_vec()).await?;
+    cluster::sync(shared, &node.image());
+    Ok(matched
+        .iter()
+        .map(|m| m.iter().filter_map(cluster::binding_of).collect())
+        .collect())
 }
 
 fn binding(c: &AclCreation) -> Result<AclBinding, String> {
@@ -120,7 +163,7 @@ pub async fn create(
     let stored = match refusal {
         Some(e) => Err(e),
         None if valid.is_empty() => Ok(()),
-        None => super::blocking(|| shared.authorizer.create(&valid)).map_err(failure),
+        None => store(shared, &valid).await,
     };
     r.results = parsed
         .into_iter()
@@ -240,7 +283,7 @@ pub async fn delete(
     let deleted = match refusal {
         Some(e) => Err(e),
         None if valid.is_empty() => Ok(Vec::new()),
-        None => super::blocking(|| shared.authorizer.delete(&valid)).map_err(failure),
+        None => remove(shared, &valid).await,
     };
     let mut gone = match &deleted {
         Ok(g) => g.clone().into_iter(),

@@ -92,7 +92,8 @@ pub async fn describe(
         // A cluster: the unfenced brokers of the image, the active controller.
         r.controller_id = BrokerId(node.controller_id().unwrap_or(-1));
         let image = node.image();
-        r.brokers = crate::cluster::assignments::live_brokers(&image)
+        let listener = _s.listener.as_ref().map(|l| l.name.as_str());
+        r.brokers = crate::cluster::assignments::live_brokers_on(&image, listener)
             .into_iter()
             .map(|(id, host, port, rack)| {
                 let mut b = DescribeClusterBroker::default();

@@ -160,7 +160,8 @@ async fn cluster_metadata(
     // (bounded: then from what it has).
     node.wait_caught_up(std::time::Duration::from_secs(5)).await;
     let mut image = node.image();
-    let live = assignments::live_brokers(&image);
+    let live =
+        assignments::live_brokers_on(&image, session.listener.as_ref().map(|l| l.name.as_str()));
     r.brokers = live
         .iter()
         .map(|(id, host, port, rack)| {

@@ -10,7 +10,9 @@
 //!   RESOURCE_NOT_FOUND.
 //!
 //! The client sends the salted password (never the password); the broker
-//! keeps only the keys derived from it. Until ACLs (the next step of issue
+//! keeps only the keys derived from it. On a cluster node the users are the
+//! cluster's: the changes go to the active controller, into the metadata
+//! log (`auth::cluster`), and both APIs answer from this node's image. Until ACLs (the next step of issue
 //! 18) any authenticated client may alter users, as in Kafka without an
 //! authorizer: docs/security.md says so.
 
@@ -28,7 +30,9 @@ use kafka_protocol::messages::{
 
 use super::s;
 use crate::auth::acl::Operation;
+use crate::auth::cluster;
 use crate::auth::credentials::{ScramCredential, ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS};
+use crate::cluster::wire::ScramChange;
 use crate::dispatch::Session;
 use crate::errors::code;
 use crate::Shared;
@@ -199,6 +203,13 @@ pub async fn alter(
             ));
         }
     }
+    if let Some(node) = shared
+        .cluster
+        .as_ref()
+        .filter(|_| shared.credentials.in_cluster())
+    {
+        return alter_in_cluster(shared, node, per_user).await;
+    }
     // Apply under the file's lock: a deletion of a credential that does not
     // exist fails its user only.
     let outcome = super::blocking(|| {
@@ -267,6 +278,63 @@ pub async fn alter(
                 r.results.push(x);
             }
         }
+    }
+    r
+}
+
+/// AlterUserScramCredentials on a cluster node: the users whose changes
+/// passed the checks above go to the active controller, which stores the
+/// derived keys in the metadata log; this broker's SCRAM lookups have them
+/// when it answers.
+async fn alter_in_cluster(
+    shared: &Shared,
+    node: &Arc<crate::cluster::ClusterNode>,
+    per_user: BTreeMap<String, Result<Vec<Change>, (i16, String)>>,
+) -> AlterUserScramCredentialsResponse {
+    let mut outcomes: BTreeMap<String, (i16, Option<String>)> = BTreeMap::new();
+    let mut forward = Vec::new();
+    for (name, changes) in per_user {
+        match changes {
+            Err((c, m)) => {
+                outcomes.insert(name, (c, Some(m)));
+            }
+            Ok(changes) => {
+                let wire = changes
+                    .iter()
+                    .map(|c| match c {
+                        Change::Delete(m) => ScramChange::Delete(m.kafka_type()),
+                        Change::Upsert(m, cred) => {
+                            ScramChange::Upsert(cluster::scram_entry(*m, cred))
+                        }
+                    })
+                    .collect();
+                forward.push((name, wire));
+            }
+        }
+    }
+    if !forward.is_empty() {
+        let names: Vec<String> = forward.iter().map(|(n, _)| n.clone()).collect();
+        match node.alter_scram_users(forward).await {
+            Ok(results) => {
+                for (name, c, m) in results {
+                    outcomes.insert(name, (c, m));
+                }
+            }
+            Err((c, m)) => {
+                for name in names {
+                    outcomes.insert(name, (c, Some(m.clone())));
+                }
+            }
+        }
+        cluster::sync(shared, &node.image());
+    }
+    let mut r = AlterUserScramCredentialsResponse::default();
+    for (name, (c, m)) in outcomes {
+        let mut x = AlterUserScramCredentialsResult::default();
+        x.user = s(&name);
+        x.error_code = c;
+        x.error_message = m.as_deref().map(s);
+        r.results.push(x);
     }
     r
 }

@@ -375,7 +375,7 @@ pub fn parse_principal(p: &str) -> Result<(&str, &str), String> {
 
 /// What DescribeAcls and DeleteAcls select bindings with: `None` fields
 /// and the `Any` codes match everything.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AclFilter {
     pub resource_type: ResourceType,
     pub name: Option<String>,

@@ -77,6 +77,7 @@ impl AclStore {
     /// Change the file under its lock: `f` edits the bindings as the file
     /// holds them, and they are written back whole (nothing if it fails).
     pub fn update<T>(&self, f: impl FnOnce(&mut Acls) -> Result<T, String>) -> Result<T, String> {
+        private_file::refuse_cluster_node(&self.dir, "ACLs", "ottla acls")?;
         private_file::locked(&self.dir, LOCK, || {
             let (_, mut acls) = self.load()?;
             let out = f(&mut acls)?;

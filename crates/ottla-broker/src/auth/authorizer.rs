@@ -71,7 +71,11 @@ pub struct Authorizer {
 
 struct Standard {
     config: AuthorizerConfig,
-    store: AclStore,
+    /// The data directory's ACLs; `None` on a cluster node, whose ACLs are
+    /// the metadata image's (`acls`, kept current by `auth::cluster`).
+    store: Option<AclStore>,
+    /// A cluster node's bindings, as the image last had them.
+    acls: RwLock<Arc<Acls>>,
     index: RwLock<Arc<Index>>,
     /// The file version `index` was built from.
     stamp: Mutex<Stamp>,
@@ -105,13 +109,57 @@ impl Authorizer {
         Ok(Authorizer {
             standard: Some(Standard {
                 config,
-                store,
+                store: Some(store),
+                acls: RwLock::new(Arc::new(Acls::new())),
                 index: RwLock::new(Arc::new(Index::build(&acls))),
                 stamp: Mutex::new(stamp),
                 checked_ms: AtomicU64::new(0),
                 born: Instant::now(),
             }),
         })
+    }
+
+    /// The standard authorizer of a cluster node: the bindings are the
+    /// cluster's (the metadata log's), none until the image is followed
+    /// ([`Authorizer::set_cluster_acls`]), so nothing but super users is
+    /// allowed before (unless `allow.everyone.if.no.acl.found`).
+    pub fn standard_in_cluster(config: AuthorizerConfig) -> Result<Authorizer, String> {
+        for p in &config.super_users {
+            super::acl::parse_principal(p)?;
+        }
+        Ok(Authorizer {
+            standard: Some(Standard {
+                config,
+                store: None,
+                acls: RwLock::new(Arc::new(Acls::new())),
+                index: RwLock::new(Arc::new(Index::default())),
+                stamp: Mutex::new(None),
+                checked_ms: AtomicU64::new(0),
+                born: Instant::now(),
+            }),
+        })
+    }
+
+    /// Whether the bindings are the cluster's (changes go to the active
+    /// controller, not to a file).
+    pub fn in_cluster(&self) -> bool {
+        self.standard.as_ref().is_some_and(|s| s.store.is_none())
+    }
+
+    /// A cluster node's bindings, as its metadata image now holds them:
+    /// the index is rebuilt if they changed.
+    pub fn set_cluster_acls(&self, acls: Acls) {
+        let Some(std) = &self.standard else {
+            return;
+        };
+        if std.store.is_some() {
+            return;
+        }
+        let mut current = std.acls.write();
+        if **current != acls {
+            *std.index.write() = Arc::new(Index::build(&acls));
+            *current = Arc::new(acls);
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -205,14 +253,19 @@ impl Authorizer {
     /// The bindings `filter` selects (DescribeAcls).
     pub fn describe(&self, filter: &AclFilter) -> Result<Vec<AclBinding>, AclError> {
         let std = self.standard.as_ref().ok_or(AclError::Disabled)?;
-        let (_, acls) = std.store.load().map_err(AclError::Io)?;
+        let Some(store) = &std.store else {
+            let acls = std.acls.read().clone();
+            return Ok(acls.iter().filter(|b| filter.matches(b)).cloned().collect());
+        };
+        let (_, acls) = store.load().map_err(AclError::Io)?;
         Ok(acls.into_iter().filter(|b| filter.matches(b)).collect())
     }
 
     /// Store `bindings` (CreateAcls): all of them or, on an I/O error, none.
     pub fn create(&self, bindings: &[AclBinding]) -> Result<(), AclError> {
         let std = self.standard.as_ref().ok_or(AclError::Disabled)?;
-        let r = std.store.update(|acls| {
+        let store = std.store.as_ref().ok_or_else(cluster_owned)?;
+        let r = store.update(|acls| {
             acls.extend(bindings.iter().cloned());
             Ok(())
         });
@@ -224,7 +277,8 @@ impl Authorizer {
     /// bindings it removed.
     pub fn delete(&self, filters: &[AclFilter]) -> Result<Vec<Vec<AclBinding>>, AclError> {
         let std = self.standard.as_ref().ok_or(AclError::Disabled)?;
-        let r = std.store.update(|acls| Ok(delete_matching(acls, filters)));
+        let store = std.store.as_ref().ok_or_else(cluster_owned)?;
+        let r = store.update(|acls| Ok(delete_matching(acls, filters)));
         std.reload();
         r.map_err(AclError::Io)
     }
@@ -237,6 +291,10 @@ impl Authorizer {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn cluster_owned() -> AclError {
+    AclError::Io("a cluster node's ACLs live in the cluster's metadata log".into())
 }
 
 /// Remove from `acls` what each filter selects; per filter, what it
@@ -263,6 +321,9 @@ impl Standard {
     /// The index, reloaded first if the file changed (looked at no more
     /// than once per `RELOAD_CHECK`).
     fn current(&self) -> Arc<Index> {
+        if self.store.is_none() {
+            return self.index.read().clone();
+        }
         let now = self.born.elapsed().as_millis() as u64;
         let last = self.checked_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= RELOAD_CHECK.as_millis() as u64
@@ -271,9 +332,9 @@ impl Standard {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            let changed = match self.store.stamp() {
-                Ok(s) => s != *self.stamp.lock(),
-                Err(_) => false,
+            let changed = match self.store.as_ref().map(AclStore::stamp) {
+                Some(Ok(s)) => s != *self.stamp.lock(),
+                _ => false,
             };
             if changed {
                 self.reload();
@@ -286,8 +347,11 @@ impl Standard {
     /// bindings (and says so), never an empty set that would change what
     /// is allowed.
     fn reload(&self) {
+        let Some(store) = &self.store else {
+            return;
+        };
         let mut stamp = self.stamp.lock();
-        match self.store.load() {
+        match store.load() {
             Ok((s, acls)) => {
                 *self.index.write() = Arc::new(Index::build(&acls));
                 *stamp = s;

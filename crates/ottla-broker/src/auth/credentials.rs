@@ -195,10 +195,13 @@ pub type Users = BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>;
 /// What identifies one version of the file (see the module comment).
 type Stamp = (u64, u64, i64, i64);
 
-/// The credentials of one data directory.
+/// The credentials of one data directory, or of the cluster.
 pub struct CredentialStore {
     dir: PathBuf,
     cache: Mutex<Option<(Stamp, Arc<Users>)>>,
+    /// On a cluster node: the users of the metadata image (`auth::cluster`
+    /// keeps them current), the only ones; `None` on a broker alone.
+    cluster: Mutex<Option<Arc<Users>>>,
 }
 
 impl CredentialStore {
@@ -207,15 +210,39 @@ impl CredentialStore {
         CredentialStore {
             dir: data_dir.join(".ottla"),
             cache: Mutex::new(None),
+            cluster: Mutex::new(None),
         }
+    }
+
+    /// A cluster node's credentials: those of the metadata log, none until
+    /// its image is followed ([`CredentialStore::set_cluster_users`]); the
+    /// directory's file is not read.
+    pub fn for_cluster(data_dir: &Path) -> CredentialStore {
+        let store = CredentialStore::new(data_dir);
+        *store.cluster.lock() = Some(Arc::new(Users::new()));
+        store
+    }
+
+    /// Whether the users are the cluster's (the metadata log's).
+    pub fn in_cluster(&self) -> bool {
+        self.cluster.lock().is_some()
+    }
+
+    /// The cluster's users, as the metadata image now holds them.
+    pub fn set_cluster_users(&self, users: Users) {
+        *self.cluster.lock() = Some(Arc::new(users));
     }
 
     fn file(&self) -> PathBuf {
         self.dir.join(FILE)
     }
 
-    /// Every user's credentials, as the file holds them now.
+    /// Every user's credentials, as the file (or, on a cluster node, the
+    /// metadata image) holds them now.
     pub fn users(&self) -> Result<Arc<Users>, String> {
+        if let Some(users) = self.cluster.lock().as_ref() {
+            return Ok(users.clone());
+        }
         let path = self.file();
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
@@ -250,6 +277,10 @@ impl CredentialStore {
     /// Change the file under its lock: `f` edits the users as the file holds
     /// them, and its result is written back whole (nothing if it fails).
     pub fn update<T>(&self, f: impl FnOnce(&mut Users) -> Result<T, String>) -> Result<T, String> {
+        if self.in_cluster() {
+            return Err("a cluster node's SCRAM users live in the cluster's metadata log".into());
+        }
+        private_file::refuse_cluster_node(&self.dir, "SCRAM users", "ottla users")?;
         private_file::locked(&self.dir, LOCK, || {
             let path = self.file();
             let text = match std::fs::read_to_string(&path) {

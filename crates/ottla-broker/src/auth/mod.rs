@@ -14,6 +14,10 @@
 //! authorizer   Kafka's StandardAuthorizer over them (`--authorizer standard`):
 //!              super users, DENY before ALLOW, implied operations,
 //!              `allow.everyone.if.no.acl.found`; authorized operations
+//! peer         brokers as clients of each other: the inter-broker listener's
+//!              TLS and SASL (a SCRAM client), the controller listener's mTLS
+//! cluster      a cluster node's ACLs and users: in the metadata log, decided
+//!              on the active controller, followed from the image
 //! ```
 //!
 //! Handlers ask `Session::authorized` per resource, where Kafka's request
@@ -29,7 +33,9 @@
 pub mod acl;
 pub mod acl_store;
 pub mod authorizer;
+pub mod cluster;
 pub mod credentials;
+pub mod peer;
 pub mod principal;
 pub mod private_file;
 pub mod sasl;

@@ -23,6 +23,29 @@ pub fn create_private_dir(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", dir.display()))
 }
 
+/// Refuses a change of `what` (ACLs, SCRAM users) in the private directory
+/// `dir` (`<data>/.ottla`) of a cluster node: its ACLs and users live in the
+/// cluster's metadata log, so a file change would be ignored by every node.
+pub fn refuse_cluster_node(dir: &Path, what: &str, command: &str) -> Result<(), String> {
+    let marker = dir.join("cluster").join("node");
+    if !marker.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&marker).unwrap_or_default();
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).map(str::to_string))
+    };
+    let node = field("node.id=").unwrap_or_else(|| "?".into());
+    let listener = field("listener=").unwrap_or_else(|| "HOST:PORT".into());
+    Err(format!(
+        "{} belongs to cluster node {node}: its {what} live in the cluster's metadata log, \
+         not in this directory; change them through a running broker \
+         (`{command} --bootstrap-server {listener}`)",
+        dir.parent().unwrap_or(dir).display()
+    ))
+}
+
 /// Runs `f` holding the exclusive lock `dir/lock` (created 0600), after
 /// making `dir` private.
 pub fn locked<T>(

@@ -111,15 +111,23 @@ pub fn strays(assigned: &[PartitionAssignment], local: &[(String, Uuid)]) -> Vec
 /// The unfenced brokers and the Kafka listener each advertises, by id:
 /// the brokers a Metadata answer lists.
 pub fn live_brokers(image: &MetadataImage) -> Vec<(BrokerId, String, u16, Option<String>)> {
+    live_brokers_on(image, None)
+}
+
+/// [`live_brokers`] as a client of listener `listener` is told them: each
+/// broker's endpoint of that name (Kafka answers with the listener the
+/// request came in on), else its first.
+pub fn live_brokers_on(
+    image: &MetadataImage,
+    listener: Option<&str>,
+) -> Vec<(BrokerId, String, u16, Option<String>)> {
     image
         .brokers
         .values()
         .filter(|b| !b.fenced)
         .filter_map(|b| {
-            let e = b
-                .listeners
-                .iter()
-                .find(|l| l.name == super::node::LISTENER)
+            let e = listener
+                .and_then(|name| b.listeners.iter().find(|l| l.name == name))
                 .or_else(|| b.listeners.first())?;
             Some((b.broker_id, e.host.clone(), e.port, b.rack.clone()))
         })

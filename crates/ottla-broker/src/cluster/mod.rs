@@ -75,6 +75,20 @@ pub struct ClusterConfig {
     /// `__consumer_offsets`, created on the first FindCoordinator for a
     /// group; lowered to the live brokers when fewer are up then.
     pub offsets_topic_replication_factor: i16,
+    // --- Security between the nodes (issue 18's cluster part; `auth::peer`). ---
+    /// Kafka's `inter.broker.listener.name`: the listener other brokers'
+    /// replica fetchers connect to; `None`: the first listener.
+    pub inter_broker_listener_name: Option<String>,
+    /// The SASL credentials this broker authenticates to the others with,
+    /// when the inter-broker listener is SASL_PLAINTEXT or SASL_SSL.
+    pub inter_broker_sasl: Option<crate::auth::peer::SaslCredentials>,
+    /// The controller listener's security protocol: mutual TLS (`SSL`)
+    /// when true, from the broker's `ssl_*` files; PLAINTEXT otherwise.
+    pub controller_ssl: bool,
+    /// Filled in by the broker when it starts: every listener it advertises
+    /// (registered in the metadata image), and the controller listener's TLS.
+    pub endpoints: Vec<ottla_meta::records::Endpoint>,
+    pub controller_tls: Option<crate::auth::peer::ControlTls>,
 }
 
 impl ClusterConfig {
@@ -95,6 +109,11 @@ impl ClusterConfig {
             election_timeout_ms: 250,
             offsets_topic_replication_factor:
                 crate::coordinator::placement::DEFAULT_OFFSETS_TOPIC_REPLICATION_FACTOR,
+            inter_broker_listener_name: None,
+            inter_broker_sasl: None,
+            controller_ssl: false,
+            endpoints: Vec::new(),
+            controller_tls: None,
         }
     }
 

@@ -213,12 +213,19 @@ impl ClusterNode {
             peers,
             image,
             incarnation_id: ottla_storage::topic::TopicId::random()?.0,
-            listeners: vec![Endpoint {
-                name: LISTENER.into(),
-                host: advertised.0,
-                port: advertised.1,
-                security_protocol: "PLAINTEXT".into(),
-            }],
+            // Every listener (each client is told its own listener's
+            // addresses, and fetchers use the inter-broker one); a broker
+            // started without them registers its first as before.
+            listeners: if config.endpoints.is_empty() {
+                vec![Endpoint {
+                    name: LISTENER.into(),
+                    host: advertised.0,
+                    port: advertised.1,
+                    security_protocol: "PLAINTEXT".into(),
+                }]
+            } else {
+                config.endpoints.clone()
+            },
             controller_address,
             broker_epoch: AtomicU64::new(0),
             fenced: AtomicBool::new(true),
@@ -229,9 +236,19 @@ impl ClusterNode {
             rejoined,
             config,
         });
-        runtime.spawn(transport::serve(
+        node.peers.set_tls(
+            node.config
+                .controller_tls
+                .as_ref()
+                .map(|t| t.client.clone()),
+        );
+        runtime.spawn(transport::serve_with(
             listener,
             node.clone(),
+            node.config
+                .controller_tls
+                .as_ref()
+                .map(|t| t.acceptor.clone()),
             stopping.clone(),
             done,
         ));
@@ -365,6 +382,7 @@ impl ClusterNode {
             local: self.config.node_id,
             peers: Arc::new(ImagePeers {
                 image: self.image.clone(),
+                listener: self.config.inter_broker_listener_name.clone(),
             }),
             isr: Arc::new(ControllerIsr { node: self.clone() }),
             replica_lag_time_max_ms: self.config.replica_lag_time_max_ms,
@@ -716,6 +734,68 @@ impl ClusterNode {
             validate_only,
         };
         self.topic_change(request, !validate_only).await
+    }
+
+    // ----- ACLs and SCRAM users through the active controller -----
+
+    /// Waits until this node's image has metadata offset `offset`.
+    async fn applied_here(&self, offset: u64) -> Result<(), (i16, String)> {
+        if self.wait_for_offset(offset, REQUEST_DEADLINE).await {
+            Ok(())
+        } else {
+            Err((
+                codes::REQUEST_TIMED_OUT,
+                "committed, but this broker has not applied it yet".into(),
+            ))
+        }
+    }
+
+    /// CreateAcls: the bindings stored in the metadata log, and in this
+    /// node's image once this returns.
+    pub async fn create_acls(
+        &self,
+        acls: Vec<ottla_meta::records::AclEntry>,
+    ) -> Result<(), (i16, String)> {
+        match self
+            .call_controller(&ControlRequest::CreateAcls { acls })
+            .await?
+        {
+            ControlReply::Applied { offset } => self.applied_here(offset).await,
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// DeleteAcls: per filter, the bindings removed.
+    pub async fn delete_acls(
+        &self,
+        filters: Vec<crate::auth::acl::AclFilter>,
+    ) -> Result<Vec<Vec<ottla_meta::records::AclEntry>>, (i16, String)> {
+        match self
+            .call_controller(&ControlRequest::DeleteAcls { filters })
+            .await?
+        {
+            ControlReply::AclsDeleted { matched, offset } => {
+                self.applied_here(offset).await.map(|()| matched)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// AlterUserScramCredentials: per user, Kafka's code and message.
+    #[allow(clippy::type_complexity)]
+    pub async fn alter_scram_users(
+        &self,
+        users: Vec<(String, Vec<super::wire::ScramChange>)>,
+    ) -> Result<Vec<(String, i16, Option<String>)>, (i16, String)> {
+        match self
+            .call_controller(&ControlRequest::AlterScramUsers { users })
+            .await?
+        {
+            ControlReply::UserResults { results, offset } => {
+                self.applied_here(offset).await.map(|()| results)
+            }
+            other => Err(unexpected(&other)),
+        }
     }
 
     // ----- The active controller's side -----
@@ -1324,6 +1404,15 @@ impl ControlHandler for ClusterNode {
                 self.controller_create_assigned(name, assignments, configs, validate_only)
                     .await
             }
+            ControlRequest::CreateAcls { acls } => {
+                crate::auth::cluster::controller_create_acls(&self.controller, acls).await
+            }
+            ControlRequest::DeleteAcls { filters } => {
+                crate::auth::cluster::controller_delete_acls(&self.controller, filters).await
+            }
+            ControlRequest::AlterScramUsers { users } => {
+                crate::auth::cluster::controller_alter_scram(&self.controller, users).await
+            }
         }
     }
 }
@@ -1331,6 +1420,8 @@ impl ControlHandler for ClusterNode {
 /// The brokers' Kafka listeners, from the image (for the replica fetchers).
 struct ImagePeers {
     image: watch::Receiver<Arc<MetadataImage>>,
+    /// The inter-broker listener's name (`None`: each broker's first).
+    listener: Option<String>,
 }
 
 impl PeerDirectory for ImagePeers {
@@ -1338,11 +1429,11 @@ impl PeerDirectory for ImagePeers {
         let endpoint = {
             let image = self.image.borrow();
             let b = image.brokers.get(&broker)?;
-            let e = b
-                .listeners
-                .iter()
-                .find(|l| l.name == LISTENER)
-                .or_else(|| b.listeners.first())?;
+            let e = match &self.listener {
+                Some(name) => b.listeners.iter().find(|l| &l.name == name),
+                None => None,
+            }
+            .or_else(|| b.listeners.first())?;
             (e.host.clone(), e.port)
         };
         match endpoint.0.parse::<IpAddr>() {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -20,6 +20,7 @@ use ottla_meta::network::{Transport, TransportError};
 use ottla_meta::NodeId;
 
 use super::wire::{self, ControlReply, ControlRequest};
+use crate::auth::peer::{self, Io};
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -43,7 +44,10 @@ pub struct Peers {
     /// a specific address), so a test harness can cut a node off by its
     /// source address.
     source_ip: Option<IpAddr>,
-    idle: Mutex<HashMap<NodeId, Vec<TcpStream>>>,
+    idle: Mutex<HashMap<NodeId, Vec<Box<dyn Io>>>>,
+    /// The controller listener's TLS client (the node's certificate, the
+    /// CA as trust): `None` on a PLAINTEXT controller listener.
+    tls: RwLock<Option<Arc<rustls::ClientConfig>>>,
     /// Per node: no new connection attempt before the instant; the backoff
     /// to use after the next failure.
     backoff: Mutex<HashMap<NodeId, (Instant, Duration)>>,
@@ -56,7 +60,15 @@ impl Peers {
             source_ip,
             idle: Mutex::new(HashMap::new()),
             backoff: Mutex::new(HashMap::new()),
+            tls: RwLock::new(None),
         })
+    }
+
+    /// Connect to the other nodes' controller listeners over mutual TLS
+    /// (`--controller-listener-security-protocol SSL`).
+    pub fn set_tls(&self, client: Option<Arc<rustls::ClientConfig>>) {
+        *self.tls.write() = client;
+        self.idle.lock().clear();
     }
 
     /// Learns (or changes) a node's controller address.
@@ -72,7 +84,7 @@ impl Peers {
         self.addresses.read().get(&node).cloned()
     }
 
-    async fn connect(&self, node: NodeId) -> Result<TcpStream, TransportError> {
+    async fn connect(&self, node: NodeId) -> Result<Box<dyn Io>, TransportError> {
         let unreachable = |reason: String| TransportError::Unreachable { node, reason };
         if let Some((not_before, _)) = self.backoff.lock().get(&node) {
             if Instant::now() < *not_before {
@@ -102,11 +114,20 @@ impl Peers {
         }
     }
 
-    async fn connect_to(&self, address: &str) -> std::io::Result<TcpStream> {
+    async fn connect_to(&self, address: &str) -> std::io::Result<Box<dyn Io>> {
         let mut last = None;
         for addr in tokio::net::lookup_host(address).await? {
             match connect_from(self.source_ip, addr).await {
-                Ok(s) => return Ok(s),
+                Ok(s) => {
+                    let tls = self.tls.read().clone();
+                    return match tls {
+                        None => Ok(Box::new(s)),
+                        Some(config) => {
+                            let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+                            peer::tls_connect(s, &config, host).await
+                        }
+                    };
+                }
                 Err(e) => last = Some(e),
             }
         }
@@ -163,7 +184,10 @@ pub async fn connect_from(source: Option<IpAddr>, to: SocketAddr) -> std::io::Re
     Ok(stream)
 }
 
-async fn write_frame(stream: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
+async fn write_frame<S: AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    body: &[u8],
+) -> std::io::Result<()> {
     let len = u32::try_from(body.len())
         .ok()
         .filter(|n| *n as usize <= wire::MAX_FRAME)
@@ -174,7 +198,10 @@ async fn write_frame(stream: &mut TcpStream, body: &[u8]) -> std::io::Result<()>
     stream.write_all(&buf).await
 }
 
-async fn read_body(stream: &mut TcpStream, prefix: [u8; 4]) -> std::io::Result<Vec<u8>> {
+async fn read_body<S: AsyncRead + Unpin + ?Sized>(
+    stream: &mut S,
+    prefix: [u8; 4],
+) -> std::io::Result<Vec<u8>> {
     let n = wire::frame_len(prefix)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     let mut body = vec![0u8; n];
@@ -182,7 +209,10 @@ async fn read_body(stream: &mut TcpStream, prefix: [u8; 4]) -> std::io::Result<V
     Ok(body)
 }
 
-async fn exchange(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<Vec<u8>> {
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    message: &[u8],
+) -> std::io::Result<Vec<u8>> {
     write_frame(stream, message).await?;
     let mut prefix = [0u8; 4];
     stream.read_exact(&mut prefix).await?;
@@ -325,6 +355,22 @@ pub trait ControlHandler: Send + Sync + 'static {
 pub async fn serve<H: ControlHandler>(
     listener: TcpListener,
     handler: Arc<H>,
+    stopping: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    serve_with(listener, handler, None, stopping, done).await
+}
+
+/// The last warning about a refused controller-listener peer.
+static REFUSED_WARNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// [`serve`], over mutual TLS when `tls` is given: a peer that does not
+/// complete the handshake with a certificate chaining to the CA is dropped
+/// before any frame is read (and said on stderr, at most every 5 s).
+pub async fn serve_with<H: ControlHandler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stopping: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
@@ -333,7 +379,7 @@ pub async fn serve<H: ControlHandler>(
             a = listener.accept() => a,
             _ = stopping.wait_for(|s| *s) => return,
         };
-        let Ok((stream, _peer)) = accepted else {
+        let Ok((stream, peer_addr)) = accepted else {
             // Out of descriptors, say: do not spin.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -342,7 +388,26 @@ pub async fn serve<H: ControlHandler>(
         let handler = handler.clone();
         let stopping = stopping.clone();
         let done = done.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let stream: Box<dyn Io> = match tls {
+                None => Box::new(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(peer::HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(s)) => Box::new(s),
+                        Ok(Err(e)) => {
+                            peer::warn_limited(
+                                &REFUSED_WARNED,
+                                &format!("controller listener: refused {peer_addr}: TLS: {e}"),
+                            );
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            };
             connection(stream, handler, stopping).await;
             drop(done);
         });
@@ -350,7 +415,7 @@ pub async fn serve<H: ControlHandler>(
 }
 
 async fn connection<H: ControlHandler>(
-    mut stream: TcpStream,
+    mut stream: Box<dyn Io>,
     handler: Arc<H>,
     mut stopping: watch::Receiver<bool>,
 ) {

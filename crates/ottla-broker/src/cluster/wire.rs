@@ -18,8 +18,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use ottla_meta::records::Endpoint;
+use ottla_meta::records::{AclEntry, Endpoint, ScramEntry};
 use ottla_meta::BrokerId;
+
+use crate::auth::acl::AclFilter;
 
 /// The first byte of every message.
 pub const WIRE_VERSION: u8 = 1;
@@ -98,6 +100,27 @@ pub enum ControlRequest {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     },
+    /// CreateAcls (30) on a cluster node: bindings already checked by the
+    /// broker, stored in the metadata log (`AccessControlEntry` records).
+    CreateAcls { acls: Vec<AclEntry> },
+    /// DeleteAcls (31): per filter, the bindings it removes, decided on the
+    /// active controller's image.
+    DeleteAcls { filters: Vec<AclFilter> },
+    /// AlterUserScramCredentials (51): per user, the changes the broker
+    /// found valid (salted keys only, never a password); a deletion of a
+    /// credential that does not exist fails its user (RESOURCE_NOT_FOUND).
+    AlterScramUsers {
+        users: Vec<(String, Vec<ScramChange>)>,
+    },
+}
+
+/// One change of a user's SCRAM credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScramChange {
+    /// Remove the credential of this mechanism (Kafka's byte).
+    Delete(i8),
+    /// Set the credential of its mechanism.
+    Upsert(ScramEntry),
 }
 
 /// The answer to a [`ControlRequest`].
@@ -133,6 +156,21 @@ pub enum ControlReply {
     /// none), in the order asked, committed at metadata `offset`.
     PartitionResults {
         results: Vec<(i16, Option<String>)>,
+        offset: u64,
+    },
+    /// A change committed at metadata `offset` (CreateAcls).
+    Applied {
+        offset: u64,
+    },
+    /// DeleteAcls: per filter, the bindings removed, committed at `offset`.
+    AclsDeleted {
+        matched: Vec<Vec<AclEntry>>,
+        offset: u64,
+    },
+    /// AlterUserScramCredentials: per user, Kafka's code and message (0
+    /// for none), committed at `offset`.
+    UserResults {
+        results: Vec<(String, i16, Option<String>)>,
         offset: u64,
     },
 }
@@ -196,6 +234,36 @@ mod tests {
             encode(&ControlReply::Error {
                 code: 7,
                 message: "m".into(),
+            }),
+            encode(&ControlRequest::DeleteAcls {
+                filters: vec![AclFilter::any()],
+            }),
+            encode(&ControlRequest::AlterScramUsers {
+                users: vec![(
+                    "alice".into(),
+                    vec![
+                        ScramChange::Delete(1),
+                        ScramChange::Upsert(ScramEntry {
+                            mechanism: 2,
+                            salt: vec![1; 8],
+                            stored_key: vec![2; 64],
+                            server_key: vec![3; 64],
+                            iterations: 4096,
+                        }),
+                    ],
+                )],
+            }),
+            encode(&ControlReply::AclsDeleted {
+                matched: vec![vec![AclEntry {
+                    resource_type: 2,
+                    resource_name: "t".into(),
+                    pattern_type: 3,
+                    principal: "User:a".into(),
+                    host: "*".into(),
+                    operation: 4,
+                    permission_type: 3,
+                }]],
+                offset: 9,
             }),
         ];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;

@@ -77,16 +77,111 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
 /// A client connection to another broker: Kafka frames out, responses in,
-/// one request at a time.
+/// one request at a time; over TLS and authenticated with SASL when the
+/// inter-broker listener is (`auth::peer::peer_security`).
 pub struct PeerConnection {
-    stream: TcpStream,
+    stream: Box<dyn crate::auth::peer::Io>,
     correlation: i32,
     client_id: StrBytes,
 }
 
+/// The last warning about a peer refusing this broker (`warn_limited`).
+static REFUSED_WARNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl PeerConnection {
-    /// Connect to `addr`, from `source` when given.
+    /// Connect to `addr`, from `source` when given, with the process's
+    /// inter-broker security: TLS (the broker's certificate as the client
+    /// certificate, the CA as trust) and SASL as the inter-broker listener
+    /// asks. An authentication failure is an error whose message says why
+    /// (and a warning on stderr, at most every 5 s).
     pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<Self> {
+        let security = crate::auth::peer::peer_security();
+        let tcp = Self::tcp(addr, source).await?;
+        let stream: Box<dyn crate::auth::peer::Io> =
+            match security.as_ref().and_then(|s| s.tls.as_ref()) {
+                Some(tls) => crate::auth::peer::tls_connect(tcp, tls, &addr.ip().to_string())
+                    .await
+                    .map_err(|e| refused(addr, &format!("TLS: {e}")))?,
+                None => Box::new(tcp),
+            };
+        let mut c = PeerConnection {
+            stream,
+            correlation: 0,
+            client_id: StrBytes::from_static_str("ottla-replica-fetcher"),
+        };
+        if let Some(sasl) = security.as_ref().and_then(|s| s.sasl.as_ref()) {
+            c.authenticate(sasl)
+                .await
+                .map_err(|e| refused(addr, &format!("SASL {}: {e}", sasl.mechanism)))?;
+        }
+        Ok(c)
+    }
+
+    /// SaslHandshake v1 and SaslAuthenticate v2 as a Kafka client does.
+    async fn authenticate(
+        &mut self,
+        sasl: &crate::auth::peer::SaslCredentials,
+    ) -> Result<(), String> {
+        use kafka_protocol::messages::{
+            SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+            SaslHandshakeResponse,
+        };
+        let mut hs = SaslHandshakeRequest::default();
+        hs.mechanism = StrBytes::from_string(sasl.mechanism.clone());
+        let r: SaslHandshakeResponse = self
+            .call(ApiKey::SaslHandshake, 1, &hs)
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.error_code != code::NONE {
+            return Err(format!(
+                "mechanism refused (error {}; the listener offers {:?})",
+                r.error_code,
+                r.mechanisms.iter().map(|m| m.as_str()).collect::<Vec<_>>()
+            ));
+        }
+        let step = |bytes: Vec<u8>| {
+            let mut a = SaslAuthenticateRequest::default();
+            a.auth_bytes = Bytes::from(bytes);
+            a
+        };
+        let check = |r: &SaslAuthenticateResponse| {
+            if r.error_code == code::NONE {
+                Ok(())
+            } else {
+                Err(format!(
+                    "authentication failed (error {}): {}",
+                    r.error_code,
+                    r.error_message.as_deref().unwrap_or("")
+                ))
+            }
+        };
+        if sasl.mechanism == "PLAIN" {
+            let token = format!("\0{}\0{}", sasl.username, sasl.password).into_bytes();
+            let r: SaslAuthenticateResponse = self
+                .call(ApiKey::SaslAuthenticate, 2, &step(token))
+                .await
+                .map_err(|e| e.to_string())?;
+            return check(&r);
+        }
+        let mech = crate::auth::credentials::ScramMechanism::parse(&sasl.mechanism)
+            .ok_or_else(|| format!("unknown mechanism {}", sasl.mechanism))?;
+        let mut client = crate::auth::peer::ScramClient::new(mech, &sasl.username, &sasl.password)?;
+        let r: SaslAuthenticateResponse = self
+            .call(ApiKey::SaslAuthenticate, 2, &step(client.first()))
+            .await
+            .map_err(|e| e.to_string())?;
+        check(&r)?;
+        let fin = client.finish(&r.auth_bytes)?;
+        let r: SaslAuthenticateResponse = self
+            .call(ApiKey::SaslAuthenticate, 2, &step(fin))
+            .await
+            .map_err(|e| e.to_string())?;
+        check(&r)?;
+        client.verify(&r.auth_bytes)
+    }
+
+    /// A TCP connection to `addr`, from `source` when given.
+    async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -99,11 +194,7 @@ impl PeerConnection {
             .await
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         stream.set_nodelay(true)?;
-        Ok(PeerConnection {
-            stream,
-            correlation: 0,
-            client_id: StrBytes::from_static_str("ottla-replica-fetcher"),
-        })
+        Ok(stream)
     }
 
     /// Send `req` as `api` version `version` and read its response.
@@ -166,6 +257,13 @@ impl PeerConnection {
         }
         Ok(resp)
     }
+}
+
+/// A peer refused this broker: the error, said on stderr too (limited).
+fn refused(addr: SocketAddr, why: &str) -> std::io::Error {
+    let msg = format!("cannot connect to the broker at {addr} as the inter-broker client: {why}");
+    crate::auth::peer::warn_limited(&REFUSED_WARNED, &msg);
+    std::io::Error::new(std::io::ErrorKind::PermissionDenied, msg)
 }
 
 /// A partition a fetcher fetches.

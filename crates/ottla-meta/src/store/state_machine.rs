@@ -6,7 +6,7 @@
 //! (the entries after it are applied again from the log once the node learns
 //! they are committed). A snapshot file is the small-file layout (`OTMS`)
 //! around the postcard encoding of [`StoredSnapshot`]; its `data` (also what
-//! is sent to a lagging follower) is one version byte (2; 1 is still read) and the postcard
+//! is sent to a lagging follower) is one version byte (3; 2 and 1 are still read) and the postcard
 //! encoding of the [`MetadataImage`].
 
 use std::io::Cursor;
@@ -24,9 +24,11 @@ use crate::image::{Applied, ApplyOutcome, MetadataImage};
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"OTMS";
-/// 2: partitions carry their reassignment (adding and removing replicas).
-/// Version 1 (no reassignments) is still read.
-const IMAGE_VERSION: u8 = 2;
+/// 3: the image holds the cluster's ACLs and SCRAM credentials. Version 2
+/// (partitions with their reassignment, no ACLs or users) and version 1 (no
+/// reassignments) are still read.
+const IMAGE_VERSION: u8 = 3;
+const IMAGE_VERSION_2: u8 = 2;
 const IMAGE_VERSION_1: u8 = 1;
 
 /// The snapshot file's payload.
@@ -63,6 +65,9 @@ pub fn encode_image(image: &MetadataImage) -> Result<Vec<u8>, StoreError> {
 pub fn decode_image(data: &[u8], path: &Path) -> Result<MetadataImage, StoreError> {
     match data.first() {
         Some(&IMAGE_VERSION) => decode(&data[1..], path, 1),
+        Some(&IMAGE_VERSION_2) => {
+            decode::<crate::image::v2::MetadataImageV2>(&data[1..], path, 1).map(Into::into)
+        }
         Some(&IMAGE_VERSION_1) => {
             decode::<crate::image::v1::MetadataImageV1>(&data[1..], path, 1).map(Into::into)
         }
