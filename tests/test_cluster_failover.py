@@ -73,3 +73,21 @@ def test_a_dead_leader_is_no_leader_until_fenced_then_stays_listed(tmp_path: Pat
         # The first answer naming the new leader lists the dead broker too
         # (it is listed for 5 s after it was fenced).
         assert leader in seen[0].brokers
+
+
+def test_a_cluster_without_proxies_advertises_its_listeners(tmp_path: Path) -> None:
+    from ottla.cluster import ClusterError
+
+    try:
+        c = Cluster(tmp_path / "c", 1, replication_factor=1, min_insync_replicas=1, proxies=False)
+    except ClusterError as e:  # a build without cluster mode
+        pytest.skip(f"no cluster: {e}")
+    with c:
+        addr = c.address(1)
+        assert addr != c.proxy(1).bootstrap
+        assert c.bootstrap_servers == addr
+        assert f"{addr.split(':')[0]}:{addr.split(':')[1]}" in {
+            f"{b.host}:{b.port}" for b in metadata(addr).brokers.values()
+        }
+        with pytest.raises(ClusterError, match="proxies"):
+            c.isolate(1)
