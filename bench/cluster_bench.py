@@ -55,8 +55,11 @@ FAST_BROKER: dict[str, int] = {
 }
 #: ... and a client that asks again at once: librdkafka refreshes the
 #: metadata every 20 ms while a leader is unknown, retries and reconnects
-#: after 20 ms.
+#: after 20 ms; and every 100 ms whatever it knows (a partition left
+#: leaderless while no request was in flight waits otherwise for
+#: librdkafka's once-a-second scan).
 FAST_CLIENT: dict[str, Any] = {
+    "topic.metadata.refresh.interval.ms": 100,
     "topic.metadata.refresh.fast.interval.ms": 20,
     "retry.backoff.ms": 20,
     "retry.backoff.max.ms": 100,
@@ -65,18 +68,23 @@ FAST_CLIENT: dict[str, Any] = {
 }
 
 
-def _create(bootstrap: str, topic: str, rf: int) -> None:
+def _create(bootstrap: str, topic: str, rf: int, replicas: list[int] | None = None) -> None:
+    """One partition; ``replicas``: its replicas, the first the leader."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap, **QUIET})
+    placement: dict[str, Any] = (
+        {"num_partitions": 1, "replica_assignment": [replicas]}
+        if replicas
+        else {"num_partitions": 1, "replication_factor": rf}
+    )
     for f in admin.create_topics(
         [
             NewTopic(
                 topic,
-                num_partitions=1,
-                replication_factor=rf,
                 # The cluster's default is 2: an RF 1 topic needs 1.
                 config={"min.insync.replicas": str(min(rf, 2))},
+                **placement,
             )
         ],
         operation_timeout=30,
@@ -84,8 +92,60 @@ def _create(bootstrap: str, topic: str, rf: int) -> None:
         f.result(timeout=60)
 
 
-def _throughput(bootstrap: str, topic: str, n: int) -> float:
-    """Records per second producing ``n`` 1 KiB records, acks=all."""
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu(stat: str) -> float:
+    """utime + stime (seconds) of a /proc/.../stat file, 0 if unreadable."""
+    try:
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command: state is field 3, utime and stime fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _proxy_tids() -> list[int]:
+    """The native ids of this process's FaultProxy threads (ottla.Cluster
+    forwards every connection, the brokers' replication included, through
+    them: Python code in the client's process)."""
+    out = []
+    for t in threading.enumerate():
+        parts = t.name.split("-")
+        proxy = t.name.startswith("ottla-node-") and parts[-1].isdigit() and len(parts) >= 4
+        if proxy and t.native_id is not None:
+            out.append(t.native_id)
+    return out
+
+
+class CpuMeter:
+    """CPU seconds (user + system) spent over a span, from /proc: the
+    brokers' processes, this process's proxy threads, and the rest of this
+    process (the client: confluent-kafka's threads and the Python loop).
+    Wall time on a shared machine swings 2x; CPU per record does not."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.tids = _proxy_tids()
+        self.start = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        brokers = sum(_cpu(f"/proc/{pid}/stat") for pid in self.pids)
+        proxies = sum(_cpu(f"/proc/self/task/{tid}/stat") for tid in self.tids)
+        client = _cpu("/proc/self/stat") - proxies
+        return brokers, proxies, client
+
+    def stop(self) -> dict[str, float]:
+        end = self._sample()
+        b, x, c = (e - s for e, s in zip(end, self.start, strict=True))
+        return {"brokers": b, "proxies": x, "client": c}
+
+
+def _throughput(
+    bootstrap: str, topic: str, n: int, pids: list[int] | None = None
+) -> tuple[float, dict[str, float]]:
+    """Records per second producing ``n`` 1 KiB records, acks=all, and the
+    CPU seconds that took (see ``CpuMeter``)."""
     import confluent_kafka as ck
 
     p = ck.Producer(
@@ -108,6 +168,7 @@ def _throughput(bootstrap: str, topic: str, n: int) -> float:
             errors.append(err)
 
     produce, poll = p.produce, p.poll
+    meter = CpuMeter(pids or [])
     t0 = time.perf_counter()
     for _ in range(n):
         while True:
@@ -119,9 +180,10 @@ def _throughput(bootstrap: str, topic: str, n: int) -> float:
     if p.flush(300) != 0:
         raise RuntimeError("records left unacknowledged")
     dt = time.perf_counter() - t0
+    cpu = meter.stop()
     if errors:
         raise RuntimeError(f"{len(errors)} records failed: {errors[0]}")
-    return n / dt
+    return n / dt, cpu
 
 
 def _latency(bootstrap: str, topic: str, rate: float, seconds: float) -> list[float]:
@@ -175,17 +237,29 @@ def _controller(bootstrap: str) -> int:
     return int(md.controller_id)
 
 
-def failover_once(root: Path, fast: bool) -> tuple[float, bool]:
+def failover_once(
+    root: Path,
+    fast: bool,
+    proxies: bool = False,
+    idempotent: bool = True,
+    controller: bool | None = None,
+) -> tuple[float, bool]:
     """One cluster, one kill -9 of the partition's leader: seconds from the
     kill to the first record acknowledged after it, and whether the killed
-    node was the active controller."""
+    node was the active controller. ``controller``: the leader placed on
+    the active controller (True) or elsewhere (False); None: as placed."""
     import confluent_kafka as ck
 
     from ottla.cluster import Cluster
 
     settings: dict[str, Any] = dict(FAST_BROKER) if fast else {}
-    with Cluster(root, 3, fast=False, **settings) as c:
-        _create(c.bootstrap_servers, "f", 3)
+    with Cluster(root, 3, fast=False, proxies=proxies, **settings) as c:
+        replicas = None
+        if controller is not None:
+            ctl = _controller(c.bootstrap_servers)
+            others = [n for n in c.node_ids if n != ctl]
+            replicas = [ctl, *others] if controller else [*others, ctl]
+        _create(c.bootstrap_servers, "f", 3, replicas)
         c.wait_in_sync("f")
         # (sent, acknowledged) per record: a record sent after the kill can
         # only be acknowledged by the new leader (a delivery report is
@@ -197,7 +271,7 @@ def failover_once(root: Path, fast: bool) -> tuple[float, bool]:
         conf: dict[str, Any] = {
             "bootstrap.servers": c.bootstrap_servers,
             "acks": "all",
-            "enable.idempotence": True,
+            "enable.idempotence": idempotent,
             "linger.ms": 0,
             "message.timeout.ms": 60_000,
             **QUIET,
@@ -247,92 +321,134 @@ def failover_once(root: Path, fast: bool) -> tuple[float, bool]:
         return after[0], leader == controller
 
 
-def rows(quick: bool = False, trials: int | None = None) -> list[dict[str, Any]]:
-    """Result rows: keyword arguments for bench/run.py's ``Results.add``."""
+def rows(
+    quick: bool = False,
+    trials: int | None = None,
+    *,
+    proxies: bool = False,
+    sections: tuple[str, ...] = ("throughput", "failover"),
+) -> list[dict[str, Any]]:
+    """Result rows: keyword arguments for bench/run.py's ``Results.add``.
+    ``proxies``: clients and replication through ``ottla.Cluster``'s Python
+    proxies (threads of this process, which then compete with the client
+    for the GIL and the cores) rather than to the listeners directly."""
+    load = os.getloadavg()[0]
+    out: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="ottla-cluster-bench-") as tmp:
+        if "throughput" in sections:
+            out += _throughput_rows(Path(tmp), quick, proxies)
+        if "failover" in sections:
+            out += _failover_rows(Path(tmp), quick, trials, proxies)
+    for row in out:
+        row.setdefault("extra", {})["loadavg_at_start"] = load
+    return out
+
+
+def _throughput_rows(tmp: Path, quick: bool, proxies: bool) -> list[dict[str, Any]]:
     from ottla.cluster import Cluster
 
     n = 5_000 if quick else 100_000
     rounds = 1 if quick else 3
     rate, seconds = (500.0, 2.0) if quick else (1000.0, 10.0)
-    trials = trials or (1 if quick else 7)
-    load = os.getloadavg()[0]
     out: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="ottla-cluster-bench-") as tmp:
-        with Cluster(Path(tmp) / "tp", 3) as c:
-            for rf in (1, 3):
-                _create(c.bootstrap_servers, f"rf{rf}", rf)
-            c.wait_in_sync("rf3")
-            tput: dict[int, list[float]] = {1: [], 3: []}
-            for r in range(rounds):
-                for rf in (1, 3) if r % 2 == 0 else (3, 1):
-                    tput[rf].append(_throughput(c.bootstrap_servers, f"rf{rf}", n))
-            lat = {rf: _latency(c.bootstrap_servers, f"rf{rf}", rate, seconds) for rf in (1, 3)}
-        med = {rf: statistics.median(v) for rf, v in tput.items()}
-        ratio = med[3] / med[1]
+    with Cluster(tmp / "tp", 3, proxies=proxies) as c:
         for rf in (1, 3):
-            out.append(
-                dict(
-                    workload="cluster produce 1 KiB acks=all",
-                    system=f"3 x ottla serve, RF {rf}",
-                    value=med[rf],
-                    unit="rec/s",
-                    ottla=True,
-                    kind="ottla",
-                    baseline=rf == 1,
-                    n=n,
-                    samples=tput[rf],
-                    note=(
-                        f"RF 3 / RF 1 = {ratio:.2f} (goal >= 0.5); min.insync 2"
-                        if rf == 3
-                        else "same cluster, interleaved rounds"
-                    ),
+            _create(c.bootstrap_servers, f"rf{rf}", rf)
+        c.wait_in_sync("rf3")
+        tput: dict[int, list[float]] = {1: [], 3: []}
+        cpu: dict[int, list[dict[str, float]]] = {1: [], 3: []}
+        pids = [pid for pid in (c.pid(i) for i in c.node_ids) if pid is not None]
+        for r in range(rounds):
+            for rf in (1, 3) if r % 2 == 0 else (3, 1):
+                got, used = _throughput(c.bootstrap_servers, f"rf{rf}", n, pids)
+                tput[rf].append(got)
+                cpu[rf].append(used)
+        lat = {rf: _latency(c.bootstrap_servers, f"rf{rf}", rate, seconds) for rf in (1, 3)}
+    med = {rf: statistics.median(v) for rf, v in tput.items()}
+    ratio = med[3] / med[1]
+    # CPU microseconds per record, medians over the rounds, by where they
+    # were spent: the three brokers, the proxies, the client.
+    per_rec = {
+        rf: {
+            k: statistics.median(u[k] for u in cpu[rf]) * 1e6 / n
+            for k in ("brokers", "proxies", "client")
+        }
+        for rf in (1, 3)
+    }
+    path = "through the proxies" if proxies else "direct"
+    for rf in (1, 3):
+        out.append(
+            dict(
+                workload="cluster produce 1 KiB acks=all",
+                system=f"3 x ottla serve, RF {rf}",
+                value=med[rf],
+                unit="rec/s",
+                ottla=True,
+                kind="ottla",
+                baseline=rf == 1,
+                n=n,
+                samples=tput[rf],
+                note=(
+                    f"RF 3 / RF 1 = {ratio:.2f} (goal >= 0.5); min.insync 2"
+                    if rf == 3
+                    else "same cluster, interleaved rounds"
                 )
+                + f"; {path}; CPU us/record: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in per_rec[rf].items()),
+                extra={"cpu_us_per_record": per_rec[rf]},
             )
-        for rf in (1, 3):
-            xs = lat[rf]
-            out.append(
-                dict(
-                    workload=f"cluster produce latency at {rate:g} rec/s",
-                    system=f"3 x ottla serve, RF {rf}",
-                    value=_pct(xs, 0.99) * 1e3,
-                    unit="ms",
-                    ottla=True,
-                    kind="ottla",
-                    baseline=rf == 1,
-                    n=len(xs),
-                    p50=_pct(xs, 0.5) * 1e6,
-                    p99=_pct(xs, 0.99) * 1e6,
-                    p999=_pct(xs, 0.999) * 1e6,
-                    note="value is p99; 1 KiB, acks=all, linger.ms 5, max.in.flight 5",
-                )
+        )
+    for rf in (1, 3):
+        xs = lat[rf]
+        out.append(
+            dict(
+                workload=f"cluster produce latency at {rate:g} rec/s",
+                system=f"3 x ottla serve, RF {rf}",
+                value=_pct(xs, 0.99) * 1e3,
+                unit="ms",
+                ottla=True,
+                kind="ottla",
+                baseline=rf == 1,
+                n=len(xs),
+                p50=_pct(xs, 0.5) * 1e6,
+                p99=_pct(xs, 0.99) * 1e6,
+                p999=_pct(xs, 0.999) * 1e6,
+                note=f"value is p99; 1 KiB, acks=all, linger.ms 5, max.in.flight 5; {path}",
             )
-        for fast in (False, True):
-            times: list[float] = []
-            was_controller = 0
-            for i in range(trials):
-                dt, ctl = failover_once(Path(tmp) / f"f{int(fast)}-{i}", fast)
-                times.append(dt)
-                was_controller += ctl
-            out.append(
-                dict(
-                    workload="cluster failover, kill -9 of the leader",
-                    system="fastest settings" if fast else "default settings",
-                    value=statistics.median(times) * 1e3,
-                    unit="ms",
-                    ottla=True,
-                    kind="ottla",
-                    baseline=not fast,
-                    n=trials,
-                    samples=[round(t * 1e3, 1) for t in times],
-                    note=(
-                        f"median of {trials}, max {max(times) * 1e3:.0f} ms; the leader was "
-                        f"also the controller {was_controller}x; goal < "
-                        + ("500 ms" if fast else "3000 ms")
-                    ),
-                )
+        )
+    return out
+
+
+def _failover_rows(
+    tmp: Path, quick: bool, trials: int | None, proxies: bool
+) -> list[dict[str, Any]]:
+    trials = trials or (1 if quick else 7)
+    out: list[dict[str, Any]] = []
+    for fast in (False, True):
+        times: list[float] = []
+        was_controller = 0
+        for i in range(trials):
+            dt, ctl = failover_once(tmp / f"f{int(fast)}-{i}", fast, proxies)
+            times.append(dt)
+            was_controller += ctl
+        out.append(
+            dict(
+                workload="cluster failover, kill -9 of the leader",
+                system="fastest settings" if fast else "default settings",
+                value=statistics.median(times) * 1e3,
+                unit="ms",
+                ottla=True,
+                kind="ottla",
+                baseline=not fast,
+                n=trials,
+                samples=[round(t * 1e3, 1) for t in times],
+                note=(
+                    f"median of {trials}, max {max(times) * 1e3:.0f} ms; the leader was "
+                    f"also the controller {was_controller}x; goal < "
+                    + ("500 ms" if fast else "3000 ms")
+                ),
             )
-    for row in out:
-        row["extra"] = {"loadavg_at_start": load}
+        )
     return out
 
 
@@ -340,9 +456,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--trials", type=int, default=None)
+    ap.add_argument(
+        "--proxies",
+        action="store_true",
+        help="through ottla.Cluster's Python proxies, as before 2026-12-03",
+    )
+    ap.add_argument(
+        "--only", choices=("throughput", "failover"), default=None, help="one section only"
+    )
     args = ap.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores", flush=True)
-    for row in rows(args.quick, args.trials):
+    sections = (args.only,) if args.only else ("throughput", "failover")
+    for row in rows(args.quick, args.trials, proxies=args.proxies, sections=sections):
         extra = ""
         if row.get("p50") is not None:
             extra = f" (p50 {row['p50'] / 1e3:.2f} ms, p99.9 {row['p999'] / 1e3:.2f} ms)"

@@ -233,6 +233,9 @@ class _Node:
         except BaseException:
             self.proxy.close()
             raise
+        # Without proxies (``Cluster(proxies=False)``) clients and peers
+        # connect to the listeners themselves.
+        self.proxied = cluster.proxies
         self.proc: subprocess.Popen[bytes] | None = None
         self.state: NodeState = "stopped"
         self.isolated = False
@@ -244,6 +247,22 @@ class _Node:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def kafka_address(self) -> tuple[str, int]:
+        """Where clients and peers reach the Kafka listener."""
+        return self.proxy.address if self.proxied else (self.host, self.port)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        host, port = self.kafka_address
+        return f"{host}:{port}"
+
+    @property
+    def controller_bootstrap(self) -> str:
+        if self.proxied:
+            return self.controller_proxy.bootstrap
+        return f"{self.host}:{self.controller_port}"
 
     def spawn(self, argv: list[str]) -> None:
         self._ready.clear()
@@ -331,7 +350,10 @@ class Cluster:
     ``controllers`` nodes (default: all, at most 3) are the controller
     quorum's voters; the others are broker-only nodes. Other keywords are
     ``ottla serve`` options (``num_partitions=3`` is ``--num-partitions 3``;
-    ``True`` passes a bare flag).
+    ``True`` passes a bare flag). ``proxies=False`` advertises the
+    brokers' own listeners instead of their proxies (clients and
+    replication connect directly, as in a deployment: for measuring; the
+    network faults, :meth:`isolate`, then raise :class:`ClusterError`).
 
     Node ids are 1..``brokers``; :meth:`add_broker` adds more. Every
     process is stopped by :meth:`close` (also on leaving a ``with`` block,
@@ -351,6 +373,7 @@ class Cluster:
         min_insync_replicas: int = 2,
         fast: bool = True,
         controllers: int | None = None,
+        proxies: bool = True,
         start_timeout: float = 60.0,
         security: ClusterSecurity | None = None,
         **broker_settings: Any,
@@ -374,6 +397,7 @@ class Cluster:
         self.replication_factor = replication_factor
         self.min_insync_replicas = min_insync_replicas
         self.fast = fast
+        self.proxies = proxies
         self.start_timeout = start_timeout
         self._settings = dict(broker_settings)
         self._nodes: dict[int, _Node] = {}
@@ -415,7 +439,7 @@ class Cluster:
     @property
     def bootstrap_servers(self) -> str:
         """Every node's (proxied) address, comma-separated, for ``bootstrap.servers``."""
-        return ",".join(n.proxy.bootstrap for n in self._nodes.values())
+        return ",".join(n.kafka_bootstrap for n in self._nodes.values())
 
     @property
     def node_ids(self) -> list[int]:
@@ -452,7 +476,7 @@ class Cluster:
 
     def address(self, node_id: int) -> str:
         """The node's Kafka address as clients see it (its proxy)."""
-        return self._node(node_id).proxy.bootstrap
+        return self._node(node_id).kafka_bootstrap
 
     def proxy(self, node_id: int) -> FaultProxy:
         """The proxy in front of the node's Kafka listener (``delay`` and the rest)."""
@@ -575,6 +599,10 @@ class Cluster:
         every side waits for its own timeouts.
         """
         node = self._node(node_id)
+        if not self.proxies:
+            raise ClusterError(
+                "isolate() needs the proxies: this cluster was started with proxies=False"
+            )
         with self._lock:
             node.proxy.cut(silent=silent)
             node.controller_proxy.cut(silent=silent)
@@ -667,7 +695,7 @@ class Cluster:
             missing = []
             for node in nodes:
                 try:
-                    brokers, _ = _metadata(node.proxy.address, [], timeout=2.0)
+                    brokers, _ = _metadata(node.kafka_address, [], timeout=2.0)
                 except OSError as e:
                     last[node.id] = f"no answer ({e})"
                     missing.append(node.id)
@@ -698,7 +726,7 @@ class Cluster:
         out: dict[int, list[PartitionState]] = {}
         for node in self._reachable():
             with contextlib.suppress(OSError):
-                _, parts = _metadata(node.proxy.address, [topic], timeout=5.0)
+                _, parts = _metadata(node.kafka_address, [topic], timeout=5.0)
                 out[node.id] = [p for p in parts if p.topic == topic]
         return out
 
@@ -710,7 +738,7 @@ class Cluster:
         if node_id is not None:
             node = self._node(node_id)
             try:
-                _, parts = _metadata(node.proxy.address, [topic], timeout=5.0)
+                _, parts = _metadata(node.kafka_address, [topic], timeout=5.0)
             except OSError as e:
                 raise ClusterError(f"node {node_id} did not answer Metadata: {e}") from None
             return [p for p in parts if p.topic == topic]
@@ -758,7 +786,7 @@ class Cluster:
                     topic, partition, timeout=max(0.1, deadline - time.monotonic())
                 )
                 error, offset = _list_offset(
-                    self._node(leader).proxy.address, topic, partition, timeout=5.0
+                    self._node(leader).kafka_address, topic, partition, timeout=5.0
                 )
                 if error == 0:
                     return offset
@@ -829,7 +857,7 @@ class Cluster:
 
     def __repr__(self) -> str:
         nodes = ", ".join(
-            f"{i}={self._state(n)}@{n.proxy.bootstrap}" for i, n in sorted(self._nodes.items())
+            f"{i}={self._state(n)}@{n.kafka_bootstrap}" for i, n in sorted(self._nodes.items())
         )
         closed = " closed" if self._closed else ""
         return f"<ottla.Cluster {self.path} [{nodes}]{closed}>"
@@ -845,9 +873,7 @@ class Cluster:
             raise ValueError(f"no node {node_id}; nodes are {self.node_ids}") from None
 
     def _voters(self) -> str:
-        return ",".join(
-            f"{n.id}@{n.controller_proxy.bootstrap}" for n in self._nodes.values() if n.voter
-        )
+        return ",".join(f"{n.id}@{n.controller_bootstrap}" for n in self._nodes.values() if n.voter)
 
     @property
     def secure_bootstrap_servers(self) -> str:
@@ -927,7 +953,7 @@ class Cluster:
             "--listen",
             f"{node.host}:{node.port}",
             "--advertised-listener",
-            node.proxy.bootstrap,
+            node.kafka_bootstrap,
             "--controller-listen",
             f"{node.host}:{node.controller_port}",
             "--controller-quorum-voters",

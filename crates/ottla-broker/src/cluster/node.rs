@@ -77,6 +77,9 @@ pub struct ClusterNode {
     /// directory a broker alone used before its first start as a node
     /// keeps its topics (they were never the cluster's).
     rejoined: bool,
+    /// The brokers Metadata last listed as live, and when (see
+    /// `api::metadata`: a broker just fenced stays listed a while).
+    pub listed: Mutex<HashMap<BrokerId, std::time::Instant>>,
 }
 
 /// The file that marks a directory as a cluster node's, naming its node id.
@@ -234,6 +237,7 @@ impl ClusterNode {
             source_ip,
             assigned: Mutex::new(Arc::new(Vec::new())),
             rejoined,
+            listed: Mutex::new(HashMap::new()),
             config,
         });
         node.peers.set_tls(

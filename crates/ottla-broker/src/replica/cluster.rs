@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
-use super::fetcher::{self, FetcherContext, Followed, FollowedSet};
+use super::fetcher::{self, FetcherContext, Followed, FollowedSet, PeerReach};
 use super::isr;
 use super::partition_state::{
     fresh_follower, BrokerId, ClusterLink, Partition, PartitionAssignment, PartitionState, Role,
@@ -47,6 +47,8 @@ pub struct Cluster {
     fetchers: Mutex<HashMap<BrokerId, FetcherHandle>>,
     /// Serialises `apply_assignments` calls.
     applying: Mutex<()>,
+    /// Leaders the fetchers found gone (see `fetcher::PeerReach`).
+    reach: Arc<PeerReach>,
 }
 
 impl Cluster {
@@ -72,6 +74,7 @@ impl ReplicaManager {
             partitions: RwLock::new(HashMap::new()),
             fetchers: Mutex::new(HashMap::new()),
             applying: Mutex::new(()),
+            reach: Arc::new(PeerReach::default()),
         });
         *self.cluster.write() = Some(cluster.clone());
         let mut stopping = self.stopping.clone();
@@ -480,6 +483,7 @@ impl ReplicaManager {
                     max_wait_ms: i32::try_from(cluster.link.replica_lag_time_max_ms / 2)
                         .unwrap_or(i32::MAX)
                         .clamp(1, fetcher::FETCH_MAX_WAIT_MS),
+                    reach: cluster.reach.clone(),
                 };
                 let mut stopping = self.stopping.clone();
                 self.runtime.spawn(async move {
@@ -552,6 +556,20 @@ impl ReplicaManager {
         ))
     }
 
+    /// Cluster mode: whether `leader`, another broker, is taken for gone:
+    /// a fetcher's connection to it was refused or reset (its process
+    /// died) less than `window` ago and nothing reached it since (see
+    /// `fetcher::PeerReach`). Metadata then answers its partitions
+    /// LEADER_NOT_AVAILABLE: librdkafka asks again at once and every
+    /// `topic.metadata.refresh.fast.interval.ms` while a leader is
+    /// unknown, whereas a leader it is told of, dead or not, it asks about
+    /// again only at its once-a-second scan.
+    pub fn leader_suspected(&self, leader: BrokerId, window: Duration) -> bool {
+        self.cluster().is_some_and(|c| {
+            leader != c.link.local && c.reach.suspected(leader, Instant::now(), window)
+        })
+    }
+
     /// Before an acks=all append: Kafka's check that the ISR is at least
     /// `min.insync.replicas` (NOT_ENOUGH_REPLICAS otherwise). A single
     /// broker is its partitions' only in-sync replica.
@@ -601,6 +619,10 @@ impl ReplicaManager {
             partition.log.set_high_watermark(Some(hw));
             partition.notify();
         }
+        // The followers' parked fetches wait for this append (and
+        // consumers' for a high watermark that moved): woken from here,
+        // not through the wake thread (see `wake`).
+        self.watches.wake_partition(&partition.log);
     }
 
     /// A follower's Fetch on the leader: `replica` fetches `partition` at
@@ -654,6 +676,8 @@ impl ReplicaManager {
         if let Some(hw) = moved {
             partition.log.set_high_watermark(Some(hw));
             partition.notify();
+            // Consumers parked on the high watermark (see `wake`).
+            self.watches.wake_partition(&partition.log);
         }
         Ok(())
     }

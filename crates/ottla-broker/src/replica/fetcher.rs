@@ -27,12 +27,18 @@
 //! A connection that fails is dropped and made again after a back-off; a
 //! leader that moved is the assignment's business (`apply_assignments`
 //! moves the partition to another fetcher).
+//!
+//! A leader whose connection was reset or refused (its process is gone, as
+//! after `kill -9`) is noted in [`PeerReach`] until a request to it
+//! succeeds again: Metadata answers its partitions LEADER_NOT_AVAILABLE for
+//! a while (see [`PeerReach::suspected`]), so clients keep asking for the
+//! new leader instead of waiting on a broker that is not there.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -266,6 +272,50 @@ fn refused(addr: SocketAddr, why: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::PermissionDenied, msg)
 }
 
+/// The leaders this broker's fetchers found gone: since when each has
+/// refused or reset the connection, until a request to it succeeds again.
+#[derive(Default)]
+pub struct PeerReach {
+    gone: Mutex<HashMap<BrokerId, Instant>>,
+}
+
+impl PeerReach {
+    /// A request to `peer` failed with `e`: noted when the error says the
+    /// peer's process is not there (refused, reset, closed), not for a
+    /// timeout or a protocol error (a slow or confused peer is alive).
+    pub fn failed(&self, peer: BrokerId, e: &std::io::Error, now: Instant) {
+        if peer_gone(e.kind()) {
+            self.gone.lock().entry(peer).or_insert(now);
+        }
+    }
+
+    /// A request to `peer` succeeded.
+    pub fn reached(&self, peer: BrokerId) {
+        self.gone.lock().remove(&peer);
+    }
+
+    /// Whether `peer` is taken for gone at `now`: its connection failed so,
+    /// and not longer ago than `window` (the controller fences a broker
+    /// that stopped heartbeating within about a session: past that, the
+    /// peer is alive and only unreachable from here, and its leaderships
+    /// are answered as the metadata has them again).
+    pub fn suspected(&self, peer: BrokerId, now: Instant, window: Duration) -> bool {
+        self.gone
+            .lock()
+            .get(&peer)
+            .is_some_and(|since| now.saturating_duration_since(*since) <= window)
+    }
+}
+
+/// Whether an I/O error of a connection to a peer says its process is gone.
+pub fn peer_gone(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        kind,
+        ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
+}
+
 /// A partition a fetcher fetches.
 pub struct Followed {
     pub topic: String,
@@ -305,6 +355,8 @@ pub struct FetcherContext {
     /// the lag time if that is shorter (a follower parked longer than the
     /// lag time would look out of sync the moment a record arrives).
     pub max_wait_ms: i32,
+    /// Where a leader found gone is noted (see [`PeerReach`]).
+    pub reach: Arc<PeerReach>,
 }
 
 /// The fetcher's task: runs until `stop` turns true (or is dropped).
@@ -319,8 +371,12 @@ pub async fn run(ctx: FetcherContext, mut stop: watch::Receiver<bool>) {
             true
         } else {
             match round(&ctx, &mut conn, &parts).await {
-                Ok(progress) => !progress,
+                Ok(progress) => {
+                    ctx.reach.reached(ctx.leader);
+                    !progress
+                }
                 Err(e) => {
+                    ctx.reach.failed(ctx.leader, &e, Instant::now());
                     debug(&format!(
                         "replica fetcher {} -> {}: {e}",
                         ctx.local, ctx.leader
@@ -645,6 +701,33 @@ async fn truncate_by_epoch(
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Error, ErrorKind};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_refused_or_reset_peer_is_suspected_for_a_window_until_reached() {
+        let reach = super::PeerReach::default();
+        let t0 = Instant::now();
+        let window = Duration::from_millis(400);
+        // Slow or confused peers are alive.
+        reach.failed(2, &Error::from(ErrorKind::TimedOut), t0);
+        reach.failed(2, &Error::from(ErrorKind::InvalidData), t0);
+        assert!(!reach.suspected(2, t0, window));
+        reach.failed(2, &Error::from(ErrorKind::ConnectionReset), t0);
+        // Refused again later: still gone since the first failure.
+        reach.failed(2, &Error::from(ErrorKind::ConnectionRefused), t0 + window);
+        assert!(reach.suspected(2, t0 + window, window));
+        assert!(!reach.suspected(3, t0, window));
+        assert!(
+            !reach.suspected(2, t0 + window + Duration::from_millis(1), window),
+            "past the window the metadata's answer stands"
+        );
+        reach.reached(2);
+        assert!(!reach.suspected(2, t0, window));
+        reach.failed(3, &Error::from(ErrorKind::UnexpectedEof), t0);
+        assert!(reach.suspected(3, t0, window));
+    }
+
     #[test]
     fn a_cut_last_batch_is_left_for_the_next_fetch() {
         let mut b = ottla_record::BatchBuilder::with_capacity(256);

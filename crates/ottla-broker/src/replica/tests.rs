@@ -220,3 +220,46 @@ fn deleting_a_watched_topic_wakes_its_fetches() {
         .all(|p| p.error_code == crate::errors::code::UNKNOWN_TOPIC_OR_PARTITION));
     assert_eq!(shared.replicas.watches().watched_partitions(), 0);
 }
+
+#[test]
+fn a_leader_wakes_the_fetches_parked_on_its_partition_without_the_wake_thread() {
+    let (_dir, broker, shared) = start();
+    let log = shared.store.partition_by_name("idle", 0).expect("log");
+    let other = shared.store.partition_by_name("idle", 1).expect("log");
+    // Watches no wake thread serves: only `wake_partition` can wake them.
+    let watches = Arc::new(super::wake::Watches::default());
+    let park = |log: &Arc<ottla_storage::log::PartitionLog>, log_end: bool| {
+        let mut looked = super::Looked::default();
+        if log_end {
+            looked.saw_log_end(log.clone(), log.log_end_offset().expect("end"));
+        } else {
+            looked.saw(log.clone(), log.high_watermark().expect("hw"));
+        }
+        watches.park(looked)
+    };
+    let follower = park(&log, true);
+    let consumer = park(&log, false);
+    let elsewhere = park(&other, true);
+    let p = producer(&shared.store);
+    append(&p, "idle", 0);
+    // Nothing looked at the partitions yet: nobody woken.
+    let rt = broker.runtime.as_ref().expect("runtime");
+    let soon = |parked: &super::wake::Parked| {
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(50), parked.woken())
+                .await
+                .is_ok()
+        })
+    };
+    assert!(!soon(&follower), "woken with no one to wake it");
+    watches.wake_partition(&log);
+    assert!(soon(&follower), "the follower's fetch was not woken");
+    assert!(soon(&consumer), "the consumer's fetch was not woken");
+    watches.wake_partition(&other);
+    assert!(
+        !soon(&elsewhere),
+        "a fetch of a partition that did not grow woke"
+    );
+    drop((follower, consumer, elsewhere));
+    assert_eq!(watches.waiting(), 0);
+}
