@@ -29,6 +29,7 @@ from confluent_kafka.admin import AdminClient
 import group_wire
 import kafka_wire
 import ottla
+from helpers import CLI_CODE, Spawn
 
 pytestmark = pytest.mark.skipif(
     tuple(int(x) for x in ck.libversion()[0].split(".")[:2]) < (2, 10),
@@ -99,7 +100,7 @@ class Confluent:
 
     def __init__(
         self,
-        b: ottla.Broker,
+        bootstrap: str,
         group: str,
         name: str,
         events: list[Event],
@@ -109,7 +110,7 @@ class Confluent:
         self.name = name
         self.events = events
         config: dict[str, Any] = {
-            "bootstrap.servers": b.bootstrap_servers,
+            "bootstrap.servers": bootstrap,
             "group.id": group,
             "group.protocol": protocol,
             "auto.offset.reset": "earliest",
@@ -168,9 +169,9 @@ def test_classic_consumers_upgrade_to_a_consumer_group_and_back(kb: ottla.Broker
     group = group_name()
     sent = produce(kb, "t", 4, 0, 200)
     events: list[Event] = []
-    a = Confluent(kb, group, "a", events, "classic")
-    b = Confluent(kb, group, "b", events, "classic")
-    c = Confluent(kb, group, "c", events, "consumer")
+    a = Confluent(kb.bootstrap_servers, group, "a", events, "classic")
+    b = Confluent(kb.bootstrap_servers, group, "b", events, "classic")
+    c = Confluent(kb.bootstrap_servers, group, "c", events, "consumer")
     all3 = [a, b, c]
     try:
         a.subscribe("t")
@@ -223,7 +224,7 @@ def test_kafka_python_classic_members_share_a_group_with_a_consumer_member(
         heartbeat_interval_ms=300,
     )
     events: list[Event] = []
-    c = Confluent(kb, group, "c", events, "consumer")
+    c = Confluent(kb.bootstrap_servers, group, "c", events, "consumer")
     got: list[bytes] = []
 
     def kp_poll() -> None:
@@ -255,6 +256,68 @@ def test_kafka_python_classic_members_share_a_group_with_a_consumer_member(
     finally:
         kp.close()
         c.c.close()
+
+
+def test_a_killed_broker_resumes_a_group_mid_migration(data_dir: Path, spawn: Spawn) -> None:
+    """``ottla serve`` killed while a classic and a consumer-protocol member
+    share a migrated group: started again, it reads the group back from
+    ``__consumer_offsets`` and both members go on with their partitions (no
+    revocation, no rebalance), reading what comes next."""
+    ottla.Admin(data_dir).create_topic("t", partitions=2)
+    with ottla.Producer(data_dir) as p:
+        for i in range(100):
+            p.send("t", b"%d" % i, partition=i % 2)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    flags = (
+        *("--group-consumer-heartbeat-interval-ms", "250"),
+        *("--group-consumer-session-timeout-ms", "10000"),
+        *("--group-consumer-migration-policy", "BIDIRECTIONAL"),
+    )
+
+    def serve() -> Any:
+        server = spawn(
+            CLI_CODE, "serve", "--data", data_dir, "--listen", f"127.0.0.1:{port}", *flags
+        )
+        server.wait_line(lambda s: s.startswith("listening on "), timeout=30)
+        return server
+
+    server = serve()
+    bootstrap = f"127.0.0.1:{port}"
+    group = group_name()
+    events: list[Event] = []
+    backoff = {"reconnect.backoff.max.ms": 200}
+    a = Confluent(
+        bootstrap, group, "a", events, "classic", **backoff, **{"session.timeout.ms": 10000}
+    )
+    c = Confluent(bootstrap, group, "c", events, "consumer", **backoff)
+    try:
+        a.subscribe("t")
+        poll_until([a], lambda: a.owned == {0, 1})
+        c.subscribe("t")
+        poll_until([a, c], lambda: len(a.owned) == 1 and len(c.owned) == 1)
+        poll_until([a, c], lambda: len(set(a.values + c.values)) == 100)
+        before = list(events)
+        server.sigkill()
+        server = serve()
+        with ottla.Producer(data_dir) as p:
+            for i in range(100, 200):
+                p.send("t", b"%d" % i, partition=i % 2)
+        poll_until([a, c], lambda: len(set(a.values + c.values)) == 200)
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            a.poll()
+            c.poll()
+        # Both kept their partitions across the restart.
+        assert events == before, events
+        never_owned_twice(events)
+        late = [v for v in a.values + c.values if int(v) >= 100]
+        assert sorted(late, key=int) == [b"%d" % i for i in range(100, 200)]
+    finally:
+        a.c.close()
+        c.c.close()
+        server.kill()
 
 
 # ---------------------------------------------------------------- raw requests

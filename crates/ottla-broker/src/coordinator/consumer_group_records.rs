@@ -352,7 +352,7 @@ fn parse_epoch(v: &[u8]) -> Option<i32> {
     Reader::value(v)?.i32()
 }
 
-fn parse_member(v: &[u8]) -> Option<MemberRecord> {
+pub fn parse_member(v: &[u8]) -> Option<MemberRecord> {
     let mut r = Reader::value(v)?;
     let instance_id = r.compact()?;
     let rack_id = r.compact()?;
