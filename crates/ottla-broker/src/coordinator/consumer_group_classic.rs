@@ -356,6 +356,23 @@ impl ConsumerGroupCoordinator {
         groups.insert(name.to_string(), g);
     }
 
+    /// Tombstones for every record of a group leaving this coordinator.
+    fn tombstone(&self, name: &str, persisted: &Records) {
+        let tombstones = records::diff(persisted, &Records::new());
+        if tombstones.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .store
+            .offsets()
+            .and_then(|o| o.write_group_records(&tombstones, Durability::PageCache))
+        {
+            warn(&format!(
+                "consumer group {name:?}: cannot delete its records: {e}"
+            ));
+        }
+    }
+
     /// The online downgrade (Kafka's `validateOnlineDowngrade` and
     /// `convertToClassicGroup`): a group whose members all use the classic
     /// protocol now leaves for the classic coordinator, its records
@@ -377,16 +394,7 @@ impl ConsumerGroupCoordinator {
         let Some(mut g) = groups.remove(name) else {
             return;
         };
-        let tombstones = records::diff(&g.persisted, &Records::new());
-        if let Err(e) = self
-            .store
-            .offsets()
-            .and_then(|o| o.write_group_records(&tombstones, Durability::PageCache))
-        {
-            warn(&format!(
-                "consumer group {name:?}: cannot delete its records on downgrade: {e}"
-            ));
-        }
+        self.tombstone(name, &g.persisted);
         // The classic generation is the members' latest epoch (the group
         // epoch before the last consumer-protocol member left, as Kafka
         // converts before it bumps it): members there heartbeat into
@@ -410,6 +418,16 @@ impl ConsumerGroupCoordinator {
     pub fn classic_join(&self, req: &JoinRequest) -> Option<JoinOutcome> {
         let now = Instant::now();
         let mut groups = self.groups.lock();
+        if groups.get(&req.group).is_some_and(|g| g.members.is_empty()) {
+            // An empty consumer group gives way to the classic group the
+            // member makes (Kafka's `maybeDeleteEmptyConsumerGroup`): its
+            // records are tombstoned, so a restart does not bring it back
+            // beside the classic group.
+            if let Some(old) = groups.remove(&req.group) {
+                self.tombstone(&req.group, &old.persisted);
+            }
+            return None;
+        }
         let g = groups
             .get_mut(&req.group)
             .filter(|g| !g.members.is_empty())?;
@@ -880,6 +898,14 @@ mod tests {
             Some(vec![code::NONE])
         );
         assert!(!cg.is_active("g"));
+        // The empty consumer group gives way to a classic member, records
+        // and all (nothing to read back).
+        assert!(cg.describe("g").is_some());
+        assert!(cg.classic_join(&classic_request("")).is_none());
+        assert!(cg.describe("g").is_none());
+        cg.release_all();
+        cg.reload();
+        assert!(cg.describe("g").is_none());
         // Disabled: a classic member is refused from a consumer group.
         let off = ConsumerGroupCoordinator::new(store, settings(MigrationPolicy::Disabled));
         consumer_beat(&off, "d", 0);
