@@ -215,7 +215,6 @@ def test_kafka_python_classic_members_share_a_group_with_a_consumer_member(
     group = group_name()
     sent = produce(kb, "t", 4, 0, 200)
     kp = kafka.KafkaConsumer(
-        "t",
         bootstrap_servers=kb.bootstrap_servers,
         group_id=group,
         auto_offset_reset="earliest",
@@ -235,6 +234,10 @@ def test_kafka_python_classic_members_share_a_group_with_a_consumer_member(
         return {tp.partition for tp in kp.assignment()}
 
     try:
+        # The topic's metadata first: a kafka-python leader without it
+        # assigns nothing ("No partition metadata") and waits.
+        assert kp.partitions_for_topic("t") == {0, 1, 2, 3}
+        kp.subscribe(["t"])
         deadline = time.monotonic() + 45
         while len(kp_owned()) != 4:
             assert time.monotonic() < deadline
