@@ -23,5 +23,10 @@ fn main() -> std::io::Result<()> {
     for (name, bytes) in ottla_broker::fuzzing::codec_v10_seed_corpus() {
         std::fs::write(dir.join(format!("seed-{name}")), bytes)?;
     }
+    let dir = std::path::Path::new("corpus").join("consumer_protocol");
+    std::fs::create_dir_all(&dir)?;
+    for (name, bytes) in ottla_broker::fuzzing::consumer_protocol_seed_corpus() {
+        std::fs::write(dir.join(format!("seed-{name}")), bytes)?;
+    }
     Ok(())
 }

@@ -250,10 +250,16 @@ while True:
         mine.c.close()
 
 
-def test_classic_and_consumer_members_of_one_group_are_kept_apart(kb: ottla.Broker) -> None:
-    """A classic member cannot join a consumer group (Kafka 4.x without
-    migration: GROUP_ID_NOT_FOUND), so the group's partitions are never
-    held by both kinds at once."""
+def test_classic_and_consumer_members_of_one_group_are_kept_apart(data_dir: Path) -> None:
+    """With the online migration disabled a classic member cannot join a
+    consumer group (GROUP_ID_NOT_FOUND), so the group's partitions are never
+    held by both kinds at once (tests/test_group_migration.py: enabled)."""
+    kb = ottla.Broker(
+        data_dir,
+        group_consumer_heartbeat_interval_ms=HEARTBEAT_MS,
+        group_consumer_session_timeout_ms=SESSION_MS,
+        group_consumer_migration_policy="disabled",
+    )
     make_topic(kb, "t", 2)
     group = group_name()
     events: list[Event] = []
@@ -278,6 +284,7 @@ def test_classic_and_consumer_members_of_one_group_are_kept_apart(kb: ottla.Brok
     finally:
         classic.close()
         a.c.close()
+        kb.close()
 
 
 def test_an_unknown_server_assignor_is_refused(kb: ottla.Broker) -> None:

@@ -954,6 +954,7 @@ class Broker:
         group_consumer_heartbeat_interval_ms: int = 1000,
         group_consumer_session_timeout_ms: int = 45000,
         broker_rack: str | None = None,
+        group_consumer_migration_policy: str = "bidirectional",
         node_id: int | None = None,
         controller_listen: str | None = None,
         controller_quorum_voters: str | None = None,
@@ -1024,6 +1025,17 @@ class Broker:
         consumer-protocol assignors give partitions (all of whose replicas
         are on this broker) first to members whose ``client.rack`` matches
         it, each member keeping its share.
+
+        ``group_consumer_migration_policy`` (Kafka's
+        ``group.consumer.migration.policy``, KIP-848's online migration):
+        ``"bidirectional"`` (the default, as in Kafka 4.x) lets a classic
+        group joined by a ``group.protocol=consumer`` member become a
+        consumer group, its classic members staying members, and a consumer
+        group whose consumer-protocol members all left become a classic
+        group again; ``"upgrade"`` and ``"downgrade"`` allow one way only,
+        ``"disabled"`` neither (a consumer member is refused from a classic
+        group and a classic member from a consumer group, with
+        GROUP_ID_NOT_FOUND). Any case.
 
         A node of a replicated cluster (docs/design/replication.md): with
         ``node_id`` (Kafka's ``node.id``), ``controller_listen``

@@ -779,3 +779,72 @@ pub fn peer_seed_corpus() -> Vec<(String, Vec<u8>)> {
     }
     out
 }
+/// Valid inputs of [`consumer_protocol`]: a classic member's subscription
+/// (v1, owned partitions), an assignment, and a member record with its
+/// `ClassicMemberMetadata`; byte 0 picks the decoder.
+pub fn consumer_protocol_seed_corpus() -> Vec<(String, Vec<u8>)> {
+    use crate::coordinator::consumer_group::classic::assignment_bytes;
+    use crate::coordinator::consumer_group::Assignment;
+    use crate::coordinator::consumer_group_records::{member_value, ClassicRecord, MemberRecord};
+    let mut sub = vec![0u8, 0, 1, 0, 0, 0, 1, 0, 1, b't', 0xff, 0xff, 0xff, 0xff];
+    sub.extend_from_slice(&[0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 1, 0, 0, 0, 2]);
+    let mut a = Assignment::new();
+    a.insert("t".into(), [0, 3].into_iter().collect());
+    let mut assignment = vec![1u8];
+    assignment.extend_from_slice(&assignment_bytes(&a, 1));
+    let member = MemberRecord {
+        client_id: "c".into(),
+        topics: vec!["t".into()],
+        rebalance_timeout_ms: 1000,
+        classic: Some(ClassicRecord {
+            session_timeout_ms: 6000,
+            protocols: vec![("range".into(), sub[1..].to_vec())],
+        }),
+        ..Default::default()
+    };
+    let mut record = vec![2u8];
+    record.extend_from_slice(&member_value(&member));
+    vec![
+        ("subscription".into(), sub),
+        ("assignment".into(), assignment),
+        ("classic-member".into(), record),
+    ]
+}
+
+/// The decoders of KIP-848's online migration over untrusted bytes (byte 0
+/// picks one): a classic member's `ConsumerProtocolSubscription` (JoinGroup
+/// metadata), a `ConsumerProtocolAssignment` (a classic group's last
+/// SyncGroup), and a consumer-group member record with its
+/// `ClassicMemberMetadata` (from `__consumer_offsets`). Promises: no panic;
+/// an assignment or member record that decodes re-encodes to bytes that
+/// decode to the same value.
+pub fn consumer_protocol(data: &[u8]) {
+    use crate::coordinator::consumer_group::classic::{
+        assignment_bytes, parse_assignment, parse_subscription,
+    };
+    use crate::coordinator::consumer_group_records::{member_value, parse_member};
+    let Some((&which, body)) = data.split_first() else {
+        return;
+    };
+    match which % 3 {
+        0 => {
+            let _ = parse_subscription(body);
+        }
+        1 => {
+            if let Some(a) = parse_assignment(body) {
+                let again = parse_assignment(&assignment_bytes(&a, 0));
+                assert_eq!(again.as_ref(), Some(&a), "a re-encoded assignment differs");
+            }
+        }
+        _ => {
+            if let Some(m) = parse_member(body) {
+                let again = parse_member(&member_value(&m));
+                assert_eq!(
+                    again.as_ref(),
+                    Some(&m),
+                    "a re-encoded member record differs"
+                );
+            }
+        }
+    }
+}

@@ -114,6 +114,10 @@ pub struct BrokerConfig {
     /// The most members of one consumer-protocol group (Kafka's
     /// `group.consumer.max.size`; no bound by default, as in Kafka).
     pub group_consumer_max_size: usize,
+    /// Which conversions between classic and consumer-protocol groups the
+    /// coordinator makes (Kafka's `group.consumer.migration.policy`, KIP-848's
+    /// online migration); `bidirectional` by default, as in Kafka 4.x.
+    pub group_consumer_migration_policy: coordinator::consumer_group::MigrationPolicy,
     /// The broker's rack (Kafka's `broker.rack`): reported by Metadata and
     /// DescribeCluster, and the rack of every replica here, which the
     /// consumer-protocol assignors match against members' `rack_id`.
@@ -192,6 +196,7 @@ impl Default for BrokerConfig {
             group_consumer_heartbeat_interval_ms: 1000,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_max_size: i32::MAX as usize,
+            group_consumer_migration_policy: Default::default(),
             broker_rack: None,
             transaction_max_timeout_ms: ottla_storage::txn_state::DEFAULT_MAX_TIMEOUT_MS,
             advertised_listener: None,
@@ -410,12 +415,14 @@ impl Broker {
             )?),
             None => None,
         };
+        let groups = coordinator::group::GroupCoordinator::with_initial_delay(
+            store.clone(),
+            Duration::from_millis(config.group_initial_rebalance_delay_ms),
+        );
+        let handoff = groups.handoff();
         let shared = Arc::new(Shared {
-            groups: coordinator::group::GroupCoordinator::with_initial_delay(
-                store.clone(),
-                Duration::from_millis(config.group_initial_rebalance_delay_ms),
-            ),
-            consumer_groups: coordinator::consumer_group::ConsumerGroupCoordinator::new(
+            groups,
+            consumer_groups: coordinator::consumer_group::ConsumerGroupCoordinator::with_handoff(
                 store.clone(),
                 coordinator::consumer_group::Settings {
                     heartbeat_interval: Duration::from_millis(
@@ -426,7 +433,9 @@ impl Broker {
                     ),
                     max_size: config.group_consumer_max_size,
                     broker_rack: config.broker_rack.clone(),
+                    migration: config.group_consumer_migration_policy,
                 },
+                handoff,
             ),
             producer_ids: coordinator::producer_id::ProducerIdManager::for_node(
                 config.cluster.as_ref().map_or(0, |c| c.node_id),

@@ -5,8 +5,8 @@
 //! it), so its peak resident size measures what the requests cost.
 
 use ottla_broker::fuzzing::{
-    codec_v10, codec_v10_seed_corpus, peer_messages, peer_seed_corpus, sasl_seed_corpus,
-    seed_corpus, RequestOracle, SaslOracle,
+    codec_v10, codec_v10_seed_corpus, consumer_protocol, consumer_protocol_seed_corpus,
+    peer_messages, peer_seed_corpus, sasl_seed_corpus, seed_corpus, RequestOracle, SaslOracle,
 };
 use ottla_client::fuzzing::Rng;
 
@@ -126,6 +126,22 @@ fn peer_messages_survive_mutation() {
         let (_, seed) = &seeds[i % seeds.len()];
         let input = mutate(&mut rng, seed);
         let r = std::panic::catch_unwind(|| peer_messages(&input));
+        assert!(r.is_ok(), "input {i} broke a promise: {input:02x?}");
+    }
+}
+
+#[test]
+fn consumer_protocol_decoders_survive_mutation() {
+    let seeds = consumer_protocol_seed_corpus();
+    for (name, seed) in &seeds {
+        let r = std::panic::catch_unwind(|| consumer_protocol(seed));
+        assert!(r.is_ok(), "seed {name} broke a promise");
+    }
+    let mut rng = Rng(0x0848_c1a5);
+    for i in 0..50_000 {
+        let (_, seed) = &seeds[i % seeds.len()];
+        let input = mutate(&mut rng, seed);
+        let r = std::panic::catch_unwind(|| consumer_protocol(&input));
         assert!(r.is_ok(), "input {i} broke a promise: {input:02x?}");
     }
 }

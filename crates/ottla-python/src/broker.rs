@@ -191,6 +191,7 @@ impl Broker {
                         max_open_files=None, group_initial_rebalance_delay_ms=0,
                         group_consumer_heartbeat_interval_ms=1000,
                         group_consumer_session_timeout_ms=45000, broker_rack=None,
+                        group_consumer_migration_policy="bidirectional",
                         node_id=None, controller_listen=None,
                         controller_quorum_voters=None, default_replication_factor=1,
                         min_insync_replicas=1, replica_lag_time_max_ms=10000,
@@ -225,6 +226,7 @@ impl Broker {
         group_consumer_heartbeat_interval_ms: i64,
         group_consumer_session_timeout_ms: i64,
         broker_rack: Option<String>,
+        group_consumer_migration_policy: &str,
         node_id: Option<i64>,
         controller_listen: Option<&str>,
         controller_quorum_voters: Option<&str>,
@@ -272,6 +274,15 @@ impl Broker {
                 "broker_rack must be a rack name or None, got an empty string",
             ));
         }
+        // Kafka's `group.consumer.migration.policy` (KIP-848).
+        let migration = ottla_broker::coordinator::consumer_group::MigrationPolicy::parse(
+            group_consumer_migration_policy,
+        )
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "group_consumer_migration_policy must be bidirectional, upgrade, downgrade or disabled, got {group_consumer_migration_policy:?}"
+            ))
+        })?;
         let cluster = cluster_config(
             node_id,
             controller_listen,
@@ -378,6 +389,7 @@ impl Broker {
             group_consumer_heartbeat_interval_ms: group_consumer_heartbeat_interval_ms as u64,
             group_consumer_session_timeout_ms: group_consumer_session_timeout_ms as u64,
             broker_rack,
+            group_consumer_migration_policy: migration,
             advertised_listener: None,
             cluster,
             listeners: security.listeners,

@@ -179,6 +179,17 @@ def add_parser(sub: Any) -> None:
         "and matched against consumers' client.rack by the consumer-protocol assignors "
         "(default: none)",
     )
+    # KIP-848's online migration between classic and consumer groups.
+    p.add_argument(
+        "--group-consumer-migration-policy",
+        default="bidirectional",
+        choices=list(_MIGRATION),
+        type=str.lower,
+        metavar="POLICY",
+        help="which conversions between classic and consumer-protocol groups the "
+        "coordinator makes (group.consumer.migration.policy): bidirectional, upgrade, "
+        "downgrade or disabled (default: bidirectional)",
+    )
     cluster = p.add_argument_group(
         "cluster", "a node of a replicated cluster (docs/design/replication.md)"
     )
@@ -362,6 +373,7 @@ class ServeOptions:
         self.group_consumer_heartbeat_interval_ms = 1000
         self.group_consumer_session_timeout_ms = 45000
         self.broker_rack: str | None = None
+        self.group_consumer_migration_policy = "bidirectional"
         self.node_id: int | None = None
         self.controller_listen: str | None = None
         self.controller_quorum_voters: str | None = None
@@ -427,6 +439,7 @@ _STR_OPTIONS = {
     "--controller-quorum-voters": "controller_quorum_voters",
 }
 _FSYNC = ("never", "interval", "always")
+_MIGRATION = ("bidirectional", "upgrade", "downgrade", "disabled")
 
 
 def parse_fast(words: list[str]) -> ServeOptions | None:
@@ -473,6 +486,8 @@ def parse_fast(words: list[str]) -> ServeOptions | None:
             o.fsync = value
         elif name == "--broker-rack":
             o.broker_rack = value
+        elif name == "--group-consumer-migration-policy" and value.lower() in _MIGRATION:
+            o.group_consumer_migration_policy = value.lower()
         elif name == "--advertised-listener":
             o.advertised_listener = [*(o.advertised_listener or []), value]
         elif name in _STR_OPTIONS:
@@ -652,6 +667,7 @@ def serve(args: ServeOptions) -> int:
             group_consumer_heartbeat_interval_ms=args.group_consumer_heartbeat_interval_ms,
             group_consumer_session_timeout_ms=args.group_consumer_session_timeout_ms,
             broker_rack=args.broker_rack,
+            group_consumer_migration_policy=args.group_consumer_migration_policy,
             node_id=args.node_id,
             controller_listen=args.controller_listen,
             controller_quorum_voters=args.controller_quorum_voters,

@@ -1,7 +1,8 @@
 //! ConsumerGroupHeartbeat and ConsumerGroupDescribe (KIP-848): adapters over
 //! `coordinator::consumer_group`, topic ids to names and back. Also the
-//! places where the classic group APIs meet consumer groups: a classic
-//! JoinGroup into a consumer group is refused, ListGroups lists consumer
+//! places where the classic group APIs meet consumer groups: a
+//! ConsumerGroupHeartbeat join upgrades a classic group (online migration,
+//! `coordinator::consumer_group::classic`), ListGroups lists consumer
 //! groups with type "consumer", DescribeGroups answers GROUP_ID_NOT_FOUND
 //! for them (as Kafka 4.x: "not a classic group").
 
@@ -69,9 +70,20 @@ pub async fn heartbeat(
         return r;
     }
     if shared.groups.is_active(&group) {
-        r.error_code = code::GROUP_ID_NOT_FOUND;
-        r.error_message = Some(s(&format!("Group {group} is not a consumer group.")));
-        return r;
+        // KIP-848's online upgrade: a classic group joined by a
+        // consumer-protocol member becomes a consumer group, policy allowing.
+        match upgrade(shared, &group, req.member_epoch) {
+            Ok(true) => {}
+            Ok(false) => {
+                r.error_code = code::GROUP_ID_NOT_FOUND;
+                r.error_message = Some(s(&format!("Group {group} is not a consumer group.")));
+                return r;
+            }
+            Err(c) => {
+                r.error_code = c;
+                return r;
+            }
+        }
     }
     // Owned partitions by topic id; ids of topics gone are dropped.
     let owned = req.topic_partitions.as_ref().map(|tps| {
@@ -150,6 +162,37 @@ pub async fn heartbeat(
     r
 }
 
+/// The online upgrade of the classic group `group` for a heartbeat of
+/// `epoch` (Kafka's `validateOnlineUpgrade` and `convertToConsumerGroup`):
+/// only a joining member (epoch 0) converts it, if
+/// `group.consumer.migration.policy` allows. Whether the group is a
+/// consumer group now (or no longer a classic group here).
+fn upgrade(shared: &Arc<Shared>, group: &str, epoch: i32) -> Result<bool, i16> {
+    let policy = shared.consumer_groups.migration_policy();
+    if epoch != 0 || !policy.upgrades() {
+        crate::errors::debug(&format!(
+            "group {group:?} is a classic group; not upgraded (epoch {epoch}, policy {})",
+            policy.name()
+        ));
+        return Ok(false);
+    }
+    let max = shared.consumer_groups.max_size();
+    let upgraded = with_leadership(shared, || {
+        blocking(|| {
+            shared.groups.upgrade(group, max, |c| {
+                shared.consumer_groups.adopt(group, c);
+            })
+        })
+    })?;
+    match upgraded {
+        Ok(_) => Ok(true),
+        Err(why) => {
+            crate::errors::warn(&format!("group {group:?}: not upgraded: {why}"));
+            Ok(false)
+        }
+    }
+}
+
 /// Each topic of `a` with its id (topics gone are left out).
 fn with_ids(shared: &Shared, a: &Assignment) -> Vec<(Uuid, String, Vec<i32>)> {
     let mut ids: HashMap<&str, Uuid> = HashMap::new();
@@ -224,8 +267,9 @@ pub async fn describe(
                         dm.subscribed_topic_regex = m.regex.as_deref().map(s);
                         dm.assignment = described(shared, &m.assignment);
                         dm.target_assignment = described(shared, &m.target);
-                        // 1: the consumer protocol (0 would be classic).
-                        dm.member_type = 1;
+                        // v1: 0 a classic member (online migration), 1 the
+                        // consumer protocol.
+                        dm.member_type = if m.classic { 0 } else { 1 };
                         dm
                     })
                     .collect();
@@ -273,9 +317,10 @@ pub fn check_commit(shared: &Shared, req: &OffsetCommitRequest) -> Option<i16> {
     )
 }
 
-/// JoinGroup (classic): refused for a group that is a consumer group here,
-/// as Kafka 4.x refuses it when it does not migrate the group: the group
-/// "is not a classic group" (GROUP_ID_NOT_FOUND).
+/// JoinGroup (classic): into a consumer group with members here, the
+/// member joins it as a classic member (KIP-848's online migration;
+/// `groups::join` routes it), or is refused with GROUP_ID_NOT_FOUND ("not a
+/// classic group") when `group.consumer.migration.policy` is disabled.
 pub async fn classic_join(
     shared: &Arc<Shared>,
     session: &mut Session,
@@ -285,18 +330,6 @@ pub async fn classic_join(
     if super::groups::group_read_refused(shared, session, req.group_id.as_str()) {
         let mut r = JoinGroupResponse::default();
         r.error_code = code::GROUP_AUTHORIZATION_FAILED;
-        r.generation_id = -1;
-        r.member_id = req.member_id;
-        r.protocol_name = Some(s(""));
-        return r;
-    }
-    if shared.consumer_groups.is_active(req.group_id.as_str()) {
-        crate::errors::warn(&format!(
-            "group {:?} is a consumer-protocol group; refusing a classic member",
-            req.group_id.as_str()
-        ));
-        let mut r = JoinGroupResponse::default();
-        r.error_code = code::GROUP_ID_NOT_FOUND;
         r.generation_id = -1;
         r.member_id = req.member_id;
         r.protocol_name = Some(s(""));

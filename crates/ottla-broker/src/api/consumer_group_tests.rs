@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use crate::coordinator::consumer_group::error;
+use crate::coordinator::consumer_group::{error, MigrationPolicy};
 use crate::errors::code;
 use crate::{Broker, BrokerConfig};
 use ottla_storage::store::Store;
@@ -114,10 +114,18 @@ impl Conn {
 }
 
 fn start() -> (tempfile::TempDir, Broker, Arc<Store>, Conn) {
+    start_with(MigrationPolicy::default())
+}
+
+fn start_with(policy: MigrationPolicy) -> (tempfile::TempDir, Broker, Arc<Store>, Conn) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("store");
     store.create_topic("t", 2, &[]).expect("create");
-    let broker = Broker::start(store.clone(), BrokerConfig::default()).expect("start");
+    let config = BrokerConfig {
+        group_consumer_migration_policy: policy,
+        ..BrokerConfig::default()
+    };
+    let broker = Broker::start(store.clone(), config).expect("start");
     let s = TcpStream::connect(broker.local_addr()).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -174,9 +182,9 @@ fn consumer_group_heartbeats_answer_with_kafkas_error_codes() {
 
 #[test]
 fn classic_and_consumer_groups_of_one_name_keep_apart() {
-    let (_d, _broker, _store, mut c) = start();
+    let (_d, _broker, _store, mut c) = start_with(MigrationPolicy::Disabled);
     assert_eq!(c.heartbeat(|_| {}).error_code, code::NONE);
-    // A classic member is refused, as Kafka 4.x refuses it without migration.
+    // A classic member is refused with the online migration disabled.
     assert_eq!(c.classic_join(), code::GROUP_ID_NOT_FOUND);
     let mut req = DescribeGroupsRequest::default();
     req.groups = vec![GroupId(s("g"))];
@@ -238,4 +246,34 @@ fn classic_and_consumer_groups_of_one_name_keep_apart() {
     assert_eq!(d.groups[0].error_code, code::GROUP_ID_NOT_FOUND);
     let r = c.heartbeat(|r| r.member_id = s("m2"));
     assert_eq!(r.error_code, code::GROUP_ID_NOT_FOUND);
+}
+
+#[test]
+fn a_classic_member_joins_a_consumer_group_and_is_described_as_classic() {
+    let (_d, _broker, _store, mut c) = start();
+    assert_eq!(c.heartbeat(|_| {}).error_code, code::NONE);
+    // The online migration (Kafka 4.x's default policy): a classic member
+    // of the consumer group.
+    assert_eq!(c.classic_join(), code::NONE);
+    let mut req = ConsumerGroupDescribeRequest::default();
+    req.group_ids = vec![GroupId(s("g"))];
+    let d: ConsumerGroupDescribeResponse = c.call(ApiKey::ConsumerGroupDescribe, 1, &req);
+    let mut kinds: Vec<(bool, i8)> = d.groups[0]
+        .members
+        .iter()
+        .map(|m| (m.member_id.as_str() == "m1", m.member_type))
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, vec![(false, 0), (true, 1)]);
+    // The consumer member leaves: the classic member's group is classic.
+    let r = c.heartbeat(|r| {
+        r.member_epoch = -1;
+        r.topic_partitions = None;
+    });
+    assert_eq!(r.error_code, code::NONE);
+    let mut req = ListGroupsRequest::default();
+    req.types_filter = vec![s("classic")];
+    let l: ListGroupsResponse = c.call(ApiKey::ListGroups, 5, &req);
+    assert_eq!(l.groups.len(), 1);
+    assert_eq!(l.groups[0].group_state.as_str(), "PreparingRebalance");
 }

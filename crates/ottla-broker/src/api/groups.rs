@@ -206,7 +206,33 @@ pub async fn join(
         ));
     }
     let member_id = jr.member_id.clone();
-    let outcome = match blocking(|| shared.groups.join(jr)) {
+    // A classic member of a consumer group (KIP-848's online migration):
+    // the consumer-group coordinator answers, with what it wrote replicated.
+    let in_consumer_group = match with_leadership(shared, || {
+        blocking(|| shared.consumer_groups.classic_join(&jr))
+    }) {
+        Ok(Some(o)) => match replicated(shared).await {
+            code::NONE => Some(o),
+            waited => Some(JoinOutcome {
+                error: waited,
+                generation: -1,
+                member_id: member_id.clone(),
+                ..Default::default()
+            }),
+        },
+        Ok(None) => None,
+        Err(c) => Some(JoinOutcome {
+            error: c,
+            generation: -1,
+            member_id: member_id.clone(),
+            ..Default::default()
+        }),
+    };
+    let pending = match in_consumer_group {
+        Some(o) => Pending::Ready(o),
+        None => blocking(|| shared.groups.join(jr)),
+    };
+    let outcome = match pending {
         Pending::Ready(o) => o,
         Pending::Wait(rx) => match shared.unless_stopping(rx).await {
             Some(Ok(o)) => o,
@@ -280,20 +306,28 @@ pub async fn sync(
         r.error_code = not_here;
         return r;
     }
+    let who = MemberRef {
+        member_id: req.member_id.as_str(),
+        instance_id: req.group_instance_id.as_deref(),
+    };
+    let in_consumer_group = shared.consumer_groups.classic_sync(
+        req.group_id.as_str(),
+        req.generation_id,
+        who,
+        req.protocol_type.as_deref(),
+        req.protocol_name.as_deref(),
+    );
     let assignments = req
         .assignments
         .iter()
         .map(|a| (a.member_id.as_str().to_string(), a.assignment.clone()))
         .collect();
-    let pending = shared.groups.sync(
-        req.group_id.as_str(),
-        req.generation_id,
-        MemberRef {
-            member_id: req.member_id.as_str(),
-            instance_id: req.group_instance_id.as_deref(),
-        },
-        assignments,
-    );
+    let pending = match in_consumer_group {
+        Some(o) => Pending::Ready(o),
+        None => shared
+            .groups
+            .sync(req.group_id.as_str(), req.generation_id, who, assignments),
+    };
     let (error, assignment): SyncOutcome = match pending {
         Pending::Ready(o) => o,
         Pending::Wait(rx) => match shared.unless_stopping(rx).await {
@@ -335,14 +369,20 @@ pub async fn heartbeat(
     if r.error_code != code::NONE {
         return r;
     }
-    r.error_code = shared.groups.heartbeat(
+    let who = MemberRef {
+        member_id: req.member_id.as_str(),
+        instance_id: req.group_instance_id.as_deref(),
+    };
+    r.error_code = match shared.consumer_groups.classic_heartbeat(
         req.group_id.as_str(),
         req.generation_id,
-        MemberRef {
-            member_id: req.member_id.as_str(),
-            instance_id: req.group_instance_id.as_deref(),
-        },
-    );
+        who,
+    ) {
+        Some(c) => c,
+        None => shared
+            .groups
+            .heartbeat(req.group_id.as_str(), req.generation_id, who),
+    };
     if r.error_code != code::NONE {
         crate::errors::debug(&format!(
             "Heartbeat {} gen {} member {} -> error {}",
@@ -392,7 +432,13 @@ pub async fn leave(
                 ));
             }
         }
-        let codes = shared.groups.leave(req.group_id.as_str(), &who);
+        let codes = match leave_members(shared, req.group_id.as_str(), &who).await {
+            Ok(codes) => codes,
+            Err(c) => {
+                r.error_code = c;
+                return r;
+            }
+        };
         r.members = req
             .members
             .iter()
@@ -406,13 +452,31 @@ pub async fn leave(
             })
             .collect();
     } else {
-        let codes = shared.groups.leave(
-            req.group_id.as_str(),
-            &[MemberRef::dynamic(req.member_id.as_str())],
-        );
-        r.error_code = codes.first().copied().unwrap_or(code::UNKNOWN_MEMBER_ID);
+        let who = [MemberRef::dynamic(req.member_id.as_str())];
+        r.error_code = match leave_members(shared, req.group_id.as_str(), &who).await {
+            Ok(codes) => codes.first().copied().unwrap_or(code::UNKNOWN_MEMBER_ID),
+            Err(c) => c,
+        };
     }
     r
+}
+
+/// LeaveGroup's members: classic members of a consumer group leave it
+/// (what it writes replicated first), the others their classic group.
+async fn leave_members(
+    shared: &Arc<Shared>,
+    group: &str,
+    who: &[MemberRef<'_>],
+) -> Result<Vec<i16>, i16> {
+    match with_leadership(shared, || {
+        blocking(|| shared.consumer_groups.classic_leave(group, who))
+    })? {
+        Some(codes) => match replicated(shared).await {
+            code::NONE => Ok(codes),
+            waited => Err(waited),
+        },
+        None => Ok(shared.groups.leave(group, who)),
+    }
 }
 
 pub async fn list(

@@ -26,7 +26,14 @@
 //! A group is either a classic group (`group`) or a consumer group (this
 //! module), never both: while it has members here, the broker holds the
 //! group's coordinator claim (`claim`), as the classic coordinator does, so
-//! embedded members and classic members keep out.
+//! embedded members keep out. Classic members may be members of a consumer
+//! group (KIP-848's online migration, `classic`): a classic group a
+//! consumer-protocol member joins becomes a consumer group, and one whose
+//! last consumer-protocol member leaves becomes a classic group again, as
+//! `group.consumer.migration.policy` allows.
+
+#[path = "consumer_group_classic.rs"]
+pub mod classic;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -35,7 +42,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::claim::{self, CoordinatorClaim};
-use super::consumer_group_records::{self as records, CurrentRecord, MemberRecord, Records};
+use super::consumer_group_records::{
+    self as records, ClassicRecord, CurrentRecord, MemberRecord, Records,
+};
+use super::group::Handoff;
 use crate::errors::{code, warn};
 use ottla_storage::log::Durability;
 use ottla_storage::store::Store;
@@ -64,6 +74,59 @@ pub const LEAVE_EPOCH: i32 = -1;
 /// The member epoch of a static member leaving for a while.
 pub const LEAVE_STATIC_EPOCH: i32 = -2;
 
+/// Kafka's `group.consumer.migration.policy`: which conversions between a
+/// classic group and a consumer group the coordinator makes (KIP-848).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MigrationPolicy {
+    /// Both ways (Kafka 4.x's default).
+    #[default]
+    Bidirectional,
+    /// Classic to consumer only.
+    Upgrade,
+    /// Consumer to classic only.
+    Downgrade,
+    /// Neither: a group keeps the protocol it was made with.
+    Disabled,
+}
+
+impl MigrationPolicy {
+    /// Kafka's names, in any case.
+    pub fn parse(name: &str) -> Option<MigrationPolicy> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "bidirectional" => MigrationPolicy::Bidirectional,
+            "upgrade" => MigrationPolicy::Upgrade,
+            "downgrade" => MigrationPolicy::Downgrade,
+            "disabled" => MigrationPolicy::Disabled,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MigrationPolicy::Bidirectional => "bidirectional",
+            MigrationPolicy::Upgrade => "upgrade",
+            MigrationPolicy::Downgrade => "downgrade",
+            MigrationPolicy::Disabled => "disabled",
+        }
+    }
+
+    /// A classic group may become a consumer group.
+    pub fn upgrades(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Bidirectional | MigrationPolicy::Upgrade
+        )
+    }
+
+    /// A consumer group of classic members may become a classic group.
+    pub fn downgrades(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Bidirectional | MigrationPolicy::Downgrade
+        )
+    }
+}
+
 /// The coordinator's settings (Kafka's `group.consumer.*`).
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -76,6 +139,8 @@ pub struct Settings {
     /// `broker.rack`: the rack of every replica of this single node, which
     /// members' `rack_id` is matched against.
     pub broker_rack: Option<String>,
+    /// `group.consumer.migration.policy`
+    pub migration: MigrationPolicy,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +217,9 @@ struct Member {
     /// A static member that left for a while (epoch -2): its assignment
     /// waits for a member with its instance id, until its session runs out.
     left: bool,
+    /// A member that uses the classic protocol (JoinGroup, SyncGroup,
+    /// Heartbeat): its session timeout and protocols.
+    classic: Option<ClassicRecord>,
 }
 
 impl Member {
@@ -175,6 +243,7 @@ impl Member {
             expires: now + session,
             revoke_deadline: None,
             left: false,
+            classic: None,
         }
     }
 
@@ -353,6 +422,7 @@ impl Group {
                 regex: m.regex.clone(),
                 assignor: m.assignor.clone(),
                 rebalance_timeout_ms: m.rebalance_timeout.as_millis().min(i32::MAX as u128) as i32,
+                classic: m.classic.clone(),
             };
             r.insert(
                 records::key(records::MEMBER_METADATA, name, id),
@@ -602,6 +672,8 @@ pub struct MemberInfo {
     pub regex: Option<String>,
     pub assignment: Assignment,
     pub target: Assignment,
+    /// A member that uses the classic protocol.
+    pub classic: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -619,17 +691,30 @@ pub struct ConsumerGroupCoordinator {
     settings: Settings,
     groups: Mutex<HashMap<String, Group>>,
     next_member: std::sync::atomic::AtomicU64,
+    /// Groups downgraded to classic groups, for the classic coordinator.
+    handoff: Handoff,
 }
 
 impl ConsumerGroupCoordinator {
     /// The coordinator, with the groups `__consumer_offsets` keeps (a
     /// restarted broker resumes them: epochs, members, assignments).
     pub fn new(store: Arc<Store>, settings: Settings) -> ConsumerGroupCoordinator {
+        ConsumerGroupCoordinator::with_handoff(store, settings, Handoff::default())
+    }
+
+    /// The coordinator, handing the groups it downgrades to the classic
+    /// coordinator that reads `handoff` (`GroupCoordinator::handoff`).
+    pub fn with_handoff(
+        store: Arc<Store>,
+        settings: Settings,
+        handoff: Handoff,
+    ) -> ConsumerGroupCoordinator {
         let c = ConsumerGroupCoordinator {
             store,
             settings,
             groups: Mutex::new(HashMap::new()),
             next_member: std::sync::atomic::AtomicU64::new(0),
+            handoff,
         };
         match c.load() {
             Ok(groups) => *c.groups.lock() = groups,
@@ -713,10 +798,11 @@ impl ConsumerGroupCoordinator {
                         assigned: current.assigned,
                         revoking: current.revoking,
                         owned: None,
-                        expires: now + self.settings.session_timeout,
+                        expires: now + classic::session(&m.classic, self.settings.session_timeout),
                         revoke_deadline: (state == MemberState::UnrevokedPartitions)
                             .then_some(now + rebalance_timeout),
                         left: false,
+                        classic: m.classic,
                     },
                 );
             }
@@ -898,6 +984,7 @@ impl ConsumerGroupCoordinator {
                 ),
             }
             self.persist(&req.group, g);
+            self.maybe_downgrade(&mut groups, &req.group);
             return Outcome {
                 member_id: Some(req.member_id),
                 member_epoch: req.member_epoch,
@@ -989,7 +1076,8 @@ impl ConsumerGroupCoordinator {
                 }
             }
         } else {
-            let Some(m) = g.members.get(&member_id) else {
+            // A classic member speaks JoinGroup, SyncGroup and Heartbeat.
+            let Some(m) = g.members.get(&member_id).filter(|m| m.classic.is_none()) else {
                 return Outcome::error(
                     code::UNKNOWN_MEMBER_ID,
                     format!("Member {member_id} is not a member of group {}.", req.group),
@@ -1071,6 +1159,16 @@ impl ConsumerGroupCoordinator {
         }
     }
 
+    /// `group.consumer.migration.policy`
+    pub fn migration_policy(&self) -> MigrationPolicy {
+        self.settings.migration
+    }
+
+    /// `group.consumer.max.size`
+    pub fn max_size(&self) -> usize {
+        self.settings.max_size
+    }
+
     /// Whether this broker coordinates `group` as a consumer group now.
     pub fn is_active(&self, group: &str) -> bool {
         self.groups
@@ -1092,6 +1190,9 @@ impl ConsumerGroupCoordinator {
         };
         Some(if epoch == m.epoch {
             code::NONE
+        } else if m.classic.is_some() {
+            // Kafka: a classic member's generation is its member epoch.
+            code::ILLEGAL_GENERATION
         } else {
             error::STALE_MEMBER_EPOCH
         })
@@ -1121,6 +1222,7 @@ impl ConsumerGroupCoordinator {
                     regex: m.regex.clone(),
                     assignment: m.assigned.clone(),
                     target: g.target.get(&m.id).cloned().unwrap_or_default(),
+                    classic: m.classic.is_some(),
                 })
                 .collect(),
         })
@@ -1165,6 +1267,7 @@ impl ConsumerGroupCoordinator {
     pub fn tick(&self) {
         let now = Instant::now();
         let mut groups = self.groups.lock();
+        let mut changed = Vec::new();
         for (name, g) in groups.iter_mut() {
             let fenced: Vec<String> = g
                 .members
@@ -1176,7 +1279,11 @@ impl ConsumerGroupCoordinator {
                 crate::errors::debug(&format!("consumer group {name:?}: fenced {fenced:?}"));
                 g.remove(&fenced, self.settings.broker_rack.as_deref());
                 self.persist(name, g);
+                changed.push(name.clone());
             }
+        }
+        for name in changed {
+            self.maybe_downgrade(&mut groups, &name);
         }
     }
 

@@ -8,7 +8,9 @@
 //! ```text
 //! key v3  ConsumerGroupMetadata             (group)          -> group epoch
 //! key v5  ConsumerGroupMemberMetadata       (group, member)  -> instance id, rack, client id and host,
-//!                                                               subscription, assignor, rebalance timeout
+//!                                                               subscription, assignor, rebalance timeout,
+//!                                                               a classic member's ClassicMemberMetadata
+//!                                                               (tagged field 0: session timeout, protocols)
 //! key v6  ConsumerGroupTargetAssignmentMetadata (group)      -> assignment epoch
 //! key v7  ConsumerGroupTargetAssignmentMember   (group, member) -> target partitions
 //! key v8  ConsumerGroupCurrentMemberAssignment  (group, member) -> member epoch, previous epoch,
@@ -17,7 +19,8 @@
 //!
 //! Keys are Kafka's fixed layout (version, then strings with an i16
 //! length); values are version 0 of Kafka's flexible layouts (compact
-//! strings and arrays, topics by id, no tagged fields written). A member
+//! strings and arrays, topics by id, no tagged fields written but a
+//! classic member's metadata). A member
 //! leaving tombstones its three records; the group's own two go when it
 //! has neither members nor an epoch worth keeping (never, here: an empty
 //! group keeps its epochs, as Kafka keeps it until it is deleted).
@@ -51,6 +54,18 @@ pub struct MemberRecord {
     pub regex: Option<String>,
     pub assignor: Option<String>,
     pub rebalance_timeout_ms: i32,
+    /// A member that uses the classic protocol (KIP-848's online
+    /// migration): Kafka's `ClassicMemberMetadata`, tagged field 0.
+    pub classic: Option<ClassicRecord>,
+}
+
+/// Kafka's `ClassicMemberMetadata`: what a classic member sent in its last
+/// JoinGroup.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClassicRecord {
+    pub session_timeout_ms: i32,
+    /// (protocol name, its metadata), in the member's order of preference.
+    pub protocols: Vec<(String, Vec<u8>)>,
 }
 
 /// A member's current assignment record.
@@ -116,11 +131,44 @@ fn value(fields: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     v
 }
 
+fn put_compact_bytes(b: &mut Vec<u8>, bytes: &[u8]) {
+    put_uvarint(b, bytes.len() as u64 + 1);
+    b.extend_from_slice(bytes);
+}
+
+/// `ClassicMemberMetadata`'s own bytes: session timeout, supported
+/// protocols (name, metadata), no tagged fields.
+fn classic_bytes(c: &ClassicRecord) -> Vec<u8> {
+    let mut b = c.session_timeout_ms.to_be_bytes().to_vec();
+    put_uvarint(&mut b, c.protocols.len() as u64 + 1);
+    for (name, meta) in &c.protocols {
+        put_compact(&mut b, Some(name));
+        put_compact_bytes(&mut b, meta);
+        put_uvarint(&mut b, 0);
+    }
+    put_uvarint(&mut b, 0);
+    b
+}
+
 pub fn epoch_value(epoch: i32) -> Vec<u8> {
     value(|v| v.extend_from_slice(&epoch.to_be_bytes()))
 }
 
 pub fn member_value(m: &MemberRecord) -> Vec<u8> {
+    let mut out = member_fields(m);
+    if let Some(c) = &m.classic {
+        // The tagged fields: one, `ClassicMemberMetadata` (tag 0).
+        out.pop();
+        let c = classic_bytes(c);
+        put_uvarint(&mut out, 1);
+        put_uvarint(&mut out, 0);
+        put_uvarint(&mut out, c.len() as u64);
+        out.extend_from_slice(&c);
+    }
+    out
+}
+
+fn member_fields(m: &MemberRecord) -> Vec<u8> {
     value(|v| {
         put_compact(v, m.instance_id.as_deref());
         put_compact(v, m.rack_id.as_deref());
@@ -238,6 +286,40 @@ impl<'a> Reader<'a> {
         }
         Some(a)
     }
+    /// A compact (non-null) byte string.
+    fn compact_bytes(&mut self) -> Option<Vec<u8>> {
+        let n = usize::try_from(self.uvarint()?.checked_sub(1)?).ok()?;
+        Some(self.take(n)?.to_vec())
+    }
+    /// `ClassicMemberMetadata`.
+    fn classic(&mut self) -> Option<ClassicRecord> {
+        let session_timeout_ms = self.i32()?;
+        let mut protocols = Vec::new();
+        for _ in 0..self.count()? {
+            let name = self.compact()??;
+            let meta = self.compact_bytes()?;
+            self.tagged()?;
+            protocols.push((name, meta));
+        }
+        self.tagged()?;
+        Some(ClassicRecord {
+            session_timeout_ms,
+            protocols,
+        })
+    }
+    /// Tagged fields, with `ClassicMemberMetadata` (tag 0) read, others skipped.
+    fn member_tags(&mut self) -> Option<Option<ClassicRecord>> {
+        let mut classic = None;
+        for _ in 0..self.uvarint()? {
+            let tag = self.uvarint()?;
+            let size = usize::try_from(self.uvarint()?).ok()?;
+            let field = self.take(size)?;
+            if tag == 0 {
+                classic = Some(Reader { b: field }.classic()?);
+            }
+        }
+        Some(classic)
+    }
     /// Skip tagged fields.
     fn tagged(&mut self) -> Option<()> {
         for _ in 0..self.uvarint()? {
@@ -270,7 +352,7 @@ fn parse_epoch(v: &[u8]) -> Option<i32> {
     Reader::value(v)?.i32()
 }
 
-fn parse_member(v: &[u8]) -> Option<MemberRecord> {
+pub fn parse_member(v: &[u8]) -> Option<MemberRecord> {
     let mut r = Reader::value(v)?;
     let instance_id = r.compact()?;
     let rack_id = r.compact()?;
@@ -280,15 +362,25 @@ fn parse_member(v: &[u8]) -> Option<MemberRecord> {
     for _ in 0..r.count()? {
         topics.push(r.compact()?.unwrap_or_default());
     }
+    let regex = r.compact()?;
+    let assignor = r.compact()?;
+    let rebalance_timeout_ms = r.i32()?;
+    // Records written before the classic members were kept end here.
+    let classic = if r.b.is_empty() {
+        None
+    } else {
+        r.member_tags()?
+    };
     Some(MemberRecord {
         instance_id,
         rack_id,
         client_id,
         host,
         topics,
-        regex: r.compact()?,
-        assignor: r.compact()?,
-        rebalance_timeout_ms: r.i32()?,
+        regex,
+        assignor,
+        rebalance_timeout_ms,
+        classic,
     })
 }
 
@@ -381,6 +473,7 @@ mod tests {
             regex: None,
             assignor: Some("range".into()),
             rebalance_timeout_ms: 300_000,
+            classic: None,
         };
         let c = CurrentRecord {
             epoch: 4,
@@ -419,6 +512,34 @@ mod tests {
         assert_eq!(g.target["m"], known);
         assert_eq!(g.current["m"].assigned, known);
         assert_eq!((g.current["m"].epoch, g.current["m"].state), (4, 1));
+    }
+
+    #[test]
+    fn a_classic_member_round_trips_in_its_tagged_field() {
+        let mut m = MemberRecord {
+            client_id: "c".into(),
+            topics: vec!["t".into()],
+            rebalance_timeout_ms: 1000,
+            classic: Some(ClassicRecord {
+                session_timeout_ms: 6000,
+                protocols: vec![
+                    ("range".into(), vec![0, 1, 2]),
+                    ("roundrobin".into(), vec![]),
+                ],
+            }),
+            ..Default::default()
+        };
+        let bytes = member_value(&m);
+        assert_eq!(parse_member(&bytes), Some(m.clone()));
+        // The same record without the tag is the consumer-protocol form.
+        let plain = member_fields(&m);
+        m.classic = None;
+        assert_eq!(parse_member(&plain), Some(m.clone()));
+        assert_eq!(member_value(&m), plain);
+        // Cut anywhere inside the tag: not understood, never a panic.
+        for n in plain.len()..bytes.len() {
+            assert_eq!(parse_member(&bytes[..n]), None, "cut at {n}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ fn coordinator(session_ms: u64, max_size: usize) -> (tempfile::TempDir, Consumer
             session_timeout: Duration::from_millis(session_ms),
             max_size,
             broker_rack: None,
+            migration: Default::default(),
         },
     );
     (dir, c)
@@ -425,6 +426,7 @@ fn a_restarted_coordinator_resumes_its_groups() {
             session_timeout: Duration::from_millis(45_000),
             max_size: 10,
             broker_rack: None,
+            migration: Default::default(),
         },
     );
     let after = c.describe("g").expect("group resumed");
@@ -498,6 +500,7 @@ fn the_broker_rack_and_member_racks_reach_the_assignor() {
             session_timeout: Duration::from_millis(45_000),
             max_size: 10,
             broker_rack: Some("r1".into()),
+            migration: Default::default(),
         },
     );
     let join_on = |member: &str, rack: Option<&str>| {
@@ -552,6 +555,7 @@ fn a_forgotten_group_stays_gone_after_a_restart() {
             session_timeout: Duration::from_millis(45_000),
             max_size: 10,
             broker_rack: None,
+            migration: Default::default(),
         },
     );
     assert!(c.describe("g").is_none(), "epoch {}", a.member_epoch);

@@ -32,13 +32,19 @@
 //! Committed offsets do not live here: they go to the engine's OffsetStore,
 //! shared with embedded consumers. While a group has members here, the
 //! broker holds the group's coordinator claim (see `claim`).
+//!
+//! KIP-848's online migration moves a group between this coordinator and
+//! the consumer-protocol one (`consumer_group`) as a [`Converted`] group:
+//! `upgrade` hands a classic group over when a consumer-protocol member
+//! joins it; a consumer group whose last consumer-protocol member left comes
+//! back through the [`Handoff`] and rebalances here.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::claim::{self, CoordinatorClaim};
@@ -90,7 +96,7 @@ pub struct JoinedMember {
 }
 
 impl JoinOutcome {
-    fn error(error: i16, member_id: &str) -> JoinOutcome {
+    pub fn error(error: i16, member_id: &str) -> JoinOutcome {
         JoinOutcome {
             error,
             generation: -1,
@@ -415,6 +421,71 @@ fn choose_protocol(members: &[Member]) -> Option<String> {
     best.map(|(n, _)| n.clone())
 }
 
+/// A group moving between the classic coordinator and the consumer-protocol
+/// one (KIP-848's online migration), with its coordinator claim.
+pub struct Converted {
+    /// The classic generation, or the consumer group's epoch.
+    pub generation: i32,
+    pub members: Vec<ConvertedMember>,
+    pub claim: Option<CoordinatorClaim>,
+}
+
+/// A classic member of a [`Converted`] group.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConvertedMember {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    /// (name, metadata) in the member's order of preference.
+    pub protocols: Vec<(String, Bytes)>,
+    /// Its last assignment (`ConsumerProtocolAssignment`).
+    pub assignment: Bytes,
+}
+
+/// Groups the consumer-protocol coordinator downgraded, waiting for the
+/// classic coordinator, which takes them in before it looks at any group.
+pub type Handoff = Arc<Mutex<Vec<(String, Converted)>>>;
+
+fn millis(ms: i32) -> Duration {
+    Duration::from_millis(ms.max(0) as u64)
+}
+
+/// A classic group from a downgraded consumer group (Kafka's
+/// `ClassicGroup.fromConsumerGroup`): its members with their assignments at
+/// the group epoch, rebalancing at once, so every member joins again.
+fn from_converted(c: Converted) -> Group {
+    let now = Instant::now();
+    let mut g = Group::new();
+    g.generation = c.generation;
+    g.protocol_type = Some("consumer".to_string());
+    g.claim = c.claim;
+    g.members = c
+        .members
+        .into_iter()
+        .map(|m| Member {
+            session_timeout: millis(m.session_timeout_ms),
+            rebalance_timeout: millis(m.rebalance_timeout_ms.max(m.session_timeout_ms)),
+            expires: now + millis(m.session_timeout_ms),
+            id: m.id,
+            instance_id: m.instance_id,
+            client_id: m.client_id,
+            host: m.host,
+            protocols: m.protocols,
+            assignment: m.assignment,
+            join: None,
+            sync: None,
+        })
+        .collect();
+    g.protocol = choose_protocol(&g.members);
+    g.leader = g.members.first().map(|m| m.id.clone());
+    g.state = State::Stable;
+    g.prepare_rebalance(Duration::ZERO);
+    g
+}
+
 /// A member as DescribeGroups shows it.
 pub struct MemberInfo {
     pub member_id: String,
@@ -475,6 +546,8 @@ pub struct GroupCoordinator {
     initial_delay: Duration,
     /// Wakes the reaper when a group's initial delay is armed.
     wake: Notify,
+    /// Consumer groups downgraded to classic groups, to take in.
+    handoff: Handoff,
 }
 
 impl GroupCoordinator {
@@ -491,7 +564,87 @@ impl GroupCoordinator {
             next_member: std::sync::atomic::AtomicU64::new(0),
             initial_delay,
             wake: Notify::new(),
+            handoff: Handoff::default(),
         }
+    }
+
+    /// Where the consumer-protocol coordinator leaves downgraded groups.
+    pub fn handoff(&self) -> Handoff {
+        self.handoff.clone()
+    }
+
+    /// The groups, with the downgraded ones taken in first.
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
+        let mut groups = self.groups.lock();
+        for (name, c) in self.handoff.lock().drain(..) {
+            crate::errors::debug(&format!(
+                "group {name:?}: downgraded to a classic group at generation {}",
+                c.generation
+            ));
+            groups.insert(name, from_converted(c));
+        }
+        groups
+    }
+
+    /// KIP-848's online upgrade: the classic group `group`, with members
+    /// here, is handed to `adopt` (the consumer-protocol coordinator, called
+    /// with this coordinator's lock held so no classic request sees the
+    /// group in neither), as Kafka's `validateOnlineUpgrade` allows: its
+    /// protocol type is "consumer" and it has at most `max_size` members.
+    /// Joins and syncs waiting get REBALANCE_IN_PROGRESS and join again.
+    /// `Ok(false)`: no such group here; `Err`: why it cannot be upgraded.
+    pub fn upgrade(
+        &self,
+        group: &str,
+        max_size: usize,
+        adopt: impl FnOnce(Converted),
+    ) -> Result<bool, String> {
+        let mut groups = self.lock();
+        let Some(g) = groups.get_mut(group).filter(|g| !g.members.is_empty()) else {
+            return Ok(false);
+        };
+        if g.protocol_type.as_deref() != Some("consumer") {
+            return Err(format!(
+                "Group {group} is not a consumer group: its classic members do not use the consumer embedded protocol."
+            ));
+        }
+        if g.members.len() > max_size {
+            return Err(format!(
+                "Group {group} has {} classic members, more than group.consumer.max.size {max_size}.",
+                g.members.len()
+            ));
+        }
+        let members = g
+            .members
+            .iter_mut()
+            .map(|m| {
+                if let Some(tx) = m.join.take() {
+                    let _ = tx.send(JoinOutcome::error(code::REBALANCE_IN_PROGRESS, &m.id));
+                }
+                if let Some(tx) = m.sync.take() {
+                    let _ = tx.send((code::REBALANCE_IN_PROGRESS, Bytes::new()));
+                }
+                ConvertedMember {
+                    id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    host: m.host.clone(),
+                    session_timeout_ms: m.session_timeout.as_millis().min(i32::MAX as u128) as i32,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis().min(i32::MAX as u128)
+                        as i32,
+                    protocols: m.protocols.clone(),
+                    assignment: m.assignment.clone(),
+                }
+            })
+            .collect();
+        let converted = Converted {
+            generation: g.generation,
+            members,
+            claim: g.claim.take(),
+        };
+        groups.remove(group);
+        adopt(converted);
+        Ok(true)
     }
 
     fn new_member_id(&self, prefix: &str) -> String {
@@ -518,7 +671,7 @@ impl GroupCoordinator {
         if req.session_timeout_ms <= 0 || req.session_timeout_ms > 30 * 60 * 1000 {
             return fail(code::INVALID_SESSION_TIMEOUT);
         }
-        let mut groups = self.groups.lock();
+        let mut groups = self.lock();
         let g = groups.entry(req.group.clone()).or_insert_with(Group::new);
         crate::errors::debug(&format!(
             "JoinGroup {} member {:?} arrives in {} gen {}",
@@ -713,7 +866,7 @@ impl GroupCoordinator {
         assignments: Vec<(String, Bytes)>,
     ) -> Pending<SyncOutcome> {
         let member_id = who.member_id;
-        let mut groups = self.groups.lock();
+        let mut groups = self.lock();
         let Some(g) = groups.get_mut(group) else {
             return Pending::Ready((code::UNKNOWN_MEMBER_ID, Bytes::new()));
         };
@@ -763,7 +916,7 @@ impl GroupCoordinator {
     }
 
     pub fn heartbeat(&self, group: &str, generation: i32, who: MemberRef<'_>) -> i16 {
-        let mut groups = self.groups.lock();
+        let mut groups = self.lock();
         let Some(g) = groups.get_mut(group) else {
             return code::UNKNOWN_MEMBER_ID;
         };
@@ -789,7 +942,7 @@ impl GroupCoordinator {
     /// instance id alone (empty member id, LeaveGroup v3+) leaves as
     /// whichever member id holds that instance now.
     pub fn leave(&self, group: &str, members: &[MemberRef<'_>]) -> Vec<i16> {
-        let mut groups = self.groups.lock();
+        let mut groups = self.lock();
         let Some(g) = groups.get_mut(group) else {
             return vec![code::UNKNOWN_MEMBER_ID; members.len()];
         };
@@ -823,8 +976,7 @@ impl GroupCoordinator {
 
     /// Whether this broker coordinates `group` now (it has live members here).
     pub fn is_active(&self, group: &str) -> bool {
-        self.groups
-            .lock()
+        self.lock()
             .get(group)
             .is_some_and(|g| !g.members.is_empty())
     }
@@ -834,7 +986,7 @@ impl GroupCoordinator {
     /// a group of another protocol type than "consumer" counts as
     /// subscribed to everything (Kafka refuses it with NON_EMPTY_GROUP).
     pub fn subscribed_to(&self, group: &str, topic: &str) -> Option<bool> {
-        let groups = self.groups.lock();
+        let groups = self.lock();
         let g = groups.get(group).filter(|g| !g.members.is_empty())?;
         Some(match &g.subscribed {
             Some(topics) => topics.contains(topic),
@@ -844,7 +996,7 @@ impl GroupCoordinator {
 
     /// The protocol type of `group` if it has members here.
     pub fn protocol_type(&self, group: &str) -> Option<String> {
-        let groups = self.groups.lock();
+        let groups = self.lock();
         let g = groups.get(group).filter(|g| !g.members.is_empty())?;
         Some(g.protocol_type.clone().unwrap_or_default())
     }
@@ -853,7 +1005,7 @@ impl GroupCoordinator {
     /// Kafka's `ClassicGroup.validateOffsetCommit`.
     pub fn check_commit(&self, group: &str, generation: i32, who: MemberRef<'_>) -> i16 {
         let member_id = who.member_id;
-        let mut groups = self.groups.lock();
+        let mut groups = self.lock();
         let g = match groups.get_mut(group) {
             Some(g) if !g.members.is_empty() => g,
             // No live members here: a simple (unmanaged) commit, as Kafka
@@ -892,7 +1044,7 @@ impl GroupCoordinator {
     }
 
     pub fn describe(&self, group: &str) -> Option<GroupInfo> {
-        let groups = self.groups.lock();
+        let groups = self.lock();
         let g = groups.get(group)?;
         if g.members.is_empty() {
             return None;
@@ -924,7 +1076,7 @@ impl GroupCoordinator {
 
     /// Groups with live members: (name, state, protocol type).
     pub fn live(&self) -> Vec<(String, &'static str, String)> {
-        let groups = self.groups.lock();
+        let groups = self.lock();
         groups
             .iter()
             .filter(|(_, g)| !g.members.is_empty())
@@ -943,7 +1095,7 @@ impl GroupCoordinator {
     /// deadline still pending (the reaper wakes for it).
     pub fn tick(&self) -> Option<Instant> {
         let now = Instant::now();
-        let mut groups = self.groups.lock();
+        let mut groups = self.lock();
         let mut next: Option<Instant> = None;
         for g in groups.values_mut() {
             if let Some(initial) = g.initial {
@@ -996,6 +1148,7 @@ impl GroupCoordinator {
     /// Let go of every group (broker shutdown): waiting callers get an error.
     pub fn release_all(&self) {
         self.groups.lock().clear();
+        self.handoff.lock().clear();
     }
 }
 
