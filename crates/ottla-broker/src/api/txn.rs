@@ -441,6 +441,11 @@ pub async fn txn_offset_commit(
         // On every in-sync replica before the answer, in a cluster.
         Ok(Ok(())) => Some(replicated(shared).await).filter(|c| *c != code::NONE),
     };
+    crate::errors::debug(&format!(
+        "TxnOffsetCommit {group} gen {} member {:?} -> error {error}, written {written:?}",
+        req.generation_id,
+        req.member_id.as_str()
+    ));
     let mut r = TxnOffsetCommitResponse::default();
     for (ti, t) in req.topics.iter().enumerate() {
         let mut tr = TxnOffsetCommitResponseTopic::default();

@@ -181,6 +181,71 @@ pub fn marker_backoff(round: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ottla_meta::image::MetadataImage;
+    use ottla_meta::records::{Endpoint, MetadataRecord, PartitionAssignment, TopicId};
+    use std::collections::BTreeMap;
+
+    fn image() -> MetadataImage {
+        let mut img = MetadataImage::default();
+        for (i, id) in [1, 2, 3].into_iter().enumerate() {
+            let offset = 10 * i as u64 + 1;
+            let r = MetadataRecord::RegisterBroker {
+                broker_id: id,
+                incarnation_id: [id as u8; 16],
+                listeners: vec![Endpoint {
+                    name: "PLAINTEXT".into(),
+                    host: "127.0.0.1".into(),
+                    port: 9000 + id as u16,
+                    security_protocol: "PLAINTEXT".into(),
+                }],
+                rack: None,
+            };
+            img.apply(&r, offset).expect("register");
+            let epoch = img.brokers[&id].broker_epoch;
+            img.apply(
+                &MetadataRecord::UnfenceBroker {
+                    broker_id: id,
+                    broker_epoch: epoch,
+                },
+                offset + 1,
+            )
+            .expect("unfence");
+        }
+        let placed = |partition: i32, leader: i32| PartitionAssignment {
+            partition,
+            isr: vec![leader],
+            leader: Some(leader),
+            replicas: vec![leader],
+        };
+        img.apply(
+            &MetadataRecord::CreateTopic {
+                name: "t".into(),
+                topic_id: TopicId([1; 16]),
+                partitions: vec![placed(0, 1), placed(1, 2), placed(2, 3)],
+                configs: BTreeMap::new(),
+            },
+            100,
+        )
+        .expect("create");
+        // Broker 3 stopped heartbeating.
+        if let Some(b) = img.brokers.get_mut(&3) {
+            b.fenced = true;
+        }
+        img
+    }
+
+    #[test]
+    fn markers_go_to_each_partitions_live_leader() {
+        let img = image();
+        let epoch = img.topics[&TopicId([1; 16])].partitions[&0].leader_epoch;
+        assert_eq!(marker_target(&img, 1, "t", 0), MarkerTarget::Local(epoch));
+        assert_eq!(marker_target(&img, 1, "t", 1), MarkerTarget::Remote(2));
+        assert_eq!(marker_target(&img, 2, "t", 0), MarkerTarget::Remote(1));
+        // Broker 3 is fenced: no live leader (yet).
+        assert_eq!(marker_target(&img, 1, "t", 2), MarkerTarget::NoLeader);
+        assert_eq!(marker_target(&img, 1, "t", 3), MarkerTarget::Gone);
+        assert_eq!(marker_target(&img, 1, "gone", 0), MarkerTarget::Gone);
+    }
 
     #[test]
     fn backoff_is_bounded() {

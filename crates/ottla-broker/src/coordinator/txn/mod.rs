@@ -188,12 +188,21 @@ impl TxnCoordinator {
                 return Ok(0);
             };
             let mut view = TxnView::default();
-            log.catch_up(&mut view)?;
+            let partition = self.store.partition_by_name(TXN_TOPIC, 0)?;
+            view.txns = read_to_log_end(&partition)?;
             let mut txns = self.txns.lock();
             let mut by_producer = self.by_producer.lock();
             for (id, m) in view.txns.iter() {
                 by_producer.insert(m.producer_id, id.clone());
                 txns.insert(id.clone(), Arc::new(Mutex::new(m.clone())));
+            }
+            for m in view.txns.values() {
+                crate::errors::debug(&format!(
+                    "loaded transaction {:?}: {} with {} partitions",
+                    m.transactional_id,
+                    m.state.name(),
+                    m.partitions.len()
+                ));
             }
             let n = view.txns.len();
             *self.view.lock() = view;
@@ -820,6 +829,51 @@ impl TxnCoordinator {
                     slot.transactional_id
                 ));
             }
+        }
+    }
+}
+
+/// Every transactional id's latest metadata in `log`, read to its log end
+/// (Kafka's coordinator loads so: a new leader's high watermark may still
+/// be below records the previous coordinator had replicated and acted on).
+fn read_to_log_end(
+    log: &ottla_storage::log::PartitionLog,
+) -> EngineResult<HashMap<String, TxnMetadata>> {
+    use ottla_record::batch::Batches;
+    use ottla_storage::error::Error;
+    use ottla_storage::txn_state::{decode_key, decode_value};
+    let mut out = HashMap::new();
+    let (mut next, _) = log.offsets()?;
+    let mut cursor = None;
+    loop {
+        let f = log.read_to_log_end(next, 1 << 20, &mut cursor, true)?;
+        if f.bytes.is_empty() {
+            if let Some(e) = f.error {
+                return Err(e);
+            }
+            return Ok(out);
+        }
+        for (h, batch) in Batches::new(&f.bytes) {
+            if h.next_offset() <= next {
+                continue;
+            }
+            next = h.next_offset();
+            if h.is_control() {
+                continue;
+            }
+            for rec in ottla_record::decode::records(&h, batch)?.iter() {
+                let rec = rec.map_err(|r| Error::InvalidRecord(format!("{TXN_TOPIC}: {r}")))?;
+                let Some(id) = rec.key.and_then(decode_key) else {
+                    continue;
+                };
+                match rec.value.and_then(|v| decode_value(&id, v)) {
+                    Some(m) => out.insert(id, m),
+                    None => out.remove(&id),
+                };
+            }
+        }
+        if let Some(e) = f.error {
+            return Err(e);
         }
     }
 }
