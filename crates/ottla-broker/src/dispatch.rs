@@ -188,6 +188,7 @@ async fn handle_inner(
         ApiKey::AddOffsetsToTxn => call!(api::txn::add_offsets),
         ApiKey::TxnOffsetCommit => call!(api::txn::txn_offset_commit),
         ApiKey::EndTxn => call!(api::txn::end_txn),
+        ApiKey::WriteTxnMarkers => call!(api::txn::write_txn_markers),
         ApiKey::DescribeTransactions => call!(api::txn::describe),
         ApiKey::ListTransactions => call!(api::txn::list),
         ApiKey::FindCoordinator => call!(api::groups::find_coordinator),

@@ -457,6 +457,8 @@ impl Broker {
             // Groups are this broker's only while it leads
             // `__consumer_offsets`: none until then.
             shared.consumer_groups.release_all();
+            // Transactions likewise, while it leads `__transaction_state`.
+            shared.txns.enter_cluster(node.clone());
             // The replica manager replicates through the node (peers'
             // addresses, AlterPartition), and is told its partitions after
             // every metadata change.
@@ -480,6 +482,8 @@ impl Broker {
                     // The group coordinator follows the leadership of
                     // `__consumer_offsets`.
                     coordinator::placement::after_assignments(&s);
+                    // The transaction coordinator, `__transaction_state`'s.
+                    coordinator::txn_placement::after_assignments(&s);
                 },
             );
         }

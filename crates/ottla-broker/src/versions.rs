@@ -79,6 +79,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AddOffsetsToTxn, 0, 3),
     (ApiKey::TxnOffsetCommit, 0, 4),
     (ApiKey::EndTxn, 0, 4),
+    // Brokers' markers (the transaction coordinator to partition leaders).
+    (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
     // Security (issue 18). SaslHandshake v0 is followed by bare SASL

@@ -75,15 +75,15 @@ pub async fn find_coordinator(
         };
         (code::INVALID_REQUEST, Some(s(&why)))
     } else if shared.cluster.is_some() {
-        // Transaction markers go to partitions other brokers lead, which
-        // the coordinator does not do yet (WriteTxnMarkers): refused with
-        // a message rather than a coordinator that would half-commit.
-        (
-            code::INVALID_REQUEST,
-            Some(s(
-                "Transactions are not supported in an ottla cluster yet (issue 15).",
-            )),
-        )
+        // The leader of `__transaction_state`, created on first use
+        // (`coordinator::txn_placement`).
+        match crate::coordinator::txn_placement::find(shared).await {
+            Ok(c) => {
+                coordinator = Some(c);
+                (code::NONE, None)
+            }
+            Err(e) => (e, None),
+        }
     } else {
         // The transaction coordinator: this broker, which leads every
         // partition of `__transaction_state` (see `coordinator::txn`).

@@ -4,6 +4,14 @@
 //! transaction coordinator (`coordinator::txn`). InitProducerId is
 //! `producer_id`'s.
 //!
+//! WriteTxnMarkers (v1) is the brokers' own: the transaction coordinator
+//! of a cluster sends each partition's marker to its leader with it.
+//!
+//! In a cluster, only the coordinator (the leader of `__transaction_state`)
+//! answers the transaction APIs; every other broker answers
+//! NOT_COORDINATOR (`coordinator::txn_placement`). TxnOffsetCommit goes to
+//! the group coordinator, as OffsetCommit does.
+//!
 //! Versions stop before KIP-890 part 2: EndTxn v5 (the epoch bumped on
 //! every end, returned in the answer) and TRANSACTION_ABORTABLE (AddPartitionsToTxn
 //! v5, AddOffsetsToTxn v4, TxnOffsetCommit v5) are not advertised. A fenced
@@ -13,6 +21,7 @@
 
 use std::sync::Arc;
 
+use crate::replica::markers::TxnMarker;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
@@ -22,16 +31,22 @@ use kafka_protocol::messages::list_transactions_response::TransactionState as Li
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
     EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
-    TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest,
+    WriteTxnMarkersResponse,
 };
+use ottla_record::batch::ControlType;
 
 use super::{blocking, s, topic_name};
 use crate::auth::acl::{Operation, ResourceType};
 use crate::coordinator::group::MemberRef;
+use crate::coordinator::placement::{group_check, replicated, with_leadership};
 use crate::dispatch::Session;
 use crate::errors::{code, kafka_code};
 use crate::Shared;
@@ -48,6 +63,28 @@ fn fenced_for(c: i16, v: i16, since: i16) -> i16 {
     }
 }
 
+/// How many partitions `topic` has: in a cluster as the metadata image
+/// says (the coordinator need not hold a replica of it), else as the
+/// store does.
+fn partition_count(shared: &Shared, topic: &str) -> Option<u32> {
+    match &shared.cluster {
+        Some(node) => {
+            let image = node.image();
+            let id = image.topic_ids.get(topic)?;
+            image
+                .topics
+                .get(id)
+                .map(|t| u32::try_from(t.partitions.len()).unwrap_or(0))
+        }
+        None => shared
+            .store
+            .topic(topic)
+            .ok()
+            .flatten()
+            .map(|t| t.partitions),
+    }
+}
+
 /// The partitions of `topics` that exist, and the per-partition answer for
 /// those that do not (UNKNOWN_TOPIC_OR_PARTITION; the others then get
 /// OPERATION_NOT_ATTEMPTED, as from Kafka).
@@ -55,12 +92,10 @@ fn known(shared: &Shared, topics: &[AddPartitionsToTxnTopic]) -> (Vec<(String, u
     let mut out = Vec::new();
     let mut missing = false;
     for t in topics {
-        let topic = shared.store.topic(t.name.as_str()).ok().flatten();
+        let count = partition_count(shared, t.name.as_str());
         for p in &t.partitions {
-            match (&topic, u32::try_from(*p)) {
-                (Some(topic), Ok(p)) if p < topic.partitions => {
-                    out.push((t.name.as_str().to_string(), p))
-                }
+            match (count, u32::try_from(*p)) {
+                (Some(n), Ok(p)) if p < n => out.push((t.name.as_str().to_string(), p)),
                 _ => missing = true,
             }
         }
@@ -77,16 +112,14 @@ fn topic_results(
     topics
         .iter()
         .map(|t| {
-            let topic = shared.store.topic(t.name.as_str()).ok().flatten();
+            let count = partition_count(shared, t.name.as_str());
             let mut tr = AddPartitionsToTxnTopicResult::default();
             tr.name = t.name.clone();
             tr.results_by_partition = t
                 .partitions
                 .iter()
                 .map(|p| {
-                    let exists = topic
-                        .as_ref()
-                        .is_some_and(|topic| u32::try_from(*p).is_ok_and(|p| p < topic.partitions));
+                    let exists = count.is_some_and(|n| u32::try_from(*p).is_ok_and(|p| p < n));
                     let mut pr = AddPartitionsToTxnPartitionResult::default();
                     pr.partition_index = *p;
                     pr.partition_error_code = match (missing, exists) {
@@ -117,11 +150,15 @@ pub async fn add_partitions(
             return r;
         }
         let (parts, missing) = blocking(|| known(shared, &req.v3_and_below_topics));
-        let error = if missing {
+        let not_here = shared.txns.check();
+        let error = if not_here != code::NONE {
+            not_here
+        } else if missing {
             code::NONE
         } else {
             let e = blocking(|| {
                 shared.txns.add_partitions(
+                    &shared.replicas,
                     req.v3_and_below_transactional_id.as_str(),
                     req.v3_and_below_producer_id.0,
                     req.v3_and_below_producer_epoch,
@@ -130,8 +167,14 @@ pub async fn add_partitions(
             });
             fenced_for(e.err().unwrap_or(code::NONE), v, 2)
         };
-        r.results_by_topic_v3_and_below =
-            blocking(|| topic_results(shared, &req.v3_and_below_topics, missing, error));
+        r.results_by_topic_v3_and_below = blocking(|| {
+            topic_results(
+                shared,
+                &req.v3_and_below_topics,
+                missing && not_here == code::NONE,
+                error,
+            )
+        });
         return r;
     }
     // v4 is the brokers' batched form: CLUSTER_ACTION on the cluster.
@@ -183,9 +226,13 @@ pub async fn add_partitions(
                 code::NONE
             } else {
                 blocking(|| {
-                    shared
-                        .txns
-                        .add_partitions(id, t.producer_id.0, t.producer_epoch, &parts)
+                    shared.txns.add_partitions(
+                        &shared.replicas,
+                        id,
+                        t.producer_id.0,
+                        t.producer_epoch,
+                        &parts,
+                    )
                 })
                 .err()
                 .unwrap_or(code::NONE)
@@ -278,6 +325,7 @@ pub async fn add_offsets(
         let e = blocking(|| {
             let part = shared.txns.offsets_partition(group)?;
             shared.txns.add_partitions(
+                &shared.replicas,
                 req.transactional_id.as_str(),
                 req.producer_id.0,
                 req.producer_epoch,
@@ -320,6 +368,11 @@ pub async fn txn_offset_commit(
     }
     if group.is_empty() {
         error = code::INVALID_GROUP_ID;
+    }
+    // In a cluster, only the group coordinator takes the commit.
+    let not_here = group_check(shared);
+    if not_here != code::NONE && error != code::INVALID_GROUP_ID {
+        error = not_here;
     }
     // ACLs (Kafka's): WRITE on the transactional id, READ on the group,
     // READ on each topic.
@@ -368,19 +421,31 @@ pub async fn txn_offset_commit(
             per.push((ti, p.partition_index, c));
         }
     }
-    let written = blocking(|| {
-        shared.store.offsets().and_then(|o| {
-            o.commit_transactional(
-                &group,
-                &entries,
-                req.producer_id.0,
-                req.producer_epoch,
-                shared.config.durability,
-            )
+    let written = with_leadership(shared, || {
+        blocking(|| {
+            shared.store.offsets().and_then(|o| {
+                o.commit_transactional(
+                    &group,
+                    &entries,
+                    req.producer_id.0,
+                    req.producer_epoch,
+                    shared.config.durability,
+                )
+            })
         })
-    })
-    .err()
-    .map(|e| kafka_code(&e));
+    });
+    let written = match written {
+        Err(not_coordinator) => Some(not_coordinator),
+        Ok(Err(e)) => Some(kafka_code(&e)),
+        Ok(Ok(())) if entries.is_empty() => None,
+        // On every in-sync replica before the answer, in a cluster.
+        Ok(Ok(())) => Some(replicated(shared).await).filter(|c| *c != code::NONE),
+    };
+    crate::errors::debug(&format!(
+        "TxnOffsetCommit {group} gen {} member {:?} -> error {error}, written {written:?}",
+        req.generation_id,
+        req.member_id.as_str()
+    ));
     let mut r = TxnOffsetCommitResponse::default();
     for (ti, t) in req.topics.iter().enumerate() {
         let mut tr = TxnOffsetCommitResponseTopic::default();
@@ -435,6 +500,8 @@ pub async fn describe(
     _v: i16,
 ) -> DescribeTransactionsResponse {
     let mut r = DescribeTransactionsResponse::default();
+    // In a cluster, only the coordinator knows the transactions.
+    let not_here = shared.txns.check();
     for id in req.transactional_ids {
         let mut ts = TransactionState::default();
         // ACLs: DESCRIBE on the transactional id; partitions of topics the
@@ -445,7 +512,11 @@ pub async fn describe(
             ResourceType::TransactionalId,
             &id,
         );
-        match shared.txns.describe(id.as_str()).filter(|_| allowed) {
+        match shared
+            .txns
+            .describe(id.as_str())
+            .filter(|_| allowed && not_here == code::NONE)
+        {
             Some(mut m) => {
                 m.partitions.retain(|(t, _)| {
                     _s.authorized(shared, Operation::Describe, ResourceType::Topic, t)
@@ -470,10 +541,12 @@ pub async fn describe(
                 }
             }
             None => {
-                ts.error_code = if allowed {
-                    code::TRANSACTIONAL_ID_NOT_FOUND
-                } else {
+                ts.error_code = if !allowed {
                     code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+                } else if not_here != code::NONE {
+                    not_here
+                } else {
+                    code::TRANSACTIONAL_ID_NOT_FOUND
                 };
                 ts.producer_id = ProducerId(-1);
                 ts.producer_epoch = -1;
@@ -544,6 +617,93 @@ pub async fn list(
         t.producer_id = ProducerId(m.producer_id);
         t.transaction_state = s(m.state.name());
         r.transaction_states.push(t);
+    }
+    r
+}
+
+/// WriteTxnMarkers (API 27): a transaction coordinator (another broker)
+/// asks this one, the leader of each partition named, to write the
+/// transaction's marker there. Only for CLUSTER_ACTION principals (Kafka's
+/// rule: brokers). Each partition is answered once its marker is on every
+/// in-sync replica: NOT_LEADER_OR_FOLLOWER when this broker does not lead
+/// it (the coordinator looks the leader up again).
+pub async fn write_txn_markers(
+    shared: &Arc<Shared>,
+    _s: &mut Session,
+    req: WriteTxnMarkersRequest,
+    _v: i16,
+) -> WriteTxnMarkersResponse {
+    let allowed = _s.authorized_cluster(shared, Operation::ClusterAction);
+    let mut r = WriteTxnMarkersResponse::default();
+    for m in &req.markers {
+        let kind = if m.transaction_result {
+            ControlType::Commit
+        } else {
+            ControlType::Abort
+        };
+        let mut mr = WritableTxnMarkerResult::default();
+        mr.producer_id = m.producer_id;
+        let mut waits = Vec::new();
+        for t in &m.topics {
+            let mut tr = WritableTxnMarkerTopicResult::default();
+            tr.name = t.name.clone();
+            for p in &t.partition_indexes {
+                let mut pr = WritableTxnMarkerPartitionResult::default();
+                pr.partition_index = *p;
+                pr.error_code = if !allowed {
+                    code::CLUSTER_AUTHORIZATION_FAILED
+                } else {
+                    match u32::try_from(*p) {
+                        Err(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
+                        Ok(index) => match blocking(|| {
+                            let marker = TxnMarker {
+                                producer_id: m.producer_id.0,
+                                epoch: m.producer_epoch,
+                                kind,
+                                coordinator_epoch: m.coordinator_epoch,
+                            };
+                            shared
+                                .replicas
+                                .write_marker(t.name.as_str(), index, marker, None)
+                        }) {
+                            Ok(Some(end)) => {
+                                waits.push((
+                                    tr.partitions.len(),
+                                    t.name.as_str().to_string(),
+                                    *p,
+                                    end,
+                                ));
+                                code::NONE
+                            }
+                            Ok(None) => code::NONE,
+                            Err(c) => c,
+                        },
+                    }
+                };
+                tr.partitions.push(pr);
+            }
+            // Answered once replicated (Kafka appends markers with acks=-1).
+            let parts: Vec<(usize, String, i32, i64)> = std::mem::take(&mut waits);
+            let waited = shared
+                .replicas
+                .wait_for_replication(
+                    parts
+                        .iter()
+                        .map(|(_, t, p, e)| (t.clone(), *p, *e))
+                        .collect(),
+                    crate::replica::markers::MARKER_REPLICATION_TIMEOUT,
+                )
+                .await;
+            for ((i, _, _, _), c) in parts.iter().zip(waited) {
+                if let Some(pr) = tr.partitions.get_mut(*i) {
+                    if c != code::NOT_ENOUGH_REPLICAS_AFTER_APPEND {
+                        pr.error_code = c;
+                    }
+                }
+            }
+            mr.topics.push(tr);
+        }
+        r.markers.push(mr);
     }
     r
 }

@@ -8,6 +8,7 @@
 //! claim        who coordinates a group: embedded members or this broker
 //! producer_id  producer ids for idempotent producers (ProducerIdManager)
 //! txn          transactions (TransactionCoordinator): state, markers, timeouts
+//! txn_placement  in a cluster: the transaction coordinator with the leader of __transaction_state
 //! ```
 
 pub mod claim;
@@ -17,6 +18,7 @@ pub mod group;
 pub mod placement;
 pub mod producer_id;
 pub mod txn;
+pub mod txn_placement;
 
 #[cfg(test)]
 mod consumer_group_tests;

@@ -35,7 +35,7 @@ pub mod fetcher;
 pub mod idempotence;
 pub mod isr;
 pub mod lso;
-mod markers;
+pub mod markers;
 pub mod partition_state;
 mod read;
 pub mod validate;

@@ -17,8 +17,14 @@
 //!
 //! Placement: Kafka's coordinator for an id is the leader of partition
 //! `abs(hashCode(id)) % partitions` of `__transaction_state`
-//! (`txn_state::partition_for`); this broker leads every partition, so
-//! FindCoordinator names it, and a cluster would ask the partition's leader.
+//! (`txn_state::partition_for`). A broker alone leads every partition, so
+//! FindCoordinator names it. In a cluster the coordinator is the leader of
+//! the (replicated) log's partition and moves with it
+//! (`coordinator::txn_placement`): it loads the transactions when it gains
+//! the leadership and forgets them when it loses it, its state writes wait
+//! for the in-sync replicas, and markers for partitions other brokers lead
+//! go to them as WriteTxnMarkers. A transaction completes only once every
+//! marker is written.
 //!
 //! The timer (`reaper`) aborts transactions open past their
 //! `transaction.timeout.ms`, and completes any Prepare state left behind.
@@ -29,14 +35,20 @@
 //! catch up with `__transaction_state` before acting (`sync`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
+use crate::cluster::ClusterNode;
+use crate::coordinator::placement::{check, commit_error, Phase};
 use crate::coordinator::producer_id::ProducerIdManager;
+use crate::coordinator::txn_placement::{
+    marker_backoff, marker_target, MarkerTarget, TXN_PARTITION,
+};
 use crate::errors::{code, kafka_code, warn};
+use crate::replica::markers::{marker_results, markers_request, send_markers, TxnMarker};
 use crate::replica::ReplicaManager;
 use crate::Shared;
 use ottla_record::batch::ControlType;
@@ -46,7 +58,8 @@ use ottla_storage::ofd::ByteGuard;
 use ottla_storage::offsets::OFFSETS_TOPIC;
 use ottla_storage::store::Store;
 use ottla_storage::txn_state::{
-    EndStep, TxnError, TxnLocks, TxnMetadata, TxnState, TxnStateLog, TxnView,
+    encode_key, encode_value, EndStep, TxnError, TxnLocks, TxnMetadata, TxnState, TxnStateLog,
+    TxnView, TXN_TOPIC,
 };
 
 #[cfg(test)]
@@ -87,7 +100,19 @@ pub struct TxnCoordinator {
     locks: TxnLocks,
     /// This coordinator's copy of `__transaction_state`.
     view: Mutex<TxnView>,
+    /// In a cluster: the node (for the metadata image), set once before
+    /// any request.
+    cluster: OnceLock<Arc<ClusterNode>>,
+    /// In a cluster: whether this broker coordinates now (it leads the
+    /// transaction log); see `coordinator::txn_placement`.
+    phase: Mutex<Phase>,
+    /// Serialises loads and unloads.
+    changing: Mutex<()>,
 }
+
+/// How long one completion tries to write its markers before it gives up
+/// for now (the transaction stays in Prepare; the timer goes on).
+const MARKERS_DEADLINE: Duration = Duration::from_secs(10);
 
 impl TxnCoordinator {
     /// The coordinator, with every transaction `__transaction_state` holds
@@ -118,7 +143,103 @@ impl TxnCoordinator {
             by_producer: Mutex::new(by_producer),
             locks,
             view: Mutex::new(view),
+            cluster: OnceLock::new(),
+            phase: Mutex::new(Phase::NotCoordinator),
+            changing: Mutex::new(()),
         })
+    }
+
+    /// Make this a cluster node's coordinator: nothing is coordinated until
+    /// this broker leads the transaction log (`load`).
+    pub fn enter_cluster(&self, node: Arc<ClusterNode>) {
+        let _ = self.cluster.set(node);
+        self.forget();
+    }
+
+    fn clustered(&self) -> bool {
+        self.cluster.get().is_some()
+    }
+
+    /// This broker's part in coordinating transactions (a cluster's).
+    pub fn phase(&self) -> Phase {
+        *self.phase.lock()
+    }
+
+    /// Held while a leadership change loads or forgets the transactions.
+    pub fn changing(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.changing.lock()
+    }
+
+    fn forget(&self) {
+        *self.log.lock() = None;
+        self.txns.lock().clear();
+        self.by_producer.lock().clear();
+        *self.view.lock() = TxnView::default();
+    }
+
+    /// Leadership of the transaction log gained in `epoch`: every
+    /// transaction read back from this broker's replica (Prepare states
+    /// are completed by the next timer pass). Returns how many ids.
+    pub fn load(&self, epoch: i32) -> EngineResult<usize> {
+        *self.phase.lock() = Phase::Loading(epoch);
+        self.forget();
+        let loaded = (|| {
+            let Some(log) = TxnStateLog::open(&self.store, false)?.map(Arc::new) else {
+                return Ok(0);
+            };
+            let mut view = TxnView::default();
+            let partition = self.store.partition_by_name(TXN_TOPIC, 0)?;
+            view.txns = read_to_log_end(&partition)?;
+            let mut txns = self.txns.lock();
+            let mut by_producer = self.by_producer.lock();
+            for (id, m) in view.txns.iter() {
+                by_producer.insert(m.producer_id, id.clone());
+                txns.insert(id.clone(), Arc::new(Mutex::new(m.clone())));
+            }
+            for m in view.txns.values() {
+                crate::errors::debug(&format!(
+                    "loaded transaction {:?}: {} with {} partitions",
+                    m.transactional_id,
+                    m.state.name(),
+                    m.partitions.len()
+                ));
+            }
+            let n = view.txns.len();
+            *self.view.lock() = view;
+            *self.log.lock() = Some(log);
+            Ok(n)
+        })();
+        match &loaded {
+            Ok(_) => *self.phase.lock() = Phase::Active(epoch),
+            Err(_) => {
+                // Not the coordinator; the next metadata change tries again.
+                *self.phase.lock() = Phase::NotCoordinator;
+                self.forget();
+            }
+        }
+        loaded
+    }
+
+    /// Leadership of the transaction log lost: forget every transaction.
+    pub fn unload(&self) {
+        *self.phase.lock() = Phase::NotCoordinator;
+        self.forget();
+    }
+
+    /// NONE when this broker coordinates transactions now (always, alone);
+    /// else NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS.
+    pub fn check(&self) -> i16 {
+        if !self.clustered() {
+            return code::NONE;
+        }
+        check(self.phase())
+    }
+
+    fn gate(&self) -> Result<(), i16> {
+        match self.check() {
+            code::NONE => Ok(()),
+            c => Err(c),
+        }
     }
 
     fn log(&self) -> Result<Arc<TxnStateLog>, i16> {
@@ -126,7 +247,8 @@ impl TxnCoordinator {
         if let Some(l) = g.as_ref() {
             return Ok(l.clone());
         }
-        let l = TxnStateLog::open(&self.store, true)
+        // In a cluster the topic is the controller's to create.
+        let l = TxnStateLog::open(&self.store, !self.clustered())
             .map_err(|e| kafka_code(&e))?
             .map(Arc::new)
             .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
@@ -135,7 +257,17 @@ impl TxnCoordinator {
     }
 
     /// Write `m`, then make it the state (Kafka's order: the log first).
-    fn persist(&self, slot: &mut TxnMetadata, m: TxnMetadata) -> Result<(), i16> {
+    fn persist(
+        &self,
+        replicas: &ReplicaManager,
+        slot: &mut TxnMetadata,
+        m: TxnMetadata,
+    ) -> Result<(), i16> {
+        if self.clustered() {
+            self.persist_replicated(replicas, &m)?;
+            *slot = m;
+            return Ok(());
+        }
         let log = self.log()?;
         log.write(&m, self.durability).map_err(|e| {
             warn(&format!(
@@ -146,6 +278,50 @@ impl TxnCoordinator {
         })?;
         *slot = m;
         Ok(())
+    }
+
+    /// A cluster's state write: appended by the leader of the transaction
+    /// log under its leadership in the epoch this coordinator loaded, and
+    /// done once the high watermark passed it (errors as the group
+    /// coordinator maps them: NOT_COORDINATOR when the leadership moved,
+    /// COORDINATOR_NOT_AVAILABLE on a timeout or too few replicas).
+    fn persist_replicated(&self, replicas: &ReplicaManager, m: &TxnMetadata) -> Result<(), i16> {
+        let p = match replicas.leader_partition(TXN_TOPIC, TXN_PARTITION) {
+            Ok(Some(p)) => p,
+            _ => return Err(code::NOT_COORDINATOR),
+        };
+        let end = {
+            let _lead = p.leadership.read();
+            let epoch = p.state.lock().assignment.leader_epoch;
+            if p.is_retired() || self.phase() != Phase::Active(epoch) {
+                return Err(code::NOT_COORDINATOR);
+            }
+            let mut b = ottla_record::BatchBuilder::with_capacity(256);
+            b.append(
+                now_ms(),
+                Some(&encode_key(&m.transactional_id)),
+                Some(&encode_value(m)),
+                &[],
+            );
+            let info = p.log.append(b.finish_mut(), self.durability).map_err(|e| {
+                warn(&format!(
+                    "cannot write transaction state of {:?}: {e}",
+                    m.transactional_id
+                ));
+                kafka_code(&e)
+            })?;
+            info.base_offset + 1
+        };
+        replicas.after_leader_append(&p);
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| code::NOT_COORDINATOR)?;
+        let waited = handle.block_on(replicas.wait_for_replication(
+            vec![(TXN_TOPIC.to_string(), TXN_PARTITION, end)],
+            crate::coordinator::placement::OFFSETS_COMMIT_TIMEOUT,
+        ));
+        match commit_error(waited.first().copied().unwrap_or(code::NOT_COORDINATOR)) {
+            code::NONE => Ok(()),
+            c => Err(c),
+        }
     }
 
     fn get(&self, transactional_id: &str) -> Option<Shared1> {
@@ -164,6 +340,10 @@ impl TxnCoordinator {
     /// changed there the one this coordinator acts on. The caller holds
     /// the id's lock for `transactional_id` if it names one.
     fn sync(&self) -> Result<(), i16> {
+        if self.clustered() {
+            // The leader of the log is its only writer: nothing to catch up.
+            return Ok(());
+        }
         let log = {
             let mut g = self.log.lock();
             if g.is_none() {
@@ -215,24 +395,146 @@ impl TxnCoordinator {
             TxnState::PrepareAbort => ControlType::Abort,
             _ => return Err(code::INVALID_TXN_STATE),
         };
-        let coordinator_epoch = self.log()?.coordinator_epoch(&slot.transactional_id);
-        // A partition whose marker is written leaves the in-memory set, so
-        // a retry after a failed marker writes only the missing ones (the
-        // log keeps the whole set: a restart writes them all again, which
-        // ends nothing twice).
-        while let Some((topic, partition)) = slot.partitions.first().cloned() {
-            replicas.write_marker(
-                &topic,
-                partition,
-                slot.producer_id,
-                slot.producer_epoch,
-                kind,
-                coordinator_epoch,
-            )?;
-            slot.partitions.remove(&(topic, partition));
+        if let Some(node) = self.cluster.get().cloned() {
+            let coordinator_epoch = match self.phase() {
+                Phase::Active(e) => e,
+                _ => return Err(code::NOT_COORDINATOR),
+            };
+            self.cluster_markers(replicas, &node, slot, kind, coordinator_epoch)?;
+        } else {
+            let coordinator_epoch = self.log()?.coordinator_epoch(&slot.transactional_id);
+            // A partition whose marker is written leaves the in-memory set, so
+            // a retry after a failed marker writes only the missing ones (the
+            // log keeps the whole set: a restart writes them all again, which
+            // ends nothing twice).
+            while let Some((topic, partition)) = slot.partitions.first().cloned() {
+                let marker = TxnMarker {
+                    producer_id: slot.producer_id,
+                    epoch: slot.producer_epoch,
+                    kind,
+                    coordinator_epoch,
+                };
+                replicas.write_marker(&topic, partition, marker, None)?;
+                slot.partitions.remove(&(topic, partition));
+            }
         }
         let done = slot.complete(now_ms()).map_err(txn_code)?;
-        self.persist(slot, done)
+        self.persist(replicas, slot, done)
+    }
+
+    /// A cluster's markers (Kafka's `TransactionMarkerChannelManager`):
+    /// each partition's marker written by its leader, here for those this
+    /// broker leads (in the leader epoch of the image, then replicated),
+    /// sent as WriteTxnMarkers to the others' leaders; a partition whose
+    /// leader refused (moved) or could not be reached is tried again with
+    /// its leader looked up afresh, with a bounded backoff, until every
+    /// marker is written or `MARKERS_DEADLINE` passes (then the error, and
+    /// the transaction stays in Prepare with the written partitions out of
+    /// its in-memory set). A partition that is gone is skipped.
+    fn cluster_markers(
+        &self,
+        replicas: &ReplicaManager,
+        node: &ClusterNode,
+        slot: &mut TxnMetadata,
+        kind: ControlType,
+        coordinator_epoch: i32,
+    ) -> Result<(), i16> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| code::NOT_COORDINATOR)?;
+        let commit = kind == ControlType::Commit;
+        let (pid, epoch) = (slot.producer_id, slot.producer_epoch);
+        let deadline = Instant::now() + MARKERS_DEADLINE;
+        let mut round = 0;
+        let mut last = code::NONE;
+        while !slot.partitions.is_empty() {
+            if self.phase() != Phase::Active(coordinator_epoch) {
+                return Err(code::NOT_COORDINATOR);
+            }
+            let image = node.image();
+            let mut remote: HashMap<i32, Vec<(String, u32)>> = HashMap::new();
+            let mut local = Vec::new();
+            let parts: Vec<(String, u32)> = slot.partitions.iter().cloned().collect();
+            for (topic, p) in parts {
+                match marker_target(&image, node.node_id(), &topic, p) {
+                    MarkerTarget::Gone => {
+                        slot.partitions.remove(&(topic, p));
+                    }
+                    MarkerTarget::NoLeader => last = code::NOT_LEADER_OR_FOLLOWER,
+                    MarkerTarget::Local(e) => local.push((topic, p, e)),
+                    MarkerTarget::Remote(b) => remote.entry(b).or_default().push((topic, p)),
+                }
+            }
+            let mut waits = Vec::new();
+            for (topic, p, e) in local {
+                let marker = TxnMarker {
+                    producer_id: pid,
+                    epoch,
+                    kind,
+                    coordinator_epoch,
+                };
+                match replicas.write_marker(&topic, p, marker, Some(e)) {
+                    Ok(Some(end)) => waits.push((topic, p, end)),
+                    Ok(None) => {
+                        slot.partitions.remove(&(topic, p));
+                    }
+                    Err(c) => last = c,
+                }
+            }
+            for (topic, p, end) in waits {
+                let index = i32::try_from(p).unwrap_or(i32::MAX);
+                let waited = handle.block_on(replicas.wait_for_replication(
+                    vec![(topic.clone(), index, end)],
+                    crate::replica::markers::MARKER_REPLICATION_TIMEOUT,
+                ));
+                match waited
+                    .first()
+                    .copied()
+                    .unwrap_or(code::NOT_LEADER_OR_FOLLOWER)
+                {
+                    // Written on every in-sync replica (too few of them
+                    // after the append still holds the marker).
+                    code::NONE | code::NOT_ENOUGH_REPLICAS_AFTER_APPEND => {
+                        slot.partitions.remove(&(topic, p));
+                    }
+                    c => last = c,
+                }
+            }
+            for (broker, parts) in remote {
+                let Some((addr, source)) = replicas.peer(broker) else {
+                    last = code::NOT_LEADER_OR_FOLLOWER;
+                    continue;
+                };
+                let req = markers_request(pid, epoch, commit, coordinator_epoch, &parts);
+                match handle.block_on(send_markers(addr, source, &req)) {
+                    Ok(resp) => {
+                        for (topic, p, c) in marker_results(&resp, pid) {
+                            if c == code::NONE {
+                                slot.partitions.remove(&(topic, p));
+                            } else {
+                                last = c;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        crate::errors::debug(&format!("markers to broker {broker} at {addr}: {e}"));
+                        last = code::NOT_LEADER_OR_FOLLOWER;
+                    }
+                }
+            }
+            if slot.partitions.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                warn(&format!(
+                    "transaction {:?}: {} markers not written yet (error {last})",
+                    slot.transactional_id,
+                    slot.partitions.len()
+                ));
+                return Err(last);
+            }
+            std::thread::sleep(marker_backoff(round));
+            round += 1;
+        }
+        Ok(())
     }
 
     /// Abort `slot`'s open transaction on the coordinator's own account:
@@ -247,7 +549,7 @@ impl TxnCoordinator {
         let now = now_ms();
         if fence && slot.state == TxnState::Ongoing {
             let fenced = slot.fence(now).map_err(txn_code)?;
-            self.persist(slot, fenced)?;
+            self.persist(replicas, slot, fenced)?;
         }
         match slot
             .prepare_end(slot.producer_id, slot.producer_epoch, false, false, now)
@@ -255,7 +557,7 @@ impl TxnCoordinator {
         {
             EndStep::Done => Ok(()),
             EndStep::Prepare(p) => {
-                self.persist(slot, p)?;
+                self.persist(replicas, slot, p)?;
                 self.finish(replicas, slot)
             }
         }
@@ -274,6 +576,7 @@ impl TxnCoordinator {
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
     ) -> Result<(i64, i16), i16> {
+        self.gate()?;
         if timeout_ms <= 0 || timeout_ms > self.max_timeout_ms {
             return Err(code::INVALID_TRANSACTION_TIMEOUT);
         }
@@ -325,7 +628,7 @@ impl TxnCoordinator {
             }
         };
         let old_pid = slot.producer_id;
-        self.persist(&mut slot, next)?;
+        self.persist(replicas, &mut slot, next)?;
         let mut by = self.by_producer.lock();
         by.remove(&old_pid);
         by.insert(slot.producer_id, transactional_id.to_string());
@@ -335,11 +638,13 @@ impl TxnCoordinator {
     /// AddPartitionsToTxn (and AddOffsetsToTxn's offsets partition).
     pub fn add_partitions(
         &self,
+        replicas: &ReplicaManager,
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
         partitions: &[(String, u32)],
     ) -> Result<(), i16> {
+        self.gate()?;
         let _id_lock = self.lock_id(transactional_id)?;
         self.sync()?;
         let shared = self
@@ -350,7 +655,7 @@ impl TxnCoordinator {
             .add_partitions(producer_id, epoch, partitions, now_ms())
             .map_err(txn_code)?
         {
-            Some(m) => self.persist(&mut slot, m),
+            Some(m) => self.persist(replicas, &mut slot, m),
             None => Ok(()),
         }
     }
@@ -364,6 +669,7 @@ impl TxnCoordinator {
         epoch: i16,
         partition: &(String, u32),
     ) -> Result<(), i16> {
+        self.gate()?;
         let shared = self
             .get(transactional_id)
             .ok_or(code::INVALID_PRODUCER_ID_MAPPING)?;
@@ -375,6 +681,10 @@ impl TxnCoordinator {
     /// The partition of `__consumer_offsets` a group's offsets go to
     /// (Kafka's `partitionFor(groupId)`; one partition here).
     pub fn offsets_partition(&self, _group: &str) -> Result<(String, u32), i16> {
+        if self.clustered() {
+            // The group coordinator's (another broker's, maybe) partition.
+            return Ok((OFFSETS_TOPIC.to_string(), 0));
+        }
         self.store.offsets().map_err(|e| kafka_code(&e))?;
         Ok((OFFSETS_TOPIC.to_string(), 0))
     }
@@ -389,12 +699,14 @@ impl TxnCoordinator {
         topic: &str,
         partition: u32,
     ) -> Result<(), i16> {
-        let id = self
-            .by_producer
-            .lock()
-            .get(&producer_id)
-            .cloned()
-            .ok_or(code::INVALID_TXN_STATE)?;
+        let known = self.by_producer.lock().get(&producer_id).cloned();
+        let id = match known {
+            Some(id) => id,
+            // In a cluster the coordinator may be another broker: not
+            // verified here (Kafka before KIP-890's verification).
+            None if self.clustered() => return Ok(()),
+            None => return Err(code::INVALID_TXN_STATE),
+        };
         let shared = self.get(&id).ok_or(code::INVALID_TXN_STATE)?;
         let slot = shared.lock();
         match slot.verify_partition(producer_id, epoch, &(topic.to_string(), partition)) {
@@ -413,6 +725,12 @@ impl TxnCoordinator {
         epoch: i16,
         group: &str,
     ) -> Result<(), i16> {
+        if self.clustered() && self.get(transactional_id).is_none() {
+            // In a cluster the group coordinator is not the transaction
+            // coordinator: the commit is checked by the producer's epoch
+            // in the offsets partition, as in Kafka.
+            return Ok(());
+        }
         let part = self.offsets_partition(group)?;
         let shared = self
             .get(transactional_id)
@@ -435,6 +753,7 @@ impl TxnCoordinator {
         epoch: i16,
         commit: bool,
     ) -> Result<(), i16> {
+        self.gate()?;
         let _id_lock = self.lock_id(transactional_id)?;
         self.sync()?;
         let shared = self
@@ -447,7 +766,7 @@ impl TxnCoordinator {
         {
             EndStep::Done => Ok(()),
             EndStep::Prepare(p) => {
-                self.persist(&mut slot, p)?;
+                self.persist(replicas, &mut slot, p)?;
                 self.finish(replicas, &mut slot)
             }
         }
@@ -468,6 +787,9 @@ impl TxnCoordinator {
     /// ones open past their timeout. Ids busy with a request are skipped
     /// (the next pass sees them).
     pub fn tick(&self, replicas: &ReplicaManager) {
+        if self.gate().is_err() {
+            return;
+        }
         if let Err(c) = self.sync() {
             warn(&format!("cannot read the transaction log (error {c})"));
         }
@@ -507,6 +829,51 @@ impl TxnCoordinator {
                     slot.transactional_id
                 ));
             }
+        }
+    }
+}
+
+/// Every transactional id's latest metadata in `log`, read to its log end
+/// (Kafka's coordinator loads so: a new leader's high watermark may still
+/// be below records the previous coordinator had replicated and acted on).
+fn read_to_log_end(
+    log: &ottla_storage::log::PartitionLog,
+) -> EngineResult<HashMap<String, TxnMetadata>> {
+    use ottla_record::batch::Batches;
+    use ottla_storage::error::Error;
+    use ottla_storage::txn_state::{decode_key, decode_value};
+    let mut out = HashMap::new();
+    let (mut next, _) = log.offsets()?;
+    let mut cursor = None;
+    loop {
+        let f = log.read_to_log_end(next, 1 << 20, &mut cursor, true)?;
+        if f.bytes.is_empty() {
+            if let Some(e) = f.error {
+                return Err(e);
+            }
+            return Ok(out);
+        }
+        for (h, batch) in Batches::new(&f.bytes) {
+            if h.next_offset() <= next {
+                continue;
+            }
+            next = h.next_offset();
+            if h.is_control() {
+                continue;
+            }
+            for rec in ottla_record::decode::records(&h, batch)?.iter() {
+                let rec = rec.map_err(|r| Error::InvalidRecord(format!("{TXN_TOPIC}: {r}")))?;
+                let Some(id) = rec.key.and_then(decode_key) else {
+                    continue;
+                };
+                match rec.value.and_then(|v| decode_value(&id, v)) {
+                    Some(m) => out.insert(id, m),
+                    None => out.remove(&id),
+                };
+            }
+        }
+        if let Some(e) = f.error {
+            return Err(e);
         }
     }
 }

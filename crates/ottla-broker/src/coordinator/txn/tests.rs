@@ -56,7 +56,7 @@ async fn commit_writes_markers_and_a_restart_finishes_a_prepared_abort() {
         c.verify_produce(pid, epoch, "t", 0),
         Err(code::INVALID_TXN_STATE)
     );
-    c.add_partitions("x", pid, epoch, std::slice::from_ref(&part))
+    c.add_partitions(&replicas, "x", pid, epoch, std::slice::from_ref(&part))
         .expect("add");
     c.verify_produce(pid, epoch, "t", 0).expect("verified");
     append_txn(&store, pid, epoch, 0);
@@ -70,7 +70,8 @@ async fn commit_writes_markers_and_a_restart_finishes_a_prepared_abort() {
     assert_eq!(st.last_stable_offset(2), 2, "the marker ended it");
 
     // A second transaction, left in PrepareAbort as a crash would leave it.
-    c.add_partitions("x", pid, epoch, &[part]).expect("add");
+    c.add_partitions(&replicas, "x", pid, epoch, &[part])
+        .expect("add");
     append_txn(&store, pid, epoch, 1);
     let mut m = c.describe("x").expect("known");
     let EndStep::Prepare(p) = m
@@ -110,7 +111,7 @@ async fn commit_writes_markers_and_a_restart_finishes_a_prepared_abort() {
         .expect("init");
     assert_eq!((pid2, epoch2), (pid, 1));
     assert_eq!(
-        c2.add_partitions("x", pid, epoch, &[("t".into(), 0)]),
+        c2.add_partitions(&replicas, "x", pid, epoch, &[("t".into(), 0)]),
         Err(code::PRODUCER_FENCED)
     );
     waker.stop();
