@@ -1034,8 +1034,8 @@ class Broker:
         group whose consumer-protocol members all left become a classic
         group again; ``"upgrade"`` and ``"downgrade"`` allow one way only,
         ``"disabled"`` neither (a consumer member is refused from a classic
-        group and a classic member from a consumer group, with
-        GROUP_ID_NOT_FOUND). Any case.
+        group with GROUP_ID_NOT_FOUND; a classic member of a consumer group
+        with members is served under every policy, as by Kafka). Any case.
 
         A node of a replicated cluster (docs/design/replication.md): with
         ``node_id`` (Kafka's ``node.id``), ``controller_listen``

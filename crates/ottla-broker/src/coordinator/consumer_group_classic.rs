@@ -31,10 +31,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::records::{self, ClassicRecord, Records};
-use super::{
-    contains, pairs, Assignment, ConsumerGroupCoordinator, Group, Member, MemberState,
-    MigrationPolicy,
-};
+use super::{contains, pairs, Assignment, ConsumerGroupCoordinator, Group, Member, MemberState};
 use crate::coordinator::group::{
     Converted, ConvertedMember, JoinOutcome, JoinRequest, MemberRef, SyncOutcome,
 };
@@ -438,13 +435,9 @@ impl ConsumerGroupCoordinator {
             ));
             Some(JoinOutcome::error(error, &req.member_id))
         };
-        if self.settings.migration == MigrationPolicy::Disabled {
-            warn(&format!(
-                "group {:?} is a consumer-protocol group and group.consumer.migration.policy is disabled; refusing a classic member",
-                req.group
-            ));
-            return fail(code::GROUP_ID_NOT_FOUND, "not a classic group");
-        }
+        // Whatever `group.consumer.migration.policy` says: it governs the
+        // conversions only (Kafka's `classicGroupJoinToConsumerGroup` serves
+        // a classic member of a non-empty consumer group under every policy).
         if !supports(g, &req.member_id, &req.protocol_type, &req.protocols) {
             return fail(
                 code::INCONSISTENT_GROUP_PROTOCOL,
@@ -681,6 +674,7 @@ impl ConsumerGroupCoordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coordinator::consumer_group::MigrationPolicy;
 
     fn subscription_v1(topics: &[&str], owned: &[(&str, &[i32])]) -> Vec<u8> {
         let mut b = vec![0, 1];
@@ -906,13 +900,14 @@ mod tests {
         cg.release_all();
         cg.reload();
         assert!(cg.describe("g").is_none());
-        // Disabled: a classic member is refused from a consumer group.
+        // Disabled: no conversion, but a classic member of a consumer group
+        // with members is still served by it (as Kafka 4.x does).
         let off = ConsumerGroupCoordinator::new(store, settings(MigrationPolicy::Disabled));
         consumer_beat(&off, "d", 0);
         let j = off
             .classic_join(&classic_request(""))
             .expect("a consumer group");
-        assert_eq!(j.error, code::GROUP_ID_NOT_FOUND);
+        assert_eq!(j.error, code::NONE);
         assert_eq!(
             MigrationPolicy::parse("UPGRADE"),
             Some(MigrationPolicy::Upgrade)
