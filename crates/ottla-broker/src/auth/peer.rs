@@ -29,13 +29,13 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use parking_lot::RwLock;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::credentials::{constant_time_eq, random_bytes, ScramMechanism};
-use super::tls::{ClientAuth, TlsConfig};
+use super::tls::{certs, ClientAuth, TlsConfig};
 use super::SecurityProtocol;
 
 /// A connection's bytes, plain or TLS, for the broker-to-broker clients.
@@ -136,17 +136,6 @@ pub fn peer_security() -> Option<Arc<PeerSecurity>> {
     PEER_SECURITY.read().clone()
 }
 
-fn load_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate in it", path.display()));
-    }
-    Ok(certs)
-}
-
 /// The TLS client settings of a broker connecting to another: trust the
 /// CA file, present the broker's own certificate.
 pub fn client_config(cfg: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
@@ -155,10 +144,10 @@ pub fn client_config(cfg: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
             .to_string()
     })?;
     let mut roots = RootCertStore::empty();
-    for c in load_certs(ca)? {
+    for c in certs(ca)? {
         roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
     }
-    let chain = load_certs(&cfg.certfile)?;
+    let chain = certs(&cfg.certfile)?;
     let key = PrivateKeyDer::from_pem_file(&cfg.keyfile)
         .map_err(|e| format!("{}: no usable PEM private key: {e}", cfg.keyfile.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
