@@ -232,11 +232,12 @@ fn three_nodes_elect_a_controller_register_and_list_every_broker() {
     assert_eq!(parts[0].0, leader);
     assert_eq!(parts[0].2.len(), 3, "replicated on every broker");
     for id in 1..=3 {
-        let r = find(id, 0);
-        assert_eq!(
-            (r.coordinators[0].error_code, r.coordinators[0].node_id.0),
-            (code::NONE, leader)
-        );
+        // Every node gives the same answer once its image has the topic's
+        // leader (before, COORDINATOR_NOT_AVAILABLE, which clients retry).
+        wait_until("every node names the coordinator", || {
+            let r = find(id, 0);
+            (r.coordinators[0].error_code, r.coordinators[0].node_id.0) == (code::NONE, leader)
+        });
         let expected = if id == leader {
             code::NONE
         } else {
