@@ -288,20 +288,55 @@ pub async fn find(shared: &Arc<Shared>) -> Result<(i32, String, u16), i16> {
     let Some(node) = &shared.cluster else {
         return Err(code::COORDINATOR_NOT_AVAILABLE);
     };
+    let cfg = node.config();
+    find_internal(
+        shared,
+        InternalTopic {
+            name: OFFSETS_TOPIC,
+            partitions: OFFSETS_TOPIC_PARTITIONS,
+            partition: OFFSETS_PARTITION,
+            replication_factor: cfg.offsets_topic_replication_factor,
+            min_insync_replicas: cfg.min_insync_replicas,
+        },
+    )
+    .await
+}
+
+/// An internal topic a coordinator lives with (`__consumer_offsets`,
+/// `__transaction_state`), as [`find_internal`] creates it.
+pub(super) struct InternalTopic {
+    pub name: &'static str,
+    pub partitions: i32,
+    /// The partition whose leader coordinates.
+    pub partition: i32,
+    /// The setting, capped at the live brokers.
+    pub replication_factor: i16,
+    /// The setting, capped at the replication factor.
+    pub min_insync_replicas: i32,
+}
+
+/// The leader of `topic.partition`, with its advertised address, the topic
+/// created (compacted) through the controller when it does not exist yet.
+/// COORDINATOR_NOT_AVAILABLE while it has no leader (or cannot be created
+/// now). Shared by the group and the transaction coordinators' placement.
+pub(super) async fn find_internal(
+    shared: &Arc<Shared>,
+    topic: InternalTopic,
+) -> Result<(i32, String, u16), i16> {
+    let Some(node) = &shared.cluster else {
+        return Err(code::COORDINATOR_NOT_AVAILABLE);
+    };
     use crate::cluster::assignments::{coordinator_for, live_brokers, CoordinatorLookup};
     let image = node.image();
-    let lookup = coordinator_for(&image, OFFSETS_TOPIC, OFFSETS_PARTITION);
+    let lookup = coordinator_for(&image, topic.name, topic.partition);
     let image = if lookup == CoordinatorLookup::NoTopic {
         let live = live_brokers(&image).len();
-        let cfg = node.config();
-        let (rf, min_isr) = offsets_topic_plan(
-            cfg.offsets_topic_replication_factor,
-            live,
-            cfg.min_insync_replicas,
-        );
+        let (rf, min_isr) =
+            offsets_topic_plan(topic.replication_factor, live, topic.min_insync_replicas);
         let configs = [
             ("cleanup.policy", "compact".to_string()),
-            // Kafka's offsets.topic.segment.bytes, as the single broker.
+            // Kafka's offsets.topic.segment.bytes and
+            // transaction.state.log.segment.bytes, as the single broker.
             ("segment.bytes", "104857600".to_string()),
             ("min.insync.replicas", min_isr.to_string()),
         ]
@@ -310,7 +345,7 @@ pub async fn find(shared: &Arc<Shared>) -> Result<(i32, String, u16), i16> {
         .collect();
         let created = tokio::time::timeout(
             CREATE_TIMEOUT,
-            node.create_topic(OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, rf, configs, false),
+            node.create_topic(topic.name, topic.partitions, rf, configs, false),
         )
         .await;
         match created {
@@ -318,7 +353,7 @@ pub async fn find(shared: &Arc<Shared>) -> Result<(i32, String, u16), i16> {
             // Another broker created it first: fine.
             Ok(Err((c, _))) if c == code::TOPIC_ALREADY_EXISTS => {}
             Ok(Err((c, m))) => {
-                warn(&format!("cannot create {OFFSETS_TOPIC}: {m} ({c})"));
+                warn(&format!("cannot create {}: {m} ({c})", topic.name));
                 return Err(code::COORDINATOR_NOT_AVAILABLE);
             }
             Err(_) => return Err(code::COORDINATOR_NOT_AVAILABLE),
@@ -327,7 +362,7 @@ pub async fn find(shared: &Arc<Shared>) -> Result<(i32, String, u16), i16> {
     } else {
         image
     };
-    match coordinator_for(&image, OFFSETS_TOPIC, OFFSETS_PARTITION) {
+    match coordinator_for(&image, topic.name, topic.partition) {
         CoordinatorLookup::Leader(id) => live_brokers(&image)
             .into_iter()
             .find(|b| b.0 == id)

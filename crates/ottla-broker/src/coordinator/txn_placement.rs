@@ -26,8 +26,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::placement::{offsets_topic_plan, step, Step};
-use crate::errors::{code, warn};
+use super::placement::{find_internal, step, InternalTopic, Step};
+use crate::errors::warn;
 use crate::Shared;
 use ottla_storage::txn_state::TXN_TOPIC;
 
@@ -42,9 +42,6 @@ pub const DEFAULT_TXN_TOPIC_REPLICATION_FACTOR: i16 = 3;
 
 /// Kafka's `transaction.state.log.min.isr` default.
 pub const DEFAULT_TXN_TOPIC_MIN_ISR: i32 = 2;
-
-/// How long FindCoordinator waits for the controller to create the topic.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The leader epoch in which this broker leads the transaction log now.
 fn leads(shared: &Shared) -> Option<i32> {
@@ -87,53 +84,17 @@ pub fn after_assignments(shared: &Shared) {
 /// through the controller when it does not exist yet.
 /// COORDINATOR_NOT_AVAILABLE while it has no leader (or cannot be created).
 pub async fn find(shared: &Arc<Shared>) -> Result<(i32, String, u16), i16> {
-    let Some(node) = &shared.cluster else {
-        return Err(code::COORDINATOR_NOT_AVAILABLE);
-    };
-    use crate::cluster::assignments::{coordinator_for, live_brokers, CoordinatorLookup};
-    let image = node.image();
-    let image = if coordinator_for(&image, TXN_TOPIC, TXN_PARTITION) == CoordinatorLookup::NoTopic {
-        let live = live_brokers(&image).len();
-        let (rf, min_isr) = offsets_topic_plan(
-            DEFAULT_TXN_TOPIC_REPLICATION_FACTOR,
-            live,
-            DEFAULT_TXN_TOPIC_MIN_ISR,
-        );
-        let configs = [
-            ("cleanup.policy", "compact".to_string()),
-            // Kafka's transaction.state.log.segment.bytes, as the single broker.
-            ("segment.bytes", "104857600".to_string()),
-            ("min.insync.replicas", min_isr.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let created = tokio::time::timeout(
-            CREATE_TIMEOUT,
-            node.create_topic(TXN_TOPIC, TXN_TOPIC_PARTITIONS, rf, configs, false),
-        )
-        .await;
-        match created {
-            Ok(Ok(_)) => {}
-            Ok(Err((c, _))) if c == code::TOPIC_ALREADY_EXISTS => {}
-            Ok(Err((c, m))) => {
-                warn(&format!("cannot create {TXN_TOPIC}: {m} ({c})"));
-                return Err(code::COORDINATOR_NOT_AVAILABLE);
-            }
-            Err(_) => return Err(code::COORDINATOR_NOT_AVAILABLE),
-        }
-        node.image()
-    } else {
-        image
-    };
-    match coordinator_for(&image, TXN_TOPIC, TXN_PARTITION) {
-        CoordinatorLookup::Leader(id) => live_brokers(&image)
-            .into_iter()
-            .find(|b| b.0 == id)
-            .map(|(id, host, port, _)| (id, host, port))
-            .ok_or(code::COORDINATOR_NOT_AVAILABLE),
-        _ => Err(code::COORDINATOR_NOT_AVAILABLE),
-    }
+    find_internal(
+        shared,
+        InternalTopic {
+            name: TXN_TOPIC,
+            partitions: TXN_TOPIC_PARTITIONS,
+            partition: TXN_PARTITION,
+            replication_factor: DEFAULT_TXN_TOPIC_REPLICATION_FACTOR,
+            min_insync_replicas: DEFAULT_TXN_TOPIC_MIN_ISR,
+        },
+    )
+    .await
 }
 
 /// Where a partition of a transaction is, for its marker.
