@@ -338,8 +338,8 @@ def restart_once_moved(cluster: Cluster, transactional_id: str, old: int) -> thr
     client): a crashed broker that restarts, as in production. librdkafka
     (2.16) sends TxnOffsetCommit to the group coordinator it cached once
     that broker is back (then follows its NOT_COORDINATOR); the restarted
-    node answers Metadata before it is unfenced, and left itself out then,
-    so librdkafka dropped the cached broker and waited for it forever
+    node answered Metadata before it was unfenced, leaving itself out, so
+    librdkafka dropped the cached broker and waited for it forever
     (docs/design/transactions.md): this test hung about one run in three."""
 
     def run() -> None:
@@ -422,11 +422,12 @@ def test_consume_transform_produce_through_a_coordinator_kill(ottla_cluster: Clu
 
 
 def test_a_restarted_broker_lists_itself_before_it_is_unfenced(ottla_cluster: Cluster) -> None:
-    """What made the loop above hang: a node back from kill -9 answers
-    Metadata before the controller unfences it, and left itself out then,
-    while its peers still listed it; librdkafka decommissioned the broker it
-    had cached as group coordinator and never sent TxnOffsetCommit again.
-    Every answer of the restarted node lists it."""
+    """What made the loop above hang: a node back from kill -9 answered
+    Metadata before the controller unfenced it, leaving itself out while its
+    peers still listed it; librdkafka decommissioned the broker it had
+    cached as group coordinator and never sent TxnOffsetCommit again. It
+    answers once unfenced now (as KRaft brokers open their listeners):
+    every answer of the restarted node lists it."""
     cluster = ottla_cluster
     victim = cluster.node_ids[0]
     address = cluster.address(victim)

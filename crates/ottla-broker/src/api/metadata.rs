@@ -157,7 +157,8 @@ async fn cluster_metadata(
 ) -> MetadataResponse {
     let mut r = MetadataResponse::default();
     // A node just started answers once it has caught up with the metadata
-    // (bounded: then from what it has).
+    // and the controller unfenced it, so it lists itself (bounded: then
+    // from what it has).
     node.wait_caught_up(std::time::Duration::from_secs(5)).await;
     let mut image = node.image();
     let listener = session.listener.as_ref().map(|l| l.name.as_str());
@@ -320,40 +321,11 @@ fn with_just_fenced(
     live: &[(i32, String, u16, Option<String>)],
     listener: Option<&str>,
 ) -> Vec<(i32, String, u16, Option<String>)> {
+    let now = std::time::Instant::now();
     let mut listed = node.listed.lock();
-    listed_brokers(
-        node.node_id(),
-        image,
-        live,
-        listener,
-        &mut listed,
-        std::time::Instant::now(),
-    )
-}
-
-/// [`with_just_fenced`] at `now`, for node `me`, with `listed` (when this
-/// node last listed each broker live). The answering broker always lists
-/// itself, fenced or not: a node just restarted is fenced until the
-/// controller has seen it catch up, and an answer from it that leaves it
-/// out, between answers of its peers that still list it (above), makes
-/// librdkafka decommission the broker and add it again as a new one, while
-/// its coordinator cache keeps the decommissioned one: a transactional
-/// producer's next TxnOffsetCommit then waits for that broker forever
-/// (`send_offsets_to_transaction` hangs, no FindCoordinator is sent;
-/// docs/design/transactions.md). A broker is its own live proof: listing
-/// itself routes nothing to it, leaderships still do that.
-fn listed_brokers(
-    me: i32,
-    image: &ottla_meta::MetadataImage,
-    live: &[(i32, String, u16, Option<String>)],
-    listener: Option<&str>,
-    listed: &mut HashMap<i32, std::time::Instant>,
-    now: std::time::Instant,
-) -> Vec<(i32, String, u16, Option<String>)> {
     for (id, ..) in live {
         listed.insert(*id, now);
     }
-    listed.insert(me, now);
     let mut out = live.to_vec();
     listed.retain(|id, at| {
         let keep = now.saturating_duration_since(*at) < FENCED_LISTED_FOR;
@@ -617,94 +589,5 @@ fn topic_entry(
             t.topic_id = id;
             Err(t)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ottla_meta::records::{Endpoint, MetadataRecord};
-    use ottla_meta::MetadataImage;
-    use std::time::{Duration, Instant};
-
-    /// Brokers 1 to 3 registered; `unfenced` of them unfenced.
-    fn image(unfenced: &[i32]) -> MetadataImage {
-        let mut img = MetadataImage::default();
-        let mut offset = 1;
-        for id in 1..=3 {
-            let r = MetadataRecord::RegisterBroker {
-                broker_id: id,
-                incarnation_id: [id as u8; 16],
-                listeners: vec![Endpoint {
-                    name: "PLAINTEXT".into(),
-                    host: "127.0.0.1".into(),
-                    port: 9000 + id as u16,
-                    security_protocol: "PLAINTEXT".into(),
-                }],
-                rack: None,
-            };
-            img.apply(&r, offset).expect("register");
-            offset += 1;
-            if unfenced.contains(&id) {
-                let broker_epoch = img.brokers[&id].broker_epoch;
-                let r = MetadataRecord::UnfenceBroker {
-                    broker_id: id,
-                    broker_epoch,
-                };
-                img.apply(&r, offset).expect("unfence");
-                offset += 1;
-            }
-        }
-        img
-    }
-
-    fn ids(listed: &[(i32, String, u16, Option<String>)]) -> Vec<i32> {
-        listed.iter().map(|b| b.0).collect()
-    }
-
-    #[test]
-    fn a_node_just_restarted_and_still_fenced_lists_itself() {
-        // Node 1 is back after kill -9: registered again, not yet unfenced,
-        // and has listed nobody yet. Its peers list it (just fenced); so
-        // must it, or librdkafka drops and re-adds broker 1 (issue 15).
-        let img = image(&[2, 3]);
-        let live = assignments::live_brokers_on(&img, Some("PLAINTEXT"));
-        assert_eq!(ids(&live), vec![2, 3]);
-        let mut listed = HashMap::new();
-        let got = listed_brokers(
-            1,
-            &img,
-            &live,
-            Some("PLAINTEXT"),
-            &mut listed,
-            Instant::now(),
-        );
-        assert_eq!(ids(&got), vec![1, 2, 3]);
-        assert_eq!(got[0].2, 9001);
-    }
-
-    #[test]
-    fn other_fenced_brokers_leave_after_the_grace_period() {
-        let now = Instant::now();
-        let mut listed = HashMap::new();
-        let all = image(&[1, 2, 3]);
-        let live = assignments::live_brokers_on(&all, None);
-        assert_eq!(
-            ids(&listed_brokers(2, &all, &live, None, &mut listed, now)),
-            vec![1, 2, 3]
-        );
-        // Broker 1 fenced: still listed within the grace period, then not.
-        let img = image(&[2, 3]);
-        let live = assignments::live_brokers_on(&img, None);
-        let soon = now + Duration::from_secs(1);
-        assert_eq!(
-            ids(&listed_brokers(2, &img, &live, None, &mut listed, soon)),
-            vec![1, 2, 3]
-        );
-        let later = now + FENCED_LISTED_FOR + Duration::from_secs(1);
-        assert_eq!(
-            ids(&listed_brokers(2, &img, &live, None, &mut listed, later)),
-            vec![2, 3]
-        );
     }
 }
