@@ -157,7 +157,8 @@ async fn cluster_metadata(
 ) -> MetadataResponse {
     let mut r = MetadataResponse::default();
     // A node just started answers once it has caught up with the metadata
-    // (bounded: then from what it has).
+    // and the controller unfenced it, so it lists itself (bounded: then
+    // from what it has).
     node.wait_caught_up(std::time::Duration::from_secs(5)).await;
     let mut image = node.image();
     let listener = session.listener.as_ref().map(|l| l.name.as_str());

@@ -337,19 +337,26 @@ impl ClusterNode {
     }
 
     /// Waits (up to `timeout`) for this process's first catch-up with the
-    /// metadata: registered, and its image holding its registration (KRaft's
-    /// brokers serve clients only from then on). Before it, a restarted
-    /// node's image can be the snapshot's, missing topics the cluster has.
+    /// metadata: registered, its image holding its registration, and that
+    /// registration unfenced (KRaft's `BrokerServer` opens its listeners
+    /// only once the controller unfenced it). Before it, a restarted node's
+    /// image can be the snapshot's, missing topics the cluster has, and its
+    /// Metadata would leave the node itself out while its peers still list
+    /// it (`api::metadata`): librdkafka then decommissions the broker and
+    /// adds it again as a new one, and a coordinator it had cached for it
+    /// is never used again (a transactional producer's TxnOffsetCommit
+    /// waits forever: docs/design/transactions.md, issue 15).
     pub async fn wait_caught_up(&self, timeout: Duration) -> bool {
         if self.caught_up.load(Ordering::Acquire) {
             return true;
         }
         let mut rx = self.image.clone();
         let epoch = &self.broker_epoch;
+        let me = self.node_id();
         let reached = tokio::time::timeout(timeout, async {
             loop {
                 let e = epoch.load(Ordering::Acquire);
-                if e > 0 && rx.borrow_and_update().offset >= e {
+                if ready_to_serve(&rx.borrow_and_update(), me, e) {
                     return;
                 }
                 // The epoch is set without a notification: look again soon.
@@ -1489,5 +1496,67 @@ impl IsrChannel for ControllerIsr {
                 Err(ClientError::Unavailable(_)) => Err(codes::NOT_CONTROLLER),
             }
         })
+    }
+}
+
+/// Whether `image` shows broker `me`, registered at metadata offset
+/// `epoch` (0: not yet), ready to serve clients: the image holds that
+/// registration and the controller has unfenced it.
+fn ready_to_serve(image: &MetadataImage, me: BrokerId, epoch: u64) -> bool {
+    epoch > 0
+        && image.offset >= epoch
+        && image
+            .brokers
+            .get(&me)
+            .is_some_and(|b| b.broker_epoch >= epoch && !b.fenced)
+}
+
+#[cfg(test)]
+mod ready_tests {
+    use super::*;
+
+    fn register(image: &mut MetadataImage, id: BrokerId, offset: u64) {
+        let r = MetadataRecord::RegisterBroker {
+            broker_id: id,
+            incarnation_id: [offset as u8; 16],
+            listeners: vec![Endpoint {
+                name: "PLAINTEXT".into(),
+                host: "127.0.0.1".into(),
+                port: 9000 + id as u16,
+                security_protocol: "PLAINTEXT".into(),
+            }],
+            rack: None,
+        };
+        image.apply(&r, offset).expect("register");
+        image.offset = offset;
+    }
+
+    fn unfence(image: &mut MetadataImage, id: BrokerId, offset: u64) {
+        let broker_epoch = image.brokers[&id].broker_epoch;
+        let r = MetadataRecord::UnfenceBroker {
+            broker_id: id,
+            broker_epoch,
+        };
+        image.apply(&r, offset).expect("unfence");
+        image.offset = offset;
+    }
+
+    #[test]
+    fn a_restarted_node_serves_once_its_new_registration_is_unfenced() {
+        let mut img = MetadataImage::default();
+        register(&mut img, 1, 1);
+        unfence(&mut img, 1, 2);
+        assert!(ready_to_serve(&img, 1, 1));
+        // Restarted: registered again at offset 3, fenced until the
+        // controller has seen it catch up (its Metadata would leave it out).
+        register(&mut img, 1, 3);
+        let epoch = img.brokers[&1].broker_epoch;
+        assert!(!ready_to_serve(&img, 1, epoch));
+        unfence(&mut img, 1, 4);
+        assert!(ready_to_serve(&img, 1, epoch));
+        // Not registered yet, or an image from before the registration.
+        assert!(!ready_to_serve(&img, 1, 0));
+        assert!(!ready_to_serve(&img, 2, epoch));
+        assert!(!ready_to_serve(&MetadataImage::default(), 1, epoch));
     }
 }
