@@ -114,6 +114,28 @@ pub struct TxnCoordinator {
 /// for now (the transaction stays in Prepare; the timer goes on).
 const MARKERS_DEADLINE: Duration = Duration::from_secs(10);
 
+/// What a client is told when a state write to `__transaction_state`
+/// failed with `append` (Kafka's `TransactionStateManager`): a storage
+/// error or a lost leadership is NOT_COORDINATOR and too few replicas or a
+/// timeout COORDINATOR_NOT_AVAILABLE, both of which the client retries
+/// after finding the coordinator again (a full disk refuses a commit
+/// until there is room, it does not abort the transaction); a record too
+/// large is UNKNOWN_SERVER_ERROR.
+fn state_write_error(append: i16) -> i16 {
+    match append {
+        code::MESSAGE_TOO_LARGE | code::RECORD_LIST_TOO_LARGE => code::UNKNOWN_SERVER_ERROR,
+        other => commit_error(other),
+    }
+}
+
+/// A transactional id for a log line: at most 100 characters of it.
+fn shown_id(id: &str) -> String {
+    match id.char_indices().nth(100) {
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &id[..cut], id.len()),
+        None => format!("{id:?}"),
+    }
+}
+
 impl TxnCoordinator {
     /// The coordinator, with every transaction `__transaction_state` holds
     /// (if it exists): loaded before the broker answers anything.
@@ -264,17 +286,18 @@ impl TxnCoordinator {
         m: TxnMetadata,
     ) -> Result<(), i16> {
         if self.clustered() {
-            self.persist_replicated(replicas, &m)?;
+            self.persist_replicated(replicas, &m)
+                .map_err(state_write_error)?;
             *slot = m;
             return Ok(());
         }
         let log = self.log()?;
         log.write(&m, self.durability).map_err(|e| {
             warn(&format!(
-                "cannot write transaction state of {:?}: {e}",
-                m.transactional_id
+                "cannot write transaction state of {}: {e}",
+                shown_id(&m.transactional_id)
             ));
-            kafka_code(&e)
+            state_write_error(kafka_code(&e))
         })?;
         *slot = m;
         Ok(())
@@ -305,8 +328,8 @@ impl TxnCoordinator {
             );
             let info = p.log.append(b.finish_mut(), self.durability).map_err(|e| {
                 warn(&format!(
-                    "cannot write transaction state of {:?}: {e}",
-                    m.transactional_id
+                    "cannot write transaction state of {}: {e}",
+                    shown_id(&m.transactional_id)
                 ));
                 kafka_code(&e)
             })?;

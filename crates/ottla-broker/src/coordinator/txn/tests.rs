@@ -116,3 +116,40 @@ async fn commit_writes_markers_and_a_restart_finishes_a_prepared_abort() {
     );
     waker.stop();
 }
+
+#[test]
+fn state_write_errors_are_kafkas() {
+    // A full disk (KAFKA_STORAGE_ERROR) is NOT_COORDINATOR: the client
+    // retries, where KAFKA_STORAGE_ERROR made librdkafka abort the
+    // transaction (tests/test_transactions_full_disk.py).
+    assert_eq!(
+        state_write_error(code::KAFKA_STORAGE_ERROR),
+        code::NOT_COORDINATOR
+    );
+    assert_eq!(
+        state_write_error(code::NOT_LEADER_OR_FOLLOWER),
+        code::NOT_COORDINATOR
+    );
+    assert_eq!(
+        state_write_error(code::REQUEST_TIMED_OUT),
+        code::COORDINATOR_NOT_AVAILABLE
+    );
+    assert_eq!(
+        state_write_error(code::MESSAGE_TOO_LARGE),
+        code::UNKNOWN_SERVER_ERROR
+    );
+    assert_eq!(
+        state_write_error(code::NOT_COORDINATOR),
+        code::NOT_COORDINATOR
+    );
+    assert_eq!(state_write_error(code::NONE), code::NONE);
+}
+
+#[test]
+fn long_transactional_ids_are_cut_in_log_lines() {
+    assert_eq!(shown_id("tx"), "\"tx\"");
+    let long = "é".repeat(300);
+    let shown = shown_id(&long);
+    assert!(shown.ends_with("... (600 bytes)"), "{shown}");
+    assert_eq!(shown.chars().filter(|c| *c == 'é').count(), 100);
+}
