@@ -920,6 +920,24 @@ impl ConsumerGroupCoordinator {
         Ok(())
     }
 
+    /// After a member's change (`changed`: its subscription or assignor):
+    /// refresh the subscribed topics' partition counts, bump the group
+    /// epoch if either changed, and compute a new target assignment if the
+    /// epoch moved past the last one (KIP-848's three steps).
+    fn bump_and_target(&self, g: &mut Group, mut changed: bool) {
+        let meta = self.metadata(g);
+        if meta != g.meta {
+            g.meta = meta;
+            changed = true;
+        }
+        if changed {
+            g.epoch += 1;
+        }
+        if g.epoch > g.assignment_epoch {
+            g.compute_target(self.settings.broker_rack.as_deref());
+        }
+    }
+
     /// Partition counts of the topics some member subscribes to.
     fn metadata(&self, g: &Group) -> BTreeMap<String, u32> {
         let mut names: BTreeSet<String> = g
@@ -1132,17 +1150,7 @@ impl ConsumerGroupCoordinator {
             changed = true;
         }
         let before = m.assigned.clone();
-        let meta = self.metadata(g);
-        if meta != g.meta {
-            g.meta = meta;
-            changed = true;
-        }
-        if changed {
-            g.epoch += 1;
-        }
-        if g.epoch > g.assignment_epoch {
-            g.compute_target(self.settings.broker_rack.as_deref());
-        }
+        self.bump_and_target(g, changed);
         g.reconcile(&member_id, now);
         self.persist(&req.group, g);
         let Some(m) = g.members.get(&member_id) else {

@@ -539,17 +539,7 @@ impl ConsumerGroupCoordinator {
             session_timeout_ms: req.session_timeout_ms,
             protocols,
         });
-        let meta = self.metadata(g);
-        if meta != g.meta {
-            g.meta = meta;
-            changed = true;
-        }
-        if changed {
-            g.epoch += 1;
-        }
-        if g.epoch > g.assignment_epoch {
-            g.compute_target(self.settings.broker_rack.as_deref());
-        }
+        self.bump_and_target(g, changed);
         // Twice: the owned partitions of this request may already show the
         // revocation the first step asks for.
         g.reconcile(&member_id, now);

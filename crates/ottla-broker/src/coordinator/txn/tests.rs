@@ -122,27 +122,16 @@ fn state_write_errors_are_kafkas() {
     // A full disk (KAFKA_STORAGE_ERROR) is NOT_COORDINATOR: the client
     // retries, where KAFKA_STORAGE_ERROR made librdkafka abort the
     // transaction (tests/test_transactions_full_disk.py).
-    assert_eq!(
-        state_write_error(code::KAFKA_STORAGE_ERROR),
-        code::NOT_COORDINATOR
-    );
-    assert_eq!(
-        state_write_error(code::NOT_LEADER_OR_FOLLOWER),
-        code::NOT_COORDINATOR
-    );
-    assert_eq!(
-        state_write_error(code::REQUEST_TIMED_OUT),
-        code::COORDINATOR_NOT_AVAILABLE
-    );
-    assert_eq!(
-        state_write_error(code::MESSAGE_TOO_LARGE),
-        code::UNKNOWN_SERVER_ERROR
-    );
-    assert_eq!(
-        state_write_error(code::NOT_COORDINATOR),
-        code::NOT_COORDINATOR
-    );
-    assert_eq!(state_write_error(code::NONE), code::NONE);
+    for (append, answer) in [
+        (code::KAFKA_STORAGE_ERROR, code::NOT_COORDINATOR),
+        (code::NOT_LEADER_OR_FOLLOWER, code::NOT_COORDINATOR),
+        (code::NOT_COORDINATOR, code::NOT_COORDINATOR),
+        (code::REQUEST_TIMED_OUT, code::COORDINATOR_NOT_AVAILABLE),
+        (code::MESSAGE_TOO_LARGE, code::UNKNOWN_SERVER_ERROR),
+        (code::NONE, code::NONE),
+    ] {
+        assert_eq!(state_write_error(append), answer, "{append}");
+    }
 }
 
 #[test]
