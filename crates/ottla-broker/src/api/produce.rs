@@ -11,8 +11,8 @@
 //! Versions: v10-11 add KIP-951's current leader and node endpoints, which
 //! Kafka fills only for NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH, errors
 //! a sole broker never answers; v11-12 change only what a transactional
-//! producer may do (KIP-890): its partitions are verified here against the
-//! local transaction coordinator whatever the version.
+//! producer may do (KIP-890): its partitions are verified against the
+//! transaction coordinator whatever the version (`coordinator::txn_verify`).
 //! From v13 on, topics are named by id (KIP-516): an id no topic has answers
 //! UNKNOWN_TOPIC_ID for each of its partitions (a topic is never created by
 //! id), and the response names topics by id too.
@@ -31,6 +31,7 @@ use crate::dispatch::Session;
 use crate::errors::{code, Refusal};
 use crate::Shared;
 use ottla_record::batch::BatchHeader;
+use ottla_storage::store::Topic;
 use ottla_storage::topic::is_internal;
 
 pub async fn handle(
@@ -53,13 +54,12 @@ pub async fn handle(
     // partition, end offset) of each append, answered once replicated.
     let mut waits: Vec<(usize, usize, String, i32, i64)> = Vec::new();
     let cluster = shared.replicas.is_cluster();
-    let transactional = transactional_id.is_some();
+    let transactional_id = transactional_id.map(|id| id.to_string());
     // ACLs: a transactional producer needs WRITE on its transactional id
     // (else every partition is refused), every producer WRITE on each topic.
     let txn_denied = transactional_id.as_ref().is_some_and(|id| {
         !session.authorized(shared, Operation::Write, ResourceType::TransactionalId, id)
     });
-    drop(transactional_id);
     let mut resp = ProduceResponse::default();
     for t in topic_data {
         let TopicProduceData {
@@ -118,8 +118,20 @@ pub async fn handle(
             let mut pr = PartitionProduceResponse::default();
             pr.index = p.index;
             let records = p.records;
-            let txn_refusal = verify_txn(shared, transactional, records.as_deref(), &name, p.index);
-            let outcome = match (&topic, transactional) {
+            let txn_refusal = match &topic {
+                Ok(Some(t)) if denied.is_none() => {
+                    verify_txn(
+                        shared,
+                        transactional_id.as_deref(),
+                        records.as_deref(),
+                        t,
+                        p.index,
+                    )
+                    .await
+                }
+                _ => code::NONE,
+            };
+            let outcome = match (&topic, transactional_id.is_some()) {
                 _ if denied.is_some() => Err(denied.unwrap_or_default().into()),
                 // __consumer_offsets is written by the engine only.
                 _ if is_internal(&name) => Err(code::INVALID_TOPIC_EXCEPTION.into()),
@@ -222,16 +234,16 @@ pub(crate) fn may_create(shared: &Shared, session: &Session, name: &str) -> bool
             || session.authorized(shared, Operation::Create, ResourceType::Topic, name))
 }
 
-/// Produce's check of a transactional batch (KIP-890's verification,
-/// against this broker's coordinator): its producer's transaction is open
-/// at the batch's epoch and has this partition. A transactional batch
-/// without a transactional id in the request is refused as Kafka refuses
-/// it (INVALID_RECORD).
-fn verify_txn(
-    shared: &Shared,
-    transactional: bool,
+/// Produce's check of a transactional batch (KIP-890's verification, see
+/// `coordinator::txn_verify`): its producer's transaction is open at the
+/// batch's epoch and has this partition. A transactional batch without a
+/// transactional id in the request is refused as Kafka refuses it
+/// (INVALID_RECORD).
+async fn verify_txn(
+    shared: &Arc<Shared>,
+    transactional_id: Option<&str>,
     records: Option<&[u8]>,
-    topic: &str,
+    topic: &Topic,
     partition: i32,
 ) -> i16 {
     let Some(h) = records.and_then(BatchHeader::parse) else {
@@ -240,15 +252,22 @@ fn verify_txn(
     if !h.is_transactional() {
         return code::NONE;
     }
-    if !transactional {
+    let Some(id) = transactional_id else {
         return code::INVALID_RECORD;
-    }
+    };
     let Ok(partition) = u32::try_from(partition) else {
         return code::NONE;
     };
-    shared
-        .txns
-        .verify_produce(h.producer_id, h.producer_epoch, topic, partition)
-        .err()
-        .unwrap_or(code::NONE)
+    if partition >= topic.partitions {
+        return code::NONE; // refused by the append (UNKNOWN_TOPIC_OR_PARTITION)
+    }
+    crate::coordinator::txn_verify::verify(
+        shared,
+        id,
+        topic,
+        partition,
+        h.producer_id,
+        h.producer_epoch,
+    )
+    .await
 }

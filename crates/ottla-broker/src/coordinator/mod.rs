@@ -19,6 +19,7 @@ pub mod placement;
 pub mod producer_id;
 pub mod txn;
 pub mod txn_placement;
+pub mod txn_verify;
 
 #[cfg(test)]
 mod consumer_group_tests;

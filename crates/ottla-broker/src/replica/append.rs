@@ -77,6 +77,46 @@ impl ReplicaManager {
         }
     }
 
+    /// KIP-890, before a transactional batch of `producer_id` is sent to
+    /// [`ReplicaManager::append`]: `None` when its transaction is open in
+    /// the partition already, else where the producer stands there, to
+    /// hand to [`ReplicaManager::txn_verified`] once the coordinator says
+    /// the partition is in its transaction. Blocking (the producers may
+    /// have to be loaded from the log).
+    pub fn txn_verification_start(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        producer_id: i64,
+    ) -> Result<Option<Option<i64>>, i16> {
+        let log = self
+            .store
+            .partition(topic, partition)
+            .map_err(|e| kafka_code(&e))?;
+        let state = self.producers.partition(&log).map_err(|e| kafka_code(&e))?;
+        let p = state.lock();
+        Ok(p.verification_start(producer_id))
+    }
+
+    /// The coordinator confirmed `producer_id`'s transaction for the
+    /// partition, asked when the producer stood at `at`: false if a marker
+    /// ended a transaction of its there meanwhile.
+    pub fn txn_verified(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        producer_id: i64,
+        at: Option<i64>,
+    ) -> Result<bool, i16> {
+        let log = self
+            .store
+            .partition(topic, partition)
+            .map_err(|e| kafka_code(&e))?;
+        let state = self.producers.partition(&log).map_err(|e| kafka_code(&e))?;
+        let mut p = state.lock();
+        Ok(p.verified(producer_id, at))
+    }
+
     /// Validate and append one partition's batches.
     fn write(
         &self,
@@ -132,6 +172,15 @@ impl ReplicaManager {
         for (i, (range, seq)) in batches.iter().enumerate() {
             match trial.check(seq) {
                 Verdict::Append => {
+                    // A transactional batch opening its producer's
+                    // transaction here needs the coordinator's word, taken
+                    // after the last marker (KIP-890; see `verification`).
+                    if seq.transactional
+                        && trial.opens_txn(seq.producer_id)
+                        && !producers.take_guard(seq.producer_id)
+                    {
+                        return Err(code::INVALID_TXN_STATE.into());
+                    }
                     // Offsets are not known yet; 0 stands in until after the append.
                     trial.record(seq, 0);
                     keep.push((i, range.clone(), *seq));

@@ -40,6 +40,13 @@ pub enum Verdict {
 pub struct PartitionProducers {
     pub state: ProducerStateManager,
     loaded: bool,
+    /// KIP-890's verification guards: producer id -> its last offset in
+    /// the partition when the coordinator confirmed that its open
+    /// transaction has this partition. A transactional batch that would
+    /// open a transaction here is appended only against a guard still at
+    /// that offset (no marker ended the transaction meanwhile), and uses
+    /// it up.
+    guards: HashMap<i64, Option<i64>>,
 }
 
 impl PartitionProducers {
@@ -60,6 +67,39 @@ impl PartitionProducers {
     pub fn record(&mut self, b: &BatchSeq, base_offset: i64) {
         self.state
             .record(b, base_offset, ottla_storage::log::now_ms());
+    }
+
+    /// Whether a transactional batch of `producer_id` would open a
+    /// transaction in this partition (none of its is open here).
+    pub fn opens_txn(&self, producer_id: i64) -> bool {
+        self.state.txn_first_offset(producer_id).is_none()
+    }
+
+    /// Before asking the coordinator about `producer_id`: `None` when its
+    /// transaction is open here already (nothing to verify), else where the
+    /// producer stands, to hand to [`PartitionProducers::verified`].
+    pub fn verification_start(&self, producer_id: i64) -> Option<Option<i64>> {
+        self.opens_txn(producer_id)
+            .then(|| self.state.last_offset_of(producer_id))
+    }
+
+    /// The coordinator confirmed the transaction of `producer_id`, asked
+    /// when it stood at `at`: keep a guard, unless a marker ended a
+    /// transaction of its here meanwhile (then false: not verified).
+    pub fn verified(&mut self, producer_id: i64, at: Option<i64>) -> bool {
+        if self.state.last_offset_of(producer_id) != at {
+            return false;
+        }
+        self.guards.insert(producer_id, at);
+        true
+    }
+
+    /// Use up `producer_id`'s guard to open a transaction: true if there
+    /// was one and no marker came since it was taken.
+    pub fn take_guard(&mut self, producer_id: i64) -> bool {
+        self.guards
+            .remove(&producer_id)
+            .is_some_and(|at| at == self.state.last_offset_of(producer_id))
     }
 }
 
@@ -167,6 +207,37 @@ mod tests {
             count,
             transactional: false,
         }
+    }
+
+    #[test]
+    fn a_marker_voids_a_transactions_verification() {
+        use ottla_record::batch::ControlType;
+        let tx = |first| BatchSeq {
+            transactional: true,
+            ..b(first, 1)
+        };
+        let mut p = PartitionProducers::default();
+        // Opening a transaction needs a guard, used up by the append.
+        let at = p.verification_start(7).expect("opens a transaction");
+        assert!(!p.take_guard(7), "no guard before the coordinator's word");
+        assert!(p.verified(7, at));
+        assert!(p.take_guard(7));
+        assert!(!p.take_guard(7), "a guard serves once");
+        p.record(&tx(0), 10);
+        assert_eq!(p.verification_start(7), None, "open here: nothing to ask");
+        p.state.complete_txn(7, 0, ControlType::Commit, 0, 11, 0);
+
+        // A marker between the question and the answer: not verified.
+        let at = p.verification_start(7).expect("closed again");
+        p.state.complete_txn(7, 0, ControlType::Abort, 0, 12, 0);
+        assert!(!p.verified(7, at));
+        assert!(!p.take_guard(7));
+
+        // A marker between the answer and the append: the guard is void.
+        let at = p.verification_start(7).expect("closed");
+        assert!(p.verified(7, at));
+        p.state.complete_txn(7, 0, ControlType::Abort, 0, 13, 0);
+        assert!(!p.take_guard(7));
     }
 
     #[test]

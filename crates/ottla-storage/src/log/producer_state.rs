@@ -381,6 +381,14 @@ impl ProducerStateManager {
         self.by_id.get(&producer_id)?.txn_first_offset
     }
 
+    /// The offset of `producer_id`'s last batch or marker in the partition
+    /// (`None`: none is known). A marker ending its transaction moves it,
+    /// which is how a broker tells that a transaction ended while it was
+    /// verifying the producer's next one (KIP-890).
+    pub fn last_offset_of(&self, producer_id: i64) -> Option<i64> {
+        self.by_id.get(&producer_id).map(|e| e.last_offset)
+    }
+
     /// Forget what lies wholly below the log start.
     pub fn truncate_below(&mut self, log_start: i64) {
         if self

@@ -712,9 +712,10 @@ impl TxnCoordinator {
         Ok((OFFSETS_TOPIC.to_string(), 0))
     }
 
-    /// Produce of a transactional batch (KIP-890's verification, done
-    /// here against the local coordinator): its producer's transaction is
-    /// open, of this epoch, with this partition added.
+    /// Produce of a transactional batch (KIP-890's verification against
+    /// the local coordinator): its producer's transaction is open, of this
+    /// epoch, with this partition added. NOT_COORDINATOR: a cluster's
+    /// producer this broker does not coordinate.
     pub fn verify_produce(
         &self,
         producer_id: i64,
@@ -725,9 +726,9 @@ impl TxnCoordinator {
         let known = self.by_producer.lock().get(&producer_id).cloned();
         let id = match known {
             Some(id) => id,
-            // In a cluster the coordinator may be another broker: not
-            // verified here (Kafka before KIP-890's verification).
-            None if self.clustered() => return Ok(()),
+            // In a cluster the coordinator may be another broker: asked
+            // by `coordinator::txn_verify`.
+            None if self.clustered() => return Err(code::NOT_COORDINATOR),
             None => return Err(code::INVALID_TXN_STATE),
         };
         let shared = self.get(&id).ok_or(code::INVALID_TXN_STATE)?;
