@@ -66,13 +66,20 @@ pub async fn verify(
 ) -> i16 {
     // Where the producer stands in the partition, taken before the
     // question: a marker after this point voids the answer.
-    let start = match crate::blocking(|| {
-        shared
-            .replicas
-            .txn_verification_start(topic, partition, producer_id)
-    }) {
+    let replicas = &shared.replicas;
+    let start = match replicas.txn_verification_start(&topic.name, partition, producer_id) {
         Ok(s) => s,
-        Err(c) => return c,
+        Err(_) => {
+            let loaded = crate::blocking(|| replicas.load_producers(topic, partition));
+            if let Err(c) = loaded {
+                return c;
+            }
+            match replicas.txn_verification_start(&topic.name, partition, producer_id) {
+                Ok(s) => s,
+                // Dropped again at once (a truncation): try again.
+                Err(_) => return code::NOT_ENOUGH_REPLICAS,
+            }
+        }
     };
     match shared
         .txns
@@ -104,15 +111,11 @@ pub async fn verify(
     let Some(at) = start else {
         return code::NONE;
     };
-    match crate::blocking(|| {
-        shared
-            .replicas
-            .txn_verified(topic, partition, producer_id, at)
-    }) {
-        Ok(true) => code::NONE,
+    if replicas.txn_verified(&topic.name, partition, producer_id, at) {
+        code::NONE
+    } else {
         // The transaction ended while it was being verified.
-        Ok(false) => code::INVALID_TXN_STATE,
-        Err(c) => c,
+        code::INVALID_TXN_STATE
     }
 }
 

@@ -45,6 +45,10 @@ pub struct Appended {
     pub log_append_time: i64,
 }
 
+/// A partition's producers are not in memory yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotLoaded;
+
 impl ReplicaManager {
     /// Append one partition's batches, or why the partition refused them.
     pub fn append(
@@ -81,40 +85,46 @@ impl ReplicaManager {
     /// [`ReplicaManager::append`]: `None` when its transaction is open in
     /// the partition already, else where the producer stands there, to
     /// hand to [`ReplicaManager::txn_verified`] once the coordinator says
-    /// the partition is in its transaction. Blocking (the producers may
-    /// have to be loaded from the log).
+    /// the partition is in its transaction. `Err(NotLoaded)`: call
+    /// [`ReplicaManager::load_producers`] first (the answer needs no catch-up with the log: the markers of a
+    /// broker's producers are written by this process).
     pub fn txn_verification_start(
         &self,
-        topic: &Topic,
+        topic: &str,
         partition: u32,
         producer_id: i64,
-    ) -> Result<Option<Option<i64>>, i16> {
-        let log = self
-            .store
-            .partition(topic, partition)
-            .map_err(|e| kafka_code(&e))?;
-        let state = self.producers.partition(&log).map_err(|e| kafka_code(&e))?;
+    ) -> Result<Option<Option<i64>>, NotLoaded> {
+        let state = self.producers.loaded(topic, partition).ok_or(NotLoaded)?;
         let p = state.lock();
         Ok(p.verification_start(producer_id))
     }
 
-    /// The coordinator confirmed `producer_id`'s transaction for the
-    /// partition, asked when the producer stood at `at`: false if a marker
-    /// ended a transaction of its there meanwhile.
-    pub fn txn_verified(
-        &self,
-        topic: &Topic,
-        partition: u32,
-        producer_id: i64,
-        at: Option<i64>,
-    ) -> Result<bool, i16> {
+    /// Load a partition's producers from its log. Blocking.
+    pub fn load_producers(&self, topic: &Topic, partition: u32) -> Result<(), i16> {
         let log = self
             .store
             .partition(topic, partition)
             .map_err(|e| kafka_code(&e))?;
-        let state = self.producers.partition(&log).map_err(|e| kafka_code(&e))?;
-        let mut p = state.lock();
-        Ok(p.verified(producer_id, at))
+        self.producers
+            .partition(&log)
+            .map(drop)
+            .map_err(|e| kafka_code(&e))
+    }
+
+    /// The coordinator confirmed `producer_id`'s transaction for the
+    /// partition, asked when the producer stood at `at`: false if a marker
+    /// ended a transaction of its there meanwhile (or the partition's
+    /// producers were dropped: its log was truncated).
+    pub fn txn_verified(
+        &self,
+        topic: &str,
+        partition: u32,
+        producer_id: i64,
+        at: Option<i64>,
+    ) -> bool {
+        self.producers
+            .loaded(topic, partition)
+            .is_some_and(|state| state.lock().verified(producer_id, at))
     }
 
     /// Validate and append one partition's batches.
