@@ -51,7 +51,13 @@ pub struct Peers {
     /// Per node: no new connection attempt before the instant; the backoff
     /// to use after the next failure.
     backoff: Mutex<HashMap<NodeId, (Instant, Duration)>>,
+    /// Told of every node whose controller listener refused a connection
+    /// (nobody listens there: its process is gone).
+    on_refused: RwLock<Option<RefusedHook>>,
 }
+
+/// See [`Peers::on_refused`].
+pub type RefusedHook = Arc<dyn Fn(NodeId) + Send + Sync>;
 
 impl Peers {
     pub fn new(addresses: HashMap<NodeId, String>, source_ip: Option<IpAddr>) -> Arc<Peers> {
@@ -61,7 +67,15 @@ impl Peers {
             idle: Mutex::new(HashMap::new()),
             backoff: Mutex::new(HashMap::new()),
             tls: RwLock::new(None),
+            on_refused: RwLock::new(None),
         })
+    }
+
+    /// Calls `hook` with a node whenever a connection to its controller
+    /// listener is refused (the node's own controller then elects early if
+    /// that node was its leader: `Controller::leader_unreachable`).
+    pub fn on_refused(&self, hook: RefusedHook) {
+        *self.on_refused.write() = Some(hook);
     }
 
     /// Connect to the other nodes' controller listeners over mutual TLS
@@ -95,6 +109,12 @@ impl Peers {
             .address(node)
             .ok_or_else(|| unreachable("no known controller address".into()))?;
         let result = tokio::time::timeout(CONNECT_TIMEOUT, self.connect_to(&address)).await;
+        if matches!(&result, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused) {
+            let hook = self.on_refused.read().clone();
+            if let Some(hook) = hook {
+                hook(node);
+            }
+        }
         let mut backoff = self.backoff.lock();
         match result {
             Ok(Ok(stream)) => {
