@@ -309,13 +309,16 @@ def failover_once(
         controller = _controller(c.bootstrap_servers)
         t0 = time.monotonic()
         c.kill(leader)
+        # Records sent once the process is reaped: one sent while the kill
+        # was on its way could still be acknowledged by the old leader.
+        dead = time.monotonic()
         deadline = t0 + 60
-        while not any(s > t0 for s, _ in acked) and time.monotonic() < deadline:
+        while not any(s > dead for s, _ in acked) and time.monotonic() < deadline:
             time.sleep(0.002)
         stop.set()
         t.join(10)
         p.flush(30)
-        after = sorted(a - t0 for s, a in acked if s > t0)
+        after = sorted(a - t0 for s, a in acked if s > dead)
         if not after:
             raise RuntimeError(f"no record acknowledged within 60 s of the kill: {errors[:3]}")
         return after[0], leader == controller

@@ -516,6 +516,39 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_connection_is_reported_and_a_timeout_is_not() {
+        runtime().block_on(async {
+            // A port nobody listens on any more (its process is gone).
+            let closed = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                l.local_addr().expect("addr")
+            };
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let open = listener.local_addr().expect("addr");
+            let peers = Peers::new(
+                HashMap::from([(3, closed.to_string()), (4, open.to_string())]),
+                None,
+            );
+            let told = Arc::new(Mutex::new(Vec::new()));
+            let t = told.clone();
+            peers.on_refused(Arc::new(move |node| t.lock().push(node)));
+            assert!(peers
+                .call(3, b"x", Duration::from_millis(200))
+                .await
+                .is_err());
+            assert_eq!(*told.lock(), vec![3]);
+            // A node that accepts and does not answer is not reported.
+            let r = peers.call(4, b"x", Duration::from_millis(100)).await;
+            assert!(
+                matches!(r, Err(TransportError::Timeout { node: 4 })),
+                "{r:?}"
+            );
+            assert_eq!(*told.lock(), vec![3]);
+            drop(listener);
+        });
+    }
+
+    #[test]
     fn an_oversized_or_empty_frame_closes_the_connection() {
         struct Echo;
         impl ControlHandler for Echo {
