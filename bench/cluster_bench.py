@@ -306,7 +306,7 @@ def failover_once(
         t.start()
         time.sleep(1.0)
         leader = c.leader("f", 0)
-        controller = _controller(c.bootstrap_servers)
+        active = _controller(c.bootstrap_servers)
         t0 = time.monotonic()
         c.kill(leader)
         # Records sent once the process is reaped: one sent while the kill
@@ -321,7 +321,7 @@ def failover_once(
         after = sorted(a - t0 for s, a in acked if s > dead)
         if not after:
             raise RuntimeError(f"no record acknowledged within 60 s of the kill: {errors[:3]}")
-        return after[0], leader == controller
+        return after[0], leader == active
 
 
 def rows(
