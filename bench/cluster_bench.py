@@ -23,7 +23,9 @@ confluent-kafka:
   old one being dead), with the broker's default settings and with the
   fastest settings (``FAST_BROKER``, ``FAST_CLIENT``); ``--trials``
   clusters each, median and max. Whether the killed leader was also the
-  active controller is noted (a new controller is elected first).
+  active controller is noted (a new controller is elected first);
+  ``--kill controller`` places the leader there on purpose (``--kill
+  other``: elsewhere), ``--settings fast|default`` runs one set only.
 
 ``rows(quick)`` returns the results as dicts for ``bench/run.py``'s table.
 """
