@@ -23,7 +23,9 @@ confluent-kafka:
   old one being dead), with the broker's default settings and with the
   fastest settings (``FAST_BROKER``, ``FAST_CLIENT``); ``--trials``
   clusters each, median and max. Whether the killed leader was also the
-  active controller is noted (a new controller is elected first).
+  active controller is noted (a new controller is elected first);
+  ``--kill controller`` places the leader there on purpose (``--kill
+  other``: elsewhere), ``--settings fast|default`` runs one set only.
 
 ``rows(quick)`` returns the results as dicts for ``bench/run.py``'s table.
 """
@@ -306,19 +308,22 @@ def failover_once(
         t.start()
         time.sleep(1.0)
         leader = c.leader("f", 0)
-        controller = _controller(c.bootstrap_servers)
+        active = _controller(c.bootstrap_servers)
         t0 = time.monotonic()
         c.kill(leader)
+        # Records sent once the process is reaped: one sent while the kill
+        # was on its way could still be acknowledged by the old leader.
+        dead = time.monotonic()
         deadline = t0 + 60
-        while not any(s > t0 for s, _ in acked) and time.monotonic() < deadline:
+        while not any(s > dead for s, _ in acked) and time.monotonic() < deadline:
             time.sleep(0.002)
         stop.set()
         t.join(10)
         p.flush(30)
-        after = sorted(a - t0 for s, a in acked if s > t0)
+        after = sorted(a - t0 for s, a in acked if s > dead)
         if not after:
             raise RuntimeError(f"no record acknowledged within 60 s of the kill: {errors[:3]}")
-        return after[0], leader == controller
+        return after[0], leader == active
 
 
 def rows(
@@ -327,6 +332,7 @@ def rows(
     *,
     proxies: bool = False,
     sections: tuple[str, ...] = ("throughput", "failover"),
+    failover: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Result rows: keyword arguments for bench/run.py's ``Results.add``.
     ``proxies``: clients and replication through ``ottla.Cluster``'s Python
@@ -338,7 +344,7 @@ def rows(
         if "throughput" in sections:
             out += _throughput_rows(Path(tmp), quick, proxies)
         if "failover" in sections:
-            out += _failover_rows(Path(tmp), quick, trials, proxies)
+            out += _failover_rows(Path(tmp), quick, trials, proxies, **(failover or {}))
     for row in out:
         row.setdefault("extra", {})["loadavg_at_start"] = load
     return out
@@ -420,16 +426,26 @@ def _throughput_rows(tmp: Path, quick: bool, proxies: bool) -> list[dict[str, An
 
 
 def _failover_rows(
-    tmp: Path, quick: bool, trials: int | None, proxies: bool
+    tmp: Path,
+    quick: bool,
+    trials: int | None,
+    proxies: bool,
+    kill: str = "any",
+    settings: tuple[bool, ...] = (False, True),
 ) -> list[dict[str, Any]]:
+    """``kill``: "controller" places the partition's leader on the active
+    controller (both die together), "other" elsewhere, "any" as placed."""
     trials = trials or (1 if quick else 7)
+    place = {"any": None, "controller": True, "other": False}[kill]
     out: list[dict[str, Any]] = []
-    for fast in (False, True):
+    for fast in settings:
         times: list[float] = []
+        by_kind: dict[bool, list[float]] = {True: [], False: []}
         was_controller = 0
         for i in range(trials):
-            dt, ctl = failover_once(tmp / f"f{int(fast)}-{i}", fast, proxies)
+            dt, ctl = failover_once(tmp / f"f{int(fast)}-{i}", fast, proxies, controller=place)
             times.append(dt)
+            by_kind[ctl].append(dt)
             was_controller += ctl
         out.append(
             dict(
@@ -446,7 +462,13 @@ def _failover_rows(
                     f"median of {trials}, max {max(times) * 1e3:.0f} ms; the leader was "
                     f"also the controller {was_controller}x; goal < "
                     + ("500 ms" if fast else "3000 ms")
+                    + "".join(
+                        f"; {name}: {', '.join(f'{t * 1e3:.0f}' for t in by_kind[k])} ms"
+                        for k, name in ((True, "controller killed"), (False, "other"))
+                        if by_kind[k]
+                    )
                 ),
+                extra={"kill": kill},
             )
         )
     return out
@@ -464,10 +486,26 @@ def main() -> None:
     ap.add_argument(
         "--only", choices=("throughput", "failover"), default=None, help="one section only"
     )
+    ap.add_argument(
+        "--kill",
+        choices=("any", "controller", "other"),
+        default="any",
+        help="failover: the leader placed on the active controller, elsewhere, or as placed",
+    )
+    ap.add_argument(
+        "--settings",
+        choices=("both", "default", "fast"),
+        default="both",
+        help="failover: which settings to run",
+    )
     args = ap.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores", flush=True)
     sections = (args.only,) if args.only else ("throughput", "failover")
-    for row in rows(args.quick, args.trials, proxies=args.proxies, sections=sections):
+    settings = {"both": (False, True), "default": (False,), "fast": (True,)}[args.settings]
+    failover = {"kill": args.kill, "settings": settings}
+    for row in rows(
+        args.quick, args.trials, proxies=args.proxies, sections=sections, failover=failover
+    ):
         extra = ""
         if row.get("p50") is not None:
             extra = f" (p50 {row['p50'] / 1e3:.2f} ms, p99.9 {row['p999'] / 1e3:.2f} ms)"

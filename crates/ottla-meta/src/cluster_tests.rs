@@ -686,3 +686,137 @@ async fn brokers_register_and_topics_are_placed_by_the_controller() {
     }
     c.close().await;
 }
+
+/// For `run`, every 20 ms: the brokers in `alive` heartbeat to whichever
+/// node leads, and it fences the expired ones (`session`), as the broker's
+/// fencing timer does. Every fence, with its instant.
+async fn drive_liveness(
+    c: &TestCluster,
+    alive: &[i32],
+    session: Duration,
+    run: Duration,
+) -> Vec<(i32, Instant)> {
+    let t0 = Instant::now();
+    let mut fenced = Vec::new();
+    while t0.elapsed() < run {
+        for ctl in c.nodes.values().filter(|n| n.is_leader()) {
+            for b in alive {
+                ctl.broker_heartbeat(*b);
+            }
+            if let Ok(bs) = ctl.fence_expired(session).await {
+                fenced.extend(bs.into_iter().map(|b| (b, Instant::now())));
+            }
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    fenced
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_controller_counts_the_dead_one_from_its_last_raft_heartbeat() {
+    let mut c = TestCluster::start_all(3, fast).await;
+    c.brokers().await;
+    let session = Duration::from_millis(1000);
+    assert!(
+        drive_liveness(&c, &[1, 2, 3], session, Duration::from_secs(2))
+            .await
+            .is_empty()
+    );
+    let old = c.wait_leader(&c.ids).await;
+    let old_broker = i32::try_from(old).unwrap();
+    let rest: Vec<NodeId> = c.ids.iter().copied().filter(|i| *i != old).collect();
+    // The active controller dies with its broker.
+    let t0 = Instant::now();
+    c.stop(old).await;
+    let new = c.wait_leader(&rest).await;
+    let elected = t0.elapsed();
+    let heard = c.nodes[&new].last_heard().unwrap();
+    assert_eq!(heard.leader, old);
+    let alive: Vec<i32> = rest.iter().map(|i| i32::try_from(*i).unwrap()).collect();
+    let fenced = drive_liveness(&c, &alive, session, Duration::from_secs(3)).await;
+    assert_eq!(
+        fenced.iter().map(|f| f.0).collect::<Vec<_>>(),
+        vec![old_broker]
+    );
+    // Fenced a session after the quorum last heard it (or at once, if the
+    // election took longer), not a whole session after the election.
+    let at = fenced[0].1;
+    let due = (heard.at + session).max(t0 + elected);
+    assert!(
+        at <= due + Duration::from_millis(100),
+        "fenced {:?} after the kill, elected after {elected:?}",
+        at - t0
+    );
+    assert!(
+        at - t0 < elected + session,
+        "a whole session after the election"
+    );
+    c.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn live_brokers_are_never_fenced_in_steady_state() {
+    // A property over seeds and lossy links: while every broker heartbeats
+    // within its session, the active controller (the same node throughout,
+    // whose broker is the one the new rule is about) fences nobody.
+    for seed in 1..=3 {
+        let c = TestCluster::start_all(3, fast).await;
+        c.brokers().await;
+        let leader = c.wait_leader(&c.ids).await;
+        let term = c.nodes[&leader].raft().metrics().borrow().current_term;
+        c.router.set_drops(10, seed);
+        let fenced = drive_liveness(
+            &c,
+            &[1, 2, 3],
+            Duration::from_millis(200),
+            Duration::from_secs(10),
+        )
+        .await;
+        c.router.set_drops(0, 0);
+        assert!(fenced.is_empty(), "seed {seed}: fenced {fenced:?}");
+        let after = c.nodes[&leader].raft().metrics().borrow().current_term;
+        assert_eq!(after, term, "seed {seed}: the leader changed");
+        c.close().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_leader_is_replaced_once_its_lease_is_over() {
+    let mut c = TestCluster::start_all(3, fast).await;
+    c.brokers().await;
+    let old = c.wait_leader(&c.ids).await;
+    let rest: Vec<NodeId> = c.ids.iter().copied().filter(|i| *i != old).collect();
+    // While the leader is alive, a refusal (a restarting listener, say)
+    // changes nothing: it is heard from again before the lease runs out.
+    for id in &rest {
+        assert!(c.nodes[id].leader_unreachable(old));
+    }
+    sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.wait_leader(&c.ids).await, old);
+    let term = c.nodes[&old].raft().metrics().borrow().current_term;
+    assert!(rest.iter().all(|id| c.nodes[id].leader() == Some(old)));
+    assert_eq!(
+        c.nodes[&rest[0]].raft().metrics().borrow().current_term,
+        term
+    );
+    // It dies; both followers are told at once.
+    let t0 = Instant::now();
+    c.stop(old).await;
+    for id in &rest {
+        assert!(c.nodes[id].leader_unreachable(old));
+        // One election scheduled at a time.
+        assert!(!c.nodes[id].leader_unreachable(old));
+    }
+    let new = c.wait_leader(&rest).await;
+    let elected = t0.elapsed();
+    // The lease (600 ms, the maximum election timeout) and a heartbeat
+    // interval (50 ms); openraft's own timer would wait the lease and an
+    // election timeout (300-600 ms) more.
+    assert!(
+        elected < Duration::from_millis(800),
+        "elected after {elected:?}"
+    );
+    // The first in turn (the smaller id) won, without a split vote.
+    assert_eq!(new, rest[0]);
+    c.close().await;
+}

@@ -5,15 +5,17 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
-use openraft::SnapshotPolicy;
+use openraft::{ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::decide::{self, DecideError, ElectionType, HeartbeatTracker, PartitionError};
+use crate::heard::LastHeard;
 use crate::image::{Applied, ApplyError, MetadataImage};
 use crate::network::{Network, RpcServer, Transport};
 use crate::records::{BrokerId, Endpoint, MetadataRecord, Proposal, TopicId};
@@ -21,6 +23,11 @@ use crate::store::log::{LogStore, DEFAULT_SEGMENT_BYTES};
 use crate::store::state_machine::StateMachine;
 use crate::store::StoreError;
 use crate::types::{BasicNode, NodeId, Raft};
+
+/// Milliseconds from `base` to `at` (0 if `at` is earlier).
+fn millis_since(base: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(base).as_millis()).unwrap_or(u64::MAX)
+}
 
 /// How a controller is set up.
 #[derive(Clone, Debug)]
@@ -106,13 +113,25 @@ pub struct Controller {
     propose_timeout: Duration,
     voters: BTreeMap<NodeId, BasicNode>,
     liveness: Mutex<Liveness>,
+    /// The last AppendEntries accepted from a leader (its RPC server
+    /// records it).
+    heard: LastHeard,
+    /// A voter's lease on its leader (openraft's: the maximum election
+    /// timeout): it refuses to vote for another while it heard from its
+    /// leader within this.
+    lease: Duration,
+    /// The leader's heartbeat interval.
+    raft_heartbeat: Duration,
+    /// An election is scheduled by [`Controller::leader_unreachable`].
+    elect_pending: Arc<AtomicBool>,
 }
 
 /// Broker liveness as the active controller sees it (not replicated).
 struct Liveness {
-    /// The Raft term the tracker was started in: a new term (a new active
-    /// controller, or this one again) starts every broker afresh.
-    term: u64,
+    /// The Raft term the tracker was started in, and whether this node led
+    /// it then: a new term (a new active controller, or this one again)
+    /// starts every broker afresh.
+    term: (u64, bool),
     /// Milliseconds are counted from here.
     base: Instant,
     since_ms: u64,
@@ -159,8 +178,12 @@ impl Controller {
             log,
             propose_timeout: config.propose_timeout,
             voters: config.voters,
+            heard: LastHeard::default(),
+            lease: config.election_timeout_max,
+            raft_heartbeat: config.heartbeat_interval,
+            elect_pending: Arc::new(AtomicBool::new(false)),
             liveness: Mutex::new(Liveness {
-                term: 0,
+                term: (0, false),
                 base: Instant::now(),
                 since_ms: 0,
                 tracker: HeartbeatTracker::default(),
@@ -215,7 +238,7 @@ impl Controller {
     /// The handler of Raft requests addressed to this controller: a transport
     /// hands it the bytes it received.
     pub fn rpc_server(&self) -> RpcServer {
-        RpcServer::new(self.raft.clone())
+        RpcServer::new(self.raft.clone(), self.heard.clone())
     }
 
     /// Proposes records, applied all or nothing once committed: the offset
@@ -509,17 +532,103 @@ impl Controller {
     }
 
     /// Liveness state, reset when the term changed since it was last used.
+    ///
+    /// A new active controller gives every broker a whole session from now
+    /// (as KRaft does), except the previous active controller's: that one
+    /// is counted from the last AppendEntries this node accepted from it,
+    /// its last proof of life (a leader that died with its broker would
+    /// otherwise keep its partitions for the election and a whole session
+    /// more). A live one that was only slow is fenced at worst, which moves
+    /// its leaderships to in-sync replicas; its next heartbeat unfences it.
     fn liveness(&self) -> (std::sync::MutexGuard<'_, Liveness>, u64) {
-        let term = self.raft.metrics().borrow().current_term;
+        let (term, leading) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (
+                m.current_term,
+                m.state == ServerState::Leader && m.current_leader == Some(self.node_id),
+            )
+        };
         let mut g = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
-        let now_ms = u64::try_from(g.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        if g.term != term {
-            g.term = term;
+        let now_ms = millis_since(g.base, Instant::now());
+        if g.term != (term, leading) {
+            g.term = (term, leading);
             g.since_ms = now_ms;
             let image = self.image();
             g.tracker.reset(&image, now_ms);
+            if leading {
+                let previous = self.heard.take().filter(|h| h.leader != self.node_id);
+                if let Some(h) = previous {
+                    if let Ok(broker) = BrokerId::try_from(h.leader) {
+                        let at_ms = millis_since(g.base, h.at).min(now_ms);
+                        g.tracker.last_heard_at(broker, at_ms);
+                    }
+                }
+            }
         }
         (g, now_ms)
+    }
+
+    /// The leader `leader`'s process is gone (its controller listener
+    /// refused a connection: nobody listens there). A follower that voted
+    /// for it elects as soon as the leader's lease on the other voters has
+    /// run out (when openraft's own timer would only start counting its
+    /// election timeout), if it has heard nothing from that leader since:
+    /// the same vote a timeout would start, earlier. The voters take turns
+    /// by id, a heartbeat interval apart, so that they do not split the
+    /// vote; the lease itself still stops any election while the leader
+    /// is heard from. Returns whether an election was scheduled.
+    pub fn leader_unreachable(&self, leader: NodeId) -> bool {
+        let (voters, current) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+            (voters, (m.current_leader, m.state))
+        };
+        if leader == self.node_id
+            || current != (Some(leader), ServerState::Follower)
+            || !voters.contains(&self.node_id)
+        {
+            return false;
+        }
+        let Some(heard) = self.heard.get().filter(|h| h.leader == leader) else {
+            return false;
+        };
+        // My turn among the voters other than the leader.
+        let turn = voters
+            .iter()
+            .filter(|v| **v != leader && **v < self.node_id)
+            .count();
+        let turn = u32::try_from(turn).unwrap_or(u32::MAX);
+        let at = heard.at + self.lease + self.raft_heartbeat.saturating_mul(turn.saturating_add(1));
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        if self.elect_pending.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let (raft, last, pending, me) = (
+            self.raft.clone(),
+            self.heard.clone(),
+            self.elect_pending.clone(),
+            self.node_id,
+        );
+        runtime.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let still = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                m.current_leader == Some(leader) && m.state == ServerState::Follower
+            };
+            // Heard from it meanwhile: alive after all.
+            let silent = last.get() == Some(heard);
+            if still && silent && me != leader {
+                // A stopped Raft node has nothing to elect.
+                let _ = raft.trigger().elect().await;
+            }
+            pending.store(false, Ordering::Release);
+        });
+        true
     }
 
     /// Records a heartbeat of `broker_id` (the broker's heartbeat request,
@@ -533,7 +642,8 @@ impl Controller {
     /// `session_timeout` (Kafka's `broker.session.timeout.ms`), each with its
     /// leaderships moved ([`Controller::fence_broker`]); returns the ones
     /// fenced. Only the active controller does this (`NotLeader` otherwise);
-    /// a new one gives every broker a whole session first.
+    /// a new one gives every broker a whole session first, except the
+    /// previous active controller's (see `liveness`).
     pub async fn fence_expired(
         &self,
         session_timeout: Duration,
@@ -553,6 +663,11 @@ impl Controller {
             self.fence_broker(*b).await?;
         }
         Ok(expired)
+    }
+
+    /// When this node last accepted an AppendEntries, and from which leader.
+    pub fn last_heard(&self) -> Option<crate::heard::Heard> {
+        self.heard.get()
     }
 
     /// Stops the Raft node (its files stay as they are, ready to reopen).

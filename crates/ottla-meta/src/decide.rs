@@ -529,7 +529,9 @@ pub fn manual_assignment(
 /// The controller's view of broker liveness: the time of each broker's last
 /// heartbeat, in milliseconds of a monotonic clock. Not replicated: a new
 /// active controller starts it afresh ([`HeartbeatTracker::reset`]), giving
-/// every broker a full session timeout (as KRaft does).
+/// every broker a full session timeout (as KRaft does), except the previous
+/// active controller's broker, counted from when the quorum last heard from
+/// it ([`HeartbeatTracker::last_heard_at`]).
 #[derive(Debug, Default, Clone)]
 pub struct HeartbeatTracker {
     last: BTreeMap<BrokerId, u64>,
@@ -544,6 +546,14 @@ impl HeartbeatTracker {
     pub fn heartbeat(&mut self, broker_id: BrokerId, now_ms: u64) {
         let t = self.last.entry(broker_id).or_insert(now_ms);
         *t = (*t).max(now_ms);
+    }
+
+    /// Counts `broker_id` as last heard from at `at_ms`, even if that is
+    /// earlier than a [`HeartbeatTracker::reset`]: for the previous active
+    /// controller's broker, whose proof of life was the quorum's heartbeats
+    /// (the last one a new controller received), not a session of its own.
+    pub fn last_heard_at(&mut self, broker_id: BrokerId, at_ms: u64) {
+        self.last.insert(broker_id, at_ms);
     }
 
     /// The unfenced brokers not heard from for longer than `session_timeout_ms`:
@@ -969,5 +979,22 @@ mod tests {
         // Heartbeats never go back in time.
         hb.heartbeat(1, 10);
         assert_eq!(hb.expired(&img, 8_000, 0, 3_000), vec![2, 3]);
+    }
+
+    #[test]
+    fn previous_controller_is_counted_from_when_the_quorum_last_heard_it() {
+        let (img, _) = cluster();
+        let mut hb = HeartbeatTracker::default();
+        // A new controller at 10 000: every broker gets a whole session from
+        // then, except broker 1, the previous controller, last heard (its
+        // Raft heartbeat) at 9 800.
+        hb.reset(&img, 10_000);
+        hb.last_heard_at(1, 9_800);
+        assert!(hb.expired(&img, 10_050, 10_000, 300).is_empty());
+        assert_eq!(hb.expired(&img, 10_101, 10_000, 300), vec![1]);
+        assert_eq!(hb.expired(&img, 10_301, 10_000, 300), vec![1, 2, 3]);
+        // A heartbeat of its own (it is alive after all) counts as usual.
+        hb.heartbeat(1, 10_150);
+        assert!(hb.expired(&img, 10_250, 10_000, 300).is_empty());
     }
 }

@@ -13,13 +13,15 @@
 //! - [`store`]: the log, vote and snapshots on disk, crash-safe;
 //! - [`network`]: the [`network::Transport`] boundary (bytes to a node, bytes
 //!   back) and openraft's network on top of it; no sockets here;
-//! - [`controller`]: a quorum member: propose, read, watch the image.
+//! - [`controller`]: a quorum member: propose, read, watch the image;
+//! - [`heard`]: when the quorum's leader was last heard from.
 //!
 //! [`testing`] (tests and the `testing` feature only) routes requests in
 //! process and injects link faults.
 
 pub mod controller;
 pub mod decide;
+pub mod heard;
 pub mod image;
 pub mod network;
 pub mod records;

@@ -24,6 +24,7 @@ use openraft::raft::{
 use openraft::{OptionalSend, Snapshot};
 use serde::{Deserialize, Serialize};
 
+use crate::heard::LastHeard;
 use crate::types::{BasicNode, NodeId, Raft, SnapshotMeta, TypeConfig, Vote};
 
 const WIRE_VERSION: u8 = 1;
@@ -101,21 +102,33 @@ pub fn encode_request(request: &RpcRequest) -> Vec<u8> {
 #[derive(Clone)]
 pub struct RpcServer {
     raft: Raft,
+    heard: LastHeard,
 }
 
 impl RpcServer {
-    pub(crate) fn new(raft: Raft) -> Self {
-        RpcServer { raft }
+    pub(crate) fn new(raft: Raft, heard: LastHeard) -> Self {
+        RpcServer { raft, heard }
     }
 
     /// Handles one request (bytes from a [`Transport`]) and returns the reply.
     pub async fn handle(&self, request: &[u8]) -> Vec<u8> {
         let reply = match decode_wire::<RpcRequest>(request) {
             Err(e) => RpcReply::Error(format!("undecodable request: {e}")),
-            Ok(RpcRequest::AppendEntries(req)) => match self.raft.append_entries(req).await {
-                Ok(r) => RpcReply::AppendEntries(r),
-                Err(e) => RpcReply::Error(e.to_string()),
-            },
+            Ok(RpcRequest::AppendEntries(req)) => {
+                let arrived = tokio::time::Instant::now();
+                let from = req.vote.leader_id.node_id;
+                match self.raft.append_entries(req).await {
+                    Ok(r) => {
+                        // Accepted (the sender leads this node's term): it
+                        // was alive when it sent this.
+                        if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                            self.heard.record(from, arrived);
+                        }
+                        RpcReply::AppendEntries(r)
+                    }
+                    Err(e) => RpcReply::Error(e.to_string()),
+                }
+            }
             Ok(RpcRequest::Vote(req)) => match self.raft.vote(req).await {
                 Ok(r) => RpcReply::Vote(r),
                 Err(e) => RpcReply::Error(e.to_string()),

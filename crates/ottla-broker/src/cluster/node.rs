@@ -240,6 +240,16 @@ impl ClusterNode {
             listed: Mutex::new(HashMap::new()),
             config,
         });
+        // A refused connection to the active controller's listener (its
+        // process is gone) lets this voter elect as soon as the dead
+        // leader's lease is over, rather than after another election
+        // timeout. Weak: the controller's transport holds the peers.
+        let weak = Arc::downgrade(&node.controller);
+        node.peers.on_refused(Arc::new(move |peer| {
+            if let Some(controller) = weak.upgrade() {
+                controller.leader_unreachable(peer);
+            }
+        }));
         node.peers.set_tls(
             node.config
                 .controller_tls

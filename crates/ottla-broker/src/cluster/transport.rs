@@ -51,7 +51,13 @@ pub struct Peers {
     /// Per node: no new connection attempt before the instant; the backoff
     /// to use after the next failure.
     backoff: Mutex<HashMap<NodeId, (Instant, Duration)>>,
+    /// Told of every node whose controller listener refused a connection
+    /// (nobody listens there: its process is gone).
+    on_refused: RwLock<Option<RefusedHook>>,
 }
+
+/// See [`Peers::on_refused`].
+pub type RefusedHook = Arc<dyn Fn(NodeId) + Send + Sync>;
 
 impl Peers {
     pub fn new(addresses: HashMap<NodeId, String>, source_ip: Option<IpAddr>) -> Arc<Peers> {
@@ -61,7 +67,15 @@ impl Peers {
             idle: Mutex::new(HashMap::new()),
             backoff: Mutex::new(HashMap::new()),
             tls: RwLock::new(None),
+            on_refused: RwLock::new(None),
         })
+    }
+
+    /// Calls `hook` with a node whenever a connection to its controller
+    /// listener is refused (the node's own controller then elects early if
+    /// that node was its leader: `Controller::leader_unreachable`).
+    pub fn on_refused(&self, hook: RefusedHook) {
+        *self.on_refused.write() = Some(hook);
     }
 
     /// Connect to the other nodes' controller listeners over mutual TLS
@@ -95,6 +109,12 @@ impl Peers {
             .address(node)
             .ok_or_else(|| unreachable("no known controller address".into()))?;
         let result = tokio::time::timeout(CONNECT_TIMEOUT, self.connect_to(&address)).await;
+        if matches!(&result, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused) {
+            let hook = self.on_refused.read().clone();
+            if let Some(hook) = hook {
+                hook(node);
+            }
+        }
         let mut backoff = self.backoff.lock();
         match result {
             Ok(Ok(stream)) => {
@@ -492,6 +512,39 @@ mod tests {
                 accepted.expect("accept").1
             };
             assert_eq!(from.ip(), source);
+        });
+    }
+
+    #[test]
+    fn a_refused_connection_is_reported_and_a_timeout_is_not() {
+        runtime().block_on(async {
+            // A port nobody listens on any more (its process is gone).
+            let closed = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                l.local_addr().expect("addr")
+            };
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let open = listener.local_addr().expect("addr");
+            let peers = Peers::new(
+                HashMap::from([(3, closed.to_string()), (4, open.to_string())]),
+                None,
+            );
+            let told = Arc::new(Mutex::new(Vec::new()));
+            let t = told.clone();
+            peers.on_refused(Arc::new(move |node| t.lock().push(node)));
+            assert!(peers
+                .call(3, b"x", Duration::from_millis(200))
+                .await
+                .is_err());
+            assert_eq!(*told.lock(), vec![3]);
+            // A node that accepts and does not answer is not reported.
+            let r = peers.call(4, b"x", Duration::from_millis(100)).await;
+            assert!(
+                matches!(r, Err(TransportError::Timeout { node: 4 })),
+                "{r:?}"
+            );
+            assert_eq!(*told.lock(), vec![3]);
+            drop(listener);
         });
     }
 
