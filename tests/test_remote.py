@@ -132,6 +132,28 @@ def test_send_future_is_its_own_delivery_callback(broker: ottla.Broker) -> None:
         assert unseen.failed()
 
 
+def test_a_dropped_remote_producer_is_freed_at_once(broker: ottla.Broker) -> None:
+    """The producer's fast ``send`` (an extension object it holds) holds it
+    weakly: dropped unclosed, the producer is freed by its reference count
+    (its background thread stops), not left to the cyclic GC; the ``send``
+    kept meanwhile raises ClosedError."""
+    import gc
+    import weakref
+
+    p = ottla.Producer(bootstrap_servers=broker.bootstrap_servers)
+    assert p.send("dropped", b"a").get(10).offset == 0
+    send = p.send
+    ref = weakref.ref(p)
+    gc.disable()
+    try:
+        del p
+        assert ref() is None
+    finally:
+        gc.enable()
+    with pytest.raises(ottla.ClosedError):
+        send("dropped", b"b")
+
+
 def test_group_offsets_go_through_the_clusters_coordinator(broker: ottla.Broker) -> None:
     servers = broker.bootstrap_servers
     with ottla.Producer(bootstrap_servers=servers) as p:

@@ -348,7 +348,10 @@ class RemoteSender:
     """A remote producer's ``send`` (its instance attribute): the common
     case, ``send(topic, value)`` with a ``bytes`` value to a topic the
     producer knows, in one call; anything else goes to
-    ``ottla.remote.producer.Producer.send``."""
+    ``ottla.remote.producer.Producer.send``. It holds the producer weakly
+    (``send``, ``serve`` and ``produce_slow`` are the class's functions,
+    called with the producer first): kept after its producer was dropped, it
+    raises :class:`ClosedError`."""
 
     def __new__(
         cls,

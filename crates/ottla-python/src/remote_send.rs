@@ -16,17 +16,26 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use pyo3::exceptions::PyBufferError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{
+    PyBytes, PyDict, PyList, PyString, PyTuple, PyWeakrefMethods, PyWeakrefReference,
+};
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::errors::ClosedError;
 use crate::remote_future::RemoteFuture;
 
 /// A remote producer's `send`: its common case here, the rest in Python.
+///
+/// It holds its producer weakly: the producer holds it (its `send`
+/// attribute), and a producer dropped unclosed must still be freed at once,
+/// which stops its background thread (`weakref.finalize`), not whenever the
+/// cyclic GC comes. The Python functions it calls are the class's, given
+/// the producer as their first argument.
 #[pyclass(module = "ottla", frozen)]
 pub struct RemoteSender {
-    /// The `Producer` (the futures' owner).
-    owner: Py<PyAny>,
-    /// `Producer.send` bound to it: every other case.
+    /// The `Producer` (the futures' owner), weakly.
+    owner: Py<PyWeakrefReference>,
+    /// `Producer.send`, unbound: every other case.
     send: Py<PyAny>,
     /// librdkafka's `produce`.
     produce: Py<PyAny>,
@@ -39,9 +48,9 @@ pub struct RemoteSender {
     batch_size: i64,
     poll_every: i64,
     until_poll: AtomicI64,
-    /// The producer's `_serve_reports`.
+    /// `Producer._serve_reports`, unbound.
     serve: Py<PyAny>,
-    /// The producer's `_produce`: a full librdkafka queue (BufferError).
+    /// `Producer._produce`, unbound: a full librdkafka queue (BufferError).
     produce_slow: Py<PyAny>,
 }
 
@@ -50,7 +59,7 @@ impl RemoteSender {
     #[new]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        owner: Py<PyAny>,
+        owner: &Bound<'_, PyAny>,
         send: Py<PyAny>,
         produce: Py<PyAny>,
         fast: Py<PyDict>,
@@ -58,10 +67,10 @@ impl RemoteSender {
         poll_every: i64,
         serve: Py<PyAny>,
         produce_slow: Py<PyAny>,
-    ) -> Self {
+    ) -> PyResult<Self> {
         let poll_every = poll_every.max(1);
-        RemoteSender {
-            owner,
+        Ok(RemoteSender {
+            owner: PyWeakrefReference::new(owner)?.unbind(),
             send,
             produce,
             fast,
@@ -70,7 +79,7 @@ impl RemoteSender {
             until_poll: AtomicI64::new(poll_every),
             serve,
             produce_slow,
-        }
+        })
     }
 
     /// `send(topic, value, key=None, partition=None, timestamp_ms=None,
@@ -82,10 +91,14 @@ impl RemoteSender {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if let Some(future) = self.fast_send(py, args, kwargs)? {
+        let owner = self.owner(py)?;
+        if let Some(future) = self.fast_send(py, &owner, args, kwargs)? {
             return Ok(future);
         }
-        self.send.bind(py).call(args, kwargs)
+        let mut all = Vec::with_capacity(args.len() + 1);
+        all.push(owner);
+        all.extend(args.iter());
+        self.send.bind(py).call(PyTuple::new(py, all)?, kwargs)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -99,6 +112,15 @@ impl RemoteSender {
 }
 
 impl RemoteSender {
+    /// The producer; gone only if it was collected while this object was
+    /// kept (`send = ottla.Producer(...).send`): closed, for this object.
+    fn owner<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.owner
+            .bind(py)
+            .upgrade()
+            .ok_or_else(|| ClosedError::new_err("producer is closed (it was dropped)"))
+    }
+
     /// The common case, or `None` for the Python `send()`: positional
     /// `(topic, value)` with a `bytes` value (a key, partition, timestamp
     /// and headers of None given positionally allowed), no keywords, a topic
@@ -106,6 +128,7 @@ impl RemoteSender {
     fn fast_send<'py>(
         &self,
         py: Python<'py>,
+        owner: &Bound<'py, PyAny>,
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -144,7 +167,7 @@ impl RemoteSender {
         // The record's bytes and its share of a batch's overhead, as the
         // Python `_sticky`.
         state.set_item(1, used.saturating_add(size).saturating_add(70))?;
-        let future = Bound::new(py, RemoteFuture::of(self.owner.clone_ref(py)))?.into_any();
+        let future = Bound::new(py, RemoteFuture::of(owner.clone().unbind()))?.into_any();
         let produced =
             self.produce
                 .bind(py)
@@ -160,12 +183,12 @@ impl RemoteSender {
             kw.set_item("on_delivery", &future)?;
             self.produce_slow
                 .bind(py)
-                .call1((&topic, &value, py.None(), kw))?;
+                .call1((owner, &topic, &value, py.None(), kw))?;
             return Ok(Some(future));
         }
         if self.until_poll.fetch_sub(1, Ordering::Relaxed) <= 1 {
             self.until_poll.store(self.poll_every, Ordering::Relaxed);
-            self.serve.bind(py).call0()?;
+            self.serve.bind(py).call1((owner,))?;
         }
         Ok(Some(future))
     }

@@ -330,15 +330,17 @@ class Producer:
             # send()'s common case (an unkeyed bytes value to a known topic)
             # in one call of the extension, the rest through send() below:
             # crates/ottla-python/src/remote_send.rs.
+            # It holds this producer weakly (no cycle: a producer dropped
+            # unclosed is still freed at once, and its thread stops).
             self.__dict__["send"] = RemoteSender(
                 self,
-                Producer.send.__get__(self),
+                Producer.send,
                 self._produce_c,
                 self._fast,
                 self._batch_size,
                 self._POLL_EVERY,
-                self._serve_reports,
-                self._produce,
+                Producer._serve_reports,
+                Producer._produce,
             )
 
     # ---- delivery reports ----------------------------------------------------
