@@ -46,8 +46,10 @@ __all__ = [
     "RecordMetadata",
     "RecordTooLargeError",
     "RecordWaiter",
+    "RemoteBoundSend",
     "RemoteFutureRecordMetadata",
     "RemoteRecordIter",
+    "RemoteSendMethod",
     "RemoteSender",
     "SendFuture",
     "SendManyFuture",
@@ -345,28 +347,48 @@ class RemoteFutureRecordMetadata:
 
 @final
 class RemoteSender:
-    """A remote producer's ``send`` (its instance attribute): the common
-    case, ``send(topic, value)`` with a ``bytes`` value to a topic the
-    producer knows, in one call; anything else goes to
-    ``ottla.remote.producer.Producer.send``. It holds the producer weakly
-    (``send``, ``serve`` and ``produce_slow`` are the class's functions,
-    called with the producer first): kept after its producer was dropped, it
-    raises :class:`ClosedError`."""
+    """A remote producer's send state (its ``_sender``): what
+    ``send(topic, value)`` with a ``bytes`` value to a topic the producer
+    knows needs to be done in one call, and no reference to the producer
+    (``serve`` and ``produce_slow`` are the class's functions, called with
+    the producer first)."""
 
     def __new__(
         cls,
-        owner: Any,
-        send: Callable[..., RemoteFutureRecordMetadata],
         produce: Callable[..., Any],
         fast: dict[str, list[int]],
         batch_size: int,
         poll_every: int,
-        serve: Callable[[], Any],
+        serve: Callable[[Any], Any],
         produce_slow: Callable[..., Any],
     ) -> Self: ...
+
+@final
+class RemoteSendMethod:
+    """``ottla.remote.producer.Producer.send``: a descriptor over the Python
+    method; read from a producer with a ``_sender``, a
+    :class:`RemoteBoundSend`."""
+
+    def __new__(cls, function: Callable[..., RemoteFutureRecordMetadata]) -> Self: ...
+    def __get__(self, obj: Any, owner_type: Any = None, /) -> Any: ...
+    @property
+    def __func__(self) -> Callable[..., RemoteFutureRecordMetadata]:
+        """The Python ``send`` function."""
+
+@final
+class RemoteBoundSend:
+    """``producer.send`` of a cluster's producer: the common case in one
+    call, anything else through the Python method."""
+
     def __call__(self, *args: Any, **kwargs: Any) -> RemoteFutureRecordMetadata:
         """``send(topic, value=None, key=None, partition=None,
         timestamp_ms=None, headers=None, *, timestamp=None)``."""
+    @property
+    def __self__(self) -> Any:
+        """The producer."""
+    @property
+    def __func__(self) -> Callable[..., RemoteFutureRecordMetadata]:
+        """The Python ``send`` function."""
 
 @final
 class ConsumerGroupMetadata:

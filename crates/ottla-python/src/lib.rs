@@ -53,6 +53,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(remote_records::remote_record, m)?)?;
     m.add_class::<remote_records::RemoteRecordIter>()?;
     m.add_class::<remote_send::RemoteSender>()?;
+    m.add_class::<remote_send::RemoteSendMethod>()?;
+    m.add_class::<remote_send::RemoteBoundSend>()?;
     // Its Python name is FutureRecordMetadata (of ottla.remote.producer),
     // the directory producer's class's: registered here under another.
     m.add(

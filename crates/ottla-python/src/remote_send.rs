@@ -5,38 +5,35 @@
 //! topic the producer knows, is most of any send loop. Its Python method
 //! spent about 300 ns a record beyond librdkafka's own `produce()` call
 //! (the frame and its seven parameters, the checks, the sticky partition,
-//! the future; docs/PERFORMANCE.md, "Over a cluster", step 4). A
-//! `RemoteSender` is set as the producer's `send` attribute: that case it
-//! does here, to the letter of the Python fast path (sticky partition
+//! the future; docs/PERFORMANCE.md, "Over a cluster", step 4). That case
+//! is done here, to the letter of the Python fast path (sticky partition
 //! bookkeeping, the future as librdkafka's delivery callback, reports served
 //! every `poll_every` sends); anything else it hands to the Python `send()`
 //! unchanged, so there is one definition of what a send does.
+//!
+//! Three objects, so that nothing makes a reference cycle through the
+//! producer (one dropped unclosed is freed at once, which stops its
+//! background thread) while `ottla.Producer(...).send(...)` keeps its
+//! producer alive for the call, as a bound method does:
+//! `RemoteSendMethod` is the class's `send` (a descriptor); reading
+//! `producer.send` makes a `RemoteBoundSend` (the producer and its
+//! `RemoteSender`, the producer's `_sender`, which holds no reference to
+//! the producer), whose call is the send.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use pyo3::exceptions::PyBufferError;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{
-    PyBytes, PyDict, PyList, PyString, PyTuple, PyWeakrefMethods, PyWeakrefReference,
-};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::errors::ClosedError;
 use crate::remote_future::RemoteFuture;
 
-/// A remote producer's `send`: its common case here, the rest in Python.
-///
-/// It holds its producer weakly: the producer holds it (its `send`
-/// attribute), and a producer dropped unclosed must still be freed at once,
-/// which stops its background thread (`weakref.finalize`), not whenever the
-/// cyclic GC comes. The Python functions it calls are the class's, given
-/// the producer as their first argument.
+/// A remote producer's send state (its `_sender`): what the common case
+/// needs, and no reference to the producer.
 #[pyclass(module = "ottla", frozen)]
 pub struct RemoteSender {
-    /// The `Producer` (the futures' owner), weakly.
-    owner: Py<PyWeakrefReference>,
-    /// `Producer.send`, unbound: every other case.
-    send: Py<PyAny>,
     /// librdkafka's `produce`.
     produce: Py<PyAny>,
     /// The producer's `_fast`: topic -> `[partition, bytes on it]`, the
@@ -57,21 +54,16 @@ pub struct RemoteSender {
 #[pymethods]
 impl RemoteSender {
     #[new]
-    #[allow(clippy::too_many_arguments)]
     fn new(
-        owner: &Bound<'_, PyAny>,
-        send: Py<PyAny>,
         produce: Py<PyAny>,
         fast: Py<PyDict>,
         batch_size: i64,
         poll_every: i64,
         serve: Py<PyAny>,
         produce_slow: Py<PyAny>,
-    ) -> PyResult<Self> {
+    ) -> Self {
         let poll_every = poll_every.max(1);
-        Ok(RemoteSender {
-            owner: PyWeakrefReference::new(owner)?.unbind(),
-            send,
+        RemoteSender {
             produce,
             fast,
             batch_size,
@@ -79,9 +71,87 @@ impl RemoteSender {
             until_poll: AtomicI64::new(poll_every),
             serve,
             produce_slow,
-        })
+        }
     }
 
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.produce)?;
+        visit.call(&self.fast)?;
+        visit.call(&self.serve)?;
+        visit.call(&self.produce_slow)
+    }
+}
+
+/// `Producer.send` of a cluster's producer: a descriptor over the Python
+/// method. Read from a producer with a `_sender`, it gives a
+/// `RemoteBoundSend`; from the class (or a producer without one), the
+/// Python function (or its bound method).
+#[pyclass(module = "ottla", frozen)]
+pub struct RemoteSendMethod {
+    function: Py<PyAny>,
+}
+
+#[pymethods]
+impl RemoteSendMethod {
+    #[new]
+    fn new(function: Py<PyAny>) -> Self {
+        RemoteSendMethod { function }
+    }
+
+    /// The Python `send` function.
+    #[getter]
+    fn __func__(&self, py: Python<'_>) -> Py<PyAny> {
+        self.function.clone_ref(py)
+    }
+
+    #[getter]
+    fn __doc__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(self
+            .function
+            .bind(py)
+            .getattr(intern!(py, "__doc__"))?
+            .unbind())
+    }
+
+    fn __get__<'py>(
+        &self,
+        py: Python<'py>,
+        obj: Option<Bound<'py, PyAny>>,
+        owner_type: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let _ = owner_type;
+        let function = self.function.bind(py);
+        let Some(obj) = obj.filter(|o| !o.is_none()) else {
+            return Ok(function.clone());
+        };
+        if let Ok(sender) = obj.getattr(intern!(py, "_sender")) {
+            if let Ok(sender) = sender.cast_into::<RemoteSender>() {
+                let bound = RemoteBoundSend {
+                    owner: obj.unbind(),
+                    sender: sender.unbind(),
+                    function: self.function.clone_ref(py),
+                };
+                return Ok(Bound::new(py, bound)?.into_any());
+            }
+        }
+        function.call_method1(intern!(py, "__get__"), (obj,))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.function)
+    }
+}
+
+/// `producer.send`: the producer, its send state and the Python method.
+#[pyclass(module = "ottla", frozen)]
+pub struct RemoteBoundSend {
+    owner: Py<PyAny>,
+    sender: Py<RemoteSender>,
+    function: Py<PyAny>,
+}
+
+#[pymethods]
+impl RemoteBoundSend {
     /// `send(topic, value, key=None, partition=None, timestamp_ms=None,
     /// headers=None, *, timestamp=None)`, as `ottla.Producer.send`.
     #[pyo3(signature = (*args, **kwargs))]
@@ -91,41 +161,39 @@ impl RemoteSender {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let owner = self.owner(py)?;
-        if let Some(future) = self.fast_send(py, &owner, args, kwargs)? {
+        let owner = self.owner.bind(py);
+        if let Some(future) = self.sender.get().fast_send(py, owner, args, kwargs)? {
             return Ok(future);
         }
         let mut all = Vec::with_capacity(args.len() + 1);
-        all.push(owner);
+        all.push(owner.clone());
         all.extend(args.iter());
-        self.send.bind(py).call(PyTuple::new(py, all)?, kwargs)
+        self.function.bind(py).call(PyTuple::new(py, all)?, kwargs)
+    }
+
+    #[getter]
+    fn __self__(&self, py: Python<'_>) -> Py<PyAny> {
+        self.owner.clone_ref(py)
+    }
+
+    #[getter]
+    fn __func__(&self, py: Python<'_>) -> Py<PyAny> {
+        self.function.clone_ref(py)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.owner)?;
-        visit.call(&self.send)?;
-        visit.call(&self.produce)?;
-        visit.call(&self.fast)?;
-        visit.call(&self.serve)?;
-        visit.call(&self.produce_slow)
+        visit.call(&self.sender)?;
+        visit.call(&self.function)
     }
 }
 
 impl RemoteSender {
-    /// The producer; gone only if it was collected while this object was
-    /// kept (`send = ottla.Producer(...).send`): closed, for this object.
-    fn owner<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.owner
-            .bind(py)
-            .upgrade()
-            .ok_or_else(|| ClosedError::new_err("producer is closed (it was dropped)"))
-    }
-
     /// The common case, or `None` for the Python `send()`: positional
     /// `(topic, value)` with a `bytes` value (a key, partition, timestamp
     /// and headers of None given positionally allowed), no keywords, a topic
     /// in `fast` whose sticky partition has room.
-    fn fast_send<'py>(
+    pub fn fast_send<'py>(
         &self,
         py: Python<'py>,
         owner: &Bound<'py, PyAny>,

@@ -15,13 +15,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ottla._core import (
     ClosedError,
     RecordMetadata,
     RemoteFutureRecordMetadata,
     RemoteSender,
+    RemoteSendMethod,
     UnknownTopicOrPartitionError,
 )
 from ottla.remote import _kafka
@@ -326,22 +327,18 @@ class Producer:
         )
         self._poller.start()
         weakref.finalize(self, self._stop.set)
-        if type(self).send is Producer.send:
-            # send()'s common case (an unkeyed bytes value to a known topic)
-            # in one call of the extension, the rest through send() below:
-            # crates/ottla-python/src/remote_send.rs.
-            # It holds this producer weakly (no cycle: a producer dropped
-            # unclosed is still freed at once, and its thread stops).
-            self.__dict__["send"] = RemoteSender(
-                self,
-                Producer.send,
-                self._produce_c,
-                self._fast,
-                self._batch_size,
-                self._POLL_EVERY,
-                Producer._serve_reports,
-                Producer._produce,
-            )
+        # send()'s common case (an unkeyed bytes value to a known topic)
+        # in one call of the extension, the rest through send() below: the
+        # state it needs (no reference to this producer, so no cycle), read
+        # by RemoteSendMethod (crates/ottla-python/src/remote_send.rs).
+        self._sender = RemoteSender(
+            self._produce_c,
+            self._fast,
+            self._batch_size,
+            self._POLL_EVERY,
+            Producer._serve_reports,
+            Producer._produce,
+        )
 
     # ---- delivery reports ----------------------------------------------------
 
@@ -620,3 +617,9 @@ class Producer:
             f"<ottla.Producer bootstrap_servers={self._servers!r} "
             f"linger_ms={self._conf.get('linger.ms')} batch_size={self._batch_size}{state}>"
         )
+
+
+if not TYPE_CHECKING:
+    # producer.send: the Python method above, or, for a producer with a
+    # _sender, an extension object doing its common case in one call.
+    Producer.send = RemoteSendMethod(Producer.send)
