@@ -98,6 +98,65 @@ def test_broker_errors_arrive_as_ottla_errors(broker: ottla.Broker) -> None:
         assert p.send("small", b"y" * 100).get(10).offset == 0
 
 
+def test_send_future_is_its_own_delivery_callback(broker: ottla.Broker) -> None:
+    """A remote ``send()``'s future is ottla's own type, made without a
+    Python frame, and librdkafka calls it with the delivery report:
+    acknowledgements, callbacks added before and after, errors with
+    errbacks, and ``flush()`` not raising an error the caller saw."""
+    from ottla import _core
+
+    servers = broker.bootstrap_servers
+    ottla.Admin(bootstrap_servers=servers).create_topic("futs", config={"max.message.bytes": 1000})
+    with ottla.Producer(bootstrap_servers=servers, linger_ms=50) as p:
+        f: Any = p.send("futs", b"a")
+        assert type(f) is _core.RemoteFutureRecordMetadata
+        seen: list[ottla.RecordMetadata] = []
+        assert f.add_callback(seen.append) is f
+        md = f.get(10)
+        assert (md.topic, md.partition, md.offset) == ("futs", 0, 0)
+        assert seen == [md] and f.get(0) is md and f.result(0) is md
+        assert f.done() and f.is_done and f.succeeded() and not f.failed()
+        assert f.exception is None
+        late: list[ottla.RecordMetadata] = []
+        f.add_callback(late.append)
+        assert late == [md]
+        errs: list[BaseException] = []
+        bad = p.send("futs", b"x" * 2000).add_errback(errs.append)
+        with pytest.raises(ottla.RecordTooLargeError):
+            bad.get(10)
+        assert len(errs) == 1 and errs[0] is bad.exception and bad.failed() and bad.done()
+        p.flush(10)  # the error reached the caller: not raised again
+        unseen = p.send("futs", b"y" * 2000)
+        with pytest.raises(ottla.RecordTooLargeError):
+            p.flush(10)
+        assert unseen.failed()
+
+
+def test_a_dropped_remote_producer_is_freed_at_once(broker: ottla.Broker) -> None:
+    """``send``'s extension objects make no reference cycle through the
+    producer: dropped unclosed, it is freed by its reference count (its
+    background thread stops), not left to the cyclic GC; and
+    ``Producer(...).send(...)`` keeps it for the call, as a bound method."""
+    import gc
+    import weakref
+
+    servers = broker.bootstrap_servers
+    p = ottla.Producer(bootstrap_servers=servers)
+    assert p.send("dropped", b"a").get(10).offset == 0
+    for _ in range(3):
+        p.send("dropped", b"b")  # the common case, in the extension
+    p.flush(10)
+    assert p.send.__self__ is p  # type: ignore[attr-defined]
+    ref = weakref.ref(p)
+    gc.disable()
+    try:
+        del p
+        assert ref() is None
+    finally:
+        gc.enable()
+    assert ottla.Producer(bootstrap_servers=servers).send("dropped", b"c").get(10).offset == 4
+
+
 def test_group_offsets_go_through_the_clusters_coordinator(broker: ottla.Broker) -> None:
     servers = broker.bootstrap_servers
     with ottla.Producer(bootstrap_servers=servers) as p:

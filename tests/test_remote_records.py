@@ -189,3 +189,60 @@ def test_seek_pause_and_commit_in_the_loop_body(broker: ottla.Broker) -> None:
     after = [r.offset for r in c if r.partition == paused.partition]
     assert after == list(range(pos_paused, 30))
     c.close()
+
+
+def test_record_iter_makes_each_record_as_it_is_handed_out() -> None:
+    msgs: list[Any] = [FakeMessage("t", i % 2, i, str(i).encode()) for i in range(5)]
+    it = _core.RemoteRecordIter(msgs)
+    assert iter(it) is it and it.handed == 0
+    first = next(it)
+    assert type(first) is ottla.Record and (first.partition, first.offset) == (0, 0)
+    assert [r.value for r in (next(it), next(it))] == [b"1", b"2"]
+    assert not gc.is_tracked(first)
+    # Stopped where it is: the caller learns how many went out, and the
+    # iterator is exhausted (the rest go back to the consumer's buffer).
+    assert it.stop() == 3 and it.handed == 3
+    assert list(it) == []
+    assert [r.value for r in _core.RemoteRecordIter(msgs)] == [str(i).encode() for i in range(5)]
+
+
+def test_reads_take_librdkafka_messages_in_small_batches(broker: ottla.Broker) -> None:
+    """Iteration and ``poll_values`` take at most 500 messages a
+    ``consume()`` call (the same work costs more CPU per record in bigger
+    batches), and hand out every record once, whatever they asked for."""
+    servers = broker.bootstrap_servers
+    _fill(servers, "small", 1500, 2)
+    asked: list[int] = []
+
+    class Counting:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def consume(self, num_messages: int, timeout: float) -> Any:
+            asked.append(num_messages)
+            return self._inner.consume(num_messages, timeout)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+    c = _consumer(servers, "small", "g-small")
+    inner = c._c  # type: ignore[attr-defined]
+    c._c = Counting(inner)  # type: ignore[attr-defined]
+    try:
+        values: list[Any] = c.poll_values(max_records=2000, timeout_ms=10_000)
+        while len(values) < 2000:
+            got = c.poll_values(max_records=2000 - len(values), timeout_ms=5000)
+            assert got, "no records"
+            values += got
+        for r in c:
+            values.append(r.value)
+            if len(values) == 3000:
+                break
+        assert sorted(values) == sorted(f"{p}-{i}".encode() for p in range(2) for i in range(1500))
+        assert asked and max(asked) <= 500
+        c.commit()
+        for part in range(2):
+            assert c.committed(ottla.TopicPartition("small", part)) == 1500
+    finally:
+        c._c = inner  # type: ignore[attr-defined]
+        c.close()

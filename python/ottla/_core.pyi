@@ -46,6 +46,11 @@ __all__ = [
     "RecordMetadata",
     "RecordTooLargeError",
     "RecordWaiter",
+    "RemoteBoundSend",
+    "RemoteFutureRecordMetadata",
+    "RemoteRecordIter",
+    "RemoteSendMethod",
+    "RemoteSender",
     "SendFuture",
     "SendManyFuture",
     "StorageError",
@@ -273,6 +278,117 @@ def remote_record(
 ) -> Record:
     """The :class:`Record` of one confluent-kafka ``Message``; a
     deserializer's exception propagates."""
+
+@final
+class RemoteRecordIter:
+    """Iteration's records of a fetched batch of confluent-kafka
+    ``Message`` s (without errors), each :class:`Record` made as it is
+    handed out."""
+
+    def __new__(cls, messages: list[Any]) -> Self: ...
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> Record: ...
+    @property
+    def handed(self) -> int:
+        """Records handed out so far."""
+    def stop(self) -> int:
+        """End the iteration here (StopIteration from now on); returns how
+        many records it handed out."""
+
+# ---- the producer of a cluster (python/ottla/remote/producer.py) -------------
+
+@final
+class RemoteFutureRecordMetadata:
+    """The pending result of one remote ``send()``
+    (``ottla.remote.producer.FutureRecordMetadata``): the methods of
+    :class:`FutureRecordMetadata`, completed by librdkafka's delivery
+    report, which calls the future itself with ``(error, message)``."""
+
+    _owner: Any
+    """The ``Producer`` that sent the record."""
+    _msg: Any
+    """librdkafka's delivered message, once acknowledged."""
+    _md: RecordMetadata | None
+    """The :class:`RecordMetadata`, made from ``_msg`` when asked for."""
+    _exc: BaseException | None
+    """The send's error, once failed."""
+    _callbacks: list[Callable[[RecordMetadata], Any]] | None
+    """``add_callback`` functions waiting for the acknowledgement."""
+    _errbacks: list[Callable[[BaseException], Any]] | None
+    """``add_errback`` functions waiting for an error."""
+
+    def __new__(cls, owner: Any) -> Self: ...
+    def __call__(self, err: Any, msg: Any) -> None:
+        """librdkafka's delivery report: ``(KafkaError | None, Message)``."""
+    def get(self, timeout: float | None = None) -> RecordMetadata:
+        """Wait (seconds; None: forever) for the broker's acknowledgement and
+        return the :class:`RecordMetadata`; raises the send's error."""
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        """Same as ``get()``."""
+    def _metadata(self) -> RecordMetadata: ...
+    def _reported(self) -> None: ...
+    def _is_done(self) -> bool: ...
+    @property
+    def is_done(self) -> bool:
+        """True once acknowledged or failed."""
+    def done(self) -> bool:
+        """True once acknowledged or failed."""
+    def succeeded(self) -> bool:
+        """True once acknowledged."""
+    def failed(self) -> bool:
+        """True once failed."""
+    @property
+    def exception(self) -> BaseException | None:
+        """The send's error, else None."""
+    def add_callback(self, f: Callable[[RecordMetadata], Any]) -> Self:
+        """Call ``f(record_metadata)`` once acknowledged; returns this future."""
+    def add_errback(self, f: Callable[[BaseException], Any]) -> Self:
+        """Call ``f(exception)`` if the send fails; returns this future."""
+
+@final
+class RemoteSender:
+    """A remote producer's send state (its ``_sender``): what
+    ``send(topic, value)`` with a ``bytes`` value to a topic the producer
+    knows needs to be done in one call, and no reference to the producer
+    (``serve`` and ``produce_slow`` are the class's functions, called with
+    the producer first)."""
+
+    def __new__(
+        cls,
+        produce: Callable[..., Any],
+        fast: dict[str, list[int]],
+        batch_size: int,
+        poll_every: int,
+        serve: Callable[[Any], Any],
+        produce_slow: Callable[..., Any],
+    ) -> Self: ...
+
+@final
+class RemoteSendMethod:
+    """``ottla.remote.producer.Producer.send``: a descriptor over the Python
+    method; read from a producer with a ``_sender``, a
+    :class:`RemoteBoundSend`."""
+
+    def __new__(cls, function: Callable[..., RemoteFutureRecordMetadata]) -> Self: ...
+    def __get__(self, obj: Any, owner_type: Any = None, /) -> Any: ...
+    @property
+    def __func__(self) -> Callable[..., RemoteFutureRecordMetadata]:
+        """The Python ``send`` function."""
+
+@final
+class RemoteBoundSend:
+    """``producer.send`` of a cluster's producer: the common case in one
+    call, anything else through the Python method."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> RemoteFutureRecordMetadata:
+        """``send(topic, value=None, key=None, partition=None,
+        timestamp_ms=None, headers=None, *, timestamp=None)``."""
+    @property
+    def __self__(self) -> Any:
+        """The producer."""
+    @property
+    def __func__(self) -> Callable[..., RemoteFutureRecordMetadata]:
+        """The Python ``send`` function."""
 
 @final
 class ConsumerGroupMetadata:

@@ -275,7 +275,7 @@ impl Consumer {
         unsafe {
             let tracked = pyo3::ffi::PyObject_GC_IsTracked(obj) != 0;
             if deserialized && !tracked {
-                // Reused from the free list, which hands objects out untracked.
+                // Defensive: a new object comes tracked (no free list).
                 pyo3::ffi::PyObject_GC_Track(obj.cast());
             } else if !deserialized && tracked {
                 pyo3::ffi::PyObject_GC_UnTrack(obj.cast());

@@ -14,16 +14,17 @@
 //! cheaper, and a `Message` exposes its fields through methods only).
 
 use pyo3::exceptions::PyTypeError;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 
+use crate::kafka_message::{self, Field};
 use crate::types::Record;
 
 /// One message's field as an `i64` (`partition()`, `offset()`), with a
 /// `TypeError` naming the field if librdkafka gave none.
-fn int_field(m: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<i64> {
-    let v = m.call_method0(name)?;
+fn int_field(m: &Bound<'_, PyAny>, field: Field, name: &str) -> PyResult<i64> {
+    let v = kafka_message::call(m, field)?;
     v.extract::<i64>().map_err(|_| {
         PyTypeError::new_err(format!(
             "a consumed message has no {name}: {}",
@@ -41,24 +42,24 @@ fn record_of<'py>(
     kd: Option<&Bound<'py, PyAny>>,
     vd: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, Record>> {
-    let topic = m.call_method0(intern!(py, "topic"))?;
+    let topic = kafka_message::call(m, Field::Topic)?;
     let topic = topic
         .cast_into::<PyString>()
         .map_err(|_| PyTypeError::new_err("a consumed message has no topic"))?;
-    let partition = int_field(m, intern!(py, "partition"))?;
+    let partition = int_field(m, Field::Partition, "partition")?;
     let partition = u32::try_from(partition)
         .map_err(|_| PyTypeError::new_err(format!("a consumed message's partition {partition}")))?;
-    let offset = int_field(m, intern!(py, "offset"))?;
+    let offset = int_field(m, Field::Offset, "offset")?;
     // `timestamp()` is `(type, milliseconds)`.
-    let ts = m.call_method0(intern!(py, "timestamp"))?;
+    let ts = kafka_message::call(m, Field::Timestamp)?;
     let timestamp = ts
         .cast::<PyTuple>()
         .ok()
         .and_then(|t| t.get_item(1).ok())
         .and_then(|v| v.extract::<i64>().ok())
         .ok_or_else(|| PyTypeError::new_err("a consumed message's timestamp is not (type, ms)"))?;
-    let mut key = m.call_method0(intern!(py, "key"))?;
-    let mut value = m.call_method0(intern!(py, "value"))?;
+    let mut key = kafka_message::call(m, Field::Key)?;
+    let mut value = kafka_message::call(m, Field::Value)?;
     if let Some(f) = kd {
         if !key.is_none() {
             key = f.call1((key,))?;
@@ -69,7 +70,7 @@ fn record_of<'py>(
             value = f.call1((value,))?;
         }
     }
-    let headers = m.call_method0(intern!(py, "headers"))?;
+    let headers = kafka_message::call(m, Field::Headers)?;
     let headers = if headers.is_none() {
         None
     } else {
@@ -102,9 +103,8 @@ fn record_of<'py>(
     let deserialized = kd.is_some() || vd.is_some();
     // SAFETY: `obj` is a live object of a GC type (every pyclass is one)
     // whose fields are all initialised; the GIL is held. The same rule as
-    // the directory consumer's `make_record`: records from the free list
-    // come back untracked, and only a deserialized key or value can make a
-    // cycle through one.
+    // the directory consumer's `make_record`: only a deserialized key or
+    // value can make a cycle through a record.
     unsafe {
         let tracked = pyo3::ffi::PyObject_GC_IsTracked(obj) != 0;
         if deserialized && !tracked {
@@ -118,7 +118,7 @@ fn record_of<'py>(
 
 /// Records without deserializers hold only strings, numbers and their
 /// `Message` (which refers to none of them): the cyclic GC need not track
-/// them. The free list hands objects out untracked, a new one is tracked.
+/// them. A new object comes tracked.
 fn untrack(record: &Bound<'_, Record>) {
     let obj = record.as_ptr();
     // SAFETY: `obj` is a live object of a GC type (every pyclass is one)
@@ -146,17 +146,19 @@ pub fn remote_records<'py>(
     key_deserializer: Option<Bound<'py, PyAny>>,
     value_deserializer: Option<Bound<'py, PyAny>>,
 ) -> PyResult<(Bound<'py, PyList>, Option<PyErr>)> {
-    let out = PyList::empty(py);
     let kd = key_deserializer.as_ref().filter(|f| !f.is_none());
     let vd = value_deserializer.as_ref().filter(|f| !f.is_none());
     if kd.is_none() && vd.is_none() {
+        // Made first, then the list at its size (no append growing it).
+        let mut records = Vec::with_capacity(messages.len());
         for m in messages.iter() {
             let record = Bound::new(py, Record::of_message(py, m.unbind()))?;
             untrack(&record);
-            out.append(record)?;
+            records.push(record);
         }
-        return Ok((out, None));
+        return Ok((PyList::new(py, records)?, None));
     }
+    let out = PyList::empty(py);
     for m in messages.iter() {
         match record_of(py, &m, kd, vd) {
             Ok(r) => out.append(r)?,
@@ -185,4 +187,65 @@ pub fn remote_record<'py>(
         return Ok(record);
     }
     record_of(py, message, kd, vd)
+}
+
+/// Iteration's records of a fetched batch, made one at a time as they are
+/// handed out (`iter(consumer)` over a cluster, no deserializers): each
+/// `Record` is usually freed before the next is made, so it reuses memory
+/// the CPU just used, where a whole batch of them made ahead (500 live
+/// records) cost more per record and counted toward the cyclic GC's next
+/// collection. `stop()` ends it where it is: the consumer then knows how
+/// many were handed out (for the positions) and puts the rest back in its
+/// buffer.
+#[pyclass(module = "ottla")]
+pub struct RemoteRecordIter {
+    messages: Py<PyList>,
+    next: usize,
+    end: usize,
+}
+
+#[pymethods]
+impl RemoteRecordIter {
+    /// Over `messages`, confluent-kafka `Message`s without an error.
+    #[new]
+    fn new(messages: Bound<'_, PyList>) -> Self {
+        let end = messages.len();
+        RemoteRecordIter {
+            messages: messages.unbind(),
+            next: 0,
+            end,
+        }
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, Record>>> {
+        if self.next >= self.end {
+            return Ok(None);
+        }
+        let m = self.messages.bind(py).get_item(self.next)?;
+        self.next += 1;
+        let record = Bound::new(py, Record::of_message(py, m.unbind()))?;
+        untrack(&record);
+        Ok(Some(record))
+    }
+
+    /// Records handed out so far.
+    #[getter]
+    fn handed(&self) -> usize {
+        self.next
+    }
+
+    /// End the iteration here (it raises StopIteration from now on);
+    /// returns how many records it handed out.
+    fn stop(&mut self) -> usize {
+        self.end = self.next;
+        self.next
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.messages)
+    }
 }

@@ -34,6 +34,7 @@ from ottla._core import (
     OffsetOutOfRangeError,
     OttlaTimeoutError,
     Record,
+    RemoteRecordIter,
     UnknownTopicOrPartitionError,
     remote_record,
     remote_records,
@@ -79,6 +80,12 @@ _RETRIED = frozenset(
 )  # fmt: skip
 # The longest one librdkafka poll() lasts (a longer wait is several).
 _SLICE_S = 0.2
+# Messages taken from librdkafka in one consume() call. The same per-message
+# work costs more CPU in bigger batches, their messages out of the CPU's
+# caches by the time they are read (a raw consume() loop, main thread, per
+# message: 0.26 us in batches of 100-500, 0.32-0.38 of 1000, 0.69 of
+# 10 000; docs/PERFORMANCE.md "Over a cluster", step 4).
+_CHUNK = 500
 
 
 def _key(tp: Any) -> _Key:
@@ -101,6 +108,10 @@ def _check_topic(name: str) -> None:
         raise InvalidTopicError(
             f"invalid topic name {name!r}: 1 to 249 of [a-zA-Z0-9._-], not '.' or '..'"
         )
+
+
+def _values(msgs: list[Any]) -> list[Any]:
+    return [m.value() for m in msgs]
 
 
 class Consumer:
@@ -191,7 +202,7 @@ class Consumer:
         # The batch iteration is handing out (see _batches): its messages,
         # their Records, and the iterator over those; positions for it are
         # computed when something needs them (_settle).
-        self._chunk: tuple[list[Any], list[Record], Any] | None = None
+        self._chunk: tuple[list[Any], RemoteRecordIter] | None = None
         self._held: dict[_Key, list[Any]] = {}  # buffered records of paused partitions
         self._pos: dict[_Key, int] = {}
         self._paused: set[_Key] = set()
@@ -237,22 +248,19 @@ class Consumer:
         if chunk is None:
             return
         self._chunk = None
-        msgs, recs, it = chunk
-        n = len(recs)
-        left = it.__length_hint__()
-        handed = n - left
-        if left:
-            it.__setstate__(n)  # the iteration's iterator ends here
+        msgs, it = chunk
+        handed = it.stop()  # the iteration's iterator ends here
+        if handed < len(msgs):
             self._buf.extendleft(reversed(msgs[handed:]))
         pos = self._pos
         seen: set[_Key] = set()
         need = len(self._assigned)
         for j in range(handed - 1, -1, -1):
-            r = recs[j]
-            k = (r.topic, r.partition)
+            m = msgs[j]
+            k = (m.topic(), m.partition())
             if k not in seen:
                 seen.add(k)
-                pos[k] = r.offset + 1
+                pos[k] = m.offset() + 1
                 if len(seen) >= need:
                     break
 
@@ -531,10 +539,11 @@ class Consumer:
             self._next_commit = time.monotonic() + self._commit_every
             self._commit_positions(None, asynchronous=True)
         c = self._c
-        # What librdkafka holds, in one call: iteration asks for one record
-        # at a time, and refilling the buffer 64 at a time was 15 times the
-        # calls (and its checks) for the same records.
-        n = max(want, 1000)
+        # A batch of _CHUNK whatever ``want`` is: iteration asks for one
+        # record at a time (refilling 64 at a time was 15 times the calls
+        # for the same records), and a bigger batch costs more CPU a record
+        # (its messages no longer fit in the CPU's cache).
+        n = _CHUNK
         with self._io:
             if self._closed:
                 raise ClosedError("consumer is closed")
@@ -669,10 +678,17 @@ class Consumer:
             out[k] = int(hi)
         return out
 
-    def _poll_msgs(self, timeout_ms: float, max_records: int) -> list[Any]:
+    def _poll_msgs(
+        self,
+        timeout_ms: float,
+        max_records: int,
+        convert: Callable[[list[Any]], list[Any]] | None = None,
+    ) -> list[Any]:
         """Up to ``max_records`` records: what the log holds now, as the
         directory form returns, waiting up to ``timeout_ms`` if it holds
-        none past the positions."""
+        none past the positions. With ``convert``, what it makes of each
+        batch taken (``poll_values``: the values, so a batch's messages are
+        freed before the next one is fetched, not held to the end)."""
         self._check_open()
         if not timeout_ms >= 0:
             raise ValueError(f"timeout_ms must be >= 0, got {timeout_ms}")
@@ -689,7 +705,8 @@ class Consumer:
                 left = deadline - time.monotonic()
                 wait = 0.0 if self._buf else (max(left, 0.0) if not got else 0.02)
                 self._fill(wait, want - len(self._buf))
-            got.extend(self._take(max_records - len(got)))
+            taken = self._take(max_records - len(got))
+            got.extend(taken if convert is None else convert(taken))
             if len(got) >= max_records:
                 return got
             now = time.monotonic()
@@ -729,7 +746,7 @@ class Consumer:
     def poll_values(self, max_records: int = 100000, timeout_ms: float = 0.0) -> list[Any]:
         """Up to ``max_records`` values (no ``Record`` objects, no
         deserializers); positions advance as with ``poll``."""
-        return [m.value() for m in self._poll_msgs(timeout_ms, max_records)]
+        return self._poll_msgs(timeout_ms, max_records, _values)
 
     def __iter__(self) -> Iterator[Record]:
         # The records of each batch straight from a list iterator: no
@@ -742,9 +759,9 @@ class Consumer:
         shared buffer, so ``next(c)``, ``poll()``, ``seek()`` and a revoke
         in the loop body see the same state.
 
-        Without deserializers, the buffered messages become ``Record``s in
-        one call (``remote_records``), handed out by an iterator over them
-        with no Python work per record; the batch is ``self._chunk``
+        Without deserializers, the buffered messages are handed out by a
+        ``RemoteRecordIter``, which makes each one's ``Record`` as it is
+        handed out, with no Python work per record; the batch is ``self._chunk``
         meanwhile, and whatever reads the buffer or the positions first
         ends it (``_settle``): the positions of the records handed out so
         far, the rest back in the buffer, and the iterator exhausted. With a
@@ -760,17 +777,8 @@ class Consumer:
                     self._settle()  # another iteration's batch, handed out first
                     msgs = list(buf)
                     buf.clear()
-                    recs, err = remote_records(msgs)
-                    if err is not None:  # a message Record(...) would refuse
-                        j = len(recs)
-                        buf.extendleft(reversed(msgs[j:]))
-                        del msgs[j:]
-                        if not j:
-                            m = popleft()
-                            pos[(m.topic(), m.partition())] = m.offset() + 1
-                            raise err
-                    it = iter(recs)
-                    chunk = (msgs, recs, it)
+                    it = RemoteRecordIter(msgs)
+                    chunk = (msgs, it)
                     self._chunk = chunk
                     yield it
                     if self._chunk is chunk:

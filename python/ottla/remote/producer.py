@@ -15,9 +15,16 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ottla._core import ClosedError, RecordMetadata, UnknownTopicOrPartitionError
+from ottla._core import (
+    ClosedError,
+    RecordMetadata,
+    RemoteFutureRecordMetadata,
+    RemoteSender,
+    RemoteSendMethod,
+    UnknownTopicOrPartitionError,
+)
 from ottla.remote import _kafka
 
 _BytesLike = bytes | bytearray | memoryview | str
@@ -72,142 +79,126 @@ def _headers(headers: Any) -> list[tuple[str, bytes | str | None]]:
     return out
 
 
-class FutureRecordMetadata:
-    """The pending result of one remote ``send()``: the same methods as
-    :class:`ottla.FutureRecordMetadata`, completed by librdkafka's delivery
-    report."""
+# The future of one send() is ottla._core's ``FutureRecordMetadata`` of
+# this module (crates/ottla-python/src/remote_future.rs): made without a
+# Python frame, and itself librdkafka's delivery callback, which for a
+# delivery without error nor callbacks waiting stores the message and
+# nothing else. What it does beyond that is here, on its attributes:
+# ``_owner`` (this module's Producer), ``_msg`` (librdkafka's delivered
+# message: done), ``_md`` (the RecordMetadata, made from ``_msg`` when
+# asked for), ``_exc`` (the send's error), ``_callbacks``, ``_errbacks``.
+FutureRecordMetadata = RemoteFutureRecordMetadata
 
-    __slots__ = ("_callbacks", "_errbacks", "_exc", "_md", "_msg", "_owner")
 
-    def __init__(self, owner: Producer) -> None:
-        self._owner = owner
-        self._msg: Any = None  # librdkafka's delivered message: done
-        self._md: RecordMetadata | None = None  # made from _msg when asked for
-        self._exc: BaseException | None = None
-        self._callbacks: list[Callable[[RecordMetadata], Any]] | None = None
-        self._errbacks: list[Callable[[BaseException], Any]] | None = None
+def _future_deliver(f: FutureRecordMetadata, err: Any, msg: Any) -> None:
+    """librdkafka's ``on_delivery(err, msg)``, on a thread serving
+    ``poll()``, for what the future's own ``__call__`` leaves: an error, or
+    callbacks to call."""
+    if err is None:
+        # The common case costs one store: the RecordMetadata is made
+        # when someone asks for it (get(), a callback).
+        f._msg = msg
+        if f._callbacks is not None:
+            md = _future_metadata(f)
+            with f._owner._cond:
+                callbacks, f._callbacks = f._callbacks, []
+            for cb in callbacks:
+                cb(md)
+        return
+    owner = f._owner
+    exc = _kafka.error(err, f"sending to {msg.topic()!r}")
+    with owner._cond:
+        f._exc = exc
+        errbacks = f._errbacks
+        if owner._failed is None:
+            owner._failed = exc
+    for eb in errbacks or ():
+        eb(exc)
+    if errbacks:
+        _future_reported(f)
 
-    # librdkafka's on_delivery(err, msg), on a thread serving poll().
-    def _deliver(self, err: Any, msg: Any) -> None:
-        if err is None:
-            # The common case costs one store: the RecordMetadata is made
-            # when someone asks for it (get(), a callback).
-            self._msg = msg
-            if self._callbacks is not None:
-                md = self._metadata()
-                with self._owner._cond:
-                    callbacks, self._callbacks = self._callbacks, []
-                for cb in callbacks:
-                    cb(md)
-            return
-        owner = self._owner
-        exc = _kafka.error(err, f"sending to {msg.topic()!r}")
-        with owner._cond:
-            self._exc = exc
-            errbacks = self._errbacks
-            if owner._failed is None:
-                owner._failed = exc
-        for eb in errbacks or ():
-            eb(exc)
-        if errbacks:
-            self._reported()
 
-    def _metadata(self) -> RecordMetadata:
-        md = self._md
-        if md is None:
-            msg = self._msg
-            offset = msg.offset()
-            md = RecordMetadata(
-                msg.topic(),
-                msg.partition(),
-                -1 if offset is None or offset < 0 or self._owner._acks == 0 else offset,
-                msg.timestamp()[1],
-            )
-            self._md = md
-        return md
+def _future_metadata(f: FutureRecordMetadata) -> RecordMetadata:
+    md = f._md
+    if md is None:
+        msg = f._msg
+        offset = msg.offset()
+        md = RecordMetadata(
+            msg.topic(),
+            msg.partition(),
+            -1 if offset is None or offset < 0 or f._owner._acks == 0 else offset,
+            msg.timestamp()[1],
+        )
+        f._md = md
+    return md
 
-    def get(self, timeout: float | None = None) -> RecordMetadata:
-        """Wait (seconds; None: forever) for the broker's acknowledgement and
-        return the :class:`ottla.RecordMetadata`; raises the send's error."""
-        if self._msg is None and self._exc is None:
-            self._owner._wait(self._is_done, timeout)
-        if self._exc is not None:
-            self._reported()
-            raise self._exc
-        if self._msg is None:
-            raise _kafka.OttlaTimeoutError(f"no acknowledgement within {timeout} s")
-        return self._metadata()
 
-    def _reported(self) -> None:
-        """The error reached the caller: ``flush()`` need not raise it again."""
-        owner = self._owner
-        with owner._cond:
-            if owner._failed is self._exc:
-                owner._failed = None
+def _future_get(f: FutureRecordMetadata, timeout: float | None) -> RecordMetadata:
+    """``get()``: wait (seconds; None: forever) for the broker's
+    acknowledgement and return the :class:`ottla.RecordMetadata`; raises
+    the send's error."""
+    if f._msg is None and f._exc is None:
+        f._owner._wait(f._is_done, timeout)
+    if f._exc is not None:
+        _future_reported(f)
+        raise f._exc
+    if f._msg is None:
+        raise _kafka.OttlaTimeoutError(f"no acknowledgement within {timeout} s")
+    return _future_metadata(f)
 
-    result = get
 
-    def _is_done(self) -> bool:
-        return self._msg is not None or self._exc is not None
+def _future_reported(f: FutureRecordMetadata) -> None:
+    """The error reached the caller: ``flush()`` need not raise it again."""
+    owner = f._owner
+    with owner._cond:
+        if owner._failed is f._exc:
+            owner._failed = None
 
-    @property
-    def is_done(self) -> bool:
-        return self._is_done()
 
-    def done(self) -> bool:
-        return self._is_done()
-
-    def succeeded(self) -> bool:
-        return self._msg is not None
-
-    def failed(self) -> bool:
-        return self._exc is not None
-
-    @property
-    def exception(self) -> BaseException | None:
-        if self._exc is not None:
-            self._reported()
-        return self._exc
-
-    def add_callback(self, f: Callable[[RecordMetadata], Any]) -> FutureRecordMetadata:
-        """Call ``f(record_metadata)`` once acknowledged; returns this future."""
-        cond = self._owner._cond
-        with cond:
-            if self._msg is None:
-                if self._exc is None:
-                    if self._callbacks is None:
-                        self._callbacks = []
-                    self._callbacks.append(f)
-                    queued = True
-                else:
-                    return self
+def _future_add_callback(
+    f: FutureRecordMetadata, fn: Callable[[RecordMetadata], Any]
+) -> FutureRecordMetadata:
+    """``add_callback``: call ``fn(record_metadata)`` once acknowledged."""
+    cond = f._owner._cond
+    with cond:
+        if f._msg is None:
+            if f._exc is None:
+                if f._callbacks is None:
+                    f._callbacks = []
+                f._callbacks.append(fn)
+                queued = True
             else:
-                queued = False
-        if queued:
-            # A delivery between the look above and the append (it stores
-            # _msg without the lock) did not see f: call it here, once.
-            if self._msg is None:
-                return self
-            with cond:
-                pending = self._callbacks or []
-                if not any(g is f for g in pending):
-                    return self
-                pending.remove(f)
-        f(self._metadata())
-        return self
+                return f
+        else:
+            queued = False
+    if queued:
+        # A delivery between the look above and the append (it stores
+        # _msg without the lock) did not see fn: call it here, once.
+        if f._msg is None:
+            return f
+        with cond:
+            pending = f._callbacks or []
+            if not any(g is fn for g in pending):
+                return f
+            pending.remove(fn)
+    fn(_future_metadata(f))
+    return f
 
-    def add_errback(self, f: Callable[[BaseException], Any]) -> FutureRecordMetadata:
-        """Call ``f(exception)`` if the send fails; returns this future."""
-        with self._owner._cond:
-            exc = self._exc
-            if exc is None:
-                if self._msg is None:
-                    if self._errbacks is None:
-                        self._errbacks = []
-                    self._errbacks.append(f)
-                return self
-        f(exc)
-        return self
+
+def _future_add_errback(
+    f: FutureRecordMetadata, fn: Callable[[BaseException], Any]
+) -> FutureRecordMetadata:
+    """``add_errback``: call ``fn(exception)`` if the send fails."""
+    with f._owner._cond:
+        exc = f._exc
+        if exc is None:
+            if f._msg is None:
+                if f._errbacks is None:
+                    f._errbacks = []
+                f._errbacks.append(fn)
+            return f
+    fn(exc)
+    return f
 
 
 class BatchFuture:
@@ -293,6 +284,9 @@ class Producer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self._batch_size = 262144 if batch_size is None else batch_size
         self._sticky_state: dict[str, list[int]] = {}
+        # send()'s fast path: the sticky state of each known topic, while
+        # open and without a value serializer (see send()).
+        self._fast: dict[str, list[int]] = {}
         self._acks = 1 if acks is None else acks
         conf = _kafka.librdkafka_config(
             "Producer",
@@ -314,6 +308,7 @@ class Producer:
         self._key_ser = key_serializer
         self._value_ser = value_serializer
         self._p = _kafka.make(ck.Producer, "Producer", conf, config)
+        self._produce_c = self._p.produce
         self._conf = conf
         self._known: dict[str, list[int]] = {}
         self._cond = threading.Condition()
@@ -332,6 +327,18 @@ class Producer:
         )
         self._poller.start()
         weakref.finalize(self, self._stop.set)
+        # send()'s common case (an unkeyed bytes value to a known topic)
+        # in one call of the extension, the rest through send() below: the
+        # state it needs (no reference to this producer, so no cycle), read
+        # by RemoteSendMethod (crates/ottla-python/src/remote_send.rs).
+        self._sender = RemoteSender(
+            self._produce_c,
+            self._fast,
+            self._batch_size,
+            self._POLL_EVERY,
+            Producer._serve_reports,
+            Producer._produce,
+        )
 
     # ---- delivery reports ----------------------------------------------------
 
@@ -391,6 +398,7 @@ class Producer:
         """Partition numbers of ``topic`` (created if ``auto_create_topics``)."""
         self._check_open()
         self._known.pop(topic, None)
+        self._fast.pop(topic, None)
         return list(self._partitions(topic))
 
     # ---- sending -------------------------------------------------------------
@@ -412,8 +420,6 @@ class Producer:
     ) -> FutureRecordMetadata:
         """Queue a record (see :meth:`ottla.Producer.send`); the future
         completes with the broker's acknowledgement."""
-        if self._closed:
-            raise ClosedError("producer is closed")
         if (
             key is None
             and partition is None
@@ -421,29 +427,30 @@ class Producer:
             and timestamp is None
             and headers is None
             and type(value) is bytes
-            and self._value_ser is None
-            and topic in self._known
         ):
             # The common case, with no per-argument work: an unkeyed value
-            # to a known topic, on the sticky partition.
-            future = FutureRecordMetadata(self)
-            st = self._sticky_state.get(topic)
-            if st is None or st[1] >= self._batch_size:
-                part = self._sticky(topic, len(value))
-            else:
-                st[1] += len(value) + 70
-                part = st[0]
-            try:
-                self._p.produce(topic, value, None, part, future._deliver)
-            except BufferError:
-                self._produce(
-                    topic, value, None, {"partition": part, "on_delivery": future._deliver}
-                )
+            # to a known topic, on the sticky partition. ``_fast`` holds the
+            # sticky state of the topics it applies to: known, no value
+            # serializer, the producer open (emptied by close()).
+            st = self._fast.get(topic)
+            if st is not None:
+                future = FutureRecordMetadata(self)
+                if st[1] >= self._batch_size:
+                    part = self._sticky(topic, len(value))
+                else:
+                    st[1] += len(value) + 70
+                    part = st[0]
+                try:
+                    self._produce_c(topic, value, None, part, future)
+                except BufferError:
+                    self._produce(topic, value, None, {"partition": part, "on_delivery": future})
+                    return future
+                self._until_poll -= 1
+                if not self._until_poll:
+                    self._serve_reports()
                 return future
-            self._until_poll -= 1
-            if not self._until_poll:
-                self._serve_reports()
-            return future
+        if self._closed:
+            raise ClosedError("producer is closed")
         if timestamp is not None:
             if timestamp_ms is not None:
                 raise TypeError("send() takes timestamp_ms or timestamp, not both")
@@ -459,7 +466,7 @@ class Producer:
         value = _as_bytes(value, "value")
         key = _as_bytes(key, "key")
         future = FutureRecordMetadata(self)
-        kw: dict[str, Any] = {"on_delivery": future._deliver}
+        kw: dict[str, Any] = {"on_delivery": future}
         if partition is not None:
             if not isinstance(partition, int) or isinstance(partition, bool):
                 raise TypeError(f"partition must be int, not {type(partition).__name__}")
@@ -467,6 +474,7 @@ class Producer:
                 raise ValueError(f"partition must be >= 0, got {partition}")
             if partition not in self._known[topic]:
                 self._known.pop(topic, None)
+                self._fast.pop(topic, None)
                 if partition not in self._partitions(topic):
                     raise UnknownTopicOrPartitionError(
                         f"unknown topic or partition: {topic}-{partition}"
@@ -500,6 +508,8 @@ class Producer:
                         break
             st = [choice, 0]
             self._sticky_state[topic] = st
+        if self._value_ser is None and not self._closed and topic in self._known:
+            self._fast[topic] = st
         st[1] += size + 70  # the record's bytes and its share of a batch's overhead
         return st[0]
 
@@ -578,6 +588,7 @@ class Producer:
             self.flush(timeout)
         finally:
             self._closed = True
+            self._fast.clear()  # in place: the RemoteSender holds it
             self._stop.set()
             self._poller.join(5)
 
@@ -606,3 +617,9 @@ class Producer:
             f"<ottla.Producer bootstrap_servers={self._servers!r} "
             f"linger_ms={self._conf.get('linger.ms')} batch_size={self._batch_size}{state}>"
         )
+
+
+if not TYPE_CHECKING:
+    # producer.send: the Python method above, or, for a producer with a
+    # _sender, an extension object doing its common case in one call.
+    Producer.send = RemoteSendMethod(Producer.send)
