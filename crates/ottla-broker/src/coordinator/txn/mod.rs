@@ -13,7 +13,11 @@
 //! harmless. Requests for one transactional id are serialised on its lock,
 //! held while its markers are written; what finds a transaction still
 //! completing (a restart's recovery not done, a marker that failed) gets
-//! CONCURRENT_TRANSACTIONS, as from Kafka, and retries.
+//! CONCURRENT_TRANSACTIONS, as from Kafka, and retries. That lock is taken
+//! on blocking threads only: what merely reads a transaction on a runtime
+//! worker (Produce's verification, DescribeTransactions...) reads its
+//! published copy and never waits for an action in progress (`slot`:
+//! waiting there parked a worker and stalled the whole broker).
 //!
 //! Placement: Kafka's coordinator for an id is the leader of partition
 //! `abs(hashCode(id)) % partitions` of `__transaction_state`

@@ -50,7 +50,9 @@ impl Slot {
 
     /// The lock if no one acts on the transaction now.
     pub fn try_lock(&self) -> Option<SlotGuard<'_>> {
-        self.meta.try_lock().map(|meta| SlotGuard { slot: self, meta })
+        self.meta
+            .try_lock()
+            .map(|meta| SlotGuard { slot: self, meta })
     }
 
     /// The transaction as last published: never waits for an action in
