@@ -45,14 +45,17 @@ impl Slot {
         SlotGuard {
             slot: self,
             meta: self.meta.lock(),
+            changed: false,
         }
     }
 
     /// The lock if no one acts on the transaction now.
     pub fn try_lock(&self) -> Option<SlotGuard<'_>> {
-        self.meta
-            .try_lock()
-            .map(|meta| SlotGuard { slot: self, meta })
+        self.meta.try_lock().map(|meta| SlotGuard {
+            slot: self,
+            meta,
+            changed: false,
+        })
     }
 
     /// The transaction as last published: never waits for an action in
@@ -67,10 +70,12 @@ impl Slot {
     }
 }
 
-/// The transaction's lock: the metadata to act on; published on release.
+/// The transaction's lock: the metadata to act on; published on release
+/// if it was changed (or another state announced) meanwhile.
 pub struct SlotGuard<'a> {
     slot: &'a Slot,
     meta: MutexGuard<'a, TxnMetadata>,
+    changed: bool,
 }
 
 impl SlotGuard<'_> {
@@ -78,12 +83,14 @@ impl SlotGuard<'_> {
     /// transaction ending (or fenced) refuses its producer's batches from
     /// now on. Released without `next` written, the lock publishes the
     /// state it holds again.
-    pub fn announce(&self, next: &TxnMetadata) {
+    pub fn announce(&mut self, next: &TxnMetadata) {
+        self.changed = true;
         self.slot.publish(next);
     }
 
     /// Publish the state held now.
-    pub fn publish(&self) {
+    pub fn publish(&mut self) {
+        self.changed = false;
         self.slot.publish(&self.meta);
     }
 }
@@ -97,12 +104,15 @@ impl Deref for SlotGuard<'_> {
 
 impl DerefMut for SlotGuard<'_> {
     fn deref_mut(&mut self) -> &mut TxnMetadata {
+        self.changed = true;
         &mut self.meta
     }
 }
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        self.slot.publish(&self.meta);
+        if self.changed {
+            self.slot.publish(&self.meta);
+        }
     }
 }

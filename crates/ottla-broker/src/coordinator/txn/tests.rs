@@ -222,7 +222,7 @@ async fn an_ending_transaction_refuses_its_batches_from_the_start() {
         .expect("add");
     let shared = c.get("x").expect("known");
     {
-        let slot = shared.lock();
+        let mut slot = shared.lock();
         let m = (*slot).clone();
         let EndStep::Prepare(p) = m.prepare_end(pid, epoch, true, true, now_ms()).expect("ok")
         else {
