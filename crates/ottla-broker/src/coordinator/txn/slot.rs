@@ -5,19 +5,20 @@
 //! An action may hold the lock for seconds: in a cluster it waits, on a
 //! blocking thread (`crate::blocking`), for its state write and its markers
 //! to be replicated and for WriteTxnMarkers answers. Produce's verification
-//! (KIP-890), AddPartitionsToTxn's `verify_only`, TxnOffsetCommit's check,
-//! DescribeTransactions and ListTransactions run on the runtime's workers
-//! (two of them): had they taken the lock, each would have parked a worker
-//! until the action ended, and with every worker parked nothing drives the
-//! follower fetches that move the high watermark nor the timers that bound
-//! the waits: the whole broker stopped (issue 15, the new coordinator's
-//! stall). They read the published copy instead, which never waits.
+//! (KIP-890), AddPartitionsToTxn's `verify_only`, DescribeTransactions and
+//! ListTransactions run on the runtime's workers (two of them): one worker
+//! parked on the lock until the action ended was enough to stop the whole
+//! broker (issue 15, the new coordinator's stall; gdb showed the other
+//! worker idle, not polling tokio's I/O and timer driver), so neither the
+//! follower fetches that move the high watermark nor the timer that bounds
+//! the wait ever came. They, and TxnOffsetCommit's check, read the
+//! published copy instead, which never waits.
 //!
 //! The copy is published when the lock is released, and as soon as an
 //! action starts ending or fencing the transaction ([`SlotGuard::announce`],
 //! before its state is written): from then on a Produce of the transaction
-//! is refused, as the lock made it wait before, so no batch of the ending
-//! transaction is appended after its markers.
+//! is refused at once, where it used to wait for the lock and then be
+//! refused.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
