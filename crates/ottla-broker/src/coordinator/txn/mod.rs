@@ -13,7 +13,11 @@
 //! harmless. Requests for one transactional id are serialised on its lock,
 //! held while its markers are written; what finds a transaction still
 //! completing (a restart's recovery not done, a marker that failed) gets
-//! CONCURRENT_TRANSACTIONS, as from Kafka, and retries.
+//! CONCURRENT_TRANSACTIONS, as from Kafka, and retries. That lock is taken
+//! on blocking threads only: what merely reads a transaction on a runtime
+//! worker (Produce's verification, DescribeTransactions...) reads its
+//! published copy and never waits for an action in progress (`slot`:
+//! waiting there parked a worker and stalled the whole broker).
 //!
 //! Placement: Kafka's coordinator for an id is the leader of partition
 //! `abs(hashCode(id)) % partitions` of `__transaction_state`
@@ -62,8 +66,11 @@ use ottla_storage::txn_state::{
     TxnView, TXN_TOPIC,
 };
 
+mod slot;
 #[cfg(test)]
 mod tests;
+
+use slot::{Slot, SlotGuard};
 
 /// How often the timer looks for expired transactions (Kafka's
 /// `transaction.abort.timed.out.transaction.cleanup.interval.ms` is 10 s;
@@ -83,7 +90,7 @@ pub fn txn_code(e: TxnError) -> i16 {
     }
 }
 
-type Shared1 = Arc<Mutex<TxnMetadata>>;
+type Shared1 = Arc<Slot>;
 
 pub struct TxnCoordinator {
     store: Arc<Store>,
@@ -152,7 +159,7 @@ impl TxnCoordinator {
             log.catch_up(&mut view)?;
             for (id, m) in view.txns.iter() {
                 by_producer.insert(m.producer_id, id.clone());
-                txns.insert(id.clone(), Arc::new(Mutex::new(m.clone())));
+                txns.insert(id.clone(), Slot::new(m.clone()));
             }
         }
         let locks = TxnLocks::open(&store)?;
@@ -216,7 +223,7 @@ impl TxnCoordinator {
             let mut by_producer = self.by_producer.lock();
             for (id, m) in view.txns.iter() {
                 by_producer.insert(m.producer_id, id.clone());
-                txns.insert(id.clone(), Arc::new(Mutex::new(m.clone())));
+                txns.insert(id.clone(), Slot::new(m.clone()));
             }
             for m in view.txns.values() {
                 crate::errors::debug(&format!(
@@ -279,16 +286,23 @@ impl TxnCoordinator {
     }
 
     /// Write `m`, then make it the state (Kafka's order: the log first).
+    /// A state that ends or fences the open transaction is announced
+    /// before it is written, so no batch of the transaction is verified
+    /// meanwhile (see `slot`); the others are published once written.
     fn persist(
         &self,
         replicas: &ReplicaManager,
-        slot: &mut TxnMetadata,
+        slot: &mut SlotGuard<'_>,
         m: TxnMetadata,
     ) -> Result<(), i16> {
+        if m.state != TxnState::Ongoing {
+            slot.announce(&m);
+        }
         if self.clustered() {
             self.persist_replicated(replicas, &m)
                 .map_err(state_write_error)?;
-            *slot = m;
+            **slot = m;
+            slot.publish();
             return Ok(());
         }
         let log = self.log()?;
@@ -299,7 +313,8 @@ impl TxnCoordinator {
             ));
             state_write_error(kafka_code(&e))
         })?;
-        *slot = m;
+        **slot = m;
+        slot.publish();
         Ok(())
     }
 
@@ -383,7 +398,7 @@ impl TxnCoordinator {
         for (id, m) in view.txns.iter() {
             let shared = txns
                 .entry(id.clone())
-                .or_insert_with(|| Arc::new(Mutex::new(m.clone())))
+                .or_insert_with(|| Slot::new(m.clone()))
                 .clone();
             let Some(mut slot) = shared.try_lock() else {
                 // Busy with a request of this process, which synced first.
@@ -412,7 +427,7 @@ impl TxnCoordinator {
     /// Write the markers of `m` (PrepareCommit/PrepareAbort, persisted),
     /// then complete it. On a failed marker it stays in Prepare (the
     /// timer tries again) and the caller gets the error.
-    fn finish(&self, replicas: &ReplicaManager, slot: &mut TxnMetadata) -> Result<(), i16> {
+    fn finish(&self, replicas: &ReplicaManager, slot: &mut SlotGuard<'_>) -> Result<(), i16> {
         let kind = match slot.state {
             TxnState::PrepareCommit => ControlType::Commit,
             TxnState::PrepareAbort => ControlType::Abort,
@@ -566,7 +581,7 @@ impl TxnCoordinator {
     fn abort(
         &self,
         replicas: &ReplicaManager,
-        slot: &mut TxnMetadata,
+        slot: &mut SlotGuard<'_>,
         fence: bool,
     ) -> Result<(), i16> {
         let now = now_ms();
@@ -612,12 +627,7 @@ impl TxnCoordinator {
             txns.entry(transactional_id.to_string())
                 .or_insert_with(|| {
                     let pid = ids.new_producer_id();
-                    Arc::new(Mutex::new(TxnMetadata::new(
-                        transactional_id,
-                        pid,
-                        timeout_ms,
-                        now,
-                    )))
+                    Slot::new(TxnMetadata::new(transactional_id, pid, timeout_ms, now))
                 })
                 .clone()
         };
@@ -696,7 +706,7 @@ impl TxnCoordinator {
         let shared = self
             .get(transactional_id)
             .ok_or(code::INVALID_PRODUCER_ID_MAPPING)?;
-        let slot = shared.lock();
+        let slot = shared.snapshot();
         slot.verify_partition(producer_id, epoch, partition)
             .map_err(txn_code)
     }
@@ -732,7 +742,7 @@ impl TxnCoordinator {
             None => return Err(code::INVALID_TXN_STATE),
         };
         let shared = self.get(&id).ok_or(code::INVALID_TXN_STATE)?;
-        let slot = shared.lock();
+        let slot = shared.snapshot();
         match slot.verify_partition(producer_id, epoch, &(topic.to_string(), partition)) {
             Ok(()) => Ok(()),
             Err(TxnError::Fenced) => Err(code::INVALID_PRODUCER_EPOCH),
@@ -759,7 +769,7 @@ impl TxnCoordinator {
         let shared = self
             .get(transactional_id)
             .ok_or(code::INVALID_PRODUCER_ID_MAPPING)?;
-        let slot = shared.lock();
+        let slot = shared.snapshot();
         match slot.verify_partition(producer_id, epoch, &part) {
             Ok(()) => Ok(()),
             Err(TxnError::Fenced) => Err(code::INVALID_PRODUCER_EPOCH),
@@ -798,13 +808,13 @@ impl TxnCoordinator {
 
     /// One transactional id's transaction (DescribeTransactions).
     pub fn describe(&self, transactional_id: &str) -> Option<TxnMetadata> {
-        self.get(transactional_id).map(|s| s.lock().clone())
+        self.get(transactional_id).map(|s| (*s.snapshot()).clone())
     }
 
     /// Every transaction (ListTransactions).
     pub fn list(&self) -> Vec<TxnMetadata> {
         let all: Vec<Shared1> = self.txns.lock().values().cloned().collect();
-        all.iter().map(|s| s.lock().clone()).collect()
+        all.iter().map(|s| (*s.snapshot()).clone()).collect()
     }
 
     /// The timer's pass: complete transactions left in Prepare, abort the

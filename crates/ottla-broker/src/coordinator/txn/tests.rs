@@ -142,3 +142,103 @@ fn long_transactional_ids_are_cut_in_log_lines() {
     assert!(shown.ends_with("... (600 bytes)"), "{shown}");
     assert_eq!(shown.chars().filter(|c| *c == 'é').count(), 100);
 }
+
+/// Issue 15's stall of a new coordinator, made deterministic: a request
+/// acting on a transaction holds its lock on a blocking thread while it
+/// waits on the runtime (as a cluster's state write waits for the high
+/// watermark, bounded by a timer), and a Produce of that transaction is
+/// verified (KIP-890) on a runtime worker, here the only one. Had the
+/// verification waited for the lock, the worker would have been parked:
+/// nothing would drive the timer (nor, in a cluster, the follower fetches)
+/// the request waits for, and neither could ever go on.
+#[test]
+fn a_produce_is_verified_without_waiting_for_an_action_in_progress() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (store, replicas, waker) = {
+        let _g = rt.enter();
+        setup(dir.path())
+    };
+    let ids = ProducerIdManager::default();
+    let c = Arc::new(
+        TxnCoordinator::start(store.clone(), Durability::PageCache, 60_000).expect("start"),
+    );
+    let (pid, epoch) = c
+        .init_producer_id(&replicas, &ids, "x", 1000, None)
+        .expect("init");
+    c.add_partitions(&replicas, "x", pid, epoch, &[("t".to_string(), 0)])
+        .expect("add");
+    let (done, answered) = std::sync::mpsc::channel();
+    let coordinator = c.clone();
+    rt.spawn(async move {
+        let (locked, is_locked) = tokio::sync::oneshot::channel();
+        let holder = tokio::spawn({
+            let c = coordinator.clone();
+            async move {
+                crate::blocking(|| {
+                    let shared = c.get("x").expect("known");
+                    let _acting = shared.lock();
+                    let _ = locked.send(());
+                    tokio::runtime::Handle::current()
+                        .block_on(tokio::time::sleep(Duration::from_millis(200)));
+                })
+            }
+        });
+        let _ = is_locked.await;
+        // On the worker, as Produce verifies a transactional batch.
+        let verified = coordinator.verify_produce(pid, epoch, "t", 0);
+        let waited = holder.await.is_ok();
+        let _ = done.send((verified, waited));
+    });
+    match answered.recv_timeout(Duration::from_secs(30)) {
+        Ok(r) => assert_eq!(r, (Ok(()), true)),
+        Err(_) => {
+            // The runtime is deadlocked: dropping it would wait forever.
+            std::mem::forget(rt);
+            panic!("the runtime stalled: the verification waited for the transaction's lock");
+        }
+    }
+    waker.stop();
+}
+
+/// An action that starts ending the transaction announces it before its
+/// state is written: from then on its producer's batches are refused (as
+/// they waited for the lock before); released without the state written,
+/// the transaction is open again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ending_transaction_refuses_its_batches_from_the_start() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (store, replicas, waker) = setup(dir.path());
+    let ids = ProducerIdManager::default();
+    let c = TxnCoordinator::start(store.clone(), Durability::PageCache, 60_000).expect("start");
+    let (pid, epoch) = c
+        .init_producer_id(&replicas, &ids, "x", 1000, None)
+        .expect("init");
+    c.add_partitions(&replicas, "x", pid, epoch, &[("t".to_string(), 0)])
+        .expect("add");
+    let shared = c.get("x").expect("known");
+    {
+        let mut slot = shared.lock();
+        let m = (*slot).clone();
+        let EndStep::Prepare(p) = m.prepare_end(pid, epoch, true, true, now_ms()).expect("ok")
+        else {
+            panic!("prepare");
+        };
+        slot.announce(&p);
+        assert_eq!(
+            c.verify_produce(pid, epoch, "t", 0),
+            Err(code::INVALID_TXN_STATE)
+        );
+        assert_eq!(
+            c.describe("x").map(|m| m.state),
+            Some(TxnState::PrepareCommit)
+        );
+    }
+    // Never written: the transaction is still open.
+    c.verify_produce(pid, epoch, "t", 0).expect("open again");
+    waker.stop();
+}
