@@ -69,10 +69,23 @@ impl Cluster {
     }
 
     fn restart(&mut self, id: i32) {
-        let store = Store::open(self.dirs[&id].path()).expect("store");
-        let broker = Broker::start(store, config(id, self.controller_ports[&id], &self.voters))
-            .expect("start");
-        self.brokers.insert(id, broker);
+        // The controller port was free when it was picked, but while a node
+        // is down an outgoing connection of a test running beside this one
+        // may hold it as its local port for a moment: try again then.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let store = Store::open(self.dirs[&id].path()).expect("store");
+            match Broker::start(store, config(id, self.controller_ports[&id], &self.voters)) {
+                Ok(broker) => {
+                    self.brokers.insert(id, broker);
+                    return;
+                }
+                Err(e) if e.to_string().contains("in use") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("node {id} does not start: {e}"),
+            }
+        }
     }
 
     fn shared(&self, id: i32) -> Arc<Shared> {
