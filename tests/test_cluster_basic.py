@@ -45,6 +45,19 @@ class Cluster:
             self.start(i)
 
     def start(self, node_id: int) -> None:
+        # The ports were free when picked, but another test's outgoing
+        # connection may hold one as its local port for a moment: try again.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.nodes[node_id] = self._spawn(node_id)
+                return
+            except AssertionError as e:
+                if "Address already in use" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _spawn(self, node_id: int) -> Child:
         child = self.spawn(
             CLI_CODE,
             "serve",
@@ -63,7 +76,7 @@ class Cluster:
             2,
         )
         child.wait_line(lambda s: s.startswith("listening on "), timeout=60)
-        self.nodes[node_id] = child
+        return child
 
     def bootstrap(self, only: list[int] | None = None) -> str:
         return ",".join(f"127.0.0.1:{self.ports[i]}" for i in (only or self.ids))
