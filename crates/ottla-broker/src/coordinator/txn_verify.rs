@@ -232,20 +232,33 @@ static POOL: LazyLock<Pool> = LazyLock::new(Pool::default);
 const POOL_PER_PEER: usize = 4;
 
 /// Send `req` over a pooled connection to `addr` (a new one if none is
-/// idle); the connection goes back to the pool only after a whole answer.
+/// idle, or if the idle one fails: the peer may have restarted since); the
+/// connection goes back to the pool only after a whole answer. The question
+/// changes nothing, so asking it twice is harmless.
 async fn call(
     addr: SocketAddr,
     source: Option<IpAddr>,
     req: &AddPartitionsToTxnRequest,
 ) -> std::io::Result<AddPartitionsToTxnResponse> {
     let idle = POOL.lock().get_mut(&(addr, source)).and_then(Vec::pop);
-    let mut conn = match idle {
-        Some(c) => c,
-        None => PeerConnection::connect(addr, source).await?,
+    let pooled = match idle {
+        Some(mut c) => c
+            .call(ApiKey::AddPartitionsToTxn, VERIFY_VERSION, req)
+            .await
+            .ok()
+            .map(|resp| (c, resp)),
+        None => None,
     };
-    let resp = conn
-        .call(ApiKey::AddPartitionsToTxn, VERIFY_VERSION, req)
-        .await?;
+    let (conn, resp) = match pooled {
+        Some(answered) => answered,
+        None => {
+            let mut c = PeerConnection::connect(addr, source).await?;
+            let resp = c
+                .call(ApiKey::AddPartitionsToTxn, VERIFY_VERSION, req)
+                .await?;
+            (c, resp)
+        }
+    };
     let mut pool = POOL.lock();
     let idle = pool.entry((addr, source)).or_default();
     if idle.len() < POOL_PER_PEER {
