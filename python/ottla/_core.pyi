@@ -63,7 +63,10 @@ __all__ = [
     "create_acls",
     "delete_acls",
     "delete_scram_user",
+    "first_error",
     "make_certificates",
+    "message_fields_direct",
+    "message_values",
     "remote_record",
     "remote_records",
     "scram_users",
@@ -197,13 +200,10 @@ class RecordMetadata:
 class Record:
     """A record read from a topic.
 
-    Iteration drops most records right after handing them out: a free list
-    recycles them (objects from it come back untracked by the cyclic GC; the
-    consumer tracks them again when a deserializer could make a cycle).
-
-    A record of a cluster's consumer (``bootstrap_servers``, no
-    deserializers) reads each field from librdkafka's message when it is
-    asked for; it behaves as any other record.
+    ``topic``, ``key`` and ``value`` are plain read-only fields; a record of
+    a cluster's consumer (``bootstrap_servers``, no deserializers) reads its
+    partition, offset, timestamp and headers from librdkafka's message when
+    they are asked for. It behaves as any other record.
 
     Records pickle (for ``multiprocessing``) and copy; ``copy.copy`` returns
     the record itself, as it is immutable. ``Record(...)`` makes one by hand:
@@ -278,6 +278,18 @@ def remote_record(
 ) -> Record:
     """The :class:`Record` of one confluent-kafka ``Message``; a
     deserializer's exception propagates."""
+
+def first_error(messages: list[Any]) -> int:
+    """The index of the first confluent-kafka ``Message`` of ``messages``
+    with an error, or -1 if none has one."""
+
+def message_values(messages: list[Any]) -> list[Any]:
+    """``[m.value() for m in messages]``, one C call a message."""
+
+def message_fields_direct() -> bool:
+    """Whether a ``Message``'s fields are read by calling confluent-kafka's
+    C functions directly (their layout checked at first use); otherwise
+    through the method descriptors, slower."""
 
 @final
 class RemoteRecordIter:

@@ -285,12 +285,13 @@ impl Consumer {
     }
 
     fn record_fields(&self, py: Python<'_>, tp: &Tp, rec: &RecordView<'_>) -> PyResult<Record> {
-        let conv = |b: Option<&[u8]>, de: &Option<Py<PyAny>>| -> PyResult<Option<Py<PyAny>>> {
+        let conv = |b: Option<&[u8]>, de: &Option<Py<PyAny>>| -> PyResult<Py<PyAny>> {
             let obj = b.map(|b| PyBytes::new(py, b).into_any());
             match (de, obj) {
+                (Some(f), Some(o)) => Ok(f.bind(py).call1((o,))?.unbind()),
+                (_, Some(o)) => Ok(o.unbind()),
                 // Like Kafka's clients, a null key or value stays None.
-                (Some(f), Some(o)) => Ok(Some(f.bind(py).call1((o,))?.unbind())),
-                (_, o) => Ok(o.map(Bound::unbind)),
+                (_, None) => Ok(py.None()),
             }
         };
         let headers = if rec.header_count == 0 {

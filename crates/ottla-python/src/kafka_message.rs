@@ -1,25 +1,39 @@
 //! Reading the fields of confluent-kafka's `Message` (librdkafka's consumed
 //! message) from the extension: the remote consumer's `Record`s
-//! (`types::Record`, `remote_records`).
+//! (`types::Record`, `remote_records`) and its batch checks
+//! (`first_error`, `message_values`).
 //!
-//! A `Message` exposes its fields through methods only. Calling one by name
-//! (`PyObject_CallMethodObjArgs`, the stable ABI's way) looks the name up
-//! in the type's dictionary on every call; here the method descriptors of
-//! `confluent_kafka.Message` (`Message.value`, ...) are looked up once and
-//! called with the message as their argument (`PyObject_CallFunctionObjArgs`,
-//! no lookup, no bound method, no argument tuple). Measured, the getter of
-//! a remote record's `value` cost the same either way (55-60 ns with the
-//! loop: PyO3's getter is most of it; docs/PERFORMANCE.md, "Over a
-//! cluster", step 4); kept for the seven-field path with deserializers. A
-//! message of any other type (a subclass, a stand-in in a test) is called
-//! by name, as before.
+//! A `Message` exposes its fields through methods only, each a C function
+//! of confluent-kafka's that returns a field it already holds
+//! (`METH_NOARGS`). Three ways to call one, fastest last:
+//! - by name (`PyObject_CallMethodObjArgs`): the name is looked up in the
+//!   type's dictionary on every call. Any object with such methods (a
+//!   subclass, a stand-in in a test) is called this way.
+//! - through the method's descriptor, looked up once
+//!   (`PyObject_CallFunctionObjArgs(Message.value, message)`): no lookup,
+//!   but still the interpreter's call protocol, 20-30 ns a call.
+//! - the C function itself, `ml_meth(message, NULL)`, as CPython's own
+//!   `method_vectorcall_NOARGS` does after its checks (and Cython's cached
+//!   unbound methods): a few ns. That reads the descriptor's `PyMethodDef`,
+//!   which the stable ABI does not expose: the layout of
+//!   `PyMethodDescrObject` (unchanged from CPython 3.8 to 3.14) is checked
+//!   once at load, against facts no other layout would give (the
+//!   descriptor's type is `method_descriptor`, its owner is `Message`, its
+//!   `PyMethodDef` names the method and takes no arguments); any mismatch
+//!   and every call goes through the descriptor instead.
+//!
+//! The remote iteration's CPU a record is the raw client's plus this
+//! module's calls (docs/PERFORMANCE.md, "Over a cluster"), so the direct
+//! call is what lets a `Record` hold its key, value and topic as plain
+//! fields (member descriptors, the interpreter's cheapest attribute).
 
+use std::ffi::{c_char, CStr};
 use std::ptr;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyString, PyType};
+use pyo3::types::{PyList, PyString, PyType};
 
 /// A field of a `Message`: the index of its method in `NAMES`.
 #[derive(Clone, Copy)]
@@ -31,9 +45,10 @@ pub enum Field {
     Key = 4,
     Value = 5,
     Headers = 6,
+    Error = 7,
 }
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 8] = [
     "topic",
     "partition",
     "offset",
@@ -41,17 +56,80 @@ const NAMES: [&str; 7] = [
     "key",
     "value",
     "headers",
+    "error",
 ];
 
-/// `confluent_kafka.Message` and its methods' descriptors, in `NAMES`' order.
+/// CPython's `PyMethodDescrObject` up to its `PyMethodDef` (Include/
+/// descrobject.h: `PyDescr_COMMON` then `d_method`), read only after the
+/// checks in `direct_function`.
+#[repr(C)]
+struct MethodDescr {
+    ob_base: ffi::PyObject,
+    d_type: *mut ffi::PyTypeObject,
+    d_name: *mut ffi::PyObject,
+    d_qualname: *mut ffi::PyObject,
+    d_method: *const ffi::PyMethodDef,
+}
+
+/// `confluent_kafka.Message` and its methods, in `NAMES`' order: their
+/// descriptors, and their C functions when the checks allowed reading them.
 struct Methods {
     message_type: Py<PyType>,
     descriptors: Vec<Py<PyAny>>,
+    direct: Option<Vec<ffi::PyCFunction>>,
 }
+
+// SAFETY: the function pointers are confluent-kafka's C functions, valid for
+// the life of the process (an extension module is never unloaded), and
+// called only with the GIL held; the rest are `Py` objects.
+unsafe impl Send for Methods {}
+// SAFETY: as for `Send`: immutable after `load`, and only read.
+unsafe impl Sync for Methods {}
 
 /// Looked up on first use; `None` if confluent-kafka cannot be imported (or
 /// has no such methods): every call is then by name.
 static METHODS: PyOnceLock<Option<Methods>> = PyOnceLock::new();
+
+/// The C function of `descriptor`, a `METH_NOARGS` method of `owner` named
+/// `name`, if its layout is the one `MethodDescr` describes.
+fn direct_function(
+    descriptor: &Bound<'_, PyAny>,
+    owner: &Bound<'_, PyType>,
+    name: &str,
+) -> Option<ffi::PyCFunction> {
+    // The address of the interpreter's `method_descriptor` type, compared,
+    // not read.
+    let method_descriptor = ptr::addr_of_mut!(ffi::PyMethodDescr_Type);
+    if !ptr::eq(descriptor.get_type_ptr(), method_descriptor) {
+        return None;
+    }
+    let d = descriptor.as_ptr().cast::<MethodDescr>();
+    // SAFETY: `descriptor` is a live `method_descriptor` (checked above), so
+    // its object is at least a `PyMethodDescrObject`, of which `MethodDescr`
+    // is a prefix on every CPython this module supports; its fields are read
+    // in an order that stops before a pointer is followed unless the fields
+    // before it are what that layout says: `d_type` is `owner` (a pointer
+    // compared), then `d_method` is followed to a `PyMethodDef` whose
+    // `ml_name` is a C string (CPython requires it non-null) equal to
+    // `name`, with the calling convention of a method of no arguments.
+    unsafe {
+        if !ptr::eq((*d).d_type, owner.as_type_ptr()) {
+            return None;
+        }
+        let def = (*d).d_method;
+        if def.is_null() || (*def).ml_name.is_null() {
+            return None;
+        }
+        if CStr::from_ptr((*def).ml_name as *const c_char).to_bytes() != name.as_bytes() {
+            return None;
+        }
+        let flags = (*def).ml_flags & !ffi::METH_COEXIST;
+        if flags != ffi::METH_NOARGS {
+            return None;
+        }
+        Some((*def).ml_meth.PyCFunction)
+    }
+}
 
 fn load(py: Python<'_>) -> PyResult<Methods> {
     let message_type = py
@@ -60,21 +138,53 @@ fn load(py: Python<'_>) -> PyResult<Methods> {
         .cast_into::<PyType>()?;
     let descriptors = NAMES
         .iter()
-        .map(|name| message_type.getattr(*name).map(Bound::unbind))
+        .map(|name| {
+            message_type
+                .getattr(*name)
+                .map(Bound::unbind)
+        })
         .collect::<PyResult<Vec<_>>>()?;
+    let direct = NAMES
+        .iter()
+        .zip(&descriptors)
+        .map(|(name, d)| direct_function(d.bind(py), &message_type, name))
+        .collect::<Option<Vec<_>>>();
     Ok(Methods {
         message_type: message_type.unbind(),
         descriptors,
+        direct,
     })
 }
 
-/// `message.<field>()`: through the cached descriptor for a
-/// `confluent_kafka.Message`, by name for anything else.
+fn methods(py: Python<'_>) -> Option<&'static Methods> {
+    METHODS.get_or_init(py, || load(py).ok()).as_ref()
+}
+
+/// Whether the message's fields are read by calling the C functions of
+/// confluent-kafka's `Message` directly (false: through its descriptors or
+/// by name). For tests and the benchmark's notes.
+#[pyfunction]
+pub fn message_fields_direct(py: Python<'_>) -> bool {
+    methods(py).is_some_and(|m| m.direct.is_some())
+}
+
+/// `message.<field>()`: the C function itself, or the cached descriptor,
+/// for a `confluent_kafka.Message`; by name for anything else.
 pub fn call<'py>(message: &Bound<'py, PyAny>, field: Field) -> PyResult<Bound<'py, PyAny>> {
     let py = message.py();
-    let methods = METHODS.get_or_init(py, || load(py).ok()).as_ref();
-    if let Some(m) = methods {
+    if let Some(m) = methods(py) {
         if ptr::eq(message.get_type_ptr(), m.message_type.as_ptr().cast()) {
+            if let Some(f) = m.direct.as_ref().and_then(|d| d.get(field as usize)) {
+                // SAFETY: the GIL is held (`py`); `f` is the `METH_NOARGS`
+                // C function of this method of `Message` (checked in
+                // `direct_function`), and `message` is exactly a `Message`
+                // (its type compared above), so the call is what CPython
+                // makes for `message.<field>()`: `self` and a null argument.
+                // It returns a new reference, or null with an exception set.
+                return unsafe {
+                    Bound::from_owned_ptr_or_err(py, f(message.as_ptr(), ptr::null_mut()))
+                };
+            }
             if let Some(descriptor) = m.descriptors.get(field as usize) {
                 // SAFETY: the GIL is held (`py`); `descriptor` and `message`
                 // are live objects, borrowed for the call; the variadic
@@ -95,4 +205,27 @@ pub fn call<'py>(message: &Bound<'py, PyAny>, field: Field) -> PyResult<Bound<'p
         }
     }
     message.call_method0(PyString::intern(py, NAMES[field as usize]))
+}
+
+/// The index of the first message of `messages` with an error (librdkafka
+/// hands errors out as messages), or -1 if none has one: the remote
+/// consumer's check of each fetched batch, one C call a message.
+#[pyfunction]
+pub fn first_error(messages: &Bound<'_, PyList>) -> PyResult<isize> {
+    for (i, m) in messages.iter().enumerate() {
+        if !call(&m, Field::Error)?.is_none() {
+            return Ok(isize::try_from(i).unwrap_or(isize::MAX));
+        }
+    }
+    Ok(-1)
+}
+
+/// `[m.value() for m in messages]` (`poll_values` over a cluster).
+#[pyfunction]
+pub fn message_values<'py>(messages: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+    let values = messages
+        .iter()
+        .map(|m| call(&m, Field::Value))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(messages.py(), values)
 }

@@ -51,6 +51,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(security::make_certificates, m)?)?;
     m.add_function(wrap_pyfunction!(remote_records::remote_records, m)?)?;
     m.add_function(wrap_pyfunction!(remote_records::remote_record, m)?)?;
+    m.add_function(wrap_pyfunction!(kafka_message::first_error, m)?)?;
+    m.add_function(wrap_pyfunction!(kafka_message::message_values, m)?)?;
+    m.add_function(wrap_pyfunction!(kafka_message::message_fields_direct, m)?)?;
     m.add_class::<remote_records::RemoteRecordIter>()?;
     m.add_class::<remote_send::RemoteSender>()?;
     m.add_class::<remote_send::RemoteSendMethod>()?;

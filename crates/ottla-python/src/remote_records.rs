@@ -6,14 +6,17 @@
 //! `Message`, a tuple index and the constructor's argument parsing, about
 //! 1.5 µs a record in CPython (docs/PERFORMANCE.md, "Over a cluster").
 //! Here a fetched batch is converted in one call. Without deserializers a
-//! `Record` keeps its `Message` and reads each field from it when asked
-//! (`Record::of_message`); with them, key and value must be deserialized
-//! when the record is handed out, so every field is read then, one
-//! C-level method call each (`PyObject_CallMethodObjArgs`, no bound method,
-//! no bytecode: the stable ABI this module is built for has nothing
-//! cheaper, and a `Message` exposes its fields through methods only).
+//! `Record` takes its topic, key and value from its `Message` and keeps the
+//! message for the other fields, read when asked (`Record::of_message`);
+//! with them, key and value must be deserialized when the record is handed
+//! out, so every field is read then. Each read is a direct call of the
+//! `Message` method's C function (`kafka_message`).
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 
 use pyo3::exceptions::PyTypeError;
+
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
@@ -93,8 +96,8 @@ fn record_of<'py>(
             partition,
             offset,
             timestamp,
-            key: (!key.is_none()).then(|| key.unbind()),
-            value: (!value.is_none()).then(|| value.unbind()),
+            key: key.unbind(),
+            value: value.unbind(),
             headers,
             message: None,
         },
@@ -152,7 +155,7 @@ pub fn remote_records<'py>(
         // Made first, then the list at its size (no append growing it).
         let mut records = Vec::with_capacity(messages.len());
         for m in messages.iter() {
-            let record = Bound::new(py, Record::of_message(py, m.unbind()))?;
+            let record = Bound::new(py, Record::of_message(&m)?)?;
             untrack(&record);
             records.push(record);
         }
@@ -182,7 +185,7 @@ pub fn remote_record<'py>(
     let kd = key_deserializer.as_ref().filter(|f| !f.is_none());
     let vd = value_deserializer.as_ref().filter(|f| !f.is_none());
     if kd.is_none() && vd.is_none() {
-        let record = Bound::new(py, Record::of_message(py, message.clone().unbind()))?;
+        let record = Bound::new(py, Record::of_message(message)?)?;
         untrack(&record);
         return Ok(record);
     }
@@ -197,11 +200,13 @@ pub fn remote_record<'py>(
 /// collection. `stop()` ends it where it is: the consumer then knows how
 /// many were handed out (for the positions) and puts the rest back in its
 /// buffer.
-#[pyclass(module = "ottla")]
+/// A frozen class (its counters atomics, relaxed: the GIL orders every
+/// access), so that a `__next__` takes no borrow of it.
+#[pyclass(module = "ottla", frozen)]
 pub struct RemoteRecordIter {
     messages: Py<PyList>,
-    next: usize,
-    end: usize,
+    next: AtomicUsize,
+    end: AtomicUsize,
 }
 
 #[pymethods]
@@ -212,8 +217,8 @@ impl RemoteRecordIter {
         let end = messages.len();
         RemoteRecordIter {
             messages: messages.unbind(),
-            next: 0,
-            end,
+            next: AtomicUsize::new(0),
+            end: AtomicUsize::new(end),
         }
     }
 
@@ -221,13 +226,14 @@ impl RemoteRecordIter {
         slf
     }
 
-    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, Record>>> {
-        if self.next >= self.end {
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, Record>>> {
+        let next = self.next.load(Relaxed);
+        if next >= self.end.load(Relaxed) {
             return Ok(None);
         }
-        let m = self.messages.bind(py).get_item(self.next)?;
-        self.next += 1;
-        let record = Bound::new(py, Record::of_message(py, m.unbind()))?;
+        let m = self.messages.bind(py).get_item(next)?;
+        self.next.store(next + 1, Relaxed);
+        let record = Bound::new(py, Record::of_message(&m)?)?;
         untrack(&record);
         Ok(Some(record))
     }
@@ -235,14 +241,15 @@ impl RemoteRecordIter {
     /// Records handed out so far.
     #[getter]
     fn handed(&self) -> usize {
-        self.next
+        self.next.load(Relaxed)
     }
 
     /// End the iteration here (it raises StopIteration from now on);
     /// returns how many records it handed out.
-    fn stop(&mut self) -> usize {
-        self.end = self.next;
-        self.next
+    fn stop(&self) -> usize {
+        let next = self.next.load(Relaxed);
+        self.end.store(next, Relaxed);
+        next
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

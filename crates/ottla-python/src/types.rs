@@ -186,38 +186,55 @@ impl RecordMetadata {
 /// asked for; it behaves as any other record.
 #[pyclass(module = "ottla", frozen)]
 pub struct Record {
+    /// The topic's name.
+    #[pyo3(get)]
     pub topic: Py<PyString>,
     pub partition: u32,
     pub offset: i64,
     pub timestamp: i64,
-    pub key: Option<Py<PyAny>>,
-    pub value: Option<Py<PyAny>>,
+    /// The key (deserialized if the consumer has a `key_deserializer`), or
+    /// None.
+    #[pyo3(get)]
+    pub key: Py<PyAny>,
+    /// The value (deserialized if the consumer has a `value_deserializer`),
+    /// or None.
+    #[pyo3(get)]
+    pub value: Py<PyAny>,
     pub headers: Option<Py<PyList>>,
     /// A record of a cluster's consumer without deserializers
     /// (`remote_records::remote_records`): librdkafka's message (a
-    /// confluent-kafka `Message`, immutable), whose methods give each field
-    /// when it is asked for; the fields above are then unused. Reading all
-    /// seven up front cost more than the raw client's whole loop
-    /// (`timestamp()` alone builds a tuple through `Py_BuildValue`), most of
-    /// it for fields an application never reads. The `Message` keeps its
-    /// key, value and topic objects, so each read returns the same object,
-    /// as a field would.
+    /// confluent-kafka `Message`, immutable), whose methods give the
+    /// partition, offset, timestamp and headers when they are asked for;
+    /// those fields above are then unused. Reading all seven up front cost
+    /// more than the raw client's whole loop (`timestamp()` alone builds a
+    /// tuple through `Py_BuildValue`), most of it for fields an application
+    /// never reads. The topic, key and value are taken from it up front
+    /// (the `Message` holds those objects: no copy, a C call each through
+    /// `kafka_message`), so that they are plain fields: `#[pyo3(get)]` on a
+    /// `Py` field of a frozen class is a member descriptor, which the
+    /// interpreter reads without a call (a PyO3 getter cost 55-60 ns a
+    /// read).
     pub message: Option<Py<PyAny>>,
 }
 
 impl Record {
-    /// A record whose fields are those of librdkafka's `message`.
-    pub fn of_message(py: Python<'_>, message: Py<PyAny>) -> Record {
-        Record {
-            topic: intern!(py, "").clone().unbind(),
+    /// A record whose fields are those of librdkafka's `message` (a
+    /// message without an error: it has a topic).
+    pub fn of_message(message: &Bound<'_, PyAny>) -> PyResult<Record> {
+        use kafka_message::Field;
+        let topic = kafka_message::call(message, Field::Topic)?
+            .cast_into::<PyString>()
+            .map_err(|_| PyTypeError::new_err("a consumed message has no topic"))?;
+        Ok(Record {
+            topic: topic.unbind(),
             partition: 0,
             offset: 0,
             timestamp: 0,
-            key: None,
-            value: None,
+            key: kafka_message::call(message, Field::Key)?.unbind(),
+            value: kafka_message::call(message, Field::Value)?.unbind(),
             headers: None,
-            message: Some(message),
-        }
+            message: Some(message.clone().unbind()),
+        })
     }
 
     fn ask<'py>(
@@ -237,28 +254,15 @@ impl Record {
     /// (Records without deserializers are not tracked at all; see
     /// `Consumer::make_record`.)
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for o in [&self.key, &self.value, &self.message]
-            .into_iter()
-            .flatten()
-        {
-            visit.call(o)?;
+        visit.call(&self.key)?;
+        visit.call(&self.value)?;
+        if let Some(m) = &self.message {
+            visit.call(m)?;
         }
         if let Some(h) = &self.headers {
             visit.call(h)?;
         }
         Ok(())
-    }
-
-    #[getter]
-    fn topic(&self, py: Python<'_>) -> PyResult<Py<PyString>> {
-        match &self.message {
-            None => Ok(self.topic.clone_ref(py)),
-            Some(m) => Ok(self
-                .ask(py, m, kafka_message::Field::Topic)?
-                .cast_into::<PyString>()
-                .map_err(|_| PyTypeError::new_err("the record's message has no topic"))?
-                .unbind()),
-        }
     }
 
     #[getter]
@@ -291,28 +295,6 @@ impl Record {
         }
     }
 
-    #[getter]
-    fn key(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        match &self.message {
-            None => Ok(self.key.as_ref().map(|k| k.clone_ref(py))),
-            Some(m) => {
-                let k = self.ask(py, m, kafka_message::Field::Key)?;
-                Ok((!k.is_none()).then(|| k.unbind()))
-            }
-        }
-    }
-
-    #[getter]
-    fn value(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        match &self.message {
-            None => Ok(self.value.as_ref().map(|v| v.clone_ref(py))),
-            Some(m) => {
-                let v = self.ask(py, m, kafka_message::Field::Value)?;
-                Ok((!v.is_none()).then(|| v.unbind()))
-            }
-        }
-    }
-
     /// `[(key, value), ...]` with `str` keys and `bytes | None` values.
     #[getter]
     fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -333,7 +315,7 @@ impl Record {
 
     #[getter]
     fn topic_partition<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        new_topic_partition(py, self.topic(py)?.into_bound(py), self.partition(py)?)
+        new_topic_partition(py, self.topic.bind(py).clone(), self.partition(py)?)
     }
 
     /// `Record(topic, partition, offset, timestamp, key=None, value=None,
@@ -371,8 +353,8 @@ impl Record {
             partition,
             offset,
             timestamp,
-            key,
-            value,
+            key: key.unwrap_or_else(|| py.None()),
+            value: value.unwrap_or_else(|| py.None()),
             headers,
             message: None,
         })
@@ -386,12 +368,12 @@ impl Record {
         let py = slf.py();
         let this = slf.get();
         let args = (
-            this.topic(py)?,
+            this.topic.clone_ref(py),
             this.partition(py)?,
             this.offset(py)?,
             this.timestamp(py)?,
-            this.key(py)?,
-            this.value(py)?,
+            this.key.clone_ref(py),
+            this.value.clone_ref(py),
             this.headers(py)?,
         )
             .into_pyobject(py)?;
@@ -404,21 +386,16 @@ impl Record {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let show = |o: &Option<Py<PyAny>>| -> PyResult<String> {
-            match o {
-                None => Ok("None".into()),
-                Some(o) => {
-                    let r = o.bind(py).repr()?.to_string();
-                    Ok(if r.len() > 60 {
-                        format!(
-                            "{}...",
-                            &r[..r.char_indices().nth(57).map_or(r.len(), |(i, _)| i)]
-                        )
-                    } else {
-                        r
-                    })
-                }
-            }
+        let show = |o: &Py<PyAny>| -> PyResult<String> {
+            let r = o.bind(py).repr()?.to_string();
+            Ok(if r.len() > 60 {
+                format!(
+                    "{}...",
+                    &r[..r.char_indices().nth(57).map_or(r.len(), |(i, _)| i)]
+                )
+            } else {
+                r
+            })
         };
         let headers = self.headers(py)?;
         let headers = if headers.is_empty() {
@@ -428,12 +405,12 @@ impl Record {
         };
         Ok(format!(
             "Record(topic={}, partition={}, offset={}, timestamp={}, key={}, value={}, headers={})",
-            self.topic(py)?.bind(py).repr()?,
+            self.topic.bind(py).repr()?,
             self.partition(py)?,
             self.offset(py)?,
             self.timestamp(py)?,
-            show(&self.key(py)?)?,
-            show(&self.value(py)?)?,
+            show(&self.key)?,
+            show(&self.value)?,
             headers
         ))
     }
