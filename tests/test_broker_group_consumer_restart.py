@@ -7,7 +7,6 @@ with its partitions instead of being fenced and rebalanced."""
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +16,7 @@ import confluent_kafka as ck
 import pytest
 
 import ottla
-from helpers import CLI_CODE, Child, Spawn
+from helpers import CLI_CODE, Child, Spawn, free_port
 
 pytestmark = pytest.mark.skipif(
     tuple(int(x) for x in ck.libversion()[0].split(".")[:2]) < (2, 10),
@@ -29,13 +28,6 @@ FLAGS = (
     *("--group-consumer-heartbeat-interval-ms", "250"),
     *("--group-consumer-session-timeout-ms", "6000"),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def serve(spawn: Spawn, data_dir: Path, port: int) -> Child:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
 import ottla
-from helpers import CLI_CODE, Child, Spawn, read_all, wait_until
+from helpers import CLI_CODE, Child, Spawn, free_port, read_all, wait_until
 
 pytest.importorskip("kafka")
 
@@ -60,12 +59,6 @@ p.flush(timeout=60)
 p.close(timeout=10)
 print("done", n, flush=True)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve(spawn: Spawn, data_dir: Path, port: int) -> Child:

@@ -3,19 +3,20 @@ controller, register, and answer Metadata from the replicated metadata;
 a topic with three replicas is visible from every node; ``kill -9`` of a
 partition's leader moves its leadership; a producer with ``acks=all``
 carries on after the fail-over and a consumer reads every acknowledged
-record. Real processes, free loopback ports, temporary directories; every
-process is killed and reaped at the end (the ``spawn`` fixture)."""
+record. Real processes (``ottla.Cluster``), free loopback ports, temporary
+directories; every process is stopped and reaped at the end."""
 
 from __future__ import annotations
 
-import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import CLI_CODE, Child, Spawn, wait_until
+import ottla
+from helpers import free_port, wait_until
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
@@ -23,66 +24,35 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 pytestmark = pytest.mark.timeout(180)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Cluster:
-    """Three nodes, each a voter of the metadata quorum."""
+    """Three nodes, each a voter of the metadata quorum: an ``ottla.Cluster``
+    without its proxies (clients and peers connect to the brokers' own
+    listeners) nor its shortened timeouts."""
 
-    def __init__(self, spawn: Spawn, root: Path, size: int = 3) -> None:
-        self.spawn = spawn
-        self.root = root
-        self.ids = list(range(1, size + 1))
-        self.ports = {i: free_port() for i in self.ids}
-        self.controller_ports = {i: free_port() for i in self.ids}
-        self.voters = ",".join(f"{i}@127.0.0.1:{self.controller_ports[i]}" for i in self.ids)
-        self.nodes: dict[int, Child] = {}
-        for i in self.ids:
-            self.start(i)
+    def __init__(self, cluster: ottla.Cluster) -> None:
+        self.cluster = cluster
+        self.ids = cluster.node_ids
 
     def start(self, node_id: int) -> None:
-        # The ports were free when picked, but another test's outgoing
-        # connection may hold one as its local port for a moment: try again.
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.nodes[node_id] = self._spawn(node_id)
-                return
-            except AssertionError as e:
-                if "Address already in use" not in str(e) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-
-    def _spawn(self, node_id: int) -> Child:
-        child = self.spawn(
-            CLI_CODE,
-            "serve",
-            self.root / f"n{node_id}",
-            "--node-id",
-            node_id,
-            "--listen",
-            f"127.0.0.1:{self.ports[node_id]}",
-            "--controller-listen",
-            f"127.0.0.1:{self.controller_ports[node_id]}",
-            "--controller-quorum-voters",
-            self.voters,
-            "--default-replication-factor",
-            3,
-            "--min-insync-replicas",
-            2,
-        )
-        child.wait_line(lambda s: s.startswith("listening on "), timeout=60)
-        return child
+        """Start the node again (same directory, same ports) once it listens;
+        the test checks that the others list it."""
+        self.cluster.start(node_id, wait=False)
 
     def bootstrap(self, only: list[int] | None = None) -> str:
-        return ",".join(f"127.0.0.1:{self.ports[i]}" for i in (only or self.ids))
+        return ",".join(self.cluster.address(i) for i in (only or self.ids))
 
     def kill(self, node_id: int) -> None:
-        self.nodes.pop(node_id).sigkill()
+        self.cluster.kill(node_id)
+
+    def stop(self, node_id: int) -> int | None:
+        """SIGTERM, then the exit status."""
+        return self.cluster.stop(node_id)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with ottla.Cluster(tmp_path / "cluster", 3, fast=False, proxies=False) as c:
+        yield Cluster(c)
 
 
 def metadata(bootstrap: str, topic: str | None = None) -> Any:
@@ -126,9 +96,9 @@ def create_topic(bootstrap: str, name: str, partitions: int = 1, rf: int = 3) ->
 
 
 def test_three_nodes_agree_on_brokers_topics_and_a_new_leader_after_kill_9(
-    spawn: Spawn, tmp_path: Path
+    cluster: Cluster,
 ) -> None:
-    c = Cluster(spawn, tmp_path)
+    c = cluster
     wait_for_cluster(c)
     create_topic(c.bootstrap([2]), "events", partitions=3, rf=3)
     for i in c.ids:
@@ -171,8 +141,8 @@ def produce_one(producer: Any, topic: str, value: bytes, timeout: float = 30.0) 
     return bool(outcome) and outcome[0] is None
 
 
-def test_acks_all_producer_survives_kill_9_of_the_leader(spawn: Spawn, tmp_path: Path) -> None:
-    c = Cluster(spawn, tmp_path)
+def test_acks_all_producer_survives_kill_9_of_the_leader(cluster: Cluster) -> None:
+    c = cluster
     wait_for_cluster(c)
     create_topic(c.bootstrap(), "orders", partitions=1, rf=3)
     assert wait_until(lambda: len(partition(c.bootstrap(), "orders").isrs) == 3, timeout=30)
@@ -232,8 +202,6 @@ def test_acks_all_producer_survives_kill_9_of_the_leader(spawn: Spawn, tmp_path:
 def test_a_node_directory_refuses_an_embedded_producer_another_id_and_a_lone_broker(
     tmp_path: Path,
 ) -> None:
-    import ottla
-
     port = free_port()
     voters = f"1@127.0.0.1:{port}"
     data = tmp_path / "n1"
@@ -266,9 +234,9 @@ def test_a_node_directory_refuses_an_embedded_producer_another_id_and_a_lone_bro
 
 
 def test_a_restarted_node_catches_up_and_a_graceful_stop_moves_leadership(
-    spawn: Spawn, tmp_path: Path
+    cluster: Cluster,
 ) -> None:
-    c = Cluster(spawn, tmp_path)
+    c = cluster
     wait_for_cluster(c)
     create_topic(c.bootstrap(), "audit", partitions=1, rf=3)
     assert wait_until(lambda: len(partition(c.bootstrap(), "audit").isrs) == 3, timeout=30)
@@ -299,9 +267,7 @@ def test_a_restarted_node_catches_up_and_a_graceful_stop_moves_leadership(
     produce("c", 20)
     # SIGTERM: a controlled shutdown moves the leadership before it stops.
     second = partition(c.bootstrap(), "audit").leader
-    stopping = c.nodes.pop(second)
-    stopping.proc.terminate()
-    assert stopping.wait(30) == 0
+    assert c.stop(second) == 0
     alive = [i for i in c.ids if i != second]
     assert partition(c.bootstrap(alive), "audit").leader in alive
     produce("d", 20)

@@ -13,7 +13,7 @@ import pytest
 
 import kafka_wire
 import ottla
-from helpers import CLI_CODE, Child, Spawn
+from helpers import CLI_CODE, Child, Spawn, free_port
 
 pytest.importorskip("confluent_kafka")
 from confluent_kafka import KafkaException, TopicPartition as KafkaTopicPartition
@@ -183,12 +183,6 @@ def test_the_start_survives_kill_9_of_the_embedded_process(data_dir: Path, spawn
     child.wait(30)
     assert first_offset(data_dir, "kill") == 123
     assert watermarks(data_dir, "kill", 0) == (123, 200)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve(spawn: Spawn, data_dir: Path, port: int) -> Child:

@@ -6,7 +6,6 @@ finished by the next broker."""
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 import ottla
-from helpers import CLI_CODE, Child, Spawn, wait_until
+from helpers import CLI_CODE, Child, Spawn, free_port, wait_until
 
 pytest.importorskip("confluent_kafka")
 import confluent_kafka as ck
@@ -28,12 +27,6 @@ LIMITED_CLI = (
     "import resource, sys; limit = int(sys.argv.pop(1)); "
     "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); " + CLI_CODE.split("; ", 1)[1]
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve(spawn: Spawn, data_dir: Path, port: int, limit: int | None = None) -> Child:

@@ -23,6 +23,7 @@ both directions while it keeps running.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -77,6 +78,11 @@ _C = TypeVar("_C", bound="Cluster")
 _METADATA_DIR = Path(".ottla") / "cluster"
 
 NodeState = Literal["running", "paused", "stopped", "killed", "wiped", "exited"]
+
+# What a node that could not bind one of its ports says, in its standard
+# error: the broker "cannot listen on HOST:PORT: ... Address already in use
+# (os error 98)", a Python stand-in "OSError: [Errno 98] Address already in use".
+_ADDRESS_IN_USE = os.strerror(errno.EADDRINUSE)
 
 
 class ClusterError(OttlaError):
@@ -243,6 +249,7 @@ class _Node:
         self._stdout: list[str] = []
         self._reader: threading.Thread | None = None
         self._log: IO[bytes] | None = None
+        self._log_start = 0
 
     @property
     def running(self) -> bool:
@@ -268,6 +275,7 @@ class _Node:
         self._ready.clear()
         self._stdout = []
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in reap)
+        self._log_start = self._log.tell()
         self._log.write(f"---- ottla.Cluster: starting {' '.join(argv)}\n".encode())
         self._log.flush()
         env = dict(os.environ)
@@ -329,6 +337,20 @@ class _Node:
         self.proc = None
         return code
 
+    def port_in_use(self) -> bool:
+        """True if the process of the last start has exited saying that an
+        address it was to listen on is in use (its ``broker.log`` since that
+        start), False for any other end, or while it runs."""
+        if self.proc is None or self.proc.poll() is None:
+            return False
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_start)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return False
+        return _ADDRESS_IN_USE in text
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -354,6 +376,10 @@ class Cluster:
     brokers' own listeners instead of their proxies (clients and
     replication connect directly, as in a deployment: for measuring; the
     network faults, :meth:`isolate`, then raise :class:`ClusterError`).
+    A node that cannot listen because another process took one of its
+    ports is started again on the same ports for up to
+    ``port_retry_timeout`` seconds (an attribute too), at the first start
+    as at :meth:`start`.
 
     Node ids are 1..``brokers``; :meth:`add_broker` adds more. Every
     process is stopped by :meth:`close` (also on leaving a ``with`` block,
@@ -375,6 +401,7 @@ class Cluster:
         controllers: int | None = None,
         proxies: bool = True,
         start_timeout: float = 60.0,
+        port_retry_timeout: float = 30.0,
         security: ClusterSecurity | None = None,
         **broker_settings: Any,
     ) -> None:
@@ -399,6 +426,8 @@ class Cluster:
         self.fast = fast
         self.proxies = proxies
         self.start_timeout = start_timeout
+        #: How long a node whose port is taken is started again (seconds).
+        self.port_retry_timeout = port_retry_timeout
         self._settings = dict(broker_settings)
         self._nodes: dict[int, _Node] = {}
         self._closed = False
@@ -972,9 +1001,42 @@ class Cluster:
         return argv
 
     def _wait_listening(self, node: _Node, timeout: float | None = None) -> None:
-        if not node.wait_listening(self.start_timeout if timeout is None else timeout):
+        """Wait until the node just spawned says it listens. A node that
+        exits because one of its ports is in use is started again on the
+        same ports, every 0.2 s for up to ``port_retry_timeout`` seconds,
+        then the error is raised as for any failed start.
+
+        Its ports were free when :func:`_free_port` picked them, but another
+        process may bind one before the node does: an outgoing connection
+        takes a free local port, on ``127.0.0.1`` or, for another cluster's
+        node N (every cluster's node N connects from ``127.0.0.(10+N)``), on
+        this node's address. Such a holder is usually gone in a moment. The
+        ports are not picked again: a restarted node must come back where
+        its peers, its proxies and clients know it, and even at the first
+        start the controller ports of a cluster without proxies are already
+        in the voter list every node was given, and a proxy's target is
+        fixed. Picking again would cover only some first starts, by a second
+        way of starting a node; the retry covers the first start,
+        :meth:`start`, :meth:`restart` and :meth:`add_broker` alike. Other
+        failures are not retried.
+        """
+        timeout = self.start_timeout if timeout is None else timeout
+        retry_until: float | None = None
+        while not node.wait_listening(timeout):
+            in_use = node.port_in_use()
+            if in_use:
+                now = time.monotonic()
+                if retry_until is None:
+                    retry_until = now + self.port_retry_timeout
+                if now < retry_until:
+                    node.reap(1)
+                    time.sleep(0.2)
+                    node.spawn(self._argv(node))
+                    continue
             code = node.proc.poll() if node.proc is not None else None
             why = "did not say it listens" if code is None else f"exited with status {code}"
+            if in_use:
+                why += f" (a port still in use after trying for {self.port_retry_timeout:g} s)"
             raise self._error(node, why)
 
     def _error(self, node: _Node, what: str) -> ClusterError:
