@@ -3,7 +3,9 @@
     python bench/remote_bench.py [--records N]
 
 Starts ``ottla serve`` in a child process, then times, with the same
-librdkafka settings, against the same broker:
+librdkafka settings (the raw consumers are given every setting ottla's
+consumer gives librdkafka: ``fetch.queue.backoff.ms`` 10, no automatic
+offset store, the cooperative assignor), against the same broker:
 
 * produce: a raw ``Producer.produce()`` loop (one delivery callback per
   record, as a caller that wants each record's offset needs) beside
@@ -94,9 +96,27 @@ def ottla_produce(servers: str, topic: str, n: int) -> tuple[float, float]:
     return n / elapsed, cpu / n
 
 
+def ottla_consumer_settings(servers: str) -> dict[str, Any]:
+    """The librdkafka settings ottla's consumer uses, but for the group,
+    the address and its log callback: what the raw consumers get too, so
+    that the ratio measures the API, not a setting."""
+    c = ottla.Consumer(bootstrap_servers=servers, group_id="probe", enable_auto_commit=False)
+    try:
+        conf: dict[str, Any] = dict(c._conf)  # type: ignore[attr-defined]
+    finally:
+        c.close()
+    for k in ("bootstrap.servers", "group.id", "logger", "allow.auto.create.topics"):
+        conf.pop(k, None)
+    return conf
+
+
+SAME: dict[str, Any] = {}
+
+
 def raw_consume(servers: str, topic: str, n: int) -> tuple[float, float]:
     c = ck.Consumer(
         {
+            **SAME,
             "bootstrap.servers": servers,
             "group.id": f"raw-{time.time()}",
             "auto.offset.reset": "earliest",
@@ -126,6 +146,7 @@ def raw_consume_fields(servers: str, topic: str, n: int) -> tuple[float, float]:
     hands out), not only the value."""
     c = ck.Consumer(
         {
+            **SAME,
             "bootstrap.servers": servers,
             "group.id": f"rawf-{time.time()}",
             "auto.offset.reset": "earliest",
@@ -188,7 +209,7 @@ def ottla_poll_values(servers: str, topic: str, n: int) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=200_000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     n = args.records
     rates: dict[str, list[float]] = {}
@@ -201,6 +222,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data:
         proc, servers = serve(data)
         try:
+            SAME.update(ottla_consumer_settings(servers))
             # Interleaved rounds (the machine is shared and noisy): medians.
             for r in range(args.rounds):
                 note("raw produce", raw_produce(servers, f"raw{r}", n))
@@ -221,12 +243,13 @@ def main() -> None:
     print("CPU: process time per record (this process, librdkafka's threads included)")
     print(f"{'workload':<22} {'ottla':>10} {'raw':>10} {'wall ratio':>10}"
           f" {'ottla CPU':>10} {'raw CPU':>10} {'CPU ratio':>9}")  # fmt: skip
-    for name, ours, raw in (
+    pairs = (
         ("send() loop, 100 B", "ottla produce", "raw produce"),
         ("consumer iteration", "ottla iterate", "raw consume"),
         ("poll_values", "ottla poll_values", "raw consume"),
         ("iteration / all fields", "ottla iterate", "raw consume fields"),
-    ):
+    )
+    for name, ours, raw in pairs:
         o, w = med[ours], med[raw]
         # The CPU ratio is the raw client's CPU per record over ottla's, so
         # that, as for rates, 1.0 is level and above 1.0 is ottla ahead.
@@ -239,6 +262,11 @@ def main() -> None:
             f"{r / 1e3:.0f} ({c * 1e6:.2f})" for r, c in zip(rates[k], cpus[k], strict=True)
         )
         print(f"  {k:<20} {cells}")
+    print("CPU ratio per round (each round's raw CPU per record over ottla's):")
+    for name, ours, raw in pairs:
+        cells = ", ".join(f"{cw / co:.2f}" for co, cw in zip(cpus[ours], cpus[raw], strict=True))
+        print(f"  {name:<22} {cells}")
+    print(f"raw consumers' librdkafka settings (ottla's): {SAME}")
 
 
 if __name__ == "__main__":

@@ -125,10 +125,19 @@ def _consumer(servers: str, topic: str, group: str) -> ottla.Consumer:
     )
 
 
-def test_commit_after_n_records_of_a_batch_covers_those_n(broker: ottla.Broker) -> None:
+@pytest.mark.parametrize(("taken", "chunk"), [(25, 64), (100, 7)])
+def test_commit_after_n_records_of_a_batch_covers_those_n(
+    broker: ottla.Broker, taken: int, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also across the chunks iteration makes its records in (64 a chunk;
+    7 here, so that a batch spans several and the loop stops inside one)."""
+    from ottla.remote import consumer as remote_consumer
+
+    monkeypatch.setattr(remote_consumer, "_ITER_CHUNK", chunk)
     servers = broker.bootstrap_servers
-    _fill(servers, "exact", 40, 3)
-    c = _consumer(servers, "exact", "g1")
+    topic = f"exact{taken}"
+    _fill(servers, topic, 40, 3)
+    c = _consumer(servers, topic, f"g1-{taken}")
     seen: list[ottla.Record] = []
     it = iter(c)
     # Wait until a whole fetch is buffered, so the batch being handed out
@@ -136,16 +145,16 @@ def test_commit_after_n_records_of_a_batch_covers_those_n(broker: ottla.Broker) 
     seen.append(next(it))
     for r in it:
         seen.append(r)
-        if len(seen) == 25:
+        if len(seen) == taken:
             break
     last: dict[int, int] = {}
     for r in seen:
         last[r.partition] = r.offset + 1
     for part, pos in last.items():
-        assert c.position(ottla.TopicPartition("exact", part)) == pos
+        assert c.position(ottla.TopicPartition(topic, part)) == pos
     c.commit()
     for part in range(3):
-        assert c.committed(ottla.TopicPartition("exact", part)) == last.get(part)
+        assert c.committed(ottla.TopicPartition(topic, part)) == last.get(part)
     # What was not handed out comes next, once, by whatever reads next.
     rest = [r.value for recs in c.poll(timeout_ms=5000, max_records=200).values() for r in recs]
     rest += [r.value for r in c]
@@ -191,19 +200,45 @@ def test_seek_pause_and_commit_in_the_loop_body(broker: ottla.Broker) -> None:
     c.close()
 
 
-def test_record_iter_makes_each_record_as_it_is_handed_out() -> None:
-    msgs: list[Any] = [FakeMessage("t", i % 2, i, str(i).encode()) for i in range(5)]
-    it = _core.RemoteRecordIter(msgs)
-    assert iter(it) is it and it.handed == 0
-    first = next(it)
-    assert type(first) is ottla.Record and (first.partition, first.offset) == (0, 0)
-    assert [r.value for r in (next(it), next(it))] == [b"1", b"2"]
-    assert not gc.is_tracked(first)
-    # Stopped where it is: the caller learns how many went out, and the
-    # iterator is exhausted (the rest go back to the consumer's buffer).
-    assert it.stop() == 3 and it.handed == 3
-    assert list(it) == []
-    assert [r.value for r in _core.RemoteRecordIter(msgs)] == [str(i).encode() for i in range(5)]
+def test_batch_checks_read_real_messages_and_stand_ins() -> None:
+    """``first_error`` and ``message_values``, the consumer's per-batch
+    calls, on confluent-kafka's own ``Message`` (its C functions called
+    directly) and on any object with the same methods (called by name)."""
+    ck = pytest.importorskip("confluent_kafka")
+    real = [ck.Message(topic="t", partition=0, offset=i, value=str(i).encode()) for i in range(3)]
+    real.append(ck.Message(topic="t", partition=0, offset=3, value=None, key=b"k"))
+    broken = ck.Message(topic="t", error=ck.KafkaError(ck.KafkaError._PARTITION_EOF))
+    assert _core.first_error(real) == -1
+    assert _core.first_error([*real, broken]) == 4
+    assert _core.first_error([broken, *real]) == 0
+    assert _core.first_error([]) == -1
+    assert _core.message_values(real) == [b"0", b"1", b"2", None]
+    fake: list[Any] = [FakeMessage("t", 0, i, str(i).encode()) for i in range(3)]
+    assert _core.message_values(fake) == [b"0", b"1", b"2"]
+    with pytest.raises(AttributeError):  # a stand-in without error()
+        _core.first_error(fake)
+    # The direct calls were set up (a confluent-kafka whose Message differs
+    # would silently take the slower path: this says so).
+    assert _core.message_fields_direct()
+
+
+def test_remote_records_hold_topic_key_and_value_as_fields() -> None:
+    """A remote record's topic, key and value are plain fields (member
+    descriptors), taken from the message when the record is made; the
+    other fields are read from the message when asked."""
+    ck = pytest.importorskip("confluent_kafka")
+    m = ck.Message(topic="t", partition=2, offset=9, key=b"k", value=b"v", headers=[("h", b"1")])
+    r = _core.remote_records([m])[0][0]
+    for name in ("topic", "key", "value"):
+        assert type(vars(ottla.Record)[name]).__name__ == "member_descriptor"
+    assert (r.topic, r.key, r.value, r.partition, r.offset) == ("t", b"k", b"v", 2, 9)
+    assert r.headers == [("h", b"1")]
+    assert r.value is m.value() and r.topic is m.topic()
+    assert not gc.is_tracked(r)
+    none = _core.remote_records([ck.Message(topic="t", partition=0, offset=1)])[0][0]
+    assert (none.key, none.value) == (None, None)
+    with pytest.raises(AttributeError):
+        r.value = b"other"  # type: ignore[misc]
 
 
 def test_reads_take_librdkafka_messages_in_small_batches(broker: ottla.Broker) -> None:

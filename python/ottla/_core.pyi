@@ -48,7 +48,6 @@ __all__ = [
     "RecordWaiter",
     "RemoteBoundSend",
     "RemoteFutureRecordMetadata",
-    "RemoteRecordIter",
     "RemoteSendMethod",
     "RemoteSender",
     "SendFuture",
@@ -290,22 +289,6 @@ def message_fields_direct() -> bool:
     """Whether a ``Message``'s fields are read by calling confluent-kafka's
     C functions directly (their layout checked at first use); otherwise
     through the method descriptors, slower."""
-
-@final
-class RemoteRecordIter:
-    """Iteration's records of a fetched batch of confluent-kafka
-    ``Message`` s (without errors), each :class:`Record` made as it is
-    handed out."""
-
-    def __new__(cls, messages: list[Any]) -> Self: ...
-    def __iter__(self) -> Self: ...
-    def __next__(self) -> Record: ...
-    @property
-    def handed(self) -> int:
-        """Records handed out so far."""
-    def stop(self) -> int:
-        """End the iteration here (StopIteration from now on); returns how
-        many records it handed out."""
 
 # ---- the producer of a cluster (python/ottla/remote/producer.py) -------------
 

@@ -138,11 +138,7 @@ fn load(py: Python<'_>) -> PyResult<Methods> {
         .cast_into::<PyType>()?;
     let descriptors = NAMES
         .iter()
-        .map(|name| {
-            message_type
-                .getattr(*name)
-                .map(Bound::unbind)
-        })
+        .map(|name| message_type.getattr(*name).map(Bound::unbind))
         .collect::<PyResult<Vec<_>>>()?;
     let direct = NAMES
         .iter()

@@ -54,7 +54,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kafka_message::first_error, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_message::message_values, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_message::message_fields_direct, m)?)?;
-    m.add_class::<remote_records::RemoteRecordIter>()?;
     m.add_class::<remote_send::RemoteSender>()?;
     m.add_class::<remote_send::RemoteSendMethod>()?;
     m.add_class::<remote_send::RemoteBoundSend>()?;

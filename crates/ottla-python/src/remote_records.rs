@@ -12,14 +12,10 @@
 //! out, so every field is read then. Each read is a direct call of the
 //! `Message` method's C function (`kafka_message`).
 
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::Relaxed;
-
 use pyo3::exceptions::PyTypeError;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
-use pyo3::{PyTraverseError, PyVisit};
 
 use crate::kafka_message::{self, Field};
 use crate::types::Record;
@@ -155,7 +151,7 @@ pub fn remote_records<'py>(
         // Made first, then the list at its size (no append growing it).
         let mut records = Vec::with_capacity(messages.len());
         for m in messages.iter() {
-            let record = Bound::new(py, Record::of_message(&m)?)?;
+            let record = Bound::new(py, Record::of_message(m)?)?;
             untrack(&record);
             records.push(record);
         }
@@ -185,74 +181,9 @@ pub fn remote_record<'py>(
     let kd = key_deserializer.as_ref().filter(|f| !f.is_none());
     let vd = value_deserializer.as_ref().filter(|f| !f.is_none());
     if kd.is_none() && vd.is_none() {
-        let record = Bound::new(py, Record::of_message(message)?)?;
+        let record = Bound::new(py, Record::of_message(message.clone())?)?;
         untrack(&record);
         return Ok(record);
     }
     record_of(py, message, kd, vd)
-}
-
-/// Iteration's records of a fetched batch, made one at a time as they are
-/// handed out (`iter(consumer)` over a cluster, no deserializers): each
-/// `Record` is usually freed before the next is made, so it reuses memory
-/// the CPU just used, where a whole batch of them made ahead (500 live
-/// records) cost more per record and counted toward the cyclic GC's next
-/// collection. `stop()` ends it where it is: the consumer then knows how
-/// many were handed out (for the positions) and puts the rest back in its
-/// buffer.
-/// A frozen class (its counters atomics, relaxed: the GIL orders every
-/// access), so that a `__next__` takes no borrow of it.
-#[pyclass(module = "ottla", frozen)]
-pub struct RemoteRecordIter {
-    messages: Py<PyList>,
-    next: AtomicUsize,
-    end: AtomicUsize,
-}
-
-#[pymethods]
-impl RemoteRecordIter {
-    /// Over `messages`, confluent-kafka `Message`s without an error.
-    #[new]
-    fn new(messages: Bound<'_, PyList>) -> Self {
-        let end = messages.len();
-        RemoteRecordIter {
-            messages: messages.unbind(),
-            next: AtomicUsize::new(0),
-            end: AtomicUsize::new(end),
-        }
-    }
-
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, Record>>> {
-        let next = self.next.load(Relaxed);
-        if next >= self.end.load(Relaxed) {
-            return Ok(None);
-        }
-        let m = self.messages.bind(py).get_item(next)?;
-        self.next.store(next + 1, Relaxed);
-        let record = Bound::new(py, Record::of_message(&m)?)?;
-        untrack(&record);
-        Ok(Some(record))
-    }
-
-    /// Records handed out so far.
-    #[getter]
-    fn handed(&self) -> usize {
-        self.next.load(Relaxed)
-    }
-
-    /// End the iteration here (it raises StopIteration from now on);
-    /// returns how many records it handed out.
-    fn stop(&self) -> usize {
-        let next = self.next.load(Relaxed);
-        self.end.store(next, Relaxed);
-        next
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.messages)
-    }
 }
