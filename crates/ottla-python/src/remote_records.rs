@@ -131,8 +131,10 @@ fn untrack(record: &Bound<'_, Record>) {
 
 /// `(records, error)`: the `Record` of each message of `messages`
 /// (confluent-kafka `Message`s without an error), in order. Without
-/// deserializers each `Record` holds its message and reads a field from it
-/// when asked (`Record::of_message`): creating one costs an allocation. A deserializer
+/// deserializers each `Record` takes its topic, key and value from its
+/// message and keeps the message for the other fields
+/// (`Record::of_message`); iteration calls this for a chunk of 64 messages
+/// at a time (`python/ottla/remote/consumer.py`). A deserializer
 /// that raises stops the conversion there: `records` are those before the
 /// message it failed on, and `error` is its exception (else `None`), so the
 /// caller hands those out first and raises where the record would have
