@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,46 @@ def test_aio_forms(broker: ottla.Broker) -> None:
             return [r.value async for r in c]
 
     assert asyncio.run(main()) == [b"a", b"b"]
+
+
+class _LateFlush:
+    """librdkafka's Producer with a flush that returns a while after its
+    queue was empty: the window in which a record sent meanwhile was left to
+    wait out linger_ms (the remote aio producer's kick saw a flush still
+    running and did not start another)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def flush(self, timeout: float = -1) -> int:
+        left = self._inner.flush(timeout)
+        time.sleep(0.5)
+        return left
+
+
+def test_aio_send_awaited_while_a_flush_returns_is_sent_now(broker: ottla.Broker) -> None:
+    import asyncio
+
+    async def main() -> list[float]:
+        async with ottla.aio.Producer(
+            bootstrap_servers=broker.bootstrap_servers, linger_ms=60_000
+        ) as p:
+            p._sync._p = _LateFlush(p._sync._p)
+            took = []
+            for i in range(3):
+                start = time.monotonic()
+                md = await asyncio.wait_for(p.send("late", b"%d" % i), 30)
+                took.append(time.monotonic() - start)
+                assert md.offset == i
+            return took
+
+    took = asyncio.run(main())
+    # Each send waits for at most the flush before it (0.5 s late) and its
+    # own, not for linger_ms (60 s, past wait_for's 30 s).
+    assert max(took) < 20, took
 
 
 # ---- closing: librdkafka's close() from its own rebalance callback crashed

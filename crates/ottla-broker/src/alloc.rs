@@ -25,7 +25,7 @@
 //! give free pages back (`malloc_trim`) once the live bytes are
 //! `TRIM_SLACK` below that high mark: after a burst, not during a steady
 //! load (whose pages are reused), and at most once per `TRIM_EVERY`. Same
-//! test after the trimmer: 48-90 MiB stayed. What stays is the free top of
+//! test after the trimmer: 48-98 MiB stayed. What stays is the free top of
 //! each thread's heap below glibc's trim threshold (twice its mmap
 //! threshold), which `malloc_trim` leaves alone outside the main arena.
 

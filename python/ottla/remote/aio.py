@@ -148,16 +148,44 @@ class Producer:
 
     def __init__(self, bootstrap_servers: str, **config: Any) -> None:
         self._sync = _SyncProducer(bootstrap_servers, **config)
-        self._kicking: asyncio.Future[Any] | None = None
+        # _kick's worker: one at a time, running flushes while asked to.
+        self._kick_lock = threading.Lock()
+        self._kick_wanted = False
+        self._kick_running = False
 
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         """Send what is queued now (librdkafka's flush ignores linger.ms),
         on a worker thread: records every task sent in this loop iteration
-        go together, and nobody waits out linger_ms."""
-        kicking = self._kicking
-        if kicking is not None and not kicking.done() and kicking.get_loop() is loop:
-            return
-        self._kicking = loop.run_in_executor(None, self._sync._p.flush, 30.0)
+        go together, and nobody waits out linger_ms. A record sent while a
+        flush is finishing (librdkafka's flush returns once its queue was
+        empty, and does not see a record produced after that) asks the
+        worker for one more flush; the lock makes the worker either see that
+        request or have left, in which case a new worker starts."""
+        with self._kick_lock:
+            self._kick_wanted = True
+            if self._kick_running:
+                return
+            self._kick_running = True
+        try:
+            loop.run_in_executor(None, self._flush_while_wanted)
+        except BaseException:
+            with self._kick_lock:
+                self._kick_running = False
+            raise
+
+    def _flush_while_wanted(self) -> None:
+        try:
+            while True:
+                with self._kick_lock:
+                    if not self._kick_wanted:
+                        self._kick_running = False
+                        return
+                    self._kick_wanted = False
+                self._sync._p.flush(30.0)
+        except BaseException:
+            with self._kick_lock:
+                self._kick_running = False
+            raise
 
     def send(
         self,
