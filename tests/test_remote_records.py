@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import gc
 import pickle
+import sys
 from typing import Any
 
 import pytest
@@ -220,6 +221,41 @@ def test_batch_checks_read_real_messages_and_stand_ins() -> None:
     # The direct calls were set up (a confluent-kafka whose Message differs
     # would silently take the slower path: this says so).
     assert _core.message_fields_direct()
+
+
+def test_fields_read_from_a_messages_slots_are_what_its_methods_return() -> None:
+    """A ``Message``'s topic, key, value and error are read from where it
+    keeps them (found once at load, kafka_message.rs): the same objects its
+    methods return, ``None`` for a field it has none of, and a subclass of
+    ``Message`` is asked through its methods (it may override them)."""
+    ck = pytest.importorskip("confluent_kafka")
+    err = ck.KafkaError(ck.KafkaError._PARTITION_EOF)
+    full = ck.Message(topic="tp", partition=1, offset=2, key=b"k" * 3, value=b"v" * 5, error=err)
+    bare = ck.Message()
+    assert _core.first_error([full]) == 0 and _core.first_error([bare]) == -1
+    assert _core.message_values([full, bare]) == [b"vvvvv", None]
+    assert _core.message_values([full])[0] is full.value()
+    r = _core.remote_records([ck.Message(topic="tp", key=b"kk", value=b"vv")])[0][0]
+    assert (r.topic, r.key, r.value) == ("tp", b"kk", b"vv")
+    none = _core.remote_records([ck.Message(topic="tp")])[0][0]
+    assert (none.key, none.value) == (None, None)
+
+    class Loud(ck.Message):  # type: ignore[misc]
+        def value(self) -> bytes:
+            return b"overridden"
+
+    assert _core.message_values([Loud(topic="t", value=b"v")]) == [b"overridden"]
+    assert _core.remote_records([Loud(topic="t", value=b"v")])[0][0].value == b"overridden"
+    # Many records made and freed: the references taken from the slots are
+    # balanced (a missing incref would free a value still in use).
+    values = [bytes([i % 256]) * 40 for i in range(2000)]
+    msgs = [ck.Message(topic="t", partition=0, offset=i, value=v) for i, v in enumerate(values)]
+    before = [sys.getrefcount(v) for v in values[:5]]
+    for _ in range(3):
+        recs = _core.remote_records(msgs)[0]
+        assert [x.value for x in recs] == values
+        del recs
+    assert [sys.getrefcount(v) for v in values[:5]] == before
 
 
 def test_remote_records_hold_topic_key_and_value_as_fields() -> None:

@@ -21,6 +21,17 @@
 //!   descriptor's type is `method_descriptor`, its owner is `Message`, its
 //!   `PyMethodDef` names the method and takes no arguments); any mismatch
 //!   and every call goes through the descriptor instead.
+//! - for the fields a `Message` keeps as objects and hands out as they are
+//!   (topic, key, value, error), the object's own slot, read and
+//!   increfed: what those C functions do, without their calls
+//!   (confluent-kafka's wheels are built unoptimised, so each accessor is
+//!   two calls deep and increfs through a third; 7 ns a field against
+//!   under 1). Where each slot lies is found once at load, not assumed:
+//!   two probe `Message`s made with fresh objects, whose words are
+//!   searched for exactly the objects the accessors return, at the same
+//!   place in both, and a third made without them, whose slots must read
+//!   as null or `None` (`find_slots`). Anything else and those fields are
+//!   read through the C functions.
 //!
 //! The remote iteration's CPU a record is the raw client's plus this
 //! module's calls (docs/PERFORMANCE.md, "Over a cluster"), so the direct
@@ -77,7 +88,15 @@ struct Methods {
     message_type: Py<PyType>,
     descriptors: Vec<Py<PyAny>>,
     direct: Option<Vec<ffi::PyCFunction>>,
+    /// The byte offset, in a `Message`, of the object each field's method
+    /// returns as it is, in `NAMES`' order (`None`: called).
+    slots: [Option<usize>; NAMES.len()],
 }
+
+/// The fields a `Message` holds as objects and returns unchanged (null as
+/// `None`); the others (partition, offset, timestamp, headers) are built
+/// by their methods.
+const SLOT_FIELDS: [Field; 4] = [Field::Topic, Field::Key, Field::Value, Field::Error];
 
 // SAFETY: the function pointers are confluent-kafka's C functions, valid for
 // the life of the process (an extension module is never unloaded), and
@@ -145,11 +164,112 @@ fn load(py: Python<'_>) -> PyResult<Methods> {
         .zip(&descriptors)
         .map(|(name, d)| direct_function(d.bind(py), &message_type, name))
         .collect::<Option<Vec<_>>>();
-    Ok(Methods {
+    let mut methods = Methods {
         message_type: message_type.unbind(),
         descriptors,
         direct,
-    })
+        slots: [None; NAMES.len()],
+    };
+    if let Some(slots) = find_slots(py, &methods) {
+        methods.slots = slots;
+    }
+    Ok(methods)
+}
+
+/// The word offsets in `message` (a live object of `size` bytes) that hold
+/// exactly `target`.
+fn words_holding(
+    message: &Bound<'_, PyAny>,
+    size: usize,
+    target: *mut ffi::PyObject,
+) -> Vec<usize> {
+    let base = message.as_ptr().cast::<u8>();
+    let word = std::mem::size_of::<*mut ffi::PyObject>();
+    // After the object header (reference count and type).
+    (2 * word..=size.saturating_sub(word))
+        .step_by(word)
+        .filter(|&at| {
+            // SAFETY: `message` is live and at least `size` bytes long (its
+            // type's basic size), `at + word <= size`, and an object's
+            // storage is pointer-aligned, so this reads a whole word inside
+            // it; the word is compared, never followed.
+            let held = unsafe { base.add(at).cast::<*mut ffi::PyObject>().read() };
+            ptr::eq(held, target)
+        })
+        .collect()
+}
+
+/// Where `SLOT_FIELDS` lie in a `Message` (see the module comment), or
+/// `None` if that cannot be shown.
+fn find_slots(py: Python<'_>, methods: &Methods) -> Option<[Option<usize>; NAMES.len()]> {
+    let ty = methods.message_type.bind(py);
+    let size: usize = ty.getattr("__basicsize__").ok()?.extract().ok()?;
+    if !(3 * std::mem::size_of::<usize>()..=4096).contains(&size) {
+        return None;
+    }
+    let error_type = py
+        .import("confluent_kafka")
+        .ok()?
+        .getattr("KafkaError")
+        .ok()?;
+    let probe = |tag: &str| -> Option<Bound<'_, PyAny>> {
+        // Objects made here, so no other field or cached object is them.
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs
+            .set_item(
+                "topic",
+                PyString::new(py, &format!("ottla-probe-topic-{tag}")),
+            )
+            .ok()?;
+        let key = format!("ottla-probe-key-{tag}").into_bytes();
+        kwargs
+            .set_item("key", pyo3::types::PyBytes::new(py, &key))
+            .ok()?;
+        let value = format!("ottla-probe-value-{tag}").into_bytes();
+        kwargs
+            .set_item("value", pyo3::types::PyBytes::new(py, &value))
+            .ok()?;
+        kwargs
+            .set_item("error", error_type.call1((1,)).ok()?)
+            .ok()?;
+        kwargs.set_item("partition", 3).ok()?;
+        kwargs.set_item("offset", 5).ok()?;
+        ty.call((), Some(&kwargs)).ok()
+    };
+    let probes = [probe("a")?, probe("b")?];
+    let empty = ty.call0().ok()?;
+    let mut slots = [None; NAMES.len()];
+    for field in SLOT_FIELDS {
+        let mut at = None;
+        for p in &probes {
+            let held = called(p, methods, field).ok()?;
+            if held.is_none() {
+                return None;
+            }
+            match words_holding(p, size, held.as_ptr())[..] {
+                [one] if at.map_or(true, |a| a == one) => at = Some(one),
+                _ => return None,
+            }
+        }
+        let at = at?;
+        if !called(&empty, methods, field).ok()?.is_none() {
+            return None;
+        }
+        // SAFETY: as in `words_holding`: `at` was found there, inside `size`.
+        let held = unsafe {
+            empty
+                .as_ptr()
+                .cast::<u8>()
+                .add(at)
+                .cast::<*mut ffi::PyObject>()
+                .read()
+        };
+        if !(held.is_null() || ptr::eq(held, py.None().as_ptr())) {
+            return None;
+        }
+        slots[field as usize] = Some(at);
+    }
+    Some(slots)
 }
 
 fn methods(py: Python<'_>) -> Option<&'static Methods> {
@@ -157,48 +277,119 @@ fn methods(py: Python<'_>) -> Option<&'static Methods> {
 }
 
 /// Whether the message's fields are read by calling the C functions of
-/// confluent-kafka's `Message` directly (false: through its descriptors or
-/// by name). For tests and the benchmark's notes.
+/// confluent-kafka's `Message` directly, and its topic, key, value and
+/// error from their slots (false: through its descriptors or by name). For
+/// tests and the benchmark's notes.
 #[pyfunction]
 pub fn message_fields_direct(py: Python<'_>) -> bool {
-    methods(py).is_some_and(|m| m.direct.is_some())
+    methods(py).is_some_and(|m| {
+        m.direct.is_some() && SLOT_FIELDS.iter().all(|&f| m.slots[f as usize].is_some())
+    })
 }
 
-/// `message.<field>()`: the C function itself, or the cached descriptor,
-/// for a `confluent_kafka.Message`; by name for anything else.
+/// `message.<field>()`: the field's slot, the C function itself, or the
+/// cached descriptor, for a `confluent_kafka.Message`; by name for anything
+/// else.
 pub fn call<'py>(message: &Bound<'py, PyAny>, field: Field) -> PyResult<Bound<'py, PyAny>> {
     let py = message.py();
     if let Some(m) = methods(py) {
         if ptr::eq(message.get_type_ptr(), m.message_type.as_ptr().cast()) {
-            if let Some(f) = m.direct.as_ref().and_then(|d| d.get(field as usize)) {
-                // SAFETY: the GIL is held (`py`); `f` is the `METH_NOARGS`
-                // C function of this method of `Message` (checked in
-                // `direct_function`), and `message` is exactly a `Message`
-                // (its type compared above), so the call is what CPython
-                // makes for `message.<field>()`: `self` and a null argument.
-                // It returns a new reference, or null with an exception set.
-                return unsafe {
-                    Bound::from_owned_ptr_or_err(py, f(message.as_ptr(), ptr::null_mut()))
-                };
+            if let Some(at) = m.slots[field as usize] {
+                // SAFETY: `message` is exactly a `Message` (its type compared
+                // above) and `at` is an offset `find_slots` found.
+                return Ok(unsafe { slot(message, at) });
             }
-            if let Some(descriptor) = m.descriptors.get(field as usize) {
-                // SAFETY: the GIL is held (`py`); `descriptor` and `message`
-                // are live objects, borrowed for the call; the variadic
-                // argument list ends with a null pointer, as
-                // `PyObject_CallFunctionObjArgs` requires. It returns a new
-                // reference, or null with an exception set (a descriptor
-                // called on another type raises TypeError; not here: the
-                // type was checked).
-                return unsafe {
-                    let result = ffi::PyObject_CallFunctionObjArgs(
-                        descriptor.as_ptr(),
-                        message.as_ptr(),
-                        ptr::null_mut::<ffi::PyObject>(),
-                    );
-                    Bound::from_owned_ptr_or_err(py, result)
-                };
+            return called(message, m, field);
+        }
+    }
+    message.call_method0(PyString::intern(py, NAMES[field as usize]))
+}
+
+/// `(topic(), key(), value())` of `message`: `call` for each, with the
+/// lookup and the type check made once.
+pub fn topic_key_value<'py>(
+    message: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let py = message.py();
+    if let Some(m) = methods(py) {
+        if ptr::eq(message.get_type_ptr(), m.message_type.as_ptr().cast()) {
+            if let (Some(t), Some(k), Some(v)) = (
+                m.slots[Field::Topic as usize],
+                m.slots[Field::Key as usize],
+                m.slots[Field::Value as usize],
+            ) {
+                // SAFETY: as in `call`: exactly a `Message`, and offsets
+                // `find_slots` showed.
+                return Ok(unsafe { (slot(message, t), slot(message, k), slot(message, v)) });
             }
         }
+    }
+    Ok((
+        call(message, Field::Topic)?,
+        call(message, Field::Key)?,
+        call(message, Field::Value)?,
+    ))
+}
+
+/// The object at byte offset `at` of `message` (null as `None`), a new
+/// reference.
+///
+/// # Safety
+/// `message` is exactly a `confluent_kafka.Message` and `at` an offset
+/// `find_slots` found, so the word there (inside its basic size,
+/// pointer-aligned) is null or an object the message holds a reference to,
+/// live while the GIL is held.
+unsafe fn slot<'py>(message: &Bound<'py, PyAny>, at: usize) -> Bound<'py, PyAny> {
+    let py = message.py();
+    // SAFETY: this function's contract.
+    let held = unsafe {
+        message
+            .as_ptr()
+            .cast::<u8>()
+            .add(at)
+            .cast::<*mut ffi::PyObject>()
+            .read()
+    };
+    if held.is_null() {
+        py.None().into_bound(py)
+    } else {
+        // SAFETY: this function's contract: a live object.
+        unsafe { Bound::from_borrowed_ptr(py, held) }
+    }
+}
+
+/// `message.<field>()` for `message`, exactly a `confluent_kafka.Message`
+/// (its type compared by the caller): the C function itself, or the cached
+/// descriptor.
+fn called<'py>(
+    message: &Bound<'py, PyAny>,
+    m: &Methods,
+    field: Field,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = message.py();
+    if let Some(f) = m.direct.as_ref().and_then(|d| d.get(field as usize)) {
+        // SAFETY: the GIL is held (`py`); `f` is the `METH_NOARGS` C
+        // function of this method of `Message` (checked in
+        // `direct_function`), and `message` is exactly a `Message` (this
+        // function's contract), so the call is what CPython makes for
+        // `message.<field>()`: `self` and a null argument. It returns a new
+        // reference, or null with an exception set.
+        return unsafe { Bound::from_owned_ptr_or_err(py, f(message.as_ptr(), ptr::null_mut())) };
+    }
+    if let Some(descriptor) = m.descriptors.get(field as usize) {
+        // SAFETY: the GIL is held (`py`); `descriptor` and `message` are
+        // live objects, borrowed for the call; the variadic argument list
+        // ends with a null pointer, as `PyObject_CallFunctionObjArgs`
+        // requires. It returns a new reference, or null with an exception
+        // set.
+        return unsafe {
+            let result = ffi::PyObject_CallFunctionObjArgs(
+                descriptor.as_ptr(),
+                message.as_ptr(),
+                ptr::null_mut::<ffi::PyObject>(),
+            );
+            Bound::from_owned_ptr_or_err(py, result)
+        };
     }
     message.call_method0(PyString::intern(py, NAMES[field as usize]))
 }

@@ -221,8 +221,8 @@ impl Record {
     /// A record whose fields are those of librdkafka's `message` (a
     /// message without an error: it has a topic).
     pub fn of_message(message: Bound<'_, PyAny>) -> PyResult<Record> {
-        use kafka_message::Field;
-        let topic = kafka_message::call(&message, Field::Topic)?
+        let (topic, key, value) = kafka_message::topic_key_value(&message)?;
+        let topic = topic
             .cast_into::<PyString>()
             .map_err(|_| PyTypeError::new_err("a consumed message has no topic"))?;
         Ok(Record {
@@ -230,8 +230,8 @@ impl Record {
             partition: 0,
             offset: 0,
             timestamp: 0,
-            key: kafka_message::call(&message, Field::Key)?.unbind(),
-            value: kafka_message::call(&message, Field::Value)?.unbind(),
+            key: key.unbind(),
+            value: value.unbind(),
             headers: None,
             message: Some(message.unbind()),
         })
