@@ -119,14 +119,10 @@ fn record_of<'py>(
 /// `Message` (which refers to none of them): the cyclic GC need not track
 /// them. A new object comes tracked.
 fn untrack(record: &Bound<'_, Record>) {
-    let obj = record.as_ptr();
-    // SAFETY: `obj` is a live object of a GC type (every pyclass is one)
-    // whose fields are all initialised; the GIL is held.
-    unsafe {
-        if pyo3::ffi::PyObject_GC_IsTracked(obj) != 0 {
-            pyo3::ffi::PyObject_GC_UnTrack(obj.cast());
-        }
-    }
+    // SAFETY: a live object of a GC type (every pyclass is one) whose
+    // fields are all initialised; the GIL is held. `PyObject_GC_UnTrack`
+    // checks whether the object is tracked itself.
+    unsafe { pyo3::ffi::PyObject_GC_UnTrack(record.as_ptr().cast()) }
 }
 
 /// `(records, error)`: the `Record` of each message of `messages`
