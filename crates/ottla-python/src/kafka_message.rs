@@ -176,6 +176,22 @@ fn load(py: Python<'_>) -> PyResult<Methods> {
     Ok(methods)
 }
 
+/// The pointer-sized word at byte offset `at` of `obj`.
+///
+/// # Safety
+/// `obj` is live and at least `at` + one word long, and `at` is a multiple
+/// of the word size (an object's storage is pointer-aligned).
+unsafe fn word_at(obj: &Bound<'_, PyAny>, at: usize) -> *mut ffi::PyObject {
+    // SAFETY: this function's contract: a whole aligned word inside `obj`.
+    unsafe {
+        obj.as_ptr()
+            .cast::<u8>()
+            .add(at)
+            .cast::<*mut ffi::PyObject>()
+            .read()
+    }
+}
+
 /// The word offsets in `message` (a live object of `size` bytes) that hold
 /// exactly `target`.
 fn words_holding(
@@ -183,18 +199,15 @@ fn words_holding(
     size: usize,
     target: *mut ffi::PyObject,
 ) -> Vec<usize> {
-    let base = message.as_ptr().cast::<u8>();
     let word = std::mem::size_of::<*mut ffi::PyObject>();
     // After the object header (reference count and type).
     (2 * word..=size.saturating_sub(word))
         .step_by(word)
         .filter(|&at| {
             // SAFETY: `message` is live and at least `size` bytes long (its
-            // type's basic size), `at + word <= size`, and an object's
-            // storage is pointer-aligned, so this reads a whole word inside
-            // it; the word is compared, never followed.
-            let held = unsafe { base.add(at).cast::<*mut ffi::PyObject>().read() };
-            ptr::eq(held, target)
+            // type's basic size), `at + word <= size` and `at` is a multiple
+            // of `word`; the word is compared, never followed.
+            ptr::eq(unsafe { word_at(message, at) }, target)
         })
         .collect()
 }
@@ -256,14 +269,7 @@ fn find_slots(py: Python<'_>, methods: &Methods) -> Option<[Option<usize>; NAMES
             return None;
         }
         // SAFETY: as in `words_holding`: `at` was found there, inside `size`.
-        let held = unsafe {
-            empty
-                .as_ptr()
-                .cast::<u8>()
-                .add(at)
-                .cast::<*mut ffi::PyObject>()
-                .read()
-        };
+        let held = unsafe { word_at(&empty, at) };
         if !(held.is_null() || ptr::eq(held, py.None().as_ptr())) {
             return None;
         }
@@ -342,14 +348,7 @@ pub fn topic_key_value<'py>(
 unsafe fn slot<'py>(message: &Bound<'py, PyAny>, at: usize) -> Bound<'py, PyAny> {
     let py = message.py();
     // SAFETY: this function's contract.
-    let held = unsafe {
-        message
-            .as_ptr()
-            .cast::<u8>()
-            .add(at)
-            .cast::<*mut ffi::PyObject>()
-            .read()
-    };
+    let held = unsafe { word_at(message, at) };
     if held.is_null() {
         py.None().into_bound(py)
     } else {
