@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 import ottla
-from helpers import CLI_CODE, Spawn, read_all, wait_until
+from helpers import CLI_CODE, Spawn, free_port, read_all, wait_until
 from ottla.cli._util import parse_time_ms
 from ottla.cli.backend import Message
 from ottla.cli.consume import compile_format
@@ -709,9 +709,7 @@ def test_bootstrap_server_needs_confluent_kafka(tmp_path: Path) -> None:
 
 def test_bootstrap_server_unreachable_exit_1() -> None:
     pytest.importorskip("confluent_kafka")
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     err = fails(1, "topics", "list", "--bootstrap-server", f"127.0.0.1:{port}", timeout=120)
     assert err.count("\n") == 1 and "error" in err
 

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import ottla
-from helpers import CLI_CODE, Spawn, wait_until
+from helpers import CLI_CODE, Spawn, free_port, wait_until
 from test_cli import fails, ok, run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -405,9 +404,7 @@ def test_null_keys_values_and_headers_are_told_from_the_string_null(data_dir: Pa
 # -- unreachable broker ------------------------------------------------------------------------
 def test_an_unreachable_bootstrap_server_fails_at_once_naming_it() -> None:
     pytest.importorskip("confluent_kafka")
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     for command, args in (
         ("topics list", ["topics", "list"]),
         ("consume", ["consume", "t"]),

@@ -29,7 +29,7 @@ from confluent_kafka.admin import AdminClient
 import group_wire
 import kafka_wire
 import ottla
-from helpers import CLI_CODE, Spawn
+from helpers import CLI_CODE, Spawn, free_port
 
 pytestmark = pytest.mark.skipif(
     tuple(int(x) for x in ck.libversion()[0].split(".")[:2]) < (2, 10),
@@ -270,9 +270,7 @@ def test_a_killed_broker_resumes_a_group_mid_migration(data_dir: Path, spawn: Sp
     with ottla.Producer(data_dir) as p:
         for i in range(100):
             p.send("t", b"%d" % i, partition=i % 2)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     flags = (
         *("--group-consumer-heartbeat-interval-ms", "250"),
         *("--group-consumer-session-timeout-ms", "10000"),

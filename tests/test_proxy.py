@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from helpers import free_port, wait_until
 from ottla._proxy import FaultProxy
 
 
@@ -121,16 +122,6 @@ def refused(proxy: FaultProxy, source: str | None = None) -> bool:
         return is_reset(s)
 
 
-def wait_until(pred: object, timeout: float = 10.0) -> bool:
-    assert callable(pred)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return bool(pred())
-
-
 def test_forwards_both_ways(proxy: FaultProxy) -> None:
     with connect(proxy) as s:
         assert round_trip(s, b"hello") == b"hello"
@@ -225,9 +216,7 @@ def test_delay_holds_bytes_at_least_that_long(proxy: FaultProxy) -> None:
 
 
 def test_target_down_resets_the_client() -> None:
-    free = socket.create_server(("127.0.0.1", 0))
-    port = free.getsockname()[1]
-    free.close()  # nothing listens there now
+    port = free_port()  # nothing listens there now
     with FaultProxy(("127.0.0.1", port)) as p:
         assert refused(p)
         assert wait_until(lambda: p.refused == 1)
