@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -231,7 +232,7 @@ class _LateFlush:
         return getattr(self._inner, name)
 
     def flush(self, timeout: float = -1) -> int:
-        left = self._inner.flush(timeout)
+        left: int = self._inner.flush(timeout)
         time.sleep(0.5)
         return left
 
@@ -243,7 +244,8 @@ def test_aio_send_awaited_while_a_flush_returns_is_sent_now(broker: ottla.Broker
         async with ottla.aio.Producer(
             bootstrap_servers=broker.bootstrap_servers, linger_ms=60_000
         ) as p:
-            p._sync._p = _LateFlush(p._sync._p)
+            sync = cast(Any, p)._sync
+            sync._p = _LateFlush(sync._p)
             took = []
             for i in range(3):
                 start = time.monotonic()
@@ -256,6 +258,88 @@ def test_aio_send_awaited_while_a_flush_returns_is_sent_now(broker: ottla.Broker
     # Each send waits for at most the flush before it (0.5 s late) and its
     # own, not for linger_ms (60 s, past wait_for's 30 s).
     assert max(took) < 20, took
+
+
+class _FlushRaisingOnce:
+    """librdkafka's Producer with a first flush that, after its work, says
+    so (``flushed``), waits for ``go`` and then passes on a delivery
+    callback's exception (as librdkafka's flush does)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.flushed = threading.Event()
+        self.go = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def flush(self, timeout: float = -1) -> int:
+        left: int = self._inner.flush(timeout)
+        if not self.flushed.is_set():
+            self.flushed.set()
+            self.go.wait(30)
+            raise RuntimeError("Event loop is closed")  # what a dead loop's waker raised
+        return left
+
+
+def test_aio_kick_goes_on_after_a_callbacks_error_in_its_flush(broker: ottla.Broker) -> None:
+    """A delivery callback that raises inside the kick's flush (a waiter of
+    an event loop closed since) does not stop the kicking: records awaited
+    later are still sent now, not after linger_ms (the first CI flake of
+    test_aio.py::test_loop_after_loop_with_waiters_left_behind)."""
+    import asyncio
+
+    async def main() -> list[int]:
+        async with ottla.aio.Producer(
+            bootstrap_servers=broker.bootstrap_servers, linger_ms=60_000
+        ) as p:
+            sync = cast(Any, p)._sync
+            raising = _FlushRaisingOnce(sync._p)
+            sync._p = raising
+            loop = asyncio.get_running_loop()
+            # The kick's flush sends it, then stops before returning.
+            md0 = await asyncio.wait_for(p.send("raising", b"0"), 30)
+            assert await loop.run_in_executor(None, raising.flushed.wait, 30)
+            # Sent and awaited after that flush's work, before it returns
+            # (raising): the worker must flush again after the error.
+            second = asyncio.ensure_future(p.send("raising", b"1"))
+            await asyncio.sleep(0.2)
+            raising.go.set()
+            md1 = await asyncio.wait_for(second, 30)
+            return [md0.offset, md1.offset]
+
+    assert asyncio.run(main()) == [0, 1]
+
+
+def test_aio_waker_of_a_closed_loop_is_quiet() -> None:
+    """The callback that wakes a waiter's loop does nothing once that loop
+    is closed (it runs on librdkafka's thread, where raising would reach
+    whatever flush or poll served the delivery report)."""
+    import asyncio
+
+    from ottla.remote import aio as remote_aio
+
+    class Done:
+        def __init__(self) -> None:
+            self.callbacks: list[Any] = []
+
+        def done(self) -> bool:
+            return False
+
+        def add_callback(self, f: Any) -> Any:
+            self.callbacks.append(f)
+            return self
+
+        def add_errback(self, f: Any) -> Any:
+            return self
+
+    loop = asyncio.new_event_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    sync = Done()
+    remote_aio._wake_when(loop, future, [sync])  # type: ignore[list-item]
+    loop.close()
+    sync.callbacks[0](None)  # no RuntimeError
+    assert not future.done()
 
 
 # ---- closing: librdkafka's close() from its own rebalance callback crashed

@@ -129,8 +129,11 @@ def _wake_when(
         with lock:
             left[0] -= 1
             last = left[0] == 0
-        if last:
-            loop.call_soon_threadsafe(_resolve, future)
+        if last and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # closed meanwhile: nobody waits there
+                pass
 
     if not pending:
         future.set_result(None)
@@ -181,7 +184,15 @@ class Producer:
                         self._kick_running = False
                         return
                     self._kick_wanted = False
-                self._sync._p.flush(30.0)
+                try:
+                    self._sync._p.flush(30.0)
+                except Exception:
+                    if self._sync.closed:
+                        raise  # nothing left to send
+                    # A delivery callback's error (librdkafka's flush serves
+                    # delivery reports and passes their exceptions on): its
+                    # own future's business, not a reason to stop sending
+                    # what other tasks await.
         except BaseException:
             with self._kick_lock:
                 self._kick_running = False
