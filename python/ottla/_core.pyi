@@ -66,6 +66,7 @@ __all__ = [
     "make_certificates",
     "message_fields_direct",
     "message_values",
+    "records_allocated_directly",
     "remote_record",
     "remote_records",
     "scram_users",
@@ -289,6 +290,11 @@ def message_fields_direct() -> bool:
     """Whether a ``Message``'s fields are read by calling confluent-kafka's
     C functions directly (their layout checked at first use); otherwise
     through the method descriptors, slower."""
+
+def records_allocated_directly() -> bool:
+    """Whether records are made by ``Record``'s own allocator with their
+    value moved into place (PyO3's object layout checked at first use);
+    otherwise through PyO3's generic constructor, slower."""
 
 # ---- the producer of a cluster (python/ottla/remote/producer.py) -------------
 

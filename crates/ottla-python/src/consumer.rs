@@ -267,20 +267,11 @@ impl Consumer {
         tp: &Tp,
         rec: &RecordView<'_>,
     ) -> PyResult<Bound<'py, Record>> {
-        let record = Bound::new(py, self.record_fields(py, tp, rec)?)?;
-        let obj = record.as_ptr();
         let deserialized = self.key_deserializer.is_some() || self.value_deserializer.is_some();
-        // SAFETY: `obj` is a live object of a GC type (every pyclass is one)
-        // whose fields are all initialised; the GIL is held.
-        unsafe {
-            let tracked = pyo3::ffi::PyObject_GC_IsTracked(obj) != 0;
-            if deserialized && !tracked {
-                // Defensive: a new object comes tracked (no free list).
-                pyo3::ffi::PyObject_GC_Track(obj.cast());
-            } else if !deserialized && tracked {
-                pyo3::ffi::PyObject_GC_UnTrack(obj.cast());
-            }
-        }
+        // Only a deserialized key or value can make a cycle through a record.
+        let record = self
+            .record_fields(py, tp, rec)?
+            .into_object(py, deserialized)?;
         Ok(record)
     }
 

@@ -11,6 +11,7 @@ mod consumer;
 mod errors;
 mod kafka_message;
 mod producer;
+mod record_alloc;
 mod remote_future;
 mod remote_records;
 mod remote_send;
@@ -54,6 +55,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kafka_message::first_error, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_message::message_values, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_message::message_fields_direct, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        record_alloc::records_allocated_directly,
+        m
+    )?)?;
     m.add_class::<remote_send::RemoteSender>()?;
     m.add_class::<remote_send::RemoteSendMethod>()?;
     m.add_class::<remote_send::RemoteBoundSend>()?;

@@ -85,44 +85,20 @@ fn record_of<'py>(
         }
         (!list.is_empty()).then(|| list.unbind())
     };
-    let record = Bound::new(
-        py,
-        Record {
-            topic: topic.unbind(),
-            partition,
-            offset,
-            timestamp,
-            key: key.unbind(),
-            value: value.unbind(),
-            headers,
-            message: None,
-        },
-    )?;
-    let obj = record.as_ptr();
+    // The same rule as the directory consumer's `make_record`: only a
+    // deserialized key or value can make a cycle through a record.
     let deserialized = kd.is_some() || vd.is_some();
-    // SAFETY: `obj` is a live object of a GC type (every pyclass is one)
-    // whose fields are all initialised; the GIL is held. The same rule as
-    // the directory consumer's `make_record`: only a deserialized key or
-    // value can make a cycle through a record.
-    unsafe {
-        let tracked = pyo3::ffi::PyObject_GC_IsTracked(obj) != 0;
-        if deserialized && !tracked {
-            pyo3::ffi::PyObject_GC_Track(obj.cast());
-        } else if !deserialized && tracked {
-            pyo3::ffi::PyObject_GC_UnTrack(obj.cast());
-        }
+    Record {
+        topic: topic.unbind(),
+        partition,
+        offset,
+        timestamp,
+        key: key.unbind(),
+        value: value.unbind(),
+        headers,
+        message: None,
     }
-    Ok(record)
-}
-
-/// Records without deserializers hold only strings, numbers and their
-/// `Message` (which refers to none of them): the cyclic GC need not track
-/// them. A new object comes tracked.
-fn untrack(record: &Bound<'_, Record>) {
-    // SAFETY: a live object of a GC type (every pyclass is one) whose
-    // fields are all initialised; the GIL is held. `PyObject_GC_UnTrack`
-    // checks whether the object is tracked itself.
-    unsafe { pyo3::ffi::PyObject_GC_UnTrack(record.as_ptr().cast()) }
+    .into_object(py, deserialized)
 }
 
 /// `(records, error)`: the `Record` of each message of `messages`
@@ -149,9 +125,8 @@ pub fn remote_records<'py>(
         // Made first, then the list at its size (no append growing it).
         let mut records = Vec::with_capacity(messages.len());
         for m in messages.iter() {
-            let record = Bound::new(py, Record::of_message(m)?)?;
-            untrack(&record);
-            records.push(record);
+            // Strings, bytes and the message: no cycle through it.
+            records.push(Record::of_message(m)?.into_object(py, false)?);
         }
         return Ok((PyList::new(py, records)?, None));
     }
@@ -179,9 +154,7 @@ pub fn remote_record<'py>(
     let kd = key_deserializer.as_ref().filter(|f| !f.is_none());
     let vd = value_deserializer.as_ref().filter(|f| !f.is_none());
     if kd.is_none() && vd.is_none() {
-        let record = Bound::new(py, Record::of_message(message.clone())?)?;
-        untrack(&record);
-        return Ok(record);
+        return Record::of_message(message.clone())?.into_object(py, false);
     }
     record_of(py, message, kd, vd)
 }
