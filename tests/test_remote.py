@@ -100,6 +100,46 @@ def test_broker_errors_arrive_as_ottla_errors(broker: ottla.Broker) -> None:
         assert p.send("small", b"y" * 100).get(10).offset == 0
 
 
+def test_an_assigned_partition_unknown_for_a_moment_is_asked_again(broker: ottla.Broker) -> None:
+    """While leadership moves, librdkafka may not know an assigned partition
+    for a moment (``_UNKNOWN_PARTITION`` from its watermark lookup): the
+    consumer asks again, as Kafka's clients retry
+    UNKNOWN_TOPIC_OR_PARTITION (test_remote_cluster.py's kill -9 test met
+    it). A partition that is not assigned is an error at once."""
+    ck = pytest.importorskip("confluent_kafka")
+    servers = broker.bootstrap_servers
+    with ottla.Producer(bootstrap_servers=servers) as p:
+        p.send("moving", b"x").get(10)
+
+    class Forgetful:
+        """librdkafka's consumer, whose lookups fail twice as if it did not
+        know the partition."""
+
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+            self.failures = 2
+
+        def get_watermark_offsets(self, tp: Any, *args: Any, **kwargs: Any) -> Any:
+            if not kwargs.get("cached") and self.failures > 0:
+                self.failures -= 1
+                raise ck.KafkaException(ck.KafkaError(ck.KafkaError._UNKNOWN_PARTITION))
+            return self._inner.get_watermark_offsets(tp, *args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+    with ottla.Consumer(bootstrap_servers=servers, auto_offset_reset="earliest") as c:
+        tp = ottla.TopicPartition("moving", 0)
+        c.assign([tp])
+        forgetful = Forgetful(cast(Any, c)._c)
+        cast(Any, c)._c = forgetful
+        assert cast(Any, c)._watermarks(("moving", 0)) == (0, 1)
+        assert forgetful.failures == 0
+        forgetful.failures = 1
+        with pytest.raises(ottla.UnknownTopicOrPartitionError):
+            cast(Any, c)._watermarks(("moving", 1))  # not assigned (nor there)
+
+
 def test_send_future_is_its_own_delivery_callback(broker: ottla.Broker) -> None:
     """A remote ``send()``'s future is ottla's own type, made without a
     Python frame, and librdkafka calls it with the delivery report:

@@ -1036,7 +1036,11 @@ class Consumer:
         """A partition's log start and end, asked of its leader; what
         librdkafka retries by itself (a leader gone, its broker handle
         destroyed while leadership moves) is asked again, up to
-        ``_TIMEOUT_S``, as a Kafka client's own lookups are."""
+        ``_TIMEOUT_S``, as a Kafka client's own lookups are. So is an
+        unknown partition that is assigned to this consumer (it exists:
+        librdkafka's metadata lacks it for a moment while leadership moves,
+        as Kafka's clients treat UNKNOWN_TOPIC_OR_PARTITION as retriable);
+        one asked by hand that is not assigned is an error at once."""
         deadline = time.monotonic() + _TIMEOUT_S
         while True:
             left = deadline - time.monotonic()
@@ -1050,7 +1054,11 @@ class Consumer:
                     raise
                 err: Any = e.args[0] if e.args else None
                 name = err.name() if hasattr(err, "name") else ""
-                again = name in _RETRIED or bool(hasattr(err, "retriable") and err.retriable())
+                again = (
+                    name in _RETRIED
+                    or (name in _WAITED and k in self._assigned)
+                    or bool(hasattr(err, "retriable") and err.retriable())
+                )
                 if not again or time.monotonic() >= deadline:
                     raise _kafka.error(e, f"offsets of {k[0]}-{k[1]}") from e
             time.sleep(0.05)
