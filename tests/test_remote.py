@@ -359,7 +359,7 @@ def test_aio_waker_of_a_closed_loop_is_quiet() -> None:
 
     from ottla.remote import aio as remote_aio
 
-    class Done:
+    class Pending:
         def __init__(self) -> None:
             self.callbacks: list[Any] = []
 
@@ -375,7 +375,7 @@ def test_aio_waker_of_a_closed_loop_is_quiet() -> None:
 
     loop = asyncio.new_event_loop()
     future: asyncio.Future[None] = loop.create_future()
-    sync = Done()
+    sync = Pending()
     remote_aio._wake_when(loop, future, [sync])  # type: ignore[list-item]
     loop.close()
     sync.callbacks[0](None)  # no RuntimeError

@@ -297,18 +297,22 @@ pub fn message_fields_direct(py: Python<'_>) -> bool {
 /// cached descriptor, for a `confluent_kafka.Message`; by name for anything
 /// else.
 pub fn call<'py>(message: &Bound<'py, PyAny>, field: Field) -> PyResult<Bound<'py, PyAny>> {
-    let py = message.py();
-    if let Some(m) = methods(py) {
-        if ptr::eq(message.get_type_ptr(), m.message_type.as_ptr().cast()) {
-            if let Some(at) = m.slots[field as usize] {
-                // SAFETY: `message` is exactly a `Message` (its type compared
-                // above) and `at` is an offset `find_slots` found.
-                return Ok(unsafe { slot(message, at) });
-            }
-            return called(message, m, field);
-        }
+    match of_message_type(message) {
+        Some(m) => match m.slots[field as usize] {
+            // SAFETY: `message` is exactly a `Message` (`of_message_type`)
+            // and `at` is an offset `find_slots` found.
+            Some(at) => Ok(unsafe { slot(message, at) }),
+            None => called(message, m, field),
+        },
+        None => message.call_method0(PyString::intern(message.py(), NAMES[field as usize])),
     }
-    message.call_method0(PyString::intern(py, NAMES[field as usize]))
+}
+
+/// The methods of confluent-kafka's `Message` if `message` is exactly one
+/// (not a subclass, which may override them).
+fn of_message_type(message: &Bound<'_, PyAny>) -> Option<&'static Methods> {
+    methods(message.py())
+        .filter(|m| ptr::eq(message.get_type_ptr(), m.message_type.as_ptr().cast()))
 }
 
 /// `(topic(), key(), value())` of `message`: `call` for each, with the
@@ -316,18 +320,15 @@ pub fn call<'py>(message: &Bound<'py, PyAny>, field: Field) -> PyResult<Bound<'p
 pub fn topic_key_value<'py>(
     message: &Bound<'py, PyAny>,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let py = message.py();
-    if let Some(m) = methods(py) {
-        if ptr::eq(message.get_type_ptr(), m.message_type.as_ptr().cast()) {
-            if let (Some(t), Some(k), Some(v)) = (
-                m.slots[Field::Topic as usize],
-                m.slots[Field::Key as usize],
-                m.slots[Field::Value as usize],
-            ) {
-                // SAFETY: as in `call`: exactly a `Message`, and offsets
-                // `find_slots` showed.
-                return Ok(unsafe { (slot(message, t), slot(message, k), slot(message, v)) });
-            }
+    if let Some(m) = of_message_type(message) {
+        if let (Some(t), Some(k), Some(v)) = (
+            m.slots[Field::Topic as usize],
+            m.slots[Field::Key as usize],
+            m.slots[Field::Value as usize],
+        ) {
+            // SAFETY: as in `call`: exactly a `Message`, and offsets
+            // `find_slots` showed.
+            return Ok(unsafe { (slot(message, t), slot(message, k), slot(message, v)) });
         }
     }
     Ok((

@@ -112,17 +112,11 @@ impl Record {
             }
             None => Bound::new(py, self)?,
         };
-        let obj = record.as_ptr();
-        // SAFETY: a live object of a GC type (every pyclass is one) whose
-        // value is in place; the GIL is held.
-        // `PyObject_GC_UnTrack` checks whether the object is tracked itself;
-        // a new object comes tracked, and is tracked again if it is not.
-        unsafe {
-            if !tracked {
-                ffi::PyObject_GC_UnTrack(obj.cast());
-            } else if ffi::PyObject_GC_IsTracked(obj) == 0 {
-                ffi::PyObject_GC_Track(obj.cast());
-            }
+        // Both ways a new object of a GC type comes tracked.
+        if !tracked {
+            // SAFETY: a live object of a GC type (every pyclass is one)
+            // whose value is in place; the GIL is held.
+            unsafe { ffi::PyObject_GC_UnTrack(record.as_ptr().cast()) };
         }
         Ok(record)
     }

@@ -41,7 +41,7 @@ fn record_of<'py>(
     kd: Option<&Bound<'py, PyAny>>,
     vd: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, Record>> {
-    let topic = kafka_message::call(m, Field::Topic)?;
+    let (topic, mut key, mut value) = kafka_message::topic_key_value(m)?;
     let topic = topic
         .cast_into::<PyString>()
         .map_err(|_| PyTypeError::new_err("a consumed message has no topic"))?;
@@ -57,8 +57,6 @@ fn record_of<'py>(
         .and_then(|t| t.get_item(1).ok())
         .and_then(|v| v.extract::<i64>().ok())
         .ok_or_else(|| PyTypeError::new_err("a consumed message's timestamp is not (type, ms)"))?;
-    let mut key = kafka_message::call(m, Field::Key)?;
-    let mut value = kafka_message::call(m, Field::Value)?;
     if let Some(f) = kd {
         if !key.is_none() {
             key = f.call1((key,))?;

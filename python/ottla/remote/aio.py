@@ -129,10 +129,10 @@ def _wake_when(
         with lock:
             left[0] -= 1
             last = left[0] == 0
-        if last and not loop.is_closed():
+        if last:
             try:
                 loop.call_soon_threadsafe(_resolve, future)
-            except RuntimeError:  # closed meanwhile: nobody waits there
+            except RuntimeError:  # the loop is closed: nobody waits there
                 pass
 
     if not pending:
