@@ -224,6 +224,46 @@ def test_batch_checks_read_real_messages_and_stand_ins() -> None:
     assert _core.message_fields_direct()
 
 
+def test_batch_calls_survive_a_method_that_empties_the_batch() -> None:
+    """The batch calls read each message without taking a reference
+    (kafka_message.rs, ``borrowed_item``) and take one before any Python
+    code runs: a subclass's method that empties the very list being read
+    ends the walk there, and what was read stays valid."""
+    ck = pytest.importorskip("confluent_kafka")
+    batch: list[Any] = []
+
+    class Emptying(ck.Message):  # type: ignore[misc,name-defined]
+        def error(self) -> None:
+            batch.clear()
+            return None
+
+        def value(self) -> bytes:
+            batch.clear()
+            return b"from-" + bytes(super().value())
+
+        def topic(self) -> str:
+            batch.clear()
+            return str(super().topic())
+
+    def fill() -> list[Any]:
+        batch[:] = [
+            ck.Message(topic="t", offset=0, value=b"a" * 50),
+            Emptying(topic="t", offset=1, value=b"b" * 50),
+            ck.Message(topic="t", offset=2, value=b"c" * 50),
+        ]
+        return batch
+
+    assert _core.first_error(fill()) == -1
+    assert _core.message_values(fill()) == [b"a" * 50, b"from-" + b"b" * 50]
+    records = _core.remote_records(fill())[0]
+    assert [(r.topic, r.offset, r.value) for r in records] == [
+        ("t", 0, b"a" * 50),
+        ("t", 1, b"from-" + b"b" * 50),
+    ]
+    gc.collect()
+    assert [r.value for r in records] == [b"a" * 50, b"from-" + b"b" * 50]
+
+
 def test_fields_read_from_a_messages_slots_are_what_its_methods_return() -> None:
     """A ``Message``'s topic, key, value and error are read from where it
     keeps them (found once at load, kafka_message.rs): the same objects its
@@ -291,6 +331,53 @@ def test_records_made_by_the_types_allocator_behave_as_any_record() -> None:
     for _ in range(1000):
         _core.remote_records([m, m, m])
     assert (sys.getrefcount(ottla.Record), sys.getrefcount(m)) == before
+
+
+def test_records_freed_by_their_own_dealloc_give_back_every_reference() -> None:
+    """``Record``'s ``tp_dealloc`` is record_alloc.rs's own, and reference
+    counts change in place (refcount.rs; their checks passed on this
+    CPython, or this says so). Every way a record is made (from messages,
+    with deserializers and headers, by hand) gives back each reference it
+    held when freed, ``None``'s included, and a value's ``__del__`` runs
+    when its record goes."""
+    ck = pytest.importorskip("confluent_kafka")
+    assert _core.records_freed_directly() and _core.refcounts_in_place()
+    key, value, topic = b"k" * 9, b"v" * 9, "t-" + "x" * 9
+    m = ck.Message(topic=topic, partition=1, offset=3, key=key, value=value,
+                   headers=[("h", b"1")], timestamp=(1, 5))  # fmt: skip
+    bare = ck.Message(topic=topic, partition=0, offset=1)  # key and value None
+    hand_headers = [("a", b"2")]
+    watched = (key, value, topic, m, bare, hand_headers, None, ottla.Record)
+
+    def make_and_free(times: int) -> None:
+        for _ in range(times):
+            recs = _core.remote_records([m, bare, m])[0]
+            deserialized = _core.remote_records([m, bare], bytes, bytes)[0]
+            by_hand = ottla.Record(topic, 1, 2, 3, key, None, hand_headers)
+            del recs, deserialized, by_hand
+
+    make_and_free(10)  # whatever the first calls cache
+    before = [sys.getrefcount(x) for x in watched]
+    make_and_free(2000)
+    assert [sys.getrefcount(x) for x in watched] == before
+    recs = _core.remote_records([m, bare], bytes, bytes)[0]
+    assert recs[0].headers == [("h", b"1")] and recs[1].value is None
+
+    freed: list[int] = []
+
+    class Noted:
+        def __init__(self, raw: bytes) -> None:
+            self.raw = raw
+
+        def __del__(self) -> None:
+            freed.append(len(self.raw))
+
+    noted = _core.remote_records([m, m], None, Noted)[0]
+    assert not freed
+    del noted[0]
+    assert freed == [len(value)]
+    noted.clear()
+    assert freed == [len(value)] * 2
 
 
 def test_remote_records_hold_topic_key_and_value_as_fields() -> None:

@@ -67,6 +67,8 @@ __all__ = [
     "message_fields_direct",
     "message_values",
     "records_allocated_directly",
+    "records_freed_directly",
+    "refcounts_in_place",
     "remote_record",
     "remote_records",
     "scram_users",
@@ -292,9 +294,18 @@ def message_fields_direct() -> bool:
     through the method descriptors, slower."""
 
 def records_allocated_directly() -> bool:
-    """Whether records are made by ``Record``'s own allocator with their
-    value moved into place (PyO3's object layout checked at first use);
+    """Whether records are made with ``PyObject_GC_New`` and their value
+    moved into place (PyO3's object layout checked when the module loads);
     otherwise through PyO3's generic constructor, slower."""
+
+def records_freed_directly() -> bool:
+    """Whether ``Record``'s ``tp_dealloc`` is ottla's own (the type's
+    layout checked when the module loads); otherwise PyO3's, slower."""
+
+def refcounts_in_place() -> bool:
+    """Whether the per-record paths change reference counts in place, as a
+    C extension built for the stable ABI does (CPython without reference
+    debugging); otherwise through the interpreter's functions."""
 
 # ---- the producer of a cluster (python/ottla/remote/producer.py) -------------
 

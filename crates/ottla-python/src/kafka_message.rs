@@ -46,6 +46,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyList, PyString, PyType};
 
+use crate::refcount;
+
 /// A field of a `Message`: the index of its method in `NAMES`.
 #[derive(Clone, Copy)]
 pub enum Field {
@@ -350,12 +352,57 @@ unsafe fn slot<'py>(message: &Bound<'py, PyAny>, at: usize) -> Bound<'py, PyAny>
     let py = message.py();
     // SAFETY: this function's contract.
     let held = unsafe { word_at(message, at) };
-    if held.is_null() {
-        py.None().into_bound(py)
+    let held = if held.is_null() {
+        // SAFETY: `None` is a live object.
+        unsafe { ffi::Py_None() }
     } else {
-        // SAFETY: this function's contract: a live object.
-        unsafe { Bound::from_borrowed_ptr(py, held) }
+        held
+    };
+    // SAFETY: this function's contract (or `None`): a live object, whose
+    // new reference (counted in place: `refcount`) is handed over.
+    unsafe {
+        refcount::incref(held);
+        Bound::from_owned_ptr(py, held)
     }
+}
+
+/// Item `i` of `list`, borrowed, or `None` past its end.
+///
+/// Borrowed: no reference is taken (PyO3's list iterator takes one and
+/// gives it back, two calls into the interpreter under the stable ABI).
+///
+/// # Safety
+/// The item is valid while the list holds it: the caller takes its own
+/// reference (`refcount::new_ref`) before any Python code runs that could
+/// change the list.
+pub unsafe fn borrowed_item<'a, 'py>(
+    list: &'a Bound<'py, PyList>,
+    i: usize,
+) -> Option<Borrowed<'a, 'py, PyAny>> {
+    let py = list.py();
+    let i = ffi::Py_ssize_t::try_from(i).ok()?;
+    // SAFETY: the GIL is held (`py`); a borrowed reference, or null with
+    // an `IndexError` set past the end.
+    let item = unsafe { ffi::PyList_GetItem(list.as_ptr(), i) };
+    if item.is_null() {
+        drop(PyErr::take(py));
+        return None;
+    }
+    // SAFETY: a live object the list holds.
+    Some(unsafe { Borrowed::from_ptr(py, item) })
+}
+
+/// Whether `message.error()` is not `None`: where the slot is known, read
+/// there without taking a reference.
+fn has_error(message: Borrowed<'_, '_, PyAny>) -> PyResult<bool> {
+    if let Some(at) = of_message_type(&message).and_then(|m| m.slots[Field::Error as usize]) {
+        // SAFETY: as in `call`: exactly a `Message`, and an offset
+        // `find_slots` found; the word is only compared.
+        let held = unsafe { word_at(&message, at) };
+        // SAFETY: `None` is a live object; only its address is used.
+        return Ok(!held.is_null() && !ptr::eq(held, unsafe { ffi::Py_None() }));
+    }
+    Ok(!call(&refcount::new_ref(message), Field::Error)?.is_none())
 }
 
 /// `message.<field>()` for `message`, exactly a `confluent_kafka.Message`
@@ -399,10 +446,14 @@ fn called<'py>(
 /// consumer's check of each fetched batch, one C call a message.
 #[pyfunction]
 pub fn first_error(messages: &Bound<'_, PyList>) -> PyResult<isize> {
-    for (i, m) in messages.iter().enumerate() {
-        if !call(&m, Field::Error)?.is_none() {
+    let mut i = 0;
+    // SAFETY: `has_error` runs no Python code with the borrowed message
+    // (it takes its own reference first).
+    while let Some(m) = unsafe { borrowed_item(messages, i) } {
+        if has_error(m)? {
             return Ok(isize::try_from(i).unwrap_or(isize::MAX));
         }
+        i += 1;
     }
     Ok(-1)
 }
@@ -410,9 +461,11 @@ pub fn first_error(messages: &Bound<'_, PyList>) -> PyResult<isize> {
 /// `[m.value() for m in messages]` (`poll_values` over a cluster).
 #[pyfunction]
 pub fn message_values<'py>(messages: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
-    let values = messages
-        .iter()
-        .map(|m| call(&m, Field::Value))
-        .collect::<PyResult<Vec<_>>>()?;
+    let mut values = Vec::with_capacity(messages.len());
+    // SAFETY: the message is made owned before `call`, which may run
+    // Python code (a subclass's method).
+    while let Some(m) = unsafe { borrowed_item(messages, values.len()) } {
+        values.push(call(&refcount::new_ref(m), Field::Value)?);
+    }
     PyList::new(messages.py(), values)
 }

@@ -12,6 +12,7 @@ mod errors;
 mod kafka_message;
 mod producer;
 mod record_alloc;
+mod refcount;
 mod remote_future;
 mod remote_records;
 mod remote_send;
@@ -38,6 +39,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<broker::Broker>()?;
     m.add_class::<types::RecordMetadata>()?;
     m.add_class::<types::Record>()?;
+    refcount::init(m.py())?;
+    record_alloc::init(m.py());
     m.add_class::<aio_producer::AioProducer>()?;
     m.add_class::<aio_producer::SendFuture>()?;
     m.add_class::<aio_producer::SendManyFuture>()?;
@@ -59,6 +62,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         record_alloc::records_allocated_directly,
         m
     )?)?;
+    m.add_function(wrap_pyfunction!(record_alloc::records_freed_directly, m)?)?;
+    m.add_function(wrap_pyfunction!(refcount::refcounts_in_place, m)?)?;
     m.add_class::<remote_send::RemoteSender>()?;
     m.add_class::<remote_send::RemoteSendMethod>()?;
     m.add_class::<remote_send::RemoteBoundSend>()?;

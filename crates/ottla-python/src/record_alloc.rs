@@ -1,27 +1,43 @@
-//! Making `Record` objects, the consumers' per-record cost (the directory
-//! form's `Consumer::make_record`, the cluster form's `remote_records`).
+//! Making and freeing `Record` objects, the consumers' per-record cost (the
+//! directory form's `Consumer::make_record`, the cluster form's
+//! `remote_records`).
 //!
-//! PyO3's `Bound::new` goes the generic way for any class: the base type's
-//! `tp_new` looked up (`PyType_GetSlot`) and called with an empty tuple,
-//! which calls the type's `tp_alloc`, then the value moved into the new
-//! object. For `Record` all of that but the allocation and the move is
-//! overhead: measured on 500 confluent-kafka messages, making and freeing
-//! a record cost 76-77 ns this way against 85-88 through `Bound::new`
-//! (best of 200 passes, alternate builds).
+//! PyO3 goes the generic way for any class. `Bound::new` looks up the base
+//! type's `tp_new` (`PyType_GetSlot`) and calls it with an empty tuple,
+//! which calls the type's `tp_alloc` (zeroing the object and tracking it in
+//! the cyclic GC), then moves the value in. Its `tp_dealloc` goes through a
+//! trampoline (a thread-local GIL count, a panic guard), looks the type up
+//! twice, asks for `tp_free` with `PyType_GetSlot`, and drops each field
+//! through `Py::drop` (a thread-local check, then the interpreter's
+//! `_Py_DecRef`). For a `Record` all of that but the allocation, the move,
+//! the decrements and the free is overhead: making and freeing one for a
+//! confluent-kafka message cost 77 ns that way and 48 ns this way (best of
+//! 200 passes over 500 in-memory messages; docs/PERFORMANCE.md).
 //!
-//! So a `Record` is made here by calling the type's allocator,
-//! `PyType_GenericAlloc` (what `object.__new__` calls), and moving the value
-//! to where PyO3 keeps it. Nothing about PyO3's object layout is assumed:
-//! at first use it is shown on the running process (`value_offset`): the
-//! type's `tp_alloc` is `PyType_GenericAlloc`; a `Record` made by
-//! `Bound::new` has its value at some offset past the object header; and
-//! the type's basic size ends where that value ends (rounded to its
-//! alignment), so the object holds nothing else to initialise (`Record` is
-//! frozen, without `__dict__` or weak references: PyO3's borrow flag,
-//! thread checker and slots are empty). If any of that does not hold,
-//! every record is made by `Bound::new`. Freeing is PyO3's `tp_dealloc`
-//! either way, which drops the value at that same offset.
+//! So a `Record` is made here with `PyObject_GC_New` (allocated, its type
+//! increfed, not zeroed, not tracked), its value moved to where PyO3 keeps
+//! it, and then tracked only if it may be in a cycle. Its type's
+//! `tp_dealloc` is replaced by `dealloc`: untrack, give up each field's
+//! reference (`Record::release`, in place: `refcount`), free with
+//! `PyObject_GC_Del`, decref the type. Nothing about PyO3 or the
+//! interpreter's layout is assumed; each is shown on the running process
+//! when the module loads (`init`), and what is not shown is not used:
+//! - the value's place (`value_offset`): a `Record` made by `Bound::new`
+//!   has its value right after the object header, and the type's basic
+//!   size ends where the value ends (rounded to its alignment), so the
+//!   object holds nothing else to initialise or drop (`Record` is frozen,
+//!   without `__dict__` or weak references: PyO3's borrow flag, thread
+//!   checker and slots are empty). Else every record is made by
+//!   `Bound::new` and freed by PyO3.
+//! - the type's `tp_dealloc` (`own_dealloc`): the type may not be
+//!   subclassed (no `Py_TPFLAGS_BASETYPE`: every instance is exactly a
+//!   `Record`), its `tp_free` is `PyObject_GC_Del`, and the word where a
+//!   `PyTypeObject` keeps `tp_dealloc` (the stable ABI hides the struct;
+//!   its prefix is `TypePrefix`) holds what `PyType_GetSlot(Py_tp_dealloc)`
+//!   returns, beside `tp_basicsize` holding `__basicsize__`. Else PyO3's
+//!   `tp_dealloc` stays, which frees a record made either way.
 
+use std::ffi::{c_char, c_void};
 use std::mem::{align_of, size_of};
 use std::ptr;
 
@@ -31,34 +47,48 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyType};
 use pyo3::PyTypeInfo;
 
+use crate::refcount;
 use crate::types::Record;
 
-/// `Record`'s type and the byte offset of the value in its objects, once
-/// shown (`None`: made by `Bound::new`).
-static LAYOUT: PyOnceLock<Option<(Py<PyType>, usize)>> = PyOnceLock::new();
+/// `Record`'s type, once the value's place is shown (`None`: made by
+/// `Bound::new`).
+static TYPE: PyOnceLock<Option<Py<PyType>>> = PyOnceLock::new();
 
-fn layout(py: Python<'_>) -> Option<&(Py<PyType>, usize)> {
-    LAYOUT.get_or_init(py, || value_offset(py)).as_ref()
+/// The byte offset of the value in a `Record` object: the object header's
+/// size (`value_offset` checks it is so).
+const VALUE_AT: usize = size_of::<ffi::PyObject>();
+
+/// Shows the layouts (module comment) and, if they are as expected, makes
+/// and frees `Record`s here from now on. Called when the module loads.
+pub fn init(py: Python<'_>) {
+    let ty = TYPE.get_or_init(py, || value_offset(py));
+    if let Some(ty) = ty {
+        own_dealloc(ty.bind(py));
+    }
 }
 
 /// Whether records are made by the type's allocator (true) or by PyO3's
 /// `Bound::new`. For tests.
 #[pyfunction]
 pub fn records_allocated_directly(py: Python<'_>) -> bool {
-    layout(py).is_some()
+    matches!(TYPE.get(py), Some(Some(_)))
 }
 
-/// The offset of the value in a `Record` object, if the checks in the
-/// module comment hold.
-fn value_offset(py: Python<'_>) -> Option<(Py<PyType>, usize)> {
+/// Whether records are freed by `dealloc` (true) or by PyO3's
+/// `tp_dealloc`. For tests.
+#[pyfunction]
+pub fn records_freed_directly(py: Python<'_>) -> bool {
     let ty = Record::type_object(py);
-    // SAFETY: `ty` is a live type object; `PyType_GetSlot` reads one of its
-    // slots (a heap type: every slot is readable on CPython 3.10+).
-    let alloc = unsafe { ffi::PyType_GetSlot(ty.as_type_ptr(), ffi::Py_tp_alloc) };
-    let generic: ffi::allocfunc = ffi::PyType_GenericAlloc;
-    if !ptr::eq(alloc, generic as *mut std::ffi::c_void) {
-        return None;
-    }
+    // SAFETY: a live heap type; `PyType_GetSlot` reads one of its slots.
+    let current = unsafe { ffi::PyType_GetSlot(ty.as_type_ptr(), ffi::Py_tp_dealloc) };
+    let ours: ffi::destructor = dealloc;
+    ptr::eq(current, ours as *mut c_void)
+}
+
+/// `Record`'s type if its objects keep the value at `VALUE_AT` and nothing
+/// else (module comment).
+fn value_offset(py: Python<'_>) -> Option<Py<PyType>> {
+    let ty = Record::type_object(py);
     let probe = Record {
         topic: PyString::new(py, "probe").unbind(),
         partition: 0,
@@ -74,10 +104,95 @@ fn value_offset(py: Python<'_>) -> Option<(Py<PyType>, usize)> {
     let size: usize = ty.getattr("__basicsize__").ok()?.extract().ok()?;
     let end = at.checked_add(size_of::<Record>())?;
     let padding = align_of::<Record>().max(align_of::<usize>());
-    if at < size_of::<ffi::PyObject>() || size < end || size - end >= padding {
+    if at != VALUE_AT || size < end || size - end >= padding {
         return None;
     }
-    Some((ty.unbind(), at))
+    Some(ty.unbind())
+}
+
+/// The first fields of CPython's `PyTypeObject` (`Include/cpython/object.h`,
+/// the same from 3.10 on, with the GIL), which the stable ABI does not
+/// declare.
+#[repr(C)]
+struct TypePrefix {
+    ob_base: ffi::PyVarObject,
+    tp_name: *const c_char,
+    tp_basicsize: ffi::Py_ssize_t,
+    tp_itemsize: ffi::Py_ssize_t,
+    tp_dealloc: Option<ffi::destructor>,
+}
+
+/// Makes `dealloc` the `tp_dealloc` of `Record`'s type `ty`, if the checks
+/// in the module comment hold.
+fn own_dealloc(ty: &Bound<'_, PyType>) {
+    let tp = ty.as_type_ptr();
+    let Ok(size) = ty
+        .getattr("__basicsize__")
+        .and_then(|s| s.extract::<ffi::Py_ssize_t>())
+    else {
+        return;
+    };
+    // SAFETY: a live heap type; `PyType_GetSlot` and `PyType_GetFlags` read
+    // it.
+    let (current, free, flags) = unsafe {
+        (
+            ffi::PyType_GetSlot(tp, ffi::Py_tp_dealloc),
+            ffi::PyType_GetSlot(tp, ffi::Py_tp_free),
+            ffi::PyType_GetFlags(tp),
+        )
+    };
+    let gc_del: unsafe extern "C" fn(*mut c_void) = ffi::PyObject_GC_Del;
+    if current.is_null()
+        || !ptr::eq(free, gc_del as *mut c_void)
+        || flags & ffi::Py_TPFLAGS_BASETYPE != 0
+        || flags & ffi::Py_TPFLAGS_HAVE_GC == 0
+        || flags & ffi::Py_TPFLAGS_HEAPTYPE == 0
+    {
+        return;
+    }
+    let prefix = tp.cast::<TypePrefix>();
+    // SAFETY: a type object is at least a `PyTypeObject`, of which
+    // `TypePrefix` is the start on the CPython builds the stable ABI
+    // serves; its words are read (not trusted) and compared with what the
+    // interpreter's functions returned.
+    let (at_size, at_item, at_dealloc) = unsafe {
+        (
+            (*prefix).tp_basicsize,
+            (*prefix).tp_itemsize,
+            (*prefix).tp_dealloc.map(|f| f as *mut c_void),
+        )
+    };
+    if at_size != size || at_item != 0 || at_dealloc != Some(current) {
+        return;
+    }
+    // SAFETY: the word is the type's `tp_dealloc` (just shown), written
+    // with the GIL held before any record is freed by it; the interpreter
+    // reads it at each object's free (`_Py_Dealloc`). `dealloc` frees
+    // every object of the type: all are exactly `Record`s (no subclass)
+    // with the value at `VALUE_AT` (`value_offset`).
+    unsafe { (*prefix).tp_dealloc = Some(dealloc) };
+}
+
+/// `tp_dealloc` of `Record` (module comment): what PyO3's does for it,
+/// without its generic steps.
+///
+/// # Safety
+/// Called by the interpreter for an object of `Record`'s type whose count
+/// reached zero, with the GIL held; `own_dealloc` installed it only where
+/// every such object has its value at `VALUE_AT` and nothing else.
+unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
+    // SAFETY: this function's contract: `obj` is a whole, unreachable
+    // `Record` object. Untracked before its fields go (a GC type's rule);
+    // the value is moved out and its references given up; the memory goes
+    // back to the allocator it came from (`tp_free`, shown to be
+    // `PyObject_GC_Del`); then the instance's reference to its heap type.
+    unsafe {
+        ffi::PyObject_GC_UnTrack(obj.cast());
+        ptr::read(obj.cast::<u8>().add(VALUE_AT).cast::<Record>()).release();
+        let ty = ffi::Py_TYPE(obj);
+        ffi::PyObject_GC_Del(obj.cast());
+        refcount::decref(ty.cast());
+    }
 }
 
 impl Record {
@@ -85,39 +200,35 @@ impl Record {
     /// tracks it (a record whose key or value went through a deserializer
     /// may be in a cycle; one of bytes and strings cannot).
     pub fn into_object(self, py: Python<'_>, tracked: bool) -> PyResult<Bound<'_, Record>> {
-        let record = match layout(py) {
-            Some((ty, at)) => {
-                // SAFETY: the GIL is held; `ty` is `Record`'s type, whose
-                // `tp_alloc` is `PyType_GenericAlloc` (checked in
-                // `value_offset`): it returns a new, zeroed object of the
-                // type's basic size (tracked by the GC, its type increfed),
-                // or null with an exception set.
-                let obj = unsafe { ffi::PyType_GenericAlloc(ty.as_ptr().cast(), 0) };
-                if obj.is_null() {
-                    return Err(PyErr::fetch(py));
-                }
-                // SAFETY: `obj` is that new object; `value_offset` showed
-                // that PyO3 keeps a `Record`'s value `at` bytes in (a
-                // `ManuallyDrop<UnsafeCell<Record>>`, laid out as a
-                // `Record`), within the basic size, and nothing else to set
-                // up: the value is moved there, as `Bound::new` does after
-                // its allocation, and PyO3's `tp_dealloc` drops it. Nothing
-                // between the allocation and the move can run a collection
-                // (no allocation, no Python code) that would traverse the
-                // zeroed value.
-                unsafe {
-                    ptr::write(obj.cast::<u8>().add(*at).cast::<Record>(), self);
-                    Bound::from_owned_ptr(py, obj).cast_into_unchecked::<Record>()
-                }
+        let Some(Some(ty)) = TYPE.get(py) else {
+            let record = Bound::new(py, self)?;
+            if !tracked {
+                // SAFETY: a live object of a GC type (every pyclass is one)
+                // whose value is in place; the GIL is held.
+                unsafe { ffi::PyObject_GC_UnTrack(record.as_ptr().cast()) };
             }
-            None => Bound::new(py, self)?,
+            return Ok(record);
         };
-        // Both ways a new object of a GC type comes tracked.
-        if !tracked {
-            // SAFETY: a live object of a GC type (every pyclass is one)
-            // whose value is in place; the GIL is held.
-            unsafe { ffi::PyObject_GC_UnTrack(record.as_ptr().cast()) };
+        // SAFETY: the GIL is held; `ty` is `Record`'s type, a GC type: this
+        // returns a new object of its basic size with its header set (its
+        // type increfed), not tracked, the rest uninitialised; or null with
+        // an exception set.
+        let obj = unsafe { ffi::PyObject_GC_New::<ffi::PyObject>(ty.bind(py).as_type_ptr()) };
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
         }
-        Ok(record)
+        // SAFETY: `obj` is that new object; `value_offset` showed that
+        // PyO3 keeps a `Record`'s value at `VALUE_AT` (a
+        // `ManuallyDrop<UnsafeCell<Record>>`, laid out as a `Record`) and
+        // nothing else in the object, so after the move it is whole, as
+        // `Bound::new` would have made it. Tracked only then, so the GC
+        // never traverses it unset.
+        unsafe {
+            ptr::write(obj.cast::<u8>().add(VALUE_AT).cast::<Record>(), self);
+            if tracked {
+                ffi::PyObject_GC_Track(obj.cast());
+            }
+            Ok(Bound::from_owned_ptr(py, obj).cast_into_unchecked::<Record>())
+        }
     }
 }

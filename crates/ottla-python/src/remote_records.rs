@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::kafka_message::{self, Field};
+use crate::refcount;
 use crate::types::Record;
 
 /// One message's field as an `i64` (`partition()`, `offset()`), with a
@@ -42,9 +43,7 @@ fn record_of<'py>(
     vd: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, Record>> {
     let (topic, mut key, mut value) = kafka_message::topic_key_value(m)?;
-    let topic = topic
-        .cast_into::<PyString>()
-        .map_err(|_| PyTypeError::new_err("a consumed message has no topic"))?;
+    let topic = Record::topic_of(topic)?;
     let partition = int_field(m, Field::Partition, "partition")?;
     let partition = u32::try_from(partition)
         .map_err(|_| PyTypeError::new_err(format!("a consumed message's partition {partition}")))?;
@@ -122,7 +121,10 @@ pub fn remote_records<'py>(
     if kd.is_none() && vd.is_none() {
         // Made first, then the list at its size (no append growing it).
         let mut records = Vec::with_capacity(messages.len());
-        for m in messages.iter() {
+        // SAFETY: the message is made owned at once, before anything that
+        // may run Python code.
+        while let Some(m) = unsafe { kafka_message::borrowed_item(messages, records.len()) } {
+            let m = refcount::new_ref(m);
             // Strings, bytes and the message: no cycle through it.
             records.push(Record::of_message(m)?.into_object(py, false)?);
         }

@@ -9,6 +9,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::kafka_message;
+use crate::refcount;
 
 /// A partition of a topic, on the Rust side of the door. In Python it is
 /// `ottla.types.TopicPartition`, a `NamedTuple` as in kafka-python (equal
@@ -177,9 +178,10 @@ impl RecordMetadata {
 /// one reuses the memory of the last (CPython's small-object allocator).
 /// No PyO3 free list: its lock cost more than the allocation it saves (a
 /// cluster's iteration 391 against 428 ns of CPU a record without and
-/// with; a directory's the same, 238-260 against 252-261). A new record is
-/// tracked by the cyclic GC; the consumers untrack those that cannot be in
-/// a cycle (no deserializer).
+/// with; a directory's the same, 238-260 against 252-261). The consumers'
+/// records are made and freed by `record_alloc` (not through PyO3's
+/// generic paths), and tracked by the cyclic GC only if they may be in a
+/// cycle (a deserializer made their key or value).
 ///
 /// A record of a cluster's consumer (`bootstrap_servers`, no
 /// deserializers) reads each field from librdkafka's message when it is
@@ -218,13 +220,44 @@ pub struct Record {
 }
 
 impl Record {
+    /// Gives up this record's references (what dropping it does, without
+    /// PyO3's per-field check of the GIL: `record_alloc::dealloc` runs
+    /// inside the interpreter's free, with the GIL held). Every field is
+    /// named, so a new one cannot be forgotten here.
+    ///
+    /// # Safety
+    /// The GIL is held.
+    pub unsafe fn release(self) {
+        let Record {
+            topic,
+            partition: _,
+            offset: _,
+            timestamp: _,
+            key,
+            value,
+            headers,
+            message,
+        } = self;
+        // SAFETY: each is a reference this record owned, given up once
+        // (`into_ptr` hands it over without a decrement); the GIL is held.
+        unsafe {
+            refcount::decref(topic.into_ptr());
+            refcount::decref(key.into_ptr());
+            refcount::decref(value.into_ptr());
+            if let Some(h) = headers {
+                refcount::decref(h.into_ptr());
+            }
+            if let Some(m) = message {
+                refcount::decref(m.into_ptr());
+            }
+        }
+    }
+
     /// A record whose fields are those of librdkafka's `message` (a
     /// message without an error: it has a topic).
     pub fn of_message(message: Bound<'_, PyAny>) -> PyResult<Record> {
         let (topic, key, value) = kafka_message::topic_key_value(&message)?;
-        let topic = topic
-            .cast_into::<PyString>()
-            .map_err(|_| PyTypeError::new_err("a consumed message has no topic"))?;
+        let topic = Record::topic_of(topic)?;
         Ok(Record {
             topic: topic.unbind(),
             partition: 0,
@@ -235,6 +268,19 @@ impl Record {
             headers: None,
             message: Some(message.unbind()),
         })
+    }
+
+    /// A consumed message's topic as a `str`, or a `TypeError`. An exact
+    /// `str` (librdkafka's always is) is told by comparing its type, without
+    /// `PyUnicode_Check` (a call into the interpreter under the stable ABI).
+    pub fn topic_of(topic: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyString>> {
+        if topic.is_exact_instance_of::<PyString>() {
+            // SAFETY: its type is exactly `str`.
+            return Ok(unsafe { topic.cast_into_unchecked::<PyString>() });
+        }
+        topic
+            .cast_into::<PyString>()
+            .map_err(|_| PyTypeError::new_err("a consumed message has no topic"))
     }
 
     fn ask<'py>(
@@ -252,7 +298,7 @@ impl Record {
     /// Lets the cyclic GC see a deserialized key or value: one that refers
     /// back to its record (directly or not) is then collected, not leaked.
     /// (Records without deserializers are not tracked at all; see
-    /// `Consumer::make_record`.)
+    /// `record_alloc`.)
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.key)?;
         visit.call(&self.value)?;
