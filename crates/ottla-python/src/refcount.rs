@@ -15,10 +15,12 @@
 //! records holding `None`, wear its immortality away.)
 //!
 //! In place is only used where it is shown to be what the interpreter does:
-//! CPython (not PyPy or GraalPy), a build without reference debugging (no
+//! CPython (not PyPy or GraalPy), with the GIL (a free-threaded build
+//! counts in two fields), without reference debugging (no
 //! `sys.gettotalrefcount`: those keep a total that in-place changes would
-//! miss). Anywhere else these call the interpreter, as PyO3 does. `init`
-//! decides, once, when the module loads.
+//! miss, and reference tracing moves the count). Anywhere else these call
+//! the interpreter, as PyO3 does. `init` decides, once, when the module
+//! loads.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -49,7 +51,19 @@ pub fn init(py: Python<'_>) -> PyResult<()> {
         .extract::<String>()?
         == "cpython";
     let debug = sys.hasattr("gettotalrefcount")?;
-    let mode = if !cpython || debug {
+    // A free-threaded build counts in two fields, not one: "t" in its ABI
+    // flags (POSIX), or its build configuration's flag (Windows, where
+    // `sys` has no `abiflags`).
+    let free_threaded = match sys.getattr("abiflags") {
+        Ok(flags) => flags.extract::<String>()?.contains('t'),
+        Err(_) => {
+            let flag = py
+                .import("sysconfig")?
+                .call_method1("get_config_var", ("Py_GIL_DISABLED",))?;
+            flag.is_truthy()?
+        }
+    };
+    let mode = if !cpython || debug || free_threaded {
         CALL
     } else if py.version_info() >= (3, 12) {
         IMMORTALS
@@ -66,16 +80,15 @@ pub fn refcounts_in_place() -> bool {
     MODE.load(Ordering::Relaxed) != CALL
 }
 
-/// The count of `op` as the word it is (offset 0 of every object on a
-/// CPython build with the GIL: `ob_refcnt`, a union of it and its halves
-/// from 3.12).
+/// The count of `op`: the word at its start on a CPython build with the
+/// GIL and without reference tracing (`ob_refcnt`, a union of it and its
+/// halves from 3.12), the only builds `init` counts in place on.
 ///
 /// # Safety
-/// `op` is a live object and the GIL is held.
+/// `op` is a live object, the GIL is held, and `MODE` is not `CALL`.
 #[inline(always)]
 unsafe fn count(op: *mut ffi::PyObject) -> *mut ffi::Py_ssize_t {
-    // SAFETY: this function's contract; the field is the object's first.
-    unsafe { std::ptr::addr_of_mut!((*op).ob_refcnt).cast::<ffi::Py_ssize_t>() }
+    op.cast::<ffi::Py_ssize_t>()
 }
 
 /// Whether `count` is that of an immortal object (3.12+: the low 32 bits,
