@@ -392,10 +392,31 @@ pub unsafe fn borrowed_item<'a, 'py>(
     Some(unsafe { Borrowed::from_ptr(py, item) })
 }
 
+/// Where `message` keeps `field`, if it is exactly a `Message` and that
+/// slot was found.
+fn slot_of(message: &Bound<'_, PyAny>, field: Field) -> Option<usize> {
+    of_message_type(message).and_then(|m| m.slots[field as usize])
+}
+
+/// `call` for a message borrowed from a list (`borrowed_item`): a slot read
+/// needs no reference to the message; anything that may run Python code
+/// is given one first.
+fn call_borrowed<'py>(
+    message: Borrowed<'_, 'py, PyAny>,
+    field: Field,
+) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(at) = slot_of(&message, field) {
+        // SAFETY: as in `call`: exactly a `Message`, and an offset
+        // `find_slots` found.
+        return Ok(unsafe { slot(&message, at) });
+    }
+    call(&refcount::new_ref(message), field)
+}
+
 /// Whether `message.error()` is not `None`: where the slot is known, read
 /// there without taking a reference.
 fn has_error(message: Borrowed<'_, '_, PyAny>) -> PyResult<bool> {
-    if let Some(at) = of_message_type(&message).and_then(|m| m.slots[Field::Error as usize]) {
+    if let Some(at) = slot_of(&message, Field::Error) {
         // SAFETY: as in `call`: exactly a `Message`, and an offset
         // `find_slots` found; the word is only compared.
         let held = unsafe { word_at(&message, at) };
@@ -464,10 +485,10 @@ pub fn first_error(messages: &Bound<'_, PyList>) -> PyResult<isize> {
 #[pyfunction]
 pub fn message_values<'py>(messages: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
     let mut values = Vec::with_capacity(messages.len());
-    // SAFETY: the message is made owned before `call`, which may run
-    // Python code (a subclass's method).
+    // SAFETY: `call_borrowed` gives the message a reference of its own
+    // before running any Python code (a subclass's method).
     while let Some(m) = unsafe { borrowed_item(messages, values.len()) } {
-        values.push(call(&refcount::new_ref(m), Field::Value)?);
+        values.push(call_borrowed(m, Field::Value)?);
     }
     PyList::new(messages.py(), values)
 }

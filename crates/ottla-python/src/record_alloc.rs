@@ -22,7 +22,7 @@
 //! `PyObject_GC_Del`, decref the type. Nothing about PyO3 or the
 //! interpreter's layout is assumed; each is shown on the running process
 //! when the module loads (`init`), and what is not shown is not used:
-//! - the value's place (`value_offset`): a `Record` made by `Bound::new`
+//! - the value's place (`value_place_shown`): a `Record` made by `Bound::new`
 //!   has its value right after the object header, and the type's basic
 //!   size ends where the value ends (rounded to its alignment), so the
 //!   object holds nothing else to initialise or drop (`Record` is frozen,
@@ -55,13 +55,13 @@ use crate::types::Record;
 static TYPE: PyOnceLock<Option<Py<PyType>>> = PyOnceLock::new();
 
 /// The byte offset of the value in a `Record` object: the object header's
-/// size (`value_offset` checks it is so).
+/// size (`value_place_shown` checks it is so).
 const VALUE_AT: usize = size_of::<ffi::PyObject>();
 
 /// Shows the layouts (module comment) and, if they are as expected, makes
 /// and frees `Record`s here from now on. Called when the module loads.
 pub fn init(py: Python<'_>) {
-    let ty = TYPE.get_or_init(py, || value_offset(py));
+    let ty = TYPE.get_or_init(py, || value_place_shown(py));
     if let Some(ty) = ty {
         own_dealloc(ty.bind(py));
     }
@@ -87,7 +87,7 @@ pub fn records_freed_directly(py: Python<'_>) -> bool {
 
 /// `Record`'s type if its objects keep the value at `VALUE_AT` and nothing
 /// else (module comment).
-fn value_offset(py: Python<'_>) -> Option<Py<PyType>> {
+fn value_place_shown(py: Python<'_>) -> Option<Py<PyType>> {
     let ty = Record::type_object(py);
     let probe = Record {
         topic: PyString::new(py, "probe").unbind(),
@@ -169,7 +169,7 @@ fn own_dealloc(ty: &Bound<'_, PyType>) {
     // with the GIL held before any record is freed by it; the interpreter
     // reads it at each object's free (`_Py_Dealloc`). `dealloc` frees
     // every object of the type: all are exactly `Record`s (no subclass)
-    // with the value at `VALUE_AT` (`value_offset`).
+    // with the value at `VALUE_AT` (`value_place_shown`).
     unsafe { (*prefix).tp_dealloc = Some(dealloc) };
 }
 
@@ -217,7 +217,7 @@ impl Record {
         if obj.is_null() {
             return Err(PyErr::fetch(py));
         }
-        // SAFETY: `obj` is that new object; `value_offset` showed that
+        // SAFETY: `obj` is that new object; `value_place_shown` showed that
         // PyO3 keeps a `Record`'s value at `VALUE_AT` (a
         // `ManuallyDrop<UnsafeCell<Record>>`, laid out as a `Record`) and
         // nothing else in the object, so after the move it is whole, as
