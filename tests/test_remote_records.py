@@ -380,6 +380,51 @@ def test_records_freed_by_their_own_dealloc_give_back_every_reference() -> None:
     assert freed == [len(value)] * 2
 
 
+def test_freed_records_memory_is_kept_and_made_a_whole_new_record() -> None:
+    """A freed record's memory is kept for the next record (record_alloc.rs's
+    free list, at most 512): one made from it is a new object (one
+    reference, its type's reference taken again, tracked by the cyclic GC
+    only if deserialized) with its own fields, and the list stays within
+    its bound."""
+    ck = pytest.importorskip("confluent_kafka")
+    assert _core.records_freed_directly() and _core.refcounts_in_place()
+    m = ck.Message(topic="t", partition=2, offset=9, key=b"k", value=b"v")
+    recs = _core.remote_records([m] * 600)[0]
+    addresses = {id(r) for r in recs}
+    type_refs = sys.getrefcount(ottla.Record)
+    del recs
+    # Counted outside the asserts (pytest's rewriting keeps what they name).
+    after = sys.getrefcount(ottla.Record)
+    assert _core.records_kept() == 512 and after == type_refs - 600
+    again = _core.remote_records([m] * 3, None, bytes)[0]
+    after = sys.getrefcount(ottla.Record)
+    counts = [sys.getrefcount(r) for r in again]
+    assert _core.records_kept() == 509 and after == type_refs - 597
+    assert {id(r) for r in again} <= addresses
+    assert counts == [3, 3, 3]  # the list's, the loop's, the call's
+    assert all(gc.is_tracked(r) for r in again)
+    fields = [(r.topic, r.partition, r.offset, r.key, r.value) for r in again]
+    assert fields == [("t", 2, 9, b"k", b"v")] * 3
+    plain = next(_core.remote_record_chunk([m, m], 1, 2))
+    assert not gc.is_tracked(plain) and _core.records_kept() == 508
+    assert (plain.offset, plain.value) == (9, b"v")
+    del again, plain
+    assert _core.records_kept() == 512
+
+
+def test_record_chunks_are_the_records_of_a_range() -> None:
+    """``remote_record_chunk(messages, start, stop)`` (iteration's chunk) is
+    an iterator over the records of ``messages[start:stop]``, as
+    ``remote_records`` of that slice would make."""
+    ck = pytest.importorskip("confluent_kafka")
+    msgs = [ck.Message(topic="t", partition=0, offset=i, value=b"%d" % i) for i in range(10)]
+    it = _core.remote_record_chunk(msgs, 3, 7)
+    assert [r.offset for r in it] == [3, 4, 5, 6]
+    assert [r.value for r in _core.remote_record_chunk(msgs, 8, 64)] == [b"8", b"9"]
+    assert list(_core.remote_record_chunk(msgs, 10, 74)) == []
+    assert list(_core.remote_record_chunk(msgs, 5, 2)) == []
+
+
 def test_remote_records_hold_topic_key_and_value_as_fields() -> None:
     """A remote record's topic, key and value are plain fields (member
     descriptors), taken from the message when the record is made; the

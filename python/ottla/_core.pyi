@@ -68,8 +68,10 @@ __all__ = [
     "message_values",
     "records_allocated_directly",
     "records_freed_directly",
+    "records_kept",
     "refcounts_in_place",
     "remote_record",
+    "remote_record_chunk",
     "remote_records",
     "scram_users",
     "set_scram_user",
@@ -273,6 +275,11 @@ def remote_records(
     deserializer that raises stops there: ``records`` are those before the
     message it failed on and ``error`` its exception (else ``None``)."""
 
+def remote_record_chunk(messages: list[Any], start: int, stop: int) -> Iterator[Record]:
+    """An iterator over the :class:`Record` s of ``messages[start:stop]``
+    (confluent-kafka ``Message`` s without an error), without
+    deserializers, made in one call: the remote consumer's iteration."""
+
 def remote_record(
     message: Any,
     key_deserializer: Callable[[bytes], Any] | None = None,
@@ -301,6 +308,11 @@ def records_allocated_directly() -> bool:
 def records_freed_directly() -> bool:
     """Whether ``Record``'s ``tp_dealloc`` is ottla's own (the type's
     layout checked when the module loads); otherwise PyO3's, slower."""
+
+def records_kept() -> int:
+    """How many freed records' memory is kept now for the next records
+    (at most 512; only where ``Record``'s own ``tp_dealloc`` is in place
+    and counts change in place)."""
 
 def refcounts_in_place() -> bool:
     """Whether the per-record paths change reference counts in place, as a

@@ -55,6 +55,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(security::make_certificates, m)?)?;
     m.add_function(wrap_pyfunction!(remote_records::remote_records, m)?)?;
     m.add_function(wrap_pyfunction!(remote_records::remote_record, m)?)?;
+    m.add_function(wrap_pyfunction!(remote_records::remote_record_chunk, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_message::first_error, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_message::message_values, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_message::message_fields_direct, m)?)?;
@@ -63,6 +64,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m
     )?)?;
     m.add_function(wrap_pyfunction!(record_alloc::records_freed_directly, m)?)?;
+    m.add_function(wrap_pyfunction!(record_alloc::records_kept, m)?)?;
     m.add_function(wrap_pyfunction!(refcount::refcounts_in_place, m)?)?;
     m.add_class::<remote_send::RemoteSender>()?;
     m.add_class::<remote_send::RemoteSendMethod>()?;

@@ -37,6 +37,7 @@
 //!   returns, beside `tp_basicsize` holding `__basicsize__`. Else PyO3's
 //!   `tp_dealloc` stays, which frees a record made either way.
 
+use std::cell::UnsafeCell;
 use std::ffi::{c_char, c_void};
 use std::mem::{align_of, size_of};
 use std::ptr;
@@ -174,7 +175,8 @@ fn own_dealloc(ty: &Bound<'_, PyType>) {
 }
 
 /// `tp_dealloc` of `Record` (module comment): what PyO3's does for it,
-/// without its generic steps.
+/// without its generic steps, and the memory kept for the next record
+/// (`FREE`) while the free list has room.
 ///
 /// # Safety
 /// Called by the interpreter for an object of `Record`'s type whose count
@@ -183,25 +185,122 @@ fn own_dealloc(ty: &Bound<'_, PyType>) {
 unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
     // SAFETY: this function's contract: `obj` is a whole, unreachable
     // `Record` object. Untracked before its fields go (a GC type's rule);
-    // the value is moved out and its references given up; the memory goes
-    // back to the allocator it came from (`tp_free`, shown to be
-    // `PyObject_GC_Del`); then the instance's reference to its heap type.
+    // the value is moved out and its references given up (which may run
+    // Python code, even make and free records: the free list is not
+    // touched meanwhile); the memory is kept or goes back to the allocator
+    // it came from (`tp_free`, shown to be `PyObject_GC_Del`); then the
+    // instance's reference to its heap type (`PyObject_Init` takes a new
+    // one when the memory is used again).
     unsafe {
         ffi::PyObject_GC_UnTrack(obj.cast());
         ptr::read(obj.cast::<u8>().add(VALUE_AT).cast::<Record>()).release();
         let ty = ffi::Py_TYPE(obj);
-        ffi::PyObject_GC_Del(obj.cast());
+        if !FREE.keep(obj) {
+            ffi::PyObject_GC_Del(obj.cast());
+        }
         refcount::decref(ty.cast());
     }
+}
+
+/// How many freed records' memory is kept: a consumer's batch (500).
+const FREE_MAX: usize = 512;
+
+/// Freed `Record` objects' memory, kept for the next records, as CPython
+/// keeps freed tuples and floats: a consumer frees a batch's records and
+/// makes the next batch's, and a kept object costs a push and a pop where
+/// the allocator's free and allocation cost two calls each and the cyclic
+/// GC's bookkeeping (docs/PERFORMANCE.md, "Over a cluster", step 8). A
+/// kept object is untracked, its value moved out, its count zero and its
+/// type's reference given up; `PyObject_Init` makes it a new object
+/// (count, type, the interpreter's reference tracing). Used only on a
+/// CPython with the GIL (`refcount::in_place`): the GIL is what guards it.
+/// Kept objects are not freed at exit (at most `FREE_MAX` of them).
+struct FreeList(UnsafeCell<Kept>);
+
+struct Kept {
+    len: usize,
+    objects: [*mut ffi::PyObject; FREE_MAX],
+}
+
+// SAFETY: read and written only with the GIL held and only where one
+// thread at a time holds it (`refcount::in_place`: a build with a GIL), by
+// `keep` and `take`, which run no Python code while they hold the
+// reference to it.
+unsafe impl Sync for FreeList {}
+
+static FREE: FreeList = FreeList(UnsafeCell::new(Kept {
+    len: 0,
+    objects: [ptr::null_mut(); FREE_MAX],
+}));
+
+impl FreeList {
+    /// Keeps the memory of `obj` (a freed `Record`, see `dealloc`) if there
+    /// is room: false if it must be freed.
+    ///
+    /// # Safety
+    /// The GIL is held; `obj` is a `Record` object whose value is gone and
+    /// which nothing refers to, allocated by `PyObject_GC_New`.
+    unsafe fn keep(&self, obj: *mut ffi::PyObject) -> bool {
+        if !refcount::in_place() {
+            return false;
+        }
+        // SAFETY: the GIL is held on a build with a GIL (`Sync`), and no
+        // other reference to the list is alive: nothing here calls out.
+        let kept = unsafe { &mut *self.0.get() };
+        if kept.len == FREE_MAX {
+            return false;
+        }
+        kept.objects[kept.len] = obj;
+        kept.len += 1;
+        true
+    }
+
+    /// A kept object's memory, if any: a `Record`'s size, allocated by
+    /// `PyObject_GC_New`, untracked, its value and header to be set.
+    ///
+    /// # Safety
+    /// The GIL is held.
+    unsafe fn take(&self) -> Option<*mut ffi::PyObject> {
+        // SAFETY: as in `keep` (only `keep` fills it, where `in_place`).
+        let kept = unsafe { &mut *self.0.get() };
+        if kept.len == 0 {
+            return None;
+        }
+        kept.len -= 1;
+        Some(kept.objects[kept.len])
+    }
+}
+
+/// How many freed records' memory is kept now. For tests.
+#[pyfunction]
+pub fn records_kept(_py: Python<'_>) -> usize {
+    // SAFETY: the GIL is held (`py`); the length is only read.
+    unsafe { (*FREE.0.get()).len }
 }
 
 impl Record {
     /// The Python object of this record. `tracked`: whether the cyclic GC
     /// tracks it (a record whose key or value went through a deserializer
     /// may be in a cycle; one of bytes and strings cannot).
+    #[inline(always)]
     pub fn into_object(self, py: Python<'_>, tracked: bool) -> PyResult<Bound<'_, Record>> {
+        Record::object_of(py, tracked, || self)
+    }
+
+    /// The Python object of the record `make` returns, called once the
+    /// object's memory is there, so that a record built in `make` is
+    /// written where it lies (a `Record` moved into the object after its
+    /// memory was allocated went through the stack, 16-byte loads of 8-byte
+    /// stores: a third of the making's time). `tracked` as in
+    /// `into_object`.
+    #[inline(always)]
+    pub fn object_of(
+        py: Python<'_>,
+        tracked: bool,
+        make: impl FnOnce() -> Record,
+    ) -> PyResult<Bound<'_, Record>> {
         let Some(Some(ty)) = TYPE.get(py) else {
-            let record = Bound::new(py, self)?;
+            let record = Bound::new(py, make())?;
             if !tracked {
                 // SAFETY: a live object of a GC type (every pyclass is one)
                 // whose value is in place; the GIL is held.
@@ -209,22 +308,31 @@ impl Record {
             }
             return Ok(record);
         };
-        // SAFETY: the GIL is held; `ty` is `Record`'s type, a GC type: this
-        // returns a new object of its basic size with its header set (its
-        // type increfed), not tracked, the rest uninitialised; or null with
-        // an exception set.
-        let obj = unsafe { ffi::PyObject_GC_New::<ffi::PyObject>(ty.bind(py).as_type_ptr()) };
+        let ty = ty.bind(py).as_type_ptr();
+        // SAFETY: the GIL is held; `ty` is `Record`'s type, a GC type. A
+        // kept object (`FREE`) is a record's memory from `PyObject_GC_New`,
+        // untracked, which `PyObject_Init` gives a header again (count 1,
+        // its type increfed); else `PyObject_GC_New` returns a new object
+        // of the type's basic size with its header set, not tracked; the
+        // rest uninitialised either way. Null with an exception set if
+        // memory ran out.
+        let obj = unsafe {
+            match FREE.take() {
+                Some(kept) => ffi::PyObject_Init(kept, ty),
+                None => ffi::PyObject_GC_New::<ffi::PyObject>(ty),
+            }
+        };
         if obj.is_null() {
             return Err(PyErr::fetch(py));
         }
         // SAFETY: `obj` is that new object; `value_place_shown` showed that
         // PyO3 keeps a `Record`'s value at `VALUE_AT` (a
         // `ManuallyDrop<UnsafeCell<Record>>`, laid out as a `Record`) and
-        // nothing else in the object, so after the move it is whole, as
+        // nothing else in the object, so once written it is whole, as
         // `Bound::new` would have made it. Tracked only then, so the GC
         // never traverses it unset.
         unsafe {
-            ptr::write(obj.cast::<u8>().add(VALUE_AT).cast::<Record>(), self);
+            ptr::write(obj.cast::<u8>().add(VALUE_AT).cast::<Record>(), make());
             if tracked {
                 ffi::PyObject_GC_Track(obj.cast());
             }

@@ -77,6 +77,13 @@ pub fn init(py: Python<'_>) -> PyResult<()> {
 /// Whether counts are changed in place here. For tests.
 #[pyfunction]
 pub fn refcounts_in_place() -> bool {
+    in_place()
+}
+
+/// Whether this is a CPython with the GIL and without reference debugging,
+/// where counts are changed in place (module comment).
+#[inline(always)]
+pub fn in_place() -> bool {
     MODE.load(Ordering::Relaxed) != CALL
 }
 

@@ -15,7 +15,7 @@
 use pyo3::exceptions::PyTypeError;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyIterator, PyList, PyString, PyTuple};
 
 use crate::kafka_message::{self, Field};
 use crate::refcount;
@@ -102,12 +102,11 @@ fn record_of<'py>(
 /// (confluent-kafka `Message`s without an error), in order. Without
 /// deserializers each `Record` takes its topic, key and value from its
 /// message and keeps the message for the other fields
-/// (`Record::of_message`); iteration calls this for a chunk of 64 messages
-/// at a time (`python/ottla/remote/consumer.py`). A deserializer
-/// that raises stops the conversion there: `records` are those before the
-/// message it failed on, and `error` is its exception (else `None`), so the
-/// caller hands those out first and raises where the record would have
-/// been.
+/// (`Record::of_message`); iteration's chunks are `remote_record_chunk`.
+/// A deserializer that raises stops the conversion there: `records` are
+/// those before the message it failed on, and `error` is its exception
+/// (else `None`), so the caller hands those out first and raises where the
+/// record would have been.
 #[pyfunction]
 #[pyo3(signature = (messages, key_deserializer=None, value_deserializer=None))]
 pub fn remote_records<'py>(
@@ -119,16 +118,7 @@ pub fn remote_records<'py>(
     let kd = key_deserializer.as_ref().filter(|f| !f.is_none());
     let vd = value_deserializer.as_ref().filter(|f| !f.is_none());
     if kd.is_none() && vd.is_none() {
-        // Made first, then the list at its size (no append growing it).
-        let mut records = Vec::with_capacity(messages.len());
-        // SAFETY: the message is made owned at once, before anything that
-        // may run Python code.
-        while let Some(m) = unsafe { kafka_message::borrowed_item(messages, records.len()) } {
-            let m = refcount::new_ref(m);
-            // Strings, bytes and the message: no cycle through it.
-            records.push(Record::of_message(m)?.into_object(py, false)?);
-        }
-        return Ok((PyList::new(py, records)?, None));
+        return Ok((records_of_range(messages, 0, messages.len())?, None));
     }
     let out = PyList::empty(py);
     for m in messages.iter() {
@@ -138,6 +128,42 @@ pub fn remote_records<'py>(
         }
     }
     Ok((out, None))
+}
+
+/// The `Record`s of `messages[start:stop]` without deserializers, as a
+/// list made at its size (no append growing it). The records are made
+/// first; each message is made owned at once, before anything that may run
+/// Python code.
+fn records_of_range<'py>(
+    messages: &Bound<'py, PyList>,
+    start: usize,
+    stop: usize,
+) -> PyResult<Bound<'py, PyList>> {
+    let mut records = Vec::with_capacity(stop.saturating_sub(start));
+    let mut i = start;
+    while i < stop {
+        // SAFETY: see above: `new_ref` takes the reference at once.
+        let Some(m) = (unsafe { kafka_message::borrowed_item(messages, i) }) else {
+            break;
+        };
+        records.push(Record::of_message(refcount::new_ref(m))?);
+        i += 1;
+    }
+    PyList::new(messages.py(), records)
+}
+
+/// An iterator over the `Record`s of `messages[start:stop]` (confluent-kafka
+/// `Message`s without an error), without deserializers: iteration's chunk
+/// (`python/ottla/remote/consumer.py`), made in one call from the batch
+/// itself (a slice of it, then `remote_records`, the tuple it returns and
+/// `iter()` cost 4-5 ns a record more).
+#[pyfunction]
+pub fn remote_record_chunk<'py>(
+    messages: &Bound<'py, PyList>,
+    start: usize,
+    stop: usize,
+) -> PyResult<Bound<'py, PyIterator>> {
+    records_of_range(messages, start, stop)?.try_iter()
 }
 
 /// The `Record` of one message: the consumer's per-record path (`next()`,
@@ -154,7 +180,7 @@ pub fn remote_record<'py>(
     let kd = key_deserializer.as_ref().filter(|f| !f.is_none());
     let vd = value_deserializer.as_ref().filter(|f| !f.is_none());
     if kd.is_none() && vd.is_none() {
-        return Record::of_message(message.clone())?.into_object(py, false);
+        return Record::of_message(message.clone());
     }
     record_of(py, message, kd, vd)
 }

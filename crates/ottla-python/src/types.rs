@@ -253,12 +253,16 @@ impl Record {
         }
     }
 
-    /// A record whose fields are those of librdkafka's `message` (a
-    /// message without an error: it has a topic).
-    pub fn of_message(message: Bound<'_, PyAny>) -> PyResult<Record> {
+    /// The `Record` of librdkafka's `message` (a message without an
+    /// error: it has a topic): its topic, key and value taken from it, the
+    /// message kept for the other fields. Strings, bytes and the message:
+    /// no cycle through it, so not tracked. Built where the object is (no
+    /// `Record` value moved through a result on the way).
+    pub fn of_message(message: Bound<'_, PyAny>) -> PyResult<Bound<'_, Record>> {
+        let py = message.py();
         let (topic, key, value) = kafka_message::topic_key_value(&message)?;
         let topic = Record::topic_of(topic)?;
-        Ok(Record {
+        Record::object_of(py, false, || Record {
             topic: topic.unbind(),
             partition: 0,
             offset: 0,

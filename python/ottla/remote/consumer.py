@@ -38,6 +38,7 @@ from ottla._core import (
     first_error,
     message_values,
     remote_record,
+    remote_record_chunk,
     remote_records,
 )
 from ottla.remote import _kafka
@@ -792,7 +793,7 @@ class Consumer:
                     base = 0
                     while True:
                         size = min(_ITER_CHUNK, n - base)
-                        it = iter(remote_records(msgs[base : base + size])[0])
+                        it = remote_record_chunk(msgs, base, base + size)
                         chunk = (msgs, base, it, size)
                         self._chunk = chunk
                         yield it
