@@ -23,6 +23,11 @@ much less than wall time; its ratio is raw's CPU per record over ottla's
 (1.0 level, as for rates). Medians of interleaved rounds, then the best
 round of each side (the least disturbed). One run, numbers printed;
 nothing asserted.
+
+Last, the API's own cost per record, steadier than any of that: the same
+in-memory batches of messages read by the raw loop and by iteration (the
+consumer's librdkafka handle swapped for ``Replay``), this thread's CPU
+only.
 """
 
 from __future__ import annotations
@@ -208,6 +213,93 @@ def ottla_poll_values(servers: str, topic: str, n: int) -> tuple[float, float]:
     return (n - 1) / elapsed, cpu / (n - 1)
 
 
+class Replay:
+    """Stands in for the librdkafka consumer inside an ``ottla.Consumer``:
+    ``consume()`` and ``poll()`` hand out batches of confluent-kafka
+    ``Message`` s made once, a few batches in turn (their objects stay in
+    the CPU's caches as a just-fetched batch's do); anything else goes to
+    the real consumer. The raw loop reads the same batches, so the
+    difference is the API's own cost, without the network, librdkafka's
+    threads or the broker."""
+
+    def __init__(self, real: Any, topic: str, batches: int = 3) -> None:
+        self._real = real
+        self._i = 0
+        # Each message with objects of its own, as librdkafka's are.
+        self._batches = [
+            [self._message(topic, b * 500 + i) for i in range(500)] for b in range(batches)
+        ]
+
+    @staticmethod
+    def _message(topic: str, i: int) -> Any:
+        fresh = bytes(bytearray(VALUE))
+        return ck.Message(
+            topic=topic + "", partition=0, offset=10**6 + i, value=fresh, timestamp=(1, 5)
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        self._i += 1
+        return self._batches[self._i % len(self._batches)][:num_messages]
+
+    def poll(self, timeout: float | None = None) -> Any:
+        return self.consume(1)[0]
+
+
+def replayed(servers: str, rounds: int, n: int = 100_000) -> tuple[list[float], list[float]]:
+    """This thread's CPU per record (ns) over ``rounds`` alternating rounds:
+    the raw loop over ``Replay``'s batches, and iterating an
+    ``ottla.Consumer`` fed by it."""
+    with ottla.Producer(bootstrap_servers=servers) as p:
+        p.send("replay", b"v")
+    c = ottla.Consumer(
+        "replay", bootstrap_servers=servers, group_id="replay", auto_offset_reset="earliest",
+        enable_auto_commit=False, **QUIET,
+    )  # fmt: skip
+    it = iter(c)
+    next(it)  # joined, the partition assigned
+    real = c._c  # type: ignore[attr-defined]
+    feed = Replay(real, "replay")
+    c._c = feed  # type: ignore[attr-defined]
+
+    def raw() -> float:
+        got = total = 0
+        t0 = time.thread_time()
+        while got < n:
+            for m in feed.consume(500, 1.0):
+                if m.error() is None:
+                    total += len(m.value())
+                    got += 1
+        return (time.thread_time() - t0) / got * 1e9
+
+    def ours() -> float:
+        got = total = 0
+        t0 = time.thread_time()
+        for r in it:
+            total += len(r.value)
+            got += 1
+            if got >= n:
+                break
+        return (time.thread_time() - t0) / got * 1e9
+
+    raws: list[float] = []
+    ottlas: list[float] = []
+    try:
+        for r in range(rounds):
+            if r % 2:
+                raws.append(raw())
+                ottlas.append(ours())
+            else:
+                ottlas.append(ours())
+                raws.append(raw())
+    finally:
+        c._c = real  # type: ignore[attr-defined]
+        c.close()
+    return raws, ottlas
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=200_000)
@@ -227,6 +319,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data:
         proc, servers = serve(data)
         try:
+            replay_raw, replay_ottla = replayed(servers, args.rounds)
             SAME.update(ottla_consumer_settings(servers))
             # Interleaved rounds (the machine is shared and noisy): medians.
             for r in range(args.rounds):
@@ -282,6 +375,16 @@ def main() -> None:
         cells = ", ".join(f"{cw / co:.2f}" for co, cw in zip(cpus[ours], cpus[raw], strict=True))
         print(f"  {name:<22} {cells}")
     print(f"raw consumers' librdkafka settings (ottla's): {SAME}")
+    # Replayed: the same in-memory messages through both (``Replay``), the
+    # application thread's CPU only. Far steadier than the rounds above,
+    # it is the measure of the API's own cost per record.
+    above = sorted(o - r for o, r in zip(replay_ottla, replay_raw, strict=True))
+    print(f"replayed batches ({len(replay_raw)} alternating rounds of 100000 records; "
+          "this thread's CPU per record, median (min)):")  # fmt: skip
+    print(f"  raw loop {statistics.median(replay_raw):.0f} ns ({min(replay_raw):.0f}), "
+          f"ottla iteration {statistics.median(replay_ottla):.0f} ns ({min(replay_ottla):.0f}); "
+          f"iteration's cost above the raw loop {statistics.median(above):.0f} ns "
+          f"(rounds {above[0]:.0f} to {above[-1]:.0f})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -127,15 +127,10 @@ def _consumer(servers: str, topic: str, group: str) -> ottla.Consumer:
     )
 
 
-@pytest.mark.parametrize(("taken", "chunk"), [(25, 64), (100, 7)])
-def test_commit_after_n_records_of_a_batch_covers_those_n(
-    broker: ottla.Broker, taken: int, chunk: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Also across the chunks iteration makes its records in (64 a chunk;
-    7 here, so that a batch spans several and the loop stops inside one)."""
-    from ottla.remote import consumer as remote_consumer
-
-    monkeypatch.setattr(remote_consumer, "_ITER_CHUNK", chunk)
+@pytest.mark.parametrize("taken", [25, 100])
+def test_commit_after_n_records_of_a_batch_covers_those_n(broker: ottla.Broker, taken: int) -> None:
+    """Iteration makes a batch's records as the loop asks for them; the
+    loop stops inside the batch (120 records buffered)."""
     servers = broker.bootstrap_servers
     topic = f"exact{taken}"
     _fill(servers, topic, 40, 3)
@@ -405,24 +400,51 @@ def test_freed_records_memory_is_kept_and_made_a_whole_new_record() -> None:
     assert all(gc.is_tracked(r) for r in again)
     fields = [(r.topic, r.partition, r.offset, r.key, r.value) for r in again]
     assert fields == [("t", 2, 9, b"k", b"v")] * 3
-    plain = next(_core.remote_record_chunk([m, m], 1, 2))
+    plain = next(_core.remote_record_iter([m, m], 1, 2))
     assert not gc.is_tracked(plain) and _core.records_kept() == 508
     assert (plain.offset, plain.value) == (9, b"v")
     del again, plain
     assert _core.records_kept() == 512
 
 
-def test_record_chunks_are_the_records_of_a_range() -> None:
-    """``remote_record_chunk(messages, start, stop)`` (iteration's chunk) is
-    an iterator over the records of ``messages[start:stop]``, as
-    ``remote_records`` of that slice would make."""
+def test_record_iters_make_the_records_of_a_range() -> None:
+    """``remote_record_iter(messages, start, stop)`` (iteration's batch)
+    makes the records of ``messages[start:stop]`` one at a time as they are
+    handed out, through ottla's own ``tp_iternext`` (shown sound on this
+    CPython), and behaves as a list's iterator for the consumer's
+    ``_settle``: ``__length_hint__`` is what is left, ``__setstate__(k)``
+    moves it to the range's ``k``-th message. A message it cannot read
+    raises from ``next()``; a list that shrinks ends it."""
     ck = pytest.importorskip("confluent_kafka")
+    assert _core.record_iter_direct()
     msgs = [ck.Message(topic="t", partition=0, offset=i, value=b"%d" % i) for i in range(10)]
-    it = _core.remote_record_chunk(msgs, 3, 7)
-    assert [r.offset for r in it] == [3, 4, 5, 6]
-    assert [r.value for r in _core.remote_record_chunk(msgs, 8, 64)] == [b"8", b"9"]
-    assert list(_core.remote_record_chunk(msgs, 10, 74)) == []
-    assert list(_core.remote_record_chunk(msgs, 5, 2)) == []
+    it = _core.remote_record_iter(msgs, 3, 7)
+    assert iter(it) is it and it.__length_hint__() == 4
+    first = next(it)
+    assert (first.offset, first.value, it.__length_hint__()) == (3, b"3", 3)
+    assert [r.offset for r in it] == [4, 5, 6]
+    assert it.__length_hint__() == 0 and next(it, None) is None
+    assert [r.value for r in _core.remote_record_iter(msgs, 8, 64)] == [b"8", b"9"]
+    assert list(_core.remote_record_iter(msgs, 10, 74)) == []
+    assert list(_core.remote_record_iter(msgs, 5, 2)) == []
+    it = _core.remote_record_iter(msgs, 2, 8)
+    next(it)
+    it.__setstate__(4)  # the range's 4th: message 6
+    assert [r.offset for r in it] == [6, 7]
+    it.__setstate__(1)
+    assert next(it).offset == 3
+    it.__setstate__(6)
+    assert list(it) == []
+    bad = _core.remote_record_iter([msgs[0], object(), msgs[2]], 0, 3)
+    assert next(bad).offset == 0
+    with pytest.raises(AttributeError):
+        next(bad)
+    assert next(bad).offset == 2
+    shrinking = list(msgs)
+    it = _core.remote_record_iter(shrinking, 0, 10)
+    next(it)
+    del shrinking[3:]
+    assert [r.offset for r in it] == [1, 2]
 
 
 def test_remote_records_hold_topic_key_and_value_as_fields() -> None:

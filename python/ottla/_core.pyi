@@ -43,6 +43,7 @@ __all__ = [
     "Producer",
     "ProducerFencedError",
     "Record",
+    "RecordIter",
     "RecordMetadata",
     "RecordTooLargeError",
     "RecordWaiter",
@@ -66,12 +67,13 @@ __all__ = [
     "make_certificates",
     "message_fields_direct",
     "message_values",
+    "record_iter_direct",
     "records_allocated_directly",
     "records_freed_directly",
     "records_kept",
     "refcounts_in_place",
     "remote_record",
-    "remote_record_chunk",
+    "remote_record_iter",
     "remote_records",
     "scram_users",
     "set_scram_user",
@@ -275,10 +277,30 @@ def remote_records(
     deserializer that raises stops there: ``records`` are those before the
     message it failed on and ``error`` its exception (else ``None``)."""
 
-def remote_record_chunk(messages: list[Any], start: int, stop: int) -> Iterator[Record]:
-    """An iterator over the :class:`Record` s of ``messages[start:stop]``
-    (confluent-kafka ``Message`` s without an error), without
-    deserializers, made in one call: the remote consumer's iteration."""
+def remote_record_iter(messages: list[Any], start: int, stop: int) -> RecordIter:
+    """The :class:`Record` s of ``messages[start:stop]`` (confluent-kafka
+    ``Message`` s without an error), without deserializers, each made as it
+    is handed out: the remote consumer's iteration."""
+
+@final
+class RecordIter:
+    """An iterator over the records of a range of fetched messages
+    (:func:`remote_record_iter`); like a list's iterator, it tells how
+    many are left and can be moved."""
+
+    def __iter__(self) -> RecordIter: ...
+    def __next__(self) -> Record: ...
+    def __length_hint__(self) -> int:
+        """How many records are left."""
+
+    def __setstate__(self, state: int) -> None:
+        """Moves the iterator to the ``state``-th message of its range (the
+        end if past it)."""
+
+def record_iter_direct() -> bool:
+    """Whether :class:`RecordIter`'s ``next()`` is ottla's own C function
+    (the type's layout checked when the module loads); otherwise PyO3's,
+    slower."""
 
 def remote_record(
     message: Any,

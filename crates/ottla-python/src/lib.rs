@@ -17,6 +17,7 @@ mod remote_future;
 mod remote_records;
 mod remote_send;
 mod security;
+mod type_slots;
 mod types;
 
 use pyo3::prelude::*;
@@ -55,7 +56,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(security::make_certificates, m)?)?;
     m.add_function(wrap_pyfunction!(remote_records::remote_records, m)?)?;
     m.add_function(wrap_pyfunction!(remote_records::remote_record, m)?)?;
-    m.add_function(wrap_pyfunction!(remote_records::remote_record_chunk, m)?)?;
+    m.add_function(wrap_pyfunction!(remote_records::remote_record_iter, m)?)?;
+    m.add_class::<remote_records::RecordIter>()?;
+    remote_records::init(m.py());
+    m.add_function(wrap_pyfunction!(remote_records::record_iter_direct, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_message::first_error, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_message::message_values, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_message::message_fields_direct, m)?)?;

@@ -22,24 +22,18 @@
 //! `PyObject_GC_Del`, decref the type. Nothing about PyO3 or the
 //! interpreter's layout is assumed; each is shown on the running process
 //! when the module loads (`init`), and what is not shown is not used:
-//! - the value's place (`value_place_shown`): a `Record` made by `Bound::new`
-//!   has its value right after the object header, and the type's basic
-//!   size ends where the value ends (rounded to its alignment), so the
-//!   object holds nothing else to initialise or drop (`Record` is frozen,
-//!   without `__dict__` or weak references: PyO3's borrow flag, thread
-//!   checker and slots are empty). Else every record is made by
-//!   `Bound::new` and freed by PyO3.
-//! - the type's `tp_dealloc` (`own_dealloc`): the type may not be
-//!   subclassed (no `Py_TPFLAGS_BASETYPE`: every instance is exactly a
-//!   `Record`), its `tp_free` is `PyObject_GC_Del`, and the word where a
-//!   `PyTypeObject` keeps `tp_dealloc` (the stable ABI hides the struct;
-//!   its prefix is `TypePrefix`) holds what `PyType_GetSlot(Py_tp_dealloc)`
-//!   returns, beside `tp_basicsize` holding `__basicsize__`. Else PyO3's
-//!   `tp_dealloc` stays, which frees a record made either way.
+//! - the value's place (`value_place_shown`, `type_slots::value_alone`): a
+//!   `Record` made by `Bound::new` has its value right after the object
+//!   header and nothing else (`Record` is frozen, without `__dict__` or
+//!   weak references). Else every record is made by `Bound::new` and freed
+//!   by PyO3.
+//! - the type's `tp_dealloc` (`own_dealloc`): the type's head is shown and
+//!   it may not be subclassed (`type_slots`), it is a GC type and its
+//!   `tp_free` is `PyObject_GC_Del`. Else PyO3's `tp_dealloc` stays, which
+//!   frees a record made either way.
 
 use std::cell::UnsafeCell;
-use std::ffi::{c_char, c_void};
-use std::mem::{align_of, size_of};
+use std::ffi::c_void;
 use std::ptr;
 
 use pyo3::ffi;
@@ -49,15 +43,12 @@ use pyo3::types::{PyString, PyType};
 use pyo3::PyTypeInfo;
 
 use crate::refcount;
+use crate::type_slots::{self, VALUE_AT};
 use crate::types::Record;
 
 /// `Record`'s type, once the value's place is shown (`None`: made by
 /// `Bound::new`).
 static TYPE: PyOnceLock<Option<Py<PyType>>> = PyOnceLock::new();
-
-/// The byte offset of the value in a `Record` object: the object header's
-/// size (`value_place_shown` checks it is so).
-const VALUE_AT: usize = size_of::<ffi::PyObject>();
 
 /// Shows the layouts (module comment) and, if they are as expected, makes
 /// and frees `Record`s here from now on. Called when the module loads.
@@ -79,17 +70,17 @@ pub fn records_allocated_directly(py: Python<'_>) -> bool {
 /// `tp_dealloc`. For tests.
 #[pyfunction]
 pub fn records_freed_directly(py: Python<'_>) -> bool {
-    let ty = Record::type_object(py);
-    // SAFETY: a live heap type; `PyType_GetSlot` reads one of its slots.
-    let current = unsafe { ffi::PyType_GetSlot(ty.as_type_ptr(), ffi::Py_tp_dealloc) };
     let ours: ffi::destructor = dealloc;
-    ptr::eq(current, ours as *mut c_void)
+    type_slots::slot_is(
+        &Record::type_object(py),
+        ffi::Py_tp_dealloc,
+        ours as *mut c_void,
+    )
 }
 
 /// `Record`'s type if its objects keep the value at `VALUE_AT` and nothing
 /// else (module comment).
 fn value_place_shown(py: Python<'_>) -> Option<Py<PyType>> {
-    let ty = Record::type_object(py);
     let probe = Record {
         topic: PyString::new(py, "probe").unbind(),
         partition: 0,
@@ -101,77 +92,28 @@ fn value_place_shown(py: Python<'_>) -> Option<Py<PyType>> {
         message: None,
     };
     let probe = Bound::new(py, probe).ok()?;
-    let at = (probe.get() as *const Record as usize).checked_sub(probe.as_ptr() as usize)?;
-    let size: usize = ty.getattr("__basicsize__").ok()?.extract().ok()?;
-    let end = at.checked_add(size_of::<Record>())?;
-    let padding = align_of::<Record>().max(align_of::<usize>());
-    if at != VALUE_AT || size < end || size - end >= padding {
-        return None;
-    }
-    Some(ty.unbind())
-}
-
-/// The first fields of CPython's `PyTypeObject` (`Include/cpython/object.h`,
-/// the same from 3.10 on, with the GIL), which the stable ABI does not
-/// declare.
-#[repr(C)]
-struct TypePrefix {
-    ob_base: ffi::PyVarObject,
-    tp_name: *const c_char,
-    tp_basicsize: ffi::Py_ssize_t,
-    tp_itemsize: ffi::Py_ssize_t,
-    tp_dealloc: Option<ffi::destructor>,
+    type_slots::value_alone(&probe).then(|| Record::type_object(py).unbind())
 }
 
 /// Makes `dealloc` the `tp_dealloc` of `Record`'s type `ty`, if the checks
 /// in the module comment hold.
 fn own_dealloc(ty: &Bound<'_, PyType>) {
     let tp = ty.as_type_ptr();
-    let Ok(size) = ty
-        .getattr("__basicsize__")
-        .and_then(|s| s.extract::<ffi::Py_ssize_t>())
-    else {
-        return;
-    };
     // SAFETY: a live heap type; `PyType_GetSlot` and `PyType_GetFlags` read
     // it.
-    let (current, free, flags) = unsafe {
+    let (free, flags) = unsafe {
         (
-            ffi::PyType_GetSlot(tp, ffi::Py_tp_dealloc),
             ffi::PyType_GetSlot(tp, ffi::Py_tp_free),
             ffi::PyType_GetFlags(tp),
         )
     };
     let gc_del: unsafe extern "C" fn(*mut c_void) = ffi::PyObject_GC_Del;
-    if current.is_null()
-        || !ptr::eq(free, gc_del as *mut c_void)
-        || flags & ffi::Py_TPFLAGS_BASETYPE != 0
-        || flags & ffi::Py_TPFLAGS_HAVE_GC == 0
-        || flags & ffi::Py_TPFLAGS_HEAPTYPE == 0
-    {
+    if !ptr::eq(free, gc_del as *mut c_void) || flags & ffi::Py_TPFLAGS_HAVE_GC == 0 {
         return;
     }
-    let prefix = tp.cast::<TypePrefix>();
-    // SAFETY: a type object is at least a `PyTypeObject`, of which
-    // `TypePrefix` is the start on the CPython builds the stable ABI
-    // serves; its words are read (not trusted) and compared with what the
-    // interpreter's functions returned.
-    let (at_size, at_item, at_dealloc) = unsafe {
-        (
-            (*prefix).tp_basicsize,
-            (*prefix).tp_itemsize,
-            (*prefix).tp_dealloc.map(|f| f as *mut c_void),
-        )
-    };
-    if at_size != size || at_item != 0 || at_dealloc != Some(current) {
-        return;
-    }
-    // SAFETY: the word is the type's `tp_dealloc` (just shown), written
-    // with the GIL held before any record is freed by it; the interpreter
-    // reads it at each object's free (`_Py_Dealloc`). `dealloc` frees
-    // every object of the type: all are exactly `Record`s (no subclass)
-    // with the value at `VALUE_AT` (`value_place_shown`).
-    unsafe { (*prefix).tp_dealloc = Some(dealloc) };
+    // Every object `dealloc` is then called for is exactly a `Record`
+    // (no subclass) with the value at `VALUE_AT` (`value_place_shown`).
+    type_slots::set_dealloc(ty, dealloc);
 }
 
 /// `tp_dealloc` of `Record` (module comment): what PyO3's does for it,

@@ -14,11 +14,20 @@
 
 use pyo3::exceptions::PyTypeError;
 
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyIterator, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::PyTypeInfo;
 
 use crate::kafka_message::{self, Field};
 use crate::refcount;
+use crate::type_slots::{self, VALUE_AT};
 use crate::types::Record;
 
 /// One message's field as an `i64` (`partition()`, `offset()`), with a
@@ -102,7 +111,7 @@ fn record_of<'py>(
 /// (confluent-kafka `Message`s without an error), in order. Without
 /// deserializers each `Record` takes its topic, key and value from its
 /// message and keeps the message for the other fields
-/// (`Record::of_message`); iteration's chunks are `remote_record_chunk`.
+/// (`Record::of_message`); iteration's are made by `remote_record_iter`.
 /// A deserializer that raises stops the conversion there: `records` are
 /// those before the message it failed on, and `error` is its exception
 /// (else `None`), so the caller hands those out first and raises where the
@@ -118,7 +127,14 @@ pub fn remote_records<'py>(
     let kd = key_deserializer.as_ref().filter(|f| !f.is_none());
     let vd = value_deserializer.as_ref().filter(|f| !f.is_none());
     if kd.is_none() && vd.is_none() {
-        return Ok((records_of_range(messages, 0, messages.len())?, None));
+        // Made first, then the list at its size (no append growing it).
+        let mut records = Vec::with_capacity(messages.len());
+        // SAFETY: the message is made owned at once, before anything that
+        // may run Python code.
+        while let Some(m) = unsafe { kafka_message::borrowed_item(messages, records.len()) } {
+            records.push(Record::of_message(refcount::new_ref(m))?);
+        }
+        return Ok((PyList::new(py, records)?, None));
     }
     let out = PyList::empty(py);
     for m in messages.iter() {
@@ -130,40 +146,132 @@ pub fn remote_records<'py>(
     Ok((out, None))
 }
 
-/// The `Record`s of `messages[start:stop]` without deserializers, as a
-/// list made at its size (no append growing it). The records are made
-/// first; each message is made owned at once, before anything that may run
-/// Python code.
-fn records_of_range<'py>(
-    messages: &Bound<'py, PyList>,
+/// Iteration's records of a fetched batch (`python/ottla/remote/consumer.py`),
+/// each made from its message as it is handed out: no list of records, and
+/// the record just freed is the next one's memory (`record_alloc`'s free
+/// list). Like a list's iterator, `__length_hint__` says how many are left
+/// and `__setstate__(k)` moves it to the `k`-th message of its range, which
+/// is how the consumer ends a batch early (`_settle`).
+#[pyclass(module = "ottla._core", frozen)]
+pub struct RecordIter {
+    messages: Py<PyList>,
     start: usize,
     stop: usize,
-) -> PyResult<Bound<'py, PyList>> {
-    let mut records = Vec::with_capacity(stop.saturating_sub(start));
-    let mut i = start;
-    while i < stop {
-        // SAFETY: see above: `new_ref` takes the reference at once.
-        let Some(m) = (unsafe { kafka_message::borrowed_item(messages, i) }) else {
-            break;
-        };
-        records.push(Record::of_message(refcount::new_ref(m))?);
-        i += 1;
-    }
-    PyList::new(messages.py(), records)
+    /// The index in `messages` of the next record's message.
+    next: AtomicUsize,
 }
 
-/// An iterator over the `Record`s of `messages[start:stop]` (confluent-kafka
-/// `Message`s without an error), without deserializers: iteration's chunk
-/// (`python/ottla/remote/consumer.py`), made in one call from the batch
-/// itself (a slice of it, then `remote_records`, the tuple it returns and
-/// `iter()` cost 4-5 ns a record more).
+impl RecordIter {
+    /// The next record, or `None` at the end of the range (or of the list).
+    fn next_record<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, Record>>> {
+        let i = self.next.load(Ordering::Relaxed);
+        if i >= self.stop {
+            return Ok(None);
+        }
+        let messages = self.messages.bind(py);
+        // SAFETY: `new_ref` takes the message's reference before anything
+        // that may run Python code.
+        let Some(m) = (unsafe { kafka_message::borrowed_item(messages, i) }) else {
+            self.next.store(self.stop, Ordering::Relaxed);
+            return Ok(None);
+        };
+        self.next.store(i + 1, Ordering::Relaxed);
+        Record::of_message(refcount::new_ref(m)).map(Some)
+    }
+}
+
+#[pymethods]
+impl RecordIter {
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, Record>>> {
+        self.next_record(py)
+    }
+
+    fn __length_hint__(&self) -> usize {
+        self.stop.saturating_sub(self.next.load(Ordering::Relaxed))
+    }
+
+    fn __setstate__(&self, state: usize) {
+        let at = self.start.saturating_add(state).min(self.stop);
+        self.next.store(at, Ordering::Relaxed);
+    }
+}
+
+/// Makes `iternext` the `tp_iternext` of `RecordIter` where that is shown
+/// to be sound (`type_slots`; its value alone at `VALUE_AT`) and the GIL
+/// guards its state (`refcount::in_place`: a CPython with the GIL). Else
+/// PyO3's `__next__`, the same records through its trampoline (10-15 ns a
+/// record more). Called when the module loads.
+pub fn init(py: Python<'_>) {
+    if !refcount::in_place() {
+        return;
+    }
+    let Ok(probe) = Bound::new(py, remote_record_iter(PyList::empty(py), 0, 0)) else {
+        return;
+    };
+    if type_slots::value_alone(&probe) {
+        type_slots::set_iternext(&RecordIter::type_object(py), iternext);
+    }
+}
+
+/// Whether `RecordIter`'s `next()` is `iternext` (true) or PyO3's. For
+/// tests.
 #[pyfunction]
-pub fn remote_record_chunk<'py>(
-    messages: &Bound<'py, PyList>,
-    start: usize,
-    stop: usize,
-) -> PyResult<Bound<'py, PyIterator>> {
-    records_of_range(messages, start, stop)?.try_iter()
+pub fn record_iter_direct(py: Python<'_>) -> bool {
+    let ours: ffi::iternextfunc = iternext;
+    type_slots::slot_is(
+        &RecordIter::type_object(py),
+        ffi::Py_tp_iternext,
+        ours as *mut c_void,
+    )
+}
+
+/// `tp_iternext` of `RecordIter`: `next_record` without PyO3's trampoline.
+/// Null without an exception at the end (the iterator protocol's
+/// `StopIteration`), or with one.
+///
+/// # Safety
+/// Called by the interpreter with the GIL held, for an object of
+/// `RecordIter`'s type (which has no subclasses), whose value is at
+/// `VALUE_AT` (`init` installed it only where both are shown).
+unsafe extern "C" fn iternext(obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: this function's contract: the GIL is held, and the object's
+    // value is a live `RecordIter`, borrowed for the call (the interpreter
+    // holds a reference to the object meanwhile).
+    let (py, this) = unsafe {
+        (
+            Python::assume_attached(),
+            &*obj.cast::<u8>().add(VALUE_AT).cast::<RecordIter>(),
+        )
+    };
+    // No panic can unwind into the interpreter: one becomes an exception.
+    let got = catch_unwind(AssertUnwindSafe(|| this.next_record(py)))
+        .unwrap_or_else(|_| Err(PyRuntimeError::new_err("ottla: a record could not be made")));
+    match got {
+        Ok(Some(record)) => record.into_ptr(),
+        Ok(None) => ptr::null_mut(),
+        Err(e) => {
+            e.restore(py);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// The records of `messages[start:stop]` (confluent-kafka `Message`s without
+/// an error), without deserializers, made as they are handed out
+/// (`RecordIter`): the remote consumer's iteration.
+#[pyfunction]
+pub fn remote_record_iter(messages: Bound<'_, PyList>, start: usize, stop: usize) -> RecordIter {
+    let stop = stop.max(start);
+    RecordIter {
+        messages: messages.unbind(),
+        start,
+        stop,
+        next: AtomicUsize::new(start),
+    }
 }
 
 /// The `Record` of one message: the consumer's per-record path (`next()`,

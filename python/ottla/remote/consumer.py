@@ -34,11 +34,12 @@ from ottla._core import (
     OffsetOutOfRangeError,
     OttlaTimeoutError,
     Record,
+    RecordIter,
     UnknownTopicOrPartitionError,
     first_error,
     message_values,
     remote_record,
-    remote_record_chunk,
+    remote_record_iter,
     remote_records,
 )
 from ottla.remote import _kafka
@@ -88,12 +89,6 @@ _SLICE_S = 0.2
 # message: 0.26 us in batches of 100-500, 0.32-0.38 of 1000, 0.69 of
 # 10 000; docs/PERFORMANCE.md "Over a cluster", step 4).
 _CHUNK = 500
-# Records iteration makes in one call and hands out through a plain list
-# iterator (no extension call per record); small, so the records alive at a
-# time stay few (each counts toward the cyclic GC's next collection while
-# it lives) and in the CPU's caches (docs/PERFORMANCE.md "Over a cluster",
-# step 5).
-_ITER_CHUNK = 64
 
 
 def _key(tp: Any) -> _Key:
@@ -203,14 +198,12 @@ class Consumer:
         self._c = _kafka.make(ck.Consumer, "Consumer", self._conf, config)
         self._ck = ck
         self._buf: deque[Any] = deque()
-        # The batch iteration is handing out (see _batches): its messages,
-        # their Records, and the iterator over those; positions for it are
-        # computed when something needs them (_settle).
-        # The batch iteration is handing out: its messages, where the
-        # chunk being handed out starts in them, the chunk's list iterator
-        # (a ``list_iterator``: its length hint says how many it has left,
-        # ``__setstate__`` moves it) and the chunk's size.
-        self._chunk: tuple[list[Any], int, Any, int] | None = None
+        # The batch iteration is handing out (see _batches): its messages
+        # and the iterator making their records (a ``RecordIter``: its
+        # length hint says how many it has left, ``__setstate__`` moves it);
+        # positions for it are computed when something needs them
+        # (_settle).
+        self._batch: tuple[list[Any], RecordIter] | None = None
         self._held: dict[_Key, list[Any]] = {}  # buffered records of paused partitions
         self._pos: dict[_Key, int] = {}
         self._paused: set[_Key] = set()
@@ -252,15 +245,15 @@ class Consumer:
         iteration takes them from there again. Every reader of the buffer or
         of the positions calls this first, so a commit after N records
         covers exactly those N."""
-        chunk = self._chunk
-        if chunk is None:
+        batch = self._batch
+        if batch is None:
             return
-        self._chunk = None
-        msgs, base, it, size = chunk
-        # The records of the chunk's list its iterator has handed out, then
-        # the iterator exhausted: iteration goes on from the buffer.
-        handed = base + size - it.__length_hint__()
-        it.__setstate__(size)
+        self._batch = None
+        msgs, it = batch
+        # The records its iterator has handed out, then the iterator
+        # exhausted: iteration goes on from the buffer.
+        handed = len(msgs) - it.__length_hint__()
+        it.__setstate__(len(msgs))
         if handed < len(msgs):
             self._buf.extendleft(reversed(msgs[handed:]))
         pos = self._pos
@@ -771,15 +764,15 @@ class Consumer:
         in the loop body see the same state.
 
         Without deserializers, the buffered messages are taken as a batch
-        and handed out in chunks of ``_ITER_CHUNK``: the ``Record`` s of a
-        chunk are made in one call and handed out by the list's own
-        iterator, with no Python or extension call per record. The chunk
-        is ``self._chunk`` meanwhile, and whatever reads the buffer or the
-        positions first ends the batch (``_settle``): the positions of the
-        records handed out so far, the rest back in the buffer, and the
-        iterator exhausted. With a deserializer, one record at a time: each
-        runs when its record is handed out, as in the directory form, and
-        its position moves first."""
+        and handed out by a ``RecordIter``, which makes each ``Record`` as
+        the loop asks for it, with no Python code per record (its
+        ``next()`` is a C function of the extension's own). The batch is
+        ``self._batch`` meanwhile, and whatever reads the buffer or the
+        positions first ends it (``_settle``): the positions of the records
+        handed out so far, the rest back in the buffer, and the iterator
+        exhausted. With a deserializer, one record at a time: each runs
+        when its record is handed out, as in the directory form, and its
+        position moves first."""
         buf, pos = self._buf, self._pos
         popleft = buf.popleft
         kd, vd = self._kd, self._vd
@@ -789,20 +782,11 @@ class Consumer:
                     self._settle()  # another iteration's batch, handed out first
                     msgs = list(buf)
                     buf.clear()
-                    n = len(msgs)
-                    base = 0
-                    while True:
-                        size = min(_ITER_CHUNK, n - base)
-                        it = remote_record_chunk(msgs, base, base + size)
-                        chunk = (msgs, base, it, size)
-                        self._chunk = chunk
-                        yield it
-                        if self._chunk is not chunk:
-                            break  # settled meanwhile: the rest is in the buffer
-                        base += size
-                        if base >= n:
-                            self._settle()
-                            break
+                    batch = (msgs, remote_record_iter(msgs, 0, len(msgs)))
+                    self._batch = batch
+                    yield batch[1]
+                    if self._batch is batch:  # else settled meanwhile
+                        self._settle()
                     continue
                 m = popleft()
                 pos[(m.topic(), m.partition())] = m.offset() + 1
