@@ -11,15 +11,19 @@
 //! through `Py::drop` (a thread-local check, then the interpreter's
 //! `_Py_DecRef`). For a `Record` all of that but the allocation, the move,
 //! the decrements and the free is overhead: making and freeing one for a
-//! confluent-kafka message cost 77 ns that way and 48 ns this way (best of
-//! 200 passes over 500 in-memory messages; docs/PERFORMANCE.md).
+//! confluent-kafka message cost 77 ns that way, 48 ns this way, and 28-30
+//! with the free list and the value written in place (best of 200-300
+//! passes over 500 in-memory messages; docs/PERFORMANCE.md, "Over a
+//! cluster", steps 7 and 8).
 //!
 //! So a `Record` is made here with `PyObject_GC_New` (allocated, its type
-//! increfed, not zeroed, not tracked), its value moved to where PyO3 keeps
-//! it, and then tracked only if it may be in a cycle. Its type's
-//! `tp_dealloc` is replaced by `dealloc`: untrack, give up each field's
-//! reference (`Record::release`, in place: `refcount`), free with
-//! `PyObject_GC_Del`, decref the type. Nothing about PyO3 or the
+//! increfed, not zeroed, not tracked), or from the memory of one freed
+//! before (`FREE`, made a new object by `PyObject_Init`), its value
+//! written where PyO3 keeps it (`object_of`), and then tracked only if it
+//! may be in a cycle. Its type's `tp_dealloc` is replaced by `dealloc`:
+//! untrack, give up each field's reference (`Record::release`, in place:
+//! `refcount`), keep the memory or free it with `PyObject_GC_Del`, decref
+//! the type. Nothing about PyO3 or the
 //! interpreter's layout is assumed; each is shown on the running process
 //! when the module loads (`init`), and what is not shown is not used:
 //! - the value's place (`value_place_shown`, `type_slots::value_alone`): a

@@ -5,7 +5,10 @@
 //! Built in Python, each took seven method calls on confluent-kafka's
 //! `Message`, a tuple index and the constructor's argument parsing, about
 //! 1.5 µs a record in CPython (docs/PERFORMANCE.md, "Over a cluster").
-//! Here a fetched batch is converted in one call. Without deserializers a
+//! Here a fetched batch is converted in one call (`remote_records`), or,
+//! for iteration, one record at a time as the loop asks, by an iterator
+//! whose `next()` is a C function of its own (`RecordIter`, `iternext`).
+//! Without deserializers a
 //! `Record` takes its topic, key and value from its `Message` and keeps the
 //! message for the other fields, read when asked (`Record::of_message`);
 //! with them, key and value must be deserialized when the record is handed
@@ -157,7 +160,9 @@ pub struct RecordIter {
     messages: Py<PyList>,
     start: usize,
     stop: usize,
-    /// The index in `messages` of the next record's message.
+    /// The index in `messages` of the next record's message. A load and a
+    /// store, not one atomic step: calls are one at a time under the GIL,
+    /// and the consumer's iteration, its only user, is one thread's.
     next: AtomicUsize,
 }
 
