@@ -25,8 +25,10 @@ import confluent_kafka as ck
 
 from ottla import _core
 
+# Each message with a topic and a value of its own (`"topic_"[:-1]` is a new
+# `str`; `"topic" + ""` would be the same one).
 MSGS = [
-    ck.Message(topic="t" + "", partition=0, offset=i, value=bytes(bytearray(b"x" * 100)))
+    ck.Message(topic="topic_"[:-1], partition=0, offset=i, value=bytes(bytearray(b"x" * 100)))
     for i in range(500)
 ]
 

@@ -232,10 +232,10 @@ class Replay:
 
     @staticmethod
     def _message(topic: str, i: int) -> Any:
-        fresh = bytes(bytearray(VALUE))
-        return ck.Message(
-            topic=topic + "", partition=0, offset=10**6 + i, value=fresh, timestamp=(1, 5)
-        )
+        # New objects: `topic + ""` would be `topic` itself, and a copy of
+        # `VALUE` by slicing would be `VALUE`.
+        name, value = (topic + "_")[:-1], bytes(bytearray(VALUE))
+        return ck.Message(topic=name, partition=0, offset=10**6 + i, value=value, timestamp=(1, 5))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
